@@ -1,0 +1,56 @@
+// Process-wide hardening and child processes owned through a pidfd.
+#pragma once
+
+#include <chrono>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "coffer/base/unique_fd.h"
+
+namespace coffer {
+
+// No core dumps, not ptrace-attachable by other users: PR_SET_DUMPABLE 0, RLIMIT_CORE 0.
+void harden_process();
+
+// A child process. Destroying a Child that has not been waited for kills it (SIGKILL) and reaps it.
+class Child {
+public:
+    struct Options {
+        std::vector<std::string> argv;
+        std::vector<std::string> env;  // empty: inherit
+        int stdin_fd = -1;             // -1: /dev/null
+        int stdout_fd = -1;            // -1: inherit
+        int stderr_fd = -1;            // -1: inherit
+        bool new_process_group = false;
+    };
+
+    static Child spawn(const Options& options);
+
+    Child() = default;
+    Child(Child&& other) noexcept;
+    Child& operator=(Child&& other) noexcept;
+    Child(const Child&) = delete;
+    Child& operator=(const Child&) = delete;
+    ~Child();
+
+    int pid() const noexcept { return pid_; }
+    bool running() const noexcept { return pid_ > 0; }
+
+    // Sends a signal to the child (no-op once reaped).
+    void signal(int sig);
+    // Waits for exit; returns the wait status. nullopt on timeout.
+    std::optional<int> wait_for(std::chrono::milliseconds timeout);
+    int wait();
+    // The pidfd, readable once the child exited.
+    int pidfd() const noexcept { return pidfd_.get(); }
+    // Gives up ownership: the child is no longer killed on destruction.
+    int release() noexcept;
+
+private:
+    void kill_and_reap() noexcept;
+    int pid_ = -1;
+    UniqueFd pidfd_;
+};
+
+}  // namespace coffer

@@ -1,0 +1,24 @@
+// Base64 and hex. Decoding is strict: bad input is an error value, not an exception.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+
+#include "coffer/crypto/secure_buffer.h"
+
+namespace coffer::crypto {
+
+std::string base64_encode(std::span<const std::uint8_t> bytes);
+// Standard alphabet with padding (as Go's encoding/base64 StdEncoding, Docker's Data field).
+// Decodes into secure memory; nullopt when the input is not valid base64.
+std::optional<SecureBuffer> base64_decode_secure(std::string_view text);
+// URL-safe alphabet, no padding (unlock keys).
+std::string base64url_encode(std::span<const std::uint8_t> bytes);
+std::optional<SecureBuffer> base64url_decode_secure(std::string_view text);
+
+std::string hex_encode(std::span<const std::uint8_t> bytes);
+
+}  // namespace coffer::crypto

@@ -1,0 +1,18 @@
+// Randomness from the kernel CSPRNG (through libsodium).
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <string>
+
+namespace coffer::crypto {
+
+void random_bytes(std::span<std::uint8_t> out);
+
+// 25 lower-case base-36 characters, about 128 bits: the ID of every object (as Docker's).
+std::string random_id();
+
+// n random bytes rendered in lower-case base 36, zero-padded to width characters.
+std::string random_base36(std::size_t bytes, std::size_t width);
+
+}  // namespace coffer::crypto

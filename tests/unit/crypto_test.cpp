@@ -1,0 +1,127 @@
+#include <gtest/gtest.h>
+
+#include <set>
+#include <string>
+
+#include "coffer/crypto/aead.h"
+#include "coffer/crypto/encoding.h"
+#include "coffer/crypto/random.h"
+#include "coffer/crypto/secure_buffer.h"
+
+using namespace coffer::crypto;
+using namespace std::string_view_literals;
+
+namespace {
+std::span<const std::uint8_t> bytes(std::string_view s) {
+    return {reinterpret_cast<const std::uint8_t*>(s.data()), s.size()};
+}
+std::string str(const SecureBuffer& b) {
+    return std::string(reinterpret_cast<const char*>(b.data()), b.size());
+}
+}  // namespace
+
+TEST(SecureBuffer, CopiesMovesAndCompares) {
+    auto a = SecureBuffer::copy_of(std::string_view("hunter2"));
+    EXPECT_EQ(a.size(), 7u);
+    auto b = std::move(a);
+    EXPECT_TRUE(a.empty());
+    EXPECT_TRUE(b.equals(bytes("hunter2")));
+    EXPECT_FALSE(b.equals(bytes("hunter3")));
+    EXPECT_FALSE(b.equals(bytes("hunter")));
+    auto c = b.clone();
+    EXPECT_TRUE(c.equals(b.span()));
+}
+
+TEST(ConstantTime, ComparesStrings) {
+    EXPECT_TRUE(constant_time_equal(std::string_view("abc"), std::string_view("abc")));
+    EXPECT_FALSE(constant_time_equal(std::string_view("abc"), std::string_view("abd")));
+    EXPECT_FALSE(constant_time_equal(std::string_view("abc"), std::string_view("ab")));
+}
+
+TEST(RandomId, Is25LowerCaseAlphanumericAndUnique) {
+    std::set<std::string> seen;
+    for (int i = 0; i < 1000; ++i) {
+        auto id = random_id();
+        ASSERT_EQ(id.size(), 25u);
+        for (char ch : id) ASSERT_TRUE((ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'z')) << id;
+        seen.insert(id);
+    }
+    EXPECT_EQ(seen.size(), 1000u);
+}
+
+TEST(Base64, RoundTripsAndRejectsGarbage) {
+    std::string data("\x00\x01\xff binary", 10);
+    auto enc = base64_encode(bytes(data));
+    auto dec = base64_decode_secure(enc);
+    ASSERT_TRUE(dec);
+    EXPECT_EQ(str(*dec), data);
+    EXPECT_EQ(base64_encode(bytes("x")), "eA==");
+    EXPECT_FALSE(base64_decode_secure("not base64!"));
+    EXPECT_FALSE(base64_decode_secure("eA="));
+    EXPECT_FALSE(base64_decode_secure("eA==trailing"));
+}
+
+TEST(Sealing, OpensWhatItSealed) {
+    auto key = Key::generate(1);
+    auto sealed = seal(key, bytes("s3cr3t"), "secrets/abc");
+    EXPECT_EQ(sealed.size(), 6 + sealed_overhead);
+    EXPECT_EQ(sealed.find("s3cr3t"), std::string::npos);
+    auto opened = open(key, sealed, "secrets/abc");
+    ASSERT_TRUE(opened);
+    EXPECT_EQ(str(*opened), "s3cr3t");
+    EXPECT_EQ(sealed_key_id(sealed), 1u);
+}
+
+TEST(Sealing, EmptyPlaintextRoundTrips) {
+    auto key = Key::generate(2);
+    auto sealed = seal(key, {}, "meta/x");
+    auto opened = open(key, sealed, "meta/x");
+    ASSERT_TRUE(opened);
+    EXPECT_TRUE(opened->empty());
+}
+
+TEST(Sealing, NoncesDiffer) {
+    auto key = Key::generate(1);
+    EXPECT_NE(seal(key, bytes("same"), "a"), seal(key, bytes("same"), "a"));
+}
+
+TEST(Sealing, RejectsTamperedCiphertext) {
+    auto key = Key::generate(1);
+    auto sealed = seal(key, bytes("value"), "ad");
+    for (std::size_t i = 0; i < sealed.size(); ++i) {
+        auto t = sealed;
+        t[i] ^= 0x01;
+        EXPECT_FALSE(open(key, t, "ad")) << "byte " << i;
+    }
+}
+
+TEST(Sealing, RejectsWrongKey) {
+    auto key = Key::generate(1);
+    auto other = Key::generate(1);
+    EXPECT_FALSE(open(other, seal(key, bytes("value"), "ad"), "ad"));
+    auto other_id = Key::generate(2);
+    other_id.bytes = key.bytes.clone();
+    EXPECT_FALSE(open(other_id, seal(key, bytes("value"), "ad"), "ad"));
+}
+
+TEST(Sealing, RejectsValueMovedToAnotherKey) {
+    auto key = Key::generate(1);
+    auto sealed = seal(key, bytes("value"), "secrets\0aaa"sv);
+    EXPECT_FALSE(open(key, sealed, "secrets\0bbb"sv));
+    EXPECT_FALSE(open(key, sealed, "services\0aaa"sv));
+}
+
+TEST(Sealing, RejectsTruncatedValue) {
+    auto key = Key::generate(1);
+    auto sealed = seal(key, bytes("value"), "ad");
+    for (std::size_t n = 0; n < sealed.size(); ++n) EXPECT_FALSE(open(key, sealed.substr(0, n), "ad"));
+}
+
+TEST(DeriveKey, DependsOnContextAndInput) {
+    auto a = derive_key(bytes("input key material 32 bytes....."), "coffer kek v1");
+    auto b = derive_key(bytes("input key material 32 bytes....."), "coffer kek v1");
+    auto c = derive_key(bytes("input key material 32 bytes....."), "other");
+    EXPECT_TRUE(a.equals(b.span()));
+    EXPECT_FALSE(a.equals(c.span()));
+    EXPECT_EQ(a.size(), 32u);
+}
