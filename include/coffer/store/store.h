@@ -1,0 +1,113 @@
+// The manager's embedded store: RocksDB, one column family per table, every value sealed
+// (XChaCha20-Poly1305) under the current data encryption key (DEK) with associated data
+// "<table>\0<key>", so a value cannot be moved to another record. DEKs are wrapped by the key
+// encryption key (KEK): a 0600 file in the data directory by default, or, with autolock, a key
+// derived from an unlock key that is shown once and never stored.
+//
+// Writes are synchronous (WAL fsync before success). Concurrent writers are grouped by RocksDB
+// into one fsync, so callers should write from several threads rather than serialise.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "coffer/base/error.h"
+#include "coffer/crypto/secure_buffer.h"
+
+namespace coffer::store {
+
+enum class Table : std::uint8_t {
+    meta,         // cluster-wide settings and counters
+    secrets,      // secret metadata (spec without data), JSON
+    secret_data,  // secret bytes
+    nodes,
+    services,
+    tasks,
+    pki,          // CA key and certificate, join tokens
+};
+inline constexpr Table all_tables[] = {Table::meta,     Table::secrets, Table::secret_data,
+                                       Table::nodes,    Table::services, Table::tasks,
+                                       Table::pki};
+std::string_view table_name(Table t) noexcept;
+
+struct Options {
+    std::filesystem::path dir;
+    // Only used when the store is created: no KEK file; an unlock key is generated and returned
+    // once by open(); every later open starts locked.
+    bool autolock = false;
+};
+
+// One atomic, synchronous write.
+class Batch {
+public:
+    void put(Table table, std::string key, std::string value);
+    void put(Table table, std::string key, crypto::SecureBuffer value);
+    void erase(Table table, std::string key);
+    bool empty() const noexcept { return ops_.empty(); }
+
+    struct Op {
+        Table table;
+        std::string key;
+        std::optional<crypto::SecureBuffer> value;  // nullopt: erase
+    };
+    const std::vector<Op>& ops() const noexcept { return ops_; }
+
+private:
+    std::vector<Op> ops_;
+};
+
+class Store {
+public:
+    struct Opened;
+    // Creates the directory (0700) and the database on first use. Fails (as an Error) when the
+    // directory holds something that is not a coffer store, or the KEK file is missing/unreadable.
+    static Result<Opened> open(const Options& options);
+
+    virtual ~Store() = default;
+
+    // Locked: an autolocked store after open, before unlock(). Every read and write then fails
+    // with Errc::locked.
+    virtual bool locked() const = 0;
+    virtual bool autolock() const = 0;
+    // A wrong key: Errc::invalid_argument "invalid unlock key"; not locked: Errc::conflict.
+    virtual Result<void> unlock(std::string_view unlock_key) = 0;
+    // The current unlock key ("COFFERKEY-1-..."), known while unlocked; nullopt without autolock.
+    virtual std::optional<crypto::SecureBuffer> unlock_key() const = 0;
+    // A new unlock key; every DEK is re-wrapped under it in one synchronous write, and the old
+    // key stops working. Errc::conflict without autolock.
+    virtual Result<crypto::SecureBuffer> rotate_unlock_key() = 0;
+
+    // Makes a fresh DEK current (synchronously), then re-seals every value in the background.
+    // Crash-safe: old DEKs are kept until no value uses them, and an interrupted rotation
+    // resumes at the next open.
+    virtual Result<void> rotate_dek() = 0;
+    // True while values sealed under an older DEK remain.
+    virtual bool rotation_pending() const = 0;
+    // Blocks until no rotation is pending (for tests and shutdown).
+    virtual void wait_rotation() = 0;
+    virtual std::uint32_t current_dek_id() const = 0;
+
+    virtual Result<std::optional<crypto::SecureBuffer>> get(Table table, std::string_view key) = 0;
+    virtual Result<void> write(Batch batch) = 0;
+    // Every record of a table in key order. fn returns false to stop.
+    virtual Result<void> scan(Table table,
+                              const std::function<bool(std::string_view key,
+                                                       crypto::SecureBuffer value)>& fn) = 0;
+
+    // Flushes memtables and compacts every table (tests use it to check what reaches SST files).
+    virtual Result<void> compact() = 0;
+};
+
+struct Store::Opened {
+    std::unique_ptr<Store> store;
+    // Set only when this open created an autolocked store: shown once, never stored.
+    std::optional<crypto::SecureBuffer> new_unlock_key;
+};
+
+}  // namespace coffer::store
