@@ -1,0 +1,29 @@
+// JSON codecs of the model in the Docker Engine API's shapes. Includes Boost.JSON: include it
+// only where JSON is produced or consumed, not from other headers.
+#pragma once
+
+#include <boost/json.hpp>
+
+#include "coffer/base/error.h"
+#include "coffer/model/secret.h"
+
+namespace coffer::model {
+
+boost::json::object to_json(const ObjectMeta& m);
+boost::json::object to_json(const Secret& s);
+Result<Secret> secret_from_json(const boost::json::value& v);
+
+boost::json::object to_json(const Labels& labels);
+// Labels from a JSON object (null or absent: empty); other shapes are an error naming field.
+Result<Labels> labels_from_json(const boost::json::value* v, std::string_view field);
+
+// A required string member; "missing field X" / "field X must be a string".
+Result<std::string> string_field(const boost::json::object& o, std::string_view field);
+
+// Parses text into a value; malformed JSON is invalid_argument with the parser's reason.
+Result<boost::json::value> parse_json(std::string_view text, boost::json::storage_ptr sp = {});
+
+// {"message": text}
+std::string error_body(std::string_view message);
+
+}  // namespace coffer::model

@@ -1,0 +1,47 @@
+// A secret's metadata: everything but its bytes, which travel separately in secure memory.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <string_view>
+
+#include "coffer/base/error.h"
+#include "coffer/model/time.h"
+
+namespace coffer::model {
+
+using Labels = std::map<std::string, std::string>;
+
+struct ObjectMeta {
+    std::string id;
+    std::uint64_t version = 0;  // Version.Index, for optimistic concurrency
+    Timestamp created;
+    Timestamp updated;
+};
+
+struct SecretSpec {
+    std::string name;
+    Labels labels;
+};
+
+struct Secret {
+    ObjectMeta meta;
+    SecretSpec spec;
+};
+
+// Docker's limits: 1 to 511,999 bytes.
+inline constexpr std::size_t max_secret_size = 500 * 1024 - 1;
+
+// 1–64 characters, [a-zA-Z0-9] at both ends and [a-zA-Z0-9-_.] between (Docker's rule and words).
+Result<void> validate_object_name(std::string_view name);
+Result<void> validate_secret_size(std::size_t size);
+// Label keys must be non-empty; keys and values at most 4 KiB each, no NUL bytes.
+Result<void> validate_labels(const Labels& labels);
+
+// A 25-character lower-case alphanumeric ID.
+bool looks_like_id(std::string_view s) noexcept;
+
+std::string to_lower(std::string_view s);
+
+}  // namespace coffer::model

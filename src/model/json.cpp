@@ -1,0 +1,104 @@
+#include "coffer/model/json.h"
+
+namespace coffer::model {
+
+namespace json = boost::json;
+
+json::object to_json(const Labels& labels) {
+    json::object o;
+    for (const auto& [k, v] : labels) o[k] = v;
+    return o;
+}
+
+Result<Labels> labels_from_json(const json::value* v, std::string_view field) {
+    Labels out;
+    if (v == nullptr || v->is_null()) return out;
+    if (!v->is_object())
+        return make_error(Errc::invalid_argument, fmt::format("{} must be an object of strings", field));
+    for (const auto& [k, val] : v->as_object()) {
+        if (!val.is_string())
+            return make_error(Errc::invalid_argument,
+                              fmt::format("{} must be an object of strings", field));
+        out.emplace(std::string(k), std::string(val.as_string()));
+    }
+    if (auto ok = validate_labels(out); !ok) return std::move(ok).error();
+    return out;
+}
+
+Result<std::string> string_field(const json::object& o, std::string_view field) {
+    auto* v = o.if_contains(field);
+    if (v == nullptr || v->is_null())
+        return make_error(Errc::invalid_argument, fmt::format("missing field {}", field));
+    if (!v->is_string())
+        return make_error(Errc::invalid_argument, fmt::format("field {} must be a string", field));
+    return std::string(v->as_string());
+}
+
+json::object to_json(const ObjectMeta& m) {
+    json::object o;
+    o["ID"] = m.id;
+    o["Version"] = json::object{{"Index", m.version}};
+    o["CreatedAt"] = format_rfc3339(m.created);
+    o["UpdatedAt"] = format_rfc3339(m.updated);
+    return o;
+}
+
+json::object to_json(const Secret& s) {
+    auto o = to_json(s.meta);
+    o["Spec"] = json::object{{"Name", s.spec.name}, {"Labels", to_json(s.spec.labels)}};
+    return o;
+}
+
+namespace {
+
+Result<ObjectMeta> meta_from_json(const json::object& o) {
+    ObjectMeta m;
+    auto id = string_field(o, "ID");
+    if (!id) return std::move(id).error();
+    m.id = std::move(*id);
+    auto* ver = o.if_contains("Version");
+    const json::value* idx = ver && ver->is_object() ? ver->as_object().if_contains("Index") : nullptr;
+    if (idx == nullptr || !idx->is_number())
+        return make_error(Errc::invalid_argument, "field Version.Index must be a number");
+    m.version = idx->to_number<std::uint64_t>();
+    for (auto [field, out] : {std::pair{"CreatedAt", &m.created}, std::pair{"UpdatedAt", &m.updated}}) {
+        auto text = string_field(o, field);
+        if (!text) return std::move(text).error();
+        auto t = parse_rfc3339(*text);
+        if (!t) return make_error(Errc::invalid_argument, fmt::format("field {} is not a time", field));
+        *out = *t;
+    }
+    return m;
+}
+
+}  // namespace
+
+Result<Secret> secret_from_json(const json::value& v) {
+    if (!v.is_object()) return make_error(Errc::invalid_argument, "secret must be an object");
+    const auto& o = v.as_object();
+    auto meta = meta_from_json(o);
+    if (!meta) return std::move(meta).error();
+    auto* spec = o.if_contains("Spec");
+    if (spec == nullptr || !spec->is_object())
+        return make_error(Errc::invalid_argument, "field Spec must be an object");
+    auto name = string_field(spec->as_object(), "Name");
+    if (!name) return std::move(name).error();
+    auto labels = labels_from_json(spec->as_object().if_contains("Labels"), "Labels");
+    if (!labels) return std::move(labels).error();
+    return Secret{std::move(*meta), SecretSpec{std::move(*name), std::move(*labels)}};
+}
+
+Result<json::value> parse_json(std::string_view text, json::storage_ptr sp) {
+    boost::system::error_code ec;
+    json::parse_options opts;
+    opts.max_depth = 64;
+    auto v = json::parse(text, ec, std::move(sp), opts);
+    if (ec) return make_error(Errc::invalid_argument, fmt::format("malformed JSON: {}", ec.message()));
+    return v;
+}
+
+std::string error_body(std::string_view message) {
+    return json::serialize(json::object{{"message", message}});
+}
+
+}  // namespace coffer::model
