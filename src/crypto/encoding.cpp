@@ -45,6 +45,16 @@ std::optional<SecureBuffer> base64url_decode_secure(std::string_view text) {
     return decode(text, sodium_base64_VARIANT_URLSAFE_NO_PADDING);
 }
 
+SecureBuffer base64url_encode_secure(std::span<const std::uint8_t> bytes) {
+    init();
+    constexpr int variant = sodium_base64_VARIANT_URLSAFE_NO_PADDING;
+    SecureBuffer out(sodium_base64_encoded_len(bytes.size(), variant));
+    sodium_bin2base64(reinterpret_cast<char*>(out.data()), out.size(), bytes.data(), bytes.size(),
+                      variant);
+    out.truncate(out.size() - 1);  // the terminating NUL
+    return out;
+}
+
 std::string hex_encode(std::span<const std::uint8_t> bytes) {
     init();
     std::string out(bytes.size() * 2 + 1, '\0');

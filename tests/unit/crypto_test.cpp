@@ -61,6 +61,17 @@ TEST(Base64, RoundTripsAndRejectsGarbage) {
     EXPECT_FALSE(base64_decode_secure("eA==trailing"));
 }
 
+TEST(Base64Url, SecureEncodingMatchesPlainEncoding) {
+    for (std::string_view data : {""sv, "x"sv, "\xfb\xff"sv, "\0\x01\xff binary"sv,
+                                  "32 bytes of key material........."sv}) {
+        auto secure = base64url_encode_secure(bytes(data));
+        EXPECT_EQ(str(secure), base64url_encode(bytes(data)));
+        auto back = base64url_decode_secure(str(secure));
+        ASSERT_TRUE(back);
+        EXPECT_EQ(str(*back), data);
+    }
+}
+
 TEST(Sealing, OpensWhatItSealed) {
     auto key = Key::generate(1);
     auto sealed = seal(key, bytes("s3cr3t"), "secrets/abc");

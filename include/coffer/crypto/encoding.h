@@ -18,6 +18,8 @@ std::optional<SecureBuffer> base64_decode_secure(std::string_view text);
 // URL-safe alphabet, no padding (unlock keys).
 std::string base64url_encode(std::span<const std::uint8_t> bytes);
 std::optional<SecureBuffer> base64url_decode_secure(std::string_view text);
+// As base64url_encode, into secure memory: for encodings that are secrets themselves (unlock keys).
+SecureBuffer base64url_encode_secure(std::span<const std::uint8_t> bytes);
 
 std::string hex_encode(std::span<const std::uint8_t> bytes);
 
