@@ -63,11 +63,19 @@ std::optional<std::uint32_t> sealed_key_id(std::string_view sealed) noexcept {
 }
 
 std::optional<SecureBuffer> open(const Key& key, std::string_view sealed, std::string_view ad) {
+    if (sealed.size() < sealed_overhead) return std::nullopt;
+    SecureBuffer out(sealed.size() - sealed_overhead);
+    if (!open_into(key, sealed, ad, out.span())) return std::nullopt;
+    return out;
+}
+
+std::optional<std::size_t> open_into(const Key& key, std::string_view sealed, std::string_view ad,
+                                     std::span<std::uint8_t> out) {
     auto id = sealed_key_id(sealed);
     if (!id || *id != key.id || key.bytes.size() != key_bytes) return std::nullopt;
     auto* p = reinterpret_cast<const std::uint8_t*>(sealed.data());
     std::size_t clen = sealed.size() - header_bytes;
-    SecureBuffer out(clen - crypto_aead_xchacha20poly1305_ietf_ABYTES);
+    if (out.size() < clen - crypto_aead_xchacha20poly1305_ietf_ABYTES) return std::nullopt;
     auto aad = full_ad(sealed.substr(0, header_bytes), ad);
     unsigned long long mlen = 0;
     // An empty plaintext still needs a valid output pointer.
@@ -77,7 +85,7 @@ std::optional<SecureBuffer> open(const Key& key, std::string_view sealed, std::s
             reinterpret_cast<const std::uint8_t*>(aad.data()), aad.size(), p + 5,
             key.bytes.data()) != 0)
         return std::nullopt;
-    return out;
+    return static_cast<std::size_t>(mlen);
 }
 
 SecureBuffer derive_key(std::span<const std::uint8_t> ikm, std::string_view context) {

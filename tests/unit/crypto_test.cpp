@@ -83,6 +83,20 @@ TEST(Sealing, OpensWhatItSealed) {
     EXPECT_EQ(sealed_key_id(sealed), 1u);
 }
 
+TEST(Sealing, OpensIntoACallersBuffer) {
+    auto key = Key::generate(3);
+    auto sealed = seal(key, bytes("s3cr3t"), "secrets/abc");
+    SecureBuffer scratch(64);
+    auto n = open_into(key, sealed, "secrets/abc", scratch.span());
+    ASSERT_TRUE(n);
+    EXPECT_EQ(std::string_view(reinterpret_cast<const char*>(scratch.data()), *n), "s3cr3t");
+    EXPECT_FALSE(open_into(key, sealed, "secrets/abc", scratch.span().first(5)));
+    EXPECT_TRUE(open_into(key, sealed, "secrets/abc", scratch.span().first(6)));
+    EXPECT_FALSE(open_into(key, sealed, "secrets/abd", scratch.span()));
+    EXPECT_FALSE(
+        open_into(key, sealed.substr(0, sealed_overhead - 1), "secrets/abc", scratch.span()));
+}
+
 TEST(Sealing, EmptyPlaintextRoundTrips) {
     auto key = Key::generate(2);
     auto sealed = seal(key, {}, "meta/x");

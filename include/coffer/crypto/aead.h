@@ -33,6 +33,10 @@ std::optional<std::uint32_t> sealed_key_id(std::string_view sealed) noexcept;
 // Opens into secure memory. nullopt when the record is malformed, was sealed under another key,
 // with other associated data, or was altered in any way.
 std::optional<SecureBuffer> open(const Key& key, std::string_view sealed, std::string_view ad);
+// As open(), into out, which must hold at least sealed.size() - sealed_overhead bytes (nullopt
+// otherwise); returns the plaintext's length. For opening many records with one secure buffer.
+std::optional<std::size_t> open_into(const Key& key, std::string_view sealed, std::string_view ad,
+                                     std::span<std::uint8_t> out);
 
 // Derives a 256-bit key from high-entropy input keying material and a context label (BLAKE2b).
 SecureBuffer derive_key(std::span<const std::uint8_t> ikm, std::string_view context);
