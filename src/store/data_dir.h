@@ -1,0 +1,57 @@
+// The data directory: its permissions, the format marker that says how the KEK is kept, and the
+// KEK file. Only the KEK file's content is secret.
+//
+//   <dir>/          0700
+//   <dir>/format    {"format":1,"kek":"file"} or {"format":1,"kek":"autolock"}
+//   <dir>/kek       32 random bytes, 0600 (kek "file" only)
+//   <dir>/db/       RocksDB
+//
+// Failures that are the directory's state (wrong permissions, no KEK file, not a store) are
+// thrown as ErrorException with a message that says what to do; failed syscalls as SystemError.
+#pragma once
+
+#include <filesystem>
+#include <optional>
+#include <span>
+#include <string_view>
+
+#include "coffer/base/unique_fd.h"
+#include "coffer/crypto/secure_buffer.h"
+
+namespace coffer::store::detail {
+
+enum class KekMode { file, autolock };
+
+std::string_view kek_mode_name(KekMode mode) noexcept;
+
+class DataDir {
+  public:
+    // Opens dir, creating it 0700 when it does not exist (its parent must exist).
+    static DataDir open(const std::filesystem::path& dir);
+
+    const std::filesystem::path& path() const noexcept { return path_; }
+    std::filesystem::path db_path() const;
+
+    // The KEK mode the format marker names; nullopt when there is no marker, that is no store.
+    std::optional<KekMode> format() const;
+    // Refuses a store directory that group or others may enter.
+    void check_private() const;
+    // Readies a directory without a marker for a new store: makes it 0700 and removes what an
+    // interrupted initialisation left (kek, temporary files, db/); refuses anything else.
+    void prepare_new();
+    // Written last when a store is created: until the marker exists, nothing is committed.
+    void write_format(KekMode mode);
+
+    crypto::SecureBuffer read_kek() const;
+    void write_kek(const crypto::SecureBuffer& kek);
+
+  private:
+    DataDir(std::filesystem::path path, UniqueFd fd) : path_(std::move(path)), fd_(std::move(fd)) {}
+    // Atomically: a new file holding bytes with mode, or an error if name exists.
+    void create_file(std::string_view name, std::span<const std::uint8_t> bytes, unsigned mode);
+
+    std::filesystem::path path_;
+    UniqueFd fd_;
+};
+
+}  // namespace coffer::store::detail
