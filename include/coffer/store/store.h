@@ -23,7 +23,7 @@
 namespace coffer::store {
 
 enum class Table : std::uint8_t {
-    meta,         // cluster-wide settings and counters
+    meta,         // cluster-wide settings and counters; keys "dek/..." are the store's own
     secrets,      // secret metadata (spec without data), JSON
     secret_data,  // secret bytes
     nodes,
@@ -89,10 +89,15 @@ public:
     virtual Result<void> rotate_dek() = 0;
     // True while values sealed under an older DEK remain.
     virtual bool rotation_pending() const = 0;
-    // Blocks until no rotation is pending (for tests and shutdown).
+    // Blocks until no rotation is pending (for tests and shutdown), or until the re-sealer cannot
+    // go on: the store is locked, or a value is corrupt (logged; the old DEK is kept).
     virtual void wait_rotation() = 0;
+    // 0 while locked.
     virtual std::uint32_t current_dek_id() const = 0;
 
+    // Keys are not secret (they appear in error messages); values are. A key in Table::meta
+    // beginning "dek/", or an empty key, is Errc::invalid_argument. A value that does not open
+    // is Errc::internal, naming table and key.
     virtual Result<std::optional<crypto::SecureBuffer>> get(Table table, std::string_view key) = 0;
     virtual Result<void> write(Batch batch) = 0;
     // Every record of a table in key order. fn returns false to stop.

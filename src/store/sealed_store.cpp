@@ -1,0 +1,269 @@
+#include "sealed_store.h"
+
+#include <shared_mutex>
+
+#include "coffer/base/log.h"
+
+namespace coffer::store::detail {
+namespace {
+
+Error locked_error() {
+    return make_error(Errc::locked,
+                      R"(coffer is locked: run "coffer cluster unlock" with the unlock key)");
+}
+
+Error reserved_error(std::string_view key) {
+    return make_error(
+        Errc::invalid_argument,
+        fmt::format("meta/{}: keys beginning with {} are reserved for the store's keys",
+                    printable_key(key), key_record_prefix));
+}
+
+void put_key_record(rocksdb::WriteBatch& batch, rocksdb::ColumnFamilyHandle* meta,
+                    const KeyRecord& record) {
+    // A batch of a few small records cannot exceed RocksDB's batch size limit.
+    (void)batch.Put(meta, record.key, record.sealed);
+}
+
+}  // namespace
+
+Store::Opened SealedStore::create(DataDir dir, KekMode mode) {
+    dir.prepare_new();
+    Keyring keys;
+    std::optional<crypto::SecureBuffer> shown;
+    if (mode == KekMode::file) {
+        auto kek = crypto::Key::generate(kek_id);
+        dir.write_kek(kek.bytes);
+        keys.kek = std::move(kek);
+    } else {
+        auto unlock_key = generate_unlock_key();
+        shown = unlock_key.text.clone();
+        keys.unlock_key = std::move(unlock_key.text);
+        keys.kek = std::move(unlock_key.kek);
+    }
+    auto db = Database::open(dir.db_path(), /*create=*/true);
+    auto dek = std::make_shared<const crypto::Key>(crypto::Key::generate(1));
+    rocksdb::WriteBatch batch;
+    put_key_record(batch, db.cf(Table::meta), wrap_dek(*keys.kek, *dek));
+    put_key_record(batch, db.cf(Table::meta), wrap_current(*keys.kek, dek->id));
+    if (auto r = db.write(batch); !r)
+        throw ErrorException(std::move(r).error().context("create keys"));
+    keys.deks.current = dek->id;
+    keys.deks.keys.emplace(dek->id, std::move(dek));
+    keys.stored_deks = 1;
+    // The marker commits the creation: an interrupted one is cleaned up by the next open.
+    dir.write_format(mode);
+    log::info("store", "created store {} (kek: {})", dir.path().string(), kek_mode_name(mode));
+    return Opened{
+        std::make_unique<SealedStore>(std::move(dir), mode, std::move(db), std::move(keys)),
+        std::move(shown)};
+}
+
+std::unique_ptr<Store> SealedStore::open(DataDir dir, KekMode mode) {
+    dir.check_private();
+    auto db = Database::open(dir.db_path(), /*create=*/false);
+    auto records = db.key_records();
+    if (!records) throw ErrorException(std::move(records).error());
+    Keyring keys;
+    keys.stored_deks = count_deks(*records);
+    if (mode == KekMode::autolock) {
+        keys.locked = true;
+    } else {
+        auto kek = kek_from_file_bytes(dir.read_kek());
+        auto deks = open_key_records(kek, *records);
+        if (!deks && deks.error().code == Errc::invalid_argument)
+            throw ErrorException(make_error(
+                Errc::internal, fmt::format("the KEK file in {} does not open this store's keys",
+                                            dir.path().string())));
+        if (!deks) throw ErrorException(std::move(deks).error());
+        keys.kek = std::move(kek);
+        keys.deks = std::move(*deks);
+    }
+    log::info("store", "opened store {} (kek: {}{})", dir.path().string(), kek_mode_name(mode),
+              keys.locked ? ", locked" : "");
+    return std::make_unique<SealedStore>(std::move(dir), mode, std::move(db), std::move(keys));
+}
+
+SealedStore::SealedStore(DataDir dir, KekMode mode, Database db, Keyring keys)
+    : dir_(std::move(dir)), mode_(mode), db_(std::move(db)), keys_(std::move(keys)) {
+    worker_ = std::thread([this] { worker_main(); });
+    // An interrupted rotation resumes by itself.
+    if (rotation_pending() && !locked()) wake_worker();
+}
+
+SealedStore::~SealedStore() {
+    {
+        std::lock_guard lock(worker_mu_);
+        stop_ = true;
+    }
+    stopping_ = true;
+    worker_cv_.notify_all();
+    worker_.join();
+}
+
+bool SealedStore::locked() const {
+    return keys_.read()->locked;
+}
+
+Result<void> SealedStore::unlock(std::string_view unlock_key) {
+    bool pending = false;
+    {
+        auto keys = keys_.lock();
+        if (!keys->locked) return make_error(Errc::conflict, "not locked");
+        auto parsed = parse_unlock_key(unlock_key);
+        if (!parsed) return make_error(Errc::invalid_argument, "invalid unlock key");
+        auto records = db_.key_records();
+        if (!records) return std::move(records).error().context("unlock");
+        auto deks = open_key_records(parsed->kek, *records);
+        if (!deks && deks.error().code == Errc::invalid_argument)
+            return make_error(Errc::invalid_argument, "invalid unlock key");
+        if (!deks) return std::move(deks).error().context("unlock");
+        keys->kek = std::move(parsed->kek);
+        keys->unlock_key = std::move(parsed->text);
+        keys->deks = std::move(*deks);
+        keys->stored_deks = keys->deks.keys.size();
+        keys->locked = false;
+        pending = keys->deks.keys.size() > 1;
+    }
+    log::info("store", "unlocked store {}", dir_.path().string());
+    if (pending) wake_worker();
+    return {};
+}
+
+std::optional<crypto::SecureBuffer> SealedStore::unlock_key() const {
+    auto keys = keys_.read();
+    if (!keys->unlock_key) return std::nullopt;
+    return keys->unlock_key->clone();
+}
+
+Result<crypto::SecureBuffer> SealedStore::rotate_unlock_key() {
+    if (mode_ != KekMode::autolock)
+        return make_error(Errc::conflict,
+                          "the store does not use autolock: it has no unlock key to rotate");
+    auto keys = keys_.lock();
+    if (keys->locked) return locked_error();
+    auto fresh = generate_unlock_key();
+    rocksdb::WriteBatch batch;
+    for (const auto& [id, dek] : keys->deks.keys)
+        put_key_record(batch, db_.cf(Table::meta), wrap_dek(fresh.kek, *dek));
+    put_key_record(batch, db_.cf(Table::meta), wrap_current(fresh.kek, keys->deks.current));
+    if (auto r = db_.write(batch); !r) return std::move(r).error().context("rotate the unlock key");
+    keys->kek = std::move(fresh.kek);
+    keys->unlock_key = fresh.text.clone();
+    log::info("store", "rotated the unlock key of {}", dir_.path().string());
+    return std::move(fresh.text);
+}
+
+Result<void> SealedStore::rotate_dek() {
+    std::uint32_t id = 0;
+    {
+        std::unique_lock gate(gate_);
+        auto keys = keys_.lock();
+        if (keys->locked) return locked_error();
+        auto dek = std::make_shared<const crypto::Key>(crypto::Key::generate(keys->deks.next_id()));
+        id = dek->id;
+        rocksdb::WriteBatch batch;
+        put_key_record(batch, db_.cf(Table::meta), wrap_dek(*keys->kek, *dek));
+        put_key_record(batch, db_.cf(Table::meta), wrap_current(*keys->kek, id));
+        if (auto r = db_.write(batch); !r) return std::move(r).error().context("rotate the DEK");
+        keys->deks.keys.emplace(id, std::move(dek));
+        keys->deks.current = id;
+        keys->stored_deks = keys->deks.keys.size();
+    }
+    log::info("store", "DEK {} is current; re-sealing values in the background", id);
+    wake_worker();
+    return {};
+}
+
+bool SealedStore::rotation_pending() const {
+    auto keys = keys_.read();
+    return keys->locked ? keys->stored_deks > 1 : keys->deks.keys.size() > 1;
+}
+
+std::uint32_t SealedStore::current_dek_id() const {
+    auto keys = keys_.read();
+    return keys->locked ? 0 : keys->deks.current;
+}
+
+Result<std::optional<crypto::SecureBuffer>> SealedStore::read_value(const Keyring& keys,
+                                                                    Table table,
+                                                                    std::string_view key) {
+    auto sealed = db_.get(table, key);
+    if (!sealed) return std::move(sealed).error();
+    if (!*sealed) return std::optional<crypto::SecureBuffer>();
+    auto value = open_value(keys.deks, table, key, **sealed);
+    if (!value) return std::move(value).error();
+    return std::optional<crypto::SecureBuffer>(std::move(*value));
+}
+
+Result<std::optional<crypto::SecureBuffer>> SealedStore::get(Table table, std::string_view key) {
+    auto keys = keys_.read();
+    if (keys->locked) return locked_error();
+    if (is_key_record(table, key)) return reserved_error(key);
+    return read_value(*keys, table, key);
+}
+
+Result<void> SealedStore::write(Batch batch) {
+    if (batch.empty()) return {};
+    for (const auto& op : batch.ops()) {
+        if (op.key.empty())
+            return make_error(Errc::invalid_argument,
+                              fmt::format("{}: empty record key", table_name(op.table)));
+        if (is_key_record(op.table, op.key)) return reserved_error(op.key);
+    }
+    std::shared_lock gate(gate_);
+    std::shared_ptr<const crypto::Key> dek;
+    {
+        auto keys = keys_.read();
+        if (keys->locked) return locked_error();
+        dek = keys->deks.keys.at(keys->deks.current);
+    }
+    rocksdb::WriteBatch wb;
+    for (const auto& op : batch.ops()) {
+        auto* cf = db_.cf(op.table);
+        auto s = op.value ? wb.Put(cf, op.key, seal_value(*dek, op.table, op.key, op.value->span()))
+                          : wb.Delete(cf, op.key);
+        if (!s.ok())
+            return db_error(fmt::format("write {}/{}", table_name(op.table), printable_key(op.key)),
+                            s);
+    }
+    return db_.write(wb);
+}
+
+Result<void> SealedStore::scan(
+    Table table, const std::function<bool(std::string_view key, crypto::SecureBuffer value)>& fn) {
+    if (locked()) return locked_error();
+    auto it = db_.iterate(table);
+    for (it->SeekToFirst(); it->Valid(); it->Next()) {
+        auto key = it->key().ToStringView();
+        if (is_key_record(table, key)) continue;
+        std::optional<crypto::SecureBuffer> value;
+        {
+            // keys_ is not held while fn runs: fn may use the store.
+            auto keys = keys_.read();
+            auto sealed = it->value().ToStringView();
+            auto id = crypto::sealed_key_id(sealed);
+            if (id && !keys->deks.find(*id)) {
+                // Re-sealed and its DEK retired since the iterator started: read it again.
+                auto fresh = read_value(*keys, table, key);
+                if (!fresh) return std::move(fresh).error();
+                if (!*fresh) continue;  // erased meanwhile
+                value = std::move(**fresh);
+            } else {
+                auto opened = open_value(keys->deks, table, key, sealed);
+                if (!opened) return std::move(opened).error();
+                value = std::move(*opened);
+            }
+        }
+        if (!fn(key, std::move(*value))) return {};
+    }
+    if (!it->status().ok())
+        return db_error(fmt::format("scan {}", table_name(table)), it->status());
+    return {};
+}
+
+Result<void> SealedStore::compact() {
+    return db_.compact();
+}
+
+}  // namespace coffer::store::detail

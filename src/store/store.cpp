@@ -1,0 +1,64 @@
+#include "coffer/store/store.h"
+
+#include <sodium.h>
+
+#include "coffer/base/log.h"
+#include "data_dir.h"
+#include "sealed_store.h"
+
+namespace coffer::store {
+
+std::string_view table_name(Table t) noexcept {
+    switch (t) {
+        case Table::meta:
+            return "meta";
+        case Table::secrets:
+            return "secrets";
+        case Table::secret_data:
+            return "secret_data";
+        case Table::nodes:
+            return "nodes";
+        case Table::services:
+            return "services";
+        case Table::tasks:
+            return "tasks";
+        case Table::pki:
+            return "pki";
+    }
+    return "unknown";
+}
+
+void Batch::put(Table table, std::string key, std::string value) {
+    auto secure = crypto::SecureBuffer::copy_of(std::string_view(value));
+    // The caller gave the string up; do not leave its bytes behind in the heap.
+    ::sodium_memzero(value.data(), value.size());
+    put(table, std::move(key), std::move(secure));
+}
+
+void Batch::put(Table table, std::string key, crypto::SecureBuffer value) {
+    ops_.push_back(Op{table, std::move(key), std::move(value)});
+}
+
+void Batch::erase(Table table, std::string key) {
+    ops_.push_back(Op{table, std::move(key), std::nullopt});
+}
+
+Result<Store::Opened> Store::open(const Options& options) {
+    auto fail = [&](Errc code, std::string_view message) {
+        return make_error(code, fmt::format("open store {}: {}", options.dir.string(), message));
+    };
+    try {
+        crypto::init();
+        auto dir = detail::DataDir::open(options.dir);
+        if (auto mode = dir.format())
+            return Opened{detail::SealedStore::open(std::move(dir), *mode), std::nullopt};
+        return detail::SealedStore::create(
+            std::move(dir), options.autolock ? detail::KekMode::autolock : detail::KekMode::file);
+    } catch (const ErrorException& e) {
+        return fail(e.error().code, e.error().message);
+    } catch (const std::exception& e) {
+        return fail(Errc::internal, e.what());
+    }
+}
+
+}  // namespace coffer::store
