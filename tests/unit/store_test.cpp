@@ -408,27 +408,51 @@ TEST(StoreDir, AnotherStoresKekFileDoesNotOpenIt) {
     EXPECT_NE(opened.error().message.find("does not open"), std::string::npos);
 }
 
-TEST(Tampering, AlteredValueFailsAsCorruption) {
-    TempDir tmp;
-    const std::string secret = "the secret value itself";
+namespace {
+
+// Stores value under table/key, closes the store, lets change(raw, sealed value) alter the
+// database directly, and reopens the store.
+template <typename Change>
+std::unique_ptr<Store> tampered(const TempDir& tmp, Table table, const std::string& key,
+                                std::string_view value, Change change) {
     {
         auto store = open_store(tmp.store());
-        put(*store, Table::secret_data, "s1", secret);
-        put(*store, Table::secret_data, "s2", "another");
+        put(*store, table, key, value);
+        put(*store, table, key + "-untouched", value);
     }
     {
         RawDb raw(tmp.store());
-        auto v = *raw.get(Table::secret_data, "s1");
-        v[v.size() / 2] ^= 0x20;
-        raw.put(Table::secret_data, "s1", v);
+        change(raw, *raw.get(table, key));
     }
     auto store = open_store(tmp.store());
-    auto r = store->get(Table::secret_data, "s1");
-    ASSERT_FALSE(r.ok());
+    EXPECT_EQ(str(**store->get(table, key + "-untouched")), value);
+    return store;
+}
+
+// get(table, key) fails as corruption, naming the record and nothing of value.
+void expect_corrupt(Store& store, Table table, const std::string& key, std::string_view value,
+                    std::string_view why) {
+    auto r = store.get(table, key);
+    ASSERT_FALSE(r.ok()) << key;
     EXPECT_EQ(r.error().code, Errc::internal);
-    EXPECT_NE(r.error().message.find("secret_data/s1"), std::string::npos) << r.error().message;
-    EXPECT_EQ(r.error().message.find(secret), std::string::npos);
-    EXPECT_EQ(str(**store->get(Table::secret_data, "s2")), "another");
+    const auto& message = r.error().message;
+    EXPECT_NE(message.find(fmt::format("record {}/{} is corrupt", table_name(table), key)),
+              std::string::npos)
+        << message;
+    EXPECT_NE(message.find(why), std::string::npos) << message;
+    EXPECT_EQ(message.find(value), std::string::npos) << message;
+}
+
+}  // namespace
+
+TEST(Tampering, AlteredValueFailsAsCorruption) {
+    TempDir tmp;
+    const std::string secret = "the secret value itself";
+    auto store = tampered(tmp, Table::secret_data, "s1", secret, [](RawDb& raw, std::string v) {
+        v[v.size() / 2] ^= 0x20;
+        raw.put(Table::secret_data, "s1", v);
+    });
+    expect_corrupt(*store, Table::secret_data, "s1", secret, "does not open under key 1");
     auto s = store->scan(Table::secret_data, [](auto, auto) { return true; });
     ASSERT_FALSE(s.ok());
     EXPECT_EQ(s.error().code, Errc::internal);
@@ -436,46 +460,23 @@ TEST(Tampering, AlteredValueFailsAsCorruption) {
 
 TEST(Tampering, ValueMovedToAnotherRecordFails) {
     TempDir tmp;
-    {
-        auto store = open_store(tmp.store());
-        put(*store, Table::secret_data, "mine", "mine's value");
-    }
-    {
-        RawDb raw(tmp.store());
-        auto v = *raw.get(Table::secret_data, "mine");
+    const std::string secret = "mine's value";
+    auto store = tampered(tmp, Table::secret_data, "mine", secret, [](RawDb& raw, std::string v) {
         raw.put(Table::secret_data, "yours", v);
         raw.put(Table::pki, "mine", v);
-    }
-    auto store = open_store(tmp.store());
-    EXPECT_EQ(str(**store->get(Table::secret_data, "mine")), "mine's value");
-    for (auto [table, key] :
-         {std::pair{Table::secret_data, "yours"}, std::pair{Table::pki, "mine"}}) {
-        auto r = store->get(table, key);
-        ASSERT_FALSE(r.ok()) << key;
-        EXPECT_EQ(r.error().code, Errc::internal);
-        EXPECT_NE(r.error().message.find(fmt::format("{}/{}", table_name(table), key)),
-                  std::string::npos)
-            << r.error().message;
-    }
+    });
+    EXPECT_EQ(str(**store->get(Table::secret_data, "mine")), secret);
+    expect_corrupt(*store, Table::secret_data, "yours", secret, "moved from another record");
+    expect_corrupt(*store, Table::pki, "mine", secret, "moved from another record");
 }
 
 TEST(Tampering, ValueUnderAnUnknownDekFails) {
     TempDir tmp;
-    {
-        auto store = open_store(tmp.store());
-        put(*store, Table::nodes, "n1", "node");
-    }
-    {
-        RawDb raw(tmp.store());
-        auto v = *raw.get(Table::nodes, "n1");
+    auto store = tampered(tmp, Table::nodes, "n1", "node spec", [](RawDb& raw, std::string v) {
         v[4] = 7;  // the low byte of the key id
         raw.put(Table::nodes, "n1", v);
-    }
-    auto store = open_store(tmp.store());
-    auto r = store->get(Table::nodes, "n1");
-    ASSERT_FALSE(r.ok());
-    EXPECT_EQ(r.error().code, Errc::internal);
-    EXPECT_NE(r.error().message.find("key 7"), std::string::npos) << r.error().message;
+    });
+    expect_corrupt(*store, Table::nodes, "n1", "node spec", "key 7, which the store does not have");
 }
 
 TEST(Robustness, RandomAndTruncatedSealedValuesNeverCrash) {
