@@ -13,6 +13,15 @@ std::string encode(std::span<const std::uint8_t> bytes, int variant) {
     return out;
 }
 
+SecureBuffer encode_secure(std::span<const std::uint8_t> bytes, int variant) {
+    init();
+    SecureBuffer out(sodium_base64_encoded_len(bytes.size(), variant));
+    sodium_bin2base64(reinterpret_cast<char*>(out.data()), out.size(), bytes.data(), bytes.size(),
+                      variant);
+    out.truncate(out.size() - 1);  // the terminating NUL
+    return out;
+}
+
 std::optional<SecureBuffer> decode(std::string_view text, int variant) {
     init();
     SecureBuffer out(text.size() / 4 * 3 + 3);
@@ -33,6 +42,10 @@ std::string base64_encode(std::span<const std::uint8_t> bytes) {
     return encode(bytes, sodium_base64_VARIANT_ORIGINAL);
 }
 
+SecureBuffer base64_encode_secure(std::span<const std::uint8_t> bytes) {
+    return encode_secure(bytes, sodium_base64_VARIANT_ORIGINAL);
+}
+
 std::optional<SecureBuffer> base64_decode_secure(std::string_view text) {
     return decode(text, sodium_base64_VARIANT_ORIGINAL);
 }
@@ -46,13 +59,7 @@ std::optional<SecureBuffer> base64url_decode_secure(std::string_view text) {
 }
 
 SecureBuffer base64url_encode_secure(std::span<const std::uint8_t> bytes) {
-    init();
-    constexpr int variant = sodium_base64_VARIANT_URLSAFE_NO_PADDING;
-    SecureBuffer out(sodium_base64_encoded_len(bytes.size(), variant));
-    sodium_bin2base64(reinterpret_cast<char*>(out.data()), out.size(), bytes.data(), bytes.size(),
-                      variant);
-    out.truncate(out.size() - 1);  // the terminating NUL
-    return out;
+    return encode_secure(bytes, sodium_base64_VARIANT_URLSAFE_NO_PADDING);
 }
 
 std::string hex_encode(std::span<const std::uint8_t> bytes) {

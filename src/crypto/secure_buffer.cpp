@@ -1,5 +1,7 @@
 #include "coffer/crypto/secure_buffer.h"
 
+#include "secure_pool.h"
+
 #include <sodium.h>
 
 #include <cstring>
@@ -16,8 +18,7 @@ void init() {
 SecureBuffer::SecureBuffer(std::size_t size) {
     if (size == 0) return;
     init();
-    void* p = ::sodium_malloc(size);
-    if (p == nullptr) throw std::bad_alloc();
+    void* p = detail::pool_allocate(size);
     std::memset(p, 0, size);
     data_ = static_cast<std::uint8_t*>(p);
     size_ = capacity_ = size;
@@ -40,7 +41,7 @@ SecureBuffer::SecureBuffer(SecureBuffer&& other) noexcept
 
 SecureBuffer& SecureBuffer::operator=(SecureBuffer&& other) noexcept {
     if (this != &other) {
-        if (data_ != nullptr) ::sodium_free(data_);
+        detail::pool_release(data_, capacity_);
         data_ = std::exchange(other.data_, nullptr);
         size_ = std::exchange(other.size_, 0);
         capacity_ = std::exchange(other.capacity_, 0);
@@ -49,8 +50,8 @@ SecureBuffer& SecureBuffer::operator=(SecureBuffer&& other) noexcept {
 }
 
 SecureBuffer::~SecureBuffer() {
-    // sodium_free wipes the whole allocation before unmapping it.
-    if (data_ != nullptr) ::sodium_free(data_);
+    // Wiped before the block can be handed out again.
+    detail::pool_release(data_, capacity_);
 }
 
 SecureBuffer SecureBuffer::clone() const { return copy_of(span()); }
@@ -76,5 +77,18 @@ bool constant_time_equal(std::string_view a, std::string_view b) noexcept {
     return constant_time_equal({reinterpret_cast<const std::uint8_t*>(a.data()), a.size()},
                                {reinterpret_cast<const std::uint8_t*>(b.data()), b.size()});
 }
+
+}  // namespace coffer::crypto
+
+#include "coffer/crypto/secure_allocator.h"
+
+namespace coffer::crypto {
+
+void* secure_allocate(std::size_t bytes) {
+    init();
+    return detail::pool_allocate(bytes == 0 ? 1 : bytes);
+}
+
+void secure_deallocate(void* p, std::size_t bytes) noexcept { detail::pool_release(p, bytes == 0 ? 1 : bytes); }
 
 }  // namespace coffer::crypto

@@ -12,6 +12,8 @@
 namespace coffer::crypto {
 
 std::string base64_encode(std::span<const std::uint8_t> bytes);
+// The same, into secure memory (for encoding secret bytes).
+SecureBuffer base64_encode_secure(std::span<const std::uint8_t> bytes);
 // Standard alphabet with padding (as Go's encoding/base64 StdEncoding, Docker's Data field).
 // Decodes into secure memory; nullopt when the input is not valid base64.
 std::optional<SecureBuffer> base64_decode_secure(std::string_view text);

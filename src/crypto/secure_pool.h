@@ -1,0 +1,16 @@
+// The pool behind SecureBuffer and SecureAllocator. sodium_malloc costs an mmap, two mprotects
+// and an mlock per allocation, and sodium_free an munmap with a TLB shootdown on every core:
+// per request that dominated the manager's CPU. The pool takes slabs from sodium_malloc (locked,
+// guard pages around each slab, excluded from core dumps) and hands out power-of-two blocks;
+// a block is wiped when it is released, before it can be reused. Allocations above the largest
+// class go to sodium_malloc directly.
+#pragma once
+
+#include <cstddef>
+
+namespace coffer::crypto::detail {
+
+void* pool_allocate(std::size_t bytes);                 // throws std::bad_alloc
+void pool_release(void* p, std::size_t bytes) noexcept;  // bytes: as asked at allocation
+
+}  // namespace coffer::crypto::detail
