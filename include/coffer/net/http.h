@@ -1,0 +1,49 @@
+// HTTP/1.1 requests and responses as the API layer sees them, free of Beast and Asio.
+// A request body lives in secure memory: it may carry secret bytes.
+#pragma once
+
+#include <map>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "coffer/base/error.h"
+#include "coffer/crypto/secure_buffer.h"
+
+namespace coffer::net {
+
+struct Request {
+    std::string method;  // "GET", "HEAD", "POST", ...
+    std::string path;    // percent-decoded, without the query
+    std::map<std::string, std::string, std::less<>> query;  // percent-decoded
+    std::string content_type;
+    crypto::SecureBuffer body;
+
+    std::string_view body_view() const noexcept {
+        return {reinterpret_cast<const char*>(body.data()), body.size()};
+    }
+    // The query parameter or "" when absent.
+    std::string_view param(std::string_view name) const;
+};
+
+struct Response {
+    int status = 200;
+    std::string body;
+    std::string content_type = "application/json";
+    std::vector<std::pair<std::string, std::string>> headers;
+
+    static Response json(int status, std::string body);
+    // {"message": ...} with the status the error's code maps to.
+    static Response error(const Error& e);
+    static Response empty(int status);
+};
+
+// "a%20b" -> "a b"; '+' stays '+' in paths, becomes ' ' in query values. nullopt-free: invalid
+// escapes are kept literally.
+std::string percent_decode(std::string_view s, bool plus_is_space);
+// Splits "path?query" and decodes both into r.path and r.query.
+void parse_target(std::string_view target, Request& r);
+std::string percent_encode(std::string_view s);
+
+}  // namespace coffer::net

@@ -1,0 +1,38 @@
+// A small synchronous HTTP/1.1 client over a unix socket, one keep-alive connection.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+
+#include "coffer/base/error.h"
+
+namespace coffer::net {
+
+struct ClientResponse {
+    int status = 0;
+    std::string body;
+    std::map<std::string, std::string, std::less<>> headers;  // names lower-cased
+};
+
+class HttpClient {
+public:
+    // host: "unix:///path/to.sock" or a plain path. Errc::unavailable when nothing listens.
+    static Result<std::unique_ptr<HttpClient>> connect(std::string_view host);
+    ~HttpClient();
+
+    // body is sent as is (it may point into secure memory; it is not copied in user space).
+    Result<ClientResponse> request(std::string_view method, std::string_view target,
+                                   std::span<const std::uint8_t> body = {},
+                                   std::string_view content_type = "application/json");
+
+private:
+    struct Impl;
+    explicit HttpClient(std::unique_ptr<Impl> impl);
+    std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace coffer::net
