@@ -49,6 +49,11 @@ public:
     void put(Table table, std::string key, std::string value);
     void put(Table table, std::string key, crypto::SecureBuffer value);
     void erase(Table table, std::string key);
+    // Moves every operation of other to the end of this batch (group commits).
+    void append(Batch&& other) {
+        for (auto& op : other.ops_) ops_.push_back(std::move(op));
+        other.ops_.clear();
+    }
     bool empty() const noexcept { return ops_.empty(); }
 
     struct Op {

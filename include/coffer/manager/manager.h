@@ -1,0 +1,72 @@
+// The manager's state: the store, the cluster identity, and the registries that exist once the
+// store is unlocked.
+#pragma once
+
+#include <atomic>
+#include <filesystem>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+
+#include "coffer/base/error.h"
+#include "coffer/crypto/secure_buffer.h"
+#include "coffer/manager/committer.h"
+#include "coffer/manager/secrets.h"
+#include "coffer/model/time.h"
+
+namespace coffer::store {
+class Store;
+}
+
+namespace coffer::manager {
+
+struct ManagerOptions {
+    std::filesystem::path data_dir;
+    bool autolock = false;  // at init only
+};
+
+class Manager {
+public:
+    struct Opened;
+    static Result<Opened> open(const ManagerOptions& options);
+    ~Manager();
+
+    bool locked() const noexcept { return secrets_.load() == nullptr; }
+    bool autolock() const;
+    // Unlocks the store and loads the registries. Errc::conflict when not locked.
+    Result<void> unlock(std::string_view unlock_key);
+    std::optional<crypto::SecureBuffer> unlock_key() const;
+    Result<crypto::SecureBuffer> rotate_unlock_key();
+    Result<void> rotate_dek();
+    std::uint32_t dek_id() const;
+    bool dek_rotation_pending() const;
+
+    // Null while locked.
+    SecretRegistry* secrets() const noexcept { return secrets_.load(); }
+    VersionCounter& counter() noexcept { return counter_; }
+    const std::string& cluster_id() const noexcept { return cluster_id_; }
+    model::Timestamp created() const noexcept { return created_; }
+    store::Store& store() noexcept { return *store_; }
+
+private:
+    Manager() = default;
+    Result<void> load();  // after unlock: cluster record and registries
+
+    std::unique_ptr<store::Store> store_;
+    std::unique_ptr<Committer> committer_;
+    VersionCounter counter_;
+    std::mutex unlock_mutex_;
+    std::unique_ptr<SecretRegistry> secrets_owner_;
+    std::atomic<SecretRegistry*> secrets_{nullptr};
+    std::string cluster_id_;
+    model::Timestamp created_;
+};
+
+struct Manager::Opened {
+    std::unique_ptr<Manager> manager;
+    // Shown once, when this start created an autolocked store.
+    std::optional<crypto::SecureBuffer> new_unlock_key;
+};
+
+}  // namespace coffer::manager

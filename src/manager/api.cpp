@@ -1,0 +1,327 @@
+#include "coffer/manager/api.h"
+
+#include <sys/utsname.h>
+
+#include <boost/json.hpp>
+
+#include <charconv>
+
+#include "coffer/base/log.h"
+#include "coffer/crypto/encoding.h"
+#include "coffer/manager/manager.h"
+#include "coffer/model/json.h"
+#include "request_json.h"
+
+namespace coffer::manager {
+
+namespace json = boost::json;
+using net::Request;
+using net::Response;
+
+namespace {
+
+constexpr const char* server_name = "coffer/" COFFER_VERSION;
+
+Response ok_json(int status, const json::value& v) { return Response::json(status, json::serialize(v)); }
+Response fail(Errc code, std::string message) { return Response::error(Error{code, std::move(message)}); }
+
+std::vector<std::string_view> split_path(std::string_view path) {
+    std::vector<std::string_view> out;
+    while (!path.empty()) {
+        auto start = path.find_first_not_of('/');
+        if (start == std::string_view::npos) break;
+        path.remove_prefix(start);
+        auto end = path.find('/');
+        out.push_back(path.substr(0, end));
+        path = end == std::string_view::npos ? std::string_view{} : path.substr(end);
+    }
+    return out;
+}
+
+// "1.41" -> 141; nullopt if malformed.
+std::optional<int> parse_version(std::string_view v) {
+    auto dot = v.find('.');
+    if (dot == std::string_view::npos) return std::nullopt;
+    int major = 0, minor = 0;
+    auto a = std::from_chars(v.data(), v.data() + dot, major);
+    auto b = std::from_chars(v.data() + dot + 1, v.data() + v.size(), minor);
+    if (a.ec != std::errc{} || a.ptr != v.data() + dot || b.ec != std::errc{} ||
+        b.ptr != v.data() + v.size() || minor > 99)
+        return std::nullopt;
+    return major * 100 + minor;
+}
+
+Result<std::uint64_t> version_param(const Request& r, std::string_view what) {
+    auto v = r.param("version");
+    std::uint64_t out = 0;
+    auto res = std::from_chars(v.data(), v.data() + v.size(), out);
+    if (v.empty() || res.ec != std::errc{} || res.ptr != v.data() + v.size())
+        return make_error(Errc::invalid_argument, fmt::format("invalid {} version", what));
+    return out;
+}
+
+// The path's segments without the optional /v1.NN prefix, or the error for a bad prefix.
+Result<std::vector<std::string_view>> route_of(const Request& r) {
+    auto seg = split_path(r.path);
+    if (seg.empty() || seg[0].size() < 2 || seg[0][0] != 'v') return seg;
+    auto v = parse_version(seg[0].substr(1));
+    if (!v) return seg;  // not a version prefix ("/version")
+    if (*v > *parse_version(api_version))
+        return make_error(Errc::invalid_argument,
+                          fmt::format("client version {} is too new. Maximum supported API version is {}",
+                                      seg[0].substr(1), api_version));
+    if (*v < *parse_version(min_api_version))
+        return make_error(Errc::invalid_argument,
+                          fmt::format("client version {} is too old. Minimum supported API version is "
+                                      "{}, please upgrade your client to a newer version",
+                                      seg[0].substr(1), min_api_version));
+    seg.erase(seg.begin());
+    return seg;
+}
+
+bool is_secret_create(const Request& r) {
+    if (r.method != "POST") return false;
+    auto seg = route_of(r);
+    return seg && seg->size() == 2 && (*seg)[0] == "secrets" && (*seg)[1] == "create";
+}
+
+Error locked_error() {
+    return make_error(Errc::locked,
+                      "coffer is locked and needs to be unlocked before it can be used: run "
+                      "\"coffer cluster unlock\" (or \"docker swarm unlock\") with the unlock key");
+}
+
+Response secret_json(const model::Secret& s) { return ok_json(200, model::to_json(s)); }
+
+// A secret spec from a create/update body: Name, Labels, optional Data (base64).
+struct SecretBody {
+    model::SecretSpec spec;
+    std::optional<crypto::SecureBuffer> data;
+};
+
+Result<SecretBody> parse_secret_body(const Request& r) {
+    auto parsed = SecureJson::parse(r.body_view());
+    if (!parsed) return std::move(parsed).error();
+    const auto& o = (*parsed)->object();
+    SecretBody out;
+    auto* name = o.if_contains("Name");
+    if (name != nullptr && !name->is_null()) {
+        if (!name->is_string()) return make_error(Errc::invalid_argument, "field Name must be a string");
+        out.spec.name = std::string(name->as_string());
+    }
+    auto labels = model::labels_from_json(o.if_contains("Labels"), "Labels");
+    if (!labels) return std::move(labels).error();
+    out.spec.labels = std::move(*labels);
+    if (auto* driver = o.if_contains("Driver"); driver && !driver->is_null())
+        return make_error(Errc::invalid_argument, "secret drivers are not supported");
+    if (auto* tmpl = o.if_contains("Templating"); tmpl && !tmpl->is_null())
+        return make_error(Errc::invalid_argument, "secret templating is not supported");
+    if (auto* data = o.if_contains("Data"); data && !data->is_null()) {
+        if (!data->is_string())
+            return make_error(Errc::invalid_argument, "field Data must be a base64 string");
+        const auto& text = data->as_string();
+        auto bytes = crypto::base64_decode_secure({text.data(), text.size()});
+        if (!bytes)
+            return make_error(Errc::invalid_argument, "field Data is not valid base64");
+        out.data = std::move(*bytes);
+    }
+    return out;
+}
+
+std::string kernel_version() {
+    struct utsname u {};
+    ::uname(&u);
+    return u.release;
+}
+
+const std::string& hostname() {
+    static const std::string h = [] {
+        char buf[256] = {};
+        ::gethostname(buf, sizeof buf - 1);
+        return std::string(buf);
+    }();
+    return h;
+}
+
+}  // namespace
+
+std::vector<std::pair<std::string, std::string>> api_headers() {
+    return {{"Api-Version", api_version},
+            {"Docker-Experimental", "false"},
+            {"Ostype", "linux"},
+            {"Server", server_name},
+            {"Cache-Control", "no-cache, no-store, must-revalidate"},
+            {"Pragma", "no-cache"}};
+}
+
+bool Api::blocking(const Request& r) const { return r.method != "GET" && r.method != "HEAD"; }
+
+bool Api::asynchronous(const Request& r) const { return is_secret_create(r); }
+
+void Api::handle_async(Request& r, std::function<void(Response)> done) {
+    if (!is_secret_create(r)) return done(handle(r));
+    if (manager_.locked()) return done(Response::error(locked_error()));
+    auto body = parse_secret_body(r);
+    if (!body) return done(Response::error(body.error()));
+    if (!body->data)
+        return done(fail(Errc::invalid_argument,
+                         "secret data must be larger than 0 and less than 512000 bytes"));
+    manager_.secrets()->create(std::move(body->spec), std::move(*body->data),
+                               [done = std::move(done)](Result<model::Secret> s) {
+                                   if (!s) return done(Response::error(s.error()));
+                                   log::debug("api", "secret {} created ({})", s->meta.id, s->spec.name);
+                                   done(ok_json(201, json::object{{"ID", s->meta.id}}));
+                               });
+}
+
+Response Api::handle(Request& r) {
+    auto route = route_of(r);
+    if (!route) return Response::error(route.error());
+    auto& seg = *route;
+    const auto& m = r.method;
+    auto is = [&](std::initializer_list<std::string_view> want) {
+        if (want.size() != seg.size()) return false;
+        std::size_t i = 0;
+        for (auto w : want) {
+            if (w != "*" && w != seg[i]) return false;
+            ++i;
+        }
+        return true;
+    };
+
+    // Answered even while locked.
+    if (is({"_ping"}) && (m == "GET" || m == "HEAD")) {
+        Response resp = Response::json(200, m == "HEAD" ? "" : "OK");
+        resp.content_type = "text/plain; charset=utf-8";
+        resp.headers.emplace_back("Swarm", manager_.locked() ? "locked" : "active/manager");
+        return resp;
+    }
+    if (is({"version"}) && m == "GET") {
+        return ok_json(200, json::object{{"Version", COFFER_VERSION},
+                                         {"ApiVersion", api_version},
+                                         {"MinAPIVersion", min_api_version},
+                                         {"Os", "linux"},
+                                         {"Arch", "amd64"},
+                                         {"KernelVersion", kernel_version()},
+                                         {"Components", json::array{json::object{
+                                                            {"Name", "coffer"},
+                                                            {"Version", COFFER_VERSION},
+                                                            {"Details", json::object{}}}}}});
+    }
+    if (is({"swarm", "unlock"}) && m == "POST") {
+        auto body = SecureJson::parse(r.body_view());
+        if (!body) return Response::error(body.error());
+        auto* key = (*body)->object().if_contains("UnlockKey");
+        if (key == nullptr || !key->is_string())
+            return fail(Errc::invalid_argument, "field UnlockKey must be a string");
+        if (!manager_.locked()) return fail(Errc::conflict, "coffer is not locked");
+        const auto& k = key->as_string();
+        auto res = manager_.unlock({k.data(), k.size()});
+        if (!res) return Response::error(res.error());
+        log::info("api", "unlocked");
+        return Response::empty(200);
+    }
+    if (manager_.locked()) return Response::error(locked_error());
+
+    auto& secrets = *manager_.secrets();
+
+    // Secrets.
+    if (is({"secrets"}) && m == "GET") {
+        auto f = model::Filters::parse(r.param("filters"), {"id", "name", "names", "label"});
+        if (!f) return Response::error(f.error());
+        json::array out;
+        for (const auto& s : secrets.list(*f)) out.push_back(model::to_json(s));
+        return ok_json(200, out);
+    }
+    if (is({"secrets", "*"}) && m == "GET") {
+        auto s = secrets.find(seg[1]);
+        return s ? secret_json(*s) : Response::error(s.error());
+    }
+    if (is({"secrets", "*", "update"}) && m == "POST") {
+        auto version = version_param(r, "secret");
+        if (!version) return Response::error(version.error());
+        auto body = parse_secret_body(r);
+        if (!body) return Response::error(body.error());
+        auto s = secrets.update(seg[1], *version, std::move(body->spec),
+                                body->data ? &*body->data : nullptr);
+        if (!s) return Response::error(s.error());
+        log::info("api", "secret {} updated", s->meta.id);
+        return Response::empty(200);
+    }
+    if (is({"secrets", "*"}) && m == "DELETE") {
+        auto s = secrets.remove(seg[1]);
+        if (!s) return Response::error(s.error());
+        log::info("api", "secret {} removed ({})", s->meta.id, s->spec.name);
+        return Response::empty(204);
+    }
+
+    // Cluster.
+    if (is({"info"}) && m == "GET") {
+        return ok_json(200, json::object{
+                                {"Name", hostname()},
+                                {"ServerVersion", COFFER_VERSION},
+                                {"OSType", "linux"},
+                                {"KernelVersion", kernel_version()},
+                                {"SecurityOptions", json::array{"name=seccomp,profile=default"}},
+                                {"Swarm", json::object{{"NodeID", ""},
+                                                       {"LocalNodeState", "active"},
+                                                       {"ControlAvailable", true},
+                                                       {"Error", ""}}},
+                            });
+    }
+    if (is({"swarm"}) && m == "GET") {
+        auto created = model::format_rfc3339(manager_.created());
+        return ok_json(200, json::object{
+                                {"ID", manager_.cluster_id()},
+                                {"Version", json::object{{"Index", 1}}},
+                                {"CreatedAt", created},
+                                {"UpdatedAt", created},
+                                {"Spec", json::object{{"Name", "default"},
+                                                      {"Labels", json::object{}},
+                                                      {"EncryptionConfig",
+                                                       json::object{{"AutoLockManagers",
+                                                                     manager_.autolock()}}}}},
+                                {"DataEncryptionKey",
+                                 json::object{{"ID", manager_.dek_id()},
+                                              {"RotationPending", manager_.dek_rotation_pending()}}},
+                            });
+    }
+    if (is({"swarm", "unlockkey"}) && m == "GET") {
+        auto key = manager_.unlock_key();
+        std::string text;
+        if (key) text.assign(reinterpret_cast<const char*>(key->data()), key->size());
+        // The unlock key is meant to be shown to the operator who asks for it; it never enters logs.
+        return ok_json(200, json::object{{"UnlockKey", text}});
+    }
+    if (is({"swarm", "update"}) && m == "POST") {
+        if (r.param("rotateManagerUnlockKey") != "true")
+            return fail(Errc::invalid_argument,
+                        "only rotateManagerUnlockKey=true is supported by swarm update");
+        if (!manager_.autolock())
+            return fail(Errc::invalid_argument, "autolock is not enabled: there is no unlock key to rotate");
+        if (auto body = r.body_view(); !body.empty()) {
+            auto parsed = model::parse_json(body);
+            if (!parsed) return Response::error(parsed.error());
+            const auto* enc = parsed->is_object() ? parsed->as_object().if_contains("EncryptionConfig") : nullptr;
+            const auto* al = enc && enc->is_object() ? enc->as_object().if_contains("AutoLockManagers") : nullptr;
+            if (al && al->is_bool() && !al->as_bool())
+                return fail(Errc::invalid_argument, "turning autolock off is not supported");
+        }
+        auto key = manager_.rotate_unlock_key();
+        if (!key) return Response::error(key.error());
+        log::info("api", "unlock key rotated");
+        return Response::empty(200);
+    }
+    if (is({"swarm", "rotate-dek"}) && m == "POST") {
+        auto res = manager_.rotate_dek();
+        if (!res) return Response::error(res.error());
+        log::info("api", "data encryption key rotated to {}", manager_.dek_id());
+        return ok_json(200, json::object{{"ID", manager_.dek_id()},
+                                         {"RotationPending", manager_.dek_rotation_pending()}});
+    }
+    if (is({"configs"}) && m == "GET") return ok_json(200, json::array{});
+
+    return fail(Errc::not_found, fmt::format("page not found: {} {}", m, r.path));
+}
+
+}  // namespace coffer::manager

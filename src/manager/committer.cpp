@@ -1,0 +1,51 @@
+#include "coffer/manager/committer.h"
+
+#include <vector>
+
+namespace coffer::manager {
+
+namespace {
+// A group's size is bounded so one failure fails few requests and latency stays even.
+constexpr std::size_t max_group = 256;
+}  // namespace
+
+Committer::Committer(store::Store& store) : store_(store), thread_([this] { run(); }) {}
+
+Committer::~Committer() {
+    {
+        std::lock_guard lock(mutex_);
+        stopping_ = true;
+    }
+    wake_.notify_one();
+    thread_.join();
+}
+
+void Committer::submit(store::Batch batch, Done done) {
+    {
+        std::lock_guard lock(mutex_);
+        queue_.push_back({std::move(batch), std::move(done)});
+    }
+    wake_.notify_one();
+}
+
+void Committer::run() {
+    std::vector<Pending> group;
+    for (;;) {
+        {
+            std::unique_lock lock(mutex_);
+            wake_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
+            if (queue_.empty()) return;  // stopping, and nothing left
+            while (!queue_.empty() && group.size() < max_group) {
+                group.push_back(std::move(queue_.front()));
+                queue_.pop_front();
+            }
+        }
+        store::Batch merged;
+        for (auto& p : group) merged.append(std::move(p.batch));
+        auto result = store_.write(std::move(merged));
+        for (auto& p : group) p.done(result);
+        group.clear();
+    }
+}
+
+}  // namespace coffer::manager
