@@ -1,0 +1,324 @@
+#include "coffer/cli/cli.h"
+
+#include <termios.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <iostream>
+
+#include "client.h"
+#include "coffer/crypto/encoding.h"
+#include "coffer/model/json.h"
+#include "coffer/net/http.h"
+#include "output.h"
+#include "secret_input.h"
+
+namespace coffer::cli {
+
+namespace json = boost::json;
+
+namespace {
+
+constexpr const char* default_host = "unix:///run/coffer/coffer.sock";
+// The most a client sends: twice Docker's secret size limit, so the server's own check answers.
+constexpr std::size_t secret_read_limit = 2 * 500 * 1024;
+
+struct Globals {
+    std::string host;
+};
+
+int report(const Error& e) {
+    std::fprintf(stderr, "Error: %s\n", e.message.c_str());
+    return 1;
+}
+
+std::string str(const json::value& v) { return v.is_string() ? std::string(v.as_string()) : ""; }
+
+const json::value* at(const json::value& v, std::initializer_list<std::string_view> path) {
+    const json::value* cur = &v;
+    for (auto p : path) {
+        if (!cur->is_object()) return nullptr;
+        cur = cur->as_object().if_contains(p);
+        if (cur == nullptr) return nullptr;
+    }
+    return cur;
+}
+
+std::string field(const json::value& v, std::initializer_list<std::string_view> path) {
+    auto* p = at(v, path);
+    return p ? str(*p) : "";
+}
+
+// "k=v" -> {k, v}; "k" -> {k, ""}.
+std::pair<std::string, std::string> split_kv(const std::string& s) {
+    auto eq = s.find('=');
+    if (eq == std::string::npos) return {s, ""};
+    return {s.substr(0, eq), s.substr(eq + 1)};
+}
+
+std::string filters_query(const std::vector<std::string>& filters) {
+    if (filters.empty()) return "";
+    json::object f;
+    for (const auto& s : filters) {
+        auto [k, v] = split_kv(s);
+        auto& slot = f[k];
+        if (!slot.is_object()) slot = json::object{};
+        slot.as_object()[v] = true;
+    }
+    return "?filters=" + net::percent_encode(json::serialize(f));
+}
+
+// ---- secret ----------------------------------------------------------------------------------
+
+void add_secret_commands(CLI::App& app, Globals& g) {
+    auto* secret = app.add_subcommand("secret", "Manage secrets");
+    secret->require_subcommand(1);
+
+    {
+        auto* cmd = secret->add_subcommand("create", "Create a secret from a file or STDIN as content");
+        auto name = std::make_shared<std::string>();
+        auto source = std::make_shared<std::string>();
+        auto labels = std::make_shared<std::vector<std::string>>();
+        cmd->add_option("-l,--label", *labels, "Secret labels (key=value)");
+        cmd->add_option("name", *name, "Secret name")->required();
+        cmd->add_option("file", *source, "File to read the secret from, or - for STDIN")->required();
+        cmd->callback([&g, name, source, labels] {
+            auto data = read_secret_source(*source, secret_read_limit);
+            if (!data) throw CLI::RuntimeError(report(data.error()));
+            json::object lab;
+            for (const auto& l : *labels) {
+                auto [k, v] = split_kv(l);
+                lab[k] = v;
+            }
+            // The body is assembled in secure memory around the base64 of the secret bytes.
+            auto head = fmt::format("{{\"Name\":{},\"Labels\":{},\"Data\":\"",
+                                    json::serialize(json::string(*name)), json::serialize(lab));
+            auto b64 = crypto::base64_encode_secure(data->span());
+            crypto::SecureBuffer body(head.size() + b64.size() + 2);
+            std::memcpy(body.data(), head.data(), head.size());
+            std::memcpy(body.data() + head.size(), b64.data(), b64.size());
+            std::memcpy(body.data() + head.size() + b64.size(), "\"}", 2);
+            ApiClient api(g.host);
+            auto r = api.call("POST", "/secrets/create", body.span());
+            if (!r) throw CLI::RuntimeError(report(r.error()));
+            std::printf("%s\n", field(*r, {"ID"}).c_str());
+        });
+    }
+    {
+        auto* cmd = secret->add_subcommand("ls", "List secrets");
+        cmd->alias("list");
+        auto quiet = std::make_shared<bool>(false);
+        auto filters = std::make_shared<std::vector<std::string>>();
+        auto format = std::make_shared<std::string>("table");
+        cmd->add_flag("-q,--quiet", *quiet, "Only display IDs");
+        cmd->add_option("-f,--filter", *filters, "Filter output based on conditions provided");
+        cmd->add_option("--format", *format, "table or json")->check(CLI::IsMember({"table", "json"}));
+        cmd->callback([&g, quiet, filters, format] {
+            ApiClient api(g.host);
+            auto r = api.call("GET", "/secrets" + filters_query(*filters));
+            if (!r) throw CLI::RuntimeError(report(r.error()));
+            if (!r->is_array()) throw CLI::RuntimeError(report({Errc::internal, "malformed answer"}));
+            auto items = r->as_array();
+            std::sort(items.begin(), items.end(), [](const auto& a, const auto& b) {
+                return field(a, {"Spec", "Name"}) < field(b, {"Spec", "Name"});
+            });
+            if (*quiet) {
+                for (const auto& s : items) std::printf("%s\n", field(s, {"ID"}).c_str());
+            } else if (*format == "json") {
+                for (const auto& s : items) std::printf("%s\n", json::serialize(s).c_str());
+            } else {
+                std::vector<std::vector<std::string>> rows{{"ID", "NAME", "DRIVER", "CREATED", "UPDATED"}};
+                for (const auto& s : items)
+                    rows.push_back({field(s, {"ID"}), field(s, {"Spec", "Name"}),
+                                    field(s, {"Spec", "Driver", "Name"}),
+                                    time_ago(field(s, {"CreatedAt"})),
+                                    time_ago(field(s, {"UpdatedAt"}))});
+                std::fputs(format_table(rows).c_str(), stdout);
+            }
+        });
+    }
+    {
+        auto* cmd = secret->add_subcommand("inspect", "Display detailed information on one or more secrets");
+        auto names = std::make_shared<std::vector<std::string>>();
+        cmd->add_option("secret", *names, "Secret name or ID")->required();
+        cmd->callback([&g, names] {
+            ApiClient api(g.host);
+            json::array found;
+            std::vector<Error> errors;
+            for (const auto& n : *names) {
+                auto r = api.call("GET", "/secrets/" + net::percent_encode(n));
+                if (r)
+                    found.push_back(std::move(*r));
+                else
+                    errors.push_back(std::move(r).error());
+            }
+            std::printf("%s\n", pretty_json(found).c_str());
+            for (const auto& e : errors) report(e);
+            if (!errors.empty()) throw CLI::RuntimeError(1);
+        });
+    }
+    {
+        auto* cmd = secret->add_subcommand("rm", "Remove one or more secrets");
+        cmd->alias("remove");
+        auto names = std::make_shared<std::vector<std::string>>();
+        cmd->add_option("secret", *names, "Secret name or ID")->required();
+        cmd->callback([&g, names] {
+            ApiClient api(g.host);
+            int failed = 0;
+            for (const auto& n : *names) {
+                auto r = api.call("DELETE", "/secrets/" + net::percent_encode(n));
+                if (r) {
+                    std::printf("%s\n", n.c_str());
+                } else {
+                    report(r.error());
+                    ++failed;
+                }
+            }
+            if (failed) throw CLI::RuntimeError(1);
+        });
+    }
+}
+
+// ---- cluster ---------------------------------------------------------------------------------
+
+// Reads the unlock key from the terminal without echo, or from a pipe.
+Result<crypto::SecureBuffer> read_unlock_key() {
+    bool tty = ::isatty(STDIN_FILENO);
+    termios saved{};
+    if (tty) {
+        std::fputs("Enter unlock key: ", stderr);
+        ::tcgetattr(STDIN_FILENO, &saved);
+        termios quiet = saved;
+        quiet.c_lflag &= ~static_cast<tcflag_t>(ECHO);
+        ::tcsetattr(STDIN_FILENO, TCSANOW, &quiet);
+    }
+    crypto::SecureBuffer buf(256);
+    std::size_t used = 0;
+    for (;;) {
+        ssize_t n = ::read(STDIN_FILENO, buf.data() + used, buf.size() - used);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) break;
+        used += static_cast<std::size_t>(n);
+        if (tty && std::memchr(buf.data(), '\n', used)) break;
+        if (used == buf.size()) break;
+    }
+    if (tty) {
+        ::tcsetattr(STDIN_FILENO, TCSANOW, &saved);
+        std::fputs("\n", stderr);
+    }
+    // Trim surrounding white space.
+    std::size_t start = 0, end = used;
+    auto space = [&](std::size_t i) { return std::isspace(buf.data()[i]) != 0; };
+    while (start < end && space(start)) ++start;
+    while (end > start && space(end - 1)) --end;
+    if (start == end) return make_error(Errc::invalid_argument, "no unlock key was given");
+    return crypto::SecureBuffer::copy_of(buf.span().subspan(start, end - start));
+}
+
+void add_cluster_commands(CLI::App& app, Globals& g) {
+    auto* cluster = app.add_subcommand("cluster", "Manage the cluster: unlock, keys");
+    cluster->require_subcommand(1);
+    {
+        auto* cmd = cluster->add_subcommand("unlock", "Unlock a locked manager (reads the key from STDIN)");
+        cmd->callback([&g] {
+            auto key = read_unlock_key();
+            if (!key) throw CLI::RuntimeError(report(key.error()));
+            // {"UnlockKey":"<key>"} in secure memory; the key's characters need no escaping
+            // (base64url), anything else is refused by the server as an invalid key.
+            for (auto c : key->span())
+                if (c == '"' || c == '\\' || c < 0x20)
+                    throw CLI::RuntimeError(report({Errc::invalid_argument, "invalid unlock key"}));
+            constexpr std::string_view head = "{\"UnlockKey\":\"", tail = "\"}";
+            crypto::SecureBuffer body(head.size() + key->size() + tail.size());
+            std::memcpy(body.data(), head.data(), head.size());
+            std::memcpy(body.data() + head.size(), key->data(), key->size());
+            std::memcpy(body.data() + head.size() + key->size(), tail.data(), tail.size());
+            ApiClient api(g.host);
+            auto r = api.call("POST", "/swarm/unlock", body.span());
+            if (!r) throw CLI::RuntimeError(report(r.error()));
+        });
+    }
+    {
+        auto* cmd = cluster->add_subcommand("unlock-key", "Show or rotate the unlock key");
+        auto rotate = std::make_shared<bool>(false);
+        auto quiet = std::make_shared<bool>(false);
+        cmd->add_flag("--rotate", *rotate, "Rotate the unlock key");
+        cmd->add_flag("-q,--quiet", *quiet, "Only display the key");
+        cmd->callback([&g, rotate, quiet] {
+            ApiClient api(g.host);
+            if (*rotate) {
+                auto r = api.call("POST", "/swarm/update?version=1&rotateManagerUnlockKey=true",
+                                  json::value(json::object{}));
+                if (!r) throw CLI::RuntimeError(report(r.error()));
+                if (!*quiet) std::printf("Successfully rotated manager unlock key.\n\n");
+            }
+            auto r = api.call("GET", "/swarm/unlockkey");
+            if (!r) throw CLI::RuntimeError(report(r.error()));
+            auto key = field(*r, {"UnlockKey"});
+            if (key.empty())
+                throw CLI::RuntimeError(report({Errc::invalid_argument, "no unlock key is set: autolock is off"}));
+            if (*quiet) {
+                std::printf("%s\n", key.c_str());
+            } else {
+                std::printf("To unlock a locked manager, run `coffer cluster unlock`\n"
+                            "and provide the following key:\n\n    %s\n\n"
+                            "Keep it somewhere safe: without it a restarted manager cannot be unlocked.\n",
+                            key.c_str());
+            }
+        });
+    }
+    {
+        auto* cmd = cluster->add_subcommand("rotate-dek", "Re-seal every stored value under a fresh data key");
+        cmd->callback([&g] {
+            ApiClient api(g.host);
+            auto r = api.call("POST", "/swarm/rotate-dek");
+            if (!r) throw CLI::RuntimeError(report(r.error()));
+            auto* id = at(*r, {"ID"});
+            std::printf("Data encryption key rotated (key %s); values are re-sealed in the background.\n",
+                        id ? json::serialize(*id).c_str() : "?");
+        });
+    }
+    {
+        auto* cmd = cluster->add_subcommand("inspect", "Show the cluster");
+        cmd->callback([&g] {
+            ApiClient api(g.host);
+            auto r = api.call("GET", "/swarm");
+            if (!r) throw CLI::RuntimeError(report(r.error()));
+            std::printf("%s\n", pretty_json(*r).c_str());
+        });
+    }
+}
+
+}  // namespace
+
+int run(int argc, char** argv) {
+    CLI::App app{"coffer: secrets for containerized services"};
+    app.require_subcommand(1);
+    Globals g;
+    const char* env = std::getenv("COFFER_HOST");
+    g.host = env && *env ? env : default_host;
+    app.add_option("-H,--host", g.host, "Daemon socket to connect to (unix:///path); also COFFER_HOST");
+    add_secret_commands(app, g);
+    add_cluster_commands(app, g);
+    app.add_subcommand("version", "Show the client and server version")->callback([&g] {
+        std::printf("Client: coffer %s\n", COFFER_VERSION);
+        ApiClient api(g.host);
+        auto r = api.call("GET", "/version");
+        if (!r) throw CLI::RuntimeError(report(r.error()));
+        std::printf("Server: coffer %s (API %s)\n", field(*r, {"Version"}).c_str(),
+                    field(*r, {"ApiVersion"}).c_str());
+    });
+    try {
+        app.parse(argc, argv);
+    } catch (const CLI::RuntimeError& e) {
+        return e.get_exit_code();
+    } catch (const CLI::ParseError& e) {
+        return app.exit(e);
+    }
+    return 0;
+}
+
+}  // namespace coffer::cli

@@ -1,0 +1,31 @@
+// The CLI's view of the API: one connection, JSON in and out, errors carrying the server's message.
+#pragma once
+
+#include <boost/json.hpp>
+
+#include <memory>
+#include <span>
+#include <string>
+
+#include "coffer/base/error.h"
+#include "coffer/net/http_client.h"
+
+namespace coffer::cli {
+
+class ApiClient {
+public:
+    explicit ApiClient(std::string host) : host_(std::move(host)) {}
+
+    // A 2xx answer's body parsed as JSON (null for an empty body); any other status is an
+    // Error with the server's {"message"} (or the raw body when it is not JSON).
+    Result<boost::json::value> call(std::string_view method, std::string_view path,
+                                    std::span<const std::uint8_t> body = {});
+    Result<boost::json::value> call(std::string_view method, std::string_view path,
+                                    const boost::json::value& body);
+
+private:
+    std::string host_;
+    std::unique_ptr<net::HttpClient> http_;
+};
+
+}  // namespace coffer::cli

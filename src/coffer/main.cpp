@@ -1,0 +1,3 @@
+#include "coffer/cli/cli.h"
+
+int main(int argc, char** argv) { return coffer::cli::run(argc, argv); }
