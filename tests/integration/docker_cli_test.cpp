@@ -1,0 +1,49 @@
+// The real docker CLI against cofferd: `docker secret` works unchanged.
+#include <gtest/gtest.h>
+
+#include <boost/json.hpp>
+
+#include "harness.h"
+
+using namespace coffer::test;
+namespace json = boost::json;
+
+namespace {
+
+bool have_docker() { return run_program({"sh", "-c", "command -v docker"}).status == 0; }
+
+}  // namespace
+
+TEST(DockerCli, SecretCommandsWorkAgainstCofferd) {
+    if (!have_docker()) GTEST_SKIP() << "no docker CLI on this machine";
+    TempDir dir;
+    Daemon d(dir.path() / "data", dir.path() / "coffer.sock");
+    ASSERT_TRUE(d.ready());
+    std::vector<std::string> env{"DOCKER_HOST=" + d.host(), "DOCKER_CONFIG=" + (dir.path() / "dc").string()};
+    auto docker = [&](std::vector<std::string> args, const std::string& in = "") {
+        args.insert(args.begin(), "docker");
+        return run_program(args, in, env);
+    };
+    auto created = docker({"secret", "create", "--label", "env=prod", "s1", "-"}, "x");
+    ASSERT_EQ(created.status, 0) << created.err;
+    EXPECT_EQ(created.out.size(), 26u) << created.out;
+
+    auto ls = docker({"secret", "ls"});
+    ASSERT_EQ(ls.status, 0) << ls.err;
+    EXPECT_NE(ls.out.find("s1"), std::string::npos) << ls.out;
+
+    auto inspect = docker({"secret", "inspect", "s1"});
+    ASSERT_EQ(inspect.status, 0) << inspect.err;
+    auto v = json::parse(inspect.out);
+    EXPECT_EQ(v.as_array()[0].at("Spec").at("Labels").at("env").as_string(), "prod");
+
+    auto dup = docker({"secret", "create", "s1", "-"}, "y");
+    EXPECT_EQ(dup.status, 1);
+    EXPECT_NE(dup.err.find("already exists"), std::string::npos) << dup.err;
+
+    auto rm = docker({"secret", "rm", "s1"});
+    EXPECT_EQ(rm.status, 0) << rm.err;
+    auto missing = docker({"secret", "inspect", "s1"});
+    EXPECT_EQ(missing.status, 1);
+    EXPECT_NE(missing.err.find("secret s1 not found"), std::string::npos) << missing.err;
+}

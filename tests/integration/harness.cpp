@@ -1,0 +1,168 @@
+#include "harness.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+#include "coffer/base/error.h"
+#include "coffer/base/unique_fd.h"
+#include "coffer/net/http_client.h"
+
+extern char** environ;
+
+namespace coffer::test {
+
+namespace fs = std::filesystem;
+
+TempDir::TempDir() {
+    std::string tmpl = (fs::temp_directory_path() / "coffer-test-XXXXXX").string();
+    if (::mkdtemp(tmpl.data()) == nullptr) throw_errno("mkdtemp");
+    path_ = tmpl;
+}
+
+TempDir::~TempDir() {
+    std::error_code ec;
+    fs::remove_all(path_, ec);
+}
+
+bool wait_until(const std::function<bool()>& cond, std::chrono::milliseconds deadline) {
+    auto end = std::chrono::steady_clock::now() + deadline;
+    auto pause = std::chrono::milliseconds(2);
+    for (;;) {
+        if (cond()) return true;
+        if (std::chrono::steady_clock::now() >= end) return cond();
+        std::this_thread::sleep_for(pause);
+        pause = std::min(pause * 2, std::chrono::milliseconds(50));
+    }
+}
+
+std::string read_file(const fs::path& p) {
+    std::ifstream in(p, std::ios::binary);
+    std::stringstream ss;
+    ss << in.rdbuf();
+    return ss.str();
+}
+
+std::string cofferd_path() {
+    const char* p = std::getenv("COFFERD");
+    return p ? p : "cofferd";
+}
+
+std::string coffer_path() {
+    const char* p = std::getenv("COFFER");
+    return p ? p : "coffer";
+}
+
+Daemon::Daemon(fs::path data_dir, fs::path socket, std::vector<std::string> extra)
+    : data_dir_(std::move(data_dir)), socket_(std::move(socket)) {
+    out_ = socket_.parent_path() / fmt::format("cofferd-{}.out", socket_.filename().string());
+    UniqueFd out(::open(out_.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600));
+    if (!out) throw_errno("open daemon output");
+    std::vector<std::string> argv{cofferd_path(), "--data-dir", data_dir_.string(), "--socket",
+                                  socket_.string(), "--log-level", "warn"};
+    argv.insert(argv.end(), extra.begin(), extra.end());
+    child_ = Child::spawn({.argv = argv, .stdout_fd = out.get()});
+}
+
+Daemon::~Daemon() {
+    if (child_.running()) {
+        try {
+            terminate();
+        } catch (...) {
+        }
+    }
+}
+
+bool Daemon::ready(std::chrono::milliseconds deadline) {
+    return wait_until(
+        [&] {
+            if (!child_.running()) return false;
+            auto c = net::HttpClient::connect(host());
+            if (!c) return false;
+            auto r = (*c)->request("GET", "/_ping");
+            return r && r->status == 200;
+        },
+        deadline);
+}
+
+void Daemon::kill9() {
+    child_.signal(SIGKILL);
+    child_.wait();
+}
+
+int Daemon::terminate() {
+    child_.signal(SIGTERM);
+    auto st = child_.wait_for(std::chrono::seconds(20));
+    if (!st) {
+        child_.signal(SIGKILL);
+        return child_.wait();
+    }
+    return *st;
+}
+
+std::string Daemon::stdout_text() const { return read_file(out_); }
+
+CliResult run_program(const std::vector<std::string>& argv, const std::string& stdin_data,
+                      const std::vector<std::string>& env) {
+    TempDir io;
+    UniqueFd out(::open((io.path() / "out").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
+    UniqueFd err(::open((io.path() / "err").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
+    int p[2];
+    if (::pipe2(p, O_CLOEXEC) != 0) throw_errno("pipe2");
+    UniqueFd rd(p[0]), wr(p[1]);
+    std::vector<std::string> full_env;
+    if (!env.empty()) {
+        for (char** e = environ; *e; ++e) full_env.emplace_back(*e);
+        full_env.insert(full_env.end(), env.begin(), env.end());
+    }
+    auto child = Child::spawn({.argv = argv,
+                               .env = full_env,
+                               .stdin_fd = rd.get(),
+                               .stdout_fd = out.get(),
+                               .stderr_fd = err.get()});
+    rd.reset();
+    // A writer thread, so a child that exits without reading cannot block the test.
+    std::thread writer([fd = wr.release(), &stdin_data] {
+        UniqueFd w(fd);
+        std::size_t off = 0;
+        while (off < stdin_data.size()) {
+            ssize_t n = ::write(w.get(), stdin_data.data() + off, stdin_data.size() - off);
+            if (n <= 0) break;
+            off += static_cast<std::size_t>(n);
+        }
+    });
+    auto st = child.wait_for(std::chrono::seconds(60));
+    if (!st) {
+        child.signal(SIGKILL);
+        st = child.wait();
+    }
+    writer.join();
+    CliResult r;
+    r.status = WIFEXITED(*st) ? WEXITSTATUS(*st) : 128 + WTERMSIG(*st);
+    r.out = read_file(io.path() / "out");
+    r.err = read_file(io.path() / "err");
+    return r;
+}
+
+CliResult coffer_cli(const std::string& host, const std::vector<std::string>& args,
+                     const std::string& stdin_data) {
+    std::vector<std::string> argv{coffer_path(), "-H", host};
+    argv.insert(argv.end(), args.begin(), args.end());
+    return run_program(argv, stdin_data);
+}
+
+}  // namespace coffer::test
+
+namespace {
+// A CLI that exits before reading its input must not kill the test with SIGPIPE.
+const bool sigpipe_ignored = [] {
+    ::signal(SIGPIPE, SIG_IGN);
+    return true;
+}();
+}  // namespace

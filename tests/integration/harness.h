@@ -1,0 +1,72 @@
+// Integration-test harness: temporary directories, a real cofferd, the real coffer CLI.
+// Everything started here is stopped and removed by its owner, also when a test fails.
+#pragma once
+
+#include <chrono>
+#include <filesystem>
+#include <functional>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "coffer/base/process.h"
+
+namespace coffer::test {
+
+// A fresh directory under /tmp, removed with everything in it on destruction.
+class TempDir {
+public:
+    TempDir();
+    ~TempDir();
+    TempDir(const TempDir&) = delete;
+    TempDir& operator=(const TempDir&) = delete;
+    const std::filesystem::path& path() const { return path_; }
+
+private:
+    std::filesystem::path path_;
+};
+
+// Polls cond until it holds or the deadline passes; returns its last value.
+bool wait_until(const std::function<bool()>& cond,
+                std::chrono::milliseconds deadline = std::chrono::seconds(15));
+
+std::string read_file(const std::filesystem::path& p);
+
+struct CliResult {
+    int status = -1;
+    std::string out;
+    std::string err;
+};
+
+// A cofferd on a private data directory and socket.
+class Daemon {
+public:
+    Daemon(std::filesystem::path data_dir, std::filesystem::path socket, std::vector<std::string> extra = {});
+    ~Daemon();  // SIGTERM, then SIGKILL after a deadline
+    Daemon(const Daemon&) = delete;
+    Daemon& operator=(const Daemon&) = delete;
+
+    // Waits until the socket answers /_ping. False if the daemon exited or the deadline passed.
+    bool ready(std::chrono::milliseconds deadline = std::chrono::seconds(20));
+    void kill9();                       // SIGKILL and reap
+    int terminate();                    // SIGTERM, wait; returns the wait status
+    std::string stdout_text() const;    // what the daemon printed on stdout so far
+    std::string host() const { return "unix://" + socket_.string(); }
+    const std::filesystem::path& socket() const { return socket_; }
+
+private:
+    std::filesystem::path data_dir_, socket_, out_;
+    Child child_;
+};
+
+// Runs `coffer -H host args...` with stdin_data on standard input.
+CliResult coffer_cli(const std::string& host, const std::vector<std::string>& args,
+                     const std::string& stdin_data = "");
+// Runs any program; env entries are added to the current environment.
+CliResult run_program(const std::vector<std::string>& argv, const std::string& stdin_data = "",
+                      const std::vector<std::string>& env = {});
+
+std::string cofferd_path();
+std::string coffer_path();
+
+}  // namespace coffer::test
