@@ -2,8 +2,29 @@
 
 #include <sodium.h>
 
+#include <algorithm>
+#include <vector>
+
 namespace coffer::crypto {
 namespace {
+
+// Writes the number held (big endian) in scratch into out as base-36 digits, right-aligned and
+// zero-padded. scratch is consumed: repeated division by 36 leaves it zero.
+void base36_into(std::span<std::uint8_t> scratch, std::span<char> out) {
+    std::fill(out.begin(), out.end(), '0');
+    auto nonzero = [&] {
+        return std::any_of(scratch.begin(), scratch.end(), [](auto b) { return b != 0; });
+    };
+    for (std::size_t pos = out.size(); pos > 0 && nonzero();) {
+        unsigned rem = 0;
+        for (auto& b : scratch) {
+            unsigned cur = (rem << 8) | b;
+            b = static_cast<std::uint8_t>(cur / 36);
+            rem = cur % 36;
+        }
+        out[--pos] = "0123456789abcdefghijklmnopqrstuvwxyz"[rem];
+    }
+}
 
 std::string encode(std::span<const std::uint8_t> bytes, int variant) {
     init();
@@ -67,6 +88,20 @@ std::string hex_encode(std::span<const std::uint8_t> bytes) {
     std::string out(bytes.size() * 2 + 1, '\0');
     sodium_bin2hex(out.data(), out.size(), bytes.data(), bytes.size());
     out.pop_back();
+    return out;
+}
+
+std::string base36_encode(std::span<const std::uint8_t> bytes, std::size_t width) {
+    std::vector<std::uint8_t> scratch(bytes.begin(), bytes.end());
+    std::string out(width, '0');
+    base36_into(scratch, out);
+    return out;
+}
+
+SecureBuffer base36_encode_secure(std::span<const std::uint8_t> bytes, std::size_t width) {
+    auto scratch = SecureBuffer::copy_of(bytes);
+    SecureBuffer out(width);
+    base36_into(scratch.span(), {reinterpret_cast<char*>(out.data()), out.size()});
     return out;
 }
 

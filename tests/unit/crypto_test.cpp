@@ -150,3 +150,14 @@ TEST(DeriveKey, DependsOnContextAndInput) {
     EXPECT_FALSE(a.equals(c.span()));
     EXPECT_EQ(a.size(), 32u);
 }
+
+TEST(Base36, EncodesBigEndianNumbersZeroPadded) {
+    const std::uint8_t n256[] = {0x01, 0x00};
+    EXPECT_EQ(base36_encode(n256, 4), "0074");
+    const std::uint8_t zero[] = {0, 0};
+    EXPECT_EQ(base36_encode(zero, 3), "000");
+    const std::uint8_t max[] = {0xff, 0xff, 0xff, 0xff};  // 4294967295 = 1z141z3 in base 36
+    EXPECT_EQ(base36_encode(max, 7), "1z141z3");
+    EXPECT_EQ(base36_encode(max, 3), "1z3");
+    EXPECT_EQ(str(base36_encode_secure(max, 9)), "001z141z3");
+}

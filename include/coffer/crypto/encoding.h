@@ -25,4 +25,10 @@ SecureBuffer base64url_encode_secure(std::span<const std::uint8_t> bytes);
 
 std::string hex_encode(std::span<const std::uint8_t> bytes);
 
+// The big-endian number in bytes in lower-case base 36, zero-padded to width characters; when the
+// number needs more digits, only the low width digits are kept.
+std::string base36_encode(std::span<const std::uint8_t> bytes, std::size_t width);
+// The same, for secret bytes: the result and every intermediate stay in secure memory.
+SecureBuffer base36_encode_secure(std::span<const std::uint8_t> bytes, std::size_t width);
+
 }  // namespace coffer::crypto
