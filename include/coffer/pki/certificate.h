@@ -1,0 +1,69 @@
+// Reading and verifying certificates. Input is PEM; chains are the leaf first, then the
+// intermediates (a cross-signed root during CA rotation).
+#pragma once
+
+#include <chrono>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "coffer/base/error.h"
+#include "coffer/crypto/secure_buffer.h"
+
+namespace coffer::pki {
+
+enum class Role { worker, manager };
+
+// "coffer-worker" / "coffer-manager": the OU of a node certificate and one of its DNS names.
+std::string_view role_name(Role role) noexcept;
+std::optional<Role> parse_role(std::string_view ou) noexcept;
+
+using Clock = std::chrono::system_clock;
+
+// Who a node certificate names. not_after is filled in when read from a certificate.
+struct NodeIdentity {
+    std::string node_id;
+    Role role = Role::worker;
+    std::string cluster_id;
+    Clock::time_point not_after{};
+};
+
+struct CertificateInfo {
+    std::string common_name;          // node id for node certificates
+    std::string organizational_unit;  // role
+    std::string organization;         // cluster id
+    std::string issuer_common_name;
+    std::string serial;  // hex
+    Clock::time_point not_before;
+    Clock::time_point not_after;
+    bool is_ca = false;
+};
+
+// The first certificate in pem.
+Result<CertificateInfo> read_certificate(std::string_view pem);
+
+// Splits a PEM bundle into its certificates (re-encoded one by one); error when it holds none or
+// anything that is not a certificate.
+Result<std::vector<std::string>> split_bundle(std::string_view pem);
+
+// Verifies chain_pem (leaf first, intermediates after) against every root in roots_pem, at `at`.
+// Two roots may be trusted at once, during CA rotation. Returns what the leaf says; the caller
+// checks role and cluster id.
+Result<CertificateInfo> verify_chain(std::string_view chain_pem, std::string_view roots_pem,
+                                     Clock::time_point at = Clock::now());
+
+// As verify_chain, then requires a node certificate of this cluster with a known role: OU a role,
+// O == cluster_id, CN non-empty. permission_denied otherwise.
+Result<NodeIdentity> verify_node_certificate(std::string_view chain_pem, std::string_view roots_pem,
+                                             std::string_view cluster_id,
+                                             Clock::time_point at = Clock::now());
+
+// True when key_pem is the private key of the first certificate in cert_pem.
+bool key_matches_certificate(const crypto::SecureBuffer& key_pem, std::string_view cert_pem);
+
+// When a node should renew: a uniformly random point between 50% and 80% of the validity, so
+// nodes enrolled together do not all come back at once.
+Clock::time_point renewal_time(const CertificateInfo& cert);
+
+}  // namespace coffer::pki

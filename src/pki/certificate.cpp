@@ -1,0 +1,153 @@
+#include "coffer/pki/certificate.h"
+
+#include <openssl/bn.h>
+#include <openssl/err.h>
+#include <openssl/pem.h>
+
+#include "coffer/crypto/random.h"
+#include "ossl.h"
+
+namespace coffer::pki {
+
+std::string_view role_name(Role role) noexcept {
+    return role == Role::manager ? "coffer-manager" : "coffer-worker";
+}
+
+std::optional<Role> parse_role(std::string_view ou) noexcept {
+    if (ou == "coffer-worker") return Role::worker;
+    if (ou == "coffer-manager") return Role::manager;
+    return std::nullopt;
+}
+
+namespace {
+
+// The single entry of field nid in name, or empty when absent or repeated (a certificate naming
+// two roles or two clusters names none).
+std::string name_field(const X509_NAME* name, int nid) {
+    int at = X509_NAME_get_index_by_NID(name, nid, -1);
+    if (at < 0 || X509_NAME_get_index_by_NID(name, nid, at) >= 0) return {};
+    const ASN1_STRING* s = X509_NAME_ENTRY_get_data(X509_NAME_get_entry(name, at));
+    return std::string(reinterpret_cast<const char*>(ASN1_STRING_get0_data(s)),
+                       static_cast<std::size_t>(ASN1_STRING_length(s)));
+}
+
+CertificateInfo describe(X509* cert) {
+    CertificateInfo info;
+    const X509_NAME* subject = X509_get_subject_name(cert);
+    info.common_name = name_field(subject, NID_commonName);
+    info.organizational_unit = name_field(subject, NID_organizationalUnitName);
+    info.organization = name_field(subject, NID_organizationName);
+    info.issuer_common_name = name_field(X509_get_issuer_name(cert), NID_commonName);
+    std::unique_ptr<BIGNUM, ossl::Deleter<BN_free>> bn(
+        ASN1_INTEGER_to_BN(X509_get0_serialNumber(cert), nullptr));
+    if (bn) {
+        std::unique_ptr<char, ossl::Deleter<[](char* p) { OPENSSL_free(p); }>> hex(
+            BN_bn2hex(bn.get()));
+        if (hex) info.serial = hex.get();
+    }
+    info.not_before = ossl::to_time_point(X509_get0_notBefore(cert));
+    info.not_after = ossl::to_time_point(X509_get0_notAfter(cert));
+    info.is_ca = X509_check_ca(cert) != 0;
+    return info;
+}
+
+Result<ossl::Stack> read_stack(std::string_view pem) {
+    if (pem.size() > ossl::max_pem_bytes)
+        return make_error(Errc::too_large, "certificate bundle too large");
+    ossl::Stack certs(sk_X509_new_null());
+    if (!certs) ossl::fail("allocate certificate list");
+    auto bio = ossl::read_bio(pem);
+    while (true) {
+        ossl::X509Ptr cert(PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr));
+        if (!cert) break;
+        if (sk_X509_push(certs.get(), cert.get()) == 0) ossl::fail("grow certificate list");
+        cert.release();
+    }
+    // Reading stops at the end (PEM_R_NO_START_LINE) or at something that is not a certificate.
+    unsigned long err = ERR_peek_last_error();
+    if (ERR_GET_LIB(err) == ERR_LIB_PEM && ERR_GET_REASON(err) == PEM_R_NO_START_LINE) {
+        ERR_clear_error();
+    } else if (err != 0) {
+        return ossl::error(Errc::invalid_argument, "read certificate bundle");
+    }
+    if (sk_X509_num(certs.get()) == 0)
+        return make_error(Errc::invalid_argument, "no certificate in bundle");
+    return certs;
+}
+
+}  // namespace
+
+Result<CertificateInfo> read_certificate(std::string_view pem) {
+    auto cert = ossl::read_cert(pem);
+    if (!cert) return std::move(cert).error();
+    return describe(cert->get());
+}
+
+Result<std::vector<std::string>> split_bundle(std::string_view pem) {
+    auto certs = read_stack(pem);
+    if (!certs) return std::move(certs).error();
+    std::vector<std::string> out;
+    for (int i = 0; i < sk_X509_num(certs->get()); ++i)
+        out.push_back(ossl::to_pem(sk_X509_value(certs->get(), i)));
+    return out;
+}
+
+Result<CertificateInfo> verify_chain(std::string_view chain_pem, std::string_view roots_pem,
+                                     Clock::time_point at) {
+    auto chain = read_stack(chain_pem);
+    if (!chain) return std::move(chain).error().context("verify certificate");
+    auto roots = read_stack(roots_pem);
+    if (!roots) return std::move(roots).error().context("verify certificate: trusted roots");
+
+    ossl::Store store(X509_STORE_new());
+    if (!store) ossl::fail("allocate certificate store");
+    for (int i = 0; i < sk_X509_num(roots->get()); ++i)
+        if (X509_STORE_add_cert(store.get(), sk_X509_value(roots->get(), i)) != 1)
+            ossl::fail("add trusted root");
+
+    // The leaf is verified; the rest of the chain is offered as untrusted intermediates.
+    ossl::X509Ptr leaf(sk_X509_shift(chain->get()));
+    ossl::StoreCtx ctx(X509_STORE_CTX_new());
+    if (!ctx || X509_STORE_CTX_init(ctx.get(), store.get(), leaf.get(), chain->get()) != 1)
+        ossl::fail("initialise certificate verification");
+    X509_STORE_CTX_set_time(ctx.get(), 0, Clock::to_time_t(at));
+    if (X509_verify_cert(ctx.get()) != 1) {
+        ERR_clear_error();
+        return make_error(
+            Errc::permission_denied,
+            fmt::format("certificate does not verify: {}",
+                        X509_verify_cert_error_string(X509_STORE_CTX_get_error(ctx.get()))));
+    }
+    return describe(leaf.get());
+}
+
+Result<NodeIdentity> verify_node_certificate(std::string_view chain_pem, std::string_view roots_pem,
+                                             std::string_view cluster_id, Clock::time_point at) {
+    auto info = verify_chain(chain_pem, roots_pem, at);
+    if (!info) return std::move(info).error();
+    auto role = parse_role(info->organizational_unit);
+    if (!role || info->common_name.empty() || info->is_ca)
+        return make_error(Errc::permission_denied, "not a node certificate");
+    if (info->organization != cluster_id)
+        return make_error(Errc::permission_denied, "certificate is for another cluster");
+    return NodeIdentity{info->common_name, *role, info->organization, info->not_after};
+}
+
+bool key_matches_certificate(const crypto::SecureBuffer& key_pem, std::string_view cert_pem) {
+    auto key = ossl::read_key(key_pem);
+    auto cert = ossl::read_cert(cert_pem);
+    bool ok = key && cert && X509_check_private_key(cert->get(), key->get()) == 1;
+    ERR_clear_error();
+    return ok;
+}
+
+Clock::time_point renewal_time(const CertificateInfo& cert) {
+    auto validity = cert.not_after - cert.not_before;
+    std::uint64_t r = 0;
+    crypto::random_bytes({reinterpret_cast<std::uint8_t*>(&r), sizeof r});
+    // A fraction in [0.5, 0.8), drawn from the CSPRNG.
+    double fraction = 0.5 + 0.3 * (static_cast<double>(r >> 11) / static_cast<double>(1ULL << 53));
+    return cert.not_before + std::chrono::duration_cast<Clock::duration>(validity * fraction);
+}
+
+}  // namespace coffer::pki
