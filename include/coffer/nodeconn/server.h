@@ -1,0 +1,74 @@
+// The manager's node port. One TLS 1.3 listener serves:
+//   GET  /ca       the CA bundle (no client certificate needed: joining nodes pin it by digest)
+//   POST /join     {"token", "csr"} -> {"node_id", "certificate", "ca_bundle"} (no certificate)
+//   GET  /session  WebSocket upgrade; requires a client certificate of this cluster
+// A client certificate, when presented, must verify against the cluster CA or the handshake
+// fails.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "coffer/base/error.h"
+#include "coffer/nodeconn/session.h"
+#include "coffer/nodeconn/tls.h"
+#include "coffer/pki/certificate.h"
+#include "coffer/pki/token.h"
+
+namespace coffer::nodeconn {
+
+struct JoinRequest {
+    pki::JoinToken token;  // parsed strictly; the handler checks it against the role tokens
+    std::string csr_pem;
+    std::string remote_address;
+};
+
+struct JoinResponse {
+    std::string node_id;
+    std::string certificate_pem;  // leaf + chain
+    std::string ca_bundle_pem;
+};
+
+struct ServerOptions {
+    std::string address = "127.0.0.1";
+    std::uint16_t port = 0;  // 0: any free port (see NodeServer::port)
+    std::string cluster_id;  // session peers must carry it as O
+    std::size_t io_threads = 1;
+    std::size_t join_threads = 1;  // join handlers may block (store writes)
+    Limits limits;
+};
+
+struct ServerHandlers {
+    // Runs on a worker thread. Errors map to HTTP status (http_status) and {"message"}.
+    std::function<Result<JoinResponse>(JoinRequest)> on_join;
+    // Runs on the I/O strand, must be quick: may this (verified) node open a session now? A
+    // removed node is refused here.
+    std::function<Result<void>(const pki::NodeIdentity&)> authorize;
+    SessionHandlers session;
+};
+
+class NodeServer {
+  public:
+    // Binds and starts serving. Errors: bad credentials, address in use.
+    static Result<std::unique_ptr<NodeServer>> start(ServerOptions options, Credentials credentials,
+                                                     ServerHandlers handlers);
+    // Stops accepting, closes every connection and session, joins the threads.
+    ~NodeServer();
+
+    std::uint16_t port() const noexcept;
+    // New connections use these (certificate renewal, CA rotation); open ones keep theirs.
+    Result<void> update_credentials(Credentials credentials);
+    // Closes the sessions of this node (it was removed; authorize refuses it from now on).
+    void close_sessions(std::string_view node_id);
+    std::size_t session_count() const;
+
+    class Impl;
+
+  private:
+    explicit NodeServer(std::unique_ptr<Impl> impl);
+    std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace coffer::nodeconn

@@ -1,0 +1,290 @@
+// The node's side: joining with a token, and opening the session.
+#include <openssl/ssl.h>
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/strand.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/beast/http/read.hpp>
+#include <boost/beast/http/span_body.hpp>
+#include <boost/beast/http/write.hpp>
+#include <boost/json/object.hpp>
+
+#include <future>
+#include <thread>
+
+#include "coffer/base/log.h"
+#include "coffer/nodeconn/client.h"
+#include "coffer/pki/token.h"
+#include "http.h"
+#include "node_session.h"
+#include "tls_context.h"
+
+namespace coffer::nodeconn {
+
+using namespace detail;
+namespace json = boost::json;
+
+namespace {
+
+constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
+
+Error net_error(std::string_view what, const boost::system::error_code& ec) {
+    return make_error(Errc::unavailable, fmt::format("{}: {}", what, ec.message()));
+}
+
+// TCP connect and TLS handshake, under one deadline that stays armed for what follows.
+asio::awaitable<Result<std::unique_ptr<TlsStream>>> open_tls(const Endpoint& to, ssl::context& ctx,
+                                                             const Limits& limits) {
+    auto executor = co_await asio::this_coro::executor;
+    tcp::resolver resolver(executor);
+    auto [rec, results] =
+        co_await resolver.async_resolve(to.host, std::to_string(to.port), use_tuple);
+    if (rec) co_return net_error(fmt::format("resolve {}", to.host), rec);
+    auto stream = std::make_unique<TlsStream>(executor, ctx);
+    beast::get_lowest_layer(*stream).expires_after(limits.handshake_timeout);
+    auto where = fmt::format("{}:{}", to.host, to.port);
+    if (auto [ec, ep] = co_await beast::get_lowest_layer(*stream).async_connect(results, use_tuple);
+        ec)
+        co_return net_error(fmt::format("connect to {}", where), ec);
+    // SNI names the role, the name the manager's certificate is verified against.
+    SSL_set_tlsext_host_name(stream->native_handle(), manager_name);
+    if (auto [ec] = co_await stream->async_handshake(ssl::stream_base::client, use_tuple); ec)
+        co_return net_error(fmt::format("TLS handshake with {}", where), ec);
+    co_return stream;
+}
+
+// One request, one response (Connection: close). The body is borrowed from secure memory.
+asio::awaitable<Result<Response>> exchange(TlsStream& stream, http::verb verb,
+                                           std::string_view target, std::span<const char> body,
+                                           const Limits& limits) {
+    http::request<http::span_body<const char>> req{verb, target, 11};
+    req.set(http::field::host, manager_name);
+    req.set(http::field::content_type, "application/json");
+    req.keep_alive(false);
+    req.body() = body;
+    req.prepare_payload();
+    if (auto [ec, n] = co_await http::async_write(stream, req, use_tuple); ec)
+        co_return net_error(fmt::format("send {}", target), ec);
+    SecureFlatBuffer buffer;
+    http::response_parser<SecureBody> parser;
+    parser.header_limit(max_header_bytes);
+    parser.body_limit(limits.max_request_bytes);
+    if (auto [ec, n] = co_await http::async_read(stream, buffer, parser, use_tuple); ec)
+        co_return net_error(fmt::format("read the answer to {}", target), ec);
+    co_await stream.async_shutdown(use_tuple);
+    co_return parser.release();
+}
+
+Errc code_for(http::status status) {
+    switch (status) {
+        case http::status::bad_request:
+            return Errc::invalid_argument;
+        case http::status::unauthorized:
+            return Errc::unauthenticated;
+        case http::status::forbidden:
+            return Errc::permission_denied;
+        case http::status::not_found:
+            return Errc::not_found;
+        case http::status::payload_too_large:
+            return Errc::too_large;
+        case http::status::service_unavailable:
+            return Errc::unavailable;
+        default:
+            return Errc::internal;
+    }
+}
+
+// The manager's {"message"} for a failed request.
+Error failure(const Response& res) {
+    auto text = crypto::SecureBuffer::copy_of(body_view(res));
+    auto doc = SecureJson::parse(text);
+    std::string message = fmt::format("manager answered {}", res.result_int());
+    if (doc && doc->value().is_object())
+        if (const auto* m = doc->value().as_object().if_contains("message"); m && m->is_string())
+            message = std::string(m->get_string());
+    return make_error(code_for(res.result()), std::move(message));
+}
+
+std::optional<std::string> string_field(const json::value& v, std::string_view name) {
+    const auto* object = v.if_object();
+    const auto* field = object != nullptr ? object->if_contains(name) : nullptr;
+    if (field == nullptr || !field->is_string()) return std::nullopt;
+    return std::string(field->get_string());
+}
+
+asio::awaitable<Result<JoinResponse>> join_flow(const Endpoint& to, const pki::JoinToken& token,
+                                                const crypto::SecureBuffer& token_text,
+                                                std::string_view csr_pem, const Limits& limits) {
+    // 1. The CA bundle, over TLS that trusts nothing yet: the token's digest decides.
+    auto open_ctx = join_context({});
+    if (!open_ctx) co_return std::move(open_ctx).error();
+    std::string ca_bundle;
+    {
+        auto stream = co_await open_tls(to, **open_ctx, limits);
+        if (!stream) co_return std::move(stream).error();
+        auto res = co_await exchange(**stream, http::verb::get, "/ca", {}, limits);
+        if (!res) co_return std::move(res).error();
+        if (res->result() != http::status::ok) co_return failure(*res).context("fetch CA");
+        ca_bundle = std::string(body_view(*res));
+    }
+    if (!token.pins(ca_bundle))
+        co_return make_error(Errc::permission_denied, "manager's CA does not match the join token");
+
+    // 2. Token and CSR, over TLS that verifies the manager against the pinned CA.
+    auto pinned_ctx = join_context(ca_bundle);
+    if (!pinned_ctx) co_return std::move(pinned_ctx).error().context("pinned CA");
+    auto stream = co_await open_tls(to, **pinned_ctx, limits);
+    if (!stream) co_return std::move(stream).error();
+    json::object request(secure_storage());
+    request["token"] =
+        std::string_view(reinterpret_cast<const char*>(token_text.data()), token_text.size());
+    request["csr"] = csr_pem;
+    auto body = serialize_secure(request);
+    auto res = co_await exchange(**stream, http::verb::post, "/join",
+                                 {reinterpret_cast<const char*>(body.data()), body.size()}, limits);
+    if (!res) co_return std::move(res).error();
+    if (res->result() != http::status::ok) co_return failure(*res).context("join");
+
+    auto text = crypto::SecureBuffer::copy_of(body_view(*res));
+    auto doc = SecureJson::parse(text);
+    if (!doc) co_return make_error(Errc::internal, "join: the manager's answer is not JSON");
+    auto node_id = string_field(doc->value(), "node_id");
+    auto cert = string_field(doc->value(), "certificate");
+    auto ca = string_field(doc->value(), "ca_bundle");
+    if (!node_id || !cert || !ca)
+        co_return make_error(Errc::internal, "join: the manager's answer is incomplete");
+    // The certificate must chain to the CA we pinned.
+    if (auto v = pki::verify_chain(*cert, ca_bundle); !v)
+        co_return std::move(v).error().context("join: issued certificate");
+    co_return JoinResponse{std::move(*node_id), std::move(*cert), std::move(*ca)};
+}
+
+}  // namespace
+
+Result<JoinResponse> join(const Endpoint& manager, const crypto::SecureBuffer& token_text,
+                          std::string_view csr_pem, const Limits& limits) {
+    auto token = pki::JoinToken::parse(
+        std::string_view(reinterpret_cast<const char*>(token_text.data()), token_text.size()));
+    if (!token) return std::move(token).error();
+    asio::io_context ioc;
+    std::optional<Result<JoinResponse>> result;
+    asio::co_spawn(
+        ioc,
+        [&]() -> asio::awaitable<void> {
+            result.emplace(co_await join_flow(manager, *token, token_text, csr_pem, limits));
+        },
+        [&](std::exception_ptr e) {
+            if (!e) return;
+            try {
+                std::rethrow_exception(e);
+            } catch (const std::exception& x) {
+                result.emplace(make_error(Errc::internal, fmt::format("join: {}", x.what())));
+            }
+        });
+    ioc.run();
+    if (!result) return make_error(Errc::internal, "join: did not complete");
+    return std::move(*result);
+}
+
+class NodeClient::Impl {
+  public:
+    Impl(Endpoint to, Credentials credentials, SessionHandlers handlers, const Limits& limits)
+        : to_(std::move(to)),
+          credentials_(std::move(credentials)),
+          handlers_(std::move(handlers)),
+          limits_(limits) {}
+
+    ~Impl() {
+        if (session_) session_->close();
+        if (thread_.joinable()) thread_.join();
+        if (session_) session_->drop_stream();
+    }
+
+    // Who waits for the session to open; touched on the I/O thread only.
+    struct Opening {
+        std::promise<Result<void>> promise;
+        bool settled = false;
+        void settle(Result<void> r) {
+            if (!std::exchange(settled, true)) promise.set_value(std::move(r));
+        }
+    };
+
+    asio::awaitable<void> run(std::shared_ptr<ssl::context> ctx, std::string cluster_id,
+                              std::shared_ptr<Opening> opened);
+
+    Endpoint to_;
+    Credentials credentials_;
+    SessionHandlers handlers_;  // borrowed by the session: declared before what runs it
+    Limits limits_;
+    asio::io_context ioc_;
+    std::shared_ptr<SessionImpl> session_;
+    std::shared_ptr<Session> public_session_;
+    std::thread thread_;
+};
+
+asio::awaitable<void> NodeClient::Impl::run(std::shared_ptr<ssl::context> ctx,
+                                            std::string cluster_id,
+                                            std::shared_ptr<Opening> opened) {
+    auto fail = [&](Error e) { opened->settle(std::move(e)); };
+    auto stream = co_await open_tls(to_, *ctx, limits_);
+    if (!stream) co_return fail(std::move(stream).error());
+    // The handshake checked the chain and the role name; the cluster is checked here.
+    auto chain = peer_chain_pem((*stream)->native_handle(), false);
+    auto manager = pki::verify_node_certificate(chain, credentials_.ca_bundle_pem, cluster_id);
+    if (!manager) co_return fail(std::move(manager).error().context("manager certificate"));
+    if (manager->role != pki::Role::manager)
+        co_return fail(make_error(Errc::permission_denied, "peer is not a manager"));
+
+    WsStream ws(std::move(**stream));
+    configure(ws, limits_);
+    if (auto [ec] = co_await ws.async_handshake(manager_name, "/session", use_tuple); ec)
+        co_return fail(net_error("open session", ec));
+    auto session =
+        std::make_shared<SessionImpl>(std::move(ws), std::move(*manager), limits_, handlers_, ctx);
+    session_ = session;
+    public_session_ = session;
+    opened->settle(Result<void>{});
+    co_await session->run();
+}
+
+NodeClient::NodeClient(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+NodeClient::~NodeClient() = default;
+
+Result<std::unique_ptr<NodeClient>> NodeClient::connect(const Endpoint& manager,
+                                                        Credentials credentials,
+                                                        SessionHandlers handlers,
+                                                        const Limits& limits) {
+    auto own = pki::read_certificate(credentials.cert_chain_pem);
+    if (!own) return std::move(own).error().context("node certificate");
+    auto ctx = client_context(credentials);
+    if (!ctx) return std::move(ctx).error().context("node certificate");
+    auto impl =
+        std::make_unique<Impl>(manager, std::move(credentials), std::move(handlers), limits);
+    auto opened = std::make_shared<Impl::Opening>();
+    auto done = opened->promise.get_future();
+    asio::co_spawn(asio::make_strand(impl->ioc_),
+                   impl->run(std::move(*ctx), own->organization, opened),
+                   [opened](std::exception_ptr e) {
+                       if (!e) return;
+                       try {
+                           std::rethrow_exception(e);
+                       } catch (const std::exception& x) {
+                           log::error("nodeconn", "session failed: {}", x.what());
+                       }
+                       opened->settle(make_error(Errc::internal, "session failed"));
+                   });
+    auto* ioc = &impl->ioc_;
+    impl->thread_ = std::thread([ioc] { ioc->run(); });
+    auto r = done.get();
+    if (!r) return std::move(r).error();
+    return std::unique_ptr<NodeClient>(new NodeClient(std::move(impl)));
+}
+
+const std::shared_ptr<Session>& NodeClient::session() const noexcept {
+    return impl_->public_session_;
+}
+
+}  // namespace coffer::nodeconn

@@ -1,0 +1,320 @@
+// The manager's node port: TLS 1.3 accept, then one HTTP request per connection (GET /ca,
+// POST /join) or a WebSocket upgrade to a session.
+#include <openssl/ssl.h>
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/address.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/strand.hpp>
+#include <boost/asio/thread_pool.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/beast/http/read.hpp>
+#include <boost/beast/http/write.hpp>
+#include <boost/beast/websocket/rfc6455.hpp>
+#include <boost/json/serialize.hpp>
+#include <boost/json/value.hpp>
+
+#include <condition_variable>
+#include <map>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "coffer/base/log.h"
+#include "coffer/base/sync.h"
+#include "coffer/nodeconn/server.h"
+#include "http.h"
+#include "node_session.h"
+#include "tls_context.h"
+
+namespace coffer::nodeconn {
+
+using namespace detail;
+namespace json = boost::json;
+namespace websocket = beast::websocket;
+
+namespace {
+
+constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
+
+struct Reply {
+    http::status status = http::status::ok;
+    std::string body;
+    std::string_view content_type = "application/json";
+};
+
+Reply error_reply(const Error& e) {
+    return {static_cast<http::status>(http_status(e.code)),
+            json::serialize(json::object{{"message", e.message}})};
+}
+
+// The string field `name` of a JSON object, or nullopt.
+std::optional<std::string_view> string_field(const json::value& v, std::string_view name) {
+    const auto* object = v.if_object();
+    const auto* field = object != nullptr ? object->if_contains(name) : nullptr;
+    if (field == nullptr || !field->is_string()) return std::nullopt;
+    return std::string_view(field->get_string());
+}
+
+}  // namespace
+
+class NodeServer::Impl {
+  public:
+    Impl(ServerOptions options, ServerHandlers handlers, std::shared_ptr<ssl::context> tls,
+         std::string ca_bundle)
+        : options_(std::move(options)),
+          handlers_(std::move(handlers)),
+          tls_(std::move(tls), std::move(ca_bundle)),
+          join_pool_(options_.join_threads == 0 ? 1 : options_.join_threads),
+          acceptor_(asio::make_strand(ioc_)) {}
+
+    ~Impl() { shutdown(); }
+
+    Result<void> listen();
+    void shutdown();
+    asio::awaitable<void> accept_loop();
+    asio::awaitable<void> serve(tcp::socket socket);
+    asio::awaitable<Reply> join(const Request& req, std::string remote);
+    Result<pki::NodeIdentity> session_peer(SSL* ssl);
+
+    ServerOptions options_;
+    ServerHandlers handlers_;  // borrowed by every session: declared before what runs them
+    // The current context and the CA bundle it trusts, swapped together.
+    Sync<std::pair<std::shared_ptr<ssl::context>, std::string>> tls_;
+    std::mutex sessions_mutex_;
+    std::condition_variable sessions_changed_;
+    std::map<const SessionImpl*, std::weak_ptr<SessionImpl>> sessions_;  // under sessions_mutex_
+    std::uint16_t port_ = 0;
+    asio::io_context ioc_;
+    asio::thread_pool join_pool_;
+    tcp::acceptor acceptor_;
+    std::vector<std::thread> threads_;
+    bool stopped_ = false;
+};
+
+Result<void> NodeServer::Impl::listen() {
+    boost::system::error_code ec;
+    auto address = asio::ip::make_address(options_.address, ec);
+    if (ec)
+        return make_error(Errc::invalid_argument, fmt::format("bad address {}", options_.address));
+    tcp::endpoint endpoint(address, options_.port);
+    if (acceptor_.open(endpoint.protocol(), ec); !ec)
+        if (acceptor_.set_option(tcp::acceptor::reuse_address(true), ec); !ec)
+            if (acceptor_.bind(endpoint, ec); !ec)
+                acceptor_.listen(asio::socket_base::max_listen_connections, ec);
+    if (ec)
+        return make_error(Errc::unavailable, fmt::format("listen on {}:{}: {}", options_.address,
+                                                         options_.port, ec.message()));
+    port_ = acceptor_.local_endpoint().port();
+    asio::co_spawn(acceptor_.get_executor(), accept_loop(), asio::detached);
+    for (std::size_t i = 0; i < std::max<std::size_t>(options_.io_threads, 1); ++i)
+        threads_.emplace_back([this] { ioc_.run(); });
+    log::info("nodeconn", "node port listening on {}:{}", options_.address, port_);
+    return {};
+}
+
+void NodeServer::Impl::shutdown() {
+    if (stopped_) return;
+    stopped_ = true;
+    asio::post(acceptor_.get_executor(), [this] {
+        boost::system::error_code ignored;
+        acceptor_.close(ignored);
+    });
+    {
+        // Sessions get the closing handshake's time to end, then whatever is left (handshakes
+        // in progress, peers that do not answer) is cut off.
+        std::unique_lock lock(sessions_mutex_);
+        for (auto& [_, weak] : sessions_)
+            if (auto s = weak.lock()) s->close();
+        sessions_changed_.wait_for(lock, options_.limits.handshake_timeout,
+                                   [this] { return sessions_.empty(); });
+    }
+    ioc_.stop();
+    for (auto& t : threads_) t.join();
+    join_pool_.join();
+    std::lock_guard lock(sessions_mutex_);
+    for (auto& [_, weak] : sessions_)
+        if (auto s = weak.lock()) s->drop_stream();
+}
+
+asio::awaitable<void> NodeServer::Impl::accept_loop() {
+    for (;;) {
+        tcp::socket socket(asio::make_strand(ioc_));
+        auto [ec] = co_await acceptor_.async_accept(socket, use_tuple);
+        if (ec == asio::error::operation_aborted || !acceptor_.is_open()) co_return;
+        if (ec) {
+            log::warn("nodeconn", "accept: {}", ec.message());
+            continue;
+        }
+        auto executor = socket.get_executor();
+        asio::co_spawn(executor, serve(std::move(socket)), [](std::exception_ptr e) {
+            if (!e) return;
+            try {
+                std::rethrow_exception(e);
+            } catch (const std::exception& x) {
+                log::error("nodeconn", "connection failed: {}", x.what());
+            }
+        });
+    }
+}
+
+asio::awaitable<void> NodeServer::Impl::serve(tcp::socket socket) {
+    boost::system::error_code ec;
+    auto remote = socket.remote_endpoint(ec);
+    std::string peer =
+        ec ? "unknown" : fmt::format("{}:{}", remote.address().to_string(), remote.port());
+    auto tls = tls_.read()->first;
+    TlsStream stream(beast::tcp_stream(std::move(socket)), *tls);
+    // One deadline for the TLS handshake and the whole request: a peer that connects and sends
+    // nothing, or trickles, is dropped when it passes.
+    beast::get_lowest_layer(stream).expires_after(options_.limits.handshake_timeout);
+    if (auto [e] = co_await stream.async_handshake(ssl::stream_base::server, use_tuple); e) {
+        log::debug("nodeconn", "{}: TLS handshake: {}", peer, e.message());
+        co_return;
+    }
+    SecureFlatBuffer buffer;
+    http::request_parser<SecureBody> parser;
+    parser.header_limit(max_header_bytes);
+    parser.body_limit(options_.limits.max_request_bytes);
+    if (auto [e, n] = co_await http::async_read(stream, buffer, parser, use_tuple); e) {
+        log::debug("nodeconn", "{}: read request: {}", peer, e.message());
+        co_return;
+    }
+    Request& req = parser.get();
+    const auto target = req.target();
+
+    Reply reply;
+    if (target == "/session" && websocket::is_upgrade(req)) {
+        auto id = session_peer(stream.native_handle());
+        if (id) {
+            WsStream ws(std::move(stream));
+            configure(ws, options_.limits);
+            if (auto [e] = co_await ws.async_accept(req, use_tuple); e) {
+                log::debug("nodeconn", "{}: WebSocket accept: {}", peer, e.message());
+                co_return;
+            }
+            auto session = std::make_shared<SessionImpl>(std::move(ws), std::move(*id),
+                                                         options_.limits, handlers_.session, tls);
+            {
+                std::lock_guard lock(sessions_mutex_);
+                sessions_.emplace(session.get(), session);
+            }
+            log::info("nodeconn", "node {} connected from {}", session->peer().node_id, peer);
+            co_await session->run();
+            {
+                std::lock_guard lock(sessions_mutex_);
+                sessions_.erase(session.get());
+            }
+            sessions_changed_.notify_all();
+            log::info("nodeconn", "node {} disconnected", session->peer().node_id);
+            co_return;
+        }
+        reply = error_reply(id.error());
+    } else if (target == "/ca" && req.method() == http::verb::get) {
+        reply = {http::status::ok, tls_.read()->second, "application/x-pem-file"};
+    } else if (target == "/join" && req.method() == http::verb::post) {
+        reply = co_await join(req, peer);
+    } else {
+        reply = error_reply(make_error(Errc::not_found, "not found"));
+    }
+
+    http::response<http::string_body> res{reply.status, req.version()};
+    res.set(http::field::content_type, reply.content_type);
+    res.keep_alive(false);
+    res.body() = std::move(reply.body);
+    res.prepare_payload();
+    if (auto [e, n] = co_await http::async_write(stream, res, use_tuple); e) co_return;
+    co_await stream.async_shutdown(use_tuple);
+}
+
+Result<pki::NodeIdentity> NodeServer::Impl::session_peer(SSL* ssl) {
+    // The handshake already refused certificates that do not verify; here a certificate is
+    // required at all, and must name a node of this cluster that may connect.
+    if (SSL_get0_peer_certificate(ssl) == nullptr || SSL_get_verify_result(ssl) != X509_V_OK)
+        return make_error(Errc::unauthenticated, "a client certificate is required");
+    auto chain = peer_chain_pem(ssl, true);
+    auto id = pki::verify_node_certificate(chain, tls_.read()->second, options_.cluster_id);
+    if (!id) return std::move(id).error();
+    if (handlers_.authorize)
+        if (auto ok = handlers_.authorize(*id); !ok) return std::move(ok).error();
+    return id;
+}
+
+asio::awaitable<Reply> NodeServer::Impl::join(const Request& req, std::string remote) {
+    auto text = crypto::SecureBuffer::copy_of(body_view(req));
+    auto doc = SecureJson::parse(text);
+    if (!doc) co_return error_reply(make_error(Errc::invalid_argument, "join request is not JSON"));
+    auto token_text = string_field(doc->value(), "token");
+    auto csr = string_field(doc->value(), "csr");
+    if (!token_text || !csr)
+        co_return error_reply(
+            make_error(Errc::invalid_argument, "join request needs token and csr"));
+    auto token = pki::JoinToken::parse(*token_text);
+    if (!token) co_return error_reply(token.error());
+    if (!handlers_.on_join)
+        co_return error_reply(make_error(Errc::unavailable, "joining is disabled"));
+
+    JoinRequest join_req{std::move(*token), std::string(*csr), std::move(remote)};
+    // The handler may block (it writes the store): it runs on the join pool, and this coroutine
+    // resumes on its strand when it is done.
+    std::optional<Result<JoinResponse>> result;
+    co_await asio::co_spawn(
+        join_pool_,
+        [&]() -> asio::awaitable<void> {
+            try {
+                result.emplace(handlers_.on_join(std::move(join_req)));
+            } catch (const std::exception& e) {
+                log::error("nodeconn", "join handler failed: {}", e.what());
+                result.emplace(make_error(Errc::internal, "internal error"));
+            }
+            co_return;
+        },
+        asio::use_awaitable);
+    if (!*result) co_return error_reply(result->error());
+    const auto& r = result->value();
+    co_return Reply{http::status::ok,
+                    json::serialize(json::object{{"node_id", r.node_id},
+                                                 {"certificate", r.certificate_pem},
+                                                 {"ca_bundle", r.ca_bundle_pem}})};
+}
+
+NodeServer::NodeServer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+NodeServer::~NodeServer() = default;
+
+Result<std::unique_ptr<NodeServer>> NodeServer::start(ServerOptions options,
+                                                      Credentials credentials,
+                                                      ServerHandlers handlers) {
+    auto tls = server_context(credentials);
+    if (!tls) return std::move(tls).error().context("node port");
+    auto impl = std::make_unique<Impl>(std::move(options), std::move(handlers), std::move(*tls),
+                                       std::move(credentials.ca_bundle_pem));
+    if (auto r = impl->listen(); !r) return std::move(r).error();
+    return std::unique_ptr<NodeServer>(new NodeServer(std::move(impl)));
+}
+
+std::uint16_t NodeServer::port() const noexcept {
+    return impl_->port_;
+}
+
+Result<void> NodeServer::update_credentials(Credentials credentials) {
+    auto tls = server_context(credentials);
+    if (!tls) return std::move(tls).error().context("node port");
+    *impl_->tls_.lock() = {std::move(*tls), std::move(credentials.ca_bundle_pem)};
+    return {};
+}
+
+void NodeServer::close_sessions(std::string_view node_id) {
+    std::lock_guard lock(impl_->sessions_mutex_);
+    for (auto& [_, weak] : impl_->sessions_)
+        if (auto s = weak.lock(); s && s->peer().node_id == node_id) s->close();
+}
+
+std::size_t NodeServer::session_count() const {
+    std::lock_guard lock(impl_->sessions_mutex_);
+    return impl_->sessions_.size();
+}
+
+}  // namespace coffer::nodeconn

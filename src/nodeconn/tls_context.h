@@ -1,0 +1,34 @@
+// TLS contexts for the node port. Internal: keeps Asio-SSL and OpenSSL out of public headers.
+#pragma once
+
+#include <boost/asio/ssl/context.hpp>
+
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "coffer/base/error.h"
+#include "coffer/nodeconn/tls.h"
+
+namespace coffer::nodeconn::detail {
+
+namespace ssl = boost::asio::ssl;
+
+// The DNS name every manager certificate carries (its role); clients verify it.
+inline constexpr const char* manager_name = "coffer-manager";
+
+// TLS 1.3 only. Presents the manager's certificate; asks for a client certificate and, when one
+// is presented, verifies it against the CA bundle or fails the handshake. Whether a request
+// needs one is decided per path.
+Result<std::shared_ptr<ssl::context>> server_context(const Credentials& credentials);
+// TLS 1.3 only. Presents the node's certificate; verifies the manager against the CA bundle
+// and its role name.
+Result<std::shared_ptr<ssl::context>> client_context(const Credentials& credentials);
+// For joining, before the node has a certificate: verifies nothing when pinned_ca_pem is empty
+// (the CA bundle is checked by digest afterwards), else the manager against it.
+Result<std::shared_ptr<ssl::context>> join_context(std::string_view pinned_ca_pem);
+
+// The certificates the peer presented, leaf first, as PEM; empty when it presented none.
+std::string peer_chain_pem(SSL* ssl, bool server_side);
+
+}  // namespace coffer::nodeconn::detail
