@@ -108,13 +108,6 @@ Error failure(const Response& res) {
     return make_error(code_for(res.result()), std::move(message));
 }
 
-std::optional<std::string> string_field(const json::value& v, std::string_view name) {
-    const auto* object = v.if_object();
-    const auto* field = object != nullptr ? object->if_contains(name) : nullptr;
-    if (field == nullptr || !field->is_string()) return std::nullopt;
-    return std::string(field->get_string());
-}
-
 asio::awaitable<Result<JoinResponse>> join_flow(const Endpoint& to, const pki::JoinToken& token,
                                                 const crypto::SecureBuffer& token_text,
                                                 std::string_view csr_pem, const Limits& limits) {
@@ -159,7 +152,7 @@ asio::awaitable<Result<JoinResponse>> join_flow(const Endpoint& to, const pki::J
     // The certificate must chain to the CA we pinned.
     if (auto v = pki::verify_chain(*cert, ca_bundle); !v)
         co_return std::move(v).error().context("join: issued certificate");
-    co_return JoinResponse{std::move(*node_id), std::move(*cert), std::move(*ca)};
+    co_return JoinResponse{std::string(*node_id), std::string(*cert), std::string(*ca)};
 }
 
 }  // namespace

@@ -51,14 +51,6 @@ Reply error_reply(const Error& e) {
             json::serialize(json::object{{"message", e.message}})};
 }
 
-// The string field `name` of a JSON object, or nullopt.
-std::optional<std::string_view> string_field(const json::value& v, std::string_view name) {
-    const auto* object = v.if_object();
-    const auto* field = object != nullptr ? object->if_contains(name) : nullptr;
-    if (field == nullptr || !field->is_string()) return std::nullopt;
-    return std::string_view(field->get_string());
-}
-
 }  // namespace
 
 class NodeServer::Impl {
