@@ -227,10 +227,11 @@ TEST(CertificateAuthority, RenewalCsrKeepsTheKey) {
 
 TEST(CertificateAuthority, RefusesBadRequests) {
     auto node = NodeKey::generate();
-    // A flipped byte in the signature (near the end of the DER) breaks it; the base64 stays valid.
+    // A changed character inside the signed part (the public key) breaks the signature; the
+    // middle of a base64 line carries six significant bits, so the DER really changes.
     std::string tampered = node.csr_pem;
-    auto end = tampered.find("\n-----END");
-    tampered[end - 3] = tampered[end - 3] == 'A' ? 'B' : 'A';
+    auto at = tampered.find('\n') + 40;
+    tampered[at] = tampered[at] == 'A' ? 'B' : 'A';
     auto r = shared_ca().issue(tampered, worker());
     ASSERT_FALSE(r);
     EXPECT_EQ(r.error().code, Errc::invalid_argument);
