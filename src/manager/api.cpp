@@ -10,7 +10,7 @@
 #include "coffer/crypto/encoding.h"
 #include "coffer/manager/manager.h"
 #include "coffer/model/json.h"
-#include "request_json.h"
+#include "coffer/model/secure_json.h"
 
 namespace coffer::manager {
 
@@ -99,10 +99,20 @@ struct SecretBody {
     std::optional<crypto::SecureBuffer> data;
 };
 
+// A request body as a JSON object in secure memory; errors say it is the request body.
+Result<model::SecureJson> parse_body(const Request& r) {
+    if (r.body.empty()) return make_error(Errc::invalid_argument, "request body is empty");
+    auto parsed = model::SecureJson::parse(r.body);
+    if (!parsed) return std::move(parsed).error().context("malformed request body");
+    if (!parsed->value().is_object())
+        return make_error(Errc::invalid_argument, "request body must be a JSON object");
+    return parsed;
+}
+
 Result<SecretBody> parse_secret_body(const Request& r) {
-    auto parsed = SecureJson::parse(r.body_view());
+    auto parsed = parse_body(r);
     if (!parsed) return std::move(parsed).error();
-    const auto& o = (*parsed)->object();
+    const auto& o = parsed->value().as_object();
     SecretBody out;
     auto* name = o.if_contains("Name");
     if (name != nullptr && !name->is_null()) {
@@ -209,9 +219,9 @@ Response Api::handle(Request& r) {
                                                             {"Details", json::object{}}}}}});
     }
     if (is({"swarm", "unlock"}) && m == "POST") {
-        auto body = SecureJson::parse(r.body_view());
+        auto body = parse_body(r);
         if (!body) return Response::error(body.error());
-        auto* key = (*body)->object().if_contains("UnlockKey");
+        auto* key = body->value().as_object().if_contains("UnlockKey");
         if (key == nullptr || !key->is_string())
             return fail(Errc::invalid_argument, "field UnlockKey must be a string");
         if (!manager_.locked()) return fail(Errc::conflict, "coffer is not locked");
