@@ -11,6 +11,7 @@
 
 #include "client.h"
 #include "coffer/crypto/encoding.h"
+#include "coffer/model/duration.h"
 #include "coffer/model/json.h"
 #include "coffer/net/http.h"
 #include "output.h"
@@ -218,6 +219,15 @@ Result<crypto::SecureBuffer> read_unlock_key() {
     return crypto::SecureBuffer::copy_of(buf.span().subspan(start, end - start));
 }
 
+// POST /swarm/update with the cluster's current version and the given flags.
+Result<json::value> swarm_update(ApiClient& api, const std::string& query, const json::value& spec) {
+    auto current = api.call("GET", "/swarm");
+    if (!current) return std::move(current).error();
+    auto* version = at(*current, {"Version", "Index"});
+    auto v = version && version->is_number() ? version->to_number<std::uint64_t>() : 0;
+    return api.call("POST", fmt::format("/swarm/update?version={}{}", v, query), spec);
+}
+
 void add_cluster_commands(CLI::App& app, Globals& g) {
     auto* cluster = app.add_subcommand("cluster", "Manage the cluster: unlock, keys");
     cluster->require_subcommand(1);
@@ -250,8 +260,7 @@ void add_cluster_commands(CLI::App& app, Globals& g) {
         cmd->callback([&g, rotate, quiet] {
             ApiClient api(g.host);
             if (*rotate) {
-                auto r = api.call("POST", "/swarm/update?version=1&rotateManagerUnlockKey=true",
-                                  json::value(json::object{}));
+                auto r = swarm_update(api, "&rotateManagerUnlockKey=true", json::object{});
                 if (!r) throw CLI::RuntimeError(report(r.error()));
                 if (!*quiet) std::printf("Successfully rotated manager unlock key.\n\n");
             }
@@ -268,6 +277,51 @@ void add_cluster_commands(CLI::App& app, Globals& g) {
                             "Keep it somewhere safe: without it a restarted manager cannot be unlocked.\n",
                             key.c_str());
             }
+        });
+    }
+    {
+        auto* cmd = cluster->add_subcommand("join-token", "Show or rotate the token nodes join with");
+        auto role = std::make_shared<std::string>();
+        auto rotate = std::make_shared<bool>(false);
+        auto quiet = std::make_shared<bool>(false);
+        cmd->add_option("role", *role, "worker or manager")->required()->check(CLI::IsMember({"worker", "manager"}));
+        cmd->add_flag("--rotate", *rotate, "Replace the token; the old one stops working at once");
+        cmd->add_flag("-q,--quiet", *quiet, "Only display the token");
+        cmd->callback([&g, role, rotate, quiet] {
+            ApiClient api(g.host);
+            std::string field_name = *role == "worker" ? "Worker" : "Manager";
+            if (*rotate) {
+                auto r = swarm_update(api, fmt::format("&rotate{}Token=true", field_name), json::object{});
+                if (!r) throw CLI::RuntimeError(report(r.error()));
+                if (!*quiet) std::printf("Successfully rotated %s join token.\n\n", role->c_str());
+            }
+            auto r = api.call("GET", "/swarm");
+            if (!r) throw CLI::RuntimeError(report(r.error()));
+            auto token = field(*r, {"JoinTokens", field_name});
+            if (*quiet) {
+                std::printf("%s\n", token.c_str());
+            } else {
+                std::printf("To add a %s to this cluster, run on the new node:\n\n"
+                            "    coffer-agent --data-dir /var/lib/coffer-agent --manager MANAGER:4243 \\\n"
+                            "        --join-token %s\n\n"
+                            "where MANAGER is an address of this manager's node port.\n",
+                            role->c_str(), token.c_str());
+            }
+        });
+    }
+    {
+        auto* cmd = cluster->add_subcommand("update", "Change cluster settings");
+        auto expiry = std::make_shared<std::string>();
+        cmd->add_option("--cert-expiry", *expiry, "Validity of node certificates (e.g. 2160h, 90d; at least 1h)")
+            ->required();
+        cmd->callback([&g, expiry] {
+            auto seconds = model::parse_duration(*expiry);
+            if (!seconds) throw CLI::RuntimeError(report({Errc::invalid_argument, "invalid duration " + *expiry}));
+            ApiClient api(g.host);
+            json::object spec{{"CAConfig", json::object{{"NodeCertExpiry", seconds->count() * 1'000'000'000}}}};
+            auto r = swarm_update(api, "", spec);
+            if (!r) throw CLI::RuntimeError(report(r.error()));
+            std::printf("Cluster updated.\n");
         });
     }
     {

@@ -1,7 +1,5 @@
 #include "coffer/manager/api.h"
 
-#include <sys/utsname.h>
-
 #include <boost/json.hpp>
 
 #include <charconv>
@@ -11,6 +9,8 @@
 #include "coffer/manager/manager.h"
 #include "coffer/model/json.h"
 #include "coffer/model/secure_json.h"
+#include "api_cluster.h"
+#include "api_util.h"
 
 namespace coffer::manager {
 
@@ -20,10 +20,6 @@ using net::Response;
 
 namespace {
 
-constexpr const char* server_name = "coffer/" COFFER_VERSION;
-
-Response ok_json(int status, const json::value& v) { return Response::json(status, json::serialize(v)); }
-Response fail(Errc code, std::string message) { return Response::error(Error{code, std::move(message)}); }
 
 std::vector<std::string_view> split_path(std::string_view path) {
     std::vector<std::string_view> out;
@@ -49,15 +45,6 @@ std::optional<int> parse_version(std::string_view v) {
         b.ptr != v.data() + v.size() || minor > 99)
         return std::nullopt;
     return major * 100 + minor;
-}
-
-Result<std::uint64_t> version_param(const Request& r, std::string_view what) {
-    auto v = r.param("version");
-    std::uint64_t out = 0;
-    auto res = std::from_chars(v.data(), v.data() + v.size(), out);
-    if (v.empty() || res.ec != std::errc{} || res.ptr != v.data() + v.size())
-        return make_error(Errc::invalid_argument, fmt::format("invalid {} version", what));
-    return out;
 }
 
 // The path's segments without the optional /v1.NN prefix, or the error for a bad prefix.
@@ -99,16 +86,6 @@ struct SecretBody {
     std::optional<crypto::SecureBuffer> data;
 };
 
-// A request body as a JSON object in secure memory; errors say it is the request body.
-Result<model::SecureJson> parse_body(const Request& r) {
-    if (r.body.empty()) return make_error(Errc::invalid_argument, "request body is empty");
-    auto parsed = model::SecureJson::parse(r.body);
-    if (!parsed) return std::move(parsed).error().context("malformed request body");
-    if (!parsed->value().is_object())
-        return make_error(Errc::invalid_argument, "request body must be a JSON object");
-    return parsed;
-}
-
 Result<SecretBody> parse_secret_body(const Request& r) {
     auto parsed = parse_body(r);
     if (!parsed) return std::move(parsed).error();
@@ -138,28 +115,13 @@ Result<SecretBody> parse_secret_body(const Request& r) {
     return out;
 }
 
-std::string kernel_version() {
-    struct utsname u {};
-    ::uname(&u);
-    return u.release;
-}
-
-const std::string& hostname() {
-    static const std::string h = [] {
-        char buf[256] = {};
-        ::gethostname(buf, sizeof buf - 1);
-        return std::string(buf);
-    }();
-    return h;
-}
-
 }  // namespace
 
 std::vector<std::pair<std::string, std::string>> api_headers() {
     return {{"Api-Version", api_version},
             {"Docker-Experimental", "false"},
             {"Ostype", "linux"},
-            {"Server", server_name},
+            {"Server", "coffer/" COFFER_VERSION},
             {"Cache-Control", "no-cache, no-store, must-revalidate"},
             {"Pragma", "no-cache"}};
 }
@@ -265,70 +227,7 @@ Response Api::handle(Request& r) {
         return Response::empty(204);
     }
 
-    // Cluster.
-    if (is({"info"}) && m == "GET") {
-        return ok_json(200, json::object{
-                                {"Name", hostname()},
-                                {"ServerVersion", COFFER_VERSION},
-                                {"OSType", "linux"},
-                                {"KernelVersion", kernel_version()},
-                                {"SecurityOptions", json::array{"name=seccomp,profile=default"}},
-                                {"Swarm", json::object{{"NodeID", ""},
-                                                       {"LocalNodeState", "active"},
-                                                       {"ControlAvailable", true},
-                                                       {"Error", ""}}},
-                            });
-    }
-    if (is({"swarm"}) && m == "GET") {
-        auto created = model::format_rfc3339(manager_.created());
-        return ok_json(200, json::object{
-                                {"ID", manager_.cluster_id()},
-                                {"Version", json::object{{"Index", 1}}},
-                                {"CreatedAt", created},
-                                {"UpdatedAt", created},
-                                {"Spec", json::object{{"Name", "default"},
-                                                      {"Labels", json::object{}},
-                                                      {"EncryptionConfig",
-                                                       json::object{{"AutoLockManagers",
-                                                                     manager_.autolock()}}}}},
-                                {"DataEncryptionKey",
-                                 json::object{{"ID", manager_.dek_id()},
-                                              {"RotationPending", manager_.dek_rotation_pending()}}},
-                            });
-    }
-    if (is({"swarm", "unlockkey"}) && m == "GET") {
-        auto key = manager_.unlock_key();
-        std::string text;
-        if (key) text.assign(reinterpret_cast<const char*>(key->data()), key->size());
-        // The unlock key is meant to be shown to the operator who asks for it; it never enters logs.
-        return ok_json(200, json::object{{"UnlockKey", text}});
-    }
-    if (is({"swarm", "update"}) && m == "POST") {
-        if (r.param("rotateManagerUnlockKey") != "true")
-            return fail(Errc::invalid_argument,
-                        "only rotateManagerUnlockKey=true is supported by swarm update");
-        if (!manager_.autolock())
-            return fail(Errc::invalid_argument, "autolock is not enabled: there is no unlock key to rotate");
-        if (auto body = r.body_view(); !body.empty()) {
-            auto parsed = model::parse_json(body);
-            if (!parsed) return Response::error(parsed.error());
-            const auto* enc = parsed->is_object() ? parsed->as_object().if_contains("EncryptionConfig") : nullptr;
-            const auto* al = enc && enc->is_object() ? enc->as_object().if_contains("AutoLockManagers") : nullptr;
-            if (al && al->is_bool() && !al->as_bool())
-                return fail(Errc::invalid_argument, "turning autolock off is not supported");
-        }
-        auto key = manager_.rotate_unlock_key();
-        if (!key) return Response::error(key.error());
-        log::info("api", "unlock key rotated");
-        return Response::empty(200);
-    }
-    if (is({"swarm", "rotate-dek"}) && m == "POST") {
-        auto res = manager_.rotate_dek();
-        if (!res) return Response::error(res.error());
-        log::info("api", "data encryption key rotated to {}", manager_.dek_id());
-        return ok_json(200, json::object{{"ID", manager_.dek_id()},
-                                         {"RotationPending", manager_.dek_rotation_pending()}});
-    }
+    if (auto cluster = cluster_routes(manager_, r, seg)) return std::move(*cluster);
     if (is({"configs"}) && m == "GET") return ok_json(200, json::array{});
 
     return fail(Errc::not_found, fmt::format("page not found: {} {}", m, r.path));

@@ -49,6 +49,9 @@ Result<void> Manager::load() {
         if (auto w = store_->write(std::move(b)); !w) return std::move(w).error().context("init cluster");
         log::info("manager", "new cluster {}", cluster_id_);
     }
+    auto trust = ClusterTrust::load(*store_, cluster_id_);
+    if (!trust) return std::move(trust).error();
+    trust_ = std::move(*trust);
     auto secrets = SecretRegistry::load(*store_, *committer_, counter_);
     if (!secrets) return std::move(secrets).error();
     secrets_owner_ = std::move(*secrets);

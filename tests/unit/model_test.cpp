@@ -1,5 +1,6 @@
 #include <gtest/gtest.h>
 
+#include "coffer/model/duration.h"
 #include "coffer/model/filters.h"
 #include "coffer/model/json.h"
 #include "coffer/model/secret.h"
@@ -94,4 +95,13 @@ TEST(Json, MalformedIsInvalidArgument) {
     ASSERT_FALSE(r.ok());
     EXPECT_EQ(r.error().code, Errc::invalid_argument);
     EXPECT_EQ(error_body("secret x not found"), R"({"message":"secret x not found"})");
+}
+
+TEST(Duration, ParsesGoStyleAndDays) {
+    using std::chrono::seconds;
+    EXPECT_EQ(parse_duration("2160h"), seconds(2160 * 3600));
+    EXPECT_EQ(parse_duration("90m30s"), seconds(90 * 60 + 30));
+    EXPECT_EQ(parse_duration("30d"), seconds(30 * 86400));
+    for (auto bad : {"", "h", "10", "10x", "-1h", "1h-", "99999999999999999999h"})
+        EXPECT_FALSE(parse_duration(bad)) << bad;
 }

@@ -13,6 +13,7 @@
 #include "coffer/crypto/secure_buffer.h"
 #include "coffer/manager/committer.h"
 #include "coffer/manager/secrets.h"
+#include "coffer/manager/trust.h"
 #include "coffer/model/time.h"
 
 namespace coffer::store {
@@ -44,6 +45,8 @@ public:
 
     // Null while locked.
     SecretRegistry* secrets() const noexcept { return secrets_.load(); }
+    // Valid once unlocked.
+    ClusterTrust& trust() const noexcept { return *trust_; }
     VersionCounter& counter() noexcept { return counter_; }
     const std::string& cluster_id() const noexcept { return cluster_id_; }
     model::Timestamp created() const noexcept { return created_; }
@@ -57,6 +60,7 @@ private:
     std::unique_ptr<Committer> committer_;
     VersionCounter counter_;
     std::mutex unlock_mutex_;
+    std::unique_ptr<ClusterTrust> trust_;
     std::unique_ptr<SecretRegistry> secrets_owner_;
     std::atomic<SecretRegistry*> secrets_{nullptr};
     std::string cluster_id_;

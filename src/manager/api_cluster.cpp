@@ -1,0 +1,144 @@
+// /info and /swarm: the cluster object, join tokens, certificate expiry, unlock key and data key.
+#include "api_cluster.h"
+
+#include "coffer/base/log.h"
+#include "coffer/manager/manager.h"
+#include "coffer/model/json.h"
+
+namespace coffer::manager {
+
+namespace json = boost::json;
+using net::Request;
+using net::Response;
+
+namespace {
+
+std::string text_of(const crypto::SecureBuffer& b) {
+    return std::string(reinterpret_cast<const char*>(b.data()), b.size());
+}
+
+Response info(Manager& m) {
+    return ok_json(200, json::object{
+                            {"Name", hostname()},
+                            {"ServerVersion", COFFER_VERSION},
+                            {"OSType", "linux"},
+                            {"KernelVersion", kernel_version()},
+                            {"SecurityOptions", json::array{"name=seccomp,profile=default"}},
+                            {"Swarm", json::object{{"NodeID", ""},
+                                                   {"LocalNodeState", "active"},
+                                                   {"ControlAvailable", true},
+                                                   {"Error", ""},
+                                                   {"Cluster", json::object{{"ID", m.cluster_id()}}}}},
+                        });
+}
+
+Response swarm(Manager& m) {
+    auto& trust = m.trust();
+    auto created = model::format_rfc3339(m.created());
+    // The join tokens are shown to whoever may use this API, as Docker does: API access is
+    // cluster administration.
+    return ok_json(
+        200,
+        json::object{
+            {"ID", m.cluster_id()},
+            {"Version", json::object{{"Index", trust.version()}}},
+            {"CreatedAt", created},
+            {"UpdatedAt", created},
+            {"Spec",
+             json::object{{"Name", "default"},
+                          {"Labels", json::object{}},
+                          {"CAConfig", json::object{{"NodeCertExpiry",
+                                                     trust.cert_expiry().count() * 1'000'000'000}}},
+                          {"EncryptionConfig", json::object{{"AutoLockManagers", m.autolock()}}}}},
+            {"TLSInfo", json::object{{"TrustRoot", trust.ca_bundle()}}},
+            {"JoinTokens", json::object{{"Worker", text_of(trust.token(pki::Role::worker))},
+                                        {"Manager", text_of(trust.token(pki::Role::manager))}}},
+            {"DataEncryptionKey",
+             json::object{{"ID", m.dek_id()}, {"RotationPending", m.dek_rotation_pending()}}},
+        });
+}
+
+const json::value* member(const json::object& o, std::initializer_list<std::string_view> path) {
+    const json::value* cur = nullptr;
+    const json::object* obj = &o;
+    for (auto p : path) {
+        if (obj == nullptr) return nullptr;
+        cur = obj->if_contains(p);
+        if (cur == nullptr) return nullptr;
+        obj = cur->if_object();
+    }
+    return cur;
+}
+
+// POST /swarm/update: everything is checked before anything changes.
+Response swarm_update(Manager& m, const Request& r) {
+    auto version = version_param(r, "swarm");
+    if (!version) return Response::error(version.error());
+    if (*version != m.trust().version()) return fail(Errc::conflict, "update out of sequence");
+    auto flag = [&](std::string_view name) { return r.param(name) == "true" || r.param(name) == "1"; };
+    ClusterTrust::Update update;
+    update.rotate_worker_token = flag("rotateWorkerToken");
+    update.rotate_manager_token = flag("rotateManagerToken");
+    bool rotate_unlock = flag("rotateManagerUnlockKey");
+    if (!r.body.empty()) {
+        auto body = parse_body(r);
+        if (!body) return Response::error(body.error());
+        const auto& o = body->value().as_object();
+        if (auto* al = member(o, {"EncryptionConfig", "AutoLockManagers"})) {
+            if (!al->is_bool()) return fail(Errc::invalid_argument, "AutoLockManagers must be a boolean");
+            if (al->as_bool() != m.autolock())
+                return fail(Errc::invalid_argument,
+                            "autolock is chosen when the cluster is created (cofferd --autolock) and "
+                            "cannot be changed yet");
+        }
+        if (auto* e = member(o, {"CAConfig", "NodeCertExpiry"}); e && !e->is_null()) {
+            if (!e->is_number()) return fail(Errc::invalid_argument, "NodeCertExpiry must be a number");
+            std::int64_t ns = 0;
+            try {
+                ns = e->to_number<std::int64_t>();
+            } catch (...) {
+                return fail(Errc::invalid_argument, "NodeCertExpiry must be a whole number of nanoseconds");
+            }
+            if (ns != 0) update.cert_expiry = std::chrono::seconds(ns / 1'000'000'000);
+        }
+    }
+    if (rotate_unlock && !m.autolock())
+        return fail(Errc::invalid_argument, "autolock is not enabled: there is no unlock key to rotate");
+    if (update.cert_expiry && *update.cert_expiry < pki::min_cert_expiry)
+        return fail(Errc::invalid_argument, "minimum certificate expiry time is 1h");
+
+    if (auto res = m.trust().update(update); !res) return Response::error(res.error());
+    if (update.rotate_worker_token) log::info("api", "worker join token rotated");
+    if (update.rotate_manager_token) log::info("api", "manager join token rotated");
+    if (rotate_unlock) {
+        auto key = m.rotate_unlock_key();
+        if (!key) return Response::error(key.error());
+        log::info("api", "unlock key rotated");
+    }
+    return Response::empty(200);
+}
+
+}  // namespace
+
+std::optional<Response> cluster_routes(Manager& m, const Request& r, const Segments& seg) {
+    const auto& method = r.method;
+    if (seg.size() == 1 && seg[0] == "info" && method == "GET") return info(m);
+    if (seg.empty() || seg[0] != "swarm") return std::nullopt;
+    if (seg.size() == 1 && method == "GET") return swarm(m);
+    if (seg.size() != 2) return std::nullopt;
+    if (seg[1] == "unlockkey" && method == "GET") {
+        auto key = m.unlock_key();
+        // Shown to the operator who asks for it, as Docker does; it never enters logs.
+        return ok_json(200, json::object{{"UnlockKey", key ? text_of(*key) : std::string()}});
+    }
+    if (seg[1] == "update" && method == "POST") return swarm_update(m, r);
+    if (seg[1] == "rotate-dek" && method == "POST") {
+        auto res = m.rotate_dek();
+        if (!res) return Response::error(res.error());
+        log::info("api", "data encryption key rotated to {}", m.dek_id());
+        return ok_json(200, json::object{{"ID", m.dek_id()}, {"RotationPending", m.dek_rotation_pending()}});
+    }
+    return std::nullopt;
+}
+
+}  // namespace coffer::manager

@@ -1,0 +1,15 @@
+// The cluster part of the API: /info, /swarm, /swarm/unlockkey, /swarm/update, /swarm/rotate-dek.
+#pragma once
+
+#include <optional>
+
+#include "api_util.h"
+
+namespace coffer::manager {
+
+class Manager;
+
+// The answer when the route is one of the cluster's; nullopt otherwise.
+std::optional<net::Response> cluster_routes(Manager& m, const net::Request& r, const Segments& seg);
+
+}  // namespace coffer::manager

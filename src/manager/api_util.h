@@ -1,0 +1,34 @@
+// Pieces every part of the manager's API uses.
+#pragma once
+
+#include <boost/json.hpp>
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "coffer/base/error.h"
+#include "coffer/model/secure_json.h"
+#include "coffer/net/http.h"
+
+namespace coffer::manager {
+
+inline net::Response ok_json(int status, const boost::json::value& v) {
+    return net::Response::json(status, boost::json::serialize(v));
+}
+inline net::Response fail(Errc code, std::string message) {
+    return net::Response::error(Error{code, std::move(message)});
+}
+
+// ?version=N as Docker's optimistic concurrency sends it; "invalid <what> version" otherwise.
+Result<std::uint64_t> version_param(const net::Request& r, std::string_view what);
+// The request body as a JSON object in secure memory; errors say it is the request body.
+Result<model::SecureJson> parse_body(const net::Request& r);
+
+std::string kernel_version();
+const std::string& hostname();
+
+using Segments = std::vector<std::string_view>;
+
+}  // namespace coffer::manager

@@ -1,0 +1,90 @@
+// The cluster's trust settings through the CLI, the API and the docker CLI: join tokens,
+// their rotation, node certificate expiry.
+#include <gtest/gtest.h>
+
+#include <boost/json.hpp>
+
+#include "coffer/pki/token.h"
+#include "harness.h"
+#include "manager_fixture.h"
+
+using namespace coffer;
+using namespace coffer::test;
+namespace json = boost::json;
+
+namespace {
+
+using Cluster = ManagerTest;
+
+std::string line(const std::string& s) { return s.substr(0, s.find('\n')); }
+
+}  // namespace
+
+TEST_F(Cluster, JoinTokensPinTheCaAndRotate) {
+    auto worker = cli({"cluster", "join-token", "worker", "-q"});
+    auto manager = cli({"cluster", "join-token", "manager", "-q"});
+    ASSERT_EQ(worker.status, 0) << worker.err;
+    ASSERT_EQ(manager.status, 0) << manager.err;
+    auto w = pki::JoinToken::parse(line(worker.out));
+    auto m = pki::JoinToken::parse(line(manager.out));
+    ASSERT_TRUE(w.ok()) << worker.out;
+    ASSERT_TRUE(m.ok()) << manager.out;
+    EXPECT_FALSE(w->matches(*m));
+
+    // Both tokens pin the CA the cluster serves.
+    auto swarm = json::parse(request("GET", "/swarm").body);
+    std::string ca(swarm.at("TLSInfo").at("TrustRoot").as_string());
+    EXPECT_TRUE(w->pins(ca));
+    EXPECT_TRUE(m->pins(ca));
+
+    auto rotated = cli({"cluster", "join-token", "worker", "--rotate", "-q"});
+    ASSERT_EQ(rotated.status, 0) << rotated.err;
+    auto w2 = pki::JoinToken::parse(line(rotated.out));
+    ASSERT_TRUE(w2.ok());
+    EXPECT_FALSE(w2->matches(*w));
+    EXPECT_TRUE(w2->pins(ca));
+    // The manager token is untouched, and everything survives a restart.
+    start();
+    EXPECT_EQ(line(cli({"cluster", "join-token", "manager", "-q"}).out), line(manager.out));
+    EXPECT_EQ(line(cli({"cluster", "join-token", "worker", "-q"}).out), line(rotated.out));
+}
+
+TEST_F(Cluster, CertificateExpiryHasAMinimumAndStaleVersionsAreRefused) {
+    auto too_short = cli({"cluster", "update", "--cert-expiry", "30m"});
+    EXPECT_EQ(too_short.status, 1);
+    EXPECT_NE(too_short.err.find("minimum certificate expiry time is 1h"), std::string::npos) << too_short.err;
+    auto bad = cli({"cluster", "update", "--cert-expiry", "soon"});
+    EXPECT_EQ(bad.status, 1);
+
+    auto ok = cli({"cluster", "update", "--cert-expiry", "720h"});
+    ASSERT_EQ(ok.status, 0) << ok.err;
+    auto swarm = json::parse(request("GET", "/swarm").body);
+    EXPECT_EQ(swarm.at("Spec").at("CAConfig").at("NodeCertExpiry").to_number<std::int64_t>(),
+              720LL * 3600 * 1'000'000'000);
+
+    auto version = swarm.at("Version").at("Index").to_number<std::uint64_t>();
+    auto stale = request("POST", "/swarm/update?rotateWorkerToken=true&version=" + std::to_string(version - 1), "{}");
+    EXPECT_EQ(stale.status, 409);
+    // A failed request changes nothing.
+    auto after = json::parse(request("GET", "/swarm").body);
+    EXPECT_EQ(after.at("JoinTokens").at("Worker"), swarm.at("JoinTokens").at("Worker"));
+    EXPECT_EQ(request("POST", "/swarm/update?version=" + std::to_string(version) +
+                                  "&rotateManagerUnlockKey=true", "{}").status,
+              400);  // no autolock
+    auto off = request("POST", "/swarm/update?version=" + std::to_string(version),
+                       R"({"EncryptionConfig":{"AutoLockManagers":true}})");
+    EXPECT_EQ(off.status, 400);
+}
+
+TEST_F(Cluster, DockerSwarmJoinTokenWorks) {
+    if (run_program({"sh", "-c", "command -v docker"}).status != 0) GTEST_SKIP() << "no docker CLI";
+    std::vector<std::string> env{"DOCKER_HOST=" + daemon_->host(),
+                                 "DOCKER_CONFIG=" + (dir_.path() / "dc").string()};
+    auto shown = run_program({"docker", "swarm", "join-token", "-q", "worker"}, "", env);
+    ASSERT_EQ(shown.status, 0) << shown.err;
+    EXPECT_EQ(line(shown.out), line(cli({"cluster", "join-token", "worker", "-q"}).out));
+    auto rotated = run_program({"docker", "swarm", "join-token", "--rotate", "-q", "worker"}, "", env);
+    ASSERT_EQ(rotated.status, 0) << rotated.err;
+    EXPECT_NE(line(rotated.out), line(shown.out));
+    EXPECT_EQ(line(rotated.out), line(cli({"cluster", "join-token", "worker", "-q"}).out));
+}
