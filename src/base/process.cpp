@@ -57,6 +57,9 @@ Child Child::spawn(const Options& o) {
         posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
     if (o.stdout_fd >= 0) posix_spawn_file_actions_adddup2(&fa, o.stdout_fd, 1);
     if (o.stderr_fd >= 0) posix_spawn_file_actions_adddup2(&fa, o.stderr_fd, 2);
+    // Only stdio crosses: a descriptor someone forgot to mark close-on-exec, or one this process
+    // inherited from its own parent, must not reach the child (nor a container it starts).
+    posix_spawn_file_actions_addclosefrom_np(&fa, 3);
 
     short flags = POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF;
     sigset_t empty, all;

@@ -1,6 +1,7 @@
 // coffer-agent: the node agent. This entry points: the image store, a single task run
 // (for developers and tests), and cleanup of what a crashed agent left.
 #include <fcntl.h>
+#include <linux/close_range.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -84,6 +85,8 @@ int main(int argc, char** argv) {
     auto* cleanup = app.add_subcommand("cleanup", "remove what a crashed agent left behind");
 
     CLI11_PARSE(app, argc, argv);
+    // Descriptors inherited from whoever started us never reach a runtime or a container.
+    ::close_range(3, ~0U, CLOSE_RANGE_CLOEXEC);
     log::configure(log_level);
 
     try {

@@ -289,7 +289,7 @@ TEST_F(RunnerTest, SecretMountShowsInTheAgentButNeverOnTheHost) {
         EXPECT_FALSE(m.mount_point.starts_with(run.path())) << m.mount_point;
     }
     EXPECT_EQ(runner->secrets_held(), 1u);
-    auto stopped = runner->stop(spec.id, 5s);
+    auto stopped = runner->stop(spec.id, 200ms);
     ASSERT_TRUE(stopped);
     EXPECT_EQ(stopped->state, TaskState::shutdown);
     expect_nothing_left(spec.id);
@@ -315,9 +315,9 @@ TEST_F(RunnerTest, SharedSecretIsFreedWithItsLastTask) {
     // b gets the bytes from the runner's memory: the same secret, held once.
     ASSERT_EQ(runner->start(b, {}).state, TaskState::running);
     EXPECT_EQ(runner->secrets_held(), 1u);
-    ASSERT_TRUE(runner->stop(a.id, 2s));
+    ASSERT_TRUE(runner->stop(a.id, 200ms));
     EXPECT_EQ(runner->secrets_held(), 1u);
-    ASSERT_TRUE(runner->stop(b.id, 2s));
+    ASSERT_TRUE(runner->stop(b.id, 200ms));
     EXPECT_EQ(runner->secrets_held(), 0u);
 }
 

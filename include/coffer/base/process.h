@@ -14,7 +14,8 @@ namespace coffer {
 // No core dumps, not ptrace-attachable by other users: PR_SET_DUMPABLE 0, RLIMIT_CORE 0.
 void harden_process();
 
-// A child process. Destroying a Child that has not been waited for kills it (SIGKILL) and reaps it.
+// A child process; it gets stdio and no other descriptor. Destroying a Child that has not been
+// waited for kills it (SIGKILL) and reaps it.
 class Child {
 public:
     struct Options {
