@@ -316,7 +316,15 @@ TaskStatus Runner::Impl::start(const TaskSpec& spec, SecretBytes supplied) {
 }
 
 void Runner::Impl::prepare_and_start(Task& t, const TaskSpec& spec, const std::shared_ptr<Task>& self) {
-    std::string step;
+    std::string step = "validate and resolve the image";
+    auto t0 = std::chrono::steady_clock::now();
+    auto timed = [&](std::string next) {
+        if (!step.empty())
+            log::debug("runner", "task {}: {} took {} us", spec.id, step,
+                       std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - t0).count());
+        t0 = std::chrono::steady_clock::now();
+        step = std::move(next);
+    };
     auto fail_in = [&](const std::exception& e) -> std::runtime_error {
         return std::runtime_error(fmt::format("{}: {}", step, e.what()));
     };
@@ -337,7 +345,7 @@ void Runner::Impl::prepare_and_start(Task& t, const TaskSpec& spec, const std::s
     t.res = std::make_unique<Resources>();
     Resources& res = *t.res;
     try {
-        step = "create task directories";
+        timed("create task directories");
         res.bundle = OwnedDir(fmt::format("{}/{}", tasks_dir(), spec.id));
         res.layer = OwnedDir(fmt::format("{}/{}", layers_dir(), spec.id));
         const auto& b = res.bundle.path();
@@ -347,12 +355,12 @@ void Runner::Impl::prepare_and_start(Task& t, const TaskSpec& spec, const std::s
         make_dir(res.layer.path() + "/upper", 0755);
         make_dir(res.layer.path() + "/work", 0700);
 
-        step = "mount rootfs overlay";
+        timed("mount rootfs overlay");
         res.rootfs = Mount::make("overlay", b + "/rootfs", "overlay", 0,
                                  fmt::format("lowerdir={},upperdir={}/upper,workdir={}/work", image.rootfs,
                                              res.layer.path(), res.layer.path()));
 
-        step = "mount secrets";
+        timed("mount secrets");
         SecretMount::Options so;
         if (spec.user_namespace) so.uid_shift = so.gid_shift = opt.userns_base;
         {
@@ -360,7 +368,7 @@ void Runner::Impl::prepare_and_start(Task& t, const TaskSpec& spec, const std::s
             res.secrets = SecretMount::create(b + "/secrets", files, secrets.bytes, so);
         }
 
-        step = "place secret mount points in the rootfs";
+        timed("place secret mount points in the rootfs");
         std::vector<BindMount> binds;
         {
             UniqueFd root(::open((b + "/rootfs").c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
@@ -381,7 +389,7 @@ void Runner::Impl::prepare_and_start(Task& t, const TaskSpec& spec, const std::s
             }
         }
 
-        step = "write config.json";
+        timed("write config.json");
         ConfigInput ci;
         ci.spec = &spec;
         ci.image = &image.config;
@@ -393,7 +401,7 @@ void Runner::Impl::prepare_and_start(Task& t, const TaskSpec& spec, const std::s
         ci.userns_size = opt.userns_size;
         write_file(b + "/config.json", check(make_oci_config(ci)));
 
-        step = "open output";
+        timed("open output");
         int pipe_fds[2];
         if (::pipe2(pipe_fds, O_CLOEXEC) != 0) throw_errno("pipe");
         UniqueFd out_r(pipe_fds[0]), out_w(pipe_fds[1]);
@@ -410,14 +418,14 @@ void Runner::Impl::prepare_and_start(Task& t, const TaskSpec& spec, const std::s
         });
 
         set_state(t, TaskState::starting);
-        step = fmt::format("{} create", runtime->name());
+        timed(fmt::format("{} create", runtime->name()));
         res.cgroup = CgroupDir(*cgroups, ci.cgroups_path);
         if (auto r = runtime->create(spec.id, b, b + "/pid", b + "/runtime.log", out_w.get(), out_w.get()); !r)
             throw std::runtime_error(r.error().message);
         res.container = Container(*runtime, spec.id);
         out_w.reset();
 
-        step = "watch container process";
+        timed("watch container process");
         int pid = 0;
         {
             std::ifstream in(b + "/pid");
@@ -428,9 +436,10 @@ void Runner::Impl::prepare_and_start(Task& t, const TaskSpec& spec, const std::s
         if (!res.init.pidfd) throw_errno("pidfd_open");
         t.signal_fd.reset(::fcntl(res.init.pidfd.get(), F_DUPFD_CLOEXEC, 0));
 
-        step = fmt::format("{} start", runtime->name());
+        timed(fmt::format("{} start", runtime->name()));
         if (auto r = runtime->start(spec.id); !r) throw std::runtime_error(r.error().message);
 
+        timed({});
         monitor.watch_exit(std::move(res.init.pidfd), [this, self](int status) { on_exit(self, status); });
         TaskStatus copy;
         bool stop_now;
