@@ -33,18 +33,6 @@ long long read_keyed(const std::string& file, std::string_view key) {
     return 0;
 }
 
-std::vector<std::string> subdirs(const std::string& dir) {
-    std::vector<std::string> out;
-    DIR* d = ::opendir(dir.c_str());
-    if (!d) return out;
-    while (auto* e = ::readdir(d)) {
-        std::string_view n = e->d_name;
-        if (e->d_type == DT_DIR && n != "." && n != "..") out.emplace_back(n);
-    }
-    ::closedir(d);
-    return out;
-}
-
 std::vector<int> procs(const std::string& dir) {
     std::vector<int> out;
     std::ifstream in(dir + "/cgroup.procs");
@@ -56,7 +44,7 @@ std::vector<int> procs(const std::string& dir) {
 // Removes dir and its children, killing what is left in them. False when something remains.
 bool remove_cgroup(const std::string& dir, std::chrono::steady_clock::time_point deadline) {
     bool ok = true;
-    for (const auto& c : subdirs(dir)) ok = remove_cgroup(dir + "/" + c, deadline) && ok;
+    for (const auto& c : list_dir(dir, true)) ok = remove_cgroup(dir + "/" + c, deadline) && ok;
     auto backoff = std::chrono::microseconds(200);
     while (true) {
         for (int pid : procs(dir)) ::kill(pid, SIGKILL);
@@ -134,7 +122,7 @@ bool Cgroups::remove(std::string_view rel, std::chrono::milliseconds deadline) c
 std::vector<std::string> Cgroups::children(std::string_view parent) const {
     std::vector<std::string> out;
     for (const auto& h : hierarchies())
-        for (auto& c : subdirs(fmt::format("{}{}", h, parent)))
+        for (auto& c : list_dir(fmt::format("{}{}", h, parent), true))
             if (std::find(out.begin(), out.end(), c) == out.end()) out.push_back(std::move(c));
     return out;
 }

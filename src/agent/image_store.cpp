@@ -23,10 +23,6 @@ bool is_dir(const std::string& p) {
     return ::stat(p.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
 }
 
-void make_dir(const std::string& p, int mode = 0700) {
-    if (::mkdir(p.c_str(), mode) != 0 && errno != EEXIST) throw_errno(fmt::format("mkdir {}", p));
-}
-
 // An exclusive lock on the store across agent processes (the CLI and the daemon).
 class StoreLock {
 public:

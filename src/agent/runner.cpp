@@ -54,22 +54,6 @@ namespace {
 constexpr std::size_t finished_kept = 1024;
 constexpr auto teardown_deadline = std::chrono::seconds(10);
 
-void make_dir(const std::string& p, int mode = 0700) {
-    if (::mkdir(p.c_str(), mode) != 0 && errno != EEXIST) throw_errno(fmt::format("mkdir {}", p));
-}
-
-std::vector<std::string> entries(const std::string& dir) {
-    std::vector<std::string> out;
-    DIR* d = ::opendir(dir.c_str());
-    if (!d) return out;
-    while (auto* e = ::readdir(d)) {
-        std::string_view n = e->d_name;
-        if (n != "." && n != "..") out.emplace_back(n);
-    }
-    ::closedir(d);
-    return out;
-}
-
 bool valid_id(std::string_view id) {
     if (id.empty() || id.size() > 64) return false;
     auto alnum = [](char c) { return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9'); };
@@ -629,7 +613,7 @@ Leftovers Runner::recover_leftovers() {
         ++l.containers;
     }
     for (const auto& base : {im.tasks_dir(), im.layers_dir()}) {
-        for (auto& name : entries(base)) {
+        for (auto& name : list_dir(base)) {
             auto path = fmt::format("{}/{}", base, name);
             for (auto& m : mounts_under(path)) {
                 if (::umount2(m.c_str(), MNT_DETACH | UMOUNT_NOFOLLOW) == 0) ++l.mounts;
@@ -667,7 +651,7 @@ std::string Runner::log_path(std::string_view id) const {
 }
 
 bool Runner::image_in_use(const std::string& run_dir, std::string_view digest) {
-    for (auto& name : entries(run_dir + "/tasks")) {
+    for (auto& name : list_dir(run_dir + "/tasks")) {
         std::ifstream in(fmt::format("{}/tasks/{}/image", run_dir, name));
         std::string d;
         if (in >> d && d == digest) return true;

@@ -198,4 +198,23 @@ void remove_tree(const std::string& path) {
     if (::rmdir(path.c_str()) != 0 && errno != ENOENT) throw_errno(fmt::format("rmdir {}", path));
 }
 
+std::vector<std::string> list_dir(const std::string& dir, bool dirs_only) {
+    std::vector<std::string> out;
+    DIR* d = ::opendir(dir.c_str());
+    if (!d) return out;
+    while (auto* e = ::readdir(d)) {
+        std::string_view n = e->d_name;
+        if (n == "." || n == "..") continue;
+        if (dirs_only && e->d_type != DT_DIR) continue;
+        out.emplace_back(n);
+    }
+    ::closedir(d);
+    return out;
+}
+
+void make_dir(const std::string& path, unsigned mode) {
+    if (::mkdir(path.c_str(), static_cast<mode_t>(mode)) != 0 && errno != EEXIST)
+        throw_errno(fmt::format("mkdir {}", path));
+}
+
 }  // namespace coffer

@@ -67,4 +67,10 @@ void enter_private_mount_namespace();
 // A missing path is not an error. Throws SystemError.
 void remove_tree(const std::string& path);
 
+// Names in dir (not . and ..), only subdirectories when dirs_only. A missing dir is empty.
+std::vector<std::string> list_dir(const std::string& dir, bool dirs_only = false);
+
+// mkdir that accepts an existing directory. Throws SystemError.
+void make_dir(const std::string& path, unsigned mode = 0700);
+
 }  // namespace coffer
