@@ -84,7 +84,10 @@ public:
         ASSERT_TRUE(imported) << imported.error().message;
         ASSERT_EQ(imported->size(), 3u);
     }
-    void TearDown() override { delete images_dir; }
+    void TearDown() override {
+        delete images_dir;
+        images_dir = nullptr;
+    }
 };
 
 SecretRef secret(std::string id, std::string name, std::string target = {}, std::uint32_t uid = 0,
@@ -461,5 +464,7 @@ int main(int argc, char** argv) {
     log::configure(env_or("COFFER_LOG", "warn"));
     ::testing::InitGoogleTest(&argc, argv);
     ::testing::AddGlobalTestEnvironment(new ImagesEnvironment);
-    return RUN_ALL_TESTS();
+    int rc = RUN_ALL_TESTS();
+    delete images_dir;  // also when the environment's set-up failed half-way
+    return rc;
 }
