@@ -57,6 +57,9 @@ Child Child::spawn(const Options& o) {
         posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
     if (o.stdout_fd >= 0) posix_spawn_file_actions_adddup2(&fa, o.stdout_fd, 1);
     if (o.stderr_fd >= 0) posix_spawn_file_actions_adddup2(&fa, o.stderr_fd, 2);
+    // Only stdio crosses: a descriptor someone forgot to mark close-on-exec, or one this process
+    // inherited from its own parent, must not reach the child (nor a container it starts).
+    posix_spawn_file_actions_addclosefrom_np(&fa, 3);
 
     short flags = POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF;
     sigset_t empty, all;
@@ -142,6 +145,61 @@ void Child::kill_and_reap() noexcept {
     }
     pid_ = -1;
     pidfd_.reset();
+}
+
+bool CommandResult::ok() const noexcept { return WIFEXITED(status) && WEXITSTATUS(status) == 0; }
+
+std::string CommandResult::describe() const {
+    std::string_view e = err;
+    while (!e.empty() && (e.back() == '\n' || e.back() == ' ')) e.remove_suffix(1);
+    if (auto nl = e.rfind('\n'); nl != std::string_view::npos) e = e.substr(nl + 1);
+    std::string how = WIFEXITED(status)     ? fmt::format("exit {}", WEXITSTATUS(status))
+                      : WIFSIGNALED(status) ? fmt::format("signal {}", WTERMSIG(status))
+                                            : fmt::format("status {}", status);
+    return e.empty() ? how : fmt::format("{}: {}", how, e);
+}
+
+CommandResult run_command(const std::vector<std::string>& argv) {
+    constexpr std::size_t cap = 1 << 20;
+    int out_pipe[2], err_pipe[2];
+    if (::pipe2(out_pipe, O_CLOEXEC) != 0) throw_errno("pipe");
+    UniqueFd out_r(out_pipe[0]), out_w(out_pipe[1]);
+    if (::pipe2(err_pipe, O_CLOEXEC) != 0) throw_errno("pipe");
+    UniqueFd err_r(err_pipe[0]), err_w(err_pipe[1]);
+    Child::Options o;
+    o.argv = argv;
+    o.stdout_fd = out_w.get();
+    o.stderr_fd = err_w.get();
+    Child child = Child::spawn(o);
+    out_w.reset();
+    err_w.reset();
+
+    CommandResult r;
+    struct pollfd fds[2] = {{out_r.get(), POLLIN, 0}, {err_r.get(), POLLIN, 0}};
+    std::string* sinks[2] = {&r.out, &r.err};
+    int open_count = 2;
+    char buf[16384];
+    while (open_count > 0) {
+        int rc = ::poll(fds, 2, -1);
+        if (rc < 0) {
+            if (errno == EINTR) continue;
+            throw_errno("poll command output");
+        }
+        for (int i = 0; i < 2; ++i) {
+            if (fds[i].fd < 0 || !(fds[i].revents & (POLLIN | POLLHUP | POLLERR))) continue;
+            auto n = ::read(fds[i].fd, buf, sizeof buf);
+            if (n < 0 && errno == EINTR) continue;
+            if (n <= 0) {
+                fds[i].fd = -1;
+                --open_count;
+                continue;
+            }
+            if (sinks[i]->size() < cap)
+                sinks[i]->append(buf, std::min<std::size_t>(static_cast<std::size_t>(n), cap - sinks[i]->size()));
+        }
+    }
+    r.status = child.wait();
+    return r;
 }
 
 }  // namespace coffer

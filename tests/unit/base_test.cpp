@@ -67,3 +67,12 @@ TEST(Sync, GuardsValue) {
     *s.lock() += 1;
     EXPECT_EQ(*s.read(), 2);
 }
+
+TEST(Child, GetsNoDescriptorBeyondStdio) {
+    // Deliberately not close-on-exec: the child must still not see it.
+    UniqueFd leaky(::open("/dev/null", O_RDONLY));
+    ASSERT_TRUE(leaky);
+    auto r = run_command({"/bin/sh", "-c", fmt::format("test -e /proc/self/fd/{} && echo leaked; true", leaky.get())});
+    EXPECT_TRUE(r.ok()) << r.describe();
+    EXPECT_EQ(r.out, "");
+}

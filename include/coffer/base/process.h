@@ -4,6 +4,7 @@
 #include <chrono>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "coffer/base/unique_fd.h"
@@ -13,7 +14,8 @@ namespace coffer {
 // No core dumps, not ptrace-attachable by other users: PR_SET_DUMPABLE 0, RLIMIT_CORE 0.
 void harden_process();
 
-// A child process. Destroying a Child that has not been waited for kills it (SIGKILL) and reaps it.
+// A child process; it gets stdio and no other descriptor. Destroying a Child that has not been
+// waited for kills it (SIGKILL) and reaps it.
 class Child {
 public:
     struct Options {
@@ -52,5 +54,18 @@ private:
     int pid_ = -1;
     UniqueFd pidfd_;
 };
+
+// What a finished command left: its wait status and what it wrote (each stream capped at 1 MiB).
+struct CommandResult {
+    int status = 0;
+    std::string out;
+    std::string err;
+    bool ok() const noexcept;            // exited with 0
+    std::string describe() const;        // "exit 1: <last line of stderr>"
+};
+
+// Runs argv to completion with stdin from /dev/null, capturing stdout and stderr.
+// Throws SystemError when it cannot be started.
+CommandResult run_command(const std::vector<std::string>& argv);
 
 }  // namespace coffer

@@ -1,0 +1,24 @@
+// Paths inside an untrusted root filesystem (an image's rootfs), resolved as the container will
+// see them: a symlink is followed, but never out of the root.
+#pragma once
+
+#include <string>
+#include <string_view>
+
+#include "coffer/base/error.h"
+
+namespace coffer::agent {
+
+enum class Leaf { directory, file };
+
+// Resolves the absolute path inside the tree below root_fd the way the container will: symlinks
+// are followed, an absolute link target restarts at the root and `..` stops there, as a chroot
+// would. Each step opens the next component relative to the previous one with O_NOFOLLOW, so
+// nothing outside root is ever touched. Missing components are created (directories 0755, a
+// missing file leaf as an empty 0444 file). Returns the resolved absolute path, free of symlinks,
+// so that the runtime's own in-root resolution finds the same place.
+// Errors (invalid_argument): a non-directory in the middle, a leaf of the wrong kind, a leaf that
+// is neither a directory nor a regular file, more than 40 links.
+Result<std::string> make_mountpoint_in_root(int root_fd, std::string_view path, Leaf leaf);
+
+}  // namespace coffer::agent

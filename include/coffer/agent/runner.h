@@ -1,0 +1,87 @@
+// The agent's hands: runs tasks as OCI containers through runc or crun, gives each its secrets
+// on a tmpfs of its own, and leaves nothing behind when the task ends, whatever the reason.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "coffer/agent/image_store.h"
+#include "coffer/agent/task.h"
+#include "coffer/base/error.h"
+
+namespace coffer::agent {
+
+struct RunnerOptions {
+    std::string run_dir = "/run/coffer-agent";       // bundles, secret mounts, runtime state
+    std::string data_dir = "/var/lib/coffer-agent";  // writable layers, task logs
+    std::string runtime;                             // "runc", "crun"; "": what works here
+    std::string seccomp_profile = "/usr/share/containers/seccomp.json";  // "": no seccomp
+    std::uint64_t log_max_bytes = 1 << 20;  // per task, across the log and its one rotation
+    std::uint32_t userns_base = 100000;     // host id of root in a task's user namespace
+    std::uint32_t userns_size = 65536;
+    unsigned teardown_threads = 2;
+    // Every state change, from the runner's threads. Must not block for long nor call back into
+    // the runner's stop().
+    std::function<void(const TaskStatus&)> on_status;
+};
+
+// What recover_leftovers() found and removed.
+struct Leftovers {
+    int containers = 0;
+    int mounts = 0;
+    int task_dirs = 0;
+    int cgroups = 0;
+};
+
+class Runner {
+public:
+    // Takes the run directory's lock (one runner per run directory; a crashed runner's lock is
+    // free again), picks the runtime, and makes this process a child subreaper so that container
+    // processes are reaped here. The process should already be in its private mount namespace
+    // (enter_private_mount_namespace()). images is borrowed for the runner's lifetime.
+    Runner(RunnerOptions options, ImageStore& images);
+    // Kills every task still running and tears it down.
+    ~Runner();
+    Runner(const Runner&) = delete;
+    Runner& operator=(const Runner&) = delete;
+
+    // Prepares and starts the task; returns when its process runs (state running) or when it
+    // could not (rejected: invalid spec, unknown image or secret; failed: with the step and
+    // reason). Bytes for the task's secrets come from secrets, or from the runner's memory when
+    // another task holds the same secret. Thread-safe.
+    TaskStatus start(const TaskSpec& spec, SecretBytes secrets);
+
+    // SIGTERM, then SIGKILL once grace passed; returns the final status once torn down.
+    Result<TaskStatus> stop(std::string_view id, std::chrono::milliseconds grace);
+
+    // Current or (recently) final status.
+    std::optional<TaskStatus> status(std::string_view id) const;
+    // Waits until the task is final and torn down. nullopt: unknown id or timeout.
+    std::optional<TaskStatus> wait(std::string_view id, std::chrono::milliseconds timeout) const;
+
+    // Cleans what a previous runner on this run directory left: containers, mounts, bundles,
+    // writable layers, cgroups. Call once at start, before any start().
+    Leftovers recover_leftovers();
+
+    // How many distinct secrets are held in memory (for tasks that still run).
+    std::size_t secrets_held() const;
+    std::size_t tasks_running() const;
+    std::string_view runtime_name() const noexcept;
+    std::string_view cgroup_mode() const noexcept;
+    std::string log_path(std::string_view id) const;
+
+    // Whether a task under run_dir uses the image with that manifest digest (also from another
+    // process, for `image rm`).
+    static bool image_in_use(const std::string& run_dir, std::string_view digest);
+
+private:
+    struct Impl;
+    std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace coffer::agent

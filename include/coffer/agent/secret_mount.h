@@ -1,0 +1,82 @@
+// A task's secrets as files on a tmpfs of their own: validated targets, owners and modes,
+// size- and inode-limited, noswap where the kernel has it, read-only once written.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "coffer/agent/task.h"
+#include "coffer/base/error.h"
+#include "coffer/base/mount.h"
+
+namespace coffer::agent {
+
+// Where relative targets land in the container.
+inline constexpr std::string_view secrets_dir = "/run/secrets";
+
+// One file to write: a validated, normalised absolute container path.
+struct SecretFile {
+    std::string secret_id;
+    std::string path;  // "/run/secrets/db_pass", "/etc/app/key.pem"
+    std::uint32_t uid = 0;
+    std::uint32_t gid = 0;
+    std::uint32_t mode = 0444;
+};
+
+// Validates and normalises the task's secret references before anything runs. Refuses `..`,
+// empty names, the secrets directory itself, `/`, /proc, /sys and /dev, modes beyond 0777, and
+// two targets that name the same path after normalisation (`a`, `./a`, `/run/secrets/a`) or
+// where one would sit inside the other.
+Result<std::vector<SecretFile>> plan_secret_files(const std::vector<SecretRef>& refs);
+
+// Whether a normalised container path may receive a mount (not /, not in /proc, /sys, /dev).
+bool is_forbidden_destination(std::string_view path) noexcept;
+
+class SecretMount {
+public:
+    struct Options {
+        std::uint32_t uid_shift = 0;  // added to every owner (user namespace mapping)
+        std::uint32_t gid_shift = 0;
+        std::uint64_t slack_bytes = 64 * 1024;
+    };
+
+    // What the runtime bind-mounts, read-only, into the container.
+    struct Bind {
+        std::string source;       // on the agent's side, inside this tmpfs
+        std::string destination;  // in the container (before in-root resolution)
+        bool directory = false;
+    };
+
+    // Mounts a tmpfs on dir (an existing empty directory), writes every file from bytes (each
+    // file's secret_id must be there), then remounts it read-only. Throws on failure; what was
+    // mounted is unmounted again.
+    static SecretMount create(const std::string& dir, const std::vector<SecretFile>& files,
+                              const SecretBytes& bytes, const Options& options);
+
+    SecretMount() = default;
+    SecretMount(SecretMount&&) noexcept = default;
+    SecretMount& operator=(SecretMount&&) noexcept = default;
+    // Unmounts (without wiping) if wipe_and_unmount() was not called.
+    ~SecretMount() = default;
+
+    const std::vector<Bind>& binds() const noexcept { return binds_; }
+    const std::string& dir() const noexcept { return mount_.target(); }
+    std::uint64_t size_limit() const noexcept { return size_limit_; }
+
+    // Makes the tmpfs writable again, overwrites every file with zeros (freed tmpfs pages are not
+    // cleared by the kernel), and unmounts. Throws SystemError; the mount is then still owned.
+    void wipe_and_unmount();
+
+    // Whether tmpfs accepted `noswap` on this host (known after the first create()).
+    static bool noswap_supported() noexcept;
+
+private:
+    Mount mount_;
+    std::vector<Bind> binds_;
+    std::vector<std::string> files_;  // relative to the mount, for the wipe
+    std::uint64_t size_limit_ = 0;
+    std::string options_;
+};
+
+}  // namespace coffer::agent

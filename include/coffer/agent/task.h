@@ -1,0 +1,65 @@
+// What the agent is asked to run, and what it reports back.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "coffer/crypto/secure_buffer.h"
+
+namespace coffer::agent {
+
+// A secret the task gets as a file. The bytes travel separately (SecretBytes), keyed by secret_id.
+struct SecretRef {
+    std::string secret_id;
+    std::string name;    // the secret's name; the default target
+    std::string target;  // relative: under /run/secrets; absolute: that path in the container
+    std::uint32_t uid = 0;
+    std::uint32_t gid = 0;
+    std::uint32_t mode = 0444;
+};
+
+struct Limits {
+    std::int64_t memory_bytes = 0;  // 0: unlimited
+    std::int64_t nano_cpus = 0;     // 1e9 = one CPU; 0: unlimited
+    std::int64_t pids = 0;          // 0: unlimited
+};
+
+struct TaskSpec {
+    std::string id;     // [a-z0-9][a-z0-9_.-]{0,63}
+    std::string image;  // name[:tag] in the local image store, or a manifest digest sha256:...
+    std::vector<std::string> args;  // empty: the image's entrypoint and cmd
+    std::vector<std::string> env;   // KEY=VALUE, after the image's
+    std::string user;               // "uid[:gid]"; empty: the image's, else 0:0
+    std::string workdir;            // empty: the image's, else /
+    std::string hostname;           // empty: the first 12 characters of the id
+    bool read_only_rootfs = false;
+    bool user_namespace = false;
+    Limits limits;
+    std::vector<std::string> cap_add;  // "NET_ADMIN" or "CAP_NET_ADMIN"; "ALL"
+    std::vector<std::string> cap_drop;
+    std::vector<SecretRef> secrets;
+};
+
+// Secret bytes by secret id, in secure memory.
+using SecretBytes = std::map<std::string, crypto::SecureBuffer, std::less<>>;
+
+// Swarm's task states, in order.
+enum class TaskState { new_, preparing, starting, running, complete, failed, shutdown, rejected };
+
+std::string_view to_string(TaskState s) noexcept;
+inline bool is_final(TaskState s) noexcept { return s >= TaskState::complete; }
+
+struct TaskStatus {
+    std::string id;
+    TaskState state = TaskState::new_;
+    std::optional<int> exit_code;  // set once the process exited
+    bool oom_killed = false;
+    std::string reason;  // why it failed or was rejected; never holds secret bytes
+    int pid = 0;         // the container's init as the agent sees it, while running
+};
+
+}  // namespace coffer::agent

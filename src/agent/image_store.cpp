@@ -1,0 +1,299 @@
+#include "coffer/agent/image_store.h"
+
+#include <fcntl.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <filesystem>
+
+#include "coffer/base/log.h"
+#include "coffer/base/mount.h"
+#include "coffer/base/process.h"
+#include "coffer/base/unique_fd.h"
+#include "json_util.h"
+
+namespace coffer::agent {
+namespace {
+
+constexpr std::string_view ref_annotation = "org.opencontainers.image.ref.name";
+
+bool is_dir(const std::string& p) {
+    struct stat st {};
+    return ::stat(p.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+// An exclusive lock on the store across agent processes (the CLI and the daemon).
+class StoreLock {
+public:
+    explicit StoreLock(const std::string& dir)
+        : fd_(::open((dir + "/lock").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600)) {
+        if (!fd_) throw_errno("open image store lock");
+        while (::flock(fd_.get(), LOCK_EX) != 0)
+            if (errno != EINTR) throw_errno("lock image store");
+    }
+
+private:
+    UniqueFd fd_;
+};
+
+// (ref name, manifest digest) of every tagged manifest in a layout's index.
+std::vector<ImageInfo> tagged(const boost::json::value& index) {
+    std::vector<ImageInfo> out;
+    if (!index.is_object()) return out;
+    auto* m = index.as_object().if_contains("manifests");
+    if (!m || !m->is_array()) return out;
+    for (auto& e : m->as_array()) {
+        if (!e.is_object()) continue;
+        auto digest = string_at(e.as_object(), "digest");
+        std::string name;
+        if (auto* a = e.as_object().if_contains("annotations"); a && a->is_object())
+            name = string_at(a->as_object(), ref_annotation);
+        out.push_back({std::move(name), std::move(digest)});
+    }
+    return out;
+}
+
+Result<void> skopeo_copy(const std::string& from, const std::string& to) {
+    auto r = run_command({"skopeo", "--insecure-policy", "copy", "--quiet", from, to});
+    if (!r.ok()) return make_error(Errc::invalid_argument, fmt::format("import {}: {}", from, r.describe()));
+    return {};
+}
+
+std::string blob_path(const std::string& layout, std::string_view digest) {
+    auto colon = digest.find(':');
+    return fmt::format("{}/blobs/{}/{}", layout, digest.substr(0, colon), digest.substr(colon + 1));
+}
+
+std::string hex_of(std::string_view digest) {
+    auto colon = digest.find(':');
+    return std::string(colon == std::string_view::npos ? digest : digest.substr(colon + 1));
+}
+
+}  // namespace
+
+ImageStore::ImageStore(std::string dir) : dir_(std::move(dir)), layout_(dir_ + "/oci") {
+    std::error_code ec;
+    std::filesystem::create_directories(dir_, ec);
+    if (ec) throw SystemError(ec.value(), fmt::format("create {}", dir_));
+    make_dir(dir_);
+    make_dir(dir_ + "/rootfs");
+    if (!is_dir(layout_)) {
+        StoreLock lock(dir_);
+        if (!is_dir(layout_)) {
+            auto r = run_command({"umoci", "init", "--layout", layout_});
+            if (!r.ok())
+                throw ErrorException(make_error(Errc::internal, fmt::format("create image layout: {}", r.describe())));
+        }
+    }
+}
+
+Result<std::string> ImageStore::normalize_name(std::string_view name) {
+    std::string n(name);
+    auto slash = n.rfind('/');
+    auto colon = n.rfind(':');
+    if (colon == std::string::npos || (slash != std::string::npos && colon < slash)) n += ":latest";
+    auto ok_char = [](char c) {
+        return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+               c == '.' || c == '_' || c == '-' || c == '/' || c == ':';
+    };
+    if (n.size() > 255 || n.front() == ':' || n.front() == '/' || n.front() == '.' ||
+        n.starts_with("sha256:") || !std::all_of(n.begin(), n.end(), ok_char) ||
+        std::count(n.begin(), n.end(), ':') != 1)
+        return make_error(Errc::invalid_argument, fmt::format("invalid image name \"{}\"", name));
+    return n;
+}
+
+Result<std::vector<ImageInfo>> ImageStore::import(const std::string& source, std::string_view name) {
+    std::string wanted;
+    if (!name.empty()) {
+        auto n = normalize_name(name);
+        if (!n) return std::move(n).error();
+        wanted = *n;
+    }
+    std::vector<std::pair<std::string, std::string>> copies;  // (skopeo source, our name)
+    if (is_dir(source)) {
+        auto index = read_json_file(source + "/index.json");
+        if (!index) return std::move(index).error().context("import");
+        auto images = tagged(*index);
+        if (images.empty()) return make_error(Errc::invalid_argument, fmt::format("{}: no image", source));
+        if (!wanted.empty()) {
+            auto it = std::find_if(images.begin(), images.end(), [&](auto& i) {
+                return !i.name.empty() && *normalize_name(i.name) == wanted;
+            });
+            if (it != images.end())
+                copies.emplace_back(fmt::format("oci:{}:{}", source, it->name), wanted);
+            else if (images.size() == 1)
+                copies.emplace_back(fmt::format("oci:{}", source), wanted);
+            else
+                return make_error(Errc::not_found, fmt::format("{}: no image named {}", source, wanted));
+        } else {
+            for (auto& i : images) {
+                if (i.name.empty()) continue;
+                auto n = normalize_name(i.name);
+                if (!n) return std::move(n).error();
+                copies.emplace_back(fmt::format("oci:{}:{}", source, i.name), *n);
+            }
+            if (copies.empty())
+                return make_error(Errc::invalid_argument, fmt::format("{}: untagged image, give a name", source));
+        }
+    } else {
+        auto listing = run_command({"tar", "-tf", source});
+        if (!listing.ok())
+            return make_error(Errc::invalid_argument, fmt::format("{}: not an archive ({})", source, listing.describe()));
+        auto has = [&](std::string_view entry) {
+            return listing.out.find(fmt::format("\n{}\n", entry)) != std::string::npos ||
+                   listing.out.starts_with(fmt::format("{}\n", entry)) ||
+                   listing.out.find(fmt::format("\n./{}\n", entry)) != std::string::npos ||
+                   listing.out.starts_with(fmt::format("./{}\n", entry));
+        };
+        auto member = [&](std::string_view entry) -> Result<boost::json::value> {
+            auto r = run_command({"tar", "-xOf", source, "--wildcards", fmt::format("*{}", entry)});
+            boost::system::error_code ec;
+            auto v = boost::json::parse(r.out, ec);
+            if (!r.ok() || ec) return make_error(Errc::invalid_argument, fmt::format("{}: unreadable {}", source, entry));
+            return v;
+        };
+        std::string recorded;
+        std::string transport;
+        if (has("oci-layout")) {
+            transport = "oci-archive";
+            auto index = member("index.json");
+            if (!index) return std::move(index).error();
+            for (auto& i : tagged(*index))
+                if (!i.name.empty()) recorded = i.name;
+        } else if (has("manifest.json")) {
+            transport = "docker-archive";
+            auto manifest = member("manifest.json");
+            if (!manifest) return std::move(manifest).error();
+            if (manifest->is_array() && !manifest->as_array().empty() && manifest->as_array()[0].is_object()) {
+                auto tags = strings_at(manifest->as_array()[0].as_object(), "RepoTags");
+                if (!tags.empty()) recorded = tags.front();
+            }
+        } else {
+            return make_error(Errc::invalid_argument,
+                              fmt::format("{}: neither a docker save archive nor an OCI archive", source));
+        }
+        if (wanted.empty()) {
+            if (recorded.empty())
+                return make_error(Errc::invalid_argument, fmt::format("{}: no name recorded, give a name", source));
+            auto n = normalize_name(recorded);
+            if (!n) return std::move(n).error();
+            wanted = *n;
+        }
+        copies.emplace_back(fmt::format("{}:{}", transport, source), wanted);
+    }
+
+    StoreLock lock(dir_);
+    std::vector<ImageInfo> out;
+    for (auto& [from, to] : copies) {
+        if (auto r = skopeo_copy(from, fmt::format("oci:{}:{}", layout_, to)); !r) return std::move(r).error();
+        auto d = digest_of(to);
+        if (!d) return std::move(d).error();
+        log::info("images", "imported {} as {} ({})", from, to, *d);
+        out.push_back({to, *d});
+    }
+    return out;
+}
+
+Result<std::vector<ImageInfo>> ImageStore::list() const {
+    auto index = read_json_file(layout_ + "/index.json");
+    if (!index) return std::move(index).error();
+    auto all = tagged(*index);
+    std::erase_if(all, [](auto& i) { return i.name.empty(); });
+    std::sort(all.begin(), all.end(), [](auto& a, auto& b) { return a.name < b.name; });
+    return all;
+}
+
+Result<std::string> ImageStore::digest_of(std::string_view ref) const {
+    auto all = list();
+    if (!all) return std::move(all).error();
+    if (ref.starts_with("sha256:")) {
+        for (auto& i : *all)
+            if (i.digest == ref) return i.digest;
+        return make_error(Errc::not_found, fmt::format("no image with digest {}", ref));
+    }
+    auto n = normalize_name(ref);
+    if (!n) return std::move(n).error();
+    for (auto& i : *all)
+        if (i.name == *n) return i.digest;
+    return make_error(Errc::not_found, fmt::format("no such image: {}", *n));
+}
+
+Result<void> ImageStore::remove(std::string_view ref,
+                                const std::function<bool(std::string_view)>& in_use) {
+    std::lock_guard g(mu_);
+    StoreLock lock(dir_);
+    auto n = normalize_name(ref);
+    if (!n) return std::move(n).error();
+    auto all = list();
+    if (!all) return std::move(all).error();
+    auto it = std::find_if(all->begin(), all->end(), [&](auto& i) { return i.name == *n; });
+    if (it == all->end()) return make_error(Errc::not_found, fmt::format("no such image: {}", *n));
+    std::string digest = it->digest;
+    bool shared = std::count_if(all->begin(), all->end(), [&](auto& i) { return i.digest == digest; }) > 1;
+    if (!shared && in_use && in_use(digest))
+        return make_error(Errc::conflict, fmt::format("image {} is used by a running task", *n));
+    auto r = run_command({"umoci", "rm", "--image", fmt::format("{}:{}", layout_, *n)});
+    if (!r.ok()) return make_error(Errc::internal, fmt::format("remove {}: {}", *n, r.describe()));
+    r = run_command({"umoci", "gc", "--layout", layout_});
+    if (!r.ok()) log::warn("images", "garbage collection of the layout failed: {}", r.describe());
+    if (!shared) {
+        remove_tree(fmt::format("{}/rootfs/{}", dir_, hex_of(digest)));
+        resolved_.erase(digest);
+    }
+    log::info("images", "removed {} ({})", *n, digest);
+    return {};
+}
+
+Result<ResolvedImage> ImageStore::resolve(std::string_view ref) {
+    std::lock_guard g(mu_);
+    auto all = list();
+    if (!all) return std::move(all).error();
+    std::string digest, tag;
+    for (auto& i : *all) {
+        if ((ref.starts_with("sha256:") && i.digest == ref) ||
+            (!ref.starts_with("sha256:") && normalize_name(ref).ok() && i.name == *normalize_name(ref))) {
+            digest = i.digest;
+            tag = i.name;
+            break;
+        }
+    }
+    if (digest.empty()) return make_error(Errc::not_found, fmt::format("no such image: {}", ref));
+    if (auto it = resolved_.find(digest); it != resolved_.end()) return it->second;
+
+    ResolvedImage img;
+    img.digest = digest;
+    img.rootfs = fmt::format("{}/rootfs/{}", dir_, hex_of(digest));
+    if (!is_dir(img.rootfs)) {
+        StoreLock lock(dir_);
+        if (!is_dir(img.rootfs)) {
+            auto tmp = fmt::format("{}/rootfs/.unpack-{}", dir_, hex_of(digest));
+            remove_tree(tmp);
+            auto r = run_command({"umoci", "raw", "unpack", "--image", fmt::format("{}:{}", layout_, tag), tmp});
+            if (!r.ok()) {
+                remove_tree(tmp);
+                return make_error(Errc::internal, fmt::format("unpack {}: {}", tag, r.describe()));
+            }
+            if (::rename(tmp.c_str(), img.rootfs.c_str()) != 0) throw_errno(fmt::format("rename to {}", img.rootfs));
+            log::info("images", "unpacked {} into {}", tag, img.rootfs);
+        }
+    }
+    auto manifest = read_json_file(blob_path(layout_, digest));
+    if (!manifest || !manifest->is_object()) return make_error(Errc::internal, fmt::format("{}: unreadable manifest", tag));
+    auto* cfg_desc = manifest->as_object().if_contains("config");
+    if (cfg_desc && cfg_desc->is_object()) {
+        auto config = read_json_file(blob_path(layout_, string_at(cfg_desc->as_object(), "digest")));
+        if (config && config->is_object()) {
+            if (auto* c = config->as_object().if_contains("config"); c && c->is_object()) {
+                auto& o = c->as_object();
+                img.config = {strings_at(o, "Entrypoint"), strings_at(o, "Cmd"), strings_at(o, "Env"),
+                              string_at(o, "WorkingDir"), string_at(o, "User")};
+            }
+        }
+    }
+    resolved_.emplace(digest, img);
+    return img;
+}
+
+}  // namespace coffer::agent

@@ -1,0 +1,110 @@
+#include "coffer/agent/in_root.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <deque>
+#include <vector>
+
+#include "coffer/base/unique_fd.h"
+
+namespace coffer::agent {
+namespace {
+
+void push_components(std::deque<std::string>& queue, std::string_view path) {
+    std::vector<std::string> parts;
+    while (!path.empty()) {
+        auto slash = path.find('/');
+        auto part = path.substr(0, slash);
+        if (!part.empty() && part != ".") parts.emplace_back(part);
+        path = slash == std::string_view::npos ? std::string_view{} : path.substr(slash + 1);
+    }
+    queue.insert(queue.begin(), parts.begin(), parts.end());
+}
+
+Error bad(std::string_view path, std::string_view why) {
+    return make_error(Errc::invalid_argument, fmt::format("{} in the image: {}", path, why));
+}
+
+std::string join(const std::vector<std::string>& parts) {
+    std::string out;
+    for (const auto& p : parts) out += "/" + p;
+    return out.empty() ? "/" : out;
+}
+
+}  // namespace
+
+Result<std::string> make_mountpoint_in_root(int root_fd, std::string_view path, Leaf leaf) {
+    std::deque<std::string> queue;
+    push_components(queue, path);
+    std::vector<std::string> resolved;
+    std::vector<UniqueFd> dirs;  // dirs[i] is the directory resolved[0..i) names
+    dirs.emplace_back(::openat(root_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    if (!dirs.back()) throw_errno("open rootfs");
+    int links = 0;
+    bool on_file = false;
+
+    while (!queue.empty()) {
+        std::string name = std::move(queue.front());
+        queue.pop_front();
+        if (name == "..") {
+            if (!resolved.empty()) {
+                resolved.pop_back();
+                dirs.pop_back();
+            }
+            continue;
+        }
+        bool last = queue.empty();
+        int cur = dirs.back().get();
+        struct stat st {};
+        if (::fstatat(cur, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) {
+            if (errno != ENOENT) throw_errno(fmt::format("stat {}/{}", join(resolved), name));
+            if (!last || leaf == Leaf::directory) {
+                if (::mkdirat(cur, name.c_str(), 0755) != 0 && errno != EEXIST)
+                    throw_errno(fmt::format("mkdir {}/{} in rootfs", join(resolved), name));
+            } else {
+                UniqueFd f(::openat(cur, name.c_str(),
+                                    O_CREAT | O_EXCL | O_WRONLY | O_NOFOLLOW | O_CLOEXEC, 0444));
+                if (!f && errno != EEXIST)
+                    throw_errno(fmt::format("create {}/{} in rootfs", join(resolved), name));
+            }
+            queue.push_front(std::move(name));  // look again at what is there now
+            continue;
+        }
+        if (S_ISLNK(st.st_mode)) {
+            if (++links > 40) return bad(path, "too many levels of symbolic links");
+            std::string target(static_cast<std::size_t>(st.st_size) + 1, '\0');
+            auto n = ::readlinkat(cur, name.c_str(), target.data(), target.size());
+            if (n < 0) throw_errno(fmt::format("readlink {}/{}", join(resolved), name));
+            target.resize(static_cast<std::size_t>(n));
+            if (!target.empty() && target.front() == '/') {
+                resolved.clear();
+                dirs.resize(1);
+            }
+            push_components(queue, target);
+            continue;
+        }
+        if (S_ISDIR(st.st_mode)) {
+            if (last && leaf == Leaf::file)
+                return bad(path, fmt::format("{}/{} is a directory", join(resolved), name));
+            UniqueFd d(::openat(cur, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+            if (!d) throw_errno(fmt::format("open {}/{} in rootfs", join(resolved), name));
+            dirs.push_back(std::move(d));
+            resolved.push_back(std::move(name));
+            continue;
+        }
+        if (!last)
+            return bad(path, fmt::format("{}/{} is not a directory", join(resolved), name));
+        if (leaf == Leaf::directory)
+            return bad(path, fmt::format("{}/{} is not a directory", join(resolved), name));
+        if (!S_ISREG(st.st_mode))
+            return bad(path, fmt::format("{}/{} is not a regular file", join(resolved), name));
+        resolved.push_back(std::move(name));
+        on_file = true;
+    }
+    if (leaf == Leaf::file && !on_file) return bad(path, "resolves to a directory");
+    return join(resolved);
+}
+
+}  // namespace coffer::agent

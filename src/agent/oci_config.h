@@ -1,0 +1,49 @@
+// The OCI runtime config (config.json) for a task: namespaces, limits, capabilities, seccomp,
+// masked paths, the task's process, and the secret binds.
+#pragma once
+
+#include <boost/json/value.hpp>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "coffer/agent/image_store.h"
+#include "coffer/agent/task.h"
+#include "coffer/base/error.h"
+#include "json_util.h"
+
+namespace coffer::agent {
+
+struct BindMount {
+    std::string source;       // agent side
+    std::string destination;  // container side, already resolved in the rootfs
+};
+
+struct ConfigInput {
+    const TaskSpec* spec = nullptr;
+    const ImageConfig* image = nullptr;
+    std::vector<BindMount> binds;
+    std::string cgroups_path;
+    bool limit_swap = false;
+    const boost::json::value* seccomp_profile = nullptr;  // containers-common format; null: none
+    std::uint32_t userns_base = 0;  // host id of the container's root when spec->user_namespace
+    std::uint32_t userns_size = 0;
+};
+
+// The process's identity from "uid[:gid]" (numeric; gid defaults to 0).
+Result<std::pair<std::uint32_t, std::uint32_t>> parse_user(std::string_view user);
+
+// Docker's default capability set with cap_add and cap_drop applied ("ALL" allowed in both;
+// names with or without CAP_). invalid_argument for an unknown capability.
+Result<std::vector<std::string>> task_capabilities(const std::vector<std::string>& add,
+                                                   const std::vector<std::string>& drop);
+
+// The OCI linux.seccomp object for this machine's architecture from a profile in the
+// containers-common (Docker) format, keeping the rules that apply to the given capabilities.
+boost::json::value seccomp_for(const boost::json::value& profile,
+                               const std::vector<std::string>& caps);
+
+// config.json text. invalid_argument for a bad user, capability or limit.
+Result<std::string> make_oci_config(const ConfigInput& in);
+
+}  // namespace coffer::agent

@@ -1,0 +1,59 @@
+// The OCI runtime CLI (runc, crun) driven as containerd drives it: create, start, state, kill,
+// delete. Chosen once at start; the differences between runtimes stay in here.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "cgroups.h"
+#include "coffer/base/error.h"
+
+namespace coffer::agent {
+
+class OciRuntime {
+public:
+    virtual ~OciRuntime() = default;
+    virtual const std::string& name() const noexcept = 0;
+    // The container's stdio are stdout_fd/stderr_fd (inherited through the runtime); the
+    // runtime's own diagnostics go to log_file.
+    virtual Result<void> create(const std::string& id, const std::string& bundle,
+                                const std::string& pid_file, const std::string& log_file,
+                                int stdout_fd, int stderr_fd) = 0;
+    virtual Result<void> start(const std::string& id) = 0;
+    // "creating", "created", "running", "stopped"; not_found when unknown.
+    virtual Result<std::string> state(const std::string& id) = 0;
+    virtual Result<void> kill(const std::string& id, int sig, bool all) = 0;
+    virtual Result<void> remove(const std::string& id, bool force) = 0;  // `delete`
+    virtual std::vector<std::string> list() = 0;
+};
+
+// runc or crun with its state under state_root. preferred "" picks what works with this cgroup
+// layout: crun does not run on hybrid hosts, runc runs everywhere.
+Result<std::unique_ptr<OciRuntime>> make_runtime(std::string_view preferred,
+                                                 const std::string& state_root, CgroupMode mode);
+
+// A created container: deleted (forcibly) on destruction.
+class Container {
+public:
+    Container() = default;
+    Container(OciRuntime& rt, std::string id) : rt_(&rt), id_(std::move(id)) {}
+    Container(Container&& o) noexcept : rt_(o.rt_), id_(std::exchange(o.id_, {})) {}
+    Container& operator=(Container&& o) noexcept {
+        if (this != &o) {
+            reset();
+            rt_ = o.rt_;
+            id_ = std::exchange(o.id_, {});
+        }
+        return *this;
+    }
+    ~Container() { reset(); }
+    void reset() noexcept;
+
+private:
+    OciRuntime* rt_ = nullptr;  // borrowed: the runner's, outlives every task
+    std::string id_;
+};
+
+}  // namespace coffer::agent

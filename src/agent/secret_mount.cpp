@@ -1,0 +1,212 @@
+#include "coffer/agent/secret_mount.h"
+
+#include <fcntl.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <set>
+
+#include "coffer/base/log.h"
+#include "coffer/base/unique_fd.h"
+
+namespace coffer::agent {
+namespace {
+
+constexpr std::uint64_t page = 4096;
+constexpr std::size_t max_component = 255;
+constexpr std::size_t max_path = 4096;
+
+// -1 unknown, 0 no, 1 yes.
+std::atomic<int> noswap_state{-1};
+
+bool is_under(std::string_view path, std::string_view dir) {
+    return path == dir ||
+           (path.size() > dir.size() && path.starts_with(dir) && path[dir.size()] == '/');
+}
+
+Error invalid(const SecretRef& r, std::string_view why) {
+    return make_error(Errc::invalid_argument,
+                      fmt::format("secret {} target \"{}\": {}", r.name, r.target, why));
+}
+
+// The part of a normalised path below /run/secrets, or empty when it is elsewhere.
+std::string_view below_secrets_dir(std::string_view path) {
+    if (path.size() > secrets_dir.size() + 1 && is_under(path, secrets_dir))
+        return path.substr(secrets_dir.size() + 1);
+    return {};
+}
+
+void write_all(int fd, const std::uint8_t* p, std::size_t n, std::string_view what) {
+    while (n > 0) {
+        auto w = ::write(fd, p, n);
+        if (w < 0) {
+            if (errno == EINTR) continue;
+            throw_errno(what);
+        }
+        p += w;
+        n -= static_cast<std::size_t>(w);
+    }
+}
+
+// Creates the directories of rel (all but the last component) below dirfd; returns the fd of
+// the innermost one and the leaf's name.
+std::pair<UniqueFd, std::string> make_parents(int dirfd, std::string_view rel) {
+    UniqueFd cur(::openat(dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    if (!cur) throw_errno("open secrets tmpfs");
+    while (true) {
+        auto slash = rel.find('/');
+        if (slash == std::string_view::npos) return {std::move(cur), std::string(rel)};
+        std::string part(rel.substr(0, slash));
+        rel = rel.substr(slash + 1);
+        if (::mkdirat(cur.get(), part.c_str(), 0755) != 0 && errno != EEXIST)
+            throw_errno(fmt::format("mkdir {} in secrets tmpfs", part));
+        UniqueFd next(::openat(cur.get(), part.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+        if (!next) throw_errno(fmt::format("open {} in secrets tmpfs", part));
+        cur = std::move(next);
+    }
+}
+
+}  // namespace
+
+bool is_forbidden_destination(std::string_view path) noexcept {
+    return path == "/" || is_under(path, "/proc") || is_under(path, "/sys") || is_under(path, "/dev");
+}
+
+Result<std::vector<SecretFile>> plan_secret_files(const std::vector<SecretRef>& refs) {
+    std::vector<SecretFile> out;
+    std::set<std::string> paths;
+    for (const auto& r : refs) {
+        if (r.secret_id.empty()) return invalid(r, "no secret id");
+        std::string_view target = r.target.empty() ? std::string_view(r.name) : r.target;
+        if (target.empty()) return invalid(r, "empty name");
+        if (target.find('\0') != std::string_view::npos) return invalid(r, "NUL in name");
+        if (target.size() > max_path) return invalid(r, "too long");
+        if (r.mode > 0777) return invalid(r, fmt::format("mode {:o} beyond 0777", r.mode));
+
+        std::string path = target.front() == '/' ? "" : std::string(secrets_dir);
+        std::string_view rest = target;
+        bool any = false;
+        while (!rest.empty()) {
+            auto slash = rest.find('/');
+            auto part = rest.substr(0, slash);
+            rest = slash == std::string_view::npos ? std::string_view{} : rest.substr(slash + 1);
+            if (part.empty() || part == ".") continue;
+            if (part == "..") return invalid(r, "`..` is not allowed");
+            if (part.size() > max_component) return invalid(r, "name too long");
+            path += "/";
+            path += part;
+            any = true;
+        }
+        if (!any) return invalid(r, "empty name");
+        if (path == secrets_dir || is_under(secrets_dir, path))
+            return invalid(r, fmt::format("would cover {}", secrets_dir));
+        if (is_forbidden_destination(path)) return invalid(r, "not allowed in /proc, /sys or /dev");
+        for (const auto& p : paths) {
+            if (p == path) return invalid(r, fmt::format("{} is already a target", path));
+            if (is_under(p, path) || is_under(path, p))
+                return invalid(r, fmt::format("{} and {} overlap", path, p));
+        }
+        paths.insert(path);
+        out.push_back({r.secret_id, std::move(path), r.uid, r.gid, r.mode});
+    }
+    return out;
+}
+
+bool SecretMount::noswap_supported() noexcept { return noswap_state.load() == 1; }
+
+SecretMount SecretMount::create(const std::string& dir, const std::vector<SecretFile>& files,
+                                const SecretBytes& bytes, const Options& o) {
+    // Limits: every file takes at least a page, every directory one more.
+    std::uint64_t size = o.slack_bytes + 4 * page;
+    std::uint64_t inodes = 8;
+    std::set<std::string> dirs;
+    for (const auto& f : files) {
+        auto it = bytes.find(f.secret_id);
+        if (it == bytes.end())
+            throw ErrorException(make_error(Errc::invalid_argument,
+                                            fmt::format("no bytes for secret {}", f.secret_id)));
+        size += (it->second.size() + page - 1) / page * page + page;
+        inodes += 1;
+        auto rel = below_secrets_dir(f.path);
+        for (auto s = rel.find('/'); s != std::string_view::npos; s = rel.find('/', s + 1))
+            dirs.emplace(rel.substr(0, s));
+    }
+    size += dirs.size() * page;
+    inodes += dirs.size();
+
+    SecretMount m;
+    m.size_limit_ = size;
+    m.options_ = fmt::format("size={},nr_inodes={},mode=0755", size, inodes);
+    constexpr unsigned long flags = MS_NOSUID | MS_NODEV | MS_NOEXEC;
+    int state = noswap_state.load();
+    if (state != 0) {
+        try {
+            m.mount_ = Mount::make("coffer-secrets", dir, "tmpfs", flags, m.options_ + ",noswap");
+            m.options_ += ",noswap";
+            if (state < 0) noswap_state.store(1);
+        } catch (const SystemError& e) {
+            if (e.code() != EINVAL || state == 1) throw;
+            noswap_state.store(0);
+            log::warn("runner",
+                      "tmpfs does not support noswap on this kernel: secret files could reach swap");
+        }
+    }
+    if (!m.mount_.active())
+        m.mount_ = Mount::make("coffer-secrets", dir, "tmpfs", flags, m.options_);
+
+    UniqueFd root(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+    if (!root) throw_errno(fmt::format("open {}", dir));
+    std::size_t abs_index = 0;
+    bool any_relative = false;
+    for (const auto& f : files) {
+        std::string rel;
+        if (auto below = below_secrets_dir(f.path); !below.empty()) {
+            rel = fmt::format("run/{}", below);
+            any_relative = true;
+        } else {
+            rel = fmt::format("abs/{}", abs_index++);
+            m.binds_.push_back({fmt::format("{}/{}", dir, rel), f.path, false});
+        }
+        auto [parent, leaf] = make_parents(root.get(), rel);
+        UniqueFd fd(::openat(parent.get(), leaf.c_str(),
+                             O_CREAT | O_EXCL | O_WRONLY | O_NOFOLLOW | O_CLOEXEC, 0600));
+        if (!fd) throw_errno(fmt::format("create secret file for {}", f.path));
+        const auto& b = bytes.find(f.secret_id)->second;
+        write_all(fd.get(), b.data(), b.size(), fmt::format("write secret file for {}", f.path));
+        if (::fchown(fd.get(), f.uid + o.uid_shift, f.gid + o.gid_shift) != 0)
+            throw_errno(fmt::format("chown secret file for {}", f.path));
+        if (::fchmod(fd.get(), f.mode) != 0) throw_errno(fmt::format("chmod secret file for {}", f.path));
+        m.files_.push_back(std::move(rel));
+    }
+    if (any_relative || files.empty()) {
+        if (::mkdirat(root.get(), "run", 0755) != 0 && errno != EEXIST) throw_errno("mkdir run");
+        m.binds_.insert(m.binds_.begin(), {dir + "/run", std::string(secrets_dir), true});
+    }
+    m.mount_.remount(flags | MS_RDONLY, m.options_);
+    return m;
+}
+
+void SecretMount::wipe_and_unmount() {
+    if (!mount_.active()) return;
+    mount_.remount(MS_NOSUID | MS_NODEV | MS_NOEXEC, options_);
+    UniqueFd root(::open(mount_.target().c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+    if (!root) throw_errno(fmt::format("open {}", mount_.target()));
+    static const std::uint8_t zeros[4096] = {};
+    for (const auto& rel : files_) {
+        UniqueFd fd(::openat(root.get(), rel.c_str(), O_WRONLY | O_NOFOLLOW | O_CLOEXEC));
+        if (!fd) continue;  // already gone
+        struct stat st {};
+        if (::fstat(fd.get(), &st) != 0) continue;
+        for (off_t left = st.st_size; left > 0;) {
+            auto n = std::min<off_t>(left, sizeof zeros);
+            write_all(fd.get(), zeros, static_cast<std::size_t>(n), "wipe secret file");
+            left -= n;
+        }
+    }
+    root.reset();
+    mount_.unmount();
+}
+
+}  // namespace coffer::agent

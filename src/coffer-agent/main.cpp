@@ -1,0 +1,170 @@
+// coffer-agent: the node agent. This entry points: the image store, a single task run
+// (for developers and tests), and cleanup of what a crashed agent left.
+#include <fcntl.h>
+#include <linux/close_range.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+#include <sstream>
+#include <thread>
+
+#include "coffer/agent/image_store.h"
+#include "coffer/agent/runner.h"
+#include "coffer/agent/task_json.h"
+#include "coffer/base/log.h"
+#include "coffer/base/mount.h"
+#include "coffer/base/process.h"
+#include "coffer/base/unique_fd.h"
+#include "coffer/crypto/secure_buffer.h"
+
+using namespace coffer;
+using namespace coffer::agent;
+
+namespace {
+
+// Reads a secret file straight into secure memory.
+crypto::SecureBuffer read_secret(const std::string& path) {
+    UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+    if (!fd) throw_errno(fmt::format("open {}", path));
+    struct stat st {};
+    if (::fstat(fd.get(), &st) != 0) throw_errno(fmt::format("stat {}", path));
+    crypto::SecureBuffer buf(static_cast<std::size_t>(st.st_size));
+    std::size_t got = 0;
+    while (got < buf.size()) {
+        auto n = ::read(fd.get(), buf.data() + got, buf.size() - got);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) throw_errno(fmt::format("read {}", path));
+        if (n == 0) break;
+        got += static_cast<std::size_t>(n);
+    }
+    buf.truncate(got);
+    return buf;
+}
+
+int fail(const Error& e) {
+    std::fprintf(stderr, "coffer-agent: %s\n", e.message.c_str());
+    return 1;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    CLI::App app{"coffer node agent"};
+    app.require_subcommand(1);
+    std::string data_dir = "/var/lib/coffer-agent", run_dir = "/run/coffer-agent", runtime,
+                log_level = "info", seccomp = "/usr/share/containers/seccomp.json";
+    app.add_option("--data-dir", data_dir, "images, writable layers, task logs")->capture_default_str();
+    app.add_option("--run-dir", run_dir, "bundles, secret mounts, runtime state")->capture_default_str();
+    app.add_option("--runtime", runtime, "runc or crun (default: what works on this host)");
+    app.add_option("--seccomp-profile", seccomp, "containers-common format; empty: none")->capture_default_str();
+    app.add_option("--log-level", log_level, "e.g. info or debug,runner=debug")->capture_default_str();
+
+    auto* image = app.add_subcommand("image", "the local image store");
+    image->require_subcommand(1);
+    std::string import_file, import_name, rm_name;
+    auto* import = image->add_subcommand("import", "import a docker save archive, OCI archive or OCI layout");
+    import->add_option("FILE", import_file)->required();
+    import->add_option("NAME", import_name, "NAME[:TAG]");
+    auto* ls = image->add_subcommand("ls", "list images");
+    auto* rm = image->add_subcommand("rm", "remove an image");
+    rm->add_option("NAME", rm_name)->required();
+
+    auto* run = app.add_subcommand("run", "run one task in the foreground until it ends");
+    std::string spec_file;
+    std::vector<std::string> secret_args;
+    int grace_ms = 10000;
+    run->add_option("--spec", spec_file, "task spec (JSON)")->required();
+    run->add_option("--secret", secret_args, "ID=FILE: the bytes of a secret the spec references");
+    run->add_option("--stop-grace-ms", grace_ms, "on SIGINT/SIGTERM: SIGTERM, then SIGKILL after this")
+        ->capture_default_str();
+    auto* cleanup = app.add_subcommand("cleanup", "remove what a crashed agent left behind");
+
+    CLI11_PARSE(app, argc, argv);
+    // Descriptors inherited from whoever started us never reach a runtime or a container.
+    ::close_range(3, ~0U, CLOSE_RANGE_CLOEXEC);
+    log::configure(log_level);
+
+    try {
+        ImageStore store(data_dir + "/images");
+        if (import->parsed()) {
+            auto r = store.import(import_file, import_name);
+            if (!r) return fail(r.error());
+            for (auto& i : *r) std::printf("%s %s\n", i.name.c_str(), i.digest.c_str());
+            return 0;
+        }
+        if (ls->parsed()) {
+            auto r = store.list();
+            if (!r) return fail(r.error());
+            for (auto& i : *r) std::printf("%-40s %s\n", i.name.c_str(), i.digest.c_str());
+            return 0;
+        }
+        if (rm->parsed()) {
+            auto r = store.remove(rm_name, [&](std::string_view d) { return Runner::image_in_use(run_dir, d); });
+            if (!r) return fail(r.error());
+            return 0;
+        }
+
+        // Tasks: secret mounts must never show in the host's mount table.
+        harden_process();
+        enter_private_mount_namespace();
+        crypto::init();
+
+        // SIGINT/SIGTERM are taken synchronously below, not by handlers.
+        sigset_t stop_signals;
+        sigemptyset(&stop_signals);
+        sigaddset(&stop_signals, SIGINT);
+        sigaddset(&stop_signals, SIGTERM);
+        pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+
+        RunnerOptions opt;
+        opt.run_dir = run_dir;
+        opt.data_dir = data_dir;
+        opt.runtime = runtime;
+        opt.seccomp_profile = seccomp;
+        Runner runner(opt, store);
+        auto left = runner.recover_leftovers();
+        if (left.containers + left.mounts + left.task_dirs + left.cgroups > 0)
+            log::info("runner", "cleaned leftovers: {} containers, {} mounts, {} task directories, {} cgroups",
+                      left.containers, left.mounts, left.task_dirs, left.cgroups);
+        if (cleanup->parsed()) return 0;
+
+        std::ifstream in(spec_file);
+        if (!in) return fail(make_error(Errc::not_found, fmt::format("cannot open {}", spec_file)));
+        std::stringstream text;
+        text << in.rdbuf();
+        auto spec = task_spec_from_json(text.str());
+        if (!spec) return fail(spec.error());
+        SecretBytes secrets;
+        for (auto& a : secret_args) {
+            auto eq = a.find('=');
+            if (eq == std::string::npos) return fail(make_error(Errc::invalid_argument, "--secret ID=FILE"));
+            secrets.insert_or_assign(a.substr(0, eq), read_secret(a.substr(eq + 1)));
+        }
+
+        auto st = runner.start(*spec, std::move(secrets));
+        std::printf("%s\n", task_status_to_json(st).c_str());
+        std::fflush(stdout);
+        if (st.state != TaskState::running) return 1;
+
+        // Wait for the end of the task or a stop signal.
+        std::thread waiter([&] {
+            int sig;
+            sigwait(&stop_signals, &sig);
+            if (sig == SIGINT || sig == SIGTERM) (void)runner.stop(spec->id, std::chrono::milliseconds(grace_ms));
+        });
+        auto final_status = runner.wait(spec->id, std::chrono::hours(24 * 365));
+        pthread_kill(waiter.native_handle(), SIGTERM);
+        waiter.join();
+        if (!final_status) return 1;
+        std::printf("%s\n", task_status_to_json(*final_status).c_str());
+        return final_status->exit_code.value_or(1);
+    } catch (const std::exception& e) {
+        std::fprintf(stderr, "coffer-agent: %s\n", e.what());
+        return 1;
+    }
+}

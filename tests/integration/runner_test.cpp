@@ -1,0 +1,470 @@
+// The runner with real runc containers: what a task sees of its secrets, what it cannot do, and
+// that nothing is left once it ended, even after an agent was killed. Runs as root.
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <fstream>
+#include <sstream>
+#include <thread>
+#include <algorithm>
+
+#include <gtest/gtest.h>
+
+#include "coffer/agent/image_store.h"
+#include "coffer/agent/runner.h"
+#include "coffer/base/log.h"
+#include "coffer/base/mount.h"
+#include "coffer/base/process.h"
+#include "coffer/crypto/random.h"
+#include "coffer/crypto/secure_buffer.h"
+
+using namespace coffer;
+using namespace coffer::agent;
+using namespace std::chrono_literals;
+
+namespace {
+
+// A temporary directory, unmounted below and removed on destruction (also when a test fails).
+class TempDir {
+public:
+    TempDir() {
+        std::string t = "/var/tmp/coffer-test-XXXXXX";
+        if (!::mkdtemp(t.data())) throw_errno("mkdtemp");
+        path_ = t;
+    }
+    ~TempDir() {
+        for (auto& m : mounts_under(path_)) ::umount2(m.c_str(), MNT_DETACH);
+        try {
+            remove_tree(path_);
+        } catch (...) {
+        }
+    }
+    const std::string& path() const { return path_; }
+
+private:
+    std::string path_;
+};
+
+std::string read_file(const std::string& path) {
+    std::ifstream in(path);
+    std::stringstream ss;
+    ss << in.rdbuf();
+    return ss.str();
+}
+
+bool exists(const std::string& p) {
+    struct stat st {};
+    return ::lstat(p.c_str(), &st) == 0;
+}
+
+std::string env_or(const char* name, const char* fallback) {
+    const char* v = std::getenv(name);
+    return v ? v : fallback;
+}
+
+// The image store all tests share, built once from busybox-static.
+TempDir* images_dir = nullptr;
+
+class ImagesEnvironment : public ::testing::Environment {
+public:
+    void SetUp() override {
+        images_dir = new TempDir();
+        std::string layout = images_dir->path() + "/layout";
+        auto r = run_command({env_or("COFFER_MAKE_TEST_IMAGES", "tests/integration/make-test-images"), layout});
+        ASSERT_TRUE(r.ok()) << r.describe();
+        ImageStore store(images_dir->path() + "/store");
+        auto imported = store.import(layout);
+        ASSERT_TRUE(imported) << imported.error().message;
+        ASSERT_EQ(imported->size(), 3u);
+    }
+    void TearDown() override {
+        delete images_dir;
+        images_dir = nullptr;
+    }
+};
+
+SecretRef secret(std::string id, std::string name, std::string target = {}, std::uint32_t uid = 0,
+                 std::uint32_t gid = 0, std::uint32_t mode = 0444) {
+    return SecretRef{std::move(id), std::move(name), std::move(target), uid, gid, mode};
+}
+
+class RunnerTest : public ::testing::Test {
+protected:
+    void SetUp() override {
+        store = std::make_unique<ImageStore>(images_dir->path() + "/store");
+        RunnerOptions o;
+        o.run_dir = run.path() + "/run";
+        o.data_dir = data.path() + "/data";
+        runner = std::make_unique<Runner>(o, *store);
+    }
+    void TearDown() override { runner.reset(); }
+
+    // A task id unique across tests (cgroups are host-wide).
+    static std::string id(std::string_view what) {
+        return fmt::format("{}-{}", what, crypto::random_base36(4, 6));
+    }
+
+    TaskSpec shell(std::string_view what, std::string script, std::string image = "busybox") {
+        TaskSpec s;
+        s.id = id(what);
+        s.image = std::move(image);
+        s.args = {"sh", "-c", std::move(script)};
+        return s;
+    }
+
+    static SecretBytes bytes(std::initializer_list<std::pair<std::string, std::string>> list) {
+        SecretBytes b;
+        for (auto& [k, v] : list) b.emplace(k, crypto::SecureBuffer::copy_of(v));
+        return b;
+    }
+
+    TaskStatus run_to_end(const TaskSpec& spec, SecretBytes secrets = {}) {
+        auto st = runner->start(spec, std::move(secrets));
+        if (st.state != TaskState::running) return st;
+        auto done = runner->wait(spec.id, 60s);
+        EXPECT_TRUE(done) << "task did not end";
+        return done.value_or(st);
+    }
+
+    std::string output(const TaskSpec& spec) { return read_file(runner->log_path(spec.id)); }
+
+    // What teardown must leave: no mount, no cgroup, no bundle, no container, no secret bytes.
+    void expect_nothing_left(const std::string& task_id) {
+        EXPECT_TRUE(mounts_under(run.path()).empty());
+        EXPECT_TRUE(mounts_under(data.path()).empty());
+        for (auto& m : read_mountinfo("1")) EXPECT_NE(m.source, "coffer-secrets") << m.mount_point;
+        for (auto& m : read_mountinfo("self"))
+            EXPECT_FALSE(m.mount_point.starts_with(run.path())) << m.mount_point;
+        for (auto& h : {"memory", "pids", "cpu", "unified", ""}) {
+            auto p = fmt::format("/sys/fs/cgroup/{}/coffer/{}", h, task_id);
+            EXPECT_FALSE(exists(p)) << p;
+        }
+        EXPECT_FALSE(exists(run.path() + "/run/tasks/" + task_id));
+        EXPECT_FALSE(exists(data.path() + "/data/tasks/" + task_id));
+        auto listed = run_command({"runc", "--root", run.path() + "/run/runtime", "list", "-q"});
+        EXPECT_EQ(listed.out, "");
+        EXPECT_EQ(runner->secrets_held(), 0u);
+    }
+
+    TempDir run, data;
+    std::unique_ptr<ImageStore> store;
+    std::unique_ptr<Runner> runner;
+};
+
+TEST_F(RunnerTest, SecretFilesHaveTheirBytesModesOwnersAndPaths) {
+    auto spec = shell("files",
+                      "cd /run/secrets && stat -c '%n %a %u %g %s' db_pass sub/nested /etc/app/key.pem; "
+                      "cat db_pass; echo; cat sub/nested; echo; cat /etc/app/key.pem; echo; "
+                      "stat -c '%a %u' /run/secrets; mount | grep -c coffer-secrets");
+    spec.secrets = {secret("s1", "db_pass", "", 1000, 1001, 0400),
+                    secret("s1", "db_pass_again", "./sub/nested", 7, 8, 0440),
+                    secret("s2", "tls", "/etc/app/key.pem", 0, 0, 0444)};
+    auto st = run_to_end(spec, bytes({{"s1", "hunter2"}, {"s2", "-----KEY-----"}}));
+    ASSERT_EQ(st.state, TaskState::complete) << st.reason << "\n" << output(spec);
+    EXPECT_EQ(output(spec),
+              "db_pass 400 1000 1001 7\n"
+              "sub/nested 440 7 8 7\n"
+              "/etc/app/key.pem 444 0 0 13\n"
+              "hunter2\nhunter2\n-----KEY-----\n"
+              "755 0\n"
+              "2\n");
+    expect_nothing_left(spec.id);
+}
+
+TEST_F(RunnerTest, ContainerCannotChangeItsSecrets) {
+    auto spec = shell("readonly",
+                      "echo x > /run/secrets/db_pass && exit 10; touch /run/secrets/new && exit 11; "
+                      "rm /run/secrets/db_pass && exit 12; chmod 777 /run/secrets/db_pass && exit 13; "
+                      "mount -o remount,rw /run/secrets && exit 14; umount /run/secrets && exit 15; "
+                      "cat /run/secrets/db_pass");
+    spec.secrets = {secret("s1", "db_pass")};
+    auto st = run_to_end(spec, bytes({{"s1", "hunter2"}}));
+    EXPECT_EQ(st.state, TaskState::complete) << st.reason << "\n" << output(spec);
+    EXPECT_NE(output(spec).find("hunter2"), std::string::npos);
+}
+
+TEST_F(RunnerTest, ContainerProcessHoldsNoAgentDescriptor) {
+    // Looked at from outside: a shell would hold pipe ends and saved fds of its own.
+    auto spec = shell("fds", "exec sleep 600");
+    auto st = runner->start(spec, {});
+    ASSERT_EQ(st.state, TaskState::running) << st.reason;
+    // runc start returns once the init was released; it then executes the task's command, which
+    // closes the runtime's own (close-on-exec) descriptors. Wait for that exec.
+    auto until = std::chrono::steady_clock::now() + 10s;
+    while (read_file(fmt::format("/proc/{}/comm", st.pid)) != "sleep\n" &&
+           std::chrono::steady_clock::now() < until)
+        std::this_thread::yield();
+    ASSERT_EQ(read_file(fmt::format("/proc/{}/comm", st.pid)), "sleep\n");
+    std::vector<std::string> fds = list_dir(fmt::format("/proc/{}/fd", st.pid));
+    std::sort(fds.begin(), fds.end());
+    EXPECT_EQ(fds, (std::vector<std::string>{"0", "1", "2"}));
+    ASSERT_TRUE(runner->stop(spec.id, 0ms));
+}
+
+TEST_F(RunnerTest, ContainerSeesOnlyItsOwnProcesses) {
+    auto spec = shell("procs", "ls /proc | grep -c '^[0-9]'; "
+                               "grep -E '^(NoNewPrivs|Seccomp):' /proc/1/status | tr -s '\\t' ' '; hostname");
+    spec.hostname = "box";
+    auto st = run_to_end(spec);
+    ASSERT_EQ(st.state, TaskState::complete) << st.reason;
+    // sh, ls and grep at most; no_new_privs and a seccomp filter.
+    auto out = output(spec);
+    int count = std::stoi(out);
+    EXPECT_LE(count, 3) << out;
+    EXPECT_NE(out.find("NoNewPrivs: 1"), std::string::npos) << out;
+    EXPECT_NE(out.find("Seccomp: 2"), std::string::npos) << out;
+    EXPECT_NE(out.find("box\n"), std::string::npos) << out;
+}
+
+TEST_F(RunnerTest, TaskUserEnvWorkdirAndCapabilities) {
+    auto spec = shell("ident", "id -u; id -g; pwd; echo $GREETING; touch /tmp/f; chown 5 /tmp/f && echo chown ok; "
+                               "grep CapEff /proc/self/status");
+    spec.user = "0:0";
+    spec.env = {"GREETING=hello"};
+    spec.workdir = "/tmp";
+    spec.cap_drop = {"CHOWN"};
+    auto st = run_to_end(spec);
+    ASSERT_EQ(st.state, TaskState::complete) << st.reason;
+    auto out = output(spec);
+    EXPECT_TRUE(out.starts_with("0\n0\n/tmp\nhello\n")) << out;
+    EXPECT_EQ(out.find("chown ok"), std::string::npos) << out;
+
+    auto user = shell("user", "id -u; id -g");
+    user.user = "1000:1000";
+    st = run_to_end(user);
+    ASSERT_EQ(st.state, TaskState::complete) << st.reason;
+    EXPECT_EQ(output(user), "1000\n1000\n");
+}
+
+TEST_F(RunnerTest, KilledAtItsMemoryLimit) {
+    auto spec = shell("oom", "tail /dev/zero");
+    spec.limits.memory_bytes = 16 << 20;
+    auto st = run_to_end(spec);
+    EXPECT_EQ(st.state, TaskState::failed);
+    EXPECT_TRUE(st.oom_killed) << st.reason;
+    EXPECT_NE(st.reason.find("OOM"), std::string::npos) << st.reason;
+    expect_nothing_left(spec.id);
+}
+
+TEST_F(RunnerTest, CannotForkPastItsPidsLimit) {
+    auto spec = shell("pids", "for i in $(seq 1 20); do sleep 60 & done; echo forked");
+    spec.limits.pids = 5;
+    auto st = run_to_end(spec);
+    auto out = output(spec);
+    EXPECT_NE(out.find("can't fork"), std::string::npos) << out;
+    expect_nothing_left(spec.id);
+}
+
+TEST_F(RunnerTest, ReadOnlyRootfs) {
+    auto spec = shell("rofs", "touch /newfile && exit 10; cat /run/secrets/s; echo; exit 0");
+    spec.read_only_rootfs = true;
+    spec.secrets = {secret("s1", "s")};
+    auto st = run_to_end(spec, bytes({{"s1", "v"}}));
+    EXPECT_EQ(st.state, TaskState::complete) << st.reason << output(spec);
+    EXPECT_NE(output(spec).find("Read-only file system"), std::string::npos) << output(spec);
+}
+
+// Runs script in a hostile image with the secret db_pass; the host path a naive agent would have
+// mounted over (following the image's symlink on the host) must stay untouched.
+#define EXPECT_SECRETS_STAY_INSIDE(image, script, expected, host_path)                      \
+    do {                                                                                     \
+        auto spec = shell(image, script, image);                                             \
+        spec.secrets = {secret("s1", "db_pass")};                                            \
+        auto st = run_to_end(spec, bytes({{"s1", "hunter2"}}));                              \
+        ASSERT_EQ(st.state, TaskState::complete) << st.reason << output(spec);               \
+        EXPECT_EQ(output(spec), expected);                                                   \
+        EXPECT_FALSE(exists(std::string(host_path) + "/db_pass"));                           \
+        for (auto* table : {"self", "1"})                                                    \
+            for (auto& m : read_mountinfo(table)) EXPECT_NE(m.mount_point, host_path);       \
+        expect_nothing_left(spec.id);                                                        \
+    } while (false)
+
+// /run -> / in the image: a mount following the link on the host would land on the host's /.
+TEST_F(RunnerTest, HostileRunSymlinkStaysInsideTheRootfs) {
+    EXPECT_SECRETS_STAY_INSIDE("hostile-run", "cat /run/secrets/db_pass; echo; readlink /run",
+                               "hunter2\n/\n", "/secrets");
+}
+
+// /run/secrets -> /etc in the image: the secrets land on the container's /etc, not the host's.
+TEST_F(RunnerTest, HostileSecretsSymlinkStaysInsideTheRootfs) {
+    EXPECT_SECRETS_STAY_INSIDE("hostile-secrets", "cat /run/secrets/db_pass; echo; cat /etc/db_pass",
+                               "hunter2\nhunter2", "/etc");
+}
+
+TEST_F(RunnerTest, SecretMountShowsInTheAgentButNeverOnTheHost) {
+    auto spec = shell("visible", "exec sleep 600");
+    spec.secrets = {secret("s1", "db_pass")};
+    auto st = runner->start(spec, bytes({{"s1", "hunter2"}}));
+    ASSERT_EQ(st.state, TaskState::running) << st.reason;
+    auto ours = mounts_under(run.path());
+    EXPECT_GE(ours.size(), 2u);  // rootfs overlay and the secrets tmpfs
+    bool secrets_mounted = false;
+    for (auto& m : read_mountinfo("self")) secrets_mounted |= m.source == "coffer-secrets";
+    EXPECT_TRUE(secrets_mounted);
+    for (auto& m : read_mountinfo("1")) {
+        EXPECT_NE(m.source, "coffer-secrets") << m.mount_point;
+        EXPECT_FALSE(m.mount_point.starts_with(run.path())) << m.mount_point;
+    }
+    EXPECT_EQ(runner->secrets_held(), 1u);
+    auto stopped = runner->stop(spec.id, 200ms);
+    ASSERT_TRUE(stopped);
+    EXPECT_EQ(stopped->state, TaskState::shutdown);
+    expect_nothing_left(spec.id);
+}
+
+TEST_F(RunnerTest, StopEscalatesToKillAfterGrace) {
+    auto spec = shell("stubborn", "trap '' TERM; echo ready; while true; do sleep 1; done");
+    ASSERT_EQ(runner->start(spec, {}).state, TaskState::running);
+    auto t0 = std::chrono::steady_clock::now();
+    auto stopped = runner->stop(spec.id, 300ms);
+    ASSERT_TRUE(stopped);
+    EXPECT_EQ(stopped->state, TaskState::shutdown);
+    EXPECT_EQ(stopped->exit_code, 128 + SIGKILL);
+    EXPECT_GE(std::chrono::steady_clock::now() - t0, 300ms);
+    expect_nothing_left(spec.id);
+}
+
+TEST_F(RunnerTest, SharedSecretIsFreedWithItsLastTask) {
+    auto a = shell("share-a", "exec sleep 600");
+    auto b = shell("share-b", "exec sleep 600");
+    a.secrets = b.secrets = {secret("s1", "db_pass")};
+    ASSERT_EQ(runner->start(a, bytes({{"s1", "hunter2"}})).state, TaskState::running);
+    // b gets the bytes from the runner's memory: the same secret, held once.
+    ASSERT_EQ(runner->start(b, {}).state, TaskState::running);
+    EXPECT_EQ(runner->secrets_held(), 1u);
+    ASSERT_TRUE(runner->stop(a.id, 200ms));
+    EXPECT_EQ(runner->secrets_held(), 1u);
+    ASSERT_TRUE(runner->stop(b.id, 200ms));
+    EXPECT_EQ(runner->secrets_held(), 0u);
+}
+
+TEST_F(RunnerTest, RefusesBadTargetsBeforeAnythingRuns) {
+    struct Case {
+        std::vector<SecretRef> refs;
+    } cases[] = {
+        {{secret("s1", "x", "../escape")}},
+        {{secret("s1", "")}},
+        {{secret("s1", "a"), secret("s1", "b", "./a")}},
+        {{secret("s1", "a", "/proc/x")}},
+        {{secret("s1", "a", "/")}},
+        {{secret("s2", "missing-bytes")}},
+    };
+    for (auto& c : cases) {
+        auto spec = shell("bad", "true");
+        spec.secrets = c.refs;
+        auto st = runner->start(spec, bytes({{"s1", "v"}}));
+        EXPECT_EQ(st.state, TaskState::rejected);
+        EXPECT_FALSE(st.reason.empty());
+        expect_nothing_left(spec.id);
+    }
+    auto unknown = shell("noimage", "true", "no-such-image");
+    EXPECT_EQ(runner->start(unknown, {}).state, TaskState::rejected);
+}
+
+TEST_F(RunnerTest, ExitCodeAndStartFailureAreReported) {
+    auto exit3 = shell("exit", "exit 3");
+    auto st = run_to_end(exit3);
+    EXPECT_EQ(st.state, TaskState::failed);
+    EXPECT_EQ(st.exit_code, 3);
+
+    TaskSpec missing = shell("nocmd", "");
+    missing.args = {"/no/such/binary"};
+    st = runner->start(missing, {});
+    EXPECT_EQ(st.state, TaskState::failed);
+    EXPECT_NE(st.reason.find("no such file"), std::string::npos) << st.reason;
+    expect_nothing_left(missing.id);
+}
+
+// Reads one line from fd before the deadline.
+std::string read_line(int fd, std::chrono::milliseconds deadline) {
+    std::string line;
+    auto until = std::chrono::steady_clock::now() + deadline;
+    char c;
+    while (std::chrono::steady_clock::now() < until) {
+        struct pollfd p {fd, POLLIN, 0};
+        auto left = std::chrono::duration_cast<std::chrono::milliseconds>(until - std::chrono::steady_clock::now());
+        if (::poll(&p, 1, static_cast<int>(std::max<long>(left.count(), 0))) <= 0) break;
+        if (::read(fd, &c, 1) != 1) break;
+        if (c == '\n') return line;
+        line.push_back(c);
+    }
+    return line;
+}
+
+TEST(AgentRestart, CleansWhatAKilledAgentLeft) {
+    TempDir run, data, secret_dir;
+    std::string secret_file = secret_dir.path() + "/s";
+    { std::ofstream(secret_file) << "hunter2"; }
+    std::string spec_file = secret_dir.path() + "/spec.json";
+    std::string task_id = fmt::format("crash-{}", crypto::random_base36(4, 6));
+    {
+        std::ofstream(spec_file) << fmt::format(
+            R"({{"id":"{}","image":"busybox","args":["sleep","600"],"limits":{{"pids":16}},)"
+            R"("secrets":[{{"secret_id":"s1","name":"db_pass"}}]}})",
+            task_id);
+    }
+    // The image store lives in the data directory: import the test images there.
+    ImageStore store(data.path() + "/images");
+    ASSERT_TRUE(store.import(images_dir->path() + "/layout", "busybox:latest"));
+
+    int p[2];
+    ASSERT_EQ(::pipe2(p, O_CLOEXEC), 0);
+    UniqueFd out_r(p[0]), out_w(p[1]);
+    Child::Options o;
+    o.argv = {env_or("COFFER_AGENT", "coffer-agent"), "--data-dir", data.path(), "--run-dir", run.path(),
+              "--log-level", "warn", "run", "--spec", spec_file, "--secret", "s1=" + secret_file};
+    o.stdout_fd = out_w.get();
+    Child agent = Child::spawn(o);
+    out_w.reset();
+    auto line = read_line(out_r.get(), 30s);
+    ASSERT_NE(line.find("\"running\""), std::string::npos) << line;
+
+    agent.signal(SIGKILL);
+    agent.wait();
+
+    // The killed agent's container, cgroup, bundle and layer are still there.
+    auto listed = run_command({"runc", "--root", run.path() + "/runtime", "list", "-q"});
+    EXPECT_EQ(listed.out, task_id + "\n");
+    EXPECT_TRUE(exists(run.path() + "/tasks/" + task_id));
+    EXPECT_TRUE(exists("/sys/fs/cgroup/pids/coffer/" + task_id));
+
+    {
+        RunnerOptions ro;
+        ro.run_dir = run.path();
+        ro.data_dir = data.path();
+        Runner restarted(ro, store);
+        auto left = restarted.recover_leftovers();
+        EXPECT_EQ(left.containers, 1);
+        EXPECT_EQ(left.task_dirs, 1);
+        EXPECT_GE(left.cgroups, 0);
+    }
+    listed = run_command({"runc", "--root", run.path() + "/runtime", "list", "-q"});
+    EXPECT_EQ(listed.out, "");
+    EXPECT_FALSE(exists(run.path() + "/tasks/" + task_id));
+    EXPECT_FALSE(exists(data.path() + "/tasks/" + task_id));
+    for (auto& h : {"memory", "pids", "cpu", "unified", ""})
+        EXPECT_FALSE(exists(fmt::format("/sys/fs/cgroup/{}/coffer/{}", h, task_id)));
+    for (auto& m : read_mountinfo("1")) EXPECT_NE(m.source, "coffer-secrets") << m.mount_point;
+    EXPECT_TRUE(mounts_under(run.path()).empty());
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    // Before any thread: the secret mounts of these tests must not reach the host's table.
+    enter_private_mount_namespace();
+    crypto::init();
+    log::configure(env_or("COFFER_LOG", "warn"));
+    ::testing::InitGoogleTest(&argc, argv);
+    ::testing::AddGlobalTestEnvironment(new ImagesEnvironment);
+    int rc = RUN_ALL_TESTS();
+    delete images_dir;  // also when the environment's set-up failed half-way
+    return rc;
+}

@@ -1,0 +1,207 @@
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <boost/json.hpp>
+#include <gtest/gtest.h>
+
+#include "coffer/agent/in_root.h"
+#include "coffer/agent/secret_mount.h"
+#include "coffer/agent/task_json.h"
+#include "coffer/base/mount.h"
+#include "coffer/base/unique_fd.h"
+#include "oci_config.h"
+
+using namespace coffer;
+using namespace coffer::agent;
+
+namespace {
+
+SecretRef ref(std::string target, std::string name = "n") {
+    return SecretRef{"id", std::move(name), std::move(target), 0, 0, 0444};
+}
+
+TEST(PlanSecretFiles, NormalisesRelativeAndAbsoluteTargets) {
+    auto r = plan_secret_files({ref("", "db_pass"), ref("./sub//x"), ref("/etc/app/key"),
+                                ref("/run/secrets/direct")});
+    ASSERT_TRUE(r) << r.error().message;
+    ASSERT_EQ(r->size(), 4u);
+    EXPECT_EQ((*r)[0].path, "/run/secrets/db_pass");
+    EXPECT_EQ((*r)[1].path, "/run/secrets/sub/x");
+    EXPECT_EQ((*r)[2].path, "/etc/app/key");
+    EXPECT_EQ((*r)[3].path, "/run/secrets/direct");
+    EXPECT_EQ((*r)[0].mode, 0444u);
+}
+
+TEST(PlanSecretFiles, RefusesEscapesEmptyNamesAndCollisions) {
+    const std::vector<std::vector<SecretRef>> bad = {
+        {ref("../x")},
+        {ref("a/../../x")},
+        {ref("", "")},
+        {ref("./")},
+        {ref("/")},
+        {ref("/run/secrets")},
+        {ref("/run")},
+        {ref("/proc/self/x")},
+        {ref("/sys/x")},
+        {ref("/dev/x")},
+        {ref("a"), ref("./a")},
+        {ref("a"), ref("/run/secrets/a")},
+        {ref("a"), ref("a/b")},
+        {ref("/etc/x"), ref("/etc/x/y")},
+        {SecretRef{"id", "n", "", 0, 0, 04755}},
+        {SecretRef{"", "n", "", 0, 0, 0444}},
+    };
+    for (auto& refs : bad) {
+        auto r = plan_secret_files(refs);
+        EXPECT_FALSE(r) << refs.front().target;
+        if (!r) {
+            EXPECT_EQ(r.error().code, Errc::invalid_argument);
+        }
+    }
+}
+
+TEST(PlanSecretFiles, SameSecretUnderTwoTargetsKeepsEachOwnerAndMode) {
+    auto r = plan_secret_files({SecretRef{"s", "a", "a", 1, 2, 0400}, SecretRef{"s", "b", "b", 3, 4, 0440}});
+    ASSERT_TRUE(r);
+    EXPECT_EQ((*r)[0].uid, 1u);
+    EXPECT_EQ((*r)[1].uid, 3u);
+    EXPECT_EQ((*r)[1].mode, 0440u);
+}
+
+class InRoot : public ::testing::Test {
+protected:
+    void SetUp() override {
+        char t[] = "/tmp/coffer-inroot-XXXXXX";
+        ASSERT_TRUE(::mkdtemp(t));
+        dir = t;
+        ASSERT_EQ(::mkdir((dir + "/root").c_str(), 0755), 0);
+        ASSERT_EQ(::mkdir((dir + "/outside").c_str(), 0755), 0);
+        root.reset(::open((dir + "/root").c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    }
+    void TearDown() override { remove_tree(dir); }
+    void link(const std::string& target, const std::string& at) {
+        ASSERT_EQ(::symlink(target.c_str(), (dir + "/root" + at).c_str()), 0);
+    }
+    bool exists(const std::string& p) {
+        struct stat st {};
+        return ::lstat(p.c_str(), &st) == 0;
+    }
+    std::string dir;
+    UniqueFd root;
+};
+
+TEST_F(InRoot, CreatesMissingDirectoriesAndFiles) {
+    auto d = make_mountpoint_in_root(root.get(), "/run/secrets", Leaf::directory);
+    ASSERT_TRUE(d) << d.error().message;
+    EXPECT_EQ(*d, "/run/secrets");
+    auto f = make_mountpoint_in_root(root.get(), "/etc/app/key", Leaf::file);
+    ASSERT_TRUE(f);
+    EXPECT_EQ(*f, "/etc/app/key");
+    EXPECT_TRUE(exists(dir + "/root/etc/app/key"));
+}
+
+TEST_F(InRoot, AbsoluteSymlinkToHostRootStaysInside) {
+    link("/", "/run");
+    auto d = make_mountpoint_in_root(root.get(), "/run/secrets", Leaf::directory);
+    ASSERT_TRUE(d);
+    EXPECT_EQ(*d, "/secrets");
+    EXPECT_TRUE(exists(dir + "/root/secrets"));
+}
+
+TEST_F(InRoot, DotDotSymlinksStopAtTheRoot) {
+    link("../../../../outside", "/run");
+    auto d = make_mountpoint_in_root(root.get(), "/run/secrets", Leaf::directory);
+    ASSERT_TRUE(d);
+    EXPECT_EQ(*d, "/outside/secrets");
+    EXPECT_FALSE(exists(dir + "/outside/secrets"));  // the real one next to root is untouched
+    EXPECT_TRUE(exists(dir + "/root/outside/secrets"));
+}
+
+TEST_F(InRoot, AbsolutePathOfTheHostResolvesInsideToo) {
+    link(dir + "/outside", "/run");
+    auto d = make_mountpoint_in_root(root.get(), "/run/secrets", Leaf::directory);
+    ASSERT_TRUE(d);
+    EXPECT_EQ(*d, dir + "/outside/secrets");
+    EXPECT_FALSE(exists(dir + "/outside/secrets"));
+}
+
+TEST_F(InRoot, RefusesLoopsAndWrongKinds) {
+    link("/loop", "/loop");
+    EXPECT_FALSE(make_mountpoint_in_root(root.get(), "/loop/x", Leaf::directory));
+    ASSERT_TRUE(make_mountpoint_in_root(root.get(), "/file", Leaf::file));
+    EXPECT_FALSE(make_mountpoint_in_root(root.get(), "/file/x", Leaf::file));
+    EXPECT_FALSE(make_mountpoint_in_root(root.get(), "/file", Leaf::directory));
+    ASSERT_TRUE(make_mountpoint_in_root(root.get(), "/dir", Leaf::directory));
+    EXPECT_FALSE(make_mountpoint_in_root(root.get(), "/dir", Leaf::file));
+    link("..", "/dir/up");
+    EXPECT_FALSE(make_mountpoint_in_root(root.get(), "/dir/up", Leaf::file));
+}
+
+TEST(Capabilities, DockerDefaultsWithAddAndDrop) {
+    auto c = task_capabilities({}, {});
+    ASSERT_TRUE(c);
+    EXPECT_EQ(c->size(), 14u);
+    c = task_capabilities({"net_admin", "CAP_SYS_TIME"}, {"CHOWN"});
+    ASSERT_TRUE(c);
+    EXPECT_NE(std::find(c->begin(), c->end(), "CAP_NET_ADMIN"), c->end());
+    EXPECT_NE(std::find(c->begin(), c->end(), "CAP_SYS_TIME"), c->end());
+    EXPECT_EQ(std::find(c->begin(), c->end(), "CAP_CHOWN"), c->end());
+    c = task_capabilities({"KILL"}, {"ALL"});
+    ASSERT_TRUE(c);
+    EXPECT_EQ(*c, std::vector<std::string>{"CAP_KILL"});
+    EXPECT_FALSE(task_capabilities({"NOT_A_CAP"}, {}));
+}
+
+TEST(User, NumericUidAndGid) {
+    EXPECT_EQ(*parse_user("1000:1001"), (std::pair<std::uint32_t, std::uint32_t>{1000, 1001}));
+    EXPECT_EQ(*parse_user("5"), (std::pair<std::uint32_t, std::uint32_t>{5, 0}));
+    EXPECT_FALSE(parse_user("app"));
+    EXPECT_FALSE(parse_user("1:x"));
+}
+
+TEST(Seccomp, KeepsRulesForThisArchAndTheTasksCapabilities) {
+    auto profile = boost::json::parse(R"({
+      "defaultAction": "SCMP_ACT_ERRNO", "defaultErrnoRet": 38,
+      "archMap": [{"architecture": "SCMP_ARCH_X86_64", "subArchitectures": ["SCMP_ARCH_X86"]},
+                  {"architecture": "SCMP_ARCH_AARCH64", "subArchitectures": []}],
+      "syscalls": [
+        {"names": ["read"], "action": "SCMP_ACT_ALLOW"},
+        {"names": ["arch_prctl"], "action": "SCMP_ACT_ALLOW", "includes": {"arches": ["amd64"]}},
+        {"names": ["s390_x"], "action": "SCMP_ACT_ALLOW", "includes": {"arches": ["s390x"]}},
+        {"names": ["bpf"], "action": "SCMP_ACT_ALLOW", "includes": {"caps": ["CAP_SYS_ADMIN"]}},
+        {"names": ["bpf"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1, "excludes": {"caps": ["CAP_SYS_ADMIN"]}}
+      ]})");
+    auto s = seccomp_for(profile, {"CAP_CHOWN"});
+    auto& rules = s.as_object().at("syscalls").as_array();
+#if defined(__x86_64__)
+    ASSERT_EQ(rules.size(), 3u);
+    EXPECT_EQ(rules[1].as_object().at("names").as_array()[0], "arch_prctl");
+    EXPECT_EQ(rules[2].as_object().at("action"), "SCMP_ACT_ERRNO");
+    EXPECT_EQ(s.as_object().at("architectures").as_array().size(), 2u);
+#endif
+    auto admin = seccomp_for(profile, {"CAP_SYS_ADMIN"});
+    auto& admin_rules = admin.as_object().at("syscalls").as_array();
+    EXPECT_EQ(admin_rules.back().as_object().at("action"), "SCMP_ACT_ALLOW");
+}
+
+TEST(TaskJson, ReadsTheSpec) {
+    auto s = task_spec_from_json(R"({"id":"t","image":"busybox","args":["sh"],"user":"1:2",
+        "limits":{"memory_bytes":1048576,"pids":10},"cap_drop":["ALL"],
+        "secrets":[{"secret_id":"s1","name":"db","target":"x","uid":5,"mode":256}]})");
+    ASSERT_TRUE(s) << s.error().message;
+    EXPECT_EQ(s->limits.pids, 10);
+    ASSERT_EQ(s->secrets.size(), 1u);
+    EXPECT_EQ(s->secrets[0].mode, 0400u);
+    EXPECT_EQ(s->secrets[0].uid, 5u);
+    EXPECT_FALSE(task_spec_from_json(R"({"secrets":[{"mode":-1}]})"));
+    EXPECT_FALSE(task_spec_from_json("[]"));
+}
+
+TEST(Mountinfo, ReadsOwnTable) {
+    auto all = read_mountinfo();
+    ASSERT_FALSE(all.empty());
+    EXPECT_TRUE(std::any_of(all.begin(), all.end(), [](auto& m) { return m.mount_point == "/"; }));
+}
+
+}  // namespace
