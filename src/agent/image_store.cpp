@@ -88,7 +88,34 @@ ImageStore::ImageStore(std::string dir) : dir_(std::move(dir)), layout_(dir_ + "
     }
 }
 
+namespace {
+
+// One ':' (the tag) in the last path component; at most one more (a registry's port) in the
+// first component of a name with a '/'.
+bool colons_ok(std::string_view n) {
+    auto slash = n.rfind('/');
+    auto last = slash == std::string_view::npos ? n : n.substr(slash + 1);
+    if (std::count(last.begin(), last.end(), ':') != 1) return false;
+    if (slash == std::string_view::npos) return true;
+    auto first_slash = n.find('/');
+    auto host = n.substr(0, first_slash);
+    auto middle = n.substr(first_slash, slash - first_slash);
+    return std::count(host.begin(), host.end(), ':') <= 1 &&
+           std::count(middle.begin(), middle.end(), ':') == 0;
+}
+
+}  // namespace
+
 Result<std::string> ImageStore::normalize_name(std::string_view name) {
+    // Docker's familiar form: "docker.io/library/busybox" and "docker.io/busybox" are "busybox",
+    // "docker.io/saved/app" is "saved/app" (skopeo records the full form in archives, docker save
+    // the familiar one; both name the same image).
+    for (std::string_view prefix : {"docker.io/library/", "docker.io/"}) {
+        if (name.starts_with(prefix)) {
+            name.remove_prefix(prefix.size());
+            break;
+        }
+    }
     std::string n(name);
     auto slash = n.rfind('/');
     auto colon = n.rfind(':');
@@ -99,7 +126,7 @@ Result<std::string> ImageStore::normalize_name(std::string_view name) {
     };
     if (n.size() > 255 || n.front() == ':' || n.front() == '/' || n.front() == '.' ||
         n.starts_with("sha256:") || !std::all_of(n.begin(), n.end(), ok_char) ||
-        std::count(n.begin(), n.end(), ':') != 1)
+        !colons_ok(n))
         return make_error(Errc::invalid_argument, fmt::format("invalid image name \"{}\"", name));
     return n;
 }

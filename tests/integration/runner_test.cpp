@@ -468,3 +468,44 @@ int main(int argc, char** argv) {
     delete images_dir;  // also when the environment's set-up failed half-way
     return rc;
 }
+
+TEST(ImageStoreImport, TakesDockerSaveAndOciArchivesAndUnpacksOncePerDigest) {
+    // Archives made by skopeo from the busybox layout, as `docker save` and `skopeo copy
+    // oci-archive:` would give them.
+    TempDir work;
+    std::string layout = images_dir->path() + "/layout";
+    auto docker_tar = work.path() + "/busybox-docker.tar";
+    auto oci_tar = work.path() + "/busybox-oci.tar";
+    ASSERT_TRUE(run_command({"skopeo", "copy", "--quiet", "oci:" + layout + ":busybox:latest",
+                             "docker-archive:" + docker_tar + ":saved/busybox:1.0"}).ok());
+    ASSERT_TRUE(run_command({"skopeo", "copy", "--quiet", "oci:" + layout + ":busybox:latest",
+                             "oci-archive:" + oci_tar + ":busybox:oci"}).ok());
+
+    ImageStore store(work.path() + "/store");
+    auto from_docker = store.import(docker_tar);
+    ASSERT_TRUE(from_docker) << from_docker.error().message;
+    ASSERT_EQ(from_docker->size(), 1u);
+    EXPECT_EQ((*from_docker)[0].name, "saved/busybox:1.0");
+    auto from_oci = store.import(oci_tar, "renamed:2");
+    ASSERT_TRUE(from_oci) << from_oci.error().message;
+    ASSERT_EQ(from_oci->size(), 1u);
+    EXPECT_EQ((*from_oci)[0].name, "renamed:2");
+
+    auto a = store.resolve("saved/busybox:1.0");
+    auto b = store.resolve("renamed:2");
+    ASSERT_TRUE(a) << a.error().message;
+    ASSERT_TRUE(b) << b.error().message;
+    EXPECT_TRUE(exists(a->rootfs + "/bin/busybox"));
+    // The same image content under two names: one unpacked rootfs.
+    if (a->digest == b->digest) {
+        EXPECT_EQ(a->rootfs, b->rootfs);
+    }
+
+    auto listed = store.list();
+    ASSERT_TRUE(listed);
+    EXPECT_EQ(listed->size(), 2u);
+    ASSERT_TRUE(store.remove("renamed:2"));
+    EXPECT_FALSE(store.resolve("renamed:2"));
+    EXPECT_TRUE(store.resolve("saved/busybox:1.0"));
+    EXPECT_FALSE(store.import(work.path() + "/nonexistent.tar"));
+}

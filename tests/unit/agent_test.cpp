@@ -205,3 +205,12 @@ TEST(Mountinfo, ReadsOwnTable) {
 }
 
 }  // namespace
+
+TEST(ImageNames, NormaliseToDockersFamiliarForm) {
+    EXPECT_EQ(*ImageStore::normalize_name("busybox"), "busybox:latest");
+    EXPECT_EQ(*ImageStore::normalize_name("docker.io/library/busybox:1.36"), "busybox:1.36");
+    EXPECT_EQ(*ImageStore::normalize_name("docker.io/saved/app:1.0"), "saved/app:1.0");
+    EXPECT_EQ(*ImageStore::normalize_name("registry.local:5000/app"), "registry.local:5000/app:latest");
+    EXPECT_FALSE(ImageStore::normalize_name("a:b:c"));
+    EXPECT_FALSE(ImageStore::normalize_name("sha256:abc"));
+}
