@@ -5,6 +5,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <list>
 #include <mutex>
@@ -224,7 +225,14 @@ void HttpServer::Impl::shutdown() {
         // Connections waiting for a request are closed; one in a handler finishes its answer
         // (keep-alive is off once stopping) and closes itself.
         for (auto* s : streams) {
-            asio::post(s->get_executor(), [s] { s->expires_after(std::chrono::milliseconds(0)); });
+            // Runs on the connection's strand; the connection may have ended meanwhile (it
+            // leaves the list, on that strand, before its stream is destroyed): only a stream
+            // still listed is touched.
+            asio::post(s->get_executor(), [this, s] {
+                std::lock_guard relock(mutex);
+                if (std::find(streams.begin(), streams.end(), s) != streams.end())
+                    s->expires_after(std::chrono::milliseconds(0));
+            });
         }
     });
 }
