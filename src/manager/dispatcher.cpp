@@ -208,8 +208,8 @@ std::optional<AssignmentMessage> NodeStream::poll() {
 
 // ---- dispatcher ------------------------------------------------------------------------------
 
-Dispatcher::Dispatcher(TaskRegistry& tasks, NodeRegistry& nodes, SecretRegistry& secrets)
-    : tasks_(tasks), nodes_(nodes), secrets_(secrets) {}
+Dispatcher::Dispatcher(TaskRegistry& tasks, NodeRegistry& nodes, SecretRegistry& secrets, Clock clock)
+    : tasks_(tasks), nodes_(nodes), secrets_(secrets), clock_(std::move(clock)) {}
 
 Result<std::unique_ptr<NodeStream>> Dispatcher::subscribe(const std::string& node_id) {
     if (!nodes_.get(node_id)) return make_error(Errc::not_found, fmt::format("node {} not found", node_id));
@@ -241,7 +241,7 @@ std::map<std::string, Task> Dispatcher::assigned(const std::string& node_id) con
 
 Result<std::size_t> Dispatcher::report(const std::string& node_id, const std::vector<StatusReport>& statuses) {
     std::size_t applied = 0;
-    auto now = model::Timestamp::now();
+    auto now = clock_();
     auto written = tasks_.commit([&](const TaskRegistry::Map& items) -> Result<TaskRegistry::Changes> {
         TaskRegistry::Changes changes;
         applied = 0;

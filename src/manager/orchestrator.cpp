@@ -238,19 +238,19 @@ Result<std::optional<Timestamp>> Orchestrator::reconcile(Timestamp now) {
                                   (t->status.container && t->status.container->exit_code != 0);
                     bool restart = lost || rp.condition == model::RestartCondition::any ||
                                    (rp.condition == model::RestartCondition::on_failure && failed);
-                    if (restart && !lost && rp.max_attempts > 0) {
-                        std::uint64_t recent = 0;
-                        for (auto* u : list)
-                            if (rp.window == 0 || u->meta.created.nanos >= now.nanos - rp.window) ++recent;
-                        if (recent > rp.max_attempts) restart = false;
-                    }
+                    // Restarts are counted along the slot's chain of tasks (the history is
+                    // trimmed); with a window, a task that ran longer than it starts a new count.
+                    std::uint64_t restarts = t->restarts;
+                    if (rp.window > 0 && now.nanos - t->meta.created.nanos > rp.window) restarts = 0;
+                    if (restart && !lost && rp.max_attempts > 0 && restarts >= rp.max_attempts) restart = false;
                     if (!restart) continue;  // the slot stays filled by the ended task
                     shut_down(*t);
                     if (global && lost) continue;  // a global service follows the eligible nodes
                     auto delay = lost ? 0 : rp.delay;
                     Timestamp nb{now.nanos + delay};
                     create(s, t->slot, global ? t->node_id : std::string(),
-                           delay > 0 ? TaskState::ready : TaskState::running, nb);
+                           delay > 0 ? TaskState::ready : TaskState::running, nb)
+                        .restarts = lost ? restarts : restarts + 1;
                 }
             }
 

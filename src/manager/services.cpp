@@ -163,6 +163,8 @@ Result<Service> ServiceRegistry::update(std::string_view key, std::uint64_t vers
         if (auto r = reserve_secrets(name, spec); !r) return std::move(r).error();
         reserved = true;
         Service next = std::move(*current);
+        // A new spec starts a new update (also after a paused one), as in Swarm.
+        next.update_status.reset();
         next.previous = std::move(next.spec);
         next.spec = std::move(spec);
         next.meta.updated = model::Timestamp::now();

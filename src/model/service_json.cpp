@@ -379,6 +379,7 @@ json::object to_json(const Task& t, bool internal) {
     if (internal) {
         o["NotBefore"] = t.not_before.nanos;
         o["ServiceName"] = t.service_name;
+        o["Restarts"] = t.restarts;
     }
     return o;
 }
@@ -399,6 +400,7 @@ Result<Task> task_from_json(const json::value& v) {
     r.str("NodeID", t.node_id);
     r.str("ServiceName", t.service_name);
     r.integer("NotBefore", t.not_before.nanos);
+    r.integer("Restarts", t.restarts);
     std::string desired;
     r.str("DesiredState", desired);
     auto d = task_state_from(desired);

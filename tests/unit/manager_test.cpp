@@ -44,7 +44,7 @@ protected:
         tasks_ = TaskRegistry::load(*store_, counter_).value();
         nodes_ = NodeRegistry::load(*store_, counter_).value();
         orch_ = std::make_unique<Orchestrator>(*services_, *tasks_, *nodes_, [this] { return now_; });
-        dispatcher_ = std::make_unique<Dispatcher>(*tasks_, *nodes_, *secrets_);
+        dispatcher_ = std::make_unique<Dispatcher>(*tasks_, *nodes_, *secrets_, [this] { return now_; });
         tasks_->on_change([this] { dispatcher_->changed(); });
         nodes_->on_change([this] { dispatcher_->changed(); });
     }
@@ -377,4 +377,77 @@ TEST_F(Cluster, RegistriesSurviveARestart) {
     EXPECT_EQ(services_->find("web")->meta.id, web);
     EXPECT_EQ(tasks_->list().size(), before.size());
     EXPECT_EQ(nodes_->get(n1)->state, model::NodeState::down);  // until its session is back
+}
+
+TEST_F(Cluster, FailedUpdateRollsBackWhenAskedTo) {
+    node("n1");
+    auto web = services_->create(spec("web", 1))->meta.id;
+    pass();
+    agents_act();
+    auto s = *services_->get(web);
+    auto next = spec("web", 1, {}, {{"ForceUpdate", 1}});
+    auto o = model::spec_json(next, false);
+    o["UpdateConfig"] = json::object{{"FailureAction", "rollback"}, {"Monitor", sec}};
+    next = *model::service_spec_from_json(o);
+    ASSERT_TRUE(services_->update(web, s.meta.version, next).ok());
+    for (int i = 0; i < 3; ++i) {
+        pass();
+        agents_act();
+    }
+    for (const auto& t : tasks_of(web))
+        if (t.spec.json == next.task.json) report(t, TaskState::failed, 1);
+    pass();
+    auto rolled = *services_->get(web);
+    ASSERT_TRUE(rolled.update_status);
+    EXPECT_EQ(rolled.update_status->state, "rollback_started");
+    EXPECT_EQ(rolled.spec.task.json, s.spec.task.json);  // the previous spec is current again
+    for (int i = 0; i < 6; ++i) {
+        pass();
+        agents_act();
+        advance(sec);
+    }
+    pass();
+    EXPECT_EQ(services_->get(web)->update_status->state, "rollback_completed");
+    EXPECT_EQ(tasks_of(web).at(0).spec.json, s.spec.task.json);
+    EXPECT_EQ(running(web), 1u);
+}
+
+TEST_F(Cluster, StartFirstStartsTheNewTaskBeforeStoppingTheOld) {
+    node("n1");
+    auto web = services_->create(spec("web", 1))->meta.id;
+    pass();
+    agents_act();
+    auto old = tasks_of(web).at(0);
+    auto s = *services_->get(web);
+    auto next = spec("web", 1, {}, {{"ForceUpdate", 1}});
+    auto o = model::spec_json(next, false);
+    o["UpdateConfig"] = json::object{{"Order", "start-first"}, {"Monitor", sec}};
+    ASSERT_TRUE(services_->update(web, s.meta.version, *model::service_spec_from_json(o)).ok());
+    pass();
+    EXPECT_EQ(tasks_->get(old.meta.id)->desired, TaskState::running);  // still serving
+    EXPECT_EQ(tasks_of(web).size(), 2u);
+    agents_act();
+    pass();
+    EXPECT_EQ(tasks_->get(old.meta.id)->desired, TaskState::shutdown);
+    EXPECT_EQ(tasks_of(web).size(), 1u);
+}
+
+TEST_F(Cluster, RestartsStopAfterMaxAttemptsAndHistoryIsBounded) {
+    node("n1");
+    auto sp = spec("web", 1);
+    auto o = model::spec_json(sp, false);
+    o["TaskTemplate"].as_object()["RestartPolicy"] = json::object{{"Condition", "on-failure"}, {"Delay", 0}, {"MaxAttempts", 7}};
+    auto web = services_->create(*model::service_spec_from_json(o))->meta.id;
+    pass();
+    for (int i = 0; i < 10; ++i) {
+        agents_act();
+        auto live = tasks_of(web);
+        ASSERT_EQ(live.size(), 1u);
+        if (model::is_terminal(live[0].status.state)) break;
+        report(live[0], TaskState::failed, 1);
+        pass();
+    }
+    auto all = tasks_of(web, false);
+    EXPECT_EQ(all.size(), task_history_limit);
+    EXPECT_EQ(tasks_of(web).at(0).status.state, TaskState::failed);  // no 8th restart: the slot stays failed
 }

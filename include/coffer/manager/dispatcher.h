@@ -102,8 +102,11 @@ private:
 
 class Dispatcher {
 public:
+    using Clock = std::function<model::Timestamp()>;
     // Borrowed for the dispatcher's lifetime; the caller forwards task changes to changed().
-    Dispatcher(TaskRegistry& tasks, NodeRegistry& nodes, SecretRegistry& secrets);
+    // clock stamps the reported statuses (the orchestrator's monitor period counts from them).
+    Dispatcher(TaskRegistry& tasks, NodeRegistry& nodes, SecretRegistry& secrets,
+               Clock clock = model::Timestamp::now);
 
     // Errc::not_found for a node that is not registered.
     Result<std::unique_ptr<NodeStream>> subscribe(const std::string& node_id);
@@ -122,6 +125,7 @@ private:
     TaskRegistry& tasks_;
     NodeRegistry& nodes_;
     SecretRegistry& secrets_;
+    Clock clock_;
     Sync<std::set<NodeStream*>> streams_;
 };
 

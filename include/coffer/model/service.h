@@ -158,6 +158,7 @@ struct Task {
     TaskStatus status;
     TaskState desired = TaskState::running;  // running, ready (held back), shutdown
     Timestamp not_before;                    // a restart delay: not started before this time
+    std::uint64_t restarts = 0;              // restarts of its slot that led to it (within the window)
     std::string service_name;                // for filters and `service ps` rows
 };
 
