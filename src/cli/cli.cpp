@@ -103,18 +103,7 @@ void add_secret_commands(CLI::App& app, Globals& g) {
         cmd->add_option("secret", *names, "Secret name or ID")->required();
         cmd->callback([&g, names] {
             ApiClient api(g.host);
-            json::array found;
-            std::vector<Error> errors;
-            for (const auto& n : *names) {
-                auto r = api.call("GET", "/secrets/" + net::percent_encode(n));
-                if (r)
-                    found.push_back(std::move(*r));
-                else
-                    errors.push_back(std::move(r).error());
-            }
-            std::printf("%s\n", pretty_json(found).c_str());
-            for (const auto& e : errors) report(e);
-            if (!errors.empty()) throw CLI::RuntimeError(1);
+            inspect_all(api, "/secrets/", *names);
         });
     }
     {
@@ -124,17 +113,7 @@ void add_secret_commands(CLI::App& app, Globals& g) {
         cmd->add_option("secret", *names, "Secret name or ID")->required();
         cmd->callback([&g, names] {
             ApiClient api(g.host);
-            int failed = 0;
-            for (const auto& n : *names) {
-                auto r = api.call("DELETE", "/secrets/" + net::percent_encode(n));
-                if (r) {
-                    std::printf("%s\n", n.c_str());
-                } else {
-                    report(r.error());
-                    ++failed;
-                }
-            }
-            if (failed) throw CLI::RuntimeError(1);
+            remove_all(api, "/secrets/", *names);
         });
     }
 }

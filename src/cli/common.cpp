@@ -2,7 +2,9 @@
 
 #include <cstdio>
 
+#include "client.h"
 #include "coffer/net/http.h"
+#include "output.h"
 
 namespace coffer::cli {
 
@@ -59,6 +61,31 @@ std::string filter_param(std::string_view key, const std::vector<std::string>& v
     json::object inner;
     for (const auto& v : values) inner[v] = true;
     return net::percent_encode(json::serialize(json::object{{key, std::move(inner)}}));
+}
+
+void inspect_all(ApiClient& api, std::string_view prefix, const std::vector<std::string>& names,
+                 std::string_view query) {
+    json::array found;
+    std::vector<Error> errors;
+    for (const auto& n : names) {
+        auto r = api.call("GET", std::string(prefix) + net::percent_encode(n) + std::string(query));
+        if (r) found.push_back(std::move(*r));
+        else errors.push_back(std::move(r).error());
+    }
+    std::printf("%s\n", pretty_json(found).c_str());
+    for (const auto& e : errors) report(e);
+    if (!errors.empty()) throw CLI::RuntimeError(1);
+}
+
+void remove_all(ApiClient& api, std::string_view prefix, const std::vector<std::string>& names,
+                std::string_view query) {
+    int failed = 0;
+    for (const auto& n : names) {
+        auto r = api.call("DELETE", std::string(prefix) + net::percent_encode(n) + std::string(query));
+        if (r) std::printf("%s\n", n.c_str());
+        else failed = report(r.error());
+    }
+    if (failed) throw CLI::RuntimeError(1);
 }
 
 }  // namespace coffer::cli

@@ -39,6 +39,15 @@ std::string filters_query(const std::vector<std::string>& filters);
 // {"key": {"value": true, ...}} for the given key and values, URL-encoded for a query.
 std::string filter_param(std::string_view key, const std::vector<std::string>& values);
 
+class ApiClient;
+// GET prefix + name for each name; prints what was found as a JSON array (as `docker inspect`),
+// then the errors; exit status 1 if any.
+void inspect_all(ApiClient& api, std::string_view prefix, const std::vector<std::string>& names,
+                 std::string_view query = "");
+// DELETE prefix + name + query for each name, printing each removed name; exit status 1 if any failed.
+void remove_all(ApiClient& api, std::string_view prefix, const std::vector<std::string>& names,
+                std::string_view query = "");
+
 void add_service_commands(CLI::App& app, Globals& g);
 void add_node_commands(CLI::App& app, Globals& g);
 

@@ -48,15 +48,7 @@ void add_node_commands(CLI::App& app, Globals& g) {
         cmd->add_option("node", *names, "NODE")->required();
         cmd->callback([&g, names] {
             ApiClient api(g.host);
-            json::array found;
-            int failed = 0;
-            for (const auto& n : *names) {
-                auto r = api.call("GET", "/nodes/" + net::percent_encode(n));
-                if (r) found.push_back(std::move(*r));
-                else failed = report(r.error());
-            }
-            std::printf("%s\n", pretty_json(found).c_str());
-            if (failed) throw CLI::RuntimeError(1);
+            inspect_all(api, "/nodes/", *names);
         });
     }
     {
@@ -99,13 +91,7 @@ void add_node_commands(CLI::App& app, Globals& g) {
         cmd->add_option("node", *names, "NODE")->required();
         cmd->callback([&g, names, force] {
             ApiClient api(g.host);
-            int failed = 0;
-            for (const auto& n : *names) {
-                auto r = api.call("DELETE", "/nodes/" + net::percent_encode(n) + (*force ? "?force=true" : ""));
-                if (r) std::printf("%s\n", n.c_str());
-                else failed = report(r.error());
-            }
-            if (failed) throw CLI::RuntimeError(1);
+            remove_all(api, "/nodes/", *names, *force ? "?force=true" : "");
         });
     }
 }

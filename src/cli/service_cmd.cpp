@@ -145,21 +145,32 @@ struct SpecFlags {
     Result<void> apply(json::object& spec) const {
         auto& tt = obj(spec, "TaskTemplate");
         auto& cs = obj(tt, "ContainerSpec");
-        auto integer = [](const std::string& flag, const std::string& v) -> Result<std::int64_t> {
+        // Each setter leaves the field alone when its flag was not given.
+        auto put_int = [](json::object& o, std::string_view key, const std::string& flag, const std::string& v) -> Result<void> {
+            if (v.empty()) return {};
             char* stop = nullptr;
             auto n = std::strtoll(v.c_str(), &stop, 10);
-            if (v.empty() || *stop != '\0' || n < 0) return usage(fmt::format("invalid argument \"{}\" for \"{}\" flag", v, flag));
-            return n;
+            if (*stop != '\0' || n < 0) return usage(fmt::format("invalid argument \"{}\" for \"{}\" flag", v, flag));
+            o[key] = n;
+            return {};
+        };
+        auto put_duration = [](json::object& o, std::string_view key, const std::string& flag, const std::string& v) -> Result<void> {
+            if (v.empty()) return {};
+            auto d = duration_flag(flag, v);
+            if (!d) return std::move(d).error();
+            o[key] = *d;
+            return {};
+        };
+        auto put_str = [](json::object& o, std::string_view key, const std::string& v) {
+            if (!v.empty()) o[key] = v;
         };
         if (!replicas.empty()) {
-            auto n = integer("--replicas", replicas);
-            if (!n) return std::move(n).error();
             auto& mode = obj(spec, "Mode");
             if (mode.contains("Global")) return usage("replicas can only be used with replicated mode");
-            obj(mode, "Replicated")["Replicas"] = *n;
+            if (auto r = put_int(obj(mode, "Replicated"), "Replicas", "--replicas", replicas); !r) return r;
         }
-        if (!user.empty()) cs["User"] = user;
-        if (!workdir.empty()) cs["Dir"] = workdir;
+        put_str(cs, "User", user);
+        put_str(cs, "Dir", workdir);
         if (read_only) cs["ReadOnly"] = true;
         for (auto [key, list] : {std::pair{"CapabilityAdd", &cap_add}, std::pair{"CapabilityDrop", &cap_drop}})
             if (!list->empty()) cs[key] = json::array(list->begin(), list->end());
@@ -175,39 +186,19 @@ struct SpecFlags {
             if (*stop != '\0' || cpus < 0) return usage(fmt::format("invalid argument \"{}\" for \"--limit-cpu\" flag", limit_cpu));
             limits["NanoCPUs"] = static_cast<std::int64_t>(std::llround(cpus * 1e9));
         }
-        if (!limit_pids.empty()) {
-            auto n = integer("--limit-pids", limit_pids);
-            if (!n) return std::move(n).error();
-            limits["Pids"] = *n;
-        }
+        if (auto r = put_int(limits, "Pids", "--limit-pids", limit_pids); !r) return r;
         if (!restart_condition.empty() || !restart_delay.empty() || !restart_max_attempts.empty()) {
             auto& rp = obj(tt, "RestartPolicy");
-            if (!restart_condition.empty()) rp["Condition"] = restart_condition;
-            if (!restart_delay.empty()) {
-                auto d = duration_flag("--restart-delay", restart_delay);
-                if (!d) return std::move(d).error();
-                rp["Delay"] = *d;
-            }
-            if (!restart_max_attempts.empty()) {
-                auto n = integer("--restart-max-attempts", restart_max_attempts);
-                if (!n) return std::move(n).error();
-                rp["MaxAttempts"] = *n;
-            }
+            put_str(rp, "Condition", restart_condition);
+            if (auto r = put_duration(rp, "Delay", "--restart-delay", restart_delay); !r) return r;
+            if (auto r = put_int(rp, "MaxAttempts", "--restart-max-attempts", restart_max_attempts); !r) return r;
         }
         if (!update_parallelism.empty() || !update_delay.empty() || !update_order.empty() || !update_failure_action.empty()) {
             auto& uc = obj(spec, "UpdateConfig");
-            if (!update_parallelism.empty()) {
-                auto n = integer("--update-parallelism", update_parallelism);
-                if (!n) return std::move(n).error();
-                uc["Parallelism"] = *n;
-            }
-            if (!update_delay.empty()) {
-                auto d = duration_flag("--update-delay", update_delay);
-                if (!d) return std::move(d).error();
-                uc["Delay"] = *d;
-            }
-            if (!update_order.empty()) uc["Order"] = update_order;
-            if (!update_failure_action.empty()) uc["FailureAction"] = update_failure_action;
+            if (auto r = put_int(uc, "Parallelism", "--update-parallelism", update_parallelism); !r) return r;
+            if (auto r = put_duration(uc, "Delay", "--update-delay", update_delay); !r) return r;
+            put_str(uc, "Order", update_order);
+            put_str(uc, "FailureAction", update_failure_action);
         }
         return {};
     }
@@ -510,13 +501,7 @@ void add_service_commands(CLI::App& app, Globals& g) {
         cmd->add_option("service", *names, "SERVICE")->required();
         cmd->callback([&g, names] {
             ApiClient api(g.host);
-            int failed = 0;
-            for (const auto& n : *names) {
-                auto r = api.call("DELETE", "/services/" + net::percent_encode(n));
-                if (r) std::printf("%s\n", n.c_str());
-                else failed = report(r.error());
-            }
-            if (failed) throw CLI::RuntimeError(1);
+            remove_all(api, "/services/", *names);
         });
     }
     {

@@ -177,30 +177,23 @@ std::optional<AssignmentMessage> NodeStream::poll() {
         m.changes.push_back(std::move(c));
         sent_tasks_.insert(id);
     }
-    for (auto it = sent_tasks_.begin(); it != sent_tasks_.end();) {
-        if (tasks.count(*it)) {
-            ++it;
-            continue;
+    // Withdrawn: tasks that left the set, then secrets after the last task using them left.
+    auto withdraw = [&](std::set<std::string>& sent, bool is_secret, auto&& wanted) {
+        for (auto it = sent.begin(); it != sent.end();) {
+            if (wanted(*it)) {
+                ++it;
+                continue;
+            }
+            AssignmentChange c;
+            c.action = Action::remove;
+            c.is_secret = is_secret;
+            c.id = *it;
+            m.changes.push_back(std::move(c));
+            it = sent.erase(it);
         }
-        AssignmentChange c;
-        c.action = Action::remove;
-        c.id = *it;
-        m.changes.push_back(std::move(c));
-        it = sent_tasks_.erase(it);
-    }
-    // Withdrawn after the last task using it left.
-    for (auto it = sent_secrets_.begin(); it != sent_secrets_.end();) {
-        if (wanted_secrets.count(*it)) {
-            ++it;
-            continue;
-        }
-        AssignmentChange c;
-        c.action = Action::remove;
-        c.is_secret = true;
-        c.id = *it;
-        m.changes.push_back(std::move(c));
-        it = sent_secrets_.erase(it);
-    }
+    };
+    withdraw(sent_tasks_, false, [&](const std::string& id) { return tasks.count(id) > 0; });
+    withdraw(sent_secrets_, true, [&](const std::string& id) { return wanted_secrets.count(id) > 0; });
     if (m.changes.empty() && !m.complete) return std::nullopt;
     m.sequence = ++sequence_;
     return m;

@@ -387,13 +387,13 @@ Result<std::optional<Timestamp>> Orchestrator::reconcile(Timestamp now) {
                 }
                 std::sort(list.begin(), list.end(),
                           [](Task* a, Task* b) { return a->meta.created > b->meta.created; });
-                std::size_t kept = 0;
+                // Tasks still wanted or still running are kept; the newest ended ones fill
+                // the rest of the slot's history.
+                std::size_t kept = std::count_if(list.begin(), list.end(), [&](Task* t) { return live(*t) || !gone(*t); });
                 for (auto* t : list) {
-                    if (live(*t) || !gone(*t) || kept < task_history_limit) {
-                        ++kept;
-                        continue;
-                    }
-                    erased.push_back(t->meta.id);
+                    if (live(*t) || !gone(*t)) continue;
+                    if (kept < task_history_limit) ++kept;
+                    else erased.push_back(t->meta.id);
                 }
             }
         }
