@@ -6,6 +6,7 @@
 
 #include <filesystem>
 #include <future>
+#include <thread>
 
 #include "coffer/crypto/random.h"
 #include "coffer/crypto/secure_buffer.h"
@@ -450,4 +451,50 @@ TEST_F(Cluster, RestartsStopAfterMaxAttemptsAndHistoryIsBounded) {
     auto all = tasks_of(web, false);
     EXPECT_EQ(all.size(), task_history_limit);
     EXPECT_EQ(tasks_of(web).at(0).status.state, TaskState::failed);  // no 8th restart: the slot stays failed
+}
+
+TEST_F(Cluster, ServiceCreateAndSecretRemoveNeverBothSucceed) {
+    // A service created while its secret is being removed either blocks the removal or is
+    // refused: never a service referencing a removed secret.
+    int created = 0, removed = 0;
+    for (int i = 0; i < 40; ++i) {
+        auto name = fmt::format("s{}", i);
+        secret(name, "x");
+        auto sp = spec(fmt::format("svc{}", i), 0, {{name, name}});
+        Result<model::Service> made = make_error(Errc::internal, "not run");
+        Result<model::Secret> gone = make_error(Errc::internal, "not run");
+        std::thread a([&] { made = services_->create(sp); });
+        std::thread b([&] { gone = secrets_->remove(name); });
+        a.join();
+        b.join();
+        EXPECT_FALSE(made.ok() && gone.ok()) << "iteration " << i;
+        if (made.ok()) {
+            ++created;
+            EXPECT_TRUE(secrets_->find(name).ok());
+            ASSERT_TRUE(services_->remove(made->meta.id).ok());
+        }
+        if (gone.ok()) ++removed;
+        else (void)secrets_->remove(name);
+    }
+    EXPECT_GT(created + removed, 0);
+}
+
+TEST_F(Cluster, TasksOnADownNodeAreMoved) {
+    auto n1 = node("n1");
+    auto n2 = node("n2");
+    auto web = services_->create(spec("web", 2))->meta.id;
+    pass();
+    agents_act();
+    ASSERT_TRUE(nodes_->set_status(n1, model::NodeState::down, "").ok());
+    pass();
+    for (const auto& t : tasks_of(web)) EXPECT_EQ(t.node_id, n2);
+    EXPECT_EQ(tasks_of(web).size(), 2u);
+    // The node's stream, should it come back, holds nothing: its tasks are no longer wanted.
+    ASSERT_TRUE(nodes_->set_status(n1, model::NodeState::ready, "10.0.0.1").ok());
+    auto s = dispatcher_->subscribe(n1);
+    ASSERT_TRUE(s.ok());
+    auto m = (*s)->poll();
+    ASSERT_TRUE(m);
+    EXPECT_TRUE(m->complete);
+    EXPECT_TRUE(m->changes.empty());
 }
