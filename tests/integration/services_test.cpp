@@ -24,7 +24,9 @@ class Services : public ::testing::Test {
 protected:
     void SetUp() override {
         // The hooked daemon registers these nodes and runs a fake agent for each.
-        ::setenv("COFFERD", std::getenv("COFFERD_TEST"), 1);
+        const char* hooked = std::getenv("COFFERD_TEST");
+        if (hooked == nullptr) GTEST_SKIP() << "COFFERD_TEST (the cofferd-test executable) is not set";
+        ::setenv("COFFERD", hooked, 1);
         ::setenv("COFFER_TEST_NODES", "node-a,node-b", 1);
         ::setenv("COFFER_TEST_AGENTS", "1", 1);
         daemon_ = std::make_unique<Daemon>(dir_.path() / "data", dir_.path() / "coffer.sock");
@@ -32,6 +34,7 @@ protected:
         env_ = {"DOCKER_HOST=" + daemon_->host(), "DOCKER_CONFIG=" + (dir_.path() / "dc").string()};
     }
     void TearDown() override { daemon_.reset(); }
+    // (A skipped SetUp leaves daemon_ empty; no test body runs then.)
 
     CliResult docker(std::vector<std::string> args, const std::string& in = "") {
         args.insert(args.begin(), "docker");
