@@ -42,13 +42,16 @@ Result<std::unique_ptr<NodeRegistry>> NodeRegistry::load(store::Store& store, Ve
             return model::node_from_json(*v);
         }));
     if (auto r = reg->ObjectTable::load(); !r) return std::move(r).error().context("load nodes");
-    // No session survives a restart: every node is down until it connects again.
+    // No session survives a restart: a node that was up is unknown until it connects again
+    // (its tasks keep running meanwhile; the orchestrator treats it as down after a grace period).
     auto marked = reg->commit([](const Map& items) -> Result<Changes> {
         Changes c;
+        auto now = model::Timestamp::now();
         for (const auto& [id, n] : items)
-            if (n.state != model::NodeState::down) {
+            if (n.state == model::NodeState::ready || n.state == model::NodeState::disconnected) {
                 c.put.push_back(n);
-                c.put.back().state = model::NodeState::down;
+                c.put.back().state = model::NodeState::unknown;
+                c.put.back().meta.updated = now;
             }
         return c;
     });

@@ -154,11 +154,19 @@ Result<std::optional<Timestamp>> Orchestrator::reconcile(Timestamp now) {
     auto node_list = nodes_.list();
     std::map<std::string, const Node*> nodes;
     for (const auto& n : node_list) nodes[n.meta.id] = &n;
-    std::vector<ServiceChange> service_changes;
     std::optional<Timestamp> wake;
     auto due = [&](Timestamp t) {
         if (t > now && (!wake || t < *wake)) wake = t;
     };
+    // Down, or unknown for longer than the grace period.
+    auto node_down = [&](const Node& n) {
+        if (n.state == NodeState::down) return true;
+        if (n.state != NodeState::unknown) return false;
+        Timestamp deadline{n.meta.updated.nanos + node_unknown_grace};
+        due(deadline);
+        return deadline <= now;
+    };
+    std::vector<ServiceChange> service_changes;
 
     auto written = tasks_.commit([&](const TaskRegistry::Map& current) -> Result<TaskRegistry::Changes> {
         std::map<std::string, Task, std::less<>> work(current.begin(), current.end());
@@ -184,7 +192,7 @@ Result<std::optional<Timestamp>> Orchestrator::reconcile(Timestamp now) {
         auto gone = [&](const Task& t) {
             if (model::is_terminal(t.status.state) || t.status.state < TaskState::assigned) return true;
             auto n = nodes.find(t.node_id);
-            return n == nodes.end() || n->second->state == NodeState::down;
+            return n == nodes.end() || node_down(*n->second);
         };
         auto create = [&](const Service& s, std::uint64_t slot, const std::string& node_id, TaskState desired,
                           Timestamp not_before) -> Task& {
@@ -230,7 +238,7 @@ Result<std::optional<Timestamp>> Orchestrator::reconcile(Timestamp now) {
                     bool placed = t->status.state >= TaskState::assigned;
                     bool lost = !t->node_id.empty() && (placed || global) &&
                                 (n == nullptr || n->spec.availability == NodeAvailability::drain ||
-                                 (placed && n->state == NodeState::down && !global));
+                                 (placed && node_down(*n) && !global));
                     bool ended = model::is_terminal(t->status.state);
                     if (!ended && !lost) continue;
                     const auto& rp = spec.task.restart;

@@ -34,7 +34,6 @@ protected:
         env_ = {"DOCKER_HOST=" + daemon_->host(), "DOCKER_CONFIG=" + (dir_.path() / "dc").string()};
     }
     void TearDown() override { daemon_.reset(); }
-    // (A skipped SetUp leaves daemon_ empty; no test body runs then.)
 
     CliResult docker(std::vector<std::string> args, const std::string& in = "") {
         args.insert(args.begin(), "docker");

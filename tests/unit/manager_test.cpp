@@ -377,7 +377,7 @@ TEST_F(Cluster, RegistriesSurviveARestart) {
     services_ = ServiceRegistry::load(*store_, counter_, *secrets_).value();
     EXPECT_EQ(services_->find("web")->meta.id, web);
     EXPECT_EQ(tasks_->list().size(), before.size());
-    EXPECT_EQ(nodes_->get(n1)->state, model::NodeState::down);  // until its session is back
+    EXPECT_EQ(nodes_->get(n1)->state, model::NodeState::unknown);  // until its session is back
 }
 
 TEST_F(Cluster, FailedUpdateRollsBackWhenAskedTo) {
@@ -497,4 +497,21 @@ TEST_F(Cluster, TasksOnADownNodeAreMoved) {
     ASSERT_TRUE(m);
     EXPECT_TRUE(m->complete);
     EXPECT_TRUE(m->changes.empty());
+}
+
+TEST_F(Cluster, TasksOnAnUnknownNodeStayForTheGracePeriod) {
+    now_ = model::Timestamp::now();  // node records are stamped with the real time
+    auto n1 = node("n1");
+    node("n2");
+    auto web = services_->create(spec("web", 2))->meta.id;
+    pass();
+    agents_act();
+    auto before = tasks_of(web);
+    ASSERT_TRUE(nodes_->set_status(n1, model::NodeState::unknown, "").ok());
+    pass();
+    EXPECT_EQ(tasks_of(web).size(), 2u);
+    for (const auto& t : before) EXPECT_EQ(tasks_->get(t.meta.id)->desired, TaskState::running);
+    advance(node_unknown_grace + sec);
+    pass();
+    for (const auto& t : tasks_of(web)) EXPECT_NE(t.node_id, n1);
 }

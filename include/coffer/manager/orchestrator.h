@@ -20,6 +20,9 @@ namespace coffer::manager {
 // Tasks kept per slot (replicated) or per node (global), the running one included: Swarm's
 // TaskHistoryRetentionLimit.
 inline constexpr std::size_t task_history_limit = 5;
+// A node in state unknown (the manager restarted and its session is not back yet) keeps its
+// tasks this long before they are treated as lost.
+inline constexpr std::int64_t node_unknown_grace = 60 * model::second_ns;
 
 class Orchestrator {
 public:
