@@ -103,7 +103,7 @@ Result<std::int64_t> parse_bytes(const std::string& s) {
 }
 
 Result<std::int64_t> duration_flag(const std::string& flag, const std::string& v) {
-    auto d = model::parse_duration(v);
+    auto d = model::parse_go_duration(v);
     if (!d) return usage(fmt::format("invalid argument \"{}\" for \"{}\" flag: time: invalid duration \"{}\"", v, flag, v));
     return *d;
 }

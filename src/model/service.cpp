@@ -152,7 +152,7 @@ Result<void> validate_service_spec(const ServiceSpec& spec) {
     return {};
 }
 
-std::optional<std::int64_t> parse_duration(std::string_view s) noexcept {
+std::optional<std::int64_t> parse_go_duration(std::string_view s) noexcept {
     if (s.empty()) return std::nullopt;
     if (s == "0") return 0;
     double total = 0;
@@ -185,7 +185,7 @@ std::optional<std::int64_t> parse_duration(std::string_view s) noexcept {
     return static_cast<std::int64_t>(std::llround(total));
 }
 
-std::string format_duration(std::int64_t ns) {
+std::string format_go_duration(std::int64_t ns) {
     if (ns == 0) return "0s";
     std::string out;
     if (ns < 0) out = "-", ns = -ns;

@@ -19,6 +19,6 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
         (void)coffer::model::node_spec_from_json(*v);
     }
     (void)coffer::model::parse_constraint(text);
-    (void)coffer::model::parse_duration(text);
+    (void)coffer::model::parse_go_duration(text);
     return 0;
 }

@@ -104,6 +104,8 @@ TEST(Duration, ParsesGoStyleAndDays) {
     EXPECT_EQ(parse_duration("30d"), seconds(30 * 86400));
     for (auto bad : {"", "h", "10", "10x", "-1h", "1h-", "99999999999999999999h"})
         EXPECT_FALSE(parse_duration(bad)) << bad;
+}
+
 // ---- services ---------------------------------------------------------------------------------
 
 #include "coffer/model/service_json.h"
@@ -203,11 +205,11 @@ TEST(ServiceSpec, ValidationUsesDockersWords) {
 }
 
 TEST(ServiceSpec, DurationsAsGoWritesThem) {
-    EXPECT_EQ(coffer::model::parse_duration("1.5s"), 1'500'000'000);
-    EXPECT_EQ(coffer::model::parse_duration("1h30m"), 5'400'000'000'000);
-    EXPECT_EQ(coffer::model::parse_duration("300ms"), 300'000'000);
-    EXPECT_FALSE(coffer::model::parse_duration("5"));
-    EXPECT_FALSE(coffer::model::parse_duration("-1s"));
-    EXPECT_EQ(coffer::model::format_duration(10'000'000'000), "10s");
-    EXPECT_EQ(coffer::model::format_duration(90'000'000'000), "1m30s");
+    EXPECT_EQ(coffer::model::parse_go_duration("1.5s"), 1'500'000'000);
+    EXPECT_EQ(coffer::model::parse_go_duration("1h30m"), 5'400'000'000'000);
+    EXPECT_EQ(coffer::model::parse_go_duration("300ms"), 300'000'000);
+    EXPECT_FALSE(coffer::model::parse_go_duration("5"));
+    EXPECT_FALSE(coffer::model::parse_go_duration("-1s"));
+    EXPECT_EQ(coffer::model::format_go_duration(10'000'000'000), "10s");
+    EXPECT_EQ(coffer::model::format_go_duration(90'000'000'000), "1m30s");
 }

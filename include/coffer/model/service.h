@@ -199,7 +199,7 @@ Result<Constraint> parse_constraint(std::string_view expr);
 // A service name as Swarm checks it: [a-zA-Z0-9] then [-_]*[a-zA-Z0-9]+ groups, at most 63.
 bool is_dns_label(std::string_view s) noexcept;
 // "1.5s", "300ms", "2m", "1h30m" -> nanoseconds (Go's time.ParseDuration, non-negative only).
-std::optional<std::int64_t> parse_duration(std::string_view text) noexcept;
-std::string format_duration(std::int64_t nanos);
+std::optional<std::int64_t> parse_go_duration(std::string_view text) noexcept;
+std::string format_go_duration(std::int64_t nanos);
 
 }  // namespace coffer::model
