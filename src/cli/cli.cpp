@@ -10,6 +10,7 @@
 #include <iostream>
 
 #include "client.h"
+#include "common.h"
 #include "coffer/crypto/encoding.h"
 #include "coffer/model/duration.h"
 #include "coffer/model/json.h"
@@ -26,51 +27,6 @@ namespace {
 constexpr const char* default_host = "unix:///run/coffer/coffer.sock";
 // The most a client sends: twice Docker's secret size limit, so the server's own check answers.
 constexpr std::size_t secret_read_limit = 2 * 500 * 1024;
-
-struct Globals {
-    std::string host;
-};
-
-int report(const Error& e) {
-    std::fprintf(stderr, "Error: %s\n", e.message.c_str());
-    return 1;
-}
-
-std::string str(const json::value& v) { return v.is_string() ? std::string(v.as_string()) : ""; }
-
-const json::value* at(const json::value& v, std::initializer_list<std::string_view> path) {
-    const json::value* cur = &v;
-    for (auto p : path) {
-        if (!cur->is_object()) return nullptr;
-        cur = cur->as_object().if_contains(p);
-        if (cur == nullptr) return nullptr;
-    }
-    return cur;
-}
-
-std::string field(const json::value& v, std::initializer_list<std::string_view> path) {
-    auto* p = at(v, path);
-    return p ? str(*p) : "";
-}
-
-// "k=v" -> {k, v}; "k" -> {k, ""}.
-std::pair<std::string, std::string> split_kv(const std::string& s) {
-    auto eq = s.find('=');
-    if (eq == std::string::npos) return {s, ""};
-    return {s.substr(0, eq), s.substr(eq + 1)};
-}
-
-std::string filters_query(const std::vector<std::string>& filters) {
-    if (filters.empty()) return "";
-    json::object f;
-    for (const auto& s : filters) {
-        auto [k, v] = split_kv(s);
-        auto& slot = f[k];
-        if (!slot.is_object()) slot = json::object{};
-        slot.as_object()[v] = true;
-    }
-    return "?filters=" + net::percent_encode(json::serialize(f));
-}
 
 // ---- secret ----------------------------------------------------------------------------------
 
@@ -147,18 +103,7 @@ void add_secret_commands(CLI::App& app, Globals& g) {
         cmd->add_option("secret", *names, "Secret name or ID")->required();
         cmd->callback([&g, names] {
             ApiClient api(g.host);
-            json::array found;
-            std::vector<Error> errors;
-            for (const auto& n : *names) {
-                auto r = api.call("GET", "/secrets/" + net::percent_encode(n));
-                if (r)
-                    found.push_back(std::move(*r));
-                else
-                    errors.push_back(std::move(r).error());
-            }
-            std::printf("%s\n", pretty_json(found).c_str());
-            for (const auto& e : errors) report(e);
-            if (!errors.empty()) throw CLI::RuntimeError(1);
+            inspect_all(api, "/secrets/", *names);
         });
     }
     {
@@ -168,17 +113,7 @@ void add_secret_commands(CLI::App& app, Globals& g) {
         cmd->add_option("secret", *names, "Secret name or ID")->required();
         cmd->callback([&g, names] {
             ApiClient api(g.host);
-            int failed = 0;
-            for (const auto& n : *names) {
-                auto r = api.call("DELETE", "/secrets/" + net::percent_encode(n));
-                if (r) {
-                    std::printf("%s\n", n.c_str());
-                } else {
-                    report(r.error());
-                    ++failed;
-                }
-            }
-            if (failed) throw CLI::RuntimeError(1);
+            remove_all(api, "/secrets/", *names);
         });
     }
 }
@@ -357,6 +292,8 @@ int run(int argc, char** argv) {
     app.add_option("-H,--host", g.host, "Daemon socket to connect to (unix:///path); also COFFER_HOST");
     add_secret_commands(app, g);
     add_cluster_commands(app, g);
+    add_service_commands(app, g);
+    add_node_commands(app, g);
     app.add_subcommand("version", "Show the client and server version")->callback([&g] {
         std::printf("Client: coffer %s\n", COFFER_VERSION);
         ApiClient api(g.host);

@@ -14,6 +14,9 @@
 #include "coffer/manager/api.h"
 #include "coffer/manager/manager.h"
 #include "coffer/net/http_server.h"
+#ifdef COFFER_TEST_HOOKS
+#include "test_hooks.h"
+#endif
 
 int main(int argc, char** argv) {
     CLI::App app{"cofferd: the coffer manager"};
@@ -56,6 +59,9 @@ int main(int argc, char** argv) {
         coffer::net::HttpServer server({.socket_path = socket, .headers = coffer::manager::api_headers()},
                                        api);
         coffer::log::info("manager", "serving on unix://{} (data in {})", socket, data_dir);
+#ifdef COFFER_TEST_HOOKS
+        auto hooks = coffer::testhooks::start(manager);
+#endif
         server.run(true);
         coffer::log::info("manager", "stopped");
     } catch (const std::exception& e) {

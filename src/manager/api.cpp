@@ -10,6 +10,7 @@
 #include "coffer/model/json.h"
 #include "coffer/model/secure_json.h"
 #include "api_cluster.h"
+#include "api_services.h"
 #include "api_util.h"
 
 namespace coffer::manager {
@@ -229,6 +230,7 @@ Response Api::handle(Request& r) {
 
     if (auto cluster = cluster_routes(manager_, r, seg)) return std::move(*cluster);
     if (is({"configs"}) && m == "GET") return ok_json(200, json::array{});
+    if (auto resp = orchestration_routes(manager_, r, seg)) return std::move(*resp);
 
     return fail(Errc::not_found, fmt::format("page not found: {} {}", m, r.path));
 }

@@ -21,6 +21,7 @@ Result<Manager::Opened> Manager::open(const ManagerOptions& options) {
 }
 
 Manager::~Manager() {
+    if (orchestrator_) orchestrator_->stop();
     // The committer answers its last requests while the registries still exist.
     committer_.reset();
 }
@@ -55,6 +56,28 @@ Result<void> Manager::load() {
     auto secrets = SecretRegistry::load(*store_, *committer_, counter_);
     if (!secrets) return std::move(secrets).error();
     secrets_owner_ = std::move(*secrets);
+    auto services = ServiceRegistry::load(*store_, counter_, *secrets_owner_);
+    if (!services) return std::move(services).error();
+    services_ = std::move(*services);
+    auto tasks = TaskRegistry::load(*store_, counter_);
+    if (!tasks) return std::move(tasks).error();
+    tasks_ = std::move(*tasks);
+    auto nodes = NodeRegistry::load(*store_, counter_);
+    if (!nodes) return std::move(nodes).error();
+    nodes_ = std::move(*nodes);
+    dispatcher_ = std::make_unique<Dispatcher>(*tasks_, *nodes_, *secrets_owner_);
+    orchestrator_ = std::make_unique<Orchestrator>(*services_, *tasks_, *nodes_);
+    // Observers only signal: they run under a table's writer lock.
+    services_->on_change([o = orchestrator_.get()] { o->wake(); });
+    tasks_->on_change([o = orchestrator_.get(), d = dispatcher_.get()] {
+        o->wake();
+        d->changed();
+    });
+    nodes_->on_change([o = orchestrator_.get(), d = dispatcher_.get()] {
+        o->wake();
+        d->changed();
+    });
+    orchestrator_->start();
     secrets_.store(secrets_owner_.get());
     return {};
 }

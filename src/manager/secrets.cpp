@@ -32,7 +32,11 @@ Error not_found(std::string_view what) {
 class SecretRegistry::BusyGuard {
 public:
     BusyGuard(Sync<Index>& index, std::string id) : index_(index), id_(std::move(id)) {}
-    ~BusyGuard() { index_.lock()->busy_ids.erase(id_); }
+    ~BusyGuard() {
+        auto index = index_.lock();
+        index->busy_ids.erase(id_);
+        index->removing_ids.erase(id_);
+    }
     BusyGuard(const BusyGuard&) = delete;
     BusyGuard& operator=(const BusyGuard&) = delete;
 
@@ -183,6 +187,9 @@ Result<Secret> SecretRegistry::remove(std::string_view key) {
         if (index->busy_ids.count(current.meta.id))
             return make_error(Errc::conflict, "update out of sequence");
         index->busy_ids.insert(current.meta.id);
+        // Marked before the users are asked: a service written after this point sees the secret
+        // as unavailable, one written before is among the users (see ServiceRegistry).
+        index->removing_ids.insert(current.meta.id);
     }
     BusyGuard busy(index_, current.meta.id);
     if (users_) {
@@ -203,6 +210,14 @@ Result<Secret> SecretRegistry::remove(std::string_view key) {
     index->by_id.erase(current.meta.id);
     index->id_by_lower_name.erase(model::to_lower(current.spec.name));
     return current;
+}
+
+std::vector<std::string> SecretRegistry::unavailable(const std::vector<std::string>& ids) const {
+    std::vector<std::string> out;
+    auto index = index_.read();
+    for (const auto& id : ids)
+        if (!index->by_id.count(id) || index->removing_ids.count(id)) out.push_back(id);
+    return out;
 }
 
 Result<crypto::SecureBuffer> SecretRegistry::data(std::string_view id) const {

@@ -105,3 +105,111 @@ TEST(Duration, ParsesGoStyleAndDays) {
     for (auto bad : {"", "h", "10", "10x", "-1h", "1h-", "99999999999999999999h"})
         EXPECT_FALSE(parse_duration(bad)) << bad;
 }
+
+// ---- services ---------------------------------------------------------------------------------
+
+#include "coffer/model/service_json.h"
+
+namespace {
+
+// The body `docker stack deploy` sent (transcript), with fields coffer does not interpret.
+constexpr const char* stack_body = R"({
+  "Name": "app_app",
+  "Labels": {"com.docker.stack.image": "localbusybox:1", "com.docker.stack.namespace": "app"},
+  "TaskTemplate": {
+    "ContainerSpec": {
+      "Image": "localbusybox:1",
+      "Labels": {"com.docker.stack.namespace": "app"},
+      "Args": ["sleep", "3600"],
+      "Privileges": {"CredentialSpec": null, "SELinuxContext": null, "NoNewPrivileges": false},
+      "Secrets": [
+        {"File": {"Name": "filesec", "UID": "0", "GID": "0", "Mode": 292},
+         "SecretID": "bvjui3xpv48u9gx9cya2y63q9", "SecretName": "app_filesec"},
+        {"File": {"Name": "ext_target", "UID": "1000", "GID": "1000", "Mode": 256},
+         "SecretID": "j4jcybyhrgopm3ekk7u1ahr1m", "SecretName": "ext1"}
+      ]
+    },
+    "Resources": {"Limits": {"MemoryBytes": 67108864}},
+    "Placement": {},
+    "Networks": [{"Target": "app_default", "Aliases": ["app"]}],
+    "ForceUpdate": 0
+  },
+  "Mode": {"Replicated": {"Replicas": 1}},
+  "EndpointSpec": {}
+})";
+
+coffer::Result<coffer::model::ServiceSpec> spec_of(std::string_view text) {
+    return coffer::model::service_spec_from_json(boost::json::parse(text));
+}
+
+std::string invalid_message(std::string_view text) {
+    auto s = spec_of(text);
+    if (!s) return s.error().message;
+    auto v = coffer::model::validate_service_spec(*s);
+    return v ? "" : v.error().message;
+}
+
+}  // namespace
+
+TEST(ServiceSpec, StackDeployBodyParsesAndEchoesUnchanged) {
+    auto s = spec_of(stack_body);
+    ASSERT_TRUE(s.ok()) << s.error().message;
+    EXPECT_TRUE(coffer::model::validate_service_spec(*s).ok());
+    EXPECT_EQ(s->name, "app_app");
+    EXPECT_EQ(s->replicas, 1u);
+    ASSERT_EQ(s->task.container.secrets.size(), 2u);
+    EXPECT_EQ(s->task.container.secrets[1].file_name, "ext_target");
+    EXPECT_EQ(s->task.container.secrets[1].uid, "1000");
+    EXPECT_EQ(s->task.container.secrets[1].mode, 0400u);
+    EXPECT_EQ(s->task.limits.memory_bytes, 64 * 1024 * 1024);
+    EXPECT_EQ(boost::json::value(coffer::model::spec_json(*s, false)), boost::json::parse(stack_body));
+}
+
+TEST(ServiceSpec, InsertDefaultsFillsDockersDefaults) {
+    auto s = spec_of(stack_body);
+    auto o = coffer::model::spec_json(*s, true);
+    EXPECT_EQ(o.at("TaskTemplate").at("ContainerSpec").at("StopGracePeriod"), 10'000'000'000);
+    EXPECT_EQ(o.at("TaskTemplate").at("RestartPolicy").at("Condition"), "any");
+    EXPECT_EQ(o.at("TaskTemplate").at("RestartPolicy").at("Delay"), 5'000'000'000);
+    EXPECT_EQ(o.at("UpdateConfig").at("Order"), "stop-first");
+    EXPECT_EQ(o.at("RollbackConfig").at("FailureAction"), "pause");
+    EXPECT_EQ(o.at("UpdateConfig").at("Monitor"), 5'000'000'000);
+}
+
+TEST(ServiceSpec, ValidationUsesDockersWords) {
+    auto with = [](std::string_view fields) {
+        return fmt::format(R"({{"Name":"web","TaskTemplate":{{"ContainerSpec":{{"Image":"busybox"{}}}}}}})", fields);
+    };
+    EXPECT_EQ(invalid_message(R"({"Name":"-web","TaskTemplate":{"ContainerSpec":{"Image":"x"}}})"),
+              "name must be valid as a DNS name component");
+    EXPECT_EQ(invalid_message(fmt::format(R"({{"Name":"{}","TaskTemplate":{{"ContainerSpec":{{"Image":"x"}}}}}})", std::string(64, 'a'))),
+              "name must be 63 characters or fewer");
+    EXPECT_EQ(invalid_message(R"({"TaskTemplate":{"ContainerSpec":{"Image":"x"}}})"), "meta: name must be provided");
+    EXPECT_EQ(invalid_message(R"({"Name":"web","TaskTemplate":{"ContainerSpec":{}}})"),
+              "ContainerSpec: image reference must be provided");
+    EXPECT_EQ(invalid_message(with(R"(,"Secrets":[{"File":{"Name":"x"},"SecretName":"a"}])")), "malformed secret reference");
+    EXPECT_EQ(invalid_message(with(R"(,"Secrets":[{"File":{"Name":"x"},"SecretID":"i1","SecretName":"a"},)"
+                                   R"({"File":{"Name":"x"},"SecretID":"i2","SecretName":"b"}])")),
+              "secret references 'a' and 'b' have a conflicting target: 'x'");
+    EXPECT_EQ(invalid_message(R"({"Name":"web","TaskTemplate":{"ContainerSpec":{"Image":"x"},"RestartPolicy":{"Delay":-1}}})"),
+              "TaskSpec: restart-delay cannot be negative");
+    EXPECT_EQ(invalid_message(R"({"Name":"web","TaskTemplate":{"ContainerSpec":{"Image":"x"}},"Mode":{"Replicated":{"Replicas":-2}}})"),
+              "field Mode.Replicated.Replicas cannot be negative");
+    EXPECT_EQ(invalid_message(R"({"Name":"web","TaskTemplate":{"ContainerSpec":{"Image":"x"}},"Mode":{"Replicated":{},"Global":{}}})"),
+              "Mode: only one of Replicated or Global may be given");
+    EXPECT_EQ(invalid_message(R"({"Name":"web","TaskTemplate":{"ContainerSpec":{"Image":"x"},"Placement":{"Constraints":["node.zone=a"]}}})"),
+              "constraint expected one operator from ==, != (got 'node.zone=a')");
+    EXPECT_EQ(invalid_message(R"({"Name":"web","TaskTemplate":{"ContainerSpec":{"Image":"x"}},"UpdateConfig":{"Order":"sideways"}})"),
+              "unrecognized update order sideways");
+    EXPECT_EQ(invalid_message(with(R"(,"Env":"A=1")")), "field TaskTemplate.ContainerSpec.Env must be an array of strings");
+}
+
+TEST(ServiceSpec, DurationsAsGoWritesThem) {
+    EXPECT_EQ(coffer::model::parse_go_duration("1.5s"), 1'500'000'000);
+    EXPECT_EQ(coffer::model::parse_go_duration("1h30m"), 5'400'000'000'000);
+    EXPECT_EQ(coffer::model::parse_go_duration("300ms"), 300'000'000);
+    EXPECT_FALSE(coffer::model::parse_go_duration("5"));
+    EXPECT_FALSE(coffer::model::parse_go_duration("-1s"));
+    EXPECT_EQ(coffer::model::format_go_duration(10'000'000'000), "10s");
+    EXPECT_EQ(coffer::model::format_go_duration(90'000'000'000), "1m30s");
+}

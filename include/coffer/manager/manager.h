@@ -12,7 +12,11 @@
 #include "coffer/base/error.h"
 #include "coffer/crypto/secure_buffer.h"
 #include "coffer/manager/committer.h"
+#include "coffer/manager/dispatcher.h"
+#include "coffer/manager/nodes.h"
+#include "coffer/manager/orchestrator.h"
 #include "coffer/manager/secrets.h"
+#include "coffer/manager/services.h"
 #include "coffer/manager/trust.h"
 #include "coffer/model/time.h"
 
@@ -47,6 +51,12 @@ public:
     SecretRegistry* secrets() const noexcept { return secrets_.load(); }
     // Valid once unlocked.
     ClusterTrust& trust() const noexcept { return *trust_; }
+    // Exist whenever secrets() is not null.
+    ServiceRegistry& services() const noexcept { return *services_; }
+    TaskRegistry& tasks() const noexcept { return *tasks_; }
+    NodeRegistry& nodes() const noexcept { return *nodes_; }
+    Orchestrator& orchestrator() const noexcept { return *orchestrator_; }
+    Dispatcher& dispatcher() const noexcept { return *dispatcher_; }
     VersionCounter& counter() noexcept { return counter_; }
     const std::string& cluster_id() const noexcept { return cluster_id_; }
     model::Timestamp created() const noexcept { return created_; }
@@ -62,6 +72,11 @@ private:
     std::mutex unlock_mutex_;
     std::unique_ptr<ClusterTrust> trust_;
     std::unique_ptr<SecretRegistry> secrets_owner_;
+    std::unique_ptr<ServiceRegistry> services_;
+    std::unique_ptr<TaskRegistry> tasks_;
+    std::unique_ptr<NodeRegistry> nodes_;
+    std::unique_ptr<Dispatcher> dispatcher_;
+    std::unique_ptr<Orchestrator> orchestrator_;  // last: stopped first
     std::atomic<SecretRegistry*> secrets_{nullptr};
     std::string cluster_id_;
     model::Timestamp created_;

@@ -59,6 +59,8 @@ public:
     Result<model::Secret> update(std::string_view id_or_name, std::uint64_t version,
                                  model::SecretSpec spec, const crypto::SecureBuffer* data);
     Result<model::Secret> remove(std::string_view id_or_name);
+    // The ids among ids that do not exist or are being removed (services must not reference them).
+    std::vector<std::string> unavailable(const std::vector<std::string>& ids) const;
     // The secret's bytes (for delivery to a node that runs a task needing them).
     Result<crypto::SecureBuffer> data(std::string_view id) const;
     std::size_t size() const;
@@ -72,6 +74,7 @@ private:
         std::map<std::string, std::string> id_by_lower_name;
         std::set<std::string> reserved_names;  // lower-case, being created
         std::set<std::string> busy_ids;        // being updated or removed
+        std::set<std::string> removing_ids;    // being removed
     };
     static Result<const model::Secret*> lookup(const Index& index, std::string_view id_or_name);
     // Marks an id busy for the duration of a write; releases on destruction.

@@ -1,0 +1,132 @@
+// What each node is told to run, and what it reports back. The node transport (one mutually
+// authenticated session per node) subscribes for the node named by its certificate and sends
+// what the stream yields; it hands the node's task status reports to report().
+//
+// A node's assignment set is its tasks that are assigned to it and not yet ended (states
+// assigned..running) and that the orchestrator still wants running, plus the secrets those
+// tasks reference, and nothing else. The first message is the complete set; later ones are
+// deltas. Secrets are added before the tasks that use them and removed after the last task on
+// that node that uses them leaves the set.
+#pragma once
+
+#include <chrono>
+#include <condition_variable>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "coffer/crypto/secure_buffer.h"
+#include "coffer/manager/nodes.h"
+#include "coffer/manager/services.h"
+
+namespace coffer::manager {
+
+struct AssignmentChange {
+    enum class Action { add, remove };
+    Action action = Action::add;
+    // Exactly one of these is set for an add; a remove names the id only.
+    std::optional<model::Task> task;
+    struct Secret {
+        std::string id;
+        std::string name;
+        crypto::SecureBuffer data;
+    };
+    std::optional<Secret> secret;
+    std::string id;
+    bool is_secret = false;
+};
+
+struct AssignmentMessage {
+    bool complete = false;       // the full set (the first message): the node drops anything else
+    std::uint64_t sequence = 0;  // 1, 2, ... per stream
+    std::vector<AssignmentChange> changes;
+
+    // The wire form, in secure memory (it carries secret bytes, base64):
+    // {"Type":"complete"|"incremental","Sequence":N,"Changes":[
+    //   {"Action":"add","Secret":{"ID","Name","Data"}},
+    //   {"Action":"add","Task":{"ID","ServiceID","Slot","Image","Args","Env","User","Dir","Hostname",
+    //     "ReadOnly","Limits":{"MemoryBytes","NanoCPUs","Pids"},"CapAdd","CapDrop","StopGracePeriod",
+    //     "Secrets":[{"SecretID","Name","Target","UID","GID","Mode"}]}},
+    //   {"Action":"remove","Task":{"ID"}}, {"Action":"remove","Secret":{"ID"}}]}
+    // Args = ContainerSpec.Command followed by ContainerSpec.Args (the agent's TaskSpec::args).
+    crypto::SecureBuffer to_json() const;
+};
+
+// A node's task status report (the agent's TaskStatus in the manager's terms).
+struct StatusReport {
+    std::string task_id;
+    model::TaskState state = model::TaskState::new_;
+    std::string message;
+    std::string err;  // never secret bytes
+    std::optional<model::ContainerStatus> container;
+};
+
+class Dispatcher;
+
+// One node's stream of assignment messages. Not thread-safe: one session reads it.
+class NodeStream {
+public:
+    ~NodeStream();
+    NodeStream(const NodeStream&) = delete;
+    NodeStream& operator=(const NodeStream&) = delete;
+
+    // The next message if the node's set changed since the last one (the first call always
+    // yields the complete set); nullopt when nothing changed.
+    std::optional<AssignmentMessage> poll();
+    // poll(), waiting up to timeout for a change.
+    std::optional<AssignmentMessage> next(std::chrono::milliseconds timeout);
+    // Called from any thread when poll() may yield; must not block (post to an executor).
+    void set_notify(std::function<void()> fn);
+    const std::string& node_id() const noexcept { return node_id_; }
+
+private:
+    friend class Dispatcher;
+    NodeStream(Dispatcher& d, std::string node_id) : dispatcher_(d), node_id_(std::move(node_id)) {}
+    void changed();
+
+    Dispatcher& dispatcher_;
+    std::string node_id_;
+    std::uint64_t sequence_ = 0;
+    std::set<std::string> sent_tasks_;
+    std::set<std::string> sent_secrets_;
+    std::mutex mutex_;
+    std::condition_variable cv_;
+    std::uint64_t generation_ = 1;  // bumped on every change
+    std::uint64_t seen_ = 0;
+    std::function<void()> notify_;
+};
+
+class Dispatcher {
+public:
+    using Clock = std::function<model::Timestamp()>;
+    // Borrowed for the dispatcher's lifetime; the caller forwards task changes to changed().
+    // clock stamps the reported statuses (the orchestrator's monitor period counts from them).
+    Dispatcher(TaskRegistry& tasks, NodeRegistry& nodes, SecretRegistry& secrets,
+               Clock clock = model::Timestamp::now);
+
+    // Errc::not_found for a node that is not registered.
+    Result<std::unique_ptr<NodeStream>> subscribe(const std::string& node_id);
+    // Stores the node's reports. A report about a task not assigned to this node is ignored (a
+    // node speaks only for itself); states only move forward. Returns how many were applied.
+    Result<std::size_t> report(const std::string& node_id, const std::vector<StatusReport>& statuses);
+    // Tasks or nodes changed: every stream re-evaluates.
+    void changed();
+
+private:
+    friend class NodeStream;
+    // The tasks the node should run now, by id.
+    std::map<std::string, model::Task> assigned(const std::string& node_id) const;
+    void unsubscribe(NodeStream* s);
+
+    TaskRegistry& tasks_;
+    NodeRegistry& nodes_;
+    SecretRegistry& secrets_;
+    Clock clock_;
+    Sync<std::set<NodeStream*>> streams_;
+};
+
+}  // namespace coffer::manager

@@ -1,0 +1,45 @@
+// The nodes of the cluster, sealed in the store (table `nodes`) and indexed in memory. The node
+// transport registers nodes when they join, reports them ready or down, and removes them; the
+// API changes their availability, labels and role.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "coffer/manager/object_table.h"
+#include "coffer/model/service.h"
+
+namespace coffer::manager {
+
+struct NodeRegistration {
+    std::string id;  // from the node's certificate (CN), never from the node's own claims
+    model::NodeRole role = model::NodeRole::worker;
+    model::NodeDescription description;
+    std::string addr;
+    std::optional<model::Timestamp> certificate_expiry;
+};
+
+class NodeRegistry : public ObjectTable<model::Node> {
+public:
+    // store and counter are borrowed for the registry's lifetime.
+    static Result<std::unique_ptr<NodeRegistry>> load(store::Store& store, VersionCounter& counter);
+
+    // Creates the node (ready, active) or, when it exists (a rejoin, a renewed certificate),
+    // refreshes its description, address and expiry and marks it ready; spec is kept.
+    Result<model::Node> register_node(NodeRegistration reg);
+    // ready when a session is up, down when it ends. Unchanged state and address: no write.
+    Result<void> set_status(std::string_view id, model::NodeState state, std::string_view addr);
+    // Availability, labels, role; Errc::conflict "update out of sequence" on a stale version.
+    Result<model::Node> update(std::string_view id_or_name, std::uint64_t version, model::NodeSpec spec);
+    // Refuses a node that is not down unless force (Docker's words); the caller revokes its
+    // certificate.
+    Result<model::Node> remove(std::string_view id_or_name, bool force = true);
+    // Full ID, exact hostname, unique ID prefix.
+    Result<model::Node> find(std::string_view id_or_name) const;
+
+private:
+    using ObjectTable::ObjectTable;
+};
+
+}  // namespace coffer::manager

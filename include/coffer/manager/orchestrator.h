@@ -1,0 +1,84 @@
+// The orchestrator turns services into tasks and the scheduler places tasks on nodes. One pass
+// (reconcile) reads services, nodes and tasks and writes the task changes in one atomic store
+// write; it is deterministic given the time it is passed, so tests drive it with a fake clock.
+// In the manager a thread runs a pass whenever something changed or a timer (restart delay,
+// update delay, monitor period) is due.
+#pragma once
+
+#include <condition_variable>
+#include <functional>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <thread>
+
+#include "coffer/manager/nodes.h"
+#include "coffer/manager/services.h"
+
+namespace coffer::manager {
+
+// Tasks kept per slot (replicated) or per node (global), the running one included: Swarm's
+// TaskHistoryRetentionLimit.
+inline constexpr std::size_t task_history_limit = 5;
+// A node in state unknown (the manager restarted and its session is not back yet) keeps its
+// tasks this long before they are treated as lost.
+inline constexpr std::int64_t node_unknown_grace = 60 * model::second_ns;
+
+class Orchestrator {
+public:
+    using Clock = std::function<model::Timestamp()>;
+
+    // The registries are borrowed for the orchestrator's lifetime.
+    Orchestrator(ServiceRegistry& services, TaskRegistry& tasks, NodeRegistry& nodes,
+                 Clock clock = model::Timestamp::now);
+    ~Orchestrator();  // stops the thread
+    Orchestrator(const Orchestrator&) = delete;
+    Orchestrator& operator=(const Orchestrator&) = delete;
+
+    // One reconciliation and scheduling pass at time now. Returns when the next pass is due
+    // without any change (a timer), if any.
+    Result<std::optional<model::Timestamp>> reconcile(model::Timestamp now);
+
+    // Runs passes on a thread: after every wake() and when a timer is due.
+    void start();
+    void stop();
+    // Something changed: run a pass soon. Cheap, callable from any thread (registry observers).
+    void wake();
+
+private:
+    struct UpdateProgress {
+        std::optional<model::Timestamp> batch_done;  // when the last batch became stable
+    };
+    struct ServiceChange {
+        std::string id;
+        std::optional<model::UpdateStatus> status;
+        bool roll_back = false;
+    };
+    void run();
+
+    ServiceRegistry& services_;
+    TaskRegistry& tasks_;
+    NodeRegistry& nodes_;
+    Clock clock_;
+    std::map<std::string, UpdateProgress> progress_;  // by service id; the pass's own state
+
+    std::mutex mutex_;
+    std::condition_variable cv_;
+    bool dirty_ = true;
+    bool stopping_ = false;
+    std::thread thread_;
+};
+
+// Placement of one task: the eligible node with the fewest tasks of the task's service, then
+// the fewest tasks overall, then the lowest ID; or the reason none fits, in Swarm's words
+// ("no suitable node (...)").
+struct Placement {
+    std::string node_id;
+    std::string reason;
+};
+Placement place(const model::Task& task, const std::vector<model::Node>& nodes,
+                const std::vector<model::Task>& tasks);
+// Whether a node satisfies the constraints.
+bool satisfies(const model::Node& node, const std::vector<model::Constraint>& constraints);
+
+}  // namespace coffer::manager

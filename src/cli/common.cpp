@@ -1,0 +1,91 @@
+#include "common.h"
+
+#include <cstdio>
+
+#include "client.h"
+#include "coffer/net/http.h"
+#include "output.h"
+
+namespace coffer::cli {
+
+namespace json = boost::json;
+
+int report(const Error& e) {
+    std::fprintf(stderr, "Error: %s\n", e.message.c_str());
+    return 1;
+}
+
+void fail(const Error& e) { throw CLI::RuntimeError(report(e)); }
+
+std::string str(const json::value& v) { return v.is_string() ? std::string(v.as_string()) : ""; }
+
+const json::value* at(const json::value& v, std::initializer_list<std::string_view> path) {
+    const json::value* cur = &v;
+    for (auto p : path) {
+        if (!cur->is_object()) return nullptr;
+        cur = cur->as_object().if_contains(p);
+        if (cur == nullptr) return nullptr;
+    }
+    return cur;
+}
+
+std::string field(const json::value& v, std::initializer_list<std::string_view> path) {
+    auto* p = at(v, path);
+    return p ? str(*p) : "";
+}
+
+std::int64_t number(const json::value& v, std::initializer_list<std::string_view> path) {
+    auto* p = at(v, path);
+    return p && p->is_number() ? p->to_number<std::int64_t>() : 0;
+}
+
+std::pair<std::string, std::string> split_kv(const std::string& s) {
+    auto eq = s.find('=');
+    if (eq == std::string::npos) return {s, ""};
+    return {s.substr(0, eq), s.substr(eq + 1)};
+}
+
+std::string filters_query(const std::vector<std::string>& filters) {
+    if (filters.empty()) return "";
+    json::object f;
+    for (const auto& s : filters) {
+        auto [k, v] = split_kv(s);
+        auto& slot = f[k];
+        if (!slot.is_object()) slot = json::object{};
+        slot.as_object()[v] = true;
+    }
+    return "?filters=" + net::percent_encode(json::serialize(f));
+}
+
+std::string filter_param(std::string_view key, const std::vector<std::string>& values) {
+    json::object inner;
+    for (const auto& v : values) inner[v] = true;
+    return net::percent_encode(json::serialize(json::object{{key, std::move(inner)}}));
+}
+
+void inspect_all(ApiClient& api, std::string_view prefix, const std::vector<std::string>& names,
+                 std::string_view query) {
+    json::array found;
+    std::vector<Error> errors;
+    for (const auto& n : names) {
+        auto r = api.call("GET", std::string(prefix) + net::percent_encode(n) + std::string(query));
+        if (r) found.push_back(std::move(*r));
+        else errors.push_back(std::move(r).error());
+    }
+    std::printf("%s\n", pretty_json(found).c_str());
+    for (const auto& e : errors) report(e);
+    if (!errors.empty()) throw CLI::RuntimeError(1);
+}
+
+void remove_all(ApiClient& api, std::string_view prefix, const std::vector<std::string>& names,
+                std::string_view query) {
+    int failed = 0;
+    for (const auto& n : names) {
+        auto r = api.call("DELETE", std::string(prefix) + net::percent_encode(n) + std::string(query));
+        if (r) std::printf("%s\n", n.c_str());
+        else failed = report(r.error());
+    }
+    if (failed) throw CLI::RuntimeError(1);
+}
+
+}  // namespace coffer::cli

@@ -1,0 +1,54 @@
+// What every command group shares: global options, error reporting, JSON field access.
+#pragma once
+
+#include <boost/json.hpp>
+
+#include <CLI/CLI.hpp>
+#include <initializer_list>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "coffer/base/error.h"
+
+namespace coffer::cli {
+
+struct Globals {
+    std::string host;
+};
+
+// Prints "Error: message" on stderr; returns the exit status 1.
+int report(const Error& e);
+// Throws CLI::RuntimeError(report(e)): ends the command with status 1.
+[[noreturn]] void fail(const Error& e);
+template <typename T>
+T must(Result<T> r) {
+    if (!r) fail(r.error());
+    return std::move(*r);
+}
+
+std::string str(const boost::json::value& v);
+const boost::json::value* at(const boost::json::value& v, std::initializer_list<std::string_view> path);
+std::string field(const boost::json::value& v, std::initializer_list<std::string_view> path);
+std::int64_t number(const boost::json::value& v, std::initializer_list<std::string_view> path);
+// "k=v" -> {k, v}; "k" -> {k, ""}.
+std::pair<std::string, std::string> split_kv(const std::string& s);
+// ?filters=... from "k=v" strings ("" when none).
+std::string filters_query(const std::vector<std::string>& filters);
+// {"key": {"value": true, ...}} for the given key and values, URL-encoded for a query.
+std::string filter_param(std::string_view key, const std::vector<std::string>& values);
+
+class ApiClient;
+// GET prefix + name for each name; prints what was found as a JSON array (as `docker inspect`),
+// then the errors; exit status 1 if any.
+void inspect_all(ApiClient& api, std::string_view prefix, const std::vector<std::string>& names,
+                 std::string_view query = "");
+// DELETE prefix + name + query for each name, printing each removed name; exit status 1 if any failed.
+void remove_all(ApiClient& api, std::string_view prefix, const std::vector<std::string>& names,
+                std::string_view query = "");
+
+void add_service_commands(CLI::App& app, Globals& g);
+void add_node_commands(CLI::App& app, Globals& g);
+
+}  // namespace coffer::cli

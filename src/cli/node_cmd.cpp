@@ -1,0 +1,99 @@
+// coffer node ls|inspect|update|rm.
+#include <algorithm>
+
+#include "client.h"
+#include "coffer/net/http.h"
+#include "common.h"
+#include "output.h"
+
+namespace coffer::cli {
+
+namespace json = boost::json;
+
+namespace {
+
+std::string title(std::string s) {
+    if (!s.empty()) s[0] = static_cast<char>(std::toupper(s[0]));
+    return s;
+}
+
+}  // namespace
+
+void add_node_commands(CLI::App& app, Globals& g) {
+    auto* node = app.add_subcommand("node", "Manage nodes");
+    node->require_subcommand(1);
+    {
+        auto* cmd = node->add_subcommand("ls", "List nodes");
+        cmd->alias("list");
+        auto quiet = std::make_shared<bool>(false);
+        cmd->add_flag("-q,--quiet", *quiet, "Only display IDs");
+        cmd->callback([&g, quiet] {
+            ApiClient api(g.host);
+            auto items = must(api.call("GET", "/nodes")).as_array();
+            std::sort(items.begin(), items.end(), [](const auto& a, const auto& b) {
+                return field(a, {"Description", "Hostname"}) < field(b, {"Description", "Hostname"});
+            });
+            std::vector<std::vector<std::string>> rows{{"ID", "HOSTNAME", "STATUS", "AVAILABILITY", "ROLE"}};
+            for (const auto& n : items) {
+                if (*quiet) std::printf("%s\n", field(n, {"ID"}).c_str());
+                rows.push_back({field(n, {"ID"}), field(n, {"Description", "Hostname"}), title(field(n, {"Status", "State"})),
+                                title(field(n, {"Spec", "Availability"})), field(n, {"Spec", "Role"})});
+            }
+            if (!*quiet) std::fputs(format_table(rows).c_str(), stdout);
+        });
+    }
+    {
+        auto* cmd = node->add_subcommand("inspect", "Display detailed information on one or more nodes");
+        auto names = std::make_shared<std::vector<std::string>>();
+        cmd->add_option("node", *names, "NODE")->required();
+        cmd->callback([&g, names] {
+            ApiClient api(g.host);
+            inspect_all(api, "/nodes/", *names);
+        });
+    }
+    {
+        auto* cmd = node->add_subcommand("update", "Update a node");
+        struct Opts {
+            std::string target, availability, role;
+            std::vector<std::string> label_add, label_rm;
+        };
+        auto o = std::make_shared<Opts>();
+        cmd->add_option("--availability", o->availability, "Availability of the node (active, pause, drain)")
+            ->check(CLI::IsMember({"active", "pause", "drain"}));
+        cmd->add_option("--role", o->role, "Role of the node (worker, manager)")->check(CLI::IsMember({"worker", "manager"}));
+        cmd->add_option("--label-add", o->label_add, "Add or update a node label (key=value)");
+        cmd->add_option("--label-rm", o->label_rm, "Remove a node label if exists");
+        cmd->add_option("node", o->target, "NODE")->required();
+        cmd->callback([&g, o] {
+            ApiClient api(g.host);
+            auto n = must(api.call("GET", "/nodes/" + net::percent_encode(o->target)));
+            auto spec = at(n, {"Spec"}) && at(n, {"Spec"})->is_object() ? at(n, {"Spec"})->as_object() : json::object{};
+            if (!o->availability.empty()) spec["Availability"] = o->availability;
+            if (!o->role.empty()) spec["Role"] = o->role;
+            auto& labels = spec["Labels"];
+            if (!labels.is_object()) labels = json::object{};
+            for (const auto& k : o->label_rm) labels.as_object().erase(k);
+            for (const auto& l : o->label_add) {
+                auto [k, v] = split_kv(l);
+                labels.as_object()[k] = v;
+            }
+            must(api.call("POST", fmt::format("/nodes/{}/update?version={}", field(n, {"ID"}), number(n, {"Version", "Index"})),
+                          json::value(std::move(spec))));
+            std::printf("%s\n", o->target.c_str());
+        });
+    }
+    {
+        auto* cmd = node->add_subcommand("rm", "Remove one or more nodes from the cluster");
+        cmd->alias("remove");
+        auto names = std::make_shared<std::vector<std::string>>();
+        auto force = std::make_shared<bool>(false);
+        cmd->add_flag("-f,--force", *force, "Force remove a node from the cluster");
+        cmd->add_option("node", *names, "NODE")->required();
+        cmd->callback([&g, names, force] {
+            ApiClient api(g.host);
+            remove_all(api, "/nodes/", *names, *force ? "?force=true" : "");
+        });
+    }
+}
+
+}  // namespace coffer::cli

@@ -1,0 +1,23 @@
+// Test-only: built into the `cofferd-test` executable (COFFER_TEST_HOOKS), never into cofferd.
+// COFFER_TEST_NODES="host1,host2" registers ready nodes at start; COFFER_TEST_AGENTS=1 adds a fake
+// agent per node that reports every assigned task running and every withdrawn one shut down, so
+// integration tests can watch services converge without the node transport.
+#pragma once
+
+#include <memory>
+
+namespace coffer::manager {
+class Manager;
+}
+
+namespace coffer::testhooks {
+
+class Hooks {
+public:
+    virtual ~Hooks() = default;
+};
+
+// manager is borrowed for the hooks' lifetime; destroy them before it.
+std::unique_ptr<Hooks> start(manager::Manager& manager);
+
+}  // namespace coffer::testhooks

@@ -1,0 +1,206 @@
+// Services, tasks, nodes in the Docker Engine API's shapes; networks and distribution only as far
+// as `docker stack` and `docker service create` need them.
+#include <algorithm>
+
+#include "api_services.h"
+#include "coffer/base/log.h"
+#include "coffer/crypto/random.h"
+#include "coffer/manager/manager.h"
+#include "coffer/model/filters.h"
+#include "coffer/model/json.h"
+#include "coffer/model/service_json.h"
+
+namespace coffer::manager {
+
+namespace json = boost::json;
+using net::Request;
+using net::Response;
+
+namespace {
+
+Result<model::ServiceSpec> parse_spec(const Request& r) {
+    auto v = model::parse_json(r.body_view());
+    if (!v) return make_error(Errc::invalid_argument, "malformed request body: " + v.error().message);
+    return model::service_spec_from_json(*v);
+}
+
+bool truthy(std::string_view v) { return v == "1" || v == "true" || v == "True"; }
+
+std::string task_name(const model::Task& t) {
+    return t.slot ? fmt::format("{}.{}", t.service_name, t.slot) : fmt::format("{}.{}", t.service_name, t.node_id);
+}
+
+json::object service_status(const model::Service& s, const std::vector<model::Task>& tasks,
+                            const std::vector<model::Node>& nodes) {
+    std::uint64_t running = 0, desired = 0, completed = 0;
+    for (const auto& t : tasks) {
+        if (t.service_id != s.meta.id) continue;
+        auto n = std::find_if(nodes.begin(), nodes.end(), [&](const auto& x) { return x.meta.id == t.node_id; });
+        bool node_up = n != nodes.end() && n->state != model::NodeState::down;
+        if (t.status.state == model::TaskState::running && node_up) ++running;
+        if (t.status.state == model::TaskState::complete) ++completed;
+        if (t.desired == model::TaskState::running && s.spec.mode == model::ServiceMode::global) ++desired;
+    }
+    if (s.spec.mode == model::ServiceMode::replicated) desired = s.spec.replicas;
+    return json::object{{"RunningTasks", running}, {"DesiredTasks", desired}, {"CompletedTasks", completed}};
+}
+
+Response services_list(Manager& m, const Request& r) {
+    auto f = model::Filters::parse(r.param("filters"), {"id", "name", "label", "mode"});
+    if (!f) return Response::error(f.error());
+    bool with_status = truthy(r.param("status"));
+    std::vector<model::Task> tasks;
+    std::vector<model::Node> nodes;
+    if (with_status) {
+        tasks = m.tasks().list();
+        nodes = m.nodes().list();
+    }
+    json::array out;
+    for (const auto& s : m.services().list()) {
+        auto mode = s.spec.mode == model::ServiceMode::global ? "global" : "replicated";
+        if (!f->match_prefix("id", s.meta.id) || !f->match_prefix("name", s.spec.name) ||
+            !f->match_labels(s.spec.labels) || !f->match_exact("mode", mode))
+            continue;
+        auto o = model::to_json(s);
+        if (with_status) o["ServiceStatus"] = service_status(s, tasks, nodes);
+        out.push_back(std::move(o));
+    }
+    return ok_json(200, out);
+}
+
+Response tasks_list(Manager& m, const Request& r) {
+    auto f = model::Filters::parse(r.param("filters"),
+                                   {"id", "name", "service", "node", "label", "desired-state", "_up-to-date"});
+    if (!f) return Response::error(f.error());
+    for (const auto& d : f->get("desired-state"))
+        if (d != "running" && d != "shutdown" && d != "accepted" && d != "ready")
+            return fail(Errc::invalid_argument, fmt::format("Invalid desired-state filter: '{}'", d));
+    auto services = m.services().list();
+    auto nodes = m.nodes().list();
+    // "service" and "node" name the object by ID, name or ID prefix: resolve to IDs first.
+    std::set<std::string> service_ids, node_ids;
+    for (const auto& key : f->get("service"))
+        for (const auto& s : services)
+            if (s.meta.id.starts_with(key) || s.spec.name == key) service_ids.insert(s.meta.id);
+    for (const auto& key : f->get("node"))
+        for (const auto& n : nodes)
+            if (n.meta.id.starts_with(key) || n.description.hostname == key) node_ids.insert(n.meta.id);
+    bool up_to_date = f->has("_up-to-date");
+    json::array out;
+    for (const auto& t : m.tasks().list()) {
+        auto svc = std::find_if(services.begin(), services.end(), [&](const auto& s) { return s.meta.id == t.service_id; });
+        if (f->has("service") && !service_ids.count(t.service_id)) continue;
+        if (f->has("node") && !node_ids.count(t.node_id)) continue;
+        if (!f->match_prefix("id", t.meta.id) || !f->match_prefix("name", task_name(t))) continue;
+        if (!f->match_exact("desired-state", model::to_string(t.desired))) continue;
+        if (f->has("label") && (svc == services.end() || !f->match_labels(svc->spec.labels))) continue;
+        if (up_to_date && (svc == services.end() || svc->spec.task.json != t.spec.json)) continue;
+        out.push_back(model::to_json(t));
+    }
+    return ok_json(200, out);
+}
+
+Response nodes_list(Manager& m, const Request& r) {
+    auto f = model::Filters::parse(r.param("filters"), {"id", "name", "role", "membership", "label", "node.label"});
+    if (!f) return Response::error(f.error());
+    json::array out;
+    for (const auto& n : m.nodes().list()) {
+        if (!f->match_prefix("id", n.meta.id) || !f->match_prefix("name", n.description.hostname) ||
+            !f->match_exact("role", model::to_string(n.spec.role)) || !f->match_exact("membership", "accepted") ||
+            !f->match_labels(n.spec.labels))
+            continue;
+        out.push_back(model::to_json(n));
+    }
+    return ok_json(200, out);
+}
+
+}  // namespace
+
+std::optional<Response> orchestration_routes(Manager& manager, Request& r, const Segments& seg) {
+    const auto& m = r.method;
+    auto n = seg.size();
+    auto at = [&](std::size_t i) { return i < n ? seg[i] : std::string_view{}; };
+
+    if (at(0) == "services") {
+        auto& services = manager.services();
+        if (n == 1 && m == "GET") return services_list(manager, r);
+        if (n == 2 && at(1) == "create" && m == "POST") {
+            auto spec = parse_spec(r);
+            if (!spec) return Response::error(spec.error());
+            auto s = services.create(std::move(*spec));
+            if (!s) return Response::error(s.error());
+            log::info("api", "service {} created ({})", s->meta.id, s->spec.name);
+            return ok_json(201, json::object{{"ID", s->meta.id}});
+        }
+        if (n == 2 && m == "GET") {
+            auto s = services.find(at(1));
+            if (!s) return Response::error(s.error());
+            return ok_json(200, model::to_json(*s, truthy(r.param("insertDefaults"))));
+        }
+        if (n == 3 && at(2) == "update" && m == "POST") {
+            auto version = version_param(r, "service");
+            if (!version) return Response::error(version.error());
+            auto spec = parse_spec(r);
+            if (!spec) return Response::error(spec.error());
+            auto s = services.update(at(1), *version, std::move(*spec));
+            if (!s) return Response::error(s.error());
+            log::info("api", "service {} updated", s->meta.id);
+            return ok_json(200, json::object{{"Warnings", nullptr}});
+        }
+        if (n == 2 && m == "DELETE") {
+            auto s = services.remove(at(1));
+            if (!s) return Response::error(s.error());
+            log::info("api", "service {} removed ({})", s->meta.id, s->spec.name);
+            auto resp = Response::empty(200);
+            return resp;
+        }
+    }
+    if (at(0) == "tasks") {
+        if (n == 1 && m == "GET") return tasks_list(manager, r);
+        if (n == 2 && m == "GET") {
+            auto t = manager.tasks().find(at(1));
+            if (!t) return Response::error(t.error());
+            return ok_json(200, model::to_json(*t));
+        }
+    }
+    if (at(0) == "nodes") {
+        auto& nodes = manager.nodes();
+        if (n == 1 && m == "GET") return nodes_list(manager, r);
+        if (n == 2 && m == "GET") {
+            auto node = nodes.find(at(1));
+            if (!node) return Response::error(node.error());
+            return ok_json(200, model::to_json(*node));
+        }
+        if (n == 3 && at(2) == "update" && m == "POST") {
+            auto version = version_param(r, "node");
+            if (!version) return Response::error(version.error());
+            auto v = model::parse_json(r.body_view());
+            if (!v) return fail(Errc::invalid_argument, "malformed request body: " + v.error().message);
+            auto spec = model::node_spec_from_json(*v);
+            if (!spec) return Response::error(spec.error());
+            auto node = nodes.update(at(1), *version, std::move(*spec));
+            if (!node) return Response::error(node.error());
+            log::info("api", "node {} updated", node->meta.id);
+            return Response::empty(200);
+        }
+        if (n == 2 && m == "DELETE") {
+            auto node = nodes.remove(at(1), truthy(r.param("force")));
+            if (!node) return Response::error(node.error());
+            return Response::empty(200);
+        }
+    }
+    // The docker CLI asks a registry for the image digest; a 404 makes it warn and go on.
+    if (at(0) == "distribution" && n >= 3 && seg.back() == "json" && m == "GET")
+        return fail(Errc::not_found, "coffer does not resolve images on registries: nodes use their local images");
+    // Networks: accepted and forgotten (coffer tasks have no overlay networks), so that
+    // `docker stack deploy` and `docker stack rm` work.
+    if (at(0) == "networks") {
+        if (n == 1 && m == "GET") return ok_json(200, json::array{});
+        if (n == 2 && at(1) == "create" && m == "POST")
+            return ok_json(201, json::object{{"Id", crypto::random_id()}, {"Warning", ""}});
+        if (n == 2 && m == "DELETE") return Response::empty(204);
+    }
+    return std::nullopt;
+}
+
+}  // namespace coffer::manager

@@ -1,0 +1,139 @@
+#include "coffer/manager/nodes.h"
+
+#include "coffer/base/log.h"
+#include "coffer/model/json.h"
+#include "coffer/model/service_json.h"
+
+namespace coffer::manager {
+
+namespace json = boost::json;
+using model::Node;
+using Changes = ObjectTable<Node>::Changes;
+
+namespace {
+
+Result<const Node*> lookup(const ObjectTable<Node>::Map& items, std::string_view key) {
+    auto not_found = [&] { return make_error(Errc::not_found, fmt::format("node {} not found", key)); };
+    if (key.empty()) return not_found();
+    if (auto it = items.find(key); it != items.end()) return &it->second;
+    const Node* found = nullptr;
+    int matches = 0;
+    for (const auto& [id, n] : items)
+        if (n.description.hostname == key) found = &n, ++matches;
+    if (matches == 1) return found;
+    if (matches > 1)
+        return make_error(Errc::invalid_argument, fmt::format("node {} is ambiguous ({} matches found)", key, matches));
+    for (auto it = items.lower_bound(key); it != items.end() && it->first.starts_with(key); ++it)
+        found = &it->second, ++matches;
+    if (matches > 1)
+        return make_error(Errc::invalid_argument, fmt::format("node {} is ambiguous ({} matches found)", key, matches));
+    if (found) return found;
+    return not_found();
+}
+
+}  // namespace
+
+Result<std::unique_ptr<NodeRegistry>> NodeRegistry::load(store::Store& store, VersionCounter& counter) {
+    std::unique_ptr<NodeRegistry> reg(new NodeRegistry(
+        store, store::Table::nodes, counter, [](const Node& n) { return json::serialize(model::to_json(n)); },
+        [](std::string_view text) -> Result<Node> {
+            auto v = model::parse_json(text);
+            if (!v) return std::move(v).error();
+            return model::node_from_json(*v);
+        }));
+    if (auto r = reg->ObjectTable::load(); !r) return std::move(r).error().context("load nodes");
+    // No session survives a restart: a node that was up is unknown until it connects again
+    // (its tasks keep running meanwhile; the orchestrator treats it as down after a grace period).
+    auto marked = reg->commit([](const Map& items) -> Result<Changes> {
+        Changes c;
+        auto now = model::Timestamp::now();
+        for (const auto& [id, n] : items)
+            if (n.state == model::NodeState::ready || n.state == model::NodeState::disconnected) {
+                c.put.push_back(n);
+                c.put.back().state = model::NodeState::unknown;
+                c.put.back().meta.updated = now;
+            }
+        return c;
+    });
+    if (!marked) return std::move(marked).error();
+    return reg;
+}
+
+Result<Node> NodeRegistry::register_node(NodeRegistration reg) {
+    if (!model::looks_like_id(reg.id)) return make_error(Errc::invalid_argument, "invalid node id");
+    auto written = commit([&](const Map& items) -> Result<Changes> {
+        auto now = model::Timestamp::now();
+        Node n;
+        if (auto it = items.find(reg.id); it != items.end()) {
+            n = it->second;
+        } else {
+            n.meta = {reg.id, 0, now, now};
+            n.spec.role = reg.role;
+        }
+        n.description = std::move(reg.description);
+        n.addr = std::move(reg.addr);
+        n.certificate_expiry = reg.certificate_expiry;
+        n.state = model::NodeState::ready;
+        n.meta.updated = now;
+        return Changes{{std::move(n)}, {}};
+    });
+    if (!written) return std::move(written).error();
+    log::info("nodes", "node {} ({}) registered", written->front().meta.id, written->front().description.hostname);
+    return written->front();
+}
+
+Result<void> NodeRegistry::set_status(std::string_view id, model::NodeState state, std::string_view addr) {
+    auto written = commit([&](const Map& items) -> Result<Changes> {
+        auto it = items.find(id);
+        if (it == items.end()) return make_error(Errc::not_found, fmt::format("node {} not found", id));
+        if (it->second.state == state && it->second.addr == addr) return Changes{};
+        Node n = it->second;
+        n.state = state;
+        n.addr = std::string(addr);
+        n.meta.updated = model::Timestamp::now();
+        return Changes{{std::move(n)}, {}};
+    });
+    if (!written) return std::move(written).error();
+    return {};
+}
+
+Result<Node> NodeRegistry::update(std::string_view key, std::uint64_t version, model::NodeSpec spec) {
+    if (auto r = model::validate_labels(spec.labels); !r) return std::move(r).error();
+    auto written = commit([&](const Map& items) -> Result<Changes> {
+        auto n = lookup(items, key);
+        if (!n) return std::move(n).error();
+        if ((*n)->meta.version != version) return make_error(Errc::conflict, "update out of sequence");
+        Node next = **n;
+        next.spec = std::move(spec);
+        next.meta.updated = model::Timestamp::now();
+        return Changes{{std::move(next)}, {}};
+    });
+    if (!written) return std::move(written).error();
+    return written->front();
+}
+
+Result<Node> NodeRegistry::remove(std::string_view key, bool force) {
+    std::optional<Node> removed;
+    auto written = commit([&](const Map& items) -> Result<Changes> {
+        auto n = lookup(items, key);
+        if (!n) return std::move(n).error();
+        if (!force && (*n)->state == model::NodeState::ready)
+            return make_error(Errc::invalid_argument,
+                              fmt::format("node {} is not down and can't be removed", (*n)->meta.id));
+        removed = **n;
+        return Changes{{}, {(*n)->meta.id}};
+    });
+    if (!written) return std::move(written).error();
+    log::info("nodes", "node {} removed", removed->meta.id);
+    return std::move(*removed);
+}
+
+Result<Node> NodeRegistry::find(std::string_view key) const {
+    return read([&](const Map& items) -> Result<Node> {
+        auto n = lookup(items, key);
+        if (!n) return std::move(n).error();
+        return **n;
+    });
+}
+
+}  // namespace coffer::manager

@@ -1,0 +1,220 @@
+#include "coffer/manager/services.h"
+
+#include <algorithm>
+
+#include "coffer/base/log.h"
+#include "coffer/crypto/random.h"
+#include "coffer/model/json.h"
+#include "coffer/model/service_json.h"
+
+namespace coffer::manager {
+
+namespace json = boost::json;
+using model::Service;
+using model::Task;
+
+namespace {
+
+template <typename T, auto decode>
+Result<T> decode_record(std::string_view text) {
+    auto v = model::parse_json(text);
+    if (!v) return std::move(v).error();
+    return decode(*v);
+}
+
+// Full ID, then exact name (services only), then unique ID prefix, as Docker resolves them.
+template <typename T, typename NameOf>
+Result<T> lookup(const std::map<std::string, T, std::less<>>& items, std::string_view key,
+                 std::string_view kind, NameOf name_of) {
+    auto not_found = [&] { return make_error(Errc::not_found, fmt::format("{} {} not found", kind, key)); };
+    if (key.empty()) return not_found();
+    if (auto it = items.find(key); it != items.end()) return it->second;
+    for (const auto& [id, t] : items)
+        if (name_of(t) == key) return t;
+    const T* found = nullptr;
+    int matches = 0;
+    for (auto it = items.lower_bound(key); it != items.end() && it->first.starts_with(key); ++it) {
+        found = &it->second;
+        ++matches;
+    }
+    if (matches > 1)
+        return make_error(Errc::invalid_argument,
+                          fmt::format("{} {} is ambiguous ({} matches found)", kind, key, matches));
+    if (found) return *found;
+    return not_found();
+}
+
+std::vector<std::string> secret_ids(const model::ServiceSpec& spec) {
+    std::vector<std::string> ids;
+    for (const auto& ref : spec.task.container.secrets) ids.push_back(ref.secret_id);
+    std::sort(ids.begin(), ids.end());
+    ids.erase(std::unique(ids.begin(), ids.end()), ids.end());
+    return ids;
+}
+
+bool same_name(const Service& s, std::string_view name) { return model::to_lower(s.spec.name) == model::to_lower(name); }
+
+}  // namespace
+
+// ---- tasks -----------------------------------------------------------------------------------
+
+Result<std::unique_ptr<TaskRegistry>> TaskRegistry::load(store::Store& store, VersionCounter& counter) {
+    std::unique_ptr<TaskRegistry> reg(new TaskRegistry(
+        store, store::Table::tasks, counter,
+        [](const Task& t) { return json::serialize(model::to_json(t, true)); },
+        decode_record<Task, model::task_from_json>));
+    if (auto r = reg->ObjectTable::load(); !r) return std::move(r).error().context("load tasks");
+    return reg;
+}
+
+Result<Task> TaskRegistry::find(std::string_view id) const {
+    return read([&](const Map& m) { return lookup<Task>(m, id, "task", [](const Task&) { return std::string_view{}; }); });
+}
+
+// ---- services --------------------------------------------------------------------------------
+
+ServiceRegistry::ServiceRegistry(store::Store& store, VersionCounter& counter, SecretRegistry& secrets)
+    : table_(store, store::Table::services, counter,
+             [](const Service& s) { return json::serialize(model::to_json(s)); },
+             decode_record<Service, model::service_from_json>),
+      secrets_(secrets) {}
+
+ServiceRegistry::~ServiceRegistry() { secrets_.set_users({}); }
+
+Result<std::unique_ptr<ServiceRegistry>> ServiceRegistry::load(store::Store& store, VersionCounter& counter,
+                                                               SecretRegistry& secrets) {
+    std::unique_ptr<ServiceRegistry> reg(new ServiceRegistry(store, counter, secrets));
+    if (auto r = reg->table_.load(); !r) return std::move(r).error().context("load services");
+    secrets.set_users([r = reg.get()](const std::string& id) { return r->users_of(id); });
+    log::info("services", "loaded {} services", reg->table_.list().size());
+    return reg;
+}
+
+std::vector<std::string> ServiceRegistry::users_of(const std::string& secret_id) const {
+    std::set<std::string> names;
+    {
+        auto pending = pending_.read();
+        for (const auto& [name, id] : *pending)
+            if (id == secret_id) names.insert(name);
+    }
+    table_.read([&](const auto& items) {
+        for (const auto& [id, s] : items)
+            for (const auto& ref : s.spec.task.container.secrets)
+                if (ref.secret_id == secret_id) names.insert(s.spec.name);
+        return 0;
+    });
+    return {names.begin(), names.end()};
+}
+
+Result<void> ServiceRegistry::reserve_secrets(const std::string& service_name, const model::ServiceSpec& spec) {
+    auto ids = secret_ids(spec);
+    {
+        auto pending = pending_.lock();
+        for (const auto& id : ids) pending->emplace(service_name, id);
+    }
+    // The order matters: the references are visible to a concurrent secret removal before the
+    // secrets are checked, and a removal marks its secret before it asks for users. Either the
+    // removal sees this service, or this check sees the secret as gone.
+    auto missing = secrets_.unavailable(ids);
+    if (missing.empty()) return {};
+    release_secrets(service_name);
+    std::vector<std::string> names;
+    for (const auto& ref : spec.task.container.secrets)
+        if (std::find(missing.begin(), missing.end(), ref.secret_id) != missing.end() &&
+            std::find(names.begin(), names.end(), ref.secret_name) == names.end())
+            names.push_back(ref.secret_name);
+    return make_error(Errc::invalid_argument, fmt::format("secret{} not found: {}", names.size() > 1 ? "s" : "",
+                                                          fmt::join(names, ", ")));
+}
+
+void ServiceRegistry::release_secrets(const std::string& service_name) { pending_.lock()->erase(service_name); }
+
+Result<Service> ServiceRegistry::create(model::ServiceSpec spec) {
+    if (auto r = model::validate_service_spec(spec); !r) return std::move(r).error();
+    std::string name = spec.name;
+    bool reserved = false;
+    auto written = table_.commit([&](const auto& items) -> Result<ObjectTable<Service>::Changes> {
+        for (const auto& [id, s] : items)
+            if (same_name(s, spec.name))
+                return make_error(Errc::already_exists,
+                                  fmt::format("name conflicts with an existing object: service {} already exists",
+                                              spec.name));
+        if (auto r = reserve_secrets(name, spec); !r) return std::move(r).error();
+        reserved = true;
+        auto now = model::Timestamp::now();
+        Service s{{crypto::random_id(), 0, now, now}, std::move(spec), std::nullopt, std::nullopt};
+        return ObjectTable<Service>::Changes{{std::move(s)}, {}};
+    });
+    if (reserved) release_secrets(name);
+    if (!written) return std::move(written).error();
+    return written->front();
+}
+
+Result<Service> ServiceRegistry::update(std::string_view key, std::uint64_t version, model::ServiceSpec spec) {
+    if (auto r = model::validate_service_spec(spec); !r) return std::move(r).error();
+    std::string name = spec.name;
+    bool reserved = false;
+    auto written = table_.commit([&](const auto& items) -> Result<ObjectTable<Service>::Changes> {
+        auto current = lookup<Service>(items, key, "service", [](const Service& s) { return std::string_view(s.spec.name); });
+        if (!current) return std::move(current).error();
+        if (current->meta.version != version) return make_error(Errc::conflict, "update out of sequence");
+        if (current->spec.name != spec.name)
+            return make_error(Errc::invalid_argument, "renaming services is not supported");
+        if (auto r = reserve_secrets(name, spec); !r) return std::move(r).error();
+        reserved = true;
+        Service next = std::move(*current);
+        // A new spec starts a new update (also after a paused one), as in Swarm.
+        next.update_status.reset();
+        next.previous = std::move(next.spec);
+        next.spec = std::move(spec);
+        next.meta.updated = model::Timestamp::now();
+        return ObjectTable<Service>::Changes{{std::move(next)}, {}};
+    });
+    if (reserved) release_secrets(name);
+    if (!written) return std::move(written).error();
+    return written->front();
+}
+
+Result<Service> ServiceRegistry::remove(std::string_view key) {
+    std::optional<Service> removed;
+    auto written = table_.commit([&](const auto& items) -> Result<ObjectTable<Service>::Changes> {
+        auto current = lookup<Service>(items, key, "service", [](const Service& s) { return std::string_view(s.spec.name); });
+        if (!current) return std::move(current).error();
+        removed = *current;
+        return ObjectTable<Service>::Changes{{}, {current->meta.id}};
+    });
+    if (!written) return std::move(written).error();
+    return std::move(*removed);
+}
+
+Result<Service> ServiceRegistry::find(std::string_view key) const {
+    return table_.read([&](const auto& items) {
+        return lookup<Service>(items, key, "service", [](const Service& s) { return std::string_view(s.spec.name); });
+    });
+}
+
+Result<void> ServiceRegistry::set_update_status(const std::string& id, std::optional<model::UpdateStatus> status,
+                                                bool roll_back) {
+    std::string name;
+    auto written = table_.commit([&](const auto& items) -> Result<ObjectTable<Service>::Changes> {
+        auto it = items.find(id);
+        if (it == items.end()) return ObjectTable<Service>::Changes{};
+        Service next = it->second;
+        next.update_status = std::move(status);
+        if (roll_back && next.previous) {
+            // The previous spec is not protected from secret removal (as in Swarm, only the
+            // current one is): a rollback to a spec whose secrets are gone is refused.
+            name = next.spec.name;
+            if (auto r = reserve_secrets(name, *next.previous); !r) return std::move(r).error();
+            next.spec = std::move(*next.previous);
+            next.previous.reset();
+        }
+        next.meta.updated = model::Timestamp::now();
+        return ObjectTable<Service>::Changes{{std::move(next)}, {}};
+    });
+    if (!name.empty()) release_secrets(name);
+    if (!written) return std::move(written).error();
+    return {};
+}
+
+}  // namespace coffer::manager

@@ -1,0 +1,211 @@
+#include "coffer/model/service.h"
+
+#include <array>
+#include <cmath>
+#include <set>
+
+namespace coffer::model {
+namespace {
+
+constexpr std::array<std::string_view, 14> task_state_names = {
+    "new",      "pending",  "assigned", "accepted", "preparing", "ready",  "starting",
+    "running",  "complete", "shutdown", "failed",   "rejected",  "remove", "orphaned"};
+
+Error invalid(std::string message) { return make_error(Errc::invalid_argument, std::move(message)); }
+
+bool alnum(char c) noexcept {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
+}
+
+Result<void> validate_update_config(const UpdateConfig& u, std::string_view what) {
+    if (u.delay < 0) return invalid(fmt::format("TaskSpec: {}-delay cannot be negative", what));
+    if (u.monitor < 0) return invalid(fmt::format("TaskSpec: {}-monitor cannot be negative", what));
+    if (!(u.max_failure_ratio >= 0 && u.max_failure_ratio <= 1))
+        return invalid(fmt::format("TaskSpec: {}-maxfailureratio cannot be less than 0 or bigger than 1", what));
+    return {};
+}
+
+Result<void> validate_secret_refs(const std::vector<SecretReference>& refs) {
+    std::map<std::string, std::string> targets;  // file name -> secret name
+    for (const auto& ref : refs) {
+        if (ref.secret_id.empty() || ref.secret_name.empty()) return invalid("malformed secret reference");
+        if (ref.file_name.empty())
+            return invalid("malformed file secret reference, invalid target file name provided");
+        if (auto [it, fresh] = targets.emplace(ref.file_name, ref.secret_name); !fresh)
+            return invalid(fmt::format("secret references '{}' and '{}' have a conflicting target: '{}'",
+                                       it->second, ref.secret_name, ref.file_name));
+        // The agent refuses targets that climb out of the secrets directory; say so at once.
+        std::string_view f = ref.file_name;
+        for (std::size_t start = 0; start <= f.size();) {
+            auto end = f.find('/', start);
+            auto part = f.substr(start, end == std::string_view::npos ? f.npos : end - start);
+            if (part == "..") return invalid(fmt::format("invalid secret target '{}'", ref.file_name));
+            if (end == std::string_view::npos) break;
+            start = end + 1;
+        }
+        if (f.find('\0') != std::string_view::npos)
+            return invalid(fmt::format("invalid secret target '{}'", ref.file_name));
+        if (ref.mode > 07777) return invalid(fmt::format("invalid file mode {:o} for secret target '{}'", ref.mode, ref.file_name));
+        for (const auto& id : {ref.uid, ref.gid}) {
+            if (id.empty() || id.size() > 10 || id.find_first_not_of("0123456789") != std::string::npos)
+                return invalid(fmt::format("invalid uid or gid '{}' for secret target '{}'", id, ref.file_name));
+        }
+    }
+    return {};
+}
+
+}  // namespace
+
+std::string_view to_string(TaskState s) noexcept { return task_state_names[static_cast<std::size_t>(s)]; }
+
+std::optional<TaskState> task_state_from(std::string_view s) noexcept {
+    for (std::size_t i = 0; i < task_state_names.size(); ++i)
+        if (task_state_names[i] == s) return static_cast<TaskState>(i);
+    return std::nullopt;
+}
+
+std::string_view to_string(NodeRole r) noexcept { return r == NodeRole::manager ? "manager" : "worker"; }
+
+std::string_view to_string(NodeAvailability a) noexcept {
+    switch (a) {
+        case NodeAvailability::active: return "active";
+        case NodeAvailability::pause: return "pause";
+        case NodeAvailability::drain: return "drain";
+    }
+    return "active";
+}
+
+std::string_view to_string(NodeState s) noexcept {
+    switch (s) {
+        case NodeState::unknown: return "unknown";
+        case NodeState::down: return "down";
+        case NodeState::ready: return "ready";
+        case NodeState::disconnected: return "disconnected";
+    }
+    return "unknown";
+}
+
+bool is_dns_label(std::string_view s) noexcept {
+    // ^[a-zA-Z0-9](?:[-_]*[A-Za-z0-9]+)*$ : alphanumeric ends, '-' and '_' only between.
+    if (s.empty() || !alnum(s.front()) || !alnum(s.back())) return false;
+    for (char c : s)
+        if (!alnum(c) && c != '-' && c != '_') return false;
+    return true;
+}
+
+Result<void> validate_service_name(std::string_view name) {
+    if (name.empty()) return invalid("meta: name must be provided");
+    if (!is_dns_label(name)) return invalid("name must be valid as a DNS name component");
+    if (name.size() > 63) return invalid("name must be 63 characters or fewer");
+    return {};
+}
+
+Result<Constraint> parse_constraint(std::string_view expr) {
+    auto bad = [&] {
+        return invalid(fmt::format("constraint expected one operator from ==, != (got '{}')", expr));
+    };
+    Constraint c;
+    auto pos = expr.find("==");
+    c.equal = pos != std::string_view::npos;
+    if (!c.equal) pos = expr.find("!=");
+    if (pos == std::string_view::npos) return bad();
+    auto trim = [](std::string_view s) {
+        while (!s.empty() && s.front() == ' ') s.remove_prefix(1);
+        while (!s.empty() && s.back() == ' ') s.remove_suffix(1);
+        return s;
+    };
+    c.key = std::string(trim(expr.substr(0, pos)));
+    c.value = std::string(trim(expr.substr(pos + 2)));
+    if (c.value.find("==") != std::string::npos || c.value.find("!=") != std::string::npos) return bad();
+    if (c.key != "node.id" && c.key != "node.hostname" && c.key != "node.role" &&
+        !(c.key.starts_with("node.labels.") && c.key.size() > 12))
+        return invalid(fmt::format("constraint key '{}' is not supported (node.id, node.hostname, "
+                                   "node.role, node.labels.<key>)", c.key));
+    if (c.value.empty()) return invalid(fmt::format("constraint '{}' has no value", expr));
+    if (c.key == "node.role" && c.value != "worker" && c.value != "manager")
+        return invalid(fmt::format("constraint '{}': node.role is worker or manager", expr));
+    return c;
+}
+
+Result<void> validate_service_spec(const ServiceSpec& spec) {
+    if (auto r = validate_service_name(spec.name); !r) return r;
+    if (auto r = validate_labels(spec.labels); !r) return r;
+    const auto& c = spec.task.container;
+    if (c.image.empty()) return invalid("ContainerSpec: image reference must be provided");
+    if (c.image.find_first_of(" \t\n") != std::string::npos)
+        return invalid(fmt::format("ContainerSpec: \"{}\" is not a valid repository/tag", c.image));
+    if (c.stop_grace_period && *c.stop_grace_period < 0)
+        return invalid("TaskSpec: stop-grace-period cannot be negative");
+    const auto& l = spec.task.limits;
+    if (l.memory_bytes < 0 || l.nano_cpus < 0 || l.pids < 0)
+        return invalid("TaskSpec: resource limits cannot be negative");
+    if (l.memory_bytes != 0 && l.memory_bytes < 4 * 1024 * 1024)
+        return invalid("Minimum memory limit allowed is 4MB");
+    const auto& rp = spec.task.restart;
+    if (rp.delay < 0) return invalid("TaskSpec: restart-delay cannot be negative");
+    if (rp.window < 0) return invalid("TaskSpec: restart-window cannot be negative");
+    for (const auto& e : c.env)
+        if (e.empty() || e.front() == '=') return invalid(fmt::format("invalid environment variable: {}", e));
+    if (auto r = validate_secret_refs(c.secrets); !r) return r;
+    if (auto r = validate_update_config(spec.update, "update"); !r) return r;
+    if (auto r = validate_update_config(spec.rollback, "rollback"); !r) return r;
+    return {};
+}
+
+std::optional<std::int64_t> parse_go_duration(std::string_view s) noexcept {
+    if (s.empty()) return std::nullopt;
+    if (s == "0") return 0;
+    double total = 0;
+    while (!s.empty()) {
+        std::size_t i = 0;
+        double v = 0;
+        bool digits = false;
+        while (i < s.size() && s[i] >= '0' && s[i] <= '9') v = v * 10 + (s[i++] - '0'), digits = true;
+        if (i < s.size() && s[i] == '.') {
+            ++i;
+            double scale = 0.1;
+            while (i < s.size() && s[i] >= '0' && s[i] <= '9') v += (s[i++] - '0') * scale, scale /= 10, digits = true;
+        }
+        if (!digits) return std::nullopt;
+        auto unit_end = i;
+        while (unit_end < s.size() && !(s[unit_end] >= '0' && s[unit_end] <= '9') && s[unit_end] != '.') ++unit_end;
+        auto unit = s.substr(i, unit_end - i);
+        double mult;
+        if (unit == "ns") mult = 1;
+        else if (unit == "us" || unit == "µs") mult = 1e3;
+        else if (unit == "ms") mult = 1e6;
+        else if (unit == "s") mult = 1e9;
+        else if (unit == "m") mult = 60e9;
+        else if (unit == "h") mult = 3600e9;
+        else return std::nullopt;
+        total += v * mult;
+        s.remove_prefix(unit_end);
+    }
+    if (total > 9.2e18) return std::nullopt;
+    return static_cast<std::int64_t>(std::llround(total));
+}
+
+std::string format_go_duration(std::int64_t ns) {
+    if (ns == 0) return "0s";
+    std::string out;
+    if (ns < 0) out = "-", ns = -ns;
+    if (ns < second_ns) {
+        if (ns % 1'000'000 == 0) return out + fmt::format("{}ms", ns / 1'000'000);
+        return out + fmt::format("{}ns", ns);
+    }
+    auto h = ns / (3600 * second_ns);
+    auto m = ns / (60 * second_ns) % 60;
+    auto rest = ns % (60 * second_ns);
+    if (h) out += fmt::format("{}h", h);
+    if (h || m) out += fmt::format("{}m", m);
+    if (rest % second_ns == 0) {
+        out += fmt::format("{}s", rest / second_ns);
+    } else {
+        auto frac = fmt::format("{:.9f}", static_cast<double>(rest) / 1e9);
+        frac.erase(frac.find_last_not_of('0') + 1);
+        out += frac + "s";
+    }
+    return out;
+}
+
+}  // namespace coffer::model

@@ -1,0 +1,512 @@
+#include "coffer/model/service_json.h"
+
+#include "coffer/model/json.h"
+
+namespace coffer::model {
+
+namespace json = boost::json;
+
+namespace {
+
+Error invalid(std::string message) { return make_error(Errc::invalid_argument, std::move(message)); }
+
+// Typed optional members; a wrong type is an error naming the field's path.
+class Reader {
+public:
+    Reader(const json::object& o, std::string path) : o_(o), path_(std::move(path)) {}
+
+    std::string name(std::string_view key) const { return path_.empty() ? std::string(key) : path_ + "." + std::string(key); }
+    const json::value* get(std::string_view key) const {
+        auto* v = o_.if_contains(key);
+        return v == nullptr || v->is_null() ? nullptr : v;
+    }
+    void str(std::string_view key, std::string& out) {
+        if (auto* v = get(key)) {
+            if (v->is_string()) out = std::string(v->as_string());
+            else fail(fmt::format("field {} must be a string", name(key)));
+        }
+    }
+    void boolean(std::string_view key, bool& out) {
+        if (auto* v = get(key)) {
+            if (v->is_bool()) out = v->as_bool();
+            else fail(fmt::format("field {} must be a boolean", name(key)));
+        }
+    }
+    template <typename Int>
+    bool integer(std::string_view key, Int& out) {
+        auto* v = get(key);
+        if (v == nullptr) return false;
+        if (v->is_int64()) {
+            auto i = v->as_int64();
+            if (std::is_unsigned_v<Int> && i < 0) {
+                fail(fmt::format("field {} cannot be negative", name(key)));
+                return false;
+            }
+            out = static_cast<Int>(i);
+            return true;
+        }
+        if (v->is_uint64() && !std::is_signed_v<Int>) {
+            out = static_cast<Int>(v->as_uint64());
+            return true;
+        }
+        fail(fmt::format("field {} must be an integer", name(key)));
+        return false;
+    }
+    void number(std::string_view key, double& out) {
+        if (auto* v = get(key)) {
+            if (v->is_number()) out = v->to_number<double>();
+            else fail(fmt::format("field {} must be a number", name(key)));
+        }
+    }
+    void strings(std::string_view key, std::vector<std::string>& out) {
+        auto* v = get(key);
+        if (v == nullptr) return;
+        if (!v->is_array()) return fail(fmt::format("field {} must be an array of strings", name(key)));
+        for (const auto& item : v->as_array()) {
+            if (!item.is_string()) return fail(fmt::format("field {} must be an array of strings", name(key)));
+            out.emplace_back(item.as_string());
+        }
+    }
+    const json::object* object(std::string_view key) {
+        auto* v = get(key);
+        if (v == nullptr) return nullptr;
+        if (!v->is_object()) {
+            fail(fmt::format("field {} must be an object", name(key)));
+            return nullptr;
+        }
+        return &v->as_object();
+    }
+    const json::array* array(std::string_view key) {
+        auto* v = get(key);
+        if (v == nullptr) return nullptr;
+        if (!v->is_array()) {
+            fail(fmt::format("field {} must be an array", name(key)));
+            return nullptr;
+        }
+        return &v->as_array();
+    }
+    void fail(std::string message) {
+        if (!error_) error_ = invalid(std::move(message));
+    }
+    void merge(const Reader& other) {
+        if (!error_ && other.error_) error_ = other.error_;
+    }
+    const std::optional<Error>& error() const { return error_; }
+
+private:
+    const json::object& o_;
+    std::string path_;
+    std::optional<Error> error_;
+};
+
+std::optional<FailureAction> failure_action_from(std::string_view s) {
+    if (s == "pause") return FailureAction::pause;
+    if (s == "continue") return FailureAction::cont;
+    if (s == "rollback") return FailureAction::rollback;
+    return std::nullopt;
+}
+
+void read_update_config(Reader& parent, std::string_view key, UpdateConfig& u) {
+    auto* o = parent.object(key);
+    if (o == nullptr) return;
+    Reader r(*o, parent.name(key));
+    r.integer("Parallelism", u.parallelism);
+    r.integer("Delay", u.delay);
+    r.integer("Monitor", u.monitor);
+    r.number("MaxFailureRatio", u.max_failure_ratio);
+    std::string action, order;
+    r.str("FailureAction", action);
+    r.str("Order", order);
+    if (!action.empty()) {
+        auto a = failure_action_from(action);
+        if (!a) r.fail(fmt::format("unrecognized failure action {}", action));
+        else u.failure_action = *a;
+    }
+    if (order == "start-first") u.order = UpdateOrder::start_first;
+    else if (!order.empty() && order != "stop-first") r.fail(fmt::format("unrecognized update order {}", order));
+    parent.merge(r);
+}
+
+void read_secret_refs(Reader& parent, const json::object& cs, ContainerSpec& c) {
+    Reader r(cs, parent.name("ContainerSpec"));
+    auto* refs = r.array("Secrets");
+    if (refs == nullptr) return parent.merge(r);
+    for (const auto& item : *refs) {
+        if (!item.is_object()) {
+            r.fail("malformed secret reference");
+            break;
+        }
+        Reader ref(item.as_object(), r.name("Secrets"));
+        SecretReference s;
+        ref.str("SecretID", s.secret_id);
+        ref.str("SecretName", s.secret_name);
+        if (auto* file = ref.object("File")) {
+            Reader f(*file, ref.name("File"));
+            f.str("Name", s.file_name);
+            f.str("UID", s.uid);
+            f.str("GID", s.gid);
+            f.integer("Mode", s.mode);
+            ref.merge(f);
+        }
+        r.merge(ref);
+        c.secrets.push_back(std::move(s));
+    }
+    parent.merge(r);
+}
+
+}  // namespace
+
+Result<TaskTemplate> task_template_from_json(const json::value& v) {
+    TaskTemplate t;
+    if (!v.is_object()) return invalid("field TaskTemplate must be an object");
+    t.json = json::serialize(v);
+    Reader r(v.as_object(), "TaskTemplate");
+    if (auto* cs = r.object("ContainerSpec")) {
+        Reader c(*cs, "TaskTemplate.ContainerSpec");
+        auto& ct = t.container;
+        c.str("Image", ct.image);
+        c.strings("Command", ct.command);
+        c.strings("Args", ct.args);
+        c.strings("Env", ct.env);
+        c.str("User", ct.user);
+        c.str("Dir", ct.dir);
+        c.str("Hostname", ct.hostname);
+        c.boolean("ReadOnly", ct.read_only);
+        c.strings("CapabilityAdd", ct.cap_add);
+        c.strings("CapabilityDrop", ct.cap_drop);
+        std::int64_t grace = 0;
+        if (c.integer("StopGracePeriod", grace)) ct.stop_grace_period = grace;
+        r.merge(c);
+        read_secret_refs(r, *cs, ct);
+    } else if (r.get("PluginSpec") || r.get("NetworkAttachmentSpec")) {
+        r.fail("only container services are supported");
+    }
+    if (auto* res = r.object("Resources")) {
+        Reader rr(*res, "TaskTemplate.Resources");
+        if (auto* lim = rr.object("Limits")) {
+            Reader l(*lim, "TaskTemplate.Resources.Limits");
+            l.integer("MemoryBytes", t.limits.memory_bytes);
+            l.integer("NanoCPUs", t.limits.nano_cpus);
+            l.integer("Pids", t.limits.pids);
+            rr.merge(l);
+        }
+        r.merge(rr);
+    }
+    if (auto* rp = r.object("RestartPolicy")) {
+        Reader p(*rp, "TaskTemplate.RestartPolicy");
+        std::string cond;
+        p.str("Condition", cond);
+        if (cond == "none") t.restart.condition = RestartCondition::none;
+        else if (cond == "on-failure") t.restart.condition = RestartCondition::on_failure;
+        else if (!cond.empty() && cond != "any") p.fail(fmt::format("invalid RestartCondition: \"{}\"", cond));
+        p.integer("Delay", t.restart.delay);
+        p.integer("MaxAttempts", t.restart.max_attempts);
+        p.integer("Window", t.restart.window);
+        r.merge(p);
+    }
+    if (auto* pl = r.object("Placement")) {
+        Reader p(*pl, "TaskTemplate.Placement");
+        std::vector<std::string> exprs;
+        p.strings("Constraints", exprs);
+        for (const auto& e : exprs) {
+            auto c = parse_constraint(e);
+            if (!c) {
+                p.fail(c.error().message);
+                break;
+            }
+            t.constraints.push_back(std::move(*c));
+        }
+        r.merge(p);
+    }
+    r.integer("ForceUpdate", t.force_update);
+    if (r.error()) return *r.error();
+    return t;
+}
+
+Result<ServiceSpec> service_spec_from_json(const json::value& v) {
+    if (!v.is_object()) return invalid("service spec must be an object");
+    ServiceSpec s;
+    const auto& o = v.as_object();
+    s.json = json::serialize(v);
+    Reader r(o, "");
+    r.str("Name", s.name);
+    auto labels = labels_from_json(o.if_contains("Labels"), "Labels");
+    if (!labels) return std::move(labels).error();
+    s.labels = std::move(*labels);
+    auto* tt = o.if_contains("TaskTemplate");
+    auto task = task_template_from_json(tt && !tt->is_null() ? *tt : json::value(json::object{}));
+    if (!task) return std::move(task).error();
+    s.task = std::move(*task);
+    if (auto* mode = r.object("Mode")) {
+        Reader m(*mode, "Mode");
+        auto* rep = m.object("Replicated");
+        auto* glob = m.object("Global");
+        if (m.get("ReplicatedJob") || m.get("GlobalJob")) m.fail("job services are not supported");
+        if (rep && glob) m.fail("Mode: only one of Replicated or Global may be given");
+        if (glob) {
+            s.mode = ServiceMode::global;
+        } else if (rep) {
+            Reader rr(*rep, "Mode.Replicated");
+            rr.integer("Replicas", s.replicas);
+            m.merge(rr);
+        }
+        r.merge(m);
+    }
+    read_update_config(r, "UpdateConfig", s.update);
+    read_update_config(r, "RollbackConfig", s.rollback);
+    if (r.error()) return *r.error();
+    return s;
+}
+
+namespace {
+
+json::object& obj(json::object& parent, std::string_view key) {
+    auto& v = parent[key];
+    if (!v.is_object()) v = json::object{};
+    return v.as_object();
+}
+
+void default_update_config(json::object& u) {
+    u.emplace("Parallelism", 1);
+    u.emplace("FailureAction", "pause");
+    u.emplace("Monitor", 5 * second_ns);
+    u.emplace("MaxFailureRatio", 0);
+    u.emplace("Order", "stop-first");
+}
+
+json::object parse_object(const std::string& text) {
+    auto v = parse_json(text);
+    return v && v->is_object() ? std::move(v->as_object()) : json::object{};
+}
+
+}  // namespace
+
+json::object spec_json(const ServiceSpec& spec, bool insert_defaults) {
+    auto o = parse_object(spec.json);
+    if (!insert_defaults) return o;
+    auto& tt = obj(o, "TaskTemplate");
+    obj(tt, "ContainerSpec").emplace("StopGracePeriod", 10 * second_ns);
+    auto& rp = obj(tt, "RestartPolicy");
+    rp.emplace("Condition", "any");
+    rp.emplace("Delay", 5 * second_ns);
+    rp.emplace("MaxAttempts", 0);
+    default_update_config(obj(o, "UpdateConfig"));
+    default_update_config(obj(o, "RollbackConfig"));
+    return o;
+}
+
+json::object to_json(const Service& s, bool insert_defaults) {
+    auto o = to_json(s.meta);
+    o["Spec"] = spec_json(s.spec, insert_defaults);
+    if (s.previous) o["PreviousSpec"] = spec_json(*s.previous, insert_defaults);
+    o["Endpoint"] = json::object{{"Spec", json::object{}}};
+    if (s.update_status) {
+        const auto& u = *s.update_status;
+        json::object us{{"State", u.state}, {"StartedAt", format_rfc3339(u.started)}, {"Message", u.message}};
+        if (u.completed) us["CompletedAt"] = format_rfc3339(*u.completed);
+        o["UpdateStatus"] = std::move(us);
+    }
+    return o;
+}
+
+namespace {
+
+Result<ObjectMeta> meta_of(const json::object& o) {
+    // Reuse the secret decoder's metadata rules by decoding a secret-shaped view.
+    json::object view{{"ID", o.contains("ID") ? o.at("ID") : json::value()},
+                      {"Version", o.contains("Version") ? o.at("Version") : json::value()},
+                      {"CreatedAt", o.contains("CreatedAt") ? o.at("CreatedAt") : json::value()},
+                      {"UpdatedAt", o.contains("UpdatedAt") ? o.at("UpdatedAt") : json::value()},
+                      {"Spec", json::object{{"Name", "x"}}}};
+    auto s = secret_from_json(view);
+    if (!s) return std::move(s).error();
+    return s->meta;
+}
+
+std::optional<Timestamp> time_at(const json::object& o, std::string_view key) {
+    auto* v = o.if_contains(key);
+    if (v == nullptr || !v->is_string()) return std::nullopt;
+    return parse_rfc3339(v->as_string());
+}
+
+}  // namespace
+
+Result<Service> service_from_json(const json::value& v) {
+    if (!v.is_object()) return invalid("service must be an object");
+    const auto& o = v.as_object();
+    Service s;
+    auto meta = meta_of(o);
+    if (!meta) return std::move(meta).error();
+    s.meta = std::move(*meta);
+    auto spec = service_spec_from_json(o.contains("Spec") ? o.at("Spec") : json::value());
+    if (!spec) return std::move(spec).error();
+    s.spec = std::move(*spec);
+    if (auto* prev = o.if_contains("PreviousSpec"); prev && !prev->is_null()) {
+        auto p = service_spec_from_json(*prev);
+        if (!p) return std::move(p).error();
+        s.previous = std::move(*p);
+    }
+    if (auto* us = o.if_contains("UpdateStatus"); us && us->is_object()) {
+        const auto& u = us->as_object();
+        UpdateStatus out;
+        out.state = u.contains("State") && u.at("State").is_string() ? std::string(u.at("State").as_string()) : "";
+        out.message = u.contains("Message") && u.at("Message").is_string() ? std::string(u.at("Message").as_string()) : "";
+        out.started = time_at(u, "StartedAt").value_or(Timestamp{});
+        out.completed = time_at(u, "CompletedAt");
+        s.update_status = std::move(out);
+    }
+    return s;
+}
+
+json::object to_json(const Task& t, bool internal) {
+    auto o = to_json(t.meta);
+    o["Labels"] = json::object{};
+    o["Spec"] = parse_object(t.spec.json);
+    o["ServiceID"] = t.service_id;
+    o["Slot"] = t.slot;
+    if (!t.node_id.empty()) o["NodeID"] = t.node_id;
+    json::object st{{"Timestamp", format_rfc3339(t.status.timestamp)},
+                    {"State", to_string(t.status.state)},
+                    {"Message", t.status.message}};
+    if (!t.status.err.empty()) st["Err"] = t.status.err;
+    if (t.status.container)
+        st["ContainerStatus"] = json::object{{"ContainerID", t.status.container->container_id},
+                                             {"PID", t.status.container->pid},
+                                             {"ExitCode", t.status.container->exit_code}};
+    st["PortStatus"] = json::object{};
+    o["Status"] = std::move(st);
+    o["DesiredState"] = to_string(t.desired);
+    if (internal) {
+        o["NotBefore"] = t.not_before.nanos;
+        o["ServiceName"] = t.service_name;
+        o["Restarts"] = t.restarts;
+    }
+    return o;
+}
+
+Result<Task> task_from_json(const json::value& v) {
+    if (!v.is_object()) return invalid("task must be an object");
+    const auto& o = v.as_object();
+    Task t;
+    auto meta = meta_of(o);
+    if (!meta) return std::move(meta).error();
+    t.meta = std::move(*meta);
+    auto spec = task_template_from_json(o.contains("Spec") ? o.at("Spec") : json::value());
+    if (!spec) return std::move(spec).error();
+    t.spec = std::move(*spec);
+    Reader r(o, "");
+    r.str("ServiceID", t.service_id);
+    r.integer("Slot", t.slot);
+    r.str("NodeID", t.node_id);
+    r.str("ServiceName", t.service_name);
+    r.integer("NotBefore", t.not_before.nanos);
+    r.integer("Restarts", t.restarts);
+    std::string desired;
+    r.str("DesiredState", desired);
+    auto d = task_state_from(desired);
+    if (!d) return invalid("task has no valid DesiredState");
+    t.desired = *d;
+    auto* st = r.object("Status");
+    if (st == nullptr) return invalid("task has no Status");
+    Reader s(*st, "Status");
+    std::string state;
+    s.str("State", state);
+    auto ts = task_state_from(state);
+    if (!ts) return invalid("task has no valid Status.State");
+    t.status.state = *ts;
+    s.str("Message", t.status.message);
+    s.str("Err", t.status.err);
+    t.status.timestamp = time_at(*st, "Timestamp").value_or(Timestamp{});
+    if (auto* cs = s.object("ContainerStatus")) {
+        Reader c(*cs, "Status.ContainerStatus");
+        ContainerStatus out;
+        c.str("ContainerID", out.container_id);
+        c.integer("PID", out.pid);
+        c.integer("ExitCode", out.exit_code);
+        s.merge(c);
+        t.status.container = std::move(out);
+    }
+    r.merge(s);
+    if (r.error()) return *r.error();
+    return t;
+}
+
+json::object to_json(const Node& n) {
+    auto o = to_json(n.meta);
+    o["Spec"] = json::object{{"Labels", to_json(n.spec.labels)},
+                             {"Role", to_string(n.spec.role)},
+                             {"Availability", to_string(n.spec.availability)}};
+    o["Description"] = json::object{
+        {"Hostname", n.description.hostname},
+        {"Platform", json::object{{"Architecture", n.description.architecture}, {"OS", n.description.os}}},
+        {"Resources", json::object{{"NanoCPUs", n.description.nano_cpus},
+                                   {"MemoryBytes", n.description.memory_bytes}}}};
+    o["Status"] = json::object{{"State", to_string(n.state)}, {"Addr", n.addr}};
+    if (n.certificate_expiry) o["CertificateExpiry"] = format_rfc3339(*n.certificate_expiry);
+    return o;
+}
+
+Result<NodeSpec> node_spec_from_json(const json::value& v) {
+    if (!v.is_object()) return invalid("node spec must be an object");
+    NodeSpec spec;
+    auto labels = labels_from_json(v.as_object().if_contains("Labels"), "Labels");
+    if (!labels) return std::move(labels).error();
+    spec.labels = std::move(*labels);
+    Reader r(v.as_object(), "");
+    std::string role, availability;
+    r.str("Role", role);
+    r.str("Availability", availability);
+    if (r.error()) return *r.error();
+    if (role == "manager") spec.role = NodeRole::manager;
+    else if (role.empty() || role == "worker") spec.role = NodeRole::worker;
+    else return invalid(fmt::format("invalid role {}", role));
+    if (availability == "pause") spec.availability = NodeAvailability::pause;
+    else if (availability == "drain") spec.availability = NodeAvailability::drain;
+    else if (availability.empty() || availability == "active") spec.availability = NodeAvailability::active;
+    else return invalid(fmt::format("invalid availability {}", availability));
+    return spec;
+}
+
+Result<Node> node_from_json(const json::value& v) {
+    if (!v.is_object()) return invalid("node must be an object");
+    const auto& o = v.as_object();
+    Node n;
+    auto meta = meta_of(o);
+    if (!meta) return std::move(meta).error();
+    n.meta = std::move(*meta);
+    auto spec = node_spec_from_json(o.contains("Spec") ? o.at("Spec") : json::value(json::object{}));
+    if (!spec) return std::move(spec).error();
+    n.spec = std::move(*spec);
+    Reader r(o, "");
+    if (auto* d = r.object("Description")) {
+        Reader dr(*d, "Description");
+        dr.str("Hostname", n.description.hostname);
+        if (auto* p = dr.object("Platform")) {
+            Reader pr(*p, "Description.Platform");
+            pr.str("Architecture", n.description.architecture);
+            pr.str("OS", n.description.os);
+            dr.merge(pr);
+        }
+        if (auto* res = dr.object("Resources")) {
+            Reader rr(*res, "Description.Resources");
+            rr.integer("NanoCPUs", n.description.nano_cpus);
+            rr.integer("MemoryBytes", n.description.memory_bytes);
+            dr.merge(rr);
+        }
+        r.merge(dr);
+    }
+    if (auto* st = r.object("Status")) {
+        Reader sr(*st, "Status");
+        std::string state;
+        sr.str("State", state);
+        sr.str("Addr", n.addr);
+        n.state = state == "ready" ? NodeState::ready : state == "down" ? NodeState::down
+                  : state == "disconnected" ? NodeState::disconnected : NodeState::unknown;
+        r.merge(sr);
+    }
+    n.certificate_expiry = time_at(o, "CertificateExpiry");
+    if (r.error()) return *r.error();
+    return n;
+}
+
+}  // namespace coffer::model

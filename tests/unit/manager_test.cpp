@@ -1,0 +1,517 @@
+// The manager's services, scheduler, orchestrator and dispatcher over a real sealed store, driven
+// with fake node reports and an injected clock.
+#include <gtest/gtest.h>
+
+#include <boost/json.hpp>
+
+#include <filesystem>
+#include <future>
+#include <thread>
+
+#include "coffer/crypto/random.h"
+#include "coffer/crypto/secure_buffer.h"
+#include "coffer/manager/committer.h"
+#include "coffer/manager/dispatcher.h"
+#include "coffer/manager/nodes.h"
+#include "coffer/manager/orchestrator.h"
+#include "coffer/manager/secrets.h"
+#include "coffer/manager/services.h"
+#include "coffer/model/service_json.h"
+#include "coffer/store/store.h"
+
+using namespace coffer;
+using namespace coffer::manager;
+using model::TaskState;
+namespace fs = std::filesystem;
+namespace json = boost::json;
+
+namespace {
+
+constexpr std::int64_t sec = model::second_ns;
+
+class Cluster : public ::testing::Test {
+protected:
+    void SetUp() override {
+        crypto::init();
+        auto pattern = (fs::temp_directory_path() / "coffer-manager-test-XXXXXX").string();
+        ASSERT_NE(::mkdtemp(pattern.data()), nullptr);
+        dir_ = pattern;
+        auto opened = store::Store::open({.dir = dir_ / "data"});
+        ASSERT_TRUE(opened.ok());
+        store_ = std::move(opened->store);
+        committer_ = std::make_unique<Committer>(*store_);
+        secrets_ = SecretRegistry::load(*store_, *committer_, counter_).value();
+        services_ = ServiceRegistry::load(*store_, counter_, *secrets_).value();
+        tasks_ = TaskRegistry::load(*store_, counter_).value();
+        nodes_ = NodeRegistry::load(*store_, counter_).value();
+        orch_ = std::make_unique<Orchestrator>(*services_, *tasks_, *nodes_, [this] { return now_; });
+        dispatcher_ = std::make_unique<Dispatcher>(*tasks_, *nodes_, *secrets_, [this] { return now_; });
+        tasks_->on_change([this] { dispatcher_->changed(); });
+        nodes_->on_change([this] { dispatcher_->changed(); });
+    }
+    void TearDown() override {
+        orch_.reset();
+        dispatcher_.reset();
+        committer_.reset();
+        services_.reset();
+        store_.reset();
+        fs::remove_all(dir_);
+    }
+
+    std::string secret(const std::string& name, std::string_view bytes) {
+        std::promise<Result<model::Secret>> p;
+        secrets_->create({name, {}}, crypto::SecureBuffer::copy_of(bytes), [&](Result<model::Secret> s) { p.set_value(std::move(s)); });
+        auto s = p.get_future().get();
+        EXPECT_TRUE(s.ok());
+        return s->meta.id;
+    }
+
+    // A spec as the docker CLI sends it.
+    model::ServiceSpec spec(const std::string& name, int replicas, std::vector<std::pair<std::string, std::string>> secrets = {},
+                            json::object extra_template = {}) {
+        json::array refs;
+        for (const auto& [sname, target] : secrets)
+            refs.push_back(json::object{{"File", json::object{{"Name", target}, {"UID", "0"}, {"GID", "0"}, {"Mode", 292}}},
+                                        {"SecretID", secrets_->find(sname)->meta.id},
+                                        {"SecretName", sname}});
+        json::object tt{{"ContainerSpec", json::object{{"Image", "busybox:1"}, {"Args", json::array{"sleep", "1d"}}, {"Secrets", refs}}},
+                        {"RestartPolicy", json::object{{"Condition", "any"}, {"Delay", 2 * sec}}}};
+        for (auto& [k, v] : extra_template) tt[k] = v;
+        json::object o{{"Name", name}, {"TaskTemplate", tt}};
+        if (replicas < 0) o["Mode"] = json::object{{"Global", json::object{}}};
+        else o["Mode"] = json::object{{"Replicated", json::object{{"Replicas", replicas}}}};
+        o["UpdateConfig"] = json::object{{"Parallelism", 1}, {"Monitor", 1 * sec}};
+        auto s = model::service_spec_from_json(o);
+        EXPECT_TRUE(s.ok()) << (s.ok() ? "" : s.error().message);
+        return *s;
+    }
+
+    std::string node(const std::string& host, model::Labels labels = {}) {
+        NodeRegistration r;
+        r.id = crypto::random_id();
+        r.description.hostname = host;
+        auto n = nodes_->register_node(std::move(r));
+        EXPECT_TRUE(n.ok());
+        if (!labels.empty()) {
+            auto spec = n->spec;
+            spec.labels = std::move(labels);
+            EXPECT_TRUE(nodes_->update(n->meta.id, n->meta.version, spec).ok());
+        }
+        return n->meta.id;
+    }
+
+    void pass() { ASSERT_TRUE(orch_->reconcile(now_).ok()); }
+    void advance(std::int64_t ns) { now_.nanos += ns; }
+
+    std::vector<model::Task> tasks_of(const std::string& service_id, bool live_only = true) {
+        return tasks_->list([&](const model::Task& t) {
+            return t.service_id == service_id && (!live_only || t.desired <= TaskState::running);
+        });
+    }
+    void report(const model::Task& t, TaskState s, int exit_code = 0) {
+        StatusReport r{t.meta.id, s, std::string(model::to_string(s)), "", model::ContainerStatus{"c", 1, exit_code}};
+        ASSERT_TRUE(dispatcher_->report(t.node_id, {r}).ok());
+    }
+    // Agents: every assigned task with desired running starts; every task desired shut down stops.
+    void agents_act() {
+        for (const auto& t : tasks_->list()) {
+            if (t.node_id.empty() || model::is_terminal(t.status.state)) continue;
+            if (t.desired == TaskState::running && t.status.state < TaskState::running && t.status.state >= TaskState::assigned)
+                report(t, TaskState::running);
+            if (t.desired == TaskState::shutdown && t.status.state >= TaskState::assigned) report(t, TaskState::shutdown);
+        }
+    }
+    std::size_t running(const std::string& service_id) {
+        std::size_t n = 0;
+        for (const auto& t : tasks_of(service_id))
+            if (t.status.state == TaskState::running) ++n;
+        return n;
+    }
+
+    fs::path dir_;
+    std::unique_ptr<store::Store> store_;
+    std::unique_ptr<Committer> committer_;
+    VersionCounter counter_;
+    std::unique_ptr<SecretRegistry> secrets_;
+    std::unique_ptr<ServiceRegistry> services_;
+    std::unique_ptr<TaskRegistry> tasks_;
+    std::unique_ptr<NodeRegistry> nodes_;
+    std::unique_ptr<Orchestrator> orch_;
+    std::unique_ptr<Dispatcher> dispatcher_;
+    model::Timestamp now_{1'800'000'000 * sec};
+};
+
+std::string message(const Result<model::Service>& r) { return r.ok() ? "" : r.error().message; }
+
+}  // namespace
+
+TEST_F(Cluster, SecretInUseCannotBeRemoved) {
+    secret("s1", "x");
+    ASSERT_TRUE(services_->create(spec("web", 1, {{"s1", "s1"}})).ok());
+    auto r = secrets_->remove("s1");
+    ASSERT_FALSE(r.ok());
+    EXPECT_EQ(r.error().code, Errc::invalid_argument);
+    EXPECT_EQ(r.error().message, "secret 's1' is in use by the following service: web");
+    ASSERT_TRUE(services_->create(spec("api", 1, {{"s1", "s1"}})).ok());
+    EXPECT_EQ(secrets_->remove("s1").error().message, "secret 's1' is in use by the following services: api, web");
+    ASSERT_TRUE(services_->remove("web").ok());
+    ASSERT_TRUE(services_->remove("api").ok());
+    EXPECT_TRUE(secrets_->remove("s1").ok());
+}
+
+TEST_F(Cluster, MissingSecretsRefusedAtCreateAndUpdate) {
+    secret("a", "x");
+    secret("b", "y");
+    auto sp = spec("web", 1, {{"a", "a"}, {"b", "b"}});
+    ASSERT_TRUE(secrets_->remove("a").ok());
+    EXPECT_EQ(message(services_->create(sp)), "secret not found: a");
+    ASSERT_TRUE(secrets_->remove("b").ok());
+    EXPECT_EQ(message(services_->create(sp)), "secrets not found: a, b");
+    secret("c", "z");
+    auto created = services_->create(spec("web", 1, {{"c", "c"}}));
+    ASSERT_TRUE(created.ok());
+    EXPECT_EQ(message(services_->update("web", created->meta.version, sp)), "secrets not found: a, b");
+}
+
+TEST_F(Cluster, UpdatesAreOptimisticallyLocked) {
+    auto s = services_->create(spec("web", 1));
+    ASSERT_TRUE(s.ok());
+    EXPECT_EQ(message(services_->create(spec("web", 2))),
+              "name conflicts with an existing object: service web already exists");
+    auto u = services_->update(s->meta.id, s->meta.version, spec("web", 3));
+    ASSERT_TRUE(u.ok());
+    EXPECT_EQ(u->previous->replicas, 1u);
+    auto stale = services_->update("web", s->meta.version, spec("web", 4));
+    EXPECT_EQ(stale.error().code, Errc::conflict);
+    EXPECT_EQ(stale.error().message, "update out of sequence");
+}
+
+TEST_F(Cluster, SchedulerSpreadsAndHonoursConstraints) {
+    auto n1 = node("n1", {{"zone", "a"}});
+    auto n2 = node("n2", {{"zone", "b"}});
+    auto web = services_->create(spec("web", 4))->meta.id;
+    pass();
+    std::map<std::string, int> per_node;
+    for (const auto& t : tasks_of(web)) ++per_node[t.node_id];
+    EXPECT_EQ(per_node[n1], 2);
+    EXPECT_EQ(per_node[n2], 2);
+
+    auto pinned = services_->create(spec("pinned", 2, {}, {{"Placement", json::object{{"Constraints", json::array{"node.labels.zone==b"}}}}}));
+    pass();
+    for (const auto& t : tasks_of(pinned->meta.id)) EXPECT_EQ(t.node_id, n2);
+
+    auto nowhere = services_->create(spec("nowhere", 1, {}, {{"Placement", json::object{{"Constraints", json::array{"node.hostname!=n1", "node.role==manager"}}}}}));
+    pass();
+    auto t = tasks_of(nowhere->meta.id).at(0);
+    EXPECT_EQ(t.status.state, TaskState::pending);
+    EXPECT_EQ(t.status.message, "no suitable node (scheduling constraints not satisfied on 2 nodes)");
+    EXPECT_TRUE(t.node_id.empty());
+}
+
+TEST_F(Cluster, FailedTaskIsRestartedAfterTheDelay) {
+    node("n1");
+    auto web = services_->create(spec("web", 1))->meta.id;
+    pass();
+    agents_act();
+    auto first = tasks_of(web).at(0);
+    report(first, TaskState::failed, 1);
+    pass();
+    auto live = tasks_of(web);
+    ASSERT_EQ(live.size(), 1u);
+    EXPECT_NE(live[0].meta.id, first.meta.id);
+    EXPECT_EQ(live[0].desired, TaskState::ready);  // held back for the 2 s delay
+    advance(2 * sec);
+    pass();
+    live = tasks_of(web);
+    EXPECT_EQ(live[0].desired, TaskState::running);
+    EXPECT_EQ(live[0].status.state, TaskState::assigned);
+    EXPECT_EQ(live[0].slot, 1u);
+}
+
+TEST_F(Cluster, RollingUpdateReplacesOneSlotAtATime) {
+    node("n1");
+    node("n2");
+    auto created = services_->create(spec("web", 3));
+    auto web = created->meta.id;
+    pass();
+    agents_act();
+    ASSERT_EQ(running(web), 3u);
+    auto s = *services_->get(web);
+    auto next = spec("web", 3, {}, {{"ForceUpdate", 1}});
+    ASSERT_TRUE(services_->update(web, s.meta.version, next).ok());
+    for (int round = 0; round < 20; ++round) {
+        pass();
+        // Never more than one slot in flight: at most one slot without a running task.
+        EXPECT_GE(running(web) + 1, 3u);
+        agents_act();
+        pass();
+        advance(sec);
+        if (services_->get(web)->update_status->state == "completed") break;
+    }
+    auto done = *services_->get(web);
+    ASSERT_TRUE(done.update_status);
+    EXPECT_EQ(done.update_status->state, "completed");
+    EXPECT_EQ(done.update_status->message, "update completed");
+    for (const auto& t : tasks_of(web)) EXPECT_EQ(t.spec.json, done.spec.task.json);
+    EXPECT_EQ(running(web), 3u);
+    EXPECT_EQ(tasks_of(web, false).size(), 6u);  // three replaced tasks kept as history
+}
+
+TEST_F(Cluster, FailedUpdatePausesWithTheReason) {
+    node("n1");
+    auto web = services_->create(spec("web", 2))->meta.id;
+    pass();
+    agents_act();
+    auto s = *services_->get(web);
+    ASSERT_TRUE(services_->update(web, s.meta.version, spec("web", 2, {}, {{"ForceUpdate", 1}})).ok());
+    for (int i = 0; i < 3; ++i) {
+        pass();
+        agents_act();
+    }
+    for (const auto& t : tasks_of(web))
+        if (t.spec.json == services_->get(web)->spec.task.json && t.status.state == TaskState::running) report(t, TaskState::failed, 2);
+    pass();
+    auto st = services_->get(web)->update_status;
+    ASSERT_TRUE(st);
+    EXPECT_EQ(st->state, "paused");
+    EXPECT_TRUE(st->message.starts_with("update paused due to failure or early termination of task ")) << st->message;
+}
+
+TEST_F(Cluster, ScaleDownAndDrainMoveTasks) {
+    auto n1 = node("n1");
+    auto n2 = node("n2");
+    auto web = services_->create(spec("web", 4))->meta.id;
+    pass();
+    agents_act();
+    auto n = *nodes_->get(n1);
+    auto drained = n.spec;
+    drained.availability = model::NodeAvailability::drain;
+    ASSERT_TRUE(nodes_->update(n1, n.meta.version, drained).ok());
+    pass();
+    agents_act();
+    pass();
+    for (const auto& t : tasks_of(web)) EXPECT_EQ(t.node_id, n2);
+    EXPECT_EQ(tasks_of(web).size(), 4u);
+    auto s = *services_->get(web);
+    ASSERT_TRUE(services_->update(web, s.meta.version, spec("web", 1)).ok());
+    pass();
+    std::set<std::uint64_t> slots;
+    for (const auto& t : tasks_of(web)) slots.insert(t.slot);
+    // The scale-down and the spec change (replicas only: the template is the same) keep slot 1.
+    EXPECT_EQ(slots, std::set<std::uint64_t>{1});
+}
+
+TEST_F(Cluster, GlobalServiceRunsOnePerEligibleNode) {
+    node("n1");
+    auto n2 = node("n2", {{"gpu", "yes"}});
+    auto all = services_->create(spec("all", -1))->meta.id;
+    auto gpu = services_->create(spec("gpu", -1, {}, {{"Placement", json::object{{"Constraints", json::array{"node.labels.gpu==yes"}}}}}))->meta.id;
+    pass();
+    EXPECT_EQ(tasks_of(all).size(), 2u);
+    ASSERT_EQ(tasks_of(gpu).size(), 1u);
+    EXPECT_EQ(tasks_of(gpu)[0].node_id, n2);
+    node("n3");
+    pass();
+    EXPECT_EQ(tasks_of(all).size(), 3u);
+}
+
+TEST_F(Cluster, NodeGetsOnlyTheSecretsItsTasksReference) {
+    auto n1 = node("n1");
+    auto n2 = node("n2");
+    secret("s1", "one");
+    secret("s2", "two");
+    auto pin = [](const std::string& host) {
+        return json::object{{"Placement", json::object{{"Constraints", json::array{json::string("node.hostname==" + host)}}}}};
+    };
+    auto a = services_->create(spec("a", 1, {{"s1", "s1"}}, pin("n1")))->meta.id;
+    ASSERT_TRUE(services_->create(spec("b", 1, {{"s2", "s2"}}, pin("n2"))).ok());
+    pass();
+    auto s1 = dispatcher_->subscribe(n1);
+    ASSERT_TRUE(s1.ok());
+    auto m = (*s1)->poll();
+    ASSERT_TRUE(m);
+    EXPECT_TRUE(m->complete);
+    ASSERT_EQ(m->changes.size(), 2u);
+    EXPECT_TRUE(m->changes[0].is_secret);  // the secret before the task that mounts it
+    EXPECT_EQ(m->changes[0].secret->name, "s1");
+    EXPECT_TRUE(m->changes[0].secret->data.equals(crypto::SecureBuffer::copy_of(std::string_view("one")).span()));
+    EXPECT_TRUE(m->changes[1].task.has_value());
+    auto wire = m->to_json();
+    std::string text(reinterpret_cast<const char*>(wire.data()), wire.size());
+    auto v = json::parse(text);
+    EXPECT_EQ(v.at("Type"), "complete");
+    EXPECT_EQ(v.at("Changes").at(0).at("Secret").at("Data"), "b25l");
+    EXPECT_EQ(text.find("dHdv"), std::string::npos);  // never n2's secret
+    EXPECT_FALSE((*s1)->poll());
+
+    // The task ends: the task is withdrawn, then its secret.
+    auto t = tasks_of(a).at(0);
+    report(t, TaskState::running);
+    (void)(*s1)->poll();
+    report(t, TaskState::complete);
+    m = (*s1)->next(std::chrono::milliseconds(1000));
+    ASSERT_TRUE(m);
+    EXPECT_FALSE(m->complete);
+    ASSERT_EQ(m->changes.size(), 2u);
+    EXPECT_FALSE(m->changes[0].is_secret);
+    EXPECT_EQ(m->changes[0].action, AssignmentChange::Action::remove);
+    EXPECT_TRUE(m->changes[1].is_secret);
+    EXPECT_EQ(m->changes[1].action, AssignmentChange::Action::remove);
+
+    // A node cannot report on another node's task.
+    auto other = tasks_->list([&](const model::Task& x) { return x.node_id == n2; }).at(0);
+    auto applied = dispatcher_->report(n1, {{other.meta.id, TaskState::failed, "", "", std::nullopt}});
+    EXPECT_EQ(*applied, 0u);
+}
+
+TEST_F(Cluster, RegistriesSurviveARestart) {
+    auto n1 = node("n1");
+    auto web = services_->create(spec("web", 2))->meta.id;
+    pass();
+    auto before = tasks_->list();
+    orch_.reset();
+    dispatcher_.reset();
+    services_.reset();
+    tasks_ = TaskRegistry::load(*store_, counter_).value();
+    nodes_ = NodeRegistry::load(*store_, counter_).value();
+    services_ = ServiceRegistry::load(*store_, counter_, *secrets_).value();
+    EXPECT_EQ(services_->find("web")->meta.id, web);
+    EXPECT_EQ(tasks_->list().size(), before.size());
+    EXPECT_EQ(nodes_->get(n1)->state, model::NodeState::unknown);  // until its session is back
+}
+
+TEST_F(Cluster, FailedUpdateRollsBackWhenAskedTo) {
+    node("n1");
+    auto web = services_->create(spec("web", 1))->meta.id;
+    pass();
+    agents_act();
+    auto s = *services_->get(web);
+    auto next = spec("web", 1, {}, {{"ForceUpdate", 1}});
+    auto o = model::spec_json(next, false);
+    o["UpdateConfig"] = json::object{{"FailureAction", "rollback"}, {"Monitor", sec}};
+    next = *model::service_spec_from_json(o);
+    ASSERT_TRUE(services_->update(web, s.meta.version, next).ok());
+    for (int i = 0; i < 3; ++i) {
+        pass();
+        agents_act();
+    }
+    for (const auto& t : tasks_of(web))
+        if (t.spec.json == next.task.json) report(t, TaskState::failed, 1);
+    pass();
+    auto rolled = *services_->get(web);
+    ASSERT_TRUE(rolled.update_status);
+    EXPECT_EQ(rolled.update_status->state, "rollback_started");
+    EXPECT_EQ(rolled.spec.task.json, s.spec.task.json);  // the previous spec is current again
+    for (int i = 0; i < 6; ++i) {
+        pass();
+        agents_act();
+        advance(sec);
+    }
+    pass();
+    EXPECT_EQ(services_->get(web)->update_status->state, "rollback_completed");
+    EXPECT_EQ(tasks_of(web).at(0).spec.json, s.spec.task.json);
+    EXPECT_EQ(running(web), 1u);
+}
+
+TEST_F(Cluster, StartFirstStartsTheNewTaskBeforeStoppingTheOld) {
+    node("n1");
+    auto web = services_->create(spec("web", 1))->meta.id;
+    pass();
+    agents_act();
+    auto old = tasks_of(web).at(0);
+    auto s = *services_->get(web);
+    auto next = spec("web", 1, {}, {{"ForceUpdate", 1}});
+    auto o = model::spec_json(next, false);
+    o["UpdateConfig"] = json::object{{"Order", "start-first"}, {"Monitor", sec}};
+    ASSERT_TRUE(services_->update(web, s.meta.version, *model::service_spec_from_json(o)).ok());
+    pass();
+    EXPECT_EQ(tasks_->get(old.meta.id)->desired, TaskState::running);  // still serving
+    EXPECT_EQ(tasks_of(web).size(), 2u);
+    agents_act();
+    pass();
+    EXPECT_EQ(tasks_->get(old.meta.id)->desired, TaskState::shutdown);
+    EXPECT_EQ(tasks_of(web).size(), 1u);
+}
+
+TEST_F(Cluster, RestartsStopAfterMaxAttemptsAndHistoryIsBounded) {
+    node("n1");
+    auto sp = spec("web", 1);
+    auto o = model::spec_json(sp, false);
+    o["TaskTemplate"].as_object()["RestartPolicy"] = json::object{{"Condition", "on-failure"}, {"Delay", 0}, {"MaxAttempts", 7}};
+    auto web = services_->create(*model::service_spec_from_json(o))->meta.id;
+    pass();
+    for (int i = 0; i < 10; ++i) {
+        agents_act();
+        auto live = tasks_of(web);
+        ASSERT_EQ(live.size(), 1u);
+        if (model::is_terminal(live[0].status.state)) break;
+        report(live[0], TaskState::failed, 1);
+        pass();
+    }
+    auto all = tasks_of(web, false);
+    EXPECT_EQ(all.size(), task_history_limit);
+    EXPECT_EQ(tasks_of(web).at(0).status.state, TaskState::failed);  // no 8th restart: the slot stays failed
+}
+
+TEST_F(Cluster, ServiceCreateAndSecretRemoveNeverBothSucceed) {
+    // A service created while its secret is being removed either blocks the removal or is
+    // refused: never a service referencing a removed secret.
+    int created = 0, removed = 0;
+    for (int i = 0; i < 40; ++i) {
+        auto name = fmt::format("s{}", i);
+        secret(name, "x");
+        auto sp = spec(fmt::format("svc{}", i), 0, {{name, name}});
+        Result<model::Service> made = make_error(Errc::internal, "not run");
+        Result<model::Secret> gone = make_error(Errc::internal, "not run");
+        std::thread a([&] { made = services_->create(sp); });
+        std::thread b([&] { gone = secrets_->remove(name); });
+        a.join();
+        b.join();
+        EXPECT_FALSE(made.ok() && gone.ok()) << "iteration " << i;
+        if (made.ok()) {
+            ++created;
+            EXPECT_TRUE(secrets_->find(name).ok());
+            ASSERT_TRUE(services_->remove(made->meta.id).ok());
+        }
+        if (gone.ok()) ++removed;
+        else (void)secrets_->remove(name);
+    }
+    EXPECT_GT(created + removed, 0);
+}
+
+TEST_F(Cluster, TasksOnADownNodeAreMoved) {
+    auto n1 = node("n1");
+    auto n2 = node("n2");
+    auto web = services_->create(spec("web", 2))->meta.id;
+    pass();
+    agents_act();
+    ASSERT_TRUE(nodes_->set_status(n1, model::NodeState::down, "").ok());
+    pass();
+    for (const auto& t : tasks_of(web)) EXPECT_EQ(t.node_id, n2);
+    EXPECT_EQ(tasks_of(web).size(), 2u);
+    // The node's stream, should it come back, holds nothing: its tasks are no longer wanted.
+    ASSERT_TRUE(nodes_->set_status(n1, model::NodeState::ready, "10.0.0.1").ok());
+    auto s = dispatcher_->subscribe(n1);
+    ASSERT_TRUE(s.ok());
+    auto m = (*s)->poll();
+    ASSERT_TRUE(m);
+    EXPECT_TRUE(m->complete);
+    EXPECT_TRUE(m->changes.empty());
+}
+
+TEST_F(Cluster, TasksOnAnUnknownNodeStayForTheGracePeriod) {
+    now_ = model::Timestamp::now();  // node records are stamped with the real time
+    auto n1 = node("n1");
+    node("n2");
+    auto web = services_->create(spec("web", 2))->meta.id;
+    pass();
+    agents_act();
+    auto before = tasks_of(web);
+    ASSERT_TRUE(nodes_->set_status(n1, model::NodeState::unknown, "").ok());
+    pass();
+    EXPECT_EQ(tasks_of(web).size(), 2u);
+    for (const auto& t : before) EXPECT_EQ(tasks_->get(t.meta.id)->desired, TaskState::running);
+    advance(node_unknown_grace + sec);
+    pass();
+    for (const auto& t : tasks_of(web)) EXPECT_NE(t.node_id, n1);
+}
