@@ -11,6 +11,7 @@
 #include <boost/beast/http/span_body.hpp>
 #include <boost/beast/http/write.hpp>
 #include <boost/json/object.hpp>
+#include <boost/json/parse.hpp>
 
 #include <future>
 #include <thread>
@@ -26,6 +27,7 @@ namespace coffer::nodeconn {
 
 using namespace detail;
 namespace json = boost::json;
+namespace websocket = beast::websocket;
 
 namespace {
 
@@ -104,6 +106,17 @@ Error failure(const Response& res) {
     std::string message = fmt::format("manager answered {}", res.result_int());
     if (doc && doc->value().is_object())
         if (const auto* m = doc->value().as_object().if_contains("message"); m && m->is_string())
+            message = std::string(m->get_string());
+    return make_error(code_for(res.result()), std::move(message));
+}
+
+// The manager's refusal of the WebSocket upgrade, with its {"message"} when it sent one.
+Error refusal(const websocket::response_type& res) {
+    boost::system::error_code ec;
+    auto doc = json::parse(res.body(), ec);
+    std::string message = fmt::format("manager answered {}", res.result_int());
+    if (doc.is_object())
+        if (const auto* m = doc.as_object().if_contains("message"); m && m->is_string())
             message = std::string(m->get_string());
     return make_error(code_for(res.result()), std::move(message));
 }
@@ -233,8 +246,14 @@ asio::awaitable<void> NodeClient::Impl::run(std::shared_ptr<ssl::context> ctx,
 
     WsStream ws(std::move(**stream));
     configure(ws, limits_);
-    if (auto [ec] = co_await ws.async_handshake(manager_name, "/session", use_tuple); ec)
+    websocket::response_type upgrade;
+    if (auto [ec] = co_await ws.async_handshake(upgrade, manager_name, "/session", use_tuple); ec) {
+        // A refusal (401, 403: this node was removed) is an answer, not a network failure: its
+        // code tells the node whether trying again can help.
+        if (ec == websocket::error::upgrade_declined && upgrade.result_int() != 0)
+            co_return fail(refusal(upgrade).context("open session"));
         co_return fail(net_error("open session", ec));
+    }
     auto session =
         std::make_shared<SessionImpl>(std::move(ws), std::move(*manager), limits_, handlers_, ctx);
     session_ = session;
