@@ -1,0 +1,48 @@
+// The node's identity in the cluster: enrolment with a join token, and the files it leaves in
+// <data_dir>/identity/ (0700): node.key (0600), node.crt, ca.crt and node.json.
+#pragma once
+
+#include <string>
+#include <string_view>
+
+#include "coffer/base/error.h"
+#include "coffer/crypto/secure_buffer.h"
+#include "coffer/nodeconn/client.h"
+#include "coffer/nodeconn/tls.h"
+#include "coffer/pki/certificate.h"
+
+namespace coffer::agent {
+
+// node.json: {"node_id", "role" ("coffer-worker"|"coffer-manager"), "cluster_id", "manager"}.
+struct NodeConfig {
+    std::string node_id;
+    pki::Role role = pki::Role::worker;
+    std::string cluster_id;
+    std::string manager;  // HOST:PORT of the node port it joined through
+};
+
+struct Identity {
+    NodeConfig node;
+    nodeconn::Credentials credentials;  // node.crt, node.key (secure memory), ca.crt
+};
+
+// "HOST:PORT" or "[v6]:PORT"; invalid_argument otherwise.
+Result<nodeconn::Endpoint> parse_endpoint(std::string_view host_port);
+
+std::string identity_dir(const std::string& data_dir);
+bool identity_exists(const std::string& data_dir);
+
+// Joins the cluster: parses the token strictly, generates the key and CSR here, joins through
+// the manager (pinning its CA by the token's digest), checks what came back (the certificate is
+// for our key, issued by that CA, names the node id the manager gave) and only then stores the
+// identity, so a refused join leaves nothing. already_exists when an identity is stored. Errors
+// never contain the token.
+Result<Identity> enroll(const std::string& data_dir, std::string_view manager,
+                        const crypto::SecureBuffer& token_text,
+                        const nodeconn::Limits& limits = {});
+
+// Reads the stored identity back. Refuses a key file that its group or others may read, or that
+// belongs to another user, and a certificate that is not for the key.
+Result<Identity> load_identity(const std::string& data_dir);
+
+}  // namespace coffer::agent

@@ -1,0 +1,65 @@
+// The agent's one session to the manager, kept open: reconnects after a loss with capped,
+// jittered exponential backoff, and gives up only when the manager says this node was removed.
+#pragma once
+
+#include <chrono>
+#include <functional>
+#include <memory>
+
+#include "coffer/base/error.h"
+#include "coffer/crypto/secure_buffer.h"
+#include "coffer/nodeconn/client.h"
+#include "coffer/nodeconn/message.h"
+#include "coffer/nodeconn/tls.h"
+
+namespace coffer::agent {
+
+struct Backoff {
+    std::chrono::milliseconds initial{100};
+    std::chrono::milliseconds max{10'000};
+    double jitter = 0.2;  // each delay is drawn from [d·(1−jitter), d·(1+jitter)]
+    // A session that stayed up this long starts the next round of retries at `initial` again.
+    std::chrono::milliseconds stable_after{10'000};
+};
+
+struct SessionOptions {
+    nodeconn::Endpoint manager;
+    nodeconn::Credentials credentials;
+    nodeconn::Limits limits;
+    Backoff backoff;
+};
+
+struct SessionLoopHandlers {
+    // A message from the manager. Runs on the session's I/O thread: must not block.
+    std::function<void(nodeconn::Message)> on_message;
+    // Each time a session opens; on the session's I/O thread.
+    std::function<void()> on_connected;
+};
+
+class SessionLoop {
+  public:
+    // Starts the loop's thread, which connects at once.
+    SessionLoop(SessionOptions options, SessionLoopHandlers handlers);
+    // stop()s.
+    ~SessionLoop();
+    SessionLoop(const SessionLoop&) = delete;
+    SessionLoop& operator=(const SessionLoop&) = delete;
+
+    // Queues a message to the manager; false when no session is open (or its queue is full).
+    bool send(crypto::SecureBuffer json);
+    bool connected() const;
+    // Closes the session, stops retrying and joins the thread. A connection attempt under way
+    // finishes first (bounded by limits.handshake_timeout). Idempotent.
+    void stop();
+    // Blocks until the loop ends: after stop() (ok), or when the manager refused this node with
+    // 403 (permission_denied: "this node was removed from the cluster: join again with a new
+    // token").
+    Result<void> wait();
+
+    class Impl;
+
+  private:
+    std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace coffer::agent
