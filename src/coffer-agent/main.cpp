@@ -1,20 +1,27 @@
-// coffer-agent: the node agent. This entry points: the image store, a single task run
-// (for developers and tests), and cleanup of what a crashed agent left.
+// coffer-agent: the node agent. Joins a cluster and keeps its session to the manager (the default
+// mode), and offers the image store, a single task run (for developers and tests), and cleanup of
+// what a crashed agent left.
 #include <fcntl.h>
 #include <linux/close_range.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <sodium.h>
+
 #include <CLI/CLI.hpp>
 #include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <fstream>
 #include <iostream>
 #include <sstream>
 #include <thread>
 
+#include "coffer/agent/enrollment.h"
 #include "coffer/agent/image_store.h"
 #include "coffer/agent/runner.h"
+#include "coffer/agent/session.h"
 #include "coffer/agent/task_json.h"
 #include "coffer/base/log.h"
 #include "coffer/base/mount.h"
@@ -51,11 +58,86 @@ int fail(const Error& e) {
     return 1;
 }
 
+// The token moves into secure memory; the copies CLI11, the command line and the environment hold
+// are wiped (which also hides it from /proc/<pid>/cmdline and environ).
+crypto::SecureBuffer take_token(std::string& parsed, int argc, char** argv) {
+    auto token = crypto::SecureBuffer::copy_of(parsed);
+    sodium_memzero(parsed.data(), parsed.size());
+    parsed.clear();
+    constexpr std::string_view flag = "--join-token";
+    for (int i = 1; i < argc; ++i) {
+        std::string_view arg = argv[i];
+        if (arg == flag && i + 1 < argc)
+            sodium_memzero(argv[i + 1], std::strlen(argv[i + 1]));
+        else if (arg.starts_with(flag) && arg.size() > flag.size() && arg[flag.size()] == '=')
+            sodium_memzero(argv[i] + flag.size() + 1, arg.size() - flag.size() - 1);
+    }
+    if (char* env = std::getenv("COFFER_JOIN_TOKEN")) sodium_memzero(env, std::strlen(env));
+    return token;
+}
+
+// Joins when given a token (first start), else loads the stored identity; then keeps the session
+// to the manager until SIGINT/SIGTERM or until the manager removes this node.
+int run_node(const std::string& data_dir, const std::string& manager,
+             const crypto::SecureBuffer& token) {
+    crypto::init();
+    // SIGINT/SIGTERM are taken synchronously below, not by handlers; blocked before any thread.
+    sigset_t stop_signals;
+    sigemptyset(&stop_signals);
+    sigaddset(&stop_signals, SIGINT);
+    sigaddset(&stop_signals, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+
+    auto where = identity_dir(data_dir);
+    Result<Identity> identity = make_error(Errc::internal, "no identity");
+    if (!token.empty()) {
+        if (identity_exists(data_dir))
+            return fail(make_error(
+                Errc::already_exists,
+                fmt::format("this node already has an identity in {}; to leave its cluster and "
+                            "join with a new token, stop the agent and remove {}",
+                            where, where)));
+        if (manager.empty())
+            return fail(make_error(Errc::invalid_argument, "--join-token needs --manager HOST:PORT"));
+        identity = enroll(data_dir, manager, token);
+    } else {
+        identity = load_identity(data_dir);
+        if (!identity && identity.error().code == Errc::not_found)
+            return fail(make_error(Errc::not_found,
+                                   fmt::format("no identity in {}: join a cluster first with "
+                                               "--manager HOST:PORT --join-token TOKEN",
+                                               where)));
+    }
+    if (!identity) return fail(identity.error());
+    auto address = manager.empty() ? identity->node.manager : manager;
+    auto endpoint = parse_endpoint(address);
+    if (!endpoint) return fail(endpoint.error());
+    log::info("agent", "node {} ({}) of cluster {}, manager {}", identity->node.node_id,
+              pki::role_name(identity->node.role), identity->node.cluster_id, address);
+
+    SessionOptions options;
+    options.manager = std::move(*endpoint);
+    options.credentials = std::move(identity->credentials);
+    SessionLoop loop(std::move(options), {});
+    std::thread waiter([&] {
+        int sig;
+        sigwait(&stop_signals, &sig);
+        loop.stop();
+    });
+    auto ended = loop.wait();
+    pthread_kill(waiter.native_handle(), SIGTERM);
+    waiter.join();
+    loop.stop();
+    if (!ended) return fail(ended.error());
+    return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
-    CLI::App app{"coffer node agent"};
-    app.require_subcommand(1);
+    CLI::App app{"coffer node agent: without a subcommand, joins (first start) and keeps the "
+                 "session to the manager"};
+    app.require_subcommand(0, 1);
     std::string data_dir = "/var/lib/coffer-agent", run_dir = "/run/coffer-agent", runtime,
                 log_level = "info", seccomp = "/usr/share/containers/seccomp.json";
     app.add_option("--data-dir", data_dir, "images, writable layers, task logs")->capture_default_str();
@@ -63,6 +145,11 @@ int main(int argc, char** argv) {
     app.add_option("--runtime", runtime, "runc or crun (default: what works on this host)");
     app.add_option("--seccomp-profile", seccomp, "containers-common format; empty: none")->capture_default_str();
     app.add_option("--log-level", log_level, "e.g. info or debug,runner=debug")->capture_default_str();
+    std::string manager, token_text;
+    app.add_option("--manager", manager, "HOST:PORT of a manager's node port (default: the one joined)");
+    app.add_option("--join-token", token_text, "first start: join the cluster with this token")
+        ->envname("COFFER_JOIN_TOKEN");
+    auto* join = app.add_subcommand("join", "the default: join (with --join-token), then keep the session");
 
     auto* image = app.add_subcommand("image", "the local image store");
     image->require_subcommand(1);
@@ -85,11 +172,15 @@ int main(int argc, char** argv) {
     auto* cleanup = app.add_subcommand("cleanup", "remove what a crashed agent left behind");
 
     CLI11_PARSE(app, argc, argv);
+    auto token = take_token(token_text, argc, argv);
     // Descriptors inherited from whoever started us never reach a runtime or a container.
     ::close_range(3, ~0U, CLOSE_RANGE_CLOEXEC);
     log::configure(log_level);
 
     try {
+        if (join->parsed() || app.get_subcommands().empty()) return run_node(data_dir, manager, token);
+        if (!token.empty())
+            return fail(make_error(Errc::invalid_argument, "--join-token is for joining, not for this command"));
         ImageStore store(data_dir + "/images");
         if (import->parsed()) {
             auto r = store.import(import_file, import_name);
