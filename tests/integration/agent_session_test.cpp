@@ -1,0 +1,493 @@
+// The agent's side of cluster trust over loopback: enrolment with a join token against an
+// in-process node port, the stored identity, and the session loop's reconnects and removal.
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <sched.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+
+#include <fmt/ranges.h>
+#include <atomic>
+#include <condition_variable>
+#include <filesystem>
+#include <mutex>
+#include <set>
+#include <thread>
+
+#include "coffer/agent/enrollment.h"
+#include "coffer/agent/session.h"
+#include "coffer/base/process.h"
+#include "coffer/base/unique_fd.h"
+#include "coffer/crypto/random.h"
+#include "coffer/nodeconn/server.h"
+#include "coffer/pki/ca.h"
+#include "coffer/pki/node_key.h"
+
+using namespace coffer;
+using namespace coffer::nodeconn;
+using namespace std::chrono_literals;
+namespace fs = std::filesystem;
+using Steady = std::chrono::steady_clock;
+
+namespace {
+
+constexpr auto deadline = 15s;
+
+// Waits, with a deadline, for a condition that other threads make true.
+template <typename Pred>
+bool eventually(Pred pred) {
+    auto until = Steady::now() + deadline;
+    while (!pred()) {
+        if (Steady::now() > until) return false;
+        std::this_thread::sleep_for(2ms);  // polling a condition, bounded by the deadline
+    }
+    return true;
+}
+
+const pki::CertificateAuthority& cluster_ca() {
+    static const auto ca = pki::CertificateAuthority::create_root();
+    return ca;
+}
+
+Credentials issue(const pki::CertificateAuthority& ca, std::string id, pki::Role role) {
+    auto key = pki::NodeKey::generate();
+    auto cert = ca.issue(key.csr_pem, {std::move(id), role, "cluster1"});
+    return {cert.value(), std::move(key.key_pem), ca.certificate_pem()};
+}
+
+Limits fast_limits() {
+    Limits l;
+    l.handshake_timeout = 1s;
+    l.idle_timeout = 2s;
+    return l;
+}
+
+unsigned mode_of(const fs::path& p) {
+    struct stat st {};
+    EXPECT_EQ(::stat(p.c_str(), &st), 0) << p;
+    return st.st_mode & 07777;
+}
+
+crypto::SecureBuffer text(std::string_view s) {
+    return crypto::SecureBuffer::copy_of(s);
+}
+
+std::string str(const crypto::SecureBuffer& b) {
+    return std::string(reinterpret_cast<const char*>(b.data()), b.size());
+}
+
+// A manager's node port with one worker token, run in-process.
+class Manager {
+  public:
+    explicit Manager(const pki::CertificateAuthority& ca = cluster_ca())
+        : ca_(ca), token_(pki::JoinToken::generate(ca.certificate_pem())) {}
+
+    Result<void> start(std::uint16_t port = 0, std::string address = "127.0.0.1") {
+        ServerOptions options;
+        options.address = std::move(address);
+        options.port = port;
+        options.cluster_id = "cluster1";
+        options.limits = fast_limits();
+        ServerHandlers handlers;
+        handlers.on_join = [this](JoinRequest req) -> Result<JoinResponse> {
+            if (!req.token.matches(token_))
+                return make_error(Errc::unauthenticated,
+                                  "A valid join token is necessary to join this cluster");
+            auto id = crypto::random_id();
+            auto cert = ca_.issue(req.csr_pem, {id, pki::Role::worker, "cluster1"});
+            if (!cert) return std::move(cert).error();
+            std::lock_guard l(m_);
+            joined_.push_back(id);
+            return JoinResponse{id, *cert, ca_.certificate_pem()};
+        };
+        handlers.authorize = [this](const pki::NodeIdentity& id) -> Result<void> {
+            std::lock_guard l(m_);
+            ++authorize_calls_;
+            if (removed_.contains(id.node_id))
+                return make_error(Errc::permission_denied,
+                                  fmt::format("node {} was removed from the cluster", id.node_id));
+            return {};
+        };
+        handlers.session.on_open = [this](const std::shared_ptr<Session>& session) {
+            std::lock_guard l(m_);
+            last_session_ = session;
+        };
+        handlers.session.on_message = [this](const std::shared_ptr<Session>&, Message msg) {
+            std::lock_guard l(m_);
+            received_.push_back(msg.type);
+        };
+        auto server = NodeServer::start(std::move(options),
+                                        issue(ca_, "manager1", pki::Role::manager), handlers);
+        if (!server) return std::move(server).error();
+        server_ = std::move(*server);
+        return {};
+    }
+    void shut_down() { server_.reset(); }
+    bool running() const { return server_ != nullptr; }
+    void remove(const std::string& node_id) {
+        {
+            std::lock_guard l(m_);
+            removed_.insert(node_id);
+        }
+        server_->close_sessions(node_id);
+    }
+
+    std::string address() const { return fmt::format("127.0.0.1:{}", server_->port()); }
+    crypto::SecureBuffer token_text() const { return token_.text(); }
+    NodeServer& server() { return *server_; }
+    std::vector<std::string> joined() {
+        std::lock_guard l(m_);
+        return joined_;
+    }
+    int authorize_calls() {
+        std::lock_guard l(m_);
+        return authorize_calls_;
+    }
+    std::shared_ptr<Session> last_session() {
+        std::lock_guard l(m_);
+        return last_session_;
+    }
+    std::vector<std::string> received() {
+        std::lock_guard l(m_);
+        return received_;
+    }
+
+  private:
+    const pki::CertificateAuthority& ca_;
+    pki::JoinToken token_;
+    std::mutex m_;
+    std::vector<std::string> joined_;
+    std::set<std::string> removed_;
+    std::vector<std::string> received_;
+    int authorize_calls_ = 0;
+    std::shared_ptr<Session> last_session_;
+    std::unique_ptr<NodeServer> server_;
+};
+
+class AgentTrust : public ::testing::Test {
+  protected:
+    void SetUp() override {
+        crypto::init();
+        dir_ = fs::temp_directory_path() / fmt::format("coffer-agent-test-{}", crypto::random_id());
+        ASSERT_TRUE(manager_.start());
+    }
+    void TearDown() override { fs::remove_all(dir_); }
+
+    std::string data_dir() const { return dir_.string(); }
+    fs::path identity() const { return dir_ / "identity"; }
+    bool stored_nothing() const {
+        if (!fs::exists(dir_)) return true;
+        return fs::is_empty(dir_);
+    }
+
+    agent::Identity enrolled() {
+        auto r =
+            agent::enroll(data_dir(), manager_.address(), manager_.token_text(), fast_limits());
+        EXPECT_TRUE(r) << r.error().message;
+        return std::move(r).value();
+    }
+
+    agent::SessionOptions session_options(const agent::Identity& id, std::uint16_t port) {
+        agent::SessionOptions o;
+        o.manager = {"127.0.0.1", port};
+        o.credentials = id.credentials.clone();
+        o.limits = fast_limits();
+        o.backoff.initial = 20ms;
+        o.backoff.max = 200ms;
+        return o;
+    }
+
+    fs::path dir_;
+    Manager manager_;
+};
+
+TEST_F(AgentTrust, EnrolmentStoresThePrivateIdentityWithTheManagersNodeId) {
+    auto id = enrolled();
+    ASSERT_EQ(manager_.joined().size(), 1u);
+    EXPECT_EQ(id.node.node_id, manager_.joined().front());
+    EXPECT_EQ(id.node.role, pki::Role::worker);
+    EXPECT_EQ(id.node.cluster_id, "cluster1");
+    EXPECT_EQ(id.node.manager, manager_.address());
+
+    EXPECT_EQ(mode_of(identity()), 0700u);
+    EXPECT_EQ(mode_of(identity() / "node.key"), 0600u);
+    EXPECT_EQ(mode_of(identity() / "node.crt"), 0644u);
+    EXPECT_EQ(mode_of(identity() / "ca.crt"), 0644u);
+    EXPECT_EQ(mode_of(identity() / "node.json"), 0644u);
+    // Nothing but the identity: no temporary directory left behind.
+    EXPECT_EQ(std::distance(fs::directory_iterator(dir_), fs::directory_iterator{}), 1);
+
+    auto loaded = agent::load_identity(data_dir());
+    ASSERT_TRUE(loaded) << loaded.error().message;
+    EXPECT_EQ(loaded->node.node_id, id.node.node_id);
+    EXPECT_EQ(loaded->node.manager, manager_.address());
+    EXPECT_EQ(loaded->credentials.cert_chain_pem, id.credentials.cert_chain_pem);
+    EXPECT_EQ(loaded->credentials.ca_bundle_pem, cluster_ca().certificate_pem());
+    EXPECT_TRUE(loaded->credentials.key_pem.equals(id.credentials.key_pem.span()));
+}
+
+TEST_F(AgentTrust, RefusesAWrongTokenAndStoresNothing) {
+    auto other = pki::JoinToken::generate(cluster_ca().certificate_pem());  // same CA, other secret
+    auto r = agent::enroll(data_dir(), manager_.address(), other.text(), fast_limits());
+    ASSERT_FALSE(r);
+    EXPECT_EQ(r.error().code, Errc::unauthenticated);
+    EXPECT_EQ(r.error().message.find(str(other.text())), std::string::npos);
+    EXPECT_TRUE(stored_nothing());
+}
+
+TEST_F(AgentTrust, RefusesAMalformedTokenWithoutQuotingIt) {
+    auto secret = str(manager_.token_text());
+    auto bad = secret.substr(0, secret.size() - 1) + "!";
+    auto r = agent::enroll(data_dir(), manager_.address(), text(bad), fast_limits());
+    ASSERT_FALSE(r);
+    EXPECT_EQ(r.error().code, Errc::invalid_argument);
+    EXPECT_NE(r.error().message.find("join token"), std::string::npos) << r.error().message;
+    EXPECT_EQ(r.error().message.find(bad.substr(12, 20)), std::string::npos) << r.error().message;
+    EXPECT_TRUE(manager_.joined().empty());
+    EXPECT_TRUE(stored_nothing());
+}
+
+TEST_F(AgentTrust, RefusesAManagerWhoseCaTheTokenDoesNotPin) {
+    // A token for another CA: the manager we reach is not the one the token was made for.
+    auto other_ca = pki::CertificateAuthority::create_root();
+    auto token = pki::JoinToken::generate(other_ca.certificate_pem());
+    auto r = agent::enroll(data_dir(), manager_.address(), token.text(), fast_limits());
+    ASSERT_FALSE(r);
+    EXPECT_NE(r.error().message.find("manager's CA does not match the join token"),
+              std::string::npos)
+        << r.error().message;
+    EXPECT_TRUE(manager_.joined().empty());
+    EXPECT_TRUE(stored_nothing());
+}
+
+TEST_F(AgentTrust, RefusesToEnrolTwice) {
+    enrolled();
+    auto again =
+        agent::enroll(data_dir(), manager_.address(), manager_.token_text(), fast_limits());
+    ASSERT_FALSE(again);
+    EXPECT_EQ(again.error().code, Errc::already_exists);
+    EXPECT_NE(again.error().message.find("remove that directory"), std::string::npos);
+    EXPECT_EQ(manager_.joined().size(), 1u);
+}
+
+TEST_F(AgentTrust, LoadRefusesAKeyOthersMayRead) {
+    enrolled();
+    fs::permissions(identity() / "node.key", fs::perms(0644));
+    auto r = agent::load_identity(data_dir());
+    ASSERT_FALSE(r);
+    EXPECT_EQ(r.error().code, Errc::permission_denied);
+    EXPECT_NE(r.error().message.find("mode 0644"), std::string::npos) << r.error().message;
+    EXPECT_NE(r.error().message.find("chmod 600"), std::string::npos) << r.error().message;
+    EXPECT_EQ(r.error().message.find("PRIVATE KEY"), std::string::npos);
+}
+
+TEST_F(AgentTrust, LoadWithoutIdentityIsNotFound) {
+    auto r = agent::load_identity(data_dir());
+    ASSERT_FALSE(r);
+    EXPECT_EQ(r.error().code, Errc::not_found);
+}
+
+TEST(ManagerAddress, ParsesHostAndPortStrictly) {
+    auto ok = agent::parse_endpoint("10.0.0.1:2377");
+    ASSERT_TRUE(ok);
+    EXPECT_EQ(ok->host, "10.0.0.1");
+    EXPECT_EQ(ok->port, 2377);
+    auto v6 = agent::parse_endpoint("[::1]:2377");
+    ASSERT_TRUE(v6);
+    EXPECT_EQ(v6->host, "::1");
+    for (auto bad : {"", "host", ":1", "host:", "host:0", "host:65536", "host:12x", "[::1:2"})
+        EXPECT_FALSE(agent::parse_endpoint(bad)) << bad;
+}
+
+TEST_F(AgentTrust, SessionReconnectsAfterTheManagerComesBack) {
+    auto id = enrolled();
+    auto port = manager_.server().port();
+    std::atomic<int> opened{0};
+    agent::SessionLoop loop(session_options(id, port), {nullptr, [&] { ++opened; }});
+    ASSERT_TRUE(eventually([&] { return loop.connected(); }));
+    EXPECT_TRUE(loop.send(text(R"({"type":"hello"})")));
+    ASSERT_TRUE(eventually([&] { return manager_.received().size() == 1; }));
+
+    manager_.shut_down();
+    ASSERT_TRUE(eventually([&] { return !loop.connected(); }));
+    EXPECT_FALSE(loop.send(text(R"({"type":"lost"})")));
+
+    ASSERT_TRUE(manager_.start(port));
+    ASSERT_TRUE(eventually([&] { return loop.connected(); }));
+    EXPECT_EQ(opened.load(), 2);
+    EXPECT_TRUE(loop.send(text(R"({"type":"again"})")));
+    ASSERT_TRUE(eventually([&] { return manager_.received().size() == 2; }));
+    EXPECT_EQ(manager_.received().back(), "again");
+
+    loop.stop();
+    EXPECT_FALSE(loop.connected());
+    EXPECT_TRUE(loop.wait());
+    EXPECT_TRUE(eventually([&] { return manager_.server().session_count() == 0; }));
+}
+
+TEST_F(AgentTrust, SessionDeliversTheManagersMessages) {
+    auto id = enrolled();
+    std::mutex m;
+    std::vector<std::string> got;
+    agent::SessionLoop loop(session_options(id, manager_.server().port()),
+                            {[&](Message msg) {
+                                 std::lock_guard l(m);
+                                 got.push_back(msg.type);
+                             },
+                             nullptr});
+    ASSERT_TRUE(eventually([&] { return manager_.last_session() != nullptr; }));
+    auto to_node = manager_.last_session();
+    EXPECT_EQ(to_node->peer().node_id, id.node.node_id);
+    EXPECT_TRUE(to_node->send(text(R"({"type":"assignments","tasks":[]})")));
+    EXPECT_TRUE(eventually([&] {
+        std::lock_guard l(m);
+        return got == std::vector<std::string>{"assignments"};
+    }));
+    loop.stop();
+}
+
+TEST_F(AgentTrust, SessionStopsRetryingWhenTheNodeIsRemoved) {
+    auto id = enrolled();
+    agent::SessionLoop loop(session_options(id, manager_.server().port()), {});
+    ASSERT_TRUE(eventually([&] { return loop.connected(); }));
+    auto before = manager_.authorize_calls();
+
+    manager_.remove(id.node.node_id);
+    auto r = loop.wait();  // ends by itself: the reconnect is refused with 403
+    ASSERT_FALSE(r);
+    EXPECT_EQ(r.error().code, Errc::permission_denied);
+    EXPECT_NE(r.error().message.find("this node was removed from the cluster"), std::string::npos);
+    EXPECT_FALSE(loop.connected());
+    auto after = manager_.authorize_calls();
+    EXPECT_EQ(after, before + 1);  // one refused attempt, then no more
+    loop.stop();
+    EXPECT_EQ(manager_.authorize_calls(), after);
+}
+
+// Two network namespaces of our own joined by a veth pair: the manager's end 10.213.N.1, the
+// agent's 10.213.N.2. Both namespaces (and with them the veth pair) go when this is destroyed.
+class NetnsPair {
+  public:
+    static std::unique_ptr<NetnsPair> create() {
+        auto suffix = crypto::random_id().substr(0, 6);
+        std::unique_ptr<NetnsPair> pair(new NetnsPair("coffer-m-" + suffix, "coffer-a-" + suffix));
+        auto subnet =
+            fmt::format("10.213.{}", 1 + std::stoul(suffix.substr(0, 2), nullptr, 36) % 250);
+        pair->manager_address = subnet + ".1";
+        pair->agent_address = subnet + ".2";
+        auto m = "cfm" + suffix, a = "cfa" + suffix;
+        const std::vector<std::vector<std::string>> steps = {
+            {"ip", "netns", "add", pair->manager_ns},
+            {"ip", "netns", "add", pair->agent_ns},
+            {"ip", "-n", pair->manager_ns, "link", "add", m, "type", "veth", "peer", "name", a},
+            {"ip", "-n", pair->manager_ns, "link", "set", a, "netns", pair->agent_ns},
+            {"ip", "-n", pair->manager_ns, "addr", "add", pair->manager_address + "/30", "dev", m},
+            {"ip", "-n", pair->agent_ns, "addr", "add", pair->agent_address + "/30", "dev", a},
+            {"ip", "-n", pair->manager_ns, "link", "set", m, "up"},
+            {"ip", "-n", pair->agent_ns, "link", "set", a, "up"},
+            {"ip", "-n", pair->agent_ns, "link", "set", "lo", "up"},
+        };
+        for (const auto& step : steps) {
+            auto r = run_command(step);
+            if (!r.ok()) {
+                pair->error = fmt::format("{}: {}", fmt::join(step, " "), r.describe());
+                break;
+            }
+        }
+        return pair;
+    }
+    ~NetnsPair() {
+        for (const auto& ns : {agent_ns, manager_ns}) (void)run_command({"ip", "netns", "del", ns});
+    }
+    NetnsPair(const NetnsPair&) = delete;
+    NetnsPair& operator=(const NetnsPair&) = delete;
+
+    // Runs f on a thread that entered ns; threads it starts stay there, sockets it opens too.
+    template <typename F>
+    static void in(const std::string& ns, F f) {
+        std::thread t([&] {
+            UniqueFd fd(::open(("/run/netns/" + ns).c_str(), O_RDONLY | O_CLOEXEC));
+            ASSERT_TRUE(fd.valid()) << ns;
+            ASSERT_EQ(::setns(fd.get(), CLONE_NEWNET), 0) << ns;
+            f();
+        });
+        t.join();
+    }
+
+    std::string manager_ns, agent_ns, manager_address, agent_address, error;
+
+  private:
+    NetnsPair(std::string m, std::string a) : manager_ns(std::move(m)), agent_ns(std::move(a)) {}
+};
+
+bool netns_available() {
+    if (::geteuid() != 0) return false;
+    try {
+        return run_command({"ip", "netns", "list"}).ok();
+    } catch (const std::exception&) {
+        return false;
+    }
+}
+
+// The agent program in a network namespace of its own joins a manager across a veth pair, keeps
+// its session, stops cleanly on SIGTERM, comes back with its stored identity, and refuses a
+// second join.
+TEST(AgentInItsOwnNetwork, JoinsAcrossAVethPairAndReconnectsWithItsIdentity) {
+    const char* agent_program = std::getenv("COFFER_AGENT");
+    if (!agent_program) GTEST_SKIP() << "COFFER_AGENT is not set";
+    if (!netns_available()) GTEST_SKIP() << "ip netns is not available (needs root and iproute2)";
+    crypto::init();
+    auto net = NetnsPair::create();
+    ASSERT_TRUE(net->error.empty()) << net->error;
+
+    Manager manager;
+    NetnsPair::in(net->manager_ns, [&] {
+        auto r = manager.start(0, net->manager_address);
+        ASSERT_TRUE(r) << r.error().message;
+    });
+    ASSERT_TRUE(manager.running());
+    auto address = fmt::format("{}:{}", net->manager_address, manager.server().port());
+    auto data =
+        fs::temp_directory_path() / fmt::format("coffer-agent-netns-{}", crypto::random_id());
+    struct RemoveDir {
+        fs::path p;
+        ~RemoveDir() { fs::remove_all(p); }
+    } cleanup{data};
+
+    auto agent = [&](bool with_token) {
+        Child::Options o;
+        o.argv = {"ip",         "netns",       "exec",      net->agent_ns, agent_program,
+                  "--data-dir", data.string(), "--manager", address};
+        o.env = {"PATH=/usr/sbin:/usr/bin:/sbin:/bin"};
+        if (with_token) o.env.push_back("COFFER_JOIN_TOKEN=" + str(manager.token_text()));
+        return Child::spawn(o);
+    };
+
+    auto first = agent(true);
+    ASSERT_TRUE(eventually([&] { return manager.server().session_count() == 1; }));
+    ASSERT_EQ(manager.joined().size(), 1u);
+    auto session = manager.last_session();
+    ASSERT_TRUE(session);
+    EXPECT_EQ(session->peer().node_id, manager.joined().front());
+    EXPECT_EQ(mode_of(data / "identity" / "node.key"), 0600u);
+    first.signal(SIGTERM);
+    auto status = first.wait_for(deadline);
+    ASSERT_TRUE(status);
+    EXPECT_TRUE(WIFEXITED(*status) && WEXITSTATUS(*status) == 0) << *status;
+    EXPECT_TRUE(eventually([&] { return manager.server().session_count() == 0; }));
+
+    auto again = agent(false);
+    ASSERT_TRUE(eventually([&] { return manager.server().session_count() == 1; }));
+    EXPECT_EQ(manager.joined().size(), 1u);  // its stored identity, no second join
+    again.signal(SIGTERM);
+    ASSERT_TRUE(again.wait_for(deadline));
+
+    auto twice = agent(true);
+    auto refused = twice.wait_for(deadline);
+    ASSERT_TRUE(refused);
+    EXPECT_TRUE(WIFEXITED(*refused) && WEXITSTATUS(*refused) == 1);
+    EXPECT_EQ(manager.joined().size(), 1u);
+}
+
+}  // namespace
