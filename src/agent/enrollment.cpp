@@ -15,6 +15,7 @@
 #include "coffer/base/log.h"
 #include "coffer/base/unique_fd.h"
 #include "coffer/crypto/random.h"
+#include "coffer/crypto/secure_file.h"
 #include "coffer/pki/node_key.h"
 #include "coffer/pki/token.h"
 
@@ -87,17 +88,7 @@ crypto::SecureBuffer read_file(int dir, const std::string& dir_path, const char*
                                    where, st.st_uid, ::geteuid())));
     if (static_cast<std::size_t>(st.st_size) > max_file_bytes)
         throw ErrorException(make_error(Errc::too_large, fmt::format("{} is too large", where)));
-    crypto::SecureBuffer buf(static_cast<std::size_t>(st.st_size));
-    std::size_t got = 0;
-    while (got < buf.size()) {
-        auto n = ::read(fd.get(), buf.data() + got, buf.size() - got);
-        if (n < 0 && errno == EINTR) continue;
-        if (n < 0) throw_errno(fmt::format("read {}", where));
-        if (n == 0) break;
-        got += static_cast<std::size_t>(n);
-    }
-    buf.truncate(got);
-    return buf;
+    return crypto::read_secure(fd.get(), static_cast<std::size_t>(st.st_size), where);
 }
 
 std::string text_of(const crypto::SecureBuffer& b) {

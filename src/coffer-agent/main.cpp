@@ -28,6 +28,7 @@
 #include "coffer/base/process.h"
 #include "coffer/base/unique_fd.h"
 #include "coffer/crypto/secure_buffer.h"
+#include "coffer/crypto/secure_file.h"
 
 using namespace coffer;
 using namespace coffer::agent;
@@ -40,17 +41,18 @@ crypto::SecureBuffer read_secret(const std::string& path) {
     if (!fd) throw_errno(fmt::format("open {}", path));
     struct stat st {};
     if (::fstat(fd.get(), &st) != 0) throw_errno(fmt::format("stat {}", path));
-    crypto::SecureBuffer buf(static_cast<std::size_t>(st.st_size));
-    std::size_t got = 0;
-    while (got < buf.size()) {
-        auto n = ::read(fd.get(), buf.data() + got, buf.size() - got);
-        if (n < 0 && errno == EINTR) continue;
-        if (n < 0) throw_errno(fmt::format("read {}", path));
-        if (n == 0) break;
-        got += static_cast<std::size_t>(n);
-    }
-    buf.truncate(got);
-    return buf;
+    return crypto::read_secure(fd.get(), static_cast<std::size_t>(st.st_size), path);
+}
+
+// SIGINT/SIGTERM are taken synchronously (sigwait), not by handlers: blocked here, before any
+// thread starts, so every thread inherits the mask.
+sigset_t block_stop_signals() {
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &set, nullptr);
+    return set;
 }
 
 int fail(const Error& e) {
@@ -81,12 +83,7 @@ crypto::SecureBuffer take_token(std::string& parsed, int argc, char** argv) {
 int run_node(const std::string& data_dir, const std::string& manager,
              const crypto::SecureBuffer& token) {
     crypto::init();
-    // SIGINT/SIGTERM are taken synchronously below, not by handlers; blocked before any thread.
-    sigset_t stop_signals;
-    sigemptyset(&stop_signals);
-    sigaddset(&stop_signals, SIGINT);
-    sigaddset(&stop_signals, SIGTERM);
-    pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+    auto stop_signals = block_stop_signals();
 
     auto where = identity_dir(data_dir);
     Result<Identity> identity = make_error(Errc::internal, "no identity");
@@ -205,12 +202,7 @@ int main(int argc, char** argv) {
         enter_private_mount_namespace();
         crypto::init();
 
-        // SIGINT/SIGTERM are taken synchronously below, not by handlers.
-        sigset_t stop_signals;
-        sigemptyset(&stop_signals);
-        sigaddset(&stop_signals, SIGINT);
-        sigaddset(&stop_signals, SIGTERM);
-        pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+        auto stop_signals = block_stop_signals();
 
         RunnerOptions opt;
         opt.run_dir = run_dir;
