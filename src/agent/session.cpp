@@ -4,7 +4,6 @@
 #include <condition_variable>
 #include <mutex>
 #include <optional>
-#include <random>
 #include <thread>
 
 #include "coffer/base/log.h"
@@ -22,13 +21,11 @@ class SessionLoop::Impl {
     }
 
     void run();
-    milliseconds jittered(milliseconds d);
     // Waits for d or stop; true when stopping.
     bool pause(milliseconds d);
 
     SessionOptions options_;
     SessionLoopHandlers handlers_;
-    std::mt19937_64 rng_{std::random_device{}()};  // jitter only: nothing secret depends on it
 
     mutable std::mutex m_;
     std::condition_variable cv_;
@@ -40,11 +37,19 @@ class SessionLoop::Impl {
     std::thread thread_;
 };
 
-milliseconds SessionLoop::Impl::jittered(milliseconds d) {
-    std::uniform_real_distribution<double> factor(1.0 - options_.backoff.jitter,
-                                                  1.0 + options_.backoff.jitter);
-    return milliseconds(
-        static_cast<milliseconds::rep>(static_cast<double>(d.count()) * factor(rng_)));
+RetryDelay::RetryDelay(const Backoff& backoff)
+    : backoff_(backoff), delay_(backoff.initial), rng_(std::random_device{}()) {}
+
+milliseconds RetryDelay::next() {
+    std::uniform_real_distribution<double> factor(1.0 - backoff_.jitter, 1.0 + backoff_.jitter);
+    auto wait = milliseconds(
+        static_cast<milliseconds::rep>(static_cast<double>(delay_.count()) * factor(rng_)));
+    delay_ = std::min(delay_ * 2, backoff_.max);
+    return wait;
+}
+
+void RetryDelay::reset() noexcept {
+    delay_ = backoff_.initial;
 }
 
 bool SessionLoop::Impl::pause(milliseconds d) {
@@ -53,7 +58,7 @@ bool SessionLoop::Impl::pause(milliseconds d) {
 }
 
 void SessionLoop::Impl::run() {
-    auto delay = options_.backoff.initial;
+    RetryDelay delay(options_.backoff);
     nodeconn::SessionHandlers handlers{
         [this](const std::shared_ptr<nodeconn::Session>&) {
             if (handlers_.on_connected) handlers_.on_connected();
@@ -98,13 +103,11 @@ void SessionLoop::Impl::run() {
             // Closes the session if still open and joins its I/O thread; not under the lock,
             // since the session's handlers take it.
             done.reset();
-            if (Steady::now() - opened >= options_.backoff.stable_after)
-                delay = options_.backoff.initial;
+            if (Steady::now() - opened >= options_.backoff.stable_after) delay.reset();
         } else {
             log::warn("agent", "cannot reach the manager at {}: {}", where, client.error().message);
         }
-        auto wait = jittered(delay);
-        delay = std::min(delay * 2, options_.backoff.max);
+        auto wait = delay.next();
         log::debug("agent", "next attempt in {} ms", wait.count());
         if (pause(wait)) break;
     }

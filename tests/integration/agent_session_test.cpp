@@ -300,6 +300,24 @@ TEST(ManagerAddress, ParsesHostAndPortStrictly) {
         EXPECT_FALSE(agent::parse_endpoint(bad)) << bad;
 }
 
+TEST(RetryDelay, DoublesUpToTheCapWithinTheJitterAndResets) {
+    agent::Backoff b;  // 100 ms doubling to 10 s, ±20 %
+    agent::RetryDelay delay(b);
+    auto within = [](std::chrono::milliseconds got, double nominal) {
+        return got.count() >= static_cast<long>(nominal * 0.8) - 1 &&
+               got.count() <= static_cast<long>(nominal * 1.2) + 1;
+    };
+    double nominal = 100;
+    for (int i = 0; i < 12; ++i) {
+        auto got = delay.next();
+        EXPECT_TRUE(within(got, nominal)) << i << ": " << got.count() << " ms";
+        nominal = std::min(nominal * 2, 10'000.0);
+    }
+    EXPECT_TRUE(within(delay.next(), 10'000));
+    delay.reset();
+    EXPECT_TRUE(within(delay.next(), 100));
+}
+
 TEST_F(AgentTrust, SessionReconnectsAfterTheManagerComesBack) {
     auto id = enrolled();
     auto port = manager_.server().port();

@@ -5,6 +5,7 @@
 #include <chrono>
 #include <functional>
 #include <memory>
+#include <random>
 
 #include "coffer/base/error.h"
 #include "coffer/crypto/secure_buffer.h"
@@ -20,6 +21,21 @@ struct Backoff {
     double jitter = 0.2;  // each delay is drawn from [d·(1−jitter), d·(1+jitter)]
     // A session that stayed up this long starts the next round of retries at `initial` again.
     std::chrono::milliseconds stable_after{10'000};
+};
+
+// The delays between attempts: initial, doubling up to max, each drawn within ±jitter.
+class RetryDelay {
+  public:
+    explicit RetryDelay(const Backoff& backoff);
+    // How long to wait before the next attempt; the one after waits about twice as long.
+    std::chrono::milliseconds next();
+    // Back to the initial delay (a session stayed up).
+    void reset() noexcept;
+
+  private:
+    Backoff backoff_;
+    std::chrono::milliseconds delay_;
+    std::mt19937_64 rng_;  // jitter only: nothing secret depends on it
 };
 
 struct SessionOptions {
