@@ -23,27 +23,16 @@
 #include "coffer/nodeconn/server.h"
 #include "coffer/pki/ca.h"
 #include "coffer/pki/node_key.h"
+#include "harness.h"
 
 using namespace coffer;
 using namespace coffer::nodeconn;
 using namespace std::chrono_literals;
 namespace fs = std::filesystem;
-using Steady = std::chrono::steady_clock;
 
 namespace {
 
 constexpr auto deadline = 15s;
-
-// Waits, with a deadline, for a condition that other threads make true.
-template <typename Pred>
-bool eventually(Pred pred) {
-    auto until = Steady::now() + deadline;
-    while (!pred()) {
-        if (Steady::now() > until) return false;
-        std::this_thread::sleep_for(2ms);  // polling a condition, bounded by the deadline
-    }
-    return true;
-}
 
 const pki::CertificateAuthority& cluster_ca() {
     static const auto ca = pki::CertificateAuthority::create_root();
@@ -169,10 +158,8 @@ class AgentTrust : public ::testing::Test {
   protected:
     void SetUp() override {
         crypto::init();
-        dir_ = fs::temp_directory_path() / fmt::format("coffer-agent-test-{}", crypto::random_id());
         ASSERT_TRUE(manager_.start());
     }
-    void TearDown() override { fs::remove_all(dir_); }
 
     std::string data_dir() const { return dir_.string(); }
     fs::path identity() const { return dir_ / "identity"; }
@@ -198,7 +185,8 @@ class AgentTrust : public ::testing::Test {
         return o;
     }
 
-    fs::path dir_;
+    test::TempDir tmp_;
+    fs::path dir_ = tmp_.path();
     Manager manager_;
 };
 
@@ -323,25 +311,25 @@ TEST_F(AgentTrust, SessionReconnectsAfterTheManagerComesBack) {
     auto port = manager_.server().port();
     std::atomic<int> opened{0};
     agent::SessionLoop loop(session_options(id, port), {nullptr, [&] { ++opened; }});
-    ASSERT_TRUE(eventually([&] { return loop.connected(); }));
+    ASSERT_TRUE(test::wait_until([&] { return loop.connected(); }));
     EXPECT_TRUE(loop.send(text(R"({"type":"hello"})")));
-    ASSERT_TRUE(eventually([&] { return manager_.received().size() == 1; }));
+    ASSERT_TRUE(test::wait_until([&] { return manager_.received().size() == 1; }));
 
     manager_.shut_down();
-    ASSERT_TRUE(eventually([&] { return !loop.connected(); }));
+    ASSERT_TRUE(test::wait_until([&] { return !loop.connected(); }));
     EXPECT_FALSE(loop.send(text(R"({"type":"lost"})")));
 
     ASSERT_TRUE(manager_.start(port));
-    ASSERT_TRUE(eventually([&] { return loop.connected(); }));
+    ASSERT_TRUE(test::wait_until([&] { return loop.connected(); }));
     EXPECT_EQ(opened.load(), 2);
     EXPECT_TRUE(loop.send(text(R"({"type":"again"})")));
-    ASSERT_TRUE(eventually([&] { return manager_.received().size() == 2; }));
+    ASSERT_TRUE(test::wait_until([&] { return manager_.received().size() == 2; }));
     EXPECT_EQ(manager_.received().back(), "again");
 
     loop.stop();
     EXPECT_FALSE(loop.connected());
     EXPECT_TRUE(loop.wait());
-    EXPECT_TRUE(eventually([&] { return manager_.server().session_count() == 0; }));
+    EXPECT_TRUE(test::wait_until([&] { return manager_.server().session_count() == 0; }));
 }
 
 TEST_F(AgentTrust, SessionDeliversTheManagersMessages) {
@@ -354,11 +342,11 @@ TEST_F(AgentTrust, SessionDeliversTheManagersMessages) {
                                  got.push_back(msg.type);
                              },
                              nullptr});
-    ASSERT_TRUE(eventually([&] { return manager_.last_session() != nullptr; }));
+    ASSERT_TRUE(test::wait_until([&] { return manager_.last_session() != nullptr; }));
     auto to_node = manager_.last_session();
     EXPECT_EQ(to_node->peer().node_id, id.node.node_id);
     EXPECT_TRUE(to_node->send(text(R"({"type":"assignments","tasks":[]})")));
-    EXPECT_TRUE(eventually([&] {
+    EXPECT_TRUE(test::wait_until([&] {
         std::lock_guard l(m);
         return got == std::vector<std::string>{"assignments"};
     }));
@@ -368,7 +356,7 @@ TEST_F(AgentTrust, SessionDeliversTheManagersMessages) {
 TEST_F(AgentTrust, SessionStopsRetryingWhenTheNodeIsRemoved) {
     auto id = enrolled();
     agent::SessionLoop loop(session_options(id, manager_.server().port()), {});
-    ASSERT_TRUE(eventually([&] { return loop.connected(); }));
+    ASSERT_TRUE(test::wait_until([&] { return loop.connected(); }));
     auto before = manager_.authorize_calls();
 
     manager_.remove(id.node.node_id);
@@ -466,12 +454,8 @@ TEST(AgentInItsOwnNetwork, JoinsAcrossAVethPairAndReconnectsWithItsIdentity) {
     });
     ASSERT_TRUE(manager.running());
     auto address = fmt::format("{}:{}", net->manager_address, manager.server().port());
-    auto data =
-        fs::temp_directory_path() / fmt::format("coffer-agent-netns-{}", crypto::random_id());
-    struct RemoveDir {
-        fs::path p;
-        ~RemoveDir() { fs::remove_all(p); }
-    } cleanup{data};
+    test::TempDir tmp;
+    auto data = tmp.path() / "agent";
 
     auto agent = [&](bool with_token) {
         Child::Options o;
@@ -483,7 +467,7 @@ TEST(AgentInItsOwnNetwork, JoinsAcrossAVethPairAndReconnectsWithItsIdentity) {
     };
 
     auto first = agent(true);
-    ASSERT_TRUE(eventually([&] { return manager.server().session_count() == 1; }));
+    ASSERT_TRUE(test::wait_until([&] { return manager.server().session_count() == 1; }));
     ASSERT_EQ(manager.joined().size(), 1u);
     auto session = manager.last_session();
     ASSERT_TRUE(session);
@@ -493,10 +477,10 @@ TEST(AgentInItsOwnNetwork, JoinsAcrossAVethPairAndReconnectsWithItsIdentity) {
     auto status = first.wait_for(deadline);
     ASSERT_TRUE(status);
     EXPECT_TRUE(WIFEXITED(*status) && WEXITSTATUS(*status) == 0) << *status;
-    EXPECT_TRUE(eventually([&] { return manager.server().session_count() == 0; }));
+    EXPECT_TRUE(test::wait_until([&] { return manager.server().session_count() == 0; }));
 
     auto again = agent(false);
-    ASSERT_TRUE(eventually([&] { return manager.server().session_count() == 1; }));
+    ASSERT_TRUE(test::wait_until([&] { return manager.server().session_count() == 1; }));
     EXPECT_EQ(manager.joined().size(), 1u);  // its stored identity, no second join
     again.signal(SIGTERM);
     ASSERT_TRUE(again.wait_for(deadline));
