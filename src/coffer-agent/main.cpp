@@ -62,10 +62,13 @@ int fail(const Error& e) {
 
 // The token moves into secure memory; the copies CLI11, the command line and the environment hold
 // are wiped (which also hides it from /proc/<pid>/cmdline and environ).
-crypto::SecureBuffer take_token(std::string& parsed, int argc, char** argv) {
+crypto::SecureBuffer take_token(std::string& parsed, CLI::Option& option, int argc, char** argv) {
     auto token = crypto::SecureBuffer::copy_of(parsed);
     sodium_memzero(parsed.data(), parsed.size());
     parsed.clear();
+    // CLI11 keeps the text it parsed as well; those strings are ours to overwrite.
+    for (const auto& r : option.results()) sodium_memzero(const_cast<char*>(r.data()), r.size());
+    option.clear();
     constexpr std::string_view flag = "--join-token";
     for (int i = 1; i < argc; ++i) {
         std::string_view arg = argv[i];
@@ -137,14 +140,14 @@ int main(int argc, char** argv) {
     app.require_subcommand(0, 1);
     std::string data_dir = "/var/lib/coffer-agent", run_dir = "/run/coffer-agent", runtime,
                 log_level = "info", seccomp = "/usr/share/containers/seccomp.json";
-    app.add_option("--data-dir", data_dir, "images, writable layers, task logs")->capture_default_str();
+    app.add_option("--data-dir", data_dir, "the node identity, images, writable layers, task logs")->capture_default_str();
     app.add_option("--run-dir", run_dir, "bundles, secret mounts, runtime state")->capture_default_str();
     app.add_option("--runtime", runtime, "runc or crun (default: what works on this host)");
     app.add_option("--seccomp-profile", seccomp, "containers-common format; empty: none")->capture_default_str();
     app.add_option("--log-level", log_level, "e.g. info or debug,runner=debug")->capture_default_str();
     std::string manager, token_text;
     app.add_option("--manager", manager, "HOST:PORT of a manager's node port (default: the one joined)");
-    app.add_option("--join-token", token_text, "first start: join the cluster with this token")
+    auto* token_option = app.add_option("--join-token", token_text, "first start: join the cluster with this token")
         ->envname("COFFER_JOIN_TOKEN");
     auto* join = app.add_subcommand("join", "the default: join (with --join-token), then keep the session");
 
@@ -169,7 +172,7 @@ int main(int argc, char** argv) {
     auto* cleanup = app.add_subcommand("cleanup", "remove what a crashed agent left behind");
 
     CLI11_PARSE(app, argc, argv);
-    auto token = take_token(token_text, argc, argv);
+    auto token = take_token(token_text, *token_option, argc, argv);
     // Descriptors inherited from whoever started us never reach a runtime or a container.
     ::close_range(3, ~0U, CLOSE_RANGE_CLOEXEC);
     log::configure(log_level);
