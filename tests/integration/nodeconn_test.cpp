@@ -24,6 +24,7 @@
 #include "coffer/nodeconn/server.h"
 #include "coffer/pki/ca.h"
 #include "coffer/pki/node_key.h"
+#include "harness.h"
 
 using namespace coffer;
 using namespace coffer::nodeconn;
@@ -96,17 +97,6 @@ struct Observed {
         return opened.empty() ? nullptr : opened.front();
     }
 };
-
-// Waits, with a deadline, for a condition that other threads make true.
-template <typename Pred>
-bool eventually(Pred pred) {
-    auto until = Steady::now() + deadline;
-    while (!pred()) {
-        if (Steady::now() > until) return false;
-        std::this_thread::sleep_for(1ms);  // polling a condition, bounded by the deadline
-    }
-    return true;
-}
 
 Limits fast_limits() {
     Limits l;
@@ -282,7 +272,7 @@ TEST_F(NodePort, JoinsAndExchangesMessagesBothWays) {
 
     client->reset();
     ASSERT_TRUE(server_seen_.wait([&] { return !server_seen_.closed.empty(); }));
-    EXPECT_TRUE(eventually([&] { return server_->session_count() == 0; }));
+    EXPECT_TRUE(coffer::test::wait_until([&] { return server_->session_count() == 0; }, deadline));
 }
 
 TEST_F(NodePort, JoinRefusesAWrongSecret) {
@@ -387,8 +377,9 @@ TEST_F(NodePort, HeartbeatsKeepAQuietSessionOpen) {
     ASSERT_TRUE(server_seen_.wait([&] { return !server_seen_.opened.empty(); }));
     auto at_server = server_seen_.first_opened();
     // Several idle timeouts pass in heartbeats alone, and neither side gives up.
-    EXPECT_TRUE(eventually(
-        [&] { return at_server->heartbeats() >= 6 && (*client)->session()->heartbeats() >= 6; }));
+    EXPECT_TRUE(coffer::test::wait_until(
+        [&] { return at_server->heartbeats() >= 6 && (*client)->session()->heartbeats() >= 6; },
+        deadline));
     EXPECT_FALSE(at_server->closed());
     EXPECT_FALSE((*client)->session()->closed());
     std::lock_guard l(server_seen_.m);
@@ -404,7 +395,7 @@ TEST_F(NodePort, ClosesSessionsOnOversizeOrMalformedMessages) {
         ASSERT_TRUE(client) << client.error().message;
         ASSERT_TRUE((*client)->session()->send(message(bad)));
         EXPECT_TRUE(client_seen.wait([&] { return !client_seen.closed.empty(); }));
-        EXPECT_TRUE(eventually([&] { return server_->session_count() == 0; }));
+        EXPECT_TRUE(coffer::test::wait_until([&] { return server_->session_count() == 0; }, deadline));
     }
     std::lock_guard l(server_seen_.m);
     EXPECT_TRUE(server_seen_.messages.empty());
