@@ -80,7 +80,7 @@ private:
 
 crypto::SecureBuffer AssignmentMessage::to_json() const {
     SecureText text;
-    text.add(fmt::format("{{\"Type\":\"{}\",\"Sequence\":{},\"Changes\":[", complete ? "complete" : "incremental",
+    text.add(fmt::format("{{\"type\":\"assignments\",\"Type\":\"{}\",\"Sequence\":{},\"Changes\":[", complete ? "complete" : "incremental",
                          sequence));
     bool first = true;
     for (const auto& c : changes) {

@@ -339,6 +339,7 @@ TEST_F(Cluster, NodeGetsOnlyTheSecretsItsTasksReference) {
     auto wire = m->to_json();
     std::string text(reinterpret_cast<const char*>(wire.data()), wire.size());
     auto v = json::parse(text);
+    EXPECT_EQ(v.at("type"), "assignments");
     EXPECT_EQ(v.at("Type"), "complete");
     EXPECT_EQ(v.at("Changes").at(0).at("Secret").at("Data"), "b25l");
     EXPECT_EQ(text.find("dHdv"), std::string::npos);  // never n2's secret

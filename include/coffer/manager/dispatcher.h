@@ -46,7 +46,7 @@ struct AssignmentMessage {
     std::vector<AssignmentChange> changes;
 
     // The wire form, in secure memory (it carries secret bytes, base64):
-    // {"Type":"complete"|"incremental","Sequence":N,"Changes":[
+    // {"type":"assignments","Type":"complete"|"incremental","Sequence":N,"Changes":[
     //   {"Action":"add","Secret":{"ID","Name","Data"}},
     //   {"Action":"add","Task":{"ID","ServiceID","Slot","Image","Args","Env","User","Dir","Hostname",
     //     "ReadOnly","Limits":{"MemoryBytes","NanoCPUs","Pids"},"CapAdd","CapDrop","StopGracePeriod",
