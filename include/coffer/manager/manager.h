@@ -13,6 +13,7 @@
 #include "coffer/crypto/secure_buffer.h"
 #include "coffer/manager/committer.h"
 #include "coffer/manager/dispatcher.h"
+#include "coffer/manager/node_transport.h"
 #include "coffer/manager/nodes.h"
 #include "coffer/manager/orchestrator.h"
 #include "coffer/manager/secrets.h"
@@ -62,6 +63,11 @@ public:
     model::Timestamp created() const noexcept { return created_; }
     store::Store& store() noexcept { return *store_; }
 
+    // The node port, once started (borrowed: it unregisters with nullptr before it goes away).
+    // Null when there is none.
+    void set_node_transport(NodeTransport* t) noexcept { transport_.store(t); }
+    NodeTransport* node_transport() const noexcept { return transport_.load(); }
+
 private:
     Manager() = default;
     Result<void> load();  // after unlock: cluster record and registries
@@ -78,6 +84,7 @@ private:
     std::unique_ptr<Dispatcher> dispatcher_;
     std::unique_ptr<Orchestrator> orchestrator_;  // last: stopped first
     std::atomic<SecretRegistry*> secrets_{nullptr};
+    std::atomic<NodeTransport*> transport_{nullptr};
     std::string cluster_id_;
     model::Timestamp created_;
 };
