@@ -133,6 +133,14 @@ const std::string& CertificateAuthority::certificate_pem() const noexcept {
 const std::string& CertificateAuthority::chain_pem() const noexcept {
     return state_->chain_pem;
 }
+std::string CertificateAuthority::public_key() const {
+    return ossl::public_key_base64(X509_get0_pubkey(state_->cert.get()));
+}
+
+std::string CertificateAuthority::subject() const {
+    return ossl::name_base64(X509_get_subject_name(state_->cert.get()));
+}
+
 crypto::SecureBuffer CertificateAuthority::key_pem() const {
     return ossl::to_pem(state_->key.get());
 }

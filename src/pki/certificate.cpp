@@ -48,6 +48,8 @@ CertificateInfo describe(X509* cert) {
     info.not_before = ossl::to_time_point(X509_get0_notBefore(cert));
     info.not_after = ossl::to_time_point(X509_get0_notAfter(cert));
     info.is_ca = X509_check_ca(cert) != 0;
+    if (const EVP_PKEY* key = X509_get0_pubkey(cert)) info.public_key = ossl::public_key_base64(key);
+    ERR_clear_error();
     return info;
 }
 
@@ -118,7 +120,13 @@ Result<CertificateInfo> verify_chain(std::string_view chain_pem, std::string_vie
             fmt::format("certificate does not verify: {}",
                         X509_verify_cert_error_string(X509_STORE_CTX_get_error(ctx.get()))));
     }
-    return describe(leaf.get());
+    auto info = describe(leaf.get());
+    // The chain OpenSSL built: the leaf, then whoever signed it (a root, or a cross-signed root).
+    STACK_OF(X509)* built = X509_STORE_CTX_get0_chain(ctx.get());
+    if (built != nullptr && sk_X509_num(built) > 1)
+        if (const EVP_PKEY* key = X509_get0_pubkey(sk_X509_value(built, 1)))
+            info.issuer_public_key = ossl::public_key_base64(key);
+    return info;
 }
 
 Result<NodeIdentity> verify_node_certificate(std::string_view chain_pem, std::string_view roots_pem,
@@ -130,7 +138,9 @@ Result<NodeIdentity> verify_node_certificate(std::string_view chain_pem, std::st
         return make_error(Errc::permission_denied, "not a node certificate");
     if (info->organization != cluster_id)
         return make_error(Errc::permission_denied, "certificate is for another cluster");
-    return NodeIdentity{info->common_name, *role, info->organization, info->not_after};
+    return NodeIdentity{info->common_name, *role,
+                        info->organization, info->not_after,
+                        std::move(info->public_key), std::move(info->issuer_public_key)};
 }
 
 bool key_matches_certificate(const crypto::SecureBuffer& key_pem, std::string_view cert_pem) {

@@ -1,5 +1,8 @@
 #include "coffer/pki/node_key.h"
 
+#include <openssl/err.h>
+#include <openssl/pem.h>
+
 #include "ossl.h"
 
 namespace coffer::pki {
@@ -26,6 +29,20 @@ Result<std::string> make_csr(const crypto::SecureBuffer& key_pem) {
     auto key = ossl::read_key(key_pem);
     if (!key) return std::move(key).error().context("certificate request");
     return csr_for(key->get());
+}
+
+Result<std::string> csr_public_key(std::string_view csr_pem) {
+    if (csr_pem.size() > ossl::max_pem_bytes)
+        return make_error(Errc::too_large, "certificate request too large");
+    auto bio = ossl::read_bio(csr_pem);
+    ossl::Req req(PEM_read_bio_X509_REQ(bio.get(), nullptr, nullptr, nullptr));
+    if (!req) return ossl::error(Errc::invalid_argument, "read certificate request");
+    EVP_PKEY* pub = X509_REQ_get0_pubkey(req.get());
+    if (pub == nullptr)
+        return ossl::error(Errc::invalid_argument, "certificate request has no key");
+    if (X509_REQ_verify(req.get(), pub) != 1)
+        return ossl::error(Errc::invalid_argument, "certificate request signature does not verify");
+    return ossl::public_key_base64(pub);
 }
 
 }  // namespace coffer::pki

@@ -8,6 +8,8 @@
 
 #include <ctime>
 
+#include "coffer/crypto/encoding.h"
+
 namespace coffer::pki::ossl {
 
 Error error(Errc code, std::string_view what) {
@@ -134,6 +136,22 @@ std::chrono::system_clock::time_point to_time_point(const ASN1_TIME* t) {
     std::tm tm{};
     if (ASN1_TIME_to_tm(t, &tm) != 1) fail("read certificate time");
     return std::chrono::system_clock::from_time_t(timegm(&tm));
+}
+
+std::string public_key_base64(const EVP_PKEY* key) {
+    unsigned char* der = nullptr;
+    int len = i2d_PUBKEY(key, &der);
+    if (len <= 0) fail("encode public key");
+    std::unique_ptr<unsigned char, Deleter<[](unsigned char* p) { OPENSSL_free(p); }>> owned(der);
+    return crypto::base64_encode({der, static_cast<std::size_t>(len)});
+}
+
+std::string name_base64(const X509_NAME* name) {
+    unsigned char* der = nullptr;
+    int len = i2d_X509_NAME(name, &der);
+    if (len <= 0) fail("encode name");
+    std::unique_ptr<unsigned char, Deleter<[](unsigned char* p) { OPENSSL_free(p); }>> owned(der);
+    return crypto::base64_encode({der, static_cast<std::size_t>(len)});
 }
 
 }  // namespace coffer::pki::ossl

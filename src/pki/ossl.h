@@ -65,4 +65,9 @@ void set_validity(X509* cert, std::chrono::system_clock::time_point not_before,
 void add_extension(X509* cert, X509* issuer, int nid, const char* value);
 std::chrono::system_clock::time_point to_time_point(const ASN1_TIME* t);
 
+// Base64 of the DER SubjectPublicKeyInfo: how a key is named (and compared) outside OpenSSL.
+std::string public_key_base64(const EVP_PKEY* key);
+// Base64 of a name's DER encoding (Docker's CertIssuerSubject).
+std::string name_base64(const X509_NAME* name);
+
 }  // namespace coffer::pki::ossl

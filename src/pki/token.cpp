@@ -64,6 +64,10 @@ Result<JoinToken> JoinToken::parse(std::string_view text) {
     return JoinToken(std::string(parts[2]), crypto::SecureBuffer::copy_of(parts[3]));
 }
 
+JoinToken JoinToken::with_ca(std::string_view ca_bundle_pem) const {
+    return JoinToken(pki::ca_digest(ca_bundle_pem), secret_.clone());
+}
+
 crypto::SecureBuffer JoinToken::text() const {
     std::string head = fmt::format("{}-{}-{}-", join_token_prefix, token_version, digest_);
     crypto::SecureBuffer out(head.size() + secret_.size());

@@ -40,6 +40,10 @@ class CertificateAuthority {
 
     const std::string& certificate_pem() const noexcept;
     const std::string& chain_pem() const noexcept;
+    // Base64 DER SubjectPublicKeyInfo of the CA key (compare NodeIdentity::issuer_public_key), and
+    // base64 DER of its subject: Docker's TLSInfo CertIssuerPublicKey and CertIssuerSubject.
+    std::string public_key() const;
+    std::string subject() const;
     // The private key, PKCS#8 PEM, for sealed storage.
     crypto::SecureBuffer key_pem() const;
 

@@ -21,12 +21,17 @@ std::optional<Role> parse_role(std::string_view ou) noexcept;
 
 using Clock = std::chrono::system_clock;
 
-// Who a node certificate names. not_after is filled in when read from a certificate.
+// Who a node certificate names. not_after and the keys are filled in when read from a verified
+// certificate (verify_node_certificate).
 struct NodeIdentity {
     std::string node_id;
     Role role = Role::worker;
     std::string cluster_id;
     Clock::time_point not_after{};
+    // Base64 DER SubjectPublicKeyInfo of the certificate's key (renewal keeps it), and of the CA
+    // key that signed it (which root issued it: a cross-signed root has the new root's key).
+    std::string public_key{};
+    std::string issuer_public_key{};
 };
 
 struct CertificateInfo {
@@ -38,6 +43,9 @@ struct CertificateInfo {
     Clock::time_point not_before;
     Clock::time_point not_after;
     bool is_ca = false;
+    std::string public_key;  // base64 DER SubjectPublicKeyInfo
+    // Filled by verify_chain only: the key of the certificate that signed the leaf.
+    std::string issuer_public_key;
 };
 
 // The first certificate in pem.

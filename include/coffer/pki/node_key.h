@@ -3,6 +3,7 @@
 #pragma once
 
 #include <string>
+#include <string_view>
 
 #include "coffer/base/error.h"
 #include "coffer/crypto/secure_buffer.h"
@@ -18,5 +19,9 @@ struct NodeKey {
 
 // A CSR for an existing key (certificate renewal keeps the key unless asked to rotate it).
 Result<std::string> make_csr(const crypto::SecureBuffer& key_pem);
+
+// The public key a CSR asks to certify (base64 DER SubjectPublicKeyInfo, as in NodeIdentity),
+// after checking the CSR's signature. invalid_argument for anything malformed or badly signed.
+Result<std::string> csr_public_key(std::string_view csr_pem);
 
 }  // namespace coffer::pki

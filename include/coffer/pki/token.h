@@ -28,6 +28,9 @@ class JoinToken {
     // saying what is wrong, never repeating the token.
     static Result<JoinToken> parse(std::string_view text);
 
+    // The same secret pinning another CA bundle (CA rotation changes the digest only).
+    JoinToken with_ca(std::string_view ca_bundle_pem) const;
+
     const std::string& ca_digest() const noexcept { return digest_; }
     // The token as typed by users; it holds the secret, so it stays in secure memory.
     crypto::SecureBuffer text() const;
