@@ -1,7 +1,9 @@
 #include "coffer/manager/trust.h"
 
 #include "coffer/base/log.h"
+#include "coffer/manager/nodes.h"
 #include "coffer/model/json.h"
+#include "coffer/pki/node_key.h"
 #include "coffer/store/store.h"
 
 namespace coffer::manager {
@@ -11,7 +13,10 @@ using store::Table;
 
 namespace {
 
-constexpr std::string_view ca_cert_key = "ca/cert", ca_key_key = "ca/key", settings_key = "settings",
+// ca/cert and ca/key: the CA that issues (during a rotation, the new root). ca/chain: its
+// cross-signed certificate and ca/previous: the old root, both only during a rotation.
+constexpr std::string_view ca_cert_key = "ca/cert", ca_key_key = "ca/key", ca_chain_key = "ca/chain",
+                           ca_previous_key = "ca/previous", settings_key = "settings",
                            worker_key = "token/worker", manager_key = "token/manager";
 
 std::string_view view(const crypto::SecureBuffer& b) {
@@ -24,6 +29,19 @@ Result<std::optional<crypto::SecureBuffer>> get(store::Store& s, std::string_vie
     return std::move(*v);
 }
 
+std::vector<std::string> ids_of(const NodeRegistry& nodes) {
+    return nodes.read([](const auto& items) {
+        std::vector<std::string> ids;
+        ids.reserve(items.size());
+        for (const auto& [id, node] : items) ids.push_back(id);
+        return ids;
+    });
+}
+
+crypto::SecureBuffer message(json::object o) {
+    return crypto::SecureBuffer::copy_of(json::serialize(o));
+}
+
 }  // namespace
 
 Result<std::unique_ptr<ClusterTrust>> ClusterTrust::load(store::Store& store, std::string cluster_id) {
@@ -34,9 +52,22 @@ Result<std::unique_ptr<ClusterTrust>> ClusterTrust::load(store::Store& store, st
         auto key = get(store, ca_key_key);
         if (!key) return std::move(key).error();
         if (!*key) return make_error(Errc::internal, "the CA certificate is stored without its key");
-        auto ca = pki::CertificateAuthority::load(view(**cert), **key);
+        auto previous = get(store, ca_previous_key);
+        if (!previous) return std::move(previous).error();
+        auto chain = get(store, ca_chain_key);
+        if (!chain) return std::move(chain).error();
+        if (previous->has_value() != chain->has_value())
+            return make_error(Errc::internal, "the CA rotation record is incomplete");
+        auto ca = pki::CertificateAuthority::load(view(**cert), **key,
+                                                  *chain ? view(**chain) : std::string_view{});
         if (!ca) return std::move(ca).error().context("load the cluster CA");
         t.reset(new ClusterTrust(store, std::move(cluster_id), std::move(*ca)));
+        if (*previous) {
+            auto old = pki::read_certificate(view(**previous));
+            if (!old || !old->is_ca) return make_error(Errc::internal, "pki/ca/previous is corrupt");
+            t->previous_root_ = std::string(view(**previous));
+            log::info("pki", "a CA rotation is in progress: resuming it");
+        }
         auto settings = get(store, settings_key);
         if (!settings) return std::move(settings).error();
         if (*settings) {
@@ -45,6 +76,8 @@ Result<std::unique_ptr<ClusterTrust>> ClusterTrust::load(store::Store& store, st
             const auto& o = v->as_object();
             if (auto* e = o.if_contains("CertExpirySeconds"); e && e->is_number())
                 t->expiry_ = std::chrono::seconds(e->to_number<std::int64_t>());
+            if (auto* e = o.if_contains("ForceRotate"); e && e->is_number())
+                t->force_rotate_ = e->to_number<std::uint64_t>();
             if (auto* e = o.if_contains("Version"); e && e->is_number())
                 t->version_ = e->to_number<std::uint64_t>();
         }
@@ -70,14 +103,32 @@ Result<std::unique_ptr<ClusterTrust>> ClusterTrust::load(store::Store& store, st
     b.put(Table::pki, std::string(ca_key_key), t->ca_.key_pem());
     b.put(Table::pki, std::string(worker_key), t->worker_->text());
     b.put(Table::pki, std::string(manager_key), t->manager_->text());
-    b.put(Table::pki, std::string(settings_key),
-          json::serialize(json::object{{"CertExpirySeconds", t->expiry_.count()}, {"Version", t->version_}}));
+    b.put(Table::pki, std::string(settings_key), t->settings_json(t->expiry_, 0, t->version_));
     if (auto w = store.write(std::move(b)); !w) return std::move(w).error().context("create the cluster CA");
     log::info("pki", "created the cluster root CA and join tokens");
     return t;
 }
 
-std::string ClusterTrust::ca_bundle() const { return ca_.certificate_pem(); }
+std::string ClusterTrust::settings_json(std::chrono::seconds expiry, std::uint64_t force_rotate,
+                                        std::uint64_t version) const {
+    return json::serialize(json::object{
+        {"CertExpirySeconds", expiry.count()}, {"ForceRotate", force_rotate}, {"Version", version}});
+}
+
+std::string ClusterTrust::bundle_locked() const {
+    // The old root first: a node's view of the bundle grows at the end during a rotation.
+    return previous_root_ ? *previous_root_ + ca_.certificate_pem() : ca_.certificate_pem();
+}
+
+std::string ClusterTrust::ca_bundle() const {
+    std::lock_guard lock(mutex_);
+    return bundle_locked();
+}
+
+TlsInfo ClusterTrust::tls_info() const {
+    std::lock_guard lock(mutex_);
+    return {bundle_locked(), ca_.subject(), ca_.public_key()};
+}
 
 crypto::SecureBuffer ClusterTrust::token(pki::Role role) const {
     std::lock_guard lock(mutex_);
@@ -99,37 +150,226 @@ std::chrono::seconds ClusterTrust::cert_expiry() const {
     return expiry_;
 }
 
+std::uint64_t ClusterTrust::force_rotate() const {
+    std::lock_guard lock(mutex_);
+    return force_rotate_;
+}
+
 std::uint64_t ClusterTrust::version() const {
     std::lock_guard lock(mutex_);
     return version_;
 }
 
+std::uint64_t ClusterTrust::ca_version() const {
+    std::lock_guard lock(mutex_);
+    return ca_version_;
+}
+
 Result<void> ClusterTrust::update(const Update& u) {
     if (u.cert_expiry && *u.cert_expiry < pki::min_cert_expiry)
         return make_error(Errc::invalid_argument, "minimum certificate expiry time is 1h");
-    std::lock_guard lock(mutex_);
-    auto bundle = ca_bundle();
-    std::optional<pki::JoinToken> worker, manager;
-    if (u.rotate_worker_token) worker.emplace(pki::JoinToken::generate(bundle));
-    if (u.rotate_manager_token) manager.emplace(pki::JoinToken::generate(bundle));
-    auto expiry = u.cert_expiry.value_or(expiry_);
-    store::Batch b;
-    if (worker) b.put(Table::pki, std::string(worker_key), worker->text());
-    if (manager) b.put(Table::pki, std::string(manager_key), manager->text());
-    b.put(Table::pki, std::string(settings_key),
-          json::serialize(json::object{{"CertExpirySeconds", expiry.count()}, {"Version", version_ + 1}}));
-    if (auto w = store_.write(std::move(b)); !w) return std::move(w).error().context("update the cluster");
-    if (worker) worker_ = std::move(worker);
-    if (manager) manager_ = std::move(manager);
-    expiry_ = expiry;
-    ++version_;
+    bool rotate = false;
+    {
+        std::unique_lock lock(mutex_);
+        rotate = u.force_rotate && *u.force_rotate != force_rotate_;
+        if (rotate && previous_root_)
+            return make_error(Errc::conflict,
+                              "a CA rotation is already in progress: wait until every node has renewed "
+                              "(or remove the nodes that cannot)");
+        // A new root and its cross-signed certificate, when rotating; the tokens keep their
+        // secrets but pin the new bundle.
+        std::optional<pki::CertificateAuthority> fresh;
+        std::string cross;
+        if (rotate) {
+            auto root = pki::CertificateAuthority::create_root();
+            auto signed_by_old = ca_.cross_sign(root.certificate_pem());
+            if (!signed_by_old) return std::move(signed_by_old).error().context("rotate the CA");
+            cross = std::move(*signed_by_old);
+            auto loaded = pki::CertificateAuthority::load(root.certificate_pem(), root.key_pem(), cross);
+            if (!loaded) return std::move(loaded).error().context("rotate the CA");
+            fresh.emplace(std::move(*loaded));
+        }
+        auto bundle = rotate ? ca_.certificate_pem() + fresh->certificate_pem() : bundle_locked();
+        std::optional<pki::JoinToken> worker, manager;
+        worker.emplace(u.rotate_worker_token ? pki::JoinToken::generate(bundle) : worker_->with_ca(bundle));
+        manager.emplace(u.rotate_manager_token ? pki::JoinToken::generate(bundle)
+                                               : manager_->with_ca(bundle));
+        auto expiry = u.cert_expiry.value_or(expiry_);
+        auto force = u.force_rotate.value_or(force_rotate_);
+        store::Batch b;
+        b.put(Table::pki, std::string(worker_key), worker->text());
+        b.put(Table::pki, std::string(manager_key), manager->text());
+        if (rotate) {
+            b.put(Table::pki, std::string(ca_previous_key), ca_.certificate_pem());
+            b.put(Table::pki, std::string(ca_cert_key), fresh->certificate_pem());
+            b.put(Table::pki, std::string(ca_key_key), fresh->key_pem());
+            b.put(Table::pki, std::string(ca_chain_key), cross);
+        }
+        b.put(Table::pki, std::string(settings_key), settings_json(expiry, force, version_ + 1));
+        if (auto w = store_.write(std::move(b)); !w) return std::move(w).error().context("update the cluster");
+        worker_ = std::move(worker);
+        manager_ = std::move(manager);
+        expiry_ = expiry;
+        force_rotate_ = force;
+        ++version_;
+        if (rotate) {
+            previous_root_ = ca_.certificate_pem();
+            ca_ = std::move(*fresh);
+            ++ca_version_;
+        }
+    }
+    if (rotate) {
+        log::info("pki", "CA rotation started: nodes trust the old and the new root until every node "
+                         "has renewed");
+        notify_ca_changed();
+    }
     return {};
 }
 
+Result<void> ClusterTrust::rotate_ca() {
+    return update(Update{.force_rotate = force_rotate() + 1});
+}
+
+bool ClusterTrust::rotation_in_progress() const {
+    std::lock_guard lock(mutex_);
+    return previous_root_.has_value();
+}
+
 Result<std::string> ClusterTrust::issue(std::string_view csr_pem, const std::string& node_id,
-                                        pki::Role role) const {
-    pki::NodeIdentity who{node_id, role, cluster_id_, {}};
-    return ca_.issue(csr_pem, who, cert_expiry());
+                                        pki::Role role) {
+    std::lock_guard lock(mutex_);
+    pki::NodeIdentity who{node_id, role, cluster_id_, {}, {}, {}};
+    auto cert = ca_.issue(csr_pem, who, expiry_);
+    if (cert) issuers_[node_id] = ca_.public_key();
+    return cert;
+}
+
+Result<IssuedCertificate> ClusterTrust::renew(std::string_view csr_pem, const pki::NodeIdentity& presented,
+                                              pki::Role current_role) {
+    if (presented.cluster_id != cluster_id_)
+        return make_error(Errc::permission_denied, "renew: the certificate is for another cluster");
+    if (presented.public_key.empty())
+        return make_error(Errc::invalid_argument, "renew: the session's certificate was not verified");
+    auto requested = pki::csr_public_key(csr_pem);
+    if (!requested) return std::move(requested).error().context("renew");
+    // Renewal keeps the key: a node that lost its key joins again. A stolen certificate without
+    // its key cannot be renewed into one for the thief's key.
+    if (*requested != presented.public_key)
+        return make_error(Errc::permission_denied,
+                          "renew: the certificate request is not for this node's key (renewal keeps the key)");
+    auto cert = issue(csr_pem, presented.node_id, current_role);
+    if (!cert) return std::move(cert).error().context("renew");
+    log::info("pki", "renewed the certificate of node {} ({})", presented.node_id, pki::role_name(current_role));
+    return IssuedCertificate{std::move(*cert), ca_bundle()};
+}
+
+void ClusterTrust::note_session(const pki::NodeIdentity& presented) {
+    if (presented.node_id.empty() || presented.issuer_public_key.empty()) return;
+    std::lock_guard lock(mutex_);
+    issuers_[presented.node_id] = presented.issuer_public_key;
+}
+
+std::optional<std::string> ClusterTrust::node_issuer(const std::string& node_id) const {
+    std::lock_guard lock(mutex_);
+    auto it = issuers_.find(node_id);
+    if (it == issuers_.end()) return std::nullopt;
+    return it->second;
+}
+
+RotationProgress ClusterTrust::rotation_progress(std::span<const std::string> node_ids) const {
+    std::lock_guard lock(mutex_);
+    RotationProgress p{previous_root_.has_value(), 0, node_ids.size()};
+    auto current = ca_.public_key();
+    for (const auto& id : node_ids) {
+        auto it = issuers_.find(id);
+        if (it != issuers_.end() && it->second == current) ++p.renewed;
+    }
+    return p;
+}
+
+Result<bool> ClusterTrust::finish_rotation_if_renewed(std::span<const std::string> node_ids) {
+    {
+        std::lock_guard lock(mutex_);
+        if (!previous_root_) return false;
+        auto current = ca_.public_key();
+        for (const auto& id : node_ids) {
+            auto it = issuers_.find(id);
+            if (it == issuers_.end() || it->second != current) return false;
+        }
+        auto plain = pki::CertificateAuthority::load(ca_.certificate_pem(), ca_.key_pem());
+        if (!plain) return std::move(plain).error().context("finish the CA rotation");
+        auto bundle = plain->certificate_pem();
+        auto worker = worker_->with_ca(bundle);
+        auto manager = manager_->with_ca(bundle);
+        store::Batch b;
+        b.erase(Table::pki, std::string(ca_previous_key));
+        b.erase(Table::pki, std::string(ca_chain_key));
+        b.put(Table::pki, std::string(worker_key), worker.text());
+        b.put(Table::pki, std::string(manager_key), manager.text());
+        b.put(Table::pki, std::string(settings_key), settings_json(expiry_, force_rotate_, version_ + 1));
+        if (auto w = store_.write(std::move(b)); !w)
+            return std::move(w).error().context("finish the CA rotation");
+        ca_ = std::move(*plain);
+        previous_root_.reset();
+        worker_.emplace(std::move(worker));
+        manager_.emplace(std::move(manager));
+        ++version_;
+        ++ca_version_;
+    }
+    log::info("pki", "CA rotation finished: every node holds a certificate of the new root");
+    notify_ca_changed();
+    return true;
+}
+
+RotationProgress ClusterTrust::rotation_progress(const NodeRegistry& nodes) const {
+    auto ids = ids_of(nodes);
+    return rotation_progress(ids);
+}
+
+Result<bool> ClusterTrust::finish_rotation_if_renewed(const NodeRegistry& nodes) {
+    auto ids = ids_of(nodes);
+    return finish_rotation_if_renewed(ids);
+}
+
+void ClusterTrust::on_ca_changed(std::function<void()> fn) {
+    std::lock_guard lock(mutex_);
+    ca_changed_.push_back(std::move(fn));
+}
+
+void ClusterTrust::notify_ca_changed() {
+    std::vector<std::function<void()>> fns;
+    {
+        std::lock_guard lock(mutex_);
+        fns = ca_changed_;
+    }
+    for (auto& fn : fns) fn();
+}
+
+crypto::SecureBuffer certificate_message(const IssuedCertificate& issued) {
+    return message({{"type", "certificate"},
+                    {"certificate", issued.certificate_pem},
+                    {"ca_bundle", issued.ca_bundle_pem}});
+}
+
+crypto::SecureBuffer renew_request_message(std::string_view reason) {
+    return message({{"type", "renew_request"}, {"reason", reason}});
+}
+
+crypto::SecureBuffer error_message(std::string_view text) {
+    return message({{"type", "error"}, {"message", text}});
+}
+
+Result<std::string> parse_renew_message(std::string_view json_text) {
+    auto v = model::parse_json(json_text);
+    if (!v || !v->is_object()) return make_error(Errc::invalid_argument, "renew: not a JSON object");
+    const auto& o = v->as_object();
+    auto* type = o.if_contains("type");
+    if (!type || !type->is_string() || type->get_string() != "renew")
+        return make_error(Errc::invalid_argument, "renew: not a renew message");
+    auto* csr = o.if_contains("csr");
+    if (!csr || !csr->is_string() || csr->get_string().empty())
+        return make_error(Errc::invalid_argument, "renew: \"csr\" must be a PEM certificate request");
+    return std::string(csr->get_string());
 }
 
 }  // namespace coffer::manager
