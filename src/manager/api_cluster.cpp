@@ -34,6 +34,13 @@ Response info(Manager& m) {
 
 Response swarm(Manager& m) {
     auto& trust = m.trust();
+    // A rotation whose last unrenewed node was removed ends here: the node port checks after
+    // every renewal, and nothing else would notice.
+    if (trust.rotation_in_progress())
+        if (auto done = trust.finish_rotation_if_renewed(m.nodes()); !done)
+            log::warn("api", "{}", done.error().message);
+    auto progress = trust.rotation_progress(m.nodes());
+    auto tls = trust.tls_info();
     auto created = model::format_rfc3339(m.created());
     // The join tokens are shown to whoever may use this API, as Docker does: API access is
     // cluster administration.
@@ -48,9 +55,17 @@ Response swarm(Manager& m) {
              json::object{{"Name", "default"},
                           {"Labels", json::object{}},
                           {"CAConfig", json::object{{"NodeCertExpiry",
-                                                     trust.cert_expiry().count() * 1'000'000'000}}},
+                                                     trust.cert_expiry().count() * 1'000'000'000},
+                                                    {"ForceRotate", trust.force_rotate()}}},
                           {"EncryptionConfig", json::object{{"AutoLockManagers", m.autolock()}}}}},
-            {"TLSInfo", json::object{{"TrustRoot", trust.ca_bundle()}}},
+            {"TLSInfo", json::object{{"TrustRoot", tls.trust_root},
+                                     {"CertIssuerSubject", tls.cert_issuer_subject},
+                                     {"CertIssuerPublicKey", tls.cert_issuer_public_key}}},
+            {"RootRotationInProgress", progress.in_progress},
+            // coffer's own: how far a CA rotation has got (`coffer cluster ca --rotate`).
+            {"RootRotation", json::object{{"InProgress", progress.in_progress},
+                                          {"NodesRenewed", progress.renewed},
+                                          {"NodesTotal", progress.total}}},
             {"JoinTokens", json::object{{"Worker", text_of(trust.token(pki::Role::worker))},
                                         {"Manager", text_of(trust.token(pki::Role::manager))}}},
             {"DataEncryptionKey",
@@ -101,13 +116,26 @@ Response swarm_update(Manager& m, const Request& r) {
             }
             if (ns != 0) update.cert_expiry = std::chrono::seconds(ns / 1'000'000'000);
         }
+        // What `docker swarm ca --rotate` sends: the spec with ForceRotate incremented.
+        if (auto* f = member(o, {"CAConfig", "ForceRotate"}); f && !f->is_null()) {
+            if (!f->is_uint64() && !(f->is_int64() && f->as_int64() >= 0))
+                return fail(Errc::invalid_argument, "ForceRotate must be a non-negative whole number");
+            update.force_rotate = f->is_uint64() ? f->as_uint64() : static_cast<std::uint64_t>(f->as_int64());
+        }
+        if (auto* ext = member(o, {"CAConfig", "ExternalCAs"}); ext && ext->is_array() && !ext->as_array().empty())
+            return fail(Errc::invalid_argument, "external CAs are not supported");
+        if (auto* c = member(o, {"CAConfig", "SigningCACert"}); c && c->is_string() && !c->as_string().empty())
+            return fail(Errc::invalid_argument,
+                        "a supplied CA certificate is not supported: coffer generates the new root");
     }
     if (rotate_unlock && !m.autolock())
         return fail(Errc::invalid_argument, "autolock is not enabled: there is no unlock key to rotate");
     if (update.cert_expiry && *update.cert_expiry < pki::min_cert_expiry)
         return fail(Errc::invalid_argument, "minimum certificate expiry time is 1h");
 
+    bool rotating = update.force_rotate && *update.force_rotate != m.trust().force_rotate();
     if (auto res = m.trust().update(update); !res) return Response::error(res.error());
+    if (rotating) log::info("api", "CA rotation started");
     if (update.rotate_worker_token) log::info("api", "worker join token rotated");
     if (update.rotate_manager_token) log::info("api", "manager join token rotated");
     if (rotate_unlock) {
