@@ -63,6 +63,24 @@ void create_file(int dir, const std::string& dir_path, const char* name,
     if (::fsync(fd.get()) != 0) throw_errno(fmt::format("fsync {}", where));
 }
 
+// Replaces name in dir with bytes: written to a temporary name beside it, synced, renamed over
+// it. The caller fsyncs the directory.
+void replace_file(int dir, const std::string& dir_path, const char* name,
+                  std::span<const std::uint8_t> bytes, mode_t mode) {
+    auto temp = fmt::format(".{}-{}", name, crypto::random_id());
+    try {
+        create_file(dir, dir_path, temp.c_str(), bytes, mode);
+    } catch (...) {
+        ::unlinkat(dir, temp.c_str(), 0);
+        throw;
+    }
+    if (::renameat(dir, temp.c_str(), dir, name) != 0) {
+        int e = errno;
+        ::unlinkat(dir, temp.c_str(), 0);
+        throw SystemError(e, fmt::format("rename {}/{} to {}", dir_path, temp, name));
+    }
+}
+
 // A private file of the identity: regular, ours, bounded, read straight into secure memory.
 // The key file must not be readable by anyone else.
 crypto::SecureBuffer read_file(int dir, const std::string& dir_path, const char* name,
@@ -244,6 +262,32 @@ void store(const std::string& data_dir, const NodeConfig& node,
 }
 
 }  // namespace
+
+Result<Identity> store_renewal(const std::string& data_dir, const Identity& current,
+                               std::string_view cert_chain_pem, std::string_view ca_bundle_pem) {
+    auto id = pki::verify_node_certificate(cert_chain_pem, ca_bundle_pem, current.node.cluster_id);
+    if (!id) return std::move(id).error().context("the renewed certificate");
+    if (id->node_id != current.node.node_id)
+        return make_error(Errc::permission_denied, "the renewed certificate names another node");
+    if (!pki::key_matches_certificate(current.credentials.key_pem, cert_chain_pem))
+        return make_error(Errc::permission_denied, "the renewed certificate is not for this node's key");
+    NodeConfig node = current.node;
+    node.role = id->role;
+    auto path = identity_dir(data_dir);
+    try {
+        auto dir = open_dir(path);
+        replace_file(dir.get(), path, ca_file, bytes_of(ca_bundle_pem), 0644);
+        replace_file(dir.get(), path, cert_file, bytes_of(cert_chain_pem), 0644);
+        if (node.role != current.node.role)
+            replace_file(dir.get(), path, config_file, bytes_of(config_json(node)), 0644);
+        if (::fsync(dir.get()) != 0) throw_errno(fmt::format("fsync {}", path));
+    } catch (const SystemError& e) {
+        return make_error(Errc::internal, fmt::format("store the renewed certificate: {}", e.what()));
+    }
+    return Identity{std::move(node),
+                    {std::string(cert_chain_pem), current.credentials.key_pem.clone(),
+                     std::string(ca_bundle_pem)}};
+}
 
 Result<Identity> load_identity(const std::string& data_dir) {
     auto path = identity_dir(data_dir);

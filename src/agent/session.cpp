@@ -1,17 +1,35 @@
 #include "coffer/agent/session.h"
 
+#include <boost/json.hpp>
+
 #include <algorithm>
 #include <condition_variable>
+#include <deque>
 #include <mutex>
 #include <optional>
 #include <thread>
 
 #include "coffer/base/log.h"
+#include "coffer/pki/node_key.h"
 
 namespace coffer::agent {
 
+namespace json = boost::json;
 using Steady = std::chrono::steady_clock;
 using std::chrono::milliseconds;
+
+namespace {
+
+// The messages the loop answers itself: certificate, renew_request, and an error without a
+// request id (only renew has none).
+bool renewal_message(const nodeconn::Message& msg) {
+    if (msg.type == "certificate" || msg.type == "renew_request") return true;
+    if (msg.type != "error") return false;
+    auto doc = nodeconn::SecureJson::parse(msg.json);
+    return doc && doc->value().is_object() && !doc->value().as_object().contains("request");
+}
+
+}  // namespace
 
 class SessionLoop::Impl {
   public:
@@ -23,6 +41,14 @@ class SessionLoop::Impl {
     void run();
     // Waits for d or stop; true when stopping.
     bool pause(milliseconds d);
+    bool renewing() const { return !options_.data_dir.empty(); }
+    // When the current certificate should be renewed.
+    void schedule_renewal();
+    // Sends "renew" on the open session (loop thread, lock not held).
+    void send_renew(const std::shared_ptr<nodeconn::Session>& session);
+    // Handles a message the loop answers itself (loop thread, lock not held).
+    void handle(const nodeconn::Message& msg);
+    void accept_certificate(const nodeconn::Message& msg);
 
     SessionOptions options_;
     SessionLoopHandlers handlers_;
@@ -30,6 +56,9 @@ class SessionLoop::Impl {
     mutable std::mutex m_;
     std::condition_variable cv_;
     bool stopping_ = false;
+    std::deque<nodeconn::Message> inbox_;  // renewal messages for the loop thread
+    pki::Clock::time_point renew_at_ = pki::Clock::time_point::max();
+    std::uint64_t renewals_ = 0;
     bool ended_ = false;
     bool lost_ = false;                             // the current session closed
     std::optional<Error> refused_;                  // set when the node was removed
@@ -57,13 +86,110 @@ bool SessionLoop::Impl::pause(milliseconds d) {
     return cv_.wait_for(l, d, [&] { return stopping_; });
 }
 
+void SessionLoop::Impl::schedule_renewal() {
+    std::lock_guard l(m_);
+    auto info = pki::read_certificate(options_.credentials.cert_chain_pem);
+    if (!info) {
+        log::warn("agent", "cannot read this node's certificate ({}): renewing now", info.error().message);
+        renew_at_ = pki::Clock::now();
+        return;
+    }
+    renew_at_ = options_.renewal_time(*info);
+    auto in = std::chrono::duration_cast<std::chrono::seconds>(renew_at_ - pki::Clock::now());
+    log::info("agent", "certificate {} renews in {}s", info->serial,
+              std::max<std::int64_t>(in.count(), 0));
+}
+
+void SessionLoop::Impl::send_renew(const std::shared_ptr<nodeconn::Session>& session) {
+    std::optional<crypto::SecureBuffer> key;
+    {
+        std::lock_guard l(m_);
+        // Whatever happens next, ask again after the retry delay unless a certificate comes.
+        renew_at_ = pki::Clock::now() + options_.renew_retry;
+        key.emplace(options_.credentials.key_pem.clone());
+    }
+    auto csr = pki::make_csr(*key);
+    if (!csr) {
+        log::error("agent", "cannot make a certificate request: {}", csr.error().message);
+        return;
+    }
+    auto text = json::serialize(json::object{{"type", "renew"}, {"csr", *csr}});
+    if (session->send(crypto::SecureBuffer::copy_of(text)))
+        log::info("agent", "asked the manager to renew this node's certificate");
+}
+
+void SessionLoop::Impl::accept_certificate(const nodeconn::Message& msg) {
+    auto doc = nodeconn::SecureJson::parse(msg.json);
+    const json::object* o = doc && doc->value().is_object() ? &doc->value().as_object() : nullptr;
+    auto field = [&](const char* k) -> std::optional<std::string> {
+        auto* v = o ? o->if_contains(k) : nullptr;
+        if (!v || !v->is_string()) return std::nullopt;
+        return std::string(v->get_string());
+    };
+    auto cert = field("certificate"), bundle = field("ca_bundle");
+    if (!cert || !bundle) {
+        log::warn("agent", "the manager's certificate message lacks \"certificate\" or \"ca_bundle\"");
+        return;
+    }
+    Identity current;
+    {
+        std::lock_guard l(m_);
+        current = Identity{options_.node, options_.credentials.clone()};
+    }
+    auto renewed = store_renewal(options_.data_dir, current, *cert, *bundle);
+    if (!renewed) {
+        log::error("agent", "refused the manager's certificate: {}", renewed.error().message);
+        return;
+    }
+    {
+        std::lock_guard l(m_);
+        options_.node = std::move(renewed->node);
+        options_.credentials = std::move(renewed->credentials);
+        ++renewals_;
+        cv_.notify_all();
+    }
+    log::info("agent", "stored the renewed certificate ({}); the next connection uses it",
+              pki::role_name(options_.node.role));
+    schedule_renewal();
+}
+
+void SessionLoop::Impl::handle(const nodeconn::Message& msg) {
+    if (msg.type == "certificate") {
+        if (renewing()) accept_certificate(msg);
+        else log::warn("agent", "ignoring a certificate: this loop does not store its identity");
+        return;
+    }
+    auto doc = nodeconn::SecureJson::parse(msg.json);
+    auto text = [&](const char* k) -> std::string {
+        if (!doc || !doc->value().is_object()) return {};
+        auto* v = doc->value().as_object().if_contains(k);
+        return v && v->is_string() ? std::string(v->get_string()) : std::string();
+    };
+    if (msg.type == "renew_request") {
+        log::info("agent", "the manager asks for a certificate renewal: {}", text("reason"));
+        std::lock_guard l(m_);
+        if (renewing()) renew_at_ = pki::Clock::now();
+        return;
+    }
+    // An error without a request id answers a renew: it is retried after renew_retry.
+    log::warn("agent", "the manager refused to renew this node's certificate: {}", text("message"));
+}
+
 void SessionLoop::Impl::run() {
     RetryDelay delay(options_.backoff);
+    if (renewing()) schedule_renewal();
     nodeconn::SessionHandlers handlers{
         [this](const std::shared_ptr<nodeconn::Session>&) {
             if (handlers_.on_connected) handlers_.on_connected();
         },
         [this](const std::shared_ptr<nodeconn::Session>&, nodeconn::Message msg) {
+            if (renewal_message(msg)) {
+                // Handled on the loop's thread: storing a certificate blocks on fsync.
+                std::lock_guard l(m_);
+                inbox_.push_back(std::move(msg));
+                cv_.notify_all();
+                return;
+            }
             if (handlers_.on_message) handlers_.on_message(std::move(msg));
         },
         [this](const std::shared_ptr<nodeconn::Session>&, const Error& why) {
@@ -97,7 +223,28 @@ void SessionLoop::Impl::run() {
             std::unique_lock l(m_);
             client_ = std::move(*client);
             auto session = client_->session();
-            cv_.wait(l, [&] { return stopping_ || lost_ || session->closed(); });
+            for (;;) {
+                auto due = [&] { return renewing() && pki::Clock::now() >= renew_at_; };
+                // Bounded, so a far-off renewal time never overflows the wait.
+                cv_.wait_until(l, std::min(renew_at_, pki::Clock::now() + std::chrono::hours(1)), [&] {
+                    return stopping_ || lost_ || session->closed() || !inbox_.empty() || due();
+                });
+                // A certificate that arrived just before the session ended is still stored.
+                if (!inbox_.empty()) {
+                    auto msg = std::move(inbox_.front());
+                    inbox_.pop_front();
+                    l.unlock();
+                    handle(msg);
+                    l.lock();
+                } else if (stopping_ || lost_ || session->closed()) {
+                    break;
+                } else if (due()) {
+                    l.unlock();
+                    send_renew(session);
+                    l.lock();
+                }
+            }
+            inbox_.clear();
             auto done = std::move(client_);
             l.unlock();
             // Closes the session if still open and joins its I/O thread; not under the lock,
@@ -127,6 +274,11 @@ bool SessionLoop::send(crypto::SecureBuffer json) {
     std::lock_guard l(impl_->m_);
     if (!impl_->client_ || !impl_->client_->session()) return false;
     return impl_->client_->session()->send(std::move(json));
+}
+
+std::uint64_t SessionLoop::renewals() const {
+    std::lock_guard l(impl_->m_);
+    return impl_->renewals_;
 }
 
 bool SessionLoop::connected() const {

@@ -41,6 +41,16 @@ Result<Identity> enroll(const std::string& data_dir, std::string_view manager,
                         const crypto::SecureBuffer& token_text,
                         const nodeconn::Limits& limits = {});
 
+// A certificate the manager renewed: checks it (for current's key, CN = our node id, O = our
+// cluster id, chains to a root of ca_bundle_pem) and replaces ca.crt, then node.crt (and
+// node.json when the role changed) in <data_dir>/identity: each file written beside its place,
+// fsynced, renamed over it, then the directory fsynced. Either order of a crash between the two
+// renames leaves a pair that verifies (the bundle a rotation sends holds both roots, and a
+// certificate issued during it carries the cross-signed root). Returns the new identity; on
+// error nothing changed or only ca.crt did.
+Result<Identity> store_renewal(const std::string& data_dir, const Identity& current,
+                               std::string_view cert_chain_pem, std::string_view ca_bundle_pem);
+
 // Reads the stored identity back. Refuses a key file that its group or others may read, or that
 // belongs to another user, and a certificate that is not for the key.
 Result<Identity> load_identity(const std::string& data_dir);

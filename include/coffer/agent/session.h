@@ -1,5 +1,8 @@
 // The agent's one session to the manager, kept open: reconnects after a loss with capped,
 // jittered exponential backoff, and gives up only when the manager says this node was removed.
+// It also keeps the node's certificate fresh: it sends "renew" (a CSR for the stored key) at the
+// certificate's renewal time and when the manager sends "renew_request", checks and stores the
+// "certificate" that comes back, and connects with it from then on.
 #pragma once
 
 #include <chrono>
@@ -7,11 +10,13 @@
 #include <memory>
 #include <random>
 
+#include "coffer/agent/enrollment.h"
 #include "coffer/base/error.h"
 #include "coffer/crypto/secure_buffer.h"
 #include "coffer/nodeconn/client.h"
 #include "coffer/nodeconn/message.h"
 #include "coffer/nodeconn/tls.h"
+#include "coffer/pki/certificate.h"
 
 namespace coffer::agent {
 
@@ -43,10 +48,22 @@ struct SessionOptions {
     nodeconn::Credentials credentials;
     nodeconn::Limits limits;
     Backoff backoff;
+
+    // Certificate renewal, on when data_dir is set: the identity in <data_dir>/identity (as
+    // load_identity returned it, with `credentials` above) is renewed over the session.
+    std::string data_dir;
+    NodeConfig node;  // our node id, cluster id and role
+    // When to renew a certificate (tests inject their own).
+    std::function<pki::Clock::time_point(const pki::CertificateInfo&)> renewal_time =
+        pki::renewal_time;
+    // A renew that got no certificate back (an error, or no answer) is sent again after this.
+    std::chrono::milliseconds renew_retry{60'000};
 };
 
 struct SessionLoopHandlers {
-    // A message from the manager. Runs on the session's I/O thread: must not block.
+    // A message from the manager, except those the loop handles itself ("certificate",
+    // "renew_request", and "error" without a "request": the answer to a renew). Runs on the
+    // session's I/O thread: must not block.
     std::function<void(nodeconn::Message)> on_message;
     // Each time a session opens; on the session's I/O thread.
     std::function<void()> on_connected;
@@ -64,6 +81,8 @@ class SessionLoop {
     // Queues a message to the manager; false when no session is open (or its queue is full).
     bool send(crypto::SecureBuffer json);
     bool connected() const;
+    // Certificates received and stored since the loop started (tests and status).
+    std::uint64_t renewals() const;
     // Closes the session, stops retrying and joins the thread. A connection attempt under way
     // finishes first (bounded by limits.handshake_timeout). Idempotent.
     void stop();
