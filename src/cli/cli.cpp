@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <iostream>
+#include <thread>
 
 #include "client.h"
 #include "common.h"
@@ -164,7 +165,7 @@ Result<json::value> swarm_update(ApiClient& api, const std::string& query, const
 }
 
 void add_cluster_commands(CLI::App& app, Globals& g) {
-    auto* cluster = app.add_subcommand("cluster", "Manage the cluster: unlock, keys");
+    auto* cluster = app.add_subcommand("cluster", "Manage the cluster: unlock, keys, CA");
     cluster->require_subcommand(1);
     {
         auto* cmd = cluster->add_subcommand("unlock", "Unlock a locked manager (reads the key from STDIN)");
@@ -257,6 +258,63 @@ void add_cluster_commands(CLI::App& app, Globals& g) {
             auto r = swarm_update(api, "", spec);
             if (!r) throw CLI::RuntimeError(report(r.error()));
             std::printf("Cluster updated.\n");
+        });
+    }
+    {
+        auto* cmd = cluster->add_subcommand("ca", "Show the root CA certificate, or rotate the CA");
+        auto rotate = std::make_shared<bool>(false);
+        auto detach = std::make_shared<bool>(false);
+        auto quiet = std::make_shared<bool>(false);
+        auto timeout = std::make_shared<std::string>("10m");
+        cmd->add_flag("--rotate", *rotate,
+                      "Make a new root CA; nodes renew their certificates, then the old root is dropped");
+        cmd->add_flag("-d,--detach", *detach, "Do not wait for the rotation to finish");
+        cmd->add_flag("-q,--quiet", *quiet, "Print no progress");
+        cmd->add_option("--timeout", *timeout, "How long to wait for the rotation (e.g. 90s, 10m)")
+            ->capture_default_str();
+        cmd->callback([&g, rotate, detach, quiet, timeout] {
+            auto limit = model::parse_duration(*timeout);
+            if (!limit || limit->count() <= 0)
+                throw CLI::RuntimeError(report({Errc::invalid_argument, "invalid duration " + *timeout}));
+            ApiClient api(g.host);
+            auto current = api.call("GET", "/swarm");
+            if (!current) throw CLI::RuntimeError(report(current.error()));
+            if (*rotate) {
+                // What `docker swarm ca --rotate` sends: ForceRotate incremented.
+                auto* version = at(*current, {"Version", "Index"});
+                auto* force = at(*current, {"Spec", "CAConfig", "ForceRotate"});
+                auto v = version && version->is_number() ? version->to_number<std::uint64_t>() : 0;
+                auto f = force && force->is_number() ? force->to_number<std::uint64_t>() : 0;
+                json::object spec{{"CAConfig", json::object{{"ForceRotate", f + 1}}}};
+                auto r = api.call("POST", fmt::format("/swarm/update?version={}", v), spec);
+                if (!r) throw CLI::RuntimeError(report(r.error()));
+                if (!*quiet) std::fprintf(stderr, "CA rotation started.\n");
+                auto deadline = std::chrono::steady_clock::now() + *limit;
+                std::string shown;
+                while (!*detach) {
+                    current = api.call("GET", "/swarm");
+                    if (!current) throw CLI::RuntimeError(report(current.error()));
+                    auto* busy = at(*current, {"RootRotation", "InProgress"});
+                    if (!busy || !busy->is_bool() || !busy->as_bool()) break;
+                    auto* renewed = at(*current, {"RootRotation", "NodesRenewed"});
+                    auto* total = at(*current, {"RootRotation", "NodesTotal"});
+                    auto progress = fmt::format("{}/{} nodes renewed",
+                                                renewed ? json::serialize(*renewed) : "?",
+                                                total ? json::serialize(*total) : "?");
+                    if (!*quiet && progress != shown) std::fprintf(stderr, "rotating the CA: %s\n", progress.c_str());
+                    shown = progress;
+                    if (std::chrono::steady_clock::now() >= deadline)
+                        throw CLI::RuntimeError(report(
+                            {Errc::unavailable,
+                             fmt::format("the CA rotation did not finish within {} ({}); it goes on in the "
+                                         "background: `coffer cluster ca` shows the root when it is done",
+                                         *timeout, progress)}));
+                    std::this_thread::sleep_for(std::chrono::milliseconds(500));
+                }
+                if (*detach && !*quiet)
+                    std::fprintf(stderr, "Not waiting: the old root is dropped once every node has renewed.\n");
+            }
+            std::printf("%s", field(*current, {"TLSInfo", "TrustRoot"}).c_str());
         });
     }
     {
