@@ -23,8 +23,9 @@ Errc errc_for(int status) {
 
 }  // namespace
 
-Result<json::value> ApiClient::call(std::string_view method, std::string_view path,
-                                    std::span<const std::uint8_t> body) {
+// The answer when its status is 2xx; otherwise an Error with the server's {"message"}.
+Result<net::ClientResponse> ApiClient::request(std::string_view method, std::string_view path,
+                                               std::span<const std::uint8_t> body) {
     if (!http_) {
         auto c = net::HttpClient::connect(host_);
         if (!c) return std::move(c).error();
@@ -32,18 +33,29 @@ Result<json::value> ApiClient::call(std::string_view method, std::string_view pa
     }
     auto r = http_->request(method, fmt::format("/v1.41{}", path), body);
     if (!r) return std::move(r).error();
-    if (r->status >= 200 && r->status < 300) {
-        if (r->body.empty()) return json::value(nullptr);
-        auto v = model::parse_json(r->body);
-        if (!v) return make_error(Errc::internal, "malformed answer from cofferd: " + v.error().message);
-        return std::move(*v);
-    }
+    if (r->status >= 200 && r->status < 300) return r;
     std::string message = r->body;
     if (auto v = model::parse_json(r->body); v && v->is_object())
         if (auto* m = v->as_object().if_contains("message"); m && m->is_string())
             message = std::string(m->as_string());
     if (message.empty()) message = fmt::format("request failed with status {}", r->status);
     return make_error(errc_for(r->status), std::move(message));
+}
+
+Result<json::value> ApiClient::call(std::string_view method, std::string_view path,
+                                    std::span<const std::uint8_t> body) {
+    auto r = request(method, path, body);
+    if (!r) return std::move(r).error();
+    if (r->body.empty()) return json::value(nullptr);
+    auto v = model::parse_json(r->body);
+    if (!v) return make_error(Errc::internal, "malformed answer from cofferd: " + v.error().message);
+    return std::move(*v);
+}
+
+Result<std::string> ApiClient::get_raw(std::string_view path) {
+    auto r = request("GET", path, {});
+    if (!r) return std::move(r).error();
+    return std::move(r->body);
 }
 
 Result<json::value> ApiClient::call(std::string_view method, std::string_view path,

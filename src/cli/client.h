@@ -22,8 +22,13 @@ public:
                                     std::span<const std::uint8_t> body = {});
     Result<boost::json::value> call(std::string_view method, std::string_view path,
                                     const boost::json::value& body);
+    // GET path: a 2xx answer's body as it is (a log stream); errors as call().
+    Result<std::string> get_raw(std::string_view path);
 
 private:
+    Result<net::ClientResponse> request(std::string_view method, std::string_view path,
+                                        std::span<const std::uint8_t> body);
+
     std::string host_;
     std::unique_ptr<net::HttpClient> http_;
 };

@@ -1,4 +1,4 @@
-// coffer service create|update|ls|ps|inspect|rm|scale: the docker CLI's verbs and flags.
+// coffer service create|update|ls|ps|inspect|logs|rm|scale: the docker CLI's verbs and flags.
 #include <unistd.h>
 
 #include <algorithm>
@@ -11,6 +11,7 @@
 #include "coffer/model/service.h"
 #include "coffer/net/http.h"
 #include "common.h"
+#include "logs_cmd.h"
 #include "output.h"
 
 namespace coffer::cli {
@@ -494,6 +495,7 @@ void add_service_commands(CLI::App& app, Globals& g) {
             if (failed) throw CLI::RuntimeError(1);
         });
     }
+    add_service_logs_command(*service, g);
     {
         auto* cmd = service->add_subcommand("rm", "Remove one or more services");
         cmd->alias("remove");

@@ -1,7 +1,9 @@
 #include "test_hooks.h"
 
+#include <algorithm>
 #include <atomic>
 #include <cstdlib>
+#include <set>
 #include <thread>
 #include <vector>
 
@@ -12,12 +14,54 @@
 namespace coffer::testhooks {
 namespace {
 
+// The nodes' side of `service logs`: every task's log is three generated lines
+// ("line N of task ID"); the nodes named in COFFER_TEST_LOGS_DOWN do not answer.
+class FakeLogs : public manager::NodeTransport {
+public:
+    FakeLogs(manager::Manager& m, std::set<std::string> down) : manager_(m), down_(std::move(down)) {}
+
+    void node_removed(const std::string&) override {}
+    void node_role_changed(const std::string&) override {}
+    void fetch_logs(const std::string& node_id, const std::string& task_id, std::size_t tail,
+                    std::chrono::milliseconds, LogsDone done) override {
+        auto node = manager_.nodes().find(node_id);
+        if (!node || down_.count(node->description.hostname))
+            return done(make_error(Errc::unavailable, fmt::format("node {} is not connected", node_id)));
+        std::string out;
+        for (int i = 1; i <= 3; ++i)
+            if (tail == 0 || i > 3 - static_cast<int>(std::min<std::size_t>(tail, 3)))
+                out += fmt::format("line {} of task {}\n", i, task_id);
+        done(std::move(out));
+    }
+
+private:
+    manager::Manager& manager_;
+    std::set<std::string> down_;
+};
+
+std::set<std::string> split_names(const char* list) {
+    std::set<std::string> out;
+    std::string_view rest = list ? list : "";
+    while (!rest.empty()) {
+        auto comma = rest.find(',');
+        out.emplace(rest.substr(0, comma));
+        rest = comma == std::string_view::npos ? std::string_view{} : rest.substr(comma + 1);
+    }
+    return out;
+}
+
 class FakeAgents : public Hooks {
 public:
     explicit FakeAgents(manager::Manager& m) : manager_(m) {}
     ~FakeAgents() override {
+        if (logs_) manager_.set_node_transport(nullptr);
         stop_ = true;
         for (auto& t : threads_) t.join();
+    }
+
+    void serve_logs(std::set<std::string> down) {
+        logs_ = std::make_unique<FakeLogs>(manager_, std::move(down));
+        manager_.set_node_transport(logs_.get());
     }
 
     void run_agent(std::string node_id) {
@@ -52,6 +96,7 @@ private:
     manager::Manager& manager_;
     std::atomic<bool> stop_{false};
     std::vector<std::thread> threads_;
+    std::unique_ptr<FakeLogs> logs_;
 };
 
 }  // namespace
@@ -61,6 +106,8 @@ std::unique_ptr<Hooks> start(manager::Manager& m) {
     const char* nodes = std::getenv("COFFER_TEST_NODES");
     if (!nodes || !*nodes || m.locked()) return hooks;
     const char* agents = std::getenv("COFFER_TEST_AGENTS");
+    if (const char* logs = std::getenv("COFFER_TEST_LOGS"); logs && std::string_view(logs) == "1")
+        hooks->serve_logs(split_names(std::getenv("COFFER_TEST_LOGS_DOWN")));
     std::string_view rest = nodes;
     while (!rest.empty()) {
         auto comma = rest.find(',');

@@ -10,6 +10,7 @@
 #include "coffer/model/json.h"
 #include "coffer/model/secure_json.h"
 #include "api_cluster.h"
+#include "api_logs.h"
 #include "api_services.h"
 #include "api_util.h"
 
@@ -73,6 +74,11 @@ bool is_secret_create(const Request& r) {
     return seg && seg->size() == 2 && (*seg)[0] == "secrets" && (*seg)[1] == "create";
 }
 
+bool is_logs(const Request& r) {
+    auto seg = route_of(r);
+    return seg && is_logs_route(r.method, *seg);
+}
+
 Error locked_error() {
     return make_error(Errc::locked,
                       "coffer is locked and needs to be unlocked before it can be used: run "
@@ -129,9 +135,13 @@ std::vector<std::pair<std::string, std::string>> api_headers() {
 
 bool Api::blocking(const Request& r) const { return r.method != "GET" && r.method != "HEAD"; }
 
-bool Api::asynchronous(const Request& r) const { return is_secret_create(r); }
+bool Api::asynchronous(const Request& r) const { return is_secret_create(r) || is_logs(r); }
 
 void Api::handle_async(Request& r, std::function<void(Response)> done) {
+    if (is_logs(r)) {
+        if (manager_.locked()) return done(Response::error(locked_error()));
+        return logs_async(manager_, r, *route_of(r), std::move(done));
+    }
     if (!is_secret_create(r)) return done(handle(r));
     if (manager_.locked()) return done(Response::error(locked_error()));
     auto body = parse_secret_body(r);

@@ -17,7 +17,8 @@ public:
 
     bool blocking(const net::Request& r) const override;
     net::Response handle(net::Request& r) override;
-    // Secret creation waits on the group commit without holding a thread.
+    // Secret creation waits on the group commit, and the logs routes on the nodes' answers,
+    // without holding a thread.
     bool asynchronous(const net::Request& r) const override;
     void handle_async(net::Request& r, std::function<void(net::Response)> done) override;
 
