@@ -459,8 +459,10 @@ TEST(AgentInItsOwnNetwork, JoinsAcrossAVethPairAndReconnectsWithItsIdentity) {
 
     auto agent = [&](bool with_token) {
         Child::Options o;
+        // The default mode runs tasks too: its runner gets a run directory of this test's own.
         o.argv = {"ip",         "netns",       "exec",      net->agent_ns, agent_program,
-                  "--data-dir", data.string(), "--manager", address};
+                  "--data-dir", data.string(), "--manager", address,
+                  "--run-dir",  (tmp.path() / "run").string()};
         o.env = {"PATH=/usr/sbin:/usr/bin:/sbin:/bin"};
         if (with_token) o.env.push_back("COFFER_JOIN_TOKEN=" + str(manager.token_text()));
         return Child::spawn(o);
