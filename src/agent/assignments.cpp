@@ -41,6 +41,14 @@ std::string text_at(const json::object& o, std::string_view key, std::size_t max
     return std::string(s);
 }
 
+// A name that may reach a log line: no control characters.
+std::string name_at(const json::object& o, std::string_view key) {
+    auto s = text_at(o, key, max_name_chars);
+    if (std::any_of(s.begin(), s.end(), [](char c) { return static_cast<unsigned char>(c) < 0x20 || c == 0x7f; }))
+        bad(fmt::format("{}: contains a control character", key));
+    return s;
+}
+
 // A string array; missing or null (Go's nil slice) is empty.
 std::vector<std::string> texts_at(const json::object& o, std::string_view key) {
     const auto* v = o.if_contains(key);
@@ -103,7 +111,7 @@ SecretRef secret_ref(const json::value& v) {
     SecretRef r;
     r.secret_id = text_at(o, "SecretID", max_name_chars);
     if (!valid_object_id(r.secret_id)) bad("Secrets: invalid SecretID");
-    r.name = text_at(o, "Name", max_name_chars);
+    r.name = name_at(o, "Name");
     if (r.name.empty()) bad(fmt::format("Secrets: secret {} has no Name", r.secret_id));
     r.target = text_at(o, "Target", 4096);
     if (r.target.empty()) r.target = r.name;  // under /run/secrets
@@ -150,7 +158,7 @@ TaskAssignment task_add(const json::object& t) {
 SecretAssignment secret_add(const json::object& o) {
     SecretAssignment s;
     s.id = text_at(o, "ID", max_name_chars);
-    s.name = text_at(o, "Name", max_name_chars);
+    s.name = name_at(o, "Name");
     if (s.name.empty()) bad("Name: missing");
     const auto* data = o.if_contains("Data");
     if (data == nullptr || !data->is_string()) bad("Data: expected base64");

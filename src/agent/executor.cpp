@@ -371,25 +371,30 @@ void Executor::Impl::logs(const nodeconn::Message& m) {
             a["error"] = error;
         if (!send(to_buffer(a))) log::debug("executor", "logs for task {}: no session to answer on", task_id);
     };
-    std::string path;
+    // Decided under the lock, answered outside it: send() takes the session's lock.
+    std::string path, refusal;
     {
         std::lock_guard l(mu);
         if (stopping) return;
-        if (task_id.empty()) return answer({}, "invalid task id");
-        if (!tail_ok) return answer({}, "tail must be a non-negative integer");
-        if (!tasks.contains(task_id) && !retired.contains(task_id))
-            return answer({}, fmt::format("no task {} on this node", task_id));
-        path = driver.log_path(task_id);
-        if (path.empty()) return answer({}, "this agent keeps no task logs");
-        pool->post([this, answer, path, lines, task_id] {
-            auto text = read_log_tail(path, lines, opt.max_log_bytes);
-            if (!text) {
-                log::warn("executor", "logs for task {}: {}", task_id, text.error().message);
-                return answer({}, "cannot read the task's log");
-            }
-            answer(*text, {});
-        });
+        if (task_id.empty())
+            refusal = "invalid task id";
+        else if (!tail_ok)
+            refusal = "tail must be a non-negative integer";
+        else if (!tasks.contains(task_id) && !retired.contains(task_id))
+            refusal = fmt::format("no task {} on this node", task_id);
+        else if (path = driver.log_path(task_id); path.empty())
+            refusal = "this agent keeps no task logs";
+        else
+            pool->post([this, answer, path, lines, task_id] {
+                auto text = read_log_tail(path, lines, opt.max_log_bytes);
+                if (!text) {
+                    log::warn("executor", "logs for task {}: {}", task_id, text.error().message);
+                    return answer({}, "cannot read the task's log");
+                }
+                answer(*text, {});
+            });
     }
+    if (!refusal.empty()) answer({}, refusal);
 }
 
 // ---- reporting --------------------------------------------------------------------------------

@@ -626,18 +626,20 @@ TEST(Assignments, BadChangesAreMarkedWithoutSecretBytes) {
                                        R"({"Action":"add","Task":{"ID":"t1","Image":"x","Secrets":[{"SecretID":"s1","Name":"n","Mode":4095}]}})",
                                        R"({"Action":"add","Task":{"ID":"t2","Image":"x","Secrets":[{"SecretID":"s1","Name":"n","UID":"-1"}]}})",
                                        R"({"Action":"add","Task":{"ID":"t3","Image":"x","StopGracePeriod":-5}})",
+                                       R"({"Action":"add","Secret":{"ID":"s2","Name":"log\ninjection","Data":""}})",
                                        task_add("t4")});
     auto parsed = parse_assignments(crypto::SecureBuffer::copy_of(text));
     ASSERT_TRUE(parsed) << parsed.error().message;
-    ASSERT_EQ(parsed->changes.size(), 6u);
-    for (std::size_t i = 0; i < 5; ++i) {
+    ASSERT_EQ(parsed->changes.size(), 7u);
+    for (std::size_t i = 0; i < 6; ++i) {
         ASSERT_TRUE(parsed->changes[i].invalid) << i;
         EXPECT_EQ(parsed->changes[i].invalid->find("aHVudGVy"), std::string::npos);
     }
     EXPECT_EQ(parsed->changes[0].id, "s1");
     EXPECT_TRUE(parsed->changes[1].id.empty());  // not a valid task id: not named
     EXPECT_EQ(parsed->changes[2].id, "t1");
-    EXPECT_FALSE(parsed->changes[5].invalid);
+    EXPECT_NE(parsed->changes[5].invalid->find("control character"), std::string::npos);
+    EXPECT_FALSE(parsed->changes[6].invalid);
     EXPECT_FALSE(parse_assignments(crypto::SecureBuffer::copy_of(std::string_view("not json"))));
     EXPECT_FALSE(parse_assignments(crypto::SecureBuffer::copy_of(std::string_view("[]"))));
 }
