@@ -10,8 +10,11 @@
 #include <boost/json.hpp>
 #include <gtest/gtest.h>
 
+#include <cstdio>
 #include <cstdlib>
+#include <map>
 #include <mutex>
+#include <sstream>
 
 #include "coffer/agent/image_store.h"
 #include "coffer/base/log.h"
@@ -369,6 +372,17 @@ TEST_F(AgentProgram, BenchmarkModeRunsNothingButFollowsTheProtocol) {
     ASSERT_TRUE(manager->send(message(true, 1, std::move(changes))));
     ASSERT_TRUE(test::wait_until([&] { return manager->last_state("noop-1") == "running"; }, deadline));
     EXPECT_TRUE(manager->of_type("status").front().at("complete").as_bool());
+    // Light enough for hundreds of agents on one machine: a handful of threads, no mounts.
+    std::map<std::string, std::string> proc;
+    std::istringstream proc_status(test::read_file(fmt::format("/proc/{}/status", agent.pid())));
+    for (std::string line; std::getline(proc_status, line);)
+        if (auto colon = line.find(':'); colon != std::string::npos) proc[line.substr(0, colon)] = line.substr(colon + 1);
+    RecordProperty("agent_threads", proc["Threads"]);
+    RecordProperty("agent_rss_anon", proc["RssAnon"]);
+    std::printf("benchmark-mode agent: threads%s, VmRSS%s (anonymous%s, file%s)\n", proc["Threads"].c_str(),
+                proc["VmRSS"].c_str(), proc["RssAnon"].c_str(), proc["RssFile"].c_str());
+    EXPECT_LE(std::stoi(proc["Threads"]), 8);
+    EXPECT_EQ(read_mountinfo(std::to_string(agent.pid())).size(), read_mountinfo("self").size());
     EXPECT_FALSE(std::filesystem::exists(run() + "/tasks/noop-1"));
     ASSERT_TRUE(manager->send(message(false, 2, [] {
         std::vector<manager::AssignmentChange> c;
