@@ -318,7 +318,13 @@ void Executor::Impl::start_op(const std::string& id, SecretBytes bytes) {
         }
         spec = e.spec;
     }
-    auto st = driver.start(spec, std::move(bytes));
+    TaskStatus st;
+    try {
+        st = driver.start(spec, std::move(bytes));
+    } catch (const std::exception& e) {
+        // The runner reports its own failures; anything else must not leave the task preparing.
+        st = {id, TaskState::failed, std::nullopt, false, e.what(), 0};
+    }
     std::lock_guard l(mu);
     record(std::move(st));
 }

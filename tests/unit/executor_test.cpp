@@ -88,6 +88,7 @@ public:
             for (auto& [id, b] : secrets) bytes_[spec.id + "/" + id] = std::string(b.data(), b.data() + b.size());
             gate_cv_.wait(l, [&] { return !hold_starts_; });
         }
+        if (throw_starts_) throw std::runtime_error("runtime vanished");
         publish({spec.id, TaskState::preparing, std::nullopt, false, "", 0});
         TaskStatus s{spec.id, TaskState::running, std::nullopt, false, "", 4242};
         if (fail_starts_) s = {spec.id, TaskState::failed, std::nullopt, false, "image not found", 0};
@@ -148,6 +149,7 @@ public:
     }
     std::string log_dir_;
     bool fail_starts_ = false;
+    bool throw_starts_ = false;
 
 private:
     void publish(const TaskStatus& s) {
@@ -443,6 +445,13 @@ TEST_F(ExecutorTest, FailedStartIsReported) {
     std::this_thread::sleep_for(20ms);
     EXPECT_TRUE(driver.stops().empty());
     EXPECT_EQ(session.last_state("t1"), "failed");
+}
+
+TEST_F(ExecutorTest, ADriverThatThrowsFailsTheTask) {
+    driver.throw_starts_ = true;
+    handle(assignments(true, 1, {task_add("t1")}));
+    ASSERT_TRUE(eventually([&] { return session.last_state("t1") == "failed"; }));
+    EXPECT_EQ(executor->task_status("t1")->reason, "runtime vanished");
 }
 
 TEST_F(ExecutorTest, BadInputIsLoggedAndIgnored) {
