@@ -23,7 +23,9 @@ struct Bad {
     std::string why;
 };
 
-[[noreturn]] void bad(std::string why) { throw Bad{std::move(why)}; }
+[[noreturn]] void bad(std::string why) {
+    throw Bad{std::move(why)};
+}
 
 const json::object& object_of(const json::value& v, std::string_view what) {
     if (!v.is_object()) bad(fmt::format("{}: expected an object", what));
@@ -31,7 +33,8 @@ const json::object& object_of(const json::value& v, std::string_view what) {
 }
 
 // A string field; missing or null is empty.
-std::string text_at(const json::object& o, std::string_view key, std::size_t max = max_string_chars) {
+std::string text_at(const json::object& o, std::string_view key,
+                    std::size_t max = max_string_chars) {
     const auto* v = o.if_contains(key);
     if (v == nullptr || v->is_null()) return {};
     if (!v->is_string()) bad(fmt::format("{}: expected a string", key));
@@ -44,7 +47,8 @@ std::string text_at(const json::object& o, std::string_view key, std::size_t max
 // A name that may reach a log line: no control characters.
 std::string name_at(const json::object& o, std::string_view key) {
     auto s = text_at(o, key, max_name_chars);
-    if (std::any_of(s.begin(), s.end(), [](char c) { return static_cast<unsigned char>(c) < 0x20 || c == 0x7f; }))
+    if (std::any_of(s.begin(), s.end(),
+                    [](char c) { return static_cast<unsigned char>(c) < 0x20 || c == 0x7f; }))
         bad(fmt::format("{}: contains a control character", key));
     return s;
 }
@@ -90,13 +94,16 @@ std::uint32_t id_number_at(const json::object& o, std::string_view key) {
     if (v->is_string()) {
         const auto& s = v->get_string();
         if (s.empty()) return 0;
-        if (s.size() > 10 || !std::all_of(s.begin(), s.end(), [](char c) { return c >= '0' && c <= '9'; }))
+        if (s.size() > 10 ||
+            !std::all_of(s.begin(), s.end(), [](char c) { return c >= '0' && c <= '9'; }))
             bad(fmt::format("{}: expected a number", key));
         auto n = std::stoull(std::string(s));
-        if (n > std::numeric_limits<std::uint32_t>::max()) bad(fmt::format("{}: out of range", key));
+        if (n > std::numeric_limits<std::uint32_t>::max())
+            bad(fmt::format("{}: out of range", key));
         return static_cast<std::uint32_t>(n);
     }
-    return static_cast<std::uint32_t>(int_at(o, key, 0, 0, std::numeric_limits<std::uint32_t>::max()));
+    return static_cast<std::uint32_t>(
+        int_at(o, key, 0, 0, std::numeric_limits<std::uint32_t>::max()));
 }
 
 bool bool_at(const json::object& o, std::string_view key) {
@@ -145,7 +152,8 @@ TaskAssignment task_add(const json::object& t) {
     s.cap_drop = texts_at(t, "CapDrop");
     // Nanoseconds, as in Docker; capped at a day so the conversion cannot overflow.
     constexpr std::int64_t day_ns = 86'400LL * 1'000'000'000LL;
-    auto grace_ns = int_at(t, "StopGracePeriod", default_stop_grace.count() * 1'000'000LL, 0, day_ns);
+    auto grace_ns =
+        int_at(t, "StopGracePeriod", default_stop_grace.count() * 1'000'000LL, 0, day_ns);
     a.stop_grace = std::chrono::milliseconds(grace_ns / 1'000'000);
     if (const auto* refs = t.if_contains("Secrets"); refs != nullptr && !refs->is_null()) {
         if (!refs->is_array()) bad("Secrets: expected an array");
@@ -183,9 +191,11 @@ Change change(const json::value& v) {
             bad("Action: expected add or remove");
         const auto* task = o.if_contains("Task");
         const auto* secret = o.if_contains("Secret");
-        if ((task == nullptr) == (secret == nullptr)) bad("expected exactly one of Task and Secret");
+        if ((task == nullptr) == (secret == nullptr))
+            bad("expected exactly one of Task and Secret");
         c.is_secret = secret != nullptr;
-        const auto& body = object_of(c.is_secret ? *secret : *task, c.is_secret ? "Secret" : "Task");
+        const auto& body =
+            object_of(c.is_secret ? *secret : *task, c.is_secret ? "Secret" : "Task");
         auto id = text_at(body, "ID", max_name_chars);
         if (c.is_secret ? !valid_object_id(id) : !valid_task_id(id)) bad("ID: missing or invalid");
         c.id = std::move(id);
@@ -209,14 +219,15 @@ bool valid_task_id(std::string_view id) noexcept {
     if (id.empty() || id.size() > 64) return false;
     auto alnum = [](char c) { return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9'); };
     if (!alnum(id.front())) return false;
-    return std::all_of(id.begin(), id.end(), [&](char c) { return alnum(c) || c == '_' || c == '.' || c == '-'; });
+    return std::all_of(id.begin(), id.end(),
+                       [&](char c) { return alnum(c) || c == '_' || c == '.' || c == '-'; });
 }
 
 bool valid_object_id(std::string_view id) noexcept {
     if (id.empty() || id.size() > 128) return false;
     return std::all_of(id.begin(), id.end(), [](char c) {
-        return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
-               c == '.' || c == '-';
+        return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+               c == '_' || c == '.' || c == '-';
     });
 }
 
@@ -229,12 +240,15 @@ Result<Assignments> parse_assignments(const crypto::SecureBuffer& text) {
     const auto* type = o->if_contains("Type");
     if (type == nullptr || !type->is_string() ||
         (type->get_string() != "complete" && type->get_string() != "incremental"))
-        return make_error(Errc::invalid_argument, "assignments: Type must be complete or incremental");
+        return make_error(Errc::invalid_argument,
+                          "assignments: Type must be complete or incremental");
     out.complete = type->get_string() == "complete";
     const auto* seq = o->if_contains("Sequence");
     if (seq == nullptr || !(seq->is_uint64() || (seq->is_int64() && seq->get_int64() >= 0)))
-        return make_error(Errc::invalid_argument, "assignments: Sequence must be a non-negative integer");
-    out.sequence = seq->is_uint64() ? seq->get_uint64() : static_cast<std::uint64_t>(seq->get_int64());
+        return make_error(Errc::invalid_argument,
+                          "assignments: Sequence must be a non-negative integer");
+    out.sequence =
+        seq->is_uint64() ? seq->get_uint64() : static_cast<std::uint64_t>(seq->get_int64());
     const auto* changes = o->if_contains("Changes");
     if (changes == nullptr || !(changes->is_array() || changes->is_null()))
         return make_error(Errc::invalid_argument, "assignments: Changes must be an array");

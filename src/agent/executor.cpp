@@ -1,7 +1,7 @@
 #include "coffer/agent/executor.h"
 
-#include <boost/json.hpp>
 #include <fmt/ranges.h>
+#include <boost/json.hpp>
 
 #include <condition_variable>
 #include <deque>
@@ -28,16 +28,17 @@ namespace {
 struct Entry {
     TaskSpec spec;
     std::chrono::milliseconds grace = default_stop_grace;
-    bool wanted = true;   // in the manager's set
-    bool started = false; // a start was queued: never a second one
-    TaskStatus status;    // the latest known
+    bool wanted = true;    // in the manager's set
+    bool started = false;  // a start was queued: never a second one
+    TaskStatus status;     // the latest known
     // Starts and stops of one task run one after the other, in the order they were decided.
     bool busy = false;
     std::deque<std::function<void()>> ops;
 };
 
 bool same_report(const TaskStatus& a, const TaskStatus& b) {
-    return a.state == b.state && a.pid == b.pid && a.exit_code == b.exit_code && a.reason == b.reason;
+    return a.state == b.state && a.pid == b.pid && a.exit_code == b.exit_code &&
+           a.reason == b.reason;
 }
 
 json::object status_json(const TaskStatus& s) {
@@ -55,14 +56,20 @@ json::object status_json(const TaskStatus& s) {
                         {"exit_code", s.exit_code.value_or(0)}};
 }
 
-crypto::SecureBuffer to_buffer(const json::object& o) { return crypto::SecureBuffer::copy_of(json::serialize(o)); }
+crypto::SecureBuffer to_buffer(const json::object& o) {
+    return crypto::SecureBuffer::copy_of(json::serialize(o));
+}
 
 }  // namespace
 
 class Executor::Impl {
-public:
+  public:
     Impl(TaskDriver& d, Send s, ExecutorOptions o)
-        : driver(d), send(std::move(s)), opt(o), retry(o.retry_initial), pool(std::make_unique<WorkQueue>(o.workers)) {
+        : driver(d),
+          send(std::move(s)),
+          opt(o),
+          retry(o.retry_initial),
+          pool(std::make_unique<WorkQueue>(o.workers)) {
         driver.set_status_sink([this](const TaskStatus& st) {
             std::lock_guard l(mu);
             record(st);
@@ -103,9 +110,9 @@ public:
     std::map<std::string, TaskStatus, std::less<>> retired;  // ended and reported; bounded
     std::deque<std::string> retired_order;
     std::map<std::string, TaskStatus> unsent;  // the latest per task, not yet taken by a session
-    bool synced = false;        // this session's first complete set arrived
-    bool snapshot_due = false;  // the {"complete":true} status is still to be sent
-    std::uint64_t generation = 0;  // sessions seen
+    bool synced = false;                       // this session's first complete set arrived
+    bool snapshot_due = false;                 // the {"complete":true} status is still to be sent
+    std::uint64_t generation = 0;              // sessions seen
     std::uint64_t last_sequence = 0;
     std::size_t busy_tasks = 0;
     bool stopping = false;
@@ -138,14 +145,15 @@ void Executor::Impl::handle(const nodeconn::Message& m) {
 
 void Executor::Impl::apply(Assignments a) {
     if (!a.complete && a.sequence != last_sequence + 1)
-        log::warn("executor", "assignments {} after {}: a change may have been missed", a.sequence, last_sequence);
+        log::warn("executor", "assignments {} after {}: a change may have been missed", a.sequence,
+                  last_sequence);
     last_sequence = a.sequence;
     std::set<std::string, std::less<>> listed_tasks, listed_secrets;
     // In message order: a task whose secret has not arrived before it is rejected.
     for (auto& c : a.changes) {
         if (c.invalid) {
-            log::warn("executor", "assignments {}: ignoring a change{}{}: {}", a.sequence, c.id.empty() ? "" : " for ",
-                      c.id, *c.invalid);
+            log::warn("executor", "assignments {}: ignoring a change{}{}: {}", a.sequence,
+                      c.id.empty() ? "" : " for ", c.id, *c.invalid);
             if (!c.is_secret && c.action == Change::Action::add && !c.id.empty()) {
                 listed_tasks.insert(c.id);
                 reject_invalid(c.id, *c.invalid);
@@ -189,7 +197,8 @@ void Executor::Impl::add_task(TaskAssignment a) {
     }
     if (auto r = retired.find(id); r != retired.end()) {
         // It ran on this node and ended: never again. Tell the manager how it ended.
-        log::info("executor", "task {} already ended here ({}): not started again", id, to_string(r->second.state));
+        log::info("executor", "task {} already ended here ({}): not started again", id,
+                  to_string(r->second.state));
         unsent[id] = r->second;
         return;
     }
@@ -199,7 +208,8 @@ void Executor::Impl::add_task(TaskAssignment a) {
     e.status.state = TaskState::preparing;
     std::set<std::string> missing;
     for (const auto& ref : a.spec.secrets)
-        if (!secrets.contains(ref.secret_id)) missing.insert(fmt::format("{} ({})", ref.name, ref.secret_id));
+        if (!secrets.contains(ref.secret_id))
+            missing.insert(fmt::format("{} ({})", ref.name, ref.secret_id));
     if (!missing.empty()) {
         e.status.state = TaskState::rejected;
         e.status.reason = fmt::format("secret {} was not sent to this node before the task",
@@ -210,7 +220,8 @@ void Executor::Impl::add_task(TaskAssignment a) {
     auto bytes = std::make_shared<SecretBytes>();
     if (missing.empty())
         for (const auto& ref : a.spec.secrets)
-            if (!bytes->contains(ref.secret_id)) bytes->emplace(ref.secret_id, secrets.at(ref.secret_id).data.clone());
+            if (!bytes->contains(ref.secret_id))
+                bytes->emplace(ref.secret_id, secrets.at(ref.secret_id).data.clone());
     e.spec = std::move(a.spec);
     e.started = missing.empty();
     unsent[id] = e.status;
@@ -250,7 +261,9 @@ void Executor::Impl::record(TaskStatus s) {
     if (it == tasks.end()) return;
     auto& cur = it->second.status;
     // States only move forward; a repeat of the same report is not news.
-    if (s.state < cur.state || (s.state == cur.state && s.pid == cur.pid && s.exit_code == cur.exit_code)) return;
+    if (s.state < cur.state ||
+        (s.state == cur.state && s.pid == cur.pid && s.exit_code == cur.exit_code))
+        return;
     cur = s;
     unsent[s.id] = std::move(s);
     report_cv.notify_all();
@@ -351,8 +364,9 @@ void Executor::Impl::logs(const nodeconn::Message& m) {
     auto parsed = model::SecureJson::parse(m.json);
     const json::object* o = parsed ? parsed->value().if_object() : nullptr;
     const json::value* request = o ? o->if_contains("request") : nullptr;
-    bool request_ok = request != nullptr && ((request->is_string() && request->get_string().size() <= 128) ||
-                                             request->is_int64() || request->is_uint64());
+    bool request_ok =
+        request != nullptr && ((request->is_string() && request->get_string().size() <= 128) ||
+                               request->is_int64() || request->is_uint64());
     if (!request_ok) {
         log::warn("executor", "ignoring a logs_request without a valid request id");
         return;
@@ -367,15 +381,18 @@ void Executor::Impl::logs(const nodeconn::Message& m) {
     bool tail_ok = tail == nullptr || tail->is_null() || tail->is_uint64() ||
                    (tail->is_int64() && tail->get_int64() >= 0);
     if (tail_ok && tail != nullptr && !tail->is_null())
-        lines = static_cast<std::size_t>(tail->is_uint64() ? tail->get_uint64() : tail->get_int64());
+        lines =
+            static_cast<std::size_t>(tail->is_uint64() ? tail->get_uint64() : tail->get_int64());
 
     auto answer = [this, request_id, task_id](std::string_view data, std::string_view error) {
         json::object a{{"type", "logs"}, {"request", request_id}, {"task_id", task_id}};
         if (error.empty())
-            a["data"] = crypto::base64_encode({reinterpret_cast<const std::uint8_t*>(data.data()), data.size()});
+            a["data"] = crypto::base64_encode(
+                {reinterpret_cast<const std::uint8_t*>(data.data()), data.size()});
         else
             a["error"] = error;
-        if (!send(to_buffer(a))) log::debug("executor", "logs for task {}: no session to answer on", task_id);
+        if (!send(to_buffer(a)))
+            log::debug("executor", "logs for task {}: no session to answer on", task_id);
     };
     // Decided under the lock, answered outside it: send() takes the session's lock.
     std::string path, refusal;
@@ -438,7 +455,8 @@ void Executor::Impl::report_loop() {
             sent = unsent;
         }
         for (const auto& [id, s] : sent) statuses.push_back(status_json(s));
-        auto message = to_buffer(json::object{{"type", "status"}, {"complete", snapshot}, {"statuses", std::move(statuses)}});
+        auto message = to_buffer(json::object{
+            {"type", "status"}, {"complete", snapshot}, {"statuses", std::move(statuses)}});
         auto gen = generation;
         l.unlock();
         bool ok = send(std::move(message));
@@ -452,7 +470,8 @@ void Executor::Impl::report_loop() {
         retry = opt.retry_initial;
         if (snapshot) snapshot_due = false;
         for (const auto& [id, s] : sent) {
-            if (auto it = unsent.find(id); it != unsent.end() && same_report(it->second, s)) unsent.erase(it);
+            if (auto it = unsent.find(id); it != unsent.end() && same_report(it->second, s))
+                unsent.erase(it);
             maybe_retire(id);
         }
     }
@@ -482,11 +501,19 @@ void Executor::Impl::shutdown() {
 Executor::Executor(TaskDriver& driver, Send send, ExecutorOptions options)
     : impl_(std::make_unique<Impl>(driver, std::move(send), options)) {}
 
-Executor::~Executor() { shutdown(); }
+Executor::~Executor() {
+    shutdown();
+}
 
-void Executor::handle(const nodeconn::Message& message) { impl_->handle(message); }
-void Executor::connected() { impl_->connected(); }
-void Executor::shutdown() { impl_->shutdown(); }
+void Executor::handle(const nodeconn::Message& message) {
+    impl_->handle(message);
+}
+void Executor::connected() {
+    impl_->connected();
+}
+void Executor::shutdown() {
+    impl_->shutdown();
+}
 
 std::optional<TaskStatus> Executor::task_status(std::string_view id) const {
     std::lock_guard l(impl_->mu);
@@ -502,8 +529,8 @@ std::size_t Executor::secrets_held() const {
 
 std::size_t Executor::tasks_wanted() const {
     std::lock_guard l(impl_->mu);
-    return static_cast<std::size_t>(
-        std::count_if(impl_->tasks.begin(), impl_->tasks.end(), [](const auto& t) { return t.second.wanted; }));
+    return static_cast<std::size_t>(std::count_if(impl_->tasks.begin(), impl_->tasks.end(),
+                                                  [](const auto& t) { return t.second.wanted; }));
 }
 
 }  // namespace coffer::agent

@@ -32,7 +32,9 @@ Result<std::string> read_end(const std::string& path, std::size_t max, bool& tru
     while (got < want) {
         auto n = ::pread(fd.get(), out.data() + got, want - got, offset + static_cast<off_t>(got));
         if (n < 0 && errno == EINTR) continue;
-        if (n < 0) return make_error(Errc::internal, fmt::format("read {}: {}", path, std::strerror(errno)));
+        if (n < 0)
+            return make_error(Errc::internal,
+                              fmt::format("read {}: {}", path, std::strerror(errno)));
         if (n == 0) break;  // shrank meanwhile (rotated)
         got += static_cast<std::size_t>(n);
     }
@@ -42,7 +44,8 @@ Result<std::string> read_end(const std::string& path, std::size_t max, bool& tru
 
 }  // namespace
 
-Result<std::string> read_log_tail(const std::string& path, std::size_t lines, std::size_t max_bytes) {
+Result<std::string> read_log_tail(const std::string& path, std::size_t lines,
+                                  std::size_t max_bytes) {
     bool truncated = false;
     auto current = read_end(path, max_bytes, truncated);
     if (!current) return current;

@@ -12,6 +12,7 @@ namespace coffer::agent {
 // max_bytes of them: when the bound cuts a line, that partial line is left out. Missing files
 // count as empty; other failures are errors ("read <path>: <reason>"). Files are opened
 // O_NOFOLLOW.
-Result<std::string> read_log_tail(const std::string& path, std::size_t lines, std::size_t max_bytes);
+Result<std::string> read_log_tail(const std::string& path, std::size_t lines,
+                                  std::size_t max_bytes);
 
 }  // namespace coffer::agent

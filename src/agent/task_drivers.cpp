@@ -17,7 +17,9 @@ RunnerDriver::RunnerDriver(RunnerOptions options, ImageStore& images) {
 }
 
 // The runner goes first: it kills what still runs, and its last statuses may still reach the sink.
-RunnerDriver::~RunnerDriver() { runner_.reset(); }
+RunnerDriver::~RunnerDriver() {
+    runner_.reset();
+}
 
 void RunnerDriver::set_status_sink(StatusSink sink) {
     std::unique_lock l(sink_mu_);
@@ -32,7 +34,9 @@ Result<TaskStatus> RunnerDriver::stop(std::string_view id, std::chrono::millisec
     return runner_->stop(id, grace);
 }
 
-std::string RunnerDriver::log_path(std::string_view id) const { return runner_->log_path(id); }
+std::string RunnerDriver::log_path(std::string_view id) const {
+    return runner_->log_path(id);
+}
 
 // ---- NoopDriver -------------------------------------------------------------------------------
 
@@ -88,7 +92,9 @@ Result<TaskStatus> NoopDriver::stop(std::string_view id, std::chrono::millisecon
     return s;
 }
 
-std::string NoopDriver::log_path(std::string_view) const { return {}; }
+std::string NoopDriver::log_path(std::string_view) const {
+    return {};
+}
 
 std::size_t NoopDriver::tasks_running() const {
     std::lock_guard l(mu_);

@@ -7,8 +7,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include <boost/json.hpp>
 #include <gtest/gtest.h>
+#include <boost/json.hpp>
 
 #include <cstdio>
 #include <cstdlib>
@@ -42,12 +42,14 @@ std::string env_or(const char* name, const char* fallback) {
     return v ? v : fallback;
 }
 
-std::string str(const crypto::SecureBuffer& b) { return std::string(b.data(), b.data() + b.size()); }
+std::string str(const crypto::SecureBuffer& b) {
+    return std::string(b.data(), b.data() + b.size());
+}
 
 // A directory under /var/tmp (overlay layers need a real filesystem), unmounted below and
 // removed on destruction, also when a test fails.
 class WorkDir {
-public:
+  public:
     WorkDir() {
         std::string t = "/var/tmp/coffer-exec-XXXXXX";
         if (!::mkdtemp(t.data())) throw_errno("mkdtemp");
@@ -62,14 +64,16 @@ public:
     }
     const std::string& path() const { return path_; }
 
-private:
+  private:
     std::string path_;
 };
 
 // The manager's node port: lets one worker join, records what nodes send.
 class Manager {
-public:
-    Manager() : ca_(pki::CertificateAuthority::create_root()), token_(pki::JoinToken::generate(ca_.certificate_pem())) {
+  public:
+    Manager()
+        : ca_(pki::CertificateAuthority::create_root()),
+          token_(pki::JoinToken::generate(ca_.certificate_pem())) {
         nodeconn::ServerOptions options;
         options.cluster_id = "cluster1";
         nodeconn::ServerHandlers h;
@@ -86,16 +90,19 @@ public:
             session_ = s;
             ++sessions_;
         };
-        h.session.on_message = [this](const std::shared_ptr<nodeconn::Session>&, nodeconn::Message m) {
+        h.session.on_message = [this](const std::shared_ptr<nodeconn::Session>&,
+                                      nodeconn::Message m) {
             boost::system::error_code ec;
-            auto v = json::parse(std::string_view(reinterpret_cast<const char*>(m.json.data()), m.json.size()), ec);
+            auto v = json::parse(
+                std::string_view(reinterpret_cast<const char*>(m.json.data()), m.json.size()), ec);
             EXPECT_FALSE(ec);
             std::lock_guard l(mu_);
             if (!ec) received_.push_back(std::move(v));
         };
         auto key = pki::NodeKey::generate();
         auto cert = ca_.issue(key.csr_pem, {"manager1", pki::Role::manager, "cluster1"});
-        auto server = nodeconn::NodeServer::start(options, {cert.value(), std::move(key.key_pem), ca_.certificate_pem()}, h);
+        auto server = nodeconn::NodeServer::start(
+            options, {cert.value(), std::move(key.key_pem), ca_.certificate_pem()}, h);
         if (!server) throw std::runtime_error(server.error().message);
         server_ = std::move(*server);
     }
@@ -129,7 +136,8 @@ public:
         std::vector<std::string> out;
         for (auto& m : of_type("status"))
             for (auto& s : m.at("statuses").as_array())
-                if (s.at("task_id").as_string() == task) out.emplace_back(s.at("state").as_string());
+                if (s.at("task_id").as_string() == task)
+                    out.emplace_back(s.at("state").as_string());
         return out;
     }
     std::string last_state(std::string_view task) {
@@ -144,7 +152,7 @@ public:
         return out;
     }
 
-private:
+  private:
     pki::CertificateAuthority ca_;
     pki::JoinToken token_;
     std::mutex mu_;
@@ -158,7 +166,8 @@ manager::AssignmentChange secret(std::string id, std::string name, std::string_v
     manager::AssignmentChange c;
     c.is_secret = true;
     c.id = id;
-    c.secret = manager::AssignmentChange::Secret{std::move(id), std::move(name), crypto::SecureBuffer::copy_of(bytes)};
+    c.secret = manager::AssignmentChange::Secret{std::move(id), std::move(name),
+                                                 crypto::SecureBuffer::copy_of(bytes)};
     return c;
 }
 
@@ -186,7 +195,8 @@ manager::AssignmentChange removal(std::string id, bool is_secret) {
     return c;
 }
 
-manager::AssignmentMessage message(bool complete, std::uint64_t seq, std::vector<manager::AssignmentChange> changes) {
+manager::AssignmentMessage message(bool complete, std::uint64_t seq,
+                                   std::vector<manager::AssignmentChange> changes) {
     manager::AssignmentMessage m;
     m.complete = complete;
     m.sequence = seq;
@@ -195,7 +205,9 @@ manager::AssignmentMessage message(bool complete, std::uint64_t seq, std::vector
 }
 
 // A task id unique across runs (cgroups are host-wide).
-std::string task_id(std::string_view what) { return fmt::format("{}-{}", what, crypto::random_base36(8, 12)); }
+std::string task_id(std::string_view what) {
+    return fmt::format("{}-{}", what, crypto::random_base36(8, 12));
+}
 
 bool has_secret_mount(const std::string& pid) {
     for (auto& m : read_mountinfo(pid))
@@ -204,7 +216,7 @@ bool has_secret_mount(const std::string& pid) {
 }
 
 class AgentProgram : public ::testing::Test {
-protected:
+  protected:
     void SetUp() override {
         program = env_or("COFFER_AGENT", "");
         if (program.empty()) GTEST_SKIP() << "COFFER_AGENT is not set";
@@ -228,7 +240,8 @@ protected:
 
     void import_images() {
         auto layout = work.path() + "/layout";
-        auto r = run_command({env_or("COFFER_MAKE_TEST_IMAGES", "tests/integration/make-test-images"), layout});
+        auto r = run_command(
+            {env_or("COFFER_MAKE_TEST_IMAGES", "tests/integration/make-test-images"), layout});
         ASSERT_TRUE(r.ok()) << r.describe();
         agent::ImageStore store(data() + "/images");
         auto imported = store.import(layout);
@@ -237,8 +250,15 @@ protected:
 
     void start_agent(std::vector<std::string> extra = {}) {
         Child::Options o;
-        o.argv = {program, "--data-dir", data(), "--run-dir", run(), "--manager", manager->address(),
-                  "--log-level", env_or("COFFER_LOG", "warn")};
+        o.argv = {program,
+                  "--data-dir",
+                  data(),
+                  "--run-dir",
+                  run(),
+                  "--manager",
+                  manager->address(),
+                  "--log-level",
+                  env_or("COFFER_LOG", "warn")};
         o.argv.insert(o.argv.end(), extra.begin(), extra.end());
         o.env = {"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "COFFER_JOIN_TOKEN=" + manager->token()};
         agent = Child::spawn(o);
@@ -254,7 +274,8 @@ protected:
 
     std::string logs(std::string_view request, std::string_view task, int tail) {
         EXPECT_TRUE(manager->send_text(
-            fmt::format(R"({{"type":"logs_request","request":"{}","task_id":"{}","tail":{}}})", request, task, tail)));
+            fmt::format(R"({{"type":"logs_request","request":"{}","task_id":"{}","tail":{}}})",
+                        request, task, tail)));
         json::object answer;
         EXPECT_TRUE(test::wait_until(
             [&] {
@@ -284,16 +305,19 @@ TEST_F(AgentProgram, RunsAssignedTasksWithTheirSecretsAndStopsThem) {
     auto web = task_id("web"), orphan = task_id("orphan");
     std::vector<manager::AssignmentChange> changes;
     changes.push_back(secret("sec1", "db_pass", secret_bytes));
-    changes.push_back(task(web, {"sh", "-c", "cat /run/secrets/db_pass; echo; echo ready; exec sleep 600"},
-                           {{"sec1", "db_pass", "", "0", "0", 0400}}));
+    changes.push_back(
+        task(web, {"sh", "-c", "cat /run/secrets/db_pass; echo; echo ready; exec sleep 600"},
+             {{"sec1", "db_pass", "", "0", "0", 0400}}));
     // Its secret is never sent: rejected, nothing started.
     changes.push_back(task(orphan, {"true"}, {{"sec-missing", "api_key", "", "0", "0", 0444}}));
     ASSERT_TRUE(manager->send(message(true, 1, std::move(changes))));
 
     ASSERT_TRUE(test::wait_until([&] { return manager->last_state(web) == "running"; }, deadline))
         << manager->last_state(web) << " " << json::serialize(manager->last_status(web));
-    ASSERT_TRUE(test::wait_until([&] { return manager->last_state(orphan) == "rejected"; }, deadline));
-    EXPECT_NE(std::string(manager->last_status(orphan).at("err").as_string()).find("api_key"), std::string::npos);
+    ASSERT_TRUE(
+        test::wait_until([&] { return manager->last_state(orphan) == "rejected"; }, deadline));
+    EXPECT_NE(std::string(manager->last_status(orphan).at("err").as_string()).find("api_key"),
+              std::string::npos);
 
     // The first status after the complete set is the resynchronisation: every task, complete:true.
     auto statuses = manager->of_type("status");
@@ -303,18 +327,20 @@ TEST_F(AgentProgram, RunsAssignedTasksWithTheirSecretsAndStopsThem) {
     // The states only move forward, from preparing to running.
     auto states = manager->states(web);
     EXPECT_EQ(states.front(), "preparing");
-    EXPECT_TRUE(std::is_sorted(states.begin(), states.end(), [](const std::string& a, const std::string& b) {
-        auto rank = [](const std::string& s) {
-            return s == "preparing" ? 0 : s == "starting" ? 1 : s == "running" ? 2 : 3;
-        };
-        return rank(a) < rank(b);
-    }));
+    EXPECT_TRUE(std::is_sorted(
+        states.begin(), states.end(), [](const std::string& a, const std::string& b) {
+            auto rank = [](const std::string& s) {
+                return s == "preparing" ? 0 : s == "starting" ? 1 : s == "running" ? 2 : 3;
+            };
+            return rank(a) < rank(b);
+        }));
     auto running = manager->last_status(web);
     EXPECT_GT(running.at("pid").as_int64(), 0);
     EXPECT_EQ(running.at("container_id").as_string(), web);
 
     // The secret's exact bytes, as the task read them, through a logs request.
-    ASSERT_TRUE(test::wait_until([&] { return logs(fmt::format("r{}", ::rand()), web, 0).ends_with("ready\n"); }, deadline));
+    ASSERT_TRUE(test::wait_until(
+        [&] { return logs(fmt::format("r{}", ::rand()), web, 0).ends_with("ready\n"); }, deadline));
     EXPECT_EQ(logs("all", web, 0), secret_bytes + "\nready\n");
     EXPECT_EQ(logs("tail1", web, 1), "ready\n");
     EXPECT_EQ(logs("unknown", "nosuchtask", 0).rfind("error: ", 0), 0u);
@@ -353,7 +379,8 @@ TEST_F(AgentProgram, StopsEveryTaskOnSigtermAndLeavesNothing) {
     changes.push_back(task(b, {"sleep", "600"}));
     ASSERT_TRUE(manager->send(message(true, 1, std::move(changes))));
     ASSERT_TRUE(test::wait_until(
-        [&] { return manager->last_state(a) == "running" && manager->last_state(b) == "running"; }, deadline));
+        [&] { return manager->last_state(a) == "running" && manager->last_state(b) == "running"; },
+        deadline));
     auto status = stop_agent();
     EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
     auto listed = run_command({"runc", "--root", run() + "/runtime", "list", "-q"});
@@ -361,7 +388,9 @@ TEST_F(AgentProgram, StopsEveryTaskOnSigtermAndLeavesNothing) {
     EXPECT_TRUE(list_dir(run() + "/tasks").empty());
     EXPECT_TRUE(mounts_under(work.path()).empty());
     for (auto& h : {"memory", "pids", "cpu", "unified", ""})
-        for (auto& id : {a, b}) EXPECT_FALSE(std::filesystem::exists(fmt::format("/sys/fs/cgroup/{}/coffer/{}", h, id)));
+        for (auto& id : {a, b})
+            EXPECT_FALSE(
+                std::filesystem::exists(fmt::format("/sys/fs/cgroup/{}/coffer/{}", h, id)));
 }
 
 TEST_F(AgentProgram, BenchmarkModeRunsNothingButFollowsTheProtocol) {
@@ -370,17 +399,20 @@ TEST_F(AgentProgram, BenchmarkModeRunsNothingButFollowsTheProtocol) {
     changes.push_back(secret("sec1", "k", "bytes"));
     changes.push_back(task("noop-1", {"sleep", "600"}, {{"sec1", "k", "", "0", "0", 0444}}));
     ASSERT_TRUE(manager->send(message(true, 1, std::move(changes))));
-    ASSERT_TRUE(test::wait_until([&] { return manager->last_state("noop-1") == "running"; }, deadline));
+    ASSERT_TRUE(
+        test::wait_until([&] { return manager->last_state("noop-1") == "running"; }, deadline));
     EXPECT_TRUE(manager->of_type("status").front().at("complete").as_bool());
     // Light enough for hundreds of agents on one machine: a handful of threads, no mounts.
     std::map<std::string, std::string> proc;
     std::istringstream proc_status(test::read_file(fmt::format("/proc/{}/status", agent.pid())));
     for (std::string line; std::getline(proc_status, line);)
-        if (auto colon = line.find(':'); colon != std::string::npos) proc[line.substr(0, colon)] = line.substr(colon + 1);
+        if (auto colon = line.find(':'); colon != std::string::npos)
+            proc[line.substr(0, colon)] = line.substr(colon + 1);
     RecordProperty("agent_threads", proc["Threads"]);
     RecordProperty("agent_rss_anon", proc["RssAnon"]);
-    std::printf("benchmark-mode agent: threads%s, VmRSS%s (anonymous%s, file%s)\n", proc["Threads"].c_str(),
-                proc["VmRSS"].c_str(), proc["RssAnon"].c_str(), proc["RssFile"].c_str());
+    std::printf("benchmark-mode agent: threads%s, VmRSS%s (anonymous%s, file%s)\n",
+                proc["Threads"].c_str(), proc["VmRSS"].c_str(), proc["RssAnon"].c_str(),
+                proc["RssFile"].c_str());
     EXPECT_LE(std::stoi(proc["Threads"]), 8);
     EXPECT_EQ(read_mountinfo(std::to_string(agent.pid())).size(), read_mountinfo("self").size());
     EXPECT_FALSE(std::filesystem::exists(run() + "/tasks/noop-1"));
@@ -390,7 +422,8 @@ TEST_F(AgentProgram, BenchmarkModeRunsNothingButFollowsTheProtocol) {
         c.push_back(removal("sec1", true));
         return c;
     }())));
-    ASSERT_TRUE(test::wait_until([&] { return manager->last_state("noop-1") == "shutdown"; }, deadline));
+    ASSERT_TRUE(
+        test::wait_until([&] { return manager->last_state("noop-1") == "shutdown"; }, deadline));
     auto status = stop_agent();
     EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
 }

@@ -3,8 +3,8 @@
 #include <fcntl.h>
 #include <unistd.h>
 
-#include <boost/json.hpp>
 #include <gtest/gtest.h>
+#include <boost/json.hpp>
 
 #include <atomic>
 #include <condition_variable>
@@ -48,16 +48,26 @@ std::string b64(std::string_view s) {
 }
 
 std::string secret_add(std::string_view id, std::string_view name, std::string_view bytes) {
-    return fmt::format(R"({{"Action":"add","Secret":{{"ID":"{}","Name":"{}","Data":"{}"}}}})", id, name, b64(bytes));
+    return fmt::format(R"({{"Action":"add","Secret":{{"ID":"{}","Name":"{}","Data":"{}"}}}})", id,
+                       name, b64(bytes));
 }
 
-std::string task_add(std::string_view id, std::vector<std::string> secret_ids = {}, std::int64_t grace_ns = -1) {
+std::string task_add(std::string_view id, std::vector<std::string> secret_ids = {},
+                     std::int64_t grace_ns = -1) {
     json::array refs;
     for (auto& s : secret_ids)
-        refs.push_back(json::object{{"SecretID", s}, {"Name", "name-" + s}, {"Target", ""}, {"UID", "0"},
-                                    {"GID", "0"}, {"Mode", 0444}});
-    json::object t{{"ID", id}, {"ServiceID", "svc"}, {"Slot", 1}, {"Image", "busybox"},
-                   {"Args", json::array{"sleep", "600"}}, {"Secrets", refs}};
+        refs.push_back(json::object{{"SecretID", s},
+                                    {"Name", "name-" + s},
+                                    {"Target", ""},
+                                    {"UID", "0"},
+                                    {"GID", "0"},
+                                    {"Mode", 0444}});
+    json::object t{{"ID", id},
+                   {"ServiceID", "svc"},
+                   {"Slot", 1},
+                   {"Image", "busybox"},
+                   {"Args", json::array{"sleep", "600"}},
+                   {"Secrets", refs}};
     if (grace_ns >= 0) t["StopGracePeriod"] = grace_ns;
     return json::serialize(json::object{{"Action", "add"}, {"Task", t}});
 }
@@ -75,7 +85,7 @@ std::string assignments(bool complete, std::uint64_t seq, const std::vector<std:
 
 // Runs tasks by bookkeeping: started tasks run until stopped or ended by the test.
 class FakeDriver : public TaskDriver {
-public:
+  public:
     void set_status_sink(StatusSink sink) override {
         std::lock_guard l(mu_);
         sink_ = std::move(sink);
@@ -85,13 +95,15 @@ public:
             std::unique_lock l(mu_);
             ++starts_[spec.id];
             specs_[spec.id] = spec;
-            for (auto& [id, b] : secrets) bytes_[spec.id + "/" + id] = std::string(b.data(), b.data() + b.size());
+            for (auto& [id, b] : secrets)
+                bytes_[spec.id + "/" + id] = std::string(b.data(), b.data() + b.size());
             gate_cv_.wait(l, [&] { return !hold_starts_; });
         }
         if (throw_starts_) throw std::runtime_error("runtime vanished");
         publish({spec.id, TaskState::preparing, std::nullopt, false, "", 0});
         TaskStatus s{spec.id, TaskState::running, std::nullopt, false, "", 4242};
-        if (fail_starts_) s = {spec.id, TaskState::failed, std::nullopt, false, "image not found", 0};
+        if (fail_starts_)
+            s = {spec.id, TaskState::failed, std::nullopt, false, "image not found", 0};
         {
             std::lock_guard l(mu_);
             if (!fail_starts_) running_.insert(spec.id);
@@ -109,7 +121,9 @@ public:
         publish(s);
         return s;
     }
-    std::string log_path(std::string_view id) const override { return log_dir_.empty() ? "" : log_dir_ + "/" + std::string(id) + ".log"; }
+    std::string log_path(std::string_view id) const override {
+        return log_dir_.empty() ? "" : log_dir_ + "/" + std::string(id) + ".log";
+    }
 
     // The task's process ended by itself.
     void exit(const std::string& id, int code) {
@@ -151,7 +165,7 @@ public:
     bool fail_starts_ = false;
     bool throw_starts_ = false;
 
-private:
+  private:
     void publish(const TaskStatus& s) {
         std::lock_guard l(mu_);
         if (sink_) sink_(s);
@@ -169,12 +183,13 @@ private:
 
 // The manager's end of the session: takes messages while "connected".
 class FakeSession {
-public:
+  public:
     bool send(crypto::SecureBuffer b) {
         std::lock_guard l(mu_);
         if (!up_) return false;
         boost::system::error_code ec;
-        auto v = json::parse(std::string_view(reinterpret_cast<const char*>(b.data()), b.size()), ec);
+        auto v =
+            json::parse(std::string_view(reinterpret_cast<const char*>(b.data()), b.size()), ec);
         EXPECT_FALSE(ec);
         received_.push_back(v);
         return true;
@@ -198,7 +213,8 @@ public:
         std::vector<std::string> out;
         for (auto& m : of_type("status"))
             for (auto& s : m.at("statuses").as_array())
-                if (s.at("task_id").as_string() == task) out.emplace_back(s.at("state").as_string());
+                if (s.at("task_id").as_string() == task)
+                    out.emplace_back(s.at("state").as_string());
         return out;
     }
     std::string last_state(std::string_view task) {
@@ -206,14 +222,14 @@ public:
         return s.empty() ? "" : s.back();
     }
 
-private:
+  private:
     std::mutex mu_;
     bool up_ = true;
     std::vector<json::value> received_;
 };
 
 class ExecutorTest : public ::testing::Test {
-protected:
+  protected:
     void SetUp() override {
         crypto::init();
         ExecutorOptions o;
@@ -238,10 +254,13 @@ protected:
 
 TEST_F(ExecutorTest, StartsWhatTheCompleteSetHoldsAndReportsItsStates) {
     driver.hold_starts(true);
-    handle(assignments(true, 1, {secret_add("s1", "db_pass", "hunter2"), task_add("t1", {"s1"}), task_add("t2")}));
+    handle(assignments(
+        true, 1, {secret_add("s1", "db_pass", "hunter2"), task_add("t1", {"s1"}), task_add("t2")}));
     ASSERT_TRUE(eventually([&] { return session.last_state("t1") == "preparing"; }));
     driver.hold_starts(false);
-    ASSERT_TRUE(eventually([&] { return session.last_state("t1") == "running" && session.last_state("t2") == "running"; }));
+    ASSERT_TRUE(eventually([&] {
+        return session.last_state("t1") == "running" && session.last_state("t2") == "running";
+    }));
     EXPECT_EQ(driver.bytes("t1", "s1"), "hunter2");
     auto spec = driver.spec("t1");
     EXPECT_EQ(spec.image, "busybox");
@@ -254,17 +273,20 @@ TEST_F(ExecutorTest, StartsWhatTheCompleteSetHoldsAndReportsItsStates) {
     EXPECT_EQ(executor->secrets_held(), 1u);
     for (auto& m : session.of_type("status"))
         for (auto& s : m.at("statuses").as_array())
-            for (auto key : {"task_id", "state", "message", "err", "container_id", "pid", "exit_code"})
+            for (auto key :
+                 {"task_id", "state", "message", "err", "container_id", "pid", "exit_code"})
                 EXPECT_TRUE(s.as_object().contains(key)) << key;
 }
 
 TEST_F(ExecutorTest, CompleteSetReplacesTheWholeSet) {
-    handle(assignments(true, 1, {secret_add("s1", "a", "x"), secret_add("s2", "b", "y"), task_add("t1", {"s1"}),
-                                 task_add("t2", {"s2"}, 3'000'000'000)}));
+    handle(assignments(true, 1,
+                       {secret_add("s1", "a", "x"), secret_add("s2", "b", "y"),
+                        task_add("t1", {"s1"}), task_add("t2", {"s2"}, 3'000'000'000)}));
     ASSERT_TRUE(eventually([&] { return driver.running("t1") && driver.running("t2"); }));
     // A new session's complete set holds t1 and t3 only: t2 is stopped, s2 dropped.
     executor->connected();
-    handle(assignments(true, 1, {secret_add("s1", "a", "x"), task_add("t1", {"s1"}), task_add("t3")}));
+    handle(
+        assignments(true, 1, {secret_add("s1", "a", "x"), task_add("t1", {"s1"}), task_add("t3")}));
     ASSERT_TRUE(eventually([&] { return !driver.running("t2") && driver.running("t3"); }));
     ASSERT_TRUE(eventually([&] { return session.last_state("t2") == "shutdown"; }));
     auto stops = driver.stops();
@@ -290,9 +312,12 @@ TEST_F(ExecutorTest, IncrementalChangesAddAndRemove) {
 
 TEST_F(ExecutorTest, TaskWhoseSecretWasNotSentFirstIsRejected) {
     // s2 never sent; s3 sent only after the task that mounts it.
-    handle(assignments(true, 1, {secret_add("s1", "a", "x"), task_add("t1", {"s1", "s2"}), task_add("t2", {"s3"}),
-                                 secret_add("s3", "c", "z")}));
-    ASSERT_TRUE(eventually([&] { return session.last_state("t1") == "rejected" && session.last_state("t2") == "rejected"; }));
+    handle(assignments(true, 1,
+                       {secret_add("s1", "a", "x"), task_add("t1", {"s1", "s2"}),
+                        task_add("t2", {"s3"}), secret_add("s3", "c", "z")}));
+    ASSERT_TRUE(eventually([&] {
+        return session.last_state("t1") == "rejected" && session.last_state("t2") == "rejected";
+    }));
     EXPECT_EQ(driver.starts("t1"), 0);
     EXPECT_EQ(driver.starts("t2"), 0);
     auto st = executor->task_status("t1");
@@ -331,7 +356,9 @@ TEST_F(ExecutorTest, ExitCodesAreReported) {
     ASSERT_TRUE(eventually([&] { return driver.running("ok") && driver.running("bad"); }));
     driver.exit("ok", 0);
     driver.exit("bad", 7);
-    ASSERT_TRUE(eventually([&] { return session.last_state("ok") == "complete" && session.last_state("bad") == "failed"; }));
+    ASSERT_TRUE(eventually([&] {
+        return session.last_state("ok") == "complete" && session.last_state("bad") == "failed";
+    }));
     for (auto& m : session.of_type("status"))
         for (auto& s : m.at("statuses").as_array())
             if (s.at("task_id") == "bad" && s.at("state") == "failed") {
@@ -379,19 +406,24 @@ TEST_F(ExecutorTest, SendsACompleteStatusAfterEachSessionsFirstCompleteSet) {
 
 TEST_F(ExecutorTest, KeepsTheLatestStatesWhileDisconnected) {
     handle(assignments(true, 1, {task_add("t1"), task_add("t2")}));
-    ASSERT_TRUE(eventually([&] { return session.last_state("t1") == "running" && session.last_state("t2") == "running"; }));
+    ASSERT_TRUE(eventually([&] {
+        return session.last_state("t1") == "running" && session.last_state("t2") == "running";
+    }));
     session.up(false);
     driver.exit("t1", 0);
     handle(assignments(false, 2, {remove("Task", "t2")}));
     ASSERT_TRUE(eventually([&] { return state("t2") == "shutdown" && state("t1") == "complete"; }));
     auto before = session.received().size();
     session.up(true);  // the old session took it back: the same session works again
-    ASSERT_TRUE(eventually([&] { return session.last_state("t1") == "complete" && session.last_state("t2") == "shutdown"; }));
+    ASSERT_TRUE(eventually([&] {
+        return session.last_state("t1") == "complete" && session.last_state("t2") == "shutdown";
+    }));
     // One report per task with the latest state, not the whole history.
     std::map<std::string, int> reports;
     auto all = session.received();
     for (std::size_t i = before; i < all.size(); ++i)
-        for (auto& s : all[i].at("statuses").as_array()) ++reports[std::string(s.at("task_id").as_string())];
+        for (auto& s : all[i].at("statuses").as_array())
+            ++reports[std::string(s.at("task_id").as_string())];
     EXPECT_EQ(reports["t1"], 1);
     EXPECT_EQ(reports["t2"], 1);
 }
@@ -429,8 +461,13 @@ TEST_F(ExecutorTest, RemovedWhileStartingIsStoppedOnceStarted) {
 TEST_F(ExecutorTest, RemovedBeforeItsStartRanIsNeverStarted) {
     driver.hold_starts(true);
     // One worker is held by t0; with the default four workers, hold them all.
-    handle(assignments(true, 1, {task_add("h1"), task_add("h2"), task_add("h3"), task_add("h4"), task_add("t1")}));
-    ASSERT_TRUE(eventually([&] { return driver.starts("h4") + driver.starts("h1") + driver.starts("h2") + driver.starts("h3") == 4; }));
+    handle(assignments(
+        true, 1, {task_add("h1"), task_add("h2"), task_add("h3"), task_add("h4"), task_add("t1")}));
+    ASSERT_TRUE(eventually([&] {
+        return driver.starts("h4") + driver.starts("h1") + driver.starts("h2") +
+                   driver.starts("h3") ==
+               4;
+    }));
     handle(assignments(false, 2, {remove("Task", "t1")}));
     driver.hold_starts(false);
     ASSERT_TRUE(eventually([&] { return session.last_state("t1") == "shutdown"; }));
@@ -457,7 +494,8 @@ TEST_F(ExecutorTest, ADriverThatThrowsFailsTheTask) {
 TEST_F(ExecutorTest, BadInputIsLoggedAndIgnored) {
     handle(assignments(true, 1, {task_add("t1")}));
     ASSERT_TRUE(eventually([&] { return session.last_state("t1") == "running"; }));
-    for (auto bad : {R"({"type":"assignments"})", R"({"type":"assignments","Type":"full","Sequence":2,"Changes":[]})",
+    for (auto bad : {R"({"type":"assignments"})",
+                     R"({"type":"assignments","Type":"full","Sequence":2,"Changes":[]})",
                      R"({"type":"assignments","Type":"incremental","Sequence":-1,"Changes":[]})",
                      R"({"type":"assignments","Type":"incremental","Sequence":2,"Changes":{}})",
                      R"({"type":"assignments","Type":"complete","Sequence":2,"Changes":"x"})",
@@ -465,13 +503,15 @@ TEST_F(ExecutorTest, BadInputIsLoggedAndIgnored) {
         handle(bad);
     // A complete set that cannot be read is no complete set: t1 still runs.
     EXPECT_TRUE(driver.running("t1"));
-    handle(assignments(false, 2, {R"({"Action":"add","Task":{"ID":"../../etc","Image":"x"}})",
-                                  R"({"Action":"add","Task":{"ID":"t2"}})",
-                                  R"({"Action":"add","Secret":{"ID":"s9","Name":"n","Data":"not base64!"}})",
-                                  R"({"Action":"explode","Task":{"ID":"t1"}})", R"(17)", R"({"Action":"add"})",
-                                  R"({"Action":"add","Task":{"ID":"t3","Image":"busybox","Args":[1,2]}})",
-                                  R"({"Action":"add","Task":{"ID":"t4","Image":"busybox","Limits":{"Pids":-1}}})",
-                                  task_add("t5")}));
+    handle(assignments(
+        false, 2,
+        {R"({"Action":"add","Task":{"ID":"../../etc","Image":"x"}})",
+         R"({"Action":"add","Task":{"ID":"t2"}})",
+         R"({"Action":"add","Secret":{"ID":"s9","Name":"n","Data":"not base64!"}})",
+         R"({"Action":"explode","Task":{"ID":"t1"}})", R"(17)", R"({"Action":"add"})",
+         R"({"Action":"add","Task":{"ID":"t3","Image":"busybox","Args":[1,2]}})",
+         R"({"Action":"add","Task":{"ID":"t4","Image":"busybox","Limits":{"Pids":-1}}})",
+         task_add("t5")}));
     ASSERT_TRUE(eventually([&] { return session.last_state("t5") == "running"; }));
     EXPECT_EQ(session.last_state("t2"), "rejected");  // no image: refused with the reason
     EXPECT_EQ(session.last_state("t3"), "rejected");
@@ -528,18 +568,27 @@ TEST(NoopExecutor, RunsNothingButKeepsTheProtocol) {
     NoopDriver driver;
     FakeSession session;
     {
-        Executor executor(driver, [&](crypto::SecureBuffer b) { return session.send(std::move(b)); });
+        Executor executor(driver,
+                          [&](crypto::SecureBuffer b) { return session.send(std::move(b)); });
         executor.connected();
-        executor.handle(message(assignments(true, 1, {secret_add("s1", "a", "x"), task_add("t1", {"s1"}), task_add("t2", {"s1"})})));
-        ASSERT_TRUE(eventually([&] { return session.last_state("t1") == "running" && session.last_state("t2") == "running"; }));
+        executor.handle(message(assignments(
+            true, 1,
+            {secret_add("s1", "a", "x"), task_add("t1", {"s1"}), task_add("t2", {"s1"})})));
+        ASSERT_TRUE(eventually([&] {
+            return session.last_state("t1") == "running" && session.last_state("t2") == "running";
+        }));
         EXPECT_EQ(driver.tasks_running(), 2u);
         EXPECT_EQ(driver.secrets_held(), 1u);
-        executor.handle(message(assignments(false, 2, {remove("Task", "t1"), remove("Task", "t2"), remove("Secret", "s1")})));
-        ASSERT_TRUE(eventually([&] { return session.last_state("t1") == "shutdown" && session.last_state("t2") == "shutdown"; }));
+        executor.handle(message(assignments(
+            false, 2, {remove("Task", "t1"), remove("Task", "t2"), remove("Secret", "s1")})));
+        ASSERT_TRUE(eventually([&] {
+            return session.last_state("t1") == "shutdown" && session.last_state("t2") == "shutdown";
+        }));
         EXPECT_EQ(driver.tasks_running(), 0u);
         EXPECT_EQ(driver.secrets_held(), 0u);
         EXPECT_EQ(executor.secrets_held(), 0u);
-        executor.handle(message(R"({"type":"logs_request","request":"r","task_id":"t1","tail":0})"));
+        executor.handle(
+            message(R"({"type":"logs_request","request":"r","task_id":"t1","tail":0})"));
         ASSERT_TRUE(eventually([&] { return session.of_type("logs").size() == 1; }));
         EXPECT_TRUE(session.of_type("logs")[0].contains("error"));
         executor.handle(message(assignments(false, 3, {task_add("t3")})));
@@ -556,7 +605,8 @@ TEST(Assignments, ReadsTheDispatchersWireForm) {
     manager::AssignmentChange s;
     s.is_secret = true;
     s.id = "sec1";
-    s.secret = manager::AssignmentChange::Secret{"sec1", "db_pass", crypto::SecureBuffer::copy_of(std::string_view("p\0w\xff", 4))};
+    s.secret = manager::AssignmentChange::Secret{
+        "sec1", "db_pass", crypto::SecureBuffer::copy_of(std::string_view("p\0w\xff", 4))};
     m.changes.push_back(std::move(s));
     model::Task t;
     t.meta.id = "abcdefghijklmnopqrstuvwxy";
@@ -574,7 +624,8 @@ TEST(Assignments, ReadsTheDispatchersWireForm) {
     c.cap_add = {"NET_ADMIN"};
     c.cap_drop = {"MKNOD"};
     c.stop_grace_period = 2'500'000'000;
-    c.secrets = {{"sec1", "db_pass", "", "1000", "1001", 0400}, {"sec1", "db_pass", "/etc/app/pw", "0", "0", 0444}};
+    c.secrets = {{"sec1", "db_pass", "", "1000", "1001", 0400},
+                 {"sec1", "db_pass", "/etc/app/pw", "0", "0", 0444}};
     t.spec.limits = {64 << 20, 500'000'000, 64};
     manager::AssignmentChange tc;
     tc.id = t.meta.id;
@@ -595,7 +646,8 @@ TEST(Assignments, ReadsTheDispatchersWireForm) {
     ASSERT_TRUE(sec.secret);
     EXPECT_TRUE(sec.is_secret);
     EXPECT_EQ(sec.secret->name, "db_pass");
-    EXPECT_TRUE(sec.secret->data.equals(crypto::SecureBuffer::copy_of(std::string_view("p\0w\xff", 4)).span()));
+    EXPECT_TRUE(sec.secret->data.equals(
+        crypto::SecureBuffer::copy_of(std::string_view("p\0w\xff", 4)).span()));
     const auto& task = parsed->changes[1];
     ASSERT_FALSE(task.invalid) << *task.invalid;
     ASSERT_TRUE(task.task);
@@ -630,13 +682,15 @@ TEST(Assignments, ReadsTheDispatchersWireForm) {
 
 TEST(Assignments, BadChangesAreMarkedWithoutSecretBytes) {
     crypto::init();
-    auto text = assignments(false, 4, {R"({"Action":"add","Secret":{"ID":"s1","Name":"n","Data":"aHVudGVyMg=!"}})",
-                                       R"({"Action":"add","Task":{"ID":"UPPER","Image":"x"}})",
-                                       R"({"Action":"add","Task":{"ID":"t1","Image":"x","Secrets":[{"SecretID":"s1","Name":"n","Mode":4095}]}})",
-                                       R"({"Action":"add","Task":{"ID":"t2","Image":"x","Secrets":[{"SecretID":"s1","Name":"n","UID":"-1"}]}})",
-                                       R"({"Action":"add","Task":{"ID":"t3","Image":"x","StopGracePeriod":-5}})",
-                                       R"({"Action":"add","Secret":{"ID":"s2","Name":"log\ninjection","Data":""}})",
-                                       task_add("t4")});
+    auto text = assignments(
+        false, 4,
+        {R"({"Action":"add","Secret":{"ID":"s1","Name":"n","Data":"aHVudGVyMg=!"}})",
+         R"({"Action":"add","Task":{"ID":"UPPER","Image":"x"}})",
+         R"({"Action":"add","Task":{"ID":"t1","Image":"x","Secrets":[{"SecretID":"s1","Name":"n","Mode":4095}]}})",
+         R"({"Action":"add","Task":{"ID":"t2","Image":"x","Secrets":[{"SecretID":"s1","Name":"n","UID":"-1"}]}})",
+         R"({"Action":"add","Task":{"ID":"t3","Image":"x","StopGracePeriod":-5}})",
+         R"({"Action":"add","Secret":{"ID":"s2","Name":"log\ninjection","Data":""}})",
+         task_add("t4")});
     auto parsed = parse_assignments(crypto::SecureBuffer::copy_of(text));
     ASSERT_TRUE(parsed) << parsed.error().message;
     ASSERT_EQ(parsed->changes.size(), 7u);
@@ -656,12 +710,13 @@ TEST(Assignments, BadChangesAreMarkedWithoutSecretBytes) {
 TEST(TaskIds, FollowTheRunnersRule) {
     EXPECT_TRUE(valid_task_id("abcdefghijklmnopqrstuvwxy"));
     EXPECT_TRUE(valid_task_id("web-1.2_x"));
-    for (auto bad : {"", "-a", "A", "a/b", "..", "a b", "a\n"}) EXPECT_FALSE(valid_task_id(bad)) << bad;
+    for (auto bad : {"", "-a", "A", "a/b", "..", "a b", "a\n"})
+        EXPECT_FALSE(valid_task_id(bad)) << bad;
     EXPECT_FALSE(valid_task_id(std::string(65, 'a')));
 }
 
 class LogTail : public ::testing::Test {
-protected:
+  protected:
     void SetUp() override {
         dir = std::filesystem::temp_directory_path() / fmt::format("coffer-tail-{}", ::getpid());
         std::filesystem::create_directories(dir);

@@ -22,7 +22,7 @@ namespace coffer::agent {
 // What actually runs a task: the Runner (task_drivers.h), nothing (a benchmark mode), or a test
 // double. The executor calls start() and stop() for one task at a time and never twice at once.
 class TaskDriver {
-public:
+  public:
     using StatusSink = std::function<void(const TaskStatus&)>;
 
     virtual ~TaskDriver() = default;
@@ -40,15 +40,15 @@ public:
 };
 
 struct ExecutorOptions {
-    unsigned workers = 4;                     // threads starting, stopping and reading logs
-    std::size_t max_log_bytes = 1 << 20;      // per logs answer, before base64
-    std::size_t retired_kept = 1024;          // ended tasks remembered so they never run twice
+    unsigned workers = 4;                         // threads starting, stopping and reading logs
+    std::size_t max_log_bytes = 1 << 20;          // per logs answer, before base64
+    std::size_t retired_kept = 1024;              // ended tasks remembered so they never run twice
     std::chrono::milliseconds retry_initial{50};  // a status the session did not take: retried
     std::chrono::milliseconds retry_max{1000};
 };
 
 class Executor {
-public:
+  public:
     // Sends a message to the manager; false when it could not be queued (no session).
     using Send = std::function<bool(crypto::SecureBuffer)>;
 
@@ -79,7 +79,7 @@ public:
 
     class Impl;
 
-private:
+  private:
     std::unique_ptr<Impl> impl_;
 };
 

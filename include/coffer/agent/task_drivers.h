@@ -15,7 +15,7 @@ namespace coffer::agent {
 
 // Owns a Runner whose status callback feeds the executor.
 class RunnerDriver final : public TaskDriver {
-public:
+  public:
     // As Runner's constructor (options.on_status is replaced); images is borrowed.
     RunnerDriver(RunnerOptions options, ImageStore& images);
     ~RunnerDriver() override;
@@ -27,7 +27,7 @@ public:
     Result<TaskStatus> stop(std::string_view id, std::chrono::milliseconds grace) override;
     std::string log_path(std::string_view id) const override;
 
-private:
+  private:
     std::shared_mutex sink_mu_;
     StatusSink sink_;
     std::unique_ptr<Runner> runner_;
@@ -37,7 +37,7 @@ private:
 // bytes are held (in secure memory) while it "runs" and dropped when it stops, as the Runner
 // would. Keeps no logs.
 class NoopDriver final : public TaskDriver {
-public:
+  public:
     void set_status_sink(StatusSink sink) override;
     TaskStatus start(const TaskSpec& spec, SecretBytes secrets) override;
     Result<TaskStatus> stop(std::string_view id, std::chrono::milliseconds grace) override;
@@ -46,7 +46,7 @@ public:
     std::size_t tasks_running() const;
     std::size_t secrets_held() const;
 
-private:
+  private:
     void publish(const TaskStatus& s);
 
     mutable std::mutex mu_;
