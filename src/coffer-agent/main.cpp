@@ -10,6 +10,7 @@
 #include <sodium.h>
 
 #include <CLI/CLI.hpp>
+#include <atomic>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -19,9 +20,11 @@
 #include <thread>
 
 #include "coffer/agent/enrollment.h"
+#include "coffer/agent/executor.h"
 #include "coffer/agent/image_store.h"
 #include "coffer/agent/runner.h"
 #include "coffer/agent/session.h"
+#include "coffer/agent/task_drivers.h"
 #include "coffer/agent/task_json.h"
 #include "coffer/base/log.h"
 #include "coffer/base/mount.h"
@@ -81,27 +84,69 @@ crypto::SecureBuffer take_token(std::string& parsed, CLI::Option& option, int ar
     return token;
 }
 
+struct NodeOptions {
+    std::string data_dir;
+    std::string run_dir;
+    std::string runtime;
+    std::string seccomp;
+    std::string manager;
+    bool noop_executor = false;
+};
+
+// How tasks run in this agent: containers through the Runner, or nothing (benchmark mode).
+struct Tasks {
+    std::unique_ptr<ImageStore> images;
+    std::unique_ptr<TaskDriver> driver;
+};
+
+Tasks make_tasks(const NodeOptions& o) {
+    Tasks t;
+    if (o.noop_executor) {
+        log::warn("agent", "benchmark mode: tasks are not run (--benchmark-noop-executor)");
+        t.driver = std::make_unique<NoopDriver>();
+        return t;
+    }
+    t.images = std::make_unique<ImageStore>(o.data_dir + "/images");
+    RunnerOptions opt;
+    opt.run_dir = o.run_dir;
+    opt.data_dir = o.data_dir;
+    opt.runtime = o.runtime;
+    opt.seccomp_profile = o.seccomp;
+    auto driver = std::make_unique<RunnerDriver>(opt, *t.images);
+    // What a previous agent left goes first; the manager's complete set restarts what should run.
+    auto left = driver->runner().recover_leftovers();
+    if (left.containers + left.mounts + left.task_dirs + left.cgroups > 0)
+        log::info("runner", "cleaned leftovers: {} containers, {} mounts, {} task directories, {} cgroups",
+                  left.containers, left.mounts, left.task_dirs, left.cgroups);
+    t.driver = std::move(driver);
+    return t;
+}
+
 // Joins when given a token (first start), else loads the stored identity; then keeps the session
-// to the manager until SIGINT/SIGTERM or until the manager removes this node.
-int run_node(const std::string& data_dir, const std::string& manager,
-             const crypto::SecureBuffer& token) {
+// to the manager and runs what it assigns, until SIGINT/SIGTERM or until the manager removes
+// this node.
+int run_node(const NodeOptions& o, const crypto::SecureBuffer& token) {
     crypto::init();
+    // Before any thread: the mount namespace is per process only while there is one thread, and
+    // secret mounts must never show in the host's mount table.
+    harden_process();
+    if (!o.noop_executor) enter_private_mount_namespace();
     auto stop_signals = block_stop_signals();
 
-    auto where = identity_dir(data_dir);
+    auto where = identity_dir(o.data_dir);
     Result<Identity> identity = make_error(Errc::internal, "no identity");
     if (!token.empty()) {
-        if (identity_exists(data_dir))
+        if (identity_exists(o.data_dir))
             return fail(make_error(
                 Errc::already_exists,
                 fmt::format("this node already has an identity in {}; to leave its cluster and "
                             "join with a new token, stop the agent and remove {}",
                             where, where)));
-        if (manager.empty())
+        if (o.manager.empty())
             return fail(make_error(Errc::invalid_argument, "--join-token needs --manager HOST:PORT"));
-        identity = enroll(data_dir, manager, token);
+        identity = enroll(o.data_dir, o.manager, token);
     } else {
-        identity = load_identity(data_dir);
+        identity = load_identity(o.data_dir);
         if (!identity && identity.error().code == Errc::not_found)
             return fail(make_error(Errc::not_found,
                                    fmt::format("no identity in {}: join a cluster first with "
@@ -109,16 +154,31 @@ int run_node(const std::string& data_dir, const std::string& manager,
                                                where)));
     }
     if (!identity) return fail(identity.error());
-    auto address = manager.empty() ? identity->node.manager : manager;
+    auto address = o.manager.empty() ? identity->node.manager : o.manager;
     auto endpoint = parse_endpoint(address);
     if (!endpoint) return fail(endpoint.error());
     log::info("agent", "node {} ({}) of cluster {}, manager {}", identity->node.node_id,
               pki::role_name(identity->node.role), identity->node.cluster_id, address);
 
+    auto tasks = make_tasks(o);
+    // The executor reports through the loop, which is created after it: until then (and after
+    // the loop stopped) nothing can be sent.
+    std::atomic<SessionLoop*> session{nullptr};
+    ExecutorOptions executor_options;
+    executor_options.workers = o.noop_executor ? 1 : 4;
+    Executor executor(*tasks.driver, [&session](crypto::SecureBuffer json) {
+        auto* s = session.load();
+        return s != nullptr && s->send(std::move(json));
+    }, executor_options);
+
     SessionOptions options;
     options.manager = std::move(*endpoint);
     options.credentials = std::move(identity->credentials);
-    SessionLoop loop(std::move(options), {});
+    SessionLoopHandlers handlers;
+    handlers.on_message = [&executor](nodeconn::Message m) { executor.handle(m); };
+    handlers.on_connected = [&executor] { executor.connected(); };
+    SessionLoop loop(std::move(options), std::move(handlers));
+    session.store(&loop);
     std::thread waiter([&] {
         int sig;
         sigwait(&stop_signals, &sig);
@@ -128,6 +188,9 @@ int run_node(const std::string& data_dir, const std::string& manager,
     pthread_kill(waiter.native_handle(), SIGTERM);
     waiter.join();
     loop.stop();
+    session.store(nullptr);
+    // Every task is stopped with its grace period and torn down before the agent exits.
+    executor.shutdown();
     if (!ended) return fail(ended.error());
     return 0;
 }
@@ -149,6 +212,10 @@ int main(int argc, char** argv) {
     app.add_option("--manager", manager, "HOST:PORT of a manager's node port (default: the one joined)");
     auto* token_option = app.add_option("--join-token", token_text, "first start: join the cluster with this token")
         ->envname("COFFER_JOIN_TOKEN");
+    bool noop_executor = false;
+    app.add_flag("--benchmark-noop-executor", noop_executor,
+                 "benchmark mode: take assignments and report states, but run no task (no runtime, "
+                 "no mounts; for load tests of the manager with many agents on one machine)");
     auto* join = app.add_subcommand("join", "the default: join (with --join-token), then keep the session");
 
     auto* image = app.add_subcommand("image", "the local image store");
@@ -178,7 +245,8 @@ int main(int argc, char** argv) {
     log::configure(log_level);
 
     try {
-        if (join->parsed() || app.get_subcommands().empty()) return run_node(data_dir, manager, token);
+        if (join->parsed() || app.get_subcommands().empty())
+            return run_node({data_dir, run_dir, runtime, seccomp, manager, noop_executor}, token);
         if (!token.empty())
             return fail(make_error(Errc::invalid_argument, "--join-token is for joining, not for this command"));
         ImageStore store(data_dir + "/images");

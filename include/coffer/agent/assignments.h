@@ -1,0 +1,61 @@
+// The manager's "assignments" message as the agent reads it (the wire form is documented at
+// manager::AssignmentMessage::to_json): what to run, with which secrets. Secret bytes are decoded
+// from the message's secure-memory text straight into SecureBuffers.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "coffer/agent/task.h"
+#include "coffer/base/error.h"
+#include "coffer/crypto/secure_buffer.h"
+
+namespace coffer::agent {
+
+inline constexpr std::chrono::milliseconds default_stop_grace{10'000};
+
+struct SecretAssignment {
+    std::string id;
+    std::string name;
+    crypto::SecureBuffer data;
+};
+
+struct TaskAssignment {
+    TaskSpec spec;
+    std::string service_id;
+    std::chrono::milliseconds stop_grace = default_stop_grace;
+};
+
+struct Change {
+    enum class Action { add, remove };
+    Action action = Action::add;
+    bool is_secret = false;
+    std::string id;  // the task's or secret's id; always valid when set
+    // For a valid add, the one that matches is_secret.
+    std::optional<TaskAssignment> task;
+    std::optional<SecretAssignment> secret;
+    // Set when the change could not be read: why (never secret bytes). id is set too when the
+    // change named a valid id (a task add with bad fields is then rejected, not lost).
+    std::optional<std::string> invalid;
+};
+
+struct Assignments {
+    bool complete = false;
+    std::uint64_t sequence = 0;
+    std::vector<Change> changes;
+};
+
+// invalid_argument when the message itself is unreadable (not JSON, wrong type, no Changes
+// array); a bad change is returned marked invalid and the others are kept.
+Result<Assignments> parse_assignments(const crypto::SecureBuffer& text);
+
+// The runner's id rule: [a-z0-9][a-z0-9_.-]{0,63}.
+bool valid_task_id(std::string_view id) noexcept;
+// Secret ids from the manager: [A-Za-z0-9_.-]{1,128}.
+bool valid_object_id(std::string_view id) noexcept;
+
+}  // namespace coffer::agent

@@ -1,0 +1,86 @@
+// The agent's side of the session protocol's work (docs/design.md, "The session protocol"): holds
+// the node's desired set from the manager's "assignments", starts and stops tasks through a
+// TaskDriver on a small worker pool (never on the session's I/O thread), answers "logs_request",
+// and reports task states to the manager in "status" messages.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "coffer/agent/task.h"
+#include "coffer/base/error.h"
+#include "coffer/crypto/secure_buffer.h"
+#include "coffer/nodeconn/message.h"
+
+namespace coffer::agent {
+
+// What actually runs a task: the Runner (task_drivers.h), nothing (a benchmark mode), or a test
+// double. The executor calls start() and stop() for one task at a time and never twice at once.
+class TaskDriver {
+  public:
+    using StatusSink = std::function<void(const TaskStatus&)>;
+
+    virtual ~TaskDriver() = default;
+    // Every state change of every task goes to sink, from the driver's threads (also from within
+    // start() and stop()). Replaces the previous sink; once it returns, the previous one is no
+    // longer called. nullptr detaches.
+    virtual void set_status_sink(StatusSink sink) = 0;
+    // Blocks until the task runs or could not start.
+    virtual TaskStatus start(const TaskSpec& spec, SecretBytes secrets) = 0;
+    // SIGTERM, SIGKILL after grace; returns the final status once torn down. not_found for a
+    // task the driver does not know.
+    virtual Result<TaskStatus> stop(std::string_view id, std::chrono::milliseconds grace) = 0;
+    // Where the task's output is kept; empty when the driver keeps none.
+    virtual std::string log_path(std::string_view id) const = 0;
+};
+
+struct ExecutorOptions {
+    unsigned workers = 4;                         // threads starting, stopping and reading logs
+    std::size_t max_log_bytes = 1 << 20;          // per logs answer, before base64
+    std::size_t retired_kept = 1024;              // ended tasks remembered so they never run twice
+    std::chrono::milliseconds retry_initial{50};  // a status the session did not take: retried
+    std::chrono::milliseconds retry_max{1000};
+};
+
+class Executor {
+  public:
+    // Sends a message to the manager; false when it could not be queued (no session).
+    using Send = std::function<bool(crypto::SecureBuffer)>;
+
+    // driver is borrowed for the executor's lifetime; send is called from the executor's own
+    // reporting thread only.
+    Executor(TaskDriver& driver, Send send, ExecutorOptions options = {});
+    // shutdown()s.
+    ~Executor();
+    Executor(const Executor&) = delete;
+    Executor& operator=(const Executor&) = delete;
+
+    // A message from the manager: "assignments" and "logs_request" are handled, anything else is
+    // ignored. Never blocks on a task; call it from the session's I/O thread. Bad input is
+    // logged and ignored (a task add that names a valid id but cannot be read is rejected).
+    void handle(const nodeconn::Message& message);
+    // A new session opened: status reports wait for its first complete set, then a
+    // {"complete":true} status lists every task this node knows, then changes follow.
+    void connected();
+    // Stops every task with its grace period, waits for the teardowns and stops reporting.
+    // Later messages are ignored. Idempotent.
+    void shutdown();
+
+    // For tests and benchmarks: the latest state the executor knows for a task, the secrets it
+    // holds, the tasks in its set.
+    std::optional<TaskStatus> task_status(std::string_view id) const;
+    std::size_t secrets_held() const;
+    std::size_t tasks_wanted() const;
+
+    class Impl;
+
+  private:
+    std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace coffer::agent

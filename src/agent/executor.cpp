@@ -1,0 +1,536 @@
+#include "coffer/agent/executor.h"
+
+#include <fmt/ranges.h>
+#include <boost/json.hpp>
+
+#include <condition_variable>
+#include <deque>
+#include <map>
+#include <mutex>
+#include <set>
+#include <thread>
+
+#include "coffer/agent/assignments.h"
+#include "coffer/base/log.h"
+#include "coffer/crypto/encoding.h"
+#include "coffer/model/secure_json.h"
+#include "log_tail.h"
+#include "work_queue.h"
+
+namespace coffer::agent {
+
+namespace json = boost::json;
+using Steady = std::chrono::steady_clock;
+
+namespace {
+
+// One task of the set, or one that left it and has not finished reporting.
+struct Entry {
+    TaskSpec spec;
+    std::chrono::milliseconds grace = default_stop_grace;
+    bool wanted = true;    // in the manager's set
+    bool started = false;  // a start was queued: never a second one
+    TaskStatus status;     // the latest known
+    // Starts and stops of one task run one after the other, in the order they were decided.
+    bool busy = false;
+    std::deque<std::function<void()>> ops;
+};
+
+bool same_report(const TaskStatus& a, const TaskStatus& b) {
+    return a.state == b.state && a.pid == b.pid && a.exit_code == b.exit_code &&
+           a.reason == b.reason;
+}
+
+json::object status_json(const TaskStatus& s) {
+    bool error = s.state == TaskState::failed || s.state == TaskState::rejected;
+    std::string_view message = to_string(s.state);
+    if (s.state == TaskState::running) message = "started";
+    if (!error && !s.reason.empty()) message = s.reason;
+    bool had_container = s.state >= TaskState::starting && s.state != TaskState::rejected;
+    return json::object{{"task_id", s.id},
+                        {"state", to_string(s.state)},
+                        {"message", message},
+                        {"err", error ? s.reason : std::string()},
+                        {"container_id", had_container ? s.id : std::string()},
+                        {"pid", s.pid},
+                        {"exit_code", s.exit_code.value_or(0)}};
+}
+
+crypto::SecureBuffer to_buffer(const json::object& o) {
+    return crypto::SecureBuffer::copy_of(json::serialize(o));
+}
+
+}  // namespace
+
+class Executor::Impl {
+  public:
+    Impl(TaskDriver& d, Send s, ExecutorOptions o)
+        : driver(d),
+          send(std::move(s)),
+          opt(o),
+          retry(o.retry_initial),
+          pool(std::make_unique<WorkQueue>(o.workers)) {
+        driver.set_status_sink([this](const TaskStatus& st) {
+            std::lock_guard l(mu);
+            record(st);
+        });
+        reporter = std::thread([this] { report_loop(); });
+    }
+
+    void handle(const nodeconn::Message& m);
+    void connected();
+    void shutdown();
+
+    // ---- the set (all under mu) ----
+    void apply(Assignments a);
+    void add_task(TaskAssignment a);
+    void reject_invalid(const std::string& id, const std::string& why);
+    void remove_task(const std::string& id);
+    void record(TaskStatus s);
+    void enqueue(const std::string& id, std::function<void()> op);
+    void maybe_retire(const std::string& id);
+
+    // ---- on the pool ----
+    void run_ops(const std::string& id);
+    void start_op(const std::string& id, SecretBytes bytes);
+    void stop_op(const std::string& id);
+    void logs(const nodeconn::Message& m);
+
+    void report_loop();
+
+    TaskDriver& driver;
+    Send send;
+    ExecutorOptions opt;
+
+    mutable std::mutex mu;
+    std::condition_variable idle_cv;    // a task's queue of operations emptied
+    std::condition_variable report_cv;  // something to report, or the reporter should stop
+    std::map<std::string, Entry, std::less<>> tasks;
+    std::map<std::string, SecretAssignment, std::less<>> secrets;
+    std::map<std::string, TaskStatus, std::less<>> retired;  // ended and reported; bounded
+    std::deque<std::string> retired_order;
+    std::map<std::string, TaskStatus> unsent;  // the latest per task, not yet taken by a session
+    bool synced = false;                       // this session's first complete set arrived
+    bool snapshot_due = false;                 // the {"complete":true} status is still to be sent
+    std::uint64_t generation = 0;              // sessions seen
+    std::uint64_t last_sequence = 0;
+    std::size_t busy_tasks = 0;
+    bool stopping = false;
+    bool reporter_stop = false;
+    std::chrono::milliseconds retry;
+    Steady::time_point next_try{};
+
+    std::thread reporter;
+    std::unique_ptr<WorkQueue> pool;
+};
+
+// ---- messages ---------------------------------------------------------------------------------
+
+void Executor::Impl::handle(const nodeconn::Message& m) {
+    if (m.type == "assignments") {
+        auto parsed = parse_assignments(m.json);
+        if (!parsed) {
+            log::warn("executor", "ignoring an assignments message: {}", parsed.error().message);
+            return;
+        }
+        std::lock_guard l(mu);
+        if (stopping) return;
+        apply(std::move(*parsed));
+    } else if (m.type == "logs_request") {
+        logs(m);
+    } else {
+        log::debug("executor", "ignoring a message of type {}", m.type);
+    }
+}
+
+void Executor::Impl::apply(Assignments a) {
+    if (!a.complete && a.sequence != last_sequence + 1)
+        log::warn("executor", "assignments {} after {}: a change may have been missed", a.sequence,
+                  last_sequence);
+    last_sequence = a.sequence;
+    std::set<std::string, std::less<>> listed_tasks, listed_secrets;
+    // In message order: a task whose secret has not arrived before it is rejected.
+    for (auto& c : a.changes) {
+        if (c.invalid) {
+            log::warn("executor", "assignments {}: ignoring a change{}{}: {}", a.sequence,
+                      c.id.empty() ? "" : " for ", c.id, *c.invalid);
+            if (!c.is_secret && c.action == Change::Action::add && !c.id.empty()) {
+                listed_tasks.insert(c.id);
+                reject_invalid(c.id, *c.invalid);
+            }
+            continue;
+        }
+        if (c.is_secret) {
+            if (c.action == Change::Action::add) {
+                listed_secrets.insert(c.id);
+                secrets.insert_or_assign(c.id, std::move(*c.secret));
+            } else {
+                secrets.erase(c.id);  // SecureBuffer wipes on free; running tasks hold their own
+            }
+        } else if (c.action == Change::Action::add) {
+            listed_tasks.insert(c.id);
+            add_task(std::move(*c.task));
+        } else {
+            remove_task(c.id);
+        }
+    }
+    if (a.complete) {
+        std::vector<std::string> gone;
+        for (auto& [id, e] : tasks)
+            if (e.wanted && !listed_tasks.contains(id)) gone.push_back(id);
+        for (auto& id : gone) remove_task(id);
+        std::erase_if(secrets, [&](const auto& s) { return !listed_secrets.contains(s.first); });
+        if (!synced) {
+            synced = true;
+            snapshot_due = true;
+            next_try = {};
+        }
+    }
+    report_cv.notify_all();
+}
+
+void Executor::Impl::add_task(TaskAssignment a) {
+    const std::string id = a.spec.id;
+    if (tasks.contains(id)) {
+        log::debug("executor", "task {} is already known: not started again", id);
+        return;
+    }
+    if (auto r = retired.find(id); r != retired.end()) {
+        // It ran on this node and ended: never again. Tell the manager how it ended.
+        log::info("executor", "task {} already ended here ({}): not started again", id,
+                  to_string(r->second.state));
+        unsent[id] = r->second;
+        return;
+    }
+    Entry e;
+    e.grace = a.stop_grace;
+    e.status.id = id;
+    e.status.state = TaskState::preparing;
+    std::set<std::string> missing;
+    for (const auto& ref : a.spec.secrets)
+        if (!secrets.contains(ref.secret_id))
+            missing.insert(fmt::format("{} ({})", ref.name, ref.secret_id));
+    if (!missing.empty()) {
+        e.status.state = TaskState::rejected;
+        e.status.reason = fmt::format("secret {} was not sent to this node before the task",
+                                      fmt::join(missing, ", "));
+        log::warn("executor", "task {} rejected: {}", id, e.status.reason);
+    }
+    // Copies of the bytes now: the secret may leave the set before the start runs.
+    auto bytes = std::make_shared<SecretBytes>();
+    if (missing.empty())
+        for (const auto& ref : a.spec.secrets)
+            if (!bytes->contains(ref.secret_id))
+                bytes->emplace(ref.secret_id, secrets.at(ref.secret_id).data.clone());
+    e.spec = std::move(a.spec);
+    e.started = missing.empty();
+    unsent[id] = e.status;
+    tasks.emplace(id, std::move(e));
+    if (missing.empty()) enqueue(id, [this, id, bytes] { start_op(id, std::move(*bytes)); });
+}
+
+void Executor::Impl::reject_invalid(const std::string& id, const std::string& why) {
+    if (tasks.contains(id) || retired.contains(id)) return;
+    Entry e;
+    e.status.id = id;
+    e.status.state = TaskState::rejected;
+    e.status.reason = fmt::format("invalid assignment: {}", why);
+    unsent[id] = e.status;
+    tasks.emplace(id, std::move(e));
+}
+
+void Executor::Impl::remove_task(const std::string& id) {
+    auto it = tasks.find(id);
+    if (it == tasks.end()) {
+        if (!retired.contains(id)) log::debug("executor", "remove: no task {}", id);
+        return;
+    }
+    auto& e = it->second;
+    if (!e.wanted) return;
+    e.wanted = false;
+    if (e.started && !is_final(e.status.state)) {
+        enqueue(id, [this, id] { stop_op(id); });
+        return;
+    }
+    maybe_retire(id);
+}
+
+void Executor::Impl::record(TaskStatus s) {
+    if (s.state == TaskState::new_) return;
+    auto it = tasks.find(s.id);
+    if (it == tasks.end()) return;
+    auto& cur = it->second.status;
+    // States only move forward; a repeat of the same report is not news.
+    if (s.state < cur.state ||
+        (s.state == cur.state && s.pid == cur.pid && s.exit_code == cur.exit_code))
+        return;
+    cur = s;
+    unsent[s.id] = std::move(s);
+    report_cv.notify_all();
+}
+
+void Executor::Impl::enqueue(const std::string& id, std::function<void()> op) {
+    auto& e = tasks.at(id);
+    e.ops.push_back(std::move(op));
+    if (e.busy) return;
+    e.busy = true;
+    ++busy_tasks;
+    pool->post([this, id] { run_ops(id); });
+}
+
+// A task that left the set, ended and whose end was reported is forgotten, but for its final
+// status (kept, bounded) so that it never runs again.
+void Executor::Impl::maybe_retire(const std::string& id) {
+    auto it = tasks.find(id);
+    if (it == tasks.end()) return;
+    auto& e = it->second;
+    if (e.wanted || e.busy || !is_final(e.status.state) || unsent.contains(id)) return;
+    retired.insert_or_assign(id, e.status);
+    retired_order.push_back(id);
+    tasks.erase(it);
+    while (retired_order.size() > opt.retired_kept) {
+        retired.erase(retired_order.front());
+        retired_order.pop_front();
+    }
+}
+
+// ---- work on the pool -------------------------------------------------------------------------
+
+void Executor::Impl::run_ops(const std::string& id) {
+    for (;;) {
+        std::function<void()> op;
+        {
+            std::lock_guard l(mu);
+            auto& e = tasks.at(id);  // a busy entry is never retired
+            if (e.ops.empty()) {
+                e.busy = false;
+                --busy_tasks;
+                maybe_retire(id);
+                idle_cv.notify_all();
+                return;
+            }
+            op = std::move(e.ops.front());
+            e.ops.pop_front();
+        }
+        try {
+            op();
+        } catch (const std::exception& ex) {
+            log::error("executor", "task {}: {}", id, ex.what());
+        }
+    }
+}
+
+void Executor::Impl::start_op(const std::string& id, SecretBytes bytes) {
+    TaskSpec spec;
+    {
+        std::lock_guard l(mu);
+        auto& e = tasks.at(id);
+        if (!e.wanted) {
+            record({id, TaskState::shutdown, std::nullopt, false, "removed before it started", 0});
+            return;
+        }
+        spec = e.spec;
+    }
+    TaskStatus st;
+    try {
+        st = driver.start(spec, std::move(bytes));
+    } catch (const std::exception& e) {
+        // The runner reports its own failures; anything else must not leave the task preparing.
+        st = {id, TaskState::failed, std::nullopt, false, e.what(), 0};
+    }
+    std::lock_guard l(mu);
+    record(std::move(st));
+}
+
+void Executor::Impl::stop_op(const std::string& id) {
+    std::chrono::milliseconds grace;
+    {
+        std::lock_guard l(mu);
+        auto& e = tasks.at(id);
+        if (is_final(e.status.state)) return;
+        grace = e.grace;
+    }
+    auto r = driver.stop(id, grace);
+    std::lock_guard l(mu);
+    if (r)
+        record(std::move(*r));
+    else if (r.error().code == Errc::not_found)
+        record({id, TaskState::shutdown, std::nullopt, false, "stopped", 0});
+    else
+        log::warn("executor", "stop task {}: {}", id, r.error().message);
+}
+
+void Executor::Impl::logs(const nodeconn::Message& m) {
+    auto parsed = model::SecureJson::parse(m.json);
+    const json::object* o = parsed ? parsed->value().if_object() : nullptr;
+    const json::value* request = o ? o->if_contains("request") : nullptr;
+    bool request_ok =
+        request != nullptr && ((request->is_string() && request->get_string().size() <= 128) ||
+                               request->is_int64() || request->is_uint64());
+    if (!request_ok) {
+        log::warn("executor", "ignoring a logs_request without a valid request id");
+        return;
+    }
+    json::value request_id = *request;  // ordinary storage: it outlives the message
+    const auto* task = o->if_contains("task_id");
+    std::string task_id = task && task->is_string() && valid_task_id(task->get_string())
+                              ? std::string(task->get_string())
+                              : std::string();
+    const auto* tail = o->if_contains("tail");
+    std::size_t lines = 0;
+    bool tail_ok = tail == nullptr || tail->is_null() || tail->is_uint64() ||
+                   (tail->is_int64() && tail->get_int64() >= 0);
+    if (tail_ok && tail != nullptr && !tail->is_null())
+        lines =
+            static_cast<std::size_t>(tail->is_uint64() ? tail->get_uint64() : tail->get_int64());
+
+    auto answer = [this, request_id, task_id](std::string_view data, std::string_view error) {
+        json::object a{{"type", "logs"}, {"request", request_id}, {"task_id", task_id}};
+        if (error.empty())
+            a["data"] = crypto::base64_encode(
+                {reinterpret_cast<const std::uint8_t*>(data.data()), data.size()});
+        else
+            a["error"] = error;
+        if (!send(to_buffer(a)))
+            log::debug("executor", "logs for task {}: no session to answer on", task_id);
+    };
+    // Decided under the lock, answered outside it: send() takes the session's lock.
+    std::string path, refusal;
+    {
+        std::lock_guard l(mu);
+        if (stopping) return;
+        if (task_id.empty())
+            refusal = "invalid task id";
+        else if (!tail_ok)
+            refusal = "tail must be a non-negative integer";
+        else if (!tasks.contains(task_id) && !retired.contains(task_id))
+            refusal = fmt::format("no task {} on this node", task_id);
+        else if (path = driver.log_path(task_id); path.empty())
+            refusal = "this agent keeps no task logs";
+        else
+            pool->post([this, answer, path, lines, task_id] {
+                auto text = read_log_tail(path, lines, opt.max_log_bytes);
+                if (!text) {
+                    log::warn("executor", "logs for task {}: {}", task_id, text.error().message);
+                    return answer({}, "cannot read the task's log");
+                }
+                answer(*text, {});
+            });
+    }
+    if (!refusal.empty()) answer({}, refusal);
+}
+
+// ---- reporting --------------------------------------------------------------------------------
+
+void Executor::Impl::connected() {
+    std::lock_guard l(mu);
+    ++generation;
+    synced = false;
+    snapshot_due = false;
+    retry = opt.retry_initial;
+    next_try = {};
+    last_sequence = 0;
+}
+
+void Executor::Impl::report_loop() {
+    std::unique_lock l(mu);
+    for (;;) {
+        auto pending = [&] { return synced && (snapshot_due || !unsent.empty()); };
+        if (reporter_stop) return;
+        if (!pending()) {
+            report_cv.wait(l);
+            continue;
+        }
+        if (Steady::now() < next_try) {
+            report_cv.wait_until(l, next_try);
+            continue;
+        }
+        bool snapshot = snapshot_due;
+        json::array statuses;
+        std::map<std::string, TaskStatus> sent;
+        if (snapshot) {
+            for (const auto& [id, e] : tasks) sent.emplace(id, e.status);
+            for (const auto& [id, s] : unsent) sent.emplace(id, s);  // re-reports of retired tasks
+        } else {
+            sent = unsent;
+        }
+        for (const auto& [id, s] : sent) statuses.push_back(status_json(s));
+        auto message = to_buffer(json::object{
+            {"type", "status"}, {"complete", snapshot}, {"statuses", std::move(statuses)}});
+        auto gen = generation;
+        l.unlock();
+        bool ok = send(std::move(message));
+        l.lock();
+        if (gen != generation) continue;  // a new session meanwhile: its own rules apply
+        if (!ok) {
+            next_try = Steady::now() + retry;
+            retry = std::min(retry * 2, opt.retry_max);
+            continue;
+        }
+        retry = opt.retry_initial;
+        if (snapshot) snapshot_due = false;
+        for (const auto& [id, s] : sent) {
+            if (auto it = unsent.find(id); it != unsent.end() && same_report(it->second, s))
+                unsent.erase(it);
+            maybe_retire(id);
+        }
+    }
+}
+
+void Executor::Impl::shutdown() {
+    {
+        std::unique_lock l(mu);
+        if (stopping) return;
+        stopping = true;
+        // Tasks already leaving the set have their stop queued; the others get one now.
+        std::vector<std::string> running;
+        for (auto& [id, e] : tasks)
+            if (e.wanted && e.started && !is_final(e.status.state)) running.push_back(id);
+        for (auto& id : running) remove_task(id);
+        idle_cv.wait(l, [&] { return busy_tasks == 0; });
+        reporter_stop = true;
+    }
+    report_cv.notify_all();
+    if (reporter.joinable()) reporter.join();
+    pool.reset();  // runs what was posted (log answers), joins
+    driver.set_status_sink(nullptr);
+}
+
+// ---- Executor ---------------------------------------------------------------------------------
+
+Executor::Executor(TaskDriver& driver, Send send, ExecutorOptions options)
+    : impl_(std::make_unique<Impl>(driver, std::move(send), options)) {}
+
+Executor::~Executor() {
+    shutdown();
+}
+
+void Executor::handle(const nodeconn::Message& message) {
+    impl_->handle(message);
+}
+void Executor::connected() {
+    impl_->connected();
+}
+void Executor::shutdown() {
+    impl_->shutdown();
+}
+
+std::optional<TaskStatus> Executor::task_status(std::string_view id) const {
+    std::lock_guard l(impl_->mu);
+    if (auto it = impl_->tasks.find(id); it != impl_->tasks.end()) return it->second.status;
+    if (auto it = impl_->retired.find(id); it != impl_->retired.end()) return it->second;
+    return std::nullopt;
+}
+
+std::size_t Executor::secrets_held() const {
+    std::lock_guard l(impl_->mu);
+    return impl_->secrets.size();
+}
+
+std::size_t Executor::tasks_wanted() const {
+    std::lock_guard l(impl_->mu);
+    return static_cast<std::size_t>(std::count_if(impl_->tasks.begin(), impl_->tasks.end(),
+                                                  [](const auto& t) { return t.second.wanted; }));
+}
+
+}  // namespace coffer::agent

@@ -1,0 +1,112 @@
+#include "coffer/agent/task_drivers.h"
+
+#include <set>
+
+#include "coffer/agent/assignments.h"
+
+namespace coffer::agent {
+
+// ---- RunnerDriver -----------------------------------------------------------------------------
+
+RunnerDriver::RunnerDriver(RunnerOptions options, ImageStore& images) {
+    options.on_status = [this](const TaskStatus& s) {
+        std::shared_lock l(sink_mu_);
+        if (sink_) sink_(s);
+    };
+    runner_ = std::make_unique<Runner>(std::move(options), images);
+}
+
+// The runner goes first: it kills what still runs, and its last statuses may still reach the sink.
+RunnerDriver::~RunnerDriver() {
+    runner_.reset();
+}
+
+void RunnerDriver::set_status_sink(StatusSink sink) {
+    std::unique_lock l(sink_mu_);
+    sink_ = std::move(sink);
+}
+
+TaskStatus RunnerDriver::start(const TaskSpec& spec, SecretBytes secrets) {
+    return runner_->start(spec, std::move(secrets));
+}
+
+Result<TaskStatus> RunnerDriver::stop(std::string_view id, std::chrono::milliseconds grace) {
+    return runner_->stop(id, grace);
+}
+
+std::string RunnerDriver::log_path(std::string_view id) const {
+    return runner_->log_path(id);
+}
+
+// ---- NoopDriver -------------------------------------------------------------------------------
+
+void NoopDriver::set_status_sink(StatusSink sink) {
+    std::lock_guard l(mu_);
+    sink_ = std::move(sink);
+}
+
+// Called with mu_ held, so that a detached sink is never called afterwards.
+void NoopDriver::publish(const TaskStatus& s) {
+    if (sink_) sink_(s);
+}
+
+TaskStatus NoopDriver::start(const TaskSpec& spec, SecretBytes secrets) {
+    std::lock_guard l(mu_);
+    TaskStatus s;
+    s.id = spec.id;
+    auto reject = [&](std::string why) {
+        s.state = TaskState::rejected;
+        s.reason = std::move(why);
+        publish(s);
+        return s;
+    };
+    if (!valid_task_id(spec.id)) return reject("invalid task id");
+    if (running_.contains(spec.id)) return reject(fmt::format("task {} already exists", spec.id));
+    SecretBytes held;
+    for (const auto& ref : spec.secrets) {
+        auto it = secrets.find(ref.secret_id);
+        if (it == secrets.end()) {
+            if (held.contains(ref.secret_id)) continue;
+            return reject(fmt::format("no bytes for secret {}", ref.secret_id));
+        }
+        held.insert(secrets.extract(it));
+    }
+    running_.emplace(spec.id, std::move(held));
+    for (auto state : {TaskState::preparing, TaskState::starting, TaskState::running}) {
+        s.state = state;
+        publish(s);
+    }
+    return s;
+}
+
+Result<TaskStatus> NoopDriver::stop(std::string_view id, std::chrono::milliseconds) {
+    std::lock_guard l(mu_);
+    auto it = running_.find(id);
+    if (it == running_.end()) return make_error(Errc::not_found, fmt::format("no task {}", id));
+    running_.erase(it);  // the bytes are wiped on free
+    TaskStatus s;
+    s.id = std::string(id);
+    s.state = TaskState::shutdown;
+    s.reason = "stopped";
+    publish(s);
+    return s;
+}
+
+std::string NoopDriver::log_path(std::string_view) const {
+    return {};
+}
+
+std::size_t NoopDriver::tasks_running() const {
+    std::lock_guard l(mu_);
+    return running_.size();
+}
+
+std::size_t NoopDriver::secrets_held() const {
+    std::lock_guard l(mu_);
+    std::set<std::string_view> ids;
+    for (const auto& [task, bytes] : running_)
+        for (const auto& [id, b] : bytes) ids.insert(id);
+    return ids.size();
+}
+
+}  // namespace coffer::agent

@@ -1,0 +1,755 @@
+// The executor's message handling and set logic against a fake task driver; the wire form against
+// the dispatcher's own encoder; the log tail; the benchmark driver.
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+#include <boost/json.hpp>
+
+#include <atomic>
+#include <condition_variable>
+#include <filesystem>
+#include <fstream>
+#include <mutex>
+#include <set>
+#include <thread>
+
+#include "coffer/agent/assignments.h"
+#include "coffer/agent/executor.h"
+#include "coffer/agent/task_drivers.h"
+#include "coffer/crypto/encoding.h"
+#include "coffer/manager/dispatcher.h"
+#include "log_tail.h"
+
+using namespace coffer;
+using namespace coffer::agent;
+using namespace std::chrono_literals;
+namespace json = boost::json;
+
+namespace {
+
+bool eventually(const std::function<bool()>& cond, std::chrono::milliseconds deadline = 10s) {
+    auto until = std::chrono::steady_clock::now() + deadline;
+    while (std::chrono::steady_clock::now() < until) {
+        if (cond()) return true;
+        std::this_thread::sleep_for(2ms);
+    }
+    return cond();
+}
+
+nodeconn::Message message(std::string_view text) {
+    auto m = nodeconn::make_message(crypto::SecureBuffer::copy_of(text));
+    EXPECT_TRUE(m) << text;
+    return m ? std::move(*m) : nodeconn::Message{"broken", {}};
+}
+
+std::string b64(std::string_view s) {
+    return crypto::base64_encode({reinterpret_cast<const std::uint8_t*>(s.data()), s.size()});
+}
+
+std::string secret_add(std::string_view id, std::string_view name, std::string_view bytes) {
+    return fmt::format(R"({{"Action":"add","Secret":{{"ID":"{}","Name":"{}","Data":"{}"}}}})", id,
+                       name, b64(bytes));
+}
+
+std::string task_add(std::string_view id, std::vector<std::string> secret_ids = {},
+                     std::int64_t grace_ns = -1) {
+    json::array refs;
+    for (auto& s : secret_ids)
+        refs.push_back(json::object{{"SecretID", s},
+                                    {"Name", "name-" + s},
+                                    {"Target", ""},
+                                    {"UID", "0"},
+                                    {"GID", "0"},
+                                    {"Mode", 0444}});
+    json::object t{{"ID", id},
+                   {"ServiceID", "svc"},
+                   {"Slot", 1},
+                   {"Image", "busybox"},
+                   {"Args", json::array{"sleep", "600"}},
+                   {"Secrets", refs}};
+    if (grace_ns >= 0) t["StopGracePeriod"] = grace_ns;
+    return json::serialize(json::object{{"Action", "add"}, {"Task", t}});
+}
+
+std::string remove(std::string_view kind, std::string_view id) {
+    return fmt::format(R"({{"Action":"remove","{}":{{"ID":"{}"}}}})", kind, id);
+}
+
+std::string assignments(bool complete, std::uint64_t seq, const std::vector<std::string>& changes) {
+    std::string joined;
+    for (auto& c : changes) joined += (joined.empty() ? "" : ",") + c;
+    return fmt::format(R"({{"type":"assignments","Type":"{}","Sequence":{},"Changes":[{}]}})",
+                       complete ? "complete" : "incremental", seq, joined);
+}
+
+// Runs tasks by bookkeeping: started tasks run until stopped or ended by the test.
+class FakeDriver : public TaskDriver {
+  public:
+    void set_status_sink(StatusSink sink) override {
+        std::lock_guard l(mu_);
+        sink_ = std::move(sink);
+    }
+    TaskStatus start(const TaskSpec& spec, SecretBytes secrets) override {
+        {
+            std::unique_lock l(mu_);
+            ++starts_[spec.id];
+            specs_[spec.id] = spec;
+            for (auto& [id, b] : secrets)
+                bytes_[spec.id + "/" + id] = std::string(b.data(), b.data() + b.size());
+            gate_cv_.wait(l, [&] { return !hold_starts_; });
+        }
+        if (throw_starts_) throw std::runtime_error("runtime vanished");
+        publish({spec.id, TaskState::preparing, std::nullopt, false, "", 0});
+        TaskStatus s{spec.id, TaskState::running, std::nullopt, false, "", 4242};
+        if (fail_starts_)
+            s = {spec.id, TaskState::failed, std::nullopt, false, "image not found", 0};
+        {
+            std::lock_guard l(mu_);
+            if (!fail_starts_) running_.insert(spec.id);
+        }
+        publish(s);
+        return s;
+    }
+    Result<TaskStatus> stop(std::string_view id, std::chrono::milliseconds grace) override {
+        {
+            std::lock_guard l(mu_);
+            stops_.emplace_back(std::string(id), grace);
+            if (!running_.erase(std::string(id))) return make_error(Errc::not_found, "no task");
+        }
+        TaskStatus s{std::string(id), TaskState::shutdown, 143, false, "stopped", 0};
+        publish(s);
+        return s;
+    }
+    std::string log_path(std::string_view id) const override {
+        return log_dir_.empty() ? "" : log_dir_ + "/" + std::string(id) + ".log";
+    }
+
+    // The task's process ended by itself.
+    void exit(const std::string& id, int code) {
+        {
+            std::lock_guard l(mu_);
+            running_.erase(id);
+        }
+        publish({id, code == 0 ? TaskState::complete : TaskState::failed, code, false,
+                 code == 0 ? "finished" : fmt::format("exit code {}", code), 0});
+    }
+    void hold_starts(bool hold) {
+        {
+            std::lock_guard l(mu_);
+            hold_starts_ = hold;
+        }
+        gate_cv_.notify_all();
+    }
+    int starts(const std::string& id) {
+        std::lock_guard l(mu_);
+        return starts_[id];
+    }
+    bool running(const std::string& id) {
+        std::lock_guard l(mu_);
+        return running_.contains(id);
+    }
+    std::vector<std::pair<std::string, std::chrono::milliseconds>> stops() {
+        std::lock_guard l(mu_);
+        return stops_;
+    }
+    std::string bytes(const std::string& task, const std::string& secret) {
+        std::lock_guard l(mu_);
+        return bytes_[task + "/" + secret];
+    }
+    TaskSpec spec(const std::string& id) {
+        std::lock_guard l(mu_);
+        return specs_[id];
+    }
+    std::string log_dir_;
+    bool fail_starts_ = false;
+    bool throw_starts_ = false;
+
+  private:
+    void publish(const TaskStatus& s) {
+        std::lock_guard l(mu_);
+        if (sink_) sink_(s);
+    }
+    std::mutex mu_;
+    std::condition_variable gate_cv_;
+    bool hold_starts_ = false;
+    StatusSink sink_;
+    std::map<std::string, int> starts_;
+    std::map<std::string, TaskSpec> specs_;
+    std::map<std::string, std::string> bytes_;  // test bytes only
+    std::set<std::string> running_;
+    std::vector<std::pair<std::string, std::chrono::milliseconds>> stops_;
+};
+
+// The manager's end of the session: takes messages while "connected".
+class FakeSession {
+  public:
+    bool send(crypto::SecureBuffer b) {
+        std::lock_guard l(mu_);
+        if (!up_) return false;
+        boost::system::error_code ec;
+        auto v =
+            json::parse(std::string_view(reinterpret_cast<const char*>(b.data()), b.size()), ec);
+        EXPECT_FALSE(ec);
+        received_.push_back(v);
+        return true;
+    }
+    void up(bool u) {
+        std::lock_guard l(mu_);
+        up_ = u;
+    }
+    std::vector<json::value> received() {
+        std::lock_guard l(mu_);
+        return received_;
+    }
+    std::vector<json::object> of_type(std::string_view type) {
+        std::vector<json::object> out;
+        for (auto& v : received())
+            if (v.as_object().at("type").as_string() == type) out.push_back(v.as_object());
+        return out;
+    }
+    // Every status reported for a task, in order.
+    std::vector<std::string> states(std::string_view task) {
+        std::vector<std::string> out;
+        for (auto& m : of_type("status"))
+            for (auto& s : m.at("statuses").as_array())
+                if (s.at("task_id").as_string() == task)
+                    out.emplace_back(s.at("state").as_string());
+        return out;
+    }
+    std::string last_state(std::string_view task) {
+        auto s = states(task);
+        return s.empty() ? "" : s.back();
+    }
+
+  private:
+    std::mutex mu_;
+    bool up_ = true;
+    std::vector<json::value> received_;
+};
+
+class ExecutorTest : public ::testing::Test {
+  protected:
+    void SetUp() override {
+        crypto::init();
+        ExecutorOptions o;
+        o.retry_initial = 5ms;
+        o.retry_max = 20ms;
+        executor = std::make_unique<Executor>(
+            driver, [this](crypto::SecureBuffer b) { return session.send(std::move(b)); }, o);
+        executor->connected();
+    }
+    void TearDown() override { executor.reset(); }
+
+    void handle(std::string_view text) { executor->handle(message(text)); }
+    std::string state(const std::string& id) {
+        auto s = executor->task_status(id);
+        return s ? std::string(to_string(s->state)) : "";
+    }
+
+    FakeDriver driver;
+    FakeSession session;
+    std::unique_ptr<Executor> executor;
+};
+
+TEST_F(ExecutorTest, StartsWhatTheCompleteSetHoldsAndReportsItsStates) {
+    driver.hold_starts(true);
+    handle(assignments(
+        true, 1, {secret_add("s1", "db_pass", "hunter2"), task_add("t1", {"s1"}), task_add("t2")}));
+    ASSERT_TRUE(eventually([&] { return session.last_state("t1") == "preparing"; }));
+    driver.hold_starts(false);
+    ASSERT_TRUE(eventually([&] {
+        return session.last_state("t1") == "running" && session.last_state("t2") == "running";
+    }));
+    EXPECT_EQ(driver.bytes("t1", "s1"), "hunter2");
+    auto spec = driver.spec("t1");
+    EXPECT_EQ(spec.image, "busybox");
+    EXPECT_EQ(spec.args, (std::vector<std::string>{"sleep", "600"}));
+    ASSERT_EQ(spec.secrets.size(), 1u);
+    EXPECT_EQ(spec.secrets[0].target, "name-s1");  // the name, under /run/secrets
+    EXPECT_EQ(spec.secrets[0].mode, 0444u);
+    auto states = session.states("t1");
+    EXPECT_EQ(states.front(), "preparing");
+    EXPECT_EQ(executor->secrets_held(), 1u);
+    for (auto& m : session.of_type("status"))
+        for (auto& s : m.at("statuses").as_array())
+            for (auto key :
+                 {"task_id", "state", "message", "err", "container_id", "pid", "exit_code"})
+                EXPECT_TRUE(s.as_object().contains(key)) << key;
+}
+
+TEST_F(ExecutorTest, CompleteSetReplacesTheWholeSet) {
+    handle(assignments(true, 1,
+                       {secret_add("s1", "a", "x"), secret_add("s2", "b", "y"),
+                        task_add("t1", {"s1"}), task_add("t2", {"s2"}, 3'000'000'000)}));
+    ASSERT_TRUE(eventually([&] { return driver.running("t1") && driver.running("t2"); }));
+    // A new session's complete set holds t1 and t3 only: t2 is stopped, s2 dropped.
+    executor->connected();
+    handle(
+        assignments(true, 1, {secret_add("s1", "a", "x"), task_add("t1", {"s1"}), task_add("t3")}));
+    ASSERT_TRUE(eventually([&] { return !driver.running("t2") && driver.running("t3"); }));
+    ASSERT_TRUE(eventually([&] { return session.last_state("t2") == "shutdown"; }));
+    auto stops = driver.stops();
+    ASSERT_EQ(stops.size(), 1u);
+    EXPECT_EQ(stops[0].first, "t2");
+    EXPECT_EQ(stops[0].second, 3000ms);
+    EXPECT_EQ(driver.starts("t1"), 1);  // still running: not started again
+    EXPECT_EQ(executor->secrets_held(), 1u);
+    EXPECT_EQ(executor->tasks_wanted(), 2u);
+}
+
+TEST_F(ExecutorTest, IncrementalChangesAddAndRemove) {
+    handle(assignments(true, 1, {}));
+    handle(assignments(false, 2, {secret_add("s1", "a", "x"), task_add("t1", {"s1"})}));
+    ASSERT_TRUE(eventually([&] { return session.last_state("t1") == "running"; }));
+    handle(assignments(false, 3, {remove("Task", "t1"), remove("Secret", "s1")}));
+    ASSERT_TRUE(eventually([&] { return session.last_state("t1") == "shutdown"; }));
+    ASSERT_EQ(driver.stops().size(), 1u);
+    EXPECT_EQ(driver.stops()[0].second, 10s);  // the default grace period
+    EXPECT_EQ(executor->secrets_held(), 0u);
+    EXPECT_EQ(executor->tasks_wanted(), 0u);
+}
+
+TEST_F(ExecutorTest, TaskWhoseSecretWasNotSentFirstIsRejected) {
+    // s2 never sent; s3 sent only after the task that mounts it.
+    handle(assignments(true, 1,
+                       {secret_add("s1", "a", "x"), task_add("t1", {"s1", "s2"}),
+                        task_add("t2", {"s3"}), secret_add("s3", "c", "z")}));
+    ASSERT_TRUE(eventually([&] {
+        return session.last_state("t1") == "rejected" && session.last_state("t2") == "rejected";
+    }));
+    EXPECT_EQ(driver.starts("t1"), 0);
+    EXPECT_EQ(driver.starts("t2"), 0);
+    auto st = executor->task_status("t1");
+    ASSERT_TRUE(st);
+    EXPECT_NE(st->reason.find("name-s2 (s2)"), std::string::npos) << st->reason;
+    EXPECT_NE(st->reason.find("not sent"), std::string::npos) << st->reason;
+    for (auto& m : session.of_type("status"))
+        for (auto& s : m.at("statuses").as_array())
+            if (s.at("task_id") == "t1" && s.at("state") == "rejected") {
+                EXPECT_EQ(s.at("err").as_string(), st->reason);
+            }
+}
+
+TEST_F(ExecutorTest, ATaskIsNeverStartedTwice) {
+    handle(assignments(true, 1, {task_add("t1")}));
+    ASSERT_TRUE(eventually([&] { return driver.running("t1"); }));
+    handle(assignments(false, 2, {task_add("t1")}));
+    handle(assignments(true, 3, {task_add("t1")}));
+    // Ended by itself, then assigned again: reported, not rerun.
+    driver.exit("t1", 3);
+    ASSERT_TRUE(eventually([&] { return session.last_state("t1") == "failed"; }));
+    handle(assignments(false, 4, {task_add("t1")}));
+    handle(assignments(false, 5, {remove("Task", "t1")}));
+    handle(assignments(false, 6, {task_add("t1")}));
+    ASSERT_TRUE(eventually([&] { return executor->task_status("t1").has_value(); }));
+    EXPECT_EQ(driver.starts("t1"), 1);
+    EXPECT_TRUE(driver.stops().empty());  // it had ended: nothing to stop
+    auto st = executor->task_status("t1");
+    ASSERT_TRUE(st);
+    EXPECT_EQ(st->state, TaskState::failed);
+    EXPECT_EQ(st->exit_code, 3);
+}
+
+TEST_F(ExecutorTest, ExitCodesAreReported) {
+    handle(assignments(true, 1, {task_add("ok"), task_add("bad")}));
+    ASSERT_TRUE(eventually([&] { return driver.running("ok") && driver.running("bad"); }));
+    driver.exit("ok", 0);
+    driver.exit("bad", 7);
+    ASSERT_TRUE(eventually([&] {
+        return session.last_state("ok") == "complete" && session.last_state("bad") == "failed";
+    }));
+    for (auto& m : session.of_type("status"))
+        for (auto& s : m.at("statuses").as_array())
+            if (s.at("task_id") == "bad" && s.at("state") == "failed") {
+                EXPECT_EQ(s.at("exit_code").as_int64(), 7);
+                EXPECT_EQ(s.at("err").as_string(), "exit code 7");
+            }
+}
+
+TEST_F(ExecutorTest, SendsACompleteStatusAfterEachSessionsFirstCompleteSet) {
+    session.up(true);
+    handle(assignments(true, 1, {task_add("t1"), task_add("t2")}));
+    ASSERT_TRUE(eventually([&] { return driver.running("t1") && driver.running("t2"); }));
+    ASSERT_TRUE(eventually([&] { return !session.of_type("status").empty(); }));
+    auto first = session.of_type("status").front();
+    EXPECT_TRUE(first.at("complete").as_bool());
+    EXPECT_EQ(first.at("statuses").as_array().size(), 2u);
+    ASSERT_TRUE(eventually([&] { return session.last_state("t2") == "running"; }));
+    for (std::size_t i = 1; i < session.of_type("status").size(); ++i)
+        EXPECT_FALSE(session.of_type("status")[i].at("complete").as_bool());
+
+    // Reconnect: nothing is reported before the complete set; then one complete status with
+    // every task this node knows, including t2, which the new set no longer holds.
+    auto before = session.of_type("status").size();
+    executor->connected();
+    driver.exit("t1", 0);
+    std::this_thread::sleep_for(50ms);  // give a wrong early report the chance to show
+    EXPECT_EQ(session.of_type("status").size(), before);
+    handle(assignments(true, 1, {task_add("t1")}));
+    ASSERT_TRUE(eventually([&] { return session.of_type("status").size() > before; }));
+    auto snapshot = session.of_type("status")[before];
+    EXPECT_TRUE(snapshot.at("complete").as_bool());
+    std::map<std::string, std::string> listed;
+    for (auto& s : snapshot.at("statuses").as_array())
+        listed[std::string(s.at("task_id").as_string())] = s.at("state").as_string();
+    EXPECT_EQ(listed["t1"], "complete");
+    EXPECT_TRUE(listed.contains("t2"));
+    ASSERT_TRUE(eventually([&] { return session.last_state("t2") == "shutdown"; }));
+    // A second complete set in the same session is no resynchronisation.
+    auto count = session.of_type("status").size();
+    handle(assignments(true, 2, {task_add("t1")}));
+    std::this_thread::sleep_for(50ms);
+    for (std::size_t i = count; i < session.of_type("status").size(); ++i)
+        EXPECT_FALSE(session.of_type("status")[i].at("complete").as_bool());
+}
+
+TEST_F(ExecutorTest, KeepsTheLatestStatesWhileDisconnected) {
+    handle(assignments(true, 1, {task_add("t1"), task_add("t2")}));
+    ASSERT_TRUE(eventually([&] {
+        return session.last_state("t1") == "running" && session.last_state("t2") == "running";
+    }));
+    session.up(false);
+    driver.exit("t1", 0);
+    handle(assignments(false, 2, {remove("Task", "t2")}));
+    ASSERT_TRUE(eventually([&] { return state("t2") == "shutdown" && state("t1") == "complete"; }));
+    auto before = session.received().size();
+    session.up(true);  // the old session took it back: the same session works again
+    ASSERT_TRUE(eventually([&] {
+        return session.last_state("t1") == "complete" && session.last_state("t2") == "shutdown";
+    }));
+    // One report per task with the latest state, not the whole history.
+    std::map<std::string, int> reports;
+    auto all = session.received();
+    for (std::size_t i = before; i < all.size(); ++i)
+        for (auto& s : all[i].at("statuses").as_array())
+            ++reports[std::string(s.at("task_id").as_string())];
+    EXPECT_EQ(reports["t1"], 1);
+    EXPECT_EQ(reports["t2"], 1);
+}
+
+TEST_F(ExecutorTest, StatesKeptAcrossAReconnectGoInTheCompleteStatus) {
+    handle(assignments(true, 1, {task_add("t1")}));
+    ASSERT_TRUE(eventually([&] { return session.last_state("t1") == "running"; }));
+    session.up(false);
+    driver.exit("t1", 9);
+    ASSERT_TRUE(eventually([&] { return state("t1") == "failed"; }));
+    session.up(true);
+    executor->connected();
+    auto before = session.of_type("status").size();
+    handle(assignments(true, 1, {task_add("t1")}));
+    ASSERT_TRUE(eventually([&] { return session.of_type("status").size() > before; }));
+    auto snapshot = session.of_type("status")[before];
+    EXPECT_TRUE(snapshot.at("complete").as_bool());
+    ASSERT_EQ(snapshot.at("statuses").as_array().size(), 1u);
+    EXPECT_EQ(snapshot.at("statuses").as_array()[0].at("state").as_string(), "failed");
+    EXPECT_EQ(snapshot.at("statuses").as_array()[0].at("exit_code").as_int64(), 9);
+    EXPECT_EQ(driver.starts("t1"), 1);
+}
+
+TEST_F(ExecutorTest, RemovedWhileStartingIsStoppedOnceStarted) {
+    driver.hold_starts(true);
+    handle(assignments(true, 1, {task_add("t1")}));
+    ASSERT_TRUE(eventually([&] { return driver.starts("t1") == 1; }));
+    handle(assignments(false, 2, {remove("Task", "t1")}));
+    driver.hold_starts(false);
+    ASSERT_TRUE(eventually([&] { return session.last_state("t1") == "shutdown"; }));
+    EXPECT_FALSE(driver.running("t1"));
+    EXPECT_EQ(driver.stops().size(), 1u);
+}
+
+TEST_F(ExecutorTest, RemovedBeforeItsStartRanIsNeverStarted) {
+    driver.hold_starts(true);
+    // One worker is held by t0; with the default four workers, hold them all.
+    handle(assignments(
+        true, 1, {task_add("h1"), task_add("h2"), task_add("h3"), task_add("h4"), task_add("t1")}));
+    ASSERT_TRUE(eventually([&] {
+        return driver.starts("h4") + driver.starts("h1") + driver.starts("h2") +
+                   driver.starts("h3") ==
+               4;
+    }));
+    handle(assignments(false, 2, {remove("Task", "t1")}));
+    driver.hold_starts(false);
+    ASSERT_TRUE(eventually([&] { return session.last_state("t1") == "shutdown"; }));
+    EXPECT_EQ(driver.starts("t1"), 0);
+}
+
+TEST_F(ExecutorTest, FailedStartIsReported) {
+    driver.fail_starts_ = true;
+    handle(assignments(true, 1, {task_add("t1")}));
+    ASSERT_TRUE(eventually([&] { return session.last_state("t1") == "failed"; }));
+    handle(assignments(false, 2, {remove("Task", "t1")}));
+    std::this_thread::sleep_for(20ms);
+    EXPECT_TRUE(driver.stops().empty());
+    EXPECT_EQ(session.last_state("t1"), "failed");
+}
+
+TEST_F(ExecutorTest, ADriverThatThrowsFailsTheTask) {
+    driver.throw_starts_ = true;
+    handle(assignments(true, 1, {task_add("t1")}));
+    ASSERT_TRUE(eventually([&] { return session.last_state("t1") == "failed"; }));
+    EXPECT_EQ(executor->task_status("t1")->reason, "runtime vanished");
+}
+
+TEST_F(ExecutorTest, BadInputIsLoggedAndIgnored) {
+    handle(assignments(true, 1, {task_add("t1")}));
+    ASSERT_TRUE(eventually([&] { return session.last_state("t1") == "running"; }));
+    for (auto bad : {R"({"type":"assignments"})",
+                     R"({"type":"assignments","Type":"full","Sequence":2,"Changes":[]})",
+                     R"({"type":"assignments","Type":"incremental","Sequence":-1,"Changes":[]})",
+                     R"({"type":"assignments","Type":"incremental","Sequence":2,"Changes":{}})",
+                     R"({"type":"assignments","Type":"complete","Sequence":2,"Changes":"x"})",
+                     R"({"type":"logs_request"})", R"({"type":"something_new","x":1})"})
+        handle(bad);
+    // A complete set that cannot be read is no complete set: t1 still runs.
+    EXPECT_TRUE(driver.running("t1"));
+    handle(assignments(
+        false, 2,
+        {R"({"Action":"add","Task":{"ID":"../../etc","Image":"x"}})",
+         R"({"Action":"add","Task":{"ID":"t2"}})",
+         R"({"Action":"add","Secret":{"ID":"s9","Name":"n","Data":"not base64!"}})",
+         R"({"Action":"explode","Task":{"ID":"t1"}})", R"(17)", R"({"Action":"add"})",
+         R"({"Action":"add","Task":{"ID":"t3","Image":"busybox","Args":[1,2]}})",
+         R"({"Action":"add","Task":{"ID":"t4","Image":"busybox","Limits":{"Pids":-1}}})",
+         task_add("t5")}));
+    ASSERT_TRUE(eventually([&] { return session.last_state("t5") == "running"; }));
+    EXPECT_EQ(session.last_state("t2"), "rejected");  // no image: refused with the reason
+    EXPECT_EQ(session.last_state("t3"), "rejected");
+    EXPECT_EQ(session.last_state("t4"), "rejected");
+    EXPECT_NE(executor->task_status("t2")->reason.find("Image"), std::string::npos);
+    EXPECT_EQ(executor->secrets_held(), 0u);
+    EXPECT_TRUE(driver.running("t1"));
+    EXPECT_EQ(driver.starts("t2") + driver.starts("t3") + driver.starts("t4"), 0);
+}
+
+TEST_F(ExecutorTest, AnswersLogsRequests) {
+    auto dir = std::filesystem::temp_directory_path() / fmt::format("coffer-exec-{}", ::getpid());
+    std::filesystem::create_directories(dir);
+    driver.log_dir_ = dir.string();
+    std::ofstream(dir / "t1.log") << "one\ntwo\nthree\n";
+    handle(assignments(true, 1, {task_add("t1")}));
+    ASSERT_TRUE(eventually([&] { return driver.running("t1"); }));
+    handle(R"({"type":"logs_request","request":"r1","task_id":"t1","tail":2})");
+    handle(R"({"type":"logs_request","request":7,"task_id":"t1","tail":0})");
+    handle(R"({"type":"logs_request","request":"r3","task_id":"nope","tail":0})");
+    handle(R"({"type":"logs_request","request":"r4","task_id":"../../etc/passwd","tail":0})");
+    ASSERT_TRUE(eventually([&] { return session.of_type("logs").size() == 4; }));
+    std::map<std::string, json::object> by_request;
+    for (auto& m : session.of_type("logs")) by_request[json::serialize(m.at("request"))] = m;
+    auto data = [](const json::object& m) {
+        auto b = crypto::base64_decode_secure(m.at("data").as_string());
+        return std::string(b->data(), b->data() + b->size());
+    };
+    EXPECT_EQ(data(by_request["\"r1\""]), "two\nthree\n");
+    EXPECT_EQ(by_request["\"r1\""].at("task_id").as_string(), "t1");
+    EXPECT_EQ(data(by_request["7"]), "one\ntwo\nthree\n");
+    EXPECT_NE(by_request["\"r3\""].at("error").as_string().find("no task nope"), std::string::npos);
+    EXPECT_FALSE(by_request["\"r3\""].contains("data"));
+    EXPECT_EQ(by_request["\"r4\""].at("error").as_string(), "invalid task id");
+    std::filesystem::remove_all(dir);
+}
+
+TEST_F(ExecutorTest, ShutdownStopsEveryTaskWithItsGrace) {
+    handle(assignments(true, 1, {task_add("t1", {}, 1'000'000'000), task_add("t2")}));
+    ASSERT_TRUE(eventually([&] { return driver.running("t1") && driver.running("t2"); }));
+    executor->shutdown();
+    EXPECT_FALSE(driver.running("t1"));
+    EXPECT_FALSE(driver.running("t2"));
+    auto stops = driver.stops();
+    std::map<std::string, std::chrono::milliseconds> grace(stops.begin(), stops.end());
+    EXPECT_EQ(grace["t1"], 1000ms);
+    EXPECT_EQ(grace["t2"], 10000ms);
+    handle(assignments(false, 2, {task_add("t3")}));  // ignored from now on
+    EXPECT_EQ(driver.starts("t3"), 0);
+}
+
+TEST(NoopExecutor, RunsNothingButKeepsTheProtocol) {
+    crypto::init();
+    NoopDriver driver;
+    FakeSession session;
+    {
+        Executor executor(driver,
+                          [&](crypto::SecureBuffer b) { return session.send(std::move(b)); });
+        executor.connected();
+        executor.handle(message(assignments(
+            true, 1,
+            {secret_add("s1", "a", "x"), task_add("t1", {"s1"}), task_add("t2", {"s1"})})));
+        ASSERT_TRUE(eventually([&] {
+            return session.last_state("t1") == "running" && session.last_state("t2") == "running";
+        }));
+        EXPECT_EQ(driver.tasks_running(), 2u);
+        EXPECT_EQ(driver.secrets_held(), 1u);
+        executor.handle(message(assignments(
+            false, 2, {remove("Task", "t1"), remove("Task", "t2"), remove("Secret", "s1")})));
+        ASSERT_TRUE(eventually([&] {
+            return session.last_state("t1") == "shutdown" && session.last_state("t2") == "shutdown";
+        }));
+        EXPECT_EQ(driver.tasks_running(), 0u);
+        EXPECT_EQ(driver.secrets_held(), 0u);
+        EXPECT_EQ(executor.secrets_held(), 0u);
+        executor.handle(
+            message(R"({"type":"logs_request","request":"r","task_id":"t1","tail":0})"));
+        ASSERT_TRUE(eventually([&] { return session.of_type("logs").size() == 1; }));
+        EXPECT_TRUE(session.of_type("logs")[0].contains("error"));
+        executor.handle(message(assignments(false, 3, {task_add("t3")})));
+        ASSERT_TRUE(eventually([&] { return driver.tasks_running() == 1; }));
+    }
+    EXPECT_EQ(driver.tasks_running(), 0u);  // the executor's shutdown stopped it
+}
+
+TEST(Assignments, ReadsTheDispatchersWireForm) {
+    crypto::init();
+    manager::AssignmentMessage m;
+    m.complete = true;
+    m.sequence = 1;
+    manager::AssignmentChange s;
+    s.is_secret = true;
+    s.id = "sec1";
+    s.secret = manager::AssignmentChange::Secret{
+        "sec1", "db_pass", crypto::SecureBuffer::copy_of(std::string_view("p\0w\xff", 4))};
+    m.changes.push_back(std::move(s));
+    model::Task t;
+    t.meta.id = "abcdefghijklmnopqrstuvwxy";
+    t.service_id = "svc1";
+    t.slot = 3;
+    auto& c = t.spec.container;
+    c.image = "busybox:latest";
+    c.command = {"sh", "-c"};
+    c.args = {"cat /run/secrets/db"};
+    c.env = {"A=b"};
+    c.user = "1000:1000";
+    c.dir = "/srv";
+    c.hostname = "web";
+    c.read_only = true;
+    c.cap_add = {"NET_ADMIN"};
+    c.cap_drop = {"MKNOD"};
+    c.stop_grace_period = 2'500'000'000;
+    c.secrets = {{"sec1", "db_pass", "", "1000", "1001", 0400},
+                 {"sec1", "db_pass", "/etc/app/pw", "0", "0", 0444}};
+    t.spec.limits = {64 << 20, 500'000'000, 64};
+    manager::AssignmentChange tc;
+    tc.id = t.meta.id;
+    tc.task = t;
+    m.changes.push_back(std::move(tc));
+    manager::AssignmentChange r;
+    r.action = manager::AssignmentChange::Action::remove;
+    r.id = "old";
+    m.changes.push_back(std::move(r));
+
+    auto parsed = parse_assignments(m.to_json());
+    ASSERT_TRUE(parsed) << parsed.error().message;
+    EXPECT_TRUE(parsed->complete);
+    EXPECT_EQ(parsed->sequence, 1u);
+    ASSERT_EQ(parsed->changes.size(), 3u);
+    const auto& sec = parsed->changes[0];
+    ASSERT_FALSE(sec.invalid) << *sec.invalid;
+    ASSERT_TRUE(sec.secret);
+    EXPECT_TRUE(sec.is_secret);
+    EXPECT_EQ(sec.secret->name, "db_pass");
+    EXPECT_TRUE(sec.secret->data.equals(
+        crypto::SecureBuffer::copy_of(std::string_view("p\0w\xff", 4)).span()));
+    const auto& task = parsed->changes[1];
+    ASSERT_FALSE(task.invalid) << *task.invalid;
+    ASSERT_TRUE(task.task);
+    const auto& spec = task.task->spec;
+    EXPECT_EQ(spec.id, t.meta.id);
+    EXPECT_EQ(task.task->service_id, "svc1");
+    EXPECT_EQ(spec.image, "busybox:latest");
+    EXPECT_EQ(spec.args, (std::vector<std::string>{"sh", "-c", "cat /run/secrets/db"}));
+    EXPECT_EQ(spec.env, (std::vector<std::string>{"A=b"}));
+    EXPECT_EQ(spec.user, "1000:1000");
+    EXPECT_EQ(spec.workdir, "/srv");
+    EXPECT_EQ(spec.hostname, "web");
+    EXPECT_TRUE(spec.read_only_rootfs);
+    EXPECT_EQ(spec.limits.memory_bytes, 64 << 20);
+    EXPECT_EQ(spec.limits.nano_cpus, 500'000'000);
+    EXPECT_EQ(spec.limits.pids, 64);
+    EXPECT_EQ(spec.cap_add, (std::vector<std::string>{"NET_ADMIN"}));
+    EXPECT_EQ(spec.cap_drop, (std::vector<std::string>{"MKNOD"}));
+    EXPECT_EQ(task.task->stop_grace, 2500ms);
+    ASSERT_EQ(spec.secrets.size(), 2u);
+    EXPECT_EQ(spec.secrets[0].secret_id, "sec1");
+    EXPECT_EQ(spec.secrets[0].target, "db_pass");
+    EXPECT_EQ(spec.secrets[0].uid, 1000u);
+    EXPECT_EQ(spec.secrets[0].gid, 1001u);
+    EXPECT_EQ(spec.secrets[0].mode, 0400u);
+    EXPECT_EQ(spec.secrets[1].target, "/etc/app/pw");
+    const auto& rm = parsed->changes[2];
+    EXPECT_EQ(rm.action, Change::Action::remove);
+    EXPECT_FALSE(rm.is_secret);
+    EXPECT_EQ(rm.id, "old");
+}
+
+TEST(Assignments, BadChangesAreMarkedWithoutSecretBytes) {
+    crypto::init();
+    auto text = assignments(
+        false, 4,
+        {R"({"Action":"add","Secret":{"ID":"s1","Name":"n","Data":"aHVudGVyMg=!"}})",
+         R"({"Action":"add","Task":{"ID":"UPPER","Image":"x"}})",
+         R"({"Action":"add","Task":{"ID":"t1","Image":"x","Secrets":[{"SecretID":"s1","Name":"n","Mode":4095}]}})",
+         R"({"Action":"add","Task":{"ID":"t2","Image":"x","Secrets":[{"SecretID":"s1","Name":"n","UID":"-1"}]}})",
+         R"({"Action":"add","Task":{"ID":"t3","Image":"x","StopGracePeriod":-5}})",
+         R"({"Action":"add","Secret":{"ID":"s2","Name":"log\ninjection","Data":""}})",
+         task_add("t4")});
+    auto parsed = parse_assignments(crypto::SecureBuffer::copy_of(text));
+    ASSERT_TRUE(parsed) << parsed.error().message;
+    ASSERT_EQ(parsed->changes.size(), 7u);
+    for (std::size_t i = 0; i < 6; ++i) {
+        ASSERT_TRUE(parsed->changes[i].invalid) << i;
+        EXPECT_EQ(parsed->changes[i].invalid->find("aHVudGVy"), std::string::npos);
+    }
+    EXPECT_EQ(parsed->changes[0].id, "s1");
+    EXPECT_TRUE(parsed->changes[1].id.empty());  // not a valid task id: not named
+    EXPECT_EQ(parsed->changes[2].id, "t1");
+    EXPECT_NE(parsed->changes[5].invalid->find("control character"), std::string::npos);
+    EXPECT_FALSE(parsed->changes[6].invalid);
+    EXPECT_FALSE(parse_assignments(crypto::SecureBuffer::copy_of(std::string_view("not json"))));
+    EXPECT_FALSE(parse_assignments(crypto::SecureBuffer::copy_of(std::string_view("[]"))));
+}
+
+TEST(TaskIds, FollowTheRunnersRule) {
+    EXPECT_TRUE(valid_task_id("abcdefghijklmnopqrstuvwxy"));
+    EXPECT_TRUE(valid_task_id("web-1.2_x"));
+    for (auto bad : {"", "-a", "A", "a/b", "..", "a b", "a\n"})
+        EXPECT_FALSE(valid_task_id(bad)) << bad;
+    EXPECT_FALSE(valid_task_id(std::string(65, 'a')));
+}
+
+class LogTail : public ::testing::Test {
+  protected:
+    void SetUp() override {
+        dir = std::filesystem::temp_directory_path() / fmt::format("coffer-tail-{}", ::getpid());
+        std::filesystem::create_directories(dir);
+        path = (dir / "t.log").string();
+    }
+    void TearDown() override { std::filesystem::remove_all(dir); }
+    std::filesystem::path dir;
+    std::string path;
+};
+
+TEST_F(LogTail, LastLinesAcrossTheRotation) {
+    EXPECT_EQ(read_log_tail(path, 0, 1024).value(), "");  // no log yet
+    std::ofstream(path + ".1") << "a\nb\n";
+    std::ofstream(path) << "c\nd\ne";
+    EXPECT_EQ(read_log_tail(path, 0, 1024).value(), "a\nb\nc\nd\ne");
+    EXPECT_EQ(read_log_tail(path, 2, 1024).value(), "d\ne");
+    EXPECT_EQ(read_log_tail(path, 4, 1024).value(), "b\nc\nd\ne");
+    EXPECT_EQ(read_log_tail(path, 100, 1024).value(), "a\nb\nc\nd\ne");
+    std::ofstream(path) << "c\nd\n";
+    EXPECT_EQ(read_log_tail(path, 1, 1024).value(), "d\n");
+}
+
+TEST_F(LogTail, BoundedWithoutAPartialLine) {
+    std::ofstream(path + ".1") << "0123456789\n";
+    std::ofstream(path) << "abc\ndef\n";
+    // 10 bytes from the end: "9\nabc\ndef\n" would begin mid-line.
+    EXPECT_EQ(read_log_tail(path, 0, 10).value(), "abc\ndef\n");
+    EXPECT_EQ(read_log_tail(path, 0, 5).value(), "def\n");
+}
+
+TEST_F(LogTail, RefusesSymlinks) {
+    std::filesystem::create_symlink("/etc/passwd", path);
+    EXPECT_FALSE(read_log_tail(path, 0, 1024));
+}
+
+}  // namespace
