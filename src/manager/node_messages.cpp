@@ -22,10 +22,9 @@ Error bad(std::string_view what) {
 
 // A node reports these; the earlier states belong to the manager.
 std::optional<TaskState> node_state(std::string_view name) {
-    static constexpr TaskState reportable[] = {TaskState::preparing, TaskState::starting,
-                                               TaskState::running,   TaskState::complete,
-                                               TaskState::failed,    TaskState::shutdown,
-                                               TaskState::rejected};
+    static constexpr TaskState reportable[] = {
+        TaskState::preparing, TaskState::starting, TaskState::running, TaskState::complete,
+        TaskState::failed,    TaskState::shutdown, TaskState::rejected};
     for (auto s : reportable)
         if (model::to_string(s) == name) return s;
     return std::nullopt;
@@ -168,10 +167,8 @@ Result<LogsMessage> parse_logs_message(const crypto::SecureBuffer& message) {
 
 crypto::SecureBuffer logs_request_message(std::string_view request, std::string_view task_id,
                                           std::size_t tail) {
-    return text(json::object{{"type", "logs_request"},
-                             {"request", request},
-                             {"task_id", task_id},
-                             {"tail", tail}});
+    return text(json::object{
+        {"type", "logs_request"}, {"request", request}, {"task_id", task_id}, {"tail", tail}});
 }
 
 crypto::SecureBuffer renew_request_message(std::string_view reason) {

@@ -86,9 +86,11 @@ struct PendingLogs {
 }  // namespace
 
 class NodePort::Impl {
-public:
+  public:
     Impl(Manager& manager, NodePortOptions options)
-        : manager_(manager), options_(std::move(options)), pool_(std::max<std::size_t>(options_.workers, 1)) {}
+        : manager_(manager),
+          options_(std::move(options)),
+          pool_(std::max<std::size_t>(options_.workers, 1)) {}
     ~Impl();
 
     Result<void> start();
@@ -116,7 +118,8 @@ public:
     void fetch_logs(const std::string& node_id, const std::string& task_id, std::size_t tail,
                     std::chrono::milliseconds timeout, LogsDone done);
     void complete_logs(const std::string& request, std::string_view node_id, Result<std::string> r);
-    void fail_logs(std::string_view node_id, std::optional<std::uint64_t> generation, const Error& why);
+    void fail_logs(std::string_view node_id, std::optional<std::uint64_t> generation,
+                   const Error& why);
     void sweep_logs();
 
     Manager& manager_;
@@ -129,8 +132,8 @@ public:
         std::shared_ptr<Link> current;  // the newest open session
     };
     mutable std::mutex mutex_;
-    std::map<std::string, NodeEntry, std::less<>> nodes_;             // under mutex_
-    std::map<const Session*, std::shared_ptr<Link>> links_;           // under mutex_
+    std::map<std::string, NodeEntry, std::less<>> nodes_;    // under mutex_
+    std::map<const Session*, std::shared_ptr<Link>> links_;  // under mutex_
     std::atomic<bool> stopping_{false};
 
     std::mutex logs_mutex_;
@@ -174,7 +177,8 @@ Result<void> NodePort::Impl::start() {
         closed(s, why);
     };
     sweeper_ = std::thread([this] { sweep_logs(); });
-    auto server = nodeconn::NodeServer::start(std::move(so), std::move(credentials), std::move(handlers));
+    auto server =
+        nodeconn::NodeServer::start(std::move(so), std::move(credentials), std::move(handlers));
     if (!server) return std::move(server).error().context("node port");
     server_ = std::move(*server);
     return {};
@@ -228,7 +232,8 @@ Result<nodeconn::JoinResponse> NodePort::Impl::join(nodeconn::JoinRequest req) {
     if (!node) return std::move(node).error().context("register the node");
     // Registered nodes start ready; this one is ready once its session opens.
     if (auto r = manager_.nodes().set_status(id, model::NodeState::down, host); !r)
-        log::warn(category, "node {}: mark down until its session opens: {}", id, r.error().message);
+        log::warn(category, "node {}: mark down until its session opens: {}", id,
+                  r.error().message);
     log::info(category, "node {} joined from {} as {}", id, host, pki::role_name(*role));
     return nodeconn::JoinResponse{id, std::move(*cert), trust.ca_bundle()};
 }
@@ -241,9 +246,10 @@ Result<void> NodePort::Impl::authorize(const pki::NodeIdentity& who) const {
         return make_error(Errc::permission_denied,
                           fmt::format("node {} is not a member of this cluster", who.node_id));
     if (cert_role(node->spec.role) != who.role)
-        return make_error(Errc::permission_denied,
-                          fmt::format("node {} has role {} but its certificate says {}", who.node_id,
-                                      model::to_string(node->spec.role), pki::role_name(who.role)));
+        return make_error(
+            Errc::permission_denied,
+            fmt::format("node {} has role {} but its certificate says {}", who.node_id,
+                        model::to_string(node->spec.role), pki::role_name(who.role)));
     return {};
 }
 
@@ -253,7 +259,8 @@ void NodePort::Impl::opened(const std::shared_ptr<Session>& s) {
         std::lock_guard lock(mutex_);
         auto it = nodes_.find(s->peer().node_id);
         if (it == nodes_.end())
-            it = nodes_.emplace(s->peer().node_id, NodeEntry{asio::make_strand(pool_), 0, nullptr}).first;
+            it = nodes_.emplace(s->peer().node_id, NodeEntry{asio::make_strand(pool_), 0, nullptr})
+                     .first;
         link = std::make_shared<Link>(s, it->second.strand);
         link->generation = ++it->second.generation;
         it->second.current = link;
@@ -266,7 +273,9 @@ void NodePort::Impl::start_link(const std::shared_ptr<Link>& link) {
     // Closed before we got here: end_link, queued behind us, settles the node's state.
     if (link->session->closed()) return;
     const auto& id = link->node_id;
-    if (auto r = manager_.nodes().set_status(id, model::NodeState::ready, link->session->remote_address()); !r) {
+    if (auto r = manager_.nodes().set_status(id, model::NodeState::ready,
+                                             link->session->remote_address());
+        !r) {
         log::warn(category, "node {}: mark ready: {}", id, r.error().message);
         link->session->close();
         return;
@@ -293,7 +302,8 @@ void NodePort::Impl::send_assignments(const std::shared_ptr<Link>& link) {
     // starts over with a complete set.
     while (auto m = link->stream->poll()) {
         if (!link->session->send(m->to_json())) {
-            log::warn(category, "node {}: cannot queue assignments: closing the session", link->node_id);
+            log::warn(category, "node {}: cannot queue assignments: closing the session",
+                      link->node_id);
             link->session->close();
             return;
         }
@@ -319,10 +329,12 @@ void NodePort::Impl::message(const std::shared_ptr<Session>& s, nodeconn::Messag
         log::debug(category, "node {}: ignored a message of unknown type", link->node_id);
         return;
     }
-    asio::post(link->strand, [this, link, handler, text = std::move(m.json)] { (this->*handler)(link, text); });
+    asio::post(link->strand,
+               [this, link, handler, text = std::move(m.json)] { (this->*handler)(link, text); });
 }
 
-void NodePort::Impl::handle_status(const std::shared_ptr<Link>& link, const crypto::SecureBuffer& text) {
+void NodePort::Impl::handle_status(const std::shared_ptr<Link>& link,
+                                   const crypto::SecureBuffer& text) {
     auto m = parse_status_message(text);
     if (!m) {
         log::warn(category, "node {}: {}: closing the session", link->node_id, m.error().message);
@@ -337,7 +349,8 @@ void NodePort::Impl::handle_status(const std::shared_ptr<Link>& link, const cryp
                    m->statuses.size(), m->complete ? " (complete)" : "");
 }
 
-void NodePort::Impl::handle_logs(const std::shared_ptr<Link>& link, const crypto::SecureBuffer& text) {
+void NodePort::Impl::handle_logs(const std::shared_ptr<Link>& link,
+                                 const crypto::SecureBuffer& text) {
     auto m = parse_logs_message(text);
     if (!m) {
         log::warn(category, "node {}: {}: closing the session", link->node_id, m.error().message);
@@ -345,8 +358,9 @@ void NodePort::Impl::handle_logs(const std::shared_ptr<Link>& link, const crypto
         return;
     }
     if (m->error)
-        complete_logs(m->request, link->node_id,
-                      make_error(Errc::internal, fmt::format("node {}: {}", link->node_id, *m->error)));
+        complete_logs(
+            m->request, link->node_id,
+            make_error(Errc::internal, fmt::format("node {}: {}", link->node_id, *m->error)));
     else
         complete_logs(m->request, link->node_id, std::move(m->data));
 }
@@ -405,11 +419,14 @@ void NodePort::Impl::forget(std::string_view node_id) {
 }
 
 void NodePort::Impl::fetch_logs(const std::string& node_id, const std::string& task_id,
-                                std::size_t tail, std::chrono::milliseconds timeout, LogsDone done) {
-    if (!model::looks_like_id(task_id)) return done(make_error(Errc::invalid_argument, "invalid task id"));
+                                std::size_t tail, std::chrono::milliseconds timeout,
+                                LogsDone done) {
+    if (!model::looks_like_id(task_id))
+        return done(make_error(Errc::invalid_argument, "invalid task id"));
     auto link = current(node_id);
     if (!link || link->session->closed())
-        return done(make_error(Errc::unavailable, fmt::format("node {} is not connected", node_id)));
+        return done(
+            make_error(Errc::unavailable, fmt::format("node {} is not connected", node_id)));
     auto request = crypto::random_id();
     {
         std::unique_lock lock(logs_mutex_);
@@ -417,12 +434,14 @@ void NodePort::Impl::fetch_logs(const std::string& node_id, const std::string& t
             lock.unlock();
             return done(make_error(Errc::unavailable, "too many log requests in progress"));
         }
-        logs_.emplace(request, PendingLogs{node_id, link->generation, Steady::now() + timeout, std::move(done)});
+        logs_.emplace(request, PendingLogs{node_id, link->generation, Steady::now() + timeout,
+                                           std::move(done)});
     }
     logs_changed_.notify_all();
     if (!link->session->send(logs_request_message(request, task_id, tail)))
-        complete_logs(request, node_id,
-                      make_error(Errc::unavailable, fmt::format("node {} is not connected", node_id)));
+        complete_logs(
+            request, node_id,
+            make_error(Errc::unavailable, fmt::format("node {} is not connected", node_id)));
 }
 
 void NodePort::Impl::complete_logs(const std::string& request, std::string_view node_id,
@@ -445,8 +464,8 @@ void NodePort::Impl::fail_logs(std::string_view node_id, std::optional<std::uint
     {
         std::lock_guard lock(logs_mutex_);
         for (auto it = logs_.begin(); it != logs_.end();) {
-            bool match = node_id.empty() ||
-                         (it->second.node_id == node_id && (!generation || it->second.generation == *generation));
+            bool match = node_id.empty() || (it->second.node_id == node_id &&
+                                             (!generation || it->second.generation == *generation));
             if (match) {
                 failed.push_back(std::move(it->second.done));
                 it = logs_.erase(it);
@@ -492,7 +511,8 @@ void NodePort::Impl::sweep_logs() {
 NodePort::NodePort(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 
 Result<std::unique_ptr<NodePort>> NodePort::start(Manager& manager, NodePortOptions options) {
-    if (manager.locked()) return make_error(Errc::locked, "the node port needs an unlocked manager");
+    if (manager.locked())
+        return make_error(Errc::locked, "the node port needs an unlocked manager");
     auto impl = std::make_unique<Impl>(manager, std::move(options));
     if (auto r = impl->start(); !r) return std::move(r).error();
     std::unique_ptr<NodePort> port(new NodePort(std::move(impl)));
@@ -505,8 +525,12 @@ NodePort::~NodePort() {
     impl_.reset();
 }
 
-std::uint16_t NodePort::port() const noexcept { return impl_->server_->port(); }
-std::size_t NodePort::session_count() const { return impl_->server_->session_count(); }
+std::uint16_t NodePort::port() const noexcept {
+    return impl_->server_->port();
+}
+std::size_t NodePort::session_count() const {
+    return impl_->server_->session_count();
+}
 
 void NodePort::node_removed(const std::string& node_id) {
     impl_->forget(node_id);
@@ -516,7 +540,8 @@ void NodePort::node_removed(const std::string& node_id) {
 }
 
 void NodePort::node_role_changed(const std::string& node_id) {
-    if (auto link = impl_->current(node_id); link && link->session->send(renew_request_message("role")))
+    if (auto link = impl_->current(node_id);
+        link && link->session->send(renew_request_message("role")))
         log::info(category, "node {}: role changed, asked for a new certificate", node_id);
 }
 

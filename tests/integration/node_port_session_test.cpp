@@ -30,15 +30,17 @@ std::string str(const crypto::SecureBuffer& b) {
 
 // A node's session, recording what the manager sends; `answer` may reply from the I/O thread.
 class FakeNode {
-public:
+  public:
     using Answer = std::function<void(nodeconn::Session&, const json::object&)>;
 
-    static Result<std::unique_ptr<FakeNode>> connect(std::uint16_t port, const nodeconn::Credentials& c,
+    static Result<std::unique_ptr<FakeNode>> connect(std::uint16_t port,
+                                                     const nodeconn::Credentials& c,
                                                      Answer answer = {}) {
         std::unique_ptr<FakeNode> n(new FakeNode());
         n->answer_ = std::move(answer);
         nodeconn::SessionHandlers h;
-        h.on_message = [p = n.get()](const std::shared_ptr<nodeconn::Session>& s, nodeconn::Message m) {
+        h.on_message = [p = n.get()](const std::shared_ptr<nodeconn::Session>& s,
+                                     nodeconn::Message m) {
             auto o = json::parse(str(m.json)).as_object();
             if (p->answer_) p->answer_(*s, o);
             std::lock_guard l(p->m_);
@@ -51,7 +53,8 @@ public:
         return n;
     }
     // The first message of this type received, waiting for it.
-    std::optional<json::object> wait_for(std::string_view type, std::chrono::milliseconds within = 10s) {
+    std::optional<json::object> wait_for(std::string_view type,
+                                         std::chrono::milliseconds within = 10s) {
         std::unique_lock l(m_);
         std::optional<json::object> found;
         cv_.wait_for(l, within, [&] {
@@ -61,11 +64,13 @@ public:
         });
         return found;
     }
-    bool send(const std::string& text) { return client_->session()->send(crypto::SecureBuffer::copy_of(text)); }
+    bool send(const std::string& text) {
+        return client_->session()->send(crypto::SecureBuffer::copy_of(text));
+    }
     bool closed() const { return client_->session()->closed(); }
     void close() { client_.reset(); }
 
-private:
+  private:
     FakeNode() = default;
     Answer answer_;
     std::mutex m_;
@@ -75,7 +80,7 @@ private:
 };
 
 class NodePortSession : public ::testing::Test {
-protected:
+  protected:
     void SetUp() override {
         crypto::init();
         auto opened = manager::Manager::open({.data_dir = dir_.path() / "data"});
@@ -90,8 +95,8 @@ protected:
         ASSERT_EQ(manager_->node_transport(), port_.get());
 
         auto key = pki::NodeKey::generate();
-        auto joined = nodeconn::join({"127.0.0.1", port_->port()}, manager_->trust().token(pki::Role::worker),
-                                     key.csr_pem);
+        auto joined = nodeconn::join({"127.0.0.1", port_->port()},
+                                     manager_->trust().token(pki::Role::worker), key.csr_pem);
         ASSERT_TRUE(joined) << joined.error().message;
         node_id_ = joined->node_id;
         credentials_ = {joined->certificate_pem, std::move(key.key_pem), joined->ca_bundle_pem};
@@ -155,12 +160,17 @@ TEST_F(NodePortSession, AnOlderSessionEndingLeavesTheNewerOneReady) {
 
 TEST_F(NodePortSession, LogsComeBackFromTheNodeOrFailWhenItDoesNotAnswer) {
     std::atomic<bool> answer{true};
-    auto node = FakeNode::connect(port_->port(), credentials_, [&](nodeconn::Session& s, const json::object& o) {
-        if (o.at("type").as_string() != "logs_request" || !answer) return;
-        EXPECT_EQ(o.at("tail").to_number<std::int64_t>(), 5);
-        s.send(crypto::SecureBuffer::copy_of(json::serialize(json::object{
-            {"type", "logs"}, {"request", o.at("request")}, {"task_id", o.at("task_id")}, {"data", "aGVsbG8K"}})));
-    });
+    auto node = FakeNode::connect(port_->port(), credentials_,
+                                  [&](nodeconn::Session& s, const json::object& o) {
+                                      if (o.at("type").as_string() != "logs_request" || !answer)
+                                          return;
+                                      EXPECT_EQ(o.at("tail").to_number<std::int64_t>(), 5);
+                                      s.send(crypto::SecureBuffer::copy_of(
+                                          json::serialize(json::object{{"type", "logs"},
+                                                                       {"request", o.at("request")},
+                                                                       {"task_id", o.at("task_id")},
+                                                                       {"data", "aGVsbG8K"}})));
+                                  });
     ASSERT_TRUE(node);
     ASSERT_TRUE(test::wait_until([&] { return state() == "ready"; }));
 
@@ -194,7 +204,8 @@ TEST_F(NodePortSession, APendingLogRequestFailsWhenTheNodeDisconnects) {
     ASSERT_TRUE(node);
     ASSERT_TRUE(test::wait_until([&] { return state() == "ready"; }));
     std::promise<Result<std::string>> p;
-    port_->fetch_logs(node_id_, crypto::random_id(), 0, 60s, [&](Result<std::string> r) { p.set_value(std::move(r)); });
+    port_->fetch_logs(node_id_, crypto::random_id(), 0, 60s,
+                      [&](Result<std::string> r) { p.set_value(std::move(r)); });
     ASSERT_TRUE((*node)->wait_for("logs_request"));
     (*node)->close();
     auto f = p.get_future();
@@ -202,7 +213,8 @@ TEST_F(NodePortSession, APendingLogRequestFailsWhenTheNodeDisconnects) {
     EXPECT_FALSE(f.get());
 }
 
-TEST_F(NodePortSession, RenewIsAnsweredAndUnknownTypesAreIgnoredButMalformedStatusClosesTheSession) {
+TEST_F(NodePortSession,
+       RenewIsAnsweredAndUnknownTypesAreIgnoredButMalformedStatusClosesTheSession) {
     auto node = FakeNode::connect(port_->port(), credentials_);
     ASSERT_TRUE(node);
     ASSERT_TRUE((*node)->wait_for("assignments"));
@@ -213,7 +225,8 @@ TEST_F(NodePortSession, RenewIsAnsweredAndUnknownTypesAreIgnoredButMalformedStat
     ASSERT_TRUE((*node)->send(R"({"type":"from_the_future"})"));
     ASSERT_TRUE((*node)->send(R"({"type":"status","complete":true,"statuses":[]})"));
     EXPECT_FALSE(test::wait_until([&] { return (*node)->closed(); }, 500ms));
-    ASSERT_TRUE((*node)->send(R"({"type":"status","statuses":[{"task_id":"abc","state":"exploded"}]})"));
+    ASSERT_TRUE(
+        (*node)->send(R"({"type":"status","statuses":[{"task_id":"abc","state":"exploded"}]})"));
     EXPECT_TRUE(test::wait_until([&] { return (*node)->closed(); }, 5s));
     EXPECT_TRUE(test::wait_until([&] { return state() == "down"; }));
 }

@@ -13,9 +13,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include <boost/json.hpp>
 #include <fmt/format.h>
 #include <fmt/ranges.h>
+#include <boost/json.hpp>
 
 #include <atomic>
 #include <chrono>
@@ -54,7 +54,9 @@ std::uint16_t free_port() {
     return ntohs(sa.sin_port);
 }
 
-std::string first_line(const std::string& s) { return s.substr(0, s.find('\n')); }
+std::string first_line(const std::string& s) {
+    return s.substr(0, s.find('\n'));
+}
 
 std::string agent_path() {
     const char* p = std::getenv("COFFER_AGENT");
@@ -63,15 +65,15 @@ std::string agent_path() {
 
 // A coffer-agent process; killed (SIGKILL) and reaped on destruction if still running.
 class Agent {
-public:
+  public:
     Agent(const fs::path& data, const std::string& manager, const std::string& token = "",
           std::vector<std::string> prefix = {}) {
         err_ = data.parent_path() / fmt::format("agent-{}.err", crypto::random_id().substr(0, 8));
         UniqueFd err(::open(err_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
         Child::Options o;
         o.argv = std::move(prefix);
-        o.argv.insert(o.argv.end(), {agent_path(), "--data-dir", data.string(), "--manager", manager,
-                                     "--log-level", "info"});
+        o.argv.insert(o.argv.end(), {agent_path(), "--data-dir", data.string(), "--manager",
+                                     manager, "--log-level", "info"});
         for (char** e = environ; *e; ++e) o.env.emplace_back(*e);
         if (!token.empty()) o.env.push_back("COFFER_JOIN_TOKEN=" + token);
         o.stderr_fd = err.get();
@@ -93,14 +95,14 @@ public:
     std::string err() const { return read_file(err_); }
     std::chrono::steady_clock::time_point started() const { return started_; }
 
-private:
+  private:
     fs::path err_;
     Child child_;
     std::chrono::steady_clock::time_point started_;
 };
 
 class NodePort : public ManagerTest {
-protected:
+  protected:
     void SetUp() override {
         if (agent_path().empty()) GTEST_SKIP() << "COFFER_AGENT is not set";
         port_ = free_port();
@@ -121,10 +123,12 @@ protected:
     // The node's Status.State, "" when there is no such node.
     std::string state(const std::string& id) {
         for (const auto& n : nodes())
-            if (n.at("ID").as_string() == id) return std::string(n.at("Status").at("State").as_string());
+            if (n.at("ID").as_string() == id)
+                return std::string(n.at("Status").at("State").as_string());
         return "";
     }
-    bool wait_state(const std::string& id, std::string_view want, std::chrono::milliseconds within = deadline) {
+    bool wait_state(const std::string& id, std::string_view want,
+                    std::chrono::milliseconds within = deadline) {
         return wait_until([&] { return state(id) == want; }, within);
     }
     // The node id an agent stored when it joined.
@@ -152,7 +156,8 @@ TEST_F(NodePort, AgentJoinsIsReadyIsDownWhenKilledAndReadyAgainWithItsIdentity) 
     std::string id;
     {
         Agent agent(data, listen(), token());
-        ASSERT_TRUE(wait_until([&] { return fs::exists(data / "identity" / "node.json"); })) << agent.err();
+        ASSERT_TRUE(wait_until([&] { return fs::exists(data / "identity" / "node.json"); }))
+            << agent.err();
         id = node_id(data);
         ASSERT_TRUE(wait_state(id, "ready")) << agent.err();
         record("agent_start_to_ready_s", seconds_since(agent.started()));
@@ -194,7 +199,8 @@ TEST_F(NodePort, AgentJoinsIsReadyIsDownWhenKilledAndReadyAgainWithItsIdentity) 
 TEST_F(NodePort, RemovingAConnectedNodeCutsItsSessionAndTheAgentStops) {
     auto data = dir_.path() / "agent";
     Agent agent(data, listen(), token());
-    ASSERT_TRUE(wait_until([&] { return fs::exists(data / "identity" / "node.json"); })) << agent.err();
+    ASSERT_TRUE(wait_until([&] { return fs::exists(data / "identity" / "node.json"); }))
+        << agent.err();
     auto id = node_id(data);
     ASSERT_TRUE(wait_state(id, "ready")) << agent.err();
 
@@ -215,7 +221,8 @@ TEST_F(NodePort, RemovingAConnectedNodeCutsItsSessionAndTheAgentStops) {
 TEST_F(NodePort, AgentComesBackByItselfAfterTheManagerRestarts) {
     auto data = dir_.path() / "agent";
     Agent agent(data, listen(), token());
-    ASSERT_TRUE(wait_until([&] { return fs::exists(data / "identity" / "node.json"); })) << agent.err();
+    ASSERT_TRUE(wait_until([&] { return fs::exists(data / "identity" / "node.json"); }))
+        << agent.err();
     auto id = node_id(data);
     ASSERT_TRUE(wait_state(id, "ready")) << agent.err();
 
@@ -254,7 +261,8 @@ TEST_F(NodePort, RefusesWrongRotatedAndMalformedTokensAndRegistersNothing) {
     // The current token still works.
     auto data = dir_.path() / "good";
     Agent good(data, listen(), token());
-    ASSERT_TRUE(wait_until([&] { return fs::exists(data / "identity" / "node.json"); })) << good.err();
+    ASSERT_TRUE(wait_until([&] { return fs::exists(data / "identity" / "node.json"); }))
+        << good.err();
     EXPECT_TRUE(wait_state(node_id(data), "ready"));
 }
 
@@ -264,7 +272,8 @@ bool closed_by_peer(int fd, std::chrono::milliseconds within) {
     char buf[4096];
     while (Clock::now() < end) {
         pollfd p{fd, POLLIN, 0};
-        int left = static_cast<int>(std::chrono::duration_cast<std::chrono::milliseconds>(end - Clock::now()).count());
+        int left = static_cast<int>(
+            std::chrono::duration_cast<std::chrono::milliseconds>(end - Clock::now()).count());
         if (::poll(&p, 1, std::max(left, 1)) <= 0) continue;
         auto n = ::read(fd, buf, sizeof(buf));
         if (n <= 0) return true;
@@ -302,7 +311,8 @@ TEST_F(NodePort, RefusesTls12GarbageAndHalfOpenConnectionsAndKeepsServing) {
     // While the half-open connection waits, nodes still join and the API answers.
     auto data = dir_.path() / "agent";
     Agent agent(data, listen(), token());
-    ASSERT_TRUE(wait_until([&] { return fs::exists(data / "identity" / "node.json"); })) << agent.err();
+    ASSERT_TRUE(wait_until([&] { return fs::exists(data / "identity" / "node.json"); }))
+        << agent.err();
     EXPECT_TRUE(wait_state(node_id(data), "ready"));
     EXPECT_TRUE(daemon_->ready(5s));
     // The handshake deadline (10 s) ends the half-open connection.
@@ -328,7 +338,8 @@ TEST_F(NodePort, AFloodOfJoinsIsRefusedOrServedAndCofferdStaysUp) {
             auto r = nodeconn::join(endpoint, i < right_joins ? right : wrong, key.csr_pem, limits);
             if (r)
                 ++joined;
-            else if (r.error().code == Errc::permission_denied || r.error().code == Errc::unauthenticated)
+            else if (r.error().code == Errc::permission_denied ||
+                     r.error().code == Errc::unauthenticated)
                 ++refused;
             else
                 ++other;
@@ -353,22 +364,54 @@ TEST_F(NodePort, AnAddressInUseIsAClearErrorAndExit1) {
     ASSERT_EQ(::getsockname(taken.get(), reinterpret_cast<sockaddr*>(&sa), &len), 0);
     auto where = fmt::format("127.0.0.1:{}", ntohs(sa.sin_port));
     TempDir other;
-    auto r = run_program({cofferd_path(), "--data-dir", (other.path() / "data").string(), "--socket",
-                          (other.path() / "s.sock").string(), "--listen", where});
+    auto r = run_program({cofferd_path(), "--data-dir", (other.path() / "data").string(),
+                          "--socket", (other.path() / "s.sock").string(), "--listen", where});
     EXPECT_EQ(r.status, 1);
     EXPECT_NE(r.err.find("Address already in use"), std::string::npos) << r.err;
     EXPECT_NE(r.err.find(where), std::string::npos) << r.err;
 }
 
+// A locked manager has no node port until `coffer cluster unlock`; then nodes join.
+TEST(NodePortLocked, OpensWhenTheStoreIsUnlocked) {
+    if (agent_path().empty()) GTEST_SKIP() << "COFFER_AGENT is not set";
+    TempDir dir;
+    auto port = free_port();
+    auto where = fmt::format("127.0.0.1:{}", port);
+    auto data = dir.path() / "data", socket = dir.path() / "coffer.sock";
+    std::string key;
+    {
+        Daemon first(data, socket, {"--autolock", "--listen", where});
+        ASSERT_TRUE(first.ready());
+        auto out = first.stdout_text();
+        auto at = out.find("COFFERKEY-");
+        ASSERT_NE(at, std::string::npos) << out;
+        key = out.substr(at, out.find_first_of(" \n", at) - at);
+    }
+    Daemon locked(data, socket, {"--listen", where});
+    ASSERT_TRUE(locked.ready());
+    EXPECT_FALSE(connect_to(port).valid()) << "no node port while locked";
+    auto unlock = coffer_cli(locked.host(), {"cluster", "unlock"}, key + "\n");
+    ASSERT_EQ(unlock.status, 0) << unlock.err;
+    ASSERT_TRUE(wait_until([&] { return connect_to(port).valid(); }));
+    auto token =
+        first_line(coffer_cli(locked.host(), {"cluster", "join-token", "worker", "-q"}).out);
+    auto agent_data = dir.path() / "agent";
+    Agent agent(agent_data, where, token);
+    EXPECT_TRUE(wait_until([&] {
+        return coffer_cli(locked.host(), {"node", "ls"}).out.find("Ready") != std::string::npos;
+    })) << agent.err();
+}
+
 // Two network namespaces of our own, joined by a veth pair: cofferd listens on one end, the
 // agent runs behind the other. Both namespaces (and the pair) go when this is destroyed.
 class Namespaces {
-public:
+  public:
     Namespaces() {
         auto suffix = crypto::random_id().substr(0, 6);
         manager_ns = "coffer-npm-" + suffix;
         agent_ns = "coffer-npa-" + suffix;
-        auto subnet = fmt::format("10.214.{}", 1 + std::stoul(suffix.substr(0, 2), nullptr, 36) % 250);
+        auto subnet =
+            fmt::format("10.214.{}", 1 + std::stoul(suffix.substr(0, 2), nullptr, 36) % 250);
         manager_address = subnet + ".1";
         agent_address = subnet + ".2";
         auto m = "npm" + suffix, a = "npa" + suffix;
@@ -418,15 +461,17 @@ TEST(NodePortNetwork, AnAgentInItsOwnNetworkJoinsAcrossAVethPair) {
     auto socket = dir.path() / "coffer.sock";
     auto host = "unix://" + socket.string();
     auto where = net.manager_address + ":4243";
-    Child cofferd = Child::spawn({.argv = {"ip", "netns", "exec", net.manager_ns, cofferd_path(), "--data-dir",
-                                           (dir.path() / "data").string(), "--socket", socket.string(),
-                                           "--listen", where, "--log-level", "warn"}});
+    Child cofferd =
+        Child::spawn({.argv = {"ip", "netns", "exec", net.manager_ns, cofferd_path(), "--data-dir",
+                               (dir.path() / "data").string(), "--socket", socket.string(),
+                               "--listen", where, "--log-level", "warn"}});
     ASSERT_TRUE(wait_until([&] { return coffer_cli(host, {"node", "ls", "-q"}).status == 0; }));
     auto token = first_line(coffer_cli(host, {"cluster", "join-token", "worker", "-q"}).out);
 
     auto data = dir.path() / "agent";
     Agent agent(data, where, token, {"ip", "netns", "exec", net.agent_ns});
-    ASSERT_TRUE(wait_until([&] { return fs::exists(data / "identity" / "node.json"); })) << agent.err();
+    ASSERT_TRUE(wait_until([&] { return fs::exists(data / "identity" / "node.json"); }))
+        << agent.err();
     auto id = json::parse(read_file(data / "identity" / "node.json")).at("node_id").as_string();
     auto ls = [&] { return coffer_cli(host, {"node", "ls"}).out; };
     EXPECT_TRUE(wait_until([&] { return ls().find("Ready") != std::string::npos; })) << ls();

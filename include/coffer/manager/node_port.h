@@ -30,7 +30,7 @@ struct NodePortOptions {
 };
 
 class NodePort final : public NodeTransport {
-public:
+  public:
     // Needs an unlocked manager. Generates the manager's session key (in locked memory, never
     // stored) and has the cluster CA issue its certificate (role coffer-manager), binds and
     // serves, then registers with manager.set_node_transport(). Errors: address in use, bad
@@ -52,7 +52,7 @@ public:
 
     class Impl;
 
-private:
+  private:
     explicit NodePort(std::unique_ptr<Impl> impl);
     std::unique_ptr<Impl> impl_;
 };
