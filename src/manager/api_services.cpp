@@ -178,14 +178,20 @@ std::optional<Response> orchestration_routes(Manager& manager, Request& r, const
             if (!v) return fail(Errc::invalid_argument, "malformed request body: " + v.error().message);
             auto spec = model::node_spec_from_json(*v);
             if (!spec) return Response::error(spec.error());
+            auto before = nodes.find(at(1));
             auto node = nodes.update(at(1), *version, std::move(*spec));
             if (!node) return Response::error(node.error());
             log::info("api", "node {} updated", node->meta.id);
+            // The role is the certificate's OU: the node needs a new certificate.
+            if (before && before->meta.id == node->meta.id && before->spec.role != node->spec.role)
+                if (auto* transport = manager.node_transport()) transport->node_role_changed(node->meta.id);
             return Response::empty(200);
         }
         if (n == 2 && m == "DELETE") {
             auto node = nodes.remove(at(1), truthy(r.param("force")));
             if (!node) return Response::error(node.error());
+            // Its certificate is refused from now on (no record); its session ends now.
+            if (auto* transport = manager.node_transport()) transport->node_removed(node->meta.id);
             return Response::empty(200);
         }
     }

@@ -85,10 +85,21 @@ Result<void> Manager::load() {
 bool Manager::autolock() const { return store_->autolock(); }
 
 Result<void> Manager::unlock(std::string_view key) {
+    std::function<void()> unlocked;
+    {
+        std::lock_guard lock(unlock_mutex_);
+        if (!locked()) return make_error(Errc::conflict, "coffer is not locked");
+        if (auto r = store_->unlock(key); !r) return r;
+        if (auto r = load(); !r) return r;
+        unlocked = on_unlocked_;
+    }
+    if (unlocked) unlocked();
+    return {};
+}
+
+void Manager::on_unlocked(std::function<void()> fn) {
     std::lock_guard lock(unlock_mutex_);
-    if (!locked()) return make_error(Errc::conflict, "coffer is not locked");
-    if (auto r = store_->unlock(key); !r) return r;
-    return load();
+    on_unlocked_ = std::move(fn);
 }
 
 std::optional<crypto::SecureBuffer> Manager::unlock_key() const { return store_->unlock_key(); }

@@ -40,6 +40,9 @@ SessionImpl::SessionImpl(WsStream ws, pki::NodeIdentity peer, const Limits& limi
       peer_(std::move(peer)),
       limits_(limits),
       handlers_(handlers) {
+    boost::system::error_code ec;
+    auto remote = beast::get_lowest_layer(*ws_).socket().remote_endpoint(ec);
+    if (!ec) remote_ = remote.address().to_string();
     touch();
     // Runs inside reads on the strand while the session is alive; `this` outlives it.
     ws_->control_callback([this](websocket::frame_type kind, beast::string_view) {

@@ -45,6 +45,7 @@ class SessionImpl final : public Session, public std::enable_shared_from_this<Se
     void drop_stream() noexcept;
 
     const pki::NodeIdentity& peer() const noexcept override { return peer_; }
+    const std::string& remote_address() const noexcept override { return remote_; }
     bool send(crypto::SecureBuffer json) override;
     void close() override;
     bool closed() const noexcept override { return closed_; }
@@ -63,6 +64,7 @@ class SessionImpl final : public Session, public std::enable_shared_from_this<Se
     mutable std::mutex executor_mutex_;
     asio::any_io_executor executor_;  // under executor_mutex_; empty once the session ended
     pki::NodeIdentity peer_;
+    std::string remote_;
     Limits limits_;
     const SessionHandlers& handlers_;
     // Strand only.

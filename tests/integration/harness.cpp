@@ -5,6 +5,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <fstream>
 #include <sstream>
@@ -66,6 +67,9 @@ Daemon::Daemon(fs::path data_dir, fs::path socket, std::vector<std::string> extr
     if (!out) throw_errno("open daemon output");
     std::vector<std::string> argv{cofferd_path(), "--data-dir", data_dir_.string(), "--socket",
                                   socket_.string(), "--log-level", "warn"};
+    // Tests run side by side: a node port on any free loopback port unless a test picks one.
+    if (std::find(extra.begin(), extra.end(), "--listen") == extra.end())
+        argv.insert(argv.end(), {"--listen", "127.0.0.1:0"});
     argv.insert(argv.end(), extra.begin(), extra.end());
     child_ = Child::spawn({.argv = argv, .stdout_fd = out.get()});
 }

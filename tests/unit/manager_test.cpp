@@ -12,6 +12,7 @@
 #include "coffer/crypto/secure_buffer.h"
 #include "coffer/manager/committer.h"
 #include "coffer/manager/dispatcher.h"
+#include "coffer/manager/node_messages.h"
 #include "coffer/manager/nodes.h"
 #include "coffer/manager/orchestrator.h"
 #include "coffer/manager/secrets.h"
@@ -515,4 +516,90 @@ TEST_F(Cluster, TasksOnAnUnknownNodeStayForTheGracePeriod) {
     advance(node_unknown_grace + sec);
     pass();
     for (const auto& t : tasks_of(web)) EXPECT_NE(t.node_id, n1);
+}
+
+// The node → manager messages the node port reads.
+namespace {
+
+crypto::SecureBuffer msg(std::string_view text) { return crypto::SecureBuffer::copy_of(text); }
+
+}  // namespace
+
+TEST(NodeMessages, StatusReportsParseWithTheirContainer) {
+    auto id = crypto::random_id();
+    auto m = parse_status_message(msg(fmt::format(
+        R"({{"type":"status","complete":true,"future":1,"statuses":[)"
+        R"({{"task_id":"{0}","state":"running","message":"started","container_id":"c-1","pid":42}},)"
+        R"({{"task_id":"{0}","state":"failed","err":"exit 3","exit_code":3}},)"
+        R"({{"task_id":"{0}","state":"preparing"}}]}})",
+        id)));
+    ASSERT_TRUE(m) << m.error().message;
+    EXPECT_TRUE(m->complete);
+    ASSERT_EQ(m->statuses.size(), 3u);
+    EXPECT_EQ(m->statuses[0].state, TaskState::running);
+    ASSERT_TRUE(m->statuses[0].container);
+    EXPECT_EQ(m->statuses[0].container->container_id, "c-1");
+    EXPECT_EQ(m->statuses[0].container->pid, 42);
+    EXPECT_EQ(m->statuses[1].state, TaskState::failed);
+    EXPECT_EQ(m->statuses[1].err, "exit 3");
+    ASSERT_TRUE(m->statuses[1].container);
+    EXPECT_EQ(m->statuses[1].container->exit_code, 3);
+    EXPECT_FALSE(m->statuses[2].container);
+}
+
+TEST(NodeMessages, StatusRefusesUnknownStatesWrongTypesAndOversizeFields) {
+    auto id = crypto::random_id();
+    auto refused = [&](std::string_view status) {
+        auto text = fmt::format(R"({{"type":"status","statuses":[{}]}})", fmt::format(fmt::runtime(status), id));
+        return !parse_status_message(msg(text)).ok();
+    };
+    EXPECT_FALSE(refused(R"({{"task_id":"{}","state":"complete"}})"));  // control
+    EXPECT_TRUE(refused(R"({{"task_id":"{}","state":"exploded"}})"));
+    EXPECT_TRUE(refused(R"({{"task_id":"{}","state":"assigned"}})"));  // the manager's state
+    EXPECT_TRUE(refused(R"({{"task_id":"{}","state":"Running"}})"));
+    EXPECT_TRUE(refused(R"({{"task_id":"{}","state":7}})"));
+    EXPECT_TRUE(refused(R"({{"task_id":"../x{}","state":"running"}})"));
+    EXPECT_TRUE(refused(R"({{"state":"running"}})"));
+    EXPECT_TRUE(refused(R"({{"task_id":"{}","state":"running","pid":-1}})"));
+    EXPECT_TRUE(refused(R"({{"task_id":"{}","state":"running","pid":"1"}})"));
+    EXPECT_TRUE(refused(R"({{"task_id":"{}","state":"running","exit_code":1e100}})"));
+    EXPECT_TRUE(refused(R"({{"task_id":"{}","state":"running","container_id":"a b"}})"));
+    EXPECT_TRUE(refused(R"("{}")"));
+    EXPECT_TRUE(refused(fmt::format(R"({{{{"task_id":"{{}}","state":"running","err":"{}"}}}})",
+                                    std::string(max_status_text + 1, 'x'))));
+    EXPECT_FALSE(parse_status_message(msg(R"({"type":"status","complete":"yes","statuses":[]})")).ok());
+    EXPECT_FALSE(parse_status_message(msg(R"({"type":"status"})")).ok());
+    EXPECT_FALSE(parse_status_message(msg(R"({"type":"logs","statuses":[]})")).ok());
+    EXPECT_FALSE(parse_status_message(msg(R"({"type":"status","statuses":[)")).ok());
+}
+
+TEST(NodeMessages, LogsAnswersCarryBase64DataOrAnError) {
+    auto id = crypto::random_id();
+    auto ok = parse_logs_message(
+        msg(fmt::format(R"({{"type":"logs","request":"r1","task_id":"{}","data":"aGVsbG8K"}})", id)));
+    ASSERT_TRUE(ok) << ok.error().message;
+    EXPECT_EQ(ok->request, "r1");
+    EXPECT_EQ(ok->data, "hello\n");
+    EXPECT_FALSE(ok->error);
+    auto err = parse_logs_message(msg(R"({"type":"logs","request":"r2","error":"no such task"})"));
+    ASSERT_TRUE(err);
+    EXPECT_EQ(err->error.value_or(""), "no such task");
+    EXPECT_FALSE(parse_logs_message(msg(R"({"type":"logs","request":"r3","data":"***"})")).ok());
+    EXPECT_FALSE(parse_logs_message(msg(R"({"type":"logs","data":"aGk="})")).ok());
+    EXPECT_FALSE(parse_logs_message(msg(R"({"type":"logs","request":"r4"})")).ok());
+}
+
+TEST(NodeMessages, ManagerMessagesHaveTheirType) {
+    auto text = [](const crypto::SecureBuffer& b) {
+        return json::parse(std::string_view(reinterpret_cast<const char*>(b.data()), b.size())).as_object();
+    };
+    auto logs = text(logs_request_message("r1", "t1", 20));
+    EXPECT_EQ(logs.at("type").as_string(), "logs_request");
+    EXPECT_EQ(logs.at("request").as_string(), "r1");
+    EXPECT_EQ(logs.at("task_id").as_string(), "t1");
+    EXPECT_EQ(logs.at("tail").to_number<std::int64_t>(), 20);
+    EXPECT_EQ(text(renew_request_message("role")).at("reason").as_string(), "role");
+    auto e = text(error_message("certificate renewal is not available"));
+    EXPECT_EQ(e.at("type").as_string(), "error");
+    EXPECT_FALSE(e.contains("request"));
 }

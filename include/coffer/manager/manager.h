@@ -4,6 +4,7 @@
 
 #include <atomic>
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -42,6 +43,9 @@ public:
     bool autolock() const;
     // Unlocks the store and loads the registries. Errc::conflict when not locked.
     Result<void> unlock(std::string_view unlock_key);
+    // fn runs after a successful unlock(), on the unlocking thread, once the registries exist
+    // (cofferd starts the node port there). Set it before serving requests.
+    void on_unlocked(std::function<void()> fn);
     std::optional<crypto::SecureBuffer> unlock_key() const;
     Result<crypto::SecureBuffer> rotate_unlock_key();
     Result<void> rotate_dek();
@@ -76,6 +80,7 @@ private:
     std::unique_ptr<Committer> committer_;
     VersionCounter counter_;
     std::mutex unlock_mutex_;
+    std::function<void()> on_unlocked_;  // under unlock_mutex_
     std::unique_ptr<ClusterTrust> trust_;
     std::unique_ptr<SecretRegistry> secrets_owner_;
     std::unique_ptr<ServiceRegistry> services_;

@@ -6,6 +6,7 @@
 #include <chrono>
 #include <functional>
 #include <memory>
+#include <string>
 
 #include "coffer/base/error.h"
 #include "coffer/nodeconn/message.h"
@@ -19,6 +20,8 @@ class Session {
 
     // The other end, from its verified certificate.
     virtual const pki::NodeIdentity& peer() const noexcept = 0;
+    // The other end's IP address as the socket saw it ("" when unknown).
+    virtual const std::string& remote_address() const noexcept = 0;
     // Queues one message (a JSON object with "type"; see message.h). Thread-safe. false when
     // the session is closed or its queue is full; a full queue closes the session, since a peer
     // that does not read must not grow the sender's memory.

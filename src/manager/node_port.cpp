@@ -1,0 +1,553 @@
+// The node port. The nodeconn server calls in on its I/O strands (sessions) and on its join
+// thread; everything that writes the store or builds assignments runs on a small worker pool,
+// one strand per node, so a node's events (session up, statuses, session down) are applied in
+// the order they happened and never on an I/O thread.
+#include "coffer/manager/node_port.h"
+
+#include <boost/asio/post.hpp>
+#include <boost/asio/strand.hpp>
+#include <boost/asio/thread_pool.hpp>
+
+#include <algorithm>
+#include <atomic>
+#include <condition_variable>
+#include <map>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "coffer/base/log.h"
+#include "coffer/crypto/random.h"
+#include "coffer/manager/manager.h"
+#include "coffer/manager/node_messages.h"
+#include "coffer/model/secret.h"
+#include "coffer/nodeconn/server.h"
+#include "coffer/pki/node_key.h"
+
+namespace coffer::manager {
+
+namespace asio = boost::asio;
+using namespace std::chrono_literals;
+using nodeconn::Session;
+using Strand = asio::strand<asio::thread_pool::executor_type>;
+using Steady = std::chrono::steady_clock;
+
+namespace {
+constexpr std::string_view category = "nodeport";
+// Log requests waiting for their node's answer; more are refused rather than queued.
+constexpr std::size_t max_pending_logs = 1024;
+}  // namespace
+
+nodeconn::Limits node_port_limits() {
+    nodeconn::Limits limits;
+    limits.idle_timeout = 4s;
+    limits.handshake_timeout = 10s;
+    return limits;
+}
+
+namespace {
+
+model::NodeRole node_role(pki::Role r) {
+    return r == pki::Role::manager ? model::NodeRole::manager : model::NodeRole::worker;
+}
+
+pki::Role cert_role(model::NodeRole r) {
+    return r == model::NodeRole::manager ? pki::Role::manager : pki::Role::worker;
+}
+
+// "10.0.0.2:53124" or "::1:53124" (nodeconn's form) → the address without the port.
+std::string host_of(std::string_view remote) {
+    auto colon = remote.rfind(':');
+    return std::string(colon == std::string_view::npos ? remote : remote.substr(0, colon));
+}
+
+model::Timestamp timestamp(pki::Clock::time_point t) {
+    return {std::chrono::duration_cast<std::chrono::nanoseconds>(t.time_since_epoch()).count()};
+}
+
+// One session to a node. The stream and `ended` belong to the node's strand.
+struct Link {
+    Link(std::shared_ptr<Session> s, Strand st)
+        : session(std::move(s)), node_id(session->peer().node_id), strand(std::move(st)) {}
+    std::shared_ptr<Session> session;
+    std::string node_id;
+    Strand strand;
+    std::uint64_t generation = 0;
+    std::unique_ptr<NodeStream> stream;
+};
+
+struct PendingLogs {
+    std::string node_id;
+    std::uint64_t generation = 0;  // the session the request went out on
+    Steady::time_point deadline;
+    NodeTransport::LogsDone done;
+};
+
+}  // namespace
+
+class NodePort::Impl {
+  public:
+    Impl(Manager& manager, NodePortOptions options)
+        : manager_(manager),
+          options_(std::move(options)),
+          pool_(std::max<std::size_t>(options_.workers, 1)) {}
+    ~Impl();
+
+    Result<void> start();
+
+    // nodeconn handlers.
+    Result<nodeconn::JoinResponse> join(nodeconn::JoinRequest req);
+    Result<void> authorize(const pki::NodeIdentity& who) const;
+    void opened(const std::shared_ptr<Session>& s);
+    void message(const std::shared_ptr<Session>& s, nodeconn::Message m);
+    void closed(const std::shared_ptr<Session>& s, const Error& why);
+
+    // On the node's strand.
+    void start_link(const std::shared_ptr<Link>& link);
+    void end_link(const std::shared_ptr<Link>& link, bool newest);
+    void send_assignments(const std::shared_ptr<Link>& link);
+    void handle_status(const std::shared_ptr<Link>& link, const crypto::SecureBuffer& text);
+    void handle_logs(const std::shared_ptr<Link>& link, const crypto::SecureBuffer& text);
+    void handle_renew(const std::shared_ptr<Link>& link, const crypto::SecureBuffer& text);
+
+    std::shared_ptr<Link> current(std::string_view node_id);
+    void forget(std::string_view node_id);
+
+    // Log requests: each completes exactly once, whichever comes first (answer, disconnect,
+    // deadline, shutdown).
+    void fetch_logs(const std::string& node_id, const std::string& task_id, std::size_t tail,
+                    std::chrono::milliseconds timeout, LogsDone done);
+    void complete_logs(const std::string& request, std::string_view node_id, Result<std::string> r);
+    void fail_logs(std::string_view node_id, std::optional<std::uint64_t> generation,
+                   const Error& why);
+    void sweep_logs();
+
+    Manager& manager_;
+    NodePortOptions options_;
+    asio::thread_pool pool_;
+
+    struct NodeEntry {
+        Strand strand;
+        std::uint64_t generation = 0;
+        std::shared_ptr<Link> current;  // the newest open session
+    };
+    mutable std::mutex mutex_;
+    std::map<std::string, NodeEntry, std::less<>> nodes_;    // under mutex_
+    std::map<const Session*, std::shared_ptr<Link>> links_;  // under mutex_
+    std::atomic<bool> stopping_{false};
+
+    std::mutex logs_mutex_;
+    std::condition_variable logs_changed_;
+    std::map<std::string, PendingLogs> logs_;  // under logs_mutex_
+    bool logs_stopping_ = false;               // under logs_mutex_
+    std::thread sweeper_;
+
+    // Last: stopped first, while everything its handlers use still exists.
+    std::unique_ptr<nodeconn::NodeServer> server_;
+};
+
+Result<void> NodePort::Impl::start() {
+    auto& trust = manager_.trust();
+    // The manager's own identity on the node port: a fresh key every start, kept in locked
+    // memory only; agents check its role (coffer-manager) and cluster.
+    auto key = pki::NodeKey::generate();
+    auto id = "manager" + crypto::random_id();
+    auto cert = trust.issue(key.csr_pem, id, pki::Role::manager);
+    if (!cert) return std::move(cert).error().context("issue the manager's node port certificate");
+    nodeconn::Credentials credentials{std::move(*cert), std::move(key.key_pem), trust.ca_bundle()};
+
+    nodeconn::ServerOptions so;
+    so.address = options_.address;
+    so.port = options_.port;
+    so.cluster_id = trust.cluster_id();
+    so.io_threads = options_.io_threads;
+    // Joins run one at a time: a flood of joins queues behind the one being handled instead of
+    // taking threads or memory for each (every queued one also holds a handshake deadline).
+    so.join_threads = 1;
+    so.limits = options_.limits;
+
+    nodeconn::ServerHandlers handlers;
+    handlers.on_join = [this](nodeconn::JoinRequest req) { return join(std::move(req)); };
+    handlers.authorize = [this](const pki::NodeIdentity& who) { return authorize(who); };
+    handlers.session.on_open = [this](const std::shared_ptr<Session>& s) { opened(s); };
+    handlers.session.on_message = [this](const std::shared_ptr<Session>& s, nodeconn::Message m) {
+        message(s, std::move(m));
+    };
+    handlers.session.on_close = [this](const std::shared_ptr<Session>& s, const Error& why) {
+        closed(s, why);
+    };
+    sweeper_ = std::thread([this] { sweep_logs(); });
+    auto server =
+        nodeconn::NodeServer::start(std::move(so), std::move(credentials), std::move(handlers));
+    if (!server) return std::move(server).error().context("node port");
+    server_ = std::move(*server);
+    return {};
+}
+
+NodePort::Impl::~Impl() {
+    // The sessions end because the manager stops, not because the nodes went away: their
+    // records are left as they are (the next start marks them unknown, with a grace period).
+    stopping_ = true;
+    server_.reset();
+    {
+        std::lock_guard lock(logs_mutex_);
+        logs_stopping_ = true;
+    }
+    logs_changed_.notify_all();
+    if (sweeper_.joinable()) sweeper_.join();
+    fail_logs({}, std::nullopt, make_error(Errc::unavailable, "the manager is stopping"));
+    pool_.join();
+    // Streams unsubscribe from the dispatcher here, with no worker left to use them.
+    std::lock_guard lock(mutex_);
+    links_.clear();
+    nodes_.clear();
+}
+
+Result<nodeconn::JoinResponse> NodePort::Impl::join(nodeconn::JoinRequest req) {
+    auto host = host_of(req.remote_address);
+    auto& trust = manager_.trust();
+    auto role = trust.check_token(req.token);
+    if (!role) {
+        log::info(category, "join from {} refused: {}", host, role.error().message);
+        return std::move(role).error();
+    }
+    auto id = crypto::random_id();
+    // The certificate names what the manager decides (CN id, OU role, O cluster); the CSR
+    // contributes its public key only.
+    auto cert = trust.issue(req.csr_pem, id, *role);
+    if (!cert) {
+        log::info(category, "join from {} refused: {}", host, cert.error().message);
+        return std::move(cert).error();
+    }
+    auto info = pki::read_certificate(*cert);
+    if (!info) return std::move(info).error().context("read the issued certificate");
+    NodeRegistration reg;
+    reg.id = id;
+    reg.role = node_role(*role);
+    // The join request carries no hostname: the node is named by its address until it says more.
+    reg.description.hostname = host;
+    reg.addr = host;
+    reg.certificate_expiry = timestamp(info->not_after);
+    auto node = manager_.nodes().register_node(std::move(reg));
+    if (!node) return std::move(node).error().context("register the node");
+    // Registered nodes start ready; this one is ready once its session opens.
+    if (auto r = manager_.nodes().set_status(id, model::NodeState::down, host); !r)
+        log::warn(category, "node {}: mark down until its session opens: {}", id,
+                  r.error().message);
+    log::info(category, "node {} joined from {} as {}", id, host, pki::role_name(*role));
+    return nodeconn::JoinResponse{id, std::move(*cert), trust.ca_bundle()};
+}
+
+Result<void> NodePort::Impl::authorize(const pki::NodeIdentity& who) const {
+    // A removed node has no record, so its certificate (still valid cryptographically) stops
+    // working at once.
+    auto node = manager_.nodes().get(who.node_id);
+    if (!node)
+        return make_error(Errc::permission_denied,
+                          fmt::format("node {} is not a member of this cluster", who.node_id));
+    if (cert_role(node->spec.role) != who.role)
+        return make_error(
+            Errc::permission_denied,
+            fmt::format("node {} has role {} but its certificate says {}", who.node_id,
+                        model::to_string(node->spec.role), pki::role_name(who.role)));
+    return {};
+}
+
+void NodePort::Impl::opened(const std::shared_ptr<Session>& s) {
+    std::shared_ptr<Link> link;
+    {
+        std::lock_guard lock(mutex_);
+        auto it = nodes_.find(s->peer().node_id);
+        if (it == nodes_.end())
+            it = nodes_.emplace(s->peer().node_id, NodeEntry{asio::make_strand(pool_), 0, nullptr})
+                     .first;
+        link = std::make_shared<Link>(s, it->second.strand);
+        link->generation = ++it->second.generation;
+        it->second.current = link;
+        links_.emplace(s.get(), link);
+    }
+    asio::post(link->strand, [this, link] { start_link(link); });
+}
+
+void NodePort::Impl::start_link(const std::shared_ptr<Link>& link) {
+    // Closed before we got here: end_link, queued behind us, settles the node's state.
+    if (link->session->closed()) return;
+    const auto& id = link->node_id;
+    if (auto r = manager_.nodes().set_status(id, model::NodeState::ready,
+                                             link->session->remote_address());
+        !r) {
+        log::warn(category, "node {}: mark ready: {}", id, r.error().message);
+        link->session->close();
+        return;
+    }
+    auto stream = manager_.dispatcher().subscribe(id);
+    if (!stream) {
+        log::warn(category, "node {}: subscribe: {}", id, stream.error().message);
+        link->session->close();
+        return;
+    }
+    link->stream = std::move(*stream);
+    link->stream->set_notify([this, weak = std::weak_ptr<Link>(link), strand = link->strand] {
+        asio::post(strand, [this, weak] {
+            if (auto l = weak.lock()) send_assignments(l);
+        });
+    });
+    log::info(category, "node {} ready ({})", id, link->session->remote_address());
+    send_assignments(link);
+}
+
+void NodePort::Impl::send_assignments(const std::shared_ptr<Link>& link) {
+    if (!link->stream || link->session->closed()) return;
+    // The first poll is the complete set; a full queue closes the session and the next one
+    // starts over with a complete set.
+    while (auto m = link->stream->poll()) {
+        if (!link->session->send(m->to_json())) {
+            log::warn(category, "node {}: cannot queue assignments: closing the session",
+                      link->node_id);
+            link->session->close();
+            return;
+        }
+    }
+}
+
+void NodePort::Impl::message(const std::shared_ptr<Session>& s, nodeconn::Message m) {
+    std::shared_ptr<Link> link;
+    {
+        std::lock_guard lock(mutex_);
+        if (auto it = links_.find(s.get()); it != links_.end()) link = it->second;
+    }
+    if (!link) return;
+    using Handler = void (Impl::*)(const std::shared_ptr<Link>&, const crypto::SecureBuffer&);
+    Handler handler = nullptr;
+    if (m.type == "status")
+        handler = &Impl::handle_status;
+    else if (m.type == "logs")
+        handler = &Impl::handle_logs;
+    else if (m.type == "renew")
+        handler = &Impl::handle_renew;
+    if (handler == nullptr) {
+        log::debug(category, "node {}: ignored a message of unknown type", link->node_id);
+        return;
+    }
+    asio::post(link->strand,
+               [this, link, handler, text = std::move(m.json)] { (this->*handler)(link, text); });
+}
+
+void NodePort::Impl::handle_status(const std::shared_ptr<Link>& link,
+                                   const crypto::SecureBuffer& text) {
+    auto m = parse_status_message(text);
+    if (!m) {
+        log::warn(category, "node {}: {}: closing the session", link->node_id, m.error().message);
+        link->session->close();
+        return;
+    }
+    auto applied = manager_.dispatcher().report(link->node_id, m->statuses);
+    if (!applied)
+        log::warn(category, "node {}: store statuses: {}", link->node_id, applied.error().message);
+    else
+        log::debug(category, "node {}: {} of {} statuses applied{}", link->node_id, *applied,
+                   m->statuses.size(), m->complete ? " (complete)" : "");
+}
+
+void NodePort::Impl::handle_logs(const std::shared_ptr<Link>& link,
+                                 const crypto::SecureBuffer& text) {
+    auto m = parse_logs_message(text);
+    if (!m) {
+        log::warn(category, "node {}: {}: closing the session", link->node_id, m.error().message);
+        link->session->close();
+        return;
+    }
+    if (m->error)
+        complete_logs(
+            m->request, link->node_id,
+            make_error(Errc::internal, fmt::format("node {}: {}", link->node_id, *m->error)));
+    else
+        complete_logs(m->request, link->node_id, std::move(m->data));
+}
+
+// The hook for certificate renewal over the session ({"type":"renew","csr"}): when ClusterTrust
+// renews, issue for the node's recorded role and answer {"type":"certificate",...}. Until then
+// the node is told, and keeps its certificate.
+void NodePort::Impl::handle_renew(const std::shared_ptr<Link>& link, const crypto::SecureBuffer&) {
+    log::info(category, "node {} asked to renew its certificate: not available", link->node_id);
+    link->session->send(error_message("certificate renewal is not available"));
+}
+
+void NodePort::Impl::closed(const std::shared_ptr<Session>& s, const Error& why) {
+    std::shared_ptr<Link> link;
+    bool newest = false;
+    {
+        std::lock_guard lock(mutex_);
+        auto it = links_.find(s.get());
+        if (it == links_.end()) return;
+        link = std::move(it->second);
+        links_.erase(it);
+        // A reconnect may open before the old session's end is seen: only the newest session
+        // speaks for the node's state.
+        if (auto e = nodes_.find(link->node_id); e != nodes_.end() && e->second.current == link) {
+            e->second.current.reset();
+            newest = true;
+        }
+    }
+    log::info(category, "node {} session ended: {}", link->node_id, why.message);
+    fail_logs(link->node_id, link->generation,
+              make_error(Errc::unavailable, fmt::format("node {} disconnected", link->node_id)));
+    asio::post(link->strand, [this, link, newest] { end_link(link, newest); });
+}
+
+void NodePort::Impl::end_link(const std::shared_ptr<Link>& link, bool newest) {
+    link->stream.reset();
+    if (!newest || stopping_) return;
+    auto r = manager_.nodes().set_status(link->node_id, model::NodeState::down,
+                                         link->session->remote_address());
+    if (!r && r.error().code != Errc::not_found)
+        log::warn(category, "node {}: mark down: {}", link->node_id, r.error().message);
+    else if (r)
+        log::info(category, "node {} down", link->node_id);
+}
+
+std::shared_ptr<Link> NodePort::Impl::current(std::string_view node_id) {
+    std::lock_guard lock(mutex_);
+    auto it = nodes_.find(node_id);
+    return it == nodes_.end() ? nullptr : it->second.current;
+}
+
+void NodePort::Impl::forget(std::string_view node_id) {
+    std::lock_guard lock(mutex_);
+    // Its open session, if any, ends without a state write (there is no record to write).
+    if (auto it = nodes_.find(node_id); it != nodes_.end()) nodes_.erase(it);
+}
+
+void NodePort::Impl::fetch_logs(const std::string& node_id, const std::string& task_id,
+                                std::size_t tail, std::chrono::milliseconds timeout,
+                                LogsDone done) {
+    if (!model::looks_like_id(task_id))
+        return done(make_error(Errc::invalid_argument, "invalid task id"));
+    auto link = current(node_id);
+    if (!link || link->session->closed())
+        return done(
+            make_error(Errc::unavailable, fmt::format("node {} is not connected", node_id)));
+    auto request = crypto::random_id();
+    {
+        std::unique_lock lock(logs_mutex_);
+        if (logs_stopping_ || logs_.size() >= max_pending_logs) {
+            lock.unlock();
+            return done(make_error(Errc::unavailable, "too many log requests in progress"));
+        }
+        logs_.emplace(request, PendingLogs{node_id, link->generation, Steady::now() + timeout,
+                                           std::move(done)});
+    }
+    logs_changed_.notify_all();
+    if (!link->session->send(logs_request_message(request, task_id, tail)))
+        complete_logs(
+            request, node_id,
+            make_error(Errc::unavailable, fmt::format("node {} is not connected", node_id)));
+}
+
+void NodePort::Impl::complete_logs(const std::string& request, std::string_view node_id,
+                                   Result<std::string> r) {
+    LogsDone done;
+    {
+        std::lock_guard lock(logs_mutex_);
+        auto it = logs_.find(request);
+        // Unknown (already timed out) or another node's request: nothing to answer.
+        if (it == logs_.end() || it->second.node_id != node_id) return;
+        done = std::move(it->second.done);
+        logs_.erase(it);
+    }
+    done(std::move(r));
+}
+
+void NodePort::Impl::fail_logs(std::string_view node_id, std::optional<std::uint64_t> generation,
+                               const Error& why) {
+    std::vector<LogsDone> failed;
+    {
+        std::lock_guard lock(logs_mutex_);
+        for (auto it = logs_.begin(); it != logs_.end();) {
+            bool match = node_id.empty() || (it->second.node_id == node_id &&
+                                             (!generation || it->second.generation == *generation));
+            if (match) {
+                failed.push_back(std::move(it->second.done));
+                it = logs_.erase(it);
+            } else {
+                ++it;
+            }
+        }
+    }
+    for (auto& done : failed) done(why);
+}
+
+void NodePort::Impl::sweep_logs() {
+    std::unique_lock lock(logs_mutex_);
+    while (!logs_stopping_) {
+        auto now = Steady::now();
+        std::vector<LogsDone> expired;
+        std::optional<Steady::time_point> next;
+        for (auto it = logs_.begin(); it != logs_.end();) {
+            if (it->second.deadline <= now) {
+                expired.push_back(std::move(it->second.done));
+                it = logs_.erase(it);
+            } else {
+                if (!next || it->second.deadline < *next) next = it->second.deadline;
+                ++it;
+            }
+        }
+        if (!expired.empty()) {
+            lock.unlock();
+            for (auto& done : expired)
+                done(make_error(Errc::unavailable, "the node did not answer in time"));
+            lock.lock();
+            continue;
+        }
+        if (next)
+            logs_changed_.wait_until(lock, *next);
+        else
+            logs_changed_.wait(lock);
+    }
+}
+
+// NodePort.
+
+NodePort::NodePort(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+Result<std::unique_ptr<NodePort>> NodePort::start(Manager& manager, NodePortOptions options) {
+    if (manager.locked())
+        return make_error(Errc::locked, "the node port needs an unlocked manager");
+    auto impl = std::make_unique<Impl>(manager, std::move(options));
+    if (auto r = impl->start(); !r) return std::move(r).error();
+    std::unique_ptr<NodePort> port(new NodePort(std::move(impl)));
+    manager.set_node_transport(port.get());
+    return port;
+}
+
+NodePort::~NodePort() {
+    impl_->manager_.set_node_transport(nullptr);
+    impl_.reset();
+}
+
+std::uint16_t NodePort::port() const noexcept {
+    return impl_->server_->port();
+}
+std::size_t NodePort::session_count() const {
+    return impl_->server_->session_count();
+}
+
+void NodePort::node_removed(const std::string& node_id) {
+    impl_->forget(node_id);
+    impl_->server_->close_sessions(node_id);
+    impl_->fail_logs(node_id, std::nullopt,
+                     make_error(Errc::unavailable, fmt::format("node {} was removed", node_id)));
+}
+
+void NodePort::node_role_changed(const std::string& node_id) {
+    if (auto link = impl_->current(node_id);
+        link && link->session->send(renew_request_message("role")))
+        log::info(category, "node {}: role changed, asked for a new certificate", node_id);
+}
+
+void NodePort::fetch_logs(const std::string& node_id, const std::string& task_id, std::size_t tail,
+                          std::chrono::milliseconds timeout, LogsDone done) {
+    impl_->fetch_logs(node_id, task_id, tail, timeout, std::move(done));
+}
+
+}  // namespace coffer::manager

@@ -1,0 +1,259 @@
+// The manager's NodePort in process, with a scripted node on the other end of a real session:
+// what the node port sends and how it answers (complete set first, log requests, renewal, role
+// changes, malformed messages, overlapping sessions). cofferd with real agents: node_port_test.
+#include <gtest/gtest.h>
+
+#include <boost/json.hpp>
+
+#include <atomic>
+#include <condition_variable>
+#include <future>
+#include <mutex>
+
+#include "coffer/crypto/random.h"
+#include "coffer/crypto/secure_buffer.h"
+#include "coffer/manager/manager.h"
+#include "coffer/manager/node_port.h"
+#include "coffer/nodeconn/client.h"
+#include "coffer/pki/node_key.h"
+#include "harness.h"
+
+using namespace coffer;
+using namespace std::chrono_literals;
+namespace json = boost::json;
+
+namespace {
+
+std::string str(const crypto::SecureBuffer& b) {
+    return {reinterpret_cast<const char*>(b.data()), b.size()};
+}
+
+// A node's session, recording what the manager sends; `answer` may reply from the I/O thread.
+class FakeNode {
+  public:
+    using Answer = std::function<void(nodeconn::Session&, const json::object&)>;
+
+    static Result<std::unique_ptr<FakeNode>> connect(std::uint16_t port,
+                                                     const nodeconn::Credentials& c,
+                                                     Answer answer = {}) {
+        std::unique_ptr<FakeNode> n(new FakeNode());
+        n->answer_ = std::move(answer);
+        nodeconn::SessionHandlers h;
+        h.on_message = [p = n.get()](const std::shared_ptr<nodeconn::Session>& s,
+                                     nodeconn::Message m) {
+            auto o = json::parse(str(m.json)).as_object();
+            if (p->answer_) p->answer_(*s, o);
+            std::lock_guard l(p->m_);
+            p->received_.push_back(std::move(o));
+            p->cv_.notify_all();
+        };
+        auto client = nodeconn::NodeClient::connect({"127.0.0.1", port}, c.clone(), std::move(h));
+        if (!client) return std::move(client).error();
+        n->client_ = std::move(*client);
+        return n;
+    }
+    // The first message of this type received, waiting for it.
+    std::optional<json::object> wait_for(std::string_view type,
+                                         std::chrono::milliseconds within = 10s) {
+        std::unique_lock l(m_);
+        std::optional<json::object> found;
+        cv_.wait_for(l, within, [&] {
+            for (const auto& o : received_)
+                if (o.at("type").as_string() == type) return found.emplace(o), true;
+            return false;
+        });
+        return found;
+    }
+    bool send(const std::string& text) {
+        return client_->session()->send(crypto::SecureBuffer::copy_of(text));
+    }
+    bool closed() const { return client_->session()->closed(); }
+    void close() { client_.reset(); }
+
+  private:
+    FakeNode() = default;
+    Answer answer_;
+    std::mutex m_;
+    std::condition_variable cv_;
+    std::vector<json::object> received_;
+    std::unique_ptr<nodeconn::NodeClient> client_;
+};
+
+class NodePortSession : public ::testing::Test {
+  protected:
+    void SetUp() override {
+        crypto::init();
+        auto opened = manager::Manager::open({.data_dir = dir_.path() / "data"});
+        ASSERT_TRUE(opened) << opened.error().message;
+        manager_ = std::move(opened->manager);
+        manager::NodePortOptions o;
+        o.address = "127.0.0.1";
+        o.port = 0;
+        auto port = manager::NodePort::start(*manager_, std::move(o));
+        ASSERT_TRUE(port) << port.error().message;
+        port_ = std::move(*port);
+        ASSERT_EQ(manager_->node_transport(), port_.get());
+
+        auto key = pki::NodeKey::generate();
+        auto joined = nodeconn::join({"127.0.0.1", port_->port()},
+                                     manager_->trust().token(pki::Role::worker), key.csr_pem);
+        ASSERT_TRUE(joined) << joined.error().message;
+        node_id_ = joined->node_id;
+        credentials_ = {joined->certificate_pem, std::move(key.key_pem), joined->ca_bundle_pem};
+    }
+    void TearDown() override {
+        port_.reset();
+        if (manager_) {
+            EXPECT_EQ(manager_->node_transport(), nullptr);
+        }
+    }
+    std::string state() {
+        auto n = manager_->nodes().get(node_id_);
+        return n ? std::string(model::to_string(n->state)) : "";
+    }
+
+    test::TempDir dir_;
+    std::unique_ptr<manager::Manager> manager_;
+    std::unique_ptr<manager::NodePort> port_;
+    std::string node_id_;
+    nodeconn::Credentials credentials_;
+};
+
+TEST_F(NodePortSession, JoinRegistersTheNodeWithTheRoleOfItsToken) {
+    auto n = manager_->nodes().get(node_id_);
+    ASSERT_TRUE(n);
+    EXPECT_EQ(n->spec.role, model::NodeRole::worker);
+    EXPECT_EQ(n->description.hostname, "127.0.0.1");
+    EXPECT_TRUE(n->certificate_expiry);
+    EXPECT_EQ(state(), "down") << "ready only once its session is up";
+}
+
+TEST_F(NodePortSession, EverySessionStartsWithTheCompleteSetAndMarksTheNodeReady) {
+    auto node = FakeNode::connect(port_->port(), credentials_);
+    ASSERT_TRUE(node) << node.error().message;
+    auto first = (*node)->wait_for("assignments");
+    ASSERT_TRUE(first);
+    EXPECT_EQ(first->at("Type").as_string(), "complete");
+    EXPECT_TRUE(test::wait_until([&] { return state() == "ready"; }));
+    (*node)->close();
+    EXPECT_TRUE(test::wait_until([&] { return state() == "down"; }));
+    auto again = FakeNode::connect(port_->port(), credentials_);
+    ASSERT_TRUE(again);
+    auto complete = (*again)->wait_for("assignments");
+    ASSERT_TRUE(complete);
+    EXPECT_EQ(complete->at("Type").as_string(), "complete");
+    EXPECT_TRUE(test::wait_until([&] { return state() == "ready"; }));
+}
+
+TEST_F(NodePortSession, AnOlderSessionEndingLeavesTheNewerOneReady) {
+    auto older = FakeNode::connect(port_->port(), credentials_);
+    ASSERT_TRUE(older);
+    ASSERT_TRUE(test::wait_until([&] { return state() == "ready"; }));
+    auto newer = FakeNode::connect(port_->port(), credentials_);
+    ASSERT_TRUE(newer);
+    ASSERT_TRUE((*newer)->wait_for("assignments"));
+    (*older)->close();
+    ASSERT_TRUE(test::wait_until([&] { return port_->session_count() == 1; }));
+    // Give a wrong "down" the time to be written, then check it was not.
+    EXPECT_FALSE(test::wait_until([&] { return state() != "ready"; }, 1s)) << state();
+}
+
+TEST_F(NodePortSession, LogsComeBackFromTheNodeOrFailWhenItDoesNotAnswer) {
+    std::atomic<bool> answer{true};
+    auto node = FakeNode::connect(port_->port(), credentials_,
+                                  [&](nodeconn::Session& s, const json::object& o) {
+                                      if (o.at("type").as_string() != "logs_request" || !answer)
+                                          return;
+                                      EXPECT_EQ(o.at("tail").to_number<std::int64_t>(), 5);
+                                      s.send(crypto::SecureBuffer::copy_of(
+                                          json::serialize(json::object{{"type", "logs"},
+                                                                       {"request", o.at("request")},
+                                                                       {"task_id", o.at("task_id")},
+                                                                       {"data", "aGVsbG8K"}})));
+                                  });
+    ASSERT_TRUE(node);
+    ASSERT_TRUE(test::wait_until([&] { return state() == "ready"; }));
+
+    auto fetch = [&](std::chrono::milliseconds timeout) {
+        std::promise<Result<std::string>> p;
+        auto f = p.get_future();
+        port_->fetch_logs(node_id_, crypto::random_id(), 5, timeout,
+                          [&p](Result<std::string> r) { p.set_value(std::move(r)); });
+        EXPECT_EQ(f.wait_for(10s), std::future_status::ready);
+        return f.get();
+    };
+    auto logs = fetch(5s);
+    ASSERT_TRUE(logs) << logs.error().message;
+    EXPECT_EQ(*logs, "hello\n");
+
+    answer = false;
+    auto silent = fetch(300ms);
+    ASSERT_FALSE(silent);
+    EXPECT_EQ(silent.error().code, Errc::unavailable);
+
+    auto unknown = std::promise<Result<std::string>>();
+    port_->fetch_logs(crypto::random_id(), crypto::random_id(), 0, 5s,
+                      [&](Result<std::string> r) { unknown.set_value(std::move(r)); });
+    auto r = unknown.get_future().get();
+    ASSERT_FALSE(r);
+    EXPECT_EQ(r.error().code, Errc::unavailable);
+}
+
+TEST_F(NodePortSession, APendingLogRequestFailsWhenTheNodeDisconnects) {
+    auto node = FakeNode::connect(port_->port(), credentials_);
+    ASSERT_TRUE(node);
+    ASSERT_TRUE(test::wait_until([&] { return state() == "ready"; }));
+    std::promise<Result<std::string>> p;
+    port_->fetch_logs(node_id_, crypto::random_id(), 0, 60s,
+                      [&](Result<std::string> r) { p.set_value(std::move(r)); });
+    ASSERT_TRUE((*node)->wait_for("logs_request"));
+    (*node)->close();
+    auto f = p.get_future();
+    ASSERT_EQ(f.wait_for(10s), std::future_status::ready);
+    EXPECT_FALSE(f.get());
+}
+
+TEST_F(NodePortSession,
+       RenewIsAnsweredAndUnknownTypesAreIgnoredButMalformedStatusClosesTheSession) {
+    auto node = FakeNode::connect(port_->port(), credentials_);
+    ASSERT_TRUE(node);
+    ASSERT_TRUE((*node)->wait_for("assignments"));
+    ASSERT_TRUE((*node)->send(R"({"type":"renew","csr":"x"})"));
+    auto e = (*node)->wait_for("error");
+    ASSERT_TRUE(e);
+    EXPECT_EQ(e->at("message").as_string(), "certificate renewal is not available");
+    ASSERT_TRUE((*node)->send(R"({"type":"from_the_future"})"));
+    ASSERT_TRUE((*node)->send(R"({"type":"status","complete":true,"statuses":[]})"));
+    EXPECT_FALSE(test::wait_until([&] { return (*node)->closed(); }, 500ms));
+    ASSERT_TRUE(
+        (*node)->send(R"({"type":"status","statuses":[{"task_id":"abc","state":"exploded"}]})"));
+    EXPECT_TRUE(test::wait_until([&] { return (*node)->closed(); }, 5s));
+    EXPECT_TRUE(test::wait_until([&] { return state() == "down"; }));
+}
+
+TEST_F(NodePortSession, ARoleChangeAsksForANewCertificateAndRemovalCutsTheNode) {
+    auto node = FakeNode::connect(port_->port(), credentials_);
+    ASSERT_TRUE(node);
+    ASSERT_TRUE(test::wait_until([&] { return state() == "ready"; }));
+    auto n = manager_->nodes().get(node_id_);
+    auto spec = n->spec;
+    spec.role = model::NodeRole::manager;
+    ASSERT_TRUE(manager_->nodes().update(node_id_, n->meta.version, spec));
+    port_->node_role_changed(node_id_);
+    auto renew = (*node)->wait_for("renew_request");
+    ASSERT_TRUE(renew);
+    EXPECT_EQ(renew->at("reason").as_string(), "role");
+    // Its certificate still says worker: a new session is refused until it renews.
+    auto refused = FakeNode::connect(port_->port(), credentials_);
+    ASSERT_FALSE(refused);
+    EXPECT_EQ(refused.error().code, Errc::permission_denied);
+
+    ASSERT_TRUE(manager_->nodes().remove(node_id_, true));
+    port_->node_removed(node_id_);
+    EXPECT_TRUE(test::wait_until([&] { return (*node)->closed(); }, 5s));
+    auto removed = FakeNode::connect(port_->port(), credentials_);
+    ASSERT_FALSE(removed);
+    EXPECT_EQ(removed.error().code, Errc::permission_denied);
+}
+
+}  // namespace
