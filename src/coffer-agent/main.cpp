@@ -174,6 +174,12 @@ int run_node(const NodeOptions& o, const crypto::SecureBuffer& token) {
     SessionOptions options;
     options.manager = std::move(*endpoint);
     options.credentials = std::move(identity->credentials);
+    // Renewal: at the certificate's renewal time and when the manager asks.
+    options.data_dir = o.data_dir;
+    options.node = identity->node;
+    // The manager pings every 2 s; a manager silent for 8 s is gone (network partition, frozen
+    // host): reconnect rather than wait.
+    options.limits.idle_timeout = std::chrono::seconds(8);
     SessionLoopHandlers handlers;
     handlers.on_message = [&executor](nodeconn::Message m) { executor.handle(m); };
     handlers.on_connected = [&executor] { executor.connected(); };

@@ -6,6 +6,7 @@
 #include <limits>
 
 #include "coffer/crypto/encoding.h"
+#include "coffer/model/json.h"
 #include "coffer/model/secret.h"
 #include "coffer/model/secure_json.h"
 
@@ -173,6 +174,25 @@ crypto::SecureBuffer logs_request_message(std::string_view request, std::string_
 
 crypto::SecureBuffer renew_request_message(std::string_view reason) {
     return text(json::object{{"type", "renew_request"}, {"reason", reason}});
+}
+
+crypto::SecureBuffer certificate_message(const IssuedCertificate& issued) {
+    return text(json::object{{"type", "certificate"},
+                             {"certificate", issued.certificate_pem},
+                             {"ca_bundle", issued.ca_bundle_pem}});
+}
+
+Result<std::string> parse_renew_message(std::string_view json_text) {
+    auto v = model::parse_json(json_text);
+    if (!v || !v->is_object()) return make_error(Errc::invalid_argument, "renew: not a JSON object");
+    const auto& o = v->as_object();
+    auto* type = o.if_contains("type");
+    if (!type || !type->is_string() || type->get_string() != "renew")
+        return make_error(Errc::invalid_argument, "renew: not a renew message");
+    auto* csr = o.if_contains("csr");
+    if (!csr || !csr->is_string() || csr->get_string().empty())
+        return make_error(Errc::invalid_argument, "renew: \"csr\" must be a PEM certificate request");
+    return std::string(csr->get_string());
 }
 
 crypto::SecureBuffer error_message(std::string_view message, std::string_view request) {

@@ -94,6 +94,11 @@ class NodePort::Impl {
     ~Impl();
 
     Result<void> start();
+    // The manager's own credentials on the node port, from the current CA.
+    Result<nodeconn::Credentials> own_credentials();
+    // The CA changed (a rotation started or ended): new credentials for new connections, and
+    // every node is asked to renew.
+    void ca_changed();
 
     // nodeconn handlers.
     Result<nodeconn::JoinResponse> join(nodeconn::JoinRequest req);
@@ -109,6 +114,8 @@ class NodePort::Impl {
     void handle_status(const std::shared_ptr<Link>& link, const crypto::SecureBuffer& text);
     void handle_logs(const std::shared_ptr<Link>& link, const crypto::SecureBuffer& text);
     void handle_renew(const std::shared_ptr<Link>& link, const crypto::SecureBuffer& text);
+    // A node whose certificate predates a CA rotation or a role change is asked to renew.
+    void ask_renewal_if_stale(const std::shared_ptr<Link>& link);
 
     std::shared_ptr<Link> current(std::string_view node_id);
     void forget(std::string_view node_id);
@@ -136,6 +143,14 @@ class NodePort::Impl {
     std::map<const Session*, std::shared_ptr<Link>> links_;  // under mutex_
     std::atomic<bool> stopping_{false};
 
+    // ClusterTrust keeps its CA-change callbacks for its lifetime; ours reaches this port through
+    // a handle that the destructor clears (under its lock, so no call is under way afterwards).
+    struct CaHook {
+        std::mutex mutex;
+        Impl* impl = nullptr;
+    };
+    std::shared_ptr<CaHook> ca_hook_ = std::make_shared<CaHook>();
+
     std::mutex logs_mutex_;
     std::condition_variable logs_changed_;
     std::map<std::string, PendingLogs> logs_;  // under logs_mutex_
@@ -146,15 +161,39 @@ class NodePort::Impl {
     std::unique_ptr<nodeconn::NodeServer> server_;
 };
 
-Result<void> NodePort::Impl::start() {
+Result<nodeconn::Credentials> NodePort::Impl::own_credentials() {
     auto& trust = manager_.trust();
-    // The manager's own identity on the node port: a fresh key every start, kept in locked
+    // The manager's own identity on the node port: a fresh key every time, kept in locked
     // memory only; agents check its role (coffer-manager) and cluster.
     auto key = pki::NodeKey::generate();
     auto id = "manager" + crypto::random_id();
     auto cert = trust.issue(key.csr_pem, id, pki::Role::manager);
     if (!cert) return std::move(cert).error().context("issue the manager's node port certificate");
-    nodeconn::Credentials credentials{std::move(*cert), std::move(key.key_pem), trust.ca_bundle()};
+    return nodeconn::Credentials{std::move(*cert), std::move(key.key_pem), trust.ca_bundle()};
+}
+
+void NodePort::Impl::ca_changed() {
+    auto credentials = own_credentials();
+    if (!credentials) {
+        log::error(category, "CA changed: {}", credentials.error().message);
+        return;
+    }
+    if (auto r = server_->update_credentials(std::move(*credentials)); !r)
+        log::error(category, "CA changed: new node port credentials: {}", r.error().message);
+    std::vector<std::shared_ptr<Link>> links;
+    {
+        std::lock_guard lock(mutex_);
+        for (const auto& [id, entry] : nodes_)
+            if (entry.current) links.push_back(entry.current);
+    }
+    for (const auto& link : links) link->session->send(renew_request_message("CA rotation"));
+    log::info(category, "CA changed: {} connected nodes asked to renew", links.size());
+}
+
+Result<void> NodePort::Impl::start() {
+    auto& trust = manager_.trust();
+    auto credentials = own_credentials();
+    if (!credentials) return std::move(credentials).error();
 
     nodeconn::ServerOptions so;
     so.address = options_.address;
@@ -178,9 +217,14 @@ Result<void> NodePort::Impl::start() {
     };
     sweeper_ = std::thread([this] { sweep_logs(); });
     auto server =
-        nodeconn::NodeServer::start(std::move(so), std::move(credentials), std::move(handlers));
+        nodeconn::NodeServer::start(std::move(so), std::move(*credentials), std::move(handlers));
     if (!server) return std::move(server).error().context("node port");
     server_ = std::move(*server);
+    ca_hook_->impl = this;
+    trust.on_ca_changed([hook = ca_hook_] {
+        std::lock_guard lock(hook->mutex);
+        if (hook->impl) hook->impl->ca_changed();
+    });
     return {};
 }
 
@@ -188,6 +232,10 @@ NodePort::Impl::~Impl() {
     // The sessions end because the manager stops, not because the nodes went away: their
     // records are left as they are (the next start marks them unknown, with a grace period).
     stopping_ = true;
+    {
+        std::lock_guard lock(ca_hook_->mutex);
+        ca_hook_->impl = nullptr;
+    }
     server_.reset();
     {
         std::lock_guard lock(logs_mutex_);
@@ -245,11 +293,8 @@ Result<void> NodePort::Impl::authorize(const pki::NodeIdentity& who) const {
     if (!node)
         return make_error(Errc::permission_denied,
                           fmt::format("node {} is not a member of this cluster", who.node_id));
-    if (cert_role(node->spec.role) != who.role)
-        return make_error(
-            Errc::permission_denied,
-            fmt::format("node {} has role {} but its certificate says {}", who.node_id,
-                        model::to_string(node->spec.role), pki::role_name(who.role)));
+    // A certificate from before a role change still admits the node (nothing on the node port
+    // depends on the role yet); the session asks it for a certificate with the new role at once.
     return {};
 }
 
@@ -294,6 +339,7 @@ void NodePort::Impl::start_link(const std::shared_ptr<Link>& link) {
     });
     log::info(category, "node {} ready ({})", id, link->session->remote_address());
     send_assignments(link);
+    ask_renewal_if_stale(link);
 }
 
 void NodePort::Impl::send_assignments(const std::shared_ptr<Link>& link) {
@@ -365,12 +411,55 @@ void NodePort::Impl::handle_logs(const std::shared_ptr<Link>& link,
         complete_logs(m->request, link->node_id, std::move(m->data));
 }
 
-// The hook for certificate renewal over the session ({"type":"renew","csr"}): when ClusterTrust
-// renews, issue for the node's recorded role and answer {"type":"certificate",...}. Until then
-// the node is told, and keeps its certificate.
-void NodePort::Impl::handle_renew(const std::shared_ptr<Link>& link, const crypto::SecureBuffer&) {
-    log::info(category, "node {} asked to renew its certificate: not available", link->node_id);
-    link->session->send(error_message("certificate renewal is not available"));
+void NodePort::Impl::ask_renewal_if_stale(const std::shared_ptr<Link>& link) {
+    auto& trust = manager_.trust();
+    const auto& peer = link->session->peer();
+    trust.note_session(peer);
+    auto node = manager_.nodes().get(link->node_id);
+    const char* reason = nullptr;
+    if (trust.rotation_in_progress() &&
+        peer.issuer_public_key != trust.tls_info().cert_issuer_public_key)
+        reason = "CA rotation";
+    else if (node && cert_role(node->spec.role) != peer.role)
+        reason = "role";
+    if (reason) link->session->send(renew_request_message(reason));
+}
+
+// {"type":"renew","csr"}: a certificate for the same node and key, with the node's recorded
+// role, from the current CA; answered {"type":"certificate",...} or {"type":"error",...}.
+void NodePort::Impl::handle_renew(const std::shared_ptr<Link>& link,
+                                  const crypto::SecureBuffer& text) {
+    auto& trust = manager_.trust();
+    auto csr = parse_renew_message(
+        std::string_view(reinterpret_cast<const char*>(text.data()), text.size()));
+    if (!csr) {
+        log::warn(category, "node {}: {}: closing the session", link->node_id, csr.error().message);
+        link->session->close();
+        return;
+    }
+    auto node = manager_.nodes().get(link->node_id);
+    if (!node) return;  // removed meanwhile: its session is being closed
+    auto issued = trust.renew(*csr, link->session->peer(), cert_role(node->spec.role));
+    if (!issued) {
+        log::warn(category, "node {}: renewal refused: {}", link->node_id, issued.error().message);
+        link->session->send(error_message(issued.error().message));
+        return;
+    }
+    if (auto info = pki::read_certificate(issued->certificate_pem); info) {
+        NodeRegistration reg;
+        reg.id = node->meta.id;
+        reg.role = node->spec.role;
+        reg.description = node->description;
+        reg.addr = link->session->remote_address();
+        reg.certificate_expiry = timestamp(info->not_after);
+        if (auto r = manager_.nodes().register_node(std::move(reg)); !r)
+            log::warn(category, "node {}: record the new certificate's expiry: {}", link->node_id,
+                      r.error().message);
+    }
+    link->session->send(certificate_message(*issued));
+    log::info(category, "node {} renewed its certificate", link->node_id);
+    if (auto done = trust.finish_rotation_if_renewed(manager_.nodes()); done && *done)
+        log::info(category, "CA rotation finished: every node holds a certificate of the new CA");
 }
 
 void NodePort::Impl::closed(const std::shared_ptr<Session>& s, const Error& why) {
@@ -535,6 +624,10 @@ std::size_t NodePort::session_count() const {
 void NodePort::node_removed(const std::string& node_id) {
     impl_->forget(node_id);
     impl_->server_->close_sessions(node_id);
+    // A rotation may have been waiting for this node only.
+    if (auto done = impl_->manager_.trust().finish_rotation_if_renewed(impl_->manager_.nodes());
+        done && *done)
+        log::info(category, "CA rotation finished: every node holds a certificate of the new CA");
     impl_->fail_logs(node_id, std::nullopt,
                      make_error(Errc::unavailable, fmt::format("node {} was removed", node_id)));
 }

@@ -38,10 +38,6 @@ std::vector<std::string> ids_of(const NodeRegistry& nodes) {
     });
 }
 
-crypto::SecureBuffer message(json::object o) {
-    return crypto::SecureBuffer::copy_of(json::serialize(o));
-}
-
 }  // namespace
 
 Result<std::unique_ptr<ClusterTrust>> ClusterTrust::load(store::Store& store, std::string cluster_id) {
@@ -299,8 +295,10 @@ Result<bool> ClusterTrust::finish_rotation_if_renewed(std::span<const std::strin
         auto plain = pki::CertificateAuthority::load(ca_.certificate_pem(), ca_.key_pem());
         if (!plain) return std::move(plain).error().context("finish the CA rotation");
         auto bundle = plain->certificate_pem();
-        auto worker = worker_->with_ca(bundle);
-        auto manager = manager_->with_ca(bundle);
+        // As in Swarm, both join tokens get new secrets when the rotation ends: a token shown
+        // before the rotation (whose secret and now public digest someone may hold) stops working.
+        auto worker = pki::JoinToken::generate(bundle);
+        auto manager = pki::JoinToken::generate(bundle);
         store::Batch b;
         b.erase(Table::pki, std::string(ca_previous_key));
         b.erase(Table::pki, std::string(ca_chain_key));
@@ -343,33 +341,6 @@ void ClusterTrust::notify_ca_changed() {
         fns = ca_changed_;
     }
     for (auto& fn : fns) fn();
-}
-
-crypto::SecureBuffer certificate_message(const IssuedCertificate& issued) {
-    return message({{"type", "certificate"},
-                    {"certificate", issued.certificate_pem},
-                    {"ca_bundle", issued.ca_bundle_pem}});
-}
-
-crypto::SecureBuffer renew_request_message(std::string_view reason) {
-    return message({{"type", "renew_request"}, {"reason", reason}});
-}
-
-crypto::SecureBuffer error_message(std::string_view text) {
-    return message({{"type", "error"}, {"message", text}});
-}
-
-Result<std::string> parse_renew_message(std::string_view json_text) {
-    auto v = model::parse_json(json_text);
-    if (!v || !v->is_object()) return make_error(Errc::invalid_argument, "renew: not a JSON object");
-    const auto& o = v->as_object();
-    auto* type = o.if_contains("type");
-    if (!type || !type->is_string() || type->get_string() != "renew")
-        return make_error(Errc::invalid_argument, "renew: not a renew message");
-    auto* csr = o.if_contains("csr");
-    if (!csr || !csr->is_string() || csr->get_string().empty())
-        return make_error(Errc::invalid_argument, "renew: \"csr\" must be a PEM certificate request");
-    return std::string(csr->get_string());
 }
 
 }  // namespace coffer::manager

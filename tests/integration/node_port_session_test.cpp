@@ -218,10 +218,25 @@ TEST_F(NodePortSession,
     auto node = FakeNode::connect(port_->port(), credentials_);
     ASSERT_TRUE(node);
     ASSERT_TRUE((*node)->wait_for("assignments"));
+    // A CSR that is not one is refused with a reason; the session stays.
     ASSERT_TRUE((*node)->send(R"({"type":"renew","csr":"x"})"));
     auto e = (*node)->wait_for("error");
     ASSERT_TRUE(e);
-    EXPECT_EQ(e->at("message").as_string(), "certificate renewal is not available");
+    EXPECT_NE(e->at("message").as_string().find("certificate request"), std::string_view::npos);
+    // A CSR for the node's own key: a new certificate for the same node, role and cluster.
+    auto csr = pki::make_csr(credentials_.key_pem);
+    ASSERT_TRUE(csr);
+    ASSERT_TRUE((*node)->send(
+        json::serialize(json::object{{"type", "renew"}, {"csr", *csr}})));
+    auto c = (*node)->wait_for("certificate");
+    ASSERT_TRUE(c);
+    auto info = pki::read_certificate(std::string(c->at("certificate").as_string()));
+    ASSERT_TRUE(info);
+    EXPECT_EQ(info->common_name, node_id_);
+    EXPECT_EQ(info->organizational_unit, "coffer-worker");
+    EXPECT_EQ(info->organization, manager_->cluster_id());
+    EXPECT_FALSE(c->at("ca_bundle").as_string().empty());
+
     ASSERT_TRUE((*node)->send(R"({"type":"from_the_future"})"));
     ASSERT_TRUE((*node)->send(R"({"type":"status","complete":true,"statuses":[]})"));
     EXPECT_FALSE(test::wait_until([&] { return (*node)->closed(); }, 500ms));
@@ -243,14 +258,25 @@ TEST_F(NodePortSession, ARoleChangeAsksForANewCertificateAndRemovalCutsTheNode) 
     auto renew = (*node)->wait_for("renew_request");
     ASSERT_TRUE(renew);
     EXPECT_EQ(renew->at("reason").as_string(), "role");
-    // Its certificate still says worker: a new session is refused until it renews.
-    auto refused = FakeNode::connect(port_->port(), credentials_);
-    ASSERT_FALSE(refused);
-    EXPECT_EQ(refused.error().code, Errc::permission_denied);
+    // Its certificate still says worker: a new session is admitted and asked to renew at once,
+    // and the renewal carries the new role.
+    auto again = FakeNode::connect(port_->port(), credentials_);
+    ASSERT_TRUE(again);
+    auto asked = (*again)->wait_for("renew_request");
+    ASSERT_TRUE(asked);
+    EXPECT_EQ(asked->at("reason").as_string(), "role");
+    auto csr = pki::make_csr(credentials_.key_pem);
+    ASSERT_TRUE(csr);
+    ASSERT_TRUE((*again)->send(json::serialize(json::object{{"type", "renew"}, {"csr", *csr}})));
+    auto c = (*again)->wait_for("certificate");
+    ASSERT_TRUE(c);
+    auto info = pki::read_certificate(std::string(c->at("certificate").as_string()));
+    ASSERT_TRUE(info);
+    EXPECT_EQ(info->organizational_unit, "coffer-manager");
 
     ASSERT_TRUE(manager_->nodes().remove(node_id_, true));
     port_->node_removed(node_id_);
-    EXPECT_TRUE(test::wait_until([&] { return (*node)->closed(); }, 5s));
+    EXPECT_TRUE(test::wait_until([&] { return (*node)->closed() && (*again)->closed(); }, 5s));
     auto removed = FakeNode::connect(port_->port(), credentials_);
     ASSERT_FALSE(removed);
     EXPECT_EQ(removed.error().code, Errc::permission_denied);

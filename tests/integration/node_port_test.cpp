@@ -72,8 +72,11 @@ class Agent {
         UniqueFd err(::open(err_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
         Child::Options o;
         o.argv = std::move(prefix);
-        o.argv.insert(o.argv.end(), {agent_path(), "--data-dir", data.string(), "--manager",
-                                     manager, "--log-level", "info"});
+        // A run directory of the test's own: the host's /run/coffer-agent is left alone, and
+        // agents of one test do not contend for one run directory's lock.
+        o.argv.insert(o.argv.end(), {agent_path(), "--data-dir", data.string(), "--run-dir",
+                                     data.string() + "-run", "--manager", manager, "--log-level",
+                                     "info"});
         for (char** e = environ; *e; ++e) o.env.emplace_back(*e);
         if (!token.empty()) o.env.push_back("COFFER_JOIN_TOKEN=" + token);
         o.stderr_fd = err.get();
@@ -469,7 +472,9 @@ TEST(NodePortNetwork, AnAgentInItsOwnNetworkJoinsAcrossAVethPair) {
     auto token = first_line(coffer_cli(host, {"cluster", "join-token", "worker", "-q"}).out);
 
     auto data = dir.path() / "agent";
-    Agent agent(data, where, token, {"ip", "netns", "exec", net.agent_ns});
+    // Only the network namespace: `ip netns exec` would also hide the host's cgroup mounts
+    // behind a fresh /sys, and the agent's runner needs them.
+    Agent agent(data, where, token, {"nsenter", "--net=/run/netns/" + net.agent_ns});
     ASSERT_TRUE(wait_until([&] { return fs::exists(data / "identity" / "node.json"); }))
         << agent.err();
     auto id = json::parse(read_file(data / "identity" / "node.json")).at("node_id").as_string();

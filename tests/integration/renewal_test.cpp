@@ -15,6 +15,7 @@
 #include "coffer/agent/enrollment.h"
 #include "coffer/agent/session.h"
 #include "coffer/crypto/random.h"
+#include "coffer/manager/node_messages.h"
 #include "coffer/manager/trust.h"
 #include "coffer/nodeconn/client.h"
 #include "coffer/nodeconn/server.h"

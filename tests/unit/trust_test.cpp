@@ -7,6 +7,7 @@
 #include <filesystem>
 
 #include "coffer/crypto/random.h"
+#include "coffer/manager/node_messages.h"
 #include "coffer/manager/trust.h"
 #include "coffer/pki/node_key.h"
 #include "coffer/store/store.h"
@@ -227,6 +228,7 @@ TEST_F(Trust, RotationFinishesOnlyWhenEveryNodeRenewed) {
     EXPECT_FALSE(trust_->finish_rotation_if_renewed(ids).value());
 
     auto rb = trust_->renew(pki::make_csr(b.key.key_pem).value(), b.id, pki::Role::worker).value();
+    auto worker_during = str(trust_->token(pki::Role::worker));
     std::atomic<int> changed = 0;
     trust_->on_ca_changed([&] { ++changed; });
     ASSERT_TRUE(trust_->finish_rotation_if_renewed(ids).value());
@@ -234,8 +236,12 @@ TEST_F(Trust, RotationFinishesOnlyWhenEveryNodeRenewed) {
     EXPECT_FALSE(trust_->rotation_in_progress());
     EXPECT_EQ(trust_->ca_bundle(), new_root);
     EXPECT_FALSE(trust_->rotation_progress(ids).in_progress);
-    // The tokens pin the new root alone.
-    EXPECT_TRUE(pki::JoinToken::parse(str(trust_->token(pki::Role::worker))).value().pins(new_root));
+    // The tokens pin the new root alone, with new secrets: the one shown during the rotation
+    // no longer joins.
+    auto worker_after = str(trust_->token(pki::Role::worker));
+    EXPECT_TRUE(pki::JoinToken::parse(worker_after).value().pins(new_root));
+    EXPECT_NE(worker_after.substr(worker_after.size() - 25), worker_during.substr(worker_during.size() - 25));
+    EXPECT_FALSE(trust_->check_token(pki::JoinToken::parse(worker_during).value()).ok());
 
     // Certificates from the old root alone are refused now; renewed ones still verify.
     EXPECT_FALSE(pki::verify_node_certificate(a.chain, trust_->ca_bundle(), "cluster1").ok());

@@ -13,6 +13,7 @@
 #include "coffer/base/error.h"
 #include "coffer/crypto/secure_buffer.h"
 #include "coffer/manager/dispatcher.h"
+#include "coffer/manager/trust.h"
 
 namespace coffer::manager {
 
@@ -41,7 +42,12 @@ Result<LogsMessage> parse_logs_message(const crypto::SecureBuffer& json);
 
 crypto::SecureBuffer logs_request_message(std::string_view request, std::string_view task_id,
                                           std::size_t tail);
+// {"type":"renew_request","reason":...}
 crypto::SecureBuffer renew_request_message(std::string_view reason);
+// {"type":"certificate","certificate":...,"ca_bundle":...}
+crypto::SecureBuffer certificate_message(const IssuedCertificate& issued);
+// The CSR of a {"type":"renew","csr":...} message; invalid_argument when malformed.
+Result<std::string> parse_renew_message(std::string_view json_text);
 // {"type":"error","message"[,"request"]}
 crypto::SecureBuffer error_message(std::string_view message, std::string_view request = {});
 

@@ -155,14 +155,4 @@ private:
     std::vector<std::function<void()>> ca_changed_;
 };
 
-// The session's messages about certificates (docs/design.md, "The session protocol").
-// {"type":"certificate","certificate":...,"ca_bundle":...}
-crypto::SecureBuffer certificate_message(const IssuedCertificate& issued);
-// {"type":"renew_request","reason":...}
-crypto::SecureBuffer renew_request_message(std::string_view reason);
-// {"type":"error","message":...}
-crypto::SecureBuffer error_message(std::string_view message);
-// The CSR of a {"type":"renew","csr":...} message; invalid_argument when malformed.
-Result<std::string> parse_renew_message(std::string_view json_text);
-
 }  // namespace coffer::manager
