@@ -202,7 +202,8 @@ bool identity_exists(const std::string& data_dir) {
 }
 
 Result<Identity> enroll(const std::string& data_dir, std::string_view manager,
-                        const crypto::SecureBuffer& token_text, const nodeconn::Limits& limits) {
+                        const crypto::SecureBuffer& token_text, const nodeconn::Limits& limits,
+                        std::string_view hostname) {
     auto endpoint = parse_endpoint(manager);
     if (!endpoint) return std::move(endpoint).error();
     auto token = pki::JoinToken::parse(
@@ -215,7 +216,7 @@ Result<Identity> enroll(const std::string& data_dir, std::string_view manager,
                                       identity_dir(data_dir)));
 
     auto key = pki::NodeKey::generate();
-    auto joined = nodeconn::join(*endpoint, token_text, key.csr_pem, limits);
+    auto joined = nodeconn::join(*endpoint, token_text, key.csr_pem, limits, hostname);
     if (!joined) return std::move(joined).error().context(fmt::format("join through {}", manager));
     auto node = check_issued(*joined, key.key_pem, std::string(manager));
     if (!node) return std::move(node).error().context(fmt::format("join through {}", manager));

@@ -91,6 +91,7 @@ struct NodeOptions {
     std::string seccomp;
     std::string manager;
     bool noop_executor = false;
+    std::string hostname;
 };
 
 // How tasks run in this agent: containers through the Runner, or nothing (benchmark mode).
@@ -144,7 +145,7 @@ int run_node(const NodeOptions& o, const crypto::SecureBuffer& token) {
                             where, where)));
         if (o.manager.empty())
             return fail(make_error(Errc::invalid_argument, "--join-token needs --manager HOST:PORT"));
-        identity = enroll(o.data_dir, o.manager, token);
+        identity = enroll(o.data_dir, o.manager, token, {}, o.hostname);
     } else {
         identity = load_identity(o.data_dir);
         if (!identity && identity.error().code == Errc::not_found)
@@ -218,6 +219,8 @@ int main(int argc, char** argv) {
     app.add_option("--manager", manager, "HOST:PORT of a manager's node port (default: the one joined)");
     auto* token_option = app.add_option("--join-token", token_text, "first start: join the cluster with this token")
         ->envname("COFFER_JOIN_TOKEN");
+    std::string hostname;
+    app.add_option("--hostname", hostname, "first start: the name this node joins under (default: the host's name)");
     bool noop_executor = false;
     app.add_flag("--benchmark-noop-executor", noop_executor,
                  "benchmark mode: take assignments and report states, but run no task (no runtime, "
@@ -251,8 +254,13 @@ int main(int argc, char** argv) {
     log::configure(log_level);
 
     try {
-        if (join->parsed() || app.get_subcommands().empty())
-            return run_node({data_dir, run_dir, runtime, seccomp, manager, noop_executor}, token);
+        if (join->parsed() || app.get_subcommands().empty()) {
+            if (hostname.empty()) {
+                char name[256] = {};
+                if (::gethostname(name, sizeof name - 1) == 0) hostname = name;
+            }
+            return run_node({data_dir, run_dir, runtime, seccomp, manager, noop_executor, hostname}, token);
+        }
         if (!token.empty())
             return fail(make_error(Errc::invalid_argument, "--join-token is for joining, not for this command"));
         ImageStore store(data_dir + "/images");

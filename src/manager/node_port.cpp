@@ -272,8 +272,8 @@ Result<nodeconn::JoinResponse> NodePort::Impl::join(nodeconn::JoinRequest req) {
     NodeRegistration reg;
     reg.id = id;
     reg.role = node_role(*role);
-    // The join request carries no hostname: the node is named by its address until it says more.
-    reg.description.hostname = host;
+    // The node's own name for itself, else its address.
+    reg.description.hostname = req.hostname.empty() ? host : req.hostname;
     reg.addr = host;
     reg.certificate_expiry = timestamp(info->not_after);
     auto node = manager_.nodes().register_node(std::move(reg));

@@ -123,7 +123,8 @@ Error refusal(const websocket::response_type& res) {
 
 asio::awaitable<Result<JoinResponse>> join_flow(const Endpoint& to, const pki::JoinToken& token,
                                                 const crypto::SecureBuffer& token_text,
-                                                std::string_view csr_pem, const Limits& limits) {
+                                                std::string_view csr_pem, const Limits& limits,
+                                                std::string_view hostname) {
     // 1. The CA bundle, over TLS that trusts nothing yet: the token's digest decides.
     auto open_ctx = join_context({});
     if (!open_ctx) co_return std::move(open_ctx).error();
@@ -148,6 +149,7 @@ asio::awaitable<Result<JoinResponse>> join_flow(const Endpoint& to, const pki::J
     request["token"] =
         std::string_view(reinterpret_cast<const char*>(token_text.data()), token_text.size());
     request["csr"] = csr_pem;
+    if (!hostname.empty()) request["hostname"] = hostname;
     auto body = serialize_secure(request);
     auto res = co_await exchange(**stream, http::verb::post, "/join",
                                  {reinterpret_cast<const char*>(body.data()), body.size()}, limits);
@@ -171,7 +173,7 @@ asio::awaitable<Result<JoinResponse>> join_flow(const Endpoint& to, const pki::J
 }  // namespace
 
 Result<JoinResponse> join(const Endpoint& manager, const crypto::SecureBuffer& token_text,
-                          std::string_view csr_pem, const Limits& limits) {
+                          std::string_view csr_pem, const Limits& limits, std::string_view hostname) {
     auto token = pki::JoinToken::parse(
         std::string_view(reinterpret_cast<const char*>(token_text.data()), token_text.size()));
     if (!token) return std::move(token).error();
@@ -180,7 +182,7 @@ Result<JoinResponse> join(const Endpoint& manager, const crypto::SecureBuffer& t
     asio::co_spawn(
         ioc,
         [&]() -> asio::awaitable<void> {
-            result.emplace(co_await join_flow(manager, *token, token_text, csr_pem, limits));
+            result.emplace(co_await join_flow(manager, *token, token_text, csr_pem, limits, hostname));
         },
         [&](std::exception_ptr e) {
             if (!e) return;

@@ -17,6 +17,8 @@
 #include <boost/json/serialize.hpp>
 #include <boost/json/value.hpp>
 
+#include <algorithm>
+#include <cctype>
 #include <condition_variable>
 #include <map>
 #include <mutex>
@@ -249,7 +251,23 @@ asio::awaitable<Reply> NodeServer::Impl::join(const Request& req, std::string re
     if (!handlers_.on_join)
         co_return error_reply(make_error(Errc::unavailable, "joining is disabled"));
 
-    JoinRequest join_req{std::move(*token), std::string(*csr), std::move(remote)};
+    std::string hostname;
+    if (const auto* h = doc->value().as_object().if_contains("hostname")) {
+        auto valid = [](std::string_view n) {
+            return !n.empty() && n.size() <= 253 &&
+                   std::all_of(n.begin(), n.end(), [](char c) {
+                       return std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '-' ||
+                              c == '_';
+                   });
+        };
+        if (!h->is_string() || !valid(h->get_string()))
+            co_return error_reply(make_error(
+                Errc::invalid_argument,
+                "join request: hostname must be 1-253 characters of letters, digits, '.', '-', '_'"));
+        hostname = std::string(h->get_string());
+    }
+    JoinRequest join_req{std::move(*token), std::string(*csr), std::move(remote),
+                         std::move(hostname)};
     // The handler may block (it writes the store): it runs on the join pool, and this coroutine
     // resumes on its strand when it is done.
     std::optional<Result<JoinResponse>> result;

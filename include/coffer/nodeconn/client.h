@@ -22,8 +22,10 @@ struct Endpoint {
 // token ("manager's CA does not match the join token"), then, over TLS that verifies the manager
 // against that CA, sends the token and the CSR. Blocks, bounded by limits.handshake_timeout per
 // connection. The token is never logged or quoted in errors.
+// hostname, when given, is how the node names itself (the manager validates it).
 Result<JoinResponse> join(const Endpoint& manager, const crypto::SecureBuffer& token_text,
-                          std::string_view csr_pem, const Limits& limits = {});
+                          std::string_view csr_pem, const Limits& limits = {},
+                          std::string_view hostname = {});
 
 // A session from a node to the manager, on its own I/O thread; handlers run there.
 class NodeClient {

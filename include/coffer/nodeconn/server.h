@@ -23,6 +23,8 @@ struct JoinRequest {
     pki::JoinToken token;  // parsed strictly; the handler checks it against the role tokens
     std::string csr_pem;
     std::string remote_address;
+    std::string hostname;  // as the node names itself; empty when it did not (checked: 1-253
+                           // characters of [A-Za-z0-9._-])
 };
 
 struct JoinResponse {
