@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include "coffer/base/log.h"
+#include "coffer/base/mount.h"
 #include "coffer/base/process.h"
 
 namespace coffer::agent {
@@ -102,6 +103,9 @@ public:
     }
 
     std::vector<std::string> list() override {
+        // Both runtimes keep a directory per container under their root: none there, none to
+        // list, and the runtime's own start-up (tens of milliseconds) is saved at agent start.
+        if (list_dir(root_, true).empty()) return {};
         auto argv = base();
         argv.insert(argv.end(), {"list", "--quiet"});
         auto r = run_command(argv);

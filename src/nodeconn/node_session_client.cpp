@@ -51,6 +51,10 @@ asio::awaitable<Result<std::unique_ptr<TlsStream>>> open_tls(const Endpoint& to,
     if (auto [ec, ep] = co_await beast::get_lowest_layer(*stream).async_connect(results, use_tuple);
         ec)
         co_return net_error(fmt::format("connect to {}", where), ec);
+    // Small messages both ways (handshake flights, the upgrade, heartbeats): without this, Nagle
+    // and the peer's delayed ACK hold each one back by up to 40 ms.
+    boost::system::error_code nodelay_ec;
+    beast::get_lowest_layer(*stream).socket().set_option(tcp::no_delay(true), nodelay_ec);
     // SNI names the role, the name the manager's certificate is verified against.
     SSL_set_tlsext_host_name(stream->native_handle(), manager_name);
     if (auto [ec] = co_await stream->async_handshake(ssl::stream_base::client, use_tuple); ec)

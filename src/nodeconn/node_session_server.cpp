@@ -143,6 +143,9 @@ asio::awaitable<void> NodeServer::Impl::accept_loop() {
             log::warn("nodeconn", "accept: {}", ec.message());
             continue;
         }
+        // See the client: small messages must not wait for a delayed ACK.
+        boost::system::error_code nodelay_ec;
+        socket.set_option(tcp::no_delay(true), nodelay_ec);
         auto executor = socket.get_executor();
         asio::co_spawn(executor, serve(std::move(socket)), [](std::exception_ptr e) {
             if (!e) return;
