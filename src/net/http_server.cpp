@@ -87,7 +87,7 @@ void HttpServer::Impl::bind() {
     auto path = opts.socket_path.string();
     if (path.size() >= sizeof(sockaddr_un::sun_path))
         throw std::runtime_error(fmt::format("socket path too long: {}", path));
-    std::filesystem::create_directories(opts.socket_path.parent_path());
+    if (opts.socket_path.has_parent_path()) std::filesystem::create_directories(opts.socket_path.parent_path());
     struct stat st {};
     if (::lstat(path.c_str(), &st) == 0) {
         if (!S_ISSOCK(st.st_mode))
