@@ -11,6 +11,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <sodium.h>
+
 #include <condition_variable>
 #include <deque>
 #include <filesystem>
@@ -167,6 +169,7 @@ struct Runner::Impl {
     Impl(RunnerOptions o, ImageStore& i)
         : opt(std::move(o)), images(i), work(std::max(1u, opt.teardown_threads)) {}
 
+    std::string cgroup_parent;  // Runner::cgroup_parent(run_dir)
     std::string tasks_dir() const { return opt.run_dir + "/tasks"; }
     std::string layers_dir() const { return opt.data_dir + "/tasks"; }
     std::string logs_dir() const { return opt.data_dir + "/logs"; }
@@ -378,7 +381,7 @@ void Runner::Impl::prepare_and_start(Task& t, const TaskSpec& spec, const std::s
         ci.spec = &spec;
         ci.image = &image.config;
         ci.binds = std::move(binds);
-        ci.cgroups_path = fmt::format("/coffer/{}", spec.id);
+        ci.cgroups_path = fmt::format("{}/{}", cgroup_parent, spec.id);
         ci.limit_swap = cgroups->can_limit_swap();
         ci.seccomp_profile = has_seccomp ? &seccomp : nullptr;
         ci.userns_base = opt.userns_base;
@@ -511,6 +514,7 @@ Runner::Runner(RunnerOptions options, ImageStore& images)
     make_dir(impl_->layers_dir(), 0700);
     make_dir(impl_->logs_dir(), 0700);
     make_dir(o.run_dir + "/runtime", 0700);
+    impl_->cgroup_parent = cgroup_parent(o.run_dir);
 
     // Close-on-exec: a container must never hold the lock of a crashed agent.
     impl_->lock_fd.reset(::open((o.run_dir + "/agent.lock").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
@@ -627,8 +631,8 @@ Leftovers Runner::recover_leftovers() {
             }
         }
     }
-    for (auto& c : im.cgroups->children("/coffer")) {
-        if (im.cgroups->remove("/coffer/" + c, std::chrono::seconds(5))) ++l.cgroups;
+    for (auto& c : im.cgroups->children(im.cgroup_parent)) {
+        if (im.cgroups->remove(im.cgroup_parent + "/" + c, std::chrono::seconds(5))) ++l.cgroups;
     }
     return l;
 }
@@ -645,6 +649,18 @@ std::size_t Runner::tasks_running() const {
 
 std::string_view Runner::runtime_name() const noexcept { return impl_->runtime->name(); }
 std::string_view Runner::cgroup_mode() const noexcept { return to_string(impl_->cgroups->mode()); }
+
+std::string Runner::cgroup_parent(const std::string& run_dir) {
+    std::error_code ec;
+    auto absolute = std::filesystem::weakly_canonical(run_dir, ec);
+    std::string path = ec ? run_dir : absolute.string();
+    unsigned char digest[6];
+    crypto_generichash(digest, sizeof digest, reinterpret_cast<const unsigned char*>(path.data()),
+                       path.size(), nullptr, 0);
+    std::string hex = "/coffer/";
+    for (unsigned char b : digest) hex += fmt::format("{:02x}", b);
+    return hex;
+}
 
 std::string Runner::log_path(std::string_view id) const {
     return fmt::format("{}/{}.log", impl_->logs_dir(), id);

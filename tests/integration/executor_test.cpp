@@ -16,6 +16,7 @@
 #include <mutex>
 #include <sstream>
 
+#include "coffer/agent/runner.h"
 #include "coffer/agent/image_store.h"
 #include "coffer/base/log.h"
 #include "coffer/base/mount.h"
@@ -390,7 +391,7 @@ TEST_F(AgentProgram, StopsEveryTaskOnSigtermAndLeavesNothing) {
     for (auto& h : {"memory", "pids", "cpu", "unified", ""})
         for (auto& id : {a, b})
             EXPECT_FALSE(
-                std::filesystem::exists(fmt::format("/sys/fs/cgroup/{}/coffer/{}", h, id)));
+                std::filesystem::exists(fmt::format("/sys/fs/cgroup/{}{}/{}", h, agent::Runner::cgroup_parent(run()), id)));
 }
 
 TEST_F(AgentProgram, BenchmarkModeRunsNothingButFollowsTheProtocol) {

@@ -143,7 +143,7 @@ protected:
         for (auto& m : read_mountinfo("self"))
             EXPECT_FALSE(m.mount_point.starts_with(run.path())) << m.mount_point;
         for (auto& h : {"memory", "pids", "cpu", "unified", ""}) {
-            auto p = fmt::format("/sys/fs/cgroup/{}/coffer/{}", h, task_id);
+            auto p = fmt::format("/sys/fs/cgroup/{}{}/{}", h, Runner::cgroup_parent(run.path() + "/run"), task_id);
             EXPECT_FALSE(exists(p)) << p;
         }
         EXPECT_FALSE(exists(run.path() + "/run/tasks/" + task_id));
@@ -433,7 +433,7 @@ TEST(AgentRestart, CleansWhatAKilledAgentLeft) {
     auto listed = run_command({"runc", "--root", run.path() + "/runtime", "list", "-q"});
     EXPECT_EQ(listed.out, task_id + "\n");
     EXPECT_TRUE(exists(run.path() + "/tasks/" + task_id));
-    EXPECT_TRUE(exists("/sys/fs/cgroup/pids/coffer/" + task_id));
+    EXPECT_TRUE(exists(fmt::format("/sys/fs/cgroup/pids{}/{}", Runner::cgroup_parent(run.path()), task_id)));
 
     {
         RunnerOptions ro;
@@ -450,7 +450,7 @@ TEST(AgentRestart, CleansWhatAKilledAgentLeft) {
     EXPECT_FALSE(exists(run.path() + "/tasks/" + task_id));
     EXPECT_FALSE(exists(data.path() + "/tasks/" + task_id));
     for (auto& h : {"memory", "pids", "cpu", "unified", ""})
-        EXPECT_FALSE(exists(fmt::format("/sys/fs/cgroup/{}/coffer/{}", h, task_id)));
+        EXPECT_FALSE(exists(fmt::format("/sys/fs/cgroup/{}{}/{}", h, Runner::cgroup_parent(run.path()), task_id)));
     for (auto& m : read_mountinfo("1")) EXPECT_NE(m.source, "coffer-secrets") << m.mount_point;
     EXPECT_TRUE(mounts_under(run.path()).empty());
 }

@@ -79,6 +79,11 @@ public:
     // process, for `image rm`).
     static bool image_in_use(const std::string& run_dir, std::string_view digest);
 
+    // The cgroup (relative to each hierarchy's root) under which the runner on run_dir puts its
+    // tasks, one child per task: "/coffer/" and 12 hex digits of a hash of the run directory's
+    // absolute path, so that agents on one host (tests, benchmarks) never touch each other's.
+    static std::string cgroup_parent(const std::string& run_dir);
+
 private:
     struct Impl;
     std::unique_ptr<Impl> impl_;
