@@ -256,17 +256,17 @@ std::string short_id(const std::string& id) { return id.substr(0, 12); }
 
 // Adds the --detach and --timeout flags; returns a function that says whether to wait.
 struct WaitFlags {
-    std::string detach;
+    bool detach = false;
     int timeout = 120;
     void add(CLI::App* cmd) {
-        cmd->add_option("-d,--detach", detach, "Exit immediately instead of waiting for the service to converge")
-            ->expected(0, 1)
-            ->default_str("true");
+        // A flag, as in docker: `-d IMAGE` must not take the image for its value; `--detach=false`
+        // still works.
+        cmd->add_flag("-d,--detach", detach, "Exit immediately instead of waiting for the service to converge");
         cmd->add_option("--timeout", timeout, "Seconds to wait for convergence")->capture_default_str();
     }
     bool wait(const CLI::App* cmd) const {
         if (cmd->count("--detach") == 0) return !default_detach();
-        return detach == "false";
+        return !detach;
     }
 };
 

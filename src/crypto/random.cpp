@@ -14,6 +14,11 @@ void random_bytes(std::span<std::uint8_t> out) {
     ::randombytes_buf(out.data(), out.size());
 }
 
+std::uint32_t random_uniform(std::uint32_t upper) {
+    init();
+    return ::randombytes_uniform(upper);
+}
+
 std::string random_base36(std::size_t bytes, std::size_t width) {
     std::vector<std::uint8_t> n(bytes);
     random_bytes(n);

@@ -18,9 +18,29 @@ using net::Response;
 
 namespace {
 
-Result<model::ServiceSpec> parse_spec(const Request& r) {
+// "adjective_noun" from two short lists of our own, for services created without a name.
+std::string generated_name() {
+    static constexpr std::string_view adjectives[] = {
+        "amber", "brisk", "calm", "deft", "eager", "fond", "gentle", "hardy", "keen", "lucid",
+        "merry", "nimble", "quiet", "rapid", "steady", "tidy", "vivid", "witty", "young", "zesty"};
+    static constexpr std::string_view nouns[] = {
+        "anchor", "beacon", "cedar", "delta", "ember", "falcon", "garnet", "harbor", "island",
+        "juniper", "kestrel", "lantern", "meadow", "nebula", "orchid", "pebble", "quartz",
+        "raven", "summit", "tundra"};
+    auto pick = [](auto& list) { return list[crypto::random_uniform(std::size(list))]; };
+    return fmt::format("{}_{}", pick(adjectives), pick(nouns));
+}
+
+Result<model::ServiceSpec> parse_spec(const Request& r, bool name_if_missing = false) {
     auto v = model::parse_json(r.body_view());
     if (!v) return make_error(Errc::invalid_argument, "malformed request body: " + v.error().message);
+    if (name_if_missing && v->is_object()) {
+        // As dockerd does: a service created without a name gets a generated one.
+        auto& o = v->as_object();
+        const auto* name = o.if_contains("Name");
+        if (name == nullptr || name->is_null() || (name->is_string() && name->get_string().empty()))
+            o["Name"] = generated_name();
+    }
     return model::service_spec_from_json(*v);
 }
 
@@ -125,7 +145,7 @@ std::optional<Response> orchestration_routes(Manager& manager, Request& r, const
         auto& services = manager.services();
         if (n == 1 && m == "GET") return services_list(manager, r);
         if (n == 2 && at(1) == "create" && m == "POST") {
-            auto spec = parse_spec(r);
+            auto spec = parse_spec(r, true);
             if (!spec) return Response::error(spec.error());
             auto s = services.create(std::move(*spec));
             if (!s) return Response::error(s.error());

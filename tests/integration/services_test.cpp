@@ -197,6 +197,19 @@ TEST_F(Services, CofferCliCreatesWaitsUpdatesAndRemoves) {
     EXPECT_EQ(cli({"service", "rm", "web"}).status, 0);
 }
 
+TEST_F(Services, AServiceWithoutANameGetsOneAndDashDIsAFlag) {
+    // `-d` must not swallow the image, and a service without --name is named for the user.
+    auto created = cli({"service", "create", "-d", "busybox:1", "sh", "-c", "sleep 3600"});
+    ASSERT_EQ(created.status, 0) << created.err;
+    auto id = created.out.substr(0, created.out.find('\n'));
+    auto got = request("GET", "/services/" + id);
+    ASSERT_EQ(got.status, 200) << got.body;
+    auto spec = json::parse(got.body).at("Spec");
+    auto name = std::string(spec.at("Name").as_string());
+    EXPECT_NE(name.find('_'), std::string::npos) << name;
+    EXPECT_EQ(spec.at("TaskTemplate").at("ContainerSpec").at("Image").as_string(), "busybox:1");
+}
+
 TEST_F(Services, DockerServiceCommandsWork) {
     if (!have_docker()) GTEST_SKIP() << "no docker CLI on this machine";
     ASSERT_EQ(docker({"secret", "create", "s1", "-"}, "x").status, 0);

@@ -9,6 +9,9 @@ namespace coffer::crypto {
 
 void random_bytes(std::span<std::uint8_t> out);
 
+// Uniform in [0, upper) without modulo bias; upper > 0.
+std::uint32_t random_uniform(std::uint32_t upper);
+
 // 25 lower-case base-36 characters, about 128 bits: the ID of every object (as Docker's).
 std::string random_id();
 
