@@ -405,13 +405,16 @@ void Runner::Impl::prepare_and_start(Task& t, const TaskSpec& spec, const std::s
         });
 
         set_state(t, TaskState::starting);
-        timed(fmt::format("{} create", runtime->name()));
+        timed(fmt::format("{} run", runtime->name()));
         res.cgroup = CgroupDir(*cgroups, ci.cgroups_path);
-        if (auto r = runtime->create(spec.id, b, b + "/pid", b + "/runtime.log", out_w.get(), out_w.get()); !r)
+        if (auto r = runtime->run(spec.id, b, b + "/pid", b + "/runtime.log", out_w.get(), out_w.get()); !r)
             throw std::runtime_error(r.error().message);
         res.container = Container(*runtime, spec.id);
         out_w.reset();
 
+        // The init runs already and may even have exited: it was re-parented to this process (a
+        // subreaper) when the runtime exited, and only its pidfd reaps it, so the pid stays ours
+        // until then.
         timed("watch container process");
         int pid = 0;
         {
@@ -422,9 +425,6 @@ void Runner::Impl::prepare_and_start(Task& t, const TaskSpec& spec, const std::s
         res.init.pidfd.reset(static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)));
         if (!res.init.pidfd) throw_errno("pidfd_open");
         t.signal_fd.reset(::fcntl(res.init.pidfd.get(), F_DUPFD_CLOEXEC, 0));
-
-        timed(fmt::format("{} start", runtime->name()));
-        if (auto r = runtime->start(spec.id); !r) throw std::runtime_error(r.error().message);
 
         timed({});
         monitor.watch_exit(std::move(res.init.pidfd), [this, self](int status) { on_exit(self, status); });
@@ -505,6 +505,8 @@ void Runner::Impl::teardown(const std::shared_ptr<Task>& t, int wait_status) {
 Runner::Runner(RunnerOptions options, ImageStore& images)
     : impl_(std::make_unique<Impl>(std::move(options), images)) {
     auto& o = impl_->opt;
+    // Absolute from here on: paths go into config.json, which the runtime reads from the bundle.
+    for (auto* d : {&o.run_dir, &o.data_dir}) *d = std::filesystem::absolute(*d).lexically_normal().string();
     for (auto* d : {&o.run_dir, &o.data_dir}) {
         std::error_code ec;
         std::filesystem::create_directories(*d, ec);

@@ -49,9 +49,9 @@ public:
 
     const std::string& name() const noexcept override { return name_; }
 
-    Result<void> create(const std::string& id, const std::string& bundle,
-                        const std::string& pid_file, const std::string& log_file, int stdout_fd,
-                        int stderr_fd) override {
+    Result<void> run(const std::string& id, const std::string& bundle,
+                     const std::string& pid_file, const std::string& log_file, int stdout_fd,
+                     int stderr_fd) override {
         Child::Options o;
         o.argv = base();
         if (name_ == "crun") {
@@ -60,16 +60,15 @@ public:
         } else {
             o.argv.insert(o.argv.end(), {"--log", log_file, "--log-format", "json"});
         }
-        o.argv.insert(o.argv.end(), {"create", "--bundle", bundle, "--pid-file", pid_file, id});
+        o.argv.insert(o.argv.end(),
+                      {"run", "--detach", "--bundle", bundle, "--pid-file", pid_file, id});
         o.stdout_fd = stdout_fd;
         o.stderr_fd = stderr_fd;
         int status = Child::spawn(o).wait();
         if (WIFEXITED(status) && WEXITSTATUS(status) == 0) return {};
         auto why = last_logged_error(log_file);
-        return make_error(Errc::internal, why.empty() ? fmt::format("{} create failed", name_) : why);
+        return make_error(Errc::internal, why.empty() ? fmt::format("{} run failed", name_) : why);
     }
-
-    Result<void> start(const std::string& id) override { return simple({"start", id}); }
 
     Result<std::string> state(const std::string& id) override {
         auto argv = base();

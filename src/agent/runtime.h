@@ -16,12 +16,13 @@ class OciRuntime {
 public:
     virtual ~OciRuntime() = default;
     virtual const std::string& name() const noexcept = 0;
-    // The container's stdio are stdout_fd/stderr_fd (inherited through the runtime); the
-    // runtime's own diagnostics go to log_file.
-    virtual Result<void> create(const std::string& id, const std::string& bundle,
-                                const std::string& pid_file, const std::string& log_file,
-                                int stdout_fd, int stderr_fd) = 0;
-    virtual Result<void> start(const std::string& id) = 0;
+    // Creates and starts the container in one runtime invocation (`run --detach`: one runtime
+    // start-up instead of two for create and start). The container's stdio are
+    // stdout_fd/stderr_fd (inherited through the runtime); the runtime's own diagnostics go to
+    // log_file; its init's pid to pid_file.
+    virtual Result<void> run(const std::string& id, const std::string& bundle,
+                             const std::string& pid_file, const std::string& log_file,
+                             int stdout_fd, int stderr_fd) = 0;
     // "creating", "created", "running", "stopped"; not_found when unknown.
     virtual Result<std::string> state(const std::string& id) = 0;
     virtual Result<void> kill(const std::string& id, int sig, bool all) = 0;

@@ -14,6 +14,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <sstream>
@@ -249,6 +250,10 @@ int main(int argc, char** argv) {
 
     CLI11_PARSE(app, argc, argv);
     auto token = take_token(token_text, *token_option, argc, argv);
+    // Relative directories would change meaning for the runtime, which reads them from the
+    // task's bundle.
+    for (auto* d : {&data_dir, &run_dir})
+        if (!d->empty()) *d = std::filesystem::absolute(*d).lexically_normal().string();
     // Descriptors inherited from whoever started us never reach a runtime or a container.
     ::close_range(3, ~0U, CLOSE_RANGE_CLOEXEC);
     log::configure(log_level);
