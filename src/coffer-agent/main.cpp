@@ -114,6 +114,9 @@ Tasks make_tasks(const NodeOptions& o) {
     opt.data_dir = o.data_dir;
     opt.runtime = o.runtime;
     opt.seccomp_profile = o.seccomp;
+    // A rolling update stops a batch of tasks at once; their teardowns (runtime delete, unmounts,
+    // cgroup removal) are mostly waiting, so they overlap well.
+    opt.teardown_threads = 4;
     auto driver = std::make_unique<RunnerDriver>(opt, *t.images);
     // What a previous agent left goes first; the manager's complete set restarts what should run.
     auto left = driver->runner().recover_leftovers();
@@ -167,7 +170,9 @@ int run_node(const NodeOptions& o, const crypto::SecureBuffer& token) {
     // the loop stopped) nothing can be sent.
     std::atomic<SessionLoop*> session{nullptr};
     ExecutorOptions executor_options;
-    executor_options.workers = o.noop_executor ? 1 : 4;
+    // Starts are mostly the runtime's own process; 8 at once keep 2 cores busy during a
+    // rolling update of a batch without queueing behind one another.
+    executor_options.workers = o.noop_executor ? 1 : 8;
     Executor executor(*tasks.driver, [&session](crypto::SecureBuffer json) {
         auto* s = session.load();
         return s != nullptr && s->send(std::move(json));
