@@ -1,0 +1,489 @@
+// The cluster's end-to-end figures, with a real cofferd and real agents on this machine:
+//
+//   node-ready  coffer-agent start -> node ready in GET /nodes (first start: join; restart)
+//   joins       N nodes joining at once (in this process: key, CSR, join each)
+//   sessions    the manager's memory per idle session (N sessions from this process)
+//   fanout      a global service with a secret over N agents in the no-op benchmark mode
+//   service     with runc: create -> secret readable in the task; --secret-add -> the new task
+//               reads it; a 10-replica rolling update
+//
+//   bench-cluster --cofferd PATH --agent PATH [--scenario NAME]... [--runs N] [--agents N]
+//
+// Every process it starts is stopped, every directory removed, also when a step fails.
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <algorithm>
+#include <barrier>
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <set>
+#include <sstream>
+#include <thread>
+#include <vector>
+
+#include <boost/json.hpp>
+#include <fmt/format.h>
+
+#include "coffer/agent/enrollment.h"
+#include "coffer/base/process.h"
+#include "coffer/base/unique_fd.h"
+#include "coffer/crypto/secure_buffer.h"
+#include "coffer/net/http_client.h"
+#include "coffer/nodeconn/client.h"
+
+namespace fs = std::filesystem;
+namespace json = boost::json;
+using Clock = std::chrono::steady_clock;
+using namespace std::chrono_literals;
+using coffer::Child;
+
+namespace {
+
+double ms_since(Clock::time_point t0) {
+    return std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+}
+
+double percentile(std::vector<double> v, double p) {
+    if (v.empty()) return 0;
+    std::sort(v.begin(), v.end());
+    auto idx = static_cast<std::size_t>(p * static_cast<double>(v.size() - 1) + 0.5);
+    return v[std::min(idx, v.size() - 1)];
+}
+
+void report(const char* what, const std::vector<double>& v) {
+    std::printf("  %-44s n=%zu p50 %.1f ms  min %.1f  max %.1f\n", what, v.size(), percentile(v, 0.5),
+                v.empty() ? 0 : *std::min_element(v.begin(), v.end()),
+                v.empty() ? 0 : *std::max_element(v.begin(), v.end()));
+    std::fflush(stdout);
+}
+
+[[noreturn]] void die(const std::string& why) {
+    throw std::runtime_error(why);
+}
+
+// Polls cond every `every` until it holds; throws naming what after the deadline.
+void await(const char* what, const std::function<bool()>& cond, std::chrono::milliseconds deadline,
+           std::chrono::microseconds every = 1ms) {
+    auto until = Clock::now() + deadline;
+    while (!cond()) {
+        if (Clock::now() > until) die(fmt::format("timed out waiting for {}", what));
+        std::this_thread::sleep_for(every);
+    }
+}
+
+std::uint16_t free_port() {
+    coffer::UniqueFd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof a;
+    if (::bind(fd.get(), reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 ||
+        ::getsockname(fd.get(), reinterpret_cast<sockaddr*>(&a), &len) != 0)
+        die("no free port");
+    return ntohs(a.sin_port);
+}
+
+std::size_t rss_kib(int pid) {
+    std::ifstream in(fmt::format("/proc/{}/status", pid));
+    std::string line;
+    while (std::getline(in, line))
+        if (line.rfind("VmRSS:", 0) == 0) return std::stoul(line.substr(6));
+    return 0;
+}
+
+struct Options {
+    std::string cofferd, agent, images_script;
+    int runs = 10;
+    int agents = 200;
+    int sessions = 1000;
+    std::vector<std::string> agent_args;  // extra coffer-agent arguments for node-ready
+};
+
+// A cofferd on a temporary directory, with an API client, and the agents it knows.
+class Cluster {
+public:
+    explicit Cluster(const Options& o) : o_(o) {
+        std::string tmpl = (fs::temp_directory_path() / "coffer-cluster-bench-XXXXXX").string();
+        if (!::mkdtemp(tmpl.data())) die("mkdtemp");
+        dir_ = tmpl;
+        port_ = free_port();
+        manager_ = fmt::format("127.0.0.1:{}", port_);
+        daemon_ = Child::spawn({.argv = {o.cofferd, "--data-dir", dir_ + "/data", "--socket", dir_ + "/api.sock",
+                                         "--listen", manager_, "--log-level", "warn"}});
+        await("cofferd", [&] {
+            auto c = coffer::net::HttpClient::connect("unix://" + dir_ + "/api.sock");
+            if (!c) return false;
+            api_ = std::move(*c);
+            return api_->request("GET", "/_ping").ok();
+        }, 20s, 5ms);
+        auto swarm = get("/swarm");
+        token_ = std::string(swarm.at("JoinTokens").at("Worker").as_string());
+    }
+    ~Cluster() {
+        agents_.clear();  // SIGKILL and reaped
+        if (daemon_.running()) {
+            daemon_.signal(SIGTERM);
+            if (!daemon_.wait_for(20s)) daemon_.signal(SIGKILL);
+        }
+        std::error_code ec;
+        fs::remove_all(dir_, ec);
+    }
+
+    json::value call(std::string_view method, const std::string& target, const std::string& body = {},
+                     int expect = 0) {
+        auto r = api_->request(method, target,
+                               {reinterpret_cast<const std::uint8_t*>(body.data()), body.size()});
+        if (!r) die(fmt::format("{} {}: {}", method, target, r.error().message));
+        if ((expect && r->status != expect) || r->status >= 400)
+            die(fmt::format("{} {}: {} {}", method, target, r->status, r->body));
+        return r->body.empty() ? json::value{} : json::parse(r->body);
+    }
+    json::value get(const std::string& target) { return call("GET", target); }
+
+    // Ready nodes' IDs.
+    std::set<std::string> ready_nodes() {
+        std::set<std::string> ids;
+        auto nodes = get("/nodes");
+        for (const auto& n : nodes.as_array())
+            if (n.at("Status").at("State") == "ready") ids.insert(std::string(n.at("ID").as_string()));
+        return ids;
+    }
+
+    // Starts an agent on its own data and run directories; first start joins.
+    Child& start_agent(const std::string& name, std::vector<std::string> extra = {}) {
+        auto base = dir_ + "/agents/" + name;
+        fs::create_directories(base);
+        std::vector<std::string> argv{o_.agent,    "--data-dir", base + "/data", "--run-dir",
+                                      base + "/run", "--manager", manager_, "--log-level", "warn"};
+        argv.insert(argv.end(), extra.begin(), extra.end());
+        std::vector<std::string> env;
+        for (char** e = environ; *e; ++e) env.emplace_back(*e);
+        if (!fs::exists(base + "/data/identity")) env.push_back("COFFER_JOIN_TOKEN=" + token_);
+        // Their diagnostics go to a file per agent, not into the figures.
+        coffer::UniqueFd err(::open((base + ".log").c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600));
+        agents_.push_back(Child::spawn({.argv = argv, .env = env, .stderr_fd = err.get()}));
+        return agents_.back();
+    }
+    void stop_agent(Child& c) {
+        c.signal(SIGTERM);
+        if (!c.wait_for(30s)) c.signal(SIGKILL);
+    }
+    std::string agent_dir(const std::string& name) const { return dir_ + "/agents/" + name; }
+
+    const std::string& dir() const { return dir_; }
+    const std::string& manager() const { return manager_; }
+    const std::string& token() const { return token_; }
+    int daemon_pid() const { return daemon_.pid(); }
+
+private:
+    const Options& o_;
+    std::string dir_, manager_, token_;
+    std::uint16_t port_ = 0;
+    Child daemon_;
+    std::unique_ptr<coffer::net::HttpClient> api_;
+    std::vector<Child> agents_;
+};
+
+std::string b64(std::string_view s) {
+    static constexpr char t[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    std::string out;
+    std::size_t i = 0;
+    for (; i + 2 < s.size(); i += 3) {
+        unsigned v = (unsigned char)s[i] << 16 | (unsigned char)s[i + 1] << 8 | (unsigned char)s[i + 2];
+        out += {t[v >> 18], t[(v >> 12) & 63], t[(v >> 6) & 63], t[v & 63]};
+    }
+    if (i + 1 == s.size()) {
+        unsigned v = (unsigned char)s[i] << 16;
+        out += {t[v >> 18], t[(v >> 12) & 63], '=', '='};
+    } else if (i + 2 == s.size()) {
+        unsigned v = (unsigned char)s[i] << 16 | (unsigned char)s[i + 1] << 8;
+        out += {t[v >> 18], t[(v >> 12) & 63], t[(v >> 6) & 63], '='};
+    }
+    return out;
+}
+
+std::string create_secret(Cluster& c, const std::string& name) {
+    auto r = c.call("POST", "/secrets/create",
+                    json::serialize(json::object{{"Name", name}, {"Data", b64("bench-" + name)}}));
+    return std::string(r.at("ID").as_string());
+}
+
+json::object secret_ref(const std::string& id, const std::string& name) {
+    return {{"SecretID", id},
+            {"SecretName", name},
+            {"File", json::object{{"Name", name}, {"UID", "0"}, {"GID", "0"}, {"Mode", 0444}}}};
+}
+
+// The references to secrets (id, name) as a ContainerSpec's Secrets.
+json::array secret_refs(const std::vector<std::pair<std::string, std::string>>& secrets) {
+    json::array a;
+    for (const auto& [id, name] : secrets) a.emplace_back(secret_ref(id, name));
+    return a;
+}
+
+// Tasks of a service in a state, by ID.
+std::set<std::string> tasks_in(Cluster& c, const std::string& service, std::string_view state) {
+    std::set<std::string> ids;
+    json::array ids_filter;
+    ids_filter.emplace_back(service);
+    auto filters = json::serialize(json::object{{"service", std::move(ids_filter)}});
+    std::string enc;
+    for (char ch : filters) enc += std::isalnum(static_cast<unsigned char>(ch)) ? std::string(1, ch) : fmt::format("%{:02X}", ch);
+    auto tasks = c.get("/tasks?filters=" + enc);
+    for (const auto& t : tasks.as_array())
+        if (t.at("Status").at("State").as_string() == state) ids.insert(std::string(t.at("ID").as_string()));
+    return ids;
+}
+
+void remove_service(Cluster& c, const std::string& id) {
+    c.call("DELETE", "/services/" + id);
+    await("the service's tasks to stop", [&] { return tasks_in(c, id, "running").empty(); }, 60s, 5ms);
+}
+
+// ---------------------------------------------------------------------------------------------
+
+void node_ready(const Options& o) {
+    std::printf("== node ready: coffer-agent start -> node ready (GET /nodes, polled every 1 ms)\n");
+    Cluster c(o);
+    std::vector<double> first, again;
+    for (int i = 0; i < o.runs; ++i) {
+        auto name = fmt::format("n{}", i);
+        auto before = c.ready_nodes();
+        auto t0 = Clock::now();
+        auto& agent = c.start_agent(name, o.agent_args);
+        std::string id;
+        await("node ready", [&] {
+            for (const auto& n : c.ready_nodes())
+                if (!before.count(n)) id = n;
+            return !id.empty();
+        }, 20s);
+        first.push_back(ms_since(t0));
+        c.stop_agent(agent);
+        await("node down", [&] { return !c.ready_nodes().count(id); }, 20s);
+        t0 = Clock::now();
+        auto& again_agent = c.start_agent(name, o.agent_args);
+        await("node ready again", [&] { return c.ready_nodes().count(id) > 0; }, 20s);
+        again.push_back(ms_since(t0));
+        c.stop_agent(again_agent);
+        await("node down", [&] { return !c.ready_nodes().count(id); }, 20s);
+    }
+    report("first start (key, CSR, join, session)", first);
+    report("restart (stored identity, session)", again);
+}
+
+void joins(const Options& o) {
+    std::printf("== joins: %d nodes joining at once (one thread each, in this process)\n", o.agents);
+    Cluster c(o);
+    auto token = coffer::crypto::SecureBuffer::copy_of(std::string_view(c.token()));
+    std::barrier start(o.agents + 1);
+    std::vector<std::thread> threads;
+    std::atomic<int> failed{0};
+    for (int i = 0; i < o.agents; ++i)
+        threads.emplace_back([&, i] {
+            auto dir = fmt::format("{}/join/{}", c.dir(), i);
+            fs::create_directories(dir);
+            start.arrive_and_wait();
+            if (!coffer::agent::enroll(dir, c.manager(), token)) ++failed;
+        });
+    auto t0 = Clock::now();
+    start.arrive_and_wait();
+    for (auto& t : threads) t.join();
+    double ms = ms_since(t0);
+    std::printf("  %d joins in %.0f ms: %.0f joins/s, %d failed\n", o.agents, ms, o.agents * 1000.0 / ms,
+                failed.load());
+}
+
+void sessions(const Options& o) {
+    std::printf("== sessions: cofferd's memory with %d idle sessions (VmRSS)\n", o.sessions);
+    Cluster c(o);
+    auto token = coffer::crypto::SecureBuffer::copy_of(std::string_view(c.token()));
+    std::vector<coffer::nodeconn::Credentials> creds(o.sessions);
+    {
+        std::vector<std::thread> threads;
+        std::atomic<int> next{0};
+        for (int t = 0; t < 4; ++t)
+            threads.emplace_back([&] {
+                for (int i; (i = next++) < o.sessions;) {
+                    auto dir = fmt::format("{}/s/{}", c.dir(), i);
+                    fs::create_directories(dir);
+                    auto id = coffer::agent::enroll(dir, c.manager(), token);
+                    if (!id) die("join: " + id.error().message);
+                    creds[i] = std::move(id->credentials);
+                }
+            });
+        for (auto& t : threads) t.join();
+    }
+    // Settle: the joins' transient allocations are returned before the baseline.
+    std::this_thread::sleep_for(2s);
+    auto base = rss_kib(c.daemon_pid());
+    auto endpoint = coffer::agent::parse_endpoint(c.manager());
+    std::vector<std::unique_ptr<coffer::nodeconn::NodeClient>> clients;
+    auto t0 = Clock::now();
+    for (int i = 0; i < o.sessions; ++i) {
+        auto cl = coffer::nodeconn::NodeClient::connect(*endpoint, std::move(creds[i]), {});
+        if (!cl) die("session: " + cl.error().message);
+        clients.push_back(std::move(*cl));
+    }
+    await("every node ready", [&] { return c.ready_nodes().size() == static_cast<std::size_t>(o.sessions); },
+          60s, 50ms);
+    double ms = ms_since(t0);
+    std::this_thread::sleep_for(5s);  // a few heartbeat rounds
+    auto with = rss_kib(c.daemon_pid());
+    std::printf("  %d sessions opened and ready in %.0f ms\n", o.sessions, ms);
+    std::printf("  cofferd VmRSS: %.1f MiB before, %.1f MiB with the sessions: %.1f KiB per session, "
+                "%.1f MiB per 1,000\n",
+                base / 1024.0, with / 1024.0, double(with - base) / o.sessions,
+                double(with - base) / o.sessions * 1000 / 1024);
+}
+
+void fanout(const Options& o) {
+    std::printf("== fan-out: a global service with one secret over %d agents (no-op benchmark executor)\n",
+                o.agents);
+    Cluster c(o);
+    for (int i = 0; i < o.agents; ++i) c.start_agent(fmt::format("a{}", i), {"--benchmark-noop-executor"});
+    await("every agent ready", [&] { return c.ready_nodes().size() == static_cast<std::size_t>(o.agents); },
+          120s, 20ms);
+    auto sid = create_secret(c, "fanout");
+    std::vector<double> times;
+    for (int run = 0; run < std::max(1, o.runs / 3); ++run) {
+        json::object spec{
+            {"Name", fmt::format("fan{}", run)},
+            {"TaskTemplate", json::object{{"ContainerSpec", json::object{{"Image", "busybox"},
+                                                                        {"Secrets", secret_refs({{sid, "fanout"}})}}}}},
+            {"Mode", json::object{{"Global", json::object{}}}}};
+        auto t0 = Clock::now();
+        auto id = std::string(c.call("POST", "/services/create", json::serialize(spec)).at("ID").as_string());
+        await("every task running", [&] { return tasks_in(c, id, "running").size() == static_cast<std::size_t>(o.agents); },
+              60s, 2ms);
+        times.push_back(ms_since(t0));
+        remove_service(c, id);
+    }
+    report(fmt::format("create -> {} tasks running", o.agents).c_str(), times);
+}
+
+// A log file that contains marker; the runner writes each task's output to <data>/logs/<id>.log.
+bool log_has(const std::string& path, std::string_view marker) {
+    std::ifstream in(path);
+    std::stringstream s;
+    s << in.rdbuf();
+    return s.str().find(marker) != std::string::npos;
+}
+
+void service(const Options& o) {
+    std::printf("== services with runc: secret readable inside the task\n");
+    Cluster c(o);
+    auto& agent = c.start_agent("real");
+    (void)agent;
+    auto data = c.agent_dir("real") + "/data";
+    auto layout = c.dir() + "/images";
+    if (!coffer::run_command({o.images_script, layout}).ok()) die("make-test-images failed");
+    auto imported = coffer::run_command({o.agent, "--data-dir", data, "image", "import", layout, "busybox"});
+    if (!imported.ok()) die("image import: " + imported.describe());
+    await("the agent ready", [&] { return c.ready_nodes().size() == 1; }, 30s, 5ms);
+    auto s1 = create_secret(c, "s1");
+    auto s2 = create_secret(c, "s2");
+    // Reads every secret it has, prints their names, and exits at once on SIGTERM.
+    json::array command;
+    for (const char* arg : {"sh", "-c",
+                            "trap 'exit 0' TERM; cat /run/secrets/* >/dev/null && echo READY $(ls /run/secrets | "
+                            "tr '\\n' ' ')END; while :; do sleep 1 & wait; done"})
+        command.emplace_back(arg);
+    auto spec_for = [&](const std::string& name, int replicas, json::array secrets) {
+        return json::object{
+            {"Name", name},
+            {"TaskTemplate", json::object{{"ContainerSpec", json::object{{"Image", "busybox"},
+                                                                        {"Command", command},
+                                                                        {"Secrets", std::move(secrets)}}}}},
+            {"Mode", json::object{{"Replicated", json::object{{"Replicas", replicas}}}}},
+            {"UpdateConfig", json::object{{"Parallelism", replicas}, {"Order", "stop-first"}}}};
+    };
+    auto log_of = [&](const std::string& task) { return data + "/logs/" + task + ".log"; };
+    // Tasks of the service whose log says READY with exactly these secrets.
+    auto ready_with = [&](const std::string& id, std::string_view names) {
+        std::set<std::string> ok;
+        for (const auto& t : tasks_in(c, id, "running"))
+            if (log_has(log_of(t), fmt::format("READY {} END", names))) ok.insert(t);
+        return ok;
+    };
+
+    std::vector<double> create, add;
+    for (int run = 0; run < o.runs; ++run) {
+        auto t0 = Clock::now();
+        auto id = std::string(c.call("POST", "/services/create",
+                                     json::serialize(spec_for(fmt::format("svc{}", run), 1,
+                                                              secret_refs({{s1, "s1"}}))))
+                                  .at("ID").as_string());
+        await("the secret read in the task", [&] { return ready_with(id, "s1").size() == 1; }, 30s);
+        create.push_back(ms_since(t0));
+
+        auto svc = c.get("/services/" + id);
+        auto version = svc.at("Version").at("Index").as_int64();
+        auto spec = spec_for(fmt::format("svc{}", run), 1, secret_refs({{s1, "s1"}, {s2, "s2"}}));
+        t0 = Clock::now();
+        c.call("POST", fmt::format("/services/{}/update?version={}", id, version), json::serialize(spec));
+        await("the new task reading both secrets", [&] { return ready_with(id, "s1 s2").size() == 1; }, 30s);
+        add.push_back(ms_since(t0));
+        remove_service(c, id);
+    }
+    report("service create -> secret read in the task", create);
+    report("--secret-add -> the new task reads it", add);
+
+    std::vector<double> rolling;
+    for (int run = 0; run < std::max(1, o.runs / 3); ++run) {
+        auto name = fmt::format("ten{}", run);
+        auto id = std::string(c.call("POST", "/services/create",
+                                     json::serialize(spec_for(name, 10, secret_refs({{s1, "s1"}}))))
+                                  .at("ID").as_string());
+        await("10 replicas reading s1", [&] { return ready_with(id, "s1").size() == 10; }, 60s, 5ms);
+        auto version = c.get("/services/" + id).at("Version").at("Index").as_int64();
+        auto t0 = Clock::now();
+        c.call("POST", fmt::format("/services/{}/update?version={}", id, version),
+               json::serialize(spec_for(name, 10, secret_refs({{s1, "s1"}, {s2, "s2"}}))));
+        await("10 new replicas reading s1 and s2", [&] { return ready_with(id, "s1 s2").size() == 10; }, 60s, 2ms);
+        rolling.push_back(ms_since(t0));
+        remove_service(c, id);
+    }
+    report("10 replicas, parallelism 10: update -> all new", rolling);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    CLI::App app{"coffer's cluster benchmarks (root; starts its own cofferd and agents)"};
+    Options o;
+    std::vector<std::string> scenarios{"node-ready", "joins", "sessions", "fanout", "service"};
+    app.add_option("--cofferd", o.cofferd)->required();
+    app.add_option("--agent", o.agent)->required();
+    o.images_script = COFFER_MAKE_TEST_IMAGES;
+    app.add_option("--make-test-images", o.images_script)->capture_default_str();
+    app.add_option("--scenario", scenarios, "node-ready joins sessions fanout service")->capture_default_str();
+    app.add_option("--runs", o.runs, "Runs per timed scenario")->capture_default_str();
+    app.add_option("--agents", o.agents, "Agents for joins and fanout")->capture_default_str();
+    app.add_option("--agent-arg", o.agent_args, "Extra coffer-agent argument for node-ready (repeat)");
+    app.add_option("--sessions", o.sessions, "Idle sessions for the memory figure")->capture_default_str();
+    CLI11_PARSE(app, argc, argv);
+    ::signal(SIGPIPE, SIG_IGN);
+    coffer::crypto::init();
+    try {
+        for (const auto& s : scenarios) {
+            if (s == "node-ready") node_ready(o);
+            else if (s == "joins") joins(o);
+            else if (s == "sessions") sessions(o);
+            else if (s == "fanout") fanout(o);
+            else if (s == "service") service(o);
+            else die("unknown scenario " + s);
+        }
+    } catch (const std::exception& e) {
+        std::fprintf(stderr, "bench-cluster: %s\n", e.what());
+        return 1;
+    }
+    return 0;
+}
