@@ -276,12 +276,9 @@ Result<nodeconn::JoinResponse> NodePort::Impl::join(nodeconn::JoinRequest req) {
     reg.description.hostname = req.hostname.empty() ? host : req.hostname;
     reg.addr = host;
     reg.certificate_expiry = timestamp(info->not_after);
+    reg.state = model::NodeState::down;  // ready once its session opens
     auto node = manager_.nodes().register_node(std::move(reg));
     if (!node) return std::move(node).error().context("register the node");
-    // Registered nodes start ready; this one is ready once its session opens.
-    if (auto r = manager_.nodes().set_status(id, model::NodeState::down, host); !r)
-        log::warn(category, "node {}: mark down until its session opens: {}", id,
-                  r.error().message);
     log::info(category, "node {} joined from {} as {}", id, host, pki::role_name(*role));
     return nodeconn::JoinResponse{id, std::move(*cert), trust.ca_bundle()};
 }

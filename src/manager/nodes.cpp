@@ -73,7 +73,7 @@ Result<Node> NodeRegistry::register_node(NodeRegistration reg) {
         n.description = std::move(reg.description);
         n.addr = std::move(reg.addr);
         n.certificate_expiry = reg.certificate_expiry;
-        n.state = model::NodeState::ready;
+        n.state = reg.state;
         n.meta.updated = now;
         return Changes{{std::move(n)}, {}};
     });

@@ -18,6 +18,9 @@ struct NodeRegistration {
     model::NodeDescription description;
     std::string addr;
     std::optional<model::Timestamp> certificate_expiry;
+    // ready for a node whose session is up; a node that just joined is down until its session
+    // opens.
+    model::NodeState state = model::NodeState::ready;
 };
 
 class NodeRegistry : public ObjectTable<model::Node> {
@@ -25,8 +28,8 @@ public:
     // store and counter are borrowed for the registry's lifetime.
     static Result<std::unique_ptr<NodeRegistry>> load(store::Store& store, VersionCounter& counter);
 
-    // Creates the node (ready, active) or, when it exists (a rejoin, a renewed certificate),
-    // refreshes its description, address and expiry and marks it ready; spec is kept.
+    // Creates the node (reg.state, active) or, when it exists (a rejoin, a renewed certificate),
+    // refreshes its description, address, expiry and state; spec is kept. One store write.
     Result<model::Node> register_node(NodeRegistration reg);
     // ready when a session is up, down when it ends. Unchanged state and address: no write.
     Result<void> set_status(std::string_view id, model::NodeState state, std::string_view addr);
