@@ -153,18 +153,10 @@ Result<std::string> CertificateAuthority::issue(std::string_view csr_pem, const 
         return make_error(Errc::invalid_argument, "invalid node id");
     if (!valid_certificate_id(node.cluster_id))
         return make_error(Errc::invalid_argument, "invalid cluster id");
-    if (csr_pem.size() > ossl::max_pem_bytes)
-        return make_error(Errc::too_large, "certificate request too large");
-
-    auto bio = ossl::read_bio(csr_pem);
-    ossl::Req req(PEM_read_bio_X509_REQ(bio.get(), nullptr, nullptr, nullptr));
-    if (!req) return ossl::error(Errc::invalid_argument, "read certificate request");
-    // X509_REQ_get0_pubkey: owned by the request.
-    EVP_PKEY* pub = X509_REQ_get0_pubkey(req.get());
-    if (pub == nullptr)
-        return ossl::error(Errc::invalid_argument, "certificate request has no key");
-    if (X509_REQ_verify(req.get(), pub) != 1)
-        return ossl::error(Errc::invalid_argument, "certificate request signature does not verify");
+    auto req = ossl::read_verified_csr(csr_pem);
+    if (!req) return std::move(req).error();
+    // Owned by the request.
+    EVP_PKEY* pub = X509_REQ_get0_pubkey(req->get());
     if (!ossl::is_p256(pub))
         return make_error(Errc::invalid_argument, "certificate request key must be ECDSA P-256");
 

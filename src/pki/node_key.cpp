@@ -32,17 +32,9 @@ Result<std::string> make_csr(const crypto::SecureBuffer& key_pem) {
 }
 
 Result<std::string> csr_public_key(std::string_view csr_pem) {
-    if (csr_pem.size() > ossl::max_pem_bytes)
-        return make_error(Errc::too_large, "certificate request too large");
-    auto bio = ossl::read_bio(csr_pem);
-    ossl::Req req(PEM_read_bio_X509_REQ(bio.get(), nullptr, nullptr, nullptr));
-    if (!req) return ossl::error(Errc::invalid_argument, "read certificate request");
-    EVP_PKEY* pub = X509_REQ_get0_pubkey(req.get());
-    if (pub == nullptr)
-        return ossl::error(Errc::invalid_argument, "certificate request has no key");
-    if (X509_REQ_verify(req.get(), pub) != 1)
-        return ossl::error(Errc::invalid_argument, "certificate request signature does not verify");
-    return ossl::public_key_base64(pub);
+    auto req = ossl::read_verified_csr(csr_pem);
+    if (!req) return std::move(req).error();
+    return ossl::public_key_base64(X509_REQ_get0_pubkey(req->get()));
 }
 
 }  // namespace coffer::pki

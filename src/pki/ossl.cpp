@@ -34,6 +34,19 @@ Bio read_bio(std::string_view bytes) {
     return bio;
 }
 
+Result<Req> read_verified_csr(std::string_view csr_pem) {
+    if (csr_pem.size() > max_pem_bytes)
+        return make_error(Errc::too_large, "certificate request too large");
+    auto bio = read_bio(csr_pem);
+    Req req(PEM_read_bio_X509_REQ(bio.get(), nullptr, nullptr, nullptr));
+    if (!req) return error(Errc::invalid_argument, "read certificate request");
+    EVP_PKEY* pub = X509_REQ_get0_pubkey(req.get());
+    if (pub == nullptr) return error(Errc::invalid_argument, "certificate request has no key");
+    if (X509_REQ_verify(req.get(), pub) != 1)
+        return error(Errc::invalid_argument, "certificate request signature does not verify");
+    return req;
+}
+
 namespace {
 
 std::string drain(BIO* bio) {

@@ -47,6 +47,11 @@ Error error(Errc code, std::string_view what);
 // A read-only memory BIO over bytes the caller keeps alive.
 Bio read_bio(std::string_view bytes);
 
+// A PEM certificate request whose signature verifies under its own key (the key:
+// X509_REQ_get0_pubkey, owned by the request). too_large over max_pem_bytes, invalid_argument
+// for anything malformed.
+Result<Req> read_verified_csr(std::string_view csr_pem);
+
 std::string to_pem(const X509* cert);
 std::string to_pem(const X509_REQ* req);
 // PKCS#8 PEM through a clearing memory BIO, copied into secure memory.
