@@ -33,11 +33,14 @@ void add_node_commands(CLI::App& app, Globals& g) {
             std::sort(items.begin(), items.end(), [](const auto& a, const auto& b) {
                 return field(a, {"Description", "Hostname"}) < field(b, {"Description", "Hostname"});
             });
-            std::vector<std::vector<std::string>> rows{{"ID", "HOSTNAME", "STATUS", "AVAILABILITY", "ROLE"}};
+            std::vector<std::vector<std::string>> rows{
+                {"ID", "HOSTNAME", "STATUS", "AVAILABILITY", "ROLE", "CERT EXPIRY"}};
             for (const auto& n : items) {
                 if (*quiet) std::printf("%s\n", field(n, {"ID"}).c_str());
+                // The day the node's certificate expires (it renews well before).
+                auto expiry = field(n, {"CertificateExpiry"}).substr(0, 10);
                 rows.push_back({field(n, {"ID"}), field(n, {"Description", "Hostname"}), title(field(n, {"Status", "State"})),
-                                title(field(n, {"Spec", "Availability"})), field(n, {"Spec", "Role"})});
+                                title(field(n, {"Spec", "Availability"})), field(n, {"Spec", "Role"}), expiry});
             }
             if (!*quiet) std::fputs(format_table(rows).c_str(), stdout);
         });

@@ -168,9 +168,17 @@ TEST_F(NodePort, AgentJoinsIsReadyIsDownWhenKilledAndReadyAgainWithItsIdentity) 
         EXPECT_EQ(ls.status, 0) << ls.err;
         EXPECT_NE(ls.out.find(id), std::string::npos) << ls.out;
         EXPECT_NE(ls.out.find("Ready"), std::string::npos) << ls.out;
+        EXPECT_NE(ls.out.find("CERT EXPIRY"), std::string::npos) << ls.out;
         auto n = nodes();
         ASSERT_EQ(n.size(), 1u);
         EXPECT_EQ(n[0].at("Spec").at("Role").as_string(), "worker");
+        // The node joined under the host's name; its certificate's expiry is in the record and
+        // in `node ls` (90 days by default).
+        char host[256] = {};
+        ASSERT_EQ(::gethostname(host, sizeof host - 1), 0);
+        EXPECT_EQ(n[0].at("Description").at("Hostname").as_string(), host);
+        auto expiry = std::string(n[0].at("CertificateExpiry").as_string());
+        EXPECT_NE(ls.out.find(expiry.substr(0, 10)), std::string::npos) << ls.out;
         EXPECT_EQ(n[0].at("Status").at("Addr").as_string(), "127.0.0.1");
 
         // A node that stops answering (its socket still open) is down within the heartbeat
