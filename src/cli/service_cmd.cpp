@@ -132,8 +132,10 @@ struct SpecFlags {
         cmd->add_option("--limit-cpu", limit_cpu, "Limit CPUs");
         cmd->add_option("--limit-pids", limit_pids, "Limit maximum number of processes");
         cmd->add_flag("--read-only", read_only, "Mount the container's root filesystem as read only");
-        cmd->add_option("--cap-add", cap_add, "Add Linux capabilities");
-        cmd->add_option("--cap-drop", cap_drop, "Drop Linux capabilities");
+        cmd->add_option("--cap-add", cap_add, "Add Linux capabilities")
+            ->allow_extra_args(false);  // one value per flag, as Docker: `--secret s IMAGE` is not two secrets
+        cmd->add_option("--cap-drop", cap_drop, "Drop Linux capabilities")
+            ->allow_extra_args(false);  // one value per flag, as Docker: `--secret s IMAGE` is not two secrets
         cmd->add_option("--restart-condition", restart_condition, "Restart when condition is met (none, on-failure, any)");
         cmd->add_option("--restart-delay", restart_delay, "Delay between restart attempts (ns|us|ms|s|m|h)");
         cmd->add_option("--restart-max-attempts", restart_max_attempts, "Maximum number of restarts before giving up");
@@ -287,11 +289,15 @@ void add_service_commands(CLI::App& app, Globals& g) {
         };
         auto o = std::make_shared<Opts>();
         cmd->add_option("--name", o->name, "Service name");
-        cmd->add_option("--secret", o->secrets, "Specify secrets to expose to the service");
+        cmd->add_option("--secret", o->secrets, "Specify secrets to expose to the service")
+            ->allow_extra_args(false);  // one value per flag, as Docker: `--secret s IMAGE` is not two secrets
         cmd->add_option("--mode", o->mode, "Service mode (replicated or global)")->check(CLI::IsMember({"replicated", "global"}));
-        cmd->add_option("-e,--env", o->env, "Set environment variables");
-        cmd->add_option("--constraint", o->constraints, "Placement constraints");
-        cmd->add_option("-l,--label", o->labels, "Service labels");
+        cmd->add_option("-e,--env", o->env, "Set environment variables")
+            ->allow_extra_args(false);  // one value per flag, as Docker: `--secret s IMAGE` is not two secrets
+        cmd->add_option("--constraint", o->constraints, "Placement constraints")
+            ->allow_extra_args(false);  // one value per flag, as Docker: `--secret s IMAGE` is not two secrets
+        cmd->add_option("-l,--label", o->labels, "Service labels")
+            ->allow_extra_args(false);  // one value per flag, as Docker: `--secret s IMAGE` is not two secrets
         o->flags.add(cmd);
         o->wait.add(cmd);
         cmd->add_option("image", o->image_and_args, "IMAGE [COMMAND] [ARG...]")->required();
@@ -336,11 +342,15 @@ void add_service_commands(CLI::App& app, Globals& g) {
             WaitFlags wait;
         };
         auto o = std::make_shared<Opts>();
-        cmd->add_option("--secret-add", o->secret_add, "Add or update a secret on a service");
-        cmd->add_option("--secret-rm", o->secret_rm, "Remove a secret");
+        cmd->add_option("--secret-add", o->secret_add, "Add or update a secret on a service")
+            ->allow_extra_args(false);  // one value per flag, as Docker: `--secret s IMAGE` is not two secrets
+        cmd->add_option("--secret-rm", o->secret_rm, "Remove a secret")
+            ->allow_extra_args(false);  // one value per flag, as Docker: `--secret s IMAGE` is not two secrets
         cmd->add_option("--image", o->image, "Service image tag");
-        cmd->add_option("--env-add", o->env_add, "Add or update an environment variable");
-        cmd->add_option("--env-rm", o->env_rm, "Remove an environment variable");
+        cmd->add_option("--env-add", o->env_add, "Add or update an environment variable")
+            ->allow_extra_args(false);  // one value per flag, as Docker: `--secret s IMAGE` is not two secrets
+        cmd->add_option("--env-rm", o->env_rm, "Remove an environment variable")
+            ->allow_extra_args(false);  // one value per flag, as Docker: `--secret s IMAGE` is not two secrets
         cmd->add_flag("--force", o->force, "Force update even if no changes require it");
         o->flags.add(cmd);
         o->wait.add(cmd);

@@ -8,8 +8,12 @@
 #include <algorithm>
 #include <cstdlib>
 #include <fstream>
+#include <random>
 #include <sstream>
 #include <thread>
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include "coffer/base/error.h"
 #include "coffer/base/unique_fd.h"
@@ -60,7 +64,8 @@ std::string coffer_path() {
     return p ? p : "coffer";
 }
 
-Daemon::Daemon(fs::path data_dir, fs::path socket, std::vector<std::string> extra)
+Daemon::Daemon(fs::path data_dir, fs::path socket, std::vector<std::string> extra,
+               std::vector<std::string> prefix)
     : data_dir_(std::move(data_dir)), socket_(std::move(socket)) {
     out_ = socket_.parent_path() / fmt::format("cofferd-{}.out", socket_.filename().string());
     UniqueFd out(::open(out_.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600));
@@ -71,6 +76,7 @@ Daemon::Daemon(fs::path data_dir, fs::path socket, std::vector<std::string> extr
     if (std::find(extra.begin(), extra.end(), "--listen") == extra.end())
         argv.insert(argv.end(), {"--listen", "127.0.0.1:0"});
     argv.insert(argv.end(), extra.begin(), extra.end());
+    argv.insert(argv.begin(), prefix.begin(), prefix.end());
     child_ = Child::spawn({.argv = argv, .stdout_fd = out.get()});
 }
 
@@ -111,6 +117,68 @@ int Daemon::terminate() {
 }
 
 std::string Daemon::stdout_text() const { return read_file(out_); }
+
+namespace {
+
+std::string random_suffix(std::size_t n) {
+    static constexpr char alphabet[] = "abcdefghijklmnopqrstuvwxyz0123456789";
+    std::random_device rd;
+    std::string s;
+    for (std::size_t i = 0; i < n; ++i) s += alphabet[rd() % (sizeof(alphabet) - 1)];
+    return s;
+}
+
+std::string run_step(const std::vector<std::string>& argv) {
+    try {
+        auto r = run_command(argv);
+        return r.ok() ? "" : fmt::format("{}: {}", fmt::join(argv, " "), r.describe());
+    } catch (const std::exception& e) {
+        return fmt::format("{}: {}", fmt::join(argv, " "), e.what());
+    }
+}
+
+}  // namespace
+
+NetworkNamespace::NetworkNamespace(const std::string& tag) : name_("coffer-" + tag + "-" + random_suffix(6)) {
+    error_ = run_step({"ip", "netns", "add", name_});
+    if (error_.empty()) error_ = ip({"link", "set", "lo", "up"});
+}
+
+NetworkNamespace::~NetworkNamespace() { (void)run_step({"ip", "netns", "del", name_}); }
+
+std::string NetworkNamespace::ip(const std::vector<std::string>& args) const {
+    std::vector<std::string> argv{"ip", "-n", name_};
+    argv.insert(argv.end(), args.begin(), args.end());
+    return run_step(argv);
+}
+
+bool NetworkNamespace::available() {
+    if (::geteuid() != 0) return false;
+    return run_step({"ip", "netns", "list"}).empty();
+}
+
+std::string connect(const NetworkNamespace& a, const std::string& a_address, const NetworkNamespace& b,
+                    const std::string& b_address) {
+    // Interface names: at most 15 characters, unique on the host while the pair is created.
+    auto suffix = random_suffix(8);
+    auto ea = "cva" + suffix, eb = "cvb" + suffix;
+    for (auto step : std::vector<std::function<std::string()>>{
+             [&] { return a.ip({"link", "add", ea, "type", "veth", "peer", "name", eb}); },
+             [&] { return a.ip({"link", "set", eb, "netns", b.name()}); },
+             [&] { return a.ip({"addr", "add", a_address + "/30", "dev", ea}); },
+             [&] { return b.ip({"addr", "add", b_address + "/30", "dev", eb}); },
+             [&] { return a.ip({"link", "set", ea, "up"}); },
+             [&] { return b.ip({"link", "set", eb, "up"}); },
+         }) {
+        if (auto e = step(); !e.empty()) return e;
+    }
+    return "";
+}
+
+std::string random_subnet(int second) {
+    std::random_device rd;
+    return fmt::format("10.{}.{}", second, 1 + rd() % 250);
+}
 
 CliResult run_program(const std::vector<std::string>& argv, const std::string& stdin_data,
                       const std::vector<std::string>& env) {

@@ -41,7 +41,10 @@ struct CliResult {
 // A cofferd on a private data directory and socket.
 class Daemon {
 public:
-    Daemon(std::filesystem::path data_dir, std::filesystem::path socket, std::vector<std::string> extra = {});
+    // prefix runs before cofferd, e.g. {"nsenter", "--net=/run/netns/N"} (it must exec cofferd,
+    // so that signals reach it).
+    Daemon(std::filesystem::path data_dir, std::filesystem::path socket, std::vector<std::string> extra = {},
+           std::vector<std::string> prefix = {});
     ~Daemon();  // SIGTERM, then SIGKILL after a deadline
     Daemon(const Daemon&) = delete;
     Daemon& operator=(const Daemon&) = delete;
@@ -65,6 +68,39 @@ CliResult coffer_cli(const std::string& host, const std::vector<std::string>& ar
 // Runs any program; env entries are added to the current environment.
 CliResult run_program(const std::vector<std::string>& argv, const std::string& stdin_data = "",
                       const std::vector<std::string>& env = {});
+
+// A network namespace of the test's own (`ip netns add coffer-<tag>-<random>`, loopback up),
+// deleted on destruction with the veth ends inside it. error() says what failed, "" when ready.
+class NetworkNamespace {
+public:
+    explicit NetworkNamespace(const std::string& tag);
+    ~NetworkNamespace();
+    NetworkNamespace(const NetworkNamespace&) = delete;
+    NetworkNamespace& operator=(const NetworkNamespace&) = delete;
+
+    const std::string& name() const { return name_; }
+    std::string path() const { return "/run/netns/" + name_; }
+    const std::string& error() const { return error_; }
+    // Runs `ip -n NAME args...`; "" or what failed.
+    std::string ip(const std::vector<std::string>& args) const;
+    // A prefix that runs a program in this namespace only. Not `ip netns exec`, which also
+    // mounts a fresh /sys and so hides the host's cgroup mounts from an agent's runner.
+    std::vector<std::string> enter() const { return {"nsenter", "--net=" + path()}; }
+
+    // True when namespaces can be made here (root and iproute2).
+    static bool available();
+
+private:
+    std::string name_, error_;
+};
+
+// Joins a and b with a veth pair in a /30: a's end gets a_address, b's end b_address (both up).
+// The pair goes with either namespace. "" or what failed.
+std::string connect(const NetworkNamespace& a, const std::string& a_address,
+                    const NetworkNamespace& b, const std::string& b_address);
+
+// "10.<second>.<random 1..250>": a /24 unlikely to collide with another run's.
+std::string random_subnet(int second);
 
 std::string cofferd_path();
 std::string coffer_path();

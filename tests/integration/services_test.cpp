@@ -149,6 +149,27 @@ TEST_F(Services, ApiRefusesWhatSwarmRefuses) {
     EXPECT_EQ(request("GET", "/services/web").status, 404);
 }
 
+// Docker's list flags take one value each: `--secret db IMAGE sh -c ...` is one secret, then the
+// image and its command (with its own dashes).
+TEST_F(Services, ListFlagsTakeOneValueEachAndTheCommandKeepsItsDashes) {
+    ASSERT_EQ(cli({"secret", "create", "db", "-"}, "pw").status, 0);
+    auto created = cli({"service", "create", "--name", "web", "--constraint", "node.role==worker", "--secret", "db",
+                        "-e", "A=1", "busybox:1", "sh", "-c", "echo hi"});
+    ASSERT_EQ(created.status, 0) << created.err;
+    auto inspect = cli({"service", "inspect", "web"});
+    ASSERT_EQ(inspect.status, 0) << inspect.err;
+    auto spec = json::parse(inspect.out).as_array().at(0).at("Spec").at("TaskTemplate");
+    auto& c = spec.at("ContainerSpec");
+    EXPECT_EQ(c.at("Image").as_string(), "busybox:1");
+    EXPECT_EQ(c.at("Secrets").as_array().size(), 1u);
+    EXPECT_EQ(c.at("Env").as_array().size(), 1u);
+    EXPECT_EQ(spec.at("Placement").at("Constraints").as_array().size(), 1u);
+    EXPECT_NE(inspect.out.find("\"-c\""), std::string::npos) << inspect.out;
+    EXPECT_NE(inspect.out.find("echo hi"), std::string::npos) << inspect.out;
+    auto update = cli({"service", "update", "--secret-rm", "db", "--env-add", "B=2", "web"});
+    EXPECT_EQ(update.status, 0) << update.err;
+}
+
 TEST_F(Services, CofferCliCreatesWaitsUpdatesAndRemoves) {
     ASSERT_EQ(cli({"secret", "create", "db", "-"}, "pw").status, 0);
     auto created = cli({"service", "create", "--name", "web", "--secret", "source=db,target=db_pass,mode=0400",
