@@ -33,6 +33,7 @@
 #include "coffer/base/unique_fd.h"
 #include "coffer/crypto/secure_buffer.h"
 #include "coffer/crypto/secure_file.h"
+#include "coffer/pki/secure_heap.h"
 
 using namespace coffer;
 using namespace coffer::agent;
@@ -132,6 +133,8 @@ Tasks make_tasks(const NodeOptions& o) {
 // this node.
 int run_node(const NodeOptions& o, const crypto::SecureBuffer& token) {
     crypto::init();
+    if (auto r = pki::init_secure_heap(); !r)
+        log::warn("agent", "{}: private keys use ordinary memory", r.error().message);
     // Before any thread: the mount namespace is per process only while there is one thread, and
     // secret mounts must never show in the host's mount table.
     harden_process();

@@ -22,6 +22,7 @@
 #include "coffer/manager/manager.h"
 #include "coffer/manager/node_port.h"
 #include "coffer/net/http_server.h"
+#include "coffer/pki/secure_heap.h"
 #ifdef COFFER_TEST_HOOKS
 #include "test_hooks.h"
 #endif
@@ -138,6 +139,8 @@ int main(int argc, char** argv) {
     try {
         coffer::harden_process();
         coffer::crypto::init();
+        if (auto r = coffer::pki::init_secure_heap(); !r)
+            coffer::log::warn("manager", "{}: private keys use ordinary memory", r.error().message);
         ::umask(077);
         ::signal(SIGPIPE, SIG_IGN);
 

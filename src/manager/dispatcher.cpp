@@ -232,7 +232,8 @@ std::map<std::string, Task> Dispatcher::assigned(const std::string& node_id) con
     return out;
 }
 
-Result<std::size_t> Dispatcher::report(const std::string& node_id, const std::vector<StatusReport>& statuses) {
+Result<std::size_t> Dispatcher::report(const std::string& node_id, const std::vector<StatusReport>& statuses,
+                                       bool complete) {
     std::size_t applied = 0;
     auto now = clock_();
     auto written = tasks_.commit([&](const TaskRegistry::Map& items) -> Result<TaskRegistry::Changes> {
@@ -257,6 +258,23 @@ Result<std::size_t> Dispatcher::report(const std::string& node_id, const std::ve
             t.meta.updated = now;
             changes.put.push_back(std::move(t));
             ++applied;
+        }
+        if (complete) {
+            std::set<std::string_view> listed;
+            for (const auto& r : statuses) listed.insert(r.task_id);
+            for (const auto& [id, task] : items) {
+                if (task.node_id != node_id || task.desired < TaskState::shutdown) continue;
+                if (task.status.state < TaskState::assigned || task.status.state >= TaskState::complete) continue;
+                if (listed.count(id)) continue;
+                Task t = task;
+                t.status.state = TaskState::shutdown;
+                t.status.message = "shutdown";
+                t.status.err = "the node no longer has this task";
+                t.status.timestamp = now;
+                t.meta.updated = now;
+                changes.put.push_back(std::move(t));
+                ++applied;
+            }
         }
         return changes;
     });

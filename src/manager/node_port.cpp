@@ -384,7 +384,7 @@ void NodePort::Impl::handle_status(const std::shared_ptr<Link>& link,
         link->session->close();
         return;
     }
-    auto applied = manager_.dispatcher().report(link->node_id, m->statuses);
+    auto applied = manager_.dispatcher().report(link->node_id, m->statuses, m->complete);
     if (!applied)
         log::warn(category, "node {}: store statuses: {}", link->node_id, applied.error().message);
     else

@@ -603,3 +603,36 @@ TEST(NodeMessages, ManagerMessagesHaveTheirType) {
     EXPECT_EQ(e.at("type").as_string(), "error");
     EXPECT_FALSE(e.contains("request"));
 }
+
+TEST_F(Cluster, ACompleteReportClosesTheTasksItsNodeNoLongerHas) {
+    auto n1 = node("n1");
+    auto n2 = node("n2");
+    auto web = services_->create(spec("web", 2))->meta.id;
+    pass();
+    agents_act();
+    ASSERT_EQ(running(web), 2u);
+    // n1's agent is killed: its task moves to n2, the old one stays "running" with desired
+    // shutdown, since nobody reports on it.
+    ASSERT_TRUE(nodes_->set_status(n1, model::NodeState::down, "").ok());
+    pass();
+    auto stale = tasks_->list([&](const model::Task& t) { return t.node_id == n1; });
+    ASSERT_EQ(stale.size(), 1u);
+    EXPECT_EQ(stale[0].status.state, TaskState::running);
+    EXPECT_EQ(stale[0].desired, TaskState::shutdown);
+    // A report that is not complete says nothing about what it does not list.
+    ASSERT_TRUE(dispatcher_->report(n1, {}).ok());
+    EXPECT_EQ(tasks_->get(stale[0].meta.id)->status.state, TaskState::running);
+    // n1 comes back without it: its complete report closes the task.
+    auto closed = dispatcher_->report(n1, {}, true);
+    ASSERT_TRUE(closed.ok());
+    EXPECT_EQ(*closed, 1u);
+    EXPECT_EQ(tasks_->get(stale[0].meta.id)->status.state, TaskState::shutdown);
+    // A task still wanted is left alone even when unlisted (its assignment may be on the way).
+    auto live = tasks_of(web);
+    ASSERT_EQ(live.size(), 2u);
+    for (const auto& t : live) {
+        ASSERT_TRUE(dispatcher_->report(t.node_id, {}, true).ok());
+        EXPECT_EQ(tasks_->get(t.meta.id)->status.state, t.status.state);
+    }
+    (void)n2;
+}

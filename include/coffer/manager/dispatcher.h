@@ -112,7 +112,12 @@ public:
     Result<std::unique_ptr<NodeStream>> subscribe(const std::string& node_id);
     // Stores the node's reports. A report about a task not assigned to this node is ignored (a
     // node speaks only for itself); states only move forward. Returns how many were applied.
-    Result<std::size_t> report(const std::string& node_id, const std::vector<StatusReport>& statuses);
+    // complete: the report lists every task the node has (its first report on a session). A
+    // task of this node that the manager no longer wants (desired shutdown) and that the node
+    // does not list is then closed as shut down: its node lost it (an agent killed or
+    // restarted) and nobody else will report on it.
+    Result<std::size_t> report(const std::string& node_id, const std::vector<StatusReport>& statuses,
+                               bool complete = false);
     // Tasks or nodes changed: every stream re-evaluates.
     void changed();
 
