@@ -88,9 +88,11 @@ class Cluster : public ClusterTest {
             [&] {
                 auto r = cli({"service", "logs", task});
                 found = parse_printer(r.out);
-                return r.status == 0 && found.contains("SECRETS");
+                // Everything the task prints, not a log read while it was still printing.
+                return r.status == 0 && found.contains("PRINTED");
             },
             20s);
+        found.erase("PRINTED");
         return found;
     }
 };

@@ -69,6 +69,7 @@ std::vector<std::string> secret_printer() {
             "echo SECRETS $(ls -A /run/secrets 2>/dev/null | sort); "
             "for f in /run/secrets/*; do [ -f \"$f\" ] && "
             "echo SECRET \"${f##*/}\" $(od -An -tx1 -v \"$f\" | tr -d ' \\n'); done; "
+            "echo PRINTED; "
             "while :; do sleep 3600 & wait $!; done"};
 }
 
@@ -78,7 +79,9 @@ std::map<std::string, std::string> parse_printer(const std::string& output) {
     std::string line;
     while (std::getline(in, line)) {
         // `coffer service logs` may prefix each line with the task; take the part from the marker.
-        if (auto at = line.find("SECRETS"); at != std::string::npos) {
+        if (line.ends_with("PRINTED")) {
+            found["PRINTED"] = "";
+        } else if (auto at = line.find("SECRETS"); at != std::string::npos) {
             auto rest = line.substr(at + 7);
             rest.erase(0, rest.find_first_not_of(' '));
             found["SECRETS"] = rest;

@@ -101,8 +101,10 @@ const std::filesystem::path& image_layout();
 // A task that prints what it finds in /run/secrets, then waits (exits 0 on SIGTERM):
 //   SECRETS <names, sorted, space-separated>
 //   SECRET <name> <hex bytes>
+//   PRINTED
 std::vector<std::string> secret_printer();
-// name -> hex bytes, parsed from a secret_printer's output; "SECRETS" -> the listing.
+// name -> hex bytes, parsed from a secret_printer's output; "SECRETS" -> the listing;
+// "PRINTED" -> "" once the output is whole.
 std::map<std::string, std::string> parse_printer(const std::string& output);
 
 std::string hex(std::string_view bytes);
