@@ -471,6 +471,7 @@ int main(int argc, char** argv) {
     app.add_option("--sessions", o.sessions, "Idle sessions for the memory figure")->capture_default_str();
     CLI11_PARSE(app, argc, argv);
     ::signal(SIGPIPE, SIG_IGN);
+    std::setvbuf(stdout, nullptr, _IOLBF, 0);  // progress shows as it happens, also into a file
     coffer::crypto::init();
     try {
         for (const auto& s : scenarios) {
