@@ -49,25 +49,6 @@ std::string str(const crypto::SecureBuffer& b) {
 
 // A directory under /var/tmp (overlay layers need a real filesystem), unmounted below and
 // removed on destruction, also when a test fails.
-class WorkDir {
-  public:
-    WorkDir() {
-        std::string t = "/var/tmp/coffer-exec-XXXXXX";
-        if (!::mkdtemp(t.data())) throw_errno("mkdtemp");
-        path_ = t;
-    }
-    ~WorkDir() {
-        for (auto& m : mounts_under(path_)) ::umount2(m.c_str(), MNT_DETACH);
-        try {
-            remove_tree(path_);
-        } catch (...) {
-        }
-    }
-    const std::string& path() const { return path_; }
-
-  private:
-    std::string path_;
-};
 
 // The manager's node port: lets one worker join, records what nodes send.
 class Manager {
@@ -294,7 +275,7 @@ class AgentProgram : public ::testing::Test {
     }
 
     std::string program;
-    WorkDir work;
+    test::MountDir work;
     std::unique_ptr<Manager> manager;
     Child agent;
 };

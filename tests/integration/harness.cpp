@@ -1,5 +1,6 @@
 #include "harness.h"
 
+#include <sys/mount.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/wait.h>
@@ -15,6 +16,7 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
+#include "coffer/base/mount.h"
 #include "coffer/base/error.h"
 #include "coffer/base/unique_fd.h"
 #include "coffer/net/http_client.h"
@@ -34,6 +36,20 @@ TempDir::TempDir() {
 TempDir::~TempDir() {
     std::error_code ec;
     fs::remove_all(path_, ec);
+}
+
+MountDir::MountDir() {
+    std::string t = "/var/tmp/coffer-test-XXXXXX";
+    if (::mkdtemp(t.data()) == nullptr) throw_errno("mkdtemp");
+    path_ = t;
+}
+
+MountDir::~MountDir() {
+    for (auto& m : mounts_under(path_)) ::umount2(m.c_str(), MNT_DETACH);
+    try {
+        remove_tree(path_);
+    } catch (...) {
+    }
 }
 
 bool wait_until(const std::function<bool()>& cond, std::chrono::milliseconds deadline) {

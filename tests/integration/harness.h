@@ -26,6 +26,20 @@ private:
     std::filesystem::path path_;
 };
 
+// A fresh directory under /var/tmp (a real filesystem, so overlay mounts work in it) for tests
+// that mount: on destruction every mount below it is detached, then it is removed.
+class MountDir {
+public:
+    MountDir();
+    ~MountDir();
+    MountDir(const MountDir&) = delete;
+    MountDir& operator=(const MountDir&) = delete;
+    const std::string& path() const { return path_; }
+
+private:
+    std::string path_;
+};
+
 // Polls cond until it holds or the deadline passes; returns its last value.
 bool wait_until(const std::function<bool()>& cond,
                 std::chrono::milliseconds deadline = std::chrono::seconds(15));

@@ -24,6 +24,7 @@
 #include "coffer/base/process.h"
 #include "coffer/crypto/random.h"
 #include "coffer/crypto/secure_buffer.h"
+#include "harness.h"
 
 using namespace coffer;
 using namespace coffer::agent;
@@ -32,25 +33,7 @@ using namespace std::chrono_literals;
 namespace {
 
 // A temporary directory, unmounted below and removed on destruction (also when a test fails).
-class TempDir {
-public:
-    TempDir() {
-        std::string t = "/var/tmp/coffer-test-XXXXXX";
-        if (!::mkdtemp(t.data())) throw_errno("mkdtemp");
-        path_ = t;
-    }
-    ~TempDir() {
-        for (auto& m : mounts_under(path_)) ::umount2(m.c_str(), MNT_DETACH);
-        try {
-            remove_tree(path_);
-        } catch (...) {
-        }
-    }
-    const std::string& path() const { return path_; }
-
-private:
-    std::string path_;
-};
+using TempDir = coffer::test::MountDir;
 
 std::string read_file(const std::string& path) {
     std::ifstream in(path);
