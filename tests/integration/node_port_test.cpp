@@ -415,74 +415,32 @@ TEST(NodePortLocked, OpensWhenTheStoreIsUnlocked) {
 
 // Two network namespaces of our own, joined by a veth pair: cofferd listens on one end, the
 // agent runs behind the other. Both namespaces (and the pair) go when this is destroyed.
-class Namespaces {
-  public:
-    Namespaces() {
-        auto suffix = crypto::random_id().substr(0, 6);
-        manager_ns = "coffer-npm-" + suffix;
-        agent_ns = "coffer-npa-" + suffix;
-        auto subnet =
-            fmt::format("10.214.{}", 1 + std::stoul(suffix.substr(0, 2), nullptr, 36) % 250);
-        manager_address = subnet + ".1";
-        agent_address = subnet + ".2";
-        auto m = "npm" + suffix, a = "npa" + suffix;
-        const std::vector<std::vector<std::string>> steps = {
-            {"ip", "netns", "add", manager_ns},
-            {"ip", "netns", "add", agent_ns},
-            {"ip", "-n", manager_ns, "link", "add", m, "type", "veth", "peer", "name", a},
-            {"ip", "-n", manager_ns, "link", "set", a, "netns", agent_ns},
-            {"ip", "-n", manager_ns, "addr", "add", manager_address + "/30", "dev", m},
-            {"ip", "-n", agent_ns, "addr", "add", agent_address + "/30", "dev", a},
-            {"ip", "-n", manager_ns, "link", "set", m, "up"},
-            {"ip", "-n", agent_ns, "link", "set", a, "up"},
-            {"ip", "-n", manager_ns, "link", "set", "lo", "up"},
-        };
-        for (const auto& step : steps) {
-            auto r = run_command(step);
-            if (!r.ok()) {
-                error = fmt::format("{}: {}", fmt::join(step, " "), r.describe());
-                break;
-            }
-        }
-    }
-    ~Namespaces() {
-        for (const auto& ns : {agent_ns, manager_ns}) (void)run_command({"ip", "netns", "del", ns});
-    }
-    Namespaces(const Namespaces&) = delete;
-    Namespaces& operator=(const Namespaces&) = delete;
-
-    std::string manager_ns, agent_ns, manager_address, agent_address, error;
-};
-
-bool netns_available() {
-    if (::geteuid() != 0) return false;
-    try {
-        return run_command({"ip", "netns", "list"}).ok();
-    } catch (const std::exception&) {
-        return false;
-    }
-}
-
 TEST(NodePortNetwork, AnAgentInItsOwnNetworkJoinsAcrossAVethPair) {
     if (agent_path().empty()) GTEST_SKIP() << "COFFER_AGENT is not set";
-    if (!netns_available()) GTEST_SKIP() << "ip netns is not available (needs root and iproute2)";
-    Namespaces net;
-    ASSERT_TRUE(net.error.empty()) << net.error;
+    if (!NetworkNamespace::available())
+        GTEST_SKIP() << "ip netns is not available (needs root and iproute2)";
+    NetworkNamespace manager_ns("npm"), agent_ns("npa");
+    ASSERT_TRUE(manager_ns.error().empty()) << manager_ns.error();
+    ASSERT_TRUE(agent_ns.error().empty()) << agent_ns.error();
+    auto subnet = random_subnet(214);
+    auto manager_address = subnet + ".1", agent_address = subnet + ".2";
+    auto joined = connect(manager_ns, manager_address, agent_ns, agent_address);
+    ASSERT_TRUE(joined.empty()) << joined;
     TempDir dir;
     auto socket = dir.path() / "coffer.sock";
     auto host = "unix://" + socket.string();
-    auto where = net.manager_address + ":4243";
-    Child cofferd =
-        Child::spawn({.argv = {"ip", "netns", "exec", net.manager_ns, cofferd_path(), "--data-dir",
-                               (dir.path() / "data").string(), "--socket", socket.string(),
-                               "--listen", where, "--log-level", "warn"}});
+    auto where = manager_address + ":4243";
+    auto argv = manager_ns.enter();
+    argv.insert(argv.end(), {cofferd_path(), "--data-dir", (dir.path() / "data").string(),
+                             "--socket", socket.string(), "--listen", where, "--log-level", "warn"});
+    Child cofferd = Child::spawn({.argv = argv});
     ASSERT_TRUE(wait_until([&] { return coffer_cli(host, {"node", "ls", "-q"}).status == 0; }));
     auto token = first_line(coffer_cli(host, {"cluster", "join-token", "worker", "-q"}).out);
 
     auto data = dir.path() / "agent";
     // Only the network namespace: `ip netns exec` would also hide the host's cgroup mounts
     // behind a fresh /sys, and the agent's runner needs them.
-    Agent agent(data, where, token, {"nsenter", "--net=/run/netns/" + net.agent_ns});
+    Agent agent(data, where, token, agent_ns.enter());
     ASSERT_TRUE(wait_until([&] { return fs::exists(data / "identity" / "node.json"); }))
         << agent.err();
     auto id = json::parse(read_file(data / "identity" / "node.json")).at("node_id").as_string();
@@ -490,7 +448,7 @@ TEST(NodePortNetwork, AnAgentInItsOwnNetworkJoinsAcrossAVethPair) {
     EXPECT_TRUE(wait_until([&] { return ls().find("Ready") != std::string::npos; })) << ls();
     // The node's address is the agent's end of the pair, as the manager saw it.
     auto inspect = coffer_cli(host, {"node", "inspect", std::string(id)});
-    EXPECT_NE(inspect.out.find(net.agent_address), std::string::npos) << inspect.out;
+    EXPECT_NE(inspect.out.find(agent_address), std::string::npos) << inspect.out;
     cofferd.signal(SIGTERM);
     auto st = cofferd.wait_for(deadline);
     ASSERT_TRUE(st);
