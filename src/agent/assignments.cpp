@@ -4,6 +4,7 @@
 #include <limits>
 
 #include "coffer/crypto/encoding.h"
+#include "coffer/model/json.h"
 #include "coffer/model/secure_json.h"
 
 namespace coffer::agent {
@@ -74,17 +75,9 @@ std::vector<std::string> texts_at(const json::object& o, std::string_view key) {
 
 std::int64_t int_at(const json::object& o, std::string_view key, std::int64_t fallback,
                     std::int64_t min, std::int64_t max) {
-    const auto* v = o.if_contains(key);
-    if (v == nullptr || v->is_null()) return fallback;
-    std::int64_t n = 0;
-    if (v->is_int64())
-        n = v->get_int64();
-    else if (v->is_uint64() && v->get_uint64() <= static_cast<std::uint64_t>(max))
-        n = static_cast<std::int64_t>(v->get_uint64());
-    else
-        bad(fmt::format("{}: expected an integer", key));
-    if (n < min || n > max) bad(fmt::format("{}: {} is out of range", key, n));
-    return n;
+    auto n = model::integer_field(o, key, min, max);
+    if (!n) bad(n.error().message);
+    return n->value_or(fallback);
 }
 
 // UID and GID are strings in Docker's API ("1000"); integers are accepted too.

@@ -42,21 +42,6 @@ Result<std::optional<std::string>> optional_string(const json::object& o, std::s
     return std::optional<std::string>{std::string(s)};
 }
 
-Result<std::optional<std::int64_t>> optional_int(const json::object& o, std::string_view field,
-                                                 std::int64_t min, std::int64_t max) {
-    auto* v = o.if_contains(field);
-    if (v == nullptr || v->is_null()) return std::optional<std::int64_t>{};
-    std::int64_t n = 0;
-    if (v->is_int64())
-        n = v->get_int64();
-    else if (v->is_uint64() && v->get_uint64() <= static_cast<std::uint64_t>(max))
-        n = static_cast<std::int64_t>(v->get_uint64());
-    else
-        return bad(fmt::format("{} is not an integer in range", field));
-    if (n < min || n > max) return bad(fmt::format("{} is out of range", field));
-    return std::optional<std::int64_t>{n};
-}
-
 bool container_id_chars(std::string_view s) {
     for (char c : s)
         if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '.'))
@@ -83,11 +68,11 @@ Result<StatusReport> parse_report(const json::value& v) {
     if (!container_id) return std::move(container_id).error();
     if (*container_id && !container_id_chars(**container_id))
         return bad("container_id has characters other than [A-Za-z0-9._-]");
-    auto pid = optional_int(o, "pid", 0, std::numeric_limits<std::int32_t>::max());
-    if (!pid) return std::move(pid).error();
-    auto exit_code = optional_int(o, "exit_code", std::numeric_limits<std::int32_t>::min(),
-                                  std::numeric_limits<std::int32_t>::max());
-    if (!exit_code) return std::move(exit_code).error();
+    auto pid = model::integer_field(o, "pid", 0, std::numeric_limits<std::int32_t>::max());
+    if (!pid) return bad(pid.error().message);
+    auto exit_code = model::integer_field(o, "exit_code", std::numeric_limits<std::int32_t>::min(),
+                                          std::numeric_limits<std::int32_t>::max());
+    if (!exit_code) return bad(exit_code.error().message);
 
     StatusReport r;
     r.task_id = std::move(**task_id);

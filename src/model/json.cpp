@@ -25,6 +25,22 @@ Result<Labels> labels_from_json(const json::value* v, std::string_view field) {
     return out;
 }
 
+Result<std::optional<std::int64_t>> integer_field(const json::object& o, std::string_view field,
+                                                  std::int64_t min, std::int64_t max) {
+    const auto* v = o.if_contains(field);
+    if (v == nullptr || v->is_null()) return std::optional<std::int64_t>{};
+    std::int64_t n = 0;
+    if (v->is_int64())
+        n = v->get_int64();
+    else if (v->is_uint64() && v->get_uint64() <= static_cast<std::uint64_t>(max))
+        n = static_cast<std::int64_t>(v->get_uint64());
+    else
+        return make_error(Errc::invalid_argument, fmt::format("field {} must be an integer", field));
+    if (n < min || n > max)
+        return make_error(Errc::invalid_argument, fmt::format("field {} is out of range", field));
+    return std::optional<std::int64_t>{n};
+}
+
 Result<std::string> string_field(const json::object& o, std::string_view field) {
     auto* v = o.if_contains(field);
     if (v == nullptr || v->is_null())

@@ -4,6 +4,9 @@
 
 #include <boost/json.hpp>
 
+#include <cstdint>
+#include <optional>
+
 #include "coffer/base/error.h"
 #include "coffer/model/secret.h"
 
@@ -19,6 +22,11 @@ Result<Labels> labels_from_json(const boost::json::value* v, std::string_view fi
 
 // A required string member; "missing field X" / "field X must be a string".
 Result<std::string> string_field(const boost::json::object& o, std::string_view field);
+
+// An optional integer member within [min, max] (max >= 0): nullopt when absent or null;
+// "field X must be an integer" / "field X is out of range" otherwise. Never quotes the value.
+Result<std::optional<std::int64_t>> integer_field(const boost::json::object& o, std::string_view field,
+                                                  std::int64_t min, std::int64_t max);
 
 // Parses text into a value; malformed JSON is invalid_argument with the parser's reason.
 Result<boost::json::value> parse_json(std::string_view text, boost::json::storage_ptr sp = {});
