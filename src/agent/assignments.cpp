@@ -208,14 +208,6 @@ Change change(const json::value& v) {
 
 }  // namespace
 
-bool valid_task_id(std::string_view id) noexcept {
-    if (id.empty() || id.size() > 64) return false;
-    auto alnum = [](char c) { return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9'); };
-    if (!alnum(id.front())) return false;
-    return std::all_of(id.begin(), id.end(),
-                       [&](char c) { return alnum(c) || c == '_' || c == '.' || c == '-'; });
-}
-
 bool valid_object_id(std::string_view id) noexcept {
     if (id.empty() || id.size() > 128) return false;
     return std::all_of(id.begin(), id.end(), [](char c) {

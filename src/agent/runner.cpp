@@ -51,18 +51,18 @@ std::string_view to_string(TaskState s) noexcept {
     return "?";
 }
 
-namespace {
-
-constexpr std::size_t finished_kept = 1024;
-constexpr auto teardown_deadline = std::chrono::seconds(10);
-
-bool valid_id(std::string_view id) {
+bool valid_task_id(std::string_view id) noexcept {
     if (id.empty() || id.size() > 64) return false;
     auto alnum = [](char c) { return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9'); };
     if (!alnum(id.front())) return false;
     return std::all_of(id.begin(), id.end(),
                        [&](char c) { return alnum(c) || c == '_' || c == '.' || c == '-'; });
 }
+
+namespace {
+
+constexpr std::size_t finished_kept = 1024;
+constexpr auto teardown_deadline = std::chrono::seconds(10);
 
 bool valid_hostname(std::string_view h) {
     return !h.empty() && h.size() <= 63 && std::all_of(h.begin(), h.end(), [](char c) {
@@ -268,7 +268,7 @@ TaskStatus Runner::Impl::start(const TaskSpec& spec, SecretBytes supplied) {
         publish(s);
         return s;
     };
-    if (!valid_id(spec.id)) return reject_now("invalid task id");
+    if (!valid_task_id(spec.id)) return reject_now("invalid task id");
     {
         std::lock_guard g(mu);
         if (tasks.contains(spec.id)) return reject_now(fmt::format("task {} already exists", spec.id));

@@ -53,8 +53,6 @@ struct Assignments {
 // array); a bad change is returned marked invalid and the others are kept.
 Result<Assignments> parse_assignments(const crypto::SecureBuffer& text);
 
-// The runner's id rule: [a-z0-9][a-z0-9_.-]{0,63}.
-bool valid_task_id(std::string_view id) noexcept;
 // Secret ids from the manager: [A-Za-z0-9_.-]{1,128}.
 bool valid_object_id(std::string_view id) noexcept;
 

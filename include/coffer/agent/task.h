@@ -44,6 +44,9 @@ struct TaskSpec {
     std::vector<SecretRef> secrets;
 };
 
+// The rule for TaskSpec::id: [a-z0-9][a-z0-9_.-]{0,63} (it names directories and cgroups).
+bool valid_task_id(std::string_view id) noexcept;
+
 // Secret bytes by secret id, in secure memory.
 using SecretBytes = std::map<std::string, crypto::SecureBuffer, std::less<>>;
 
