@@ -35,6 +35,7 @@
 #include "coffer/agent/enrollment.h"
 #include "coffer/base/process.h"
 #include "coffer/base/unique_fd.h"
+#include "coffer/crypto/encoding.h"
 #include "coffer/crypto/secure_buffer.h"
 #include "coffer/net/http_client.h"
 #include "coffer/nodeconn/client.h"
@@ -192,27 +193,13 @@ private:
     std::vector<Child> agents_;
 };
 
-std::string b64(std::string_view s) {
-    static constexpr char t[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    std::string out;
-    std::size_t i = 0;
-    for (; i + 2 < s.size(); i += 3) {
-        unsigned v = (unsigned char)s[i] << 16 | (unsigned char)s[i + 1] << 8 | (unsigned char)s[i + 2];
-        out += {t[v >> 18], t[(v >> 12) & 63], t[(v >> 6) & 63], t[v & 63]};
-    }
-    if (i + 1 == s.size()) {
-        unsigned v = (unsigned char)s[i] << 16;
-        out += {t[v >> 18], t[(v >> 12) & 63], '=', '='};
-    } else if (i + 2 == s.size()) {
-        unsigned v = (unsigned char)s[i] << 16 | (unsigned char)s[i + 1] << 8;
-        out += {t[v >> 18], t[(v >> 12) & 63], t[(v >> 6) & 63], '='};
-    }
-    return out;
+std::span<const std::uint8_t> as_bytes(const std::string& s) {
+    return {reinterpret_cast<const std::uint8_t*>(s.data()), s.size()};
 }
 
 std::string create_secret(Cluster& c, const std::string& name) {
     auto r = c.call("POST", "/secrets/create",
-                    json::serialize(json::object{{"Name", name}, {"Data", b64("bench-" + name)}}));
+                    json::serialize(json::object{{"Name", name}, {"Data", coffer::crypto::base64_encode(as_bytes("bench-" + name))}}));
     return std::string(r.at("ID").as_string());
 }
 
