@@ -116,6 +116,9 @@ class NodePort::Impl {
     void handle_renew(const std::shared_ptr<Link>& link, const crypto::SecureBuffer& text);
     // A node whose certificate predates a CA rotation or a role change is asked to renew.
     void ask_renewal_if_stale(const std::shared_ptr<Link>& link);
+    // Ends a CA rotation once every node holds a certificate of the new CA (after a renewal or
+    // a node's removal).
+    void finish_rotation_if_done();
 
     std::shared_ptr<Link> current(std::string_view node_id);
     void forget(std::string_view node_id);
@@ -455,7 +458,14 @@ void NodePort::Impl::handle_renew(const std::shared_ptr<Link>& link,
     }
     link->session->send(certificate_message(*issued));
     log::info(category, "node {} renewed its certificate", link->node_id);
-    if (auto done = trust.finish_rotation_if_renewed(manager_.nodes()); done && *done)
+    finish_rotation_if_done();
+}
+
+void NodePort::Impl::finish_rotation_if_done() {
+    auto done = manager_.trust().finish_rotation_if_renewed(manager_.nodes());
+    if (!done)
+        log::warn(category, "finish the CA rotation: {}", done.error().message);
+    else if (*done)
         log::info(category, "CA rotation finished: every node holds a certificate of the new CA");
 }
 
@@ -622,9 +632,7 @@ void NodePort::node_removed(const std::string& node_id) {
     impl_->forget(node_id);
     impl_->server_->close_sessions(node_id);
     // A rotation may have been waiting for this node only.
-    if (auto done = impl_->manager_.trust().finish_rotation_if_renewed(impl_->manager_.nodes());
-        done && *done)
-        log::info(category, "CA rotation finished: every node holds a certificate of the new CA");
+    impl_->finish_rotation_if_done();
     impl_->fail_logs(node_id, std::nullopt,
                      make_error(Errc::unavailable, fmt::format("node {} was removed", node_id)));
 }
