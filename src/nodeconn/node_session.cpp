@@ -19,7 +19,7 @@ constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
 }
 
 void configure(WsStream& ws, const Limits& limits) {
-    beast::get_lowest_layer(ws).expires_never();
+    ws.next_layer().expires_never();
     websocket::stream_base::timeout timeout;
     timeout.handshake_timeout = limits.handshake_timeout;
     timeout.idle_timeout = limits.idle_timeout;
@@ -41,7 +41,7 @@ SessionImpl::SessionImpl(WsStream ws, pki::NodeIdentity peer, const Limits& limi
       limits_(limits),
       handlers_(handlers) {
     boost::system::error_code ec;
-    auto remote = beast::get_lowest_layer(*ws_).socket().remote_endpoint(ec);
+    auto remote = ws_->next_layer().socket().remote_endpoint(ec);
     if (!ec) remote_ = remote.address().to_string();
     touch();
     // Runs inside reads on the strand while the session is alive; `this` outlives it.
@@ -95,7 +95,7 @@ asio::awaitable<void> SessionImpl::run() {
     if (writing_) {
         // The write in flight fails at once, then releases the stream.
         beast::error_code ignored;
-        beast::get_lowest_layer(*ws_).socket().close(ignored);
+        ws_->next_layer().socket().close(ignored);
     } else {
         release();
     }
@@ -164,7 +164,7 @@ void SessionImpl::abort() {
     asio::dispatch(ex, [self = shared_from_this()] {
         if (!self->ws_) return;
         beast::error_code ignored;
-        beast::get_lowest_layer(*self->ws_).socket().close(ignored);
+        self->ws_->next_layer().socket().close(ignored);
     });
 }
 

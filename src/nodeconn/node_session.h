@@ -9,23 +9,21 @@
 
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/ip/tcp.hpp>
-#include <boost/beast/core/tcp_stream.hpp>
-#include <boost/beast/ssl/ssl_stream.hpp>
 #include <boost/beast/websocket/stream.hpp>
 
 #include "coffer/nodeconn/session.h"
 #include "coffer/nodeconn/tls.h"
+#include "tls_stream.h"
 
 namespace coffer::nodeconn::detail {
 
 namespace asio = boost::asio;
 namespace beast = boost::beast;
 using tcp = asio::ip::tcp;
-using TlsStream = beast::ssl_stream<beast::tcp_stream>;
 using WsStream = beast::websocket::stream<TlsStream>;
 
-// Limits and heartbeats on a WebSocket before its handshake; the TCP deadline is handed over to
-// the WebSocket's own timeouts.
+// Limits and heartbeats on a WebSocket before its handshake; the stream's deadline is handed over
+// to the WebSocket's own timeouts.
 void configure(WsStream& ws, const Limits& limits);
 
 class SessionImpl final : public Session, public std::enable_shared_from_this<SessionImpl> {

@@ -3,6 +3,7 @@
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
+#include <boost/asio/connect.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/strand.hpp>
@@ -37,6 +38,14 @@ Error net_error(std::string_view what, const boost::system::error_code& ec) {
     return make_error(Errc::unavailable, fmt::format("{}: {}", what, ec.message()));
 }
 
+// A failure on a stream whose deadline closed it says so, not what the closing did to the call.
+Error net_error(std::string_view what, const boost::system::error_code& ec,
+                const TlsStream& stream) {
+    if (stream.timed_out())
+        return make_error(Errc::unavailable, fmt::format("{}: timed out", what));
+    return net_error(what, ec);
+}
+
 // TCP connect and TLS handshake, under one deadline that stays armed for what follows.
 asio::awaitable<Result<std::unique_ptr<TlsStream>>> open_tls(const Endpoint& to, ssl::context& ctx,
                                                              const Limits& limits) {
@@ -46,19 +55,18 @@ asio::awaitable<Result<std::unique_ptr<TlsStream>>> open_tls(const Endpoint& to,
         co_await resolver.async_resolve(to.host, std::to_string(to.port), use_tuple);
     if (rec) co_return net_error(fmt::format("resolve {}", to.host), rec);
     auto stream = std::make_unique<TlsStream>(executor, ctx);
-    beast::get_lowest_layer(*stream).expires_after(limits.handshake_timeout);
+    stream->expires_after(limits.handshake_timeout);
     auto where = fmt::format("{}:{}", to.host, to.port);
-    if (auto [ec, ep] = co_await beast::get_lowest_layer(*stream).async_connect(results, use_tuple);
-        ec)
-        co_return net_error(fmt::format("connect to {}", where), ec);
+    if (auto [ec, ep] = co_await asio::async_connect(stream->socket(), results, use_tuple); ec)
+        co_return net_error(fmt::format("connect to {}", where), ec, *stream);
     // Small messages both ways (handshake flights, the upgrade, heartbeats): without this, Nagle
     // and the peer's delayed ACK hold each one back by up to 40 ms.
     boost::system::error_code nodelay_ec;
-    beast::get_lowest_layer(*stream).socket().set_option(tcp::no_delay(true), nodelay_ec);
+    stream->socket().set_option(tcp::no_delay(true), nodelay_ec);
     // SNI names the role, the name the manager's certificate is verified against.
     SSL_set_tlsext_host_name(stream->native_handle(), manager_name);
     if (auto [ec] = co_await stream->async_handshake(ssl::stream_base::client, use_tuple); ec)
-        co_return net_error(fmt::format("TLS handshake with {}", where), ec);
+        co_return net_error(fmt::format("TLS handshake with {}", where), ec, *stream);
     co_return stream;
 }
 
@@ -73,13 +81,13 @@ asio::awaitable<Result<Response>> exchange(TlsStream& stream, http::verb verb,
     req.body() = body;
     req.prepare_payload();
     if (auto [ec, n] = co_await http::async_write(stream, req, use_tuple); ec)
-        co_return net_error(fmt::format("send {}", target), ec);
+        co_return net_error(fmt::format("send {}", target), ec, stream);
     SecureFlatBuffer buffer;
     http::response_parser<SecureBody> parser;
     parser.header_limit(max_header_bytes);
     parser.body_limit(limits.max_request_bytes);
     if (auto [ec, n] = co_await http::async_read(stream, buffer, parser, use_tuple); ec)
-        co_return net_error(fmt::format("read the answer to {}", target), ec);
+        co_return net_error(fmt::format("read the answer to {}", target), ec, stream);
     co_await stream.async_shutdown(use_tuple);
     co_return parser.release();
 }

@@ -164,10 +164,10 @@ asio::awaitable<void> NodeServer::Impl::serve(tcp::socket socket) {
     std::string peer =
         ec ? "unknown" : fmt::format("{}:{}", remote.address().to_string(), remote.port());
     auto tls = tls_.read()->first;
-    TlsStream stream(beast::tcp_stream(std::move(socket)), *tls);
+    TlsStream stream(std::move(socket), *tls);
     // One deadline for the TLS handshake and the whole request: a peer that connects and sends
     // nothing, or trickles, is dropped when it passes.
-    beast::get_lowest_layer(stream).expires_after(options_.limits.handshake_timeout);
+    stream.expires_after(options_.limits.handshake_timeout);
     if (auto [e] = co_await stream.async_handshake(ssl::stream_base::server, use_tuple); e) {
         log::debug("nodeconn", "{}: TLS handshake: {}", peer, e.message());
         co_return;

@@ -14,6 +14,8 @@
 #include <boost/asio/write.hpp>
 #include <boost/json/object.hpp>
 
+#include <fmt/format.h>
+
 #include <condition_variable>
 #include <deque>
 #include <mutex>
@@ -273,6 +275,35 @@ TEST_F(NodePort, JoinsAndExchangesMessagesBothWays) {
     client->reset();
     ASSERT_TRUE(server_seen_.wait([&] { return !server_seen_.closed.empty(); }));
     EXPECT_TRUE(coffer::test::wait_until([&] { return server_->session_count() == 0; }, deadline));
+}
+
+// Messages from a few bytes to the size limit, hundreds queued at once both ways: records
+// written in parts as the socket fills, small frames joined into one record, and a read and a
+// write pending together at each end. Every message arrives whole and in order.
+TEST_F(NodePort, CarriesLargeMessagesAndManyInFlightBothWays) {
+    Observed client_seen;
+    auto client = NodeClient::connect(endpoint(), joined_worker(), client_seen.handlers(), limits_);
+    ASSERT_TRUE(client) << client.error().message;
+    ASSERT_TRUE(server_seen_.wait([&] { return !server_seen_.opened.empty(); }));
+    auto at_server = server_seen_.first_opened();
+    auto body = [](int i) {
+        std::size_t size = (static_cast<std::size_t>(i) * 7919) % (60 * 1024);
+        return fmt::format(R"({{"type":"bulk","n":{},"pad":"{}"}})", i,
+                           std::string(size, static_cast<char>('a' + i % 26)));
+    };
+    constexpr std::size_t count = 200;
+    for (std::size_t i = 0; i < count; ++i) {
+        ASSERT_TRUE(at_server->send(message(body(static_cast<int>(i)))));
+        ASSERT_TRUE((*client)->session()->send(message(body(static_cast<int>(i)))));
+    }
+    ASSERT_TRUE(client_seen.wait([&] { return client_seen.messages.size() == count; }));
+    ASSERT_TRUE(server_seen_.wait([&] { return server_seen_.messages.size() == count; }));
+    for (std::size_t i = 0; i < count; ++i) {
+        EXPECT_EQ(str(client_seen.messages[i].json), body(static_cast<int>(i))) << i;
+        EXPECT_EQ(str(server_seen_.messages[i].json), body(static_cast<int>(i))) << i;
+    }
+    std::lock_guard l(server_seen_.m);
+    EXPECT_TRUE(server_seen_.closed.empty());
 }
 
 TEST_F(NodePort, JoinRefusesAWrongSecret) {
