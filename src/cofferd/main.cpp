@@ -138,6 +138,8 @@ int main(int argc, char** argv) {
     }
     try {
         coffer::harden_process();
+        // A descriptor per node session and per API connection.
+        auto descriptors = coffer::raise_descriptor_limit();
         coffer::crypto::init();
         if (auto r = coffer::pki::init_secure_heap(); !r)
             coffer::log::warn("manager", "{}: private keys use ordinary memory", r.error().message);
@@ -177,7 +179,8 @@ int main(int argc, char** argv) {
         coffer::manager::Api api(manager);
         coffer::net::HttpServer server({.socket_path = socket, .headers = coffer::manager::api_headers()},
                                        api);
-        coffer::log::info("manager", "serving on unix://{} (data in {})", socket, data_dir);
+        coffer::log::info("manager", "serving on unix://{} (data in {}; up to {} open descriptors)", socket,
+                          data_dir, descriptors);
 #ifdef COFFER_TEST_HOOKS
         auto hooks = coffer::testhooks::start(manager);
 #endif

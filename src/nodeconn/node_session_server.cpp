@@ -8,6 +8,7 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/address.hpp>
 #include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/strand.hpp>
 #include <boost/asio/thread_pool.hpp>
 #include <boost/asio/use_awaitable.hpp>
@@ -18,6 +19,7 @@
 #include <boost/json/value.hpp>
 
 #include <algorithm>
+#include <atomic>
 #include <cctype>
 #include <condition_variable>
 #include <map>
@@ -48,6 +50,21 @@ struct Reply {
     std::string_view content_type = "application/json";
 };
 
+// One connection that is not yet a session, counted from accept until it becomes one or ends.
+class Unverified {
+  public:
+    explicit Unverified(std::atomic<std::size_t>& count) : count_(&count) { ++*count_; }
+    Unverified(Unverified&& other) noexcept : count_(std::exchange(other.count_, nullptr)) {}
+    Unverified& operator=(Unverified&&) = delete;
+    ~Unverified() { release(); }
+    void release() noexcept {
+        if (count_ != nullptr) --*std::exchange(count_, nullptr);
+    }
+
+  private:
+    std::atomic<std::size_t>* count_;
+};
+
 Reply error_reply(const Error& e) {
     return {static_cast<http::status>(http_status(e.code)),
             json::serialize(json::object{{"message", e.message}})};
@@ -70,7 +87,7 @@ class NodeServer::Impl {
     Result<void> listen();
     void shutdown();
     asio::awaitable<void> accept_loop();
-    asio::awaitable<void> serve(tcp::socket socket);
+    asio::awaitable<void> serve(tcp::socket socket, Unverified unverified);
     asio::awaitable<Reply> join(const Request& req, std::string remote);
     Result<pki::NodeIdentity> session_peer(SSL* ssl);
 
@@ -82,6 +99,7 @@ class NodeServer::Impl {
     std::condition_variable sessions_changed_;
     std::map<const SessionImpl*, std::weak_ptr<SessionImpl>> sessions_;  // under sessions_mutex_
     std::uint16_t port_ = 0;
+    std::atomic<std::size_t> unverified_{0};
     asio::io_context ioc_;
     asio::thread_pool join_pool_;
     tcp::acceptor acceptor_;
@@ -135,30 +153,52 @@ void NodeServer::Impl::shutdown() {
 }
 
 asio::awaitable<void> NodeServer::Impl::accept_loop() {
+    bool refusing = false;  // logged once per stretch of refusals
     for (;;) {
         tcp::socket socket(asio::make_strand(ioc_));
         auto [ec] = co_await acceptor_.async_accept(socket, use_tuple);
         if (ec == asio::error::operation_aborted || !acceptor_.is_open()) co_return;
+        if (ec == asio::error::no_descriptors || ec == asio::error::no_buffer_space ||
+            ec == asio::error::no_memory) {
+            // Accepting again at once would fail again at once: the connection waits in the
+            // backlog until something is released.
+            log::warn("nodeconn", "accept: {}; accepting again in 100 ms", ec.message());
+            asio::steady_timer pause(acceptor_.get_executor(), std::chrono::milliseconds(100));
+            co_await pause.async_wait(use_tuple);
+            continue;
+        }
         if (ec) {
             log::warn("nodeconn", "accept: {}", ec.message());
             continue;
         }
+        if (unverified_ >= options_.max_unverified_connections) {
+            if (!std::exchange(refusing, true))
+                log::warn("nodeconn",
+                          "{} connections have not finished their handshake; closing new ones "
+                          "until fewer do",
+                          unverified_.load());
+            boost::system::error_code ignored;
+            socket.close(ignored);
+            continue;
+        }
+        refusing = false;
         // See the client: small messages must not wait for a delayed ACK.
         boost::system::error_code nodelay_ec;
         socket.set_option(tcp::no_delay(true), nodelay_ec);
         auto executor = socket.get_executor();
-        asio::co_spawn(executor, serve(std::move(socket)), [](std::exception_ptr e) {
-            if (!e) return;
-            try {
-                std::rethrow_exception(e);
-            } catch (const std::exception& x) {
-                log::error("nodeconn", "connection failed: {}", x.what());
-            }
-        });
+        asio::co_spawn(executor, serve(std::move(socket), Unverified(unverified_)),
+                       [](std::exception_ptr e) {
+                           if (!e) return;
+                           try {
+                               std::rethrow_exception(e);
+                           } catch (const std::exception& x) {
+                               log::error("nodeconn", "connection failed: {}", x.what());
+                           }
+                       });
     }
 }
 
-asio::awaitable<void> NodeServer::Impl::serve(tcp::socket socket) {
+asio::awaitable<void> NodeServer::Impl::serve(tcp::socket socket, Unverified unverified) {
     boost::system::error_code ec;
     auto remote = socket.remote_endpoint(ec);
     std::string peer =
@@ -193,6 +233,7 @@ asio::awaitable<void> NodeServer::Impl::serve(tcp::socket socket) {
                 log::debug("nodeconn", "{}: WebSocket accept: {}", peer, e.message());
                 co_return;
             }
+            unverified.release();
             auto session = std::make_shared<SessionImpl>(std::move(ws), std::move(*id),
                                                          options_.limits, handlers_.session, tls);
             {

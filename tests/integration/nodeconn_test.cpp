@@ -112,13 +112,14 @@ class NodePort : public ::testing::Test {
   protected:
     void SetUp() override { start(fast_limits()); }
 
-    void start(Limits limits) {
+    void start(Limits limits, std::size_t max_unverified = ServerOptions{}.max_unverified_connections) {
         limits_ = limits;
         worker_token_ = std::make_unique<pki::JoinToken>(
             pki::JoinToken::generate(cluster_ca().certificate_pem()));
         ServerOptions options;
         options.cluster_id = "cluster1";
         options.limits = limits;
+        options.max_unverified_connections = max_unverified;
         ServerHandlers handlers;
         handlers.on_join = [this](JoinRequest req) -> Result<JoinResponse> {
             ++joins_;
@@ -395,6 +396,38 @@ TEST_F(NodePort, ClosesHalfOpenAndGarbageConnectionsAndKeepsServing) {
 
     auto key = pki::NodeKey::generate();
     EXPECT_TRUE(join_as_worker(key));
+}
+
+// Connections that never finish their handshake fill the allowance: new ones are closed at
+// once, the open session goes on, and when they go, connections are served again.
+TEST_F(NodePort, ClosesNewConnectionsWhileTooManyAreUnverified) {
+    server_.reset();
+    auto limits = fast_limits();
+    limits.handshake_timeout = 60s;  // the silent connections stay until the test closes them
+    start(limits, 3);
+    Observed client_seen;
+    auto client = NodeClient::connect(endpoint(), joined_worker(), client_seen.handlers(), limits_);
+    ASSERT_TRUE(client) << client.error().message;
+
+    asio::io_context ioc;
+    std::vector<tcp::socket> silent;
+    for (int i = 0; i < 3; ++i) {
+        silent.emplace_back(ioc);
+        silent.back().connect({asio::ip::make_address("127.0.0.1"), server_->port()});
+    }
+    auto refused = raw_client(server_->port(), nullptr, Send::nothing);
+    EXPECT_TRUE(refused.closed_by_server) << "a fourth unverified connection was kept";
+
+    ASSERT_TRUE((*client)->session()->send(message(R"({"type":"status"})")));
+    EXPECT_TRUE(server_seen_.wait([&] { return !server_seen_.messages.empty(); }));
+
+    for (auto& s : silent) s.close();
+    EXPECT_TRUE(coffer::test::wait_until(
+        [&] {
+            auto key = pki::NodeKey::generate();
+            return static_cast<bool>(join_as_worker(key));
+        },
+        deadline));
 }
 
 TEST_F(NodePort, HeartbeatsKeepAQuietSessionOpen) {

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <chrono>
+#include <cstdint>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -13,6 +14,10 @@ namespace coffer {
 
 // No core dumps, not ptrace-attachable by other users: PR_SET_DUMPABLE 0, RLIMIT_CORE 0.
 void harden_process();
+
+// Raises the soft limit on open descriptors to the hard limit (a server holds one per
+// connection; the usual soft limit is 1,024). Returns the limit now in force.
+std::uint64_t raise_descriptor_limit();
 
 // A child process; it gets stdio and no other descriptor. Destroying a Child that has not been
 // waited for kills it (SIGKILL) and reaps it.

@@ -39,6 +39,10 @@ struct ServerOptions {
     std::string cluster_id;  // session peers must carry it as O
     std::size_t io_threads = 1;
     std::size_t join_threads = 1;  // join handlers may block (store writes)
+    // Connections that are not yet a session (TLS handshake, a request, the upgrade). Past this
+    // many, new connections are closed at once: a flood of half-open or slow connections cannot
+    // take every descriptor, and sessions already open are not touched.
+    std::size_t max_unverified_connections = 512;
     Limits limits;
 };
 
