@@ -19,27 +19,27 @@ struct SocketBio {
 
     static int write(BIO* bio, const char* data, int size) {
         BIO_clear_retry_flags(bio);
-        auto& s = stream(bio);
         // MSG_NOSIGNAL: a peer that has gone is an error for this connection, not a SIGPIPE.
-        ssize_t n = ::send(s.socket_.native_handle(), data, static_cast<std::size_t>(size),
-                           MSG_NOSIGNAL);
-        if (n >= 0) return static_cast<int>(n);
-        if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
-            BIO_set_retry_write(bio);
-        else
-            s.sys_error_ = errno;
-        return -1;
+        return outcome(bio, ::send(descriptor(bio), data, static_cast<std::size_t>(size), MSG_NOSIGNAL),
+                       BIO_FLAGS_WRITE);
     }
 
     static int read(BIO* bio, char* data, int size) {
         BIO_clear_retry_flags(bio);
-        auto& s = stream(bio);
-        ssize_t n = ::recv(s.socket_.native_handle(), data, static_cast<std::size_t>(size), 0);
+        return outcome(bio, ::recv(descriptor(bio), data, static_cast<std::size_t>(size), 0),
+                       BIO_FLAGS_READ);
+    }
+
+    static int descriptor(BIO* bio) { return stream(bio).socket_.native_handle(); }
+
+    // A socket that would block asks OpenSSL to try again when it is ready (`direction`); any
+    // other failure is kept for the error the operation reports.
+    static int outcome(BIO* bio, ssize_t n, int direction) {
         if (n >= 0) return static_cast<int>(n);
         if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
-            BIO_set_retry_read(bio);
+            BIO_set_flags(bio, direction | BIO_FLAGS_SHOULD_RETRY);
         else
-            s.sys_error_ = errno;
+            stream(bio).sys_error_ = errno;
         return -1;
     }
 
@@ -171,38 +171,35 @@ TlsStep TlsStream::outcome(int result) {
     return step;
 }
 
-TlsStep TlsStream::handshake_step() {
+template <typename Call>
+TlsStep TlsStream::attempt(Call call) {
     ERR_clear_error();
     sys_error_ = 0;
-    int r = SSL_do_handshake(ssl_);
-    return r == 1 ? TlsStep{} : outcome(r);
+    std::size_t n = 0;
+    int r = call(n);
+    return r == 1 ? TlsStep{TlsStep::done, {}, n} : outcome(r);
+}
+
+TlsStep TlsStream::handshake_step() {
+    return attempt([this](std::size_t&) { return SSL_do_handshake(ssl_); });
 }
 
 TlsStep TlsStream::shutdown_step() {
-    ERR_clear_error();
-    sys_error_ = 0;
-    // 0: our close_notify is sent, the peer's not yet read; the second call reads it.
-    int r = SSL_shutdown(ssl_);
-    if (r == 0) r = SSL_shutdown(ssl_);
-    return r == 1 ? TlsStep{} : outcome(r);
+    return attempt([this](std::size_t&) {
+        // 0: our close_notify is sent, the peer's not yet read; the second call reads it.
+        int r = SSL_shutdown(ssl_);
+        return r == 0 ? SSL_shutdown(ssl_) : r;
+    });
 }
 
 TlsStep TlsStream::read_step(void* data, std::size_t size) {
     if (size == 0) return {};
-    ERR_clear_error();
-    sys_error_ = 0;
-    std::size_t n = 0;
-    int r = SSL_read_ex(ssl_, data, size, &n);
-    return r == 1 ? TlsStep{TlsStep::done, {}, n} : outcome(r);
+    return attempt([&](std::size_t& n) { return SSL_read_ex(ssl_, data, size, &n); });
 }
 
 TlsStep TlsStream::write_step(const void* data, std::size_t size) {
     if (size == 0) return {};
-    ERR_clear_error();
-    sys_error_ = 0;
-    std::size_t n = 0;
-    int r = SSL_write_ex(ssl_, data, size, &n);
-    return r == 1 ? TlsStep{TlsStep::done, {}, n} : outcome(r);
+    return attempt([&](std::size_t& n) { return SSL_write_ex(ssl_, data, size, &n); });
 }
 
 }  // namespace coffer::nodeconn::detail

@@ -174,6 +174,9 @@ class TlsStream {
     }
 
     void prepare(asio::ssl::stream_base::handshake_type type);
+    // One OpenSSL call (1: success; it may set the byte count), from a clean error state.
+    template <typename Call>
+    TlsStep attempt(Call call);
     TlsStep outcome(int result);
     void rebind() noexcept;
 
