@@ -430,6 +430,29 @@ TEST_F(NodePort, ClosesNewConnectionsWhileTooManyAreUnverified) {
         deadline));
 }
 
+// A manager that accepts and then says nothing: the node gives up at its deadline and says so.
+TEST(NodeClient, GivesUpOnASilentManagerAtItsDeadline) {
+    asio::io_context ioc;
+    tcp::acceptor acceptor(ioc, {asio::ip::make_address("127.0.0.1"), 0});
+    tcp::socket held(ioc);
+    acceptor.async_accept(held, [](boost::system::error_code) {});
+    std::thread io([&] { ioc.run(); });
+    Limits limits = fast_limits();
+    limits.handshake_timeout = 300ms;
+    auto key = pki::NodeKey::generate();
+    auto token = pki::JoinToken::generate(cluster_ca().certificate_pem());
+    auto start = Steady::now();
+    auto r = join({"127.0.0.1", acceptor.local_endpoint().port()}, token.text(), key.csr_pem, limits);
+    auto took = Steady::now() - start;
+    io.join();
+    ASSERT_FALSE(r);
+    EXPECT_EQ(r.error().code, Errc::unavailable);
+    EXPECT_NE(r.error().message.find("TLS handshake with 127.0.0.1"), std::string::npos) << r.error().message;
+    EXPECT_NE(r.error().message.find("timed out"), std::string::npos) << r.error().message;
+    EXPECT_GE(took, limits.handshake_timeout);
+    EXPECT_LT(took, deadline);
+}
+
 TEST_F(NodePort, HeartbeatsKeepAQuietSessionOpen) {
     server_.reset();
     auto limits = fast_limits();
