@@ -514,8 +514,8 @@ void Runner::Impl::teardown(const std::shared_ptr<Task>& t, int wait_status) {
     publish(s);
     work.post([this, t, s] {
         auto t1 = std::chrono::steady_clock::now();
-        t->res->container.reset();  // runtime delete
-        t->res.reset();             // rootfs, directories
+        t->res->container.reset_stopped();  // its init is reaped, its cgroup gone
+        t->res.reset();                     // rootfs, directories
         log::debug("runner", "task {}: runtime state, rootfs and directories removed in {} us", s.id,
                    us_since(t1));
         finish(t, s, false);
