@@ -70,7 +70,7 @@ class Executor::Impl {
           opt(o),
           retry(o.retry_initial),
           pool(std::make_unique<WorkQueue>(o.workers)),
-          stoppers(std::make_unique<WorkQueue>(o.stop_workers)) {
+          stoppers(o.stop_workers > 0 ? std::make_unique<WorkQueue>(o.stop_workers) : nullptr) {
         driver.set_status_sink([this](const TaskStatus& st) {
             std::lock_guard l(mu);
             record(st);
@@ -281,7 +281,7 @@ void Executor::Impl::enqueue(const std::string& id, std::function<void()> op, Po
     if (e.busy) return;
     e.busy = true;
     ++busy_tasks;
-    (where == Pool::stop ? stoppers : pool)->post([this, id] { run_ops(id); });
+    (where == Pool::stop && stoppers ? stoppers : pool)->post([this, id] { run_ops(id); });
 }
 
 // A task that left the set, ended and whose end was reported is forgotten, but for its final
