@@ -129,7 +129,17 @@ public:
         token_ = std::string(swarm.at("JoinTokens").at("Worker").as_string());
     }
     ~Cluster() {
-        agents_.clear();  // SIGKILL and reaped
+        // SIGTERM first: an agent then stops its tasks and removes their containers, which a
+        // SIGKILL would leave running (recovered only by the next agent on that run directory).
+        try {
+            for (auto& a : agents_)
+                if (a.running()) a.signal(SIGTERM);
+            for (auto& a : agents_)
+                if (a.running() && !a.wait_for(30s)) a.signal(SIGKILL);
+        } catch (const std::exception& e) {
+            std::fprintf(stderr, "bench-cluster: stopping the agents: %s\n", e.what());
+        }
+        agents_.clear();  // SIGKILL to any left, reaped
         if (daemon_.running()) {
             daemon_.signal(SIGTERM);
             if (!daemon_.wait_for(20s)) daemon_.signal(SIGKILL);

@@ -69,7 +69,8 @@ class Executor::Impl {
           send(std::move(s)),
           opt(o),
           retry(o.retry_initial),
-          pool(std::make_unique<WorkQueue>(o.workers)) {
+          pool(std::make_unique<WorkQueue>(o.workers)),
+          stoppers(o.stop_workers > 0 ? std::make_unique<WorkQueue>(o.stop_workers) : nullptr) {
         driver.set_status_sink([this](const TaskStatus& st) {
             std::lock_guard l(mu);
             record(st);
@@ -87,7 +88,8 @@ class Executor::Impl {
     void reject_invalid(const std::string& id, const std::string& why);
     void remove_task(const std::string& id);
     void record(TaskStatus s);
-    void enqueue(const std::string& id, std::function<void()> op);
+    enum class Pool { start, stop };
+    void enqueue(const std::string& id, std::function<void()> op, Pool where = Pool::start);
     void maybe_retire(const std::string& id);
 
     // ---- on the pool ----
@@ -122,6 +124,7 @@ class Executor::Impl {
 
     std::thread reporter;
     std::unique_ptr<WorkQueue> pool;
+    std::unique_ptr<WorkQueue> stoppers;
 };
 
 // ---- messages ---------------------------------------------------------------------------------
@@ -148,6 +151,7 @@ void Executor::Impl::apply(Assignments a) {
         log::warn("executor", "assignments {} after {}: a change may have been missed", a.sequence,
                   last_sequence);
     last_sequence = a.sequence;
+    log::debug("executor", "assignments {}: {} changes", a.sequence, a.changes.size());
     std::set<std::string, std::less<>> listed_tasks, listed_secrets;
     // In message order: a task whose secret has not arrived before it is rejected.
     for (auto& c : a.changes) {
@@ -249,7 +253,7 @@ void Executor::Impl::remove_task(const std::string& id) {
     if (!e.wanted) return;
     e.wanted = false;
     if (e.started && !is_final(e.status.state)) {
-        enqueue(id, [this, id] { stop_op(id); });
+        enqueue(id, [this, id] { stop_op(id); }, Pool::stop);
         return;
     }
     maybe_retire(id);
@@ -269,13 +273,15 @@ void Executor::Impl::record(TaskStatus s) {
     report_cv.notify_all();
 }
 
-void Executor::Impl::enqueue(const std::string& id, std::function<void()> op) {
+// A task's operations run one after the other on the pool of the first one queued while it
+// was idle (a stop queued behind a start runs after it, on the start's thread).
+void Executor::Impl::enqueue(const std::string& id, std::function<void()> op, Pool where) {
     auto& e = tasks.at(id);
     e.ops.push_back(std::move(op));
     if (e.busy) return;
     e.busy = true;
     ++busy_tasks;
-    pool->post([this, id] { run_ops(id); });
+    (where == Pool::stop && stoppers ? stoppers : pool)->post([this, id] { run_ops(id); });
 }
 
 // A task that left the set, ended and whose end was reported is forgotten, but for its final
@@ -493,6 +499,7 @@ void Executor::Impl::shutdown() {
     report_cv.notify_all();
     if (reporter.joinable()) reporter.join();
     pool.reset();  // runs what was posted (log answers), joins
+    stoppers.reset();
     driver.set_status_sink(nullptr);
 }
 

@@ -64,6 +64,10 @@ namespace {
 constexpr std::size_t finished_kept = 1024;
 constexpr auto teardown_deadline = std::chrono::seconds(10);
 
+std::int64_t us_since(std::chrono::steady_clock::time_point from) {
+    return std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - from).count();
+}
+
 bool valid_hostname(std::string_view h) {
     return !h.empty() && h.size() <= 63 && std::all_of(h.begin(), h.end(), [](char c) {
         return std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '.';
@@ -196,8 +200,9 @@ struct Runner::Impl {
         publish(copy);
     }
 
-    // Records the final status, forgets the task, wakes waiters.
-    void finish(const std::shared_ptr<Task>& t, TaskStatus final_status) {
+    // Records the final status, forgets the task, wakes waiters; publishes the status unless
+    // that was done already.
+    void finish(const std::shared_ptr<Task>& t, TaskStatus final_status, bool publish_it = true) {
         {
             std::lock_guard g(mu);
             t->status = final_status;
@@ -210,7 +215,7 @@ struct Runner::Impl {
         if (final_status.state == TaskState::failed || final_status.state == TaskState::rejected)
             log::info("runner", "task {} {}: {}", final_status.id, to_string(final_status.state),
                       final_status.reason);
-        publish(final_status);
+        if (publish_it) publish(final_status);
     }
 
     // Takes references on the task's secrets; bytes come from supplied or from what is held.
@@ -454,23 +459,23 @@ void Runner::Impl::on_exit(const std::shared_ptr<Task>& t, int wait_status) {
 
 void Runner::Impl::teardown(const std::shared_ptr<Task>& t, int wait_status) {
     Resources& res = *t->res;
+    auto t0 = std::chrono::steady_clock::now();
     bool oom = false;
     try {
         oom = cgroups->oom_killed(res.cgroup.rel());
     } catch (const std::exception&) {
     }
-    res.container.reset();  // runtime delete
     {
         // The output pipe ends once every process of the container is gone: drain it first.
         std::unique_lock l(mu);
         cv.wait_for(l, std::chrono::seconds(2), [&] { return t->output_closed; });
     }
+    res.cgroup.reset();  // kills what is left, if anything
     try {
         res.secrets.wipe_and_unmount();
     } catch (const std::exception& e) {
         log::warn("runner", "task {}: wipe secrets: {}", t->status.id, e.what());
     }
-    t->res.reset();  // cgroup, rootfs, directories
     release_secrets(*t);
 
     TaskStatus s;
@@ -497,9 +502,24 @@ void Runner::Impl::teardown(const std::shared_ptr<Task>& t, int wait_status) {
             s.state = TaskState::failed;
             s.reason = fmt::format("killed by signal {}", WTERMSIG(wait_status));
         }
+        t->status = s;
         t->signal_fd.reset();
     }
-    finish(t, s);
+    log::debug("runner", "task {}: processes and secrets gone in {} us", s.id, us_since(t0));
+    // Nothing of the task runs and its secrets are gone: that is its end for the manager, which
+    // may now start its replacement. The runtime's record, the rootfs and the directories are
+    // removed in a job of their own, queued behind the teardowns already waiting (which are on
+    // the way to such a start); stop() and wait() return once they are gone. A crash in between
+    // leaves what recover_leftovers() removes.
+    publish(s);
+    work.post([this, t, s] {
+        auto t1 = std::chrono::steady_clock::now();
+        t->res->container.reset_stopped();  // its init is reaped, its cgroup gone
+        t->res.reset();                     // rootfs, directories
+        log::debug("runner", "task {}: runtime state, rootfs and directories removed in {} us", s.id,
+                   us_since(t1));
+        finish(t, s, false);
+    });
 }
 
 Runner::Runner(RunnerOptions options, ImageStore& images)
@@ -575,6 +595,7 @@ Result<TaskStatus> Runner::stop(std::string_view id, std::chrono::milliseconds g
         t->stop_requested = true;
         if (t->signal_fd) ::syscall(SYS_pidfd_send_signal, t->signal_fd.get(), SIGTERM, nullptr, 0);
     }
+    log::debug("runner", "task {}: stop, grace {} ms", id, grace.count());
     std::unique_lock l(impl_->mu);
     if (!impl_->cv.wait_for(l, grace, [&] { return t->done; })) {
         if (t->signal_fd) ::syscall(SYS_pidfd_send_signal, t->signal_fd.get(), SIGKILL, nullptr, 0);

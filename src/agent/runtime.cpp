@@ -2,6 +2,7 @@
 
 #include <boost/json.hpp>
 #include <fstream>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "coffer/base/log.h"
@@ -101,6 +102,22 @@ public:
         return simple(args);
     }
 
+    Result<void> forget_stopped(const std::string& id) override {
+        // Both runtimes keep a container's state in <root>/<id>: state.json (runc), status and
+        // config.json (crun). Nothing of it is a mount, and it holds no secret bytes.
+        auto dir = fmt::format("{}/{}", root_, id);
+        struct stat st {};
+        if (id.empty() || id.find('/') != std::string::npos || id.starts_with('.') ||
+            ::lstat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode))
+            return make_error(Errc::not_found, fmt::format("no state directory for {}", id));
+        try {
+            remove_tree(dir);
+        } catch (const std::exception& e) {
+            return make_error(Errc::internal, fmt::format("remove {}: {}", dir, e.what()));
+        }
+        return {};
+    }
+
     std::vector<std::string> list() override {
         // Both runtimes keep a directory per container under their root: none there, none to
         // list, and the runtime's own start-up (tens of milliseconds) is saved at agent start.
@@ -162,6 +179,22 @@ Result<std::unique_ptr<OciRuntime>> make_runtime(std::string_view preferred,
     }
     return make_error(Errc::unavailable,
                       fmt::format("no usable OCI runtime found (tried {})", fmt::join(candidates, ", ")));
+}
+
+void Container::reset_stopped() noexcept {
+    if (id_.empty() || !rt_) return;
+    try {
+        auto r = rt_->forget_stopped(id_);
+        if (r) {
+            id_.clear();
+            return;
+        }
+        log::warn("runner", "forget container {}: {}; deleting it through {}", id_, r.error().message,
+                  rt_->name());
+    } catch (const std::exception& e) {
+        log::warn("runner", "forget container {}: {}", id_, e.what());
+    }
+    reset();
 }
 
 void Container::reset() noexcept {

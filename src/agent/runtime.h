@@ -27,6 +27,11 @@ public:
     virtual Result<std::string> state(const std::string& id) = 0;
     virtual Result<void> kill(const std::string& id, int sig, bool all) = 0;
     virtual Result<void> remove(const std::string& id, bool force) = 0;  // `delete`
+    // Removes the runtime's record of a container whose init has exited and was reaped, and
+    // whose cgroup the caller removed, without starting the runtime. For such a container, with
+    // no hooks in its config (the runner writes none), the record is all that `delete` would
+    // remove. Fails if the record is not the runtime's plain state directory.
+    virtual Result<void> forget_stopped(const std::string& id) = 0;
     virtual std::vector<std::string> list() = 0;
 };
 
@@ -50,7 +55,11 @@ public:
         return *this;
     }
     ~Container() { reset(); }
+    // Deletes it through the runtime (forcibly).
     void reset() noexcept;
+    // For a container whose init was reaped and whose cgroup is gone: forgets it without
+    // starting the runtime (OciRuntime::forget_stopped), else as reset().
+    void reset_stopped() noexcept;
 
 private:
     OciRuntime* rt_ = nullptr;  // borrowed: the runner's, outlives every task

@@ -9,6 +9,7 @@
 #include <set>
 
 #include "coffer/base/log.h"
+#include "coffer/base/process.h"
 #include "coffer/base/unique_fd.h"
 
 namespace coffer::agent {
@@ -160,25 +161,30 @@ SecretMount SecretMount::create(const std::string& dir, const std::vector<Secret
     if (!root) throw_errno(fmt::format("open {}", dir));
     std::size_t abs_index = 0;
     bool any_relative = false;
-    for (const auto& f : files) {
-        std::string rel;
-        if (auto below = below_secrets_dir(f.path); !below.empty()) {
-            rel = fmt::format("run/{}", below);
-            any_relative = true;
-        } else {
-            rel = fmt::format("abs/{}", abs_index++);
-            m.binds_.push_back({fmt::format("{}/{}", dir, rel), f.path, false});
+    // No runtime started meanwhile by another task may inherit a file open for writing here:
+    // the read-only remount below would fail.
+    {
+        SpawnFence fence;
+        for (const auto& f : files) {
+            std::string rel;
+            if (auto below = below_secrets_dir(f.path); !below.empty()) {
+                rel = fmt::format("run/{}", below);
+                any_relative = true;
+            } else {
+                rel = fmt::format("abs/{}", abs_index++);
+                m.binds_.push_back({fmt::format("{}/{}", dir, rel), f.path, false});
+            }
+            auto [parent, leaf] = make_parents(root.get(), rel);
+            UniqueFd fd(::openat(parent.get(), leaf.c_str(),
+                                 O_CREAT | O_EXCL | O_WRONLY | O_NOFOLLOW | O_CLOEXEC, 0600));
+            if (!fd) throw_errno(fmt::format("create secret file for {}", f.path));
+            const auto& b = bytes.find(f.secret_id)->second;
+            write_all(fd.get(), b.data(), b.size(), fmt::format("write secret file for {}", f.path));
+            if (::fchown(fd.get(), f.uid + o.uid_shift, f.gid + o.gid_shift) != 0)
+                throw_errno(fmt::format("chown secret file for {}", f.path));
+            if (::fchmod(fd.get(), f.mode) != 0) throw_errno(fmt::format("chmod secret file for {}", f.path));
+            m.files_.push_back(std::move(rel));
         }
-        auto [parent, leaf] = make_parents(root.get(), rel);
-        UniqueFd fd(::openat(parent.get(), leaf.c_str(),
-                             O_CREAT | O_EXCL | O_WRONLY | O_NOFOLLOW | O_CLOEXEC, 0600));
-        if (!fd) throw_errno(fmt::format("create secret file for {}", f.path));
-        const auto& b = bytes.find(f.secret_id)->second;
-        write_all(fd.get(), b.data(), b.size(), fmt::format("write secret file for {}", f.path));
-        if (::fchown(fd.get(), f.uid + o.uid_shift, f.gid + o.gid_shift) != 0)
-            throw_errno(fmt::format("chown secret file for {}", f.path));
-        if (::fchmod(fd.get(), f.mode) != 0) throw_errno(fmt::format("chmod secret file for {}", f.path));
-        m.files_.push_back(std::move(rel));
     }
     if (any_relative || files.empty()) {
         if (::mkdirat(root.get(), "run", 0755) != 0 && errno != EEXIST) throw_errno("mkdir run");
@@ -194,15 +200,18 @@ void SecretMount::wipe_and_unmount() {
     UniqueFd root(::open(mount_.target().c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
     if (!root) throw_errno(fmt::format("open {}", mount_.target()));
     static const std::uint8_t zeros[4096] = {};
-    for (const auto& rel : files_) {
-        UniqueFd fd(::openat(root.get(), rel.c_str(), O_WRONLY | O_NOFOLLOW | O_CLOEXEC));
-        if (!fd) continue;  // already gone
-        struct stat st {};
-        if (::fstat(fd.get(), &st) != 0) continue;
-        for (off_t left = st.st_size; left > 0;) {
-            auto n = std::min<off_t>(left, sizeof zeros);
-            write_all(fd.get(), zeros, static_cast<std::size_t>(n), "wipe secret file");
-            left -= n;
+    {
+        SpawnFence fence;  // as in create(): for the unmount
+        for (const auto& rel : files_) {
+            UniqueFd fd(::openat(root.get(), rel.c_str(), O_WRONLY | O_NOFOLLOW | O_CLOEXEC));
+            if (!fd) continue;  // already gone
+            struct stat st {};
+            if (::fstat(fd.get(), &st) != 0) continue;
+            for (off_t left = st.st_size; left > 0;) {
+                auto n = std::min<off_t>(left, sizeof zeros);
+                write_all(fd.get(), zeros, static_cast<std::size_t>(n), "wipe secret file");
+                left -= n;
+            }
         }
     }
     root.reset();

@@ -36,6 +36,14 @@ namespace {
 
 int pidfd_open(pid_t pid) { return static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)); }
 
+// Shared by spawns, exclusive for a SpawnFence. posix_spawn returns once the child has executed
+// its program (glibc spawns with CLONE_VFORK), so a spawn holds it exactly while the child may
+// still hold a copy of our descriptors.
+std::shared_mutex& spawn_mutex() {
+    static std::shared_mutex m;
+    return m;
+}
+
 std::vector<char*> c_strings(const std::vector<std::string>& v) {
     std::vector<char*> out;
     out.reserve(v.size() + 1);
@@ -86,8 +94,11 @@ Child Child::spawn(const Options& o) {
     auto argv = c_strings(o.argv);
     auto envv = c_strings(o.env);
     pid_t pid;
-    int rc = ::posix_spawnp(&pid, argv[0], &fa, &attr, argv.data(),
-                            o.env.empty() ? environ : envv.data());
+    int rc;
+    {
+        std::shared_lock fence(spawn_mutex());
+        rc = ::posix_spawnp(&pid, argv[0], &fa, &attr, argv.data(), o.env.empty() ? environ : envv.data());
+    }
     if (rc != 0) throw SystemError(rc, fmt::format("spawn {}", o.argv[0]));
     Child c;
     c.pid_ = pid;
@@ -95,6 +106,8 @@ Child Child::spawn(const Options& o) {
     if (!c.pidfd_) throw_errno("pidfd_open");
     return c;
 }
+
+SpawnFence::SpawnFence() : lock_(spawn_mutex()) {}
 
 Child::Child(Child&& other) noexcept
     : pid_(std::exchange(other.pid_, -1)), pidfd_(std::move(other.pidfd_)) {}

@@ -342,8 +342,9 @@ TEST_F(AgentProgram, RunsAssignedTasksWithTheirSecretsAndStopsThem) {
     }())));
     ASSERT_TRUE(test::wait_until([&] { return manager->last_state(web) == "shutdown"; }, deadline))
         << manager->last_state(web);
-    EXPECT_TRUE(test::wait_until([&] { return !has_secret_mount(agent_pid); }, deadline));
-    EXPECT_FALSE(std::filesystem::exists(run() + "/tasks/" + web));
+    // Shut down means the secret mount is gone; the bundle follows right after.
+    EXPECT_FALSE(has_secret_mount(agent_pid));
+    EXPECT_TRUE(test::wait_until([&] { return !std::filesystem::exists(run() + "/tasks/" + web); }, deadline));
     // Its log stays readable for the manager.
     EXPECT_EQ(logs("after", web, 0), secret_bytes + "\nready\n");
 

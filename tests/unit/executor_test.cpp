@@ -474,6 +474,23 @@ TEST_F(ExecutorTest, RemovedBeforeItsStartRanIsNeverStarted) {
     EXPECT_EQ(driver.starts("t1"), 0);
 }
 
+TEST_F(ExecutorTest, StopsDoNotWaitForStartWorkers) {
+    handle(assignments(true, 1, {task_add("t1")}));
+    ASSERT_TRUE(eventually([&] { return session.last_state("t1") == "running"; }));
+    // Every start worker (four by default) is held by a start that does not return.
+    driver.hold_starts(true);
+    handle(assignments(false, 2,
+                       {task_add("h1"), task_add("h2"), task_add("h3"), task_add("h4"), task_add("h5")}));
+    ASSERT_TRUE(eventually([&] {
+        return driver.starts("h1") + driver.starts("h2") + driver.starts("h3") + driver.starts("h4") +
+                   driver.starts("h5") ==
+               4;
+    }));
+    handle(assignments(false, 3, {remove("Task", "t1")}));
+    EXPECT_TRUE(eventually([&] { return session.last_state("t1") == "shutdown"; }));
+    driver.hold_starts(false);
+}
+
 TEST_F(ExecutorTest, FailedStartIsReported) {
     driver.fail_starts_ = true;
     handle(assignments(true, 1, {task_add("t1")}));

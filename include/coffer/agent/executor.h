@@ -40,7 +40,11 @@ class TaskDriver {
 };
 
 struct ExecutorOptions {
-    unsigned workers = 4;                         // threads starting, stopping and reading logs
+    unsigned workers = 4;                         // threads starting tasks and reading logs
+    // Threads stopping tasks: a stop holds one until its task ended (up to the grace period), so
+    // stops have threads of their own and never hold starts back. 0: stops run on the workers
+    // (for a driver whose stop returns at once).
+    unsigned stop_workers = 4;
     std::size_t max_log_bytes = 1 << 20;          // per logs answer, before base64
     std::size_t retired_kept = 1024;              // ended tasks remembered so they never run twice
     std::chrono::milliseconds retry_initial{50};  // a status the session did not take: retried

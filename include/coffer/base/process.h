@@ -3,7 +3,9 @@
 
 #include <chrono>
 #include <cstdint>
+#include <mutex>
 #include <optional>
+#include <shared_mutex>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -58,6 +60,19 @@ private:
     void kill_and_reap() noexcept;
     int pid_ = -1;
     UniqueFd pidfd_;
+};
+
+// Holds back Child::spawn in every thread while it lives, and waits for spawns under way. A
+// spawned child holds a copy of this process's descriptors until it executes its program, so a
+// file open for writing here for that instant keeps its mount busy: a read-only remount or an
+// unmount fails with EBUSY. Hold one while writing files on a mount that will be remounted
+// read-only or unmounted; close those files before it ends.
+class SpawnFence {
+public:
+    SpawnFence();
+
+private:
+    std::unique_lock<std::shared_mutex> lock_;
 };
 
 // What a finished command left: its wait status and what it wrote (each stream capped at 1 MiB).
