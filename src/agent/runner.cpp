@@ -571,10 +571,21 @@ Runner::~Runner() {
             running.push_back(t);
         }
     }
-    std::unique_lock l(impl_->mu);
-    impl_->cv.wait_for(l, teardown_deadline, [&] {
-        return std::all_of(running.begin(), running.end(), [](auto& t) { return t->done; });
-    });
+    {
+        std::unique_lock l(impl_->mu);
+        impl_->cv.wait_for(l, teardown_deadline, [&] {
+            return std::all_of(running.begin(), running.end(), [](auto& t) { return t->done; });
+        });
+    }
+    // This agent's cgroup parent goes with it once its tasks' cgroups are gone; one left by a
+    // task that would not end is kept for recover_leftovers.
+    try {
+        if (impl_->cgroups && !impl_->cgroup_parent.empty() &&
+            impl_->cgroups->children(impl_->cgroup_parent).empty())
+            impl_->cgroups->remove(impl_->cgroup_parent, std::chrono::seconds(1));
+    } catch (const std::exception& e) {
+        log::warn("runner", "remove cgroup {}: {}", impl_->cgroup_parent, e.what());
+    }
 }
 
 TaskStatus Runner::start(const TaskSpec& spec, SecretBytes secrets) {

@@ -161,6 +161,20 @@ TEST_F(RunnerTest, SecretFilesHaveTheirBytesModesOwnersAndPaths) {
     expect_nothing_left(spec.id);
 }
 
+// A runner that ends takes its cgroup parent (/coffer/<hash of its run directory>) with it, in
+// every hierarchy, including while a task still runs.
+TEST_F(RunnerTest, LeavesNoCgroupParentBehind) {
+    auto spec = shell("parent", "sleep 600");
+    ASSERT_EQ(runner->start(spec, {}).state, TaskState::running);
+    auto parent = Runner::cgroup_parent(run.path() + "/run");
+    EXPECT_TRUE(exists("/sys/fs/cgroup/pids" + parent) || exists("/sys/fs/cgroup" + parent));
+    runner.reset();
+    for (auto& h : {"memory", "pids", "cpu", "unified", ""}) {
+        auto p = fmt::format("/sys/fs/cgroup/{}{}", h, parent);
+        EXPECT_FALSE(exists(p)) << p;
+    }
+}
+
 TEST_F(RunnerTest, ContainerCannotChangeItsSecrets) {
     auto spec = shell("readonly",
                       "echo x > /run/secrets/db_pass && exit 10; touch /run/secrets/new && exit 11; "
