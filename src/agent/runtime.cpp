@@ -2,6 +2,7 @@
 
 #include <boost/json.hpp>
 #include <fstream>
+#include <optional>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -46,7 +47,18 @@ std::string last_logged_error(const std::string& file) {
 class CliRuntime final : public OciRuntime {
 public:
     CliRuntime(std::string name, std::string binary, std::string root)
-        : name_(std::move(name)), binary_(std::move(binary)), root_(std::move(root)) {}
+        : name_(std::move(name)), binary_(std::move(binary)), root_(std::move(root)) {
+        // Run from a sealed copy, the runtime skips copying itself into sealed memory and
+        // executing that copy again for every container (13 ms of a 68 ms `runc run` here). The
+        // binary as it was at agent start is what runs until the agent restarts.
+        try {
+            sealed_.emplace(binary_);
+            program_ = sealed_->path();
+        } catch (const std::exception& e) {
+            log::warn("runner", "{}: running {} from its file: {}", name_, binary_, e.what());
+            program_ = binary_;
+        }
+    }
 
     const std::string& name() const noexcept override { return name_; }
 
@@ -55,6 +67,7 @@ public:
                      int stderr_fd) override {
         Child::Options o;
         o.argv = base();
+        o.program = program_;
         if (name_ == "crun") {
             o.argv.push_back("--log=file:" + log_file);
             o.argv.push_back("--log-format=json");
@@ -74,7 +87,7 @@ public:
     Result<std::string> state(const std::string& id) override {
         auto argv = base();
         argv.insert(argv.end(), {"state", id});
-        auto r = run_command(argv);
+        auto r = run_command(argv, program_);
         if (!r.ok()) {
             if (r.err.find("does not exist") != std::string::npos ||
                 r.err.find("not exist") != std::string::npos)
@@ -124,7 +137,7 @@ public:
         if (list_dir(root_, true).empty()) return {};
         auto argv = base();
         argv.insert(argv.end(), {"list", "--quiet"});
-        auto r = run_command(argv);
+        auto r = run_command(argv, program_);
         std::vector<std::string> out;
         if (!r.ok()) return out;
         std::string_view s = r.out;
@@ -138,12 +151,12 @@ public:
     }
 
 private:
-    std::vector<std::string> base() const { return {binary_, "--root", root_}; }
+    std::vector<std::string> base() const { return {name_, "--root", root_}; }
 
     Result<void> simple(const std::vector<std::string>& args) {
         auto argv = base();
         argv.insert(argv.end(), args.begin(), args.end());
-        auto r = run_command(argv);
+        auto r = run_command(argv, program_);
         if (r.ok()) return {};
         return make_error(Errc::internal, fmt::format("{} {}: {}", name_, args[0], r.describe()));
     }
@@ -151,6 +164,8 @@ private:
     std::string name_;
     std::string binary_;
     std::string root_;
+    std::optional<SealedProgram> sealed_;
+    std::string program_;  // what is executed: the sealed copy, or binary_
 };
 
 }  // namespace

@@ -4,8 +4,11 @@
 #include <poll.h>
 #include <signal.h>
 #include <spawn.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
+#include <sys/sendfile.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -97,7 +100,9 @@ Child Child::spawn(const Options& o) {
     int rc;
     {
         std::shared_lock fence(spawn_mutex());
-        rc = ::posix_spawnp(&pid, argv[0], &fa, &attr, argv.data(), o.env.empty() ? environ : envv.data());
+        auto* env = o.env.empty() ? environ : envv.data();
+        rc = o.program.empty() ? ::posix_spawnp(&pid, argv[0], &fa, &attr, argv.data(), env)
+                               : ::posix_spawn(&pid, o.program.c_str(), &fa, &attr, argv.data(), env);
     }
     if (rc != 0) throw SystemError(rc, fmt::format("spawn {}", o.argv[0]));
     Child c;
@@ -183,6 +188,10 @@ std::string CommandResult::describe() const {
 }
 
 CommandResult run_command(const std::vector<std::string>& argv) {
+    return run_command(argv, {});
+}
+
+CommandResult run_command(const std::vector<std::string>& argv, const std::string& program) {
     constexpr std::size_t cap = 1 << 20;
     int out_pipe[2], err_pipe[2];
     if (::pipe2(out_pipe, O_CLOEXEC) != 0) throw_errno("pipe");
@@ -191,6 +200,7 @@ CommandResult run_command(const std::vector<std::string>& argv) {
     UniqueFd err_r(err_pipe[0]), err_w(err_pipe[1]);
     Child::Options o;
     o.argv = argv;
+    o.program = program;
     o.stdout_fd = out_w.get();
     o.stderr_fd = err_w.get();
     Child child = Child::spawn(o);
@@ -223,6 +233,28 @@ CommandResult run_command(const std::vector<std::string>& argv) {
     }
     r.status = child.wait();
     return r;
+}
+
+}  // namespace coffer
+
+namespace coffer {
+
+SealedProgram::SealedProgram(const std::string& file) {
+    UniqueFd in(::open(file.c_str(), O_RDONLY | O_CLOEXEC));
+    if (!in) throw_errno(fmt::format("open {}", file));
+    fd_.reset(::memfd_create("coffer-sealed-program", MFD_CLOEXEC | MFD_ALLOW_SEALING));
+    if (!fd_) throw_errno("memfd_create");
+    for (;;) {
+        // Kernel to kernel; short copies are resumed.
+        auto n = ::sendfile(fd_.get(), in.get(), nullptr, 1 << 30);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) throw_errno(fmt::format("copy {}", file));
+        if (n == 0) break;
+    }
+    if (::fchmod(fd_.get(), 0500) != 0) throw_errno("fchmod sealed program");
+    if (::fcntl(fd_.get(), F_ADD_SEALS, F_SEAL_SEAL | F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE) != 0)
+        throw_errno("seal program");
+    path_ = fmt::format("/proc/{}/fd/{}", ::getpid(), fd_.get());
 }
 
 }  // namespace coffer

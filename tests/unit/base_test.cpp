@@ -76,3 +76,22 @@ TEST(Child, GetsNoDescriptorBeyondStdio) {
     EXPECT_TRUE(r.ok()) << r.describe();
     EXPECT_EQ(r.out, "");
 }
+
+// A program copied into sealed memory runs from there, in children that keep none of our
+// descriptors, and the copy can be neither written nor resealed.
+TEST(SealedProgram, RunsAndCannotBeChanged) {
+    coffer::SealedProgram sh("/bin/sh");
+    auto r = coffer::run_command({"sh", "-c", "echo from $0"}, sh.path());
+    ASSERT_TRUE(r.ok()) << r.describe();
+    EXPECT_EQ(r.out, "from sh\n");
+
+    coffer::UniqueFd fd(::open(sh.path().c_str(), O_RDONLY | O_CLOEXEC));
+    ASSERT_TRUE(fd);
+    EXPECT_EQ(::fcntl(fd.get(), F_GET_SEALS), F_SEAL_SEAL | F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE);
+    EXPECT_NE(::fcntl(fd.get(), F_ADD_SEALS, F_SEAL_FUTURE_WRITE), 0);
+    coffer::UniqueFd writable(::open(sh.path().c_str(), O_WRONLY | O_CLOEXEC));
+    if (writable) {
+        EXPECT_LT(::write(writable.get(), "x", 1), 0);
+    }
+    EXPECT_THROW(coffer::SealedProgram("/nonexistent/program"), std::exception);
+}

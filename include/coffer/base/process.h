@@ -27,6 +27,7 @@ class Child {
 public:
     struct Options {
         std::vector<std::string> argv;
+        std::string program;           // the file to execute; empty: argv[0], looked up in PATH
         std::vector<std::string> env;  // empty: inherit
         int stdin_fd = -1;             // -1: /dev/null
         int stdout_fd = -1;            // -1: inherit
@@ -87,5 +88,24 @@ struct CommandResult {
 // Runs argv to completion with stdin from /dev/null, capturing stdout and stderr.
 // Throws SystemError when it cannot be started.
 CommandResult run_command(const std::vector<std::string>& argv);
+// The same, executing `program` (a path) with argv as its arguments.
+CommandResult run_command(const std::vector<std::string>& argv, const std::string& program);
+
+// A program copied into sealed memory (a memfd that can no longer be written, grown, shrunk or
+// re-sealed), executed through path(). What runs is what was copied, whatever later happens to
+// the file, and no process, a container's included, can change it. OCI runtimes check for
+// exactly this at start (the defence against CVE-2019-5736): run from here, they skip copying
+// and re-executing themselves for every container.
+class SealedProgram {
+public:
+    // Throws SystemError when the file cannot be read or the memory cannot be sealed.
+    explicit SealedProgram(const std::string& file);
+    // /proc/<this process>/fd/<n>: valid in children too, which keep none of our descriptors.
+    const std::string& path() const noexcept { return path_; }
+
+private:
+    UniqueFd fd_;
+    std::string path_;
+};
 
 }  // namespace coffer
