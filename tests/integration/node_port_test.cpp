@@ -19,6 +19,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <optional>
 #include <thread>
 
 #include "coffer/base/unique_fd.h"
@@ -41,6 +42,14 @@ namespace json = boost::json;
 namespace {
 
 constexpr auto deadline = 20s;
+
+// The node id an agent stores when it has joined, once it has; nullopt if it has not within
+// wait_until's default time.
+std::optional<std::string> joined_node(const fs::path& data) {
+    auto identity = data / "identity" / "node.json";
+    if (!wait_until([&] { return fs::exists(identity); })) return std::nullopt;
+    return std::string(json::parse(read_file(identity)).at("node_id").as_string());
+}
 
 std::uint16_t free_port() {
     UniqueFd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
@@ -134,11 +143,6 @@ class NodePort : public ManagerTest {
                     std::chrono::milliseconds within = deadline) {
         return wait_until([&] { return state(id) == want; }, within);
     }
-    // The node id an agent stored when it joined.
-    static std::string node_id(const fs::path& data) {
-        auto text = read_file(data / "identity" / "node.json");
-        return std::string(json::parse(text).at("node_id").as_string());
-    }
 
     std::uint16_t port_ = 0;
 };
@@ -159,9 +163,9 @@ TEST_F(NodePort, AgentJoinsIsReadyIsDownWhenKilledAndReadyAgainWithItsIdentity) 
     std::string id;
     {
         Agent agent(data, listen(), token());
-        ASSERT_TRUE(wait_until([&] { return fs::exists(data / "identity" / "node.json"); }))
-            << agent.err();
-        id = node_id(data);
+        auto joined = joined_node(data);
+        ASSERT_TRUE(joined) << agent.err();
+        id = *joined;
         ASSERT_TRUE(wait_state(id, "ready")) << agent.err();
         record("agent_start_to_ready_s", seconds_since(agent.started()));
         auto ls = cli({"node", "ls"});
@@ -210,9 +214,9 @@ TEST_F(NodePort, AgentJoinsIsReadyIsDownWhenKilledAndReadyAgainWithItsIdentity) 
 TEST_F(NodePort, RemovingAConnectedNodeCutsItsSessionAndTheAgentStops) {
     auto data = dir_.path() / "agent";
     Agent agent(data, listen(), token());
-    ASSERT_TRUE(wait_until([&] { return fs::exists(data / "identity" / "node.json"); }))
-        << agent.err();
-    auto id = node_id(data);
+    auto joined = joined_node(data);
+    ASSERT_TRUE(joined) << agent.err();
+    auto id = *joined;
     ASSERT_TRUE(wait_state(id, "ready")) << agent.err();
 
     auto rm_refused = cli({"node", "rm", id});
@@ -232,9 +236,9 @@ TEST_F(NodePort, RemovingAConnectedNodeCutsItsSessionAndTheAgentStops) {
 TEST_F(NodePort, AgentComesBackByItselfAfterTheManagerRestarts) {
     auto data = dir_.path() / "agent";
     Agent agent(data, listen(), token());
-    ASSERT_TRUE(wait_until([&] { return fs::exists(data / "identity" / "node.json"); }))
-        << agent.err();
-    auto id = node_id(data);
+    auto joined = joined_node(data);
+    ASSERT_TRUE(joined) << agent.err();
+    auto id = *joined;
     ASSERT_TRUE(wait_state(id, "ready")) << agent.err();
 
     int st = daemon_->terminate();
@@ -272,9 +276,9 @@ TEST_F(NodePort, RefusesWrongRotatedAndMalformedTokensAndRegistersNothing) {
     // The current token still works.
     auto data = dir_.path() / "good";
     Agent good(data, listen(), token());
-    ASSERT_TRUE(wait_until([&] { return fs::exists(data / "identity" / "node.json"); }))
-        << good.err();
-    EXPECT_TRUE(wait_state(node_id(data), "ready"));
+    auto joined = joined_node(data);
+    ASSERT_TRUE(joined) << good.err();
+    EXPECT_TRUE(wait_state(*joined, "ready"));
 }
 
 // Reads until the peer closes; true when it did within `within`.
@@ -322,9 +326,9 @@ TEST_F(NodePort, RefusesTls12GarbageAndHalfOpenConnectionsAndKeepsServing) {
     // While the half-open connection waits, nodes still join and the API answers.
     auto data = dir_.path() / "agent";
     Agent agent(data, listen(), token());
-    ASSERT_TRUE(wait_until([&] { return fs::exists(data / "identity" / "node.json"); }))
-        << agent.err();
-    EXPECT_TRUE(wait_state(node_id(data), "ready"));
+    auto joined = joined_node(data);
+    ASSERT_TRUE(joined) << agent.err();
+    EXPECT_TRUE(wait_state(*joined, "ready"));
     EXPECT_TRUE(daemon_->ready(5s));
     // The handshake deadline (10 s) ends the half-open connection.
     EXPECT_TRUE(closed_by_peer(half_open.get(), 15s));
@@ -424,8 +428,8 @@ TEST(NodePortNetwork, AnAgentInItsOwnNetworkJoinsAcrossAVethPair) {
     ASSERT_TRUE(agent_ns.error().empty()) << agent_ns.error();
     auto subnet = random_subnet(214);
     auto manager_address = subnet + ".1", agent_address = subnet + ".2";
-    auto joined = connect(manager_ns, manager_address, agent_ns, agent_address);
-    ASSERT_TRUE(joined.empty()) << joined;
+    auto linked = connect(manager_ns, manager_address, agent_ns, agent_address);
+    ASSERT_TRUE(linked.empty()) << linked;
     TempDir dir;
     auto socket = dir.path() / "coffer.sock";
     auto host = "unix://" + socket.string();
@@ -441,9 +445,9 @@ TEST(NodePortNetwork, AnAgentInItsOwnNetworkJoinsAcrossAVethPair) {
     // Only the network namespace: `ip netns exec` would also hide the host's cgroup mounts
     // behind a fresh /sys, and the agent's runner needs them.
     Agent agent(data, where, token, agent_ns.enter());
-    ASSERT_TRUE(wait_until([&] { return fs::exists(data / "identity" / "node.json"); }))
-        << agent.err();
-    auto id = json::parse(read_file(data / "identity" / "node.json")).at("node_id").as_string();
+    auto joined = joined_node(data);
+    ASSERT_TRUE(joined) << agent.err();
+    auto id = *joined;
     auto ls = [&] { return coffer_cli(host, {"node", "ls"}).out; };
     EXPECT_TRUE(wait_until([&] { return ls().find("Ready") != std::string::npos; })) << ls();
     // The node's address is the agent's end of the pair, as the manager saw it.
