@@ -29,6 +29,7 @@
 #include "coffer/pki/node_key.h"
 #include "coffer/pki/token.h"
 #include "harness.h"
+#include "node_reports.h"
 
 using namespace coffer;
 using namespace std::chrono_literals;
@@ -107,31 +108,21 @@ class Manager {
         std::lock_guard l(mu_);
         return session_ && session_->send(crypto::SecureBuffer::copy_of(text));
     }
-    std::vector<json::object> of_type(std::string_view type) {
+    std::vector<json::value> received() {
         std::lock_guard l(mu_);
-        std::vector<json::object> out;
-        for (auto& v : received_)
-            if (v.as_object().at("type").as_string() == type) out.push_back(v.as_object());
-        return out;
+        return received_;
     }
-    std::vector<std::string> states(std::string_view task) {
-        std::vector<std::string> out;
-        for (auto& m : of_type("status"))
-            for (auto& s : m.at("statuses").as_array())
-                if (s.at("task_id").as_string() == task)
-                    out.emplace_back(s.at("state").as_string());
-        return out;
+    std::vector<json::object> of_type(std::string_view type) {
+        return test::of_type(received(), type);
     }
+    std::vector<std::string> states(std::string_view task) { return test::states(received(), task); }
     std::string last_state(std::string_view task) {
         auto s = states(task);
         return s.empty() ? "" : s.back();
     }
     json::object last_status(std::string_view task) {
-        json::object out;
-        for (auto& m : of_type("status"))
-            for (auto& s : m.at("statuses").as_array())
-                if (s.at("task_id").as_string() == task) out = s.as_object();
-        return out;
+        auto s = test::statuses(received(), task);
+        return s.empty() ? json::object() : s.back();
     }
 
   private:

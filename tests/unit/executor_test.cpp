@@ -20,6 +20,7 @@
 #include "coffer/crypto/encoding.h"
 #include "coffer/manager/dispatcher.h"
 #include "log_tail.h"
+#include "node_reports.h"
 
 using namespace coffer;
 using namespace coffer::agent;
@@ -203,20 +204,10 @@ class FakeSession {
         return received_;
     }
     std::vector<json::object> of_type(std::string_view type) {
-        std::vector<json::object> out;
-        for (auto& v : received())
-            if (v.as_object().at("type").as_string() == type) out.push_back(v.as_object());
-        return out;
+        return test::of_type(received(), type);
     }
     // Every status reported for a task, in order.
-    std::vector<std::string> states(std::string_view task) {
-        std::vector<std::string> out;
-        for (auto& m : of_type("status"))
-            for (auto& s : m.at("statuses").as_array())
-                if (s.at("task_id").as_string() == task)
-                    out.emplace_back(s.at("state").as_string());
-        return out;
-    }
+    std::vector<std::string> states(std::string_view task) { return test::states(received(), task); }
     std::string last_state(std::string_view task) {
         auto s = states(task);
         return s.empty() ? "" : s.back();
