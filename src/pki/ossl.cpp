@@ -151,20 +151,26 @@ std::chrono::system_clock::time_point to_time_point(const ASN1_TIME* t) {
     return std::chrono::system_clock::from_time_t(timegm(&tm));
 }
 
-std::string public_key_base64(const EVP_PKEY* key) {
+namespace {
+
+// An object's DER encoding (OpenSSL's i2d_* convention), in base64.
+template <typename T>
+std::string der_base64(const T* object, int (*encode)(const T*, unsigned char**), const char* what) {
     unsigned char* der = nullptr;
-    int len = i2d_PUBKEY(key, &der);
-    if (len <= 0) fail("encode public key");
+    int len = encode(object, &der);
+    if (len <= 0) fail(what);
     std::unique_ptr<unsigned char, Deleter<[](unsigned char* p) { OPENSSL_free(p); }>> owned(der);
     return crypto::base64_encode({der, static_cast<std::size_t>(len)});
 }
 
+}  // namespace
+
+std::string public_key_base64(const EVP_PKEY* key) {
+    return der_base64(key, &i2d_PUBKEY, "encode public key");
+}
+
 std::string name_base64(const X509_NAME* name) {
-    unsigned char* der = nullptr;
-    int len = i2d_X509_NAME(name, &der);
-    if (len <= 0) fail("encode name");
-    std::unique_ptr<unsigned char, Deleter<[](unsigned char* p) { OPENSSL_free(p); }>> owned(der);
-    return crypto::base64_encode({der, static_cast<std::size_t>(len)});
+    return der_base64(name, &i2d_X509_NAME, "encode name");
 }
 
 }  // namespace coffer::pki::ossl
