@@ -52,7 +52,7 @@ std::string str(const crypto::SecureBuffer& b) {
 // removed on destruction, also when a test fails.
 
 // The manager's node port: lets one worker join, records what nodes send.
-class Manager {
+class Manager : public test::NodeReports {
   public:
     Manager()
         : ca_(pki::CertificateAuthority::create_root()),
@@ -79,8 +79,7 @@ class Manager {
             auto v = json::parse(
                 std::string_view(reinterpret_cast<const char*>(m.json.data()), m.json.size()), ec);
             EXPECT_FALSE(ec);
-            std::lock_guard l(mu_);
-            if (!ec) received_.push_back(std::move(v));
+            if (!ec) add(std::move(v));
         };
         auto key = pki::NodeKey::generate();
         auto cert = ca_.issue(key.csr_pem, {"manager1", pki::Role::manager, "cluster1"});
@@ -108,30 +107,12 @@ class Manager {
         std::lock_guard l(mu_);
         return session_ && session_->send(crypto::SecureBuffer::copy_of(text));
     }
-    std::vector<json::value> received() {
-        std::lock_guard l(mu_);
-        return received_;
-    }
-    std::vector<json::object> of_type(std::string_view type) {
-        return test::of_type(received(), type);
-    }
-    std::vector<std::string> states(std::string_view task) { return test::states(received(), task); }
-    std::string last_state(std::string_view task) {
-        auto s = states(task);
-        return s.empty() ? "" : s.back();
-    }
-    json::object last_status(std::string_view task) {
-        auto s = test::statuses(received(), task);
-        return s.empty() ? json::object() : s.back();
-    }
-
   private:
     pki::CertificateAuthority ca_;
     pki::JoinToken token_;
     std::mutex mu_;
     std::shared_ptr<nodeconn::Session> session_;
     int sessions_ = 0;
-    std::vector<json::value> received_;
     std::unique_ptr<nodeconn::NodeServer> server_;
 };
 

@@ -183,7 +183,7 @@ class FakeDriver : public TaskDriver {
 };
 
 // The manager's end of the session: takes messages while "connected".
-class FakeSession {
+class FakeSession : public test::NodeReports {
   public:
     bool send(crypto::SecureBuffer b) {
         std::lock_guard l(mu_);
@@ -192,31 +192,17 @@ class FakeSession {
         auto v =
             json::parse(std::string_view(reinterpret_cast<const char*>(b.data()), b.size()), ec);
         EXPECT_FALSE(ec);
-        received_.push_back(v);
+        add(v);
         return true;
     }
     void up(bool u) {
         std::lock_guard l(mu_);
         up_ = u;
     }
-    std::vector<json::value> received() {
-        std::lock_guard l(mu_);
-        return received_;
-    }
-    std::vector<json::object> of_type(std::string_view type) {
-        return test::of_type(received(), type);
-    }
-    // Every status reported for a task, in order.
-    std::vector<std::string> states(std::string_view task) { return test::states(received(), task); }
-    std::string last_state(std::string_view task) {
-        auto s = states(task);
-        return s.empty() ? "" : s.back();
-    }
 
   private:
     std::mutex mu_;
     bool up_ = true;
-    std::vector<json::value> received_;
 };
 
 class ExecutorTest : public ::testing::Test {
