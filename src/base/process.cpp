@@ -2,9 +2,11 @@
 
 #include <fcntl.h>
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <spawn.h>
 #include <sys/mman.h>
+#include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/sendfile.h>
@@ -55,10 +57,97 @@ std::vector<char*> c_strings(const std::vector<std::string>& v) {
     return out;
 }
 
-}  // namespace
+// What the child of spawn_in_mount_view needs, prepared before the clone: between the clone and
+// the exec the child shares our memory and may only make system calls.
+struct ViewChild {
+    const char* program;
+    char** argv;
+    char** env;
+    std::vector<const char*> hidden;
+    int stdio[3];  // -1: /dev/null for stdin, inherited for the others
+    bool new_process_group;
+    // Set by the child when a step fails; read once it has exited (CLONE_VFORK).
+    const char* failed_step = nullptr;
+    int error = 0;
+};
 
-Child Child::spawn(const Options& o) {
-    if (o.argv.empty()) throw std::invalid_argument("Child::spawn: empty argv");
+int view_child_main(void* arg) {
+    auto* c = static_cast<ViewChild*>(arg);
+    auto fail = [c](const char* step) {
+        c->failed_step = step;
+        c->error = errno;
+        ::_exit(127);
+    };
+    struct sigaction dfl {};
+    dfl.sa_handler = SIG_DFL;
+    for (int sig = 1; sig < NSIG; ++sig) ::sigaction(sig, &dfl, nullptr);  // SIGKILL, SIGSTOP: EINVAL
+
+    if (::unshare(CLONE_NEWNS) != 0) fail("unshare the mount namespace");
+    // A slave copy: our later mounts and unmounts reach it; its own (the detaches below, and
+    // whatever the program mounts) never reach us.
+    if (::mount(nullptr, "/", nullptr, MS_REC | MS_SLAVE, nullptr) != 0) fail("make the mounts slaves");
+    for (const char* m : c->hidden)
+        if (::umount2(m, MNT_DETACH) != 0 && errno != EINVAL && errno != ENOENT) fail("detach a hidden mount");
+
+    if (c->stdio[0] < 0) {
+        int null = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+        if (null < 0) fail("open /dev/null");
+        c->stdio[0] = null;
+    }
+    for (int target = 0; target < 3; ++target) {
+        int fd = c->stdio[target];
+        if (fd < 0) continue;
+        if (fd == target ? ::fcntl(fd, F_SETFD, 0) != 0 : ::dup2(fd, target) != target) fail("set up stdio");
+    }
+    if (::syscall(SYS_close_range, 3U, ~0U, 0U) != 0) fail("close descriptors");
+    if (c->new_process_group && ::setpgid(0, 0) != 0) fail("setpgid");
+    sigset_t empty;
+    sigemptyset(&empty);
+    ::sigprocmask(SIG_SETMASK, &empty, nullptr);
+    ::execve(c->program, c->argv, c->env);
+    fail("execute");
+    return 127;
+}
+
+// Child::spawn for options with hidden mounts. glibc's posix_spawn cannot enter a namespace, so
+// this clones as it does (shared memory, the parent suspended until the child executes or exits)
+// and runs view_child_main in the child.
+pid_t spawn_in_mount_view(const Child::Options& o, char** argv, char** env) {
+    if (o.program.empty() && o.argv[0].find('/') == std::string::npos)
+        throw std::invalid_argument("Child::spawn: hidden mounts need a program path");
+    ViewChild c{.program = o.program.empty() ? o.argv[0].c_str() : o.program.c_str(),
+                .argv = argv,
+                .env = env,
+                .hidden = {},
+                .stdio = {o.stdin_fd, o.stdout_fd, o.stderr_fd},
+                .new_process_group = o.new_process_group};
+    for (const auto& m : o.hidden_mounts) c.hidden.push_back(m.c_str());
+
+    constexpr std::size_t stack_size = 64 * 1024;
+    void* stack = ::mmap(nullptr, stack_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+    if (stack == MAP_FAILED) throw_errno("mmap a stack for the child");
+    // No handler of ours may run in the child, on our memory: signals stay blocked until it has
+    // reset every handler.
+    sigset_t all, old;
+    sigfillset(&all);
+    ::pthread_sigmask(SIG_SETMASK, &all, &old);
+    pid_t pid = ::clone(view_child_main, static_cast<char*>(stack) + stack_size,
+                        CLONE_VM | CLONE_VFORK | SIGCHLD, &c);
+    int clone_errno = errno;
+    ::pthread_sigmask(SIG_SETMASK, &old, nullptr);
+    ::munmap(stack, stack_size);
+    if (pid < 0) throw SystemError(clone_errno, fmt::format("spawn {}", o.argv[0]));
+    if (c.failed_step) {
+        int status;
+        while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+        }
+        throw SystemError(c.error, fmt::format("spawn {}: {}", o.argv[0], c.failed_step));
+    }
+    return pid;
+}
+
+// Child::spawn without hidden mounts.
+pid_t spawn_plain(const Child::Options& o, char** argv, char** env) {
     posix_spawn_file_actions_t fa;
     posix_spawnattr_t attr;
     posix_spawn_file_actions_init(&fa);
@@ -94,17 +183,26 @@ Child Child::spawn(const Options& o) {
     }
     posix_spawnattr_setflags(&attr, flags);
 
+    pid_t pid;
+    int rc = o.program.empty() ? ::posix_spawnp(&pid, argv[0], &fa, &attr, argv, env)
+                               : ::posix_spawn(&pid, o.program.c_str(), &fa, &attr, argv, env);
+    if (rc != 0) throw SystemError(rc, fmt::format("spawn {}", o.argv[0]));
+    return pid;
+}
+
+}  // namespace
+
+Child Child::spawn(const Options& o) {
+    if (o.argv.empty()) throw std::invalid_argument("Child::spawn: empty argv");
     auto argv = c_strings(o.argv);
     auto envv = c_strings(o.env);
+    auto* env = o.env.empty() ? environ : envv.data();
     pid_t pid;
-    int rc;
     {
         std::shared_lock fence(spawn_mutex());
-        auto* env = o.env.empty() ? environ : envv.data();
-        rc = o.program.empty() ? ::posix_spawnp(&pid, argv[0], &fa, &attr, argv.data(), env)
-                               : ::posix_spawn(&pid, o.program.c_str(), &fa, &attr, argv.data(), env);
+        pid = o.hidden_mounts.empty() ? spawn_plain(o, argv.data(), env)
+                                      : spawn_in_mount_view(o, argv.data(), env);
     }
-    if (rc != 0) throw SystemError(rc, fmt::format("spawn {}", o.argv[0]));
     Child c;
     c.pid_ = pid;
     c.pidfd_.reset(pidfd_open(pid));
@@ -192,15 +290,20 @@ CommandResult run_command(const std::vector<std::string>& argv) {
 }
 
 CommandResult run_command(const std::vector<std::string>& argv, const std::string& program) {
+    Child::Options o;
+    o.argv = argv;
+    o.program = program;
+    return run_command(std::move(o));
+}
+
+CommandResult run_command(Child::Options o) {
     constexpr std::size_t cap = 1 << 20;
     int out_pipe[2], err_pipe[2];
     if (::pipe2(out_pipe, O_CLOEXEC) != 0) throw_errno("pipe");
     UniqueFd out_r(out_pipe[0]), out_w(out_pipe[1]);
     if (::pipe2(err_pipe, O_CLOEXEC) != 0) throw_errno("pipe");
     UniqueFd err_r(err_pipe[0]), err_w(err_pipe[1]);
-    Child::Options o;
-    o.argv = argv;
-    o.program = program;
+    o.stdin_fd = -1;
     o.stdout_fd = out_w.get();
     o.stderr_fd = err_w.get();
     Child child = Child::spawn(o);

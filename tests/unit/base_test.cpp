@@ -1,11 +1,14 @@
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <gtest/gtest.h>
 
 #include "coffer/base/error.h"
+#include "coffer/base/mount.h"
 #include "coffer/base/process.h"
 #include "coffer/base/sync.h"
 #include "coffer/base/unique_fd.h"
@@ -94,4 +97,66 @@ TEST(SealedProgram, RunsAndCannotBeChanged) {
         EXPECT_LT(::write(writable.get(), "x", 1), 0);
     }
     EXPECT_THROW(coffer::SealedProgram("/nonexistent/program"), std::exception);
+}
+
+// A directory with a shared tmpfs mounted on it, in this process's mount namespace; unmounted (with
+// anything a failed test left below it) and removed on destruction.
+class MountedTmpfs {
+public:
+    MountedTmpfs() {
+        char tmpl[] = "/tmp/coffer-base-test-XXXXXX";
+        if (!::mkdtemp(tmpl)) throw_errno("mkdtemp");
+        dir_ = tmpl;
+        if (::mount("coffer-test", dir_.c_str(), "tmpfs", 0, "size=1m") != 0) {
+            ::rmdir(dir_.c_str());
+            throw_errno("mount tmpfs");
+        }
+        // Shared, as / is on a systemd host: a copy of it in another namespace that is not made a
+        // slave sends its mounts and unmounts back here.
+        if (::mount(nullptr, dir_.c_str(), nullptr, MS_SHARED, nullptr) != 0) {
+            ::umount2(dir_.c_str(), MNT_DETACH);
+            ::rmdir(dir_.c_str());
+            throw_errno("make the tmpfs shared");
+        }
+    }
+    ~MountedTmpfs() {
+        for (auto& m : mounts_under(dir_)) ::umount2(m.c_str(), MNT_DETACH);
+        ::rmdir(dir_.c_str());
+    }
+    const std::string& dir() const { return dir_; }
+
+private:
+    std::string dir_;
+};
+
+// A child with hidden mounts runs in a mount namespace of its own: it does not see them, they
+// stay ours, and what it mounts never reaches us.
+TEST(Child, HiddenMountsStayOursAndWhatItMountsStaysItsOwn) {
+    if (::geteuid() != 0) GTEST_SKIP() << "mounts need root";
+    MountedTmpfs outer;
+    std::string hidden = outer.dir() + "/hidden", made = outer.dir() + "/made";
+    ASSERT_EQ(::mkdir(hidden.c_str(), 0700), 0);
+    ASSERT_EQ(::mkdir(made.c_str(), 0700), 0);
+    ASSERT_EQ(::mount("coffer-test", hidden.c_str(), "tmpfs", 0, "size=1m"), 0);
+
+    Child::Options o;
+    o.argv = {"sh", "-c", "mount -t tmpfs coffer-test \"$0\" && cat /proc/self/mountinfo", made};
+    o.program = "/bin/sh";
+    o.hidden_mounts = {hidden};
+    auto r = run_command(o);
+    ASSERT_TRUE(r.ok()) << r.describe();
+    EXPECT_EQ(r.out.find(" " + hidden + " "), std::string::npos) << r.out;
+    EXPECT_NE(r.out.find(" " + outer.dir() + " "), std::string::npos) << r.out;
+    EXPECT_NE(r.out.find(" " + made + " "), std::string::npos) << r.out;
+
+    EXPECT_EQ(mounts_under(outer.dir()), (std::vector<std::string>{hidden, outer.dir()}));
+
+    o.program = "/nonexistent/program";
+    try {
+        run_command(o);
+        ADD_FAILURE() << "a missing program was spawned";
+    } catch (const SystemError& e) {
+        EXPECT_EQ(e.code(), ENOENT);
+        EXPECT_NE(std::string(e.what()).find("execute"), std::string::npos) << e.what();
+    }
 }

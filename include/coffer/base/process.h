@@ -33,6 +33,10 @@ public:
         int stdout_fd = -1;            // -1: inherit
         int stderr_fd = -1;            // -1: inherit
         bool new_process_group = false;
+        // Non-empty: the child runs in a mount namespace of its own, a copy of ours that keeps
+        // receiving our mounts and unmounts and sends none back, with these mount points
+        // detached. What it mounts stays in that namespace.
+        std::vector<std::string> hidden_mounts;
     };
 
     static Child spawn(const Options& options);
@@ -90,6 +94,8 @@ struct CommandResult {
 CommandResult run_command(const std::vector<std::string>& argv);
 // The same, executing `program` (a path) with argv as its arguments.
 CommandResult run_command(const std::vector<std::string>& argv, const std::string& program);
+// The same for a child described by o (argv, program, hidden_mounts); its stdio are replaced.
+CommandResult run_command(Child::Options o);
 
 // A program copied into sealed memory (a memfd that can no longer be written, grown, shrunk or
 // re-sealed), executed through path(). What runs is what was copied, whatever later happens to
