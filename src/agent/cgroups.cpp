@@ -61,9 +61,9 @@ bool remove_cgroup(const std::string& dir, std::chrono::steady_clock::time_point
 
 class V1 final : public Cgroups {
 public:
-    V1(std::vector<std::string> roots, std::string memory, bool hybrid)
-        : roots_(std::move(roots)), memory_(std::move(memory)), hybrid_(hybrid) {}
-    CgroupMode mode() const noexcept override { return hybrid_ ? CgroupMode::hybrid : CgroupMode::v1; }
+    V1(std::vector<std::string> roots, std::string memory, std::string unified)
+        : roots_(std::move(roots)), memory_(std::move(memory)), unified_(std::move(unified)) {}
+    CgroupMode mode() const noexcept override { return unified_.empty() ? CgroupMode::v1 : CgroupMode::hybrid; }
     std::vector<std::string> hierarchies() const override { return roots_; }
     bool oom_killed(std::string_view rel) const override {
         return read_keyed(fmt::format("{}{}/memory.oom_control", memory_, rel), "oom_kill") > 0;
@@ -71,11 +71,12 @@ public:
     bool can_limit_swap() const override {
         return exists(memory_ + "/memory.memsw.limit_in_bytes");
     }
+    std::string unified_mount() const override { return unified_; }
 
 private:
     std::vector<std::string> roots_;
     std::string memory_;
-    bool hybrid_;
+    std::string unified_;
 };
 
 class V2 final : public Cgroups {
@@ -147,9 +148,8 @@ std::unique_ptr<Cgroups> Cgroups::detect() {
         return std::make_unique<V2>(unified);
     }
     if (memory.empty()) throw ErrorException(make_error(Errc::unavailable, "cgroup v1 without the memory controller"));
-    bool hybrid = !unified.empty();
-    if (hybrid) v1.push_back(unified);
-    return std::make_unique<V1>(std::move(v1), std::move(memory), hybrid);
+    if (!unified.empty()) v1.push_back(unified);
+    return std::make_unique<V1>(std::move(v1), std::move(memory), std::move(unified));
 }
 
 void CgroupDir::reset() noexcept {

@@ -24,6 +24,8 @@ public:
     virtual bool oom_killed(std::string_view rel) const = 0;
     // Whether memory+swap can be limited (v1 needs swap accounting).
     virtual bool can_limit_swap() const = 0;
+    // Hybrid: where the cgroup2 hierarchy beside the v1 ones is mounted; otherwise empty.
+    virtual std::string unified_mount() const { return {}; }
 
     // Directories of rel that exist, one per hierarchy.
     std::vector<std::string> dirs(std::string_view rel) const;

@@ -546,7 +546,7 @@ Runner::Runner(RunnerOptions options, ImageStore& images)
 
     if (::prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0) throw_errno("prctl(PR_SET_CHILD_SUBREAPER)");
     impl_->cgroups = Cgroups::detect();
-    auto rt = make_runtime(o.runtime, o.run_dir + "/runtime", impl_->cgroups->mode());
+    auto rt = make_runtime(o.runtime, o.run_dir + "/runtime", *impl_->cgroups);
     if (!rt) throw ErrorException(std::move(rt).error());
     impl_->runtime = std::move(*rt);
     if (!o.seccomp_profile.empty()) {

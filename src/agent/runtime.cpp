@@ -3,6 +3,8 @@
 #include <boost/json.hpp>
 #include <fstream>
 #include <optional>
+#include <sstream>
+#include <thread>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -44,10 +46,44 @@ std::string last_logged_error(const std::string& file) {
     return last;
 }
 
+// The parent of pid, by /proc/<pid>/stat (a zombie's too); 0 when it cannot be read.
+pid_t parent_of(pid_t pid) {
+    std::ifstream in(fmt::format("/proc/{}/stat", pid));
+    std::string stat;
+    std::getline(in, stat);
+    auto close = stat.rfind(')');  // the name in parentheses may hold anything
+    if (close == std::string::npos) return 0;
+    std::istringstream rest(stat.substr(close + 1));
+    char state;
+    pid_t ppid = 0;
+    rest >> state >> ppid;
+    return ppid;
+}
+
+// Waits until the process in pid_file is a child of this process.
+Result<void> await_adoption(const std::string& pid_file, std::chrono::milliseconds deadline) {
+    pid_t pid = 0;
+    {
+        std::ifstream in(pid_file);
+        in >> pid;
+    }
+    if (pid <= 0) return make_error(Errc::internal, "the runtime wrote no pid file");
+    auto until = std::chrono::steady_clock::now() + deadline;
+    auto backoff = std::chrono::microseconds(50);
+    while (parent_of(pid) != ::getpid()) {
+        if (std::chrono::steady_clock::now() >= until)
+            return make_error(Errc::internal, "the container's process did not become the agent's child");
+        std::this_thread::sleep_for(backoff);
+        backoff = std::min(backoff * 2, std::chrono::microseconds(2000));
+    }
+    return {};
+}
+
 class CliRuntime final : public OciRuntime {
 public:
-    CliRuntime(std::string name, std::string binary, std::string root)
-        : name_(std::move(name)), binary_(std::move(binary)), root_(std::move(root)) {
+    // hidden: mount points the runtime must not see (Child::Options::hidden_mounts).
+    CliRuntime(std::string name, std::string binary, std::string root, std::vector<std::string> hidden)
+        : name_(std::move(name)), binary_(std::move(binary)), root_(std::move(root)), hidden_(std::move(hidden)) {
         // Run from a sealed copy, the runtime skips copying itself into sealed memory and
         // executing that copy again for every container (13 ms of a 68 ms `runc run` here). The
         // binary as it was at agent start is what runs until the agent restarts.
@@ -65,9 +101,7 @@ public:
     Result<void> run(const std::string& id, const std::string& bundle,
                      const std::string& pid_file, const std::string& log_file, int stdout_fd,
                      int stderr_fd) override {
-        Child::Options o;
-        o.argv = base();
-        o.program = program_;
+        Child::Options o = invocation({});
         if (name_ == "crun") {
             o.argv.push_back("--log=file:" + log_file);
             o.argv.push_back("--log-format=json");
@@ -79,15 +113,13 @@ public:
         o.stdout_fd = stdout_fd;
         o.stderr_fd = stderr_fd;
         int status = Child::spawn(o).wait();
-        if (WIFEXITED(status) && WEXITSTATUS(status) == 0) return {};
+        if (WIFEXITED(status) && WEXITSTATUS(status) == 0) return await_adoption(pid_file, std::chrono::seconds(5));
         auto why = last_logged_error(log_file);
         return make_error(Errc::internal, why.empty() ? fmt::format("{} run failed", name_) : why);
     }
 
     Result<std::string> state(const std::string& id) override {
-        auto argv = base();
-        argv.insert(argv.end(), {"state", id});
-        auto r = run_command(argv, program_);
+        auto r = run_command(invocation({"state", id}));
         if (!r.ok()) {
             if (r.err.find("does not exist") != std::string::npos ||
                 r.err.find("not exist") != std::string::npos)
@@ -135,9 +167,7 @@ public:
         // Both runtimes keep a directory per container under their root: none there, none to
         // list, and the runtime's own start-up (tens of milliseconds) is saved at agent start.
         if (list_dir(root_, true).empty()) return {};
-        auto argv = base();
-        argv.insert(argv.end(), {"list", "--quiet"});
-        auto r = run_command(argv, program_);
+        auto r = run_command(invocation({"list", "--quiet"}));
         std::vector<std::string> out;
         if (!r.ok()) return out;
         std::string_view s = r.out;
@@ -151,12 +181,21 @@ public:
     }
 
 private:
-    std::vector<std::string> base() const { return {name_, "--root", root_}; }
+    // The runtime with its global options, then args.
+    Child::Options invocation(std::initializer_list<std::string> args) const {
+        return invocation(std::vector<std::string>(args));
+    }
+    Child::Options invocation(const std::vector<std::string>& args) const {
+        Child::Options o;
+        o.argv = {name_, "--root", root_};
+        o.argv.insert(o.argv.end(), args.begin(), args.end());
+        o.program = program_;
+        o.hidden_mounts = hidden_;
+        return o;
+    }
 
     Result<void> simple(const std::vector<std::string>& args) {
-        auto argv = base();
-        argv.insert(argv.end(), args.begin(), args.end());
-        auto r = run_command(argv, program_);
+        auto r = run_command(invocation(args));
         if (r.ok()) return {};
         return make_error(Errc::internal, fmt::format("{} {}: {}", name_, args[0], r.describe()));
     }
@@ -164,6 +203,7 @@ private:
     std::string name_;
     std::string binary_;
     std::string root_;
+    std::vector<std::string> hidden_;
     std::optional<SealedProgram> sealed_;
     std::string program_;  // what is executed: the sealed copy, or binary_
 };
@@ -171,26 +211,24 @@ private:
 }  // namespace
 
 Result<std::unique_ptr<OciRuntime>> make_runtime(std::string_view preferred,
-                                                 const std::string& state_root, CgroupMode mode) {
-    std::vector<std::string_view> candidates;
+                                                 const std::string& state_root, const Cgroups& cgroups) {
+    std::vector<std::string_view> candidates{"crun", "runc"};
     if (!preferred.empty()) {
         if (preferred != "runc" && preferred != "crun")
             return make_error(Errc::invalid_argument,
                               fmt::format("unknown runtime {} (runc or crun)", preferred));
-        if (preferred == "crun" && mode == CgroupMode::hybrid)
-            return make_error(Errc::unavailable, "crun does not run on a hybrid cgroup host");
         candidates = {preferred};
-    } else if (mode == CgroupMode::v2) {
-        candidates = {"crun", "runc"};  // crun starts containers faster
-    } else {
-        candidates = {"runc", "crun"};
-        if (mode == CgroupMode::hybrid) candidates.pop_back();
     }
     for (auto c : candidates) {
         auto bin = find_in_path(c);
         if (bin.empty()) continue;
+        std::vector<std::string> hidden;
+        if (c == "crun" && cgroups.mode() == CgroupMode::hybrid) {
+            hidden.push_back(cgroups.unified_mount());
+            log::info("runner", "crun runs without {} in view: it manages the v1 hierarchies", hidden.back());
+        }
         return std::unique_ptr<OciRuntime>(
-            std::make_unique<CliRuntime>(std::string(c), std::move(bin), state_root));
+            std::make_unique<CliRuntime>(std::string(c), std::move(bin), state_root, std::move(hidden)));
     }
     return make_error(Errc::unavailable,
                       fmt::format("no usable OCI runtime found (tried {})", fmt::join(candidates, ", ")));

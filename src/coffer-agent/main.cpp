@@ -224,7 +224,7 @@ int main(int argc, char** argv) {
                 log_level = "info", seccomp = "/usr/share/containers/seccomp.json";
     app.add_option("--data-dir", data_dir, "the node identity, images, writable layers, task logs")->capture_default_str();
     app.add_option("--run-dir", run_dir, "bundles, secret mounts, runtime state")->capture_default_str();
-    app.add_option("--runtime", runtime, "runc or crun (default: what works on this host)");
+    app.add_option("--runtime", runtime, "runc or crun (default: crun when installed, else runc)");
     app.add_option("--seccomp-profile", seccomp, "containers-common format; empty: none")->capture_default_str();
     app.add_option("--log-level", log_level, "e.g. info or debug,runner=debug")->capture_default_str();
     std::string manager, token_text;
