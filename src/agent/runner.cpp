@@ -106,8 +106,10 @@ private:
     std::string path_;
 };
 
-// The container's first process, ours to reap (we are its subreaper) until the monitor takes it.
+// The container's first process, ours to reap (we are its subreaper) until the monitor takes it,
+// and claimed until the task's resources go (reap_orphans leaves it alone).
 struct ContainerInit {
+    ChildClaim claim;
     UniqueFd pidfd;
     ContainerInit() = default;
     ContainerInit(ContainerInit&&) noexcept = default;
@@ -412,21 +414,16 @@ void Runner::Impl::prepare_and_start(Task& t, const TaskSpec& spec, const std::s
         set_state(t, TaskState::starting);
         timed(fmt::format("{} run", runtime->name()));
         res.cgroup = CgroupDir(*cgroups, ci.cgroups_path);
-        if (auto r = runtime->run(spec.id, b, b + "/pid", b + "/runtime.log", out_w.get(), out_w.get()); !r)
-            throw std::runtime_error(r.error().message);
+        auto init = runtime->run(spec.id, b, b + "/pid", b + "/runtime.log", out_w.get(), out_w.get());
+        if (!init) throw std::runtime_error(init.error().message);
         res.container = Container(*runtime, spec.id);
+        res.init.claim = std::move(*init);
         out_w.reset();
 
-        // The init runs already and may even have exited: it was re-parented to this process (a
-        // subreaper) when the runtime exited, and only its pidfd reaps it, so the pid stays ours
-        // until then.
+        // The init runs already and may even have exited: it is our child (we are a subreaper),
+        // and only its pidfd reaps it, so the pid stays ours until then.
         timed("watch container process");
-        int pid = 0;
-        {
-            std::ifstream in(b + "/pid");
-            in >> pid;
-        }
-        if (pid <= 0) throw std::runtime_error("no pid file");
+        int pid = res.init.claim.pid();
         res.init.pidfd.reset(static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)));
         if (!res.init.pidfd) throw_errno("pidfd_open");
         t.signal_fd.reset(::fcntl(res.init.pidfd.get(), F_DUPFD_CLOEXEC, 0));

@@ -60,23 +60,36 @@ pid_t parent_of(pid_t pid) {
     return ppid;
 }
 
-// Waits until the process in pid_file is a child of this process.
-Result<void> await_adoption(const std::string& pid_file, std::chrono::milliseconds deadline) {
+// The process in pid_file, claimed, once it is a child of this process. crun starts the container
+// from a process of its own (it forks, calls setsid and forks again), which becomes our child when
+// the first fork exits and may still be exiting when crun has: once it has, the container's
+// process is re-parented to us, and that process of crun's is left to us to reap.
+Result<ChildClaim> await_adoption(const std::string& pid_file, std::chrono::milliseconds deadline) {
     pid_t pid = 0;
     {
         std::ifstream in(pid_file);
         in >> pid;
     }
     if (pid <= 0) return make_error(Errc::internal, "the runtime wrote no pid file");
+    ChildClaim init(pid);  // before it is ours: reap_orphans must never collect its exit status
     auto until = std::chrono::steady_clock::now() + deadline;
     auto backoff = std::chrono::microseconds(50);
-    while (parent_of(pid) != ::getpid()) {
+    pid_t parent, intermediate = 0;
+    while ((parent = parent_of(pid)) != ::getpid()) {
+        if (parent > 1) intermediate = parent;
         if (std::chrono::steady_clock::now() >= until)
             return make_error(Errc::internal, "the container's process did not become the agent's child");
         std::this_thread::sleep_for(backoff);
         backoff = std::min(backoff * 2, std::chrono::microseconds(2000));
     }
-    return {};
+    // The process it had as parent is gone or going: reap it (and any other orphan that ended).
+    reap_orphans();
+    auto settled = std::chrono::steady_clock::now() + std::chrono::milliseconds(200);
+    while (intermediate != 0 && parent_of(intermediate) == ::getpid() && std::chrono::steady_clock::now() < settled) {
+        std::this_thread::sleep_for(std::chrono::microseconds(100));
+        reap_orphans();
+    }
+    return init;
 }
 
 class CliRuntime final : public OciRuntime {
@@ -98,7 +111,7 @@ public:
 
     const std::string& name() const noexcept override { return name_; }
 
-    Result<void> run(const std::string& id, const std::string& bundle,
+    Result<ChildClaim> run(const std::string& id, const std::string& bundle,
                      const std::string& pid_file, const std::string& log_file, int stdout_fd,
                      int stderr_fd) override {
         Child::Options o = invocation({});
@@ -114,6 +127,8 @@ public:
         o.stderr_fd = stderr_fd;
         int status = Child::spawn(o).wait();
         if (WIFEXITED(status) && WEXITSTATUS(status) == 0) return await_adoption(pid_file, std::chrono::seconds(5));
+        // What crun started of itself in the background may still be ending: reap it.
+        reap_orphans(std::chrono::milliseconds(200));
         auto why = last_logged_error(log_file);
         return make_error(Errc::internal, why.empty() ? fmt::format("{} run failed", name_) : why);
     }

@@ -9,6 +9,7 @@
 
 #include "cgroups.h"
 #include "coffer/base/error.h"
+#include "coffer/base/process.h"
 
 namespace coffer::agent {
 
@@ -20,11 +21,12 @@ public:
     // start-up instead of two for create and start). The container's stdio are
     // stdout_fd/stderr_fd (inherited through the runtime); the runtime's own diagnostics go to
     // log_file; its init's pid to pid_file. On success the init is this process's child (this
-    // process is a subreaper), so its exit status is ours to collect: crun starts it from a
-    // process of its own that may still be exiting when crun does, and run waits for that.
-    virtual Result<void> run(const std::string& id, const std::string& bundle,
-                             const std::string& pid_file, const std::string& log_file,
-                             int stdout_fd, int stderr_fd) = 0;
+    // process is a subreaper), claimed for the caller, who collects its exit status: crun starts
+    // it from a process of its own that may still be exiting when crun does; run waits for that
+    // and reaps what crun left.
+    virtual Result<ChildClaim> run(const std::string& id, const std::string& bundle,
+                                   const std::string& pid_file, const std::string& log_file,
+                                   int stdout_fd, int stderr_fd) = 0;
     // "creating", "created", "running", "stopped"; not_found when unknown.
     virtual Result<std::string> state(const std::string& id) = 0;
     virtual Result<void> kill(const std::string& id, int sig, bool all) = 0;

@@ -15,7 +15,12 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <fstream>
+#include <thread>
+#include <unordered_set>
+
 #include "coffer/base/error.h"
+#include "coffer/base/mount.h"
 
 extern char** environ;
 
@@ -47,6 +52,17 @@ int pidfd_open(pid_t pid) { return static_cast<int>(::syscall(SYS_pidfd_open, pi
 std::shared_mutex& spawn_mutex() {
     static std::shared_mutex m;
     return m;
+}
+
+// Pids claimed by a ChildClaim (a pid may be claimed twice for a moment: a claim of a reaped child
+// can outlive it while its pid is given to a new one).
+struct Claims {
+    std::mutex mu;
+    std::unordered_multiset<int> pids;
+};
+Claims& claims() {
+    static Claims c;
+    return c;
 }
 
 std::vector<char*> c_strings(const std::vector<std::string>& v) {
@@ -197,15 +213,15 @@ Child Child::spawn(const Options& o) {
     auto argv = c_strings(o.argv);
     auto envv = c_strings(o.env);
     auto* env = o.env.empty() ? environ : envv.data();
-    pid_t pid;
-    {
-        std::shared_lock fence(spawn_mutex());
-        pid = o.hidden_mounts.empty() ? spawn_plain(o, argv.data(), env)
-                                      : spawn_in_mount_view(o, argv.data(), env);
-    }
     Child c;
-    c.pid_ = pid;
-    c.pidfd_.reset(pidfd_open(pid));
+    {
+        // Claimed before the fence opens: reap_orphans holds it while it looks for orphans.
+        std::shared_lock fence(spawn_mutex());
+        c.pid_ = o.hidden_mounts.empty() ? spawn_plain(o, argv.data(), env)
+                                         : spawn_in_mount_view(o, argv.data(), env);
+        c.claim_ = ChildClaim(c.pid_);
+    }
+    c.pidfd_.reset(pidfd_open(c.pid_));
     if (!c.pidfd_) throw_errno("pidfd_open");
     return c;
 }
@@ -213,13 +229,14 @@ Child Child::spawn(const Options& o) {
 SpawnFence::SpawnFence() : lock_(spawn_mutex()) {}
 
 Child::Child(Child&& other) noexcept
-    : pid_(std::exchange(other.pid_, -1)), pidfd_(std::move(other.pidfd_)) {}
+    : pid_(std::exchange(other.pid_, -1)), pidfd_(std::move(other.pidfd_)), claim_(std::move(other.claim_)) {}
 
 Child& Child::operator=(Child&& other) noexcept {
     if (this != &other) {
         kill_and_reap();
         pid_ = std::exchange(other.pid_, -1);
         pidfd_ = std::move(other.pidfd_);
+        claim_ = std::move(other.claim_);
     }
     return *this;
 }
@@ -255,12 +272,8 @@ int Child::wait() {
     if (r < 0) throw_errno("waitpid");
     pid_ = -1;
     pidfd_.reset();
+    claim_.reset();
     return status;
-}
-
-int Child::release() noexcept {
-    pidfd_.reset();
-    return std::exchange(pid_, -1);
 }
 
 void Child::kill_and_reap() noexcept {
@@ -271,6 +284,55 @@ void Child::kill_and_reap() noexcept {
     }
     pid_ = -1;
     pidfd_.reset();
+    claim_.reset();
+}
+
+ChildClaim::ChildClaim(int pid) : pid_(pid) {
+    std::lock_guard g(claims().mu);
+    claims().pids.insert(pid);
+}
+
+ChildClaim& ChildClaim::operator=(ChildClaim&& o) noexcept {
+    if (this != &o) {
+        reset();
+        pid_ = std::exchange(o.pid_, -1);
+    }
+    return *this;
+}
+
+void ChildClaim::reset() noexcept {
+    if (pid_ <= 0) return;
+    std::lock_guard g(claims().mu);
+    if (auto it = claims().pids.find(pid_); it != claims().pids.end()) claims().pids.erase(it);
+    pid_ = -1;
+}
+
+int reap_orphans(std::chrono::milliseconds settle) {
+    auto until = std::chrono::steady_clock::now() + settle;
+    auto backoff = std::chrono::microseconds(100);
+    int reaped = 0;
+    for (;;) {
+        int running = 0;
+        {
+            // No spawn is between its clone and its claim while this looks.
+            std::unique_lock fence(spawn_mutex());
+            std::lock_guard g(claims().mu);
+            // A child belongs to the thread that created it, or that it was re-parented to.
+            for (const auto& tid : list_dir("/proc/self/task", true)) {
+                std::ifstream in(fmt::format("/proc/self/task/{}/children", tid));
+                for (int pid; in >> pid;) {
+                    if (claims().pids.contains(pid)) continue;
+                    siginfo_t info{};
+                    if (::waitid(P_PID, static_cast<id_t>(pid), &info, WEXITED | WNOHANG) != 0) continue;
+                    if (info.si_pid == pid) ++reaped;
+                    else ++running;
+                }
+            }
+        }
+        if (running == 0 || std::chrono::steady_clock::now() >= until) return reaped;
+        std::this_thread::sleep_for(backoff);
+        backoff = std::min(backoff * 2, std::chrono::microseconds(5000));
+    }
 }
 
 bool CommandResult::ok() const noexcept { return WIFEXITED(status) && WEXITSTATUS(status) == 0; }

@@ -79,6 +79,20 @@ SecretRef secret(std::string id, std::string name, std::string target = {}, std:
     return SecretRef{std::move(id), std::move(name), std::move(target), uid, gid, mode};
 }
 
+// Children of this process that ended and that nobody reaped.
+std::vector<int> zombie_children() {
+    std::vector<int> out;
+    for (const auto& tid : list_dir("/proc/self/task", true)) {
+        std::ifstream children(fmt::format("/proc/self/task/{}/children", tid));
+        for (int pid; children >> pid;) {
+            auto stat = read_file(fmt::format("/proc/{}/stat", pid));
+            auto close = stat.rfind(')');
+            if (close != std::string::npos && close + 2 < stat.size() && stat[close + 2] == 'Z') out.push_back(pid);
+        }
+    }
+    return out;
+}
+
 // Containers a runtime keeps state for under root: both keep a directory per container there.
 std::vector<std::string> containers_in(const std::string& root) { return list_dir(root, true); }
 
@@ -141,6 +155,7 @@ protected:
         EXPECT_FALSE(exists(data.path() + "/data/tasks/" + task_id));
         EXPECT_TRUE(containers_in(run.path() + "/run/runtime").empty());
         EXPECT_EQ(runner->secrets_held(), 0u);
+        EXPECT_EQ(zombie_children(), std::vector<int>{});  // nothing the runtime left of itself
     }
 
     TempDir run, data;

@@ -1,6 +1,8 @@
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/mount.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -159,4 +161,25 @@ TEST(Child, HiddenMountsStayOursAndWhatItMountsStaysItsOwn) {
         EXPECT_EQ(e.code(), ENOENT);
         EXPECT_NE(std::string(e.what()).find("execute"), std::string::npos) << e.what();
     }
+}
+
+// A subreaper inherits what its children leave running: reap_orphans collects those once they
+// end, and never a Child's own exit status.
+TEST(ReapOrphans, ReapsWhatIsLeftToUsButNotAClaimedChild) {
+    ASSERT_EQ(::prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0), 0);
+    struct NotSubreaper {
+        ~NotSubreaper() { ::prctl(PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0); }
+    } restore;
+
+    // Exits at once, leaving a child of its own that ends a moment later: that one becomes ours.
+    auto left = run_command({"sh", "-c", "sleep 0.05 & exit 0"});
+    ASSERT_TRUE(left.ok()) << left.describe();
+    // A Child of ours that has ended, not yet waited for.
+    auto claimed = Child::spawn({.argv = {"true"}});
+    struct pollfd p {claimed.pidfd(), POLLIN, 0};
+    ASSERT_EQ(::poll(&p, 1, 10000), 1);
+
+    EXPECT_EQ(reap_orphans(std::chrono::seconds(10)), 1);
+    int status = claimed.wait();
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
 }

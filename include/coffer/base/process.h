@@ -8,6 +8,7 @@
 #include <shared_mutex>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "coffer/base/unique_fd.h"
@@ -20,6 +21,30 @@ void harden_process();
 // Raises the soft limit on open descriptors to the hard limit (a server holds one per
 // connection; the usual soft limit is 1,024). Returns the limit now in force.
 std::uint64_t raise_descriptor_limit();
+
+// A process this process waits for by its pid, itself: reap_orphans() leaves it alone while the
+// claim lives. Claim a child before it can become one (a process that will be re-parented here).
+class ChildClaim {
+public:
+    ChildClaim() = default;
+    explicit ChildClaim(int pid);
+    ChildClaim(ChildClaim&& o) noexcept : pid_(std::exchange(o.pid_, -1)) {}
+    ChildClaim& operator=(ChildClaim&& o) noexcept;
+    ChildClaim(const ChildClaim&) = delete;
+    ChildClaim& operator=(const ChildClaim&) = delete;
+    ~ChildClaim() { reset(); }
+    int pid() const noexcept { return pid_; }
+    void reset() noexcept;
+
+private:
+    int pid_ = -1;
+};
+
+// Reaps every child of this process that has exited and that no ChildClaim (a Child holds one)
+// claims: the processes a subreaper inherits that nobody waits for, such as what an OCI runtime
+// leaves of itself when it starts a container in the background. With settle, waits up to that
+// long for unclaimed children that still run to end, and reaps them too. Returns how many.
+int reap_orphans(std::chrono::milliseconds settle = std::chrono::milliseconds(0));
 
 // A child process; it gets stdio and no other descriptor. Destroying a Child that has not been
 // waited for kills it (SIGKILL) and reaps it.
@@ -58,13 +83,12 @@ public:
     int wait();
     // The pidfd, readable once the child exited.
     int pidfd() const noexcept { return pidfd_.get(); }
-    // Gives up ownership: the child is no longer killed on destruction.
-    int release() noexcept;
 
 private:
     void kill_and_reap() noexcept;
     int pid_ = -1;
     UniqueFd pidfd_;
+    ChildClaim claim_;
 };
 
 // Holds back Child::spawn in every thread while it lives, and waits for spawns under way. A
