@@ -4,7 +4,7 @@
 //   joins       N nodes joining at once (in this process: key, CSR, join each)
 //   sessions    the manager's memory per idle session (N sessions from this process)
 //   fanout      a global service with a secret over N agents in the no-op benchmark mode
-//   service     with runc: create -> secret readable in the task; --secret-add -> the new task
+//   service     real containers: create -> secret readable in the task; --secret-add -> the new task
 //               reads it; a 10-replica rolling update
 //
 //   bench-cluster --cofferd PATH --agent PATH [--scenario NAME]... [--runs N] [--agents N]
@@ -105,7 +105,7 @@ struct Options {
     int runs = 10;
     int agents = 200;
     int sessions = 1000;
-    std::vector<std::string> agent_args;  // extra coffer-agent arguments for node-ready
+    std::vector<std::string> agent_args;  // extra coffer-agent arguments for node-ready and service
 };
 
 // A cofferd on a temporary directory, with an API client, and the agents it knows.
@@ -375,9 +375,9 @@ bool log_has(const std::string& path, std::string_view marker) {
 }
 
 void service(const Options& o) {
-    std::printf("== services with runc: secret readable inside the task\n");
+    std::printf("== services with real containers: secret readable inside the task\n");
     Cluster c(o);
-    auto& agent = c.start_agent("real");
+    auto& agent = c.start_agent("real", o.agent_args);
     (void)agent;
     auto data = c.agent_dir("real") + "/data";
     auto layout = c.dir() + "/images";
@@ -464,7 +464,7 @@ int main(int argc, char** argv) {
     app.add_option("--scenario", scenarios, "node-ready joins sessions fanout service")->capture_default_str();
     app.add_option("--runs", o.runs, "Runs per timed scenario")->capture_default_str();
     app.add_option("--agents", o.agents, "Agents for joins and fanout")->capture_default_str();
-    app.add_option("--agent-arg", o.agent_args, "Extra coffer-agent argument for node-ready (repeat)");
+    app.add_option("--agent-arg", o.agent_args, "Extra coffer-agent argument for node-ready and service (repeat)");
     app.add_option("--sessions", o.sessions, "Idle sessions for the memory figure")->capture_default_str();
     CLI11_PARSE(app, argc, argv);
     ::signal(SIGPIPE, SIG_IGN);
