@@ -7,6 +7,11 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
+#include <chrono>
+#include <optional>
+#include <thread>
+
 #include <gtest/gtest.h>
 
 #include "coffer/base/error.h"
@@ -182,4 +187,32 @@ TEST(ReapOrphans, ReapsWhatIsLeftToUsButNotAClaimedChild) {
     EXPECT_EQ(reap_orphans(std::chrono::seconds(10)), 1);
     int status = claimed.wait();
     EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+}
+
+// True once pred holds, false when the deadline passed first.
+template <typename Pred>
+bool holds_within(Pred pred, std::chrono::milliseconds deadline) {
+    auto until = std::chrono::steady_clock::now() + deadline;
+    while (!pred()) {
+        if (std::chrono::steady_clock::now() >= until) return false;
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    return true;
+}
+
+// A spawn waits while a SpawnFence is held (its child would hold a copy of every descriptor open
+// here for a moment, such as a secret file still open for writing), and goes ahead once it ends.
+TEST(SpawnFence, HoldsSpawnsBackUntilItEnds) {
+    std::atomic<bool> spawned{false};
+    std::optional<SpawnFence> fence(std::in_place);
+    std::thread spawner([&] {
+        auto child = Child::spawn({.argv = {"true"}});
+        spawned = true;
+        child.wait();
+    });
+    // Not spawned while the fence stands (a broken fence lets it through within this time).
+    EXPECT_FALSE(holds_within([&] { return spawned.load(); }, std::chrono::milliseconds(300)));
+    fence.reset();
+    EXPECT_TRUE(holds_within([&] { return spawned.load(); }, std::chrono::seconds(10)));
+    spawner.join();
 }
