@@ -11,6 +11,7 @@
 #include "coffer/agent/task.h"
 #include "coffer/base/error.h"
 #include "json_util.h"
+#include "seccomp_bpf.h"
 
 namespace coffer::agent {
 
@@ -26,6 +27,9 @@ struct ConfigInput {
     std::string cgroups_path;
     bool limit_swap = false;
     const boost::json::value* seccomp_profile = nullptr;  // containers-common format; null: none
+    // Non-null (crun): the filter also goes in compiled, as the run.oci.seccomp_bpf_data
+    // annotation, so that crun does not compile it at every start.
+    SeccompPrograms* seccomp_programs = nullptr;
     std::uint32_t userns_base = 0;  // host id of the container's root when spec->user_namespace
     std::uint32_t userns_size = 0;
 };

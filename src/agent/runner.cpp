@@ -160,6 +160,7 @@ struct Runner::Impl {
     std::unique_ptr<OciRuntime> runtime;
     boost::json::value seccomp;
     bool has_seccomp = false;
+    SeccompPrograms seccomp_programs;  // crun: each distinct filter compiled once
 
     mutable std::mutex mu;  // tasks, finished, and each task's status and flags
     mutable std::condition_variable cv;
@@ -391,6 +392,7 @@ void Runner::Impl::prepare_and_start(Task& t, const TaskSpec& spec, const std::s
         ci.cgroups_path = fmt::format("{}/{}", cgroup_parent, spec.id);
         ci.limit_swap = cgroups->can_limit_swap();
         ci.seccomp_profile = has_seccomp ? &seccomp : nullptr;
+        if (runtime->name() == "crun" && opt.compile_seccomp) ci.seccomp_programs = &seccomp_programs;
         ci.userns_base = opt.userns_base;
         ci.userns_size = opt.userns_size;
         write_file(b + "/config.json", check(make_oci_config(ci)));

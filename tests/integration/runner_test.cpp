@@ -23,9 +23,12 @@
 #include "coffer/base/log.h"
 #include "coffer/base/mount.h"
 #include "coffer/base/process.h"
+#include "coffer/crypto/encoding.h"
 #include "coffer/crypto/random.h"
 #include "coffer/crypto/secure_buffer.h"
 #include "harness.h"
+#include "oci_config.h"
+#include "seccomp_bpf.h"
 
 using namespace coffer;
 using namespace coffer::agent;
@@ -472,6 +475,63 @@ TEST(AgentRestart, CleansWhatAKilledAgentLeft) {
         EXPECT_FALSE(exists(fmt::format("/sys/fs/cgroup/{}{}/{}", h, Runner::cgroup_parent(run.path()), task_id)));
     for (auto& m : read_mountinfo("1")) EXPECT_NE(m.source, "coffer-secrets") << m.mount_point;
     EXPECT_TRUE(mounts_under(run.path()).empty());
+}
+
+// The filter the agent compiles for crun is the one crun compiles itself, byte for byte, for
+// Docker's profile with the default capabilities and with capabilities that change its rules.
+TEST(SeccompProgram, IsTheOneCrunCompilesItself) {
+    ImageStore store(images_dir->path() + "/store");
+    TempDir run, data;
+    RunnerOptions o;
+    o.run_dir = run.path() + "/run";
+    o.data_dir = data.path() + "/data";
+    o.runtime = "crun";
+    o.compile_seccomp = false;  // crun compiles: the reference
+    Runner runner(o, store);
+    auto profile = boost::json::parse(read_file(o.seccomp_profile));
+    struct Caps {
+        std::vector<std::string> add, drop;
+    };
+    for (const auto& c : {Caps{}, Caps{{"SYS_ADMIN", "SYS_PTRACE", "SYS_BOOT"}, {}}, Caps{{}, {"ALL"}}}) {
+        TaskSpec spec;
+        spec.id = fmt::format("bpf-{}", crypto::random_base36(4, 6));
+        spec.image = "busybox";
+        spec.args = {"sleep", "600"};
+        spec.cap_add = c.add;
+        spec.cap_drop = c.drop;
+        auto st = runner.start(spec, {});
+        ASSERT_EQ(st.state, TaskState::running) << st.reason;
+        auto theirs = read_file(fmt::format("{}/runtime/{}/seccomp.bpf", o.run_dir, spec.id));
+        ASSERT_TRUE(runner.stop(spec.id, 0ms));
+
+        auto caps = task_capabilities(c.add, c.drop);
+        ASSERT_TRUE(caps);
+        auto ours = compile_seccomp_bpf(seccomp_for(profile, *caps).as_object());
+        ASSERT_TRUE(ours) << ours.error().message;
+        EXPECT_GT(theirs.size(), 1000u);
+        EXPECT_TRUE(*ours == theirs) << "ours " << ours->size() << " bytes, crun's " << theirs.size();
+    }
+
+    // By default crun gets it compiled, in the task's config.
+    o.compile_seccomp = true;
+    TempDir run2;
+    o.run_dir = run2.path() + "/run";
+    Runner compiling(o, store);
+    TaskSpec spec;
+    spec.id = fmt::format("bpf-{}", crypto::random_base36(4, 6));
+    spec.image = "busybox";
+    spec.args = {"sleep", "600"};
+    auto st = compiling.start(spec, {});
+    ASSERT_EQ(st.state, TaskState::running) << st.reason;
+    auto config = boost::json::parse(read_file(fmt::format("{}/tasks/{}/config.json", o.run_dir, spec.id)));
+    ASSERT_TRUE(compiling.stop(spec.id, 0ms));
+    auto* annotation = config.as_object().at("annotations").as_object().if_contains("run.oci.seccomp_bpf_data");
+    ASSERT_NE(annotation, nullptr);
+    auto decoded = crypto::base64_decode_secure(annotation->as_string());
+    ASSERT_TRUE(decoded);
+    auto ours = compile_seccomp_bpf(config.as_object().at("linux").at("seccomp").as_object());
+    ASSERT_TRUE(ours);
+    EXPECT_TRUE(std::string_view(reinterpret_cast<const char*>(decoded->data()), decoded->size()) == *ours);
 }
 
 INSTANTIATE_TEST_SUITE_P(Runtimes, RunnerTest, ::testing::Values("crun", "runc"),

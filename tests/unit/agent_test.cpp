@@ -11,6 +11,7 @@
 #include "coffer/base/mount.h"
 #include "coffer/base/unique_fd.h"
 #include "oci_config.h"
+#include "seccomp_bpf.h"
 
 using namespace coffer;
 using namespace coffer::agent;
@@ -183,6 +184,38 @@ TEST(Seccomp, KeepsRulesForThisArchAndTheTasksCapabilities) {
     auto admin = seccomp_for(profile, {"CAP_SYS_ADMIN"});
     auto& admin_rules = admin.as_object().at("syscalls").as_array();
     EXPECT_EQ(admin_rules.back().as_object().at("action"), "SCMP_ACT_ALLOW");
+}
+
+// A section the agent cannot compile is refused by name (the runner then leaves it to the
+// runtime); one it can gives a program of whole 8-byte BPF instructions.
+TEST(Seccomp, CompilesASectionOrSaysWhatItCannot) {
+    auto section = [](std::string_view action, std::string_view arch, std::string_view op) {
+        return boost::json::parse(fmt::format(R"({{
+          "defaultAction": "SCMP_ACT_ERRNO", "defaultErrnoRet": 38, "architectures": ["{}"],
+          "syscalls": [{{"names": ["read", "no_such_call"], "action": "{}"}},
+                       {{"names": ["personality"], "action": "SCMP_ACT_ALLOW",
+                         "args": [{{"index": 0, "value": 8, "valueTwo": 0, "op": "{}"}}]}}]}})",
+                                              arch, action, op)).as_object();
+    };
+    auto ok = compile_seccomp_bpf(section("SCMP_ACT_ALLOW", "SCMP_ARCH_X86_64", "SCMP_CMP_EQ"));
+    ASSERT_TRUE(ok) << ok.error().message;
+    EXPECT_GT(ok->size(), 0u);
+    EXPECT_EQ(ok->size() % 8, 0u);
+    auto action = compile_seccomp_bpf(section("SCMP_ACT_MAYBE", "SCMP_ARCH_X86_64", "SCMP_CMP_EQ"));
+    ASSERT_FALSE(action);
+    EXPECT_EQ(action.error().code, Errc::invalid_argument);
+    EXPECT_NE(action.error().message.find("SCMP_ACT_MAYBE"), std::string::npos);
+    auto arch = compile_seccomp_bpf(section("SCMP_ACT_ALLOW", "SCMP_ARCH_VAX", "SCMP_CMP_EQ"));
+    ASSERT_FALSE(arch);
+    EXPECT_NE(arch.error().message.find("vax"), std::string::npos);
+    auto op = compile_seccomp_bpf(section("SCMP_ACT_ALLOW", "SCMP_ARCH_X86_64", "SCMP_CMP_ALMOST"));
+    ASSERT_FALSE(op);
+    EXPECT_NE(op.error().message.find("SCMP_CMP_ALMOST"), std::string::npos);
+
+    SeccompPrograms programs;
+    auto once = programs.base64_for(section("SCMP_ACT_ALLOW", "SCMP_ARCH_X86_64", "SCMP_CMP_EQ"));
+    ASSERT_TRUE(once);
+    EXPECT_EQ(*once, *programs.base64_for(section("SCMP_ACT_ALLOW", "SCMP_ARCH_X86_64", "SCMP_CMP_EQ")));
 }
 
 TEST(TaskJson, ReadsTheSpec) {

@@ -21,6 +21,9 @@ struct RunnerOptions {
     std::string data_dir = "/var/lib/coffer-agent";  // writable layers, task logs
     std::string runtime;                             // "runc", "crun"; "": what works here
     std::string seccomp_profile = "/usr/share/containers/seccomp.json";  // "": no seccomp
+    // crun: each distinct seccomp filter is compiled once here and handed over compiled (false:
+    // crun compiles it at every container start; the filter is the same).
+    bool compile_seccomp = true;
     std::uint64_t log_max_bytes = 1 << 20;  // per task, across the log and its one rotation
     std::uint32_t userns_base = 100000;     // host id of root in a task's user namespace
     std::uint32_t userns_size = 65536;
