@@ -47,17 +47,11 @@ int count_entries(const std::string& dir) {
     return n;
 }
 
+// Children of this process that ended and that nobody reaped.
 int zombies() {
     int n = 0;
-    if (DIR* d = ::opendir("/proc")) {
-        while (auto* e = ::readdir(d)) {
-            std::ifstream in(fmt::format("/proc/{}/stat", e->d_name));
-            std::string pid, comm, state;
-            int ppid = 0;
-            if (in >> pid >> comm >> state >> ppid && state == "Z" && ppid == ::getpid()) ++n;
-        }
-        ::closedir(d);
-    }
+    for (int pid : child_pids())
+        if (auto st = process_stat(pid); st && st->state == 'Z') ++n;
     return n;
 }
 

@@ -3,7 +3,6 @@
 #include <boost/json.hpp>
 #include <fstream>
 #include <optional>
-#include <sstream>
 #include <thread>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -46,18 +45,10 @@ std::string last_logged_error(const std::string& file) {
     return last;
 }
 
-// The parent of pid, by /proc/<pid>/stat (a zombie's too); 0 when it cannot be read.
+// The parent of pid (a zombie's too); 0 once it is gone.
 pid_t parent_of(pid_t pid) {
-    std::ifstream in(fmt::format("/proc/{}/stat", pid));
-    std::string stat;
-    std::getline(in, stat);
-    auto close = stat.rfind(')');  // the name in parentheses may hold anything
-    if (close == std::string::npos) return 0;
-    std::istringstream rest(stat.substr(close + 1));
-    char state;
-    pid_t ppid = 0;
-    rest >> state >> ppid;
-    return ppid;
+    auto st = process_stat(pid);
+    return st ? st->parent : 0;
 }
 
 // The process in pid_file, claimed, once it is a child of this process. crun starts the container

@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include <fstream>
+#include <sstream>
 #include <thread>
 #include <unordered_set>
 
@@ -307,6 +308,27 @@ void ChildClaim::reset() noexcept {
     pid_ = -1;
 }
 
+std::vector<int> child_pids() {
+    std::vector<int> out;
+    for (const auto& tid : list_dir("/proc/self/task", true)) {
+        std::ifstream in(fmt::format("/proc/self/task/{}/children", tid));
+        for (int pid; in >> pid;) out.push_back(pid);
+    }
+    return out;
+}
+
+std::optional<ProcessStat> process_stat(int pid) {
+    std::ifstream in(fmt::format("/proc/{}/stat", pid));
+    std::string stat;
+    if (!std::getline(in, stat)) return std::nullopt;
+    auto close = stat.rfind(')');  // the name in parentheses may hold anything, ')' included
+    if (close == std::string::npos) return std::nullopt;
+    std::istringstream rest(stat.substr(close + 1));
+    ProcessStat st;
+    if (!(rest >> st.state >> st.parent)) return std::nullopt;
+    return st;
+}
+
 int reap_orphans(std::chrono::milliseconds settle) {
     auto until = std::chrono::steady_clock::now() + settle;
     auto backoff = std::chrono::microseconds(100);
@@ -317,16 +339,12 @@ int reap_orphans(std::chrono::milliseconds settle) {
             // No spawn is between its clone and its claim while this looks.
             std::unique_lock fence(spawn_mutex());
             std::lock_guard g(claims().mu);
-            // A child belongs to the thread that created it, or that it was re-parented to.
-            for (const auto& tid : list_dir("/proc/self/task", true)) {
-                std::ifstream in(fmt::format("/proc/self/task/{}/children", tid));
-                for (int pid; in >> pid;) {
-                    if (claims().pids.contains(pid)) continue;
-                    siginfo_t info{};
-                    if (::waitid(P_PID, static_cast<id_t>(pid), &info, WEXITED | WNOHANG) != 0) continue;
-                    if (info.si_pid == pid) ++reaped;
-                    else ++running;
-                }
+            for (int pid : child_pids()) {
+                if (claims().pids.contains(pid)) continue;
+                siginfo_t info{};
+                if (::waitid(P_PID, static_cast<id_t>(pid), &info, WEXITED | WNOHANG) != 0) continue;
+                if (info.si_pid == pid) ++reaped;
+                else ++running;
             }
         }
         if (running == 0 || std::chrono::steady_clock::now() >= until) return reaped;
@@ -399,10 +417,6 @@ CommandResult run_command(Child::Options o) {
     r.status = child.wait();
     return r;
 }
-
-}  // namespace coffer
-
-namespace coffer {
 
 SealedProgram::SealedProgram(const std::string& file) {
     UniqueFd in(::open(file.c_str(), O_RDONLY | O_CLOEXEC));

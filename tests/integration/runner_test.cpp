@@ -85,14 +85,8 @@ SecretRef secret(std::string id, std::string name, std::string target = {}, std:
 // Children of this process that ended and that nobody reaped.
 std::vector<int> zombie_children() {
     std::vector<int> out;
-    for (const auto& tid : list_dir("/proc/self/task", true)) {
-        std::ifstream children(fmt::format("/proc/self/task/{}/children", tid));
-        for (int pid; children >> pid;) {
-            auto stat = read_file(fmt::format("/proc/{}/stat", pid));
-            auto close = stat.rfind(')');
-            if (close != std::string::npos && close + 2 < stat.size() && stat[close + 2] == 'Z') out.push_back(pid);
-        }
-    }
+    for (int pid : child_pids())
+        if (auto st = process_stat(pid); st && st->state == 'Z') out.push_back(pid);
     return out;
 }
 

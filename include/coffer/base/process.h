@@ -22,6 +22,18 @@ void harden_process();
 // connection; the usual soft limit is 1,024). Returns the limit now in force.
 std::uint64_t raise_descriptor_limit();
 
+// This process's children, whichever of its threads they belong to (the one that created them,
+// or the one they were re-parented to), from /proc/self/task/*/children.
+std::vector<int> child_pids();
+
+// A process's state letter ('R', 'S', 'Z', ...) and parent, from /proc/<pid>/stat (a zombie's
+// too); nullopt once it is gone.
+struct ProcessStat {
+    char state = 0;
+    int parent = 0;
+};
+std::optional<ProcessStat> process_stat(int pid);
+
 // A process this process waits for by its pid, itself: reap_orphans() leaves it alone while the
 // claim lives. Claim a child before it can become one (a process that will be re-parented here).
 class ChildClaim {
