@@ -271,9 +271,7 @@ int Child::wait() {
         r = ::waitpid(pid_, &status, 0);
     } while (r < 0 && errno == EINTR);
     if (r < 0) throw_errno("waitpid");
-    pid_ = -1;
-    pidfd_.reset();
-    claim_.reset();
+    forget();
     return status;
 }
 
@@ -283,6 +281,10 @@ void Child::kill_and_reap() noexcept {
     int status;
     while (::waitpid(pid_, &status, 0) < 0 && errno == EINTR) {
     }
+    forget();
+}
+
+void Child::forget() noexcept {
     pid_ = -1;
     pidfd_.reset();
     claim_.reset();

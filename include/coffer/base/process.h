@@ -98,6 +98,7 @@ public:
 
 private:
     void kill_and_reap() noexcept;
+    void forget() noexcept;  // once reaped: no pid, pidfd or claim
     int pid_ = -1;
     UniqueFd pidfd_;
     ChildClaim claim_;
