@@ -107,4 +107,42 @@ Result<std::string> make_mountpoint_in_root(int root_fd, std::string_view path, 
     return join(resolved);
 }
 
+Result<void> check_runtime_path_in_root(int root_fd, std::string_view path, Leaf leaf) {
+    std::deque<std::string> queue;
+    push_components(queue, path);
+    UniqueFd cur(::openat(root_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    if (!cur) throw_errno("open rootfs");
+    std::string seen;
+    while (!queue.empty()) {
+        std::string name = std::move(queue.front());
+        queue.pop_front();
+        seen += "/" + name;
+        if (name == "..")
+            return make_error(Errc::invalid_argument, fmt::format("{}: `..` in a runtime path", path));
+        bool last = queue.empty();
+        struct stat st {};
+        if (::fstatat(cur.get(), name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) {
+            if (errno == ENOENT) return {};  // the runtime creates the rest, below a real directory
+            throw_errno(fmt::format("stat {} in rootfs", seen));
+        }
+        if (S_ISLNK(st.st_mode))
+            return make_error(Errc::invalid_argument, fmt::format("{} is a symbolic link", seen));
+        if (last && leaf == Leaf::file) {
+            if (!S_ISREG(st.st_mode))
+                return make_error(Errc::invalid_argument,
+                                  fmt::format("{} is not a regular file", seen));
+            return {};
+        }
+        if (!S_ISDIR(st.st_mode))
+            return make_error(Errc::invalid_argument, fmt::format("{} is not a directory", seen));
+        if (last) return {};
+        // O_NOFOLLOW: should the directory have become a link since the stat, this fails.
+        UniqueFd next(
+            ::openat(cur.get(), name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+        if (!next) throw_errno(fmt::format("open {} in rootfs", seen));
+        cur = std::move(next);
+    }
+    return {};
+}
+
 }  // namespace coffer::agent

@@ -126,7 +126,34 @@ json::object mount(std::string_view dest, std::string_view type, std::string_vie
     return {{"destination", dest}, {"type", type}, {"source", source}, {"options", std::move(opts)}};
 }
 
+// The filesystems the runtime mounts for every task, in this order.
+struct RuntimeMount {
+    std::string_view destination, type, source;
+    std::initializer_list<std::string_view> options;
+};
+
+const RuntimeMount runtime_mounts[] = {
+    {"/proc", "proc", "proc", {"nosuid", "noexec", "nodev"}},
+    {"/dev", "tmpfs", "tmpfs", {"nosuid", "strictatime", "mode=755", "size=65536k"}},
+    {"/dev/pts", "devpts", "devpts",
+     {"nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"}},
+    {"/dev/shm", "tmpfs", "shm", {"nosuid", "noexec", "nodev", "mode=1777", "size=65536k"}},
+    {"/dev/mqueue", "mqueue", "mqueue", {"nosuid", "noexec", "nodev"}},
+    {"/sys", "sysfs", "sysfs", {"nosuid", "noexec", "nodev", "ro"}},
+    {"/sys/fs/cgroup", "cgroup", "cgroup", {"nosuid", "noexec", "nodev", "relatime", "ro"}},
+};
+
+// Where container engines bind files of their own (the network's names and resolver).
+constexpr std::string_view engine_files[] = {"/etc/hosts", "/etc/hostname", "/etc/resolv.conf"};
+
 }  // namespace
+
+std::vector<RuntimePath> runtime_rootfs_paths() {
+    std::vector<RuntimePath> out;
+    for (const auto& m : runtime_mounts) out.push_back({m.destination, Leaf::directory});
+    for (auto f : engine_files) out.push_back({f, Leaf::file});
+    return out;
+}
 
 Result<std::pair<std::uint32_t, std::uint32_t>> parse_user(std::string_view user) {
     std::uint32_t uid = 0, gid = 0;
@@ -244,16 +271,9 @@ Result<std::string> make_oci_config(const ConfigInput& in) {
         {"noNewPrivileges", true},
     };
 
-    json::array mounts{
-        mount("/proc", "proc", "proc", {"nosuid", "noexec", "nodev"}),
-        mount("/dev", "tmpfs", "tmpfs", {"nosuid", "strictatime", "mode=755", "size=65536k"}),
-        mount("/dev/pts", "devpts", "devpts",
-              {"nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"}),
-        mount("/dev/shm", "tmpfs", "shm", {"nosuid", "noexec", "nodev", "mode=1777", "size=65536k"}),
-        mount("/dev/mqueue", "mqueue", "mqueue", {"nosuid", "noexec", "nodev"}),
-        mount("/sys", "sysfs", "sysfs", {"nosuid", "noexec", "nodev", "ro"}),
-        mount("/sys/fs/cgroup", "cgroup", "cgroup", {"nosuid", "noexec", "nodev", "relatime", "ro"}),
-    };
+    json::array mounts;
+    for (const auto& m : runtime_mounts)
+        mounts.push_back(mount(m.destination, m.type, m.source, m.options));
     for (auto& b : in.binds)
         mounts.push_back(mount(b.destination, "bind", b.source,
                                {"rbind", "ro", "nosuid", "nodev", "noexec"}));

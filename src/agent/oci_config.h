@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "coffer/agent/image_store.h"
+#include "coffer/agent/in_root.h"
 #include "coffer/agent/task.h"
 #include "coffer/base/error.h"
 #include "json_util.h"
@@ -33,6 +34,19 @@ struct ConfigInput {
     std::uint32_t userns_base = 0;  // host id of the container's root when spec->user_namespace
     std::uint32_t userns_size = 0;
 };
+
+// A path of the task's rootfs that the runtime mounts on or creates in, and what it must be.
+struct RuntimePath {
+    std::string_view path;
+    Leaf leaf;
+};
+
+// Every path of the rootfs the runtime is given besides the secret binds: the mount points of
+// the filesystems every task gets (/proc, /dev and what the runtime creates in it, /dev/pts,
+// /dev/shm, /dev/mqueue, /sys, /sys/fs/cgroup) and the files container engines bind
+// (/etc/hosts, /etc/hostname, /etc/resolv.conf). The image must not have turned any of them
+// into a link (see check_runtime_path_in_root).
+std::vector<RuntimePath> runtime_rootfs_paths();
 
 // The process's identity from "uid[:gid]" (numeric; gid defaults to 0).
 Result<std::pair<std::uint32_t, std::uint32_t>> parse_user(std::string_view user);

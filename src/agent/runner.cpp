@@ -355,6 +355,21 @@ void Runner::Impl::prepare_and_start(Task& t, const TaskSpec& spec, const std::s
                                  fmt::format("lowerdir={},upperdir={}/upper,workdir={}/work", image.rootfs,
                                              res.layer.path(), res.layer.path()));
 
+        // The image is hostile: a path the runtime mounts on or creates in (its /dev, /proc,
+        // /sys...) must be a real directory of the rootfs (or missing below one), never a link
+        // the runtime could follow out of it (crun 1.8 makes /dev's nodes in the host's / when
+        // the image's /dev is a link to /). Nothing in the rootfs changes after this check but
+        // what the agent makes itself (directories and files, never links), and no process of
+        // the task runs before the runtime.
+        timed("check the rootfs paths of the runtime");
+        UniqueFd root(::open((b + "/rootfs").c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+        if (!root) throw_errno("open rootfs");
+        auto check_runtime_path = [&](std::string_view path, Leaf leaf) {
+            if (auto ok = check_runtime_path_in_root(root.get(), path, leaf); !ok)
+                throw Rejected{fmt::format("image rootfs: {}; refusing to run", ok.error().message)};
+        };
+        for (const auto& p : runtime_rootfs_paths()) check_runtime_path(p.path, p.leaf);
+
         timed("mount secrets");
         SecretMount::Options so;
         if (spec.user_namespace) so.uid_shift = so.gid_shift = opt.userns_base;
@@ -366,8 +381,6 @@ void Runner::Impl::prepare_and_start(Task& t, const TaskSpec& spec, const std::s
         timed("place secret mount points in the rootfs");
         std::vector<BindMount> binds;
         {
-            UniqueFd root(::open((b + "/rootfs").c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
-            if (!root) throw_errno("open rootfs");
             for (auto& bind : res.secrets.binds()) {
                 auto dest = check(make_mountpoint_in_root(root.get(), bind.destination,
                                                           bind.directory ? Leaf::directory : Leaf::file));
@@ -380,6 +393,8 @@ void Runner::Impl::prepare_and_start(Task& t, const TaskSpec& spec, const std::s
                                                    other.destination)};
                 if (dest != bind.destination)
                     log::warn("runner", "task {}: {} is {} in the image", spec.id, bind.destination, dest);
+                // Resolved free of links already; checked as the runtime will meet it all the same.
+                check_runtime_path(dest, bind.directory ? Leaf::directory : Leaf::file);
                 binds.push_back({bind.source, dest});
             }
         }

@@ -69,7 +69,7 @@ public:
         ImageStore store(images_dir->path() + "/store");
         auto imported = store.import(layout);
         ASSERT_TRUE(imported) << imported.error().message;
-        ASSERT_EQ(imported->size(), 3u);
+        ASSERT_EQ(imported->size(), 9u);
     }
     void TearDown() override {
         delete images_dir;
@@ -312,6 +312,32 @@ TEST_P(RunnerTest, HostileRunSymlinkStaysInsideTheRootfs) {
 TEST_P(RunnerTest, HostileSecretsSymlinkStaysInsideTheRootfs) {
     EXPECT_SECRETS_STAY_INSIDE("hostile-secrets", "cat /run/secrets/db_pass; echo; cat /etc/db_pass",
                                "hunter2\nhunter2", "/etc");
+}
+
+// An image that turned a path the runtime mounts on or creates in (/dev, /proc, /sys, /dev/shm,
+// /etc/hosts) into a link is refused before the runtime runs, with the path named in the status.
+// crun 1.8.1 follows an image's /dev -> / to the host's / and makes /null, /zero, /tty... there.
+TEST_P(RunnerTest, ImageWithRuntimePathsTurnedIntoLinksIsRefused) {
+    struct Case {
+        const char* image;
+        const char* path;
+    } cases[] = {
+        {"hostile-dev", "/dev"},   {"hostile-dev-parent", "/dev"}, {"hostile-proc", "/proc"},
+        {"hostile-sys", "/sys"},   {"hostile-shm", "/dev/shm"},    {"hostile-hosts", "/etc/hosts"},
+    };
+    for (const auto& c : cases) {
+        auto host_root = list_dir("/");
+        std::sort(host_root.begin(), host_root.end());
+        auto spec = shell(c.image, "echo ran", c.image);
+        spec.secrets = {secret("s1", "db_pass")};
+        auto st = run_to_end(spec, bytes({{"s1", "hunter2"}}));
+        EXPECT_EQ(st.state, TaskState::rejected) << c.image << ": " << st.reason;
+        EXPECT_EQ(st.reason, fmt::format("image rootfs: {} is a symbolic link; refusing to run", c.path));
+        auto now = list_dir("/");
+        std::sort(now.begin(), now.end());
+        EXPECT_EQ(now, host_root) << c.image << " left something in the host's /";
+        expect_nothing_left(spec.id);
+    }
 }
 
 TEST_P(RunnerTest, SecretMountShowsInTheAgentButNeverOnTheHost) {

@@ -2,6 +2,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <boost/json.hpp>
 #include <gtest/gtest.h>
 
@@ -137,6 +138,70 @@ TEST_F(InRoot, RefusesLoopsAndWrongKinds) {
     EXPECT_FALSE(make_mountpoint_in_root(root.get(), "/dir", Leaf::file));
     link("..", "/dir/up");
     EXPECT_FALSE(make_mountpoint_in_root(root.get(), "/dir/up", Leaf::file));
+}
+
+// What the runtime mounts on or creates in must be a real directory (or file) of the rootfs, or
+// missing below one: never a link, whatever it points at.
+TEST_F(InRoot, RuntimePathsMustHoldNoLinkAndTheRightKinds) {
+    auto check = [&](std::string_view path, Leaf leaf) {
+        auto r = check_runtime_path_in_root(root.get(), path, leaf);
+        return r ? std::string("ok") : r.error().message;
+    };
+    EXPECT_EQ(check("/dev", Leaf::directory), "ok");  // missing: the runtime creates it
+    EXPECT_EQ(check("/dev/shm", Leaf::directory), "ok");
+    EXPECT_EQ(check("/", Leaf::directory), "ok");
+    ASSERT_EQ(::mkdir((dir + "/root/dev").c_str(), 0755), 0);
+    EXPECT_EQ(check("/dev/shm", Leaf::directory), "ok");
+    link("/", "/dev/shm");
+    EXPECT_EQ(check("/dev/shm", Leaf::directory), "/dev/shm is a symbolic link");
+    EXPECT_EQ(check("/dev/shm/x", Leaf::directory), "/dev/shm is a symbolic link");
+    EXPECT_EQ(check("/dev", Leaf::directory), "ok");
+    for (auto target : {"/", "..", ".", "/proc", "sys"}) {
+        link(target, "/proc");
+        EXPECT_EQ(check("/proc", Leaf::directory), "/proc is a symbolic link") << target;
+        EXPECT_EQ(check("/proc/sys", Leaf::directory), "/proc is a symbolic link") << target;
+        ASSERT_EQ(::unlink((dir + "/root/proc").c_str()), 0);
+    }
+    ASSERT_EQ(::mkdir((dir + "/root/etc").c_str(), 0755), 0);
+    EXPECT_EQ(check("/etc/hosts", Leaf::file), "ok");
+    link("/etc/shadow", "/etc/hosts");
+    EXPECT_EQ(check("/etc/hosts", Leaf::file), "/etc/hosts is a symbolic link");
+    ASSERT_EQ(::mkdir((dir + "/root/etc/hostname").c_str(), 0755), 0);
+    EXPECT_EQ(check("/etc/hostname", Leaf::file), "/etc/hostname is not a regular file");
+    ASSERT_TRUE(make_mountpoint_in_root(root.get(), "/etc/resolv.conf", Leaf::file));
+    EXPECT_EQ(check("/etc/resolv.conf", Leaf::file), "ok");
+    ASSERT_TRUE(make_mountpoint_in_root(root.get(), "/sys", Leaf::file));
+    EXPECT_EQ(check("/sys", Leaf::directory), "/sys is not a directory");
+    EXPECT_EQ(check("/sys/fs/cgroup", Leaf::directory), "/sys is not a directory");
+    ASSERT_EQ(::mkfifo((dir + "/root/etc/fifo").c_str(), 0644), 0);
+    EXPECT_EQ(check("/etc/fifo", Leaf::file), "/etc/fifo is not a regular file");
+    // Nothing was made, and nothing outside the root was looked at.
+    EXPECT_FALSE(exists(dir + "/root/dev/shm/x"));
+    EXPECT_FALSE(exists(dir + "/root/etc/hosts/x"));
+}
+
+// Every path the runtime mounts on is checked: the config's own mounts and the files engines bind.
+TEST(RuntimePaths, CoverEveryMountOfTheConfig) {
+    TaskSpec spec;
+    spec.id = "t";
+    ImageConfig image;
+    image.cmd = {"sh"};
+    ConfigInput in;
+    in.spec = &spec;
+    in.image = &image;
+    auto config = make_oci_config(in);
+    ASSERT_TRUE(config) << config.error().message;
+    auto paths = runtime_rootfs_paths();
+    auto listed = [&](std::string_view p, Leaf leaf) {
+        return std::any_of(paths.begin(), paths.end(), [&](auto& r) { return r.path == p && r.leaf == leaf; });
+    };
+    auto mounts = boost::json::parse(*config).at("mounts").as_array();
+    EXPECT_EQ(mounts.size(), 7u);
+    for (auto& m : mounts) {
+        std::string dest(m.at("destination").as_string());
+        EXPECT_TRUE(listed(dest, Leaf::directory)) << dest;
+    }
+    for (auto f : {"/etc/hosts", "/etc/hostname", "/etc/resolv.conf"}) EXPECT_TRUE(listed(f, Leaf::file)) << f;
 }
 
 TEST(Capabilities, DockerDefaultsWithAddAndDrop) {

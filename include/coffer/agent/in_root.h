@@ -21,4 +21,12 @@ enum class Leaf { directory, file };
 // is neither a directory nor a regular file, more than 40 links.
 Result<std::string> make_mountpoint_in_root(int root_fd, std::string_view path, Leaf leaf);
 
+// Checks that the runtime may mount on, or create in, the absolute path inside the tree below
+// root_fd without being led anywhere else: no component is a symbolic link, every existing
+// component but the leaf is a directory, and an existing leaf is a directory (Leaf::directory)
+// or a regular file (Leaf::file). A missing tail is fine: the runtime creates it below a real
+// directory. Nothing is followed or created. Errors (invalid_argument) name the first component
+// that is not what it must be: "/dev is a symbolic link", "/etc/hosts is not a regular file".
+Result<void> check_runtime_path_in_root(int root_fd, std::string_view path, Leaf leaf);
+
 }  // namespace coffer::agent
