@@ -29,6 +29,7 @@
 #include "monitor.h"
 #include "oci_config.h"
 #include "runtime.h"
+#include "seccomp_profile.h"
 #include "work_queue.h"
 
 #ifndef P_PIDFD
@@ -563,7 +564,12 @@ Runner::Runner(RunnerOptions options, ImageStore& images)
     auto rt = make_runtime(o.runtime, o.run_dir + "/runtime", *impl_->cgroups);
     if (!rt) throw ErrorException(std::move(rt).error());
     impl_->runtime = std::move(*rt);
-    if (!o.seccomp_profile.empty()) {
+    bool builtin = o.seccomp_profile.empty() || o.seccomp_profile == "builtin";
+    if (builtin) {
+        // Docker's default rules, coffer's own copy: no file of another package decides them.
+        impl_->seccomp = default_seccomp_profile();
+        impl_->has_seccomp = true;
+    } else if (o.seccomp_profile != "unconfined") {
         auto p = read_json_file(o.seccomp_profile);
         if (!p || !p->is_object() || !p->as_object().contains("defaultAction"))
             throw ErrorException(make_error(Errc::unavailable,
@@ -572,7 +578,8 @@ Runner::Runner(RunnerOptions options, ImageStore& images)
         impl_->has_seccomp = true;
     }
     log::info("runner", "runtime {}, cgroups {}, seccomp {}", impl_->runtime->name(),
-              to_string(impl_->cgroups->mode()), o.seccomp_profile.empty() ? "off" : o.seccomp_profile);
+              to_string(impl_->cgroups->mode()),
+              builtin ? "builtin (Docker's default rules)" : o.seccomp_profile);
 }
 
 Runner::~Runner() {

@@ -221,11 +221,14 @@ int main(int argc, char** argv) {
                  "session to the manager"};
     app.require_subcommand(0, 1);
     std::string data_dir = "/var/lib/coffer-agent", run_dir = "/run/coffer-agent", runtime,
-                log_level = "info", seccomp = "/usr/share/containers/seccomp.json";
+                log_level = "info", seccomp = "builtin";
     app.add_option("--data-dir", data_dir, "the node identity, images, writable layers, task logs")->capture_default_str();
     app.add_option("--run-dir", run_dir, "bundles, secret mounts, runtime state")->capture_default_str();
     app.add_option("--runtime", runtime, "runc or crun (default: crun when installed, else runc)");
-    app.add_option("--seccomp-profile", seccomp, "containers-common format; empty: none")->capture_default_str();
+    app.add_option("--seccomp-profile", seccomp,
+                   "builtin (Docker's default rules), unconfined (no filter), or the path of a "
+                   "profile in Docker's format")
+        ->capture_default_str();
     app.add_option("--log-level", log_level, "e.g. info or debug,runner=debug")->capture_default_str();
     std::string manager, token_text;
     app.add_option("--manager", manager, "HOST:PORT of a manager's node port (default: the one joined)");

@@ -29,6 +29,7 @@
 #include "harness.h"
 #include "oci_config.h"
 #include "seccomp_bpf.h"
+#include "seccomp_profile.h"
 
 using namespace coffer;
 using namespace coffer::agent;
@@ -340,6 +341,55 @@ TEST_P(RunnerTest, ImageWithRuntimePathsTurnedIntoLinksIsRefused) {
     }
 }
 
+// Docker's seccomp rules: no user or mount namespace, no mount and no keyring in a task with the
+// default capabilities, even through a user namespace of its own.
+TEST_P(RunnerTest, DefaultTaskCannotMakeNamespacesMountOrUseKeys) {
+    auto spec = shell("nons",
+                      "unshare -U true 2>/dev/null && echo 'unshare -U ok' || echo 'unshare -U denied'; "
+                      "unshare -m true 2>/dev/null && echo 'unshare -m ok' || echo 'unshare -m denied'; "
+                      "unshare -Urm mount -t tmpfs t /tmp 2>/dev/null && echo 'unshare -Urm mount ok' "
+                      "|| echo 'unshare -Urm mount denied'; "
+                      "mount -t tmpfs t /tmp 2>/dev/null && echo 'mount ok' || echo 'mount denied'; "
+                      "syscall-probe clone_newuser keyctl add_key request_key");
+    auto st = run_to_end(spec);
+    ASSERT_EQ(st.state, TaskState::complete) << st.reason << "\n" << output(spec);
+    EXPECT_EQ(output(spec),
+              "unshare -U denied\n"
+              "unshare -m denied\n"
+              "unshare -Urm mount denied\n"
+              "mount denied\n"
+              "clone_newuser errno 1\n"
+              "keyctl errno 1\n"
+              "add_key errno 1\n"
+              "request_key errno 1\n");
+    expect_nothing_left(spec.id);
+}
+
+// With CAP_SYS_ADMIN the same rules allow namespaces and mounts, as Docker's do, and still no
+// keyring call: Docker's profile allows none of them for any capability.
+TEST_P(RunnerTest, SysAdminTaskMayMakeNamespacesAndMountButNotUseKeys) {
+    auto spec = shell("admin",
+                      "unshare -U true && echo 'unshare -U ok' || echo 'unshare -U denied'; "
+                      "unshare -m true && echo 'unshare -m ok' || echo 'unshare -m denied'; "
+                      "unshare -Urm mount -t tmpfs t /tmp && echo 'unshare -Urm mount ok' "
+                      "|| echo 'unshare -Urm mount denied'; "
+                      "mount -t tmpfs t /tmp && echo 'mount ok' || echo 'mount denied'; "
+                      "syscall-probe clone_newuser keyctl add_key request_key");
+    spec.cap_add = {"SYS_ADMIN"};
+    auto st = run_to_end(spec);
+    ASSERT_EQ(st.state, TaskState::complete) << st.reason << "\n" << output(spec);
+    EXPECT_EQ(output(spec),
+              "unshare -U ok\n"
+              "unshare -m ok\n"
+              "unshare -Urm mount ok\n"
+              "mount ok\n"
+              "clone_newuser ok\n"
+              "keyctl errno 1\n"
+              "add_key errno 1\n"
+              "request_key errno 1\n");
+    expect_nothing_left(spec.id);
+}
+
 TEST_P(RunnerTest, SecretMountShowsInTheAgentButNeverOnTheHost) {
     auto spec = shell("visible", "exec sleep 600");
     spec.secrets = {secret("s1", "db_pass")};
@@ -497,8 +547,9 @@ TEST(AgentRestart, CleansWhatAKilledAgentLeft) {
     EXPECT_TRUE(mounts_under(run.path()).empty());
 }
 
-// The filter the agent compiles for crun is the one crun compiles itself, byte for byte, for
-// Docker's profile with the default capabilities and with capabilities that change its rules.
+// The filter the agent compiles for crun is the one crun compiles itself, byte for byte, for the
+// default profile (Docker's rules) with the default capabilities and with capabilities that change
+// its rules.
 TEST(SeccompProgram, IsTheOneCrunCompilesItself) {
     ImageStore store(images_dir->path() + "/store");
     TempDir run, data;
@@ -508,7 +559,7 @@ TEST(SeccompProgram, IsTheOneCrunCompilesItself) {
     o.runtime = "crun";
     o.compile_seccomp = false;  // crun compiles: the reference
     Runner runner(o, store);
-    auto profile = boost::json::parse(read_file(o.seccomp_profile));
+    auto profile = default_seccomp_profile();
     struct Caps {
         std::vector<std::string> add, drop;
     };

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <boost/json.hpp>
+#include <set>
 #include <gtest/gtest.h>
 
 #include "coffer/agent/in_root.h"
@@ -13,6 +14,7 @@
 #include "coffer/base/unique_fd.h"
 #include "oci_config.h"
 #include "seccomp_bpf.h"
+#include "seccomp_profile.h"
 
 using namespace coffer;
 using namespace coffer::agent;
@@ -249,6 +251,78 @@ TEST(Seccomp, KeepsRulesForThisArchAndTheTasksCapabilities) {
     auto admin = seccomp_for(profile, {"CAP_SYS_ADMIN"});
     auto& admin_rules = admin.as_object().at("syscalls").as_array();
     EXPECT_EQ(admin_rules.back().as_object().at("action"), "SCMP_ACT_ALLOW");
+}
+
+// The names a section lets through unconditionally, and its rules for one name.
+std::set<std::string> allowed_outright(const boost::json::value& section) {
+    std::set<std::string> out;
+    for (auto& r : section.at("syscalls").as_array())
+        if (r.at("action") == "SCMP_ACT_ALLOW" && !r.as_object().contains("args"))
+            for (auto& n : r.at("names").as_array()) out.emplace(n.as_string());
+    return out;
+}
+
+std::vector<boost::json::object> rules_for(const boost::json::value& section, std::string_view name) {
+    std::vector<boost::json::object> out;
+    for (auto& r : section.at("syscalls").as_array())
+        for (auto& n : r.at("names").as_array())
+            if (n.as_string() == name) out.push_back(r.as_object());
+    return out;
+}
+
+// The default profile has Docker's rules: no namespaces, mounts or keys without CAP_SYS_ADMIN,
+// and with it what Docker allows (the keyring calls still not).
+TEST(Seccomp, DefaultProfileGatesNamespacesAndMountsOnSysAdmin) {
+    auto profile = default_seccomp_profile();
+    EXPECT_EQ(profile.at("defaultAction"), "SCMP_ACT_ERRNO");
+    EXPECT_EQ(profile.at("defaultErrnoRet"), 1);  // EPERM
+    auto caps = task_capabilities({}, {});
+    ASSERT_TRUE(caps);
+    auto plain = seccomp_for(profile, *caps);
+    auto allowed = allowed_outright(plain);
+    EXPECT_TRUE(allowed.contains("read"));
+    EXPECT_TRUE(allowed.contains("execve"));
+    EXPECT_TRUE(allowed.contains("chown"));
+    for (auto name : {"unshare", "setns", "mount", "umount2", "clone", "clone3", "keyctl", "add_key",
+                      "request_key", "pivot_root", "open_tree", "move_mount", "fsopen", "fsmount", "bpf",
+                      "reboot", "init_module", "syslog", "userfaultfd", "sethostname"})
+        EXPECT_FALSE(allowed.contains(name)) << name;
+    // clone only without namespace flags; clone3 says ENOSYS so that the C library uses clone.
+    auto clone = rules_for(plain, "clone");
+    ASSERT_EQ(clone.size(), 1u);
+    auto& arg = clone[0].at("args").as_array().at(0).as_object();
+    EXPECT_EQ(arg.at("index"), 0);
+    EXPECT_EQ(arg.at("value"), 0x7E020000);
+    EXPECT_EQ(arg.at("op"), "SCMP_CMP_MASKED_EQ");
+    auto clone3 = rules_for(plain, "clone3");
+    ASSERT_EQ(clone3.size(), 1u);
+    EXPECT_EQ(clone3[0].at("action"), "SCMP_ACT_ERRNO");
+    EXPECT_EQ(clone3[0].at("errnoRet"), 38);
+    auto socket = rules_for(plain, "socket");
+    ASSERT_EQ(socket.size(), 1u);
+    EXPECT_EQ(socket[0].at("args").as_array().at(0).at("op"), "SCMP_CMP_NE");
+
+    auto admin_caps = task_capabilities({"SYS_ADMIN"}, {});
+    ASSERT_TRUE(admin_caps);
+    auto admin = allowed_outright(seccomp_for(profile, *admin_caps));
+    for (auto name : {"unshare", "setns", "mount", "umount2", "clone", "clone3", "open_tree", "sethostname"})
+        EXPECT_TRUE(admin.contains(name)) << name;
+    for (auto name : {"keyctl", "add_key", "request_key", "pivot_root", "reboot", "init_module"})
+        EXPECT_FALSE(admin.contains(name)) << name;
+    EXPECT_TRUE(rules_for(seccomp_for(profile, *admin_caps), "clone3").size() == 1u);
+
+    auto all_caps = task_capabilities({"ALL"}, {});
+    ASSERT_TRUE(all_caps);
+    auto everything = allowed_outright(seccomp_for(profile, *all_caps));
+    for (auto name : {"keyctl", "add_key", "request_key", "pivot_root"}) EXPECT_FALSE(everything.contains(name)) << name;
+    for (auto name : {"reboot", "init_module", "ptrace", "syslog", "bpf"}) EXPECT_TRUE(everything.contains(name)) << name;
+
+    // Each of those sections compiles.
+    for (const auto* c : {&*caps, &*admin_caps, &*all_caps}) {
+        auto program = compile_seccomp_bpf(seccomp_for(profile, *c).as_object());
+        ASSERT_TRUE(program) << program.error().message;
+        EXPECT_GT(program->size(), 1000u);
+    }
 }
 
 // A section the agent cannot compile is refused by name (the runner then leaves it to the

@@ -20,7 +20,10 @@ struct RunnerOptions {
     std::string run_dir = "/run/coffer-agent";       // bundles, secret mounts, runtime state
     std::string data_dir = "/var/lib/coffer-agent";  // writable layers, task logs
     std::string runtime;                             // "runc", "crun"; "": what works here
-    std::string seccomp_profile = "/usr/share/containers/seccomp.json";  // "": no seccomp
+    // "builtin" or "": coffer's own profile, Docker's default rules (no file needed);
+    // "unconfined": no seccomp filter; anything else: the path of a profile in Docker's format
+    // (containers-common's /usr/share/containers/seccomp.json, say).
+    std::string seccomp_profile = "builtin";
     // crun: each distinct seccomp filter is compiled once here and handed over compiled (false:
     // crun compiles it at every container start; the filter is the same).
     bool compile_seccomp = true;
