@@ -89,7 +89,7 @@ class RefusalLog {
     std::size_t max_sources_;
     std::mutex mutex_;
     std::map<std::string, Entry, std::less<>> entries_;  // by what + source
-    std::size_t others_ = 0;                              // refusals past max_sources
+    std::size_t others_ = 0;                             // refusals past max_sources
     GuardClock::time_point others_since_{};
 };
 

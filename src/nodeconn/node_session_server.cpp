@@ -170,8 +170,8 @@ void NodeServer::Impl::shutdown() {
 asio::awaitable<void> NodeServer::Impl::flush_refusals() {
     asio::steady_timer timer(acceptor_.get_executor());
     for (;;) {
-        timer.expires_after(std::max(options_.refusal_log_interval / 4,
-                                     std::chrono::milliseconds(100)));
+        timer.expires_after(
+            std::max(options_.refusal_log_interval / 4, std::chrono::milliseconds(100)));
         if (auto [ec] = co_await timer.async_wait(use_tuple); ec) co_return;
         refusals_.flush();
     }
@@ -201,14 +201,14 @@ asio::awaitable<void> NodeServer::Impl::accept_loop() {
         auto source = source_of(remote.address());
         auto verdict = admission_.admit(source);
         if (verdict != Admission::Verdict::admitted) {
-            refusals_.refused(
-                log::Level::warn, "connection refused", source,
-                verdict == Admission::Verdict::full
-                    ? fmt::format("{} connections have not presented a certificate",
-                                  options_.max_unverified_connections)
-                    : fmt::format("it holds {} connections that have not presented a "
-                                  "certificate while the node port is busy",
-                                  admission_.count(source)));
+            auto why = verdict == Admission::Verdict::full
+                           ? fmt::format("{} connections have not presented a certificate",
+                                         options_.max_unverified_connections)
+                           : fmt::format(
+                                 "it holds {} connections that have not presented a "
+                                 "certificate while the node port is busy",
+                                 admission_.count(source));
+            refusals_.refused(log::Level::warn, "connection refused", source, why);
             boost::system::error_code ignored;
             socket.close(ignored);
             continue;
@@ -217,7 +217,8 @@ asio::awaitable<void> NodeServer::Impl::accept_loop() {
         boost::system::error_code nodelay_ec;
         socket.set_option(tcp::no_delay(true), nodelay_ec);
         auto executor = socket.get_executor();
-        asio::co_spawn(executor, serve(std::move(socket), Unverified(admission_, std::move(source))),
+        asio::co_spawn(executor,
+                       serve(std::move(socket), Unverified(admission_, std::move(source))),
                        [](std::exception_ptr e) {
                            if (!e) return;
                            try {

@@ -137,9 +137,16 @@ class NodePortGuard : public ::testing::Test {
     // The agent in its benchmark mode: the whole protocol, secrets included, but no containers.
     void start_agent() {
         Child::Options o;
-        o.argv = {program,   "--data-dir", data(),      "--run-dir",
-                  run(),     "--manager",  manager->address(), "--log-level",
-                  env_or("COFFER_LOG", "warn"), "--benchmark-noop-executor"};
+        o.argv = {program,
+                  "--data-dir",
+                  data(),
+                  "--run-dir",
+                  run(),
+                  "--manager",
+                  manager->address(),
+                  "--log-level",
+                  env_or("COFFER_LOG", "warn"),
+                  "--benchmark-noop-executor"};
         o.env = {"PATH=/usr/sbin:/usr/bin:/sbin:/bin"};
         // The first start joins; a restart connects with the identity it stored.
         if (!std::filesystem::exists(data() + "/identity"))
@@ -286,7 +293,8 @@ std::vector<Mapping> mappings(const std::string& pid) {
 // page: "<mapping> +<offset>: <needle name>". The memory is read into locked memory, so this
 // scan leaves no copy of what it finds where it looks.
 std::vector<std::string> find_in_unlocked_memory(
-    const std::string& pid, const std::vector<std::pair<std::string, const crypto::SecureBuffer*>>& needles) {
+    const std::string& pid,
+    const std::vector<std::pair<std::string, const crypto::SecureBuffer*>>& needles) {
     std::vector<std::string> found;
     int mem = ::open(("/proc/" + pid + "/mem").c_str(), O_RDONLY | O_CLOEXEC);
     if (mem < 0) {
@@ -309,8 +317,9 @@ std::vector<std::string> find_in_unlocked_memory(
                 const auto* hay = window.data();
                 const auto* end = hay + n;
                 for (const void* p = hay;
-                     (p = ::memmem(p, static_cast<std::size_t>(end - static_cast<const std::uint8_t*>(p)),
-                                   needle->data(), needle->size())) != nullptr;
+                     (p = ::memmem(
+                          p, static_cast<std::size_t>(end - static_cast<const std::uint8_t*>(p)),
+                          needle->data(), needle->size())) != nullptr;
                      p = static_cast<const std::uint8_t*>(p) + 1) {
                     auto offset = static_cast<const std::uint8_t*>(p) - hay;
                     if (static_cast<std::size_t>(offset) >= chunk) break;  // the next chunk's
@@ -370,12 +379,12 @@ TEST_F(NodePortGuard, ADeliveredSecretLeavesNoCopyInUnlockedMemory) {
     using Needles = std::vector<std::pair<std::string, const crypto::SecureBuffer*>>;
     auto check = [&](std::string_view when, const Needles& needles) {
         auto on_agent = find_in_unlocked_memory(std::to_string(agent.pid()), needles);
-        EXPECT_TRUE(on_agent.empty())
-            << when << ", in the agent's unlocked memory:\n" << join_lines(on_agent);
+        EXPECT_TRUE(on_agent.empty()) << when << ", in the agent's unlocked memory:\n"
+                                      << join_lines(on_agent);
         // The manager's end is this process.
         auto on_manager = find_in_unlocked_memory("self", needles);
-        EXPECT_TRUE(on_manager.empty())
-            << when << ", in the manager's unlocked memory:\n" << join_lines(on_manager);
+        EXPECT_TRUE(on_manager.empty()) << when << ", in the manager's unlocked memory:\n"
+                                        << join_lines(on_manager);
     };
 
     // A small message: the whole of it passes through the WebSocket's own read buffer.
@@ -396,7 +405,8 @@ TEST_F(NodePortGuard, ADeliveredSecretLeavesNoCopyInUnlockedMemory) {
     manager::AssignmentMessage second;
     second.sequence = 2;
     for (int i = 0; i < 24; ++i)
-        second.changes.push_back(task_change(fmt::format("pad-{}", i), static_cast<std::uint64_t>(i) + 3));
+        second.changes.push_back(
+            task_change(fmt::format("pad-{}", i), static_cast<std::uint64_t>(i) + 3));
     second.changes.push_back(secret_change("sec2", deep));
     second.changes.push_back(task_change("noop-2", 2, "sec2"));
     ASSERT_TRUE(manager->send(second.to_json()));
