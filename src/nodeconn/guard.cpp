@@ -61,16 +61,19 @@ double JoinRate::refill(const Bucket& b, GuardClock::time_point now) const {
 
 bool JoinRate::allow(const std::string& source, GuardClock::time_point now) {
     std::lock_guard lock(mutex_);
+    auto it = buckets_.find(source);
+    return it == buckets_.end() || refill(it->second, now) >= 1.0;
+}
+
+void JoinRate::refused(const std::string& source, GuardClock::time_point now) {
+    std::lock_guard lock(mutex_);
     // Full buckets say nothing a new one would not: they go when the map grows.
     if (buckets_.size() >= 4096)
         std::erase_if(buckets_, [&](const auto& kv) { return refill(kv.second, now) >= burst_; });
     auto [it, fresh] = buckets_.try_emplace(source, Bucket{burst_, now});
     auto& b = it->second;
-    b.tokens = refill(b, now);
+    b.tokens = std::max(0.0, refill(b, now) - 1.0);
     b.at = now;
-    if (b.tokens < 1.0) return false;
-    b.tokens -= 1.0;
-    return true;
 }
 
 RefusalLog::RefusalLog(std::string category, std::chrono::milliseconds interval,

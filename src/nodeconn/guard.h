@@ -1,5 +1,5 @@
 // What keeps one source from taking the node port: a share of the connections that have not yet
-// shown a certificate, a rate for joins, and refusal log lines counted per source instead of
+// shown a certificate, a rate for refused joins, and refusal log lines counted per source instead of
 // written one by one. Internal; thread-safe.
 #pragma once
 
@@ -43,11 +43,14 @@ class Admission {
     std::map<std::string, std::size_t, std::less<>> by_source_;
 };
 
-// Joins per source: a burst, then one every `interval` (a token bucket per source).
+// Refused joins per source: a burst, then one every `interval` (a token bucket per source that
+// refusals drain). A source with none left is refused before its join is looked at; joins that
+// succeed cost nothing, so nodes joining in numbers from one address are not held back.
 class JoinRate {
   public:
     JoinRate(std::size_t burst, std::chrono::milliseconds interval);
     bool allow(const std::string& source, GuardClock::time_point now = GuardClock::now());
+    void refused(const std::string& source, GuardClock::time_point now = GuardClock::now());
 
   private:
     struct Bucket {

@@ -323,15 +323,17 @@ Result<pki::NodeIdentity> NodeServer::Impl::session_peer(SSL* ssl) {
 asio::awaitable<Reply> NodeServer::Impl::join(const Request& req, std::string remote,
                                               const std::string& source) {
     auto refuse = [&](Error e) {
+        join_rate_.refused(source);
         refusals_.refused(log::Level::info, "join refused", source, e.message);
         return error_reply(e);
     };
     if (!join_rate_.allow(source)) {
         refusals_.refused(log::Level::warn, "join refused", source,
-                          "too many joins from this source");
+                          "too many refused joins from this source");
         co_return Reply{http::status::too_many_requests,
                         json::serialize(json::object{
-                            {"message", "too many joins from this address; try again later"}})};
+                            {"message",
+                             "too many refused joins from this address; try again later"}})};
     }
     auto text = crypto::SecureBuffer::copy_of(body_view(req));
     auto doc = SecureJson::parse(text);

@@ -491,25 +491,33 @@ std::size_t count_of(std::string_view text, std::string_view what) {
     return n;
 }
 
-// Past its burst, a source's joins are refused (429) before the handler sees them.
-TEST_F(NodePort, RefusesJoinsPastTheRateOfTheirSource) {
+// Joins that succeed cost nothing; past its burst of refused joins, a source's joins are refused
+// (429) before the handler sees them, a right token included.
+TEST_F(NodePort, RefusesJoinsPastTheRateOfRefusalsOfTheirSource) {
     server_.reset();
     start(fast_limits(), ServerOptions{}.max_unverified_connections, [](ServerOptions& o) {
         o.join_burst = 3;
         o.join_interval = std::chrono::hours(1);
     });
-    for (int i = 0; i < 3; ++i) {
+    for (int i = 0; i < 5; ++i) {
         auto key = pki::NodeKey::generate();
         auto r = join_as_worker(key);
         EXPECT_TRUE(r) << r.error().message;
+    }
+    auto wrong = pki::JoinToken::generate(cluster_ca().certificate_pem());
+    for (int i = 0; i < 3; ++i) {
+        auto key = pki::NodeKey::generate();
+        auto r = join(endpoint(), wrong.text(), key.csr_pem, limits_);
+        ASSERT_FALSE(r);
+        EXPECT_EQ(r.error().code, Errc::unauthenticated);
     }
     auto key = pki::NodeKey::generate();
     auto refused = join_as_worker(key);
     ASSERT_FALSE(refused);
     EXPECT_EQ(refused.error().code, Errc::unavailable);
-    EXPECT_NE(refused.error().message.find("too many joins"), std::string::npos)
+    EXPECT_NE(refused.error().message.find("too many refused joins"), std::string::npos)
         << refused.error().message;
-    EXPECT_EQ(joins_, 3);
+    EXPECT_EQ(joins_, 8);
 }
 
 // A flood of refused joins is one log line at once and one with the count when the interval ends.

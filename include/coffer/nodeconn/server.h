@@ -1,7 +1,7 @@
 // The manager's node port. One TLS 1.3 listener serves:
 //   GET  /ca       the CA bundle (no client certificate needed: joining nodes pin it by digest)
 //   POST /join     {"token", "csr"} -> {"node_id", "certificate", "ca_bundle"} (no certificate;
-//                  429 past the join rate of its source)
+//                  429 past the rate of refused joins from its source)
 //   GET  /session  WebSocket upgrade; requires a client certificate of this cluster
 // A client certificate, when presented, must verify against the cluster CA or the handshake
 // fails.
@@ -51,9 +51,10 @@ struct ServerOptions {
     // From accept until the ClientHello has arrived (at most limits.handshake_timeout); the
     // handshake, the request and the upgrade then have limits.handshake_timeout.
     std::chrono::milliseconds hello_timeout{3'000};
-    // Joins per source: this many at once, then one per join_interval.
-    std::size_t join_burst = 256;
-    std::chrono::milliseconds join_interval{100};
+    // Refused joins per source: this many, then one per join_interval; past that, the source's
+    // joins are refused (429) before they are looked at. Joins that succeed do not count.
+    std::size_t join_burst = 32;
+    std::chrono::milliseconds join_interval{1'000};
     // Refused connections and joins are logged once per source and kind in this interval, the
     // rest counted into one line when it has passed.
     std::chrono::milliseconds refusal_log_interval{60'000};
