@@ -1,6 +1,6 @@
 // What keeps one source from taking the node port: a share of the connections that have not yet
-// shown a certificate, a rate for refused joins, and refusal log lines counted per source instead of
-// written one by one. Internal; thread-safe.
+// shown a certificate, a rate for refused joins, and refusal log lines counted per source instead
+// of written one by one. Internal; thread-safe.
 #pragma once
 
 #include <boost/asio/ip/address.hpp>
