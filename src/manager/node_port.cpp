@@ -258,18 +258,14 @@ Result<nodeconn::JoinResponse> NodePort::Impl::join(nodeconn::JoinRequest req) {
     auto host = host_of(req.remote_address);
     auto& trust = manager_.trust();
     auto role = trust.check_token(req.token);
-    if (!role) {
-        log::info(category, "join from {} refused: {}", host, role.error().message);
-        return std::move(role).error();
-    }
+    // A refusal is logged by the node port, counted per source (a flood of joins is not a flood
+    // of log lines).
+    if (!role) return std::move(role).error();
     auto id = crypto::random_id();
     // The certificate names what the manager decides (CN id, OU role, O cluster); the CSR
     // contributes its public key only.
     auto cert = trust.issue(req.csr_pem, id, *role);
-    if (!cert) {
-        log::info(category, "join from {} refused: {}", host, cert.error().message);
-        return std::move(cert).error();
-    }
+    if (!cert) return std::move(cert).error();
     auto info = pki::read_certificate(*cert);
     if (!info) return std::move(info).error().context("read the issued certificate");
     NodeRegistration reg;

@@ -105,6 +105,7 @@ Errc code_for(http::status status) {
         case http::status::payload_too_large:
             return Errc::too_large;
         case http::status::service_unavailable:
+        case http::status::too_many_requests:
             return Errc::unavailable;
         default:
             return Errc::internal;

@@ -30,6 +30,7 @@
 #include "coffer/base/log.h"
 #include "coffer/base/sync.h"
 #include "coffer/nodeconn/server.h"
+#include "guard.h"
 #include "http.h"
 #include "node_session.h"
 #include "tls_context.h"
@@ -50,19 +51,24 @@ struct Reply {
     std::string_view content_type = "application/json";
 };
 
-// One connection that is not yet a session, counted from accept until it becomes one or ends.
+// One admitted connection that has not yet presented a cluster certificate, counted (in total
+// and for its source) from accept until it does or ends.
 class Unverified {
   public:
-    explicit Unverified(std::atomic<std::size_t>& count) : count_(&count) { ++*count_; }
-    Unverified(Unverified&& other) noexcept : count_(std::exchange(other.count_, nullptr)) {}
+    Unverified(Admission& admission, std::string source)
+        : admission_(&admission), source_(std::move(source)) {}
+    Unverified(Unverified&& other) noexcept
+        : admission_(std::exchange(other.admission_, nullptr)), source_(std::move(other.source_)) {}
     Unverified& operator=(Unverified&&) = delete;
     ~Unverified() { release(); }
     void release() noexcept {
-        if (count_ != nullptr) --*std::exchange(count_, nullptr);
+        if (admission_ != nullptr) std::exchange(admission_, nullptr)->release(source_);
     }
+    const std::string& source() const noexcept { return source_; }
 
   private:
-    std::atomic<std::size_t>* count_;
+    Admission* admission_;
+    std::string source_;
 };
 
 Reply error_reply(const Error& e) {
@@ -79,6 +85,9 @@ class NodeServer::Impl {
         : options_(std::move(options)),
           handlers_(std::move(handlers)),
           tls_(std::move(tls), std::move(ca_bundle)),
+          admission_(options_.max_unverified_connections, options_.max_unverified_per_source),
+          join_rate_(options_.join_burst, options_.join_interval),
+          refusals_("nodeconn", options_.refusal_log_interval),
           join_pool_(options_.join_threads == 0 ? 1 : options_.join_threads),
           acceptor_(asio::make_strand(ioc_)) {}
 
@@ -87,8 +96,9 @@ class NodeServer::Impl {
     Result<void> listen();
     void shutdown();
     asio::awaitable<void> accept_loop();
+    asio::awaitable<void> flush_refusals();
     asio::awaitable<void> serve(tcp::socket socket, Unverified unverified);
-    asio::awaitable<Reply> join(const Request& req, std::string remote);
+    asio::awaitable<Reply> join(const Request& req, std::string remote, const std::string& source);
     Result<pki::NodeIdentity> session_peer(SSL* ssl);
 
     ServerOptions options_;
@@ -99,7 +109,10 @@ class NodeServer::Impl {
     std::condition_variable sessions_changed_;
     std::map<const SessionImpl*, std::weak_ptr<SessionImpl>> sessions_;  // under sessions_mutex_
     std::uint16_t port_ = 0;
-    std::atomic<std::size_t> unverified_{0};
+    // Used by connections until the I/O context is gone: declared before it.
+    Admission admission_;
+    JoinRate join_rate_;
+    RefusalLog refusals_;
     asio::io_context ioc_;
     asio::thread_pool join_pool_;
     tcp::acceptor acceptor_;
@@ -122,6 +135,7 @@ Result<void> NodeServer::Impl::listen() {
                                                          options_.port, ec.message()));
     port_ = acceptor_.local_endpoint().port();
     asio::co_spawn(acceptor_.get_executor(), accept_loop(), asio::detached);
+    asio::co_spawn(acceptor_.get_executor(), flush_refusals(), asio::detached);
     for (std::size_t i = 0; i < std::max<std::size_t>(options_.io_threads, 1); ++i)
         threads_.emplace_back([this] { ioc_.run(); });
     log::info("nodeconn", "node port listening on {}:{}", options_.address, port_);
@@ -147,13 +161,23 @@ void NodeServer::Impl::shutdown() {
     ioc_.stop();
     for (auto& t : threads_) t.join();
     join_pool_.join();
+    refusals_.flush({}, true);
     std::lock_guard lock(sessions_mutex_);
     for (auto& [_, weak] : sessions_)
         if (auto s = weak.lock()) s->drop_stream();
 }
 
+asio::awaitable<void> NodeServer::Impl::flush_refusals() {
+    asio::steady_timer timer(acceptor_.get_executor());
+    for (;;) {
+        timer.expires_after(
+            std::max(options_.refusal_log_interval / 4, std::chrono::milliseconds(100)));
+        if (auto [ec] = co_await timer.async_wait(use_tuple); ec) co_return;
+        refusals_.flush();
+    }
+}
+
 asio::awaitable<void> NodeServer::Impl::accept_loop() {
-    bool refusing = false;  // logged once per stretch of refusals
     for (;;) {
         tcp::socket socket(asio::make_strand(ioc_));
         auto [ec] = co_await acceptor_.async_accept(socket, use_tuple);
@@ -171,22 +195,30 @@ asio::awaitable<void> NodeServer::Impl::accept_loop() {
             log::warn("nodeconn", "accept: {}", ec.message());
             continue;
         }
-        if (unverified_ >= options_.max_unverified_connections) {
-            if (!std::exchange(refusing, true))
-                log::warn("nodeconn",
-                          "{} connections have not finished their handshake; closing new ones "
-                          "until fewer do",
-                          unverified_.load());
+        boost::system::error_code remote_ec;
+        auto remote = socket.remote_endpoint(remote_ec);
+        if (remote_ec) continue;  // gone already; the socket closes here
+        auto source = source_of(remote.address());
+        auto verdict = admission_.admit(source);
+        if (verdict != Admission::Verdict::admitted) {
+            auto why = verdict == Admission::Verdict::full
+                           ? fmt::format("{} connections have not presented a certificate",
+                                         options_.max_unverified_connections)
+                           : fmt::format(
+                                 "it holds {} connections that have not presented a "
+                                 "certificate while the node port is busy",
+                                 admission_.count(source));
+            refusals_.refused(log::Level::warn, "connection refused", source, why);
             boost::system::error_code ignored;
             socket.close(ignored);
             continue;
         }
-        refusing = false;
         // See the client: small messages must not wait for a delayed ACK.
         boost::system::error_code nodelay_ec;
         socket.set_option(tcp::no_delay(true), nodelay_ec);
         auto executor = socket.get_executor();
-        asio::co_spawn(executor, serve(std::move(socket), Unverified(unverified_)),
+        asio::co_spawn(executor,
+                       serve(std::move(socket), Unverified(admission_, std::move(source))),
                        [](std::exception_ptr e) {
                            if (!e) return;
                            try {
@@ -205,13 +237,20 @@ asio::awaitable<void> NodeServer::Impl::serve(tcp::socket socket, Unverified unv
         ec ? "unknown" : fmt::format("{}:{}", remote.address().to_string(), remote.port());
     auto tls = tls_.read()->first;
     TlsStream stream(std::move(socket), *tls);
-    // One deadline for the TLS handshake and the whole request: a peer that connects and sends
-    // nothing, or trickles, is dropped when it passes.
-    stream.expires_after(options_.limits.handshake_timeout);
+    // A short deadline for the ClientHello, then one for the rest of the TLS handshake and the
+    // whole request: a peer that connects and sends nothing, or trickles, is dropped when it
+    // passes.
+    stream.expires_after(std::min(options_.hello_timeout, options_.limits.handshake_timeout));
+    stream.after_client_hello(options_.limits.handshake_timeout);
     if (auto [e] = co_await stream.async_handshake(ssl::stream_base::server, use_tuple); e) {
         log::debug("nodeconn", "{}: TLS handshake: {}", peer, e.message());
         co_return;
     }
+    // A client that proved a certificate of the cluster CA no longer takes the room kept for
+    // connections that have not.
+    if (SSL_get0_peer_certificate(stream.native_handle()) != nullptr &&
+        SSL_get_verify_result(stream.native_handle()) == X509_V_OK)
+        unverified.release();
     SecureFlatBuffer buffer;
     http::request_parser<SecureBody> parser;
     parser.header_limit(max_header_bytes);
@@ -254,7 +293,7 @@ asio::awaitable<void> NodeServer::Impl::serve(tcp::socket socket, Unverified unv
     } else if (target == "/ca" && req.method() == http::verb::get) {
         reply = {http::status::ok, tls_.read()->second, "application/x-pem-file"};
     } else if (target == "/join" && req.method() == http::verb::post) {
-        reply = co_await join(req, peer);
+        reply = co_await join(req, peer, unverified.source());
     } else {
         reply = error_reply(make_error(Errc::not_found, "not found"));
     }
@@ -281,17 +320,30 @@ Result<pki::NodeIdentity> NodeServer::Impl::session_peer(SSL* ssl) {
     return id;
 }
 
-asio::awaitable<Reply> NodeServer::Impl::join(const Request& req, std::string remote) {
+asio::awaitable<Reply> NodeServer::Impl::join(const Request& req, std::string remote,
+                                              const std::string& source) {
+    auto refuse = [&](Error e) {
+        join_rate_.refused(source);
+        refusals_.refused(log::Level::info, "join refused", source, e.message);
+        return error_reply(e);
+    };
+    if (!join_rate_.allow(source)) {
+        refusals_.refused(log::Level::warn, "join refused", source,
+                          "too many refused joins from this source");
+        co_return Reply{http::status::too_many_requests,
+                        json::serialize(json::object{
+                            {"message",
+                             "too many refused joins from this address; try again later"}})};
+    }
     auto text = crypto::SecureBuffer::copy_of(body_view(req));
     auto doc = SecureJson::parse(text);
-    if (!doc) co_return error_reply(make_error(Errc::invalid_argument, "join request is not JSON"));
+    if (!doc) co_return refuse(make_error(Errc::invalid_argument, "join request is not JSON"));
     auto token_text = string_field(doc->value(), "token");
     auto csr = string_field(doc->value(), "csr");
     if (!token_text || !csr)
-        co_return error_reply(
-            make_error(Errc::invalid_argument, "join request needs token and csr"));
+        co_return refuse(make_error(Errc::invalid_argument, "join request needs token and csr"));
     auto token = pki::JoinToken::parse(*token_text);
-    if (!token) co_return error_reply(token.error());
+    if (!token) co_return refuse(token.error());
     if (!handlers_.on_join)
         co_return error_reply(make_error(Errc::unavailable, "joining is disabled"));
 
@@ -305,7 +357,7 @@ asio::awaitable<Reply> NodeServer::Impl::join(const Request& req, std::string re
                    });
         };
         if (!h->is_string() || !valid(h->get_string()))
-            co_return error_reply(make_error(
+            co_return refuse(make_error(
                 Errc::invalid_argument,
                 "join request: hostname must be 1-253 characters of letters, digits, '.', '-', '_'"));
         hostname = std::string(h->get_string());
@@ -327,7 +379,7 @@ asio::awaitable<Reply> NodeServer::Impl::join(const Request& req, std::string re
             co_return;
         },
         asio::use_awaitable);
-    if (!*result) co_return error_reply(result->error());
+    if (!*result) co_return refuse(result->error());
     const auto& r = result->value();
     co_return Reply{http::status::ok,
                     json::serialize(json::object{{"node_id", r.node_id},

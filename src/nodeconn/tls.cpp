@@ -4,6 +4,7 @@
 #include <boost/asio/ssl/host_name_verification.hpp>
 
 #include "tls_context.h"
+#include "tls_stream.h"
 
 namespace coffer::nodeconn::detail {
 namespace asio = boost::asio;
@@ -22,6 +23,8 @@ std::shared_ptr<ssl::context> tls13(ssl::context::method method) {
     // No session tickets or resumption: every connection proves its certificate afresh, so a
     // removed node's session cannot be resumed.
     SSL_CTX_set_options(native, SSL_OP_NO_TICKET);
+    // Plaintext (secrets among it) is wiped from OpenSSL's record buffer as it is read out.
+    SSL_CTX_set_options(native, SSL_OP_CLEANSE_PLAINTEXT);
     SSL_CTX_set_num_tickets(native, 0);
     SSL_CTX_set_session_cache_mode(native, SSL_SESS_CACHE_OFF);
     return ctx;
@@ -54,6 +57,7 @@ Result<std::shared_ptr<ssl::context>> server_context(const Credentials& credenti
     if (auto r = identity(*ctx, credentials); !r) return std::move(r).error();
     if (auto r = trust(*ctx, credentials.ca_bundle_pem); !r) return std::move(r).error();
     ctx->set_verify_mode(ssl::verify_peer);
+    watch_client_hello(ctx->native_handle());
     return ctx;
 }
 

@@ -7,7 +7,9 @@
 #include <boost/asio/steady_timer.hpp>
 
 #include <cerrno>
+#include <algorithm>
 #include <climits>
+#include <cstring>
 #include <new>
 
 namespace coffer::nodeconn::detail {
@@ -79,6 +81,7 @@ TlsStream::TlsStream(socket_type socket, asio::ssl::context& ctx)
     }
     BIO_set_data(bio, this);
     BIO_set_init(bio, 1);
+    SSL_set_app_data(ssl_, this);
     SSL_set_bio(ssl_, bio, bio);
     SSL_set_mode(ssl_, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
                            SSL_MODE_RELEASE_BUFFERS);
@@ -91,7 +94,11 @@ TlsStream::TlsStream(TlsStream&& other) noexcept
     : socket_(std::move(other.socket_)),
       ssl_(std::exchange(other.ssl_, nullptr)),
       deadline_(std::move(other.deadline_)),
-      sys_error_(other.sys_error_) {
+      after_hello_(std::exchange(other.after_hello_, std::nullopt)),
+      sys_error_(other.sys_error_),
+      staged_(std::move(other.staged_)),
+      staged_from_(std::exchange(other.staged_from_, 0)),
+      staged_to_(std::exchange(other.staged_to_, 0)) {
     rebind();
 }
 
@@ -100,7 +107,10 @@ TlsStream::~TlsStream() {
 }
 
 void TlsStream::rebind() noexcept {
-    if (ssl_ != nullptr) BIO_set_data(SSL_get_rbio(ssl_), this);
+    if (ssl_ != nullptr) {
+        BIO_set_data(SSL_get_rbio(ssl_), this);
+        SSL_set_app_data(ssl_, this);
+    }
     if (deadline_) deadline_->socket = &socket_;
 }
 
@@ -125,6 +135,22 @@ void TlsStream::expires_never() noexcept {
 
 bool TlsStream::timed_out() const noexcept {
     return deadline_ && deadline_->fired;
+}
+
+void TlsStream::after_client_hello(std::chrono::steady_clock::duration timeout) {
+    after_hello_ = timeout;
+}
+
+// Runs inside SSL_do_handshake, on the stream's strand, once the ClientHello is in.
+int on_client_hello(SSL* ssl, int*, void*) {
+    auto* stream = static_cast<TlsStream*>(SSL_get_app_data(ssl));
+    if (stream != nullptr && stream->after_hello_)
+        stream->expires_after(*std::exchange(stream->after_hello_, std::nullopt));
+    return SSL_CLIENT_HELLO_SUCCESS;
+}
+
+void watch_client_hello(SSL_CTX* ctx) {
+    SSL_CTX_set_client_hello_cb(ctx, &on_client_hello, nullptr);
 }
 
 void TlsStream::prepare(asio::ssl::stream_base::handshake_type type) {
@@ -194,7 +220,26 @@ TlsStep TlsStream::shutdown_step() {
 
 TlsStep TlsStream::read_step(void* data, std::size_t size) {
     if (size == 0) return {};
-    return attempt([&](std::size_t& n) { return SSL_read_ex(ssl_, data, size, &n); });
+    if (staged_from_ == staged_to_) {
+        // A buffer that holds a whole record takes it directly: nothing is left behind.
+        if (size >= max_record_bytes)
+            return attempt([&](std::size_t& n) { return SSL_read_ex(ssl_, data, size, &n); });
+        crypto::SecureBuffer record(max_record_bytes);
+        auto step = attempt(
+            [&](std::size_t& n) { return SSL_read_ex(ssl_, record.data(), record.size(), &n); });
+        if (step.want != TlsStep::done || step.ec) return step;
+        staged_ = std::move(record);
+        staged_from_ = 0;
+        staged_to_ = step.bytes;
+    }
+    const std::size_t n = std::min(size, staged_to_ - staged_from_);
+    std::memcpy(data, staged_.data() + staged_from_, n);
+    staged_from_ += n;
+    if (staged_from_ == staged_to_) {
+        staged_ = {};
+        staged_from_ = staged_to_ = 0;
+    }
+    return {TlsStep::done, {}, n};
 }
 
 TlsStep TlsStream::write_step(const void* data, std::size_t size) {

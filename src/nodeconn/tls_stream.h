@@ -7,11 +7,21 @@
 // that feeds OpenSSL through a memory BIO pair keeps two more record-sized buffers and the pair's
 // own two for as long as the connection lives.)
 //
+// Plaintext that may be secret (a node's assignments): OpenSSL decrypts a record in place in its
+// read buffer and, with SSL_OP_CLEANSE_PLAINTEXT (tls.cpp), wipes each part as it is read out.
+// Reads take a whole record out at once into locked memory (unless the caller's buffer holds a
+// whole record), so no undelivered plaintext waits in OpenSSL's buffer, and hand it out from
+// there. Every read first wipes the buffer it is given: Beast's WebSocket reads through a small
+// ring buffer inside its stream object (ordinary heap) and offers all of its free space to each
+// read, so what earlier frames left there is wiped by the next read, which a session always has
+// pending.
+//
 // Operations follow Asio's stream model (async_read_some, async_write_some, any completion
 // token), so Beast's HTTP and WebSocket code runs on top. One read and one write may be pending
 // at once, from the same strand.
 #pragma once
 
+#include <openssl/crypto.h>
 #include <openssl/ssl.h>
 
 #include <boost/asio/async_result.hpp>
@@ -27,6 +37,7 @@
 #include <chrono>
 #include <cstddef>
 #include <memory>
+#include <optional>
 
 #include "coffer/crypto/secure_buffer.h"
 
@@ -68,6 +79,9 @@ class TlsStream {
     void expires_never() noexcept;
     // Whether the deadline passed and closed the socket.
     bool timed_out() const noexcept;
+    // Server side: when the client's ClientHello has arrived, the deadline moves to `timeout`
+    // from then (a context prepared with watch_client_hello).
+    void after_client_hello(std::chrono::steady_clock::duration timeout);
 
     template <typename Token>
     auto async_handshake(asio::ssl::stream_base::handshake_type type, Token&& token) {
@@ -83,6 +97,14 @@ class TlsStream {
 
     template <typename MutableBuffers, typename Token>
     auto async_read_some(const MutableBuffers& buffers, Token&& token) {
+        // The caller is about to have these bytes overwritten: what they held is stale (see the
+        // top of this file). Large buffers are the caller's own (secure) message buffers.
+        if (asio::buffer_size(buffers) <= max_record_bytes)
+            for (auto it = asio::buffer_sequence_begin(buffers);
+                 it != asio::buffer_sequence_end(buffers); ++it) {
+                asio::mutable_buffer w(*it);
+                OPENSSL_cleanse(w.data(), w.size());
+            }
         auto b = first_of<asio::mutable_buffer>(buffers);
         return run<true>([b](TlsStream& s) { return s.read_step(b.data(), b.size()); }, token);
     }
@@ -93,7 +115,7 @@ class TlsStream {
         // record when it fits one; it is joined in locked memory, as the payload may be secret.
         auto b = first_of<asio::const_buffer>(buffers);
         const auto total = asio::buffer_size(buffers);
-        if (b.size() == total || total > max_joined_bytes)
+        if (b.size() == total || total > max_record_bytes)
             return run<true>([b](TlsStream& s) { return s.write_step(b.data(), b.size()); },
                              token);
         crypto::SecureBuffer joined(total);
@@ -111,10 +133,11 @@ class TlsStream {
 
   private:
     friend struct SocketBio;
+    friend int on_client_hello(SSL*, int*, void*);
     struct Deadline;
 
     // The largest TLS record's plaintext.
-    static constexpr std::size_t max_joined_bytes = 16 * 1024;
+    static constexpr std::size_t max_record_bytes = 16 * 1024;
 
     // Repeats Attempt until it is done, waiting on the socket for what it asks for; completes
     // through the handler's executor, never inside the call that started it.
@@ -183,8 +206,17 @@ class TlsStream {
     socket_type socket_;
     SSL* ssl_ = nullptr;
     std::shared_ptr<Deadline> deadline_;
+    std::optional<std::chrono::steady_clock::duration> after_hello_;
     int sys_error_ = 0;  // errno of the socket call that failed last
+    // A record read out of OpenSSL and not yet handed out: [staged_from_, staged_to_). Released
+    // (wiped) as soon as it is all handed out, so an idle connection holds none.
+    crypto::SecureBuffer staged_;
+    std::size_t staged_from_ = 0;
+    std::size_t staged_to_ = 0;
 };
+
+// Server contexts: lets after_client_hello see the ClientHello arrive.
+void watch_client_hello(SSL_CTX* ctx);
 
 // Ends the TLS stream after a WebSocket's closing handshake: close_notify both ways, then the
 // socket is closed.

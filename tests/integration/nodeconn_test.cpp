@@ -1,4 +1,6 @@
 // The node port over loopback: join, sessions, and everything it must refuse.
+#include <unistd.h>
+
 #include <gtest/gtest.h>
 #include <openssl/ssl.h>
 
@@ -17,6 +19,8 @@
 #include <fmt/format.h>
 
 #include <condition_variable>
+#include <cstdio>
+#include <functional>
 #include <deque>
 #include <mutex>
 #include <thread>
@@ -112,7 +116,8 @@ class NodePort : public ::testing::Test {
   protected:
     void SetUp() override { start(fast_limits()); }
 
-    void start(Limits limits, std::size_t max_unverified = ServerOptions{}.max_unverified_connections) {
+    void start(Limits limits, std::size_t max_unverified = ServerOptions{}.max_unverified_connections,
+               const std::function<void(ServerOptions&)>& adjust = {}) {
         limits_ = limits;
         worker_token_ = std::make_unique<pki::JoinToken>(
             pki::JoinToken::generate(cluster_ca().certificate_pem()));
@@ -120,6 +125,7 @@ class NodePort : public ::testing::Test {
         options.cluster_id = "cluster1";
         options.limits = limits;
         options.max_unverified_connections = max_unverified;
+        if (adjust) adjust(options);
         ServerHandlers handlers;
         handlers.on_join = [this](JoinRequest req) -> Result<JoinResponse> {
             ++joins_;
@@ -428,6 +434,111 @@ TEST_F(NodePort, ClosesNewConnectionsWhileTooManyAreUnverified) {
             return static_cast<bool>(join_as_worker(key));
         },
         deadline));
+}
+
+// A connection has hello_timeout to send its ClientHello; once it has, the rest of the handshake
+// and the request have handshake_timeout.
+TEST_F(NodePort, ClosesAConnectionWithoutAClientHelloAtTheHelloDeadline) {
+    server_.reset();
+    auto limits = fast_limits();
+    limits.handshake_timeout = 3s;
+    start(limits, ServerOptions{}.max_unverified_connections,
+          [](ServerOptions& o) { o.hello_timeout = 300ms; });
+    auto silent = raw_client(server_->port(), nullptr, Send::nothing);
+    EXPECT_TRUE(silent.closed_by_server);
+    EXPECT_GE(silent.closed_after, 300ms - 50ms);
+    EXPECT_LT(silent.closed_after, limits.handshake_timeout);
+
+    auto mute = raw_client(server_->port(), tls_client(TLS1_3_VERSION).get(), Send::nothing);
+    EXPECT_TRUE(mute.handshake_ok);
+    EXPECT_TRUE(mute.closed_by_server);
+    EXPECT_GE(mute.closed_after, limits.handshake_timeout - 100ms);
+}
+
+// What this process writes to stderr (the log) while it lives.
+class StderrCapture {
+  public:
+    StderrCapture() : file_(std::tmpfile()), saved_(::dup(STDERR_FILENO)) {
+        ::fflush(stderr);
+        ::dup2(::fileno(file_), STDERR_FILENO);
+    }
+    ~StderrCapture() {
+        restore();
+        std::fclose(file_);
+    }
+    void restore() {
+        if (saved_ < 0) return;
+        ::dup2(saved_, STDERR_FILENO);
+        ::close(saved_);
+        saved_ = -1;
+    }
+    std::string text() const {
+        std::string out;
+        std::rewind(file_);
+        char buf[4096];
+        for (std::size_t n; (n = std::fread(buf, 1, sizeof buf, file_)) > 0;) out.append(buf, n);
+        return out;
+    }
+
+  private:
+    std::FILE* file_;
+    int saved_;
+};
+
+std::size_t count_of(std::string_view text, std::string_view what) {
+    std::size_t n = 0;
+    for (auto at = text.find(what); at != std::string_view::npos; at = text.find(what, at + 1)) ++n;
+    return n;
+}
+
+// Joins that succeed cost nothing; past its burst of refused joins, a source's joins are refused
+// (429) before the handler sees them, a right token included.
+TEST_F(NodePort, RefusesJoinsPastTheRateOfRefusalsOfTheirSource) {
+    server_.reset();
+    start(fast_limits(), ServerOptions{}.max_unverified_connections, [](ServerOptions& o) {
+        o.join_burst = 3;
+        o.join_interval = std::chrono::hours(1);
+    });
+    for (int i = 0; i < 5; ++i) {
+        auto key = pki::NodeKey::generate();
+        auto r = join_as_worker(key);
+        EXPECT_TRUE(r) << r.error().message;
+    }
+    auto wrong = pki::JoinToken::generate(cluster_ca().certificate_pem());
+    for (int i = 0; i < 3; ++i) {
+        auto key = pki::NodeKey::generate();
+        auto r = join(endpoint(), wrong.text(), key.csr_pem, limits_);
+        ASSERT_FALSE(r);
+        EXPECT_EQ(r.error().code, Errc::unauthenticated);
+    }
+    auto key = pki::NodeKey::generate();
+    auto refused = join_as_worker(key);
+    ASSERT_FALSE(refused);
+    EXPECT_EQ(refused.error().code, Errc::unavailable);
+    EXPECT_NE(refused.error().message.find("too many refused joins"), std::string::npos)
+        << refused.error().message;
+    EXPECT_EQ(joins_, 8);
+}
+
+// A flood of refused joins is one log line at once and one with the count when the interval ends.
+TEST_F(NodePort, CountsRefusedJoinsIntoOneLineAnInterval) {
+    server_.reset();
+    start(fast_limits(), ServerOptions{}.max_unverified_connections,
+          [](ServerOptions& o) { o.refusal_log_interval = 300ms; });
+    StderrCapture captured;
+    auto wrong = pki::JoinToken::generate(cluster_ca().certificate_pem());
+    for (int i = 0; i < 12; ++i) {
+        auto key = pki::NodeKey::generate();
+        auto r = join(endpoint(), wrong.text(), key.csr_pem, limits_);
+        ASSERT_FALSE(r);
+        EXPECT_EQ(r.error().code, Errc::unauthenticated);
+    }
+    EXPECT_EQ(count_of(captured.text(), "join refused from 127.0.0.1"), 1u) << captured.text();
+    EXPECT_TRUE(coffer::test::wait_until(
+        [&] { return count_of(captured.text(), "join refused from 127.0.0.1: 11 more") == 1; },
+        deadline));
+    captured.restore();
+    EXPECT_EQ(count_of(captured.text(), "join refused"), 2u) << captured.text();
 }
 
 // A manager that accepts and then says nothing: the node gives up at its deadline and says so.

@@ -1,11 +1,13 @@
 // The manager's node port. One TLS 1.3 listener serves:
 //   GET  /ca       the CA bundle (no client certificate needed: joining nodes pin it by digest)
-//   POST /join     {"token", "csr"} -> {"node_id", "certificate", "ca_bundle"} (no certificate)
+//   POST /join     {"token", "csr"} -> {"node_id", "certificate", "ca_bundle"} (no certificate;
+//                  429 past the rate of refused joins from its source)
 //   GET  /session  WebSocket upgrade; requires a client certificate of this cluster
 // A client certificate, when presented, must verify against the cluster CA or the handshake
 // fails.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -39,10 +41,23 @@ struct ServerOptions {
     std::string cluster_id;  // session peers must carry it as O
     std::size_t io_threads = 1;
     std::size_t join_threads = 1;  // join handlers may block (store writes)
-    // Connections that are not yet a session (TLS handshake, a request, the upgrade). Past this
-    // many, new connections are closed at once: a flood of half-open or slow connections cannot
-    // take every descriptor, and sessions already open are not touched.
+    // Connections that have not yet presented a cluster certificate (TLS handshake, a request
+    // without one). Past this many, new connections are closed at once: a flood of half-open or
+    // slow connections cannot take every descriptor, and sessions already open are not touched.
     std::size_t max_unverified_connections = 512;
+    // From half of max_unverified_connections on, a source (an IPv4 address, an IPv6 /64) that
+    // already holds this many of them is refused, so one source can never hold more than half.
+    std::size_t max_unverified_per_source = 32;
+    // From accept until the ClientHello has arrived (at most limits.handshake_timeout); the
+    // handshake, the request and the upgrade then have limits.handshake_timeout.
+    std::chrono::milliseconds hello_timeout{3'000};
+    // Refused joins per source: this many, then one per join_interval; past that, the source's
+    // joins are refused (429) before they are looked at. Joins that succeed do not count.
+    std::size_t join_burst = 32;
+    std::chrono::milliseconds join_interval{1'000};
+    // Refused connections and joins are logged once per source and kind in this interval, the
+    // rest counted into one line when it has passed.
+    std::chrono::milliseconds refusal_log_interval{60'000};
     Limits limits;
 };
 

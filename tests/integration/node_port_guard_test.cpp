@@ -1,0 +1,422 @@
+// The node port under a hostile network, with the real coffer-agent program against an
+// in-process node port: a flood of silent connections from one address does not keep a node out,
+// and the secrets of an assignments message leave no copy in memory that is neither locked nor
+// wiped, on the agent that receives them or on the manager that sends them.
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+#include <boost/json.hpp>
+
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <mutex>
+#include <optional>
+#include <sstream>
+#include <thread>
+
+#include "coffer/base/process.h"
+#include "coffer/crypto/encoding.h"
+#include "coffer/crypto/random.h"
+#include "coffer/crypto/secure_buffer.h"
+#include "coffer/manager/dispatcher.h"
+#include "coffer/nodeconn/server.h"
+#include "coffer/pki/ca.h"
+#include "coffer/pki/node_key.h"
+#include "coffer/pki/token.h"
+#include "harness.h"
+#include "node_reports.h"
+
+using namespace coffer;
+using namespace std::chrono_literals;
+namespace json = boost::json;
+
+namespace {
+
+constexpr auto deadline = 30s;
+
+std::string env_or(const char* name, const char* fallback) {
+    const char* v = std::getenv(name);
+    return v ? v : fallback;
+}
+
+// An in-process node port that lets nodes join and records what they send.
+class Manager : public test::NodeReports {
+  public:
+    explicit Manager(nodeconn::ServerOptions options = {})
+        : ca_(pki::CertificateAuthority::create_root()),
+          token_(pki::JoinToken::generate(ca_.certificate_pem())) {
+        options.cluster_id = "cluster1";
+        nodeconn::ServerHandlers h;
+        h.on_join = [this](nodeconn::JoinRequest req) -> Result<nodeconn::JoinResponse> {
+            if (!req.token.matches(token_)) return make_error(Errc::unauthenticated, "bad token");
+            auto id = crypto::random_id();
+            auto cert = ca_.issue(req.csr_pem, {id, pki::Role::worker, "cluster1"});
+            if (!cert) return std::move(cert).error();
+            return nodeconn::JoinResponse{id, *cert, ca_.certificate_pem()};
+        };
+        h.authorize = [](const pki::NodeIdentity&) -> Result<void> { return {}; };
+        h.session.on_open = [this](const std::shared_ptr<nodeconn::Session>& s) {
+            std::lock_guard l(mu_);
+            session_ = s;
+            ++sessions_;
+        };
+        h.session.on_close = [this](const std::shared_ptr<nodeconn::Session>& s, const Error&) {
+            std::lock_guard l(mu_);
+            if (session_ == s) session_.reset();
+        };
+        h.session.on_message = [this](const std::shared_ptr<nodeconn::Session>&,
+                                      nodeconn::Message m) {
+            boost::system::error_code ec;
+            auto v = json::parse(
+                std::string_view(reinterpret_cast<const char*>(m.json.data()), m.json.size()), ec);
+            if (!ec) add(std::move(v));
+        };
+        auto key = pki::NodeKey::generate();
+        auto cert = ca_.issue(key.csr_pem, {"manager1", pki::Role::manager, "cluster1"});
+        auto server = nodeconn::NodeServer::start(
+            options, {cert.value(), std::move(key.key_pem), ca_.certificate_pem()}, h);
+        if (!server) throw std::runtime_error(server.error().message);
+        server_ = std::move(*server);
+    }
+
+    std::uint16_t port() const { return server_->port(); }
+    std::string address() const { return fmt::format("127.0.0.1:{}", server_->port()); }
+    std::string token() const {
+        const auto& t = token_.text();
+        return std::string(t.data(), t.data() + t.size());
+    }
+    int sessions() {
+        std::lock_guard l(mu_);
+        return sessions_;
+    }
+    bool connected() {
+        std::lock_guard l(mu_);
+        return session_ && !session_->closed();
+    }
+    bool send(crypto::SecureBuffer json) {
+        std::lock_guard l(mu_);
+        return session_ && session_->send(std::move(json));
+    }
+
+  private:
+    pki::CertificateAuthority ca_;
+    pki::JoinToken token_;
+    std::mutex mu_;
+    std::shared_ptr<nodeconn::Session> session_;
+    int sessions_ = 0;
+    std::unique_ptr<nodeconn::NodeServer> server_;
+};
+
+class NodePortGuard : public ::testing::Test {
+  protected:
+    void SetUp() override {
+        program = env_or("COFFER_AGENT", "");
+        if (program.empty()) GTEST_SKIP() << "COFFER_AGENT is not set";
+        if (::geteuid() != 0) GTEST_SKIP() << "needs root (the agent, /proc/PID/mem)";
+        crypto::init();
+    }
+    void TearDown() override {
+        stop_agent();
+        if (!program.empty() && ::geteuid() == 0)
+            (void)run_command({program, "--data-dir", data(), "--run-dir", run(), "cleanup"});
+        manager.reset();
+    }
+
+    std::string data() const { return work.path() + "/data"; }
+    std::string run() const { return work.path() + "/run"; }
+
+    // The agent in its benchmark mode: the whole protocol, secrets included, but no containers.
+    void start_agent() {
+        Child::Options o;
+        o.argv = {program,
+                  "--data-dir",
+                  data(),
+                  "--run-dir",
+                  run(),
+                  "--manager",
+                  manager->address(),
+                  "--log-level",
+                  env_or("COFFER_LOG", "warn"),
+                  "--benchmark-noop-executor"};
+        o.env = {"PATH=/usr/sbin:/usr/bin:/sbin:/bin"};
+        // The first start joins; a restart connects with the identity it stored.
+        if (!std::filesystem::exists(data() + "/identity"))
+            o.env.push_back("COFFER_JOIN_TOKEN=" + manager->token());
+        agent = Child::spawn(o);
+    }
+
+    void stop_agent() {
+        if (!agent.running()) return;
+        agent.signal(SIGTERM);
+        if (!agent.wait_for(deadline)) agent = Child();  // SIGKILL and reap
+    }
+
+    std::string program;
+    test::MountDir work;
+    std::unique_ptr<Manager> manager;
+    Child agent;
+};
+
+// ---- A flood of silent connections from one address ----------------------------------------
+
+// Connections from `source` (a loopback address) to the node port that send nothing, kept at
+// `count` open: each one the server closes is opened again. Bounded in connections and time.
+class SilentFlood {
+  public:
+    SilentFlood(std::string source, std::uint16_t port, std::size_t count)
+        : source_(std::move(source)), port_(port), count_(count) {
+        thread_ = std::thread([this] { run(); });
+    }
+    ~SilentFlood() {
+        stop_ = true;
+        thread_.join();
+        for (int fd : fds_) ::close(fd);
+    }
+    std::size_t opened() const { return opened_; }
+
+  private:
+    int open_one() {
+        int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (fd < 0) return -1;
+        sockaddr_in from{};
+        from.sin_family = AF_INET;
+        ::inet_pton(AF_INET, source_.c_str(), &from.sin_addr);
+        sockaddr_in to{};
+        to.sin_family = AF_INET;
+        to.sin_port = htons(port_);
+        ::inet_pton(AF_INET, "127.0.0.1", &to.sin_addr);
+        if (::bind(fd, reinterpret_cast<sockaddr*>(&from), sizeof from) != 0 ||
+            ::connect(fd, reinterpret_cast<sockaddr*>(&to), sizeof to) != 0) {
+            ::close(fd);
+            return -1;
+        }
+        ++opened_;
+        return fd;
+    }
+
+    void run() {
+        const auto until = std::chrono::steady_clock::now() + 2 * deadline;
+        while (!stop_ && std::chrono::steady_clock::now() < until && opened_ < max_opened) {
+            // Drop what the server closed, then top up.
+            std::vector<pollfd> polled;
+            for (int fd : fds_) polled.push_back({fd, POLLIN | POLLRDHUP, 0});
+            ::poll(polled.data(), polled.size(), 0);
+            std::vector<int> open;
+            for (auto& p : polled)
+                if (p.revents != 0)
+                    ::close(p.fd);
+                else
+                    open.push_back(p.fd);
+            fds_ = std::move(open);
+            while (fds_.size() < count_ && opened_ < max_opened && !stop_) {
+                int fd = open_one();
+                if (fd < 0) break;
+                fds_.push_back(fd);
+            }
+            std::this_thread::sleep_for(250ms);
+        }
+    }
+
+    static constexpr std::size_t max_opened = 40'000;
+    std::string source_;
+    std::uint16_t port_;
+    std::size_t count_;
+    std::vector<int> fds_;
+    std::atomic<std::size_t> opened_{0};
+    std::atomic<bool> stop_{false};
+    std::thread thread_;
+};
+
+TEST_F(NodePortGuard, AFloodOfSilentConnectionsFromOneAddressDoesNotKeepANodeOut) {
+    // The default limits, a smaller global cap: what matters is that one address cannot take it.
+    nodeconn::ServerOptions options;
+    options.max_unverified_connections = 128;
+    manager = std::make_unique<Manager>(options);
+    start_agent();
+    ASSERT_TRUE(test::wait_until([&] { return manager->connected(); }, deadline));
+
+    SilentFlood flood("127.0.0.2", manager->port(), 2 * options.max_unverified_connections);
+    ASSERT_TRUE(test::wait_until([&] { return flood.opened() >= 300; }, deadline));
+
+    // The agent restarts during the flood and comes back.
+    stop_agent();
+    ASSERT_TRUE(test::wait_until([&] { return !manager->connected(); }, deadline));
+    start_agent();
+    EXPECT_TRUE(test::wait_until([&] { return manager->connected(); }, deadline))
+        << "the agent did not get back in during the flood (" << flood.opened()
+        << " flood connections opened)";
+    EXPECT_EQ(manager->sessions(), 2);
+}
+
+// ---- Secrets in memory ---------------------------------------------------------------------
+
+struct Mapping {
+    std::uintptr_t begin = 0, end = 0;
+    std::string perms, name;
+    std::size_t locked_kb = 0;
+};
+
+std::vector<Mapping> mappings(const std::string& pid) {
+    std::vector<Mapping> out;
+    std::ifstream smaps("/proc/" + pid + "/smaps");
+    for (std::string line; std::getline(smaps, line);) {
+        std::istringstream in(line);
+        std::string first;
+        in >> first;
+        if (auto dash = first.find('-');
+            dash != std::string::npos && first.back() != ':' &&
+            first.find_first_not_of("0123456789abcdef-") == std::string::npos) {
+            Mapping m;
+            m.begin = std::stoull(first.substr(0, dash), nullptr, 16);
+            m.end = std::stoull(first.substr(dash + 1), nullptr, 16);
+            std::string offset, dev, inode;
+            in >> m.perms >> offset >> dev >> inode;
+            std::getline(in >> std::ws, m.name);
+            out.push_back(std::move(m));
+        } else if (first == "Locked:" && !out.empty()) {
+            in >> out.back().locked_kb;
+        }
+    }
+    return out;
+}
+
+// Where any of `needles` occurs in the writable mappings of process `pid` that hold no locked
+// page: "<mapping> +<offset>: <needle name>". The memory is read into locked memory, so this
+// scan leaves no copy of what it finds where it looks.
+std::vector<std::string> find_in_unlocked_memory(
+    const std::string& pid,
+    const std::vector<std::pair<std::string, const crypto::SecureBuffer*>>& needles) {
+    std::vector<std::string> found;
+    int mem = ::open(("/proc/" + pid + "/mem").c_str(), O_RDONLY | O_CLOEXEC);
+    if (mem < 0) {
+        found.push_back(fmt::format("cannot open /proc/{}/mem: {}", pid, std::strerror(errno)));
+        return found;
+    }
+    std::size_t longest = 0;
+    for (auto& [_, n] : needles) longest = std::max(longest, n->size());
+    constexpr std::size_t chunk = 1 << 20;
+    crypto::SecureBuffer window(chunk + longest);
+    for (const auto& m : mappings(pid)) {
+        if (m.perms.size() < 2 || m.perms[0] != 'r' || m.perms[1] != 'w' || m.locked_kb != 0)
+            continue;
+        if (m.name == "[vvar]" || m.name == "[vsyscall]") continue;
+        for (std::uintptr_t at = m.begin; at < m.end; at += chunk) {
+            const std::size_t want = std::min<std::size_t>(chunk + longest, m.end - at);
+            ssize_t n = ::pread(mem, window.data(), want, static_cast<off_t>(at));
+            if (n <= 0) break;
+            for (auto& [name, needle] : needles) {
+                const auto* hay = window.data();
+                const auto* end = hay + n;
+                for (const void* p = hay;
+                     (p = ::memmem(
+                          p, static_cast<std::size_t>(end - static_cast<const std::uint8_t*>(p)),
+                          needle->data(), needle->size())) != nullptr;
+                     p = static_cast<const std::uint8_t*>(p) + 1) {
+                    auto offset = static_cast<const std::uint8_t*>(p) - hay;
+                    if (static_cast<std::size_t>(offset) >= chunk) break;  // the next chunk's
+                    found.push_back(fmt::format("{} {} +{:#x}: {}",
+                                                m.name.empty() ? "[anon]" : m.name, m.perms,
+                                                at + offset - m.begin, name));
+                }
+            }
+        }
+    }
+    ::close(mem);
+    return found;
+}
+
+std::string join_lines(const std::vector<std::string>& lines) {
+    std::string out;
+    for (auto& l : lines) out += l + "\n";
+    return out;
+}
+
+manager::AssignmentChange secret_change(const std::string& id, const crypto::SecureBuffer& bytes) {
+    manager::AssignmentChange c;
+    c.is_secret = true;
+    c.id = id;
+    c.secret = manager::AssignmentChange::Secret{id, "k", bytes.clone()};
+    return c;
+}
+
+manager::AssignmentChange task_change(const std::string& id, std::uint64_t slot,
+                                      std::optional<std::string> secret_id = std::nullopt) {
+    model::Task t;
+    t.meta.id = id;
+    t.service_id = "svc1";
+    t.slot = slot;
+    t.spec.container.image = "busybox";
+    t.spec.container.command = {"sleep", "600"};
+    if (secret_id) t.spec.container.secrets = {{*secret_id, "k", "", "0", "0", 0444}};
+    manager::AssignmentChange c;
+    c.id = id;
+    c.task = std::move(t);
+    return c;
+}
+
+TEST_F(NodePortGuard, ADeliveredSecretLeavesNoCopyInUnlockedMemory) {
+    manager = std::make_unique<Manager>();
+    start_agent();
+    ASSERT_TRUE(test::wait_until([&] { return manager->connected(); }, deadline));
+
+    // Random secrets, and their base64 as the messages carry them; here only in locked memory.
+    // 33 bytes: a multiple of 3, so the base64 has no padding to vary.
+    crypto::SecureBuffer small(33), deep(33);
+    crypto::random_bytes(small.span());
+    crypto::random_bytes(deep.span());
+    auto small_encoded = crypto::base64_encode_secure(small.span());
+    auto deep_encoded = crypto::base64_encode_secure(deep.span());
+
+    using Needles = std::vector<std::pair<std::string, const crypto::SecureBuffer*>>;
+    auto check = [&](std::string_view when, const Needles& needles) {
+        auto on_agent = find_in_unlocked_memory(std::to_string(agent.pid()), needles);
+        EXPECT_TRUE(on_agent.empty()) << when << ", in the agent's unlocked memory:\n"
+                                      << join_lines(on_agent);
+        // The manager's end is this process.
+        auto on_manager = find_in_unlocked_memory("self", needles);
+        EXPECT_TRUE(on_manager.empty()) << when << ", in the manager's unlocked memory:\n"
+                                        << join_lines(on_manager);
+    };
+
+    // A small message: the whole of it passes through the WebSocket's own read buffer.
+    manager::AssignmentMessage first;
+    first.complete = true;
+    first.sequence = 1;
+    first.changes.push_back(secret_change("sec1", small));
+    first.changes.push_back(task_change("noop-1", 1, "sec1"));
+    ASSERT_TRUE(manager->send(first.to_json()));
+    // Running: the agent has read, parsed and applied the message.
+    ASSERT_TRUE(
+        test::wait_until([&] { return manager->last_state("noop-1") == "running"; }, deadline));
+    check("after the small message",
+          {{"the small secret", &small}, {"the small secret's base64", &small_encoded}});
+
+    // A larger one: tasks without secrets first, so its secret sits kilobytes into its TLS
+    // record, past what the small records that follow overwrite of a reused buffer.
+    manager::AssignmentMessage second;
+    second.sequence = 2;
+    for (int i = 0; i < 24; ++i)
+        second.changes.push_back(
+            task_change(fmt::format("pad-{}", i), static_cast<std::uint64_t>(i) + 3));
+    second.changes.push_back(secret_change("sec2", deep));
+    second.changes.push_back(task_change("noop-2", 2, "sec2"));
+    ASSERT_TRUE(manager->send(second.to_json()));
+    ASSERT_TRUE(
+        test::wait_until([&] { return manager->last_state("noop-2") == "running"; }, deadline));
+
+    check("after the large message", {{"the small secret", &small},
+                                      {"the small secret's base64", &small_encoded},
+                                      {"the large secret", &deep},
+                                      {"the large secret's base64", &deep_encoded}});
+}
+
+}  // namespace
