@@ -167,10 +167,11 @@ class NodePort::Impl {
 Result<nodeconn::Credentials> NodePort::Impl::own_credentials() {
     auto& trust = manager_.trust();
     // The manager's own identity on the node port: a fresh key every time, kept in locked
-    // memory only; agents check its role (coffer-manager) and cluster.
+    // memory only; agents check its server identity (which no node certificate has, whatever
+    // the node's role) and its cluster.
     auto key = pki::NodeKey::generate();
     auto id = "manager" + crypto::random_id();
-    auto cert = trust.issue(key.csr_pem, id, pki::Role::manager);
+    auto cert = trust.issue_manager_server(key.csr_pem, id);
     if (!cert) return std::move(cert).error().context("issue the manager's node port certificate");
     return nodeconn::Credentials{std::move(*cert), std::move(key.key_pem), trust.ca_bundle()};
 }

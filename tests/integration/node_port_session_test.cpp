@@ -15,6 +15,7 @@
 #include "coffer/manager/manager.h"
 #include "coffer/manager/node_port.h"
 #include "coffer/nodeconn/client.h"
+#include "coffer/nodeconn/server.h"
 #include "coffer/pki/node_key.h"
 #include "harness.h"
 
@@ -280,6 +281,49 @@ TEST_F(NodePortSession, ARoleChangeAsksForANewCertificateAndRemovalCutsTheNode) 
     auto removed = FakeNode::connect(port_->port(), credentials_);
     ASSERT_FALSE(removed);
     EXPECT_EQ(removed.error().code, Errc::permission_denied);
+}
+
+// A node joined with the manager token holds a real certificate of this cluster, with the
+// manager role. Serving the node port with it, it must not pass for the manager: a node's client
+// refuses the session, and a joining node does not hand it its token. The real manager passes.
+TEST_F(NodePortSession, ANodeJoinedWithTheManagerTokenCannotPassForTheManager) {
+    auto key = pki::NodeKey::generate();
+    auto joined = nodeconn::join({"127.0.0.1", port_->port()},
+                                 manager_->trust().token(pki::Role::manager), key.csr_pem, {},
+                                 "would-be-manager");
+    ASSERT_TRUE(joined) << joined.error().message;
+    auto n = manager_->nodes().get(joined->node_id);
+    ASSERT_TRUE(n);
+    EXPECT_EQ(n->spec.role, model::NodeRole::manager);
+
+    std::atomic<int> sessions{0}, joins{0};
+    nodeconn::ServerOptions so;
+    so.cluster_id = manager_->trust().cluster_id();
+    so.limits.handshake_timeout = 5s;
+    nodeconn::ServerHandlers h;
+    h.authorize = [](const pki::NodeIdentity&) { return Result<void>{}; };
+    h.on_join = [&](nodeconn::JoinRequest) -> Result<nodeconn::JoinResponse> {
+        ++joins;
+        return make_error(Errc::unavailable, "an impostor");
+    };
+    h.session.on_open = [&](const std::shared_ptr<nodeconn::Session>&) { ++sessions; };
+    auto impostor = nodeconn::NodeServer::start(
+        std::move(so), {joined->certificate_pem, key.key_pem.clone(), joined->ca_bundle_pem},
+        std::move(h));
+    ASSERT_TRUE(impostor) << impostor.error().message;
+
+    auto fooled = FakeNode::connect((*impostor)->port(), credentials_);
+    EXPECT_FALSE(fooled) << "a node's certificate was taken for the manager's";
+    auto other = pki::NodeKey::generate();
+    auto leaked = nodeconn::join({"127.0.0.1", (*impostor)->port()},
+                                 manager_->trust().token(pki::Role::worker), other.csr_pem);
+    EXPECT_FALSE(leaked);
+    EXPECT_EQ(joins.load(), 0) << "a joining node sent its token to a node";
+    EXPECT_EQ(sessions.load(), 0);
+
+    auto real = FakeNode::connect(port_->port(), credentials_);
+    ASSERT_TRUE(real) << real.error().message;
+    EXPECT_TRUE((*real)->wait_for("assignments"));
 }
 
 }  // namespace

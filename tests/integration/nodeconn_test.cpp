@@ -61,6 +61,14 @@ Credentials issue(const pki::CertificateAuthority& ca, std::string id, pki::Role
     return {cert.value(), std::move(key.key_pem), ca.certificate_pem()};
 }
 
+// The manager's server credentials.
+Credentials manager_credentials(const pki::CertificateAuthority& ca, std::string_view id,
+                                std::string_view cluster = "cluster1") {
+    auto key = pki::NodeKey::generate();
+    auto cert = ca.issue_manager_server(key.csr_pem, id, cluster);
+    return {cert.value(), std::move(key.key_pem), ca.certificate_pem()};
+}
+
 // What a session end saw, for the test thread to wait on with a deadline.
 struct Observed {
     std::mutex m;
@@ -140,7 +148,7 @@ class NodePort : public ::testing::Test {
         };
         handlers.session = server_seen_.handlers();
         auto server = NodeServer::start(
-            std::move(options), issue(cluster_ca(), "manager1", pki::Role::manager), handlers);
+            std::move(options), manager_credentials(cluster_ca(), "manager1"), handlers);
         ASSERT_TRUE(server) << server.error().message;
         server_ = std::move(*server);
     }
@@ -334,6 +342,38 @@ TEST_F(NodePort, JoinRefusesAMalformedToken) {
     ASSERT_FALSE(r);
     EXPECT_EQ(r.error().code, Errc::invalid_argument);
     EXPECT_EQ(joins_, 0);
+}
+
+// The manager's server certificate is for a TLS server only: presented by a client, the
+// handshake fails, so a leaked manager key could not open a node's session either.
+TEST_F(NodePort, TheManagersCertificateCannotOpenASession) {
+    auto manager = manager_credentials(cluster_ca(), "manager2");
+    auto raw = raw_client(server_->port(), tls_client(TLS1_3_VERSION, &manager).get(),
+                          Send::upgrade_request);
+    EXPECT_NE(raw.status, 101u);
+    Observed seen;
+    auto client = NodeClient::connect(endpoint(), std::move(manager), seen.handlers(), limits_);
+    EXPECT_FALSE(client);
+    EXPECT_EQ(server_->session_count(), 0u);
+    EXPECT_TRUE(server_seen_.opened.empty());
+}
+
+// A manager of another cluster under the same CA is not ours.
+TEST_F(NodePort, ANodeRefusesTheManagerOfAnotherCluster) {
+    auto worker = joined_worker();
+    ServerOptions options;
+    options.cluster_id = "cluster2";
+    options.limits = limits_;
+    auto other = NodeServer::start(std::move(options),
+                                   manager_credentials(cluster_ca(), "manager9", "cluster2"), {});
+    ASSERT_TRUE(other) << other.error().message;
+    Observed seen;
+    auto client = NodeClient::connect({"127.0.0.1", (*other)->port()}, std::move(worker),
+                                      seen.handlers(), limits_);
+    ASSERT_FALSE(client);
+    EXPECT_EQ(client.error().code, Errc::permission_denied) << client.error().message;
+    EXPECT_NE(client.error().message.find("another cluster"), std::string::npos)
+        << client.error().message;
 }
 
 TEST_F(NodePort, RefusesTls12Clients) {

@@ -32,7 +32,7 @@ struct NodePortOptions {
 class NodePort final : public NodeTransport {
   public:
     // Needs an unlocked manager. Generates the manager's session key (in locked memory, never
-    // stored) and has the cluster CA issue its certificate (role coffer-manager), binds and
+    // stored) and has the cluster CA issue its server certificate (issue_manager_server), binds and
     // serves, then registers with manager.set_node_transport(). Errors: address in use, bad
     // address. manager is borrowed for the port's lifetime.
     static Result<std::unique_ptr<NodePort>> start(Manager& manager, NodePortOptions options);
