@@ -263,6 +263,13 @@ Result<nodeconn::JoinResponse> NodePort::Impl::join(nodeconn::JoinRequest req) {
         log::info(category, "join from {} refused: {}", host, role.error().message);
         return std::move(role).error();
     }
+    // The node's own name for itself, else its address: a placement key (node.hostname), so an
+    // active node's name is not given to another (checked again, atomically, when registering).
+    auto hostname = req.hostname.empty() ? host : req.hostname;
+    if (auto free = manager_.nodes().check_hostname(hostname); !free) {
+        log::warn(category, "join from {} refused: {}", host, free.error().message);
+        return std::move(free).error();
+    }
     auto id = crypto::random_id();
     // The certificate names what the manager decides (CN id, OU role, O cluster); the CSR
     // contributes its public key only.
@@ -276,13 +283,16 @@ Result<nodeconn::JoinResponse> NodePort::Impl::join(nodeconn::JoinRequest req) {
     NodeRegistration reg;
     reg.id = id;
     reg.role = node_role(*role);
-    // The node's own name for itself, else its address.
-    reg.description.hostname = req.hostname.empty() ? host : req.hostname;
+    reg.description.hostname = std::move(hostname);
     reg.addr = host;
     reg.certificate_expiry = timestamp(info->not_after);
     reg.state = model::NodeState::down;  // ready once its session opens
-    auto node = manager_.nodes().register_node(std::move(reg));
-    if (!node) return std::move(node).error().context("register the node");
+    auto node = manager_.nodes().join(std::move(reg));
+    if (!node) {
+        log::warn(category, "join from {} refused: {}", host, node.error().message);
+        if (node.error().code == Errc::already_exists) return std::move(node).error();
+        return std::move(node).error().context("register the node");
+    }
     log::info(category, "node {} joined from {} as {}", id, host, pki::role_name(*role));
     return nodeconn::JoinResponse{id, std::move(*cert), trust.ca_bundle()};
 }

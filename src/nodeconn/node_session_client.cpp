@@ -102,6 +102,8 @@ Errc code_for(http::status status) {
             return Errc::permission_denied;
         case http::status::not_found:
             return Errc::not_found;
+        case http::status::conflict:
+            return Errc::already_exists;
         case http::status::payload_too_large:
             return Errc::too_large;
         case http::status::service_unavailable:

@@ -326,4 +326,48 @@ TEST_F(NodePortSession, ANodeJoinedWithTheManagerTokenCannotPassForTheManager) {
     EXPECT_TRUE((*real)->wait_for("assignments"));
 }
 
+// A node's hostname is a placement key (node.hostname==X): a second node may not join under the
+// name of an active one. Once that node is removed, the name is free again.
+TEST_F(NodePortSession, AJoinUnderTheHostnameOfAnActiveNodeIsRefused) {
+    auto join_as = [&](const std::string& host) {
+        auto key = pki::NodeKey::generate();
+        return nodeconn::join({"127.0.0.1", port_->port()},
+                              manager_->trust().token(pki::Role::worker), key.csr_pem, {}, host);
+    };
+    auto first = join_as("node-a");
+    ASSERT_TRUE(first) << first.error().message;
+    auto count = [&] { return manager_->nodes().list().size(); };
+    auto before = count();
+
+    for (const char* name : {"node-a", "NODE-A"}) {
+        auto second = join_as(name);
+        ASSERT_FALSE(second) << name;
+        EXPECT_EQ(second.error().code, Errc::already_exists) << second.error().message;
+        EXPECT_NE(second.error().message.find("hostname " + std::string(name)),
+                  std::string::npos)
+            << second.error().message;
+        EXPECT_NE(second.error().message.find(first->node_id), std::string::npos)
+            << second.error().message;
+        EXPECT_EQ(count(), before) << "nothing is registered for a refused join";
+    }
+    // Its address stands for a node that names itself not; the same rule holds.
+    auto nameless = [&] {
+        auto key = pki::NodeKey::generate();
+        return nodeconn::join({"127.0.0.1", port_->port()},
+                              manager_->trust().token(pki::Role::worker), key.csr_pem);
+    };
+    auto by_address = nameless();
+    EXPECT_FALSE(by_address) << "the fixture's node already joined as 127.0.0.1";
+    EXPECT_TRUE(join_as("node-b"));
+
+    ASSERT_TRUE(manager_->nodes().remove(first->node_id, true));
+    port_->node_removed(first->node_id);
+    auto reuse = join_as("node-a");
+    ASSERT_TRUE(reuse) << reuse.error().message;
+    EXPECT_NE(reuse->node_id, first->node_id);
+    auto n = manager_->nodes().get(reuse->node_id);
+    ASSERT_TRUE(n);
+    EXPECT_EQ(n->description.hostname, "node-a");
+}
+
 }  // namespace

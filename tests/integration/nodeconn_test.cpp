@@ -344,6 +344,23 @@ TEST_F(NodePort, JoinRefusesAMalformedToken) {
     EXPECT_EQ(joins_, 0);
 }
 
+TEST_F(NodePort, JoinRefusesAMalformedHostnameBeforeTheHandler) {
+    auto worker = worker_token_->text();
+    for (std::string bad : {std::string("evil host"), std::string("node/a"), std::string("a\nb"),
+                            std::string("caf\xc3\xa9"), std::string(254, 'a')}) {
+        auto key = pki::NodeKey::generate();
+        auto r = join(endpoint(), worker, key.csr_pem, limits_, bad);
+        ASSERT_FALSE(r) << bad;
+        EXPECT_EQ(r.error().code, Errc::invalid_argument) << bad;
+        EXPECT_NE(r.error().message.find("hostname must be 1-253 characters"), std::string::npos)
+            << r.error().message;
+    }
+    EXPECT_EQ(joins_, 0);
+    auto key = pki::NodeKey::generate();
+    EXPECT_TRUE(join(endpoint(), worker, key.csr_pem, limits_, std::string(253, 'a')));
+    EXPECT_TRUE(join(endpoint(), worker, key.csr_pem, limits_, "Node-1.example_a"));
+}
+
 // The manager's server certificate is for a TLS server only: presented by a client, the
 // handshake fails, so a leaked manager key could not open a node's session either.
 TEST_F(NodePort, TheManagersCertificateCannotOpenASession) {
