@@ -94,11 +94,16 @@ class NodePort::Impl {
     ~Impl();
 
     Result<void> start();
-    // The manager's own credentials on the node port, from the current CA.
+    // The manager's own credentials on the node port, from the current CA; schedules their
+    // replacement.
     Result<nodeconn::Credentials> own_credentials();
+    // Fresh credentials for new connections (open sessions keep their TLS).
+    Result<void> replace_credentials();
     // The CA changed (a rotation started or ended): new credentials for new connections, and
     // every node is asked to renew.
     void ca_changed();
+    // Replaces the node port's certificate when it is due, until the port stops.
+    void renew_own_certificate();
 
     // nodeconn handlers.
     Result<nodeconn::JoinResponse> join(nodeconn::JoinRequest req);
@@ -154,6 +159,15 @@ class NodePort::Impl {
     };
     std::shared_ptr<CaHook> ca_hook_ = std::make_shared<CaHook>();
 
+    // Issuing and installing the port's own credentials, one at a time (the renewer and a CA
+    // change may race; the later credentials must win).
+    std::mutex credentials_mutex_;
+    std::mutex own_renewal_mutex_;
+    std::condition_variable own_renewal_changed_;
+    pki::Clock::time_point own_renewal_at_ = pki::Clock::time_point::max();  // under own_renewal_mutex_
+    bool own_renewal_stopping_ = false;                                      // under own_renewal_mutex_
+    std::thread own_renewer_;
+
     std::mutex logs_mutex_;
     std::condition_variable logs_changed_;
     std::map<std::string, PendingLogs> logs_;  // under logs_mutex_
@@ -173,17 +187,51 @@ Result<nodeconn::Credentials> NodePort::Impl::own_credentials() {
     auto id = "manager" + crypto::random_id();
     auto cert = trust.issue_manager_server(key.csr_pem, id);
     if (!cert) return std::move(cert).error().context("issue the manager's node port certificate");
+    auto info = pki::read_certificate(*cert);
+    if (!info) return std::move(info).error().context("read the manager's node port certificate");
+    auto due = options_.server_renewal_time ? options_.server_renewal_time(*info)
+                                            : pki::renewal_time(*info);
+    {
+        std::lock_guard lock(own_renewal_mutex_);
+        own_renewal_at_ = due;
+    }
+    own_renewal_changed_.notify_all();
     return nodeconn::Credentials{std::move(*cert), std::move(key.key_pem), trust.ca_bundle()};
 }
 
-void NodePort::Impl::ca_changed() {
+Result<void> NodePort::Impl::replace_credentials() {
+    std::lock_guard lock(credentials_mutex_);
     auto credentials = own_credentials();
-    if (!credentials) {
-        log::error(category, "CA changed: {}", credentials.error().message);
+    if (!credentials) return std::move(credentials).error();
+    return server_->update_credentials(std::move(*credentials));
+}
+
+void NodePort::Impl::renew_own_certificate() {
+    std::unique_lock lock(own_renewal_mutex_);
+    while (!own_renewal_stopping_) {
+        if (pki::Clock::now() < own_renewal_at_) {
+            if (own_renewal_at_ == pki::Clock::time_point::max())
+                own_renewal_changed_.wait(lock);
+            else
+                own_renewal_changed_.wait_until(lock, own_renewal_at_);
+            continue;
+        }
+        // Until the new one is issued, try again in a minute rather than at once.
+        own_renewal_at_ = pki::Clock::now() + 60s;
+        lock.unlock();
+        if (auto r = replace_credentials(); !r)
+            log::error(category, "renew the node port's certificate: {}", r.error().message);
+        else
+            log::info(category, "renewed the node port's certificate");
+        lock.lock();
+    }
+}
+
+void NodePort::Impl::ca_changed() {
+    if (auto r = replace_credentials(); !r) {
+        log::error(category, "CA changed: new node port credentials: {}", r.error().message);
         return;
     }
-    if (auto r = server_->update_credentials(std::move(*credentials)); !r)
-        log::error(category, "CA changed: new node port credentials: {}", r.error().message);
     std::vector<std::shared_ptr<Link>> links;
     {
         std::lock_guard lock(mutex_);
@@ -224,6 +272,7 @@ Result<void> NodePort::Impl::start() {
         nodeconn::NodeServer::start(std::move(so), std::move(*credentials), std::move(handlers));
     if (!server) return std::move(server).error().context("node port");
     server_ = std::move(*server);
+    own_renewer_ = std::thread([this] { renew_own_certificate(); });
     ca_hook_->impl = this;
     trust.on_ca_changed([hook = ca_hook_] {
         std::lock_guard lock(hook->mutex);
@@ -240,6 +289,12 @@ NodePort::Impl::~Impl() {
         std::lock_guard lock(ca_hook_->mutex);
         ca_hook_->impl = nullptr;
     }
+    {
+        std::lock_guard lock(own_renewal_mutex_);
+        own_renewal_stopping_ = true;
+    }
+    own_renewal_changed_.notify_all();
+    if (own_renewer_.joinable()) own_renewer_.join();
     server_.reset();
     {
         std::lock_guard lock(logs_mutex_);

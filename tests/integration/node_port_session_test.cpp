@@ -69,6 +69,8 @@ class FakeNode {
         return client_->session()->send(crypto::SecureBuffer::copy_of(text));
     }
     bool closed() const { return client_->session()->closed(); }
+    // Who served the session: the manager's certificate as the client verified it.
+    const pki::NodeIdentity& manager() const { return client_->session()->peer(); }
     void close() { client_.reset(); }
 
   private:
@@ -368,6 +370,47 @@ TEST_F(NodePortSession, AJoinUnderTheHostnameOfAnActiveNodeIsRefused) {
     auto n = manager_->nodes().get(reuse->node_id);
     ASSERT_TRUE(n);
     EXPECT_EQ(n->description.hostname, "node-a");
+}
+
+// The node port's own certificate is replaced when it is due (here: the first at once, the next
+// not for a day), so a long-running manager never serves an expired one.
+TEST_F(NodePortSession, TheNodePortReplacesItsOwnCertificateWhenDue) {
+    port_.reset();
+    std::mutex m;
+    std::vector<pki::CertificateInfo> issued;
+    manager::NodePortOptions o;
+    o.address = "127.0.0.1";
+    o.port = 0;
+    o.server_renewal_time = [&](const pki::CertificateInfo& c) {
+        std::lock_guard l(m);
+        issued.push_back(c);
+        return issued.size() == 1 ? pki::Clock::now() : pki::Clock::now() + 24h;
+    };
+    auto port = manager::NodePort::start(*manager_, std::move(o));
+    ASSERT_TRUE(port) << port.error().message;
+    port_ = std::move(*port);
+    auto count = [&] {
+        std::lock_guard l(m);
+        return issued.size();
+    };
+    ASSERT_TRUE(test::wait_until([&] { return count() == 2; }));
+    std::string first, second;
+    {
+        std::lock_guard l(m);
+        first = issued[0].common_name;
+        second = issued[1].common_name;
+        EXPECT_EQ(issued[1].organizational_unit, pki::manager_server_unit);
+        EXPECT_NE(issued[0].public_key, issued[1].public_key) << "a fresh key as well";
+    }
+    EXPECT_NE(first, second);
+    std::string served;
+    EXPECT_TRUE(test::wait_until([&] {
+        auto node = FakeNode::connect(port_->port(), credentials_);
+        if (!node) return false;
+        served = (*node)->manager().node_id;
+        return served == second;
+    })) << "still served by " << served;
+    EXPECT_EQ(count(), 2u) << "replaced once, then not again before it is due";
 }
 
 }  // namespace
