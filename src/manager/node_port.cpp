@@ -164,8 +164,9 @@ class NodePort::Impl {
     std::mutex credentials_mutex_;
     std::mutex own_renewal_mutex_;
     std::condition_variable own_renewal_changed_;
-    pki::Clock::time_point own_renewal_at_ = pki::Clock::time_point::max();  // under own_renewal_mutex_
-    bool own_renewal_stopping_ = false;                                      // under own_renewal_mutex_
+    pki::Clock::time_point own_renewal_at_ =
+        pki::Clock::time_point::max();   // under own_renewal_mutex_
+    bool own_renewal_stopping_ = false;  // under own_renewal_mutex_
     std::thread own_renewer_;
 
     std::mutex logs_mutex_;

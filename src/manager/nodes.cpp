@@ -42,7 +42,8 @@ bool same_name(std::string_view a, std::string_view b) {
 }
 
 bool holds_its_name(const Node& n, model::Timestamp now) {
-    if (n.state == model::NodeState::ready || n.state == model::NodeState::disconnected) return true;
+    if (n.state == model::NodeState::ready || n.state == model::NodeState::disconnected)
+        return true;
     return now.nanos - n.meta.updated.nanos < hostname_hold;
 }
 
@@ -67,12 +68,12 @@ NameHolders holders_of(const ObjectTable<Node>::Map& items, std::string_view hos
 }
 
 Error name_taken(std::string_view hostname, const Node& holder) {
-    return make_error(Errc::already_exists,
-                      fmt::format("hostname {} is taken by node {} ({}): join under another name "
-                                  "(coffer-agent --hostname), or remove that node first (coffer node "
-                                  "rm {})",
-                                  hostname, holder.meta.id, model::to_string(holder.state),
-                                  holder.meta.id));
+    return make_error(
+        Errc::already_exists,
+        fmt::format("hostname {} is taken by node {} ({}): join under another name "
+                    "(coffer-agent --hostname), or remove that node first (coffer node "
+                    "rm {})",
+                    hostname, holder.meta.id, model::to_string(holder.state), holder.meta.id));
 }
 
 }  // namespace
@@ -128,17 +129,20 @@ Result<Node> NodeRegistry::register_node(NodeRegistration reg) {
 
 Result<void> NodeRegistry::check_hostname(std::string_view hostname, model::Timestamp now) const {
     return read([&](const Map& items) -> Result<void> {
-        if (auto h = holders_of(items, hostname, now); h.active) return name_taken(hostname, *h.active);
+        if (auto h = holders_of(items, hostname, now); h.active)
+            return name_taken(hostname, *h.active);
         return {};
     });
 }
 
 Result<Node> NodeRegistry::join(NodeRegistration reg, model::Timestamp now) {
     if (!model::looks_like_id(reg.id)) return make_error(Errc::invalid_argument, "invalid node id");
-    if (reg.description.hostname.empty()) return make_error(Errc::invalid_argument, "a node needs a hostname");
+    if (reg.description.hostname.empty())
+        return make_error(Errc::invalid_argument, "a node needs a hostname");
     std::optional<Node> former;
     auto written = commit([&](const Map& items) -> Result<Changes> {
-        if (items.count(reg.id)) return make_error(Errc::already_exists, fmt::format("node {} already exists", reg.id));
+        if (items.count(reg.id))
+            return make_error(Errc::already_exists, fmt::format("node {} already exists", reg.id));
         auto h = holders_of(items, reg.description.hostname, now);
         if (h.active) return name_taken(reg.description.hostname, *h.active);
         if (h.former) former = *h.former;
@@ -154,9 +158,11 @@ Result<Node> NodeRegistry::join(NodeRegistration reg, model::Timestamp now) {
     if (!written) return std::move(written).error();
     const auto& n = written->front();
     if (former)
-        log::warn("nodes", "node {} joins under the hostname {} of node {}, {} since {}: that node no longer holds it",
-                  n.meta.id, n.description.hostname, former->meta.id, model::to_string(former->state),
-                  model::format_rfc3339(former->meta.updated));
+        log::warn("nodes",
+                  "node {} joins under the hostname {} of node {}, {} since {}: that node no "
+                  "longer holds it",
+                  n.meta.id, n.description.hostname, former->meta.id,
+                  model::to_string(former->state), model::format_rfc3339(former->meta.updated));
     log::info("nodes", "node {} ({}) joined", n.meta.id, n.description.hostname);
     return n;
 }

@@ -258,9 +258,10 @@ asio::awaitable<void> NodeClient::Impl::run(std::shared_ptr<ssl::context> ctx,
     auto chain = peer_chain_pem((*stream)->native_handle(), false);
     auto verified = pki::verify_manager_certificate(chain, credentials_.ca_bundle_pem, cluster_id);
     if (!verified) co_return fail(std::move(verified).error().context("manager certificate"));
-    pki::NodeIdentity manager{verified->common_name,          pki::Role::manager,
-                              verified->organization,         verified->not_after,
-                              std::move(verified->public_key), std::move(verified->issuer_public_key)};
+    pki::NodeIdentity manager{
+        verified->common_name,           pki::Role::manager,
+        verified->organization,          verified->not_after,
+        std::move(verified->public_key), std::move(verified->issuer_public_key)};
 
     WsStream ws(std::move(**stream));
     configure(ws, limits_);

@@ -145,7 +145,9 @@ Result<CertificateInfo> verify_for(std::string_view chain_pem, std::string_view 
 // The manager's identity: serverAuth named explicitly (a certificate without EKU passes
 // OpenSSL's purpose check), and the one DNS name only the manager's certificate carries.
 Result<void> manager_identity(X509* leaf) {
-    auto refused = [] { return make_error(Errc::permission_denied, "not the manager's certificate"); };
+    auto refused = [] {
+        return make_error(Errc::permission_denied, "not the manager's certificate");
+    };
     if ((X509_get_extension_flags(leaf) & EXFLAG_XKUSAGE) == 0 ||
         (X509_get_extended_key_usage(leaf) & XKU_SSL_SERVER) == 0)
         return refused();
@@ -189,7 +191,8 @@ Result<CertificateInfo> verify_manager_certificate(std::string_view chain_pem,
         info->is_ca)
         return make_error(Errc::permission_denied, "not the manager's certificate");
     if (info->organization != cluster_id)
-        return make_error(Errc::permission_denied, "the manager's certificate is for another cluster");
+        return make_error(Errc::permission_denied,
+                          "the manager's certificate is for another cluster");
     return info;
 }
 

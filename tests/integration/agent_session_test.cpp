@@ -107,8 +107,8 @@ class Manager {
             std::lock_guard l(m_);
             received_.push_back(msg.type);
         };
-        auto server = NodeServer::start(std::move(options),
-                                        manager_credentials(ca_, "manager1"), handlers);
+        auto server =
+            NodeServer::start(std::move(options), manager_credentials(ca_, "manager1"), handlers);
         if (!server) return std::move(server).error();
         server_ = std::move(*server);
         return {};

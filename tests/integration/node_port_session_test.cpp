@@ -290,9 +290,9 @@ TEST_F(NodePortSession, ARoleChangeAsksForANewCertificateAndRemovalCutsTheNode) 
 // refuses the session, and a joining node does not hand it its token. The real manager passes.
 TEST_F(NodePortSession, ANodeJoinedWithTheManagerTokenCannotPassForTheManager) {
     auto key = pki::NodeKey::generate();
-    auto joined = nodeconn::join({"127.0.0.1", port_->port()},
-                                 manager_->trust().token(pki::Role::manager), key.csr_pem, {},
-                                 "would-be-manager");
+    auto joined =
+        nodeconn::join({"127.0.0.1", port_->port()}, manager_->trust().token(pki::Role::manager),
+                       key.csr_pem, {}, "would-be-manager");
     ASSERT_TRUE(joined) << joined.error().message;
     auto n = manager_->nodes().get(joined->node_id);
     ASSERT_TRUE(n);
@@ -345,8 +345,7 @@ TEST_F(NodePortSession, AJoinUnderTheHostnameOfAnActiveNodeIsRefused) {
         auto second = join_as(name);
         ASSERT_FALSE(second) << name;
         EXPECT_EQ(second.error().code, Errc::already_exists) << second.error().message;
-        EXPECT_NE(second.error().message.find("hostname " + std::string(name)),
-                  std::string::npos)
+        EXPECT_NE(second.error().message.find("hostname " + std::string(name)), std::string::npos)
             << second.error().message;
         EXPECT_NE(second.error().message.find(first->node_id), std::string::npos)
             << second.error().message;
@@ -409,7 +408,8 @@ TEST_F(NodePortSession, TheNodePortReplacesItsOwnCertificateWhenDue) {
         if (!node) return false;
         served = (*node)->manager().node_id;
         return served == second;
-    })) << "still served by " << served;
+    })) << "still served by "
+        << served;
     EXPECT_EQ(count(), 2u) << "replaced once, then not again before it is due";
 }
 

@@ -147,8 +147,8 @@ class NodePort : public ::testing::Test {
             return {};
         };
         handlers.session = server_seen_.handlers();
-        auto server = NodeServer::start(
-            std::move(options), manager_credentials(cluster_ca(), "manager1"), handlers);
+        auto server = NodeServer::start(std::move(options),
+                                        manager_credentials(cluster_ca(), "manager1"), handlers);
         ASSERT_TRUE(server) << server.error().message;
         server_ = std::move(*server);
     }

@@ -547,7 +547,8 @@ TEST_F(Cluster, AHostnameBelongsToOneActiveNodeAtATime) {
         auto since = nodes_->get(a->meta.id)->meta.updated;
         EXPECT_TRUE(refused("node-a", since)) << model::to_string(state);
         EXPECT_TRUE(refused("NODE-a", since)) << model::to_string(state);
-        EXPECT_TRUE(refused("node-a", {since.nanos + hostname_hold - 1})) << model::to_string(state);
+        EXPECT_TRUE(refused("node-a", {since.nanos + hostname_hold - 1}))
+            << model::to_string(state);
         if (state == model::NodeState::ready || state == model::NodeState::disconnected) {
             EXPECT_TRUE(refused("node-a", {since.nanos + 10 * hostname_hold}))
                 << "a connected node holds its name however long ago it changed";

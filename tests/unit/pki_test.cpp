@@ -106,8 +106,8 @@ std::string crafted_leaf(const CertificateAuthority& ca, const char* unit, const
     BIO* kb = BIO_new_mem_buf(ca_key_pem.data(), static_cast<int>(ca_key_pem.size()));
     EVP_PKEY* ca_key = PEM_read_bio_PrivateKey(kb, nullptr, nullptr, nullptr);
     BIO_free(kb);
-    BIO* cb = BIO_new_mem_buf(ca.certificate_pem().data(),
-                              static_cast<int>(ca.certificate_pem().size()));
+    BIO* cb =
+        BIO_new_mem_buf(ca.certificate_pem().data(), static_cast<int>(ca.certificate_pem().size()));
     X509* ca_cert = PEM_read_bio_X509(cb, nullptr, nullptr, nullptr);
     BIO_free(cb);
     EVP_PKEY* key = EVP_PKEY_Q_keygen(nullptr, nullptr, "EC", "P-256");
@@ -343,10 +343,10 @@ TEST(CertificateAuthority, OnlyTheManagersServerCertificatePassesForTheManager) 
         crafted_leaf(shared_ca(), "coffer-manager-server", name, "clientAuth"), roots, "cluster1"));
     EXPECT_FALSE(verify_manager_certificate(
         crafted_leaf(shared_ca(), "coffer-manager-server", name, nullptr), roots, "cluster1"));
-    EXPECT_FALSE(verify_manager_certificate(
-        crafted_leaf(shared_ca(), "coffer-manager-server", "DNS:*.coffer-manager-server",
-                     "serverAuth"),
-        roots, "cluster1"));
+    EXPECT_FALSE(
+        verify_manager_certificate(crafted_leaf(shared_ca(), "coffer-manager-server",
+                                                "DNS:*.coffer-manager-server", "serverAuth"),
+                                   roots, "cluster1"));
     // And it must chain to the trusted root.
     auto foreign = CertificateAuthority::create_root();
     EXPECT_FALSE(verify_manager_certificate(

@@ -106,13 +106,15 @@ TEST_F(Trust, TheManagerTokenNeverGivesTheManagersServerIdentity) {
     auto renewed = trust_->renew(pki::make_csr(n.key.key_pem).value(), n.id, pki::Role::manager);
     ASSERT_TRUE(renewed.ok()) << renewed.error().message;
     EXPECT_FALSE(
-        pki::verify_manager_certificate(renewed->certificate_pem, trust_->ca_bundle(), "cluster1").ok());
+        pki::verify_manager_certificate(renewed->certificate_pem, trust_->ca_bundle(), "cluster1")
+            .ok());
 
     auto key = pki::NodeKey::generate();
     auto server = trust_->issue_manager_server(key.csr_pem, "manager1");
     ASSERT_TRUE(server.ok()) << server.error().message;
     EXPECT_TRUE(pki::verify_manager_certificate(*server, trust_->ca_bundle(), "cluster1").ok());
-    EXPECT_FALSE(trust_->node_issuer("manager1")) << "the manager is not a node a rotation waits on";
+    EXPECT_FALSE(trust_->node_issuer("manager1"))
+        << "the manager is not a node a rotation waits on";
 }
 
 TEST_F(Trust, RenewalRefusesACsrForAnotherKey) {
@@ -276,7 +278,8 @@ TEST_F(Trust, RotationFinishesOnlyWhenEveryNodeRenewed) {
     EXPECT_TRUE(pki::verify_node_certificate(rb.certificate_pem, trust_->ca_bundle(), "cluster1").ok());
     // The manager's server certificate now verifies under the new root alone; its new
     // certificate, without the cross-signed root, no longer under the old one.
-    auto server = trust_->issue_manager_server(pki::NodeKey::generate().csr_pem, "manager1").value();
+    auto server =
+        trust_->issue_manager_server(pki::NodeKey::generate().csr_pem, "manager1").value();
     EXPECT_TRUE(pki::verify_manager_certificate(server, trust_->ca_bundle(), "cluster1").ok());
     EXPECT_FALSE(pki::verify_manager_certificate(server, old_root, "cluster1").ok());
     // New certificates come without the cross-signed root.

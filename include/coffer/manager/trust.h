@@ -96,7 +96,8 @@ public:
     Result<std::string> issue(std::string_view csr_pem, const std::string& node_id, pki::Role role);
     // The manager's own node-port certificate (leaf + chain) for csr_pem, a key the node port
     // made: the server identity agents verify, which issue() never gives.
-    Result<std::string> issue_manager_server(std::string_view csr_pem, const std::string& manager_id);
+    Result<std::string> issue_manager_server(std::string_view csr_pem,
+                                             const std::string& manager_id);
 
     // Renewal over a session. presented: the session's verified certificate (Session::peer()),
     // which names the node; current_role: the node's role in the registry now (it may have

@@ -61,9 +61,9 @@ class CertificateAuthority {
     // cluster id, DNS SAN = [manager_server_name], EKU serverAuth only; otherwise as issue().
     // Only the manager's node port calls this, for a key it made itself; nothing a node sends
     // reaches it.
-    Result<std::string> issue_manager_server(std::string_view csr_pem, std::string_view manager_id,
-                                             std::string_view cluster_id,
-                                             std::chrono::seconds expiry = default_cert_expiry) const;
+    Result<std::string> issue_manager_server(
+        std::string_view csr_pem, std::string_view manager_id, std::string_view cluster_id,
+        std::chrono::seconds expiry = default_cert_expiry) const;
 
     // A certificate for another CA's key and subject, signed by this CA (root rotation: nodes
     // that trust only this root accept certificates the new root issues, through it). Valid
