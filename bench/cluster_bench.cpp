@@ -172,8 +172,10 @@ public:
     Child& start_agent(const std::string& name, std::vector<std::string> extra = {}) {
         auto base = dir_ + "/agents/" + name;
         fs::create_directories(base);
-        std::vector<std::string> argv{o_.agent,    "--data-dir", base + "/data", "--run-dir",
-                                      base + "/run", "--manager", manager_, "--log-level", "warn"};
+        // Each agent joins under its own name: one hostname is one active node's.
+        std::vector<std::string> argv{
+            o_.agent, "--data-dir",  base + "/data", "--run-dir",  base + "/run", "--manager",
+            manager_, "--log-level", "warn",         "--hostname", name};
         argv.insert(argv.end(), extra.begin(), extra.end());
         std::vector<std::string> env;
         for (char** e = environ; *e; ++e) env.emplace_back(*e);
@@ -288,7 +290,8 @@ void joins(const Options& o) {
             auto dir = fmt::format("{}/join/{}", c.dir(), i);
             fs::create_directories(dir);
             start.arrive_and_wait();
-            if (!coffer::agent::enroll(dir, c.manager(), token)) ++failed;
+            if (!coffer::agent::enroll(dir, c.manager(), token, {}, fmt::format("join{}", i)))
+                ++failed;
         });
     auto t0 = Clock::now();
     start.arrive_and_wait();
@@ -311,7 +314,8 @@ void sessions(const Options& o) {
                 for (int i; (i = next++) < o.sessions;) {
                     auto dir = fmt::format("{}/s/{}", c.dir(), i);
                     fs::create_directories(dir);
-                    auto id = coffer::agent::enroll(dir, c.manager(), token);
+                    auto id =
+                        coffer::agent::enroll(dir, c.manager(), token, {}, fmt::format("s{}", i));
                     if (!id) die("join: " + id.error().message);
                     creds[i] = std::move(id->credentials);
                 }

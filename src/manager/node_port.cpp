@@ -94,11 +94,16 @@ class NodePort::Impl {
     ~Impl();
 
     Result<void> start();
-    // The manager's own credentials on the node port, from the current CA.
+    // The manager's own credentials on the node port, from the current CA; schedules their
+    // replacement.
     Result<nodeconn::Credentials> own_credentials();
+    // Fresh credentials for new connections (open sessions keep their TLS).
+    Result<void> replace_credentials();
     // The CA changed (a rotation started or ended): new credentials for new connections, and
     // every node is asked to renew.
     void ca_changed();
+    // Replaces the node port's certificate when it is due, until the port stops.
+    void renew_own_certificate();
 
     // nodeconn handlers.
     Result<nodeconn::JoinResponse> join(nodeconn::JoinRequest req);
@@ -154,6 +159,16 @@ class NodePort::Impl {
     };
     std::shared_ptr<CaHook> ca_hook_ = std::make_shared<CaHook>();
 
+    // Issuing and installing the port's own credentials, one at a time (the renewer and a CA
+    // change may race; the later credentials must win).
+    std::mutex credentials_mutex_;
+    std::mutex own_renewal_mutex_;
+    std::condition_variable own_renewal_changed_;
+    pki::Clock::time_point own_renewal_at_ =
+        pki::Clock::time_point::max();   // under own_renewal_mutex_
+    bool own_renewal_stopping_ = false;  // under own_renewal_mutex_
+    std::thread own_renewer_;
+
     std::mutex logs_mutex_;
     std::condition_variable logs_changed_;
     std::map<std::string, PendingLogs> logs_;  // under logs_mutex_
@@ -167,22 +182,57 @@ class NodePort::Impl {
 Result<nodeconn::Credentials> NodePort::Impl::own_credentials() {
     auto& trust = manager_.trust();
     // The manager's own identity on the node port: a fresh key every time, kept in locked
-    // memory only; agents check its role (coffer-manager) and cluster.
+    // memory only; agents check its server identity (which no node certificate has, whatever
+    // the node's role) and its cluster.
     auto key = pki::NodeKey::generate();
     auto id = "manager" + crypto::random_id();
-    auto cert = trust.issue(key.csr_pem, id, pki::Role::manager);
+    auto cert = trust.issue_manager_server(key.csr_pem, id);
     if (!cert) return std::move(cert).error().context("issue the manager's node port certificate");
+    auto info = pki::read_certificate(*cert);
+    if (!info) return std::move(info).error().context("read the manager's node port certificate");
+    auto due = options_.server_renewal_time ? options_.server_renewal_time(*info)
+                                            : pki::renewal_time(*info);
+    {
+        std::lock_guard lock(own_renewal_mutex_);
+        own_renewal_at_ = due;
+    }
+    own_renewal_changed_.notify_all();
     return nodeconn::Credentials{std::move(*cert), std::move(key.key_pem), trust.ca_bundle()};
 }
 
-void NodePort::Impl::ca_changed() {
+Result<void> NodePort::Impl::replace_credentials() {
+    std::lock_guard lock(credentials_mutex_);
     auto credentials = own_credentials();
-    if (!credentials) {
-        log::error(category, "CA changed: {}", credentials.error().message);
+    if (!credentials) return std::move(credentials).error();
+    return server_->update_credentials(std::move(*credentials));
+}
+
+void NodePort::Impl::renew_own_certificate() {
+    std::unique_lock lock(own_renewal_mutex_);
+    while (!own_renewal_stopping_) {
+        if (pki::Clock::now() < own_renewal_at_) {
+            if (own_renewal_at_ == pki::Clock::time_point::max())
+                own_renewal_changed_.wait(lock);
+            else
+                own_renewal_changed_.wait_until(lock, own_renewal_at_);
+            continue;
+        }
+        // Until the new one is issued, try again in a minute rather than at once.
+        own_renewal_at_ = pki::Clock::now() + 60s;
+        lock.unlock();
+        if (auto r = replace_credentials(); !r)
+            log::error(category, "renew the node port's certificate: {}", r.error().message);
+        else
+            log::info(category, "renewed the node port's certificate");
+        lock.lock();
+    }
+}
+
+void NodePort::Impl::ca_changed() {
+    if (auto r = replace_credentials(); !r) {
+        log::error(category, "CA changed: new node port credentials: {}", r.error().message);
         return;
     }
-    if (auto r = server_->update_credentials(std::move(*credentials)); !r)
-        log::error(category, "CA changed: new node port credentials: {}", r.error().message);
     std::vector<std::shared_ptr<Link>> links;
     {
         std::lock_guard lock(mutex_);
@@ -223,6 +273,7 @@ Result<void> NodePort::Impl::start() {
         nodeconn::NodeServer::start(std::move(so), std::move(*credentials), std::move(handlers));
     if (!server) return std::move(server).error().context("node port");
     server_ = std::move(*server);
+    own_renewer_ = std::thread([this] { renew_own_certificate(); });
     ca_hook_->impl = this;
     trust.on_ca_changed([hook = ca_hook_] {
         std::lock_guard lock(hook->mutex);
@@ -239,6 +290,12 @@ NodePort::Impl::~Impl() {
         std::lock_guard lock(ca_hook_->mutex);
         ca_hook_->impl = nullptr;
     }
+    {
+        std::lock_guard lock(own_renewal_mutex_);
+        own_renewal_stopping_ = true;
+    }
+    own_renewal_changed_.notify_all();
+    if (own_renewer_.joinable()) own_renewer_.join();
     server_.reset();
     {
         std::lock_guard lock(logs_mutex_);
@@ -261,6 +318,10 @@ Result<nodeconn::JoinResponse> NodePort::Impl::join(nodeconn::JoinRequest req) {
     // A refusal is logged by the node port, counted per source (a flood of joins is not a flood
     // of log lines).
     if (!role) return std::move(role).error();
+    // The node's own name for itself, else its address: a placement key (node.hostname), so an
+    // active node's name is not given to another (checked again, atomically, when registering).
+    auto hostname = req.hostname.empty() ? host : req.hostname;
+    if (auto free = manager_.nodes().check_hostname(hostname); !free) return std::move(free).error();
     auto id = crypto::random_id();
     // The certificate names what the manager decides (CN id, OU role, O cluster); the CSR
     // contributes its public key only.
@@ -271,13 +332,15 @@ Result<nodeconn::JoinResponse> NodePort::Impl::join(nodeconn::JoinRequest req) {
     NodeRegistration reg;
     reg.id = id;
     reg.role = node_role(*role);
-    // The node's own name for itself, else its address.
-    reg.description.hostname = req.hostname.empty() ? host : req.hostname;
+    reg.description.hostname = std::move(hostname);
     reg.addr = host;
     reg.certificate_expiry = timestamp(info->not_after);
     reg.state = model::NodeState::down;  // ready once its session opens
-    auto node = manager_.nodes().register_node(std::move(reg));
-    if (!node) return std::move(node).error().context("register the node");
+    auto node = manager_.nodes().join(std::move(reg));
+    if (!node) {
+        if (node.error().code == Errc::already_exists) return std::move(node).error();
+        return std::move(node).error().context("register the node");
+    }
     log::info(category, "node {} joined from {} as {}", id, host, pki::role_name(*role));
     return nodeconn::JoinResponse{id, std::move(*cert), trust.ca_bundle()};
 }

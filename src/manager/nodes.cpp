@@ -1,5 +1,8 @@
 #include "coffer/manager/nodes.h"
 
+#include <algorithm>
+#include <cctype>
+
 #include "coffer/base/log.h"
 #include "coffer/model/json.h"
 #include "coffer/model/service_json.h"
@@ -29,6 +32,48 @@ Result<const Node*> lookup(const ObjectTable<Node>::Map& items, std::string_view
         return make_error(Errc::invalid_argument, fmt::format("node {} is ambiguous ({} matches found)", key, matches));
     if (found) return found;
     return not_found();
+}
+
+bool same_name(std::string_view a, std::string_view b) {
+    return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
+               return std::tolower(static_cast<unsigned char>(x)) ==
+                      std::tolower(static_cast<unsigned char>(y));
+           });
+}
+
+bool holds_its_name(const Node& n, model::Timestamp now) {
+    if (n.state == model::NodeState::ready || n.state == model::NodeState::disconnected)
+        return true;
+    return now.nanos - n.meta.updated.nanos < hostname_hold;
+}
+
+// The node holding hostname now, and the node (no longer active) whose name it was, if any.
+struct NameHolders {
+    const Node* active = nullptr;
+    const Node* former = nullptr;
+};
+
+NameHolders holders_of(const ObjectTable<Node>::Map& items, std::string_view hostname,
+                       model::Timestamp now) {
+    NameHolders h;
+    for (const auto& [id, n] : items) {
+        if (!same_name(n.description.hostname, hostname)) continue;
+        if (holds_its_name(n, now)) {
+            h.active = &n;
+            break;
+        }
+        h.former = &n;
+    }
+    return h;
+}
+
+Error name_taken(std::string_view hostname, const Node& holder) {
+    return make_error(
+        Errc::already_exists,
+        fmt::format("hostname {} is taken by node {} ({}): join under another name "
+                    "(coffer-agent --hostname), or remove that node first (coffer node "
+                    "rm {})",
+                    hostname, holder.meta.id, model::to_string(holder.state), holder.meta.id));
 }
 
 }  // namespace
@@ -82,6 +127,46 @@ Result<Node> NodeRegistry::register_node(NodeRegistration reg) {
     return written->front();
 }
 
+Result<void> NodeRegistry::check_hostname(std::string_view hostname, model::Timestamp now) const {
+    return read([&](const Map& items) -> Result<void> {
+        if (auto h = holders_of(items, hostname, now); h.active)
+            return name_taken(hostname, *h.active);
+        return {};
+    });
+}
+
+Result<Node> NodeRegistry::join(NodeRegistration reg, model::Timestamp now) {
+    if (!model::looks_like_id(reg.id)) return make_error(Errc::invalid_argument, "invalid node id");
+    if (reg.description.hostname.empty())
+        return make_error(Errc::invalid_argument, "a node needs a hostname");
+    std::optional<Node> former;
+    auto written = commit([&](const Map& items) -> Result<Changes> {
+        if (items.count(reg.id))
+            return make_error(Errc::already_exists, fmt::format("node {} already exists", reg.id));
+        auto h = holders_of(items, reg.description.hostname, now);
+        if (h.active) return name_taken(reg.description.hostname, *h.active);
+        if (h.former) former = *h.former;
+        Node n;
+        n.meta = {reg.id, 0, now, now};
+        n.spec.role = reg.role;
+        n.description = std::move(reg.description);
+        n.addr = std::move(reg.addr);
+        n.certificate_expiry = reg.certificate_expiry;
+        n.state = reg.state;
+        return Changes{{std::move(n)}, {}};
+    });
+    if (!written) return std::move(written).error();
+    const auto& n = written->front();
+    if (former)
+        log::warn("nodes",
+                  "node {} joins under the hostname {} of node {}, {} since {}: that node no "
+                  "longer holds it",
+                  n.meta.id, n.description.hostname, former->meta.id,
+                  model::to_string(former->state), model::format_rfc3339(former->meta.updated));
+    log::info("nodes", "node {} ({}) joined", n.meta.id, n.description.hostname);
+    return n;
+}
+
 Result<void> NodeRegistry::set_status(std::string_view id, model::NodeState state, std::string_view addr) {
     auto written = commit([&](const Map& items) -> Result<Changes> {
         auto it = items.find(id);
@@ -124,7 +209,8 @@ Result<Node> NodeRegistry::remove(std::string_view key, bool force) {
         return Changes{{}, {(*n)->meta.id}};
     });
     if (!written) return std::move(written).error();
-    log::info("nodes", "node {} removed", removed->meta.id);
+    log::info("nodes", "node {} removed: its hostname {} is free", removed->meta.id,
+              removed->description.hostname);
     return std::move(*removed);
 }
 

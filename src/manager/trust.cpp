@@ -240,6 +240,13 @@ Result<std::string> ClusterTrust::issue(std::string_view csr_pem, const std::str
     return cert;
 }
 
+Result<std::string> ClusterTrust::issue_manager_server(std::string_view csr_pem,
+                                                       const std::string& manager_id) {
+    std::lock_guard lock(mutex_);
+    // Not recorded in issuers_: the manager is not a node, and a rotation waits on nodes only.
+    return ca_.issue_manager_server(csr_pem, manager_id, cluster_id_, expiry_);
+}
+
 Result<IssuedCertificate> ClusterTrust::renew(std::string_view csr_pem, const pki::NodeIdentity& presented,
                                               pki::Role current_role) {
     if (presented.cluster_id != cluster_id_)

@@ -63,7 +63,7 @@ asio::awaitable<Result<std::unique_ptr<TlsStream>>> open_tls(const Endpoint& to,
     // and the peer's delayed ACK hold each one back by up to 40 ms.
     boost::system::error_code nodelay_ec;
     stream->socket().set_option(tcp::no_delay(true), nodelay_ec);
-    // SNI names the role, the name the manager's certificate is verified against.
+    // SNI: the name the manager's certificate is verified against.
     SSL_set_tlsext_host_name(stream->native_handle(), manager_name);
     if (auto [ec] = co_await stream->async_handshake(ssl::stream_base::client, use_tuple); ec)
         co_return net_error(fmt::format("TLS handshake with {}", where), ec, *stream);
@@ -102,6 +102,8 @@ Errc code_for(http::status status) {
             return Errc::permission_denied;
         case http::status::not_found:
             return Errc::not_found;
+        case http::status::conflict:
+            return Errc::already_exists;
         case http::status::payload_too_large:
             return Errc::too_large;
         case http::status::service_unavailable:
@@ -252,12 +254,15 @@ asio::awaitable<void> NodeClient::Impl::run(std::shared_ptr<ssl::context> ctx,
     auto fail = [&](Error e) { opened->settle(std::move(e)); };
     auto stream = co_await open_tls(to_, *ctx, limits_);
     if (!stream) co_return fail(std::move(stream).error());
-    // The handshake checked the chain and the role name; the cluster is checked here.
+    // The handshake checked the chain, the server use and the manager's name; the whole of the
+    // manager's identity and the cluster are checked here again, in one place.
     auto chain = peer_chain_pem((*stream)->native_handle(), false);
-    auto manager = pki::verify_node_certificate(chain, credentials_.ca_bundle_pem, cluster_id);
-    if (!manager) co_return fail(std::move(manager).error().context("manager certificate"));
-    if (manager->role != pki::Role::manager)
-        co_return fail(make_error(Errc::permission_denied, "peer is not a manager"));
+    auto verified = pki::verify_manager_certificate(chain, credentials_.ca_bundle_pem, cluster_id);
+    if (!verified) co_return fail(std::move(verified).error().context("manager certificate"));
+    pki::NodeIdentity manager{
+        verified->common_name,           pki::Role::manager,
+        verified->organization,          verified->not_after,
+        std::move(verified->public_key), std::move(verified->issuer_public_key)};
 
     WsStream ws(std::move(**stream));
     configure(ws, limits_);
@@ -270,7 +275,7 @@ asio::awaitable<void> NodeClient::Impl::run(std::shared_ptr<ssl::context> ctx,
         co_return fail(net_error("open session", ec));
     }
     auto session =
-        std::make_shared<SessionImpl>(std::move(ws), std::move(*manager), limits_, handlers_, ctx);
+        std::make_shared<SessionImpl>(std::move(ws), std::move(manager), limits_, handlers_, ctx);
     session_ = session;
     public_session_ = session;
     opened->settle(Result<void>{});

@@ -57,16 +57,30 @@ Result<std::shared_ptr<ssl::context>> server_context(const Credentials& credenti
     if (auto r = identity(*ctx, credentials); !r) return std::move(r).error();
     if (auto r = trust(*ctx, credentials.ca_bundle_pem); !r) return std::move(r).error();
     ctx->set_verify_mode(ssl::verify_peer);
+    // OpenSSL's default on a server, made explicit: a client certificate must be one for TLS
+    // clients, so the manager's own (serverAuth only) cannot open a session.
+    SSL_CTX_set_purpose(ctx->native_handle(), X509_PURPOSE_SSL_CLIENT);
     watch_client_hello(ctx->native_handle());
     return ctx;
 }
+
+namespace {
+
+// The manager's certificate must be for a TLS server and carry its name: a node's certificate
+// (clientAuth only, no such name) is refused during the handshake.
+void verify_manager(ssl::context& ctx) {
+    ctx.set_verify_mode(ssl::verify_peer);
+    SSL_CTX_set_purpose(ctx.native_handle(), X509_PURPOSE_SSL_SERVER);
+    ctx.set_verify_callback(ssl::host_name_verification(manager_name));
+}
+
+}  // namespace
 
 Result<std::shared_ptr<ssl::context>> client_context(const Credentials& credentials) {
     auto ctx = tls13(ssl::context::tls_client);
     if (auto r = identity(*ctx, credentials); !r) return std::move(r).error();
     if (auto r = trust(*ctx, credentials.ca_bundle_pem); !r) return std::move(r).error();
-    ctx->set_verify_mode(ssl::verify_peer);
-    ctx->set_verify_callback(ssl::host_name_verification(manager_name));
+    verify_manager(*ctx);
     return ctx;
 }
 
@@ -77,8 +91,7 @@ Result<std::shared_ptr<ssl::context>> join_context(std::string_view pinned_ca_pe
         return ctx;
     }
     if (auto r = trust(*ctx, pinned_ca_pem); !r) return std::move(r).error();
-    ctx->set_verify_mode(ssl::verify_peer);
-    ctx->set_verify_callback(ssl::host_name_verification(manager_name));
+    verify_manager(*ctx);
     return ctx;
 }
 

@@ -9,23 +9,26 @@
 
 #include "coffer/base/error.h"
 #include "coffer/nodeconn/tls.h"
+#include "coffer/pki/certificate.h"
 
 namespace coffer::nodeconn::detail {
 
 namespace ssl = boost::asio::ssl;
 
-// The DNS name every manager certificate carries (its role); clients verify it.
-inline constexpr const char* manager_name = "coffer-manager";
+// The DNS name only the manager's own certificate carries (never a node's, whatever its role);
+// clients send it as SNI and verify it.
+inline constexpr const char* manager_name = "coffer-manager-server";
+static_assert(pki::manager_server_name == manager_name);
 
 // TLS 1.3 only. Presents the manager's certificate; asks for a client certificate and, when one
-// is presented, verifies it against the CA bundle or fails the handshake. Whether a request
-// needs one is decided per path.
+// is presented, verifies it against the CA bundle, for use by a TLS client (EKU clientAuth), or
+// fails the handshake. Whether a request needs one is decided per path.
 Result<std::shared_ptr<ssl::context>> server_context(const Credentials& credentials);
-// TLS 1.3 only. Presents the node's certificate; verifies the manager against the CA bundle
-// and its role name.
+// TLS 1.3 only. Presents the node's certificate; verifies the manager against the CA bundle,
+// for use by a TLS server (EKU serverAuth) and by the manager's name.
 Result<std::shared_ptr<ssl::context>> client_context(const Credentials& credentials);
 // For joining, before the node has a certificate: verifies nothing when pinned_ca_pem is empty
-// (the CA bundle is checked by digest afterwards), else the manager against it.
+// (the CA bundle is checked by digest afterwards), else the manager against it as above.
 Result<std::shared_ptr<ssl::context>> join_context(std::string_view pinned_ca_pem);
 
 // The certificates the peer presented, leaf first, as PEM; empty when it presented none.

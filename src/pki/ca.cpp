@@ -145,14 +145,23 @@ crypto::SecureBuffer CertificateAuthority::key_pem() const {
     return ossl::to_pem(state_->key.get());
 }
 
-Result<std::string> CertificateAuthority::issue(std::string_view csr_pem, const NodeIdentity& node,
-                                                std::chrono::seconds expiry) const {
+namespace {
+
+// What a leaf certificate says besides its key; only the two issuing functions below fill it.
+struct LeafProfile {
+    std::string_view common_name;
+    std::string_view unit;
+    std::string_view cluster_id;
+    const char* extended_key_usage;
+    std::string_view dns_name;
+};
+
+// A leaf for the key of csr_pem, signed by ca_cert/ca_key, followed by chain_pem.
+Result<std::string> issue_leaf(X509* ca_cert, EVP_PKEY* ca_key, const std::string& chain_pem,
+                               std::string_view csr_pem, const LeafProfile& profile,
+                               std::chrono::seconds expiry) {
     if (expiry < min_cert_expiry)
         return make_error(Errc::invalid_argument, "minimum certificate expiry time is 1h");
-    if (!valid_certificate_id(node.node_id))
-        return make_error(Errc::invalid_argument, "invalid node id");
-    if (!valid_certificate_id(node.cluster_id))
-        return make_error(Errc::invalid_argument, "invalid cluster id");
     auto req = ossl::read_verified_csr(csr_pem);
     if (!req) return std::move(req).error();
     // Owned by the request.
@@ -163,24 +172,58 @@ Result<std::string> CertificateAuthority::issue(std::string_view csr_pem, const 
     auto cert = new_cert();
     X509* c = cert.get();
     X509_NAME* subject = X509_get_subject_name(c);
-    auto role = role_name(node.role);
-    add_name_entry(subject, "O", node.cluster_id);
-    add_name_entry(subject, "OU", role);
-    add_name_entry(subject, "CN", node.node_id);
-    if (X509_set_issuer_name(c, X509_get_subject_name(state_->cert.get())) != 1)
-        ossl::fail("set issuer");
+    add_name_entry(subject, "O", profile.cluster_id);
+    add_name_entry(subject, "OU", profile.unit);
+    add_name_entry(subject, "CN", profile.common_name);
+    if (X509_set_issuer_name(c, X509_get_subject_name(ca_cert)) != 1) ossl::fail("set issuer");
     auto now = Clock::now();
     ossl::set_validity(c, now - cert_backdate, now + expiry);
     if (X509_set_pubkey(c, pub) != 1) ossl::fail("set public key");
-    X509* issuer = state_->cert.get();
+    X509* issuer = ca_cert;
     ossl::add_extension(c, issuer, NID_basic_constraints, "critical,CA:FALSE");
     ossl::add_extension(c, issuer, NID_key_usage, "critical,digitalSignature,keyEncipherment");
-    ossl::add_extension(c, issuer, NID_ext_key_usage, "serverAuth,clientAuth");
+    ossl::add_extension(c, issuer, NID_ext_key_usage, profile.extended_key_usage);
     ossl::add_extension(c, issuer, NID_subject_key_identifier, "hash");
     ossl::add_extension(c, issuer, NID_authority_key_identifier, "keyid:always");
-    add_dns_names(c, {role, node.node_id});
-    sign(c, state_->key.get());
-    return ossl::to_pem(c) + state_->chain_pem;
+    add_dns_names(c, {profile.dns_name});
+    sign(c, ca_key);
+    return ossl::to_pem(c) + chain_pem;
+}
+
+}  // namespace
+
+Result<std::string> CertificateAuthority::issue(std::string_view csr_pem, const NodeIdentity& node,
+                                                std::chrono::seconds expiry) const {
+    if (!valid_certificate_id(node.node_id))
+        return make_error(Errc::invalid_argument, "invalid node id");
+    if (!valid_certificate_id(node.cluster_id))
+        return make_error(Errc::invalid_argument, "invalid cluster id");
+    // A node, of either role, is a TLS client only: its certificate names no server use and not
+    // the manager's name, so nothing that verifies the manager can take it for one.
+    return issue_leaf(state_->cert.get(), state_->key.get(), state_->chain_pem, csr_pem,
+                      {.common_name = node.node_id,
+                       .unit = role_name(node.role),
+                       .cluster_id = node.cluster_id,
+                       .extended_key_usage = "clientAuth",
+                       .dns_name = node.node_id},
+                      expiry);
+}
+
+Result<std::string> CertificateAuthority::issue_manager_server(std::string_view csr_pem,
+                                                               std::string_view manager_id,
+                                                               std::string_view cluster_id,
+                                                               std::chrono::seconds expiry) const {
+    if (!valid_certificate_id(manager_id))
+        return make_error(Errc::invalid_argument, "invalid manager id");
+    if (!valid_certificate_id(cluster_id))
+        return make_error(Errc::invalid_argument, "invalid cluster id");
+    return issue_leaf(state_->cert.get(), state_->key.get(), state_->chain_pem, csr_pem,
+                      {.common_name = manager_id,
+                       .unit = manager_server_unit,
+                       .cluster_id = cluster_id,
+                       .extended_key_usage = "serverAuth",
+                       .dns_name = manager_server_name},
+                      expiry);
 }
 
 Result<std::string> CertificateAuthority::cross_sign(std::string_view other_ca_cert_pem) const {

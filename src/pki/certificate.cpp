@@ -3,6 +3,9 @@
 #include <openssl/bn.h>
 #include <openssl/err.h>
 #include <openssl/pem.h>
+#include <openssl/x509v3.h>
+
+#include <functional>
 
 #include "coffer/crypto/random.h"
 #include "ossl.h"
@@ -94,8 +97,14 @@ Result<std::vector<std::string>> split_bundle(std::string_view pem) {
     return out;
 }
 
-Result<CertificateInfo> verify_chain(std::string_view chain_pem, std::string_view roots_pem,
-                                     Clock::time_point at) {
+namespace {
+
+// verify_chain, and for a purpose other than 0 (X509_PURPOSE_SSL_CLIENT, _SSL_SERVER) OpenSSL's
+// check that the chain may be used for it (the leaf's EKU, when it has one, must name it). check
+// runs on the verified leaf and may refuse it.
+Result<CertificateInfo> verify_for(std::string_view chain_pem, std::string_view roots_pem,
+                                   Clock::time_point at, int purpose,
+                                   const std::function<Result<void>(X509*)>& check = {}) {
     auto chain = read_stack(chain_pem);
     if (!chain) return std::move(chain).error().context("verify certificate");
     auto roots = read_stack(roots_pem);
@@ -113,6 +122,8 @@ Result<CertificateInfo> verify_chain(std::string_view chain_pem, std::string_vie
     if (!ctx || X509_STORE_CTX_init(ctx.get(), store.get(), leaf.get(), chain->get()) != 1)
         ossl::fail("initialise certificate verification");
     X509_STORE_CTX_set_time(ctx.get(), 0, Clock::to_time_t(at));
+    if (purpose != 0 && X509_STORE_CTX_set_purpose(ctx.get(), purpose) != 1)
+        ossl::fail("set certificate purpose");
     if (X509_verify_cert(ctx.get()) != 1) {
         ERR_clear_error();
         return make_error(
@@ -120,6 +131,8 @@ Result<CertificateInfo> verify_chain(std::string_view chain_pem, std::string_vie
             fmt::format("certificate does not verify: {}",
                         X509_verify_cert_error_string(X509_STORE_CTX_get_error(ctx.get()))));
     }
+    if (check)
+        if (auto r = check(leaf.get()); !r) return std::move(r).error();
     auto info = describe(leaf.get());
     // The chain OpenSSL built: the leaf, then whoever signed it (a root, or a cross-signed root).
     STACK_OF(X509)* built = X509_STORE_CTX_get0_chain(ctx.get());
@@ -129,9 +142,34 @@ Result<CertificateInfo> verify_chain(std::string_view chain_pem, std::string_vie
     return info;
 }
 
+// The manager's identity: serverAuth named explicitly (a certificate without EKU passes
+// OpenSSL's purpose check), and the one DNS name only the manager's certificate carries.
+Result<void> manager_identity(X509* leaf) {
+    auto refused = [] {
+        return make_error(Errc::permission_denied, "not the manager's certificate");
+    };
+    if ((X509_get_extension_flags(leaf) & EXFLAG_XKUSAGE) == 0 ||
+        (X509_get_extended_key_usage(leaf) & XKU_SSL_SERVER) == 0)
+        return refused();
+    if (X509_check_host(leaf, manager_server_name.data(), manager_server_name.size(),
+                        X509_CHECK_FLAG_NEVER_CHECK_SUBJECT | X509_CHECK_FLAG_NO_WILDCARDS,
+                        nullptr) != 1) {
+        ERR_clear_error();
+        return refused();
+    }
+    return {};
+}
+
+}  // namespace
+
+Result<CertificateInfo> verify_chain(std::string_view chain_pem, std::string_view roots_pem,
+                                     Clock::time_point at) {
+    return verify_for(chain_pem, roots_pem, at, 0);
+}
+
 Result<NodeIdentity> verify_node_certificate(std::string_view chain_pem, std::string_view roots_pem,
                                              std::string_view cluster_id, Clock::time_point at) {
-    auto info = verify_chain(chain_pem, roots_pem, at);
+    auto info = verify_for(chain_pem, roots_pem, at, X509_PURPOSE_SSL_CLIENT);
     if (!info) return std::move(info).error();
     auto role = parse_role(info->organizational_unit);
     if (!role || info->common_name.empty() || info->is_ca)
@@ -141,6 +179,21 @@ Result<NodeIdentity> verify_node_certificate(std::string_view chain_pem, std::st
     return NodeIdentity{info->common_name, *role,
                         info->organization, info->not_after,
                         std::move(info->public_key), std::move(info->issuer_public_key)};
+}
+
+Result<CertificateInfo> verify_manager_certificate(std::string_view chain_pem,
+                                                   std::string_view roots_pem,
+                                                   std::string_view cluster_id,
+                                                   Clock::time_point at) {
+    auto info = verify_for(chain_pem, roots_pem, at, X509_PURPOSE_SSL_SERVER, manager_identity);
+    if (!info) return std::move(info).error();
+    if (info->organizational_unit != manager_server_unit || info->common_name.empty() ||
+        info->is_ca)
+        return make_error(Errc::permission_denied, "not the manager's certificate");
+    if (info->organization != cluster_id)
+        return make_error(Errc::permission_denied,
+                          "the manager's certificate is for another cluster");
+    return info;
 }
 
 bool key_matches_certificate(const crypto::SecureBuffer& key_pem, std::string_view cert_pem) {

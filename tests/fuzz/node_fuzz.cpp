@@ -15,6 +15,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     (void)ca.issue(text, {"node1", coffer::pki::Role::worker, "cluster1"});
     (void)coffer::pki::split_bundle(text);
     (void)coffer::pki::verify_chain(text, ca.certificate_pem());
+    (void)coffer::pki::verify_node_certificate(text, ca.certificate_pem(), "cluster1");
+    (void)coffer::pki::verify_manager_certificate(text, ca.certificate_pem(), "cluster1");
     (void)coffer::nodeconn::make_message(coffer::crypto::SecureBuffer::copy_of(text));
     return 0;
 }

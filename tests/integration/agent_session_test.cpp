@@ -39,9 +39,10 @@ const pki::CertificateAuthority& cluster_ca() {
     return ca;
 }
 
-Credentials issue(const pki::CertificateAuthority& ca, std::string id, pki::Role role) {
+// The manager's server credentials.
+Credentials manager_credentials(const pki::CertificateAuthority& ca, std::string_view id) {
     auto key = pki::NodeKey::generate();
-    auto cert = ca.issue(key.csr_pem, {std::move(id), role, "cluster1"});
+    auto cert = ca.issue_manager_server(key.csr_pem, id, "cluster1");
     return {cert.value(), std::move(key.key_pem), ca.certificate_pem()};
 }
 
@@ -106,8 +107,8 @@ class Manager {
             std::lock_guard l(m_);
             received_.push_back(msg.type);
         };
-        auto server = NodeServer::start(std::move(options),
-                                        issue(ca_, "manager1", pki::Role::manager), handlers);
+        auto server =
+            NodeServer::start(std::move(options), manager_credentials(ca_, "manager1"), handlers);
         if (!server) return std::move(server).error();
         server_ = std::move(*server);
         return {};

@@ -15,6 +15,7 @@
 #include "coffer/manager/manager.h"
 #include "coffer/manager/node_port.h"
 #include "coffer/nodeconn/client.h"
+#include "coffer/nodeconn/server.h"
 #include "coffer/pki/node_key.h"
 #include "harness.h"
 
@@ -68,6 +69,8 @@ class FakeNode {
         return client_->session()->send(crypto::SecureBuffer::copy_of(text));
     }
     bool closed() const { return client_->session()->closed(); }
+    // Who served the session: the manager's certificate as the client verified it.
+    const pki::NodeIdentity& manager() const { return client_->session()->peer(); }
     void close() { client_.reset(); }
 
   private:
@@ -280,6 +283,134 @@ TEST_F(NodePortSession, ARoleChangeAsksForANewCertificateAndRemovalCutsTheNode) 
     auto removed = FakeNode::connect(port_->port(), credentials_);
     ASSERT_FALSE(removed);
     EXPECT_EQ(removed.error().code, Errc::permission_denied);
+}
+
+// A node joined with the manager token holds a real certificate of this cluster, with the
+// manager role. Serving the node port with it, it must not pass for the manager: a node's client
+// refuses the session, and a joining node does not hand it its token. The real manager passes.
+TEST_F(NodePortSession, ANodeJoinedWithTheManagerTokenCannotPassForTheManager) {
+    auto key = pki::NodeKey::generate();
+    auto joined =
+        nodeconn::join({"127.0.0.1", port_->port()}, manager_->trust().token(pki::Role::manager),
+                       key.csr_pem, {}, "would-be-manager");
+    ASSERT_TRUE(joined) << joined.error().message;
+    auto n = manager_->nodes().get(joined->node_id);
+    ASSERT_TRUE(n);
+    EXPECT_EQ(n->spec.role, model::NodeRole::manager);
+
+    std::atomic<int> sessions{0}, joins{0};
+    nodeconn::ServerOptions so;
+    so.cluster_id = manager_->trust().cluster_id();
+    so.limits.handshake_timeout = 5s;
+    nodeconn::ServerHandlers h;
+    h.authorize = [](const pki::NodeIdentity&) { return Result<void>{}; };
+    h.on_join = [&](nodeconn::JoinRequest) -> Result<nodeconn::JoinResponse> {
+        ++joins;
+        return make_error(Errc::unavailable, "an impostor");
+    };
+    h.session.on_open = [&](const std::shared_ptr<nodeconn::Session>&) { ++sessions; };
+    auto impostor = nodeconn::NodeServer::start(
+        std::move(so), {joined->certificate_pem, key.key_pem.clone(), joined->ca_bundle_pem},
+        std::move(h));
+    ASSERT_TRUE(impostor) << impostor.error().message;
+
+    auto fooled = FakeNode::connect((*impostor)->port(), credentials_);
+    EXPECT_FALSE(fooled) << "a node's certificate was taken for the manager's";
+    auto other = pki::NodeKey::generate();
+    auto leaked = nodeconn::join({"127.0.0.1", (*impostor)->port()},
+                                 manager_->trust().token(pki::Role::worker), other.csr_pem);
+    EXPECT_FALSE(leaked);
+    EXPECT_EQ(joins.load(), 0) << "a joining node sent its token to a node";
+    EXPECT_EQ(sessions.load(), 0);
+
+    auto real = FakeNode::connect(port_->port(), credentials_);
+    ASSERT_TRUE(real) << real.error().message;
+    EXPECT_TRUE((*real)->wait_for("assignments"));
+}
+
+// A node's hostname is a placement key (node.hostname==X): a second node may not join under the
+// name of an active one. Once that node is removed, the name is free again.
+TEST_F(NodePortSession, AJoinUnderTheHostnameOfAnActiveNodeIsRefused) {
+    auto join_as = [&](const std::string& host) {
+        auto key = pki::NodeKey::generate();
+        return nodeconn::join({"127.0.0.1", port_->port()},
+                              manager_->trust().token(pki::Role::worker), key.csr_pem, {}, host);
+    };
+    auto first = join_as("node-a");
+    ASSERT_TRUE(first) << first.error().message;
+    auto count = [&] { return manager_->nodes().list().size(); };
+    auto before = count();
+
+    for (const char* name : {"node-a", "NODE-A"}) {
+        auto second = join_as(name);
+        ASSERT_FALSE(second) << name;
+        EXPECT_EQ(second.error().code, Errc::already_exists) << second.error().message;
+        EXPECT_NE(second.error().message.find("hostname " + std::string(name)), std::string::npos)
+            << second.error().message;
+        EXPECT_NE(second.error().message.find(first->node_id), std::string::npos)
+            << second.error().message;
+        EXPECT_EQ(count(), before) << "nothing is registered for a refused join";
+    }
+    // Its address stands for a node that names itself not; the same rule holds.
+    auto nameless = [&] {
+        auto key = pki::NodeKey::generate();
+        return nodeconn::join({"127.0.0.1", port_->port()},
+                              manager_->trust().token(pki::Role::worker), key.csr_pem);
+    };
+    auto by_address = nameless();
+    EXPECT_FALSE(by_address) << "the fixture's node already joined as 127.0.0.1";
+    EXPECT_TRUE(join_as("node-b"));
+
+    ASSERT_TRUE(manager_->nodes().remove(first->node_id, true));
+    port_->node_removed(first->node_id);
+    auto reuse = join_as("node-a");
+    ASSERT_TRUE(reuse) << reuse.error().message;
+    EXPECT_NE(reuse->node_id, first->node_id);
+    auto n = manager_->nodes().get(reuse->node_id);
+    ASSERT_TRUE(n);
+    EXPECT_EQ(n->description.hostname, "node-a");
+}
+
+// The node port's own certificate is replaced when it is due (here: the first at once, the next
+// not for a day), so a long-running manager never serves an expired one.
+TEST_F(NodePortSession, TheNodePortReplacesItsOwnCertificateWhenDue) {
+    port_.reset();
+    std::mutex m;
+    std::vector<pki::CertificateInfo> issued;
+    manager::NodePortOptions o;
+    o.address = "127.0.0.1";
+    o.port = 0;
+    o.server_renewal_time = [&](const pki::CertificateInfo& c) {
+        std::lock_guard l(m);
+        issued.push_back(c);
+        return issued.size() == 1 ? pki::Clock::now() : pki::Clock::now() + 24h;
+    };
+    auto port = manager::NodePort::start(*manager_, std::move(o));
+    ASSERT_TRUE(port) << port.error().message;
+    port_ = std::move(*port);
+    auto count = [&] {
+        std::lock_guard l(m);
+        return issued.size();
+    };
+    ASSERT_TRUE(test::wait_until([&] { return count() == 2; }));
+    std::string first, second;
+    {
+        std::lock_guard l(m);
+        first = issued[0].common_name;
+        second = issued[1].common_name;
+        EXPECT_EQ(issued[1].organizational_unit, pki::manager_server_unit);
+        EXPECT_NE(issued[0].public_key, issued[1].public_key) << "a fresh key as well";
+    }
+    EXPECT_NE(first, second);
+    std::string served;
+    EXPECT_TRUE(test::wait_until([&] {
+        auto node = FakeNode::connect(port_->port(), credentials_);
+        if (!node) return false;
+        served = (*node)->manager().node_id;
+        return served == second;
+    })) << "still served by "
+        << served;
+    EXPECT_EQ(count(), 2u) << "replaced once, then not again before it is due";
 }
 
 }  // namespace

@@ -350,7 +350,9 @@ TEST_F(NodePort, AFloodOfJoinsIsRefusedOrServedAndCofferdStaysUp) {
     for (int i = 0; i < wrong_joins + right_joins; ++i)
         threads.emplace_back([&, i] {
             auto key = pki::NodeKey::generate();
-            auto r = nodeconn::join(endpoint, i < right_joins ? right : wrong, key.csr_pem, limits);
+            // Each under a name of its own: one hostname is one active node's.
+            auto r = nodeconn::join(endpoint, i < right_joins ? right : wrong, key.csr_pem, limits,
+                                    fmt::format("flood{}", i));
             if (r)
                 ++joined;
             else if (r.error().code == Errc::permission_denied ||

@@ -65,6 +65,14 @@ Credentials issue(const pki::CertificateAuthority& ca, std::string id, pki::Role
     return {cert.value(), std::move(key.key_pem), ca.certificate_pem()};
 }
 
+// The manager's server credentials.
+Credentials manager_credentials(const pki::CertificateAuthority& ca, std::string_view id,
+                                std::string_view cluster = "cluster1") {
+    auto key = pki::NodeKey::generate();
+    auto cert = ca.issue_manager_server(key.csr_pem, id, cluster);
+    return {cert.value(), std::move(key.key_pem), ca.certificate_pem()};
+}
+
 // What a session end saw, for the test thread to wait on with a deadline.
 struct Observed {
     std::mutex m;
@@ -145,8 +153,8 @@ class NodePort : public ::testing::Test {
             return {};
         };
         handlers.session = server_seen_.handlers();
-        auto server = NodeServer::start(
-            std::move(options), issue(cluster_ca(), "manager1", pki::Role::manager), handlers);
+        auto server = NodeServer::start(std::move(options),
+                                        manager_credentials(cluster_ca(), "manager1"), handlers);
         ASSERT_TRUE(server) << server.error().message;
         server_ = std::move(*server);
     }
@@ -340,6 +348,55 @@ TEST_F(NodePort, JoinRefusesAMalformedToken) {
     ASSERT_FALSE(r);
     EXPECT_EQ(r.error().code, Errc::invalid_argument);
     EXPECT_EQ(joins_, 0);
+}
+
+TEST_F(NodePort, JoinRefusesAMalformedHostnameBeforeTheHandler) {
+    auto worker = worker_token_->text();
+    for (std::string bad : {std::string("evil host"), std::string("node/a"), std::string("a\nb"),
+                            std::string("caf\xc3\xa9"), std::string(254, 'a')}) {
+        auto key = pki::NodeKey::generate();
+        auto r = join(endpoint(), worker, key.csr_pem, limits_, bad);
+        ASSERT_FALSE(r) << bad;
+        EXPECT_EQ(r.error().code, Errc::invalid_argument) << bad;
+        EXPECT_NE(r.error().message.find("hostname must be 1-253 characters"), std::string::npos)
+            << r.error().message;
+    }
+    EXPECT_EQ(joins_, 0);
+    auto key = pki::NodeKey::generate();
+    EXPECT_TRUE(join(endpoint(), worker, key.csr_pem, limits_, std::string(253, 'a')));
+    EXPECT_TRUE(join(endpoint(), worker, key.csr_pem, limits_, "Node-1.example_a"));
+}
+
+// The manager's server certificate is for a TLS server only: presented by a client, the
+// handshake fails, so a leaked manager key could not open a node's session either.
+TEST_F(NodePort, TheManagersCertificateCannotOpenASession) {
+    auto manager = manager_credentials(cluster_ca(), "manager2");
+    auto raw = raw_client(server_->port(), tls_client(TLS1_3_VERSION, &manager).get(),
+                          Send::upgrade_request);
+    EXPECT_NE(raw.status, 101u);
+    Observed seen;
+    auto client = NodeClient::connect(endpoint(), std::move(manager), seen.handlers(), limits_);
+    EXPECT_FALSE(client);
+    EXPECT_EQ(server_->session_count(), 0u);
+    EXPECT_TRUE(server_seen_.opened.empty());
+}
+
+// A manager of another cluster under the same CA is not ours.
+TEST_F(NodePort, ANodeRefusesTheManagerOfAnotherCluster) {
+    auto worker = joined_worker();
+    ServerOptions options;
+    options.cluster_id = "cluster2";
+    options.limits = limits_;
+    auto other = NodeServer::start(std::move(options),
+                                   manager_credentials(cluster_ca(), "manager9", "cluster2"), {});
+    ASSERT_TRUE(other) << other.error().message;
+    Observed seen;
+    auto client = NodeClient::connect({"127.0.0.1", (*other)->port()}, std::move(worker),
+                                      seen.handlers(), limits_);
+    ASSERT_FALSE(client);
+    EXPECT_EQ(client.error().code, Errc::permission_denied) << client.error().message;
+    EXPECT_NE(client.error().message.find("another cluster"), std::string::npos)
+        << client.error().message;
 }
 
 TEST_F(NodePort, RefusesTls12Clients) {

@@ -134,10 +134,10 @@ class NodePort {
         (void)trust_->finish_rotation_if_renewed(ids);
     }
 
-    // A fresh certificate for the node port itself from the current CA (managers are nodes).
+    // A fresh server certificate for the node port itself from the current CA.
     Credentials own_credentials() {
         auto key = pki::NodeKey::generate();
-        auto cert = trust_->issue(key.csr_pem, "manager1", pki::Role::manager).value();
+        auto cert = trust_->issue_manager_server(key.csr_pem, "manager1").value();
         return {cert, std::move(key.key_pem), trust_->ca_bundle()};
     }
 

@@ -518,6 +518,61 @@ TEST_F(Cluster, TasksOnAnUnknownNodeStayForTheGracePeriod) {
     for (const auto& t : tasks_of(web)) EXPECT_NE(t.node_id, n1);
 }
 
+// A hostname is a placement key: while a node holds it (ready, or down or unknown for less than
+// hostname_hold), no other node joins under it, in any case. After the hold, or once the node
+// is removed, a new node may.
+TEST_F(Cluster, AHostnameBelongsToOneActiveNodeAtATime) {
+    auto joining = [](std::string host) {
+        NodeRegistration r;
+        r.id = crypto::random_id();
+        r.description.hostname = std::move(host);
+        r.state = model::NodeState::down;
+        return r;
+    };
+    auto a = nodes_->join(joining("node-a"));
+    ASSERT_TRUE(a.ok()) << a.error().message;
+    auto refused = [&](const std::string& host, model::Timestamp at) {
+        auto r = nodes_->join(joining(host), at);
+        if (r.ok()) return false;
+        EXPECT_EQ(r.error().code, Errc::already_exists);
+        EXPECT_NE(r.error().message.find(a->meta.id), std::string::npos) << r.error().message;
+        EXPECT_FALSE(nodes_->check_hostname(host, at).ok());
+        return true;
+    };
+    auto count = nodes_->list().size();
+    EXPECT_TRUE(refused("node-a", model::Timestamp::now())) << "just joined, not yet connected";
+    for (auto state : {model::NodeState::ready, model::NodeState::disconnected,
+                       model::NodeState::down, model::NodeState::unknown}) {
+        ASSERT_TRUE(nodes_->set_status(a->meta.id, state, "10.0.0.1").ok());
+        auto since = nodes_->get(a->meta.id)->meta.updated;
+        EXPECT_TRUE(refused("node-a", since)) << model::to_string(state);
+        EXPECT_TRUE(refused("NODE-a", since)) << model::to_string(state);
+        EXPECT_TRUE(refused("node-a", {since.nanos + hostname_hold - 1}))
+            << model::to_string(state);
+        if (state == model::NodeState::ready || state == model::NodeState::disconnected) {
+            EXPECT_TRUE(refused("node-a", {since.nanos + 10 * hostname_hold}))
+                << "a connected node holds its name however long ago it changed";
+        }
+    }
+    EXPECT_EQ(nodes_->list().size(), count) << "refused joins register nothing";
+    EXPECT_TRUE(nodes_->check_hostname("node-b").ok());
+
+    // Down for the whole hold: the name may be taken, and the old record stays.
+    ASSERT_TRUE(nodes_->set_status(a->meta.id, model::NodeState::down, "10.0.0.3").ok());
+    auto later = model::Timestamp{nodes_->get(a->meta.id)->meta.updated.nanos + hostname_hold};
+    auto b = nodes_->join(joining("node-a"), later);
+    ASSERT_TRUE(b.ok()) << b.error().message;
+    EXPECT_TRUE(nodes_->get(a->meta.id));
+    EXPECT_EQ(nodes_->list().size(), count + 1);
+    // The new node holds it now.
+    auto third = nodes_->join(joining("Node-A"), later);
+    ASSERT_FALSE(third.ok());
+    EXPECT_NE(third.error().message.find(b->meta.id), std::string::npos) << third.error().message;
+    // Removing a node frees its name at once.
+    ASSERT_TRUE(nodes_->remove(b->meta.id).ok());
+    EXPECT_TRUE(nodes_->join(joining("node-a"), later).ok());
+}
+
 // The node → manager messages the node port reads.
 namespace {
 

@@ -82,6 +82,76 @@ std::vector<std::string> dns_names(const std::string& cert_pem) {
     return out;
 }
 
+// The extended key usages a certificate names: "serverAuth", "clientAuth".
+std::vector<std::string> key_usages(const std::string& cert_pem) {
+    BIO* bio = BIO_new_mem_buf(cert_pem.data(), static_cast<int>(cert_pem.size()));
+    X509* cert = PEM_read_bio_X509(bio, nullptr, nullptr, nullptr);
+    BIO_free(bio);
+    std::vector<std::string> out;
+    auto* ekus = static_cast<EXTENDED_KEY_USAGE*>(
+        X509_get_ext_d2i(cert, NID_ext_key_usage, nullptr, nullptr));
+    for (int i = 0; ekus != nullptr && i < sk_ASN1_OBJECT_num(ekus); ++i)
+        out.emplace_back(OBJ_nid2sn(OBJ_obj2nid(sk_ASN1_OBJECT_value(ekus, i))));
+    EXTENDED_KEY_USAGE_free(ekus);
+    X509_free(cert);
+    return out;
+}
+
+// A leaf signed with the cluster CA's key but shaped by hand: the certificates coffer issued
+// before the manager had an identity of its own (OU and DNS name "coffer-manager", serverAuth +
+// clientAuth), and near misses of the manager's identity. eku may be null (no EKU extension).
+std::string crafted_leaf(const CertificateAuthority& ca, const char* unit, const char* sans,
+                         const char* eku, const char* cn = "n1") {
+    auto ca_key_pem = ca.key_pem();
+    BIO* kb = BIO_new_mem_buf(ca_key_pem.data(), static_cast<int>(ca_key_pem.size()));
+    EVP_PKEY* ca_key = PEM_read_bio_PrivateKey(kb, nullptr, nullptr, nullptr);
+    BIO_free(kb);
+    BIO* cb =
+        BIO_new_mem_buf(ca.certificate_pem().data(), static_cast<int>(ca.certificate_pem().size()));
+    X509* ca_cert = PEM_read_bio_X509(cb, nullptr, nullptr, nullptr);
+    BIO_free(cb);
+    EVP_PKEY* key = EVP_PKEY_Q_keygen(nullptr, nullptr, "EC", "P-256");
+
+    X509* c = X509_new();
+    X509_set_version(c, X509_VERSION_3);
+    ASN1_INTEGER_set(X509_get_serialNumber(c), 4242);
+    X509_NAME* name = X509_get_subject_name(c);
+    auto add = [&](const char* f, const char* v) {
+        X509_NAME_add_entry_by_txt(name, f, MBSTRING_ASC, reinterpret_cast<const unsigned char*>(v),
+                                   -1, -1, 0);
+    };
+    add("O", "cluster1");
+    add("OU", unit);
+    add("CN", cn);
+    X509_set_issuer_name(c, X509_get_subject_name(ca_cert));
+    X509_gmtime_adj(X509_getm_notBefore(c), -3600);
+    X509_gmtime_adj(X509_getm_notAfter(c), 3600);
+    X509_set_pubkey(c, key);
+    X509V3_CTX ctx;
+    X509V3_set_ctx(&ctx, ca_cert, c, nullptr, nullptr, 0);
+    auto ext = [&](int nid, const char* value) {
+        X509_EXTENSION* e = X509V3_EXT_conf_nid(nullptr, &ctx, nid, value);
+        X509_add_ext(c, e, -1);
+        X509_EXTENSION_free(e);
+    };
+    ext(NID_basic_constraints, "critical,CA:FALSE");
+    ext(NID_key_usage, "critical,digitalSignature,keyEncipherment");
+    if (eku != nullptr) ext(NID_ext_key_usage, eku);
+    ext(NID_subject_alt_name, sans);
+    X509_sign(c, ca_key, EVP_sha256());
+    BIO* out = BIO_new(BIO_s_mem());
+    PEM_write_bio_X509(out, c);
+    char* data = nullptr;
+    long len = BIO_get_mem_data(out, &data);
+    std::string pem(data, static_cast<std::size_t>(len));
+    BIO_free(out);
+    X509_free(c);
+    X509_free(ca_cert);
+    EVP_PKEY_free(key);
+    EVP_PKEY_free(ca_key);
+    return pem;
+}
+
 }  // namespace
 
 TEST(JoinToken, RoundTripsThroughText) {
@@ -200,7 +270,8 @@ TEST(CertificateAuthority, IssuesWhatTheManagerChoosesNotWhatTheCsrAsks) {
     EXPECT_EQ(info->organizational_unit, "coffer-worker");
     EXPECT_EQ(info->organization, "cluster1");
     EXPECT_FALSE(info->is_ca);
-    EXPECT_EQ(dns_names(*cert), (std::vector<std::string>{"coffer-worker", "n0de"}));
+    EXPECT_EQ(dns_names(*cert), (std::vector<std::string>{"n0de"}));
+    EXPECT_EQ(key_usages(*cert), (std::vector<std::string>{"clientAuth"}));
 }
 
 TEST(CertificateAuthority, IssuesManagersWithTheManagerRole) {
@@ -211,9 +282,75 @@ TEST(CertificateAuthority, IssuesManagersWithTheManagerRole) {
     ASSERT_TRUE(id) << id.error().message;
     EXPECT_EQ(id->node_id, "m1");
     EXPECT_EQ(id->role, Role::manager);
-    EXPECT_EQ(dns_names(*cert), (std::vector<std::string>{"coffer-manager", "m1"}));
+    EXPECT_EQ(read_certificate(*cert)->organizational_unit, "coffer-manager");
     EXPECT_TRUE(key_matches_certificate(node.key_pem, *cert));
     EXPECT_FALSE(key_matches_certificate(NodeKey::generate().key_pem, *cert));
+    // A node of role manager is a TLS client like any node: no server use, no manager's name.
+    EXPECT_EQ(dns_names(*cert), (std::vector<std::string>{"m1"}));
+    EXPECT_EQ(key_usages(*cert), (std::vector<std::string>{"clientAuth"}));
+    auto as_manager = verify_manager_certificate(*cert, shared_ca().certificate_pem(), "cluster1");
+    ASSERT_FALSE(as_manager);
+    EXPECT_EQ(as_manager.error().code, Errc::permission_denied);
+}
+
+TEST(CertificateAuthority, OnlyTheManagersServerCertificatePassesForTheManager) {
+    const auto roots = shared_ca().certificate_pem();
+    auto key = NodeKey::generate();
+    auto server = shared_ca().issue_manager_server(key.csr_pem, "manager7", "cluster1");
+    ASSERT_TRUE(server) << server.error().message;
+    auto info = verify_manager_certificate(*server, roots, "cluster1");
+    ASSERT_TRUE(info) << info.error().message;
+    EXPECT_EQ(info->common_name, "manager7");
+    EXPECT_EQ(info->organizational_unit, "coffer-manager-server");
+    EXPECT_EQ(dns_names(*server), (std::vector<std::string>{"coffer-manager-server"}));
+    EXPECT_EQ(key_usages(*server), (std::vector<std::string>{"serverAuth"}));
+    EXPECT_TRUE(key_matches_certificate(key.key_pem, *server));
+    // It is no node certificate, and it is the manager of its own cluster only.
+    EXPECT_FALSE(verify_node_certificate(*server, roots, "cluster1"));
+    auto other = verify_manager_certificate(*server, roots, "cluster2");
+    ASSERT_FALSE(other);
+    EXPECT_NE(other.error().message.find("another cluster"), std::string::npos);
+    EXPECT_FALSE(shared_ca().issue_manager_server(key.csr_pem, "manager-7", "cluster1"));
+    EXPECT_FALSE(shared_ca().issue_manager_server(greedy_csr(), "m", "Cluster1"));
+
+    // Nodes of either role, whatever their CSR asks for.
+    for (auto role : {Role::worker, Role::manager}) {
+        auto node = shared_ca().issue(greedy_csr(), {"n1", role, "cluster1"});
+        ASSERT_TRUE(node);
+        EXPECT_FALSE(verify_manager_certificate(*node, roots, "cluster1"));
+        EXPECT_TRUE(verify_node_certificate(*node, roots, "cluster1"));
+    }
+    // The manager-role node certificates issued before this identity existed: they keep working
+    // as node (client) certificates until renewed, and are never the manager.
+    auto legacy = crafted_leaf(shared_ca(), "coffer-manager", "DNS:coffer-manager,DNS:n1",
+                               "serverAuth,clientAuth");
+    ASSERT_TRUE(verify_chain(legacy, roots));
+    auto legacy_node = verify_node_certificate(legacy, roots, "cluster1");
+    ASSERT_TRUE(legacy_node) << legacy_node.error().message;
+    EXPECT_EQ(legacy_node->role, Role::manager);
+    EXPECT_FALSE(verify_manager_certificate(legacy, roots, "cluster1"));
+    // Each part of the identity is needed: the unit, the name, serverAuth named explicitly.
+    const char* name = "DNS:coffer-manager-server";
+    EXPECT_TRUE(verify_manager_certificate(
+        crafted_leaf(shared_ca(), "coffer-manager-server", name, "serverAuth"), roots, "cluster1"))
+        << "control: a hand-made certificate of the right shape passes";
+    EXPECT_FALSE(verify_manager_certificate(
+        crafted_leaf(shared_ca(), "coffer-manager", name, "serverAuth"), roots, "cluster1"));
+    EXPECT_FALSE(verify_manager_certificate(
+        crafted_leaf(shared_ca(), "coffer-manager-server", "DNS:coffer-manager", "serverAuth"),
+        roots, "cluster1"));
+    EXPECT_FALSE(verify_manager_certificate(
+        crafted_leaf(shared_ca(), "coffer-manager-server", name, "clientAuth"), roots, "cluster1"));
+    EXPECT_FALSE(verify_manager_certificate(
+        crafted_leaf(shared_ca(), "coffer-manager-server", name, nullptr), roots, "cluster1"));
+    EXPECT_FALSE(
+        verify_manager_certificate(crafted_leaf(shared_ca(), "coffer-manager-server",
+                                                "DNS:*.coffer-manager-server", "serverAuth"),
+                                   roots, "cluster1"));
+    // And it must chain to the trusted root.
+    auto foreign = CertificateAuthority::create_root();
+    EXPECT_FALSE(verify_manager_certificate(
+        *foreign.issue_manager_server(key.csr_pem, "manager7", "cluster1"), roots, "cluster1"));
 }
 
 TEST(CertificateAuthority, RenewalCsrKeepsTheKey) {

@@ -93,6 +93,30 @@ TEST_F(Trust, RenewalKeepsTheNodeIdAndTakesTheRoleFromTheCaller) {
     EXPECT_TRUE(pki::key_matches_certificate(n.key.key_pem, renewed->certificate_pem));
 }
 
+// The manager token makes a node of role manager, nothing more: neither its certificate nor its
+// renewal is the manager's server identity, which only issue_manager_server gives.
+TEST_F(Trust, TheManagerTokenNeverGivesTheManagersServerIdentity) {
+    auto token = pki::JoinToken::parse(str(trust_->token(pki::Role::manager))).value();
+    auto role = trust_->check_token(token);
+    ASSERT_TRUE(role.ok());
+    EXPECT_EQ(*role, pki::Role::manager);
+    auto n = join("node1", *role);
+    EXPECT_EQ(n.id.role, pki::Role::manager);
+    EXPECT_FALSE(pki::verify_manager_certificate(n.chain, trust_->ca_bundle(), "cluster1").ok());
+    auto renewed = trust_->renew(pki::make_csr(n.key.key_pem).value(), n.id, pki::Role::manager);
+    ASSERT_TRUE(renewed.ok()) << renewed.error().message;
+    EXPECT_FALSE(
+        pki::verify_manager_certificate(renewed->certificate_pem, trust_->ca_bundle(), "cluster1")
+            .ok());
+
+    auto key = pki::NodeKey::generate();
+    auto server = trust_->issue_manager_server(key.csr_pem, "manager1");
+    ASSERT_TRUE(server.ok()) << server.error().message;
+    EXPECT_TRUE(pki::verify_manager_certificate(*server, trust_->ca_bundle(), "cluster1").ok());
+    EXPECT_FALSE(trust_->node_issuer("manager1"))
+        << "the manager is not a node a rotation waits on";
+}
+
 TEST_F(Trust, RenewalRefusesACsrForAnotherKey) {
     auto n = join("node1");
     auto other = pki::NodeKey::generate();
@@ -159,6 +183,11 @@ TEST_F(Trust, RotationTrustsBothRootsAndNewCertificatesVerifyUnderEither) {
         EXPECT_TRUE(pki::verify_node_certificate(renewed->certificate_pem, trusted, "cluster1").ok());
     // The old certificate still verifies against the bundle during the rotation.
     EXPECT_TRUE(pki::verify_node_certificate(n.chain, bundle, "cluster1").ok());
+    // So does the manager's server certificate from the new CA, for nodes that have not renewed.
+    auto server = trust_->issue_manager_server(pki::NodeKey::generate().csr_pem, "manager1");
+    ASSERT_TRUE(server.ok()) << server.error().message;
+    for (const auto& trusted : {old_root, bundle, new_root})
+        EXPECT_TRUE(pki::verify_manager_certificate(*server, trusted, "cluster1").ok());
     EXPECT_EQ(trust_->tls_info().cert_issuer_public_key,
               presented(renewed->certificate_pem).issuer_public_key);
     // Cannot start another one meanwhile.
@@ -247,6 +276,12 @@ TEST_F(Trust, RotationFinishesOnlyWhenEveryNodeRenewed) {
     EXPECT_FALSE(pki::verify_node_certificate(a.chain, trust_->ca_bundle(), "cluster1").ok());
     EXPECT_TRUE(pki::verify_node_certificate(ra.certificate_pem, trust_->ca_bundle(), "cluster1").ok());
     EXPECT_TRUE(pki::verify_node_certificate(rb.certificate_pem, trust_->ca_bundle(), "cluster1").ok());
+    // The manager's server certificate now verifies under the new root alone; its new
+    // certificate, without the cross-signed root, no longer under the old one.
+    auto server =
+        trust_->issue_manager_server(pki::NodeKey::generate().csr_pem, "manager1").value();
+    EXPECT_TRUE(pki::verify_manager_certificate(server, trust_->ca_bundle(), "cluster1").ok());
+    EXPECT_FALSE(pki::verify_manager_certificate(server, old_root, "cluster1").ok());
     // New certificates come without the cross-signed root.
     auto fresh = join("nodec");
     EXPECT_EQ(pki::split_bundle(fresh.chain).value().size(), 1u);

@@ -6,12 +6,14 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 
 #include "coffer/base/error.h"
 #include "coffer/manager/node_transport.h"
 #include "coffer/nodeconn/tls.h"
+#include "coffer/pki/certificate.h"
 
 namespace coffer::manager {
 
@@ -27,12 +29,16 @@ struct NodePortOptions {
     nodeconn::Limits limits = node_port_limits();
     std::size_t io_threads = 2;
     std::size_t workers = 2;  // store writes, assignment building, status reports
+    // When the node port's own certificate, just issued, is replaced by a fresh one (key and
+    // certificate), so it never expires under a long-running manager; pki::renewal_time when
+    // empty. Injectable for tests.
+    std::function<pki::Clock::time_point(const pki::CertificateInfo&)> server_renewal_time;
 };
 
 class NodePort final : public NodeTransport {
   public:
     // Needs an unlocked manager. Generates the manager's session key (in locked memory, never
-    // stored) and has the cluster CA issue its certificate (role coffer-manager), binds and
+    // stored) and has the cluster CA issue its server certificate (issue_manager_server), binds and
     // serves, then registers with manager.set_node_transport(). Errors: address in use, bad
     // address. manager is borrowed for the port's lifetime.
     static Result<std::unique_ptr<NodePort>> start(Manager& manager, NodePortOptions options);

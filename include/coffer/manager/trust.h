@@ -70,7 +70,9 @@ public:
     // The current token of a role, as users type it.
     crypto::SecureBuffer token(pki::Role role) const;
     // The role a presented token grants; permission_denied "A valid join token is necessary to
-    // join this cluster" otherwise. Constant time in the secrets.
+    // join this cluster" otherwise. Constant time in the secrets. The manager token makes a node
+    // of role manager (node.role==manager, OU coffer-manager): a node all the same, with a TLS
+    // client's certificate and no server identity, no API access and no say over other nodes.
     Result<pki::Role> check_token(const pki::JoinToken& presented) const;
 
     std::chrono::seconds cert_expiry() const;
@@ -89,10 +91,13 @@ public:
     };
     Result<void> update(const Update& u);
 
-    // A node certificate (leaf + chain) for csr_pem, for node_id in role (joins, and the
-    // manager's own node-port certificate). Remembers that node_id holds a certificate of the
-    // current CA.
+    // A node certificate (leaf + chain) for csr_pem, for node_id in role (joins, renewals): a TLS
+    // client's, whatever the role. Remembers that node_id holds a certificate of the current CA.
     Result<std::string> issue(std::string_view csr_pem, const std::string& node_id, pki::Role role);
+    // The manager's own node-port certificate (leaf + chain) for csr_pem, a key the node port
+    // made: the server identity agents verify, which issue() never gives.
+    Result<std::string> issue_manager_server(std::string_view csr_pem,
+                                             const std::string& manager_id);
 
     // Renewal over a session. presented: the session's verified certificate (Session::peer()),
     // which names the node; current_role: the node's role in the registry now (it may have

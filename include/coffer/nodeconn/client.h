@@ -30,8 +30,10 @@ Result<JoinResponse> join(const Endpoint& manager, const crypto::SecureBuffer& t
 // A session from a node to the manager, on its own I/O thread; handlers run there.
 class NodeClient {
   public:
-    // Connects, verifies the manager (certificate from the pinned CA, role coffer-manager, same
-    // cluster as ours) and opens the session. Blocks until then or an error.
+    // Connects, verifies the manager (certificate from the pinned CA with the manager's own
+    // server identity, pki::verify_manager_certificate, of our cluster; a node's certificate of
+    // any role is refused) and opens the session. session()->peer() then names the manager
+    // (its CN, role manager). Blocks until then or an error.
     static Result<std::unique_ptr<NodeClient>> connect(const Endpoint& manager,
                                                        Credentials credentials,
                                                        SessionHandlers handlers,

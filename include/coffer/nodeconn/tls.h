@@ -10,8 +10,10 @@
 
 namespace coffer::nodeconn {
 
-// A node's (or the manager's) certificate and key, and the CA bundle it trusts. Every node,
-// managers included, holds a node certificate issued by the cluster CA.
+// A node's (or the manager's) certificate and key, and the CA bundle it trusts. Every node, of
+// either role, holds a node certificate (a TLS client's) issued by the cluster CA; the manager's
+// node port holds the manager's server certificate (pki::CertificateAuthority::
+// issue_manager_server).
 struct Credentials {
     std::string cert_chain_pem;    // leaf first, then intermediates
     crypto::SecureBuffer key_pem;  // the leaf's private key

@@ -48,13 +48,22 @@ class CertificateAuthority {
     crypto::SecureBuffer key_pem() const;
 
     // A node certificate for the public key in csr_pem. Everything else the CSR asks for (subject,
-    // extensions) is ignored: CN = node id, OU = role, O = cluster id, DNS SANs = [role, node id],
-    // EKU serverAuth + clientAuth, valid from now - 1h until now + expiry. Returns the leaf
-    // followed by chain_pem(). Errors: invalid_argument for a malformed or badly signed CSR, a
-    // key that is not ECDSA P-256, bad ids, or expiry below the minimum ("minimum certificate
-    // expiry time is 1h").
+    // extensions) is ignored: CN = node id, OU = role, O = cluster id, DNS SAN = [node id], EKU
+    // clientAuth only, valid from now - 1h until now + expiry. Whatever the role, the result
+    // cannot serve as the manager (see issue_manager_server). Returns the leaf followed by
+    // chain_pem(). Errors: invalid_argument for a malformed or badly signed CSR, a key that is
+    // not ECDSA P-256, bad ids, or expiry below the minimum ("minimum certificate expiry time is
+    // 1h").
     Result<std::string> issue(std::string_view csr_pem, const NodeIdentity& node,
                               std::chrono::seconds expiry = default_cert_expiry) const;
+
+    // The manager's own node-port certificate: CN = manager_id, OU = manager_server_unit, O =
+    // cluster id, DNS SAN = [manager_server_name], EKU serverAuth only; otherwise as issue().
+    // Only the manager's node port calls this, for a key it made itself; nothing a node sends
+    // reaches it.
+    Result<std::string> issue_manager_server(
+        std::string_view csr_pem, std::string_view manager_id, std::string_view cluster_id,
+        std::chrono::seconds expiry = default_cert_expiry) const;
 
     // A certificate for another CA's key and subject, signed by this CA (root rotation: nodes
     // that trust only this root accept certificates the new root issues, through it). Valid

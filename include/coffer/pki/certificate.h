@@ -13,11 +13,21 @@
 
 namespace coffer::pki {
 
+// A node's role. It is the OU of the node's certificate and what node.role==manager places on;
+// it grants no server identity: every node certificate, whatever its role, is for TLS clients
+// only (EKU clientAuth).
 enum class Role { worker, manager };
 
-// "coffer-worker" / "coffer-manager": the OU of a node certificate and one of its DNS names.
+// "coffer-worker" / "coffer-manager": the OU of a node certificate.
 std::string_view role_name(Role role) noexcept;
 std::optional<Role> parse_role(std::string_view ou) noexcept;
+
+// The manager's own identity on the node port, which the CA never gives a node: OU
+// manager_server_unit, the one DNS name manager_server_name, EKU serverAuth alone
+// (CertificateAuthority::issue_manager_server). Nodes verify exactly this
+// (verify_manager_certificate); no node id can be either (ids have no '-').
+inline constexpr std::string_view manager_server_unit = "coffer-manager-server";
+inline constexpr std::string_view manager_server_name = "coffer-manager-server";
 
 using Clock = std::chrono::system_clock;
 
@@ -61,11 +71,22 @@ Result<std::vector<std::string>> split_bundle(std::string_view pem);
 Result<CertificateInfo> verify_chain(std::string_view chain_pem, std::string_view roots_pem,
                                      Clock::time_point at = Clock::now());
 
-// As verify_chain, then requires a node certificate of this cluster with a known role: OU a role,
-// O == cluster_id, CN non-empty. permission_denied otherwise.
+// As verify_chain, then requires a node certificate of this cluster with a known role: usable by
+// a TLS client (EKU clientAuth when it names any), OU a role, O == cluster_id, CN non-empty, not
+// a CA. permission_denied otherwise. The manager's server certificate is not a node certificate.
 Result<NodeIdentity> verify_node_certificate(std::string_view chain_pem, std::string_view roots_pem,
                                              std::string_view cluster_id,
                                              Clock::time_point at = Clock::now());
+
+// As verify_chain, then requires the manager's server certificate of this cluster: EKU present
+// and naming serverAuth, OU manager_server_unit, DNS name manager_server_name, O == cluster_id,
+// CN non-empty, not a CA. permission_denied otherwise: node certificates of any role, and those
+// issued before the manager had an identity of its own (OU and DNS name "coffer-manager"), are
+// refused.
+Result<CertificateInfo> verify_manager_certificate(std::string_view chain_pem,
+                                                   std::string_view roots_pem,
+                                                   std::string_view cluster_id,
+                                                   Clock::time_point at = Clock::now());
 
 // True when key_pem is the private key of the first certificate in cert_pem.
 bool key_matches_certificate(const crypto::SecureBuffer& key_pem, std::string_view cert_pem);
