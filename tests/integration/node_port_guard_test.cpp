@@ -81,7 +81,7 @@ class Manager : public test::NodeReports {
             if (!ec) add(std::move(v));
         };
         auto key = pki::NodeKey::generate();
-        auto cert = ca_.issue(key.csr_pem, {"manager1", pki::Role::manager, "cluster1"});
+        auto cert = ca_.issue_manager_server(key.csr_pem, "manager1", "cluster1");
         auto server = nodeconn::NodeServer::start(
             options, {cert.value(), std::move(key.key_pem), ca_.certificate_pem()}, h);
         if (!server) throw std::runtime_error(server.error().message);
