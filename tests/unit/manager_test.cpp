@@ -518,6 +518,138 @@ TEST_F(Cluster, TasksOnAnUnknownNodeStayForTheGracePeriod) {
     for (const auto& t : tasks_of(web)) EXPECT_NE(t.node_id, n1);
 }
 
+// A task that ended by itself is not lost with its node: with a restart policy that does not
+// restart it, it never runs again, and a node that comes back gets neither it nor its secrets.
+TEST_F(Cluster, AnEndedTaskIsNotRestartedWhenItsNodeGoesDownOrIsDrained) {
+    secret("s1", "one");
+    struct Case {
+        std::string condition;
+        TaskState end;
+        int exit_code;
+    };
+    for (const auto& c : {Case{"none", TaskState::complete, 0}, Case{"none", TaskState::failed, 1},
+                          Case{"on-failure", TaskState::complete, 0}}) {
+        SCOPED_TRACE(c.condition + " " + std::string(model::to_string(c.end)));
+        auto n1 = node(fmt::format("n1-{}-{}", c.condition, c.exit_code));
+        auto name = fmt::format("job-{}-{}", c.condition, c.exit_code);
+        auto job = services_->create(spec(name, 1, {{"s1", "s1"}},
+                                          {{"RestartPolicy", json::object{{"Condition", c.condition}}},
+                                           {"Placement", json::object{{"Constraints",
+                                                                       json::array{json::string("node.id==" + n1)}}}}}));
+        ASSERT_TRUE(job.ok()) << message(job);
+        pass();
+        agents_act();
+        auto ran = tasks_of(job->meta.id);
+        ASSERT_EQ(ran.size(), 1u);
+        ASSERT_EQ(ran[0].node_id, n1);
+        report(ran[0], c.end, c.exit_code);
+        pass();
+        auto unchanged = [&] {
+            auto all = tasks_of(job->meta.id, false);
+            ASSERT_EQ(all.size(), 1u);
+            EXPECT_EQ(all[0].meta.id, ran[0].meta.id);
+            EXPECT_EQ(all[0].status.state, c.end);
+            EXPECT_EQ(all[0].desired, TaskState::running);  // the slot stays filled by it
+        };
+        unchanged();
+
+        ASSERT_TRUE(nodes_->set_status(n1, model::NodeState::down, "").ok());
+        pass();
+        unchanged();
+        ASSERT_TRUE(nodes_->set_status(n1, model::NodeState::ready, "10.0.0.1").ok());
+        pass();
+        unchanged();
+        auto n = *nodes_->get(n1);
+        auto drained = n.spec;
+        drained.availability = model::NodeAvailability::drain;
+        ASSERT_TRUE(nodes_->update(n1, n.meta.version, drained).ok());
+        pass();
+        unchanged();
+        drained.availability = model::NodeAvailability::active;
+        ASSERT_TRUE(nodes_->update(n1, nodes_->get(n1)->meta.version, drained).ok());
+        pass();
+        unchanged();
+
+        // The node's set holds neither the task nor its secret.
+        auto stream = dispatcher_->subscribe(n1);
+        ASSERT_TRUE(stream.ok());
+        auto m = (*stream)->poll();
+        ASSERT_TRUE(m);
+        EXPECT_TRUE(m->complete);
+        EXPECT_TRUE(m->changes.empty());
+    }
+}
+
+// The same for a global service: a one-shot task that completed on a node does not run there
+// again when the node is drained and made active again; one that restarts is not pinned to a
+// drained node.
+TEST_F(Cluster, AnEndedGlobalTaskRunsOnceAndIsNotPinnedToADrainedNode) {
+    auto n1 = node("n1");
+    auto once = services_->create(spec("once", -1, {}, {{"RestartPolicy", json::object{{"Condition", "none"}}}}));
+    auto always = services_->create(spec("always", -1, {}, {{"RestartPolicy", json::object{{"Condition", "any"}}}}));
+    ASSERT_TRUE(once.ok()) << message(once);
+    ASSERT_TRUE(always.ok()) << message(always);
+    pass();
+    agents_act();
+    auto ran = tasks_of(once->meta.id).at(0);
+    report(ran, TaskState::complete);
+    report(tasks_of(always->meta.id).at(0), TaskState::complete);
+    pass();
+    auto set_availability = [&](model::NodeAvailability a) {
+        auto n = *nodes_->get(n1);
+        auto s = n.spec;
+        s.availability = a;
+        ASSERT_TRUE(nodes_->update(n1, n.meta.version, s).ok());
+    };
+    set_availability(model::NodeAvailability::drain);
+    advance(10 * sec);
+    pass();
+    for (const auto& t : tasks_of(always->meta.id)) EXPECT_NE(t.node_id, n1) << "pinned to a drained node";
+    set_availability(model::NodeAvailability::active);
+    pass();
+    auto all = tasks_of(once->meta.id, false);
+    ASSERT_EQ(all.size(), 1u);
+    EXPECT_EQ(all[0].meta.id, ran.meta.id);
+    EXPECT_EQ(all[0].status.state, TaskState::complete);
+    EXPECT_EQ(tasks_of(always->meta.id).size(), 1u);  // runs again on the active node
+}
+
+// A task the orchestrator no longer wants (scaled down) whose node went down before it stopped
+// is not restarted either, and the node that comes back is not sent it again.
+TEST_F(Cluster, ATaskShutDownIsNotRestartedWhenItsNodeGoesDown) {
+    auto n1 = node("n1");
+    secret("s1", "one");
+    auto none = json::object{{"RestartPolicy", json::object{{"Condition", "none"}}}};
+    auto web = services_->create(spec("web", 2, {{"s1", "s1"}}, none));
+    ASSERT_TRUE(web.ok()) << message(web);
+    pass();
+    agents_act();
+    ASSERT_TRUE(services_->update(web->meta.id, web->meta.version, spec("web", 1, {{"s1", "s1"}}, none)).ok());
+    pass();  // no agent acts: slot 2 is still running, desired shutdown
+    std::string stopping;
+    for (const auto& t : tasks_of(web->meta.id, false))
+        if (t.slot == 2) stopping = t.meta.id;
+    ASSERT_FALSE(stopping.empty());
+    ASSERT_EQ(tasks_->get(stopping)->desired, TaskState::shutdown);
+    ASSERT_EQ(tasks_->get(stopping)->status.state, TaskState::running);
+    ASSERT_TRUE(nodes_->set_status(n1, model::NodeState::down, "").ok());
+    pass();
+    ASSERT_TRUE(nodes_->set_status(n1, model::NodeState::ready, "10.0.0.1").ok());
+    pass();
+    std::size_t slot2 = 0;
+    for (const auto& t : tasks_of(web->meta.id, false)) slot2 += t.slot == 2 ? 1 : 0;
+    EXPECT_EQ(slot2, 1u);
+    auto stream = dispatcher_->subscribe(n1);
+    ASSERT_TRUE(stream.ok());
+    auto m = (*stream)->poll();
+    ASSERT_TRUE(m);
+    for (const auto& change : m->changes) {
+        if (change.task) {
+            EXPECT_NE(change.task->meta.id, stopping);
+        }
+    }
+}
+
 // The node → manager messages the node port reads.
 namespace {
 
