@@ -299,6 +299,31 @@ TEST_F(Secrets, AutolockRestartUnlockAndKeyRotation) {
     EXPECT_NE(cli({"secret", "ls"}).out.find("locked_secret"), std::string::npos);
 }
 
+// Two readers of {"Name":"a","Name":"b"} may disagree on the name: such bodies are refused, at
+// any depth, and nothing is created.
+TEST_F(Secrets, ABodyWithAKeyTwiceIsRefused) {
+    auto dup = request("POST", "/secrets/create",
+                       fmt::format(R"({{"Name":"a","Data":"{}","Name":"b"}})", b64("x")));
+    EXPECT_EQ(dup.status, 400);
+    EXPECT_EQ(message_of(dup.body), R"(malformed request body: malformed JSON: key "Name" appears twice in an object)");
+    auto nested = request("POST", "/secrets/create",
+                          fmt::format(R"({{"Name":"c","Data":"{}","Labels":{{"env":"dev","env":"prod"}}}})", b64("x")));
+    EXPECT_EQ(nested.status, 400);
+    EXPECT_EQ(message_of(nested.body), R"(malformed request body: malformed JSON: key "env" appears twice in an object)");
+    EXPECT_EQ(request("GET", "/secrets").body, "[]");
+    auto service = request(
+        "POST", "/services/create",
+        R"({"Name":"web","TaskTemplate":{"ContainerSpec":{"Image":"busybox","Image":"evil"}},"Mode":{"Replicated":{"Replicas":1}}})");
+    EXPECT_EQ(service.status, 400);
+    EXPECT_EQ(message_of(service.body), R"(malformed request body: malformed JSON: key "Image" appears twice in an object)");
+    EXPECT_EQ(request("GET", "/services").body, "[]");
+    // The same keys in different objects are fine.
+    EXPECT_EQ(request("POST", "/secrets/create",
+                      fmt::format(R"({{"Name":"d","Data":"{}","Labels":{{"Name":"x"}}}})", b64("x")))
+                  .status,
+              201);
+}
+
 TEST_F(Secrets, DekRotationReSealsEverythingAndSurvivesRestart) {
     for (int i = 0; i < 50; ++i)
         ASSERT_EQ(request("POST", "/secrets/create",

@@ -705,6 +705,25 @@ TEST(NodeMessages, StatusRefusesUnknownStatesWrongTypesAndOversizeFields) {
     EXPECT_FALSE(parse_status_message(msg(R"({"type":"status","statuses":[)")).ok());
 }
 
+// A node's message with a key twice could mean one thing to the node and another to the
+// manager: refused, whichever object holds it.
+TEST(NodeMessages, AKeyTwiceIsRefused) {
+    auto id = crypto::random_id();
+    auto ok = fmt::format(R"({{"type":"status","statuses":[{{"task_id":"{}","state":"running"}}]}})", id);
+    ASSERT_TRUE(parse_status_message(msg(ok)).ok());
+    for (auto text : {
+             fmt::format(R"({{"type":"status","statuses":[{{"task_id":"{0}","state":"running","state":"complete"}}]}})", id),
+             fmt::format(R"({{"type":"status","statuses":[{{"task_id":"{0}","task_id":"{1}","state":"running"}}]}})", id,
+                         crypto::random_id()),
+             fmt::format(R"({{"type":"status","statuses":[],"statuses":[{{"task_id":"{}","state":"running"}}]}})", id),
+         }) {
+        auto parsed = parse_status_message(msg(text));
+        ASSERT_FALSE(parsed.ok()) << text;
+        EXPECT_NE(parsed.error().message.find("appears twice in an object"), std::string::npos)
+            << parsed.error().message;
+    }
+}
+
 TEST(NodeMessages, LogsAnswersCarryBase64DataOrAnError) {
     auto id = crypto::random_id();
     auto ok = parse_logs_message(
