@@ -374,6 +374,75 @@ TEST_F(Secrets, AutolockWithoutATerminalOrAKeyFileRefusesToInitialise) {
     EXPECT_EQ(cli({"cluster", "unlock-key", "-q"}).out, read_file(key_file));
 }
 
+// Guessing unlock keys: a few failures are answered at once, then each caller waits twice as
+// long after each failure (429 with Retry-After), the right key included; every failure is
+// logged with the caller and its count, never with the key.
+TEST_F(Secrets, UnlockAttemptsAreLimitedAndFailuresLogged) {
+    daemon_.reset();
+    fs::remove_all(dir_.path() / "data");
+    auto key_file = dir_.path() / "unlock.key", err = dir_.path() / "cofferd.err";
+    start({"--autolock", "--unlock-key-file", key_file.string()});
+    daemon_.reset();
+    daemon_ = std::make_unique<Daemon>(dir_.path() / "data", dir_.path() / "coffer.sock", std::vector<std::string>{},
+                                       stderr_to(err));
+    ASSERT_TRUE(daemon_->ready());
+    auto key = read_file(key_file);
+    key.pop_back();
+    const std::string guess = "COFFERKEY-1-AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+    auto attempt = [&](const std::string& k) {
+        return request("POST", "/v1.41/swarm/unlock", fmt::format(R"({{"UnlockKey":"{}"}})", k));
+    };
+    int failures = 0;
+    std::vector<int> statuses;
+    net::ClientResponse refused;
+    // Failures until the wait reaches 4 s (the 7th in a row), waiting out the shorter ones.
+    while (failures < 20) {
+        auto r = attempt(guess);
+        statuses.push_back(r.status);
+        if (r.status == 400) {
+            EXPECT_EQ(message_of(r.body), "invalid unlock key");
+            ++failures;
+            continue;
+        }
+        ASSERT_EQ(r.status, 429) << r.body;
+        ASSERT_TRUE(r.headers.count("retry-after"));
+        if (std::stoi(r.headers.at("retry-after")) >= 4) {
+            refused = r;
+            break;
+        }
+        ASSERT_TRUE(wait_until([&] {
+            auto again = attempt(guess);
+            if (again.status == 400) ++failures;
+            return again.status == 400;
+        }));
+    }
+    ASSERT_EQ(refused.status, 429) << fmt::format("{}", fmt::join(statuses, " "));
+    EXPECT_GE(failures, 7);
+    for (std::size_t i = 0; i < 5; ++i) EXPECT_EQ(statuses.at(i), 400) << i;  // the free ones
+    EXPECT_EQ(message_of(refused.body), fmt::format("too many failed unlock attempts from this user: try again in {} s",
+                                                    refused.headers.at("retry-after")));
+    // The right key waits its turn too: a guesser learns nothing during the wait.
+    auto early = attempt(key);
+    EXPECT_EQ(early.status, 429) << early.body;
+    EXPECT_EQ(request("GET", "/secrets").status, 503);
+    auto via_cli = cli({"cluster", "unlock"}, key + "\n");
+    EXPECT_EQ(via_cli.status, 1);
+    EXPECT_NE(via_cli.err.find("too many failed unlock attempts"), std::string::npos) << via_cli.err;
+    ASSERT_TRUE(wait_until([&] { return attempt(key).status == 200; }, std::chrono::seconds(30)));
+    EXPECT_EQ(request("GET", "/secrets").status, 200);
+
+    daemon_->terminate();
+    auto logged = read_file(err);
+    auto uid = ::getuid();
+    EXPECT_NE(logged.find(fmt::format("unlock failed from uid {} (pid ", uid)), std::string::npos) << logged;
+    EXPECT_NE(logged.find(fmt::format("invalid unlock key (1 in a row from uid {})", uid)), std::string::npos) << logged;
+    EXPECT_NE(logged.find(fmt::format("invalid unlock key ({} in a row from uid {}", failures, uid)), std::string::npos)
+        << logged;
+    EXPECT_NE(logged.find("next attempt allowed in 4 s"), std::string::npos) << logged;
+    EXPECT_EQ(logged.find("COFFERKEY"), std::string::npos) << logged;
+    EXPECT_EQ(logged.find("AAAAAAAAAA"), std::string::npos) << logged;
+}
+
 // Two readers of {"Name":"a","Name":"b"} may disagree on the name: such bodies are refused, at
 // any depth, and nothing is created.
 TEST_F(Secrets, ABodyWithAKeyTwiceIsRefused) {

@@ -19,6 +19,7 @@
 #include "coffer/manager/services.h"
 #include "coffer/model/service_json.h"
 #include "coffer/store/store.h"
+#include "unlock_limiter.h"
 
 using namespace coffer;
 using namespace coffer::manager;
@@ -786,4 +787,101 @@ TEST_F(Cluster, ACompleteReportClosesTheTasksItsNodeNoLongerHas) {
         EXPECT_EQ(tasks_->get(t.meta.id)->status.state, t.status.state);
     }
     (void)n2;
+}
+
+// Unlock attempts, on a clock the test moves.
+namespace {
+
+using std::chrono::seconds;
+using LimiterClock = UnlockLimiter::Clock;
+
+}  // namespace
+
+TEST(UnlockLimiter, ASourceWaitsTwiceAsLongAfterEachFailureBeyondTheFreeOnes) {
+    UnlockLimiter limiter;  // the defaults cofferd uses: 5 free, 1 s doubling to 5 min
+    LimiterClock::time_point now{std::chrono::hours(1000)};
+    for (unsigned i = 1; i <= 4; ++i) {
+        ASSERT_TRUE(limiter.admit("uid 1000", now).allowed);
+        auto f = limiter.failed("uid 1000", now);
+        EXPECT_EQ(f.in_a_row, i);
+        EXPECT_EQ(f.wait, LimiterClock::duration::zero());
+    }
+    std::vector<LimiterClock::duration> waits;
+    for (int i = 0; i < 12; ++i) {
+        ASSERT_TRUE(limiter.admit("uid 1000", now).allowed);
+        auto f = limiter.failed("uid 1000", now);
+        waits.push_back(f.wait);
+        // Refused until the wait is over, then admitted.
+        auto v = limiter.admit("uid 1000", now + f.wait - std::chrono::milliseconds(1));
+        EXPECT_FALSE(v.allowed);
+        EXPECT_FALSE(v.global);
+        EXPECT_EQ(v.wait, std::chrono::milliseconds(1));
+        now += f.wait;
+    }
+    std::vector<LimiterClock::duration> expected{seconds(1),  seconds(2),   seconds(4),   seconds(8),
+                                                 seconds(16), seconds(32),  seconds(64),  seconds(128),
+                                                 seconds(256), seconds(300), seconds(300), seconds(300)};
+    EXPECT_EQ(waits, expected);
+    // Another user is not held back by this one.
+    EXPECT_TRUE(limiter.admit("uid 0", now - seconds(1)).allowed);
+    // The refusals are counted and reported with the next failure (one, from the last round).
+    auto f = limiter.failed("uid 1000", now);
+    EXPECT_EQ(f.refused, 1u);
+    EXPECT_FALSE(limiter.admit("uid 1000", now).allowed);
+    EXPECT_FALSE(limiter.admit("uid 1000", now).allowed);
+    now += f.wait;
+    EXPECT_EQ(limiter.failed("uid 1000", now).refused, 2u);
+}
+
+TEST(UnlockLimiter, ASuccessOrAQuietSpellStartsAfresh) {
+    UnlockLimiter limiter;
+    LimiterClock::time_point now{std::chrono::hours(1000)};
+    for (int i = 0; i < 5; ++i) (void)limiter.failed("uid 1000", now);
+    EXPECT_FALSE(limiter.admit("uid 1000", now).allowed);
+    EXPECT_EQ(limiter.succeeded("uid 1000"), 1u);
+    EXPECT_TRUE(limiter.admit("uid 1000", now).allowed);
+    EXPECT_EQ(limiter.failed("uid 1000", now).in_a_row, 1u);
+    for (int i = 0; i < 5; ++i) (void)limiter.failed("uid 1000", now);
+    now += std::chrono::minutes(15) + seconds(64);
+    EXPECT_TRUE(limiter.admit("uid 1000", now).allowed);
+    EXPECT_EQ(limiter.failed("uid 1000", now).in_a_row, 1u);
+}
+
+TEST(UnlockLimiter, AllSourcesTogetherFailAtMostTheGlobalRate) {
+    UnlockLimiter limiter;  // 30 at once, then one every 2 s
+    LimiterClock::time_point now{std::chrono::hours(1000)};
+    for (int uid = 0; uid < 30; ++uid) {
+        auto source = fmt::format("uid {}", uid);
+        ASSERT_TRUE(limiter.admit(source, now).allowed) << uid;
+        (void)limiter.failed(source, now);
+    }
+    auto v = limiter.admit("uid 30", now);
+    EXPECT_FALSE(v.allowed);
+    EXPECT_TRUE(v.global);
+    EXPECT_EQ(v.wait, seconds(2));
+    now += seconds(2);
+    ASSERT_TRUE(limiter.admit("uid 30", now).allowed);
+    (void)limiter.failed("uid 30", now);
+    EXPECT_FALSE(limiter.admit("uid 31", now + seconds(1)).allowed);
+    // Over 100 s: 50 more failures at most, however many sources try.
+    int failures = 0;
+    for (int step = 0; step < 1000; ++step) {
+        now += std::chrono::milliseconds(100);
+        auto source = fmt::format("uid {}", 100 + step);
+        if (!limiter.admit(source, now).allowed) continue;
+        (void)limiter.failed(source, now);
+        ++failures;
+    }
+    EXPECT_EQ(failures, 50);
+    EXPECT_LE(limiter.sources(), 4096u);
+}
+
+TEST(UnlockLimiter, SourcesBeyondTheLimitShareOneRecord) {
+    UnlockLimiter limiter({.global_burst = 1000, .max_sources = 3});
+    LimiterClock::time_point now{std::chrono::hours(1000)};
+    for (int uid = 0; uid < 10; ++uid)
+        for (int i = 0; i < 5; ++i) (void)limiter.failed(fmt::format("uid {}", uid), now);
+    EXPECT_LE(limiter.sources(), 4u);
+    EXPECT_FALSE(limiter.admit("uid 9", now).allowed);
+    EXPECT_FALSE(limiter.admit("uid 12345", now).allowed);  // shares the record of the many
 }
