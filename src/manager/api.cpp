@@ -252,6 +252,7 @@ Response Api::handle(Request& r) {
                                                             {"Details", json::object{}}}}}});
     }
     if (is({"swarm", "unlock"}) && m == "POST") return unlock(r);
+    if (is({"info"}) && m == "GET") return cluster_info(manager_);
     if (manager_.locked()) return Response::error(locked_error());
 
     auto& secrets = *manager_.secrets();
