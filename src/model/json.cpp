@@ -107,7 +107,7 @@ Result<Secret> secret_from_json(const json::value& v) {
 }
 
 Result<json::value> parse_json(std::string_view text, json::storage_ptr sp) {
-    return detail::parse_document(text, std::move(sp), {}, 64);
+    return detail::parse_document(text, std::move(sp), std::nullopt, 64);
 }
 
 std::string error_body(std::string_view message) {

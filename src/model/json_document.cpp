@@ -28,7 +28,11 @@ public:
     static constexpr std::size_t max_key_size = json::string::max_size();
     static constexpr std::size_t max_string_size = json::string::max_size();
 
-    explicit Builder(json::storage_ptr temporaries) : st(std::move(temporaries)) {}
+    Builder(json::storage_ptr temporaries, unsigned char* buffer, std::size_t size)
+        : st(std::move(temporaries), buffer, size) {
+        members.reserve(64);
+        open.reserve(16);
+    }
 
     json::value_stack st;
     std::vector<std::size_t> members;  // per object, in document order
@@ -162,10 +166,12 @@ std::optional<std::size_t> first_merged(const json::value& v,
         auto index = next++;
         if (index >= members.size() || v.get_object().size() != members[index]) return index;
         for (const auto& member : v.get_object())
-            if (auto found = first_merged(member.value(), members, next)) return found;
+            if (member.value().is_structured())
+                if (auto found = first_merged(member.value(), members, next)) return found;
     } else if (v.is_array()) {
         for (const auto& element : v.get_array())
-            if (auto found = first_merged(element, members, next)) return found;
+            if (element.is_structured())
+                if (auto found = first_merged(element, members, next)) return found;
     }
     return std::nullopt;
 }
@@ -198,10 +204,14 @@ Error duplicate_error(std::string_view text, std::size_t object, unsigned max_de
 }  // namespace
 
 Result<json::value> parse_document(std::string_view text, json::storage_ptr result,
-                                   json::storage_ptr temporaries, unsigned max_depth) {
+                                   std::optional<json::storage_ptr> temporaries, unsigned max_depth) {
     json::parse_options opts;
     opts.max_depth = max_depth;
-    json::basic_parser<Builder> parser(opts, std::move(temporaries));
+    // Without a storage for the temporaries, they start on the stack (as json::parse does).
+    unsigned char stack[BOOST_JSON_STACK_BUFFER_SIZE];
+    bool on_stack = !temporaries;
+    json::basic_parser<Builder> parser(opts, on_stack ? json::storage_ptr() : std::move(*temporaries),
+                                       on_stack ? stack : nullptr, on_stack ? sizeof(stack) : 0);
     parser.handler().st.reset(std::move(result));
     error_code ec;
     auto n = parser.write_some(false, text.data(), text.size(), ec);
