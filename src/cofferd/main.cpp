@@ -8,7 +8,6 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
-#include <sodium.h>
 
 #include <charconv>
 #include <cstdio>
