@@ -238,10 +238,13 @@ void add_cluster_commands(CLI::App& app, Globals& g) {
             if (*quiet) {
                 std::printf("%s\n", token.c_str());
             } else {
+                // The token goes in the environment: a command line is visible to every user
+                // (ps, /proc/PID/cmdline) for as long as the agent runs.
                 std::printf("To add a %s to this cluster, run on the new node:\n\n"
-                            "    coffer-agent --data-dir /var/lib/coffer-agent --manager MANAGER:4243 \\\n"
-                            "        --join-token %s\n\n"
-                            "where MANAGER is an address of this manager's node port.\n",
+                            "    COFFER_JOIN_TOKEN=%s \\\n"
+                            "        coffer-agent --data-dir /var/lib/coffer-agent --manager MANAGER:4243\n\n"
+                            "where MANAGER is an address of this manager's node port. Keep the token out of\n"
+                            "command lines (--join-token): every user of the node can read those.\n",
                             role->c_str(), token.c_str());
             }
         });

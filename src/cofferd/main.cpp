@@ -1,4 +1,5 @@
 // cofferd: the manager daemon. Options, wiring, run.
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <arpa/inet.h>
@@ -7,11 +8,11 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
-#include <sodium.h>
 
 #include <charconv>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <mutex>
 
 #include "coffer/base/log.h"
@@ -81,6 +82,79 @@ Result<void> probe_listen(const ListenAddress& where) {
     return {};
 }
 
+// A message around the unlock key, built in secure memory.
+coffer::crypto::SecureBuffer key_message(std::string_view head,
+                                         const coffer::crypto::SecureBuffer& key,
+                                         std::string_view tail) {
+    coffer::crypto::SecureBuffer out(head.size() + key.size() + tail.size());
+    std::memcpy(out.data(), head.data(), head.size());
+    std::memcpy(out.data() + head.size(), key.data(), key.size());
+    std::memcpy(out.data() + head.size() + key.size(), tail.data(), tail.size());
+    return out;
+}
+
+Result<void> write_all(int fd, const coffer::crypto::SecureBuffer& bytes, std::string_view where) {
+    std::size_t off = 0;
+    while (off < bytes.size()) {
+        auto n = ::write(fd, bytes.data() + off, bytes.size() - off);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0)
+            return coffer::make_error(coffer::Errc::unavailable,
+                                      fmt::format("write the unlock key to {}: {}", where,
+                                                  n < 0 ? std::strerror(errno) : "short write"));
+        off += static_cast<std::size_t>(n);
+    }
+    return {};
+}
+
+// The unlock key of a new autolocked store, into a file the operator named: created (never
+// replaced, never through a symlink) with mode 0600, and on disk before the store is committed.
+Result<void> write_key_file(const coffer::crypto::SecureBuffer& key, const std::string& path) {
+    auto fail = [&](std::string_view what) {
+        return coffer::make_error(
+            coffer::Errc::invalid_argument,
+            fmt::format("--unlock-key-file {}: {}: {}", path, what, std::strerror(errno)));
+    };
+    coffer::UniqueFd fd(
+        ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
+    if (!fd && errno == EEXIST)
+        return coffer::make_error(coffer::Errc::already_exists,
+                                  fmt::format("--unlock-key-file {} exists: refusing to replace it (it "
+                                              "may hold another store's key)",
+                                              path));
+    if (!fd) return fail("create");
+    auto written = [&]() -> Result<void> {
+        if (::fchmod(fd.get(), 0600) != 0) return fail("chmod");
+        if (auto r = write_all(fd.get(), key_message("", key, "\n"), path); !r) return r;
+        if (::fsync(fd.get()) != 0) return fail("fsync");
+        auto dir = std::filesystem::path(path).parent_path();
+        coffer::UniqueFd d(
+            ::open(dir.empty() ? "." : dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+        if (!d || ::fsync(d.get()) != 0) return fail("fsync its directory");
+        return {};
+    }();
+    if (!written) ::unlink(path.c_str());  // ours (O_EXCL), and holding no usable key
+    return written;
+}
+
+// The unlock key of a new autolocked store, to the operator's terminal only: standard output
+// when it is one, else the controlling terminal. Never to a pipe or file standard output may be
+// (a service manager keeps those in its journal).
+Result<void> show_key_on_terminal(const coffer::crypto::SecureBuffer& key) {
+    constexpr std::string_view head =
+        "coffer is autolocked. The unlock key, shown this once and stored nowhere:\n\n    ";
+    constexpr std::string_view tail = "\n\nEvery restart needs it: `coffer cluster unlock`.\n";
+    auto message = key_message(head, key, tail);
+    if (::isatty(STDOUT_FILENO) == 1) return write_all(STDOUT_FILENO, message, "standard output");
+    coffer::UniqueFd tty(::open("/dev/tty", O_WRONLY | O_NOCTTY | O_CLOEXEC));
+    if (tty) return write_all(tty.get(), message, "/dev/tty");
+    return coffer::make_error(
+        coffer::Errc::invalid_argument,
+        "the new unlock key can be shown on a terminal only, and cofferd has none (its output is "
+        "not a terminal, and it has no controlling terminal): name a file for it with "
+        "--unlock-key-file PATH, or start cofferd --autolock from a terminal the first time");
+}
+
 // The node port exists from the moment the store is unlocked (at start, or when `coffer cluster
 // unlock` succeeds) until shutdown.
 class NodePortSlot {
@@ -125,8 +199,14 @@ int main(int argc, char** argv) {
     app.add_option("--socket", socket, "Unix socket for the API (mode 0660)")->capture_default_str();
     app.add_option("--listen", listen, "Node port (ADDRESS:PORT): nodes join and keep their sessions here")
         ->capture_default_str();
-    app.add_flag("--autolock", autolock,
-                 "At first start: protect the store with an unlock key shown once and never stored");
+    std::string unlock_key_file;
+    auto* autolock_flag = app.add_flag("--autolock", autolock,
+                 "At first start: protect the store with an unlock key shown once (on the terminal, or in "
+                 "--unlock-key-file) and never stored");
+    app.add_option("--unlock-key-file", unlock_key_file,
+                   "With --autolock, at first start: write the unlock key to this new file (mode 0600) instead "
+                   "of the terminal")
+        ->needs(autolock_flag);
     app.add_option("--log-level", log_spec, "Log levels: LEVEL[,CATEGORY=LEVEL...]")->capture_default_str();
     CLI11_PARSE(app, argc, argv);
 
@@ -146,20 +226,22 @@ int main(int argc, char** argv) {
         ::umask(077);
         ::signal(SIGPIPE, SIG_IGN);
 
-        auto opened = coffer::manager::Manager::open({.data_dir = data_dir, .autolock = autolock});
+        auto hand_over = [&](const coffer::crypto::SecureBuffer& key) -> Result<void> {
+            if (unlock_key_file.empty()) return show_key_on_terminal(key);
+            if (auto r = write_key_file(key, unlock_key_file); !r) return r;
+            coffer::log::warn("manager",
+                              "the unlock key is in {} (mode 0600): keep it safe, away from this host",
+                              unlock_key_file);
+            return {};
+        };
+        auto opened = coffer::manager::Manager::open(
+            {.data_dir = data_dir, .autolock = autolock, .hand_over_unlock_key = hand_over});
         if (!opened) {
             std::fprintf(stderr, "cofferd: %s\n", opened.error().message.c_str());
             return 1;
         }
         auto& manager = *opened->manager;
-        if (opened->new_unlock_key) {
-            const auto& k = *opened->new_unlock_key;
-            std::string line(reinterpret_cast<const char*>(k.data()), k.size());
-            std::printf("coffer is autolocked. The unlock key, shown this once and stored nowhere:\n\n"
-                        "    %s\n\nEvery restart needs it: `coffer cluster unlock`.\n", line.c_str());
-            std::fflush(stdout);
-            sodium_memzero(line.data(), line.size());
-        }
+        opened->new_unlock_key.reset();  // handed over above, before the store was committed
         NodePortSlot node_port(manager, *listen_at);
         if (manager.locked()) {
             coffer::log::warn("manager", "store is locked: run `coffer cluster unlock`");

@@ -2,7 +2,9 @@
 
 #include <boost/json.hpp>
 
+#include <chrono>
 #include <charconv>
+#include <mutex>
 
 #include "coffer/base/log.h"
 #include "coffer/crypto/encoding.h"
@@ -13,6 +15,7 @@
 #include "api_logs.h"
 #include "api_services.h"
 #include "api_util.h"
+#include "unlock_limiter.h"
 
 namespace coffer::manager {
 
@@ -133,6 +136,63 @@ std::vector<std::pair<std::string, std::string>> api_headers() {
             {"Pragma", "no-cache"}};
 }
 
+struct Api::UnlockAttempts {
+    std::mutex mutex;
+    UnlockLimiter limiter;  // under mutex
+};
+
+Api::Api(Manager& manager)
+    : manager_(manager), unlock_attempts_(std::make_unique<UnlockAttempts>()) {}
+
+Api::~Api() = default;
+
+Response Api::unlock(Request& r) {
+    auto body = parse_body(r);
+    if (!body) return Response::error(body.error());
+    auto* key = body->value().as_object().if_contains("UnlockKey");
+    if (key == nullptr || !key->is_string())
+        return fail(Errc::invalid_argument, "field UnlockKey must be a string");
+    // The unix socket tells callers apart by the uid the kernel vouches for, nothing else.
+    auto source = r.peer ? fmt::format("uid {}", r.peer->uid) : std::string("unknown peer");
+    auto caller = r.peer ? fmt::format("uid {} (pid {})", r.peer->uid, r.peer->pid) : source;
+    // One attempt at a time, so that concurrent guesses cannot all pass the limit before the
+    // first of them is counted.
+    std::lock_guard lock(unlock_attempts_->mutex);
+    if (!manager_.locked()) return fail(Errc::conflict, "coffer is not locked");
+    auto& limiter = unlock_attempts_->limiter;
+    auto now = UnlockLimiter::Clock::now();
+    if (auto v = limiter.admit(source, now); !v.allowed) {
+        auto seconds = std::max<std::int64_t>(
+            1, std::chrono::ceil<std::chrono::seconds>(v.wait).count());
+        auto resp = Response::json(
+            429, model::error_body(fmt::format(
+                     "too many failed unlock attempts{}: try again in {} s",
+                     v.global ? "" : " from this user", seconds)));
+        resp.headers.emplace_back("Retry-After", std::to_string(seconds));
+        log::debug("api", "unlock attempt from {} refused: {} s to wait", caller, seconds);
+        return resp;
+    }
+    const auto& k = key->as_string();
+    auto res = manager_.unlock({k.data(), k.size()});
+    if (!res) {
+        if (res.error().code == Errc::invalid_argument) {
+            auto f = limiter.failed(source, now);
+            log::warn("api", "unlock failed from {}: {} ({} in a row from {}{}{})", caller,
+                      res.error().message, f.in_a_row, source,
+                      f.refused ? fmt::format(", {} refused meanwhile", f.refused) : std::string(),
+                      f.wait.count() > 0
+                          ? fmt::format("; next attempt allowed in {} s",
+                                        std::chrono::ceil<std::chrono::seconds>(f.wait).count())
+                          : std::string());
+        }
+        return Response::error(res.error());
+    }
+    auto refused = limiter.succeeded(source);
+    log::info("api", "unlocked by {}{}", caller,
+              refused ? fmt::format(" ({} attempts refused before)", refused) : std::string());
+    return Response::empty(200);
+}
+
 bool Api::blocking(const Request& r) const { return r.method != "GET" && r.method != "HEAD"; }
 
 bool Api::asynchronous(const Request& r) const { return is_secret_create(r) || is_logs(r); }
@@ -191,19 +251,8 @@ Response Api::handle(Request& r) {
                                                             {"Version", COFFER_VERSION},
                                                             {"Details", json::object{}}}}}});
     }
-    if (is({"swarm", "unlock"}) && m == "POST") {
-        auto body = parse_body(r);
-        if (!body) return Response::error(body.error());
-        auto* key = body->value().as_object().if_contains("UnlockKey");
-        if (key == nullptr || !key->is_string())
-            return fail(Errc::invalid_argument, "field UnlockKey must be a string");
-        if (!manager_.locked()) return fail(Errc::conflict, "coffer is not locked");
-        const auto& k = key->as_string();
-        auto res = manager_.unlock({k.data(), k.size()});
-        if (!res) return Response::error(res.error());
-        log::info("api", "unlocked");
-        return Response::empty(200);
-    }
+    if (is({"swarm", "unlock"}) && m == "POST") return unlock(r);
+    if (is({"info"}) && m == "GET") return cluster_info(manager_);
     if (manager_.locked()) return Response::error(locked_error());
 
     auto& secrets = *manager_.secrets();

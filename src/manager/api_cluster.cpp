@@ -17,7 +17,13 @@ std::string text_of(const crypto::SecureBuffer& b) {
     return std::string(reinterpret_cast<const char*>(b.data()), b.size());
 }
 
-Response info(Manager& m) {
+}  // namespace
+
+Response cluster_info(Manager& m) {
+    // The cluster's identity exists once unlocked (locked() turns false after it is loaded).
+    bool locked = m.locked();
+    json::value cluster = nullptr;
+    if (!locked) cluster = json::object{{"ID", m.cluster_id()}};
     return ok_json(200, json::object{
                             {"Name", hostname()},
                             {"ServerVersion", COFFER_VERSION},
@@ -25,12 +31,14 @@ Response info(Manager& m) {
                             {"KernelVersion", kernel_version()},
                             {"SecurityOptions", json::array{"name=seccomp,profile=default"}},
                             {"Swarm", json::object{{"NodeID", ""},
-                                                   {"LocalNodeState", "active"},
-                                                   {"ControlAvailable", true},
+                                                   {"LocalNodeState", locked ? "locked" : "active"},
+                                                   {"ControlAvailable", !locked},
                                                    {"Error", ""},
-                                                   {"Cluster", json::object{{"ID", m.cluster_id()}}}}},
+                                                   {"Cluster", cluster}}},
                         });
 }
+
+namespace {
 
 Response swarm(Manager& m) {
     auto& trust = m.trust();
@@ -150,7 +158,7 @@ Response swarm_update(Manager& m, const Request& r) {
 
 std::optional<Response> cluster_routes(Manager& m, const Request& r, const Segments& seg) {
     const auto& method = r.method;
-    if (seg.size() == 1 && seg[0] == "info" && method == "GET") return info(m);
+    if (seg.size() == 1 && seg[0] == "info" && method == "GET") return cluster_info(m);
     if (seg.empty() || seg[0] != "swarm") return std::nullopt;
     if (seg.size() == 1 && method == "GET") return swarm(m);
     if (seg.size() != 2) return std::nullopt;

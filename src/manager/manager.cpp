@@ -10,7 +10,9 @@ namespace coffer::manager {
 namespace json = boost::json;
 
 Result<Manager::Opened> Manager::open(const ManagerOptions& options) {
-    auto opened = store::Store::open({.dir = options.data_dir, .autolock = options.autolock});
+    auto opened = store::Store::open({.dir = options.data_dir,
+                                      .autolock = options.autolock,
+                                      .hand_over_unlock_key = options.hand_over_unlock_key});
     if (!opened) return std::move(opened).error().context("open store");
     std::unique_ptr<Manager> m(new Manager());
     m->store_ = std::move(opened->store);

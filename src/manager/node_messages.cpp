@@ -87,7 +87,7 @@ Result<StatusReport> parse_report(const json::value& v) {
 
 Result<model::SecureJson> object_of_type(const crypto::SecureBuffer& text, std::string_view type) {
     auto doc = model::SecureJson::parse(text);
-    if (!doc) return bad("not JSON");
+    if (!doc) return bad(doc.error().message);
     if (!doc->value().is_object()) return bad("not an object");
     auto* t = doc->value().get_object().if_contains("type");
     if (t == nullptr || !t->is_string() || t->get_string() != type)

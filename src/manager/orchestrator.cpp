@@ -236,10 +236,12 @@ Result<std::optional<Timestamp>> Orchestrator::reconcile(Timestamp now) {
                     if (!live(*t)) continue;
                     const Node* n = nodes.count(t->node_id) ? nodes.at(t->node_id) : nullptr;
                     bool placed = t->status.state >= TaskState::assigned;
-                    bool lost = !t->node_id.empty() && (placed || global) &&
-                                (n == nullptr || n->spec.availability == NodeAvailability::drain ||
-                                 (placed && node_down(*n) && !global));
+                    // A task that ended runs nowhere: its node going down, away or draining
+                    // loses nothing, and only the restart policy may start it again.
                     bool ended = model::is_terminal(t->status.state);
+                    bool node_left = n == nullptr || n->spec.availability == NodeAvailability::drain;
+                    bool lost = !ended && !t->node_id.empty() && (placed || global) &&
+                                (node_left || (placed && node_down(*n) && !global));
                     if (!ended && !lost) continue;
                     const auto& rp = spec.task.restart;
                     bool failed = t->status.state == TaskState::failed || t->status.state == TaskState::rejected ||
@@ -253,7 +255,7 @@ Result<std::optional<Timestamp>> Orchestrator::reconcile(Timestamp now) {
                     if (restart && !lost && rp.max_attempts > 0 && restarts >= rp.max_attempts) restart = false;
                     if (!restart) continue;  // the slot stays filled by the ended task
                     shut_down(*t);
-                    if (global && lost) continue;  // a global service follows the eligible nodes
+                    if (global && (lost || node_left)) continue;  // a global service follows the eligible nodes
                     auto delay = lost ? 0 : rp.delay;
                     Timestamp nb{now.nanos + delay};
                     create(s, t->slot, global ? t->node_id : std::string(),

@@ -1,5 +1,7 @@
 #include "coffer/model/json.h"
 
+#include "json_document.h"
+
 namespace coffer::model {
 
 namespace json = boost::json;
@@ -105,12 +107,7 @@ Result<Secret> secret_from_json(const json::value& v) {
 }
 
 Result<json::value> parse_json(std::string_view text, json::storage_ptr sp) {
-    boost::system::error_code ec;
-    json::parse_options opts;
-    opts.max_depth = 64;
-    auto v = json::parse(text, ec, std::move(sp), opts);
-    if (ec) return make_error(Errc::invalid_argument, fmt::format("malformed JSON: {}", ec.message()));
-    return v;
+    return detail::parse_document(text, std::move(sp), std::nullopt, 64);
 }
 
 std::string error_body(std::string_view message) {

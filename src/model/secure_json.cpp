@@ -1,7 +1,6 @@
 #include "coffer/model/secure_json.h"
 
 #include <boost/json/monotonic_resource.hpp>
-#include <boost/json/parser.hpp>
 #include <boost/json/serializer.hpp>
 
 #include <algorithm>
@@ -9,6 +8,7 @@
 #include <fmt/format.h>
 
 #include "coffer/crypto/secure_allocator.h"
+#include "json_document.h"
 
 namespace coffer::model {
 
@@ -44,15 +44,10 @@ SecureJson::SecureJson() : storage_(secure_storage()), value_(storage_) {}
 
 Result<SecureJson> SecureJson::parse(std::string_view text) {
     SecureJson out;
-    json::parse_options opts;
-    opts.max_depth = 32;
     // The parser's temporary storage (partial strings, the value stack) is secure memory too.
-    json::parser parser(out.storage_, opts);
-    parser.reset(out.storage_);
-    json::error_code ec;
-    parser.write(text.data(), text.size(), ec);
-    if (ec) return make_error(Errc::invalid_argument, fmt::format("malformed JSON: {}", ec.message()));
-    out.value_ = parser.release();
+    auto value = detail::parse_document(text, out.storage_, out.storage_, 32);
+    if (!value) return std::move(value).error();
+    out.value_ = std::move(*value);
     return out;
 }
 

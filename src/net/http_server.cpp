@@ -149,6 +149,12 @@ asio::awaitable<Response> HttpServer::Impl::dispatch(Request& req) {
 }
 
 asio::awaitable<void> HttpServer::Impl::session(local::socket socket) {
+    std::optional<Peer> peer;
+    ucred cred{};
+    socklen_t len = sizeof(cred);
+    if (::getsockopt(socket.native_handle(), SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0 &&
+        len == sizeof(cred))
+        peer = Peer{cred.uid, cred.gid, cred.pid};
     Stream stream(std::move(socket));
     std::list<Stream*>::iterator self;
     {
@@ -182,6 +188,7 @@ asio::awaitable<void> HttpServer::Impl::session(local::socket socket) {
             keep_alive = msg.keep_alive() && !stopping;
             version = msg.version();
             Request req;
+            req.peer = peer;
             req.method = std::string(msg.method_string());
             parse_target(msg.target(), req);
             req.content_type = std::string(msg[http::field::content_type]);

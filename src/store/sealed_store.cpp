@@ -27,7 +27,8 @@ void put_key_record(rocksdb::WriteBatch& batch, rocksdb::ColumnFamilyHandle* met
 
 }  // namespace
 
-Store::Opened SealedStore::create(DataDir dir, KekMode mode) {
+Store::Opened SealedStore::create(DataDir dir, KekMode mode,
+                                  const std::function<Result<void>(const crypto::SecureBuffer&)>& hand_over) {
     dir.prepare_new();
     Keyring keys;
     std::optional<crypto::SecureBuffer> shown;
@@ -51,6 +52,9 @@ Store::Opened SealedStore::create(DataDir dir, KekMode mode) {
     keys.deks.current = dek->id;
     keys.deks.keys.emplace(dek->id, std::move(dek));
     keys.stored_deks = 1;
+    if (shown && hand_over)
+        if (auto r = hand_over(*shown); !r)
+            throw ErrorException(std::move(r).error().context("autolock"));
     // The marker commits the creation: an interrupted one is cleaned up by the next open.
     dir.write_format(mode);
     log::info("store", "created store {} (kek: {})", dir.path().string(), kek_mode_name(mode));

@@ -29,7 +29,8 @@ struct Keyring {
 class SealedStore final : public Store {
   public:
     // A new store in a directory without one; with autolock, the unlock key is returned once.
-    static Opened create(DataDir dir, KekMode mode);
+    static Opened create(DataDir dir, KekMode mode,
+                         const std::function<Result<void>(const crypto::SecureBuffer&)>& hand_over);
     // An existing store: unlocked with the KEK file, or locked (autolock).
     static std::unique_ptr<Store> open(DataDir dir, KekMode mode);
 

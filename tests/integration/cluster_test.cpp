@@ -49,6 +49,21 @@ TEST_F(Cluster, JoinTokensPinTheCaAndRotate) {
     EXPECT_EQ(line(cli({"cluster", "join-token", "worker", "-q"}).out), line(rotated.out));
 }
 
+// A command line is readable by every user of the node (ps): the command shown passes the
+// token in the environment, as docs/pki.md says.
+TEST_F(Cluster, JoinTokenSuggestsTheEnvironmentNotTheCommandLine) {
+    for (std::string role : {"worker", "manager"}) {
+        auto token = line(cli({"cluster", "join-token", role, "-q"}).out);
+        ASSERT_EQ(token.rfind("COFFERTKN-", 0), 0u) << token;
+        auto shown = cli({"cluster", "join-token", role});
+        ASSERT_EQ(shown.status, 0) << shown.err;
+        EXPECT_NE(shown.out.find("COFFER_JOIN_TOKEN=" + token + " "), std::string::npos) << shown.out;
+        EXPECT_NE(shown.out.find("coffer-agent "), std::string::npos) << shown.out;
+        EXPECT_EQ(shown.out.find("--join-token " + token), std::string::npos) << shown.out;
+        EXPECT_EQ(shown.out.find("--join-token COFFERTKN"), std::string::npos) << shown.out;
+    }
+}
+
 TEST_F(Cluster, CertificateExpiryHasAMinimumAndStaleVersionsAreRefused) {
     auto too_short = cli({"cluster", "update", "--cert-expiry", "30m"});
     EXPECT_EQ(too_short.status, 1);

@@ -47,3 +47,36 @@ TEST(DockerCli, SecretCommandsWorkAgainstCofferd) {
     EXPECT_EQ(missing.status, 1);
     EXPECT_NE(missing.err.find("secret s1 not found"), std::string::npos) << missing.err;
 }
+
+// `docker swarm unlock` unlocks a locked cofferd (it reads /info's LocalNodeState first), and
+// prints cofferd's words when a key is wrong or when too many were.
+TEST(DockerCli, SwarmUnlockWorksAndIsLimited) {
+    if (!have_docker()) GTEST_SKIP() << "no docker CLI on this machine";
+    TempDir dir;
+    auto key_file = dir.path() / "unlock.key";
+    {
+        Daemon first(dir.path() / "data", dir.path() / "coffer.sock",
+                     {"--autolock", "--unlock-key-file", key_file.string()});
+        ASSERT_TRUE(first.ready());
+    }
+    Daemon d(dir.path() / "data", dir.path() / "coffer.sock");
+    ASSERT_TRUE(d.ready());
+    std::vector<std::string> env{"DOCKER_HOST=" + d.host(), "DOCKER_CONFIG=" + (dir.path() / "dc").string()};
+    auto docker = [&](std::vector<std::string> args, const std::string& in = "") {
+        args.insert(args.begin(), "docker");
+        return run_program(args, in, env);
+    };
+    auto info = docker({"info", "--format", "{{.Swarm.LocalNodeState}}"});
+    EXPECT_EQ(info.out, "locked\n") << info.err;
+    const std::string guess = "COFFERKEY-1-AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA\n";
+    auto wrong = docker({"swarm", "unlock"}, guess);
+    EXPECT_EQ(wrong.status, 1);
+    EXPECT_NE(wrong.err.find("invalid unlock key"), std::string::npos) << wrong.err;
+    std::string err;
+    for (int i = 0; i < 20 && err.find("too many") == std::string::npos; ++i)
+        err = docker({"swarm", "unlock"}, guess).err;
+    EXPECT_NE(err.find("too many failed unlock attempts from this user: try again in "), std::string::npos) << err;
+    EXPECT_TRUE(wait_until([&] { return docker({"swarm", "unlock"}, read_file(key_file)).status == 0; },
+                           std::chrono::seconds(30)));
+    EXPECT_EQ(docker({"info", "--format", "{{.Swarm.LocalNodeState}}"}).out, "active\n");
+}

@@ -407,12 +407,12 @@ TEST(NodePortLocked, OpensWhenTheStoreIsUnlocked) {
     auto data = dir.path() / "data", socket = dir.path() / "coffer.sock";
     std::string key;
     {
-        Daemon first(data, socket, {"--autolock", "--listen", where});
+        auto key_file = dir.path() / "unlock.key";
+        Daemon first(data, socket, {"--autolock", "--unlock-key-file", key_file.string(), "--listen", where});
         ASSERT_TRUE(first.ready());
-        auto out = first.stdout_text();
-        auto at = out.find("COFFERKEY-");
-        ASSERT_NE(at, std::string::npos) << out;
-        key = out.substr(at, out.find_first_of(" \n", at) - at);
+        key = read_file(key_file);
+        ASSERT_EQ(key.rfind("COFFERKEY-", 0), 0u) << key;
+        key.pop_back();  // the newline
     }
     Daemon locked(data, socket, {"--listen", where});
     ASSERT_TRUE(locked.ready());

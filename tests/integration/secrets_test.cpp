@@ -1,5 +1,6 @@
 // The foundation end to end: a real cofferd, driven by the real coffer CLI and raw HTTP.
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -32,6 +33,11 @@ using Secrets = ManagerTest;
 std::string message_of(const std::string& body) {
     auto v = json::parse(body);
     return std::string(v.at("message").as_string());
+}
+
+// A Daemon prefix that sends cofferd's standard error (its log) to file.
+std::vector<std::string> stderr_to(const fs::path& file) {
+    return {"sh", "-c", "exec \"$0\" \"$@\" 2>>'" + file.string() + "'"};
 }
 
 std::string b64(std::string_view s) {
@@ -261,19 +267,21 @@ TEST_F(Secrets, NoPlaintextOnDiskAfterFlushAndCompaction) {
 TEST_F(Secrets, AutolockRestartUnlockAndKeyRotation) {
     daemon_.reset();
     fs::remove_all(dir_.path() / "data");
-    start({"--autolock"});
-    auto out = daemon_->stdout_text();
-    auto pos = out.find("COFFERKEY-1-");
-    ASSERT_NE(pos, std::string::npos) << out;
-    auto key = out.substr(pos, out.find_first_of(" \n", pos) - pos);
+    auto key_file = dir_.path() / "unlock.key";
+    start({"--autolock", "--unlock-key-file", key_file.string()});
+    auto key = read_file(key_file);
+    ASSERT_EQ(key.rfind("COFFERKEY-1-", 0), 0u) << key;
+    ASSERT_EQ(key.back(), '\n');
+    key.pop_back();
     ASSERT_EQ(cli({"secret", "create", "locked_secret", "-"}, "v").status, 0);
     EXPECT_EQ(fs::exists(dir_.path() / "data" / "kek"), false);
 
     auto shown = cli({"cluster", "unlock-key", "-q"});
     EXPECT_EQ(shown.out, key + "\n");
 
-    start();  // a restart comes up locked, and prints no key
-    EXPECT_EQ(daemon_->stdout_text().find("COFFERKEY-1-", pos + 1), std::string::npos);
+    start();  // a restart comes up locked, and writes no key
+    EXPECT_EQ(read_file(key_file), key + "\n");
+    EXPECT_EQ(daemon_->stdout_text().find("COFFERKEY-1-"), std::string::npos);
     auto locked = cli({"secret", "ls"});
     EXPECT_EQ(locked.status, 1);
     EXPECT_NE(locked.err.find("locked"), std::string::npos) << locked.err;
@@ -283,7 +291,7 @@ TEST_F(Secrets, AutolockRestartUnlockAndKeyRotation) {
     EXPECT_EQ(cli({"secret", "ls"}).status, 1);
     auto garbage = cli({"cluster", "unlock"}, "garbage\n");
     EXPECT_EQ(garbage.status, 1);
-    auto unlocked = cli({"cluster", "unlock"}, key + "\n");
+    auto unlocked = cli({"cluster", "unlock"}, read_file(key_file));
     ASSERT_EQ(unlocked.status, 0) << unlocked.err;
     EXPECT_NE(cli({"secret", "ls"}).out.find("locked_secret"), std::string::npos);
 
@@ -297,6 +305,167 @@ TEST_F(Secrets, AutolockRestartUnlockAndKeyRotation) {
     EXPECT_EQ(cli({"cluster", "unlock"}, key + "\n").status, 1);
     ASSERT_EQ(cli({"cluster", "unlock"}, new_key + "\n").status, 0);
     EXPECT_NE(cli({"secret", "ls"}).out.find("locked_secret"), std::string::npos);
+}
+
+// The unlock key of a new store never reaches cofferd's output, which a service manager keeps
+// in its journal: it goes to the file the operator names, created 0600, never replacing one.
+TEST_F(Secrets, AutolockWritesTheKeyToTheNamedFileOnly) {
+    daemon_.reset();
+    fs::remove_all(dir_.path() / "data");
+    auto key_file = dir_.path() / "unlock.key", err = dir_.path() / "cofferd.err";
+    daemon_ = std::make_unique<Daemon>(dir_.path() / "data", dir_.path() / "coffer.sock",
+                                       std::vector<std::string>{"--autolock", "--unlock-key-file", key_file.string()},
+                                       stderr_to(err));
+    ASSERT_TRUE(daemon_->ready());
+    struct stat st{};
+    ASSERT_EQ(::lstat(key_file.c_str(), &st), 0);
+    EXPECT_TRUE(S_ISREG(st.st_mode));
+    EXPECT_EQ(st.st_mode & 07777, 0600u);
+    auto key = read_file(key_file);
+    ASSERT_EQ(key.rfind("COFFERKEY-1-", 0), 0u) << key;
+    EXPECT_EQ(cli({"cluster", "unlock-key", "-q"}).out, key);
+    daemon_->terminate();
+    auto logged = read_file(err);
+    EXPECT_NE(logged.find(key_file.string()), std::string::npos) << logged;  // says where it is
+    EXPECT_EQ(logged.find("COFFERKEY"), std::string::npos) << logged;
+    EXPECT_EQ(daemon_->stdout_text().find("COFFERKEY"), std::string::npos) << daemon_->stdout_text();
+
+    // An existing file (or a link) is never replaced, and no store is created without its key.
+    fs::remove_all(dir_.path() / "data");
+    for (bool link : {false, true}) {
+        SCOPED_TRACE(link ? "symlink" : "file");
+        auto target = dir_.path() / (link ? "link.key" : "unlock.key");
+        if (link) fs::create_symlink(dir_.path() / "elsewhere", target);
+        auto r = run_program({cofferd_path(), "--data-dir", (dir_.path() / "data").string(), "--socket",
+                              (dir_.path() / "other.sock").string(), "--listen", "127.0.0.1:0", "--autolock",
+                              "--unlock-key-file", target.string()});
+        EXPECT_EQ(r.status, 1);
+        EXPECT_NE(r.err.find("exists: refusing to replace it"), std::string::npos) << r.err;
+        EXPECT_FALSE(fs::exists(dir_.path() / "data" / "format"));
+        EXPECT_FALSE(fs::exists(dir_.path() / "elsewhere"));
+        EXPECT_EQ(r.out.find("COFFERKEY"), std::string::npos);
+        EXPECT_EQ(r.err.find("COFFERKEY"), std::string::npos);
+    }
+    EXPECT_EQ(read_file(key_file), key);
+    // --unlock-key-file belongs to --autolock.
+    auto alone = run_program({cofferd_path(), "--data-dir", (dir_.path() / "data").string(), "--unlock-key-file",
+                              (dir_.path() / "k").string()});
+    EXPECT_NE(alone.status, 0);
+    EXPECT_NE(alone.err.find("--autolock"), std::string::npos) << alone.err;
+}
+
+// Without a terminal (a service manager's start) and without a key file, autolock refuses to
+// create a store whose key it could only lose or leak; nothing is left behind.
+TEST_F(Secrets, AutolockWithoutATerminalOrAKeyFileRefusesToInitialise) {
+    daemon_.reset();
+    fs::remove_all(dir_.path() / "data");
+    // setsid: no controlling terminal, whatever runs the tests; standard output is a file.
+    auto r = run_program({"timeout", "60", "setsid", "-w", cofferd_path(), "--data-dir", (dir_.path() / "data").string(),
+                          "--socket", (dir_.path() / "coffer.sock").string(), "--listen", "127.0.0.1:0",
+                          "--autolock"});
+    EXPECT_EQ(r.status, 1) << r.out << r.err;
+    EXPECT_NE(r.err.find("--unlock-key-file"), std::string::npos) << r.err;
+    EXPECT_EQ(r.out.find("COFFERKEY"), std::string::npos) << r.out;
+    EXPECT_EQ(r.err.find("COFFERKEY"), std::string::npos) << r.err;
+    EXPECT_FALSE(fs::exists(dir_.path() / "data" / "format"));
+    // The next start, with somewhere to put the key, creates the store.
+    auto key_file = dir_.path() / "unlock.key";
+    start({"--autolock", "--unlock-key-file", key_file.string()});
+    EXPECT_EQ(cli({"cluster", "unlock-key", "-q"}).out, read_file(key_file));
+}
+
+// Guessing unlock keys: a few failures are answered at once, then each caller waits twice as
+// long after each failure (429 with Retry-After), the right key included; every failure is
+// logged with the caller and its count, never with the key.
+TEST_F(Secrets, UnlockAttemptsAreLimitedAndFailuresLogged) {
+    daemon_.reset();
+    fs::remove_all(dir_.path() / "data");
+    auto key_file = dir_.path() / "unlock.key", err = dir_.path() / "cofferd.err";
+    start({"--autolock", "--unlock-key-file", key_file.string()});
+    daemon_.reset();
+    daemon_ = std::make_unique<Daemon>(dir_.path() / "data", dir_.path() / "coffer.sock", std::vector<std::string>{},
+                                       stderr_to(err));
+    ASSERT_TRUE(daemon_->ready());
+    auto key = read_file(key_file);
+    key.pop_back();
+    const std::string guess = "COFFERKEY-1-AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+    auto attempt = [&](const std::string& k) {
+        return request("POST", "/v1.41/swarm/unlock", fmt::format(R"({{"UnlockKey":"{}"}})", k));
+    };
+    int failures = 0;
+    std::vector<int> statuses;
+    net::ClientResponse refused;
+    // Failures until the wait reaches 4 s (the 7th in a row), waiting out the shorter ones.
+    while (failures < 20) {
+        auto r = attempt(guess);
+        statuses.push_back(r.status);
+        if (r.status == 400) {
+            EXPECT_EQ(message_of(r.body), "invalid unlock key");
+            ++failures;
+            continue;
+        }
+        ASSERT_EQ(r.status, 429) << r.body;
+        ASSERT_TRUE(r.headers.count("retry-after"));
+        if (std::stoi(r.headers.at("retry-after")) >= 4) {
+            refused = r;
+            break;
+        }
+        ASSERT_TRUE(wait_until([&] {
+            auto again = attempt(guess);
+            if (again.status == 400) ++failures;
+            return again.status == 400;
+        }));
+    }
+    ASSERT_EQ(refused.status, 429) << fmt::format("{}", fmt::join(statuses, " "));
+    EXPECT_GE(failures, 7);
+    for (std::size_t i = 0; i < 5; ++i) EXPECT_EQ(statuses.at(i), 400) << i;  // the free ones
+    EXPECT_EQ(message_of(refused.body), fmt::format("too many failed unlock attempts from this user: try again in {} s",
+                                                    refused.headers.at("retry-after")));
+    // The right key waits its turn too: a guesser learns nothing during the wait.
+    auto early = attempt(key);
+    EXPECT_EQ(early.status, 429) << early.body;
+    EXPECT_EQ(request("GET", "/secrets").status, 503);
+    auto via_cli = cli({"cluster", "unlock"}, key + "\n");
+    EXPECT_EQ(via_cli.status, 1);
+    EXPECT_NE(via_cli.err.find("too many failed unlock attempts"), std::string::npos) << via_cli.err;
+    ASSERT_TRUE(wait_until([&] { return attempt(key).status == 200; }, std::chrono::seconds(30)));
+    EXPECT_EQ(request("GET", "/secrets").status, 200);
+
+    daemon_->terminate();
+    auto logged = read_file(err);
+    auto uid = ::getuid();
+    EXPECT_NE(logged.find(fmt::format("unlock failed from uid {} (pid ", uid)), std::string::npos) << logged;
+    EXPECT_NE(logged.find(fmt::format("invalid unlock key (1 in a row from uid {})", uid)), std::string::npos) << logged;
+    EXPECT_NE(logged.find(fmt::format("invalid unlock key ({} in a row from uid {}", failures, uid)), std::string::npos)
+        << logged;
+    EXPECT_NE(logged.find("next attempt allowed in 4 s"), std::string::npos) << logged;
+    EXPECT_EQ(logged.find("COFFERKEY"), std::string::npos) << logged;
+    EXPECT_EQ(logged.find("AAAAAAAAAA"), std::string::npos) << logged;
+}
+
+// Two readers of {"Name":"a","Name":"b"} may disagree on the name: such bodies are refused, at
+// any depth, and nothing is created.
+TEST_F(Secrets, ABodyWithAKeyTwiceIsRefused) {
+    auto dup = request("POST", "/secrets/create",
+                       fmt::format(R"({{"Name":"a","Data":"{}","Name":"b"}})", b64("x")));
+    EXPECT_EQ(dup.status, 400);
+    EXPECT_EQ(message_of(dup.body), R"(malformed request body: malformed JSON: key "Name" appears twice in an object)");
+    auto nested = request("POST", "/secrets/create",
+                          fmt::format(R"({{"Name":"c","Data":"{}","Labels":{{"env":"dev","env":"prod"}}}})", b64("x")));
+    EXPECT_EQ(nested.status, 400);
+    EXPECT_EQ(message_of(nested.body), R"(malformed request body: malformed JSON: key "env" appears twice in an object)");
+    EXPECT_EQ(request("GET", "/secrets").body, "[]");
+    auto service = request(
+        "POST", "/services/create",
+        R"({"Name":"web","TaskTemplate":{"ContainerSpec":{"Image":"busybox","Image":"evil"}},"Mode":{"Replicated":{"Replicas":1}}})");
+    EXPECT_EQ(service.status, 400);
+    EXPECT_EQ(message_of(service.body), R"(malformed request body: malformed JSON: key "Image" appears twice in an object)");
+    EXPECT_EQ(request("GET", "/services").body, "[]");
+    // The same keys in different objects are fine.
+    EXPECT_EQ(request("POST", "/secrets/create",
+                      fmt::format(R"({{"Name":"d","Data":"{}","Labels":{{"Name":"x"}}}})", b64("x")))
+                  .status,
+              201);
 }
 
 TEST_F(Secrets, DekRotationReSealsEverythingAndSurvivesRestart) {

@@ -19,6 +19,7 @@
 #include "coffer/manager/services.h"
 #include "coffer/model/service_json.h"
 #include "coffer/store/store.h"
+#include "unlock_limiter.h"
 
 using namespace coffer;
 using namespace coffer::manager;
@@ -573,6 +574,138 @@ TEST_F(Cluster, AHostnameBelongsToOneActiveNodeAtATime) {
     EXPECT_TRUE(nodes_->join(joining("node-a"), later).ok());
 }
 
+// A task that ended by itself is not lost with its node: with a restart policy that does not
+// restart it, it never runs again, and a node that comes back gets neither it nor its secrets.
+TEST_F(Cluster, AnEndedTaskIsNotRestartedWhenItsNodeGoesDownOrIsDrained) {
+    secret("s1", "one");
+    struct Case {
+        std::string condition;
+        TaskState end;
+        int exit_code;
+    };
+    for (const auto& c : {Case{"none", TaskState::complete, 0}, Case{"none", TaskState::failed, 1},
+                          Case{"on-failure", TaskState::complete, 0}}) {
+        SCOPED_TRACE(c.condition + " " + std::string(model::to_string(c.end)));
+        auto n1 = node(fmt::format("n1-{}-{}", c.condition, c.exit_code));
+        auto name = fmt::format("job-{}-{}", c.condition, c.exit_code);
+        auto job = services_->create(spec(name, 1, {{"s1", "s1"}},
+                                          {{"RestartPolicy", json::object{{"Condition", c.condition}}},
+                                           {"Placement", json::object{{"Constraints",
+                                                                       json::array{json::string("node.id==" + n1)}}}}}));
+        ASSERT_TRUE(job.ok()) << message(job);
+        pass();
+        agents_act();
+        auto ran = tasks_of(job->meta.id);
+        ASSERT_EQ(ran.size(), 1u);
+        ASSERT_EQ(ran[0].node_id, n1);
+        report(ran[0], c.end, c.exit_code);
+        pass();
+        auto unchanged = [&] {
+            auto all = tasks_of(job->meta.id, false);
+            ASSERT_EQ(all.size(), 1u);
+            EXPECT_EQ(all[0].meta.id, ran[0].meta.id);
+            EXPECT_EQ(all[0].status.state, c.end);
+            EXPECT_EQ(all[0].desired, TaskState::running);  // the slot stays filled by it
+        };
+        unchanged();
+
+        ASSERT_TRUE(nodes_->set_status(n1, model::NodeState::down, "").ok());
+        pass();
+        unchanged();
+        ASSERT_TRUE(nodes_->set_status(n1, model::NodeState::ready, "10.0.0.1").ok());
+        pass();
+        unchanged();
+        auto n = *nodes_->get(n1);
+        auto drained = n.spec;
+        drained.availability = model::NodeAvailability::drain;
+        ASSERT_TRUE(nodes_->update(n1, n.meta.version, drained).ok());
+        pass();
+        unchanged();
+        drained.availability = model::NodeAvailability::active;
+        ASSERT_TRUE(nodes_->update(n1, nodes_->get(n1)->meta.version, drained).ok());
+        pass();
+        unchanged();
+
+        // The node's set holds neither the task nor its secret.
+        auto stream = dispatcher_->subscribe(n1);
+        ASSERT_TRUE(stream.ok());
+        auto m = (*stream)->poll();
+        ASSERT_TRUE(m);
+        EXPECT_TRUE(m->complete);
+        EXPECT_TRUE(m->changes.empty());
+    }
+}
+
+// The same for a global service: a one-shot task that completed on a node does not run there
+// again when the node is drained and made active again; one that restarts is not pinned to a
+// drained node.
+TEST_F(Cluster, AnEndedGlobalTaskRunsOnceAndIsNotPinnedToADrainedNode) {
+    auto n1 = node("n1");
+    auto once = services_->create(spec("once", -1, {}, {{"RestartPolicy", json::object{{"Condition", "none"}}}}));
+    auto always = services_->create(spec("always", -1, {}, {{"RestartPolicy", json::object{{"Condition", "any"}}}}));
+    ASSERT_TRUE(once.ok()) << message(once);
+    ASSERT_TRUE(always.ok()) << message(always);
+    pass();
+    agents_act();
+    auto ran = tasks_of(once->meta.id).at(0);
+    report(ran, TaskState::complete);
+    report(tasks_of(always->meta.id).at(0), TaskState::complete);
+    pass();
+    auto set_availability = [&](model::NodeAvailability a) {
+        auto n = *nodes_->get(n1);
+        auto s = n.spec;
+        s.availability = a;
+        ASSERT_TRUE(nodes_->update(n1, n.meta.version, s).ok());
+    };
+    set_availability(model::NodeAvailability::drain);
+    advance(10 * sec);
+    pass();
+    for (const auto& t : tasks_of(always->meta.id)) EXPECT_NE(t.node_id, n1) << "pinned to a drained node";
+    set_availability(model::NodeAvailability::active);
+    pass();
+    auto all = tasks_of(once->meta.id, false);
+    ASSERT_EQ(all.size(), 1u);
+    EXPECT_EQ(all[0].meta.id, ran.meta.id);
+    EXPECT_EQ(all[0].status.state, TaskState::complete);
+    EXPECT_EQ(tasks_of(always->meta.id).size(), 1u);  // runs again on the active node
+}
+
+// A task the orchestrator no longer wants (scaled down) whose node went down before it stopped
+// is not restarted either, and the node that comes back is not sent it again.
+TEST_F(Cluster, ATaskShutDownIsNotRestartedWhenItsNodeGoesDown) {
+    auto n1 = node("n1");
+    secret("s1", "one");
+    auto none = json::object{{"RestartPolicy", json::object{{"Condition", "none"}}}};
+    auto web = services_->create(spec("web", 2, {{"s1", "s1"}}, none));
+    ASSERT_TRUE(web.ok()) << message(web);
+    pass();
+    agents_act();
+    ASSERT_TRUE(services_->update(web->meta.id, web->meta.version, spec("web", 1, {{"s1", "s1"}}, none)).ok());
+    pass();  // no agent acts: slot 2 is still running, desired shutdown
+    std::string stopping;
+    for (const auto& t : tasks_of(web->meta.id, false))
+        if (t.slot == 2) stopping = t.meta.id;
+    ASSERT_FALSE(stopping.empty());
+    ASSERT_EQ(tasks_->get(stopping)->desired, TaskState::shutdown);
+    ASSERT_EQ(tasks_->get(stopping)->status.state, TaskState::running);
+    ASSERT_TRUE(nodes_->set_status(n1, model::NodeState::down, "").ok());
+    pass();
+    ASSERT_TRUE(nodes_->set_status(n1, model::NodeState::ready, "10.0.0.1").ok());
+    pass();
+    std::size_t slot2 = 0;
+    for (const auto& t : tasks_of(web->meta.id, false)) slot2 += t.slot == 2 ? 1 : 0;
+    EXPECT_EQ(slot2, 1u);
+    auto stream = dispatcher_->subscribe(n1);
+    ASSERT_TRUE(stream.ok());
+    auto m = (*stream)->poll();
+    ASSERT_TRUE(m);
+    for (const auto& change : m->changes) {
+        if (change.task) {
+            EXPECT_NE(change.task->meta.id, stopping);
+        }
+    }
+}
+
 // The node → manager messages the node port reads.
 namespace {
 
@@ -626,6 +759,25 @@ TEST(NodeMessages, StatusRefusesUnknownStatesWrongTypesAndOversizeFields) {
     EXPECT_FALSE(parse_status_message(msg(R"({"type":"status"})")).ok());
     EXPECT_FALSE(parse_status_message(msg(R"({"type":"logs","statuses":[]})")).ok());
     EXPECT_FALSE(parse_status_message(msg(R"({"type":"status","statuses":[)")).ok());
+}
+
+// A node's message with a key twice could mean one thing to the node and another to the
+// manager: refused, whichever object holds it.
+TEST(NodeMessages, AKeyTwiceIsRefused) {
+    auto id = crypto::random_id();
+    auto ok = fmt::format(R"({{"type":"status","statuses":[{{"task_id":"{}","state":"running"}}]}})", id);
+    ASSERT_TRUE(parse_status_message(msg(ok)).ok());
+    for (auto text : {
+             fmt::format(R"({{"type":"status","statuses":[{{"task_id":"{0}","state":"running","state":"complete"}}]}})", id),
+             fmt::format(R"({{"type":"status","statuses":[{{"task_id":"{0}","task_id":"{1}","state":"running"}}]}})", id,
+                         crypto::random_id()),
+             fmt::format(R"({{"type":"status","statuses":[],"statuses":[{{"task_id":"{}","state":"running"}}]}})", id),
+         }) {
+        auto parsed = parse_status_message(msg(text));
+        ASSERT_FALSE(parsed.ok()) << text;
+        EXPECT_NE(parsed.error().message.find("appears twice in an object"), std::string::npos)
+            << parsed.error().message;
+    }
 }
 
 TEST(NodeMessages, LogsAnswersCarryBase64DataOrAnError) {
@@ -690,4 +842,101 @@ TEST_F(Cluster, ACompleteReportClosesTheTasksItsNodeNoLongerHas) {
         EXPECT_EQ(tasks_->get(t.meta.id)->status.state, t.status.state);
     }
     (void)n2;
+}
+
+// Unlock attempts, on a clock the test moves.
+namespace {
+
+using std::chrono::seconds;
+using LimiterClock = UnlockLimiter::Clock;
+
+}  // namespace
+
+TEST(UnlockLimiter, ASourceWaitsTwiceAsLongAfterEachFailureBeyondTheFreeOnes) {
+    UnlockLimiter limiter;  // the defaults cofferd uses: 5 free, 1 s doubling to 5 min
+    LimiterClock::time_point now{std::chrono::hours(1000)};
+    for (unsigned i = 1; i <= 4; ++i) {
+        ASSERT_TRUE(limiter.admit("uid 1000", now).allowed);
+        auto f = limiter.failed("uid 1000", now);
+        EXPECT_EQ(f.in_a_row, i);
+        EXPECT_EQ(f.wait, LimiterClock::duration::zero());
+    }
+    std::vector<LimiterClock::duration> waits;
+    for (int i = 0; i < 12; ++i) {
+        ASSERT_TRUE(limiter.admit("uid 1000", now).allowed);
+        auto f = limiter.failed("uid 1000", now);
+        waits.push_back(f.wait);
+        // Refused until the wait is over, then admitted.
+        auto v = limiter.admit("uid 1000", now + f.wait - std::chrono::milliseconds(1));
+        EXPECT_FALSE(v.allowed);
+        EXPECT_FALSE(v.global);
+        EXPECT_EQ(v.wait, std::chrono::milliseconds(1));
+        now += f.wait;
+    }
+    std::vector<LimiterClock::duration> expected{seconds(1),  seconds(2),   seconds(4),   seconds(8),
+                                                 seconds(16), seconds(32),  seconds(64),  seconds(128),
+                                                 seconds(256), seconds(300), seconds(300), seconds(300)};
+    EXPECT_EQ(waits, expected);
+    // Another user is not held back by this one.
+    EXPECT_TRUE(limiter.admit("uid 0", now - seconds(1)).allowed);
+    // The refusals are counted and reported with the next failure (one, from the last round).
+    auto f = limiter.failed("uid 1000", now);
+    EXPECT_EQ(f.refused, 1u);
+    EXPECT_FALSE(limiter.admit("uid 1000", now).allowed);
+    EXPECT_FALSE(limiter.admit("uid 1000", now).allowed);
+    now += f.wait;
+    EXPECT_EQ(limiter.failed("uid 1000", now).refused, 2u);
+}
+
+TEST(UnlockLimiter, ASuccessOrAQuietSpellStartsAfresh) {
+    UnlockLimiter limiter;
+    LimiterClock::time_point now{std::chrono::hours(1000)};
+    for (int i = 0; i < 5; ++i) (void)limiter.failed("uid 1000", now);
+    EXPECT_FALSE(limiter.admit("uid 1000", now).allowed);
+    EXPECT_EQ(limiter.succeeded("uid 1000"), 1u);
+    EXPECT_TRUE(limiter.admit("uid 1000", now).allowed);
+    EXPECT_EQ(limiter.failed("uid 1000", now).in_a_row, 1u);
+    for (int i = 0; i < 5; ++i) (void)limiter.failed("uid 1000", now);
+    now += std::chrono::minutes(15) + seconds(64);
+    EXPECT_TRUE(limiter.admit("uid 1000", now).allowed);
+    EXPECT_EQ(limiter.failed("uid 1000", now).in_a_row, 1u);
+}
+
+TEST(UnlockLimiter, AllSourcesTogetherFailAtMostTheGlobalRate) {
+    UnlockLimiter limiter;  // 30 at once, then one every 2 s
+    LimiterClock::time_point now{std::chrono::hours(1000)};
+    for (int uid = 0; uid < 30; ++uid) {
+        auto source = fmt::format("uid {}", uid);
+        ASSERT_TRUE(limiter.admit(source, now).allowed) << uid;
+        (void)limiter.failed(source, now);
+    }
+    auto v = limiter.admit("uid 30", now);
+    EXPECT_FALSE(v.allowed);
+    EXPECT_TRUE(v.global);
+    EXPECT_EQ(v.wait, seconds(2));
+    now += seconds(2);
+    ASSERT_TRUE(limiter.admit("uid 30", now).allowed);
+    (void)limiter.failed("uid 30", now);
+    EXPECT_FALSE(limiter.admit("uid 31", now + seconds(1)).allowed);
+    // Over 100 s: 50 more failures at most, however many sources try.
+    int failures = 0;
+    for (int step = 0; step < 1000; ++step) {
+        now += std::chrono::milliseconds(100);
+        auto source = fmt::format("uid {}", 100 + step);
+        if (!limiter.admit(source, now).allowed) continue;
+        (void)limiter.failed(source, now);
+        ++failures;
+    }
+    EXPECT_EQ(failures, 50);
+    EXPECT_LE(limiter.sources(), 4096u);
+}
+
+TEST(UnlockLimiter, SourcesBeyondTheLimitShareOneRecord) {
+    UnlockLimiter limiter({.global_burst = 1000, .max_sources = 3});
+    LimiterClock::time_point now{std::chrono::hours(1000)};
+    for (int uid = 0; uid < 10; ++uid)
+        for (int i = 0; i < 5; ++i) (void)limiter.failed(fmt::format("uid {}", uid), now);
+    EXPECT_LE(limiter.sources(), 4u);
+    EXPECT_FALSE(limiter.admit("uid 9", now).allowed);
+    EXPECT_FALSE(limiter.admit("uid 12345", now).allowed);  // shares the record of the many
 }

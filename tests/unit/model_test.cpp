@@ -1,13 +1,19 @@
 #include <gtest/gtest.h>
 
+#include <functional>
+#include <random>
+#include <set>
+
 #include "coffer/model/duration.h"
 #include "coffer/model/filters.h"
 #include "coffer/model/json.h"
+#include "coffer/model/secure_json.h"
 #include "coffer/model/secret.h"
 #include "coffer/model/time.h"
 
 using namespace coffer;
 using namespace coffer::model;
+namespace json = boost::json;
 
 TEST(SecretName, AcceptsDockerNames) {
     for (const std::string& n : std::vector<std::string>{"a", "db_pass", "db-pass.v2", "A1", std::string(64, 'x')})
@@ -95,6 +101,101 @@ TEST(Json, MalformedIsInvalidArgument) {
     ASSERT_FALSE(r.ok());
     EXPECT_EQ(r.error().code, Errc::invalid_argument);
     EXPECT_EQ(error_body("secret x not found"), R"({"message":"secret x not found"})");
+}
+
+// Boost.JSON keeps the last of two equal keys; another reader may keep the first. Both
+// parsers refuse such a document, at any depth, naming the key.
+TEST(Json, AKeyTwiceInAnObjectIsRefused) {
+    for (std::string_view text : {
+             R"({"Name":"a","Name":"b"})",
+             R"({"Name":"a","Labels":{},"Name":"a"})",
+             R"({"Spec":{"Labels":{"x":"1","Name":"2","Name":"3"}}})",
+             R"([1,{"a":[{"b":0}]},{"Name":null,"c":{"Name":1},"Name":{}}])",
+             R"({"N\u0061me":1,"Name":2})",  // equal once unescaped
+         }) {
+        SCOPED_TRACE(text);
+        auto plain = parse_json(text);
+        ASSERT_FALSE(plain.ok());
+        EXPECT_EQ(plain.error().code, Errc::invalid_argument);
+        EXPECT_EQ(plain.error().message, R"(malformed JSON: key "Name" appears twice in an object)");
+        auto secure = SecureJson::parse(text);
+        ASSERT_FALSE(secure.ok());
+        EXPECT_EQ(secure.error().message, plain.error().message);
+    }
+    // The key is quoted printable and short, whatever it holds.
+    auto odd = parse_json("{\"a\\\"\\u0001\":1,\"a\\\"\\u0001\":2}");
+    ASSERT_FALSE(odd.ok());
+    EXPECT_EQ(odd.error().message, R"(malformed JSON: key "a\x22\x01" appears twice in an object)");
+    auto long_key = std::string(100, 'k');
+    auto long_doc = parse_json(fmt::format(R"({{"{0}":1,"{0}":1}})", long_key));
+    ASSERT_FALSE(long_doc.ok());
+    EXPECT_EQ(long_doc.error().message,
+              fmt::format(R"(malformed JSON: key "{}..." appears twice in an object)", std::string(64, 'k')));
+}
+
+TEST(Json, EqualKeysInDifferentObjectsAndOtherJsonAreAccepted) {
+    for (std::string_view text : {
+             R"({"a":{"x":1},"b":{"x":2},"c":[{"x":3},{"x":4}]})",
+             R"([{"a":1},{"a":1}])",
+             R"({"a":{"a":{"a":{}}}})",
+             R"({"Name":"a","name":"b","NAME":"c"})",
+             R"({})",
+             R"("text")",
+         }) {
+        SCOPED_TRACE(text);
+        auto plain = parse_json(text);
+        ASSERT_TRUE(plain.ok()) << plain.error().message;
+        EXPECT_EQ(*plain, json::parse(text));
+        auto secure = SecureJson::parse(text);
+        ASSERT_TRUE(secure.ok()) << secure.error().message;
+        EXPECT_EQ(secure->value(), json::parse(text));
+    }
+    for (std::string_view bad : {"{} x", "{\"a\":}", "", "[1,]"}) {
+        EXPECT_FALSE(parse_json(bad).ok()) << bad;
+        EXPECT_FALSE(SecureJson::parse(bad).ok()) << bad;
+    }
+}
+
+// Random documents over few keys, so that duplicates are common at every depth: refused exactly
+// when some object repeats a key, otherwise read as Boost.JSON reads them.
+TEST(Json, RandomDocumentsAreRefusedExactlyWhenAnObjectRepeatsAKey) {
+    std::mt19937_64 rng(20261204);
+    std::size_t refused = 0, accepted = 0;
+    for (int i = 0; i < 3000; ++i) {
+        bool duplicate = false;
+        std::function<std::string(int)> gen = [&](int depth) -> std::string {
+            auto kind = depth > 4 ? 0 : rng() % 3;
+            if (kind == 0) return std::to_string(rng() % 10);
+            std::vector<std::string> parts;
+            auto n = rng() % 5;
+            if (kind == 1) {
+                for (std::size_t k = 0; k < n; ++k) parts.push_back(gen(depth + 1));
+                return "[" + fmt::format("{}", fmt::join(parts, ",")) + "]";
+            }
+            std::set<std::string> keys;
+            for (std::size_t k = 0; k < n; ++k) {
+                std::string key(1, static_cast<char>('a' + rng() % 6));
+                if (!keys.insert(key).second) duplicate = true;
+                parts.push_back(fmt::format(R"("{}":{})", key, gen(depth + 1)));
+            }
+            return "{" + fmt::format("{}", fmt::join(parts, ",")) + "}";
+        };
+        auto text = gen(0);
+        auto plain = parse_json(text);
+        auto secure = SecureJson::parse(text);
+        ASSERT_EQ(plain.ok(), !duplicate) << text;
+        ASSERT_EQ(secure.ok(), !duplicate) << text;
+        if (duplicate) {
+            ++refused;
+            EXPECT_NE(plain.error().message.find("appears twice"), std::string::npos) << text;
+        } else {
+            ++accepted;
+            EXPECT_EQ(*plain, json::parse(text)) << text;
+            EXPECT_EQ(secure->value(), json::parse(text)) << text;
+        }
+    }
+    EXPECT_GT(refused, 300u);
+    EXPECT_GT(accepted, 300u);
 }
 
 TEST(Duration, ParsesGoStyleAndDays) {

@@ -2,6 +2,8 @@
 // prefix, JSON bodies, errors as {"message": ...} with Docker's status codes.
 #pragma once
 
+#include <memory>
+
 #include "coffer/net/http_server.h"
 
 namespace coffer::manager {
@@ -13,7 +15,8 @@ inline constexpr const char* min_api_version = "1.24";
 
 class Api : public net::Service {
 public:
-    explicit Api(Manager& manager) : manager_(manager) {}  // borrowed for the Api's lifetime
+    explicit Api(Manager& manager);  // borrowed for the Api's lifetime
+    ~Api() override;
 
     bool blocking(const net::Request& r) const override;
     net::Response handle(net::Request& r) override;
@@ -23,7 +26,13 @@ public:
     void handle_async(net::Request& r, std::function<void(net::Response)> done) override;
 
 private:
+    // POST /swarm/unlock: attempts one at a time, limited per caller and in all (429 when too
+    // many failed), each failure logged with its caller and count, never with the key.
+    net::Response unlock(net::Request& r);
+
+    struct UnlockAttempts;
     Manager& manager_;
+    std::unique_ptr<UnlockAttempts> unlock_attempts_;
 };
 
 // Headers every response carries (Api-Version, Server, ...).

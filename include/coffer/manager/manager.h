@@ -31,6 +31,8 @@ namespace coffer::manager {
 struct ManagerOptions {
     std::filesystem::path data_dir;
     bool autolock = false;  // at init only
+    // See store::Options: the new unlock key goes here before the store is committed.
+    std::function<Result<void>(const crypto::SecureBuffer& unlock_key)> hand_over_unlock_key;
 };
 
 class Manager {

@@ -28,7 +28,8 @@ Result<std::string> string_field(const boost::json::object& o, std::string_view 
 Result<std::optional<std::int64_t>> integer_field(const boost::json::object& o, std::string_view field,
                                                   std::int64_t min, std::int64_t max);
 
-// Parses text into a value; malformed JSON is invalid_argument with the parser's reason.
+// Parses text into a value; malformed JSON is invalid_argument with the parser's reason. An
+// object with a key twice is malformed JSON here ("key "Name" appears twice in an object").
 Result<boost::json::value> parse_json(std::string_view text, boost::json::storage_ptr sp = {});
 
 // {"message": text}

@@ -21,7 +21,8 @@ boost::json::storage_ptr secure_storage();
 // object goes away.
 class SecureJson {
 public:
-    // invalid_argument "malformed JSON: <reason>" when text is not JSON.
+    // invalid_argument "malformed JSON: <reason>" when text is not JSON, or when an object has
+    // a key twice.
     static Result<SecureJson> parse(std::string_view text);
     static Result<SecureJson> parse(const crypto::SecureBuffer& text);
 

@@ -2,7 +2,10 @@
 // A request body lives in secure memory: it may carry secret bytes.
 #pragma once
 
+#include <sys/types.h>
+
 #include <map>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -13,12 +16,21 @@
 
 namespace coffer::net {
 
+// The process at the other end of a unix socket connection, as the kernel reported it when it
+// connected (SO_PEERCRED).
+struct Peer {
+    uid_t uid = 0;
+    gid_t gid = 0;
+    pid_t pid = 0;
+};
+
 struct Request {
     std::string method;  // "GET", "HEAD", "POST", ...
     std::string path;    // percent-decoded, without the query
     std::map<std::string, std::string, std::less<>> query;  // percent-decoded
     std::string content_type;
     crypto::SecureBuffer body;
+    std::optional<Peer> peer;  // unset when the kernel did not say
 
     std::string_view body_view() const noexcept {
         return {reinterpret_cast<const char*>(body.data()), body.size()};

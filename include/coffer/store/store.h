@@ -41,6 +41,11 @@ struct Options {
     // Only used when the store is created: no KEK file; an unlock key is generated and returned
     // once by open(); every later open starts locked.
     bool autolock = false;
+    // With autolock, when the store is created: called with the new unlock key before the
+    // creation is committed. When it fails, open() fails with its error and no store is left
+    // (what was written is removed by the next open), so a key that could not be handed over
+    // never locks anything.
+    std::function<Result<void>(const crypto::SecureBuffer& unlock_key)> hand_over_unlock_key;
 };
 
 // One atomic, synchronous write.
