@@ -148,8 +148,6 @@ void SpecFlags::add(CLI::App* cmd) {
 }
 
 Result<void> SpecFlags::apply(json::object& spec) const {
-    auto& tt = obj(spec, "TaskTemplate");
-    auto& cs = obj(tt, "ContainerSpec");
     // Each setter leaves the field alone when its flag was not given.
     auto put_int = [](json::object& o, std::string_view key, const std::string& flag, const std::string& v) -> Result<void> {
         if (v.empty()) return {};
@@ -173,6 +171,10 @@ Result<void> SpecFlags::apply(json::object& spec) const {
         if (mode.contains("Global")) return usage("replicas can only be used with replicated mode");
         if (auto r = put_int(obj(mode, "Replicated"), "Replicas", "--replicas", replicas); !r) return r;
     }
+    // Taken after the Mode is set: a reference into a json::object does not survive its
+    // operator[], which may grow the object's table even for a key it holds.
+    auto& tt = obj(spec, "TaskTemplate");
+    auto& cs = obj(tt, "ContainerSpec");
     put_str(cs, "User", user);
     put_str(cs, "Dir", workdir);
     if (read_only) cs["ReadOnly"] = true;

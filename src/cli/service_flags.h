@@ -50,7 +50,8 @@ std::vector<std::string> update_env(std::vector<std::string> env,
 boost::json::array remove_secret_refs(const boost::json::value* current,
                                       const std::vector<std::string>& rm);
 
-// o[key] as an object, made one (replacing whatever was there) when it is not.
+// o[key] as an object, made one (replacing whatever was there) when it is not. The reference
+// lasts until o's next operator[], which may grow o's table even for a key o holds.
 boost::json::object& obj(boost::json::object& o, std::string_view key);
 
 // Flags shared by create and update that set fields of the spec.

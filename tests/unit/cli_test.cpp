@@ -291,6 +291,20 @@ TEST(ServiceFlags, SpecFlagsSetTheFieldsOfTheFlagsGiven) {
     EXPECT_EQ(json::value(*spec), expected) << json::serialize(*spec);
 }
 
+TEST(ServiceFlags, SpecFlagsAddATaskTemplateToASpecWithoutOne) {
+    // The spec's table is full once TaskTemplate is added: setting the Mode grows it.
+    auto spec = apply(words("--replicas 2 -u 33 --limit-memory 1k --restart-condition any"),
+                      json::parse(R"({"Mode": {"Replicated": {"Replicas": 1}}})").as_object());
+    ASSERT_TRUE(spec.ok()) << spec.error().message;
+    EXPECT_EQ(json::value(*spec), json::parse(R"({
+        "Mode": {"Replicated": {"Replicas": 2}},
+        "TaskTemplate": {"ContainerSpec": {"User": "33"},
+                         "Resources": {"Limits": {"MemoryBytes": 1024}},
+                         "RestartPolicy": {"Condition": "any"}}
+    })"))
+        << json::serialize(*spec);
+}
+
 TEST(ServiceFlags, SpecFlagsLeaveWhatWasNotGivenAlone) {
     auto current = json::parse(R"({
         "Name": "web",
