@@ -57,14 +57,17 @@ Result<std::int64_t> parse_bytes(const std::string& s) {
     else if (unit == "m" || unit == "mb" || unit == "mib") mult = 1LL << 20;
     else if (unit == "g" || unit == "gb" || unit == "gib") mult = 1LL << 30;
     else return usage(fmt::format("invalid size: '{}'", s));
-    if (s.empty() || stop == s.c_str() || v < 0) return usage(fmt::format("invalid size: '{}'", s));
-    return static_cast<std::int64_t>(v * static_cast<double>(mult));
+    // Not a number, infinite or too large: no int64 holds it (the conversion would be undefined).
+    double bytes = v * static_cast<double>(mult);
+    if (s.empty() || stop == s.c_str() || v < 0 || !(bytes < 9.2e18))
+        return usage(fmt::format("invalid size: '{}'", s));
+    return static_cast<std::int64_t>(bytes);
 }
 
 Result<std::int64_t> parse_nano_cpus(const std::string& v) {
     char* stop = nullptr;
     double cpus = std::strtod(v.c_str(), &stop);
-    if (v.empty() || *stop != '\0' || cpus < 0)
+    if (v.empty() || *stop != '\0' || cpus < 0 || !(cpus * 1e9 < 9.2e18))
         return usage(fmt::format("invalid argument \"{}\" for \"--limit-cpu\" flag", v));
     return static_cast<std::int64_t>(std::llround(cpus * 1e9));
 }

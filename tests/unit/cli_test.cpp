@@ -175,10 +175,12 @@ TEST(ServiceFlags, SizesAre1024BasedWithOptionalUnit) {
     EXPECT_EQ(*parse_bytes("2GiB"), 2LL << 30);
     EXPECT_EQ(*parse_bytes("1.5m"), 3LL << 19);
     EXPECT_EQ(*parse_bytes("0"), 0);
+    EXPECT_EQ(*parse_bytes("8e9g"), 8'000'000'000LL << 30);
 }
 
-TEST(ServiceFlags, SizesRefuseNoNumberNegativesAndUnknownUnits) {
-    for (const char* bad : {"", "m", "abc", "-1m", "64x", "64 m", "1t", "64mm"})
+TEST(ServiceFlags, SizesRefuseNoNumberNegativesUnknownUnitsAndWhatNoInt64Holds) {
+    for (const char* bad : {"", "m", "abc", "-1m", "64x", "64 m", "1t", "64mm", "inf", "nan",
+                            "-nan", "1e300", "9e9g"})
         EXPECT_EQ(error_of(parse_bytes(bad)), fmt::format("invalid size: '{}'", bad)) << bad;
 }
 
@@ -187,7 +189,8 @@ TEST(ServiceFlags, CpusAreNanoCpus) {
     EXPECT_EQ(*parse_nano_cpus("2"), 2'000'000'000);
     EXPECT_EQ(*parse_nano_cpus("0.0000000016"), 2);  // rounded to the nearest nano CPU
     EXPECT_EQ(*parse_nano_cpus("0"), 0);
-    for (const char* bad : {"", "half", "0.5c", "-1", "1,5"})
+    EXPECT_EQ(*parse_nano_cpus("9e9"), 9'000'000'000'000'000'000);
+    for (const char* bad : {"", "half", "0.5c", "-1", "1,5", "inf", "nan", "1e10"})
         EXPECT_EQ(error_of(parse_nano_cpus(bad)),
                   fmt::format("invalid argument \"{}\" for \"--limit-cpu\" flag", bad))
             << bad;
