@@ -10,6 +10,8 @@ namespace coffer::cli {
 
 namespace json = boost::json;
 
+Error usage(std::string message) { return make_error(Errc::invalid_argument, std::move(message)); }
+
 int report(const Error& e) {
     std::fprintf(stderr, "Error: %s\n", e.message.c_str());
     return 1;

@@ -18,6 +18,8 @@ struct Globals {
     std::string host;
 };
 
+// An error in what the user gave (invalid_argument).
+Error usage(std::string message);
 // Prints "Error: message" on stderr; returns the exit status 1.
 int report(const Error& e);
 // Throws CLI::RuntimeError(report(e)): ends the command with status 1.
@@ -48,6 +50,9 @@ void inspect_all(ApiClient& api, std::string_view prefix, const std::vector<std:
 void remove_all(ApiClient& api, std::string_view prefix, const std::vector<std::string>& names,
                 std::string_view query = "");
 
+// The command groups: `coffer secret|cluster|service|node ...`.
+void add_secret_commands(CLI::App& app, Globals& g);
+void add_cluster_commands(CLI::App& app, Globals& g);
 void add_service_commands(CLI::App& app, Globals& g);
 void add_node_commands(CLI::App& app, Globals& g);
 

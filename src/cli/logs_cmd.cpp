@@ -19,10 +19,6 @@ namespace json = boost::json;
 
 namespace {
 
-Error usage(std::string message) {
-    return make_error(Errc::invalid_argument, std::move(message));
-}
-
 std::size_t digits(std::uint64_t n) {
     return fmt::format("{}", n).size();
 }

@@ -1,63 +1,22 @@
 // coffer service create|update|ls|ps|inspect|logs|rm|scale: the docker CLI's verbs and flags.
-#include <unistd.h>
-
+// One function per verb; the flags they share and their parsers are in service_flags.cpp.
 #include <algorithm>
 #include <chrono>
-#include <cmath>
 #include <map>
 #include <thread>
 
 #include "client.h"
-#include "coffer/model/service.h"
 #include "coffer/net/http.h"
 #include "common.h"
 #include "logs_cmd.h"
 #include "output.h"
+#include "service_flags.h"
 
 namespace coffer::cli {
 
 namespace json = boost::json;
 
 namespace {
-
-Error usage(std::string message) { return make_error(Errc::invalid_argument, std::move(message)); }
-
-// --secret NAME or source=NAME,target=PATH,uid=N,gid=N,mode=0400 (as the docker CLI reads it).
-struct SecretOpt {
-    std::string source, target, uid = "0", gid = "0";
-    std::uint32_t mode = 0444;
-};
-
-Result<SecretOpt> parse_secret_opt(const std::string& spec) {
-    SecretOpt o;
-    if (spec.find('=') == std::string::npos) {
-        o.source = o.target = spec;
-        return o;
-    }
-    std::size_t start = 0;
-    while (start <= spec.size()) {
-        auto end = spec.find(',', start);
-        auto part = spec.substr(start, end == std::string::npos ? std::string::npos : end - start);
-        auto [k, v] = split_kv(part);
-        if (k == "source" || k == "src") o.source = v;
-        else if (k == "target") o.target = v;
-        else if (k == "uid") o.uid = v;
-        else if (k == "gid") o.gid = v;
-        else if (k == "mode") {
-            char* stop = nullptr;
-            auto m = std::strtoul(v.c_str(), &stop, 8);
-            if (v.empty() || *stop != '\0' || m > 07777) return usage(fmt::format("invalid mode specified: {}", v));
-            o.mode = static_cast<std::uint32_t>(m);
-        } else {
-            return usage(fmt::format("invalid field '{}' must be a key=value pair", part));
-        }
-        if (end == std::string::npos) break;
-        start = end + 1;
-    }
-    if (o.source.empty()) return usage("source is required");
-    if (o.target.empty()) o.target = o.source;
-    return o;
-}
 
 // Resolves secret names to references with one GET /secrets?filters={"name":...}, exact names
 // chosen here (the filter matches prefixes), as the docker CLI does.
@@ -87,127 +46,6 @@ Result<json::array> secret_refs(ApiClient& api, const std::vector<std::string>& 
     }
     return refs;
 }
-
-// "64m", "1g", "512k", "100" (bytes) -> bytes, 1024-based as docker's RAMInBytes.
-Result<std::int64_t> parse_bytes(const std::string& s) {
-    char* stop = nullptr;
-    double v = std::strtod(s.c_str(), &stop);
-    std::string unit = model::to_lower(stop ? stop : "");
-    std::int64_t mult = 1;
-    if (unit.empty() || unit == "b") mult = 1;
-    else if (unit == "k" || unit == "kb" || unit == "kib") mult = 1LL << 10;
-    else if (unit == "m" || unit == "mb" || unit == "mib") mult = 1LL << 20;
-    else if (unit == "g" || unit == "gb" || unit == "gib") mult = 1LL << 30;
-    else return usage(fmt::format("invalid size: '{}'", s));
-    if (s.empty() || stop == s.c_str() || v < 0) return usage(fmt::format("invalid size: '{}'", s));
-    return static_cast<std::int64_t>(v * static_cast<double>(mult));
-}
-
-Result<std::int64_t> duration_flag(const std::string& flag, const std::string& v) {
-    auto d = model::parse_go_duration(v);
-    if (!d) return usage(fmt::format("invalid argument \"{}\" for \"{}\" flag: time: invalid duration \"{}\"", v, flag, v));
-    return *d;
-}
-
-json::object& obj(json::object& o, std::string_view key) {
-    auto& v = o[key];
-    if (!v.is_object()) v = json::object{};
-    return v.as_object();
-}
-
-// Flags shared by create and update that set fields of the spec.
-struct SpecFlags {
-    std::string replicas;
-    std::string user, workdir, limit_memory, limit_cpu, limit_pids;
-    std::vector<std::string> cap_add, cap_drop;
-    std::string restart_condition, restart_delay, restart_max_attempts;
-    std::string update_parallelism, update_delay, update_order, update_failure_action;
-    bool read_only = false;
-
-    void add(CLI::App* cmd) {
-        cmd->add_option("--replicas", replicas, "Number of tasks");
-        cmd->add_option("-u,--user", user, "Username or UID (format: <name|uid>[:<group|gid>])");
-        cmd->add_option("-w,--workdir", workdir, "Working directory inside the container");
-        cmd->add_option("--limit-memory", limit_memory, "Limit Memory");
-        cmd->add_option("--limit-cpu", limit_cpu, "Limit CPUs");
-        cmd->add_option("--limit-pids", limit_pids, "Limit maximum number of processes");
-        cmd->add_flag("--read-only", read_only, "Mount the container's root filesystem as read only");
-        cmd->add_option("--cap-add", cap_add, "Add Linux capabilities")
-            ->allow_extra_args(false);  // one value per flag, as Docker: `--secret s IMAGE` is not two secrets
-        cmd->add_option("--cap-drop", cap_drop, "Drop Linux capabilities")
-            ->allow_extra_args(false);  // one value per flag, as Docker: `--secret s IMAGE` is not two secrets
-        cmd->add_option("--restart-condition", restart_condition, "Restart when condition is met (none, on-failure, any)");
-        cmd->add_option("--restart-delay", restart_delay, "Delay between restart attempts (ns|us|ms|s|m|h)");
-        cmd->add_option("--restart-max-attempts", restart_max_attempts, "Maximum number of restarts before giving up");
-        cmd->add_option("--update-parallelism", update_parallelism, "Maximum number of tasks updated simultaneously (0 to update all at once)");
-        cmd->add_option("--update-delay", update_delay, "Delay between updates (ns|us|ms|s|m|h)");
-        cmd->add_option("--update-order", update_order, "Update order (start-first, stop-first)");
-        cmd->add_option("--update-failure-action", update_failure_action, "Action on update failure (pause, continue, rollback)");
-    }
-
-    Result<void> apply(json::object& spec) const {
-        auto& tt = obj(spec, "TaskTemplate");
-        auto& cs = obj(tt, "ContainerSpec");
-        // Each setter leaves the field alone when its flag was not given.
-        auto put_int = [](json::object& o, std::string_view key, const std::string& flag, const std::string& v) -> Result<void> {
-            if (v.empty()) return {};
-            char* stop = nullptr;
-            auto n = std::strtoll(v.c_str(), &stop, 10);
-            if (*stop != '\0' || n < 0) return usage(fmt::format("invalid argument \"{}\" for \"{}\" flag", v, flag));
-            o[key] = n;
-            return {};
-        };
-        auto put_duration = [](json::object& o, std::string_view key, const std::string& flag, const std::string& v) -> Result<void> {
-            if (v.empty()) return {};
-            auto d = duration_flag(flag, v);
-            if (!d) return std::move(d).error();
-            o[key] = *d;
-            return {};
-        };
-        auto put_str = [](json::object& o, std::string_view key, const std::string& v) {
-            if (!v.empty()) o[key] = v;
-        };
-        if (!replicas.empty()) {
-            auto& mode = obj(spec, "Mode");
-            if (mode.contains("Global")) return usage("replicas can only be used with replicated mode");
-            if (auto r = put_int(obj(mode, "Replicated"), "Replicas", "--replicas", replicas); !r) return r;
-        }
-        put_str(cs, "User", user);
-        put_str(cs, "Dir", workdir);
-        if (read_only) cs["ReadOnly"] = true;
-        for (auto [key, list] : {std::pair{"CapabilityAdd", &cap_add}, std::pair{"CapabilityDrop", &cap_drop}})
-            if (!list->empty()) cs[key] = json::array(list->begin(), list->end());
-        auto& limits = obj(obj(tt, "Resources"), "Limits");
-        if (!limit_memory.empty()) {
-            auto b = parse_bytes(limit_memory);
-            if (!b) return std::move(b).error();
-            limits["MemoryBytes"] = *b;
-        }
-        if (!limit_cpu.empty()) {
-            char* stop = nullptr;
-            double cpus = std::strtod(limit_cpu.c_str(), &stop);
-            if (*stop != '\0' || cpus < 0) return usage(fmt::format("invalid argument \"{}\" for \"--limit-cpu\" flag", limit_cpu));
-            limits["NanoCPUs"] = static_cast<std::int64_t>(std::llround(cpus * 1e9));
-        }
-        if (auto r = put_int(limits, "Pids", "--limit-pids", limit_pids); !r) return r;
-        if (!restart_condition.empty() || !restart_delay.empty() || !restart_max_attempts.empty()) {
-            auto& rp = obj(tt, "RestartPolicy");
-            put_str(rp, "Condition", restart_condition);
-            if (auto r = put_duration(rp, "Delay", "--restart-delay", restart_delay); !r) return r;
-            if (auto r = put_int(rp, "MaxAttempts", "--restart-max-attempts", restart_max_attempts); !r) return r;
-        }
-        if (!update_parallelism.empty() || !update_delay.empty() || !update_order.empty() || !update_failure_action.empty()) {
-            auto& uc = obj(spec, "UpdateConfig");
-            if (auto r = put_int(uc, "Parallelism", "--update-parallelism", update_parallelism); !r) return r;
-            if (auto r = put_duration(uc, "Delay", "--update-delay", update_delay); !r) return r;
-            put_str(uc, "Order", update_order);
-            put_str(uc, "FailureAction", update_failure_action);
-        }
-        return {};
-    }
-};
-
-bool default_detach() { return ::isatty(STDOUT_FILENO) == 0; }
 
 // Polls until the service's tasks of the current spec all run (and the update, if any,
 // completed), printing each task's progress; fails with the reason when the update pauses.
@@ -256,21 +94,278 @@ void wait_converged(ApiClient& api, const std::string& id, std::chrono::seconds 
 
 std::string short_id(const std::string& id) { return id.substr(0, 12); }
 
-// Adds the --detach and --timeout flags; returns a function that says whether to wait.
-struct WaitFlags {
-    bool detach = false;
-    int timeout = 120;
-    void add(CLI::App* cmd) {
-        // A flag, as in docker: `-d IMAGE` must not take the image for its value; `--detach=false`
-        // still works.
-        cmd->add_flag("-d,--detach", detach, "Exit immediately instead of waiting for the service to converge");
-        cmd->add_option("--timeout", timeout, "Seconds to wait for convergence")->capture_default_str();
-    }
-    bool wait(const CLI::App* cmd) const {
-        if (cmd->count("--detach") == 0) return !default_detach();
-        return !detach;
-    }
-};
+// service create [OPTIONS] IMAGE [COMMAND] [ARG...]
+void add_service_create(CLI::App& service, Globals& g) {
+    auto* cmd = service.add_subcommand("create", "Create a new service");
+    struct Opts {
+        std::string name, mode = "replicated";
+        std::vector<std::string> secrets, env, constraints, labels;
+        std::vector<std::string> image_and_args;
+        SpecFlags flags;
+        WaitFlags wait;
+    };
+    auto o = std::make_shared<Opts>();
+    cmd->add_option("--name", o->name, "Service name");
+    cmd->add_option("--secret", o->secrets, "Specify secrets to expose to the service")
+        ->allow_extra_args(false);  // one value per flag, as Docker: `--secret s IMAGE` is not two secrets
+    cmd->add_option("--mode", o->mode, "Service mode (replicated or global)")->check(CLI::IsMember({"replicated", "global"}));
+    cmd->add_option("-e,--env", o->env, "Set environment variables")
+        ->allow_extra_args(false);  // one value per flag, as Docker: `--secret s IMAGE` is not two secrets
+    cmd->add_option("--constraint", o->constraints, "Placement constraints")
+        ->allow_extra_args(false);  // one value per flag, as Docker: `--secret s IMAGE` is not two secrets
+    cmd->add_option("-l,--label", o->labels, "Service labels")
+        ->allow_extra_args(false);  // one value per flag, as Docker: `--secret s IMAGE` is not two secrets
+    o->flags.add(cmd);
+    o->wait.add(cmd);
+    cmd->add_option("image", o->image_and_args, "IMAGE [COMMAND] [ARG...]")->required();
+    cmd->positionals_at_end();
+    cmd->callback([&g, o, cmd] {
+        ApiClient api(g.host);
+        json::object cs{{"Image", o->image_and_args[0]}};
+        if (o->image_and_args.size() > 1) cs["Args"] = json::array(o->image_and_args.begin() + 1, o->image_and_args.end());
+        if (!o->env.empty()) cs["Env"] = json::array(o->env.begin(), o->env.end());
+        auto refs = must(secret_refs(api, o->secrets));
+        if (!refs.empty()) cs["Secrets"] = std::move(refs);
+        auto labels = labels_object(o->labels);
+        json::object tt{{"ContainerSpec", std::move(cs)}, {"ForceUpdate", 0}};
+        if (!o->constraints.empty())
+            tt["Placement"] = json::object{{"Constraints", json::array(o->constraints.begin(), o->constraints.end())}};
+        json::object spec{{"Name", o->name}, {"Labels", std::move(labels)}, {"TaskTemplate", std::move(tt)}};
+        if (o->mode == "global") {
+            if (!o->flags.replicas.empty()) fail(usage("replicas can only be used with replicated mode"));
+            spec["Mode"] = json::object{{"Global", json::object{}}};
+        } else {
+            spec["Mode"] = json::object{{"Replicated", json::object{{"Replicas", 1}}}};
+        }
+        if (auto r = o->flags.apply(spec); !r) fail(r.error());
+        auto r = must(api.call("POST", "/services/create", json::value(std::move(spec))));
+        auto id = field(r, {"ID"});
+        std::printf("%s\n", id.c_str());
+        std::fflush(stdout);
+        if (o->wait.wait(cmd)) wait_converged(api, id, std::chrono::seconds(o->wait.timeout));
+    });
+}
+
+// service update [OPTIONS] SERVICE: the current spec changed by the flags, at its version.
+void add_service_update(CLI::App& service, Globals& g) {
+    auto* cmd = service.add_subcommand("update", "Update a service");
+    struct Opts {
+        std::string target, image;
+        std::vector<std::string> secret_add, secret_rm, env_add, env_rm;
+        bool force = false;
+        SpecFlags flags;
+        WaitFlags wait;
+    };
+    auto o = std::make_shared<Opts>();
+    cmd->add_option("--secret-add", o->secret_add, "Add or update a secret on a service")
+        ->allow_extra_args(false);  // one value per flag, as Docker: `--secret s IMAGE` is not two secrets
+    cmd->add_option("--secret-rm", o->secret_rm, "Remove a secret")
+        ->allow_extra_args(false);  // one value per flag, as Docker: `--secret s IMAGE` is not two secrets
+    cmd->add_option("--image", o->image, "Service image tag");
+    cmd->add_option("--env-add", o->env_add, "Add or update an environment variable")
+        ->allow_extra_args(false);  // one value per flag, as Docker: `--secret s IMAGE` is not two secrets
+    cmd->add_option("--env-rm", o->env_rm, "Remove an environment variable")
+        ->allow_extra_args(false);  // one value per flag, as Docker: `--secret s IMAGE` is not two secrets
+    cmd->add_flag("--force", o->force, "Force update even if no changes require it");
+    o->flags.add(cmd);
+    o->wait.add(cmd);
+    cmd->add_option("service", o->target, "SERVICE")->required();
+    cmd->callback([&g, o, cmd] {
+        ApiClient api(g.host);
+        auto svc = must(api.call("GET", "/services/" + net::percent_encode(o->target) + "?insertDefaults=false"));
+        auto id = field(svc, {"ID"});
+        auto version = number(svc, {"Version", "Index"});
+        auto spec = at(svc, {"Spec"}) && at(svc, {"Spec"})->is_object() ? at(svc, {"Spec"})->as_object() : json::object{};
+        auto& tt = obj(spec, "TaskTemplate");
+        auto& cs = obj(tt, "ContainerSpec");
+        if (!o->image.empty()) cs["Image"] = o->image;
+        // --secret-rm drops every reference to the name, then --secret-add appends.
+        auto secrets = remove_secret_refs(cs.if_contains("Secrets"), o->secret_rm);
+        for (auto& ref : must(secret_refs(api, o->secret_add))) secrets.push_back(std::move(ref));
+        cs["Secrets"] = std::move(secrets);
+        if (!o->env_add.empty() || !o->env_rm.empty()) {
+            std::vector<std::string> env;
+            if (auto* cur = cs.if_contains("Env"); cur && cur->is_array())
+                for (const auto& e : cur->as_array()) env.push_back(str(e));
+            env = update_env(std::move(env), o->env_add, o->env_rm);
+            cs["Env"] = json::array(env.begin(), env.end());
+        }
+        if (o->force) tt["ForceUpdate"] = number(json::value(tt), {"ForceUpdate"}) + 1;
+        if (auto r = o->flags.apply(spec); !r) fail(r.error());
+        must(api.call("POST", fmt::format("/services/{}/update?version={}", id, version), json::value(std::move(spec))));
+        std::printf("%s\n", o->target.c_str());
+        std::fflush(stdout);
+        if (o->wait.wait(cmd)) wait_converged(api, id, std::chrono::seconds(o->wait.timeout));
+    });
+}
+
+// service ls [-q] [--filter k=v]...
+void add_service_ls(CLI::App& service, Globals& g) {
+    auto* cmd = service.add_subcommand("ls", "List services");
+    cmd->alias("list");
+    auto quiet = std::make_shared<bool>(false);
+    auto filters = std::make_shared<std::vector<std::string>>();
+    cmd->add_flag("-q,--quiet", *quiet, "Only display IDs");
+    cmd->add_option("-f,--filter", *filters, "Filter output based on conditions provided");
+    cmd->callback([&g, quiet, filters] {
+        ApiClient api(g.host);
+        auto q = filters_query(*filters);
+        auto list = must(api.call("GET", "/services" + (q.empty() ? "?status=true" : q + "&status=true")));
+        auto items = list.as_array();
+        std::sort(items.begin(), items.end(), [](const auto& a, const auto& b) {
+            return field(a, {"Spec", "Name"}) < field(b, {"Spec", "Name"});
+        });
+        std::vector<std::vector<std::string>> rows{{"ID", "NAME", "MODE", "REPLICAS", "IMAGE"}};
+        for (const auto& s : items) {
+            if (*quiet) {
+                std::printf("%s\n", field(s, {"ID"}).c_str());
+                continue;
+            }
+            bool global = at(s, {"Spec", "Mode", "Global"}) != nullptr;
+            rows.push_back({short_id(field(s, {"ID"})), field(s, {"Spec", "Name"}), global ? "global" : "replicated",
+                            fmt::format("{}/{}", number(s, {"ServiceStatus", "RunningTasks"}),
+                                        number(s, {"ServiceStatus", "DesiredTasks"})),
+                            field(s, {"Spec", "TaskTemplate", "ContainerSpec", "Image"})});
+        }
+        if (!*quiet) std::fputs(format_table(rows).c_str(), stdout);
+    });
+}
+
+// service ps SERVICE...: each service's tasks, the latest of each slot (or node) first.
+void add_service_ps(CLI::App& service, Globals& g) {
+    auto* cmd = service.add_subcommand("ps", "List the tasks of one or more services");
+    auto names = std::make_shared<std::vector<std::string>>();
+    cmd->add_option("service", *names, "SERVICE")->required();
+    cmd->callback([&g, names] {
+        ApiClient api(g.host);
+        std::map<std::string, std::string> hostnames;
+        auto nodes = must(api.call("GET", "/nodes"));
+        for (const auto& n : nodes.as_array())
+            hostnames[field(n, {"ID"})] = field(n, {"Description", "Hostname"});
+        std::vector<std::vector<std::string>> rows{{"ID", "NAME", "IMAGE", "NODE", "DESIRED STATE", "CURRENT STATE", "ERROR"}};
+        for (const auto& name : *names) {
+            auto svc = must(api.call("GET", "/services/" + net::percent_encode(name) + "?insertDefaults=false"));
+            auto id = field(svc, {"ID"});
+            auto svc_name = field(svc, {"Spec", "Name"});
+            auto tasks = must(api.call("GET", "/tasks?filters=" + filter_param("service", {id}))).as_array();
+            auto key = [](const json::value& t) {
+                return number(t, {"Slot"}) ? fmt::format("{:020}", number(t, {"Slot"})) : field(t, {"NodeID"});
+            };
+            std::sort(tasks.begin(), tasks.end(), [&](const auto& a, const auto& b) {
+                if (key(a) != key(b)) return key(a) < key(b);
+                return field(a, {"CreatedAt"}) > field(b, {"CreatedAt"});
+            });
+            std::string prev;
+            for (const auto& t : tasks) {
+                auto k = key(t);
+                auto task_name = number(t, {"Slot"}) ? fmt::format("{}.{}", svc_name, number(t, {"Slot"}))
+                                                    : fmt::format("{}.{}", svc_name, field(t, {"NodeID"}));
+                if (k == prev) task_name = " \\_ " + task_name;
+                prev = k;
+                auto state = field(t, {"Status", "State"});
+                if (!state.empty()) state[0] = static_cast<char>(std::toupper(state[0]));
+                auto desired = field(t, {"DesiredState"});
+                if (!desired.empty()) desired[0] = static_cast<char>(std::toupper(desired[0]));
+                rows.push_back({short_id(field(t, {"ID"})), task_name,
+                                field(t, {"Spec", "ContainerSpec", "Image"}), hostnames[field(t, {"NodeID"})], desired,
+                                fmt::format("{} {}", state, time_ago(field(t, {"Status", "Timestamp"}))),
+                                field(t, {"Status", "Err"})});
+            }
+        }
+        std::fputs(format_table(rows).c_str(), stdout);
+    });
+}
+
+// service inspect [--pretty] SERVICE...
+void add_service_inspect(CLI::App& service, Globals& g) {
+    auto* cmd = service.add_subcommand("inspect", "Display detailed information on one or more services");
+    auto names = std::make_shared<std::vector<std::string>>();
+    auto pretty = std::make_shared<bool>(false);
+    cmd->add_flag("--pretty", *pretty, "Print the information in a human friendly format");
+    cmd->add_option("service", *names, "SERVICE")->required();
+    cmd->callback([&g, names, pretty] {
+        ApiClient api(g.host);
+        json::array found;
+        int failed = 0;
+        for (const auto& n : *names) {
+            auto r = api.call("GET", "/services/" + net::percent_encode(n) + "?insertDefaults=true");
+            if (r) found.push_back(std::move(*r));
+            else failed = report(r.error());
+        }
+        if (!*pretty) {
+            std::printf("%s\n", pretty_json(found).c_str());
+        } else {
+            for (const auto& s : found) {
+                std::printf("\nID:\t\t%s\nName:\t\t%s\n", field(s, {"ID"}).c_str(), field(s, {"Spec", "Name"}).c_str());
+                if (at(s, {"Spec", "Mode", "Global"})) std::printf("Service Mode:\tGlobal\n");
+                else std::printf("Service Mode:\tReplicated\n Replicas:\t%lld\n",
+                                 static_cast<long long>(number(s, {"Spec", "Mode", "Replicated", "Replicas"})));
+                if (at(s, {"UpdateStatus"}))
+                    std::printf("UpdateStatus:\n State:\t\t%s\n Message:\t%s\n", field(s, {"UpdateStatus", "State"}).c_str(),
+                                field(s, {"UpdateStatus", "Message"}).c_str());
+                std::printf("ContainerSpec:\n Image:\t\t%s\n", field(s, {"Spec", "TaskTemplate", "ContainerSpec", "Image"}).c_str());
+                if (auto* secrets = at(s, {"Spec", "TaskTemplate", "ContainerSpec", "Secrets"}); secrets && secrets->is_array()) {
+                    std::printf("Secrets:\n");
+                    for (const auto& ref : secrets->as_array())
+                        std::printf(" Target:\t%s\n  Source:\t%s\n", field(ref, {"File", "Name"}).c_str(),
+                                    field(ref, {"SecretName"}).c_str());
+                }
+                if (auto mem = number(s, {"Spec", "TaskTemplate", "Resources", "Limits", "MemoryBytes"}))
+                    std::printf("Resources:\n Limits:\n  Memory:\t%lldMiB\n", static_cast<long long>(mem >> 20));
+            }
+        }
+        if (failed) throw CLI::RuntimeError(1);
+    });
+}
+
+// service rm SERVICE...
+void add_service_rm(CLI::App& service, Globals& g) {
+    auto* cmd = service.add_subcommand("rm", "Remove one or more services");
+    cmd->alias("remove");
+    auto names = std::make_shared<std::vector<std::string>>();
+    cmd->add_option("service", *names, "SERVICE")->required();
+    cmd->callback([&g, names] {
+        ApiClient api(g.host);
+        remove_all(api, "/services/", *names);
+    });
+}
+
+// service scale SERVICE=REPLICAS...
+void add_service_scale(CLI::App& service, Globals& g) {
+    auto* cmd = service.add_subcommand("scale", "Scale one or multiple replicated services");
+    auto pairs = std::make_shared<std::vector<std::string>>();
+    cmd->add_option("service", *pairs, "SERVICE=REPLICAS")->required();
+    cmd->callback([&g, pairs] {
+        ApiClient api(g.host);
+        int failed = 0;
+        for (const auto& p : *pairs) {
+            auto arg = parse_scale_arg(p);
+            if (!arg) {
+                failed = report(arg.error());
+                continue;
+            }
+            const auto& name = arg->service;
+            auto n = arg->replicas;
+            auto svc = api.call("GET", "/services/" + net::percent_encode(name) + "?insertDefaults=false");
+            if (!svc) {
+                failed = report(svc.error());
+                continue;
+            }
+            auto spec = at(*svc, {"Spec"})->as_object();
+            if (at(*svc, {"Spec", "Mode", "Global"})) {
+                failed = report(usage(fmt::format("scale can only be used with replicated mode")));
+                continue;
+            }
+            obj(obj(spec, "Mode"), "Replicated")["Replicas"] = n;
+            auto r = api.call("POST", fmt::format("/services/{}/update?version={}", field(*svc, {"ID"}),
+                                                  number(*svc, {"Version", "Index"})),
+                              json::value(std::move(spec)));
+            if (r) std::printf("%s scaled to %lld\n", name.c_str(), n);
+            else failed = report(r.error());
+        }
+        if (failed) throw CLI::RuntimeError(1);
+    });
+}
 
 }  // namespace
 
@@ -278,279 +373,14 @@ void add_service_commands(CLI::App& app, Globals& g) {
     auto* service = app.add_subcommand("service", "Manage services");
     service->require_subcommand(1);
 
-    {
-        auto* cmd = service->add_subcommand("create", "Create a new service");
-        struct Opts {
-            std::string name, mode = "replicated";
-            std::vector<std::string> secrets, env, constraints, labels;
-            std::vector<std::string> image_and_args;
-            SpecFlags flags;
-            WaitFlags wait;
-        };
-        auto o = std::make_shared<Opts>();
-        cmd->add_option("--name", o->name, "Service name");
-        cmd->add_option("--secret", o->secrets, "Specify secrets to expose to the service")
-            ->allow_extra_args(false);  // one value per flag, as Docker: `--secret s IMAGE` is not two secrets
-        cmd->add_option("--mode", o->mode, "Service mode (replicated or global)")->check(CLI::IsMember({"replicated", "global"}));
-        cmd->add_option("-e,--env", o->env, "Set environment variables")
-            ->allow_extra_args(false);  // one value per flag, as Docker: `--secret s IMAGE` is not two secrets
-        cmd->add_option("--constraint", o->constraints, "Placement constraints")
-            ->allow_extra_args(false);  // one value per flag, as Docker: `--secret s IMAGE` is not two secrets
-        cmd->add_option("-l,--label", o->labels, "Service labels")
-            ->allow_extra_args(false);  // one value per flag, as Docker: `--secret s IMAGE` is not two secrets
-        o->flags.add(cmd);
-        o->wait.add(cmd);
-        cmd->add_option("image", o->image_and_args, "IMAGE [COMMAND] [ARG...]")->required();
-        cmd->positionals_at_end();
-        cmd->callback([&g, o, cmd] {
-            ApiClient api(g.host);
-            json::object cs{{"Image", o->image_and_args[0]}};
-            if (o->image_and_args.size() > 1) cs["Args"] = json::array(o->image_and_args.begin() + 1, o->image_and_args.end());
-            if (!o->env.empty()) cs["Env"] = json::array(o->env.begin(), o->env.end());
-            auto refs = must(secret_refs(api, o->secrets));
-            if (!refs.empty()) cs["Secrets"] = std::move(refs);
-            json::object labels;
-            for (const auto& l : o->labels) {
-                auto [k, v] = split_kv(l);
-                labels[k] = v;
-            }
-            json::object tt{{"ContainerSpec", std::move(cs)}, {"ForceUpdate", 0}};
-            if (!o->constraints.empty())
-                tt["Placement"] = json::object{{"Constraints", json::array(o->constraints.begin(), o->constraints.end())}};
-            json::object spec{{"Name", o->name}, {"Labels", std::move(labels)}, {"TaskTemplate", std::move(tt)}};
-            if (o->mode == "global") {
-                if (!o->flags.replicas.empty()) fail(usage("replicas can only be used with replicated mode"));
-                spec["Mode"] = json::object{{"Global", json::object{}}};
-            } else {
-                spec["Mode"] = json::object{{"Replicated", json::object{{"Replicas", 1}}}};
-            }
-            if (auto r = o->flags.apply(spec); !r) fail(r.error());
-            auto r = must(api.call("POST", "/services/create", json::value(std::move(spec))));
-            auto id = field(r, {"ID"});
-            std::printf("%s\n", id.c_str());
-            std::fflush(stdout);
-            if (o->wait.wait(cmd)) wait_converged(api, id, std::chrono::seconds(o->wait.timeout));
-        });
-    }
-    {
-        auto* cmd = service->add_subcommand("update", "Update a service");
-        struct Opts {
-            std::string target, image;
-            std::vector<std::string> secret_add, secret_rm, env_add, env_rm;
-            bool force = false;
-            SpecFlags flags;
-            WaitFlags wait;
-        };
-        auto o = std::make_shared<Opts>();
-        cmd->add_option("--secret-add", o->secret_add, "Add or update a secret on a service")
-            ->allow_extra_args(false);  // one value per flag, as Docker: `--secret s IMAGE` is not two secrets
-        cmd->add_option("--secret-rm", o->secret_rm, "Remove a secret")
-            ->allow_extra_args(false);  // one value per flag, as Docker: `--secret s IMAGE` is not two secrets
-        cmd->add_option("--image", o->image, "Service image tag");
-        cmd->add_option("--env-add", o->env_add, "Add or update an environment variable")
-            ->allow_extra_args(false);  // one value per flag, as Docker: `--secret s IMAGE` is not two secrets
-        cmd->add_option("--env-rm", o->env_rm, "Remove an environment variable")
-            ->allow_extra_args(false);  // one value per flag, as Docker: `--secret s IMAGE` is not two secrets
-        cmd->add_flag("--force", o->force, "Force update even if no changes require it");
-        o->flags.add(cmd);
-        o->wait.add(cmd);
-        cmd->add_option("service", o->target, "SERVICE")->required();
-        cmd->callback([&g, o, cmd] {
-            ApiClient api(g.host);
-            auto svc = must(api.call("GET", "/services/" + net::percent_encode(o->target) + "?insertDefaults=false"));
-            auto id = field(svc, {"ID"});
-            auto version = number(svc, {"Version", "Index"});
-            auto spec = at(svc, {"Spec"}) && at(svc, {"Spec"})->is_object() ? at(svc, {"Spec"})->as_object() : json::object{};
-            auto& tt = obj(spec, "TaskTemplate");
-            auto& cs = obj(tt, "ContainerSpec");
-            if (!o->image.empty()) cs["Image"] = o->image;
-            // --secret-rm drops every reference to the name, then --secret-add appends.
-            json::array secrets;
-            if (auto* cur = cs.if_contains("Secrets"); cur && cur->is_array())
-                for (const auto& ref : cur->as_array())
-                    if (std::find(o->secret_rm.begin(), o->secret_rm.end(), field(ref, {"SecretName"})) == o->secret_rm.end())
-                        secrets.push_back(ref);
-            for (auto& ref : must(secret_refs(api, o->secret_add))) secrets.push_back(std::move(ref));
-            cs["Secrets"] = std::move(secrets);
-            if (!o->env_add.empty() || !o->env_rm.empty()) {
-                std::vector<std::string> env;
-                if (auto* cur = cs.if_contains("Env"); cur && cur->is_array())
-                    for (const auto& e : cur->as_array()) env.push_back(str(e));
-                auto key_of = [](const std::string& e) { return split_kv(e).first; };
-                auto drop = [&](const std::string& key) {
-                    env.erase(std::remove_if(env.begin(), env.end(), [&](const auto& e) { return key_of(e) == key; }), env.end());
-                };
-                for (const auto& k : o->env_rm) drop(key_of(k));
-                for (const auto& e : o->env_add) drop(key_of(e)), env.push_back(e);
-                cs["Env"] = json::array(env.begin(), env.end());
-            }
-            if (o->force) tt["ForceUpdate"] = number(json::value(tt), {"ForceUpdate"}) + 1;
-            if (auto r = o->flags.apply(spec); !r) fail(r.error());
-            must(api.call("POST", fmt::format("/services/{}/update?version={}", id, version), json::value(std::move(spec))));
-            std::printf("%s\n", o->target.c_str());
-            std::fflush(stdout);
-            if (o->wait.wait(cmd)) wait_converged(api, id, std::chrono::seconds(o->wait.timeout));
-        });
-    }
-    {
-        auto* cmd = service->add_subcommand("ls", "List services");
-        cmd->alias("list");
-        auto quiet = std::make_shared<bool>(false);
-        auto filters = std::make_shared<std::vector<std::string>>();
-        cmd->add_flag("-q,--quiet", *quiet, "Only display IDs");
-        cmd->add_option("-f,--filter", *filters, "Filter output based on conditions provided");
-        cmd->callback([&g, quiet, filters] {
-            ApiClient api(g.host);
-            auto q = filters_query(*filters);
-            auto list = must(api.call("GET", "/services" + (q.empty() ? "?status=true" : q + "&status=true")));
-            auto items = list.as_array();
-            std::sort(items.begin(), items.end(), [](const auto& a, const auto& b) {
-                return field(a, {"Spec", "Name"}) < field(b, {"Spec", "Name"});
-            });
-            std::vector<std::vector<std::string>> rows{{"ID", "NAME", "MODE", "REPLICAS", "IMAGE"}};
-            for (const auto& s : items) {
-                if (*quiet) {
-                    std::printf("%s\n", field(s, {"ID"}).c_str());
-                    continue;
-                }
-                bool global = at(s, {"Spec", "Mode", "Global"}) != nullptr;
-                rows.push_back({short_id(field(s, {"ID"})), field(s, {"Spec", "Name"}), global ? "global" : "replicated",
-                                fmt::format("{}/{}", number(s, {"ServiceStatus", "RunningTasks"}),
-                                            number(s, {"ServiceStatus", "DesiredTasks"})),
-                                field(s, {"Spec", "TaskTemplate", "ContainerSpec", "Image"})});
-            }
-            if (!*quiet) std::fputs(format_table(rows).c_str(), stdout);
-        });
-    }
-    {
-        auto* cmd = service->add_subcommand("ps", "List the tasks of one or more services");
-        auto names = std::make_shared<std::vector<std::string>>();
-        cmd->add_option("service", *names, "SERVICE")->required();
-        cmd->callback([&g, names] {
-            ApiClient api(g.host);
-            std::map<std::string, std::string> hostnames;
-            auto nodes = must(api.call("GET", "/nodes"));
-            for (const auto& n : nodes.as_array())
-                hostnames[field(n, {"ID"})] = field(n, {"Description", "Hostname"});
-            std::vector<std::vector<std::string>> rows{{"ID", "NAME", "IMAGE", "NODE", "DESIRED STATE", "CURRENT STATE", "ERROR"}};
-            for (const auto& name : *names) {
-                auto svc = must(api.call("GET", "/services/" + net::percent_encode(name) + "?insertDefaults=false"));
-                auto id = field(svc, {"ID"});
-                auto svc_name = field(svc, {"Spec", "Name"});
-                auto tasks = must(api.call("GET", "/tasks?filters=" + filter_param("service", {id}))).as_array();
-                auto key = [](const json::value& t) {
-                    return number(t, {"Slot"}) ? fmt::format("{:020}", number(t, {"Slot"})) : field(t, {"NodeID"});
-                };
-                std::sort(tasks.begin(), tasks.end(), [&](const auto& a, const auto& b) {
-                    if (key(a) != key(b)) return key(a) < key(b);
-                    return field(a, {"CreatedAt"}) > field(b, {"CreatedAt"});
-                });
-                std::string prev;
-                for (const auto& t : tasks) {
-                    auto k = key(t);
-                    auto task_name = number(t, {"Slot"}) ? fmt::format("{}.{}", svc_name, number(t, {"Slot"}))
-                                                        : fmt::format("{}.{}", svc_name, field(t, {"NodeID"}));
-                    if (k == prev) task_name = " \\_ " + task_name;
-                    prev = k;
-                    auto state = field(t, {"Status", "State"});
-                    if (!state.empty()) state[0] = static_cast<char>(std::toupper(state[0]));
-                    auto desired = field(t, {"DesiredState"});
-                    if (!desired.empty()) desired[0] = static_cast<char>(std::toupper(desired[0]));
-                    rows.push_back({short_id(field(t, {"ID"})), task_name,
-                                    field(t, {"Spec", "ContainerSpec", "Image"}), hostnames[field(t, {"NodeID"})], desired,
-                                    fmt::format("{} {}", state, time_ago(field(t, {"Status", "Timestamp"}))),
-                                    field(t, {"Status", "Err"})});
-                }
-            }
-            std::fputs(format_table(rows).c_str(), stdout);
-        });
-    }
-    {
-        auto* cmd = service->add_subcommand("inspect", "Display detailed information on one or more services");
-        auto names = std::make_shared<std::vector<std::string>>();
-        auto pretty = std::make_shared<bool>(false);
-        cmd->add_flag("--pretty", *pretty, "Print the information in a human friendly format");
-        cmd->add_option("service", *names, "SERVICE")->required();
-        cmd->callback([&g, names, pretty] {
-            ApiClient api(g.host);
-            json::array found;
-            int failed = 0;
-            for (const auto& n : *names) {
-                auto r = api.call("GET", "/services/" + net::percent_encode(n) + "?insertDefaults=true");
-                if (r) found.push_back(std::move(*r));
-                else failed = report(r.error());
-            }
-            if (!*pretty) {
-                std::printf("%s\n", pretty_json(found).c_str());
-            } else {
-                for (const auto& s : found) {
-                    std::printf("\nID:\t\t%s\nName:\t\t%s\n", field(s, {"ID"}).c_str(), field(s, {"Spec", "Name"}).c_str());
-                    if (at(s, {"Spec", "Mode", "Global"})) std::printf("Service Mode:\tGlobal\n");
-                    else std::printf("Service Mode:\tReplicated\n Replicas:\t%lld\n",
-                                     static_cast<long long>(number(s, {"Spec", "Mode", "Replicated", "Replicas"})));
-                    if (at(s, {"UpdateStatus"}))
-                        std::printf("UpdateStatus:\n State:\t\t%s\n Message:\t%s\n", field(s, {"UpdateStatus", "State"}).c_str(),
-                                    field(s, {"UpdateStatus", "Message"}).c_str());
-                    std::printf("ContainerSpec:\n Image:\t\t%s\n", field(s, {"Spec", "TaskTemplate", "ContainerSpec", "Image"}).c_str());
-                    if (auto* secrets = at(s, {"Spec", "TaskTemplate", "ContainerSpec", "Secrets"}); secrets && secrets->is_array()) {
-                        std::printf("Secrets:\n");
-                        for (const auto& ref : secrets->as_array())
-                            std::printf(" Target:\t%s\n  Source:\t%s\n", field(ref, {"File", "Name"}).c_str(),
-                                        field(ref, {"SecretName"}).c_str());
-                    }
-                    if (auto mem = number(s, {"Spec", "TaskTemplate", "Resources", "Limits", "MemoryBytes"}))
-                        std::printf("Resources:\n Limits:\n  Memory:\t%lldMiB\n", static_cast<long long>(mem >> 20));
-                }
-            }
-            if (failed) throw CLI::RuntimeError(1);
-        });
-    }
+    add_service_create(*service, g);
+    add_service_update(*service, g);
+    add_service_ls(*service, g);
+    add_service_ps(*service, g);
+    add_service_inspect(*service, g);
     add_service_logs_command(*service, g);
-    {
-        auto* cmd = service->add_subcommand("rm", "Remove one or more services");
-        cmd->alias("remove");
-        auto names = std::make_shared<std::vector<std::string>>();
-        cmd->add_option("service", *names, "SERVICE")->required();
-        cmd->callback([&g, names] {
-            ApiClient api(g.host);
-            remove_all(api, "/services/", *names);
-        });
-    }
-    {
-        auto* cmd = service->add_subcommand("scale", "Scale one or multiple replicated services");
-        auto pairs = std::make_shared<std::vector<std::string>>();
-        cmd->add_option("service", *pairs, "SERVICE=REPLICAS")->required();
-        cmd->callback([&g, pairs] {
-            ApiClient api(g.host);
-            int failed = 0;
-            for (const auto& p : *pairs) {
-                auto [name, count] = split_kv(p);
-                char* stop = nullptr;
-                auto n = std::strtoll(count.c_str(), &stop, 10);
-                if (count.empty() || *stop != '\0' || n < 0) {
-                    failed = report(usage(fmt::format("invalid replicas value {}: must be a non-negative integer", count)));
-                    continue;
-                }
-                auto svc = api.call("GET", "/services/" + net::percent_encode(name) + "?insertDefaults=false");
-                if (!svc) {
-                    failed = report(svc.error());
-                    continue;
-                }
-                auto spec = at(*svc, {"Spec"})->as_object();
-                if (at(*svc, {"Spec", "Mode", "Global"})) {
-                    failed = report(usage(fmt::format("scale can only be used with replicated mode")));
-                    continue;
-                }
-                obj(obj(spec, "Mode"), "Replicated")["Replicas"] = n;
-                auto r = api.call("POST", fmt::format("/services/{}/update?version={}", field(*svc, {"ID"}),
-                                                      number(*svc, {"Version", "Index"})),
-                                  json::value(std::move(spec)));
-                if (r) std::printf("%s scaled to %lld\n", name.c_str(), n);
-                else failed = report(r.error());
-            }
-            if (failed) throw CLI::RuntimeError(1);
-        });
-    }
+    add_service_rm(*service, g);
+    add_service_scale(*service, g);
 }
 
 }  // namespace coffer::cli

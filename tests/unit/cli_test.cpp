@@ -1,10 +1,15 @@
-// The CLI's reading of Docker's log stream: demultiplexing, the details of each line, and the
-// "name.slot.taskid@node" label the docker CLI prints before it.
+// The CLI's reading of Docker's log stream (demultiplexing, the details of each line, the
+// "name.slot.taskid@node" label the docker CLI prints before it) and of the service flags.
 #include <gtest/gtest.h>
+#include <unistd.h>
 
+#include <CLI/CLI.hpp>
+#include <sstream>
 #include <string>
+#include <vector>
 
 #include "logs_cmd.h"
+#include "service_flags.h"
 
 using namespace coffer;
 using namespace coffer::cli;
@@ -80,4 +85,299 @@ TEST(LogStream, TaskLabelAsTheDockerCliPrintsIt) {
     // Slots line up: 10 replicas pad one-digit slots by one space.
     EXPECT_EQ(task_label({.width = 2}, "web", 3, id, "n"), "web.3.abcdefghijkl@n ");
     EXPECT_EQ(task_label({.width = 2}, "web", 10, id, "n"), "web.10.abcdefghijkl@n");
+}
+
+// ---- service flags ---------------------------------------------------------------------------
+
+namespace {
+
+namespace json = boost::json;
+
+template <typename T>
+std::string error_of(const Result<T>& r) {
+    return r.ok() ? "(no error)" : r.error().message;
+}
+
+// "a b c" -> {"a", "b", "c"}.
+std::vector<std::string> words(const std::string& line) {
+    std::vector<std::string> out;
+    std::istringstream in(line);
+    for (std::string w; in >> w;) out.push_back(w);
+    return out;
+}
+
+// Parses a command line with the given flags registered on a fresh command.
+template <typename Flags>
+void parse(Flags& flags, std::vector<std::string> args, CLI::App& cmd) {
+    flags.add(&cmd);
+    std::vector<const char*> argv{"service"};
+    for (const auto& a : args) argv.push_back(a.c_str());
+    cmd.parse(static_cast<int>(argv.size()), argv.data());
+}
+
+Result<json::object> apply(std::vector<std::string> args, json::object spec = {}) {
+    CLI::App cmd;
+    SpecFlags flags;
+    parse(flags, std::move(args), cmd);
+    if (auto r = flags.apply(spec); !r) return std::move(r).error();
+    return spec;
+}
+
+}  // namespace
+
+TEST(ServiceFlags, SecretSpecIsANameOrKeyValuePairs) {
+    auto plain = parse_secret_opt("db_pass");
+    ASSERT_TRUE(plain.ok()) << plain.error().message;
+    EXPECT_EQ(plain->source, "db_pass");
+    EXPECT_EQ(plain->target, "db_pass");
+    EXPECT_EQ(plain->uid, "0");
+    EXPECT_EQ(plain->gid, "0");
+    EXPECT_EQ(plain->mode, 0444u);
+
+    auto full = parse_secret_opt("source=db_pass,target=/etc/pw,uid=33,gid=44,mode=0400");
+    ASSERT_TRUE(full.ok()) << full.error().message;
+    EXPECT_EQ(full->source, "db_pass");
+    EXPECT_EQ(full->target, "/etc/pw");
+    EXPECT_EQ(full->uid, "33");
+    EXPECT_EQ(full->gid, "44");
+    EXPECT_EQ(full->mode, 0400u);
+
+    // src is source's short name; the target defaults to the source's name.
+    auto short_form = parse_secret_opt("src=api_key,mode=7777");
+    ASSERT_TRUE(short_form.ok()) << short_form.error().message;
+    EXPECT_EQ(short_form->source, "api_key");
+    EXPECT_EQ(short_form->target, "api_key");
+    EXPECT_EQ(short_form->mode, 07777u);
+}
+
+TEST(ServiceFlags, SecretSpecRefusesWhatDockerRefuses) {
+    EXPECT_EQ(error_of(parse_secret_opt("source=a,mode=0999")), "invalid mode specified: 0999");
+    EXPECT_EQ(error_of(parse_secret_opt("source=a,mode=10000")), "invalid mode specified: 10000");
+    EXPECT_EQ(error_of(parse_secret_opt("source=a,mode=")), "invalid mode specified: ");
+    EXPECT_EQ(error_of(parse_secret_opt("source=a,mode=04x")), "invalid mode specified: 04x");
+    EXPECT_EQ(error_of(parse_secret_opt("source=a,owner=me")),
+              "invalid field 'owner=me' must be a key=value pair");
+    EXPECT_EQ(error_of(parse_secret_opt("source=a,,target=b")),
+              "invalid field '' must be a key=value pair");
+    EXPECT_EQ(error_of(parse_secret_opt("target=/x,uid=1")), "source is required");
+    EXPECT_EQ(error_of(parse_secret_opt("source=")), "source is required");
+    EXPECT_EQ(parse_secret_opt("source=a,mode=0999").error().code, Errc::invalid_argument);
+}
+
+TEST(ServiceFlags, SizesAre1024BasedWithOptionalUnit) {
+    EXPECT_EQ(*parse_bytes("100"), 100);
+    EXPECT_EQ(*parse_bytes("100b"), 100);
+    EXPECT_EQ(*parse_bytes("512k"), 512 * 1024);
+    EXPECT_EQ(*parse_bytes("64m"), 64LL << 20);
+    EXPECT_EQ(*parse_bytes("64MB"), 64LL << 20);
+    EXPECT_EQ(*parse_bytes("64MiB"), 64LL << 20);
+    EXPECT_EQ(*parse_bytes("1g"), 1LL << 30);
+    EXPECT_EQ(*parse_bytes("2GiB"), 2LL << 30);
+    EXPECT_EQ(*parse_bytes("1.5m"), 3LL << 19);
+    EXPECT_EQ(*parse_bytes("0"), 0);
+    EXPECT_EQ(*parse_bytes("8e9g"), 8'000'000'000LL << 30);
+}
+
+TEST(ServiceFlags, SizesRefuseNoNumberNegativesUnknownUnitsAndWhatNoInt64Holds) {
+    for (const char* bad : {"", "m", "abc", "-1m", "64x", "64 m", "1t", "64mm", "inf", "nan",
+                            "-nan", "1e300", "9e9g"})
+        EXPECT_EQ(error_of(parse_bytes(bad)), fmt::format("invalid size: '{}'", bad)) << bad;
+}
+
+TEST(ServiceFlags, CpusAreNanoCpus) {
+    EXPECT_EQ(*parse_nano_cpus("0.5"), 500'000'000);
+    EXPECT_EQ(*parse_nano_cpus("2"), 2'000'000'000);
+    EXPECT_EQ(*parse_nano_cpus("0.0000000016"), 2);  // rounded to the nearest nano CPU
+    EXPECT_EQ(*parse_nano_cpus("0"), 0);
+    EXPECT_EQ(*parse_nano_cpus("9e9"), 9'000'000'000'000'000'000);
+    for (const char* bad : {"", "half", "0.5c", "-1", "1,5", "inf", "nan", "1e10"})
+        EXPECT_EQ(error_of(parse_nano_cpus(bad)),
+                  fmt::format("invalid argument \"{}\" for \"--limit-cpu\" flag", bad))
+            << bad;
+}
+
+TEST(ServiceFlags, CountsAreNonNegativeIntegers) {
+    EXPECT_EQ(*parse_count("--replicas", "0"), 0);
+    EXPECT_EQ(*parse_count("--replicas", "12"), 12);
+    for (const char* bad : {"", "-1", "1.5", "12a", "x"})
+        EXPECT_EQ(error_of(parse_count("--limit-pids", bad)),
+                  fmt::format("invalid argument \"{}\" for \"--limit-pids\" flag", bad))
+            << bad;
+}
+
+TEST(ServiceFlags, DurationsAreGoDurationsInNanoseconds) {
+    EXPECT_EQ(*duration_flag("--update-delay", "10s"), 10'000'000'000);
+    EXPECT_EQ(*duration_flag("--update-delay", "1m30s"), 90'000'000'000);
+    EXPECT_EQ(*duration_flag("--update-delay", "250ms"), 250'000'000);
+    EXPECT_EQ(*duration_flag("--update-delay", "0"), 0);
+    for (const char* bad : {"", "10", "x", "5d", "-1s"})
+        EXPECT_EQ(
+            error_of(duration_flag("--restart-delay", bad)),
+            fmt::format("invalid argument \"{0}\" for \"--restart-delay\" flag: time: invalid "
+                        "duration \"{0}\"",
+                        bad))
+            << bad;
+}
+
+TEST(ServiceFlags, ScaleArgumentsAreServiceEqualsReplicas) {
+    auto web = parse_scale_arg("web=3");
+    ASSERT_TRUE(web.ok()) << web.error().message;
+    EXPECT_EQ(web->service, "web");
+    EXPECT_EQ(web->replicas, 3);
+    EXPECT_EQ(parse_scale_arg("db=0")->replicas, 0);
+    EXPECT_EQ(error_of(parse_scale_arg("web")),
+              "invalid replicas value : must be a non-negative integer");
+    EXPECT_EQ(error_of(parse_scale_arg("web=")),
+              "invalid replicas value : must be a non-negative integer");
+    EXPECT_EQ(error_of(parse_scale_arg("web=-1")),
+              "invalid replicas value -1: must be a non-negative integer");
+    EXPECT_EQ(error_of(parse_scale_arg("web=two")),
+              "invalid replicas value two: must be a non-negative integer");
+}
+
+TEST(ServiceFlags, LabelsAreKeyValuePairs) {
+    EXPECT_EQ(labels_object({"a=b", "c", "d=e=f", "a=z"}),
+              (json::object{{"a", "z"}, {"c", ""}, {"d", "e=f"}}));
+    EXPECT_TRUE(labels_object({}).empty());
+}
+
+TEST(ServiceFlags, EnvUpdateRemovesThenAddsByKey) {
+    std::vector<std::string> env{"A=1", "B=2", "A=3", "C"};
+    // --env-rm names keys (a value is ignored); --env-add replaces every entry of its key.
+    EXPECT_EQ(update_env(env, {"B=9", "D=4"}, {"A=whatever"}),
+              (std::vector<std::string>{"C", "B=9", "D=4"}));
+    EXPECT_EQ(update_env(env, {}, {"C"}), (std::vector<std::string>{"A=1", "B=2", "A=3"}));
+    EXPECT_EQ(update_env({}, {"A=1", "A=2"}, {}), (std::vector<std::string>{"A=2"}));
+    EXPECT_EQ(update_env(env, {}, {"Z"}), env);
+}
+
+TEST(ServiceFlags, SecretRmDropsEveryReferenceToTheName) {
+    json::value current = json::array{
+        json::object{{"SecretName", "a"}, {"File", json::object{{"Name", "/one"}}}},
+        json::object{{"SecretName", "b"}},
+        json::object{{"SecretName", "a"}, {"File", json::object{{"Name", "/two"}}}},
+    };
+    EXPECT_EQ(remove_secret_refs(&current, {"a"}),
+              (json::array{json::object{{"SecretName", "b"}}}));
+    EXPECT_EQ(remove_secret_refs(&current, {}), current.as_array());
+    EXPECT_TRUE(remove_secret_refs(&current, {"a", "b"}).empty());
+    EXPECT_TRUE(remove_secret_refs(nullptr, {"a"}).empty());
+    json::value not_a_list = "a";
+    EXPECT_TRUE(remove_secret_refs(&not_a_list, {}).empty());
+}
+
+TEST(ServiceFlags, SpecFlagsSetTheFieldsOfTheFlagsGiven) {
+    // A spec as `service create` builds it.
+    auto spec = apply(
+        words("--replicas 3 -u 33:44 -w /srv --limit-memory 64m --limit-cpu 0.5 --limit-pids 100 "
+              "--read-only --cap-add NET_ADMIN --cap-drop CHOWN --restart-condition on-failure "
+              "--restart-delay 5s --restart-max-attempts 2 --update-parallelism 2 "
+              "--update-delay 10s --update-order start-first --update-failure-action rollback"),
+        json::parse(R"({"Name": "web", "Labels": {},
+                        "TaskTemplate": {"ContainerSpec": {"Image": "busybox"}, "ForceUpdate": 0},
+                        "Mode": {"Replicated": {"Replicas": 1}}})")
+            .as_object());
+    ASSERT_TRUE(spec.ok()) << spec.error().message;
+    auto expected = json::parse(R"({
+        "Name": "web", "Labels": {},
+        "TaskTemplate": {
+            "ContainerSpec": {"Image": "busybox", "User": "33:44", "Dir": "/srv", "ReadOnly": true,
+                              "CapabilityAdd": ["NET_ADMIN"], "CapabilityDrop": ["CHOWN"]},
+            "Resources": {"Limits": {"MemoryBytes": 67108864, "NanoCPUs": 500000000, "Pids": 100}},
+            "RestartPolicy": {"Condition": "on-failure", "Delay": 5000000000, "MaxAttempts": 2},
+            "ForceUpdate": 0
+        },
+        "Mode": {"Replicated": {"Replicas": 3}},
+        "UpdateConfig": {"Parallelism": 2, "Delay": 10000000000, "Order": "start-first",
+                         "FailureAction": "rollback"}
+    })");
+    EXPECT_EQ(json::value(*spec), expected) << json::serialize(*spec);
+}
+
+TEST(ServiceFlags, SpecFlagsAddATaskTemplateToASpecWithoutOne) {
+    // The spec's table is full once TaskTemplate is added: setting the Mode grows it.
+    auto spec = apply(words("--replicas 2 -u 33 --limit-memory 1k --restart-condition any"),
+                      json::parse(R"({"Mode": {"Replicated": {"Replicas": 1}}})").as_object());
+    ASSERT_TRUE(spec.ok()) << spec.error().message;
+    EXPECT_EQ(json::value(*spec), json::parse(R"({
+        "Mode": {"Replicated": {"Replicas": 2}},
+        "TaskTemplate": {"ContainerSpec": {"User": "33"},
+                         "Resources": {"Limits": {"MemoryBytes": 1024}},
+                         "RestartPolicy": {"Condition": "any"}}
+    })"))
+        << json::serialize(*spec);
+}
+
+TEST(ServiceFlags, SpecFlagsLeaveWhatWasNotGivenAlone) {
+    auto current = json::parse(R"({
+        "Name": "web",
+        "Mode": {"Replicated": {"Replicas": 5}},
+        "TaskTemplate": {"ContainerSpec": {"Image": "busybox", "User": "1"},
+                         "Resources": {"Limits": {"MemoryBytes": 1024}},
+                         "RestartPolicy": {"Condition": "any", "Delay": 1}},
+        "UpdateConfig": {"Parallelism": 1, "Order": "stop-first"}
+    })")
+                       .as_object();
+    auto spec = apply({"--limit-cpu", "2", "--update-order", "start-first"}, current);
+    ASSERT_TRUE(spec.ok()) << spec.error().message;
+    auto expected = current;
+    expected["TaskTemplate"]
+        .as_object()["Resources"]
+        .as_object()["Limits"]
+        .as_object()["NanoCPUs"] = 2'000'000'000;
+    expected["UpdateConfig"].as_object()["Order"] = "start-first";
+    EXPECT_EQ(*spec, expected) << json::serialize(*spec);
+
+    // Nothing given: only the (empty) objects the flags would fill are added.
+    auto untouched = apply({}, json::object{{"Name", "x"}});
+    ASSERT_TRUE(untouched.ok());
+    EXPECT_EQ(json::value(*untouched),
+              json::parse(R"({"Name": "x", "TaskTemplate": {"ContainerSpec": {},
+                              "Resources": {"Limits": {}}}})"));
+}
+
+TEST(ServiceFlags, SpecFlagsRefuseBadValuesWithTheFlagsName) {
+    EXPECT_EQ(error_of(apply({"--replicas", "-2"})),
+              "invalid argument \"-2\" for \"--replicas\" flag");
+    EXPECT_EQ(error_of(apply({"--replicas", "2"},
+                             json::object{{"Mode", json::object{{"Global", json::object{}}}}})),
+              "replicas can only be used with replicated mode");
+    EXPECT_EQ(error_of(apply({"--limit-memory", "lots"})), "invalid size: 'lots'");
+    EXPECT_EQ(error_of(apply({"--limit-cpu", "all"})),
+              "invalid argument \"all\" for \"--limit-cpu\" flag");
+    EXPECT_EQ(error_of(apply({"--limit-pids", "1e3"})),
+              "invalid argument \"1e3\" for \"--limit-pids\" flag");
+    EXPECT_EQ(error_of(apply({"--restart-max-attempts", "x"})),
+              "invalid argument \"x\" for \"--restart-max-attempts\" flag");
+    EXPECT_EQ(error_of(apply({"--restart-delay", "5"})),
+              "invalid argument \"5\" for \"--restart-delay\" flag: time: invalid duration \"5\"");
+    EXPECT_EQ(error_of(apply({"--update-parallelism", "one"})),
+              "invalid argument \"one\" for \"--update-parallelism\" flag");
+    EXPECT_EQ(
+        error_of(apply({"--update-delay", "soon"})),
+        "invalid argument \"soon\" for \"--update-delay\" flag: time: invalid duration \"soon\"");
+}
+
+TEST(ServiceFlags, DetachFlagDecidesWhetherToWait) {
+    {
+        CLI::App cmd;
+        WaitFlags w;
+        parse(w, {"-d"}, cmd);
+        EXPECT_FALSE(w.wait(&cmd));
+        EXPECT_EQ(w.timeout, 120);
+    }
+    {
+        CLI::App cmd;
+        WaitFlags w;
+        parse(w, {"--detach=false", "--timeout", "7"}, cmd);
+        EXPECT_TRUE(w.wait(&cmd));
+        EXPECT_EQ(w.timeout, 7);
+    }
+    {
+        // Without the flag: wait only when standard output is a terminal.
+        CLI::App cmd;
+        WaitFlags w;
+        parse(w, {}, cmd);
+        EXPECT_EQ(w.wait(&cmd), ::isatty(STDOUT_FILENO) != 0);
+    }
 }
