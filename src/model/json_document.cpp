@@ -1,7 +1,7 @@
 #include "json_document.h"
 
 #include <boost/json/basic_parser_impl.hpp>
-#include <boost/json/value_stack.hpp>
+#include <boost/json/parser.hpp>
 
 #include <optional>
 #include <string>
@@ -17,24 +17,23 @@ using json::string_view;
 
 namespace {
 
-// Builds the value as Boost.JSON's own parser does, and records how many members the text gave
-// each object, in the order the objects begin. The object built from n members holds fewer when
-// a key came twice (the last value replaces the first), which is how duplicates are found
-// without keeping a copy of any key.
-class Builder {
+// Counts the members the text gives each object, in the order the objects begin, and keeps
+// nothing of the text. The object Boost.JSON builds from n members holds fewer when a key came
+// twice (the last value replaces the first), which is how duplicates are found without a copy
+// of any key or value. A pass of its own after Boost.JSON's parser: a handler of ours that
+// built the value as well left delivered secrets in memory after they were dropped.
+class Counter {
 public:
     static constexpr std::size_t max_object_size = json::object::max_size();
     static constexpr std::size_t max_array_size = json::array::max_size();
     static constexpr std::size_t max_key_size = json::string::max_size();
     static constexpr std::size_t max_string_size = json::string::max_size();
 
-    Builder(json::storage_ptr temporaries, unsigned char* buffer, std::size_t size)
-        : st(std::move(temporaries), buffer, size) {
+    Counter() {
         members.reserve(64);
         open.reserve(16);
     }
 
-    json::value_stack st;
     std::vector<std::size_t> members;  // per object, in document order
     std::vector<std::size_t> open;     // indices into members of the objects not yet closed
 
@@ -48,51 +47,20 @@ public:
     bool on_object_end(std::size_t n, error_code&) {
         members[open.back()] = n;
         open.pop_back();
-        st.push_object(n);
         return true;
     }
     bool on_array_begin(error_code&) { return true; }
-    bool on_array_end(std::size_t n, error_code&) {
-        st.push_array(n);
-        return true;
-    }
-    bool on_key_part(string_view s, std::size_t, error_code&) {
-        st.push_chars(s);
-        return true;
-    }
-    bool on_key(string_view s, std::size_t, error_code&) {
-        st.push_key(s);
-        return true;
-    }
-    bool on_string_part(string_view s, std::size_t, error_code&) {
-        st.push_chars(s);
-        return true;
-    }
-    bool on_string(string_view s, std::size_t, error_code&) {
-        st.push_string(s);
-        return true;
-    }
+    bool on_array_end(std::size_t, error_code&) { return true; }
+    bool on_key_part(string_view, std::size_t, error_code&) { return true; }
+    bool on_key(string_view, std::size_t, error_code&) { return true; }
+    bool on_string_part(string_view, std::size_t, error_code&) { return true; }
+    bool on_string(string_view, std::size_t, error_code&) { return true; }
     bool on_number_part(string_view, error_code&) { return true; }
-    bool on_int64(std::int64_t i, string_view, error_code&) {
-        st.push_int64(i);
-        return true;
-    }
-    bool on_uint64(std::uint64_t u, string_view, error_code&) {
-        st.push_uint64(u);
-        return true;
-    }
-    bool on_double(double d, string_view, error_code&) {
-        st.push_double(d);
-        return true;
-    }
-    bool on_bool(bool b, error_code&) {
-        st.push_bool(b);
-        return true;
-    }
-    bool on_null(error_code&) {
-        st.push_null();
-        return true;
-    }
+    bool on_int64(std::int64_t, string_view, error_code&) { return true; }
+    bool on_uint64(std::uint64_t, string_view, error_code&) { return true; }
+    bool on_double(double, string_view, error_code&) { return true; }
+    bool on_bool(bool, error_code&) { return true; }
+    bool on_null(error_code&) { return true; }
     bool on_comment_part(string_view, error_code&) { return true; }
     bool on_comment(string_view, error_code&) { return true; }
 };
@@ -203,24 +171,34 @@ Error duplicate_error(std::string_view text, std::size_t object, unsigned max_de
 
 }  // namespace
 
+Result<void> check_keys_once(std::string_view text, const json::value& value, unsigned max_depth) {
+    json::parse_options opts;
+    opts.max_depth = max_depth;
+    json::basic_parser<Counter> counter(opts);
+    error_code ec;
+    counter.write_some(false, text.data(), text.size(), ec);
+    if (ec) return make_error(Errc::invalid_argument, fmt::format("malformed JSON: {}", ec.message()));
+    std::size_t next = 0;
+    if (auto merged = first_merged(value, counter.handler().members, next))
+        return duplicate_error(text, *merged, max_depth);
+    return {};
+}
+
 Result<json::value> parse_document(std::string_view text, json::storage_ptr result,
                                    std::optional<json::storage_ptr> temporaries, unsigned max_depth) {
     json::parse_options opts;
     opts.max_depth = max_depth;
     // Without a storage for the temporaries, they start on the stack (as json::parse does).
     unsigned char stack[BOOST_JSON_STACK_BUFFER_SIZE];
-    bool on_stack = !temporaries;
-    json::basic_parser<Builder> parser(opts, on_stack ? json::storage_ptr() : std::move(*temporaries),
-                                       on_stack ? stack : nullptr, on_stack ? sizeof(stack) : 0);
-    parser.handler().st.reset(std::move(result));
+    std::optional<json::parser> parser;
+    if (temporaries) parser.emplace(std::move(*temporaries), opts);
+    else parser.emplace(json::storage_ptr(), opts, stack, sizeof(stack));
+    parser->reset(std::move(result));
     error_code ec;
-    auto n = parser.write_some(false, text.data(), text.size(), ec);
-    if (!ec && n < text.size()) ec = json::make_error_code(json::error::extra_data);
+    parser->write(text.data(), text.size(), ec);
     if (ec) return make_error(Errc::invalid_argument, fmt::format("malformed JSON: {}", ec.message()));
-    auto value = parser.handler().st.release();
-    std::size_t next = 0;
-    if (auto merged = first_merged(value, parser.handler().members, next))
-        return duplicate_error(text, *merged, max_depth);
+    auto value = parser->release();
+    if (auto ok = check_keys_once(text, value, max_depth); !ok) return std::move(ok).error();
     return value;
 }
 

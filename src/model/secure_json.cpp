@@ -1,6 +1,7 @@
 #include "coffer/model/secure_json.h"
 
 #include <boost/json/monotonic_resource.hpp>
+#include <boost/json/parser.hpp>
 #include <boost/json/serializer.hpp>
 
 #include <algorithm>
@@ -45,9 +46,15 @@ SecureJson::SecureJson() : storage_(secure_storage()), value_(storage_) {}
 Result<SecureJson> SecureJson::parse(std::string_view text) {
     SecureJson out;
     // The parser's temporary storage (partial strings, the value stack) is secure memory too.
-    auto value = detail::parse_document(text, out.storage_, out.storage_, 32);
-    if (!value) return std::move(value).error();
-    out.value_ = std::move(*value);
+    json::parse_options opts;
+    opts.max_depth = 32;
+    json::parser parser(out.storage_, opts);
+    parser.reset(out.storage_);
+    json::error_code ec;
+    parser.write(text.data(), text.size(), ec);
+    if (ec) return make_error(Errc::invalid_argument, fmt::format("malformed JSON: {}", ec.message()));
+    out.value_ = parser.release();
+    if (auto ok = detail::check_keys_once(text, out.value_, 32); !ok) return std::move(ok).error();
     return out;
 }
 
