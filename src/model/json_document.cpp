@@ -20,8 +20,9 @@ namespace {
 // Counts the members the text gives each object, in the order the objects begin, and keeps
 // nothing of the text. The object Boost.JSON builds from n members holds fewer when a key came
 // twice (the last value replaces the first), which is how duplicates are found without a copy
-// of any key or value. A pass of its own after Boost.JSON's parser: a handler of ours that
-// built the value as well left delivered secrets in memory after they were dropped.
+// of any key or value. A pass of its own after the parse, so that a secure document is parsed
+// straight into its own value (SecureJson::parse): one parsed elsewhere and moved in left
+// delivered secrets in the agent's memory after they were dropped.
 class Counter {
 public:
     static constexpr std::size_t max_object_size = json::object::max_size();
