@@ -104,21 +104,33 @@ Result<std::unique_ptr<NodeRegistry>> NodeRegistry::load(store::Store& store, Ve
     return reg;
 }
 
+namespace {
+
+// A node record as a registration first makes it (the manager keeps the role from then on).
+Node new_node(const NodeRegistration& reg, model::Timestamp now) {
+    Node n;
+    n.meta = {reg.id, 0, now, now};
+    n.spec.role = reg.role;
+    return n;
+}
+
+// What a registration says of the node, at its join and at every later registration.
+void apply(Node& n, NodeRegistration&& reg) {
+    n.description = std::move(reg.description);
+    n.addr = std::move(reg.addr);
+    n.certificate_expiry = reg.certificate_expiry;
+    n.state = reg.state;
+}
+
+}  // namespace
+
 Result<Node> NodeRegistry::register_node(NodeRegistration reg) {
     if (!model::looks_like_id(reg.id)) return make_error(Errc::invalid_argument, "invalid node id");
     auto written = commit([&](const Map& items) -> Result<Changes> {
         auto now = model::Timestamp::now();
-        Node n;
-        if (auto it = items.find(reg.id); it != items.end()) {
-            n = it->second;
-        } else {
-            n.meta = {reg.id, 0, now, now};
-            n.spec.role = reg.role;
-        }
-        n.description = std::move(reg.description);
-        n.addr = std::move(reg.addr);
-        n.certificate_expiry = reg.certificate_expiry;
-        n.state = reg.state;
+        auto it = items.find(reg.id);
+        Node n = it != items.end() ? it->second : new_node(reg, now);
+        apply(n, std::move(reg));
         n.meta.updated = now;
         return Changes{{std::move(n)}, {}};
     });
@@ -146,13 +158,8 @@ Result<Node> NodeRegistry::join(NodeRegistration reg, model::Timestamp now) {
         auto h = holders_of(items, reg.description.hostname, now);
         if (h.active) return name_taken(reg.description.hostname, *h.active);
         if (h.former) former = *h.former;
-        Node n;
-        n.meta = {reg.id, 0, now, now};
-        n.spec.role = reg.role;
-        n.description = std::move(reg.description);
-        n.addr = std::move(reg.addr);
-        n.certificate_expiry = reg.certificate_expiry;
-        n.state = reg.state;
+        Node n = new_node(reg, now);
+        apply(n, std::move(reg));
         return Changes{{std::move(n)}, {}};
     });
     if (!written) return std::move(written).error();
