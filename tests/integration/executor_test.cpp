@@ -29,7 +29,7 @@
 #include "coffer/pki/node_key.h"
 #include "coffer/pki/token.h"
 #include "harness.h"
-#include "node_reports.h"
+#include "test_node_port.h"
 
 using namespace coffer;
 using namespace std::chrono_literals;
@@ -51,69 +51,11 @@ std::string str(const crypto::SecureBuffer& b) {
 // A directory under /var/tmp (overlay layers need a real filesystem), unmounted below and
 // removed on destruction, also when a test fails.
 
-// The manager's node port: lets one worker join, records what nodes send.
-class Manager : public test::NodeReports {
+// The manager's node port: lets workers join, records what nodes send.
+class Manager : public test::TestNodePort {
   public:
-    Manager()
-        : ca_(pki::CertificateAuthority::create_root()),
-          token_(pki::JoinToken::generate(ca_.certificate_pem())) {
-        nodeconn::ServerOptions options;
-        options.cluster_id = "cluster1";
-        nodeconn::ServerHandlers h;
-        h.on_join = [this](nodeconn::JoinRequest req) -> Result<nodeconn::JoinResponse> {
-            if (!req.token.matches(token_)) return make_error(Errc::unauthenticated, "bad token");
-            auto id = crypto::random_id();
-            auto cert = ca_.issue(req.csr_pem, {id, pki::Role::worker, "cluster1"});
-            if (!cert) return std::move(cert).error();
-            return nodeconn::JoinResponse{id, *cert, ca_.certificate_pem()};
-        };
-        h.authorize = [](const pki::NodeIdentity&) -> Result<void> { return {}; };
-        h.session.on_open = [this](const std::shared_ptr<nodeconn::Session>& s) {
-            std::lock_guard l(mu_);
-            session_ = s;
-            ++sessions_;
-        };
-        h.session.on_message = [this](const std::shared_ptr<nodeconn::Session>&,
-                                      nodeconn::Message m) {
-            boost::system::error_code ec;
-            auto v = json::parse(
-                std::string_view(reinterpret_cast<const char*>(m.json.data()), m.json.size()), ec);
-            EXPECT_FALSE(ec);
-            if (!ec) add(std::move(v));
-        };
-        auto key = pki::NodeKey::generate();
-        auto cert = ca_.issue_manager_server(key.csr_pem, "manager1", "cluster1");
-        auto server = nodeconn::NodeServer::start(
-            options, {cert.value(), std::move(key.key_pem), ca_.certificate_pem()}, h);
-        if (!server) throw std::runtime_error(server.error().message);
-        server_ = std::move(*server);
-    }
-
-    std::string address() const { return fmt::format("127.0.0.1:{}", server_->port()); }
-    std::string token() const { return str(token_.text()); }
-    int sessions() {
-        std::lock_guard l(mu_);
-        return sessions_;
-    }
-    bool send(const manager::AssignmentMessage& m) {
-        std::shared_ptr<nodeconn::Session> s;
-        {
-            std::lock_guard l(mu_);
-            s = session_;
-        }
-        return s && s->send(m.to_json());
-    }
-    bool send_text(std::string_view text) {
-        std::lock_guard l(mu_);
-        return session_ && session_->send(crypto::SecureBuffer::copy_of(text));
-    }
-  private:
-    pki::CertificateAuthority ca_;
-    pki::JoinToken token_;
-    std::mutex mu_;
-    std::shared_ptr<nodeconn::Session> session_;
-    int sessions_ = 0;
-    std::unique_ptr<nodeconn::NodeServer> server_;
+    using TestNodePort::send;
+    bool send(const manager::AssignmentMessage& m) { return send(m.to_json()); }
 };
 
 manager::AssignmentChange secret(std::string id, std::string name, std::string_view bytes) {

@@ -33,7 +33,7 @@
 #include "coffer/pki/node_key.h"
 #include "coffer/pki/token.h"
 #include "harness.h"
-#include "node_reports.h"
+#include "test_node_port.h"
 
 using namespace coffer;
 using namespace std::chrono_literals;
@@ -48,73 +48,7 @@ std::string env_or(const char* name, const char* fallback) {
     return v ? v : fallback;
 }
 
-// An in-process node port that lets nodes join and records what they send.
-class Manager : public test::NodeReports {
-  public:
-    explicit Manager(nodeconn::ServerOptions options = {})
-        : ca_(pki::CertificateAuthority::create_root()),
-          token_(pki::JoinToken::generate(ca_.certificate_pem())) {
-        options.cluster_id = "cluster1";
-        nodeconn::ServerHandlers h;
-        h.on_join = [this](nodeconn::JoinRequest req) -> Result<nodeconn::JoinResponse> {
-            if (!req.token.matches(token_)) return make_error(Errc::unauthenticated, "bad token");
-            auto id = crypto::random_id();
-            auto cert = ca_.issue(req.csr_pem, {id, pki::Role::worker, "cluster1"});
-            if (!cert) return std::move(cert).error();
-            return nodeconn::JoinResponse{id, *cert, ca_.certificate_pem()};
-        };
-        h.authorize = [](const pki::NodeIdentity&) -> Result<void> { return {}; };
-        h.session.on_open = [this](const std::shared_ptr<nodeconn::Session>& s) {
-            std::lock_guard l(mu_);
-            session_ = s;
-            ++sessions_;
-        };
-        h.session.on_close = [this](const std::shared_ptr<nodeconn::Session>& s, const Error&) {
-            std::lock_guard l(mu_);
-            if (session_ == s) session_.reset();
-        };
-        h.session.on_message = [this](const std::shared_ptr<nodeconn::Session>&,
-                                      nodeconn::Message m) {
-            boost::system::error_code ec;
-            auto v = json::parse(
-                std::string_view(reinterpret_cast<const char*>(m.json.data()), m.json.size()), ec);
-            if (!ec) add(std::move(v));
-        };
-        auto key = pki::NodeKey::generate();
-        auto cert = ca_.issue_manager_server(key.csr_pem, "manager1", "cluster1");
-        auto server = nodeconn::NodeServer::start(
-            options, {cert.value(), std::move(key.key_pem), ca_.certificate_pem()}, h);
-        if (!server) throw std::runtime_error(server.error().message);
-        server_ = std::move(*server);
-    }
-
-    std::uint16_t port() const { return server_->port(); }
-    std::string address() const { return fmt::format("127.0.0.1:{}", server_->port()); }
-    std::string token() const {
-        const auto& t = token_.text();
-        return std::string(t.data(), t.data() + t.size());
-    }
-    int sessions() {
-        std::lock_guard l(mu_);
-        return sessions_;
-    }
-    bool connected() {
-        std::lock_guard l(mu_);
-        return session_ && !session_->closed();
-    }
-    bool send(crypto::SecureBuffer json) {
-        std::lock_guard l(mu_);
-        return session_ && session_->send(std::move(json));
-    }
-
-  private:
-    pki::CertificateAuthority ca_;
-    pki::JoinToken token_;
-    std::mutex mu_;
-    std::shared_ptr<nodeconn::Session> session_;
-    int sessions_ = 0;
-    std::unique_ptr<nodeconn::NodeServer> server_;
-};
+using Manager = test::TestNodePort;
 
 class NodePortGuard : public ::testing::Test {
   protected:
