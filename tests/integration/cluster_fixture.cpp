@@ -34,11 +34,6 @@ std::string first_line(const std::string& s) {
     return s.substr(0, s.find('\n'));
 }
 
-std::string env_or(const char* name, const std::string& fallback) {
-    const char* v = std::getenv(name);
-    return v ? v : fallback;
-}
-
 }  // namespace
 
 std::string agent_program() {

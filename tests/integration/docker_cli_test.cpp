@@ -12,6 +12,15 @@ namespace {
 
 bool have_docker() { return run_program({"sh", "-c", "command -v docker"}).status == 0; }
 
+// The docker CLI against the daemon, with a client configuration directory of the test's own.
+auto docker_cli(const TempDir& dir, const Daemon& d) {
+    std::vector<std::string> env{"DOCKER_HOST=" + d.host(), "DOCKER_CONFIG=" + (dir.path() / "dc").string()};
+    return [env](std::vector<std::string> args, const std::string& in = "") {
+        args.insert(args.begin(), "docker");
+        return run_program(args, in, env);
+    };
+}
+
 }  // namespace
 
 TEST(DockerCli, SecretCommandsWorkAgainstCofferd) {
@@ -19,11 +28,7 @@ TEST(DockerCli, SecretCommandsWorkAgainstCofferd) {
     TempDir dir;
     Daemon d(dir.path() / "data", dir.path() / "coffer.sock");
     ASSERT_TRUE(d.ready());
-    std::vector<std::string> env{"DOCKER_HOST=" + d.host(), "DOCKER_CONFIG=" + (dir.path() / "dc").string()};
-    auto docker = [&](std::vector<std::string> args, const std::string& in = "") {
-        args.insert(args.begin(), "docker");
-        return run_program(args, in, env);
-    };
+    auto docker = docker_cli(dir, d);
     auto created = docker({"secret", "create", "--label", "env=prod", "s1", "-"}, "x");
     ASSERT_EQ(created.status, 0) << created.err;
     EXPECT_EQ(created.out.size(), 26u) << created.out;
@@ -61,11 +66,7 @@ TEST(DockerCli, SwarmUnlockWorksAndIsLimited) {
     }
     Daemon d(dir.path() / "data", dir.path() / "coffer.sock");
     ASSERT_TRUE(d.ready());
-    std::vector<std::string> env{"DOCKER_HOST=" + d.host(), "DOCKER_CONFIG=" + (dir.path() / "dc").string()};
-    auto docker = [&](std::vector<std::string> args, const std::string& in = "") {
-        args.insert(args.begin(), "docker");
-        return run_program(args, in, env);
-    };
+    auto docker = docker_cli(dir, d);
     auto info = docker({"info", "--format", "{{.Swarm.LocalNodeState}}"});
     EXPECT_EQ(info.out, "locked\n") << info.err;
     const std::string guess = "COFFERKEY-1-AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA\n";

@@ -39,11 +39,6 @@ namespace {
 
 constexpr auto deadline = 30s;
 
-std::string env_or(const char* name, const char* fallback) {
-    const char* v = std::getenv(name);
-    return v ? v : fallback;
-}
-
 std::string str(const crypto::SecureBuffer& b) {
     return std::string(b.data(), b.data() + b.size());
 }
@@ -114,7 +109,7 @@ bool has_secret_mount(const std::string& pid) {
 class AgentProgram : public ::testing::Test {
   protected:
     void SetUp() override {
-        program = env_or("COFFER_AGENT", "");
+        program = test::env_or("COFFER_AGENT", "");
         if (program.empty()) GTEST_SKIP() << "COFFER_AGENT is not set";
         if (::geteuid() != 0) GTEST_SKIP() << "needs root (containers, mounts)";
         crypto::init();
@@ -137,7 +132,7 @@ class AgentProgram : public ::testing::Test {
     void import_images() {
         auto layout = work.path() + "/layout";
         auto r = run_command(
-            {env_or("COFFER_MAKE_TEST_IMAGES", "tests/integration/make-test-images"), layout});
+            {test::env_or("COFFER_MAKE_TEST_IMAGES", "tests/integration/make-test-images"), layout});
         ASSERT_TRUE(r.ok()) << r.describe();
         agent::ImageStore store(data() + "/images");
         auto imported = store.import(layout);
@@ -154,7 +149,7 @@ class AgentProgram : public ::testing::Test {
                   "--manager",
                   manager->address(),
                   "--log-level",
-                  env_or("COFFER_LOG", "warn")};
+                  test::env_or("COFFER_LOG", "warn")};
         o.argv.insert(o.argv.end(), extra.begin(), extra.end());
         o.env = {"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "COFFER_JOIN_TOKEN=" + manager->token()};
         agent = Child::spawn(o);

@@ -27,6 +27,11 @@ namespace coffer::test {
 
 namespace fs = std::filesystem;
 
+std::string env_or(const char* name, const std::string& fallback) {
+    const char* v = std::getenv(name);
+    return v ? v : fallback;
+}
+
 TempDir::TempDir() {
     std::string tmpl = (fs::temp_directory_path() / "coffer-test-XXXXXX").string();
     if (::mkdtemp(tmpl.data()) == nullptr) throw_errno("mkdtemp");

@@ -13,6 +13,9 @@
 
 namespace coffer::test {
 
+// The environment variable `name`, or `fallback` when it is not set.
+std::string env_or(const char* name, const std::string& fallback);
+
 // A fresh directory under /tmp, removed with everything in it on destruction.
 class TempDir {
 public:

@@ -43,17 +43,12 @@ namespace {
 
 constexpr auto deadline = 30s;
 
-std::string env_or(const char* name, const char* fallback) {
-    const char* v = std::getenv(name);
-    return v ? v : fallback;
-}
-
 using Manager = test::TestNodePort;
 
 class NodePortGuard : public ::testing::Test {
   protected:
     void SetUp() override {
-        program = env_or("COFFER_AGENT", "");
+        program = test::env_or("COFFER_AGENT", "");
         if (program.empty()) GTEST_SKIP() << "COFFER_AGENT is not set";
         if (::geteuid() != 0) GTEST_SKIP() << "needs root (the agent, /proc/PID/mem)";
         crypto::init();
@@ -79,7 +74,7 @@ class NodePortGuard : public ::testing::Test {
                   "--manager",
                   manager->address(),
                   "--log-level",
-                  env_or("COFFER_LOG", "warn"),
+                  test::env_or("COFFER_LOG", "warn"),
                   "--benchmark-noop-executor"};
         o.env = {"PATH=/usr/sbin:/usr/bin:/sbin:/bin"};
         // The first start joins; a restart connects with the identity it stored.

@@ -343,14 +343,17 @@ TEST_P(RunnerTest, ImageWithRuntimePathsTurnedIntoLinksIsRefused) {
 
 // Docker's seccomp rules: no user or mount namespace, no mount and no keyring in a task with the
 // default capabilities, even through a user namespace of its own.
+// What a task tries, one line each: namespaces, mounts, and the keyring calls.
+constexpr const char* namespace_probe =
+    "unshare -U true 2>/dev/null && echo 'unshare -U ok' || echo 'unshare -U denied'; "
+    "unshare -m true 2>/dev/null && echo 'unshare -m ok' || echo 'unshare -m denied'; "
+    "unshare -Urm mount -t tmpfs t /tmp 2>/dev/null && echo 'unshare -Urm mount ok' "
+    "|| echo 'unshare -Urm mount denied'; "
+    "mount -t tmpfs t /tmp 2>/dev/null && echo 'mount ok' || echo 'mount denied'; "
+    "syscall-probe clone_newuser keyctl add_key request_key";
+
 TEST_P(RunnerTest, DefaultTaskCannotMakeNamespacesMountOrUseKeys) {
-    auto spec = shell("nons",
-                      "unshare -U true 2>/dev/null && echo 'unshare -U ok' || echo 'unshare -U denied'; "
-                      "unshare -m true 2>/dev/null && echo 'unshare -m ok' || echo 'unshare -m denied'; "
-                      "unshare -Urm mount -t tmpfs t /tmp 2>/dev/null && echo 'unshare -Urm mount ok' "
-                      "|| echo 'unshare -Urm mount denied'; "
-                      "mount -t tmpfs t /tmp 2>/dev/null && echo 'mount ok' || echo 'mount denied'; "
-                      "syscall-probe clone_newuser keyctl add_key request_key");
+    auto spec = shell("nons", namespace_probe);
     auto st = run_to_end(spec);
     ASSERT_EQ(st.state, TaskState::complete) << st.reason << "\n" << output(spec);
     EXPECT_EQ(output(spec),
@@ -368,13 +371,7 @@ TEST_P(RunnerTest, DefaultTaskCannotMakeNamespacesMountOrUseKeys) {
 // With CAP_SYS_ADMIN the same rules allow namespaces and mounts, as Docker's do, and still no
 // keyring call: Docker's profile allows none of them for any capability.
 TEST_P(RunnerTest, SysAdminTaskMayMakeNamespacesAndMountButNotUseKeys) {
-    auto spec = shell("admin",
-                      "unshare -U true && echo 'unshare -U ok' || echo 'unshare -U denied'; "
-                      "unshare -m true && echo 'unshare -m ok' || echo 'unshare -m denied'; "
-                      "unshare -Urm mount -t tmpfs t /tmp && echo 'unshare -Urm mount ok' "
-                      "|| echo 'unshare -Urm mount denied'; "
-                      "mount -t tmpfs t /tmp && echo 'mount ok' || echo 'mount denied'; "
-                      "syscall-probe clone_newuser keyctl add_key request_key");
+    auto spec = shell("admin", namespace_probe);
     spec.cap_add = {"SYS_ADMIN"};
     auto st = run_to_end(spec);
     ASSERT_EQ(st.state, TaskState::complete) << st.reason << "\n" << output(spec);
