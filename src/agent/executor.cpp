@@ -1,7 +1,6 @@
 #include "coffer/agent/executor.h"
 
 #include <fmt/ranges.h>
-#include <boost/json.hpp>
 
 #include <condition_variable>
 #include <deque>
@@ -12,14 +11,13 @@
 
 #include "coffer/agent/assignments.h"
 #include "coffer/base/log.h"
-#include "coffer/crypto/encoding.h"
-#include "coffer/model/secure_json.h"
+#include "coffer/nodeproto/session.h"
+#include "coffer/nodeproto/status.h"
 #include "log_tail.h"
 #include "work_queue.h"
 
 namespace coffer::agent {
 
-namespace json = boost::json;
 using Steady = std::chrono::steady_clock;
 
 namespace {
@@ -41,23 +39,17 @@ bool same_report(const TaskStatus& a, const TaskStatus& b) {
            a.reason == b.reason;
 }
 
-json::object status_json(const TaskStatus& s) {
+nodeproto::TaskReport report_of(const TaskStatus& s) {
     bool error = s.state == TaskState::failed || s.state == TaskState::rejected;
     std::string_view message = to_string(s.state);
     if (s.state == TaskState::running) message = "started";
     if (!error && !s.reason.empty()) message = s.reason;
     bool had_container = s.state >= TaskState::starting && s.state != TaskState::rejected;
-    return json::object{{"task_id", s.id},
-                        {"state", to_string(s.state)},
-                        {"message", message},
-                        {"err", error ? s.reason : std::string()},
-                        {"container_id", had_container ? s.id : std::string()},
-                        {"pid", s.pid},
-                        {"exit_code", s.exit_code.value_or(0)}};
-}
-
-crypto::SecureBuffer to_buffer(const json::object& o) {
-    return crypto::SecureBuffer::copy_of(json::serialize(o));
+    // The node's states are Swarm's, as the model's: the same names.
+    auto state = model::task_state_from(to_string(s.state)).value_or(model::TaskState::new_);
+    return nodeproto::TaskReport{
+        s.id, state, std::string(message), error ? s.reason : std::string(),
+        model::ContainerStatus{had_container ? s.id : std::string(), s.pid, s.exit_code.value_or(0)}};
 }
 
 }  // namespace
@@ -367,37 +359,20 @@ void Executor::Impl::stop_op(const std::string& id) {
 }
 
 void Executor::Impl::logs(const nodeconn::Message& m) {
-    auto parsed = model::SecureJson::parse(m.json);
-    const json::object* o = parsed ? parsed->value().if_object() : nullptr;
-    const json::value* request = o ? o->if_contains("request") : nullptr;
-    bool request_ok =
-        request != nullptr && ((request->is_string() && request->get_string().size() <= 128) ||
-                               request->is_int64() || request->is_uint64());
-    if (!request_ok) {
+    auto request = nodeproto::decode_logs_request(m.json);
+    if (!request) {
         log::warn("executor", "ignoring a logs_request without a valid request id");
         return;
     }
-    json::value request_id = *request;  // ordinary storage: it outlives the message
-    const auto* task = o->if_contains("task_id");
-    std::string task_id = task && task->is_string() && valid_task_id(task->get_string())
-                              ? std::string(task->get_string())
-                              : std::string();
-    const auto* tail = o->if_contains("tail");
-    std::size_t lines = 0;
-    bool tail_ok = tail == nullptr || tail->is_null() || tail->is_uint64() ||
-                   (tail->is_int64() && tail->get_int64() >= 0);
-    if (tail_ok && tail != nullptr && !tail->is_null())
-        lines =
-            static_cast<std::size_t>(tail->is_uint64() ? tail->get_uint64() : tail->get_int64());
-
-    auto answer = [this, request_id, task_id](std::string_view data, std::string_view error) {
-        json::object a{{"type", "logs"}, {"request", request_id}, {"task_id", task_id}};
+    std::string task_id = request->task_id;
+    std::size_t lines = request->tail;
+    auto answer = [this, request_id = request->request, task_id](std::string_view data, std::string_view error) {
+        nodeproto::LogsReply reply{request_id, task_id, {}, std::nullopt};
         if (error.empty())
-            a["data"] = crypto::base64_encode(
-                {reinterpret_cast<const std::uint8_t*>(data.data()), data.size()});
+            reply.data = data;
         else
-            a["error"] = error;
-        if (!send(to_buffer(a)))
+            reply.error = std::string(error);
+        if (!send(nodeproto::encode(reply)))
             log::debug("executor", "logs for task {}: no session to answer on", task_id);
     };
     // Decided under the lock, answered outside it: send() takes the session's lock.
@@ -405,10 +380,8 @@ void Executor::Impl::logs(const nodeconn::Message& m) {
     {
         std::lock_guard l(mu);
         if (stopping) return;
-        if (task_id.empty())
-            refusal = "invalid task id";
-        else if (!tail_ok)
-            refusal = "tail must be a non-negative integer";
+        if (request->invalid)
+            refusal = *request->invalid;
         else if (!tasks.contains(task_id) && !retired.contains(task_id))
             refusal = fmt::format("no task {} on this node", task_id);
         else if (path = driver.log_path(task_id); path.empty())
@@ -452,7 +425,7 @@ void Executor::Impl::report_loop() {
             continue;
         }
         bool snapshot = snapshot_due;
-        json::array statuses;
+        nodeproto::StatusMessage report{snapshot, {}};
         std::map<std::string, TaskStatus> sent;
         if (snapshot) {
             for (const auto& [id, e] : tasks) sent.emplace(id, e.status);
@@ -460,9 +433,8 @@ void Executor::Impl::report_loop() {
         } else {
             sent = unsent;
         }
-        for (const auto& [id, s] : sent) statuses.push_back(status_json(s));
-        auto message = to_buffer(json::object{
-            {"type", "status"}, {"complete", snapshot}, {"statuses", std::move(statuses)}});
+        for (const auto& [id, s] : sent) report.statuses.push_back(report_of(s));
+        auto message = nodeproto::encode(report);
         auto gen = generation;
         l.unlock();
         bool ok = send(std::move(message));

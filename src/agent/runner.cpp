@@ -52,14 +52,6 @@ std::string_view to_string(TaskState s) noexcept {
     return "?";
 }
 
-bool valid_task_id(std::string_view id) noexcept {
-    if (id.empty() || id.size() > 64) return false;
-    auto alnum = [](char c) { return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9'); };
-    if (!alnum(id.front())) return false;
-    return std::all_of(id.begin(), id.end(),
-                       [&](char c) { return alnum(c) || c == '_' || c == '.' || c == '-'; });
-}
-
 namespace {
 
 constexpr std::size_t finished_kept = 1024;

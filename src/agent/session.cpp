@@ -1,7 +1,5 @@
 #include "coffer/agent/session.h"
 
-#include <boost/json.hpp>
-
 #include <algorithm>
 #include <condition_variable>
 #include <deque>
@@ -10,11 +8,11 @@
 #include <thread>
 
 #include "coffer/base/log.h"
+#include "coffer/nodeproto/session.h"
 #include "coffer/pki/node_key.h"
 
 namespace coffer::agent {
 
-namespace json = boost::json;
 using Steady = std::chrono::steady_clock;
 using std::chrono::milliseconds;
 
@@ -25,8 +23,8 @@ namespace {
 bool renewal_message(const nodeconn::Message& msg) {
     if (msg.type == "certificate" || msg.type == "renew_request") return true;
     if (msg.type != "error") return false;
-    auto doc = nodeconn::SecureJson::parse(msg.json);
-    return doc && doc->value().is_object() && !doc->value().as_object().contains("request");
+    auto error = nodeproto::decode_error(msg.json);
+    return error && !error->request;
 }
 
 }  // namespace
@@ -113,21 +111,13 @@ void SessionLoop::Impl::send_renew(const std::shared_ptr<nodeconn::Session>& ses
         log::error("agent", "cannot make a certificate request: {}", csr.error().message);
         return;
     }
-    auto text = json::serialize(json::object{{"type", "renew"}, {"csr", *csr}});
-    if (session->send(crypto::SecureBuffer::copy_of(text)))
+    if (session->send(nodeproto::encode(nodeproto::Renew{std::move(*csr)})))
         log::info("agent", "asked the manager to renew this node's certificate");
 }
 
 void SessionLoop::Impl::accept_certificate(const nodeconn::Message& msg) {
-    auto doc = nodeconn::SecureJson::parse(msg.json);
-    const json::object* o = doc && doc->value().is_object() ? &doc->value().as_object() : nullptr;
-    auto field = [&](const char* k) -> std::optional<std::string> {
-        auto* v = o ? o->if_contains(k) : nullptr;
-        if (!v || !v->is_string()) return std::nullopt;
-        return std::string(v->get_string());
-    };
-    auto cert = field("certificate"), bundle = field("ca_bundle");
-    if (!cert || !bundle) {
+    auto issued = nodeproto::decode_certificate(msg.json);
+    if (!issued) {
         log::warn("agent", "the manager's certificate message lacks \"certificate\" or \"ca_bundle\"");
         return;
     }
@@ -136,7 +126,7 @@ void SessionLoop::Impl::accept_certificate(const nodeconn::Message& msg) {
         std::lock_guard l(m_);
         current = Identity{options_.node, options_.credentials.clone()};
     }
-    auto renewed = store_renewal(options_.data_dir, current, *cert, *bundle);
+    auto renewed = store_renewal(options_.data_dir, current, issued->certificate, issued->ca_bundle);
     if (!renewed) {
         log::error("agent", "refused the manager's certificate: {}", renewed.error().message);
         return;
@@ -159,20 +149,16 @@ void SessionLoop::Impl::handle(const nodeconn::Message& msg) {
         else log::warn("agent", "ignoring a certificate: this loop does not store its identity");
         return;
     }
-    auto doc = nodeconn::SecureJson::parse(msg.json);
-    auto text = [&](const char* k) -> std::string {
-        if (!doc || !doc->value().is_object()) return {};
-        auto* v = doc->value().as_object().if_contains(k);
-        return v && v->is_string() ? std::string(v->get_string()) : std::string();
-    };
     if (msg.type == "renew_request") {
-        log::info("agent", "the manager asks for a certificate renewal: {}", text("reason"));
+        auto request = nodeproto::decode_renew_request(msg.json);
+        log::info("agent", "the manager asks for a certificate renewal: {}", request ? request->reason : "");
         std::lock_guard l(m_);
         if (renewing()) renew_at_ = pki::Clock::now();
         return;
     }
     // An error without a request id answers a renew: it is retried after renew_retry.
-    log::warn("agent", "the manager refused to renew this node's certificate: {}", text("message"));
+    auto error = nodeproto::decode_error(msg.json);
+    log::warn("agent", "the manager refused to renew this node's certificate: {}", error ? error->message : "");
 }
 
 void SessionLoop::Impl::run() {

@@ -1,10 +1,8 @@
 #include "coffer/manager/dispatcher.h"
 
-#include <cstring>
-
 #include "coffer/base/log.h"
-#include "coffer/crypto/encoding.h"
 #include "coffer/model/json.h"
+#include "coffer/nodeproto/assignments.h"
 
 namespace coffer::manager {
 
@@ -14,94 +12,54 @@ using model::TaskState;
 
 namespace {
 
-json::array strings(const std::vector<std::string>& v) { return json::array(v.begin(), v.end()); }
-
-json::object task_wire(const Task& t) {
+nodeproto::TaskPayload task_payload(const Task& t) {
     const auto& c = t.spec.container;
-    std::vector<std::string> args = c.command;
-    args.insert(args.end(), c.args.begin(), c.args.end());
-    json::array secrets;
+    nodeproto::TaskPayload p;
+    p.id = t.meta.id;
+    p.service_id = t.service_id;
+    p.slot = t.slot;
+    p.image = c.image;
+    p.args = c.command;
+    p.args.insert(p.args.end(), c.args.begin(), c.args.end());
+    p.env = c.env;
+    p.user = c.user;
+    p.dir = c.dir;
+    p.hostname = c.hostname;
+    p.read_only = c.read_only;
+    p.limits = {t.spec.limits.memory_bytes, t.spec.limits.nano_cpus, t.spec.limits.pids};
+    p.cap_add = c.cap_add;
+    p.cap_drop = c.cap_drop;
+    p.stop_grace_ns = c.stop_grace_period.value_or(nodeproto::default_stop_grace_ns);
     for (const auto& ref : c.secrets)
-        secrets.push_back(json::object{{"SecretID", ref.secret_id},
-                                       {"Name", ref.secret_name},
-                                       {"Target", ref.file_name},
-                                       {"UID", ref.uid},
-                                       {"GID", ref.gid},
-                                       {"Mode", ref.mode}});
-    return json::object{{"ID", t.meta.id},
-                        {"ServiceID", t.service_id},
-                        {"Slot", t.slot},
-                        {"Image", c.image},
-                        {"Args", strings(args)},
-                        {"Env", strings(c.env)},
-                        {"User", c.user},
-                        {"Dir", c.dir},
-                        {"Hostname", c.hostname},
-                        {"ReadOnly", c.read_only},
-                        {"Limits", json::object{{"MemoryBytes", t.spec.limits.memory_bytes},
-                                                {"NanoCPUs", t.spec.limits.nano_cpus},
-                                                {"Pids", t.spec.limits.pids}}},
-                        {"CapAdd", strings(c.cap_add)},
-                        {"CapDrop", strings(c.cap_drop)},
-                        {"StopGracePeriod", c.stop_grace_period.value_or(10 * model::second_ns)},
-                        {"Secrets", std::move(secrets)}};
+        p.secrets.push_back({ref.secret_id, ref.secret_name, ref.file_name, ref.uid, ref.gid, ref.mode});
+    return p;
 }
-
-// The wire text is assembled from ordinary JSON pieces and, for secrets, base64 in secure memory.
-class SecureText {
-public:
-    void add(std::string s) { parts_.push_back(std::move(s)); }
-    void add(crypto::SecureBuffer b) { secure_.emplace_back(parts_.size(), std::move(b)), parts_.emplace_back(); }
-    crypto::SecureBuffer finish() {
-        std::size_t size = 0;
-        for (const auto& p : parts_) size += p.size();
-        for (const auto& [at, b] : secure_) size += b.size();
-        crypto::SecureBuffer out(size);
-        std::size_t pos = 0, next_secure = 0;
-        for (std::size_t i = 0; i < parts_.size(); ++i) {
-            if (next_secure < secure_.size() && secure_[next_secure].first == i) {
-                const auto& b = secure_[next_secure++].second;
-                std::memcpy(out.data() + pos, b.data(), b.size());
-                pos += b.size();
-            } else {
-                std::memcpy(out.data() + pos, parts_[i].data(), parts_[i].size());
-                pos += parts_[i].size();
-            }
-        }
-        return out;
-    }
-
-private:
-    std::vector<std::string> parts_;
-    std::vector<std::pair<std::size_t, crypto::SecureBuffer>> secure_;
-};
 
 }  // namespace
 
 crypto::SecureBuffer AssignmentMessage::to_json() const {
-    SecureText text;
-    text.add(fmt::format("{{\"type\":\"assignments\",\"Type\":\"{}\",\"Sequence\":{},\"Changes\":[", complete ? "complete" : "incremental",
-                         sequence));
-    bool first = true;
+    nodeproto::Assignments wire;
+    wire.complete = complete;
+    wire.sequence = sequence;
+    wire.changes.reserve(changes.size());
     for (const auto& c : changes) {
-        if (!first) text.add(",");
-        first = false;
-        auto action = c.action == AssignmentChange::Action::add ? "add" : "remove";
-        if (c.action == AssignmentChange::Action::remove) {
-            text.add(json::serialize(json::object{{"Action", action},
-                                                  {c.is_secret ? "Secret" : "Task", json::object{{"ID", c.id}}}}));
-        } else if (c.task) {
-            text.add(json::serialize(json::object{{"Action", action}, {"Task", task_wire(*c.task)}}));
-        } else if (c.secret) {
-            text.add(fmt::format("{{\"Action\":\"add\",\"Secret\":{{\"ID\":{},\"Name\":{},\"Data\":\"",
-                                 json::serialize(json::string(c.secret->id)),
-                                 json::serialize(json::string(c.secret->name))));
-            text.add(crypto::base64_encode_secure(c.secret->data.span()));
-            text.add("\"}}");
+        nodeproto::Change w;
+        w.action = c.action == AssignmentChange::Action::add ? nodeproto::Change::Action::add
+                                                              : nodeproto::Change::Action::remove;
+        w.is_secret = c.is_secret;
+        w.id = c.id;
+        if (c.action == AssignmentChange::Action::add && c.task) {
+            w.is_secret = false;
+            w.task = task_payload(*c.task);
+        } else if (c.action == AssignmentChange::Action::add && c.secret) {
+            w.is_secret = true;
+            w.secret = nodeproto::SecretPayload{c.secret->id, c.secret->name, c.secret->data.clone()};
+        } else if (c.action == AssignmentChange::Action::add) {
+            continue;  // nothing to add
         }
+        wire.changes.push_back(std::move(w));
     }
-    text.add("]}");
-    return text.finish();
+    return nodeproto::encode(wire);
 }
 
 // ---- streams ---------------------------------------------------------------------------------

@@ -19,8 +19,10 @@
 #include "coffer/base/log.h"
 #include "coffer/crypto/random.h"
 #include "coffer/manager/manager.h"
-#include "coffer/manager/node_messages.h"
+#include "coffer/model/ids.h"
 #include "coffer/model/secret.h"
+#include "coffer/nodeproto/session.h"
+#include "coffer/nodeproto/status.h"
 #include "coffer/nodeconn/server.h"
 #include "coffer/pki/node_key.h"
 
@@ -239,7 +241,7 @@ void NodePort::Impl::ca_changed() {
         for (const auto& [id, entry] : nodes_)
             if (entry.current) links.push_back(entry.current);
     }
-    for (const auto& link : links) link->session->send(renew_request_message("CA rotation"));
+    for (const auto& link : links) link->session->send(nodeproto::encode(nodeproto::RenewRequest{"CA rotation"}));
     log::info(category, "CA changed: {} connected nodes asked to renew", links.size());
 }
 
@@ -440,7 +442,7 @@ void NodePort::Impl::message(const std::shared_ptr<Session>& s, nodeconn::Messag
 
 void NodePort::Impl::handle_status(const std::shared_ptr<Link>& link,
                                    const crypto::SecureBuffer& text) {
-    auto m = parse_status_message(text);
+    auto m = nodeproto::decode_status(text);
     if (!m) {
         log::warn(category, "node {}: {}: closing the session", link->node_id, m.error().message);
         link->session->close();
@@ -456,18 +458,19 @@ void NodePort::Impl::handle_status(const std::shared_ptr<Link>& link,
 
 void NodePort::Impl::handle_logs(const std::shared_ptr<Link>& link,
                                  const crypto::SecureBuffer& text) {
-    auto m = parse_logs_message(text);
+    auto m = nodeproto::decode_logs_reply(text);
     if (!m) {
         log::warn(category, "node {}: {}: closing the session", link->node_id, m.error().message);
         link->session->close();
         return;
     }
+    const auto& request = std::get<std::string>(m->request);  // the decoder reads strings only
     if (m->error)
         complete_logs(
-            m->request, link->node_id,
+            request, link->node_id,
             make_error(Errc::internal, fmt::format("node {}: {}", link->node_id, *m->error)));
     else
-        complete_logs(m->request, link->node_id, std::move(m->data));
+        complete_logs(request, link->node_id, std::move(m->data));
 }
 
 void NodePort::Impl::ask_renewal_if_stale(const std::shared_ptr<Link>& link) {
@@ -481,7 +484,7 @@ void NodePort::Impl::ask_renewal_if_stale(const std::shared_ptr<Link>& link) {
         reason = "CA rotation";
     else if (node && cert_role(node->spec.role) != peer.role)
         reason = "role";
-    if (reason) link->session->send(renew_request_message(reason));
+    if (reason) link->session->send(nodeproto::encode(nodeproto::RenewRequest{reason}));
 }
 
 // {"type":"renew","csr"}: a certificate for the same node and key, with the node's recorded
@@ -489,19 +492,18 @@ void NodePort::Impl::ask_renewal_if_stale(const std::shared_ptr<Link>& link) {
 void NodePort::Impl::handle_renew(const std::shared_ptr<Link>& link,
                                   const crypto::SecureBuffer& text) {
     auto& trust = manager_.trust();
-    auto csr = parse_renew_message(
-        std::string_view(reinterpret_cast<const char*>(text.data()), text.size()));
-    if (!csr) {
-        log::warn(category, "node {}: {}: closing the session", link->node_id, csr.error().message);
+    auto renew = nodeproto::decode_renew(text);
+    if (!renew) {
+        log::warn(category, "node {}: {}: closing the session", link->node_id, renew.error().message);
         link->session->close();
         return;
     }
     auto node = manager_.nodes().get(link->node_id);
     if (!node) return;  // removed meanwhile: its session is being closed
-    auto issued = trust.renew(*csr, link->session->peer(), cert_role(node->spec.role));
+    auto issued = trust.renew(renew->csr, link->session->peer(), cert_role(node->spec.role));
     if (!issued) {
         log::warn(category, "node {}: renewal refused: {}", link->node_id, issued.error().message);
-        link->session->send(error_message(issued.error().message));
+        link->session->send(nodeproto::encode(nodeproto::ErrorMessage{issued.error().message, std::nullopt}));
         return;
     }
     if (auto info = pki::read_certificate(issued->certificate_pem); info) {
@@ -515,7 +517,7 @@ void NodePort::Impl::handle_renew(const std::shared_ptr<Link>& link,
             log::warn(category, "node {}: record the new certificate's expiry: {}", link->node_id,
                       r.error().message);
     }
-    link->session->send(certificate_message(*issued));
+    link->session->send(nodeproto::encode(nodeproto::CertificateMessage{issued->certificate_pem, issued->ca_bundle_pem}));
     log::info(category, "node {} renewed its certificate", link->node_id);
     finish_rotation_if_done();
 }
@@ -576,7 +578,7 @@ void NodePort::Impl::forget(std::string_view node_id) {
 void NodePort::Impl::fetch_logs(const std::string& node_id, const std::string& task_id,
                                 std::size_t tail, std::chrono::milliseconds timeout,
                                 LogsDone done) {
-    if (!model::looks_like_id(task_id))
+    if (!model::valid_task_id(task_id))
         return done(make_error(Errc::invalid_argument, "invalid task id"));
     auto link = current(node_id);
     if (!link || link->session->closed())
@@ -593,7 +595,7 @@ void NodePort::Impl::fetch_logs(const std::string& node_id, const std::string& t
                                            std::move(done)});
     }
     logs_changed_.notify_all();
-    if (!link->session->send(logs_request_message(request, task_id, tail)))
+    if (!link->session->send(nodeproto::encode(nodeproto::LogsRequest{request, task_id, tail, std::nullopt})))
         complete_logs(
             request, node_id,
             make_error(Errc::unavailable, fmt::format("node {} is not connected", node_id)));
@@ -698,7 +700,7 @@ void NodePort::node_removed(const std::string& node_id) {
 
 void NodePort::node_role_changed(const std::string& node_id) {
     if (auto link = impl_->current(node_id);
-        link && link->session->send(renew_request_message("role")))
+        link && link->session->send(nodeproto::encode(nodeproto::RenewRequest{"role"})))
         log::info(category, "node {}: role changed, asked for a new certificate", node_id);
 }
 

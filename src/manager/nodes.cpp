@@ -4,6 +4,7 @@
 #include <cctype>
 
 #include "coffer/base/log.h"
+#include "coffer/model/ids.h"
 #include "coffer/model/json.h"
 #include "coffer/model/service_json.h"
 
@@ -125,7 +126,7 @@ void apply(Node& n, NodeRegistration&& reg) {
 }  // namespace
 
 Result<Node> NodeRegistry::register_node(NodeRegistration reg) {
-    if (!model::looks_like_id(reg.id)) return make_error(Errc::invalid_argument, "invalid node id");
+    if (!model::valid_node_id(reg.id)) return make_error(Errc::invalid_argument, "invalid node id");
     auto written = commit([&](const Map& items) -> Result<Changes> {
         auto now = model::Timestamp::now();
         auto it = items.find(reg.id);
@@ -148,7 +149,7 @@ Result<void> NodeRegistry::check_hostname(std::string_view hostname, model::Time
 }
 
 Result<Node> NodeRegistry::join(NodeRegistration reg, model::Timestamp now) {
-    if (!model::looks_like_id(reg.id)) return make_error(Errc::invalid_argument, "invalid node id");
+    if (!model::valid_node_id(reg.id)) return make_error(Errc::invalid_argument, "invalid node id");
     if (reg.description.hostname.empty())
         return make_error(Errc::invalid_argument, "a node needs a hostname");
     std::optional<Node> former;

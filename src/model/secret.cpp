@@ -43,12 +43,6 @@ Result<void> validate_labels(const Labels& labels) {
     return {};
 }
 
-bool looks_like_id(std::string_view s) noexcept {
-    return s.size() == 25 && std::all_of(s.begin(), s.end(), [](char c) {
-               return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9');
-           });
-}
-
 std::string to_lower(std::string_view s) {
     std::string out(s);
     for (auto& c : out)

@@ -19,6 +19,8 @@
 
 #include "coffer/base/log.h"
 #include "coffer/nodeconn/client.h"
+#include "coffer/nodeproto/join.h"
+#include "coffer/nodeproto/version.h"
 #include "coffer/pki/token.h"
 #include "http.h"
 #include "node_session.h"
@@ -160,29 +162,20 @@ asio::awaitable<Result<JoinResponse>> join_flow(const Endpoint& to, const pki::J
     if (!pinned_ctx) co_return std::move(pinned_ctx).error().context("pinned CA");
     auto stream = co_await open_tls(to, **pinned_ctx, limits);
     if (!stream) co_return std::move(stream).error();
-    json::object request(secure_storage());
-    request["token"] =
-        std::string_view(reinterpret_cast<const char*>(token_text.data()), token_text.size());
-    request["csr"] = csr_pem;
-    if (!hostname.empty()) request["hostname"] = hostname;
-    auto body = serialize_secure(request);
+    auto body = nodeproto::encode(nodeproto::JoinRequest{nodeproto::protocol_version, token_text.clone(),
+                                                         std::string(csr_pem), std::string(hostname)});
     auto res = co_await exchange(**stream, http::verb::post, "/join",
                                  {reinterpret_cast<const char*>(body.data()), body.size()}, limits);
     if (!res) co_return std::move(res).error();
     if (res->result() != http::status::ok) co_return failure(*res).context("join");
 
-    auto text = crypto::SecureBuffer::copy_of(body_view(*res));
-    auto doc = SecureJson::parse(text);
-    if (!doc) co_return make_error(Errc::internal, "join: the manager's answer is not JSON");
-    auto node_id = string_field(doc->value(), "node_id");
-    auto cert = string_field(doc->value(), "certificate");
-    auto ca = string_field(doc->value(), "ca_bundle");
-    if (!node_id || !cert || !ca)
-        co_return make_error(Errc::internal, "join: the manager's answer is incomplete");
+    auto answer = nodeproto::decode_join_answer(body_view(*res));
+    if (!answer) co_return make_error(Errc::internal, fmt::format("join: {}", answer.error().message));
     // The certificate must chain to the CA we pinned.
-    if (auto v = pki::verify_chain(*cert, ca_bundle); !v)
+    if (auto v = pki::verify_chain(answer->certificate, ca_bundle); !v)
         co_return std::move(v).error().context("join: issued certificate");
-    co_return JoinResponse{std::string(*node_id), std::string(*cert), std::string(*ca)};
+    co_return JoinResponse{std::move(answer->node_id), std::move(answer->certificate),
+                           std::move(answer->ca_bundle)};
 }
 
 }  // namespace
@@ -266,6 +259,9 @@ asio::awaitable<void> NodeClient::Impl::run(std::shared_ptr<ssl::context> ctx,
 
     WsStream ws(std::move(**stream));
     configure(ws, limits_);
+    ws.set_option(websocket::stream_base::decorator([](websocket::request_type& req) {
+        req.set(nodeproto::version_header, std::to_string(nodeproto::protocol_version));
+    }));
     websocket::response_type upgrade;
     if (auto [ec] = co_await ws.async_handshake(upgrade, manager_name, "/session", use_tuple); ec) {
         // A refusal (401, 403: this node was removed) is an answer, not a network failure: its

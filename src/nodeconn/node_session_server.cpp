@@ -30,6 +30,8 @@
 #include "coffer/base/log.h"
 #include "coffer/base/sync.h"
 #include "coffer/nodeconn/server.h"
+#include "coffer/nodeproto/join.h"
+#include "coffer/nodeproto/version.h"
 #include "guard.h"
 #include "http.h"
 #include "node_session.h"
@@ -265,6 +267,9 @@ asio::awaitable<void> NodeServer::Impl::serve(tcp::socket socket, Unverified unv
     Reply reply;
     if (target == "/session" && websocket::is_upgrade(req)) {
         auto id = session_peer(stream.native_handle());
+        if (id)
+            if (auto v = nodeproto::check_version_header(req[nodeproto::version_header]); !v)
+                id = std::move(v).error();
         if (id) {
             WsStream ws(std::move(stream));
             configure(ws, options_.limits);
@@ -335,35 +340,15 @@ asio::awaitable<Reply> NodeServer::Impl::join(const Request& req, std::string re
                             {"message",
                              "too many refused joins from this address; try again later"}})};
     }
-    auto text = crypto::SecureBuffer::copy_of(body_view(req));
-    auto doc = SecureJson::parse(text);
-    if (!doc) co_return refuse(make_error(Errc::invalid_argument, "join request is not JSON"));
-    auto token_text = string_field(doc->value(), "token");
-    auto csr = string_field(doc->value(), "csr");
-    if (!token_text || !csr)
-        co_return refuse(make_error(Errc::invalid_argument, "join request needs token and csr"));
-    auto token = pki::JoinToken::parse(*token_text);
+    auto body = nodeproto::decode_join_request(crypto::SecureBuffer::copy_of(body_view(req)));
+    if (!body) co_return refuse(std::move(body).error());
+    auto token = pki::JoinToken::parse(
+        std::string_view(reinterpret_cast<const char*>(body->token.data()), body->token.size()));
     if (!token) co_return refuse(token.error());
     if (!handlers_.on_join)
         co_return error_reply(make_error(Errc::unavailable, "joining is disabled"));
-
-    std::string hostname;
-    if (const auto* h = doc->value().as_object().if_contains("hostname")) {
-        auto valid = [](std::string_view n) {
-            return !n.empty() && n.size() <= 253 &&
-                   std::all_of(n.begin(), n.end(), [](char c) {
-                       return std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '-' ||
-                              c == '_';
-                   });
-        };
-        if (!h->is_string() || !valid(h->get_string()))
-            co_return refuse(make_error(
-                Errc::invalid_argument,
-                "join request: hostname must be 1-253 characters of letters, digits, '.', '-', '_'"));
-        hostname = std::string(h->get_string());
-    }
-    JoinRequest join_req{std::move(*token), std::string(*csr), std::move(remote),
-                         std::move(hostname)};
+    JoinRequest join_req{std::move(*token), std::move(body->csr), std::move(remote),
+                         std::move(body->hostname)};
     // The handler may block (it writes the store): it runs on the join pool, and this coroutine
     // resumes on its strand when it is done.
     std::optional<Result<JoinResponse>> result;
@@ -382,9 +367,7 @@ asio::awaitable<Reply> NodeServer::Impl::join(const Request& req, std::string re
     if (!*result) co_return refuse(result->error());
     const auto& r = result->value();
     co_return Reply{http::status::ok,
-                    json::serialize(json::object{{"node_id", r.node_id},
-                                                 {"certificate", r.certificate_pem},
-                                                 {"ca_bundle", r.ca_bundle_pem}})};
+                    nodeproto::encode(nodeproto::JoinAnswer{r.node_id, r.certificate_pem, r.ca_bundle_pem})};
 }
 
 NodeServer::NodeServer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}

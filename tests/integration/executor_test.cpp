@@ -25,6 +25,7 @@
 #include "coffer/crypto/random.h"
 #include "coffer/manager/dispatcher.h"
 #include "coffer/nodeconn/server.h"
+#include "coffer/nodeproto/session.h"
 #include "coffer/pki/ca.h"
 #include "coffer/pki/node_key.h"
 #include "coffer/pki/token.h"
@@ -164,9 +165,8 @@ class AgentProgram : public ::testing::Test {
     }
 
     std::string logs(std::string_view request, std::string_view task, int tail) {
-        EXPECT_TRUE(manager->send_text(
-            fmt::format(R"({{"type":"logs_request","request":"{}","task_id":"{}","tail":{}}})",
-                        request, task, tail)));
+        EXPECT_TRUE(manager->send(nodeproto::encode(nodeproto::LogsRequest{
+            std::string(request), std::string(task), static_cast<std::uint64_t>(tail), std::nullopt})));
         json::object answer;
         EXPECT_TRUE(test::wait_until(
             [&] {

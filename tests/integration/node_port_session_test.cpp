@@ -16,6 +16,7 @@
 #include "coffer/manager/node_port.h"
 #include "coffer/nodeconn/client.h"
 #include "coffer/nodeconn/server.h"
+#include "coffer/nodeproto/session.h"
 #include "coffer/pki/node_key.h"
 #include "harness.h"
 
@@ -68,6 +69,7 @@ class FakeNode {
     bool send(const std::string& text) {
         return client_->session()->send(crypto::SecureBuffer::copy_of(text));
     }
+    bool send(crypto::SecureBuffer message) { return client_->session()->send(std::move(message)); }
     bool closed() const { return client_->session()->closed(); }
     // Who served the session: the manager's certificate as the client verified it.
     const pki::NodeIdentity& manager() const { return client_->session()->peer(); }
@@ -168,11 +170,9 @@ TEST_F(NodePortSession, LogsComeBackFromTheNodeOrFailWhenItDoesNotAnswer) {
                                       if (o.at("type").as_string() != "logs_request" || !answer)
                                           return;
                                       EXPECT_EQ(o.at("tail").to_number<std::int64_t>(), 5);
-                                      s.send(crypto::SecureBuffer::copy_of(
-                                          json::serialize(json::object{{"type", "logs"},
-                                                                       {"request", o.at("request")},
-                                                                       {"task_id", o.at("task_id")},
-                                                                       {"data", "aGVsbG8K"}})));
+                                      s.send(nodeproto::encode(nodeproto::LogsReply{
+                                          std::string(o.at("request").as_string()),
+                                          std::string(o.at("task_id").as_string()), "hello\n", std::nullopt}));
                                   });
     ASSERT_TRUE(node);
     ASSERT_TRUE(test::wait_until([&] { return state() == "ready"; }));
@@ -229,8 +229,7 @@ TEST_F(NodePortSession,
     // A CSR for the node's own key: a new certificate for the same node, role and cluster.
     auto csr = pki::make_csr(credentials_.key_pem);
     ASSERT_TRUE(csr);
-    ASSERT_TRUE((*node)->send(
-        json::serialize(json::object{{"type", "renew"}, {"csr", *csr}})));
+    ASSERT_TRUE((*node)->send(nodeproto::encode(nodeproto::Renew{*csr})));
     auto c = (*node)->wait_for("certificate");
     ASSERT_TRUE(c);
     auto info = pki::read_certificate(std::string(c->at("certificate").as_string()));
@@ -270,7 +269,7 @@ TEST_F(NodePortSession, ARoleChangeAsksForANewCertificateAndRemovalCutsTheNode) 
     EXPECT_EQ(asked->at("reason").as_string(), "role");
     auto csr = pki::make_csr(credentials_.key_pem);
     ASSERT_TRUE(csr);
-    ASSERT_TRUE((*again)->send(json::serialize(json::object{{"type", "renew"}, {"csr", *csr}})));
+    ASSERT_TRUE((*again)->send(nodeproto::encode(nodeproto::Renew{*csr})));
     auto c = (*again)->wait_for("certificate");
     ASSERT_TRUE(c);
     auto info = pki::read_certificate(std::string(c->at("certificate").as_string()));

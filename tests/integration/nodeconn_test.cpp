@@ -15,6 +15,8 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/json/object.hpp>
+#include <boost/json/serialize.hpp>
+#include <boost/json/string.hpp>
 
 #include <fmt/format.h>
 
@@ -188,12 +190,14 @@ struct RawOutcome {
     unsigned status = 0;              // HTTP status of the answer, 0 when none
     bool closed_by_server = false;    // the server ended the connection
     Steady::duration closed_after{};  // since connect
+    std::string received;             // everything the server sent
 };
 
 enum class Send { nothing, garbage, upgrade_request };
 
-// Connects; optionally speaks TLS with ctx; sends `what`; reads until the server closes.
-RawOutcome raw_client(std::uint16_t port, ssl::context* ctx, Send what) {
+// Connects; optionally speaks TLS with ctx; sends `what` (with TLS, `request` instead of the
+// plain upgrade request when given); reads until the server closes.
+RawOutcome raw_client(std::uint16_t port, ssl::context* ctx, Send what, std::string request = {}) {
     asio::io_context ioc;
     RawOutcome out;
     asio::co_spawn(
@@ -220,10 +224,11 @@ RawOutcome raw_client(std::uint16_t port, ssl::context* ctx, Send what) {
                 auto [he] = co_await tls.async_handshake(ssl::stream_base::client, use_tuple);
                 out.handshake_ok = !he;
                 if (!he && what == Send::upgrade_request) {
-                    std::string req =
-                        "GET /session HTTP/1.1\r\nHost: coffer-manager\r\nUpgrade: websocket\r\n"
-                        "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-                        "Sec-WebSocket-Version: 13\r\n\r\n";
+                    std::string req = !request.empty()
+                                          ? request
+                                          : "GET /session HTTP/1.1\r\nHost: coffer-manager\r\nUpgrade: websocket\r\n"
+                                            "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                                            "Sec-WebSocket-Version: 13\r\n\r\n";
                     co_await asio::async_write(tls, asio::buffer(req), use_tuple);
                 }
                 for (;;) {
@@ -235,6 +240,7 @@ RawOutcome raw_client(std::uint16_t port, ssl::context* ctx, Send what) {
             out.closed_by_server = true;
             out.closed_after = Steady::now() - start;
             if (received.rfind("HTTP/1.1 ", 0) == 0) out.status = std::stoul(received.substr(9, 3));
+            out.received = std::move(received);
         },
         asio::detached);
     ioc.run_for(deadline);
@@ -365,6 +371,37 @@ TEST_F(NodePort, JoinRefusesAMalformedHostnameBeforeTheHandler) {
     auto key = pki::NodeKey::generate();
     EXPECT_TRUE(join(endpoint(), worker, key.csr_pem, limits_, std::string(253, 'a')));
     EXPECT_TRUE(join(endpoint(), worker, key.csr_pem, limits_, "Node-1.example_a"));
+}
+
+// A node of another protocol version is told so by name, on its join and on its session, and
+// not handed messages it would misread.
+TEST_F(NodePort, RefusesAnotherProtocolVersionByName) {
+    constexpr std::string_view why = "node protocol version 7 is not supported by this manager (supports 1)";
+    auto key = pki::NodeKey::generate();
+    auto body = fmt::format(R"({{"version":7,"token":"{}","csr":{}}})",
+                            std::string_view(reinterpret_cast<const char*>(worker_token_->text().data()),
+                                             worker_token_->text().size()),
+                            boost::json::serialize(boost::json::string(key.csr_pem)));
+    auto join_v7 = raw_client(server_->port(), tls_client(TLS1_3_VERSION).get(), Send::upgrade_request,
+                              fmt::format("POST /join HTTP/1.1\r\nHost: coffer-manager\r\n"
+                                          "Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{}",
+                                          body.size(), body));
+    EXPECT_EQ(join_v7.status, 400u);
+    EXPECT_NE(join_v7.received.find(why), std::string::npos) << join_v7.received;
+    EXPECT_EQ(joins_, 0);
+
+    auto node = joined_worker();
+    auto session_v7 = raw_client(
+        server_->port(), tls_client(TLS1_3_VERSION, &node).get(), Send::upgrade_request,
+        "GET /session HTTP/1.1\r\nHost: coffer-manager\r\nUpgrade: websocket\r\n"
+        "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+        "Sec-WebSocket-Version: 13\r\nCoffer-Node-Protocol: 7\r\n\r\n");
+    EXPECT_EQ(session_v7.status, 400u);
+    EXPECT_NE(session_v7.received.find(why), std::string::npos) << session_v7.received;
+    // The real client announces its version and is let in.
+    Observed client_seen;
+    auto client = NodeClient::connect(endpoint(), std::move(node), client_seen.handlers(), limits_);
+    ASSERT_TRUE(client) << client.error().message;
 }
 
 // The manager's server certificate is for a TLS server only: presented by a client, the

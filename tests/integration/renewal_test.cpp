@@ -15,7 +15,7 @@
 #include "coffer/agent/enrollment.h"
 #include "coffer/agent/session.h"
 #include "coffer/crypto/random.h"
-#include "coffer/manager/node_messages.h"
+#include "coffer/nodeproto/session.h"
 #include "coffer/manager/trust.h"
 #include "coffer/nodeconn/client.h"
 #include "coffer/nodeconn/server.h"
@@ -88,7 +88,7 @@ class NodePort {
             // A node that was away when the rotation started renews as soon as it is back.
             if (trust_->rotation_in_progress() &&
                 s->peer().issuer_public_key != trust_->tls_info().cert_issuer_public_key)
-                s->send(manager::renew_request_message("CA rotation"));
+                s->send(nodeproto::encode(nodeproto::RenewRequest{"CA rotation"}));
             std::lock_guard l(m_);
             sessions_[s->peer().node_id] = s;
             peers_.push_back(s->peer());
@@ -106,13 +106,13 @@ class NodePort {
     }
 
     void renew(const std::shared_ptr<Session>& s, const std::string& text) {
-        auto csr = manager::parse_renew_message(text);
+        auto renew = nodeproto::decode_renew(crypto::SecureBuffer::copy_of(text));
         pki::Role role;
         {
             std::lock_guard l(m_);
             role = roles_[s->peer().node_id];
         }
-        auto issued = csr ? trust_->renew(*csr, s->peer(), role) : Result<manager::IssuedCertificate>(csr.error());
+        auto issued = renew ? trust_->renew(renew->csr, s->peer(), role) : Result<manager::IssuedCertificate>(renew.error());
         {
             std::lock_guard l(m_);
             if (refuse_next_ && issued) {
@@ -122,10 +122,10 @@ class NodePort {
             }
         }
         if (!issued) {
-            s->send(manager::error_message(issued.error().message));
+            s->send(nodeproto::encode(nodeproto::ErrorMessage{issued.error().message, std::nullopt}));
             return;
         }
-        s->send(manager::certificate_message(*issued));
+        s->send(nodeproto::encode(nodeproto::CertificateMessage{issued->certificate_pem, issued->ca_bundle_pem}));
         {
             std::lock_guard l(m_);
             ++renewed_;
@@ -150,11 +150,11 @@ class NodePort {
     void ask_everyone(std::string_view reason) {
         std::lock_guard l(m_);
         for (auto& [id, s] : sessions_)
-            if (!s->closed()) s->send(manager::renew_request_message(reason));
+            if (!s->closed()) s->send(nodeproto::encode(nodeproto::RenewRequest{std::string(reason)}));
     }
     void ask(const std::string& node_id, std::string_view reason) {
         std::lock_guard l(m_);
-        sessions_.at(node_id)->send(manager::renew_request_message(reason));
+        sessions_.at(node_id)->send(nodeproto::encode(nodeproto::RenewRequest{std::string(reason)}));
     }
 
     void send_to(const std::string& node_id, crypto::SecureBuffer msg) {
@@ -320,7 +320,7 @@ TEST_F(Renewal, AForeignCertificateIsRefusedAndARefusedRenewIsRetried) {
     // Pushed unasked: a valid certificate of this cluster, but for another node and key.
     auto other = pki::NodeKey::generate();
     auto foreign = port_->trust().issue(other.csr_pem, "someoneelse", pki::Role::worker).value();
-    port_->send_to(id.node.node_id, manager::certificate_message({foreign, port_->trust().ca_bundle()}));
+    port_->send_to(id.node.node_id, nodeproto::encode(nodeproto::CertificateMessage{foreign, port_->trust().ca_bundle()}));
     // The manager refuses the first renew; the loop asks again after renew_retry.
     port_->refuse_next();
     port_->ask(id.node.node_id, "test");

@@ -12,12 +12,13 @@
 #include "coffer/crypto/secure_buffer.h"
 #include "coffer/manager/committer.h"
 #include "coffer/manager/dispatcher.h"
-#include "coffer/manager/node_messages.h"
 #include "coffer/manager/nodes.h"
 #include "coffer/manager/orchestrator.h"
 #include "coffer/manager/secrets.h"
 #include "coffer/manager/services.h"
 #include "coffer/model/service_json.h"
+#include "coffer/nodeproto/session.h"
+#include "coffer/nodeproto/status.h"
 #include "coffer/store/store.h"
 #include "unlock_limiter.h"
 
@@ -715,7 +716,7 @@ crypto::SecureBuffer msg(std::string_view text) { return crypto::SecureBuffer::c
 
 TEST(NodeMessages, StatusReportsParseWithTheirContainer) {
     auto id = crypto::random_id();
-    auto m = parse_status_message(msg(fmt::format(
+    auto m = nodeproto::decode_status(msg(fmt::format(
         R"({{"type":"status","complete":true,"future":1,"statuses":[)"
         R"({{"task_id":"{0}","state":"running","message":"started","container_id":"c-1","pid":42}},)"
         R"({{"task_id":"{0}","state":"failed","err":"exit 3","exit_code":3}},)"
@@ -739,7 +740,7 @@ TEST(NodeMessages, StatusRefusesUnknownStatesWrongTypesAndOversizeFields) {
     auto id = crypto::random_id();
     auto refused = [&](std::string_view status) {
         auto text = fmt::format(R"({{"type":"status","statuses":[{}]}})", fmt::format(fmt::runtime(status), id));
-        return !parse_status_message(msg(text)).ok();
+        return !nodeproto::decode_status(msg(text)).ok();
     };
     EXPECT_FALSE(refused(R"({{"task_id":"{}","state":"complete"}})"));  // control
     EXPECT_TRUE(refused(R"({{"task_id":"{}","state":"exploded"}})"));
@@ -754,11 +755,11 @@ TEST(NodeMessages, StatusRefusesUnknownStatesWrongTypesAndOversizeFields) {
     EXPECT_TRUE(refused(R"({{"task_id":"{}","state":"running","container_id":"a b"}})"));
     EXPECT_TRUE(refused(R"("{}")"));
     EXPECT_TRUE(refused(fmt::format(R"({{{{"task_id":"{{}}","state":"running","err":"{}"}}}})",
-                                    std::string(max_status_text + 1, 'x'))));
-    EXPECT_FALSE(parse_status_message(msg(R"({"type":"status","complete":"yes","statuses":[]})")).ok());
-    EXPECT_FALSE(parse_status_message(msg(R"({"type":"status"})")).ok());
-    EXPECT_FALSE(parse_status_message(msg(R"({"type":"logs","statuses":[]})")).ok());
-    EXPECT_FALSE(parse_status_message(msg(R"({"type":"status","statuses":[)")).ok());
+                                    std::string(nodeproto::max_status_text + 1, 'x'))));
+    EXPECT_FALSE(nodeproto::decode_status(msg(R"({"type":"status","complete":"yes","statuses":[]})")).ok());
+    EXPECT_FALSE(nodeproto::decode_status(msg(R"({"type":"status"})")).ok());
+    EXPECT_FALSE(nodeproto::decode_status(msg(R"({"type":"logs","statuses":[]})")).ok());
+    EXPECT_FALSE(nodeproto::decode_status(msg(R"({"type":"status","statuses":[)")).ok());
 }
 
 // A node's message with a key twice could mean one thing to the node and another to the
@@ -766,14 +767,14 @@ TEST(NodeMessages, StatusRefusesUnknownStatesWrongTypesAndOversizeFields) {
 TEST(NodeMessages, AKeyTwiceIsRefused) {
     auto id = crypto::random_id();
     auto ok = fmt::format(R"({{"type":"status","statuses":[{{"task_id":"{}","state":"running"}}]}})", id);
-    ASSERT_TRUE(parse_status_message(msg(ok)).ok());
+    ASSERT_TRUE(nodeproto::decode_status(msg(ok)).ok());
     for (auto text : {
              fmt::format(R"({{"type":"status","statuses":[{{"task_id":"{0}","state":"running","state":"complete"}}]}})", id),
              fmt::format(R"({{"type":"status","statuses":[{{"task_id":"{0}","task_id":"{1}","state":"running"}}]}})", id,
                          crypto::random_id()),
              fmt::format(R"({{"type":"status","statuses":[],"statuses":[{{"task_id":"{}","state":"running"}}]}})", id),
          }) {
-        auto parsed = parse_status_message(msg(text));
+        auto parsed = nodeproto::decode_status(msg(text));
         ASSERT_FALSE(parsed.ok()) << text;
         EXPECT_NE(parsed.error().message.find("appears twice in an object"), std::string::npos)
             << parsed.error().message;
@@ -782,31 +783,31 @@ TEST(NodeMessages, AKeyTwiceIsRefused) {
 
 TEST(NodeMessages, LogsAnswersCarryBase64DataOrAnError) {
     auto id = crypto::random_id();
-    auto ok = parse_logs_message(
+    auto ok = nodeproto::decode_logs_reply(
         msg(fmt::format(R"({{"type":"logs","request":"r1","task_id":"{}","data":"aGVsbG8K"}})", id)));
     ASSERT_TRUE(ok) << ok.error().message;
-    EXPECT_EQ(ok->request, "r1");
+    EXPECT_EQ(std::get<std::string>(ok->request), "r1");
     EXPECT_EQ(ok->data, "hello\n");
     EXPECT_FALSE(ok->error);
-    auto err = parse_logs_message(msg(R"({"type":"logs","request":"r2","error":"no such task"})"));
+    auto err = nodeproto::decode_logs_reply(msg(R"({"type":"logs","request":"r2","error":"no such task"})"));
     ASSERT_TRUE(err);
     EXPECT_EQ(err->error.value_or(""), "no such task");
-    EXPECT_FALSE(parse_logs_message(msg(R"({"type":"logs","request":"r3","data":"***"})")).ok());
-    EXPECT_FALSE(parse_logs_message(msg(R"({"type":"logs","data":"aGk="})")).ok());
-    EXPECT_FALSE(parse_logs_message(msg(R"({"type":"logs","request":"r4"})")).ok());
+    EXPECT_FALSE(nodeproto::decode_logs_reply(msg(R"({"type":"logs","request":"r3","data":"***"})")).ok());
+    EXPECT_FALSE(nodeproto::decode_logs_reply(msg(R"({"type":"logs","data":"aGk="})")).ok());
+    EXPECT_FALSE(nodeproto::decode_logs_reply(msg(R"({"type":"logs","request":"r4"})")).ok());
 }
 
 TEST(NodeMessages, ManagerMessagesHaveTheirType) {
     auto text = [](const crypto::SecureBuffer& b) {
         return json::parse(std::string_view(reinterpret_cast<const char*>(b.data()), b.size())).as_object();
     };
-    auto logs = text(logs_request_message("r1", "t1", 20));
+    auto logs = text(nodeproto::encode(nodeproto::LogsRequest{"r1", "t1", 20, std::nullopt}));
     EXPECT_EQ(logs.at("type").as_string(), "logs_request");
     EXPECT_EQ(logs.at("request").as_string(), "r1");
     EXPECT_EQ(logs.at("task_id").as_string(), "t1");
     EXPECT_EQ(logs.at("tail").to_number<std::int64_t>(), 20);
-    EXPECT_EQ(text(renew_request_message("role")).at("reason").as_string(), "role");
-    auto e = text(error_message("certificate renewal is not available"));
+    EXPECT_EQ(text(nodeproto::encode(nodeproto::RenewRequest{"role"})).at("reason").as_string(), "role");
+    auto e = text(nodeproto::encode(nodeproto::ErrorMessage{"certificate renewal is not available", std::nullopt}));
     EXPECT_EQ(e.at("type").as_string(), "error");
     EXPECT_FALSE(e.contains("request"));
 }

@@ -5,7 +5,9 @@
 #include <set>
 
 #include "coffer/model/duration.h"
+#include "coffer/crypto/random.h"
 #include "coffer/model/filters.h"
+#include "coffer/model/ids.h"
 #include "coffer/model/json.h"
 #include "coffer/model/secure_json.h"
 #include "coffer/model/secret.h"
@@ -313,4 +315,32 @@ TEST(ServiceSpec, DurationsAsGoWritesThem) {
     EXPECT_FALSE(coffer::model::parse_go_duration("-1s"));
     EXPECT_EQ(coffer::model::format_go_duration(10'000'000'000), "10s");
     EXPECT_EQ(coffer::model::format_go_duration(90'000'000'000), "1m30s");
+}
+
+// One rule per kind of id; every id the manager generates passes each of them.
+TEST(Ids, EveryGeneratedIdPassesEveryKind) {
+    for (int i = 0; i < 100; ++i) {
+        auto id = crypto::random_id();
+        EXPECT_TRUE(valid_generated_id(id)) << id;
+        EXPECT_TRUE(valid_node_id(id)) << id;
+        EXPECT_TRUE(valid_service_id(id)) << id;
+        EXPECT_TRUE(valid_task_id(id)) << id;
+        EXPECT_TRUE(valid_secret_id(id)) << id;
+    }
+}
+
+TEST(Ids, EachKindKeepsItsRule) {
+    for (auto bad : {"", "abcdefghijklmnopqrstuvwx", "abcdefghijklmnopqrstuvwxyz", "Abcdefghijklmnopqrstuvwxy",
+                     "abcdefghijklmnopqrstuvwx-"})
+        EXPECT_FALSE(valid_node_id(bad)) << bad;
+    EXPECT_TRUE(valid_task_id("t1"));
+    EXPECT_TRUE(valid_task_id("web-1.2_x"));
+    EXPECT_TRUE(valid_task_id(std::string(64, 'a')));
+    for (auto bad : {"", "-a", ".a", "A", "a/b", "..", "a b", "a\n"}) EXPECT_FALSE(valid_task_id(bad)) << bad;
+    EXPECT_FALSE(valid_task_id(std::string(65, 'a')));
+    EXPECT_TRUE(valid_secret_id("s1"));
+    EXPECT_TRUE(valid_secret_id("Secret-1.x_Y"));
+    EXPECT_TRUE(valid_secret_id(std::string(128, 'S')));
+    for (auto bad : {"", "a/b", "a b", "../x/y", "a\n", "caf\xc3\xa9"}) EXPECT_FALSE(valid_secret_id(bad)) << bad;
+    EXPECT_FALSE(valid_secret_id(std::string(129, 'a')));
 }

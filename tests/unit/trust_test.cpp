@@ -7,8 +7,8 @@
 #include <filesystem>
 
 #include "coffer/crypto/random.h"
-#include "coffer/manager/node_messages.h"
 #include "coffer/manager/trust.h"
+#include "coffer/nodeproto/session.h"
 #include "coffer/pki/node_key.h"
 #include "coffer/store/store.h"
 
@@ -145,16 +145,17 @@ TEST_F(Trust, RenewalRefusesABadCsrAndAnUnverifiedPeer) {
 }
 
 TEST_F(Trust, CertificateMessagesHaveTheSessionShape) {
-    auto msg = json::parse(str(certificate_message({"CERT", "BUNDLE"}))).as_object();
+    auto msg = json::parse(str(nodeproto::encode(nodeproto::CertificateMessage{"CERT", "BUNDLE"}))).as_object();
     EXPECT_EQ(msg.at("type").as_string(), "certificate");
     EXPECT_EQ(msg.at("certificate").as_string(), "CERT");
     EXPECT_EQ(msg.at("ca_bundle").as_string(), "BUNDLE");
-    EXPECT_EQ(json::parse(str(renew_request_message("CA rotation"))).at("type").as_string(), "renew_request");
-    EXPECT_EQ(json::parse(str(error_message("no"))).at("message").as_string(), "no");
-    EXPECT_EQ(parse_renew_message(R"({"type":"renew","csr":"PEM"})").value(), "PEM");
-    EXPECT_FALSE(parse_renew_message(R"({"type":"renew"})").ok());
-    EXPECT_FALSE(parse_renew_message(R"({"type":"renew","csr":7})").ok());
-    EXPECT_FALSE(parse_renew_message("[").ok());
+    EXPECT_EQ(json::parse(str(nodeproto::encode(nodeproto::RenewRequest{"CA rotation"}))).at("type").as_string(), "renew_request");
+    EXPECT_EQ(json::parse(str(nodeproto::encode(nodeproto::ErrorMessage{"no", std::nullopt}))).at("message").as_string(), "no");
+    auto renew = [](std::string_view text) { return nodeproto::decode_renew(crypto::SecureBuffer::copy_of(text)); };
+    EXPECT_EQ(renew(R"({"type":"renew","csr":"PEM"})").value().csr, "PEM");
+    EXPECT_FALSE(renew(R"({"type":"renew"})").ok());
+    EXPECT_FALSE(renew(R"({"type":"renew","csr":7})").ok());
+    EXPECT_FALSE(renew("[").ok());
 }
 
 TEST_F(Trust, RotationTrustsBothRootsAndNewCertificatesVerifyUnderEither) {

@@ -1,6 +1,7 @@
-// The manager's "assignments" message as the agent reads it (the wire form is documented at
-// manager::AssignmentMessage::to_json): what to run, with which secrets. Secret bytes are decoded
-// from the message's secure-memory text straight into SecureBuffers.
+// The manager's "assignments" message in the agent's terms: what to run, with which secrets. The
+// message is read by the node protocol's decoder (nodeproto::decode_assignments, where the wire
+// form is documented); secret bytes go from the message's secure-memory text straight into
+// SecureBuffers and are moved, never copied, into these.
 #pragma once
 
 #include <chrono>
@@ -52,8 +53,5 @@ struct Assignments {
 // invalid_argument when the message itself is unreadable (not JSON, wrong type, no Changes
 // array); a bad change is returned marked invalid and the others are kept.
 Result<Assignments> parse_assignments(const crypto::SecureBuffer& text);
-
-// Secret ids from the manager: [A-Za-z0-9_.-]{1,128}.
-bool valid_object_id(std::string_view id) noexcept;
 
 }  // namespace coffer::agent

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "coffer/crypto/secure_buffer.h"
+#include "coffer/model/ids.h"
 
 namespace coffer::agent {
 
@@ -29,7 +30,7 @@ struct Limits {
 };
 
 struct TaskSpec {
-    std::string id;     // [a-z0-9][a-z0-9_.-]{0,63}
+    std::string id;     // model::valid_task_id
     std::string image;  // name[:tag] in the local image store, or a manifest digest sha256:...
     std::vector<std::string> args;  // empty: the image's entrypoint and cmd
     std::vector<std::string> env;   // KEY=VALUE, after the image's
@@ -44,8 +45,8 @@ struct TaskSpec {
     std::vector<SecretRef> secrets;
 };
 
-// The rule for TaskSpec::id: [a-z0-9][a-z0-9_.-]{0,63} (it names directories and cgroups).
-bool valid_task_id(std::string_view id) noexcept;
+// The rule for TaskSpec::id (it names directories and cgroups): model's task id.
+using model::valid_task_id;
 
 // Secret bytes by secret id, in secure memory.
 using SecretBytes = std::map<std::string, crypto::SecureBuffer, std::less<>>;

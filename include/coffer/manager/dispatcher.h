@@ -22,6 +22,7 @@
 #include "coffer/crypto/secure_buffer.h"
 #include "coffer/manager/nodes.h"
 #include "coffer/manager/services.h"
+#include "coffer/nodeproto/status.h"
 
 namespace coffer::manager {
 
@@ -45,25 +46,13 @@ struct AssignmentMessage {
     std::uint64_t sequence = 0;  // 1, 2, ... per stream
     std::vector<AssignmentChange> changes;
 
-    // The wire form, in secure memory (it carries secret bytes, base64):
-    // {"type":"assignments","Type":"complete"|"incremental","Sequence":N,"Changes":[
-    //   {"Action":"add","Secret":{"ID","Name","Data"}},
-    //   {"Action":"add","Task":{"ID","ServiceID","Slot","Image","Args","Env","User","Dir","Hostname",
-    //     "ReadOnly","Limits":{"MemoryBytes","NanoCPUs","Pids"},"CapAdd","CapDrop","StopGracePeriod",
-    //     "Secrets":[{"SecretID","Name","Target","UID","GID","Mode"}]}},
-    //   {"Action":"remove","Task":{"ID"}}, {"Action":"remove","Secret":{"ID"}}]}
-    // Args = ContainerSpec.Command followed by ContainerSpec.Args (the agent's TaskSpec::args).
+    // The wire form (nodeproto::Assignments, see coffer/nodeproto/assignments.h), in secure
+    // memory. A task's Args are its ContainerSpec.Command followed by ContainerSpec.Args.
     crypto::SecureBuffer to_json() const;
 };
 
-// A node's task status report (the agent's TaskStatus in the manager's terms).
-struct StatusReport {
-    std::string task_id;
-    model::TaskState state = model::TaskState::new_;
-    std::string message;
-    std::string err;  // never secret bytes
-    std::optional<model::ContainerStatus> container;
-};
+// A node's task status report, as the node protocol carries it.
+using StatusReport = nodeproto::TaskReport;
 
 class Dispatcher;
 

@@ -39,9 +39,6 @@ Result<void> validate_secret_size(std::size_t size);
 // Label keys must be non-empty; keys and values at most 4 KiB each, no NUL bytes.
 Result<void> validate_labels(const Labels& labels);
 
-// A 25-character lower-case alphanumeric ID.
-bool looks_like_id(std::string_view s) noexcept;
-
 std::string to_lower(std::string_view s);
 
 }  // namespace coffer::model

@@ -1,0 +1,93 @@
+// manager -> node "assignments": what the node runs and the secrets its tasks mount. Secret bytes
+// stay in secure memory through encode (base64 into the message's secure text) and decode
+// (base64 from the message's secure parse tree straight into a SecureBuffer).
+//
+// {"type":"assignments","Type":"complete"|"incremental","Sequence":N,"Changes":[
+//   {"Action":"add","Secret":{"ID","Name","Data"}},
+//   {"Action":"add","Task":{"ID","ServiceID","Slot","Image","Args","Env","User","Dir","Hostname",
+//     "ReadOnly","Limits":{"MemoryBytes","NanoCPUs","Pids"},"CapAdd","CapDrop","StopGracePeriod",
+//     "Secrets":[{"SecretID","Name","Target","UID","GID","Mode"}]}},
+//   {"Action":"remove","Task":{"ID"}}, {"Action":"remove","Secret":{"ID"}}]}
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "coffer/base/error.h"
+#include "coffer/crypto/secure_buffer.h"
+
+namespace coffer::nodeproto {
+
+inline constexpr std::int64_t default_stop_grace_ns = 10'000'000'000;
+
+// A secret a task gets as a file.
+struct SecretFile {
+    std::string secret_id;
+    std::string name;    // the secret's name
+    std::string target;  // empty: the name, under /run/secrets
+    std::string uid;     // decimal, as in Docker's API ("" is 0); integers are accepted on decode
+    std::string gid;
+    std::uint32_t mode = 0444;
+    bool operator==(const SecretFile&) const = default;
+};
+
+struct TaskLimits {
+    std::int64_t memory_bytes = 0;
+    std::int64_t nano_cpus = 0;
+    std::int64_t pids = 0;
+    bool operator==(const TaskLimits&) const = default;
+};
+
+struct TaskPayload {
+    std::string id;
+    std::string service_id;
+    std::uint64_t slot = 0;
+    std::string image;
+    std::vector<std::string> args;  // the container's command followed by its args
+    std::vector<std::string> env;
+    std::string user;
+    std::string dir;
+    std::string hostname;
+    bool read_only = false;
+    TaskLimits limits;
+    std::vector<std::string> cap_add;
+    std::vector<std::string> cap_drop;
+    std::int64_t stop_grace_ns = default_stop_grace_ns;  // at most a day
+    std::vector<SecretFile> secrets;
+    bool operator==(const TaskPayload&) const = default;
+};
+
+struct SecretPayload {
+    std::string id;
+    std::string name;
+    crypto::SecureBuffer data;
+};
+
+struct Change {
+    enum class Action { add, remove };
+    Action action = Action::add;
+    bool is_secret = false;
+    std::string id;  // the task's or the secret's id; valid for its kind when set
+    // For an add, the one that matches is_secret.
+    std::optional<TaskPayload> task;
+    std::optional<SecretPayload> secret;
+    // Decode only: set when the change could not be read, with why (never secret bytes). id is
+    // set too when the change named a valid id, so a bad task add can be rejected, not lost.
+    std::optional<std::string> invalid;
+};
+
+struct Assignments {
+    bool complete = false;       // the node's full set: it drops anything else
+    std::uint64_t sequence = 0;  // 1, 2, ... per session
+    std::vector<Change> changes;
+};
+
+// In secure memory.
+crypto::SecureBuffer encode(const Assignments& m);
+// invalid_argument when the message itself is unreadable (not JSON, no valid Type, Sequence or
+// Changes); a bad change is returned marked invalid and the others are kept.
+Result<Assignments> decode_assignments(const crypto::SecureBuffer& text);
+
+}  // namespace coffer::nodeproto

@@ -1,0 +1,43 @@
+// node -> manager "status": the node's task states.
+// {"type":"status","complete":bool,"statuses":[{"task_id","state","message","err",
+//  "container_id","pid","exit_code"}]}
+// States are the ones a node reports (preparing, starting, running, complete, failed, shutdown,
+// rejected).
+#pragma once
+
+#include <cstddef>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "coffer/base/error.h"
+#include "coffer/crypto/secure_buffer.h"
+#include "coffer/model/service.h"
+
+namespace coffer::nodeproto {
+
+inline constexpr std::size_t max_status_reports = 10'000;  // per message
+inline constexpr std::size_t max_status_text = 4096;       // message, err
+
+struct TaskReport {
+    std::string task_id;
+    model::TaskState state = model::TaskState::new_;
+    std::string message;
+    std::string err;  // never secret bytes
+    // Encoded only when set (container_id, pid, exit_code); decoded when any of them is present.
+    std::optional<model::ContainerStatus> container;
+};
+
+struct StatusMessage {
+    // Every task the node has: its first report on a session.
+    bool complete = false;
+    std::vector<TaskReport> statuses;
+};
+
+crypto::SecureBuffer encode(const StatusMessage& m);
+// invalid_argument "malformed message: ..." with what is wrong, never quoting field values. A
+// state the node may not report, an invalid task id, a field of the wrong type or too long: the
+// whole message is refused.
+Result<StatusMessage> decode_status(const crypto::SecureBuffer& text);
+
+}  // namespace coffer::nodeproto

@@ -1,0 +1,285 @@
+#include "coffer/nodeproto/assignments.h"
+
+#include <algorithm>
+#include <limits>
+
+#include "coffer/crypto/encoding.h"
+#include "coffer/model/ids.h"
+#include "coffer/model/json.h"
+#include "wire.h"
+
+namespace coffer::nodeproto {
+
+namespace json = boost::json;
+
+namespace {
+
+// ---- encode ----------------------------------------------------------------------------------
+
+json::array strings(const std::vector<std::string>& v) { return json::array(v.begin(), v.end()); }
+
+json::object task_wire(const TaskPayload& t) {
+    json::array secrets;
+    for (const auto& f : t.secrets)
+        secrets.push_back(json::object{{"SecretID", f.secret_id},
+                                       {"Name", f.name},
+                                       {"Target", f.target},
+                                       {"UID", f.uid},
+                                       {"GID", f.gid},
+                                       {"Mode", f.mode}});
+    return json::object{{"ID", t.id},
+                        {"ServiceID", t.service_id},
+                        {"Slot", t.slot},
+                        {"Image", t.image},
+                        {"Args", strings(t.args)},
+                        {"Env", strings(t.env)},
+                        {"User", t.user},
+                        {"Dir", t.dir},
+                        {"Hostname", t.hostname},
+                        {"ReadOnly", t.read_only},
+                        {"Limits", json::object{{"MemoryBytes", t.limits.memory_bytes},
+                                                {"NanoCPUs", t.limits.nano_cpus},
+                                                {"Pids", t.limits.pids}}},
+                        {"CapAdd", strings(t.cap_add)},
+                        {"CapDrop", strings(t.cap_drop)},
+                        {"StopGracePeriod", t.stop_grace_ns},
+                        {"Secrets", std::move(secrets)}};
+}
+
+// ---- decode ----------------------------------------------------------------------------------
+
+// Bounds on what one task may carry; the session's message limit bounds the rest.
+constexpr std::size_t max_strings = 4096;
+constexpr std::size_t max_string_chars = 64 * 1024;
+constexpr std::size_t max_secret_refs = 256;
+constexpr std::size_t max_name_chars = 256;
+constexpr std::int64_t day_ns = 86'400LL * 1'000'000'000LL;
+
+// Reading one change: a failure is a reason, thrown and caught per change.
+struct Bad {
+    std::string why;
+};
+
+[[noreturn]] void bad(std::string why) { throw Bad{std::move(why)}; }
+
+const json::object& object_of(const json::value& v, std::string_view what) {
+    if (!v.is_object()) bad(fmt::format("{}: expected an object", what));
+    return v.get_object();
+}
+
+// A string field; missing or null is empty.
+std::string text_at(const json::object& o, std::string_view key, std::size_t max = max_string_chars) {
+    const auto* v = o.if_contains(key);
+    if (v == nullptr || v->is_null()) return {};
+    if (!v->is_string()) bad(fmt::format("{}: expected a string", key));
+    const auto& s = v->get_string();
+    if (s.size() > max) bad(fmt::format("{}: longer than {} characters", key, max));
+    if (s.find('\0') != json::string::npos) bad(fmt::format("{}: contains a NUL character", key));
+    return std::string(s);
+}
+
+// A name that may reach a log line: no control characters.
+std::string name_at(const json::object& o, std::string_view key) {
+    auto s = text_at(o, key, max_name_chars);
+    if (std::any_of(s.begin(), s.end(), [](char c) { return static_cast<unsigned char>(c) < 0x20 || c == 0x7f; }))
+        bad(fmt::format("{}: contains a control character", key));
+    return s;
+}
+
+// A string array; missing or null (Go's nil slice) is empty.
+std::vector<std::string> texts_at(const json::object& o, std::string_view key) {
+    const auto* v = o.if_contains(key);
+    if (v == nullptr || v->is_null()) return {};
+    if (!v->is_array()) bad(fmt::format("{}: expected an array of strings", key));
+    const auto& a = v->get_array();
+    if (a.size() > max_strings) bad(fmt::format("{}: more than {} entries", key, max_strings));
+    std::vector<std::string> out;
+    out.reserve(a.size());
+    for (const auto& e : a) {
+        if (!e.is_string()) bad(fmt::format("{}: expected an array of strings", key));
+        const auto& s = e.get_string();
+        if (s.size() > max_string_chars || s.find('\0') != json::string::npos)
+            bad(fmt::format("{}: an entry is too long or contains NUL", key));
+        out.emplace_back(s);
+    }
+    return out;
+}
+
+std::int64_t int_at(const json::object& o, std::string_view key, std::int64_t fallback, std::int64_t min,
+                    std::int64_t max) {
+    auto n = model::integer_field(o, key, min, max);
+    if (!n) bad(n.error().message);
+    return n->value_or(fallback);
+}
+
+// UID and GID are strings in Docker's API ("1000"); integers are accepted too and read as their
+// decimal text.
+std::string id_number_at(const json::object& o, std::string_view key) {
+    const auto* v = o.if_contains(key);
+    if (v == nullptr || v->is_null()) return {};
+    if (v->is_string()) {
+        const auto& s = v->get_string();
+        if (s.empty()) return {};
+        if (s.size() > 10 || !std::all_of(s.begin(), s.end(), [](char c) { return c >= '0' && c <= '9'; }))
+            bad(fmt::format("{}: expected a number", key));
+        if (std::stoull(std::string(s)) > std::numeric_limits<std::uint32_t>::max())
+            bad(fmt::format("{}: out of range", key));
+        return std::string(s);
+    }
+    return std::to_string(int_at(o, key, 0, 0, std::numeric_limits<std::uint32_t>::max()));
+}
+
+bool bool_at(const json::object& o, std::string_view key) {
+    const auto* v = o.if_contains(key);
+    if (v == nullptr || v->is_null()) return false;
+    if (!v->is_bool()) bad(fmt::format("{}: expected a boolean", key));
+    return v->get_bool();
+}
+
+SecretFile secret_file(const json::value& v) {
+    const auto& o = object_of(v, "Secrets");
+    SecretFile f;
+    f.secret_id = text_at(o, "SecretID", max_name_chars);
+    if (!model::valid_secret_id(f.secret_id)) bad("Secrets: invalid SecretID");
+    f.name = name_at(o, "Name");
+    if (f.name.empty()) bad(fmt::format("Secrets: secret {} has no Name", f.secret_id));
+    f.target = text_at(o, "Target", 4096);
+    f.uid = id_number_at(o, "UID");
+    f.gid = id_number_at(o, "GID");
+    f.mode = static_cast<std::uint32_t>(int_at(o, "Mode", 0444, 0, 0777));
+    return f;
+}
+
+TaskPayload task_add(const json::object& t) {
+    TaskPayload p;
+    p.id = text_at(t, "ID", 64);
+    p.service_id = text_at(t, "ServiceID", max_name_chars);
+    p.slot = static_cast<std::uint64_t>(int_at(t, "Slot", 0, 0, std::numeric_limits<std::int64_t>::max()));
+    p.image = text_at(t, "Image", 1024);
+    if (p.image.empty()) bad("Image: missing");
+    p.args = texts_at(t, "Args");
+    p.env = texts_at(t, "Env");
+    p.user = text_at(t, "User", max_name_chars);
+    p.dir = text_at(t, "Dir", 4096);
+    p.hostname = text_at(t, "Hostname", max_name_chars);
+    p.read_only = bool_at(t, "ReadOnly");
+    if (const auto* l = t.if_contains("Limits"); l != nullptr && !l->is_null()) {
+        const auto& lo = object_of(*l, "Limits");
+        constexpr auto max = std::numeric_limits<std::int64_t>::max();
+        p.limits.memory_bytes = int_at(lo, "MemoryBytes", 0, 0, max);
+        p.limits.nano_cpus = int_at(lo, "NanoCPUs", 0, 0, max);
+        p.limits.pids = int_at(lo, "Pids", 0, 0, max);
+    }
+    p.cap_add = texts_at(t, "CapAdd");
+    p.cap_drop = texts_at(t, "CapDrop");
+    // Nanoseconds, as in Docker; capped at a day so conversions cannot overflow.
+    p.stop_grace_ns = int_at(t, "StopGracePeriod", default_stop_grace_ns, 0, day_ns);
+    if (const auto* refs = t.if_contains("Secrets"); refs != nullptr && !refs->is_null()) {
+        if (!refs->is_array()) bad("Secrets: expected an array");
+        if (refs->get_array().size() > max_secret_refs) bad("Secrets: too many");
+        for (const auto& r : refs->get_array()) p.secrets.push_back(secret_file(r));
+    }
+    return p;
+}
+
+SecretPayload secret_add(const json::object& o) {
+    SecretPayload s;
+    s.id = text_at(o, "ID", max_name_chars);
+    s.name = name_at(o, "Name");
+    if (s.name.empty()) bad("Name: missing");
+    const auto* data = o.if_contains("Data");
+    if (data == nullptr || !data->is_string()) bad("Data: expected base64");
+    // The base64 text sits in the message's secure storage; the bytes go to secure memory.
+    const auto& text = data->get_string();
+    auto bytes = crypto::base64_decode_secure(std::string_view(text.data(), text.size()));
+    if (!bytes) bad("Data: not valid base64");
+    s.data = std::move(*bytes);
+    return s;
+}
+
+Change change(const json::value& v) {
+    Change c;
+    try {
+        const auto& o = object_of(v, "change");
+        auto action = text_at(o, "Action", 16);
+        if (action == "add")
+            c.action = Change::Action::add;
+        else if (action == "remove")
+            c.action = Change::Action::remove;
+        else
+            bad("Action: expected add or remove");
+        const auto* task = o.if_contains("Task");
+        const auto* secret = o.if_contains("Secret");
+        if ((task == nullptr) == (secret == nullptr)) bad("expected exactly one of Task and Secret");
+        c.is_secret = secret != nullptr;
+        const auto& body = object_of(c.is_secret ? *secret : *task, c.is_secret ? "Secret" : "Task");
+        auto id = text_at(body, "ID", max_name_chars);
+        if (c.is_secret ? !model::valid_secret_id(id) : !model::valid_task_id(id)) bad("ID: missing or invalid");
+        c.id = std::move(id);
+        if (c.action == Change::Action::add) {
+            if (c.is_secret)
+                c.secret = secret_add(body);
+            else
+                c.task = task_add(body);
+        }
+    } catch (const Bad& b) {
+        c.invalid = b.why;
+        c.task.reset();
+        c.secret.reset();
+    }
+    return c;
+}
+
+}  // namespace
+
+crypto::SecureBuffer encode(const Assignments& m) {
+    wire::SecureText text;
+    text.add(fmt::format(R"({{"type":"assignments","Type":"{}","Sequence":{},"Changes":[)",
+                         m.complete ? "complete" : "incremental", m.sequence));
+    bool first = true;
+    for (const auto& c : m.changes) {
+        if (!first) text.add(",");
+        first = false;
+        if (c.action == Change::Action::remove) {
+            text.add(json::serialize(
+                json::object{{"Action", "remove"}, {c.is_secret ? "Secret" : "Task", json::object{{"ID", c.id}}}}));
+        } else if (c.task) {
+            text.add(json::serialize(json::object{{"Action", "add"}, {"Task", task_wire(*c.task)}}));
+        } else if (c.secret) {
+            text.add(fmt::format(R"({{"Action":"add","Secret":{{"ID":{},"Name":{},"Data":")",
+                                 json::serialize(json::string(c.secret->id)),
+                                 json::serialize(json::string(c.secret->name))));
+            text.add(crypto::base64_encode_secure(c.secret->data.span()));
+            text.add("\"}}");
+        }
+    }
+    text.add("]}");
+    return text.finish();
+}
+
+Result<Assignments> decode_assignments(const crypto::SecureBuffer& text) {
+    auto parsed = model::SecureJson::parse(text);
+    if (!parsed) return make_error(Errc::invalid_argument, "assignments: not JSON");
+    const auto* o = parsed->value().if_object();
+    if (o == nullptr) return make_error(Errc::invalid_argument, "assignments: not a JSON object");
+    Assignments out;
+    const auto* type = o->if_contains("Type");
+    if (type == nullptr || !type->is_string() ||
+        (type->get_string() != "complete" && type->get_string() != "incremental"))
+        return make_error(Errc::invalid_argument, "assignments: Type must be complete or incremental");
+    out.complete = type->get_string() == "complete";
+    const auto* seq = o->if_contains("Sequence");
+    if (seq == nullptr || !(seq->is_uint64() || (seq->is_int64() && seq->get_int64() >= 0)))
+        return make_error(Errc::invalid_argument, "assignments: Sequence must be a non-negative integer");
+    out.sequence = seq->is_uint64() ? seq->get_uint64() : static_cast<std::uint64_t>(seq->get_int64());
+    const auto* changes = o->if_contains("Changes");
+    if (changes == nullptr || !(changes->is_array() || changes->is_null()))
+        return make_error(Errc::invalid_argument, "assignments: Changes must be an array");
+    if (changes->is_array()) {
+        out.changes.reserve(changes->get_array().size());
+        for (const auto& c : changes->get_array()) out.changes.push_back(change(c));
+    }
+    return out;
+}
+
+}  // namespace coffer::nodeproto

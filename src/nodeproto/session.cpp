@@ -1,0 +1,160 @@
+#include "coffer/nodeproto/session.h"
+
+#include <limits>
+
+#include "coffer/crypto/encoding.h"
+#include "coffer/model/ids.h"
+#include "wire.h"
+
+namespace coffer::nodeproto {
+
+namespace json = boost::json;
+using wire::malformed;
+
+namespace {
+
+json::value request_value(const RequestId& id) {
+    return std::visit([](const auto& v) { return json::value(v); }, id);
+}
+
+// A string field that must be there.
+Result<std::string> required_string(const json::object& o, std::string_view field) {
+    auto v = wire::optional_string(o, field, std::numeric_limits<std::size_t>::max());
+    if (!v) return std::move(v).error();
+    if (!*v) return malformed(fmt::format("{} is missing", field));
+    return std::move(**v);
+}
+
+// A string field; missing, null or of another type is empty (as a node reads messages it only
+// logs).
+std::string loose_string(const json::object& o, std::string_view field) {
+    auto* v = o.if_contains(field);
+    return v != nullptr && v->is_string() ? std::string(v->get_string()) : std::string();
+}
+
+}  // namespace
+
+crypto::SecureBuffer encode(const CertificateMessage& m) {
+    return wire::text_of(
+        json::object{{"type", "certificate"}, {"certificate", m.certificate}, {"ca_bundle", m.ca_bundle}});
+}
+
+Result<CertificateMessage> decode_certificate(const crypto::SecureBuffer& text) {
+    auto doc = wire::object_of_type(text, "certificate");
+    if (!doc) return std::move(doc).error();
+    const auto& o = doc->value().get_object();
+    auto cert = required_string(o, "certificate");
+    if (!cert) return std::move(cert).error();
+    auto bundle = required_string(o, "ca_bundle");
+    if (!bundle) return std::move(bundle).error();
+    return CertificateMessage{std::move(*cert), std::move(*bundle)};
+}
+
+crypto::SecureBuffer encode(const RenewRequest& m) {
+    return wire::text_of(json::object{{"type", "renew_request"}, {"reason", m.reason}});
+}
+
+Result<RenewRequest> decode_renew_request(const crypto::SecureBuffer& text) {
+    auto doc = wire::object_of_type(text, "renew_request");
+    if (!doc) return std::move(doc).error();
+    return RenewRequest{loose_string(doc->value().get_object(), "reason")};
+}
+
+crypto::SecureBuffer encode(const Renew& m) { return wire::text_of(json::object{{"type", "renew"}, {"csr", m.csr}}); }
+
+Result<Renew> decode_renew(const crypto::SecureBuffer& text) {
+    auto doc = wire::object_of_type(text, "renew");
+    if (!doc) return std::move(doc).error();
+    auto* csr = doc->value().get_object().if_contains("csr");
+    if (csr == nullptr || !csr->is_string() || csr->get_string().empty())
+        return malformed("\"csr\" must be a PEM certificate request");
+    return Renew{std::string(csr->get_string())};
+}
+
+crypto::SecureBuffer encode(const ErrorMessage& m) {
+    json::object o{{"type", "error"}, {"message", m.message}};
+    if (m.request) o["request"] = *m.request;
+    return wire::text_of(o);
+}
+
+Result<ErrorMessage> decode_error(const crypto::SecureBuffer& text) {
+    auto doc = wire::object_of_type(text, "error");
+    if (!doc) return std::move(doc).error();
+    const auto& o = doc->value().get_object();
+    ErrorMessage out{loose_string(o, "message"), std::nullopt};
+    if (auto* r = o.if_contains("request")) {
+        if (!r->is_string()) return malformed("request is not a string");
+        out.request = std::string(r->get_string());
+    }
+    return out;
+}
+
+crypto::SecureBuffer encode(const LogsRequest& m) {
+    return wire::text_of(json::object{
+        {"type", "logs_request"}, {"request", request_value(m.request)}, {"task_id", m.task_id}, {"tail", m.tail}});
+}
+
+Result<LogsRequest> decode_logs_request(const crypto::SecureBuffer& text) {
+    auto doc = wire::object_of_type(text, "logs_request");
+    if (!doc) return std::move(doc).error();
+    const auto& o = doc->value().get_object();
+    LogsRequest out;
+    const auto* request = o.if_contains("request");
+    if (request != nullptr && request->is_string() && request->get_string().size() <= max_node_request_id)
+        out.request = std::string(request->get_string());
+    else if (request != nullptr && request->is_int64())
+        out.request = request->get_int64();
+    else if (request != nullptr && request->is_uint64())
+        out.request = request->get_uint64();
+    else
+        return malformed("request is missing or invalid");
+    const auto* task = o.if_contains("task_id");
+    if (task != nullptr && task->is_string() && model::valid_task_id(task->get_string()))
+        out.task_id = std::string(task->get_string());
+    const auto* tail = o.if_contains("tail");
+    bool tail_ok = tail == nullptr || tail->is_null() || tail->is_uint64() || (tail->is_int64() && tail->get_int64() >= 0);
+    if (tail_ok && tail != nullptr && !tail->is_null())
+        out.tail = tail->is_uint64() ? tail->get_uint64() : static_cast<std::uint64_t>(tail->get_int64());
+    if (out.task_id.empty())
+        out.invalid = "invalid task id";
+    else if (!tail_ok)
+        out.invalid = "tail must be a non-negative integer";
+    return out;
+}
+
+crypto::SecureBuffer encode(const LogsReply& m) {
+    json::object o{{"type", "logs"}, {"request", request_value(m.request)}, {"task_id", m.task_id}};
+    if (m.error) o["error"] = *m.error;
+    if (!m.error || !m.data.empty())
+        o["data"] = crypto::base64_encode({reinterpret_cast<const std::uint8_t*>(m.data.data()), m.data.size()});
+    return wire::text_of(o);
+}
+
+Result<LogsReply> decode_logs_reply(const crypto::SecureBuffer& text) {
+    auto doc = wire::object_of_type(text, "logs");
+    if (!doc) return std::move(doc).error();
+    const auto& o = doc->value().get_object();
+    LogsReply out;
+    auto request = wire::optional_string(o, "request", max_request_id);
+    if (!request) return std::move(request).error();
+    if (!*request || (*request)->empty()) return malformed("request is missing");
+    out.request = std::move(**request);
+    auto task_id = wire::optional_string(o, "task_id", 64);
+    if (!task_id) return std::move(task_id).error();
+    out.task_id = task_id->value_or("");
+    auto error = wire::optional_string(o, "error", 4096);
+    if (!error) return std::move(error).error();
+    out.error = std::move(*error);
+    auto data = wire::optional_string(o, "data", std::numeric_limits<std::size_t>::max());
+    if (!data) return std::move(data).error();
+    if (*data) {
+        auto bytes = crypto::base64_decode_secure(**data);
+        if (!bytes) return malformed("data is not base64");
+        out.data.assign(reinterpret_cast<const char*>(bytes->data()), bytes->size());
+    } else if (!out.error) {
+        return malformed("neither data nor error");
+    }
+    return out;
+}
+
+}  // namespace coffer::nodeproto

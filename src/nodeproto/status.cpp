@@ -1,0 +1,114 @@
+#include "coffer/nodeproto/status.h"
+
+#include <cctype>
+#include <limits>
+
+#include "coffer/model/ids.h"
+#include "coffer/model/json.h"
+#include "wire.h"
+
+namespace coffer::nodeproto {
+
+namespace json = boost::json;
+using model::TaskState;
+using wire::malformed;
+
+namespace {
+
+constexpr std::size_t max_task_id = 64;
+constexpr std::size_t max_container_id = 128;
+
+// A node reports these; the earlier states belong to the manager.
+std::optional<TaskState> node_state(std::string_view name) {
+    static constexpr TaskState reportable[] = {TaskState::preparing, TaskState::starting, TaskState::running,
+                                               TaskState::complete,  TaskState::failed,   TaskState::shutdown,
+                                               TaskState::rejected};
+    for (auto s : reportable)
+        if (model::to_string(s) == name) return s;
+    return std::nullopt;
+}
+
+bool container_id_chars(std::string_view s) {
+    for (char c : s)
+        if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '.')) return false;
+    return true;
+}
+
+Result<TaskReport> decode_report(const json::value& v) {
+    if (!v.is_object()) return malformed("a status is not an object");
+    const auto& o = v.get_object();
+    auto task_id = wire::optional_string(o, "task_id", max_task_id);
+    if (!task_id) return std::move(task_id).error();
+    if (!*task_id || !model::valid_task_id(**task_id)) return malformed("task_id is missing or invalid");
+    auto state_name = wire::optional_string(o, "state", 32);
+    if (!state_name) return std::move(state_name).error();
+    if (!*state_name) return malformed("state is missing");
+    auto state = node_state(**state_name);
+    if (!state) return malformed("unknown task state");
+    auto message = wire::optional_string(o, "message", max_status_text);
+    if (!message) return std::move(message).error();
+    auto err = wire::optional_string(o, "err", max_status_text);
+    if (!err) return std::move(err).error();
+    auto container_id = wire::optional_string(o, "container_id", max_container_id);
+    if (!container_id) return std::move(container_id).error();
+    if (*container_id && !container_id_chars(**container_id))
+        return malformed("container_id has characters other than [A-Za-z0-9._-]");
+    auto pid = model::integer_field(o, "pid", 0, std::numeric_limits<std::int32_t>::max());
+    if (!pid) return malformed(pid.error().message);
+    auto exit_code = model::integer_field(o, "exit_code", std::numeric_limits<std::int32_t>::min(),
+                                          std::numeric_limits<std::int32_t>::max());
+    if (!exit_code) return malformed(exit_code.error().message);
+
+    TaskReport r;
+    r.task_id = std::move(**task_id);
+    r.state = *state;
+    r.message = message->value_or("");
+    r.err = err->value_or("");
+    if (*container_id || *pid || *exit_code)
+        r.container = model::ContainerStatus{container_id->value_or(""), pid->value_or(0), exit_code->value_or(0)};
+    return r;
+}
+
+}  // namespace
+
+crypto::SecureBuffer encode(const StatusMessage& m) {
+    json::array statuses;
+    statuses.reserve(m.statuses.size());
+    for (const auto& r : m.statuses) {
+        json::object o{{"task_id", r.task_id},
+                       {"state", model::to_string(r.state)},
+                       {"message", r.message},
+                       {"err", r.err}};
+        if (r.container) {
+            o["container_id"] = r.container->container_id;
+            o["pid"] = r.container->pid;
+            o["exit_code"] = r.container->exit_code;
+        }
+        statuses.emplace_back(std::move(o));
+    }
+    return wire::text_of(json::object{{"type", "status"}, {"complete", m.complete}, {"statuses", std::move(statuses)}});
+}
+
+Result<StatusMessage> decode_status(const crypto::SecureBuffer& text) {
+    auto doc = wire::object_of_type(text, "status");
+    if (!doc) return std::move(doc).error();
+    const auto& o = doc->value().get_object();
+    StatusMessage out;
+    if (auto* c = o.if_contains("complete"); c != nullptr && !c->is_null()) {
+        if (!c->is_bool()) return malformed("complete is not a boolean");
+        out.complete = c->get_bool();
+    }
+    auto* statuses = o.if_contains("statuses");
+    if (statuses == nullptr || !statuses->is_array()) return malformed("statuses is not an array");
+    const auto& list = statuses->get_array();
+    if (list.size() > max_status_reports) return malformed(fmt::format("more than {} statuses", max_status_reports));
+    out.statuses.reserve(list.size());
+    for (const auto& v : list) {
+        auto r = decode_report(v);
+        if (!r) return std::move(r).error();
+        out.statuses.push_back(std::move(*r));
+    }
+    return out;
+}
+
+}  // namespace coffer::nodeproto

@@ -1,0 +1,95 @@
+// Writes the seed corpus of the nodeproto fuzz target: one file per message kind, each made by the
+// protocol's own encoder. Run by hand when a message changes:
+//   ninja -C build tests/fuzz/nodeproto-seeds && build/tests/fuzz/nodeproto-seeds tests/fuzz/corpus/nodeproto
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+
+#include "coffer/nodeproto/assignments.h"
+#include "coffer/nodeproto/join.h"
+#include "coffer/nodeproto/session.h"
+#include "coffer/nodeproto/status.h"
+
+using namespace coffer;
+using namespace coffer::nodeproto;
+
+namespace {
+
+void write(const std::filesystem::path& dir, const char* name, std::string_view bytes) {
+    std::ofstream(dir / name, std::ios::binary) << bytes;
+}
+
+void write(const std::filesystem::path& dir, const char* name, const crypto::SecureBuffer& b) {
+    write(dir, name, std::string_view(reinterpret_cast<const char*>(b.data()), b.size()));
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    if (argc != 2) {
+        std::fprintf(stderr, "usage: %s DIRECTORY\n", argv[0]);
+        return 2;
+    }
+    std::filesystem::path dir(argv[1]);
+    std::filesystem::create_directories(dir);
+
+    TaskPayload task;
+    task.id = "q3v8x0c2m5k7n9p1r4t6w8y0z";
+    task.service_id = "h2j4l6n8p0r2t4v6x8z0b2d4f";
+    task.slot = 1;
+    task.image = "busybox:latest";
+    task.args = {"sh", "-c", "cat /run/secrets/db_pass"};
+    task.env = {"MODE=prod"};
+    task.user = "1000:1000";
+    task.hostname = "web";
+    task.limits = {64 << 20, 500'000'000, 64};
+    task.cap_drop = {"NET_RAW"};
+    task.secrets = {{"a1b2c3d4e5f6g7h8i9j0k1l2m", "db_pass", "", "0", "0", 0444},
+                    {"n3o4p5q6r7s8t9u0v1w2x3y4z", "tls_key", "/etc/tls/key.pem", "1000", "1000", 0400}};
+    Assignments complete{true, 1, {}};
+    Change secret;
+    secret.is_secret = true;
+    secret.id = "a1b2c3d4e5f6g7h8i9j0k1l2m";
+    secret.secret = SecretPayload{secret.id, "db_pass", crypto::SecureBuffer::copy_of(std::string_view("s3cr3t"))};
+    complete.changes.push_back(std::move(secret));
+    Change add;
+    add.id = task.id;
+    add.task = task;
+    complete.changes.push_back(std::move(add));
+    write(dir, "assignments-complete.json", encode(complete));
+    Assignments incremental{false, 2, {}};
+    Change remove_task;
+    remove_task.action = Change::Action::remove;
+    remove_task.id = task.id;
+    incremental.changes.push_back(std::move(remove_task));
+    Change remove_secret;
+    remove_secret.action = Change::Action::remove;
+    remove_secret.is_secret = true;
+    remove_secret.id = "a1b2c3d4e5f6g7h8i9j0k1l2m";
+    incremental.changes.push_back(std::move(remove_secret));
+    write(dir, "assignments-incremental.json", encode(incremental));
+
+    StatusMessage status{true, {}};
+    status.statuses.push_back({task.id, model::TaskState::running, "started", "", model::ContainerStatus{task.id, 4242, 0}});
+    status.statuses.push_back({"b0c1d2e3f4g5h6i7j8k9l0m1n", model::TaskState::failed, "failed", "exit status 3",
+                               model::ContainerStatus{"b0c1d2e3f4g5h6i7j8k9l0m1n", 0, 3}});
+    write(dir, "status.json", encode(status));
+
+    write(dir, "certificate.json", encode(CertificateMessage{"-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
+                                                             "-----BEGIN CERTIFICATE-----\nMIIC\n-----END CERTIFICATE-----\n"}));
+    write(dir, "renew-request.json", encode(RenewRequest{"CA rotation"}));
+    write(dir, "renew.json", encode(Renew{"-----BEGIN CERTIFICATE REQUEST-----\nMIIB\n-----END CERTIFICATE REQUEST-----\n"}));
+    write(dir, "error.json", encode(ErrorMessage{"no task q3v8x0c2m5k7n9p1r4t6w8y0z on this node", "k2m4p6r8t0v2x4z6b8d0f2h4j"}));
+    write(dir, "logs-request.json", encode(LogsRequest{std::string("k2m4p6r8t0v2x4z6b8d0f2h4j"), task.id, 100, std::nullopt}));
+    write(dir, "logs.json", encode(LogsReply{std::string("k2m4p6r8t0v2x4z6b8d0f2h4j"), task.id, "one\ntwo\n", std::nullopt}));
+    write(dir, "logs-error.json",
+          encode(LogsReply{std::string("k2m4p6r8t0v2x4z6b8d0f2h4j"), task.id, "", "this agent keeps no task logs"}));
+    write(dir, "join-request.json",
+          encode(JoinRequest{1, crypto::SecureBuffer::copy_of(std::string_view("COFFERTKN-1-abc123-def456")),
+                             "-----BEGIN CERTIFICATE REQUEST-----\nMIIB\n-----END CERTIFICATE REQUEST-----\n", "node-1"}));
+    write(dir, "join-answer.json",
+          encode(JoinAnswer{"z9y8x7w6v5u4t3s2r1q0p9o8n", "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
+                            "-----BEGIN CERTIFICATE-----\nMIIC\n-----END CERTIFICATE-----\n"}));
+    write(dir, "version-header.txt", "1");
+    return 0;
+}
