@@ -13,15 +13,13 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
-#include <mutex>
 
 #include "coffer/base/log.h"
 #include "coffer/base/unique_fd.h"
 #include "coffer/base/process.h"
 #include "coffer/crypto/secure_buffer.h"
 #include "coffer/manager/api.h"
-#include "coffer/manager/manager.h"
-#include "coffer/manager/node_port.h"
+#include "coffer/manager/cluster.h"
 #include "coffer/net/http_server.h"
 #include "coffer/pki/secure_heap.h"
 #ifdef COFFER_TEST_HOOKS
@@ -31,7 +29,6 @@
 namespace {
 
 using coffer::Result;
-using coffer::manager::NodePort;
 
 struct ListenAddress {
     std::string address;
@@ -155,37 +152,6 @@ Result<void> show_key_on_terminal(const coffer::crypto::SecureBuffer& key) {
         "--unlock-key-file PATH, or start cofferd --autolock from a terminal the first time");
 }
 
-// The node port exists from the moment the store is unlocked (at start, or when `coffer cluster
-// unlock` succeeds) until shutdown.
-class NodePortSlot {
-public:
-    NodePortSlot(coffer::manager::Manager& manager, ListenAddress where)
-        : manager_(manager), where_(std::move(where)) {}
-
-    Result<void> start() {
-        std::lock_guard lock(mutex_);
-        if (stopped_ || port_) return {};
-        auto port = NodePort::start(manager_, {.address = where_.address, .port = where_.port});
-        if (!port) return std::move(port).error();
-        coffer::log::info("manager", "node port on {}:{}", where_.address, (*port)->port());
-        port_ = std::move(*port);
-        return {};
-    }
-    // Closes every node session; later start()s do nothing.
-    void stop() {
-        std::lock_guard lock(mutex_);
-        stopped_ = true;
-        port_.reset();
-    }
-
-private:
-    coffer::manager::Manager& manager_;
-    ListenAddress where_;
-    std::mutex mutex_;
-    bool stopped_ = false;
-    std::unique_ptr<NodePort> port_;
-};
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -234,42 +200,38 @@ int main(int argc, char** argv) {
                               unlock_key_file);
             return {};
         };
-        auto opened = coffer::manager::Manager::open(
-            {.data_dir = data_dir, .autolock = autolock, .hand_over_unlock_key = hand_over});
+        // The node port exists from the moment the store is unlocked (now, or when `coffer
+        // cluster unlock` succeeds) until shutdown.
+        auto opened = coffer::manager::Cluster::open(
+            {.data_dir = data_dir,
+             .autolock = autolock,
+             .hand_over_unlock_key = hand_over,
+             .node_port = coffer::manager::NodePortOptions{.address = listen_at->address,
+                                                           .port = listen_at->port}});
         if (!opened) {
             std::fprintf(stderr, "cofferd: %s\n", opened.error().message.c_str());
             return 1;
         }
-        auto& manager = *opened->manager;
+        auto& cluster = *opened->cluster;
         opened->new_unlock_key.reset();  // handed over above, before the store was committed
-        NodePortSlot node_port(manager, *listen_at);
-        if (manager.locked()) {
+        if (cluster.locked()) {
             coffer::log::warn("manager", "store is locked: run `coffer cluster unlock`");
             if (auto r = probe_listen(*listen_at); !r) {
                 std::fprintf(stderr, "cofferd: node port: %s\n", r.error().message.c_str());
                 return 1;
             }
-            manager.on_unlocked([&node_port] {
-                if (auto r = node_port.start(); !r)
-                    coffer::log::error("manager", "node port: {}", r.error().message);
-            });
-        } else if (auto r = node_port.start(); !r) {
-            std::fprintf(stderr, "cofferd: %s\n", r.error().message.c_str());
-            return 1;
         }
 
-        coffer::manager::Api api(manager);
         coffer::net::HttpServer server({.socket_path = socket, .headers = coffer::manager::api_headers()},
-                                       api);
+                                       cluster.api());
         coffer::log::info("manager", "serving on unix://{} (data in {}; up to {} open descriptors)", socket,
                           data_dir, descriptors);
 #ifdef COFFER_TEST_HOOKS
-        auto hooks = coffer::testhooks::start(manager);
+        auto hooks = coffer::testhooks::start(cluster);
 #endif
         server.run(true);
-        // The nodes' sessions end before the manager's registries go.
-        manager.on_unlocked(nullptr);
-        node_port.stop();
+        // The nodes' sessions end now; no unlock starts the node port again.
+        cluster.stop_node_port();
         coffer::log::info("manager", "stopped");
     } catch (const std::exception& e) {
         std::fprintf(stderr, "cofferd: %s\n", e.what());

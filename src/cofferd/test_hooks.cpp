@@ -9,7 +9,7 @@
 
 #include "coffer/base/log.h"
 #include "coffer/crypto/random.h"
-#include "coffer/manager/manager.h"
+#include "coffer/manager/cluster.h"
 
 namespace coffer::testhooks {
 namespace {
@@ -18,10 +18,8 @@ namespace {
 // ("line N of task ID"); the nodes named in COFFER_TEST_LOGS_DOWN do not answer.
 class FakeLogs : public manager::NodeTransport {
 public:
-    FakeLogs(manager::Manager& m, std::set<std::string> down) : manager_(m), down_(std::move(down)) {}
+    FakeLogs(manager::Cluster& m, std::set<std::string> down) : manager_(m), down_(std::move(down)) {}
 
-    void node_removed(const std::string&) override {}
-    void node_role_changed(const std::string&) override {}
     void fetch_logs(const std::string& node_id, const std::string& task_id, std::size_t tail,
                     std::chrono::milliseconds, LogsDone done) override {
         auto node = manager_.nodes().find(node_id);
@@ -35,7 +33,7 @@ public:
     }
 
 private:
-    manager::Manager& manager_;
+    manager::Cluster& manager_;
     std::set<std::string> down_;
 };
 
@@ -52,7 +50,7 @@ std::set<std::string> split_names(const char* list) {
 
 class FakeAgents : public Hooks {
 public:
-    explicit FakeAgents(manager::Manager& m) : manager_(m) {}
+    explicit FakeAgents(manager::Cluster& m) : manager_(m) {}
     ~FakeAgents() override {
         if (logs_) manager_.set_node_transport(nullptr);
         stop_ = true;
@@ -93,7 +91,7 @@ public:
     }
 
 private:
-    manager::Manager& manager_;
+    manager::Cluster& manager_;
     std::atomic<bool> stop_{false};
     std::vector<std::thread> threads_;
     std::unique_ptr<FakeLogs> logs_;
@@ -101,7 +99,7 @@ private:
 
 }  // namespace
 
-std::unique_ptr<Hooks> start(manager::Manager& m) {
+std::unique_ptr<Hooks> start(manager::Cluster& m) {
     auto hooks = std::make_unique<FakeAgents>(m);
     const char* nodes = std::getenv("COFFER_TEST_NODES");
     if (!nodes || !*nodes || m.locked()) return hooks;

@@ -2,14 +2,14 @@
 // COFFER_TEST_NODES="host1,host2" registers ready nodes at start; COFFER_TEST_AGENTS=1 adds a fake
 // agent per node that reports every assigned task running and every withdrawn one shut down, so
 // integration tests can watch services converge without the node transport. COFFER_TEST_LOGS=1
-// registers a NodeTransport whose nodes answer fetch_logs with generated lines ("line N of task
-// ID", N = 1..3); the nodes whose hostnames are in COFFER_TEST_LOGS_DOWN="host,..." do not answer.
+// has the API ask, instead of the node port, a NodeTransport whose nodes answer fetch_logs with
+// generated lines ("line N of task ID", N = 1..3); the nodes whose hostnames are in COFFER_TEST_LOGS_DOWN="host,..." do not answer.
 #pragma once
 
 #include <memory>
 
 namespace coffer::manager {
-class Manager;
+class Cluster;
 }
 
 namespace coffer::testhooks {
@@ -19,7 +19,7 @@ public:
     virtual ~Hooks() = default;
 };
 
-// manager is borrowed for the hooks' lifetime; destroy them before it.
-std::unique_ptr<Hooks> start(manager::Manager& manager);
+// cluster is borrowed for the hooks' lifetime; destroy them before it.
+std::unique_ptr<Hooks> start(manager::Cluster& cluster);
 
 }  // namespace coffer::testhooks

@@ -8,7 +8,7 @@
 
 #include "coffer/base/log.h"
 #include "coffer/crypto/encoding.h"
-#include "coffer/manager/manager.h"
+#include "coffer/manager/cluster.h"
 #include "coffer/model/json.h"
 #include "coffer/model/secure_json.h"
 #include "api_cluster.h"
@@ -141,7 +141,7 @@ struct Api::UnlockAttempts {
     UnlockLimiter limiter;  // under mutex
 };
 
-Api::Api(Manager& manager)
+Api::Api(Cluster& manager)
     : manager_(manager), unlock_attempts_(std::make_unique<UnlockAttempts>()) {}
 
 Api::~Api() = default;

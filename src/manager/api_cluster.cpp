@@ -2,7 +2,7 @@
 #include "api_cluster.h"
 
 #include "coffer/base/log.h"
-#include "coffer/manager/manager.h"
+#include "coffer/manager/cluster.h"
 #include "coffer/model/json.h"
 
 namespace coffer::manager {
@@ -19,7 +19,7 @@ std::string text_of(const crypto::SecureBuffer& b) {
 
 }  // namespace
 
-Response cluster_info(Manager& m) {
+Response cluster_info(Cluster& m) {
     // The cluster's identity exists once unlocked (locked() turns false after it is loaded).
     bool locked = m.locked();
     json::value cluster = nullptr;
@@ -40,7 +40,7 @@ Response cluster_info(Manager& m) {
 
 namespace {
 
-Response swarm(Manager& m) {
+Response swarm(Cluster& m) {
     auto& trust = m.trust();
     // A rotation whose last unrenewed node was removed ends here: the node port checks after
     // every renewal, and nothing else would notice.
@@ -94,7 +94,7 @@ const json::value* member(const json::object& o, std::initializer_list<std::stri
 }
 
 // POST /swarm/update: everything is checked before anything changes.
-Response swarm_update(Manager& m, const Request& r) {
+Response swarm_update(Cluster& m, const Request& r) {
     auto version = version_param(r, "swarm");
     if (!version) return Response::error(version.error());
     if (*version != m.trust().version()) return fail(Errc::conflict, "update out of sequence");
@@ -156,7 +156,7 @@ Response swarm_update(Manager& m, const Request& r) {
 
 }  // namespace
 
-std::optional<Response> cluster_routes(Manager& m, const Request& r, const Segments& seg) {
+std::optional<Response> cluster_routes(Cluster& m, const Request& r, const Segments& seg) {
     const auto& method = r.method;
     if (seg.size() == 1 && seg[0] == "info" && method == "GET") return cluster_info(m);
     if (seg.empty() || seg[0] != "swarm") return std::nullopt;

@@ -7,13 +7,13 @@
 
 namespace coffer::manager {
 
-class Manager;
+class Cluster;
 
 // GET /info, answered while locked too (Swarm.LocalNodeState "locked", as Docker answers: the
 // docker CLI's `swarm unlock` looks there before it sends the key).
-net::Response cluster_info(Manager& m);
+net::Response cluster_info(Cluster& m);
 
 // The answer when the route is one of the cluster's; nullopt otherwise.
-std::optional<net::Response> cluster_routes(Manager& m, const net::Request& r, const Segments& seg);
+std::optional<net::Response> cluster_routes(Cluster& m, const net::Request& r, const Segments& seg);
 
 }  // namespace coffer::manager

@@ -14,7 +14,7 @@
 #include <vector>
 
 #include "coffer/base/log.h"
-#include "coffer/manager/manager.h"
+#include "coffer/manager/cluster.h"
 
 namespace coffer::manager {
 
@@ -245,7 +245,7 @@ std::string log_details(std::string_view node_id, std::string_view service_id,
         query_escape(node_id), query_escape(service_id), query_escape(task_id));
 }
 
-void logs_async(Manager& manager, const Request& r, const Segments& seg,
+void logs_async(Cluster& manager, const Request& r, const Segments& seg,
                 std::function<void(Response)> done) {
     auto opts = parse_logs_options(r);
     if (!opts) return done(Response::error(opts.error()));
@@ -283,18 +283,15 @@ void logs_async(Manager& manager, const Request& r, const Segments& seg,
     g->pending = g->targets.size();
     if (g->targets.empty()) return g->finish();
 
-    auto* transport = manager.node_transport();
+    // Answers unavailable "no node port" while there is none.
+    auto& transport = manager.node_transport();
     // Copies: the callbacks may run after this request's strings are gone.
     auto targets = g->targets;
     std::size_t tail = opts->tail.value_or(0);  // the transport's 0 means all
     for (std::size_t i = 0; i < targets.size(); ++i) {
         auto on_done = [g, i](Result<std::string> res) { g->answered(i, std::move(res)); };
-        if (transport == nullptr) {
-            on_done(make_error(Errc::unavailable, "no node port"));
-            continue;
-        }
-        transport->fetch_logs(targets[i].node_id, targets[i].task_id, tail, fetch_timeout,
-                              std::move(on_done));
+        transport.fetch_logs(targets[i].node_id, targets[i].task_id, tail, fetch_timeout,
+                             std::move(on_done));
     }
 }
 

@@ -13,14 +13,14 @@
 
 namespace coffer::manager {
 
-class Manager;
+class Cluster;
 
 // True for the two logs routes (seg: the path without its version prefix).
 bool is_logs_route(std::string_view method, const Segments& seg);
 
 // Answers a logs route without blocking: the nodes are asked in parallel, each within a
 // deadline; done is called exactly once, from any thread. manager is borrowed until then.
-void logs_async(Manager& manager, const net::Request& r, const Segments& seg,
+void logs_async(Cluster& manager, const net::Request& r, const Segments& seg,
                 std::function<void(net::Response)> done);
 
 // The query of a logs request, validated as Docker's daemon does.

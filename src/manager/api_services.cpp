@@ -5,7 +5,7 @@
 #include "api_services.h"
 #include "coffer/base/log.h"
 #include "coffer/crypto/random.h"
-#include "coffer/manager/manager.h"
+#include "coffer/manager/cluster.h"
 #include "coffer/model/filters.h"
 #include "coffer/model/json.h"
 #include "coffer/model/service_json.h"
@@ -65,7 +65,7 @@ json::object service_status(const model::Service& s, const std::vector<model::Ta
     return json::object{{"RunningTasks", running}, {"DesiredTasks", desired}, {"CompletedTasks", completed}};
 }
 
-Response services_list(Manager& m, const Request& r) {
+Response services_list(Cluster& m, const Request& r) {
     auto f = model::Filters::parse(r.param("filters"), {"id", "name", "label", "mode"});
     if (!f) return Response::error(f.error());
     bool with_status = truthy(r.param("status"));
@@ -88,7 +88,7 @@ Response services_list(Manager& m, const Request& r) {
     return ok_json(200, out);
 }
 
-Response tasks_list(Manager& m, const Request& r) {
+Response tasks_list(Cluster& m, const Request& r) {
     auto f = model::Filters::parse(r.param("filters"),
                                    {"id", "name", "service", "node", "label", "desired-state", "_up-to-date"});
     if (!f) return Response::error(f.error());
@@ -120,7 +120,7 @@ Response tasks_list(Manager& m, const Request& r) {
     return ok_json(200, out);
 }
 
-Response nodes_list(Manager& m, const Request& r) {
+Response nodes_list(Cluster& m, const Request& r) {
     auto f = model::Filters::parse(r.param("filters"), {"id", "name", "role", "membership", "label", "node.label"});
     if (!f) return Response::error(f.error());
     json::array out;
@@ -136,7 +136,7 @@ Response nodes_list(Manager& m, const Request& r) {
 
 }  // namespace
 
-std::optional<Response> orchestration_routes(Manager& manager, Request& r, const Segments& seg) {
+std::optional<Response> orchestration_routes(Cluster& manager, Request& r, const Segments& seg) {
     const auto& m = r.method;
     auto n = seg.size();
     auto at = [&](std::size_t i) { return i < n ? seg[i] : std::string_view{}; };
@@ -204,14 +204,14 @@ std::optional<Response> orchestration_routes(Manager& manager, Request& r, const
             log::info("api", "node {} updated", node->meta.id);
             // The role is the certificate's OU: the node needs a new certificate.
             if (before && before->meta.id == node->meta.id && before->spec.role != node->spec.role)
-                if (auto* transport = manager.node_transport()) transport->node_role_changed(node->meta.id);
+                manager.events().node_role_changed(node->meta.id);
             return Response::empty(200);
         }
         if (n == 2 && m == "DELETE") {
             auto node = nodes.remove(at(1), truthy(r.param("force")));
             if (!node) return Response::error(node.error());
             // Its certificate is refused from now on (no record); its session ends now.
-            if (auto* transport = manager.node_transport()) transport->node_removed(node->meta.id);
+            manager.events().node_removed(node->meta.id);
             return Response::empty(200);
         }
     }

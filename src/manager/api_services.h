@@ -7,9 +7,9 @@
 
 namespace coffer::manager {
 
-class Manager;
+class Cluster;
 
 // The answer, or nullopt when the route is not one of these.
-std::optional<net::Response> orchestration_routes(Manager& manager, net::Request& r, const Segments& seg);
+std::optional<net::Response> orchestration_routes(Cluster& manager, net::Request& r, const Segments& seg);
 
 }  // namespace coffer::manager

@@ -66,20 +66,12 @@ crypto::SecureBuffer AssignmentMessage::to_json() const {
 
 NodeStream::~NodeStream() { dispatcher_.unsubscribe(this); }
 
-void NodeStream::set_notify(std::function<void()> fn) {
-    std::lock_guard lock(mutex_);
-    notify_ = std::move(fn);
-}
-
 void NodeStream::changed() {
-    std::function<void()> notify;
     {
         std::lock_guard lock(mutex_);
         ++generation_;
-        notify = notify_;
     }
     cv_.notify_all();
-    if (notify) notify();
 }
 
 std::optional<AssignmentMessage> NodeStream::next(std::chrono::milliseconds timeout) {

@@ -18,7 +18,9 @@
 
 #include "coffer/base/log.h"
 #include "coffer/crypto/random.h"
-#include "coffer/manager/manager.h"
+#include "coffer/manager/dispatcher.h"
+#include "coffer/manager/nodes.h"
+#include "coffer/manager/trust.h"
 #include "coffer/model/ids.h"
 #include "coffer/model/secret.h"
 #include "coffer/nodeproto/session.h"
@@ -89,8 +91,10 @@ struct PendingLogs {
 
 class NodePort::Impl {
   public:
-    Impl(Manager& manager, NodePortOptions options)
-        : manager_(manager),
+    Impl(NodePort::Parts parts, NodePortOptions options)
+        : trust_(parts.trust),
+          registry_(parts.nodes),
+          dispatcher_(parts.dispatcher),
           options_(std::move(options)),
           pool_(std::max<std::size_t>(options_.workers, 1)) {}
     ~Impl();
@@ -104,6 +108,8 @@ class NodePort::Impl {
     // The CA changed (a rotation started or ended): new credentials for new connections, and
     // every node is asked to renew.
     void ca_changed();
+    // The dispatcher's streams may yield: each session sends what its stream has, on its strand.
+    void assignments_changed();
     // Replaces the node port's certificate when it is due, until the port stops.
     void renew_own_certificate();
 
@@ -139,7 +145,9 @@ class NodePort::Impl {
                    const Error& why);
     void sweep_logs();
 
-    Manager& manager_;
+    ClusterTrust& trust_;
+    NodeRegistry& registry_;
+    Dispatcher& dispatcher_;
     NodePortOptions options_;
     asio::thread_pool pool_;
 
@@ -152,14 +160,6 @@ class NodePort::Impl {
     std::map<std::string, NodeEntry, std::less<>> nodes_;    // under mutex_
     std::map<const Session*, std::shared_ptr<Link>> links_;  // under mutex_
     std::atomic<bool> stopping_{false};
-
-    // ClusterTrust keeps its CA-change callbacks for its lifetime; ours reaches this port through
-    // a handle that the destructor clears (under its lock, so no call is under way afterwards).
-    struct CaHook {
-        std::mutex mutex;
-        Impl* impl = nullptr;
-    };
-    std::shared_ptr<CaHook> ca_hook_ = std::make_shared<CaHook>();
 
     // Issuing and installing the port's own credentials, one at a time (the renewer and a CA
     // change may race; the later credentials must win).
@@ -182,7 +182,7 @@ class NodePort::Impl {
 };
 
 Result<nodeconn::Credentials> NodePort::Impl::own_credentials() {
-    auto& trust = manager_.trust();
+    auto& trust = trust_;
     // The manager's own identity on the node port: a fresh key every time, kept in locked
     // memory only; agents check its server identity (which no node certificate has, whatever
     // the node's role) and its cluster.
@@ -245,8 +245,20 @@ void NodePort::Impl::ca_changed() {
     log::info(category, "CA changed: {} connected nodes asked to renew", links.size());
 }
 
+void NodePort::Impl::assignments_changed() {
+    std::vector<std::shared_ptr<Link>> links;
+    {
+        std::lock_guard lock(mutex_);
+        for (const auto& [session, link] : links_) links.push_back(link);
+    }
+    for (const auto& link : links)
+        asio::post(link->strand, [this, weak = std::weak_ptr<Link>(link)] {
+            if (auto l = weak.lock()) send_assignments(l);
+        });
+}
+
 Result<void> NodePort::Impl::start() {
-    auto& trust = manager_.trust();
+    auto& trust = trust_;
     auto credentials = own_credentials();
     if (!credentials) return std::move(credentials).error();
 
@@ -276,11 +288,6 @@ Result<void> NodePort::Impl::start() {
     if (!server) return std::move(server).error().context("node port");
     server_ = std::move(*server);
     own_renewer_ = std::thread([this] { renew_own_certificate(); });
-    ca_hook_->impl = this;
-    trust.on_ca_changed([hook = ca_hook_] {
-        std::lock_guard lock(hook->mutex);
-        if (hook->impl) hook->impl->ca_changed();
-    });
     return {};
 }
 
@@ -288,10 +295,6 @@ NodePort::Impl::~Impl() {
     // The sessions end because the manager stops, not because the nodes went away: their
     // records are left as they are (the next start marks them unknown, with a grace period).
     stopping_ = true;
-    {
-        std::lock_guard lock(ca_hook_->mutex);
-        ca_hook_->impl = nullptr;
-    }
     {
         std::lock_guard lock(own_renewal_mutex_);
         own_renewal_stopping_ = true;
@@ -315,7 +318,7 @@ NodePort::Impl::~Impl() {
 
 Result<nodeconn::JoinResponse> NodePort::Impl::join(nodeconn::JoinRequest req) {
     auto host = host_of(req.remote_address);
-    auto& trust = manager_.trust();
+    auto& trust = trust_;
     auto role = trust.check_token(req.token);
     // A refusal is logged by the node port, counted per source (a flood of joins is not a flood
     // of log lines).
@@ -323,7 +326,7 @@ Result<nodeconn::JoinResponse> NodePort::Impl::join(nodeconn::JoinRequest req) {
     // The node's own name for itself, else its address: a placement key (node.hostname), so an
     // active node's name is not given to another (checked again, atomically, when registering).
     auto hostname = req.hostname.empty() ? host : req.hostname;
-    if (auto free = manager_.nodes().check_hostname(hostname); !free) return std::move(free).error();
+    if (auto free = registry_.check_hostname(hostname); !free) return std::move(free).error();
     auto id = crypto::random_id();
     // The certificate names what the manager decides (CN id, OU role, O cluster); the CSR
     // contributes its public key only.
@@ -338,7 +341,7 @@ Result<nodeconn::JoinResponse> NodePort::Impl::join(nodeconn::JoinRequest req) {
     reg.addr = host;
     reg.certificate_expiry = timestamp(info->not_after);
     reg.state = model::NodeState::down;  // ready once its session opens
-    auto node = manager_.nodes().join(std::move(reg));
+    auto node = registry_.join(std::move(reg));
     if (!node) {
         if (node.error().code == Errc::already_exists) return std::move(node).error();
         return std::move(node).error().context("register the node");
@@ -350,7 +353,7 @@ Result<nodeconn::JoinResponse> NodePort::Impl::join(nodeconn::JoinRequest req) {
 Result<void> NodePort::Impl::authorize(const pki::NodeIdentity& who) const {
     // A removed node has no record, so its certificate (still valid cryptographically) stops
     // working at once.
-    auto node = manager_.nodes().get(who.node_id);
+    auto node = registry_.get(who.node_id);
     if (!node)
         return make_error(Errc::permission_denied,
                           fmt::format("node {} is not a member of this cluster", who.node_id));
@@ -379,25 +382,20 @@ void NodePort::Impl::start_link(const std::shared_ptr<Link>& link) {
     // Closed before we got here: end_link, queued behind us, settles the node's state.
     if (link->session->closed()) return;
     const auto& id = link->node_id;
-    if (auto r = manager_.nodes().set_status(id, model::NodeState::ready,
+    if (auto r = registry_.set_status(id, model::NodeState::ready,
                                              link->session->remote_address());
         !r) {
         log::warn(category, "node {}: mark ready: {}", id, r.error().message);
         link->session->close();
         return;
     }
-    auto stream = manager_.dispatcher().subscribe(id);
+    auto stream = dispatcher_.subscribe(id);
     if (!stream) {
         log::warn(category, "node {}: subscribe: {}", id, stream.error().message);
         link->session->close();
         return;
     }
     link->stream = std::move(*stream);
-    link->stream->set_notify([this, weak = std::weak_ptr<Link>(link), strand = link->strand] {
-        asio::post(strand, [this, weak] {
-            if (auto l = weak.lock()) send_assignments(l);
-        });
-    });
     log::info(category, "node {} ready ({})", id, link->session->remote_address());
     send_assignments(link);
     ask_renewal_if_stale(link);
@@ -448,7 +446,7 @@ void NodePort::Impl::handle_status(const std::shared_ptr<Link>& link,
         link->session->close();
         return;
     }
-    auto applied = manager_.dispatcher().report(link->node_id, m->statuses, m->complete);
+    auto applied = dispatcher_.report(link->node_id, m->statuses, m->complete);
     if (!applied)
         log::warn(category, "node {}: store statuses: {}", link->node_id, applied.error().message);
     else
@@ -474,10 +472,10 @@ void NodePort::Impl::handle_logs(const std::shared_ptr<Link>& link,
 }
 
 void NodePort::Impl::ask_renewal_if_stale(const std::shared_ptr<Link>& link) {
-    auto& trust = manager_.trust();
+    auto& trust = trust_;
     const auto& peer = link->session->peer();
     trust.note_session(peer);
-    auto node = manager_.nodes().get(link->node_id);
+    auto node = registry_.get(link->node_id);
     const char* reason = nullptr;
     if (trust.rotation_in_progress() &&
         peer.issuer_public_key != trust.tls_info().cert_issuer_public_key)
@@ -491,14 +489,14 @@ void NodePort::Impl::ask_renewal_if_stale(const std::shared_ptr<Link>& link) {
 // role, from the current CA; answered {"type":"certificate",...} or {"type":"error",...}.
 void NodePort::Impl::handle_renew(const std::shared_ptr<Link>& link,
                                   const crypto::SecureBuffer& text) {
-    auto& trust = manager_.trust();
+    auto& trust = trust_;
     auto renew = nodeproto::decode_renew(text);
     if (!renew) {
         log::warn(category, "node {}: {}: closing the session", link->node_id, renew.error().message);
         link->session->close();
         return;
     }
-    auto node = manager_.nodes().get(link->node_id);
+    auto node = registry_.get(link->node_id);
     if (!node) return;  // removed meanwhile: its session is being closed
     auto issued = trust.renew(renew->csr, link->session->peer(), cert_role(node->spec.role));
     if (!issued) {
@@ -513,7 +511,7 @@ void NodePort::Impl::handle_renew(const std::shared_ptr<Link>& link,
         reg.description = node->description;
         reg.addr = link->session->remote_address();
         reg.certificate_expiry = timestamp(info->not_after);
-        if (auto r = manager_.nodes().register_node(std::move(reg)); !r)
+        if (auto r = registry_.register_node(std::move(reg)); !r)
             log::warn(category, "node {}: record the new certificate's expiry: {}", link->node_id,
                       r.error().message);
     }
@@ -523,7 +521,7 @@ void NodePort::Impl::handle_renew(const std::shared_ptr<Link>& link,
 }
 
 void NodePort::Impl::finish_rotation_if_done() {
-    auto done = manager_.trust().finish_rotation_if_renewed(manager_.nodes());
+    auto done = trust_.finish_rotation_if_renewed(registry_);
     if (!done)
         log::warn(category, "finish the CA rotation: {}", done.error().message);
     else if (*done)
@@ -555,7 +553,7 @@ void NodePort::Impl::closed(const std::shared_ptr<Session>& s, const Error& why)
 void NodePort::Impl::end_link(const std::shared_ptr<Link>& link, bool newest) {
     link->stream.reset();
     if (!newest || stopping_) return;
-    auto r = manager_.nodes().set_status(link->node_id, model::NodeState::down,
+    auto r = registry_.set_status(link->node_id, model::NodeState::down,
                                          link->session->remote_address());
     if (!r && r.error().code != Errc::not_found)
         log::warn(category, "node {}: mark down: {}", link->node_id, r.error().message);
@@ -667,20 +665,13 @@ void NodePort::Impl::sweep_logs() {
 
 NodePort::NodePort(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 
-Result<std::unique_ptr<NodePort>> NodePort::start(Manager& manager, NodePortOptions options) {
-    if (manager.locked())
-        return make_error(Errc::locked, "the node port needs an unlocked manager");
-    auto impl = std::make_unique<Impl>(manager, std::move(options));
+Result<std::unique_ptr<NodePort>> NodePort::start(Parts parts, NodePortOptions options) {
+    auto impl = std::make_unique<Impl>(parts, std::move(options));
     if (auto r = impl->start(); !r) return std::move(r).error();
-    std::unique_ptr<NodePort> port(new NodePort(std::move(impl)));
-    manager.set_node_transport(port.get());
-    return port;
+    return std::unique_ptr<NodePort>(new NodePort(std::move(impl)));
 }
 
-NodePort::~NodePort() {
-    impl_->manager_.set_node_transport(nullptr);
-    impl_.reset();
-}
+NodePort::~NodePort() = default;
 
 std::uint16_t NodePort::port() const noexcept {
     return impl_->server_->port();
@@ -697,6 +688,10 @@ void NodePort::node_removed(const std::string& node_id) {
     impl_->fail_logs(node_id, std::nullopt,
                      make_error(Errc::unavailable, fmt::format("node {} was removed", node_id)));
 }
+
+void NodePort::ca_changed() { impl_->ca_changed(); }
+
+void NodePort::assignments_changed() { impl_->assignments_changed(); }
 
 void NodePort::node_role_changed(const std::string& node_id) {
     if (auto link = impl_->current(node_id);

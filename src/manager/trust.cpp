@@ -336,18 +336,18 @@ Result<bool> ClusterTrust::finish_rotation_if_renewed(const NodeRegistry& nodes)
     return finish_rotation_if_renewed(ids);
 }
 
-void ClusterTrust::on_ca_changed(std::function<void()> fn) {
+void ClusterTrust::emit_changes(ClusterEvents& events) {
     std::lock_guard lock(mutex_);
-    ca_changed_.push_back(std::move(fn));
+    events_ = &events;
 }
 
 void ClusterTrust::notify_ca_changed() {
-    std::vector<std::function<void()>> fns;
+    ClusterEvents* events = nullptr;
     {
         std::lock_guard lock(mutex_);
-        fns = ca_changed_;
+        events = events_;
     }
-    for (auto& fn : fns) fn();
+    if (events) events->ca_changed();
 }
 
 }  // namespace coffer::manager

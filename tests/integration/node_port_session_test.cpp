@@ -12,7 +12,7 @@
 
 #include "coffer/crypto/random.h"
 #include "coffer/crypto/secure_buffer.h"
-#include "coffer/manager/manager.h"
+#include "coffer/manager/cluster.h"
 #include "coffer/manager/node_port.h"
 #include "coffer/nodeconn/client.h"
 #include "coffer/nodeconn/server.h"
@@ -88,16 +88,14 @@ class NodePortSession : public ::testing::Test {
   protected:
     void SetUp() override {
         crypto::init();
-        auto opened = manager::Manager::open({.data_dir = dir_.path() / "data"});
-        ASSERT_TRUE(opened) << opened.error().message;
-        manager_ = std::move(opened->manager);
         manager::NodePortOptions o;
         o.address = "127.0.0.1";
         o.port = 0;
-        auto port = manager::NodePort::start(*manager_, std::move(o));
-        ASSERT_TRUE(port) << port.error().message;
-        port_ = std::move(*port);
-        ASSERT_EQ(manager_->node_transport(), port_.get());
+        auto opened = manager::Cluster::open({.data_dir = dir_.path() / "data", .node_port = o});
+        ASSERT_TRUE(opened) << opened.error().message;
+        manager_ = std::move(opened->cluster);
+        port_ = manager_->node_port();
+        ASSERT_NE(port_, nullptr);
 
         auto key = pki::NodeKey::generate();
         auto joined = nodeconn::join({"127.0.0.1", port_->port()},
@@ -107,9 +105,9 @@ class NodePortSession : public ::testing::Test {
         credentials_ = {joined->certificate_pem, std::move(key.key_pem), joined->ca_bundle_pem};
     }
     void TearDown() override {
-        port_.reset();
         if (manager_) {
-            EXPECT_EQ(manager_->node_transport(), nullptr);
+            manager_->stop_node_port();
+            EXPECT_EQ(manager_->node_port(), nullptr);
         }
     }
     std::string state() {
@@ -118,8 +116,8 @@ class NodePortSession : public ::testing::Test {
     }
 
     test::TempDir dir_;
-    std::unique_ptr<manager::Manager> manager_;
-    std::unique_ptr<manager::NodePort> port_;
+    std::unique_ptr<manager::Cluster> manager_;
+    manager::NodePort* port_ = nullptr;  // the cluster's
     std::string node_id_;
     nodeconn::Credentials credentials_;
 };
@@ -256,7 +254,7 @@ TEST_F(NodePortSession, ARoleChangeAsksForANewCertificateAndRemovalCutsTheNode) 
     auto spec = n->spec;
     spec.role = model::NodeRole::manager;
     ASSERT_TRUE(manager_->nodes().update(node_id_, n->meta.version, spec));
-    port_->node_role_changed(node_id_);
+    manager_->events().node_role_changed(node_id_);
     auto renew = (*node)->wait_for("renew_request");
     ASSERT_TRUE(renew);
     EXPECT_EQ(renew->at("reason").as_string(), "role");
@@ -277,7 +275,7 @@ TEST_F(NodePortSession, ARoleChangeAsksForANewCertificateAndRemovalCutsTheNode) 
     EXPECT_EQ(info->organizational_unit, "coffer-manager");
 
     ASSERT_TRUE(manager_->nodes().remove(node_id_, true));
-    port_->node_removed(node_id_);
+    manager_->events().node_removed(node_id_);
     EXPECT_TRUE(test::wait_until([&] { return (*node)->closed() && (*again)->closed(); }, 5s));
     auto removed = FakeNode::connect(port_->port(), credentials_);
     ASSERT_FALSE(removed);
@@ -361,7 +359,7 @@ TEST_F(NodePortSession, AJoinUnderTheHostnameOfAnActiveNodeIsRefused) {
     EXPECT_TRUE(join_as("node-b"));
 
     ASSERT_TRUE(manager_->nodes().remove(first->node_id, true));
-    port_->node_removed(first->node_id);
+    manager_->events().node_removed(first->node_id);
     auto reuse = join_as("node-a");
     ASSERT_TRUE(reuse) << reuse.error().message;
     EXPECT_NE(reuse->node_id, first->node_id);
@@ -373,7 +371,7 @@ TEST_F(NodePortSession, AJoinUnderTheHostnameOfAnActiveNodeIsRefused) {
 // The node port's own certificate is replaced when it is due (here: the first at once, the next
 // not for a day), so a long-running manager never serves an expired one.
 TEST_F(NodePortSession, TheNodePortReplacesItsOwnCertificateWhenDue) {
-    port_.reset();
+    manager_->stop_node_port();
     std::mutex m;
     std::vector<pki::CertificateInfo> issued;
     manager::NodePortOptions o;
@@ -384,9 +382,9 @@ TEST_F(NodePortSession, TheNodePortReplacesItsOwnCertificateWhenDue) {
         issued.push_back(c);
         return issued.size() == 1 ? pki::Clock::now() : pki::Clock::now() + 24h;
     };
-    auto port = manager::NodePort::start(*manager_, std::move(o));
-    ASSERT_TRUE(port) << port.error().message;
-    port_ = std::move(*port);
+    auto started = manager_->start_node_port(std::move(o));
+    ASSERT_TRUE(started) << started.error().message;
+    port_ = manager_->node_port();
     auto count = [&] {
         std::lock_guard l(m);
         return issued.size();

@@ -52,14 +52,14 @@ ino_t inode_of(const fs::path& p) {
 }
 
 // The manager's side, as the node port will wire it.
-class NodePort {
+class NodePort : private manager::ClusterEvents {
   public:
     explicit NodePort(const fs::path& data) {
         auto opened = store::Store::open({.dir = data});
         EXPECT_TRUE(opened.ok()) << opened.error().message;
         store_ = std::move(opened->store);
         trust_ = manager::ClusterTrust::load(*store_, "cluster1").value();
-        trust_->on_ca_changed([this] { ca_changed(); });
+        trust_->emit_changes(*this);
     }
     ~NodePort() {
         server_.reset();
@@ -141,7 +141,7 @@ class NodePort {
         return {cert, std::move(key.key_pem), trust_->ca_bundle()};
     }
 
-    void ca_changed() {
+    void ca_changed() override {
         if (!server_) return;
         EXPECT_TRUE(server_->update_credentials(own_credentials()));
         ask_everyone("CA rotation");

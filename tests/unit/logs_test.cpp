@@ -1,4 +1,4 @@
-// The logs routes of the manager's API on a real Manager (sealed store, orchestrator thread), with
+// The logs routes of the manager's API on a real Cluster (sealed store, orchestrator thread), with
 // a test NodeTransport standing in for the node port: framing, Swarm's details, validation, and
 // what happens when nodes answer late or not at all.
 #include <gtest/gtest.h>
@@ -16,7 +16,7 @@
 #include "coffer/crypto/random.h"
 #include "coffer/crypto/secure_buffer.h"
 #include "coffer/manager/api.h"
-#include "coffer/manager/manager.h"
+#include "coffer/manager/cluster.h"
 #include "coffer/model/service_json.h"
 
 using namespace coffer;
@@ -36,8 +36,6 @@ class TestTransport : public NodeTransport {
         std::chrono::milliseconds timeout;
     };
 
-    void node_removed(const std::string&) override {}
-    void node_role_changed(const std::string&) override {}
     void fetch_logs(const std::string& node_id, const std::string& task_id, std::size_t tail,
                     std::chrono::milliseconds timeout, LogsDone done) override {
         std::unique_lock lock(mutex_);
@@ -128,16 +126,16 @@ class Logs : public ::testing::Test {
         auto pattern = (fs::temp_directory_path() / "coffer-logs-test-XXXXXX").string();
         ASSERT_NE(::mkdtemp(pattern.data()), nullptr);
         dir_ = pattern;
-        auto opened = Manager::open({.data_dir = dir_ / "data"});
+        auto opened = Cluster::open({.data_dir = dir_ / "data"});
         ASSERT_TRUE(opened.ok()) << opened.error().message;
-        manager_ = std::move(opened->manager);
-        api_ = std::make_unique<Api>(*manager_);
+        manager_ = std::move(opened->cluster);
+        api_ = &manager_->api();
         node_a_ = node("host-a");
         node_b_ = node("host-b");
     }
     void TearDown() override {
         if (manager_) manager_->set_node_transport(nullptr);
-        api_.reset();
+        api_ = nullptr;
         manager_.reset();
         fs::remove_all(dir_);
     }
@@ -192,8 +190,8 @@ class Logs : public ::testing::Test {
     }
 
     fs::path dir_;
-    std::unique_ptr<Manager> manager_;
-    std::unique_ptr<Api> api_;
+    std::unique_ptr<Cluster> manager_;
+    Api* api_ = nullptr;  // the cluster's
     std::string node_a_, node_b_;
     TestTransport transport_;
 };

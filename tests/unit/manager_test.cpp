@@ -30,6 +30,14 @@ namespace json = boost::json;
 
 namespace {
 
+// The dispatcher re-evaluates its streams when tasks or nodes change, as in the manager.
+class DispatcherEvents : public ClusterEvents {
+public:
+    std::unique_ptr<Dispatcher>* dispatcher = nullptr;
+    void tasks_changed() override { (*dispatcher)->changed(); }
+    void nodes_changed() override { (*dispatcher)->changed(); }
+};
+
 constexpr std::int64_t sec = model::second_ns;
 
 class Cluster : public ::testing::Test {
@@ -49,8 +57,9 @@ protected:
         nodes_ = NodeRegistry::load(*store_, counter_).value();
         orch_ = std::make_unique<Orchestrator>(*services_, *tasks_, *nodes_, [this] { return now_; });
         dispatcher_ = std::make_unique<Dispatcher>(*tasks_, *nodes_, *secrets_, [this] { return now_; });
-        tasks_->on_change([this] { dispatcher_->changed(); });
-        nodes_->on_change([this] { dispatcher_->changed(); });
+        events_.dispatcher = &dispatcher_;
+        tasks_->emit_changes(events_, &ClusterEvents::tasks_changed);
+        nodes_->emit_changes(events_, &ClusterEvents::nodes_changed);
     }
     void TearDown() override {
         orch_.reset();
@@ -132,6 +141,7 @@ protected:
     }
 
     fs::path dir_;
+    DispatcherEvents events_;
     std::unique_ptr<store::Store> store_;
     std::unique_ptr<Committer> committer_;
     VersionCounter counter_;

@@ -5,6 +5,7 @@
 
 #include <atomic>
 #include <filesystem>
+#include <functional>
 
 #include "coffer/crypto/random.h"
 #include "coffer/manager/trust.h"
@@ -18,6 +19,16 @@ namespace fs = std::filesystem;
 namespace json = boost::json;
 
 namespace {
+
+// Calls fn on every ClusterEvents::ca_changed.
+class OnCaChanged : public ClusterEvents {
+public:
+    explicit OnCaChanged(std::function<void()> fn) : fn_(std::move(fn)) {}
+    void ca_changed() override { fn_(); }
+
+private:
+    std::function<void()> fn_;
+};
 
 std::string str(const crypto::SecureBuffer& b) {
     return std::string(reinterpret_cast<const char*>(b.data()), b.size());
@@ -162,7 +173,8 @@ TEST_F(Trust, RotationTrustsBothRootsAndNewCertificatesVerifyUnderEither) {
     auto old_root = trust_->ca_bundle();
     auto n = join("node1");
     std::atomic<int> changed = 0;
-    trust_->on_ca_changed([&] { ++changed; });
+    OnCaChanged events([&] { ++changed; });
+    trust_->emit_changes(events);
     auto before = trust_->ca_version();
     ASSERT_TRUE(trust_->rotate_ca().ok());
     EXPECT_TRUE(trust_->rotation_in_progress());
@@ -260,7 +272,8 @@ TEST_F(Trust, RotationFinishesOnlyWhenEveryNodeRenewed) {
     auto rb = trust_->renew(pki::make_csr(b.key.key_pem).value(), b.id, pki::Role::worker).value();
     auto worker_during = str(trust_->token(pki::Role::worker));
     std::atomic<int> changed = 0;
-    trust_->on_ca_changed([&] { ++changed; });
+    OnCaChanged events([&] { ++changed; });
+    trust_->emit_changes(events);
     ASSERT_TRUE(trust_->finish_rotation_if_renewed(ids).value());
     EXPECT_EQ(changed, 1);
     EXPECT_FALSE(trust_->rotation_in_progress());

@@ -8,14 +8,14 @@
 
 namespace coffer::manager {
 
-class Manager;
+class Cluster;
 
 inline constexpr const char* api_version = "1.41";
 inline constexpr const char* min_api_version = "1.24";
 
 class Api : public net::Service {
 public:
-    explicit Api(Manager& manager);  // borrowed for the Api's lifetime
+    explicit Api(Cluster& manager);  // borrowed for the Api's lifetime
     ~Api() override;
 
     bool blocking(const net::Request& r) const override;
@@ -31,7 +31,7 @@ private:
     net::Response unlock(net::Request& r);
 
     struct UnlockAttempts;
-    Manager& manager_;
+    Cluster& manager_;
     std::unique_ptr<UnlockAttempts> unlock_attempts_;
 };
 

@@ -68,8 +68,6 @@ public:
     std::optional<AssignmentMessage> poll();
     // poll(), waiting up to timeout for a change.
     std::optional<AssignmentMessage> next(std::chrono::milliseconds timeout);
-    // Called from any thread when poll() may yield; must not block (post to an executor).
-    void set_notify(std::function<void()> fn);
     const std::string& node_id() const noexcept { return node_id_; }
 
 private:
@@ -86,13 +84,13 @@ private:
     std::condition_variable cv_;
     std::uint64_t generation_ = 1;  // bumped on every change
     std::uint64_t seen_ = 0;
-    std::function<void()> notify_;
 };
 
 class Dispatcher {
 public:
     using Clock = std::function<model::Timestamp()>;
-    // Borrowed for the dispatcher's lifetime; the caller forwards task changes to changed().
+    // Borrowed for the dispatcher's lifetime; the caller forwards task and node changes to
+    // changed() (the Cluster does, on ClusterEvents::tasks_changed and nodes_changed).
     // clock stamps the reported statuses (the orchestrator's monitor period counts from them).
     Dispatcher(TaskRegistry& tasks, NodeRegistry& nodes, SecretRegistry& secrets,
                Clock clock = model::Timestamp::now);
@@ -107,7 +105,8 @@ public:
     // restarted) and nobody else will report on it.
     Result<std::size_t> report(const std::string& node_id, const std::vector<StatusReport>& statuses,
                                bool complete = false);
-    // Tasks or nodes changed: every stream re-evaluates.
+    // Tasks or nodes changed: every stream re-evaluates (wakes next(); poll() may yield). Only
+    // signals: may run under a registry's writers' lock.
     void changed();
 
 private:

@@ -17,7 +17,9 @@
 
 namespace coffer::manager {
 
-class Manager;
+class ClusterTrust;
+class Dispatcher;
+class NodeRegistry;
 
 // Session limits of the node port: a silent node is closed (and marked down) within about
 // 4 s; the manager pings after 2 s of quiet, so agents with longer idle timeouts stay up.
@@ -35,15 +37,23 @@ struct NodePortOptions {
     std::function<pki::Clock::time_point(const pki::CertificateInfo&)> server_renewal_time;
 };
 
+// The node port is made and owned by the Cluster (cluster.h), which calls the event methods
+// below from ClusterEvents; tests may make one over parts of their own.
 class NodePort final : public NodeTransport {
   public:
-    // Needs an unlocked manager. Generates the manager's session key (in locked memory, never
-    // stored) and has the cluster CA issue its server certificate (issue_manager_server), binds and
-    // serves, then registers with manager.set_node_transport(). Errors: address in use, bad
-    // address. manager is borrowed for the port's lifetime.
-    static Result<std::unique_ptr<NodePort>> start(Manager& manager, NodePortOptions options);
-    // Unregisters, closes every session (the nodes are marked down), completes pending log
-    // requests as unavailable, and joins its threads.
+    // What the node port works with, borrowed for its lifetime (the Cluster destroys the port
+    // first).
+    struct Parts {
+        ClusterTrust& trust;
+        NodeRegistry& nodes;
+        Dispatcher& dispatcher;
+    };
+    // Generates the manager's session key (in locked memory, never stored) and has the cluster
+    // CA issue its server certificate (issue_manager_server), then binds and serves. Errors:
+    // address in use, bad address.
+    static Result<std::unique_ptr<NodePort>> start(Parts parts, NodePortOptions options);
+    // Closes every session, completes pending log requests as unavailable, and joins its
+    // threads. The nodes' records are left as they are (the manager is stopping).
     ~NodePort() override;
     NodePort(const NodePort&) = delete;
     NodePort& operator=(const NodePort&) = delete;
@@ -51,8 +61,18 @@ class NodePort final : public NodeTransport {
     std::uint16_t port() const noexcept;
     std::size_t session_count() const;
 
-    void node_removed(const std::string& node_id) override;
-    void node_role_changed(const std::string& node_id) override;
+    // Events (ClusterEvents, routed by the Cluster). Each only posts work or sends on a
+    // session's queue; any thread.
+    // The dispatcher's streams may have changed: every session sends what its stream yields.
+    void assignments_changed();
+    // A CA rotation started or ended: new credentials for new connections, every node is asked
+    // to renew.
+    void ca_changed();
+    // Closes the node's sessions; a rotation waiting for this node only ends.
+    void node_removed(const std::string& node_id);
+    // Asks the node for a certificate with its new role.
+    void node_role_changed(const std::string& node_id);
+
     void fetch_logs(const std::string& node_id, const std::string& task_id, std::size_t tail,
                     std::chrono::milliseconds timeout, LogsDone done) override;
 

@@ -1,6 +1,6 @@
-// What the manager's API asks of the node port (the sessions to the nodes). The node port
-// implements it and registers itself with Manager::set_node_transport(); while none is
-// registered (the store is locked, or no port was started) the API does without.
+// What the manager's API asks of the nodes through the node port (the sessions to the nodes).
+// The Cluster answers it with its node port; while there is none (the store is locked, or no
+// port was started) the API does without. Changes the API makes travel as ClusterEvents.
 #pragma once
 
 #include <cstddef>
@@ -15,11 +15,6 @@ namespace coffer::manager {
 class NodeTransport {
 public:
     virtual ~NodeTransport() = default;
-
-    // The node was removed: close its sessions now; its certificate is refused from now on.
-    virtual void node_removed(const std::string& node_id) = 0;
-    // The node's role changed: ask it for a new certificate (the role is its OU).
-    virtual void node_role_changed(const std::string& node_id) = 0;
 
     // A task's log from the node that runs (or ran) it: the last `tail` lines (0: all). done is
     // called exactly once, from any thread: the bytes, or unavailable when the node is not

@@ -13,6 +13,7 @@
 
 #include "coffer/base/error.h"
 #include "coffer/base/sync.h"
+#include "coffer/manager/events.h"
 #include "coffer/manager/secrets.h"
 #include "coffer/store/store.h"
 
@@ -104,12 +105,18 @@ public:
             for (const auto& id : changes->erase) items->erase(id);
             for (const auto& t : changes->put) (*items)[t.meta.id] = t;
         }
-        if (on_change_) on_change_();
+        if (events_) (events_->*changed_)();
         return std::move(changes->put);
     }
 
-    // Called after every durable change (on the writer's thread); set before use.
-    void on_change(std::function<void()> fn) { on_change_ = std::move(fn); }
+    // After every durable change, on the writer's thread and under the writers' lock, the table
+    // emits `changed` (e.g. &ClusterEvents::tasks_changed) into events. Set before use; events is
+    // borrowed for the table's lifetime.
+    using Event = void (ClusterEvents::*)();
+    void emit_changes(ClusterEvents& events, Event changed) {
+        events_ = &events;
+        changed_ = changed;
+    }
 
 private:
     store::Store& store_;
@@ -119,7 +126,8 @@ private:
     Decode decode_;
     Sync<Map> items_;
     std::mutex write_mutex_;
-    std::function<void()> on_change_;
+    ClusterEvents* events_ = nullptr;
+    Event changed_ = nullptr;
 };
 
 }  // namespace coffer::manager

@@ -53,7 +53,10 @@ public:
     // record as it is under the writers' lock.
     Result<void> set_update_status(const std::string& id, std::optional<model::UpdateStatus> status,
                                    bool roll_back);
-    void on_change(std::function<void()> fn) { table_.on_change(std::move(fn)); }
+    // See ObjectTable::emit_changes.
+    void emit_changes(ClusterEvents& events, ObjectTable<model::Service>::Event changed) {
+        table_.emit_changes(events, changed);
+    }
 
 private:
     ServiceRegistry(store::Store& store, VersionCounter& counter, SecretRegistry& secrets);

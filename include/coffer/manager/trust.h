@@ -24,6 +24,7 @@
 
 #include "coffer/base/error.h"
 #include "coffer/crypto/secure_buffer.h"
+#include "coffer/manager/events.h"
 #include "coffer/pki/ca.h"
 #include "coffer/pki/certificate.h"
 #include "coffer/pki/token.h"
@@ -129,11 +130,12 @@ public:
     RotationProgress rotation_progress(const NodeRegistry& nodes) const;
     Result<bool> finish_rotation_if_renewed(const NodeRegistry& nodes);
 
-    // Called (on the thread that made the change, after it is stored) whenever the bundle or the
-    // issuing CA changes: a rotation started or finished. The node port re-issues its own
-    // certificate, calls NodeServer::update_credentials and asks nodes to renew. Register before
-    // serving; fn must not call back into rotate_ca or finish_rotation_if_renewed.
-    void on_ca_changed(std::function<void()> fn);
+    // Whenever the bundle or the issuing CA changes (a rotation started or finished), emits
+    // ClusterEvents::ca_changed into events, on the thread that made the change, after it is
+    // stored; the node port then re-issues its own certificate and asks nodes to renew. Set
+    // before serving; events is borrowed for the trust's lifetime, and its ca_changed must not
+    // call back into rotate_ca or finish_rotation_if_renewed.
+    void emit_changes(ClusterEvents& events);
     // Bumped with every such change (in memory only).
     std::uint64_t ca_version() const;
 
@@ -157,7 +159,7 @@ private:
     std::uint64_t version_ = 1;
     std::uint64_t ca_version_ = 1;
     std::unordered_map<std::string, std::string> issuers_;  // node id -> issuer key
-    std::vector<std::function<void()>> ca_changed_;
+    ClusterEvents* events_ = nullptr;  // under mutex_
 };
 
 }  // namespace coffer::manager

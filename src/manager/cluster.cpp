@@ -1,0 +1,270 @@
+#include "coffer/manager/cluster.h"
+
+#include "coffer/base/log.h"
+#include "coffer/crypto/random.h"
+#include "coffer/manager/api.h"
+#include "coffer/model/json.h"
+#include "coffer/store/store.h"
+
+namespace coffer::manager {
+
+namespace json = boost::json;
+
+Cluster::Cluster(ClusterOptions options) : options_(std::move(options)) {}
+
+Result<Cluster::Opened> Cluster::open(ClusterOptions options) {
+    auto opened = store::Store::open({.dir = options.data_dir,
+                                      .autolock = options.autolock,
+                                      .hand_over_unlock_key = options.hand_over_unlock_key});
+    if (!opened) return std::move(opened).error().context("open store");
+    std::unique_ptr<Cluster> c(new Cluster(std::move(options)));
+    c->store_ = std::move(opened->store);
+    c->committer_ = std::make_unique<Committer>(*c->store_);
+    c->api_ = std::make_unique<Api>(*c);
+    if (!c->store_->locked()) {
+        if (auto r = c->load(); !r) return std::move(r).error();
+        if (c->options_.node_port) {
+            std::lock_guard lock(c->port_start_mutex_);
+            if (auto r = c->start_node_port_locked(*c->options_.node_port); !r)
+                return std::move(r).error();
+        }
+    }
+    return Opened{std::move(c), std::move(opened->new_unlock_key)};
+}
+
+Cluster::~Cluster() {
+    // In reverse of construction (see cluster.h).
+    api_.reset();
+    stop_node_port();
+    if (orchestrator_) orchestrator_->stop();
+    orchestrator_.reset();
+    dispatcher_.reset();
+    // The committer answers its last requests while the registries still exist.
+    committer_.reset();
+    secrets_.store(nullptr);
+    nodes_.reset();
+    tasks_.reset();
+    services_.reset();
+    secrets_owner_.reset();
+    trust_.reset();
+    store_.reset();
+}
+
+Result<void> Cluster::load() {
+    // The cluster record: created on first start, sealed like every other record.
+    auto rec = store_->get(store::Table::meta, "cluster");
+    if (!rec) return std::move(rec).error().context("read cluster record");
+    if (*rec) {
+        std::string_view text(reinterpret_cast<const char*>((*rec)->data()), (*rec)->size());
+        auto v = model::parse_json(text);
+        if (!v || !v->is_object()) return make_error(Errc::internal, "cluster record is corrupt");
+        auto id = model::string_field(v->as_object(), "ID");
+        auto created = model::string_field(v->as_object(), "CreatedAt");
+        auto t = created ? model::parse_rfc3339(*created) : std::nullopt;
+        if (!id || !t) return make_error(Errc::internal, "cluster record is corrupt");
+        cluster_id_ = *id;
+        created_ = *t;
+    } else {
+        cluster_id_ = crypto::random_id();
+        created_ = model::Timestamp::now();
+        store::Batch b;
+        b.put(store::Table::meta, "cluster",
+              json::serialize(json::object{{"ID", cluster_id_},
+                                           {"CreatedAt", model::format_rfc3339(created_)}}));
+        if (auto w = store_->write(std::move(b)); !w) return std::move(w).error().context("init cluster");
+        log::info("manager", "new cluster {}", cluster_id_);
+    }
+    auto trust = ClusterTrust::load(*store_, cluster_id_);
+    if (!trust) return std::move(trust).error();
+    trust_ = std::move(*trust);
+    trust_->emit_changes(*this);
+    auto secrets = SecretRegistry::load(*store_, *committer_, counter_);
+    if (!secrets) return std::move(secrets).error();
+    secrets_owner_ = std::move(*secrets);
+    auto services = ServiceRegistry::load(*store_, counter_, *secrets_owner_);
+    if (!services) return std::move(services).error();
+    services_ = std::move(*services);
+    auto tasks = TaskRegistry::load(*store_, counter_);
+    if (!tasks) return std::move(tasks).error();
+    tasks_ = std::move(*tasks);
+    auto nodes = NodeRegistry::load(*store_, counter_);
+    if (!nodes) return std::move(nodes).error();
+    nodes_ = std::move(*nodes);
+    dispatcher_ = std::make_unique<Dispatcher>(*tasks_, *nodes_, *secrets_owner_);
+    orchestrator_ = std::make_unique<Orchestrator>(*services_, *tasks_, *nodes_);
+    services_->emit_changes(*this, &ClusterEvents::services_changed);
+    tasks_->emit_changes(*this, &ClusterEvents::tasks_changed);
+    nodes_->emit_changes(*this, &ClusterEvents::nodes_changed);
+    orchestrator_->start();
+    secrets_.store(secrets_owner_.get());
+    return {};
+}
+
+bool Cluster::autolock() const { return store_->autolock(); }
+
+Result<void> Cluster::unlock(std::string_view key) {
+    {
+        std::lock_guard lock(unlock_mutex_);
+        if (!locked()) return make_error(Errc::conflict, "coffer is not locked");
+        if (auto r = store_->unlock(key); !r) return r;
+        if (auto r = load(); !r) return r;
+    }
+    // The unlock has succeeded whatever the node port does: a port that cannot start is logged.
+    std::lock_guard lock(port_start_mutex_);
+    if (options_.node_port && !port_stopped_ && !node_port_)
+        if (auto r = start_node_port_locked(*options_.node_port); !r)
+            log::error("manager", "node port: {}", r.error().message);
+    return {};
+}
+
+std::optional<crypto::SecureBuffer> Cluster::unlock_key() const { return store_->unlock_key(); }
+
+Result<crypto::SecureBuffer> Cluster::rotate_unlock_key() {
+    std::lock_guard lock(unlock_mutex_);
+    return store_->rotate_unlock_key();
+}
+
+Result<void> Cluster::rotate_dek() { return store_->rotate_dek(); }
+std::uint32_t Cluster::dek_id() const { return store_->current_dek_id(); }
+bool Cluster::dek_rotation_pending() const { return store_->rotation_pending(); }
+
+// ---- node port ------------------------------------------------------------------------------
+
+Result<void> Cluster::start_node_port(NodePortOptions options) {
+    std::lock_guard lock(port_start_mutex_);
+    return start_node_port_locked(std::move(options));
+}
+
+Result<void> Cluster::start_node_port_locked(NodePortOptions options) {
+    if (locked()) return make_error(Errc::locked, "the node port needs an unlocked manager");
+    if (node_port_) return make_error(Errc::conflict, "the node port is already running");
+    auto address = options.address;
+    auto port = NodePort::start({*trust_, *nodes_, *dispatcher_}, std::move(options));
+    if (!port) return std::move(port).error();
+    log::info("manager", "node port on {}:{}", address, (*port)->port());
+    node_port_ = std::move(*port);
+    port_stopped_ = false;
+    {
+        std::lock_guard lock(port_mutex_);
+        port_ = node_port_.get();
+    }
+    // Changes made while it was starting reached no session.
+    node_port_->assignments_changed();
+    return {};
+}
+
+void Cluster::stop_node_port() {
+    std::lock_guard lock(port_start_mutex_);
+    port_stopped_ = true;
+    detach_port();
+    node_port_.reset();
+}
+
+NodePort* Cluster::node_port() const {
+    std::lock_guard lock(port_start_mutex_);
+    return node_port_.get();
+}
+
+void Cluster::set_node_transport(NodeTransport* t) {
+    std::unique_lock lock(port_mutex_);
+    test_transport_ = t;
+    // The one replaced may go once no call is under way.
+    port_idle_.wait(lock, [&] { return port_calls_ == 0; });
+}
+
+void Cluster::detach_port() {
+    std::unique_lock lock(port_mutex_);
+    port_ = nullptr;
+    port_idle_.wait(lock, [&] { return port_calls_ == 0; });
+}
+
+namespace {
+
+// Counts a call to the node port as under way for its scope.
+class PortCall {
+public:
+    PortCall(std::mutex& m, std::condition_variable& idle, std::size_t& calls)
+        : m_(m), idle_(idle), calls_(calls) {}
+    ~PortCall() {
+        {
+            std::lock_guard lock(m_);
+            --calls_;
+        }
+        idle_.notify_all();
+    }
+    PortCall(const PortCall&) = delete;
+    PortCall& operator=(const PortCall&) = delete;
+
+private:
+    std::mutex& m_;
+    std::condition_variable& idle_;
+    std::size_t& calls_;
+};
+
+}  // namespace
+
+template <typename Fn>
+bool Cluster::with_port(Fn&& fn) {
+    NodePort* port = nullptr;
+    {
+        std::lock_guard lock(port_mutex_);
+        if (port_ == nullptr) return false;
+        port = port_;
+        ++port_calls_;
+    }
+    PortCall call(port_mutex_, port_idle_, port_calls_);
+    fn(*port);
+    return true;
+}
+
+template <typename Fn>
+bool Cluster::with_transport(Fn&& fn) {
+    NodeTransport* transport = nullptr;
+    {
+        std::lock_guard lock(port_mutex_);
+        transport = test_transport_ != nullptr ? test_transport_ : port_;
+        if (transport == nullptr) return false;
+        ++port_calls_;
+    }
+    PortCall call(port_mutex_, port_idle_, port_calls_);
+    fn(*transport);
+    return true;
+}
+
+// ---- events -----------------------------------------------------------------------------------
+
+void Cluster::services_changed() { orchestrator_->wake(); }
+
+void Cluster::tasks_changed() {
+    orchestrator_->wake();
+    dispatcher_->changed();
+    with_port([](NodePort& p) { p.assignments_changed(); });
+}
+
+void Cluster::nodes_changed() {
+    orchestrator_->wake();
+    dispatcher_->changed();
+    with_port([](NodePort& p) { p.assignments_changed(); });
+}
+
+void Cluster::ca_changed() {
+    with_port([](NodePort& p) { p.ca_changed(); });
+}
+
+void Cluster::node_removed(const std::string& node_id) {
+    with_port([&](NodePort& p) { p.node_removed(node_id); });
+}
+
+void Cluster::node_role_changed(const std::string& node_id) {
+    with_port([&](NodePort& p) { p.node_role_changed(node_id); });
+}
+
+void Cluster::fetch_logs(const std::string& node_id, const std::string& task_id, std::size_t tail,
+                         std::chrono::milliseconds timeout, LogsDone done) {
+    bool asked = with_transport([&](NodeTransport& t) {
+        t.fetch_logs(node_id, task_id, tail, timeout, std::move(done));
+    });
+    if (!asked) done(make_error(Errc::unavailable, "no node port"));
+}
+
+}  // namespace coffer::manager
