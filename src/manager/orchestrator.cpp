@@ -286,7 +286,7 @@ Result<std::optional<Timestamp>> Orchestrator::reconcile(Timestamp now) {
 
             // Rolling update: live tasks of an older spec are replaced, a batch at a time.
             auto status = s.update_status;
-            bool rolling_back = status && status->state.starts_with("rollback");
+            bool rolling_back = status && model::is_rollback(status->state);
             const auto& cfg = rolling_back ? spec.rollback : spec.update;
             auto by_slot = slots();
             std::vector<std::string> dirty_slots;
@@ -315,9 +315,11 @@ Result<std::optional<Timestamp>> Orchestrator::reconcile(Timestamp now) {
                 if (flying) ++in_flight;
             }
             auto& progress = progress_[s.meta.id];
-            bool updating = status && (status->state == "updating" || status->state == "rollback_started");
-            if (!dirty_slots.empty() && !updating && !(status && status->state.ends_with("paused"))) {
-                auto next = model::UpdateStatus{"updating", now, std::nullopt, "update in progress"};
+            bool updating = status && (status->state == model::UpdateState::updating ||
+                                       status->state == model::UpdateState::rollback_started);
+            if (!dirty_slots.empty() && !updating && !(status && (status->state == model::UpdateState::paused ||
+                                                                  status->state == model::UpdateState::rollback_paused))) {
+                auto next = model::UpdateStatus{model::UpdateState::updating, now, std::nullopt, "update in progress"};
                 service_changes.push_back({s.meta.id, next, false});
                 status = next;
                 updating = true;
@@ -329,14 +331,14 @@ Result<std::optional<Timestamp>> Orchestrator::reconcile(Timestamp now) {
                 if (cfg.failure_action == model::FailureAction::rollback && !rolling_back && s.previous) {
                     service_changes.push_back(
                         {s.meta.id,
-                         model::UpdateStatus{"rollback_started", now, std::nullopt,
+                         model::UpdateStatus{model::UpdateState::rollback_started, now, std::nullopt,
                                              fmt::format("update rolled back due to failure or early termination of task {}",
                                                          failed_task->meta.id)},
                          true});
                 } else {
                     service_changes.push_back(
                         {s.meta.id,
-                         model::UpdateStatus{rolling_back ? "rollback_paused" : "paused", status->started, std::nullopt,
+                         model::UpdateStatus{rolling_back ? model::UpdateState::rollback_paused : model::UpdateState::paused, status->started, std::nullopt,
                                              fmt::format("update paused due to failure or early termination of task {}",
                                                          failed_task->meta.id)},
                          false});
@@ -375,7 +377,7 @@ Result<std::optional<Timestamp>> Orchestrator::reconcile(Timestamp now) {
             if (in_flight == 0 && !progress.batch_done) progress.batch_done = now;
             if (updating && dirty_slots.empty() && in_flight == 0) {
                 service_changes.push_back({s.meta.id,
-                                           model::UpdateStatus{rolling_back ? "rollback_completed" : "completed",
+                                           model::UpdateStatus{rolling_back ? model::UpdateState::rollback_completed : model::UpdateState::completed,
                                                                status->started, now,
                                                                rolling_back ? "rollback completed" : "update completed"},
                                            false});
@@ -448,7 +450,7 @@ Result<std::optional<Timestamp>> Orchestrator::reconcile(Timestamp now) {
             if (!c.roll_back) return std::move(r).error();
             log::warn("orchestrator", "service {}: rollback refused: {}", c.id, r.error().message);
             auto paused = c.status;
-            paused->state = "paused";
+            paused->state = model::UpdateState::paused;
             paused->message = "update paused: rollback refused: " + r.error().message;
             if (auto p = services_.set_update_status(c.id, paused, false); !p) return std::move(p).error();
         }

@@ -248,11 +248,11 @@ TEST_F(Cluster, RollingUpdateReplacesOneSlotAtATime) {
         agents_act();
         pass();
         advance(sec);
-        if (services_->get(web)->update_status->state == "completed") break;
+        if (model::to_string(services_->get(web)->update_status->state) == "completed") break;
     }
     auto done = *services_->get(web);
     ASSERT_TRUE(done.update_status);
-    EXPECT_EQ(done.update_status->state, "completed");
+    EXPECT_EQ(model::to_string(done.update_status->state), "completed");
     EXPECT_EQ(done.update_status->message, "update completed");
     for (const auto& t : tasks_of(web)) EXPECT_EQ(t.spec.json, done.spec.task.json);
     EXPECT_EQ(running(web), 3u);
@@ -275,7 +275,7 @@ TEST_F(Cluster, FailedUpdatePausesWithTheReason) {
     pass();
     auto st = services_->get(web)->update_status;
     ASSERT_TRUE(st);
-    EXPECT_EQ(st->state, "paused");
+    EXPECT_EQ(model::to_string(st->state), "paused");
     EXPECT_TRUE(st->message.starts_with("update paused due to failure or early termination of task ")) << st->message;
 }
 
@@ -403,7 +403,7 @@ TEST_F(Cluster, FailedUpdateRollsBackWhenAskedTo) {
     pass();
     auto rolled = *services_->get(web);
     ASSERT_TRUE(rolled.update_status);
-    EXPECT_EQ(rolled.update_status->state, "rollback_started");
+    EXPECT_EQ(model::to_string(rolled.update_status->state), "rollback_started");
     EXPECT_EQ(rolled.spec.task.json, s.spec.task.json);  // the previous spec is current again
     for (int i = 0; i < 6; ++i) {
         pass();
@@ -411,7 +411,7 @@ TEST_F(Cluster, FailedUpdateRollsBackWhenAskedTo) {
         advance(sec);
     }
     pass();
-    EXPECT_EQ(services_->get(web)->update_status->state, "rollback_completed");
+    EXPECT_EQ(model::to_string(services_->get(web)->update_status->state), "rollback_completed");
     EXPECT_EQ(tasks_of(web).at(0).spec.json, s.spec.task.json);
     EXPECT_EQ(running(web), 1u);
 }
