@@ -76,6 +76,316 @@ Placement place_with(const Task& task, const std::vector<Node>& nodes, const Cou
     return {{}, fmt::format("no suitable node ({})", fmt::join(why, "; "))};
 }
 
+// One pass's working state: what it read, the task map it edits, what it touched or erases,
+// and the earliest time a timer makes the next pass due.
+struct Pass {
+    Pass(Timestamp now_, const std::vector<Node>& node_list_) : now(now_), node_list(node_list_) {
+        for (const auto& n : node_list) nodes[n.meta.id] = &n;
+    }
+
+    const Timestamp now;
+    const std::vector<Node>& node_list;  // borrowed for the pass
+    std::map<std::string, const Node*> nodes;
+    std::map<std::string, Task, std::less<>> work;
+    std::set<std::string> touched;
+    std::vector<std::string> erased;
+    std::optional<Timestamp> wake;
+
+    void begin(const TaskRegistry::Map& current) { work = {current.begin(), current.end()}; }
+
+    void due(Timestamp t) {
+        if (t > now && (!wake || t < *wake)) wake = t;
+    }
+    // Down, or unknown for longer than the grace period.
+    bool node_down(const Node& n) {
+        if (n.state == NodeState::down) return true;
+        if (n.state != NodeState::unknown) return false;
+        Timestamp deadline{n.meta.updated.nanos + node_unknown_grace};
+        due(deadline);
+        return deadline <= now;
+    }
+    void touch(Task& t) {
+        touched.insert(t.meta.id);
+        t.meta.updated = now;
+    }
+    void set_state(Task& t, TaskState s, std::string message) {
+        if (t.status.state == s && t.status.message == message) return;
+        t.status.state = s;
+        t.status.message = std::move(message);
+        t.status.timestamp = now;
+        touch(t);
+    }
+    void shut_down(Task& t) {
+        if (t.desired == TaskState::shutdown) return;
+        t.desired = TaskState::shutdown;
+        touch(t);
+    }
+    // A task that runs nowhere any more: ended, never sent to a node, or its node is gone.
+    bool gone(const Task& t) {
+        if (model::is_terminal(t.status.state) || t.status.state < TaskState::assigned) return true;
+        auto n = nodes.find(t.node_id);
+        return n == nodes.end() || node_down(*n->second);
+    }
+    Task& create(const Service& s, std::uint64_t slot, const std::string& node_id, TaskState desired,
+                 Timestamp not_before) {
+        Task t;
+        t.meta = {crypto::random_id(), 0, now, now};
+        t.spec = s.spec.task;
+        t.service_id = s.meta.id;
+        t.service_name = s.spec.name;
+        t.slot = slot;
+        t.node_id = node_id;
+        t.status = {now, TaskState::pending, "pending task scheduling", "", std::nullopt};
+        t.desired = desired;
+        t.not_before = not_before;
+        auto id = t.meta.id;
+        touched.insert(id);
+        return work.emplace(id, std::move(t)).first->second;
+    }
+    // The service's tasks by slot (replicated) or node (global).
+    std::map<std::string, std::vector<Task*>> slots(const Service& s) {
+        std::map<std::string, std::vector<Task*>> out;
+        for (auto& [id, t] : work)
+            if (t.service_id == s.meta.id) out[slot_key(s, t)].push_back(&t);
+        return out;
+    }
+    // The store write: every touched task not erased, and the erased ones that were stored.
+    TaskRegistry::Changes changes(const TaskRegistry::Map& current) {
+        TaskRegistry::Changes out;
+        std::sort(erased.begin(), erased.end());
+        erased.erase(std::unique(erased.begin(), erased.end()), erased.end());
+        for (const auto& id : touched)
+            if (!std::binary_search(erased.begin(), erased.end(), id)) out.put.push_back(work.at(id));
+        for (const auto& id : erased)
+            if (current.count(id)) out.erase.push_back(id);
+        return out;
+    }
+};
+
+// A service status to record after the task write; roll_back also puts the previous spec back.
+struct ServiceUpdate {
+    std::string id;
+    model::UpdateStatus status;
+    bool roll_back = false;
+};
+
+// Removed services: their tasks are shut down, and erased once they run nowhere.
+void shut_down_orphans(Pass& p, const std::vector<Service>& services) {
+    std::set<std::string, std::less<>> ids;
+    for (const auto& s : services) ids.insert(s.meta.id);
+    for (auto& [id, t] : p.work) {
+        if (ids.count(t.service_id)) continue;
+        p.shut_down(t);
+        if (p.gone(t)) p.erased.push_back(id);
+    }
+}
+
+// Restarts: which ended tasks, and tasks on lost nodes, the restart policy starts again, and when.
+void restart_ended_and_lost(Pass& p, const Service& s) {
+    const auto& spec = s.spec;
+    const bool global = spec.mode == model::ServiceMode::global;
+    const auto now = p.now;
+    for (auto& [key, list] : p.slots(s)) {
+        for (auto* t : std::vector<Task*>(list)) {
+            if (!live(*t)) continue;
+            const Node* n = p.nodes.count(t->node_id) ? p.nodes.at(t->node_id) : nullptr;
+            bool placed = t->status.state >= TaskState::assigned;
+            // A task that ended runs nowhere: its node going down, away or draining
+            // loses nothing, and only the restart policy may start it again.
+            bool ended = model::is_terminal(t->status.state);
+            bool node_left = n == nullptr || n->spec.availability == NodeAvailability::drain;
+            bool lost = !ended && !t->node_id.empty() && (placed || global) &&
+                        (node_left || (placed && p.node_down(*n) && !global));
+            if (!ended && !lost) continue;
+            const auto& rp = spec.task.restart;
+            bool failed = t->status.state == TaskState::failed || t->status.state == TaskState::rejected ||
+                          (t->status.container && t->status.container->exit_code != 0);
+            bool restart = lost || rp.condition == model::RestartCondition::any ||
+                           (rp.condition == model::RestartCondition::on_failure && failed);
+            // Restarts are counted along the slot's chain of tasks (the history is
+            // trimmed); with a window, a task that ran longer than it starts a new count.
+            std::uint64_t restarts = t->restarts;
+            if (rp.window > 0 && now.nanos - t->meta.created.nanos > rp.window) restarts = 0;
+            if (restart && !lost && rp.max_attempts > 0 && restarts >= rp.max_attempts) restart = false;
+            if (!restart) continue;  // the slot stays filled by the ended task
+            p.shut_down(*t);
+            if (global && (lost || node_left)) continue;  // a global service follows the eligible nodes
+            auto delay = lost ? 0 : rp.delay;
+            Timestamp nb{now.nanos + delay};
+            p.create(s, t->slot, global ? t->node_id : std::string(), delay > 0 ? TaskState::ready : TaskState::running,
+                     nb)
+                .restarts = lost ? restarts : restarts + 1;
+        }
+    }
+}
+
+// Scaling: which slots 1..Replicas, or which eligible nodes, get a new task, and which slots
+// beyond Replicas are shut down.
+void scale(Pass& p, const Service& s) {
+    const auto& spec = s.spec;
+    if (spec.mode != model::ServiceMode::global) {
+        std::set<std::uint64_t> filled;
+        for (auto& [id, t] : p.work)
+            if (t.service_id == s.meta.id && live(t)) {
+                if (t.slot > spec.replicas) p.shut_down(t);
+                else filled.insert(t.slot);
+            }
+        for (std::uint64_t slot = 1; slot <= spec.replicas; ++slot)
+            if (!filled.count(slot)) p.create(s, slot, {}, TaskState::running, p.now);
+    } else {
+        std::set<std::string> covered;
+        for (auto& [id, t] : p.work)
+            if (t.service_id == s.meta.id && live(t)) covered.insert(t.node_id);
+        for (const auto& n : p.node_list)
+            if (!covered.count(n.meta.id) && n.state == NodeState::ready &&
+                n.spec.availability == NodeAvailability::active && satisfies(n, spec.task.constraints))
+                p.create(s, 0, n.meta.id, TaskState::running, p.now);
+    }
+}
+
+// Rolling update: which outdated slots are replaced in this batch, and how the service's update
+// status moves on (started, paused, rolled back, completed). batch_done is the service's
+// progress kept between passes.
+std::vector<ServiceUpdate> roll_update(Pass& p, const Service& s, std::optional<Timestamp>& batch_done) {
+    const auto& spec = s.spec;
+    const bool global = spec.mode == model::ServiceMode::global;
+    const auto now = p.now;
+    const auto& status = s.update_status;
+    const auto& cfg = status && model::is_rollback(status->state) ? spec.rollback : spec.update;
+    auto by_slot = p.slots(s);
+    std::vector<std::string> outdated;
+    UpdateTally tally;
+    Timestamp since = status ? status->started : now;
+    for (auto& [key, list] : by_slot) {
+        bool dirty = false, flying = false;
+        for (auto* t : list) {
+            bool current_spec = t->spec.json == spec.task.json;
+            if (live(*t) && !current_spec) dirty = true;
+            if (!current_spec || t->meta.created < since || !status) continue;
+            ++tally.updated;
+            if (t->status.state == TaskState::failed || t->status.state == TaskState::rejected) {
+                ++tally.failures;
+                tally.failed_task = t->meta.id;
+            }
+            if (!live(*t)) continue;
+            bool stable = t->status.state == TaskState::running && t->status.timestamp.nanos + cfg.monitor <= now.nanos;
+            if (t->status.state == TaskState::running && !stable) p.due({t->status.timestamp.nanos + cfg.monitor});
+            if (!stable && !model::is_terminal(t->status.state)) flying = true;
+        }
+        if (dirty) outdated.push_back(key);
+        if (flying) ++tally.in_flight;
+    }
+    tally.outdated = !outdated.empty();
+
+    auto decision = decide_update(status, cfg, s.previous.has_value(), tally, now);
+    if (decision.started) batch_done.reset();
+    std::size_t in_flight = tally.in_flight;
+    if (decision.replace) {
+        if (in_flight == 0 && batch_done && batch_done->nanos + cfg.delay > now.nanos) {
+            p.due({batch_done->nanos + cfg.delay});
+        } else {
+            std::size_t budget = cfg.parallelism == 0 ? outdated.size()
+                                 : cfg.parallelism > in_flight ? cfg.parallelism - in_flight : 0;
+            for (const auto& key : outdated) {
+                if (budget == 0) break;
+                auto& list = by_slot[key];
+                bool has_new = std::any_of(list.begin(), list.end(),
+                                           [&](Task* t) { return live(*t) && t->spec.json == spec.task.json; });
+                if (has_new) continue;
+                const Task* old = *std::find_if(list.begin(), list.end(), [](Task* t) { return live(*t); });
+                auto slot = old->slot;
+                auto node = global ? old->node_id : std::string();
+                if (cfg.order == model::UpdateOrder::stop_first) {
+                    for (auto* t : list)
+                        if (live(*t)) p.shut_down(*t);
+                    p.create(s, slot, node, TaskState::ready, now);
+                } else {
+                    p.create(s, slot, node, TaskState::running, now);
+                }
+                --budget;
+                ++in_flight;
+            }
+            batch_done.reset();
+        }
+    }
+    if (in_flight == 0 && !batch_done) batch_done = now;
+
+    std::vector<ServiceUpdate> out;
+    for (auto& c : decision.changes) out.push_back({s.meta.id, std::move(c.status), c.roll_back});
+    return out;
+}
+
+// Slot settling: which held-back tasks may start (the old ones stopped), which old tasks stop
+// (start-first: the new one runs), and which ended tasks fall out of the bounded history.
+void settle_slots(Pass& p, const Service& s) {
+    const auto& spec = s.spec;
+    for (auto& [key, list] : p.slots(s)) {
+        bool new_running = std::any_of(list.begin(), list.end(), [&](Task* t) {
+            return live(*t) && t->spec.json == spec.task.json && t->status.state == TaskState::running;
+        });
+        for (auto* t : list) {
+            if (new_running && live(*t) && t->spec.json != spec.task.json) p.shut_down(*t);
+            if (!live(*t) || t->desired != TaskState::ready) continue;
+            bool others =
+                std::any_of(list.begin(), list.end(), [&](Task* u) { return u != t && !live(*u) && !p.gone(*u); });
+            if (t->not_before > p.now) p.due(t->not_before);
+            else if (!others) t->desired = TaskState::running, p.touch(*t);
+        }
+        std::sort(list.begin(), list.end(), [](Task* a, Task* b) { return a->meta.created > b->meta.created; });
+        // Tasks still wanted or still running are kept; the newest ended ones fill
+        // the rest of the slot's history.
+        std::size_t kept = std::count_if(list.begin(), list.end(), [&](Task* t) { return live(*t) || !p.gone(*t); });
+        for (auto* t : list) {
+            if (live(*t) || !p.gone(*t)) continue;
+            if (kept < task_history_limit) ++kept;
+            else p.erased.push_back(t->meta.id);
+        }
+    }
+}
+
+// Placement: which node each task due to start is assigned to, or why it stays pending; tasks
+// no longer wanted that never reached a node are marked shut down.
+void schedule(Pass& p) {
+    std::vector<const Task*> all;
+    for (auto& [id, t] : p.work) all.push_back(&t);
+    auto counts = Counts::of(all);
+    for (auto& [id, t] : p.work) {
+        if (!live(t) && t.status.state < TaskState::assigned) {
+            p.set_state(t, TaskState::shutdown, "shutdown");
+            continue;
+        }
+        if (t.desired != TaskState::running || t.status.state >= TaskState::assigned) continue;
+        if (t.not_before > p.now) {
+            p.due(t.not_before);
+            continue;
+        }
+        auto placement = place_with(t, p.node_list, counts);
+        if (placement.node_id.empty()) {
+            p.set_state(t, TaskState::pending, placement.reason);
+            continue;
+        }
+        t.node_id = placement.node_id;
+        p.set_state(t, TaskState::assigned, "scheduler assigned task to node");
+        counts.add(t);
+    }
+}
+
+// Rollback and status recording: each decided status is written in order; a rollback the
+// registry refuses (the previous spec's secrets are gone) pauses the update instead.
+Result<void> record_update_statuses(ServiceRegistry& services, const std::vector<ServiceUpdate>& changes) {
+    for (const auto& c : changes) {
+        if (auto r = services.set_update_status(c.id, c.status, c.roll_back); !r) {
+            if (!c.roll_back) return std::move(r).error();
+            log::warn("orchestrator", "service {}: rollback refused: {}", c.id, r.error().message);
+            auto paused = c.status;
+            paused.state = model::UpdateState::paused;
+            paused.message = "update paused: rollback refused: " + r.error().message;
+            if (auto q = services.set_update_status(c.id, paused, false); !q) return std::move(q).error();
+        }
+    }
+    return {};
+}
+
 }  // namespace
 
 bool satisfies(const Node& node, const std::vector<model::Constraint>& constraints) {
@@ -96,6 +406,50 @@ Placement place(const Task& task, const std::vector<Node>& nodes, const std::vec
     std::vector<const Task*> ptrs;
     for (const auto& t : tasks) ptrs.push_back(&t);
     return place_with(task, nodes, Counts::of(ptrs));
+}
+
+UpdateDecision decide_update(const std::optional<model::UpdateStatus>& current, const model::UpdateConfig& cfg,
+                             bool has_previous, const UpdateTally& tally, Timestamp now) {
+    using model::UpdateState;
+    UpdateDecision d;
+    auto status = current;
+    const bool rolling_back = status && model::is_rollback(status->state);
+    bool updating = status && (status->state == UpdateState::updating || status->state == UpdateState::rollback_started);
+    const bool paused =
+        status && (status->state == UpdateState::paused || status->state == UpdateState::rollback_paused);
+    if (tally.outdated && !updating && !paused) {
+        status = model::UpdateStatus{UpdateState::updating, now, std::nullopt, "update in progress"};
+        d.changes.push_back({*status, false});
+        d.started = true;
+        updating = true;
+    }
+    if (updating && tally.failures > 0 &&
+        static_cast<double>(tally.failures) > cfg.max_failure_ratio * static_cast<double>(tally.updated) &&
+        cfg.failure_action != model::FailureAction::cont) {
+        if (cfg.failure_action == model::FailureAction::rollback && !rolling_back && has_previous) {
+            d.changes.push_back(
+                {model::UpdateStatus{UpdateState::rollback_started, now, std::nullopt,
+                                     fmt::format("update rolled back due to failure or early termination of task {}",
+                                                 tally.failed_task)},
+                 true});
+        } else {
+            d.changes.push_back(
+                {model::UpdateStatus{rolling_back ? UpdateState::rollback_paused : UpdateState::paused, status->started,
+                                     std::nullopt,
+                                     fmt::format("update paused due to failure or early termination of task {}",
+                                                 tally.failed_task)},
+                 false});
+        }
+        updating = false;
+    }
+    d.replace = updating && tally.outdated;
+    // Nothing outdated means no batch this pass, so nothing new is in flight either.
+    if (updating && !tally.outdated && tally.in_flight == 0)
+        d.changes.push_back({model::UpdateStatus{rolling_back ? UpdateState::rollback_completed : UpdateState::completed,
+                                                 status->started, now,
+                                                 rolling_back ? "rollback completed" : "update completed"},
+                             false});
+    return d;
 }
 
 Orchestrator::Orchestrator(ServiceRegistry& services, TaskRegistry& tasks, NodeRegistry& nodes, Clock clock)
@@ -152,312 +506,29 @@ void Orchestrator::run() {
 Result<std::optional<Timestamp>> Orchestrator::reconcile(Timestamp now) {
     auto services = services_.list();
     auto node_list = nodes_.list();
-    std::map<std::string, const Node*> nodes;
-    for (const auto& n : node_list) nodes[n.meta.id] = &n;
-    std::optional<Timestamp> wake;
-    auto due = [&](Timestamp t) {
-        if (t > now && (!wake || t < *wake)) wake = t;
-    };
-    // Down, or unknown for longer than the grace period.
-    auto node_down = [&](const Node& n) {
-        if (n.state == NodeState::down) return true;
-        if (n.state != NodeState::unknown) return false;
-        Timestamp deadline{n.meta.updated.nanos + node_unknown_grace};
-        due(deadline);
-        return deadline <= now;
-    };
-    std::vector<ServiceChange> service_changes;
+    Pass pass(now, node_list);
+    std::vector<ServiceUpdate> service_changes;
 
     auto written = tasks_.commit([&](const TaskRegistry::Map& current) -> Result<TaskRegistry::Changes> {
-        std::map<std::string, Task, std::less<>> work(current.begin(), current.end());
-        std::set<std::string> touched;
-        std::vector<std::string> erased;
-        auto touch = [&](Task& t) {
-            touched.insert(t.meta.id);
-            t.meta.updated = now;
-        };
-        auto set_state = [&](Task& t, TaskState s, std::string message) {
-            if (t.status.state == s && t.status.message == message) return;
-            t.status.state = s;
-            t.status.message = std::move(message);
-            t.status.timestamp = now;
-            touch(t);
-        };
-        auto shut_down = [&](Task& t) {
-            if (t.desired == TaskState::shutdown) return;
-            t.desired = TaskState::shutdown;
-            touch(t);
-        };
-        // A task that runs nowhere any more: ended, never sent to a node, or its node is gone.
-        auto gone = [&](const Task& t) {
-            if (model::is_terminal(t.status.state) || t.status.state < TaskState::assigned) return true;
-            auto n = nodes.find(t.node_id);
-            return n == nodes.end() || node_down(*n->second);
-        };
-        auto create = [&](const Service& s, std::uint64_t slot, const std::string& node_id, TaskState desired,
-                          Timestamp not_before) -> Task& {
-            Task t;
-            t.meta = {crypto::random_id(), 0, now, now};
-            t.spec = s.spec.task;
-            t.service_id = s.meta.id;
-            t.service_name = s.spec.name;
-            t.slot = slot;
-            t.node_id = node_id;
-            t.status = {now, TaskState::pending, "pending task scheduling", "", std::nullopt};
-            t.desired = desired;
-            t.not_before = not_before;
-            auto id = t.meta.id;
-            touched.insert(id);
-            return work.emplace(id, std::move(t)).first->second;
-        };
-
-        std::map<std::string, const Service*> by_id;
-        for (const auto& s : services) by_id[s.meta.id] = &s;
-
-        for (auto& [id, t] : work) {
-            if (by_id.count(t.service_id)) continue;
-            shut_down(t);  // its service was removed
-            if (gone(t)) erased.push_back(id);
-        }
-
+        pass.begin(current);
+        shut_down_orphans(pass, services);
         for (const auto& s : services) {
-            const auto& spec = s.spec;
-            const bool global = spec.mode == model::ServiceMode::global;
-            auto slots = [&] {
-                std::map<std::string, std::vector<Task*>> out;
-                for (auto& [id, t] : work)
-                    if (t.service_id == s.meta.id) out[slot_key(s, t)].push_back(&t);
-                return out;
-            };
-
-            // Ended tasks and tasks on lost nodes: restart as the policy says.
-            for (auto& [key, list] : slots()) {
-                for (auto* t : std::vector<Task*>(list)) {
-                    if (!live(*t)) continue;
-                    const Node* n = nodes.count(t->node_id) ? nodes.at(t->node_id) : nullptr;
-                    bool placed = t->status.state >= TaskState::assigned;
-                    // A task that ended runs nowhere: its node going down, away or draining
-                    // loses nothing, and only the restart policy may start it again.
-                    bool ended = model::is_terminal(t->status.state);
-                    bool node_left = n == nullptr || n->spec.availability == NodeAvailability::drain;
-                    bool lost = !ended && !t->node_id.empty() && (placed || global) &&
-                                (node_left || (placed && node_down(*n) && !global));
-                    if (!ended && !lost) continue;
-                    const auto& rp = spec.task.restart;
-                    bool failed = t->status.state == TaskState::failed || t->status.state == TaskState::rejected ||
-                                  (t->status.container && t->status.container->exit_code != 0);
-                    bool restart = lost || rp.condition == model::RestartCondition::any ||
-                                   (rp.condition == model::RestartCondition::on_failure && failed);
-                    // Restarts are counted along the slot's chain of tasks (the history is
-                    // trimmed); with a window, a task that ran longer than it starts a new count.
-                    std::uint64_t restarts = t->restarts;
-                    if (rp.window > 0 && now.nanos - t->meta.created.nanos > rp.window) restarts = 0;
-                    if (restart && !lost && rp.max_attempts > 0 && restarts >= rp.max_attempts) restart = false;
-                    if (!restart) continue;  // the slot stays filled by the ended task
-                    shut_down(*t);
-                    if (global && (lost || node_left)) continue;  // a global service follows the eligible nodes
-                    auto delay = lost ? 0 : rp.delay;
-                    Timestamp nb{now.nanos + delay};
-                    create(s, t->slot, global ? t->node_id : std::string(),
-                           delay > 0 ? TaskState::ready : TaskState::running, nb)
-                        .restarts = lost ? restarts : restarts + 1;
-                }
-            }
-
-            // Scale: one live task per slot 1..Replicas, or per eligible node.
-            if (!global) {
-                std::set<std::uint64_t> filled;
-                for (auto& [id, t] : work)
-                    if (t.service_id == s.meta.id && live(t)) {
-                        if (t.slot > spec.replicas) shut_down(t);
-                        else filled.insert(t.slot);
-                    }
-                for (std::uint64_t slot = 1; slot <= spec.replicas; ++slot)
-                    if (!filled.count(slot)) create(s, slot, {}, TaskState::running, now);
-            } else {
-                std::set<std::string> covered;
-                for (auto& [id, t] : work)
-                    if (t.service_id == s.meta.id && live(t)) covered.insert(t.node_id);
-                for (const auto& n : node_list)
-                    if (!covered.count(n.meta.id) && n.state == NodeState::ready &&
-                        n.spec.availability == NodeAvailability::active && satisfies(n, spec.task.constraints))
-                        create(s, 0, n.meta.id, TaskState::running, now);
-            }
-
-            // Rolling update: live tasks of an older spec are replaced, a batch at a time.
-            auto status = s.update_status;
-            bool rolling_back = status && status->state.starts_with("rollback");
-            const auto& cfg = rolling_back ? spec.rollback : spec.update;
-            auto by_slot = slots();
-            std::vector<std::string> dirty_slots;
-            std::size_t in_flight = 0;
-            std::size_t updated = 0;
-            const Task* failed_task = nullptr;
-            std::size_t failures = 0;
-            Timestamp since = status ? status->started : now;
-            for (auto& [key, list] : by_slot) {
-                bool dirty = false, flying = false;
-                for (auto* t : list) {
-                    bool current_spec = t->spec.json == spec.task.json;
-                    if (live(*t) && !current_spec) dirty = true;
-                    if (!current_spec || t->meta.created < since || !status) continue;
-                    ++updated;
-                    if (t->status.state == TaskState::failed || t->status.state == TaskState::rejected) {
-                        ++failures;
-                        failed_task = t;
-                    }
-                    if (!live(*t)) continue;
-                    bool stable = t->status.state == TaskState::running && t->status.timestamp.nanos + cfg.monitor <= now.nanos;
-                    if (t->status.state == TaskState::running && !stable) due({t->status.timestamp.nanos + cfg.monitor});
-                    if (!stable && !model::is_terminal(t->status.state)) flying = true;
-                }
-                if (dirty) dirty_slots.push_back(key);
-                if (flying) ++in_flight;
-            }
-            auto& progress = progress_[s.meta.id];
-            bool updating = status && (status->state == "updating" || status->state == "rollback_started");
-            if (!dirty_slots.empty() && !updating && !(status && status->state.ends_with("paused"))) {
-                auto next = model::UpdateStatus{"updating", now, std::nullopt, "update in progress"};
-                service_changes.push_back({s.meta.id, next, false});
-                status = next;
-                updating = true;
-                progress = {};
-            }
-            if (updating && failures > 0 &&
-                static_cast<double>(failures) > cfg.max_failure_ratio * static_cast<double>(updated) &&
-                cfg.failure_action != model::FailureAction::cont) {
-                if (cfg.failure_action == model::FailureAction::rollback && !rolling_back && s.previous) {
-                    service_changes.push_back(
-                        {s.meta.id,
-                         model::UpdateStatus{"rollback_started", now, std::nullopt,
-                                             fmt::format("update rolled back due to failure or early termination of task {}",
-                                                         failed_task->meta.id)},
-                         true});
-                } else {
-                    service_changes.push_back(
-                        {s.meta.id,
-                         model::UpdateStatus{rolling_back ? "rollback_paused" : "paused", status->started, std::nullopt,
-                                             fmt::format("update paused due to failure or early termination of task {}",
-                                                         failed_task->meta.id)},
-                         false});
-                }
-                updating = false;
-            }
-            if (updating && !dirty_slots.empty()) {
-                if (in_flight == 0 && progress.batch_done && progress.batch_done->nanos + cfg.delay > now.nanos) {
-                    due({progress.batch_done->nanos + cfg.delay});
-                } else {
-                    std::size_t budget = cfg.parallelism == 0 ? dirty_slots.size()
-                                         : cfg.parallelism > in_flight ? cfg.parallelism - in_flight : 0;
-                    for (const auto& key : dirty_slots) {
-                        if (budget == 0) break;
-                        auto& list = by_slot[key];
-                        bool has_new = std::any_of(list.begin(), list.end(), [&](Task* t) {
-                            return live(*t) && t->spec.json == spec.task.json;
-                        });
-                        if (has_new) continue;
-                        const Task* old = *std::find_if(list.begin(), list.end(), [](Task* t) { return live(*t); });
-                        auto slot = old->slot;
-                        auto node = global ? old->node_id : std::string();
-                        if (cfg.order == model::UpdateOrder::stop_first) {
-                            for (auto* t : list)
-                                if (live(*t)) shut_down(*t);
-                            create(s, slot, node, TaskState::ready, now);
-                        } else {
-                            create(s, slot, node, TaskState::running, now);
-                        }
-                        --budget;
-                        ++in_flight;
-                    }
-                    progress.batch_done.reset();
-                }
-            }
-            if (in_flight == 0 && !progress.batch_done) progress.batch_done = now;
-            if (updating && dirty_slots.empty() && in_flight == 0) {
-                service_changes.push_back({s.meta.id,
-                                           model::UpdateStatus{rolling_back ? "rollback_completed" : "completed",
-                                                               status->started, now,
-                                                               rolling_back ? "rollback completed" : "update completed"},
-                                           false});
-            }
-
-            // Per slot: start held-back tasks once the old ones stopped; with start-first, stop
-            // the old ones once the new one runs; keep a bounded history.
-            for (auto& [key, list] : slots()) {
-                bool new_running = std::any_of(list.begin(), list.end(), [&](Task* t) {
-                    return live(*t) && t->spec.json == spec.task.json && t->status.state == TaskState::running;
-                });
-                for (auto* t : list) {
-                    if (new_running && live(*t) && t->spec.json != spec.task.json) shut_down(*t);
-                    if (!live(*t) || t->desired != TaskState::ready) continue;
-                    bool others = std::any_of(list.begin(), list.end(),
-                                              [&](Task* u) { return u != t && !live(*u) && !gone(*u); });
-                    if (t->not_before > now) due(t->not_before);
-                    else if (!others) t->desired = TaskState::running, touch(*t);
-                }
-                std::sort(list.begin(), list.end(),
-                          [](Task* a, Task* b) { return a->meta.created > b->meta.created; });
-                // Tasks still wanted or still running are kept; the newest ended ones fill
-                // the rest of the slot's history.
-                std::size_t kept = std::count_if(list.begin(), list.end(), [&](Task* t) { return live(*t) || !gone(*t); });
-                for (auto* t : list) {
-                    if (live(*t) || !gone(*t)) continue;
-                    if (kept < task_history_limit) ++kept;
-                    else erased.push_back(t->meta.id);
-                }
-            }
+            restart_ended_and_lost(pass, s);
+            scale(pass, s);
+            for (auto& c : roll_update(pass, s, progress_[s.meta.id].batch_done)) service_changes.push_back(std::move(c));
+            settle_slots(pass, s);
         }
-
-        // Scheduling.
-        std::vector<const Task*> all;
-        for (auto& [id, t] : work) all.push_back(&t);
-        auto counts = Counts::of(all);
-        for (auto& [id, t] : work) {
-            if (!live(t) && t.status.state < TaskState::assigned) {
-                set_state(t, TaskState::shutdown, "shutdown");
-                continue;
-            }
-            if (t.desired != TaskState::running || t.status.state >= TaskState::assigned) continue;
-            if (t.not_before > now) {
-                due(t.not_before);
-                continue;
-            }
-            auto p = place_with(t, node_list, counts);
-            if (p.node_id.empty()) {
-                set_state(t, TaskState::pending, p.reason);
-                continue;
-            }
-            t.node_id = p.node_id;
-            set_state(t, TaskState::assigned, "scheduler assigned task to node");
-            counts.add(t);
-        }
-
-        TaskRegistry::Changes changes;
-        std::sort(erased.begin(), erased.end());
-        erased.erase(std::unique(erased.begin(), erased.end()), erased.end());
-        for (const auto& id : touched)
-            if (!std::binary_search(erased.begin(), erased.end(), id)) changes.put.push_back(work.at(id));
-        for (const auto& id : erased)
-            if (current.count(id)) changes.erase.push_back(id);
-        return changes;
+        schedule(pass);
+        return pass.changes(current);
     });
     if (!written) return std::move(written).error().context("orchestrator");
 
-    for (auto& c : service_changes) {
-        if (auto r = services_.set_update_status(c.id, c.status, c.roll_back); !r) {
-            if (!c.roll_back) return std::move(r).error();
-            log::warn("orchestrator", "service {}: rollback refused: {}", c.id, r.error().message);
-            auto paused = c.status;
-            paused->state = "paused";
-            paused->message = "update paused: rollback refused: " + r.error().message;
-            if (auto p = services_.set_update_status(c.id, paused, false); !p) return std::move(p).error();
-        }
-    }
+    if (auto r = record_update_statuses(services_, service_changes); !r) return std::move(r).error();
     for (auto it = progress_.begin(); it != progress_.end();)
         it = std::any_of(services.begin(), services.end(), [&](const Service& s) { return s.meta.id == it->first; })
                  ? std::next(it)
                  : progress_.erase(it);
-    return wake;
+    return pass.wake;
 }
 
 }  // namespace coffer::manager

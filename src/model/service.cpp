@@ -11,6 +11,9 @@ constexpr std::array<std::string_view, 14> task_state_names = {
     "new",      "pending",  "assigned", "accepted", "preparing", "ready",  "starting",
     "running",  "complete", "shutdown", "failed",   "rejected",  "remove", "orphaned"};
 
+constexpr std::array<std::string_view, 6> update_state_names = {
+    "updating", "paused", "completed", "rollback_started", "rollback_paused", "rollback_completed"};
+
 Error invalid(std::string message) { return make_error(Errc::invalid_argument, std::move(message)); }
 
 bool alnum(char c) noexcept {
@@ -61,6 +64,14 @@ std::string_view to_string(TaskState s) noexcept { return task_state_names[stati
 std::optional<TaskState> task_state_from(std::string_view s) noexcept {
     for (std::size_t i = 0; i < task_state_names.size(); ++i)
         if (task_state_names[i] == s) return static_cast<TaskState>(i);
+    return std::nullopt;
+}
+
+std::string_view to_string(UpdateState s) noexcept { return update_state_names[static_cast<std::size_t>(s)]; }
+
+std::optional<UpdateState> update_state_from(std::string_view s) noexcept {
+    for (std::size_t i = 0; i < update_state_names.size(); ++i)
+        if (update_state_names[i] == s) return static_cast<UpdateState>(i);
     return std::nullopt;
 }
 

@@ -302,7 +302,7 @@ json::object to_json(const Service& s, bool insert_defaults) {
     o["Endpoint"] = json::object{{"Spec", json::object{}}};
     if (s.update_status) {
         const auto& u = *s.update_status;
-        json::object us{{"State", u.state}, {"StartedAt", format_rfc3339(u.started)}, {"Message", u.message}};
+        json::object us{{"State", to_string(u.state)}, {"StartedAt", format_rfc3339(u.started)}, {"Message", u.message}};
         if (u.completed) us["CompletedAt"] = format_rfc3339(*u.completed);
         o["UpdateStatus"] = std::move(us);
     }
@@ -349,7 +349,11 @@ Result<Service> service_from_json(const json::value& v) {
     if (auto* us = o.if_contains("UpdateStatus"); us && us->is_object()) {
         const auto& u = us->as_object();
         UpdateStatus out;
-        out.state = u.contains("State") && u.at("State").is_string() ? std::string(u.at("State").as_string()) : "";
+        auto state = u.contains("State") && u.at("State").is_string()
+                         ? update_state_from(std::string_view(u.at("State").as_string()))
+                         : std::nullopt;
+        if (!state) return invalid("service has no valid UpdateStatus.State");
+        out.state = *state;
         out.message = u.contains("Message") && u.at("Message").is_string() ? std::string(u.at("Message").as_string()) : "";
         out.started = time_at(u, "StartedAt").value_or(Timestamp{});
         out.completed = time_at(u, "CompletedAt");

@@ -259,11 +259,11 @@ TEST_F(Cluster, RollingUpdateReplacesOneSlotAtATime) {
         agents_act();
         pass();
         advance(sec);
-        if (services_->get(web)->update_status->state == "completed") break;
+        if (model::to_string(services_->get(web)->update_status->state) == "completed") break;
     }
     auto done = *services_->get(web);
     ASSERT_TRUE(done.update_status);
-    EXPECT_EQ(done.update_status->state, "completed");
+    EXPECT_EQ(model::to_string(done.update_status->state), "completed");
     EXPECT_EQ(done.update_status->message, "update completed");
     for (const auto& t : tasks_of(web)) EXPECT_EQ(t.spec.json, done.spec.task.json);
     EXPECT_EQ(running(web), 3u);
@@ -286,7 +286,7 @@ TEST_F(Cluster, FailedUpdatePausesWithTheReason) {
     pass();
     auto st = services_->get(web)->update_status;
     ASSERT_TRUE(st);
-    EXPECT_EQ(st->state, "paused");
+    EXPECT_EQ(model::to_string(st->state), "paused");
     EXPECT_TRUE(st->message.starts_with("update paused due to failure or early termination of task ")) << st->message;
 }
 
@@ -414,7 +414,7 @@ TEST_F(Cluster, FailedUpdateRollsBackWhenAskedTo) {
     pass();
     auto rolled = *services_->get(web);
     ASSERT_TRUE(rolled.update_status);
-    EXPECT_EQ(rolled.update_status->state, "rollback_started");
+    EXPECT_EQ(model::to_string(rolled.update_status->state), "rollback_started");
     EXPECT_EQ(rolled.spec.task.json, s.spec.task.json);  // the previous spec is current again
     for (int i = 0; i < 6; ++i) {
         pass();
@@ -422,7 +422,7 @@ TEST_F(Cluster, FailedUpdateRollsBackWhenAskedTo) {
         advance(sec);
     }
     pass();
-    EXPECT_EQ(services_->get(web)->update_status->state, "rollback_completed");
+    EXPECT_EQ(model::to_string(services_->get(web)->update_status->state), "rollback_completed");
     EXPECT_EQ(tasks_of(web).at(0).spec.json, s.spec.task.json);
     EXPECT_EQ(running(web), 1u);
 }
@@ -950,4 +950,118 @@ TEST(UnlockLimiter, SourcesBeyondTheLimitShareOneRecord) {
     EXPECT_LE(limiter.sources(), 4u);
     EXPECT_FALSE(limiter.admit("uid 9", now).allowed);
     EXPECT_FALSE(limiter.admit("uid 12345", now).allowed);  // shares the record of the many
+}
+
+// The rolling update's status step on its own: the pass's tally in, the status changes out.
+namespace {
+
+constexpr model::Timestamp t0{100 * sec};
+constexpr model::Timestamp t1{200 * sec};
+
+model::UpdateStatus status_of(model::UpdateState state) { return {state, t0, std::nullopt, "x"}; }
+
+UpdateTally outdated_tally(std::size_t in_flight = 0) {
+    UpdateTally t;
+    t.outdated = true;
+    t.in_flight = in_flight;
+    return t;
+}
+
+UpdateTally failing_tally(std::size_t updated, std::size_t failures) {
+    UpdateTally t = outdated_tally(1);
+    t.updated = updated;
+    t.failures = failures;
+    t.failed_task = "task-f";
+    return t;
+}
+
+}  // namespace
+
+TEST(UpdateDecision, OutdatedTasksStartAnUpdateUnlessPaused) {
+    model::UpdateConfig cfg;
+    auto d = decide_update(std::nullopt, cfg, false, outdated_tally(), t1);
+    ASSERT_EQ(d.changes.size(), 1u);
+    EXPECT_EQ(d.changes[0].status.state, model::UpdateState::updating);
+    EXPECT_EQ(d.changes[0].status.started, t1);
+    EXPECT_EQ(d.changes[0].status.message, "update in progress");
+    EXPECT_FALSE(d.changes[0].roll_back);
+    EXPECT_TRUE(d.started);
+    EXPECT_TRUE(d.replace);
+
+    for (auto paused : {model::UpdateState::paused, model::UpdateState::rollback_paused}) {
+        auto p = decide_update(status_of(paused), cfg, true, outdated_tally(), t1);
+        EXPECT_TRUE(p.changes.empty());
+        EXPECT_FALSE(p.started);
+        EXPECT_FALSE(p.replace);
+    }
+
+    auto going = decide_update(status_of(model::UpdateState::updating), cfg, false, outdated_tally(1), t1);
+    EXPECT_TRUE(going.changes.empty());
+    EXPECT_FALSE(going.started);
+    EXPECT_TRUE(going.replace);
+
+    auto idle = decide_update(std::nullopt, cfg, false, UpdateTally{}, t1);
+    EXPECT_TRUE(idle.changes.empty());
+    EXPECT_FALSE(idle.replace);
+}
+
+TEST(UpdateDecision, FailuresAboveTheRatioPauseOrRollBack) {
+    model::UpdateConfig cfg;
+    cfg.max_failure_ratio = 0.5;
+    auto updating = status_of(model::UpdateState::updating);
+
+    EXPECT_TRUE(decide_update(updating, cfg, true, failing_tally(2, 1), t1).changes.empty());  // 1 of 2: at the ratio
+
+    auto paused = decide_update(updating, cfg, true, failing_tally(3, 2), t1);
+    ASSERT_EQ(paused.changes.size(), 1u);
+    EXPECT_EQ(paused.changes[0].status.state, model::UpdateState::paused);
+    EXPECT_EQ(paused.changes[0].status.started, t0);
+    EXPECT_EQ(paused.changes[0].status.message, "update paused due to failure or early termination of task task-f");
+    EXPECT_FALSE(paused.changes[0].roll_back);
+    EXPECT_FALSE(paused.replace);
+
+    cfg.failure_action = model::FailureAction::cont;
+    auto cont = decide_update(updating, cfg, true, failing_tally(3, 2), t1);
+    EXPECT_TRUE(cont.changes.empty());
+    EXPECT_TRUE(cont.replace);
+
+    cfg.failure_action = model::FailureAction::rollback;
+    auto back = decide_update(updating, cfg, true, failing_tally(3, 2), t1);
+    ASSERT_EQ(back.changes.size(), 1u);
+    EXPECT_EQ(back.changes[0].status.state, model::UpdateState::rollback_started);
+    EXPECT_EQ(back.changes[0].status.started, t1);
+    EXPECT_EQ(back.changes[0].status.message, "update rolled back due to failure or early termination of task task-f");
+    EXPECT_TRUE(back.changes[0].roll_back);
+    EXPECT_FALSE(back.replace);
+
+    // No previous spec to go back to, or already rolling back: pause instead.
+    auto no_previous = decide_update(updating, cfg, false, failing_tally(3, 2), t1);
+    ASSERT_EQ(no_previous.changes.size(), 1u);
+    EXPECT_EQ(no_previous.changes[0].status.state, model::UpdateState::paused);
+    auto again = decide_update(status_of(model::UpdateState::rollback_started), cfg, true, failing_tally(3, 2), t1);
+    ASSERT_EQ(again.changes.size(), 1u);
+    EXPECT_EQ(again.changes[0].status.state, model::UpdateState::rollback_paused);
+    EXPECT_FALSE(again.changes[0].roll_back);
+}
+
+TEST(UpdateDecision, CompletesWhenNothingIsOutdatedOrInFlight) {
+    model::UpdateConfig cfg;
+    UpdateTally settled;
+    settled.updated = 3;
+    auto done = decide_update(status_of(model::UpdateState::updating), cfg, true, settled, t1);
+    ASSERT_EQ(done.changes.size(), 1u);
+    EXPECT_EQ(done.changes[0].status.state, model::UpdateState::completed);
+    EXPECT_EQ(done.changes[0].status.started, t0);
+    EXPECT_EQ(done.changes[0].status.completed, t1);
+    EXPECT_EQ(done.changes[0].status.message, "update completed");
+
+    auto back = decide_update(status_of(model::UpdateState::rollback_started), cfg, true, settled, t1);
+    ASSERT_EQ(back.changes.size(), 1u);
+    EXPECT_EQ(back.changes[0].status.state, model::UpdateState::rollback_completed);
+    EXPECT_EQ(back.changes[0].status.message, "rollback completed");
+
+    UpdateTally flying;
+    flying.in_flight = 1;
+    EXPECT_TRUE(decide_update(status_of(model::UpdateState::updating), cfg, true, flying, t1).changes.empty());
+    EXPECT_TRUE(decide_update(status_of(model::UpdateState::completed), cfg, true, settled, t1).changes.empty());
 }

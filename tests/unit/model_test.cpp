@@ -344,3 +344,66 @@ TEST(Ids, EachKindKeepsItsRule) {
     for (auto bad : {"", "a/b", "a b", "../x/y", "a\n", "caf\xc3\xa9"}) EXPECT_FALSE(valid_secret_id(bad)) << bad;
     EXPECT_FALSE(valid_secret_id(std::string(129, 'a')));
 }
+
+TEST(UpdateState, EveryStateRoundTripsThroughDockersString) {
+    using coffer::model::UpdateState;
+    const std::pair<UpdateState, std::string_view> states[] = {
+        {UpdateState::updating, "updating"},
+        {UpdateState::paused, "paused"},
+        {UpdateState::completed, "completed"},
+        {UpdateState::rollback_started, "rollback_started"},
+        {UpdateState::rollback_paused, "rollback_paused"},
+        {UpdateState::rollback_completed, "rollback_completed"},
+    };
+    for (auto [state, text] : states) {
+        EXPECT_EQ(coffer::model::to_string(state), text);
+        EXPECT_EQ(coffer::model::update_state_from(text), state) << text;
+        EXPECT_EQ(coffer::model::is_rollback(state), text.starts_with("rollback")) << text;
+    }
+    EXPECT_FALSE(coffer::model::update_state_from(""));
+    EXPECT_FALSE(coffer::model::update_state_from("Updating"));
+    EXPECT_FALSE(coffer::model::update_state_from("rollback"));
+}
+
+namespace {
+
+// A stored service record (as the registry writes it) with the given UpdateStatus.State.
+boost::json::object service_record(std::string_view state) {
+    coffer::model::Service s;
+    s.meta = {"svc1", 3, coffer::model::Timestamp{1'000'000'000}, coffer::model::Timestamp{2'000'000'000}};
+    s.spec = *spec_of(stack_body);
+    s.update_status = coffer::model::UpdateStatus{coffer::model::UpdateState::rollback_paused,
+                                                  coffer::model::Timestamp{5'000'000'000}, std::nullopt, "paused"};
+    auto o = coffer::model::to_json(s, false);
+    o["UpdateStatus"].as_object()["State"] = state;
+    return o;
+}
+
+}  // namespace
+
+TEST(UpdateState, ServiceRecordsKeepDockersStringsAndReadBack) {
+    for (std::string_view text :
+         {"updating", "paused", "completed", "rollback_started", "rollback_paused", "rollback_completed"}) {
+        auto s = coffer::model::service_from_json(service_record(text));
+        ASSERT_TRUE(s.ok()) << text << ": " << s.error().message;
+        ASSERT_TRUE(s->update_status);
+        EXPECT_EQ(coffer::model::to_string(s->update_status->state), text);
+        EXPECT_EQ(s->update_status->started.nanos, 5'000'000'000);
+        EXPECT_EQ(s->update_status->message, "paused");
+        EXPECT_EQ(coffer::model::to_json(*s, false).at("UpdateStatus").at("State").as_string(), text);
+    }
+}
+
+TEST(UpdateState, AnUnknownOrMissingStateIsRefused) {
+    for (std::string_view text : {"", "Paused", "rolling", "completed "}) {
+        auto s = coffer::model::service_from_json(service_record(text));
+        ASSERT_FALSE(s.ok()) << text;
+        EXPECT_EQ(s.error().message, "service has no valid UpdateStatus.State");
+    }
+    auto missing = service_record("paused");
+    missing["UpdateStatus"].as_object().erase("State");
+    EXPECT_FALSE(coffer::model::service_from_json(missing).ok());
+    auto number = service_record("paused");
+    number["UpdateStatus"].as_object()["State"] = 1;
+    EXPECT_FALSE(coffer::model::service_from_json(number).ok());
+}

@@ -49,11 +49,6 @@ private:
     struct UpdateProgress {
         std::optional<model::Timestamp> batch_done;  // when the last batch became stable
     };
-    struct ServiceChange {
-        std::string id;
-        std::optional<model::UpdateStatus> status;
-        bool roll_back = false;
-    };
     void run();
 
     ServiceRegistry& services_;
@@ -80,5 +75,30 @@ Placement place(const model::Task& task, const std::vector<model::Node>& nodes,
                 const std::vector<model::Task>& tasks);
 // Whether a node satisfies the constraints.
 bool satisfies(const model::Node& node, const std::vector<model::Constraint>& constraints);
+
+// What a pass counted for a service's rolling update.
+struct UpdateTally {
+    bool outdated = false;      // some slot still has a live task of an older spec
+    std::size_t in_flight = 0;  // slots whose new task is not stable yet
+    std::size_t updated = 0;    // tasks of the current spec created since the update started
+    std::size_t failures = 0;   // of those, the failed or rejected ones
+    std::string failed_task;    // the ID of one of them
+};
+// A service update status to record; roll_back also puts the previous spec back.
+struct UpdateStatusChange {
+    model::UpdateStatus status;
+    bool roll_back = false;
+};
+struct UpdateDecision {
+    std::vector<UpdateStatusChange> changes;  // to record in this order
+    bool started = false;                     // a new update starts: its batch timing starts over
+    bool replace = false;                     // outdated slots are replaced, a batch at a time
+};
+// How a service's update moves on, given its status, the update (or, while rolling back, the
+// rollback) config, whether a previous spec exists and the pass's tally: it starts when tasks
+// are outdated (unless paused), pauses or rolls back when failures exceed the ratio, and
+// completes when no task is outdated or in flight. Deterministic given now.
+UpdateDecision decide_update(const std::optional<model::UpdateStatus>& status, const model::UpdateConfig& cfg,
+                             bool has_previous, const UpdateTally& tally, model::Timestamp now);
 
 }  // namespace coffer::manager

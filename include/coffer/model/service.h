@@ -100,8 +100,16 @@ struct ServiceSpec {
     std::string json;  // the whole spec as given, serialized
 };
 
+// UpdateStatus.State. On the wire and in the store it is Docker's string: updating, paused,
+// completed, rollback_started, rollback_paused, rollback_completed.
+enum class UpdateState { updating, paused, completed, rollback_started, rollback_paused, rollback_completed };
+std::string_view to_string(UpdateState s) noexcept;
+std::optional<UpdateState> update_state_from(std::string_view s) noexcept;
+// A state of a rollback (rollback_started, rollback_paused, rollback_completed).
+inline bool is_rollback(UpdateState s) noexcept { return s >= UpdateState::rollback_started; }
+
 struct UpdateStatus {
-    std::string state;  // updating, paused, completed, rollback_started, rollback_paused, rollback_completed
+    UpdateState state = UpdateState::updating;
     Timestamp started;
     std::optional<Timestamp> completed;
     std::string message;
