@@ -86,7 +86,7 @@ class Executor::Impl {
 
     // ---- on the pool ----
     void run_ops(const std::string& id);
-    void start_op(const std::string& id, SecretBytes bytes);
+    void start_op(const std::string& id, SecretLease lease);
     void stop_op(const std::string& id);
     void logs(const nodeconn::Message& m);
 
@@ -100,7 +100,8 @@ class Executor::Impl {
     std::condition_variable idle_cv;    // a task's queue of operations emptied
     std::condition_variable report_cv;  // something to report, or the reporter should stop
     std::map<std::string, Entry, std::less<>> tasks;
-    std::map<std::string, SecretAssignment, std::less<>> secrets;
+    // The manager's set of secrets: leases in the driver's store, which holds the bytes.
+    std::map<std::string, SecretLease, std::less<>> secrets;
     std::map<std::string, TaskStatus, std::less<>> retired;  // ended and reported; bounded
     std::deque<std::string> retired_order;
     std::map<std::string, TaskStatus> unsent;  // the latest per task, not yet taken by a session
@@ -159,9 +160,9 @@ void Executor::Impl::apply(Assignments a) {
         if (c.is_secret) {
             if (c.action == Change::Action::add) {
                 listed_secrets.insert(c.id);
-                secrets.insert_or_assign(c.id, std::move(*c.secret));
+                secrets.insert_or_assign(c.id, driver.secrets().put(c.id, std::move(c.secret->data)));
             } else {
-                secrets.erase(c.id);  // SecureBuffer wipes on free; running tasks hold their own
+                secrets.erase(c.id);  // the store wipes the bytes once no task leases them either
             }
         } else if (c.action == Change::Action::add) {
             listed_tasks.insert(c.id);
@@ -212,17 +213,19 @@ void Executor::Impl::add_task(TaskAssignment a) {
                                       fmt::join(missing, ", "));
         log::warn("executor", "task {} rejected: {}", id, e.status.reason);
     }
-    // Copies of the bytes now: the secret may leave the set before the start runs.
-    auto bytes = std::make_shared<SecretBytes>();
-    if (missing.empty())
-        for (const auto& ref : a.spec.secrets)
-            if (!bytes->contains(ref.secret_id))
-                bytes->emplace(ref.secret_id, secrets.at(ref.secret_id).data.clone());
+    // A lease on the bytes now: the secret may leave the set before the start runs. Every one
+    // is in the set, so the store holds it.
+    auto lease = std::make_shared<SecretLease>();
+    if (missing.empty()) {
+        std::vector<std::string> ids;
+        for (const auto& ref : a.spec.secrets) ids.push_back(ref.secret_id);
+        if (auto r = driver.secrets().lease(ids)) *lease = std::move(*r);
+    }
     e.spec = std::move(a.spec);
     e.started = missing.empty();
     unsent[id] = e.status;
     tasks.emplace(id, std::move(e));
-    if (missing.empty()) enqueue(id, [this, id, bytes] { start_op(id, std::move(*bytes)); });
+    if (missing.empty()) enqueue(id, [this, id, lease] { start_op(id, std::move(*lease)); });
 }
 
 void Executor::Impl::reject_invalid(const std::string& id, const std::string& why) {
@@ -318,7 +321,7 @@ void Executor::Impl::run_ops(const std::string& id) {
     }
 }
 
-void Executor::Impl::start_op(const std::string& id, SecretBytes bytes) {
+void Executor::Impl::start_op(const std::string& id, SecretLease lease) {
     TaskSpec spec;
     {
         std::lock_guard l(mu);
@@ -331,7 +334,7 @@ void Executor::Impl::start_op(const std::string& id, SecretBytes bytes) {
     }
     TaskStatus st;
     try {
-        st = driver.start(spec, std::move(bytes));
+        st = driver.start(spec, std::move(lease));
     } catch (const std::exception& e) {
         // The runner reports its own failures; anything else must not leave the task preparing.
         st = {id, TaskState::failed, std::nullopt, false, e.what(), 0};

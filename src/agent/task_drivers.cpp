@@ -1,7 +1,5 @@
 #include "coffer/agent/task_drivers.h"
 
-#include <set>
-
 #include "coffer/agent/assignments.h"
 
 namespace coffer::agent {
@@ -26,8 +24,13 @@ void RunnerDriver::set_status_sink(StatusSink sink) {
     sink_ = std::move(sink);
 }
 
-TaskStatus RunnerDriver::start(const TaskSpec& spec, SecretBytes secrets) {
-    return runner_->start(spec, std::move(secrets));
+SecretStore& RunnerDriver::secrets() {
+    return runner_->secrets();
+}
+
+TaskStatus RunnerDriver::start(const TaskSpec& spec, SecretLease secrets) {
+    (void)secrets;  // held for the call: the runner's store has every byte the task needs
+    return runner_->start(spec, SecretBytes{});
 }
 
 Result<TaskStatus> RunnerDriver::stop(std::string_view id, std::chrono::milliseconds grace) {
@@ -50,7 +53,11 @@ void NoopDriver::publish(const TaskStatus& s) {
     if (sink_) sink_(s);
 }
 
-TaskStatus NoopDriver::start(const TaskSpec& spec, SecretBytes secrets) {
+SecretStore& NoopDriver::secrets() {
+    return store_;
+}
+
+TaskStatus NoopDriver::start(const TaskSpec& spec, SecretLease secrets) {
     std::lock_guard l(mu_);
     TaskStatus s;
     s.id = spec.id;
@@ -62,16 +69,9 @@ TaskStatus NoopDriver::start(const TaskSpec& spec, SecretBytes secrets) {
     };
     if (!valid_task_id(spec.id)) return reject("invalid task id");
     if (running_.contains(spec.id)) return reject(fmt::format("task {} already exists", spec.id));
-    SecretBytes held;
-    for (const auto& ref : spec.secrets) {
-        auto it = secrets.find(ref.secret_id);
-        if (it == secrets.end()) {
-            if (held.contains(ref.secret_id)) continue;
-            return reject(fmt::format("no bytes for secret {}", ref.secret_id));
-        }
-        held.insert(secrets.extract(it));
-    }
-    running_.emplace(spec.id, std::move(held));
+    for (const auto& ref : spec.secrets)
+        if (!secrets.holds(ref.secret_id)) return reject(fmt::format("no bytes for secret {}", ref.secret_id));
+    running_.emplace(spec.id, std::move(secrets));
     for (auto state : {TaskState::preparing, TaskState::starting, TaskState::running}) {
         s.state = state;
         publish(s);
@@ -83,7 +83,7 @@ Result<TaskStatus> NoopDriver::stop(std::string_view id, std::chrono::millisecon
     std::lock_guard l(mu_);
     auto it = running_.find(id);
     if (it == running_.end()) return make_error(Errc::not_found, fmt::format("no task {}", id));
-    running_.erase(it);  // the bytes are wiped on free
+    running_.erase(it);  // its lease: the bytes are wiped once nothing else leases them
     TaskStatus s;
     s.id = std::string(id);
     s.state = TaskState::shutdown;
@@ -102,11 +102,7 @@ std::size_t NoopDriver::tasks_running() const {
 }
 
 std::size_t NoopDriver::secrets_held() const {
-    std::lock_guard l(mu_);
-    std::set<std::string_view> ids;
-    for (const auto& [task, bytes] : running_)
-        for (const auto& [id, b] : bytes) ids.insert(id);
-    return ids.size();
+    return store_.size();
 }
 
 }  // namespace coffer::agent

@@ -13,6 +13,7 @@
 #include <sstream>
 
 #include "coffer/base/error.h"
+#include "coffer/base/log.h"
 #include "coffer/base/unique_fd.h"
 
 namespace coffer {
@@ -215,6 +216,29 @@ std::vector<std::string> list_dir(const std::string& dir, bool dirs_only) {
 void make_dir(const std::string& path, unsigned mode) {
     if (::mkdir(path.c_str(), static_cast<mode_t>(mode)) != 0 && errno != EEXIST)
         throw_errno(fmt::format("mkdir {}", path));
+}
+
+OwnedDir::OwnedDir(std::string path, unsigned mode) {
+    if (::mkdir(path.c_str(), static_cast<mode_t>(mode)) != 0) throw_errno(fmt::format("mkdir {}", path));
+    path_ = std::move(path);
+}
+
+OwnedDir& OwnedDir::operator=(OwnedDir&& other) noexcept {
+    if (this != &other) {
+        reset();
+        path_ = std::exchange(other.path_, {});
+    }
+    return *this;
+}
+
+void OwnedDir::reset() noexcept {
+    if (path_.empty()) return;
+    try {
+        remove_tree(path_);
+    } catch (const std::exception& e) {
+        log::warn("base", "remove {}: {}", path_, e.what());
+    }
+    path_.clear();
 }
 
 }  // namespace coffer

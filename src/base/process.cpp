@@ -227,6 +227,20 @@ Child Child::spawn(const Options& o) {
     return c;
 }
 
+Child Child::adopt(ChildClaim claim) {
+    Child c;
+    c.pidfd_.reset(pidfd_open(claim.pid()));
+    if (!c.pidfd_) throw_errno(fmt::format("pidfd_open {}", claim.pid()));
+    c.pid_ = claim.pid();
+    c.claim_ = std::move(claim);
+    return c;
+}
+
+UniqueFd Child::release_pidfd() noexcept {
+    pid_ = -1;
+    return std::move(pidfd_);
+}
+
 SpawnFence::SpawnFence() : lock_(spawn_mutex()) {}
 
 Child::Child(Child&& other) noexcept

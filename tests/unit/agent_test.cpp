@@ -9,6 +9,7 @@
 
 #include "coffer/agent/in_root.h"
 #include "coffer/agent/secret_mount.h"
+#include "coffer/agent/secret_store.h"
 #include "coffer/agent/task_json.h"
 #include "coffer/base/mount.h"
 #include "coffer/base/unique_fd.h"
@@ -385,4 +386,69 @@ TEST(ImageNames, NormaliseToDockersFamiliarForm) {
     EXPECT_EQ(*ImageStore::normalize_name("registry.local:5000/app"), "registry.local:5000/app:latest");
     EXPECT_FALSE(ImageStore::normalize_name("a:b:c"));
     EXPECT_FALSE(ImageStore::normalize_name("sha256:abc"));
+}
+
+namespace {
+
+std::string held_bytes(const SecretStore& store, const std::string& id) {
+    std::string out = "<none>";
+    store.read([&](const SecretBytes& all) {
+        if (auto it = all.find(id); it != all.end())
+            out.assign(reinterpret_cast<const char*>(it->second.data()), it->second.size());
+    });
+    return out;
+}
+
+}  // namespace
+
+// A secret's bytes stay while any lease on it lives and go with the last one.
+TEST(SecretStore, HoldsEachSecretOnceWhileLeased) {
+    crypto::init();
+    SecretStore store;
+    auto assigned = store.put("s1", crypto::SecureBuffer::copy_of("hunter2"));
+    EXPECT_EQ(store.size(), 1u);
+    // The same id again: the bytes held are kept (an id names bytes that never change).
+    auto again = store.put("s1", crypto::SecureBuffer::copy_of("other"));
+    EXPECT_EQ(held_bytes(store, "s1"), "hunter2");
+    again.reset();
+
+    auto task = store.lease({"s1", "s1"});
+    ASSERT_TRUE(task);
+    EXPECT_EQ(task->ids(), std::vector<std::string>{"s1"});
+    EXPECT_TRUE(task->holds("s1"));
+    assigned.reset();
+    EXPECT_EQ(held_bytes(store, "s1"), "hunter2");  // the task's lease keeps it
+    SecretLease moved = std::move(*task);
+    task->reset();  // moved from: releases nothing
+    EXPECT_EQ(store.size(), 1u);
+    moved.reset();
+    EXPECT_EQ(store.size(), 0u);
+    EXPECT_EQ(held_bytes(store, "s1"), "<none>");
+}
+
+TEST(SecretStore, TakesSuppliedBytesOnlyForWhatItLacks) {
+    crypto::init();
+    SecretStore store;
+    auto held = store.put("s1", crypto::SecureBuffer::copy_of("one"));
+    SecretBytes supplied;
+    supplied.emplace("s1", crypto::SecureBuffer::copy_of("stale"));
+    supplied.emplace("s2", crypto::SecureBuffer::copy_of("two"));
+
+    // One missing: nothing leased, nothing taken.
+    auto refused = store.lease({"s1", "s2", "s3"}, supplied);
+    ASSERT_FALSE(refused);
+    EXPECT_EQ(refused.error().code, Errc::not_found);
+    EXPECT_NE(refused.error().message.find("s3"), std::string::npos);
+    EXPECT_EQ(supplied.size(), 2u);
+    EXPECT_EQ(store.size(), 1u);
+
+    auto lease = store.lease({"s2", "s1"}, supplied);
+    ASSERT_TRUE(lease);
+    EXPECT_EQ(lease->ids(), (std::vector<std::string>{"s1", "s2"}));
+    EXPECT_EQ(held_bytes(store, "s1"), "one");
+    EXPECT_EQ(held_bytes(store, "s2"), "two");
+    EXPECT_FALSE(supplied.contains("s2"));  // moved into the store
+    held.reset();
+    lease->reset();
+    EXPECT_EQ(store.size(), 0u);
 }

@@ -9,6 +9,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstring>
 #include <optional>
 #include <thread>
 
@@ -70,6 +71,129 @@ TEST(Child, KilledAndReapedWhenDropped) {
     // Reaped: the pid no longer names our child.
     EXPECT_EQ(::waitpid(pid, nullptr, WNOHANG), -1);
     EXPECT_EQ(errno, ECHILD);
+}
+
+// A child of this process that was not spawned through Child: forked, it waits to be killed (or
+// exits with exit_code at once), claimed before anything could reap it.
+ChildClaim fork_child(std::optional<int> exit_code) {
+    pid_t pid = ::fork();
+    if (pid < 0) throw_errno("fork");
+    if (pid == 0) {
+        if (exit_code) ::_exit(*exit_code);
+        for (;;) ::pause();
+    }
+    return ChildClaim(pid);
+}
+
+bool exited_within(int pidfd, std::chrono::milliseconds deadline) {
+    struct pollfd p {pidfd, POLLIN, 0};
+    return ::poll(&p, 1, static_cast<int>(deadline.count())) == 1;
+}
+
+TEST(Child, AdoptedChildIsKilledAndReapedWhenDropped) {
+    int pid;
+    {
+        auto c = Child::adopt(fork_child(std::nullopt));
+        pid = c.pid();
+        ASSERT_GT(pid, 0);
+        EXPECT_TRUE(c.running());
+        EXPECT_FALSE(c.wait_for(std::chrono::milliseconds(10)).has_value());
+    }
+    EXPECT_EQ(::waitpid(pid, nullptr, WNOHANG), -1);
+    EXPECT_EQ(errno, ECHILD);
+}
+
+TEST(Child, AdoptedChildReportsItsExitStatus) {
+    auto c = Child::adopt(fork_child(5));
+    int status = c.wait();
+    ASSERT_TRUE(WIFEXITED(status));
+    EXPECT_EQ(WEXITSTATUS(status), 5);
+    EXPECT_FALSE(c.running());
+}
+
+// Whoever takes the pidfd waits for the child; the Child keeps it claimed until it is dropped,
+// then lets the claim go.
+TEST(Child, ReleasedPidfdTakesTheWaitAndTheClaimEndsWithTheChild) {
+    ASSERT_EQ(::prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0), 0);
+    struct NotSubreaper {
+        ~NotSubreaper() { ::prctl(PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0); }
+    } restore;
+    constexpr idtype_t by_pidfd = static_cast<idtype_t>(3);  // P_PIDFD
+
+    // Dropped after the hand-over: neither killed nor reaped; the pidfd's waiter gets the status.
+    UniqueFd handed;
+    {
+        auto c = Child::adopt(fork_child(7));
+        handed = c.release_pidfd();
+        EXPECT_FALSE(c.running());
+        ASSERT_TRUE(exited_within(handed.get(), std::chrono::seconds(10)));
+        EXPECT_EQ(reap_orphans(), 0);  // claimed
+    }
+    siginfo_t info{};
+    ASSERT_EQ(::waitid(by_pidfd, static_cast<id_t>(handed.get()), &info, WEXITED), 0) << std::strerror(errno);
+    EXPECT_EQ(info.si_code, CLD_EXITED);
+    EXPECT_EQ(info.si_status, 7);
+
+    // A released child nobody waited for is an orphan once its Child is gone.
+    {
+        auto c = Child::adopt(fork_child(0));
+        handed = c.release_pidfd();
+        ASSERT_TRUE(exited_within(handed.get(), std::chrono::seconds(10)));
+        EXPECT_EQ(reap_orphans(), 0);
+    }
+    EXPECT_EQ(reap_orphans(), 1);
+}
+
+TEST(OwnedDir, RemovesItsDirectoryAndWhatIsInItWhenDropped) {
+    char tmpl[] = "/tmp/coffer-base-test-XXXXXX";
+    ASSERT_NE(::mkdtemp(tmpl), nullptr);
+    std::string parent = tmpl;
+    std::string path = parent + "/owned";
+    {
+        OwnedDir d(path, 0750);
+        EXPECT_EQ(d.path(), path);
+        struct stat st {};
+        ASSERT_EQ(::stat(path.c_str(), &st), 0);
+        EXPECT_TRUE(S_ISDIR(st.st_mode));
+        make_dir(path + "/sub");
+        UniqueFd f(::open((path + "/sub/file").c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0600));
+        ASSERT_TRUE(f);
+        ASSERT_EQ(::symlink("/", (path + "/link").c_str()), 0);  // removed, never followed
+    }
+    EXPECT_NE(::access(path.c_str(), F_OK), 0);
+    EXPECT_EQ(::access("/", F_OK), 0);
+
+    // Moved: only the last owner removes it.
+    {
+        OwnedDir a(path);
+        OwnedDir b = std::move(a);
+        EXPECT_TRUE(a.path().empty());
+        { OwnedDir gone = std::move(a); }
+        EXPECT_EQ(::access(path.c_str(), F_OK), 0);
+        OwnedDir c;
+        c = std::move(b);
+        EXPECT_EQ(::access(path.c_str(), F_OK), 0);
+        c.reset();
+        EXPECT_NE(::access(path.c_str(), F_OK), 0);
+    }
+
+    // Released: left in place.
+    {
+        OwnedDir d(path);
+        EXPECT_EQ(d.release(), path);
+    }
+    EXPECT_EQ(::access(path.c_str(), F_OK), 0);
+
+    // An existing path is refused and left alone.
+    try {
+        OwnedDir twice(path);
+        ADD_FAILURE() << "an existing directory was taken";
+    } catch (const SystemError& e) {
+        EXPECT_EQ(e.code(), EEXIST);
+    }
+    EXPECT_EQ(::access(path.c_str(), F_OK), 0);
+    ASSERT_EQ(::rmdir(path.c_str()), 0);
+    ASSERT_EQ(::rmdir(parent.c_str()), 0);
 }
 
 TEST(Sync, GuardsValue) {

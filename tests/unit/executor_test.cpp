@@ -91,14 +91,28 @@ class FakeDriver : public TaskDriver {
         std::lock_guard l(mu_);
         sink_ = std::move(sink);
     }
-    TaskStatus start(const TaskSpec& spec, SecretBytes secrets) override {
+    SecretStore& secrets() override { return store_; }
+    TaskStatus start(const TaskSpec& spec, SecretLease secrets) override {
         {
             std::unique_lock l(mu_);
             ++starts_[spec.id];
             specs_[spec.id] = spec;
-            for (auto& [id, b] : secrets)
-                bytes_[spec.id + "/" + id] = std::string(b.data(), b.data() + b.size());
             gate_cv_.wait(l, [&] { return !hold_starts_; });
+        }
+        // The bytes as a runner reads them when it writes the task's files.
+        std::map<std::string, std::string> seen;
+        std::map<std::string, const void*> where;
+        store_.read([&](const SecretBytes& all) {
+            for (auto& id : secrets.ids()) {
+                auto& b = all.at(id);
+                seen[id] = std::string(b.data(), b.data() + b.size());
+                where[id] = b.data();
+            }
+        });
+        {
+            std::lock_guard l(mu_);
+            for (auto& [id, b] : seen) bytes_[spec.id + "/" + id] = b;
+            for (auto& [id, p] : where) addresses_[spec.id + "/" + id] = p;
         }
         if (throw_starts_) throw std::runtime_error("runtime vanished");
         publish({spec.id, TaskState::preparing, std::nullopt, false, "", 0});
@@ -107,7 +121,10 @@ class FakeDriver : public TaskDriver {
             s = {spec.id, TaskState::failed, std::nullopt, false, "image not found", 0};
         {
             std::lock_guard l(mu_);
-            if (!fail_starts_) running_.insert(spec.id);
+            if (!fail_starts_) {
+                running_.insert(spec.id);
+                leases_[spec.id] = std::move(secrets);
+            }
         }
         publish(s);
         return s;
@@ -117,6 +134,7 @@ class FakeDriver : public TaskDriver {
             std::lock_guard l(mu_);
             stops_.emplace_back(std::string(id), grace);
             if (!running_.erase(std::string(id))) return make_error(Errc::not_found, "no task");
+            leases_.erase(std::string(id));
         }
         TaskStatus s{std::string(id), TaskState::shutdown, 143, false, "stopped", 0};
         publish(s);
@@ -131,6 +149,7 @@ class FakeDriver : public TaskDriver {
         {
             std::lock_guard l(mu_);
             running_.erase(id);
+            leases_.erase(id);
         }
         publish({id, code == 0 ? TaskState::complete : TaskState::failed, code, false,
                  code == 0 ? "finished" : fmt::format("exit code {}", code), 0});
@@ -162,6 +181,20 @@ class FakeDriver : public TaskDriver {
         std::lock_guard l(mu_);
         return specs_[id];
     }
+    // Where the bytes a start was given were (the store's own buffer, not a copy).
+    const void* address(const std::string& task, const std::string& secret) {
+        std::lock_guard l(mu_);
+        return addresses_[task + "/" + secret];
+    }
+    // Where the store holds a secret's bytes now; nullptr when it holds none.
+    const void* stored_at(const std::string& secret) {
+        const void* p = nullptr;
+        store_.read([&](const SecretBytes& all) {
+            if (auto it = all.find(secret); it != all.end()) p = it->second.data();
+        });
+        return p;
+    }
+    std::size_t secrets_held() const { return store_.size(); }
     std::string log_dir_;
     bool fail_starts_ = false;
     bool throw_starts_ = false;
@@ -171,6 +204,7 @@ class FakeDriver : public TaskDriver {
         std::lock_guard l(mu_);
         if (sink_) sink_(s);
     }
+    SecretStore store_;  // before the leases on it
     std::mutex mu_;
     std::condition_variable gate_cv_;
     bool hold_starts_ = false;
@@ -178,7 +212,9 @@ class FakeDriver : public TaskDriver {
     std::map<std::string, int> starts_;
     std::map<std::string, TaskSpec> specs_;
     std::map<std::string, std::string> bytes_;  // test bytes only
+    std::map<std::string, const void*> addresses_;
     std::set<std::string> running_;
+    std::map<std::string, SecretLease> leases_;  // of the running tasks
     std::vector<std::pair<std::string, std::chrono::milliseconds>> stops_;
 };
 
@@ -285,6 +321,50 @@ TEST_F(ExecutorTest, IncrementalChangesAddAndRemove) {
     EXPECT_EQ(driver.stops()[0].second, 10s);  // the default grace period
     EXPECT_EQ(executor->secrets_held(), 0u);
     EXPECT_EQ(executor->tasks_wanted(), 0u);
+}
+
+// The bytes live once, in the driver's store: the executor's set leases them and a start reads
+// the store's own buffer; nothing of them is left once neither the set nor a task needs them.
+TEST_F(ExecutorTest, SecretBytesAreHeldOnceAndLentToEachStart) {
+    handle(assignments(true, 1,
+                       {secret_add("s1", "db_pass", "hunter2"), task_add("t1", {"s1"}),
+                        task_add("t2", {"s1"})}));
+    ASSERT_TRUE(eventually([&] { return driver.running("t1") && driver.running("t2"); }));
+    EXPECT_EQ(driver.secrets_held(), 1u);
+    const void* stored = driver.stored_at("s1");
+    ASSERT_NE(stored, nullptr);
+    EXPECT_EQ(driver.address("t1", "s1"), stored);  // a copy would live elsewhere
+    EXPECT_EQ(driver.address("t2", "s1"), stored);
+    EXPECT_EQ(driver.bytes("t2", "s1"), "hunter2");
+
+    // Out of the set while its tasks run: still held, once, for them.
+    handle(assignments(false, 2, {remove("Secret", "s1")}));
+    EXPECT_EQ(executor->secrets_held(), 0u);
+    EXPECT_EQ(driver.secrets_held(), 1u);
+    EXPECT_EQ(driver.stored_at("s1"), stored);
+    handle(assignments(false, 3, {remove("Task", "t1"), remove("Task", "t2")}));
+    ASSERT_TRUE(eventually([&] {
+        return session.last_state("t1") == "shutdown" && session.last_state("t2") == "shutdown";
+    }));
+    EXPECT_EQ(driver.secrets_held(), 0u);
+    EXPECT_EQ(driver.stored_at("s1"), nullptr);
+}
+
+// A secret that leaves the set between a task's assignment and its start still reaches the
+// start, and is not kept once that task ended.
+TEST_F(ExecutorTest, SecretRemovedBeforeTheStartStillReachesItAndGoesWithTheTask) {
+    driver.hold_starts(true);
+    handle(assignments(true, 1, {secret_add("s1", "db_pass", "hunter2"), task_add("t1", {"s1"})}));
+    ASSERT_TRUE(eventually([&] { return driver.starts("t1") == 1; }));
+    handle(assignments(false, 2, {remove("Secret", "s1")}));
+    EXPECT_EQ(executor->secrets_held(), 0u);
+    EXPECT_EQ(driver.secrets_held(), 1u);  // leased for the start under way
+    driver.hold_starts(false);
+    ASSERT_TRUE(eventually([&] { return session.last_state("t1") == "running"; }));
+    EXPECT_EQ(driver.bytes("t1", "s1"), "hunter2");
+    driver.exit("t1", 0);
+    ASSERT_TRUE(eventually([&] { return session.last_state("t1") == "complete"; }));
+    EXPECT_EQ(driver.secrets_held(), 0u);
 }
 
 TEST_F(ExecutorTest, TaskWhoseSecretWasNotSentFirstIsRejected) {

@@ -12,6 +12,7 @@
 #include <string>
 #include <string_view>
 
+#include "coffer/agent/secret_store.h"
 #include "coffer/agent/task.h"
 #include "coffer/base/error.h"
 #include "coffer/crypto/secure_buffer.h"
@@ -30,8 +31,13 @@ class TaskDriver {
     // start() and stop()). Replaces the previous sink; once it returns, the previous one is no
     // longer called. nullptr detaches.
     virtual void set_status_sink(StatusSink sink) = 0;
-    // Blocks until the task runs or could not start.
-    virtual TaskStatus start(const TaskSpec& spec, SecretBytes secrets) = 0;
+    // Where the bytes of the tasks' secrets are held, each secret once: the executor keeps the
+    // secrets the manager assigns to the node there, under leases of its own, and hands start()
+    // a lease on the task's. Lives as long as the driver.
+    virtual SecretStore& secrets() = 0;
+    // Blocks until the task runs or could not start. secrets: a lease in secrets() on each of
+    // the spec's secrets; the driver keeps one for as long as the task may need the bytes.
+    virtual TaskStatus start(const TaskSpec& spec, SecretLease secrets) = 0;
     // SIGTERM, SIGKILL after grace; returns the final status once torn down. not_found for a
     // task the driver does not know.
     virtual Result<TaskStatus> stop(std::string_view id, std::chrono::milliseconds grace) = 0;
@@ -75,8 +81,8 @@ class Executor {
     // Later messages are ignored. Idempotent.
     void shutdown();
 
-    // For tests and benchmarks: the latest state the executor knows for a task, the secrets it
-    // holds, the tasks in its set.
+    // For tests and benchmarks: the latest state the executor knows for a task, the secrets in
+    // its set (leased in the driver's store, which holds the bytes), the tasks in its set.
     std::optional<TaskStatus> task_status(std::string_view id) const;
     std::size_t secrets_held() const;
     std::size_t tasks_wanted() const;

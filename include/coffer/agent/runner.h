@@ -11,6 +11,7 @@
 #include <string_view>
 
 #include "coffer/agent/image_store.h"
+#include "coffer/agent/secret_store.h"
 #include "coffer/agent/task.h"
 #include "coffer/base/error.h"
 
@@ -58,8 +59,9 @@ public:
 
     // Prepares and starts the task; returns when its process runs (state running) or when it
     // could not (rejected: invalid spec, unknown image or secret; failed: with the step and
-    // reason). Bytes for the task's secrets come from secrets, or from the runner's memory when
-    // another task holds the same secret. Thread-safe.
+    // reason). Bytes for the task's secrets come from secrets() when it holds them (for another
+    // task, or under a lease of the caller's), else from secrets, which go there; the task
+    // leases them until they are wiped from its mount. Thread-safe.
     TaskStatus start(const TaskSpec& spec, SecretBytes secrets);
 
     // SIGTERM, then SIGKILL once grace passed; returns the final status once torn down.
@@ -74,7 +76,10 @@ public:
     // writable layers, cgroups. Call once at start, before any start().
     Leftovers recover_leftovers();
 
-    // How many distinct secrets are held in memory (for tasks that still run).
+    // Where this runner keeps secret bytes, each secret once: the tasks' secrets, and whatever
+    // else is leased there (the executor's assigned set). Outlives every task.
+    SecretStore& secrets() noexcept;
+    // How many distinct secrets are held in memory (secrets().size()).
     std::size_t secrets_held() const;
     std::size_t tasks_running() const;
     std::string_view runtime_name() const noexcept;

@@ -23,7 +23,10 @@ class RunnerDriver final : public TaskDriver {
     Runner& runner() noexcept { return *runner_; }
 
     void set_status_sink(StatusSink sink) override;
-    TaskStatus start(const TaskSpec& spec, SecretBytes secrets) override;
+    // The runner's store.
+    SecretStore& secrets() override;
+    // The runner takes its own lease on the task's secrets; secrets keeps them held until then.
+    TaskStatus start(const TaskSpec& spec, SecretLease secrets) override;
     Result<TaskStatus> stop(std::string_view id, std::chrono::milliseconds grace) override;
     std::string log_path(std::string_view id) const override;
 
@@ -33,25 +36,28 @@ class RunnerDriver final : public TaskDriver {
     std::unique_ptr<Runner> runner_;
 };
 
-// Runs nothing: a task is running as soon as it starts and shut down when stopped. Its secret
-// bytes are held (in secure memory) while it "runs" and dropped when it stops, as the Runner
-// would. Keeps no logs.
+// Runs nothing: a task is running as soon as it starts and shut down when stopped. Its lease on
+// its secrets is kept while it "runs" and dropped when it stops, as the Runner would. Keeps no
+// logs.
 class NoopDriver final : public TaskDriver {
   public:
     void set_status_sink(StatusSink sink) override;
-    TaskStatus start(const TaskSpec& spec, SecretBytes secrets) override;
+    SecretStore& secrets() override;
+    TaskStatus start(const TaskSpec& spec, SecretLease secrets) override;
     Result<TaskStatus> stop(std::string_view id, std::chrono::milliseconds grace) override;
     std::string log_path(std::string_view id) const override;
 
     std::size_t tasks_running() const;
+    // Secrets whose bytes are in memory.
     std::size_t secrets_held() const;
 
   private:
     void publish(const TaskStatus& s);
 
+    SecretStore store_;  // before the leases on it
     mutable std::mutex mu_;
     StatusSink sink_;
-    std::map<std::string, SecretBytes, std::less<>> running_;
+    std::map<std::string, SecretLease, std::less<>> running_;
 };
 
 }  // namespace coffer::agent

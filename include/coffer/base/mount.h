@@ -73,4 +73,26 @@ std::vector<std::string> list_dir(const std::string& dir, bool dirs_only = false
 // mkdir that accepts an existing directory. Throws SystemError.
 void make_dir(const std::string& path, unsigned mode = 0700);
 
+// A directory this process made: removed with everything below it on destruction (remove_tree:
+// never crossing into a mount below it; a failure is logged). Leaves only through release().
+class OwnedDir {
+public:
+    OwnedDir() = default;
+    // Makes path, which must not exist yet. Throws SystemError (and then owns nothing).
+    explicit OwnedDir(std::string path, unsigned mode = 0700);
+    OwnedDir(OwnedDir&& other) noexcept : path_(std::exchange(other.path_, {})) {}
+    OwnedDir& operator=(OwnedDir&& other) noexcept;
+    OwnedDir(const OwnedDir&) = delete;
+    OwnedDir& operator=(const OwnedDir&) = delete;
+    ~OwnedDir() { reset(); }
+
+    const std::string& path() const noexcept { return path_; }
+    // Removes the directory now.
+    void reset() noexcept;
+    [[nodiscard]] std::string release() noexcept { return std::exchange(path_, {}); }
+
+private:
+    std::string path_;
+};
+
 }  // namespace coffer

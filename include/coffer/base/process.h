@@ -77,6 +77,11 @@ public:
     };
 
     static Child spawn(const Options& options);
+    // Takes a process that is a child of this process already without having been spawned here
+    // (one re-parented to this subreaper, such as a container's first process): owned from now
+    // on as a spawned one is, kept claimed by claim. Throws SystemError when its pidfd cannot be
+    // opened; the claim is then released.
+    static Child adopt(ChildClaim claim);
 
     Child() = default;
     Child(Child&& other) noexcept;
@@ -95,6 +100,10 @@ public:
     int wait();
     // The pidfd, readable once the child exited.
     int pidfd() const noexcept { return pidfd_.get(); }
+    // Hands the wait over with the pidfd (to an epoll loop that reaps with waitid(P_PIDFD), say):
+    // from then on this Child neither signals, kills nor reaps the process, but keeps it claimed
+    // until it is destroyed, so that reap_orphans leaves its exit status to the new waiter.
+    [[nodiscard]] UniqueFd release_pidfd() noexcept;
 
 private:
     void kill_and_reap() noexcept;

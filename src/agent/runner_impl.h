@@ -1,0 +1,106 @@
+// The runner's insides, shared by its files: runner.cpp (the task table and the public calls),
+// runner_start.cpp (a task's preparation and start), runner_teardown.cpp (its end),
+// runner_state.cpp (what tasks leave on disk and in the cgroup tree).
+#pragma once
+
+#include <boost/json.hpp>
+
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+
+#include "cgroups.h"
+#include "coffer/agent/runner.h"
+#include "coffer/agent/secret_mount.h"
+#include "coffer/agent/secret_store.h"
+#include "coffer/base/mount.h"
+#include "coffer/base/process.h"
+#include "coffer/base/unique_fd.h"
+#include "monitor.h"
+#include "runtime.h"
+#include "seccomp_bpf.h"
+#include "work_queue.h"
+
+namespace coffer::agent {
+
+// An expected refusal (bad spec, unknown image): the task is rejected, not failed.
+struct Rejected {
+    std::string reason;
+};
+
+inline std::int64_t us_since(std::chrono::steady_clock::time_point from) {
+    return std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - from)
+        .count();
+}
+
+struct Runner::Impl {
+    // Everything a task holds, in the order it is acquired; released in reverse by the destructor.
+    struct Resources {
+        OwnedDir bundle;  // <run>/tasks/<id>: config.json, rootfs/, secrets/, pid, runtime.log
+        OwnedDir layer;   // <data>/tasks/<id>: upper/, work/ of the overlay
+        Mount rootfs;
+        SecretMount secrets;
+        CgroupDir cgroup;
+        Container container;
+        Child init;  // the container's first process, ours (a subreaper's) until the monitor reaps it
+    };
+
+    struct Task {
+        TaskStatus status;
+        SecretLease secrets;  // the task's secrets in Impl::secrets, until they are wiped
+        std::unique_ptr<Resources> res;
+        UniqueFd signal_fd;  // a pidfd for signals, valid while running
+        bool output_closed = false;
+        bool stop_requested = false;
+        bool done = false;
+    };
+
+    RunnerOptions opt;
+    ImageStore& images;
+    // Before everything that may hold a task (and its lease): destroyed after them.
+    SecretStore secrets;
+    UniqueFd lock_fd;
+    std::unique_ptr<Cgroups> cgroups;
+    std::unique_ptr<OciRuntime> runtime;
+    boost::json::value seccomp;
+    bool has_seccomp = false;
+    SeccompPrograms seccomp_programs;  // crun: each distinct filter compiled once
+
+    mutable std::mutex mu;  // tasks, finished, and each task's status and flags
+    mutable std::condition_variable cv;
+    std::map<std::string, std::shared_ptr<Task>, std::less<>> tasks;
+    std::deque<TaskStatus> finished;
+
+    Monitor monitor;
+    WorkQueue work;
+
+    Impl(RunnerOptions o, ImageStore& i)
+        : opt(std::move(o)), images(i), work(std::max(1u, opt.teardown_threads)) {}
+
+    std::string cgroup_parent;  // Runner::cgroup_parent(run_dir)
+    std::string tasks_dir() const { return opt.run_dir + "/tasks"; }
+    std::string layers_dir() const { return opt.data_dir + "/tasks"; }
+    std::string logs_dir() const { return opt.data_dir + "/logs"; }
+
+    // The task table (runner.cpp).
+    void publish(const TaskStatus& s);
+    void set_state(Task& t, TaskState s);
+    // Records the final status, forgets the task, wakes waiters; publishes the status unless
+    // that was done already.
+    void finish(const std::shared_ptr<Task>& t, TaskStatus final_status, bool publish_it = true);
+
+    // A task's start (runner_start.cpp).
+    TaskStatus start(const TaskSpec& spec, SecretBytes supplied);
+    void prepare_and_start(Task& t, const TaskSpec& spec, const std::shared_ptr<Task>& self);
+
+    // A task's end (runner_teardown.cpp).
+    void on_exit(const std::shared_ptr<Task>& t, int wait_status);
+    void teardown(const std::shared_ptr<Task>& t, int wait_status);
+};
+
+}  // namespace coffer::agent

@@ -1,0 +1,235 @@
+// A task's start: one linear sequence of named steps, from the spec to a running container with
+// its secrets mounted, each resource owned by a member of Resources so that a failure at any step
+// releases what the steps before it acquired.
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cctype>
+
+#include "coffer/agent/in_root.h"
+#include "coffer/base/log.h"
+#include "oci_config.h"
+#include "runner_impl.h"
+
+namespace coffer::agent {
+
+namespace {
+
+bool valid_hostname(std::string_view h) {
+    return !h.empty() && h.size() <= 63 && std::all_of(h.begin(), h.end(), [](char c) {
+        return std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '.';
+    });
+}
+
+}  // namespace
+
+TaskStatus Runner::Impl::start(const TaskSpec& spec, SecretBytes supplied) {
+    auto t = std::make_shared<Task>();
+    t->status.id = spec.id;
+    auto reject_now = [&](std::string why) {
+        TaskStatus s;
+        s.id = spec.id;
+        s.state = TaskState::rejected;
+        s.reason = std::move(why);
+        publish(s);
+        return s;
+    };
+    if (!valid_task_id(spec.id)) return reject_now("invalid task id");
+    {
+        std::lock_guard g(mu);
+        if (tasks.contains(spec.id)) return reject_now(fmt::format("task {} already exists", spec.id));
+        tasks.emplace(spec.id, t);
+    }
+    publish(t->status);
+    set_state(*t, TaskState::preparing);
+
+    try {
+        // Bytes the store holds already (another task's, or the manager's assignment) are used
+        // as they are; supplied ones are taken only for secrets it does not hold.
+        std::vector<std::string> ids;
+        for (const auto& r : spec.secrets) ids.push_back(r.secret_id);
+        auto lease = secrets.lease(ids, supplied);
+        if (!lease) throw Rejected{lease.error().message};
+        t->secrets = std::move(*lease);
+        prepare_and_start(*t, spec, t);
+        TaskStatus copy;
+        {
+            std::lock_guard g(mu);
+            copy = t->status;
+        }
+        return copy;
+    } catch (const Rejected& r) {
+        t->res.reset();
+        t->secrets.reset();
+        TaskStatus s{spec.id, TaskState::rejected, std::nullopt, false, r.reason, 0};
+        finish(t, s);
+        return s;
+    } catch (const std::exception& e) {
+        std::string why = e.what();
+        t->res.reset();  // every step's resource, in reverse order
+        t->secrets.reset();
+        TaskStatus s{spec.id, TaskState::failed, std::nullopt, false, why, 0};
+        finish(t, s);
+        return s;
+    }
+}
+
+void Runner::Impl::prepare_and_start(Task& t, const TaskSpec& spec, const std::shared_ptr<Task>& self) {
+    std::string step = "validate and resolve the image";
+    auto t0 = std::chrono::steady_clock::now();
+    auto timed = [&](std::string next) {
+        if (!step.empty())
+            log::debug("runner", "task {}: {} took {} us", spec.id, step,
+                       std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - t0).count());
+        t0 = std::chrono::steady_clock::now();
+        step = std::move(next);
+    };
+    auto fail_in = [&](const std::exception& e) -> std::runtime_error {
+        return std::runtime_error(fmt::format("{}: {}", step, e.what()));
+    };
+    auto check = [&](auto&& result) {
+        if (!result) throw Rejected{result.error().message};
+        return std::move(*result);
+    };
+
+    // 1. Validate everything that can be validated before touching the system.
+    if (!spec.hostname.empty() && !valid_hostname(spec.hostname)) throw Rejected{"invalid hostname"};
+    for (auto& e : spec.env)
+        if (e.find('=') == std::string::npos || e.front() == '=') throw Rejected{fmt::format("invalid env entry")};
+    auto files = check(plan_secret_files(spec.secrets));
+    auto image = check(images.resolve(spec.image));
+    auto caps = check(task_capabilities(spec.cap_add, spec.cap_drop));
+    check(parse_user(spec.user.empty() ? image.config.user : spec.user));
+
+    t.res = std::make_unique<Resources>();
+    Resources& res = *t.res;
+    try {
+        timed("create task directories");
+        res.bundle = OwnedDir(fmt::format("{}/{}", tasks_dir(), spec.id));
+        res.layer = OwnedDir(fmt::format("{}/{}", layers_dir(), spec.id));
+        const auto& b = res.bundle.path();
+        write_file(b + "/image", image.digest);
+        make_dir(b + "/rootfs", 0755);
+        make_dir(b + "/secrets", 0700);
+        make_dir(res.layer.path() + "/upper", 0755);
+        make_dir(res.layer.path() + "/work", 0700);
+
+        timed("mount rootfs overlay");
+        res.rootfs = Mount::make("overlay", b + "/rootfs", "overlay", 0,
+                                 fmt::format("lowerdir={},upperdir={}/upper,workdir={}/work", image.rootfs,
+                                             res.layer.path(), res.layer.path()));
+
+        // The image is hostile: a path the runtime mounts on or creates in (its /dev, /proc,
+        // /sys...) must be a real directory of the rootfs (or missing below one), never a link
+        // the runtime could follow out of it (crun 1.8 makes /dev's nodes in the host's / when
+        // the image's /dev is a link to /). Nothing in the rootfs changes after this check but
+        // what the agent makes itself (directories and files, never links), and no process of
+        // the task runs before the runtime.
+        timed("check the rootfs paths of the runtime");
+        UniqueFd root(::open((b + "/rootfs").c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+        if (!root) throw_errno("open rootfs");
+        auto check_runtime_path = [&](std::string_view path, Leaf leaf) {
+            if (auto ok = check_runtime_path_in_root(root.get(), path, leaf); !ok)
+                throw Rejected{fmt::format("image rootfs: {}; refusing to run", ok.error().message)};
+        };
+        for (const auto& p : runtime_rootfs_paths()) check_runtime_path(p.path, p.leaf);
+
+        timed("mount secrets");
+        SecretMount::Options so;
+        if (spec.user_namespace) so.uid_shift = so.gid_shift = opt.userns_base;
+        secrets.read([&](const SecretBytes& bytes) {
+            res.secrets = SecretMount::create(b + "/secrets", files, bytes, so);
+        });
+
+        timed("place secret mount points in the rootfs");
+        std::vector<BindMount> binds;
+        {
+            for (auto& bind : res.secrets.binds()) {
+                auto dest = check(make_mountpoint_in_root(root.get(), bind.destination,
+                                                          bind.directory ? Leaf::directory : Leaf::file));
+                if (is_forbidden_destination(dest))
+                    throw Rejected{fmt::format("secret target {} resolves to {} in the image", bind.destination, dest)};
+                for (auto& other : binds)
+                    if (dest == other.destination || dest.starts_with(other.destination + "/") ||
+                        other.destination.starts_with(dest + "/"))
+                        throw Rejected{fmt::format("secret targets {} and {} overlap in the image", dest,
+                                                   other.destination)};
+                if (dest != bind.destination)
+                    log::warn("runner", "task {}: {} is {} in the image", spec.id, bind.destination, dest);
+                // Resolved free of links already; checked as the runtime will meet it all the same.
+                check_runtime_path(dest, bind.directory ? Leaf::directory : Leaf::file);
+                binds.push_back({bind.source, dest});
+            }
+        }
+
+        timed("write config.json");
+        ConfigInput ci;
+        ci.spec = &spec;
+        ci.image = &image.config;
+        ci.binds = std::move(binds);
+        ci.cgroups_path = fmt::format("{}/{}", cgroup_parent, spec.id);
+        ci.limit_swap = cgroups->can_limit_swap();
+        ci.seccomp_profile = has_seccomp ? &seccomp : nullptr;
+        if (runtime->name() == "crun" && opt.compile_seccomp) ci.seccomp_programs = &seccomp_programs;
+        ci.userns_base = opt.userns_base;
+        ci.userns_size = opt.userns_size;
+        write_file(b + "/config.json", check(make_oci_config(ci)));
+
+        timed("open output");
+        int pipe_fds[2];
+        if (::pipe2(pipe_fds, O_CLOEXEC) != 0) throw_errno("pipe");
+        UniqueFd out_r(pipe_fds[0]), out_w(pipe_fds[1]);
+        auto log_file = fmt::format("{}/{}.log", logs_dir(), spec.id);
+        ::unlink(log_file.c_str());  // a task id names one run: no output of an earlier one
+        ::unlink((log_file + ".1").c_str());
+        auto logf = std::make_shared<LogFile>(log_file, opt.log_max_bytes);
+        monitor.watch_output(std::move(out_r), logf, [this, self] {
+            {
+                std::lock_guard g(mu);
+                self->output_closed = true;
+            }
+            cv.notify_all();
+        });
+
+        set_state(t, TaskState::starting);
+        timed(fmt::format("{} run", runtime->name()));
+        res.cgroup = CgroupDir(*cgroups, ci.cgroups_path);
+        auto init = runtime->run(spec.id, b, b + "/pid", b + "/runtime.log", out_w.get(), out_w.get());
+        if (!init) throw std::runtime_error(init.error().message);
+        res.container = Container(*runtime, spec.id);
+        out_w.reset();
+
+        // The init runs already and may even have exited: it is our child (we are a subreaper),
+        // and only its pidfd reaps it, so the pid stays ours until then. The monitor waits for
+        // it; the claim lasts until the task's resources go (reap_orphans leaves it alone).
+        timed("watch container process");
+        res.init = Child::adopt(std::move(*init));
+        int pid = res.init.pid();
+        t.signal_fd.reset(::fcntl(res.init.pidfd(), F_DUPFD_CLOEXEC, 0));
+
+        timed({});
+        monitor.watch_exit(res.init.release_pidfd(), [this, self](int status) { on_exit(self, status); });
+        TaskStatus copy;
+        bool stop_now;
+        {
+            std::lock_guard g(mu);
+            t.status.state = TaskState::running;
+            t.status.pid = pid;
+            copy = t.status;
+            stop_now = t.stop_requested;
+        }
+        publish(copy);
+        if (stop_now) ::syscall(SYS_pidfd_send_signal, t.signal_fd.get(), SIGKILL, nullptr, 0);
+    } catch (const Rejected&) {
+        throw;
+    } catch (const ErrorException& e) {
+        throw fail_in(e);
+    } catch (const std::exception& e) {
+        throw fail_in(e);
+    }
+}
+
+}  // namespace coffer::agent
