@@ -4,6 +4,7 @@
 #include "coffer/base/log.h"
 #include "coffer/manager/cluster.h"
 #include "coffer/model/json.h"
+#include "coffer/model/secure_json.h"
 
 namespace coffer::manager {
 
@@ -13,8 +14,8 @@ using net::Response;
 
 namespace {
 
-std::string text_of(const crypto::SecureBuffer& b) {
-    return std::string(reinterpret_cast<const char*>(b.data()), b.size());
+json::string_view view_of(const crypto::SecureBuffer& b) {
+    return {reinterpret_cast<const char*>(b.data()), b.size()};
 }
 
 }  // namespace
@@ -51,34 +52,40 @@ Response swarm(Cluster& m) {
     auto tls = trust.tls_info();
     auto created = model::format_rfc3339(m.created());
     // The join tokens are shown to whoever may use this API, as Docker does: API access is
-    // cluster administration.
-    return ok_json(
+    // cluster administration. They are secrets: the whole answer is built in secure memory (the
+    // nested JoinTokens too: a braced list, not a json::object on the ordinary heap) and sent
+    // from there.
+    auto worker = trust.token(pki::Role::worker);
+    auto manager = trust.token(pki::Role::manager);
+    return ok_secure_json(
         200,
-        json::object{
-            {"ID", m.cluster_id()},
-            {"Version", json::object{{"Index", trust.version()}}},
-            {"CreatedAt", created},
-            {"UpdatedAt", created},
-            {"Spec",
-             json::object{{"Name", "default"},
-                          {"Labels", json::object{}},
-                          {"CAConfig", json::object{{"NodeCertExpiry",
-                                                     trust.cert_expiry().count() * 1'000'000'000},
-                                                    {"ForceRotate", trust.force_rotate()}}},
-                          {"EncryptionConfig", json::object{{"AutoLockManagers", m.autolock()}}}}},
-            {"TLSInfo", json::object{{"TrustRoot", tls.trust_root},
-                                     {"CertIssuerSubject", tls.cert_issuer_subject},
-                                     {"CertIssuerPublicKey", tls.cert_issuer_public_key}}},
-            {"RootRotationInProgress", progress.in_progress},
-            // coffer's own: how far a CA rotation has got (`coffer cluster ca --rotate`).
-            {"RootRotation", json::object{{"InProgress", progress.in_progress},
-                                          {"NodesRenewed", progress.renewed},
-                                          {"NodesTotal", progress.total}}},
-            {"JoinTokens", json::object{{"Worker", text_of(trust.token(pki::Role::worker))},
-                                        {"Manager", text_of(trust.token(pki::Role::manager))}}},
-            {"DataEncryptionKey",
-             json::object{{"ID", m.dek_id()}, {"RotationPending", m.dek_rotation_pending()}}},
-        });
+        json::object(
+            {
+                {"ID", m.cluster_id()},
+                {"Version", json::object{{"Index", trust.version()}}},
+                {"CreatedAt", created},
+                {"UpdatedAt", created},
+                {"Spec",
+                 json::object{
+                     {"Name", "default"},
+                     {"Labels", json::object{}},
+                     {"CAConfig",
+                      json::object{{"NodeCertExpiry", trust.cert_expiry().count() * 1'000'000'000},
+                                   {"ForceRotate", trust.force_rotate()}}},
+                     {"EncryptionConfig", json::object{{"AutoLockManagers", m.autolock()}}}}},
+                {"TLSInfo", json::object{{"TrustRoot", tls.trust_root},
+                                         {"CertIssuerSubject", tls.cert_issuer_subject},
+                                         {"CertIssuerPublicKey", tls.cert_issuer_public_key}}},
+                {"RootRotationInProgress", progress.in_progress},
+                // coffer's own: how far a CA rotation has got (`coffer cluster ca --rotate`).
+                {"RootRotation", json::object{{"InProgress", progress.in_progress},
+                                              {"NodesRenewed", progress.renewed},
+                                              {"NodesTotal", progress.total}}},
+                {"JoinTokens", {{"Worker", view_of(worker)}, {"Manager", view_of(manager)}}},
+                {"DataEncryptionKey",
+                 json::object{{"ID", m.dek_id()}, {"RotationPending", m.dek_rotation_pending()}}},
+            },
+            model::secure_storage()));
 }
 
 const json::value* member(const json::object& o, std::initializer_list<std::string_view> path) {
@@ -164,8 +171,11 @@ std::optional<Response> cluster_routes(Cluster& m, const Request& r, const Segme
     if (seg.size() != 2) return std::nullopt;
     if (seg[1] == "unlockkey" && method == "GET") {
         auto key = m.unlock_key();
-        // Shown to the operator who asks for it, as Docker does; it never enters logs.
-        return ok_json(200, json::object{{"UnlockKey", key ? text_of(*key) : std::string()}});
+        // Shown to the operator who asks for it, as Docker does; it never enters logs, and the
+        // answer stays in secure memory up to the socket.
+        return ok_secure_json(
+            200, json::object({{"UnlockKey", key ? view_of(*key) : json::string_view()}},
+                              model::secure_storage()));
     }
     if (seg[1] == "update" && method == "POST") return swarm_update(m, r);
     if (seg[1] == "rotate-dek" && method == "POST") {

@@ -17,6 +17,12 @@ namespace coffer::manager {
 inline net::Response ok_json(int status, const boost::json::value& v) {
     return net::Response::json(status, boost::json::serialize(v));
 }
+// For answers that carry secret bytes: v should be built in model::secure_storage() (so that
+// the secret strings never sit on the ordinary heap); its text is written into secure memory and
+// sent from there.
+inline net::Response ok_secure_json(int status, const boost::json::value& v) {
+    return net::Response::secure_json(status, model::serialize_secure(v));
+}
 inline net::Response fail(Errc code, std::string message) {
     return net::Response::error(Error{code, std::move(message)});
 }

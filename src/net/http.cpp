@@ -16,6 +16,13 @@ Response Response::json(int status, std::string body) {
     return r;
 }
 
+Response Response::secure_json(int status, crypto::SecureBuffer body) {
+    Response r;
+    r.status = status;
+    r.secure_body = std::move(body);
+    return r;
+}
+
 Response Response::error(const Error& e) {
     Response r;
     r.status = http_status(e.code);

@@ -10,6 +10,7 @@
 #include <list>
 #include <mutex>
 #include <thread>
+#include <tuple>
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
@@ -74,6 +75,17 @@ bool socket_in_use(const std::string& path) {
     bool in_use = ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
     ::close(fd);
     return in_use;
+}
+
+// The server's and the handler's headers, the content type, keep-alive and the length.
+template <class Body>
+void set_head(http::response<Body>& res, const ServerOptions& opts, const Response& resp,
+              bool keep_alive) {
+    for (const auto& [k, v] : opts.headers) res.set(k, v);
+    for (const auto& [k, v] : resp.headers) res.set(k, v);
+    if (!resp.content_type.empty()) res.set(http::field::content_type, resp.content_type);
+    res.keep_alive(keep_alive);
+    res.prepare_payload();
 }
 
 Response status_response(int status, std::string_view message) {
@@ -199,18 +211,28 @@ asio::awaitable<void> HttpServer::Impl::session(local::socket socket) {
                 log::error("http", "{} {}: {}", req.method, req.path, e.what());
                 resp = Response::error(Error{Errc::internal, "internal error"});
             }
-            if (req.method == "HEAD") resp.body.clear();
+            if (req.method == "HEAD") {
+                resp.body.clear();
+                resp.secure_body = {};
+            }
         }
 
-        http::response<http::string_body> res{static_cast<http::status>(resp.status), version};
-        for (const auto& [k, v] : opts.headers) res.set(k, v);
-        for (const auto& [k, v] : resp.headers) res.set(k, v);
-        if (!resp.content_type.empty()) res.set(http::field::content_type, resp.content_type);
-        res.body() = std::move(resp.body);
-        res.keep_alive(keep_alive);
-        res.prepare_payload();
+        const auto status = static_cast<http::status>(resp.status);
+        error_code wec;
         stream.expires_after(std::chrono::seconds(30));
-        auto [wec, wn] = co_await http::async_write(stream, res, tuple_awaitable);
+        if (!resp.secure_body.empty()) {
+            // Secret bytes: written from secure memory, wiped when res goes out of scope.
+            http::response<detail::SecureBody> res{status, version};
+            res.body().size = resp.secure_body.size();
+            res.body().buffer = std::move(resp.secure_body);
+            set_head(res, opts, resp, keep_alive);
+            std::tie(wec, std::ignore) = co_await http::async_write(stream, res, tuple_awaitable);
+        } else {
+            http::response<http::string_body> res{status, version};
+            res.body() = std::move(resp.body);
+            set_head(res, opts, resp, keep_alive);
+            std::tie(wec, std::ignore) = co_await http::async_write(stream, res, tuple_awaitable);
+        }
         if (wec || !keep_alive) break;
     }
     {

@@ -1,12 +1,15 @@
-// Beast glue: an HTTP body stored in secure memory, and a connection read buffer allocated there.
+// Beast glue: an HTTP body stored in secure memory (read into for requests, written from for
+// responses), and a connection read buffer allocated there.
 // Internal to net: includes Beast.
 #pragma once
 
+#include <boost/asio/buffer.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/http/message.hpp>
 #include <boost/optional.hpp>
 
 #include <cstring>
+#include <utility>
 
 #include "coffer/crypto/secure_allocator.h"
 #include "coffer/crypto/secure_buffer.h"
@@ -58,6 +61,30 @@ struct SecureBody {
 
     private:
         value_type& body_;
+    };
+
+    // Hands the serializer the secure buffer itself: the bytes go from it to the socket with no
+    // copy in user space (the header is serialised apart from the body).
+    class writer {
+    public:
+        using const_buffers_type = boost::asio::const_buffer;
+
+        template <bool isRequest, class Fields>
+        writer(const boost::beast::http::header<isRequest, Fields>&, const value_type& body)
+            : body_(body) {}
+
+        void init(boost::system::error_code& ec) { ec = {}; }
+
+        boost::optional<std::pair<const_buffers_type, bool>> get(boost::system::error_code& ec) {
+            ec = {};
+            if (sent_ || body_.size == 0) return boost::none;
+            sent_ = true;
+            return std::pair{const_buffers_type(body_.buffer.data(), body_.size), false};
+        }
+
+    private:
+        const value_type& body_;
+        bool sent_ = false;
     };
 };
 

@@ -1,9 +1,12 @@
 // The cluster's trust settings through the CLI, the API and the docker CLI: join tokens,
 // their rotation, node certificate expiry.
+#include <unistd.h>
+
 #include <gtest/gtest.h>
 
 #include <boost/json.hpp>
 
+#include "coffer/net/http_client.h"
 #include "coffer/pki/token.h"
 #include "harness.h"
 #include "manager_fixture.h"
@@ -15,8 +18,14 @@ namespace json = boost::json;
 namespace {
 
 using Cluster = ManagerTest;
+namespace fs = std::filesystem;
 
 std::string line(const std::string& s) { return s.substr(0, s.find('\n')); }
+
+// The last n bytes of s, in locked memory.
+crypto::SecureBuffer tail(std::string_view s, std::size_t n) {
+    return crypto::SecureBuffer::copy_of(s.substr(s.size() - std::min(n, s.size())));
+}
 
 }  // namespace
 
@@ -102,4 +111,43 @@ TEST_F(Cluster, DockerSwarmJoinTokenWorks) {
     ASSERT_EQ(rotated.status, 0) << rotated.err;
     EXPECT_NE(line(rotated.out), line(shown.out));
     EXPECT_EQ(line(rotated.out), line(cli({"cluster", "join-token", "worker", "-q"}).out));
+}
+
+// GET /swarm and GET /swarm/unlockkey show secrets: the join tokens' and the unlock key's bytes
+// stay in locked memory from where they are kept until the socket has them, and are wiped after.
+// Looked for in every writable mapping of cofferd that holds no locked page, after several
+// answers (old copies in freed heap memory count).
+TEST_F(Cluster, ShownJoinTokensAndUnlockKeyLeaveNoCopyInUnlockedMemory) {
+    if (::geteuid() != 0) GTEST_SKIP() << "needs root (/proc/PID/mem)";
+    daemon_.reset();
+    fs::remove_all(dir_.path() / "data");
+    auto key_file = dir_.path() / "unlock.key";
+    start({"--autolock", "--unlock-key-file", key_file.string()});
+
+    std::string worker, manager, key;
+    for (int i = 0; i < 3; ++i) {
+        auto swarm = request("GET", "/swarm");
+        ASSERT_EQ(swarm.status, 200) << swarm.body;
+        auto v = json::parse(swarm.body);
+        worker = std::string(v.at("JoinTokens").at("Worker").as_string());
+        manager = std::string(v.at("JoinTokens").at("Manager").as_string());
+        auto unlock = request("GET", "/swarm/unlockkey");
+        ASSERT_EQ(unlock.status, 200) << unlock.body;
+        key = std::string(json::parse(unlock.body).at("UnlockKey").as_string());
+    }
+    ASSERT_EQ(key + "\n", read_file(key_file));
+    ASSERT_TRUE(pki::JoinToken::parse(worker).ok()) << worker;
+    ASSERT_TRUE(pki::JoinToken::parse(manager).ok()) << manager;
+    const std::string_view key_prefix = "COFFERKEY-1-";
+    ASSERT_EQ(key.rfind(key_prefix, 0), 0u) << key;
+    // The secrets: a token's after "COFFERTKN-1-<CA digest>-", the key's after its prefix.
+    auto worker_secret = tail(worker, pki::token_secret_chars);
+    auto manager_secret = tail(manager, pki::token_secret_chars);
+    auto key_secret = tail(key, key.size() - key_prefix.size());
+
+    auto found = find_in_unlocked_memory(std::to_string(daemon_->pid()),
+                                         {{"the worker token's secret", &worker_secret},
+                                          {"the manager token's secret", &manager_secret},
+                                          {"the unlock key", &key_secret}});
+    EXPECT_TRUE(found.empty()) << "in cofferd's unlocked memory:\n" << join_lines(found);
 }

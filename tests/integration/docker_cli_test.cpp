@@ -81,3 +81,33 @@ TEST(DockerCli, SwarmUnlockWorksAndIsLimited) {
                            std::chrono::seconds(30)));
     EXPECT_EQ(docker({"info", "--format", "{{.Swarm.LocalNodeState}}"}).out, "active\n");
 }
+
+// `docker swarm join-token -q` and `docker swarm unlock-key -q` print what cofferd keeps
+// (GET /swarm, GET /swarm/unlockkey); without autolock there is no key to print.
+TEST(DockerCli, SwarmJoinTokenAndUnlockKeyPrintTheCredentials) {
+    if (!have_docker()) GTEST_SKIP() << "no docker CLI on this machine";
+    TempDir dir;
+    auto key_file = dir.path() / "unlock.key";
+    Daemon d(dir.path() / "data", dir.path() / "coffer.sock",
+             {"--autolock", "--unlock-key-file", key_file.string()});
+    ASSERT_TRUE(d.ready());
+    auto docker = docker_cli(dir, d);
+    for (std::string role : {"worker", "manager"}) {
+        auto shown = docker({"swarm", "join-token", "-q", role});
+        ASSERT_EQ(shown.status, 0) << shown.err;
+        auto ours = coffer_cli(d.host(), {"cluster", "join-token", role, "-q"});
+        ASSERT_EQ(ours.status, 0) << ours.err;
+        EXPECT_EQ(shown.out, ours.out);
+        EXPECT_EQ(shown.out.rfind("COFFERTKN-1-", 0), 0u) << role;
+    }
+    auto key = docker({"swarm", "unlock-key", "-q"});
+    ASSERT_EQ(key.status, 0) << key.err;
+    EXPECT_EQ(key.out, read_file(key_file));
+
+    TempDir plain_dir;
+    Daemon plain(plain_dir.path() / "data", plain_dir.path() / "coffer.sock");
+    ASSERT_TRUE(plain.ready());
+    auto none = docker_cli(plain_dir, plain)({"swarm", "unlock-key", "-q"});
+    EXPECT_EQ(none.status, 1);
+    EXPECT_NE(none.err.find("no unlock key is set"), std::string::npos) << none.err;
+}

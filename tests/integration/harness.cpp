@@ -250,6 +250,88 @@ CliResult coffer_cli(const std::string& host, const std::vector<std::string>& ar
     return run_program(argv, stdin_data);
 }
 
+namespace {
+
+struct Mapping {
+    std::uintptr_t begin = 0, end = 0;
+    std::string perms, name;
+    std::size_t locked_kb = 0;
+};
+
+std::vector<Mapping> mappings(const std::string& pid) {
+    std::vector<Mapping> out;
+    std::ifstream smaps("/proc/" + pid + "/smaps");
+    for (std::string line; std::getline(smaps, line);) {
+        std::istringstream in(line);
+        std::string first;
+        in >> first;
+        if (auto dash = first.find('-');
+            dash != std::string::npos && first.back() != ':' &&
+            first.find_first_not_of("0123456789abcdef-") == std::string::npos) {
+            Mapping m;
+            m.begin = std::stoull(first.substr(0, dash), nullptr, 16);
+            m.end = std::stoull(first.substr(dash + 1), nullptr, 16);
+            std::string offset, dev, inode;
+            in >> m.perms >> offset >> dev >> inode;
+            std::getline(in >> std::ws, m.name);
+            out.push_back(std::move(m));
+        } else if (first == "Locked:" && !out.empty()) {
+            in >> out.back().locked_kb;
+        }
+    }
+    return out;
+}
+
+}  // namespace
+
+std::vector<std::string> find_in_unlocked_memory(
+    const std::string& pid,
+    const std::vector<std::pair<std::string, const crypto::SecureBuffer*>>& needles) {
+    std::vector<std::string> found;
+    int mem = ::open(("/proc/" + pid + "/mem").c_str(), O_RDONLY | O_CLOEXEC);
+    if (mem < 0) {
+        found.push_back(fmt::format("cannot open /proc/{}/mem: {}", pid, std::strerror(errno)));
+        return found;
+    }
+    std::size_t longest = 0;
+    for (auto& [_, n] : needles) longest = std::max(longest, n->size());
+    constexpr std::size_t chunk = 1 << 20;
+    crypto::SecureBuffer window(chunk + longest);
+    for (const auto& m : mappings(pid)) {
+        if (m.perms.size() < 2 || m.perms[0] != 'r' || m.perms[1] != 'w' || m.locked_kb != 0)
+            continue;
+        if (m.name == "[vvar]" || m.name == "[vsyscall]") continue;
+        for (std::uintptr_t at = m.begin; at < m.end; at += chunk) {
+            const std::size_t want = std::min<std::size_t>(chunk + longest, m.end - at);
+            ssize_t n = ::pread(mem, window.data(), want, static_cast<off_t>(at));
+            if (n <= 0) break;
+            for (auto& [name, needle] : needles) {
+                const auto* hay = window.data();
+                const auto* end = hay + n;
+                for (const void* p = hay;
+                     (p = ::memmem(
+                          p, static_cast<std::size_t>(end - static_cast<const std::uint8_t*>(p)),
+                          needle->data(), needle->size())) != nullptr;
+                     p = static_cast<const std::uint8_t*>(p) + 1) {
+                    auto offset = static_cast<const std::uint8_t*>(p) - hay;
+                    if (static_cast<std::size_t>(offset) >= chunk) break;  // the next chunk's
+                    found.push_back(fmt::format("{} {} +{:#x}: {}",
+                                                m.name.empty() ? "[anon]" : m.name, m.perms,
+                                                at + offset - m.begin, name));
+                }
+            }
+        }
+    }
+    ::close(mem);
+    return found;
+}
+
+std::string join_lines(const std::vector<std::string>& lines) {
+    std::string out;
+    for (auto& l : lines) out += l + "\n";
+    return out;
+}
+
 }  // namespace coffer::test
 
 namespace {

@@ -7,9 +7,11 @@
 #include <functional>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "coffer/base/process.h"
+#include "coffer/crypto/secure_buffer.h"
 
 namespace coffer::test {
 
@@ -73,6 +75,7 @@ public:
     std::string stdout_text() const;    // what the daemon printed on stdout so far
     std::string host() const { return "unix://" + socket_.string(); }
     const std::filesystem::path& socket() const { return socket_; }
+    int pid() const { return child_.pid(); }
 
 private:
     std::filesystem::path data_dir_, socket_, out_;
@@ -118,6 +121,16 @@ std::string connect(const NetworkNamespace& a, const std::string& a_address,
 
 // "10.<second>.<random 1..250>": a /24 unlikely to collide with another run's.
 std::string random_subnet(int second);
+
+// Where any of `needles` occurs in the writable mappings of process `pid` ("self" for this one)
+// that hold no locked page: "<mapping> <perms> +<offset>: <needle name>". The memory is read
+// into locked memory, so the scan leaves no copy of what it finds where it looks. Needs root
+// (or ptrace rights over pid) to read /proc/PID/mem.
+std::vector<std::string> find_in_unlocked_memory(
+    const std::string& pid,
+    const std::vector<std::pair<std::string, const crypto::SecureBuffer*>>& needles);
+// One line per entry, each ended by a newline.
+std::string join_lines(const std::vector<std::string>& lines);
 
 std::string cofferd_path();
 std::string coffer_path();

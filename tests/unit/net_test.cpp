@@ -44,6 +44,12 @@ public:
     Response handle(Request& r) override {
         if (r.path == "/slow") std::this_thread::sleep_for(std::chrono::milliseconds(1));
         on_worker = std::this_thread::get_id() != io_thread_hint;
+        if (r.path == "/secure") {
+            auto resp =
+                Response::secure_json(200, crypto::SecureBuffer::copy_of(R"({"Key":"k1"})"));
+            resp.headers.emplace_back("X-Extra", "1");
+            return resp;
+        }
         return Response::json(200, std::string(r.method) + " " + r.path + " " +
                                        std::string(r.body_view()));
     }
@@ -94,6 +100,29 @@ TEST(HttpServer, ServesKeepAliveRequestsWithHeaders) {
     auto p = (*c)->request("POST", "/y", bytes("body"));
     ASSERT_TRUE(p.ok());
     EXPECT_EQ(p->body, "POST /y body");
+}
+
+TEST(HttpServer, SendsASecureBodyWithItsLengthAndHeaders) {
+    Server s;
+    auto c = HttpClient::connect(s.host());
+    ASSERT_TRUE(c.ok()) << c.error().message;
+    for (int i = 0; i < 2; ++i) {  // the connection stays usable after a secure body
+        auto r = (*c)->request("GET", "/secure");
+        ASSERT_TRUE(r.ok()) << r.error().message;
+        EXPECT_EQ(r->status, 200);
+        EXPECT_EQ(r->body, R"({"Key":"k1"})");
+        EXPECT_EQ(r->headers["content-length"], "12");
+        EXPECT_EQ(r->headers["content-type"], "application/json");
+        EXPECT_EQ(r->headers["api-version"], "1.41");
+        EXPECT_EQ(r->headers["x-extra"], "1");
+    }
+    auto head = (*c)->request("HEAD", "/secure");
+    ASSERT_TRUE(head.ok()) << head.error().message;
+    EXPECT_EQ(head->status, 200);
+    EXPECT_EQ(head->body, "");
+    auto after = (*c)->request("GET", "/x");
+    ASSERT_TRUE(after.ok());
+    EXPECT_EQ(after->body, "GET /x ");
 }
 
 TEST(HttpServer, RefusesBodiesOverTheLimit) {

@@ -1,5 +1,6 @@
 // HTTP/1.1 requests and responses as the API layer sees them, free of Beast and Asio.
-// A request body lives in secure memory: it may carry secret bytes.
+// A request body lives in secure memory: it may carry secret bytes. So may a response built
+// with secure_json (join tokens, the unlock key).
 #pragma once
 
 #include <sys/types.h>
@@ -44,8 +45,12 @@ struct Response {
     std::string body;
     std::string content_type = "application/json";
     std::vector<std::pair<std::string, std::string>> headers;
+    // A body that carries secret bytes. When not empty it is sent instead of body, straight from
+    // this secure memory (no copy in user space), and wiped once written.
+    crypto::SecureBuffer secure_body;
 
     static Response json(int status, std::string body);
+    static Response secure_json(int status, crypto::SecureBuffer body);
     // {"message": ...} with the status the error's code maps to.
     static Response error(const Error& e);
     static Response empty(int status);
