@@ -320,12 +320,19 @@ void add_service_ps(CLI::App& service, Globals& g) {
             if (a.first != b.first) return a.first < b.first;
             return field(a.second, {"CreatedAt"}) > field(b.second, {"CreatedAt"});
         });
+        // As the docker CLI: a table marks a slot's older tasks by indenting their names, and
+        // -q prints whole IDs.
+        auto format = flags->format.substr(flags->format.find_first_not_of(' ') == std::string::npos
+                                               ? flags->format.size()
+                                               : flags->format.find_first_not_of(' '));
+        bool table = format.empty() || format.starts_with("table");
+        bool trunc = !flags->no_trunc && !flags->quiet;
         std::vector<json::object> rows;
         std::string prev;
         for (const auto& [name, t] : named) {
             auto node_id = field(t, {"NodeID"});
             auto node = flags->no_resolve || !hostnames.count(node_id) ? node_id : hostnames[node_id];
-            rows.push_back(task_row(t, name == prev ? " \\_ " + name : name, node, !flags->no_trunc));
+            rows.push_back(task_row(t, table && name == prev ? " \\_ " + name : name, node, trunc));
             prev = name;
         }
         flags->print(task_list, rows);
