@@ -1,9 +1,12 @@
 #include "common.h"
 
+#include <algorithm>
+#include <cctype>
 #include <cstdio>
 
 #include "client.h"
 #include "coffer/net/http.h"
+#include "format.h"
 #include "output.h"
 
 namespace coffer::cli {
@@ -47,16 +50,48 @@ std::pair<std::string, std::string> split_kv(const std::string& s) {
     return {s.substr(0, eq), s.substr(eq + 1)};
 }
 
-std::string filters_query(const std::vector<std::string>& filters) {
-    if (filters.empty()) return "";
+json::object filters_object(const std::vector<std::string>& filters) {
+    auto trimmed = [](std::string s) {
+        auto b = s.find_first_not_of(" \t");
+        auto e = s.find_last_not_of(" \t");
+        return b == std::string::npos ? std::string() : s.substr(b, e - b + 1);
+    };
     json::object f;
     for (const auto& s : filters) {
+        if (s.find('=') == std::string::npos) fail(usage("bad format of filter (expected name=value)"));
         auto [k, v] = split_kv(s);
+        k = trimmed(std::move(k));
+        std::transform(k.begin(), k.end(), k.begin(), [](unsigned char c) { return std::tolower(c); });
         auto& slot = f[k];
         if (!slot.is_object()) slot = json::object{};
-        slot.as_object()[v] = true;
+        slot.as_object()[trimmed(std::move(v))] = true;
     }
-    return "?filters=" + net::percent_encode(json::serialize(f));
+    return f;
+}
+
+std::string filters_query(const std::vector<std::string>& filters) {
+    if (filters.empty()) return "";
+    return "?filters=" + net::percent_encode(json::serialize(filters_object(filters)));
+}
+
+void ListFlags::add(CLI::App* cmd, bool filter) {
+    cmd->add_flag("-q,--quiet", quiet, "Only display IDs");
+    if (filter)
+        cmd->add_option("-f,--filter", filters, "Filter output based on conditions provided (key=value)")
+            ->allow_extra_args(false);
+    cmd->add_option("--format", format,
+                    "Format output: 'table' (default), 'table TEMPLATE', 'json' or TEMPLATE "
+                    "({{.Field}}, {{json .}})");
+}
+
+void ListFlags::print(const ListFormat& list, const std::vector<json::object>& rows) const {
+    auto out = format_list(list, format, quiet, rows);
+    if (!out) fail(out.error());
+    std::fputs(out->c_str(), stdout);
+}
+
+void add_inspect_format(CLI::App* cmd, std::string& format) {
+    cmd->add_option("-f,--format", format, "Format output: 'json' or TEMPLATE ({{.Field.Sub}}, {{json .}})");
 }
 
 std::string filter_param(std::string_view key, const std::vector<std::string>& values) {
@@ -66,7 +101,7 @@ std::string filter_param(std::string_view key, const std::vector<std::string>& v
 }
 
 void inspect_all(ApiClient& api, std::string_view prefix, const std::vector<std::string>& names,
-                 std::string_view query) {
+                 std::string_view query, std::string_view format, std::string_view what) {
     json::array found;
     std::vector<Error> errors;
     for (const auto& n : names) {
@@ -74,7 +109,13 @@ void inspect_all(ApiClient& api, std::string_view prefix, const std::vector<std:
         if (r) found.push_back(std::move(*r));
         else errors.push_back(std::move(r).error());
     }
-    std::printf("%s\n", pretty_json(found).c_str());
+    if (format.empty()) {
+        std::printf("%s\n", pretty_json(found).c_str());
+    } else {
+        auto out = format_inspect(what, format, std::vector<json::value>(found.begin(), found.end()));
+        if (!out) fail(out.error());
+        std::fputs(out->c_str(), stdout);
+    }
     for (const auto& e : errors) report(e);
     if (!errors.empty()) throw CLI::RuntimeError(1);
 }

@@ -36,16 +36,34 @@ std::string field(const boost::json::value& v, std::initializer_list<std::string
 std::int64_t number(const boost::json::value& v, std::initializer_list<std::string_view> path);
 // "k=v" -> {k, v}; "k" -> {k, ""}.
 std::pair<std::string, std::string> split_kv(const std::string& s);
-// ?filters=... from "k=v" strings ("" when none).
+// ?filters=... from "k=v" strings ("" when none); keys lower-cased and both sides trimmed, as the
+// docker CLI does. A filter without "=" ends the command with docker's error.
 std::string filters_query(const std::vector<std::string>& filters);
+// The filters as the API's JSON object ({"key": {"value": true}}).
+boost::json::object filters_object(const std::vector<std::string>& filters);
+
+struct ListFormat;
+// The flags every list command shares with the docker CLI: -q, -f/--filter, --format.
+struct ListFlags {
+    bool quiet = false;
+    std::vector<std::string> filters;
+    std::string format;
+    // `filter` false: the command has no -f.
+    void add(CLI::App* cmd, bool filter = true);
+    // Prints rows through --format (see format_list), or fails with the template's error.
+    void print(const ListFormat& list, const std::vector<boost::json::object>& rows) const;
+};
+// -f/--format on an inspect command.
+void add_inspect_format(CLI::App* cmd, std::string& format);
 // {"key": {"value": true, ...}} for the given key and values, URL-encoded for a query.
 std::string filter_param(std::string_view key, const std::vector<std::string>& values);
 
 class ApiClient;
 // GET prefix + name for each name; prints what was found as a JSON array (as `docker inspect`),
-// then the errors; exit status 1 if any.
+// or each through `format` (`what` names the command in template errors), then the errors;
+// exit status 1 if any.
 void inspect_all(ApiClient& api, std::string_view prefix, const std::vector<std::string>& names,
-                 std::string_view query = "");
+                 std::string_view query = "", std::string_view format = "", std::string_view what = "");
 // DELETE prefix + name + query for each name, printing each removed name; exit status 1 if any failed.
 void remove_all(ApiClient& api, std::string_view prefix, const std::vector<std::string>& names,
                 std::string_view query = "");

@@ -4,6 +4,7 @@
 #include "client.h"
 #include "coffer/net/http.h"
 #include "common.h"
+#include "format.h"
 #include "output.h"
 
 namespace coffer::cli {
@@ -17,6 +18,44 @@ std::string title(std::string s) {
     return s;
 }
 
+// The docker CLI's node fields, and two of coffer's by name only: .Role and .CertExpiry (the day
+// the node's certificate expires; it renews well before).
+const ListFormat node_list{
+    "node ls",
+    {{"ID", "ID"},
+     {"Self", ""},
+     {"Hostname", "HOSTNAME"},
+     {"Status", "STATUS"},
+     {"Availability", "AVAILABILITY"},
+     {"ManagerStatus", "MANAGER STATUS"},
+     {"TLSStatus", "TLS STATUS"},
+     {"EngineVersion", "ENGINE VERSION"},
+     {"Role", "ROLE", false},
+     {"CertExpiry", "CERT EXPIRY", false}},
+    // Docker's default marks the CLI's own node with "*" after the ID; the coffer CLI is never a
+    // node, so the mark is always a space.
+    "{{.ID}}  \t{{.Hostname}}\t{{.Status}}\t{{.Availability}}\t{{.ManagerStatus}}\t{{.EngineVersion}}",
+};
+
+json::object node_row(const json::value& n) {
+    std::string manager;
+    if (auto* leader = at(n, {"ManagerStatus", "Leader"}); leader && leader->is_bool() && leader->as_bool())
+        manager = "Leader";
+    else
+        manager = title(field(n, {"ManagerStatus", "Reachability"}));
+    return {{"ID", field(n, {"ID"})},
+            {"Self", false},
+            {"Hostname", field(n, {"Description", "Hostname"})},
+            {"Status", title(field(n, {"Status", "State"}))},
+            {"Availability", title(field(n, {"Spec", "Availability"}))},
+            {"ManagerStatus", manager},
+            // Docker's word when it cannot compare the node's trust root with the cluster's.
+            {"TLSStatus", "Unknown"},
+            {"EngineVersion", field(n, {"Description", "Engine", "EngineVersion"})},
+            {"Role", field(n, {"Spec", "Role"})},
+            {"CertExpiry", field(n, {"CertificateExpiry"}).substr(0, 10)}};
+}
+
 }  // namespace
 
 void add_node_commands(CLI::App& app, Globals& g) {
@@ -25,33 +64,28 @@ void add_node_commands(CLI::App& app, Globals& g) {
     {
         auto* cmd = node->add_subcommand("ls", "List nodes");
         cmd->alias("list");
-        auto quiet = std::make_shared<bool>(false);
-        cmd->add_flag("-q,--quiet", *quiet, "Only display IDs");
-        cmd->callback([&g, quiet] {
+        auto flags = std::make_shared<ListFlags>();
+        flags->add(cmd);
+        cmd->callback([&g, flags] {
             ApiClient api(g.host);
-            auto items = must(api.call("GET", "/nodes")).as_array();
+            auto items = must(api.call("GET", "/nodes" + filters_query(flags->filters))).as_array();
             std::sort(items.begin(), items.end(), [](const auto& a, const auto& b) {
                 return field(a, {"Description", "Hostname"}) < field(b, {"Description", "Hostname"});
             });
-            std::vector<std::vector<std::string>> rows{
-                {"ID", "HOSTNAME", "STATUS", "AVAILABILITY", "ROLE", "CERT EXPIRY"}};
-            for (const auto& n : items) {
-                if (*quiet) std::printf("%s\n", field(n, {"ID"}).c_str());
-                // The day the node's certificate expires (it renews well before).
-                auto expiry = field(n, {"CertificateExpiry"}).substr(0, 10);
-                rows.push_back({field(n, {"ID"}), field(n, {"Description", "Hostname"}), title(field(n, {"Status", "State"})),
-                                title(field(n, {"Spec", "Availability"})), field(n, {"Spec", "Role"}), expiry});
-            }
-            if (!*quiet) std::fputs(format_table(rows).c_str(), stdout);
+            std::vector<json::object> rows;
+            for (const auto& n : items) rows.push_back(node_row(n));
+            flags->print(node_list, rows);
         });
     }
     {
         auto* cmd = node->add_subcommand("inspect", "Display detailed information on one or more nodes");
         auto names = std::make_shared<std::vector<std::string>>();
+        auto format = std::make_shared<std::string>();
+        add_inspect_format(cmd, *format);
         cmd->add_option("node", *names, "NODE")->required();
-        cmd->callback([&g, names] {
+        cmd->callback([&g, names, format] {
             ApiClient api(g.host);
-            inspect_all(api, "/nodes/", *names);
+            inspect_all(api, "/nodes/", *names, "", *format, "node inspect");
         });
     }
     {

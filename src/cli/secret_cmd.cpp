@@ -7,6 +7,7 @@
 #include "coffer/crypto/encoding.h"
 #include "coffer/crypto/secure_buffer.h"
 #include "common.h"
+#include "format.h"
 #include "output.h"
 #include "secret_input.h"
 
@@ -52,38 +53,50 @@ void add_secret_create(CLI::App& secret, Globals& g) {
     });
 }
 
-// secret ls [-q] [--filter k=v]... [--format table|json]
+const ListFormat secret_list{
+    "secret ls",
+    {{"ID", "ID"},
+     {"Name", "NAME"},
+     {"Driver", "DRIVER"},
+     {"CreatedAt", "CREATED"},
+     {"UpdatedAt", "UPDATED"},
+     {"Labels", "LABELS"}},
+    "{{.ID}}\t{{.Name}}\t{{.Driver}}\t{{.CreatedAt}}\t{{.UpdatedAt}}",
+};
+
+json::object secret_row(const json::value& s) {
+    std::vector<std::string> labels;
+    if (auto* l = at(s, {"Spec", "Labels"}); l && l->is_object())
+        for (const auto& [k, v] : l->as_object()) labels.push_back(std::string(k) + "=" + str(v));
+    std::sort(labels.begin(), labels.end());
+    std::string joined;
+    for (const auto& l : labels) joined += (joined.empty() ? "" : ",") + l;
+    return {{"ID", field(s, {"ID"})},
+            {"Name", field(s, {"Spec", "Name"})},
+            {"Driver", field(s, {"Spec", "Driver", "Name"})},
+            {"CreatedAt", time_ago(field(s, {"CreatedAt"}))},
+            {"UpdatedAt", time_ago(field(s, {"UpdatedAt"}))},
+            {"Labels", joined}};
+}
+
+// secret ls [-q] [-f k=v]... [--format FORMAT]
 void add_secret_ls(CLI::App& secret, Globals& g) {
     auto* cmd = secret.add_subcommand("ls", "List secrets");
     cmd->alias("list");
-    auto quiet = std::make_shared<bool>(false);
-    auto filters = std::make_shared<std::vector<std::string>>();
-    auto format = std::make_shared<std::string>("table");
-    cmd->add_flag("-q,--quiet", *quiet, "Only display IDs");
-    cmd->add_option("-f,--filter", *filters, "Filter output based on conditions provided");
-    cmd->add_option("--format", *format, "table or json")->check(CLI::IsMember({"table", "json"}));
-    cmd->callback([&g, quiet, filters, format] {
+    auto flags = std::make_shared<ListFlags>();
+    flags->add(cmd);
+    cmd->callback([&g, flags] {
         ApiClient api(g.host);
-        auto r = api.call("GET", "/secrets" + filters_query(*filters));
+        auto r = api.call("GET", "/secrets" + filters_query(flags->filters));
         if (!r) throw CLI::RuntimeError(report(r.error()));
         if (!r->is_array()) throw CLI::RuntimeError(report({Errc::internal, "malformed answer"}));
         auto items = r->as_array();
         std::sort(items.begin(), items.end(), [](const auto& a, const auto& b) {
             return field(a, {"Spec", "Name"}) < field(b, {"Spec", "Name"});
         });
-        if (*quiet) {
-            for (const auto& s : items) std::printf("%s\n", field(s, {"ID"}).c_str());
-        } else if (*format == "json") {
-            for (const auto& s : items) std::printf("%s\n", json::serialize(s).c_str());
-        } else {
-            std::vector<std::vector<std::string>> rows{{"ID", "NAME", "DRIVER", "CREATED", "UPDATED"}};
-            for (const auto& s : items)
-                rows.push_back({field(s, {"ID"}), field(s, {"Spec", "Name"}),
-                                field(s, {"Spec", "Driver", "Name"}),
-                                time_ago(field(s, {"CreatedAt"})),
-                                time_ago(field(s, {"UpdatedAt"}))});
-            std::fputs(format_table(rows).c_str(), stdout);
-        }
+        std::vector<json::object> rows;
+        for (const auto& s : items) rows.push_back(secret_row(s));
+        flags->print(secret_list, rows);
     });
 }
 
@@ -91,10 +104,12 @@ void add_secret_ls(CLI::App& secret, Globals& g) {
 void add_secret_inspect(CLI::App& secret, Globals& g) {
     auto* cmd = secret.add_subcommand("inspect", "Display detailed information on one or more secrets");
     auto names = std::make_shared<std::vector<std::string>>();
+    auto format = std::make_shared<std::string>();
+    add_inspect_format(cmd, *format);
     cmd->add_option("secret", *names, "Secret name or ID")->required();
-    cmd->callback([&g, names] {
+    cmd->callback([&g, names, format] {
         ApiClient api(g.host);
-        inspect_all(api, "/secrets/", *names);
+        inspect_all(api, "/secrets/", *names, "", *format, "secret inspect");
     });
 }
 

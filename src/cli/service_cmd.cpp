@@ -8,6 +8,7 @@
 #include "client.h"
 #include "coffer/net/http.h"
 #include "common.h"
+#include "format.h"
 #include "logs_cmd.h"
 #include "output.h"
 #include "service_flags.h"
@@ -91,8 +92,6 @@ void wait_converged(ApiClient& api, const std::string& id, std::chrono::seconds 
         std::this_thread::sleep_for(std::chrono::milliseconds(200));
     }
 }
-
-std::string short_id(const std::string& id) { return id.substr(0, 12); }
 
 // service create [OPTIONS] IMAGE [COMMAND] [ARG...]
 void add_service_create(CLI::App& service, Globals& g) {
@@ -199,80 +198,144 @@ void add_service_update(CLI::App& service, Globals& g) {
     });
 }
 
-// service ls [-q] [--filter k=v]...
+const ListFormat service_list{
+    "service ls",
+    {{"ID", "ID"}, {"Name", "NAME"}, {"Mode", "MODE"}, {"Replicas", "REPLICAS"}, {"Image", "IMAGE"}, {"Ports", "PORTS"}},
+    "{{.ID}}\t{{.Name}}\t{{.Mode}}\t{{.Replicas}}\t{{.Image}}\t{{.Ports}}",
+};
+
+json::object service_row(const json::value& s) {
+    bool global = at(s, {"Spec", "Mode", "Global"}) != nullptr;
+    return {{"ID", truncate_id(field(s, {"ID"}))},
+            {"Name", field(s, {"Spec", "Name"})},
+            {"Mode", global ? "global" : "replicated"},
+            {"Replicas", fmt::format("{}/{}", number(s, {"ServiceStatus", "RunningTasks"}),
+                                     number(s, {"ServiceStatus", "DesiredTasks"}))},
+            {"Image", image_without_digest(field(s, {"Spec", "TaskTemplate", "ContainerSpec", "Image"}))},
+            // coffer publishes no ports.
+            {"Ports", ""}};
+}
+
+// service ls [-q] [-f k=v]... [--format FORMAT]
 void add_service_ls(CLI::App& service, Globals& g) {
     auto* cmd = service.add_subcommand("ls", "List services");
     cmd->alias("list");
-    auto quiet = std::make_shared<bool>(false);
-    auto filters = std::make_shared<std::vector<std::string>>();
-    cmd->add_flag("-q,--quiet", *quiet, "Only display IDs");
-    cmd->add_option("-f,--filter", *filters, "Filter output based on conditions provided");
-    cmd->callback([&g, quiet, filters] {
+    auto flags = std::make_shared<ListFlags>();
+    flags->add(cmd);
+    cmd->callback([&g, flags] {
         ApiClient api(g.host);
-        auto q = filters_query(*filters);
+        auto q = filters_query(flags->filters);
         auto list = must(api.call("GET", "/services" + (q.empty() ? "?status=true" : q + "&status=true")));
         auto items = list.as_array();
         std::sort(items.begin(), items.end(), [](const auto& a, const auto& b) {
             return field(a, {"Spec", "Name"}) < field(b, {"Spec", "Name"});
         });
-        std::vector<std::vector<std::string>> rows{{"ID", "NAME", "MODE", "REPLICAS", "IMAGE"}};
-        for (const auto& s : items) {
-            if (*quiet) {
-                std::printf("%s\n", field(s, {"ID"}).c_str());
-                continue;
-            }
-            bool global = at(s, {"Spec", "Mode", "Global"}) != nullptr;
-            rows.push_back({short_id(field(s, {"ID"})), field(s, {"Spec", "Name"}), global ? "global" : "replicated",
-                            fmt::format("{}/{}", number(s, {"ServiceStatus", "RunningTasks"}),
-                                        number(s, {"ServiceStatus", "DesiredTasks"})),
-                            field(s, {"Spec", "TaskTemplate", "ContainerSpec", "Image"})});
-        }
-        if (!*quiet) std::fputs(format_table(rows).c_str(), stdout);
+        std::vector<json::object> rows;
+        for (const auto& s : items) rows.push_back(service_row(s));
+        flags->print(service_list, rows);
     });
 }
 
-// service ps SERVICE...: each service's tasks, the latest of each slot (or node) first.
+const ListFormat task_list{
+    "service ps",
+    {{"ID", "ID"},
+     {"Name", "NAME"},
+     {"Image", "IMAGE"},
+     {"Node", "NODE"},
+     {"DesiredState", "DESIRED STATE"},
+     {"CurrentState", "CURRENT STATE"},
+     {"Error", "ERROR"},
+     {"Ports", "PORTS"}},
+    "{{.ID}}\t{{.Name}}\t{{.Image}}\t{{.Node}}\t{{.DesiredState}}\t{{.CurrentState}}\t{{.Error}}\t{{.Ports}}",
+};
+
+std::string capitalized(std::string s) {
+    if (!s.empty()) s[0] = static_cast<char>(std::toupper(static_cast<unsigned char>(s[0])));
+    return s;
+}
+
+struct PsFlags : ListFlags {
+    bool no_trunc = false, no_resolve = false;
+};
+
+// One task's row; `name` is its "service.slot" (or "service.node") name, already indented.
+json::object task_row(const json::value& t, std::string name, const std::string& node, bool trunc) {
+    auto id = field(t, {"ID"});
+    auto image = field(t, {"Spec", "ContainerSpec", "Image"});
+    auto err = field(t, {"Status", "Err"});
+    // The docker CLI cuts an error to 30 characters, the last an ellipsis, and quotes it.
+    constexpr std::size_t max_error = 30;
+    if (trunc && err.size() > max_error) err = err.substr(0, max_error - 1) + "\u2026";
+    if (!err.empty()) err = "\"" + err + "\"";
+    auto ago = time_ago(field(t, {"Status", "Timestamp"}));
+    if (!ago.empty()) ago[0] = static_cast<char>(std::tolower(static_cast<unsigned char>(ago[0])));
+    return {{"ID", trunc ? truncate_id(id) : id},
+            {"Name", std::move(name)},
+            {"Image", trunc ? image_without_digest(image) : image},
+            {"Node", node},
+            {"DesiredState", capitalized(field(t, {"DesiredState"}))},
+            {"CurrentState", fmt::format("{} {}", capitalized(field(t, {"Status", "State"})), ago)},
+            {"Error", err},
+            // coffer publishes no ports.
+            {"Ports", ""}};
+}
+
+// service ps [OPTIONS] SERVICE...: the services' tasks by name, each slot's (or node's) newest first.
 void add_service_ps(CLI::App& service, Globals& g) {
     auto* cmd = service.add_subcommand("ps", "List the tasks of one or more services");
     auto names = std::make_shared<std::vector<std::string>>();
+    auto flags = std::make_shared<PsFlags>();
+    flags->add(cmd);
+    cmd->add_flag("--no-trunc", flags->no_trunc, "Do not truncate output");
+    cmd->add_flag("--no-resolve", flags->no_resolve, "Do not map IDs to Names");
     cmd->add_option("service", *names, "SERVICE")->required();
-    cmd->callback([&g, names] {
+    cmd->callback([&g, names, flags] {
         ApiClient api(g.host);
-        std::map<std::string, std::string> hostnames;
-        auto nodes = must(api.call("GET", "/nodes"));
-        for (const auto& n : nodes.as_array())
-            hostnames[field(n, {"ID"})] = field(n, {"Description", "Hostname"});
-        std::vector<std::vector<std::string>> rows{{"ID", "NAME", "IMAGE", "NODE", "DESIRED STATE", "CURRENT STATE", "ERROR"}};
+        auto filters = filters_object(flags->filters);
+        std::map<std::string, std::string> service_names;
+        json::object wanted;
         for (const auto& name : *names) {
             auto svc = must(api.call("GET", "/services/" + net::percent_encode(name) + "?insertDefaults=false"));
             auto id = field(svc, {"ID"});
-            auto svc_name = field(svc, {"Spec", "Name"});
-            auto tasks = must(api.call("GET", "/tasks?filters=" + filter_param("service", {id}))).as_array();
-            auto key = [](const json::value& t) {
-                return number(t, {"Slot"}) ? fmt::format("{:020}", number(t, {"Slot"})) : field(t, {"NodeID"});
-            };
-            std::sort(tasks.begin(), tasks.end(), [&](const auto& a, const auto& b) {
-                if (key(a) != key(b)) return key(a) < key(b);
-                return field(a, {"CreatedAt"}) > field(b, {"CreatedAt"});
-            });
-            std::string prev;
-            for (const auto& t : tasks) {
-                auto k = key(t);
-                auto task_name = number(t, {"Slot"}) ? fmt::format("{}.{}", svc_name, number(t, {"Slot"}))
-                                                    : fmt::format("{}.{}", svc_name, field(t, {"NodeID"}));
-                if (k == prev) task_name = " \\_ " + task_name;
-                prev = k;
-                auto state = field(t, {"Status", "State"});
-                if (!state.empty()) state[0] = static_cast<char>(std::toupper(state[0]));
-                auto desired = field(t, {"DesiredState"});
-                if (!desired.empty()) desired[0] = static_cast<char>(std::toupper(desired[0]));
-                rows.push_back({short_id(field(t, {"ID"})), task_name,
-                                field(t, {"Spec", "ContainerSpec", "Image"}), hostnames[field(t, {"NodeID"})], desired,
-                                fmt::format("{} {}", state, time_ago(field(t, {"Status", "Timestamp"}))),
-                                field(t, {"Status", "Err"})});
-            }
+            service_names[id] = field(svc, {"Spec", "Name"});
+            wanted[id] = true;
         }
-        std::fputs(format_table(rows).c_str(), stdout);
+        filters["service"] = std::move(wanted);
+        auto tasks = must(api.call("GET", "/tasks?filters=" + net::percent_encode(json::serialize(filters)))).as_array();
+        std::map<std::string, std::string> hostnames;
+        if (!flags->no_resolve) {
+            auto nodes = must(api.call("GET", "/nodes"));
+            for (const auto& n : nodes.as_array()) hostnames[field(n, {"ID"})] = field(n, {"Description", "Hostname"});
+        }
+        auto task_name = [&](const json::value& t) {
+            auto svc = field(t, {"ServiceID"});
+            auto prefix = flags->no_resolve ? svc : service_names[svc];
+            auto slot = number(t, {"Slot"});
+            return slot ? fmt::format("{}.{}", prefix, slot) : fmt::format("{}.{}", prefix, field(t, {"NodeID"}));
+        };
+        // As the docker CLI: by name (as text), then newest first.
+        std::vector<std::pair<std::string, json::value>> named;
+        for (auto& t : tasks) named.emplace_back(task_name(t), std::move(t));
+        std::stable_sort(named.begin(), named.end(), [](const auto& a, const auto& b) {
+            if (a.first != b.first) return a.first < b.first;
+            return field(a.second, {"CreatedAt"}) > field(b.second, {"CreatedAt"});
+        });
+        // As the docker CLI: a table marks a slot's older tasks by indenting their names, and
+        // -q prints whole IDs.
+        auto format = flags->format.substr(flags->format.find_first_not_of(' ') == std::string::npos
+                                               ? flags->format.size()
+                                               : flags->format.find_first_not_of(' '));
+        bool table = format.empty() || format.starts_with("table");
+        bool trunc = !flags->no_trunc && !flags->quiet;
+        std::vector<json::object> rows;
+        std::string prev;
+        for (const auto& [name, t] : named) {
+            auto node_id = field(t, {"NodeID"});
+            auto node = flags->no_resolve || !hostnames.count(node_id) ? node_id : hostnames[node_id];
+            rows.push_back(task_row(t, table && name == prev ? " \\_ " + name : name, node, trunc));
+            prev = name;
+        }
+        flags->print(task_list, rows);
     });
 }
 
@@ -281,9 +344,11 @@ void add_service_inspect(CLI::App& service, Globals& g) {
     auto* cmd = service.add_subcommand("inspect", "Display detailed information on one or more services");
     auto names = std::make_shared<std::vector<std::string>>();
     auto pretty = std::make_shared<bool>(false);
+    auto format = std::make_shared<std::string>();
     cmd->add_flag("--pretty", *pretty, "Print the information in a human friendly format");
+    add_inspect_format(cmd, *format);
     cmd->add_option("service", *names, "SERVICE")->required();
-    cmd->callback([&g, names, pretty] {
+    cmd->callback([&g, names, pretty, format] {
         ApiClient api(g.host);
         json::array found;
         int failed = 0;
@@ -292,7 +357,11 @@ void add_service_inspect(CLI::App& service, Globals& g) {
             if (r) found.push_back(std::move(*r));
             else failed = report(r.error());
         }
-        if (!*pretty) {
+        if (!format->empty()) {
+            auto out = format_inspect("service inspect", *format, std::vector<json::value>(found.begin(), found.end()));
+            if (!out) fail(out.error());
+            std::fputs(out->c_str(), stdout);
+        } else if (!*pretty) {
             std::printf("%s\n", pretty_json(found).c_str());
         } else {
             for (const auto& s : found) {

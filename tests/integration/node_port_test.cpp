@@ -168,7 +168,8 @@ TEST_F(NodePort, AgentJoinsIsReadyIsDownWhenKilledAndReadyAgainWithItsIdentity) 
         id = *joined;
         ASSERT_TRUE(wait_state(id, "ready")) << agent.err();
         record("agent_start_to_ready_s", seconds_since(agent.started()));
-        auto ls = cli({"node", "ls"});
+        // The expiry is one of coffer's own columns, by template.
+        auto ls = cli({"node", "ls", "--format", "table {{.ID}}\\t{{.Status}}\\t{{.CertExpiry}}"});
         EXPECT_EQ(ls.status, 0) << ls.err;
         EXPECT_NE(ls.out.find(id), std::string::npos) << ls.out;
         EXPECT_NE(ls.out.find("Ready"), std::string::npos) << ls.out;

@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "format.h"
 #include "logs_cmd.h"
 #include "service_flags.h"
 
@@ -380,4 +381,98 @@ TEST(ServiceFlags, DetachFlagDecidesWhetherToWait) {
         parse(w, {}, cmd);
         EXPECT_EQ(w.wait(&cmd), ::isatty(STDOUT_FILENO) != 0);
     }
+}
+
+namespace {
+
+const ListFormat demo_list{
+    "demo ls",
+    {{"ID", "ID"}, {"Name", "NAME"}, {"Self", ""}, {"Extra", "EXTRA", false}},
+    "{{.ID}}\t{{.Name}}",
+};
+
+std::vector<boost::json::object> demo_rows() {
+    return {{{"ID", "abc"}, {"Name", "first"}, {"Self", false}, {"Extra", "x"}},
+            {{"ID", "defghijklmno"}, {"Name", "<b&>"}, {"Self", true}, {"Extra", "y"}}};
+}
+
+std::string list(std::string_view format, bool quiet = false) {
+    auto out = format_list(demo_list, format, quiet, demo_rows());
+    return out ? *out : "ERROR " + out.error().message;
+}
+
+}  // namespace
+
+TEST(Format, DefaultIsATableWithDockersTitlesAndTabwriterWidths) {
+    // Every column but the last is at least ten wide, or its widest cell plus three.
+    EXPECT_EQ(list(""), "ID             NAME\nabc            first\ndefghijklmno   <b&>\n");
+    EXPECT_EQ(list("table"), list(""));
+}
+
+TEST(Format, QuietPrintsIdsOnlyForTheDefaultTable) {
+    EXPECT_EQ(list("", true), "abc\ndefghijklmno\n");
+    EXPECT_EQ(list("table", true), "abc\ndefghijklmno\n");
+    // A template of the user's own wins over -q, as in the docker CLI.
+    EXPECT_EQ(list("{{.Name}}", true), "first\n<b&>\n");
+}
+
+TEST(Format, TemplateReplacesFieldsAndEscapes) {
+    EXPECT_EQ(list("{{.Name}}: {{.ID}}"), "first: abc\n<b&>: defghijklmno\n");
+    EXPECT_EQ(list("{{.ID}}\\t{{.Self}}"), "abc\tfalse\ndefghijklmno\ttrue\n");
+    EXPECT_EQ(list("{{ .Name }}"), "first\n<b&>\n");
+    EXPECT_EQ(list("a {{- .ID -}} b"), "aabcb\nadefghijklmnob\n");
+}
+
+TEST(Format, TablePrefixPrintsHeaderRow) {
+    EXPECT_EQ(list("table {{.Name}}\\t{{.Extra}}"), "NAME      EXTRA\nfirst     x\n<b&>      y\n");
+}
+
+TEST(Format, JsonPrintsOneSortedObjectPerLineWithoutCofferFields) {
+    auto expected = "{\"ID\":\"abc\",\"Name\":\"first\",\"Self\":false}\n"
+                    "{\"ID\":\"defghijklmno\",\"Name\":\"\\u003cb\\u0026\\u003e\",\"Self\":true}\n";
+    EXPECT_EQ(list("json"), expected);
+    EXPECT_EQ(list("{{json .}}"), expected);
+    EXPECT_EQ(list("{{json .Name}}"), "\"first\"\n\"\\u003cb\\u0026\\u003e\"\n");
+}
+
+TEST(Format, UnknownFieldIsAnErrorNamingTheKnownOnes) {
+    auto out = format_list(demo_list, "{{.Foo}}", false, {});
+    ASSERT_FALSE(out.ok());
+    EXPECT_EQ(out.error().message, "template: field .Foo is not known for demo ls; known: .Extra .ID .Name .Self");
+    EXPECT_FALSE(format_list(demo_list, "table {{.ID.Sub}}", false, {}).ok());
+}
+
+TEST(Format, UnsupportedActionsAreRefused) {
+    for (auto text : {"{{if .Self}}*{{end}}", "{{.ID", "{{upper .Name}}", "{{range .}}{{end}}", "{{}}"}) {
+        auto t = Template::parse(text);
+        ASSERT_FALSE(t.ok()) << text;
+        EXPECT_EQ(t.error().message.rfind("template: ", 0), 0u) << t.error().message;
+    }
+}
+
+TEST(Format, InspectWalksNestedFieldsAndFailsOnMissingOnes) {
+    auto obj = boost::json::parse(R"({"ID":"x1","Spec":{"Name":"db","Labels":{"a":"b"}},"Version":{"Index":7}})");
+    auto out = format_inspect("secret inspect", "{{.Spec.Name}} {{.Version.Index}} {{json .Spec.Labels}}", {obj});
+    ASSERT_TRUE(out.ok()) << out.error().message;
+    EXPECT_EQ(*out, "db 7 {\"a\":\"b\"}\n");
+    auto json = format_inspect("secret inspect", "json", {obj});
+    ASSERT_TRUE(json.ok());
+    EXPECT_EQ(boost::json::parse(*json), obj);
+    auto missing = format_inspect("secret inspect", "{{.Spec.Nme}}", {obj});
+    ASSERT_FALSE(missing.ok());
+    EXPECT_EQ(missing.error().message,
+              "template: field .Spec.Nme is not known for secret inspect in .Spec; known: .Labels .Name");
+}
+
+TEST(Format, AlignColumnsCountsCharactersNotBytes) {
+    EXPECT_EQ(align_columns("a\u2026\tb\nccc\td\n"), "a\u2026        b\nccc       d\n");
+    EXPECT_EQ(align_columns("id\t\n"), "id        \n");
+}
+
+TEST(Format, ImagesLoseTheirDigestOnlyWhenTagged) {
+    EXPECT_EQ(image_without_digest("busybox:1@sha256:abc"), "busybox:1");
+    EXPECT_EQ(image_without_digest("docker.io/library/busybox:1@sha256:abc"), "busybox:1");
+    EXPECT_EQ(image_without_digest("reg:5000/busybox@sha256:abc"), "reg:5000/busybox@sha256:abc");
+    EXPECT_EQ(image_without_digest("busybox:1"), "busybox:1");
+    EXPECT_EQ(truncate_id("0123456789abcdef"), "0123456789ab");
 }
