@@ -4,7 +4,8 @@
 //   joins       N nodes joining at once (in this process: key, CSR, join each)
 //   sessions    the manager's memory per idle session (N sessions from this process)
 //   fanout      a global service with a secret over N agents in the no-op benchmark mode
-//   service     real containers: create -> secret readable in the task; --secret-add -> the new task
+//   service     real containers: create -> secret readable in the task; --secret-add -> the new
+//   task
 //               reads it; a 10-replica rolling update
 //
 //   bench-cluster --cofferd PATH --agent PATH [--scenario NAME]... [--runs N] [--agents N]
@@ -29,8 +30,8 @@
 #include <thread>
 #include <vector>
 
-#include <boost/json.hpp>
 #include <fmt/format.h>
+#include <boost/json.hpp>
 
 #include "coffer/agent/enrollment.h"
 #include "coffer/base/process.h"
@@ -60,8 +61,8 @@ double percentile(std::vector<double> v, double p) {
 }
 
 void report(const char* what, const std::vector<double>& v) {
-    std::printf("  %-44s n=%zu p50 %.1f ms  min %.1f  max %.1f\n", what, v.size(), percentile(v, 0.5),
-                v.empty() ? 0 : *std::min_element(v.begin(), v.end()),
+    std::printf("  %-44s n=%zu p50 %.1f ms  min %.1f  max %.1f\n", what, v.size(),
+                percentile(v, 0.5), v.empty() ? 0 : *std::min_element(v.begin(), v.end()),
                 v.empty() ? 0 : *std::max_element(v.begin(), v.end()));
     std::fflush(stdout);
 }
@@ -110,21 +111,25 @@ struct Options {
 
 // A cofferd on a temporary directory, with an API client, and the agents it knows.
 class Cluster {
-public:
+  public:
     explicit Cluster(const Options& o) : o_(o) {
         std::string tmpl = (fs::temp_directory_path() / "coffer-cluster-bench-XXXXXX").string();
         if (!::mkdtemp(tmpl.data())) die("mkdtemp");
         dir_ = tmpl;
         port_ = free_port();
         manager_ = fmt::format("127.0.0.1:{}", port_);
-        daemon_ = Child::spawn({.argv = {o.cofferd, "--data-dir", dir_ + "/data", "--socket", dir_ + "/api.sock",
-                                         "--listen", manager_, "--log-level", "warn"}});
-        await("cofferd", [&] {
-            auto c = coffer::net::HttpClient::connect("unix://" + dir_ + "/api.sock");
-            if (!c) return false;
-            api_ = std::move(*c);
-            return api_->request("GET", "/_ping").ok();
-        }, 20s, 5ms);
+        daemon_ = Child::spawn(
+            {.argv = {o.cofferd, "--data-dir", dir_ + "/data", "--socket", dir_ + "/api.sock",
+                      "--listen", manager_, "--log-level", "warn"}});
+        await(
+            "cofferd",
+            [&] {
+                auto c = coffer::net::HttpClient::connect("unix://" + dir_ + "/api.sock");
+                if (!c) return false;
+                api_ = std::move(*c);
+                return api_->request("GET", "/_ping").ok();
+            },
+            20s, 5ms);
         auto swarm = get("/swarm");
         token_ = std::string(swarm.at("JoinTokens").at("Worker").as_string());
     }
@@ -148,8 +153,8 @@ public:
         fs::remove_all(dir_, ec);
     }
 
-    json::value call(std::string_view method, const std::string& target, const std::string& body = {},
-                     int expect = 0) {
+    json::value call(std::string_view method, const std::string& target,
+                     const std::string& body = {}, int expect = 0) {
         auto r = api_->request(method, target,
                                {reinterpret_cast<const std::uint8_t*>(body.data()), body.size()});
         if (!r) die(fmt::format("{} {}: {}", method, target, r.error().message));
@@ -164,7 +169,8 @@ public:
         std::set<std::string> ids;
         auto nodes = get("/nodes");
         for (const auto& n : nodes.as_array())
-            if (n.at("Status").at("State") == "ready") ids.insert(std::string(n.at("ID").as_string()));
+            if (n.at("Status").at("State") == "ready")
+                ids.insert(std::string(n.at("ID").as_string()));
         return ids;
     }
 
@@ -181,7 +187,8 @@ public:
         for (char** e = environ; *e; ++e) env.emplace_back(*e);
         if (!fs::exists(base + "/data/identity")) env.push_back("COFFER_JOIN_TOKEN=" + token_);
         // Their diagnostics go to a file per agent, not into the figures.
-        coffer::UniqueFd err(::open((base + ".log").c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600));
+        coffer::UniqueFd err(
+            ::open((base + ".log").c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600));
         agents_.push_back(Child::spawn({.argv = argv, .env = env, .stderr_fd = err.get()}));
         return agents_.back();
     }
@@ -196,7 +203,7 @@ public:
     const std::string& token() const { return token_; }
     int daemon_pid() const { return daemon_.pid(); }
 
-private:
+  private:
     const Options& o_;
     std::string dir_, manager_, token_;
     std::uint16_t port_ = 0;
@@ -210,8 +217,10 @@ std::span<const std::uint8_t> as_bytes(const std::string& s) {
 }
 
 std::string create_secret(Cluster& c, const std::string& name) {
-    auto r = c.call("POST", "/secrets/create",
-                    json::serialize(json::object{{"Name", name}, {"Data", coffer::crypto::base64_encode(as_bytes("bench-" + name))}}));
+    auto r = c.call(
+        "POST", "/secrets/create",
+        json::serialize(json::object{
+            {"Name", name}, {"Data", coffer::crypto::base64_encode(as_bytes("bench-" + name))}}));
     return std::string(r.at("ID").as_string());
 }
 
@@ -235,22 +244,28 @@ std::set<std::string> tasks_in(Cluster& c, const std::string& service, std::stri
     ids_filter.emplace_back(service);
     auto filters = json::serialize(json::object{{"service", std::move(ids_filter)}});
     std::string enc;
-    for (char ch : filters) enc += std::isalnum(static_cast<unsigned char>(ch)) ? std::string(1, ch) : fmt::format("%{:02X}", ch);
+    for (char ch : filters)
+        enc += std::isalnum(static_cast<unsigned char>(ch)) ? std::string(1, ch)
+                                                            : fmt::format("%{:02X}", ch);
     auto tasks = c.get("/tasks?filters=" + enc);
     for (const auto& t : tasks.as_array())
-        if (t.at("Status").at("State").as_string() == state) ids.insert(std::string(t.at("ID").as_string()));
+        if (t.at("Status").at("State").as_string() == state)
+            ids.insert(std::string(t.at("ID").as_string()));
     return ids;
 }
 
 void remove_service(Cluster& c, const std::string& id) {
     c.call("DELETE", "/services/" + id);
-    await("the service's tasks to stop", [&] { return tasks_in(c, id, "running").empty(); }, 60s, 5ms);
+    await(
+        "the service's tasks to stop", [&] { return tasks_in(c, id, "running").empty(); }, 60s,
+        5ms);
 }
 
 // ---------------------------------------------------------------------------------------------
 
 void node_ready(const Options& o) {
-    std::printf("== node ready: coffer-agent start -> node ready (GET /nodes, polled every 1 ms)\n");
+    std::printf(
+        "== node ready: coffer-agent start -> node ready (GET /nodes, polled every 1 ms)\n");
     Cluster c(o);
     std::vector<double> first, again;
     for (int i = 0; i < o.runs; ++i) {
@@ -259,27 +274,34 @@ void node_ready(const Options& o) {
         auto t0 = Clock::now();
         auto& agent = c.start_agent(name, o.agent_args);
         std::string id;
-        await("node ready", [&] {
-            for (const auto& n : c.ready_nodes())
-                if (!before.count(n)) id = n;
-            return !id.empty();
-        }, 20s);
+        await(
+            "node ready",
+            [&] {
+                for (const auto& n : c.ready_nodes())
+                    if (!before.count(n)) id = n;
+                return !id.empty();
+            },
+            20s);
         first.push_back(ms_since(t0));
         c.stop_agent(agent);
-        await("node down", [&] { return !c.ready_nodes().count(id); }, 20s);
+        await(
+            "node down", [&] { return !c.ready_nodes().count(id); }, 20s);
         t0 = Clock::now();
         auto& again_agent = c.start_agent(name, o.agent_args);
-        await("node ready again", [&] { return c.ready_nodes().count(id) > 0; }, 20s);
+        await(
+            "node ready again", [&] { return c.ready_nodes().count(id) > 0; }, 20s);
         again.push_back(ms_since(t0));
         c.stop_agent(again_agent);
-        await("node down", [&] { return !c.ready_nodes().count(id); }, 20s);
+        await(
+            "node down", [&] { return !c.ready_nodes().count(id); }, 20s);
     }
     report("first start (key, CSR, join, session)", first);
     report("restart (stored identity, session)", again);
 }
 
 void joins(const Options& o) {
-    std::printf("== joins: %d nodes joining at once (one thread each, in this process)\n", o.agents);
+    std::printf("== joins: %d nodes joining at once (one thread each, in this process)\n",
+                o.agents);
     Cluster c(o);
     auto token = coffer::crypto::SecureBuffer::copy_of(std::string_view(c.token()));
     std::barrier start(o.agents + 1);
@@ -297,8 +319,8 @@ void joins(const Options& o) {
     start.arrive_and_wait();
     for (auto& t : threads) t.join();
     double ms = ms_since(t0);
-    std::printf("  %d joins in %.0f ms: %.0f joins/s, %d failed\n", o.agents, ms, o.agents * 1000.0 / ms,
-                failed.load());
+    std::printf("  %d joins in %.0f ms: %.0f joins/s, %d failed\n", o.agents, ms,
+                o.agents * 1000.0 / ms, failed.load());
 }
 
 void sessions(const Options& o) {
@@ -333,37 +355,47 @@ void sessions(const Options& o) {
         if (!cl) die("session: " + cl.error().message);
         clients.push_back(std::move(*cl));
     }
-    await("every node ready", [&] { return c.ready_nodes().size() == static_cast<std::size_t>(o.sessions); },
-          60s, 50ms);
+    await(
+        "every node ready",
+        [&] { return c.ready_nodes().size() == static_cast<std::size_t>(o.sessions); }, 60s, 50ms);
     double ms = ms_since(t0);
     std::this_thread::sleep_for(5s);  // a few heartbeat rounds
     auto with = rss_kib(c.daemon_pid());
     std::printf("  %d sessions opened and ready in %.0f ms\n", o.sessions, ms);
-    std::printf("  cofferd VmRSS: %.1f MiB before, %.1f MiB with the sessions: %.1f KiB per session, "
-                "%.1f MiB per 1,000\n",
-                base / 1024.0, with / 1024.0, double(with - base) / o.sessions,
-                double(with - base) / o.sessions * 1000 / 1024);
+    std::printf(
+        "  cofferd VmRSS: %.1f MiB before, %.1f MiB with the sessions: %.1f KiB per session, "
+        "%.1f MiB per 1,000\n",
+        base / 1024.0, with / 1024.0, double(with - base) / o.sessions,
+        double(with - base) / o.sessions * 1000 / 1024);
 }
 
 void fanout(const Options& o) {
-    std::printf("== fan-out: a global service with one secret over %d agents (no-op benchmark executor)\n",
-                o.agents);
+    std::printf(
+        "== fan-out: a global service with one secret over %d agents (no-op benchmark executor)\n",
+        o.agents);
     Cluster c(o);
-    for (int i = 0; i < o.agents; ++i) c.start_agent(fmt::format("a{}", i), {"--benchmark-noop-executor"});
-    await("every agent ready", [&] { return c.ready_nodes().size() == static_cast<std::size_t>(o.agents); },
-          120s, 20ms);
+    for (int i = 0; i < o.agents; ++i)
+        c.start_agent(fmt::format("a{}", i), {"--benchmark-noop-executor"});
+    await(
+        "every agent ready",
+        [&] { return c.ready_nodes().size() == static_cast<std::size_t>(o.agents); }, 120s, 20ms);
     auto sid = create_secret(c, "fanout");
     std::vector<double> times;
     for (int run = 0; run < std::max(1, o.runs / 3); ++run) {
         json::object spec{
             {"Name", fmt::format("fan{}", run)},
-            {"TaskTemplate", json::object{{"ContainerSpec", json::object{{"Image", "busybox"},
-                                                                        {"Secrets", secret_refs({{sid, "fanout"}})}}}}},
+            {"TaskTemplate",
+             json::object{
+                 {"ContainerSpec", json::object{{"Image", "busybox"},
+                                                {"Secrets", secret_refs({{sid, "fanout"}})}}}}},
             {"Mode", json::object{{"Global", json::object{}}}}};
         auto t0 = Clock::now();
-        auto id = std::string(c.call("POST", "/services/create", json::serialize(spec)).at("ID").as_string());
-        await("every task running", [&] { return tasks_in(c, id, "running").size() == static_cast<std::size_t>(o.agents); },
-              60s, 2ms);
+        auto id = std::string(
+            c.call("POST", "/services/create", json::serialize(spec)).at("ID").as_string());
+        await(
+            "every task running",
+            [&] { return tasks_in(c, id, "running").size() == static_cast<std::size_t>(o.agents); },
+            60s, 2ms);
         times.push_back(ms_since(t0));
         remove_service(c, id);
     }
@@ -386,23 +418,27 @@ void service(const Options& o) {
     auto data = c.agent_dir("real") + "/data";
     auto layout = c.dir() + "/images";
     if (!coffer::run_command({o.images_script, layout}).ok()) die("make-test-images failed");
-    auto imported = coffer::run_command({o.agent, "--data-dir", data, "image", "import", layout, "busybox"});
+    auto imported =
+        coffer::run_command({o.agent, "--data-dir", data, "image", "import", layout, "busybox"});
     if (!imported.ok()) die("image import: " + imported.describe());
-    await("the agent ready", [&] { return c.ready_nodes().size() == 1; }, 30s, 5ms);
+    await(
+        "the agent ready", [&] { return c.ready_nodes().size() == 1; }, 30s, 5ms);
     auto s1 = create_secret(c, "s1");
     auto s2 = create_secret(c, "s2");
     // Reads every secret it has, prints their names, and exits at once on SIGTERM.
     json::array command;
-    for (const char* arg : {"sh", "-c",
-                            "trap 'exit 0' TERM; cat /run/secrets/* >/dev/null && echo READY $(ls /run/secrets | "
-                            "tr '\\n' ' ')END; while :; do sleep 1 & wait; done"})
+    for (const char* arg :
+         {"sh", "-c",
+          "trap 'exit 0' TERM; cat /run/secrets/* >/dev/null && echo READY $(ls /run/secrets | "
+          "tr '\\n' ' ')END; while :; do sleep 1 & wait; done"})
         command.emplace_back(arg);
     auto spec_for = [&](const std::string& name, int replicas, json::array secrets) {
         return json::object{
             {"Name", name},
-            {"TaskTemplate", json::object{{"ContainerSpec", json::object{{"Image", "busybox"},
-                                                                        {"Command", command},
-                                                                        {"Secrets", std::move(secrets)}}}}},
+            {"TaskTemplate",
+             json::object{{"ContainerSpec", json::object{{"Image", "busybox"},
+                                                         {"Command", command},
+                                                         {"Secrets", std::move(secrets)}}}}},
             {"Mode", json::object{{"Replicated", json::object{{"Replicas", replicas}}}}},
             {"UpdateConfig", json::object{{"Parallelism", replicas}, {"Order", "stop-first"}}}};
     };
@@ -421,16 +457,21 @@ void service(const Options& o) {
         auto id = std::string(c.call("POST", "/services/create",
                                      json::serialize(spec_for(fmt::format("svc{}", run), 1,
                                                               secret_refs({{s1, "s1"}}))))
-                                  .at("ID").as_string());
-        await("the secret read in the task", [&] { return ready_with(id, "s1").size() == 1; }, 30s);
+                                  .at("ID")
+                                  .as_string());
+        await(
+            "the secret read in the task", [&] { return ready_with(id, "s1").size() == 1; }, 30s);
         create.push_back(ms_since(t0));
 
         auto svc = c.get("/services/" + id);
         auto version = svc.at("Version").at("Index").as_int64();
         auto spec = spec_for(fmt::format("svc{}", run), 1, secret_refs({{s1, "s1"}, {s2, "s2"}}));
         t0 = Clock::now();
-        c.call("POST", fmt::format("/services/{}/update?version={}", id, version), json::serialize(spec));
-        await("the new task reading both secrets", [&] { return ready_with(id, "s1 s2").size() == 1; }, 30s);
+        c.call("POST", fmt::format("/services/{}/update?version={}", id, version),
+               json::serialize(spec));
+        await(
+            "the new task reading both secrets",
+            [&] { return ready_with(id, "s1 s2").size() == 1; }, 30s);
         add.push_back(ms_since(t0));
         remove_service(c, id);
     }
@@ -442,13 +483,17 @@ void service(const Options& o) {
         auto name = fmt::format("ten{}", run);
         auto id = std::string(c.call("POST", "/services/create",
                                      json::serialize(spec_for(name, 10, secret_refs({{s1, "s1"}}))))
-                                  .at("ID").as_string());
-        await("10 replicas reading s1", [&] { return ready_with(id, "s1").size() == 10; }, 60s, 5ms);
+                                  .at("ID")
+                                  .as_string());
+        await(
+            "10 replicas reading s1", [&] { return ready_with(id, "s1").size() == 10; }, 60s, 5ms);
         auto version = c.get("/services/" + id).at("Version").at("Index").as_int64();
         auto t0 = Clock::now();
         c.call("POST", fmt::format("/services/{}/update?version={}", id, version),
                json::serialize(spec_for(name, 10, secret_refs({{s1, "s1"}, {s2, "s2"}}))));
-        await("10 new replicas reading s1 and s2", [&] { return ready_with(id, "s1 s2").size() == 10; }, 60s, 2ms);
+        await(
+            "10 new replicas reading s1 and s2",
+            [&] { return ready_with(id, "s1 s2").size() == 10; }, 60s, 2ms);
         rolling.push_back(ms_since(t0));
         remove_service(c, id);
     }
@@ -465,23 +510,32 @@ int main(int argc, char** argv) {
     app.add_option("--agent", o.agent)->required();
     o.images_script = COFFER_MAKE_TEST_IMAGES;
     app.add_option("--make-test-images", o.images_script)->capture_default_str();
-    app.add_option("--scenario", scenarios, "node-ready joins sessions fanout service")->capture_default_str();
+    app.add_option("--scenario", scenarios, "node-ready joins sessions fanout service")
+        ->capture_default_str();
     app.add_option("--runs", o.runs, "Runs per timed scenario")->capture_default_str();
     app.add_option("--agents", o.agents, "Agents for joins and fanout")->capture_default_str();
-    app.add_option("--agent-arg", o.agent_args, "Extra coffer-agent argument for node-ready and service (repeat)");
-    app.add_option("--sessions", o.sessions, "Idle sessions for the memory figure")->capture_default_str();
+    app.add_option("--agent-arg", o.agent_args,
+                   "Extra coffer-agent argument for node-ready and service (repeat)");
+    app.add_option("--sessions", o.sessions, "Idle sessions for the memory figure")
+        ->capture_default_str();
     CLI11_PARSE(app, argc, argv);
     ::signal(SIGPIPE, SIG_IGN);
     std::setvbuf(stdout, nullptr, _IOLBF, 0);  // progress shows as it happens, also into a file
     coffer::crypto::init();
     try {
         for (const auto& s : scenarios) {
-            if (s == "node-ready") node_ready(o);
-            else if (s == "joins") joins(o);
-            else if (s == "sessions") sessions(o);
-            else if (s == "fanout") fanout(o);
-            else if (s == "service") service(o);
-            else die("unknown scenario " + s);
+            if (s == "node-ready")
+                node_ready(o);
+            else if (s == "joins")
+                joins(o);
+            else if (s == "sessions")
+                sessions(o);
+            else if (s == "fanout")
+                fanout(o);
+            else if (s == "service")
+                service(o);
+            else
+                die("unknown scenario " + s);
         }
     } catch (const std::exception& e) {
         std::fprintf(stderr, "bench-cluster: %s\n", e.what());

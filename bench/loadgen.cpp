@@ -15,9 +15,9 @@
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
-#include <cstring>
 #include <chrono>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <thread>
 #include <vector>
@@ -121,7 +121,8 @@ Stats run_epoll(const std::string& path, int clients, std::size_t ops, double se
             if (auto cl = c.in.find("Content-Length: "); cl != std::string::npos && cl < head_end)
                 length = std::strtoul(c.in.c_str() + cl + 16, nullptr, 10);
             if (c.in.size() < head_end + 4 + length) continue;
-            s.latencies_ms.push_back(std::chrono::duration<double, std::milli>(Clock::now() - c.t0).count());
+            s.latencies_ms.push_back(
+                std::chrono::duration<double, std::milli>(Clock::now() - c.t0).count());
             if (c.in.compare(9, expect.size(), expect) != 0) ++s.errors;  // "HTTP/1.1 201 ..."
             --inflight;
             issue(c, index);
@@ -156,7 +157,8 @@ int main(int argc, char** argv) {
     app.add_option("--ops", ops, "Operations per scenario (at most)")->capture_default_str();
     app.add_option("--seconds", seconds, "Time per scenario (at most)")->capture_default_str();
     app.add_option("--value-bytes", value_bytes, "Secret size")->capture_default_str();
-    app.add_option("--clients", client_counts, "Concurrent clients per scenario")->capture_default_str();
+    app.add_option("--clients", client_counts, "Concurrent clients per scenario")
+        ->capture_default_str();
     CLI11_PARSE(app, argc, argv);
     if (cofferd.empty() == host.empty()) {
         std::fprintf(stderr, "give exactly one of --cofferd or --host\n");
@@ -193,22 +195,30 @@ int main(int argc, char** argv) {
 
     auto path = host.substr(host.rfind("unix://", 0) == 0 ? 7 : 0);
     for (int clients : client_counts) {
-        auto s = run_epoll(path, clients, ops, seconds, [&](std::size_t i) {
-            auto body = fmt::format(R"({{"Name":"b{}-{}-{}","Labels":{{}},"Data":"{}"}})", run_id,
-                                    clients, i, data_b64);
-            return fmt::format("POST /v1.41/secrets/create HTTP/1.1\r\nHost: coffer\r\n"
-                               "Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{}",
-                               body.size(), body);
-        }, "201");
-        for (std::size_t i = 0; i < s.latencies_ms.size(); i += std::max<std::size_t>(1, s.latencies_ms.size() / 64))
+        auto s = run_epoll(
+            path, clients, ops, seconds,
+            [&](std::size_t i) {
+                auto body = fmt::format(R"({{"Name":"b{}-{}-{}","Labels":{{}},"Data":"{}"}})",
+                                        run_id, clients, i, data_b64);
+                return fmt::format(
+                    "POST /v1.41/secrets/create HTTP/1.1\r\nHost: coffer\r\n"
+                    "Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{}",
+                    body.size(), body);
+            },
+            "201");
+        for (std::size_t i = 0; i < s.latencies_ms.size();
+             i += std::max<std::size_t>(1, s.latencies_ms.size() / 64))
             names.push_back(fmt::format("b{}-{}-{}", run_id, clients, i));
         report("create", clients, std::move(s));
     }
     for (int clients : client_counts) {
-        auto s = run_epoll(path, clients, ops * 3, seconds, [&](std::size_t i) {
-            return fmt::format("GET /v1.41/secrets/{} HTTP/1.1\r\nHost: coffer\r\n\r\n",
-                               names[i % names.size()]);
-        }, "200");
+        auto s = run_epoll(
+            path, clients, ops * 3, seconds,
+            [&](std::size_t i) {
+                return fmt::format("GET /v1.41/secrets/{} HTTP/1.1\r\nHost: coffer\r\n\r\n",
+                                   names[i % names.size()]);
+            },
+            "200");
         report("inspect", clients, std::move(s));
     }
 

@@ -27,13 +27,17 @@ using Clock = std::chrono::steady_clock;
 
 namespace {
 
-double ms(Clock::duration d) { return std::chrono::duration<double, std::milli>(d).count(); }
+double ms(Clock::duration d) {
+    return std::chrono::duration<double, std::milli>(d).count();
+}
 
 struct Stats {
     std::vector<double> v;
     double pct(double p) {
         std::sort(v.begin(), v.end());
-        return v.empty() ? 0 : v[std::min(v.size() - 1, static_cast<std::size_t>(p * static_cast<double>(v.size())))];
+        return v.empty() ? 0
+                         : v[std::min(v.size() - 1,
+                                      static_cast<std::size_t>(p * static_cast<double>(v.size())))];
     }
 };
 
@@ -71,9 +75,13 @@ struct Held {
 };
 
 Held held(const Runner& r) {
-    return {count_entries("/proc/self/fd"), static_cast<int>(read_mountinfo().size()),
-            count_entries("/proc/self/task"), zombies(), count_entries("/sys/fs/cgroup/pids/coffer") +
-            count_entries("/sys/fs/cgroup/coffer"), rss_kib(), r.secrets_held()};
+    return {count_entries("/proc/self/fd"),
+            static_cast<int>(read_mountinfo().size()),
+            count_entries("/proc/self/task"),
+            zombies(),
+            count_entries("/sys/fs/cgroup/pids/coffer") + count_entries("/sys/fs/cgroup/coffer"),
+            rss_kib(),
+            r.secrets_held()};
 }
 
 TaskSpec task(std::string id) {
@@ -88,7 +96,8 @@ TaskSpec task(std::string id) {
 
 SecretBytes secret() {
     SecretBytes b;
-    b.emplace("s1", crypto::SecureBuffer::copy_of(std::string_view("correct horse battery staple")));
+    b.emplace("s1",
+              crypto::SecureBuffer::copy_of(std::string_view("correct horse battery staple")));
     return b;
 }
 
@@ -137,8 +146,10 @@ int main(int argc, char** argv) {
             (void)runner.stop(id, std::chrono::milliseconds(0));
             teardown.v.push_back(ms(Clock::now() - t0));
         }
-        std::printf("sequential, 100 tasks: start p50 %.1f ms p99 %.1f ms; teardown p50 %.1f ms p99 %.1f ms\n",
-                    start.pct(0.5), start.pct(0.99), teardown.pct(0.5), teardown.pct(0.99));
+        std::printf(
+            "sequential, 100 tasks: start p50 %.1f ms p99 %.1f ms; teardown p50 %.1f ms p99 %.1f "
+            "ms\n",
+            start.pct(0.5), start.pct(0.99), teardown.pct(0.5), teardown.pct(0.99));
 
         Stats burst;
         std::mutex mu;
@@ -150,17 +161,22 @@ int main(int argc, char** argv) {
                 auto st = runner.start(task(fmt::format("burst-{}", i)), secret());
                 std::lock_guard g(mu);
                 burst.v.push_back(ms(Clock::now() - s0));
-                if (st.state != TaskState::running) std::fprintf(stderr, "burst start: %s\n", st.reason.c_str());
+                if (st.state != TaskState::running)
+                    std::fprintf(stderr, "burst start: %s\n", st.reason.c_str());
             });
         for (auto& t : threads) t.join();
         auto all_running = ms(Clock::now() - t0);
         t0 = Clock::now();
         threads.clear();
         for (int i = 0; i < 50; ++i)
-            threads.emplace_back([&, i] { (void)runner.stop(fmt::format("burst-{}", i), std::chrono::milliseconds(0)); });
+            threads.emplace_back([&, i] {
+                (void)runner.stop(fmt::format("burst-{}", i), std::chrono::milliseconds(0));
+            });
         for (auto& t : threads) t.join();
-        std::printf("50 at once: all running after %.0f ms (per task p50 %.0f ms p99 %.0f ms); all torn down after %.0f ms\n",
-                    all_running, burst.pct(0.5), burst.pct(0.99), ms(Clock::now() - t0));
+        std::printf(
+            "50 at once: all running after %.0f ms (per task p50 %.0f ms p99 %.0f ms); all torn "
+            "down after %.0f ms\n",
+            all_running, burst.pct(0.5), burst.pct(0.99), ms(Clock::now() - t0));
 
         auto before = held(runner);
         Stats cyc;
@@ -177,12 +193,16 @@ int main(int argc, char** argv) {
             cyc.v.push_back(ms(Clock::now() - c0));
         }
         auto after = held(runner);
-        std::printf("%d start/stop cycles (p50 %.0f ms): before/after: fds %d/%d, mounts %d/%d, threads %d/%d, "
-                    "zombies %d/%d, task cgroups %d/%d, secrets held %zu/%zu, task dirs %d, RSS %ld/%ld KiB\n",
-                    cycles, cyc.pct(0.5), before.fds, after.fds, before.mounts, after.mounts, before.threads,
-                    after.threads, before.zombies, after.zombies, before.cgroups, after.cgroups, before.secrets,
-                    after.secrets, count_entries(o.run_dir + "/tasks") + count_entries(o.data_dir + "/tasks"),
-                    before.rss, after.rss);
+        std::printf(
+            "%d start/stop cycles (p50 %.0f ms): before/after: fds %d/%d, mounts %d/%d, threads "
+            "%d/%d, "
+            "zombies %d/%d, task cgroups %d/%d, secrets held %zu/%zu, task dirs %d, RSS %ld/%ld "
+            "KiB\n",
+            cycles, cyc.pct(0.5), before.fds, after.fds, before.mounts, after.mounts,
+            before.threads, after.threads, before.zombies, after.zombies, before.cgroups,
+            after.cgroups, before.secrets, after.secrets,
+            count_entries(o.run_dir + "/tasks") + count_entries(o.data_dir + "/tasks"), before.rss,
+            after.rss);
         if (after.fds != before.fds || after.mounts != before.mounts || after.zombies != 0 ||
             after.cgroups != before.cgroups || after.secrets != 0)
             rc = 1;

@@ -55,12 +55,15 @@ Result<Assignments> parse_assignments(const crypto::SecureBuffer& text) {
     out.changes.reserve(decoded->changes.size());
     for (auto& w : decoded->changes) {
         Change c;
-        c.action = w.action == nodeproto::Change::Action::add ? Change::Action::add : Change::Action::remove;
+        c.action = w.action == nodeproto::Change::Action::add ? Change::Action::add
+                                                              : Change::Action::remove;
         c.is_secret = w.is_secret;
         c.id = std::move(w.id);
         c.invalid = std::move(w.invalid);
         if (w.task) c.task = task_of(std::move(*w.task));
-        if (w.secret) c.secret = SecretAssignment{std::move(w.secret->id), std::move(w.secret->name), std::move(w.secret->data)};
+        if (w.secret)
+            c.secret = SecretAssignment{std::move(w.secret->id), std::move(w.secret->name),
+                                        std::move(w.secret->data)};
         out.changes.push_back(std::move(c));
     }
     return out;

@@ -1,11 +1,11 @@
 #include "cgroups.h"
 
 #include <dirent.h>
-#include <algorithm>
-#include <cstring>
 #include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <algorithm>
+#include <cstring>
 
 #include <fstream>
 #include <sstream>
@@ -60,10 +60,12 @@ bool remove_cgroup(const std::string& dir, std::chrono::steady_clock::time_point
 }
 
 class V1 final : public Cgroups {
-public:
+  public:
     V1(std::vector<std::string> roots, std::string memory, std::string unified)
         : roots_(std::move(roots)), memory_(std::move(memory)), unified_(std::move(unified)) {}
-    CgroupMode mode() const noexcept override { return unified_.empty() ? CgroupMode::v1 : CgroupMode::hybrid; }
+    CgroupMode mode() const noexcept override {
+        return unified_.empty() ? CgroupMode::v1 : CgroupMode::hybrid;
+    }
     std::vector<std::string> hierarchies() const override { return roots_; }
     bool oom_killed(std::string_view rel) const override {
         return read_keyed(fmt::format("{}{}/memory.oom_control", memory_, rel), "oom_kill") > 0;
@@ -73,14 +75,14 @@ public:
     }
     std::string unified_mount() const override { return unified_; }
 
-private:
+  private:
     std::vector<std::string> roots_;
     std::string memory_;
     std::string unified_;
 };
 
 class V2 final : public Cgroups {
-public:
+  public:
     explicit V2(std::string root) : root_(std::move(root)) {}
     CgroupMode mode() const noexcept override { return CgroupMode::v2; }
     std::vector<std::string> hierarchies() const override { return {root_}; }
@@ -89,7 +91,7 @@ public:
     }
     bool can_limit_swap() const override { return true; }
 
-private:
+  private:
     std::string root_;
 };
 
@@ -97,9 +99,12 @@ private:
 
 std::string_view to_string(CgroupMode m) noexcept {
     switch (m) {
-        case CgroupMode::v1: return "v1";
-        case CgroupMode::hybrid: return "hybrid";
-        case CgroupMode::v2: return "v2";
+        case CgroupMode::v1:
+            return "v1";
+        case CgroupMode::hybrid:
+            return "hybrid";
+        case CgroupMode::v2:
+            return "v2";
     }
     return "?";
 }
@@ -144,10 +149,13 @@ std::unique_ptr<Cgroups> Cgroups::detect() {
         }
     }
     if (v1.empty()) {
-        if (unified.empty()) throw ErrorException(make_error(Errc::unavailable, "no cgroup filesystem mounted"));
+        if (unified.empty())
+            throw ErrorException(make_error(Errc::unavailable, "no cgroup filesystem mounted"));
         return std::make_unique<V2>(unified);
     }
-    if (memory.empty()) throw ErrorException(make_error(Errc::unavailable, "cgroup v1 without the memory controller"));
+    if (memory.empty())
+        throw ErrorException(
+            make_error(Errc::unavailable, "cgroup v1 without the memory controller"));
     if (!unified.empty()) v1.push_back(unified);
     return std::make_unique<V1>(std::move(v1), std::move(memory), std::move(unified));
 }

@@ -15,7 +15,7 @@ enum class CgroupMode { v1, hybrid, v2 };
 std::string_view to_string(CgroupMode m) noexcept;
 
 class Cgroups {
-public:
+  public:
     virtual ~Cgroups() = default;
     virtual CgroupMode mode() const noexcept = 0;
     // Hierarchy roots the runtime creates a task's cgroup in.
@@ -41,7 +41,7 @@ public:
 
 // A task's cgroup (created by the runtime): removed on destruction.
 class CgroupDir {
-public:
+  public:
     CgroupDir() = default;
     CgroupDir(const Cgroups& cgroups, std::string rel) : cgroups_(&cgroups), rel_(std::move(rel)) {}
     CgroupDir(CgroupDir&& o) noexcept : cgroups_(o.cgroups_), rel_(std::exchange(o.rel_, {})) {}
@@ -57,7 +57,7 @@ public:
     const std::string& rel() const noexcept { return rel_; }
     void reset() noexcept;
 
-private:
+  private:
     const Cgroups* cgroups_ = nullptr;  // borrowed: the runner's, outlives every task
     std::string rel_;
 };

@@ -271,7 +271,8 @@ Result<Identity> store_renewal(const std::string& data_dir, const Identity& curr
     if (id->node_id != current.node.node_id)
         return make_error(Errc::permission_denied, "the renewed certificate names another node");
     if (!pki::key_matches_certificate(current.credentials.key_pem, cert_chain_pem))
-        return make_error(Errc::permission_denied, "the renewed certificate is not for this node's key");
+        return make_error(Errc::permission_denied,
+                          "the renewed certificate is not for this node's key");
     NodeConfig node = current.node;
     node.role = id->role;
     auto path = identity_dir(data_dir);
@@ -283,7 +284,8 @@ Result<Identity> store_renewal(const std::string& data_dir, const Identity& curr
             replace_file(dir.get(), path, config_file, bytes_of(config_json(node)), 0644);
         if (::fsync(dir.get()) != 0) throw_errno(fmt::format("fsync {}", path));
     } catch (const SystemError& e) {
-        return make_error(Errc::internal, fmt::format("store the renewed certificate: {}", e.what()));
+        return make_error(Errc::internal,
+                          fmt::format("store the renewed certificate: {}", e.what()));
     }
     return Identity{std::move(node),
                     {std::string(cert_chain_pem), current.credentials.key_pem.clone(),

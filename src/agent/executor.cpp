@@ -47,9 +47,10 @@ nodeproto::TaskReport report_of(const TaskStatus& s) {
     bool had_container = s.state >= TaskState::starting && s.state != TaskState::rejected;
     // The node's states are Swarm's, as the model's: the same names.
     auto state = model::task_state_from(to_string(s.state)).value_or(model::TaskState::new_);
-    return nodeproto::TaskReport{
-        s.id, state, std::string(message), error ? s.reason : std::string(),
-        model::ContainerStatus{had_container ? s.id : std::string(), s.pid, s.exit_code.value_or(0)}};
+    return nodeproto::TaskReport{s.id, state, std::string(message),
+                                 error ? s.reason : std::string(),
+                                 model::ContainerStatus{had_container ? s.id : std::string(), s.pid,
+                                                        s.exit_code.value_or(0)}};
 }
 
 }  // namespace
@@ -160,7 +161,8 @@ void Executor::Impl::apply(Assignments a) {
         if (c.is_secret) {
             if (c.action == Change::Action::add) {
                 listed_secrets.insert(c.id);
-                secrets.insert_or_assign(c.id, driver.secrets().put(c.id, std::move(c.secret->data)));
+                secrets.insert_or_assign(c.id,
+                                         driver.secrets().put(c.id, std::move(c.secret->data)));
             } else {
                 secrets.erase(c.id);  // the store wipes the bytes once no task leases them either
             }
@@ -248,7 +250,8 @@ void Executor::Impl::remove_task(const std::string& id) {
     if (!e.wanted) return;
     e.wanted = false;
     if (e.started && !is_final(e.status.state)) {
-        enqueue(id, [this, id] { stop_op(id); }, Pool::stop);
+        enqueue(
+            id, [this, id] { stop_op(id); }, Pool::stop);
         return;
     }
     maybe_retire(id);
@@ -369,7 +372,8 @@ void Executor::Impl::logs(const nodeconn::Message& m) {
     }
     std::string task_id = request->task_id;
     std::size_t lines = request->tail;
-    auto answer = [this, request_id = request->request, task_id](std::string_view data, std::string_view error) {
+    auto answer = [this, request_id = request->request, task_id](std::string_view data,
+                                                                 std::string_view error) {
         nodeproto::LogsReply reply{request_id, task_id, {}, std::nullopt};
         if (error.empty())
             reply.data = data;

@@ -25,7 +25,7 @@ bool is_dir(const std::string& p) {
 
 // An exclusive lock on the store across agent processes (the CLI and the daemon).
 class StoreLock {
-public:
+  public:
     explicit StoreLock(const std::string& dir)
         : fd_(::open((dir + "/lock").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600)) {
         if (!fd_) throw_errno("open image store lock");
@@ -33,7 +33,7 @@ public:
             if (errno != EINTR) throw_errno("lock image store");
     }
 
-private:
+  private:
     UniqueFd fd_;
 };
 
@@ -56,7 +56,8 @@ std::vector<ImageInfo> tagged(const boost::json::value& index) {
 
 Result<void> skopeo_copy(const std::string& from, const std::string& to) {
     auto r = run_command({"skopeo", "--insecure-policy", "copy", "--quiet", from, to});
-    if (!r.ok()) return make_error(Errc::invalid_argument, fmt::format("import {}: {}", from, r.describe()));
+    if (!r.ok())
+        return make_error(Errc::invalid_argument, fmt::format("import {}: {}", from, r.describe()));
     return {};
 }
 
@@ -80,14 +81,16 @@ void create_layout(const std::string& layout) {
     std::filesystem::remove_all(staging, ec);
     std::filesystem::create_directories(staging + "/blobs/sha256", ec);
     if (ec) throw SystemError(ec.value(), fmt::format("create {}", staging));
-    for (auto [name, content] : {std::pair<const char*, std::string_view>{"oci-layout", R"({"imageLayoutVersion":"1.0.0"})"},
+    for (auto [name, content] : {std::pair<const char*, std::string_view>{
+                                     "oci-layout", R"({"imageLayoutVersion":"1.0.0"})"},
                                  {"index.json", R"({"schemaVersion":2,"manifests":[]})"}}) {
         auto path = fmt::format("{}/{}", staging, name);
         write_file(path, content, 0644);
         UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
         if (!fd || ::fsync(fd.get()) != 0) throw_errno(fmt::format("sync {}", path));
     }
-    if (::rename(staging.c_str(), layout.c_str()) != 0) throw_errno(fmt::format("create {}", layout));
+    if (::rename(staging.c_str(), layout.c_str()) != 0)
+        throw_errno(fmt::format("create {}", layout));
 }
 
 }  // namespace
@@ -141,13 +144,13 @@ Result<std::string> ImageStore::normalize_name(std::string_view name) {
                c == '.' || c == '_' || c == '-' || c == '/' || c == ':';
     };
     if (n.size() > 255 || n.front() == ':' || n.front() == '/' || n.front() == '.' ||
-        n.starts_with("sha256:") || !std::all_of(n.begin(), n.end(), ok_char) ||
-        !colons_ok(n))
+        n.starts_with("sha256:") || !std::all_of(n.begin(), n.end(), ok_char) || !colons_ok(n))
         return make_error(Errc::invalid_argument, fmt::format("invalid image name \"{}\"", name));
     return n;
 }
 
-Result<std::vector<ImageInfo>> ImageStore::import(const std::string& source, std::string_view name) {
+Result<std::vector<ImageInfo>> ImageStore::import(const std::string& source,
+                                                  std::string_view name) {
     std::string wanted;
     if (!name.empty()) {
         auto n = normalize_name(name);
@@ -159,7 +162,8 @@ Result<std::vector<ImageInfo>> ImageStore::import(const std::string& source, std
         auto index = read_json_file(source + "/index.json");
         if (!index) return std::move(index).error().context("import");
         auto images = tagged(*index);
-        if (images.empty()) return make_error(Errc::invalid_argument, fmt::format("{}: no image", source));
+        if (images.empty())
+            return make_error(Errc::invalid_argument, fmt::format("{}: no image", source));
         if (!wanted.empty()) {
             auto it = std::find_if(images.begin(), images.end(), [&](auto& i) {
                 return !i.name.empty() && *normalize_name(i.name) == wanted;
@@ -169,7 +173,8 @@ Result<std::vector<ImageInfo>> ImageStore::import(const std::string& source, std
             else if (images.size() == 1)
                 copies.emplace_back(fmt::format("oci:{}", source), wanted);
             else
-                return make_error(Errc::not_found, fmt::format("{}: no image named {}", source, wanted));
+                return make_error(Errc::not_found,
+                                  fmt::format("{}: no image named {}", source, wanted));
         } else {
             for (auto& i : images) {
                 if (i.name.empty()) continue;
@@ -178,12 +183,14 @@ Result<std::vector<ImageInfo>> ImageStore::import(const std::string& source, std
                 copies.emplace_back(fmt::format("oci:{}:{}", source, i.name), *n);
             }
             if (copies.empty())
-                return make_error(Errc::invalid_argument, fmt::format("{}: untagged image, give a name", source));
+                return make_error(Errc::invalid_argument,
+                                  fmt::format("{}: untagged image, give a name", source));
         }
     } else {
         auto listing = run_command({"tar", "-tf", source});
         if (!listing.ok())
-            return make_error(Errc::invalid_argument, fmt::format("{}: not an archive ({})", source, listing.describe()));
+            return make_error(Errc::invalid_argument,
+                              fmt::format("{}: not an archive ({})", source, listing.describe()));
         auto has = [&](std::string_view entry) {
             return listing.out.find(fmt::format("\n{}\n", entry)) != std::string::npos ||
                    listing.out.starts_with(fmt::format("{}\n", entry)) ||
@@ -194,7 +201,9 @@ Result<std::vector<ImageInfo>> ImageStore::import(const std::string& source, std
             auto r = run_command({"tar", "-xOf", source, "--wildcards", fmt::format("*{}", entry)});
             boost::system::error_code ec;
             auto v = boost::json::parse(r.out, ec);
-            if (!r.ok() || ec) return make_error(Errc::invalid_argument, fmt::format("{}: unreadable {}", source, entry));
+            if (!r.ok() || ec)
+                return make_error(Errc::invalid_argument,
+                                  fmt::format("{}: unreadable {}", source, entry));
             return v;
         };
         std::string recorded;
@@ -209,17 +218,20 @@ Result<std::vector<ImageInfo>> ImageStore::import(const std::string& source, std
             transport = "docker-archive";
             auto manifest = member("manifest.json");
             if (!manifest) return std::move(manifest).error();
-            if (manifest->is_array() && !manifest->as_array().empty() && manifest->as_array()[0].is_object()) {
+            if (manifest->is_array() && !manifest->as_array().empty() &&
+                manifest->as_array()[0].is_object()) {
                 auto tags = strings_at(manifest->as_array()[0].as_object(), "RepoTags");
                 if (!tags.empty()) recorded = tags.front();
             }
         } else {
-            return make_error(Errc::invalid_argument,
-                              fmt::format("{}: neither a docker save archive nor an OCI archive", source));
+            return make_error(
+                Errc::invalid_argument,
+                fmt::format("{}: neither a docker save archive nor an OCI archive", source));
         }
         if (wanted.empty()) {
             if (recorded.empty())
-                return make_error(Errc::invalid_argument, fmt::format("{}: no name recorded, give a name", source));
+                return make_error(Errc::invalid_argument,
+                                  fmt::format("{}: no name recorded, give a name", source));
             auto n = normalize_name(recorded);
             if (!n) return std::move(n).error();
             wanted = *n;
@@ -230,7 +242,8 @@ Result<std::vector<ImageInfo>> ImageStore::import(const std::string& source, std
     StoreLock lock(dir_);
     std::vector<ImageInfo> out;
     for (auto& [from, to] : copies) {
-        if (auto r = skopeo_copy(from, fmt::format("oci:{}:{}", layout_, to)); !r) return std::move(r).error();
+        if (auto r = skopeo_copy(from, fmt::format("oci:{}:{}", layout_, to)); !r)
+            return std::move(r).error();
         auto d = digest_of(to);
         if (!d) return std::move(d).error();
         log::info("images", "imported {} as {} ({})", from, to, *d);
@@ -274,7 +287,8 @@ Result<void> ImageStore::remove(std::string_view ref,
     auto it = std::find_if(all->begin(), all->end(), [&](auto& i) { return i.name == *n; });
     if (it == all->end()) return make_error(Errc::not_found, fmt::format("no such image: {}", *n));
     std::string digest = it->digest;
-    bool shared = std::count_if(all->begin(), all->end(), [&](auto& i) { return i.digest == digest; }) > 1;
+    bool shared =
+        std::count_if(all->begin(), all->end(), [&](auto& i) { return i.digest == digest; }) > 1;
     if (!shared && in_use && in_use(digest))
         return make_error(Errc::conflict, fmt::format("image {} is used by a running task", *n));
     auto r = run_command({"umoci", "rm", "--image", fmt::format("{}:{}", layout_, *n)});
@@ -296,7 +310,8 @@ Result<ResolvedImage> ImageStore::resolve(std::string_view ref) {
     std::string digest, tag;
     for (auto& i : *all) {
         if ((ref.starts_with("sha256:") && i.digest == ref) ||
-            (!ref.starts_with("sha256:") && normalize_name(ref).ok() && i.name == *normalize_name(ref))) {
+            (!ref.starts_with("sha256:") && normalize_name(ref).ok() &&
+             i.name == *normalize_name(ref))) {
             digest = i.digest;
             tag = i.name;
             break;
@@ -313,25 +328,30 @@ Result<ResolvedImage> ImageStore::resolve(std::string_view ref) {
         if (!is_dir(img.rootfs)) {
             auto tmp = fmt::format("{}/rootfs/.unpack-{}", dir_, hex_of(digest));
             remove_tree(tmp);
-            auto r = run_command({"umoci", "raw", "unpack", "--image", fmt::format("{}:{}", layout_, tag), tmp});
+            auto r = run_command(
+                {"umoci", "raw", "unpack", "--image", fmt::format("{}:{}", layout_, tag), tmp});
             if (!r.ok()) {
                 remove_tree(tmp);
                 return make_error(Errc::internal, fmt::format("unpack {}: {}", tag, r.describe()));
             }
-            if (::rename(tmp.c_str(), img.rootfs.c_str()) != 0) throw_errno(fmt::format("rename to {}", img.rootfs));
+            if (::rename(tmp.c_str(), img.rootfs.c_str()) != 0)
+                throw_errno(fmt::format("rename to {}", img.rootfs));
             log::info("images", "unpacked {} into {}", tag, img.rootfs);
         }
     }
     auto manifest = read_json_file(blob_path(layout_, digest));
-    if (!manifest || !manifest->is_object()) return make_error(Errc::internal, fmt::format("{}: unreadable manifest", tag));
+    if (!manifest || !manifest->is_object())
+        return make_error(Errc::internal, fmt::format("{}: unreadable manifest", tag));
     auto* cfg_desc = manifest->as_object().if_contains("config");
     if (cfg_desc && cfg_desc->is_object()) {
-        auto config = read_json_file(blob_path(layout_, string_at(cfg_desc->as_object(), "digest")));
+        auto config =
+            read_json_file(blob_path(layout_, string_at(cfg_desc->as_object(), "digest")));
         if (config && config->is_object()) {
             if (auto* c = config->as_object().if_contains("config"); c && c->is_object()) {
                 auto& o = c->as_object();
-                img.config = {strings_at(o, "Entrypoint"), strings_at(o, "Cmd"), strings_at(o, "Env"),
-                              string_at(o, "WorkingDir"), string_at(o, "User")};
+                img.config = {strings_at(o, "Entrypoint"), strings_at(o, "Cmd"),
+                              strings_at(o, "Env"), string_at(o, "WorkingDir"),
+                              string_at(o, "User")};
             }
         }
     }

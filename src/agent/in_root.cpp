@@ -88,14 +88,14 @@ Result<std::string> make_mountpoint_in_root(int root_fd, std::string_view path, 
         if (S_ISDIR(st.st_mode)) {
             if (last && leaf == Leaf::file)
                 return bad(path, fmt::format("{}/{} is a directory", join(resolved), name));
-            UniqueFd d(::openat(cur, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+            UniqueFd d(
+                ::openat(cur, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
             if (!d) throw_errno(fmt::format("open {}/{} in rootfs", join(resolved), name));
             dirs.push_back(std::move(d));
             resolved.push_back(std::move(name));
             continue;
         }
-        if (!last)
-            return bad(path, fmt::format("{}/{} is not a directory", join(resolved), name));
+        if (!last) return bad(path, fmt::format("{}/{} is not a directory", join(resolved), name));
         if (leaf == Leaf::directory)
             return bad(path, fmt::format("{}/{} is not a directory", join(resolved), name));
         if (!S_ISREG(st.st_mode))
@@ -118,7 +118,8 @@ Result<void> check_runtime_path_in_root(int root_fd, std::string_view path, Leaf
         queue.pop_front();
         seen += "/" + name;
         if (name == "..")
-            return make_error(Errc::invalid_argument, fmt::format("{}: `..` in a runtime path", path));
+            return make_error(Errc::invalid_argument,
+                              fmt::format("{}: `..` in a runtime path", path));
         bool last = queue.empty();
         struct stat st {};
         if (::fstatat(cur.get(), name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) {

@@ -20,14 +20,16 @@ namespace coffer::agent {
 
 void LogFile::append(const char* data, std::size_t n) {
     if (!fd_) {
-        fd_.reset(::open(path_.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_NOFOLLOW | O_CLOEXEC, 0640));
+        fd_.reset(
+            ::open(path_.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_NOFOLLOW | O_CLOEXEC, 0640));
         if (!fd_) return;
         struct stat st {};
         size_ = ::fstat(fd_.get(), &st) == 0 ? static_cast<std::uint64_t>(st.st_size) : 0;
     }
     if (size_ + n > max_ / 2) {
         ::rename(path_.c_str(), (path_ + ".1").c_str());
-        fd_.reset(::open(path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0640));
+        fd_.reset(
+            ::open(path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0640));
         if (!fd_) return;
         size_ = 0;
         if (n > max_ / 2) {  // one burst bigger than the file: keep its tail
@@ -85,7 +87,8 @@ void Monitor::watch_exit(UniqueFd pidfd, std::function<void(int)> on_exit) {
     add(fd, Watch{std::move(pidfd), true, std::move(on_exit), nullptr, nullptr});
 }
 
-void Monitor::watch_output(UniqueFd fd, std::shared_ptr<LogFile> log, std::function<void()> on_eof) {
+void Monitor::watch_output(UniqueFd fd, std::shared_ptr<LogFile> log,
+                           std::function<void()> on_eof) {
     int raw = fd.get();
     int flags = ::fcntl(raw, F_GETFL);
     ::fcntl(raw, F_SETFL, flags | O_NONBLOCK);
@@ -123,7 +126,8 @@ void Monitor::handle(int fd) {
     };
     if (w->is_exit) {
         siginfo_t info{};
-        if (::waitid(static_cast<idtype_t>(P_PIDFD), static_cast<id_t>(fd), &info, WEXITED | WNOHANG) != 0) {
+        if (::waitid(static_cast<idtype_t>(P_PIDFD), static_cast<id_t>(fd), &info,
+                     WEXITED | WNOHANG) != 0) {
             if (errno == EINTR || errno == EAGAIN) return;
             log::warn("runner", "waitid: {}", std::strerror(errno));
             info.si_pid = 1;
@@ -131,7 +135,8 @@ void Monitor::handle(int fd) {
             info.si_status = SIGKILL;
         }
         if (info.si_pid == 0) return;  // not yet
-        int status = info.si_code == CLD_EXITED ? (info.si_status & 0xff) << 8 : (info.si_status & 0x7f);
+        int status =
+            info.si_code == CLD_EXITED ? (info.si_status & 0xff) << 8 : (info.si_status & 0x7f);
         done();
         w->on_exit(status);
         return;

@@ -17,12 +17,12 @@ namespace coffer::agent {
 // A task's output file, bounded: when it passes half the limit it is rotated to <path>.1, so
 // the two together stay under the limit.
 class LogFile {
-public:
+  public:
     LogFile(std::string path, std::uint64_t max_bytes) : path_(std::move(path)), max_(max_bytes) {}
     void append(const char* data, std::size_t n);
     const std::string& path() const noexcept { return path_; }
 
-private:
+  private:
     std::string path_;
     std::uint64_t max_;
     UniqueFd fd_;
@@ -30,7 +30,7 @@ private:
 };
 
 class Monitor {
-public:
+  public:
     Monitor();
     ~Monitor();
     Monitor(const Monitor&) = delete;
@@ -42,7 +42,7 @@ public:
     // Copies what arrives on fd into log until end of file, then calls on_eof.
     void watch_output(UniqueFd fd, std::shared_ptr<LogFile> log, std::function<void()> on_eof);
 
-private:
+  private:
     struct Watch {
         UniqueFd fd;
         bool is_exit = false;

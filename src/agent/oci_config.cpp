@@ -13,27 +13,66 @@ namespace coffer::agent {
 namespace json = boost::json;
 namespace {
 
-constexpr std::string_view all_caps[] = {
-    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "CAP_FOWNER", "CAP_FSETID",
-    "CAP_KILL", "CAP_SETGID", "CAP_SETUID", "CAP_SETPCAP", "CAP_LINUX_IMMUTABLE",
-    "CAP_NET_BIND_SERVICE", "CAP_NET_BROADCAST", "CAP_NET_ADMIN", "CAP_NET_RAW",
-    "CAP_IPC_LOCK", "CAP_IPC_OWNER", "CAP_SYS_MODULE", "CAP_SYS_RAWIO", "CAP_SYS_CHROOT",
-    "CAP_SYS_PTRACE", "CAP_SYS_PACCT", "CAP_SYS_ADMIN", "CAP_SYS_BOOT", "CAP_SYS_NICE",
-    "CAP_SYS_RESOURCE", "CAP_SYS_TIME", "CAP_SYS_TTY_CONFIG", "CAP_MKNOD", "CAP_LEASE",
-    "CAP_AUDIT_WRITE", "CAP_AUDIT_CONTROL", "CAP_SETFCAP", "CAP_MAC_OVERRIDE",
-    "CAP_MAC_ADMIN", "CAP_SYSLOG", "CAP_WAKE_ALARM", "CAP_BLOCK_SUSPEND", "CAP_AUDIT_READ",
-    "CAP_PERFMON", "CAP_BPF", "CAP_CHECKPOINT_RESTORE"};
+constexpr std::string_view all_caps[] = {"CAP_CHOWN",
+                                         "CAP_DAC_OVERRIDE",
+                                         "CAP_DAC_READ_SEARCH",
+                                         "CAP_FOWNER",
+                                         "CAP_FSETID",
+                                         "CAP_KILL",
+                                         "CAP_SETGID",
+                                         "CAP_SETUID",
+                                         "CAP_SETPCAP",
+                                         "CAP_LINUX_IMMUTABLE",
+                                         "CAP_NET_BIND_SERVICE",
+                                         "CAP_NET_BROADCAST",
+                                         "CAP_NET_ADMIN",
+                                         "CAP_NET_RAW",
+                                         "CAP_IPC_LOCK",
+                                         "CAP_IPC_OWNER",
+                                         "CAP_SYS_MODULE",
+                                         "CAP_SYS_RAWIO",
+                                         "CAP_SYS_CHROOT",
+                                         "CAP_SYS_PTRACE",
+                                         "CAP_SYS_PACCT",
+                                         "CAP_SYS_ADMIN",
+                                         "CAP_SYS_BOOT",
+                                         "CAP_SYS_NICE",
+                                         "CAP_SYS_RESOURCE",
+                                         "CAP_SYS_TIME",
+                                         "CAP_SYS_TTY_CONFIG",
+                                         "CAP_MKNOD",
+                                         "CAP_LEASE",
+                                         "CAP_AUDIT_WRITE",
+                                         "CAP_AUDIT_CONTROL",
+                                         "CAP_SETFCAP",
+                                         "CAP_MAC_OVERRIDE",
+                                         "CAP_MAC_ADMIN",
+                                         "CAP_SYSLOG",
+                                         "CAP_WAKE_ALARM",
+                                         "CAP_BLOCK_SUSPEND",
+                                         "CAP_AUDIT_READ",
+                                         "CAP_PERFMON",
+                                         "CAP_BPF",
+                                         "CAP_CHECKPOINT_RESTORE"};
 
 // Docker's default set (moby oci/caps/defaults.go).
 constexpr std::string_view default_caps[] = {
-    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD",
-    "CAP_NET_RAW", "CAP_SETGID", "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP",
-    "CAP_NET_BIND_SERVICE", "CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE"};
+    "CAP_CHOWN",   "CAP_DAC_OVERRIDE", "CAP_FSETID",           "CAP_FOWNER",
+    "CAP_MKNOD",   "CAP_NET_RAW",      "CAP_SETGID",           "CAP_SETUID",
+    "CAP_SETFCAP", "CAP_SETPCAP",      "CAP_NET_BIND_SERVICE", "CAP_SYS_CHROOT",
+    "CAP_KILL",    "CAP_AUDIT_WRITE"};
 
-constexpr std::string_view masked_paths[] = {
-    "/proc/asound", "/proc/acpi", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
-    "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi",
-    "/sys/firmware", "/sys/devices/virtual/powercap"};
+constexpr std::string_view masked_paths[] = {"/proc/asound",
+                                             "/proc/acpi",
+                                             "/proc/kcore",
+                                             "/proc/keys",
+                                             "/proc/latency_stats",
+                                             "/proc/timer_list",
+                                             "/proc/timer_stats",
+                                             "/proc/sched_debug",
+                                             "/proc/scsi",
+                                             "/sys/firmware",
+                                             "/sys/devices/virtual/powercap"};
 
 constexpr std::string_view readonly_paths[] = {"/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys",
                                                "/proc/sysrq-trigger"};
@@ -95,25 +134,30 @@ bool rule_applies(const json::object& rule, const std::vector<std::string>& caps
     auto has_cap = [&](const json::value& c) {
         return c.is_string() && std::find(caps.begin(), caps.end(), c.as_string()) != caps.end();
     };
-    auto arch_is_ours = [&](const json::value& a) { return a.is_string() && a.as_string() == go_arch(); };
+    auto arch_is_ours = [&](const json::value& a) {
+        return a.is_string() && a.as_string() == go_arch();
+    };
     if (auto* inc = rule.if_contains("includes"); inc && inc->is_object()) {
         auto& o = inc->as_object();
-        if (auto* a = o.if_contains("arches"); a && a->is_array() && !a->as_array().empty() &&
-                                                 std::none_of(a->as_array().begin(), a->as_array().end(), arch_is_ours))
+        if (auto* a = o.if_contains("arches");
+            a && a->is_array() && !a->as_array().empty() &&
+            std::none_of(a->as_array().begin(), a->as_array().end(), arch_is_ours))
             return false;
-        if (auto* c = o.if_contains("caps"); c && c->is_array() &&
-                                             !std::all_of(c->as_array().begin(), c->as_array().end(), has_cap))
+        if (auto* c = o.if_contains("caps");
+            c && c->is_array() && !std::all_of(c->as_array().begin(), c->as_array().end(), has_cap))
             return false;
-        if (auto* k = o.if_contains("minKernel"); k && k->is_string() && !kernel_at_least(k->as_string()))
+        if (auto* k = o.if_contains("minKernel");
+            k && k->is_string() && !kernel_at_least(k->as_string()))
             return false;
     }
     if (auto* exc = rule.if_contains("excludes"); exc && exc->is_object()) {
         auto& o = exc->as_object();
-        if (auto* a = o.if_contains("arches"); a && a->is_array() &&
-                                                 std::any_of(a->as_array().begin(), a->as_array().end(), arch_is_ours))
+        if (auto* a = o.if_contains("arches");
+            a && a->is_array() &&
+            std::any_of(a->as_array().begin(), a->as_array().end(), arch_is_ours))
             return false;
-        if (auto* c = o.if_contains("caps"); c && c->is_array() &&
-                                             std::any_of(c->as_array().begin(), c->as_array().end(), has_cap))
+        if (auto* c = o.if_contains("caps");
+            c && c->is_array() && std::any_of(c->as_array().begin(), c->as_array().end(), has_cap))
             return false;
     }
     return true;
@@ -123,7 +167,8 @@ json::object mount(std::string_view dest, std::string_view type, std::string_vie
                    std::initializer_list<std::string_view> options) {
     json::array opts;
     for (auto o : options) opts.emplace_back(o);
-    return {{"destination", dest}, {"type", type}, {"source", source}, {"options", std::move(opts)}};
+    return {
+        {"destination", dest}, {"type", type}, {"source", source}, {"options", std::move(opts)}};
 }
 
 // The filesystems the runtime mounts for every task, in this order.
@@ -135,7 +180,9 @@ struct RuntimeMount {
 const RuntimeMount runtime_mounts[] = {
     {"/proc", "proc", "proc", {"nosuid", "noexec", "nodev"}},
     {"/dev", "tmpfs", "tmpfs", {"nosuid", "strictatime", "mode=755", "size=65536k"}},
-    {"/dev/pts", "devpts", "devpts",
+    {"/dev/pts",
+     "devpts",
+     "devpts",
      {"nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"}},
     {"/dev/shm", "tmpfs", "shm", {"nosuid", "noexec", "nodev", "mode=1777", "size=65536k"}},
     {"/dev/mqueue", "mqueue", "mqueue", {"nosuid", "noexec", "nodev"}},
@@ -183,7 +230,8 @@ Result<std::vector<std::string>> task_capabilities(const std::vector<std::string
     }
     // As Docker: drop first (ALL clears the defaults), then add (ALL grants everything).
     if (std::find(drops.begin(), drops.end(), "ALL") != drops.end()) caps.clear();
-    std::erase_if(caps, [&](auto& c) { return std::find(drops.begin(), drops.end(), c) != drops.end(); });
+    std::erase_if(caps,
+                  [&](auto& c) { return std::find(drops.begin(), drops.end(), c) != drops.end(); });
     if (std::find(adds.begin(), adds.end(), "ALL") != adds.end()) {
         caps.assign(std::begin(all_caps), std::end(all_caps));
     } else {
@@ -239,20 +287,26 @@ Result<std::string> make_oci_config(const ConfigInput& in) {
         args = image.entrypoint;
         args.insert(args.end(), image.cmd.begin(), image.cmd.end());
     }
-    if (args.empty()) return make_error(Errc::invalid_argument, "no command: neither the task nor the image gives one");
+    if (args.empty())
+        return make_error(Errc::invalid_argument,
+                          "no command: neither the task nor the image gives one");
 
     std::string hostname = spec.hostname.empty() ? spec.id.substr(0, 12) : spec.hostname;
     std::vector<std::string> env = image.env;
     if (std::none_of(env.begin(), env.end(), [](auto& e) { return e.starts_with("PATH="); }))
-        env.insert(env.begin(), "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+        env.insert(env.begin(),
+                   "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
     env.push_back("HOSTNAME=" + hostname);
     for (auto& e : spec.env) {
         auto key = e.substr(0, e.find('=') + 1);
         std::erase_if(env, [&](auto& x) { return x.starts_with(key); });
         env.push_back(e);
     }
-    std::string cwd = !spec.workdir.empty() ? spec.workdir : !image.workdir.empty() ? image.workdir : "/";
-    if (cwd.front() != '/') return make_error(Errc::invalid_argument, "working directory must be absolute");
+    std::string cwd = !spec.workdir.empty()    ? spec.workdir
+                      : !image.workdir.empty() ? image.workdir
+                                               : "/";
+    if (cwd.front() != '/')
+        return make_error(Errc::invalid_argument, "working directory must be absolute");
 
     // As many files as the agent may open (Docker passes its daemon's limit on).
     struct rlimit rl {};
@@ -275,8 +329,8 @@ Result<std::string> make_oci_config(const ConfigInput& in) {
     for (const auto& m : runtime_mounts)
         mounts.push_back(mount(m.destination, m.type, m.source, m.options));
     for (auto& b : in.binds)
-        mounts.push_back(mount(b.destination, "bind", b.source,
-                               {"rbind", "ro", "nosuid", "nodev", "noexec"}));
+        mounts.push_back(
+            mount(b.destination, "bind", b.source, {"rbind", "ro", "nosuid", "nodev", "noexec"}));
 
     json::array namespaces;
     for (auto ns : {"pid", "network", "ipc", "uts", "mount", "cgroup"})
@@ -295,8 +349,9 @@ Result<std::string> make_oci_config(const ConfigInput& in) {
     }
     if (lim.nano_cpus > 0) {
         constexpr std::int64_t period = 100000;
-        resources["cpu"] = {{"period", period},
-                            {"quota", std::max<std::int64_t>(1000, lim.nano_cpus * period / 1000000000)}};
+        resources["cpu"] = {
+            {"period", period},
+            {"quota", std::max<std::int64_t>(1000, lim.nano_cpus * period / 1000000000)}};
     }
     if (lim.pids > 0) resources["pids"] = {{"limit", lim.pids}};
 
@@ -319,8 +374,11 @@ Result<std::string> make_oci_config(const ConfigInput& in) {
         if (in.seccomp_programs) {
             // Without it, crun compiles the section itself: the same filter, only slower.
             auto program = in.seccomp_programs->base64_for(section.as_object());
-            if (program) annotations["run.oci.seccomp_bpf_data"] = *program;
-            else log::warn("runner", "seccomp filter left to the runtime to compile: {}", program.error().message);
+            if (program)
+                annotations["run.oci.seccomp_bpf_data"] = *program;
+            else
+                log::warn("runner", "seccomp filter left to the runtime to compile: {}",
+                          program.error().message);
         }
         linux["seccomp"] = std::move(section);
     }

@@ -22,14 +22,22 @@ namespace coffer::agent {
 
 std::string_view to_string(TaskState s) noexcept {
     switch (s) {
-        case TaskState::new_: return "new";
-        case TaskState::preparing: return "preparing";
-        case TaskState::starting: return "starting";
-        case TaskState::running: return "running";
-        case TaskState::complete: return "complete";
-        case TaskState::failed: return "failed";
-        case TaskState::shutdown: return "shutdown";
-        case TaskState::rejected: return "rejected";
+        case TaskState::new_:
+            return "new";
+        case TaskState::preparing:
+            return "preparing";
+        case TaskState::starting:
+            return "starting";
+        case TaskState::running:
+            return "running";
+        case TaskState::complete:
+            return "complete";
+        case TaskState::failed:
+            return "failed";
+        case TaskState::shutdown:
+            return "shutdown";
+        case TaskState::rejected:
+            return "rejected";
     }
     return "?";
 }
@@ -63,12 +71,14 @@ void Runner::Impl::set_state(Task& t, TaskState s) {
     publish(copy);
 }
 
-void Runner::Impl::finish(const std::shared_ptr<Task>& t, TaskStatus final_status, bool publish_it) {
+void Runner::Impl::finish(const std::shared_ptr<Task>& t, TaskStatus final_status,
+                          bool publish_it) {
     {
         std::lock_guard g(mu);
         t->status = final_status;
         t->done = true;
-        if (auto it = tasks.find(final_status.id); it != tasks.end() && it->second == t) tasks.erase(it);
+        if (auto it = tasks.find(final_status.id); it != tasks.end() && it->second == t)
+            tasks.erase(it);
         finished.push_back(final_status);
         if (finished.size() > finished_kept) finished.pop_front();
     }
@@ -83,7 +93,8 @@ Runner::Runner(RunnerOptions options, ImageStore& images)
     : impl_(std::make_unique<Impl>(std::move(options), images)) {
     auto& o = impl_->opt;
     // Absolute from here on: paths go into config.json, which the runtime reads from the bundle.
-    for (auto* d : {&o.run_dir, &o.data_dir}) *d = std::filesystem::absolute(*d).lexically_normal().string();
+    for (auto* d : {&o.run_dir, &o.data_dir})
+        *d = std::filesystem::absolute(*d).lexically_normal().string();
     for (auto* d : {&o.run_dir, &o.data_dir}) {
         std::error_code ec;
         std::filesystem::create_directories(*d, ec);
@@ -96,12 +107,15 @@ Runner::Runner(RunnerOptions options, ImageStore& images)
     impl_->cgroup_parent = cgroup_parent(o.run_dir);
 
     // Close-on-exec: a container must never hold the lock of a crashed agent.
-    impl_->lock_fd.reset(::open((o.run_dir + "/agent.lock").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
+    impl_->lock_fd.reset(
+        ::open((o.run_dir + "/agent.lock").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
     if (!impl_->lock_fd) throw_errno("open agent lock");
     if (::flock(impl_->lock_fd.get(), LOCK_EX | LOCK_NB) != 0)
-        throw ErrorException(make_error(Errc::conflict, fmt::format("another agent runs on {}", o.run_dir)));
+        throw ErrorException(
+            make_error(Errc::conflict, fmt::format("another agent runs on {}", o.run_dir)));
 
-    if (::prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0) throw_errno("prctl(PR_SET_CHILD_SUBREAPER)");
+    if (::prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0)
+        throw_errno("prctl(PR_SET_CHILD_SUBREAPER)");
     impl_->cgroups = Cgroups::detect();
     auto rt = make_runtime(o.runtime, o.run_dir + "/runtime", *impl_->cgroups);
     if (!rt) throw ErrorException(std::move(rt).error());
@@ -114,8 +128,9 @@ Runner::Runner(RunnerOptions options, ImageStore& images)
     } else if (o.seccomp_profile != "unconfined") {
         auto p = read_json_file(o.seccomp_profile);
         if (!p || !p->is_object() || !p->as_object().contains("defaultAction"))
-            throw ErrorException(make_error(Errc::unavailable,
-                                            fmt::format("seccomp profile {} unreadable", o.seccomp_profile)));
+            throw ErrorException(
+                make_error(Errc::unavailable,
+                           fmt::format("seccomp profile {} unreadable", o.seccomp_profile)));
         impl_->seccomp = std::move(*p);
         impl_->has_seccomp = true;
     }
@@ -130,7 +145,8 @@ Runner::~Runner() {
         std::lock_guard g(impl_->mu);
         for (auto& [id, t] : impl_->tasks) {
             t->stop_requested = true;
-            if (t->signal_fd) ::syscall(SYS_pidfd_send_signal, t->signal_fd.get(), SIGKILL, nullptr, 0);
+            if (t->signal_fd)
+                ::syscall(SYS_pidfd_send_signal, t->signal_fd.get(), SIGKILL, nullptr, 0);
             running.push_back(t);
         }
     }
@@ -187,7 +203,8 @@ std::optional<TaskStatus> Runner::status(std::string_view id) const {
     return std::nullopt;
 }
 
-std::optional<TaskStatus> Runner::wait(std::string_view id, std::chrono::milliseconds timeout) const {
+std::optional<TaskStatus> Runner::wait(std::string_view id,
+                                       std::chrono::milliseconds timeout) const {
     std::unique_lock l(impl_->mu);
     std::optional<TaskStatus> out;
     impl_->cv.wait_for(l, timeout, [&] {
@@ -206,15 +223,21 @@ std::size_t Runner::secrets_held() const {
     return impl_->secrets.size();
 }
 
-SecretStore& Runner::secrets() noexcept { return impl_->secrets; }
+SecretStore& Runner::secrets() noexcept {
+    return impl_->secrets;
+}
 
 std::size_t Runner::tasks_running() const {
     std::lock_guard g(impl_->mu);
     return impl_->tasks.size();
 }
 
-std::string_view Runner::runtime_name() const noexcept { return impl_->runtime->name(); }
-std::string_view Runner::cgroup_mode() const noexcept { return to_string(impl_->cgroups->mode()); }
+std::string_view Runner::runtime_name() const noexcept {
+    return impl_->runtime->name();
+}
+std::string_view Runner::cgroup_mode() const noexcept {
+    return to_string(impl_->cgroups->mode());
+}
 
 std::string Runner::log_path(std::string_view id) const {
     return fmt::format("{}/{}.log", impl_->logs_dir(), id);

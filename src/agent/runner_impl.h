@@ -34,7 +34,8 @@ struct Rejected {
 };
 
 inline std::int64_t us_since(std::chrono::steady_clock::time_point from) {
-    return std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - from)
+    return std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() -
+                                                                 from)
         .count();
 }
 
@@ -47,7 +48,8 @@ struct Runner::Impl {
         SecretMount secrets;
         CgroupDir cgroup;
         Container container;
-        Child init;  // the container's first process, ours (a subreaper's) until the monitor reaps it
+        Child
+            init;  // the container's first process, ours (a subreaper's) until the monitor reaps it
     };
 
     struct Task {

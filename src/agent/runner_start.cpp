@@ -40,7 +40,8 @@ TaskStatus Runner::Impl::start(const TaskSpec& spec, SecretBytes supplied) {
     if (!valid_task_id(spec.id)) return reject_now("invalid task id");
     {
         std::lock_guard g(mu);
-        if (tasks.contains(spec.id)) return reject_now(fmt::format("task {} already exists", spec.id));
+        if (tasks.contains(spec.id))
+            return reject_now(fmt::format("task {} already exists", spec.id));
         tasks.emplace(spec.id, t);
     }
     publish(t->status);
@@ -77,13 +78,16 @@ TaskStatus Runner::Impl::start(const TaskSpec& spec, SecretBytes supplied) {
     }
 }
 
-void Runner::Impl::prepare_and_start(Task& t, const TaskSpec& spec, const std::shared_ptr<Task>& self) {
+void Runner::Impl::prepare_and_start(Task& t, const TaskSpec& spec,
+                                     const std::shared_ptr<Task>& self) {
     std::string step = "validate and resolve the image";
     auto t0 = std::chrono::steady_clock::now();
     auto timed = [&](std::string next) {
         if (!step.empty())
             log::debug("runner", "task {}: {} took {} us", spec.id, step,
-                       std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - t0).count());
+                       std::chrono::duration_cast<std::chrono::microseconds>(
+                           std::chrono::steady_clock::now() - t0)
+                           .count());
         t0 = std::chrono::steady_clock::now();
         step = std::move(next);
     };
@@ -96,9 +100,11 @@ void Runner::Impl::prepare_and_start(Task& t, const TaskSpec& spec, const std::s
     };
 
     // 1. Validate everything that can be validated before touching the system.
-    if (!spec.hostname.empty() && !valid_hostname(spec.hostname)) throw Rejected{"invalid hostname"};
+    if (!spec.hostname.empty() && !valid_hostname(spec.hostname))
+        throw Rejected{"invalid hostname"};
     for (auto& e : spec.env)
-        if (e.find('=') == std::string::npos || e.front() == '=') throw Rejected{fmt::format("invalid env entry")};
+        if (e.find('=') == std::string::npos || e.front() == '=')
+            throw Rejected{fmt::format("invalid env entry")};
     auto files = check(plan_secret_files(spec.secrets));
     auto image = check(images.resolve(spec.image));
     auto caps = check(task_capabilities(spec.cap_add, spec.cap_drop));
@@ -119,8 +125,8 @@ void Runner::Impl::prepare_and_start(Task& t, const TaskSpec& spec, const std::s
 
         timed("mount rootfs overlay");
         res.rootfs = Mount::make("overlay", b + "/rootfs", "overlay", 0,
-                                 fmt::format("lowerdir={},upperdir={}/upper,workdir={}/work", image.rootfs,
-                                             res.layer.path(), res.layer.path()));
+                                 fmt::format("lowerdir={},upperdir={}/upper,workdir={}/work",
+                                             image.rootfs, res.layer.path(), res.layer.path()));
 
         // The image is hostile: a path the runtime mounts on or creates in (its /dev, /proc,
         // /sys...) must be a real directory of the rootfs (or missing below one), never a link
@@ -129,11 +135,13 @@ void Runner::Impl::prepare_and_start(Task& t, const TaskSpec& spec, const std::s
         // what the agent makes itself (directories and files, never links), and no process of
         // the task runs before the runtime.
         timed("check the rootfs paths of the runtime");
-        UniqueFd root(::open((b + "/rootfs").c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+        UniqueFd root(
+            ::open((b + "/rootfs").c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
         if (!root) throw_errno("open rootfs");
         auto check_runtime_path = [&](std::string_view path, Leaf leaf) {
             if (auto ok = check_runtime_path_in_root(root.get(), path, leaf); !ok)
-                throw Rejected{fmt::format("image rootfs: {}; refusing to run", ok.error().message)};
+                throw Rejected{
+                    fmt::format("image rootfs: {}; refusing to run", ok.error().message)};
         };
         for (const auto& p : runtime_rootfs_paths()) check_runtime_path(p.path, p.leaf);
 
@@ -148,17 +156,19 @@ void Runner::Impl::prepare_and_start(Task& t, const TaskSpec& spec, const std::s
         std::vector<BindMount> binds;
         {
             for (auto& bind : res.secrets.binds()) {
-                auto dest = check(make_mountpoint_in_root(root.get(), bind.destination,
-                                                          bind.directory ? Leaf::directory : Leaf::file));
+                auto dest = check(make_mountpoint_in_root(
+                    root.get(), bind.destination, bind.directory ? Leaf::directory : Leaf::file));
                 if (is_forbidden_destination(dest))
-                    throw Rejected{fmt::format("secret target {} resolves to {} in the image", bind.destination, dest)};
+                    throw Rejected{fmt::format("secret target {} resolves to {} in the image",
+                                               bind.destination, dest)};
                 for (auto& other : binds)
                     if (dest == other.destination || dest.starts_with(other.destination + "/") ||
                         other.destination.starts_with(dest + "/"))
-                        throw Rejected{fmt::format("secret targets {} and {} overlap in the image", dest,
-                                                   other.destination)};
+                        throw Rejected{fmt::format("secret targets {} and {} overlap in the image",
+                                                   dest, other.destination)};
                 if (dest != bind.destination)
-                    log::warn("runner", "task {}: {} is {} in the image", spec.id, bind.destination, dest);
+                    log::warn("runner", "task {}: {} is {} in the image", spec.id, bind.destination,
+                              dest);
                 // Resolved free of links already; checked as the runtime will meet it all the same.
                 check_runtime_path(dest, bind.directory ? Leaf::directory : Leaf::file);
                 binds.push_back({bind.source, dest});
@@ -173,7 +183,8 @@ void Runner::Impl::prepare_and_start(Task& t, const TaskSpec& spec, const std::s
         ci.cgroups_path = fmt::format("{}/{}", cgroup_parent, spec.id);
         ci.limit_swap = cgroups->can_limit_swap();
         ci.seccomp_profile = has_seccomp ? &seccomp : nullptr;
-        if (runtime->name() == "crun" && opt.compile_seccomp) ci.seccomp_programs = &seccomp_programs;
+        if (runtime->name() == "crun" && opt.compile_seccomp)
+            ci.seccomp_programs = &seccomp_programs;
         ci.userns_base = opt.userns_base;
         ci.userns_size = opt.userns_size;
         write_file(b + "/config.json", check(make_oci_config(ci)));
@@ -197,7 +208,8 @@ void Runner::Impl::prepare_and_start(Task& t, const TaskSpec& spec, const std::s
         set_state(t, TaskState::starting);
         timed(fmt::format("{} run", runtime->name()));
         res.cgroup = CgroupDir(*cgroups, ci.cgroups_path);
-        auto init = runtime->run(spec.id, b, b + "/pid", b + "/runtime.log", out_w.get(), out_w.get());
+        auto init =
+            runtime->run(spec.id, b, b + "/pid", b + "/runtime.log", out_w.get(), out_w.get());
         if (!init) throw std::runtime_error(init.error().message);
         res.container = Container(*runtime, spec.id);
         out_w.reset();
@@ -211,7 +223,8 @@ void Runner::Impl::prepare_and_start(Task& t, const TaskSpec& spec, const std::s
         t.signal_fd.reset(::fcntl(res.init.pidfd(), F_DUPFD_CLOEXEC, 0));
 
         timed({});
-        monitor.watch_exit(res.init.release_pidfd(), [this, self](int status) { on_exit(self, status); });
+        monitor.watch_exit(res.init.release_pidfd(),
+                           [this, self](int status) { on_exit(self, status); });
         TaskStatus copy;
         bool stop_now;
         {

@@ -38,8 +38,10 @@ void Runner::Impl::teardown(const std::shared_ptr<Task>& t, int wait_status) {
         std::lock_guard g(mu);
         s = t->status;
         s.pid = 0;
-        if (WIFEXITED(wait_status)) s.exit_code = WEXITSTATUS(wait_status);
-        else if (WIFSIGNALED(wait_status)) s.exit_code = 128 + WTERMSIG(wait_status);
+        if (WIFEXITED(wait_status))
+            s.exit_code = WEXITSTATUS(wait_status);
+        else if (WIFSIGNALED(wait_status))
+            s.exit_code = 128 + WTERMSIG(wait_status);
         s.oom_killed = oom;
         if (t->stop_requested) {
             s.state = TaskState::shutdown;
@@ -71,8 +73,8 @@ void Runner::Impl::teardown(const std::shared_ptr<Task>& t, int wait_status) {
         auto t1 = std::chrono::steady_clock::now();
         t->res->container.reset_stopped();  // its init is reaped, its cgroup gone
         t->res.reset();                     // rootfs, directories
-        log::debug("runner", "task {}: runtime state, rootfs and directories removed in {} us", s.id,
-                   us_since(t1));
+        log::debug("runner", "task {}: runtime state, rootfs and directories removed in {} us",
+                   s.id, us_since(t1));
         finish(t, s, false);
     });
 }

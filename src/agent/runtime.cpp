@@ -1,11 +1,11 @@
 #include "runtime.h"
 
+#include <sys/stat.h>
+#include <unistd.h>
 #include <boost/json.hpp>
 #include <fstream>
 #include <optional>
 #include <thread>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include "coffer/base/log.h"
 #include "coffer/base/mount.h"
@@ -69,14 +69,16 @@ Result<ChildClaim> await_adoption(const std::string& pid_file, std::chrono::mill
     while ((parent = parent_of(pid)) != ::getpid()) {
         if (parent > 1) intermediate = parent;
         if (std::chrono::steady_clock::now() >= until)
-            return make_error(Errc::internal, "the container's process did not become the agent's child");
+            return make_error(Errc::internal,
+                              "the container's process did not become the agent's child");
         std::this_thread::sleep_for(backoff);
         backoff = std::min(backoff * 2, std::chrono::microseconds(2000));
     }
     // The process it had as parent is gone or going: reap it (and any other orphan that ended).
     reap_orphans();
     auto settled = std::chrono::steady_clock::now() + std::chrono::milliseconds(200);
-    while (intermediate != 0 && parent_of(intermediate) == ::getpid() && std::chrono::steady_clock::now() < settled) {
+    while (intermediate != 0 && parent_of(intermediate) == ::getpid() &&
+           std::chrono::steady_clock::now() < settled) {
         std::this_thread::sleep_for(std::chrono::microseconds(100));
         reap_orphans();
     }
@@ -84,10 +86,14 @@ Result<ChildClaim> await_adoption(const std::string& pid_file, std::chrono::mill
 }
 
 class CliRuntime final : public OciRuntime {
-public:
+  public:
     // hidden: mount points the runtime must not see (Child::Options::hidden_mounts).
-    CliRuntime(std::string name, std::string binary, std::string root, std::vector<std::string> hidden)
-        : name_(std::move(name)), binary_(std::move(binary)), root_(std::move(root)), hidden_(std::move(hidden)) {
+    CliRuntime(std::string name, std::string binary, std::string root,
+               std::vector<std::string> hidden)
+        : name_(std::move(name)),
+          binary_(std::move(binary)),
+          root_(std::move(root)),
+          hidden_(std::move(hidden)) {
         // Run from a sealed copy, the runtime skips copying itself into sealed memory and
         // executing that copy again for every container (13 ms of a 68 ms `runc run` here). The
         // binary as it was at agent start is what runs until the agent restarts.
@@ -103,8 +109,8 @@ public:
     const std::string& name() const noexcept override { return name_; }
 
     Result<ChildClaim> run(const std::string& id, const std::string& bundle,
-                     const std::string& pid_file, const std::string& log_file, int stdout_fd,
-                     int stderr_fd) override {
+                           const std::string& pid_file, const std::string& log_file, int stdout_fd,
+                           int stderr_fd) override {
         Child::Options o = invocation({});
         if (name_ == "crun") {
             o.argv.push_back("--log=file:" + log_file);
@@ -117,7 +123,8 @@ public:
         o.stdout_fd = stdout_fd;
         o.stderr_fd = stderr_fd;
         int status = Child::spawn(o).wait();
-        if (WIFEXITED(status) && WEXITSTATUS(status) == 0) return await_adoption(pid_file, std::chrono::seconds(5));
+        if (WIFEXITED(status) && WEXITSTATUS(status) == 0)
+            return await_adoption(pid_file, std::chrono::seconds(5));
         // What crun started of itself in the background may still be ending: reap it.
         reap_orphans(std::chrono::milliseconds(200));
         auto why = last_logged_error(log_file);
@@ -186,7 +193,7 @@ public:
         return out;
     }
 
-private:
+  private:
     // The runtime with its global options, then args.
     Child::Options invocation(std::initializer_list<std::string> args) const {
         return invocation(std::vector<std::string>(args));
@@ -217,7 +224,8 @@ private:
 }  // namespace
 
 Result<std::unique_ptr<OciRuntime>> make_runtime(std::string_view preferred,
-                                                 const std::string& state_root, const Cgroups& cgroups) {
+                                                 const std::string& state_root,
+                                                 const Cgroups& cgroups) {
     std::vector<std::string_view> candidates{"crun", "runc"};
     if (!preferred.empty()) {
         if (preferred != "runc" && preferred != "crun")
@@ -231,13 +239,14 @@ Result<std::unique_ptr<OciRuntime>> make_runtime(std::string_view preferred,
         std::vector<std::string> hidden;
         if (c == "crun" && cgroups.mode() == CgroupMode::hybrid) {
             hidden.push_back(cgroups.unified_mount());
-            log::info("runner", "crun runs without {} in view: it manages the v1 hierarchies", hidden.back());
+            log::info("runner", "crun runs without {} in view: it manages the v1 hierarchies",
+                      hidden.back());
         }
-        return std::unique_ptr<OciRuntime>(
-            std::make_unique<CliRuntime>(std::string(c), std::move(bin), state_root, std::move(hidden)));
+        return std::unique_ptr<OciRuntime>(std::make_unique<CliRuntime>(
+            std::string(c), std::move(bin), state_root, std::move(hidden)));
     }
-    return make_error(Errc::unavailable,
-                      fmt::format("no usable OCI runtime found (tried {})", fmt::join(candidates, ", ")));
+    return make_error(Errc::unavailable, fmt::format("no usable OCI runtime found (tried {})",
+                                                     fmt::join(candidates, ", ")));
 }
 
 void Container::reset_stopped() noexcept {
@@ -248,8 +257,8 @@ void Container::reset_stopped() noexcept {
             id_.clear();
             return;
         }
-        log::warn("runner", "forget container {}: {}; deleting it through {}", id_, r.error().message,
-                  rt_->name());
+        log::warn("runner", "forget container {}: {}; deleting it through {}", id_,
+                  r.error().message, rt_->name());
     } catch (const std::exception& e) {
         log::warn("runner", "forget container {}: {}", id_, e.what());
     }

@@ -14,7 +14,7 @@
 namespace coffer::agent {
 
 class OciRuntime {
-public:
+  public:
     virtual ~OciRuntime() = default;
     virtual const std::string& name() const noexcept = 0;
     // Creates and starts the container in one runtime invocation (`run --detach`: one runtime
@@ -44,11 +44,12 @@ public:
 // hierarchies and a cgroup2 mount); there it runs in a mount namespace of its own without the
 // cgroup2 mount, so it sees, and manages, the v1 hierarchies alone.
 Result<std::unique_ptr<OciRuntime>> make_runtime(std::string_view preferred,
-                                                 const std::string& state_root, const Cgroups& cgroups);
+                                                 const std::string& state_root,
+                                                 const Cgroups& cgroups);
 
 // A created container: deleted (forcibly) on destruction.
 class Container {
-public:
+  public:
     Container() = default;
     Container(OciRuntime& rt, std::string id) : rt_(&rt), id_(std::move(id)) {}
     Container(Container&& o) noexcept : rt_(o.rt_), id_(std::exchange(o.id_, {})) {}
@@ -67,7 +68,7 @@ public:
     // starting the runtime (OciRuntime::forget_stopped), else as reset().
     void reset_stopped() noexcept;
 
-private:
+  private:
     OciRuntime* rt_ = nullptr;  // borrowed: the runner's, outlives every task
     std::string id_;
 };

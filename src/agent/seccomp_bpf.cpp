@@ -23,7 +23,9 @@ namespace json = boost::json;
 
 namespace {
 
-Error bad(std::string what) { return Error{Errc::invalid_argument, std::move(what)}; }
+Error bad(std::string what) {
+    return Error{Errc::invalid_argument, std::move(what)};
+}
 
 std::string string_of(const json::object& o, std::string_view key) {
     auto* v = o.if_contains(key);
@@ -69,8 +71,12 @@ std::uint32_t action_of(std::string_view name, int errno_ret, bool& ok) {
 
 std::optional<scmp_compare> operator_of(std::string_view name) {
     static constexpr std::pair<std::string_view, scmp_compare> ops[] = {
-        {"SCMP_CMP_NE", SCMP_CMP_NE}, {"SCMP_CMP_LT", SCMP_CMP_LT}, {"SCMP_CMP_LE", SCMP_CMP_LE},
-        {"SCMP_CMP_EQ", SCMP_CMP_EQ}, {"SCMP_CMP_GE", SCMP_CMP_GE}, {"SCMP_CMP_GT", SCMP_CMP_GT},
+        {"SCMP_CMP_NE", SCMP_CMP_NE},
+        {"SCMP_CMP_LT", SCMP_CMP_LT},
+        {"SCMP_CMP_LE", SCMP_CMP_LE},
+        {"SCMP_CMP_EQ", SCMP_CMP_EQ},
+        {"SCMP_CMP_GE", SCMP_CMP_GE},
+        {"SCMP_CMP_GT", SCMP_CMP_GT},
         {"SCMP_CMP_MASKED_EQ", SCMP_CMP_MASKED_EQ}};
     for (const auto& [n, op] : ops)
         if (n == name) return op;
@@ -83,7 +89,8 @@ struct ReleaseFilter {
 
 // Adds one rule list entry, as crun does: an argument index given twice becomes one rule per
 // comparison, otherwise the comparisons go into one rule.
-Result<void> add_rule(scmp_filter_ctx ctx, std::uint32_t action, int syscall, const json::array& args) {
+Result<void> add_rule(scmp_filter_ctx ctx, std::uint32_t action, int syscall,
+                      const json::array& args) {
     std::array<scmp_arg_cmp, 6> cmp{};
     std::size_t n = std::min<std::size_t>(args.size(), 6);
     std::array<unsigned, 6> count{};
@@ -108,9 +115,11 @@ Result<void> add_rule(scmp_filter_ctx ctx, std::uint32_t action, int syscall, co
     if (!repeated) {
         rc = seccomp_rule_add_array(ctx, action, syscall, static_cast<unsigned>(n), cmp.data());
     } else {
-        for (std::size_t k = 0; k < n && rc == 0; ++k) rc = seccomp_rule_add_array(ctx, action, syscall, 1, &cmp[k]);
+        for (std::size_t k = 0; k < n && rc == 0; ++k)
+            rc = seccomp_rule_add_array(ctx, action, syscall, 1, &cmp[k]);
     }
-    if (rc < 0) return make_error(Errc::internal, fmt::format("seccomp rule: {}", std::strerror(-rc)));
+    if (rc < 0)
+        return make_error(Errc::internal, fmt::format("seccomp rule: {}", std::strerror(-rc)));
     return {};
 }
 
@@ -135,7 +144,8 @@ Result<std::string> compile_seccomp_bpf(const json::object& seccomp) {
             if (token == 0) return bad(fmt::format("unknown seccomp architecture {}", name));
             int rc = seccomp_arch_add(ctx.get(), token);
             if (rc < 0 && rc != -EEXIST)
-                return make_error(Errc::internal, fmt::format("seccomp architecture: {}", std::strerror(-rc)));
+                return make_error(Errc::internal,
+                                  fmt::format("seccomp architecture: {}", std::strerror(-rc)));
         }
     }
 
@@ -155,10 +165,13 @@ Result<std::string> compile_seccomp_bpf(const json::object& seccomp) {
                 if (!n.is_string()) return bad("seccomp syscall name must be a string");
                 std::string syscall_name(n.as_string());
                 int syscall = seccomp_syscall_resolve_name(syscall_name.c_str());
-                if (syscall == __NR_SCMP_ERROR) continue;  // unknown to this libseccomp: as crun, ignored
+                if (syscall == __NR_SCMP_ERROR)
+                    continue;  // unknown to this libseccomp: as crun, ignored
                 if (!args) {
                     if (int rc = seccomp_rule_add(ctx.get(), action, syscall, 0); rc < 0)
-                        return make_error(Errc::internal, fmt::format("seccomp rule {}: {}", syscall_name, std::strerror(-rc)));
+                        return make_error(
+                            Errc::internal,
+                            fmt::format("seccomp rule {}: {}", syscall_name, std::strerror(-rc)));
                 } else if (auto added = add_rule(ctx.get(), action, syscall, *args); !added) {
                     return std::move(added).error();
                 }
@@ -167,9 +180,11 @@ Result<std::string> compile_seccomp_bpf(const json::object& seccomp) {
     }
 
     UniqueFd out(::memfd_create("coffer-seccomp", MFD_CLOEXEC));
-    if (!out) return make_error(Errc::internal, fmt::format("memfd_create: {}", std::strerror(errno)));
+    if (!out)
+        return make_error(Errc::internal, fmt::format("memfd_create: {}", std::strerror(errno)));
     if (int rc = seccomp_export_bpf(ctx.get(), out.get()); rc < 0)
-        return make_error(Errc::internal, fmt::format("seccomp_export_bpf: {}", std::strerror(-rc)));
+        return make_error(Errc::internal,
+                          fmt::format("seccomp_export_bpf: {}", std::strerror(-rc)));
     auto size = ::lseek(out.get(), 0, SEEK_END);
     if (size < 0) return make_error(Errc::internal, "seccomp program: cannot size it");
     std::string program(static_cast<std::size_t>(size), '\0');
@@ -186,7 +201,8 @@ Result<std::string> SeccompPrograms::base64_for(const json::object& seccomp) {
     }
     auto program = compile_seccomp_bpf(seccomp);
     if (!program) return std::move(program).error();
-    auto encoded = crypto::base64_encode(std::span(reinterpret_cast<const std::uint8_t*>(program->data()), program->size()));
+    auto encoded = crypto::base64_encode(
+        std::span(reinterpret_cast<const std::uint8_t*>(program->data()), program->size()));
     std::lock_guard g(mu_);
     return by_section_.emplace(std::move(key), std::move(encoded)).first->second;
 }

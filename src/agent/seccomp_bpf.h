@@ -23,10 +23,10 @@ Result<std::string> compile_seccomp_bpf(const boost::json::object& seccomp);
 // compile_seccomp_bpf, base64-encoded as the annotation wants it, once per distinct section.
 // Thread-safe.
 class SeccompPrograms {
-public:
+  public:
     Result<std::string> base64_for(const boost::json::object& seccomp);
 
-private:
+  private:
     std::mutex mu_;
     std::unordered_map<std::string, std::string> by_section_;  // serialized section -> base64
 };

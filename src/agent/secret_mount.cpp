@@ -63,7 +63,8 @@ std::pair<UniqueFd, std::string> make_parents(int dirfd, std::string_view rel) {
         rel = rel.substr(slash + 1);
         if (::mkdirat(cur.get(), part.c_str(), 0755) != 0 && errno != EEXIST)
             throw_errno(fmt::format("mkdir {} in secrets tmpfs", part));
-        UniqueFd next(::openat(cur.get(), part.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+        UniqueFd next(
+            ::openat(cur.get(), part.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
         if (!next) throw_errno(fmt::format("open {} in secrets tmpfs", part));
         cur = std::move(next);
     }
@@ -72,7 +73,8 @@ std::pair<UniqueFd, std::string> make_parents(int dirfd, std::string_view rel) {
 }  // namespace
 
 bool is_forbidden_destination(std::string_view path) noexcept {
-    return path == "/" || is_under(path, "/proc") || is_under(path, "/sys") || is_under(path, "/dev");
+    return path == "/" || is_under(path, "/proc") || is_under(path, "/sys") ||
+           is_under(path, "/dev");
 }
 
 Result<std::vector<SecretFile>> plan_secret_files(const std::vector<SecretRef>& refs) {
@@ -115,7 +117,9 @@ Result<std::vector<SecretFile>> plan_secret_files(const std::vector<SecretRef>& 
     return out;
 }
 
-bool SecretMount::noswap_supported() noexcept { return noswap_state.load() == 1; }
+bool SecretMount::noswap_supported() noexcept {
+    return noswap_state.load() == 1;
+}
 
 SecretMount SecretMount::create(const std::string& dir, const std::vector<SecretFile>& files,
                                 const SecretBytes& bytes, const Options& o) {
@@ -150,8 +154,9 @@ SecretMount SecretMount::create(const std::string& dir, const std::vector<Secret
         } catch (const SystemError& e) {
             if (e.code() != EINVAL || state == 1) throw;
             noswap_state.store(0);
-            log::warn("runner",
-                      "tmpfs does not support noswap on this kernel: secret files could reach swap");
+            log::warn(
+                "runner",
+                "tmpfs does not support noswap on this kernel: secret files could reach swap");
         }
     }
     if (!m.mount_.active())
@@ -179,10 +184,12 @@ SecretMount SecretMount::create(const std::string& dir, const std::vector<Secret
                                  O_CREAT | O_EXCL | O_WRONLY | O_NOFOLLOW | O_CLOEXEC, 0600));
             if (!fd) throw_errno(fmt::format("create secret file for {}", f.path));
             const auto& b = bytes.find(f.secret_id)->second;
-            write_all(fd.get(), b.data(), b.size(), fmt::format("write secret file for {}", f.path));
+            write_all(fd.get(), b.data(), b.size(),
+                      fmt::format("write secret file for {}", f.path));
             if (::fchown(fd.get(), f.uid + o.uid_shift, f.gid + o.gid_shift) != 0)
                 throw_errno(fmt::format("chown secret file for {}", f.path));
-            if (::fchmod(fd.get(), f.mode) != 0) throw_errno(fmt::format("chmod secret file for {}", f.path));
+            if (::fchmod(fd.get(), f.mode) != 0)
+                throw_errno(fmt::format("chmod secret file for {}", f.path));
             m.files_.push_back(std::move(rel));
         }
     }

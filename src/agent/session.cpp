@@ -88,7 +88,8 @@ void SessionLoop::Impl::schedule_renewal() {
     std::lock_guard l(m_);
     auto info = pki::read_certificate(options_.credentials.cert_chain_pem);
     if (!info) {
-        log::warn("agent", "cannot read this node's certificate ({}): renewing now", info.error().message);
+        log::warn("agent", "cannot read this node's certificate ({}): renewing now",
+                  info.error().message);
         renew_at_ = pki::Clock::now();
         return;
     }
@@ -118,7 +119,8 @@ void SessionLoop::Impl::send_renew(const std::shared_ptr<nodeconn::Session>& ses
 void SessionLoop::Impl::accept_certificate(const nodeconn::Message& msg) {
     auto issued = nodeproto::decode_certificate(msg.json);
     if (!issued) {
-        log::warn("agent", "the manager's certificate message lacks \"certificate\" or \"ca_bundle\"");
+        log::warn("agent",
+                  "the manager's certificate message lacks \"certificate\" or \"ca_bundle\"");
         return;
     }
     Identity current;
@@ -126,7 +128,8 @@ void SessionLoop::Impl::accept_certificate(const nodeconn::Message& msg) {
         std::lock_guard l(m_);
         current = Identity{options_.node, options_.credentials.clone()};
     }
-    auto renewed = store_renewal(options_.data_dir, current, issued->certificate, issued->ca_bundle);
+    auto renewed =
+        store_renewal(options_.data_dir, current, issued->certificate, issued->ca_bundle);
     if (!renewed) {
         log::error("agent", "refused the manager's certificate: {}", renewed.error().message);
         return;
@@ -145,20 +148,24 @@ void SessionLoop::Impl::accept_certificate(const nodeconn::Message& msg) {
 
 void SessionLoop::Impl::handle(const nodeconn::Message& msg) {
     if (msg.type == "certificate") {
-        if (renewing()) accept_certificate(msg);
-        else log::warn("agent", "ignoring a certificate: this loop does not store its identity");
+        if (renewing())
+            accept_certificate(msg);
+        else
+            log::warn("agent", "ignoring a certificate: this loop does not store its identity");
         return;
     }
     if (msg.type == "renew_request") {
         auto request = nodeproto::decode_renew_request(msg.json);
-        log::info("agent", "the manager asks for a certificate renewal: {}", request ? request->reason : "");
+        log::info("agent", "the manager asks for a certificate renewal: {}",
+                  request ? request->reason : "");
         std::lock_guard l(m_);
         if (renewing()) renew_at_ = pki::Clock::now();
         return;
     }
     // An error without a request id answers a renew: it is retried after renew_retry.
     auto error = nodeproto::decode_error(msg.json);
-    log::warn("agent", "the manager refused to renew this node's certificate: {}", error ? error->message : "");
+    log::warn("agent", "the manager refused to renew this node's certificate: {}",
+              error ? error->message : "");
 }
 
 void SessionLoop::Impl::run() {
@@ -212,9 +219,10 @@ void SessionLoop::Impl::run() {
             for (;;) {
                 auto due = [&] { return renewing() && pki::Clock::now() >= renew_at_; };
                 // Bounded, so a far-off renewal time never overflows the wait.
-                cv_.wait_until(l, std::min(renew_at_, pki::Clock::now() + std::chrono::hours(1)), [&] {
-                    return stopping_ || lost_ || session->closed() || !inbox_.empty() || due();
-                });
+                cv_.wait_until(
+                    l, std::min(renew_at_, pki::Clock::now() + std::chrono::hours(1)), [&] {
+                        return stopping_ || lost_ || session->closed() || !inbox_.empty() || due();
+                    });
                 // A certificate that arrived just before the session ended is still stored.
                 if (!inbox_.empty()) {
                     auto msg = std::move(inbox_.front());

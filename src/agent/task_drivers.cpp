@@ -70,7 +70,8 @@ TaskStatus NoopDriver::start(const TaskSpec& spec, SecretLease secrets) {
     if (!valid_task_id(spec.id)) return reject("invalid task id");
     if (running_.contains(spec.id)) return reject(fmt::format("task {} already exists", spec.id));
     for (const auto& ref : spec.secrets)
-        if (!secrets.holds(ref.secret_id)) return reject(fmt::format("no bytes for secret {}", ref.secret_id));
+        if (!secrets.holds(ref.secret_id))
+            return reject(fmt::format("no bytes for secret {}", ref.secret_id));
     running_.emplace(spec.id, std::move(secrets));
     for (auto state : {TaskState::preparing, TaskState::starting, TaskState::running}) {
         s.state = state;

@@ -12,7 +12,8 @@ Result<std::int64_t> int_at(const json::object& o, std::string_view key, std::in
     auto* v = o.if_contains(key);
     if (!v) return fallback;
     if (v->is_int64()) return v->as_int64();
-    if (v->is_uint64() && v->as_uint64() <= INT64_MAX) return static_cast<std::int64_t>(v->as_uint64());
+    if (v->is_uint64() && v->as_uint64() <= INT64_MAX)
+        return static_cast<std::int64_t>(v->as_uint64());
     return make_error(Errc::invalid_argument, fmt::format("{}: expected an integer", key));
 }
 
@@ -21,7 +22,8 @@ Result<std::int64_t> int_at(const json::object& o, std::string_view key, std::in
 Result<TaskSpec> task_spec_from_json(std::string_view text) {
     boost::system::error_code ec;
     auto v = json::parse(text, ec);
-    if (ec || !v.is_object()) return make_error(Errc::invalid_argument, "task spec: not a JSON object");
+    if (ec || !v.is_object())
+        return make_error(Errc::invalid_argument, "task spec: not a JSON object");
     auto& o = v.as_object();
     TaskSpec s;
     s.id = string_at(o, "id");
@@ -31,8 +33,10 @@ Result<TaskSpec> task_spec_from_json(std::string_view text) {
     s.user = string_at(o, "user");
     s.workdir = string_at(o, "workdir");
     s.hostname = string_at(o, "hostname");
-    if (auto* b = o.if_contains("read_only_rootfs"); b && b->is_bool()) s.read_only_rootfs = b->as_bool();
-    if (auto* b = o.if_contains("user_namespace"); b && b->is_bool()) s.user_namespace = b->as_bool();
+    if (auto* b = o.if_contains("read_only_rootfs"); b && b->is_bool())
+        s.read_only_rootfs = b->as_bool();
+    if (auto* b = o.if_contains("user_namespace"); b && b->is_bool())
+        s.user_namespace = b->as_bool();
     s.cap_add = strings_at(o, "cap_add");
     s.cap_drop = strings_at(o, "cap_drop");
     if (auto* l = o.if_contains("limits"); l && l->is_object()) {
@@ -46,16 +50,19 @@ Result<TaskSpec> task_spec_from_json(std::string_view text) {
     }
     if (auto* a = o.if_contains("secrets"); a && a->is_array()) {
         for (auto& e : a->as_array()) {
-            if (!e.is_object()) return make_error(Errc::invalid_argument, "secrets: expected objects");
+            if (!e.is_object())
+                return make_error(Errc::invalid_argument, "secrets: expected objects");
             auto& so = e.as_object();
             SecretRef r;
             r.secret_id = string_at(so, "secret_id");
             r.name = string_at(so, "name");
             r.target = string_at(so, "target");
-            auto uid = int_at(so, "uid", 0), gid = int_at(so, "gid", 0), mode = int_at(so, "mode", 0444);
+            auto uid = int_at(so, "uid", 0), gid = int_at(so, "gid", 0),
+                 mode = int_at(so, "mode", 0444);
             for (auto* x : {&uid, &gid, &mode})
                 if (!*x) return std::move(*x).error();
-            if (*uid < 0 || *uid > UINT32_MAX || *gid < 0 || *gid > UINT32_MAX || *mode < 0 || *mode > 07777)
+            if (*uid < 0 || *uid > UINT32_MAX || *gid < 0 || *gid > UINT32_MAX || *mode < 0 ||
+                *mode > 07777)
                 return make_error(Errc::invalid_argument, "secrets: uid, gid or mode out of range");
             r.uid = static_cast<std::uint32_t>(*uid);
             r.gid = static_cast<std::uint32_t>(*gid);
@@ -67,7 +74,10 @@ Result<TaskSpec> task_spec_from_json(std::string_view text) {
 }
 
 std::string task_status_to_json(const TaskStatus& s) {
-    json::object o{{"id", s.id}, {"state", to_string(s.state)}, {"reason", s.reason}, {"oom_killed", s.oom_killed}};
+    json::object o{{"id", s.id},
+                   {"state", to_string(s.state)},
+                   {"reason", s.reason},
+                   {"oom_killed", s.oom_killed}};
     if (s.exit_code) o["exit_code"] = *s.exit_code;
     if (s.pid) o["pid"] = s.pid;
     return json::serialize(o);

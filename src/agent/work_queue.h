@@ -12,7 +12,7 @@
 namespace coffer::agent {
 
 class WorkQueue {
-public:
+  public:
     explicit WorkQueue(unsigned threads) {
         for (unsigned i = 0; i < std::max(1u, threads); ++i)
             threads_.emplace_back([this] { loop(); });
@@ -34,7 +34,7 @@ public:
         cv_.notify_one();
     }
 
-private:
+  private:
     void loop() {
         while (true) {
             std::function<void()> job;

@@ -3,8 +3,8 @@
 #include <unistd.h>
 
 #include <chrono>
-#include <ctime>
 #include <cstdio>
+#include <ctime>
 #include <map>
 #include <mutex>
 #include <string>
@@ -23,9 +23,11 @@ Config& config() {
 }
 
 bool parse_level(std::string_view s, Level& out) {
-    static constexpr std::pair<std::string_view, Level> names[] = {
-        {"debug", Level::debug}, {"info", Level::info}, {"warn", Level::warn},
-        {"error", Level::error}, {"off", Level::off}};
+    static constexpr std::pair<std::string_view, Level> names[] = {{"debug", Level::debug},
+                                                                   {"info", Level::info},
+                                                                   {"warn", Level::warn},
+                                                                   {"error", Level::error},
+                                                                   {"off", Level::off}};
     for (auto [n, l] : names) {
         if (s == n) {
             out = l;
@@ -37,11 +39,16 @@ bool parse_level(std::string_view s, Level& out) {
 
 constexpr std::string_view level_name(Level l) {
     switch (l) {
-        case Level::debug: return "DEBUG";
-        case Level::info: return "INFO";
-        case Level::warn: return "WARN";
-        case Level::error: return "ERROR";
-        case Level::off: return "OFF";
+        case Level::debug:
+            return "DEBUG";
+        case Level::info:
+            return "INFO";
+        case Level::warn:
+            return "WARN";
+        case Level::error:
+            return "ERROR";
+        case Level::off:
+            return "OFF";
     }
     return "?";
 }
@@ -56,7 +63,8 @@ void configure(std::string_view spec) {
         spec = comma == std::string_view::npos ? std::string_view{} : spec.substr(comma + 1);
         Level l;
         if (auto eq = word.find('='); eq != std::string_view::npos) {
-            if (parse_level(word.substr(eq + 1), l)) c.categories[std::string(word.substr(0, eq))] = l;
+            if (parse_level(word.substr(eq + 1), l))
+                c.categories[std::string(word.substr(0, eq))] = l;
         } else if (parse_level(word, l)) {
             c.level = l;
         }

@@ -126,8 +126,9 @@ std::vector<std::string> mounts_under(std::string_view prefix) {
             out.push_back(mp);
     }
     // Deepest first, and a mount point stacked twice appears twice.
-    std::stable_sort(out.begin(), out.end(),
-                     [](const std::string& a, const std::string& b) { return a.size() > b.size(); });
+    std::stable_sort(out.begin(), out.end(), [](const std::string& a, const std::string& b) {
+        return a.size() > b.size();
+    });
     return out;
 }
 
@@ -163,8 +164,8 @@ void remove_below(int dirfd, dev_t dev, const std::string& path) {
         if (S_ISDIR(st.st_mode)) {
             if (st.st_dev != dev)
                 throw SystemError(EBUSY, fmt::format("remove {}/{}: a mount point", path, n));
-            UniqueFd sub(::openat(dirfd, n.c_str(),
-                                  O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+            UniqueFd sub(
+                ::openat(dirfd, n.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
             if (!sub) throw_errno(fmt::format("open {}/{}", path, n));
             remove_below(sub.get(), dev, path + "/" + n);
             if (::unlinkat(dirfd, n.c_str(), AT_REMOVEDIR) != 0 && errno != ENOENT)
@@ -184,14 +185,17 @@ void remove_tree(const std::string& path) {
         throw_errno(fmt::format("stat {}", path));
     }
     if (!S_ISDIR(st.st_mode)) {
-        if (::unlink(path.c_str()) != 0 && errno != ENOENT) throw_errno(fmt::format("unlink {}", path));
+        if (::unlink(path.c_str()) != 0 && errno != ENOENT)
+            throw_errno(fmt::format("unlink {}", path));
         return;
     }
     UniqueFd fd(::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
     if (!fd) throw_errno(fmt::format("open {}", path));
     // The parent's device: path itself may be a mount point (it is then still left alone).
     auto slash = path.find_last_of('/');
-    std::string parent = slash == std::string::npos ? "." : slash == 0 ? "/" : path.substr(0, slash);
+    std::string parent = slash == std::string::npos ? "."
+                         : slash == 0               ? "/"
+                                                    : path.substr(0, slash);
     struct stat pst {};
     if (::stat(parent.c_str(), &pst) == 0 && pst.st_dev != st.st_dev)
         throw SystemError(EBUSY, fmt::format("remove {}: a mount point", path));
@@ -219,7 +223,8 @@ void make_dir(const std::string& path, unsigned mode) {
 }
 
 OwnedDir::OwnedDir(std::string path, unsigned mode) {
-    if (::mkdir(path.c_str(), static_cast<mode_t>(mode)) != 0) throw_errno(fmt::format("mkdir {}", path));
+    if (::mkdir(path.c_str(), static_cast<mode_t>(mode)) != 0)
+        throw_errno(fmt::format("mkdir {}", path));
     path_ = std::move(path);
 }
 

@@ -29,7 +29,9 @@ namespace coffer {
 
 void harden_process() {
     if (::prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0) throw_errno("prctl(PR_SET_DUMPABLE)");
-    struct rlimit none {0, 0};
+    struct rlimit none {
+        0, 0
+    };
     if (::setrlimit(RLIMIT_CORE, &none) != 0) throw_errno("setrlimit(RLIMIT_CORE)");
 }
 
@@ -45,7 +47,9 @@ std::uint64_t raise_descriptor_limit() {
 
 namespace {
 
-int pidfd_open(pid_t pid) { return static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)); }
+int pidfd_open(pid_t pid) {
+    return static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
+}
 
 // Shared by spawns, exclusive for a SpawnFence. posix_spawn returns once the child has executed
 // its program (glibc spawns with CLONE_VFORK), so a spawn holds it exactly while the child may
@@ -97,14 +101,17 @@ int view_child_main(void* arg) {
     };
     struct sigaction dfl {};
     dfl.sa_handler = SIG_DFL;
-    for (int sig = 1; sig < NSIG; ++sig) ::sigaction(sig, &dfl, nullptr);  // SIGKILL, SIGSTOP: EINVAL
+    for (int sig = 1; sig < NSIG; ++sig)
+        ::sigaction(sig, &dfl, nullptr);  // SIGKILL, SIGSTOP: EINVAL
 
     if (::unshare(CLONE_NEWNS) != 0) fail("unshare the mount namespace");
     // A slave copy: our later mounts and unmounts reach it; its own (the detaches below, and
     // whatever the program mounts) never reach us.
-    if (::mount(nullptr, "/", nullptr, MS_REC | MS_SLAVE, nullptr) != 0) fail("make the mounts slaves");
+    if (::mount(nullptr, "/", nullptr, MS_REC | MS_SLAVE, nullptr) != 0)
+        fail("make the mounts slaves");
     for (const char* m : c->hidden)
-        if (::umount2(m, MNT_DETACH) != 0 && errno != EINVAL && errno != ENOENT) fail("detach a hidden mount");
+        if (::umount2(m, MNT_DETACH) != 0 && errno != EINVAL && errno != ENOENT)
+            fail("detach a hidden mount");
 
     if (c->stdio[0] < 0) {
         int null = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
@@ -114,7 +121,8 @@ int view_child_main(void* arg) {
     for (int target = 0; target < 3; ++target) {
         int fd = c->stdio[target];
         if (fd < 0) continue;
-        if (fd == target ? ::fcntl(fd, F_SETFD, 0) != 0 : ::dup2(fd, target) != target) fail("set up stdio");
+        if (fd == target ? ::fcntl(fd, F_SETFD, 0) != 0 : ::dup2(fd, target) != target)
+            fail("set up stdio");
     }
     if (::syscall(SYS_close_range, 3U, ~0U, 0U) != 0) fail("close descriptors");
     if (c->new_process_group && ::setpgid(0, 0) != 0) fail("setpgid");
@@ -141,7 +149,8 @@ pid_t spawn_in_mount_view(const Child::Options& o, char** argv, char** env) {
     for (const auto& m : o.hidden_mounts) c.hidden.push_back(m.c_str());
 
     constexpr std::size_t stack_size = 64 * 1024;
-    void* stack = ::mmap(nullptr, stack_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+    void* stack = ::mmap(nullptr, stack_size, PROT_READ | PROT_WRITE,
+                         MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
     if (stack == MAP_FAILED) throw_errno("mmap a stack for the child");
     // No handler of ours may run in the child, on our memory: signals stay blocked until it has
     // reset every handler.
@@ -244,7 +253,9 @@ UniqueFd Child::release_pidfd() noexcept {
 SpawnFence::SpawnFence() : lock_(spawn_mutex()) {}
 
 Child::Child(Child&& other) noexcept
-    : pid_(std::exchange(other.pid_, -1)), pidfd_(std::move(other.pidfd_)), claim_(std::move(other.claim_)) {}
+    : pid_(std::exchange(other.pid_, -1)),
+      pidfd_(std::move(other.pidfd_)),
+      claim_(std::move(other.claim_)) {}
 
 Child& Child::operator=(Child&& other) noexcept {
     if (this != &other) {
@@ -256,7 +267,9 @@ Child& Child::operator=(Child&& other) noexcept {
     return *this;
 }
 
-Child::~Child() { kill_and_reap(); }
+Child::~Child() {
+    kill_and_reap();
+}
 
 void Child::signal(int sig) {
     if (pid_ <= 0) return;
@@ -267,7 +280,9 @@ void Child::signal(int sig) {
 
 std::optional<int> Child::wait_for(std::chrono::milliseconds timeout) {
     if (pid_ <= 0) throw std::logic_error("Child::wait_for: no child");
-    struct pollfd p {pidfd_.get(), POLLIN, 0};
+    struct pollfd p {
+        pidfd_.get(), POLLIN, 0
+    };
     int rc;
     do {
         rc = ::poll(&p, 1, static_cast<int>(timeout.count()));
@@ -358,9 +373,12 @@ int reap_orphans(std::chrono::milliseconds settle) {
             for (int pid : child_pids()) {
                 if (claims().pids.contains(pid)) continue;
                 siginfo_t info{};
-                if (::waitid(P_PID, static_cast<id_t>(pid), &info, WEXITED | WNOHANG) != 0) continue;
-                if (info.si_pid == pid) ++reaped;
-                else ++running;
+                if (::waitid(P_PID, static_cast<id_t>(pid), &info, WEXITED | WNOHANG) != 0)
+                    continue;
+                if (info.si_pid == pid)
+                    ++reaped;
+                else
+                    ++running;
             }
         }
         if (running == 0 || std::chrono::steady_clock::now() >= until) return reaped;
@@ -369,7 +387,9 @@ int reap_orphans(std::chrono::milliseconds settle) {
     }
 }
 
-bool CommandResult::ok() const noexcept { return WIFEXITED(status) && WEXITSTATUS(status) == 0; }
+bool CommandResult::ok() const noexcept {
+    return WIFEXITED(status) && WEXITSTATUS(status) == 0;
+}
 
 std::string CommandResult::describe() const {
     std::string_view e = err;
@@ -427,7 +447,8 @@ CommandResult run_command(Child::Options o) {
                 continue;
             }
             if (sinks[i]->size() < cap)
-                sinks[i]->append(buf, std::min<std::size_t>(static_cast<std::size_t>(n), cap - sinks[i]->size()));
+                sinks[i]->append(buf, std::min<std::size_t>(static_cast<std::size_t>(n),
+                                                            cap - sinks[i]->size()));
         }
     }
     r.status = child.wait();
@@ -447,7 +468,8 @@ SealedProgram::SealedProgram(const std::string& file) {
         if (n == 0) break;
     }
     if (::fchmod(fd_.get(), 0500) != 0) throw_errno("fchmod sealed program");
-    if (::fcntl(fd_.get(), F_ADD_SEALS, F_SEAL_SEAL | F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE) != 0)
+    if (::fcntl(fd_.get(), F_ADD_SEALS, F_SEAL_SEAL | F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE) !=
+        0)
         throw_errno("seal program");
     path_ = fmt::format("/proc/{}/fd/{}", ::getpid(), fd_.get());
 }

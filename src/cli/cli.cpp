@@ -21,7 +21,8 @@ int run(int argc, char** argv) {
     Globals g;
     const char* env = std::getenv("COFFER_HOST");
     g.host = env && *env ? env : default_host;
-    app.add_option("-H,--host", g.host, "Daemon socket to connect to (unix:///path); also COFFER_HOST");
+    app.add_option("-H,--host", g.host,
+                   "Daemon socket to connect to (unix:///path); also COFFER_HOST");
     add_secret_commands(app, g);
     add_cluster_commands(app, g);
     add_service_commands(app, g);

@@ -10,14 +10,22 @@ namespace {
 
 Errc errc_for(int status) {
     switch (status) {
-        case 400: return Errc::invalid_argument;
-        case 401: return Errc::unauthenticated;
-        case 403: return Errc::permission_denied;
-        case 404: return Errc::not_found;
-        case 409: return Errc::conflict;
-        case 413: return Errc::too_large;
-        case 503: return Errc::unavailable;
-        default: return Errc::internal;
+        case 400:
+            return Errc::invalid_argument;
+        case 401:
+            return Errc::unauthenticated;
+        case 403:
+            return Errc::permission_denied;
+        case 404:
+            return Errc::not_found;
+        case 409:
+            return Errc::conflict;
+        case 413:
+            return Errc::too_large;
+        case 503:
+            return Errc::unavailable;
+        default:
+            return Errc::internal;
     }
 }
 
@@ -48,7 +56,8 @@ Result<json::value> ApiClient::call(std::string_view method, std::string_view pa
     if (!r) return std::move(r).error();
     if (r->body.empty()) return json::value(nullptr);
     auto v = model::parse_json(r->body);
-    if (!v) return make_error(Errc::internal, "malformed answer from cofferd: " + v.error().message);
+    if (!v)
+        return make_error(Errc::internal, "malformed answer from cofferd: " + v.error().message);
     return std::move(*v);
 }
 

@@ -13,7 +13,7 @@
 namespace coffer::cli {
 
 class ApiClient {
-public:
+  public:
     explicit ApiClient(std::string host) : host_(std::move(host)) {}
 
     // A 2xx answer's body parsed as JSON (null for an empty body); any other status is an
@@ -25,7 +25,7 @@ public:
     // GET path: a 2xx answer's body as it is (a log stream); errors as call().
     Result<std::string> get_raw(std::string_view path);
 
-private:
+  private:
     Result<net::ClientResponse> request(std::string_view method, std::string_view path,
                                         std::span<const std::uint8_t> body);
 

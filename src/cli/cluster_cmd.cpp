@@ -56,7 +56,8 @@ Result<crypto::SecureBuffer> read_unlock_key() {
 }
 
 // POST /swarm/update with the cluster's current version and the given flags.
-Result<json::value> swarm_update(ApiClient& api, const std::string& query, const json::value& spec) {
+Result<json::value> swarm_update(ApiClient& api, const std::string& query,
+                                 const json::value& spec) {
     auto current = api.call("GET", "/swarm");
     if (!current) return std::move(current).error();
     auto* version = at(*current, {"Version", "Index"});
@@ -66,7 +67,8 @@ Result<json::value> swarm_update(ApiClient& api, const std::string& query, const
 
 // cluster unlock: the key from STDIN.
 void add_cluster_unlock(CLI::App& cluster, Globals& g) {
-    auto* cmd = cluster.add_subcommand("unlock", "Unlock a locked manager (reads the key from STDIN)");
+    auto* cmd =
+        cluster.add_subcommand("unlock", "Unlock a locked manager (reads the key from STDIN)");
     cmd->callback([&g] {
         auto key = read_unlock_key();
         if (!key) throw CLI::RuntimeError(report(key.error()));
@@ -104,14 +106,16 @@ void add_cluster_unlock_key(CLI::App& cluster, Globals& g) {
         if (!r) throw CLI::RuntimeError(report(r.error()));
         auto key = field(*r, {"UnlockKey"});
         if (key.empty())
-            throw CLI::RuntimeError(report({Errc::invalid_argument, "no unlock key is set: autolock is off"}));
+            throw CLI::RuntimeError(
+                report({Errc::invalid_argument, "no unlock key is set: autolock is off"}));
         if (*quiet) {
             std::printf("%s\n", key.c_str());
         } else {
-            std::printf("To unlock a locked manager, run `coffer cluster unlock`\n"
-                        "and provide the following key:\n\n    %s\n\n"
-                        "Keep it somewhere safe: without it a restarted manager cannot be unlocked.\n",
-                        key.c_str());
+            std::printf(
+                "To unlock a locked manager, run `coffer cluster unlock`\n"
+                "and provide the following key:\n\n    %s\n\n"
+                "Keep it somewhere safe: without it a restarted manager cannot be unlocked.\n",
+                key.c_str());
         }
     });
 }
@@ -122,14 +126,17 @@ void add_cluster_join_token(CLI::App& cluster, Globals& g) {
     auto role = std::make_shared<std::string>();
     auto rotate = std::make_shared<bool>(false);
     auto quiet = std::make_shared<bool>(false);
-    cmd->add_option("role", *role, "worker or manager")->required()->check(CLI::IsMember({"worker", "manager"}));
+    cmd->add_option("role", *role, "worker or manager")
+        ->required()
+        ->check(CLI::IsMember({"worker", "manager"}));
     cmd->add_flag("--rotate", *rotate, "Replace the token; the old one stops working at once");
     cmd->add_flag("-q,--quiet", *quiet, "Only display the token");
     cmd->callback([&g, role, rotate, quiet] {
         ApiClient api(g.host);
         std::string field_name = *role == "worker" ? "Worker" : "Manager";
         if (*rotate) {
-            auto r = swarm_update(api, fmt::format("&rotate{}Token=true", field_name), json::object{});
+            auto r =
+                swarm_update(api, fmt::format("&rotate{}Token=true", field_name), json::object{});
             if (!r) throw CLI::RuntimeError(report(r.error()));
             if (!*quiet) std::printf("Successfully rotated %s join token.\n\n", role->c_str());
         }
@@ -141,12 +148,13 @@ void add_cluster_join_token(CLI::App& cluster, Globals& g) {
         } else {
             // The token goes in the environment: a command line is visible to every user (ps,
             // /proc/PID/cmdline) for as long as the agent runs.
-            std::printf("To add a %s to this cluster, run on the new node:\n\n"
-                        "    COFFER_JOIN_TOKEN=%s \\\n"
-                        "        coffer-agent --data-dir /var/lib/coffer-agent --manager MANAGER:4243\n\n"
-                        "where MANAGER is an address of this manager's node port. Keep the token out of\n"
-                        "command lines (--join-token): every user of the node can read those.\n",
-                        role->c_str(), token.c_str());
+            std::printf(
+                "To add a %s to this cluster, run on the new node:\n\n"
+                "    COFFER_JOIN_TOKEN=%s \\\n"
+                "        coffer-agent --data-dir /var/lib/coffer-agent --manager MANAGER:4243\n\n"
+                "where MANAGER is an address of this manager's node port. Keep the token out of\n"
+                "command lines (--join-token): every user of the node can read those.\n",
+                role->c_str(), token.c_str());
         }
     });
 }
@@ -155,28 +163,34 @@ void add_cluster_join_token(CLI::App& cluster, Globals& g) {
 void add_cluster_update(CLI::App& cluster, Globals& g) {
     auto* cmd = cluster.add_subcommand("update", "Change cluster settings");
     auto expiry = std::make_shared<std::string>();
-    cmd->add_option("--cert-expiry", *expiry, "Validity of node certificates (e.g. 2160h, 90d; at least 1h)")
+    cmd->add_option("--cert-expiry", *expiry,
+                    "Validity of node certificates (e.g. 2160h, 90d; at least 1h)")
         ->required();
     cmd->callback([&g, expiry] {
         auto seconds = model::parse_duration(*expiry);
-        if (!seconds) throw CLI::RuntimeError(report({Errc::invalid_argument, "invalid duration " + *expiry}));
+        if (!seconds)
+            throw CLI::RuntimeError(
+                report({Errc::invalid_argument, "invalid duration " + *expiry}));
         ApiClient api(g.host);
-        json::object spec{{"CAConfig", json::object{{"NodeCertExpiry", seconds->count() * 1'000'000'000}}}};
+        json::object spec{
+            {"CAConfig", json::object{{"NodeCertExpiry", seconds->count() * 1'000'000'000}}}};
         auto r = swarm_update(api, "", spec);
         if (!r) throw CLI::RuntimeError(report(r.error()));
         std::printf("Cluster updated.\n");
     });
 }
 
-// cluster ca [--rotate [-d] [-q] [--timeout DURATION]]: the root CA certificate; --rotate waits for the nodes.
+// cluster ca [--rotate [-d] [-q] [--timeout DURATION]]: the root CA certificate; --rotate waits for
+// the nodes.
 void add_cluster_ca(CLI::App& cluster, Globals& g) {
     auto* cmd = cluster.add_subcommand("ca", "Show the root CA certificate, or rotate the CA");
     auto rotate = std::make_shared<bool>(false);
     auto detach = std::make_shared<bool>(false);
     auto quiet = std::make_shared<bool>(false);
     auto timeout = std::make_shared<std::string>("10m");
-    cmd->add_flag("--rotate", *rotate,
-                  "Make a new root CA; nodes renew their certificates, then the old root is dropped");
+    cmd->add_flag(
+        "--rotate", *rotate,
+        "Make a new root CA; nodes renew their certificates, then the old root is dropped");
     cmd->add_flag("-d,--detach", *detach, "Do not wait for the rotation to finish");
     cmd->add_flag("-q,--quiet", *quiet, "Print no progress");
     cmd->add_option("--timeout", *timeout, "How long to wait for the rotation (e.g. 90s, 10m)")
@@ -184,7 +198,8 @@ void add_cluster_ca(CLI::App& cluster, Globals& g) {
     cmd->callback([&g, rotate, detach, quiet, timeout] {
         auto limit = model::parse_duration(*timeout);
         if (!limit || limit->count() <= 0)
-            throw CLI::RuntimeError(report({Errc::invalid_argument, "invalid duration " + *timeout}));
+            throw CLI::RuntimeError(
+                report({Errc::invalid_argument, "invalid duration " + *timeout}));
         ApiClient api(g.host);
         auto current = api.call("GET", "/swarm");
         if (!current) throw CLI::RuntimeError(report(current.error()));
@@ -207,21 +222,24 @@ void add_cluster_ca(CLI::App& cluster, Globals& g) {
                 if (!busy || !busy->is_bool() || !busy->as_bool()) break;
                 auto* renewed = at(*current, {"RootRotation", "NodesRenewed"});
                 auto* total = at(*current, {"RootRotation", "NodesTotal"});
-                auto progress = fmt::format("{}/{} nodes renewed",
-                                            renewed ? json::serialize(*renewed) : "?",
-                                            total ? json::serialize(*total) : "?");
-                if (!*quiet && progress != shown) std::fprintf(stderr, "rotating the CA: %s\n", progress.c_str());
+                auto progress =
+                    fmt::format("{}/{} nodes renewed", renewed ? json::serialize(*renewed) : "?",
+                                total ? json::serialize(*total) : "?");
+                if (!*quiet && progress != shown)
+                    std::fprintf(stderr, "rotating the CA: %s\n", progress.c_str());
                 shown = progress;
                 if (std::chrono::steady_clock::now() >= deadline)
                     throw CLI::RuntimeError(report(
                         {Errc::unavailable,
-                         fmt::format("the CA rotation did not finish within {} ({}); it goes on in the "
-                                     "background: `coffer cluster ca` shows the root when it is done",
-                                     *timeout, progress)}));
+                         fmt::format(
+                             "the CA rotation did not finish within {} ({}); it goes on in the "
+                             "background: `coffer cluster ca` shows the root when it is done",
+                             *timeout, progress)}));
                 std::this_thread::sleep_for(std::chrono::milliseconds(500));
             }
             if (*detach && !*quiet)
-                std::fprintf(stderr, "Not waiting: the old root is dropped once every node has renewed.\n");
+                std::fprintf(stderr,
+                             "Not waiting: the old root is dropped once every node has renewed.\n");
         }
         std::printf("%s", field(*current, {"TLSInfo", "TrustRoot"}).c_str());
     });
@@ -229,14 +247,16 @@ void add_cluster_ca(CLI::App& cluster, Globals& g) {
 
 // cluster rotate-dek
 void add_cluster_rotate_dek(CLI::App& cluster, Globals& g) {
-    auto* cmd = cluster.add_subcommand("rotate-dek", "Re-seal every stored value under a fresh data key");
+    auto* cmd =
+        cluster.add_subcommand("rotate-dek", "Re-seal every stored value under a fresh data key");
     cmd->callback([&g] {
         ApiClient api(g.host);
         auto r = api.call("POST", "/swarm/rotate-dek");
         if (!r) throw CLI::RuntimeError(report(r.error()));
         auto* id = at(*r, {"ID"});
-        std::printf("Data encryption key rotated (key %s); values are re-sealed in the background.\n",
-                    id ? json::serialize(*id).c_str() : "?");
+        std::printf(
+            "Data encryption key rotated (key %s); values are re-sealed in the background.\n",
+            id ? json::serialize(*id).c_str() : "?");
     });
 }
 

@@ -13,16 +13,22 @@ namespace coffer::cli {
 
 namespace json = boost::json;
 
-Error usage(std::string message) { return make_error(Errc::invalid_argument, std::move(message)); }
+Error usage(std::string message) {
+    return make_error(Errc::invalid_argument, std::move(message));
+}
 
 int report(const Error& e) {
     std::fprintf(stderr, "Error: %s\n", e.message.c_str());
     return 1;
 }
 
-void fail(const Error& e) { throw CLI::RuntimeError(report(e)); }
+void fail(const Error& e) {
+    throw CLI::RuntimeError(report(e));
+}
 
-std::string str(const json::value& v) { return v.is_string() ? std::string(v.as_string()) : ""; }
+std::string str(const json::value& v) {
+    return v.is_string() ? std::string(v.as_string()) : "";
+}
 
 const json::value* at(const json::value& v, std::initializer_list<std::string_view> path) {
     const json::value* cur = &v;
@@ -58,10 +64,12 @@ json::object filters_object(const std::vector<std::string>& filters) {
     };
     json::object f;
     for (const auto& s : filters) {
-        if (s.find('=') == std::string::npos) fail(usage("bad format of filter (expected name=value)"));
+        if (s.find('=') == std::string::npos)
+            fail(usage("bad format of filter (expected name=value)"));
         auto [k, v] = split_kv(s);
         k = trimmed(std::move(k));
-        std::transform(k.begin(), k.end(), k.begin(), [](unsigned char c) { return std::tolower(c); });
+        std::transform(k.begin(), k.end(), k.begin(),
+                       [](unsigned char c) { return std::tolower(c); });
         auto& slot = f[k];
         if (!slot.is_object()) slot = json::object{};
         slot.as_object()[trimmed(std::move(v))] = true;
@@ -77,7 +85,8 @@ std::string filters_query(const std::vector<std::string>& filters) {
 void ListFlags::add(CLI::App* cmd, bool filter) {
     cmd->add_flag("-q,--quiet", quiet, "Only display IDs");
     if (filter)
-        cmd->add_option("-f,--filter", filters, "Filter output based on conditions provided (key=value)")
+        cmd->add_option("-f,--filter", filters,
+                        "Filter output based on conditions provided (key=value)")
             ->allow_extra_args(false);
     cmd->add_option("--format", format,
                     "Format output: 'table' (default), 'table TEMPLATE', 'json' or TEMPLATE "
@@ -91,7 +100,8 @@ void ListFlags::print(const ListFormat& list, const std::vector<json::object>& r
 }
 
 void add_inspect_format(CLI::App* cmd, std::string& format) {
-    cmd->add_option("-f,--format", format, "Format output: 'json' or TEMPLATE ({{.Field.Sub}}, {{json .}})");
+    cmd->add_option("-f,--format", format,
+                    "Format output: 'json' or TEMPLATE ({{.Field.Sub}}, {{json .}})");
 }
 
 std::string filter_param(std::string_view key, const std::vector<std::string>& values) {
@@ -106,13 +116,16 @@ void inspect_all(ApiClient& api, std::string_view prefix, const std::vector<std:
     std::vector<Error> errors;
     for (const auto& n : names) {
         auto r = api.call("GET", std::string(prefix) + net::percent_encode(n) + std::string(query));
-        if (r) found.push_back(std::move(*r));
-        else errors.push_back(std::move(r).error());
+        if (r)
+            found.push_back(std::move(*r));
+        else
+            errors.push_back(std::move(r).error());
     }
     if (format.empty()) {
         std::printf("%s\n", pretty_json(found).c_str());
     } else {
-        auto out = format_inspect(what, format, std::vector<json::value>(found.begin(), found.end()));
+        auto out =
+            format_inspect(what, format, std::vector<json::value>(found.begin(), found.end()));
         if (!out) fail(out.error());
         std::fputs(out->c_str(), stdout);
     }
@@ -124,9 +137,12 @@ void remove_all(ApiClient& api, std::string_view prefix, const std::vector<std::
                 std::string_view query) {
     int failed = 0;
     for (const auto& n : names) {
-        auto r = api.call("DELETE", std::string(prefix) + net::percent_encode(n) + std::string(query));
-        if (r) std::printf("%s\n", n.c_str());
-        else failed = report(r.error());
+        auto r =
+            api.call("DELETE", std::string(prefix) + net::percent_encode(n) + std::string(query));
+        if (r)
+            std::printf("%s\n", n.c_str());
+        else
+            failed = report(r.error());
     }
     if (failed) throw CLI::RuntimeError(1);
 }

@@ -31,7 +31,8 @@ T must(Result<T> r) {
 }
 
 std::string str(const boost::json::value& v);
-const boost::json::value* at(const boost::json::value& v, std::initializer_list<std::string_view> path);
+const boost::json::value* at(const boost::json::value& v,
+                             std::initializer_list<std::string_view> path);
 std::string field(const boost::json::value& v, std::initializer_list<std::string_view> path);
 std::int64_t number(const boost::json::value& v, std::initializer_list<std::string_view> path);
 // "k=v" -> {k, v}; "k" -> {k, ""}.
@@ -63,8 +64,10 @@ class ApiClient;
 // or each through `format` (`what` names the command in template errors), then the errors;
 // exit status 1 if any.
 void inspect_all(ApiClient& api, std::string_view prefix, const std::vector<std::string>& names,
-                 std::string_view query = "", std::string_view format = "", std::string_view what = "");
-// DELETE prefix + name + query for each name, printing each removed name; exit status 1 if any failed.
+                 std::string_view query = "", std::string_view format = "",
+                 std::string_view what = "");
+// DELETE prefix + name + query for each name, printing each removed name; exit status 1 if any
+// failed.
 void remove_all(ApiClient& api, std::string_view prefix, const std::vector<std::string>& names,
                 std::string_view query = "");
 

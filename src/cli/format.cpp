@@ -62,8 +62,8 @@ std::string print_value(const json::value& v) {
 
 std::size_t display_width(std::string_view s) {
     // UTF-8 code points: every byte but continuation bytes starts one.
-    return static_cast<std::size_t>(
-        std::count_if(s.begin(), s.end(), [](char c) { return (static_cast<unsigned char>(c) & 0xC0) != 0x80; }));
+    return static_cast<std::size_t>(std::count_if(
+        s.begin(), s.end(), [](char c) { return (static_cast<unsigned char>(c) & 0xC0) != 0x80; }));
 }
 
 }  // namespace
@@ -98,7 +98,8 @@ Result<Template> Template::parse(std::string_view text) {
             action.remove_prefix(1);
         }
         if (action.ends_with(" -")) {
-            while (!rest.empty() && std::isspace(static_cast<unsigned char>(rest.front()))) rest.remove_prefix(1);
+            while (!rest.empty() && std::isspace(static_cast<unsigned char>(rest.front())))
+                rest.remove_prefix(1);
             action.remove_suffix(1);
         }
         if (!literal.empty()) t.parts_.push_back({Part::literal, std::string(literal), {}});
@@ -145,10 +146,13 @@ Result<std::string> Template::render(const json::value& dot, std::string_view wh
             const json::value* next = v->is_object() ? v->as_object().if_contains(name) : nullptr;
             if (next == nullptr) {
                 auto known = v->is_object() ? known_fields(v->as_object()) : "";
-                auto where = walked.size() > 1 ? fmt::format(" in {}", join_path({walked.begin(), walked.end() - 1}))
-                                               : std::string();
-                return template_error(fmt::format("field {} is not known for {}{}; known: {}", join_path(walked),
-                                                  what, where, known.empty() ? "(none)" : known));
+                auto where =
+                    walked.size() > 1
+                        ? fmt::format(" in {}", join_path({walked.begin(), walked.end() - 1}))
+                        : std::string();
+                return template_error(fmt::format("field {} is not known for {}{}; known: {}",
+                                                  join_path(walked), what, where,
+                                                  known.empty() ? "(none)" : known));
             }
             v = next;
         }
@@ -160,9 +164,11 @@ Result<std::string> Template::render(const json::value& dot, std::string_view wh
 std::string Template::header(const json::object& titles) const {
     std::string out;
     for (const auto& p : parts_) {
-        if (p.kind == Part::literal) out += p.text;
+        if (p.kind == Part::literal)
+            out += p.text;
         else if (p.kind == Part::field && p.path.size() == 1)
-            if (auto* t = titles.if_contains(p.path[0]); t && t->is_string()) out += std::string(t->as_string());
+            if (auto* t = titles.if_contains(p.path[0]); t && t->is_string())
+                out += std::string(t->as_string());
     }
     return out;
 }
@@ -188,7 +194,8 @@ Result<std::string> format_list(const ListFormat& list, std::string_view format,
             std::sort(names.begin(), names.end());
             std::string known;
             for (const auto& n : names) known += (known.empty() ? "." : " .") + n;
-            return template_error(fmt::format("field .{} is not known for {}; known: {}", f, list.what, known));
+            return template_error(
+                fmt::format("field .{} is not known for {}; known: {}", f, list.what, known));
         }
 
     std::string out;
@@ -263,15 +270,21 @@ std::string go_json(const json::value& v) {
     std::string out;
     out.reserve(text.size());
     for (char c : text) {
-        if (c == '<') out += "\\u003c";
-        else if (c == '>') out += "\\u003e";
-        else if (c == '&') out += "\\u0026";
-        else out += c;
+        if (c == '<')
+            out += "\\u003c";
+        else if (c == '>')
+            out += "\\u003e";
+        else if (c == '&')
+            out += "\\u0026";
+        else
+            out += c;
     }
     return out;
 }
 
-std::string truncate_id(std::string_view id) { return std::string(id.substr(0, 12)); }
+std::string truncate_id(std::string_view id) {
+    return std::string(id.substr(0, 12));
+}
 
 std::string image_without_digest(std::string_view image) {
     auto at = image.find('@');

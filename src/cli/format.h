@@ -14,7 +14,7 @@
 namespace coffer::cli {
 
 class Template {
-public:
+  public:
     // Literal `\t` and `\n` in the text become a tab and a newline, as in the docker CLI.
     static Result<Template> parse(std::string_view text);
 
@@ -31,7 +31,7 @@ public:
     // `titles` (an object of field name -> title), json actions by nothing.
     std::string header(const boost::json::object& titles) const;
 
-private:
+  private:
     struct Part {
         enum Kind { literal, field, json } kind;
         std::string text;               // kind literal
@@ -42,17 +42,17 @@ private:
 
 // One field a list command offers to templates.
 struct Column {
-    std::string name;    // "DesiredState"
-    std::string title;   // "DESIRED STATE"
-    bool in_json = true; // part of `{{json .}}` (false: a coffer addition, by name only)
+    std::string name;     // "DesiredState"
+    std::string title;    // "DESIRED STATE"
+    bool in_json = true;  // part of `{{json .}}` (false: a coffer addition, by name only)
 };
 
 // A list command's output as the docker CLI shapes it.
 struct ListFormat {
-    std::string what;              // "service ps", for errors
-    std::vector<Column> columns;   // every field the command knows
-    std::string table;             // the default table's template (without "table ")
-    std::string quiet = "{{.ID}}"; // what -q prints
+    std::string what;               // "service ps", for errors
+    std::vector<Column> columns;    // every field the command knows
+    std::string table;              // the default table's template (without "table ")
+    std::string quiet = "{{.ID}}";  // what -q prints
 };
 
 // Each row (an object of field name -> string or bool) printed through `format` (the --format

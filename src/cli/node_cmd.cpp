@@ -34,12 +34,14 @@ const ListFormat node_list{
      {"CertExpiry", "CERT EXPIRY", false}},
     // Docker's default marks the CLI's own node with "*" after the ID; the coffer CLI is never a
     // node, so the mark is always a space.
-    "{{.ID}}  \t{{.Hostname}}\t{{.Status}}\t{{.Availability}}\t{{.ManagerStatus}}\t{{.EngineVersion}}",
+    "{{.ID}}  "
+    "\t{{.Hostname}}\t{{.Status}}\t{{.Availability}}\t{{.ManagerStatus}}\t{{.EngineVersion}}",
 };
 
 json::object node_row(const json::value& n) {
     std::string manager;
-    if (auto* leader = at(n, {"ManagerStatus", "Leader"}); leader && leader->is_bool() && leader->as_bool())
+    if (auto* leader = at(n, {"ManagerStatus", "Leader"});
+        leader && leader->is_bool() && leader->as_bool())
         manager = "Leader";
     else
         manager = title(field(n, {"ManagerStatus", "Reachability"}));
@@ -70,7 +72,8 @@ void add_node_commands(CLI::App& app, Globals& g) {
             ApiClient api(g.host);
             auto items = must(api.call("GET", "/nodes" + filters_query(flags->filters))).as_array();
             std::sort(items.begin(), items.end(), [](const auto& a, const auto& b) {
-                return field(a, {"Description", "Hostname"}) < field(b, {"Description", "Hostname"});
+                return field(a, {"Description", "Hostname"}) <
+                       field(b, {"Description", "Hostname"});
             });
             std::vector<json::object> rows;
             for (const auto& n : items) rows.push_back(node_row(n));
@@ -78,7 +81,8 @@ void add_node_commands(CLI::App& app, Globals& g) {
         });
     }
     {
-        auto* cmd = node->add_subcommand("inspect", "Display detailed information on one or more nodes");
+        auto* cmd =
+            node->add_subcommand("inspect", "Display detailed information on one or more nodes");
         auto names = std::make_shared<std::vector<std::string>>();
         auto format = std::make_shared<std::string>();
         add_inspect_format(cmd, *format);
@@ -95,18 +99,24 @@ void add_node_commands(CLI::App& app, Globals& g) {
             std::vector<std::string> label_add, label_rm;
         };
         auto o = std::make_shared<Opts>();
-        cmd->add_option("--availability", o->availability, "Availability of the node (active, pause, drain)")
+        cmd->add_option("--availability", o->availability,
+                        "Availability of the node (active, pause, drain)")
             ->check(CLI::IsMember({"active", "pause", "drain"}));
-        cmd->add_option("--role", o->role, "Role of the node (worker, manager)")->check(CLI::IsMember({"worker", "manager"}));
+        cmd->add_option("--role", o->role, "Role of the node (worker, manager)")
+            ->check(CLI::IsMember({"worker", "manager"}));
         cmd->add_option("--label-add", o->label_add, "Add or update a node label (key=value)")
-            ->allow_extra_args(false);  // one value per flag, as Docker: `--secret s IMAGE` is not two secrets
+            ->allow_extra_args(
+                false);  // one value per flag, as Docker: `--secret s IMAGE` is not two secrets
         cmd->add_option("--label-rm", o->label_rm, "Remove a node label if exists")
-            ->allow_extra_args(false);  // one value per flag, as Docker: `--secret s IMAGE` is not two secrets
+            ->allow_extra_args(
+                false);  // one value per flag, as Docker: `--secret s IMAGE` is not two secrets
         cmd->add_option("node", o->target, "NODE")->required();
         cmd->callback([&g, o] {
             ApiClient api(g.host);
             auto n = must(api.call("GET", "/nodes/" + net::percent_encode(o->target)));
-            auto spec = at(n, {"Spec"}) && at(n, {"Spec"})->is_object() ? at(n, {"Spec"})->as_object() : json::object{};
+            auto spec = at(n, {"Spec"}) && at(n, {"Spec"})->is_object()
+                            ? at(n, {"Spec"})->as_object()
+                            : json::object{};
             if (!o->availability.empty()) spec["Availability"] = o->availability;
             if (!o->role.empty()) spec["Role"] = o->role;
             auto& labels = spec["Labels"];
@@ -116,7 +126,9 @@ void add_node_commands(CLI::App& app, Globals& g) {
                 auto [k, v] = split_kv(l);
                 labels.as_object()[k] = v;
             }
-            must(api.call("POST", fmt::format("/nodes/{}/update?version={}", field(n, {"ID"}), number(n, {"Version", "Index"})),
+            must(api.call("POST",
+                          fmt::format("/nodes/{}/update?version={}", field(n, {"ID"}),
+                                      number(n, {"Version", "Index"})),
                           json::value(std::move(spec))));
             std::printf("%s\n", o->target.c_str());
         });

@@ -56,7 +56,8 @@ std::string pretty_json(const json::value& v, int indent) {
         std::string out = "{\n";
         std::size_t i = 0;
         for (const auto& [k, val] : o) {
-            out += pad + json::serialize(json::value(json::string(k))) + ": " + pretty_json(val, indent + 4);
+            out += pad + json::serialize(json::value(json::string(k))) + ": " +
+                   pretty_json(val, indent + 4);
             out += ++i < o.size() ? ",\n" : "\n";
         }
         return out + close + "}";

@@ -27,7 +27,8 @@ void add_secret_create(CLI::App& secret, Globals& g) {
     auto source = std::make_shared<std::string>();
     auto labels = std::make_shared<std::vector<std::string>>();
     cmd->add_option("-l,--label", *labels, "Secret labels (key=value)")
-        ->allow_extra_args(false);  // one value per flag, as Docker: `--secret s IMAGE` is not two secrets
+        ->allow_extra_args(
+            false);  // one value per flag, as Docker: `--secret s IMAGE` is not two secrets
     cmd->add_option("name", *name, "Secret name")->required();
     cmd->add_option("file", *source, "File to read the secret from, or - for STDIN")->required();
     cmd->callback([&g, name, source, labels] {
@@ -102,7 +103,8 @@ void add_secret_ls(CLI::App& secret, Globals& g) {
 
 // secret inspect NAME|ID...
 void add_secret_inspect(CLI::App& secret, Globals& g) {
-    auto* cmd = secret.add_subcommand("inspect", "Display detailed information on one or more secrets");
+    auto* cmd =
+        secret.add_subcommand("inspect", "Display detailed information on one or more secrets");
     auto names = std::make_shared<std::vector<std::string>>();
     auto format = std::make_shared<std::string>();
     add_inspect_format(cmd, *format);

@@ -15,8 +15,9 @@ Result<crypto::SecureBuffer> read_secret(int fd, std::size_t limit, std::string_
     for (;;) {
         if (used == buf.size()) {
             if (used > limit)
-                return make_error(Errc::invalid_argument,
-                                  fmt::format("error reading from {}: more than {} bytes", what, limit));
+                return make_error(
+                    Errc::invalid_argument,
+                    fmt::format("error reading from {}: more than {} bytes", what, limit));
             crypto::SecureBuffer bigger(std::min(buf.size() * 2, limit + 1));
             std::memcpy(bigger.data(), buf.data(), used);
             buf = std::move(bigger);
@@ -34,7 +35,8 @@ Result<crypto::SecureBuffer> read_secret(int fd, std::size_t limit, std::string_
         return make_error(Errc::invalid_argument,
                           fmt::format("error reading from {}: more than {} bytes", what, limit));
     if (used == 0)
-        return make_error(Errc::invalid_argument, fmt::format("error reading from {}: data is empty", what));
+        return make_error(Errc::invalid_argument,
+                          fmt::format("error reading from {}: data is empty", what));
     buf.truncate(used);
     return buf;
 }
@@ -43,8 +45,9 @@ Result<crypto::SecureBuffer> read_secret_source(const std::string& source, std::
     if (source == "-") return read_secret(STDIN_FILENO, limit, "STDIN");
     UniqueFd fd(::open(source.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY));
     if (!fd)
-        return make_error(Errc::invalid_argument,
-                          fmt::format("error reading content from \"{}\": {}", source, std::strerror(errno)));
+        return make_error(
+            Errc::invalid_argument,
+            fmt::format("error reading content from \"{}\": {}", source, std::strerror(errno)));
     return read_secret(fd.get(), limit, fmt::format("\"{}\"", source));
 }
 

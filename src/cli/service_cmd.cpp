@@ -41,7 +41,8 @@ Result<json::array> secret_refs(ApiClient& api, const std::vector<std::string>& 
         auto it = ids.find(o.source);
         if (it == ids.end()) return usage(fmt::format("secret not found: {}", o.source));
         refs.push_back(json::object{
-            {"File", json::object{{"Name", o.target}, {"UID", o.uid}, {"GID", o.gid}, {"Mode", o.mode}}},
+            {"File",
+             json::object{{"Name", o.target}, {"UID", o.uid}, {"GID", o.gid}, {"Mode", o.mode}}},
             {"SecretID", it->second},
             {"SecretName", o.source}});
     }
@@ -55,10 +56,10 @@ void wait_converged(ApiClient& api, const std::string& id, std::chrono::seconds 
     std::map<std::string, std::string> shown;  // slot -> last line
     for (;;) {
         auto svc = must(api.call("GET", "/services/" + id + "?insertDefaults=false"));
-        auto tasks = must(api.call("GET", "/tasks?filters=" +
-                                              net::percent_encode(json::serialize(json::object{
-                                                  {"_up-to-date", json::object{{"true", true}}},
-                                                  {"service", json::object{{id, true}}}}))));
+        auto tasks = must(
+            api.call("GET", "/tasks?filters=" + net::percent_encode(json::serialize(json::object{
+                                                    {"_up-to-date", json::object{{"true", true}}},
+                                                    {"service", json::object{{id, true}}}}))));
         auto state = field(svc, {"UpdateStatus", "State"});
         if (state == "paused" || state == "rollback_paused")
             fail(make_error(Errc::conflict, field(svc, {"UpdateStatus", "Message"})));
@@ -72,7 +73,8 @@ void wait_converged(ApiClient& api, const std::string& id, std::chrono::seconds 
             if (st == "running") ++running;
             auto key = global ? field(t, {"NodeID"}) : std::to_string(number(t, {"Slot"}));
             auto err = field(t, {"Status", "Err"});
-            auto line = fmt::format("{}: {} {}", key, st, err.empty() ? field(t, {"Status", "Message"}) : err);
+            auto line = fmt::format("{}: {} {}", key, st,
+                                    err.empty() ? field(t, {"Status", "Message"}) : err);
             if (shown[key] != line) {
                 std::printf("%s\n", line.c_str());
                 shown[key] = line;
@@ -86,9 +88,10 @@ void wait_converged(ApiClient& api, const std::string& id, std::chrono::seconds 
             return;
         }
         if (std::chrono::steady_clock::now() > deadline)
-            fail(make_error(Errc::unavailable,
-                            fmt::format("timed out waiting for service {} to converge ({} of {} tasks running)", id,
-                                        running, want)));
+            fail(make_error(
+                Errc::unavailable,
+                fmt::format("timed out waiting for service {} to converge ({} of {} tasks running)",
+                            id, running, want)));
         std::this_thread::sleep_for(std::chrono::milliseconds(200));
     }
 }
@@ -106,14 +109,19 @@ void add_service_create(CLI::App& service, Globals& g) {
     auto o = std::make_shared<Opts>();
     cmd->add_option("--name", o->name, "Service name");
     cmd->add_option("--secret", o->secrets, "Specify secrets to expose to the service")
-        ->allow_extra_args(false);  // one value per flag, as Docker: `--secret s IMAGE` is not two secrets
-    cmd->add_option("--mode", o->mode, "Service mode (replicated or global)")->check(CLI::IsMember({"replicated", "global"}));
+        ->allow_extra_args(
+            false);  // one value per flag, as Docker: `--secret s IMAGE` is not two secrets
+    cmd->add_option("--mode", o->mode, "Service mode (replicated or global)")
+        ->check(CLI::IsMember({"replicated", "global"}));
     cmd->add_option("-e,--env", o->env, "Set environment variables")
-        ->allow_extra_args(false);  // one value per flag, as Docker: `--secret s IMAGE` is not two secrets
+        ->allow_extra_args(
+            false);  // one value per flag, as Docker: `--secret s IMAGE` is not two secrets
     cmd->add_option("--constraint", o->constraints, "Placement constraints")
-        ->allow_extra_args(false);  // one value per flag, as Docker: `--secret s IMAGE` is not two secrets
+        ->allow_extra_args(
+            false);  // one value per flag, as Docker: `--secret s IMAGE` is not two secrets
     cmd->add_option("-l,--label", o->labels, "Service labels")
-        ->allow_extra_args(false);  // one value per flag, as Docker: `--secret s IMAGE` is not two secrets
+        ->allow_extra_args(
+            false);  // one value per flag, as Docker: `--secret s IMAGE` is not two secrets
     o->flags.add(cmd);
     o->wait.add(cmd);
     cmd->add_option("image", o->image_and_args, "IMAGE [COMMAND] [ARG...]")->required();
@@ -121,17 +129,21 @@ void add_service_create(CLI::App& service, Globals& g) {
     cmd->callback([&g, o, cmd] {
         ApiClient api(g.host);
         json::object cs{{"Image", o->image_and_args[0]}};
-        if (o->image_and_args.size() > 1) cs["Args"] = json::array(o->image_and_args.begin() + 1, o->image_and_args.end());
+        if (o->image_and_args.size() > 1)
+            cs["Args"] = json::array(o->image_and_args.begin() + 1, o->image_and_args.end());
         if (!o->env.empty()) cs["Env"] = json::array(o->env.begin(), o->env.end());
         auto refs = must(secret_refs(api, o->secrets));
         if (!refs.empty()) cs["Secrets"] = std::move(refs);
         auto labels = labels_object(o->labels);
         json::object tt{{"ContainerSpec", std::move(cs)}, {"ForceUpdate", 0}};
         if (!o->constraints.empty())
-            tt["Placement"] = json::object{{"Constraints", json::array(o->constraints.begin(), o->constraints.end())}};
-        json::object spec{{"Name", o->name}, {"Labels", std::move(labels)}, {"TaskTemplate", std::move(tt)}};
+            tt["Placement"] = json::object{
+                {"Constraints", json::array(o->constraints.begin(), o->constraints.end())}};
+        json::object spec{
+            {"Name", o->name}, {"Labels", std::move(labels)}, {"TaskTemplate", std::move(tt)}};
         if (o->mode == "global") {
-            if (!o->flags.replicas.empty()) fail(usage("replicas can only be used with replicated mode"));
+            if (!o->flags.replicas.empty())
+                fail(usage("replicas can only be used with replicated mode"));
             spec["Mode"] = json::object{{"Global", json::object{}}};
         } else {
             spec["Mode"] = json::object{{"Replicated", json::object{{"Replicas", 1}}}};
@@ -157,24 +169,31 @@ void add_service_update(CLI::App& service, Globals& g) {
     };
     auto o = std::make_shared<Opts>();
     cmd->add_option("--secret-add", o->secret_add, "Add or update a secret on a service")
-        ->allow_extra_args(false);  // one value per flag, as Docker: `--secret s IMAGE` is not two secrets
+        ->allow_extra_args(
+            false);  // one value per flag, as Docker: `--secret s IMAGE` is not two secrets
     cmd->add_option("--secret-rm", o->secret_rm, "Remove a secret")
-        ->allow_extra_args(false);  // one value per flag, as Docker: `--secret s IMAGE` is not two secrets
+        ->allow_extra_args(
+            false);  // one value per flag, as Docker: `--secret s IMAGE` is not two secrets
     cmd->add_option("--image", o->image, "Service image tag");
     cmd->add_option("--env-add", o->env_add, "Add or update an environment variable")
-        ->allow_extra_args(false);  // one value per flag, as Docker: `--secret s IMAGE` is not two secrets
+        ->allow_extra_args(
+            false);  // one value per flag, as Docker: `--secret s IMAGE` is not two secrets
     cmd->add_option("--env-rm", o->env_rm, "Remove an environment variable")
-        ->allow_extra_args(false);  // one value per flag, as Docker: `--secret s IMAGE` is not two secrets
+        ->allow_extra_args(
+            false);  // one value per flag, as Docker: `--secret s IMAGE` is not two secrets
     cmd->add_flag("--force", o->force, "Force update even if no changes require it");
     o->flags.add(cmd);
     o->wait.add(cmd);
     cmd->add_option("service", o->target, "SERVICE")->required();
     cmd->callback([&g, o, cmd] {
         ApiClient api(g.host);
-        auto svc = must(api.call("GET", "/services/" + net::percent_encode(o->target) + "?insertDefaults=false"));
+        auto svc = must(api.call(
+            "GET", "/services/" + net::percent_encode(o->target) + "?insertDefaults=false"));
         auto id = field(svc, {"ID"});
         auto version = number(svc, {"Version", "Index"});
-        auto spec = at(svc, {"Spec"}) && at(svc, {"Spec"})->is_object() ? at(svc, {"Spec"})->as_object() : json::object{};
+        auto spec = at(svc, {"Spec"}) && at(svc, {"Spec"})->is_object()
+                        ? at(svc, {"Spec"})->as_object()
+                        : json::object{};
         auto& tt = obj(spec, "TaskTemplate");
         auto& cs = obj(tt, "ContainerSpec");
         if (!o->image.empty()) cs["Image"] = o->image;
@@ -191,7 +210,8 @@ void add_service_update(CLI::App& service, Globals& g) {
         }
         if (o->force) tt["ForceUpdate"] = number(json::value(tt), {"ForceUpdate"}) + 1;
         if (auto r = o->flags.apply(spec); !r) fail(r.error());
-        must(api.call("POST", fmt::format("/services/{}/update?version={}", id, version), json::value(std::move(spec))));
+        must(api.call("POST", fmt::format("/services/{}/update?version={}", id, version),
+                      json::value(std::move(spec))));
         std::printf("%s\n", o->target.c_str());
         std::fflush(stdout);
         if (o->wait.wait(cmd)) wait_converged(api, id, std::chrono::seconds(o->wait.timeout));
@@ -200,7 +220,12 @@ void add_service_update(CLI::App& service, Globals& g) {
 
 const ListFormat service_list{
     "service ls",
-    {{"ID", "ID"}, {"Name", "NAME"}, {"Mode", "MODE"}, {"Replicas", "REPLICAS"}, {"Image", "IMAGE"}, {"Ports", "PORTS"}},
+    {{"ID", "ID"},
+     {"Name", "NAME"},
+     {"Mode", "MODE"},
+     {"Replicas", "REPLICAS"},
+     {"Image", "IMAGE"},
+     {"Ports", "PORTS"}},
     "{{.ID}}\t{{.Name}}\t{{.Mode}}\t{{.Replicas}}\t{{.Image}}\t{{.Ports}}",
 };
 
@@ -211,7 +236,8 @@ json::object service_row(const json::value& s) {
             {"Mode", global ? "global" : "replicated"},
             {"Replicas", fmt::format("{}/{}", number(s, {"ServiceStatus", "RunningTasks"}),
                                      number(s, {"ServiceStatus", "DesiredTasks"}))},
-            {"Image", image_without_digest(field(s, {"Spec", "TaskTemplate", "ContainerSpec", "Image"}))},
+            {"Image",
+             image_without_digest(field(s, {"Spec", "TaskTemplate", "ContainerSpec", "Image"}))},
             // coffer publishes no ports.
             {"Ports", ""}};
 }
@@ -225,7 +251,8 @@ void add_service_ls(CLI::App& service, Globals& g) {
     cmd->callback([&g, flags] {
         ApiClient api(g.host);
         auto q = filters_query(flags->filters);
-        auto list = must(api.call("GET", "/services" + (q.empty() ? "?status=true" : q + "&status=true")));
+        auto list =
+            must(api.call("GET", "/services" + (q.empty() ? "?status=true" : q + "&status=true")));
         auto items = list.as_array();
         std::sort(items.begin(), items.end(), [](const auto& a, const auto& b) {
             return field(a, {"Spec", "Name"}) < field(b, {"Spec", "Name"});
@@ -246,7 +273,8 @@ const ListFormat task_list{
      {"CurrentState", "CURRENT STATE"},
      {"Error", "ERROR"},
      {"Ports", "PORTS"}},
-    "{{.ID}}\t{{.Name}}\t{{.Image}}\t{{.Node}}\t{{.DesiredState}}\t{{.CurrentState}}\t{{.Error}}\t{{.Ports}}",
+    "{{.ID}}\t{{.Name}}\t{{.Image}}\t{{.Node}}\t{{.DesiredState}}\t{{.CurrentState}}\t{{.Error}}\t{"
+    "{.Ports}}",
 };
 
 std::string capitalized(std::string s) {
@@ -280,7 +308,8 @@ json::object task_row(const json::value& t, std::string name, const std::string&
             {"Ports", ""}};
 }
 
-// service ps [OPTIONS] SERVICE...: the services' tasks by name, each slot's (or node's) newest first.
+// service ps [OPTIONS] SERVICE...: the services' tasks by name, each slot's (or node's) newest
+// first.
 void add_service_ps(CLI::App& service, Globals& g) {
     auto* cmd = service.add_subcommand("ps", "List the tasks of one or more services");
     auto names = std::make_shared<std::vector<std::string>>();
@@ -295,23 +324,28 @@ void add_service_ps(CLI::App& service, Globals& g) {
         std::map<std::string, std::string> service_names;
         json::object wanted;
         for (const auto& name : *names) {
-            auto svc = must(api.call("GET", "/services/" + net::percent_encode(name) + "?insertDefaults=false"));
+            auto svc = must(api.call(
+                "GET", "/services/" + net::percent_encode(name) + "?insertDefaults=false"));
             auto id = field(svc, {"ID"});
             service_names[id] = field(svc, {"Spec", "Name"});
             wanted[id] = true;
         }
         filters["service"] = std::move(wanted);
-        auto tasks = must(api.call("GET", "/tasks?filters=" + net::percent_encode(json::serialize(filters)))).as_array();
+        auto tasks =
+            must(api.call("GET", "/tasks?filters=" + net::percent_encode(json::serialize(filters))))
+                .as_array();
         std::map<std::string, std::string> hostnames;
         if (!flags->no_resolve) {
             auto nodes = must(api.call("GET", "/nodes"));
-            for (const auto& n : nodes.as_array()) hostnames[field(n, {"ID"})] = field(n, {"Description", "Hostname"});
+            for (const auto& n : nodes.as_array())
+                hostnames[field(n, {"ID"})] = field(n, {"Description", "Hostname"});
         }
         auto task_name = [&](const json::value& t) {
             auto svc = field(t, {"ServiceID"});
             auto prefix = flags->no_resolve ? svc : service_names[svc];
             auto slot = number(t, {"Slot"});
-            return slot ? fmt::format("{}.{}", prefix, slot) : fmt::format("{}.{}", prefix, field(t, {"NodeID"}));
+            return slot ? fmt::format("{}.{}", prefix, slot)
+                        : fmt::format("{}.{}", prefix, field(t, {"NodeID"}));
         };
         // As the docker CLI: by name (as text), then newest first.
         std::vector<std::pair<std::string, json::value>> named;
@@ -331,7 +365,8 @@ void add_service_ps(CLI::App& service, Globals& g) {
         std::string prev;
         for (const auto& [name, t] : named) {
             auto node_id = field(t, {"NodeID"});
-            auto node = flags->no_resolve || !hostnames.count(node_id) ? node_id : hostnames[node_id];
+            auto node =
+                flags->no_resolve || !hostnames.count(node_id) ? node_id : hostnames[node_id];
             rows.push_back(task_row(t, table && name == prev ? " \\_ " + name : name, node, trunc));
             prev = name;
         }
@@ -341,7 +376,8 @@ void add_service_ps(CLI::App& service, Globals& g) {
 
 // service inspect [--pretty] SERVICE...
 void add_service_inspect(CLI::App& service, Globals& g) {
-    auto* cmd = service.add_subcommand("inspect", "Display detailed information on one or more services");
+    auto* cmd =
+        service.add_subcommand("inspect", "Display detailed information on one or more services");
     auto names = std::make_shared<std::vector<std::string>>();
     auto pretty = std::make_shared<bool>(false);
     auto format = std::make_shared<std::string>();
@@ -353,34 +389,48 @@ void add_service_inspect(CLI::App& service, Globals& g) {
         json::array found;
         int failed = 0;
         for (const auto& n : *names) {
-            auto r = api.call("GET", "/services/" + net::percent_encode(n) + "?insertDefaults=true");
-            if (r) found.push_back(std::move(*r));
-            else failed = report(r.error());
+            auto r =
+                api.call("GET", "/services/" + net::percent_encode(n) + "?insertDefaults=true");
+            if (r)
+                found.push_back(std::move(*r));
+            else
+                failed = report(r.error());
         }
         if (!format->empty()) {
-            auto out = format_inspect("service inspect", *format, std::vector<json::value>(found.begin(), found.end()));
+            auto out = format_inspect("service inspect", *format,
+                                      std::vector<json::value>(found.begin(), found.end()));
             if (!out) fail(out.error());
             std::fputs(out->c_str(), stdout);
         } else if (!*pretty) {
             std::printf("%s\n", pretty_json(found).c_str());
         } else {
             for (const auto& s : found) {
-                std::printf("\nID:\t\t%s\nName:\t\t%s\n", field(s, {"ID"}).c_str(), field(s, {"Spec", "Name"}).c_str());
-                if (at(s, {"Spec", "Mode", "Global"})) std::printf("Service Mode:\tGlobal\n");
-                else std::printf("Service Mode:\tReplicated\n Replicas:\t%lld\n",
-                                 static_cast<long long>(number(s, {"Spec", "Mode", "Replicated", "Replicas"})));
+                std::printf("\nID:\t\t%s\nName:\t\t%s\n", field(s, {"ID"}).c_str(),
+                            field(s, {"Spec", "Name"}).c_str());
+                if (at(s, {"Spec", "Mode", "Global"}))
+                    std::printf("Service Mode:\tGlobal\n");
+                else
+                    std::printf("Service Mode:\tReplicated\n Replicas:\t%lld\n",
+                                static_cast<long long>(
+                                    number(s, {"Spec", "Mode", "Replicated", "Replicas"})));
                 if (at(s, {"UpdateStatus"}))
-                    std::printf("UpdateStatus:\n State:\t\t%s\n Message:\t%s\n", field(s, {"UpdateStatus", "State"}).c_str(),
+                    std::printf("UpdateStatus:\n State:\t\t%s\n Message:\t%s\n",
+                                field(s, {"UpdateStatus", "State"}).c_str(),
                                 field(s, {"UpdateStatus", "Message"}).c_str());
-                std::printf("ContainerSpec:\n Image:\t\t%s\n", field(s, {"Spec", "TaskTemplate", "ContainerSpec", "Image"}).c_str());
-                if (auto* secrets = at(s, {"Spec", "TaskTemplate", "ContainerSpec", "Secrets"}); secrets && secrets->is_array()) {
+                std::printf("ContainerSpec:\n Image:\t\t%s\n",
+                            field(s, {"Spec", "TaskTemplate", "ContainerSpec", "Image"}).c_str());
+                if (auto* secrets = at(s, {"Spec", "TaskTemplate", "ContainerSpec", "Secrets"});
+                    secrets && secrets->is_array()) {
                     std::printf("Secrets:\n");
                     for (const auto& ref : secrets->as_array())
-                        std::printf(" Target:\t%s\n  Source:\t%s\n", field(ref, {"File", "Name"}).c_str(),
+                        std::printf(" Target:\t%s\n  Source:\t%s\n",
+                                    field(ref, {"File", "Name"}).c_str(),
                                     field(ref, {"SecretName"}).c_str());
                 }
-                if (auto mem = number(s, {"Spec", "TaskTemplate", "Resources", "Limits", "MemoryBytes"}))
-                    std::printf("Resources:\n Limits:\n  Memory:\t%lldMiB\n", static_cast<long long>(mem >> 20));
+                if (auto mem =
+                        number(s, {"Spec", "TaskTemplate", "Resources", "Limits", "MemoryBytes"}))
+                    std::printf("Resources:\n Limits:\n  Memory:\t%lldMiB\n",
+                                static_cast<long long>(mem >> 20));
             }
         }
         if (failed) throw CLI::RuntimeError(1);
@@ -415,7 +465,8 @@ void add_service_scale(CLI::App& service, Globals& g) {
             }
             const auto& name = arg->service;
             auto n = arg->replicas;
-            auto svc = api.call("GET", "/services/" + net::percent_encode(name) + "?insertDefaults=false");
+            auto svc =
+                api.call("GET", "/services/" + net::percent_encode(name) + "?insertDefaults=false");
             if (!svc) {
                 failed = report(svc.error());
                 continue;
@@ -426,11 +477,14 @@ void add_service_scale(CLI::App& service, Globals& g) {
                 continue;
             }
             obj(obj(spec, "Mode"), "Replicated")["Replicas"] = n;
-            auto r = api.call("POST", fmt::format("/services/{}/update?version={}", field(*svc, {"ID"}),
-                                                  number(*svc, {"Version", "Index"})),
+            auto r = api.call("POST",
+                              fmt::format("/services/{}/update?version={}", field(*svc, {"ID"}),
+                                          number(*svc, {"Version", "Index"})),
                               json::value(std::move(spec)));
-            if (r) std::printf("%s scaled to %lld\n", name.c_str(), n);
-            else failed = report(r.error());
+            if (r)
+                std::printf("%s scaled to %lld\n", name.c_str(), n);
+            else
+                failed = report(r.error());
         }
         if (failed) throw CLI::RuntimeError(1);
     });

@@ -122,7 +122,8 @@ Tasks make_tasks(const NodeOptions& o) {
     // What a previous agent left goes first; the manager's complete set restarts what should run.
     auto left = driver->runner().recover_leftovers();
     if (left.containers + left.mounts + left.task_dirs + left.cgroups > 0)
-        log::info("runner", "cleaned leftovers: {} containers, {} mounts, {} task directories, {} cgroups",
+        log::info("runner",
+                  "cleaned leftovers: {} containers, {} mounts, {} task directories, {} cgroups",
                   left.containers, left.mounts, left.task_dirs, left.cgroups);
     t.driver = std::move(driver);
     return t;
@@ -151,7 +152,8 @@ int run_node(const NodeOptions& o, const crypto::SecureBuffer& token) {
                             "join with a new token, stop the agent and remove {}",
                             where, where)));
         if (o.manager.empty())
-            return fail(make_error(Errc::invalid_argument, "--join-token needs --manager HOST:PORT"));
+            return fail(
+                make_error(Errc::invalid_argument, "--join-token needs --manager HOST:PORT"));
         identity = enroll(o.data_dir, o.manager, token, {}, o.hostname);
     } else {
         identity = load_identity(o.data_dir);
@@ -179,10 +181,13 @@ int run_node(const NodeOptions& o, const crypto::SecureBuffer& token) {
     // A stop mostly waits for its task to end: a batch of 16 gets its signals at once. The
     // no-op driver's stops return at once.
     executor_options.stop_workers = o.noop_executor ? 0 : 16;
-    Executor executor(*tasks.driver, [&session](crypto::SecureBuffer json) {
-        auto* s = session.load();
-        return s != nullptr && s->send(std::move(json));
-    }, executor_options);
+    Executor executor(
+        *tasks.driver,
+        [&session](crypto::SecureBuffer json) {
+            auto* s = session.load();
+            return s != nullptr && s->send(std::move(json));
+        },
+        executor_options);
 
     SessionOptions options;
     options.manager = std::move(*endpoint);
@@ -217,35 +222,44 @@ int run_node(const NodeOptions& o, const crypto::SecureBuffer& token) {
 }  // namespace
 
 int main(int argc, char** argv) {
-    CLI::App app{"coffer node agent: without a subcommand, joins (first start) and keeps the "
-                 "session to the manager"};
+    CLI::App app{
+        "coffer node agent: without a subcommand, joins (first start) and keeps the "
+        "session to the manager"};
     app.require_subcommand(0, 1);
     std::string data_dir = "/var/lib/coffer-agent", run_dir = "/run/coffer-agent", runtime,
                 log_level = "info", seccomp = "builtin";
-    app.add_option("--data-dir", data_dir, "the node identity, images, writable layers, task logs")->capture_default_str();
-    app.add_option("--run-dir", run_dir, "bundles, secret mounts, runtime state")->capture_default_str();
+    app.add_option("--data-dir", data_dir, "the node identity, images, writable layers, task logs")
+        ->capture_default_str();
+    app.add_option("--run-dir", run_dir, "bundles, secret mounts, runtime state")
+        ->capture_default_str();
     app.add_option("--runtime", runtime, "runc or crun (default: crun when installed, else runc)");
     app.add_option("--seccomp-profile", seccomp,
                    "builtin (Docker's default rules), unconfined (no filter), or the path of a "
                    "profile in Docker's format")
         ->capture_default_str();
-    app.add_option("--log-level", log_level, "e.g. info or debug,runner=debug")->capture_default_str();
+    app.add_option("--log-level", log_level, "e.g. info or debug,runner=debug")
+        ->capture_default_str();
     std::string manager, token_text;
-    app.add_option("--manager", manager, "HOST:PORT of a manager's node port (default: the one joined)");
-    auto* token_option = app.add_option("--join-token", token_text, "first start: join the cluster with this token")
-        ->envname("COFFER_JOIN_TOKEN");
+    app.add_option("--manager", manager,
+                   "HOST:PORT of a manager's node port (default: the one joined)");
+    auto* token_option =
+        app.add_option("--join-token", token_text, "first start: join the cluster with this token")
+            ->envname("COFFER_JOIN_TOKEN");
     std::string hostname;
-    app.add_option("--hostname", hostname, "first start: the name this node joins under (default: the host's name)");
+    app.add_option("--hostname", hostname,
+                   "first start: the name this node joins under (default: the host's name)");
     bool noop_executor = false;
     app.add_flag("--benchmark-noop-executor", noop_executor,
                  "benchmark mode: take assignments and report states, but run no task (no runtime, "
                  "no mounts; for load tests of the manager with many agents on one machine)");
-    auto* join = app.add_subcommand("join", "the default: join (with --join-token), then keep the session");
+    auto* join =
+        app.add_subcommand("join", "the default: join (with --join-token), then keep the session");
 
     auto* image = app.add_subcommand("image", "the local image store");
     image->require_subcommand(1);
     std::string import_file, import_name, rm_name;
-    auto* import = image->add_subcommand("import", "import a docker save archive, OCI archive or OCI layout");
+    auto* import =
+        image->add_subcommand("import", "import a docker save archive, OCI archive or OCI layout");
     import->add_option("FILE", import_file)->required();
     import->add_option("NAME", import_name, "NAME[:TAG]");
     auto* ls = image->add_subcommand("ls", "list images");
@@ -258,7 +272,8 @@ int main(int argc, char** argv) {
     int grace_ms = 10000;
     run->add_option("--spec", spec_file, "task spec (JSON)")->required();
     run->add_option("--secret", secret_args, "ID=FILE: the bytes of a secret the spec references");
-    run->add_option("--stop-grace-ms", grace_ms, "on SIGINT/SIGTERM: SIGTERM, then SIGKILL after this")
+    run->add_option("--stop-grace-ms", grace_ms,
+                    "on SIGINT/SIGTERM: SIGTERM, then SIGKILL after this")
         ->capture_default_str();
     auto* cleanup = app.add_subcommand("cleanup", "remove what a crashed agent left behind");
 
@@ -278,10 +293,12 @@ int main(int argc, char** argv) {
                 char name[256] = {};
                 if (::gethostname(name, sizeof name - 1) == 0) hostname = name;
             }
-            return run_node({data_dir, run_dir, runtime, seccomp, manager, noop_executor, hostname}, token);
+            return run_node({data_dir, run_dir, runtime, seccomp, manager, noop_executor, hostname},
+                            token);
         }
         if (!token.empty())
-            return fail(make_error(Errc::invalid_argument, "--join-token is for joining, not for this command"));
+            return fail(make_error(Errc::invalid_argument,
+                                   "--join-token is for joining, not for this command"));
         ImageStore store(data_dir + "/images");
         if (import->parsed()) {
             auto r = store.import(import_file, import_name);
@@ -296,7 +313,8 @@ int main(int argc, char** argv) {
             return 0;
         }
         if (rm->parsed()) {
-            auto r = store.remove(rm_name, [&](std::string_view d) { return Runner::image_in_use(run_dir, d); });
+            auto r = store.remove(
+                rm_name, [&](std::string_view d) { return Runner::image_in_use(run_dir, d); });
             if (!r) return fail(r.error());
             return 0;
         }
@@ -316,8 +334,10 @@ int main(int argc, char** argv) {
         Runner runner(opt, store);
         auto left = runner.recover_leftovers();
         if (left.containers + left.mounts + left.task_dirs + left.cgroups > 0)
-            log::info("runner", "cleaned leftovers: {} containers, {} mounts, {} task directories, {} cgroups",
-                      left.containers, left.mounts, left.task_dirs, left.cgroups);
+            log::info(
+                "runner",
+                "cleaned leftovers: {} containers, {} mounts, {} task directories, {} cgroups",
+                left.containers, left.mounts, left.task_dirs, left.cgroups);
         if (cleanup->parsed()) return 0;
 
         std::ifstream in(spec_file);
@@ -329,7 +349,8 @@ int main(int argc, char** argv) {
         SecretBytes secrets;
         for (auto& a : secret_args) {
             auto eq = a.find('=');
-            if (eq == std::string::npos) return fail(make_error(Errc::invalid_argument, "--secret ID=FILE"));
+            if (eq == std::string::npos)
+                return fail(make_error(Errc::invalid_argument, "--secret ID=FILE"));
             secrets.insert_or_assign(a.substr(0, eq), read_secret(a.substr(eq + 1)));
         }
 
@@ -342,7 +363,8 @@ int main(int argc, char** argv) {
         std::thread waiter([&] {
             int sig;
             sigwait(&stop_signals, &sig);
-            if (sig == SIGINT || sig == SIGTERM) (void)runner.stop(spec->id, std::chrono::milliseconds(grace_ms));
+            if (sig == SIGINT || sig == SIGTERM)
+                (void)runner.stop(spec->id, std::chrono::milliseconds(grace_ms));
         });
         auto final_status = runner.wait(spec->id, std::chrono::hours(24 * 365));
         pthread_kill(waiter.native_handle(), SIGTERM);

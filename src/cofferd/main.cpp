@@ -1,8 +1,8 @@
 // cofferd: the manager daemon. Options, wiring, run.
+#include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <signal.h>
-#include <arpa/inet.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -15,8 +15,8 @@
 #include <filesystem>
 
 #include "coffer/base/log.h"
-#include "coffer/base/unique_fd.h"
 #include "coffer/base/process.h"
+#include "coffer/base/unique_fd.h"
 #include "coffer/crypto/secure_buffer.h"
 #include "coffer/manager/api.h"
 #include "coffer/manager/cluster.h"
@@ -47,7 +47,8 @@ Result<ListenAddress> parse_listen(std::string_view text) {
     if (host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
     unsigned value = 0;
     auto [end, ec] = std::from_chars(port.data(), port.data() + port.size(), value);
-    if (host.empty() || port.empty() || ec != std::errc() || end != port.data() + port.size() || value > 65535)
+    if (host.empty() || port.empty() || ec != std::errc() || end != port.data() + port.size() ||
+        value > 65535)
         return bad();
     return ListenAddress{std::string(host), static_cast<std::uint16_t>(value)};
 }
@@ -68,14 +69,16 @@ Result<void> probe_listen(const ListenAddress& where) {
         v6->sin6_port = htons(where.port);
         len = sizeof(*v6);
     } else {
-        return coffer::make_error(coffer::Errc::invalid_argument, fmt::format("bad address {}", where.address));
+        return coffer::make_error(coffer::Errc::invalid_argument,
+                                  fmt::format("bad address {}", where.address));
     }
     coffer::UniqueFd fd(::socket(sa.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0));
     int on = 1;
     if (!fd || ::setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &on, sizeof(on)) != 0 ||
         ::bind(fd.get(), reinterpret_cast<sockaddr*>(&sa), len) != 0 || ::listen(fd.get(), 1) != 0)
-        return coffer::make_error(coffer::Errc::unavailable, fmt::format("listen on {}:{}: {}", where.address,
-                                                                         where.port, std::strerror(errno)));
+        return coffer::make_error(
+            coffer::Errc::unavailable,
+            fmt::format("listen on {}:{}: {}", where.address, where.port, std::strerror(errno)));
     return {};
 }
 
@@ -115,10 +118,11 @@ Result<void> write_key_file(const coffer::crypto::SecureBuffer& key, const std::
     coffer::UniqueFd fd(
         ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
     if (!fd && errno == EEXIST)
-        return coffer::make_error(coffer::Errc::already_exists,
-                                  fmt::format("--unlock-key-file {} exists: refusing to replace it (it "
-                                              "may hold another store's key)",
-                                              path));
+        return coffer::make_error(
+            coffer::Errc::already_exists,
+            fmt::format("--unlock-key-file {} exists: refusing to replace it (it "
+                        "may hold another store's key)",
+                        path));
     if (!fd) return fail("create");
     auto written = [&]() -> Result<void> {
         if (::fchmod(fd.get(), 0600) != 0) return fail("chmod");
@@ -162,18 +166,23 @@ int main(int argc, char** argv) {
     std::string listen = "0.0.0.0:4243";
     bool autolock = false;
     app.add_option("--data-dir", data_dir, "Data directory (created 0700)")->capture_default_str();
-    app.add_option("--socket", socket, "Unix socket for the API (mode 0660)")->capture_default_str();
-    app.add_option("--listen", listen, "Node port (ADDRESS:PORT): nodes join and keep their sessions here")
+    app.add_option("--socket", socket, "Unix socket for the API (mode 0660)")
+        ->capture_default_str();
+    app.add_option("--listen", listen,
+                   "Node port (ADDRESS:PORT): nodes join and keep their sessions here")
         ->capture_default_str();
     std::string unlock_key_file;
-    auto* autolock_flag = app.add_flag("--autolock", autolock,
-                 "At first start: protect the store with an unlock key shown once (on the terminal, or in "
-                 "--unlock-key-file) and never stored");
+    auto* autolock_flag = app.add_flag(
+        "--autolock", autolock,
+        "At first start: protect the store with an unlock key shown once (on the terminal, or in "
+        "--unlock-key-file) and never stored");
     app.add_option("--unlock-key-file", unlock_key_file,
-                   "With --autolock, at first start: write the unlock key to this new file (mode 0600) instead "
+                   "With --autolock, at first start: write the unlock key to this new file (mode "
+                   "0600) instead "
                    "of the terminal")
         ->needs(autolock_flag);
-    app.add_option("--log-level", log_spec, "Log levels: LEVEL[,CATEGORY=LEVEL...]")->capture_default_str();
+    app.add_option("--log-level", log_spec, "Log levels: LEVEL[,CATEGORY=LEVEL...]")
+        ->capture_default_str();
     CLI11_PARSE(app, argc, argv);
 
     coffer::log::configure(log_spec);
@@ -195,9 +204,9 @@ int main(int argc, char** argv) {
         auto hand_over = [&](const coffer::crypto::SecureBuffer& key) -> Result<void> {
             if (unlock_key_file.empty()) return show_key_on_terminal(key);
             if (auto r = write_key_file(key, unlock_key_file); !r) return r;
-            coffer::log::warn("manager",
-                              "the unlock key is in {} (mode 0600): keep it safe, away from this host",
-                              unlock_key_file);
+            coffer::log::warn(
+                "manager", "the unlock key is in {} (mode 0600): keep it safe, away from this host",
+                unlock_key_file);
             return {};
         };
         // The node port exists from the moment the store is unlocked (now, or when `coffer
@@ -222,10 +231,10 @@ int main(int argc, char** argv) {
             }
         }
 
-        coffer::net::HttpServer server({.socket_path = socket, .headers = coffer::manager::api_headers()},
-                                       cluster.api());
-        coffer::log::info("manager", "serving on unix://{} (data in {}; up to {} open descriptors)", socket,
-                          data_dir, descriptors);
+        coffer::net::HttpServer server(
+            {.socket_path = socket, .headers = coffer::manager::api_headers()}, cluster.api());
+        coffer::log::info("manager", "serving on unix://{} (data in {}; up to {} open descriptors)",
+                          socket, data_dir, descriptors);
 #ifdef COFFER_TEST_HOOKS
         auto hooks = coffer::testhooks::start(cluster);
 #endif

@@ -17,14 +17,16 @@ namespace {
 // The nodes' side of `service logs`: every task's log is three generated lines
 // ("line N of task ID"); the nodes named in COFFER_TEST_LOGS_DOWN do not answer.
 class FakeLogs : public manager::NodeTransport {
-public:
-    FakeLogs(manager::Cluster& m, std::set<std::string> down) : manager_(m), down_(std::move(down)) {}
+  public:
+    FakeLogs(manager::Cluster& m, std::set<std::string> down)
+        : manager_(m), down_(std::move(down)) {}
 
     void fetch_logs(const std::string& node_id, const std::string& task_id, std::size_t tail,
                     std::chrono::milliseconds, LogsDone done) override {
         auto node = manager_.nodes().find(node_id);
         if (!node || down_.count(node->description.hostname))
-            return done(make_error(Errc::unavailable, fmt::format("node {} is not connected", node_id)));
+            return done(
+                make_error(Errc::unavailable, fmt::format("node {} is not connected", node_id)));
         std::string out;
         for (int i = 1; i <= 3; ++i)
             if (tail == 0 || i > 3 - static_cast<int>(std::min<std::size_t>(tail, 3)))
@@ -32,7 +34,7 @@ public:
         done(std::move(out));
     }
 
-private:
+  private:
     manager::Cluster& manager_;
     std::set<std::string> down_;
 };
@@ -49,7 +51,7 @@ std::set<std::string> split_names(const char* list) {
 }
 
 class FakeAgents : public Hooks {
-public:
+  public:
     explicit FakeAgents(manager::Cluster& m) : manager_(m) {}
     ~FakeAgents() override {
         if (logs_) manager_.set_node_transport(nullptr);
@@ -90,7 +92,7 @@ public:
         });
     }
 
-private:
+  private:
     manager::Cluster& manager_;
     std::atomic<bool> stop_{false};
     std::vector<std::thread> threads_;

@@ -3,7 +3,8 @@
 // agent per node that reports every assigned task running and every withdrawn one shut down, so
 // integration tests can watch services converge without the node transport. COFFER_TEST_LOGS=1
 // has the API ask, instead of the node port, a NodeTransport whose nodes answer fetch_logs with
-// generated lines ("line N of task ID", N = 1..3); the nodes whose hostnames are in COFFER_TEST_LOGS_DOWN="host,..." do not answer.
+// generated lines ("line N of task ID", N = 1..3); the nodes whose hostnames are in
+// COFFER_TEST_LOGS_DOWN="host,..." do not answer.
 #pragma once
 
 #include <memory>
@@ -15,7 +16,7 @@ class Cluster;
 namespace coffer::testhooks {
 
 class Hooks {
-public:
+  public:
     virtual ~Hooks() = default;
 };
 

@@ -46,10 +46,10 @@ std::string seal(const Key& key, std::span<const std::uint8_t> plaintext, std::s
     random_bytes({p + 5, nonce_bytes});
     auto aad = full_ad(std::string_view(out.data(), header_bytes), ad);
     unsigned long long clen = 0;
-    crypto_aead_xchacha20poly1305_ietf_encrypt(
-        p + header_bytes, &clen, plaintext.data(), plaintext.size(),
-        reinterpret_cast<const std::uint8_t*>(aad.data()), aad.size(), nullptr, p + 5,
-        key.bytes.data());
+    crypto_aead_xchacha20poly1305_ietf_encrypt(p + header_bytes, &clen, plaintext.data(),
+                                               plaintext.size(),
+                                               reinterpret_cast<const std::uint8_t*>(aad.data()),
+                                               aad.size(), nullptr, p + 5, key.bytes.data());
     out.resize(header_bytes + clen);
     return out;
 }

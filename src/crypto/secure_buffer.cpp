@@ -54,7 +54,9 @@ SecureBuffer::~SecureBuffer() {
     detail::pool_release(data_, capacity_);
 }
 
-SecureBuffer SecureBuffer::clone() const { return copy_of(span()); }
+SecureBuffer SecureBuffer::clone() const {
+    return copy_of(span());
+}
 
 void SecureBuffer::truncate(std::size_t size) noexcept {
     if (size < size_) {
@@ -67,7 +69,8 @@ bool SecureBuffer::equals(std::span<const std::uint8_t> other) const noexcept {
     return constant_time_equal(span(), other);
 }
 
-bool constant_time_equal(std::span<const std::uint8_t> a, std::span<const std::uint8_t> b) noexcept {
+bool constant_time_equal(std::span<const std::uint8_t> a,
+                         std::span<const std::uint8_t> b) noexcept {
     if (a.size() != b.size()) return false;
     if (a.empty()) return true;
     return ::sodium_memcmp(a.data(), b.data(), a.size()) == 0;
@@ -89,6 +92,8 @@ void* secure_allocate(std::size_t bytes) {
     return detail::pool_allocate(bytes == 0 ? 1 : bytes);
 }
 
-void secure_deallocate(void* p, std::size_t bytes) noexcept { detail::pool_release(p, bytes == 0 ? 1 : bytes); }
+void secure_deallocate(void* p, std::size_t bytes) noexcept {
+    detail::pool_release(p, bytes == 0 ? 1 : bytes);
+}
 
 }  // namespace coffer::crypto

@@ -36,7 +36,8 @@ struct Pool {
         // Slabs live for the process: blocks are wiped on release, and the memory stays locked.
         auto* slab = static_cast<unsigned char*>(::sodium_malloc(bytes));
         if (slab == nullptr) throw std::bad_alloc();
-        for (std::size_t off = 0; off + block <= bytes; off += block) sizes[c].free.push_back(slab + off);
+        for (std::size_t off = 0; off + block <= bytes; off += block)
+            sizes[c].free.push_back(slab + off);
     }
 };
 

@@ -10,7 +10,7 @@
 
 namespace coffer::crypto::detail {
 
-void* pool_allocate(std::size_t bytes);                 // throws std::bad_alloc
+void* pool_allocate(std::size_t bytes);                  // throws std::bad_alloc
 void pool_release(void* p, std::size_t bytes) noexcept;  // bytes: as asked at allocation
 
 }  // namespace coffer::crypto::detail

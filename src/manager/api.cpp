@@ -2,19 +2,19 @@
 
 #include <boost/json.hpp>
 
-#include <chrono>
 #include <charconv>
+#include <chrono>
 #include <mutex>
 
+#include "api_cluster.h"
+#include "api_logs.h"
+#include "api_services.h"
+#include "api_util.h"
 #include "coffer/base/log.h"
 #include "coffer/crypto/encoding.h"
 #include "coffer/manager/cluster.h"
 #include "coffer/model/json.h"
 #include "coffer/model/secure_json.h"
-#include "api_cluster.h"
-#include "api_logs.h"
-#include "api_services.h"
-#include "api_util.h"
 #include "unlock_limiter.h"
 
 namespace coffer::manager {
@@ -24,7 +24,6 @@ using net::Request;
 using net::Response;
 
 namespace {
-
 
 std::vector<std::string_view> split_path(std::string_view path) {
     std::vector<std::string_view> out;
@@ -59,14 +58,16 @@ Result<std::vector<std::string_view>> route_of(const Request& r) {
     auto v = parse_version(seg[0].substr(1));
     if (!v) return seg;  // not a version prefix ("/version")
     if (*v > *parse_version(api_version))
-        return make_error(Errc::invalid_argument,
-                          fmt::format("client version {} is too new. Maximum supported API version is {}",
-                                      seg[0].substr(1), api_version));
+        return make_error(
+            Errc::invalid_argument,
+            fmt::format("client version {} is too new. Maximum supported API version is {}",
+                        seg[0].substr(1), api_version));
     if (*v < *parse_version(min_api_version))
-        return make_error(Errc::invalid_argument,
-                          fmt::format("client version {} is too old. Minimum supported API version is "
-                                      "{}, please upgrade your client to a newer version",
-                                      seg[0].substr(1), min_api_version));
+        return make_error(
+            Errc::invalid_argument,
+            fmt::format("client version {} is too old. Minimum supported API version is "
+                        "{}, please upgrade your client to a newer version",
+                        seg[0].substr(1), min_api_version));
     seg.erase(seg.begin());
     return seg;
 }
@@ -88,7 +89,9 @@ Error locked_error() {
                       "\"coffer cluster unlock\" (or \"docker swarm unlock\") with the unlock key");
 }
 
-Response secret_json(const model::Secret& s) { return ok_json(200, model::to_json(s)); }
+Response secret_json(const model::Secret& s) {
+    return ok_json(200, model::to_json(s));
+}
 
 // A secret spec from a create/update body: Name, Labels, optional Data (base64).
 struct SecretBody {
@@ -103,7 +106,8 @@ Result<SecretBody> parse_secret_body(const Request& r) {
     SecretBody out;
     auto* name = o.if_contains("Name");
     if (name != nullptr && !name->is_null()) {
-        if (!name->is_string()) return make_error(Errc::invalid_argument, "field Name must be a string");
+        if (!name->is_string())
+            return make_error(Errc::invalid_argument, "field Name must be a string");
         out.spec.name = std::string(name->as_string());
     }
     auto labels = model::labels_from_json(o.if_contains("Labels"), "Labels");
@@ -118,8 +122,7 @@ Result<SecretBody> parse_secret_body(const Request& r) {
             return make_error(Errc::invalid_argument, "field Data must be a base64 string");
         const auto& text = data->as_string();
         auto bytes = crypto::base64_decode_secure({text.data(), text.size()});
-        if (!bytes)
-            return make_error(Errc::invalid_argument, "field Data is not valid base64");
+        if (!bytes) return make_error(Errc::invalid_argument, "field Data is not valid base64");
         out.data = std::move(*bytes);
     }
     return out;
@@ -162,12 +165,11 @@ Response Api::unlock(Request& r) {
     auto& limiter = unlock_attempts_->limiter;
     auto now = UnlockLimiter::Clock::now();
     if (auto v = limiter.admit(source, now); !v.allowed) {
-        auto seconds = std::max<std::int64_t>(
-            1, std::chrono::ceil<std::chrono::seconds>(v.wait).count());
-        auto resp = Response::json(
-            429, model::error_body(fmt::format(
-                     "too many failed unlock attempts{}: try again in {} s",
-                     v.global ? "" : " from this user", seconds)));
+        auto seconds =
+            std::max<std::int64_t>(1, std::chrono::ceil<std::chrono::seconds>(v.wait).count());
+        auto resp = Response::json(429, model::error_body(fmt::format(
+                                            "too many failed unlock attempts{}: try again in {} s",
+                                            v.global ? "" : " from this user", seconds)));
         resp.headers.emplace_back("Retry-After", std::to_string(seconds));
         log::debug("api", "unlock attempt from {} refused: {} s to wait", caller, seconds);
         return resp;
@@ -193,9 +195,13 @@ Response Api::unlock(Request& r) {
     return Response::empty(200);
 }
 
-bool Api::blocking(const Request& r) const { return r.method != "GET" && r.method != "HEAD"; }
+bool Api::blocking(const Request& r) const {
+    return r.method != "GET" && r.method != "HEAD";
+}
 
-bool Api::asynchronous(const Request& r) const { return is_secret_create(r) || is_logs(r); }
+bool Api::asynchronous(const Request& r) const {
+    return is_secret_create(r) || is_logs(r);
+}
 
 void Api::handle_async(Request& r, std::function<void(Response)> done) {
     if (is_logs(r)) {
@@ -212,7 +218,8 @@ void Api::handle_async(Request& r, std::function<void(Response)> done) {
     manager_.secrets()->create(std::move(body->spec), std::move(*body->data),
                                [done = std::move(done)](Result<model::Secret> s) {
                                    if (!s) return done(Response::error(s.error()));
-                                   log::debug("api", "secret {} created ({})", s->meta.id, s->spec.name);
+                                   log::debug("api", "secret {} created ({})", s->meta.id,
+                                              s->spec.name);
                                    done(ok_json(201, json::object{{"ID", s->meta.id}}));
                                });
 }
@@ -246,10 +253,10 @@ Response Api::handle(Request& r) {
                                          {"Os", "linux"},
                                          {"Arch", "amd64"},
                                          {"KernelVersion", kernel_version()},
-                                         {"Components", json::array{json::object{
-                                                            {"Name", "coffer"},
-                                                            {"Version", COFFER_VERSION},
-                                                            {"Details", json::object{}}}}}});
+                                         {"Components",
+                                          json::array{json::object{{"Name", "coffer"},
+                                                                   {"Version", COFFER_VERSION},
+                                                                   {"Details", json::object{}}}}}});
     }
     if (is({"swarm", "unlock"}) && m == "POST") return unlock(r);
     if (is({"info"}) && m == "GET") return cluster_info(manager_);

@@ -105,7 +105,9 @@ Response swarm_update(Cluster& m, const Request& r) {
     auto version = version_param(r, "swarm");
     if (!version) return Response::error(version.error());
     if (*version != m.trust().version()) return fail(Errc::conflict, "update out of sequence");
-    auto flag = [&](std::string_view name) { return r.param(name) == "true" || r.param(name) == "1"; };
+    auto flag = [&](std::string_view name) {
+        return r.param(name) == "true" || r.param(name) == "1";
+    };
     ClusterTrust::Update update;
     update.rotate_worker_token = flag("rotateWorkerToken");
     update.rotate_manager_token = flag("rotateManagerToken");
@@ -115,36 +117,46 @@ Response swarm_update(Cluster& m, const Request& r) {
         if (!body) return Response::error(body.error());
         const auto& o = body->value().as_object();
         if (auto* al = member(o, {"EncryptionConfig", "AutoLockManagers"})) {
-            if (!al->is_bool()) return fail(Errc::invalid_argument, "AutoLockManagers must be a boolean");
+            if (!al->is_bool())
+                return fail(Errc::invalid_argument, "AutoLockManagers must be a boolean");
             if (al->as_bool() != m.autolock())
-                return fail(Errc::invalid_argument,
-                            "autolock is chosen when the cluster is created (cofferd --autolock) and "
-                            "cannot be changed yet");
+                return fail(
+                    Errc::invalid_argument,
+                    "autolock is chosen when the cluster is created (cofferd --autolock) and "
+                    "cannot be changed yet");
         }
         if (auto* e = member(o, {"CAConfig", "NodeCertExpiry"}); e && !e->is_null()) {
-            if (!e->is_number()) return fail(Errc::invalid_argument, "NodeCertExpiry must be a number");
+            if (!e->is_number())
+                return fail(Errc::invalid_argument, "NodeCertExpiry must be a number");
             std::int64_t ns = 0;
             try {
                 ns = e->to_number<std::int64_t>();
             } catch (...) {
-                return fail(Errc::invalid_argument, "NodeCertExpiry must be a whole number of nanoseconds");
+                return fail(Errc::invalid_argument,
+                            "NodeCertExpiry must be a whole number of nanoseconds");
             }
             if (ns != 0) update.cert_expiry = std::chrono::seconds(ns / 1'000'000'000);
         }
         // What `docker swarm ca --rotate` sends: the spec with ForceRotate incremented.
         if (auto* f = member(o, {"CAConfig", "ForceRotate"}); f && !f->is_null()) {
             if (!f->is_uint64() && !(f->is_int64() && f->as_int64() >= 0))
-                return fail(Errc::invalid_argument, "ForceRotate must be a non-negative whole number");
-            update.force_rotate = f->is_uint64() ? f->as_uint64() : static_cast<std::uint64_t>(f->as_int64());
+                return fail(Errc::invalid_argument,
+                            "ForceRotate must be a non-negative whole number");
+            update.force_rotate =
+                f->is_uint64() ? f->as_uint64() : static_cast<std::uint64_t>(f->as_int64());
         }
-        if (auto* ext = member(o, {"CAConfig", "ExternalCAs"}); ext && ext->is_array() && !ext->as_array().empty())
+        if (auto* ext = member(o, {"CAConfig", "ExternalCAs"});
+            ext && ext->is_array() && !ext->as_array().empty())
             return fail(Errc::invalid_argument, "external CAs are not supported");
-        if (auto* c = member(o, {"CAConfig", "SigningCACert"}); c && c->is_string() && !c->as_string().empty())
-            return fail(Errc::invalid_argument,
-                        "a supplied CA certificate is not supported: coffer generates the new root");
+        if (auto* c = member(o, {"CAConfig", "SigningCACert"});
+            c && c->is_string() && !c->as_string().empty())
+            return fail(
+                Errc::invalid_argument,
+                "a supplied CA certificate is not supported: coffer generates the new root");
     }
     if (rotate_unlock && !m.autolock())
-        return fail(Errc::invalid_argument, "autolock is not enabled: there is no unlock key to rotate");
+        return fail(Errc::invalid_argument,
+                    "autolock is not enabled: there is no unlock key to rotate");
     if (update.cert_expiry && *update.cert_expiry < pki::min_cert_expiry)
         return fail(Errc::invalid_argument, "minimum certificate expiry time is 1h");
 
@@ -182,7 +194,8 @@ std::optional<Response> cluster_routes(Cluster& m, const Request& r, const Segme
         auto res = m.rotate_dek();
         if (!res) return Response::error(res.error());
         log::info("api", "data encryption key rotated to {}", m.dek_id());
-        return ok_json(200, json::object{{"ID", m.dek_id()}, {"RotationPending", m.dek_rotation_pending()}});
+        return ok_json(
+            200, json::object{{"ID", m.dek_id()}, {"RotationPending", m.dek_rotation_pending()}});
     }
     return std::nullopt;
 }

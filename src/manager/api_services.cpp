@@ -21,19 +21,20 @@ namespace {
 // "adjective_noun" from two short lists of our own, for services created without a name.
 std::string generated_name() {
     static constexpr std::string_view adjectives[] = {
-        "amber", "brisk", "calm", "deft", "eager", "fond", "gentle", "hardy", "keen", "lucid",
-        "merry", "nimble", "quiet", "rapid", "steady", "tidy", "vivid", "witty", "young", "zesty"};
+        "amber", "brisk",  "calm",  "deft",  "eager",  "fond", "gentle", "hardy", "keen",  "lucid",
+        "merry", "nimble", "quiet", "rapid", "steady", "tidy", "vivid",  "witty", "young", "zesty"};
     static constexpr std::string_view nouns[] = {
-        "anchor", "beacon", "cedar", "delta", "ember", "falcon", "garnet", "harbor", "island",
-        "juniper", "kestrel", "lantern", "meadow", "nebula", "orchid", "pebble", "quartz",
-        "raven", "summit", "tundra"};
+        "anchor", "beacon", "cedar",   "delta",   "ember",   "falcon", "garnet",
+        "harbor", "island", "juniper", "kestrel", "lantern", "meadow", "nebula",
+        "orchid", "pebble", "quartz",  "raven",   "summit",  "tundra"};
     auto pick = [](auto& list) { return list[crypto::random_uniform(std::size(list))]; };
     return fmt::format("{}_{}", pick(adjectives), pick(nouns));
 }
 
 Result<model::ServiceSpec> parse_spec(const Request& r, bool name_if_missing = false) {
     auto v = model::parse_json(r.body_view());
-    if (!v) return make_error(Errc::invalid_argument, "malformed request body: " + v.error().message);
+    if (!v)
+        return make_error(Errc::invalid_argument, "malformed request body: " + v.error().message);
     if (name_if_missing && v->is_object()) {
         // As dockerd does: a service created without a name gets a generated one.
         auto& o = v->as_object();
@@ -44,10 +45,13 @@ Result<model::ServiceSpec> parse_spec(const Request& r, bool name_if_missing = f
     return model::service_spec_from_json(*v);
 }
 
-bool truthy(std::string_view v) { return v == "1" || v == "true" || v == "True"; }
+bool truthy(std::string_view v) {
+    return v == "1" || v == "true" || v == "True";
+}
 
 std::string task_name(const model::Task& t) {
-    return t.slot ? fmt::format("{}.{}", t.service_name, t.slot) : fmt::format("{}.{}", t.service_name, t.node_id);
+    return t.slot ? fmt::format("{}.{}", t.service_name, t.slot)
+                  : fmt::format("{}.{}", t.service_name, t.node_id);
 }
 
 json::object service_status(const model::Service& s, const std::vector<model::Task>& tasks,
@@ -55,14 +59,17 @@ json::object service_status(const model::Service& s, const std::vector<model::Ta
     std::uint64_t running = 0, desired = 0, completed = 0;
     for (const auto& t : tasks) {
         if (t.service_id != s.meta.id) continue;
-        auto n = std::find_if(nodes.begin(), nodes.end(), [&](const auto& x) { return x.meta.id == t.node_id; });
+        auto n = std::find_if(nodes.begin(), nodes.end(),
+                              [&](const auto& x) { return x.meta.id == t.node_id; });
         bool node_up = n != nodes.end() && n->state != model::NodeState::down;
         if (t.status.state == model::TaskState::running && node_up) ++running;
         if (t.status.state == model::TaskState::complete) ++completed;
-        if (t.desired == model::TaskState::running && s.spec.mode == model::ServiceMode::global) ++desired;
+        if (t.desired == model::TaskState::running && s.spec.mode == model::ServiceMode::global)
+            ++desired;
     }
     if (s.spec.mode == model::ServiceMode::replicated) desired = s.spec.replicas;
-    return json::object{{"RunningTasks", running}, {"DesiredTasks", desired}, {"CompletedTasks", completed}};
+    return json::object{
+        {"RunningTasks", running}, {"DesiredTasks", desired}, {"CompletedTasks", completed}};
 }
 
 Response services_list(Cluster& m, const Request& r) {
@@ -89,12 +96,13 @@ Response services_list(Cluster& m, const Request& r) {
 }
 
 Response tasks_list(Cluster& m, const Request& r) {
-    auto f = model::Filters::parse(r.param("filters"),
-                                   {"id", "name", "service", "node", "label", "desired-state", "_up-to-date"});
+    auto f = model::Filters::parse(r.param("filters"), {"id", "name", "service", "node", "label",
+                                                        "desired-state", "_up-to-date"});
     if (!f) return Response::error(f.error());
     for (const auto& d : f->get("desired-state"))
         if (d != "running" && d != "shutdown" && d != "accepted" && d != "ready")
-            return fail(Errc::invalid_argument, fmt::format("Invalid desired-state filter: '{}'", d));
+            return fail(Errc::invalid_argument,
+                        fmt::format("Invalid desired-state filter: '{}'", d));
     auto services = m.services().list();
     auto nodes = m.nodes().list();
     // "service" and "node" name the object by ID, name or ID prefix: resolve to IDs first.
@@ -104,16 +112,19 @@ Response tasks_list(Cluster& m, const Request& r) {
             if (s.meta.id.starts_with(key) || s.spec.name == key) service_ids.insert(s.meta.id);
     for (const auto& key : f->get("node"))
         for (const auto& n : nodes)
-            if (n.meta.id.starts_with(key) || n.description.hostname == key) node_ids.insert(n.meta.id);
+            if (n.meta.id.starts_with(key) || n.description.hostname == key)
+                node_ids.insert(n.meta.id);
     bool up_to_date = f->has("_up-to-date");
     json::array out;
     for (const auto& t : m.tasks().list()) {
-        auto svc = std::find_if(services.begin(), services.end(), [&](const auto& s) { return s.meta.id == t.service_id; });
+        auto svc = std::find_if(services.begin(), services.end(),
+                                [&](const auto& s) { return s.meta.id == t.service_id; });
         if (f->has("service") && !service_ids.count(t.service_id)) continue;
         if (f->has("node") && !node_ids.count(t.node_id)) continue;
         if (!f->match_prefix("id", t.meta.id) || !f->match_prefix("name", task_name(t))) continue;
         if (!f->match_exact("desired-state", model::to_string(t.desired))) continue;
-        if (f->has("label") && (svc == services.end() || !f->match_labels(svc->spec.labels))) continue;
+        if (f->has("label") && (svc == services.end() || !f->match_labels(svc->spec.labels)))
+            continue;
         if (up_to_date && (svc == services.end() || svc->spec.task.json != t.spec.json)) continue;
         out.push_back(model::to_json(t));
     }
@@ -121,13 +132,14 @@ Response tasks_list(Cluster& m, const Request& r) {
 }
 
 Response nodes_list(Cluster& m, const Request& r) {
-    auto f = model::Filters::parse(r.param("filters"), {"id", "name", "role", "membership", "label", "node.label"});
+    auto f = model::Filters::parse(r.param("filters"),
+                                   {"id", "name", "role", "membership", "label", "node.label"});
     if (!f) return Response::error(f.error());
     json::array out;
     for (const auto& n : m.nodes().list()) {
         if (!f->match_prefix("id", n.meta.id) || !f->match_prefix("name", n.description.hostname) ||
-            !f->match_exact("role", model::to_string(n.spec.role)) || !f->match_exact("membership", "accepted") ||
-            !f->match_labels(n.spec.labels))
+            !f->match_exact("role", model::to_string(n.spec.role)) ||
+            !f->match_exact("membership", "accepted") || !f->match_labels(n.spec.labels))
             continue;
         out.push_back(model::to_json(n));
     }
@@ -195,7 +207,8 @@ std::optional<Response> orchestration_routes(Cluster& manager, Request& r, const
             auto version = version_param(r, "node");
             if (!version) return Response::error(version.error());
             auto v = model::parse_json(r.body_view());
-            if (!v) return fail(Errc::invalid_argument, "malformed request body: " + v.error().message);
+            if (!v)
+                return fail(Errc::invalid_argument, "malformed request body: " + v.error().message);
             auto spec = model::node_spec_from_json(*v);
             if (!spec) return Response::error(spec.error());
             auto before = nodes.find(at(1));
@@ -217,7 +230,8 @@ std::optional<Response> orchestration_routes(Cluster& manager, Request& r, const
     }
     // The docker CLI asks a registry for the image digest; a 404 makes it warn and go on.
     if (at(0) == "distribution" && n >= 3 && seg.back() == "json" && m == "GET")
-        return fail(Errc::not_found, "coffer does not resolve images on registries: nodes use their local images");
+        return fail(Errc::not_found,
+                    "coffer does not resolve images on registries: nodes use their local images");
     // Networks: accepted and forgotten (coffer tasks have no overlay networks), so that
     // `docker stack deploy` and `docker stack rm` work.
     if (at(0) == "networks") {

@@ -10,6 +10,7 @@ namespace coffer::manager {
 class Cluster;
 
 // The answer, or nullopt when the route is not one of these.
-std::optional<net::Response> orchestration_routes(Cluster& manager, net::Request& r, const Segments& seg);
+std::optional<net::Response> orchestration_routes(Cluster& manager, net::Request& r,
+                                                  const Segments& seg);
 
 }  // namespace coffer::manager

@@ -71,7 +71,8 @@ Result<void> Cluster::load() {
         b.put(store::Table::meta, "cluster",
               json::serialize(json::object{{"ID", cluster_id_},
                                            {"CreatedAt", model::format_rfc3339(created_)}}));
-        if (auto w = store_->write(std::move(b)); !w) return std::move(w).error().context("init cluster");
+        if (auto w = store_->write(std::move(b)); !w)
+            return std::move(w).error().context("init cluster");
         log::info("manager", "new cluster {}", cluster_id_);
     }
     auto trust = ClusterTrust::load(*store_, cluster_id_);
@@ -100,7 +101,9 @@ Result<void> Cluster::load() {
     return {};
 }
 
-bool Cluster::autolock() const { return store_->autolock(); }
+bool Cluster::autolock() const {
+    return store_->autolock();
+}
 
 Result<void> Cluster::unlock(std::string_view key) {
     {
@@ -117,16 +120,24 @@ Result<void> Cluster::unlock(std::string_view key) {
     return {};
 }
 
-std::optional<crypto::SecureBuffer> Cluster::unlock_key() const { return store_->unlock_key(); }
+std::optional<crypto::SecureBuffer> Cluster::unlock_key() const {
+    return store_->unlock_key();
+}
 
 Result<crypto::SecureBuffer> Cluster::rotate_unlock_key() {
     std::lock_guard lock(unlock_mutex_);
     return store_->rotate_unlock_key();
 }
 
-Result<void> Cluster::rotate_dek() { return store_->rotate_dek(); }
-std::uint32_t Cluster::dek_id() const { return store_->current_dek_id(); }
-bool Cluster::dek_rotation_pending() const { return store_->rotation_pending(); }
+Result<void> Cluster::rotate_dek() {
+    return store_->rotate_dek();
+}
+std::uint32_t Cluster::dek_id() const {
+    return store_->current_dek_id();
+}
+bool Cluster::dek_rotation_pending() const {
+    return store_->rotation_pending();
+}
 
 // ---- node port ------------------------------------------------------------------------------
 
@@ -182,7 +193,7 @@ namespace {
 
 // Counts a call to the node port as under way for its scope.
 class PortCall {
-public:
+  public:
     PortCall(std::mutex& m, std::condition_variable& idle, std::size_t& calls)
         : m_(m), idle_(idle), calls_(calls) {}
     ~PortCall() {
@@ -195,7 +206,7 @@ public:
     PortCall(const PortCall&) = delete;
     PortCall& operator=(const PortCall&) = delete;
 
-private:
+  private:
     std::mutex& m_;
     std::condition_variable& idle_;
     std::size_t& calls_;
@@ -233,7 +244,9 @@ bool Cluster::with_transport(Fn&& fn) {
 
 // ---- events -----------------------------------------------------------------------------------
 
-void Cluster::services_changed() { orchestrator_->wake(); }
+void Cluster::services_changed() {
+    orchestrator_->wake();
+}
 
 void Cluster::tasks_changed() {
     orchestrator_->wake();
@@ -261,9 +274,8 @@ void Cluster::node_role_changed(const std::string& node_id) {
 
 void Cluster::fetch_logs(const std::string& node_id, const std::string& task_id, std::size_t tail,
                          std::chrono::milliseconds timeout, LogsDone done) {
-    bool asked = with_transport([&](NodeTransport& t) {
-        t.fetch_logs(node_id, task_id, tail, timeout, std::move(done));
-    });
+    bool asked = with_transport(
+        [&](NodeTransport& t) { t.fetch_logs(node_id, task_id, tail, timeout, std::move(done)); });
     if (!asked) done(make_error(Errc::unavailable, "no node port"));
 }
 

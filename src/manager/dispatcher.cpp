@@ -31,7 +31,8 @@ nodeproto::TaskPayload task_payload(const Task& t) {
     p.cap_drop = c.cap_drop;
     p.stop_grace_ns = c.stop_grace_period.value_or(nodeproto::default_stop_grace_ns);
     for (const auto& ref : c.secrets)
-        p.secrets.push_back({ref.secret_id, ref.secret_name, ref.file_name, ref.uid, ref.gid, ref.mode});
+        p.secrets.push_back(
+            {ref.secret_id, ref.secret_name, ref.file_name, ref.uid, ref.gid, ref.mode});
     return p;
 }
 
@@ -45,7 +46,7 @@ crypto::SecureBuffer AssignmentMessage::to_json() const {
     for (const auto& c : changes) {
         nodeproto::Change w;
         w.action = c.action == AssignmentChange::Action::add ? nodeproto::Change::Action::add
-                                                              : nodeproto::Change::Action::remove;
+                                                             : nodeproto::Change::Action::remove;
         w.is_secret = c.is_secret;
         w.id = c.id;
         if (c.action == AssignmentChange::Action::add && c.task) {
@@ -53,7 +54,8 @@ crypto::SecureBuffer AssignmentMessage::to_json() const {
             w.task = task_payload(*c.task);
         } else if (c.action == AssignmentChange::Action::add && c.secret) {
             w.is_secret = true;
-            w.secret = nodeproto::SecretPayload{c.secret->id, c.secret->name, c.secret->data.clone()};
+            w.secret =
+                nodeproto::SecretPayload{c.secret->id, c.secret->name, c.secret->data.clone()};
         } else if (c.action == AssignmentChange::Action::add) {
             continue;  // nothing to add
         }
@@ -64,7 +66,9 @@ crypto::SecureBuffer AssignmentMessage::to_json() const {
 
 // ---- streams ---------------------------------------------------------------------------------
 
-NodeStream::~NodeStream() { dispatcher_.unsubscribe(this); }
+NodeStream::~NodeStream() {
+    dispatcher_.unsubscribe(this);
+}
 
 void NodeStream::changed() {
     {
@@ -79,7 +83,8 @@ std::optional<AssignmentMessage> NodeStream::next(std::chrono::milliseconds time
     for (;;) {
         if (auto m = poll()) return m;
         std::unique_lock lock(mutex_);
-        if (!cv_.wait_until(lock, deadline, [&] { return generation_ != seen_; })) return std::nullopt;
+        if (!cv_.wait_until(lock, deadline, [&] { return generation_ != seen_; }))
+            return std::nullopt;
     }
 }
 
@@ -92,7 +97,8 @@ std::optional<AssignmentMessage> NodeStream::poll() {
     auto tasks = dispatcher_.assigned(node_id_);
     std::map<std::string, std::string> wanted_secrets;  // id -> name
     for (const auto& [id, t] : tasks)
-        for (const auto& ref : t.spec.container.secrets) wanted_secrets.emplace(ref.secret_id, ref.secret_name);
+        for (const auto& ref : t.spec.container.secrets)
+            wanted_secrets.emplace(ref.secret_id, ref.secret_name);
 
     AssignmentMessage m;
     m.complete = sequence_ == 0;
@@ -117,8 +123,9 @@ std::optional<AssignmentMessage> NodeStream::poll() {
     }
     for (const auto& [id, t] : tasks) {
         if (sent_tasks_.count(id)) continue;
-        bool ready = std::all_of(t.spec.container.secrets.begin(), t.spec.container.secrets.end(),
-                                 [&](const auto& ref) { return sent_secrets_.count(ref.secret_id) > 0; });
+        bool ready =
+            std::all_of(t.spec.container.secrets.begin(), t.spec.container.secrets.end(),
+                        [&](const auto& ref) { return sent_secrets_.count(ref.secret_id) > 0; });
         if (!ready) continue;
         AssignmentChange c;
         c.action = Action::add;
@@ -143,7 +150,8 @@ std::optional<AssignmentMessage> NodeStream::poll() {
         }
     };
     withdraw(sent_tasks_, false, [&](const std::string& id) { return tasks.count(id) > 0; });
-    withdraw(sent_secrets_, true, [&](const std::string& id) { return wanted_secrets.count(id) > 0; });
+    withdraw(sent_secrets_, true,
+             [&](const std::string& id) { return wanted_secrets.count(id) > 0; });
     if (m.changes.empty() && !m.complete) return std::nullopt;
     m.sequence = ++sequence_;
     return m;
@@ -151,17 +159,21 @@ std::optional<AssignmentMessage> NodeStream::poll() {
 
 // ---- dispatcher ------------------------------------------------------------------------------
 
-Dispatcher::Dispatcher(TaskRegistry& tasks, NodeRegistry& nodes, SecretRegistry& secrets, Clock clock)
+Dispatcher::Dispatcher(TaskRegistry& tasks, NodeRegistry& nodes, SecretRegistry& secrets,
+                       Clock clock)
     : tasks_(tasks), nodes_(nodes), secrets_(secrets), clock_(std::move(clock)) {}
 
 Result<std::unique_ptr<NodeStream>> Dispatcher::subscribe(const std::string& node_id) {
-    if (!nodes_.get(node_id)) return make_error(Errc::not_found, fmt::format("node {} not found", node_id));
+    if (!nodes_.get(node_id))
+        return make_error(Errc::not_found, fmt::format("node {} not found", node_id));
     std::unique_ptr<NodeStream> s(new NodeStream(*this, node_id));
     streams_.lock()->insert(s.get());
     return s;
 }
 
-void Dispatcher::unsubscribe(NodeStream* s) { streams_.lock()->erase(s); }
+void Dispatcher::unsubscribe(NodeStream* s) {
+    streams_.lock()->erase(s);
+}
 
 void Dispatcher::changed() {
     auto streams = streams_.read();
@@ -174,60 +186,66 @@ std::map<std::string, Task> Dispatcher::assigned(const std::string& node_id) con
     if (!nodes_.get(node_id)) return out;
     tasks_.read([&](const TaskRegistry::Map& items) {
         for (const auto& [id, t] : items)
-            if (t.node_id == node_id && t.desired == TaskState::running && t.status.state >= TaskState::assigned &&
-                t.status.state <= TaskState::running)
+            if (t.node_id == node_id && t.desired == TaskState::running &&
+                t.status.state >= TaskState::assigned && t.status.state <= TaskState::running)
                 out.emplace(id, t);
         return 0;
     });
     return out;
 }
 
-Result<std::size_t> Dispatcher::report(const std::string& node_id, const std::vector<StatusReport>& statuses,
-                                       bool complete) {
+Result<std::size_t> Dispatcher::report(const std::string& node_id,
+                                       const std::vector<StatusReport>& statuses, bool complete) {
     std::size_t applied = 0;
     auto now = clock_();
-    auto written = tasks_.commit([&](const TaskRegistry::Map& items) -> Result<TaskRegistry::Changes> {
-        TaskRegistry::Changes changes;
-        applied = 0;
-        for (const auto& r : statuses) {
-            auto it = items.find(r.task_id);
-            if (it == items.end()) continue;
-            if (it->second.node_id != node_id) {
-                log::warn("dispatcher", "node {} reported on task {} of another node: ignored", node_id, r.task_id);
-                continue;
-            }
-            const auto& cur = it->second.status;
-            if (r.state < cur.state || r.state < TaskState::assigned) continue;
-            if (r.state == cur.state && r.message == cur.message && r.err == cur.err && !r.container) continue;
-            Task t = it->second;
-            t.status.state = r.state;
-            t.status.message = r.message;
-            t.status.err = r.err;
-            if (r.container) t.status.container = r.container;
-            t.status.timestamp = now;
-            t.meta.updated = now;
-            changes.put.push_back(std::move(t));
-            ++applied;
-        }
-        if (complete) {
-            std::set<std::string_view> listed;
-            for (const auto& r : statuses) listed.insert(r.task_id);
-            for (const auto& [id, task] : items) {
-                if (task.node_id != node_id || task.desired < TaskState::shutdown) continue;
-                if (task.status.state < TaskState::assigned || task.status.state >= TaskState::complete) continue;
-                if (listed.count(id)) continue;
-                Task t = task;
-                t.status.state = TaskState::shutdown;
-                t.status.message = "shutdown";
-                t.status.err = "the node no longer has this task";
+    auto written =
+        tasks_.commit([&](const TaskRegistry::Map& items) -> Result<TaskRegistry::Changes> {
+            TaskRegistry::Changes changes;
+            applied = 0;
+            for (const auto& r : statuses) {
+                auto it = items.find(r.task_id);
+                if (it == items.end()) continue;
+                if (it->second.node_id != node_id) {
+                    log::warn("dispatcher", "node {} reported on task {} of another node: ignored",
+                              node_id, r.task_id);
+                    continue;
+                }
+                const auto& cur = it->second.status;
+                if (r.state < cur.state || r.state < TaskState::assigned) continue;
+                if (r.state == cur.state && r.message == cur.message && r.err == cur.err &&
+                    !r.container)
+                    continue;
+                Task t = it->second;
+                t.status.state = r.state;
+                t.status.message = r.message;
+                t.status.err = r.err;
+                if (r.container) t.status.container = r.container;
                 t.status.timestamp = now;
                 t.meta.updated = now;
                 changes.put.push_back(std::move(t));
                 ++applied;
             }
-        }
-        return changes;
-    });
+            if (complete) {
+                std::set<std::string_view> listed;
+                for (const auto& r : statuses) listed.insert(r.task_id);
+                for (const auto& [id, task] : items) {
+                    if (task.node_id != node_id || task.desired < TaskState::shutdown) continue;
+                    if (task.status.state < TaskState::assigned ||
+                        task.status.state >= TaskState::complete)
+                        continue;
+                    if (listed.count(id)) continue;
+                    Task t = task;
+                    t.status.state = TaskState::shutdown;
+                    t.status.message = "shutdown";
+                    t.status.err = "the node no longer has this task";
+                    t.status.timestamp = now;
+                    t.meta.updated = now;
+                    changes.put.push_back(std::move(t));
+                    ++applied;
+                }
+            }
+            return changes;
+        });
     if (!written) return std::move(written).error();
     return applied;
 }

@@ -23,9 +23,9 @@
 #include "coffer/manager/trust.h"
 #include "coffer/model/ids.h"
 #include "coffer/model/secret.h"
+#include "coffer/nodeconn/server.h"
 #include "coffer/nodeproto/session.h"
 #include "coffer/nodeproto/status.h"
-#include "coffer/nodeconn/server.h"
 #include "coffer/pki/node_key.h"
 
 namespace coffer::manager {
@@ -241,7 +241,8 @@ void NodePort::Impl::ca_changed() {
         for (const auto& [id, entry] : nodes_)
             if (entry.current) links.push_back(entry.current);
     }
-    for (const auto& link : links) link->session->send(nodeproto::encode(nodeproto::RenewRequest{"CA rotation"}));
+    for (const auto& link : links)
+        link->session->send(nodeproto::encode(nodeproto::RenewRequest{"CA rotation"}));
     log::info(category, "CA changed: {} connected nodes asked to renew", links.size());
 }
 
@@ -382,8 +383,7 @@ void NodePort::Impl::start_link(const std::shared_ptr<Link>& link) {
     // Closed before we got here: end_link, queued behind us, settles the node's state.
     if (link->session->closed()) return;
     const auto& id = link->node_id;
-    if (auto r = registry_.set_status(id, model::NodeState::ready,
-                                             link->session->remote_address());
+    if (auto r = registry_.set_status(id, model::NodeState::ready, link->session->remote_address());
         !r) {
         log::warn(category, "node {}: mark ready: {}", id, r.error().message);
         link->session->close();
@@ -492,7 +492,8 @@ void NodePort::Impl::handle_renew(const std::shared_ptr<Link>& link,
     auto& trust = trust_;
     auto renew = nodeproto::decode_renew(text);
     if (!renew) {
-        log::warn(category, "node {}: {}: closing the session", link->node_id, renew.error().message);
+        log::warn(category, "node {}: {}: closing the session", link->node_id,
+                  renew.error().message);
         link->session->close();
         return;
     }
@@ -501,7 +502,8 @@ void NodePort::Impl::handle_renew(const std::shared_ptr<Link>& link,
     auto issued = trust.renew(renew->csr, link->session->peer(), cert_role(node->spec.role));
     if (!issued) {
         log::warn(category, "node {}: renewal refused: {}", link->node_id, issued.error().message);
-        link->session->send(nodeproto::encode(nodeproto::ErrorMessage{issued.error().message, std::nullopt}));
+        link->session->send(
+            nodeproto::encode(nodeproto::ErrorMessage{issued.error().message, std::nullopt}));
         return;
     }
     if (auto info = pki::read_certificate(issued->certificate_pem); info) {
@@ -515,7 +517,8 @@ void NodePort::Impl::handle_renew(const std::shared_ptr<Link>& link,
             log::warn(category, "node {}: record the new certificate's expiry: {}", link->node_id,
                       r.error().message);
     }
-    link->session->send(nodeproto::encode(nodeproto::CertificateMessage{issued->certificate_pem, issued->ca_bundle_pem}));
+    link->session->send(nodeproto::encode(
+        nodeproto::CertificateMessage{issued->certificate_pem, issued->ca_bundle_pem}));
     log::info(category, "node {} renewed its certificate", link->node_id);
     finish_rotation_if_done();
 }
@@ -554,7 +557,7 @@ void NodePort::Impl::end_link(const std::shared_ptr<Link>& link, bool newest) {
     link->stream.reset();
     if (!newest || stopping_) return;
     auto r = registry_.set_status(link->node_id, model::NodeState::down,
-                                         link->session->remote_address());
+                                  link->session->remote_address());
     if (!r && r.error().code != Errc::not_found)
         log::warn(category, "node {}: mark down: {}", link->node_id, r.error().message);
     else if (r)
@@ -593,7 +596,8 @@ void NodePort::Impl::fetch_logs(const std::string& node_id, const std::string& t
                                            std::move(done)});
     }
     logs_changed_.notify_all();
-    if (!link->session->send(nodeproto::encode(nodeproto::LogsRequest{request, task_id, tail, std::nullopt})))
+    if (!link->session->send(
+            nodeproto::encode(nodeproto::LogsRequest{request, task_id, tail, std::nullopt})))
         complete_logs(
             request, node_id,
             make_error(Errc::unavailable, fmt::format("node {} is not connected", node_id)));
@@ -689,9 +693,13 @@ void NodePort::node_removed(const std::string& node_id) {
                      make_error(Errc::unavailable, fmt::format("node {} was removed", node_id)));
 }
 
-void NodePort::ca_changed() { impl_->ca_changed(); }
+void NodePort::ca_changed() {
+    impl_->ca_changed();
+}
 
-void NodePort::assignments_changed() { impl_->assignments_changed(); }
+void NodePort::assignments_changed() {
+    impl_->assignments_changed();
+}
 
 void NodePort::node_role_changed(const std::string& node_id) {
     if (auto link = impl_->current(node_id);

@@ -17,7 +17,9 @@ using Changes = ObjectTable<Node>::Changes;
 namespace {
 
 Result<const Node*> lookup(const ObjectTable<Node>::Map& items, std::string_view key) {
-    auto not_found = [&] { return make_error(Errc::not_found, fmt::format("node {} not found", key)); };
+    auto not_found = [&] {
+        return make_error(Errc::not_found, fmt::format("node {} not found", key));
+    };
     if (key.empty()) return not_found();
     if (auto it = items.find(key); it != items.end()) return &it->second;
     const Node* found = nullptr;
@@ -26,11 +28,13 @@ Result<const Node*> lookup(const ObjectTable<Node>::Map& items, std::string_view
         if (n.description.hostname == key) found = &n, ++matches;
     if (matches == 1) return found;
     if (matches > 1)
-        return make_error(Errc::invalid_argument, fmt::format("node {} is ambiguous ({} matches found)", key, matches));
+        return make_error(Errc::invalid_argument,
+                          fmt::format("node {} is ambiguous ({} matches found)", key, matches));
     for (auto it = items.lower_bound(key); it != items.end() && it->first.starts_with(key); ++it)
         found = &it->second, ++matches;
     if (matches > 1)
-        return make_error(Errc::invalid_argument, fmt::format("node {} is ambiguous ({} matches found)", key, matches));
+        return make_error(Errc::invalid_argument,
+                          fmt::format("node {} is ambiguous ({} matches found)", key, matches));
     if (found) return found;
     return not_found();
 }
@@ -79,9 +83,11 @@ Error name_taken(std::string_view hostname, const Node& holder) {
 
 }  // namespace
 
-Result<std::unique_ptr<NodeRegistry>> NodeRegistry::load(store::Store& store, VersionCounter& counter) {
+Result<std::unique_ptr<NodeRegistry>> NodeRegistry::load(store::Store& store,
+                                                         VersionCounter& counter) {
     std::unique_ptr<NodeRegistry> reg(new NodeRegistry(
-        store, store::Table::nodes, counter, [](const Node& n) { return json::serialize(model::to_json(n)); },
+        store, store::Table::nodes, counter,
+        [](const Node& n) { return json::serialize(model::to_json(n)); },
         [](std::string_view text) -> Result<Node> {
             auto v = model::parse_json(text);
             if (!v) return std::move(v).error();
@@ -136,7 +142,8 @@ Result<Node> NodeRegistry::register_node(NodeRegistration reg) {
         return Changes{{std::move(n)}, {}};
     });
     if (!written) return std::move(written).error();
-    log::info("nodes", "node {} ({}) registered", written->front().meta.id, written->front().description.hostname);
+    log::info("nodes", "node {} ({}) registered", written->front().meta.id,
+              written->front().description.hostname);
     return written->front();
 }
 
@@ -175,10 +182,12 @@ Result<Node> NodeRegistry::join(NodeRegistration reg, model::Timestamp now) {
     return n;
 }
 
-Result<void> NodeRegistry::set_status(std::string_view id, model::NodeState state, std::string_view addr) {
+Result<void> NodeRegistry::set_status(std::string_view id, model::NodeState state,
+                                      std::string_view addr) {
     auto written = commit([&](const Map& items) -> Result<Changes> {
         auto it = items.find(id);
-        if (it == items.end()) return make_error(Errc::not_found, fmt::format("node {} not found", id));
+        if (it == items.end())
+            return make_error(Errc::not_found, fmt::format("node {} not found", id));
         if (it->second.state == state && it->second.addr == addr) return Changes{};
         Node n = it->second;
         n.state = state;
@@ -190,12 +199,14 @@ Result<void> NodeRegistry::set_status(std::string_view id, model::NodeState stat
     return {};
 }
 
-Result<Node> NodeRegistry::update(std::string_view key, std::uint64_t version, model::NodeSpec spec) {
+Result<Node> NodeRegistry::update(std::string_view key, std::uint64_t version,
+                                  model::NodeSpec spec) {
     if (auto r = model::validate_labels(spec.labels); !r) return std::move(r).error();
     auto written = commit([&](const Map& items) -> Result<Changes> {
         auto n = lookup(items, key);
         if (!n) return std::move(n).error();
-        if ((*n)->meta.version != version) return make_error(Errc::conflict, "update out of sequence");
+        if ((*n)->meta.version != version)
+            return make_error(Errc::conflict, "update out of sequence");
         Node next = **n;
         next.spec = std::move(spec);
         next.meta.updated = model::Timestamp::now();
@@ -211,8 +222,9 @@ Result<Node> NodeRegistry::remove(std::string_view key, bool force) {
         auto n = lookup(items, key);
         if (!n) return std::move(n).error();
         if (!force && (*n)->state == model::NodeState::ready)
-            return make_error(Errc::invalid_argument,
-                              fmt::format("node {} is not down and can't be removed", (*n)->meta.id));
+            return make_error(
+                Errc::invalid_argument,
+                fmt::format("node {} is not down and can't be removed", (*n)->meta.id));
         removed = **n;
         return Changes{{}, {(*n)->meta.id}};
     });

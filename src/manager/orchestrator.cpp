@@ -20,7 +20,9 @@ using model::Timestamp;
 namespace {
 
 // A task the orchestrator still wants: running, or held back (ready) until it may start.
-bool live(const Task& t) { return t.desired <= TaskState::running; }
+bool live(const Task& t) {
+    return t.desired <= TaskState::running;
+}
 
 std::string slot_key(const Service& s, const Task& t) {
     return s.spec.mode == model::ServiceMode::global ? t.node_id : fmt::format("{:020}", t.slot);
@@ -37,7 +39,8 @@ struct Counts {
     static Counts of(const std::vector<const Task*>& tasks) {
         Counts c;
         for (const auto* t : tasks)
-            if (!t->node_id.empty() && t->status.state >= TaskState::assigned && !model::is_terminal(t->status.state))
+            if (!t->node_id.empty() && t->status.state >= TaskState::assigned &&
+                !model::is_terminal(t->status.state))
                 c.add(*t);
         return c;
     }
@@ -71,7 +74,8 @@ Placement place_with(const Task& task, const std::vector<Node>& nodes, const Cou
     if (best) return {best->meta.id, {}};
     std::vector<std::string> why;
     if (unavailable) why.push_back(plural(unavailable, "node") + " not available for new tasks");
-    if (unmatched) why.push_back("scheduling constraints not satisfied on " + plural(unmatched, "node"));
+    if (unmatched)
+        why.push_back("scheduling constraints not satisfied on " + plural(unmatched, "node"));
     if (why.empty()) why.push_back("no nodes in the cluster");
     return {{}, fmt::format("no suitable node ({})", fmt::join(why, "; "))};
 }
@@ -126,8 +130,8 @@ struct Pass {
         auto n = nodes.find(t.node_id);
         return n == nodes.end() || node_down(*n->second);
     }
-    Task& create(const Service& s, std::uint64_t slot, const std::string& node_id, TaskState desired,
-                 Timestamp not_before) {
+    Task& create(const Service& s, std::uint64_t slot, const std::string& node_id,
+                 TaskState desired, Timestamp not_before) {
         Task t;
         t.meta = {crypto::random_id(), 0, now, now};
         t.spec = s.spec.task;
@@ -155,7 +159,8 @@ struct Pass {
         std::sort(erased.begin(), erased.end());
         erased.erase(std::unique(erased.begin(), erased.end()), erased.end());
         for (const auto& id : touched)
-            if (!std::binary_search(erased.begin(), erased.end(), id)) out.put.push_back(work.at(id));
+            if (!std::binary_search(erased.begin(), erased.end(), id))
+                out.put.push_back(work.at(id));
         for (const auto& id : erased)
             if (current.count(id)) out.erase.push_back(id);
         return out;
@@ -198,7 +203,8 @@ void restart_ended_and_lost(Pass& p, const Service& s) {
                         (node_left || (placed && p.node_down(*n) && !global));
             if (!ended && !lost) continue;
             const auto& rp = spec.task.restart;
-            bool failed = t->status.state == TaskState::failed || t->status.state == TaskState::rejected ||
+            bool failed = t->status.state == TaskState::failed ||
+                          t->status.state == TaskState::rejected ||
                           (t->status.container && t->status.container->exit_code != 0);
             bool restart = lost || rp.condition == model::RestartCondition::any ||
                            (rp.condition == model::RestartCondition::on_failure && failed);
@@ -206,14 +212,16 @@ void restart_ended_and_lost(Pass& p, const Service& s) {
             // trimmed); with a window, a task that ran longer than it starts a new count.
             std::uint64_t restarts = t->restarts;
             if (rp.window > 0 && now.nanos - t->meta.created.nanos > rp.window) restarts = 0;
-            if (restart && !lost && rp.max_attempts > 0 && restarts >= rp.max_attempts) restart = false;
+            if (restart && !lost && rp.max_attempts > 0 && restarts >= rp.max_attempts)
+                restart = false;
             if (!restart) continue;  // the slot stays filled by the ended task
             p.shut_down(*t);
-            if (global && (lost || node_left)) continue;  // a global service follows the eligible nodes
+            if (global && (lost || node_left))
+                continue;  // a global service follows the eligible nodes
             auto delay = lost ? 0 : rp.delay;
             Timestamp nb{now.nanos + delay};
-            p.create(s, t->slot, global ? t->node_id : std::string(), delay > 0 ? TaskState::ready : TaskState::running,
-                     nb)
+            p.create(s, t->slot, global ? t->node_id : std::string(),
+                     delay > 0 ? TaskState::ready : TaskState::running, nb)
                 .restarts = lost ? restarts : restarts + 1;
         }
     }
@@ -227,8 +235,10 @@ void scale(Pass& p, const Service& s) {
         std::set<std::uint64_t> filled;
         for (auto& [id, t] : p.work)
             if (t.service_id == s.meta.id && live(t)) {
-                if (t.slot > spec.replicas) p.shut_down(t);
-                else filled.insert(t.slot);
+                if (t.slot > spec.replicas)
+                    p.shut_down(t);
+                else
+                    filled.insert(t.slot);
             }
         for (std::uint64_t slot = 1; slot <= spec.replicas; ++slot)
             if (!filled.count(slot)) p.create(s, slot, {}, TaskState::running, p.now);
@@ -238,7 +248,8 @@ void scale(Pass& p, const Service& s) {
             if (t.service_id == s.meta.id && live(t)) covered.insert(t.node_id);
         for (const auto& n : p.node_list)
             if (!covered.count(n.meta.id) && n.state == NodeState::ready &&
-                n.spec.availability == NodeAvailability::active && satisfies(n, spec.task.constraints))
+                n.spec.availability == NodeAvailability::active &&
+                satisfies(n, spec.task.constraints))
                 p.create(s, 0, n.meta.id, TaskState::running, p.now);
     }
 }
@@ -246,7 +257,8 @@ void scale(Pass& p, const Service& s) {
 // Rolling update: which outdated slots are replaced in this batch, and how the service's update
 // status moves on (started, paused, rolled back, completed). batch_done is the service's
 // progress kept between passes.
-std::vector<ServiceUpdate> roll_update(Pass& p, const Service& s, std::optional<Timestamp>& batch_done) {
+std::vector<ServiceUpdate> roll_update(Pass& p, const Service& s,
+                                       std::optional<Timestamp>& batch_done) {
     const auto& spec = s.spec;
     const bool global = spec.mode == model::ServiceMode::global;
     const auto now = p.now;
@@ -268,8 +280,10 @@ std::vector<ServiceUpdate> roll_update(Pass& p, const Service& s, std::optional<
                 tally.failed_task = t->meta.id;
             }
             if (!live(*t)) continue;
-            bool stable = t->status.state == TaskState::running && t->status.timestamp.nanos + cfg.monitor <= now.nanos;
-            if (t->status.state == TaskState::running && !stable) p.due({t->status.timestamp.nanos + cfg.monitor});
+            bool stable = t->status.state == TaskState::running &&
+                          t->status.timestamp.nanos + cfg.monitor <= now.nanos;
+            if (t->status.state == TaskState::running && !stable)
+                p.due({t->status.timestamp.nanos + cfg.monitor});
             if (!stable && !model::is_terminal(t->status.state)) flying = true;
         }
         if (dirty) outdated.push_back(key);
@@ -284,15 +298,18 @@ std::vector<ServiceUpdate> roll_update(Pass& p, const Service& s, std::optional<
         if (in_flight == 0 && batch_done && batch_done->nanos + cfg.delay > now.nanos) {
             p.due({batch_done->nanos + cfg.delay});
         } else {
-            std::size_t budget = cfg.parallelism == 0 ? outdated.size()
-                                 : cfg.parallelism > in_flight ? cfg.parallelism - in_flight : 0;
+            std::size_t budget = cfg.parallelism == 0          ? outdated.size()
+                                 : cfg.parallelism > in_flight ? cfg.parallelism - in_flight
+                                                               : 0;
             for (const auto& key : outdated) {
                 if (budget == 0) break;
                 auto& list = by_slot[key];
-                bool has_new = std::any_of(list.begin(), list.end(),
-                                           [&](Task* t) { return live(*t) && t->spec.json == spec.task.json; });
+                bool has_new = std::any_of(list.begin(), list.end(), [&](Task* t) {
+                    return live(*t) && t->spec.json == spec.task.json;
+                });
                 if (has_new) continue;
-                const Task* old = *std::find_if(list.begin(), list.end(), [](Task* t) { return live(*t); });
+                const Task* old =
+                    *std::find_if(list.begin(), list.end(), [](Task* t) { return live(*t); });
                 auto slot = old->slot;
                 auto node = global ? old->node_id : std::string();
                 if (cfg.order == model::UpdateOrder::stop_first) {
@@ -321,24 +338,31 @@ void settle_slots(Pass& p, const Service& s) {
     const auto& spec = s.spec;
     for (auto& [key, list] : p.slots(s)) {
         bool new_running = std::any_of(list.begin(), list.end(), [&](Task* t) {
-            return live(*t) && t->spec.json == spec.task.json && t->status.state == TaskState::running;
+            return live(*t) && t->spec.json == spec.task.json &&
+                   t->status.state == TaskState::running;
         });
         for (auto* t : list) {
             if (new_running && live(*t) && t->spec.json != spec.task.json) p.shut_down(*t);
             if (!live(*t) || t->desired != TaskState::ready) continue;
-            bool others =
-                std::any_of(list.begin(), list.end(), [&](Task* u) { return u != t && !live(*u) && !p.gone(*u); });
-            if (t->not_before > p.now) p.due(t->not_before);
-            else if (!others) t->desired = TaskState::running, p.touch(*t);
+            bool others = std::any_of(list.begin(), list.end(),
+                                      [&](Task* u) { return u != t && !live(*u) && !p.gone(*u); });
+            if (t->not_before > p.now)
+                p.due(t->not_before);
+            else if (!others)
+                t->desired = TaskState::running, p.touch(*t);
         }
-        std::sort(list.begin(), list.end(), [](Task* a, Task* b) { return a->meta.created > b->meta.created; });
+        std::sort(list.begin(), list.end(),
+                  [](Task* a, Task* b) { return a->meta.created > b->meta.created; });
         // Tasks still wanted or still running are kept; the newest ended ones fill
         // the rest of the slot's history.
-        std::size_t kept = std::count_if(list.begin(), list.end(), [&](Task* t) { return live(*t) || !p.gone(*t); });
+        std::size_t kept = std::count_if(list.begin(), list.end(),
+                                         [&](Task* t) { return live(*t) || !p.gone(*t); });
         for (auto* t : list) {
             if (live(*t) || !p.gone(*t)) continue;
-            if (kept < task_history_limit) ++kept;
-            else p.erased.push_back(t->meta.id);
+            if (kept < task_history_limit)
+                ++kept;
+            else
+                p.erased.push_back(t->meta.id);
         }
     }
 }
@@ -372,7 +396,8 @@ void schedule(Pass& p) {
 
 // Rollback and status recording: each decided status is written in order; a rollback the
 // registry refuses (the previous spec's secrets are gone) pauses the update instead.
-Result<void> record_update_statuses(ServiceRegistry& services, const std::vector<ServiceUpdate>& changes) {
+Result<void> record_update_statuses(ServiceRegistry& services,
+                                    const std::vector<ServiceUpdate>& changes) {
     for (const auto& c : changes) {
         if (auto r = services.set_update_status(c.id, c.status, c.roll_back); !r) {
             if (!c.roll_back) return std::move(r).error();
@@ -380,7 +405,8 @@ Result<void> record_update_statuses(ServiceRegistry& services, const std::vector
             auto paused = c.status;
             paused.state = model::UpdateState::paused;
             paused.message = "update paused: rollback refused: " + r.error().message;
-            if (auto q = services.set_update_status(c.id, paused, false); !q) return std::move(q).error();
+            if (auto q = services.set_update_status(c.id, paused, false); !q)
+                return std::move(q).error();
         }
     }
     return {};
@@ -391,10 +417,14 @@ Result<void> record_update_statuses(ServiceRegistry& services, const std::vector
 bool satisfies(const Node& node, const std::vector<model::Constraint>& constraints) {
     for (const auto& c : constraints) {
         std::optional<std::string> actual;
-        if (c.key == "node.id") actual = node.meta.id;
-        else if (c.key == "node.hostname") actual = node.description.hostname;
-        else if (c.key == "node.role") actual = std::string(model::to_string(node.spec.role));
-        else if (auto it = node.spec.labels.find(c.key.substr(12)); it != node.spec.labels.end()) actual = it->second;
+        if (c.key == "node.id")
+            actual = node.meta.id;
+        else if (c.key == "node.hostname")
+            actual = node.description.hostname;
+        else if (c.key == "node.role")
+            actual = std::string(model::to_string(node.spec.role));
+        else if (auto it = node.spec.labels.find(c.key.substr(12)); it != node.spec.labels.end())
+            actual = it->second;
         // A missing label never equals a value and always differs from it, as in Swarm.
         bool equal = actual && *actual == c.value;
         if (equal != c.equal) return false;
@@ -408,36 +438,43 @@ Placement place(const Task& task, const std::vector<Node>& nodes, const std::vec
     return place_with(task, nodes, Counts::of(ptrs));
 }
 
-UpdateDecision decide_update(const std::optional<model::UpdateStatus>& current, const model::UpdateConfig& cfg,
-                             bool has_previous, const UpdateTally& tally, Timestamp now) {
+UpdateDecision decide_update(const std::optional<model::UpdateStatus>& current,
+                             const model::UpdateConfig& cfg, bool has_previous,
+                             const UpdateTally& tally, Timestamp now) {
     using model::UpdateState;
     UpdateDecision d;
     auto status = current;
     const bool rolling_back = status && model::is_rollback(status->state);
-    bool updating = status && (status->state == UpdateState::updating || status->state == UpdateState::rollback_started);
-    const bool paused =
-        status && (status->state == UpdateState::paused || status->state == UpdateState::rollback_paused);
+    bool updating = status && (status->state == UpdateState::updating ||
+                               status->state == UpdateState::rollback_started);
+    const bool paused = status && (status->state == UpdateState::paused ||
+                                   status->state == UpdateState::rollback_paused);
     if (tally.outdated && !updating && !paused) {
-        status = model::UpdateStatus{UpdateState::updating, now, std::nullopt, "update in progress"};
+        status =
+            model::UpdateStatus{UpdateState::updating, now, std::nullopt, "update in progress"};
         d.changes.push_back({*status, false});
         d.started = true;
         updating = true;
     }
     if (updating && tally.failures > 0 &&
-        static_cast<double>(tally.failures) > cfg.max_failure_ratio * static_cast<double>(tally.updated) &&
+        static_cast<double>(tally.failures) >
+            cfg.max_failure_ratio * static_cast<double>(tally.updated) &&
         cfg.failure_action != model::FailureAction::cont) {
         if (cfg.failure_action == model::FailureAction::rollback && !rolling_back && has_previous) {
             d.changes.push_back(
-                {model::UpdateStatus{UpdateState::rollback_started, now, std::nullopt,
-                                     fmt::format("update rolled back due to failure or early termination of task {}",
-                                                 tally.failed_task)},
+                {model::UpdateStatus{
+                     UpdateState::rollback_started, now, std::nullopt,
+                     fmt::format(
+                         "update rolled back due to failure or early termination of task {}",
+                         tally.failed_task)},
                  true});
         } else {
             d.changes.push_back(
-                {model::UpdateStatus{rolling_back ? UpdateState::rollback_paused : UpdateState::paused, status->started,
-                                     std::nullopt,
-                                     fmt::format("update paused due to failure or early termination of task {}",
-                                                 tally.failed_task)},
+                {model::UpdateStatus{
+                     rolling_back ? UpdateState::rollback_paused : UpdateState::paused,
+                     status->started, std::nullopt,
+                     fmt::format("update paused due to failure or early termination of task {}",
+                                 tally.failed_task)},
                  false});
         }
         updating = false;
@@ -445,17 +482,21 @@ UpdateDecision decide_update(const std::optional<model::UpdateStatus>& current, 
     d.replace = updating && tally.outdated;
     // Nothing outdated means no batch this pass, so nothing new is in flight either.
     if (updating && !tally.outdated && tally.in_flight == 0)
-        d.changes.push_back({model::UpdateStatus{rolling_back ? UpdateState::rollback_completed : UpdateState::completed,
-                                                 status->started, now,
-                                                 rolling_back ? "rollback completed" : "update completed"},
-                             false});
+        d.changes.push_back(
+            {model::UpdateStatus{
+                 rolling_back ? UpdateState::rollback_completed : UpdateState::completed,
+                 status->started, now, rolling_back ? "rollback completed" : "update completed"},
+             false});
     return d;
 }
 
-Orchestrator::Orchestrator(ServiceRegistry& services, TaskRegistry& tasks, NodeRegistry& nodes, Clock clock)
+Orchestrator::Orchestrator(ServiceRegistry& services, TaskRegistry& tasks, NodeRegistry& nodes,
+                           Clock clock)
     : services_(services), tasks_(tasks), nodes_(nodes), clock_(std::move(clock)) {}
 
-Orchestrator::~Orchestrator() { stop(); }
+Orchestrator::~Orchestrator() {
+    stop();
+}
 
 void Orchestrator::start() {
     if (thread_.joinable()) return;
@@ -486,7 +527,10 @@ void Orchestrator::run() {
             std::unique_lock lock(mutex_);
             auto pred = [&] { return stopping_ || dirty_; };
             if (next)
-                cv_.wait_for(lock, std::chrono::nanoseconds(std::max<std::int64_t>(0, next->nanos - clock_().nanos)), pred);
+                cv_.wait_for(lock,
+                             std::chrono::nanoseconds(
+                                 std::max<std::int64_t>(0, next->nanos - clock_().nanos)),
+                             pred);
             else
                 cv_.wait(lock, pred);
             if (stopping_) return;
@@ -509,23 +553,27 @@ Result<std::optional<Timestamp>> Orchestrator::reconcile(Timestamp now) {
     Pass pass(now, node_list);
     std::vector<ServiceUpdate> service_changes;
 
-    auto written = tasks_.commit([&](const TaskRegistry::Map& current) -> Result<TaskRegistry::Changes> {
-        pass.begin(current);
-        shut_down_orphans(pass, services);
-        for (const auto& s : services) {
-            restart_ended_and_lost(pass, s);
-            scale(pass, s);
-            for (auto& c : roll_update(pass, s, progress_[s.meta.id].batch_done)) service_changes.push_back(std::move(c));
-            settle_slots(pass, s);
-        }
-        schedule(pass);
-        return pass.changes(current);
-    });
+    auto written =
+        tasks_.commit([&](const TaskRegistry::Map& current) -> Result<TaskRegistry::Changes> {
+            pass.begin(current);
+            shut_down_orphans(pass, services);
+            for (const auto& s : services) {
+                restart_ended_and_lost(pass, s);
+                scale(pass, s);
+                for (auto& c : roll_update(pass, s, progress_[s.meta.id].batch_done))
+                    service_changes.push_back(std::move(c));
+                settle_slots(pass, s);
+            }
+            schedule(pass);
+            return pass.changes(current);
+        });
     if (!written) return std::move(written).error().context("orchestrator");
 
-    if (auto r = record_update_statuses(services_, service_changes); !r) return std::move(r).error();
+    if (auto r = record_update_statuses(services_, service_changes); !r)
+        return std::move(r).error();
     for (auto it = progress_.begin(); it != progress_.end();)
-        it = std::any_of(services.begin(), services.end(), [&](const Service& s) { return s.meta.id == it->first; })
+        it = std::any_of(services.begin(), services.end(),
+                         [&](const Service& s) { return s.meta.id == it->first; })
                  ? std::next(it)
                  : progress_.erase(it);
     return pass.wake;

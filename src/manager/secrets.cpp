@@ -21,7 +21,9 @@ void VersionCounter::observe(std::uint64_t seen) noexcept {
 
 namespace {
 
-std::string encode(const Secret& s) { return json::serialize(model::to_json(s)); }
+std::string encode(const Secret& s) {
+    return json::serialize(model::to_json(s));
+}
 
 Error not_found(std::string_view what) {
     return make_error(Errc::not_found, fmt::format("secret {} not found", what));
@@ -30,7 +32,7 @@ Error not_found(std::string_view what) {
 }  // namespace
 
 class SecretRegistry::BusyGuard {
-public:
+  public:
     BusyGuard(Sync<Index>& index, std::string id) : index_(index), id_(std::move(id)) {}
     ~BusyGuard() {
         auto index = index_.lock();
@@ -40,7 +42,7 @@ public:
     BusyGuard(const BusyGuard&) = delete;
     BusyGuard& operator=(const BusyGuard&) = delete;
 
-private:
+  private:
     Sync<Index>& index_;
     std::string id_;
 };
@@ -51,19 +53,22 @@ Result<std::unique_ptr<SecretRegistry>> SecretRegistry::load(store::Store& store
     std::unique_ptr<SecretRegistry> reg(new SecretRegistry(store, committer, counter));
     auto index = reg->index_.lock();
     std::optional<Error> failure;
-    auto scanned = store.scan(store::Table::secrets, [&](std::string_view key, crypto::SecureBuffer v) {
-        std::string_view text(reinterpret_cast<const char*>(v.data()), v.size());
-        auto parsed = model::parse_json(text);
-        Result<Secret> s = parsed ? model::secret_from_json(*parsed) : Result<Secret>(parsed.error());
-        if (!s || s->meta.id != key) {
-            failure = make_error(Errc::internal, fmt::format("secret record {} is corrupt", key));
-            return false;
-        }
-        counter.observe(s->meta.version);
-        index->id_by_lower_name.emplace(model::to_lower(s->spec.name), s->meta.id);
-        index->by_id.emplace(s->meta.id, std::move(*s));
-        return true;
-    });
+    auto scanned =
+        store.scan(store::Table::secrets, [&](std::string_view key, crypto::SecureBuffer v) {
+            std::string_view text(reinterpret_cast<const char*>(v.data()), v.size());
+            auto parsed = model::parse_json(text);
+            Result<Secret> s =
+                parsed ? model::secret_from_json(*parsed) : Result<Secret>(parsed.error());
+            if (!s || s->meta.id != key) {
+                failure =
+                    make_error(Errc::internal, fmt::format("secret record {} is corrupt", key));
+                return false;
+            }
+            counter.observe(s->meta.version);
+            index->id_by_lower_name.emplace(model::to_lower(s->spec.name), s->meta.id);
+            index->by_id.emplace(s->meta.id, std::move(*s));
+            return true;
+        });
     if (!scanned) return std::move(scanned).error().context("load secrets");
     if (failure) return std::move(*failure);
     log::info("secrets", "loaded {} secrets", index->by_id.size());
@@ -79,7 +84,8 @@ void SecretRegistry::create(model::SecretSpec spec, crypto::SecureBuffer data, C
     {
         auto index = index_.lock();
         if (index->id_by_lower_name.count(lower) || index->reserved_names.count(lower))
-            return done(make_error(Errc::already_exists, fmt::format("secret {} already exists", spec.name)));
+            return done(make_error(Errc::already_exists,
+                                   fmt::format("secret {} already exists", spec.name)));
         index->reserved_names.insert(lower);
     }
     auto now = model::Timestamp::now();
@@ -118,7 +124,8 @@ Result<const Secret*> SecretRegistry::lookup(const Index& index, std::string_vie
     if (key.empty()) return not_found(key);
     if (auto it = index.by_id.find(std::string(key)); it != index.by_id.end()) return &it->second;
     // Exact name (names are unique regardless of case, but the lookup is exact, as Docker's).
-    if (auto it = index.id_by_lower_name.find(model::to_lower(key)); it != index.id_by_lower_name.end()) {
+    if (auto it = index.id_by_lower_name.find(model::to_lower(key));
+        it != index.id_by_lower_name.end()) {
         const auto& s = index.by_id.at(it->second);
         if (s.spec.name == key) return &s;
     }
@@ -172,7 +179,8 @@ Result<Secret> SecretRegistry::update(std::string_view key, std::uint64_t versio
     next.meta.updated = model::Timestamp::now();
     store::Batch batch;
     batch.put(store::Table::secrets, next.meta.id, encode(next));
-    if (auto w = store_.write(std::move(batch)); !w) return std::move(w).error().context("update secret");
+    if (auto w = store_.write(std::move(batch)); !w)
+        return std::move(w).error().context("update secret");
     index_.lock()->by_id[next.meta.id] = next;
     return next;
 }
@@ -205,7 +213,8 @@ Result<Secret> SecretRegistry::remove(std::string_view key) {
     store::Batch batch;
     batch.erase(store::Table::secrets, current.meta.id);
     batch.erase(store::Table::secret_data, current.meta.id);
-    if (auto w = store_.write(std::move(batch)); !w) return std::move(w).error().context("remove secret");
+    if (auto w = store_.write(std::move(batch)); !w)
+        return std::move(w).error().context("remove secret");
     auto index = index_.lock();
     index->by_id.erase(current.meta.id);
     index->id_by_lower_name.erase(model::to_lower(current.spec.name));
@@ -227,6 +236,8 @@ Result<crypto::SecureBuffer> SecretRegistry::data(std::string_view id) const {
     return std::move(**v);
 }
 
-std::size_t SecretRegistry::size() const { return index_.read()->by_id.size(); }
+std::size_t SecretRegistry::size() const {
+    return index_.read()->by_id.size();
+}
 
 }  // namespace coffer::manager

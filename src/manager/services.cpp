@@ -26,7 +26,9 @@ Result<T> decode_record(std::string_view text) {
 template <typename T, typename NameOf>
 Result<T> lookup(const std::map<std::string, T, std::less<>>& items, std::string_view key,
                  std::string_view kind, NameOf name_of) {
-    auto not_found = [&] { return make_error(Errc::not_found, fmt::format("{} {} not found", kind, key)); };
+    auto not_found = [&] {
+        return make_error(Errc::not_found, fmt::format("{} {} not found", kind, key));
+    };
     if (key.empty()) return not_found();
     if (auto it = items.find(key); it != items.end()) return it->second;
     for (const auto& [id, t] : items)
@@ -52,13 +54,16 @@ std::vector<std::string> secret_ids(const model::ServiceSpec& spec) {
     return ids;
 }
 
-bool same_name(const Service& s, std::string_view name) { return model::to_lower(s.spec.name) == model::to_lower(name); }
+bool same_name(const Service& s, std::string_view name) {
+    return model::to_lower(s.spec.name) == model::to_lower(name);
+}
 
 }  // namespace
 
 // ---- tasks -----------------------------------------------------------------------------------
 
-Result<std::unique_ptr<TaskRegistry>> TaskRegistry::load(store::Store& store, VersionCounter& counter) {
+Result<std::unique_ptr<TaskRegistry>> TaskRegistry::load(store::Store& store,
+                                                         VersionCounter& counter) {
     std::unique_ptr<TaskRegistry> reg(new TaskRegistry(
         store, store::Table::tasks, counter,
         [](const Task& t) { return json::serialize(model::to_json(t, true)); },
@@ -68,20 +73,27 @@ Result<std::unique_ptr<TaskRegistry>> TaskRegistry::load(store::Store& store, Ve
 }
 
 Result<Task> TaskRegistry::find(std::string_view id) const {
-    return read([&](const Map& m) { return lookup<Task>(m, id, "task", [](const Task&) { return std::string_view{}; }); });
+    return read([&](const Map& m) {
+        return lookup<Task>(m, id, "task", [](const Task&) { return std::string_view{}; });
+    });
 }
 
 // ---- services --------------------------------------------------------------------------------
 
-ServiceRegistry::ServiceRegistry(store::Store& store, VersionCounter& counter, SecretRegistry& secrets)
-    : table_(store, store::Table::services, counter,
-             [](const Service& s) { return json::serialize(model::to_json(s)); },
-             decode_record<Service, model::service_from_json>),
+ServiceRegistry::ServiceRegistry(store::Store& store, VersionCounter& counter,
+                                 SecretRegistry& secrets)
+    : table_(
+          store, store::Table::services, counter,
+          [](const Service& s) { return json::serialize(model::to_json(s)); },
+          decode_record<Service, model::service_from_json>),
       secrets_(secrets) {}
 
-ServiceRegistry::~ServiceRegistry() { secrets_.set_users({}); }
+ServiceRegistry::~ServiceRegistry() {
+    secrets_.set_users({});
+}
 
-Result<std::unique_ptr<ServiceRegistry>> ServiceRegistry::load(store::Store& store, VersionCounter& counter,
+Result<std::unique_ptr<ServiceRegistry>> ServiceRegistry::load(store::Store& store,
+                                                               VersionCounter& counter,
                                                                SecretRegistry& secrets) {
     std::unique_ptr<ServiceRegistry> reg(new ServiceRegistry(store, counter, secrets));
     if (auto r = reg->table_.load(); !r) return std::move(r).error().context("load services");
@@ -106,7 +118,8 @@ std::vector<std::string> ServiceRegistry::users_of(const std::string& secret_id)
     return {names.begin(), names.end()};
 }
 
-Result<void> ServiceRegistry::reserve_secrets(const std::string& service_name, const model::ServiceSpec& spec) {
+Result<void> ServiceRegistry::reserve_secrets(const std::string& service_name,
+                                              const model::ServiceSpec& spec) {
     auto ids = secret_ids(spec);
     {
         auto pending = pending_.lock();
@@ -123,11 +136,14 @@ Result<void> ServiceRegistry::reserve_secrets(const std::string& service_name, c
         if (std::find(missing.begin(), missing.end(), ref.secret_id) != missing.end() &&
             std::find(names.begin(), names.end(), ref.secret_name) == names.end())
             names.push_back(ref.secret_name);
-    return make_error(Errc::invalid_argument, fmt::format("secret{} not found: {}", names.size() > 1 ? "s" : "",
-                                                          fmt::join(names, ", ")));
+    return make_error(
+        Errc::invalid_argument,
+        fmt::format("secret{} not found: {}", names.size() > 1 ? "s" : "", fmt::join(names, ", ")));
 }
 
-void ServiceRegistry::release_secrets(const std::string& service_name) { pending_.lock()->erase(service_name); }
+void ServiceRegistry::release_secrets(const std::string& service_name) {
+    pending_.lock()->erase(service_name);
+}
 
 Result<Service> ServiceRegistry::create(model::ServiceSpec spec) {
     if (auto r = model::validate_service_spec(spec); !r) return std::move(r).error();
@@ -136,9 +152,10 @@ Result<Service> ServiceRegistry::create(model::ServiceSpec spec) {
     auto written = table_.commit([&](const auto& items) -> Result<ObjectTable<Service>::Changes> {
         for (const auto& [id, s] : items)
             if (same_name(s, spec.name))
-                return make_error(Errc::already_exists,
-                                  fmt::format("name conflicts with an existing object: service {} already exists",
-                                              spec.name));
+                return make_error(
+                    Errc::already_exists,
+                    fmt::format("name conflicts with an existing object: service {} already exists",
+                                spec.name));
         if (auto r = reserve_secrets(name, spec); !r) return std::move(r).error();
         reserved = true;
         auto now = model::Timestamp::now();
@@ -150,14 +167,17 @@ Result<Service> ServiceRegistry::create(model::ServiceSpec spec) {
     return written->front();
 }
 
-Result<Service> ServiceRegistry::update(std::string_view key, std::uint64_t version, model::ServiceSpec spec) {
+Result<Service> ServiceRegistry::update(std::string_view key, std::uint64_t version,
+                                        model::ServiceSpec spec) {
     if (auto r = model::validate_service_spec(spec); !r) return std::move(r).error();
     std::string name = spec.name;
     bool reserved = false;
     auto written = table_.commit([&](const auto& items) -> Result<ObjectTable<Service>::Changes> {
-        auto current = lookup<Service>(items, key, "service", [](const Service& s) { return std::string_view(s.spec.name); });
+        auto current = lookup<Service>(
+            items, key, "service", [](const Service& s) { return std::string_view(s.spec.name); });
         if (!current) return std::move(current).error();
-        if (current->meta.version != version) return make_error(Errc::conflict, "update out of sequence");
+        if (current->meta.version != version)
+            return make_error(Errc::conflict, "update out of sequence");
         if (current->spec.name != spec.name)
             return make_error(Errc::invalid_argument, "renaming services is not supported");
         if (auto r = reserve_secrets(name, spec); !r) return std::move(r).error();
@@ -178,7 +198,8 @@ Result<Service> ServiceRegistry::update(std::string_view key, std::uint64_t vers
 Result<Service> ServiceRegistry::remove(std::string_view key) {
     std::optional<Service> removed;
     auto written = table_.commit([&](const auto& items) -> Result<ObjectTable<Service>::Changes> {
-        auto current = lookup<Service>(items, key, "service", [](const Service& s) { return std::string_view(s.spec.name); });
+        auto current = lookup<Service>(
+            items, key, "service", [](const Service& s) { return std::string_view(s.spec.name); });
         if (!current) return std::move(current).error();
         removed = *current;
         return ObjectTable<Service>::Changes{{}, {current->meta.id}};
@@ -189,11 +210,13 @@ Result<Service> ServiceRegistry::remove(std::string_view key) {
 
 Result<Service> ServiceRegistry::find(std::string_view key) const {
     return table_.read([&](const auto& items) {
-        return lookup<Service>(items, key, "service", [](const Service& s) { return std::string_view(s.spec.name); });
+        return lookup<Service>(items, key, "service",
+                               [](const Service& s) { return std::string_view(s.spec.name); });
     });
 }
 
-Result<void> ServiceRegistry::set_update_status(const std::string& id, std::optional<model::UpdateStatus> status,
+Result<void> ServiceRegistry::set_update_status(const std::string& id,
+                                                std::optional<model::UpdateStatus> status,
                                                 bool roll_back) {
     std::string name;
     auto written = table_.commit([&](const auto& items) -> Result<ObjectTable<Service>::Changes> {

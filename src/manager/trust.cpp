@@ -15,9 +15,10 @@ namespace {
 
 // ca/cert and ca/key: the CA that issues (during a rotation, the new root). ca/chain: its
 // cross-signed certificate and ca/previous: the old root, both only during a rotation.
-constexpr std::string_view ca_cert_key = "ca/cert", ca_key_key = "ca/key", ca_chain_key = "ca/chain",
-                           ca_previous_key = "ca/previous", settings_key = "settings",
-                           worker_key = "token/worker", manager_key = "token/manager";
+constexpr std::string_view ca_cert_key = "ca/cert", ca_key_key = "ca/key",
+                           ca_chain_key = "ca/chain", ca_previous_key = "ca/previous",
+                           settings_key = "settings", worker_key = "token/worker",
+                           manager_key = "token/manager";
 
 std::string_view view(const crypto::SecureBuffer& b) {
     return {reinterpret_cast<const char*>(b.data()), b.size()};
@@ -40,14 +41,16 @@ std::vector<std::string> ids_of(const NodeRegistry& nodes) {
 
 }  // namespace
 
-Result<std::unique_ptr<ClusterTrust>> ClusterTrust::load(store::Store& store, std::string cluster_id) {
+Result<std::unique_ptr<ClusterTrust>> ClusterTrust::load(store::Store& store,
+                                                         std::string cluster_id) {
     auto cert = get(store, ca_cert_key);
     if (!cert) return std::move(cert).error();
     std::unique_ptr<ClusterTrust> t;
     if (*cert) {
         auto key = get(store, ca_key_key);
         if (!key) return std::move(key).error();
-        if (!*key) return make_error(Errc::internal, "the CA certificate is stored without its key");
+        if (!*key)
+            return make_error(Errc::internal, "the CA certificate is stored without its key");
         auto previous = get(store, ca_previous_key);
         if (!previous) return std::move(previous).error();
         auto chain = get(store, ca_chain_key);
@@ -60,7 +63,8 @@ Result<std::unique_ptr<ClusterTrust>> ClusterTrust::load(store::Store& store, st
         t.reset(new ClusterTrust(store, std::move(cluster_id), std::move(*ca)));
         if (*previous) {
             auto old = pki::read_certificate(view(**previous));
-            if (!old || !old->is_ca) return make_error(Errc::internal, "pki/ca/previous is corrupt");
+            if (!old || !old->is_ca)
+                return make_error(Errc::internal, "pki/ca/previous is corrupt");
             t->previous_root_ = std::string(view(**previous));
             log::info("pki", "a CA rotation is in progress: resuming it");
         }
@@ -68,7 +72,8 @@ Result<std::unique_ptr<ClusterTrust>> ClusterTrust::load(store::Store& store, st
         if (!settings) return std::move(settings).error();
         if (*settings) {
             auto v = model::parse_json(view(**settings));
-            if (!v || !v->is_object()) return make_error(Errc::internal, "pki settings record is corrupt");
+            if (!v || !v->is_object())
+                return make_error(Errc::internal, "pki settings record is corrupt");
             const auto& o = v->as_object();
             if (auto* e = o.if_contains("CertExpirySeconds"); e && e->is_number())
                 t->expiry_ = std::chrono::seconds(e->to_number<std::int64_t>());
@@ -77,12 +82,15 @@ Result<std::unique_ptr<ClusterTrust>> ClusterTrust::load(store::Store& store, st
             if (auto* e = o.if_contains("Version"); e && e->is_number())
                 t->version_ = e->to_number<std::uint64_t>();
         }
-        for (auto [key_name, slot] : {std::pair{worker_key, &t->worker_}, std::pair{manager_key, &t->manager_}}) {
+        for (auto [key_name, slot] :
+             {std::pair{worker_key, &t->worker_}, std::pair{manager_key, &t->manager_}}) {
             auto text = get(store, key_name);
             if (!text) return std::move(text).error();
-            if (!*text) return make_error(Errc::internal, fmt::format("pki/{} is missing", key_name));
+            if (!*text)
+                return make_error(Errc::internal, fmt::format("pki/{} is missing", key_name));
             auto token = pki::JoinToken::parse(view(**text));
-            if (!token) return make_error(Errc::internal, fmt::format("pki/{} is corrupt", key_name));
+            if (!token)
+                return make_error(Errc::internal, fmt::format("pki/{} is corrupt", key_name));
             slot->emplace(std::move(*token));
         }
         return t;
@@ -100,15 +108,17 @@ Result<std::unique_ptr<ClusterTrust>> ClusterTrust::load(store::Store& store, st
     b.put(Table::pki, std::string(worker_key), t->worker_->text());
     b.put(Table::pki, std::string(manager_key), t->manager_->text());
     b.put(Table::pki, std::string(settings_key), t->settings_json(t->expiry_, 0, t->version_));
-    if (auto w = store.write(std::move(b)); !w) return std::move(w).error().context("create the cluster CA");
+    if (auto w = store.write(std::move(b)); !w)
+        return std::move(w).error().context("create the cluster CA");
     log::info("pki", "created the cluster root CA and join tokens");
     return t;
 }
 
 std::string ClusterTrust::settings_json(std::chrono::seconds expiry, std::uint64_t force_rotate,
                                         std::uint64_t version) const {
-    return json::serialize(json::object{
-        {"CertExpirySeconds", expiry.count()}, {"ForceRotate", force_rotate}, {"Version", version}});
+    return json::serialize(json::object{{"CertExpirySeconds", expiry.count()},
+                                        {"ForceRotate", force_rotate},
+                                        {"Version", version}});
 }
 
 std::string ClusterTrust::bundle_locked() const {
@@ -138,7 +148,8 @@ Result<pki::Role> ClusterTrust::check_token(const pki::JoinToken& presented) con
     bool manager = presented.matches(*manager_);
     if (manager) return pki::Role::manager;
     if (worker) return pki::Role::worker;
-    return make_error(Errc::permission_denied, "A valid join token is necessary to join this cluster");
+    return make_error(Errc::permission_denied,
+                      "A valid join token is necessary to join this cluster");
 }
 
 std::chrono::seconds ClusterTrust::cert_expiry() const {
@@ -169,9 +180,10 @@ Result<void> ClusterTrust::update(const Update& u) {
         std::unique_lock lock(mutex_);
         rotate = u.force_rotate && *u.force_rotate != force_rotate_;
         if (rotate && previous_root_)
-            return make_error(Errc::conflict,
-                              "a CA rotation is already in progress: wait until every node has renewed "
-                              "(or remove the nodes that cannot)");
+            return make_error(
+                Errc::conflict,
+                "a CA rotation is already in progress: wait until every node has renewed "
+                "(or remove the nodes that cannot)");
         // A new root and its cross-signed certificate, when rotating; the tokens keep their
         // secrets but pin the new bundle.
         std::optional<pki::CertificateAuthority> fresh;
@@ -181,13 +193,15 @@ Result<void> ClusterTrust::update(const Update& u) {
             auto signed_by_old = ca_.cross_sign(root.certificate_pem());
             if (!signed_by_old) return std::move(signed_by_old).error().context("rotate the CA");
             cross = std::move(*signed_by_old);
-            auto loaded = pki::CertificateAuthority::load(root.certificate_pem(), root.key_pem(), cross);
+            auto loaded =
+                pki::CertificateAuthority::load(root.certificate_pem(), root.key_pem(), cross);
             if (!loaded) return std::move(loaded).error().context("rotate the CA");
             fresh.emplace(std::move(*loaded));
         }
         auto bundle = rotate ? ca_.certificate_pem() + fresh->certificate_pem() : bundle_locked();
         std::optional<pki::JoinToken> worker, manager;
-        worker.emplace(u.rotate_worker_token ? pki::JoinToken::generate(bundle) : worker_->with_ca(bundle));
+        worker.emplace(u.rotate_worker_token ? pki::JoinToken::generate(bundle)
+                                             : worker_->with_ca(bundle));
         manager.emplace(u.rotate_manager_token ? pki::JoinToken::generate(bundle)
                                                : manager_->with_ca(bundle));
         auto expiry = u.cert_expiry.value_or(expiry_);
@@ -202,7 +216,8 @@ Result<void> ClusterTrust::update(const Update& u) {
             b.put(Table::pki, std::string(ca_chain_key), cross);
         }
         b.put(Table::pki, std::string(settings_key), settings_json(expiry, force, version_ + 1));
-        if (auto w = store_.write(std::move(b)); !w) return std::move(w).error().context("update the cluster");
+        if (auto w = store_.write(std::move(b)); !w)
+            return std::move(w).error().context("update the cluster");
         worker_ = std::move(worker);
         manager_ = std::move(manager);
         expiry_ = expiry;
@@ -215,8 +230,9 @@ Result<void> ClusterTrust::update(const Update& u) {
         }
     }
     if (rotate) {
-        log::info("pki", "CA rotation started: nodes trust the old and the new root until every node "
-                         "has renewed");
+        log::info("pki",
+                  "CA rotation started: nodes trust the old and the new root until every node "
+                  "has renewed");
         notify_ca_changed();
     }
     return {};
@@ -247,22 +263,26 @@ Result<std::string> ClusterTrust::issue_manager_server(std::string_view csr_pem,
     return ca_.issue_manager_server(csr_pem, manager_id, cluster_id_, expiry_);
 }
 
-Result<IssuedCertificate> ClusterTrust::renew(std::string_view csr_pem, const pki::NodeIdentity& presented,
+Result<IssuedCertificate> ClusterTrust::renew(std::string_view csr_pem,
+                                              const pki::NodeIdentity& presented,
                                               pki::Role current_role) {
     if (presented.cluster_id != cluster_id_)
         return make_error(Errc::permission_denied, "renew: the certificate is for another cluster");
     if (presented.public_key.empty())
-        return make_error(Errc::invalid_argument, "renew: the session's certificate was not verified");
+        return make_error(Errc::invalid_argument,
+                          "renew: the session's certificate was not verified");
     auto requested = pki::csr_public_key(csr_pem);
     if (!requested) return std::move(requested).error().context("renew");
     // Renewal keeps the key: a node that lost its key joins again. A stolen certificate without
     // its key cannot be renewed into one for the thief's key.
     if (*requested != presented.public_key)
-        return make_error(Errc::permission_denied,
-                          "renew: the certificate request is not for this node's key (renewal keeps the key)");
+        return make_error(
+            Errc::permission_denied,
+            "renew: the certificate request is not for this node's key (renewal keeps the key)");
     auto cert = issue(csr_pem, presented.node_id, current_role);
     if (!cert) return std::move(cert).error().context("renew");
-    log::info("pki", "renewed the certificate of node {} ({})", presented.node_id, pki::role_name(current_role));
+    log::info("pki", "renewed the certificate of node {} ({})", presented.node_id,
+              pki::role_name(current_role));
     return IssuedCertificate{std::move(*cert), ca_bundle()};
 }
 
@@ -311,7 +331,8 @@ Result<bool> ClusterTrust::finish_rotation_if_renewed(std::span<const std::strin
         b.erase(Table::pki, std::string(ca_chain_key));
         b.put(Table::pki, std::string(worker_key), worker.text());
         b.put(Table::pki, std::string(manager_key), manager.text());
-        b.put(Table::pki, std::string(settings_key), settings_json(expiry_, force_rotate_, version_ + 1));
+        b.put(Table::pki, std::string(settings_key),
+              settings_json(expiry_, force_rotate_, version_ + 1));
         if (auto w = store_.write(std::move(b)); !w)
             return std::move(w).error().context("finish the CA rotation");
         ca_ = std::move(*plain);

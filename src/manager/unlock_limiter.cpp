@@ -23,9 +23,10 @@ void UnlockLimiter::refill(Clock::time_point now) {
     if (intervals == 0) return;
     auto room = static_cast<unsigned long>(options_.global_burst - tokens_);
     tokens_ += static_cast<unsigned>(std::min(intervals, room));
-    refilled_ = tokens_ >= options_.global_burst
-                    ? now
-                    : refilled_ + static_cast<Clock::duration::rep>(intervals) * options_.global_interval;
+    refilled_ =
+        tokens_ >= options_.global_burst
+            ? now
+            : refilled_ + static_cast<Clock::duration::rep>(intervals) * options_.global_interval;
 }
 
 UnlockLimiter::Record* UnlockLimiter::find(const std::string& source) {

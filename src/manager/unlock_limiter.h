@@ -13,7 +13,7 @@
 namespace coffer::manager {
 
 class UnlockLimiter {
-public:
+  public:
     using Clock = std::chrono::steady_clock;
 
     struct Options {
@@ -48,7 +48,7 @@ public:
 
     std::size_t sources() const noexcept { return sources_.size(); }
 
-private:
+  private:
     struct Record {
         unsigned in_a_row = 0;
         unsigned long refused = 0;

@@ -11,10 +11,12 @@ Result<Filters> Filters::parse(std::string_view text, const std::set<std::string
     if (text.empty()) return f;
     auto v = parse_json(text);
     if (!v) return make_error(Errc::invalid_argument, "invalid filters: " + v.error().message);
-    if (!v->is_object()) return make_error(Errc::invalid_argument, "invalid filters: not an object");
+    if (!v->is_object())
+        return make_error(Errc::invalid_argument, "invalid filters: not an object");
     for (const auto& [key, val] : v->as_object()) {
         std::string k(key);
-        if (!allowed.count(k)) return make_error(Errc::invalid_argument, "invalid filter '" + k + "'");
+        if (!allowed.count(k))
+            return make_error(Errc::invalid_argument, "invalid filter '" + k + "'");
         auto& out = f.values_[k];
         if (val.is_object()) {
             // {"value": true}: the value is the key; false entries are ignored, as Docker does.

@@ -6,7 +6,9 @@ namespace coffer::model {
 
 namespace {
 
-bool lower_alnum(char c) { return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9'); }
+bool lower_alnum(char c) {
+    return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9');
+}
 
 }  // namespace
 
@@ -14,9 +16,13 @@ bool valid_generated_id(std::string_view id) noexcept {
     return id.size() == 25 && std::all_of(id.begin(), id.end(), lower_alnum);
 }
 
-bool valid_node_id(std::string_view id) noexcept { return valid_generated_id(id); }
+bool valid_node_id(std::string_view id) noexcept {
+    return valid_generated_id(id);
+}
 
-bool valid_service_id(std::string_view id) noexcept { return valid_generated_id(id); }
+bool valid_service_id(std::string_view id) noexcept {
+    return valid_generated_id(id);
+}
 
 bool valid_task_id(std::string_view id) noexcept {
     if (id.empty() || id.size() > 64 || !lower_alnum(id.front())) return false;

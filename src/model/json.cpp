@@ -16,7 +16,8 @@ Result<Labels> labels_from_json(const json::value* v, std::string_view field) {
     Labels out;
     if (v == nullptr || v->is_null()) return out;
     if (!v->is_object())
-        return make_error(Errc::invalid_argument, fmt::format("{} must be an object of strings", field));
+        return make_error(Errc::invalid_argument,
+                          fmt::format("{} must be an object of strings", field));
     for (const auto& [k, val] : v->as_object()) {
         if (!val.is_string())
             return make_error(Errc::invalid_argument,
@@ -37,7 +38,8 @@ Result<std::optional<std::int64_t>> integer_field(const json::object& o, std::st
     else if (v->is_uint64() && v->get_uint64() <= static_cast<std::uint64_t>(max))
         n = static_cast<std::int64_t>(v->get_uint64());
     else
-        return make_error(Errc::invalid_argument, fmt::format("field {} must be an integer", field));
+        return make_error(Errc::invalid_argument,
+                          fmt::format("field {} must be an integer", field));
     if (n < min || n > max)
         return make_error(Errc::invalid_argument, fmt::format("field {} is out of range", field));
     return std::optional<std::int64_t>{n};
@@ -75,15 +77,18 @@ Result<ObjectMeta> meta_from_json(const json::object& o) {
     if (!id) return std::move(id).error();
     m.id = std::move(*id);
     auto* ver = o.if_contains("Version");
-    const json::value* idx = ver && ver->is_object() ? ver->as_object().if_contains("Index") : nullptr;
+    const json::value* idx =
+        ver && ver->is_object() ? ver->as_object().if_contains("Index") : nullptr;
     if (idx == nullptr || !idx->is_number())
         return make_error(Errc::invalid_argument, "field Version.Index must be a number");
     m.version = idx->to_number<std::uint64_t>();
-    for (auto [field, out] : {std::pair{"CreatedAt", &m.created}, std::pair{"UpdatedAt", &m.updated}}) {
+    for (auto [field, out] :
+         {std::pair{"CreatedAt", &m.created}, std::pair{"UpdatedAt", &m.updated}}) {
         auto text = string_field(o, field);
         if (!text) return std::move(text).error();
         auto t = parse_rfc3339(*text);
-        if (!t) return make_error(Errc::invalid_argument, fmt::format("field {} is not a time", field));
+        if (!t)
+            return make_error(Errc::invalid_argument, fmt::format("field {} is not a time", field));
         *out = *t;
     }
     return m;

@@ -24,7 +24,7 @@ namespace {
 // straight into its own value (SecureJson::parse): one parsed elsewhere and moved in left
 // delivered secrets in the agent's memory after they were dropped.
 class Counter {
-public:
+  public:
     static constexpr std::size_t max_object_size = json::object::max_size();
     static constexpr std::size_t max_array_size = json::array::max_size();
     static constexpr std::size_t max_key_size = json::string::max_size();
@@ -69,7 +69,7 @@ public:
 // A second reading of a refused document, to name the key that came twice in the given object
 // (the index of Builder::members). Stops at that key.
 class KeyFinder {
-public:
+  public:
     static constexpr std::size_t max_object_size = json::object::max_size();
     static constexpr std::size_t max_array_size = json::array::max_size();
     static constexpr std::size_t max_key_size = json::string::max_size();
@@ -119,7 +119,7 @@ public:
     bool on_comment_part(string_view, error_code&) { return true; }
     bool on_comment(string_view, error_code&) { return true; }
 
-private:
+  private:
     std::size_t object_;
     std::size_t objects_ = 0;
     std::vector<std::size_t> open_;
@@ -130,7 +130,8 @@ private:
 // The first object, in document order, that holds fewer members than the text gave it. Objects
 // before it kept every member in order, so the walk and the parse count objects alike up to it.
 std::optional<std::size_t> first_merged(const json::value& v,
-                                        const std::vector<std::size_t>& members, std::size_t& next) {
+                                        const std::vector<std::size_t>& members,
+                                        std::size_t& next) {
     if (v.is_object()) {
         auto index = next++;
         if (index >= members.size() || v.get_object().size() != members[index]) return index;
@@ -165,9 +166,12 @@ Error duplicate_error(std::string_view text, std::size_t object, unsigned max_de
     error_code ec;
     finder.write_some(false, text.data(), text.size(), ec);
     auto& found = finder.handler().duplicate;
-    if (!found) return make_error(Errc::invalid_argument, "malformed JSON: a key appears twice in an object");
-    return make_error(Errc::invalid_argument,
-                      fmt::format("malformed JSON: key \"{}\" appears twice in an object", printable(*found)));
+    if (!found)
+        return make_error(Errc::invalid_argument,
+                          "malformed JSON: a key appears twice in an object");
+    return make_error(
+        Errc::invalid_argument,
+        fmt::format("malformed JSON: key \"{}\" appears twice in an object", printable(*found)));
 }
 
 }  // namespace
@@ -178,7 +182,8 @@ Result<void> check_keys_once(std::string_view text, const json::value& value, un
     json::basic_parser<Counter> counter(opts);
     error_code ec;
     counter.write_some(false, text.data(), text.size(), ec);
-    if (ec) return make_error(Errc::invalid_argument, fmt::format("malformed JSON: {}", ec.message()));
+    if (ec)
+        return make_error(Errc::invalid_argument, fmt::format("malformed JSON: {}", ec.message()));
     std::size_t next = 0;
     if (auto merged = first_merged(value, counter.handler().members, next))
         return duplicate_error(text, *merged, max_depth);
@@ -186,18 +191,22 @@ Result<void> check_keys_once(std::string_view text, const json::value& value, un
 }
 
 Result<json::value> parse_document(std::string_view text, json::storage_ptr result,
-                                   std::optional<json::storage_ptr> temporaries, unsigned max_depth) {
+                                   std::optional<json::storage_ptr> temporaries,
+                                   unsigned max_depth) {
     json::parse_options opts;
     opts.max_depth = max_depth;
     // Without a storage for the temporaries, they start on the stack (as json::parse does).
     unsigned char stack[BOOST_JSON_STACK_BUFFER_SIZE];
     std::optional<json::parser> parser;
-    if (temporaries) parser.emplace(std::move(*temporaries), opts);
-    else parser.emplace(json::storage_ptr(), opts, stack, sizeof(stack));
+    if (temporaries)
+        parser.emplace(std::move(*temporaries), opts);
+    else
+        parser.emplace(json::storage_ptr(), opts, stack, sizeof(stack));
     parser->reset(std::move(result));
     error_code ec;
     parser->write(text.data(), text.size(), ec);
-    if (ec) return make_error(Errc::invalid_argument, fmt::format("malformed JSON: {}", ec.message()));
+    if (ec)
+        return make_error(Errc::invalid_argument, fmt::format("malformed JSON: {}", ec.message()));
     auto value = parser->release();
     if (auto ok = check_keys_once(text, value, max_depth); !ok) return std::move(ok).error();
     return value;

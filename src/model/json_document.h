@@ -23,6 +23,7 @@ Result<boost::json::value> parse_document(std::string_view text, boost::json::st
 
 // The check parse_document makes, for a value parsed from text by another parser: an object
 // of the text with a key twice is refused, with the same message.
-Result<void> check_keys_once(std::string_view text, const boost::json::value& value, unsigned max_depth);
+Result<void> check_keys_once(std::string_view text, const boost::json::value& value,
+                             unsigned max_depth);
 
 }  // namespace coffer::model::detail

@@ -35,7 +35,8 @@ Result<void> validate_labels(const Labels& labels) {
     for (const auto& [k, v] : labels) {
         if (k.empty()) return make_error(Errc::invalid_argument, "label key must not be empty");
         if (k.size() > max_len || v.size() > max_len)
-            return make_error(Errc::invalid_argument, "label key and value must be at most 4096 bytes");
+            return make_error(Errc::invalid_argument,
+                              "label key and value must be at most 4096 bytes");
         if (k.find('\0') != std::string::npos || v.find('\0') != std::string::npos)
             return make_error(Errc::invalid_argument, "labels must not contain NUL bytes");
     }

@@ -30,7 +30,9 @@ class SecureMemoryResource final : public json::memory_resource {
     void do_deallocate(void* p, std::size_t bytes, std::size_t align) override {
         crypto::secure_deallocate(p, rounded(bytes, align));
     }
-    bool do_is_equal(const memory_resource& other) const noexcept override { return this == &other; }
+    bool do_is_equal(const memory_resource& other) const noexcept override {
+        return this == &other;
+    }
 };
 
 }  // namespace
@@ -52,7 +54,8 @@ Result<SecureJson> SecureJson::parse(std::string_view text) {
     parser.reset(out.storage_);
     json::error_code ec;
     parser.write(text.data(), text.size(), ec);
-    if (ec) return make_error(Errc::invalid_argument, fmt::format("malformed JSON: {}", ec.message()));
+    if (ec)
+        return make_error(Errc::invalid_argument, fmt::format("malformed JSON: {}", ec.message()));
     out.value_ = parser.release();
     if (auto ok = detail::check_keys_once(text, out.value_, 32); !ok) return std::move(ok).error();
     return out;

@@ -8,13 +8,15 @@ namespace coffer::model {
 namespace {
 
 constexpr std::array<std::string_view, 14> task_state_names = {
-    "new",      "pending",  "assigned", "accepted", "preparing", "ready",  "starting",
-    "running",  "complete", "shutdown", "failed",   "rejected",  "remove", "orphaned"};
+    "new",     "pending",  "assigned", "accepted", "preparing", "ready",  "starting",
+    "running", "complete", "shutdown", "failed",   "rejected",  "remove", "orphaned"};
 
 constexpr std::array<std::string_view, 6> update_state_names = {
     "updating", "paused", "completed", "rollback_started", "rollback_paused", "rollback_completed"};
 
-Error invalid(std::string message) { return make_error(Errc::invalid_argument, std::move(message)); }
+Error invalid(std::string message) {
+    return make_error(Errc::invalid_argument, std::move(message));
+}
 
 bool alnum(char c) noexcept {
     return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
@@ -24,34 +26,42 @@ Result<void> validate_update_config(const UpdateConfig& u, std::string_view what
     if (u.delay < 0) return invalid(fmt::format("TaskSpec: {}-delay cannot be negative", what));
     if (u.monitor < 0) return invalid(fmt::format("TaskSpec: {}-monitor cannot be negative", what));
     if (!(u.max_failure_ratio >= 0 && u.max_failure_ratio <= 1))
-        return invalid(fmt::format("TaskSpec: {}-maxfailureratio cannot be less than 0 or bigger than 1", what));
+        return invalid(fmt::format(
+            "TaskSpec: {}-maxfailureratio cannot be less than 0 or bigger than 1", what));
     return {};
 }
 
 Result<void> validate_secret_refs(const std::vector<SecretReference>& refs) {
     std::map<std::string, std::string> targets;  // file name -> secret name
     for (const auto& ref : refs) {
-        if (ref.secret_id.empty() || ref.secret_name.empty()) return invalid("malformed secret reference");
+        if (ref.secret_id.empty() || ref.secret_name.empty())
+            return invalid("malformed secret reference");
         if (ref.file_name.empty())
             return invalid("malformed file secret reference, invalid target file name provided");
         if (auto [it, fresh] = targets.emplace(ref.file_name, ref.secret_name); !fresh)
-            return invalid(fmt::format("secret references '{}' and '{}' have a conflicting target: '{}'",
-                                       it->second, ref.secret_name, ref.file_name));
+            return invalid(
+                fmt::format("secret references '{}' and '{}' have a conflicting target: '{}'",
+                            it->second, ref.secret_name, ref.file_name));
         // The agent refuses targets that climb out of the secrets directory; say so at once.
         std::string_view f = ref.file_name;
         for (std::size_t start = 0; start <= f.size();) {
             auto end = f.find('/', start);
             auto part = f.substr(start, end == std::string_view::npos ? f.npos : end - start);
-            if (part == "..") return invalid(fmt::format("invalid secret target '{}'", ref.file_name));
+            if (part == "..")
+                return invalid(fmt::format("invalid secret target '{}'", ref.file_name));
             if (end == std::string_view::npos) break;
             start = end + 1;
         }
         if (f.find('\0') != std::string_view::npos)
             return invalid(fmt::format("invalid secret target '{}'", ref.file_name));
-        if (ref.mode > 07777) return invalid(fmt::format("invalid file mode {:o} for secret target '{}'", ref.mode, ref.file_name));
+        if (ref.mode > 07777)
+            return invalid(fmt::format("invalid file mode {:o} for secret target '{}'", ref.mode,
+                                       ref.file_name));
         for (const auto& id : {ref.uid, ref.gid}) {
-            if (id.empty() || id.size() > 10 || id.find_first_not_of("0123456789") != std::string::npos)
-                return invalid(fmt::format("invalid uid or gid '{}' for secret target '{}'", id, ref.file_name));
+            if (id.empty() || id.size() > 10 ||
+                id.find_first_not_of("0123456789") != std::string::npos)
+                return invalid(fmt::format("invalid uid or gid '{}' for secret target '{}'", id,
+                                           ref.file_name));
         }
     }
     return {};
@@ -59,7 +69,9 @@ Result<void> validate_secret_refs(const std::vector<SecretReference>& refs) {
 
 }  // namespace
 
-std::string_view to_string(TaskState s) noexcept { return task_state_names[static_cast<std::size_t>(s)]; }
+std::string_view to_string(TaskState s) noexcept {
+    return task_state_names[static_cast<std::size_t>(s)];
+}
 
 std::optional<TaskState> task_state_from(std::string_view s) noexcept {
     for (std::size_t i = 0; i < task_state_names.size(); ++i)
@@ -67,7 +79,9 @@ std::optional<TaskState> task_state_from(std::string_view s) noexcept {
     return std::nullopt;
 }
 
-std::string_view to_string(UpdateState s) noexcept { return update_state_names[static_cast<std::size_t>(s)]; }
+std::string_view to_string(UpdateState s) noexcept {
+    return update_state_names[static_cast<std::size_t>(s)];
+}
 
 std::optional<UpdateState> update_state_from(std::string_view s) noexcept {
     for (std::size_t i = 0; i < update_state_names.size(); ++i)
@@ -75,23 +89,32 @@ std::optional<UpdateState> update_state_from(std::string_view s) noexcept {
     return std::nullopt;
 }
 
-std::string_view to_string(NodeRole r) noexcept { return r == NodeRole::manager ? "manager" : "worker"; }
+std::string_view to_string(NodeRole r) noexcept {
+    return r == NodeRole::manager ? "manager" : "worker";
+}
 
 std::string_view to_string(NodeAvailability a) noexcept {
     switch (a) {
-        case NodeAvailability::active: return "active";
-        case NodeAvailability::pause: return "pause";
-        case NodeAvailability::drain: return "drain";
+        case NodeAvailability::active:
+            return "active";
+        case NodeAvailability::pause:
+            return "pause";
+        case NodeAvailability::drain:
+            return "drain";
     }
     return "active";
 }
 
 std::string_view to_string(NodeState s) noexcept {
     switch (s) {
-        case NodeState::unknown: return "unknown";
-        case NodeState::down: return "down";
-        case NodeState::ready: return "ready";
-        case NodeState::disconnected: return "disconnected";
+        case NodeState::unknown:
+            return "unknown";
+        case NodeState::down:
+            return "down";
+        case NodeState::ready:
+            return "ready";
+        case NodeState::disconnected:
+            return "disconnected";
     }
     return "unknown";
 }
@@ -113,7 +136,8 @@ Result<void> validate_service_name(std::string_view name) {
 
 Result<Constraint> parse_constraint(std::string_view expr) {
     auto bad = [&] {
-        return invalid(fmt::format("constraint expected one operator from ==, != (got '{}')", expr));
+        return invalid(
+            fmt::format("constraint expected one operator from ==, != (got '{}')", expr));
     };
     Constraint c;
     auto pos = expr.find("==");
@@ -127,11 +151,14 @@ Result<Constraint> parse_constraint(std::string_view expr) {
     };
     c.key = std::string(trim(expr.substr(0, pos)));
     c.value = std::string(trim(expr.substr(pos + 2)));
-    if (c.value.find("==") != std::string::npos || c.value.find("!=") != std::string::npos) return bad();
+    if (c.value.find("==") != std::string::npos || c.value.find("!=") != std::string::npos)
+        return bad();
     if (c.key != "node.id" && c.key != "node.hostname" && c.key != "node.role" &&
         !(c.key.starts_with("node.labels.") && c.key.size() > 12))
-        return invalid(fmt::format("constraint key '{}' is not supported (node.id, node.hostname, "
-                                   "node.role, node.labels.<key>)", c.key));
+        return invalid(
+            fmt::format("constraint key '{}' is not supported (node.id, node.hostname, "
+                        "node.role, node.labels.<key>)",
+                        c.key));
     if (c.value.empty()) return invalid(fmt::format("constraint '{}' has no value", expr));
     if (c.key == "node.role" && c.value != "worker" && c.value != "manager")
         return invalid(fmt::format("constraint '{}': node.role is worker or manager", expr));
@@ -156,7 +183,8 @@ Result<void> validate_service_spec(const ServiceSpec& spec) {
     if (rp.delay < 0) return invalid("TaskSpec: restart-delay cannot be negative");
     if (rp.window < 0) return invalid("TaskSpec: restart-window cannot be negative");
     for (const auto& e : c.env)
-        if (e.empty() || e.front() == '=') return invalid(fmt::format("invalid environment variable: {}", e));
+        if (e.empty() || e.front() == '=')
+            return invalid(fmt::format("invalid environment variable: {}", e));
     if (auto r = validate_secret_refs(c.secrets); !r) return r;
     if (auto r = validate_update_config(spec.update, "update"); !r) return r;
     if (auto r = validate_update_config(spec.rollback, "rollback"); !r) return r;
@@ -171,24 +199,35 @@ std::optional<std::int64_t> parse_go_duration(std::string_view s) noexcept {
         std::size_t i = 0;
         double v = 0;
         bool digits = false;
-        while (i < s.size() && s[i] >= '0' && s[i] <= '9') v = v * 10 + (s[i++] - '0'), digits = true;
+        while (i < s.size() && s[i] >= '0' && s[i] <= '9')
+            v = v * 10 + (s[i++] - '0'), digits = true;
         if (i < s.size() && s[i] == '.') {
             ++i;
             double scale = 0.1;
-            while (i < s.size() && s[i] >= '0' && s[i] <= '9') v += (s[i++] - '0') * scale, scale /= 10, digits = true;
+            while (i < s.size() && s[i] >= '0' && s[i] <= '9')
+                v += (s[i++] - '0') * scale, scale /= 10, digits = true;
         }
         if (!digits) return std::nullopt;
         auto unit_end = i;
-        while (unit_end < s.size() && !(s[unit_end] >= '0' && s[unit_end] <= '9') && s[unit_end] != '.') ++unit_end;
+        while (unit_end < s.size() && !(s[unit_end] >= '0' && s[unit_end] <= '9') &&
+               s[unit_end] != '.')
+            ++unit_end;
         auto unit = s.substr(i, unit_end - i);
         double mult;
-        if (unit == "ns") mult = 1;
-        else if (unit == "us" || unit == "µs") mult = 1e3;
-        else if (unit == "ms") mult = 1e6;
-        else if (unit == "s") mult = 1e9;
-        else if (unit == "m") mult = 60e9;
-        else if (unit == "h") mult = 3600e9;
-        else return std::nullopt;
+        if (unit == "ns")
+            mult = 1;
+        else if (unit == "us" || unit == "µs")
+            mult = 1e3;
+        else if (unit == "ms")
+            mult = 1e6;
+        else if (unit == "s")
+            mult = 1e9;
+        else if (unit == "m")
+            mult = 60e9;
+        else if (unit == "h")
+            mult = 3600e9;
+        else
+            return std::nullopt;
         total += v * mult;
         s.remove_prefix(unit_end);
     }

@@ -8,28 +8,36 @@ namespace json = boost::json;
 
 namespace {
 
-Error invalid(std::string message) { return make_error(Errc::invalid_argument, std::move(message)); }
+Error invalid(std::string message) {
+    return make_error(Errc::invalid_argument, std::move(message));
+}
 
 // Typed optional members; a wrong type is an error naming the field's path.
 class Reader {
-public:
+  public:
     Reader(const json::object& o, std::string path) : o_(o), path_(std::move(path)) {}
 
-    std::string name(std::string_view key) const { return path_.empty() ? std::string(key) : path_ + "." + std::string(key); }
+    std::string name(std::string_view key) const {
+        return path_.empty() ? std::string(key) : path_ + "." + std::string(key);
+    }
     const json::value* get(std::string_view key) const {
         auto* v = o_.if_contains(key);
         return v == nullptr || v->is_null() ? nullptr : v;
     }
     void str(std::string_view key, std::string& out) {
         if (auto* v = get(key)) {
-            if (v->is_string()) out = std::string(v->as_string());
-            else fail(fmt::format("field {} must be a string", name(key)));
+            if (v->is_string())
+                out = std::string(v->as_string());
+            else
+                fail(fmt::format("field {} must be a string", name(key)));
         }
     }
     void boolean(std::string_view key, bool& out) {
         if (auto* v = get(key)) {
-            if (v->is_bool()) out = v->as_bool();
-            else fail(fmt::format("field {} must be a boolean", name(key)));
+            if (v->is_bool())
+                out = v->as_bool();
+            else
+                fail(fmt::format("field {} must be a boolean", name(key)));
         }
     }
     template <typename Int>
@@ -54,16 +62,20 @@ public:
     }
     void number(std::string_view key, double& out) {
         if (auto* v = get(key)) {
-            if (v->is_number()) out = v->to_number<double>();
-            else fail(fmt::format("field {} must be a number", name(key)));
+            if (v->is_number())
+                out = v->to_number<double>();
+            else
+                fail(fmt::format("field {} must be a number", name(key)));
         }
     }
     void strings(std::string_view key, std::vector<std::string>& out) {
         auto* v = get(key);
         if (v == nullptr) return;
-        if (!v->is_array()) return fail(fmt::format("field {} must be an array of strings", name(key)));
+        if (!v->is_array())
+            return fail(fmt::format("field {} must be an array of strings", name(key)));
         for (const auto& item : v->as_array()) {
-            if (!item.is_string()) return fail(fmt::format("field {} must be an array of strings", name(key)));
+            if (!item.is_string())
+                return fail(fmt::format("field {} must be an array of strings", name(key)));
             out.emplace_back(item.as_string());
         }
     }
@@ -93,7 +105,7 @@ public:
     }
     const std::optional<Error>& error() const { return error_; }
 
-private:
+  private:
     const json::object& o_;
     std::string path_;
     std::optional<Error> error_;
@@ -119,11 +131,15 @@ void read_update_config(Reader& parent, std::string_view key, UpdateConfig& u) {
     r.str("Order", order);
     if (!action.empty()) {
         auto a = failure_action_from(action);
-        if (!a) r.fail(fmt::format("unrecognized failure action {}", action));
-        else u.failure_action = *a;
+        if (!a)
+            r.fail(fmt::format("unrecognized failure action {}", action));
+        else
+            u.failure_action = *a;
     }
-    if (order == "start-first") u.order = UpdateOrder::start_first;
-    else if (!order.empty() && order != "stop-first") r.fail(fmt::format("unrecognized update order {}", order));
+    if (order == "start-first")
+        u.order = UpdateOrder::start_first;
+    else if (!order.empty() && order != "stop-first")
+        r.fail(fmt::format("unrecognized update order {}", order));
     parent.merge(r);
 }
 
@@ -196,9 +212,12 @@ Result<TaskTemplate> task_template_from_json(const json::value& v) {
         Reader p(*rp, "TaskTemplate.RestartPolicy");
         std::string cond;
         p.str("Condition", cond);
-        if (cond == "none") t.restart.condition = RestartCondition::none;
-        else if (cond == "on-failure") t.restart.condition = RestartCondition::on_failure;
-        else if (!cond.empty() && cond != "any") p.fail(fmt::format("invalid RestartCondition: \"{}\"", cond));
+        if (cond == "none")
+            t.restart.condition = RestartCondition::none;
+        else if (cond == "on-failure")
+            t.restart.condition = RestartCondition::on_failure;
+        else if (!cond.empty() && cond != "any")
+            p.fail(fmt::format("invalid RestartCondition: \"{}\"", cond));
         p.integer("Delay", t.restart.delay);
         p.integer("MaxAttempts", t.restart.max_attempts);
         p.integer("Window", t.restart.window);
@@ -302,7 +321,9 @@ json::object to_json(const Service& s, bool insert_defaults) {
     o["Endpoint"] = json::object{{"Spec", json::object{}}};
     if (s.update_status) {
         const auto& u = *s.update_status;
-        json::object us{{"State", to_string(u.state)}, {"StartedAt", format_rfc3339(u.started)}, {"Message", u.message}};
+        json::object us{{"State", to_string(u.state)},
+                        {"StartedAt", format_rfc3339(u.started)},
+                        {"Message", u.message}};
         if (u.completed) us["CompletedAt"] = format_rfc3339(*u.completed);
         o["UpdateStatus"] = std::move(us);
     }
@@ -354,7 +375,9 @@ Result<Service> service_from_json(const json::value& v) {
                          : std::nullopt;
         if (!state) return invalid("service has no valid UpdateStatus.State");
         out.state = *state;
-        out.message = u.contains("Message") && u.at("Message").is_string() ? std::string(u.at("Message").as_string()) : "";
+        out.message = u.contains("Message") && u.at("Message").is_string()
+                          ? std::string(u.at("Message").as_string())
+                          : "";
         out.started = time_at(u, "StartedAt").value_or(Timestamp{});
         out.completed = time_at(u, "CompletedAt");
         s.update_status = std::move(out);
@@ -442,7 +465,8 @@ json::object to_json(const Node& n) {
                              {"Availability", to_string(n.spec.availability)}};
     o["Description"] = json::object{
         {"Hostname", n.description.hostname},
-        {"Platform", json::object{{"Architecture", n.description.architecture}, {"OS", n.description.os}}},
+        {"Platform",
+         json::object{{"Architecture", n.description.architecture}, {"OS", n.description.os}}},
         {"Resources", json::object{{"NanoCPUs", n.description.nano_cpus},
                                    {"MemoryBytes", n.description.memory_bytes}}}};
     o["Status"] = json::object{{"State", to_string(n.state)}, {"Addr", n.addr}};
@@ -461,13 +485,20 @@ Result<NodeSpec> node_spec_from_json(const json::value& v) {
     r.str("Role", role);
     r.str("Availability", availability);
     if (r.error()) return *r.error();
-    if (role == "manager") spec.role = NodeRole::manager;
-    else if (role.empty() || role == "worker") spec.role = NodeRole::worker;
-    else return invalid(fmt::format("invalid role {}", role));
-    if (availability == "pause") spec.availability = NodeAvailability::pause;
-    else if (availability == "drain") spec.availability = NodeAvailability::drain;
-    else if (availability.empty() || availability == "active") spec.availability = NodeAvailability::active;
-    else return invalid(fmt::format("invalid availability {}", availability));
+    if (role == "manager")
+        spec.role = NodeRole::manager;
+    else if (role.empty() || role == "worker")
+        spec.role = NodeRole::worker;
+    else
+        return invalid(fmt::format("invalid role {}", role));
+    if (availability == "pause")
+        spec.availability = NodeAvailability::pause;
+    else if (availability == "drain")
+        spec.availability = NodeAvailability::drain;
+    else if (availability.empty() || availability == "active")
+        spec.availability = NodeAvailability::active;
+    else
+        return invalid(fmt::format("invalid availability {}", availability));
     return spec;
 }
 
@@ -478,7 +509,8 @@ Result<Node> node_from_json(const json::value& v) {
     auto meta = meta_of(o);
     if (!meta) return std::move(meta).error();
     n.meta = std::move(*meta);
-    auto spec = node_spec_from_json(o.contains("Spec") ? o.at("Spec") : json::value(json::object{}));
+    auto spec =
+        node_spec_from_json(o.contains("Spec") ? o.at("Spec") : json::value(json::object{}));
     if (!spec) return std::move(spec).error();
     n.spec = std::move(*spec);
     Reader r(o, "");
@@ -504,8 +536,10 @@ Result<Node> node_from_json(const json::value& v) {
         std::string state;
         sr.str("State", state);
         sr.str("Addr", n.addr);
-        n.state = state == "ready" ? NodeState::ready : state == "down" ? NodeState::down
-                  : state == "disconnected" ? NodeState::disconnected : NodeState::unknown;
+        n.state = state == "ready"          ? NodeState::ready
+                  : state == "down"         ? NodeState::down
+                  : state == "disconnected" ? NodeState::disconnected
+                                            : NodeState::unknown;
         r.merge(sr);
     }
     n.certificate_expiry = time_at(o, "CertificateExpiry");

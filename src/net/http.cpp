@@ -30,11 +30,21 @@ Response Response::error(const Error& e) {
     escaped.reserve(e.message.size());
     for (char c : e.message) {
         switch (c) {
-            case '"': escaped += "\\\""; break;
-            case '\\': escaped += "\\\\"; break;
-            case '\n': escaped += "\\n"; break;
-            case '\r': escaped += "\\r"; break;
-            case '\t': escaped += "\\t"; break;
+            case '"':
+                escaped += "\\\"";
+                break;
+            case '\\':
+                escaped += "\\\\";
+                break;
+            case '\n':
+                escaped += "\\n";
+                break;
+            case '\r':
+                escaped += "\\r";
+                break;
+            case '\t':
+                escaped += "\\t";
+                break;
             default:
                 if (static_cast<unsigned char>(c) < 0x20)
                     escaped += fmt::format("\\u{:04x}", static_cast<unsigned>(c));
@@ -94,7 +104,8 @@ void parse_target(std::string_view target, Request& r) {
         if (pair.empty()) continue;
         auto eq = pair.find('=');
         auto key = percent_decode(pair.substr(0, eq), true);
-        auto val = eq == std::string_view::npos ? std::string{} : percent_decode(pair.substr(eq + 1), true);
+        auto val = eq == std::string_view::npos ? std::string{}
+                                                : percent_decode(pair.substr(eq + 1), true);
         r.query.insert_or_assign(std::move(key), std::move(val));
     }
 }
@@ -102,8 +113,8 @@ void parse_target(std::string_view target, Request& r) {
 std::string percent_encode(std::string_view s) {
     std::string out;
     for (unsigned char c : s) {
-        if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
-            c == '_' || c == '.' || c == '~')
+        if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+            c == '-' || c == '_' || c == '.' || c == '~')
             out += static_cast<char>(c);
         else
             out += fmt::format("%{:02X}", c);

@@ -25,9 +25,9 @@ struct HttpClient::Impl {
         socket = local::socket(ioc);
         socket.connect(local::endpoint(path), ec);
         if (ec)
-            return make_error(Errc::unavailable,
-                              fmt::format("cannot connect to cofferd at unix://{}: {}", path,
-                                          ec.message()));
+            return make_error(
+                Errc::unavailable,
+                fmt::format("cannot connect to cofferd at unix://{}: {}", path, ec.message()));
         connected = true;
         buffer.clear();
         return {};
@@ -58,8 +58,8 @@ Result<ClientResponse> HttpClient::request(std::string_view method, std::string_
     for (int attempt = 0; attempt < 2; ++attempt) {
         if (!im.connected)
             if (auto r = im.open(); !r) return std::move(r).error();
-        http::request<http::span_body<const std::uint8_t>> req{http::string_to_verb(method),
-                                                               target, 11};
+        http::request<http::span_body<const std::uint8_t>> req{http::string_to_verb(method), target,
+                                                               11};
         req.set(http::field::host, "coffer");
         req.set(http::field::user_agent, "coffer-cli");
         if (!body.empty() || method == "POST") {
@@ -78,11 +78,12 @@ Result<ClientResponse> HttpClient::request(std::string_view method, std::string_
             im.connected = false;
             boost::system::error_code ignored;
             im.socket.close(ignored);
-            if (attempt == 0 && (ec == http::error::end_of_stream || ec == asio::error::broken_pipe ||
-                                 ec == asio::error::connection_reset))
+            if (attempt == 0 &&
+                (ec == http::error::end_of_stream || ec == asio::error::broken_pipe ||
+                 ec == asio::error::connection_reset))
                 continue;
-            return make_error(Errc::unavailable, fmt::format("request {} {}: {}", method, target,
-                                                             ec.message()));
+            return make_error(Errc::unavailable,
+                              fmt::format("request {} {}: {}", method, target, ec.message()));
         }
         auto msg = parser.release();
         ClientResponse out;

@@ -53,8 +53,11 @@ struct HttpServer::Impl {
     std::list<Stream*> streams;
 
     Impl(ServerOptions o, Service& s)
-        : opts(std::move(o)), service(s), ioc(static_cast<int>(opts.io_threads)),
-          workers(opts.worker_threads), acceptor(ioc) {}
+        : opts(std::move(o)),
+          service(s),
+          ioc(static_cast<int>(opts.io_threads)),
+          workers(opts.worker_threads),
+          acceptor(ioc) {}
 
     void bind();
     asio::awaitable<void> accept_loop();
@@ -89,8 +92,8 @@ void set_head(http::response<Body>& res, const ServerOptions& opts, const Respon
 }
 
 Response status_response(int status, std::string_view message) {
-    return Response::error(Error{status == 413 ? Errc::too_large : Errc::invalid_argument,
-                                 std::string(message)});
+    return Response::error(
+        Error{status == 413 ? Errc::too_large : Errc::invalid_argument, std::string(message)});
 }
 
 }  // namespace
@@ -99,7 +102,8 @@ void HttpServer::Impl::bind() {
     auto path = opts.socket_path.string();
     if (path.size() >= sizeof(sockaddr_un::sun_path))
         throw std::runtime_error(fmt::format("socket path too long: {}", path));
-    if (opts.socket_path.has_parent_path()) std::filesystem::create_directories(opts.socket_path.parent_path());
+    if (opts.socket_path.has_parent_path())
+        std::filesystem::create_directories(opts.socket_path.parent_path());
     struct stat st {};
     if (::lstat(path.c_str(), &st) == 0) {
         if (!S_ISSOCK(st.st_mode))
@@ -185,8 +189,8 @@ asio::awaitable<void> HttpServer::Impl::session(local::socket socket) {
         bool keep_alive = false;
         unsigned version = 11;
         if (ec == http::error::body_limit) {
-            resp = status_response(413, fmt::format("request body exceeds the limit of {} bytes",
-                                                    opts.body_limit));
+            resp = status_response(
+                413, fmt::format("request body exceeds the limit of {} bytes", opts.body_limit));
         } else if (ec == http::error::header_limit) {
             resp = status_response(431, "request header too large");
             resp.status = 431;
@@ -278,7 +282,9 @@ HttpServer::~HttpServer() {
     ::unlink(impl_->opts.socket_path.c_str());
 }
 
-void HttpServer::stop() { impl_->shutdown(); }
+void HttpServer::stop() {
+    impl_->shutdown();
+}
 
 void HttpServer::run(bool handle_signals) {
     auto& ioc = impl_->ioc;
@@ -292,7 +298,8 @@ void HttpServer::run(bool handle_signals) {
     }
     asio::co_spawn(asio::make_strand(ioc), impl_->accept_loop(), asio::detached);
     std::vector<std::thread> threads;
-    for (unsigned i = 1; i < impl_->opts.io_threads; ++i) threads.emplace_back([&ioc] { ioc.run(); });
+    for (unsigned i = 1; i < impl_->opts.io_threads; ++i)
+        threads.emplace_back([&ioc] { ioc.run(); });
     ioc.run();
     for (auto& t : threads) t.join();
     impl_->workers.join();

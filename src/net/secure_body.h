@@ -27,7 +27,7 @@ struct SecureBody {
     static std::uint64_t size(const value_type& v) { return v.size; }
 
     class reader {
-    public:
+      public:
         template <bool isRequest, class Fields>
         reader(boost::beast::http::header<isRequest, Fields>&, value_type& body) : body_(body) {}
 
@@ -59,14 +59,14 @@ struct SecureBody {
             body_.buffer.truncate(body_.size);
         }
 
-    private:
+      private:
         value_type& body_;
     };
 
     // Hands the serializer the secure buffer itself: the bytes go from it to the socket with no
     // copy in user space (the header is serialised apart from the body).
     class writer {
-    public:
+      public:
         using const_buffers_type = boost::asio::const_buffer;
 
         template <bool isRequest, class Fields>
@@ -82,7 +82,7 @@ struct SecureBody {
             return std::pair{const_buffers_type(body_.buffer.data(), body_.size), false};
         }
 
-    private:
+      private:
         const value_type& body_;
         bool sent_ = false;
     };

@@ -162,15 +162,17 @@ asio::awaitable<Result<JoinResponse>> join_flow(const Endpoint& to, const pki::J
     if (!pinned_ctx) co_return std::move(pinned_ctx).error().context("pinned CA");
     auto stream = co_await open_tls(to, **pinned_ctx, limits);
     if (!stream) co_return std::move(stream).error();
-    auto body = nodeproto::encode(nodeproto::JoinRequest{nodeproto::protocol_version, token_text.clone(),
-                                                         std::string(csr_pem), std::string(hostname)});
+    auto body =
+        nodeproto::encode(nodeproto::JoinRequest{nodeproto::protocol_version, token_text.clone(),
+                                                 std::string(csr_pem), std::string(hostname)});
     auto res = co_await exchange(**stream, http::verb::post, "/join",
                                  {reinterpret_cast<const char*>(body.data()), body.size()}, limits);
     if (!res) co_return std::move(res).error();
     if (res->result() != http::status::ok) co_return failure(*res).context("join");
 
     auto answer = nodeproto::decode_join_answer(body_view(*res));
-    if (!answer) co_return make_error(Errc::internal, fmt::format("join: {}", answer.error().message));
+    if (!answer)
+        co_return make_error(Errc::internal, fmt::format("join: {}", answer.error().message));
     // The certificate must chain to the CA we pinned.
     if (auto v = pki::verify_chain(answer->certificate, ca_bundle); !v)
         co_return std::move(v).error().context("join: issued certificate");
@@ -181,7 +183,8 @@ asio::awaitable<Result<JoinResponse>> join_flow(const Endpoint& to, const pki::J
 }  // namespace
 
 Result<JoinResponse> join(const Endpoint& manager, const crypto::SecureBuffer& token_text,
-                          std::string_view csr_pem, const Limits& limits, std::string_view hostname) {
+                          std::string_view csr_pem, const Limits& limits,
+                          std::string_view hostname) {
     auto token = pki::JoinToken::parse(
         std::string_view(reinterpret_cast<const char*>(token_text.data()), token_text.size()));
     if (!token) return std::move(token).error();
@@ -190,7 +193,8 @@ Result<JoinResponse> join(const Endpoint& manager, const crypto::SecureBuffer& t
     asio::co_spawn(
         ioc,
         [&]() -> asio::awaitable<void> {
-            result.emplace(co_await join_flow(manager, *token, token_text, csr_pem, limits, hostname));
+            result.emplace(
+                co_await join_flow(manager, *token, token_text, csr_pem, limits, hostname));
         },
         [&](std::exception_ptr e) {
             if (!e) return;

@@ -335,10 +335,10 @@ asio::awaitable<Reply> NodeServer::Impl::join(const Request& req, std::string re
     if (!join_rate_.allow(source)) {
         refusals_.refused(log::Level::warn, "join refused", source,
                           "too many refused joins from this source");
-        co_return Reply{http::status::too_many_requests,
-                        json::serialize(json::object{
-                            {"message",
-                             "too many refused joins from this address; try again later"}})};
+        co_return Reply{
+            http::status::too_many_requests,
+            json::serialize(json::object{
+                {"message", "too many refused joins from this address; try again later"}})};
     }
     auto body = nodeproto::decode_join_request(crypto::SecureBuffer::copy_of(body_view(req)));
     if (!body) co_return refuse(std::move(body).error());
@@ -366,8 +366,8 @@ asio::awaitable<Reply> NodeServer::Impl::join(const Request& req, std::string re
         asio::use_awaitable);
     if (!*result) co_return refuse(result->error());
     const auto& r = result->value();
-    co_return Reply{http::status::ok,
-                    nodeproto::encode(nodeproto::JoinAnswer{r.node_id, r.certificate_pem, r.ca_bundle_pem})};
+    co_return Reply{http::status::ok, nodeproto::encode(nodeproto::JoinAnswer{
+                                          r.node_id, r.certificate_pem, r.ca_bundle_pem})};
 }
 
 NodeServer::NodeServer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}

@@ -6,8 +6,8 @@
 
 #include <boost/asio/steady_timer.hpp>
 
-#include <cerrno>
 #include <algorithm>
+#include <cerrno>
 #include <climits>
 #include <cstring>
 #include <new>
@@ -22,7 +22,8 @@ struct SocketBio {
     static int write(BIO* bio, const char* data, int size) {
         BIO_clear_retry_flags(bio);
         // MSG_NOSIGNAL: a peer that has gone is an error for this connection, not a SIGPIPE.
-        return outcome(bio, ::send(descriptor(bio), data, static_cast<std::size_t>(size), MSG_NOSIGNAL),
+        return outcome(bio,
+                       ::send(descriptor(bio), data, static_cast<std::size_t>(size), MSG_NOSIGNAL),
                        BIO_FLAGS_WRITE);
     }
 
@@ -185,8 +186,7 @@ TlsStep TlsStream::outcome(int result) {
             if (ERR_GET_REASON(code) == SSL_R_UNEXPECTED_EOF_WHILE_READING)
                 step.ec = asio::ssl::error::stream_truncated;
             else if (code != 0)
-                step.ec = error_code(static_cast<int>(code),
-                                         asio::error::get_ssl_category());
+                step.ec = error_code(static_cast<int>(code), asio::error::get_ssl_category());
             else
                 step.ec = asio::error::fault;
             break;

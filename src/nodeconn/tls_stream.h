@@ -116,8 +116,7 @@ class TlsStream {
         auto b = first_of<asio::const_buffer>(buffers);
         const auto total = asio::buffer_size(buffers);
         if (b.size() == total || total > max_record_bytes)
-            return run<true>([b](TlsStream& s) { return s.write_step(b.data(), b.size()); },
-                             token);
+            return run<true>([b](TlsStream& s) { return s.write_step(b.data(), b.size()); }, token);
         crypto::SecureBuffer joined(total);
         asio::buffer_copy(asio::buffer(joined.data(), joined.size()), buffers);
         return run<true>(
@@ -180,8 +179,8 @@ class TlsStream {
 
     template <bool WithBytes, typename Attempt, typename Token>
     auto run(Attempt attempt, Token& token) {
-        using Signature = std::conditional_t<WithBytes, void(error_code, std::size_t),
-                                             void(error_code)>;
+        using Signature =
+            std::conditional_t<WithBytes, void(error_code, std::size_t), void(error_code)>;
         return asio::async_compose<Token, Signature>(
             Op<WithBytes, Attempt>(*this, std::move(attempt)), token, socket_);
     }

@@ -16,7 +16,9 @@ namespace {
 
 // ---- encode ----------------------------------------------------------------------------------
 
-json::array strings(const std::vector<std::string>& v) { return json::array(v.begin(), v.end()); }
+json::array strings(const std::vector<std::string>& v) {
+    return json::array(v.begin(), v.end());
+}
 
 json::object task_wire(const TaskPayload& t) {
     json::array secrets;
@@ -60,7 +62,9 @@ struct Bad {
     std::string why;
 };
 
-[[noreturn]] void bad(std::string why) { throw Bad{std::move(why)}; }
+[[noreturn]] void bad(std::string why) {
+    throw Bad{std::move(why)};
+}
 
 const json::object& object_of(const json::value& v, std::string_view what) {
     if (!v.is_object()) bad(fmt::format("{}: expected an object", what));
@@ -68,7 +72,8 @@ const json::object& object_of(const json::value& v, std::string_view what) {
 }
 
 // A string field; missing or null is empty.
-std::string text_at(const json::object& o, std::string_view key, std::size_t max = max_string_chars) {
+std::string text_at(const json::object& o, std::string_view key,
+                    std::size_t max = max_string_chars) {
     const auto* v = o.if_contains(key);
     if (v == nullptr || v->is_null()) return {};
     if (!v->is_string()) bad(fmt::format("{}: expected a string", key));
@@ -81,7 +86,8 @@ std::string text_at(const json::object& o, std::string_view key, std::size_t max
 // A name that may reach a log line: no control characters.
 std::string name_at(const json::object& o, std::string_view key) {
     auto s = text_at(o, key, max_name_chars);
-    if (std::any_of(s.begin(), s.end(), [](char c) { return static_cast<unsigned char>(c) < 0x20 || c == 0x7f; }))
+    if (std::any_of(s.begin(), s.end(),
+                    [](char c) { return static_cast<unsigned char>(c) < 0x20 || c == 0x7f; }))
         bad(fmt::format("{}: contains a control character", key));
     return s;
 }
@@ -105,8 +111,8 @@ std::vector<std::string> texts_at(const json::object& o, std::string_view key) {
     return out;
 }
 
-std::int64_t int_at(const json::object& o, std::string_view key, std::int64_t fallback, std::int64_t min,
-                    std::int64_t max) {
+std::int64_t int_at(const json::object& o, std::string_view key, std::int64_t fallback,
+                    std::int64_t min, std::int64_t max) {
     auto n = model::integer_field(o, key, min, max);
     if (!n) bad(n.error().message);
     return n->value_or(fallback);
@@ -120,7 +126,8 @@ std::string id_number_at(const json::object& o, std::string_view key) {
     if (v->is_string()) {
         const auto& s = v->get_string();
         if (s.empty()) return {};
-        if (s.size() > 10 || !std::all_of(s.begin(), s.end(), [](char c) { return c >= '0' && c <= '9'; }))
+        if (s.size() > 10 ||
+            !std::all_of(s.begin(), s.end(), [](char c) { return c >= '0' && c <= '9'; }))
             bad(fmt::format("{}: expected a number", key));
         if (std::stoull(std::string(s)) > std::numeric_limits<std::uint32_t>::max())
             bad(fmt::format("{}: out of range", key));
@@ -154,7 +161,8 @@ TaskPayload task_add(const json::object& t) {
     TaskPayload p;
     p.id = text_at(t, "ID", 64);
     p.service_id = text_at(t, "ServiceID", max_name_chars);
-    p.slot = static_cast<std::uint64_t>(int_at(t, "Slot", 0, 0, std::numeric_limits<std::int64_t>::max()));
+    p.slot = static_cast<std::uint64_t>(
+        int_at(t, "Slot", 0, 0, std::numeric_limits<std::int64_t>::max()));
     p.image = text_at(t, "Image", 1024);
     if (p.image.empty()) bad("Image: missing");
     p.args = texts_at(t, "Args");
@@ -210,11 +218,14 @@ Change change(const json::value& v) {
             bad("Action: expected add or remove");
         const auto* task = o.if_contains("Task");
         const auto* secret = o.if_contains("Secret");
-        if ((task == nullptr) == (secret == nullptr)) bad("expected exactly one of Task and Secret");
+        if ((task == nullptr) == (secret == nullptr))
+            bad("expected exactly one of Task and Secret");
         c.is_secret = secret != nullptr;
-        const auto& body = object_of(c.is_secret ? *secret : *task, c.is_secret ? "Secret" : "Task");
+        const auto& body =
+            object_of(c.is_secret ? *secret : *task, c.is_secret ? "Secret" : "Task");
         auto id = text_at(body, "ID", max_name_chars);
-        if (c.is_secret ? !model::valid_secret_id(id) : !model::valid_task_id(id)) bad("ID: missing or invalid");
+        if (c.is_secret ? !model::valid_secret_id(id) : !model::valid_task_id(id))
+            bad("ID: missing or invalid");
         c.id = std::move(id);
         if (c.action == Change::Action::add) {
             if (c.is_secret)
@@ -242,9 +253,11 @@ crypto::SecureBuffer encode(const Assignments& m) {
         first = false;
         if (c.action == Change::Action::remove) {
             text.add(json::serialize(
-                json::object{{"Action", "remove"}, {c.is_secret ? "Secret" : "Task", json::object{{"ID", c.id}}}}));
+                json::object{{"Action", "remove"},
+                             {c.is_secret ? "Secret" : "Task", json::object{{"ID", c.id}}}}));
         } else if (c.task) {
-            text.add(json::serialize(json::object{{"Action", "add"}, {"Task", task_wire(*c.task)}}));
+            text.add(
+                json::serialize(json::object{{"Action", "add"}, {"Task", task_wire(*c.task)}}));
         } else if (c.secret) {
             text.add(fmt::format(R"({{"Action":"add","Secret":{{"ID":{},"Name":{},"Data":")",
                                  json::serialize(json::string(c.secret->id)),
@@ -266,12 +279,15 @@ Result<Assignments> decode_assignments(const crypto::SecureBuffer& text) {
     const auto* type = o->if_contains("Type");
     if (type == nullptr || !type->is_string() ||
         (type->get_string() != "complete" && type->get_string() != "incremental"))
-        return make_error(Errc::invalid_argument, "assignments: Type must be complete or incremental");
+        return make_error(Errc::invalid_argument,
+                          "assignments: Type must be complete or incremental");
     out.complete = type->get_string() == "complete";
     const auto* seq = o->if_contains("Sequence");
     if (seq == nullptr || !(seq->is_uint64() || (seq->is_int64() && seq->get_int64() >= 0)))
-        return make_error(Errc::invalid_argument, "assignments: Sequence must be a non-negative integer");
-    out.sequence = seq->is_uint64() ? seq->get_uint64() : static_cast<std::uint64_t>(seq->get_int64());
+        return make_error(Errc::invalid_argument,
+                          "assignments: Sequence must be a non-negative integer");
+    out.sequence =
+        seq->is_uint64() ? seq->get_uint64() : static_cast<std::uint64_t>(seq->get_int64());
     const auto* changes = o->if_contains("Changes");
     if (changes == nullptr || !(changes->is_array() || changes->is_null()))
         return make_error(Errc::invalid_argument, "assignments: Changes must be an array");

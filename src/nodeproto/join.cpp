@@ -12,7 +12,9 @@ namespace json = boost::json;
 
 namespace {
 
-Error invalid(std::string_view what) { return make_error(Errc::invalid_argument, std::string(what)); }
+Error invalid(std::string_view what) {
+    return make_error(Errc::invalid_argument, std::string(what));
+}
 
 const json::string* string_at(const json::object& o, std::string_view field) {
     const auto* v = o.if_contains(field);
@@ -31,7 +33,8 @@ crypto::SecureBuffer encode(const JoinRequest& m) {
     // The token is a secret: the whole body is built in secure memory.
     json::object request(model::secure_storage());
     request["version"] = m.version;
-    request["token"] = std::string_view(reinterpret_cast<const char*>(m.token.data()), m.token.size());
+    request["token"] =
+        std::string_view(reinterpret_cast<const char*>(m.token.data()), m.token.size());
     request["csr"] = m.csr;
     if (!m.hostname.empty()) request["hostname"] = m.hostname;
     return model::serialize_secure(request);
@@ -59,15 +62,17 @@ Result<JoinRequest> decode_join_request(const crypto::SecureBuffer& text) {
     out.csr = std::string(*csr);
     if (const auto* h = o.if_contains("hostname")) {
         if (!h->is_string() || !valid_hostname(h->get_string()))
-            return invalid("join request: hostname must be 1-253 characters of letters, digits, '.', '-', '_'");
+            return invalid(
+                "join request: hostname must be 1-253 characters of letters, digits, '.', '-', "
+                "'_'");
         out.hostname = std::string(h->get_string());
     }
     return out;
 }
 
 std::string encode(const JoinAnswer& m) {
-    return json::serialize(
-        json::object{{"node_id", m.node_id}, {"certificate", m.certificate}, {"ca_bundle", m.ca_bundle}});
+    return json::serialize(json::object{
+        {"node_id", m.node_id}, {"certificate", m.certificate}, {"ca_bundle", m.ca_bundle}});
 }
 
 Result<JoinAnswer> decode_join_answer(std::string_view text) {
@@ -77,7 +82,8 @@ Result<JoinAnswer> decode_join_answer(std::string_view text) {
     const auto* node_id = o ? string_at(*o, "node_id") : nullptr;
     const auto* cert = o ? string_at(*o, "certificate") : nullptr;
     const auto* ca = o ? string_at(*o, "ca_bundle") : nullptr;
-    if (node_id == nullptr || cert == nullptr || ca == nullptr) return invalid("the manager's answer is incomplete");
+    if (node_id == nullptr || cert == nullptr || ca == nullptr)
+        return invalid("the manager's answer is incomplete");
     return JoinAnswer{std::string(*node_id), std::string(*cert), std::string(*ca)};
 }
 

@@ -35,8 +35,8 @@ std::string loose_string(const json::object& o, std::string_view field) {
 }  // namespace
 
 crypto::SecureBuffer encode(const CertificateMessage& m) {
-    return wire::text_of(
-        json::object{{"type", "certificate"}, {"certificate", m.certificate}, {"ca_bundle", m.ca_bundle}});
+    return wire::text_of(json::object{
+        {"type", "certificate"}, {"certificate", m.certificate}, {"ca_bundle", m.ca_bundle}});
 }
 
 Result<CertificateMessage> decode_certificate(const crypto::SecureBuffer& text) {
@@ -60,7 +60,9 @@ Result<RenewRequest> decode_renew_request(const crypto::SecureBuffer& text) {
     return RenewRequest{loose_string(doc->value().get_object(), "reason")};
 }
 
-crypto::SecureBuffer encode(const Renew& m) { return wire::text_of(json::object{{"type", "renew"}, {"csr", m.csr}}); }
+crypto::SecureBuffer encode(const Renew& m) {
+    return wire::text_of(json::object{{"type", "renew"}, {"csr", m.csr}});
+}
 
 Result<Renew> decode_renew(const crypto::SecureBuffer& text) {
     auto doc = wire::object_of_type(text, "renew");
@@ -90,8 +92,10 @@ Result<ErrorMessage> decode_error(const crypto::SecureBuffer& text) {
 }
 
 crypto::SecureBuffer encode(const LogsRequest& m) {
-    return wire::text_of(json::object{
-        {"type", "logs_request"}, {"request", request_value(m.request)}, {"task_id", m.task_id}, {"tail", m.tail}});
+    return wire::text_of(json::object{{"type", "logs_request"},
+                                      {"request", request_value(m.request)},
+                                      {"task_id", m.task_id},
+                                      {"tail", m.tail}});
 }
 
 Result<LogsRequest> decode_logs_request(const crypto::SecureBuffer& text) {
@@ -100,7 +104,8 @@ Result<LogsRequest> decode_logs_request(const crypto::SecureBuffer& text) {
     const auto& o = doc->value().get_object();
     LogsRequest out;
     const auto* request = o.if_contains("request");
-    if (request != nullptr && request->is_string() && request->get_string().size() <= max_node_request_id)
+    if (request != nullptr && request->is_string() &&
+        request->get_string().size() <= max_node_request_id)
         out.request = std::string(request->get_string());
     else if (request != nullptr && request->is_int64())
         out.request = request->get_int64();
@@ -112,9 +117,11 @@ Result<LogsRequest> decode_logs_request(const crypto::SecureBuffer& text) {
     if (task != nullptr && task->is_string() && model::valid_task_id(task->get_string()))
         out.task_id = std::string(task->get_string());
     const auto* tail = o.if_contains("tail");
-    bool tail_ok = tail == nullptr || tail->is_null() || tail->is_uint64() || (tail->is_int64() && tail->get_int64() >= 0);
+    bool tail_ok = tail == nullptr || tail->is_null() || tail->is_uint64() ||
+                   (tail->is_int64() && tail->get_int64() >= 0);
     if (tail_ok && tail != nullptr && !tail->is_null())
-        out.tail = tail->is_uint64() ? tail->get_uint64() : static_cast<std::uint64_t>(tail->get_int64());
+        out.tail =
+            tail->is_uint64() ? tail->get_uint64() : static_cast<std::uint64_t>(tail->get_int64());
     if (out.task_id.empty())
         out.invalid = "invalid task id";
     else if (!tail_ok)
@@ -126,7 +133,8 @@ crypto::SecureBuffer encode(const LogsReply& m) {
     json::object o{{"type", "logs"}, {"request", request_value(m.request)}, {"task_id", m.task_id}};
     if (m.error) o["error"] = *m.error;
     if (!m.error || !m.data.empty())
-        o["data"] = crypto::base64_encode({reinterpret_cast<const std::uint8_t*>(m.data.data()), m.data.size()});
+        o["data"] = crypto::base64_encode(
+            {reinterpret_cast<const std::uint8_t*>(m.data.data()), m.data.size()});
     return wire::text_of(o);
 }
 

@@ -20,9 +20,9 @@ constexpr std::size_t max_container_id = 128;
 
 // A node reports these; the earlier states belong to the manager.
 std::optional<TaskState> node_state(std::string_view name) {
-    static constexpr TaskState reportable[] = {TaskState::preparing, TaskState::starting, TaskState::running,
-                                               TaskState::complete,  TaskState::failed,   TaskState::shutdown,
-                                               TaskState::rejected};
+    static constexpr TaskState reportable[] = {
+        TaskState::preparing, TaskState::starting, TaskState::running, TaskState::complete,
+        TaskState::failed,    TaskState::shutdown, TaskState::rejected};
     for (auto s : reportable)
         if (model::to_string(s) == name) return s;
     return std::nullopt;
@@ -30,7 +30,8 @@ std::optional<TaskState> node_state(std::string_view name) {
 
 bool container_id_chars(std::string_view s) {
     for (char c : s)
-        if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '.')) return false;
+        if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '.'))
+            return false;
     return true;
 }
 
@@ -39,7 +40,8 @@ Result<TaskReport> decode_report(const json::value& v) {
     const auto& o = v.get_object();
     auto task_id = wire::optional_string(o, "task_id", max_task_id);
     if (!task_id) return std::move(task_id).error();
-    if (!*task_id || !model::valid_task_id(**task_id)) return malformed("task_id is missing or invalid");
+    if (!*task_id || !model::valid_task_id(**task_id))
+        return malformed("task_id is missing or invalid");
     auto state_name = wire::optional_string(o, "state", 32);
     if (!state_name) return std::move(state_name).error();
     if (!*state_name) return malformed("state is missing");
@@ -65,7 +67,8 @@ Result<TaskReport> decode_report(const json::value& v) {
     r.message = message->value_or("");
     r.err = err->value_or("");
     if (*container_id || *pid || *exit_code)
-        r.container = model::ContainerStatus{container_id->value_or(""), pid->value_or(0), exit_code->value_or(0)};
+        r.container = model::ContainerStatus{container_id->value_or(""), pid->value_or(0),
+                                             exit_code->value_or(0)};
     return r;
 }
 
@@ -86,7 +89,8 @@ crypto::SecureBuffer encode(const StatusMessage& m) {
         }
         statuses.emplace_back(std::move(o));
     }
-    return wire::text_of(json::object{{"type", "status"}, {"complete", m.complete}, {"statuses", std::move(statuses)}});
+    return wire::text_of(json::object{
+        {"type", "status"}, {"complete", m.complete}, {"statuses", std::move(statuses)}});
 }
 
 Result<StatusMessage> decode_status(const crypto::SecureBuffer& text) {
@@ -101,7 +105,8 @@ Result<StatusMessage> decode_status(const crypto::SecureBuffer& text) {
     auto* statuses = o.if_contains("statuses");
     if (statuses == nullptr || !statuses->is_array()) return malformed("statuses is not an array");
     const auto& list = statuses->get_array();
-    if (list.size() > max_status_reports) return malformed(fmt::format("more than {} statuses", max_status_reports));
+    if (list.size() > max_status_reports)
+        return malformed(fmt::format("more than {} statuses", max_status_reports));
     out.statuses.reserve(list.size());
     for (const auto& v : list) {
         auto r = decode_report(v);

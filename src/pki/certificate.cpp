@@ -51,7 +51,8 @@ CertificateInfo describe(X509* cert) {
     info.not_before = ossl::to_time_point(X509_get0_notBefore(cert));
     info.not_after = ossl::to_time_point(X509_get0_notAfter(cert));
     info.is_ca = X509_check_ca(cert) != 0;
-    if (const EVP_PKEY* key = X509_get0_pubkey(cert)) info.public_key = ossl::public_key_base64(key);
+    if (const EVP_PKEY* key = X509_get0_pubkey(cert))
+        info.public_key = ossl::public_key_base64(key);
     ERR_clear_error();
     return info;
 }
@@ -176,8 +177,8 @@ Result<NodeIdentity> verify_node_certificate(std::string_view chain_pem, std::st
         return make_error(Errc::permission_denied, "not a node certificate");
     if (info->organization != cluster_id)
         return make_error(Errc::permission_denied, "certificate is for another cluster");
-    return NodeIdentity{info->common_name, *role,
-                        info->organization, info->not_after,
+    return NodeIdentity{info->common_name,           *role,
+                        info->organization,          info->not_after,
                         std::move(info->public_key), std::move(info->issuer_public_key)};
 }
 

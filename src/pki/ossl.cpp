@@ -155,7 +155,8 @@ namespace {
 
 // An object's DER encoding (OpenSSL's i2d_* convention), in base64.
 template <typename T>
-std::string der_base64(const T* object, int (*encode)(const T*, unsigned char**), const char* what) {
+std::string der_base64(const T* object, int (*encode)(const T*, unsigned char**),
+                       const char* what) {
     unsigned char* der = nullptr;
     int len = encode(object, &der);
     if (len <= 0) fail(what);

@@ -27,8 +27,9 @@ void put_key_record(rocksdb::WriteBatch& batch, rocksdb::ColumnFamilyHandle* met
 
 }  // namespace
 
-Store::Opened SealedStore::create(DataDir dir, KekMode mode,
-                                  const std::function<Result<void>(const crypto::SecureBuffer&)>& hand_over) {
+Store::Opened SealedStore::create(
+    DataDir dir, KekMode mode,
+    const std::function<Result<void>(const crypto::SecureBuffer&)>& hand_over) {
     dir.prepare_new();
     Keyring keys;
     std::optional<crypto::SecureBuffer> shown;

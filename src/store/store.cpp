@@ -52,9 +52,9 @@ Result<Store::Opened> Store::open(const Options& options) {
         auto dir = detail::DataDir::open(options.dir);
         if (auto mode = dir.format())
             return Opened{detail::SealedStore::open(std::move(dir), *mode), std::nullopt};
-        return detail::SealedStore::create(std::move(dir),
-                                           options.autolock ? detail::KekMode::autolock : detail::KekMode::file,
-                                           options.hand_over_unlock_key);
+        return detail::SealedStore::create(
+            std::move(dir), options.autolock ? detail::KekMode::autolock : detail::KekMode::file,
+            options.hand_over_unlock_key);
     } catch (const ErrorException& e) {
         return fail(e.error().code, e.error().message);
     } catch (const std::exception& e) {

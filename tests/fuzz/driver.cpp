@@ -43,7 +43,8 @@ int main(int argc, char** argv) {
                     if (!s.empty()) s[rng() % s.size()] = static_cast<char>(rng());
                     break;
                 case 1:  // insert random bytes
-                    s.insert(s.empty() ? 0 : rng() % s.size(), std::string(1 + rng() % 8, static_cast<char>(rng())));
+                    s.insert(s.empty() ? 0 : rng() % s.size(),
+                             std::string(1 + rng() % 8, static_cast<char>(rng())));
                     break;
                 case 2:  // erase a range
                     if (!s.empty()) {

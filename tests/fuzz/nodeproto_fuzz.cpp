@@ -35,7 +35,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
         for (std::size_t i = 0; i < again.changes.size(); ++i) {
             const auto& x = again.changes[i];
             const auto& y = b->changes[i];
-            require(!y.invalid && y.id == x.id && y.is_secret == x.is_secret && y.action == x.action);
+            require(!y.invalid && y.id == x.id && y.is_secret == x.is_secret &&
+                    y.action == x.action);
             require(y.task == x.task);
             require(x.secret.has_value() == y.secret.has_value());
             if (x.secret) require(y.secret->data.equals(x.secret->data.span()));
@@ -45,18 +46,24 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
         auto again = nodeproto::decode_status(nodeproto::encode(*s));
         require(again && again->statuses.size() == s->statuses.size());
     }
-    if (auto m = nodeproto::decode_certificate(bytes)) require(nodeproto::decode_certificate(nodeproto::encode(*m)).value() == *m);
+    if (auto m = nodeproto::decode_certificate(bytes))
+        require(nodeproto::decode_certificate(nodeproto::encode(*m)).value() == *m);
     if (auto m = nodeproto::decode_renew_request(bytes))
         require(nodeproto::decode_renew_request(nodeproto::encode(*m)).value() == *m);
-    if (auto m = nodeproto::decode_renew(bytes)) require(nodeproto::decode_renew(nodeproto::encode(*m)).value() == *m);
-    if (auto m = nodeproto::decode_error(bytes)) require(nodeproto::decode_error(nodeproto::encode(*m)).value() == *m);
+    if (auto m = nodeproto::decode_renew(bytes))
+        require(nodeproto::decode_renew(nodeproto::encode(*m)).value() == *m);
+    if (auto m = nodeproto::decode_error(bytes))
+        require(nodeproto::decode_error(nodeproto::encode(*m)).value() == *m);
     if (auto m = nodeproto::decode_logs_request(bytes)) (void)nodeproto::encode(*m);
-    if (auto m = nodeproto::decode_logs_reply(bytes)) require(nodeproto::decode_logs_reply(nodeproto::encode(*m)).value() == *m);
+    if (auto m = nodeproto::decode_logs_reply(bytes))
+        require(nodeproto::decode_logs_reply(nodeproto::encode(*m)).value() == *m);
     if (auto j = nodeproto::decode_join_request(bytes)) {
         auto again = nodeproto::decode_join_request(nodeproto::encode(*j));
-        require(again && again->csr == j->csr && again->hostname == j->hostname && again->token.equals(j->token.span()));
+        require(again && again->csr == j->csr && again->hostname == j->hostname &&
+                again->token.equals(j->token.span()));
     }
-    if (auto m = nodeproto::decode_join_answer(text)) require(nodeproto::decode_join_answer(nodeproto::encode(*m)).value() == *m);
+    if (auto m = nodeproto::decode_join_answer(text))
+        require(nodeproto::decode_join_answer(nodeproto::encode(*m)).value() == *m);
     (void)nodeproto::check_version_header(text);
     return 0;
 }

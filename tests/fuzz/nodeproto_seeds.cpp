@@ -1,6 +1,7 @@
 // Writes the seed corpus of the nodeproto fuzz target: one file per message kind, each made by the
 // protocol's own encoder. Run by hand when a message changes:
-//   ninja -C build tests/fuzz/nodeproto-seeds && build/tests/fuzz/nodeproto-seeds tests/fuzz/corpus/nodeproto
+//   ninja -C build tests/fuzz/nodeproto-seeds && build/tests/fuzz/nodeproto-seeds
+//   tests/fuzz/corpus/nodeproto
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -44,13 +45,15 @@ int main(int argc, char** argv) {
     task.hostname = "web";
     task.limits = {64 << 20, 500'000'000, 64};
     task.cap_drop = {"NET_RAW"};
-    task.secrets = {{"a1b2c3d4e5f6g7h8i9j0k1l2m", "db_pass", "", "0", "0", 0444},
-                    {"n3o4p5q6r7s8t9u0v1w2x3y4z", "tls_key", "/etc/tls/key.pem", "1000", "1000", 0400}};
+    task.secrets = {
+        {"a1b2c3d4e5f6g7h8i9j0k1l2m", "db_pass", "", "0", "0", 0444},
+        {"n3o4p5q6r7s8t9u0v1w2x3y4z", "tls_key", "/etc/tls/key.pem", "1000", "1000", 0400}};
     Assignments complete{true, 1, {}};
     Change secret;
     secret.is_secret = true;
     secret.id = "a1b2c3d4e5f6g7h8i9j0k1l2m";
-    secret.secret = SecretPayload{secret.id, "db_pass", crypto::SecureBuffer::copy_of(std::string_view("s3cr3t"))};
+    secret.secret = SecretPayload{secret.id, "db_pass",
+                                  crypto::SecureBuffer::copy_of(std::string_view("s3cr3t"))};
     complete.changes.push_back(std::move(secret));
     Change add;
     add.id = task.id;
@@ -70,25 +73,41 @@ int main(int argc, char** argv) {
     write(dir, "assignments-incremental.json", encode(incremental));
 
     StatusMessage status{true, {}};
-    status.statuses.push_back({task.id, model::TaskState::running, "started", "", model::ContainerStatus{task.id, 4242, 0}});
-    status.statuses.push_back({"b0c1d2e3f4g5h6i7j8k9l0m1n", model::TaskState::failed, "failed", "exit status 3",
+    status.statuses.push_back({task.id, model::TaskState::running, "started", "",
+                               model::ContainerStatus{task.id, 4242, 0}});
+    status.statuses.push_back({"b0c1d2e3f4g5h6i7j8k9l0m1n", model::TaskState::failed, "failed",
+                               "exit status 3",
                                model::ContainerStatus{"b0c1d2e3f4g5h6i7j8k9l0m1n", 0, 3}});
     write(dir, "status.json", encode(status));
 
-    write(dir, "certificate.json", encode(CertificateMessage{"-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
-                                                             "-----BEGIN CERTIFICATE-----\nMIIC\n-----END CERTIFICATE-----\n"}));
+    write(dir, "certificate.json",
+          encode(CertificateMessage{
+              "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
+              "-----BEGIN CERTIFICATE-----\nMIIC\n-----END CERTIFICATE-----\n"}));
     write(dir, "renew-request.json", encode(RenewRequest{"CA rotation"}));
-    write(dir, "renew.json", encode(Renew{"-----BEGIN CERTIFICATE REQUEST-----\nMIIB\n-----END CERTIFICATE REQUEST-----\n"}));
-    write(dir, "error.json", encode(ErrorMessage{"no task q3v8x0c2m5k7n9p1r4t6w8y0z on this node", "k2m4p6r8t0v2x4z6b8d0f2h4j"}));
-    write(dir, "logs-request.json", encode(LogsRequest{std::string("k2m4p6r8t0v2x4z6b8d0f2h4j"), task.id, 100, std::nullopt}));
-    write(dir, "logs.json", encode(LogsReply{std::string("k2m4p6r8t0v2x4z6b8d0f2h4j"), task.id, "one\ntwo\n", std::nullopt}));
+    write(dir, "renew.json",
+          encode(Renew{
+              "-----BEGIN CERTIFICATE REQUEST-----\nMIIB\n-----END CERTIFICATE REQUEST-----\n"}));
+    write(dir, "error.json",
+          encode(ErrorMessage{"no task q3v8x0c2m5k7n9p1r4t6w8y0z on this node",
+                              "k2m4p6r8t0v2x4z6b8d0f2h4j"}));
+    write(
+        dir, "logs-request.json",
+        encode(LogsRequest{std::string("k2m4p6r8t0v2x4z6b8d0f2h4j"), task.id, 100, std::nullopt}));
+    write(dir, "logs.json",
+          encode(LogsReply{std::string("k2m4p6r8t0v2x4z6b8d0f2h4j"), task.id, "one\ntwo\n",
+                           std::nullopt}));
     write(dir, "logs-error.json",
-          encode(LogsReply{std::string("k2m4p6r8t0v2x4z6b8d0f2h4j"), task.id, "", "this agent keeps no task logs"}));
+          encode(LogsReply{std::string("k2m4p6r8t0v2x4z6b8d0f2h4j"), task.id, "",
+                           "this agent keeps no task logs"}));
     write(dir, "join-request.json",
-          encode(JoinRequest{1, crypto::SecureBuffer::copy_of(std::string_view("COFFERTKN-1-abc123-def456")),
-                             "-----BEGIN CERTIFICATE REQUEST-----\nMIIB\n-----END CERTIFICATE REQUEST-----\n", "node-1"}));
+          encode(JoinRequest{
+              1, crypto::SecureBuffer::copy_of(std::string_view("COFFERTKN-1-abc123-def456")),
+              "-----BEGIN CERTIFICATE REQUEST-----\nMIIB\n-----END CERTIFICATE REQUEST-----\n",
+              "node-1"}));
     write(dir, "join-answer.json",
-          encode(JoinAnswer{"z9y8x7w6v5u4t3s2r1q0p9o8n", "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
+          encode(JoinAnswer{"z9y8x7w6v5u4t3s2r1q0p9o8n",
+                            "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
                             "-----BEGIN CERTIFICATE-----\nMIIC\n-----END CERTIFICATE-----\n"}));
     write(dir, "version-header.txt", "1");
     return 0;

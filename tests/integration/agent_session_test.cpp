@@ -463,9 +463,15 @@ TEST(AgentInItsOwnNetwork, JoinsAcrossAVethPairAndReconnectsWithItsIdentity) {
         // The default mode runs tasks too: its runner needs the host's cgroup mounts, which
         // `ip netns exec` hides behind a fresh /sys, so only the network namespace is entered
         // (nsenter execs the agent: the same pid); and a run directory of this test's own.
-        o.argv = {"nsenter",    "--net=/run/netns/" + net->agent_ns, agent_program,
-                  "--data-dir", data.string(), "--manager", address,
-                  "--run-dir",  (tmp.path() / "run").string()};
+        o.argv = {"nsenter",
+                  "--net=/run/netns/" + net->agent_ns,
+                  agent_program,
+                  "--data-dir",
+                  data.string(),
+                  "--manager",
+                  address,
+                  "--run-dir",
+                  (tmp.path() / "run").string()};
         o.env = {"PATH=/usr/sbin:/usr/bin:/sbin:/bin"};
         if (with_token) o.env.push_back("COFFER_JOIN_TOKEN=" + str(manager.token_text()));
         return Child::spawn(o);

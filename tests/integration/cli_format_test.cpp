@@ -17,7 +17,9 @@ namespace json = boost::json;
 
 namespace {
 
-bool have_docker() { return run_program({"sh", "-c", "command -v docker"}).status == 0; }
+bool have_docker() {
+    return run_program({"sh", "-c", "command -v docker"}).status == 0;
+}
 
 std::vector<std::string> lines(const std::string& text) {
     std::vector<std::string> out;
@@ -27,10 +29,11 @@ std::vector<std::string> lines(const std::string& text) {
 }
 
 class CliFormat : public ::testing::Test {
-protected:
+  protected:
     void SetUp() override {
         const char* hooked = std::getenv("COFFERD_TEST");
-        if (hooked == nullptr) GTEST_SKIP() << "COFFERD_TEST (the cofferd-test executable) is not set";
+        if (hooked == nullptr)
+            GTEST_SKIP() << "COFFERD_TEST (the cofferd-test executable) is not set";
         ::setenv("COFFERD", hooked, 1);
         ::setenv("COFFER_TEST_NODES", "node-a,node-b", 1);
         ::setenv("COFFER_TEST_AGENTS", "1", 1);
@@ -49,11 +52,16 @@ protected:
     }
     // A service "web" with two running tasks, one of them replaced once (a history line).
     void start_web() {
-        ASSERT_EQ(cli({"secret", "create", "--label", "team=b", "--label", "env=prod", "db", "-"}, "pw").status, 0);
-        auto created = cli({"service", "create", "--name", "web", "--secret", "db", "--replicas", "2",
-                            "--detach=false", "--timeout", "30", "busybox:1", "sleep", "3600"});
+        ASSERT_EQ(
+            cli({"secret", "create", "--label", "team=b", "--label", "env=prod", "db", "-"}, "pw")
+                .status,
+            0);
+        auto created =
+            cli({"service", "create", "--name", "web", "--secret", "db", "--replicas", "2",
+                 "--detach=false", "--timeout", "30", "busybox:1", "sleep", "3600"});
         ASSERT_EQ(created.status, 0) << created.err;
-        auto updated = cli({"service", "update", "--force", "--detach=false", "--timeout", "30", "web"});
+        auto updated =
+            cli({"service", "update", "--force", "--detach=false", "--timeout", "30", "web"});
         ASSERT_EQ(updated.status, 0) << updated.err;
     }
     // Both CLIs print the same for the same arguments. Outputs with ages ("5 seconds ago") may
@@ -103,15 +111,19 @@ TEST_F(CliFormat, ServicePsTakesDockersFlags) {
     auto full = lines(cli({"service", "ps", "--format", "{{.ID}}", "--no-trunc", "web"}).out);
     ASSERT_EQ(full.size(), 4u);
     for (const auto& id : full) EXPECT_EQ(id.size(), 25u) << id;
-    EXPECT_EQ(cli({"service", "ps", "--format", "{{.Name}}", "web"}).out, "web.1\nweb.1\nweb.2\nweb.2\n");
+    EXPECT_EQ(cli({"service", "ps", "--format", "{{.Name}}", "web"}).out,
+              "web.1\nweb.1\nweb.2\nweb.2\n");
 
-    auto running = cli({"service", "ps", "--filter", "desired-state=running", "--format", "{{.Name}} {{.DesiredState}}", "web"});
+    auto running = cli({"service", "ps", "--filter", "desired-state=running", "--format",
+                        "{{.Name}} {{.DesiredState}}", "web"});
     ASSERT_EQ(running.status, 0) << running.err;
     EXPECT_EQ(running.out, "web.1 Running\nweb.2 Running\n");
-    auto by_name = cli({"service", "ps", "-f", "name=web.2", "-f", "desired-state=running", "-q", "web"});
+    auto by_name =
+        cli({"service", "ps", "-f", "name=web.2", "-f", "desired-state=running", "-q", "web"});
     EXPECT_EQ(lines(by_name.out).size(), 1u) << by_name.out;
 
-    auto table = cli({"service", "ps", "-f", "desired-state=running", "--format", "table {{.Name}}\\t{{.Node}}", "web"});
+    auto table = cli({"service", "ps", "-f", "desired-state=running", "--format",
+                      "table {{.Name}}\\t{{.Node}}", "web"});
     ASSERT_EQ(table.status, 0) << table.err;
     auto t = lines(table.out);
     ASSERT_EQ(t.size(), 3u) << table.out;
@@ -123,21 +135,23 @@ TEST_F(CliFormat, ServicePsTakesDockersFlags) {
     auto first = json::parse(json_rows[0]).as_object();
     std::vector<std::string> keys;
     for (const auto& [k, v] : first) keys.emplace_back(k);
-    EXPECT_EQ(keys, (std::vector<std::string>{"CurrentState", "DesiredState", "Error", "ID", "Image", "Name", "Node",
-                                              "Ports"}));
+    EXPECT_EQ(keys, (std::vector<std::string>{"CurrentState", "DesiredState", "Error", "ID",
+                                              "Image", "Name", "Node", "Ports"}));
 
     auto unknown = cli({"service", "ps", "--format", "{{.Foo}}", "web"});
     EXPECT_EQ(unknown.status, 1);
     EXPECT_EQ(unknown.out, "");
-    EXPECT_NE(unknown.err.find("template: field .Foo is not known for service ps; known: .CurrentState"),
-              std::string::npos)
+    EXPECT_NE(
+        unknown.err.find("template: field .Foo is not known for service ps; known: .CurrentState"),
+        std::string::npos)
         << unknown.err;
     auto bad_filter = cli({"service", "ps", "--filter", "nosuch=1", "web"});
     EXPECT_EQ(bad_filter.status, 1);
     EXPECT_NE(bad_filter.err.find("nosuch"), std::string::npos) << bad_filter.err;
     auto no_equals = cli({"service", "ps", "--filter", "desired-state", "web"});
     EXPECT_EQ(no_equals.status, 1);
-    EXPECT_NE(no_equals.err.find("bad format of filter (expected name=value)"), std::string::npos) << no_equals.err;
+    EXPECT_NE(no_equals.err.find("bad format of filter (expected name=value)"), std::string::npos)
+        << no_equals.err;
     auto unknown_flag = cli({"service", "ps", "--nosuch", "web"});
     EXPECT_NE(unknown_flag.status, 0);
     EXPECT_NE(unknown_flag.err.find("--nosuch"), std::string::npos) << unknown_flag.err;
@@ -149,30 +163,40 @@ TEST_F(CliFormat, ListsTakeFormatQuietAndFilter) {
     ASSERT_EQ(ls.size(), 2u);
     EXPECT_EQ(ls[0].substr(0, ls[0].find_last_not_of(' ') + 1),
               "ID             NAME      MODE         REPLICAS   IMAGE       PORTS");
-    EXPECT_EQ(cli({"service", "ls", "--format", "{{.Name}} {{.Mode}} {{.Replicas}} {{.Image}}"}).out,
-              "web replicated 2/2 busybox:1\n");
+    EXPECT_EQ(
+        cli({"service", "ls", "--format", "{{.Name}} {{.Mode}} {{.Replicas}} {{.Image}}"}).out,
+        "web replicated 2/2 busybox:1\n");
     EXPECT_EQ(lines(cli({"service", "ls", "-q"}).out).at(0).size(), 12u);
     EXPECT_EQ(cli({"service", "ls", "-q", "--filter", "name=nosuch"}).out, "");
-    EXPECT_EQ(cli({"service", "ls", "--format", "{{.Name}}", "--filter", "mode=replicated"}).out, "web\n");
+    EXPECT_EQ(cli({"service", "ls", "--format", "{{.Name}}", "--filter", "mode=replicated"}).out,
+              "web\n");
 
     auto nodes = lines(cli({"node", "ls"}).out);
     ASSERT_EQ(nodes.size(), 3u);
-    for (auto title : {"ID", "HOSTNAME", "STATUS", "AVAILABILITY", "MANAGER STATUS", "ENGINE VERSION"})
+    for (auto title :
+         {"ID", "HOSTNAME", "STATUS", "AVAILABILITY", "MANAGER STATUS", "ENGINE VERSION"})
         EXPECT_NE(nodes[0].find(title), std::string::npos) << title;
-    EXPECT_EQ(cli({"node", "ls", "--format", "{{.Hostname}} {{.Status}} {{.Availability}} {{.Role}}"}).out,
-              "node-a Ready Active worker\nnode-b Ready Active worker\n");
-    EXPECT_EQ(cli({"node", "ls", "-f", "name=node-b", "--format", "{{.Hostname}}"}).out, "node-b\n");
-    auto node_json = json::parse(lines(cli({"node", "ls", "--format", "json"}).out).at(0)).as_object();
+    EXPECT_EQ(
+        cli({"node", "ls", "--format", "{{.Hostname}} {{.Status}} {{.Availability}} {{.Role}}"})
+            .out,
+        "node-a Ready Active worker\nnode-b Ready Active worker\n");
+    EXPECT_EQ(cli({"node", "ls", "-f", "name=node-b", "--format", "{{.Hostname}}"}).out,
+              "node-b\n");
+    auto node_json =
+        json::parse(lines(cli({"node", "ls", "--format", "json"}).out).at(0)).as_object();
     EXPECT_FALSE(node_json.contains("Role"));  // coffer's own fields are for templates only
     EXPECT_EQ(node_json.at("Self"), false);
 
-    EXPECT_EQ(cli({"secret", "ls", "--format", "{{.Name}} {{.Labels}}"}).out, "db env=prod,team=b\n");
-    EXPECT_EQ(cli({"secret", "ls", "--format", "table {{.Name}}\\t{{.Driver}}|"}).out, "NAME      DRIVER|\ndb        |\n");
+    EXPECT_EQ(cli({"secret", "ls", "--format", "{{.Name}} {{.Labels}}"}).out,
+              "db env=prod,team=b\n");
+    EXPECT_EQ(cli({"secret", "ls", "--format", "table {{.Name}}\\t{{.Driver}}|"}).out,
+              "NAME      DRIVER|\ndb        |\n");
     EXPECT_EQ(cli({"secret", "ls", "-q", "-f", "label=team=b"}).out.size(), 26u);
     auto unknown = cli({"secret", "ls", "--format", "{{.Nmae}}"});
     EXPECT_EQ(unknown.status, 1);
-    EXPECT_NE(unknown.err.find("template: field .Nmae is not known for secret ls; known: .CreatedAt .Driver .ID "
-                               ".Labels .Name .UpdatedAt"),
+    EXPECT_NE(unknown.err.find(
+                  "template: field .Nmae is not known for secret ls; known: .CreatedAt .Driver .ID "
+                  ".Labels .Name .UpdatedAt"),
               std::string::npos)
         << unknown.err;
     auto unsupported = cli({"node", "ls", "--format", "{{if .Self}}*{{end}}"});
@@ -182,7 +206,9 @@ TEST_F(CliFormat, ListsTakeFormatQuietAndFilter) {
 
 TEST_F(CliFormat, InspectTakesFormat) {
     start_web();
-    EXPECT_EQ(cli({"service", "inspect", "--format", "{{.Spec.Name}} {{.Spec.Mode.Replicated.Replicas}}", "web"}).out,
+    EXPECT_EQ(cli({"service", "inspect", "--format",
+                   "{{.Spec.Name}} {{.Spec.Mode.Replicated.Replicas}}", "web"})
+                  .out,
               "web 2\n");
     EXPECT_EQ(cli({"secret", "inspect", "-f", "{{.Spec.Name}} {{json .Spec.Labels}}", "db"}).out,
               "db {\"env\":\"prod\",\"team\":\"b\"}\n");
@@ -191,8 +217,9 @@ TEST_F(CliFormat, InspectTakesFormat) {
     EXPECT_EQ(json::parse(node.out).at("Description").at("Hostname"), "node-a");
     auto missing = cli({"service", "inspect", "-f", "{{.Spec.Nmae}}", "web"});
     EXPECT_EQ(missing.status, 1);
-    EXPECT_NE(missing.err.find("template: field .Spec.Nmae is not known for service inspect in .Spec"),
-              std::string::npos)
+    EXPECT_NE(
+        missing.err.find("template: field .Spec.Nmae is not known for service inspect in .Spec"),
+        std::string::npos)
         << missing.err;
 }
 
@@ -212,7 +239,8 @@ TEST_F(CliFormat, PrintsWhatTheDockerCliPrints) {
     same_as_docker({"service", "ps", "--format", "table {{.Name}}", "web"});
     same_as_docker({"service", "ps", "-q", "--format", "{{.ID}}", "web"});
     same_as_docker({"service", "ps", "--format", "table", "web"});
-    same_as_docker({"service", "ps", "-f", "desired-state=running", "--format", "table {{.Name}}\\t{{.Node}}", "web"});
+    same_as_docker({"service", "ps", "-f", "desired-state=running", "--format",
+                    "table {{.Name}}\\t{{.Node}}", "web"});
     same_as_docker({"node", "ls"});
     same_as_docker({"node", "ls", "-q"});
     same_as_docker({"node", "ls", "--format", "json"});

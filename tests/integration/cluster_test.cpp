@@ -20,7 +20,9 @@ namespace {
 using Cluster = ManagerTest;
 namespace fs = std::filesystem;
 
-std::string line(const std::string& s) { return s.substr(0, s.find('\n')); }
+std::string line(const std::string& s) {
+    return s.substr(0, s.find('\n'));
+}
 
 // The last n bytes of s, in locked memory.
 crypto::SecureBuffer tail(std::string_view s, std::size_t n) {
@@ -66,7 +68,8 @@ TEST_F(Cluster, JoinTokenSuggestsTheEnvironmentNotTheCommandLine) {
         ASSERT_EQ(token.rfind("COFFERTKN-", 0), 0u) << token;
         auto shown = cli({"cluster", "join-token", role});
         ASSERT_EQ(shown.status, 0) << shown.err;
-        EXPECT_NE(shown.out.find("COFFER_JOIN_TOKEN=" + token + " "), std::string::npos) << shown.out;
+        EXPECT_NE(shown.out.find("COFFER_JOIN_TOKEN=" + token + " "), std::string::npos)
+            << shown.out;
         EXPECT_NE(shown.out.find("coffer-agent "), std::string::npos) << shown.out;
         EXPECT_EQ(shown.out.find("--join-token " + token), std::string::npos) << shown.out;
         EXPECT_EQ(shown.out.find("--join-token COFFERTKN"), std::string::npos) << shown.out;
@@ -76,7 +79,8 @@ TEST_F(Cluster, JoinTokenSuggestsTheEnvironmentNotTheCommandLine) {
 TEST_F(Cluster, CertificateExpiryHasAMinimumAndStaleVersionsAreRefused) {
     auto too_short = cli({"cluster", "update", "--cert-expiry", "30m"});
     EXPECT_EQ(too_short.status, 1);
-    EXPECT_NE(too_short.err.find("minimum certificate expiry time is 1h"), std::string::npos) << too_short.err;
+    EXPECT_NE(too_short.err.find("minimum certificate expiry time is 1h"), std::string::npos)
+        << too_short.err;
     auto bad = cli({"cluster", "update", "--cert-expiry", "soon"});
     EXPECT_EQ(bad.status, 1);
 
@@ -87,14 +91,19 @@ TEST_F(Cluster, CertificateExpiryHasAMinimumAndStaleVersionsAreRefused) {
               720LL * 3600 * 1'000'000'000);
 
     auto version = swarm.at("Version").at("Index").to_number<std::uint64_t>();
-    auto stale = request("POST", "/swarm/update?rotateWorkerToken=true&version=" + std::to_string(version - 1), "{}");
+    auto stale = request(
+        "POST", "/swarm/update?rotateWorkerToken=true&version=" + std::to_string(version - 1),
+        "{}");
     EXPECT_EQ(stale.status, 409);
     // A failed request changes nothing.
     auto after = json::parse(request("GET", "/swarm").body);
     EXPECT_EQ(after.at("JoinTokens").at("Worker"), swarm.at("JoinTokens").at("Worker"));
-    EXPECT_EQ(request("POST", "/swarm/update?version=" + std::to_string(version) +
-                                  "&rotateManagerUnlockKey=true", "{}").status,
-              400);  // no autolock
+    EXPECT_EQ(
+        request("POST",
+                "/swarm/update?version=" + std::to_string(version) + "&rotateManagerUnlockKey=true",
+                "{}")
+            .status,
+        400);  // no autolock
     auto off = request("POST", "/swarm/update?version=" + std::to_string(version),
                        R"({"EncryptionConfig":{"AutoLockManagers":true}})");
     EXPECT_EQ(off.status, 400);
@@ -107,7 +116,8 @@ TEST_F(Cluster, DockerSwarmJoinTokenWorks) {
     auto shown = run_program({"docker", "swarm", "join-token", "-q", "worker"}, "", env);
     ASSERT_EQ(shown.status, 0) << shown.err;
     EXPECT_EQ(line(shown.out), line(cli({"cluster", "join-token", "worker", "-q"}).out));
-    auto rotated = run_program({"docker", "swarm", "join-token", "--rotate", "-q", "worker"}, "", env);
+    auto rotated =
+        run_program({"docker", "swarm", "join-token", "--rotate", "-q", "worker"}, "", env);
     ASSERT_EQ(rotated.status, 0) << rotated.err;
     EXPECT_NE(line(rotated.out), line(shown.out));
     EXPECT_EQ(line(rotated.out), line(cli({"cluster", "join-token", "worker", "-q"}).out));

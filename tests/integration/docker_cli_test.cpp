@@ -10,11 +10,14 @@ namespace json = boost::json;
 
 namespace {
 
-bool have_docker() { return run_program({"sh", "-c", "command -v docker"}).status == 0; }
+bool have_docker() {
+    return run_program({"sh", "-c", "command -v docker"}).status == 0;
+}
 
 // The docker CLI against the daemon, with a client configuration directory of the test's own.
 auto docker_cli(const TempDir& dir, const Daemon& d) {
-    std::vector<std::string> env{"DOCKER_HOST=" + d.host(), "DOCKER_CONFIG=" + (dir.path() / "dc").string()};
+    std::vector<std::string> env{"DOCKER_HOST=" + d.host(),
+                                 "DOCKER_CONFIG=" + (dir.path() / "dc").string()};
     return [env](std::vector<std::string> args, const std::string& in = "") {
         args.insert(args.begin(), "docker");
         return run_program(args, in, env);
@@ -76,9 +79,14 @@ TEST(DockerCli, SwarmUnlockWorksAndIsLimited) {
     std::string err;
     for (int i = 0; i < 20 && err.find("too many") == std::string::npos; ++i)
         err = docker({"swarm", "unlock"}, guess).err;
-    EXPECT_NE(err.find("too many failed unlock attempts from this user: try again in "), std::string::npos) << err;
-    EXPECT_TRUE(wait_until([&] { return docker({"swarm", "unlock"}, read_file(key_file)).status == 0; },
-                           std::chrono::seconds(30)));
+    EXPECT_NE(err.find("too many failed unlock attempts from this user: try again in "),
+              std::string::npos)
+        << err;
+    EXPECT_TRUE(wait_until(
+        [&] {
+            return docker({"swarm", "unlock"}, read_file(key_file)).status == 0;
+        },
+        std::chrono::seconds(30)));
     EXPECT_EQ(docker({"info", "--format", "{{.Swarm.LocalNodeState}}"}).out, "active\n");
 }
 

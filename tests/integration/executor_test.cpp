@@ -16,8 +16,8 @@
 #include <mutex>
 #include <sstream>
 
-#include "coffer/agent/runner.h"
 #include "coffer/agent/image_store.h"
+#include "coffer/agent/runner.h"
 #include "coffer/base/log.h"
 #include "coffer/base/mount.h"
 #include "coffer/base/process.h"
@@ -133,7 +133,8 @@ class AgentProgram : public ::testing::Test {
     void import_images() {
         auto layout = work.path() + "/layout";
         auto r = run_command(
-            {test::env_or("COFFER_MAKE_TEST_IMAGES", "tests/integration/make-test-images"), layout});
+            {test::env_or("COFFER_MAKE_TEST_IMAGES", "tests/integration/make-test-images"),
+             layout});
         ASSERT_TRUE(r.ok()) << r.describe();
         agent::ImageStore store(data() + "/images");
         auto imported = store.import(layout);
@@ -165,8 +166,9 @@ class AgentProgram : public ::testing::Test {
     }
 
     std::string logs(std::string_view request, std::string_view task, int tail) {
-        EXPECT_TRUE(manager->send(nodeproto::encode(nodeproto::LogsRequest{
-            std::string(request), std::string(task), static_cast<std::uint64_t>(tail), std::nullopt})));
+        EXPECT_TRUE(manager->send(nodeproto::encode(
+            nodeproto::LogsRequest{std::string(request), std::string(task),
+                                   static_cast<std::uint64_t>(tail), std::nullopt})));
         json::object answer;
         EXPECT_TRUE(test::wait_until(
             [&] {
@@ -253,7 +255,8 @@ TEST_F(AgentProgram, RunsAssignedTasksWithTheirSecretsAndStopsThem) {
         << manager->last_state(web);
     // Shut down means the secret mount is gone; the bundle follows right after.
     EXPECT_FALSE(has_secret_mount(agent_pid));
-    EXPECT_TRUE(test::wait_until([&] { return !std::filesystem::exists(run() + "/tasks/" + web); }, deadline));
+    EXPECT_TRUE(test::wait_until([&] { return !std::filesystem::exists(run() + "/tasks/" + web); },
+                                 deadline));
     // Its log stays readable for the manager.
     EXPECT_EQ(logs("after", web, 0), secret_bytes + "\nready\n");
 
@@ -280,8 +283,8 @@ TEST_F(AgentProgram, StopsEveryTaskOnSigtermAndLeavesNothing) {
     EXPECT_TRUE(mounts_under(work.path()).empty());
     for (auto& h : {"memory", "pids", "cpu", "unified", ""})
         for (auto& id : {a, b})
-            EXPECT_FALSE(
-                std::filesystem::exists(fmt::format("/sys/fs/cgroup/{}{}/{}", h, agent::Runner::cgroup_parent(run()), id)));
+            EXPECT_FALSE(std::filesystem::exists(
+                fmt::format("/sys/fs/cgroup/{}{}/{}", h, agent::Runner::cgroup_parent(run()), id)));
 }
 
 TEST_F(AgentProgram, BenchmarkModeRunsNothingButFollowsTheProtocol) {

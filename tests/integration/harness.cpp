@@ -1,8 +1,8 @@
 #include "harness.h"
 
-#include <sys/mount.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/mount.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -16,8 +16,8 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
-#include "coffer/base/mount.h"
 #include "coffer/base/error.h"
+#include "coffer/base/mount.h"
 #include "coffer/base/unique_fd.h"
 #include "coffer/net/http_client.h"
 
@@ -91,8 +91,9 @@ Daemon::Daemon(fs::path data_dir, fs::path socket, std::vector<std::string> extr
     out_ = socket_.parent_path() / fmt::format("cofferd-{}.out", socket_.filename().string());
     UniqueFd out(::open(out_.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600));
     if (!out) throw_errno("open daemon output");
-    std::vector<std::string> argv{cofferd_path(), "--data-dir", data_dir_.string(), "--socket",
-                                  socket_.string(), "--log-level", "warn"};
+    std::vector<std::string> argv{cofferd_path(), "--data-dir",     data_dir_.string(),
+                                  "--socket",     socket_.string(), "--log-level",
+                                  "warn"};
     // Tests run side by side: a node port on any free loopback port unless a test picks one.
     if (std::find(extra.begin(), extra.end(), "--listen") == extra.end())
         argv.insert(argv.end(), {"--listen", "127.0.0.1:0"});
@@ -137,7 +138,9 @@ int Daemon::terminate() {
     return *st;
 }
 
-std::string Daemon::stdout_text() const { return read_file(out_); }
+std::string Daemon::stdout_text() const {
+    return read_file(out_);
+}
 
 namespace {
 
@@ -160,12 +163,15 @@ std::string run_step(const std::vector<std::string>& argv) {
 
 }  // namespace
 
-NetworkNamespace::NetworkNamespace(const std::string& tag) : name_("coffer-" + tag + "-" + random_suffix(6)) {
+NetworkNamespace::NetworkNamespace(const std::string& tag)
+    : name_("coffer-" + tag + "-" + random_suffix(6)) {
     error_ = run_step({"ip", "netns", "add", name_});
     if (error_.empty()) error_ = ip({"link", "set", "lo", "up"});
 }
 
-NetworkNamespace::~NetworkNamespace() { (void)run_step({"ip", "netns", "del", name_}); }
+NetworkNamespace::~NetworkNamespace() {
+    (void)run_step({"ip", "netns", "del", name_});
+}
 
 std::string NetworkNamespace::ip(const std::vector<std::string>& args) const {
     std::vector<std::string> argv{"ip", "-n", name_};
@@ -178,18 +184,30 @@ bool NetworkNamespace::available() {
     return run_step({"ip", "netns", "list"}).empty();
 }
 
-std::string connect(const NetworkNamespace& a, const std::string& a_address, const NetworkNamespace& b,
-                    const std::string& b_address) {
+std::string connect(const NetworkNamespace& a, const std::string& a_address,
+                    const NetworkNamespace& b, const std::string& b_address) {
     // Interface names: at most 15 characters, unique on the host while the pair is created.
     auto suffix = random_suffix(8);
     auto ea = "cva" + suffix, eb = "cvb" + suffix;
     for (auto step : std::vector<std::function<std::string()>>{
-             [&] { return a.ip({"link", "add", ea, "type", "veth", "peer", "name", eb}); },
-             [&] { return a.ip({"link", "set", eb, "netns", b.name()}); },
-             [&] { return a.ip({"addr", "add", a_address + "/30", "dev", ea}); },
-             [&] { return b.ip({"addr", "add", b_address + "/30", "dev", eb}); },
-             [&] { return a.ip({"link", "set", ea, "up"}); },
-             [&] { return b.ip({"link", "set", eb, "up"}); },
+             [&] {
+                 return a.ip({"link", "add", ea, "type", "veth", "peer", "name", eb});
+             },
+             [&] {
+                 return a.ip({"link", "set", eb, "netns", b.name()});
+             },
+             [&] {
+                 return a.ip({"addr", "add", a_address + "/30", "dev", ea});
+             },
+             [&] {
+                 return b.ip({"addr", "add", b_address + "/30", "dev", eb});
+             },
+             [&] {
+                 return a.ip({"link", "set", ea, "up"});
+             },
+             [&] {
+                 return b.ip({"link", "set", eb, "up"});
+             },
          }) {
         if (auto e = step(); !e.empty()) return e;
     }

@@ -20,28 +20,28 @@ std::string env_or(const char* name, const std::string& fallback);
 
 // A fresh directory under /tmp, removed with everything in it on destruction.
 class TempDir {
-public:
+  public:
     TempDir();
     ~TempDir();
     TempDir(const TempDir&) = delete;
     TempDir& operator=(const TempDir&) = delete;
     const std::filesystem::path& path() const { return path_; }
 
-private:
+  private:
     std::filesystem::path path_;
 };
 
 // A fresh directory under /var/tmp (a real filesystem, so overlay mounts work in it) for tests
 // that mount: on destruction every mount below it is detached, then it is removed.
 class MountDir {
-public:
+  public:
     MountDir();
     ~MountDir();
     MountDir(const MountDir&) = delete;
     MountDir& operator=(const MountDir&) = delete;
     const std::string& path() const { return path_; }
 
-private:
+  private:
     std::string path_;
 };
 
@@ -59,25 +59,25 @@ struct CliResult {
 
 // A cofferd on a private data directory and socket.
 class Daemon {
-public:
+  public:
     // prefix runs before cofferd, e.g. {"nsenter", "--net=/run/netns/N"} (it must exec cofferd,
     // so that signals reach it).
-    Daemon(std::filesystem::path data_dir, std::filesystem::path socket, std::vector<std::string> extra = {},
-           std::vector<std::string> prefix = {});
+    Daemon(std::filesystem::path data_dir, std::filesystem::path socket,
+           std::vector<std::string> extra = {}, std::vector<std::string> prefix = {});
     ~Daemon();  // SIGTERM, then SIGKILL after a deadline
     Daemon(const Daemon&) = delete;
     Daemon& operator=(const Daemon&) = delete;
 
     // Waits until the socket answers /_ping. False if the daemon exited or the deadline passed.
     bool ready(std::chrono::milliseconds deadline = std::chrono::seconds(20));
-    void kill9();                       // SIGKILL and reap
-    int terminate();                    // SIGTERM, wait; returns the wait status
-    std::string stdout_text() const;    // what the daemon printed on stdout so far
+    void kill9();                     // SIGKILL and reap
+    int terminate();                  // SIGTERM, wait; returns the wait status
+    std::string stdout_text() const;  // what the daemon printed on stdout so far
     std::string host() const { return "unix://" + socket_.string(); }
     const std::filesystem::path& socket() const { return socket_; }
     int pid() const { return child_.pid(); }
 
-private:
+  private:
     std::filesystem::path data_dir_, socket_, out_;
     Child child_;
 };
@@ -92,7 +92,7 @@ CliResult run_program(const std::vector<std::string>& argv, const std::string& s
 // A network namespace of the test's own (`ip netns add coffer-<tag>-<random>`, loopback up),
 // deleted on destruction with the veth ends inside it. error() says what failed, "" when ready.
 class NetworkNamespace {
-public:
+  public:
     explicit NetworkNamespace(const std::string& tag);
     ~NetworkNamespace();
     NetworkNamespace(const NetworkNamespace&) = delete;
@@ -110,7 +110,7 @@ public:
     // True when namespaces can be made here (root and iproute2).
     static bool available();
 
-private:
+  private:
     std::string name_, error_;
 };
 

@@ -14,7 +14,7 @@
 namespace coffer::test {
 
 class ManagerTest : public ::testing::Test {
-protected:
+  protected:
     void SetUp() override { start(); }
 
     void start(std::vector<std::string> extra = {}) {

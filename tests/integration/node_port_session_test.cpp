@@ -163,15 +163,14 @@ TEST_F(NodePortSession, AnOlderSessionEndingLeavesTheNewerOneReady) {
 
 TEST_F(NodePortSession, LogsComeBackFromTheNodeOrFailWhenItDoesNotAnswer) {
     std::atomic<bool> answer{true};
-    auto node = FakeNode::connect(port_->port(), credentials_,
-                                  [&](nodeconn::Session& s, const json::object& o) {
-                                      if (o.at("type").as_string() != "logs_request" || !answer)
-                                          return;
-                                      EXPECT_EQ(o.at("tail").to_number<std::int64_t>(), 5);
-                                      s.send(nodeproto::encode(nodeproto::LogsReply{
-                                          std::string(o.at("request").as_string()),
-                                          std::string(o.at("task_id").as_string()), "hello\n", std::nullopt}));
-                                  });
+    auto node = FakeNode::connect(
+        port_->port(), credentials_, [&](nodeconn::Session& s, const json::object& o) {
+            if (o.at("type").as_string() != "logs_request" || !answer) return;
+            EXPECT_EQ(o.at("tail").to_number<std::int64_t>(), 5);
+            s.send(nodeproto::encode(nodeproto::LogsReply{std::string(o.at("request").as_string()),
+                                                          std::string(o.at("task_id").as_string()),
+                                                          "hello\n", std::nullopt}));
+        });
     ASSERT_TRUE(node);
     ASSERT_TRUE(test::wait_until([&] { return state() == "ready"; }));
 

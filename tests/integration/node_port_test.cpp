@@ -83,9 +83,9 @@ class Agent {
         o.argv = std::move(prefix);
         // A run directory of the test's own: the host's /run/coffer-agent is left alone, and
         // agents of one test do not contend for one run directory's lock.
-        o.argv.insert(o.argv.end(), {agent_path(), "--data-dir", data.string(), "--run-dir",
-                                     data.string() + "-run", "--manager", manager, "--log-level",
-                                     "info"});
+        o.argv.insert(o.argv.end(),
+                      {agent_path(), "--data-dir", data.string(), "--run-dir",
+                       data.string() + "-run", "--manager", manager, "--log-level", "info"});
         for (char** e = environ; *e; ++e) o.env.emplace_back(*e);
         if (!token.empty()) o.env.push_back("COFFER_JOIN_TOKEN=" + token);
         o.stderr_fd = err.get();
@@ -409,7 +409,8 @@ TEST(NodePortLocked, OpensWhenTheStoreIsUnlocked) {
     std::string key;
     {
         auto key_file = dir.path() / "unlock.key";
-        Daemon first(data, socket, {"--autolock", "--unlock-key-file", key_file.string(), "--listen", where});
+        Daemon first(data, socket,
+                     {"--autolock", "--unlock-key-file", key_file.string(), "--listen", where});
         ASSERT_TRUE(first.ready());
         key = read_file(key_file);
         ASSERT_EQ(key.rfind("COFFERKEY-", 0), 0u) << key;
@@ -448,8 +449,9 @@ TEST(NodePortNetwork, AnAgentInItsOwnNetworkJoinsAcrossAVethPair) {
     auto host = "unix://" + socket.string();
     auto where = manager_address + ":4243";
     auto argv = manager_ns.enter();
-    argv.insert(argv.end(), {cofferd_path(), "--data-dir", (dir.path() / "data").string(),
-                             "--socket", socket.string(), "--listen", where, "--log-level", "warn"});
+    argv.insert(argv.end(),
+                {cofferd_path(), "--data-dir", (dir.path() / "data").string(), "--socket",
+                 socket.string(), "--listen", where, "--log-level", "warn"});
     Child cofferd = Child::spawn({.argv = argv});
     ASSERT_TRUE(wait_until([&] { return coffer_cli(host, {"node", "ls", "-q"}).status == 0; }));
     auto token = first_line(coffer_cli(host, {"cluster", "join-token", "worker", "-q"}).out);

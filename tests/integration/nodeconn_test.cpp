@@ -22,8 +22,8 @@
 
 #include <condition_variable>
 #include <cstdio>
-#include <functional>
 #include <deque>
+#include <functional>
 #include <mutex>
 #include <thread>
 
@@ -126,7 +126,8 @@ class NodePort : public ::testing::Test {
   protected:
     void SetUp() override { start(fast_limits()); }
 
-    void start(Limits limits, std::size_t max_unverified = ServerOptions{}.max_unverified_connections,
+    void start(Limits limits,
+               std::size_t max_unverified = ServerOptions{}.max_unverified_connections,
                const std::function<void(ServerOptions&)>& adjust = {}) {
         limits_ = limits;
         worker_token_ = std::make_unique<pki::JoinToken>(
@@ -226,8 +227,10 @@ RawOutcome raw_client(std::uint16_t port, ssl::context* ctx, Send what, std::str
                 if (!he && what == Send::upgrade_request) {
                     std::string req = !request.empty()
                                           ? request
-                                          : "GET /session HTTP/1.1\r\nHost: coffer-manager\r\nUpgrade: websocket\r\n"
-                                            "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                                          : "GET /session HTTP/1.1\r\nHost: "
+                                            "coffer-manager\r\nUpgrade: websocket\r\n"
+                                            "Connection: Upgrade\r\nSec-WebSocket-Key: "
+                                            "dGhlIHNhbXBsZSBub25jZQ==\r\n"
                                             "Sec-WebSocket-Version: 13\r\n\r\n";
                     co_await asio::async_write(tls, asio::buffer(req), use_tuple);
                 }
@@ -376,26 +379,29 @@ TEST_F(NodePort, JoinRefusesAMalformedHostnameBeforeTheHandler) {
 // A node of another protocol version is told so by name, on its join and on its session, and
 // not handed messages it would misread.
 TEST_F(NodePort, RefusesAnotherProtocolVersionByName) {
-    constexpr std::string_view why = "node protocol version 7 is not supported by this manager (supports 1)";
+    constexpr std::string_view why =
+        "node protocol version 7 is not supported by this manager (supports 1)";
     auto key = pki::NodeKey::generate();
-    auto body = fmt::format(R"({{"version":7,"token":"{}","csr":{}}})",
-                            std::string_view(reinterpret_cast<const char*>(worker_token_->text().data()),
-                                             worker_token_->text().size()),
-                            boost::json::serialize(boost::json::string(key.csr_pem)));
-    auto join_v7 = raw_client(server_->port(), tls_client(TLS1_3_VERSION).get(), Send::upgrade_request,
-                              fmt::format("POST /join HTTP/1.1\r\nHost: coffer-manager\r\n"
-                                          "Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{}",
-                                          body.size(), body));
+    auto body =
+        fmt::format(R"({{"version":7,"token":"{}","csr":{}}})",
+                    std::string_view(reinterpret_cast<const char*>(worker_token_->text().data()),
+                                     worker_token_->text().size()),
+                    boost::json::serialize(boost::json::string(key.csr_pem)));
+    auto join_v7 =
+        raw_client(server_->port(), tls_client(TLS1_3_VERSION).get(), Send::upgrade_request,
+                   fmt::format("POST /join HTTP/1.1\r\nHost: coffer-manager\r\n"
+                               "Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{}",
+                               body.size(), body));
     EXPECT_EQ(join_v7.status, 400u);
     EXPECT_NE(join_v7.received.find(why), std::string::npos) << join_v7.received;
     EXPECT_EQ(joins_, 0);
 
     auto node = joined_worker();
-    auto session_v7 = raw_client(
-        server_->port(), tls_client(TLS1_3_VERSION, &node).get(), Send::upgrade_request,
-        "GET /session HTTP/1.1\r\nHost: coffer-manager\r\nUpgrade: websocket\r\n"
-        "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-        "Sec-WebSocket-Version: 13\r\nCoffer-Node-Protocol: 7\r\n\r\n");
+    auto session_v7 =
+        raw_client(server_->port(), tls_client(TLS1_3_VERSION, &node).get(), Send::upgrade_request,
+                   "GET /session HTTP/1.1\r\nHost: coffer-manager\r\nUpgrade: websocket\r\n"
+                   "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                   "Sec-WebSocket-Version: 13\r\nCoffer-Node-Protocol: 7\r\n\r\n");
     EXPECT_EQ(session_v7.status, 400u);
     EXPECT_NE(session_v7.received.find(why), std::string::npos) << session_v7.received;
     // The real client announces its version and is let in.
@@ -647,12 +653,14 @@ TEST(NodeClient, GivesUpOnASilentManagerAtItsDeadline) {
     auto key = pki::NodeKey::generate();
     auto token = pki::JoinToken::generate(cluster_ca().certificate_pem());
     auto start = Steady::now();
-    auto r = join({"127.0.0.1", acceptor.local_endpoint().port()}, token.text(), key.csr_pem, limits);
+    auto r =
+        join({"127.0.0.1", acceptor.local_endpoint().port()}, token.text(), key.csr_pem, limits);
     auto took = Steady::now() - start;
     io.join();
     ASSERT_FALSE(r);
     EXPECT_EQ(r.error().code, Errc::unavailable);
-    EXPECT_NE(r.error().message.find("TLS handshake with 127.0.0.1"), std::string::npos) << r.error().message;
+    EXPECT_NE(r.error().message.find("TLS handshake with 127.0.0.1"), std::string::npos)
+        << r.error().message;
     EXPECT_NE(r.error().message.find("timed out"), std::string::npos) << r.error().message;
     EXPECT_GE(took, limits.handshake_timeout);
     EXPECT_LT(took, deadline);
@@ -687,7 +695,8 @@ TEST_F(NodePort, ClosesSessionsOnOversizeOrMalformedMessages) {
         ASSERT_TRUE(client) << client.error().message;
         ASSERT_TRUE((*client)->session()->send(message(bad)));
         EXPECT_TRUE(client_seen.wait([&] { return !client_seen.closed.empty(); }));
-        EXPECT_TRUE(coffer::test::wait_until([&] { return server_->session_count() == 0; }, deadline));
+        EXPECT_TRUE(
+            coffer::test::wait_until([&] { return server_->session_count() == 0; }, deadline));
     }
     std::lock_guard l(server_seen_.m);
     EXPECT_TRUE(server_seen_.messages.empty());

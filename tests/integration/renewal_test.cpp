@@ -15,10 +15,10 @@
 #include "coffer/agent/enrollment.h"
 #include "coffer/agent/session.h"
 #include "coffer/crypto/random.h"
-#include "coffer/nodeproto/session.h"
 #include "coffer/manager/trust.h"
 #include "coffer/nodeconn/client.h"
 #include "coffer/nodeconn/server.h"
+#include "coffer/nodeproto/session.h"
 #include "coffer/pki/node_key.h"
 #include "coffer/store/store.h"
 #include "harness.h"
@@ -97,7 +97,8 @@ class NodePort : private manager::ClusterEvents {
             if (msg.type != "renew") return;
             std::lock_guard l(m_);
             // Renewal writes the store during a rotation: off the I/O strand.
-            work_.push_back(std::async(std::launch::async, [this, s, text = str(msg.json)] { renew(s, text); }));
+            work_.push_back(std::async(std::launch::async,
+                                       [this, s, text = str(msg.json)] { renew(s, text); }));
         };
         auto server = NodeServer::start(std::move(options), own_credentials(), handlers);
         if (!server) return std::move(server).error();
@@ -112,7 +113,8 @@ class NodePort : private manager::ClusterEvents {
             std::lock_guard l(m_);
             role = roles_[s->peer().node_id];
         }
-        auto issued = renew ? trust_->renew(renew->csr, s->peer(), role) : Result<manager::IssuedCertificate>(renew.error());
+        auto issued = renew ? trust_->renew(renew->csr, s->peer(), role)
+                            : Result<manager::IssuedCertificate>(renew.error());
         {
             std::lock_guard l(m_);
             if (refuse_next_ && issued) {
@@ -122,10 +124,12 @@ class NodePort : private manager::ClusterEvents {
             }
         }
         if (!issued) {
-            s->send(nodeproto::encode(nodeproto::ErrorMessage{issued.error().message, std::nullopt}));
+            s->send(
+                nodeproto::encode(nodeproto::ErrorMessage{issued.error().message, std::nullopt}));
             return;
         }
-        s->send(nodeproto::encode(nodeproto::CertificateMessage{issued->certificate_pem, issued->ca_bundle_pem}));
+        s->send(nodeproto::encode(
+            nodeproto::CertificateMessage{issued->certificate_pem, issued->ca_bundle_pem}));
         {
             std::lock_guard l(m_);
             ++renewed_;
@@ -150,11 +154,13 @@ class NodePort : private manager::ClusterEvents {
     void ask_everyone(std::string_view reason) {
         std::lock_guard l(m_);
         for (auto& [id, s] : sessions_)
-            if (!s->closed()) s->send(nodeproto::encode(nodeproto::RenewRequest{std::string(reason)}));
+            if (!s->closed())
+                s->send(nodeproto::encode(nodeproto::RenewRequest{std::string(reason)}));
     }
     void ask(const std::string& node_id, std::string_view reason) {
         std::lock_guard l(m_);
-        sessions_.at(node_id)->send(nodeproto::encode(nodeproto::RenewRequest{std::string(reason)}));
+        sessions_.at(node_id)->send(
+            nodeproto::encode(nodeproto::RenewRequest{std::string(reason)}));
     }
 
     void send_to(const std::string& node_id, crypto::SecureBuffer msg) {
@@ -220,8 +226,8 @@ class Renewal : public ::testing::Test {
     fs::path data(int n) const { return tmp_.path() / fmt::format("node{}", n); }
 
     agent::Identity enrolled(int n) {
-        auto r = agent::enroll(data(n).string(), port_->address(), port_->trust().token(pki::Role::worker),
-                               fast_limits());
+        auto r = agent::enroll(data(n).string(), port_->address(),
+                               port_->trust().token(pki::Role::worker), fast_limits());
         EXPECT_TRUE(r) << r.error().message;
         return std::move(r).value();
     }
@@ -295,14 +301,17 @@ TEST_F(Renewal, AShortLivedCertificateIsRenewedAtItsRenewalTime) {
     // Renewal time computed from each certificate: 1.5 s after it was issued (not_before is
     // back-dated by an hour), instead of 50-80 % of its two hours.
     auto o = options(id, 1);
-    o.renewal_time = [](const pki::CertificateInfo& c) { return c.not_before + pki::cert_backdate + 1500ms; };
+    o.renewal_time = [](const pki::CertificateInfo& c) {
+        return c.not_before + pki::cert_backdate + 1500ms;
+    };
     auto due = info.not_before + pki::cert_backdate + 1500ms;
     agent::SessionLoop loop(std::move(o), {});
     ASSERT_TRUE(test::wait_until([&] { return loop.connected(); }));
     ASSERT_TRUE(test::wait_until([&] { return loop.renewals() >= 1; }));
     // Not before the time the certificate said (second precision in certificates).
     EXPECT_GE(pki::Clock::now(), due - 1s);
-    auto renewed = pki::read_certificate(test::read_file(data(1) / "identity" / "node.crt")).value();
+    auto renewed =
+        pki::read_certificate(test::read_file(data(1) / "identity" / "node.crt")).value();
     EXPECT_NE(renewed.serial, info.serial);
     // And the renewed one is renewed again at its own time.
     ASSERT_TRUE(test::wait_until([&] { return loop.renewals() >= 2; }));
@@ -320,7 +329,8 @@ TEST_F(Renewal, AForeignCertificateIsRefusedAndARefusedRenewIsRetried) {
     // Pushed unasked: a valid certificate of this cluster, but for another node and key.
     auto other = pki::NodeKey::generate();
     auto foreign = port_->trust().issue(other.csr_pem, "someoneelse", pki::Role::worker).value();
-    port_->send_to(id.node.node_id, nodeproto::encode(nodeproto::CertificateMessage{foreign, port_->trust().ca_bundle()}));
+    port_->send_to(id.node.node_id, nodeproto::encode(nodeproto::CertificateMessage{
+                                        foreign, port_->trust().ca_bundle()}));
     // The manager refuses the first renew; the loop asks again after renew_retry.
     port_->refuse_next();
     port_->ask(id.node.node_id, "test");
@@ -360,30 +370,35 @@ TEST_F(Renewal, CaRotationRenewsEveryNodeThenDropsTheOldRoot) {
         << port_->trust().rotation_progress(port_->node_ids()).renewed << " renewed";
     auto after = port_->trust().ca_bundle();
     ASSERT_EQ(pki::split_bundle(after).value().size(), 1u);
-    ASSERT_TRUE(test::wait_until([&] {
-        return test::read_file(data(1) / "identity" / "ca.crt") == after &&
-               test::read_file(data(2) / "identity" / "ca.crt") == after;
-    }, 30s));
+    ASSERT_TRUE(test::wait_until(
+        [&] {
+            return test::read_file(data(1) / "identity" / "ca.crt") == after &&
+                   test::read_file(data(2) / "identity" / "ca.crt") == after;
+        },
+        30s));
 
     // Reconnecting after the rotation works with what they stored; the old root is gone.
     port_->server().close_sessions(a.node.node_id);
     port_->server().close_sessions(b.node.node_id);
-    auto opened_a = sessions_of(a.node.node_id).size(), opened_b = sessions_of(b.node.node_id).size();
+    auto opened_a = sessions_of(a.node.node_id).size(),
+         opened_b = sessions_of(b.node.node_id).size();
     ASSERT_TRUE(test::wait_until([&] {
-        return sessions_of(a.node.node_id).size() > opened_a && sessions_of(b.node.node_id).size() > opened_b;
+        return sessions_of(a.node.node_id).size() > opened_a &&
+               sessions_of(b.node.node_id).size() > opened_b;
     }));
     auto new_key = port_->trust().tls_info().cert_issuer_public_key;
     EXPECT_EQ(sessions_of(a.node.node_id).back().issuer_public_key, new_key);
     EXPECT_EQ(sessions_of(b.node.node_id).back().issuer_public_key, new_key);
 
     // The pre-rotation certificate (a's enrolment) is refused now.
-    auto stale = NodeClient::connect({"127.0.0.1", port_->port()}, a.credentials.clone(), {}, fast_limits());
+    auto stale =
+        NodeClient::connect({"127.0.0.1", port_->port()}, a.credentials.clone(), {}, fast_limits());
     EXPECT_FALSE(stale.ok());
     // Node 3 joined during the rotation and holds a new-root certificate, with the cross-signed
     // root: it connects even though it never renewed.
-    auto joined_during = NodeClient::connect({"127.0.0.1", port_->port()},
-                                             agent::load_identity(data(3).string()).value().credentials.clone(),
-                                             {}, fast_limits());
+    auto joined_during = NodeClient::connect(
+        {"127.0.0.1", port_->port()},
+        agent::load_identity(data(3).string()).value().credentials.clone(), {}, fast_limits());
     EXPECT_TRUE(joined_during.ok()) << joined_during.error().message;
     la.stop();
     lb.stop();

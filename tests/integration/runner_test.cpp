@@ -9,12 +9,12 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdlib>
 #include <fstream>
 #include <sstream>
 #include <thread>
-#include <algorithm>
 
 #include <gtest/gtest.h>
 
@@ -61,11 +61,12 @@ std::string env_or(const char* name, const char* fallback) {
 TempDir* images_dir = nullptr;
 
 class ImagesEnvironment : public ::testing::Environment {
-public:
+  public:
     void SetUp() override {
         images_dir = new TempDir();
         std::string layout = images_dir->path() + "/layout";
-        auto r = run_command({env_or("COFFER_MAKE_TEST_IMAGES", "tests/integration/make-test-images"), layout});
+        auto r = run_command(
+            {env_or("COFFER_MAKE_TEST_IMAGES", "tests/integration/make-test-images"), layout});
         ASSERT_TRUE(r.ok()) << r.describe();
         ImageStore store(images_dir->path() + "/store");
         auto imported = store.import(layout);
@@ -92,12 +93,14 @@ std::vector<int> zombie_children() {
 }
 
 // Containers a runtime keeps state for under root: both keep a directory per container there.
-std::vector<std::string> containers_in(const std::string& root) { return list_dir(root, true); }
+std::vector<std::string> containers_in(const std::string& root) {
+    return list_dir(root, true);
+}
 
 // Runs every test under each runtime (the parameter): on a hybrid host crun runs in a mount
 // namespace without the cgroup2 mount, runc as it is.
 class RunnerTest : public ::testing::TestWithParam<std::string> {
-protected:
+  protected:
     void SetUp() override {
         store = std::make_unique<ImageStore>(images_dir->path() + "/store");
         RunnerOptions o;
@@ -146,7 +149,8 @@ protected:
         for (auto& m : read_mountinfo("self"))
             EXPECT_FALSE(m.mount_point.starts_with(run.path())) << m.mount_point;
         for (auto& h : {"memory", "pids", "cpu", "unified", ""}) {
-            auto p = fmt::format("/sys/fs/cgroup/{}{}/{}", h, Runner::cgroup_parent(run.path() + "/run"), task_id);
+            auto p = fmt::format("/sys/fs/cgroup/{}{}/{}", h,
+                                 Runner::cgroup_parent(run.path() + "/run"), task_id);
             EXPECT_FALSE(exists(p)) << p;
         }
         EXPECT_FALSE(exists(run.path() + "/run/tasks/" + task_id));
@@ -162,10 +166,11 @@ protected:
 };
 
 TEST_P(RunnerTest, SecretFilesHaveTheirBytesModesOwnersAndPaths) {
-    auto spec = shell("files",
-                      "cd /run/secrets && stat -c '%n %a %u %g %s' db_pass sub/nested /etc/app/key.pem; "
-                      "cat db_pass; echo; cat sub/nested; echo; cat /etc/app/key.pem; echo; "
-                      "stat -c '%a %u' /run/secrets; mount | grep -c coffer-secrets");
+    auto spec =
+        shell("files",
+              "cd /run/secrets && stat -c '%n %a %u %g %s' db_pass sub/nested /etc/app/key.pem; "
+              "cat db_pass; echo; cat sub/nested; echo; cat /etc/app/key.pem; echo; "
+              "stat -c '%a %u' /run/secrets; mount | grep -c coffer-secrets");
     spec.secrets = {secret("s1", "db_pass", "", 1000, 1001, 0400),
                     secret("s1", "db_pass_again", "./sub/nested", 7, 8, 0440),
                     secret("s2", "tls", "/etc/app/key.pem", 0, 0, 0444)};
@@ -196,11 +201,12 @@ TEST_P(RunnerTest, LeavesNoCgroupParentBehind) {
 }
 
 TEST_P(RunnerTest, ContainerCannotChangeItsSecrets) {
-    auto spec = shell("readonly",
-                      "echo x > /run/secrets/db_pass && exit 10; touch /run/secrets/new && exit 11; "
-                      "rm /run/secrets/db_pass && exit 12; chmod 777 /run/secrets/db_pass && exit 13; "
-                      "mount -o remount,rw /run/secrets && exit 14; umount /run/secrets && exit 15; "
-                      "cat /run/secrets/db_pass");
+    auto spec =
+        shell("readonly",
+              "echo x > /run/secrets/db_pass && exit 10; touch /run/secrets/new && exit 11; "
+              "rm /run/secrets/db_pass && exit 12; chmod 777 /run/secrets/db_pass && exit 13; "
+              "mount -o remount,rw /run/secrets && exit 14; umount /run/secrets && exit 15; "
+              "cat /run/secrets/db_pass");
     spec.secrets = {secret("s1", "db_pass")};
     auto st = run_to_end(spec, bytes({{"s1", "hunter2"}}));
     EXPECT_EQ(st.state, TaskState::complete) << st.reason << "\n" << output(spec);
@@ -226,8 +232,10 @@ TEST_P(RunnerTest, ContainerProcessHoldsNoAgentDescriptor) {
 }
 
 TEST_P(RunnerTest, ContainerSeesOnlyItsOwnProcesses) {
-    auto spec = shell("procs", "ls /proc | grep -c '^[0-9]'; "
-                               "grep -E '^(NoNewPrivs|Seccomp):' /proc/1/status | tr -s '\\t' ' '; hostname");
+    auto spec =
+        shell("procs",
+              "ls /proc | grep -c '^[0-9]'; "
+              "grep -E '^(NoNewPrivs|Seccomp):' /proc/1/status | tr -s '\\t' ' '; hostname");
     spec.hostname = "box";
     auto st = run_to_end(spec);
     ASSERT_EQ(st.state, TaskState::complete) << st.reason;
@@ -241,8 +249,10 @@ TEST_P(RunnerTest, ContainerSeesOnlyItsOwnProcesses) {
 }
 
 TEST_P(RunnerTest, TaskUserEnvWorkdirAndCapabilities) {
-    auto spec = shell("ident", "id -u; id -g; pwd; echo $GREETING; touch /tmp/f; chown 5 /tmp/f && echo chown ok; "
-                               "grep CapEff /proc/self/status");
+    auto spec =
+        shell("ident",
+              "id -u; id -g; pwd; echo $GREETING; touch /tmp/f; chown 5 /tmp/f && echo chown ok; "
+              "grep CapEff /proc/self/status");
     spec.user = "0:0";
     spec.env = {"GREETING=hello"};
     spec.workdir = "/tmp";
@@ -290,17 +300,17 @@ TEST_P(RunnerTest, ReadOnlyRootfs) {
 
 // Runs script in a hostile image with the secret db_pass; the host path a naive agent would have
 // mounted over (following the image's symlink on the host) must stay untouched.
-#define EXPECT_SECRETS_STAY_INSIDE(image, script, expected, host_path)                      \
-    do {                                                                                     \
-        auto spec = shell(image, script, image);                                             \
-        spec.secrets = {secret("s1", "db_pass")};                                            \
-        auto st = run_to_end(spec, bytes({{"s1", "hunter2"}}));                              \
-        ASSERT_EQ(st.state, TaskState::complete) << st.reason << output(spec);               \
-        EXPECT_EQ(output(spec), expected);                                                   \
-        EXPECT_FALSE(exists(std::string(host_path) + "/db_pass"));                           \
-        for (auto* table : {"self", "1"})                                                    \
-            for (auto& m : read_mountinfo(table)) EXPECT_NE(m.mount_point, host_path);       \
-        expect_nothing_left(spec.id);                                                        \
+#define EXPECT_SECRETS_STAY_INSIDE(image, script, expected, host_path)                 \
+    do {                                                                               \
+        auto spec = shell(image, script, image);                                       \
+        spec.secrets = {secret("s1", "db_pass")};                                      \
+        auto st = run_to_end(spec, bytes({{"s1", "hunter2"}}));                        \
+        ASSERT_EQ(st.state, TaskState::complete) << st.reason << output(spec);         \
+        EXPECT_EQ(output(spec), expected);                                             \
+        EXPECT_FALSE(exists(std::string(host_path) + "/db_pass"));                     \
+        for (auto* table : {"self", "1"})                                              \
+            for (auto& m : read_mountinfo(table)) EXPECT_NE(m.mount_point, host_path); \
+        expect_nothing_left(spec.id);                                                  \
     } while (false)
 
 // /run -> / in the image: a mount following the link on the host would land on the host's /.
@@ -311,7 +321,8 @@ TEST_P(RunnerTest, HostileRunSymlinkStaysInsideTheRootfs) {
 
 // /run/secrets -> /etc in the image: the secrets land on the container's /etc, not the host's.
 TEST_P(RunnerTest, HostileSecretsSymlinkStaysInsideTheRootfs) {
-    EXPECT_SECRETS_STAY_INSIDE("hostile-secrets", "cat /run/secrets/db_pass; echo; cat /etc/db_pass",
+    EXPECT_SECRETS_STAY_INSIDE("hostile-secrets",
+                               "cat /run/secrets/db_pass; echo; cat /etc/db_pass",
                                "hunter2\nhunter2", "/etc");
 }
 
@@ -323,8 +334,8 @@ TEST_P(RunnerTest, ImageWithRuntimePathsTurnedIntoLinksIsRefused) {
         const char* image;
         const char* path;
     } cases[] = {
-        {"hostile-dev", "/dev"},   {"hostile-dev-parent", "/dev"}, {"hostile-proc", "/proc"},
-        {"hostile-sys", "/sys"},   {"hostile-shm", "/dev/shm"},    {"hostile-hosts", "/etc/hosts"},
+        {"hostile-dev", "/dev"}, {"hostile-dev-parent", "/dev"}, {"hostile-proc", "/proc"},
+        {"hostile-sys", "/sys"}, {"hostile-shm", "/dev/shm"},    {"hostile-hosts", "/etc/hosts"},
     };
     for (const auto& c : cases) {
         auto host_root = list_dir("/");
@@ -333,7 +344,8 @@ TEST_P(RunnerTest, ImageWithRuntimePathsTurnedIntoLinksIsRefused) {
         spec.secrets = {secret("s1", "db_pass")};
         auto st = run_to_end(spec, bytes({{"s1", "hunter2"}}));
         EXPECT_EQ(st.state, TaskState::rejected) << c.image << ": " << st.reason;
-        EXPECT_EQ(st.reason, fmt::format("image rootfs: {} is a symbolic link; refusing to run", c.path));
+        EXPECT_EQ(st.reason,
+                  fmt::format("image rootfs: {} is a symbolic link; refusing to run", c.path));
         auto now = list_dir("/");
         std::sort(now.begin(), now.end());
         EXPECT_EQ(now, host_root) << c.image << " left something in the host's /";
@@ -468,7 +480,8 @@ TEST_P(RunnerTest, ExitCodeAndStartFailureAreReported) {
     st = runner->start(missing, {});
     EXPECT_EQ(st.state, TaskState::failed);
     std::string reason = st.reason;
-    std::transform(reason.begin(), reason.end(), reason.begin(), [](unsigned char c) { return std::tolower(c); });
+    std::transform(reason.begin(), reason.end(), reason.begin(),
+                   [](unsigned char c) { return std::tolower(c); });
     EXPECT_NE(reason.find("no such file"), std::string::npos) << st.reason;
     expect_nothing_left(missing.id);
 }
@@ -479,8 +492,11 @@ std::string read_line(int fd, std::chrono::milliseconds deadline) {
     auto until = std::chrono::steady_clock::now() + deadline;
     char c;
     while (std::chrono::steady_clock::now() < until) {
-        struct pollfd p {fd, POLLIN, 0};
-        auto left = std::chrono::duration_cast<std::chrono::milliseconds>(until - std::chrono::steady_clock::now());
+        struct pollfd p {
+            fd, POLLIN, 0
+        };
+        auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+            until - std::chrono::steady_clock::now());
         if (::poll(&p, 1, static_cast<int>(std::max<long>(left.count(), 0))) <= 0) break;
         if (::read(fd, &c, 1) != 1) break;
         if (c == '\n') return line;
@@ -509,8 +525,18 @@ TEST(AgentRestart, CleansWhatAKilledAgentLeft) {
     ASSERT_EQ(::pipe2(p, O_CLOEXEC), 0);
     UniqueFd out_r(p[0]), out_w(p[1]);
     Child::Options o;
-    o.argv = {env_or("COFFER_AGENT", "coffer-agent"), "--data-dir", data.path(), "--run-dir", run.path(),
-              "--log-level", "warn", "run", "--spec", spec_file, "--secret", "s1=" + secret_file};
+    o.argv = {env_or("COFFER_AGENT", "coffer-agent"),
+              "--data-dir",
+              data.path(),
+              "--run-dir",
+              run.path(),
+              "--log-level",
+              "warn",
+              "run",
+              "--spec",
+              spec_file,
+              "--secret",
+              "s1=" + secret_file};
     o.stdout_fd = out_w.get();
     Child agent = Child::spawn(o);
     out_w.reset();
@@ -523,7 +549,8 @@ TEST(AgentRestart, CleansWhatAKilledAgentLeft) {
     // The killed agent's container, cgroup, bundle and layer are still there.
     EXPECT_EQ(containers_in(run.path() + "/runtime"), std::vector<std::string>{task_id});
     EXPECT_TRUE(exists(run.path() + "/tasks/" + task_id));
-    EXPECT_TRUE(exists(fmt::format("/sys/fs/cgroup/pids{}/{}", Runner::cgroup_parent(run.path()), task_id)));
+    EXPECT_TRUE(exists(
+        fmt::format("/sys/fs/cgroup/pids{}/{}", Runner::cgroup_parent(run.path()), task_id)));
 
     {
         RunnerOptions ro;
@@ -539,7 +566,8 @@ TEST(AgentRestart, CleansWhatAKilledAgentLeft) {
     EXPECT_FALSE(exists(run.path() + "/tasks/" + task_id));
     EXPECT_FALSE(exists(data.path() + "/tasks/" + task_id));
     for (auto& h : {"memory", "pids", "cpu", "unified", ""})
-        EXPECT_FALSE(exists(fmt::format("/sys/fs/cgroup/{}{}/{}", h, Runner::cgroup_parent(run.path()), task_id)));
+        EXPECT_FALSE(exists(
+            fmt::format("/sys/fs/cgroup/{}{}/{}", h, Runner::cgroup_parent(run.path()), task_id)));
     for (auto& m : read_mountinfo("1")) EXPECT_NE(m.source, "coffer-secrets") << m.mount_point;
     EXPECT_TRUE(mounts_under(run.path()).empty());
 }
@@ -560,7 +588,8 @@ TEST(SeccompProgram, IsTheOneCrunCompilesItself) {
     struct Caps {
         std::vector<std::string> add, drop;
     };
-    for (const auto& c : {Caps{}, Caps{{"SYS_ADMIN", "SYS_PTRACE", "SYS_BOOT"}, {}}, Caps{{}, {"ALL"}}}) {
+    for (const auto& c :
+         {Caps{}, Caps{{"SYS_ADMIN", "SYS_PTRACE", "SYS_BOOT"}, {}}, Caps{{}, {"ALL"}}}) {
         TaskSpec spec;
         spec.id = fmt::format("bpf-{}", crypto::random_base36(4, 6));
         spec.image = "busybox";
@@ -577,7 +606,8 @@ TEST(SeccompProgram, IsTheOneCrunCompilesItself) {
         auto ours = compile_seccomp_bpf(seccomp_for(profile, *caps).as_object());
         ASSERT_TRUE(ours) << ours.error().message;
         EXPECT_GT(theirs.size(), 1000u);
-        EXPECT_TRUE(*ours == theirs) << "ours " << ours->size() << " bytes, crun's " << theirs.size();
+        EXPECT_TRUE(*ours == theirs)
+            << "ours " << ours->size() << " bytes, crun's " << theirs.size();
     }
 
     // By default crun gets it compiled, in the task's config.
@@ -591,15 +621,18 @@ TEST(SeccompProgram, IsTheOneCrunCompilesItself) {
     spec.args = {"sleep", "600"};
     auto st = compiling.start(spec, {});
     ASSERT_EQ(st.state, TaskState::running) << st.reason;
-    auto config = boost::json::parse(read_file(fmt::format("{}/tasks/{}/config.json", o.run_dir, spec.id)));
+    auto config =
+        boost::json::parse(read_file(fmt::format("{}/tasks/{}/config.json", o.run_dir, spec.id)));
     ASSERT_TRUE(compiling.stop(spec.id, 0ms));
-    auto* annotation = config.as_object().at("annotations").as_object().if_contains("run.oci.seccomp_bpf_data");
+    auto* annotation =
+        config.as_object().at("annotations").as_object().if_contains("run.oci.seccomp_bpf_data");
     ASSERT_NE(annotation, nullptr);
     auto decoded = crypto::base64_decode_secure(annotation->as_string());
     ASSERT_TRUE(decoded);
     auto ours = compile_seccomp_bpf(config.as_object().at("linux").at("seccomp").as_object());
     ASSERT_TRUE(ours);
-    EXPECT_TRUE(std::string_view(reinterpret_cast<const char*>(decoded->data()), decoded->size()) == *ours);
+    EXPECT_TRUE(std::string_view(reinterpret_cast<const char*>(decoded->data()), decoded->size()) ==
+                *ours);
 }
 
 INSTANTIATE_TEST_SUITE_P(Runtimes, RunnerTest, ::testing::Values("crun", "runc"),
@@ -627,9 +660,11 @@ TEST(ImageStoreImport, TakesDockerSaveAndOciArchivesAndUnpacksOncePerDigest) {
     auto docker_tar = work.path() + "/busybox-docker.tar";
     auto oci_tar = work.path() + "/busybox-oci.tar";
     ASSERT_TRUE(run_command({"skopeo", "copy", "--quiet", "oci:" + layout + ":busybox:latest",
-                             "docker-archive:" + docker_tar + ":saved/busybox:1.0"}).ok());
+                             "docker-archive:" + docker_tar + ":saved/busybox:1.0"})
+                    .ok());
     ASSERT_TRUE(run_command({"skopeo", "copy", "--quiet", "oci:" + layout + ":busybox:latest",
-                             "oci-archive:" + oci_tar + ":busybox:oci"}).ok());
+                             "oci-archive:" + oci_tar + ":busybox:oci"})
+                    .ok());
 
     ImageStore store(work.path() + "/store");
     auto from_docker = store.import(docker_tar);

@@ -94,12 +94,13 @@ TEST_F(Secrets, ReadsBinaryDataFromStdinAndFiles) {
     auto store = open_store();
     ASSERT_TRUE(store);
     int checked = 0;
-    auto scanned = store->scan(store::Table::secret_data, [&](std::string_view, crypto::SecureBuffer v) {
-        std::string got(reinterpret_cast<const char*>(v.data()), v.size());
-        EXPECT_TRUE(got == bytes || got == "-----BEGIN CERTIFICATE-----\nMIIB\n");
-        ++checked;
-        return true;
-    });
+    auto scanned =
+        store->scan(store::Table::secret_data, [&](std::string_view, crypto::SecureBuffer v) {
+            std::string got(reinterpret_cast<const char*>(v.data()), v.size());
+            EXPECT_TRUE(got == bytes || got == "-----BEGIN CERTIFICATE-----\nMIIB\n");
+            ++checked;
+            return true;
+        });
     EXPECT_TRUE(scanned.ok());
     EXPECT_EQ(checked, 2);
 }
@@ -170,7 +171,9 @@ TEST_F(Secrets, ApiAnswersWithDockerShapesAndStatuses) {
     EXPECT_EQ(count(R"({"names":{"s1":true}})"), 1u);
     EXPECT_EQ(count(R"({"label":{"team":true}})"), 1u);
     EXPECT_EQ(count(R"({"id":{")" + id.substr(0, 5) + R"(":true}})"), 1u);
-    EXPECT_EQ(request("GET", "/secrets?filters=" + net::percent_encode(R"({"bogus":{"x":true}})")).status, 400);
+    EXPECT_EQ(
+        request("GET", "/secrets?filters=" + net::percent_encode(R"({"bogus":{"x":true}})")).status,
+        400);
 
     // Update: labels only, optimistic concurrency; unchanged Data is accepted (stack deploy).
     auto s = json::parse(request("GET", "/secrets/s1").body);
@@ -249,8 +252,10 @@ TEST_F(Secrets, NoPlaintextOnDiskAfterFlushAndCompaction) {
             if (!e.is_regular_file()) continue;
             auto content = read_file(e.path());
             EXPECT_EQ(content.find(marker), std::string::npos) << when << ": " << e.path();
-            EXPECT_EQ(content.find(b64(marker).substr(0, 40)), std::string::npos) << when << ": " << e.path();
-            EXPECT_EQ(content.find("PLAINTEXT-MARKER"), std::string::npos) << when << ": " << e.path();
+            EXPECT_EQ(content.find(b64(marker).substr(0, 40)), std::string::npos)
+                << when << ": " << e.path();
+            EXPECT_EQ(content.find("PLAINTEXT-MARKER"), std::string::npos)
+                << when << ": " << e.path();
         }
     };
     scan_disk("WAL, while running");
@@ -285,7 +290,8 @@ TEST_F(Secrets, AutolockRestartUnlockAndKeyRotation) {
     auto locked = cli({"secret", "ls"});
     EXPECT_EQ(locked.status, 1);
     EXPECT_NE(locked.err.find("locked"), std::string::npos) << locked.err;
-    auto wrong = cli({"cluster", "unlock"}, "COFFERKEY-1-AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA\n");
+    auto wrong =
+        cli({"cluster", "unlock"}, "COFFERKEY-1-AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA\n");
     EXPECT_EQ(wrong.status, 1);
     EXPECT_NE(wrong.err.find("invalid unlock key"), std::string::npos) << wrong.err;
     EXPECT_EQ(cli({"secret", "ls"}).status, 1);
@@ -313,11 +319,12 @@ TEST_F(Secrets, AutolockWritesTheKeyToTheNamedFileOnly) {
     daemon_.reset();
     fs::remove_all(dir_.path() / "data");
     auto key_file = dir_.path() / "unlock.key", err = dir_.path() / "cofferd.err";
-    daemon_ = std::make_unique<Daemon>(dir_.path() / "data", dir_.path() / "coffer.sock",
-                                       std::vector<std::string>{"--autolock", "--unlock-key-file", key_file.string()},
-                                       stderr_to(err));
+    daemon_ = std::make_unique<Daemon>(
+        dir_.path() / "data", dir_.path() / "coffer.sock",
+        std::vector<std::string>{"--autolock", "--unlock-key-file", key_file.string()},
+        stderr_to(err));
     ASSERT_TRUE(daemon_->ready());
-    struct stat st{};
+    struct stat st {};
     ASSERT_EQ(::lstat(key_file.c_str(), &st), 0);
     EXPECT_TRUE(S_ISREG(st.st_mode));
     EXPECT_EQ(st.st_mode & 07777, 0600u);
@@ -328,7 +335,8 @@ TEST_F(Secrets, AutolockWritesTheKeyToTheNamedFileOnly) {
     auto logged = read_file(err);
     EXPECT_NE(logged.find(key_file.string()), std::string::npos) << logged;  // says where it is
     EXPECT_EQ(logged.find("COFFERKEY"), std::string::npos) << logged;
-    EXPECT_EQ(daemon_->stdout_text().find("COFFERKEY"), std::string::npos) << daemon_->stdout_text();
+    EXPECT_EQ(daemon_->stdout_text().find("COFFERKEY"), std::string::npos)
+        << daemon_->stdout_text();
 
     // An existing file (or a link) is never replaced, and no store is created without its key.
     fs::remove_all(dir_.path() / "data");
@@ -336,9 +344,9 @@ TEST_F(Secrets, AutolockWritesTheKeyToTheNamedFileOnly) {
         SCOPED_TRACE(link ? "symlink" : "file");
         auto target = dir_.path() / (link ? "link.key" : "unlock.key");
         if (link) fs::create_symlink(dir_.path() / "elsewhere", target);
-        auto r = run_program({cofferd_path(), "--data-dir", (dir_.path() / "data").string(), "--socket",
-                              (dir_.path() / "other.sock").string(), "--listen", "127.0.0.1:0", "--autolock",
-                              "--unlock-key-file", target.string()});
+        auto r = run_program({cofferd_path(), "--data-dir", (dir_.path() / "data").string(),
+                              "--socket", (dir_.path() / "other.sock").string(), "--listen",
+                              "127.0.0.1:0", "--autolock", "--unlock-key-file", target.string()});
         EXPECT_EQ(r.status, 1);
         EXPECT_NE(r.err.find("exists: refusing to replace it"), std::string::npos) << r.err;
         EXPECT_FALSE(fs::exists(dir_.path() / "data" / "format"));
@@ -348,8 +356,8 @@ TEST_F(Secrets, AutolockWritesTheKeyToTheNamedFileOnly) {
     }
     EXPECT_EQ(read_file(key_file), key);
     // --unlock-key-file belongs to --autolock.
-    auto alone = run_program({cofferd_path(), "--data-dir", (dir_.path() / "data").string(), "--unlock-key-file",
-                              (dir_.path() / "k").string()});
+    auto alone = run_program({cofferd_path(), "--data-dir", (dir_.path() / "data").string(),
+                              "--unlock-key-file", (dir_.path() / "k").string()});
     EXPECT_NE(alone.status, 0);
     EXPECT_NE(alone.err.find("--autolock"), std::string::npos) << alone.err;
 }
@@ -360,8 +368,9 @@ TEST_F(Secrets, AutolockWithoutATerminalOrAKeyFileRefusesToInitialise) {
     daemon_.reset();
     fs::remove_all(dir_.path() / "data");
     // setsid: no controlling terminal, whatever runs the tests; standard output is a file.
-    auto r = run_program({"timeout", "60", "setsid", "-w", cofferd_path(), "--data-dir", (dir_.path() / "data").string(),
-                          "--socket", (dir_.path() / "coffer.sock").string(), "--listen", "127.0.0.1:0",
+    auto r = run_program({"timeout", "60", "setsid", "-w", cofferd_path(), "--data-dir",
+                          (dir_.path() / "data").string(), "--socket",
+                          (dir_.path() / "coffer.sock").string(), "--listen", "127.0.0.1:0",
                           "--autolock"});
     EXPECT_EQ(r.status, 1) << r.out << r.err;
     EXPECT_NE(r.err.find("--unlock-key-file"), std::string::npos) << r.err;
@@ -383,8 +392,8 @@ TEST_F(Secrets, UnlockAttemptsAreLimitedAndFailuresLogged) {
     auto key_file = dir_.path() / "unlock.key", err = dir_.path() / "cofferd.err";
     start({"--autolock", "--unlock-key-file", key_file.string()});
     daemon_.reset();
-    daemon_ = std::make_unique<Daemon>(dir_.path() / "data", dir_.path() / "coffer.sock", std::vector<std::string>{},
-                                       stderr_to(err));
+    daemon_ = std::make_unique<Daemon>(dir_.path() / "data", dir_.path() / "coffer.sock",
+                                       std::vector<std::string>{}, stderr_to(err));
     ASSERT_TRUE(daemon_->ready());
     auto key = read_file(key_file);
     key.pop_back();
@@ -419,24 +428,31 @@ TEST_F(Secrets, UnlockAttemptsAreLimitedAndFailuresLogged) {
     ASSERT_EQ(refused.status, 429) << fmt::format("{}", fmt::join(statuses, " "));
     EXPECT_GE(failures, 7);
     for (std::size_t i = 0; i < 5; ++i) EXPECT_EQ(statuses.at(i), 400) << i;  // the free ones
-    EXPECT_EQ(message_of(refused.body), fmt::format("too many failed unlock attempts from this user: try again in {} s",
-                                                    refused.headers.at("retry-after")));
+    EXPECT_EQ(message_of(refused.body),
+              fmt::format("too many failed unlock attempts from this user: try again in {} s",
+                          refused.headers.at("retry-after")));
     // The right key waits its turn too: a guesser learns nothing during the wait.
     auto early = attempt(key);
     EXPECT_EQ(early.status, 429) << early.body;
     EXPECT_EQ(request("GET", "/secrets").status, 503);
     auto via_cli = cli({"cluster", "unlock"}, key + "\n");
     EXPECT_EQ(via_cli.status, 1);
-    EXPECT_NE(via_cli.err.find("too many failed unlock attempts"), std::string::npos) << via_cli.err;
+    EXPECT_NE(via_cli.err.find("too many failed unlock attempts"), std::string::npos)
+        << via_cli.err;
     ASSERT_TRUE(wait_until([&] { return attempt(key).status == 200; }, std::chrono::seconds(30)));
     EXPECT_EQ(request("GET", "/secrets").status, 200);
 
     daemon_->terminate();
     auto logged = read_file(err);
     auto uid = ::getuid();
-    EXPECT_NE(logged.find(fmt::format("unlock failed from uid {} (pid ", uid)), std::string::npos) << logged;
-    EXPECT_NE(logged.find(fmt::format("invalid unlock key (1 in a row from uid {})", uid)), std::string::npos) << logged;
-    EXPECT_NE(logged.find(fmt::format("invalid unlock key ({} in a row from uid {}", failures, uid)), std::string::npos)
+    EXPECT_NE(logged.find(fmt::format("unlock failed from uid {} (pid ", uid)), std::string::npos)
+        << logged;
+    EXPECT_NE(logged.find(fmt::format("invalid unlock key (1 in a row from uid {})", uid)),
+              std::string::npos)
+        << logged;
+    EXPECT_NE(
+        logged.find(fmt::format("invalid unlock key ({} in a row from uid {}", failures, uid)),
+        std::string::npos)
         << logged;
     EXPECT_NE(logged.find("next attempt allowed in 4 s"), std::string::npos) << logged;
     EXPECT_EQ(logged.find("COFFERKEY"), std::string::npos) << logged;
@@ -449,46 +465,56 @@ TEST_F(Secrets, ABodyWithAKeyTwiceIsRefused) {
     auto dup = request("POST", "/secrets/create",
                        fmt::format(R"({{"Name":"a","Data":"{}","Name":"b"}})", b64("x")));
     EXPECT_EQ(dup.status, 400);
-    EXPECT_EQ(message_of(dup.body), R"(malformed request body: malformed JSON: key "Name" appears twice in an object)");
-    auto nested = request("POST", "/secrets/create",
-                          fmt::format(R"({{"Name":"c","Data":"{}","Labels":{{"env":"dev","env":"prod"}}}})", b64("x")));
+    EXPECT_EQ(message_of(dup.body),
+              R"(malformed request body: malformed JSON: key "Name" appears twice in an object)");
+    auto nested =
+        request("POST", "/secrets/create",
+                fmt::format(R"({{"Name":"c","Data":"{}","Labels":{{"env":"dev","env":"prod"}}}})",
+                            b64("x")));
     EXPECT_EQ(nested.status, 400);
-    EXPECT_EQ(message_of(nested.body), R"(malformed request body: malformed JSON: key "env" appears twice in an object)");
+    EXPECT_EQ(message_of(nested.body),
+              R"(malformed request body: malformed JSON: key "env" appears twice in an object)");
     EXPECT_EQ(request("GET", "/secrets").body, "[]");
     auto service = request(
         "POST", "/services/create",
         R"({"Name":"web","TaskTemplate":{"ContainerSpec":{"Image":"busybox","Image":"evil"}},"Mode":{"Replicated":{"Replicas":1}}})");
     EXPECT_EQ(service.status, 400);
-    EXPECT_EQ(message_of(service.body), R"(malformed request body: malformed JSON: key "Image" appears twice in an object)");
+    EXPECT_EQ(message_of(service.body),
+              R"(malformed request body: malformed JSON: key "Image" appears twice in an object)");
     EXPECT_EQ(request("GET", "/services").body, "[]");
     // The same keys in different objects are fine.
-    EXPECT_EQ(request("POST", "/secrets/create",
-                      fmt::format(R"({{"Name":"d","Data":"{}","Labels":{{"Name":"x"}}}})", b64("x")))
-                  .status,
-              201);
+    EXPECT_EQ(
+        request("POST", "/secrets/create",
+                fmt::format(R"({{"Name":"d","Data":"{}","Labels":{{"Name":"x"}}}})", b64("x")))
+            .status,
+        201);
 }
 
 TEST_F(Secrets, DekRotationReSealsEverythingAndSurvivesRestart) {
     for (int i = 0; i < 50; ++i)
         ASSERT_EQ(request("POST", "/secrets/create",
-                          fmt::format(R"({{"Name":"s{}","Data":"{}"}})", i, b64(fmt::format("value-{}", i))))
+                          fmt::format(R"({{"Name":"s{}","Data":"{}"}})", i,
+                                      b64(fmt::format("value-{}", i))))
                       .status,
                   201);
-    auto before = json::parse(request("GET", "/swarm").body).at("DataEncryptionKey").at("ID").as_int64();
+    auto before =
+        json::parse(request("GET", "/swarm").body).at("DataEncryptionKey").at("ID").as_int64();
     auto rotated = cli({"cluster", "rotate-dek"});
     ASSERT_EQ(rotated.status, 0) << rotated.err;
     ASSERT_TRUE(wait_until([&] {
         auto v = json::parse(request("GET", "/swarm").body);
         return !v.at("DataEncryptionKey").at("RotationPending").as_bool();
     }));
-    auto after = json::parse(request("GET", "/swarm").body).at("DataEncryptionKey").at("ID").as_int64();
+    auto after =
+        json::parse(request("GET", "/swarm").body).at("DataEncryptionKey").at("ID").as_int64();
     EXPECT_NE(before, after);
     daemon_->terminate();
     auto store = open_store();
     ASSERT_TRUE(store);
     int n = 0;
     (void)store->scan(store::Table::secret_data, [&](std::string_view, crypto::SecureBuffer v) {
-        EXPECT_EQ(std::string_view(reinterpret_cast<const char*>(v.data()), v.size()).substr(0, 6), "value-");
+        EXPECT_EQ(std::string_view(reinterpret_cast<const char*>(v.data()), v.size()).substr(0, 6),
+                  "value-");
         ++n;
         return true;
     });

@@ -18,14 +18,17 @@ namespace json = boost::json;
 
 namespace {
 
-bool have_docker() { return run_program({"sh", "-c", "command -v docker"}).status == 0; }
+bool have_docker() {
+    return run_program({"sh", "-c", "command -v docker"}).status == 0;
+}
 
 class Services : public ::testing::Test {
-protected:
+  protected:
     void SetUp() override {
         // The hooked daemon registers these nodes and runs a fake agent for each.
         const char* hooked = std::getenv("COFFERD_TEST");
-        if (hooked == nullptr) GTEST_SKIP() << "COFFERD_TEST (the cofferd-test executable) is not set";
+        if (hooked == nullptr)
+            GTEST_SKIP() << "COFFERD_TEST (the cofferd-test executable) is not set";
         ::setenv("COFFERD", hooked, 1);
         ::setenv("COFFER_TEST_NODES", "node-a,node-b", 1);
         ::setenv("COFFER_TEST_AGENTS", "1", 1);
@@ -42,10 +45,12 @@ protected:
     CliResult cli(std::vector<std::string> args, const std::string& in = "") {
         return coffer_cli(daemon_->host(), args, in);
     }
-    net::ClientResponse request(std::string_view method, std::string_view target, std::string_view body = "") {
+    net::ClientResponse request(std::string_view method, std::string_view target,
+                                std::string_view body = "") {
         auto c = net::HttpClient::connect(daemon_->host());
         EXPECT_TRUE(c.ok());
-        auto r = (*c)->request(method, target, {reinterpret_cast<const std::uint8_t*>(body.data()), body.size()});
+        auto r = (*c)->request(method, target,
+                               {reinterpret_cast<const std::uint8_t*>(body.data()), body.size()});
         EXPECT_TRUE(r.ok());
         return r.ok() ? *r : net::ClientResponse{};
     }
@@ -55,8 +60,10 @@ protected:
         return json::parse(r.body);
     }
     std::string secret(const std::string& name) {
-        auto r = request("POST", "/secrets/create",
-                         json::serialize(json::object{{"Name", name}, {"Data", crypto::base64_encode(std::vector<std::uint8_t>{'x'})}}));
+        auto r = request(
+            "POST", "/secrets/create",
+            json::serialize(json::object{
+                {"Name", name}, {"Data", crypto::base64_encode(std::vector<std::uint8_t>{'x'})}}));
         EXPECT_EQ(r.status, 201) << r.body;
         return std::string(json::parse(r.body).at("ID").as_string());
     }
@@ -65,22 +72,25 @@ protected:
         return json::serialize(json::object{
             {"Name", name},
             {"Labels", json::object{}},
-            {"TaskTemplate", json::object{{"ContainerSpec", json::object{{"Image", "localbusybox:1"},
-                                                                         {"Args", json::array{"sleep", "3600"}},
-                                                                         {"Init", false},
-                                                                         {"DNSConfig", json::object{}},
-                                                                         {"Secrets", secrets}}},
-                                          {"Resources", json::object{{"Limits", json::object{{"MemoryBytes", 67108864}}},
-                                                                     {"Reservations", json::object{}}}},
-                                          {"Placement", json::object{}},
-                                          {"ForceUpdate", 0}}},
+            {"TaskTemplate",
+             json::object{
+                 {"ContainerSpec", json::object{{"Image", "localbusybox:1"},
+                                                {"Args", json::array{"sleep", "3600"}},
+                                                {"Init", false},
+                                                {"DNSConfig", json::object{}},
+                                                {"Secrets", secrets}}},
+                 {"Resources", json::object{{"Limits", json::object{{"MemoryBytes", 67108864}}},
+                                            {"Reservations", json::object{}}}},
+                 {"Placement", json::object{}},
+                 {"ForceUpdate", 0}}},
             {"Mode", json::object{{"Replicated", json::object{{"Replicas", 2}}}}},
             {"EndpointSpec", json::object{{"Mode", "vip"}}}});
     }
     json::object ref(const std::string& id, const std::string& name, const std::string& target) {
-        return json::object{{"File", json::object{{"Name", target}, {"UID", "0"}, {"GID", "0"}, {"Mode", 292}}},
-                            {"SecretID", id},
-                            {"SecretName", name}};
+        return json::object{
+            {"File", json::object{{"Name", target}, {"UID", "0"}, {"GID", "0"}, {"Mode", 292}}},
+            {"SecretID", id},
+            {"SecretName", name}};
     }
     bool replicas_running(const std::string& service, int n) {
         return wait_until([&] {
@@ -97,13 +107,16 @@ protected:
     std::vector<std::string> env_;
 };
 
-std::string message(const net::ClientResponse& r) { return std::string(json::parse(r.body).at("message").as_string()); }
+std::string message(const net::ClientResponse& r) {
+    return std::string(json::parse(r.body).at("message").as_string());
+}
 
 }  // namespace
 
 TEST_F(Services, ApiRefusesWhatSwarmRefuses) {
     auto s1 = secret("s1");
-    auto created = request("POST", "/v1.41/services/create", body("web", json::array{ref(s1, "s1", "s1"), ref(s1, "s1", "alt")}));
+    auto created = request("POST", "/v1.41/services/create",
+                           body("web", json::array{ref(s1, "s1", "s1"), ref(s1, "s1", "alt")}));
     ASSERT_EQ(created.status, 201) << created.body;
     auto id = std::string(json::parse(created.body).at("ID").as_string());
 
@@ -111,13 +124,17 @@ TEST_F(Services, ApiRefusesWhatSwarmRefuses) {
     EXPECT_EQ(dup.status, 409);
     EXPECT_EQ(message(dup), "name conflicts with an existing object: service web already exists");
 
-    auto missing = request("POST", "/services/create", body("api", json::array{ref("nosuchsecretid0000000000a", "nosuch", "x")}));
+    auto missing =
+        request("POST", "/services/create",
+                body("api", json::array{ref("nosuchsecretid0000000000a", "nosuch", "x")}));
     EXPECT_EQ(missing.status, 400);
     EXPECT_EQ(message(missing), "secret not found: nosuch");
 
-    auto conflicting = request("POST", "/services/create", body("api", json::array{ref(s1, "s1", "x"), ref(s1, "s2", "x")}));
+    auto conflicting = request("POST", "/services/create",
+                               body("api", json::array{ref(s1, "s1", "x"), ref(s1, "s2", "x")}));
     EXPECT_EQ(conflicting.status, 400);
-    EXPECT_EQ(message(conflicting), "secret references 's1' and 's2' have a conflicting target: 'x'");
+    EXPECT_EQ(message(conflicting),
+              "secret references 's1' and 's2' have a conflicting target: 'x'");
 
     auto in_use = request("DELETE", "/secrets/s1");
     EXPECT_EQ(in_use.status, 400);
@@ -125,14 +142,17 @@ TEST_F(Services, ApiRefusesWhatSwarmRefuses) {
 
     auto svc = get("/services/web?insertDefaults=false");
     auto version = svc.at("Version").at("Index").to_number<std::uint64_t>();
-    auto stale = request("POST", fmt::format("/services/{}/update?version={}", id, version - 1), body("web", {}));
+    auto stale = request("POST", fmt::format("/services/{}/update?version={}", id, version - 1),
+                         body("web", {}));
     EXPECT_EQ(stale.status, 409);
     EXPECT_EQ(message(stale), "update out of sequence");
     auto gone = request("POST", fmt::format("/services/{}/update?version={}", id, version),
-                        body("web", json::array{ref("nosuchsecretid0000000000a", "a", "a"), ref("nosuchsecretid0000000000b", "b", "b")}));
+                        body("web", json::array{ref("nosuchsecretid0000000000a", "a", "a"),
+                                                ref("nosuchsecretid0000000000b", "b", "b")}));
     EXPECT_EQ(gone.status, 400);
     EXPECT_EQ(message(gone), "secrets not found: a, b");
-    auto ok = request("POST", fmt::format("/services/{}/update?version={}", id, version), body("web", {}));
+    auto ok = request("POST", fmt::format("/services/{}/update?version={}", id, version),
+                      body("web", {}));
     EXPECT_EQ(ok.status, 200);
     EXPECT_EQ(ok.body, R"({"Warnings":null})");
     EXPECT_EQ(request("DELETE", "/secrets/s1").status, 204);
@@ -153,8 +173,8 @@ TEST_F(Services, ApiRefusesWhatSwarmRefuses) {
 // image and its command (with its own dashes).
 TEST_F(Services, ListFlagsTakeOneValueEachAndTheCommandKeepsItsDashes) {
     ASSERT_EQ(cli({"secret", "create", "db", "-"}, "pw").status, 0);
-    auto created = cli({"service", "create", "--name", "web", "--constraint", "node.role==worker", "--secret", "db",
-                        "-e", "A=1", "busybox:1", "sh", "-c", "echo hi"});
+    auto created = cli({"service", "create", "--name", "web", "--constraint", "node.role==worker",
+                        "--secret", "db", "-e", "A=1", "busybox:1", "sh", "-c", "echo hi"});
     ASSERT_EQ(created.status, 0) << created.err;
     auto inspect = cli({"service", "inspect", "web"});
     ASSERT_EQ(inspect.status, 0) << inspect.err;
@@ -172,9 +192,9 @@ TEST_F(Services, ListFlagsTakeOneValueEachAndTheCommandKeepsItsDashes) {
 
 TEST_F(Services, CofferCliCreatesWaitsUpdatesAndRemoves) {
     ASSERT_EQ(cli({"secret", "create", "db", "-"}, "pw").status, 0);
-    auto created = cli({"service", "create", "--name", "web", "--secret", "source=db,target=db_pass,mode=0400",
-                        "--replicas", "2", "--limit-memory", "64m", "--detach=false", "--timeout", "30", "busybox:1",
-                        "sleep", "3600"});
+    auto created = cli({"service", "create", "--name", "web", "--secret",
+                        "source=db,target=db_pass,mode=0400", "--replicas", "2", "--limit-memory",
+                        "64m", "--detach=false", "--timeout", "30", "busybox:1", "sleep", "3600"});
     ASSERT_EQ(created.status, 0) << created.err;
     EXPECT_NE(created.out.find("converged"), std::string::npos) << created.out;
     auto ls = cli({"service", "ls"});
@@ -182,39 +202,49 @@ TEST_F(Services, CofferCliCreatesWaitsUpdatesAndRemoves) {
 
     auto refused = cli({"secret", "rm", "db"});
     EXPECT_EQ(refused.status, 1);
-    EXPECT_NE(refused.err.find("secret 'db' is in use by the following service: web"), std::string::npos) << refused.err;
+    EXPECT_NE(refused.err.find("secret 'db' is in use by the following service: web"),
+              std::string::npos)
+        << refused.err;
     auto missing = cli({"service", "create", "--secret", "nosuch", "busybox:1"});
     EXPECT_EQ(missing.status, 1);
     EXPECT_NE(missing.err.find("secret not found: nosuch"), std::string::npos) << missing.err;
 
-    auto updated = cli({"service", "update", "--secret-rm", "db", "--env-add", "A=1", "--detach", "web"});
+    auto updated =
+        cli({"service", "update", "--secret-rm", "db", "--env-add", "A=1", "--detach", "web"});
     ASSERT_EQ(updated.status, 0) << updated.err;
     auto inspect = json::parse(cli({"service", "inspect", "web"}).out);
     const auto& cs = inspect.at(0).at("Spec").at("TaskTemplate").at("ContainerSpec");
     EXPECT_TRUE(cs.at("Secrets").as_array().empty());
     EXPECT_EQ(cs.at("Env").at(0), "A=1");
-    EXPECT_TRUE(wait_until([&] { return cli({"service", "inspect", "web"}).out.find("\"completed\"") != std::string::npos; },
-                           std::chrono::seconds(30)));
+    EXPECT_TRUE(wait_until(
+        [&] {
+            return cli({"service", "inspect", "web"}).out.find("\"completed\"") !=
+                   std::string::npos;
+        },
+        std::chrono::seconds(30)));
     EXPECT_EQ(cli({"secret", "rm", "db"}).status, 0);
 
     ASSERT_EQ(cli({"service", "scale", "web=3"}).status, 0);
     EXPECT_TRUE(replicas_running("web", 3));
     auto ps = cli({"service", "ps", "web"});
     EXPECT_NE(ps.out.find("web.3"), std::string::npos) << ps.out;
-    EXPECT_NE(ps.out.find("\\_ web.1"), std::string::npos) << ps.out;  // the replaced task, as history
+    EXPECT_NE(ps.out.find("\\_ web.1"), std::string::npos)
+        << ps.out;  // the replaced task, as history
 
     auto nodes = cli({"node", "ls"});
     EXPECT_NE(nodes.out.find("node-a"), std::string::npos) << nodes.out;
     ASSERT_EQ(cli({"node", "update", "--availability", "drain", "node-a"}).status, 0);
     EXPECT_TRUE(wait_until([&] {
-        auto tasks = get("/tasks?filters=" + net::percent_encode(R"({"desired-state":{"running":true}})"));
+        auto tasks =
+            get("/tasks?filters=" + net::percent_encode(R"({"desired-state":{"running":true}})"));
         for (const auto& t : tasks.as_array())
             if (t.at("Status").at("State") != "running") return false;
         return tasks.as_array().size() == 3;
     }));
     auto refused_rm = cli({"node", "rm", "node-b"});
     EXPECT_EQ(refused_rm.status, 1);
-    EXPECT_NE(refused_rm.err.find("is not down and can't be removed"), std::string::npos) << refused_rm.err;
+    EXPECT_NE(refused_rm.err.find("is not down and can't be removed"), std::string::npos)
+        << refused_rm.err;
     EXPECT_EQ(cli({"service", "rm", "web"}).status, 0);
 }
 
@@ -235,9 +265,10 @@ TEST_F(Services, DockerServiceCommandsWork) {
     if (!have_docker()) GTEST_SKIP() << "no docker CLI on this machine";
     ASSERT_EQ(docker({"secret", "create", "s1", "-"}, "x").status, 0);
     ASSERT_EQ(docker({"secret", "create", "s3", "-"}, "y").status, 0);
-    auto created = docker({"service", "create", "--detach", "--no-resolve-image", "--name", "web", "--secret", "s1",
-                           "--secret", "source=s1,target=alt,uid=1000,gid=1000,mode=0400", "--replicas", "2",
-                           "--limit-memory", "64m", "localbusybox:1", "sleep", "3600"});
+    auto created =
+        docker({"service", "create", "--detach", "--no-resolve-image", "--name", "web", "--secret",
+                "s1", "--secret", "source=s1,target=alt,uid=1000,gid=1000,mode=0400", "--replicas",
+                "2", "--limit-memory", "64m", "localbusybox:1", "sleep", "3600"});
     ASSERT_EQ(created.status, 0) << created.err;
     EXPECT_EQ(created.out.size(), 26u) << created.out;
     EXPECT_TRUE(replicas_running("web", 2));
@@ -257,19 +288,24 @@ TEST_F(Services, DockerServiceCommandsWork) {
     auto inspect = docker({"service", "inspect", "web"});
     ASSERT_EQ(inspect.status, 0) << inspect.err;
     auto v = json::parse(inspect.out);
-    EXPECT_EQ(v.at(0).at("Spec").at("TaskTemplate").at("ContainerSpec").at("Secrets").as_array().size(), 3u);
+    EXPECT_EQ(
+        v.at(0).at("Spec").at("TaskTemplate").at("ContainerSpec").at("Secrets").as_array().size(),
+        3u);
     EXPECT_EQ(v.at(0).at("UpdateStatus").at("State"), "completed");
     auto pretty = docker({"service", "inspect", "--pretty", "web"});
     EXPECT_NE(pretty.out.find("Memory:"), std::string::npos) << pretty.out;
 
     auto in_use = docker({"secret", "rm", "s1"});
     EXPECT_EQ(in_use.status, 1);
-    EXPECT_NE(in_use.err.find("secret 's1' is in use by the following service: web"), std::string::npos) << in_use.err;
+    EXPECT_NE(in_use.err.find("secret 's1' is in use by the following service: web"),
+              std::string::npos)
+        << in_use.err;
     auto removed = docker({"service", "update", "--detach", "--secret-rm", "s1", "web"});
     ASSERT_EQ(removed.status, 0) << removed.err;
     EXPECT_EQ(docker({"secret", "rm", "s1"}).status, 0);
 
-    auto missing = docker({"service", "create", "--detach", "--no-resolve-image", "--secret", "nosuch", "localbusybox:1"});
+    auto missing = docker({"service", "create", "--detach", "--no-resolve-image", "--secret",
+                           "nosuch", "localbusybox:1"});
     EXPECT_EQ(missing.status, 1);
     EXPECT_NE(missing.err.find("secret not found: nosuch"), std::string::npos) << missing.err;
     auto nodes = docker({"node", "ls"});

@@ -3,9 +3,9 @@
 // thread.
 #pragma once
 
-#include <boost/json.hpp>
 #include <fmt/format.h>
 #include <gtest/gtest.h>
+#include <boost/json.hpp>
 
 #include <memory>
 #include <mutex>

@@ -2,10 +2,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <gtest/gtest.h>
 #include <algorithm>
 #include <boost/json.hpp>
 #include <set>
-#include <gtest/gtest.h>
 
 #include "coffer/agent/in_root.h"
 #include "coffer/agent/secret_mount.h"
@@ -27,8 +27,8 @@ SecretRef ref(std::string target, std::string name = "n") {
 }
 
 TEST(PlanSecretFiles, NormalisesRelativeAndAbsoluteTargets) {
-    auto r = plan_secret_files({ref("", "db_pass"), ref("./sub//x"), ref("/etc/app/key"),
-                                ref("/run/secrets/direct")});
+    auto r = plan_secret_files(
+        {ref("", "db_pass"), ref("./sub//x"), ref("/etc/app/key"), ref("/run/secrets/direct")});
     ASSERT_TRUE(r) << r.error().message;
     ASSERT_EQ(r->size(), 4u);
     EXPECT_EQ((*r)[0].path, "/run/secrets/db_pass");
@@ -67,7 +67,8 @@ TEST(PlanSecretFiles, RefusesEscapesEmptyNamesAndCollisions) {
 }
 
 TEST(PlanSecretFiles, SameSecretUnderTwoTargetsKeepsEachOwnerAndMode) {
-    auto r = plan_secret_files({SecretRef{"s", "a", "a", 1, 2, 0400}, SecretRef{"s", "b", "b", 3, 4, 0440}});
+    auto r = plan_secret_files(
+        {SecretRef{"s", "a", "a", 1, 2, 0400}, SecretRef{"s", "b", "b", 3, 4, 0440}});
     ASSERT_TRUE(r);
     EXPECT_EQ((*r)[0].uid, 1u);
     EXPECT_EQ((*r)[1].uid, 3u);
@@ -75,7 +76,7 @@ TEST(PlanSecretFiles, SameSecretUnderTwoTargetsKeepsEachOwnerAndMode) {
 }
 
 class InRoot : public ::testing::Test {
-protected:
+  protected:
     void SetUp() override {
         char t[] = "/tmp/coffer-inroot-XXXXXX";
         ASSERT_TRUE(::mkdtemp(t));
@@ -196,7 +197,8 @@ TEST(RuntimePaths, CoverEveryMountOfTheConfig) {
     ASSERT_TRUE(config) << config.error().message;
     auto paths = runtime_rootfs_paths();
     auto listed = [&](std::string_view p, Leaf leaf) {
-        return std::any_of(paths.begin(), paths.end(), [&](auto& r) { return r.path == p && r.leaf == leaf; });
+        return std::any_of(paths.begin(), paths.end(),
+                           [&](auto& r) { return r.path == p && r.leaf == leaf; });
     };
     auto mounts = boost::json::parse(*config).at("mounts").as_array();
     EXPECT_EQ(mounts.size(), 7u);
@@ -204,7 +206,8 @@ TEST(RuntimePaths, CoverEveryMountOfTheConfig) {
         std::string dest(m.at("destination").as_string());
         EXPECT_TRUE(listed(dest, Leaf::directory)) << dest;
     }
-    for (auto f : {"/etc/hosts", "/etc/hostname", "/etc/resolv.conf"}) EXPECT_TRUE(listed(f, Leaf::file)) << f;
+    for (auto f : {"/etc/hosts", "/etc/hostname", "/etc/resolv.conf"})
+        EXPECT_TRUE(listed(f, Leaf::file)) << f;
 }
 
 TEST(Capabilities, DockerDefaultsWithAddAndDrop) {
@@ -263,7 +266,8 @@ std::set<std::string> allowed_outright(const boost::json::value& section) {
     return out;
 }
 
-std::vector<boost::json::object> rules_for(const boost::json::value& section, std::string_view name) {
+std::vector<boost::json::object> rules_for(const boost::json::value& section,
+                                           std::string_view name) {
     std::vector<boost::json::object> out;
     for (auto& r : section.at("syscalls").as_array())
         for (auto& n : r.at("names").as_array())
@@ -284,9 +288,10 @@ TEST(Seccomp, DefaultProfileGatesNamespacesAndMountsOnSysAdmin) {
     EXPECT_TRUE(allowed.contains("read"));
     EXPECT_TRUE(allowed.contains("execve"));
     EXPECT_TRUE(allowed.contains("chown"));
-    for (auto name : {"unshare", "setns", "mount", "umount2", "clone", "clone3", "keyctl", "add_key",
-                      "request_key", "pivot_root", "open_tree", "move_mount", "fsopen", "fsmount", "bpf",
-                      "reboot", "init_module", "syslog", "userfaultfd", "sethostname"})
+    for (auto name : {"unshare",   "setns",       "mount",   "umount2",     "clone",
+                      "clone3",    "keyctl",      "add_key", "request_key", "pivot_root",
+                      "open_tree", "move_mount",  "fsopen",  "fsmount",     "bpf",
+                      "reboot",    "init_module", "syslog",  "userfaultfd", "sethostname"})
         EXPECT_FALSE(allowed.contains(name)) << name;
     // clone only without namespace flags; clone3 says ENOSYS so that the C library uses clone.
     auto clone = rules_for(plain, "clone");
@@ -306,7 +311,8 @@ TEST(Seccomp, DefaultProfileGatesNamespacesAndMountsOnSysAdmin) {
     auto admin_caps = task_capabilities({"SYS_ADMIN"}, {});
     ASSERT_TRUE(admin_caps);
     auto admin = allowed_outright(seccomp_for(profile, *admin_caps));
-    for (auto name : {"unshare", "setns", "mount", "umount2", "clone", "clone3", "open_tree", "sethostname"})
+    for (auto name :
+         {"unshare", "setns", "mount", "umount2", "clone", "clone3", "open_tree", "sethostname"})
         EXPECT_TRUE(admin.contains(name)) << name;
     for (auto name : {"keyctl", "add_key", "request_key", "pivot_root", "reboot", "init_module"})
         EXPECT_FALSE(admin.contains(name)) << name;
@@ -315,8 +321,10 @@ TEST(Seccomp, DefaultProfileGatesNamespacesAndMountsOnSysAdmin) {
     auto all_caps = task_capabilities({"ALL"}, {});
     ASSERT_TRUE(all_caps);
     auto everything = allowed_outright(seccomp_for(profile, *all_caps));
-    for (auto name : {"keyctl", "add_key", "request_key", "pivot_root"}) EXPECT_FALSE(everything.contains(name)) << name;
-    for (auto name : {"reboot", "init_module", "ptrace", "syslog", "bpf"}) EXPECT_TRUE(everything.contains(name)) << name;
+    for (auto name : {"keyctl", "add_key", "request_key", "pivot_root"})
+        EXPECT_FALSE(everything.contains(name)) << name;
+    for (auto name : {"reboot", "init_module", "ptrace", "syslog", "bpf"})
+        EXPECT_TRUE(everything.contains(name)) << name;
 
     // Each of those sections compiles.
     for (const auto* c : {&*caps, &*admin_caps, &*all_caps}) {
@@ -335,7 +343,8 @@ TEST(Seccomp, CompilesASectionOrSaysWhatItCannot) {
           "syscalls": [{{"names": ["read", "no_such_call"], "action": "{}"}},
                        {{"names": ["personality"], "action": "SCMP_ACT_ALLOW",
                          "args": [{{"index": 0, "value": 8, "valueTwo": 0, "op": "{}"}}]}}]}})",
-                                              arch, action, op)).as_object();
+                                              arch, action, op))
+            .as_object();
     };
     auto ok = compile_seccomp_bpf(section("SCMP_ACT_ALLOW", "SCMP_ARCH_X86_64", "SCMP_CMP_EQ"));
     ASSERT_TRUE(ok) << ok.error().message;
@@ -355,7 +364,8 @@ TEST(Seccomp, CompilesASectionOrSaysWhatItCannot) {
     SeccompPrograms programs;
     auto once = programs.base64_for(section("SCMP_ACT_ALLOW", "SCMP_ARCH_X86_64", "SCMP_CMP_EQ"));
     ASSERT_TRUE(once);
-    EXPECT_EQ(*once, *programs.base64_for(section("SCMP_ACT_ALLOW", "SCMP_ARCH_X86_64", "SCMP_CMP_EQ")));
+    EXPECT_EQ(*once,
+              *programs.base64_for(section("SCMP_ACT_ALLOW", "SCMP_ARCH_X86_64", "SCMP_CMP_EQ")));
 }
 
 TEST(TaskJson, ReadsTheSpec) {
@@ -383,7 +393,8 @@ TEST(ImageNames, NormaliseToDockersFamiliarForm) {
     EXPECT_EQ(*ImageStore::normalize_name("busybox"), "busybox:latest");
     EXPECT_EQ(*ImageStore::normalize_name("docker.io/library/busybox:1.36"), "busybox:1.36");
     EXPECT_EQ(*ImageStore::normalize_name("docker.io/saved/app:1.0"), "saved/app:1.0");
-    EXPECT_EQ(*ImageStore::normalize_name("registry.local:5000/app"), "registry.local:5000/app:latest");
+    EXPECT_EQ(*ImageStore::normalize_name("registry.local:5000/app"),
+              "registry.local:5000/app:latest");
     EXPECT_FALSE(ImageStore::normalize_name("a:b:c"));
     EXPECT_FALSE(ImageStore::normalize_name("sha256:abc"));
 }

@@ -86,7 +86,9 @@ ChildClaim fork_child(std::optional<int> exit_code) {
 }
 
 bool exited_within(int pidfd, std::chrono::milliseconds deadline) {
-    struct pollfd p {pidfd, POLLIN, 0};
+    struct pollfd p {
+        pidfd, POLLIN, 0
+    };
     return ::poll(&p, 1, static_cast<int>(deadline.count())) == 1;
 }
 
@@ -130,7 +132,8 @@ TEST(Child, ReleasedPidfdTakesTheWaitAndTheClaimEndsWithTheChild) {
         EXPECT_EQ(reap_orphans(), 0);  // claimed
     }
     siginfo_t info{};
-    ASSERT_EQ(::waitid(by_pidfd, static_cast<id_t>(handed.get()), &info, WEXITED), 0) << std::strerror(errno);
+    ASSERT_EQ(::waitid(by_pidfd, static_cast<id_t>(handed.get()), &info, WEXITED), 0)
+        << std::strerror(errno);
     EXPECT_EQ(info.si_code, CLD_EXITED);
     EXPECT_EQ(info.si_status, 7);
 
@@ -206,7 +209,9 @@ TEST(Child, GetsNoDescriptorBeyondStdio) {
     // Deliberately not close-on-exec: the child must still not see it.
     UniqueFd leaky(::open("/dev/null", O_RDONLY));
     ASSERT_TRUE(leaky);
-    auto r = run_command({"/bin/sh", "-c", fmt::format("test -e /proc/self/fd/{} && echo leaked; true", leaky.get())});
+    auto r =
+        run_command({"/bin/sh", "-c",
+                     fmt::format("test -e /proc/self/fd/{} && echo leaked; true", leaky.get())});
     EXPECT_TRUE(r.ok()) << r.describe();
     EXPECT_EQ(r.out, "");
 }
@@ -221,7 +226,8 @@ TEST(SealedProgram, RunsAndCannotBeChanged) {
 
     coffer::UniqueFd fd(::open(sh.path().c_str(), O_RDONLY | O_CLOEXEC));
     ASSERT_TRUE(fd);
-    EXPECT_EQ(::fcntl(fd.get(), F_GET_SEALS), F_SEAL_SEAL | F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE);
+    EXPECT_EQ(::fcntl(fd.get(), F_GET_SEALS),
+              F_SEAL_SEAL | F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE);
     EXPECT_NE(::fcntl(fd.get(), F_ADD_SEALS, F_SEAL_FUTURE_WRITE), 0);
     coffer::UniqueFd writable(::open(sh.path().c_str(), O_WRONLY | O_CLOEXEC));
     if (writable) {
@@ -233,7 +239,7 @@ TEST(SealedProgram, RunsAndCannotBeChanged) {
 // A directory with a shared tmpfs mounted on it, in this process's mount namespace; unmounted (with
 // anything a failed test left below it) and removed on destruction.
 class MountedTmpfs {
-public:
+  public:
     MountedTmpfs() {
         char tmpl[] = "/tmp/coffer-base-test-XXXXXX";
         if (!::mkdtemp(tmpl)) throw_errno("mkdtemp");
@@ -256,7 +262,7 @@ public:
     }
     const std::string& dir() const { return dir_; }
 
-private:
+  private:
     std::string dir_;
 };
 
@@ -305,7 +311,9 @@ TEST(ReapOrphans, ReapsWhatIsLeftToUsButNotAClaimedChild) {
     ASSERT_TRUE(left.ok()) << left.describe();
     // A Child of ours that has ended, not yet waited for.
     auto claimed = Child::spawn({.argv = {"true"}});
-    struct pollfd p {claimed.pidfd(), POLLIN, 0};
+    struct pollfd p {
+        claimed.pidfd(), POLLIN, 0
+    };
     ASSERT_EQ(::poll(&p, 1, 10000), 1);
 
     EXPECT_EQ(reap_orphans(std::chrono::seconds(10)), 1);

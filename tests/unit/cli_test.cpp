@@ -428,8 +428,9 @@ TEST(Format, TablePrefixPrintsHeaderRow) {
 }
 
 TEST(Format, JsonPrintsOneSortedObjectPerLineWithoutCofferFields) {
-    auto expected = "{\"ID\":\"abc\",\"Name\":\"first\",\"Self\":false}\n"
-                    "{\"ID\":\"defghijklmno\",\"Name\":\"\\u003cb\\u0026\\u003e\",\"Self\":true}\n";
+    auto expected =
+        "{\"ID\":\"abc\",\"Name\":\"first\",\"Self\":false}\n"
+        "{\"ID\":\"defghijklmno\",\"Name\":\"\\u003cb\\u0026\\u003e\",\"Self\":true}\n";
     EXPECT_EQ(list("json"), expected);
     EXPECT_EQ(list("{{json .}}"), expected);
     EXPECT_EQ(list("{{json .Name}}"), "\"first\"\n\"\\u003cb\\u0026\\u003e\"\n");
@@ -438,12 +439,14 @@ TEST(Format, JsonPrintsOneSortedObjectPerLineWithoutCofferFields) {
 TEST(Format, UnknownFieldIsAnErrorNamingTheKnownOnes) {
     auto out = format_list(demo_list, "{{.Foo}}", false, {});
     ASSERT_FALSE(out.ok());
-    EXPECT_EQ(out.error().message, "template: field .Foo is not known for demo ls; known: .Extra .ID .Name .Self");
+    EXPECT_EQ(out.error().message,
+              "template: field .Foo is not known for demo ls; known: .Extra .ID .Name .Self");
     EXPECT_FALSE(format_list(demo_list, "table {{.ID.Sub}}", false, {}).ok());
 }
 
 TEST(Format, UnsupportedActionsAreRefused) {
-    for (auto text : {"{{if .Self}}*{{end}}", "{{.ID", "{{upper .Name}}", "{{range .}}{{end}}", "{{}}"}) {
+    for (auto text :
+         {"{{if .Self}}*{{end}}", "{{.ID", "{{upper .Name}}", "{{range .}}{{end}}", "{{}}"}) {
         auto t = Template::parse(text);
         ASSERT_FALSE(t.ok()) << text;
         EXPECT_EQ(t.error().message.rfind("template: ", 0), 0u) << t.error().message;
@@ -451,8 +454,10 @@ TEST(Format, UnsupportedActionsAreRefused) {
 }
 
 TEST(Format, InspectWalksNestedFieldsAndFailsOnMissingOnes) {
-    auto obj = boost::json::parse(R"({"ID":"x1","Spec":{"Name":"db","Labels":{"a":"b"}},"Version":{"Index":7}})");
-    auto out = format_inspect("secret inspect", "{{.Spec.Name}} {{.Version.Index}} {{json .Spec.Labels}}", {obj});
+    auto obj = boost::json::parse(
+        R"({"ID":"x1","Spec":{"Name":"db","Labels":{"a":"b"}},"Version":{"Index":7}})");
+    auto out = format_inspect("secret inspect",
+                              "{{.Spec.Name}} {{.Version.Index}} {{json .Spec.Labels}}", {obj});
     ASSERT_TRUE(out.ok()) << out.error().message;
     EXPECT_EQ(*out, "db 7 {\"a\":\"b\"}\n");
     auto json = format_inspect("secret inspect", "json", {obj});
@@ -460,8 +465,9 @@ TEST(Format, InspectWalksNestedFieldsAndFailsOnMissingOnes) {
     EXPECT_EQ(boost::json::parse(*json), obj);
     auto missing = format_inspect("secret inspect", "{{.Spec.Nme}}", {obj});
     ASSERT_FALSE(missing.ok());
-    EXPECT_EQ(missing.error().message,
-              "template: field .Spec.Nme is not known for secret inspect in .Spec; known: .Labels .Name");
+    EXPECT_EQ(
+        missing.error().message,
+        "template: field .Spec.Nme is not known for secret inspect in .Spec; known: .Labels .Name");
 }
 
 TEST(Format, AlignColumnsCountsCharactersNotBytes) {

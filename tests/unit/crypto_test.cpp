@@ -139,7 +139,8 @@ TEST(Sealing, RejectsValueMovedToAnotherKey) {
 TEST(Sealing, RejectsTruncatedValue) {
     auto key = Key::generate(1);
     auto sealed = seal(key, bytes("value"), "ad");
-    for (std::size_t n = 0; n < sealed.size(); ++n) EXPECT_FALSE(open(key, sealed.substr(0, n), "ad"));
+    for (std::size_t n = 0; n < sealed.size(); ++n)
+        EXPECT_FALSE(open(key, sealed.substr(0, n), "ad"));
 }
 
 TEST(DeriveKey, DependsOnContextAndInput) {

@@ -326,9 +326,9 @@ TEST_F(ExecutorTest, IncrementalChangesAddAndRemove) {
 // The bytes live once, in the driver's store: the executor's set leases them and a start reads
 // the store's own buffer; nothing of them is left once neither the set nor a task needs them.
 TEST_F(ExecutorTest, SecretBytesAreHeldOnceAndLentToEachStart) {
-    handle(assignments(true, 1,
-                       {secret_add("s1", "db_pass", "hunter2"), task_add("t1", {"s1"}),
-                        task_add("t2", {"s1"})}));
+    handle(assignments(
+        true, 1,
+        {secret_add("s1", "db_pass", "hunter2"), task_add("t1", {"s1"}), task_add("t2", {"s1"})}));
     ASSERT_TRUE(eventually([&] { return driver.running("t1") && driver.running("t2"); }));
     EXPECT_EQ(driver.secrets_held(), 1u);
     const void* stored = driver.stored_at("s1");
@@ -536,11 +536,12 @@ TEST_F(ExecutorTest, StopsDoNotWaitForStartWorkers) {
     ASSERT_TRUE(eventually([&] { return session.last_state("t1") == "running"; }));
     // Every start worker (four by default) is held by a start that does not return.
     driver.hold_starts(true);
-    handle(assignments(false, 2,
-                       {task_add("h1"), task_add("h2"), task_add("h3"), task_add("h4"), task_add("h5")}));
+    handle(assignments(
+        false, 2,
+        {task_add("h1"), task_add("h2"), task_add("h3"), task_add("h4"), task_add("h5")}));
     ASSERT_TRUE(eventually([&] {
-        return driver.starts("h1") + driver.starts("h2") + driver.starts("h3") + driver.starts("h4") +
-                   driver.starts("h5") ==
+        return driver.starts("h1") + driver.starts("h2") + driver.starts("h3") +
+                   driver.starts("h4") + driver.starts("h5") ==
                4;
     }));
     handle(assignments(false, 3, {remove("Task", "t1")}));

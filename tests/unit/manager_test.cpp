@@ -32,7 +32,7 @@ namespace {
 
 // The dispatcher re-evaluates its streams when tasks or nodes change, as in the manager.
 class DispatcherEvents : public ClusterEvents {
-public:
+  public:
     std::unique_ptr<Dispatcher>* dispatcher = nullptr;
     void tasks_changed() override { (*dispatcher)->changed(); }
     void nodes_changed() override { (*dispatcher)->changed(); }
@@ -41,7 +41,7 @@ public:
 constexpr std::int64_t sec = model::second_ns;
 
 class Cluster : public ::testing::Test {
-protected:
+  protected:
     void SetUp() override {
         crypto::init();
         auto pattern = (fs::temp_directory_path() / "coffer-manager-test-XXXXXX").string();
@@ -55,8 +55,10 @@ protected:
         services_ = ServiceRegistry::load(*store_, counter_, *secrets_).value();
         tasks_ = TaskRegistry::load(*store_, counter_).value();
         nodes_ = NodeRegistry::load(*store_, counter_).value();
-        orch_ = std::make_unique<Orchestrator>(*services_, *tasks_, *nodes_, [this] { return now_; });
-        dispatcher_ = std::make_unique<Dispatcher>(*tasks_, *nodes_, *secrets_, [this] { return now_; });
+        orch_ =
+            std::make_unique<Orchestrator>(*services_, *tasks_, *nodes_, [this] { return now_; });
+        dispatcher_ =
+            std::make_unique<Dispatcher>(*tasks_, *nodes_, *secrets_, [this] { return now_; });
         events_.dispatcher = &dispatcher_;
         tasks_->emit_changes(events_, &ClusterEvents::tasks_changed);
         nodes_->emit_changes(events_, &ClusterEvents::nodes_changed);
@@ -72,26 +74,33 @@ protected:
 
     std::string secret(const std::string& name, std::string_view bytes) {
         std::promise<Result<model::Secret>> p;
-        secrets_->create({name, {}}, crypto::SecureBuffer::copy_of(bytes), [&](Result<model::Secret> s) { p.set_value(std::move(s)); });
+        secrets_->create({name, {}}, crypto::SecureBuffer::copy_of(bytes),
+                         [&](Result<model::Secret> s) { p.set_value(std::move(s)); });
         auto s = p.get_future().get();
         EXPECT_TRUE(s.ok());
         return s->meta.id;
     }
 
     // A spec as the docker CLI sends it.
-    model::ServiceSpec spec(const std::string& name, int replicas, std::vector<std::pair<std::string, std::string>> secrets = {},
+    model::ServiceSpec spec(const std::string& name, int replicas,
+                            std::vector<std::pair<std::string, std::string>> secrets = {},
                             json::object extra_template = {}) {
         json::array refs;
         for (const auto& [sname, target] : secrets)
-            refs.push_back(json::object{{"File", json::object{{"Name", target}, {"UID", "0"}, {"GID", "0"}, {"Mode", 292}}},
-                                        {"SecretID", secrets_->find(sname)->meta.id},
-                                        {"SecretName", sname}});
-        json::object tt{{"ContainerSpec", json::object{{"Image", "busybox:1"}, {"Args", json::array{"sleep", "1d"}}, {"Secrets", refs}}},
+            refs.push_back(json::object{
+                {"File", json::object{{"Name", target}, {"UID", "0"}, {"GID", "0"}, {"Mode", 292}}},
+                {"SecretID", secrets_->find(sname)->meta.id},
+                {"SecretName", sname}});
+        json::object tt{{"ContainerSpec", json::object{{"Image", "busybox:1"},
+                                                       {"Args", json::array{"sleep", "1d"}},
+                                                       {"Secrets", refs}}},
                         {"RestartPolicy", json::object{{"Condition", "any"}, {"Delay", 2 * sec}}}};
         for (auto& [k, v] : extra_template) tt[k] = v;
         json::object o{{"Name", name}, {"TaskTemplate", tt}};
-        if (replicas < 0) o["Mode"] = json::object{{"Global", json::object{}}};
-        else o["Mode"] = json::object{{"Replicated", json::object{{"Replicas", replicas}}}};
+        if (replicas < 0)
+            o["Mode"] = json::object{{"Global", json::object{}}};
+        else
+            o["Mode"] = json::object{{"Replicated", json::object{{"Replicas", replicas}}}};
         o["UpdateConfig"] = json::object{{"Parallelism", 1}, {"Monitor", 1 * sec}};
         auto s = model::service_spec_from_json(o);
         EXPECT_TRUE(s.ok()) << (s.ok() ? "" : s.error().message);
@@ -121,16 +130,19 @@ protected:
         });
     }
     void report(const model::Task& t, TaskState s, int exit_code = 0) {
-        StatusReport r{t.meta.id, s, std::string(model::to_string(s)), "", model::ContainerStatus{"c", 1, exit_code}};
+        StatusReport r{t.meta.id, s, std::string(model::to_string(s)), "",
+                       model::ContainerStatus{"c", 1, exit_code}};
         ASSERT_TRUE(dispatcher_->report(t.node_id, {r}).ok());
     }
     // Agents: every assigned task with desired running starts; every task desired shut down stops.
     void agents_act() {
         for (const auto& t : tasks_->list()) {
             if (t.node_id.empty() || model::is_terminal(t.status.state)) continue;
-            if (t.desired == TaskState::running && t.status.state < TaskState::running && t.status.state >= TaskState::assigned)
+            if (t.desired == TaskState::running && t.status.state < TaskState::running &&
+                t.status.state >= TaskState::assigned)
                 report(t, TaskState::running);
-            if (t.desired == TaskState::shutdown && t.status.state >= TaskState::assigned) report(t, TaskState::shutdown);
+            if (t.desired == TaskState::shutdown && t.status.state >= TaskState::assigned)
+                report(t, TaskState::shutdown);
         }
     }
     std::size_t running(const std::string& service_id) {
@@ -154,7 +166,9 @@ protected:
     model::Timestamp now_{1'800'000'000 * sec};
 };
 
-std::string message(const Result<model::Service>& r) { return r.ok() ? "" : r.error().message; }
+std::string message(const Result<model::Service>& r) {
+    return r.ok() ? "" : r.error().message;
+}
 
 }  // namespace
 
@@ -166,7 +180,8 @@ TEST_F(Cluster, SecretInUseCannotBeRemoved) {
     EXPECT_EQ(r.error().code, Errc::invalid_argument);
     EXPECT_EQ(r.error().message, "secret 's1' is in use by the following service: web");
     ASSERT_TRUE(services_->create(spec("api", 1, {{"s1", "s1"}})).ok());
-    EXPECT_EQ(secrets_->remove("s1").error().message, "secret 's1' is in use by the following services: api, web");
+    EXPECT_EQ(secrets_->remove("s1").error().message,
+              "secret 's1' is in use by the following services: api, web");
     ASSERT_TRUE(services_->remove("web").ok());
     ASSERT_TRUE(services_->remove("api").ok());
     EXPECT_TRUE(secrets_->remove("s1").ok());
@@ -183,7 +198,8 @@ TEST_F(Cluster, MissingSecretsRefusedAtCreateAndUpdate) {
     secret("c", "z");
     auto created = services_->create(spec("web", 1, {{"c", "c"}}));
     ASSERT_TRUE(created.ok());
-    EXPECT_EQ(message(services_->update("web", created->meta.version, sp)), "secrets not found: a, b");
+    EXPECT_EQ(message(services_->update("web", created->meta.version, sp)),
+              "secrets not found: a, b");
 }
 
 TEST_F(Cluster, UpdatesAreOptimisticallyLocked) {
@@ -209,15 +225,21 @@ TEST_F(Cluster, SchedulerSpreadsAndHonoursConstraints) {
     EXPECT_EQ(per_node[n1], 2);
     EXPECT_EQ(per_node[n2], 2);
 
-    auto pinned = services_->create(spec("pinned", 2, {}, {{"Placement", json::object{{"Constraints", json::array{"node.labels.zone==b"}}}}}));
+    auto pinned = services_->create(
+        spec("pinned", 2, {},
+             {{"Placement", json::object{{"Constraints", json::array{"node.labels.zone==b"}}}}}));
     pass();
     for (const auto& t : tasks_of(pinned->meta.id)) EXPECT_EQ(t.node_id, n2);
 
-    auto nowhere = services_->create(spec("nowhere", 1, {}, {{"Placement", json::object{{"Constraints", json::array{"node.hostname!=n1", "node.role==manager"}}}}}));
+    auto nowhere = services_->create(spec(
+        "nowhere", 1, {},
+        {{"Placement",
+          json::object{{"Constraints", json::array{"node.hostname!=n1", "node.role==manager"}}}}}));
     pass();
     auto t = tasks_of(nowhere->meta.id).at(0);
     EXPECT_EQ(t.status.state, TaskState::pending);
-    EXPECT_EQ(t.status.message, "no suitable node (scheduling constraints not satisfied on 2 nodes)");
+    EXPECT_EQ(t.status.message,
+              "no suitable node (scheduling constraints not satisfied on 2 nodes)");
     EXPECT_TRUE(t.node_id.empty());
 }
 
@@ -276,18 +298,23 @@ TEST_F(Cluster, FailedUpdatePausesWithTheReason) {
     pass();
     agents_act();
     auto s = *services_->get(web);
-    ASSERT_TRUE(services_->update(web, s.meta.version, spec("web", 2, {}, {{"ForceUpdate", 1}})).ok());
+    ASSERT_TRUE(
+        services_->update(web, s.meta.version, spec("web", 2, {}, {{"ForceUpdate", 1}})).ok());
     for (int i = 0; i < 3; ++i) {
         pass();
         agents_act();
     }
     for (const auto& t : tasks_of(web))
-        if (t.spec.json == services_->get(web)->spec.task.json && t.status.state == TaskState::running) report(t, TaskState::failed, 2);
+        if (t.spec.json == services_->get(web)->spec.task.json &&
+            t.status.state == TaskState::running)
+            report(t, TaskState::failed, 2);
     pass();
     auto st = services_->get(web)->update_status;
     ASSERT_TRUE(st);
     EXPECT_EQ(model::to_string(st->state), "paused");
-    EXPECT_TRUE(st->message.starts_with("update paused due to failure or early termination of task ")) << st->message;
+    EXPECT_TRUE(
+        st->message.starts_with("update paused due to failure or early termination of task "))
+        << st->message;
 }
 
 TEST_F(Cluster, ScaleDownAndDrainMoveTasks) {
@@ -318,7 +345,12 @@ TEST_F(Cluster, GlobalServiceRunsOnePerEligibleNode) {
     node("n1");
     auto n2 = node("n2", {{"gpu", "yes"}});
     auto all = services_->create(spec("all", -1))->meta.id;
-    auto gpu = services_->create(spec("gpu", -1, {}, {{"Placement", json::object{{"Constraints", json::array{"node.labels.gpu==yes"}}}}}))->meta.id;
+    auto gpu =
+        services_
+            ->create(spec("gpu", -1, {},
+                          {{"Placement",
+                            json::object{{"Constraints", json::array{"node.labels.gpu==yes"}}}}}))
+            ->meta.id;
     pass();
     EXPECT_EQ(tasks_of(all).size(), 2u);
     ASSERT_EQ(tasks_of(gpu).size(), 1u);
@@ -334,7 +366,9 @@ TEST_F(Cluster, NodeGetsOnlyTheSecretsItsTasksReference) {
     secret("s1", "one");
     secret("s2", "two");
     auto pin = [](const std::string& host) {
-        return json::object{{"Placement", json::object{{"Constraints", json::array{json::string("node.hostname==" + host)}}}}};
+        return json::object{
+            {"Placement",
+             json::object{{"Constraints", json::array{json::string("node.hostname==" + host)}}}}};
     };
     auto a = services_->create(spec("a", 1, {{"s1", "s1"}}, pin("n1")))->meta.id;
     ASSERT_TRUE(services_->create(spec("b", 1, {{"s2", "s2"}}, pin("n2"))).ok());
@@ -347,7 +381,8 @@ TEST_F(Cluster, NodeGetsOnlyTheSecretsItsTasksReference) {
     ASSERT_EQ(m->changes.size(), 2u);
     EXPECT_TRUE(m->changes[0].is_secret);  // the secret before the task that mounts it
     EXPECT_EQ(m->changes[0].secret->name, "s1");
-    EXPECT_TRUE(m->changes[0].secret->data.equals(crypto::SecureBuffer::copy_of(std::string_view("one")).span()));
+    EXPECT_TRUE(m->changes[0].secret->data.equals(
+        crypto::SecureBuffer::copy_of(std::string_view("one")).span()));
     EXPECT_TRUE(m->changes[1].task.has_value());
     auto wire = m->to_json();
     std::string text(reinterpret_cast<const char*>(wire.data()), wire.size());
@@ -374,7 +409,8 @@ TEST_F(Cluster, NodeGetsOnlyTheSecretsItsTasksReference) {
 
     // A node cannot report on another node's task.
     auto other = tasks_->list([&](const model::Task& x) { return x.node_id == n2; }).at(0);
-    auto applied = dispatcher_->report(n1, {{other.meta.id, TaskState::failed, "", "", std::nullopt}});
+    auto applied =
+        dispatcher_->report(n1, {{other.meta.id, TaskState::failed, "", "", std::nullopt}});
     EXPECT_EQ(*applied, 0u);
 }
 
@@ -451,7 +487,8 @@ TEST_F(Cluster, RestartsStopAfterMaxAttemptsAndHistoryIsBounded) {
     node("n1");
     auto sp = spec("web", 1);
     auto o = model::spec_json(sp, false);
-    o["TaskTemplate"].as_object()["RestartPolicy"] = json::object{{"Condition", "on-failure"}, {"Delay", 0}, {"MaxAttempts", 7}};
+    o["TaskTemplate"].as_object()["RestartPolicy"] =
+        json::object{{"Condition", "on-failure"}, {"Delay", 0}, {"MaxAttempts", 7}};
     auto web = services_->create(*model::service_spec_from_json(o))->meta.id;
     pass();
     for (int i = 0; i < 10; ++i) {
@@ -464,7 +501,8 @@ TEST_F(Cluster, RestartsStopAfterMaxAttemptsAndHistoryIsBounded) {
     }
     auto all = tasks_of(web, false);
     EXPECT_EQ(all.size(), task_history_limit);
-    EXPECT_EQ(tasks_of(web).at(0).status.state, TaskState::failed);  // no 8th restart: the slot stays failed
+    EXPECT_EQ(tasks_of(web).at(0).status.state,
+              TaskState::failed);  // no 8th restart: the slot stays failed
 }
 
 TEST_F(Cluster, ServiceCreateAndSecretRemoveNeverBothSucceed) {
@@ -487,8 +525,10 @@ TEST_F(Cluster, ServiceCreateAndSecretRemoveNeverBothSucceed) {
             EXPECT_TRUE(secrets_->find(name).ok());
             ASSERT_TRUE(services_->remove(made->meta.id).ok());
         }
-        if (gone.ok()) ++removed;
-        else (void)secrets_->remove(name);
+        if (gone.ok())
+            ++removed;
+        else
+            (void)secrets_->remove(name);
     }
     EXPECT_GT(created + removed, 0);
 }
@@ -599,10 +639,11 @@ TEST_F(Cluster, AnEndedTaskIsNotRestartedWhenItsNodeGoesDownOrIsDrained) {
         SCOPED_TRACE(c.condition + " " + std::string(model::to_string(c.end)));
         auto n1 = node(fmt::format("n1-{}-{}", c.condition, c.exit_code));
         auto name = fmt::format("job-{}-{}", c.condition, c.exit_code);
-        auto job = services_->create(spec(name, 1, {{"s1", "s1"}},
-                                          {{"RestartPolicy", json::object{{"Condition", c.condition}}},
-                                           {"Placement", json::object{{"Constraints",
-                                                                       json::array{json::string("node.id==" + n1)}}}}}));
+        auto job = services_->create(
+            spec(name, 1, {{"s1", "s1"}},
+                 {{"RestartPolicy", json::object{{"Condition", c.condition}}},
+                  {"Placement",
+                   json::object{{"Constraints", json::array{json::string("node.id==" + n1)}}}}}));
         ASSERT_TRUE(job.ok()) << message(job);
         pass();
         agents_act();
@@ -652,8 +693,10 @@ TEST_F(Cluster, AnEndedTaskIsNotRestartedWhenItsNodeGoesDownOrIsDrained) {
 // drained node.
 TEST_F(Cluster, AnEndedGlobalTaskRunsOnceAndIsNotPinnedToADrainedNode) {
     auto n1 = node("n1");
-    auto once = services_->create(spec("once", -1, {}, {{"RestartPolicy", json::object{{"Condition", "none"}}}}));
-    auto always = services_->create(spec("always", -1, {}, {{"RestartPolicy", json::object{{"Condition", "any"}}}}));
+    auto once = services_->create(
+        spec("once", -1, {}, {{"RestartPolicy", json::object{{"Condition", "none"}}}}));
+    auto always = services_->create(
+        spec("always", -1, {}, {{"RestartPolicy", json::object{{"Condition", "any"}}}}));
     ASSERT_TRUE(once.ok()) << message(once);
     ASSERT_TRUE(always.ok()) << message(always);
     pass();
@@ -671,7 +714,8 @@ TEST_F(Cluster, AnEndedGlobalTaskRunsOnceAndIsNotPinnedToADrainedNode) {
     set_availability(model::NodeAvailability::drain);
     advance(10 * sec);
     pass();
-    for (const auto& t : tasks_of(always->meta.id)) EXPECT_NE(t.node_id, n1) << "pinned to a drained node";
+    for (const auto& t : tasks_of(always->meta.id))
+        EXPECT_NE(t.node_id, n1) << "pinned to a drained node";
     set_availability(model::NodeAvailability::active);
     pass();
     auto all = tasks_of(once->meta.id, false);
@@ -691,7 +735,9 @@ TEST_F(Cluster, ATaskShutDownIsNotRestartedWhenItsNodeGoesDown) {
     ASSERT_TRUE(web.ok()) << message(web);
     pass();
     agents_act();
-    ASSERT_TRUE(services_->update(web->meta.id, web->meta.version, spec("web", 1, {{"s1", "s1"}}, none)).ok());
+    ASSERT_TRUE(
+        services_->update(web->meta.id, web->meta.version, spec("web", 1, {{"s1", "s1"}}, none))
+            .ok());
     pass();  // no agent acts: slot 2 is still running, desired shutdown
     std::string stopping;
     for (const auto& t : tasks_of(web->meta.id, false))
@@ -720,7 +766,9 @@ TEST_F(Cluster, ATaskShutDownIsNotRestartedWhenItsNodeGoesDown) {
 // The node → manager messages the node port reads.
 namespace {
 
-crypto::SecureBuffer msg(std::string_view text) { return crypto::SecureBuffer::copy_of(text); }
+crypto::SecureBuffer msg(std::string_view text) {
+    return crypto::SecureBuffer::copy_of(text);
+}
 
 }  // namespace
 
@@ -749,7 +797,8 @@ TEST(NodeMessages, StatusReportsParseWithTheirContainer) {
 TEST(NodeMessages, StatusRefusesUnknownStatesWrongTypesAndOversizeFields) {
     auto id = crypto::random_id();
     auto refused = [&](std::string_view status) {
-        auto text = fmt::format(R"({{"type":"status","statuses":[{}]}})", fmt::format(fmt::runtime(status), id));
+        auto text = fmt::format(R"({{"type":"status","statuses":[{}]}})",
+                                fmt::format(fmt::runtime(status), id));
         return !nodeproto::decode_status(msg(text)).ok();
     };
     EXPECT_FALSE(refused(R"({{"task_id":"{}","state":"complete"}})"));  // control
@@ -766,7 +815,8 @@ TEST(NodeMessages, StatusRefusesUnknownStatesWrongTypesAndOversizeFields) {
     EXPECT_TRUE(refused(R"("{}")"));
     EXPECT_TRUE(refused(fmt::format(R"({{{{"task_id":"{{}}","state":"running","err":"{}"}}}})",
                                     std::string(nodeproto::max_status_text + 1, 'x'))));
-    EXPECT_FALSE(nodeproto::decode_status(msg(R"({"type":"status","complete":"yes","statuses":[]})")).ok());
+    EXPECT_FALSE(
+        nodeproto::decode_status(msg(R"({"type":"status","complete":"yes","statuses":[]})")).ok());
     EXPECT_FALSE(nodeproto::decode_status(msg(R"({"type":"status"})")).ok());
     EXPECT_FALSE(nodeproto::decode_status(msg(R"({"type":"logs","statuses":[]})")).ok());
     EXPECT_FALSE(nodeproto::decode_status(msg(R"({"type":"status","statuses":[)")).ok());
@@ -776,14 +826,21 @@ TEST(NodeMessages, StatusRefusesUnknownStatesWrongTypesAndOversizeFields) {
 // manager: refused, whichever object holds it.
 TEST(NodeMessages, AKeyTwiceIsRefused) {
     auto id = crypto::random_id();
-    auto ok = fmt::format(R"({{"type":"status","statuses":[{{"task_id":"{}","state":"running"}}]}})", id);
+    auto ok =
+        fmt::format(R"({{"type":"status","statuses":[{{"task_id":"{}","state":"running"}}]}})", id);
     ASSERT_TRUE(nodeproto::decode_status(msg(ok)).ok());
-    for (auto text : {
-             fmt::format(R"({{"type":"status","statuses":[{{"task_id":"{0}","state":"running","state":"complete"}}]}})", id),
-             fmt::format(R"({{"type":"status","statuses":[{{"task_id":"{0}","task_id":"{1}","state":"running"}}]}})", id,
-                         crypto::random_id()),
-             fmt::format(R"({{"type":"status","statuses":[],"statuses":[{{"task_id":"{}","state":"running"}}]}})", id),
-         }) {
+    for (
+        auto text : {
+            fmt::format(
+                R"({{"type":"status","statuses":[{{"task_id":"{0}","state":"running","state":"complete"}}]}})",
+                id),
+            fmt::format(
+                R"({{"type":"status","statuses":[{{"task_id":"{0}","task_id":"{1}","state":"running"}}]}})",
+                id, crypto::random_id()),
+            fmt::format(
+                R"({{"type":"status","statuses":[],"statuses":[{{"task_id":"{}","state":"running"}}]}})",
+                id),
+        }) {
         auto parsed = nodeproto::decode_status(msg(text));
         ASSERT_FALSE(parsed.ok()) << text;
         EXPECT_NE(parsed.error().message.find("appears twice in an object"), std::string::npos)
@@ -793,31 +850,36 @@ TEST(NodeMessages, AKeyTwiceIsRefused) {
 
 TEST(NodeMessages, LogsAnswersCarryBase64DataOrAnError) {
     auto id = crypto::random_id();
-    auto ok = nodeproto::decode_logs_reply(
-        msg(fmt::format(R"({{"type":"logs","request":"r1","task_id":"{}","data":"aGVsbG8K"}})", id)));
+    auto ok = nodeproto::decode_logs_reply(msg(
+        fmt::format(R"({{"type":"logs","request":"r1","task_id":"{}","data":"aGVsbG8K"}})", id)));
     ASSERT_TRUE(ok) << ok.error().message;
     EXPECT_EQ(std::get<std::string>(ok->request), "r1");
     EXPECT_EQ(ok->data, "hello\n");
     EXPECT_FALSE(ok->error);
-    auto err = nodeproto::decode_logs_reply(msg(R"({"type":"logs","request":"r2","error":"no such task"})"));
+    auto err = nodeproto::decode_logs_reply(
+        msg(R"({"type":"logs","request":"r2","error":"no such task"})"));
     ASSERT_TRUE(err);
     EXPECT_EQ(err->error.value_or(""), "no such task");
-    EXPECT_FALSE(nodeproto::decode_logs_reply(msg(R"({"type":"logs","request":"r3","data":"***"})")).ok());
+    EXPECT_FALSE(
+        nodeproto::decode_logs_reply(msg(R"({"type":"logs","request":"r3","data":"***"})")).ok());
     EXPECT_FALSE(nodeproto::decode_logs_reply(msg(R"({"type":"logs","data":"aGk="})")).ok());
     EXPECT_FALSE(nodeproto::decode_logs_reply(msg(R"({"type":"logs","request":"r4"})")).ok());
 }
 
 TEST(NodeMessages, ManagerMessagesHaveTheirType) {
     auto text = [](const crypto::SecureBuffer& b) {
-        return json::parse(std::string_view(reinterpret_cast<const char*>(b.data()), b.size())).as_object();
+        return json::parse(std::string_view(reinterpret_cast<const char*>(b.data()), b.size()))
+            .as_object();
     };
     auto logs = text(nodeproto::encode(nodeproto::LogsRequest{"r1", "t1", 20, std::nullopt}));
     EXPECT_EQ(logs.at("type").as_string(), "logs_request");
     EXPECT_EQ(logs.at("request").as_string(), "r1");
     EXPECT_EQ(logs.at("task_id").as_string(), "t1");
     EXPECT_EQ(logs.at("tail").to_number<std::int64_t>(), 20);
-    EXPECT_EQ(text(nodeproto::encode(nodeproto::RenewRequest{"role"})).at("reason").as_string(), "role");
-    auto e = text(nodeproto::encode(nodeproto::ErrorMessage{"certificate renewal is not available", std::nullopt}));
+    EXPECT_EQ(text(nodeproto::encode(nodeproto::RenewRequest{"role"})).at("reason").as_string(),
+              "role");
+    auto e = text(nodeproto::encode(
+        nodeproto::ErrorMessage{"certificate renewal is not available", std::nullopt}));
     EXPECT_EQ(e.at("type").as_string(), "error");
     EXPECT_FALSE(e.contains("request"));
 }
@@ -884,9 +946,9 @@ TEST(UnlockLimiter, ASourceWaitsTwiceAsLongAfterEachFailureBeyondTheFreeOnes) {
         EXPECT_EQ(v.wait, std::chrono::milliseconds(1));
         now += f.wait;
     }
-    std::vector<LimiterClock::duration> expected{seconds(1),  seconds(2),   seconds(4),   seconds(8),
-                                                 seconds(16), seconds(32),  seconds(64),  seconds(128),
-                                                 seconds(256), seconds(300), seconds(300), seconds(300)};
+    std::vector<LimiterClock::duration> expected{
+        seconds(1),  seconds(2),   seconds(4),   seconds(8),   seconds(16),  seconds(32),
+        seconds(64), seconds(128), seconds(256), seconds(300), seconds(300), seconds(300)};
     EXPECT_EQ(waits, expected);
     // Another user is not held back by this one.
     EXPECT_TRUE(limiter.admit("uid 0", now - seconds(1)).allowed);
@@ -958,7 +1020,9 @@ namespace {
 constexpr model::Timestamp t0{100 * sec};
 constexpr model::Timestamp t1{200 * sec};
 
-model::UpdateStatus status_of(model::UpdateState state) { return {state, t0, std::nullopt, "x"}; }
+model::UpdateStatus status_of(model::UpdateState state) {
+    return {state, t0, std::nullopt, "x"};
+}
 
 UpdateTally outdated_tally(std::size_t in_flight = 0) {
     UpdateTally t;
@@ -995,7 +1059,8 @@ TEST(UpdateDecision, OutdatedTasksStartAnUpdateUnlessPaused) {
         EXPECT_FALSE(p.replace);
     }
 
-    auto going = decide_update(status_of(model::UpdateState::updating), cfg, false, outdated_tally(1), t1);
+    auto going =
+        decide_update(status_of(model::UpdateState::updating), cfg, false, outdated_tally(1), t1);
     EXPECT_TRUE(going.changes.empty());
     EXPECT_FALSE(going.started);
     EXPECT_TRUE(going.replace);
@@ -1010,13 +1075,15 @@ TEST(UpdateDecision, FailuresAboveTheRatioPauseOrRollBack) {
     cfg.max_failure_ratio = 0.5;
     auto updating = status_of(model::UpdateState::updating);
 
-    EXPECT_TRUE(decide_update(updating, cfg, true, failing_tally(2, 1), t1).changes.empty());  // 1 of 2: at the ratio
+    EXPECT_TRUE(decide_update(updating, cfg, true, failing_tally(2, 1), t1)
+                    .changes.empty());  // 1 of 2: at the ratio
 
     auto paused = decide_update(updating, cfg, true, failing_tally(3, 2), t1);
     ASSERT_EQ(paused.changes.size(), 1u);
     EXPECT_EQ(paused.changes[0].status.state, model::UpdateState::paused);
     EXPECT_EQ(paused.changes[0].status.started, t0);
-    EXPECT_EQ(paused.changes[0].status.message, "update paused due to failure or early termination of task task-f");
+    EXPECT_EQ(paused.changes[0].status.message,
+              "update paused due to failure or early termination of task task-f");
     EXPECT_FALSE(paused.changes[0].roll_back);
     EXPECT_FALSE(paused.replace);
 
@@ -1030,7 +1097,8 @@ TEST(UpdateDecision, FailuresAboveTheRatioPauseOrRollBack) {
     ASSERT_EQ(back.changes.size(), 1u);
     EXPECT_EQ(back.changes[0].status.state, model::UpdateState::rollback_started);
     EXPECT_EQ(back.changes[0].status.started, t1);
-    EXPECT_EQ(back.changes[0].status.message, "update rolled back due to failure or early termination of task task-f");
+    EXPECT_EQ(back.changes[0].status.message,
+              "update rolled back due to failure or early termination of task task-f");
     EXPECT_TRUE(back.changes[0].roll_back);
     EXPECT_FALSE(back.replace);
 
@@ -1038,7 +1106,8 @@ TEST(UpdateDecision, FailuresAboveTheRatioPauseOrRollBack) {
     auto no_previous = decide_update(updating, cfg, false, failing_tally(3, 2), t1);
     ASSERT_EQ(no_previous.changes.size(), 1u);
     EXPECT_EQ(no_previous.changes[0].status.state, model::UpdateState::paused);
-    auto again = decide_update(status_of(model::UpdateState::rollback_started), cfg, true, failing_tally(3, 2), t1);
+    auto again = decide_update(status_of(model::UpdateState::rollback_started), cfg, true,
+                               failing_tally(3, 2), t1);
     ASSERT_EQ(again.changes.size(), 1u);
     EXPECT_EQ(again.changes[0].status.state, model::UpdateState::rollback_paused);
     EXPECT_FALSE(again.changes[0].roll_back);
@@ -1055,13 +1124,16 @@ TEST(UpdateDecision, CompletesWhenNothingIsOutdatedOrInFlight) {
     EXPECT_EQ(done.changes[0].status.completed, t1);
     EXPECT_EQ(done.changes[0].status.message, "update completed");
 
-    auto back = decide_update(status_of(model::UpdateState::rollback_started), cfg, true, settled, t1);
+    auto back =
+        decide_update(status_of(model::UpdateState::rollback_started), cfg, true, settled, t1);
     ASSERT_EQ(back.changes.size(), 1u);
     EXPECT_EQ(back.changes[0].status.state, model::UpdateState::rollback_completed);
     EXPECT_EQ(back.changes[0].status.message, "rollback completed");
 
     UpdateTally flying;
     flying.in_flight = 1;
-    EXPECT_TRUE(decide_update(status_of(model::UpdateState::updating), cfg, true, flying, t1).changes.empty());
-    EXPECT_TRUE(decide_update(status_of(model::UpdateState::completed), cfg, true, settled, t1).changes.empty());
+    EXPECT_TRUE(decide_update(status_of(model::UpdateState::updating), cfg, true, flying, t1)
+                    .changes.empty());
+    EXPECT_TRUE(decide_update(status_of(model::UpdateState::completed), cfg, true, settled, t1)
+                    .changes.empty());
 }

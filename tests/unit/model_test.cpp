@@ -4,13 +4,13 @@
 #include <random>
 #include <set>
 
-#include "coffer/model/duration.h"
 #include "coffer/crypto/random.h"
+#include "coffer/model/duration.h"
 #include "coffer/model/filters.h"
 #include "coffer/model/ids.h"
 #include "coffer/model/json.h"
-#include "coffer/model/secure_json.h"
 #include "coffer/model/secret.h"
+#include "coffer/model/secure_json.h"
 #include "coffer/model/time.h"
 
 using namespace coffer;
@@ -18,13 +18,14 @@ using namespace coffer::model;
 namespace json = boost::json;
 
 TEST(SecretName, AcceptsDockerNames) {
-    for (const std::string& n : std::vector<std::string>{"a", "db_pass", "db-pass.v2", "A1", std::string(64, 'x')})
+    for (const std::string& n :
+         std::vector<std::string>{"a", "db_pass", "db-pass.v2", "A1", std::string(64, 'x')})
         EXPECT_TRUE(validate_object_name(n).ok()) << n;
 }
 
 TEST(SecretName, RefusesWhatDockerRefuses) {
-    for (const std::string& n :
-         std::vector<std::string>{"", "-a", "a-", "_a", "a.", "a b", "a/b", "\xc3\xa4", "a\n", std::string(65, 'x')}) {
+    for (const std::string& n : std::vector<std::string>{"", "-a", "a-", "_a", "a.", "a b", "a/b",
+                                                         "\xc3\xa4", "a\n", std::string(65, 'x')}) {
         auto r = validate_object_name(n);
         ASSERT_FALSE(r.ok()) << n;
         EXPECT_EQ(r.error().code, Errc::invalid_argument);
@@ -87,7 +88,8 @@ TEST(Filters, MatchPrefixExactAndLabels) {
 }
 
 TEST(SecretJson, RoundTripsWithoutData) {
-    Secret s{{"l6049huigpebyacg3j6qbcvgu", 23, Timestamp{1}, Timestamp{2}}, {"s1", {{"env", "prod"}}}};
+    Secret s{{"l6049huigpebyacg3j6qbcvgu", 23, Timestamp{1}, Timestamp{2}},
+             {"s1", {{"env", "prod"}}}};
     auto j = to_json(s);
     EXPECT_FALSE(j.at("Spec").as_object().contains("Data"));
     EXPECT_EQ(j.at("Version").at("Index").as_uint64(), 23u);
@@ -109,8 +111,7 @@ TEST(Json, MalformedIsInvalidArgument) {
 // parsers refuse such a document, at any depth, naming the key.
 TEST(Json, AKeyTwiceInAnObjectIsRefused) {
     for (std::string_view text : {
-             R"({"Name":"a","Name":"b"})",
-             R"({"Name":"a","Labels":{},"Name":"a"})",
+             R"({"Name":"a","Name":"b"})", R"({"Name":"a","Labels":{},"Name":"a"})",
              R"({"Spec":{"Labels":{"x":"1","Name":"2","Name":"3"}}})",
              R"([1,{"a":[{"b":0}]},{"Name":null,"c":{"Name":1},"Name":{}}])",
              R"({"N\u0061me":1,"Name":2})",  // equal once unescaped
@@ -119,7 +120,8 @@ TEST(Json, AKeyTwiceInAnObjectIsRefused) {
         auto plain = parse_json(text);
         ASSERT_FALSE(plain.ok());
         EXPECT_EQ(plain.error().code, Errc::invalid_argument);
-        EXPECT_EQ(plain.error().message, R"(malformed JSON: key "Name" appears twice in an object)");
+        EXPECT_EQ(plain.error().message,
+                  R"(malformed JSON: key "Name" appears twice in an object)");
         auto secure = SecureJson::parse(text);
         ASSERT_FALSE(secure.ok());
         EXPECT_EQ(secure.error().message, plain.error().message);
@@ -132,7 +134,8 @@ TEST(Json, AKeyTwiceInAnObjectIsRefused) {
     auto long_doc = parse_json(fmt::format(R"({{"{0}":1,"{0}":1}})", long_key));
     ASSERT_FALSE(long_doc.ok());
     EXPECT_EQ(long_doc.error().message,
-              fmt::format(R"(malformed JSON: key "{}..." appears twice in an object)", std::string(64, 'k')));
+              fmt::format(R"(malformed JSON: key "{}..." appears twice in an object)",
+                          std::string(64, 'k')));
 }
 
 TEST(Json, EqualKeysInDifferentObjectsAndOtherJsonAreAccepted) {
@@ -265,7 +268,8 @@ TEST(ServiceSpec, StackDeployBodyParsesAndEchoesUnchanged) {
     EXPECT_EQ(s->task.container.secrets[1].uid, "1000");
     EXPECT_EQ(s->task.container.secrets[1].mode, 0400u);
     EXPECT_EQ(s->task.limits.memory_bytes, 64 * 1024 * 1024);
-    EXPECT_EQ(boost::json::value(coffer::model::spec_json(*s, false)), boost::json::parse(stack_body));
+    EXPECT_EQ(boost::json::value(coffer::model::spec_json(*s, false)),
+              boost::json::parse(stack_body));
 }
 
 TEST(ServiceSpec, InsertDefaultsFillsDockersDefaults) {
@@ -281,30 +285,48 @@ TEST(ServiceSpec, InsertDefaultsFillsDockersDefaults) {
 
 TEST(ServiceSpec, ValidationUsesDockersWords) {
     auto with = [](std::string_view fields) {
-        return fmt::format(R"({{"Name":"web","TaskTemplate":{{"ContainerSpec":{{"Image":"busybox"{}}}}}}})", fields);
+        return fmt::format(
+            R"({{"Name":"web","TaskTemplate":{{"ContainerSpec":{{"Image":"busybox"{}}}}}}})",
+            fields);
     };
     EXPECT_EQ(invalid_message(R"({"Name":"-web","TaskTemplate":{"ContainerSpec":{"Image":"x"}}})"),
               "name must be valid as a DNS name component");
-    EXPECT_EQ(invalid_message(fmt::format(R"({{"Name":"{}","TaskTemplate":{{"ContainerSpec":{{"Image":"x"}}}}}})", std::string(64, 'a'))),
+    EXPECT_EQ(invalid_message(fmt::format(
+                  R"({{"Name":"{}","TaskTemplate":{{"ContainerSpec":{{"Image":"x"}}}}}})",
+                  std::string(64, 'a'))),
               "name must be 63 characters or fewer");
-    EXPECT_EQ(invalid_message(R"({"TaskTemplate":{"ContainerSpec":{"Image":"x"}}})"), "meta: name must be provided");
+    EXPECT_EQ(invalid_message(R"({"TaskTemplate":{"ContainerSpec":{"Image":"x"}}})"),
+              "meta: name must be provided");
     EXPECT_EQ(invalid_message(R"({"Name":"web","TaskTemplate":{"ContainerSpec":{}}})"),
               "ContainerSpec: image reference must be provided");
-    EXPECT_EQ(invalid_message(with(R"(,"Secrets":[{"File":{"Name":"x"},"SecretName":"a"}])")), "malformed secret reference");
-    EXPECT_EQ(invalid_message(with(R"(,"Secrets":[{"File":{"Name":"x"},"SecretID":"i1","SecretName":"a"},)"
-                                   R"({"File":{"Name":"x"},"SecretID":"i2","SecretName":"b"}])")),
+    EXPECT_EQ(invalid_message(with(R"(,"Secrets":[{"File":{"Name":"x"},"SecretName":"a"}])")),
+              "malformed secret reference");
+    EXPECT_EQ(invalid_message(
+                  with(R"(,"Secrets":[{"File":{"Name":"x"},"SecretID":"i1","SecretName":"a"},)"
+                       R"({"File":{"Name":"x"},"SecretID":"i2","SecretName":"b"}])")),
               "secret references 'a' and 'b' have a conflicting target: 'x'");
-    EXPECT_EQ(invalid_message(R"({"Name":"web","TaskTemplate":{"ContainerSpec":{"Image":"x"},"RestartPolicy":{"Delay":-1}}})"),
-              "TaskSpec: restart-delay cannot be negative");
-    EXPECT_EQ(invalid_message(R"({"Name":"web","TaskTemplate":{"ContainerSpec":{"Image":"x"}},"Mode":{"Replicated":{"Replicas":-2}}})"),
-              "field Mode.Replicated.Replicas cannot be negative");
-    EXPECT_EQ(invalid_message(R"({"Name":"web","TaskTemplate":{"ContainerSpec":{"Image":"x"}},"Mode":{"Replicated":{},"Global":{}}})"),
-              "Mode: only one of Replicated or Global may be given");
-    EXPECT_EQ(invalid_message(R"({"Name":"web","TaskTemplate":{"ContainerSpec":{"Image":"x"},"Placement":{"Constraints":["node.zone=a"]}}})"),
-              "constraint expected one operator from ==, != (got 'node.zone=a')");
-    EXPECT_EQ(invalid_message(R"({"Name":"web","TaskTemplate":{"ContainerSpec":{"Image":"x"}},"UpdateConfig":{"Order":"sideways"}})"),
-              "unrecognized update order sideways");
-    EXPECT_EQ(invalid_message(with(R"(,"Env":"A=1")")), "field TaskTemplate.ContainerSpec.Env must be an array of strings");
+    EXPECT_EQ(
+        invalid_message(
+            R"({"Name":"web","TaskTemplate":{"ContainerSpec":{"Image":"x"},"RestartPolicy":{"Delay":-1}}})"),
+        "TaskSpec: restart-delay cannot be negative");
+    EXPECT_EQ(
+        invalid_message(
+            R"({"Name":"web","TaskTemplate":{"ContainerSpec":{"Image":"x"}},"Mode":{"Replicated":{"Replicas":-2}}})"),
+        "field Mode.Replicated.Replicas cannot be negative");
+    EXPECT_EQ(
+        invalid_message(
+            R"({"Name":"web","TaskTemplate":{"ContainerSpec":{"Image":"x"}},"Mode":{"Replicated":{},"Global":{}}})"),
+        "Mode: only one of Replicated or Global may be given");
+    EXPECT_EQ(
+        invalid_message(
+            R"({"Name":"web","TaskTemplate":{"ContainerSpec":{"Image":"x"},"Placement":{"Constraints":["node.zone=a"]}}})"),
+        "constraint expected one operator from ==, != (got 'node.zone=a')");
+    EXPECT_EQ(
+        invalid_message(
+            R"({"Name":"web","TaskTemplate":{"ContainerSpec":{"Image":"x"}},"UpdateConfig":{"Order":"sideways"}})"),
+        "unrecognized update order sideways");
+    EXPECT_EQ(invalid_message(with(R"(,"Env":"A=1")")),
+              "field TaskTemplate.ContainerSpec.Env must be an array of strings");
 }
 
 TEST(ServiceSpec, DurationsAsGoWritesThem) {
@@ -330,18 +352,20 @@ TEST(Ids, EveryGeneratedIdPassesEveryKind) {
 }
 
 TEST(Ids, EachKindKeepsItsRule) {
-    for (auto bad : {"", "abcdefghijklmnopqrstuvwx", "abcdefghijklmnopqrstuvwxyz", "Abcdefghijklmnopqrstuvwxy",
-                     "abcdefghijklmnopqrstuvwx-"})
+    for (auto bad : {"", "abcdefghijklmnopqrstuvwx", "abcdefghijklmnopqrstuvwxyz",
+                     "Abcdefghijklmnopqrstuvwxy", "abcdefghijklmnopqrstuvwx-"})
         EXPECT_FALSE(valid_node_id(bad)) << bad;
     EXPECT_TRUE(valid_task_id("t1"));
     EXPECT_TRUE(valid_task_id("web-1.2_x"));
     EXPECT_TRUE(valid_task_id(std::string(64, 'a')));
-    for (auto bad : {"", "-a", ".a", "A", "a/b", "..", "a b", "a\n"}) EXPECT_FALSE(valid_task_id(bad)) << bad;
+    for (auto bad : {"", "-a", ".a", "A", "a/b", "..", "a b", "a\n"})
+        EXPECT_FALSE(valid_task_id(bad)) << bad;
     EXPECT_FALSE(valid_task_id(std::string(65, 'a')));
     EXPECT_TRUE(valid_secret_id("s1"));
     EXPECT_TRUE(valid_secret_id("Secret-1.x_Y"));
     EXPECT_TRUE(valid_secret_id(std::string(128, 'S')));
-    for (auto bad : {"", "a/b", "a b", "../x/y", "a\n", "caf\xc3\xa9"}) EXPECT_FALSE(valid_secret_id(bad)) << bad;
+    for (auto bad : {"", "a/b", "a b", "../x/y", "a\n", "caf\xc3\xa9"})
+        EXPECT_FALSE(valid_secret_id(bad)) << bad;
     EXPECT_FALSE(valid_secret_id(std::string(129, 'a')));
 }
 
@@ -370,10 +394,12 @@ namespace {
 // A stored service record (as the registry writes it) with the given UpdateStatus.State.
 boost::json::object service_record(std::string_view state) {
     coffer::model::Service s;
-    s.meta = {"svc1", 3, coffer::model::Timestamp{1'000'000'000}, coffer::model::Timestamp{2'000'000'000}};
+    s.meta = {"svc1", 3, coffer::model::Timestamp{1'000'000'000},
+              coffer::model::Timestamp{2'000'000'000}};
     s.spec = *spec_of(stack_body);
     s.update_status = coffer::model::UpdateStatus{coffer::model::UpdateState::rollback_paused,
-                                                  coffer::model::Timestamp{5'000'000'000}, std::nullopt, "paused"};
+                                                  coffer::model::Timestamp{5'000'000'000},
+                                                  std::nullopt, "paused"};
     auto o = coffer::model::to_json(s, false);
     o["UpdateStatus"].as_object()["State"] = state;
     return o;
@@ -382,15 +408,16 @@ boost::json::object service_record(std::string_view state) {
 }  // namespace
 
 TEST(UpdateState, ServiceRecordsKeepDockersStringsAndReadBack) {
-    for (std::string_view text :
-         {"updating", "paused", "completed", "rollback_started", "rollback_paused", "rollback_completed"}) {
+    for (std::string_view text : {"updating", "paused", "completed", "rollback_started",
+                                  "rollback_paused", "rollback_completed"}) {
         auto s = coffer::model::service_from_json(service_record(text));
         ASSERT_TRUE(s.ok()) << text << ": " << s.error().message;
         ASSERT_TRUE(s->update_status);
         EXPECT_EQ(coffer::model::to_string(s->update_status->state), text);
         EXPECT_EQ(s->update_status->started.nanos, 5'000'000'000);
         EXPECT_EQ(s->update_status->message, "paused");
-        EXPECT_EQ(coffer::model::to_json(*s, false).at("UpdateStatus").at("State").as_string(), text);
+        EXPECT_EQ(coffer::model::to_json(*s, false).at("UpdateStatus").at("State").as_string(),
+                  text);
     }
 }
 

@@ -39,7 +39,7 @@ TEST(Response, ErrorIsDockerShaped) {
 namespace {
 
 class Echo : public Service {
-public:
+  public:
     bool blocking(const Request& r) const override { return r.method == "POST"; }
     Response handle(Request& r) override {
         if (r.path == "/slow") std::this_thread::sleep_for(std::chrono::milliseconds(1));
@@ -50,8 +50,8 @@ public:
             resp.headers.emplace_back("X-Extra", "1");
             return resp;
         }
-        return Response::json(200, std::string(r.method) + " " + r.path + " " +
-                                       std::string(r.body_view()));
+        return Response::json(
+            200, std::string(r.method) + " " + r.path + " " + std::string(r.body_view()));
     }
     std::thread::id io_thread_hint;
     std::atomic<bool> on_worker{false};
@@ -65,10 +65,12 @@ struct Server {
 
     Server() {
         fs::create_directories(dir);
-        server = std::make_unique<HttpServer>(
-            ServerOptions{.socket_path = dir / "s.sock", .body_limit = 1024, .io_threads = 1,
-                          .worker_threads = 2, .headers = {{"Api-Version", "1.41"}}},
-            echo);
+        server = std::make_unique<HttpServer>(ServerOptions{.socket_path = dir / "s.sock",
+                                                            .body_limit = 1024,
+                                                            .io_threads = 1,
+                                                            .worker_threads = 2,
+                                                            .headers = {{"Api-Version", "1.41"}}},
+                                              echo);
         thread = std::thread([this] { server->run(false); });
     }
     ~Server() {
@@ -162,7 +164,8 @@ TEST(HttpServer, AnswersMalformedRequestsWith400AndKeepsServing) {
 TEST(HttpServer, RefusesToStealALiveSocket) {
     Server s;
     Echo other;
-    EXPECT_THROW(HttpServer(ServerOptions{.socket_path = s.dir / "s.sock"}, other), std::runtime_error);
+    EXPECT_THROW(HttpServer(ServerOptions{.socket_path = s.dir / "s.sock"}, other),
+                 std::runtime_error);
 }
 
 TEST(HttpClient, ReportsNothingListening) {

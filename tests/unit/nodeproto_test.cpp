@@ -16,9 +16,13 @@ namespace json = boost::json;
 
 namespace {
 
-crypto::SecureBuffer msg(std::string_view text) { return crypto::SecureBuffer::copy_of(text); }
+crypto::SecureBuffer msg(std::string_view text) {
+    return crypto::SecureBuffer::copy_of(text);
+}
 
-std::string str(const crypto::SecureBuffer& b) { return std::string(reinterpret_cast<const char*>(b.data()), b.size()); }
+std::string str(const crypto::SecureBuffer& b) {
+    return std::string(reinterpret_cast<const char*>(b.data()), b.size());
+}
 
 TaskPayload sample_task() {
     TaskPayload t;
@@ -36,7 +40,8 @@ TaskPayload sample_task() {
     t.cap_add = {"NET_ADMIN"};
     t.cap_drop = {"ALL"};
     t.stop_grace_ns = 3'000'000'000;
-    t.secrets = {{"sec1", "db_pass", "", "0", "0", 0444}, {"sec2", "tls.key", "/etc/key", "1000", "", 0400}};
+    t.secrets = {{"sec1", "db_pass", "", "0", "0", 0444},
+                 {"sec2", "tls.key", "/etc/key", "1000", "", 0400}};
     return t;
 }
 
@@ -47,7 +52,8 @@ Assignments sample_assignments() {
     Change secret;
     secret.is_secret = true;
     secret.id = "sec1";
-    secret.secret = SecretPayload{"sec1", "db_pass", crypto::SecureBuffer::copy_of(std::string_view("hunter2\0\xff", 9))};
+    secret.secret = SecretPayload{
+        "sec1", "db_pass", crypto::SecureBuffer::copy_of(std::string_view("hunter2\0\xff", 9))};
     a.changes.push_back(std::move(secret));
     Change task;
     task.id = sample_task().id;
@@ -110,10 +116,12 @@ TEST(Assignments, SecretDataIsBase64OnTheWire) {
 }
 
 TEST(Assignments, UnreadableMessagesAreRefused) {
-    for (auto text : {"", "not json", "[]", R"({"Type":"complete","Sequence":1})",
-                      R"({"Type":"partial","Sequence":1,"Changes":[]})", R"({"Type":"complete","Sequence":-1,"Changes":[]})",
-                      R"({"Type":"complete","Changes":[]})", R"({"Type":"complete","Sequence":1,"Changes":{}})",
-                      R"({"Type":"complete","Sequence":1,"Changes":[],"Changes":[]})"})
+    for (auto text :
+         {"", "not json", "[]", R"({"Type":"complete","Sequence":1})",
+          R"({"Type":"partial","Sequence":1,"Changes":[]})",
+          R"({"Type":"complete","Sequence":-1,"Changes":[]})",
+          R"({"Type":"complete","Changes":[]})", R"({"Type":"complete","Sequence":1,"Changes":{}})",
+          R"({"Type":"complete","Sequence":1,"Changes":[],"Changes":[]})"})
         EXPECT_FALSE(decode_assignments(msg(text))) << text;
 }
 
@@ -145,7 +153,8 @@ TEST(Status, RoundTrip) {
     m.complete = true;
     m.statuses.push_back({"abcdefghijklmnopqrstuvwxy", model::TaskState::running, "started", "",
                           model::ContainerStatus{"abcdefghijklmnopqrstuvwxy", 42, 0}});
-    m.statuses.push_back({"t1", model::TaskState::failed, "failed", "exit 3", model::ContainerStatus{"t1", 0, -3}});
+    m.statuses.push_back(
+        {"t1", model::TaskState::failed, "failed", "exit 3", model::ContainerStatus{"t1", 0, -3}});
     m.statuses.push_back({"t2", model::TaskState::preparing, "preparing", "", std::nullopt});
     auto d = decode_status(encode(m));
     ASSERT_TRUE(d) << d.error().message;
@@ -168,19 +177,20 @@ TEST(Status, RoundTrip) {
 }
 
 TEST(Status, MalformedReportsAreRefused) {
-    for (auto text : {
-             R"({"type":"status"})",
-             R"({"type":"status","statuses":{}})",
-             R"({"type":"logs","statuses":[]})",
-             R"({"type":"status","complete":1,"statuses":[]})",
-             R"({"type":"status","statuses":[{"task_id":"t1","state":"assigned"}]})",
-             R"({"type":"status","statuses":[{"task_id":"T1","state":"running"}]})",
-             R"({"type":"status","statuses":[{"state":"running"}]})",
-             R"({"type":"status","statuses":[{"task_id":"t1"}]})",
-             R"({"type":"status","statuses":[{"task_id":"t1","state":"running","pid":-1}]})",
-             R"({"type":"status","statuses":[{"task_id":"t1","state":"running","container_id":"a/b"}]})",
-             R"({"type":"status","statuses":[{"task_id":"t1","state":"running","message":7}]})",
-         }) {
+    for (
+        auto text : {
+            R"({"type":"status"})",
+            R"({"type":"status","statuses":{}})",
+            R"({"type":"logs","statuses":[]})",
+            R"({"type":"status","complete":1,"statuses":[]})",
+            R"({"type":"status","statuses":[{"task_id":"t1","state":"assigned"}]})",
+            R"({"type":"status","statuses":[{"task_id":"T1","state":"running"}]})",
+            R"({"type":"status","statuses":[{"state":"running"}]})",
+            R"({"type":"status","statuses":[{"task_id":"t1"}]})",
+            R"({"type":"status","statuses":[{"task_id":"t1","state":"running","pid":-1}]})",
+            R"({"type":"status","statuses":[{"task_id":"t1","state":"running","container_id":"a/b"}]})",
+            R"({"type":"status","statuses":[{"task_id":"t1","state":"running","message":7}]})",
+        }) {
         auto d = decode_status(msg(text));
         ASSERT_FALSE(d) << text;
         EXPECT_EQ(d.error().code, Errc::invalid_argument);
@@ -225,9 +235,10 @@ TEST(SessionMessages, MalformedInputIsRefused) {
     EXPECT_FALSE(decode_renew_request(msg("[")));
     EXPECT_FALSE(decode_error(msg(R"({"type":"error","message":"x","request":7})")));
     EXPECT_FALSE(decode_logs_request(msg(R"({"type":"logs_request","task_id":"t1"})")));
-    EXPECT_FALSE(decode_logs_request(msg(R"({"type":"logs_request","request":[],"task_id":"t1"})")));
-    EXPECT_FALSE(decode_logs_request(
-        msg(fmt::format(R"({{"type":"logs_request","request":"{}"}})", std::string(max_node_request_id + 1, 'r')))));
+    EXPECT_FALSE(
+        decode_logs_request(msg(R"({"type":"logs_request","request":[],"task_id":"t1"})")));
+    EXPECT_FALSE(decode_logs_request(msg(fmt::format(R"({{"type":"logs_request","request":"{}"}})",
+                                                     std::string(max_node_request_id + 1, 'r')))));
     EXPECT_FALSE(decode_logs_reply(msg(R"({"type":"logs","request":"r1"})")));
     EXPECT_FALSE(decode_logs_reply(msg(R"({"type":"logs","request":"r1","data":"***"})")));
     EXPECT_FALSE(decode_logs_reply(msg(R"({"type":"logs","request":7,"data":""})")));
@@ -236,17 +247,20 @@ TEST(SessionMessages, MalformedInputIsRefused) {
 
 // A logs request the node cannot serve still has an id to answer to, with why.
 TEST(SessionMessages, ALogsRequestWithABadTaskOrTailIsAnsweredNotDropped) {
-    auto bad_task = decode_logs_request(msg(R"({"type":"logs_request","request":"r1","task_id":"../etc"})"));
+    auto bad_task =
+        decode_logs_request(msg(R"({"type":"logs_request","request":"r1","task_id":"../etc"})"));
     ASSERT_TRUE(bad_task);
     EXPECT_EQ(bad_task->invalid.value_or(""), "invalid task id");
     EXPECT_TRUE(bad_task->task_id.empty());
-    auto bad_tail = decode_logs_request(msg(R"({"type":"logs_request","request":"r1","task_id":"t1","tail":-1})"));
+    auto bad_tail = decode_logs_request(
+        msg(R"({"type":"logs_request","request":"r1","task_id":"t1","tail":-1})"));
     ASSERT_TRUE(bad_tail);
     EXPECT_EQ(bad_tail->invalid.value_or(""), "tail must be a non-negative integer");
 }
 
 TEST(Join, RoundTrip) {
-    JoinRequest r{protocol_version, crypto::SecureBuffer::copy_of(std::string_view("COFFERTKN-1-abc-def")),
+    JoinRequest r{protocol_version,
+                  crypto::SecureBuffer::copy_of(std::string_view("COFFERTKN-1-abc-def")),
                   "-----BEGIN CERTIFICATE REQUEST-----\n...", "node-1.example"};
     auto d = decode_join_request(encode(r));
     ASSERT_TRUE(d) << d.error().message;
@@ -266,8 +280,10 @@ TEST(Join, MalformedRequestsAreRefused) {
     EXPECT_EQ(refusal("nope"), "join request is not JSON");
     EXPECT_EQ(refusal(R"({"token":"t"})"), "join request needs token and csr");
     EXPECT_EQ(refusal(R"({"token":"t","csr":7})"), "join request needs token and csr");
-    EXPECT_NE(refusal(R"({"token":"t","csr":"c","hostname":"a b"})").find("hostname"), std::string::npos);
-    EXPECT_NE(refusal(R"({"version":"1","token":"t","csr":"c"})").find("version"), std::string::npos);
+    EXPECT_NE(refusal(R"({"token":"t","csr":"c","hostname":"a b"})").find("hostname"),
+              std::string::npos);
+    EXPECT_NE(refusal(R"({"version":"1","token":"t","csr":"c"})").find("version"),
+              std::string::npos);
     EXPECT_EQ(refusal(R"({"token":"t","csr":"c"})"), "");  // nodes from before the version: 1
     EXPECT_FALSE(decode_join_answer(R"({"node_id":"n","certificate":"c"})"));
     EXPECT_FALSE(decode_join_answer("<html>"));
@@ -277,10 +293,12 @@ TEST(Version, AnUnknownVersionIsNamedNotMisread) {
     auto d = decode_join_request(msg(R"({"version":7,"something_else":true})"));
     ASSERT_FALSE(d);
     EXPECT_EQ(d.error().code, Errc::invalid_argument);
-    EXPECT_EQ(d.error().message, "node protocol version 7 is not supported by this manager (supports 1)");
+    EXPECT_EQ(d.error().message,
+              "node protocol version 7 is not supported by this manager (supports 1)");
     auto h = check_version_header("7");
     ASSERT_FALSE(h);
-    EXPECT_EQ(h.error().message, "node protocol version 7 is not supported by this manager (supports 1)");
+    EXPECT_EQ(h.error().message,
+              "node protocol version 7 is not supported by this manager (supports 1)");
     EXPECT_TRUE(check_version_header("1"));
     EXPECT_TRUE(check_version_header(""));  // a node from before the header
     EXPECT_FALSE(check_version_header("1x"));

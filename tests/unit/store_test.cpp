@@ -536,13 +536,14 @@ TEST(Robustness, RandomAndTruncatedSealedValuesNeverCrash) {
 TEST(Autolock, TheKeyIsHandedOverBeforeTheStoreIsCommitted) {
     TempDir tmp;
     std::string handed;
-    auto failing = Store::open({.dir = tmp.store(),
-                                .autolock = true,
-                                .hand_over_unlock_key = [&](const crypto::SecureBuffer& k) -> Result<void> {
-                                    handed = str(k);
-                                    EXPECT_FALSE(fs::exists(tmp.store() / "format"));
-                                    return make_error(Errc::invalid_argument, "nowhere to put it");
-                                }});
+    auto failing =
+        Store::open({.dir = tmp.store(),
+                     .autolock = true,
+                     .hand_over_unlock_key = [&](const crypto::SecureBuffer& k) -> Result<void> {
+                         handed = str(k);
+                         EXPECT_FALSE(fs::exists(tmp.store() / "format"));
+                         return make_error(Errc::invalid_argument, "nowhere to put it");
+                     }});
     ASSERT_FALSE(failing.ok());
     EXPECT_NE(failing.error().message.find("autolock: nowhere to put it"), std::string::npos)
         << failing.error().message;
@@ -550,22 +551,24 @@ TEST(Autolock, TheKeyIsHandedOverBeforeTheStoreIsCommitted) {
     EXPECT_FALSE(fs::exists(tmp.store() / "format"));
 
     std::string second;
-    auto opened = Store::open({.dir = tmp.store(),
-                               .autolock = true,
-                               .hand_over_unlock_key = [&](const crypto::SecureBuffer& k) -> Result<void> {
-                                   second = str(k);
-                                   return {};
-                               }});
+    auto opened =
+        Store::open({.dir = tmp.store(),
+                     .autolock = true,
+                     .hand_over_unlock_key = [&](const crypto::SecureBuffer& k) -> Result<void> {
+                         second = str(k);
+                         return {};
+                     }});
     ASSERT_TRUE(opened.ok()) << opened.error().message;
     EXPECT_NE(second, handed);
     EXPECT_EQ(str(*opened->new_unlock_key), second);
     opened->store.reset();
-    auto locked = Store::open({.dir = tmp.store(),
-                               .autolock = true,
-                               .hand_over_unlock_key = [&](const crypto::SecureBuffer&) -> Result<void> {
-                                   ADD_FAILURE() << "an existing store hands over no key";
-                                   return {};
-                               }});
+    auto locked =
+        Store::open({.dir = tmp.store(),
+                     .autolock = true,
+                     .hand_over_unlock_key = [&](const crypto::SecureBuffer&) -> Result<void> {
+                         ADD_FAILURE() << "an existing store hands over no key";
+                         return {};
+                     }});
     ASSERT_TRUE(locked.ok());
     EXPECT_FALSE((*locked->store).unlock(handed).ok());
     EXPECT_TRUE((*locked->store).unlock(second).ok());

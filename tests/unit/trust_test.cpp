@@ -22,11 +22,11 @@ namespace {
 
 // Calls fn on every ClusterEvents::ca_changed.
 class OnCaChanged : public ClusterEvents {
-public:
+  public:
     explicit OnCaChanged(std::function<void()> fn) : fn_(std::move(fn)) {}
     void ca_changed() override { fn_(); }
 
-private:
+  private:
     std::function<void()> fn_;
 };
 
@@ -43,7 +43,7 @@ struct Node {
 };
 
 class Trust : public ::testing::Test {
-protected:
+  protected:
     void SetUp() override {
         crypto::init();
         auto pattern = (fs::temp_directory_path() / "coffer-trust-test-XXXXXX").string();
@@ -97,7 +97,8 @@ TEST_F(Trust, RenewalKeepsTheNodeIdAndTakesTheRoleFromTheCaller) {
     auto renewed = trust_->renew(csr, n.id, pki::Role::manager);
     ASSERT_TRUE(renewed.ok()) << renewed.error().message;
     EXPECT_EQ(renewed->ca_bundle_pem, trust_->ca_bundle());
-    auto id = pki::verify_node_certificate(renewed->certificate_pem, renewed->ca_bundle_pem, "cluster1");
+    auto id =
+        pki::verify_node_certificate(renewed->certificate_pem, renewed->ca_bundle_pem, "cluster1");
     ASSERT_TRUE(id.ok()) << id.error().message;
     EXPECT_EQ(id->node_id, "node1");
     EXPECT_EQ(id->role, pki::Role::manager);
@@ -139,7 +140,9 @@ TEST_F(Trust, RenewalRefusesACsrForAnotherKey) {
 
 TEST_F(Trust, RenewalRefusesABadCsrAndAnUnverifiedPeer) {
     auto n = join("node1");
-    for (std::string bad : {"", "not a csr", "-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n"}) {
+    for (std::string bad :
+         {"", "not a csr",
+          "-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n"}) {
         auto r = trust_->renew(bad, n.id, pki::Role::worker);
         ASSERT_FALSE(r.ok());
         EXPECT_EQ(r.error().code, Errc::invalid_argument) << r.error().message;
@@ -156,13 +159,22 @@ TEST_F(Trust, RenewalRefusesABadCsrAndAnUnverifiedPeer) {
 }
 
 TEST_F(Trust, CertificateMessagesHaveTheSessionShape) {
-    auto msg = json::parse(str(nodeproto::encode(nodeproto::CertificateMessage{"CERT", "BUNDLE"}))).as_object();
+    auto msg = json::parse(str(nodeproto::encode(nodeproto::CertificateMessage{"CERT", "BUNDLE"})))
+                   .as_object();
     EXPECT_EQ(msg.at("type").as_string(), "certificate");
     EXPECT_EQ(msg.at("certificate").as_string(), "CERT");
     EXPECT_EQ(msg.at("ca_bundle").as_string(), "BUNDLE");
-    EXPECT_EQ(json::parse(str(nodeproto::encode(nodeproto::RenewRequest{"CA rotation"}))).at("type").as_string(), "renew_request");
-    EXPECT_EQ(json::parse(str(nodeproto::encode(nodeproto::ErrorMessage{"no", std::nullopt}))).at("message").as_string(), "no");
-    auto renew = [](std::string_view text) { return nodeproto::decode_renew(crypto::SecureBuffer::copy_of(text)); };
+    EXPECT_EQ(json::parse(str(nodeproto::encode(nodeproto::RenewRequest{"CA rotation"})))
+                  .at("type")
+                  .as_string(),
+              "renew_request");
+    EXPECT_EQ(json::parse(str(nodeproto::encode(nodeproto::ErrorMessage{"no", std::nullopt})))
+                  .at("message")
+                  .as_string(),
+              "no");
+    auto renew = [](std::string_view text) {
+        return nodeproto::decode_renew(crypto::SecureBuffer::copy_of(text));
+    };
     EXPECT_EQ(renew(R"({"type":"renew","csr":"PEM"})").value().csr, "PEM");
     EXPECT_FALSE(renew(R"({"type":"renew"})").ok());
     EXPECT_FALSE(renew(R"({"type":"renew","csr":7})").ok());
@@ -193,7 +205,8 @@ TEST_F(Trust, RotationTrustsBothRootsAndNewCertificatesVerifyUnderEither) {
     EXPECT_EQ(renewed->ca_bundle_pem, bundle);
     // A node still trusting only the old root, one trusting both, one trusting only the new.
     for (const auto& trusted : {old_root, bundle, new_root})
-        EXPECT_TRUE(pki::verify_node_certificate(renewed->certificate_pem, trusted, "cluster1").ok());
+        EXPECT_TRUE(
+            pki::verify_node_certificate(renewed->certificate_pem, trusted, "cluster1").ok());
     // The old certificate still verifies against the bundle during the rotation.
     EXPECT_TRUE(pki::verify_node_certificate(n.chain, bundle, "cluster1").ok());
     // So does the manager's server certificate from the new CA, for nodes that have not renewed.
@@ -213,7 +226,8 @@ TEST_F(Trust, RotationChangesTheTokensDigestAndKeepsTheirSecrets) {
     auto worker = str(trust_->token(pki::Role::worker));
     auto manager = str(trust_->token(pki::Role::manager));
     ASSERT_TRUE(trust_->rotate_ca().ok());
-    for (auto [role, before] : {std::pair{pki::Role::worker, worker}, std::pair{pki::Role::manager, manager}}) {
+    for (auto [role, before] :
+         {std::pair{pki::Role::worker, worker}, std::pair{pki::Role::manager, manager}}) {
         auto now = str(trust_->token(role));
         EXPECT_NE(now, before);
         auto parsed = pki::JoinToken::parse(now);
@@ -247,7 +261,9 @@ TEST_F(Trust, RotationResumesAfterARestart) {
     // Issuing after the restart still carries the chain to the old root.
     auto renewed = trust_->renew(pki::make_csr(n.key.key_pem).value(), n.id, pki::Role::worker);
     ASSERT_TRUE(renewed.ok()) << renewed.error().message;
-    EXPECT_TRUE(pki::verify_node_certificate(renewed->certificate_pem, roots_of(bundle)[0], "cluster1").ok());
+    EXPECT_TRUE(
+        pki::verify_node_certificate(renewed->certificate_pem, roots_of(bundle)[0], "cluster1")
+            .ok());
     EXPECT_EQ(trust_->rotation_progress(ids).renewed, 1u);
 }
 
@@ -283,13 +299,16 @@ TEST_F(Trust, RotationFinishesOnlyWhenEveryNodeRenewed) {
     // no longer joins.
     auto worker_after = str(trust_->token(pki::Role::worker));
     EXPECT_TRUE(pki::JoinToken::parse(worker_after).value().pins(new_root));
-    EXPECT_NE(worker_after.substr(worker_after.size() - 25), worker_during.substr(worker_during.size() - 25));
+    EXPECT_NE(worker_after.substr(worker_after.size() - 25),
+              worker_during.substr(worker_during.size() - 25));
     EXPECT_FALSE(trust_->check_token(pki::JoinToken::parse(worker_during).value()).ok());
 
     // Certificates from the old root alone are refused now; renewed ones still verify.
     EXPECT_FALSE(pki::verify_node_certificate(a.chain, trust_->ca_bundle(), "cluster1").ok());
-    EXPECT_TRUE(pki::verify_node_certificate(ra.certificate_pem, trust_->ca_bundle(), "cluster1").ok());
-    EXPECT_TRUE(pki::verify_node_certificate(rb.certificate_pem, trust_->ca_bundle(), "cluster1").ok());
+    EXPECT_TRUE(
+        pki::verify_node_certificate(ra.certificate_pem, trust_->ca_bundle(), "cluster1").ok());
+    EXPECT_TRUE(
+        pki::verify_node_certificate(rb.certificate_pem, trust_->ca_bundle(), "cluster1").ok());
     // The manager's server certificate now verifies under the new root alone; its new
     // certificate, without the cross-signed root, no longer under the old one.
     auto server =

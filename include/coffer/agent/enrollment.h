@@ -38,8 +38,8 @@ bool identity_exists(const std::string& data_dir);
 // identity, so a refused join leaves nothing. already_exists when an identity is stored. Errors
 // never contain the token.
 Result<Identity> enroll(const std::string& data_dir, std::string_view manager,
-                        const crypto::SecureBuffer& token_text,
-                        const nodeconn::Limits& limits = {}, std::string_view hostname = {});
+                        const crypto::SecureBuffer& token_text, const nodeconn::Limits& limits = {},
+                        std::string_view hostname = {});
 
 // A certificate the manager renewed: checks it (for current's key, CN = our node id, O = our
 // cluster id, chains to a root of ca_bundle_pem) and replaces ca.crt, then node.crt (and

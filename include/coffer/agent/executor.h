@@ -46,7 +46,7 @@ class TaskDriver {
 };
 
 struct ExecutorOptions {
-    unsigned workers = 4;                         // threads starting tasks and reading logs
+    unsigned workers = 4;  // threads starting tasks and reading logs
     // Threads stopping tasks: a stop holds one until its task ended (up to the grace period), so
     // stops have threads of their own and never hold starts back. 0: stops run on the workers
     // (for a driver whose stop returns at once).

@@ -35,7 +35,7 @@ struct ResolvedImage {
 };
 
 class ImageStore {
-public:
+  public:
     // dir holds oci/ (the layout), rootfs/<hex>/ (the cache) and a lock file. Created if missing.
     explicit ImageStore(std::string dir);
 
@@ -56,7 +56,7 @@ public:
     // "busybox" -> "busybox:latest"; invalid_argument for names the store will not take.
     static Result<std::string> normalize_name(std::string_view name);
 
-private:
+  private:
     Result<std::string> digest_of(std::string_view ref) const;
     std::string dir_;
     std::string layout_;

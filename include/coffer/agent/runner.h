@@ -46,7 +46,7 @@ struct Leftovers {
 };
 
 class Runner {
-public:
+  public:
     // Takes the run directory's lock (one runner per run directory; a crashed runner's lock is
     // free again), picks the runtime, and makes this process a child subreaper so that container
     // processes are reaped here. The process should already be in its private mount namespace
@@ -95,7 +95,7 @@ public:
     // absolute path, so that agents on one host (tests, benchmarks) never touch each other's.
     static std::string cgroup_parent(const std::string& run_dir);
 
-private:
+  private:
     struct Impl;
     std::unique_ptr<Impl> impl_;
 };

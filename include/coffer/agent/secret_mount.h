@@ -34,7 +34,7 @@ Result<std::vector<SecretFile>> plan_secret_files(const std::vector<SecretRef>& 
 bool is_forbidden_destination(std::string_view path) noexcept;
 
 class SecretMount {
-public:
+  public:
     struct Options {
         std::uint32_t uid_shift = 0;  // added to every owner (user namespace mapping)
         std::uint32_t gid_shift = 0;
@@ -71,7 +71,7 @@ public:
     // Whether tmpfs accepted `noswap` on this host (known after the first create()).
     static bool noswap_supported() noexcept;
 
-private:
+  private:
     Mount mount_;
     std::vector<Bind> binds_;
     std::vector<std::string> files_;  // relative to the mount, for the wipe

@@ -22,7 +22,7 @@ class SecretStore;
 // Keeps a set of secrets in a store until it is reset or destroyed. Move-only; must not outlive
 // its store.
 class SecretLease {
-public:
+  public:
     SecretLease() = default;
     SecretLease(SecretLease&& other) noexcept;
     SecretLease& operator=(SecretLease&& other) noexcept;
@@ -35,7 +35,7 @@ public:
     bool holds(std::string_view id) const noexcept;
     void reset() noexcept;
 
-private:
+  private:
     friend class SecretStore;
     SecretLease(SecretStore* store, std::vector<std::string> ids) noexcept;
 
@@ -44,7 +44,7 @@ private:
 };
 
 class SecretStore {
-public:
+  public:
     SecretStore() = default;
     SecretStore(const SecretStore&) = delete;
     SecretStore& operator=(const SecretStore&) = delete;
@@ -65,7 +65,7 @@ public:
     // How many secrets are held.
     std::size_t size() const;
 
-private:
+  private:
     friend class SecretLease;
     void release(const std::vector<std::string>& ids) noexcept;
 

@@ -55,7 +55,9 @@ using SecretBytes = std::map<std::string, crypto::SecureBuffer, std::less<>>;
 enum class TaskState { new_, preparing, starting, running, complete, failed, shutdown, rejected };
 
 std::string_view to_string(TaskState s) noexcept;
-inline bool is_final(TaskState s) noexcept { return s >= TaskState::complete; }
+inline bool is_final(TaskState s) noexcept {
+    return s >= TaskState::complete;
+}
 
 struct TaskStatus {
     std::string id;

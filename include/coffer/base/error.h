@@ -14,16 +14,16 @@
 namespace coffer {
 
 enum class Errc {
-    invalid_argument,  // 400
-    unauthenticated,   // 401
-    permission_denied, // 403
-    not_found,         // 404
-    already_exists,    // 409
-    conflict,          // 409: optimistic concurrency, state does not allow it
-    too_large,         // 413
-    locked,            // 503: the store is sealed until unlocked
-    unavailable,       // 503
-    internal,          // 500
+    invalid_argument,   // 400
+    unauthenticated,    // 401
+    permission_denied,  // 403
+    not_found,          // 404
+    already_exists,     // 409
+    conflict,           // 409: optimistic concurrency, state does not allow it
+    too_large,          // 413
+    locked,             // 503: the store is sealed until unlocked
+    unavailable,        // 503
+    internal,           // 500
 };
 
 // HTTP status a code maps to in the API.
@@ -40,25 +40,27 @@ struct Error {
     }
 };
 
-inline Error make_error(Errc code, std::string message) { return Error{code, std::move(message)}; }
+inline Error make_error(Errc code, std::string message) {
+    return Error{code, std::move(message)};
+}
 
 // The error as an exception, for failures that are not expected outcomes.
 class ErrorException : public std::runtime_error {
-public:
+  public:
     explicit ErrorException(Error e) : std::runtime_error(e.message), error_(std::move(e)) {}
     const Error& error() const noexcept { return error_; }
 
-private:
+  private:
     Error error_;
 };
 
 // A failed syscall: "what: strerror(errno)".
 class SystemError : public std::runtime_error {
-public:
+  public:
     SystemError(int err, std::string_view what);
     int code() const noexcept { return errno_; }
 
-private:
+  private:
     int errno_;
 };
 
@@ -67,7 +69,7 @@ private:
 
 template <typename T>
 class [[nodiscard]] Result {
-public:
+  public:
     Result(T value) : v_(std::move(value)) {}
     Result(Error error) : v_(std::move(error)) {}
 
@@ -85,7 +87,7 @@ public:
     const Error& error() const& { return std::get<1>(v_); }
     Error&& error() && { return std::get<1>(std::move(v_)); }
 
-private:
+  private:
     T& checked() {
         if (!ok()) throw ErrorException(std::get<1>(v_));
         return std::get<0>(v_);
@@ -95,7 +97,7 @@ private:
 
 template <>
 class [[nodiscard]] Result<void> {
-public:
+  public:
     Result() = default;
     Result(Error error) : error_(std::move(error)), ok_(false) {}
 
@@ -107,7 +109,7 @@ public:
     const Error& error() const& { return error_; }
     Error&& error() && { return std::move(error_); }
 
-private:
+  private:
     Error error_;
     bool ok_ = true;
 };

@@ -18,7 +18,8 @@ void write(std::string_view category, Level level, std::string_view message) noe
 
 template <typename... Args>
 void emit(std::string_view category, Level level, fmt::format_string<Args...> f, Args&&... args) {
-    if (enabled(category, level)) write(category, level, fmt::format(f, std::forward<Args>(args)...));
+    if (enabled(category, level))
+        write(category, level, fmt::format(f, std::forward<Args>(args)...));
 }
 
 template <typename... Args>

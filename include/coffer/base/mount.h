@@ -12,7 +12,7 @@ namespace coffer {
 // A mount this process made: unmounted on destruction (lazily, MNT_DETACH, if busy).
 // Leaves only through release().
 class Mount {
-public:
+  public:
     Mount() = default;
     // mount(2) with context in the error ("mount tmpfs at /x: ..."). Throws SystemError.
     static Mount make(const std::string& source, const std::string& target, const char* fstype,
@@ -34,7 +34,7 @@ public:
     void unmount();
     [[nodiscard]] std::string release() noexcept { return std::exchange(target_, {}); }
 
-private:
+  private:
     void reset() noexcept;
     std::string target_;
 };
@@ -76,7 +76,7 @@ void make_dir(const std::string& path, unsigned mode = 0700);
 // A directory this process made: removed with everything below it on destruction (remove_tree:
 // never crossing into a mount below it; a failure is logged). Leaves only through release().
 class OwnedDir {
-public:
+  public:
     OwnedDir() = default;
     // Makes path, which must not exist yet. Throws SystemError (and then owns nothing).
     explicit OwnedDir(std::string path, unsigned mode = 0700);
@@ -91,7 +91,7 @@ public:
     void reset() noexcept;
     [[nodiscard]] std::string release() noexcept { return std::exchange(path_, {}); }
 
-private:
+  private:
     std::string path_;
 };
 

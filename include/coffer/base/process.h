@@ -37,7 +37,7 @@ std::optional<ProcessStat> process_stat(int pid);
 // A process this process waits for by its pid, itself: reap_orphans() leaves it alone while the
 // claim lives. Claim a child before it can become one (a process that will be re-parented here).
 class ChildClaim {
-public:
+  public:
     ChildClaim() = default;
     explicit ChildClaim(int pid);
     ChildClaim(ChildClaim&& o) noexcept : pid_(std::exchange(o.pid_, -1)) {}
@@ -48,7 +48,7 @@ public:
     int pid() const noexcept { return pid_; }
     void reset() noexcept;
 
-private:
+  private:
     int pid_ = -1;
 };
 
@@ -61,7 +61,7 @@ int reap_orphans(std::chrono::milliseconds settle = std::chrono::milliseconds(0)
 // A child process; it gets stdio and no other descriptor. Destroying a Child that has not been
 // waited for kills it (SIGKILL) and reaps it.
 class Child {
-public:
+  public:
     struct Options {
         std::vector<std::string> argv;
         std::string program;           // the file to execute; empty: argv[0], looked up in PATH
@@ -105,7 +105,7 @@ public:
     // until it is destroyed, so that reap_orphans leaves its exit status to the new waiter.
     [[nodiscard]] UniqueFd release_pidfd() noexcept;
 
-private:
+  private:
     void kill_and_reap() noexcept;
     void forget() noexcept;  // once reaped: no pid, pidfd or claim
     int pid_ = -1;
@@ -119,10 +119,10 @@ private:
 // unmount fails with EBUSY. Hold one while writing files on a mount that will be remounted
 // read-only or unmounted; close those files before it ends.
 class SpawnFence {
-public:
+  public:
     SpawnFence();
 
-private:
+  private:
     std::unique_lock<std::shared_mutex> lock_;
 };
 
@@ -131,8 +131,8 @@ struct CommandResult {
     int status = 0;
     std::string out;
     std::string err;
-    bool ok() const noexcept;            // exited with 0
-    std::string describe() const;        // "exit 1: <last line of stderr>"
+    bool ok() const noexcept;      // exited with 0
+    std::string describe() const;  // "exit 1: <last line of stderr>"
 };
 
 // Runs argv to completion with stdin from /dev/null, capturing stdout and stderr.
@@ -149,13 +149,13 @@ CommandResult run_command(Child::Options o);
 // exactly this at start (the defence against CVE-2019-5736): run from here, they skip copying
 // and re-executing themselves for every container.
 class SealedProgram {
-public:
+  public:
     // Throws SystemError when the file cannot be read or the memory cannot be sealed.
     explicit SealedProgram(const std::string& file);
     // /proc/<this process>/fd/<n>: valid in children too, which keep none of our descriptors.
     const std::string& path() const noexcept { return path_; }
 
-private:
+  private:
     UniqueFd fd_;
     std::string path_;
 };

@@ -9,18 +9,18 @@ namespace coffer {
 
 template <typename T, typename Mutex = std::shared_mutex>
 class Sync {
-public:
+  public:
     template <typename... Args>
     explicit Sync(Args&&... args) : value_(std::forward<Args>(args)...) {}
 
     template <typename V, typename Lock>
     class Guard {
-    public:
+      public:
         Guard(V& v, Mutex& m) : v_(v), lock_(m) {}
         V& operator*() const { return v_; }
         V* operator->() const { return &v_; }
 
-    private:
+      private:
         V& v_;
         Lock lock_;
     };
@@ -28,7 +28,7 @@ public:
     Guard<T, std::unique_lock<Mutex>> lock() { return {value_, mutex_}; }
     Guard<const T, std::shared_lock<Mutex>> read() const { return {value_, mutex_}; }
 
-private:
+  private:
     T value_;
     mutable Mutex mutex_;
 };

@@ -7,7 +7,7 @@
 
 namespace coffer::crypto {
 
-void* secure_allocate(std::size_t bytes);          // throws std::bad_alloc
+void* secure_allocate(std::size_t bytes);                     // throws std::bad_alloc
 void secure_deallocate(void* p, std::size_t bytes) noexcept;  // wipes, then frees
 
 template <typename T>

@@ -11,7 +11,7 @@
 namespace coffer::crypto {
 
 class SecureBuffer {
-public:
+  public:
     SecureBuffer() = default;
     // size zero-initialised bytes. Throws std::bad_alloc when secure memory is exhausted.
     explicit SecureBuffer(std::size_t size);
@@ -39,7 +39,7 @@ public:
     // Constant-time equality (sizes compared first; sizes are not secret).
     bool equals(std::span<const std::uint8_t> other) const noexcept;
 
-private:
+  private:
     std::uint8_t* data_ = nullptr;
     std::size_t size_ = 0;
     std::size_t capacity_ = 0;

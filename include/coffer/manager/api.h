@@ -14,7 +14,7 @@ inline constexpr const char* api_version = "1.41";
 inline constexpr const char* min_api_version = "1.24";
 
 class Api : public net::Service {
-public:
+  public:
     explicit Api(Cluster& manager);  // borrowed for the Api's lifetime
     ~Api() override;
 
@@ -25,7 +25,7 @@ public:
     bool asynchronous(const net::Request& r) const override;
     void handle_async(net::Request& r, std::function<void(net::Response)> done) override;
 
-private:
+  private:
     // POST /swarm/unlock: attempts one at a time, limited per caller and in all (429 when too
     // many failed), each failure logged with its caller and count, never with the key.
     net::Response unlock(net::Request& r);

@@ -78,7 +78,7 @@ struct ClusterOptions {
 };
 
 class Cluster final : private ClusterEvents, private NodeTransport {
-public:
+  public:
     struct Opened;
     static Result<Opened> open(ClusterOptions options);
     ~Cluster() override;
@@ -131,7 +131,7 @@ public:
     // replaced, or reset with nullptr).
     void set_node_transport(NodeTransport* t);
 
-private:
+  private:
     explicit Cluster(ClusterOptions options);
     Result<void> load();  // after unlock: cluster record and the unlocked parts
     Result<void> start_node_port_locked(NodePortOptions options);  // under port_start_mutex_
@@ -181,9 +181,9 @@ private:
     // are counted so the port is destroyed only when none is.
     std::mutex port_mutex_;
     std::condition_variable port_idle_;
-    NodePort* port_ = nullptr;               // under port_mutex_
+    NodePort* port_ = nullptr;                 // under port_mutex_
     NodeTransport* test_transport_ = nullptr;  // under port_mutex_
-    std::size_t port_calls_ = 0;             // under port_mutex_
+    std::size_t port_calls_ = 0;               // under port_mutex_
 };
 
 struct Cluster::Opened {

@@ -16,7 +16,7 @@
 namespace coffer::manager {
 
 class Committer {
-public:
+  public:
     using Done = std::function<void(Result<void>)>;
 
     explicit Committer(store::Store& store);  // borrowed for the committer's lifetime
@@ -28,7 +28,7 @@ public:
     // done runs on the committer thread once the batch is durable, or failed.
     void submit(store::Batch batch, Done done);
 
-private:
+  private:
     void run();
 
     struct Pending {

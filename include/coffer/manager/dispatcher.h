@@ -58,7 +58,7 @@ class Dispatcher;
 
 // One node's stream of assignment messages. Not thread-safe: one session reads it.
 class NodeStream {
-public:
+  public:
     ~NodeStream();
     NodeStream(const NodeStream&) = delete;
     NodeStream& operator=(const NodeStream&) = delete;
@@ -70,7 +70,7 @@ public:
     std::optional<AssignmentMessage> next(std::chrono::milliseconds timeout);
     const std::string& node_id() const noexcept { return node_id_; }
 
-private:
+  private:
     friend class Dispatcher;
     NodeStream(Dispatcher& d, std::string node_id) : dispatcher_(d), node_id_(std::move(node_id)) {}
     void changed();
@@ -87,7 +87,7 @@ private:
 };
 
 class Dispatcher {
-public:
+  public:
     using Clock = std::function<model::Timestamp()>;
     // Borrowed for the dispatcher's lifetime; the caller forwards task and node changes to
     // changed() (the Cluster does, on ClusterEvents::tasks_changed and nodes_changed).
@@ -103,13 +103,13 @@ public:
     // task of this node that the manager no longer wants (desired shutdown) and that the node
     // does not list is then closed as shut down: its node lost it (an agent killed or
     // restarted) and nobody else will report on it.
-    Result<std::size_t> report(const std::string& node_id, const std::vector<StatusReport>& statuses,
-                               bool complete = false);
+    Result<std::size_t> report(const std::string& node_id,
+                               const std::vector<StatusReport>& statuses, bool complete = false);
     // Tasks or nodes changed: every stream re-evaluates (wakes next(); poll() may yield). Only
     // signals: may run under a registry's writers' lock.
     void changed();
 
-private:
+  private:
     friend class NodeStream;
     // The tasks the node should run now, by id.
     std::map<std::string, model::Task> assigned(const std::string& node_id) const;

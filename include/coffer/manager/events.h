@@ -13,7 +13,7 @@
 namespace coffer::manager {
 
 class ClusterEvents {
-public:
+  public:
     virtual ~ClusterEvents() = default;
 
     // A registry's records changed (after the store write is durable), on the writer's thread,

@@ -3,8 +3,8 @@
 // port was started) the API does without. Changes the API makes travel as ClusterEvents.
 #pragma once
 
-#include <cstddef>
 #include <chrono>
+#include <cstddef>
 #include <functional>
 #include <string>
 
@@ -13,15 +13,15 @@
 namespace coffer::manager {
 
 class NodeTransport {
-public:
+  public:
     virtual ~NodeTransport() = default;
 
     // A task's log from the node that runs (or ran) it: the last `tail` lines (0: all). done is
     // called exactly once, from any thread: the bytes, or unavailable when the node is not
     // connected or does not answer within timeout, or the node's error.
     using LogsDone = std::function<void(Result<std::string>)>;
-    virtual void fetch_logs(const std::string& node_id, const std::string& task_id, std::size_t tail,
-                            std::chrono::milliseconds timeout, LogsDone done) = 0;
+    virtual void fetch_logs(const std::string& node_id, const std::string& task_id,
+                            std::size_t tail, std::chrono::milliseconds timeout, LogsDone done) = 0;
 };
 
 }  // namespace coffer::manager

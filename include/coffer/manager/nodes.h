@@ -31,7 +31,7 @@ struct NodeRegistration {
 };
 
 class NodeRegistry : public ObjectTable<model::Node> {
-public:
+  public:
     // store and counter are borrowed for the registry's lifetime.
     static Result<std::unique_ptr<NodeRegistry>> load(store::Store& store, VersionCounter& counter);
 
@@ -51,14 +51,15 @@ public:
     // ready when a session is up, down when it ends. Unchanged state and address: no write.
     Result<void> set_status(std::string_view id, model::NodeState state, std::string_view addr);
     // Availability, labels, role; Errc::conflict "update out of sequence" on a stale version.
-    Result<model::Node> update(std::string_view id_or_name, std::uint64_t version, model::NodeSpec spec);
+    Result<model::Node> update(std::string_view id_or_name, std::uint64_t version,
+                               model::NodeSpec spec);
     // Refuses a node that is not down unless force (Docker's words); the caller revokes its
     // certificate.
     Result<model::Node> remove(std::string_view id_or_name, bool force = true);
     // Full ID, exact hostname, unique ID prefix.
     Result<model::Node> find(std::string_view id_or_name) const;
 
-private:
+  private:
     using ObjectTable::ObjectTable;
 };
 

@@ -21,7 +21,7 @@ namespace coffer::manager {
 
 template <typename T>
 class ObjectTable {
-public:
+  public:
     using Map = std::map<std::string, T, std::less<>>;
     using Encode = std::function<std::string(const T&)>;
     using Decode = std::function<Result<T>(std::string_view text)>;
@@ -38,7 +38,10 @@ public:
     // store and counter are borrowed for the table's lifetime.
     ObjectTable(store::Store& store, store::Table table, VersionCounter& counter, Encode encode,
                 Decode decode)
-        : store_(store), table_(table), counter_(counter), encode_(std::move(encode)),
+        : store_(store),
+          table_(table),
+          counter_(counter),
+          encode_(std::move(encode)),
           decode_(std::move(decode)) {}
 
     Result<void> load() {
@@ -47,8 +50,8 @@ public:
         auto scanned = store_.scan(table_, [&](std::string_view key, crypto::SecureBuffer v) {
             auto t = decode_({reinterpret_cast<const char*>(v.data()), v.size()});
             if (!t || t->meta.id != key) {
-                failure = make_error(Errc::internal,
-                                     fmt::format("{} record {} is corrupt", store::table_name(table_), key));
+                failure = make_error(Errc::internal, fmt::format("{} record {} is corrupt",
+                                                                 store::table_name(table_), key));
                 return false;
             }
             counter_.observe(t->meta.version);
@@ -118,7 +121,7 @@ public:
         changed_ = changed;
     }
 
-private:
+  private:
     store::Store& store_;
     store::Table table_;
     VersionCounter& counter_;

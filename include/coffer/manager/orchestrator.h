@@ -25,7 +25,7 @@ inline constexpr std::size_t task_history_limit = 5;
 inline constexpr std::int64_t node_unknown_grace = 60 * model::second_ns;
 
 class Orchestrator {
-public:
+  public:
     using Clock = std::function<model::Timestamp()>;
 
     // The registries are borrowed for the orchestrator's lifetime.
@@ -45,7 +45,7 @@ public:
     // Something changed: run a pass soon. Cheap, callable from any thread (registry observers).
     void wake();
 
-private:
+  private:
     struct UpdateProgress {
         std::optional<model::Timestamp> batch_done;  // when the last batch became stable
     };
@@ -98,7 +98,8 @@ struct UpdateDecision {
 // rollback) config, whether a previous spec exists and the pass's tally: it starts when tasks
 // are outdated (unless paused), pauses or rolls back when failures exceed the ratio, and
 // completes when no task is outdated or in flight. Deterministic given now.
-UpdateDecision decide_update(const std::optional<model::UpdateStatus>& status, const model::UpdateConfig& cfg,
-                             bool has_previous, const UpdateTally& tally, model::Timestamp now);
+UpdateDecision decide_update(const std::optional<model::UpdateStatus>& status,
+                             const model::UpdateConfig& cfg, bool has_previous,
+                             const UpdateTally& tally, model::Timestamp now);
 
 }  // namespace coffer::manager

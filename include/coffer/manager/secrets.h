@@ -29,16 +29,16 @@ class Committer;
 
 // The cluster-wide Version.Index counter.
 class VersionCounter {
-public:
+  public:
     void observe(std::uint64_t seen) noexcept;
     std::uint64_t next() noexcept { return ++value_; }
 
-private:
+  private:
     std::atomic<std::uint64_t> value_{0};
 };
 
 class SecretRegistry {
-public:
+  public:
     // Loads every secret's metadata; store, committer and counter are borrowed for the
     // registry's lifetime.
     static Result<std::unique_ptr<SecretRegistry>> load(store::Store& store, Committer& committer,
@@ -65,7 +65,7 @@ public:
     Result<crypto::SecureBuffer> data(std::string_view id) const;
     std::size_t size() const;
 
-private:
+  private:
     SecretRegistry(store::Store& store, Committer& committer, VersionCounter& counter)
         : store_(store), committer_(committer), counter_(counter) {}
 

@@ -16,21 +16,22 @@
 namespace coffer::manager {
 
 class TaskRegistry : public ObjectTable<model::Task> {
-public:
+  public:
     // store and counter are borrowed for the registry's lifetime.
     static Result<std::unique_ptr<TaskRegistry>> load(store::Store& store, VersionCounter& counter);
     // Full ID or unique ID prefix.
     Result<model::Task> find(std::string_view id) const;
 
-private:
+  private:
     using ObjectTable::ObjectTable;
 };
 
 class ServiceRegistry {
-public:
+  public:
     // store, counter and secrets are borrowed for the registry's lifetime. Registers itself as
     // the secrets' user lookup (SecretRegistry::set_users).
-    static Result<std::unique_ptr<ServiceRegistry>> load(store::Store& store, VersionCounter& counter,
+    static Result<std::unique_ptr<ServiceRegistry>> load(store::Store& store,
+                                                         VersionCounter& counter,
                                                          SecretRegistry& secrets);
     ~ServiceRegistry();
 
@@ -39,7 +40,8 @@ public:
     Result<model::Service> create(model::ServiceSpec spec);
     // The whole spec is replaced; the old one becomes PreviousSpec. Errc::conflict
     // "update out of sequence" when version is not the current Version.Index.
-    Result<model::Service> update(std::string_view id_or_name, std::uint64_t version, model::ServiceSpec spec);
+    Result<model::Service> update(std::string_view id_or_name, std::uint64_t version,
+                                  model::ServiceSpec spec);
     Result<model::Service> remove(std::string_view id_or_name);
     // Full ID, then exact name, then unique ID prefix.
     Result<model::Service> find(std::string_view id_or_name) const;
@@ -58,7 +60,7 @@ public:
         table_.emit_changes(events, changed);
     }
 
-private:
+  private:
     ServiceRegistry(store::Store& store, VersionCounter& counter, SecretRegistry& secrets);
     // Registers the references as pending, then checks the secrets exist (and are not being
     // removed). Pending references are visible to users_of until released.

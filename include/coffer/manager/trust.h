@@ -58,7 +58,7 @@ struct RotationProgress {
 };
 
 class ClusterTrust {
-public:
+  public:
     // Loads the CA, tokens, settings and any rotation under way, creating them on first use.
     // store: borrowed.
     static Result<std::unique_ptr<ClusterTrust>> load(store::Store& store, std::string cluster_id);
@@ -139,7 +139,7 @@ public:
     // Bumped with every such change (in memory only).
     std::uint64_t ca_version() const;
 
-private:
+  private:
     ClusterTrust(store::Store& store, std::string cluster_id, pki::CertificateAuthority ca)
         : store_(store), cluster_id_(std::move(cluster_id)), ca_(std::move(ca)) {}
 
@@ -159,7 +159,7 @@ private:
     std::uint64_t version_ = 1;
     std::uint64_t ca_version_ = 1;
     std::unordered_map<std::string, std::string> issuers_;  // node id -> issuer key
-    ClusterEvents* events_ = nullptr;  // under mutex_
+    ClusterEvents* events_ = nullptr;                       // under mutex_
 };
 
 }  // namespace coffer::manager

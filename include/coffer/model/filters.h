@@ -13,7 +13,7 @@
 namespace coffer::model {
 
 class Filters {
-public:
+  public:
     // Parses the JSON text of the parameter (already URL-decoded); an empty string is no filter.
     // Unknown keys are refused (as Docker does) with "invalid filter '<key>'".
     static Result<Filters> parse(std::string_view json, const std::set<std::string>& allowed);
@@ -29,7 +29,7 @@ public:
     // Any of the values equals s (no values: true).
     bool match_exact(std::string_view key, std::string_view s) const;
 
-private:
+  private:
     std::map<std::string, std::vector<std::string>> values_;
 };
 

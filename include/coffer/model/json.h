@@ -25,8 +25,9 @@ Result<std::string> string_field(const boost::json::object& o, std::string_view 
 
 // An optional integer member within [min, max] (max >= 0): nullopt when absent or null;
 // "field X must be an integer" / "field X is out of range" otherwise. Never quotes the value.
-Result<std::optional<std::int64_t>> integer_field(const boost::json::object& o, std::string_view field,
-                                                  std::int64_t min, std::int64_t max);
+Result<std::optional<std::int64_t>> integer_field(const boost::json::object& o,
+                                                  std::string_view field, std::int64_t min,
+                                                  std::int64_t max);
 
 // Parses text into a value; malformed JSON is invalid_argument with the parser's reason. An
 // object with a key twice is malformed JSON here ("key "Name" appears twice in an object").

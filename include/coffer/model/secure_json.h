@@ -20,7 +20,7 @@ boost::json::storage_ptr secure_storage();
 // A parsed JSON value whose every allocation lives in secure memory and is wiped when this
 // object goes away.
 class SecureJson {
-public:
+  public:
     // invalid_argument "malformed JSON: <reason>" when text is not JSON, or when an object has
     // a key twice.
     static Result<SecureJson> parse(std::string_view text);
@@ -34,7 +34,7 @@ public:
     // A storage to build new values in secure memory (e.g. a reply holding secret data).
     boost::json::storage_ptr storage() const noexcept { return storage_; }
 
-private:
+  private:
     SecureJson();
 
     boost::json::storage_ptr storage_;

@@ -102,11 +102,20 @@ struct ServiceSpec {
 
 // UpdateStatus.State. On the wire and in the store it is Docker's string: updating, paused,
 // completed, rollback_started, rollback_paused, rollback_completed.
-enum class UpdateState { updating, paused, completed, rollback_started, rollback_paused, rollback_completed };
+enum class UpdateState {
+    updating,
+    paused,
+    completed,
+    rollback_started,
+    rollback_paused,
+    rollback_completed
+};
 std::string_view to_string(UpdateState s) noexcept;
 std::optional<UpdateState> update_state_from(std::string_view s) noexcept;
 // A state of a rollback (rollback_started, rollback_paused, rollback_completed).
-inline bool is_rollback(UpdateState s) noexcept { return s >= UpdateState::rollback_started; }
+inline bool is_rollback(UpdateState s) noexcept {
+    return s >= UpdateState::rollback_started;
+}
 
 struct UpdateStatus {
     UpdateState state = UpdateState::updating;
@@ -141,7 +150,9 @@ enum class TaskState {
 };
 std::string_view to_string(TaskState s) noexcept;
 std::optional<TaskState> task_state_from(std::string_view s) noexcept;
-inline bool is_terminal(TaskState s) noexcept { return s > TaskState::running; }
+inline bool is_terminal(TaskState s) noexcept {
+    return s > TaskState::running;
+}
 
 struct ContainerStatus {
     std::string container_id;
@@ -166,8 +177,8 @@ struct Task {
     TaskStatus status;
     TaskState desired = TaskState::running;  // running, ready (held back), shutdown
     Timestamp not_before;                    // a restart delay: not started before this time
-    std::uint64_t restarts = 0;              // restarts of its slot that led to it (within the window)
-    std::string service_name;                // for filters and `service ps` rows
+    std::uint64_t restarts = 0;  // restarts of its slot that led to it (within the window)
+    std::string service_name;    // for filters and `service ps` rows
 };
 
 enum class NodeRole { worker, manager };

@@ -26,8 +26,8 @@ struct Peer {
 };
 
 struct Request {
-    std::string method;  // "GET", "HEAD", "POST", ...
-    std::string path;    // percent-decoded, without the query
+    std::string method;                                     // "GET", "HEAD", "POST", ...
+    std::string path;                                       // percent-decoded, without the query
     std::map<std::string, std::string, std::less<>> query;  // percent-decoded
     std::string content_type;
     crypto::SecureBuffer body;

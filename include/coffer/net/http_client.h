@@ -19,7 +19,7 @@ struct ClientResponse {
 };
 
 class HttpClient {
-public:
+  public:
     // host: "unix:///path/to.sock" or a plain path. Errc::unavailable when nothing listens.
     static Result<std::unique_ptr<HttpClient>> connect(std::string_view host);
     ~HttpClient();
@@ -29,7 +29,7 @@ public:
                                    std::span<const std::uint8_t> body = {},
                                    std::string_view content_type = "application/json");
 
-private:
+  private:
     struct Impl;
     explicit HttpClient(std::unique_ptr<Impl> impl);
     std::unique_ptr<Impl> impl_;

@@ -17,7 +17,7 @@
 namespace coffer::net {
 
 class Service {
-public:
+  public:
     virtual ~Service() = default;
     // Called on an I/O thread: true when handle() may block (store writes, waits) and must run
     // on the worker pool; false when it answers from memory at once.
@@ -44,7 +44,7 @@ struct ServerOptions {
 };
 
 class HttpServer {
-public:
+  public:
     // Binds the socket (replacing a stale one; refusing when another server answers on it).
     HttpServer(ServerOptions options, Service& service);  // service: borrowed for the lifetime
     ~HttpServer();
@@ -57,7 +57,7 @@ public:
     // Thread-safe; run() returns soon after.
     void stop();
 
-private:
+  private:
     struct Impl;
     std::unique_ptr<Impl> impl_;
 };

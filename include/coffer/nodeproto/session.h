@@ -80,8 +80,9 @@ Result<LogsRequest> decode_logs_request(const crypto::SecureBuffer& text);
 struct LogsReply {
     RequestId request;
     std::string task_id;
-    std::string data;                  // the log's bytes (not secret: a task's output)
-    std::optional<std::string> error;  // the node could not read the log (data is then empty and not sent)
+    std::string data;  // the log's bytes (not secret: a task's output)
+    std::optional<std::string>
+        error;  // the node could not read the log (data is then empty and not sent)
     bool operator==(const LogsReply&) const = default;
 };
 crypto::SecureBuffer encode(const LogsReply& m);

@@ -29,10 +29,10 @@ enum class Table : std::uint8_t {
     nodes,
     services,
     tasks,
-    pki,          // CA key and certificate, join tokens
+    pki,  // CA key and certificate, join tokens
 };
-inline constexpr Table all_tables[] = {Table::meta,     Table::secrets, Table::secret_data,
-                                       Table::nodes,    Table::services, Table::tasks,
+inline constexpr Table all_tables[] = {Table::meta,  Table::secrets,  Table::secret_data,
+                                       Table::nodes, Table::services, Table::tasks,
                                        Table::pki};
 std::string_view table_name(Table t) noexcept;
 
@@ -50,7 +50,7 @@ struct Options {
 
 // One atomic, synchronous write.
 class Batch {
-public:
+  public:
     void put(Table table, std::string key, std::string value);
     void put(Table table, std::string key, crypto::SecureBuffer value);
     void erase(Table table, std::string key);
@@ -68,12 +68,12 @@ public:
     };
     const std::vector<Op>& ops() const noexcept { return ops_; }
 
-private:
+  private:
     std::vector<Op> ops_;
 };
 
 class Store {
-public:
+  public:
     struct Opened;
     // Creates the directory (0700) and the database on first use. Fails (as an Error) when the
     // directory holds something that is not a coffer store, or the KEK file is missing/unreadable.
@@ -111,9 +111,9 @@ public:
     virtual Result<std::optional<crypto::SecureBuffer>> get(Table table, std::string_view key) = 0;
     virtual Result<void> write(Batch batch) = 0;
     // Every record of a table in key order. fn returns false to stop.
-    virtual Result<void> scan(Table table,
-                              const std::function<bool(std::string_view key,
-                                                       crypto::SecureBuffer value)>& fn) = 0;
+    virtual Result<void> scan(
+        Table table,
+        const std::function<bool(std::string_view key, crypto::SecureBuffer value)>& fn) = 0;
 
     // Flushes memtables and compacts every table (tests use it to check what reaches SST files).
     virtual Result<void> compact() = 0;
