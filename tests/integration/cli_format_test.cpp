@@ -17,17 +17,6 @@ namespace json = boost::json;
 
 namespace {
 
-bool have_docker() {
-    return run_program({"sh", "-c", "command -v docker"}).status == 0;
-}
-
-std::vector<std::string> lines(const std::string& text) {
-    std::vector<std::string> out;
-    std::istringstream in(text);
-    for (std::string l; std::getline(in, l);) out.push_back(l);
-    return out;
-}
-
 class CliFormat : public ::testing::Test {
   protected:
     void SetUp() override {
@@ -91,7 +80,7 @@ TEST_F(CliFormat, ServicePsTakesDockersFlags) {
     start_web();
     auto ps = cli({"service", "ps", "web"});
     ASSERT_EQ(ps.status, 0) << ps.err;
-    auto rows = lines(ps.out);
+    auto rows = lines_of(ps.out);
     ASSERT_EQ(rows.size(), 5u) << ps.out;  // header, two slots with one replaced task each
     EXPECT_EQ(rows[0].rfind("ID ", 0), 0u) << ps.out;
     for (auto title : {"NAME", "IMAGE", "NODE", "DESIRED STATE", "CURRENT STATE", "ERROR", "PORTS"})
@@ -102,13 +91,13 @@ TEST_F(CliFormat, ServicePsTakesDockersFlags) {
     EXPECT_NE(rows[2].find("Shutdown"), std::string::npos) << ps.out;
 
     // -q prints whole IDs; a template truncates them unless --no-trunc, and indents no names.
-    auto quiet = lines(cli({"service", "ps", "-q", "web"}).out);
+    auto quiet = lines_of(cli({"service", "ps", "-q", "web"}).out);
     ASSERT_EQ(quiet.size(), 4u);
     for (const auto& id : quiet) EXPECT_EQ(id.size(), 25u) << id;
-    auto short_ids = lines(cli({"service", "ps", "--format", "{{.ID}}", "web"}).out);
+    auto short_ids = lines_of(cli({"service", "ps", "--format", "{{.ID}}", "web"}).out);
     ASSERT_EQ(short_ids.size(), 4u);
     for (const auto& id : short_ids) EXPECT_EQ(id.size(), 12u) << id;
-    auto full = lines(cli({"service", "ps", "--format", "{{.ID}}", "--no-trunc", "web"}).out);
+    auto full = lines_of(cli({"service", "ps", "--format", "{{.ID}}", "--no-trunc", "web"}).out);
     ASSERT_EQ(full.size(), 4u);
     for (const auto& id : full) EXPECT_EQ(id.size(), 25u) << id;
     EXPECT_EQ(cli({"service", "ps", "--format", "{{.Name}}", "web"}).out,
@@ -120,17 +109,17 @@ TEST_F(CliFormat, ServicePsTakesDockersFlags) {
     EXPECT_EQ(running.out, "web.1 Running\nweb.2 Running\n");
     auto by_name =
         cli({"service", "ps", "-f", "name=web.2", "-f", "desired-state=running", "-q", "web"});
-    EXPECT_EQ(lines(by_name.out).size(), 1u) << by_name.out;
+    EXPECT_EQ(lines_of(by_name.out).size(), 1u) << by_name.out;
 
     auto table = cli({"service", "ps", "-f", "desired-state=running", "--format",
                       "table {{.Name}}\\t{{.Node}}", "web"});
     ASSERT_EQ(table.status, 0) << table.err;
-    auto t = lines(table.out);
+    auto t = lines_of(table.out);
     ASSERT_EQ(t.size(), 3u) << table.out;
     EXPECT_EQ(t[0], "NAME      NODE");
     EXPECT_NE(t[1].find("node-"), std::string::npos) << table.out;
 
-    auto json_rows = lines(cli({"service", "ps", "--format", "json", "web"}).out);
+    auto json_rows = lines_of(cli({"service", "ps", "--format", "json", "web"}).out);
     ASSERT_EQ(json_rows.size(), 4u);
     auto first = json::parse(json_rows[0]).as_object();
     std::vector<std::string> keys;
@@ -159,19 +148,19 @@ TEST_F(CliFormat, ServicePsTakesDockersFlags) {
 
 TEST_F(CliFormat, ListsTakeFormatQuietAndFilter) {
     start_web();
-    auto ls = lines(cli({"service", "ls"}).out);
+    auto ls = lines_of(cli({"service", "ls"}).out);
     ASSERT_EQ(ls.size(), 2u);
     EXPECT_EQ(ls[0].substr(0, ls[0].find_last_not_of(' ') + 1),
               "ID             NAME      MODE         REPLICAS   IMAGE       PORTS");
     EXPECT_EQ(
         cli({"service", "ls", "--format", "{{.Name}} {{.Mode}} {{.Replicas}} {{.Image}}"}).out,
         "web replicated 2/2 busybox:1\n");
-    EXPECT_EQ(lines(cli({"service", "ls", "-q"}).out).at(0).size(), 12u);
+    EXPECT_EQ(lines_of(cli({"service", "ls", "-q"}).out).at(0).size(), 12u);
     EXPECT_EQ(cli({"service", "ls", "-q", "--filter", "name=nosuch"}).out, "");
     EXPECT_EQ(cli({"service", "ls", "--format", "{{.Name}}", "--filter", "mode=replicated"}).out,
               "web\n");
 
-    auto nodes = lines(cli({"node", "ls"}).out);
+    auto nodes = lines_of(cli({"node", "ls"}).out);
     ASSERT_EQ(nodes.size(), 3u);
     for (auto title :
          {"ID", "HOSTNAME", "STATUS", "AVAILABILITY", "MANAGER STATUS", "ENGINE VERSION"})
@@ -183,7 +172,7 @@ TEST_F(CliFormat, ListsTakeFormatQuietAndFilter) {
     EXPECT_EQ(cli({"node", "ls", "-f", "name=node-b", "--format", "{{.Hostname}}"}).out,
               "node-b\n");
     auto node_json =
-        json::parse(lines(cli({"node", "ls", "--format", "json"}).out).at(0)).as_object();
+        json::parse(lines_of(cli({"node", "ls", "--format", "json"}).out).at(0)).as_object();
     EXPECT_FALSE(node_json.contains("Role"));  // coffer's own fields are for templates only
     EXPECT_EQ(node_json.at("Self"), false);
 

@@ -10,10 +10,6 @@ namespace json = boost::json;
 
 namespace {
 
-bool have_docker() {
-    return run_program({"sh", "-c", "command -v docker"}).status == 0;
-}
-
 // The docker CLI against the daemon, with a client configuration directory of the test's own.
 auto docker_cli(const TempDir& dir, const Daemon& d) {
     std::vector<std::string> env{"DOCKER_HOST=" + d.host(),

@@ -350,6 +350,17 @@ std::string join_lines(const std::vector<std::string>& lines) {
     return out;
 }
 
+bool have_docker() {
+    return run_program({"sh", "-c", "command -v docker"}).status == 0;
+}
+
+std::vector<std::string> lines_of(const std::string& text) {
+    std::vector<std::string> out;
+    std::istringstream in(text);
+    for (std::string line; std::getline(in, line);) out.push_back(line);
+    return out;
+}
+
 }  // namespace coffer::test
 
 namespace {

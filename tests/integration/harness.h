@@ -88,6 +88,10 @@ CliResult coffer_cli(const std::string& host, const std::vector<std::string>& ar
 // Runs any program; env entries are added to the current environment.
 CliResult run_program(const std::vector<std::string>& argv, const std::string& stdin_data = "",
                       const std::vector<std::string>& env = {});
+// Whether a docker CLI is installed (tests of the docker CLI against cofferd skip without one).
+bool have_docker();
+// The lines of a program's output, without their newlines.
+std::vector<std::string> lines_of(const std::string& text);
 
 // A network namespace of the test's own (`ip netns add coffer-<tag>-<random>`, loopback up),
 // deleted on destruction with the veth ends inside it. error() says what failed, "" when ready.

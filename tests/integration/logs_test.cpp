@@ -18,17 +18,6 @@ namespace json = boost::json;
 
 namespace {
 
-bool have_docker() {
-    return run_program({"sh", "-c", "command -v docker"}).status == 0;
-}
-
-std::vector<std::string> lines_of(const std::string& text) {
-    std::vector<std::string> out;
-    std::istringstream in(text);
-    for (std::string line; std::getline(in, line);) out.push_back(line);
-    return out;
-}
-
 class ServiceLogs : public ::testing::Test {
   protected:
     void start(const std::string& down = "") {

@@ -18,10 +18,6 @@ namespace json = boost::json;
 
 namespace {
 
-bool have_docker() {
-    return run_program({"sh", "-c", "command -v docker"}).status == 0;
-}
-
 class Services : public ::testing::Test {
   protected:
     void SetUp() override {
