@@ -206,17 +206,16 @@ TEST_F(AgentProgram, RunsAssignedTasksWithTheirSecretsAndStopsThem) {
     ASSERT_TRUE(manager->send(message(true, 1, std::move(changes))));
 
     ASSERT_TRUE(test::wait_until([&] { return manager->last_state(web) == "running"; }, deadline))
-        << manager->last_state(web) << " " << json::serialize(manager->last_status(web));
+        << manager->last_state(web) << " " << manager->last_status(web).err;
     ASSERT_TRUE(
         test::wait_until([&] { return manager->last_state(orphan) == "rejected"; }, deadline));
-    EXPECT_NE(std::string(manager->last_status(orphan).at("err").as_string()).find("api_key"),
-              std::string::npos);
+    EXPECT_NE(manager->last_status(orphan).err.find("api_key"), std::string::npos);
 
     // The first status after the complete set is the resynchronisation: every task, complete:true.
-    auto statuses = manager->of_type("status");
+    auto statuses = manager->status_messages();
     ASSERT_FALSE(statuses.empty());
-    EXPECT_TRUE(statuses.front().at("complete").as_bool());
-    EXPECT_EQ(statuses.front().at("statuses").as_array().size(), 2u);
+    EXPECT_TRUE(statuses.front().complete);
+    EXPECT_EQ(statuses.front().statuses.size(), 2u);
     // The states only move forward, from preparing to running.
     auto states = manager->states(web);
     EXPECT_EQ(states.front(), "preparing");
@@ -228,8 +227,9 @@ TEST_F(AgentProgram, RunsAssignedTasksWithTheirSecretsAndStopsThem) {
             return rank(a) < rank(b);
         }));
     auto running = manager->last_status(web);
-    EXPECT_GT(running.at("pid").as_int64(), 0);
-    EXPECT_EQ(running.at("container_id").as_string(), web);
+    ASSERT_TRUE(running.container);
+    EXPECT_GT(running.container->pid, 0);
+    EXPECT_EQ(running.container->container_id, web);
 
     // The secret's exact bytes, as the task read them, through a logs request.
     ASSERT_TRUE(test::wait_until(
@@ -295,7 +295,7 @@ TEST_F(AgentProgram, BenchmarkModeRunsNothingButFollowsTheProtocol) {
     ASSERT_TRUE(manager->send(message(true, 1, std::move(changes))));
     ASSERT_TRUE(
         test::wait_until([&] { return manager->last_state("noop-1") == "running"; }, deadline));
-    EXPECT_TRUE(manager->of_type("status").front().at("complete").as_bool());
+    EXPECT_TRUE(manager->status_messages().front().complete);
     // Light enough for hundreds of agents on one machine: a handful of threads, no mounts.
     std::map<std::string, std::string> proc;
     std::istringstream proc_status(test::read_file(fmt::format("/proc/{}/status", agent.pid())));

@@ -224,11 +224,7 @@ class FakeSession : public test::NodeReports {
     bool send(crypto::SecureBuffer b) {
         std::lock_guard l(mu_);
         if (!up_) return false;
-        boost::system::error_code ec;
-        auto v =
-            json::parse(std::string_view(reinterpret_cast<const char*>(b.data()), b.size()), ec);
-        EXPECT_FALSE(ec);
-        add(v);
+        add(b);
         return true;
     }
     void up(bool u) {
@@ -381,10 +377,10 @@ TEST_F(ExecutorTest, TaskWhoseSecretWasNotSentFirstIsRejected) {
     ASSERT_TRUE(st);
     EXPECT_NE(st->reason.find("name-s2 (s2)"), std::string::npos) << st->reason;
     EXPECT_NE(st->reason.find("not sent"), std::string::npos) << st->reason;
-    for (auto& m : session.of_type("status"))
-        for (auto& s : m.at("statuses").as_array())
-            if (s.at("task_id") == "t1" && s.at("state") == "rejected") {
-                EXPECT_EQ(s.at("err").as_string(), st->reason);
+    for (auto& m : session.status_messages())
+        for (auto& s : m.statuses)
+            if (s.task_id == "t1" && s.state == model::TaskState::rejected) {
+                EXPECT_EQ(s.err, st->reason);
             }
 }
 
@@ -416,11 +412,12 @@ TEST_F(ExecutorTest, ExitCodesAreReported) {
     ASSERT_TRUE(eventually([&] {
         return session.last_state("ok") == "complete" && session.last_state("bad") == "failed";
     }));
-    for (auto& m : session.of_type("status"))
-        for (auto& s : m.at("statuses").as_array())
-            if (s.at("task_id") == "bad" && s.at("state") == "failed") {
-                EXPECT_EQ(s.at("exit_code").as_int64(), 7);
-                EXPECT_EQ(s.at("err").as_string(), "exit code 7");
+    for (auto& m : session.status_messages())
+        for (auto& s : m.statuses)
+            if (s.task_id == "bad" && s.state == model::TaskState::failed) {
+                ASSERT_TRUE(s.container);
+                EXPECT_EQ(s.container->exit_code, 7);
+                EXPECT_EQ(s.err, "exit code 7");
             }
 }
 
@@ -428,37 +425,36 @@ TEST_F(ExecutorTest, SendsACompleteStatusAfterEachSessionsFirstCompleteSet) {
     session.up(true);
     handle(assignments(true, 1, {task_add("t1"), task_add("t2")}));
     ASSERT_TRUE(eventually([&] { return driver.running("t1") && driver.running("t2"); }));
-    ASSERT_TRUE(eventually([&] { return !session.of_type("status").empty(); }));
-    auto first = session.of_type("status").front();
-    EXPECT_TRUE(first.at("complete").as_bool());
-    EXPECT_EQ(first.at("statuses").as_array().size(), 2u);
+    ASSERT_TRUE(eventually([&] { return !session.status_messages().empty(); }));
+    auto first = session.status_messages().front();
+    EXPECT_TRUE(first.complete);
+    EXPECT_EQ(first.statuses.size(), 2u);
     ASSERT_TRUE(eventually([&] { return session.last_state("t2") == "running"; }));
-    for (std::size_t i = 1; i < session.of_type("status").size(); ++i)
-        EXPECT_FALSE(session.of_type("status")[i].at("complete").as_bool());
+    for (std::size_t i = 1; i < session.status_messages().size(); ++i)
+        EXPECT_FALSE(session.status_messages()[i].complete);
 
     // Reconnect: nothing is reported before the complete set; then one complete status with
     // every task this node knows, including t2, which the new set no longer holds.
-    auto before = session.of_type("status").size();
+    auto before = session.status_messages().size();
     executor->connected();
     driver.exit("t1", 0);
     std::this_thread::sleep_for(50ms);  // give a wrong early report the chance to show
-    EXPECT_EQ(session.of_type("status").size(), before);
+    EXPECT_EQ(session.status_messages().size(), before);
     handle(assignments(true, 1, {task_add("t1")}));
-    ASSERT_TRUE(eventually([&] { return session.of_type("status").size() > before; }));
-    auto snapshot = session.of_type("status")[before];
-    EXPECT_TRUE(snapshot.at("complete").as_bool());
+    ASSERT_TRUE(eventually([&] { return session.status_messages().size() > before; }));
+    auto snapshot = session.status_messages()[before];
+    EXPECT_TRUE(snapshot.complete);
     std::map<std::string, std::string> listed;
-    for (auto& s : snapshot.at("statuses").as_array())
-        listed[std::string(s.at("task_id").as_string())] = s.at("state").as_string();
+    for (auto& s : snapshot.statuses) listed[s.task_id] = model::to_string(s.state);
     EXPECT_EQ(listed["t1"], "complete");
     EXPECT_TRUE(listed.contains("t2"));
     ASSERT_TRUE(eventually([&] { return session.last_state("t2") == "shutdown"; }));
     // A second complete set in the same session is no resynchronisation.
-    auto count = session.of_type("status").size();
+    auto count = session.status_messages().size();
     handle(assignments(true, 2, {task_add("t1")}));
     std::this_thread::sleep_for(50ms);
-    for (std::size_t i = count; i < session.of_type("status").size(); ++i)
-        EXPECT_FALSE(session.of_type("status")[i].at("complete").as_bool());
+    for (std::size_t i = count; i < session.status_messages().size(); ++i)
+        EXPECT_FALSE(session.status_messages()[i].complete);
 }
 
 TEST_F(ExecutorTest, KeepsTheLatestStatesWhileDisconnected) {
@@ -470,17 +466,16 @@ TEST_F(ExecutorTest, KeepsTheLatestStatesWhileDisconnected) {
     driver.exit("t1", 0);
     handle(assignments(false, 2, {remove("Task", "t2")}));
     ASSERT_TRUE(eventually([&] { return state("t2") == "shutdown" && state("t1") == "complete"; }));
-    auto before = session.received().size();
+    auto before = session.status_messages().size();
     session.up(true);  // the old session took it back: the same session works again
     ASSERT_TRUE(eventually([&] {
         return session.last_state("t1") == "complete" && session.last_state("t2") == "shutdown";
     }));
     // One report per task with the latest state, not the whole history.
     std::map<std::string, int> reports;
-    auto all = session.received();
+    auto all = session.status_messages();
     for (std::size_t i = before; i < all.size(); ++i)
-        for (auto& s : all[i].at("statuses").as_array())
-            ++reports[std::string(s.at("task_id").as_string())];
+        for (auto& s : all[i].statuses) ++reports[s.task_id];
     EXPECT_EQ(reports["t1"], 1);
     EXPECT_EQ(reports["t2"], 1);
 }
@@ -493,14 +488,15 @@ TEST_F(ExecutorTest, StatesKeptAcrossAReconnectGoInTheCompleteStatus) {
     ASSERT_TRUE(eventually([&] { return state("t1") == "failed"; }));
     session.up(true);
     executor->connected();
-    auto before = session.of_type("status").size();
+    auto before = session.status_messages().size();
     handle(assignments(true, 1, {task_add("t1")}));
-    ASSERT_TRUE(eventually([&] { return session.of_type("status").size() > before; }));
-    auto snapshot = session.of_type("status")[before];
-    EXPECT_TRUE(snapshot.at("complete").as_bool());
-    ASSERT_EQ(snapshot.at("statuses").as_array().size(), 1u);
-    EXPECT_EQ(snapshot.at("statuses").as_array()[0].at("state").as_string(), "failed");
-    EXPECT_EQ(snapshot.at("statuses").as_array()[0].at("exit_code").as_int64(), 9);
+    ASSERT_TRUE(eventually([&] { return session.status_messages().size() > before; }));
+    auto snapshot = session.status_messages()[before];
+    EXPECT_TRUE(snapshot.complete);
+    ASSERT_EQ(snapshot.statuses.size(), 1u);
+    EXPECT_EQ(snapshot.statuses[0].state, model::TaskState::failed);
+    ASSERT_TRUE(snapshot.statuses[0].container);
+    EXPECT_EQ(snapshot.statuses[0].container->exit_code, 9);
     EXPECT_EQ(driver.starts("t1"), 1);
 }
 
