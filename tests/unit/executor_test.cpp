@@ -10,6 +10,7 @@
 #include <condition_variable>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <mutex>
 #include <set>
 #include <thread>
@@ -19,6 +20,8 @@
 #include "coffer/agent/task_drivers.h"
 #include "coffer/crypto/encoding.h"
 #include "coffer/manager/dispatcher.h"
+#include "coffer/nodeconn/message.h"
+#include "coffer/nodeproto/assignments.h"
 #include "log_tail.h"
 #include "node_reports.h"
 
@@ -38,46 +41,70 @@ bool eventually(const std::function<bool()>& cond, std::chrono::milliseconds dea
     return cond();
 }
 
+nodeconn::Message message(crypto::SecureBuffer text) {
+    auto m = nodeconn::make_message(std::move(text));
+    EXPECT_TRUE(m);
+    return m ? std::move(*m) : nodeconn::Message{"broken", {}};
+}
+
 nodeconn::Message message(std::string_view text) {
     auto m = nodeconn::make_message(crypto::SecureBuffer::copy_of(text));
     EXPECT_TRUE(m) << text;
     return m ? std::move(*m) : nodeconn::Message{"broken", {}};
 }
 
-std::string b64(std::string_view s) {
-    return crypto::base64_encode({reinterpret_cast<const std::uint8_t*>(s.data()), s.size()});
+// A change for assignments(), built when the message is: nodeproto's changes own secure buffers
+// and cannot be copied out of an initializer list.
+using TestChange = std::function<nodeproto::Change()>;
+
+TestChange secret_add(std::string_view id, std::string_view name, std::string_view bytes) {
+    return [id = std::string(id), name = std::string(name), bytes = std::string(bytes)] {
+        nodeproto::Change c;
+        c.is_secret = true;
+        c.id = id;
+        c.secret = nodeproto::SecretPayload{id, name, crypto::SecureBuffer::copy_of(bytes)};
+        return c;
+    };
 }
 
-std::string secret_add(std::string_view id, std::string_view name, std::string_view bytes) {
-    return fmt::format(R"({{"Action":"add","Secret":{{"ID":"{}","Name":"{}","Data":"{}"}}}})", id,
-                       name, b64(bytes));
+TestChange task_add(std::string_view id, std::vector<std::string> secret_ids = {},
+                    std::int64_t grace_ns = -1) {
+    nodeproto::TaskPayload t;
+    t.id = id;
+    t.service_id = "svc";
+    t.slot = 1;
+    t.image = "busybox";
+    t.args = {"sleep", "600"};
+    for (auto& s : secret_ids) t.secrets.push_back({s, "name-" + s, "", "0", "0", 0444});
+    if (grace_ns >= 0) t.stop_grace_ns = grace_ns;
+    return [t] {
+        nodeproto::Change c;
+        c.id = t.id;
+        c.task = t;
+        return c;
+    };
 }
 
-std::string task_add(std::string_view id, std::vector<std::string> secret_ids = {},
-                     std::int64_t grace_ns = -1) {
-    json::array refs;
-    for (auto& s : secret_ids)
-        refs.push_back(json::object{{"SecretID", s},
-                                    {"Name", "name-" + s},
-                                    {"Target", ""},
-                                    {"UID", "0"},
-                                    {"GID", "0"},
-                                    {"Mode", 0444}});
-    json::object t{{"ID", id},
-                   {"ServiceID", "svc"},
-                   {"Slot", 1},
-                   {"Image", "busybox"},
-                   {"Args", json::array{"sleep", "600"}},
-                   {"Secrets", refs}};
-    if (grace_ns >= 0) t["StopGracePeriod"] = grace_ns;
-    return json::serialize(json::object{{"Action", "add"}, {"Task", t}});
+TestChange remove(std::string_view kind, std::string_view id) {
+    return [secret = kind == "Secret", id = std::string(id)] {
+        nodeproto::Change c;
+        c.action = nodeproto::Change::Action::remove;
+        c.is_secret = secret;
+        c.id = id;
+        return c;
+    };
 }
 
-std::string remove(std::string_view kind, std::string_view id) {
-    return fmt::format(R"({{"Action":"remove","{}":{{"ID":"{}"}}}})", kind, id);
+crypto::SecureBuffer assignments(bool complete, std::uint64_t seq,
+                                 const std::vector<TestChange>& changes) {
+    nodeproto::Assignments m{complete, seq, {}};
+    for (auto& c : changes) m.changes.push_back(c());
+    return nodeproto::encode(m);
 }
 
-std::string assignments(bool complete, std::uint64_t seq, const std::vector<std::string>& changes) {
+// Changes spelled by hand, for input no encoder writes.
+std::string raw_assignments(bool complete, std::uint64_t seq,
+                            const std::vector<std::string>& changes) {
     std::string joined;
     for (auto& c : changes) joined += (joined.empty() ? "" : ",") + c;
     return fmt::format(R"({{"type":"assignments","Type":"{}","Sequence":{},"Changes":[{}]}})",
@@ -251,6 +278,7 @@ class ExecutorTest : public ::testing::Test {
     void TearDown() override { executor.reset(); }
 
     void handle(std::string_view text) { executor->handle(message(text)); }
+    void handle(crypto::SecureBuffer text) { executor->handle(message(std::move(text))); }
     std::string state(const std::string& id) {
         auto s = executor->task_status(id);
         return s ? std::string(to_string(s->state)) : "";
@@ -574,7 +602,7 @@ TEST_F(ExecutorTest, BadInputIsLoggedAndIgnored) {
         handle(bad);
     // A complete set that cannot be read is no complete set: t1 still runs.
     EXPECT_TRUE(driver.running("t1"));
-    handle(assignments(
+    handle(raw_assignments(
         false, 2,
         {R"({"Action":"add","Task":{"ID":"../../etc","Image":"x"}})",
          R"({"Action":"add","Task":{"ID":"t2"}})",
@@ -582,7 +610,8 @@ TEST_F(ExecutorTest, BadInputIsLoggedAndIgnored) {
          R"({"Action":"explode","Task":{"ID":"t1"}})", R"(17)", R"({"Action":"add"})",
          R"({"Action":"add","Task":{"ID":"t3","Image":"busybox","Args":[1,2]}})",
          R"({"Action":"add","Task":{"ID":"t4","Image":"busybox","Limits":{"Pids":-1}}})",
-         task_add("t5")}));
+         R"({"Action":"add","Task":{"ID":"t5","ServiceID":"svc","Slot":1,"Image":"busybox",)"
+         R"("Args":["sleep","600"],"Secrets":[]}})"}));
     ASSERT_TRUE(eventually([&] { return session.last_state("t5") == "running"; }));
     EXPECT_EQ(session.last_state("t2"), "rejected");  // no image: refused with the reason
     EXPECT_EQ(session.last_state("t3"), "rejected");
@@ -753,7 +782,7 @@ TEST(Assignments, ReadsTheDispatchersWireForm) {
 
 TEST(Assignments, BadChangesAreMarkedWithoutSecretBytes) {
     crypto::init();
-    auto text = assignments(
+    auto text = raw_assignments(
         false, 4,
         {R"({"Action":"add","Secret":{"ID":"s1","Name":"n","Data":"aHVudGVyMg=!"}})",
          R"({"Action":"add","Task":{"ID":"UPPER","Image":"x"}})",
@@ -761,7 +790,7 @@ TEST(Assignments, BadChangesAreMarkedWithoutSecretBytes) {
          R"({"Action":"add","Task":{"ID":"t2","Image":"x","Secrets":[{"SecretID":"s1","Name":"n","UID":"-1"}]}})",
          R"({"Action":"add","Task":{"ID":"t3","Image":"x","StopGracePeriod":-5}})",
          R"({"Action":"add","Secret":{"ID":"s2","Name":"log\ninjection","Data":""}})",
-         task_add("t4")});
+         R"({"Action":"add","Task":{"ID":"t4","Image":"busybox"}})"});
     auto parsed = parse_assignments(crypto::SecureBuffer::copy_of(text));
     ASSERT_TRUE(parsed) << parsed.error().message;
     ASSERT_EQ(parsed->changes.size(), 7u);
