@@ -274,6 +274,25 @@ Result<ServiceSpec> service_spec_from_json(const json::value& v) {
     read_update_config(r, "UpdateConfig", s.update);
     read_update_config(r, "RollbackConfig", s.rollback);
     if (r.error()) return *r.error();
+    if (s.mode == ServiceMode::replicated) {
+        // As Docker stores it: a replicated service always names its replica count (1 when the
+        // request left Mode, or Mode.Replicated.Replicas, out), so clients reading it back see a
+        // known mode.
+        auto* mode = o.if_contains("Mode");
+        auto* rep =
+            mode && mode->is_object() ? mode->as_object().if_contains("Replicated") : nullptr;
+        auto* replicas =
+            rep && rep->is_object() ? rep->as_object().if_contains("Replicas") : nullptr;
+        if (replicas == nullptr || replicas->is_null()) {
+            json::object copy = o;
+            auto& m = copy["Mode"];
+            if (!m.is_object()) m = json::object{};
+            auto& rp = m.as_object()["Replicated"];
+            if (!rp.is_object()) rp = json::object{};
+            rp.as_object()["Replicas"] = s.replicas;
+            s.json = json::serialize(copy);
+        }
+    }
     return s;
 }
 

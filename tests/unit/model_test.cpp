@@ -272,6 +272,36 @@ TEST(ServiceSpec, StackDeployBodyParsesAndEchoesUnchanged) {
               boost::json::parse(stack_body));
 }
 
+// `docker stack deploy` sends {"Replicated":{}} for a service without deploy.replicas, and the
+// docker CLI refuses a service read back without a replica count ("unrecognized service mode").
+TEST(ServiceSpec, AReplicatedServiceAlwaysStoresItsReplicaCount) {
+    auto replicas_of = [](std::string_view text) -> boost::json::value {
+        auto s = spec_of(text);
+        EXPECT_TRUE(s.ok()) << (s.ok() ? "" : s.error().message);
+        if (!s.ok()) return nullptr;
+        auto o = coffer::model::spec_json(*s, false);
+        const auto* r = o.if_contains("Mode");
+        if (!r || !r->is_object() || !r->as_object().contains("Replicated")) return nullptr;
+        const auto& rep = r->as_object().at("Replicated").as_object();
+        return rep.contains("Replicas") ? rep.at("Replicas") : nullptr;
+    };
+    const char* image = R"("TaskTemplate":{"ContainerSpec":{"Image":"busybox"}})";
+    EXPECT_EQ(replicas_of(fmt::format(R"({{"Name":"a",{}}})", image)), 1);
+    EXPECT_EQ(replicas_of(fmt::format(R"({{"Name":"a",{},"Mode":{{}}}})", image)), 1);
+    EXPECT_EQ(replicas_of(fmt::format(R"({{"Name":"a",{},"Mode":{{"Replicated":{{}}}}}})", image)),
+              1);
+    EXPECT_EQ(replicas_of(fmt::format(
+                  R"({{"Name":"a",{},"Mode":{{"Replicated":{{"Replicas":null}}}}}})", image)),
+              1);
+    EXPECT_EQ(replicas_of(fmt::format(
+                  R"({{"Name":"a",{},"Mode":{{"Replicated":{{"Replicas":3}}}}}})", image)),
+              3);
+    auto global = spec_of(fmt::format(R"({{"Name":"a",{},"Mode":{{"Global":{{}}}}}})", image));
+    ASSERT_TRUE(global.ok());
+    EXPECT_FALSE(
+        coffer::model::spec_json(*global, false).at("Mode").as_object().contains("Replicated"));
+}
+
 TEST(ServiceSpec, InsertDefaultsFillsDockersDefaults) {
     auto s = spec_of(stack_body);
     auto o = coffer::model::spec_json(*s, true);
