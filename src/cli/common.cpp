@@ -82,12 +82,15 @@ std::string filters_query(const std::vector<std::string>& filters) {
     return "?filters=" + net::percent_encode(json::serialize(filters_object(filters)));
 }
 
+CLI::Option* one_value_per_flag(CLI::Option* option) {
+    return option->allow_extra_args(false);
+}
+
 void ListFlags::add(CLI::App* cmd, bool filter) {
     cmd->add_flag("-q,--quiet", quiet, "Only display IDs");
     if (filter)
-        cmd->add_option("-f,--filter", filters,
-                        "Filter output based on conditions provided (key=value)")
-            ->allow_extra_args(false);
+        one_value_per_flag(cmd->add_option(
+            "-f,--filter", filters, "Filter output based on conditions provided (key=value)"));
     cmd->add_option("--format", format,
                     "Format output: 'table' (default), 'table TEMPLATE', 'json' or TEMPLATE "
                     "({{.Field}}, {{json .}})");

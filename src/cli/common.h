@@ -56,6 +56,9 @@ struct ListFlags {
 };
 // -f/--format on an inspect command.
 void add_inspect_format(CLI::App* cmd, std::string& format);
+// A list flag given once per value, as Docker takes it: `--secret s IMAGE` is one secret and an
+// image, not two secrets.
+CLI::Option* one_value_per_flag(CLI::Option* option);
 // {"key": {"value": true, ...}} for the given key and values, URL-encoded for a query.
 std::string filter_param(std::string_view key, const std::vector<std::string>& values);
 

@@ -104,12 +104,10 @@ void add_node_commands(CLI::App& app, Globals& g) {
             ->check(CLI::IsMember({"active", "pause", "drain"}));
         cmd->add_option("--role", o->role, "Role of the node (worker, manager)")
             ->check(CLI::IsMember({"worker", "manager"}));
-        cmd->add_option("--label-add", o->label_add, "Add or update a node label (key=value)")
-            ->allow_extra_args(
-                false);  // one value per flag, as Docker: `--secret s IMAGE` is not two secrets
-        cmd->add_option("--label-rm", o->label_rm, "Remove a node label if exists")
-            ->allow_extra_args(
-                false);  // one value per flag, as Docker: `--secret s IMAGE` is not two secrets
+        one_value_per_flag(
+            cmd->add_option("--label-add", o->label_add, "Add or update a node label (key=value)"));
+        one_value_per_flag(
+            cmd->add_option("--label-rm", o->label_rm, "Remove a node label if exists"));
         cmd->add_option("node", o->target, "NODE")->required();
         cmd->callback([&g, o] {
             ApiClient api(g.host);

@@ -26,9 +26,7 @@ void add_secret_create(CLI::App& secret, Globals& g) {
     auto name = std::make_shared<std::string>();
     auto source = std::make_shared<std::string>();
     auto labels = std::make_shared<std::vector<std::string>>();
-    cmd->add_option("-l,--label", *labels, "Secret labels (key=value)")
-        ->allow_extra_args(
-            false);  // one value per flag, as Docker: `--secret s IMAGE` is not two secrets
+    one_value_per_flag(cmd->add_option("-l,--label", *labels, "Secret labels (key=value)"));
     cmd->add_option("name", *name, "Secret name")->required();
     cmd->add_option("file", *source, "File to read the secret from, or - for STDIN")->required();
     cmd->callback([&g, name, source, labels] {

@@ -108,20 +108,13 @@ void add_service_create(CLI::App& service, Globals& g) {
     };
     auto o = std::make_shared<Opts>();
     cmd->add_option("--name", o->name, "Service name");
-    cmd->add_option("--secret", o->secrets, "Specify secrets to expose to the service")
-        ->allow_extra_args(
-            false);  // one value per flag, as Docker: `--secret s IMAGE` is not two secrets
+    one_value_per_flag(
+        cmd->add_option("--secret", o->secrets, "Specify secrets to expose to the service"));
     cmd->add_option("--mode", o->mode, "Service mode (replicated or global)")
         ->check(CLI::IsMember({"replicated", "global"}));
-    cmd->add_option("-e,--env", o->env, "Set environment variables")
-        ->allow_extra_args(
-            false);  // one value per flag, as Docker: `--secret s IMAGE` is not two secrets
-    cmd->add_option("--constraint", o->constraints, "Placement constraints")
-        ->allow_extra_args(
-            false);  // one value per flag, as Docker: `--secret s IMAGE` is not two secrets
-    cmd->add_option("-l,--label", o->labels, "Service labels")
-        ->allow_extra_args(
-            false);  // one value per flag, as Docker: `--secret s IMAGE` is not two secrets
+    one_value_per_flag(cmd->add_option("-e,--env", o->env, "Set environment variables"));
+    one_value_per_flag(cmd->add_option("--constraint", o->constraints, "Placement constraints"));
+    one_value_per_flag(cmd->add_option("-l,--label", o->labels, "Service labels"));
     o->flags.add(cmd);
     o->wait.add(cmd);
     cmd->add_option("image", o->image_and_args, "IMAGE [COMMAND] [ARG...]")->required();
@@ -168,19 +161,13 @@ void add_service_update(CLI::App& service, Globals& g) {
         WaitFlags wait;
     };
     auto o = std::make_shared<Opts>();
-    cmd->add_option("--secret-add", o->secret_add, "Add or update a secret on a service")
-        ->allow_extra_args(
-            false);  // one value per flag, as Docker: `--secret s IMAGE` is not two secrets
-    cmd->add_option("--secret-rm", o->secret_rm, "Remove a secret")
-        ->allow_extra_args(
-            false);  // one value per flag, as Docker: `--secret s IMAGE` is not two secrets
+    one_value_per_flag(
+        cmd->add_option("--secret-add", o->secret_add, "Add or update a secret on a service"));
+    one_value_per_flag(cmd->add_option("--secret-rm", o->secret_rm, "Remove a secret"));
     cmd->add_option("--image", o->image, "Service image tag");
-    cmd->add_option("--env-add", o->env_add, "Add or update an environment variable")
-        ->allow_extra_args(
-            false);  // one value per flag, as Docker: `--secret s IMAGE` is not two secrets
-    cmd->add_option("--env-rm", o->env_rm, "Remove an environment variable")
-        ->allow_extra_args(
-            false);  // one value per flag, as Docker: `--secret s IMAGE` is not two secrets
+    one_value_per_flag(
+        cmd->add_option("--env-add", o->env_add, "Add or update an environment variable"));
+    one_value_per_flag(cmd->add_option("--env-rm", o->env_rm, "Remove an environment variable"));
     cmd->add_flag("--force", o->force, "Force update even if no changes require it");
     o->flags.add(cmd);
     o->wait.add(cmd);

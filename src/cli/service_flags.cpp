@@ -154,12 +154,8 @@ void SpecFlags::add(CLI::App* cmd) {
     cmd->add_option("--limit-cpu", limit_cpu, "Limit CPUs");
     cmd->add_option("--limit-pids", limit_pids, "Limit maximum number of processes");
     cmd->add_flag("--read-only", read_only, "Mount the container's root filesystem as read only");
-    cmd->add_option("--cap-add", cap_add, "Add Linux capabilities")
-        ->allow_extra_args(
-            false);  // one value per flag, as Docker: `--secret s IMAGE` is not two secrets
-    cmd->add_option("--cap-drop", cap_drop, "Drop Linux capabilities")
-        ->allow_extra_args(
-            false);  // one value per flag, as Docker: `--secret s IMAGE` is not two secrets
+    one_value_per_flag(cmd->add_option("--cap-add", cap_add, "Add Linux capabilities"));
+    one_value_per_flag(cmd->add_option("--cap-drop", cap_drop, "Drop Linux capabilities"));
     cmd->add_option("--restart-condition", restart_condition,
                     "Restart when condition is met (none, on-failure, any)");
     cmd->add_option("--restart-delay", restart_delay,
