@@ -11,34 +11,17 @@
 #include <sstream>
 
 #include "harness.h"
+#include "hooked_daemon.h"
 
 using namespace coffer::test;
 namespace json = boost::json;
 
 namespace {
 
-class CliFormat : public ::testing::Test {
+class CliFormat : public HookedDaemonTest {
   protected:
-    void SetUp() override {
-        const char* hooked = std::getenv("COFFERD_TEST");
-        if (hooked == nullptr)
-            GTEST_SKIP() << "COFFERD_TEST (the cofferd-test executable) is not set";
-        ::setenv("COFFERD", hooked, 1);
-        ::setenv("COFFER_TEST_NODES", "node-a,node-b", 1);
-        ::setenv("COFFER_TEST_AGENTS", "1", 1);
-        daemon_ = std::make_unique<Daemon>(dir_.path() / "data", dir_.path() / "coffer.sock");
-        ASSERT_TRUE(daemon_->ready());
-        env_ = {"DOCKER_HOST=" + daemon_->host(), "DOCKER_CONFIG=" + (dir_.path() / "dc").string()};
-    }
-    void TearDown() override { daemon_.reset(); }
+    void SetUp() override { start_daemon(); }
 
-    CliResult cli(std::vector<std::string> args, const std::string& in = "") {
-        return coffer_cli(daemon_->host(), args, in);
-    }
-    CliResult docker(std::vector<std::string> args) {
-        args.insert(args.begin(), "docker");
-        return run_program(args, "", env_);
-    }
     // A service "web" with two running tasks, one of them replaced once (a history line).
     void start_web() {
         ASSERT_EQ(
@@ -68,10 +51,6 @@ class CliFormat : public ::testing::Test {
         EXPECT_EQ(theirs.status, 0) << shown << ": " << theirs.err;
         EXPECT_EQ(ours.out, theirs.out) << "coffer" << shown;
     }
-
-    TempDir dir_;
-    std::unique_ptr<Daemon> daemon_;
-    std::vector<std::string> env_;
 };
 
 }  // namespace

@@ -11,6 +11,7 @@
 #include "coffer/net/http.h"
 #include "coffer/net/http_client.h"
 #include "harness.h"
+#include "hooked_daemon.h"
 
 using namespace coffer;
 using namespace coffer::test;
@@ -18,29 +19,10 @@ namespace json = boost::json;
 
 namespace {
 
-class Services : public ::testing::Test {
+class Services : public HookedDaemonTest {
   protected:
-    void SetUp() override {
-        // The hooked daemon registers these nodes and runs a fake agent for each.
-        const char* hooked = std::getenv("COFFERD_TEST");
-        if (hooked == nullptr)
-            GTEST_SKIP() << "COFFERD_TEST (the cofferd-test executable) is not set";
-        ::setenv("COFFERD", hooked, 1);
-        ::setenv("COFFER_TEST_NODES", "node-a,node-b", 1);
-        ::setenv("COFFER_TEST_AGENTS", "1", 1);
-        daemon_ = std::make_unique<Daemon>(dir_.path() / "data", dir_.path() / "coffer.sock");
-        ASSERT_TRUE(daemon_->ready());
-        env_ = {"DOCKER_HOST=" + daemon_->host(), "DOCKER_CONFIG=" + (dir_.path() / "dc").string()};
-    }
-    void TearDown() override { daemon_.reset(); }
+    void SetUp() override { start_daemon(); }
 
-    CliResult docker(std::vector<std::string> args, const std::string& in = "") {
-        args.insert(args.begin(), "docker");
-        return run_program(args, in, env_);
-    }
-    CliResult cli(std::vector<std::string> args, const std::string& in = "") {
-        return coffer_cli(daemon_->host(), args, in);
-    }
     net::ClientResponse request(std::string_view method, std::string_view target,
                                 std::string_view body = "") {
         auto c = net::HttpClient::connect(daemon_->host());
@@ -97,10 +79,6 @@ class Services : public ::testing::Test {
             return false;
         });
     }
-
-    TempDir dir_;
-    std::unique_ptr<Daemon> daemon_;
-    std::vector<std::string> env_;
 };
 
 std::string message(const net::ClientResponse& r) {
