@@ -96,6 +96,15 @@ void wait_converged(ApiClient& api, const std::string& id, std::chrono::seconds 
     }
 }
 
+// The answer's Warnings, on stderr, as the docker CLI prints them.
+void print_warnings(const json::value& answer) {
+    const auto* o = answer.if_object();
+    const auto* w = o ? o->if_contains("Warnings") : nullptr;
+    if (w == nullptr || !w->is_array()) return;
+    for (const auto& line : w->get_array())
+        if (line.is_string()) std::fprintf(stderr, "%s\n", line.get_string().c_str());
+}
+
 // service create [OPTIONS] IMAGE [COMMAND] [ARG...]
 void add_service_create(CLI::App& service, Globals& g) {
     auto* cmd = service.add_subcommand("create", "Create a new service");
@@ -143,6 +152,7 @@ void add_service_create(CLI::App& service, Globals& g) {
         }
         if (auto r = o->flags.apply(spec); !r) fail(r.error());
         auto r = must(api.call("POST", "/services/create", json::value(std::move(spec))));
+        print_warnings(r);
         auto id = field(r, {"ID"});
         std::printf("%s\n", id.c_str());
         std::fflush(stdout);
@@ -197,8 +207,9 @@ void add_service_update(CLI::App& service, Globals& g) {
         }
         if (o->force) tt["ForceUpdate"] = number(json::value(tt), {"ForceUpdate"}) + 1;
         if (auto r = o->flags.apply(spec); !r) fail(r.error());
-        must(api.call("POST", fmt::format("/services/{}/update?version={}", id, version),
-                      json::value(std::move(spec))));
+        print_warnings(
+            must(api.call("POST", fmt::format("/services/{}/update?version={}", id, version),
+                          json::value(std::move(spec)))));
         std::printf("%s\n", o->target.c_str());
         std::fflush(stdout);
         if (o->wait.wait(cmd)) wait_converged(api, id, std::chrono::seconds(o->wait.timeout));

@@ -9,6 +9,7 @@
 #include "coffer/model/filters.h"
 #include "coffer/model/json.h"
 #include "coffer/model/service_json.h"
+#include "coffer/model/spec_fields.h"
 
 namespace coffer::manager {
 
@@ -31,10 +32,16 @@ std::string generated_name() {
     return fmt::format("{}_{}", pick(adjectives), pick(nouns));
 }
 
-Result<model::ServiceSpec> parse_spec(const Request& r, bool name_if_missing = false) {
+// The spec of a create or update request, checked field by field against what coffer does with
+// each (model/spec_fields.h); warnings receives what the answer's Warnings must say.
+Result<model::ServiceSpec> parse_spec(const Request& r, std::vector<std::string>& warnings,
+                                      bool name_if_missing = false) {
     auto v = model::parse_json(r.body_view());
     if (!v)
         return make_error(Errc::invalid_argument, "malformed request body: " + v.error().message);
+    auto checked = model::check_service_spec_fields(*v);
+    if (!checked) return std::move(checked).error();
+    warnings = std::move(*checked);
     if (name_if_missing && v->is_object()) {
         // As dockerd does: a service created without a name gets a generated one.
         auto& o = v->as_object();
@@ -43,6 +50,14 @@ Result<model::ServiceSpec> parse_spec(const Request& r, bool name_if_missing = f
             o["Name"] = generated_name();
     }
     return model::service_spec_from_json(*v);
+}
+
+// Docker's Warnings: null when there are none.
+json::value warnings_json(const std::vector<std::string>& warnings) {
+    if (warnings.empty()) return nullptr;
+    json::array a;
+    for (const auto& w : warnings) a.emplace_back(w);
+    return a;
 }
 
 bool truthy(std::string_view v) {
@@ -157,12 +172,15 @@ std::optional<Response> orchestration_routes(Cluster& manager, Request& r, const
         auto& services = manager.services();
         if (n == 1 && m == "GET") return services_list(manager, r);
         if (n == 2 && at(1) == "create" && m == "POST") {
-            auto spec = parse_spec(r, true);
+            std::vector<std::string> warnings;
+            auto spec = parse_spec(r, warnings, true);
             if (!spec) return Response::error(spec.error());
             auto s = services.create(std::move(*spec));
             if (!s) return Response::error(s.error());
             log::info("api", "service {} created ({})", s->meta.id, s->spec.name);
-            return ok_json(201, json::object{{"ID", s->meta.id}});
+            json::object answer{{"ID", s->meta.id}};
+            if (!warnings.empty()) answer["Warnings"] = warnings_json(warnings);
+            return ok_json(201, std::move(answer));
         }
         if (n == 2 && m == "GET") {
             auto s = services.find(at(1));
@@ -172,12 +190,13 @@ std::optional<Response> orchestration_routes(Cluster& manager, Request& r, const
         if (n == 3 && at(2) == "update" && m == "POST") {
             auto version = version_param(r, "service");
             if (!version) return Response::error(version.error());
-            auto spec = parse_spec(r);
+            std::vector<std::string> warnings;
+            auto spec = parse_spec(r, warnings);
             if (!spec) return Response::error(spec.error());
             auto s = services.update(at(1), *version, std::move(*spec));
             if (!s) return Response::error(s.error());
             log::info("api", "service {} updated", s->meta.id);
-            return ok_json(200, json::object{{"Warnings", nullptr}});
+            return ok_json(200, json::object{{"Warnings", warnings_json(warnings)}});
         }
         if (n == 2 && m == "DELETE") {
             auto s = services.remove(at(1));
@@ -237,7 +256,10 @@ std::optional<Response> orchestration_routes(Cluster& manager, Request& r, const
     if (at(0) == "networks") {
         if (n == 1 && m == "GET") return ok_json(200, json::array{});
         if (n == 2 && at(1) == "create" && m == "POST")
-            return ok_json(201, json::object{{"Id", crypto::random_id()}, {"Warning", ""}});
+            return ok_json(201, json::object{{"Id", crypto::random_id()},
+                                             {"Warning",
+                                              "coffer does not implement networks yet: "
+                                              "no task is attached to this network"}});
         if (n == 2 && m == "DELETE") return Response::empty(204);
     }
     return std::nullopt;

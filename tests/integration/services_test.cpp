@@ -337,3 +337,32 @@ secrets:
     EXPECT_EQ(secrets.out.find("app_filesec"), std::string::npos) << secrets.out;
     EXPECT_NE(secrets.out.find("ext1"), std::string::npos) << secrets.out;
 }
+
+TEST_F(Services, DockerStackDeployWaitsForAServiceWithoutReplicasAndWarnsOfItsNetwork) {
+    if (!have_docker()) GTEST_SKIP() << "no docker CLI on this machine";
+    std::ofstream(dir_.path() / "plain.yml") << R"(version: "3.8"
+services:
+  app:
+    image: localbusybox:1
+    command: ["sleep", "3600"]
+)";
+    auto file = (dir_.path() / "plain.yml").string();
+    // --detach=false reads the stored mode back: a service stored without Replicas failed here
+    // with "unrecognized service mode".
+    auto deploy = docker(
+        {"stack", "deploy", "--detach=false", "--resolve-image", "never", "-c", file, "plain"});
+    ASSERT_EQ(deploy.status, 0) << deploy.out << deploy.err;
+    EXPECT_EQ(deploy.err.find("unrecognized service mode"), std::string::npos) << deploy.err;
+    EXPECT_TRUE(replicas_running("plain_app", 1));
+    auto mode =
+        docker({"service", "inspect", "-f", "{{.Spec.Mode.Replicated.Replicas}}", "plain_app"});
+    EXPECT_EQ(mode.out, "1\n") << mode.err;
+    // The stack attaches the service to its default network, which coffer does not create yet:
+    // the update's answer says so and the docker CLI prints it.
+    auto again = docker({"stack", "deploy", "--resolve-image", "never", "-c", file, "plain"});
+    ASSERT_EQ(again.status, 0) << again.err;
+    EXPECT_NE(again.err.find("TaskTemplate.Networks[].Target: coffer does not attach tasks"),
+              std::string::npos)
+        << again.err;
+    EXPECT_EQ(docker({"stack", "rm", "plain"}).status, 0);
+}

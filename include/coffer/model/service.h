@@ -25,6 +25,7 @@ struct SecretReference {
     std::string uid = "0";  // strings, as in Docker's API
     std::string gid = "0";
     std::uint32_t mode = 0444;
+    bool operator==(const SecretReference&) const = default;
 };
 
 struct ContainerSpec {
@@ -40,12 +41,14 @@ struct ContainerSpec {
     std::vector<std::string> cap_drop;
     std::optional<std::int64_t> stop_grace_period;  // nanoseconds
     std::vector<SecretReference> secrets;
+    bool operator==(const ContainerSpec&) const = default;
 };
 
 struct ResourceLimits {
     std::int64_t memory_bytes = 0;
     std::int64_t nano_cpus = 0;
     std::int64_t pids = 0;
+    bool operator==(const ResourceLimits&) const = default;
 };
 
 enum class RestartCondition { none, on_failure, any };
@@ -56,6 +59,7 @@ struct RestartPolicy {
     std::int64_t delay = 5 * second_ns;
     std::uint64_t max_attempts = 0;  // 0: unlimited
     std::int64_t window = 0;         // 0: attempts counted over the slot's whole history
+    bool operator==(const RestartPolicy&) const = default;
 };
 
 enum class FailureAction { pause, cont, rollback };
@@ -69,6 +73,7 @@ struct UpdateConfig {
     std::int64_t monitor = 5 * second_ns;
     double max_failure_ratio = 0;
     UpdateOrder order = UpdateOrder::stop_first;
+    bool operator==(const UpdateConfig&) const = default;
 };
 
 // One constraint: "node.hostname==x", "node.labels.k!=v", ...
@@ -76,6 +81,7 @@ struct Constraint {
     std::string key;  // node.id, node.hostname, node.role, node.labels.<k>
     bool equal = true;
     std::string value;
+    bool operator==(const Constraint&) const = default;
 };
 
 struct TaskTemplate {
@@ -85,6 +91,7 @@ struct TaskTemplate {
     std::vector<Constraint> constraints;
     std::uint64_t force_update = 0;
     std::string json;  // the template as given, serialized: the identity of a task's spec
+    bool operator==(const TaskTemplate&) const = default;
 };
 
 enum class ServiceMode { replicated, global };
@@ -98,6 +105,7 @@ struct ServiceSpec {
     UpdateConfig update;
     UpdateConfig rollback;
     std::string json;  // the whole spec as given, serialized
+    bool operator==(const ServiceSpec&) const = default;
 };
 
 // UpdateStatus.State. On the wire and in the store it is Docker's string: updating, paused,

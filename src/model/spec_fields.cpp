@@ -1,0 +1,327 @@
+#include "coffer/model/spec_fields.h"
+
+#include <boost/json.hpp>
+
+#include <array>
+
+namespace coffer::model {
+namespace json = boost::json;
+namespace {
+
+constexpr auto acted = FieldUse::acted;
+constexpr auto refused = FieldUse::refused;
+constexpr auto warned = FieldUse::warned;
+
+constexpr std::string_view no_networks =
+    "coffer does not attach tasks to networks yet: the task runs with its own loopback only";
+constexpr std::string_view no_ports =
+    "coffer does not publish ports yet: nothing listens on the published port";
+constexpr std::string_view no_selinux = "coffer does not apply SELinux labels";
+constexpr std::string_view no_credspec = "credential specs are for Windows tasks";
+constexpr std::string_view no_jobs = "job services are not supported";
+
+// clang-format off
+constexpr std::array fields = {
+    SpecField{"Name", acted},
+    SpecField{"Labels", acted},
+
+    SpecField{"TaskTemplate.ContainerSpec.Image", acted, "from the node's local image store"},
+    SpecField{"TaskTemplate.ContainerSpec.Labels", warned,
+              "container labels are kept in the task's spec only"},
+    SpecField{"TaskTemplate.ContainerSpec.Command", acted},
+    SpecField{"TaskTemplate.ContainerSpec.Args", acted},
+    SpecField{"TaskTemplate.ContainerSpec.Hostname", acted},
+    SpecField{"TaskTemplate.ContainerSpec.Env", acted},
+    SpecField{"TaskTemplate.ContainerSpec.Dir", acted},
+    SpecField{"TaskTemplate.ContainerSpec.User", acted},
+    SpecField{"TaskTemplate.ContainerSpec.Groups", refused,
+              "supplementary groups are not supported"},
+    SpecField{"TaskTemplate.ContainerSpec.Privileges.CredentialSpec.Config", refused, no_credspec},
+    SpecField{"TaskTemplate.ContainerSpec.Privileges.CredentialSpec.File", refused, no_credspec},
+    SpecField{"TaskTemplate.ContainerSpec.Privileges.CredentialSpec.Registry", refused,
+              no_credspec},
+    SpecField{"TaskTemplate.ContainerSpec.Privileges.SELinuxContext.Disable", refused, no_selinux},
+    SpecField{"TaskTemplate.ContainerSpec.Privileges.SELinuxContext.User", refused, no_selinux},
+    SpecField{"TaskTemplate.ContainerSpec.Privileges.SELinuxContext.Role", refused, no_selinux},
+    SpecField{"TaskTemplate.ContainerSpec.Privileges.SELinuxContext.Type", refused, no_selinux},
+    SpecField{"TaskTemplate.ContainerSpec.Privileges.SELinuxContext.Level", refused, no_selinux},
+    SpecField{"TaskTemplate.ContainerSpec.Privileges.Seccomp.Mode", refused,
+              "every task runs under coffer's default seccomp profile", "\"default\""},
+    SpecField{"TaskTemplate.ContainerSpec.Privileges.Seccomp.Profile", refused,
+              "every task runs under coffer's default seccomp profile"},
+    SpecField{"TaskTemplate.ContainerSpec.Privileges.AppArmor.Mode", refused,
+              "coffer does not apply AppArmor profiles", "\"default\""},
+    SpecField{"TaskTemplate.ContainerSpec.Privileges.NoNewPrivileges", refused,
+              "every task runs with no_new_privs, asked or not", "true"},
+    SpecField{"TaskTemplate.ContainerSpec.Init", refused, "an init process is not supported"},
+    SpecField{"TaskTemplate.ContainerSpec.StopSignal", refused, "the stop signal is SIGTERM"},
+    SpecField{"TaskTemplate.ContainerSpec.TTY", refused,
+              "tasks have no terminal: their output goes to the task log"},
+    SpecField{"TaskTemplate.ContainerSpec.OpenStdin", refused,
+              "tasks have no standard input (it is /dev/null)"},
+    SpecField{"TaskTemplate.ContainerSpec.ReadOnly", acted},
+    SpecField{"TaskTemplate.ContainerSpec.Mounts[].Type", refused, "mounts are not supported"},
+    SpecField{"TaskTemplate.ContainerSpec.Mounts[].Source", refused, "mounts are not supported"},
+    SpecField{"TaskTemplate.ContainerSpec.Mounts[].Target", refused, "mounts are not supported"},
+    SpecField{"TaskTemplate.ContainerSpec.Mounts[].ReadOnly", refused, "mounts are not supported"},
+    SpecField{"TaskTemplate.ContainerSpec.Mounts[].Consistency", refused,
+              "mounts are not supported"},
+    SpecField{"TaskTemplate.ContainerSpec.Mounts[].BindOptions.Propagation", refused,
+              "mounts are not supported"},
+    SpecField{"TaskTemplate.ContainerSpec.Mounts[].BindOptions.NonRecursive", refused,
+              "mounts are not supported"},
+    SpecField{"TaskTemplate.ContainerSpec.Mounts[].BindOptions.CreateMountpoint", refused,
+              "mounts are not supported"},
+    SpecField{"TaskTemplate.ContainerSpec.Mounts[].BindOptions.ReadOnlyNonRecursive", refused,
+              "mounts are not supported"},
+    SpecField{"TaskTemplate.ContainerSpec.Mounts[].BindOptions.ReadOnlyForceRecursive", refused,
+              "mounts are not supported"},
+    SpecField{"TaskTemplate.ContainerSpec.Mounts[].VolumeOptions.NoCopy", refused,
+              "mounts are not supported"},
+    SpecField{"TaskTemplate.ContainerSpec.Mounts[].VolumeOptions.Labels", refused,
+              "mounts are not supported"},
+    SpecField{"TaskTemplate.ContainerSpec.Mounts[].VolumeOptions.Subpath", refused,
+              "mounts are not supported"},
+    SpecField{"TaskTemplate.ContainerSpec.Mounts[].VolumeOptions.DriverConfig.Name", refused,
+              "mounts are not supported"},
+    SpecField{"TaskTemplate.ContainerSpec.Mounts[].VolumeOptions.DriverConfig.Options", refused,
+              "mounts are not supported"},
+    SpecField{"TaskTemplate.ContainerSpec.Mounts[].ImageOptions.Subpath", refused,
+              "mounts are not supported"},
+    SpecField{"TaskTemplate.ContainerSpec.Mounts[].TmpfsOptions.SizeBytes", refused,
+              "mounts are not supported"},
+    SpecField{"TaskTemplate.ContainerSpec.Mounts[].TmpfsOptions.Mode", refused,
+              "mounts are not supported"},
+    SpecField{"TaskTemplate.ContainerSpec.Mounts[].TmpfsOptions.Options", refused,
+              "mounts are not supported"},
+    SpecField{"TaskTemplate.ContainerSpec.Mounts[].ClusterOptions", refused,
+              "cluster volumes are not supported"},
+    SpecField{"TaskTemplate.ContainerSpec.StopGracePeriod", acted},
+    SpecField{"TaskTemplate.ContainerSpec.Healthcheck.Test", refused,
+              "health checks are not supported"},
+    SpecField{"TaskTemplate.ContainerSpec.Healthcheck.Interval", refused,
+              "health checks are not supported"},
+    SpecField{"TaskTemplate.ContainerSpec.Healthcheck.Timeout", refused,
+              "health checks are not supported"},
+    SpecField{"TaskTemplate.ContainerSpec.Healthcheck.Retries", refused,
+              "health checks are not supported"},
+    SpecField{"TaskTemplate.ContainerSpec.Healthcheck.StartPeriod", refused,
+              "health checks are not supported"},
+    SpecField{"TaskTemplate.ContainerSpec.Healthcheck.StartInterval", refused,
+              "health checks are not supported"},
+    SpecField{"TaskTemplate.ContainerSpec.Hosts", refused, "extra hosts are not supported"},
+    SpecField{"TaskTemplate.ContainerSpec.DNSConfig.Nameservers", refused,
+              "DNS settings are not supported"},
+    SpecField{"TaskTemplate.ContainerSpec.DNSConfig.Search", refused,
+              "DNS settings are not supported"},
+    SpecField{"TaskTemplate.ContainerSpec.DNSConfig.Options", refused,
+              "DNS settings are not supported"},
+    SpecField{"TaskTemplate.ContainerSpec.Secrets[].SecretID", acted},
+    SpecField{"TaskTemplate.ContainerSpec.Secrets[].SecretName", acted},
+    SpecField{"TaskTemplate.ContainerSpec.Secrets[].File.Name", acted},
+    SpecField{"TaskTemplate.ContainerSpec.Secrets[].File.UID", acted},
+    SpecField{"TaskTemplate.ContainerSpec.Secrets[].File.GID", acted},
+    SpecField{"TaskTemplate.ContainerSpec.Secrets[].File.Mode", acted},
+    SpecField{"TaskTemplate.ContainerSpec.Configs[].ConfigID", refused,
+              "configs are not supported"},
+    SpecField{"TaskTemplate.ContainerSpec.Configs[].ConfigName", refused,
+              "configs are not supported"},
+    SpecField{"TaskTemplate.ContainerSpec.Configs[].File.Name", refused,
+              "configs are not supported"},
+    SpecField{"TaskTemplate.ContainerSpec.Configs[].File.UID", refused,
+              "configs are not supported"},
+    SpecField{"TaskTemplate.ContainerSpec.Configs[].File.GID", refused,
+              "configs are not supported"},
+    SpecField{"TaskTemplate.ContainerSpec.Configs[].File.Mode", refused,
+              "configs are not supported"},
+    SpecField{"TaskTemplate.ContainerSpec.Configs[].Runtime", refused,
+              "runtime configs (credential specs) are for Windows tasks"},
+    SpecField{"TaskTemplate.ContainerSpec.Isolation", refused,
+              "Linux tasks have one isolation: namespaces and cgroups", "\"default\""},
+    SpecField{"TaskTemplate.ContainerSpec.Sysctls", refused, "sysctls are not supported"},
+    SpecField{"TaskTemplate.ContainerSpec.CapabilityAdd", acted},
+    SpecField{"TaskTemplate.ContainerSpec.CapabilityDrop", acted},
+    SpecField{"TaskTemplate.ContainerSpec.Ulimits[].Name", refused, "ulimits are not supported"},
+    SpecField{"TaskTemplate.ContainerSpec.Ulimits[].Soft", refused, "ulimits are not supported"},
+    SpecField{"TaskTemplate.ContainerSpec.Ulimits[].Hard", refused, "ulimits are not supported"},
+    SpecField{"TaskTemplate.ContainerSpec.OomScoreAdj", refused,
+              "the OOM score adjustment is not supported"},
+    SpecField{"TaskTemplate.PluginSpec", refused, "only container services are supported"},
+    SpecField{"TaskTemplate.NetworkAttachmentSpec", refused,
+              "only container services are supported"},
+
+    SpecField{"TaskTemplate.Resources.Limits.NanoCPUs", acted},
+    SpecField{"TaskTemplate.Resources.Limits.MemoryBytes", acted},
+    SpecField{"TaskTemplate.Resources.Limits.Pids", acted},
+    SpecField{"TaskTemplate.Resources.Reservations.NanoCPUs", refused,
+              "reservations are not supported"},
+    SpecField{"TaskTemplate.Resources.Reservations.MemoryBytes", refused,
+              "reservations are not supported"},
+    SpecField{"TaskTemplate.Resources.Reservations.GenericResources[].NamedResourceSpec.Kind",
+              refused, "generic resources are not supported"},
+    SpecField{"TaskTemplate.Resources.Reservations.GenericResources[].NamedResourceSpec.Value",
+              refused, "generic resources are not supported"},
+    SpecField{"TaskTemplate.Resources.Reservations.GenericResources[].DiscreteResourceSpec.Kind",
+              refused, "generic resources are not supported"},
+    SpecField{"TaskTemplate.Resources.Reservations.GenericResources[].DiscreteResourceSpec.Value",
+              refused, "generic resources are not supported"},
+    SpecField{"TaskTemplate.Resources.SwapBytes", refused,
+              "tasks never swap: their memory limit covers memory and swap together"},
+    SpecField{"TaskTemplate.Resources.MemorySwappiness", refused,
+              "tasks never swap: their memory limit covers memory and swap together"},
+
+    SpecField{"TaskTemplate.RestartPolicy.Condition", acted},
+    SpecField{"TaskTemplate.RestartPolicy.Delay", acted},
+    SpecField{"TaskTemplate.RestartPolicy.MaxAttempts", acted},
+    SpecField{"TaskTemplate.RestartPolicy.Window", acted},
+
+    SpecField{"TaskTemplate.Placement.Constraints", acted},
+    SpecField{"TaskTemplate.Placement.Preferences[].Spread.SpreadDescriptor", refused,
+              "placement preferences are not supported"},
+    SpecField{"TaskTemplate.Placement.MaxReplicas", refused,
+              "a per-node replica limit is not supported"},
+    SpecField{"TaskTemplate.Placement.Platforms[].Architecture", refused,
+              "platform placement is not supported"},
+    SpecField{"TaskTemplate.Placement.Platforms[].OS", refused,
+              "platform placement is not supported"},
+
+    SpecField{"TaskTemplate.Networks[].Target", warned, no_networks},
+    SpecField{"TaskTemplate.Networks[].Aliases", warned, no_networks},
+    SpecField{"TaskTemplate.Networks[].DriverOpts", warned, no_networks},
+    SpecField{"TaskTemplate.LogDriver.Name", refused,
+              "coffer keeps task logs itself (service logs); log drivers are not supported"},
+    SpecField{"TaskTemplate.LogDriver.Options", refused,
+              "coffer keeps task logs itself (service logs); log drivers are not supported"},
+    SpecField{"TaskTemplate.ForceUpdate", acted},
+    SpecField{"TaskTemplate.Runtime", refused, "only container services are supported",
+              "\"container\""},
+
+    SpecField{"Mode.Replicated.Replicas", acted},
+    SpecField{"Mode.Global", acted},
+    SpecField{"Mode.ReplicatedJob.MaxConcurrent", refused, no_jobs},
+    SpecField{"Mode.ReplicatedJob.TotalCompletions", refused, no_jobs},
+    SpecField{"Mode.GlobalJob", refused, no_jobs},
+
+    SpecField{"UpdateConfig.Parallelism", acted},
+    SpecField{"UpdateConfig.Delay", acted},
+    SpecField{"UpdateConfig.FailureAction", acted},
+    SpecField{"UpdateConfig.Monitor", acted},
+    SpecField{"UpdateConfig.MaxFailureRatio", acted},
+    SpecField{"UpdateConfig.Order", acted},
+    SpecField{"RollbackConfig.Parallelism", acted},
+    SpecField{"RollbackConfig.Delay", acted},
+    SpecField{"RollbackConfig.FailureAction", acted},
+    SpecField{"RollbackConfig.Monitor", acted},
+    SpecField{"RollbackConfig.MaxFailureRatio", acted},
+    SpecField{"RollbackConfig.Order", acted},
+
+    SpecField{"EndpointSpec.Mode", warned,
+              "tasks have no service address (VIP or DNS round robin) yet", "\"vip\""},
+    SpecField{"EndpointSpec.Ports[].Name", warned, no_ports},
+    SpecField{"EndpointSpec.Ports[].Protocol", warned, no_ports},
+    SpecField{"EndpointSpec.Ports[].TargetPort", warned, no_ports},
+    SpecField{"EndpointSpec.Ports[].PublishedPort", warned, no_ports},
+    SpecField{"EndpointSpec.Ports[].PublishMode", warned, no_ports},
+};
+// clang-format on
+
+// A value that asks for nothing. An empty object is not one: "Global": {} asks for a mode.
+bool empty_value(const json::value& v) {
+    switch (v.kind()) {
+        case json::kind::null:
+            return true;
+        case json::kind::bool_:
+            return !v.get_bool();
+        case json::kind::int64:
+            return v.get_int64() == 0;
+        case json::kind::uint64:
+            return v.get_uint64() == 0;
+        case json::kind::double_:
+            return v.get_double() == 0;
+        case json::kind::string:
+            return v.get_string().empty();
+        case json::kind::array:
+            return v.get_array().empty();
+        case json::kind::object:
+            return false;
+    }
+    return false;
+}
+
+// Some field's path continues below this one: its value is walked, not judged whole.
+bool has_children(std::string_view path) {
+    for (const auto& f : fields)
+        if (f.path.size() > path.size() && f.path.starts_with(path) &&
+            (f.path[path.size()] == '.' || f.path[path.size()] == '['))
+            return true;
+    return false;
+}
+
+Error invalid(std::string message) {
+    return make_error(Errc::invalid_argument, std::move(message));
+}
+
+class Walker {
+  public:
+    Result<void> walk(const json::value& v, const std::string& path) {
+        if (!path.empty() && !has_children(path)) return leaf(v, path);
+        if (v.is_null()) return {};
+        if (v.is_array()) {
+            if (!has_children(path + "[]"))
+                return invalid(fmt::format("field {} must be an object", path));
+            for (const auto& item : v.get_array())
+                if (auto r = walk(item, path + "[]"); !r) return r;
+            return {};
+        }
+        if (!v.is_object()) {
+            if (path.empty()) return invalid("service spec must be an object");
+            if (has_children(path + "[]"))
+                return invalid(fmt::format("field {} must be an array", path));
+            return invalid(fmt::format("field {} must be an object", path));
+        }
+        for (const auto& [key, member] : v.get_object()) {
+            auto child = path.empty() ? std::string(key) : fmt::format("{}.{}", path, key);
+            if (auto r = walk(member, child); !r) return r;
+        }
+        return {};
+    }
+
+    std::vector<std::string> warnings;
+
+  private:
+    Result<void> leaf(const json::value& v, const std::string& path) {
+        const auto* f = find_spec_field(path);
+        if (empty_value(v)) return {};
+        if (f == nullptr)
+            return invalid(fmt::format(
+                "field {} is not known to coffer: it is refused rather than ignored", path));
+        if (f->use == FieldUse::acted) return {};
+        if (!f->inert.empty() && json::serialize(v) == f->inert) return {};
+        if (f->use == FieldUse::refused)
+            return invalid(fmt::format("field {} is not supported by coffer: {}", path, f->note));
+        auto warning = fmt::format("{}: {}", path, f->note);
+        if (std::find(warnings.begin(), warnings.end(), warning) == warnings.end())
+            warnings.push_back(std::move(warning));
+        return {};
+    }
+};
+
+}  // namespace
+
+std::span<const SpecField> service_spec_fields() noexcept {
+    return fields;
+}
+
+const SpecField* find_spec_field(std::string_view path) noexcept {
+    for (const auto& f : fields)
+        if (f.path == path) return &f;
+    return nullptr;
+}
+
+Result<std::vector<std::string>> check_service_spec_fields(const json::value& spec) {
+    Walker w;
+    if (auto r = w.walk(spec, ""); !r) return std::move(r).error();
+    return std::move(w.warnings);
+}
+
+}  // namespace coffer::model
