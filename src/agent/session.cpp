@@ -172,7 +172,8 @@ void SessionLoop::Impl::run() {
     RetryDelay delay(options_.backoff);
     if (renewing()) schedule_renewal();
     nodeconn::SessionHandlers handlers{
-        [this](const std::shared_ptr<nodeconn::Session>&) {
+        [this](const std::shared_ptr<nodeconn::Session>& session) {
+            if (options_.description) session->send(nodeproto::encode(*options_.description));
             if (handlers_.on_connected) handlers_.on_connected();
         },
         [this](const std::shared_ptr<nodeconn::Session>&, nodeconn::Message msg) {

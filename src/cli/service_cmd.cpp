@@ -110,7 +110,7 @@ void add_service_create(CLI::App& service, Globals& g) {
     auto* cmd = service.add_subcommand("create", "Create a new service");
     struct Opts {
         std::string name, mode = "replicated";
-        std::vector<std::string> secrets, env, constraints, labels;
+        std::vector<std::string> secrets, env, constraints, labels, placement_prefs, generic;
         std::vector<std::string> image_and_args;
         SpecFlags flags;
         WaitFlags wait;
@@ -123,6 +123,10 @@ void add_service_create(CLI::App& service, Globals& g) {
         ->check(CLI::IsMember({"replicated", "global"}));
     one_value_per_flag(cmd->add_option("-e,--env", o->env, "Set environment variables"));
     one_value_per_flag(cmd->add_option("--constraint", o->constraints, "Placement constraints"));
+    one_value_per_flag(cmd->add_option("--placement-pref", o->placement_prefs,
+                                       "Add a placement preference (spread=node.labels.<label>)"));
+    one_value_per_flag(
+        cmd->add_option("--generic-resource", o->generic, "User defined resources (NAME=COUNT)"));
     one_value_per_flag(cmd->add_option("-l,--label", o->labels, "Service labels"));
     o->flags.add(cmd);
     o->wait.add(cmd);
@@ -138,9 +142,17 @@ void add_service_create(CLI::App& service, Globals& g) {
         if (!refs.empty()) cs["Secrets"] = std::move(refs);
         auto labels = labels_object(o->labels);
         json::object tt{{"ContainerSpec", std::move(cs)}, {"ForceUpdate", 0}};
+        json::object placement;
         if (!o->constraints.empty())
-            tt["Placement"] = json::object{
-                {"Constraints", json::array(o->constraints.begin(), o->constraints.end())}};
+            placement["Constraints"] = json::array(o->constraints.begin(), o->constraints.end());
+        json::array prefs, generic;
+        for (const auto& p : o->placement_prefs) prefs.push_back(must(parse_placement_pref(p)));
+        for (const auto& res : o->generic) generic.push_back(must(parse_generic_resource_opt(res)));
+        if (!prefs.empty()) placement["Preferences"] = std::move(prefs);
+        if (!placement.empty()) tt["Placement"] = std::move(placement);
+        if (!generic.empty())
+            tt["Resources"] = json::object{
+                {"Reservations", json::object{{"GenericResources", std::move(generic)}}}};
         json::object spec{
             {"Name", o->name}, {"Labels", std::move(labels)}, {"TaskTemplate", std::move(tt)}};
         if (o->mode == "global") {
@@ -166,6 +178,7 @@ void add_service_update(CLI::App& service, Globals& g) {
     struct Opts {
         std::string target, image;
         std::vector<std::string> secret_add, secret_rm, env_add, env_rm;
+        std::vector<std::string> pref_add, pref_rm, generic_add, generic_rm;
         bool force = false;
         SpecFlags flags;
         WaitFlags wait;
@@ -179,6 +192,14 @@ void add_service_update(CLI::App& service, Globals& g) {
         cmd->add_option("--env-add", o->env_add, "Add or update an environment variable"));
     one_value_per_flag(cmd->add_option("--env-rm", o->env_rm, "Remove an environment variable"));
     cmd->add_flag("--force", o->force, "Force update even if no changes require it");
+    one_value_per_flag(
+        cmd->add_option("--placement-pref-add", o->pref_add, "Add a placement preference"));
+    one_value_per_flag(
+        cmd->add_option("--placement-pref-rm", o->pref_rm, "Remove a placement preference"));
+    one_value_per_flag(cmd->add_option("--generic-resource-add", o->generic_add,
+                                       "Add a Generic resource (NAME=COUNT)"));
+    one_value_per_flag(cmd->add_option("--generic-resource-rm", o->generic_rm,
+                                       "Remove a Generic resource (by NAME)"));
     o->flags.add(cmd);
     o->wait.add(cmd);
     cmd->add_option("service", o->target, "SERVICE")->required();
@@ -204,6 +225,34 @@ void add_service_update(CLI::App& service, Globals& g) {
                 for (const auto& e : cur->as_array()) env.push_back(str(e));
             env = update_env(std::move(env), o->env_add, o->env_rm);
             cs["Env"] = json::array(env.begin(), env.end());
+        }
+        // As docker: -rm drops the preferences (spread=X) and resources (by name) given, -add
+        // appends.
+        if (!o->pref_add.empty() || !o->pref_rm.empty()) {
+            json::array prefs;
+            auto& placement = obj(tt, "Placement");
+            if (auto* cur = placement.if_contains("Preferences"); cur && cur->is_array())
+                for (const auto& p : cur->as_array()) {
+                    auto text = "spread=" + field(p, {"Spread", "SpreadDescriptor"});
+                    if (std::find(o->pref_rm.begin(), o->pref_rm.end(), text) == o->pref_rm.end())
+                        prefs.push_back(p);
+                }
+            for (const auto& p : o->pref_add) prefs.push_back(must(parse_placement_pref(p)));
+            placement["Preferences"] = std::move(prefs);
+        }
+        if (!o->generic_add.empty() || !o->generic_rm.empty()) {
+            json::array generic;
+            auto& reservations = obj(obj(tt, "Resources"), "Reservations");
+            if (auto* cur = reservations.if_contains("GenericResources"); cur && cur->is_array())
+                for (const auto& res : cur->as_array()) {
+                    auto kind = field(res, {"DiscreteResourceSpec", "Kind"});
+                    if (std::find(o->generic_rm.begin(), o->generic_rm.end(), kind) ==
+                        o->generic_rm.end())
+                        generic.push_back(res);
+                }
+            for (const auto& res : o->generic_add)
+                generic.push_back(must(parse_generic_resource_opt(res)));
+            reservations["GenericResources"] = std::move(generic);
         }
         if (o->force) tt["ForceUpdate"] = number(json::value(tt), {"ForceUpdate"}) + 1;
         if (auto r = o->flags.apply(spec); !r) fail(r.error());

@@ -74,12 +74,43 @@ Result<std::int64_t> parse_bytes(const std::string& s) {
     return static_cast<std::int64_t>(bytes);
 }
 
-Result<std::int64_t> parse_nano_cpus(const std::string& v) {
+Result<std::int64_t> parse_nano_cpus(const std::string& v, std::string_view flag) {
     char* stop = nullptr;
     double cpus = std::strtod(v.c_str(), &stop);
     if (v.empty() || *stop != '\0' || cpus < 0 || !(cpus * 1e9 < 9.2e18))
-        return usage(fmt::format("invalid argument \"{}\" for \"--limit-cpu\" flag", v));
+        return usage(fmt::format("invalid argument \"{}\" for \"{}\" flag", v, flag));
     return static_cast<std::int64_t>(std::llround(cpus * 1e9));
+}
+
+Result<json::object> parse_placement_pref(const std::string& v) {
+    auto eq = v.find('=');
+    if (eq == std::string::npos || eq == 0)
+        return usage(
+            fmt::format("invalid argument \"{}\" for \"--placement-pref\" flag: "
+                        "placement preference must be of the format "
+                        "\"<strategy>=<arg>\"",
+                        v));
+    auto strategy = v.substr(0, eq);
+    if (strategy != "spread")
+        return usage(
+            fmt::format("invalid argument \"{}\" for \"--placement-pref\" flag: "
+                        "unsupported placement preference {} (only spread is supported)",
+                        v, strategy));
+    return json::object{{"Spread", json::object{{"SpreadDescriptor", v.substr(eq + 1)}}}};
+}
+
+Result<json::object> parse_generic_resource_opt(const std::string& v) {
+    auto eq = v.find('=');
+    char* stop = nullptr;
+    auto value = eq == std::string::npos ? "" : v.substr(eq + 1);
+    auto n = std::strtoll(value.c_str(), &stop, 10);
+    if (eq == std::string::npos || eq == 0 || value.empty() || *stop != '\0' || n <= 0)
+        return usage(
+            fmt::format("invalid argument \"{}\" for \"--generic-resource\" flag: "
+                        "a generic resource is NAME=COUNT",
+                        v));
+    return json::object{
+        {"DiscreteResourceSpec", json::object{{"Kind", v.substr(0, eq)}, {"Value", n}}}};
 }
 
 Result<std::int64_t> parse_count(const std::string& flag, const std::string& v) {
@@ -153,6 +184,10 @@ void SpecFlags::add(CLI::App* cmd) {
     cmd->add_option("--limit-memory", limit_memory, "Limit Memory");
     cmd->add_option("--limit-cpu", limit_cpu, "Limit CPUs");
     cmd->add_option("--limit-pids", limit_pids, "Limit maximum number of processes");
+    cmd->add_option("--reserve-memory", reserve_memory, "Reserve Memory");
+    cmd->add_option("--reserve-cpu", reserve_cpu, "Reserve CPUs");
+    cmd->add_option("--replicas-max-per-node", replicas_max_per_node,
+                    "Maximum number of tasks per node (default 0 = unlimited)");
     cmd->add_flag("--read-only", read_only, "Mount the container's root filesystem as read only");
     one_value_per_flag(cmd->add_option("--cap-add", cap_add, "Add Linux capabilities"));
     one_value_per_flag(cmd->add_option("--cap-drop", cap_drop, "Drop Linux capabilities"));
@@ -219,6 +254,24 @@ Result<void> SpecFlags::apply(json::object& spec) const {
         limits["NanoCPUs"] = *cpus;
     }
     if (auto r = put_int(limits, "Pids", "--limit-pids", limit_pids); !r) return r;
+    if (!reserve_memory.empty() || !reserve_cpu.empty()) {
+        auto& reservations = obj(obj(tt, "Resources"), "Reservations");
+        if (!reserve_memory.empty()) {
+            auto b = parse_bytes(reserve_memory);
+            if (!b) return std::move(b).error();
+            reservations["MemoryBytes"] = *b;
+        }
+        if (!reserve_cpu.empty()) {
+            auto cpus = parse_nano_cpus(reserve_cpu, "--reserve-cpu");
+            if (!cpus) return std::move(cpus).error();
+            reservations["NanoCPUs"] = *cpus;
+        }
+    }
+    if (!replicas_max_per_node.empty())
+        if (auto r = put_int(obj(tt, "Placement"), "MaxReplicas", "--replicas-max-per-node",
+                             replicas_max_per_node);
+            !r)
+            return r;
     if (!restart_condition.empty() || !restart_delay.empty() || !restart_max_attempts.empty()) {
         auto& rp = obj(tt, "RestartPolicy");
         put_str(rp, "Condition", restart_condition);

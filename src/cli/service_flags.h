@@ -26,7 +26,11 @@ Result<SecretOpt> parse_secret_opt(const std::string& spec);
 // "64m", "1g", "512k", "100" (bytes) -> bytes, 1024-based as docker's RAMInBytes.
 Result<std::int64_t> parse_bytes(const std::string& s);
 // A --limit-cpu value ("0.5", "2") -> nano CPUs.
-Result<std::int64_t> parse_nano_cpus(const std::string& v);
+Result<std::int64_t> parse_nano_cpus(const std::string& v, std::string_view flag = "--limit-cpu");
+// --placement-pref "spread=node.labels.zone" -> {"Spread":{"SpreadDescriptor":...}}.
+Result<boost::json::object> parse_placement_pref(const std::string& v);
+// --generic-resource "gpu=2" -> {"DiscreteResourceSpec":{"Kind":"gpu","Value":2}}.
+Result<boost::json::object> parse_generic_resource_opt(const std::string& v);
 // A non-negative integer given to `flag` (for its messages).
 Result<std::int64_t> parse_count(const std::string& flag, const std::string& v);
 // A Go duration ("10s", "1m30s") given to `flag` -> nanoseconds.
@@ -61,6 +65,7 @@ struct SpecFlags {
     std::vector<std::string> cap_add, cap_drop;
     std::string restart_condition, restart_delay, restart_max_attempts;
     std::string update_parallelism, update_delay, update_order, update_failure_action;
+    std::string replicas_max_per_node, reserve_memory, reserve_cpu;
     bool read_only = false;
 
     void add(CLI::App* cmd);

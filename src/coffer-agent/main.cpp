@@ -23,6 +23,7 @@
 #include "coffer/agent/enrollment.h"
 #include "coffer/agent/executor.h"
 #include "coffer/agent/image_store.h"
+#include "coffer/agent/node_description.h"
 #include "coffer/agent/runner.h"
 #include "coffer/agent/session.h"
 #include "coffer/agent/task_drivers.h"
@@ -94,6 +95,7 @@ struct NodeOptions {
     std::string manager;
     bool noop_executor = false;
     std::string hostname;
+    std::vector<std::string> generic_resources;  // NAME=VALUE
 };
 
 // How tasks run in this agent: containers through the Runner, or nothing (benchmark mode).
@@ -170,6 +172,15 @@ int run_node(const NodeOptions& o, const crypto::SecureBuffer& token) {
     log::info("agent", "node {} ({}) of cluster {}, manager {}", identity->node.node_id,
               pki::role_name(identity->node.role), identity->node.cluster_id, address);
 
+    std::vector<model::GenericResource> generic;
+    for (const auto& text : o.generic_resources) {
+        auto g = parse_generic_resource(text);
+        if (!g) return fail(g.error());
+        generic.push_back(std::move(*g));
+    }
+    auto description = describe_host(std::move(generic));
+    if (!description) return fail(description.error());
+
     auto tasks = make_tasks(o);
     // The executor reports through the loop, which is created after it: until then (and after
     // the loop stopped) nothing can be sent.
@@ -198,6 +209,7 @@ int run_node(const NodeOptions& o, const crypto::SecureBuffer& token) {
     // The manager pings every 2 s; a manager silent for 8 s is gone (network partition, frozen
     // host): reconnect rather than wait.
     options.limits.idle_timeout = std::chrono::seconds(8);
+    options.description = std::move(*description);
     SessionLoopHandlers handlers;
     handlers.on_message = [&executor](nodeconn::Message m) { executor.handle(m); };
     handlers.on_connected = [&executor] { executor.connected(); };
@@ -248,6 +260,11 @@ int main(int argc, char** argv) {
     std::string hostname;
     app.add_option("--hostname", hostname,
                    "first start: the name this node joins under (default: the host's name)");
+    std::vector<std::string> generic_resources;
+    app.add_option("--generic-resource", generic_resources,
+                   "a resource this node offers tasks, reported to the manager (repeatable): "
+                   "NAME=COUNT (e.g. ssd=3) or NAME=ID for one named unit (e.g. gpu=GPU-4f2a)")
+        ->allow_extra_args(false);
     bool noop_executor = false;
     app.add_flag("--benchmark-noop-executor", noop_executor,
                  "benchmark mode: take assignments and report states, but run no task (no runtime, "
@@ -293,7 +310,8 @@ int main(int argc, char** argv) {
                 char name[256] = {};
                 if (::gethostname(name, sizeof name - 1) == 0) hostname = name;
             }
-            return run_node({data_dir, run_dir, runtime, seccomp, manager, noop_executor, hostname},
+            return run_node({data_dir, run_dir, runtime, seccomp, manager, noop_executor, hostname,
+                             generic_resources},
                             token);
         }
         if (!token.empty())

@@ -111,11 +111,20 @@ std::unique_ptr<Hooks> start(manager::Cluster& m) {
     std::string_view rest = nodes;
     while (!rest.empty()) {
         auto comma = rest.find(',');
-        std::string host(rest.substr(0, comma));
+        std::string_view entry = rest.substr(0, comma);
         rest = comma == std::string_view::npos ? std::string_view{} : rest.substr(comma + 1);
+        // host[/CPUS/MEMORY_BYTES]: the resources the node reports.
+        auto slash = entry.find('/');
+        std::string host(entry.substr(0, slash));
         manager::NodeRegistration reg;
         reg.id = crypto::random_id();
         reg.description.hostname = host;
+        if (slash != std::string_view::npos) {
+            std::string res(entry.substr(slash + 1));
+            reg.description.nano_cpus = std::atoll(res.c_str()) * model::second_ns;
+            if (auto mem = res.find('/'); mem != std::string::npos)
+                reg.description.memory_bytes = std::atoll(res.c_str() + mem + 1);
+        }
         reg.addr = "127.0.0.1";
         auto n = m.nodes().register_node(std::move(reg));
         if (!n) continue;

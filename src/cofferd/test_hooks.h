@@ -1,5 +1,6 @@
 // Test-only: built into the `cofferd-test` executable (COFFER_TEST_HOOKS), never into cofferd.
-// COFFER_TEST_NODES="host1,host2" registers ready nodes at start; COFFER_TEST_AGENTS=1 adds a fake
+// COFFER_TEST_NODES="host1,host2" registers ready nodes at start ("host/CPUS/MEMORY_BYTES" also
+// gives a node the CPUs and memory it reports); COFFER_TEST_AGENTS=1 adds a fake
 // agent per node that reports every assigned task running and every withdrawn one shut down, so
 // integration tests can watch services converge without the node transport. COFFER_TEST_LOGS=1
 // has the API ask, instead of the node port, a NodeTransport whose nodes answer fetch_logs with

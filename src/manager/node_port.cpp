@@ -127,6 +127,7 @@ class NodePort::Impl {
     void handle_status(const std::shared_ptr<Link>& link, const crypto::SecureBuffer& text);
     void handle_logs(const std::shared_ptr<Link>& link, const crypto::SecureBuffer& text);
     void handle_renew(const std::shared_ptr<Link>& link, const crypto::SecureBuffer& text);
+    void handle_description(const std::shared_ptr<Link>& link, const crypto::SecureBuffer& text);
     // A node whose certificate predates a CA rotation or a role change is asked to renew.
     void ask_renewal_if_stale(const std::shared_ptr<Link>& link);
     // Ends a CA rotation once every node holds a certificate of the new CA (after a renewal or
@@ -430,6 +431,8 @@ void NodePort::Impl::message(const std::shared_ptr<Session>& s, nodeconn::Messag
         handler = &Impl::handle_logs;
     else if (m.type == "renew")
         handler = &Impl::handle_renew;
+    else if (m.type == "description")
+        handler = &Impl::handle_description;
     if (handler == nullptr) {
         log::debug(category, "node {}: ignored a message of unknown type", link->node_id);
         return;
@@ -452,6 +455,26 @@ void NodePort::Impl::handle_status(const std::shared_ptr<Link>& link,
     else
         log::debug(category, "node {}: {} of {} statuses applied{}", link->node_id, *applied,
                    m->statuses.size(), m->complete ? " (complete)" : "");
+}
+
+// {"type":"description",...}: the node's platform and resources, as the scheduler places by
+// them. A node from before it was sent keeps the description it joined with.
+void NodePort::Impl::handle_description(const std::shared_ptr<Link>& link,
+                                        const crypto::SecureBuffer& text) {
+    auto m = nodeproto::decode_description(text);
+    if (!m) {
+        log::warn(category, "node {}: {}: closing the session", link->node_id, m.error().message);
+        link->session->close();
+        return;
+    }
+    model::NodeDescription d;
+    d.os = std::move(m->os);
+    d.architecture = std::move(m->architecture);
+    d.nano_cpus = m->nano_cpus;
+    d.memory_bytes = m->memory_bytes;
+    d.generic = std::move(m->generic);
+    if (auto r = registry_.set_description(link->node_id, std::move(d)); !r)
+        log::warn(category, "node {}: store its description: {}", link->node_id, r.error().message);
 }
 
 void NodePort::Impl::handle_logs(const std::shared_ptr<Link>& link,

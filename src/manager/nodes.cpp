@@ -199,6 +199,27 @@ Result<void> NodeRegistry::set_status(std::string_view id, model::NodeState stat
     return {};
 }
 
+Result<void> NodeRegistry::set_description(std::string_view id,
+                                           model::NodeDescription description) {
+    auto written = commit([&](const Map& items) -> Result<Changes> {
+        auto it = items.find(id);
+        if (it == items.end())
+            return make_error(Errc::not_found, fmt::format("node {} not found", id));
+        const auto& d = it->second.description;
+        description.hostname = d.hostname;
+        if (d.os == description.os && d.architecture == description.architecture &&
+            d.nano_cpus == description.nano_cpus && d.memory_bytes == description.memory_bytes &&
+            d.generic == description.generic)
+            return Changes{};
+        Node n = it->second;
+        n.description = std::move(description);
+        n.meta.updated = model::Timestamp::now();
+        return Changes{{std::move(n)}, {}};
+    });
+    if (!written) return std::move(written).error();
+    return {};
+}
+
 Result<Node> NodeRegistry::update(std::string_view key, std::uint64_t version,
                                   model::NodeSpec spec) {
     if (auto r = model::validate_labels(spec.labels); !r) return std::move(r).error();

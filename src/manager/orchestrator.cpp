@@ -28,58 +28,6 @@ std::string slot_key(const Service& s, const Task& t) {
     return s.spec.mode == model::ServiceMode::global ? t.node_id : fmt::format("{:020}", t.slot);
 }
 
-struct Counts {
-    std::map<std::string, std::size_t> by_node;
-    std::map<std::pair<std::string, std::string>, std::size_t> by_node_service;
-
-    void add(const Task& t) {
-        ++by_node[t.node_id];
-        ++by_node_service[{t.node_id, t.service_id}];
-    }
-    static Counts of(const std::vector<const Task*>& tasks) {
-        Counts c;
-        for (const auto* t : tasks)
-            if (!t->node_id.empty() && t->status.state >= TaskState::assigned &&
-                !model::is_terminal(t->status.state))
-                c.add(*t);
-        return c;
-    }
-};
-
-std::string plural(std::size_t n, std::string_view word) {
-    return fmt::format("{} {}{}", n, word, n == 1 ? "" : "s");
-}
-
-Placement place_with(const Task& task, const std::vector<Node>& nodes, const Counts& counts) {
-    std::size_t unavailable = 0, unmatched = 0;
-    const Node* best = nullptr;
-    auto load = [&](const Node& n) {
-        auto svc = counts.by_node_service.find({n.meta.id, task.service_id});
-        auto all = counts.by_node.find(n.meta.id);
-        return std::tuple{svc == counts.by_node_service.end() ? 0 : svc->second,
-                          all == counts.by_node.end() ? 0 : all->second, n.meta.id};
-    };
-    for (const auto& n : nodes) {
-        if (!task.node_id.empty() && n.meta.id != task.node_id) continue;
-        if (n.state != NodeState::ready || n.spec.availability != NodeAvailability::active) {
-            ++unavailable;
-            continue;
-        }
-        if (!satisfies(n, task.spec.constraints)) {
-            ++unmatched;
-            continue;
-        }
-        if (best == nullptr || load(n) < load(*best)) best = &n;
-    }
-    if (best) return {best->meta.id, {}};
-    std::vector<std::string> why;
-    if (unavailable) why.push_back(plural(unavailable, "node") + " not available for new tasks");
-    if (unmatched)
-        why.push_back("scheduling constraints not satisfied on " + plural(unmatched, "node"));
-    if (why.empty()) why.push_back("no nodes in the cluster");
-    return {{}, fmt::format("no suitable node ({})", fmt::join(why, "; "))};
-}
-
 // One pass's working state: what it read, the task map it edits, what it touched or erases,
 // and the earliest time a timer makes the next pass due.
 struct Pass {
@@ -112,10 +60,11 @@ struct Pass {
         touched.insert(t.meta.id);
         t.meta.updated = now;
     }
-    void set_state(Task& t, TaskState s, std::string message) {
-        if (t.status.state == s && t.status.message == message) return;
+    void set_state(Task& t, TaskState s, std::string message, std::string err = {}) {
+        if (t.status.state == s && t.status.message == message && t.status.err == err) return;
         t.status.state = s;
         t.status.message = std::move(message);
+        t.status.err = std::move(err);
         t.status.timestamp = now;
         touch(t);
     }
@@ -185,6 +134,51 @@ void shut_down_orphans(Pass& p, const std::vector<Service>& services) {
     }
 }
 
+// Constraint enforcement, as Swarm's constraint enforcer does it: a task wanted on an active node
+// that no longer satisfies its constraints (a label was removed), or whose reservation no longer
+// fits in what the node reports (its resources shrank; the node's tasks taken in ID order), is
+// rejected. The node withdraws it, and its restart policy places it again.
+void enforce_placement(Pass& p) {
+    struct Available {
+        std::int64_t memory_bytes, nano_cpus;
+        std::map<std::string, std::int64_t, std::less<>> generic;
+    };
+    std::map<std::string, Available, std::less<>> available;
+    for (auto& [id, t] : p.work) {
+        if (!live(t) || t.status.state < TaskState::assigned || model::is_terminal(t.status.state))
+            continue;
+        auto it = p.nodes.find(t.node_id);
+        if (it == p.nodes.end() || it->second->spec.availability != NodeAvailability::active)
+            continue;
+        const Node& n = *it->second;
+        auto& room =
+            available
+                .try_emplace(n.meta.id,
+                             Available{n.description.memory_bytes, n.description.nano_cpus, {}})
+                .first->second;
+        // A node that has not reported its resources yet (a node from before they were
+        // reported, or a manager restarted before its nodes came back) is not held to them.
+        static const model::ResourceReservations nothing;
+        bool known = n.description.memory_bytes != 0 || n.description.nano_cpus != 0;
+        const auto& r = known ? t.spec.reservations : nothing;
+        bool fits = satisfies(n, t.spec.constraints) && r.memory_bytes <= room.memory_bytes &&
+                    r.nano_cpus <= room.nano_cpus;
+        for (const auto& g : r.generic) {
+            auto [kind, fresh] = room.generic.try_emplace(g.kind, 0);
+            if (fresh) kind->second = generic_total(n.description, g.kind);
+            fits = fits && g.discrete <= kind->second;
+        }
+        if (!fits) {
+            p.set_state(t, TaskState::rejected, "task rejected by constraint enforcer",
+                        "assigned node no longer meets constraints");
+            continue;
+        }
+        room.memory_bytes -= r.memory_bytes;
+        room.nano_cpus -= r.nano_cpus;
+        for (const auto& g : r.generic) room.generic[g.kind] -= g.discrete;
+    }
+}
+
 // Restarts: which ended tasks, and tasks on lost nodes, the restart policy starts again, and when.
 void restart_ended_and_lost(Pass& p, const Service& s) {
     const auto& spec = s.spec;
@@ -216,7 +210,8 @@ void restart_ended_and_lost(Pass& p, const Service& s) {
                 restart = false;
             if (!restart) continue;  // the slot stays filled by the ended task
             p.shut_down(*t);
-            if (global && (lost || node_left))
+            if (global && (lost || node_left || !satisfies(*n, spec.task.constraints) ||
+                           !platform_matches(*n, spec.task.platforms)))
                 continue;  // a global service follows the eligible nodes
             auto delay = lost ? 0 : rp.delay;
             Timestamp nb{now.nanos + delay};
@@ -249,7 +244,7 @@ void scale(Pass& p, const Service& s) {
         for (const auto& n : p.node_list)
             if (!covered.count(n.meta.id) && n.state == NodeState::ready &&
                 n.spec.availability == NodeAvailability::active &&
-                satisfies(n, spec.task.constraints))
+                satisfies(n, spec.task.constraints) && platform_matches(n, spec.task.platforms))
                 p.create(s, 0, n.meta.id, TaskState::running, p.now);
     }
 }
@@ -370,9 +365,8 @@ void settle_slots(Pass& p, const Service& s) {
 // Placement: which node each task due to start is assigned to, or why it stays pending; tasks
 // no longer wanted that never reached a node are marked shut down.
 void schedule(Pass& p) {
-    std::vector<const Task*> all;
-    for (auto& [id, t] : p.work) all.push_back(&t);
-    auto counts = Counts::of(all);
+    Loads loads;
+    for (auto& [id, t] : p.work) loads.add(t);
     for (auto& [id, t] : p.work) {
         if (!live(t) && t.status.state < TaskState::assigned) {
             p.set_state(t, TaskState::shutdown, "shutdown");
@@ -383,14 +377,15 @@ void schedule(Pass& p) {
             p.due(t.not_before);
             continue;
         }
-        auto placement = place_with(t, p.node_list, counts);
+        // Why a task waits is its Status.Err, as in Swarm; its message stays the pending one.
+        auto placement = place(t, p.node_list, loads);
         if (placement.node_id.empty()) {
-            p.set_state(t, TaskState::pending, placement.reason);
+            p.set_state(t, TaskState::pending, "pending task scheduling", placement.reason);
             continue;
         }
         t.node_id = placement.node_id;
         p.set_state(t, TaskState::assigned, "scheduler assigned task to node");
-        counts.add(t);
+        loads.add(t);
     }
 }
 
@@ -413,30 +408,6 @@ Result<void> record_update_statuses(ServiceRegistry& services,
 }
 
 }  // namespace
-
-bool satisfies(const Node& node, const std::vector<model::Constraint>& constraints) {
-    for (const auto& c : constraints) {
-        std::optional<std::string> actual;
-        if (c.key == "node.id")
-            actual = node.meta.id;
-        else if (c.key == "node.hostname")
-            actual = node.description.hostname;
-        else if (c.key == "node.role")
-            actual = std::string(model::to_string(node.spec.role));
-        else if (auto it = node.spec.labels.find(c.key.substr(12)); it != node.spec.labels.end())
-            actual = it->second;
-        // A missing label never equals a value and always differs from it, as in Swarm.
-        bool equal = actual && *actual == c.value;
-        if (equal != c.equal) return false;
-    }
-    return true;
-}
-
-Placement place(const Task& task, const std::vector<Node>& nodes, const std::vector<Task>& tasks) {
-    std::vector<const Task*> ptrs;
-    for (const auto& t : tasks) ptrs.push_back(&t);
-    return place_with(task, nodes, Counts::of(ptrs));
-}
 
 UpdateDecision decide_update(const std::optional<model::UpdateStatus>& current,
                              const model::UpdateConfig& cfg, bool has_previous,
@@ -557,6 +528,7 @@ Result<std::optional<Timestamp>> Orchestrator::reconcile(Timestamp now) {
         tasks_.commit([&](const TaskRegistry::Map& current) -> Result<TaskRegistry::Changes> {
             pass.begin(current);
             shut_down_orphans(pass, services);
+            enforce_placement(pass);
             for (const auto& s : services) {
                 restart_ended_and_lost(pass, s);
                 scale(pass, s);

@@ -179,6 +179,17 @@ Result<void> validate_service_spec(const ServiceSpec& spec) {
         return invalid("TaskSpec: resource limits cannot be negative");
     if (l.memory_bytes != 0 && l.memory_bytes < 4 * 1024 * 1024)
         return invalid("Minimum memory limit allowed is 4MB");
+    // Reservations in Swarm's words: a task that reserves less than the runtime can give is
+    // refused, not silently placed anywhere.
+    const auto& rv = spec.task.reservations;
+    if (rv.memory_bytes < 0 || rv.nano_cpus < 0)
+        return invalid("TaskSpec: resource reservations cannot be negative");
+    if (rv.nano_cpus != 0 && rv.nano_cpus < 1'000'000)
+        return invalid(
+            fmt::format("invalid cpu value {:g}: Must be at least 0.001", rv.nano_cpus / 1e9));
+    if (rv.memory_bytes != 0 && rv.memory_bytes < 4 * 1024 * 1024)
+        return invalid(
+            fmt::format("invalid memory value {}: Must be at least 4MiB", rv.memory_bytes));
     const auto& rp = spec.task.restart;
     if (rp.delay < 0) return invalid("TaskSpec: restart-delay cannot be negative");
     if (rp.window < 0) return invalid("TaskSpec: restart-window cannot be negative");

@@ -170,6 +170,64 @@ void read_secret_refs(Reader& parent, const json::object& cs, ContainerSpec& c) 
     parent.merge(r);
 }
 
+// GenericResources[]: {"NamedResourceSpec":{"Kind","Value":"..."}} or
+// {"DiscreteResourceSpec":{"Kind","Value":N}}; discrete_only for a task's reservations, which
+// Swarm refuses to name resources.
+void read_generic_resources(Reader& parent, std::string_view key, bool discrete_only,
+                            std::vector<GenericResource>& out) {
+    auto* list = parent.array(key);
+    if (list == nullptr) return;
+    for (const auto& item : *list) {
+        if (!item.is_object()) {
+            parent.fail(fmt::format("field {} must be an array of objects", parent.name(key)));
+            return;
+        }
+        Reader g(item.as_object(), parent.name(key));
+        auto* named = g.object("NamedResourceSpec");
+        auto* discrete = g.object("DiscreteResourceSpec");
+        GenericResource res;
+        if ((named == nullptr) == (discrete == nullptr)) {
+            g.fail(
+                fmt::format("{}: each resource is one of NamedResourceSpec or "
+                            "DiscreteResourceSpec",
+                            parent.name(key)));
+        } else if (named != nullptr) {
+            Reader n(*named, g.name("NamedResourceSpec"));
+            n.str("Kind", res.kind);
+            n.str("Value", res.named);
+            if (!n.error() && discrete_only)
+                n.fail(fmt::format("invalid argument for resource {}", res.kind));
+            else if (!n.error() && (res.kind.empty() || res.named.empty()))
+                n.fail(
+                    fmt::format("{}: a named resource needs a Kind and a Value", parent.name(key)));
+            g.merge(n);
+        } else {
+            Reader d(*discrete, g.name("DiscreteResourceSpec"));
+            d.str("Kind", res.kind);
+            d.integer("Value", res.discrete);
+            if (!d.error() && (res.kind.empty() || res.discrete <= 0))
+                d.fail(fmt::format("{}: a discrete resource needs a Kind and a positive Value",
+                                   parent.name(key)));
+            g.merge(d);
+        }
+        parent.merge(g);
+        if (parent.error()) return;
+        out.push_back(std::move(res));
+    }
+}
+
+json::array generic_resources_json(const std::vector<GenericResource>& list) {
+    json::array out;
+    for (const auto& g : list)
+        if (g.is_named())
+            out.push_back(json::object{
+                {"NamedResourceSpec", json::object{{"Kind", g.kind}, {"Value", g.named}}}});
+        else
+            out.push_back(json::object{
+                {"DiscreteResourceSpec", json::object{{"Kind", g.kind}, {"Value", g.discrete}}}});
+    return out;
+}
+
 }  // namespace
 
 Result<TaskTemplate> task_template_from_json(const json::value& v) {
@@ -206,6 +264,13 @@ Result<TaskTemplate> task_template_from_json(const json::value& v) {
             l.integer("Pids", t.limits.pids);
             rr.merge(l);
         }
+        if (auto* reserved = rr.object("Reservations")) {
+            Reader rv(*reserved, "TaskTemplate.Resources.Reservations");
+            rv.integer("MemoryBytes", t.reservations.memory_bytes);
+            rv.integer("NanoCPUs", t.reservations.nano_cpus);
+            read_generic_resources(rv, "GenericResources", true, t.reservations.generic);
+            rr.merge(rv);
+        }
         r.merge(rr);
     }
     if (auto* rp = r.object("RestartPolicy")) {
@@ -234,6 +299,46 @@ Result<TaskTemplate> task_template_from_json(const json::value& v) {
                 break;
             }
             t.constraints.push_back(std::move(*c));
+        }
+        if (auto* prefs = p.array("Preferences")) {
+            for (const auto& item : *prefs) {
+                const auto* spread =
+                    item.is_object() ? item.as_object().if_contains("Spread") : nullptr;
+                const auto* desc = spread && spread->is_object()
+                                       ? spread->as_object().if_contains("SpreadDescriptor")
+                                       : nullptr;
+                if (desc == nullptr || !desc->is_string()) {
+                    p.fail(
+                        "TaskTemplate.Placement.Preferences: each preference must be "
+                        "{\"Spread\":{\"SpreadDescriptor\":\"node.labels.<label>\"}}");
+                    break;
+                }
+                std::string_view d = desc->as_string();
+                constexpr std::string_view prefix = "node.labels.";
+                if (d.size() <= prefix.size() || to_lower(d.substr(0, prefix.size())) != prefix) {
+                    p.fail(
+                        fmt::format("TaskTemplate.Placement.Preferences: spread descriptor '{}' "
+                                    "is not supported (node.labels.<label>)",
+                                    d));
+                    break;
+                }
+                t.spread.emplace_back(d.substr(prefix.size()));
+            }
+        }
+        p.integer("MaxReplicas", t.max_replicas);
+        if (auto* platforms = p.array("Platforms")) {
+            for (const auto& item : *platforms) {
+                if (!item.is_object()) {
+                    p.fail("field TaskTemplate.Placement.Platforms must be an array of objects");
+                    break;
+                }
+                Reader pf(item.as_object(), "TaskTemplate.Placement.Platforms");
+                Platform platform;
+                pf.str("Architecture", platform.architecture);
+                pf.str("OS", platform.os);
+                p.merge(pf);
+                t.platforms.push_back(std::move(platform));
+            }
         }
         r.merge(p);
     }
@@ -488,6 +593,9 @@ json::object to_json(const Node& n) {
          json::object{{"Architecture", n.description.architecture}, {"OS", n.description.os}}},
         {"Resources", json::object{{"NanoCPUs", n.description.nano_cpus},
                                    {"MemoryBytes", n.description.memory_bytes}}}};
+    if (!n.description.generic.empty())
+        o["Description"].as_object()["Resources"].as_object()["GenericResources"] =
+            generic_resources_json(n.description.generic);
     o["Status"] = json::object{{"State", to_string(n.state)}, {"Addr", n.addr}};
     if (n.certificate_expiry) o["CertificateExpiry"] = format_rfc3339(*n.certificate_expiry);
     return o;
@@ -546,6 +654,7 @@ Result<Node> node_from_json(const json::value& v) {
             Reader rr(*res, "Description.Resources");
             rr.integer("NanoCPUs", n.description.nano_cpus);
             rr.integer("MemoryBytes", n.description.memory_bytes);
+            read_generic_resources(rr, "GenericResources", false, n.description.generic);
             dr.merge(rr);
         }
         r.merge(dr);

@@ -1,5 +1,6 @@
 #include "coffer/nodeproto/session.h"
 
+#include <algorithm>
 #include <limits>
 
 #include "coffer/crypto/encoding.h"
@@ -161,6 +162,88 @@ Result<LogsReply> decode_logs_reply(const crypto::SecureBuffer& text) {
         out.data.assign(reinterpret_cast<const char*>(bytes->data()), bytes->size());
     } else if (!out.error) {
         return malformed("neither data nor error");
+    }
+    return out;
+}
+
+namespace {
+
+bool word(std::string_view s, std::size_t max, bool upper_and_dots) {
+    return !s.empty() && s.size() <= max && std::all_of(s.begin(), s.end(), [&](char c) {
+        return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' ||
+               (upper_and_dots && ((c >= 'A' && c <= 'Z') || c == '.' || c == '-'));
+    });
+}
+
+bool named_value(std::string_view s) {
+    return !s.empty() && s.size() <= 128 && std::all_of(s.begin(), s.end(), [](char c) {
+        return c > ' ' && c < 0x7f && c != ',' && c != '=';
+    });
+}
+
+std::optional<std::int64_t> non_negative(const json::object& o, std::string_view field) {
+    const auto* v = o.if_contains(field);
+    if (v == nullptr || v->is_null()) return 0;
+    if (v->is_int64() && v->get_int64() >= 0) return v->get_int64();
+    return std::nullopt;
+}
+
+}  // namespace
+
+crypto::SecureBuffer encode(const DescriptionMessage& m) {
+    json::array generic;
+    for (const auto& g : m.generic)
+        if (g.is_named())
+            generic.push_back(json::object{{"kind", g.kind}, {"value", g.named}});
+        else
+            generic.push_back(json::object{{"kind", g.kind}, {"count", g.discrete}});
+    return wire::text_of(json::object{{"type", "description"},
+                                      {"os", m.os},
+                                      {"architecture", m.architecture},
+                                      {"nano_cpus", m.nano_cpus},
+                                      {"memory_bytes", m.memory_bytes},
+                                      {"generic", std::move(generic)}});
+}
+
+Result<DescriptionMessage> decode_description(const crypto::SecureBuffer& text) {
+    auto doc = wire::object_of_type(text, "description");
+    if (!doc) return std::move(doc).error();
+    const auto& o = doc->value().get_object();
+    DescriptionMessage out;
+    out.os = loose_string(o, "os");
+    out.architecture = loose_string(o, "architecture");
+    if (!word(out.os, 32, false) || !word(out.architecture, 32, false))
+        return malformed("os and architecture must be 1-32 of [a-z0-9_]");
+    auto cpus = non_negative(o, "nano_cpus");
+    auto memory = non_negative(o, "memory_bytes");
+    if (!cpus || !memory) return malformed("nano_cpus and memory_bytes must be non-negative");
+    out.nano_cpus = *cpus;
+    out.memory_bytes = *memory;
+    if (const auto* g = o.if_contains("generic"); g != nullptr && !g->is_null()) {
+        if (!g->is_array() || g->get_array().size() > max_generic_resources)
+            return malformed("generic must be an array of at most 256 resources");
+        for (const auto& item : g->get_array()) {
+            const auto* r = item.if_object();
+            if (r == nullptr) return malformed("a generic resource must be an object");
+            model::GenericResource res;
+            res.kind = loose_string(*r, "kind");
+            if (!word(res.kind, 64, true))
+                return malformed("a generic resource's kind must be 1-64 of [A-Za-z0-9_.-]");
+            const auto* value = r->if_contains("value");
+            const auto* count = r->if_contains("count");
+            if ((value == nullptr) == (count == nullptr))
+                return malformed("a generic resource has one of value and count");
+            if (value != nullptr) {
+                if (!value->is_string() || !named_value(value->get_string()))
+                    return malformed("a named resource's value must be 1-128 printable characters");
+                res.named = std::string(value->get_string());
+            } else if (count->is_int64() && count->get_int64() > 0) {
+                res.discrete = count->get_int64();
+            } else {
+                return malformed("a discrete resource's count must be a positive integer");
+            }
+            out.generic.push_back(std::move(res));
+        }
     }
     return out;
 }

@@ -57,6 +57,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     if (auto m = nodeproto::decode_logs_request(bytes)) (void)nodeproto::encode(*m);
     if (auto m = nodeproto::decode_logs_reply(bytes))
         require(nodeproto::decode_logs_reply(nodeproto::encode(*m)).value() == *m);
+    if (auto m = nodeproto::decode_description(bytes))
+        require(nodeproto::decode_description(nodeproto::encode(*m)).value() == *m);
     if (auto j = nodeproto::decode_join_request(bytes)) {
         auto again = nodeproto::decode_join_request(nodeproto::encode(*j));
         require(again && again->csr == j->csr && again->hostname == j->hostname &&

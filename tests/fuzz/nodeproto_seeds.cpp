@@ -85,6 +85,9 @@ int main(int argc, char** argv) {
               "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
               "-----BEGIN CERTIFICATE-----\nMIIC\n-----END CERTIFICATE-----\n"}));
     write(dir, "renew-request.json", encode(RenewRequest{"CA rotation"}));
+    write(dir, "description.json",
+          encode(DescriptionMessage{
+              "linux", "x86_64", 4'000'000'000, 8LL << 30, {{"gpu", "GPU-1", 0}, {"ssd", "", 3}}}));
     write(dir, "renew.json",
           encode(Renew{
               "-----BEGIN CERTIFICATE REQUEST-----\nMIIB\n-----END CERTIFICATE REQUEST-----\n"}));

@@ -2,6 +2,7 @@
 // the node whose task uses them, with their exact bytes; updates roll the tasks; logs come back
 // through the node port; a killed node's tasks move; a restarted manager or agent leaves no
 // duplicate and no orphan.
+#include <sched.h>
 #include <signal.h>
 #include <sys/wait.h>
 
@@ -10,6 +11,7 @@
 #include <boost/json.hpp>
 
 #include <set>
+#include <sstream>
 
 #include "cluster_fixture.h"
 #include "coffer/net/http.h"
@@ -364,3 +366,43 @@ TEST_F(Cluster, AgentRestartReconcilesWithoutDuplicatesOrOrphanMounts) {
 }
 
 }  // namespace
+
+// A node tells the manager what it has: the CPUs its agent may run on and the host's memory, as
+// `docker node inspect` (or the API) shows them.
+TEST_F(Cluster, ANodeReportsItsCpusAndMemory) {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    ASSERT_EQ(::sched_getaffinity(a_->pid(), sizeof set, &set), 0);
+    auto cpus = std::to_string(static_cast<std::int64_t>(CPU_COUNT(&set)) * 1'000'000'000);
+    std::string memory;
+    std::istringstream meminfo(read_file("/proc/meminfo"));
+    for (std::string key, unit; meminfo >> key;) {
+        std::int64_t kib = 0;
+        meminfo >> kib;
+        std::getline(meminfo, unit);
+        if (key == "MemTotal:") memory = std::to_string(kib * 1024);
+    }
+    ASSERT_FALSE(memory.empty());
+    auto expected = cpus + " " + memory + "\n";
+    std::string shown;
+    EXPECT_TRUE(wait_until([&] {
+        if (have_docker()) {
+            shown = run_program({"docker", "node", "inspect", "--format",
+                                 "{{.Description.Resources.NanoCPUs}} "
+                                 "{{.Description.Resources.MemoryBytes}}",
+                                 "node-a"},
+                                "",
+                                {"DOCKER_HOST=" + daemon_->host(),
+                                 "DOCKER_CONFIG=" + (dir_.path() / "dc").string()})
+                        .out;
+        } else {
+            auto node = get("/nodes/" + a_->node_id());
+            if (!node.is_object()) return false;
+            const auto& r = node.at("Description").at("Resources");
+            shown =
+                fmt::format("{} {}\n", r.at("NanoCPUs").as_int64(), r.at("MemoryBytes").as_int64());
+        }
+        return shown == expected;
+    })) << shown
+        << " != " << expected;
+}

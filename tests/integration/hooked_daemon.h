@@ -21,7 +21,7 @@ class HookedDaemonTest : public ::testing::Test {
         if (hooked == nullptr)
             GTEST_SKIP() << "COFFERD_TEST (the cofferd-test executable) is not set";
         ::setenv("COFFERD", hooked, 1);
-        ::setenv("COFFER_TEST_NODES", "node-a,node-b", 1);
+        ::setenv("COFFER_TEST_NODES", nodes_.c_str(), 1);
         ::setenv("COFFER_TEST_AGENTS", "1", 1);
         daemon_ = std::make_unique<Daemon>(dir_.path() / "data", dir_.path() / "coffer.sock");
         ASSERT_TRUE(daemon_->ready());
@@ -37,6 +37,8 @@ class HookedDaemonTest : public ::testing::Test {
         return run_program(args, in, env_);
     }
 
+    // COFFER_TEST_NODES: the nodes the daemon registers ("host[/CPUS/MEMORY_BYTES]", ...).
+    std::string nodes_ = "node-a,node-b";
     TempDir dir_;
     std::unique_ptr<Daemon> daemon_;
     std::vector<std::string> env_;

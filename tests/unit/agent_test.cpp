@@ -1,5 +1,7 @@
 #include <fcntl.h>
+#include <sched.h>
 #include <sys/stat.h>
+#include <sys/utsname.h>
 #include <unistd.h>
 
 #include <gtest/gtest.h>
@@ -8,6 +10,7 @@
 #include <set>
 
 #include "coffer/agent/in_root.h"
+#include "coffer/agent/node_description.h"
 #include "coffer/agent/secret_mount.h"
 #include "coffer/agent/secret_store.h"
 #include "coffer/agent/task_json.h"
@@ -462,4 +465,33 @@ TEST(SecretStore, TakesSuppliedBytesOnlyForWhatItLacks) {
     held.reset();
     lease->reset();
     EXPECT_EQ(store.size(), 0u);
+}
+
+TEST(NodeDescription, GenericResourcesAreCountsOrNamedUnits) {
+    auto ssd = coffer::agent::parse_generic_resource("ssd=3");
+    ASSERT_TRUE(ssd.ok());
+    EXPECT_EQ(ssd->kind, "ssd");
+    EXPECT_EQ(ssd->discrete, 3);
+    EXPECT_FALSE(ssd->is_named());
+    auto gpu = coffer::agent::parse_generic_resource("gpu=GPU-4f2a");
+    ASSERT_TRUE(gpu.ok());
+    EXPECT_EQ(gpu->named, "GPU-4f2a");
+    for (const char* bad : {"ssd", "=3", "ssd=", "ssd=0", "ssd=-1", "g p u=1", "gpu=a,b"})
+        EXPECT_FALSE(coffer::agent::parse_generic_resource(bad).ok()) << bad;
+}
+
+TEST(NodeDescription, TheHostIsDescribedAsTheKernelSeesIt) {
+    auto d = coffer::agent::describe_host({{"ssd", "", 2}});
+    ASSERT_TRUE(d.ok()) << d.error().message;
+    struct utsname u {};
+    ASSERT_EQ(::uname(&u), 0);
+    EXPECT_EQ(d->architecture, u.machine);
+    EXPECT_EQ(d->os, "linux");
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    ASSERT_EQ(::sched_getaffinity(0, sizeof set, &set), 0);
+    EXPECT_EQ(d->nano_cpus, CPU_COUNT(&set) * 1'000'000'000LL);
+    EXPECT_GT(d->memory_bytes, 0);
+    ASSERT_EQ(d->generic.size(), 1u);
+    EXPECT_EQ(d->generic[0].discrete, 2);
 }

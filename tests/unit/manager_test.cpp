@@ -238,8 +238,8 @@ TEST_F(Cluster, SchedulerSpreadsAndHonoursConstraints) {
     pass();
     auto t = tasks_of(nowhere->meta.id).at(0);
     EXPECT_EQ(t.status.state, TaskState::pending);
-    EXPECT_EQ(t.status.message,
-              "no suitable node (scheduling constraints not satisfied on 2 nodes)");
+    EXPECT_EQ(t.status.message, "pending task scheduling");
+    EXPECT_EQ(t.status.err, "no suitable node (scheduling constraints not satisfied on 2 nodes)");
     EXPECT_TRUE(t.node_id.empty());
 }
 

@@ -8,6 +8,7 @@
 #include <chrono>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <random>
 
 #include "coffer/agent/enrollment.h"
@@ -16,6 +17,7 @@
 #include "coffer/nodeconn/client.h"
 #include "coffer/nodeconn/message.h"
 #include "coffer/nodeconn/tls.h"
+#include "coffer/nodeproto/session.h"
 #include "coffer/pki/certificate.h"
 
 namespace coffer::agent {
@@ -56,6 +58,8 @@ struct SessionOptions {
     // When to renew a certificate (tests inject their own).
     std::function<pki::Clock::time_point(const pki::CertificateInfo&)> renewal_time =
         pki::renewal_time;
+    // Sent first on every session: what this node is and has (the scheduler places by it).
+    std::optional<nodeproto::DescriptionMessage> description;
     // A renew that got no certificate back (an error, or no answer) is sent again after this.
     std::chrono::milliseconds renew_retry{60'000};
 };

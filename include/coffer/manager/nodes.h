@@ -50,6 +50,9 @@ class NodeRegistry : public ObjectTable<model::Node> {
                                 model::Timestamp now = model::Timestamp::now()) const;
     // ready when a session is up, down when it ends. Unchanged state and address: no write.
     Result<void> set_status(std::string_view id, model::NodeState state, std::string_view addr);
+    // What the node reports of itself (platform, resources); its hostname is kept. Unchanged:
+    // no write.
+    Result<void> set_description(std::string_view id, model::NodeDescription description);
     // Availability, labels, role; Errc::conflict "update out of sequence" on a stale version.
     Result<model::Node> update(std::string_view id_or_name, std::uint64_t version,
                                model::NodeSpec spec);

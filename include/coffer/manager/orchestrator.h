@@ -13,6 +13,7 @@
 #include <thread>
 
 #include "coffer/manager/nodes.h"
+#include "coffer/manager/scheduler.h"
 #include "coffer/manager/services.h"
 
 namespace coffer::manager {
@@ -63,18 +64,6 @@ class Orchestrator {
     bool stopping_ = false;
     std::thread thread_;
 };
-
-// Placement of one task: the eligible node with the fewest tasks of the task's service, then
-// the fewest tasks overall, then the lowest ID; or the reason none fits, in Swarm's words
-// ("no suitable node (...)").
-struct Placement {
-    std::string node_id;
-    std::string reason;
-};
-Placement place(const model::Task& task, const std::vector<model::Node>& nodes,
-                const std::vector<model::Task>& tasks);
-// Whether a node satisfies the constraints.
-bool satisfies(const model::Node& node, const std::vector<model::Constraint>& constraints);
 
 // What a pass counted for a service's rolling update.
 struct UpdateTally {

@@ -84,11 +84,40 @@ struct Constraint {
     bool operator==(const Constraint&) const = default;
 };
 
+// A generic resource (Docker's GenericResources[] entry): a named one ("gpu"="UUID1", one unit)
+// or a discrete count ("ssd"=3). Nodes advertise both kinds; a task reserves discrete counts only.
+struct GenericResource {
+    std::string kind;
+    std::string named;          // NamedResourceSpec.Value; empty for a discrete one
+    std::int64_t discrete = 0;  // DiscreteResourceSpec.Value
+    bool is_named() const noexcept { return !named.empty(); }
+    bool operator==(const GenericResource&) const = default;
+};
+
+// Resources.Reservations: what the scheduler sets aside on a node for the task.
+struct ResourceReservations {
+    std::int64_t memory_bytes = 0;
+    std::int64_t nano_cpus = 0;
+    std::vector<GenericResource> generic;  // discrete only
+};
+
+// Placement.Platforms[]: an empty field matches any value.
+struct Platform {
+    std::string architecture;
+    std::string os;
+};
+
 struct TaskTemplate {
     ContainerSpec container;
     ResourceLimits limits;
     RestartPolicy restart;
     std::vector<Constraint> constraints;
+    ResourceReservations reservations;
+    // Placement.Preferences[].Spread.SpreadDescriptor, in order: the node label ("zone" for
+    // node.labels.zone) whose values the tasks are spread over.
+    std::vector<std::string> spread;
+    std::uint64_t max_replicas = 0;  // Placement.MaxReplicas per node; 0: no limit
+    std::vector<Platform> platforms;
     std::uint64_t force_update = 0;
     std::string json;  // the template as given, serialized: the identity of a task's spec
     bool operator==(const TaskTemplate&) const = default;
@@ -208,6 +237,7 @@ struct NodeDescription {
     std::string architecture = "x86_64";
     std::int64_t nano_cpus = 0;
     std::int64_t memory_bytes = 0;
+    std::vector<GenericResource> generic;  // Resources.GenericResources
 };
 
 struct Node {

@@ -2,7 +2,7 @@
 // with its "type"; fields coffer does not know are ignored on decode.
 //
 // manager -> node: certificate, renew_request, logs_request, error
-// node -> manager: renew, logs
+// node -> manager: renew, logs, description
 #pragma once
 
 #include <cstddef>
@@ -13,6 +13,7 @@
 
 #include "coffer/base/error.h"
 #include "coffer/crypto/secure_buffer.h"
+#include "coffer/model/service.h"
 
 namespace coffer::nodeproto {
 
@@ -89,5 +90,24 @@ crypto::SecureBuffer encode(const LogsReply& m);
 // request must be a non-empty string of at most max_request_id bytes (the manager's own ids);
 // data must be base64; one of data and error must be there.
 Result<LogsReply> decode_logs_reply(const crypto::SecureBuffer& text);
+
+// {"type":"description","os","architecture","nano_cpus","memory_bytes","generic":[{"kind",
+// "value"} | {"kind","count"}]}: what the node is and has (platform, CPUs and memory, and the
+// generic resources it was configured with), sent when its session opens. The scheduler places
+// tasks by it; the manager shows it as the node's Description.
+struct DescriptionMessage {
+    std::string os;
+    std::string architecture;
+    std::int64_t nano_cpus = 0;
+    std::int64_t memory_bytes = 0;
+    std::vector<model::GenericResource> generic;  // named ("value") or discrete ("count")
+    bool operator==(const DescriptionMessage&) const = default;
+};
+inline constexpr std::size_t max_generic_resources = 256;
+crypto::SecureBuffer encode(const DescriptionMessage& m);
+// os and architecture: 1-32 of [a-z0-9_]; nano_cpus and memory_bytes non-negative integers;
+// at most max_generic_resources resources, kinds 1-64 of [A-Za-z0-9_.-], named values 1-128
+// printable characters without ',' or '=', counts positive.
+Result<DescriptionMessage> decode_description(const crypto::SecureBuffer& text);
 
 }  // namespace coffer::nodeproto
