@@ -99,12 +99,14 @@ struct ResourceReservations {
     std::int64_t memory_bytes = 0;
     std::int64_t nano_cpus = 0;
     std::vector<GenericResource> generic;  // discrete only
+    bool operator==(const ResourceReservations&) const = default;
 };
 
 // Placement.Platforms[]: an empty field matches any value.
 struct Platform {
     std::string architecture;
     std::string os;
+    bool operator==(const Platform&) const = default;
 };
 
 struct TaskTemplate {
