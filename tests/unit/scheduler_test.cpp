@@ -220,7 +220,7 @@ TEST_F(Scheduler, NestedPreferencesSpreadLevelByLevel) {
 }
 
 TEST_F(Scheduler, SpreadCountsTheTasksAlreadyRunning) {
-    auto a = node("a", {.labels = {{"zone", "a"}}});
+    node("a", {.labels = {{"zone", "a"}}});
     auto web = service("web", 2, spread({"node.labels.zone"}));
     settle();
     EXPECT_EQ(spread_of(web)["a"], 2);
@@ -232,7 +232,6 @@ TEST_F(Scheduler, SpreadCountsTheTasksAlreadyRunning) {
     settle();
     // The two new tasks go to zone b, which has none.
     EXPECT_EQ(spread_of(web)["b"], 2);
-    (void)a;
 }
 
 TEST_F(Scheduler, MaxReplicasLeavesTheRestPendingWithTheReasonUntilANodeComes) {
@@ -373,7 +372,7 @@ TEST_F(Scheduler, TasksBeyondANodesShrunkResourcesAreMoved) {
     auto web = service("web", 2, reserve(gib, 0));
     settle();
     ASSERT_EQ(spread_of(web)["a"], 2);
-    auto b = node("b", {.memory = 2 * gib});
+    node("b", {.memory = 2 * gib});
 
     auto d = nodes_->get(a)->description;
     d.memory_bytes = gib + gib / 2;
@@ -386,7 +385,6 @@ TEST_F(Scheduler, TasksBeyondANodesShrunkResourcesAreMoved) {
     for (const auto& t : tasks_->list())
         if (t.status.state == TaskState::rejected && t.node_id == a) ++rejected;
     EXPECT_EQ(rejected, 1u);
-    (void)b;
 }
 
 TEST_F(Scheduler, AGlobalServiceLeavesANodeThatStopsMatching) {
