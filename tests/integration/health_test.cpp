@@ -8,6 +8,8 @@
 
 #include <boost/json.hpp>
 
+#include <fstream>
+
 #include "cluster_fixture.h"
 
 using namespace coffer;
@@ -250,6 +252,30 @@ TEST_F(Health, AProbePastItsTimeoutIsKilledAndCountsAsAFailure) {
     EXPECT_NE(err.find("unhealthy container: Health check exceeded timeout (300ms)"),
               std::string::npos)
         << err;
+}
+
+// A compose file's healthcheck: (docker stack deploy) is the service's Healthcheck, and runs.
+TEST_F(Health, AComposeHealthcheckRunsInTheStacksTask) {
+    auto file = dir_.path() / "stack.yml";
+    std::ofstream(file) << R"(version: "3.8"
+services:
+  app:
+    image: busybox
+    command: ["sh", "-c", "touch /tmp/ok; exec sleep 100000"]
+    healthcheck:
+      test: ["CMD", "test", "-f", "/tmp/ok"]
+      interval: 1s
+      timeout: 2s
+      retries: 2
+)";
+    docker_ok({"stack", "deploy", "--resolve-image", "never", "-c", file.string(), "st"});
+    auto spec = get("/services/st_app");
+    EXPECT_NE(json::serialize(spec).find(R"("Test":["CMD","test","-f","/tmp/ok"])"),
+              std::string::npos)
+        << json::serialize(spec);
+    auto t = wait_task("st_app",
+                       [](auto& x) { return state(x) == "running" && health(x) == "healthy"; });
+    EXPECT_TRUE(t) << json::serialize(get("/tasks"));
 }
 
 }  // namespace
