@@ -41,6 +41,11 @@ TaskAssignment task_of(nodeproto::TaskPayload&& p) {
         r.mode = f.mode;
         s.secrets.push_back(std::move(r));
     }
+    if (p.healthcheck) {
+        auto& h = *p.healthcheck;
+        s.healthcheck = HealthCheck{std::move(h.test), h.interval_ns,       h.timeout_ns,
+                                    h.start_period_ns, h.start_interval_ns, h.retries};
+    }
     return a;
 }
 

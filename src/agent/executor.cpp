@@ -36,7 +36,7 @@ struct Entry {
 
 bool same_report(const TaskStatus& a, const TaskStatus& b) {
     return a.state == b.state && a.pid == b.pid && a.exit_code == b.exit_code &&
-           a.reason == b.reason;
+           a.reason == b.reason && a.health == b.health;
 }
 
 nodeproto::TaskReport report_of(const TaskStatus& s) {
@@ -47,10 +47,14 @@ nodeproto::TaskReport report_of(const TaskStatus& s) {
     bool had_container = s.state >= TaskState::starting && s.state != TaskState::rejected;
     // The node's states are Swarm's, as the model's: the same names.
     auto state = model::task_state_from(to_string(s.state)).value_or(model::TaskState::new_);
-    return nodeproto::TaskReport{s.id, state, std::string(message),
-                                 error ? s.reason : std::string(),
-                                 model::ContainerStatus{had_container ? s.id : std::string(), s.pid,
-                                                        s.exit_code.value_or(0)}};
+    // The last probe's output goes with an unhealthy task's error, as Docker keeps it with the
+    // container's health: the manager stores it sealed, as it does the task's logs.
+    std::string err = error ? s.reason : std::string();
+    if (error && !s.health_output.empty()) err += ": " + s.health_output;
+    return nodeproto::TaskReport{
+        s.id, state, std::string(message), std::move(err),
+        model::ContainerStatus{had_container ? s.id : std::string(), s.pid, s.exit_code.value_or(0),
+                               std::string(to_string(s.health))}};
 }
 
 }  // namespace
@@ -263,8 +267,8 @@ void Executor::Impl::record(TaskStatus s) {
     if (it == tasks.end()) return;
     auto& cur = it->second.status;
     // States only move forward; a repeat of the same report is not news.
-    if (s.state < cur.state ||
-        (s.state == cur.state && s.pid == cur.pid && s.exit_code == cur.exit_code))
+    if (s.state < cur.state || (s.state == cur.state && s.pid == cur.pid &&
+                                s.exit_code == cur.exit_code && s.health == cur.health))
         return;
     cur = s;
     unsent[s.id] = std::move(s);

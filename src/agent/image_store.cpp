@@ -11,12 +11,25 @@
 #include "coffer/base/mount.h"
 #include "coffer/base/process.h"
 #include "coffer/base/unique_fd.h"
+#include "health.h"
 #include "json_util.h"
 
 namespace coffer::agent {
 namespace {
 
 constexpr std::string_view ref_annotation = "org.opencontainers.image.ref.name";
+
+bool is_file(const std::string& p) {
+    struct stat st {};
+    return ::stat(p.c_str(), &st) == 0 && S_ISREG(st.st_mode);
+}
+
+// Where the Healthcheck of an image imported from a docker save archive is kept.
+std::string healthcheck_file(const std::string& dir, std::string_view digest) {
+    auto colon = digest.find(':');
+    return fmt::format("{}/healthchecks/{}.json", dir,
+                       colon == std::string_view::npos ? digest : digest.substr(colon + 1));
+}
 
 bool is_dir(const std::string& p) {
     struct stat st {};
@@ -158,6 +171,7 @@ Result<std::vector<ImageInfo>> ImageStore::import(const std::string& source,
         wanted = *n;
     }
     std::vector<std::pair<std::string, std::string>> copies;  // (skopeo source, our name)
+    std::string docker_healthcheck;  // a docker save archive's config's Healthcheck (JSON)
     if (is_dir(source)) {
         auto index = read_json_file(source + "/index.json");
         if (!index) return std::move(index).error().context("import");
@@ -222,6 +236,19 @@ Result<std::vector<ImageInfo>> ImageStore::import(const std::string& source,
                 manifest->as_array()[0].is_object()) {
                 auto tags = strings_at(manifest->as_array()[0].as_object(), "RepoTags");
                 if (!tags.empty()) recorded = tags.front();
+                // The conversion to an OCI config drops Docker's Healthcheck (HEALTHCHECK): it
+                // is kept beside the image, as the archive's config has it.
+                auto config_path = string_at(manifest->as_array()[0].as_object(), "Config");
+                if (!config_path.empty()) {
+                    auto config = member(config_path);
+                    if (!config) return std::move(config).error();
+                    const boost::json::value* hc = nullptr;
+                    if (auto* c = config->is_object() ? config->as_object().if_contains("config")
+                                                      : nullptr;
+                        c && c->is_object())
+                        hc = c->as_object().if_contains("Healthcheck");
+                    if (hc && !hc->is_null()) docker_healthcheck = boost::json::serialize(*hc);
+                }
             }
         } else {
             return make_error(
@@ -246,6 +273,10 @@ Result<std::vector<ImageInfo>> ImageStore::import(const std::string& source,
             return std::move(r).error();
         auto d = digest_of(to);
         if (!d) return std::move(d).error();
+        if (!docker_healthcheck.empty()) {
+            make_dir(dir_ + "/healthchecks", 0700);
+            write_file(healthcheck_file(dir_, *d), docker_healthcheck);
+        }
         log::info("images", "imported {} as {} ({})", from, to, *d);
         out.push_back({to, *d});
     }
@@ -296,6 +327,7 @@ Result<void> ImageStore::remove(std::string_view ref,
     r = run_command({"umoci", "gc", "--layout", layout_});
     if (!r.ok()) log::warn("images", "garbage collection of the layout failed: {}", r.describe());
     if (!shared) {
+        ::unlink(healthcheck_file(dir_, digest).c_str());
         remove_tree(fmt::format("{}/rootfs/{}", dir_, hex_of(digest)));
         resolved_.erase(digest);
     }
@@ -352,6 +384,20 @@ Result<ResolvedImage> ImageStore::resolve(std::string_view ref) {
                 img.config = {strings_at(o, "Entrypoint"), strings_at(o, "Cmd"),
                               strings_at(o, "Env"), string_at(o, "WorkingDir"),
                               string_at(o, "User")};
+                std::optional<boost::json::value> kept;
+                auto* hc = o.if_contains("Healthcheck");
+                if ((hc == nullptr || hc->is_null()) && is_file(healthcheck_file(dir_, digest))) {
+                    auto k = read_json_file(healthcheck_file(dir_, digest));
+                    if (k) kept = std::move(*k);
+                    hc = kept ? &*kept : nullptr;
+                }
+                if (hc && !hc->is_null()) {
+                    auto h = healthcheck_from_image_json(*hc);
+                    if (h)
+                        img.config.healthcheck = std::move(*h);
+                    else
+                        img.config.healthcheck_error = h.error().message;
+                }
             }
         }
     }

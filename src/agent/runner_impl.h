@@ -21,6 +21,7 @@
 #include "coffer/base/mount.h"
 #include "coffer/base/process.h"
 #include "coffer/base/unique_fd.h"
+#include "health.h"
 #include "monitor.h"
 #include "runtime.h"
 #include "seccomp_bpf.h"
@@ -60,6 +61,9 @@ struct Runner::Impl {
         bool output_closed = false;
         bool stop_requested = false;
         bool done = false;
+        // Its health check's probes, while it runs with one; stopped by its teardown.
+        std::unique_ptr<HealthMonitor> health;
+        bool unhealthy = false;  // killed for it: fails with "unhealthy container"
     };
 
     RunnerOptions opt;
@@ -99,6 +103,10 @@ struct Runner::Impl {
     // A task's start (runner_start.cpp).
     TaskStatus start(const TaskSpec& spec, SecretBytes supplied);
     void prepare_and_start(Task& t, const TaskSpec& spec, const std::shared_ptr<Task>& self);
+
+    // A change of a task's health (runner_start.cpp), on its health monitor's thread: healthy
+    // makes a starting task running; unhealthy kills it.
+    void on_health(Task& t, Health h, const ProbeResult& last);
 
     // A task's end (runner_teardown.cpp).
     void on_exit(const std::shared_ptr<Task>& t, int wait_status);

@@ -109,6 +109,11 @@ void Runner::Impl::prepare_and_start(Task& t, const TaskSpec& spec,
     auto image = check(images.resolve(spec.image));
     auto caps = check(task_capabilities(spec.cap_add, spec.cap_drop));
     check(parse_user(spec.user.empty() ? image.config.user : spec.user));
+    auto health_check = check(effective_healthcheck(spec.healthcheck, image.config.healthcheck));
+    bool health_disabled =
+        spec.healthcheck && spec.healthcheck->test == std::vector<std::string>{"NONE"};
+    if (!health_disabled && !image.config.healthcheck_error.empty())
+        throw Rejected{image.config.healthcheck_error};
 
     t.res = std::make_unique<Resources>();
     Resources& res = *t.res;
@@ -222,6 +227,31 @@ void Runner::Impl::prepare_and_start(Task& t, const TaskSpec& spec,
         int pid = res.init.pid();
         t.signal_fd.reset(::fcntl(res.init.pidfd(), F_DUPFD_CLOEXEC, 0));
 
+        // Its first probe is an interval away; the teardown (after the exit watch below) stops it.
+        if (health_check) {
+            timed("start the health check");
+            auto probe = [this, id = spec.id, pid_file = b + "/health.pid",
+                          argv = health_check->argv](std::chrono::nanoseconds timeout) {
+                auto r = runtime->exec(id, argv, pid_file, timeout, max_probe_output);
+                if (!r) {
+                    log::warn("runner", "task {}: health check: {}", id, r.error().message);
+                    return ProbeResult{-1, "the health check could not be run"};
+                }
+                if (r->timed_out)
+                    return ProbeResult{
+                        -1,
+                        fmt::format("Health check exceeded timeout ({}ms)",
+                                    std::chrono::duration_cast<std::chrono::milliseconds>(timeout)
+                                        .count())};
+                return ProbeResult{r->exit_code, std::move(r->output)};
+            };
+            t.health = std::make_unique<HealthMonitor>(
+                *health_check, std::move(probe),
+                [this, task = &t](Health h, const ProbeResult& last) {
+                    on_health(*task, h, last);
+                });
+        }
+
         timed({});
         monitor.watch_exit(res.init.release_pidfd(),
                            [this, self](int status) { on_exit(self, status); });
@@ -229,7 +259,12 @@ void Runner::Impl::prepare_and_start(Task& t, const TaskSpec& spec,
         bool stop_now;
         {
             std::lock_guard g(mu);
-            t.status.state = TaskState::running;
+            // With a health check it stays starting until its first healthy probe (which may
+            // have come already).
+            if (!health_check)
+                t.status.state = TaskState::running;
+            else if (t.status.health == Health::none)
+                t.status.health = Health::starting;
             t.status.pid = pid;
             copy = t.status;
             stop_now = t.stop_requested;
@@ -243,6 +278,30 @@ void Runner::Impl::prepare_and_start(Task& t, const TaskSpec& spec,
     } catch (const std::exception& e) {
         throw fail_in(e);
     }
+}
+
+void Runner::Impl::on_health(Task& t, Health h, const ProbeResult& last) {
+    TaskStatus copy;
+    bool changed = false;
+    {
+        std::lock_guard g(mu);
+        if (t.done || t.stop_requested || t.unhealthy) return;
+        t.status.health = h;
+        if (h == Health::healthy && t.status.state == TaskState::starting) {
+            t.status.state = TaskState::running;
+            changed = true;
+        } else if (h == Health::unhealthy) {
+            t.unhealthy = true;
+            t.status.health_output = probe_output_summary(last.output);
+            if (t.signal_fd)
+                ::syscall(SYS_pidfd_send_signal, t.signal_fd.get(), SIGKILL, nullptr, 0);
+        }
+        copy = t.status;
+    }
+    // The probe's output is the task's: not in the log.
+    log::info("runner", "task {}: {} (last probe exited {})", copy.id, to_string(h),
+              last.exit_code);
+    if (changed) publish(copy);
 }
 
 }  // namespace coffer::agent

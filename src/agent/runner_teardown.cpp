@@ -15,6 +15,8 @@ void Runner::Impl::on_exit(const std::shared_ptr<Task>& t, int wait_status) {
 void Runner::Impl::teardown(const std::shared_ptr<Task>& t, int wait_status) {
     Resources& res = *t->res;
     auto t0 = std::chrono::steady_clock::now();
+    // No probe after this: one under way ends with the container's processes.
+    if (t->health) t->health->stop();
     bool oom = false;
     try {
         oom = cgroups->oom_killed(res.cgroup.rel());
@@ -46,6 +48,9 @@ void Runner::Impl::teardown(const std::shared_ptr<Task>& t, int wait_status) {
         if (t->stop_requested) {
             s.state = TaskState::shutdown;
             s.reason = "stopped";
+        } else if (t->unhealthy) {
+            s.state = TaskState::failed;
+            s.reason = "unhealthy container";
         } else if (oom) {
             s.state = TaskState::failed;
             s.reason = "killed by the OOM killer at its memory limit";

@@ -1,6 +1,11 @@
 #include "runtime.h"
 
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
 #include <boost/json.hpp>
 #include <fstream>
@@ -191,6 +196,88 @@ class CliRuntime final : public OciRuntime {
             s = nl == std::string_view::npos ? std::string_view{} : s.substr(nl + 1);
         }
         return out;
+    }
+
+    Result<ExecResult> exec(const std::string& id, const std::vector<std::string>& argv,
+                            const std::string& pid_file, std::chrono::nanoseconds timeout,
+                            std::size_t max_output) override {
+        using Clock = std::chrono::steady_clock;
+        ::unlink(pid_file.c_str());
+        int fds[2];
+        if (::pipe2(fds, O_CLOEXEC) != 0)
+            return make_error(Errc::internal, fmt::format("exec pipe: errno {}", errno));
+        UniqueFd out_r(fds[0]), out_w(fds[1]);
+        std::vector<std::string> args{"exec", "--pid-file", pid_file, id};
+        args.insert(args.end(), argv.begin(), argv.end());
+        Child::Options o = invocation(args);
+        o.stdout_fd = out_w.get();
+        o.stderr_fd = out_w.get();
+        Child child = Child::spawn(o);
+        out_w.reset();
+
+        ExecResult result;
+        auto deadline = Clock::now() + timeout;
+        auto left = [&] {
+            return std::chrono::ceil<std::chrono::milliseconds>(
+                std::max(Clock::duration::zero(), deadline - Clock::now()));
+        };
+        // Read until end of file (every holder of the pipe is gone) or the deadline; what passes
+        // max_output is read and dropped, so the command never blocks on a full pipe.
+        bool eof = false;
+        char buf[4096];
+        while (!eof && left().count() > 0) {
+            pollfd p{out_r.get(), POLLIN, 0};
+            int ms = static_cast<int>(std::min<std::int64_t>(left().count(), 1000));
+            int n = ::poll(&p, 1, ms);
+            if (n < 0 && errno != EINTR)
+                return make_error(Errc::internal, fmt::format("exec poll: errno {}", errno));
+            if (n <= 0) continue;
+            ssize_t got = ::read(out_r.get(), buf, sizeof buf);
+            if (got < 0 && (errno == EINTR || errno == EAGAIN)) continue;
+            if (got <= 0) {
+                eof = true;
+                break;
+            }
+            auto keep =
+                std::min<std::size_t>(static_cast<std::size_t>(got),
+                                      max_output - std::min(max_output, result.output.size()));
+            result.output.append(buf, keep);
+        }
+        if (eof) {
+            if (auto st = child.wait_for(left())) {
+                result.exit_code = WIFEXITED(*st)     ? WEXITSTATUS(*st)
+                                   : WIFSIGNALED(*st) ? 128 + WTERMSIG(*st)
+                                                      : -1;
+                return result;
+            }
+        }
+        // Timed out: kill the command itself (the runtime only forwards signals it gets, and a
+        // runtime killed while it sets the command up can leave it behind, half made), then the
+        // runtime if it lingers. The runtime writes the pid once the command runs, which may be
+        // after the timeout for a short one: wait for it. While the runtime has not ended, the
+        // pid it wrote is its command's: it has not reaped it.
+        result.timed_out = true;
+        result.exit_code = -1;
+        auto read_pid = [&] {
+            pid_t p = 0;
+            std::ifstream in(pid_file);
+            in >> p;
+            return p;
+        };
+        pid_t pid = 0;
+        auto until = Clock::now() + std::chrono::seconds(10);
+        while (child.running() && (pid = read_pid()) <= 0 && Clock::now() < until)
+            (void)child.wait_for(std::chrono::milliseconds(20));
+        if (pid > 0 && child.running()) {
+            UniqueFd target(static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)));
+            if (target && !child.wait_for(std::chrono::milliseconds(0)))
+                ::syscall(SYS_pidfd_send_signal, target.get(), SIGKILL, nullptr, 0);
+        }
+        if (child.running() && !child.wait_for(std::chrono::seconds(5))) {
+            child.signal(SIGKILL);
+            child.wait();
+        }
+        return result;
     }
 
   private:

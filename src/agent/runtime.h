@@ -2,6 +2,8 @@
 // delete. Chosen once at start; the differences between runtimes stay in here.
 #pragma once
 
+#include <chrono>
+#include <cstddef>
 #include <memory>
 #include <string>
 #include <utility>
@@ -12,6 +14,13 @@
 #include "coffer/base/process.h"
 
 namespace coffer::agent {
+
+// What a command run in a container left.
+struct ExecResult {
+    int exit_code = -1;  // its exit status; 128 + signal when killed; -1 after a timeout
+    bool timed_out = false;
+    std::string output;  // stdout and stderr together, the first max_output bytes
+};
 
 class OciRuntime {
   public:
@@ -37,6 +46,13 @@ class OciRuntime {
     // remove. Fails if the record is not the runtime's plain state directory.
     virtual Result<void> forget_stopped(const std::string& id) = 0;
     virtual std::vector<std::string> list() = 0;
+    // Runs argv in the running container as its configured process runs (user, environment,
+    // capabilities, working directory), stdin /dev/null, `exec` without a terminal. At timeout
+    // the command (its pid from pid_file) is killed and the result says so. Blocks for up to
+    // the timeout and a little more: never on an I/O thread or the monitor.
+    virtual Result<ExecResult> exec(const std::string& id, const std::vector<std::string>& argv,
+                                    const std::string& pid_file, std::chrono::nanoseconds timeout,
+                                    std::size_t max_output) = 0;
 };
 
 // runc or crun with its state under state_root. preferred "" picks crun when it is installed (it

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
+#include <tuple>
 #include <utility>
 
 #include "coffer/model/secret.h"
@@ -203,6 +204,20 @@ void SpecFlags::add(CLI::App* cmd) {
     cmd->add_option("--update-order", update_order, "Update order (start-first, stop-first)");
     cmd->add_option("--update-failure-action", update_failure_action,
                     "Action on update failure (pause, continue, rollback)");
+    cmd->add_option("--health-cmd", health_cmd, "Command to run to check health");
+    cmd->add_option("--health-interval", health_interval,
+                    "Time between running the check (ms|s|m|h)");
+    cmd->add_option("--health-timeout", health_timeout,
+                    "Maximum time to allow one check to run (ms|s|m|h)");
+    cmd->add_option("--health-retries", health_retries,
+                    "Consecutive failures needed to report unhealthy");
+    cmd->add_option("--health-start-period", health_start_period,
+                    "Start period for the container to initialize before counting retries "
+                    "towards unstable (ms|s|m|h)");
+    cmd->add_option("--health-start-interval", health_start_interval,
+                    "Time between running the check during the start period (ms|s|m|h)");
+    cmd->add_flag("--no-healthcheck", no_healthcheck,
+                  "Disable any container-specified HEALTHCHECK");
 }
 
 Result<void> SpecFlags::apply(json::object& spec) const {
@@ -287,6 +302,30 @@ Result<void> SpecFlags::apply(json::object& spec) const {
         if (auto r = put_duration(uc, "Delay", "--update-delay", update_delay); !r) return r;
         put_str(uc, "Order", update_order);
         put_str(uc, "FailureAction", update_failure_action);
+    }
+    // As the docker CLI: --no-healthcheck stands alone; the --health-* flags change the fields
+    // they name, and a command replaces a NONE.
+    bool health = !health_cmd.empty() || !health_interval.empty() || !health_timeout.empty() ||
+                  !health_retries.empty() || !health_start_period.empty() ||
+                  !health_start_interval.empty();
+    // Taken again: tt has grown since cs was taken.
+    auto& container = obj(obj(spec, "TaskTemplate"), "ContainerSpec");
+    if (no_healthcheck) {
+        if (health) return usage("--no-healthcheck conflicts with --health-* options");
+        container["Healthcheck"] = json::object{{"Test", json::array{"NONE"}}};
+    } else if (health) {
+        auto& hc = obj(container, "Healthcheck");
+        if (auto* test = hc.if_contains("Test");
+            test && test->is_array() && test->as_array() == json::array{"NONE"})
+            hc.erase("Test");
+        if (!health_cmd.empty()) hc["Test"] = json::array{"CMD-SHELL", health_cmd};
+        for (auto [key, flag, v] :
+             {std::tuple{"Interval", "--health-interval", &health_interval},
+              std::tuple{"Timeout", "--health-timeout", &health_timeout},
+              std::tuple{"StartPeriod", "--health-start-period", &health_start_period},
+              std::tuple{"StartInterval", "--health-start-interval", &health_start_interval}})
+            if (auto r = put_duration(hc, key, flag, *v); !r) return r;
+        if (auto r = put_int(hc, "Retries", "--health-retries", health_retries); !r) return r;
     }
     return {};
 }

@@ -66,6 +66,9 @@ struct SpecFlags {
     std::string restart_condition, restart_delay, restart_max_attempts;
     std::string update_parallelism, update_delay, update_order, update_failure_action;
     std::string replicas_max_per_node, reserve_memory, reserve_cpu;
+    std::string health_cmd, health_interval, health_timeout, health_retries, health_start_period,
+        health_start_interval;
+    bool no_healthcheck = false;
     bool read_only = false;
 
     void add(CLI::App* cmd);

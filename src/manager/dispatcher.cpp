@@ -33,6 +33,9 @@ nodeproto::TaskPayload task_payload(const Task& t) {
     for (const auto& ref : c.secrets)
         p.secrets.push_back(
             {ref.secret_id, ref.secret_name, ref.file_name, ref.uid, ref.gid, ref.mode});
+    if (const auto& h = c.healthcheck)
+        p.healthcheck = nodeproto::HealthCheck{h->test,         h->interval,       h->timeout,
+                                               h->start_period, h->start_interval, h->retries};
     return p;
 }
 

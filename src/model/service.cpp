@@ -67,6 +67,43 @@ Result<void> validate_secret_refs(const std::vector<SecretReference>& refs) {
     return {};
 }
 
+// Swarm's rules (its controlapi's validateHealthCheck), with Docker's minimum of 1 ms; and the
+// test's kind, which Docker checks only when the container starts.
+Result<void> validate_healthcheck(const HealthConfig& h) {
+    constexpr std::int64_t minimum = 1'000'000;  // 1ms
+    struct Named {
+        const char* name;
+        std::int64_t value;
+    };
+    for (auto [name, value] :
+         {Named{"Interval", h.interval}, Named{"Timeout", h.timeout},
+          Named{"StartPeriod", h.start_period}, Named{"StartInterval", h.start_interval}}) {
+        if (value < 0)
+            return invalid(
+                fmt::format("ContainerSpec: {} in HealthConfig cannot be negative", name));
+        if (value != 0 && value < minimum)
+            return invalid(
+                fmt::format("ContainerSpec: {} in HealthConfig cannot be less than 1ms", name));
+    }
+    if (h.retries < 0) return invalid("ContainerSpec: Retries in HealthConfig cannot be negative");
+    if (h.test.empty()) return {};  // the image's
+    const auto& kind = h.test.front();
+    if (kind == "NONE") {
+        if (h.test.size() != 1)
+            return invalid("ContainerSpec: a NONE health check takes no command");
+    } else if (kind == "CMD" || kind == "CMD-SHELL") {
+        if (h.test.size() < 2 || h.test[1].empty())
+            return invalid(fmt::format("ContainerSpec: a {} health check needs a command", kind));
+    } else {
+        return invalid(fmt::format(
+            "ContainerSpec: unknown health check type \"{}\" (NONE, CMD or CMD-SHELL)", kind));
+    }
+    for (const auto& arg : h.test)
+        if (arg.find('\0') != std::string::npos)
+            return invalid("ContainerSpec: a health check command contains a NUL character");
+    return {};
+}
+
 }  // namespace
 
 std::string_view to_string(TaskState s) noexcept {
@@ -197,6 +234,8 @@ Result<void> validate_service_spec(const ServiceSpec& spec) {
         if (e.empty() || e.front() == '=')
             return invalid(fmt::format("invalid environment variable: {}", e));
     if (auto r = validate_secret_refs(c.secrets); !r) return r;
+    if (c.healthcheck)
+        if (auto r = validate_healthcheck(*c.healthcheck); !r) return r;
     if (auto r = validate_update_config(spec.update, "update"); !r) return r;
     if (auto r = validate_update_config(spec.rollback, "rollback"); !r) return r;
     return {};

@@ -228,6 +228,23 @@ json::array generic_resources_json(const std::vector<GenericResource>& list) {
     return out;
 }
 
+void read_healthcheck(Reader& parent, const json::object& cs, ContainerSpec& c) {
+    Reader r(cs, parent.name("ContainerSpec"));
+    auto* hc = r.object("Healthcheck");
+    if (hc == nullptr) return parent.merge(r);
+    Reader h(*hc, r.name("Healthcheck"));
+    HealthConfig out;
+    h.strings("Test", out.test);
+    h.integer("Interval", out.interval);
+    h.integer("Timeout", out.timeout);
+    h.integer("StartPeriod", out.start_period);
+    h.integer("StartInterval", out.start_interval);
+    h.integer("Retries", out.retries);
+    r.merge(h);
+    parent.merge(r);
+    c.healthcheck = std::move(out);
+}
+
 }  // namespace
 
 Result<TaskTemplate> task_template_from_json(const json::value& v) {
@@ -252,6 +269,7 @@ Result<TaskTemplate> task_template_from_json(const json::value& v) {
         if (c.integer("StopGracePeriod", grace)) ct.stop_grace_period = grace;
         r.merge(c);
         read_secret_refs(r, *cs, ct);
+        read_healthcheck(r, *cs, ct);
     } else if (r.get("PluginSpec") || r.get("NetworkAttachmentSpec")) {
         r.fail("only container services are supported");
     }
@@ -520,10 +538,15 @@ json::object to_json(const Task& t, bool internal) {
                     {"State", to_string(t.status.state)},
                     {"Message", t.status.message}};
     if (!t.status.err.empty()) st["Err"] = t.status.err;
-    if (t.status.container)
-        st["ContainerStatus"] = json::object{{"ContainerID", t.status.container->container_id},
-                                             {"PID", t.status.container->pid},
-                                             {"ExitCode", t.status.container->exit_code}};
+    if (t.status.container) {
+        json::object cs{{"ContainerID", t.status.container->container_id},
+                        {"PID", t.status.container->pid},
+                        {"ExitCode", t.status.container->exit_code}};
+        // Not in Swarm's ContainerStatus: the health Docker shows as State.Health.Status.
+        if (!t.status.container->health.empty())
+            cs["Health"] = json::object{{"Status", t.status.container->health}};
+        st["ContainerStatus"] = std::move(cs);
+    }
     st["PortStatus"] = json::object{};
     o["Status"] = std::move(st);
     o["DesiredState"] = to_string(t.desired);
@@ -574,6 +597,11 @@ Result<Task> task_from_json(const json::value& v) {
         c.str("ContainerID", out.container_id);
         c.integer("PID", out.pid);
         c.integer("ExitCode", out.exit_code);
+        if (auto* health = c.object("Health")) {
+            Reader hr(*health, "Status.ContainerStatus.Health");
+            hr.str("Status", out.health);
+            c.merge(hr);
+        }
         s.merge(c);
         t.status.container = std::move(out);
     }

@@ -29,23 +29,33 @@ json::object task_wire(const TaskPayload& t) {
                                        {"UID", f.uid},
                                        {"GID", f.gid},
                                        {"Mode", f.mode}});
-    return json::object{{"ID", t.id},
-                        {"ServiceID", t.service_id},
-                        {"Slot", t.slot},
-                        {"Image", t.image},
-                        {"Args", strings(t.args)},
-                        {"Env", strings(t.env)},
-                        {"User", t.user},
-                        {"Dir", t.dir},
-                        {"Hostname", t.hostname},
-                        {"ReadOnly", t.read_only},
-                        {"Limits", json::object{{"MemoryBytes", t.limits.memory_bytes},
-                                                {"NanoCPUs", t.limits.nano_cpus},
-                                                {"Pids", t.limits.pids}}},
-                        {"CapAdd", strings(t.cap_add)},
-                        {"CapDrop", strings(t.cap_drop)},
-                        {"StopGracePeriod", t.stop_grace_ns},
-                        {"Secrets", std::move(secrets)}};
+    json::object o{{"ID", t.id},
+                   {"ServiceID", t.service_id},
+                   {"Slot", t.slot},
+                   {"Image", t.image},
+                   {"Args", strings(t.args)},
+                   {"Env", strings(t.env)},
+                   {"User", t.user},
+                   {"Dir", t.dir},
+                   {"Hostname", t.hostname},
+                   {"ReadOnly", t.read_only},
+                   {"Limits", json::object{{"MemoryBytes", t.limits.memory_bytes},
+                                           {"NanoCPUs", t.limits.nano_cpus},
+                                           {"Pids", t.limits.pids}}},
+                   {"CapAdd", strings(t.cap_add)},
+                   {"CapDrop", strings(t.cap_drop)},
+                   {"StopGracePeriod", t.stop_grace_ns},
+                   {"Secrets", std::move(secrets)}};
+    if (t.healthcheck) {
+        const auto& h = *t.healthcheck;
+        o["Healthcheck"] = json::object{{"Test", strings(h.test)},
+                                        {"Interval", h.interval_ns},
+                                        {"Timeout", h.timeout_ns},
+                                        {"StartPeriod", h.start_period_ns},
+                                        {"StartInterval", h.start_interval_ns},
+                                        {"Retries", h.retries}};
+    }
+    return o;
 }
 
 // ---- decode ----------------------------------------------------------------------------------
@@ -157,6 +167,25 @@ SecretFile secret_file(const json::value& v) {
     return f;
 }
 
+HealthCheck healthcheck(const json::value& v) {
+    const auto& o = object_of(v, "Healthcheck");
+    HealthCheck h;
+    h.test = texts_at(o, "Test");
+    if (!h.test.empty()) {
+        const auto& kind = h.test.front();
+        if (kind == "NONE" ? h.test.size() != 1
+                           : (kind != "CMD" && kind != "CMD-SHELL") || h.test.size() < 2)
+            bad("Healthcheck: Test must be NONE, CMD with a command or CMD-SHELL with a command");
+    }
+    constexpr auto max = std::numeric_limits<std::int64_t>::max();
+    h.interval_ns = int_at(o, "Interval", 0, 0, max);
+    h.timeout_ns = int_at(o, "Timeout", 0, 0, max);
+    h.start_period_ns = int_at(o, "StartPeriod", 0, 0, max);
+    h.start_interval_ns = int_at(o, "StartInterval", 0, 0, max);
+    h.retries = int_at(o, "Retries", 0, 0, std::numeric_limits<std::int32_t>::max());
+    return h;
+}
+
 TaskPayload task_add(const json::object& t) {
     TaskPayload p;
     p.id = text_at(t, "ID", 64);
@@ -187,6 +216,8 @@ TaskPayload task_add(const json::object& t) {
         if (refs->get_array().size() > max_secret_refs) bad("Secrets: too many");
         for (const auto& r : refs->get_array()) p.secrets.push_back(secret_file(r));
     }
+    if (const auto* h = t.if_contains("Healthcheck"); h != nullptr && !h->is_null())
+        p.healthcheck = healthcheck(*h);
     return p;
 }
 

@@ -60,15 +60,19 @@ Result<TaskReport> decode_report(const json::value& v) {
     auto exit_code = model::integer_field(o, "exit_code", std::numeric_limits<std::int32_t>::min(),
                                           std::numeric_limits<std::int32_t>::max());
     if (!exit_code) return malformed(exit_code.error().message);
+    auto health = wire::optional_string(o, "health", 16);
+    if (!health) return std::move(health).error();
+    if (*health && **health != "starting" && **health != "healthy" && **health != "unhealthy")
+        return malformed("health is not starting, healthy or unhealthy");
 
     TaskReport r;
     r.task_id = std::move(**task_id);
     r.state = *state;
     r.message = message->value_or("");
     r.err = err->value_or("");
-    if (*container_id || *pid || *exit_code)
+    if (*container_id || *pid || *exit_code || *health)
         r.container = model::ContainerStatus{container_id->value_or(""), pid->value_or(0),
-                                             exit_code->value_or(0)};
+                                             exit_code->value_or(0), health->value_or("")};
     return r;
 }
 
@@ -86,6 +90,7 @@ crypto::SecureBuffer encode(const StatusMessage& m) {
             o["container_id"] = r.container->container_id;
             o["pid"] = r.container->pid;
             o["exit_code"] = r.container->exit_code;
+            if (!r.container->health.empty()) o["health"] = r.container->health;
         }
         statuses.emplace_back(std::move(o));
     }

@@ -48,6 +48,7 @@ int main(int argc, char** argv) {
     task.secrets = {
         {"a1b2c3d4e5f6g7h8i9j0k1l2m", "db_pass", "", "0", "0", 0444},
         {"n3o4p5q6r7s8t9u0v1w2x3y4z", "tls_key", "/etc/tls/key.pem", "1000", "1000", 0400}};
+    task.healthcheck = HealthCheck{{"CMD-SHELL", "test -f /tmp/ok"}, 1'000'000'000, 0, 0, 0, 3};
     Assignments complete{true, 1, {}};
     Change secret;
     secret.is_secret = true;
@@ -74,7 +75,7 @@ int main(int argc, char** argv) {
 
     StatusMessage status{true, {}};
     status.statuses.push_back({task.id, model::TaskState::running, "started", "",
-                               model::ContainerStatus{task.id, 4242, 0}});
+                               model::ContainerStatus{task.id, 4242, 0, "healthy"}});
     status.statuses.push_back({"b0c1d2e3f4g5h6i7j8k9l0m1n", model::TaskState::failed, "failed",
                                "exit status 3",
                                model::ContainerStatus{"b0c1d2e3f4g5h6i7j8k9l0m1n", 0, 3}});

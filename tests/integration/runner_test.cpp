@@ -71,7 +71,7 @@ class ImagesEnvironment : public ::testing::Environment {
         ImageStore store(images_dir->path() + "/store");
         auto imported = store.import(layout);
         ASSERT_TRUE(imported) << imported.error().message;
-        ASSERT_EQ(imported->size(), 9u);
+        ASSERT_EQ(imported->size(), 10u);
     }
     void TearDown() override {
         delete images_dir;
@@ -635,6 +635,98 @@ TEST(SeccompProgram, IsTheOneCrunCompilesItself) {
                 *ours);
 }
 
+// ---- health checks, through the runtime's exec
+
+namespace {
+
+HealthCheck shell_check(std::string command, std::int64_t retries) {
+    HealthCheck h;
+    h.test = {"CMD-SHELL", std::move(command)};
+    h.interval_ns = 50'000'000;
+    h.start_interval_ns = 50'000'000;
+    h.retries = retries;
+    return h;
+}
+
+// Runs a command in the mount namespace of the task's container (the image's busybox).
+bool in_container(int pid, std::vector<std::string> command) {
+    std::vector<std::string> argv{"nsenter", "-t", std::to_string(pid), "-m", "--"};
+    argv.insert(argv.end(), command.begin(), command.end());
+    return run_command(argv).ok();
+}
+
+}  // namespace
+
+// The probe runs inside the container: a file made there makes it healthy, its removal unhealthy.
+// Until healthy the task is starting; unhealthy, it is killed and fails with the probe's output.
+TEST_P(RunnerTest, HealthCheckHoldsStartingUntilHealthyAndKillsWhenUnhealthy) {
+    auto spec = shell("health", "exec sleep 100000");
+    spec.healthcheck = shell_check("test -f /tmp/ok || { echo no ok file; exit 1; }", 2);
+    spec.healthcheck->start_period_ns = 3600'000'000'000;  // failures before healthy: not counted
+    auto st = runner->start(spec, {});
+    ASSERT_EQ(st.state, TaskState::starting) << st.reason;
+    EXPECT_EQ(st.health, Health::starting);
+    ASSERT_GT(st.pid, 0);
+
+    ASSERT_TRUE(in_container(st.pid, {"touch", "/tmp/ok"}));
+    ASSERT_TRUE(test::wait_until(
+        [&] {
+            auto now = runner->status(spec.id);
+            return now && now->state == TaskState::running && now->health == Health::healthy;
+        },
+        20s));
+    EXPECT_EQ(runner->status(spec.id)->pid, st.pid);
+
+    ASSERT_TRUE(in_container(st.pid, {"rm", "/tmp/ok"}));
+    auto done = runner->wait(spec.id, 30s);
+    ASSERT_TRUE(done);
+    EXPECT_EQ(done->state, TaskState::failed);
+    EXPECT_EQ(done->reason, "unhealthy container");
+    EXPECT_EQ(done->health, Health::unhealthy);
+    EXPECT_EQ(done->health_output, "no ok file");
+    EXPECT_EQ(done->exit_code, 128 + SIGKILL);
+    expect_nothing_left(spec.id);
+}
+
+// A probe past its timeout is killed (the runtime's exec returns) and counts as a failure.
+TEST_P(RunnerTest, AProbePastItsTimeoutIsKilled) {
+    auto spec = shell("slowprobe", "exec sleep 100000");
+    spec.healthcheck = shell_check("echo begun; exec sleep 100000", 2);
+    spec.healthcheck->timeout_ns = 200'000'000;
+    auto st = runner->start(spec, {});
+    ASSERT_EQ(st.state, TaskState::starting) << st.reason;
+    auto done = runner->wait(spec.id, 30s);
+    ASSERT_TRUE(done);
+    EXPECT_EQ(done->state, TaskState::failed);
+    EXPECT_EQ(done->health_output, "Health check exceeded timeout (200ms)");
+    expect_nothing_left(spec.id);
+}
+
+// --no-healthcheck (Test NONE) turns the image's HEALTHCHECK off; without it, it runs.
+TEST_P(RunnerTest, TheImagesHealthcheckRunsUnlessTurnedOff) {
+    auto checked = shell("imgcheck", "touch /tmp/healthy; exec sleep 100000", "healthcheck");
+    auto st = runner->start(checked, {});
+    ASSERT_EQ(st.state, TaskState::starting) << st.reason;
+    EXPECT_TRUE(test::wait_until(
+        [&] {
+            auto now = runner->status(checked.id);
+            return now && now->state == TaskState::running && now->health == Health::healthy;
+        },
+        20s));
+
+    auto off = shell("imgoff", "exec sleep 100000", "healthcheck");
+    off.healthcheck = HealthCheck{};
+    off.healthcheck->test = {"NONE"};
+    auto st_off = runner->start(off, {});
+    EXPECT_EQ(st_off.state, TaskState::running) << st_off.reason;
+    EXPECT_EQ(st_off.health, Health::none);
+    for (auto* id : {&checked.id, &off.id}) {
+        auto stopped = runner->stop(*id, 1s);
+        ASSERT_TRUE(stopped);
+        EXPECT_EQ(stopped->state, TaskState::shutdown);
+    }
+}
+
 INSTANTIATE_TEST_SUITE_P(Runtimes, RunnerTest, ::testing::Values("crun", "runc"),
                          [](const auto& runtime) { return runtime.param; });
 
@@ -693,4 +785,26 @@ TEST(ImageStoreImport, TakesDockerSaveAndOciArchivesAndUnpacksOncePerDigest) {
     EXPECT_FALSE(store.resolve("renamed:2"));
     EXPECT_TRUE(store.resolve("saved/busybox:1.0"));
     EXPECT_FALSE(store.import(work.path() + "/nonexistent.tar"));
+}
+
+// A docker save archive's HEALTHCHECK survives the import (the conversion to an OCI config drops
+// it) and is the image's once resolved.
+TEST(ImageStoreImport, KeepsTheHealthcheckOfADockerSaveArchive) {
+    TempDir work;
+    std::string layout = images_dir->path() + "/layout";
+    auto tar = work.path() + "/healthcheck-docker.tar";
+    ASSERT_TRUE(run_command({"skopeo", "copy", "--quiet", "oci:" + layout + ":healthcheck:latest",
+                             "docker-archive:" + tar + ":saved/checked:1"})
+                    .ok());
+    ImageStore store(work.path() + "/store");
+    auto imported = store.import(tar);
+    ASSERT_TRUE(imported) << imported.error().message;
+    auto image = store.resolve("saved/checked:1");
+    ASSERT_TRUE(image) << image.error().message;
+    ASSERT_TRUE(image->config.healthcheck);
+    EXPECT_EQ(image->config.healthcheck->test,
+              (std::vector<std::string>{"CMD-SHELL", "test -f /tmp/healthy"}));
+    EXPECT_EQ(image->config.healthcheck->interval_ns, 1'000'000'000);
+    EXPECT_EQ(image->config.healthcheck->retries, 2);
+    EXPECT_EQ(image->config.healthcheck_error, "");
 }

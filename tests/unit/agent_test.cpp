@@ -7,6 +7,9 @@
 #include <gtest/gtest.h>
 #include <algorithm>
 #include <boost/json.hpp>
+#include <condition_variable>
+#include <fstream>
+#include <mutex>
 #include <set>
 
 #include "coffer/agent/in_root.h"
@@ -15,7 +18,9 @@
 #include "coffer/agent/secret_store.h"
 #include "coffer/agent/task_json.h"
 #include "coffer/base/mount.h"
+#include "coffer/base/process.h"
 #include "coffer/base/unique_fd.h"
+#include "health.h"
 #include "oci_config.h"
 #include "seccomp_bpf.h"
 #include "seccomp_profile.h"
@@ -494,4 +499,178 @@ TEST(NodeDescription, TheHostIsDescribedAsTheKernelSeesIt) {
     EXPECT_GT(d->memory_bytes, 0);
     ASSERT_EQ(d->generic.size(), 1u);
     EXPECT_EQ(d->generic[0].discrete, 2);
+}
+
+// ---- health checks
+
+namespace {
+
+using namespace std::chrono_literals;
+using coffer::agent::Health;
+using coffer::agent::HealthCheck;
+
+HealthCheck check_of(std::vector<std::string> test, std::int64_t interval = 0,
+                     std::int64_t retries = 0) {
+    HealthCheck h;
+    h.test = std::move(test);
+    h.interval_ns = interval;
+    h.retries = retries;
+    return h;
+}
+
+}  // namespace
+
+TEST(Healthcheck, TheServicesCheckIsMergedFieldByFieldWithTheImages) {
+    using coffer::agent::effective_healthcheck;
+    auto none = effective_healthcheck(std::nullopt, std::nullopt);
+    ASSERT_TRUE(none);
+    EXPECT_FALSE(*none);
+
+    auto image = check_of({"CMD-SHELL", "test -f /ok", "&& true"}, 2'000'000'000, 4);
+    auto from_image = effective_healthcheck(std::nullopt, image);
+    ASSERT_TRUE(from_image && *from_image);
+    EXPECT_EQ((*from_image)->argv,
+              (std::vector<std::string>{"/bin/sh", "-c", "test -f /ok && true"}));
+    EXPECT_EQ((*from_image)->interval, 2s);
+    EXPECT_EQ((*from_image)->timeout, 30s) << "Docker's default";
+    EXPECT_EQ((*from_image)->start_interval, 5s);
+    EXPECT_EQ((*from_image)->retries, 4);
+
+    // The service's fields win where set; its empty test takes the image's.
+    auto merged = effective_healthcheck(check_of({}, 1'000'000), image);
+    ASSERT_TRUE(merged && *merged);
+    EXPECT_EQ((*merged)->interval, 1ms);
+    EXPECT_EQ((*merged)->retries, 4);
+    EXPECT_EQ((*merged)->argv.back(), "test -f /ok && true");
+    auto own = effective_healthcheck(check_of({"CMD", "/bin/true", "x"}), image);
+    ASSERT_TRUE(own && *own);
+    EXPECT_EQ((*own)->argv, (std::vector<std::string>{"/bin/true", "x"}));
+
+    // NONE (--no-healthcheck) turns the image's off; so does a NONE in the image.
+    auto off = effective_healthcheck(check_of({"NONE"}), image);
+    ASSERT_TRUE(off);
+    EXPECT_FALSE(*off);
+    auto image_off = effective_healthcheck(check_of({}, 1'000'000), check_of({"NONE"}));
+    ASSERT_TRUE(image_off);
+    EXPECT_FALSE(*image_off);
+    auto defaults = effective_healthcheck(check_of({"CMD", "true"}), std::nullopt);
+    ASSERT_TRUE(defaults && *defaults);
+    EXPECT_EQ((*defaults)->interval, 30s);
+    EXPECT_EQ((*defaults)->retries, 3);
+
+    // An image's check of another kind is refused, its text made printable.
+    auto odd = effective_healthcheck(std::nullopt, check_of({"SHELL\n\x01", "x"}));
+    ASSERT_FALSE(odd);
+    EXPECT_EQ(odd.error().message,
+              "health check: unknown test type \"SHELL ?\" (CMD or CMD-SHELL)");
+}
+
+TEST(Healthcheck, AnImageConfigsHealthcheckIsReadStrictly) {
+    auto h = coffer::agent::healthcheck_from_image_json(boost::json::parse(
+        R"({"Test":["CMD-SHELL","true"],"Interval":1000000000,"Retries":2,"StartPeriod":null})"));
+    ASSERT_TRUE(h) << h.error().message;
+    EXPECT_EQ(h->test, (std::vector<std::string>{"CMD-SHELL", "true"}));
+    EXPECT_EQ(h->interval_ns, 1'000'000'000);
+    EXPECT_EQ(h->retries, 2);
+    for (auto bad : {R"([])", R"({"Test":"true"})", R"({"Test":[1]})", R"({"Interval":-1})",
+                     R"({"Retries":"3"})", R"({"Timeout":1.5})"})
+        EXPECT_FALSE(coffer::agent::healthcheck_from_image_json(boost::json::parse(bad))) << bad;
+}
+
+TEST(Healthcheck, TheStateMachineFollowsDockers) {
+    using coffer::agent::HealthTracker;
+    using coffer::agent::ProbeResult;
+    coffer::agent::EffectiveHealth e;
+    e.interval = 10s;
+    e.start_interval = 2s;
+    e.start_period = 60s;
+    e.retries = 2;
+    auto t0 = coffer::agent::HealthClock::now();
+    HealthTracker t(e, t0);
+    EXPECT_EQ(t.health(), Health::starting);
+    EXPECT_EQ(t.next_interval(t0), 2s) << "the start interval within the start period";
+    // Failures within the start period do not count.
+    for (int i = 0; i < 5; ++i) EXPECT_EQ(t.record({1, "no"}, t0 + 10s), Health::starting);
+    EXPECT_EQ(t.failing_streak(), 0);
+    // After it, they do: retries in a row make it unhealthy.
+    HealthTracker late(e, t0);
+    EXPECT_EQ(late.record({1, "no"}, t0 + 61s), Health::starting);
+    EXPECT_EQ(late.next_interval(t0 + 61s), 10s);
+    EXPECT_EQ(late.record({-1, "timeout"}, t0 + 71s), Health::unhealthy);
+    EXPECT_EQ(late.record(ProbeResult{0, ""}, t0 + 81s), Health::unhealthy) << "final";
+
+    // Once healthy, failures count even within the start period, and a success resets them.
+    EXPECT_EQ(t.record({0, ""}, t0 + 12s), Health::healthy);
+    EXPECT_EQ(t.next_interval(t0 + 12s), 10s) << "the interval once healthy";
+    EXPECT_EQ(t.record({1, ""}, t0 + 22s), Health::healthy);
+    EXPECT_EQ(t.failing_streak(), 1);
+    EXPECT_EQ(t.record({0, ""}, t0 + 32s), Health::healthy);
+    EXPECT_EQ(t.failing_streak(), 0);
+    EXPECT_EQ(t.record({2, ""}, t0 + 42s), Health::healthy);
+    EXPECT_EQ(t.record({1, ""}, t0 + 52s), Health::unhealthy);
+}
+
+// The monitor with a real probe: a process that checks a file, run every few milliseconds.
+TEST(Healthcheck, TheMonitorProbesOnItsOwnThreadUntilUnhealthy) {
+    char tmpl[] = "/tmp/coffer-health-XXXXXX";
+    ASSERT_NE(::mkdtemp(tmpl), nullptr);
+    std::string dir = tmpl, file = dir + "/ok";
+    coffer::agent::EffectiveHealth e;
+    e.argv = {"test", "-f", file};
+    e.interval = 5ms;
+    e.start_interval = 5ms;
+    e.start_period = std::chrono::hours(1);
+    e.retries = 3;
+    std::mutex mu;
+    std::condition_variable cv;
+    std::vector<Health> changes;
+    std::string last_output;
+    int probes = 0;
+    {
+        coffer::agent::HealthMonitor m(
+            e,
+            [&](std::chrono::nanoseconds timeout) {
+                EXPECT_EQ(timeout, 30s);
+                auto r = coffer::run_command({"sh", "-c", "test -f \"$0\" || echo missing", file});
+                {
+                    std::lock_guard l(mu);
+                    ++probes;
+                }
+                cv.notify_all();
+                bool ok = r.ok() && r.out.empty();
+                return coffer::agent::ProbeResult{ok ? 0 : 1, r.out};
+            },
+            [&](Health h, const coffer::agent::ProbeResult& last) {
+                std::lock_guard l(mu);
+                changes.push_back(h);
+                last_output = last.output;
+                cv.notify_all();
+            });
+        std::unique_lock l(mu);
+        // Failing probes before the file exists, within the start period: still starting.
+        ASSERT_TRUE(cv.wait_for(l, 10s, [&] { return probes >= 3; }));
+        EXPECT_TRUE(changes.empty());
+        { std::ofstream(file) << "x"; }
+        ASSERT_TRUE(cv.wait_for(l, 10s, [&] { return !changes.empty(); }));
+        EXPECT_EQ(changes, (std::vector<Health>{Health::healthy}));
+        EXPECT_EQ(m.health(), Health::healthy);
+        ::unlink(file.c_str());
+        ASSERT_TRUE(cv.wait_for(l, 10s, [&] { return changes.size() == 2; }));
+        EXPECT_EQ(changes.back(), Health::unhealthy);
+        EXPECT_EQ(last_output, "missing\n");
+        int seen = probes;
+        l.unlock();
+        m.stop();  // joins: no probe after unhealthy, and none after stop
+        EXPECT_EQ(probes, seen);
+    }
+    ::rmdir(dir.c_str());
+}
+
+TEST(Healthcheck, ProbeOutputIsSummarisedAsPrintableText) {
+    using coffer::agent::probe_output_summary;
+    EXPECT_EQ(probe_output_summary("  fine\n\n  here\t\n"), "fine here");
+    EXPECT_EQ(probe_output_summary("a\x01\xff"
+                                   "b"),
+              "a??b");
+    EXPECT_EQ(probe_output_summary(std::string(600, 'x'), 512), std::string(512, 'x') + "...");
 }

@@ -482,3 +482,40 @@ TEST(Format, ImagesLoseTheirDigestOnlyWhenTagged) {
     EXPECT_EQ(image_without_digest("busybox:1"), "busybox:1");
     EXPECT_EQ(truncate_id("0123456789abcdef"), "0123456789ab");
 }
+
+TEST(ServiceFlags, HealthFlagsSetTheHealthcheckAsTheDockerCliDoes) {
+    std::vector<std::string> args{
+        "--health-cmd",          "test -f /ok", "--health-interval",       "2s",
+        "--health-timeout",      "500ms",       "--health-retries",        "4",
+        "--health-start-period", "1m",          "--health-start-interval", "3s"};
+    auto spec = apply(args);
+    ASSERT_TRUE(spec.ok()) << spec.error().message;
+    EXPECT_EQ(json::value(spec->at("TaskTemplate").at("ContainerSpec").at("Healthcheck")),
+              json::parse(R"({"Test": ["CMD-SHELL", "test -f /ok"], "Interval": 2000000000,
+                             "Timeout": 500000000, "StartPeriod": 60000000000,
+                             "StartInterval": 3000000000, "Retries": 4})"));
+
+    // An update changes only what it names, and a command replaces NONE.
+    auto updated = apply(words("--health-retries 1"),
+                         json::parse(R"({"TaskTemplate": {"ContainerSpec": {"Healthcheck":
+                             {"Test": ["NONE"], "Interval": 1000000}}}})")
+                             .as_object());
+    ASSERT_TRUE(updated.ok()) << updated.error().message;
+    EXPECT_EQ(json::value(updated->at("TaskTemplate").at("ContainerSpec").at("Healthcheck")),
+              json::parse(R"({"Interval": 1000000, "Retries": 1})"));
+
+    auto off = apply(words("--no-healthcheck"),
+                     json::parse(R"({"TaskTemplate": {"ContainerSpec": {"Healthcheck":
+                         {"Test": ["CMD", "true"], "Interval": 1000000}}}})")
+                         .as_object());
+    ASSERT_TRUE(off.ok()) << off.error().message;
+    EXPECT_EQ(json::value(off->at("TaskTemplate").at("ContainerSpec").at("Healthcheck")),
+              json::parse(R"({"Test": ["NONE"]})"));
+
+    auto both = apply(words("--no-healthcheck --health-retries 2"));
+    ASSERT_FALSE(both.ok());
+    EXPECT_EQ(both.error().message, "--no-healthcheck conflicts with --health-* options");
+    auto bad = apply(words("--health-interval soon"));
+    ASSERT_FALSE(bad.ok());
+    EXPECT_NE(bad.error().message.find("--health-interval"), std::string::npos);
+}

@@ -464,3 +464,72 @@ TEST(UpdateState, AnUnknownOrMissingStateIsRefused) {
     number["UpdateStatus"].as_object()["State"] = 1;
     EXPECT_FALSE(coffer::model::service_from_json(number).ok());
 }
+
+TEST(ServiceSpec, AHealthcheckIsReadAndCheckedAsSwarmDoes) {
+    auto s = spec_of(R"({"Name":"h","TaskTemplate":{"ContainerSpec":{"Image":"busybox",
+        "Healthcheck":{"Test":["CMD-SHELL","test -f /ok"],"Interval":1000000000,
+        "Timeout":2000000000,"StartPeriod":3000000000,"StartInterval":4000000000,"Retries":5}}}})");
+    ASSERT_TRUE(s) << s.error().message;
+    ASSERT_TRUE(s->task.container.healthcheck);
+    EXPECT_EQ(*s->task.container.healthcheck,
+              (coffer::model::HealthConfig{{"CMD-SHELL", "test -f /ok"},
+                                           1'000'000'000,
+                                           2'000'000'000,
+                                           3'000'000'000,
+                                           4'000'000'000,
+                                           5}));
+    EXPECT_EQ(invalid_message(R"({"Name":"h","TaskTemplate":{"ContainerSpec":{"Image":"b",
+        "Healthcheck":{"Test":["NONE"]}}}})"),
+              "");
+    EXPECT_EQ(invalid_message(R"({"Name":"h","TaskTemplate":{"ContainerSpec":{"Image":"b",
+        "Healthcheck":{"Interval":1000000}}}})"),
+              "")
+        << "1ms, and no test (the image's)";
+    EXPECT_FALSE(spec_of(R"({"Name":"h","TaskTemplate":{"ContainerSpec":{"Image":"b",
+        "Healthcheck":{"Test":"CMD true"}}}})"));
+    struct Case {
+        const char* healthcheck;
+        const char* error;
+    };
+    for (auto [hc, error] : {
+             Case{R"({"Interval":999999})",
+                  "ContainerSpec: Interval in HealthConfig cannot be less than 1ms"},
+             Case{R"({"Timeout":1})",
+                  "ContainerSpec: Timeout in HealthConfig cannot be less than 1ms"},
+             Case{R"({"StartPeriod":-5})",
+                  "ContainerSpec: StartPeriod in HealthConfig cannot be negative"},
+             Case{R"({"StartInterval":10})",
+                  "ContainerSpec: StartInterval in HealthConfig cannot be less than 1ms"},
+             Case{R"({"Retries":-1})", "ContainerSpec: Retries in HealthConfig cannot be negative"},
+             Case{R"({"Test":["CMD"]})", "ContainerSpec: a CMD health check needs a command"},
+             Case{R"({"Test":["NONE","x"]})",
+                  "ContainerSpec: a NONE health check takes no command"},
+             Case{R"({"Test":["SHELL","x"]})",
+                  "ContainerSpec: unknown health check type \"SHELL\" (NONE, CMD or CMD-SHELL)"},
+         }) {
+        auto body = fmt::format(
+            R"({{"Name":"h","TaskTemplate":{{"ContainerSpec":{{"Image":"b","Healthcheck":{}}}}}}})",
+            hc);
+        EXPECT_EQ(invalid_message(body), error) << hc;
+    }
+}
+
+TEST(TaskJson, HealthIsShownInContainerStatusAndReadBack) {
+    coffer::model::Task t;
+    t.meta.id = "t1";
+    t.spec.json = "{}";
+    t.status.state = coffer::model::TaskState::starting;
+    t.status.container = coffer::model::ContainerStatus{"t1", 42, 0, "starting"};
+    auto o = coffer::model::to_json(t, true);
+    EXPECT_EQ(o.at("Status").at("ContainerStatus").at("Health").at("Status"), "starting");
+    auto back = coffer::model::task_from_json(o);
+    ASSERT_TRUE(back) << back.error().message;
+    ASSERT_TRUE(back->status.container);
+    EXPECT_EQ(back->status.container->health, "starting");
+    t.status.container->health.clear();
+    EXPECT_FALSE(coffer::model::to_json(t, true)
+                     .at("Status")
+                     .at("ContainerStatus")
+                     .as_object()
+                     .contains("Health"));
+}

@@ -305,3 +305,58 @@ TEST(Version, AnUnknownVersionIsNamedNotMisread) {
     EXPECT_FALSE(check_version_header("-1"));
     EXPECT_FALSE(check_version_header("99999999999999999999999"));
 }
+
+TEST(Assignments, AHealthcheckRoundTripsAndAbsentStaysAbsent) {
+    auto checked = sample_task();
+    checked.healthcheck =
+        HealthCheck{{"CMD", "/bin/check", "--fast"}, 1'000'000, 2'000'000'000, 0, 5, 7};
+    auto unchecked = sample_task();
+    unchecked.id = "t2";
+    Assignments a;
+    a.sequence = 1;
+    for (const auto& t : {checked, unchecked}) {
+        Change c;
+        c.id = t.id;
+        c.task = t;
+        a.changes.push_back(std::move(c));
+    }
+    auto d = decode_assignments(encode(a));
+    ASSERT_TRUE(d) << d.error().message;
+    ASSERT_EQ(d->changes.size(), 2u);
+    EXPECT_EQ(d->changes[0].task, checked);
+    EXPECT_EQ(d->changes[1].task, unchecked);
+    EXPECT_FALSE(d->changes[1].task->healthcheck);
+}
+
+TEST(Assignments, ABadHealthcheckRejectsItsTask) {
+    for (auto hc : {R"({"Test":["SHELL","x"]})", R"({"Test":["CMD"]})", R"({"Test":["NONE","x"]})",
+                    R"({"Interval":-1})", R"({"Retries":-2})", R"({"Test":"CMD true"})", R"([])"}) {
+        auto text = fmt::format(
+            R"({{"type":"assignments","Type":"incremental","Sequence":1,"Changes":[{{"Action":"add","Task":{{"ID":"t1","Image":"busybox","Healthcheck":{}}}}}]}})",
+            hc);
+        auto d = decode_assignments(msg(text));
+        ASSERT_TRUE(d) << hc;
+        ASSERT_EQ(d->changes.size(), 1u);
+        EXPECT_TRUE(d->changes[0].invalid) << hc;
+        EXPECT_EQ(d->changes[0].id, "t1") << "so the task is rejected, not lost";
+    }
+}
+
+TEST(Status, HealthRoundTripsAndOnlyItsThreeValuesAreAccepted) {
+    StatusMessage m;
+    for (auto h : {"starting", "healthy", "unhealthy", ""})
+        m.statuses.push_back({"t1", model::TaskState::running, "started", "",
+                              model::ContainerStatus{"t1", 42, 0, h}});
+    auto d = decode_status(encode(m));
+    ASSERT_TRUE(d) << d.error().message;
+    ASSERT_EQ(d->statuses.size(), 4u);
+    for (std::size_t i = 0; i < 4; ++i) {
+        ASSERT_TRUE(d->statuses[i].container);
+        EXPECT_EQ(d->statuses[i].container->health, m.statuses[i].container->health);
+    }
+    EXPECT_EQ(str(encode(m)).find(R"("health":"")"), std::string::npos) << "none is not sent";
+    auto bad = decode_status(
+        msg(R"({"type":"status","statuses":[{"task_id":"t1","state":"running","health":"ok"}]})"));
+    ASSERT_FALSE(bad);
+    EXPECT_EQ(bad.error().code, Errc::invalid_argument);
+}

@@ -6,10 +6,12 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
 
+#include "coffer/agent/task.h"
 #include "coffer/base/error.h"
 
 namespace coffer::agent {
@@ -21,6 +23,8 @@ struct ImageConfig {
     std::vector<std::string> env;
     std::string workdir;
     std::string user;
+    std::optional<HealthCheck> healthcheck{};  // Docker's "Healthcheck" (HEALTHCHECK)
+    std::string healthcheck_error{};           // why the image's Healthcheck is unreadable
 };
 
 struct ImageInfo {

@@ -57,11 +57,12 @@ class Runner {
     Runner(const Runner&) = delete;
     Runner& operator=(const Runner&) = delete;
 
-    // Prepares and starts the task; returns when its process runs (state running) or when it
-    // could not (rejected: invalid spec, unknown image or secret; failed: with the step and
-    // reason). Bytes for the task's secrets come from secrets() when it holds them (for another
-    // task, or under a lease of the caller's), else from secrets, which go there; the task
-    // leases them until they are wiped from its mount. Thread-safe.
+    // Prepares and starts the task; returns when its process runs (state running; starting for
+    // a task with a health check, until its first healthy probe) or when it could not (rejected:
+    // invalid spec, unknown image or secret; failed: with the step and reason). Bytes for the
+    // task's secrets come from secrets() when it holds them (for another task, or under a lease of
+    // the caller's), else from secrets, which go there; the task leases them until they are wiped
+    // from its mount. Thread-safe.
     TaskStatus start(const TaskSpec& spec, SecretBytes secrets);
 
     // SIGTERM, then SIGKILL once grace passed; returns the final status once torn down.

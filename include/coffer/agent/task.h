@@ -29,6 +29,18 @@ struct Limits {
     std::int64_t pids = 0;          // 0: unlimited
 };
 
+// A health check (Docker's HealthConfig). As given by the service, it is merged with the image's
+// HEALTHCHECK field by field (effective_healthcheck, health.h); durations in nanoseconds, 0: not
+// set.
+struct HealthCheck {
+    std::vector<std::string> test;  // empty: not set; {"NONE"}; {"CMD", ...}; {"CMD-SHELL", cmd}
+    std::int64_t interval_ns = 0;
+    std::int64_t timeout_ns = 0;
+    std::int64_t start_period_ns = 0;
+    std::int64_t start_interval_ns = 0;
+    std::int64_t retries = 0;
+};
+
 struct TaskSpec {
     std::string id;     // model::valid_task_id
     std::string image;  // name[:tag] in the local image store, or a manifest digest sha256:...
@@ -43,6 +55,7 @@ struct TaskSpec {
     std::vector<std::string> cap_add;  // "NET_ADMIN" or "CAP_NET_ADMIN"; "ALL"
     std::vector<std::string> cap_drop;
     std::vector<SecretRef> secrets;
+    std::optional<HealthCheck> healthcheck{};  // absent: the image's, if any
 };
 
 // The rule for TaskSpec::id (it names directories and cgroups): model's task id.
@@ -55,6 +68,12 @@ using SecretBytes = std::map<std::string, crypto::SecureBuffer, std::less<>>;
 enum class TaskState { new_, preparing, starting, running, complete, failed, shutdown, rejected };
 
 std::string_view to_string(TaskState s) noexcept;
+
+// A task with a health check: starting until its first healthy probe (the task stays in state
+// starting meanwhile), healthy, then unhealthy once enough probes failed in a row (the task is
+// killed and fails). none: no health check.
+enum class Health { none, starting, healthy, unhealthy };
+std::string_view to_string(Health h) noexcept;
 inline bool is_final(TaskState s) noexcept {
     return s >= TaskState::complete;
 }
@@ -66,6 +85,11 @@ struct TaskStatus {
     bool oom_killed = false;
     std::string reason;  // why it failed or was rejected; never holds secret bytes
     int pid = 0;         // the container's init as the agent sees it, while running
+    Health health{Health::none};
+    // An unhealthy task's last probe output, summarised (probe_output_summary): the task's own
+    // output, which may hold anything it can read. It goes to the manager with the task's error,
+    // as its logs do, and is never logged.
+    std::string health_output{};
 };
 
 }  // namespace coffer::agent

@@ -28,6 +28,19 @@ struct SecretReference {
     bool operator==(const SecretReference&) const = default;
 };
 
+// TaskTemplate.ContainerSpec.Healthcheck, as Docker's HealthConfig. Durations in nanoseconds;
+// 0 (and an empty test) leave the field to the image's HEALTHCHECK, then to Docker's defaults
+// (30 s interval and timeout, 3 retries, no start period, 5 s start interval).
+struct HealthConfig {
+    std::vector<std::string> test;  // {"NONE"} | {"CMD", arg...} | {"CMD-SHELL", command}
+    std::int64_t interval = 0;
+    std::int64_t timeout = 0;
+    std::int64_t start_period = 0;
+    std::int64_t start_interval = 0;
+    std::int64_t retries = 0;
+    bool operator==(const HealthConfig&) const = default;
+};
+
 struct ContainerSpec {
     std::string image;
     std::vector<std::string> command;
@@ -41,6 +54,7 @@ struct ContainerSpec {
     std::vector<std::string> cap_drop;
     std::optional<std::int64_t> stop_grace_period;  // nanoseconds
     std::vector<SecretReference> secrets;
+    std::optional<HealthConfig> healthcheck{};
     bool operator==(const ContainerSpec&) const = default;
 };
 
@@ -193,10 +207,13 @@ inline bool is_terminal(TaskState s) noexcept {
     return s > TaskState::running;
 }
 
+// A task's health as its node reports it, for a task with a health check: "starting",
+// "healthy" or "unhealthy" (Docker's State.Health.Status); empty when it has none.
 struct ContainerStatus {
     std::string container_id;
     std::int64_t pid = 0;
     std::int64_t exit_code = 0;
+    std::string health{};
 };
 
 struct TaskStatus {

@@ -6,7 +6,8 @@
 //   {"Action":"add","Secret":{"ID","Name","Data"}},
 //   {"Action":"add","Task":{"ID","ServiceID","Slot","Image","Args","Env","User","Dir","Hostname",
 //     "ReadOnly","Limits":{"MemoryBytes","NanoCPUs","Pids"},"CapAdd","CapDrop","StopGracePeriod",
-//     "Secrets":[{"SecretID","Name","Target","UID","GID","Mode"}]}},
+//     "Secrets":[{"SecretID","Name","Target","UID","GID","Mode"}],
+//     "Healthcheck":{"Test","Interval","Timeout","StartPeriod","StartInterval","Retries"}}},
 //   {"Action":"remove","Task":{"ID"}}, {"Action":"remove","Secret":{"ID"}}]}
 #pragma once
 
@@ -40,6 +41,18 @@ struct TaskLimits {
     bool operator==(const TaskLimits&) const = default;
 };
 
+// The service's health check as given (ContainerSpec.Healthcheck); the node merges it with the
+// image's HEALTHCHECK. Durations in nanoseconds, 0: the image's or Docker's default.
+struct HealthCheck {
+    std::vector<std::string> test;  // empty: the image's; {"NONE"}; {"CMD",...}; {"CMD-SHELL",cmd}
+    std::int64_t interval_ns = 0;
+    std::int64_t timeout_ns = 0;
+    std::int64_t start_period_ns = 0;
+    std::int64_t start_interval_ns = 0;
+    std::int64_t retries = 0;
+    bool operator==(const HealthCheck&) const = default;
+};
+
 struct TaskPayload {
     std::string id;
     std::string service_id;
@@ -56,6 +69,7 @@ struct TaskPayload {
     std::vector<std::string> cap_drop;
     std::int64_t stop_grace_ns = default_stop_grace_ns;  // at most a day
     std::vector<SecretFile> secrets;
+    std::optional<HealthCheck> healthcheck{};  // absent: the image's
     bool operator==(const TaskPayload&) const = default;
 };
 

@@ -1,6 +1,7 @@
 // node -> manager "status": the node's task states.
 // {"type":"status","complete":bool,"statuses":[{"task_id","state","message","err",
-//  "container_id","pid","exit_code"}]}
+//  "container_id","pid","exit_code","health"}]}
+// health (optional): "starting", "healthy" or "unhealthy", for a task with a health check.
 // States are the ones a node reports (preparing, starting, running, complete, failed, shutdown,
 // rejected).
 #pragma once
@@ -24,7 +25,8 @@ struct TaskReport {
     model::TaskState state = model::TaskState::new_;
     std::string message;
     std::string err;  // never secret bytes
-    // Encoded only when set (container_id, pid, exit_code); decoded when any of them is present.
+    // Encoded only when set (container_id, pid, exit_code, health when not empty); decoded when
+    // any of them is present.
     std::optional<model::ContainerStatus> container;
 };
 
