@@ -6,11 +6,14 @@
 //   {"Action":"add","Secret":{"ID","Name","Data"}},
 //   {"Action":"add","Task":{"ID","ServiceID","Slot","Image","Args","Env","User","Dir","Hostname",
 //     "ReadOnly","Limits":{"MemoryBytes","NanoCPUs","Pids"},"CapAdd","CapDrop","StopGracePeriod",
-//     "Secrets":[{"SecretID","Name","Target","UID","GID","Mode"}]}},
+//     "Secrets":[{"SecretID","Name","Target","UID","GID","Mode"}],
+//     "Groups","Init","StopSignal","Sysctls":{K:V},"Ulimits":[{"Name","Soft","Hard"}],"Hosts",
+//     "DNSConfig":{"Nameservers","Search","Options"},"OomScoreAdj"}},
 //   {"Action":"remove","Task":{"ID"}}, {"Action":"remove","Secret":{"ID"}}]}
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -40,6 +43,14 @@ struct TaskLimits {
     bool operator==(const TaskLimits&) const = default;
 };
 
+// One rlimit of a task: ContainerSpec.Ulimits[] (-1: unlimited).
+struct TaskUlimit {
+    std::string name;
+    std::int64_t soft = 0;
+    std::int64_t hard = 0;
+    bool operator==(const TaskUlimit&) const = default;
+};
+
 struct TaskPayload {
     std::string id;
     std::string service_id;
@@ -56,6 +67,17 @@ struct TaskPayload {
     std::vector<std::string> cap_drop;
     std::int64_t stop_grace_ns = default_stop_grace_ns;  // at most a day
     std::vector<SecretFile> secrets;
+    // Task options, as in ContainerSpec; decode checks them with model::validate_task_options.
+    std::vector<std::string> groups;
+    bool init = false;
+    std::string stop_signal;
+    std::map<std::string, std::string> sysctls;
+    std::vector<TaskUlimit> ulimits;
+    std::vector<std::string> hosts;  // "IP host [aliases...]"
+    std::vector<std::string> dns_nameservers;
+    std::vector<std::string> dns_search;
+    std::vector<std::string> dns_options;
+    std::optional<std::int64_t> oom_score_adj;
     bool operator==(const TaskPayload&) const = default;
 };
 
