@@ -18,7 +18,7 @@ namespace {
 // What the task prints, one "KEY value" line each, then READY; it ends on SIGUSR1 saying so.
 constexpr const char* reporter = R"sh(
 echo "ID $(id)"
-echo "PID1 $(tr '\0' ' ' </proc/1/cmdline)"
+echo "PID1 $(tr '\0\n' '  ' </proc/1/cmdline)"
 echo "NOFILE $(ulimit -Sn) $(ulimit -Hn)"
 echo "NPROC $(ulimit -Su)"
 echo "FORWARD $(cat /proc/sys/net/ipv4/ip_forward)"
@@ -33,6 +33,12 @@ trap 'echo "GOT TERM"; exit 0' TERM
 echo READY
 sleep 3600 & wait $!
 )sh";
+
+bool has_line(const std::string& log, const std::string& line) {
+    for (const auto& l : lines_of(log))
+        if (l == line) return true;
+    return false;
+}
 
 class TaskOptions : public ClusterTest {
   protected:
@@ -52,19 +58,13 @@ class TaskOptions : public ClusterTest {
                 if (r.empty()) return false;
                 id = std::string(r.at(0).at("ID").as_string());
                 log = a_->task_log(id);
-                return log.find("READY\n") != std::string::npos;
+                return has_line(log, "READY");
             },
             60s))
             << a_->err();
         return {id, log};
     }
 };
-
-bool has_line(const std::string& log, const std::string& line) {
-    for (const auto& l : lines_of(log))
-        if (l == line) return true;
-    return false;
-}
 
 }  // namespace
 
