@@ -129,8 +129,21 @@ void Runner::Impl::prepare_and_start(Task& t, const TaskSpec& spec,
     auto files = check(plan_secret_files(spec.secrets));
     auto image = check(images.resolve(spec.image));
     auto caps = check(task_capabilities(spec.cap_add, spec.cap_drop));
-    if (!spec.stop_signal.empty() && !model::signal_number(spec.stop_signal))
-        throw Rejected{fmt::format("invalid stop signal {}", spec.stop_signal)};
+    {
+        // As the manager checks them (the decoder too, for an assignment): the files written
+        // from them are the task's view of names and resolvers.
+        model::ContainerSpec options;
+        options.user = spec.user;
+        options.groups = spec.groups;
+        options.stop_signal = spec.stop_signal;
+        options.sysctls = {spec.sysctls.begin(), spec.sysctls.end()};
+        for (const auto& u : spec.ulimits) options.ulimits.push_back({u.name, u.soft, u.hard});
+        options.hosts = spec.extra_hosts;
+        options.dns = {spec.dns.nameservers, spec.dns.search, spec.dns.options};
+        options.oom_score_adj = spec.oom_score_adj;
+        if (auto ok = model::validate_task_options(options); !ok)
+            throw Rejected{ok.error().message};
+    }
     if (spec.init && ::access(init_binary, X_OK) != 0)
         throw Rejected{fmt::format(
             "init requested, but this node has no {} (Debian's package tini)", init_binary)};
@@ -178,16 +191,16 @@ void Runner::Impl::prepare_and_start(Task& t, const TaskSpec& spec,
         // The task's own /etc/hosts, /etc/hostname and /etc/resolv.conf, in its bundle (gone
         // with it), bound read-only over the image's (checked above to be no links).
         timed("write the task's hosts, hostname and resolv.conf");
-        std::vector<BindMount> binds;
+        std::vector<BindMount> engine_binds;
         std::string hostname = spec.hostname.empty() ? spec.id.substr(0, 12) : spec.hostname;
         write_file(b + "/hosts", hosts_file(hostname, spec.extra_hosts), 0644);
         write_file(b + "/hostname", hostname + "\n", 0644);
         write_file(b + "/resolv.conf", resolv_conf(spec.dns, node_resolv_conf()), 0644);
-        binds.push_back({b + "/hosts", "/etc/hosts"});
-        binds.push_back({b + "/hostname", "/etc/hostname"});
-        binds.push_back({b + "/resolv.conf", "/etc/resolv.conf"});
+        engine_binds.push_back({b + "/hosts", "/etc/hosts"});
+        engine_binds.push_back({b + "/hostname", "/etc/hostname"});
+        engine_binds.push_back({b + "/resolv.conf", "/etc/resolv.conf"});
         // In the runtime's /dev tmpfs: nothing of the image's is touched.
-        if (spec.init) binds.push_back({init_binary, std::string(task_init_path), true});
+        if (spec.init) engine_binds.push_back({init_binary, std::string(task_init_path), true});
 
         timed("mount secrets");
         SecretMount::Options so;
@@ -197,6 +210,7 @@ void Runner::Impl::prepare_and_start(Task& t, const TaskSpec& spec,
         });
 
         timed("place secret mount points in the rootfs");
+        std::vector<BindMount> binds;
         {
             for (auto& bind : res.secrets.binds()) {
                 auto dest = check(make_mountpoint_in_root(
@@ -216,6 +230,22 @@ void Runner::Impl::prepare_and_start(Task& t, const TaskSpec& spec,
                 check_runtime_path(dest, bind.directory ? Leaf::directory : Leaf::file);
                 binds.push_back({bind.source, dest});
             }
+        }
+
+        // A secret the task asked for at one of these paths, or over a directory holding one
+        // (an image's /run/secrets -> /etc), takes its place: the runtime could not make a mount
+        // point in the secrets' read-only tmpfs.
+        for (auto& e : engine_binds) {
+            auto covered = std::find_if(binds.begin(), binds.end(), [&](const BindMount& s) {
+                return e.destination == s.destination ||
+                       e.destination.starts_with(s.destination + "/");
+            });
+            if (covered != binds.end()) {
+                log::warn("runner", "task {}: {} is under the secret mount at {}: not bound",
+                          spec.id, e.destination, covered->destination);
+                continue;
+            }
+            binds.push_back(std::move(e));
         }
 
         timed("write config.json");

@@ -543,6 +543,26 @@ TEST(TaskJson, ReadsTheSpec) {
     EXPECT_FALSE(task_spec_from_json("[]"));
 }
 
+TEST(TaskJson, ReadsTheTaskOptions) {
+    auto s = task_spec_from_json(R"({"id":"t","image":"busybox","user":"app","groups":["audio"],
+        "init":true,"stop_signal":"USR1","sysctls":{"net.ipv4.ip_forward":"1"},
+        "ulimits":[{"name":"nofile","soft":10,"hard":20}],"extra_hosts":["10.0.0.1 db"],
+        "dns":{"nameservers":["9.9.9.9"],"search":["example.com"]},"oom_score_adj":-3})");
+    ASSERT_TRUE(s) << s.error().message;
+    EXPECT_EQ(s->groups, (std::vector<std::string>{"audio"}));
+    EXPECT_TRUE(s->init);
+    EXPECT_EQ(s->stop_signal, "USR1");
+    EXPECT_EQ(s->sysctls.at("net.ipv4.ip_forward"), "1");
+    ASSERT_EQ(s->ulimits.size(), 1u);
+    EXPECT_EQ(s->ulimits[0].hard, 20);
+    EXPECT_EQ(s->extra_hosts, (std::vector<std::string>{"10.0.0.1 db"}));
+    EXPECT_EQ(s->dns.nameservers, (std::vector<std::string>{"9.9.9.9"}));
+    EXPECT_EQ(s->dns.search, (std::vector<std::string>{"example.com"}));
+    EXPECT_EQ(s->oom_score_adj, -3);
+    EXPECT_FALSE(task_spec_from_json(R"({"oom_score_adj":5000})"));
+    EXPECT_FALSE(task_spec_from_json(R"({"sysctls":{"net.x":1}})"));
+}
+
 TEST(Mountinfo, ReadsOwnTable) {
     auto all = read_mountinfo();
     ASSERT_FALSE(all.empty());
