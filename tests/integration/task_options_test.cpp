@@ -23,6 +23,7 @@ echo "NOFILE $(ulimit -Sn) $(ulimit -Hn)"
 echo "NPROC $(ulimit -Su)"
 echo "FORWARD $(cat /proc/sys/net/ipv4/ip_forward)"
 echo "SHMMAX $(cat /proc/sys/kernel/shmmax)"
+echo "OOMADJ $(cat /proc/self/oom_score_adj)"
 echo "HOSTNAME $(hostname) $(cat /etc/hostname)"
 grep -E '^Cap(Eff|Bnd)' /proc/self/status | tr -d '\t' | sed 's/:/ /'
 if touch /written 2>/dev/null; then echo "ROOTFS writable"; else echo "ROOTFS read-only"; fi
@@ -126,6 +127,7 @@ TEST_F(TaskOptions, DockerServiceCreateFlagsTakeEffectInsideTheTask) {
     EXPECT_TRUE(has_line(log, "NOFILE 512 1024")) << log;
     EXPECT_TRUE(has_line(log, "FORWARD 1")) << log;
     EXPECT_TRUE(has_line(log, "SHMMAX 1048576")) << log;
+    EXPECT_TRUE(has_line(log, "OOMADJ 0")) << log;  // --oom-score-adj: API 1.46, not 1.41
     EXPECT_TRUE(has_line(log, "HOSTNAME opts-host opts-host")) << log;
     // Docker's defaults without NET_RAW (bit 13), with SYS_TIME (bit 25).
     EXPECT_TRUE(has_line(log, "CapBnd 00000000aa0405fb")) << log;
@@ -169,6 +171,8 @@ TEST_F(TaskOptions, CofferCliFlagsTakeEffectInsideARootTask) {
                         "cache:fd00::7",
                         "--hostname",
                         "rooted",
+                        "--oom-score-adj",
+                        "250",
                         "busybox",
                         "sh",
                         "-c",
@@ -180,6 +184,7 @@ TEST_F(TaskOptions, CofferCliFlagsTakeEffectInsideARootTask) {
     // Only NET_BIND_SERVICE (bit 10), effective for root.
     EXPECT_TRUE(has_line(log, "CapEff 0000000000000400")) << log;
     EXPECT_TRUE(has_line(log, "NPROC 77")) << log;
+    EXPECT_TRUE(has_line(log, "OOMADJ 250")) << log;
     EXPECT_TRUE(has_line(log, "FORWARD 1")) << log;
     EXPECT_TRUE(has_line(log, "ROOTFS writable")) << log;
     EXPECT_TRUE(has_line(log, "HOSTS fd00::7\tcache")) << log;
