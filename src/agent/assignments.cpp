@@ -46,6 +46,14 @@ TaskAssignment task_of(nodeproto::TaskPayload&& p) {
         s.healthcheck = HealthCheck{std::move(h.test), h.interval_ns,       h.timeout_ns,
                                     h.start_period_ns, h.start_interval_ns, h.retries};
     }
+    s.groups = std::move(p.groups);
+    s.init = p.init;
+    s.stop_signal = std::move(p.stop_signal);
+    s.sysctls = std::move(p.sysctls);
+    for (auto& u : p.ulimits) s.ulimits.push_back({std::move(u.name), u.soft, u.hard});
+    s.extra_hosts = std::move(p.hosts);
+    s.dns = {std::move(p.dns_nameservers), std::move(p.dns_search), std::move(p.dns_options)};
+    if (p.oom_score_adj) s.oom_score_adj = static_cast<int>(*p.oom_score_adj);
     return a;
 }
 

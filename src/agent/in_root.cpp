@@ -1,7 +1,9 @@
 #include "coffer/agent/in_root.h"
 
 #include <fcntl.h>
+#include <linux/openat2.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <deque>
@@ -144,6 +146,88 @@ Result<void> check_runtime_path_in_root(int root_fd, std::string_view path, Leaf
         cur = std::move(next);
     }
     return {};
+}
+
+namespace {
+
+// The kernel's in-root resolution; -1 with errno (ENOSYS before Linux 5.6).
+int open_in_root(int root_fd, const std::string& path) {
+    struct open_how how {};
+    how.flags = O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK;
+    how.resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS;
+    return static_cast<int>(::syscall(SYS_openat2, root_fd, path.c_str(), &how, sizeof how));
+}
+
+// The same, step by step with O_NOFOLLOW for kernels without openat2.
+int open_in_root_by_steps(int root_fd, std::string_view path) {
+    std::deque<std::string> queue;
+    push_components(queue, path);
+    std::vector<UniqueFd> dirs;
+    dirs.emplace_back(::openat(root_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    if (!dirs.back()) return -1;
+    int links = 0;
+    while (!queue.empty()) {
+        std::string name = std::move(queue.front());
+        queue.pop_front();
+        if (name == "..") {
+            if (dirs.size() > 1) dirs.pop_back();
+            continue;
+        }
+        int cur = dirs.back().get();
+        struct stat st {};
+        if (::fstatat(cur, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) return -1;
+        if (S_ISLNK(st.st_mode)) {
+            if (++links > 40) {
+                errno = ELOOP;
+                return -1;
+            }
+            std::string target(static_cast<std::size_t>(st.st_size) + 1, '\0');
+            auto n = ::readlinkat(cur, name.c_str(), target.data(), target.size());
+            if (n < 0) return -1;
+            target.resize(static_cast<std::size_t>(n));
+            if (!target.empty() && target.front() == '/') dirs.resize(1);
+            push_components(queue, target);
+            continue;
+        }
+        if (queue.empty())
+            return ::openat(cur, name.c_str(),
+                            O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK | O_NOFOLLOW);
+        UniqueFd d(::openat(cur, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+        if (!d) return -1;
+        dirs.push_back(std::move(d));
+    }
+    return ::openat(dirs.back().get(), ".", O_RDONLY | O_CLOEXEC);
+}
+
+}  // namespace
+
+Result<std::optional<std::string>> read_file_in_root(int root_fd, std::string_view path,
+                                                     std::size_t max_bytes) {
+    std::string p(path);
+    UniqueFd fd(open_in_root(root_fd, p));
+    if (!fd && errno == ENOSYS) fd.reset(open_in_root_by_steps(root_fd, path));
+    if (!fd) {
+        if (errno == ENOENT || errno == ENOTDIR) return std::optional<std::string>{};
+        if (errno == ELOOP || errno == EXDEV) return bad(path, "unresolvable links");
+        throw_errno(fmt::format("open {} in rootfs", path));
+    }
+    struct stat st {};
+    if (::fstat(fd.get(), &st) != 0) throw_errno(fmt::format("stat {} in rootfs", path));
+    if (!S_ISREG(st.st_mode)) return bad(path, "not a regular file");
+    if (static_cast<std::uint64_t>(st.st_size) > max_bytes)
+        return bad(path, fmt::format("larger than {} bytes", max_bytes));
+    std::string out;
+    char buf[8192];
+    for (;;) {
+        auto n = ::read(fd.get(), buf, sizeof buf);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) throw_errno(fmt::format("read {} in rootfs", path));
+        if (n == 0) break;
+        out.append(buf, static_cast<std::size_t>(n));
+        if (out.size() > max_bytes)
+            return bad(path, fmt::format("larger than {} bytes", max_bytes));
+    }
+    return std::optional<std::string>(std::move(out));
 }
 
 }  // namespace coffer::agent

@@ -6,8 +6,10 @@
 #include <algorithm>
 #include <boost/json.hpp>
 #include <charconv>
+#include <map>
 
 #include "coffer/base/log.h"
+#include "coffer/model/task_options.h"
 
 namespace coffer::agent {
 namespace json = boost::json;
@@ -277,8 +279,15 @@ Result<std::string> make_oci_config(const ConfigInput& in) {
     const TaskSpec& spec = *in.spec;
     const ImageConfig& image = *in.image;
 
-    auto ids = parse_user(spec.user.empty() ? image.user : spec.user);
-    if (!ids) return std::move(ids).error();
+    ProcessUser user;
+    if (in.user != nullptr) {
+        user = *in.user;
+    } else {
+        auto ids = parse_user(spec.user.empty() ? image.user : spec.user);
+        if (!ids) return std::move(ids).error();
+        user.uid = ids->first;
+        user.gid = ids->second;
+    }
     auto caps = task_capabilities(spec.cap_add, spec.cap_drop);
     if (!caps) return std::move(caps).error();
 
@@ -290,6 +299,7 @@ Result<std::string> make_oci_config(const ConfigInput& in) {
     if (args.empty())
         return make_error(Errc::invalid_argument,
                           "no command: neither the task nor the image gives one");
+    if (spec.init) args.insert(args.begin(), {std::string(task_init_path), "--"});
 
     std::string hostname = spec.hostname.empty() ? spec.id.substr(0, 12) : spec.hostname;
     std::vector<std::string> env = image.env;
@@ -312,25 +322,56 @@ Result<std::string> make_oci_config(const ConfigInput& in) {
     struct rlimit rl {};
     ::getrlimit(RLIMIT_NOFILE, &rl);
     std::uint64_t nofile = std::min<std::uint64_t>(rl.rlim_max, 1048576);
+    std::map<std::string, std::pair<std::uint64_t, std::uint64_t>> limits{
+        {"nofile", {nofile, nofile}}};
+    for (const auto& u : spec.ulimits) {
+        if (!model::ulimit_resource(u.name) || u.soft < -1 || u.hard < -1)
+            return make_error(Errc::invalid_argument, fmt::format("invalid ulimit {}", u.name));
+        auto value = [](std::int64_t v) {
+            return v == -1 ? RLIM_INFINITY : static_cast<std::uint64_t>(v);
+        };
+        if (value(u.soft) > value(u.hard))
+            return make_error(Errc::invalid_argument,
+                              fmt::format("ulimit {}: soft limit above the hard limit", u.name));
+        limits[u.name] = {value(u.soft), value(u.hard)};
+    }
+    json::array rlimits;
+    for (const auto& [name, v] : limits) {
+        std::string type = "RLIMIT_" + name;
+        std::transform(type.begin(), type.end(), type.begin(),
+                       [](unsigned char c) { return static_cast<char>(std::toupper(c)); });
+        rlimits.push_back(json::object{{"type", type}, {"hard", v.second}, {"soft", v.first}});
+    }
+    json::array gids;
+    for (auto g : user.additional_gids) gids.emplace_back(g);
+    json::object user_json{{"uid", user.uid}, {"gid", user.gid}};
+    if (!gids.empty()) user_json["additionalGids"] = std::move(gids);
     json::array cap_list = strings(*caps);
     json::object process{
         {"terminal", false},
-        {"user", {{"uid", ids->first}, {"gid", ids->second}}},
+        {"user", std::move(user_json)},
         {"args", strings(args)},
         {"env", strings(env)},
         {"cwd", cwd},
         {"capabilities",
          {{"bounding", cap_list}, {"effective", cap_list}, {"permitted", cap_list}}},
-        {"rlimits", json::array{{{"type", "RLIMIT_NOFILE"}, {"hard", nofile}, {"soft", nofile}}}},
+        {"rlimits", std::move(rlimits)},
         {"noNewPrivileges", true},
     };
+    if (spec.oom_score_adj) {
+        if (*spec.oom_score_adj < -1000 || *spec.oom_score_adj > 1000)
+            return make_error(Errc::invalid_argument, "oom score adjustment out of -1000..1000");
+        process["oomScoreAdj"] = *spec.oom_score_adj;
+    }
 
     json::array mounts;
     for (const auto& m : runtime_mounts)
         mounts.push_back(mount(m.destination, m.type, m.source, m.options));
     for (auto& b : in.binds)
-        mounts.push_back(
-            mount(b.destination, "bind", b.source, {"rbind", "ro", "nosuid", "nodev", "noexec"}));
+        mounts.push_back(b.executable ? mount(b.destination, "bind", b.source,
+                                              {"rbind", "ro", "nosuid", "nodev"})
+                                      : mount(b.destination, "bind", b.source,
+                                              {"rbind", "ro", "nosuid", "nodev", "noexec"}));
 
     json::array namespaces;
     for (auto ns : {"pid", "network", "ipc", "uts", "mount", "cgroup"})
@@ -362,6 +403,17 @@ Result<std::string> make_oci_config(const ConfigInput& in) {
         {"maskedPaths", json::array(std::begin(masked_paths), std::end(masked_paths))},
         {"readonlyPaths", json::array(std::begin(readonly_paths), std::end(readonly_paths))},
     };
+    if (!spec.sysctls.empty()) {
+        json::object sysctl;
+        for (const auto& [k, v] : spec.sysctls) {
+            if (!model::namespaced_sysctl(k) || k.find('/') != std::string::npos ||
+                k.find("..") != std::string::npos)
+                return make_error(Errc::invalid_argument,
+                                  fmt::format("sysctl {} is not namespaced", k));
+            sysctl[k] = v;
+        }
+        linux["sysctl"] = std::move(sysctl);
+    }
     if (spec.user_namespace) {
         linux["namespaces"].as_array().push_back(json::object{{"type", "user"}});
         json::array map{{{"containerID", 0}, {"hostID", in.userns_base}, {"size", in.userns_size}}};

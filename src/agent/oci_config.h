@@ -13,13 +13,18 @@
 #include "coffer/base/error.h"
 #include "json_util.h"
 #include "seccomp_bpf.h"
+#include "task_user.h"
 
 namespace coffer::agent {
 
 struct BindMount {
     std::string source;       // agent side
     std::string destination;  // container side, already resolved in the rootfs
+    bool executable = false;  // mounted without noexec (the init binary)
 };
+
+// Where the node's init binary (tini) appears in a task run with TaskSpec::init.
+inline constexpr std::string_view task_init_path = "/dev/init";
 
 struct ConfigInput {
     const TaskSpec* spec = nullptr;
@@ -33,6 +38,9 @@ struct ConfigInput {
     SeccompPrograms* seccomp_programs = nullptr;
     std::uint32_t userns_base = 0;  // host id of the container's root when spec->user_namespace
     std::uint32_t userns_size = 0;
+    // The process's identity as resolved in the image (resolve_user); null: spec->user (or the
+    // image's), numeric only.
+    const ProcessUser* user = nullptr;
 };
 
 // A path of the task's rootfs that the runtime mounts on or creates in, and what it must be.
@@ -61,7 +69,8 @@ Result<std::vector<std::string>> task_capabilities(const std::vector<std::string
 boost::json::value seccomp_for(const boost::json::value& profile,
                                const std::vector<std::string>& caps);
 
-// config.json text. invalid_argument for a bad user, capability or limit.
+// config.json text. invalid_argument for a bad user, capability, limit, ulimit or sysctl. With
+// spec->init, the process runs behind task_init_path, which a bind in binds must provide.
 Result<std::string> make_oci_config(const ConfigInput& in);
 
 }  // namespace coffer::agent

@@ -183,9 +183,11 @@ Result<TaskStatus> Runner::stop(std::string_view id, std::chrono::milliseconds g
         }
         t = it->second;
         t->stop_requested = true;
-        if (t->signal_fd) ::syscall(SYS_pidfd_send_signal, t->signal_fd.get(), SIGTERM, nullptr, 0);
+        if (t->signal_fd)
+            ::syscall(SYS_pidfd_send_signal, t->signal_fd.get(), t->stop_signal, nullptr, 0);
     }
-    log::debug("runner", "task {}: stop, grace {} ms", id, grace.count());
+    log::debug("runner", "task {}: stop with signal {}, grace {} ms", id, t->stop_signal,
+               grace.count());
     std::unique_lock l(impl_->mu);
     if (!impl_->cv.wait_for(l, grace, [&] { return t->done; })) {
         if (t->signal_fd) ::syscall(SYS_pidfd_send_signal, t->signal_fd.get(), SIGKILL, nullptr, 0);

@@ -7,6 +7,7 @@
 
 #include <chrono>
 #include <condition_variable>
+#include <csignal>
 #include <cstdint>
 #include <deque>
 #include <map>
@@ -57,7 +58,8 @@ struct Runner::Impl {
         TaskStatus status;
         SecretLease secrets;  // the task's secrets in Impl::secrets, until they are wiped
         std::unique_ptr<Resources> res;
-        UniqueFd signal_fd;  // a pidfd for signals, valid while running
+        UniqueFd signal_fd;         // a pidfd for signals, valid while running
+        int stop_signal = SIGTERM;  // what stop() sends first (TaskSpec::stop_signal)
         bool output_closed = false;
         bool stop_requested = false;
         bool done = false;

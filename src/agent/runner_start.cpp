@@ -11,8 +11,12 @@
 
 #include "coffer/agent/in_root.h"
 #include "coffer/base/log.h"
+#include "coffer/model/task_options.h"
+#include "json_util.h"
 #include "oci_config.h"
 #include "runner_impl.h"
+#include "task_files.h"
+#include "task_user.h"
 
 namespace coffer::agent {
 
@@ -24,11 +28,28 @@ bool valid_hostname(std::string_view h) {
     });
 }
 
+// The init a task run with TaskSpec::init gets: Debian's static tini (package tini), which runs
+// in any image.
+constexpr const char* init_binary = "/usr/bin/tini-static";
+
+// The node's resolver configuration, the default of a task's /etc/resolv.conf.
+std::string node_resolv_conf() {
+    std::string text;
+    UniqueFd fd(::open("/etc/resolv.conf", O_RDONLY | O_CLOEXEC | O_NONBLOCK));
+    if (!fd) return text;
+    char buf[4096];
+    ssize_t n;
+    while (text.size() < 64 * 1024 && (n = ::read(fd.get(), buf, sizeof buf)) > 0)
+        text.append(buf, static_cast<std::size_t>(n));
+    return text;
+}
+
 }  // namespace
 
 TaskStatus Runner::Impl::start(const TaskSpec& spec, SecretBytes supplied) {
     auto t = std::make_shared<Task>();
     t->status.id = spec.id;
+    t->stop_signal = model::signal_number(spec.stop_signal).value_or(SIGTERM);
     auto reject_now = [&](std::string why) {
         TaskStatus s;
         s.id = spec.id;
@@ -108,12 +129,29 @@ void Runner::Impl::prepare_and_start(Task& t, const TaskSpec& spec,
     auto files = check(plan_secret_files(spec.secrets));
     auto image = check(images.resolve(spec.image));
     auto caps = check(task_capabilities(spec.cap_add, spec.cap_drop));
-    check(parse_user(spec.user.empty() ? image.config.user : spec.user));
     auto health_check = check(effective_healthcheck(spec.healthcheck, image.config.healthcheck));
     bool health_disabled =
         spec.healthcheck && spec.healthcheck->test == std::vector<std::string>{"NONE"};
     if (!health_disabled && !image.config.healthcheck_error.empty())
         throw Rejected{image.config.healthcheck_error};
+    {
+        // As the manager checks them (the decoder too, for an assignment): the files written
+        // from them are the task's view of names and resolvers.
+        model::ContainerSpec options;
+        options.user = spec.user;
+        options.groups = spec.groups;
+        options.stop_signal = spec.stop_signal;
+        options.sysctls = {spec.sysctls.begin(), spec.sysctls.end()};
+        for (const auto& u : spec.ulimits) options.ulimits.push_back({u.name, u.soft, u.hard});
+        options.hosts = spec.extra_hosts;
+        options.dns = {spec.dns.nameservers, spec.dns.search, spec.dns.options};
+        options.oom_score_adj = spec.oom_score_adj;
+        if (auto ok = model::validate_task_options(options); !ok)
+            throw Rejected{ok.error().message};
+    }
+    if (spec.init && ::access(init_binary, X_OK) != 0)
+        throw Rejected{fmt::format(
+            "init requested, but this node has no {} (Debian's package tini)", init_binary)};
 
     t.res = std::make_unique<Resources>();
     Resources& res = *t.res;
@@ -150,6 +188,25 @@ void Runner::Impl::prepare_and_start(Task& t, const TaskSpec& spec,
         };
         for (const auto& p : runtime_rootfs_paths()) check_runtime_path(p.path, p.leaf);
 
+        // Names of the image's /etc/passwd and /etc/group, read inside the rootfs.
+        timed("resolve the task's user in the image");
+        auto user = check(resolve_user(spec.user.empty() ? image.config.user : spec.user,
+                                       spec.groups, check(read_account_files(root.get()))));
+
+        // The task's own /etc/hosts, /etc/hostname and /etc/resolv.conf, in its bundle (gone
+        // with it), bound read-only over the image's (checked above to be no links).
+        timed("write the task's hosts, hostname and resolv.conf");
+        std::vector<BindMount> engine_binds;
+        std::string hostname = spec.hostname.empty() ? spec.id.substr(0, 12) : spec.hostname;
+        write_file(b + "/hosts", hosts_file(hostname, spec.extra_hosts), 0644);
+        write_file(b + "/hostname", hostname + "\n", 0644);
+        write_file(b + "/resolv.conf", resolv_conf(spec.dns, node_resolv_conf()), 0644);
+        engine_binds.push_back({b + "/hosts", "/etc/hosts"});
+        engine_binds.push_back({b + "/hostname", "/etc/hostname"});
+        engine_binds.push_back({b + "/resolv.conf", "/etc/resolv.conf"});
+        // In the runtime's /dev tmpfs: nothing of the image's is touched.
+        if (spec.init) engine_binds.push_back({init_binary, std::string(task_init_path), true});
+
         timed("mount secrets");
         SecretMount::Options so;
         if (spec.user_namespace) so.uid_shift = so.gid_shift = opt.userns_base;
@@ -180,6 +237,22 @@ void Runner::Impl::prepare_and_start(Task& t, const TaskSpec& spec,
             }
         }
 
+        // A secret the task asked for at one of these paths, or over a directory holding one
+        // (an image's /run/secrets -> /etc), takes its place: the runtime could not make a mount
+        // point in the secrets' read-only tmpfs.
+        for (auto& e : engine_binds) {
+            auto covered = std::find_if(binds.begin(), binds.end(), [&](const BindMount& s) {
+                return e.destination == s.destination ||
+                       e.destination.starts_with(s.destination + "/");
+            });
+            if (covered != binds.end()) {
+                log::warn("runner", "task {}: {} is under the secret mount at {}: not bound",
+                          spec.id, e.destination, covered->destination);
+                continue;
+            }
+            binds.push_back(std::move(e));
+        }
+
         timed("write config.json");
         ConfigInput ci;
         ci.spec = &spec;
@@ -192,6 +265,7 @@ void Runner::Impl::prepare_and_start(Task& t, const TaskSpec& spec,
             ci.seccomp_programs = &seccomp_programs;
         ci.userns_base = opt.userns_base;
         ci.userns_size = opt.userns_size;
+        ci.user = &user;
         write_file(b + "/config.json", check(make_oci_config(ci)));
 
         timed("open output");

@@ -48,6 +48,35 @@ Result<TaskSpec> task_spec_from_json(std::string_view text) {
             if (!*r) return std::move(*r).error();
         s.limits = {*m, *c, *p};
     }
+    s.groups = strings_at(o, "groups");
+    if (auto* b = o.if_contains("init"); b && b->is_bool()) s.init = b->as_bool();
+    s.stop_signal = string_at(o, "stop_signal");
+    if (auto* m = o.if_contains("sysctls"); m && m->is_object())
+        for (auto& [key, value] : m->as_object()) {
+            if (!value.is_string())
+                return make_error(Errc::invalid_argument, "sysctls: expected string values");
+            s.sysctls.emplace(std::string(key), std::string(value.as_string()));
+        }
+    if (auto* a = o.if_contains("ulimits"); a && a->is_array())
+        for (auto& e : a->as_array()) {
+            if (!e.is_object())
+                return make_error(Errc::invalid_argument, "ulimits: expected objects");
+            auto soft = int_at(e.as_object(), "soft", 0), hard = int_at(e.as_object(), "hard", 0);
+            if (!soft || !hard) return make_error(Errc::invalid_argument, "ulimits: bad limit");
+            s.ulimits.push_back({string_at(e.as_object(), "name"), *soft, *hard});
+        }
+    s.extra_hosts = strings_at(o, "extra_hosts");
+    if (auto* d = o.if_contains("dns"); d && d->is_object()) {
+        auto& dn = d->as_object();
+        s.dns = {strings_at(dn, "nameservers"), strings_at(dn, "search"),
+                 strings_at(dn, "options")};
+    }
+    if (o.contains("oom_score_adj")) {
+        auto adj = int_at(o, "oom_score_adj", 0);
+        if (!adj || *adj < -1000 || *adj > 1000)
+            return make_error(Errc::invalid_argument, "oom_score_adj: expected -1000..1000");
+        s.oom_score_adj = static_cast<int>(*adj);
+    }
     if (auto* a = o.if_contains("secrets"); a && a->is_array()) {
         for (auto& e : a->as_array()) {
             if (!e.is_object())

@@ -192,6 +192,25 @@ void SpecFlags::add(CLI::App* cmd) {
     cmd->add_flag("--read-only", read_only, "Mount the container's root filesystem as read only");
     one_value_per_flag(cmd->add_option("--cap-add", cap_add, "Add Linux capabilities"));
     one_value_per_flag(cmd->add_option("--cap-drop", cap_drop, "Drop Linux capabilities"));
+    cmd->add_option("--hostname", hostname, "Container hostname");
+    cmd->add_flag(
+        "--init", init,
+        "Use an init inside each service container to forward signals and reap processes");
+    cmd->add_option("--stop-signal", stop_signal, "Signal to stop the container");
+    cmd->add_option("--stop-grace-period", stop_grace_period,
+                    "Time to wait before force killing a container (ns|us|ms|s|m|h)");
+    cmd->add_option("--oom-score-adj", oom_score_adj,
+                    "Tune host's OOM preferences (-1000 to 1000)");
+    one_value_per_flag(cmd->add_option(
+        "--group", groups, "Set one or more supplementary user groups for the container"));
+    one_value_per_flag(cmd->add_option("--sysctl", sysctls, "Sysctl options"));
+    one_value_per_flag(cmd->add_option("--ulimit", ulimits, "Ulimit options"));
+    one_value_per_flag(
+        cmd->add_option("--host", hosts, "Set one or more custom host-to-IP mappings (host:ip)"));
+    one_value_per_flag(cmd->add_option("--dns", dns, "Set custom DNS servers"));
+    one_value_per_flag(
+        cmd->add_option("--dns-search", dns_search, "Set custom DNS search domains"));
+    one_value_per_flag(cmd->add_option("--dns-option", dns_options, "Set DNS options"));
     cmd->add_option("--restart-condition", restart_condition,
                     "Restart when condition is met (none, on-failure, any)");
     cmd->add_option("--restart-delay", restart_delay,
@@ -257,6 +276,7 @@ Result<void> SpecFlags::apply(json::object& spec) const {
     for (auto [key, list] :
          {std::pair{"CapabilityAdd", &cap_add}, std::pair{"CapabilityDrop", &cap_drop}})
         if (!list->empty()) cs[key] = json::array(list->begin(), list->end());
+    if (auto r = apply_task_options(cs); !r) return r;
     auto& limits = obj(obj(tt, "Resources"), "Limits");
     if (!limit_memory.empty()) {
         auto b = parse_bytes(limit_memory);
@@ -326,6 +346,80 @@ Result<void> SpecFlags::apply(json::object& spec) const {
               std::tuple{"StartInterval", "--health-start-interval", &health_start_interval}})
             if (auto r = put_duration(hc, key, flag, *v); !r) return r;
         if (auto r = put_int(hc, "Retries", "--health-retries", health_retries); !r) return r;
+    }
+    return {};
+}
+
+Result<json::object> parse_ulimit(const std::string& v) {
+    auto [name, limits] = split_kv(v);
+    auto colon = limits.find(':');
+    auto number = [&](const std::string& text) -> Result<std::int64_t> {
+        char* stop = nullptr;
+        auto n = std::strtoll(text.c_str(), &stop, 10);
+        if (text.empty() || *stop != '\0' || n < -1)
+            return usage(
+                fmt::format("invalid argument \"{}\" for \"--ulimit\" flag: invalid "
+                            "ulimit value: {}",
+                            v, text));
+        return n;
+    };
+    if (name.empty() || v.find('=') == std::string::npos)
+        return usage(
+            fmt::format("invalid argument \"{}\" for \"--ulimit\" flag: invalid ulimit "
+                        "argument: {}",
+                        v, v));
+    auto soft = number(limits.substr(0, colon));
+    if (!soft) return std::move(soft).error();
+    auto hard = colon == std::string::npos ? soft : number(limits.substr(colon + 1));
+    if (!hard) return std::move(hard).error();
+    return json::object{{"Name", name}, {"Soft", *soft}, {"Hard", *hard}};
+}
+
+Result<void> SpecFlags::apply_task_options(json::object& cs) const {
+    if (!hostname.empty()) cs["Hostname"] = hostname;
+    if (init) cs["Init"] = true;
+    if (!stop_signal.empty()) cs["StopSignal"] = stop_signal;
+    if (!stop_grace_period.empty()) {
+        auto d = duration_flag("--stop-grace-period", stop_grace_period);
+        if (!d) return std::move(d).error();
+        cs["StopGracePeriod"] = *d;
+    }
+    if (!oom_score_adj.empty()) {
+        char* stop = nullptr;
+        auto n = std::strtoll(oom_score_adj.c_str(), &stop, 10);
+        if (*stop != '\0')
+            return usage(
+                fmt::format("invalid argument \"{}\" for \"--oom-score-adj\" flag", oom_score_adj));
+        cs["OomScoreAdj"] = n;
+    }
+    if (!groups.empty()) cs["Groups"] = json::array(groups.begin(), groups.end());
+    if (!sysctls.empty()) cs["Sysctls"] = labels_object(sysctls);
+    if (!ulimits.empty()) {
+        json::array list;
+        for (const auto& u : ulimits) {
+            auto o = parse_ulimit(u);
+            if (!o) return std::move(o).error();
+            list.push_back(std::move(*o));
+        }
+        cs["Ulimits"] = std::move(list);
+    }
+    if (!hosts.empty()) {
+        // As docker: "host:ip" on the command line, "ip host" in the API.
+        json::array list;
+        for (const auto& h : hosts) {
+            auto colon = h.find(':');
+            if (colon == std::string::npos)
+                return usage(fmt::format("bad format for add-host: \"{}\"", h));
+            list.emplace_back(h.substr(colon + 1) + " " + h.substr(0, colon));
+        }
+        cs["Hosts"] = std::move(list);
+    }
+    if (!dns.empty() || !dns_search.empty() || !dns_options.empty()) {
+        auto& d = obj(cs, "DNSConfig");
+        if (!dns.empty()) d["Nameservers"] = json::array(dns.begin(), dns.end());
+        if (!dns_search.empty()) d["Search"] = json::array(dns_search.begin(), dns_search.end());
+        if (!dns_options.empty())
+            d["Options"] = json::array(dns_options.begin(), dns_options.end());
     }
     return {};
 }

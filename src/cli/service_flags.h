@@ -70,10 +70,16 @@ struct SpecFlags {
         health_start_interval;
     bool no_healthcheck = false;
     bool read_only = false;
+    // Task options; on update, a list flag given replaces the whole list.
+    std::string hostname, stop_signal, stop_grace_period, oom_score_adj;
+    std::vector<std::string> groups, sysctls, ulimits, hosts, dns, dns_search, dns_options;
+    bool init = false;
 
     void add(CLI::App* cmd);
     // Sets the fields of the flags that were given; leaves the others alone.
     Result<void> apply(boost::json::object& spec) const;
+    // The task options' part of apply, on the ContainerSpec.
+    Result<void> apply_task_options(boost::json::object& container_spec) const;
 };
 
 // Adds the --detach and --timeout flags; wait() says whether to wait for convergence.

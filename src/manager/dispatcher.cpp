@@ -36,6 +36,16 @@ nodeproto::TaskPayload task_payload(const Task& t) {
     if (const auto& h = c.healthcheck)
         p.healthcheck = nodeproto::HealthCheck{h->test,         h->interval,       h->timeout,
                                                h->start_period, h->start_interval, h->retries};
+    p.groups = c.groups;
+    p.init = c.init;
+    p.stop_signal = c.stop_signal;
+    p.sysctls = {c.sysctls.begin(), c.sysctls.end()};
+    for (const auto& u : c.ulimits) p.ulimits.push_back({u.name, u.soft, u.hard});
+    p.hosts = c.hosts;
+    p.dns_nameservers = c.dns.nameservers;
+    p.dns_search = c.dns.search;
+    p.dns_options = c.dns.options;
+    p.oom_score_adj = c.oom_score_adj;
     return p;
 }
 

@@ -1,5 +1,7 @@
 #include "coffer/model/service.h"
 
+#include "coffer/model/task_options.h"
+
 #include <array>
 #include <cmath>
 #include <set>
@@ -236,6 +238,7 @@ Result<void> validate_service_spec(const ServiceSpec& spec) {
     if (auto r = validate_secret_refs(c.secrets); !r) return r;
     if (c.healthcheck)
         if (auto r = validate_healthcheck(*c.healthcheck); !r) return r;
+    if (auto r = validate_task_options(c); !r) return r;
     if (auto r = validate_update_config(spec.update, "update"); !r) return r;
     if (auto r = validate_update_config(spec.rollback, "rollback"); !r) return r;
     return {};

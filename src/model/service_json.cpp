@@ -245,6 +245,71 @@ void read_healthcheck(Reader& parent, const json::object& cs, ContainerSpec& c) 
     c.healthcheck = std::move(out);
 }
 
+// The task options (model/task_options.h), and the fields of ContainerSpec coffer does not
+// support: refused, never kept and ignored.
+void read_task_options(Reader& parent, const json::object& cs, ContainerSpec& c) {
+    Reader r(cs, parent.name("ContainerSpec"));
+    r.strings("Groups", c.groups);
+    r.boolean("Init", c.init);
+    r.str("StopSignal", c.stop_signal);
+    if (auto* sysctls = r.object("Sysctls")) {
+        for (const auto& [k, v] : *sysctls) {
+            if (!v.is_string()) {
+                r.fail(fmt::format("field {}.{} must be a string", r.name("Sysctls"),
+                                   std::string_view(k)));
+                break;
+            }
+            c.sysctls.emplace(std::string(k), std::string(v.as_string()));
+        }
+    }
+    if (auto* ulimits = r.array("Ulimits")) {
+        for (const auto& item : *ulimits) {
+            if (!item.is_object()) {
+                r.fail(fmt::format("field {} must be an array of objects", r.name("Ulimits")));
+                break;
+            }
+            Reader u(item.as_object(), r.name("Ulimits"));
+            Ulimit limit;
+            u.str("Name", limit.name);
+            u.integer("Soft", limit.soft);
+            u.integer("Hard", limit.hard);
+            r.merge(u);
+            c.ulimits.push_back(std::move(limit));
+        }
+    }
+    r.strings("Hosts", c.hosts);
+    if (auto* dns = r.object("DNSConfig")) {
+        Reader d(*dns, r.name("DNSConfig"));
+        d.strings("Nameservers", c.dns.nameservers);
+        d.strings("Search", c.dns.search);
+        d.strings("Options", c.dns.options);
+        r.merge(d);
+    }
+    std::int64_t oom = 0;
+    if (r.integer("OomScoreAdj", oom)) c.oom_score_adj = oom;
+
+    auto unsupported = [&](std::string_view field) {
+        r.fail(fmt::format("field {} is not supported by coffer", r.name(field)));
+    };
+    bool on = false;
+    r.boolean("TTY", on);
+    if (on) unsupported("TTY");
+    on = false;
+    r.boolean("OpenStdin", on);
+    if (on) unsupported("OpenStdin");
+    std::string isolation;
+    r.str("Isolation", isolation);
+    if (!isolation.empty() && isolation != "default") unsupported("Isolation");
+    if (auto* priv = r.object("Privileges")) {
+        // NoNewPrivileges: every task runs with no_new_privs already.
+        for (auto field : {"CredentialSpec", "SELinuxContext", "Seccomp", "AppArmor"}) {
+            auto* v = priv->if_contains(field);
+            if (v != nullptr && !v->is_null()) unsupported(fmt::format("Privileges.{}", field));
+        }
+    }
+    parent.merge(r);
+}
+
 }  // namespace
 
 Result<TaskTemplate> task_template_from_json(const json::value& v) {
@@ -270,6 +335,7 @@ Result<TaskTemplate> task_template_from_json(const json::value& v) {
         r.merge(c);
         read_secret_refs(r, *cs, ct);
         read_healthcheck(r, *cs, ct);
+        read_task_options(r, *cs, ct);
     } else if (r.get("PluginSpec") || r.get("NetworkAttachmentSpec")) {
         r.fail("only container services are supported");
     }

@@ -6,6 +6,7 @@
 #include "coffer/crypto/encoding.h"
 #include "coffer/model/ids.h"
 #include "coffer/model/json.h"
+#include "coffer/model/task_options.h"
 #include "wire.h"
 
 namespace coffer::nodeproto {
@@ -29,6 +30,11 @@ json::object task_wire(const TaskPayload& t) {
                                        {"UID", f.uid},
                                        {"GID", f.gid},
                                        {"Mode", f.mode}});
+    json::object sysctls;
+    for (const auto& [k, v] : t.sysctls) sysctls[k] = v;
+    json::array ulimits;
+    for (const auto& u : t.ulimits)
+        ulimits.push_back(json::object{{"Name", u.name}, {"Soft", u.soft}, {"Hard", u.hard}});
     json::object o{{"ID", t.id},
                    {"ServiceID", t.service_id},
                    {"Slot", t.slot},
@@ -55,6 +61,16 @@ json::object task_wire(const TaskPayload& t) {
                                         {"StartInterval", h.start_interval_ns},
                                         {"Retries", h.retries}};
     }
+    o["Groups"] = strings(t.groups);
+    o["Init"] = t.init;
+    o["StopSignal"] = t.stop_signal;
+    o["Sysctls"] = std::move(sysctls);
+    o["Ulimits"] = std::move(ulimits);
+    o["Hosts"] = strings(t.hosts);
+    o["DNSConfig"] = json::object{{"Nameservers", strings(t.dns_nameservers)},
+                                  {"Search", strings(t.dns_search)},
+                                  {"Options", strings(t.dns_options)}};
+    if (t.oom_score_adj) o["OomScoreAdj"] = *t.oom_score_adj;
     return o;
 }
 
@@ -186,6 +202,51 @@ HealthCheck healthcheck(const json::value& v) {
     return h;
 }
 
+// The task options, checked as the manager checks a service's spec.
+void task_options(const json::object& t, TaskPayload& p) {
+    p.groups = texts_at(t, "Groups");
+    p.init = bool_at(t, "Init");
+    p.stop_signal = text_at(t, "StopSignal", 32);
+    if (const auto* s = t.if_contains("Sysctls"); s != nullptr && !s->is_null()) {
+        const auto& so = object_of(*s, "Sysctls");
+        if (so.size() > max_strings) bad("Sysctls: too many");
+        for (const auto& [k, v] : so) {
+            if (!v.is_string()) bad("Sysctls: expected string values");
+            p.sysctls.emplace(std::string(k), text_at(so, k));
+        }
+    }
+    if (const auto* u = t.if_contains("Ulimits"); u != nullptr && !u->is_null()) {
+        if (!u->is_array()) bad("Ulimits: expected an array");
+        if (u->get_array().size() > 64) bad("Ulimits: too many");
+        constexpr auto max = std::numeric_limits<std::int64_t>::max();
+        for (const auto& e : u->get_array()) {
+            const auto& uo = object_of(e, "Ulimits");
+            p.ulimits.push_back({name_at(uo, "Name"), int_at(uo, "Soft", 0, -1, max),
+                                 int_at(uo, "Hard", 0, -1, max)});
+        }
+    }
+    p.hosts = texts_at(t, "Hosts");
+    if (const auto* d = t.if_contains("DNSConfig"); d != nullptr && !d->is_null()) {
+        const auto& dn = object_of(*d, "DNSConfig");
+        p.dns_nameservers = texts_at(dn, "Nameservers");
+        p.dns_search = texts_at(dn, "Search");
+        p.dns_options = texts_at(dn, "Options");
+    }
+    if (t.if_contains("OomScoreAdj") != nullptr && !t.at("OomScoreAdj").is_null())
+        p.oom_score_adj = int_at(t, "OomScoreAdj", 0, -1000, 1000);
+
+    model::ContainerSpec c;
+    c.user = p.user;
+    c.groups = p.groups;
+    c.stop_signal = p.stop_signal;
+    c.sysctls = model::Labels(p.sysctls.begin(), p.sysctls.end());
+    for (const auto& u : p.ulimits) c.ulimits.push_back({u.name, u.soft, u.hard});
+    c.hosts = p.hosts;
+    c.dns = {p.dns_nameservers, p.dns_search, p.dns_options};
+    c.oom_score_adj = p.oom_score_adj;
+    if (auto ok = model::validate_task_options(c); !ok) bad(ok.error().message);
+}
+
 TaskPayload task_add(const json::object& t) {
     TaskPayload p;
     p.id = text_at(t, "ID", 64);
@@ -218,6 +279,7 @@ TaskPayload task_add(const json::object& t) {
     }
     if (const auto* h = t.if_contains("Healthcheck"); h != nullptr && !h->is_null())
         p.healthcheck = healthcheck(*h);
+    task_options(t, p);
     return p;
 }
 

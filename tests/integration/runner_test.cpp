@@ -432,6 +432,22 @@ TEST_P(RunnerTest, StopEscalatesToKillAfterGrace) {
     expect_nothing_left(spec.id);
 }
 
+// The task's stop signal goes first (the task sees it), SIGKILL once the grace period passed.
+TEST_P(RunnerTest, StopSendsTheTasksStopSignalThenKillsAfterGrace) {
+    auto spec =
+        shell("usr1", "trap 'echo got-usr1' USR1; echo ready; while true; do sleep 1; done");
+    spec.stop_signal = "SIGUSR1";
+    ASSERT_EQ(runner->start(spec, {}).state, TaskState::running);
+    ASSERT_TRUE(coffer::test::wait_until(
+        [&] { return output(spec).find("ready\n") != std::string::npos; }));
+    auto stopped = runner->stop(spec.id, 5s);
+    ASSERT_TRUE(stopped);
+    EXPECT_EQ(stopped->state, TaskState::shutdown);
+    EXPECT_EQ(stopped->exit_code, 128 + SIGKILL);
+    EXPECT_NE(output(spec).find("got-usr1\n"), std::string::npos) << output(spec);
+    expect_nothing_left(spec.id);
+}
+
 TEST_P(RunnerTest, SharedSecretIsFreedWithItsLastTask) {
     auto a = shell("share-a", "exec sleep 600");
     auto b = shell("share-b", "exec sleep 600");

@@ -1,5 +1,6 @@
 #include <fcntl.h>
 #include <sched.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/utsname.h>
 #include <unistd.h>
@@ -24,6 +25,8 @@
 #include "oci_config.h"
 #include "seccomp_bpf.h"
 #include "seccomp_profile.h"
+#include "task_files.h"
+#include "task_user.h"
 
 using namespace coffer;
 using namespace coffer::agent;
@@ -240,6 +243,165 @@ TEST(User, NumericUidAndGid) {
     EXPECT_FALSE(parse_user("1:x"));
 }
 
+namespace {
+
+const AccountFiles accounts{
+    "root:x:0:0:root:/root:/bin/sh\n"
+    "# a comment\n"
+    "www-data:x:33:33:www-data:/var/www:/bin/false\n"
+    "app:x:1000:1000:app:/home/app:/bin/sh\n"
+    "broken:x:notanumber:1:\n",
+    "root:x:0:\naudio:x:29:app\nwww-data:x:33:\nstaff:x:50:postgres,app\napp:x:1000:\n"};
+
+}  // namespace
+
+TEST(User, NamesResolveInTheImagesAccountsWithTheirGroups) {
+    auto app = resolve_user("app", {}, accounts);
+    ASSERT_TRUE(app) << app.error().message;
+    EXPECT_EQ(app->uid, 1000u);
+    EXPECT_EQ(app->gid, 1000u);
+    EXPECT_EQ(app->additional_gids, (std::vector<std::uint32_t>{29, 50}));
+    // A uid gets its entry's gid and memberships, as Docker does.
+    auto by_uid = resolve_user("1000", {}, accounts);
+    ASSERT_TRUE(by_uid);
+    EXPECT_EQ(by_uid->gid, 1000u);
+    EXPECT_EQ(by_uid->additional_gids, (std::vector<std::uint32_t>{29, 50}));
+    auto www = resolve_user("www-data", {}, accounts);
+    ASSERT_TRUE(www);
+    EXPECT_EQ(www->uid, 33u);
+    EXPECT_EQ(www->gid, 33u);
+    EXPECT_TRUE(www->additional_gids.empty());
+    // An explicit group, by name or number; extra groups added.
+    auto grouped = resolve_user("app:staff", {"www-data", "7"}, accounts);
+    ASSERT_TRUE(grouped);
+    EXPECT_EQ(grouped->gid, 50u);
+    EXPECT_EQ(grouped->additional_gids, (std::vector<std::uint32_t>{7, 29, 33, 50}));
+    auto numeric = resolve_user("4242:4343", {}, accounts);
+    ASSERT_TRUE(numeric);
+    EXPECT_EQ(numeric->uid, 4242u);
+    EXPECT_EQ(numeric->gid, 4343u);
+    auto root = resolve_user("", {}, accounts);
+    ASSERT_TRUE(root);
+    EXPECT_EQ(root->uid, 0u);
+    EXPECT_EQ(root->gid, 0u);
+}
+
+TEST(User, UnknownNamesAreRefusedInDockersWords) {
+    auto missing = resolve_user("postgres", {}, accounts);
+    ASSERT_FALSE(missing);
+    EXPECT_EQ(missing.error().message,
+              "unable to find user postgres: no matching entries in passwd file");
+    EXPECT_EQ(resolve_user("app:nogroup", {}, accounts).error().message,
+              "unable to find group nogroup: no matching entries in group file");
+    EXPECT_EQ(resolve_user("app", {"wheel"}, accounts).error().message,
+              "unable to find group wheel: no matching entries in group file");
+    EXPECT_FALSE(resolve_user("broken", {}, accounts));
+    EXPECT_FALSE(resolve_user("app", {}, AccountFiles{}));
+    EXPECT_FALSE(resolve_user(":50", {}, accounts));
+}
+
+TEST_F(InRoot, AccountFilesAreReadInsideTheRoot) {
+    ASSERT_EQ(::mkdir((dir + "/root/etc").c_str(), 0755), 0);
+    // A passwd outside the root, which a link must not reach.
+    write_file(dir + "/outside/passwd", "app:x:1:1::/:/bin/sh\n");
+    link("../../../outside/passwd", "/etc/passwd");
+    auto files = read_account_files(root.get());
+    ASSERT_TRUE(files) << files.error().message;
+    EXPECT_EQ(files->passwd, "");  // /outside/passwd inside the root: there is none
+    ASSERT_EQ(::mkdir((dir + "/root/outside").c_str(), 0755), 0);
+    write_file(dir + "/root/outside/passwd", "app:x:7:8::/:/bin/sh\n");
+    files = read_account_files(root.get());
+    ASSERT_TRUE(files);
+    EXPECT_EQ(files->passwd, "app:x:7:8::/:/bin/sh\n");
+    EXPECT_EQ(resolve_user("app", {}, *files)->uid, 7u);
+    // Not a regular file: refused.
+    ::unlink((dir + "/root/etc/passwd").c_str());
+    ASSERT_EQ(::mkfifo((dir + "/root/etc/passwd").c_str(), 0644), 0);
+    EXPECT_FALSE(read_account_files(root.get()));
+}
+
+TEST(TaskFiles, HostsHaveLocalhostTheHostnameAndExtraHosts) {
+    auto text = hosts_file("web-1", {"10.0.0.5 db", "fd00::1  cache cache.local"});
+    EXPECT_NE(text.find("127.0.0.1\tlocalhost\n"), std::string::npos) << text;
+    EXPECT_NE(text.find("::1\tlocalhost ip6-localhost ip6-loopback\n"), std::string::npos);
+    EXPECT_NE(text.find("\tweb-1\n"), std::string::npos);
+    EXPECT_NE(text.find("10.0.0.5\tdb\n"), std::string::npos);
+    EXPECT_NE(text.find("fd00::1\tcache cache.local\n"), std::string::npos);
+}
+
+TEST(TaskFiles, ResolvConfDropsLoopbackAndTakesTheTasksSettings) {
+    std::string node =
+        "# generated\nnameserver 127.0.0.53\nnameserver 10.1.1.1\nnameserver ::1\n"
+        "search corp.example\noptions edns0\n";
+    EXPECT_EQ(resolv_conf({}, node), "nameserver 10.1.1.1\nsearch corp.example\noptions edns0\n");
+    EXPECT_EQ(resolv_conf({{"9.9.9.9"}, {"a.example", "b.example"}, {"ndots:2"}}, node),
+              "nameserver 9.9.9.9\nsearch a.example b.example\noptions ndots:2\n");
+    // Only loopback resolvers on the node: Docker's defaults.
+    EXPECT_EQ(resolv_conf({}, "nameserver 127.0.0.1\n"),
+              "nameserver 8.8.8.8\nnameserver 8.8.4.4\n");
+}
+
+TEST(OciConfig, TaskOptionsReachTheProcessAndTheKernel) {
+    TaskSpec spec;
+    spec.id = "t1";
+    spec.args = {"sh"};
+    spec.init = true;
+    spec.sysctls = {{"net.ipv4.ip_forward", "1"}, {"kernel.shmmax", "1048576"}};
+    spec.ulimits = {{"nofile", 512, 1024}, {"core", -1, -1}};
+    spec.oom_score_adj = 300;
+    ImageConfig image;
+    ProcessUser user{1000, 1000, {29, 50}};
+    ConfigInput in;
+    in.spec = &spec;
+    in.image = &image;
+    in.user = &user;
+    in.binds = {{"/usr/bin/tini-static", std::string(task_init_path), true},
+                {"/run/x/hosts", "/etc/hosts"}};
+    auto text = make_oci_config(in);
+    ASSERT_TRUE(text) << text.error().message;
+    auto c = boost::json::parse(*text).as_object();
+    auto& p = c.at("process").as_object();
+    EXPECT_EQ(p.at("args"), boost::json::parse(R"(["/dev/init","--","sh"])"));
+    EXPECT_EQ(p.at("user"),
+              boost::json::parse(R"({"uid":1000,"gid":1000,"additionalGids":[29,50]})"));
+    EXPECT_EQ(p.at("oomScoreAdj"), 300);
+    bool saw_nofile = false, saw_core = false;
+    for (auto& r : p.at("rlimits").as_array()) {
+        if (r.at("type") == "RLIMIT_NOFILE") {
+            saw_nofile = true;
+            EXPECT_EQ(r.at("soft").to_number<std::uint64_t>(), 512u);
+            EXPECT_EQ(r.at("hard").to_number<std::uint64_t>(), 1024u);
+        }
+        if (r.at("type") == "RLIMIT_CORE") {
+            saw_core = true;
+            EXPECT_EQ(r.at("hard").to_number<std::uint64_t>(), RLIM_INFINITY);
+        }
+    }
+    EXPECT_TRUE(saw_nofile && saw_core) << *text;
+    EXPECT_EQ(c.at("linux").at("sysctl"),
+              boost::json::parse(R"({"kernel.shmmax":"1048576","net.ipv4.ip_forward":"1"})"));
+    // The init is executable; other binds are not.
+    for (auto& m : c.at("mounts").as_array()) {
+        auto& opts = m.at("options").as_array();
+        bool noexec =
+            std::find(opts.begin(), opts.end(), boost::json::value("noexec")) != opts.end();
+        if (m.at("destination") == "/dev/init") {
+            EXPECT_FALSE(noexec);
+        }
+        if (m.at("destination") == "/etc/hosts") {
+            EXPECT_TRUE(noexec);
+        }
+    }
+
+    spec.sysctls = {{"kernel.hostname", "x"}};
+    EXPECT_FALSE(make_oci_config(in));
+    spec.sysctls.clear();
+    spec.ulimits = {{"nofiles", 1, 1}};
+    EXPECT_FALSE(make_oci_config(in));
+    spec.ulimits = {{"nofile", 10, 5}};
+    EXPECT_FALSE(make_oci_config(in));
+}
+
 TEST(Seccomp, KeepsRulesForThisArchAndTheTasksCapabilities) {
     auto profile = boost::json::parse(R"({
       "defaultAction": "SCMP_ACT_ERRNO", "defaultErrnoRet": 38,
@@ -387,6 +549,26 @@ TEST(TaskJson, ReadsTheSpec) {
     EXPECT_EQ(s->secrets[0].uid, 5u);
     EXPECT_FALSE(task_spec_from_json(R"({"secrets":[{"mode":-1}]})"));
     EXPECT_FALSE(task_spec_from_json("[]"));
+}
+
+TEST(TaskJson, ReadsTheTaskOptions) {
+    auto s = task_spec_from_json(R"({"id":"t","image":"busybox","user":"app","groups":["audio"],
+        "init":true,"stop_signal":"USR1","sysctls":{"net.ipv4.ip_forward":"1"},
+        "ulimits":[{"name":"nofile","soft":10,"hard":20}],"extra_hosts":["10.0.0.1 db"],
+        "dns":{"nameservers":["9.9.9.9"],"search":["example.com"]},"oom_score_adj":-3})");
+    ASSERT_TRUE(s) << s.error().message;
+    EXPECT_EQ(s->groups, (std::vector<std::string>{"audio"}));
+    EXPECT_TRUE(s->init);
+    EXPECT_EQ(s->stop_signal, "USR1");
+    EXPECT_EQ(s->sysctls.at("net.ipv4.ip_forward"), "1");
+    ASSERT_EQ(s->ulimits.size(), 1u);
+    EXPECT_EQ(s->ulimits[0].hard, 20);
+    EXPECT_EQ(s->extra_hosts, (std::vector<std::string>{"10.0.0.1 db"}));
+    EXPECT_EQ(s->dns.nameservers, (std::vector<std::string>{"9.9.9.9"}));
+    EXPECT_EQ(s->dns.search, (std::vector<std::string>{"example.com"}));
+    EXPECT_EQ(s->oom_score_adj, -3);
+    EXPECT_FALSE(task_spec_from_json(R"({"oom_score_adj":5000})"));
+    EXPECT_FALSE(task_spec_from_json(R"({"sysctls":{"net.x":1}})"));
 }
 
 TEST(Mountinfo, ReadsOwnTable) {

@@ -295,6 +295,27 @@ TEST(ServiceFlags, SpecFlagsSetTheFieldsOfTheFlagsGiven) {
     EXPECT_EQ(json::value(*spec), expected) << json::serialize(*spec);
 }
 
+TEST(ServiceFlags, TaskOptionFlagsSetTheirFieldsAsDockerDoes) {
+    auto spec = apply(
+        words("--hostname h1 --init --stop-signal SIGUSR1 --stop-grace-period 20s "
+              "--oom-score-adj -5 --group audio --group 50 --sysctl net.ipv4.ip_forward=1 "
+              "--ulimit nofile=512:1024 --ulimit nproc=77 --host db:10.0.0.5 --host v6:fd00::1 "
+              "--dns 9.9.9.9 --dns-search example.org --dns-option ndots:3"));
+    ASSERT_TRUE(spec.ok()) << spec.error().message;
+    auto expected = json::parse(R"({
+        "Hostname": "h1", "Init": true, "StopSignal": "SIGUSR1", "StopGracePeriod": 20000000000,
+        "OomScoreAdj": -5, "Groups": ["audio", "50"], "Sysctls": {"net.ipv4.ip_forward": "1"},
+        "Ulimits": [{"Name": "nofile", "Soft": 512, "Hard": 1024},
+                    {"Name": "nproc", "Soft": 77, "Hard": 77}],
+        "Hosts": ["10.0.0.5 db", "fd00::1 v6"],
+        "DNSConfig": {"Nameservers": ["9.9.9.9"], "Search": ["example.org"],
+                      "Options": ["ndots:3"]}})");
+    EXPECT_EQ(spec->at("TaskTemplate").at("ContainerSpec"), expected) << json::serialize(*spec);
+    EXPECT_FALSE(apply(words("--ulimit nofile")).ok());
+    EXPECT_FALSE(apply(words("--ulimit nofile=x")).ok());
+    EXPECT_FALSE(apply(words("--host nocolon")).ok());
+}
+
 TEST(ServiceFlags, SpecFlagsAddATaskTemplateToASpecWithoutOne) {
     // The spec's table is full once TaskTemplate is added: setting the Mode grows it.
     auto spec = apply(words("--replicas 2 -u 33 --limit-memory 1k --restart-condition any"),

@@ -1,4 +1,5 @@
 #include <gtest/gtest.h>
+#include <csignal>
 
 #include <functional>
 #include <random>
@@ -215,6 +216,7 @@ TEST(Duration, ParsesGoStyleAndDays) {
 // ---- services ---------------------------------------------------------------------------------
 
 #include "coffer/model/service_json.h"
+#include "coffer/model/task_options.h"
 
 namespace {
 
@@ -532,4 +534,92 @@ TEST(TaskJson, HealthIsShownInContainerStatusAndReadBack) {
                      .at("ContainerStatus")
                      .as_object()
                      .contains("Health"));
+}
+
+namespace {
+
+std::string with_container(std::string_view fields) {
+    return fmt::format(R"({{"Name":"web","TaskTemplate":{{"ContainerSpec":{{"Image":"x",{}}}}}}})",
+                       fields);
+}
+
+}  // namespace
+
+TEST(TaskOptions, AreParsedFromTheContainerSpec) {
+    auto s = spec_of(with_container(
+        R"("User":"app:staff","Groups":["audio","7"],"Init":true,"StopSignal":"SIGUSR1",
+           "Sysctls":{"net.ipv4.ip_forward":"1"},"Ulimits":[{"Name":"nofile","Soft":100,"Hard":200}],
+           "Hosts":["10.0.0.5 db db.local"],"OomScoreAdj":-5,
+           "DNSConfig":{"Nameservers":["9.9.9.9"],"Search":["example.com"],"Options":["ndots:2"]},
+           "Isolation":"default","TTY":false)"));
+    ASSERT_TRUE(s) << s.error().message;
+    const auto& c = s->task.container;
+    EXPECT_EQ(c.user, "app:staff");
+    EXPECT_EQ(c.groups, (std::vector<std::string>{"audio", "7"}));
+    EXPECT_TRUE(c.init);
+    EXPECT_EQ(c.stop_signal, "SIGUSR1");
+    EXPECT_EQ(c.sysctls.at("net.ipv4.ip_forward"), "1");
+    ASSERT_EQ(c.ulimits.size(), 1u);
+    EXPECT_EQ(c.ulimits[0].name, "nofile");
+    EXPECT_EQ(c.ulimits[0].soft, 100);
+    EXPECT_EQ(c.ulimits[0].hard, 200);
+    EXPECT_EQ(c.hosts, (std::vector<std::string>{"10.0.0.5 db db.local"}));
+    EXPECT_EQ(c.dns.nameservers, (std::vector<std::string>{"9.9.9.9"}));
+    EXPECT_EQ(c.dns.search, (std::vector<std::string>{"example.com"}));
+    EXPECT_EQ(c.dns.options, (std::vector<std::string>{"ndots:2"}));
+    EXPECT_EQ(c.oom_score_adj, -5);
+    EXPECT_TRUE(coffer::model::validate_service_spec(*s));
+}
+
+TEST(TaskOptions, UnsupportedFieldsAreRefusedByName) {
+    EXPECT_EQ(invalid_message(with_container(R"("TTY":true)")),
+              "field TaskTemplate.ContainerSpec.TTY is not supported by coffer");
+    EXPECT_EQ(invalid_message(with_container(R"("OpenStdin":true)")),
+              "field TaskTemplate.ContainerSpec.OpenStdin is not supported by coffer");
+    EXPECT_EQ(invalid_message(with_container(R"("Isolation":"hyperv")")),
+              "field TaskTemplate.ContainerSpec.Isolation is not supported by coffer");
+    EXPECT_EQ(
+        invalid_message(with_container(R"("Privileges":{"SELinuxContext":{"User":"u"}})")),
+        "field TaskTemplate.ContainerSpec.Privileges.SELinuxContext is not supported by coffer");
+}
+
+TEST(TaskOptions, BadValuesAreRefusedNamingTheFieldAndKey) {
+    auto msg = invalid_message(with_container(R"("Sysctls":{"kernel.hostname":"x"})"));
+    EXPECT_NE(msg.find("TaskTemplate.ContainerSpec.Sysctls"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("kernel.hostname"), std::string::npos) << msg;
+    EXPECT_NE(invalid_message(with_container(R"("Sysctls":{"vm.swappiness":"1"})")), "");
+    EXPECT_NE(invalid_message(with_container(R"("Sysctls":{"net/../../x":"1"})")), "");
+    EXPECT_EQ(
+        invalid_message(with_container(
+            R"("Sysctls":{"fs.mqueue.msg_max":"20","kernel.sem":"1 2 3 4","kernel.shmmax":"9"})")),
+        "");
+    EXPECT_EQ(invalid_message(with_container(R"("StopSignal":"SIGNOPE")")),
+              "field TaskTemplate.ContainerSpec.StopSignal: invalid signal: SIGNOPE");
+    EXPECT_EQ(invalid_message(with_container(R"("StopSignal":"usr2")")), "");
+    EXPECT_EQ(invalid_message(with_container(R"("StopSignal":"RTMIN+3")")), "");
+    EXPECT_EQ(
+        invalid_message(with_container(R"("Ulimits":[{"Name":"nofiles","Soft":1,"Hard":1}])")),
+        "field TaskTemplate.ContainerSpec.Ulimits: invalid ulimit type: nofiles");
+    EXPECT_NE(invalid_message(with_container(R"("Ulimits":[{"Name":"nofile","Soft":9,"Hard":1}])")),
+              "");
+    EXPECT_NE(invalid_message(with_container(R"("Hosts":["db:10.0.0.5"])")), "");
+    EXPECT_NE(invalid_message(with_container(R"("Hosts":["not-an-ip db"])")), "");
+    EXPECT_NE(invalid_message(with_container(R"("DNSConfig":{"Nameservers":["dns.example"]})")),
+              "");
+    EXPECT_NE(invalid_message(with_container(R"("User":"app\nroot")")), "");
+    EXPECT_NE(invalid_message(with_container(R"("Groups":["a:b"])")), "");
+    EXPECT_NE(invalid_message(with_container(R"("OomScoreAdj":1001)")), "");
+}
+
+TEST(TaskOptions, SignalNames) {
+    using coffer::model::signal_number;
+    EXPECT_EQ(signal_number("SIGTERM"), SIGTERM);
+    EXPECT_EQ(signal_number("quit"), SIGQUIT);
+    EXPECT_EQ(signal_number("10"), 10);
+    EXPECT_EQ(signal_number("RTMIN"), SIGRTMIN);
+    EXPECT_EQ(signal_number("RTMAX-1"), SIGRTMAX - 1);
+    EXPECT_FALSE(signal_number("0"));
+    EXPECT_FALSE(signal_number("65"));
+    EXPECT_FALSE(signal_number(""));
+    EXPECT_FALSE(signal_number("SIG"));
 }

@@ -42,6 +42,16 @@ TaskPayload sample_task() {
     t.stop_grace_ns = 3'000'000'000;
     t.secrets = {{"sec1", "db_pass", "", "0", "0", 0444},
                  {"sec2", "tls.key", "/etc/key", "1000", "", 0400}};
+    t.groups = {"audio", "50"};
+    t.init = true;
+    t.stop_signal = "SIGQUIT";
+    t.sysctls = {{"net.ipv4.ip_forward", "1"}};
+    t.ulimits = {{"nofile", 100, 200}, {"core", -1, -1}};
+    t.hosts = {"10.0.0.5 db"};
+    t.dns_nameservers = {"9.9.9.9"};
+    t.dns_search = {"example.com"};
+    t.dns_options = {"ndots:2"};
+    t.oom_score_adj = -10;
     return t;
 }
 
@@ -94,6 +104,23 @@ TEST(Assignments, RoundTrip) {
             EXPECT_EQ(got.secret->name, want.secret->name);
             EXPECT_TRUE(got.secret->data.equals(want.secret->data.span()));
         }
+    }
+}
+
+TEST(Assignments, TaskOptionsAreCheckedAsTheManagerChecksThem) {
+    for (auto field :
+         {R"("Sysctls":{"kernel.hostname":"x"})", R"("StopSignal":"SIGNOPE")",
+          R"("Ulimits":[{"Name":"nofiles","Soft":1,"Hard":1}])", R"("Hosts":["db 10.0.0.1"])",
+          R"("OomScoreAdj":5000)", R"("DNSConfig":{"Nameservers":["x y"]})", R"("User":"a:b:c")"}) {
+        auto text = fmt::format(
+            R"({{"type":"assignments","Type":"complete","Sequence":1,"Changes":[{{"Action":"add",)"
+            R"("Task":{{"ID":"abcdefghijklmnopqrstuvwxy","Image":"busybox",{}}}}}]}})",
+            field);
+        auto d = decode_assignments(msg(text));
+        ASSERT_TRUE(d) << text;
+        ASSERT_EQ(d->changes.size(), 1u);
+        EXPECT_TRUE(d->changes[0].invalid) << field;
+        EXPECT_EQ(d->changes[0].id, "abcdefghijklmnopqrstuvwxy");
     }
 }
 

@@ -2,6 +2,7 @@
 // see them: a symlink is followed, but never out of the root.
 #pragma once
 
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -28,5 +29,11 @@ Result<std::string> make_mountpoint_in_root(int root_fd, std::string_view path, 
 // directory. Nothing is followed or created. Errors (invalid_argument) name the first component
 // that is not what it must be: "/dev is a symbolic link", "/etc/hosts is not a regular file".
 Result<void> check_runtime_path_in_root(int root_fd, std::string_view path, Leaf leaf);
+
+// The bytes of the regular file at the absolute path inside the tree below root_fd, resolved
+// as the container would (links followed, never out of root). nullopt when it does not exist;
+// invalid_argument when it is not a regular file or larger than max_bytes.
+Result<std::optional<std::string>> read_file_in_root(int root_fd, std::string_view path,
+                                                     std::size_t max_bytes);
 
 }  // namespace coffer::agent

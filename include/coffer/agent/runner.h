@@ -65,7 +65,8 @@ class Runner {
     // from its mount. Thread-safe.
     TaskStatus start(const TaskSpec& spec, SecretBytes secrets);
 
-    // SIGTERM, then SIGKILL once grace passed; returns the final status once torn down.
+    // The task's stop signal (SIGTERM unless its spec names another), then SIGKILL once grace
+    // passed; returns the final status once torn down.
     Result<TaskStatus> stop(std::string_view id, std::chrono::milliseconds grace);
 
     // Current or (recently) final status.

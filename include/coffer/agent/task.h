@@ -41,6 +41,20 @@ struct HealthCheck {
     std::int64_t retries = 0;
 };
 
+// A resource limit of the task's process (ulimit name, as Docker's: "nofile"); -1: unlimited.
+struct Rlimit {
+    std::string name;
+    std::int64_t soft = 0;
+    std::int64_t hard = 0;
+};
+
+// The task's /etc/resolv.conf; all empty: the node's, without its loopback nameservers.
+struct DnsSettings {
+    std::vector<std::string> nameservers;
+    std::vector<std::string> search;
+    std::vector<std::string> options;
+};
+
 struct TaskSpec {
     std::string id;     // model::valid_task_id
     std::string image;  // name[:tag] in the local image store, or a manifest digest sha256:...
@@ -56,6 +70,16 @@ struct TaskSpec {
     std::vector<std::string> cap_drop;
     std::vector<SecretRef> secrets;
     std::optional<HealthCheck> healthcheck{};  // absent: the image's, if any
+    // Task options (model/task_options.h checks them). user above may also name a user of the
+    // image's /etc/passwd ("app", "app:staff", "1000:staff").
+    std::vector<std::string> groups;  // supplementary groups: names of the image's or numbers
+    bool init = false;                // tini as pid 1, in front of the task's process
+    std::string stop_signal;          // what stop() sends first; empty: SIGTERM
+    std::map<std::string, std::string> sysctls;
+    std::vector<Rlimit> ulimits;
+    std::vector<std::string> extra_hosts;  // "IP host [aliases...]" lines for /etc/hosts
+    DnsSettings dns;
+    std::optional<int> oom_score_adj;
 };
 
 // The rule for TaskSpec::id (it names directories and cgroups): model's task id.

@@ -41,6 +41,22 @@ struct HealthConfig {
     bool operator==(const HealthConfig&) const = default;
 };
 
+// ContainerSpec.Ulimits[]: one resource limit ("nofile", soft, hard).
+struct Ulimit {
+    std::string name;
+    std::int64_t soft = 0;
+    std::int64_t hard = 0;
+    bool operator==(const Ulimit&) const = default;
+};
+
+// ContainerSpec.DNSConfig: the task's /etc/resolv.conf; all empty: the node's.
+struct DnsConfig {
+    std::vector<std::string> nameservers;
+    std::vector<std::string> search;
+    std::vector<std::string> options;
+    bool operator==(const DnsConfig&) const = default;
+};
+
 struct ContainerSpec {
     std::string image;
     std::vector<std::string> command;
@@ -55,6 +71,15 @@ struct ContainerSpec {
     std::optional<std::int64_t> stop_grace_period;  // nanoseconds
     std::vector<SecretReference> secrets;
     std::optional<HealthConfig> healthcheck{};
+    // Task options (validated by validate_task_options, model/task_options.h).
+    std::vector<std::string> groups;  // supplementary groups, names or numbers
+    bool init = false;                // tini as the task's pid 1
+    std::string stop_signal;          // "SIGQUIT", "QUIT" or "3"; empty: SIGTERM
+    Labels sysctls;
+    std::vector<Ulimit> ulimits;
+    std::vector<std::string> hosts;  // "IP host [aliases...]", as Docker's API has them
+    DnsConfig dns;
+    std::optional<std::int64_t> oom_score_adj;
     bool operator==(const ContainerSpec&) const = default;
 };
 

@@ -8,10 +8,13 @@
 //     "ReadOnly","Limits":{"MemoryBytes","NanoCPUs","Pids"},"CapAdd","CapDrop","StopGracePeriod",
 //     "Secrets":[{"SecretID","Name","Target","UID","GID","Mode"}],
 //     "Healthcheck":{"Test","Interval","Timeout","StartPeriod","StartInterval","Retries"}}},
+//     "Groups","Init","StopSignal","Sysctls":{K:V},"Ulimits":[{"Name","Soft","Hard"}],"Hosts",
+//     "DNSConfig":{"Nameservers","Search","Options"},"OomScoreAdj"}},
 //   {"Action":"remove","Task":{"ID"}}, {"Action":"remove","Secret":{"ID"}}]}
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -53,6 +56,14 @@ struct HealthCheck {
     bool operator==(const HealthCheck&) const = default;
 };
 
+// One rlimit of a task: ContainerSpec.Ulimits[] (-1: unlimited).
+struct TaskUlimit {
+    std::string name;
+    std::int64_t soft = 0;
+    std::int64_t hard = 0;
+    bool operator==(const TaskUlimit&) const = default;
+};
+
 struct TaskPayload {
     std::string id;
     std::string service_id;
@@ -70,6 +81,17 @@ struct TaskPayload {
     std::int64_t stop_grace_ns = default_stop_grace_ns;  // at most a day
     std::vector<SecretFile> secrets;
     std::optional<HealthCheck> healthcheck{};  // absent: the image's
+    // Task options, as in ContainerSpec; decode checks them with model::validate_task_options.
+    std::vector<std::string> groups;
+    bool init = false;
+    std::string stop_signal;
+    std::map<std::string, std::string> sysctls;
+    std::vector<TaskUlimit> ulimits;
+    std::vector<std::string> hosts;  // "IP host [aliases...]"
+    std::vector<std::string> dns_nameservers;
+    std::vector<std::string> dns_search;
+    std::vector<std::string> dns_options;
+    std::optional<std::int64_t> oom_score_adj;
     bool operator==(const TaskPayload&) const = default;
 };
 
