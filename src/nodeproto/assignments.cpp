@@ -6,6 +6,7 @@
 #include "coffer/crypto/encoding.h"
 #include "coffer/model/ids.h"
 #include "coffer/model/json.h"
+#include "coffer/model/service.h"
 #include "wire.h"
 
 namespace coffer::nodeproto {
@@ -20,6 +21,36 @@ json::array strings(const std::vector<std::string>& v) {
     return json::array(v.begin(), v.end());
 }
 
+std::string_view type_name(MountPayload::Type t) {
+    switch (t) {
+        case MountPayload::Type::bind:
+            return "bind";
+        case MountPayload::Type::tmpfs:
+            return "tmpfs";
+        case MountPayload::Type::volume:
+            break;
+    }
+    return "volume";
+}
+
+json::array mounts_wire(const std::vector<MountPayload>& mounts) {
+    json::array out;
+    for (const auto& m : mounts) {
+        json::object labels;
+        for (const auto& [k, v] : m.labels) labels[k] = v;
+        out.push_back(json::object{{"Type", type_name(m.type)},
+                                   {"Source", m.source},
+                                   {"Target", m.target},
+                                   {"ReadOnly", m.read_only},
+                                   {"NonRecursive", m.non_recursive},
+                                   {"NoCopy", m.no_copy},
+                                   {"Labels", std::move(labels)},
+                                   {"SizeBytes", m.size_bytes},
+                                   {"Mode", m.mode}});
+    }
+    return out;
+}
+
 json::object task_wire(const TaskPayload& t) {
     json::array secrets;
     for (const auto& f : t.secrets)
@@ -29,23 +60,26 @@ json::object task_wire(const TaskPayload& t) {
                                        {"UID", f.uid},
                                        {"GID", f.gid},
                                        {"Mode", f.mode}});
-    return json::object{{"ID", t.id},
-                        {"ServiceID", t.service_id},
-                        {"Slot", t.slot},
-                        {"Image", t.image},
-                        {"Args", strings(t.args)},
-                        {"Env", strings(t.env)},
-                        {"User", t.user},
-                        {"Dir", t.dir},
-                        {"Hostname", t.hostname},
-                        {"ReadOnly", t.read_only},
-                        {"Limits", json::object{{"MemoryBytes", t.limits.memory_bytes},
-                                                {"NanoCPUs", t.limits.nano_cpus},
-                                                {"Pids", t.limits.pids}}},
-                        {"CapAdd", strings(t.cap_add)},
-                        {"CapDrop", strings(t.cap_drop)},
-                        {"StopGracePeriod", t.stop_grace_ns},
-                        {"Secrets", std::move(secrets)}};
+    json::object o{{"ID", t.id},
+                   {"ServiceID", t.service_id},
+                   {"Slot", t.slot},
+                   {"Image", t.image},
+                   {"Args", strings(t.args)},
+                   {"Env", strings(t.env)},
+                   {"User", t.user},
+                   {"Dir", t.dir},
+                   {"Hostname", t.hostname},
+                   {"ReadOnly", t.read_only},
+                   {"Limits", json::object{{"MemoryBytes", t.limits.memory_bytes},
+                                           {"NanoCPUs", t.limits.nano_cpus},
+                                           {"Pids", t.limits.pids}}},
+                   {"CapAdd", strings(t.cap_add)},
+                   {"CapDrop", strings(t.cap_drop)},
+                   {"StopGracePeriod", t.stop_grace_ns},
+                   {"Secrets", std::move(secrets)}};
+    // Only when there are any: a task without mounts reads as it did before mounts existed.
+    if (!t.mounts.empty()) o["Mounts"] = mounts_wire(t.mounts);
+    return o;
 }
 
 // ---- decode ----------------------------------------------------------------------------------
@@ -54,6 +88,8 @@ json::object task_wire(const TaskPayload& t) {
 constexpr std::size_t max_strings = 4096;
 constexpr std::size_t max_string_chars = 64 * 1024;
 constexpr std::size_t max_secret_refs = 256;
+constexpr std::size_t max_mounts = 256;
+constexpr std::size_t max_labels = 256;
 constexpr std::size_t max_name_chars = 256;
 constexpr std::int64_t day_ns = 86'400LL * 1'000'000'000LL;
 
@@ -157,6 +193,63 @@ SecretFile secret_file(const json::value& v) {
     return f;
 }
 
+// An absolute path without NUL; "." and ".." components are refused (a target is resolved in the
+// rootfs, a source names a host path as given).
+std::string path_at(const json::object& o, std::string_view key) {
+    auto p = text_at(o, key, 4096);
+    if (p.empty() || p.front() != '/') bad(fmt::format("{}: expected an absolute path", key));
+    for (std::size_t start = 1; start <= p.size();) {
+        auto end = p.find('/', start);
+        auto part =
+            std::string_view(p).substr(start, end == std::string::npos ? p.npos : end - start);
+        if (part == "." || part == "..") bad(fmt::format("{}: has a . or .. component", key));
+        if (end == std::string::npos) break;
+        start = end + 1;
+    }
+    return p;
+}
+
+MountPayload mount_of(const json::value& v) {
+    const auto& o = object_of(v, "Mounts");
+    MountPayload m;
+    auto type = text_at(o, "Type", 16);
+    if (type == "bind")
+        m.type = MountPayload::Type::bind;
+    else if (type == "volume")
+        m.type = MountPayload::Type::volume;
+    else if (type == "tmpfs")
+        m.type = MountPayload::Type::tmpfs;
+    else
+        bad("Mounts: Type must be bind, volume or tmpfs");
+    m.target = path_at(o, "Target");
+    if (m.target == "/") bad("Mounts: Target cannot be /");
+    if (m.type == MountPayload::Type::bind) {
+        m.source = path_at(o, "Source");
+    } else if (m.type == MountPayload::Type::volume) {
+        m.source = text_at(o, "Source", 255);
+        if (!m.source.empty() && !model::valid_volume_name(m.source))
+            bad("Mounts: invalid volume name");
+    } else if (!text_at(o, "Source", 16).empty()) {
+        bad("Mounts: a tmpfs has no Source");
+    }
+    m.read_only = bool_at(o, "ReadOnly");
+    m.non_recursive = bool_at(o, "NonRecursive");
+    m.no_copy = bool_at(o, "NoCopy");
+    if (const auto* l = o.if_contains("Labels"); l != nullptr && !l->is_null()) {
+        const auto& lo = object_of(*l, "Mounts: Labels");
+        if (lo.size() > max_labels) bad("Mounts: too many Labels");
+        for (const auto& [k, val] : lo) {
+            if (!val.is_string()) bad("Mounts: Labels: expected strings");
+            if (k.size() > max_string_chars || val.get_string().size() > max_string_chars)
+                bad("Mounts: Labels: too long");
+            m.labels.emplace(std::string(k), std::string(val.get_string()));
+        }
+    }
+    m.size_bytes = int_at(o, "SizeBytes", 0, 0, std::numeric_limits<std::int64_t>::max());
+    m.mode = static_cast<std::uint32_t>(int_at(o, "Mode", 0, 0, 07777));
+    return m;
+}
+
 TaskPayload task_add(const json::object& t) {
     TaskPayload p;
     p.id = text_at(t, "ID", 64);
@@ -186,6 +279,11 @@ TaskPayload task_add(const json::object& t) {
         if (!refs->is_array()) bad("Secrets: expected an array");
         if (refs->get_array().size() > max_secret_refs) bad("Secrets: too many");
         for (const auto& r : refs->get_array()) p.secrets.push_back(secret_file(r));
+    }
+    if (const auto* mounts = t.if_contains("Mounts"); mounts != nullptr && !mounts->is_null()) {
+        if (!mounts->is_array()) bad("Mounts: expected an array");
+        if (mounts->get_array().size() > max_mounts) bad("Mounts: too many");
+        for (const auto& m : mounts->get_array()) p.mounts.push_back(mount_of(m));
     }
     return p;
 }

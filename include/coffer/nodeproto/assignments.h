@@ -6,11 +6,14 @@
 //   {"Action":"add","Secret":{"ID","Name","Data"}},
 //   {"Action":"add","Task":{"ID","ServiceID","Slot","Image","Args","Env","User","Dir","Hostname",
 //     "ReadOnly","Limits":{"MemoryBytes","NanoCPUs","Pids"},"CapAdd","CapDrop","StopGracePeriod",
-//     "Secrets":[{"SecretID","Name","Target","UID","GID","Mode"}]}},
+//     "Secrets":[{"SecretID","Name","Target","UID","GID","Mode"}],
+//     "Mounts" (only when there are any):[{"Type","Source","Target","ReadOnly","NonRecursive",
+//       "NoCopy","Labels","SizeBytes","Mode"}]}},
 //   {"Action":"remove","Task":{"ID"}}, {"Action":"remove","Secret":{"ID"}}]}
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -31,6 +34,21 @@ struct SecretFile {
     std::string gid;
     std::uint32_t mode = 0444;
     bool operator==(const SecretFile&) const = default;
+};
+
+// A filesystem a task gets at Target (model::MountSpec on the wire).
+struct MountPayload {
+    enum class Type { bind, volume, tmpfs };
+    Type type = Type::volume;
+    std::string source;  // bind: absolute host path; volume: its name, empty for an anonymous one
+    std::string target;  // absolute
+    bool read_only = false;
+    bool non_recursive = false;                 // bind
+    bool no_copy = false;                       // volume
+    std::map<std::string, std::string> labels;  // volume: for a volume the task creates
+    std::int64_t size_bytes = 0;                // tmpfs; 0: the kernel's default
+    std::uint32_t mode = 0;                     // tmpfs; 0: 1777
+    bool operator==(const MountPayload&) const = default;
 };
 
 struct TaskLimits {
@@ -56,6 +74,7 @@ struct TaskPayload {
     std::vector<std::string> cap_drop;
     std::int64_t stop_grace_ns = default_stop_grace_ns;  // at most a day
     std::vector<SecretFile> secrets;
+    std::vector<MountPayload> mounts;
     bool operator==(const TaskPayload&) const = default;
 };
 

@@ -1,6 +1,6 @@
 // node -> manager "status": the node's task states.
 // {"type":"status","complete":bool,"statuses":[{"task_id","state","message","err",
-//  "container_id","pid","exit_code"}]}
+//  "container_id","pid","exit_code"}][,"volumes":[{"name","mountpoint","created_at","labels"}]]}
 // States are the ones a node reports (preparing, starting, running, complete, failed, shutdown,
 // rejected).
 #pragma once
@@ -13,6 +13,7 @@
 #include "coffer/base/error.h"
 #include "coffer/crypto/secure_buffer.h"
 #include "coffer/model/service.h"
+#include "coffer/nodeproto/volumes.h"
 
 namespace coffer::nodeproto {
 
@@ -32,6 +33,9 @@ struct StatusMessage {
     // Every task the node has: its first report on a session.
     bool complete = false;
     std::vector<TaskReport> statuses;
+    // The node's named volumes, all of them, when it reports volumes (absent: it said nothing
+    // about them, as nodes from before volumes).
+    std::optional<std::vector<VolumeReport>> volumes;
 };
 
 crypto::SecureBuffer encode(const StatusMessage& m);
