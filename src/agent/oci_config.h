@@ -13,6 +13,7 @@
 #include "coffer/base/error.h"
 #include "json_util.h"
 #include "seccomp_bpf.h"
+#include "task_mounts.h"
 
 namespace coffer::agent {
 
@@ -25,6 +26,7 @@ struct ConfigInput {
     const TaskSpec* spec = nullptr;
     const ImageConfig* image = nullptr;
     std::vector<BindMount> binds;
+    std::vector<OciMount> task_mounts;  // the task's tmpfs, binds and volumes, before the secrets
     std::string cgroups_path;
     bool limit_swap = false;
     const boost::json::value* seccomp_profile = nullptr;  // containers-common format; null: none

@@ -6,6 +6,7 @@
 #include <string_view>
 
 #include "coffer/base/error.h"
+#include "coffer/base/unique_fd.h"
 
 namespace coffer::agent {
 
@@ -28,5 +29,14 @@ Result<std::string> make_mountpoint_in_root(int root_fd, std::string_view path, 
 // directory. Nothing is followed or created. Errors (invalid_argument) name the first component
 // that is not what it must be: "/dev is a symbolic link", "/etc/hosts is not a regular file".
 Result<void> check_runtime_path_in_root(int root_fd, std::string_view path, Leaf leaf);
+
+}  // namespace coffer::agent
+
+namespace coffer::agent {
+
+// Opens the directory at path below root_fd, a path as make_mountpoint_in_root returns it (free
+// of links): every component is opened with O_NOFOLLOW, so a link fails (invalid_argument)
+// instead of leading anywhere.
+Result<UniqueFd> open_dir_in_root(int root_fd, std::string_view path);
 
 }  // namespace coffer::agent
