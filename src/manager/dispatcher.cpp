@@ -33,6 +33,21 @@ nodeproto::TaskPayload task_payload(const Task& t) {
     for (const auto& ref : c.secrets)
         p.secrets.push_back(
             {ref.secret_id, ref.secret_name, ref.file_name, ref.uid, ref.gid, ref.mode});
+    for (const auto& m : c.mounts) {
+        nodeproto::MountPayload w;
+        w.type = m.type == model::MountType::bind    ? nodeproto::MountPayload::Type::bind
+                 : m.type == model::MountType::tmpfs ? nodeproto::MountPayload::Type::tmpfs
+                                                     : nodeproto::MountPayload::Type::volume;
+        w.source = m.source;
+        w.target = m.target;
+        w.read_only = m.read_only;
+        w.non_recursive = m.non_recursive;
+        w.no_copy = m.no_copy;
+        w.labels = m.volume_labels;
+        w.size_bytes = m.tmpfs_size;
+        w.mode = m.tmpfs_mode;
+        p.mounts.push_back(std::move(w));
+    }
     return p;
 }
 
