@@ -7,6 +7,7 @@
 
 #include <boost/json.hpp>
 #include <fstream>
+#include <memory>
 #include <sstream>
 
 #include "coffer/base/log.h"

@@ -5,6 +5,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <set>
 
 #include "coffer/base/log.h"
@@ -32,7 +33,7 @@ struct Merged {
 std::map<std::string, Merged> merged(const std::vector<NodeVolume>& all) {
     std::map<std::string, Merged> out;
     for (const auto& v : all) {
-        auto [it, fresh] = out.try_emplace(v.name, Merged{v, {}});
+        auto it = out.try_emplace(v.name, Merged{v, {}}).first;
         it->second.nodes.push_back(v.node_id);
     }
     return out;

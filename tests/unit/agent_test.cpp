@@ -529,6 +529,7 @@ TEST(TaskMounts, OverlapsAndForbiddenTargetsAreRefused) {
 TEST_F(InRoot, BindSourcesMustExistAndStayOutOfTheAgentsDirectories) {
     ASSERT_EQ(::mkdir((dir + "/agent").c_str(), 0755), 0);
     ASSERT_EQ(::mkdir((dir + "/agent/data").c_str(), 0755), 0);
+    ASSERT_EQ(::mkdir((dir + "/agent/data/tasks").c_str(), 0755), 0);
     ASSERT_EQ(::symlink((dir + "/agent/data").c_str(), (dir + "/sneaky").c_str()), 0);
     std::vector<std::string> agent{dir + "/agent/data"};
     auto ok = resolve_bind_source(dir + "/outside", agent);
