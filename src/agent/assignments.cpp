@@ -54,6 +54,21 @@ TaskAssignment task_of(nodeproto::TaskPayload&& p) {
     s.extra_hosts = std::move(p.hosts);
     s.dns = {std::move(p.dns_nameservers), std::move(p.dns_search), std::move(p.dns_options)};
     if (p.oom_score_adj) s.oom_score_adj = static_cast<int>(*p.oom_score_adj);
+    for (auto& m : p.mounts) {
+        TaskMount t;
+        t.type = m.type == nodeproto::MountPayload::Type::bind    ? TaskMount::Type::bind
+                 : m.type == nodeproto::MountPayload::Type::tmpfs ? TaskMount::Type::tmpfs
+                                                                  : TaskMount::Type::volume;
+        t.source = std::move(m.source);
+        t.target = std::move(m.target);
+        t.read_only = m.read_only;
+        t.non_recursive = m.non_recursive;
+        t.no_copy = m.no_copy;
+        t.labels = std::move(m.labels);
+        t.size_bytes = m.size_bytes;
+        t.mode = m.mode;
+        s.mounts.push_back(std::move(t));
+    }
     return a;
 }
 

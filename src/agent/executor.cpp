@@ -13,6 +13,7 @@
 #include "coffer/base/log.h"
 #include "coffer/nodeproto/session.h"
 #include "coffer/nodeproto/status.h"
+#include "coffer/nodeproto/volumes.h"
 #include "log_tail.h"
 #include "work_queue.h"
 
@@ -94,6 +95,10 @@ class Executor::Impl {
     void start_op(const std::string& id, SecretLease lease);
     void stop_op(const std::string& id);
     void logs(const nodeconn::Message& m);
+    // "volume_remove": removes the volume unless a task uses it, answers "volume_removed".
+    void remove_volume(const nodeconn::Message& m);
+    // Every named volume of the driver's, for a status message; nullopt when it keeps none.
+    std::optional<std::vector<nodeproto::VolumeReport>> volume_reports();
 
     void report_loop();
 
@@ -139,6 +144,8 @@ void Executor::Impl::handle(const nodeconn::Message& m) {
         apply(std::move(*parsed));
     } else if (m.type == "logs_request") {
         logs(m);
+    } else if (m.type == "volume_remove") {
+        remove_volume(m);
     } else {
         log::debug("executor", "ignoring a message of type {}", m.type);
     }
@@ -410,6 +417,55 @@ void Executor::Impl::logs(const nodeconn::Message& m) {
     if (!refusal.empty()) answer({}, refusal);
 }
 
+void Executor::Impl::remove_volume(const nodeconn::Message& m) {
+    auto request = nodeproto::decode_volume_remove(m.json);
+    if (!request) {
+        log::warn("executor", "ignoring a volume_remove: {}", request.error().message);
+        return;
+    }
+    std::lock_guard l(mu);
+    if (stopping) return;
+    // On the pool: removing a volume's tree may take a while.
+    pool->post([this, r = std::move(*request)] {
+        nodeproto::VolumeRemoved reply{r.request, r.name, {}, {}};
+        if (auto* store = driver.volumes(); store == nullptr) {
+            reply.error = "this agent keeps no volumes";
+            reply.code = "failed";
+        } else {
+            try {
+                if (auto done = store->remove(r.name); !done) {
+                    reply.error = done.error().message;
+                    reply.code = done.error().code == Errc::not_found  ? "not_found"
+                                 : done.error().code == Errc::conflict ? "in_use"
+                                                                       : "failed";
+                }
+            } catch (const std::exception& e) {
+                reply.error = fmt::format("remove {}: {}", r.name, e.what());
+                reply.code = "failed";
+            }
+        }
+        if (!send(nodeproto::encode(reply)))
+            log::debug("executor", "volume {}: no session to answer on", r.name);
+    });
+}
+
+std::optional<std::vector<nodeproto::VolumeReport>> Executor::Impl::volume_reports() {
+    auto* store = driver.volumes();
+    if (store == nullptr) return std::nullopt;
+    std::vector<nodeproto::VolumeReport> out;
+    try {
+        for (auto& v : store->list()) {
+            if (out.size() >= nodeproto::max_volume_reports) break;
+            out.push_back({std::move(v.name), std::move(v.mountpoint), std::move(v.created_at),
+                           std::move(v.labels)});
+        }
+    } catch (const std::exception& e) {
+        log::warn("executor", "list volumes: {}", e.what());
+        return std::nullopt;
+    }
+    return out;
+}
+
 // ---- reporting --------------------------------------------------------------------------------
 
 void Executor::Impl::connected() {
@@ -445,6 +501,7 @@ void Executor::Impl::report_loop() {
             sent = unsent;
         }
         for (const auto& [id, s] : sent) report.statuses.push_back(report_of(s));
+        report.volumes = volume_reports();
         auto message = nodeproto::encode(report);
         auto gen = generation;
         l.unlock();

@@ -228,6 +228,23 @@ Result<std::optional<std::string>> read_file_in_root(int root_fd, std::string_vi
             return bad(path, fmt::format("larger than {} bytes", max_bytes));
     }
     return std::optional<std::string>(std::move(out));
+Result<UniqueFd> open_dir_in_root(int root_fd, std::string_view path) {
+    std::deque<std::string> queue;
+    push_components(queue, path);
+    UniqueFd cur(::openat(root_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    if (!cur) throw_errno("open rootfs");
+    for (const auto& name : queue) {
+        if (name == "..") return bad(path, "`..` in a resolved path");
+        UniqueFd next(
+            ::openat(cur.get(), name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+        if (!next) {
+            if (errno == ELOOP || errno == ENOTDIR)
+                return bad(path, fmt::format("{} is not a directory", name));
+            throw_errno(fmt::format("open {} in rootfs", path));
+        }
+        cur = std::move(next);
+    }
+    return cur;
 }
 
 }  // namespace coffer::agent

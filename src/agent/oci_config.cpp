@@ -367,6 +367,11 @@ Result<std::string> make_oci_config(const ConfigInput& in) {
     json::array mounts;
     for (const auto& m : runtime_mounts)
         mounts.push_back(mount(m.destination, m.type, m.source, m.options));
+    for (const auto& m : in.task_mounts)
+        mounts.push_back(json::object{{"destination", m.destination},
+                                      {"type", m.type},
+                                      {"source", m.source},
+                                      {"options", strings(m.options)}});
     for (auto& b : in.binds)
         mounts.push_back(b.executable ? mount(b.destination, "bind", b.source,
                                               {"rbind", "ro", "nosuid", "nodev"})

@@ -14,6 +14,7 @@
 #include "json_util.h"
 #include "seccomp_bpf.h"
 #include "task_user.h"
+#include "task_mounts.h"
 
 namespace coffer::agent {
 
@@ -30,6 +31,7 @@ struct ConfigInput {
     const TaskSpec* spec = nullptr;
     const ImageConfig* image = nullptr;
     std::vector<BindMount> binds;
+    std::vector<OciMount> task_mounts;  // the task's tmpfs, binds and volumes, before the secrets
     std::string cgroups_path;
     bool limit_swap = false;
     const boost::json::value* seccomp_profile = nullptr;  // containers-common format; null: none

@@ -104,6 +104,7 @@ Runner::Runner(RunnerOptions options, ImageStore& images)
     make_dir(impl_->layers_dir(), 0700);
     make_dir(impl_->logs_dir(), 0700);
     make_dir(o.run_dir + "/runtime", 0700);
+    impl_->volumes = std::make_unique<VolumeStore>(impl_->volumes_dir());
     impl_->cgroup_parent = cgroup_parent(o.run_dir);
 
     // Close-on-exec: a container must never hold the lock of a crashed agent.
@@ -227,6 +228,10 @@ std::size_t Runner::secrets_held() const {
 
 SecretStore& Runner::secrets() noexcept {
     return impl_->secrets;
+}
+
+VolumeStore& Runner::volumes() noexcept {
+    return *impl_->volumes;
 }
 
 std::size_t Runner::tasks_running() const {

@@ -19,6 +19,7 @@
 #include "coffer/agent/runner.h"
 #include "coffer/agent/secret_mount.h"
 #include "coffer/agent/secret_store.h"
+#include "coffer/agent/volumes.h"
 #include "coffer/base/mount.h"
 #include "coffer/base/process.h"
 #include "coffer/base/unique_fd.h"
@@ -46,6 +47,7 @@ struct Runner::Impl {
     struct Resources {
         OwnedDir bundle;  // <run>/tasks/<id>: config.json, rootfs/, secrets/, pid, runtime.log
         OwnedDir layer;   // <data>/tasks/<id>: upper/, work/ of the overlay
+        std::vector<VolumeUse> volumes;  // the named volumes it mounts (anonymous ones: in layer)
         Mount rootfs;
         SecretMount secrets;
         CgroupDir cgroup;
@@ -73,6 +75,7 @@ struct Runner::Impl {
     // Before everything that may hold a task (and its lease): destroyed after them.
     SecretStore secrets;
     UniqueFd lock_fd;
+    std::unique_ptr<VolumeStore> volumes;  // <data>/volumes; outlives every task
     std::unique_ptr<Cgroups> cgroups;
     std::unique_ptr<OciRuntime> runtime;
     boost::json::value seccomp;
@@ -94,6 +97,7 @@ struct Runner::Impl {
     std::string tasks_dir() const { return opt.run_dir + "/tasks"; }
     std::string layers_dir() const { return opt.data_dir + "/tasks"; }
     std::string logs_dir() const { return opt.data_dir + "/logs"; }
+    std::string volumes_dir() const { return opt.data_dir + "/volumes"; }
 
     // The task table (runner.cpp).
     void publish(const TaskStatus& s);

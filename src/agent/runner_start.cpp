@@ -3,6 +3,7 @@
 // releases what the steps before it acquired.
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -127,6 +128,12 @@ void Runner::Impl::prepare_and_start(Task& t, const TaskSpec& spec,
         if (e.find('=') == std::string::npos || e.front() == '=')
             throw Rejected{fmt::format("invalid env entry")};
     auto files = check(plan_secret_files(spec.secrets));
+    {
+        std::vector<std::string> secret_targets;
+        for (const auto& f : files) secret_targets.push_back(f.path);
+        if (auto ok = check_task_mounts(spec.mounts, secret_targets); !ok)
+            throw Rejected{ok.error().message};
+    }
     auto image = check(images.resolve(spec.image));
     auto caps = check(task_capabilities(spec.cap_add, spec.cap_drop));
     auto health_check = check(effective_healthcheck(spec.healthcheck, image.config.healthcheck));
@@ -251,6 +258,61 @@ void Runner::Impl::prepare_and_start(Task& t, const TaskSpec& spec,
                 continue;
             }
             binds.push_back(std::move(e));
+}
+
+        timed("prepare the task's mounts");
+        std::vector<OciMount> task_mounts;
+        for (std::size_t i = 0; i < spec.mounts.size(); ++i) {
+            const auto& m = spec.mounts[i];
+            std::string source;
+            auto leaf = Leaf::directory;
+            if (m.type == TaskMount::Type::bind) {
+                source = check(resolve_bind_source(m.source, {opt.run_dir, opt.data_dir}));
+                struct stat st {};
+                if (::stat(source.c_str(), &st) != 0) throw_errno(fmt::format("stat {}", source));
+                if (!S_ISDIR(st.st_mode)) leaf = Leaf::file;
+            }
+            auto dest = check(make_mountpoint_in_root(root.get(), m.target, leaf));
+            if (is_forbidden_destination(dest))
+                throw Rejected{
+                    fmt::format("mount target {} resolves to {} in the image", m.target, dest)};
+            for (const auto& other : task_mounts)
+                if (dest == other.destination || dest.starts_with(other.destination + "/") ||
+                    other.destination.starts_with(dest + "/"))
+                    throw Rejected{fmt::format("mount targets {} and {} overlap in the image", dest,
+                                               other.destination)};
+            for (const auto& other : binds)
+                if (dest == other.destination || dest.starts_with(other.destination + "/") ||
+                    other.destination.starts_with(dest + "/"))
+                    throw Rejected{
+                        fmt::format("mount target {} and secret target {} overlap in the image",
+                                    dest, other.destination)};
+            check_runtime_path(dest, leaf);
+            if (m.type == TaskMount::Type::volume) {
+                bool fresh = true;
+                if (m.source.empty()) {
+                    // Anonymous: the task's own, in its writable layer's directory, gone with it.
+                    make_dir(res.layer.path() + "/volumes", 0700);
+                    source = fmt::format("{}/volumes/{}", res.layer.path(), i);
+                    make_dir(source, 0755);
+                } else {
+                    auto v = check(volumes->acquire(m.source, m.labels, spec.id));
+                    res.volumes.emplace_back(*volumes, m.source, spec.id);
+                    source = std::move(v.data);
+                    fresh = v.fresh;
+                }
+                // As Docker: a new, empty volume gets what the image has at the target, unless
+                // NoCopy. The image's side is opened free of links (dest is resolved), the
+                // volume's is the agent's own directory.
+                if (fresh && !m.no_copy) {
+                    auto from = check(open_dir_in_root(root.get(), dest));
+                    UniqueFd to(
+                        ::open(source.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+                    if (!to) throw_errno(fmt::format("open volume {}", m.source));
+                    copy_tree(from.get(), to.get());
+                }
+            }
+            task_mounts.push_back(oci_mount_for(m, std::move(source), dest));
         }
 
         timed("write config.json");
@@ -258,6 +320,7 @@ void Runner::Impl::prepare_and_start(Task& t, const TaskSpec& spec,
         ci.spec = &spec;
         ci.image = &image.config;
         ci.binds = std::move(binds);
+        ci.task_mounts = std::move(task_mounts);
         ci.cgroups_path = fmt::format("{}/{}", cgroup_parent, spec.id);
         ci.limit_swap = cgroups->can_limit_swap();
         ci.seccomp_profile = has_seccomp ? &seccomp : nullptr;

@@ -41,6 +41,10 @@ std::string RunnerDriver::log_path(std::string_view id) const {
     return runner_->log_path(id);
 }
 
+VolumeStore* RunnerDriver::volumes() {
+    return &runner_->volumes();
+}
+
 // ---- NoopDriver -------------------------------------------------------------------------------
 
 void NoopDriver::set_status_sink(StatusSink sink) {

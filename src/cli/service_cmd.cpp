@@ -110,7 +110,7 @@ void add_service_create(CLI::App& service, Globals& g) {
     auto* cmd = service.add_subcommand("create", "Create a new service");
     struct Opts {
         std::string name, mode = "replicated";
-        std::vector<std::string> secrets, env, constraints, labels, placement_prefs, generic;
+        std::vector<std::string> secrets, env, constraints, labels, placement_prefs, generic, mounts;
         std::vector<std::string> image_and_args;
         SpecFlags flags;
         WaitFlags wait;
@@ -128,6 +128,8 @@ void add_service_create(CLI::App& service, Globals& g) {
     one_value_per_flag(
         cmd->add_option("--generic-resource", o->generic, "User defined resources (NAME=COUNT)"));
     one_value_per_flag(cmd->add_option("-l,--label", o->labels, "Service labels"));
+    one_value_per_flag(
+        cmd->add_option("--mount", o->mounts, "Attach a filesystem mount to the service"));
     o->flags.add(cmd);
     o->wait.add(cmd);
     cmd->add_option("image", o->image_and_args, "IMAGE [COMMAND] [ARG...]")->required();
@@ -140,6 +142,11 @@ void add_service_create(CLI::App& service, Globals& g) {
         if (!o->env.empty()) cs["Env"] = json::array(o->env.begin(), o->env.end());
         auto refs = must(secret_refs(api, o->secrets));
         if (!refs.empty()) cs["Secrets"] = std::move(refs);
+        if (!o->mounts.empty()) {
+            json::array mounts;
+            for (const auto& m : o->mounts) mounts.push_back(must(parse_mount_opt(m)));
+            cs["Mounts"] = std::move(mounts);
+        }
         auto labels = labels_object(o->labels);
         json::object tt{{"ContainerSpec", std::move(cs)}, {"ForceUpdate", 0}};
         json::object placement;
@@ -179,6 +186,7 @@ void add_service_update(CLI::App& service, Globals& g) {
         std::string target, image;
         std::vector<std::string> secret_add, secret_rm, env_add, env_rm;
         std::vector<std::string> pref_add, pref_rm, generic_add, generic_rm;
+        std::vector<std::string> mount_add, mount_rm;
         bool force = false;
         SpecFlags flags;
         WaitFlags wait;
@@ -187,6 +195,10 @@ void add_service_update(CLI::App& service, Globals& g) {
     one_value_per_flag(
         cmd->add_option("--secret-add", o->secret_add, "Add or update a secret on a service"));
     one_value_per_flag(cmd->add_option("--secret-rm", o->secret_rm, "Remove a secret"));
+    one_value_per_flag(
+        cmd->add_option("--mount-add", o->mount_add, "Add or update a mount on a service"));
+    one_value_per_flag(
+        cmd->add_option("--mount-rm", o->mount_rm, "Remove a mount by its target path"));
     cmd->add_option("--image", o->image, "Service image tag");
     one_value_per_flag(
         cmd->add_option("--env-add", o->env_add, "Add or update an environment variable"));
@@ -219,6 +231,18 @@ void add_service_update(CLI::App& service, Globals& g) {
         auto secrets = remove_secret_refs(cs.if_contains("Secrets"), o->secret_rm);
         for (auto& ref : must(secret_refs(api, o->secret_add))) secrets.push_back(std::move(ref));
         cs["Secrets"] = std::move(secrets);
+        if (!o->mount_add.empty() || !o->mount_rm.empty()) {
+            // --mount-rm drops by target, then --mount-add replaces a mount at the same target.
+            std::vector<json::object> added;
+            auto rm = o->mount_rm;
+            for (const auto& m : o->mount_add) {
+                added.push_back(must(parse_mount_opt(m)));
+                rm.push_back(field(json::value(added.back()), {"Target"}));
+            }
+            auto mounts = remove_mounts(cs.if_contains("Mounts"), rm);
+            for (auto& m : added) mounts.push_back(std::move(m));
+            cs["Mounts"] = std::move(mounts);
+        }
         if (!o->env_add.empty() || !o->env_rm.empty()) {
             std::vector<std::string> env;
             if (auto* cur = cs.if_contains("Env"); cur && cur->is_array())

@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <tuple>
+#include <optional>
 #include <utility>
 
 #include "coffer/model/secret.h"
@@ -51,6 +52,104 @@ Result<SecretOpt> parse_secret_opt(const std::string& spec) {
     if (o.source.empty()) return usage("source is required");
     if (o.target.empty()) o.target = o.source;
     return o;
+}
+
+namespace {
+
+// "true"/"1"/"" (a bare key) and "false"/"0", as Go's strconv.ParseBool for the docker CLI's
+// mount booleans.
+std::optional<bool> mount_bool(const std::string& v) {
+    auto l = model::to_lower(v);
+    if (l.empty() || l == "true" || l == "1" || l == "t") return true;
+    if (l == "false" || l == "0" || l == "f") return false;
+    return std::nullopt;
+}
+
+}  // namespace
+
+Result<json::object> parse_mount_opt(const std::string& spec) {
+    json::object m;
+    json::object bind, volume, tmpfs, labels;
+    std::size_t start = 0;
+    while (start <= spec.size()) {
+        auto end = spec.find(',', start);
+        auto part = spec.substr(start, end == std::string::npos ? std::string::npos : end - start);
+        auto eq = part.find('=');
+        auto k = model::to_lower(part.substr(0, eq));
+        auto v = eq == std::string::npos ? std::string() : part.substr(eq + 1);
+        auto flag = [&](json::object& o, std::string_view key) -> Result<void> {
+            auto b = mount_bool(v);
+            if (!b) return usage(fmt::format("invalid value for {}: {}", k, v));
+            o[key] = *b;
+            return {};
+        };
+        Result<void> r;
+        if (eq == std::string::npos && k != "readonly" && k != "ro" && k != "volume-nocopy" &&
+            k != "bind-nonrecursive")
+            return usage(fmt::format("invalid field '{}' must be a key=value pair", part));
+        if (k == "type")
+            m["Type"] = model::to_lower(v);
+        else if (k == "source" || k == "src")
+            m["Source"] = v;
+        else if (k == "target" || k == "dst" || k == "destination")
+            m["Target"] = v;
+        else if (k == "readonly" || k == "ro")
+            r = flag(m, "ReadOnly");
+        else if (k == "consistency")
+            m["Consistency"] = v;
+        else if (k == "bind-propagation")
+            bind["Propagation"] = model::to_lower(v);
+        else if (k == "bind-nonrecursive")
+            r = flag(bind, "NonRecursive");
+        else if (k == "volume-nocopy")
+            r = flag(volume, "NoCopy");
+        else if (k == "volume-label") {
+            auto [lk, lv] = split_kv(v);
+            labels[lk] = lv;
+        } else if (k == "volume-driver")
+            obj(volume, "DriverConfig")["Name"] = v;
+        else if (k == "volume-opt") {
+            auto [ok, ov] = split_kv(v);
+            obj(obj(volume, "DriverConfig"), "Options")[ok] = ov;
+        } else if (k == "tmpfs-size") {
+            auto b = parse_bytes(v);
+            if (!b) return std::move(b).error();
+            tmpfs["SizeBytes"] = *b;
+        } else if (k == "tmpfs-mode") {
+            char* stop = nullptr;
+            auto mode = std::strtoul(v.c_str(), &stop, 8);
+            if (v.empty() || *stop != '\0' || mode > 07777)
+                return usage(fmt::format("invalid value for {}: {}", k, v));
+            tmpfs["Mode"] = mode;
+        } else
+            return usage(fmt::format("unexpected key '{}' in '{}'", k, part));
+        if (!r) return std::move(r).error();
+        if (end == std::string::npos) break;
+        start = end + 1;
+    }
+    if (!labels.empty()) volume["Labels"] = std::move(labels);
+    auto type = m.contains("Type") ? std::string(m["Type"].as_string()) : std::string("volume");
+    if (!m.contains("Type")) m["Type"] = "volume";
+    if (!m.contains("Target")) return usage("target is required");
+    if (!bind.empty() && type != "bind")
+        return usage(fmt::format("cannot mix 'bind-*' options with mount type '{}'", type));
+    if (!volume.empty() && type != "volume")
+        return usage(fmt::format("cannot mix 'volume-*' options with mount type '{}'", type));
+    if (!tmpfs.empty() && type != "tmpfs")
+        return usage(fmt::format("cannot mix 'tmpfs-*' options with mount type '{}'", type));
+    if (!bind.empty()) m["BindOptions"] = std::move(bind);
+    if (!volume.empty()) m["VolumeOptions"] = std::move(volume);
+    if (!tmpfs.empty()) m["TmpfsOptions"] = std::move(tmpfs);
+    return m;
+}
+
+json::array remove_mounts(const json::value* current, const std::vector<std::string>& rm) {
+    json::array mounts;
+    if (current && current->is_array())
+        for (const auto& m : current->as_array())
+            if (std::find(rm.begin(), rm.end(), field(m, {"Target"})) == rm.end())
+                mounts.push_back(m);
+    return mounts;
 }
 
 Result<std::int64_t> parse_bytes(const std::string& s) {

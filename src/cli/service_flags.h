@@ -23,6 +23,14 @@ struct SecretOpt {
 };
 Result<SecretOpt> parse_secret_opt(const std::string& spec);
 
+// --mount type=bind|volume|tmpfs,source=..,target=..,readonly,... as the docker CLI reads it ->
+// a Mounts[] entry of a ContainerSpec (the fields it sets only).
+Result<boost::json::object> parse_mount_opt(const std::string& spec);
+// The Mounts of a ContainerSpec (`current`, may be null) without those whose Target is in rm
+// (`update --mount-rm TARGET`).
+boost::json::array remove_mounts(const boost::json::value* current,
+                                 const std::vector<std::string>& rm);
+
 // "64m", "1g", "512k", "100" (bytes) -> bytes, 1024-based as docker's RAMInBytes.
 Result<std::int64_t> parse_bytes(const std::string& s);
 // A --limit-cpu value ("0.5", "2") -> nano CPUs.

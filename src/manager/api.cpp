@@ -10,6 +10,7 @@
 #include "api_logs.h"
 #include "api_services.h"
 #include "api_util.h"
+#include "api_volumes.h"
 #include "coffer/base/log.h"
 #include "coffer/crypto/encoding.h"
 #include "coffer/manager/cluster.h"
@@ -81,6 +82,11 @@ bool is_secret_create(const Request& r) {
 bool is_logs(const Request& r) {
     auto seg = route_of(r);
     return seg && is_logs_route(r.method, *seg);
+}
+
+bool is_volume_remove(const Request& r) {
+    auto seg = route_of(r);
+    return seg && is_volume_remove_route(r.method, *seg);
 }
 
 Error locked_error() {
@@ -200,13 +206,17 @@ bool Api::blocking(const Request& r) const {
 }
 
 bool Api::asynchronous(const Request& r) const {
-    return is_secret_create(r) || is_logs(r);
+    return is_secret_create(r) || is_logs(r) || is_volume_remove(r);
 }
 
 void Api::handle_async(Request& r, std::function<void(Response)> done) {
     if (is_logs(r)) {
         if (manager_.locked()) return done(Response::error(locked_error()));
         return logs_async(manager_, r, *route_of(r), std::move(done));
+    }
+    if (is_volume_remove(r)) {
+        if (manager_.locked()) return done(Response::error(locked_error()));
+        return volume_remove_async(manager_, r, *route_of(r), std::move(done));
     }
     if (!is_secret_create(r)) return done(handle(r));
     if (manager_.locked()) return done(Response::error(locked_error()));
@@ -297,6 +307,7 @@ Response Api::handle(Request& r) {
     if (auto cluster = cluster_routes(manager_, r, seg)) return std::move(*cluster);
     if (is({"configs"}) && m == "GET") return ok_json(200, json::array{});
     if (auto resp = orchestration_routes(manager_, r, seg)) return std::move(*resp);
+    if (auto resp = volume_routes(manager_, r, seg)) return std::move(*resp);
 
     return fail(Errc::not_found, fmt::format("page not found: {} {}", m, r.path));
 }

@@ -279,4 +279,17 @@ void Cluster::fetch_logs(const std::string& node_id, const std::string& task_id,
     if (!asked) done(make_error(Errc::unavailable, "no node port"));
 }
 
+Result<std::vector<NodeTransport::NodeVolume>> Cluster::volumes() {
+    Result<std::vector<NodeVolume>> out = make_error(Errc::unavailable, "no node port");
+    with_transport([&](NodeTransport& t) { out = t.volumes(); });
+    return out;
+}
+
+void Cluster::remove_volume(const std::string& node_id, const std::string& name,
+                            std::chrono::milliseconds timeout, VolumeDone done) {
+    bool asked = with_transport(
+        [&](NodeTransport& t) { t.remove_volume(node_id, name, timeout, std::move(done)); });
+    if (!asked) done(make_error(Errc::unavailable, "no node port"));
+}
+
 }  // namespace coffer::manager

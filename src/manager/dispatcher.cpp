@@ -46,6 +46,21 @@ nodeproto::TaskPayload task_payload(const Task& t) {
     p.dns_search = c.dns.search;
     p.dns_options = c.dns.options;
     p.oom_score_adj = c.oom_score_adj;
+    for (const auto& m : c.mounts) {
+        nodeproto::MountPayload w;
+        w.type = m.type == model::MountType::bind    ? nodeproto::MountPayload::Type::bind
+                 : m.type == model::MountType::tmpfs ? nodeproto::MountPayload::Type::tmpfs
+                                                     : nodeproto::MountPayload::Type::volume;
+        w.source = m.source;
+        w.target = m.target;
+        w.read_only = m.read_only;
+        w.non_recursive = m.non_recursive;
+        w.no_copy = m.no_copy;
+        w.labels = m.volume_labels;
+        w.size_bytes = m.tmpfs_size;
+        w.mode = m.tmpfs_mode;
+        p.mounts.push_back(std::move(w));
+    }
     return p;
 }
 

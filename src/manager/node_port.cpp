@@ -23,9 +23,11 @@
 #include "coffer/manager/trust.h"
 #include "coffer/model/ids.h"
 #include "coffer/model/secret.h"
+#include "coffer/model/service.h"
 #include "coffer/nodeconn/server.h"
 #include "coffer/nodeproto/session.h"
 #include "coffer/nodeproto/status.h"
+#include "coffer/nodeproto/volumes.h"
 #include "coffer/pki/node_key.h"
 
 namespace coffer::manager {
@@ -126,6 +128,7 @@ class NodePort::Impl {
     void send_assignments(const std::shared_ptr<Link>& link);
     void handle_status(const std::shared_ptr<Link>& link, const crypto::SecureBuffer& text);
     void handle_logs(const std::shared_ptr<Link>& link, const crypto::SecureBuffer& text);
+    void handle_volume_removed(const std::shared_ptr<Link>& link, const crypto::SecureBuffer& text);
     void handle_renew(const std::shared_ptr<Link>& link, const crypto::SecureBuffer& text);
     void handle_description(const std::shared_ptr<Link>& link, const crypto::SecureBuffer& text);
     // A node whose certificate predates a CA rotation or a role change is asked to renew.
@@ -146,6 +149,8 @@ class NodePort::Impl {
                    const Error& why);
     void sweep_logs();
 
+    void remove_volume(const std::string& node_id, const std::string& name,
+                       std::chrono::milliseconds timeout, VolumeDone done);
     ClusterTrust& trust_;
     NodeRegistry& registry_;
     Dispatcher& dispatcher_;
@@ -174,9 +179,15 @@ class NodePort::Impl {
 
     std::mutex logs_mutex_;
     std::condition_variable logs_changed_;
+    // Requests waiting for a node's answer: logs, and volume removals (answered with "").
     std::map<std::string, PendingLogs> logs_;  // under logs_mutex_
     bool logs_stopping_ = false;               // under logs_mutex_
     std::thread sweeper_;
+
+    std::mutex volumes_mutex_;
+    // node id -> its volumes as it reported them last
+    std::map<std::string, std::vector<nodeproto::VolumeReport>, std::less<>>
+        volumes_;  // under volumes_mutex_
 
     // Last: stopped first, while everything its handlers use still exists.
     std::unique_ptr<nodeconn::NodeServer> server_;
@@ -433,6 +444,8 @@ void NodePort::Impl::message(const std::shared_ptr<Session>& s, nodeconn::Messag
         handler = &Impl::handle_renew;
     else if (m.type == "description")
         handler = &Impl::handle_description;
+    else if (m.type == "volume_removed")
+        handler = &Impl::handle_volume_removed;
     if (handler == nullptr) {
         log::debug(category, "node {}: ignored a message of unknown type", link->node_id);
         return;
@@ -448,6 +461,10 @@ void NodePort::Impl::handle_status(const std::shared_ptr<Link>& link,
         log::warn(category, "node {}: {}: closing the session", link->node_id, m.error().message);
         link->session->close();
         return;
+    }
+    if (m->volumes) {
+        std::lock_guard lock(volumes_mutex_);
+        volumes_[link->node_id] = std::move(*m->volumes);
     }
     auto applied = dispatcher_.report(link->node_id, m->statuses, m->complete);
     if (!applied)
@@ -492,6 +509,57 @@ void NodePort::Impl::handle_logs(const std::shared_ptr<Link>& link,
             make_error(Errc::internal, fmt::format("node {}: {}", link->node_id, *m->error)));
     else
         complete_logs(request, link->node_id, std::move(m->data));
+}
+
+void NodePort::Impl::handle_volume_removed(const std::shared_ptr<Link>& link,
+                                           const crypto::SecureBuffer& text) {
+    auto m = nodeproto::decode_volume_removed(text);
+    if (!m) {
+        log::warn(category, "node {}: {}: closing the session", link->node_id, m.error().message);
+        link->session->close();
+        return;
+    }
+    if (m->error.empty()) return complete_logs(m->request, link->node_id, std::string());
+    auto code = m->code == "not_found" ? Errc::not_found
+                : m->code == "in_use"  ? Errc::conflict
+                                       : Errc::internal;
+    complete_logs(m->request, link->node_id, make_error(code, m->error));
+}
+
+void NodePort::Impl::remove_volume(const std::string& node_id, const std::string& name,
+                                   std::chrono::milliseconds timeout, VolumeDone done) {
+    if (!model::valid_volume_name(name))
+        return done(make_error(Errc::not_found, fmt::format("get {}: no such volume", name)));
+    auto link = current(node_id);
+    if (!link || link->session->closed())
+        return done(make_error(Errc::unavailable,
+                               fmt::format("remove {}: node {} is not connected", name, node_id)));
+    auto request = crypto::random_id();
+    // Answered like a logs request; a removal also leaves the node's reported list.
+    LogsDone answered = [this, node_id, name, done = std::move(done)](Result<std::string> r) {
+        if (!r) return done(std::move(r).error());
+        {
+            std::lock_guard lock(volumes_mutex_);
+            if (auto it = volumes_.find(node_id); it != volumes_.end())
+                std::erase_if(it->second, [&](const auto& v) { return v.name == name; });
+        }
+        done({});
+    };
+    {
+        std::unique_lock lock(logs_mutex_);
+        if (logs_stopping_ || logs_.size() >= max_pending_logs) {
+            lock.unlock();
+            return answered(make_error(Errc::unavailable, "too many node requests in progress"));
+        }
+        logs_.emplace(request, PendingLogs{node_id, link->generation, Steady::now() + timeout,
+                                           std::move(answered)});
+    }
+    logs_changed_.notify_all();
+    if (!link->session->send(nodeproto::encode(nodeproto::VolumeRemove{request, name})))
+        complete_logs(
+            request, node_id,
+            make_error(Errc::unavailable,
+                       fmt::format("remove {}: node {} is not connected", name, node_id)));
 }
 
 void NodePort::Impl::ask_renewal_if_stale(const std::shared_ptr<Link>& link) {
@@ -714,6 +782,8 @@ void NodePort::node_removed(const std::string& node_id) {
     impl_->finish_rotation_if_done();
     impl_->fail_logs(node_id, std::nullopt,
                      make_error(Errc::unavailable, fmt::format("node {} was removed", node_id)));
+    std::lock_guard lock(impl_->volumes_mutex_);
+    impl_->volumes_.erase(node_id);
 }
 
 void NodePort::ca_changed() {
@@ -733,6 +803,20 @@ void NodePort::node_role_changed(const std::string& node_id) {
 void NodePort::fetch_logs(const std::string& node_id, const std::string& task_id, std::size_t tail,
                           std::chrono::milliseconds timeout, LogsDone done) {
     impl_->fetch_logs(node_id, task_id, tail, timeout, std::move(done));
+}
+
+Result<std::vector<NodeTransport::NodeVolume>> NodePort::volumes() {
+    std::vector<NodeVolume> out;
+    std::lock_guard lock(impl_->volumes_mutex_);
+    for (const auto& [node, list] : impl_->volumes_)
+        for (const auto& v : list)
+            out.push_back({node, v.name, v.mountpoint, v.created_at, v.labels});
+    return out;
+}
+
+void NodePort::remove_volume(const std::string& node_id, const std::string& name,
+                             std::chrono::milliseconds timeout, VolumeDone done) {
+    impl_->remove_volume(node_id, name, timeout, std::move(done));
 }
 
 }  // namespace coffer::manager

@@ -103,6 +103,78 @@ Result<void> validate_healthcheck(const HealthConfig& h) {
     for (const auto& arg : h.test)
         if (arg.find('\0') != std::string::npos)
             return invalid("ContainerSpec: a health check command contains a NUL character");
+// A clean absolute path: starts with '/', no empty, "." or ".." component, no NUL.
+bool clean_absolute(std::string_view p) {
+    if (p.empty() || p.front() != '/' || p.find('\0') != std::string_view::npos) return false;
+    if (p == "/") return true;
+    if (p.back() == '/') return false;
+    for (std::size_t start = 1; start <= p.size();) {
+        auto end = p.find('/', start);
+        auto part = p.substr(start, end == std::string_view::npos ? p.npos : end - start);
+        if (part.empty() || part == "." || part == "..") return false;
+        if (end == std::string_view::npos) break;
+        start = end + 1;
+    }
+    return true;
+}
+
+// Docker's rules (daemon/cluster/executor and volume/mounts), in its words where it has them.
+Result<void> validate_mounts(const std::vector<MountSpec>& mounts) {
+    std::set<std::string> targets;
+    for (const auto& m : mounts) {
+        if (m.target.empty()) return invalid("invalid mount config: Target must not be empty");
+        if (!clean_absolute(m.target) || m.target == "/")
+            return invalid(fmt::format(
+                "invalid mount config: invalid mount path: '{}' mount path must be absolute",
+                m.target));
+        if (!targets.insert(m.target).second)
+            return invalid(
+                fmt::format("invalid mount config: duplicate mount point: {}", m.target));
+        // The inner one's mount point would be made in the outer one's source (a host directory
+        // or a volume), which the agent does not resolve as it resolves the image's paths.
+        for (const auto& other : targets)
+            if (other != m.target &&
+                (m.target.starts_with(other + "/") || other.starts_with(m.target + "/")))
+                return invalid(fmt::format(
+                    "invalid mount config: mount targets {} and {} overlap: nested mounts are not "
+                    "supported",
+                    other, m.target));
+        switch (m.type) {
+            case MountType::bind:
+                if (m.source.empty())
+                    return invalid(
+                        "invalid mount config for type \"bind\": field Source must "
+                        "not be empty");
+                if (!clean_absolute(m.source))
+                    return invalid(
+                        fmt::format("invalid mount config for type \"bind\": invalid "
+                                    "mount path: '{}' mount path must be absolute",
+                                    m.source));
+                break;
+            case MountType::volume:
+                if (!m.source.empty() && !valid_volume_name(m.source))
+                    return invalid(fmt::format(
+                        "invalid mount config for type \"volume\": invalid volume name \"{}\": "
+                        "only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed",
+                        m.source));
+                if (auto r = validate_labels(m.volume_labels); !r) return r;
+                break;
+            case MountType::tmpfs:
+                if (!m.source.empty())
+                    return invalid(
+                        "invalid mount config for type \"tmpfs\": field Source must "
+                        "not be specified");
+                if (m.tmpfs_size < 0)
+                    return invalid(
+                        "invalid mount config for type \"tmpfs\": invalid tmpfs "
+                        "size: SizeBytes cannot be negative");
+                if (m.tmpfs_mode > 07777)
+                    return invalid(fmt::format(
+                        "invalid mount config for type \"tmpfs\": invalid tmpfs mode {:o}",
+                        m.tmpfs_mode));
+                break;
+        }
+    }
     return {};
 }
 
@@ -173,6 +245,13 @@ Result<void> validate_service_name(std::string_view name) {
     return {};
 }
 
+bool valid_volume_name(std::string_view name) noexcept {
+    if (name.size() < 2 || name.size() > 255 || !alnum(name.front())) return false;
+    for (char c : name)
+        if (!alnum(c) && c != '_' && c != '.' && c != '-') return false;
+    return true;
+}
+
 Result<Constraint> parse_constraint(std::string_view expr) {
     auto bad = [&] {
         return invalid(
@@ -239,6 +318,7 @@ Result<void> validate_service_spec(const ServiceSpec& spec) {
     if (c.healthcheck)
         if (auto r = validate_healthcheck(*c.healthcheck); !r) return r;
     if (auto r = validate_task_options(c); !r) return r;
+    if (auto r = validate_mounts(c.mounts); !r) return r;
     if (auto r = validate_update_config(spec.update, "update"); !r) return r;
     if (auto r = validate_update_config(spec.rollback, "rollback"); !r) return r;
     return {};

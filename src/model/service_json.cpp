@@ -306,6 +306,105 @@ void read_task_options(Reader& parent, const json::object& cs, ContainerSpec& c)
             auto* v = priv->if_contains(field);
             if (v != nullptr && !v->is_null()) unsupported(fmt::format("Privileges.{}", field));
         }
+}
+
+// A field coffer does not act on is refused when it asks for something, accepted when empty.
+void refuse_set(Reader& r, std::string_view key, std::string_view why) {
+    auto* v = r.get(key);
+    if (v == nullptr) return;
+    bool unset = (v->is_bool() && !v->as_bool()) || (v->is_string() && v->as_string().empty()) ||
+                 (v->is_array() && v->as_array().empty()) ||
+                 (v->is_object() && v->as_object().empty());
+    if (!unset) r.fail(fmt::format("field {} is not supported: {}", r.name(key), why));
+}
+
+MountSpec read_mount(Reader& r) {
+    MountSpec m;
+    std::string type;
+    r.str("Type", type);
+    if (type == "bind")
+        m.type = MountType::bind;
+    else if (type == "volume" || type.empty())
+        m.type = MountType::volume;
+    else if (type == "tmpfs")
+        m.type = MountType::tmpfs;
+    else
+        r.fail(
+            fmt::format("mount type unknown: \"{}\" (bind, volume and tmpfs are supported)", type));
+    r.str("Source", m.source);
+    r.str("Target", m.target);
+    r.boolean("ReadOnly", m.read_only);
+    std::string consistency;
+    r.str("Consistency", consistency);
+    if (!consistency.empty() && consistency != "default")
+        r.fail(fmt::format("field {} is not supported: only \"default\" applies on Linux",
+                           r.name("Consistency")));
+    refuse_set(r, "ClusterVolumeOptions", "cluster volumes are not supported");
+    auto kind_only = [&](std::string_view key, MountType kind) {
+        if (r.get(key) != nullptr && m.type != kind)
+            r.fail(fmt::format("invalid mount config: {} must not be specified with type {}", key,
+                               type.empty() ? "volume" : type));
+    };
+    kind_only("BindOptions", MountType::bind);
+    kind_only("VolumeOptions", MountType::volume);
+    kind_only("TmpfsOptions", MountType::tmpfs);
+    if (auto* b = r.object("BindOptions")) {
+        Reader br(*b, r.name("BindOptions"));
+        std::string propagation;
+        br.str("Propagation", propagation);
+        if (!propagation.empty() && propagation != "rprivate" && propagation != "private")
+            br.fail(fmt::format(
+                "field {} is not supported: \"{}\" (bind mounts are rprivate, or private)",
+                br.name("Propagation"), propagation));
+        br.boolean("NonRecursive", m.non_recursive);
+        refuse_set(br, "CreateMountpoint", "a bind source must exist on the node");
+        refuse_set(br, "ReadOnlyNonRecursive", "a read-only bind is read-only recursively");
+        refuse_set(br, "ReadOnlyForceRecursive", "a read-only bind is read-only recursively");
+        r.merge(br);
+    }
+    if (auto* v = r.object("VolumeOptions")) {
+        Reader vr(*v, r.name("VolumeOptions"));
+        vr.boolean("NoCopy", m.no_copy);
+        auto labels = labels_from_json(v->if_contains("Labels"), vr.name("Labels"));
+        if (labels)
+            m.volume_labels = std::move(*labels);
+        else
+            vr.fail(labels.error().message);
+        if (auto* d = vr.object("DriverConfig")) {
+            Reader dr(*d, vr.name("DriverConfig"));
+            std::string driver;
+            dr.str("Name", driver);
+            if (!driver.empty() && driver != "local")
+                dr.fail(
+                    fmt::format("volume driver \"{}\" is not supported (only \"local\")", driver));
+            refuse_set(dr, "Options", "the local driver takes no options here");
+            vr.merge(dr);
+        }
+        refuse_set(vr, "Subpath", "a volume is mounted whole");
+        r.merge(vr);
+    }
+    if (auto* t = r.object("TmpfsOptions")) {
+        Reader tr(*t, r.name("TmpfsOptions"));
+        tr.integer("SizeBytes", m.tmpfs_size);
+        tr.integer("Mode", m.tmpfs_mode);
+        refuse_set(tr, "Options", "only SizeBytes and Mode are supported");
+        r.merge(tr);
+    }
+    return m;
+}
+
+void read_mounts(Reader& parent, const json::object& cs, ContainerSpec& c) {
+    Reader r(cs, parent.name("ContainerSpec"));
+    auto* mounts = r.array("Mounts");
+    if (mounts == nullptr) return parent.merge(r);
+    for (const auto& item : *mounts) {
+        if (!item.is_object()) {
+            r.fail(fmt::format("field {} must be an array of objects", r.name("Mounts")));
+            break;
+        }
+        Reader m(item.as_object(), r.name("Mounts"));
+        c.mounts.push_back(read_mount(m));
+        r.merge(m);
     }
     parent.merge(r);
 }
@@ -336,6 +435,7 @@ Result<TaskTemplate> task_template_from_json(const json::value& v) {
         read_secret_refs(r, *cs, ct);
         read_healthcheck(r, *cs, ct);
         read_task_options(r, *cs, ct);
+        read_mounts(r, *cs, ct);
     } else if (r.get("PluginSpec") || r.get("NetworkAttachmentSpec")) {
         r.fail("only container services are supported");
     }

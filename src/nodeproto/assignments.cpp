@@ -7,6 +7,7 @@
 #include "coffer/model/ids.h"
 #include "coffer/model/json.h"
 #include "coffer/model/task_options.h"
+#include "coffer/model/service.h"
 #include "wire.h"
 
 namespace coffer::nodeproto {
@@ -19,6 +20,36 @@ namespace {
 
 json::array strings(const std::vector<std::string>& v) {
     return json::array(v.begin(), v.end());
+}
+
+std::string_view type_name(MountPayload::Type t) {
+    switch (t) {
+        case MountPayload::Type::bind:
+            return "bind";
+        case MountPayload::Type::tmpfs:
+            return "tmpfs";
+        case MountPayload::Type::volume:
+            break;
+    }
+    return "volume";
+}
+
+json::array mounts_wire(const std::vector<MountPayload>& mounts) {
+    json::array out;
+    for (const auto& m : mounts) {
+        json::object labels;
+        for (const auto& [k, v] : m.labels) labels[k] = v;
+        out.push_back(json::object{{"Type", type_name(m.type)},
+                                   {"Source", m.source},
+                                   {"Target", m.target},
+                                   {"ReadOnly", m.read_only},
+                                   {"NonRecursive", m.non_recursive},
+                                   {"NoCopy", m.no_copy},
+                                   {"Labels", std::move(labels)},
+                                   {"SizeBytes", m.size_bytes},
+                                   {"Mode", m.mode}});
+    }
+    return out;
 }
 
 json::object task_wire(const TaskPayload& t) {
@@ -71,6 +102,8 @@ json::object task_wire(const TaskPayload& t) {
                                   {"Search", strings(t.dns_search)},
                                   {"Options", strings(t.dns_options)}};
     if (t.oom_score_adj) o["OomScoreAdj"] = *t.oom_score_adj;
+    // Only when there are any: a task without mounts reads as it did before mounts existed.
+    if (!t.mounts.empty()) o["Mounts"] = mounts_wire(t.mounts);
     return o;
 }
 
@@ -80,6 +113,8 @@ json::object task_wire(const TaskPayload& t) {
 constexpr std::size_t max_strings = 4096;
 constexpr std::size_t max_string_chars = 64 * 1024;
 constexpr std::size_t max_secret_refs = 256;
+constexpr std::size_t max_mounts = 256;
+constexpr std::size_t max_labels = 256;
 constexpr std::size_t max_name_chars = 256;
 constexpr std::int64_t day_ns = 86'400LL * 1'000'000'000LL;
 
@@ -247,6 +282,63 @@ void task_options(const json::object& t, TaskPayload& p) {
     if (auto ok = model::validate_task_options(c); !ok) bad(ok.error().message);
 }
 
+// An absolute path without NUL; "." and ".." components are refused (a target is resolved in the
+// rootfs, a source names a host path as given).
+std::string path_at(const json::object& o, std::string_view key) {
+    auto p = text_at(o, key, 4096);
+    if (p.empty() || p.front() != '/') bad(fmt::format("{}: expected an absolute path", key));
+    for (std::size_t start = 1; start <= p.size();) {
+        auto end = p.find('/', start);
+        auto part =
+            std::string_view(p).substr(start, end == std::string::npos ? p.npos : end - start);
+        if (part == "." || part == "..") bad(fmt::format("{}: has a . or .. component", key));
+        if (end == std::string::npos) break;
+        start = end + 1;
+    }
+    return p;
+}
+
+MountPayload mount_of(const json::value& v) {
+    const auto& o = object_of(v, "Mounts");
+    MountPayload m;
+    auto type = text_at(o, "Type", 16);
+    if (type == "bind")
+        m.type = MountPayload::Type::bind;
+    else if (type == "volume")
+        m.type = MountPayload::Type::volume;
+    else if (type == "tmpfs")
+        m.type = MountPayload::Type::tmpfs;
+    else
+        bad("Mounts: Type must be bind, volume or tmpfs");
+    m.target = path_at(o, "Target");
+    if (m.target == "/") bad("Mounts: Target cannot be /");
+    if (m.type == MountPayload::Type::bind) {
+        m.source = path_at(o, "Source");
+    } else if (m.type == MountPayload::Type::volume) {
+        m.source = text_at(o, "Source", 255);
+        if (!m.source.empty() && !model::valid_volume_name(m.source))
+            bad("Mounts: invalid volume name");
+    } else if (!text_at(o, "Source", 16).empty()) {
+        bad("Mounts: a tmpfs has no Source");
+    }
+    m.read_only = bool_at(o, "ReadOnly");
+    m.non_recursive = bool_at(o, "NonRecursive");
+    m.no_copy = bool_at(o, "NoCopy");
+    if (const auto* l = o.if_contains("Labels"); l != nullptr && !l->is_null()) {
+        const auto& lo = object_of(*l, "Mounts: Labels");
+        if (lo.size() > max_labels) bad("Mounts: too many Labels");
+        for (const auto& [k, val] : lo) {
+            if (!val.is_string()) bad("Mounts: Labels: expected strings");
+            if (k.size() > max_string_chars || val.get_string().size() > max_string_chars)
+                bad("Mounts: Labels: too long");
+            m.labels.emplace(std::string(k), std::string(val.get_string()));
+        }
+    }
+    m.size_bytes = int_at(o, "SizeBytes", 0, 0, std::numeric_limits<std::int64_t>::max());
+    m.mode = static_cast<std::uint32_t>(int_at(o, "Mode", 0, 0, 07777));
+    return m;
+}
+
 TaskPayload task_add(const json::object& t) {
     TaskPayload p;
     p.id = text_at(t, "ID", 64);
@@ -280,6 +372,11 @@ TaskPayload task_add(const json::object& t) {
     if (const auto* h = t.if_contains("Healthcheck"); h != nullptr && !h->is_null())
         p.healthcheck = healthcheck(*h);
     task_options(t, p);
+    if (const auto* mounts = t.if_contains("Mounts"); mounts != nullptr && !mounts->is_null()) {
+        if (!mounts->is_array()) bad("Mounts: expected an array");
+        if (mounts->get_array().size() > max_mounts) bad("Mounts: too many");
+        for (const auto& m : mounts->get_array()) p.mounts.push_back(mount_of(m));
+    }
     return p;
 }
 

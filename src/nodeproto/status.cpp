@@ -76,6 +76,33 @@ Result<TaskReport> decode_report(const json::value& v) {
     return r;
 }
 
+Result<VolumeReport> decode_volume(const json::value& v) {
+    if (!v.is_object()) return malformed("a volume is not an object");
+    const auto& o = v.get_object();
+    VolumeReport r;
+    auto name = wire::optional_string(o, "name", 255);
+    if (!name) return std::move(name).error();
+    if (!*name || !model::valid_volume_name(**name))
+        return malformed("a volume's name is missing or invalid");
+    r.name = std::move(**name);
+    auto mountpoint = wire::optional_string(o, "mountpoint", 4096);
+    if (!mountpoint) return std::move(mountpoint).error();
+    r.mountpoint = mountpoint->value_or("");
+    auto created = wire::optional_string(o, "created_at", 64);
+    if (!created) return std::move(created).error();
+    r.created_at = created->value_or("");
+    if (auto* l = o.if_contains("labels"); l != nullptr && !l->is_null()) {
+        if (!l->is_object()) return malformed("a volume's labels are not an object");
+        if (l->get_object().size() > 256) return malformed("a volume has too many labels");
+        for (const auto& [k, val] : l->get_object()) {
+            if (!val.is_string() || k.size() > 4096 || val.get_string().size() > 4096)
+                return malformed("a volume label is not a string of at most 4096 bytes");
+            r.labels.emplace(std::string(k), std::string(val.get_string()));
+        }
+    }
+    return r;
+}
+
 }  // namespace
 
 crypto::SecureBuffer encode(const StatusMessage& m) {
@@ -94,8 +121,21 @@ crypto::SecureBuffer encode(const StatusMessage& m) {
         }
         statuses.emplace_back(std::move(o));
     }
-    return wire::text_of(json::object{
-        {"type", "status"}, {"complete", m.complete}, {"statuses", std::move(statuses)}});
+    json::object out{
+        {"type", "status"}, {"complete", m.complete}, {"statuses", std::move(statuses)}};
+    if (m.volumes) {
+        json::array volumes;
+        for (const auto& v : *m.volumes) {
+            json::object labels;
+            for (const auto& [k, val] : v.labels) labels[k] = val;
+            volumes.push_back(json::object{{"name", v.name},
+                                           {"mountpoint", v.mountpoint},
+                                           {"created_at", v.created_at},
+                                           {"labels", std::move(labels)}});
+        }
+        out["volumes"] = std::move(volumes);
+    }
+    return wire::text_of(out);
 }
 
 Result<StatusMessage> decode_status(const crypto::SecureBuffer& text) {
@@ -117,6 +157,18 @@ Result<StatusMessage> decode_status(const crypto::SecureBuffer& text) {
         auto r = decode_report(v);
         if (!r) return std::move(r).error();
         out.statuses.push_back(std::move(*r));
+    }
+    if (auto* volumes = o.if_contains("volumes"); volumes != nullptr && !volumes->is_null()) {
+        if (!volumes->is_array()) return malformed("volumes is not an array");
+        const auto& vl = volumes->get_array();
+        if (vl.size() > max_volume_reports)
+            return malformed(fmt::format("more than {} volumes", max_volume_reports));
+        out.volumes.emplace();
+        for (const auto& v : vl) {
+            auto r = decode_volume(v);
+            if (!r) return std::move(r).error();
+            out.volumes->push_back(std::move(*r));
+        }
     }
     return out;
 }

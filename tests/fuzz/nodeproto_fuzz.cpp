@@ -10,6 +10,7 @@
 #include "coffer/nodeproto/session.h"
 #include "coffer/nodeproto/status.h"
 #include "coffer/nodeproto/version.h"
+#include "coffer/nodeproto/volumes.h"
 
 using namespace coffer;
 
@@ -44,7 +45,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     }
     if (auto s = nodeproto::decode_status(bytes)) {
         auto again = nodeproto::decode_status(nodeproto::encode(*s));
-        require(again && again->statuses.size() == s->statuses.size());
+        require(again && again->statuses.size() == s->statuses.size() &&
+                again->volumes == s->volumes);
     }
     if (auto m = nodeproto::decode_certificate(bytes))
         require(nodeproto::decode_certificate(nodeproto::encode(*m)).value() == *m);
@@ -59,6 +61,13 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
         require(nodeproto::decode_logs_reply(nodeproto::encode(*m)).value() == *m);
     if (auto m = nodeproto::decode_description(bytes))
         require(nodeproto::decode_description(nodeproto::encode(*m)).value() == *m);
+    if (auto m = nodeproto::decode_volume_remove(bytes))
+        require(nodeproto::decode_volume_remove(nodeproto::encode(*m)).value() == *m);
+    if (auto m = nodeproto::decode_volume_removed(bytes)) {
+        // A removal answer without an error carries no code.
+        auto again = nodeproto::decode_volume_removed(nodeproto::encode(*m)).value();
+        require(again.request == m->request && again.name == m->name && again.error == m->error);
+    }
     if (auto j = nodeproto::decode_join_request(bytes)) {
         auto again = nodeproto::decode_join_request(nodeproto::encode(*j));
         require(again && again->csr == j->csr && again->hostname == j->hostname &&

@@ -10,6 +10,7 @@
 #include "coffer/nodeproto/join.h"
 #include "coffer/nodeproto/session.h"
 #include "coffer/nodeproto/status.h"
+#include "coffer/nodeproto/volumes.h"
 
 using namespace coffer;
 using namespace coffer::nodeproto;
@@ -49,6 +50,18 @@ int main(int argc, char** argv) {
         {"a1b2c3d4e5f6g7h8i9j0k1l2m", "db_pass", "", "0", "0", 0444},
         {"n3o4p5q6r7s8t9u0v1w2x3y4z", "tls_key", "/etc/tls/key.pem", "1000", "1000", 0400}};
     task.healthcheck = HealthCheck{{"CMD-SHELL", "test -f /tmp/ok"}, 1'000'000'000, 0, 0, 0, 3};
+    task.mounts = {
+        {MountPayload::Type::volume,
+         "dbdata",
+         "/var/lib/db",
+         false,
+         false,
+         false,
+         {{"app", "db"}},
+         0,
+         0},
+        {MountPayload::Type::tmpfs, "", "/scratch", true, false, false, {}, 1 << 20, 0750},
+        {MountPayload::Type::bind, "/srv/static", "/static", true, true, false, {}, 0, 0}};
     Assignments complete{true, 1, {}};
     Change secret;
     secret.is_secret = true;
@@ -80,6 +93,15 @@ int main(int argc, char** argv) {
                                "exit status 3",
                                model::ContainerStatus{"b0c1d2e3f4g5h6i7j8k9l0m1n", 0, 3}});
     write(dir, "status.json", encode(status));
+    status.volumes = std::vector<VolumeReport>{{"dbdata",
+                                                "/var/lib/coffer-agent/volumes/dbdata/_data",
+                                                "2026-12-05T07:00:00Z",
+                                                {{"app", "db"}}}};
+    write(dir, "status-volumes.json", encode(status));
+    write(dir, "volume-remove.json", encode(VolumeRemove{"k2m4p6r8t0v2x4z6b8d0f2h4j", "dbdata"}));
+    write(dir, "volume-removed.json",
+          encode(VolumeRemoved{"k2m4p6r8t0v2x4z6b8d0f2h4j", "dbdata",
+                               "remove dbdata: volume is in use - [t1]", "in_use"}));
 
     write(dir, "certificate.json",
           encode(CertificateMessage{

@@ -18,6 +18,7 @@
 #include "coffer/agent/secret_mount.h"
 #include "coffer/agent/secret_store.h"
 #include "coffer/agent/task_json.h"
+#include "coffer/agent/volumes.h"
 #include "coffer/base/mount.h"
 #include "coffer/base/process.h"
 #include "coffer/base/unique_fd.h"
@@ -27,6 +28,7 @@
 #include "seccomp_profile.h"
 #include "task_files.h"
 #include "task_user.h"
+#include "task_mounts.h"
 
 using namespace coffer;
 using namespace coffer::agent;
@@ -855,4 +857,166 @@ TEST(Healthcheck, ProbeOutputIsSummarisedAsPrintableText) {
                                    "b"),
               "a??b");
     EXPECT_EQ(probe_output_summary(std::string(600, 'x'), 512), std::string(512, 'x') + "...");
+}
+
+// ---- task mounts ------------------------------------------------------------------------------
+
+TEST(TaskMounts, EntriesCarryTheirOptions) {
+    TaskMount tmp;
+    tmp.type = TaskMount::Type::tmpfs;
+    tmp.target = "/scratch";
+    tmp.size_bytes = 1 << 20;
+    tmp.mode = 0750;
+    tmp.read_only = true;
+    auto t = oci_mount_for(tmp, "ignored", "/scratch");
+    EXPECT_EQ(t, (OciMount{"/scratch",
+                           "tmpfs",
+                           "tmpfs",
+                           {"noexec", "nosuid", "nodev", "mode=750", "size=1048576", "ro"}}));
+    tmp.mode = 0;
+    tmp.size_bytes = 0;
+    tmp.read_only = false;
+    EXPECT_EQ(oci_mount_for(tmp, "", "/s").options,
+              (std::vector<std::string>{"noexec", "nosuid", "nodev", "mode=1777"}));
+
+    TaskMount bind;
+    bind.type = TaskMount::Type::bind;
+    bind.source = "/srv";
+    bind.target = "/data";
+    EXPECT_EQ(oci_mount_for(bind, "/srv", "/data"),
+              (OciMount{"/data", "bind", "/srv", {"rbind", "rprivate"}}));
+    bind.non_recursive = true;
+    bind.read_only = true;
+    EXPECT_EQ(oci_mount_for(bind, "/srv", "/data").options,
+              (std::vector<std::string>{"bind", "rprivate", "ro"}));
+
+    TaskMount vol;
+    vol.source = "db";
+    vol.target = "/db";
+    EXPECT_EQ(oci_mount_for(vol, "/var/lib/coffer-agent/volumes/db/_data", "/db"),
+              (OciMount{"/db",
+                        "bind",
+                        "/var/lib/coffer-agent/volumes/db/_data",
+                        {"rbind", "rprivate", "nosuid", "nodev"}}));
+}
+
+TEST(TaskMounts, OverlapsAndForbiddenTargetsAreRefused) {
+    auto mount_at = [](std::string target) {
+        TaskMount m;
+        m.type = TaskMount::Type::tmpfs;
+        m.target = std::move(target);
+        return m;
+    };
+    EXPECT_TRUE(check_task_mounts({mount_at("/a"), mount_at("/b")}, {"/run/secrets/x"}));
+    EXPECT_FALSE(check_task_mounts({mount_at("/a"), mount_at("/a/b")}, {}));
+    EXPECT_FALSE(check_task_mounts({mount_at("/a"), mount_at("/a")}, {}));
+    EXPECT_FALSE(check_task_mounts({mount_at("/run")}, {"/run/secrets/x"}));
+    EXPECT_FALSE(check_task_mounts({mount_at("/run/secrets/x/y")}, {"/run/secrets/x"}));
+    EXPECT_FALSE(check_task_mounts({mount_at("/proc/x")}, {}));
+    EXPECT_FALSE(check_task_mounts({mount_at("/dev")}, {}));
+    EXPECT_FALSE(check_task_mounts({mount_at("/")}, {}));
+    EXPECT_FALSE(check_task_mounts({mount_at("rel")}, {}));
+    EXPECT_TRUE(check_task_mounts({mount_at("/device")}, {}));
+}
+
+TEST_F(InRoot, BindSourcesMustExistAndStayOutOfTheAgentsDirectories) {
+    ASSERT_EQ(::mkdir((dir + "/agent").c_str(), 0755), 0);
+    ASSERT_EQ(::mkdir((dir + "/agent/data").c_str(), 0755), 0);
+    ASSERT_EQ(::mkdir((dir + "/agent/data/tasks").c_str(), 0755), 0);
+    ASSERT_EQ(::symlink((dir + "/agent/data").c_str(), (dir + "/sneaky").c_str()), 0);
+    std::vector<std::string> agent{dir + "/agent/data"};
+    auto ok = resolve_bind_source(dir + "/outside", agent);
+    ASSERT_TRUE(ok) << ok.error().message;
+    EXPECT_EQ(*ok, dir + "/outside");
+    auto missing = resolve_bind_source(dir + "/nothing", agent);
+    ASSERT_FALSE(missing);
+    EXPECT_NE(missing.error().message.find("bind source path does not exist"), std::string::npos);
+    for (auto bad :
+         {dir + "/agent/data", dir + "/agent/data/tasks", dir + "/agent", dir, dir + "/sneaky"}) {
+        auto r = resolve_bind_source(bad, agent);
+        ASSERT_FALSE(r) << bad;
+        EXPECT_NE(r.error().message.find("node agent's directory"), std::string::npos) << bad;
+    }
+}
+
+TEST_F(InRoot, OpenDirInRootRefusesLinks) {
+    ASSERT_EQ(::mkdir((dir + "/root/etc").c_str(), 0755), 0);
+    link("/outside", "/out");
+    EXPECT_TRUE(open_dir_in_root(root.get(), "/etc"));
+    EXPECT_FALSE(open_dir_in_root(root.get(), "/out"));
+}
+
+TEST_F(InRoot, CopyTreeKeepsLinksAsLinksOwnersAndModes) {
+    ASSERT_EQ(::mkdir((dir + "/root/etc").c_str(), 0750), 0);
+    ASSERT_EQ(::mkdir((dir + "/root/etc/sub").c_str(), 0700), 0);
+    {
+        UniqueFd f(
+            ::open((dir + "/root/etc/sub/file").c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0640));
+        ASSERT_TRUE(f);
+        ASSERT_EQ(::write(f.get(), "abc", 3), 3);
+        ASSERT_EQ(::fchown(f.get(), 1000, 1001), 0);
+    }
+    {
+        UniqueFd f(::open((dir + "/outside/secret").c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0600));
+        ASSERT_EQ(::write(f.get(), "host", 4), 4);
+    }
+    link(dir + "/outside/secret", "/etc/escape");
+    ASSERT_EQ(::mkfifo((dir + "/root/etc/fifo").c_str(), 0644), 0);
+    ASSERT_EQ(::mkdir((dir + "/volume").c_str(), 0755), 0);
+    auto from = open_dir_in_root(root.get(), "/etc");
+    ASSERT_TRUE(from);
+    UniqueFd to(::open((dir + "/volume").c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    copy_tree(from->get(), to.get());
+
+    struct stat st {};
+    ASSERT_EQ(::stat((dir + "/volume/sub/file").c_str(), &st), 0);
+    EXPECT_EQ(st.st_mode & 07777, 0640u);
+    EXPECT_EQ(st.st_uid, 1000u);
+    EXPECT_EQ(st.st_gid, 1001u);
+    EXPECT_EQ(st.st_size, 3);
+    ASSERT_EQ(::stat((dir + "/volume/sub").c_str(), &st), 0);
+    EXPECT_EQ(st.st_mode & 07777, 0700u);
+    ASSERT_EQ(::stat((dir + "/volume").c_str(), &st), 0);
+    EXPECT_EQ(st.st_mode & 07777, 0750u);  // the image's directory's mode
+    // The link is copied as a link, not followed: the host file's bytes are not in the volume.
+    ASSERT_EQ(::lstat((dir + "/volume/escape").c_str(), &st), 0);
+    EXPECT_TRUE(S_ISLNK(st.st_mode));
+    EXPECT_FALSE(exists(dir + "/volume/fifo"));
+}
+
+TEST_F(InRoot, VolumesAreKeptAndRemovedOnlyWhenNoTaskUsesThem) {
+    VolumeStore store(dir + "/volumes");
+    auto a = store.acquire("dbdata", {{"app", "db"}}, "task1");
+    ASSERT_TRUE(a) << a.error().message;
+    EXPECT_TRUE(a->fresh);
+    EXPECT_EQ(a->data, dir + "/volumes/dbdata/_data");
+    {
+        UniqueFd f(::open((a->data + "/kept").c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0600));
+        ASSERT_TRUE(f);
+    }
+    auto b = store.acquire("dbdata", {}, "task2");
+    ASSERT_TRUE(b);
+    EXPECT_FALSE(b->fresh);  // in use, and not empty
+    auto listed = store.list();
+    ASSERT_EQ(listed.size(), 1u);
+    EXPECT_EQ(listed[0].name, "dbdata");
+    EXPECT_EQ(listed[0].labels.at("app"), "db");  // from its creation
+    EXPECT_EQ(listed[0].used_by, (std::vector<std::string>{"task1", "task2"}));
+    EXPECT_FALSE(listed[0].created_at.empty());
+
+    auto busy = store.remove("dbdata");
+    ASSERT_FALSE(busy);
+    EXPECT_EQ(busy.error().code, Errc::conflict);
+    EXPECT_EQ(busy.error().message, "remove dbdata: volume is in use - [task1 task2]");
+    { VolumeUse u1(store, "dbdata", "task1"), u2(store, "dbdata", "task2"); }
+    // Kept across its tasks: a later task finds what the earlier wrote.
+    auto c = store.acquire("dbdata", {}, "task3");
+    ASSERT_TRUE(c);
+    EXPECT_FALSE(c->fresh);
+    EXPECT_TRUE(exists(c->data + "/kept"));
+    store.release("dbdata", "task3");
+    ASSERT_TRUE(store.remove("dbdata"));
+    EXPECT_FALSE(exists(dir + "/volumes/dbdata"));
+    EXPECT_EQ(store.remove("dbdata").error().code, Errc::not_found);
+    EXPECT_FALSE(store.acquire("../x", {}, "t"));
 }

@@ -540,3 +540,34 @@ TEST(ServiceFlags, HealthFlagsSetTheHealthcheckAsTheDockerCliDoes) {
     ASSERT_FALSE(bad.ok());
     EXPECT_NE(bad.error().message.find("--health-interval"), std::string::npos);
 }
+
+TEST(ServiceFlags, MountSpecsAreReadAsTheDockerCliReadsThem) {
+    auto tmp = parse_mount_opt("type=tmpfs,target=/scratch,tmpfs-size=1m,tmpfs-mode=0750,ro");
+    ASSERT_TRUE(tmp) << tmp.error().message;
+    EXPECT_EQ(boost::json::serialize(*tmp),
+              R"({"Type":"tmpfs","Target":"/scratch","ReadOnly":true,)"
+              R"("TmpfsOptions":{"SizeBytes":1048576,"Mode":488}})");
+    auto bind = parse_mount_opt(
+        "type=bind,src=/srv,dst=/data,readonly=false,bind-propagation=rprivate,bind-nonrecursive");
+    ASSERT_TRUE(bind) << bind.error().message;
+    EXPECT_EQ(boost::json::serialize(*bind),
+              R"({"Type":"bind","Source":"/srv","Target":"/data","ReadOnly":false,)"
+              R"("BindOptions":{"Propagation":"rprivate","NonRecursive":true}})");
+    auto vol = parse_mount_opt("source=db,target=/db,volume-nocopy,volume-label=app=db");
+    ASSERT_TRUE(vol) << vol.error().message;
+    EXPECT_EQ(boost::json::serialize(*vol),
+              R"({"Source":"db","Target":"/db","Type":"volume",)"
+              R"("VolumeOptions":{"NoCopy":true,"Labels":{"app":"db"}}})");
+    EXPECT_FALSE(parse_mount_opt("type=volume,source=db"));                       // no target
+    EXPECT_FALSE(parse_mount_opt("type=bind,source=/a,target=/b,tmpfs-size=1"));  // mixed
+    EXPECT_FALSE(parse_mount_opt("type=tmpfs,target=/b,tmpfs-mode=9"));
+    EXPECT_FALSE(parse_mount_opt("type=tmpfs,target=/b,colour=red"));
+    EXPECT_FALSE(parse_mount_opt("type=tmpfs,target=/b,readonly=maybe"));
+
+    boost::json::array current{boost::json::object{{"Target", "/a"}},
+                               boost::json::object{{"Target", "/b"}}};
+    boost::json::value cur(current);
+    auto left = remove_mounts(&cur, {"/a"});
+    ASSERT_EQ(left.size(), 1u);
+    EXPECT_EQ(left[0].at("Target").as_string(), "/b");
+}

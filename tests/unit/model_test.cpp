@@ -543,6 +543,14 @@ std::string with_container(std::string_view fields) {
                        fields);
 }
 
+namespace {
+
+std::string with_mounts(std::string_view mounts) {
+    return fmt::format(
+        R"({{"Name":"db","TaskTemplate":{{"ContainerSpec":{{"Image":"busybox","Mounts":{}}}}}}})",
+        mounts);
+}
+
 }  // namespace
 
 TEST(TaskOptions, AreParsedFromTheContainerSpec) {
@@ -622,4 +630,83 @@ TEST(TaskOptions, SignalNames) {
     EXPECT_FALSE(signal_number("65"));
     EXPECT_FALSE(signal_number(""));
     EXPECT_FALSE(signal_number("SIG"));
+}
+
+TEST(ServiceSpec, MountsAreParsedWithTheirOptions) {
+    auto s = spec_of(with_mounts(
+        R"([{"Type":"tmpfs","Target":"/scratch","ReadOnly":true,
+             "TmpfsOptions":{"SizeBytes":1048576,"Mode":488}},
+            {"Type":"bind","Source":"/srv/data","Target":"/data",
+             "BindOptions":{"Propagation":"rprivate","NonRecursive":true}},
+            {"Type":"volume","Source":"dbdata","Target":"/var/lib/db",
+             "VolumeOptions":{"NoCopy":true,"Labels":{"app":"db"},"DriverConfig":{"Name":"local"}}},
+            {"Target":"/anon"}])"));
+    ASSERT_TRUE(s) << s.error().message;
+    ASSERT_TRUE(validate_service_spec(*s));
+    const auto& m = s->task.container.mounts;
+    ASSERT_EQ(m.size(), 4u);
+    EXPECT_EQ(m[0].type, MountType::tmpfs);
+    EXPECT_TRUE(m[0].read_only);
+    EXPECT_EQ(m[0].tmpfs_size, 1048576);
+    EXPECT_EQ(m[0].tmpfs_mode, 0750u);
+    EXPECT_EQ(m[1].type, MountType::bind);
+    EXPECT_EQ(m[1].source, "/srv/data");
+    EXPECT_TRUE(m[1].non_recursive);
+    EXPECT_EQ(m[2].type, MountType::volume);
+    EXPECT_TRUE(m[2].no_copy);
+    EXPECT_EQ(m[2].volume_labels.at("app"), "db");
+    EXPECT_EQ(m[3].type, MountType::volume);  // Docker's default type
+    EXPECT_EQ(m[3].source, "");
+}
+
+TEST(ServiceSpec, MountOptionsCofferDoesNotActOnAreRefusedByName) {
+    struct Case {
+        const char* mounts;
+        const char* says;
+    } cases[] = {
+        {R"([{"Type":"npipe","Target":"/x"}])", "mount type unknown"},
+        {R"([{"Type":"cluster","Target":"/x"}])", "mount type unknown"},
+        {R"([{"Type":"bind","Source":"/a","Target":"/x","BindOptions":{"Propagation":"rshared"}}])",
+         "BindOptions.Propagation"},
+        {R"([{"Type":"bind","Source":"/a","Target":"/x","BindOptions":{"CreateMountpoint":true}}])",
+         "BindOptions.CreateMountpoint"},
+        {R"([{"Type":"bind","Source":"/a","Target":"/x","BindOptions":{"ReadOnlyNonRecursive":true}}])",
+         "ReadOnlyNonRecursive"},
+        {R"([{"Type":"bind","Source":"/a","Target":"/x","Consistency":"cached"}])", "Consistency"},
+        {R"([{"Type":"volume","Source":"v","Target":"/x","VolumeOptions":{"DriverConfig":{"Name":"nfs"}}}])",
+         "volume driver \"nfs\" is not supported"},
+        {R"([{"Type":"volume","Source":"v","Target":"/x","VolumeOptions":{"DriverConfig":{"Options":{"o":"x"}}}}])",
+         "DriverConfig.Options"},
+        {R"([{"Type":"volume","Source":"v","Target":"/x","VolumeOptions":{"Subpath":"a"}}])",
+         "Subpath"},
+        {R"([{"Type":"tmpfs","Target":"/x","TmpfsOptions":{"Options":[["exec"]]}}])",
+         "TmpfsOptions.Options"},
+        {R"([{"Type":"tmpfs","Target":"/x","BindOptions":{}}])",
+         "BindOptions must not be specified"},
+        {R"([{"Type":"bind","Target":"/x"}])", "field Source must not be empty"},
+        {R"([{"Type":"bind","Source":"rel","Target":"/x"}])", "must be absolute"},
+        {R"([{"Type":"tmpfs","Source":"x","Target":"/x"}])", "Source must not be specified"},
+        {R"([{"Type":"tmpfs","Target":"x"}])", "must be absolute"},
+        {R"([{"Type":"tmpfs","Target":"/a/../b"}])", "must be absolute"},
+        {R"([{"Type":"tmpfs","Target":"/"}])", "must be absolute"},
+        {R"([{"Type":"tmpfs","Target":"/x","TmpfsOptions":{"Mode":4096}}])", "invalid tmpfs mode"},
+        {R"([{"Type":"volume","Source":"../x","Target":"/x"}])", "invalid volume name"},
+        {R"([{"Type":"tmpfs","Target":"/x"},{"Type":"tmpfs","Target":"/x"}])",
+         "duplicate mount point"},
+        {R"([{"Type":"tmpfs","Target":"/x"},{"Type":"tmpfs","Target":"/x/y"}])", "overlap"},
+        {R"({"Type":"tmpfs"})", "must be an array"},
+    };
+    for (const auto& c : cases) {
+        auto message = invalid_message(with_mounts(c.mounts));
+        EXPECT_NE(message.find(c.says), std::string::npos) << c.mounts << " -> " << message;
+    }
+}
+
+TEST(ServiceSpec, VolumeNamesAreDockers) {
+    EXPECT_TRUE(valid_volume_name("dbdata"));
+    EXPECT_TRUE(valid_volume_name("a.b_c-1"));
+    EXPECT_FALSE(valid_volume_name("a"));
+    EXPECT_FALSE(valid_volume_name(".hidden"));
+    EXPECT_FALSE(valid_volume_name("a/b"));
+    EXPECT_FALSE(valid_volume_name(std::string(256, 'a')));
 }

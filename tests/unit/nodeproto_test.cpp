@@ -4,11 +4,14 @@
 
 #include <boost/json.hpp>
 
+#include <fmt/format.h>
+
 #include "coffer/nodeproto/assignments.h"
 #include "coffer/nodeproto/join.h"
 #include "coffer/nodeproto/session.h"
 #include "coffer/nodeproto/status.h"
 #include "coffer/nodeproto/version.h"
+#include "coffer/nodeproto/volumes.h"
 
 using namespace coffer;
 using namespace coffer::nodeproto;
@@ -386,4 +389,109 @@ TEST(Status, HealthRoundTripsAndOnlyItsThreeValuesAreAccepted) {
         msg(R"({"type":"status","statuses":[{"task_id":"t1","state":"running","health":"ok"}]})"));
     ASSERT_FALSE(bad);
     EXPECT_EQ(bad.error().code, Errc::invalid_argument);
+}
+
+TEST(Assignments, MountsRoundTripAndAreLeftOutWhenThereAreNone) {
+    auto t = sample_task();
+    MountPayload tmp;
+    tmp.type = MountPayload::Type::tmpfs;
+    tmp.target = "/scratch";
+    tmp.size_bytes = 1 << 20;
+    tmp.mode = 0750;
+    tmp.read_only = true;
+    MountPayload bind;
+    bind.type = MountPayload::Type::bind;
+    bind.source = "/srv/data";
+    bind.target = "/data";
+    bind.non_recursive = true;
+    MountPayload vol;
+    vol.source = "dbdata";
+    vol.target = "/var/lib/db";
+    vol.no_copy = true;
+    vol.labels = {{"app", "db"}};
+    t.mounts = {tmp, bind, vol};
+    Assignments a;
+    Change c;
+    c.id = t.id;
+    c.task = t;
+    a.changes.push_back(std::move(c));
+    auto d = decode_assignments(encode(a));
+    ASSERT_TRUE(d) << d.error().message;
+    ASSERT_EQ(d->changes.size(), 1u);
+    ASSERT_FALSE(d->changes[0].invalid) << *d->changes[0].invalid;
+    EXPECT_EQ(d->changes[0].task, t);
+
+    // Without mounts the task reads as it did before mounts existed.
+    Assignments plain;
+    Change p;
+    p.id = sample_task().id;
+    p.task = sample_task();
+    plain.changes.push_back(std::move(p));
+    EXPECT_EQ(str(encode(plain)).find("Mounts"), std::string::npos);
+}
+
+TEST(Assignments, ABadMountRejectsItsTask) {
+    auto with_mount = [](std::string_view mount) {
+        return msg(fmt::format(
+            R"({{"type":"assignments","Type":"complete","Sequence":1,"Changes":[)"
+            R"({{"Action":"add","Task":{{"ID":"t1","Image":"busybox","Mounts":[{}]}}}}]}})",
+            mount));
+    };
+    for (auto bad : {R"({"Type":"nfs","Target":"/x"})", R"({"Type":"tmpfs","Target":"x"})",
+                     R"({"Type":"tmpfs","Target":"/"})", R"({"Type":"tmpfs","Target":"/a/../b"})",
+                     R"({"Type":"bind","Source":"rel","Target":"/x"})",
+                     R"({"Type":"volume","Source":"../up","Target":"/x"})",
+                     R"({"Type":"tmpfs","Source":"x","Target":"/x"})",
+                     R"({"Type":"tmpfs","Target":"/x","Mode":4096})",
+                     R"({"Type":"tmpfs","Target":"/x","SizeBytes":-1})"}) {
+        auto d = decode_assignments(with_mount(bad));
+        ASSERT_TRUE(d) << bad;
+        ASSERT_EQ(d->changes.size(), 1u);
+        EXPECT_TRUE(d->changes[0].invalid) << bad;
+        EXPECT_EQ(d->changes[0].id, "t1") << bad;
+    }
+}
+
+TEST(Status, VolumesRoundTripAndAreOptional) {
+    StatusMessage m;
+    m.complete = true;
+    m.volumes = std::vector<VolumeReport>{{"dbdata",
+                                           "/var/lib/coffer-agent/volumes/dbdata/_data",
+                                           "2026-12-05T07:00:00Z",
+                                           {{"app", "db"}}}};
+    auto d = decode_status(encode(m));
+    ASSERT_TRUE(d) << d.error().message;
+    EXPECT_EQ(d->volumes, m.volumes);
+    // Absent: the node said nothing about volumes; empty: it has none.
+    auto without = decode_status(msg(R"({"type":"status","statuses":[]})"));
+    ASSERT_TRUE(without);
+    EXPECT_FALSE(without->volumes);
+    auto none = decode_status(msg(R"({"type":"status","statuses":[],"volumes":[]})"));
+    ASSERT_TRUE(none);
+    ASSERT_TRUE(none->volumes);
+    EXPECT_TRUE(none->volumes->empty());
+    EXPECT_FALSE(
+        decode_status(msg(R"({"type":"status","statuses":[],"volumes":[{"name":"../x"}]})")));
+    EXPECT_FALSE(decode_status(msg(R"({"type":"status","statuses":[],"volumes":{}})")));
+}
+
+TEST(Volumes, RemoveAndItsAnswerRoundTrip) {
+    VolumeRemove r{"req1", "dbdata"};
+    auto d = decode_volume_remove(encode(r));
+    ASSERT_TRUE(d) << d.error().message;
+    EXPECT_EQ(*d, r);
+    EXPECT_FALSE(
+        decode_volume_remove(msg(R"({"type":"volume_remove","request":"r","name":"/etc"})")));
+    EXPECT_FALSE(decode_volume_remove(msg(R"({"type":"volume_remove","name":"v1"})")));
+
+    VolumeRemoved ok{"req1", "dbdata", "", ""};
+    auto o = decode_volume_removed(encode(ok));
+    ASSERT_TRUE(o) << o.error().message;
+    EXPECT_EQ(*o, ok);
+    VolumeRemoved refused{"req1", "dbdata", "remove dbdata: volume is in use - [t1]", "in_use"};
+    auto f = decode_volume_removed(encode(refused));
+    ASSERT_TRUE(f) << f.error().message;
+    EXPECT_EQ(*f, refused);
+    EXPECT_FALSE(decode_volume_removed(
+        msg(R"({"type":"volume_removed","request":"r","error":"x","code":"weird"})")));
 }

@@ -14,6 +14,7 @@
 
 #include "coffer/agent/secret_store.h"
 #include "coffer/agent/task.h"
+#include "coffer/agent/volumes.h"
 #include "coffer/base/error.h"
 #include "coffer/crypto/secure_buffer.h"
 #include "coffer/nodeconn/message.h"
@@ -43,6 +44,9 @@ class TaskDriver {
     virtual Result<TaskStatus> stop(std::string_view id, std::chrono::milliseconds grace) = 0;
     // Where the task's output is kept; empty when the driver keeps none.
     virtual std::string log_path(std::string_view id) const = 0;
+    // The node's named volumes, reported to the manager and removed at its request; null when
+    // the driver keeps none (status messages then say nothing about volumes).
+    virtual VolumeStore* volumes() { return nullptr; }
 };
 
 struct ExecutorOptions {
@@ -70,7 +74,8 @@ class Executor {
     Executor(const Executor&) = delete;
     Executor& operator=(const Executor&) = delete;
 
-    // A message from the manager: "assignments" and "logs_request" are handled, anything else is
+    // A message from the manager: "assignments", "logs_request" and "volume_remove" are handled,
+    // anything else is
     // ignored. Never blocks on a task; call it from the session's I/O thread. Bad input is
     // logged and ignored (a task add that names a valid id but cannot be read is rejected).
     void handle(const nodeconn::Message& message);

@@ -7,6 +7,7 @@
 #include <string_view>
 
 #include "coffer/base/error.h"
+#include "coffer/base/unique_fd.h"
 
 namespace coffer::agent {
 
@@ -35,5 +36,14 @@ Result<void> check_runtime_path_in_root(int root_fd, std::string_view path, Leaf
 // invalid_argument when it is not a regular file or larger than max_bytes.
 Result<std::optional<std::string>> read_file_in_root(int root_fd, std::string_view path,
                                                      std::size_t max_bytes);
+
+}  // namespace coffer::agent
+
+namespace coffer::agent {
+
+// Opens the directory at path below root_fd, a path as make_mountpoint_in_root returns it (free
+// of links): every component is opened with O_NOFOLLOW, so a link fails (invalid_argument)
+// instead of leading anywhere.
+Result<UniqueFd> open_dir_in_root(int root_fd, std::string_view path);
 
 }  // namespace coffer::agent

@@ -13,6 +13,7 @@
 #include "coffer/agent/image_store.h"
 #include "coffer/agent/secret_store.h"
 #include "coffer/agent/task.h"
+#include "coffer/agent/volumes.h"
 #include "coffer/base/error.h"
 
 namespace coffer::agent {
@@ -81,6 +82,9 @@ class Runner {
     // Where this runner keeps secret bytes, each secret once: the tasks' secrets, and whatever
     // else is leased there (the executor's assigned set). Outlives every task.
     SecretStore& secrets() noexcept;
+    // The node's named volumes (<data>/volumes), with the tasks that mount them. Outlives every
+    // task.
+    VolumeStore& volumes() noexcept;
     // How many distinct secrets are held in memory (secrets().size()).
     std::size_t secrets_held() const;
     std::size_t tasks_running() const;

@@ -23,6 +23,20 @@ struct SecretRef {
     std::uint32_t mode = 0444;
 };
 
+// A filesystem the task gets at target.
+struct TaskMount {
+    enum class Type { bind, volume, tmpfs };
+    Type type = Type::volume;
+    std::string source;  // bind: absolute host path; volume: its name, empty for an anonymous one
+    std::string target;  // absolute, in the container; resolved in the rootfs like secret targets
+    bool read_only = false;
+    bool non_recursive = false;  // bind: without the mounts below the source
+    bool no_copy = false;        // volume: no copy of the image's content into a new volume
+    std::map<std::string, std::string> labels;  // volume: for a volume this task creates
+    std::int64_t size_bytes = 0;                // tmpfs; 0: the kernel's default
+    std::uint32_t mode = 0;                     // tmpfs; 0: 1777
+};
+
 struct Limits {
     std::int64_t memory_bytes = 0;  // 0: unlimited
     std::int64_t nano_cpus = 0;     // 1e9 = one CPU; 0: unlimited
@@ -80,6 +94,7 @@ struct TaskSpec {
     std::vector<std::string> extra_hosts;  // "IP host [aliases...]" lines for /etc/hosts
     DnsSettings dns;
     std::optional<int> oom_score_adj;
+    std::vector<TaskMount> mounts;
 };
 
 // The rule for TaskSpec::id (it names directories and cgroups): model's task id.

@@ -29,6 +29,8 @@ class RunnerDriver final : public TaskDriver {
     TaskStatus start(const TaskSpec& spec, SecretLease secrets) override;
     Result<TaskStatus> stop(std::string_view id, std::chrono::milliseconds grace) override;
     std::string log_path(std::string_view id) const override;
+    // The runner's volumes.
+    VolumeStore* volumes() override;
 
   private:
     std::shared_mutex sink_mu_;

@@ -146,6 +146,9 @@ class Cluster final : private ClusterEvents, private NodeTransport {
     // NodeTransport.
     void fetch_logs(const std::string& node_id, const std::string& task_id, std::size_t tail,
                     std::chrono::milliseconds timeout, LogsDone done) override;
+    Result<std::vector<NodeVolume>> volumes() override;
+    void remove_volume(const std::string& node_id, const std::string& name,
+                       std::chrono::milliseconds timeout, VolumeDone done) override;
 
     // Calls fn with the node port (or the test transport) unless there is none; the port is not
     // destroyed while such a call is under way (calls may nest: a renewal ending a rotation).

@@ -75,6 +75,10 @@ class NodePort final : public NodeTransport {
 
     void fetch_logs(const std::string& node_id, const std::string& task_id, std::size_t tail,
                     std::chrono::milliseconds timeout, LogsDone done) override;
+    // The volumes each node reported last (kept while the node is down: they are on its disk).
+    Result<std::vector<NodeVolume>> volumes() override;
+    void remove_volume(const std::string& node_id, const std::string& name,
+                       std::chrono::milliseconds timeout, VolumeDone done) override;
 
     class Impl;
 

@@ -57,6 +57,20 @@ struct DnsConfig {
     bool operator==(const DnsConfig&) const = default;
 };
 
+// TaskTemplate.ContainerSpec.Mounts[]: a filesystem the task's container gets at target.
+enum class MountType { bind, volume, tmpfs };
+struct MountSpec {
+    MountType type = MountType::volume;
+    std::string source;  // bind: an absolute host path; volume: its name (empty: anonymous)
+    std::string target;  // absolute path in the container
+    bool read_only = false;
+    bool non_recursive = false;    // bind: BindOptions.NonRecursive (no submounts)
+    bool no_copy = false;          // volume: VolumeOptions.NoCopy
+    Labels volume_labels;          // volume: VolumeOptions.Labels, given to a volume it creates
+    std::int64_t tmpfs_size = 0;   // tmpfs: bytes; 0: the kernel's default (half of memory)
+    std::uint32_t tmpfs_mode = 0;  // tmpfs: permission bits; 0: 1777
+};
+
 struct ContainerSpec {
     std::string image;
     std::vector<std::string> command;
@@ -80,6 +94,7 @@ struct ContainerSpec {
     std::vector<std::string> hosts;  // "IP host [aliases...]", as Docker's API has them
     DnsConfig dns;
     std::optional<std::int64_t> oom_score_adj;
+    std::vector<MountSpec> mounts;
     bool operator==(const ContainerSpec&) const = default;
 };
 
@@ -296,6 +311,8 @@ struct Node {
 // Validation, in Docker's words. The secret references' existence is checked by the caller.
 Result<void> validate_service_name(std::string_view name);
 Result<void> validate_service_spec(const ServiceSpec& spec);
+// A local volume's name as Docker takes it: [a-zA-Z0-9][a-zA-Z0-9_.-]+, at most 255.
+bool valid_volume_name(std::string_view name) noexcept;
 Result<Constraint> parse_constraint(std::string_view expr);
 // A service name as Swarm checks it: [a-zA-Z0-9] then [-_]*[a-zA-Z0-9]+ groups, at most 63.
 bool is_dns_label(std::string_view s) noexcept;

@@ -10,6 +10,8 @@
 //     "Healthcheck":{"Test","Interval","Timeout","StartPeriod","StartInterval","Retries"}}},
 //     "Groups","Init","StopSignal","Sysctls":{K:V},"Ulimits":[{"Name","Soft","Hard"}],"Hosts",
 //     "DNSConfig":{"Nameservers","Search","Options"},"OomScoreAdj"}},
+//     "Mounts" (only when there are any):[{"Type","Source","Target","ReadOnly","NonRecursive",
+//       "NoCopy","Labels","SizeBytes","Mode"}]}},
 //   {"Action":"remove","Task":{"ID"}}, {"Action":"remove","Secret":{"ID"}}]}
 #pragma once
 
@@ -35,6 +37,21 @@ struct SecretFile {
     std::string gid;
     std::uint32_t mode = 0444;
     bool operator==(const SecretFile&) const = default;
+};
+
+// A filesystem a task gets at Target (model::MountSpec on the wire).
+struct MountPayload {
+    enum class Type { bind, volume, tmpfs };
+    Type type = Type::volume;
+    std::string source;  // bind: absolute host path; volume: its name, empty for an anonymous one
+    std::string target;  // absolute
+    bool read_only = false;
+    bool non_recursive = false;                 // bind
+    bool no_copy = false;                       // volume
+    std::map<std::string, std::string> labels;  // volume: for a volume the task creates
+    std::int64_t size_bytes = 0;                // tmpfs; 0: the kernel's default
+    std::uint32_t mode = 0;                     // tmpfs; 0: 1777
+    bool operator==(const MountPayload&) const = default;
 };
 
 struct TaskLimits {
@@ -92,6 +109,7 @@ struct TaskPayload {
     std::vector<std::string> dns_search;
     std::vector<std::string> dns_options;
     std::optional<std::int64_t> oom_score_adj;
+    std::vector<MountPayload> mounts;
     bool operator==(const TaskPayload&) const = default;
 };
 

@@ -1,6 +1,7 @@
 // node -> manager "status": the node's task states.
 // {"type":"status","complete":bool,"statuses":[{"task_id","state","message","err",
-//  "container_id","pid","exit_code","health"}]}
+//  "container_id","pid","exit_code","health"}][,"volumes":[{"name","mountpoint","created_at",
+//  "labels"}]]}
 // health (optional): "starting", "healthy" or "unhealthy", for a task with a health check.
 // States are the ones a node reports (preparing, starting, running, complete, failed, shutdown,
 // rejected).
@@ -14,6 +15,7 @@
 #include "coffer/base/error.h"
 #include "coffer/crypto/secure_buffer.h"
 #include "coffer/model/service.h"
+#include "coffer/nodeproto/volumes.h"
 
 namespace coffer::nodeproto {
 
@@ -34,6 +36,9 @@ struct StatusMessage {
     // Every task the node has: its first report on a session.
     bool complete = false;
     std::vector<TaskReport> statuses;
+    // The node's named volumes, all of them, when it reports volumes (absent: it said nothing
+    // about them, as nodes from before volumes).
+    std::optional<std::vector<VolumeReport>> volumes;
 };
 
 crypto::SecureBuffer encode(const StatusMessage& m);
