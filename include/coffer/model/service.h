@@ -27,6 +27,20 @@ struct SecretReference {
     std::uint32_t mode = 0444;
 };
 
+// TaskTemplate.ContainerSpec.Configs[]: a file target for a config. Runtime targets (credential
+// specs) are refused.
+struct ConfigReference {
+    std::string config_id;
+    std::string config_name;
+    std::string file_name;  // File.Name: absolute, or relative to / (Docker's rule)
+    std::string uid = "0";
+    std::string gid = "0";
+    std::uint32_t mode = 0444;
+};
+
+// Where a config reference's file lands in the container: File.Name when absolute, else under /.
+std::string config_target_path(std::string_view file_name);
+
 struct ContainerSpec {
     std::string image;
     std::vector<std::string> command;
@@ -40,6 +54,7 @@ struct ContainerSpec {
     std::vector<std::string> cap_drop;
     std::optional<std::int64_t> stop_grace_period;  // nanoseconds
     std::vector<SecretReference> secrets;
+    std::vector<ConfigReference> configs;
 };
 
 struct ResourceLimits {
