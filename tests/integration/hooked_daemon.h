@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "coffer/net/http_client.h"
 #include "harness.h"
 
 namespace coffer::test {
@@ -35,6 +36,17 @@ class HookedDaemonTest : public ::testing::Test {
     CliResult docker(std::vector<std::string> args, const std::string& in = "") {
         args.insert(args.begin(), "docker");
         return run_program(args, in, env_);
+    }
+
+    // One raw HTTP request to the daemon.
+    net::ClientResponse request(std::string_view method, std::string_view target,
+                                std::string_view body = "") {
+        auto c = net::HttpClient::connect(daemon_->host());
+        EXPECT_TRUE(c.ok());
+        auto r = (*c)->request(method, target,
+                               {reinterpret_cast<const std::uint8_t*>(body.data()), body.size()});
+        EXPECT_TRUE(r.ok());
+        return r.ok() ? *r : net::ClientResponse{};
     }
 
     TempDir dir_;
