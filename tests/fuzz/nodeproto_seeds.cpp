@@ -48,7 +48,15 @@ int main(int argc, char** argv) {
     task.secrets = {
         {"a1b2c3d4e5f6g7h8i9j0k1l2m", "db_pass", "", "0", "0", 0444},
         {"n3o4p5q6r7s8t9u0v1w2x3y4z", "tls_key", "/etc/tls/key.pem", "1000", "1000", 0400}};
+    task.configs = {{"c1d2e3f4g5h6i7j8k9l0m1n2o", "app.conf", "/etc/app.conf", "0", "0", 0444}};
     Assignments complete{true, 1, {}};
+    Change config;
+    config.is_secret = true;
+    config.is_config = true;
+    config.id = "c1d2e3f4g5h6i7j8k9l0m1n2o";
+    config.secret = SecretPayload{config.id, "app.conf",
+                                  crypto::SecureBuffer::copy_of(std::string_view("listen 80"))};
+    complete.changes.push_back(std::move(config));
     Change secret;
     secret.is_secret = true;
     secret.id = "a1b2c3d4e5f6g7h8i9j0k1l2m";
