@@ -2,6 +2,7 @@
 
 #include <charconv>
 
+#include "coffer/model/service.h"
 #include "coffer/nodeproto/assignments.h"
 
 namespace coffer::agent {
@@ -31,7 +32,7 @@ TaskAssignment task_of(nodeproto::TaskPayload&& p) {
     s.cap_add = std::move(p.cap_add);
     s.cap_drop = std::move(p.cap_drop);
     a.stop_grace = std::chrono::milliseconds(p.stop_grace_ns / 1'000'000);
-    for (auto& f : p.secrets) {
+    auto file_ref = [](nodeproto::SecretFile& f) {
         SecretRef r;
         r.secret_id = std::move(f.secret_id);
         r.name = std::move(f.name);
@@ -39,6 +40,14 @@ TaskAssignment task_of(nodeproto::TaskPayload&& p) {
         r.uid = id_number(f.uid);
         r.gid = id_number(f.gid);
         r.mode = f.mode;
+        return r;
+    };
+    for (auto& f : p.secrets) s.secrets.push_back(file_ref(f));
+    // A config's file is at its target when absolute, else under / (Docker's rule).
+    for (auto& f : p.configs) {
+        auto r = file_ref(f);
+        r.secret_id = config_store_key(r.secret_id);
+        r.target = model::config_target_path(r.target);
         s.secrets.push_back(std::move(r));
     }
     if (p.healthcheck) {
@@ -74,6 +83,10 @@ TaskAssignment task_of(nodeproto::TaskPayload&& p) {
 
 }  // namespace
 
+std::string config_store_key(std::string_view config_id) {
+    return "config:" + std::string(config_id);
+}
+
 Result<Assignments> parse_assignments(const crypto::SecureBuffer& text) {
     auto decoded = nodeproto::decode_assignments(text);
     if (!decoded) return std::move(decoded).error();
@@ -86,12 +99,11 @@ Result<Assignments> parse_assignments(const crypto::SecureBuffer& text) {
         c.action = w.action == nodeproto::Change::Action::add ? Change::Action::add
                                                               : Change::Action::remove;
         c.is_secret = w.is_secret;
-        c.id = std::move(w.id);
+        c.id = w.is_config && !w.id.empty() ? config_store_key(w.id) : std::move(w.id);
         c.invalid = std::move(w.invalid);
         if (w.task) c.task = task_of(std::move(*w.task));
         if (w.secret)
-            c.secret = SecretAssignment{std::move(w.secret->id), std::move(w.secret->name),
-                                        std::move(w.secret->data)};
+            c.secret = SecretAssignment{c.id, std::move(w.secret->name), std::move(w.secret->data)};
         out.changes.push_back(std::move(c));
     }
     return out;

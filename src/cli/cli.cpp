@@ -24,6 +24,7 @@ int run(int argc, char** argv) {
     app.add_option("-H,--host", g.host,
                    "Daemon socket to connect to (unix:///path); also COFFER_HOST");
     add_secret_commands(app, g);
+    add_config_commands(app, g);
     add_cluster_commands(app, g);
     add_service_commands(app, g);
     add_node_commands(app, g);

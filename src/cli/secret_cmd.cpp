@@ -1,4 +1,5 @@
-// coffer secret create|ls|inspect|rm.
+// coffer secret create|ls|inspect|rm and coffer config create|ls|inspect|rm: the same commands
+// for the two kinds of named objects with data.
 #include <algorithm>
 #include <cstdio>
 #include <cstring>
@@ -6,6 +7,7 @@
 #include "client.h"
 #include "coffer/crypto/encoding.h"
 #include "coffer/crypto/secure_buffer.h"
+#include "coffer/model/secret.h"
 #include "common.h"
 #include "format.h"
 #include "output.h"
@@ -17,27 +19,38 @@ namespace json = boost::json;
 
 namespace {
 
-// The most a client sends: twice Docker's secret size limit, so the server's own check answers.
-constexpr std::size_t secret_read_limit = 2 * 500 * 1024;
+// What differs between `coffer secret` and `coffer config`.
+struct Kind {
+    std::string_view word;        // "secret"
+    std::string_view collection;  // "secrets": the API's path
+    std::string_view title;       // "Secret", for help texts
+    // The most a client sends: twice Docker's size limit, so the server's own check answers.
+    std::size_t read_limit;
+    const ListFormat* list;
+};
 
-// secret create [--label k=v]... NAME FILE|-
-void add_secret_create(CLI::App& secret, Globals& g) {
-    auto* cmd = secret.add_subcommand("create", "Create a secret from a file or STDIN as content");
+// kind create [--label k=v]... NAME FILE|-
+void add_create(CLI::App& group, Globals& g, const Kind& k) {
+    auto* cmd = group.add_subcommand(
+        "create", fmt::format("Create a {} from a file or STDIN as content", k.word));
     auto name = std::make_shared<std::string>();
     auto source = std::make_shared<std::string>();
     auto labels = std::make_shared<std::vector<std::string>>();
-    one_value_per_flag(cmd->add_option("-l,--label", *labels, "Secret labels (key=value)"));
-    cmd->add_option("name", *name, "Secret name")->required();
-    cmd->add_option("file", *source, "File to read the secret from, or - for STDIN")->required();
-    cmd->callback([&g, name, source, labels] {
-        auto data = read_secret_source(*source, secret_read_limit);
+    one_value_per_flag(
+        cmd->add_option("-l,--label", *labels, fmt::format("{} labels (key=value)", k.title)));
+    cmd->add_option("name", *name, fmt::format("{} name", k.title))->required();
+    cmd->add_option("file", *source,
+                    fmt::format("File to read the {} from, or - for STDIN", k.word))
+        ->required();
+    cmd->callback([&g, &k, name, source, labels] {
+        auto data = read_secret_source(*source, k.read_limit);
         if (!data) throw CLI::RuntimeError(report(data.error()));
         json::object lab;
         for (const auto& l : *labels) {
-            auto [k, v] = split_kv(l);
-            lab[k] = v;
+            auto [key, v] = split_kv(l);
+            lab[key] = v;
         }
-        // The body is assembled in secure memory around the base64 of the secret bytes.
+        // The body is assembled in secure memory around the base64 of the bytes.
         auto head = fmt::format("{{\"Name\":{},\"Labels\":{},\"Data\":\"",
                                 json::serialize(json::string(*name)), json::serialize(lab));
         auto b64 = crypto::base64_encode_secure(data->span());
@@ -46,7 +59,7 @@ void add_secret_create(CLI::App& secret, Globals& g) {
         std::memcpy(body.data() + head.size(), b64.data(), b64.size());
         std::memcpy(body.data() + head.size() + b64.size(), "\"}", 2);
         ApiClient api(g.host);
-        auto r = api.call("POST", "/secrets/create", body.span());
+        auto r = api.call("POST", fmt::format("/{}/create", k.collection), body.span());
         if (!r) throw CLI::RuntimeError(report(r.error()));
         std::printf("%s\n", field(*r, {"ID"}).c_str());
     });
@@ -63,7 +76,23 @@ const ListFormat secret_list{
     "{{.ID}}\t{{.Name}}\t{{.Driver}}\t{{.CreatedAt}}\t{{.UpdatedAt}}",
 };
 
-json::object secret_row(const json::value& s) {
+// docker config ls has no DRIVER column.
+const ListFormat config_list{
+    "config ls",
+    {{"ID", "ID"},
+     {"Name", "NAME"},
+     {"CreatedAt", "CREATED"},
+     {"UpdatedAt", "UPDATED"},
+     {"Labels", "LABELS"}},
+    "{{.ID}}\t{{.Name}}\t{{.CreatedAt}}\t{{.UpdatedAt}}",
+};
+
+const Kind secret_kind{"secret", "secrets", "Secret", 2 * (model::max_secret_size + 1),
+                       &secret_list};
+const Kind config_kind{"config", "configs", "Config", 2 * (model::max_config_size + 1),
+                       &config_list};
+
+json::object row_of(const json::value& s) {
     std::vector<std::string> labels;
     if (auto* l = at(s, {"Spec", "Labels"}); l && l->is_object())
         for (const auto& [k, v] : l->as_object()) labels.push_back(std::string(k) + "=" + str(v));
@@ -78,15 +107,15 @@ json::object secret_row(const json::value& s) {
             {"Labels", joined}};
 }
 
-// secret ls [-q] [-f k=v]... [--format FORMAT]
-void add_secret_ls(CLI::App& secret, Globals& g) {
-    auto* cmd = secret.add_subcommand("ls", "List secrets");
+// kind ls [-q] [-f k=v]... [--format FORMAT]
+void add_ls(CLI::App& group, Globals& g, const Kind& k) {
+    auto* cmd = group.add_subcommand("ls", fmt::format("List {}", k.collection));
     cmd->alias("list");
     auto flags = std::make_shared<ListFlags>();
     flags->add(cmd);
-    cmd->callback([&g, flags] {
+    cmd->callback([&g, &k, flags] {
         ApiClient api(g.host);
-        auto r = api.call("GET", "/secrets" + filters_query(flags->filters));
+        auto r = api.call("GET", fmt::format("/{}", k.collection) + filters_query(flags->filters));
         if (!r) throw CLI::RuntimeError(report(r.error()));
         if (!r->is_array()) throw CLI::RuntimeError(report({Errc::internal, "malformed answer"}));
         auto items = r->as_array();
@@ -94,46 +123,55 @@ void add_secret_ls(CLI::App& secret, Globals& g) {
             return field(a, {"Spec", "Name"}) < field(b, {"Spec", "Name"});
         });
         std::vector<json::object> rows;
-        for (const auto& s : items) rows.push_back(secret_row(s));
-        flags->print(secret_list, rows);
+        for (const auto& s : items) rows.push_back(row_of(s));
+        flags->print(*k.list, rows);
     });
 }
 
-// secret inspect NAME|ID...
-void add_secret_inspect(CLI::App& secret, Globals& g) {
-    auto* cmd =
-        secret.add_subcommand("inspect", "Display detailed information on one or more secrets");
+// kind inspect NAME|ID...
+void add_inspect(CLI::App& group, Globals& g, const Kind& k) {
+    auto* cmd = group.add_subcommand(
+        "inspect", fmt::format("Display detailed information on one or more {}", k.collection));
     auto names = std::make_shared<std::vector<std::string>>();
     auto format = std::make_shared<std::string>();
     add_inspect_format(cmd, *format);
-    cmd->add_option("secret", *names, "Secret name or ID")->required();
-    cmd->callback([&g, names, format] {
+    cmd->add_option(std::string(k.word), *names, fmt::format("{} name or ID", k.title))->required();
+    cmd->callback([&g, &k, names, format] {
         ApiClient api(g.host);
-        inspect_all(api, "/secrets/", *names, "", *format, "secret inspect");
+        inspect_all(api, fmt::format("/{}/", k.collection), *names, "", *format,
+                    fmt::format("{} inspect", k.word));
     });
 }
 
-// secret rm NAME|ID...
-void add_secret_rm(CLI::App& secret, Globals& g) {
-    auto* cmd = secret.add_subcommand("rm", "Remove one or more secrets");
+// kind rm NAME|ID...
+void add_rm(CLI::App& group, Globals& g, const Kind& k) {
+    auto* cmd = group.add_subcommand("rm", fmt::format("Remove one or more {}", k.collection));
     cmd->alias("remove");
     auto names = std::make_shared<std::vector<std::string>>();
-    cmd->add_option("secret", *names, "Secret name or ID")->required();
-    cmd->callback([&g, names] {
+    cmd->add_option(std::string(k.word), *names, fmt::format("{} name or ID", k.title))->required();
+    cmd->callback([&g, &k, names] {
         ApiClient api(g.host);
-        remove_all(api, "/secrets/", *names);
+        remove_all(api, fmt::format("/{}/", k.collection), *names);
     });
+}
+
+void add_commands(CLI::App& app, Globals& g, const Kind& k) {
+    auto* group = app.add_subcommand(std::string(k.word), fmt::format("Manage {}", k.collection));
+    group->require_subcommand(1);
+    add_create(*group, g, k);
+    add_ls(*group, g, k);
+    add_inspect(*group, g, k);
+    add_rm(*group, g, k);
 }
 
 }  // namespace
 
 void add_secret_commands(CLI::App& app, Globals& g) {
-    auto* secret = app.add_subcommand("secret", "Manage secrets");
-    secret->require_subcommand(1);
-    add_secret_create(*secret, g);
-    add_secret_ls(*secret, g);
-    add_secret_inspect(*secret, g);
-    add_secret_rm(*secret, g);
+    add_commands(app, g, secret_kind);
+}
+
+void add_config_commands(CLI::App& app, Globals& g) {
+    add_commands(app, g, config_kind);
 }
 
 }  // namespace coffer::cli

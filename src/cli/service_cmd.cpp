@@ -19,9 +19,12 @@ namespace json = boost::json;
 
 namespace {
 
-// Resolves secret names to references with one GET /secrets?filters={"name":...}, exact names
-// chosen here (the filter matches prefixes), as the docker CLI does.
-Result<json::array> secret_refs(ApiClient& api, const std::vector<std::string>& specs) {
+// Resolves secret (or, with kind "config", config) names to references with one
+// GET /secrets?filters={"name":...}, exact names chosen here (the filter matches prefixes), as
+// the docker CLI does.
+Result<json::array> secret_refs(ApiClient& api, const std::vector<std::string>& specs,
+                                std::string_view kind = "secret") {
+    const bool config = kind == "config";
     std::vector<SecretOpt> opts;
     std::vector<std::string> names;
     for (const auto& s : specs) {
@@ -32,19 +35,19 @@ Result<json::array> secret_refs(ApiClient& api, const std::vector<std::string>& 
     }
     json::array refs;
     if (opts.empty()) return refs;
-    auto found = api.call("GET", "/secrets?filters=" + filter_param("name", names));
+    auto found = api.call("GET", fmt::format("/{}s?filters=", kind) + filter_param("name", names));
     if (!found) return std::move(found).error();
     std::map<std::string, std::string> ids;
     if (found->is_array())
         for (const auto& s : found->as_array()) ids[field(s, {"Spec", "Name"})] = field(s, {"ID"});
     for (const auto& o : opts) {
         auto it = ids.find(o.source);
-        if (it == ids.end()) return usage(fmt::format("secret not found: {}", o.source));
+        if (it == ids.end()) return usage(fmt::format("{} not found: {}", kind, o.source));
         refs.push_back(json::object{
             {"File",
              json::object{{"Name", o.target}, {"UID", o.uid}, {"GID", o.gid}, {"Mode", o.mode}}},
-            {"SecretID", it->second},
-            {"SecretName", o.source}});
+            {config ? "ConfigID" : "SecretID", it->second},
+            {config ? "ConfigName" : "SecretName", o.source}});
     }
     return refs;
 }
@@ -110,7 +113,8 @@ void add_service_create(CLI::App& service, Globals& g) {
     auto* cmd = service.add_subcommand("create", "Create a new service");
     struct Opts {
         std::string name, mode = "replicated";
-        std::vector<std::string> secrets, env, constraints, labels, placement_prefs, generic, mounts;
+        std::vector<std::string> secrets, configs, env, constraints, labels, placement_prefs, generic,
+            mounts;
         std::vector<std::string> image_and_args;
         SpecFlags flags;
         WaitFlags wait;
@@ -119,6 +123,8 @@ void add_service_create(CLI::App& service, Globals& g) {
     cmd->add_option("--name", o->name, "Service name");
     one_value_per_flag(
         cmd->add_option("--secret", o->secrets, "Specify secrets to expose to the service"));
+    one_value_per_flag(
+        cmd->add_option("--config", o->configs, "Specify configurations to expose to the service"));
     cmd->add_option("--mode", o->mode, "Service mode (replicated or global)")
         ->check(CLI::IsMember({"replicated", "global"}));
     one_value_per_flag(cmd->add_option("-e,--env", o->env, "Set environment variables"));
@@ -147,6 +153,8 @@ void add_service_create(CLI::App& service, Globals& g) {
             for (const auto& m : o->mounts) mounts.push_back(must(parse_mount_opt(m)));
             cs["Mounts"] = std::move(mounts);
         }
+        auto config_refs = must(secret_refs(api, o->configs, "config"));
+        if (!config_refs.empty()) cs["Configs"] = std::move(config_refs);
         auto labels = labels_object(o->labels);
         json::object tt{{"ContainerSpec", std::move(cs)}, {"ForceUpdate", 0}};
         json::object placement;
@@ -184,7 +192,7 @@ void add_service_update(CLI::App& service, Globals& g) {
     auto* cmd = service.add_subcommand("update", "Update a service");
     struct Opts {
         std::string target, image;
-        std::vector<std::string> secret_add, secret_rm, env_add, env_rm;
+        std::vector<std::string> secret_add, secret_rm, config_add, config_rm, env_add, env_rm;
         std::vector<std::string> pref_add, pref_rm, generic_add, generic_rm;
         std::vector<std::string> mount_add, mount_rm;
         bool force = false;
@@ -199,6 +207,9 @@ void add_service_update(CLI::App& service, Globals& g) {
         cmd->add_option("--mount-add", o->mount_add, "Add or update a mount on a service"));
     one_value_per_flag(
         cmd->add_option("--mount-rm", o->mount_rm, "Remove a mount by its target path"));
+    one_value_per_flag(
+        cmd->add_option("--config-add", o->config_add, "Add or update a config file on a service"));
+    one_value_per_flag(cmd->add_option("--config-rm", o->config_rm, "Remove a configuration file"));
     cmd->add_option("--image", o->image, "Service image tag");
     one_value_per_flag(
         cmd->add_option("--env-add", o->env_add, "Add or update an environment variable"));
@@ -242,6 +253,13 @@ void add_service_update(CLI::App& service, Globals& g) {
             auto mounts = remove_mounts(cs.if_contains("Mounts"), rm);
             for (auto& m : added) mounts.push_back(std::move(m));
             cs["Mounts"] = std::move(mounts);
+        }
+        if (!o->config_add.empty() || !o->config_rm.empty()) {
+            auto configs =
+                remove_secret_refs(cs.if_contains("Configs"), o->config_rm, "ConfigName");
+            for (auto& ref : must(secret_refs(api, o->config_add, "config")))
+                configs.push_back(std::move(ref));
+            cs["Configs"] = std::move(configs);
         }
         if (!o->env_add.empty() || !o->env_rm.empty()) {
             std::vector<std::string> env;
@@ -490,13 +508,15 @@ void add_service_inspect(CLI::App& service, Globals& g) {
                                 field(s, {"UpdateStatus", "Message"}).c_str());
                 std::printf("ContainerSpec:\n Image:\t\t%s\n",
                             field(s, {"Spec", "TaskTemplate", "ContainerSpec", "Image"}).c_str());
-                if (auto* secrets = at(s, {"Spec", "TaskTemplate", "ContainerSpec", "Secrets"});
-                    secrets && secrets->is_array()) {
-                    std::printf("Secrets:\n");
-                    for (const auto& ref : secrets->as_array())
+                for (auto [list, name_key] :
+                     {std::pair{"Secrets", "SecretName"}, std::pair{"Configs", "ConfigName"}}) {
+                    auto* refs = at(s, {"Spec", "TaskTemplate", "ContainerSpec", list});
+                    if (refs == nullptr || !refs->is_array()) continue;
+                    std::printf("%s:\n", list);
+                    for (const auto& ref : refs->as_array())
                         std::printf(" Target:\t%s\n  Source:\t%s\n",
                                     field(ref, {"File", "Name"}).c_str(),
-                                    field(ref, {"SecretName"}).c_str());
+                                    field(ref, {name_key}).c_str());
                 }
                 if (auto mem =
                         number(s, {"Spec", "TaskTemplate", "Resources", "Limits", "MemoryBytes"}))

@@ -262,11 +262,12 @@ std::vector<std::string> update_env(std::vector<std::string> env,
     return env;
 }
 
-json::array remove_secret_refs(const json::value* current, const std::vector<std::string>& rm) {
+json::array remove_secret_refs(const json::value* current, const std::vector<std::string>& rm,
+                               std::string_view name_key) {
     json::array secrets;
     if (current && current->is_array())
         for (const auto& ref : current->as_array())
-            if (std::find(rm.begin(), rm.end(), field(ref, {"SecretName"})) == rm.end())
+            if (std::find(rm.begin(), rm.end(), field(ref, {name_key})) == rm.end())
                 secrets.push_back(ref);
     return secrets;
 }

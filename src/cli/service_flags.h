@@ -16,7 +16,8 @@ class App;
 
 namespace coffer::cli {
 
-// --secret NAME or source=NAME,target=PATH,uid=N,gid=N,mode=0400 (as the docker CLI reads it).
+// --secret NAME or source=NAME,target=PATH,uid=N,gid=N,mode=0400 (as the docker CLI reads it);
+// --config takes the same form.
 struct SecretOpt {
     std::string source, target, uid = "0", gid = "0";
     std::uint32_t mode = 0444;
@@ -58,9 +59,11 @@ std::vector<std::string> update_env(std::vector<std::string> env,
                                     const std::vector<std::string>& add,
                                     const std::vector<std::string>& rm);
 // The secret references of a ContainerSpec (`current`, may be null) without those naming a
-// secret in `rm` (`update --secret-rm` drops every reference to the name).
+// secret in `rm` (`update --secret-rm` drops every reference to the name); with name_key
+// "ConfigName", the same for config references (`--config-rm`).
 boost::json::array remove_secret_refs(const boost::json::value* current,
-                                      const std::vector<std::string>& rm);
+                                      const std::vector<std::string>& rm,
+                                      std::string_view name_key = "SecretName");
 
 // o[key] as an object, made one (replacing whatever was there) when it is not. The reference
 // lasts until o's next operator[], which may grow o's table even for a key o holds.

@@ -73,10 +73,15 @@ Result<std::vector<std::string_view>> route_of(const Request& r) {
     return seg;
 }
 
-bool is_secret_create(const Request& r) {
-    if (r.method != "POST") return false;
+// POST /secrets/create or /configs/create: the route's collection ("secrets", "configs"), else
+// empty.
+std::string_view data_create_route(const Request& r) {
+    if (r.method != "POST") return {};
     auto seg = route_of(r);
-    return seg && seg->size() == 2 && (*seg)[0] == "secrets" && (*seg)[1] == "create";
+    if (!seg || seg->size() != 2 || (*seg)[1] != "create") return {};
+    if ((*seg)[0] == "secrets") return "secrets";
+    if ((*seg)[0] == "configs") return "configs";
+    return {};
 }
 
 bool is_logs(const Request& r) {
@@ -95,21 +100,17 @@ Error locked_error() {
                       "\"coffer cluster unlock\" (or \"docker swarm unlock\") with the unlock key");
 }
 
-Response secret_json(const model::Secret& s) {
-    return ok_json(200, model::to_json(s));
-}
-
-// A secret spec from a create/update body: Name, Labels, optional Data (base64).
-struct SecretBody {
+// A secret or config spec from a create/update body: Name, Labels, optional Data (base64).
+struct DataBody {
     model::SecretSpec spec;
     std::optional<crypto::SecureBuffer> data;
 };
 
-Result<SecretBody> parse_secret_body(const Request& r) {
+Result<DataBody> parse_data_body(const Request& r, std::string_view kind) {
     auto parsed = parse_body(r);
     if (!parsed) return std::move(parsed).error();
     const auto& o = parsed->value().as_object();
-    SecretBody out;
+    DataBody out;
     auto* name = o.if_contains("Name");
     if (name != nullptr && !name->is_null()) {
         if (!name->is_string())
@@ -120,9 +121,11 @@ Result<SecretBody> parse_secret_body(const Request& r) {
     if (!labels) return std::move(labels).error();
     out.spec.labels = std::move(*labels);
     if (auto* driver = o.if_contains("Driver"); driver && !driver->is_null())
-        return make_error(Errc::invalid_argument, "secret drivers are not supported");
+        return make_error(Errc::invalid_argument,
+                          fmt::format("{} drivers are not supported", kind));
     if (auto* tmpl = o.if_contains("Templating"); tmpl && !tmpl->is_null())
-        return make_error(Errc::invalid_argument, "secret templating is not supported");
+        return make_error(Errc::invalid_argument,
+                          fmt::format("{} templating is not supported", kind));
     if (auto* data = o.if_contains("Data"); data && !data->is_null()) {
         if (!data->is_string())
             return make_error(Errc::invalid_argument, "field Data must be a base64 string");
@@ -132,6 +135,61 @@ Result<SecretBody> parse_secret_body(const Request& r) {
         out.data = std::move(*bytes);
     }
     return out;
+}
+
+// POST /<kind>s/create, answered once the object is durable. Without Data the registry refuses
+// it with the kind's size message.
+template <typename Object>
+void create_async(DataObjectRegistry<Object>& registry, std::string_view kind, const Request& r,
+                  std::function<void(Response)> done) {
+    auto body = parse_data_body(r, kind);
+    if (!body) return done(Response::error(body.error()));
+    registry.create(std::move(body->spec),
+                    body->data ? std::move(*body->data) : crypto::SecureBuffer(),
+                    [kind, done = std::move(done)](Result<Object> o) {
+                        if (!o) return done(Response::error(o.error()));
+                        log::debug("api", "{} {} created ({})", kind, o->meta.id, o->spec.name);
+                        done(ok_json(201, json::object{{"ID", o->meta.id}}));
+                    });
+}
+
+// GET /<kind>s, GET|DELETE /<kind>s/{id}, POST /<kind>s/{id}/update: the same rules for secrets
+// and configs (a config's answers carry its Data, as Docker's do).
+template <typename Object>
+std::optional<Response> data_object_routes(DataObjectRegistry<Object>& registry,
+                                           std::string_view collection, std::string_view kind,
+                                           Request& r, const std::vector<std::string_view>& seg) {
+    if (seg.empty() || seg[0] != collection) return std::nullopt;
+    const auto& m = r.method;
+    if (seg.size() == 1 && m == "GET") {
+        auto f = model::Filters::parse(r.param("filters"), {"id", "name", "names", "label"});
+        if (!f) return Response::error(f.error());
+        json::array out;
+        for (const auto& o : registry.list(*f)) out.push_back(model::to_json(o));
+        return ok_json(200, out);
+    }
+    if (seg.size() == 2 && m == "GET") {
+        auto o = registry.find(seg[1]);
+        return o ? ok_json(200, model::to_json(*o)) : Response::error(o.error());
+    }
+    if (seg.size() == 3 && seg[2] == "update" && m == "POST") {
+        auto version = version_param(r, kind);
+        if (!version) return Response::error(version.error());
+        auto body = parse_data_body(r, kind);
+        if (!body) return Response::error(body.error());
+        auto o = registry.update(seg[1], *version, std::move(body->spec),
+                                 body->data ? &*body->data : nullptr);
+        if (!o) return Response::error(o.error());
+        log::info("api", "{} {} updated", kind, o->meta.id);
+        return Response::empty(200);
+    }
+    if (seg.size() == 2 && m == "DELETE") {
+        auto o = registry.remove(seg[1]);
+        if (!o) return Response::error(o.error());
+        log::info("api", "{} {} removed ({})", kind, o->meta.id, o->spec.name);
+        return Response::empty(204);
+    }
+    return std::nullopt;
 }
 
 }  // namespace
@@ -206,7 +264,7 @@ bool Api::blocking(const Request& r) const {
 }
 
 bool Api::asynchronous(const Request& r) const {
-    return is_secret_create(r) || is_logs(r) || is_volume_remove(r);
+    return !data_create_route(r).empty() || is_logs(r) || is_volume_remove(r);
 }
 
 void Api::handle_async(Request& r, std::function<void(Response)> done) {
@@ -218,20 +276,12 @@ void Api::handle_async(Request& r, std::function<void(Response)> done) {
         if (manager_.locked()) return done(Response::error(locked_error()));
         return volume_remove_async(manager_, r, *route_of(r), std::move(done));
     }
-    if (!is_secret_create(r)) return done(handle(r));
+    auto collection = data_create_route(r);
+    if (collection.empty()) return done(handle(r));
     if (manager_.locked()) return done(Response::error(locked_error()));
-    auto body = parse_secret_body(r);
-    if (!body) return done(Response::error(body.error()));
-    if (!body->data)
-        return done(fail(Errc::invalid_argument,
-                         "secret data must be larger than 0 and less than 512000 bytes"));
-    manager_.secrets()->create(std::move(body->spec), std::move(*body->data),
-                               [done = std::move(done)](Result<model::Secret> s) {
-                                   if (!s) return done(Response::error(s.error()));
-                                   log::debug("api", "secret {} created ({})", s->meta.id,
-                                              s->spec.name);
-                                   done(ok_json(201, json::object{{"ID", s->meta.id}}));
-                               });
+    if (collection == "secrets")
+        return create_async(*manager_.secrets(), "secret", r, std::move(done));
+    create_async(manager_.configs(), "config", r, std::move(done));
 }
 
 Response Api::handle(Request& r) {
@@ -272,40 +322,12 @@ Response Api::handle(Request& r) {
     if (is({"info"}) && m == "GET") return cluster_info(manager_);
     if (manager_.locked()) return Response::error(locked_error());
 
-    auto& secrets = *manager_.secrets();
-
-    // Secrets.
-    if (is({"secrets"}) && m == "GET") {
-        auto f = model::Filters::parse(r.param("filters"), {"id", "name", "names", "label"});
-        if (!f) return Response::error(f.error());
-        json::array out;
-        for (const auto& s : secrets.list(*f)) out.push_back(model::to_json(s));
-        return ok_json(200, out);
-    }
-    if (is({"secrets", "*"}) && m == "GET") {
-        auto s = secrets.find(seg[1]);
-        return s ? secret_json(*s) : Response::error(s.error());
-    }
-    if (is({"secrets", "*", "update"}) && m == "POST") {
-        auto version = version_param(r, "secret");
-        if (!version) return Response::error(version.error());
-        auto body = parse_secret_body(r);
-        if (!body) return Response::error(body.error());
-        auto s = secrets.update(seg[1], *version, std::move(body->spec),
-                                body->data ? &*body->data : nullptr);
-        if (!s) return Response::error(s.error());
-        log::info("api", "secret {} updated", s->meta.id);
-        return Response::empty(200);
-    }
-    if (is({"secrets", "*"}) && m == "DELETE") {
-        auto s = secrets.remove(seg[1]);
-        if (!s) return Response::error(s.error());
-        log::info("api", "secret {} removed ({})", s->meta.id, s->spec.name);
-        return Response::empty(204);
-    }
+    if (auto resp = data_object_routes(*manager_.secrets(), "secrets", "secret", r, seg))
+        return std::move(*resp);
+    if (auto resp = data_object_routes(manager_.configs(), "configs", "config", r, seg))
+        return std::move(*resp);
 
     if (auto cluster = cluster_routes(manager_, r, seg)) return std::move(*cluster);
-    if (is({"configs"}) && m == "GET") return ok_json(200, json::array{});
     if (auto resp = orchestration_routes(manager_, r, seg)) return std::move(*resp);
     if (auto resp = volume_routes(manager_, r, seg)) return std::move(*resp);
 

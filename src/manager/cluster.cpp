@@ -45,6 +45,7 @@ Cluster::~Cluster() {
     nodes_.reset();
     tasks_.reset();
     services_.reset();
+    configs_.reset();
     secrets_owner_.reset();
     trust_.reset();
     store_.reset();
@@ -82,7 +83,10 @@ Result<void> Cluster::load() {
     auto secrets = SecretRegistry::load(*store_, *committer_, counter_);
     if (!secrets) return std::move(secrets).error();
     secrets_owner_ = std::move(*secrets);
-    auto services = ServiceRegistry::load(*store_, counter_, *secrets_owner_);
+    auto configs = ConfigRegistry::load(*store_, *committer_, counter_);
+    if (!configs) return std::move(configs).error();
+    configs_ = std::move(*configs);
+    auto services = ServiceRegistry::load(*store_, counter_, *secrets_owner_, *configs_);
     if (!services) return std::move(services).error();
     services_ = std::move(*services);
     auto tasks = TaskRegistry::load(*store_, counter_);
@@ -91,7 +95,7 @@ Result<void> Cluster::load() {
     auto nodes = NodeRegistry::load(*store_, counter_);
     if (!nodes) return std::move(nodes).error();
     nodes_ = std::move(*nodes);
-    dispatcher_ = std::make_unique<Dispatcher>(*tasks_, *nodes_, *secrets_owner_);
+    dispatcher_ = std::make_unique<Dispatcher>(*tasks_, *nodes_, *secrets_owner_, *configs_);
     orchestrator_ = std::make_unique<Orchestrator>(*services_, *tasks_, *nodes_);
     services_->emit_changes(*this, &ClusterEvents::services_changed);
     tasks_->emit_changes(*this, &ClusterEvents::tasks_changed);

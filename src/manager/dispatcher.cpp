@@ -61,6 +61,9 @@ nodeproto::TaskPayload task_payload(const Task& t) {
         w.mode = m.tmpfs_mode;
         p.mounts.push_back(std::move(w));
     }
+    for (const auto& ref : c.configs)
+        p.configs.push_back(
+            {ref.config_id, ref.config_name, ref.file_name, ref.uid, ref.gid, ref.mode});
     return p;
 }
 
@@ -76,6 +79,7 @@ crypto::SecureBuffer AssignmentMessage::to_json() const {
         w.action = c.action == AssignmentChange::Action::add ? nodeproto::Change::Action::add
                                                              : nodeproto::Change::Action::remove;
         w.is_secret = c.is_secret;
+        w.is_config = c.is_config;
         w.id = c.id;
         if (c.action == AssignmentChange::Action::add && c.task) {
             w.is_secret = false;
@@ -123,37 +127,50 @@ std::optional<AssignmentMessage> NodeStream::poll() {
         seen_ = generation_;
     }
     auto tasks = dispatcher_.assigned(node_id_);
-    std::map<std::string, std::string> wanted_secrets;  // id -> name
-    for (const auto& [id, t] : tasks)
+    std::map<std::string, std::string> wanted_secrets, wanted_configs;  // id -> name
+    for (const auto& [id, t] : tasks) {
         for (const auto& ref : t.spec.container.secrets)
             wanted_secrets.emplace(ref.secret_id, ref.secret_name);
+        for (const auto& ref : t.spec.container.configs)
+            wanted_configs.emplace(ref.config_id, ref.config_name);
+    }
 
     AssignmentMessage m;
     m.complete = sequence_ == 0;
     using Action = AssignmentChange::Action;
-    // Secrets first, so a task never arrives before what it mounts.
-    for (const auto& [id, name] : wanted_secrets) {
-        if (sent_secrets_.count(id)) continue;
-        auto data = dispatcher_.secrets_.data(id);
-        if (!data) {
-            // Removed while a task still referenced it (its service is gone, the task is
-            // stopping): the task cannot start without it anyway.
-            log::warn("dispatcher", "node {}: secret {} is gone", node_id_, id);
-            continue;
+    // Secrets and configs first, so a task never arrives before what it mounts.
+    auto send = [&](const auto& wanted, std::set<std::string>& sent, const auto& registry,
+                    bool is_config) {
+        for (const auto& [id, name] : wanted) {
+            if (sent.count(id)) continue;
+            auto data = registry.data(id);
+            if (!data) {
+                // Removed while a task still referenced it (its service is gone, the task is
+                // stopping): the task cannot start without it anyway.
+                log::warn("dispatcher", "node {}: {} {} is gone", node_id_,
+                          is_config ? "config" : "secret", id);
+                continue;
+            }
+            AssignmentChange c;
+            c.action = Action::add;
+            c.is_secret = true;
+            c.is_config = is_config;
+            c.id = id;
+            c.secret = AssignmentChange::Secret{id, name, std::move(*data)};
+            m.changes.push_back(std::move(c));
+            sent.insert(id);
         }
-        AssignmentChange c;
-        c.action = Action::add;
-        c.is_secret = true;
-        c.id = id;
-        c.secret = AssignmentChange::Secret{id, name, std::move(*data)};
-        m.changes.push_back(std::move(c));
-        sent_secrets_.insert(id);
-    }
+    };
+    send(wanted_secrets, sent_secrets_, dispatcher_.secrets_, false);
+    send(wanted_configs, sent_configs_, dispatcher_.configs_, true);
     for (const auto& [id, t] : tasks) {
         if (sent_tasks_.count(id)) continue;
+        const auto& cs = t.spec.container;
         bool ready =
-            std::all_of(t.spec.container.secrets.begin(), t.spec.container.secrets.end(),
-                        [&](const auto& ref) { return sent_secrets_.count(ref.secret_id) > 0; });
+            std::all_of(cs.secrets.begin(), cs.secrets.end(),
+                        [&](const auto& ref) { return sent_secrets_.count(ref.secret_id) > 0; }) &&
+            std::all_of(cs.configs.begin(), cs.configs.end(),
+                        [&](const auto& ref) { return sent_configs_.count(ref.config_id) > 0; });
         if (!ready) continue;
         AssignmentChange c;
         c.action = Action::add;
@@ -162,8 +179,10 @@ std::optional<AssignmentMessage> NodeStream::poll() {
         m.changes.push_back(std::move(c));
         sent_tasks_.insert(id);
     }
-    // Withdrawn: tasks that left the set, then secrets after the last task using them left.
-    auto withdraw = [&](std::set<std::string>& sent, bool is_secret, auto&& wanted) {
+    // Withdrawn: tasks that left the set, then secrets and configs after the last task using
+    // them left.
+    auto withdraw = [&](std::set<std::string>& sent, bool is_secret, bool is_config,
+                        auto&& wanted) {
         for (auto it = sent.begin(); it != sent.end();) {
             if (wanted(*it)) {
                 ++it;
@@ -172,14 +191,17 @@ std::optional<AssignmentMessage> NodeStream::poll() {
             AssignmentChange c;
             c.action = Action::remove;
             c.is_secret = is_secret;
+            c.is_config = is_config;
             c.id = *it;
             m.changes.push_back(std::move(c));
             it = sent.erase(it);
         }
     };
-    withdraw(sent_tasks_, false, [&](const std::string& id) { return tasks.count(id) > 0; });
-    withdraw(sent_secrets_, true,
+    withdraw(sent_tasks_, false, false, [&](const std::string& id) { return tasks.count(id) > 0; });
+    withdraw(sent_secrets_, true, false,
              [&](const std::string& id) { return wanted_secrets.count(id) > 0; });
+    withdraw(sent_configs_, true, true,
+             [&](const std::string& id) { return wanted_configs.count(id) > 0; });
     if (m.changes.empty() && !m.complete) return std::nullopt;
     m.sequence = ++sequence_;
     return m;
@@ -188,8 +210,12 @@ std::optional<AssignmentMessage> NodeStream::poll() {
 // ---- dispatcher ------------------------------------------------------------------------------
 
 Dispatcher::Dispatcher(TaskRegistry& tasks, NodeRegistry& nodes, SecretRegistry& secrets,
-                       Clock clock)
-    : tasks_(tasks), nodes_(nodes), secrets_(secrets), clock_(std::move(clock)) {}
+                       ConfigRegistry& configs, Clock clock)
+    : tasks_(tasks),
+      nodes_(nodes),
+      secrets_(secrets),
+      configs_(configs),
+      clock_(std::move(clock)) {}
 
 Result<std::unique_ptr<NodeStream>> Dispatcher::subscribe(const std::string& node_id) {
     if (!nodes_.get(node_id))

@@ -11,6 +11,7 @@
 namespace coffer::manager {
 
 namespace json = boost::json;
+using model::Config;
 using model::Secret;
 
 void VersionCounter::observe(std::uint64_t seen) noexcept {
@@ -21,17 +22,60 @@ void VersionCounter::observe(std::uint64_t seen) noexcept {
 
 namespace {
 
-std::string encode(const Secret& s) {
-    return json::serialize(model::to_json(s));
+// What differs between the kinds: their words, tables and size limit, and whether the index
+// keeps the bytes (a config's, which inspect shows).
+template <typename Object>
+struct Kind;
+
+template <>
+struct Kind<Secret> {
+    static constexpr std::string_view word = "secret";
+    static constexpr std::string_view plural = "secrets";
+    static constexpr store::Table specs = store::Table::secrets;
+    static constexpr store::Table data = store::Table::secret_data;
+    static constexpr std::size_t max_size = model::max_secret_size;
+    static void keep(Secret&, const crypto::SecureBuffer&) {}
+};
+
+template <>
+struct Kind<Config> {
+    static constexpr std::string_view word = "config";
+    static constexpr std::string_view plural = "configs";
+    static constexpr store::Table specs = store::Table::configs;
+    static constexpr store::Table data = store::Table::config_data;
+    static constexpr std::size_t max_size = model::max_config_size;
+    static void keep(Config& c, const crypto::SecureBuffer& bytes) {
+        c.data.assign(reinterpret_cast<const char*>(bytes.data()), bytes.size());
+    }
+};
+
+// The record holds the metadata only; the bytes have a table of their own.
+template <typename Object>
+std::string encode(const Object& o) {
+    return json::serialize(model::to_json(Secret{o.meta, o.spec}));
 }
 
+template <typename Object>
+Result<Object> decode(std::string_view text) {
+    auto parsed = model::parse_json(text);
+    if (!parsed) return std::move(parsed).error();
+    auto s = model::secret_from_json(*parsed);
+    if (!s) return std::move(s).error();
+    Object o;
+    o.meta = std::move(s->meta);
+    o.spec = std::move(s->spec);
+    return o;
+}
+
+template <typename Object>
 Error not_found(std::string_view what) {
-    return make_error(Errc::not_found, fmt::format("secret {} not found", what));
+    return make_error(Errc::not_found, fmt::format("{} {} not found", Kind<Object>::word, what));
 }
 
 }  // namespace
 
-class SecretRegistry::BusyGuard {
+template <typename Object>
+class DataObjectRegistry<Object>::BusyGuard {
   public:
     BusyGuard(Sync<Index>& index, std::string id) : index_(index), id_(std::move(id)) {}
     ~BusyGuard() {
@@ -47,37 +91,46 @@ class SecretRegistry::BusyGuard {
     std::string id_;
 };
 
-Result<std::unique_ptr<SecretRegistry>> SecretRegistry::load(store::Store& store,
-                                                             Committer& committer,
-                                                             VersionCounter& counter) {
-    std::unique_ptr<SecretRegistry> reg(new SecretRegistry(store, committer, counter));
+template <typename Object>
+Result<std::unique_ptr<DataObjectRegistry<Object>>> DataObjectRegistry<Object>::load(
+    store::Store& store, Committer& committer, VersionCounter& counter) {
+    using K = Kind<Object>;
+    std::unique_ptr<DataObjectRegistry> reg(new DataObjectRegistry(store, committer, counter));
     auto index = reg->index_.lock();
     std::optional<Error> failure;
-    auto scanned =
-        store.scan(store::Table::secrets, [&](std::string_view key, crypto::SecureBuffer v) {
-            std::string_view text(reinterpret_cast<const char*>(v.data()), v.size());
-            auto parsed = model::parse_json(text);
-            Result<Secret> s =
-                parsed ? model::secret_from_json(*parsed) : Result<Secret>(parsed.error());
-            if (!s || s->meta.id != key) {
-                failure =
-                    make_error(Errc::internal, fmt::format("secret record {} is corrupt", key));
-                return false;
-            }
-            counter.observe(s->meta.version);
-            index->id_by_lower_name.emplace(model::to_lower(s->spec.name), s->meta.id);
-            index->by_id.emplace(s->meta.id, std::move(*s));
-            return true;
-        });
-    if (!scanned) return std::move(scanned).error().context("load secrets");
+    auto scanned = store.scan(K::specs, [&](std::string_view key, crypto::SecureBuffer v) {
+        auto o = decode<Object>({reinterpret_cast<const char*>(v.data()), v.size()});
+        if (!o || o->meta.id != key) {
+            failure =
+                make_error(Errc::internal, fmt::format("{} record {} is corrupt", K::word, key));
+            return false;
+        }
+        counter.observe(o->meta.version);
+        index->id_by_lower_name.emplace(model::to_lower(o->spec.name), o->meta.id);
+        index->by_id.emplace(o->meta.id, std::move(*o));
+        return true;
+    });
+    if (!scanned) return std::move(scanned).error().context(fmt::format("load {}", K::plural));
     if (failure) return std::move(*failure);
-    log::info("secrets", "loaded {} secrets", index->by_id.size());
+    if constexpr (!std::is_same_v<Object, Secret>) {
+        for (auto& [id, o] : index->by_id) {
+            auto bytes = store.get(K::data, id);
+            if (!bytes) return std::move(bytes).error().context(fmt::format("load {}", K::plural));
+            if (!*bytes)
+                return make_error(Errc::internal, fmt::format("{} {} has no data", K::word, id));
+            K::keep(o, **bytes);
+        }
+    }
+    log::info(K::plural, "loaded {} {}", index->by_id.size(), K::plural);
     return reg;
 }
 
-void SecretRegistry::create(model::SecretSpec spec, crypto::SecureBuffer data, CreateDone done) {
+template <typename Object>
+void DataObjectRegistry<Object>::create(model::SecretSpec spec, crypto::SecureBuffer data,
+                                        CreateDone done) {
+    using K = Kind<Object>;
     for (auto check : {model::validate_object_name(spec.name), model::validate_labels(spec.labels),
-                       model::validate_secret_size(data.size())}) {
+                       model::validate_data_size(K::word, data.size(), K::max_size)}) {
         if (!check) return done(std::move(check).error());
     }
     auto lower = model::to_lower(spec.name);
@@ -85,14 +138,17 @@ void SecretRegistry::create(model::SecretSpec spec, crypto::SecureBuffer data, C
         auto index = index_.lock();
         if (index->id_by_lower_name.count(lower) || index->reserved_names.count(lower))
             return done(make_error(Errc::already_exists,
-                                   fmt::format("secret {} already exists", spec.name)));
+                                   fmt::format("{} {} already exists", K::word, spec.name)));
         index->reserved_names.insert(lower);
     }
     auto now = model::Timestamp::now();
-    Secret s{{crypto::random_id(), counter_.next(), now, now}, std::move(spec)};
+    Object s;
+    s.meta = {crypto::random_id(), counter_.next(), now, now};
+    s.spec = std::move(spec);
+    K::keep(s, data);
     store::Batch batch;
-    batch.put(store::Table::secrets, s.meta.id, encode(s));
-    batch.put(store::Table::secret_data, s.meta.id, std::move(data));
+    batch.put(K::specs, s.meta.id, encode(s));
+    batch.put(K::data, s.meta.id, std::move(data));
     committer_.submit(std::move(batch), [this, s = std::move(s), lower = std::move(lower),
                                          done = std::move(done)](Result<void> written) mutable {
         {
@@ -103,13 +159,15 @@ void SecretRegistry::create(model::SecretSpec spec, crypto::SecureBuffer data, C
                 index->by_id.emplace(s.meta.id, s);
             }
         }
-        if (!written) return done(std::move(written).error().context("create secret"));
+        if (!written)
+            return done(std::move(written).error().context(fmt::format("create {}", K::word)));
         done(std::move(s));
     });
 }
 
-std::vector<Secret> SecretRegistry::list(const model::Filters& f) const {
-    std::vector<Secret> out;
+template <typename Object>
+std::vector<Object> DataObjectRegistry<Object>::list(const model::Filters& f) const {
+    std::vector<Object> out;
     auto index = index_.read();
     for (const auto& [id, s] : index->by_id) {
         if (!f.match_prefix("id", id) || !f.match_prefix("name", s.spec.name) ||
@@ -120,8 +178,9 @@ std::vector<Secret> SecretRegistry::list(const model::Filters& f) const {
     return out;
 }
 
-Result<const Secret*> SecretRegistry::lookup(const Index& index, std::string_view key) {
-    if (key.empty()) return not_found(key);
+template <typename Object>
+Result<const Object*> DataObjectRegistry<Object>::lookup(const Index& index, std::string_view key) {
+    if (key.empty()) return not_found<Object>(key);
     if (auto it = index.by_id.find(std::string(key)); it != index.by_id.end()) return &it->second;
     // Exact name (names are unique regardless of case, but the lookup is exact, as Docker's).
     if (auto it = index.id_by_lower_name.find(model::to_lower(key));
@@ -129,7 +188,7 @@ Result<const Secret*> SecretRegistry::lookup(const Index& index, std::string_vie
         const auto& s = index.by_id.at(it->second);
         if (s.spec.name == key) return &s;
     }
-    const Secret* found = nullptr;
+    const Object* found = nullptr;
     int matches = 0;
     for (auto it = index.by_id.lower_bound(std::string(key));
          it != index.by_id.end() && it->first.starts_with(key); ++it) {
@@ -137,22 +196,27 @@ Result<const Secret*> SecretRegistry::lookup(const Index& index, std::string_vie
         ++matches;
     }
     if (matches > 1)
-        return make_error(Errc::invalid_argument,
-                          fmt::format("secret {} is ambiguous ({} matches found)", key, matches));
+        return make_error(
+            Errc::invalid_argument,
+            fmt::format("{} {} is ambiguous ({} matches found)", Kind<Object>::word, key, matches));
     if (found) return found;
-    return not_found(key);
+    return not_found<Object>(key);
 }
 
-Result<Secret> SecretRegistry::find(std::string_view key) const {
+template <typename Object>
+Result<Object> DataObjectRegistry<Object>::find(std::string_view key) const {
     auto index = index_.read();
     auto s = lookup(*index, key);
     if (!s) return std::move(s).error();
     return **s;
 }
 
-Result<Secret> SecretRegistry::update(std::string_view key, std::uint64_t version,
-                                      model::SecretSpec spec, const crypto::SecureBuffer* data) {
-    Secret current;
+template <typename Object>
+Result<Object> DataObjectRegistry<Object>::update(std::string_view key, std::uint64_t version,
+                                                  model::SecretSpec spec,
+                                                  const crypto::SecureBuffer* data) {
+    using K = Kind<Object>;
+    Object current;
     {
         auto index = index_.lock();
         auto s = lookup(*index, key);
@@ -167,26 +231,28 @@ Result<Secret> SecretRegistry::update(std::string_view key, std::uint64_t versio
     }
     BusyGuard busy(index_, current.meta.id);
     if (data != nullptr) {
-        auto stored = store_.get(store::Table::secret_data, current.meta.id);
-        if (!stored) return std::move(stored).error().context("read secret");
-        if (!*stored) return make_error(Errc::internal, "secret data missing");
+        auto stored = store_.get(K::data, current.meta.id);
+        if (!stored) return std::move(stored).error().context(fmt::format("read {}", K::word));
+        if (!*stored) return make_error(Errc::internal, fmt::format("{} data missing", K::word));
         if (!(*stored)->equals(data->span()))
             return make_error(Errc::invalid_argument, "only updates to Labels are allowed");
     }
-    Secret next = current;
+    Object next = current;
     next.spec.labels = std::move(spec.labels);
     next.meta.version = counter_.next();
     next.meta.updated = model::Timestamp::now();
     store::Batch batch;
-    batch.put(store::Table::secrets, next.meta.id, encode(next));
+    batch.put(K::specs, next.meta.id, encode(next));
     if (auto w = store_.write(std::move(batch)); !w)
-        return std::move(w).error().context("update secret");
+        return std::move(w).error().context(fmt::format("update {}", K::word));
     index_.lock()->by_id[next.meta.id] = next;
     return next;
 }
 
-Result<Secret> SecretRegistry::remove(std::string_view key) {
-    Secret current;
+template <typename Object>
+Result<Object> DataObjectRegistry<Object>::remove(std::string_view key) {
+    using K = Kind<Object>;
+    Object current;
     {
         auto index = index_.lock();
         auto s = lookup(*index, key);
@@ -195,7 +261,7 @@ Result<Secret> SecretRegistry::remove(std::string_view key) {
         if (index->busy_ids.count(current.meta.id))
             return make_error(Errc::conflict, "update out of sequence");
         index->busy_ids.insert(current.meta.id);
-        // Marked before the users are asked: a service written after this point sees the secret
+        // Marked before the users are asked: a service written after this point sees the object
         // as unavailable, one written before is among the users (see ServiceRegistry).
         index->removing_ids.insert(current.meta.id);
     }
@@ -205,23 +271,25 @@ Result<Secret> SecretRegistry::remove(std::string_view key) {
         if (!users.empty()) {
             std::sort(users.begin(), users.end());
             return make_error(Errc::invalid_argument,
-                              fmt::format("secret '{}' is in use by the following service{}: {}",
-                                          current.spec.name, users.size() > 1 ? "s" : "",
+                              fmt::format("{} '{}' is in use by the following service{}: {}",
+                                          K::word, current.spec.name, users.size() > 1 ? "s" : "",
                                           fmt::join(users, ", ")));
         }
     }
     store::Batch batch;
-    batch.erase(store::Table::secrets, current.meta.id);
-    batch.erase(store::Table::secret_data, current.meta.id);
+    batch.erase(K::specs, current.meta.id);
+    batch.erase(K::data, current.meta.id);
     if (auto w = store_.write(std::move(batch)); !w)
-        return std::move(w).error().context("remove secret");
+        return std::move(w).error().context(fmt::format("remove {}", K::word));
     auto index = index_.lock();
     index->by_id.erase(current.meta.id);
     index->id_by_lower_name.erase(model::to_lower(current.spec.name));
     return current;
 }
 
-std::vector<std::string> SecretRegistry::unavailable(const std::vector<std::string>& ids) const {
+template <typename Object>
+std::vector<std::string> DataObjectRegistry<Object>::unavailable(
+    const std::vector<std::string>& ids) const {
     std::vector<std::string> out;
     auto index = index_.read();
     for (const auto& id : ids)
@@ -229,15 +297,20 @@ std::vector<std::string> SecretRegistry::unavailable(const std::vector<std::stri
     return out;
 }
 
-Result<crypto::SecureBuffer> SecretRegistry::data(std::string_view id) const {
-    auto v = store_.get(store::Table::secret_data, id);
+template <typename Object>
+Result<crypto::SecureBuffer> DataObjectRegistry<Object>::data(std::string_view id) const {
+    auto v = store_.get(Kind<Object>::data, id);
     if (!v) return std::move(v).error();
-    if (!*v) return not_found(id);
+    if (!*v) return not_found<Object>(id);
     return std::move(**v);
 }
 
-std::size_t SecretRegistry::size() const {
+template <typename Object>
+std::size_t DataObjectRegistry<Object>::size() const {
     return index_.read()->by_id.size();
 }
+
+template class DataObjectRegistry<Secret>;
+template class DataObjectRegistry<Config>;
 
 }  // namespace coffer::manager

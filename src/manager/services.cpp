@@ -46,12 +46,28 @@ Result<T> lookup(const std::map<std::string, T, std::less<>>& items, std::string
     return not_found();
 }
 
-std::vector<std::string> secret_ids(const model::ServiceSpec& spec) {
+template <typename Ref>
+std::vector<std::string> ids_of(const std::vector<Ref>& refs, std::string Ref::*id) {
     std::vector<std::string> ids;
-    for (const auto& ref : spec.task.container.secrets) ids.push_back(ref.secret_id);
+    for (const auto& ref : refs) ids.push_back(ref.*id);
     std::sort(ids.begin(), ids.end());
     ids.erase(std::unique(ids.begin(), ids.end()), ids.end());
     return ids;
+}
+
+// "secret not found: a" / "configs not found: a, b": the names of refs whose id is in missing.
+template <typename Ref>
+Error not_found_error(std::string_view kind, const std::vector<Ref>& refs,
+                      const std::vector<std::string>& missing, std::string Ref::*id,
+                      std::string Ref::*name) {
+    std::vector<std::string> names;
+    for (const auto& ref : refs)
+        if (std::find(missing.begin(), missing.end(), ref.*id) != missing.end() &&
+            std::find(names.begin(), names.end(), ref.*name) == names.end())
+            names.push_back(ref.*name);
+    return make_error(Errc::invalid_argument,
+                      fmt::format("{}{} not found: {}", kind, names.size() > 1 ? "s" : "",
+                                  fmt::join(names, ", ")));
 }
 
 bool same_name(const Service& s, std::string_view name) {
@@ -81,38 +97,46 @@ Result<Task> TaskRegistry::find(std::string_view id) const {
 // ---- services --------------------------------------------------------------------------------
 
 ServiceRegistry::ServiceRegistry(store::Store& store, VersionCounter& counter,
-                                 SecretRegistry& secrets)
+                                 SecretRegistry& secrets, ConfigRegistry& configs)
     : table_(
           store, store::Table::services, counter,
           [](const Service& s) { return json::serialize(model::to_json(s)); },
           decode_record<Service, model::service_from_json>),
-      secrets_(secrets) {}
+      secrets_(secrets),
+      configs_(configs) {}
 
 ServiceRegistry::~ServiceRegistry() {
     secrets_.set_users({});
+    configs_.set_users({});
 }
 
 Result<std::unique_ptr<ServiceRegistry>> ServiceRegistry::load(store::Store& store,
                                                                VersionCounter& counter,
-                                                               SecretRegistry& secrets) {
-    std::unique_ptr<ServiceRegistry> reg(new ServiceRegistry(store, counter, secrets));
+                                                               SecretRegistry& secrets,
+                                                               ConfigRegistry& configs) {
+    std::unique_ptr<ServiceRegistry> reg(new ServiceRegistry(store, counter, secrets, configs));
     if (auto r = reg->table_.load(); !r) return std::move(r).error().context("load services");
     secrets.set_users([r = reg.get()](const std::string& id) { return r->users_of(id); });
+    configs.set_users([r = reg.get()](const std::string& id) { return r->users_of(id); });
     log::info("services", "loaded {} services", reg->table_.list().size());
     return reg;
 }
 
-std::vector<std::string> ServiceRegistry::users_of(const std::string& secret_id) const {
+std::vector<std::string> ServiceRegistry::users_of(const std::string& object_id) const {
     std::set<std::string> names;
     {
         auto pending = pending_.read();
         for (const auto& [name, id] : *pending)
-            if (id == secret_id) names.insert(name);
+            if (id == object_id) names.insert(name);
     }
     table_.read([&](const auto& items) {
-        for (const auto& [id, s] : items)
-            for (const auto& ref : s.spec.task.container.secrets)
-                if (ref.secret_id == secret_id) names.insert(s.spec.name);
+        for (const auto& [id, s] : items) {
+            const auto& c = s.spec.task.container;
+            for (const auto& ref : c.secrets)
+                if (ref.secret_id == object_id) names.insert(s.spec.name);
+            for (const auto& ref : c.configs)
+                if (ref.config_id == object_id) names.insert(s.spec.name);
+        }
         return 0;
     });
     return {names.begin(), names.end()};
@@ -120,25 +144,28 @@ std::vector<std::string> ServiceRegistry::users_of(const std::string& secret_id)
 
 Result<void> ServiceRegistry::reserve_secrets(const std::string& service_name,
                                               const model::ServiceSpec& spec) {
-    auto ids = secret_ids(spec);
+    using model::ConfigReference;
+    using model::SecretReference;
+    const auto& c = spec.task.container;
+    auto secret_ids = ids_of(c.secrets, &SecretReference::secret_id);
+    auto config_ids = ids_of(c.configs, &ConfigReference::config_id);
     {
         auto pending = pending_.lock();
-        for (const auto& id : ids) pending->emplace(service_name, id);
+        for (const auto& id : secret_ids) pending->emplace(service_name, id);
+        for (const auto& id : config_ids) pending->emplace(service_name, id);
     }
-    // The order matters: the references are visible to a concurrent secret removal before the
-    // secrets are checked, and a removal marks its secret before it asks for users. Either the
-    // removal sees this service, or this check sees the secret as gone.
-    auto missing = secrets_.unavailable(ids);
-    if (missing.empty()) return {};
+    // The order matters: the references are visible to a concurrent removal before the objects
+    // are checked, and a removal marks its object before it asks for users. Either the removal
+    // sees this service, or this check sees the object as gone.
+    auto missing_secrets = secrets_.unavailable(secret_ids);
+    auto missing_configs = configs_.unavailable(config_ids);
+    if (missing_secrets.empty() && missing_configs.empty()) return {};
     release_secrets(service_name);
-    std::vector<std::string> names;
-    for (const auto& ref : spec.task.container.secrets)
-        if (std::find(missing.begin(), missing.end(), ref.secret_id) != missing.end() &&
-            std::find(names.begin(), names.end(), ref.secret_name) == names.end())
-            names.push_back(ref.secret_name);
-    return make_error(
-        Errc::invalid_argument,
-        fmt::format("secret{} not found: {}", names.size() > 1 ? "s" : "", fmt::join(names, ", ")));
+    if (!missing_secrets.empty())
+        return not_found_error("secret", c.secrets, missing_secrets, &SecretReference::secret_id,
+                               &SecretReference::secret_name);
+    return not_found_error("config", c.configs, missing_configs, &ConfigReference::config_id,
+                           &ConfigReference::config_name);
 }
 
 void ServiceRegistry::release_secrets(const std::string& service_name) {

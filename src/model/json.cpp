@@ -1,5 +1,6 @@
 #include "coffer/model/json.h"
 
+#include "coffer/crypto/encoding.h"
 #include "json_document.h"
 
 namespace coffer::model {
@@ -66,6 +67,13 @@ json::object to_json(const ObjectMeta& m) {
 json::object to_json(const Secret& s) {
     auto o = to_json(s.meta);
     o["Spec"] = json::object{{"Name", s.spec.name}, {"Labels", to_json(s.spec.labels)}};
+    return o;
+}
+
+json::object to_json(const Config& c) {
+    auto o = to_json(Secret{c.meta, c.spec});
+    o["Spec"].as_object()["Data"] = crypto::base64_encode(
+        {reinterpret_cast<const std::uint8_t*>(c.data.data()), c.data.size()});
     return o;
 }
 

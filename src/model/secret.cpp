@@ -24,9 +24,14 @@ Result<void> validate_object_name(std::string_view name) {
 }
 
 Result<void> validate_secret_size(std::size_t size) {
-    if (size < 1 || size > max_secret_size)
-        return make_error(Errc::invalid_argument,
-                          "secret data must be larger than 0 and less than 512000 bytes");
+    return validate_data_size("secret", size, max_secret_size);
+}
+
+Result<void> validate_data_size(std::string_view kind, std::size_t size, std::size_t max) {
+    if (size < 1 || size > max)
+        return make_error(
+            Errc::invalid_argument,
+            fmt::format("{} data must be larger than 0 and less than {} bytes", kind, max + 1));
     return {};
 }
 

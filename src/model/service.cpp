@@ -33,36 +33,41 @@ Result<void> validate_update_config(const UpdateConfig& u, std::string_view what
     return {};
 }
 
-Result<void> validate_secret_refs(const std::vector<SecretReference>& refs) {
-    std::map<std::string, std::string> targets;  // file name -> secret name
+// Secret and config references follow the same rules, in Docker's words with the kind named.
+template <typename Ref>
+Result<void> validate_file_refs(const std::vector<Ref>& refs, std::string_view kind,
+                                std::string Ref::*id_of, std::string Ref::*name_of) {
+    std::map<std::string, std::string> targets;  // file name -> object name
     for (const auto& ref : refs) {
-        if (ref.secret_id.empty() || ref.secret_name.empty())
-            return invalid("malformed secret reference");
+        const auto& name = ref.*name_of;
+        if ((ref.*id_of).empty() || name.empty())
+            return invalid(fmt::format("malformed {} reference", kind));
         if (ref.file_name.empty())
-            return invalid("malformed file secret reference, invalid target file name provided");
-        if (auto [it, fresh] = targets.emplace(ref.file_name, ref.secret_name); !fresh)
+            return invalid(fmt::format(
+                "malformed file {} reference, invalid target file name provided", kind));
+        if (auto [it, fresh] = targets.emplace(ref.file_name, name); !fresh)
             return invalid(
-                fmt::format("secret references '{}' and '{}' have a conflicting target: '{}'",
-                            it->second, ref.secret_name, ref.file_name));
-        // The agent refuses targets that climb out of the secrets directory; say so at once.
+                fmt::format("{} references '{}' and '{}' have a conflicting target: '{}'", kind,
+                            it->second, name, ref.file_name));
+        // The agent refuses targets that climb out of where they belong; say so at once.
         std::string_view f = ref.file_name;
         for (std::size_t start = 0; start <= f.size();) {
             auto end = f.find('/', start);
             auto part = f.substr(start, end == std::string_view::npos ? f.npos : end - start);
             if (part == "..")
-                return invalid(fmt::format("invalid secret target '{}'", ref.file_name));
+                return invalid(fmt::format("invalid {} target '{}'", kind, ref.file_name));
             if (end == std::string_view::npos) break;
             start = end + 1;
         }
         if (f.find('\0') != std::string_view::npos)
-            return invalid(fmt::format("invalid secret target '{}'", ref.file_name));
+            return invalid(fmt::format("invalid {} target '{}'", kind, ref.file_name));
         if (ref.mode > 07777)
-            return invalid(fmt::format("invalid file mode {:o} for secret target '{}'", ref.mode,
+            return invalid(fmt::format("invalid file mode {:o} for {} target '{}'", ref.mode, kind,
                                        ref.file_name));
         for (const auto& id : {ref.uid, ref.gid}) {
             if (id.empty() || id.size() > 10 ||
                 id.find_first_not_of("0123456789") != std::string::npos)
-                return invalid(fmt::format("invalid uid or gid '{}' for secret target '{}'", id,
+                return invalid(fmt::format("invalid uid or gid '{}' for {} target '{}'", id, kind,
                                            ref.file_name));
         }
     }
@@ -103,6 +108,9 @@ Result<void> validate_healthcheck(const HealthConfig& h) {
     for (const auto& arg : h.test)
         if (arg.find('\0') != std::string::npos)
             return invalid("ContainerSpec: a health check command contains a NUL character");
+    return {};
+}
+
 // A clean absolute path: starts with '/', no empty, "." or ".." component, no NUL.
 bool clean_absolute(std::string_view p) {
     if (p.empty() || p.front() != '/' || p.find('\0') != std::string_view::npos) return false;
@@ -178,7 +186,26 @@ Result<void> validate_mounts(const std::vector<MountSpec>& mounts) {
     return {};
 }
 
+// A secret and a config may not land on the same file (the agent mounts both kinds side by side).
+Result<void> validate_distinct_targets(const ContainerSpec& c) {
+    std::set<std::string> secret_paths;
+    for (const auto& ref : c.secrets)
+        secret_paths.insert(ref.file_name.starts_with('/') ? ref.file_name
+                                                           : "/run/secrets/" + ref.file_name);
+    for (const auto& ref : c.configs)
+        if (auto path = config_target_path(ref.file_name); secret_paths.count(path))
+            return invalid(fmt::format(
+                "config reference '{}' and a secret reference have a conflicting target: '{}'",
+                ref.config_name, path));
+    return {};
+}
+
 }  // namespace
+
+std::string config_target_path(std::string_view file_name) {
+    if (file_name.starts_with('/')) return std::string(file_name);
+    return "/" + std::string(file_name);
+}
 
 std::string_view to_string(TaskState s) noexcept {
     return task_state_names[static_cast<std::size_t>(s)];
@@ -314,7 +341,15 @@ Result<void> validate_service_spec(const ServiceSpec& spec) {
     for (const auto& e : c.env)
         if (e.empty() || e.front() == '=')
             return invalid(fmt::format("invalid environment variable: {}", e));
-    if (auto r = validate_secret_refs(c.secrets); !r) return r;
+    if (auto r = validate_file_refs(c.secrets, "secret", &SecretReference::secret_id,
+                                    &SecretReference::secret_name);
+        !r)
+        return r;
+    if (auto r = validate_file_refs(c.configs, "config", &ConfigReference::config_id,
+                                    &ConfigReference::config_name);
+        !r)
+        return r;
+    if (auto r = validate_distinct_targets(c); !r) return r;
     if (c.healthcheck)
         if (auto r = validate_healthcheck(*c.healthcheck); !r) return r;
     if (auto r = validate_task_options(c); !r) return r;

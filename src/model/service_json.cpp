@@ -143,19 +143,25 @@ void read_update_config(Reader& parent, std::string_view key, UpdateConfig& u) {
     parent.merge(r);
 }
 
-void read_secret_refs(Reader& parent, const json::object& cs, ContainerSpec& c) {
+// ContainerSpec.Secrets and ContainerSpec.Configs: the same shape with the kind's id and name keys.
+template <typename Ref>
+void read_file_refs(Reader& parent, const json::object& cs, std::string_view key,
+                    std::string_view kind, std::vector<Ref>& out, std::string Ref::*id_of,
+                    std::string Ref::*name_of) {
     Reader r(cs, parent.name("ContainerSpec"));
-    auto* refs = r.array("Secrets");
+    auto* refs = r.array(key);
     if (refs == nullptr) return parent.merge(r);
+    const std::string id_key = kind == "secret" ? "SecretID" : "ConfigID";
+    const std::string name_key = kind == "secret" ? "SecretName" : "ConfigName";
     for (const auto& item : *refs) {
         if (!item.is_object()) {
-            r.fail("malformed secret reference");
+            r.fail(fmt::format("malformed {} reference", kind));
             break;
         }
-        Reader ref(item.as_object(), r.name("Secrets"));
-        SecretReference s;
-        ref.str("SecretID", s.secret_id);
-        ref.str("SecretName", s.secret_name);
+        Reader ref(item.as_object(), r.name(key));
+        Ref s;
+        ref.str(id_key, s.*id_of);
+        ref.str(name_key, s.*name_of);
         if (auto* file = ref.object("File")) {
             Reader f(*file, ref.name("File"));
             f.str("Name", s.file_name);
@@ -164,8 +170,14 @@ void read_secret_refs(Reader& parent, const json::object& cs, ContainerSpec& c) 
             f.integer("Mode", s.mode);
             ref.merge(f);
         }
+        // A runtime target hands a config to the runtime (Windows credential specs).
+        if (ref.get("Runtime"))
+            ref.fail(
+                fmt::format("{}.Runtime: {} references with a runtime target are not "
+                            "supported",
+                            r.name(key), kind));
         r.merge(ref);
-        c.secrets.push_back(std::move(s));
+        out.push_back(std::move(s));
     }
     parent.merge(r);
 }
@@ -432,7 +444,10 @@ Result<TaskTemplate> task_template_from_json(const json::value& v) {
         std::int64_t grace = 0;
         if (c.integer("StopGracePeriod", grace)) ct.stop_grace_period = grace;
         r.merge(c);
-        read_secret_refs(r, *cs, ct);
+        read_file_refs(r, *cs, "Secrets", "secret", ct.secrets, &SecretReference::secret_id,
+                       &SecretReference::secret_name);
+        read_file_refs(r, *cs, "Configs", "config", ct.configs, &ConfigReference::config_id,
+                       &ConfigReference::config_name);
         read_healthcheck(r, *cs, ct);
         read_task_options(r, *cs, ct);
         read_mounts(r, *cs, ct);

@@ -52,15 +52,19 @@ json::array mounts_wire(const std::vector<MountPayload>& mounts) {
     return out;
 }
 
+json::array files_wire(const std::vector<SecretFile>& files, std::string_view id_key) {
+    json::array out;
+    for (const auto& f : files)
+        out.push_back(json::object{{id_key, f.secret_id},
+                                   {"Name", f.name},
+                                   {"Target", f.target},
+                                   {"UID", f.uid},
+                                   {"GID", f.gid},
+                                   {"Mode", f.mode}});
+    return out;
+}
+
 json::object task_wire(const TaskPayload& t) {
-    json::array secrets;
-    for (const auto& f : t.secrets)
-        secrets.push_back(json::object{{"SecretID", f.secret_id},
-                                       {"Name", f.name},
-                                       {"Target", f.target},
-                                       {"UID", f.uid},
-                                       {"GID", f.gid},
-                                       {"Mode", f.mode}});
     json::object sysctls;
     for (const auto& [k, v] : t.sysctls) sysctls[k] = v;
     json::array ulimits;
@@ -82,7 +86,8 @@ json::object task_wire(const TaskPayload& t) {
                    {"CapAdd", strings(t.cap_add)},
                    {"CapDrop", strings(t.cap_drop)},
                    {"StopGracePeriod", t.stop_grace_ns},
-                   {"Secrets", std::move(secrets)}};
+                   {"Secrets", files_wire(t.secrets, "SecretID")},
+                   {"Configs", files_wire(t.configs, "ConfigID")}};
     if (t.healthcheck) {
         const auto& h = *t.healthcheck;
         o["Healthcheck"] = json::object{{"Test", strings(h.test)},
@@ -204,13 +209,14 @@ bool bool_at(const json::object& o, std::string_view key) {
     return v->get_bool();
 }
 
-SecretFile secret_file(const json::value& v) {
-    const auto& o = object_of(v, "Secrets");
+// An entry of "Secrets" (id_key "SecretID") or "Configs" ("ConfigID"); ids follow one rule.
+SecretFile secret_file(const json::value& v, std::string_view list, std::string_view id_key) {
+    const auto& o = object_of(v, list);
     SecretFile f;
-    f.secret_id = text_at(o, "SecretID", max_name_chars);
-    if (!model::valid_secret_id(f.secret_id)) bad("Secrets: invalid SecretID");
+    f.secret_id = text_at(o, id_key, max_name_chars);
+    if (!model::valid_secret_id(f.secret_id)) bad(fmt::format("{}: invalid {}", list, id_key));
     f.name = name_at(o, "Name");
-    if (f.name.empty()) bad(fmt::format("Secrets: secret {} has no Name", f.secret_id));
+    if (f.name.empty()) bad(fmt::format("{}: {} has no Name", list, f.secret_id));
     f.target = text_at(o, "Target", 4096);
     f.uid = id_number_at(o, "UID");
     f.gid = id_number_at(o, "GID");
@@ -364,10 +370,13 @@ TaskPayload task_add(const json::object& t) {
     p.cap_drop = texts_at(t, "CapDrop");
     // Nanoseconds, as in Docker; capped at a day so conversions cannot overflow.
     p.stop_grace_ns = int_at(t, "StopGracePeriod", default_stop_grace_ns, 0, day_ns);
-    if (const auto* refs = t.if_contains("Secrets"); refs != nullptr && !refs->is_null()) {
-        if (!refs->is_array()) bad("Secrets: expected an array");
-        if (refs->get_array().size() > max_secret_refs) bad("Secrets: too many");
-        for (const auto& r : refs->get_array()) p.secrets.push_back(secret_file(r));
+    for (auto [list, id_key, out] : {std::tuple{"Secrets", "SecretID", &p.secrets},
+                                     std::tuple{"Configs", "ConfigID", &p.configs}}) {
+        const auto* refs = t.if_contains(list);
+        if (refs == nullptr || refs->is_null()) continue;
+        if (!refs->is_array()) bad(fmt::format("{}: expected an array", list));
+        if (refs->get_array().size() > max_secret_refs) bad(fmt::format("{}: too many", list));
+        for (const auto& r : refs->get_array()) out->push_back(secret_file(r, list, id_key));
     }
     if (const auto* h = t.if_contains("Healthcheck"); h != nullptr && !h->is_null())
         p.healthcheck = healthcheck(*h);
@@ -408,11 +417,17 @@ Change change(const json::value& v) {
             bad("Action: expected add or remove");
         const auto* task = o.if_contains("Task");
         const auto* secret = o.if_contains("Secret");
-        if ((task == nullptr) == (secret == nullptr))
-            bad("expected exactly one of Task and Secret");
-        c.is_secret = secret != nullptr;
-        const auto& body =
-            object_of(c.is_secret ? *secret : *task, c.is_secret ? "Secret" : "Task");
+        const auto* config = o.if_contains("Config");
+        if ((task != nullptr) + (secret != nullptr) + (config != nullptr) != 1)
+            bad("expected exactly one of Task, Secret and Config");
+        c.is_config = config != nullptr;
+        c.is_secret = secret != nullptr || c.is_config;
+        const auto& body = object_of(c.is_config   ? *config
+                                     : c.is_secret ? *secret
+                                                   : *task,
+                                     c.is_config   ? "Config"
+                                     : c.is_secret ? "Secret"
+                                                   : "Task");
         auto id = text_at(body, "ID", max_name_chars);
         if (c.is_secret ? !model::valid_secret_id(id) : !model::valid_task_id(id))
             bad("ID: missing or invalid");
@@ -441,16 +456,16 @@ crypto::SecureBuffer encode(const Assignments& m) {
     for (const auto& c : m.changes) {
         if (!first) text.add(",");
         first = false;
+        const char* object_key = c.is_config ? "Config" : c.is_secret ? "Secret" : "Task";
         if (c.action == Change::Action::remove) {
             text.add(json::serialize(
-                json::object{{"Action", "remove"},
-                             {c.is_secret ? "Secret" : "Task", json::object{{"ID", c.id}}}}));
+                json::object{{"Action", "remove"}, {object_key, json::object{{"ID", c.id}}}}));
         } else if (c.task) {
             text.add(
                 json::serialize(json::object{{"Action", "add"}, {"Task", task_wire(*c.task)}}));
         } else if (c.secret) {
-            text.add(fmt::format(R"({{"Action":"add","Secret":{{"ID":{},"Name":{},"Data":")",
-                                 json::serialize(json::string(c.secret->id)),
+            text.add(fmt::format(R"({{"Action":"add","{}":{{"ID":{},"Name":{},"Data":")",
+                                 object_key, json::serialize(json::string(c.secret->id)),
                                  json::serialize(json::string(c.secret->name))));
             text.add(crypto::base64_encode_secure(c.secret->data.span()));
             text.add("\"}}");

@@ -24,6 +24,10 @@ std::string_view table_name(Table t) noexcept {
             return "tasks";
         case Table::pki:
             return "pki";
+        case Table::configs:
+            return "configs";
+        case Table::config_data:
+            return "config_data";
     }
     return "unknown";
 }

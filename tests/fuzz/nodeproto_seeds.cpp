@@ -62,7 +62,15 @@ int main(int argc, char** argv) {
          0},
         {MountPayload::Type::tmpfs, "", "/scratch", true, false, false, {}, 1 << 20, 0750},
         {MountPayload::Type::bind, "/srv/static", "/static", true, true, false, {}, 0, 0}};
+    task.configs = {{"c1d2e3f4g5h6i7j8k9l0m1n2o", "app.conf", "/etc/app.conf", "0", "0", 0444}};
     Assignments complete{true, 1, {}};
+    Change config;
+    config.is_secret = true;
+    config.is_config = true;
+    config.id = "c1d2e3f4g5h6i7j8k9l0m1n2o";
+    config.secret = SecretPayload{config.id, "app.conf",
+                                  crypto::SecureBuffer::copy_of(std::string_view("listen 80"))};
+    complete.changes.push_back(std::move(config));
     Change secret;
     secret.is_secret = true;
     secret.id = "a1b2c3d4e5f6g7h8i9j0k1l2m";

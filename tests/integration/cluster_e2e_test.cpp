@@ -10,6 +10,8 @@
 
 #include <boost/json.hpp>
 
+#include <cstring>
+#include <iterator>
 #include <set>
 #include <sstream>
 
@@ -405,4 +407,59 @@ TEST_F(Cluster, ANodeReportsItsCpusAndMemory) {
         return shown == expected;
     })) << shown
         << " != " << expected;
+// Configs travel and mount as secrets do: the file is at its target (an absolute path, or under
+// / for a relative one), with its bytes, owner and mode, on a read-only mount; the task prints
+// what it sees.
+TEST_F(Cluster, AConfigIsMountedReadOnlyAtItsTargetWithItsOwnerAndMode) {
+    ASSERT_EQ(cli({"config", "create", "app", "-"}, "listen 8080\n").status, 0);
+    ASSERT_EQ(cli({"config", "create", "plain", "-"}, "plain-bytes").status, 0);
+    auto r = cli({"service", "create", "--name", "conf", "--constraint", "node.hostname==node-a",
+                  "--config", "source=app,target=/etc/app.conf,uid=1000,gid=1001,mode=0440",
+                  "--config", "plain", "busybox", "sh", "-c",
+                  "trap 'exit 0' TERM; "
+                  "echo CONTENT $(cat /etc/app.conf); "
+                  "echo STAT $(stat -c %u:%g:%a /etc/app.conf); "
+                  "echo MOUNT $(grep ' /etc/app.conf ' /proc/self/mountinfo); "
+                  "(echo x >> /etc/app.conf) 2>/dev/null && echo WRITE ok || echo WRITE refused; "
+                  "echo PLAIN $(cat /plain) $(stat -c %u:%g:%a /plain); "
+                  "echo PRINTED; "
+                  "while :; do sleep 3600 & wait $!; done"});
+    ASSERT_EQ(r.status, 0) << r.err;
+    ASSERT_TRUE(wait_converged("conf", 1, a_->node_id())) << a_->err();
+    auto task = id_of(running("conf").at(0));
+
+    std::map<std::string, std::string> seen;
+    ASSERT_TRUE(wait_until(
+        [&] {
+            auto logs = cli({"service", "logs", task});
+            seen.clear();
+            std::istringstream in(logs.out);
+            for (std::string line; std::getline(in, line);)
+                for (auto key : {"CONTENT", "STAT", "MOUNT", "WRITE", "PLAIN", "PRINTED"})
+                    if (auto at = line.find(std::string(key)); at != std::string::npos) {
+                        auto rest = line.substr(at + std::strlen(key));
+                        seen[key] = rest.empty() ? rest : rest.substr(1);
+                        break;
+                    }
+            return seen.contains("PRINTED");
+        },
+        20s))
+        << a_->task_log(task);
+    EXPECT_EQ(seen["CONTENT"], "listen 8080");
+    EXPECT_EQ(seen["STAT"], "1000:1001:440");
+    EXPECT_EQ(seen["WRITE"], "refused");
+    EXPECT_EQ(seen["PLAIN"], "plain-bytes 0:0:444");
+    // mountinfo: "<id> <parent> <dev> <root> <mount point> <options> ...": mounted read-only.
+    std::istringstream fields(seen["MOUNT"]);
+    std::vector<std::string> f{std::istream_iterator<std::string>(fields), {}};
+    ASSERT_GE(f.size(), 6u) << seen["MOUNT"];
+    EXPECT_EQ(f[4], "/etc/app.conf");
+    EXPECT_TRUE(f[5] == "ro" || f[5].starts_with("ro,")) << seen["MOUNT"];
+
+    // From outside, through the container's root: the same bytes.
+    auto files = read_dir(fmt::format("/proc/{}/root/etc", container_pid(running("conf").at(0))));
+    EXPECT_EQ(files["app.conf"], "listen 8080\n");
+    // In use: not removable.
+    EXPECT_EQ(cli({"config", "rm", "app"}).status, 1);
+    EXPECT_EQ(cli({"service", "rm", "conf"}).status, 0);
 }

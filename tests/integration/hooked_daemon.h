@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "coffer/net/http_client.h"
 #include "harness.h"
 
 namespace coffer::test {
@@ -39,6 +40,17 @@ class HookedDaemonTest : public ::testing::Test {
 
     // COFFER_TEST_NODES: the nodes the daemon registers ("host[/CPUS/MEMORY_BYTES]", ...).
     std::string nodes_ = "node-a,node-b";
+    // One raw HTTP request to the daemon.
+    net::ClientResponse request(std::string_view method, std::string_view target,
+                                std::string_view body = "") {
+        auto c = net::HttpClient::connect(daemon_->host());
+        EXPECT_TRUE(c.ok());
+        auto r = (*c)->request(method, target,
+                               {reinterpret_cast<const std::uint8_t*>(body.data()), body.size()});
+        EXPECT_TRUE(r.ok());
+        return r.ok() ? *r : net::ClientResponse{};
+    }
+
     TempDir dir_;
     std::unique_ptr<Daemon> daemon_;
     std::vector<std::string> env_;

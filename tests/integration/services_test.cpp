@@ -23,15 +23,6 @@ class Services : public HookedDaemonTest {
   protected:
     void SetUp() override { start_daemon(); }
 
-    net::ClientResponse request(std::string_view method, std::string_view target,
-                                std::string_view body = "") {
-        auto c = net::HttpClient::connect(daemon_->host());
-        EXPECT_TRUE(c.ok());
-        auto r = (*c)->request(method, target,
-                               {reinterpret_cast<const std::uint8_t*>(body.data()), body.size()});
-        EXPECT_TRUE(r.ok());
-        return r.ok() ? *r : net::ClientResponse{};
-    }
     json::value get(std::string_view target) {
         auto r = request("GET", target);
         EXPECT_EQ(r.status, 200) << r.body;

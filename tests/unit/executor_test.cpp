@@ -17,6 +17,7 @@
 
 #include "coffer/agent/assignments.h"
 #include "coffer/agent/executor.h"
+#include "coffer/agent/secret_mount.h"
 #include "coffer/agent/task_drivers.h"
 #include "coffer/crypto/encoding.h"
 #include "coffer/manager/dispatcher.h"
@@ -853,3 +854,67 @@ TEST_F(LogTail, RefusesSymlinks) {
 }
 
 }  // namespace
+
+// A config travels as a secret does, under "Config": the agent holds it under its store key and
+// mounts it at its absolute target (a relative one under /).
+TEST(Assignments, ConfigsBecomeFilesAtAbsoluteTargets) {
+    crypto::init();
+    manager::AssignmentMessage m;
+    m.complete = true;
+    m.sequence = 1;
+    manager::AssignmentChange cfg;
+    cfg.is_secret = true;
+    cfg.is_config = true;
+    cfg.id = "cfg1";
+    cfg.secret = manager::AssignmentChange::Secret{
+        "cfg1", "app", crypto::SecureBuffer::copy_of(std::string_view("listen 80"))};
+    m.changes.push_back(std::move(cfg));
+    model::Task t;
+    t.meta.id = "abcdefghijklmnopqrstuvwxy";
+    t.spec.container.image = "busybox:latest";
+    t.spec.container.configs = {{"cfg1", "app", "/etc/app.conf", "1000", "1001", 0440},
+                                {"cfg1", "app", "app", "0", "0", 0444}};
+    manager::AssignmentChange tc;
+    tc.id = t.meta.id;
+    tc.task = t;
+    m.changes.push_back(std::move(tc));
+    manager::AssignmentChange gone;
+    gone.action = manager::AssignmentChange::Action::remove;
+    gone.is_secret = true;
+    gone.is_config = true;
+    gone.id = "cfg0";
+    m.changes.push_back(std::move(gone));
+
+    auto wire = m.to_json();
+    auto v = boost::json::parse(
+        std::string_view(reinterpret_cast<const char*>(wire.data()), wire.size()));
+    EXPECT_EQ(v.at("Changes").at(0).at("Config").at("Name"), "app");
+    EXPECT_EQ(v.at("Changes").at(1).at("Task").at("Configs").at(0).at("ConfigID"), "cfg1");
+    EXPECT_EQ(v.at("Changes").at(2).at("Config").at("ID"), "cfg0");
+
+    auto parsed = parse_assignments(wire);
+    ASSERT_TRUE(parsed) << parsed.error().message;
+    ASSERT_EQ(parsed->changes.size(), 3u);
+    const auto& c = parsed->changes[0];
+    ASSERT_FALSE(c.invalid) << *c.invalid;
+    EXPECT_TRUE(c.is_secret);
+    EXPECT_EQ(c.id, config_store_key("cfg1"));
+    EXPECT_NE(c.id, "cfg1");  // never the key of a secret of the same id
+    EXPECT_TRUE(
+        c.secret->data.equals(crypto::SecureBuffer::copy_of(std::string_view("listen 80")).span()));
+    const auto& spec = parsed->changes[1].task->spec;
+    ASSERT_EQ(spec.secrets.size(), 2u);
+    EXPECT_EQ(spec.secrets[0].secret_id, config_store_key("cfg1"));
+    EXPECT_EQ(spec.secrets[0].target, "/etc/app.conf");
+    EXPECT_EQ(spec.secrets[0].uid, 1000u);
+    EXPECT_EQ(spec.secrets[0].gid, 1001u);
+    EXPECT_EQ(spec.secrets[0].mode, 0440u);
+    EXPECT_EQ(spec.secrets[1].target, "/app");
+    EXPECT_EQ(parsed->changes[2].id, config_store_key("cfg0"));
+    EXPECT_TRUE(parsed->changes[2].is_secret);
+    // The files the runner writes: a config at its path, not under /run/secrets.
+    auto files = plan_secret_files(spec.secrets);
+    ASSERT_TRUE(files) << files.error().message;
+    EXPECT_EQ((*files)[0].path, "/etc/app.conf");
+    EXPECT_EQ((*files)[1].path, "/app");
+}

@@ -5,6 +5,7 @@
 #include <boost/json.hpp>
 
 #include <filesystem>
+#include <fstream>
 #include <future>
 #include <thread>
 
@@ -52,13 +53,14 @@ class Cluster : public ::testing::Test {
         store_ = std::move(opened->store);
         committer_ = std::make_unique<Committer>(*store_);
         secrets_ = SecretRegistry::load(*store_, *committer_, counter_).value();
-        services_ = ServiceRegistry::load(*store_, counter_, *secrets_).value();
+        configs_ = ConfigRegistry::load(*store_, *committer_, counter_).value();
+        services_ = ServiceRegistry::load(*store_, counter_, *secrets_, *configs_).value();
         tasks_ = TaskRegistry::load(*store_, counter_).value();
         nodes_ = NodeRegistry::load(*store_, counter_).value();
         orch_ =
             std::make_unique<Orchestrator>(*services_, *tasks_, *nodes_, [this] { return now_; });
-        dispatcher_ =
-            std::make_unique<Dispatcher>(*tasks_, *nodes_, *secrets_, [this] { return now_; });
+        dispatcher_ = std::make_unique<Dispatcher>(*tasks_, *nodes_, *secrets_, *configs_,
+                                                   [this] { return now_; });
         events_.dispatcher = &dispatcher_;
         tasks_->emit_changes(events_, &ClusterEvents::tasks_changed);
         nodes_->emit_changes(events_, &ClusterEvents::nodes_changed);
@@ -79,6 +81,15 @@ class Cluster : public ::testing::Test {
         auto s = p.get_future().get();
         EXPECT_TRUE(s.ok());
         return s->meta.id;
+    }
+
+    std::string config(const std::string& name, std::string_view bytes) {
+        std::promise<Result<model::Config>> p;
+        configs_->create({name, {}}, crypto::SecureBuffer::copy_of(bytes),
+                         [&](Result<model::Config> c) { p.set_value(std::move(c)); });
+        auto c = p.get_future().get();
+        EXPECT_TRUE(c.ok()) << (c.ok() ? "" : c.error().message);
+        return c.ok() ? c->meta.id : "";
     }
 
     // A spec as the docker CLI sends it.
@@ -158,6 +169,7 @@ class Cluster : public ::testing::Test {
     std::unique_ptr<Committer> committer_;
     VersionCounter counter_;
     std::unique_ptr<SecretRegistry> secrets_;
+    std::unique_ptr<ConfigRegistry> configs_;
     std::unique_ptr<ServiceRegistry> services_;
     std::unique_ptr<TaskRegistry> tasks_;
     std::unique_ptr<NodeRegistry> nodes_;
@@ -166,7 +178,8 @@ class Cluster : public ::testing::Test {
     model::Timestamp now_{1'800'000'000 * sec};
 };
 
-std::string message(const Result<model::Service>& r) {
+template <typename T>
+std::string message(const Result<T>& r) {
     return r.ok() ? "" : r.error().message;
 }
 
@@ -185,6 +198,61 @@ TEST_F(Cluster, SecretInUseCannotBeRemoved) {
     ASSERT_TRUE(services_->remove("web").ok());
     ASSERT_TRUE(services_->remove("api").ok());
     EXPECT_TRUE(secrets_->remove("s1").ok());
+}
+
+// Configs: a named object with data like a secret, whose bytes the index keeps (inspect shows
+// them), sealed in tables of their own, protected while a service references them.
+TEST_F(Cluster, ConfigsKeepTheirDataAndAreProtectedWhileInUse) {
+    auto id = config("app", "listen 80");
+    auto found = configs_->find("app");
+    ASSERT_TRUE(found.ok());
+    EXPECT_EQ(found->meta.id, id);
+    EXPECT_EQ(found->data, "listen 80");
+    EXPECT_EQ(message(configs_->find("nosuch")), "config nosuch not found");
+    // A secret of the same name is another object.
+    secret("app", "secret-bytes");
+    EXPECT_EQ(configs_->find("app")->data, "listen 80");
+    EXPECT_EQ(configs_->size(), 1u);
+
+    auto other = crypto::SecureBuffer::copy_of(std::string_view("listen 81"));
+    EXPECT_EQ(message(configs_->update("app", found->meta.version, {"app", {}}, &other)),
+              "only updates to Labels are allowed");
+    auto same = crypto::SecureBuffer::copy_of(std::string_view("listen 80"));
+    auto labelled = configs_->update("app", found->meta.version, {"app", {{"k", "v"}}}, &same);
+    ASSERT_TRUE(labelled.ok()) << labelled.error().message;
+    EXPECT_EQ(labelled->data, "listen 80");
+    auto f = model::Filters::parse(R"({"label":{"k=v":true}})", {"id", "name", "names", "label"});
+    ASSERT_TRUE(f.ok());
+    EXPECT_EQ(configs_->list(*f).size(), 1u);
+
+    auto sp = spec("web", 1);
+    sp.task.container.configs = {{id, "app", "/etc/app.conf", "0", "0", 0444}};
+    ASSERT_TRUE(services_->create(sp).ok());
+    EXPECT_EQ(message(configs_->remove("app")),
+              "config 'app' is in use by the following service: web");
+    // The secret of the same name is not in use.
+    EXPECT_TRUE(secrets_->remove("app").ok());
+    ASSERT_TRUE(services_->remove("web").ok());
+    EXPECT_TRUE(configs_->remove("app").ok());
+    sp.name = "api";
+    EXPECT_EQ(message(services_->create(sp)), "config not found: app");
+}
+
+TEST_F(Cluster, ConfigsSurviveARestartSealed) {
+    auto id = config("app", "listen 80");
+    services_.reset();
+    configs_ = ConfigRegistry::load(*store_, *committer_, counter_).value();
+    services_ = ServiceRegistry::load(*store_, counter_, *secrets_, *configs_).value();
+    EXPECT_EQ(configs_->find(id)->data, "listen 80");
+    EXPECT_TRUE(configs_->data(id)->equals(
+        crypto::SecureBuffer::copy_of(std::string_view("listen 80")).span()));
+    // Sealed at rest: the bytes are nowhere in the store's files.
+    for (const auto& e : fs::recursive_directory_iterator(dir_ / "data")) {
+        if (!e.is_regular_file()) continue;
+        std::ifstream in(e.path(), std::ios::binary);
+        std::string text((std::istreambuf_iterator<char>(in)), {});
+        EXPECT_EQ(text.find("listen 80"), std::string::npos) << e.path();
+    }
 }
 
 TEST_F(Cluster, MissingSecretsRefusedAtCreateAndUpdate) {
@@ -414,6 +482,40 @@ TEST_F(Cluster, NodeGetsOnlyTheSecretsItsTasksReference) {
     EXPECT_EQ(*applied, 0u);
 }
 
+TEST_F(Cluster, NodeGetsTheConfigsItsTasksReferenceBeforeTheTasks) {
+    auto n1 = node("n1");
+    auto id = config("app", "listen 80");
+    config("unused", "nope");
+    auto sp = spec("web", 1);
+    sp.task.container.configs = {{id, "app", "/etc/app.conf", "0", "0", 0444}};
+    auto web = services_->create(sp)->meta.id;
+    pass();
+    auto s1 = dispatcher_->subscribe(n1);
+    ASSERT_TRUE(s1.ok());
+    auto m = (*s1)->poll();
+    ASSERT_TRUE(m);
+    ASSERT_EQ(m->changes.size(), 2u);
+    EXPECT_TRUE(m->changes[0].is_config);
+    EXPECT_EQ(m->changes[0].secret->name, "app");
+    EXPECT_TRUE(m->changes[1].task.has_value());
+    auto wire = m->to_json();
+    std::string text(reinterpret_cast<const char*>(wire.data()), wire.size());
+    auto v = json::parse(text);
+    EXPECT_EQ(v.at("Changes").at(0).at("Config").at("Data"), "bGlzdGVuIDgw");
+    EXPECT_EQ(text.find("bm9wZQ"), std::string::npos);  // never a config no task uses
+
+    auto t = tasks_of(web).at(0);
+    report(t, TaskState::running);
+    (void)(*s1)->poll();
+    report(t, TaskState::complete);
+    m = (*s1)->next(std::chrono::milliseconds(1000));
+    ASSERT_TRUE(m);
+    ASSERT_EQ(m->changes.size(), 2u);
+    EXPECT_FALSE(m->changes[0].is_secret);
+    EXPECT_TRUE(m->changes[1].is_config);
+    EXPECT_EQ(m->changes[1].action, AssignmentChange::Action::remove);
+}
+
 TEST_F(Cluster, RegistriesSurviveARestart) {
     auto n1 = node("n1");
     auto web = services_->create(spec("web", 2))->meta.id;
@@ -424,7 +526,7 @@ TEST_F(Cluster, RegistriesSurviveARestart) {
     services_.reset();
     tasks_ = TaskRegistry::load(*store_, counter_).value();
     nodes_ = NodeRegistry::load(*store_, counter_).value();
-    services_ = ServiceRegistry::load(*store_, counter_, *secrets_).value();
+    services_ = ServiceRegistry::load(*store_, counter_, *secrets_, *configs_).value();
     EXPECT_EQ(services_->find("web")->meta.id, web);
     EXPECT_EQ(tasks_->list().size(), before.size());
     EXPECT_EQ(nodes_->get(n1)->state, model::NodeState::unknown);  // until its session is back

@@ -710,3 +710,81 @@ TEST(ServiceSpec, VolumeNamesAreDockers) {
     EXPECT_FALSE(valid_volume_name("a/b"));
     EXPECT_FALSE(valid_volume_name(std::string(256, 'a')));
 }
+
+TEST(ConfigRefs, ParseWithTheirFileTargets) {
+    auto s = spec_of(R"({"Name":"web","TaskTemplate":{"ContainerSpec":{"Image":"busybox",
+        "Configs":[{"ConfigID":"c1","ConfigName":"app","File":{"Name":"/etc/app.conf",
+          "UID":"1000","GID":"1001","Mode":288}},
+          {"ConfigID":"c2","ConfigName":"plain","File":{"Name":"plain","UID":"0","GID":"0",
+          "Mode":292}}]}}})");
+    ASSERT_TRUE(s.ok()) << s.error().message;
+    EXPECT_TRUE(coffer::model::validate_service_spec(*s).ok());
+    const auto& refs = s->task.container.configs;
+    ASSERT_EQ(refs.size(), 2u);
+    EXPECT_EQ(refs[0].config_id, "c1");
+    EXPECT_EQ(refs[0].config_name, "app");
+    EXPECT_EQ(refs[0].file_name, "/etc/app.conf");
+    EXPECT_EQ(refs[0].uid, "1000");
+    EXPECT_EQ(refs[0].gid, "1001");
+    EXPECT_EQ(refs[0].mode, 0440u);
+    // Docker's rule: a relative target is under /.
+    EXPECT_EQ(coffer::model::config_target_path(refs[1].file_name), "/plain");
+    EXPECT_EQ(coffer::model::config_target_path("/etc/x"), "/etc/x");
+}
+
+TEST(ConfigRefs, ValidationUsesDockersWords) {
+    auto with = [](std::string_view configs, std::string_view secrets = "[]") {
+        return fmt::format(
+            R"({{"Name":"web","TaskTemplate":{{"ContainerSpec":{{"Image":"busybox",
+                "Secrets":{},"Configs":{}}}}}}})",
+            secrets, configs);
+    };
+    auto ref = [](std::string_view id, std::string_view name, std::string_view file) {
+        return fmt::format(
+            R"({{"ConfigID":"{}","ConfigName":"{}","File":{{"Name":"{}","UID":"0","GID":"0","Mode":292}}}})",
+            id, name, file);
+    };
+    EXPECT_EQ(invalid_message(with(fmt::format("[{}]", ref("", "a", "/a")))),
+              "malformed config reference");
+    EXPECT_EQ(invalid_message(with(R"([{"ConfigID":"c","ConfigName":"a"}])")),
+              "malformed file config reference, invalid target file name provided");
+    EXPECT_EQ(
+        invalid_message(with(fmt::format("[{},{}]", ref("c1", "a", "/x"), ref("c2", "b", "/x")))),
+        "config references 'a' and 'b' have a conflicting target: '/x'");
+    EXPECT_EQ(invalid_message(with(fmt::format("[{}]", ref("c1", "a", "/etc/../x")))),
+              "invalid config target '/etc/../x'");
+    // A runtime target (a credential spec) is refused, not ignored.
+    EXPECT_NE(invalid_message(with(R"([{"ConfigID":"c","ConfigName":"a","Runtime":{}}])"))
+                  .find("runtime target"),
+              std::string::npos);
+    // A secret and a config on the same file.
+    EXPECT_EQ(
+        invalid_message(with(
+            fmt::format("[{}]", ref("c1", "a", "/run/secrets/s")),
+            R"([{"SecretID":"s1","SecretName":"s","File":{"Name":"s","UID":"0","GID":"0","Mode":292}}])")),
+        "config reference 'a' and a secret reference have a conflicting target: '/run/secrets/s'");
+    EXPECT_EQ(
+        invalid_message(with(fmt::format("[{},{}]", ref("c1", "a", "/x"), ref("c2", "b", "y")))),
+        "");
+}
+
+TEST(ConfigSize, OneTo1023999Bytes) {
+    using coffer::model::max_config_size;
+    using coffer::model::validate_data_size;
+    EXPECT_FALSE(validate_data_size("config", 0, max_config_size).ok());
+    EXPECT_TRUE(validate_data_size("config", 1, max_config_size).ok());
+    EXPECT_TRUE(validate_data_size("config", 1023999, max_config_size).ok());
+    auto r = validate_data_size("config", 1024000, max_config_size);
+    ASSERT_FALSE(r.ok());
+    EXPECT_EQ(r.error().message, "config data must be larger than 0 and less than 1024000 bytes");
+}
+
+TEST(ConfigJson, ShowsItsDataAsBase64) {
+    coffer::model::Config c;
+    c.meta.id = "abc";
+    c.spec.name = "app";
+    c.data = std::string("a\0b", 3);
+    auto o = coffer::model::to_json(c);
+    EXPECT_EQ(o.at("Spec").at("Data"), "YQBi");
+    EXPECT_EQ(o.at("Spec").at("Name"), "app");
+}

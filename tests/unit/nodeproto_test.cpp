@@ -495,3 +495,49 @@ TEST(Volumes, RemoveAndItsAnswerRoundTrip) {
     EXPECT_FALSE(decode_volume_removed(
         msg(R"({"type":"volume_removed","request":"r","error":"x","code":"weird"})")));
 }
+
+TEST(Assignments, ConfigsRoundTripUnderTheirOwnKeys) {
+    Assignments a;
+    a.sequence = 2;
+    Change config;
+    config.is_secret = true;
+    config.is_config = true;
+    config.id = "cfg1";
+    config.secret =
+        SecretPayload{"cfg1", "app.conf", crypto::SecureBuffer::copy_of(std::string_view("x=1"))};
+    a.changes.push_back(std::move(config));
+    Change task;
+    task.id = sample_task().id;
+    task.task = sample_task();
+    task.task->configs = {{"cfg1", "app.conf", "/etc/app.conf", "1000", "0", 0440}};
+    a.changes.push_back(std::move(task));
+    Change gone;
+    gone.action = Change::Action::remove;
+    gone.is_secret = true;
+    gone.is_config = true;
+    gone.id = "cfg0";
+    a.changes.push_back(std::move(gone));
+    auto text = encode(a);
+    auto v = json::parse(str(text));
+    EXPECT_EQ(v.at("Changes").at(0).at("Config").at("Data"), "eD0x");
+    EXPECT_EQ(v.at("Changes").at(1).at("Task").at("Configs").at(0).at("ConfigID"), "cfg1");
+    EXPECT_EQ(v.at("Changes").at(2).at("Config").at("ID"), "cfg0");
+    auto d = decode_assignments(text);
+    ASSERT_TRUE(d) << d.error().message;
+    ASSERT_EQ(d->changes.size(), 3u);
+    for (std::size_t i = 0; i < 3; ++i) {
+        EXPECT_FALSE(d->changes[i].invalid) << i;
+        EXPECT_EQ(d->changes[i].is_config, a.changes[i].is_config) << i;
+        EXPECT_EQ(d->changes[i].is_secret, a.changes[i].is_secret) << i;
+        EXPECT_EQ(d->changes[i].id, a.changes[i].id) << i;
+    }
+    EXPECT_TRUE(d->changes[0].secret->data.equals(a.changes[0].secret->data.span()));
+    EXPECT_EQ(d->changes[1].task, a.changes[1].task);
+
+    // One object per change: a Secret and a Config together is refused.
+    auto both = decode_assignments(
+        msg(R"({"type":"assignments","Type":"incremental","Sequence":1,"Changes":[)"
+            R"({"Action":"remove","Secret":{"ID":"a"},"Config":{"ID":"a"}}]})"));
+    ASSERT_TRUE(both);
+    ASSERT_TRUE(both->changes.at(0).invalid);
+}

@@ -19,6 +19,11 @@ namespace coffer::agent {
 
 inline constexpr std::chrono::milliseconds default_stop_grace{10'000};
 
+// A config travels as a secret does and is held beside the secrets under its store key (config ids
+// and secret ids are of the same form, so configs get a prefix no id can start with); its file is
+// a SecretRef like a secret's, with an absolute target.
+std::string config_store_key(std::string_view config_id);
+
 struct SecretAssignment {
     std::string id;
     std::string name;
@@ -34,8 +39,8 @@ struct TaskAssignment {
 struct Change {
     enum class Action { add, remove };
     Action action = Action::add;
-    bool is_secret = false;
-    std::string id;  // the task's or secret's id; always valid when set
+    bool is_secret = false;  // a secret's or a config's change
+    std::string id;          // the task's or secret's id, or a config's store key
     // For a valid add, the one that matches is_secret.
     std::optional<TaskAssignment> task;
     std::optional<SecretAssignment> secret;

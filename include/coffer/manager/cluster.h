@@ -4,11 +4,11 @@
 // Parts, in the order they are made (each borrows only parts made before it):
 //   at open():    store, committer, API
 //   once the store is unlocked (at open(), or by unlock()):
-//                 cluster record, trust (CA, tokens), secrets, services, tasks, nodes,
+//                 cluster record, trust (CA, tokens), secrets, configs, services, tasks, nodes,
 //                 dispatcher, orchestrator (its thread starts), node port (when configured)
 // Taken down in reverse: API, node port (its sessions end while everything they use exists),
 // orchestrator (its thread stops), dispatcher, committer (it answers its last requests while
-// the registries exist), nodes, tasks, services, secrets, trust, store.
+// the registries exist), nodes, tasks, services, configs, secrets, trust, store.
 //
 // Events (ClusterEvents, which this object implements and routes; nothing else calls parts back):
 //   services_changed          (a services writer)          -> orchestrator wakes
@@ -101,6 +101,7 @@ class Cluster final : private ClusterEvents, private NodeTransport {
     // Valid once unlocked.
     ClusterTrust& trust() const noexcept { return *trust_; }
     // Exist whenever secrets() is not null.
+    ConfigRegistry& configs() const noexcept { return *configs_; }
     ServiceRegistry& services() const noexcept { return *services_; }
     TaskRegistry& tasks() const noexcept { return *tasks_; }
     NodeRegistry& nodes() const noexcept { return *nodes_; }
@@ -168,6 +169,7 @@ class Cluster final : private ClusterEvents, private NodeTransport {
     model::Timestamp created_;
     std::unique_ptr<ClusterTrust> trust_;
     std::unique_ptr<SecretRegistry> secrets_owner_;
+    std::unique_ptr<ConfigRegistry> configs_;
     std::unique_ptr<ServiceRegistry> services_;
     std::unique_ptr<TaskRegistry> tasks_;
     std::unique_ptr<NodeRegistry> nodes_;

@@ -3,10 +3,10 @@
 // what the stream yields; it hands the node's task status reports to report().
 //
 // A node's assignment set is its tasks that are assigned to it and not yet ended (states
-// assigned..running) and that the orchestrator still wants running, plus the secrets those
-// tasks reference, and nothing else. The first message is the complete set; later ones are
-// deltas. Secrets are added before the tasks that use them and removed after the last task on
-// that node that uses them leaves the set.
+// assigned..running) and that the orchestrator still wants running, plus the secrets and configs
+// those tasks reference, and nothing else. The first message is the complete set; later ones are
+// deltas. Secrets and configs are added before the tasks that use them and removed after the
+// last task on that node that uses them leaves the set.
 #pragma once
 
 #include <chrono>
@@ -36,9 +36,10 @@ struct AssignmentChange {
         std::string name;
         crypto::SecureBuffer data;
     };
-    std::optional<Secret> secret;
+    std::optional<Secret> secret;  // a secret's or a config's
     std::string id;
     bool is_secret = false;
+    bool is_config = false;  // is_secret is set too: a config travels as a secret does
 };
 
 struct AssignmentMessage {
@@ -80,6 +81,7 @@ class NodeStream {
     std::uint64_t sequence_ = 0;
     std::set<std::string> sent_tasks_;
     std::set<std::string> sent_secrets_;
+    std::set<std::string> sent_configs_;
     std::mutex mutex_;
     std::condition_variable cv_;
     std::uint64_t generation_ = 1;  // bumped on every change
@@ -93,7 +95,7 @@ class Dispatcher {
     // changed() (the Cluster does, on ClusterEvents::tasks_changed and nodes_changed).
     // clock stamps the reported statuses (the orchestrator's monitor period counts from them).
     Dispatcher(TaskRegistry& tasks, NodeRegistry& nodes, SecretRegistry& secrets,
-               Clock clock = model::Timestamp::now);
+               ConfigRegistry& configs, Clock clock = model::Timestamp::now);
 
     // Errc::not_found for a node that is not registered.
     Result<std::unique_ptr<NodeStream>> subscribe(const std::string& node_id);
@@ -118,6 +120,7 @@ class Dispatcher {
     TaskRegistry& tasks_;
     NodeRegistry& nodes_;
     SecretRegistry& secrets_;
+    ConfigRegistry& configs_;
     Clock clock_;
     Sync<std::set<NodeStream*>> streams_;
 };

@@ -1,7 +1,9 @@
-// The manager's secrets: metadata indexed in memory (for fast reads), metadata and bytes sealed
-// in the store. Names are unique regardless of case. Writes reach the store outside the index
-// lock so that concurrent creates share one fsync; a name or an object being written is
-// reserved meanwhile, so two racing requests cannot both succeed.
+// The manager's named objects with data: secrets and configs. Metadata is indexed in memory (for
+// fast reads); metadata and bytes are sealed in the store, each kind in tables of its own. Names
+// are unique (per kind) regardless of case. Writes reach the store outside the index lock so that
+// concurrent creates share one fsync; a name or an object being written is reserved meanwhile, so
+// two racing requests cannot both succeed. A secret's bytes are read back from the store only for
+// delivery; a config's bytes are not secret and are kept in the index too (inspect shows them).
 #pragma once
 
 #include <atomic>
@@ -37,46 +39,50 @@ class VersionCounter {
     std::atomic<std::uint64_t> value_{0};
 };
 
-class SecretRegistry {
+// Object is model::Secret or model::Config (instantiated for those two only); the messages name
+// the kind ("secret X not found", "config X not found").
+template <typename Object>
+class DataObjectRegistry {
   public:
-    // Loads every secret's metadata; store, committer and counter are borrowed for the
-    // registry's lifetime.
-    static Result<std::unique_ptr<SecretRegistry>> load(store::Store& store, Committer& committer,
-                                                        VersionCounter& counter);
+    // Loads every object's metadata (and a config's bytes); store, committer and counter are
+    // borrowed for the registry's lifetime.
+    static Result<std::unique_ptr<DataObjectRegistry>> load(store::Store& store,
+                                                            Committer& committer,
+                                                            VersionCounter& counter);
 
-    // Names of the services that reference a secret id (set by the services layer).
-    using UsersFn = std::function<std::vector<std::string>(const std::string& secret_id)>;
+    // Names of the services that reference an object id (set by the services layer).
+    using UsersFn = std::function<std::vector<std::string>(const std::string& id)>;
     void set_users(UsersFn fn) { users_ = std::move(fn); }
 
     // Validates and reserves the name at once (done may run before create returns), then
-    // answers through done, on the committer's thread, once the secret is durable.
-    using CreateDone = std::function<void(Result<model::Secret>)>;
+    // answers through done, on the committer's thread, once the object is durable.
+    using CreateDone = std::function<void(Result<Object>)>;
     void create(model::SecretSpec spec, crypto::SecureBuffer data, CreateDone done);
-    std::vector<model::Secret> list(const model::Filters& filters) const;
+    std::vector<Object> list(const model::Filters& filters) const;
     // Full ID, then exact name, then unique ID prefix (Docker's lookup order).
-    Result<model::Secret> find(std::string_view id_or_name) const;
+    Result<Object> find(std::string_view id_or_name) const;
     // Labels only; the name must stay, and data, when given, must equal the stored bytes.
-    Result<model::Secret> update(std::string_view id_or_name, std::uint64_t version,
-                                 model::SecretSpec spec, const crypto::SecureBuffer* data);
-    Result<model::Secret> remove(std::string_view id_or_name);
+    Result<Object> update(std::string_view id_or_name, std::uint64_t version,
+                          model::SecretSpec spec, const crypto::SecureBuffer* data);
+    Result<Object> remove(std::string_view id_or_name);
     // The ids among ids that do not exist or are being removed (services must not reference them).
     std::vector<std::string> unavailable(const std::vector<std::string>& ids) const;
-    // The secret's bytes (for delivery to a node that runs a task needing them).
+    // The object's bytes (for delivery to a node that runs a task needing them).
     Result<crypto::SecureBuffer> data(std::string_view id) const;
     std::size_t size() const;
 
   private:
-    SecretRegistry(store::Store& store, Committer& committer, VersionCounter& counter)
+    DataObjectRegistry(store::Store& store, Committer& committer, VersionCounter& counter)
         : store_(store), committer_(committer), counter_(counter) {}
 
     struct Index {
-        std::map<std::string, model::Secret> by_id;
+        std::map<std::string, Object> by_id;
         std::map<std::string, std::string> id_by_lower_name;
         std::set<std::string> reserved_names;  // lower-case, being created
         std::set<std::string> busy_ids;        // being updated or removed
         std::set<std::string> removing_ids;    // being removed
     };
-    static Result<const model::Secret*> lookup(const Index& index, std::string_view id_or_name);
+    static Result<const Object*> lookup(const Index& index, std::string_view id_or_name);
     // Marks an id busy for the duration of a write; releases on destruction.
     class BusyGuard;
 
@@ -86,5 +92,8 @@ class SecretRegistry {
     Sync<Index> index_;
     UsersFn users_;
 };
+
+using SecretRegistry = DataObjectRegistry<model::Secret>;
+using ConfigRegistry = DataObjectRegistry<model::Config>;
 
 }  // namespace coffer::manager

@@ -1,6 +1,6 @@
 // The manager's services and tasks, sealed in the store (tables `services`, `tasks`) and indexed
-// in memory. Services reference secrets by ID; a secret cannot be removed while a service (or a
-// service being created or updated) references it.
+// in memory. Services reference secrets and configs by ID; neither can be removed while a service
+// (or a service being created or updated) references it.
 #pragma once
 
 #include <memory>
@@ -28,14 +28,16 @@ class TaskRegistry : public ObjectTable<model::Task> {
 
 class ServiceRegistry {
   public:
-    // store, counter and secrets are borrowed for the registry's lifetime. Registers itself as
-    // the secrets' user lookup (SecretRegistry::set_users).
+    // store, counter, secrets and configs are borrowed for the registry's lifetime. Registers
+    // itself as their user lookup (DataObjectRegistry::set_users).
     static Result<std::unique_ptr<ServiceRegistry>> load(store::Store& store,
                                                          VersionCounter& counter,
-                                                         SecretRegistry& secrets);
+                                                         SecretRegistry& secrets,
+                                                         ConfigRegistry& configs);
     ~ServiceRegistry();
 
-    // Validates (Docker's rules and words), checks that every referenced secret exists, and
+    // Validates (Docker's rules and words), checks that every referenced secret and config
+    // exists, and
     // stores. Errc::already_exists for a taken name.
     Result<model::Service> create(model::ServiceSpec spec);
     // The whole spec is replaced; the old one becomes PreviousSpec. Errc::conflict
@@ -47,8 +49,9 @@ class ServiceRegistry {
     Result<model::Service> find(std::string_view id_or_name) const;
     std::vector<model::Service> list() const { return table_.list(); }
     std::optional<model::Service> get(std::string_view id) const { return table_.get(id); }
-    // Names of the services that reference the secret, including services being written.
-    std::vector<std::string> users_of(const std::string& secret_id) const;
+    // Names of the services that reference the secret or config, including services being
+    // written.
+    std::vector<std::string> users_of(const std::string& object_id) const;
 
     // For the orchestrator: replaces the update status; roll_back also makes the previous spec
     // current again (and the current one previous). Not version-checked: it is applied to the
@@ -61,15 +64,18 @@ class ServiceRegistry {
     }
 
   private:
-    ServiceRegistry(store::Store& store, VersionCounter& counter, SecretRegistry& secrets);
-    // Registers the references as pending, then checks the secrets exist (and are not being
-    // removed). Pending references are visible to users_of until released.
+    ServiceRegistry(store::Store& store, VersionCounter& counter, SecretRegistry& secrets,
+                    ConfigRegistry& configs);
+    // Registers the references as pending, then checks the secrets and configs exist (and are
+    // not being removed). Pending references are visible to users_of until released.
     Result<void> reserve_secrets(const std::string& service_name, const model::ServiceSpec& spec);
     void release_secrets(const std::string& service_name);
 
     ObjectTable<model::Service> table_;
     SecretRegistry& secrets_;
-    Sync<std::multimap<std::string, std::string>> pending_;  // service name -> secret id
+    ConfigRegistry& configs_;
+    // service name -> secret or config id (both are random ids: they never coincide)
+    Sync<std::multimap<std::string, std::string>> pending_;
 };
 
 }  // namespace coffer::manager

@@ -15,6 +15,8 @@ namespace coffer::model {
 boost::json::object to_json(const ObjectMeta& m);
 boost::json::object to_json(const Secret& s);
 Result<Secret> secret_from_json(const boost::json::value& v);
+// As Docker shows a config: the secret's shape with Spec.Data (base64).
+boost::json::object to_json(const Config& c);
 
 boost::json::object to_json(const Labels& labels);
 // Labels from a JSON object (null or absent: empty); other shapes are an error naming field.

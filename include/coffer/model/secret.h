@@ -30,12 +30,23 @@ struct Secret {
     SecretSpec spec;
 };
 
-// Docker's limits: 1 to 511,999 bytes.
+// A config is a named object with data, as a secret is, but its bytes are not secret: inspect
+// and list show them (Spec.Data), so the manager keeps them in its index beside the metadata.
+struct Config {
+    ObjectMeta meta;
+    SecretSpec spec;
+    std::string data;
+};
+
+// Docker's limits: 1 to 511,999 bytes for a secret, 1 to 1,023,999 for a config.
 inline constexpr std::size_t max_secret_size = 500 * 1024 - 1;
+inline constexpr std::size_t max_config_size = 1000 * 1024 - 1;
 
 // 1–64 characters, [a-zA-Z0-9] at both ends and [a-zA-Z0-9-_.] between (Docker's rule and words).
 Result<void> validate_object_name(std::string_view name);
 Result<void> validate_secret_size(std::size_t size);
+// "<kind> data must be larger than 0 and less than <max + 1> bytes" (Docker's words).
+Result<void> validate_data_size(std::string_view kind, std::size_t size, std::size_t max);
 // Label keys must be non-empty; keys and values at most 4 KiB each, no NUL bytes.
 Result<void> validate_labels(const Labels& labels);
 

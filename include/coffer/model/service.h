@@ -71,6 +71,20 @@ struct MountSpec {
     std::uint32_t tmpfs_mode = 0;  // tmpfs: permission bits; 0: 1777
 };
 
+// TaskTemplate.ContainerSpec.Configs[]: a file target for a config. Runtime targets (credential
+// specs) are refused.
+struct ConfigReference {
+    std::string config_id;
+    std::string config_name;
+    std::string file_name;  // File.Name: absolute, or relative to / (Docker's rule)
+    std::string uid = "0";
+    std::string gid = "0";
+    std::uint32_t mode = 0444;
+};
+
+// Where a config reference's file lands in the container: File.Name when absolute, else under /.
+std::string config_target_path(std::string_view file_name);
+
 struct ContainerSpec {
     std::string image;
     std::vector<std::string> command;
@@ -95,6 +109,7 @@ struct ContainerSpec {
     DnsConfig dns;
     std::optional<std::int64_t> oom_score_adj;
     std::vector<MountSpec> mounts;
+    std::vector<ConfigReference> configs;
     bool operator==(const ContainerSpec&) const = default;
 };
 

@@ -3,16 +3,17 @@
 // (base64 from the message's secure parse tree straight into a SecureBuffer).
 //
 // {"type":"assignments","Type":"complete"|"incremental","Sequence":N,"Changes":[
-//   {"Action":"add","Secret":{"ID","Name","Data"}},
+//   {"Action":"add","Secret":{"ID","Name","Data"}}, {"Action":"add","Config":{"ID","Name","Data"}},
 //   {"Action":"add","Task":{"ID","ServiceID","Slot","Image","Args","Env","User","Dir","Hostname",
 //     "ReadOnly","Limits":{"MemoryBytes","NanoCPUs","Pids"},"CapAdd","CapDrop","StopGracePeriod",
 //     "Secrets":[{"SecretID","Name","Target","UID","GID","Mode"}],
-//     "Healthcheck":{"Test","Interval","Timeout","StartPeriod","StartInterval","Retries"}}},
+//     "Healthcheck":{"Test","Interval","Timeout","StartPeriod","StartInterval","Retries"},
 //     "Groups","Init","StopSignal","Sysctls":{K:V},"Ulimits":[{"Name","Soft","Hard"}],"Hosts",
-//     "DNSConfig":{"Nameservers","Search","Options"},"OomScoreAdj"}},
+//     "DNSConfig":{"Nameservers","Search","Options"},"OomScoreAdj",
 //     "Mounts" (only when there are any):[{"Type","Source","Target","ReadOnly","NonRecursive",
-//       "NoCopy","Labels","SizeBytes","Mode"}]}},
-//   {"Action":"remove","Task":{"ID"}}, {"Action":"remove","Secret":{"ID"}}]}
+//       "NoCopy","Labels","SizeBytes","Mode"}],
+//     "Configs":[{"ConfigID","Name","Target","UID","GID","Mode"}]}},
+//   {"Action":"remove","Task":{"ID"}}, {"Action":"remove","Secret"|"Config":{"ID"}}]}
 #pragma once
 
 #include <cstdint>
@@ -28,12 +29,12 @@ namespace coffer::nodeproto {
 
 inline constexpr std::int64_t default_stop_grace_ns = 10'000'000'000;
 
-// A secret a task gets as a file.
+// A secret (or config) a task gets as a file.
 struct SecretFile {
-    std::string secret_id;
-    std::string name;    // the secret's name
-    std::string target;  // empty: the name, under /run/secrets
-    std::string uid;     // decimal, as in Docker's API ("" is 0); integers are accepted on decode
+    std::string secret_id;  // the config's id in TaskPayload::configs
+    std::string name;       // the secret's name
+    std::string target;     // empty: the name, under /run/secrets (a config's: under /)
+    std::string uid;  // decimal, as in Docker's API ("" is 0); integers are accepted on decode
     std::string gid;
     std::uint32_t mode = 0444;
     bool operator==(const SecretFile&) const = default;
@@ -110,6 +111,7 @@ struct TaskPayload {
     std::vector<std::string> dns_options;
     std::optional<std::int64_t> oom_score_adj;
     std::vector<MountPayload> mounts;
+    std::vector<SecretFile> configs;
     bool operator==(const TaskPayload&) const = default;
 };
 
@@ -123,6 +125,8 @@ struct Change {
     enum class Action { add, remove };
     Action action = Action::add;
     bool is_secret = false;
+    // A config's change ("Config" on the wire): is_secret is set too, and secret holds its bytes.
+    bool is_config = false;
     std::string id;  // the task's or the secret's id; valid for its kind when set
     // For an add, the one that matches is_secret.
     std::optional<TaskPayload> task;

@@ -29,11 +29,13 @@ enum class Table : std::uint8_t {
     nodes,
     services,
     tasks,
-    pki,  // CA key and certificate, join tokens
+    pki,          // CA key and certificate, join tokens
+    configs,      // config metadata (spec without data), JSON
+    config_data,  // config bytes
 };
 inline constexpr Table all_tables[] = {Table::meta,  Table::secrets,  Table::secret_data,
                                        Table::nodes, Table::services, Table::tasks,
-                                       Table::pki};
+                                       Table::pki,   Table::configs,  Table::config_data};
 std::string_view table_name(Table t) noexcept;
 
 struct Options {
