@@ -228,6 +228,8 @@ Result<std::optional<std::string>> read_file_in_root(int root_fd, std::string_vi
             return bad(path, fmt::format("larger than {} bytes", max_bytes));
     }
     return std::optional<std::string>(std::move(out));
+}
+
 Result<UniqueFd> open_dir_in_root(int root_fd, std::string_view path) {
     std::deque<std::string> queue;
     push_components(queue, path);

@@ -318,6 +318,8 @@ void read_task_options(Reader& parent, const json::object& cs, ContainerSpec& c)
             auto* v = priv->if_contains(field);
             if (v != nullptr && !v->is_null()) unsupported(fmt::format("Privileges.{}", field));
         }
+    }
+    parent.merge(r);
 }
 
 // A field coffer does not act on is refused when it asks for something, accepted when empty.

@@ -407,6 +407,8 @@ TEST_F(Cluster, ANodeReportsItsCpusAndMemory) {
         return shown == expected;
     })) << shown
         << " != " << expected;
+}
+
 // Configs travel and mount as secrets do: the file is at its target (an absolute path, or under
 // / for a relative one), with its bytes, owner and mode, on a read-only mount; the task prints
 // what it sees.

@@ -543,8 +543,6 @@ std::string with_container(std::string_view fields) {
                        fields);
 }
 
-namespace {
-
 std::string with_mounts(std::string_view mounts) {
     return fmt::format(
         R"({{"Name":"db","TaskTemplate":{{"ContainerSpec":{{"Image":"busybox","Mounts":{}}}}}}})",

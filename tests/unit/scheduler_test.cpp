@@ -50,13 +50,14 @@ class Scheduler : public ::testing::Test {
         store_ = std::move(opened->store);
         committer_ = std::make_unique<Committer>(*store_);
         secrets_ = SecretRegistry::load(*store_, *committer_, counter_).value();
-        services_ = ServiceRegistry::load(*store_, counter_, *secrets_).value();
+        configs_ = ConfigRegistry::load(*store_, *committer_, counter_).value();
+        services_ = ServiceRegistry::load(*store_, counter_, *secrets_, *configs_).value();
         tasks_ = TaskRegistry::load(*store_, counter_).value();
         nodes_ = NodeRegistry::load(*store_, counter_).value();
         orch_ =
             std::make_unique<Orchestrator>(*services_, *tasks_, *nodes_, [this] { return now_; });
-        dispatcher_ =
-            std::make_unique<Dispatcher>(*tasks_, *nodes_, *secrets_, [this] { return now_; });
+        dispatcher_ = std::make_unique<Dispatcher>(*tasks_, *nodes_, *secrets_, *configs_,
+                                                   [this] { return now_; });
     }
     void TearDown() override {
         orch_.reset();
@@ -154,6 +155,7 @@ class Scheduler : public ::testing::Test {
     std::unique_ptr<Committer> committer_;
     VersionCounter counter_;
     std::unique_ptr<SecretRegistry> secrets_;
+    std::unique_ptr<ConfigRegistry> configs_;
     std::unique_ptr<ServiceRegistry> services_;
     std::unique_ptr<TaskRegistry> tasks_;
     std::unique_ptr<NodeRegistry> nodes_;

@@ -69,6 +69,7 @@ struct MountSpec {
     Labels volume_labels;          // volume: VolumeOptions.Labels, given to a volume it creates
     std::int64_t tmpfs_size = 0;   // tmpfs: bytes; 0: the kernel's default (half of memory)
     std::uint32_t tmpfs_mode = 0;  // tmpfs: permission bits; 0: 1777
+    bool operator==(const MountSpec&) const = default;
 };
 
 // TaskTemplate.ContainerSpec.Configs[]: a file target for a config. Runtime targets (credential
@@ -80,6 +81,7 @@ struct ConfigReference {
     std::string uid = "0";
     std::string gid = "0";
     std::uint32_t mode = 0444;
+    bool operator==(const ConfigReference&) const = default;
 };
 
 // Where a config reference's file lands in the container: File.Name when absolute, else under /.
