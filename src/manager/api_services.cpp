@@ -172,11 +172,20 @@ std::optional<Response> orchestration_routes(Cluster& manager, Request& r, const
         if (n == 3 && at(2) == "update" && m == "POST") {
             auto version = version_param(r, "service");
             if (!version) return Response::error(version.error());
+            auto rollback = r.param("rollback");
+            if (!rollback.empty() && rollback != "previous")
+                return fail(Errc::invalid_argument,
+                            fmt::format("invalid rollback value '{}': only 'previous' is supported",
+                                        rollback));
+            // The body is checked as for any update; a rollback then takes PreviousSpec
+            // instead, as Swarm does.
             auto spec = parse_spec(r);
             if (!spec) return Response::error(spec.error());
-            auto s = services.update(at(1), *version, std::move(*spec));
+            auto s = rollback.empty() ? services.update(at(1), *version, std::move(*spec))
+                                      : services.roll_back(at(1), *version);
             if (!s) return Response::error(s.error());
-            log::info("api", "service {} updated", s->meta.id);
+            log::info("api", "service {} {}", s->meta.id,
+                      rollback.empty() ? "updated" : "rollback started");
             return ok_json(200, json::object{{"Warnings", nullptr}});
         }
         if (n == 2 && m == "DELETE") {
