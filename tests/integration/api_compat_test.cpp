@@ -179,6 +179,14 @@ TEST_F(ApiCompat, SwarmUpdateHonoursTheTaskHistoryLimitAndRefusesWhatCofferCanno
     // The values coffer has are accepted as they are.
     auto same = docker({"swarm", "update", "--dispatcher-heartbeat", "2s"});
     EXPECT_EQ(same.status, 0) << same.err;
+
+    // The limit is stored: a restarted cofferd keeps it.
+    daemon_.reset();
+    start_daemon();
+    EXPECT_EQ(docker({"info", "--format",
+                      "{{.Swarm.Cluster.Spec.Orchestration.TaskHistoryRetentionLimit}}"})
+                  .out,
+              "2\n");
 }
 
 TEST_F(ApiCompat, TheManagerIsANodeOfTheCluster) {

@@ -535,6 +535,29 @@ TEST_F(Cluster, ManualRollbackSwapsSpecsAndRollsTasksBackUnderRollbackConfig) {
     }
 }
 
+TEST_F(Cluster, TaskHistoryLimitIsTheClustersSetting) {
+    node("n1");
+    auto web = services_->create(spec("web", 1))->meta.id;
+    orch_->set_task_history_limit(-1);  // keep every task
+    pass();
+    agents_act();
+    for (int i = 1; i <= 6; ++i) {
+        auto next = spec("web", 1, {}, {{"ForceUpdate", i}});
+        ASSERT_TRUE(services_->update(web, services_->get(web)->meta.version, next).ok());
+        for (int k = 0; k < 4; ++k) {
+            pass();
+            agents_act();
+            advance(sec);
+        }
+    }
+    EXPECT_EQ(tasks_of(web, false).size(), 7u);
+    orch_->set_task_history_limit(2);
+    pass();
+    auto kept = tasks_of(web, false);
+    ASSERT_EQ(kept.size(), 2u);
+    EXPECT_EQ(running(web), 1u);
+}
+
 TEST_F(Cluster, StartFirstStartsTheNewTaskBeforeStoppingTheOld) {
     node("n1");
     auto web = services_->create(spec("web", 1))->meta.id;
