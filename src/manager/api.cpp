@@ -129,8 +129,14 @@ Result<SecretBody> parse_secret_body(const Request& r) {
     return out;
 }
 
+std::string route_text(const std::vector<std::string_view>& seg) {
+    std::string path;
+    for (auto s : seg) path += fmt::format("/{}", s);
+    return path.empty() ? "/" : path;
+}
+
 // A Docker Engine API path cofferd does not serve: what coffer does instead, so that the docker
-// CLI prints why (never a bare "page not found").
+// CLI prints why (never a bare "page not found"); 404 for a path of no kind named here.
 Response unserved(std::string_view method, const std::vector<std::string_view>& seg) {
     auto first = seg.empty() ? std::string_view{} : seg[0];
     auto second = seg.size() > 1 ? seg[1] : std::string_view{};
@@ -166,11 +172,12 @@ Response unserved(std::string_view method, const std::vector<std::string_view>& 
     else if (first == "events")
         why = "cofferd does not stream events";
     else
-        why =
-            "cofferd serves the Docker Engine API's cluster part only (swarm, nodes, services, "
-            "tasks, secrets)";
-    std::string path;
-    for (auto s : seg) path += fmt::format("/{}", s);
+        // No Docker Engine API path at all, or one of a kind this list does not name.
+        return Response::json(
+            404, model::error_body(fmt::format(
+                     "coffer: {} {} is not a path cofferd serves: it serves the Docker Engine "
+                     "API's cluster part (swarm, nodes, services, tasks, secrets)",
+                     method, route_text(seg))));
     // Looking up one object of a kind cofferd has none of finds nothing (404): `docker inspect X`
     // asks every kind in turn and goes on after a 404 only. Anything else is 501.
     bool lookup =
@@ -179,7 +186,7 @@ Response unserved(std::string_view method, const std::vector<std::string_view>& 
                             ((first == "networks" || first == "volumes") && seg.size() == 2));
     return Response::json(lookup ? 404 : 501,
                           model::error_body(fmt::format("coffer: {} {} is not served: {}", method,
-                                                        path.empty() ? "/" : path, why)));
+                                                        route_text(seg), why)));
 }
 
 }  // namespace

@@ -43,10 +43,6 @@ json::object tls_info(Cluster& m) {
                         {"CertIssuerPublicKey", tls.cert_issuer_public_key}};
 }
 
-}  // namespace
-
-namespace {
-
 // Docker's Spec of the cluster object, as GET /swarm and /info show it and the docker CLI sends
 // it back (changed) to POST /swarm/update.
 json::object swarm_spec(Cluster& m) {
@@ -267,12 +263,13 @@ Response swarm_update(Cluster& m, const Request& r) {
         if (auto checked = check_fixed_fields(o); !checked) return Response::error(checked.error());
         if (auto* h = member(o, {"Orchestration", "TaskHistoryRetentionLimit"});
             h && !h->is_null()) {
-            if (!h->is_int64() && !h->is_uint64())
+            if (!h->is_int64())
                 return fail(Errc::invalid_argument,
                             "Orchestration.TaskHistoryRetentionLimit must be a whole number");
-            if (h->is_uint64() && h->as_uint64() > 1'000'000)
+            if (h->as_int64() > 1'000'000)
                 return fail(Errc::invalid_argument,
-                            "Orchestration.TaskHistoryRetentionLimit is too large");
+                            "Orchestration.TaskHistoryRetentionLimit is too large (at most "
+                            "1000000)");
             update.task_history_limit = h->to_number<std::int64_t>();
         }
     }
