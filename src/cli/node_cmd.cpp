@@ -31,14 +31,16 @@ const ListFormat node_list{
      {"TLSStatus", "TLS STATUS"},
      {"EngineVersion", "ENGINE VERSION"},
      {"Role", "ROLE", false},
-     {"CertExpiry", "CERT EXPIRY", false}},
-    // Docker's default marks the CLI's own node with "*" after the ID; the coffer CLI is never a
-    // node, so the mark is always a space.
-    "{{.ID}}  "
+     {"CertExpiry", "CERT EXPIRY", false},
+     {"SelfMark", "", false}},
+    // Docker's default marks the node it asks (the manager's own entry, cofferd) with "*" after
+    // the ID.
+    "{{.ID}} {{.SelfMark}}"
     "\t{{.Hostname}}\t{{.Status}}\t{{.Availability}}\t{{.ManagerStatus}}\t{{.EngineVersion}}",
 };
 
-json::object node_row(const json::value& n) {
+json::object node_row(const json::value& n, const std::string& self_id) {
+    bool self = !self_id.empty() && field(n, {"ID"}) == self_id;
     std::string manager;
     if (auto* leader = at(n, {"ManagerStatus", "Leader"});
         leader && leader->is_bool() && leader->as_bool())
@@ -46,7 +48,7 @@ json::object node_row(const json::value& n) {
     else
         manager = title(field(n, {"ManagerStatus", "Reachability"}));
     return {{"ID", field(n, {"ID"})},
-            {"Self", false},
+            {"Self", self},
             {"Hostname", field(n, {"Description", "Hostname"})},
             {"Status", title(field(n, {"Status", "State"}))},
             {"Availability", title(field(n, {"Spec", "Availability"}))},
@@ -55,7 +57,8 @@ json::object node_row(const json::value& n) {
             {"TLSStatus", "Unknown"},
             {"EngineVersion", field(n, {"Description", "Engine", "EngineVersion"})},
             {"Role", field(n, {"Spec", "Role"})},
-            {"CertExpiry", field(n, {"CertificateExpiry"}).substr(0, 10)}};
+            {"CertExpiry", field(n, {"CertificateExpiry"}).substr(0, 10)},
+            {"SelfMark", self ? "*" : " "}};
 }
 
 }  // namespace
@@ -70,13 +73,16 @@ void add_node_commands(CLI::App& app, Globals& g) {
         flags->add(cmd);
         cmd->callback([&g, flags] {
             ApiClient api(g.host);
+            // As the docker CLI does: the node answering (cofferd's entry) is Self.
+            auto info = must(api.call("GET", "/info"));
+            auto self_id = field(info, {"Swarm", "NodeID"});
             auto items = must(api.call("GET", "/nodes" + filters_query(flags->filters))).as_array();
             std::sort(items.begin(), items.end(), [](const auto& a, const auto& b) {
                 return field(a, {"Description", "Hostname"}) <
                        field(b, {"Description", "Hostname"});
             });
             std::vector<json::object> rows;
-            for (const auto& n : items) rows.push_back(node_row(n));
+            for (const auto& n : items) rows.push_back(node_row(n, self_id));
             flags->print(node_list, rows);
         });
     }

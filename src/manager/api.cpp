@@ -8,6 +8,7 @@
 
 #include "api_cluster.h"
 #include "api_logs.h"
+#include "api_nodes.h"
 #include "api_services.h"
 #include "api_util.h"
 #include "api_volumes.h"
@@ -192,6 +193,65 @@ std::optional<Response> data_object_routes(DataObjectRegistry<Object>& registry,
     return std::nullopt;
 }
 
+std::string route_text(const std::vector<std::string_view>& seg) {
+    std::string path;
+    for (auto s : seg) path += fmt::format("/{}", s);
+    return path.empty() ? "/" : path;
+}
+
+// A Docker Engine API path cofferd does not serve: what coffer does instead, so that the docker
+// CLI prints why (never a bare "page not found"); 404 for a path of no kind named here.
+Response unserved(std::string_view method, const std::vector<std::string_view>& seg) {
+    auto first = seg.empty() ? std::string_view{} : seg[0];
+    auto second = seg.size() > 1 ? seg[1] : std::string_view{};
+    std::string why;
+    if (first == "containers" || first == "exec" || first == "commit")
+        why =
+            "cofferd runs no containers: run workloads as services (docker service create), "
+            "whose tasks run on the agents; read their output with docker service logs";
+    else if (first == "images" || first == "build" || first == "distribution" || first == "auth")
+        why =
+            "cofferd keeps no images: each agent runs tasks from the images in its own local "
+            "store";
+    else if (first == "volumes")
+        why = "volumes are made on the nodes by the tasks that mount them";
+    else if (first == "plugins")
+        why = "cofferd has no plugins";
+    else if (first == "system" && second == "df")
+        why =
+            "cofferd keeps no containers, images or volumes to count: see docker service ls "
+            "and docker node ls";
+    else if (first == "swarm" && (second == "init" || second == "join"))
+        why =
+            "the swarm is managed by cofferd, which created the cluster when it first started; "
+            "use `coffer-agent join` to add a node";
+    else if (first == "swarm" && second == "leave")
+        why =
+            "cofferd is the cluster's manager and cannot leave it; remove an agent with "
+            "docker node rm";
+    else if (first == "networks")
+        why = "networks are accepted and not kept: tasks run without overlay networks";
+    else if (first == "events")
+        why = "cofferd does not stream events";
+    else
+        // No Docker Engine API path at all, or one of a kind this list does not name.
+        return Response::json(
+            404,
+            model::error_body(fmt::format(
+                "coffer: {} {} is not a path cofferd serves: it serves the Docker Engine "
+                "API's cluster part (swarm, nodes, services, tasks, secrets, configs, volumes)",
+                method, route_text(seg))));
+    // Looking up one object of a kind cofferd has none of finds nothing (404): `docker inspect X`
+    // asks every kind in turn and goes on after a 404 only. Anything else is 501.
+    bool lookup =
+        method == "GET" && (((first == "containers" || first == "images" || first == "plugins") &&
+                             seg.size() >= 3 && seg.back() == "json") ||
+                            ((first == "networks" || first == "volumes") && seg.size() == 2));
+    return Response::json(lookup ? 404 : 501,
+                          model::error_body(fmt::format("coffer: {} {} is not served: {}", method,
+                                                        route_text(seg), why)));
+}
+
 }  // namespace
 
 std::vector<std::pair<std::string, std::string>> api_headers() {
@@ -330,8 +390,9 @@ Response Api::handle(Request& r) {
     if (auto cluster = cluster_routes(manager_, r, seg)) return std::move(*cluster);
     if (auto resp = orchestration_routes(manager_, r, seg)) return std::move(*resp);
     if (auto resp = volume_routes(manager_, r, seg)) return std::move(*resp);
+    if (auto resp = node_routes(manager_, r, seg)) return std::move(*resp);
 
-    return fail(Errc::not_found, fmt::format("page not found: {} {}", m, r.path));
+    return unserved(m, seg);
 }
 
 }  // namespace coffer::manager

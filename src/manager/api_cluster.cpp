@@ -1,6 +1,9 @@
 // /info and /swarm: the cluster object, join tokens, certificate expiry, unlock key and data key.
 #include "api_cluster.h"
 
+#include <sys/utsname.h>
+
+#include "api_nodes.h"
 #include "coffer/base/log.h"
 #include "coffer/manager/cluster.h"
 #include "coffer/model/json.h"
@@ -18,24 +21,94 @@ json::string_view view_of(const crypto::SecureBuffer& b) {
     return {reinterpret_cast<const char*>(b.data()), b.size()};
 }
 
+// The agents' heartbeat: the manager pings a session after half its idle timeout of quiet.
+std::int64_t heartbeat_period_ns() {
+    return std::chrono::duration_cast<std::chrono::nanoseconds>(node_port_limits().idle_timeout)
+               .count() /
+           2;
+}
+
+// coffer keeps no Raft log (one manager, a RocksDB store): every Raft setting is zero.
+json::object raft_spec() {
+    return json::object{{"SnapshotInterval", 0},
+                        {"LogEntriesForSlowFollowers", 0},
+                        {"ElectionTick", 0},
+                        {"HeartbeatTick", 0}};
+}
+
+json::object tls_info(Cluster& m) {
+    auto tls = m.trust().tls_info();
+    return json::object{{"TrustRoot", tls.trust_root},
+                        {"CertIssuerSubject", tls.cert_issuer_subject},
+                        {"CertIssuerPublicKey", tls.cert_issuer_public_key}};
+}
+
+// Docker's Spec of the cluster object, as GET /swarm and /info show it and the docker CLI sends
+// it back (changed) to POST /swarm/update.
+json::object swarm_spec(Cluster& m) {
+    auto& trust = m.trust();
+    return json::object{
+        {"Name", "default"},
+        {"Labels", json::object{}},
+        {"Orchestration", json::object{{"TaskHistoryRetentionLimit", trust.task_history_limit()}}},
+        {"Raft", raft_spec()},
+        {"Dispatcher", json::object{{"HeartbeatPeriod", heartbeat_period_ns()}}},
+        {"CAConfig", json::object{{"NodeCertExpiry", trust.cert_expiry().count() * 1'000'000'000},
+                                  {"ForceRotate", trust.force_rotate()}}},
+        {"TaskDefaults", json::object{}},
+        {"EncryptionConfig", json::object{{"AutoLockManagers", m.autolock()}}}};
+}
+
 }  // namespace
 
 Response cluster_info(Cluster& m) {
     // The cluster's identity exists once unlocked (locked() turns false after it is loaded).
     bool locked = m.locked();
-    json::value cluster = nullptr;
-    if (!locked) cluster = json::object{{"ID", m.cluster_id()}};
+    json::object swarm{{"NodeID", ""},
+                       {"NodeAddr", ""},
+                       {"LocalNodeState", locked ? "locked" : "active"},
+                       {"ControlAvailable", !locked},
+                       {"Error", ""},
+                       {"RemoteManagers", nullptr},
+                       {"Nodes", 0},
+                       {"Managers", 0},
+                       {"Cluster", nullptr}};
+    if (!locked) {
+        // cofferd's own entry first, then the agents; managers by role, as Docker counts them.
+        auto self = manager_node(m);
+        std::size_t nodes = 1, managers = 1;
+        for (const auto& n : m.nodes().list()) {
+            ++nodes;
+            if (n.spec.role == model::NodeRole::manager) ++managers;
+        }
+        auto created = model::format_rfc3339(m.created());
+        swarm["NodeID"] = self.meta.id;
+        swarm["NodeAddr"] = self.addr;
+        swarm["RemoteManagers"] =
+            json::array{json::object{{"NodeID", self.meta.id}, {"Addr", manager_address(m)}}};
+        swarm["Nodes"] = nodes;
+        swarm["Managers"] = managers;
+        swarm["Cluster"] =
+            json::object{{"ID", m.cluster_id()},
+                         {"Version", json::object{{"Index", m.trust().version()}}},
+                         {"CreatedAt", created},
+                         {"UpdatedAt", created},
+                         {"Spec", swarm_spec(m)},
+                         {"TLSInfo", tls_info(m)},
+                         {"RootRotationInProgress", m.trust().rotation_in_progress()}};
+    }
+    struct utsname u {};
+    ::uname(&u);
     return ok_json(200, json::object{
                             {"Name", hostname()},
                             {"ServerVersion", COFFER_VERSION},
                             {"OSType", "linux"},
+                            {"Architecture", u.machine},
                             {"KernelVersion", kernel_version()},
+                            {"NCPU", machine_cpus()},
+                            {"MemTotal", machine_memory()},
                             {"SecurityOptions", json::array{"name=seccomp,profile=default"}},
-                            {"Swarm", json::object{{"NodeID", ""},
-                                                   {"LocalNodeState", locked ? "locked" : "active"},
-                                                   {"ControlAvailable", !locked},
-                                                   {"Error", ""},
-                                                   {"Cluster", cluster}}},
+                            {"Swarm", std::move(swarm)},
                         });
 }
 
@@ -65,14 +138,7 @@ Response swarm(Cluster& m) {
                 {"Version", json::object{{"Index", trust.version()}}},
                 {"CreatedAt", created},
                 {"UpdatedAt", created},
-                {"Spec",
-                 json::object{
-                     {"Name", "default"},
-                     {"Labels", json::object{}},
-                     {"CAConfig",
-                      json::object{{"NodeCertExpiry", trust.cert_expiry().count() * 1'000'000'000},
-                                   {"ForceRotate", trust.force_rotate()}}},
-                     {"EncryptionConfig", json::object{{"AutoLockManagers", m.autolock()}}}}},
+                {"Spec", swarm_spec(m)},
                 {"TLSInfo", json::object{{"TrustRoot", tls.trust_root},
                                          {"CertIssuerSubject", tls.cert_issuer_subject},
                                          {"CertIssuerPublicKey", tls.cert_issuer_public_key}}},
@@ -98,6 +164,43 @@ const json::value* member(const json::object& o, std::initializer_list<std::stri
         obj = cur->if_object();
     }
     return cur;
+}
+
+// The parts of the cluster spec coffer has no setting for: accepted only as GET /swarm shows
+// them (the docker CLI sends the whole spec back), refused with the field named otherwise.
+Result<void> check_fixed_fields(const json::object& o) {
+    auto refuse = [](std::string_view field, std::string_view why) {
+        return make_error(Errc::invalid_argument, fmt::format("{} cannot be set: {}", field, why));
+    };
+    if (auto* n = o.if_contains("Name");
+        n && !n->is_null() &&
+        !(n->is_string() && (n->as_string().empty() || n->as_string() == "default")))
+        return refuse("Name", "the cluster is named \"default\"");
+    if (auto* l = o.if_contains("Labels");
+        l && !l->is_null() && !(l->is_object() && l->as_object().empty()))
+        return refuse("Labels", "coffer keeps no labels on the cluster");
+    auto zero = [](const json::value* v) {
+        return v == nullptr || v->is_null() || (v->is_int64() && v->as_int64() == 0) ||
+               (v->is_uint64() && v->as_uint64() == 0);
+    };
+    for (auto field : {"SnapshotInterval", "KeepOldSnapshots", "LogEntriesForSlowFollowers",
+                       "ElectionTick", "HeartbeatTick"})
+        if (!zero(member(o, {"Raft", field})))
+            return refuse(fmt::format("Raft.{}", field),
+                          "coffer has one manager and no Raft log (its store is RocksDB)");
+    if (auto* h = member(o, {"Dispatcher", "HeartbeatPeriod"});
+        !zero(h) &&
+        !(h->is_number() && h->to_number<double>() == static_cast<double>(heartbeat_period_ns())))
+        return refuse("Dispatcher.HeartbeatPeriod",
+                      fmt::format("the manager pings every node session after {} of quiet and "
+                                  "closes it after {}",
+                                  model::format_go_duration(heartbeat_period_ns()),
+                                  model::format_go_duration(2 * heartbeat_period_ns())));
+    if (auto* d = member(o, {"TaskDefaults", "LogDriver"}); d && !d->is_null())
+        return refuse("TaskDefaults.LogDriver",
+                      "coffer has no log drivers: agents keep each task's output for "
+                      "`service logs`");
+    return {};
 }
 
 // POST /swarm/update: everything is checked before anything changes.
@@ -153,6 +256,22 @@ Response swarm_update(Cluster& m, const Request& r) {
             return fail(
                 Errc::invalid_argument,
                 "a supplied CA certificate is not supported: coffer generates the new root");
+        if (auto* c = member(o, {"CAConfig", "SigningCAKey"});
+            c && c->is_string() && !c->as_string().empty())
+            return fail(Errc::invalid_argument,
+                        "a supplied CA key is not supported: coffer generates the new root");
+        if (auto checked = check_fixed_fields(o); !checked) return Response::error(checked.error());
+        if (auto* h = member(o, {"Orchestration", "TaskHistoryRetentionLimit"});
+            h && !h->is_null()) {
+            if (!h->is_int64())
+                return fail(Errc::invalid_argument,
+                            "Orchestration.TaskHistoryRetentionLimit must be a whole number");
+            if (h->as_int64() > 1'000'000)
+                return fail(Errc::invalid_argument,
+                            "Orchestration.TaskHistoryRetentionLimit is too large (at most "
+                            "1000000)");
+            update.task_history_limit = h->to_number<std::int64_t>();
+        }
     }
     if (rotate_unlock && !m.autolock())
         return fail(Errc::invalid_argument,
@@ -162,6 +281,10 @@ Response swarm_update(Cluster& m, const Request& r) {
 
     bool rotating = update.force_rotate && *update.force_rotate != m.trust().force_rotate();
     if (auto res = m.trust().update(update); !res) return Response::error(res.error());
+    if (update.task_history_limit) {
+        m.orchestrator().set_task_history_limit(*update.task_history_limit);
+        log::info("api", "task history retention limit set to {}", *update.task_history_limit);
+    }
     if (rotating) log::info("api", "CA rotation started");
     if (update.rotate_worker_token) log::info("api", "worker join token rotated");
     if (update.rotate_manager_token) log::info("api", "manager join token rotated");

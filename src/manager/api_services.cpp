@@ -1,4 +1,4 @@
-// Services, tasks, nodes in the Docker Engine API's shapes; networks and distribution only as far
+// Services and tasks in the Docker Engine API's shapes; networks and distribution only as far
 // as `docker stack` and `docker service create` need them.
 #include <algorithm>
 
@@ -146,21 +146,6 @@ Response tasks_list(Cluster& m, const Request& r) {
     return ok_json(200, out);
 }
 
-Response nodes_list(Cluster& m, const Request& r) {
-    auto f = model::Filters::parse(r.param("filters"),
-                                   {"id", "name", "role", "membership", "label", "node.label"});
-    if (!f) return Response::error(f.error());
-    json::array out;
-    for (const auto& n : m.nodes().list()) {
-        if (!f->match_prefix("id", n.meta.id) || !f->match_prefix("name", n.description.hostname) ||
-            !f->match_exact("role", model::to_string(n.spec.role)) ||
-            !f->match_exact("membership", "accepted") || !f->match_labels(n.spec.labels))
-            continue;
-        out.push_back(model::to_json(n));
-    }
-    return ok_json(200, out);
-}
-
 }  // namespace
 
 std::optional<Response> orchestration_routes(Cluster& manager, Request& r, const Segments& seg) {
@@ -190,12 +175,21 @@ std::optional<Response> orchestration_routes(Cluster& manager, Request& r, const
         if (n == 3 && at(2) == "update" && m == "POST") {
             auto version = version_param(r, "service");
             if (!version) return Response::error(version.error());
+            auto rollback = r.param("rollback");
+            if (!rollback.empty() && rollback != "previous")
+                return fail(Errc::invalid_argument,
+                            fmt::format("invalid rollback value '{}': only 'previous' is supported",
+                                        rollback));
+            // The body is checked as for any update; a rollback then takes PreviousSpec
+            // instead, as Swarm does.
             std::vector<std::string> warnings;
             auto spec = parse_spec(r, warnings);
             if (!spec) return Response::error(spec.error());
-            auto s = services.update(at(1), *version, std::move(*spec));
+            auto s = rollback.empty() ? services.update(at(1), *version, std::move(*spec))
+                                      : services.roll_back(at(1), *version);
             if (!s) return Response::error(s.error());
-            log::info("api", "service {} updated", s->meta.id);
+            log::info("api", "service {} {}", s->meta.id,
+                      rollback.empty() ? "updated" : "rollback started");
             return ok_json(200, json::object{{"Warnings", warnings_json(warnings)}});
         }
         if (n == 2 && m == "DELETE") {
@@ -212,39 +206,6 @@ std::optional<Response> orchestration_routes(Cluster& manager, Request& r, const
             auto t = manager.tasks().find(at(1));
             if (!t) return Response::error(t.error());
             return ok_json(200, model::to_json(*t));
-        }
-    }
-    if (at(0) == "nodes") {
-        auto& nodes = manager.nodes();
-        if (n == 1 && m == "GET") return nodes_list(manager, r);
-        if (n == 2 && m == "GET") {
-            auto node = nodes.find(at(1));
-            if (!node) return Response::error(node.error());
-            return ok_json(200, model::to_json(*node));
-        }
-        if (n == 3 && at(2) == "update" && m == "POST") {
-            auto version = version_param(r, "node");
-            if (!version) return Response::error(version.error());
-            auto v = model::parse_json(r.body_view());
-            if (!v)
-                return fail(Errc::invalid_argument, "malformed request body: " + v.error().message);
-            auto spec = model::node_spec_from_json(*v);
-            if (!spec) return Response::error(spec.error());
-            auto before = nodes.find(at(1));
-            auto node = nodes.update(at(1), *version, std::move(*spec));
-            if (!node) return Response::error(node.error());
-            log::info("api", "node {} updated", node->meta.id);
-            // The role is the certificate's OU: the node needs a new certificate.
-            if (before && before->meta.id == node->meta.id && before->spec.role != node->spec.role)
-                manager.events().node_role_changed(node->meta.id);
-            return Response::empty(200);
-        }
-        if (n == 2 && m == "DELETE") {
-            auto node = nodes.remove(at(1), truthy(r.param("force")));
-            if (!node) return Response::error(node.error());
-            // Its certificate is refused from now on (no record); its session ends now.
-            manager.events().node_removed(node->meta.id);
-            return Response::empty(200);
         }
     }
     // The docker CLI asks a registry for the image digest; a 404 makes it warn and go on.

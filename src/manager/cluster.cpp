@@ -1,6 +1,11 @@
 #include "coffer/manager/cluster.h"
 
+#include <sodium.h>
+
+#include <array>
+
 #include "coffer/base/log.h"
+#include "coffer/crypto/encoding.h"
 #include "coffer/crypto/random.h"
 #include "coffer/manager/api.h"
 #include "coffer/model/json.h"
@@ -9,6 +14,20 @@
 namespace coffer::manager {
 
 namespace json = boost::json;
+
+namespace {
+
+// An ID in the shape of random_id() (25 base-36 characters), derived from a context and a value
+// by a keyed hash: the same inputs always give the same ID.
+std::string derived_id(std::string_view context, std::string_view value) {
+    std::array<std::uint8_t, 17> out{};
+    ::crypto_generichash(out.data(), out.size(),
+                         reinterpret_cast<const unsigned char*>(value.data()), value.size(),
+                         reinterpret_cast<const unsigned char*>(context.data()), context.size());
+    return crypto::base36_encode(out, 25);
+}
+
+}  // namespace
 
 Cluster::Cluster(ClusterOptions options) : options_(std::move(options)) {}
 
@@ -76,6 +95,7 @@ Result<void> Cluster::load() {
             return std::move(w).error().context("init cluster");
         log::info("manager", "new cluster {}", cluster_id_);
     }
+    manager_node_id_ = derived_id("coffer manager node", cluster_id_);
     auto trust = ClusterTrust::load(*store_, cluster_id_);
     if (!trust) return std::move(trust).error();
     trust_ = std::move(*trust);
@@ -97,6 +117,7 @@ Result<void> Cluster::load() {
     nodes_ = std::move(*nodes);
     dispatcher_ = std::make_unique<Dispatcher>(*tasks_, *nodes_, *secrets_owner_, *configs_);
     orchestrator_ = std::make_unique<Orchestrator>(*services_, *tasks_, *nodes_);
+    orchestrator_->set_task_history_limit(trust_->task_history_limit());
     services_->emit_changes(*this, &ClusterEvents::services_changed);
     tasks_->emit_changes(*this, &ClusterEvents::tasks_changed);
     nodes_->emit_changes(*this, &ClusterEvents::nodes_changed);
@@ -157,6 +178,7 @@ Result<void> Cluster::start_node_port_locked(NodePortOptions options) {
     auto port = NodePort::start({*trust_, *nodes_, *dispatcher_}, std::move(options));
     if (!port) return std::move(port).error();
     log::info("manager", "node port on {}:{}", address, (*port)->port());
+    node_port_address_ = fmt::format("{}:{}", address, (*port)->port());
     node_port_ = std::move(*port);
     port_stopped_ = false;
     {
@@ -173,6 +195,12 @@ void Cluster::stop_node_port() {
     port_stopped_ = true;
     detach_port();
     node_port_.reset();
+    node_port_address_.clear();
+}
+
+std::string Cluster::node_port_address() const {
+    std::lock_guard lock(port_start_mutex_);
+    return node_port_address_;
 }
 
 NodePort* Cluster::node_port() const {

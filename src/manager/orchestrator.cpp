@@ -329,7 +329,7 @@ std::vector<ServiceUpdate> roll_update(Pass& p, const Service& s,
 
 // Slot settling: which held-back tasks may start (the old ones stopped), which old tasks stop
 // (start-first: the new one runs), and which ended tasks fall out of the bounded history.
-void settle_slots(Pass& p, const Service& s) {
+void settle_slots(Pass& p, const Service& s, std::int64_t history_limit) {
     const auto& spec = s.spec;
     for (auto& [key, list] : p.slots(s)) {
         bool new_running = std::any_of(list.begin(), list.end(), [&](Task* t) {
@@ -354,7 +354,7 @@ void settle_slots(Pass& p, const Service& s) {
                                          [&](Task* t) { return live(*t) || !p.gone(*t); });
         for (auto* t : list) {
             if (live(*t) || !p.gone(*t)) continue;
-            if (kept < task_history_limit)
+            if (history_limit < 0 || kept < static_cast<std::size_t>(history_limit))
                 ++kept;
             else
                 p.erased.push_back(t->meta.id);
@@ -491,6 +491,10 @@ void Orchestrator::wake() {
     cv_.notify_all();
 }
 
+void Orchestrator::set_task_history_limit(std::int64_t limit) {
+    if (history_limit_.exchange(limit) != limit) wake();
+}
+
 void Orchestrator::run() {
     std::optional<Timestamp> next;
     for (;;) {
@@ -523,6 +527,7 @@ Result<std::optional<Timestamp>> Orchestrator::reconcile(Timestamp now) {
     auto node_list = nodes_.list();
     Pass pass(now, node_list);
     std::vector<ServiceUpdate> service_changes;
+    const auto history_limit = history_limit_.load();
 
     auto written =
         tasks_.commit([&](const TaskRegistry::Map& current) -> Result<TaskRegistry::Changes> {
@@ -534,7 +539,7 @@ Result<std::optional<Timestamp>> Orchestrator::reconcile(Timestamp now) {
                 scale(pass, s);
                 for (auto& c : roll_update(pass, s, progress_[s.meta.id].batch_done))
                     service_changes.push_back(std::move(c));
-                settle_slots(pass, s);
+                settle_slots(pass, s, history_limit);
             }
             schedule(pass);
             return pass.changes(current);

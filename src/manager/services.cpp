@@ -222,6 +222,38 @@ Result<Service> ServiceRegistry::update(std::string_view key, std::uint64_t vers
     return written->front();
 }
 
+Result<Service> ServiceRegistry::roll_back(std::string_view key, std::uint64_t version,
+                                           model::Timestamp now) {
+    std::string name;
+    auto written = table_.commit([&](const auto& items) -> Result<ObjectTable<Service>::Changes> {
+        auto current = lookup<Service>(
+            items, key, "service", [](const Service& s) { return std::string_view(s.spec.name); });
+        if (!current) return std::move(current).error();
+        if (current->meta.version != version)
+            return make_error(Errc::conflict, "update out of sequence");
+        if (!current->previous)
+            return make_error(
+                Errc::invalid_argument,
+                fmt::format("service {} does not have a previous spec", current->meta.id));
+        // The previous spec is not protected from secret removal (as in Swarm, only the
+        // current one is): a rollback to a spec whose secrets are gone is refused.
+        name = current->spec.name;
+        if (auto r = reserve_secrets(name, *current->previous); !r) {
+            name.clear();
+            return std::move(r).error();
+        }
+        Service next = std::move(*current);
+        std::swap(next.spec, *next.previous);
+        next.update_status = model::UpdateStatus{model::UpdateState::rollback_started, now,
+                                                 std::nullopt, "manually requested rollback"};
+        next.meta.updated = now;
+        return ObjectTable<Service>::Changes{{std::move(next)}, {}};
+    });
+    if (!name.empty()) release_secrets(name);
+    if (!written) return std::move(written).error();
+    return written->front();
+}
+
 Result<Service> ServiceRegistry::remove(std::string_view key) {
     std::optional<Service> removed;
     auto written = table_.commit([&](const auto& items) -> Result<ObjectTable<Service>::Changes> {

@@ -81,6 +81,8 @@ Result<std::unique_ptr<ClusterTrust>> ClusterTrust::load(store::Store& store,
                 t->force_rotate_ = e->to_number<std::uint64_t>();
             if (auto* e = o.if_contains("Version"); e && e->is_number())
                 t->version_ = e->to_number<std::uint64_t>();
+            if (auto* e = o.if_contains("TaskHistoryRetentionLimit"); e && e->is_number())
+                t->task_history_limit_ = e->to_number<std::int64_t>();
         }
         for (auto [key_name, slot] :
              {std::pair{worker_key, &t->worker_}, std::pair{manager_key, &t->manager_}}) {
@@ -115,10 +117,13 @@ Result<std::unique_ptr<ClusterTrust>> ClusterTrust::load(store::Store& store,
 }
 
 std::string ClusterTrust::settings_json(std::chrono::seconds expiry, std::uint64_t force_rotate,
-                                        std::uint64_t version) const {
-    return json::serialize(json::object{{"CertExpirySeconds", expiry.count()},
-                                        {"ForceRotate", force_rotate},
-                                        {"Version", version}});
+                                        std::uint64_t version,
+                                        std::optional<std::int64_t> history_limit) const {
+    return json::serialize(
+        json::object{{"CertExpirySeconds", expiry.count()},
+                     {"ForceRotate", force_rotate},
+                     {"Version", version},
+                     {"TaskHistoryRetentionLimit", history_limit.value_or(task_history_limit_)}});
 }
 
 std::string ClusterTrust::bundle_locked() const {
@@ -160,6 +165,11 @@ std::chrono::seconds ClusterTrust::cert_expiry() const {
 std::uint64_t ClusterTrust::force_rotate() const {
     std::lock_guard lock(mutex_);
     return force_rotate_;
+}
+
+std::int64_t ClusterTrust::task_history_limit() const {
+    std::lock_guard lock(mutex_);
+    return task_history_limit_;
 }
 
 std::uint64_t ClusterTrust::version() const {
@@ -215,9 +225,11 @@ Result<void> ClusterTrust::update(const Update& u) {
             b.put(Table::pki, std::string(ca_key_key), fresh->key_pem());
             b.put(Table::pki, std::string(ca_chain_key), cross);
         }
-        b.put(Table::pki, std::string(settings_key), settings_json(expiry, force, version_ + 1));
+        b.put(Table::pki, std::string(settings_key),
+              settings_json(expiry, force, version_ + 1, u.task_history_limit));
         if (auto w = store_.write(std::move(b)); !w)
             return std::move(w).error().context("update the cluster");
+        if (u.task_history_limit) task_history_limit_ = *u.task_history_limit;
         worker_ = std::move(worker);
         manager_ = std::move(manager);
         expiry_ = expiry;

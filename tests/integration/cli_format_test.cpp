@@ -140,18 +140,24 @@ TEST_F(CliFormat, ListsTakeFormatQuietAndFilter) {
               "web\n");
 
     auto nodes = lines_of(cli({"node", "ls"}).out);
-    ASSERT_EQ(nodes.size(), 3u);
+    ASSERT_EQ(nodes.size(), 4u);  // cofferd's own entry too
     for (auto title :
          {"ID", "HOSTNAME", "STATUS", "AVAILABILITY", "MANAGER STATUS", "ENGINE VERSION"})
         EXPECT_NE(nodes[0].find(title), std::string::npos) << title;
-    EXPECT_EQ(
-        cli({"node", "ls", "--format", "{{.Hostname}} {{.Status}} {{.Availability}} {{.Role}}"})
-            .out,
-        "node-a Ready Active worker\nnode-b Ready Active worker\n");
+    EXPECT_EQ(cli({"node", "ls", "-f", "role=worker", "--format",
+                   "{{.Hostname}} {{.Status}} {{.Availability}} {{.Role}}"})
+                  .out,
+              "node-a Ready Active worker\nnode-b Ready Active worker\n");
+    EXPECT_EQ(cli({"node", "ls", "-f", "role=manager", "--format",
+                   "{{.Status}} {{.Availability}} {{.Role}} {{.ManagerStatus}} {{.Self}}"})
+                  .out,
+              "Ready Drain manager Leader true\n");
     EXPECT_EQ(cli({"node", "ls", "-f", "name=node-b", "--format", "{{.Hostname}}"}).out,
               "node-b\n");
     auto node_json =
-        json::parse(lines_of(cli({"node", "ls", "--format", "json"}).out).at(0)).as_object();
+        json::parse(
+            lines_of(cli({"node", "ls", "-f", "name=node-a", "--format", "json"}).out).at(0))
+            .as_object();
     EXPECT_FALSE(node_json.contains("Role"));  // coffer's own fields are for templates only
     EXPECT_EQ(node_json.at("Self"), false);
 

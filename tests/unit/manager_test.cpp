@@ -565,6 +565,101 @@ TEST_F(Cluster, FailedUpdateRollsBackWhenAskedTo) {
     EXPECT_EQ(running(web), 1u);
 }
 
+TEST_F(Cluster, RollbackWithoutPreviousSpecIsRefusedAndChangesNothing) {
+    node("n1");
+    auto web = services_->create(spec("web", 1))->meta.id;
+    auto before = *services_->get(web);
+    auto r = services_->roll_back(web, before.meta.version);
+    ASSERT_FALSE(r.ok());
+    EXPECT_EQ(r.error().code, Errc::invalid_argument);
+    EXPECT_EQ(r.error().message, "service " + web + " does not have a previous spec");
+    EXPECT_EQ(services_->get(web)->meta.version, before.meta.version);
+    EXPECT_FALSE(services_->get(web)->update_status);
+}
+
+TEST_F(Cluster, ManualRollbackSwapsSpecsAndRollsTasksBackUnderRollbackConfig) {
+    node("n1");
+    node("n2");
+    auto old_spec = spec("web", 2);
+    auto o = model::spec_json(old_spec, false);
+    // Updates one at a time stop-first; rollbacks both slots at once, start-first.
+    o["RollbackConfig"] =
+        json::object{{"Parallelism", 0}, {"Order", "start-first"}, {"Monitor", sec}};
+    old_spec = *model::service_spec_from_json(o);
+    auto web = services_->create(old_spec)->meta.id;
+    pass();
+    agents_act();
+    auto next_o = o;
+    next_o["TaskTemplate"].as_object()["ContainerSpec"].as_object()["Image"] = "busybox:2";
+    auto next = *model::service_spec_from_json(next_o);
+    ASSERT_TRUE(services_->update(web, services_->get(web)->meta.version, next).ok());
+    for (int i = 0; i < 10; ++i) {
+        pass();
+        agents_act();
+        advance(sec);
+    }
+    ASSERT_EQ(model::to_string(services_->get(web)->update_status->state), "completed");
+    for (const auto& t : tasks_of(web)) EXPECT_EQ(t.spec.json, next.task.json);
+
+    auto current = *services_->get(web);
+    auto rolled = services_->roll_back("web", current.meta.version, now_);
+    ASSERT_TRUE(rolled.ok()) << rolled.error().message;
+    EXPECT_EQ(rolled->spec.task.json, old_spec.task.json);
+    ASSERT_TRUE(rolled->previous);
+    EXPECT_EQ(rolled->previous->task.json, next.task.json);  // Swarm keeps the other one
+    EXPECT_EQ(model::to_string(rolled->update_status->state), "rollback_started");
+    EXPECT_EQ(rolled->update_status->message, "manually requested rollback");
+    // A stale version is refused.
+    EXPECT_EQ(services_->roll_back(web, current.meta.version).error().code, Errc::conflict);
+
+    // Parallelism 0, start-first: both slots get an old-spec task while the new ones still run.
+    pass();
+    auto live = tasks_of(web);
+    std::size_t old_ones = 0, new_running = 0;
+    for (const auto& t : live) {
+        if (t.spec.json == old_spec.task.json) ++old_ones;
+        if (t.spec.json == next.task.json && t.desired == TaskState::running) ++new_running;
+    }
+    EXPECT_EQ(old_ones, 2u);
+    EXPECT_EQ(new_running, 2u);
+    for (int i = 0; i < 10; ++i) {
+        pass();
+        agents_act();
+        advance(sec);
+    }
+    pass();
+    auto done = *services_->get(web);
+    EXPECT_EQ(model::to_string(done.update_status->state), "rollback_completed");
+    ASSERT_EQ(tasks_of(web).size(), 2u);
+    for (const auto& t : tasks_of(web)) {
+        EXPECT_EQ(t.spec.json, old_spec.task.json);
+        EXPECT_EQ(t.status.state, TaskState::running);
+    }
+}
+
+TEST_F(Cluster, TaskHistoryLimitIsTheClustersSetting) {
+    node("n1");
+    auto web = services_->create(spec("web", 1))->meta.id;
+    orch_->set_task_history_limit(-1);  // keep every task
+    pass();
+    agents_act();
+    for (int i = 1; i <= 6; ++i) {
+        auto next = spec("web", 1, {}, {{"ForceUpdate", i}});
+        ASSERT_TRUE(services_->update(web, services_->get(web)->meta.version, next).ok());
+        for (int k = 0; k < 4; ++k) {
+            pass();
+            agents_act();
+            advance(sec);
+        }
+    }
+    EXPECT_EQ(tasks_of(web, false).size(), 7u);
+    orch_->set_task_history_limit(2);
+    pass();
+    auto kept = tasks_of(web, false);
+    ASSERT_EQ(kept.size(), 2u);
+    EXPECT_EQ(running(web), 1u);
+}
+
 TEST_F(Cluster, StartFirstStartsTheNewTaskBeforeStoppingTheOld) {
     node("n1");
     auto web = services_->create(spec("web", 1))->meta.id;

@@ -109,6 +109,10 @@ class Cluster final : private ClusterEvents, private NodeTransport {
     Dispatcher& dispatcher() const noexcept { return *dispatcher_; }
     VersionCounter& counter() noexcept { return counter_; }
     const std::string& cluster_id() const noexcept { return cluster_id_; }
+    // The ID of the manager's own entry among the nodes (the API shows cofferd as a node, the
+    // registry does not hold it: nothing is scheduled on it): derived from the cluster ID, so
+    // it is the same across restarts and never a node certificate's. Valid once unlocked.
+    const std::string& manager_node_id() const noexcept { return manager_node_id_; }
     model::Timestamp created() const noexcept { return created_; }
     store::Store& store() noexcept { return *store_; }
 
@@ -127,6 +131,8 @@ class Cluster final : private ClusterEvents, private NodeTransport {
     void stop_node_port();
     // The running node port, for its owner's checks (port(), session_count()); null when none.
     NodePort* node_port() const;
+    // The node port's listening address and port ("0.0.0.0:4243"); empty while none runs.
+    std::string node_port_address() const;
 
     // Tests only: the API's log requests go to t instead of the node port (borrowed until it is
     // replaced, or reset with nullptr).
@@ -166,6 +172,7 @@ class Cluster final : private ClusterEvents, private NodeTransport {
     VersionCounter counter_;
     std::mutex unlock_mutex_;
     std::string cluster_id_;
+    std::string manager_node_id_;
     model::Timestamp created_;
     std::unique_ptr<ClusterTrust> trust_;
     std::unique_ptr<SecretRegistry> secrets_owner_;
@@ -181,6 +188,7 @@ class Cluster final : private ClusterEvents, private NodeTransport {
     mutable std::mutex port_start_mutex_;
     bool port_stopped_ = false;            // under port_start_mutex_
     std::unique_ptr<NodePort> node_port_;  // under port_start_mutex_
+    std::string node_port_address_;        // under port_start_mutex_
 
     // What events and log requests reach: set and cleared under port_mutex_; calls under way
     // are counted so the port is destroyed only when none is.

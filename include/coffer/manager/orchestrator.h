@@ -5,6 +5,7 @@
 // update delay, monitor period) is due.
 #pragma once
 
+#include <atomic>
 #include <condition_variable>
 #include <functional>
 #include <map>
@@ -19,7 +20,7 @@
 namespace coffer::manager {
 
 // Tasks kept per slot (replicated) or per node (global), the running one included: Swarm's
-// TaskHistoryRetentionLimit.
+// TaskHistoryRetentionLimit, until set_task_history_limit changes it.
 inline constexpr std::size_t task_history_limit = 5;
 // A node in state unknown (the manager restarted and its session is not back yet) keeps its
 // tasks this long before they are treated as lost.
@@ -45,6 +46,9 @@ class Orchestrator {
     void stop();
     // Something changed: run a pass soon. Cheap, callable from any thread (registry observers).
     void wake();
+    // The cluster's TaskHistoryRetentionLimit: ended tasks beyond it are erased from each slot
+    // by the next pass (which this wakes); negative keeps every task. Any thread.
+    void set_task_history_limit(std::int64_t limit);
 
   private:
     struct UpdateProgress {
@@ -57,6 +61,7 @@ class Orchestrator {
     NodeRegistry& nodes_;
     Clock clock_;
     std::map<std::string, UpdateProgress> progress_;  // by service id; the pass's own state
+    std::atomic<std::int64_t> history_limit_{static_cast<std::int64_t>(task_history_limit)};
 
     std::mutex mutex_;
     std::condition_variable cv_;

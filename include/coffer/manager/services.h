@@ -44,6 +44,12 @@ class ServiceRegistry {
     // "update out of sequence" when version is not the current Version.Index.
     Result<model::Service> update(std::string_view id_or_name, std::uint64_t version,
                                   model::ServiceSpec spec);
+    // Docker's rollback=previous: PreviousSpec becomes the spec and the spec PreviousSpec, and
+    // the update status is rollback_started ("manually requested rollback"), so the
+    // orchestrator rolls the tasks back under RollbackConfig. Errc::invalid_argument "service ID
+    // does not have a previous spec" when there is none; version as for update.
+    Result<model::Service> roll_back(std::string_view id_or_name, std::uint64_t version,
+                                     model::Timestamp now = model::Timestamp::now());
     Result<model::Service> remove(std::string_view id_or_name);
     // Full ID, then exact name, then unique ID prefix.
     Result<model::Service> find(std::string_view id_or_name) const;
@@ -54,8 +60,8 @@ class ServiceRegistry {
     std::vector<std::string> users_of(const std::string& object_id) const;
 
     // For the orchestrator: replaces the update status; roll_back also makes the previous spec
-    // current again (and the current one previous). Not version-checked: it is applied to the
-    // record as it is under the writers' lock.
+    // current again and leaves none (Swarm's automatic rollback). Not version-checked: it is
+    // applied to the record as it is under the writers' lock.
     Result<void> set_update_status(const std::string& id, std::optional<model::UpdateStatus> status,
                                    bool roll_back);
     // See ObjectTable::emit_changes.

@@ -79,6 +79,9 @@ class ClusterTrust {
     std::chrono::seconds cert_expiry() const;
     // Docker's Spec.CAConfig.ForceRotate: a rotation starts when an update changes it.
     std::uint64_t force_rotate() const;
+    // Docker's Spec.Orchestration.TaskHistoryRetentionLimit: tasks kept per slot, the live one
+    // included; negative keeps them all. 5 unless an update changed it.
+    std::int64_t task_history_limit() const;
     // Bumped by every change below; the API's Version.Index of the cluster object.
     std::uint64_t version() const;
 
@@ -89,6 +92,7 @@ class ClusterTrust {
         std::optional<std::chrono::seconds> cert_expiry;
         // A value other than force_rotate() starts a CA rotation (see rotate_ca).
         std::optional<std::uint64_t> force_rotate;
+        std::optional<std::int64_t> task_history_limit;
     };
     Result<void> update(const Update& u);
 
@@ -145,7 +149,8 @@ class ClusterTrust {
 
     std::string bundle_locked() const;
     std::string settings_json(std::chrono::seconds expiry, std::uint64_t force_rotate,
-                              std::uint64_t version) const;
+                              std::uint64_t version,
+                              std::optional<std::int64_t> history_limit = {}) const;
     void notify_ca_changed();
 
     store::Store& store_;
@@ -156,6 +161,7 @@ class ClusterTrust {
     std::optional<pki::JoinToken> worker_, manager_;
     std::chrono::seconds expiry_{pki::default_cert_expiry};
     std::uint64_t force_rotate_ = 0;
+    std::int64_t task_history_limit_ = 5;
     std::uint64_t version_ = 1;
     std::uint64_t ca_version_ = 1;
     std::unordered_map<std::string, std::string> issuers_;  // node id -> issuer key
