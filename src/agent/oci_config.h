@@ -13,8 +13,8 @@
 #include "coffer/base/error.h"
 #include "json_util.h"
 #include "seccomp_bpf.h"
-#include "task_user.h"
 #include "task_mounts.h"
+#include "task_user.h"
 
 namespace coffer::agent {
 

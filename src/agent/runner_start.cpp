@@ -258,7 +258,7 @@ void Runner::Impl::prepare_and_start(Task& t, const TaskSpec& spec,
                 continue;
             }
             binds.push_back(std::move(e));
-}
+        }
 
         timed("prepare the task's mounts");
         std::vector<OciMount> task_mounts;

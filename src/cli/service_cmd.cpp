@@ -113,8 +113,8 @@ void add_service_create(CLI::App& service, Globals& g) {
     auto* cmd = service.add_subcommand("create", "Create a new service");
     struct Opts {
         std::string name, mode = "replicated";
-        std::vector<std::string> secrets, configs, env, constraints, labels, placement_prefs, generic,
-            mounts;
+        std::vector<std::string> secrets, configs, env, constraints, labels, placement_prefs,
+            generic, mounts;
         std::vector<std::string> image_and_args;
         SpecFlags flags;
         WaitFlags wait;

@@ -6,8 +6,8 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
-#include <tuple>
 #include <optional>
+#include <tuple>
 #include <utility>
 
 #include "coffer/model/secret.h"

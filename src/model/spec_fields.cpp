@@ -104,7 +104,7 @@ constexpr std::array fields = {
     SpecField{"TaskTemplate.ContainerSpec.Configs[].File.GID", acted},
     SpecField{"TaskTemplate.ContainerSpec.Configs[].File.Mode", acted},
     SpecField{"TaskTemplate.ContainerSpec.Configs[].Runtime", refused,
-              "runtime configs (credential specs) are for Windows tasks"},
+              "a runtime target (a credential spec) is for Windows tasks"},
     SpecField{"TaskTemplate.ContainerSpec.Isolation", refused,
               "Linux tasks have one isolation: namespaces and cgroups", "\"default\""},
     SpecField{"TaskTemplate.ContainerSpec.Sysctls", acted, "namespaced sysctls only (net.*, kernel.shm*, kernel.msg*, kernel.sem, fs.mqueue.*); others are refused"},

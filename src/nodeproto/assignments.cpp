@@ -6,8 +6,8 @@
 #include "coffer/crypto/encoding.h"
 #include "coffer/model/ids.h"
 #include "coffer/model/json.h"
-#include "coffer/model/task_options.h"
 #include "coffer/model/service.h"
+#include "coffer/model/task_options.h"
 #include "wire.h"
 
 namespace coffer::nodeproto {

@@ -27,8 +27,8 @@
 #include "seccomp_bpf.h"
 #include "seccomp_profile.h"
 #include "task_files.h"
-#include "task_user.h"
 #include "task_mounts.h"
+#include "task_user.h"
 
 using namespace coffer;
 using namespace coffer::agent;
