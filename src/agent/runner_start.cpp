@@ -247,7 +247,9 @@ void Runner::Impl::prepare_and_start(Task& t, const TaskSpec& spec,
         // A secret the task asked for at one of these paths, or over a directory holding one
         // (an image's /run/secrets -> /etc), takes its place: the runtime could not make a mount
         // point in the secrets' read-only tmpfs.
+        std::vector<std::string> engine_paths;
         for (auto& e : engine_binds) {
+            engine_paths.push_back(e.destination);
             auto covered = std::find_if(binds.begin(), binds.end(), [&](const BindMount& s) {
                 return e.destination == s.destination ||
                        e.destination.starts_with(s.destination + "/");
@@ -283,10 +285,20 @@ void Runner::Impl::prepare_and_start(Task& t, const TaskSpec& spec,
                                                other.destination)};
             for (const auto& other : binds)
                 if (dest == other.destination || dest.starts_with(other.destination + "/") ||
-                    other.destination.starts_with(dest + "/"))
+                    other.destination.starts_with(dest + "/")) {
+                    // The task's own /etc/hosts, /etc/hostname, /etc/resolv.conf (and init) are
+                    // bound on the image's paths, checked free of links; a mount over them would
+                    // put a volume's content, links included, in their place.
+                    if (std::find(engine_paths.begin(), engine_paths.end(), other.destination) !=
+                        engine_paths.end())
+                        throw Rejected{fmt::format(
+                            "mount target {} would hide the task's {}, which coffer provides: "
+                            "mount a directory that does not hold it",
+                            dest, other.destination)};
                     throw Rejected{
                         fmt::format("mount target {} and secret target {} overlap in the image",
                                     dest, other.destination)};
+                }
             check_runtime_path(dest, leaf);
             if (m.type == TaskMount::Type::volume) {
                 bool fresh = true;

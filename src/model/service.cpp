@@ -138,6 +138,13 @@ Result<void> validate_mounts(const std::vector<MountSpec>& mounts) {
         if (!targets.insert(m.target).second)
             return invalid(
                 fmt::format("invalid mount config: duplicate mount point: {}", m.target));
+        // Every task gets its own /etc/hosts, /etc/hostname and /etc/resolv.conf (the agent's),
+        // which a mount at /etc would hide.
+        if (m.target == "/etc")
+            return invalid(
+                "invalid mount config: a mount at /etc would hide the task's /etc/hosts, "
+                "/etc/hostname and /etc/resolv.conf, which coffer provides: mount a directory "
+                "below /etc");
         // The inner one's mount point would be made in the outer one's source (a host directory
         // or a volume), which the agent does not resolve as it resolves the image's paths.
         for (const auto& other : targets)

@@ -101,7 +101,7 @@ class Cluster : public ClusterTest {
     }
 };
 
-// Issue "Services": each node's task sees exactly its own secret, with its exact bytes, and the
+// Each node's task sees exactly its own secret, with its exact bytes, and the
 // other node never receives it.
 TEST_F(Cluster, ATaskOnANodeReceivesOnlyItsOwnSecrets) {
     auto bytes_a = random_bytes(48), bytes_b = random_bytes(48);

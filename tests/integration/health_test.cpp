@@ -103,8 +103,7 @@ class Health : public ClusterTest {
     TempDir docker_config_;
 };
 
-// Issue "Every service field is honoured or refused": --health-cmd runs in the task; until it
-// succeeds the task is starting, then running and healthy.
+// --health-cmd runs in the task; until it succeeds the task is starting, then running and healthy.
 TEST_F(Health, ATaskIsStartingUntilItsCheckSucceedsThenRunning) {
     docker_ok({"service", "create", "--detach", "--name", "web", "--health-cmd", "test -f /tmp/ok",
                "--health-interval", "1s", "--health-start-period", "5m", "busybox", "sleep",
