@@ -196,7 +196,11 @@ Result<LogsOptions> parse_logs_options(const Request& r) {
         return make_error(Errc::invalid_argument,
                           "Bad parameters: you must choose at least one stream");
     o.details = bool_value(r.param("details"));
-    o.follow = bool_value(r.param("follow"));
+    // The HTTP server answers with complete bodies: it cannot keep a stream open yet.
+    if (bool_value(r.param("follow")))
+        return make_error(Errc::invalid_argument,
+                          "follow is not supported: coffer answers with the output the tasks "
+                          "have written so far; run without --follow (-f)");
     auto tail = r.param("tail");
     if (!tail.empty() && tail != "all") {
         long long n = 0;

@@ -28,7 +28,6 @@ struct LogsOptions {
     bool stdout_ = false;
     bool stderr_ = false;
     bool details = false;
-    bool follow = false;
     std::optional<std::size_t> tail;  // nullopt: all lines
 };
 Result<LogsOptions> parse_logs_options(const net::Request& r);

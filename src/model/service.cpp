@@ -348,6 +348,21 @@ Result<void> validate_service_spec(const ServiceSpec& spec) {
     for (const auto& e : c.env)
         if (e.empty() || e.front() == '=')
             return invalid(fmt::format("invalid environment variable: {}", e));
+    // Swarm expands Go templates ({{.Task.Slot}}, {{.Node.Hostname}}, ...) in these fields; coffer
+    // does not yet, and a template kept as text would reach the task unexpanded.
+    auto templated = [](std::string_view v) { return v.find("{{") != std::string_view::npos; };
+    auto no_template = [&](std::string_view field) {
+        return invalid(fmt::format(
+            "field {} uses a template ({{{{...}}}}): service templates are not supported by "
+            "coffer",
+            field));
+    };
+    for (const auto& e : c.env)
+        if (templated(e)) return no_template("TaskTemplate.ContainerSpec.Env");
+    if (templated(c.hostname)) return no_template("TaskTemplate.ContainerSpec.Hostname");
+    for (const auto& m : c.mounts)
+        if (templated(m.source) || templated(m.target))
+            return no_template("TaskTemplate.ContainerSpec.Mounts");
     if (auto r = validate_file_refs(c.secrets, "secret", &SecretReference::secret_id,
                                     &SecretReference::secret_name);
         !r)

@@ -167,11 +167,16 @@ TEST_F(Configs, DockerServicesMountConfigsAndProtectThem) {
     const auto& refs =
         spec.at(0).at("Spec").at("TaskTemplate").at("ContainerSpec").at("Configs").as_array();
     ASSERT_EQ(refs.size(), 2u);
-    EXPECT_EQ(refs[0].at("ConfigName"), "c1");
-    EXPECT_EQ(refs[0].at("File").at("Name"), "c1");
-    EXPECT_EQ(refs[1].at("File").at("Name"), "/etc/app.conf");
-    EXPECT_EQ(refs[1].at("File").at("UID"), "1000");
-    EXPECT_EQ(refs[1].at("File").at("Mode"), 0440);
+    // The docker CLI sends the references in no fixed order.
+    const bool c1_first = refs[0].at("ConfigName") == "c1";
+    const auto& c1 = refs[c1_first ? 0 : 1];
+    const auto& c2 = refs[c1_first ? 1 : 0];
+    EXPECT_EQ(c1.at("ConfigName"), "c1");
+    EXPECT_EQ(c1.at("File").at("Name"), "c1");
+    EXPECT_EQ(c2.at("ConfigName"), "c2");
+    EXPECT_EQ(c2.at("File").at("Name"), "/etc/app.conf");
+    EXPECT_EQ(c2.at("File").at("UID"), "1000");
+    EXPECT_EQ(c2.at("File").at("Mode"), 0440);
 
     auto in_use = docker({"config", "rm", "c1"});
     EXPECT_EQ(in_use.status, 1);

@@ -352,6 +352,9 @@ TEST_F(Logs, QueryIsValidatedAsDockerDoes) {
               "each line"},
              {"stdout=1&since=yesterday", 400,
               "could not parse since timestamp: invalid value \"yesterday\""},
+             {"stdout=1&follow=1", 400,
+              "follow is not supported: coffer answers with the output the tasks have written so "
+              "far; run without --follow (-f)"},
              {"stdout=1&since=1700000000.000000001", 400,
               "since is not supported: coffer agents record task output without the time of each "
               "line"},
@@ -362,7 +365,7 @@ TEST_F(Logs, QueryIsValidatedAsDockerDoes) {
     }
     EXPECT_TRUE(transport_.calls().empty());
     for (const auto& ok : {"stdout=1&tail=all", "stdout=1&since=0", "stdout=1&since=0.000000000",
-                           "stdout=1&tail=%2B3", "stdout=1&follow=1&timestamps=0"})
+                           "stdout=1&tail=%2B3", "stdout=1&follow=0&timestamps=0"})
         EXPECT_EQ(get(std::string("/services/web/logs?") + ok).status, 200) << ok;
     // stderr alone: the combined output is the stdout stream, so there is nothing to send.
     auto err_only = get("/services/web/logs?stderr=1");

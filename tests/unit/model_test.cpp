@@ -304,6 +304,25 @@ TEST(ServiceSpec, AReplicatedServiceAlwaysStoresItsReplicaCount) {
         coffer::model::spec_json(*global, false).at("Mode").as_object().contains("Replicated"));
 }
 
+TEST(ServiceSpec, ATemplateIsRefusedRatherThanPassedOnUnexpanded) {
+    for (auto [fields, field] : {
+             std::pair{R"("Env":["SLOT={{.Task.Slot}}"])", "TaskTemplate.ContainerSpec.Env"},
+             std::pair{R"("Hostname":"web-{{.Task.Slot}}")", "TaskTemplate.ContainerSpec.Hostname"},
+             std::pair{R"("Mounts":[{"Type":"volume","Source":"d-{{.Task.Slot}}","Target":"/d"}])",
+                       "TaskTemplate.ContainerSpec.Mounts"},
+         }) {
+        auto message = invalid_message(fmt::format(
+            R"({{"Name":"t","TaskTemplate":{{"ContainerSpec":{{"Image":"b",{}}}}}}})", fields));
+        EXPECT_EQ(message, fmt::format("field {} uses a template ({{{{...}}}}): service templates "
+                                       "are not supported by coffer",
+                                       field))
+            << fields;
+    }
+    EXPECT_EQ(invalid_message(R"({"Name":"t","TaskTemplate":{"ContainerSpec":{"Image":"b",
+        "Env":["BRACES={not a template}"]}}})"),
+              "");
+}
+
 TEST(ServiceSpec, InsertDefaultsFillsDockersDefaults) {
     auto s = spec_of(stack_body);
     auto o = coffer::model::spec_json(*s, true);
