@@ -69,6 +69,21 @@ struct DnsSettings {
     std::vector<std::string> options;
 };
 
+// The task's interface on one network: the network is described by the node's networks
+// (nodeproto::NetworkPayload), by id.
+struct TaskNetworkAttachment {
+    std::string network_id;
+    std::string address;  // IPv4/prefix
+    std::vector<std::string> aliases;
+};
+
+// A port published in host mode (CNI portmap on this node).
+struct TaskHostPort {
+    std::string protocol = "tcp";
+    std::uint16_t target_port = 0;
+    std::uint16_t published_port = 0;
+};
+
 struct TaskSpec {
     std::string id;     // model::valid_task_id
     std::string image;  // name[:tag] in the local image store, or a manifest digest sha256:...
@@ -95,6 +110,9 @@ struct TaskSpec {
     DnsSettings dns;
     std::optional<int> oom_score_adj;
     std::vector<TaskMount> mounts;
+    bool host_network = false;  // the node's network namespace; networks is then empty
+    std::vector<TaskNetworkAttachment> networks;
+    std::vector<TaskHostPort> host_ports;
 };
 
 // The rule for TaskSpec::id (it names directories and cgroups): model's task id.

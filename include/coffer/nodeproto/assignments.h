@@ -12,7 +12,10 @@
 //     "DNSConfig":{"Nameservers","Search","Options"},"OomScoreAdj",
 //     "Mounts" (only when there are any):[{"Type","Source","Target","ReadOnly","NonRecursive",
 //       "NoCopy","Labels","SizeBytes","Mode"}],
-//     "Configs":[{"ConfigID","Name","Target","UID","GID","Mode"}]}},
+//     "Configs":[{"ConfigID","Name","Target","UID","GID","Mode"}],
+//     "NetworkMode" (only "host"), "Networks" (only when there are any):[{"NetworkID","Address",
+//       "Aliases"}], "HostPorts" (only when there are any):[{"Protocol","TargetPort",
+//       "PublishedPort"}]}},
 //   {"Action":"remove","Task":{"ID"}}, {"Action":"remove","Secret"|"Config":{"ID"}}]}
 #pragma once
 
@@ -82,6 +85,22 @@ struct TaskUlimit {
     bool operator==(const TaskUlimit&) const = default;
 };
 
+// The task's address on one of its networks (nodeproto/networks.h has the networks themselves).
+struct TaskNetwork {
+    std::string network_id;
+    std::string address;  // IPv4/prefix, "10.0.1.7/24"
+    std::vector<std::string> aliases;
+    bool operator==(const TaskNetwork&) const = default;
+};
+
+// A port published in host mode: the node running the task answers on published_port.
+struct HostPort {
+    std::string protocol = "tcp";  // "tcp" | "udp"
+    std::uint16_t target_port = 0;
+    std::uint16_t published_port = 0;
+    bool operator==(const HostPort&) const = default;
+};
+
 struct TaskPayload {
     std::string id;
     std::string service_id;
@@ -112,6 +131,11 @@ struct TaskPayload {
     std::optional<std::int64_t> oom_score_adj;
     std::vector<MountPayload> mounts;
     std::vector<SecretFile> configs;
+    // Networks: "host" runs the task in the node's network namespace (networks must be empty);
+    // "" gives it a namespace of its own, with an interface on each of networks (none: loopback).
+    std::string network_mode;
+    std::vector<TaskNetwork> networks;
+    std::vector<HostPort> host_ports;
     bool operator==(const TaskPayload&) const = default;
 };
 
