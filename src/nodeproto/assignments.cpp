@@ -401,9 +401,12 @@ void task_networks(const json::object& t, TaskPayload& p) {
             port.protocol = text_at(o, "Protocol", 8);
             if (port.protocol != "tcp" && port.protocol != "udp")
                 bad("HostPorts: Protocol must be tcp or udp");
-            port.target_port = static_cast<std::uint16_t>(int_at(o, "TargetPort", 0, 1, 65535));
+            // Both required: a missing one is 0, below the range.
+            port.target_port = static_cast<std::uint16_t>(int_at(o, "TargetPort", 0, 0, 65535));
             port.published_port =
-                static_cast<std::uint16_t>(int_at(o, "PublishedPort", 0, 1, 65535));
+                static_cast<std::uint16_t>(int_at(o, "PublishedPort", 0, 0, 65535));
+            if (port.target_port == 0 || port.published_port == 0)
+                bad("HostPorts: TargetPort and PublishedPort must be 1 to 65535");
             p.host_ports.push_back(port);
         }
     }

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <limits>
+#include <optional>
 
 #include "coffer/model/ids.h"
 #include "coffer/model/ipv4.h"
@@ -102,11 +103,13 @@ std::vector<std::string> names_at(const json::object& o, std::string_view key) {
     return out;
 }
 
-std::int64_t int_at(const json::object& o, std::string_view key, std::int64_t min,
-                    std::int64_t max) {
+// A number in [min, max]; when absent, fallback (nullopt: it is required).
+std::int64_t int_at(const json::object& o, std::string_view key, std::int64_t min, std::int64_t max,
+                    std::optional<std::int64_t> fallback = 0) {
     auto n = model::integer_field(o, key, min, max);
     if (!n) bad(n.error().message);
-    return n->value_or(0);
+    if (!*n && !fallback) bad(fmt::format("{} is missing", key));
+    return n->value_or(*fallback);
 }
 
 bool bool_at(const json::object& o, std::string_view key) {
@@ -175,7 +178,7 @@ NetworkPayload network_of(const json::value& v) {
     n.gateway = address_at(o, "Gateway", &*subnet);
     n.vni = static_cast<std::uint32_t>(int_at(o, "VNI", 0, 16'777'215));
     if (n.driver == "overlay" && n.vni == 0) bad("Networks: an overlay network needs a VNI");
-    n.mtu = static_cast<std::uint32_t>(int_at(o, "MTU", 68, 65'535));
+    n.mtu = static_cast<std::uint32_t>(int_at(o, "MTU", 68, 65'535, 1450));
     n.internal = bool_at(o, "Internal");
     n.ingress = bool_at(o, "Ingress");
     for (const auto& p : array_at(o, "Peers", max_peers)) {
@@ -194,8 +197,9 @@ IngressPort ingress_of(const json::value& v) {
     p.service_id = id_at(o, "ServiceID");
     p.protocol = text_at(o, "Protocol", 8);
     if (p.protocol != "tcp" && p.protocol != "udp") bad("Ingress: Protocol must be tcp or udp");
-    p.published_port = static_cast<std::uint16_t>(int_at(o, "PublishedPort", 1, 65'535));
-    p.target_port = static_cast<std::uint16_t>(int_at(o, "TargetPort", 1, 65'535));
+    p.published_port =
+        static_cast<std::uint16_t>(int_at(o, "PublishedPort", 1, 65'535, std::nullopt));
+    p.target_port = static_cast<std::uint16_t>(int_at(o, "TargetPort", 1, 65'535, std::nullopt));
     for (const auto& b : array_at(o, "Backends", max_backends)) {
         json::object one{{"b", b}};
         p.backends.push_back(address_at(one, "b", nullptr));
