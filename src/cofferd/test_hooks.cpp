@@ -69,6 +69,8 @@ class FakeAgents : public Hooks {
             auto stream = manager_.dispatcher().subscribe(node_id);
             if (!stream) return;
             while (!stop_) {
+                // As the node port does: the networks first, then the tasks that need them.
+                (void)(*stream)->poll_networks();
                 auto msg = (*stream)->next(std::chrono::milliseconds(100));
                 if (!msg) continue;
                 std::vector<manager::StatusReport> reports;
