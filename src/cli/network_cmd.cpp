@@ -59,10 +59,8 @@ void add_create(CLI::App& group, Globals& g) {
                           {"Attachable", f->attachable},
                           {"Labels", std::move(labels)},
                           {"IPAM", json::object{{"Driver", "default"}, {"Config", config}}}};
-        auto text = json::serialize(body);
         ApiClient api(g.host);
-        auto r = api.call("POST", "/networks/create",
-                          {reinterpret_cast<const std::uint8_t*>(text.data()), text.size()});
+        auto r = api.call("POST", "/networks/create", json::value(std::move(body)));
         if (!r) fail(r.error());
         if (auto w = field(*r, {"Warning"}); !w.empty())
             std::fprintf(stderr, "WARNING: %s\n", w.c_str());
@@ -94,14 +92,15 @@ json::object row_of(const json::value& n) {
     if (auto* c = at(n, {"IPAM", "Config"}); c && c->is_array() && !c->as_array().empty())
         subnet = field(c->as_array().front(), {"Subnet"});
     const auto* internal = at(n, {"Internal"});
-    return {{"ID", field(n, {"Id"})},
-            {"Name", field(n, {"Name"})},
-            {"Driver", field(n, {"Driver"})},
-            {"Scope", field(n, {"Scope"})},
-            {"Subnet", subnet},
-            {"Internal", internal && internal->is_bool() && internal->get_bool() ? "true" : "false"},
-            {"CreatedAt", time_ago(field(n, {"Created"}))},
-            {"Labels", joined}};
+    return {
+        {"ID", truncate_id(field(n, {"Id"}))},
+        {"Name", field(n, {"Name"})},
+        {"Driver", field(n, {"Driver"})},
+        {"Scope", field(n, {"Scope"})},
+        {"Subnet", subnet},
+        {"Internal", internal && internal->is_bool() && internal->get_bool() ? "true" : "false"},
+        {"CreatedAt", time_ago(field(n, {"Created"}))},
+        {"Labels", joined}};
 }
 
 // network ls [-q] [-f k=v]... [--format FORMAT]

@@ -94,6 +94,8 @@ nodeproto::NetworksMessage networks_message(const std::string& node_id,
             ns.endpoint_mode = s.spec.endpoint.mode;
             for (const auto& v : s.virtual_ips)
                 if (v.network_id == n.meta.id) ns.vip = without_prefix(v.addr);
+            // Not resolvable until the orchestrator gave it its VIP here.
+            if (ns.endpoint_mode == "vip" && ns.vip.empty()) continue;
             for (const auto& cfg : model::service_networks(s.spec))
                 if (cfg.target == n.meta.id) ns.aliases = cfg.aliases;
             for (const auto& t : tasks) {

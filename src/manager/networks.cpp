@@ -9,16 +9,16 @@
 namespace coffer::manager {
 
 namespace json = boost::json;
-using model::Ipv4Net;
+using model::Ipv4Prefix;
 using model::Network;
 
 namespace network_alloc {
 
-std::optional<Ipv4Net> free_subnet(const std::vector<Ipv4Net>& used) {
+std::optional<Ipv4Prefix> free_subnet(const std::vector<Ipv4Prefix>& used) {
     for (std::uint32_t i = 1; i < 65536; ++i) {
-        Ipv4Net candidate{(10u << 24) | (i << 8), 24};
+        Ipv4Prefix candidate{(10u << 24) | (i << 8), 24};
         bool taken = std::any_of(used.begin(), used.end(),
-                                 [&](const Ipv4Net& u) { return u.overlaps(candidate); });
+                                 [&](const Ipv4Prefix& u) { return u.overlaps(candidate); });
         if (!taken) return candidate;
     }
     return std::nullopt;
@@ -30,8 +30,8 @@ std::uint32_t free_vni(const std::vector<std::uint32_t>& used) {
     return v;
 }
 
-std::optional<std::uint32_t> free_address(const Ipv4Net& subnet,
-                                          const std::optional<Ipv4Net>& range,
+std::optional<std::uint32_t> free_address(const Ipv4Prefix& subnet,
+                                          const std::optional<Ipv4Prefix>& range,
                                           const std::vector<std::uint32_t>& used) {
     auto pool = range ? *range : subnet;
     for (std::uint64_t a = pool.network(); a <= pool.broadcast(); ++a) {
@@ -80,10 +80,10 @@ Result<Network> lookup(const ObjectTable<Network>::Map& items, std::string_view 
     return not_found();
 }
 
-std::vector<Ipv4Net> subnets_of(const ObjectTable<Network>::Map& items) {
-    std::vector<Ipv4Net> out;
+std::vector<Ipv4Prefix> subnets_of(const ObjectTable<Network>::Map& items) {
+    std::vector<Ipv4Prefix> out;
     for (const auto& [id, n] : items)
-        if (auto s = model::parse_cidr(n.subnet)) out.push_back(*s);
+        if (auto s = model::parse_ipv4_prefix(n.subnet)) out.push_back(*s);
     return out;
 }
 
@@ -161,12 +161,12 @@ Result<Network> NetworkRegistry::create(model::NetworkSpec spec) {
         Network n;
         auto used = subnets_of(items);
         if (!spec.ipam.empty()) {
-            auto given = model::parse_cidr(spec.ipam.front().subnet);
+            auto given = model::parse_ipv4_prefix(spec.ipam.front().subnet);
             if (!given)
                 return make_error(Errc::invalid_argument,
                                   fmt::format("invalid subnet {}", spec.ipam.front().subnet));
             for (const auto& [id, other] : items) {
-                auto s = model::parse_cidr(other.subnet);
+                auto s = model::parse_ipv4_prefix(other.subnet);
                 if (s && s->overlaps(*given))
                     return make_error(
                         Errc::permission_denied,
@@ -174,7 +174,7 @@ Result<Network> NetworkRegistry::create(model::NetworkSpec spec) {
                                     "address space (subnet {} of network {})",
                                     other.subnet, other.spec.name));
             }
-            n.subnet = model::format_cidr(*given);
+            n.subnet = given->to_string();
             n.gateway = spec.ipam.front().gateway;
             if (n.gateway.empty()) n.gateway = model::format_ipv4(given->network() + 1);
         } else {
@@ -182,7 +182,7 @@ Result<Network> NetworkRegistry::create(model::NetworkSpec spec) {
             if (!free)
                 return make_error(Errc::unavailable,
                                   "no free subnet left in 10.0.0.0/8 for a new network");
-            n.subnet = model::format_cidr(*free);
+            n.subnet = free->to_string();
             n.gateway = model::format_ipv4(free->network() + 1);
         }
         std::vector<std::uint32_t> vnis;
@@ -250,15 +250,15 @@ Result<Network> NetworkRegistry::set_nodes(const std::string& network_id,
                 ++a;
             }
         }
-        auto subnet = model::parse_cidr(next.subnet);
+        auto subnet = model::parse_ipv4_prefix(next.subnet);
         for (const auto& node : node_ids) {
             if (next.node_addresses.count(node)) continue;
             if (!subnet)
                 return make_error(Errc::invalid_argument,
                                   fmt::format("network {} has no subnet", next.spec.name));
-            std::optional<Ipv4Net> range;
+            std::optional<Ipv4Prefix> range;
             if (!next.spec.ipam.empty() && !next.spec.ipam.front().ip_range.empty())
-                range = model::parse_cidr(next.spec.ipam.front().ip_range);
+                range = model::parse_ipv4_prefix(next.spec.ipam.front().ip_range);
             auto taken = reserved_addresses(next);
             taken.insert(taken.end(), used.begin(), used.end());
             auto a = network_alloc::free_address(*subnet, range, taken);
@@ -292,6 +292,10 @@ Result<void> resolve_service_networks(const NetworkRegistry& networks, model::Se
     std::vector<std::string> ids;
     bool host = false;
     for (auto& a : list) {
+        if (a.target.empty())
+            return make_error(Errc::invalid_argument,
+                              fmt::format("field {}Networks[].Target must name a network",
+                                          in_task ? "TaskTemplate." : ""));
         auto n = networks.find(a.target);
         if (!n) return std::move(n).error();
         if (n->spec.ingress)
@@ -348,9 +352,9 @@ bool publishes_ingress(const model::Service& s) {
                        [](const auto& p) { return p.publish_mode == model::PublishMode::ingress; });
 }
 
-std::optional<Ipv4Net> range_of(const Network& n) {
+std::optional<Ipv4Prefix> range_of(const Network& n) {
     if (n.spec.ipam.empty() || n.spec.ipam.front().ip_range.empty()) return std::nullopt;
-    return model::parse_cidr(n.spec.ipam.front().ip_range);
+    return model::parse_ipv4_prefix(n.spec.ipam.front().ip_range);
 }
 
 void add_address(std::vector<std::uint32_t>& out, std::string_view cidr_or_ip) {
@@ -419,7 +423,7 @@ std::vector<std::string> allocate_task_networks(
         bool complete = true;
         for (const auto& nid : attached_network_ids(*svc, networks)) {
             const auto* n = by_id(networks, nid);
-            auto subnet = model::parse_cidr(n->subnet);
+            auto subnet = model::parse_ipv4_prefix(n->subnet);
             if (!subnet) continue;
             auto it = used.find(nid);
             if (it == used.end()) it = used.emplace(nid, used_addresses(*n, services, all)).first;
@@ -431,7 +435,7 @@ std::vector<std::string> allocate_task_networks(
             }
             it->second.push_back(*a);
             model::TaskNetworkAttachment att{
-                nid, fmt::format("{}/{}", model::format_ipv4(*a), subnet->prefix), {}};
+                nid, fmt::format("{}/{}", model::format_ipv4(*a), subnet->length), {}};
             for (const auto& cfg : model::service_networks(svc->spec))
                 if (cfg.target == nid) att.aliases = cfg.aliases;
             next.networks.push_back(std::move(att));
@@ -457,13 +461,13 @@ std::optional<std::vector<model::VirtualIp>> plan_virtual_ips(
                 continue;
             }
             const auto* n = by_id(networks, nid);
-            auto subnet = model::parse_cidr(n->subnet);
+            auto subnet = model::parse_ipv4_prefix(n->subnet);
             if (!subnet) continue;
             auto used = used_addresses(*n, services, tasks);
             for (const auto& v : want) add_address(used, v.addr);
             auto a = network_alloc::free_address(*subnet, range_of(*n), used);
             if (!a) continue;  // no VIP on a full network; retried on the next pass
-            want.push_back({nid, fmt::format("{}/{}", model::format_ipv4(*a), subnet->prefix)});
+            want.push_back({nid, fmt::format("{}/{}", model::format_ipv4(*a), subnet->length)});
         }
     }
     if (want == s.virtual_ips) return std::nullopt;

@@ -42,6 +42,8 @@ struct Pass {
     std::set<std::string> touched;
     std::vector<std::string> erased;
     std::optional<Timestamp> wake;
+    // Tasks that could not get an address on one of their networks: not scheduled.
+    std::set<std::string> held;
 
     void begin(const TaskRegistry::Map& current) { work = {current.begin(), current.end()}; }
 
@@ -373,6 +375,7 @@ void schedule(Pass& p) {
             continue;
         }
         if (t.desired != TaskState::running || t.status.state >= TaskState::assigned) continue;
+        if (p.held.count(id)) continue;
         if (t.not_before > p.now) {
             p.due(t.not_before);
             continue;
@@ -600,6 +603,7 @@ Result<std::optional<Timestamp>> Orchestrator::reconcile(Timestamp now) {
                     pass.touch(pass.work.at(id));
                 for (const auto& [id, network] : full) {
                     auto& t = pass.work.at(id);
+                    pass.held.insert(id);
                     pass.set_state(t, t.status.state, t.status.message,
                                    fmt::format("no free address left on network {}", network));
                 }

@@ -68,16 +68,16 @@ Result<IpamConfig> ipam_config_from(const json::value& v) {
             return invalid("IPAM.Config[]: a gateway or an IP range needs a subnet");
         return c;
     }
-    auto net = parse_cidr(c.subnet);
+    auto net = parse_ipv4_prefix(c.subnet);
     if (!net) {
         if (c.subnet.find(':') != std::string::npos)
             return invalid(fmt::format("invalid subnet {}: IPv6 is not supported", c.subnet));
         return invalid(fmt::format("invalid subnet {}: not an IPv4 CIDR", c.subnet));
     }
-    if (net->addr != net->network())
+    if (net->address != net->network())
         return invalid(fmt::format("invalid subnet {}: it has host bits set (did you mean {}?)",
-                                   c.subnet, format_cidr({net->network(), net->prefix})));
-    if (net->prefix < 8 || net->prefix > 29)
+                                   c.subnet, Ipv4Prefix{net->network(), net->length}.to_string()));
+    if (net->length < 8 || net->length > 29)
         return invalid(
             fmt::format("invalid subnet {}: the prefix length must be between 8 and 29", c.subnet));
     if (!c.gateway.empty()) {
@@ -87,8 +87,9 @@ Result<IpamConfig> ipam_config_from(const json::value& v) {
                                        c.gateway, c.subnet));
     }
     if (!c.ip_range.empty()) {
-        auto r = parse_cidr(c.ip_range);
-        if (!r || r->addr != r->network() || r->prefix < net->prefix || !net->contains(r->addr))
+        auto r = parse_ipv4_prefix(c.ip_range);
+        if (!r || r->address != r->network() || r->length < net->length ||
+            !net->contains(r->address))
             return invalid(fmt::format("invalid ip range {}: not a CIDR inside subnet {}",
                                        c.ip_range, c.subnet));
     }
@@ -96,50 +97,6 @@ Result<IpamConfig> ipam_config_from(const json::value& v) {
 }
 
 }  // namespace
-
-std::optional<std::uint32_t> parse_ipv4(std::string_view text) noexcept {
-    std::uint32_t out = 0;
-    const char* p = text.data();
-    const char* end = text.data() + text.size();
-    for (int i = 0; i < 4; ++i) {
-        if (i > 0) {
-            if (p == end || *p != '.') return std::nullopt;
-            ++p;
-        }
-        if (p == end || *p < '0' || *p > '9') return std::nullopt;
-        // No leading zeros (they read as octal elsewhere).
-        if (*p == '0' && p + 1 != end && p[1] >= '0' && p[1] <= '9') return std::nullopt;
-        unsigned v = 0;
-        auto [next, ec] = std::from_chars(p, end, v);
-        if (ec != std::errc{} || v > 255 || next - p > 3) return std::nullopt;
-        out = (out << 8) | v;
-        p = next;
-    }
-    if (p != end) return std::nullopt;
-    return out;
-}
-
-std::optional<Ipv4Net> parse_cidr(std::string_view text) noexcept {
-    auto slash = text.find('/');
-    if (slash == std::string_view::npos) return std::nullopt;
-    auto a = parse_ipv4(text.substr(0, slash));
-    auto bits = text.substr(slash + 1);
-    int prefix = -1;
-    if (bits.empty() || bits.size() > 2 || (bits.size() == 2 && bits[0] == '0'))
-        return std::nullopt;
-    auto [end, ec] = std::from_chars(bits.data(), bits.data() + bits.size(), prefix);
-    if (!a || ec != std::errc{} || end != bits.data() + bits.size() || prefix < 0 || prefix > 32)
-        return std::nullopt;
-    return Ipv4Net{*a, prefix};
-}
-
-std::string format_ipv4(std::uint32_t a) {
-    return fmt::format("{}.{}.{}.{}", a >> 24, (a >> 16) & 0xff, (a >> 8) & 0xff, a & 0xff);
-}
-
-std::string format_cidr(const Ipv4Net& n) {
-    return fmt::format("{}/{}", format_ipv4(n.addr), n.prefix);
-}
 
 Result<void> validate_network_name(std::string_view name) {
     if (name.empty()) return invalid("network name must not be empty");

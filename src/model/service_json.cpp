@@ -442,8 +442,6 @@ void read_networks(Reader& parent, std::string_view key,
                 fmt::format("field {}.DriverOpts is not supported: coffer's networks take no "
                             "driver options per attachment",
                             n.name("")));
-        if (!n.error() && a.target.empty())
-            n.fail(fmt::format("field {}[].Target must name a network", parent.name(key)));
         parent.merge(n);
         out.push_back(std::move(a));
     }

@@ -6,11 +6,16 @@
 
 #include <boost/json.hpp>
 
+#include <filesystem>
 #include <fstream>
+#include <optional>
 #include <set>
 
+#include "coffer/crypto/secure_buffer.h"
+#include "coffer/model/ipv4.h"
 #include "coffer/net/http.h"
 #include "coffer/net/http_client.h"
+#include "coffer/nodeproto/networks.h"
 #include "harness.h"
 #include "hooked_daemon.h"
 
@@ -22,7 +27,30 @@ namespace {
 
 class NetworksApi : public HookedDaemonTest {
   protected:
-    void SetUp() override { start_daemon(); }
+    void SetUp() override {
+        std::filesystem::create_directories(dir_.path() / "nets");
+        ::setenv("COFFER_TEST_NETWORKS_DIR", (dir_.path() / "nets").c_str(), 1);
+        start_daemon();
+    }
+    void TearDown() override {
+        HookedDaemonTest::TearDown();
+        ::unsetenv("COFFER_TEST_NETWORKS_DIR");
+    }
+    // The last networks message node's fake agent got, decoded as an agent decodes it.
+    std::optional<nodeproto::NetworksMessage> networks_message(const std::string& host) {
+        auto path = dir_.path() / "nets" / (host + ".json");
+        if (!std::filesystem::exists(path)) return std::nullopt;
+        auto text = read_file(path);
+        EXPECT_FALSE(text.starts_with("refused")) << text;
+        auto m = nodeproto::decode_networks(crypto::SecureBuffer::copy_of(std::string_view(text)));
+        if (!m) return std::nullopt;
+        return *m;
+    }
+    json::value tasks_of(const std::string& service) {
+        auto r = request("GET", "/v1.41/tasks?filters=" + net::percent_encode(fmt::format(
+                                                              R"({{"service":["{}"]}})", service)));
+        return json::parse(r.body);
+    }
 
     static std::string message(const net::ClientResponse& r) {
         auto v = json::parse(r.body);
@@ -39,11 +67,11 @@ class NetworksApi : public HookedDaemonTest {
     std::string first_line(const std::string& s) { return s.substr(0, s.find('\n')); }
     // Every network as GET /networks answers: name -> resource.
     std::map<std::string, json::value> networks() {
-        auto r = request("GET", "/v1.47/networks");
+        auto r = request("GET", "/v1.41/networks");
         EXPECT_EQ(r.status, 200);
         std::map<std::string, json::value> out;
-        for (const auto& n : json::parse(r.body).as_array())
-            out[std::string(n.at("Name").as_string())] = n;
+        auto list = json::parse(r.body);
+        for (const auto& n : list.as_array()) out[std::string(n.at("Name").as_string())] = n;
         return out;
     }
 };
@@ -60,17 +88,17 @@ TEST_F(NetworksApi, PredefinedNetworksExistAndCannotBeRemovedOrTaken) {
     EXPECT_EQ(all["host"].at("Driver"), "host");
     EXPECT_EQ(all["host"].at("Scope"), "local");
 
-    auto rm_host = request("DELETE", "/v1.47/networks/host");
+    auto rm_host = request("DELETE", "/v1.41/networks/host");
     EXPECT_EQ(rm_host.status, 403);
     EXPECT_EQ(message(rm_host), "host is a pre-defined network and cannot be removed");
-    auto rm_ingress = request("DELETE", "/v1.47/networks/ingress");
+    auto rm_ingress = request("DELETE", "/v1.41/networks/ingress");
     EXPECT_EQ(rm_ingress.status, 403);
-    auto mk_host = request("POST", "/v1.47/networks/create", R"({"Name":"host"})");
+    auto mk_host = request("POST", "/v1.41/networks/create", R"({"Name":"host"})");
     EXPECT_EQ(mk_host.status, 403);
     EXPECT_EQ(message(mk_host), "host is a pre-defined network and cannot be created");
-    auto mk_bridge = request("POST", "/v1.47/networks/create", R"({"Name":"bridge"})");
+    auto mk_bridge = request("POST", "/v1.41/networks/create", R"({"Name":"bridge"})");
     EXPECT_EQ(mk_bridge.status, 403);
-    auto mk_ingress = request("POST", "/v1.47/networks/create", R"({"Name":"ingress"})");
+    auto mk_ingress = request("POST", "/v1.41/networks/create", R"({"Name":"ingress"})");
     EXPECT_EQ(mk_ingress.status, 409);
     EXPECT_EQ(message(mk_ingress), "network with name ingress already exists");
     EXPECT_EQ(networks().size(), 2u);
@@ -78,7 +106,8 @@ TEST_F(NetworksApi, PredefinedNetworksExistAndCannotBeRemovedOrTaken) {
 
 TEST_F(NetworksApi, DockerNetworkCommandsCreateListInspectAndRemove) {
     if (!have_docker()) GTEST_SKIP() << "no docker CLI on this machine";
-    auto created = docker({"network", "create", "--attachable", "--label", "env=prod", "backend"});
+    auto created = docker(
+        {"network", "create", "-d", "overlay", "--attachable", "--label", "env=prod", "backend"});
     ASSERT_EQ(created.status, 0) << created.err;
     auto id = first_line(created.out);
     EXPECT_EQ(id.size(), 25u) << created.out;
@@ -140,7 +169,7 @@ TEST_F(NetworksApi, DockerNetworkCommandsCreateListInspectAndRemove) {
     EXPECT_EQ(rm.out, "backend\nlocal\n");
     auto gone = docker({"network", "inspect", "backend"});
     EXPECT_NE(gone.status, 0);
-    auto rm_gone = request("DELETE", "/v1.47/networks/backend");
+    auto rm_gone = request("DELETE", "/v1.41/networks/backend");
     EXPECT_EQ(rm_gone.status, 404);
     EXPECT_EQ(message(rm_gone), "network backend not found");
     EXPECT_EQ(networks().size(), 2u);
@@ -174,13 +203,13 @@ TEST_F(NetworksApi, RefusedRequestsNameWhyAndCreateNothing) {
             {R"({"Name":""})", "must not be empty"},
             {R"({"Name":"n","Internal":"yes"})", "Internal"},
         }) {
-        auto r = request("POST", "/v1.47/networks/create", c.body);
+        auto r = request("POST", "/v1.41/networks/create", c.body);
         EXPECT_EQ(r.status, 400) << c.body << " -> " << r.body;
         EXPECT_NE(r.body.find(c.says), std::string::npos) << c.body << " -> " << r.body;
     }
     EXPECT_EQ(networks().size(), 2u);
     // What the docker CLI sends for a plain create is accepted, without a warning.
-    auto ok = request("POST", "/v1.47/networks/create",
+    auto ok = request("POST", "/v1.41/networks/create",
                       R"({"Name":"plain","CheckDuplicate":true,"Driver":"overlay","Scope":"",
                           "EnableIPv6":false,"IPAM":{"Driver":"default","Config":[],"Options":{}},
                           "Internal":false,"Attachable":false,"Ingress":false,"ConfigOnly":false,
@@ -189,14 +218,14 @@ TEST_F(NetworksApi, RefusedRequestsNameWhyAndCreateNothing) {
     EXPECT_EQ(json::parse(ok.body).at("Warning"), "");
     // Another driver option is kept and warned about.
     auto warned =
-        request("POST", "/v1.47/networks/create", R"({"Name":"w","Options":{"mtu.x":"1400"}})");
+        request("POST", "/v1.41/networks/create", R"({"Name":"w","Options":{"mtu.x":"1400"}})");
     EXPECT_EQ(warned.status, 201) << warned.body;
     EXPECT_NE(json::parse(warned.body).at("Warning").as_string().find("mtu.x"), std::string::npos);
 }
 
 TEST_F(NetworksApi, AllocationIsUniqueAndSurvivesRestarts) {
     auto create = [&](const std::string& name) {
-        auto r = request("POST", "/v1.47/networks/create", fmt::format(R"({{"Name":"{}"}})", name));
+        auto r = request("POST", "/v1.41/networks/create", fmt::format(R"({{"Name":"{}"}})", name));
         EXPECT_EQ(r.status, 201) << r.body;
     };
     create("a");
@@ -213,7 +242,7 @@ TEST_F(NetworksApi, AllocationIsUniqueAndSurvivesRestarts) {
         EXPECT_EQ(after[name].at("Options"), before[name].at("Options")) << name;
     }
     create("c");
-    EXPECT_EQ(request("DELETE", "/v1.47/networks/b").status, 204);
+    EXPECT_EQ(request("DELETE", "/v1.41/networks/b").status, 204);
     create("d");  // takes what b freed
     auto now = networks();
     EXPECT_EQ(subnet_of(now["a"]), "10.0.1.0/24");
@@ -248,7 +277,7 @@ TEST_F(NetworksApi, ServicesAttachByNameAndHoldTheirNetworks) {
     auto rm = docker({"network", "rm", "backend"});
     EXPECT_NE(rm.status, 0);
     EXPECT_NE(rm.err.find("is in use by service"), std::string::npos) << rm.err;
-    auto raw_rm = request("DELETE", "/v1.47/networks/backend");
+    auto raw_rm = request("DELETE", "/v1.41/networks/backend");
     EXPECT_EQ(raw_rm.status, 400);
 
     auto unknown = docker({"service", "create", "--detach", "--no-resolve-image", "--name", "x",
@@ -269,7 +298,7 @@ TEST_F(NetworksApi, ServicesAttachByNameAndHoldTheirNetworks) {
     auto host_ports = docker({"service", "create", "--detach", "--no-resolve-image", "--name", "x",
                               "--network", "host", "-p", "8080:80", "localbusybox:1"});
     EXPECT_NE(host_ports.status, 0);
-    auto opts = request("POST", "/v1.47/services/create",
+    auto opts = request("POST", "/v1.41/services/create",
                         R"({"Name":"x","TaskTemplate":{"ContainerSpec":{"Image":"b"},
                             "Networks":[{"Target":"backend","DriverOpts":{"a":"b"}}]}})");
     EXPECT_EQ(opts.status, 400) << opts.body;
@@ -379,4 +408,170 @@ networks:
     auto all = networks();
     EXPECT_FALSE(all.count("st_front"));
     EXPECT_TRUE(all.count("shared"));
+}
+
+TEST_F(NetworksApi, TasksGetAddressesServicesVipsAndNodesTheirNetworksMessage) {
+    if (!have_docker()) GTEST_SKIP() << "no docker CLI on this machine";
+    auto net =
+        docker({"network", "create", "-d", "overlay", "--subnet", "10.30.0.0/24", "backend"});
+    ASSERT_EQ(net.status, 0) << net.err;
+    auto net_id = first_line(net.out);
+    auto db = docker({"service", "create", "--detach", "--no-resolve-image", "--name", "db",
+                      "--replicas", "2", "--network", "name=backend,alias=database", "-p",
+                      "8080:80", "localbusybox:1", "sleep", "3600"});
+    ASSERT_EQ(db.status, 0) << db.err;
+    auto running = [&] {
+        auto t = tasks_of("db");
+        std::size_t n = 0;
+        for (const auto& x : t.as_array())
+            if (x.at("Status").at("State") == "running") ++n;
+        return n == 2;
+    };
+    ASSERT_TRUE(wait_until(running));
+
+    auto svc = json::parse(docker({"service", "inspect", "db"}).out).at(0);
+    std::map<std::string, std::string> vips;  // network ID -> VIP
+    ASSERT_TRUE(wait_until([&] {
+        svc = json::parse(docker({"service", "inspect", "db"}).out).at(0);
+        const auto* v = svc.at("Endpoint").as_object().if_contains("VirtualIPs");
+        return v && v->as_array().size() == 2;
+    })) << svc.at("Endpoint");
+    for (const auto& v : svc.at("Endpoint").at("VirtualIPs").as_array())
+        vips[std::string(v.at("NetworkID").as_string())] = v.at("Addr").as_string();
+    ASSERT_TRUE(vips.count(net_id));
+    auto vip = model::parse_ipv4_prefix(vips[net_id]);
+    ASSERT_TRUE(vip);
+    auto subnet = *model::parse_ipv4_prefix("10.30.0.0/24");
+    EXPECT_TRUE(subnet.contains(vip->address));
+    EXPECT_EQ(vip->length, 24);
+
+    std::set<std::string> addresses{model::format_ipv4(vip->address), "10.30.0.1"};
+    std::map<std::string, std::string> task_address;  // task ID -> address on backend
+    auto db_tasks = tasks_of("db");
+    for (const auto& t : db_tasks.as_array()) {
+        const auto& atts = t.at("NetworksAttachments").as_array();
+        ASSERT_EQ(atts.size(), 2u) << t;  // backend, and ingress for the published port
+        for (const auto& a : atts) {
+            const auto& n = a.at("Network");
+            auto addr = std::string(a.at("Addresses").at(0).as_string());
+            auto p = model::parse_ipv4_prefix(addr);
+            ASSERT_TRUE(p) << addr;
+            if (n.at("ID") == net_id.c_str()) {
+                EXPECT_EQ(n.at("Spec").at("Name"), "backend");
+                EXPECT_EQ(n.at("Spec").at("DriverConfiguration").at("Name"), "overlay");
+                EXPECT_EQ(n.at("IPAMOptions").at("Configs").at(0).at("Subnet"), "10.30.0.0/24");
+                EXPECT_TRUE(subnet.contains(p->address)) << addr;
+                EXPECT_TRUE(addresses.insert(model::format_ipv4(p->address)).second) << addr;
+                task_address[std::string(t.at("ID").as_string())] = model::format_ipv4(p->address);
+            } else {
+                EXPECT_EQ(n.at("Spec").at("Name"), "ingress");
+            }
+        }
+    }
+    ASSERT_EQ(task_address.size(), 2u);
+
+    // What each node's agent got: the network with its own address, the other node as a peer,
+    // the service with both running tasks, and the ingress port.
+    std::set<std::string> gateways;
+    for (auto host : {"node-a", "node-b"}) {
+        std::optional<nodeproto::NetworksMessage> m;
+        ASSERT_TRUE(wait_until([&] {
+            m = networks_message(host);
+            if (!m) return false;
+            for (const auto& n : m->networks)
+                if (n.id == net_id && !n.services.empty() && n.services[0].tasks.size() == 2)
+                    return true;
+            return false;
+        })) << host;
+        const nodeproto::NetworkPayload* back = nullptr;
+        for (const auto& n : m->networks)
+            if (n.id == net_id) back = &n;
+        ASSERT_NE(back, nullptr);
+        EXPECT_EQ(back->name, "backend");
+        EXPECT_EQ(back->subnet, "10.30.0.0/24");
+        EXPECT_GE(back->vni, 4097u);
+        EXPECT_EQ(back->peers, (std::vector<std::string>{"127.0.0.1"}));
+        EXPECT_TRUE(addresses.insert(back->gateway).second) << back->gateway;
+        gateways.insert(back->gateway);
+        const auto& s = back->services.at(0);
+        EXPECT_EQ(s.name, "db");
+        EXPECT_EQ(s.endpoint_mode, "vip");
+        EXPECT_EQ(s.vip, model::format_ipv4(vip->address));
+        EXPECT_EQ(s.aliases, (std::vector<std::string>{"database"}));
+        for (const auto& t : s.tasks) {
+            EXPECT_EQ(t.address, task_address[t.id]);
+            EXPECT_TRUE(t.name.starts_with("db.")) << t.name;
+            EXPECT_TRUE(t.name.ends_with("." + t.id)) << t.name;
+        }
+        ASSERT_EQ(m->ingress.size(), 1u);
+        EXPECT_EQ(m->ingress[0].published_port, 8080);
+        EXPECT_EQ(m->ingress[0].target_port, 80);
+        EXPECT_EQ(m->ingress[0].backends.size(), 2u);
+    }
+    EXPECT_EQ(gateways.size(), 2u);
+
+    // Scaled down: the ended task leaves the message; its address is free again.
+    ASSERT_EQ(docker({"service", "scale", "--detach", "db=1"}).status, 0);
+    ASSERT_TRUE(wait_until([&] {
+        for (auto host : {"node-a", "node-b"}) {
+            auto m = networks_message(host);
+            if (!m) continue;
+            for (const auto& n : m->networks)
+                if (n.id == net_id && n.services.at(0).tasks.size() == 1) return true;
+        }
+        return false;
+    }));
+
+    // Allocation is kept across a restart.
+    auto before = tasks_of("db");
+    daemon_.reset();
+    daemon_ = std::make_unique<Daemon>(dir_.path() / "data", dir_.path() / "coffer.sock");
+    ASSERT_TRUE(daemon_->ready());
+    auto after_svc = json::parse(docker({"service", "inspect", "db"}).out).at(0);
+    EXPECT_EQ(after_svc.at("Endpoint").at("VirtualIPs"), svc.at("Endpoint").at("VirtualIPs"));
+    auto after = tasks_of("db");
+    for (const auto& t : before.as_array())
+        for (const auto& u : after.as_array()) {
+            if (u.at("ID") != t.at("ID")) continue;
+            EXPECT_EQ(u.at("NetworksAttachments").at(0).at("Addresses"),
+                      t.at("NetworksAttachments").at(0).at("Addresses"));
+        }
+}
+
+TEST_F(NetworksApi, CofferNetworkCommands) {
+    auto created = cli({"network", "create", "-d", "bridge", "--subnet", "10.40.0.0/24",
+                        "--gateway", "10.40.0.254", "--internal", "-l", "team=a", "mine"});
+    ASSERT_EQ(created.status, 0) << created.err;
+    auto id = first_line(created.out);
+    EXPECT_EQ(id.size(), 25u) << created.out;
+    auto v = json::parse(cli({"network", "inspect", "mine"}).out);
+    ASSERT_EQ(v.as_array().size(), 1u);
+    EXPECT_EQ(v.at(0).at("Driver"), "bridge");
+    EXPECT_EQ(v.at(0).at("Internal"), true);
+    EXPECT_EQ(v.at(0).at("Labels").at("team"), "a");
+    EXPECT_EQ(v.at(0).at("IPAM").at("Config").at(0).at("Gateway"), "10.40.0.254");
+    ASSERT_EQ(cli({"network", "create", "--attachable", "other"}).status, 0);
+
+    auto ls = cli({"network", "ls"});
+    ASSERT_EQ(ls.status, 0) << ls.err;
+    EXPECT_NE(ls.out.find("NETWORK ID"), std::string::npos) << ls.out;
+    EXPECT_NE(ls.out.find("10.40.0.0/24"), std::string::npos) << ls.out;
+    EXPECT_NE(ls.out.find("10.0.1.0/24"), std::string::npos) << ls.out;
+    auto q = cli({"network", "ls", "-q", "-f", "label=team=a"});
+    EXPECT_EQ(q.out, id.substr(0, 12) + "\n");
+    auto names = cli({"network", "ls", "--format", "{{.Name}}", "-f", "type=builtin"});
+    EXPECT_EQ(names.out, "host\ningress\n");
+
+    auto dup = cli({"network", "create", "mine"});
+    EXPECT_EQ(dup.status, 1);
+    EXPECT_NE(dup.err.find("network with name mine already exists"), std::string::npos) << dup.err;
+    auto bad = cli({"network", "create", "-d", "macvlan", "x"});
+    EXPECT_EQ(bad.status, 1);
+    EXPECT_NE(bad.err.find("macvlan"), std::string::npos) << bad.err;
+
+    auto rm = cli({"network", "rm", "mine", "other", "nope"});
+    EXPECT_EQ(rm.status, 1);
+    EXPECT_NE(rm.out.find("mine\nother\n"), std::string::npos) << rm.out;
+    EXPECT_NE(rm.err.find("network nope not found"), std::string::npos) << rm.err;
+    EXPECT_EQ(networks().size(), 2u);
 }

@@ -17,10 +17,10 @@ namespace json = boost::json;
 
 namespace {
 
-Ipv4Net cidr(std::string_view s) {
-    auto n = parse_cidr(s);
+Ipv4Prefix cidr(std::string_view s) {
+    auto n = parse_ipv4_prefix(s);
     EXPECT_TRUE(n) << s;
-    return n.value_or(Ipv4Net{});
+    return n.value_or(Ipv4Prefix{});
 }
 
 Result<NetworkSpec> request(std::string_view body, std::vector<std::string>* warnings = nullptr) {
@@ -31,25 +31,6 @@ Result<NetworkSpec> request(std::string_view body, std::vector<std::string>* war
 
 }  // namespace
 
-TEST(Ipv4, ParsesDottedQuadsAndCidrsStrictly) {
-    EXPECT_EQ(parse_ipv4("10.0.1.7"), 0x0a000107u);
-    EXPECT_EQ(parse_ipv4("255.255.255.255"), 0xffffffffu);
-    for (auto bad : {"", "10.0.1", "10.0.1.7.1", "10.0.1.256", "010.0.0.1", "a.b.c.d", "10.0.1.7 ",
-                     "1..2.3", "-1.0.0.0"})
-        EXPECT_FALSE(parse_ipv4(bad)) << bad;
-    auto n = cidr("10.0.1.0/24");
-    EXPECT_EQ(n.network(), 0x0a000100u);
-    EXPECT_EQ(n.broadcast(), 0x0a0001ffu);
-    EXPECT_TRUE(n.contains(0x0a000142u));
-    EXPECT_FALSE(n.contains(0x0a000242u));
-    EXPECT_EQ(format_cidr(n), "10.0.1.0/24");
-    for (auto bad : {"10.0.1.0", "10.0.1.0/", "10.0.1.0/33", "10.0.1.0/024", "10.0.1.0/x"})
-        EXPECT_FALSE(parse_cidr(bad)) << bad;
-    EXPECT_TRUE(cidr("10.0.0.0/8").overlaps(cidr("10.200.0.0/24")));
-    EXPECT_TRUE(cidr("10.200.0.0/24").overlaps(cidr("10.0.0.0/8")));
-    EXPECT_FALSE(cidr("10.0.1.0/24").overlaps(cidr("10.0.2.0/24")));
-}
-
 TEST(NetworkAllocation, SubnetsAreTheFirstFree24sFrom10_0_1) {
     EXPECT_EQ(free_subnet({}), cidr("10.0.1.0/24"));
     EXPECT_EQ(free_subnet({cidr("10.0.0.0/24"), cidr("10.0.1.0/24")}), cidr("10.0.2.0/24"));
@@ -57,7 +38,7 @@ TEST(NetworkAllocation, SubnetsAreTheFirstFree24sFrom10_0_1) {
     EXPECT_EQ(free_subnet({cidr("10.0.0.0/24"), cidr("10.0.2.0/24")}), cidr("10.0.1.0/24"));
     // A wide given subnet is stepped over as a whole.
     EXPECT_EQ(free_subnet({cidr("10.0.0.0/16")}), cidr("10.1.0.0/24"));
-    std::vector<Ipv4Net> all{cidr("10.0.0.0/8")};
+    std::vector<Ipv4Prefix> all{cidr("10.0.0.0/8")};
     EXPECT_FALSE(free_subnet(all));
 }
 

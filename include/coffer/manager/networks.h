@@ -121,13 +121,13 @@ std::string underlay_address(std::string_view addr);
 // Allocation, exposed for tests.
 namespace network_alloc {
 // The first /24 of 10.0.0.0/8 from 10.0.1.0/24 that overlaps none of used.
-std::optional<model::Ipv4Net> free_subnet(const std::vector<model::Ipv4Net>& used);
+std::optional<model::Ipv4Prefix> free_subnet(const std::vector<model::Ipv4Prefix>& used);
 // The lowest VNI from model::first_vni not in used.
 std::uint32_t free_vni(const std::vector<std::uint32_t>& used);
 // The lowest host address of subnet (within range when given) that is not the network or
 // broadcast address and not in used.
-std::optional<std::uint32_t> free_address(const model::Ipv4Net& subnet,
-                                          const std::optional<model::Ipv4Net>& range,
+std::optional<std::uint32_t> free_address(const model::Ipv4Prefix& subnet,
+                                          const std::optional<model::Ipv4Prefix>& range,
                                           const std::vector<std::uint32_t>& used);
 }  // namespace network_alloc
 

@@ -12,6 +12,7 @@
 #include <boost/json/fwd.hpp>
 
 #include "coffer/base/error.h"
+#include "coffer/model/ipv4.h"
 #include "coffer/model/secret.h"
 
 namespace coffer::model {
@@ -22,27 +23,6 @@ inline constexpr std::string_view host_network_name = "host";
 inline constexpr std::string_view ingress_subnet = "10.0.0.0/24";
 inline constexpr std::uint32_t ingress_vni = 4096;
 inline constexpr std::uint32_t first_vni = 4097;
-
-// An IPv4 address (host order) and prefix length.
-struct Ipv4Net {
-    std::uint32_t addr = 0;
-    int prefix = 32;
-    std::uint32_t mask() const noexcept {
-        return prefix == 0 ? 0 : ~std::uint32_t{0} << (32 - prefix);
-    }
-    std::uint32_t network() const noexcept { return addr & mask(); }
-    std::uint32_t broadcast() const noexcept { return network() | ~mask(); }
-    bool contains(std::uint32_t a) const noexcept { return (a & mask()) == network(); }
-    bool overlaps(const Ipv4Net& o) const noexcept {
-        return contains(o.network()) || o.contains(network());
-    }
-    bool operator==(const Ipv4Net&) const = default;
-};
-std::optional<std::uint32_t> parse_ipv4(std::string_view text) noexcept;
-// "10.0.1.0/24"; nullopt unless a dotted quad and a prefix 0..32.
-std::optional<Ipv4Net> parse_cidr(std::string_view text) noexcept;
-std::string format_ipv4(std::uint32_t a);
-std::string format_cidr(const Ipv4Net& n);  // "10.0.1.0/24" (the address as stored)
 
 // IPAM.Config[] as a request gives it.
 struct IpamConfig {
