@@ -318,6 +318,19 @@ const ListFormat service_list{
     "{{.ID}}\t{{.Name}}\t{{.Mode}}\t{{.Replicas}}\t{{.Image}}\t{{.Ports}}",
 };
 
+// The ingress ports, as the docker CLI shows them: "*:8080->80/tcp, *:30000->443/tcp".
+std::string ingress_ports(const json::value& s) {
+    std::string out;
+    const auto* ports = at(s, {"Endpoint", "Ports"});
+    if (ports == nullptr || !ports->is_array()) return out;
+    for (const auto& p : ports->as_array()) {
+        if (field(p, {"PublishMode"}) != "ingress") continue;
+        out += fmt::format("{}*:{}->{}/{}", out.empty() ? "" : ", ", number(p, {"PublishedPort"}),
+                           number(p, {"TargetPort"}), field(p, {"Protocol"}));
+    }
+    return out;
+}
+
 json::object service_row(const json::value& s) {
     bool global = at(s, {"Spec", "Mode", "Global"}) != nullptr;
     return {{"ID", truncate_id(field(s, {"ID"}))},
@@ -327,8 +340,7 @@ json::object service_row(const json::value& s) {
                                      number(s, {"ServiceStatus", "DesiredTasks"}))},
             {"Image",
              image_without_digest(field(s, {"Spec", "TaskTemplate", "ContainerSpec", "Image"}))},
-            // coffer publishes no ports.
-            {"Ports", ""}};
+            {"Ports", ingress_ports(s)}};
 }
 
 // service ls [-q] [-f k=v]... [--format FORMAT]

@@ -2,7 +2,9 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cstdio>
 #include <cstdlib>
+#include <fstream>
 #include <set>
 #include <thread>
 #include <vector>
@@ -10,6 +12,7 @@
 #include "coffer/base/log.h"
 #include "coffer/crypto/random.h"
 #include "coffer/manager/cluster.h"
+#include "coffer/nodeproto/networks.h"
 
 namespace coffer::testhooks {
 namespace {
@@ -64,11 +67,32 @@ class FakeAgents : public Hooks {
         manager_.set_node_transport(logs_.get());
     }
 
-    void run_agent(std::string node_id) {
-        threads_.emplace_back([this, node_id] {
+    // COFFER_TEST_NETWORKS_DIR: each fake agent writes the last networks message it got, as
+    // the wire carries it (encoded, then decoded as an agent decodes it), to <dir>/<host>.json.
+    static void keep_networks(const std::string& host, const nodeproto::NetworksMessage& m) {
+        const char* dir = std::getenv("COFFER_TEST_NETWORKS_DIR");
+        if (dir == nullptr || *dir == 0) return;
+        auto wire = nodeproto::encode(m);
+        std::string path = std::string(dir) + "/" + host + ".json";
+        auto decoded = nodeproto::decode_networks(wire);
+        std::ofstream out(path + ".tmp", std::ios::trunc);
+        if (!decoded) {
+            out << "refused: " << decoded.error().message;
+        } else {
+            out.write(reinterpret_cast<const char*>(wire.data()),
+                      static_cast<std::streamsize>(wire.size()));
+        }
+        out.close();
+        std::rename((path + ".tmp").c_str(), path.c_str());
+    }
+
+    void run_agent(std::string node_id, std::string host) {
+        threads_.emplace_back([this, node_id, host] {
             auto stream = manager_.dispatcher().subscribe(node_id);
             if (!stream) return;
             while (!stop_) {
+                // As the node port does: the networks first, then the tasks that need them.
+                if (auto n = (*stream)->poll_networks()) keep_networks(host, *n);
                 auto msg = (*stream)->next(std::chrono::milliseconds(100));
                 if (!msg) continue;
                 std::vector<manager::StatusReport> reports;
@@ -129,7 +153,7 @@ std::unique_ptr<Hooks> start(manager::Cluster& m) {
         auto n = m.nodes().register_node(std::move(reg));
         if (!n) continue;
         log::warn("manager", "test hook: node {} ({}) registered", n->meta.id, host);
-        if (agents && std::string_view(agents) == "1") hooks->run_agent(n->meta.id);
+        if (agents && std::string_view(agents) == "1") hooks->run_agent(n->meta.id, host);
     }
     return hooks;
 }

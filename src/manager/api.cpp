@@ -8,6 +8,7 @@
 
 #include "api_cluster.h"
 #include "api_logs.h"
+#include "api_networks.h"
 #include "api_nodes.h"
 #include "api_services.h"
 #include "api_util.h"
@@ -230,7 +231,9 @@ Response unserved(std::string_view method, const std::vector<std::string_view>& 
             "cofferd is the cluster's manager and cannot leave it; remove an agent with "
             "docker node rm";
     else if (first == "networks")
-        why = "networks are accepted and not kept: tasks run without overlay networks";
+        why =
+            "cofferd runs no containers to connect: attach a service to a network with docker "
+            "service update --network-add";
     else if (first == "events")
         why = "cofferd does not stream events";
     else
@@ -239,7 +242,8 @@ Response unserved(std::string_view method, const std::vector<std::string_view>& 
             404,
             model::error_body(fmt::format(
                 "coffer: {} {} is not a path cofferd serves: it serves the Docker Engine "
-                "API's cluster part (swarm, nodes, services, tasks, secrets, configs, volumes)",
+                "API's cluster part (swarm, nodes, services, tasks, secrets, configs, networks, "
+                "volumes)",
                 method, route_text(seg))));
     // Looking up one object of a kind cofferd has none of finds nothing (404): `docker inspect X`
     // asks every kind in turn and goes on after a 404 only. Anything else is 501.
@@ -390,6 +394,7 @@ Response Api::handle(Request& r) {
     if (auto cluster = cluster_routes(manager_, r, seg)) return std::move(*cluster);
     if (auto resp = orchestration_routes(manager_, r, seg)) return std::move(*resp);
     if (auto resp = volume_routes(manager_, r, seg)) return std::move(*resp);
+    if (auto resp = network_routes(manager_, r, seg)) return std::move(*resp);
     if (auto resp = node_routes(manager_, r, seg)) return std::move(*resp);
 
     return unserved(m, seg);

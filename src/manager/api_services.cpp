@@ -1,5 +1,5 @@
-// Services and tasks in the Docker Engine API's shapes; networks and distribution only as far
-// as `docker stack` and `docker service create` need them.
+// Services and tasks in the Docker Engine API's shapes; distribution only as far as
+// `docker stack` and `docker service create` need it.
 #include <algorithm>
 
 #include "api_services.h"
@@ -8,6 +8,7 @@
 #include "coffer/manager/cluster.h"
 #include "coffer/model/filters.h"
 #include "coffer/model/json.h"
+#include "coffer/model/network.h"
 #include "coffer/model/service_json.h"
 #include "coffer/model/spec_fields.h"
 
@@ -58,6 +59,19 @@ json::value warnings_json(const std::vector<std::string>& warnings) {
     json::array a;
     for (const auto& w : warnings) a.emplace_back(w);
     return a;
+}
+
+// A task as the API shows it: each NetworksAttachments[].Network in full (Swarm's shape).
+json::object task_json(const model::Task& t, const std::vector<model::Network>& networks) {
+    auto o = model::to_json(t);
+    if (auto* list = o.if_contains("NetworksAttachments"); list && list->is_array())
+        for (auto& a : list->as_array()) {
+            auto& net = a.as_object()["Network"];
+            auto id = net.as_object()["ID"].as_string();
+            for (const auto& n : networks)
+                if (n.meta.id == id) net = model::swarm_network_json(n);
+        }
+    return o;
 }
 
 bool truthy(std::string_view v) {
@@ -130,6 +144,7 @@ Response tasks_list(Cluster& m, const Request& r) {
             if (n.meta.id.starts_with(key) || n.description.hostname == key)
                 node_ids.insert(n.meta.id);
     bool up_to_date = f->has("_up-to-date");
+    auto networks = m.networks().list();
     json::array out;
     for (const auto& t : m.tasks().list()) {
         auto svc = std::find_if(services.begin(), services.end(),
@@ -141,7 +156,7 @@ Response tasks_list(Cluster& m, const Request& r) {
         if (f->has("label") && (svc == services.end() || !f->match_labels(svc->spec.labels)))
             continue;
         if (up_to_date && (svc == services.end() || svc->spec.task.json != t.spec.json)) continue;
-        out.push_back(model::to_json(t));
+        out.push_back(task_json(t, networks));
     }
     return ok_json(200, out);
 }
@@ -160,6 +175,9 @@ std::optional<Response> orchestration_routes(Cluster& manager, Request& r, const
             std::vector<std::string> warnings;
             auto spec = parse_spec(r, warnings, true);
             if (!spec) return Response::error(spec.error());
+            auto hold = manager.networks().hold_attachments();
+            if (auto ok = resolve_service_networks(manager.networks(), *spec); !ok)
+                return Response::error(ok.error());
             auto s = services.create(std::move(*spec));
             if (!s) return Response::error(s.error());
             log::info("api", "service {} created ({})", s->meta.id, s->spec.name);
@@ -185,6 +203,9 @@ std::optional<Response> orchestration_routes(Cluster& manager, Request& r, const
             std::vector<std::string> warnings;
             auto spec = parse_spec(r, warnings);
             if (!spec) return Response::error(spec.error());
+            auto hold = manager.networks().hold_attachments();
+            if (auto ok = resolve_service_networks(manager.networks(), *spec); !ok)
+                return Response::error(ok.error());
             auto s = rollback.empty() ? services.update(at(1), *version, std::move(*spec))
                                       : services.roll_back(at(1), *version);
             if (!s) return Response::error(s.error());
@@ -205,24 +226,13 @@ std::optional<Response> orchestration_routes(Cluster& manager, Request& r, const
         if (n == 2 && m == "GET") {
             auto t = manager.tasks().find(at(1));
             if (!t) return Response::error(t.error());
-            return ok_json(200, model::to_json(*t));
+            return ok_json(200, task_json(*t, manager.networks().list()));
         }
     }
     // The docker CLI asks a registry for the image digest; a 404 makes it warn and go on.
     if (at(0) == "distribution" && n >= 3 && seg.back() == "json" && m == "GET")
         return fail(Errc::not_found,
                     "coffer does not resolve images on registries: nodes use their local images");
-    // Networks: accepted and forgotten (coffer tasks have no overlay networks), so that
-    // `docker stack deploy` and `docker stack rm` work.
-    if (at(0) == "networks") {
-        if (n == 1 && m == "GET") return ok_json(200, json::array{});
-        if (n == 2 && at(1) == "create" && m == "POST")
-            return ok_json(201, json::object{{"Id", crypto::random_id()},
-                                             {"Warning",
-                                              "coffer does not implement networks yet: "
-                                              "no task is attached to this network"}});
-        if (n == 2 && m == "DELETE") return Response::empty(204);
-    }
     return std::nullopt;
 }
 

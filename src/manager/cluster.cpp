@@ -64,6 +64,7 @@ Cluster::~Cluster() {
     nodes_.reset();
     tasks_.reset();
     services_.reset();
+    networks_.reset();
     configs_.reset();
     secrets_owner_.reset();
     trust_.reset();
@@ -106,9 +107,19 @@ Result<void> Cluster::load() {
     auto configs = ConfigRegistry::load(*store_, *committer_, counter_);
     if (!configs) return std::move(configs).error();
     configs_ = std::move(*configs);
+    auto networks = NetworkRegistry::load(*store_, counter_);
+    if (!networks) return std::move(networks).error();
+    networks_ = std::move(*networks);
     auto services = ServiceRegistry::load(*store_, counter_, *secrets_owner_, *configs_);
     if (!services) return std::move(services).error();
     services_ = std::move(*services);
+    networks_->set_users([s = services_.get()](const std::string& id) {
+        std::vector<std::pair<std::string, std::string>> users;
+        for (const auto& svc : s->list())
+            for (const auto& n : model::service_networks(svc.spec))
+                if (n.target == id) users.emplace_back(svc.meta.id, svc.spec.name);
+        return users;
+    });
     auto tasks = TaskRegistry::load(*store_, counter_);
     if (!tasks) return std::move(tasks).error();
     tasks_ = std::move(*tasks);
@@ -116,11 +127,14 @@ Result<void> Cluster::load() {
     if (!nodes) return std::move(nodes).error();
     nodes_ = std::move(*nodes);
     dispatcher_ = std::make_unique<Dispatcher>(*tasks_, *nodes_, *secrets_owner_, *configs_);
+    dispatcher_->set_networks(services_.get(), networks_.get());
     orchestrator_ = std::make_unique<Orchestrator>(*services_, *tasks_, *nodes_);
     orchestrator_->set_task_history_limit(trust_->task_history_limit());
+    orchestrator_->set_networks(networks_.get());
     services_->emit_changes(*this, &ClusterEvents::services_changed);
     tasks_->emit_changes(*this, &ClusterEvents::tasks_changed);
     nodes_->emit_changes(*this, &ClusterEvents::nodes_changed);
+    networks_->emit_changes(*this, &ClusterEvents::networks_changed);
     orchestrator_->start();
     secrets_.store(secrets_owner_.get());
     return {};
@@ -278,6 +292,14 @@ bool Cluster::with_transport(Fn&& fn) {
 
 void Cluster::services_changed() {
     orchestrator_->wake();
+    // A service's VIPs, aliases and ports are in the nodes' networks messages.
+    dispatcher_->changed();
+    with_port([](NodePort& p) { p.assignments_changed(); });
+}
+
+void Cluster::networks_changed() {
+    dispatcher_->changed();
+    with_port([](NodePort& p) { p.assignments_changed(); });
 }
 
 void Cluster::tasks_changed() {

@@ -64,6 +64,11 @@ nodeproto::TaskPayload task_payload(const Task& t) {
     for (const auto& ref : c.configs)
         p.configs.push_back(
             {ref.config_id, ref.config_name, ref.file_name, ref.uid, ref.gid, ref.mode});
+    p.network_mode = t.network_mode;
+    for (const auto& a : t.networks) p.networks.push_back({a.network_id, a.address, a.aliases});
+    for (const auto& hp : t.host_ports)
+        p.host_ports.push_back({hp.protocol, static_cast<std::uint16_t>(hp.target_port),
+                                static_cast<std::uint16_t>(hp.published_port)});
     return p;
 }
 
@@ -171,6 +176,13 @@ std::optional<AssignmentMessage> NodeStream::poll() {
                         [&](const auto& ref) { return sent_secrets_.count(ref.secret_id) > 0; }) &&
             std::all_of(cs.configs.begin(), cs.configs.end(),
                         [&](const auto& ref) { return sent_configs_.count(ref.config_id) > 0; });
+        // A task's networks reach the node first (poll_networks).
+        if (dispatcher_.networks_ != nullptr)
+            for (const auto& a : t.networks)
+                ready =
+                    ready && sent_networks_ &&
+                    std::any_of(sent_networks_->networks.begin(), sent_networks_->networks.end(),
+                                [&](const auto& n) { return n.id == a.network_id; });
         if (!ready) continue;
         AssignmentChange c;
         c.action = Action::add;
@@ -204,6 +216,25 @@ std::optional<AssignmentMessage> NodeStream::poll() {
              [&](const std::string& id) { return wanted_configs.count(id) > 0; });
     if (m.changes.empty() && !m.complete) return std::nullopt;
     m.sequence = ++sequence_;
+    return m;
+}
+
+std::optional<nodeproto::NetworksMessage> NodeStream::poll_networks() {
+    if (dispatcher_.networks_ == nullptr || dispatcher_.services_ == nullptr) return std::nullopt;
+    auto m =
+        networks_message(node_id_, dispatcher_.networks_->list(), dispatcher_.services_->list(),
+                         dispatcher_.tasks_.list(), dispatcher_.nodes_.list());
+    if (sent_networks_) {
+        m.sequence = sent_networks_->sequence;
+        if (m == *sent_networks_) return std::nullopt;
+    }
+    m.sequence = sent_networks_ ? sent_networks_->sequence + 1 : 1;
+    sent_networks_ = m;
+    // Tasks held back for these networks may go now.
+    {
+        std::lock_guard lock(mutex_);
+        ++generation_;
+    }
     return m;
 }
 

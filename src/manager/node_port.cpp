@@ -25,6 +25,7 @@
 #include "coffer/model/secret.h"
 #include "coffer/model/service.h"
 #include "coffer/nodeconn/server.h"
+#include "coffer/nodeproto/networks.h"
 #include "coffer/nodeproto/session.h"
 #include "coffer/nodeproto/status.h"
 #include "coffer/nodeproto/volumes.h"
@@ -415,6 +416,15 @@ void NodePort::Impl::start_link(const std::shared_ptr<Link>& link) {
 
 void NodePort::Impl::send_assignments(const std::shared_ptr<Link>& link) {
     if (!link->stream || link->session->closed()) return;
+    // The networks first: a task that needs one is held back until it went (poll_networks).
+    if (auto n = link->stream->poll_networks()) {
+        if (!link->session->send(nodeproto::encode(*n))) {
+            log::warn(category, "node {}: cannot queue networks: closing the session",
+                      link->node_id);
+            link->session->close();
+            return;
+        }
+    }
     // The first poll is the complete set; a full queue closes the session and the next one
     // starts over with a complete set.
     while (auto m = link->stream->poll()) {

@@ -42,6 +42,8 @@ struct Pass {
     std::set<std::string> touched;
     std::vector<std::string> erased;
     std::optional<Timestamp> wake;
+    // Tasks that could not get an address on one of their networks: not scheduled.
+    std::set<std::string> held;
 
     void begin(const TaskRegistry::Map& current) { work = {current.begin(), current.end()}; }
 
@@ -373,6 +375,7 @@ void schedule(Pass& p) {
             continue;
         }
         if (t.desired != TaskState::running || t.status.state >= TaskState::assigned) continue;
+        if (p.held.count(id)) continue;
         if (t.not_before > p.now) {
             p.due(t.not_before);
             continue;
@@ -522,7 +525,60 @@ void Orchestrator::run() {
     }
 }
 
+// Each node's address on each network its tasks that are not over are attached to (every
+// ready node on ingress while a service publishes an ingress port); a node with none there
+// loses its address.
+Result<void> Orchestrator::allocate_node_addresses(const std::vector<Service>& services,
+                                                   const std::vector<model::Network>& networks) {
+    auto tasks = tasks_.list();
+    std::vector<const Task*> task_ptrs;
+    for (const auto& t : tasks) task_ptrs.push_back(&t);
+    bool ingress_ports = false;
+    for (const auto& s : services)
+        for (const auto& p : s.endpoint_ports)
+            ingress_ports = ingress_ports || p.publish_mode == model::PublishMode::ingress;
+    auto node_list = nodes_.list();
+    for (const auto& n : networks) {
+        if (n.spec.driver == "host") continue;
+        std::set<std::string> nodes;
+        for (const auto& t : tasks) {
+            if (t.node_id.empty() || model::is_terminal(t.status.state) ||
+                t.status.state < TaskState::assigned)
+                continue;
+            for (const auto& a : t.networks)
+                if (a.network_id == n.meta.id) nodes.insert(t.node_id);
+        }
+        if (n.spec.ingress && ingress_ports)
+            for (const auto& node : node_list)
+                if (node.state == model::NodeState::ready) nodes.insert(node.meta.id);
+        std::vector<std::string> ids(nodes.begin(), nodes.end());
+        std::vector<std::string> have;
+        for (const auto& [node, addr] : n.node_addresses) have.push_back(node);
+        if (have == ids) continue;
+        if (auto r = networks_->set_nodes(n.meta.id, ids, used_addresses(n, services, task_ptrs));
+            !r)
+            return std::move(r).error();
+    }
+    return {};
+}
+
 Result<std::optional<Timestamp>> Orchestrator::reconcile(Timestamp now) {
+    std::vector<model::Network> networks;
+    if (networks_ != nullptr) {
+        networks = networks_->list();
+        // VIPs first: the tasks' addresses below then avoid them.
+        auto current = services_.list();
+        auto tasks = tasks_.list();
+        std::vector<const Task*> task_ptrs;
+        for (const auto& t : tasks) task_ptrs.push_back(&t);
+        for (auto& s : current) {
+            auto vips = plan_virtual_ips(s, current, networks, task_ptrs);
+            if (!vips) continue;
+            if (auto r = services_.set_virtual_ips(s.meta.id, *vips); !r)
+                return std::move(r).error().context("orchestrator: service VIPs");
+            s.virtual_ips = std::move(*vips);
+        }
+    }
     auto services = services_.list();
     auto node_list = nodes_.list();
     Pass pass(now, node_list);
@@ -541,10 +597,24 @@ Result<std::optional<Timestamp>> Orchestrator::reconcile(Timestamp now) {
                     service_changes.push_back(std::move(c));
                 settle_slots(pass, s, history_limit);
             }
+            if (networks_ != nullptr) {
+                std::map<std::string, std::string> full;
+                for (const auto& id : allocate_task_networks(pass.work, services, networks, &full))
+                    pass.touch(pass.work.at(id));
+                for (const auto& [id, network] : full) {
+                    auto& t = pass.work.at(id);
+                    pass.held.insert(id);
+                    pass.set_state(t, t.status.state, t.status.message,
+                                   fmt::format("no free address left on network {}", network));
+                }
+            }
             schedule(pass);
             return pass.changes(current);
         });
     if (!written) return std::move(written).error().context("orchestrator");
+    if (networks_ != nullptr)
+        if (auto r = allocate_node_addresses(services, networks); !r)
+            return std::move(r).error().context("orchestrator: node addresses");
 
     if (auto r = record_update_statuses(services_, service_changes); !r)
         return std::move(r).error();

@@ -17,7 +17,15 @@ namespace {
 
 // The checks a node must pass, in the order Swarm's pipeline runs them; a node that fails one
 // is counted against the first it fails.
-enum Check : std::size_t { ready, resources, constraints, platform, max_replicas, check_count };
+enum Check : std::size_t {
+    ready,
+    resources,
+    constraints,
+    platform,
+    host_port,
+    max_replicas,
+    check_count
+};
 
 std::string explain(Check c, std::size_t nodes) {
     auto n = fmt::format("{} node{}", nodes, nodes == 1 ? "" : "s");
@@ -30,6 +38,8 @@ std::string explain(Check c, std::size_t nodes) {
             return "scheduling constraints not satisfied on " + n;
         case platform:
             return "unsupported platform on " + n;
+        case host_port:
+            return "host-mode port already in use on " + n;
         case max_replicas:
         case check_count:
             break;
@@ -116,6 +126,7 @@ void Loads::add(const Task& t) {
     l.memory_bytes += t.spec.reservations.memory_bytes;
     l.nano_cpus += t.spec.reservations.nano_cpus;
     for (const auto& g : t.spec.reservations.generic) l.generic[g.kind] += g.discrete;
+    for (const auto& p : t.host_ports) l.host_ports.emplace(p.protocol, p.published_port);
 }
 
 const NodeLoad& Loads::of(const std::string& node_id) const {
@@ -175,6 +186,11 @@ Placement place(const Task& task, const std::vector<Node>& nodes, const Loads& l
             miss = constraints;
         else if (!platform_matches(n, spec.platforms))
             miss = platform;
+        else if (std::any_of(task.host_ports.begin(), task.host_ports.end(),
+                             [&](const model::PortConfig& p) {
+                                 return load.host_ports.count({p.protocol, p.published_port}) > 0;
+                             }))
+            miss = host_port;
         else if (spec.max_replicas > 0 && of_service(load, task.service_id) >= spec.max_replicas)
             miss = max_replicas;
         if (miss == check_count)
@@ -183,7 +199,8 @@ Placement place(const Task& task, const std::vector<Node>& nodes, const Loads& l
             ++failed[miss];
     }
     if (!eligible.empty()) return {choose(task, std::move(eligible), nodes, loads)->meta.id, {}};
-    std::array<Check, check_count> order{ready, resources, constraints, platform, max_replicas};
+    std::array<Check, check_count> order{ready,    resources, constraints,
+                                         platform, host_port, max_replicas};
     std::stable_sort(order.begin(), order.end(),
                      [&](Check a, Check b) { return failed[a] > failed[b]; });
     std::vector<std::string> why;

@@ -70,6 +70,56 @@ Error not_found_error(std::string_view kind, const std::vector<Ref>& refs,
                                   fmt::join(names, ", ")));
 }
 
+// The service's Endpoint.Ports: the spec's, with each ingress port published at 0 given a port
+// of [first_dynamic_port, last_dynamic_port] (the one it had, when it had one). An ingress port
+// another service publishes is refused in Swarm's words.
+Result<std::vector<model::PortConfig>> allocate_ports(
+    const std::map<std::string, Service, std::less<>>& items, std::string_view self,
+    const model::ServiceSpec& spec, const std::vector<model::PortConfig>& current) {
+    using model::PublishMode;
+    std::map<std::pair<std::uint32_t, std::string>, const Service*> taken;
+    for (const auto& [id, s] : items) {
+        if (id == self) continue;
+        for (const auto& p : s.endpoint_ports)
+            if (p.publish_mode == PublishMode::ingress)
+                taken.emplace(std::pair{p.published_port, p.protocol}, &s);
+    }
+    std::vector<model::PortConfig> out = spec.endpoint.ports;
+    std::set<std::pair<std::uint32_t, std::string>> mine;
+    for (const auto& p : out) {
+        if (p.publish_mode != PublishMode::ingress || p.published_port == 0) continue;
+        if (auto it = taken.find({p.published_port, p.protocol}); it != taken.end())
+            return make_error(
+                Errc::invalid_argument,
+                fmt::format("port '{}' is already in use by service '{}' ({}) as an "
+                            "ingress port",
+                            p.published_port, it->second->spec.name, it->second->meta.id));
+        mine.emplace(p.published_port, p.protocol);
+    }
+    auto free = [&](std::uint32_t port, const std::string& proto) {
+        return !taken.count({port, proto}) && !mine.count({port, proto});
+    };
+    for (auto& p : out) {
+        if (p.publish_mode != PublishMode::ingress || p.published_port != 0) continue;
+        for (const auto& c : current)
+            if (c.publish_mode == PublishMode::ingress && c.target_port == p.target_port &&
+                c.protocol == p.protocol && c.published_port >= model::first_dynamic_port &&
+                c.published_port <= model::last_dynamic_port &&
+                free(c.published_port, p.protocol)) {
+                p.published_port = c.published_port;
+                break;
+            }
+        for (auto port = model::first_dynamic_port; p.published_port == 0; ++port) {
+            if (port > model::last_dynamic_port)
+                return make_error(Errc::unavailable,
+                                  "no free port left in the dynamic range 30000-32767");
+            if (free(port, p.protocol)) p.published_port = port;
+        }
+        mine.emplace(p.published_port, p.protocol);
+    }
+    return out;
+}
+
 bool same_name(const Service& s, std::string_view name) {
     return model::to_lower(s.spec.name) == model::to_lower(name);
 }
@@ -184,9 +234,15 @@ Result<Service> ServiceRegistry::create(model::ServiceSpec spec) {
                     fmt::format("name conflicts with an existing object: service {} already exists",
                                 spec.name));
         if (auto r = reserve_secrets(name, spec); !r) return std::move(r).error();
+        auto ports = allocate_ports(items, "", spec, {});
+        if (!ports) {
+            release_secrets(name);
+            return std::move(ports).error();
+        }
         reserved = true;
         auto now = model::Timestamp::now();
         Service s{{crypto::random_id(), 0, now, now}, std::move(spec), std::nullopt, std::nullopt};
+        s.endpoint_ports = std::move(*ports);
         return ObjectTable<Service>::Changes{{std::move(s)}, {}};
     });
     if (reserved) release_secrets(name);
@@ -209,7 +265,10 @@ Result<Service> ServiceRegistry::update(std::string_view key, std::uint64_t vers
             return make_error(Errc::invalid_argument, "renaming services is not supported");
         if (auto r = reserve_secrets(name, spec); !r) return std::move(r).error();
         reserved = true;
+        auto ports = allocate_ports(items, current->meta.id, spec, current->endpoint_ports);
+        if (!ports) return std::move(ports).error();
         Service next = std::move(*current);
+        next.endpoint_ports = std::move(*ports);
         // A new spec starts a new update (also after a paused one), as in Swarm.
         next.update_status.reset();
         next.previous = std::move(next.spec);
@@ -242,7 +301,11 @@ Result<Service> ServiceRegistry::roll_back(std::string_view key, std::uint64_t v
             name.clear();
             return std::move(r).error();
         }
+        auto ports =
+            allocate_ports(items, current->meta.id, *current->previous, current->endpoint_ports);
+        if (!ports) return std::move(ports).error();
         Service next = std::move(*current);
+        next.endpoint_ports = std::move(*ports);
         std::swap(next.spec, *next.previous);
         next.update_status = model::UpdateStatus{model::UpdateState::rollback_started, now,
                                                  std::nullopt, "manually requested rollback"};
@@ -288,6 +351,9 @@ Result<void> ServiceRegistry::set_update_status(const std::string& id,
             // current one is): a rollback to a spec whose secrets are gone is refused.
             name = next.spec.name;
             if (auto r = reserve_secrets(name, *next.previous); !r) return std::move(r).error();
+            auto ports = allocate_ports(items, next.meta.id, *next.previous, next.endpoint_ports);
+            if (!ports) return std::move(ports).error();
+            next.endpoint_ports = std::move(*ports);
             next.spec = std::move(*next.previous);
             next.previous.reset();
         }
@@ -295,6 +361,20 @@ Result<void> ServiceRegistry::set_update_status(const std::string& id,
         return ObjectTable<Service>::Changes{{std::move(next)}, {}};
     });
     if (!name.empty()) release_secrets(name);
+    if (!written) return std::move(written).error();
+    return {};
+}
+
+Result<void> ServiceRegistry::set_virtual_ips(const std::string& id,
+                                              std::vector<model::VirtualIp> vips) {
+    auto written = table_.commit([&](const auto& items) -> Result<ObjectTable<Service>::Changes> {
+        auto it = items.find(id);
+        if (it == items.end() || it->second.virtual_ips == vips)
+            return ObjectTable<Service>::Changes{};
+        Service next = it->second;
+        next.virtual_ips = std::move(vips);
+        return ObjectTable<Service>::Changes{{std::move(next)}, {}};
+    });
     if (!written) return std::move(written).error();
     return {};
 }

@@ -317,6 +317,37 @@ Result<Constraint> parse_constraint(std::string_view expr) {
     return c;
 }
 
+// EndpointSpec and the networks, in Swarm's words where Swarm has them.
+static Result<void> validate_endpoint(const ServiceSpec& spec) {
+    const auto& e = spec.endpoint;
+    if (!spec.networks.empty() && !spec.task.networks.empty())
+        return invalid(
+            "service spec: Networks and TaskTemplate.Networks cannot both be given (Networks is "
+            "deprecated: use TaskTemplate.Networks)");
+    if (e.mode == "dnsrr")
+        for (const auto& p : e.ports)
+            if (p.publish_mode == PublishMode::ingress)
+                return invalid(
+                    "EndpointSpec: port published with ingress mode can't be used with dnsrr "
+                    "mode");
+    std::set<std::pair<std::uint32_t, std::string>> seen;
+    for (const auto& p : e.ports) {
+        if (p.publish_mode == PublishMode::host && p.published_port == 0)
+            return invalid(
+                "EndpointSpec: a port published in host mode must name its published port "
+                "(coffer does not pick one)");
+        if (p.published_port == 0) continue;
+        if (!seen.emplace(p.published_port, p.protocol).second)
+            return invalid("EndpointSpec: duplicate published ports provided");
+    }
+    const auto& nets = spec.task.networks.empty() ? spec.networks : spec.task.networks;
+    std::set<std::string> targets;
+    for (const auto& n : nets)
+        if (!targets.insert(n.target).second)
+            return invalid(fmt::format("service spec: network {} is given twice", n.target));
+    return {};
+}
+
 Result<void> validate_service_spec(const ServiceSpec& spec) {
     if (auto r = validate_service_name(spec.name); !r) return r;
     if (auto r = validate_labels(spec.labels); !r) return r;
@@ -378,6 +409,7 @@ Result<void> validate_service_spec(const ServiceSpec& spec) {
     if (auto r = validate_mounts(c.mounts); !r) return r;
     if (auto r = validate_update_config(spec.update, "update"); !r) return r;
     if (auto r = validate_update_config(spec.rollback, "rollback"); !r) return r;
+    if (auto r = validate_endpoint(spec); !r) return r;
     return {};
 }
 

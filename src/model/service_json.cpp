@@ -425,6 +425,72 @@ void read_mounts(Reader& parent, const json::object& cs, ContainerSpec& c) {
 
 }  // namespace
 
+// Networks[] of a task template or of the (deprecated) spec root.
+void read_networks(Reader& parent, std::string_view key,
+                   std::vector<NetworkAttachmentConfig>& out) {
+    auto* list = parent.array(key);
+    if (list == nullptr) return;
+    for (const auto& item : *list) {
+        if (!item.is_object())
+            return parent.fail(fmt::format("field {}[] must be an object", parent.name(key)));
+        Reader n(item.as_object(), parent.name(key) + "[]");
+        NetworkAttachmentConfig a;
+        n.str("Target", a.target);
+        n.strings("Aliases", a.aliases);
+        if (auto* opts = n.object("DriverOpts"); opts && !opts->empty())
+            n.fail(
+                fmt::format("field {}.DriverOpts is not supported: coffer's networks take no "
+                            "driver options per attachment",
+                            n.name("")));
+        parent.merge(n);
+        out.push_back(std::move(a));
+    }
+}
+
+void read_endpoint(Reader& parent, EndpointSpec& e) {
+    auto* ep = parent.object("EndpointSpec");
+    if (ep == nullptr) return;
+    Reader r(*ep, "EndpointSpec");
+    r.str("Mode", e.mode);
+    if (e.mode.empty()) e.mode = "vip";
+    if (e.mode != "vip" && e.mode != "dnsrr")
+        r.fail(fmt::format("EndpointSpec: invalid resolution mode {}", e.mode));
+    if (auto* ports = r.array("Ports")) {
+        for (const auto& item : *ports) {
+            if (!item.is_object()) {
+                r.fail("field EndpointSpec.Ports[] must be an object");
+                break;
+            }
+            Reader p(item.as_object(), "EndpointSpec.Ports[]");
+            PortConfig pc;
+            p.str("Name", pc.name);
+            p.str("Protocol", pc.protocol);
+            if (pc.protocol.empty()) pc.protocol = "tcp";
+            if (pc.protocol == "sctp")
+                p.fail(
+                    "EndpointSpec.Ports[].Protocol sctp is not supported: coffer publishes tcp "
+                    "and udp ports");
+            else if (pc.protocol != "tcp" && pc.protocol != "udp")
+                p.fail(fmt::format("EndpointSpec.Ports[]: invalid protocol {}", pc.protocol));
+            p.integer("TargetPort", pc.target_port);
+            p.integer("PublishedPort", pc.published_port);
+            if (pc.target_port > 65535 || pc.published_port > 65535)
+                p.fail("EndpointSpec.Ports[]: a port must be at most 65535");
+            if (!p.error() && pc.target_port == 0)
+                p.fail("EndpointSpec.Ports[]: TargetPort must be given");
+            std::string mode;
+            p.str("PublishMode", mode);
+            if (mode == "host")
+                pc.publish_mode = PublishMode::host;
+            else if (!mode.empty() && mode != "ingress")
+                p.fail(fmt::format("EndpointSpec.Ports[]: invalid publish mode {}", mode));
+            r.merge(p);
+            e.ports.push_back(std::move(pc));
+        }
+    }
+    parent.merge(r);
+}
+
 Result<TaskTemplate> task_template_from_json(const json::value& v) {
     TaskTemplate t;
     if (!v.is_object()) return invalid("field TaskTemplate must be an object");
@@ -544,6 +610,7 @@ Result<TaskTemplate> task_template_from_json(const json::value& v) {
         r.merge(p);
     }
     r.integer("ForceUpdate", t.force_update);
+    read_networks(r, "Networks", t.networks);
     if (r.error()) return *r.error();
     return t;
 }
@@ -579,6 +646,8 @@ Result<ServiceSpec> service_spec_from_json(const json::value& v) {
     }
     read_update_config(r, "UpdateConfig", s.update);
     read_update_config(r, "RollbackConfig", s.rollback);
+    read_networks(r, "Networks", s.networks);
+    read_endpoint(r, s.endpoint);
     if (r.error()) return *r.error();
     if (s.mode == ServiceMode::replicated) {
         // As Docker stores it: a replicated service always names its replica count (1 when the
@@ -625,6 +694,26 @@ json::object parse_object(const std::string& text) {
 
 }  // namespace
 
+static json::object port_json(const PortConfig& p) {
+    json::object o;
+    if (!p.name.empty()) o["Name"] = p.name;
+    o["Protocol"] = p.protocol;
+    o["TargetPort"] = p.target_port;
+    o["PublishedPort"] = p.published_port;
+    o["PublishMode"] = p.publish_mode == PublishMode::host ? "host" : "ingress";
+    return o;
+}
+
+static json::object endpoint_spec_json(const EndpointSpec& e) {
+    json::object o{{"Mode", e.mode}};
+    if (!e.ports.empty()) {
+        json::array ports;
+        for (const auto& p : e.ports) ports.push_back(port_json(p));
+        o["Ports"] = std::move(ports);
+    }
+    return o;
+}
+
 json::object spec_json(const ServiceSpec& spec, bool insert_defaults) {
     auto o = parse_object(spec.json);
     if (!insert_defaults) return o;
@@ -643,7 +732,21 @@ json::object to_json(const Service& s, bool insert_defaults) {
     auto o = to_json(s.meta);
     o["Spec"] = spec_json(s.spec, insert_defaults);
     if (s.previous) o["PreviousSpec"] = spec_json(*s.previous, insert_defaults);
-    o["Endpoint"] = json::object{{"Spec", json::object{}}};
+    json::object endpoint{{"Spec", parse_object(s.spec.json).contains("EndpointSpec")
+                                       ? endpoint_spec_json(s.spec.endpoint)
+                                       : json::object{}}};
+    if (!s.endpoint_ports.empty()) {
+        json::array ports;
+        for (const auto& p : s.endpoint_ports) ports.push_back(port_json(p));
+        endpoint["Ports"] = std::move(ports);
+    }
+    if (!s.virtual_ips.empty()) {
+        json::array vips;
+        for (const auto& v : s.virtual_ips)
+            vips.push_back(json::object{{"NetworkID", v.network_id}, {"Addr", v.addr}});
+        endpoint["VirtualIPs"] = std::move(vips);
+    }
+    o["Endpoint"] = std::move(endpoint);
     if (s.update_status) {
         const auto& u = *s.update_status;
         json::object us{{"State", to_string(u.state)},
@@ -707,6 +810,28 @@ Result<Service> service_from_json(const json::value& v) {
         out.completed = time_at(u, "CompletedAt");
         s.update_status = std::move(out);
     }
+    if (auto* ep = o.if_contains("Endpoint"); ep && ep->is_object()) {
+        const auto& e = ep->as_object();
+        if (auto* ports = e.if_contains("Ports"); ports && ports->is_array()) {
+            // Read back through the spec reader: the same checks as a request's ports.
+            auto read = service_spec_from_json(
+                json::object{{"Name", "x"}, {"EndpointSpec", json::object{{"Ports", *ports}}}});
+            if (!read) return std::move(read).error();
+            s.endpoint_ports = std::move(read->endpoint.ports);
+        }
+        if (auto* vips = e.if_contains("VirtualIPs"); vips && vips->is_array()) {
+            for (const auto& item : vips->as_array()) {
+                if (!item.is_object())
+                    return invalid("service has a malformed Endpoint.VirtualIPs");
+                Reader r(item.as_object(), "Endpoint.VirtualIPs[]");
+                VirtualIp vip;
+                r.str("NetworkID", vip.network_id);
+                r.str("Addr", vip.addr);
+                if (r.error()) return *r.error();
+                s.virtual_ips.push_back(std::move(vip));
+            }
+        }
+    }
     return s;
 }
 
@@ -733,10 +858,32 @@ json::object to_json(const Task& t, bool internal) {
     st["PortStatus"] = json::object{};
     o["Status"] = std::move(st);
     o["DesiredState"] = to_string(t.desired);
+    if (!t.networks.empty()) {
+        // The API layer fills in each Network (it knows the networks); the store keeps the ID.
+        json::array attachments;
+        for (const auto& a : t.networks) {
+            json::object n{{"Network", json::object{{"ID", a.network_id}}},
+                           {"Addresses", json::array{json::value(a.address)}}};
+            if (internal && !a.aliases.empty()) {
+                json::array aliases;
+                for (const auto& x : a.aliases) aliases.emplace_back(x);
+                n["Aliases"] = std::move(aliases);
+            }
+            attachments.push_back(std::move(n));
+        }
+        o["NetworksAttachments"] = std::move(attachments);
+    }
     if (internal) {
         o["NotBefore"] = t.not_before.nanos;
         o["ServiceName"] = t.service_name;
         o["Restarts"] = t.restarts;
+        if (!t.network_mode.empty()) o["NetworkMode"] = t.network_mode;
+        if (t.networks_allocated) o["NetworksAllocated"] = true;
+        if (!t.host_ports.empty()) {
+            json::array ports;
+            for (const auto& p : t.host_ports) ports.push_back(port_json(p));
+            o["HostPorts"] = std::move(ports);
+        }
     }
     return o;
 }
@@ -789,6 +936,34 @@ Result<Task> task_from_json(const json::value& v) {
         t.status.container = std::move(out);
     }
     r.merge(s);
+    r.str("NetworkMode", t.network_mode);
+    r.boolean("NetworksAllocated", t.networks_allocated);
+    if (auto* list = r.array("NetworksAttachments")) {
+        for (const auto& item : *list) {
+            if (!item.is_object()) return invalid("task has a malformed NetworksAttachments");
+            Reader a(item.as_object(), "NetworksAttachments[]");
+            TaskNetworkAttachment att;
+            if (auto* n = a.object("Network")) {
+                Reader nr(*n, "NetworksAttachments[].Network");
+                nr.str("ID", att.network_id);
+                a.merge(nr);
+            }
+            std::vector<std::string> addresses;
+            a.strings("Addresses", addresses);
+            a.strings("Aliases", att.aliases);
+            if (addresses.size() != 1)
+                return invalid("task has a malformed NetworksAttachments[].Addresses");
+            att.address = std::move(addresses.front());
+            r.merge(a);
+            t.networks.push_back(std::move(att));
+        }
+    }
+    if (auto* ports = r.array("HostPorts")) {
+        auto read = service_spec_from_json(
+            json::object{{"Name", "x"}, {"EndpointSpec", json::object{{"Ports", *ports}}}});
+        if (!read) return std::move(read).error();
+        t.host_ports = std::move(read->endpoint.ports);
+    }
     if (r.error()) return *r.error();
     return t;
 }

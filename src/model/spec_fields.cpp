@@ -12,10 +12,10 @@ constexpr auto acted = FieldUse::acted;
 constexpr auto refused = FieldUse::refused;
 constexpr auto warned = FieldUse::warned;
 
-constexpr std::string_view no_networks =
-    "coffer does not attach tasks to networks yet: the task runs with its own loopback only";
-constexpr std::string_view no_ports =
-    "coffer does not publish ports yet: nothing listens on the published port";
+constexpr std::string_view no_driver_opts =
+    "coffer's networks take no driver options per attachment";
+constexpr std::string_view deprecated_networks =
+    "deprecated, as in Swarm: used as TaskTemplate.Networks (giving both is refused)";
 constexpr std::string_view no_selinux = "coffer does not apply SELinux labels";
 constexpr std::string_view no_credspec = "credential specs are for Windows tasks";
 constexpr std::string_view no_jobs = "job services are not supported";
@@ -147,9 +147,10 @@ constexpr std::array fields = {
     SpecField{"TaskTemplate.Placement.Platforms[].Architecture", acted},
     SpecField{"TaskTemplate.Placement.Platforms[].OS", acted},
 
-    SpecField{"TaskTemplate.Networks[].Target", warned, no_networks},
-    SpecField{"TaskTemplate.Networks[].Aliases", warned, no_networks},
-    SpecField{"TaskTemplate.Networks[].DriverOpts", warned, no_networks},
+    SpecField{"TaskTemplate.Networks[].Target", acted,
+              "a name, ID or ID prefix, stored as the network's ID; host alone is the node's network"},
+    SpecField{"TaskTemplate.Networks[].Aliases", acted},
+    SpecField{"TaskTemplate.Networks[].DriverOpts", refused, no_driver_opts},
     SpecField{"TaskTemplate.LogDriver.Name", warned,
               "coffer keeps task logs itself (docker service logs); the log driver is not used"},
     SpecField{"TaskTemplate.LogDriver.Options", warned,
@@ -177,13 +178,17 @@ constexpr std::array fields = {
     SpecField{"RollbackConfig.MaxFailureRatio", acted},
     SpecField{"RollbackConfig.Order", acted},
 
-    SpecField{"EndpointSpec.Mode", warned,
-              "tasks have no service address (VIP or DNS round robin) yet", "\"vip\""},
-    SpecField{"EndpointSpec.Ports[].Name", warned, no_ports},
-    SpecField{"EndpointSpec.Ports[].Protocol", warned, no_ports},
-    SpecField{"EndpointSpec.Ports[].TargetPort", warned, no_ports},
-    SpecField{"EndpointSpec.Ports[].PublishedPort", warned, no_ports},
-    SpecField{"EndpointSpec.Ports[].PublishMode", warned, no_ports},
+    SpecField{"Networks[].Target", acted, deprecated_networks},
+    SpecField{"Networks[].Aliases", acted, deprecated_networks},
+    SpecField{"Networks[].DriverOpts", refused, no_driver_opts},
+
+    SpecField{"EndpointSpec.Mode", acted},
+    SpecField{"EndpointSpec.Ports[].Name", acted},
+    SpecField{"EndpointSpec.Ports[].Protocol", acted, "tcp or udp; sctp is refused"},
+    SpecField{"EndpointSpec.Ports[].TargetPort", acted},
+    SpecField{"EndpointSpec.Ports[].PublishedPort", acted,
+              "0 in ingress mode takes a free port of 30000-32767; host mode must name one"},
+    SpecField{"EndpointSpec.Ports[].PublishMode", acted},
 };
 // clang-format on
 

@@ -28,6 +28,8 @@ std::string_view table_name(Table t) noexcept {
             return "configs";
         case Table::config_data:
             return "config_data";
+        case Table::networks:
+            return "networks";
     }
     return "unknown";
 }

@@ -191,12 +191,15 @@ const DockerField docker_fields[] = {
     {"RollbackConfig.Monitor", "1000000000"},
     {"RollbackConfig.MaxFailureRatio", "0.5"},
     {"RollbackConfig.Order", R"("start-first")"},
+    {"Networks[].Target", R"("backend")", {}, R"({"Aliases":["db"]})"},
+    {"Networks[].Aliases", R"(["db"])", {}, R"({"Target":"backend"})"},
+    {"Networks[].DriverOpts", R"({"a":"b"})", {}, R"({"Target":"backend"})"},
     {"EndpointSpec.Mode", R"("dnsrr")"},
     {"EndpointSpec.Ports[].Name", R"("http")", {}, R"({"TargetPort":80})"},
     {"EndpointSpec.Ports[].Protocol", R"("udp")", {}, R"({"TargetPort":80})"},
-    {"EndpointSpec.Ports[].TargetPort", "80", {}, R"({"Protocol":"tcp"})"},
+    {"EndpointSpec.Ports[].TargetPort", "80", "81", R"({"Protocol":"tcp"})"},
     {"EndpointSpec.Ports[].PublishedPort", "8080", {}, R"({"TargetPort":80})"},
-    {"EndpointSpec.Ports[].PublishMode", R"("host")", {}, R"({"TargetPort":80})"},
+    {"EndpointSpec.Ports[].PublishMode", R"("host")", {}, R"({"TargetPort":80,"PublishedPort":8080})"},
 };
 // clang-format on
 

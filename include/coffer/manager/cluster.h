@@ -4,14 +4,17 @@
 // Parts, in the order they are made (each borrows only parts made before it):
 //   at open():    store, committer, API
 //   once the store is unlocked (at open(), or by unlock()):
-//                 cluster record, trust (CA, tokens), secrets, configs, services, tasks, nodes,
+//                 cluster record, trust (CA, tokens), secrets, configs, networks, services, tasks,
+//                 nodes,
 //                 dispatcher, orchestrator (its thread starts), node port (when configured)
 // Taken down in reverse: API, node port (its sessions end while everything they use exists),
 // orchestrator (its thread stops), dispatcher, committer (it answers its last requests while
-// the registries exist), nodes, tasks, services, configs, secrets, trust, store.
+// the registries exist), nodes, tasks, services, networks, configs, secrets, trust, store.
 //
 // Events (ClusterEvents, which this object implements and routes; nothing else calls parts back):
 //   services_changed          (a services writer)          -> orchestrator wakes
+//   services_changed, networks_changed                     -> dispatcher re-evaluates, node port
+//                                                             sends (networks messages)
 //   tasks_changed, nodes_changed (a tasks/nodes writer)    -> orchestrator wakes, dispatcher
 //                                                             re-evaluates its streams, node port
 //                                                             sends what they yield
@@ -50,6 +53,7 @@
 #include "coffer/manager/committer.h"
 #include "coffer/manager/dispatcher.h"
 #include "coffer/manager/events.h"
+#include "coffer/manager/networks.h"
 #include "coffer/manager/node_port.h"
 #include "coffer/manager/node_transport.h"
 #include "coffer/manager/nodes.h"
@@ -103,6 +107,7 @@ class Cluster final : private ClusterEvents, private NodeTransport {
     // Exist whenever secrets() is not null.
     ConfigRegistry& configs() const noexcept { return *configs_; }
     ServiceRegistry& services() const noexcept { return *services_; }
+    NetworkRegistry& networks() const noexcept { return *networks_; }
     TaskRegistry& tasks() const noexcept { return *tasks_; }
     NodeRegistry& nodes() const noexcept { return *nodes_; }
     Orchestrator& orchestrator() const noexcept { return *orchestrator_; }
@@ -147,6 +152,7 @@ class Cluster final : private ClusterEvents, private NodeTransport {
     void services_changed() override;
     void tasks_changed() override;
     void nodes_changed() override;
+    void networks_changed() override;
     void ca_changed() override;
     void node_removed(const std::string& node_id) override;
     void node_role_changed(const std::string& node_id) override;
@@ -177,6 +183,7 @@ class Cluster final : private ClusterEvents, private NodeTransport {
     std::unique_ptr<ClusterTrust> trust_;
     std::unique_ptr<SecretRegistry> secrets_owner_;
     std::unique_ptr<ConfigRegistry> configs_;
+    std::unique_ptr<NetworkRegistry> networks_;
     std::unique_ptr<ServiceRegistry> services_;
     std::unique_ptr<TaskRegistry> tasks_;
     std::unique_ptr<NodeRegistry> nodes_;

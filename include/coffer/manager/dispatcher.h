@@ -20,8 +20,10 @@
 #include <vector>
 
 #include "coffer/crypto/secure_buffer.h"
+#include "coffer/manager/networks.h"
 #include "coffer/manager/nodes.h"
 #include "coffer/manager/services.h"
+#include "coffer/nodeproto/networks.h"
 #include "coffer/nodeproto/status.h"
 
 namespace coffer::manager {
@@ -69,6 +71,11 @@ class NodeStream {
     std::optional<AssignmentMessage> poll();
     // poll(), waiting up to timeout for a change.
     std::optional<AssignmentMessage> next(std::chrono::milliseconds timeout);
+    // The node's `networks` message (networks_message(), networks.h) when it differs from the
+    // last one this stream yielded; the first call always yields one. Send it before what
+    // poll() yields next: poll() holds a task back until every network of the task was yielded
+    // here (with the node's address on it).
+    std::optional<nodeproto::NetworksMessage> poll_networks();
     const std::string& node_id() const noexcept { return node_id_; }
 
   private:
@@ -82,6 +89,7 @@ class NodeStream {
     std::set<std::string> sent_tasks_;
     std::set<std::string> sent_secrets_;
     std::set<std::string> sent_configs_;
+    std::optional<nodeproto::NetworksMessage> sent_networks_;  // as yielded, sequence included
     std::mutex mutex_;
     std::condition_variable cv_;
     std::uint64_t generation_ = 1;  // bumped on every change
@@ -96,6 +104,13 @@ class Dispatcher {
     // clock stamps the reported statuses (the orchestrator's monitor period counts from them).
     Dispatcher(TaskRegistry& tasks, NodeRegistry& nodes, SecretRegistry& secrets,
                ConfigRegistry& configs, Clock clock = model::Timestamp::now);
+
+    // The services and networks the `networks` messages are built from; without them streams
+    // yield no networks. Borrowed for the dispatcher's lifetime; set before any subscribe().
+    void set_networks(ServiceRegistry* services, NetworkRegistry* networks) {
+        services_ = services;
+        networks_ = networks;
+    }
 
     // Errc::not_found for a node that is not registered.
     Result<std::unique_ptr<NodeStream>> subscribe(const std::string& node_id);
@@ -121,6 +136,8 @@ class Dispatcher {
     NodeRegistry& nodes_;
     SecretRegistry& secrets_;
     ConfigRegistry& configs_;
+    ServiceRegistry* services_ = nullptr;
+    NetworkRegistry* networks_ = nullptr;
     Clock clock_;
     Sync<std::set<NodeStream*>> streams_;
 };

@@ -21,6 +21,7 @@ class ClusterEvents {
     virtual void services_changed() {}
     virtual void tasks_changed() {}
     virtual void nodes_changed() {}
+    virtual void networks_changed() {}
 
     // The CA bundle or the issuing CA changed (a rotation started or ended), after it is stored,
     // on the thread that made the change (an API request, or a node port worker finishing a

@@ -13,6 +13,7 @@
 #include <optional>
 #include <thread>
 
+#include "coffer/manager/networks.h"
 #include "coffer/manager/nodes.h"
 #include "coffer/manager/scheduler.h"
 #include "coffer/manager/services.h"
@@ -49,16 +50,22 @@ class Orchestrator {
     // The cluster's TaskHistoryRetentionLimit: ended tasks beyond it are erased from each slot
     // by the next pass (which this wakes); negative keeps every task. Any thread.
     void set_task_history_limit(std::int64_t limit);
+    // The networks whose addresses a pass allocates to services (VIPs), tasks and nodes; none
+    // until set. Borrowed for the orchestrator's lifetime; set before start().
+    void set_networks(NetworkRegistry* networks) { networks_ = networks; }
 
   private:
     struct UpdateProgress {
         std::optional<model::Timestamp> batch_done;  // when the last batch became stable
     };
     void run();
+    Result<void> allocate_node_addresses(const std::vector<model::Service>& services,
+                                         const std::vector<model::Network>& networks);
 
     ServiceRegistry& services_;
     TaskRegistry& tasks_;
     NodeRegistry& nodes_;
+    NetworkRegistry* networks_ = nullptr;
     Clock clock_;
     std::map<std::string, UpdateProgress> progress_;  // by service id; the pass's own state
     std::atomic<std::int64_t> history_limit_{static_cast<std::int64_t>(task_history_limit)};

@@ -1,12 +1,14 @@
 // The scheduler's decisions, as Swarm's scheduler makes them: which nodes a task may run on
-// (ready and active, enough unreserved resources, constraints, platform, at most MaxReplicas of
-// its service), and among them which one (spread over the values of the placement preferences'
-// labels, level by level, then the node with the fewest tasks of the service, then the fewest
-// tasks, then the lowest ID). Pure functions of the nodes and tasks they are given.
+// (ready and active, enough unreserved resources, constraints, platform, no host-mode port
+// already published there, at most MaxReplicas of its service), and among them which one (spread
+// over the values of the placement preferences' labels, level by level, then the node with the
+// fewest tasks of the service, then the fewest tasks, then the lowest ID). Pure functions of the
+// nodes and tasks they are given.
 #pragma once
 
 #include <cstdint>
 #include <map>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -24,6 +26,8 @@ struct NodeLoad {
     std::int64_t memory_bytes = 0;
     std::int64_t nano_cpus = 0;
     std::map<std::string, std::int64_t, std::less<>> generic;  // by kind
+    // Ports published in host mode by those tasks: (protocol, port).
+    std::set<std::pair<std::string, std::uint32_t>> host_ports;
 };
 
 class Loads {

@@ -64,6 +64,9 @@ class ServiceRegistry {
     // applied to the record as it is under the writers' lock.
     Result<void> set_update_status(const std::string& id, std::optional<model::UpdateStatus> status,
                                    bool roll_back);
+    // For the orchestrator: replaces the service's VIPs (Endpoint.VirtualIPs); nothing when the
+    // service is gone.
+    Result<void> set_virtual_ips(const std::string& id, std::vector<model::VirtualIp> vips);
     // See ObjectTable::emit_changes.
     void emit_changes(ClusterEvents& events, ObjectTable<model::Service>::Event changed) {
         table_.emit_changes(events, changed);

@@ -180,6 +180,31 @@ struct Platform {
     bool operator==(const Platform&) const = default;
 };
 
+// TaskTemplate.Networks[] (or the deprecated Spec.Networks): a network the tasks are attached
+// to. target is the network's ID once the manager has resolved it (a request may name it).
+struct NetworkAttachmentConfig {
+    std::string target;
+    std::vector<std::string> aliases;
+    bool operator==(const NetworkAttachmentConfig&) const = default;
+};
+
+// EndpointSpec.Ports[].
+enum class PublishMode { ingress, host };
+struct PortConfig {
+    std::string name;
+    std::string protocol = "tcp";  // tcp | udp
+    std::uint32_t target_port = 0;
+    std::uint32_t published_port = 0;  // 0: allocated (ingress) or any free port (host)
+    PublishMode publish_mode = PublishMode::ingress;
+    bool operator==(const PortConfig&) const = default;
+};
+
+struct EndpointSpec {
+    std::string mode = "vip";  // vip | dnsrr
+    std::vector<PortConfig> ports;
+    bool operator==(const EndpointSpec&) const = default;
+};
+
 struct TaskTemplate {
     ContainerSpec container;
     ResourceLimits limits;
@@ -192,6 +217,7 @@ struct TaskTemplate {
     std::uint64_t max_replicas = 0;  // Placement.MaxReplicas per node; 0: no limit
     std::vector<Platform> platforms;
     std::uint64_t force_update = 0;
+    std::vector<NetworkAttachmentConfig> networks;  // TaskTemplate.Networks
     std::string json;  // the template as given, serialized: the identity of a task's spec
     bool operator==(const TaskTemplate&) const = default;
 };
@@ -206,6 +232,9 @@ struct ServiceSpec {
     std::uint64_t replicas = 1;
     UpdateConfig update;
     UpdateConfig rollback;
+    // Spec.Networks, deprecated: used as the task's networks when TaskTemplate.Networks is empty.
+    std::vector<NetworkAttachmentConfig> networks;
+    EndpointSpec endpoint;
     std::string json;  // the whole spec as given, serialized
     bool operator==(const ServiceSpec&) const = default;
 };
@@ -234,11 +263,25 @@ struct UpdateStatus {
     std::string message;
 };
 
+// A service's address on one of its networks (vip endpoint mode).
+struct VirtualIp {
+    std::string network_id;
+    std::string addr;  // "10.0.1.3/24"
+    bool operator==(const VirtualIp&) const = default;
+};
+
+// Endpoint.Ports: the spec's ports, with an ingress port's PublishedPort allocated from
+// [first_dynamic_port, last_dynamic_port] when the spec left it 0.
+inline constexpr std::uint32_t first_dynamic_port = 30000;
+inline constexpr std::uint32_t last_dynamic_port = 32767;
+
 struct Service {
     ObjectMeta meta;
     ServiceSpec spec;
     std::optional<ServiceSpec> previous;
     std::optional<UpdateStatus> update_status;
+    std::vector<PortConfig> endpoint_ports;
+    std::vector<VirtualIp> virtual_ips;
 };
 
 // Swarm's task states, in order: a task only moves forward.
@@ -281,6 +324,14 @@ struct TaskStatus {
     std::optional<ContainerStatus> container;
 };
 
+// A task's address on one of its networks, allocated by the manager.
+struct TaskNetworkAttachment {
+    std::string network_id;
+    std::string address;  // "10.0.1.7/24"
+    std::vector<std::string> aliases;
+    bool operator==(const TaskNetworkAttachment&) const = default;
+};
+
 struct Task {
     ObjectMeta meta;
     TaskTemplate spec;
@@ -292,6 +343,12 @@ struct Task {
     Timestamp not_before;                    // a restart delay: not started before this time
     std::uint64_t restarts = 0;  // restarts of its slot that led to it (within the window)
     std::string service_name;    // for filters and `service ps` rows
+    // Networks: "host" (the node's network namespace) or "" (its own); its addresses, allocated
+    // once (networks_allocated) and kept while it lives; its ports published in host mode.
+    std::string network_mode;
+    std::vector<TaskNetworkAttachment> networks;
+    std::vector<PortConfig> host_ports;
+    bool networks_allocated = false;
 };
 
 enum class NodeRole { worker, manager };
@@ -324,6 +381,12 @@ struct Node {
     std::string addr;
     std::optional<Timestamp> certificate_expiry;
 };
+
+// The networks a service's tasks are attached to: TaskTemplate.Networks, or the deprecated
+// Spec.Networks when that is empty.
+inline const std::vector<NetworkAttachmentConfig>& service_networks(const ServiceSpec& s) {
+    return s.task.networks.empty() ? s.networks : s.task.networks;
+}
 
 // Validation, in Docker's words. The secret references' existence is checked by the caller.
 Result<void> validate_service_name(std::string_view name);

@@ -32,10 +32,11 @@ enum class Table : std::uint8_t {
     pki,          // CA key and certificate, join tokens
     configs,      // config metadata (spec without data), JSON
     config_data,  // config bytes
+    networks,     // networks and what is allocated for them, JSON
 };
-inline constexpr Table all_tables[] = {Table::meta,  Table::secrets,  Table::secret_data,
-                                       Table::nodes, Table::services, Table::tasks,
-                                       Table::pki,   Table::configs,  Table::config_data};
+inline constexpr Table all_tables[] = {
+    Table::meta,  Table::secrets, Table::secret_data, Table::nodes,       Table::services,
+    Table::tasks, Table::pki,     Table::configs,     Table::config_data, Table::networks};
 std::string_view table_name(Table t) noexcept;
 
 struct Options {
