@@ -89,7 +89,8 @@ Result<json::value> exec_plugin(const std::string& cni_path, const std::string& 
         "CNI_NETNS=" + netns,
         "CNI_IFNAME=" + ifname,
         "CNI_PATH=" + cni_path,
-        std::string("PATH=") + (path ? path : "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"),
+        std::string("PATH=") +
+            (path ? path : "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"),
     };
     auto r = run_tool(run);
     if (!r.ok()) return make_error(Errc::internal, plugin_error(type, command, r));

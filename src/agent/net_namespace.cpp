@@ -61,7 +61,8 @@ void on_thread(const std::function<void()>& fn) {
 NetNamespace NetNamespace::create(const std::string& path,
                                   const std::map<std::string, std::string>& sysctls) {
     {
-        UniqueFd f(::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600));
+        UniqueFd f(
+            ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600));
         if (!f) throw_errno(fmt::format("create {}", path));
     }
     bool mounted = false;

@@ -15,8 +15,8 @@
 #include <condition_variable>
 #include <map>
 #include <mutex>
-#include <set>
 #include <optional>
+#include <set>
 #include <sstream>
 #include <thread>
 
@@ -53,7 +53,8 @@ std::string link_name(std::string_view prefix, std::string_view id) {
 }
 
 bool ours(std::string_view ifname) {
-    return ifname.size() == 13 && (ifname.starts_with(bridge_prefix) || ifname.starts_with(vxlan_prefix));
+    return ifname.size() == 13 &&
+           (ifname.starts_with(bridge_prefix) || ifname.starts_with(vxlan_prefix));
 }
 
 bool valid_ipv4(std::string_view text) {
@@ -183,17 +184,19 @@ void NodeNetworks::Impl::make_network(NetState& s) {
     const auto& p = s.payload;
     auto prefix = prefix_of(p.subnet);
     if (prefix < 0 || !valid_ipv4(p.gateway))
-        throw ErrorException(make_error(
-            Errc::invalid_argument, fmt::format("network {}: bad subnet or gateway", p.id)));
+        throw ErrorException(make_error(Errc::invalid_argument,
+                                        fmt::format("network {}: bad subnet or gateway", p.id)));
     auto mtu = std::to_string(p.mtu);
     auto existing = links();
-    if (existing.contains(s.bridge)) check(tool({"ip", "link", "del", s.bridge}), "remove old bridge");
+    if (existing.contains(s.bridge))
+        check(tool({"ip", "link", "del", s.bridge}), "remove old bridge");
     check(tool({"ip", "link", "add", "name", s.bridge, "mtu", mtu, "type", "bridge"}),
           fmt::format("network {}: add bridge {}", p.id, s.bridge));
     check(tool({"ip", "addr", "add", fmt::format("{}/{}", p.gateway, prefix), "dev", s.bridge}),
           fmt::format("network {}: address of bridge", p.id));
     if (p.driver == "overlay") {
-        if (existing.contains(s.vxlan)) check(tool({"ip", "link", "del", s.vxlan}), "remove old vxlan");
+        if (existing.contains(s.vxlan))
+            check(tool({"ip", "link", "del", s.vxlan}), "remove old vxlan");
         check(tool({"ip", "link", "add", s.vxlan, "mtu", mtu, "type", "vxlan", "id",
                     std::to_string(p.vni), "dstport", "4789", "learning"}),
               fmt::format("network {}: add vxlan {}", p.id, s.vxlan));
@@ -223,10 +226,25 @@ void NodeNetworks::Impl::update_network(NetState& s, const NetworkPayload& p) {
         std::set<std::string> want;
         for (const auto& peer : p.peers)
             if (valid_ipv4(peer)) want.insert(peer);
+        std::vector<std::string> gone;
         for (const auto& peer : s.peers)
-            if (!want.contains(peer))
-                check(tool({"bridge", "fdb", "del", flood_mac, "dev", s.vxlan, "dst", peer}),
-                      fmt::format("network {}: remove peer {}", p.id, peer));
+            if (!want.contains(peer)) gone.push_back(peer);
+        for (const auto& peer : gone)
+            check(tool({"bridge", "fdb", "del", flood_mac, "dev", s.vxlan, "dst", peer}),
+                  fmt::format("network {}: remove peer {}", p.id, peer));
+        if (!gone.empty()) {
+            // What the device learned behind a node that left goes too: "<mac> dst <peer> self".
+            auto fdb = tool({"bridge", "fdb", "show", "dev", s.vxlan});
+            std::istringstream lines(fdb ? *fdb : std::string());
+            std::string line;
+            while (std::getline(lines, line)) {
+                std::istringstream words(line);
+                std::string mac, dst, peer;
+                if (!(words >> mac >> dst >> peer) || dst != "dst") continue;
+                if (std::find(gone.begin(), gone.end(), peer) == gone.end()) continue;
+                (void)tool({"bridge", "fdb", "del", mac, "dev", s.vxlan, "dst", peer});
+            }
+        }
         for (const auto& peer : want)
             if (!s.peers.contains(peer))
                 check(tool({"bridge", "fdb", "append", flood_mac, "dev", s.vxlan, "dst", peer}),
@@ -338,14 +356,14 @@ class TaskNetworkImpl final : public TaskNetwork {
 
 json::object bridge_plugin(const NetworkPayload& n, const std::string& bridge,
                            const std::string& address, bool default_route) {
-    json::object ipam{{"type", "static"},
-                      {"addresses", json::array{json::object{{"address", address},
-                                                             {"gateway", n.gateway}}}}};
+    json::object ipam{
+        {"type", "static"},
+        {"addresses", json::array{json::object{{"address", address}, {"gateway", n.gateway}}}}};
     if (default_route)
         ipam["routes"] = json::array{json::object{{"dst", "0.0.0.0/0"}, {"gw", n.gateway}}};
-    return json::object{{"type", "bridge"},     {"bridge", bridge},      {"isGateway", true},
-                        {"isDefaultGateway", false}, {"ipMasq", false},  {"mtu", n.mtu},
-                        {"hairpinMode", true},  {"ipam", std::move(ipam)}};
+    return json::object{{"type", "bridge"},          {"bridge", bridge},       {"isGateway", true},
+                        {"isDefaultGateway", false}, {"ipMasq", false},        {"mtu", n.mtu},
+                        {"hairpinMode", true},       {"ipam", std::move(ipam)}};
 }
 
 }  // namespace
@@ -478,8 +496,8 @@ Result<std::unique_ptr<TaskNetwork>> NodeNetworks::attach(const TaskSpec& spec,
     std::vector<std::string> ids;
     for (const auto& n : spec.networks) {
         if (prefix_of(n.address) < 0)
-            return make_error(Errc::invalid_argument,
-                              fmt::format("network {}: invalid address {}", n.network_id, n.address));
+            return make_error(Errc::invalid_argument, fmt::format("network {}: invalid address {}",
+                                                                  n.network_id, n.address));
         if (std::find(ids.begin(), ids.end(), n.network_id) != ids.end())
             return make_error(Errc::invalid_argument,
                               fmt::format("network {} is attached twice", n.network_id));

@@ -239,10 +239,10 @@ void Runner::Impl::prepare_and_start(Task& t, const TaskSpec& spec,
                           "task {}: its DNS nameservers are not in its resolv.conf: on networks, "
                           "it asks the node's resolver at {}, which forwards to the node's",
                           spec.id, res.network->nameserver());
-            write_file(b + "/resolv.conf",
-                       resolv_conf_for_resolver(spec.dns, node_resolv_conf(),
-                                                res.network->nameserver()),
-                       0644);
+            write_file(
+                b + "/resolv.conf",
+                resolv_conf_for_resolver(spec.dns, node_resolv_conf(), res.network->nameserver()),
+                0644);
         } else {
             write_file(b + "/hosts", hosts_file(hostname, spec.extra_hosts), 0644);
             write_file(b + "/resolv.conf", resolv_conf(spec.dns, node_resolv_conf()), 0644);

@@ -18,7 +18,8 @@
 namespace coffer::agent {
 
 struct NodeNetworksOptions {
-    std::string cni_path = "/usr/lib/cni";  // the CNI plugins (Debian's containernetworking-plugins)
+    std::string cni_path =
+        "/usr/lib/cni";  // the CNI plugins (Debian's containernetworking-plugins)
     // How long a task waits for a networks message that lists its networks.
     std::chrono::milliseconds wait_for_networks{30'000};
     // After each message is applied: what else serves the networks (the tasks' resolver, the
