@@ -5,6 +5,7 @@
 
 #include "coffer/crypto/encoding.h"
 #include "coffer/model/ids.h"
+#include "coffer/model/ipv4.h"
 #include "coffer/model/json.h"
 #include "coffer/model/service.h"
 #include "coffer/model/task_options.h"
@@ -109,6 +110,24 @@ json::object task_wire(const TaskPayload& t) {
     if (t.oom_score_adj) o["OomScoreAdj"] = *t.oom_score_adj;
     // Only when there are any: a task without mounts reads as it did before mounts existed.
     if (!t.mounts.empty()) o["Mounts"] = mounts_wire(t.mounts);
+    // Likewise for networks.
+    if (!t.network_mode.empty()) o["NetworkMode"] = t.network_mode;
+    if (!t.networks.empty()) {
+        json::array networks;
+        for (const auto& n : t.networks)
+            networks.push_back(json::object{{"NetworkID", n.network_id},
+                                            {"Address", n.address},
+                                            {"Aliases", strings(n.aliases)}});
+        o["Networks"] = std::move(networks);
+    }
+    if (!t.host_ports.empty()) {
+        json::array ports;
+        for (const auto& p : t.host_ports)
+            ports.push_back(json::object{{"Protocol", p.protocol},
+                                         {"TargetPort", p.target_port},
+                                         {"PublishedPort", p.published_port}});
+        o["HostPorts"] = std::move(ports);
+    }
     return o;
 }
 
@@ -345,6 +364,54 @@ MountPayload mount_of(const json::value& v) {
     return m;
 }
 
+// NetworkMode, Networks and HostPorts.
+void task_networks(const json::object& t, TaskPayload& p) {
+    p.network_mode = text_at(t, "NetworkMode", 16);
+    if (!p.network_mode.empty() && p.network_mode != "host") bad("NetworkMode: expected host");
+    if (const auto* ns = t.if_contains("Networks"); ns != nullptr && !ns->is_null()) {
+        if (!ns->is_array()) bad("Networks: expected an array");
+        if (ns->get_array().size() > 64) bad("Networks: too many");
+        for (const auto& v : ns->get_array()) {
+            const auto& o = object_of(v, "Networks");
+            TaskNetwork n;
+            n.network_id = text_at(o, "NetworkID", 64);
+            if (!model::valid_generated_id(n.network_id)) bad("Networks: invalid NetworkID");
+            n.address = text_at(o, "Address", 18);
+            auto prefix = model::parse_ipv4_prefix(n.address);
+            if (!prefix || prefix->length < 8 || prefix->length > 30 ||
+                prefix->address == prefix->network() || prefix->address == prefix->broadcast())
+                bad("Networks: Address must be an IPv4 host address with its prefix");
+            n.aliases = texts_at(o, "Aliases");
+            if (n.aliases.size() > 64) bad("Networks: too many Aliases");
+            for (const auto& a : n.aliases)
+                if (a.empty() || a.size() > 255 ||
+                    std::any_of(a.begin(), a.end(), [](char c) { return c <= 0x20 || c >= 0x7f; }))
+                    bad("Networks: an alias is not a printable name");
+            p.networks.push_back(std::move(n));
+        }
+    }
+    if (p.network_mode == "host" && !p.networks.empty())
+        bad("Networks: a task in the host's network has no other network");
+    if (const auto* hp = t.if_contains("HostPorts"); hp != nullptr && !hp->is_null()) {
+        if (!hp->is_array()) bad("HostPorts: expected an array");
+        if (hp->get_array().size() > 1024) bad("HostPorts: too many");
+        for (const auto& v : hp->get_array()) {
+            const auto& o = object_of(v, "HostPorts");
+            HostPort port;
+            port.protocol = text_at(o, "Protocol", 8);
+            if (port.protocol != "tcp" && port.protocol != "udp")
+                bad("HostPorts: Protocol must be tcp or udp");
+            // Both required: a missing one is 0, below the range.
+            port.target_port = static_cast<std::uint16_t>(int_at(o, "TargetPort", 0, 0, 65535));
+            port.published_port =
+                static_cast<std::uint16_t>(int_at(o, "PublishedPort", 0, 0, 65535));
+            if (port.target_port == 0 || port.published_port == 0)
+                bad("HostPorts: TargetPort and PublishedPort must be 1 to 65535");
+            p.host_ports.push_back(port);
+        }
+    }
+}
+
 TaskPayload task_add(const json::object& t) {
     TaskPayload p;
     p.id = text_at(t, "ID", 64);
@@ -386,6 +453,7 @@ TaskPayload task_add(const json::object& t) {
         if (mounts->get_array().size() > max_mounts) bad("Mounts: too many");
         for (const auto& m : mounts->get_array()) p.mounts.push_back(mount_of(m));
     }
+    task_networks(t, p);
     return p;
 }
 

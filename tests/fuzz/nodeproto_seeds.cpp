@@ -8,6 +8,7 @@
 
 #include "coffer/nodeproto/assignments.h"
 #include "coffer/nodeproto/join.h"
+#include "coffer/nodeproto/networks.h"
 #include "coffer/nodeproto/session.h"
 #include "coffer/nodeproto/status.h"
 #include "coffer/nodeproto/volumes.h"
@@ -63,6 +64,8 @@ int main(int argc, char** argv) {
         {MountPayload::Type::tmpfs, "", "/scratch", true, false, false, {}, 1 << 20, 0750},
         {MountPayload::Type::bind, "/srv/static", "/static", true, true, false, {}, 0, 0}};
     task.configs = {{"c1d2e3f4g5h6i7j8k9l0m1n2o", "app.conf", "/etc/app.conf", "0", "0", 0444}};
+    task.networks = {{"w1x2y3z4a5b6c7d8e9f0g1h2i", "10.0.1.7/24", {"db"}}};
+    task.host_ports = {{"tcp", 80, 8080}};
     Assignments complete{true, 1, {}};
     Change config;
     config.is_secret = true;
@@ -93,6 +96,27 @@ int main(int argc, char** argv) {
     remove_secret.id = "a1b2c3d4e5f6g7h8i9j0k1l2m";
     incremental.changes.push_back(std::move(remove_secret));
     write(dir, "assignments-incremental.json", encode(incremental));
+
+    NetworksMessage networks;
+    networks.sequence = 3;
+    networks.networks.push_back({"w1x2y3z4a5b6c7d8e9f0g1h2i",
+                                 "app_backend",
+                                 "overlay",
+                                 "10.0.1.0/24",
+                                 "10.0.1.2",
+                                 4097,
+                                 1450,
+                                 false,
+                                 false,
+                                 {"192.0.2.6"},
+                                 {{task.service_id,
+                                   "db",
+                                   "vip",
+                                   "10.0.1.3",
+                                   {"database"},
+                                   {{task.id, "db.1.x", "10.0.1.7"}}}}});
+    networks.ingress.push_back({task.service_id, "tcp", 8080, 80, {"10.0.0.5"}});
+    write(dir, "networks.json", encode(networks));
 
     StatusMessage status{true, {}};
     status.statuses.push_back({task.id, model::TaskState::running, "started", "",

@@ -9,6 +9,7 @@
 #include "coffer/model/duration.h"
 #include "coffer/model/filters.h"
 #include "coffer/model/ids.h"
+#include "coffer/model/ipv4.h"
 #include "coffer/model/json.h"
 #include "coffer/model/secret.h"
 #include "coffer/model/secure_json.h"
@@ -804,4 +805,28 @@ TEST(ConfigJson, ShowsItsDataAsBase64) {
     auto o = coffer::model::to_json(c);
     EXPECT_EQ(o.at("Spec").at("Data"), "YQBi");
     EXPECT_EQ(o.at("Spec").at("Name"), "app");
+}
+
+TEST(Ipv4, DottedQuadsAndPrefixes) {
+    EXPECT_EQ(model::parse_ipv4("10.0.1.7"), 0x0a000107u);
+    EXPECT_EQ(model::parse_ipv4("255.255.255.255"), 0xffffffffu);
+    for (auto bad : {"", "10.0.1", "10.0.1.7.", "10.0.1.256", "010.0.0.1", "10..1.7", " 10.0.1.7",
+                     "10.0.1.7/24", "1e1.0.0.1"})
+        EXPECT_FALSE(model::parse_ipv4(bad)) << bad;
+    EXPECT_EQ(model::format_ipv4(0x0a000107u), "10.0.1.7");
+
+    auto p = model::parse_ipv4_prefix("10.0.1.7/24");
+    ASSERT_TRUE(p);
+    EXPECT_EQ(p->network(), 0x0a000100u);
+    EXPECT_EQ(p->broadcast(), 0x0a0001ffu);
+    EXPECT_TRUE(p->contains(0x0a0001feu));
+    EXPECT_FALSE(p->contains(0x0a000201u));
+    EXPECT_EQ(p->to_string(), "10.0.1.7/24");
+    EXPECT_TRUE(p->overlaps(*model::parse_ipv4_prefix("10.0.0.0/16")));
+    EXPECT_FALSE(p->overlaps(*model::parse_ipv4_prefix("10.0.2.0/24")));
+    auto all = model::parse_ipv4_prefix("0.0.0.0/0");
+    ASSERT_TRUE(all);
+    EXPECT_TRUE(all->contains(0xffffffffu));
+    for (auto bad : {"10.0.1.0", "10.0.1.0/33", "10.0.1.0/", "10.0.1.0/08", "10.0.1.0/2a"})
+        EXPECT_FALSE(model::parse_ipv4_prefix(bad)) << bad;
 }

@@ -8,6 +8,7 @@
 
 #include "coffer/nodeproto/assignments.h"
 #include "coffer/nodeproto/join.h"
+#include "coffer/nodeproto/networks.h"
 #include "coffer/nodeproto/session.h"
 #include "coffer/nodeproto/status.h"
 #include "coffer/nodeproto/version.h"
@@ -55,6 +56,9 @@ TaskPayload sample_task() {
     t.dns_search = {"example.com"};
     t.dns_options = {"ndots:2"};
     t.oom_score_adj = -10;
+    t.networks = {{"n000000000000000000000001", "10.0.1.7/24", {"db", "primary"}},
+                  {"n000000000000000000000002", "10.0.0.9/24", {}}};
+    t.host_ports = {{"udp", 53, 5353}};
     return t;
 }
 
@@ -540,4 +544,114 @@ TEST(Assignments, ConfigsRoundTripUnderTheirOwnKeys) {
             R"({"Action":"remove","Secret":{"ID":"a"},"Config":{"ID":"a"}}]})"));
     ASSERT_TRUE(both);
     ASSERT_TRUE(both->changes.at(0).invalid);
+}
+
+namespace {
+
+NetworksMessage sample_networks() {
+    NetworksMessage m;
+    m.sequence = 4;
+    NetworkPayload n;
+    n.id = "n000000000000000000000001";
+    n.name = "app_backend";
+    n.subnet = "10.0.1.0/24";
+    n.gateway = "10.0.1.2";
+    n.vni = 4097;
+    n.peers = {"192.0.2.6", "192.0.2.10"};
+    n.services = {{"s000000000000000000000001",
+                   "db",
+                   "vip",
+                   "10.0.1.3",
+                   {"database"},
+                   {{"t1", "db.1.t1", "10.0.1.7"}, {"t2", "db.2.t2", "10.0.1.8"}}},
+                  {"s000000000000000000000002", "web", "dnsrr", "", {}, {}}};
+    m.networks.push_back(n);
+    NetworkPayload b;
+    b.id = "n000000000000000000000002";
+    b.name = "local";
+    b.driver = "bridge";
+    b.subnet = "10.0.2.0/24";
+    b.gateway = "10.0.2.1";
+    b.internal = true;
+    m.networks.push_back(b);
+    m.ingress = {{"s000000000000000000000002", "tcp", 8080, 80, {"10.0.0.5", "10.0.0.6"}}};
+    return m;
+}
+
+std::string networks_text(std::string_view network_fields) {
+    return fmt::format(
+        R"({{"type":"networks","Sequence":1,"Networks":[{{"ID":"n000000000000000000000001",)"
+        R"("Name":"n","Driver":"overlay","Subnet":"10.0.1.0/24","Gateway":"10.0.1.2","VNI":4097,)"
+        R"("MTU":1450{}}}]}})",
+        network_fields);
+}
+
+}  // namespace
+
+TEST(Networks, RoundTrip) {
+    auto m = sample_networks();
+    auto d = decode_networks(encode(m));
+    ASSERT_TRUE(d) << d.error().message;
+    EXPECT_EQ(*d, m);
+}
+
+TEST(Networks, AMinimalNetworkIsRead) {
+    auto d = decode_networks(msg(networks_text("")));
+    ASSERT_TRUE(d) << d.error().message;
+    ASSERT_EQ(d->networks.size(), 1u);
+    EXPECT_EQ(d->networks[0].gateway, "10.0.1.2");
+    EXPECT_FALSE(d->networks[0].internal);
+}
+
+TEST(Networks, WrongAddressesAndNamesAreRefused) {
+    for (
+        auto fields : {
+            R"(,"Gateway":"10.0.2.1")",     // outside the subnet (the later key wins)
+            R"(,"Gateway":"10.0.1.0")",     // the network's own address
+            R"(,"Gateway":"10.0.1.255")",   // its broadcast
+            R"(,"Subnet":"10.0.1.1/24")",   // host bits set
+            R"(,"Subnet":"10.0.1.0/31")",   // too small
+            R"(,"VNI":16777216)",           // out of range
+            R"(,"VNI":0)",                  // an overlay without one
+            R"(,"Driver":"macvlan")",       // not a driver of coffer's
+            R"(,"Peers":["192.0.2.300"])",  // not an address
+            R"(,"Peers":"192.0.2.3")",      // not an array
+            R"(,"Internal":"yes")",         // not a boolean
+            R"(,"Services":[{"ID":"s000000000000000000000001","Name":"db","EndpointMode":"vip","VIP":"10.0.9.3"}])",
+            R"(,"Services":[{"ID":"s000000000000000000000001","Name":"db","EndpointMode":"dnsrr","VIP":"10.0.1.3"}])",
+            R"(,"Services":[{"ID":"s000000000000000000000001","Name":"../x","EndpointMode":"dnsrr"}])",
+            R"(,"Services":[{"ID":"s000000000000000000000001","Name":"db","EndpointMode":"dnsrr","Tasks":[{"ID":"t1","Name":"db.1.t1","Address":"10.0.8.7"}]}])",
+            R"(,"Services":[{"ID":"s000000000000000000000001","Name":"db","EndpointMode":"dnsrr","Aliases":["a b"]}])",
+        }) {
+        auto d = decode_networks(msg(networks_text(fields)));
+        EXPECT_FALSE(d) << fields;
+        if (!d) {
+            EXPECT_NE(d.error().message.find("malformed message"), std::string::npos);
+        }
+    }
+    // The same network twice.
+    auto twice = sample_networks();
+    twice.networks.push_back(twice.networks.front());
+    EXPECT_FALSE(decode_networks(encode(twice)));
+}
+
+TEST(Assignments, TaskNetworksAreChecked) {
+    for (
+        auto field :
+        {R"("NetworkMode":"bridge")", R"("Networks":[{"NetworkID":"x","Address":"10.0.1.7/24"}])",
+         R"("Networks":[{"NetworkID":"n000000000000000000000001","Address":"10.0.1.7"}])",
+         R"("Networks":[{"NetworkID":"n000000000000000000000001","Address":"10.0.1.0/24"}])",
+         R"("NetworkMode":"host","Networks":[{"NetworkID":"n000000000000000000000001","Address":"10.0.1.7/24"}])",
+         R"("HostPorts":[{"Protocol":"sctp","TargetPort":1,"PublishedPort":1}])",
+         R"("HostPorts":[{"Protocol":"tcp","TargetPort":0,"PublishedPort":1}])",
+         R"("HostPorts":[{"Protocol":"tcp","TargetPort":80,"PublishedPort":70000}])"}) {
+        auto text = fmt::format(
+            R"({{"type":"assignments","Type":"complete","Sequence":1,"Changes":[{{"Action":"add",)"
+            R"("Task":{{"ID":"abcdefghijklmnopqrstuvwxy","Image":"busybox",{}}}}}]}})",
+            field);
+        auto d = decode_assignments(msg(text));
+        ASSERT_TRUE(d) << text;
+        ASSERT_EQ(d->changes.size(), 1u);
+        EXPECT_TRUE(d->changes[0].invalid) << field;
+    }
 }

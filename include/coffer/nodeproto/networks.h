@@ -58,8 +58,8 @@ struct NetworkPayload {
     std::string gateway;             // this node's address on the network (its bridge's)
     std::uint32_t vni = 0;           // overlay: 1..16777215
     std::uint32_t mtu = 1450;
-    bool internal = false;  // no route out of the network
-    bool ingress = false;   // the routing mesh's network
+    bool internal = false;           // no route out of the network
+    bool ingress = false;            // the routing mesh's network
     std::vector<std::string> peers;  // overlay: the other nodes' underlay IPv4 addresses
     std::vector<NetworkService> services;
     bool operator==(const NetworkPayload&) const = default;
