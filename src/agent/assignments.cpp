@@ -78,6 +78,11 @@ TaskAssignment task_of(nodeproto::TaskPayload&& p) {
         t.mode = m.mode;
         s.mounts.push_back(std::move(t));
     }
+    s.host_network = p.network_mode == "host";
+    for (auto& n : p.networks)
+        s.networks.push_back({std::move(n.network_id), std::move(n.address), std::move(n.aliases)});
+    for (auto& hp : p.host_ports)
+        s.host_ports.push_back({std::move(hp.protocol), hp.target_port, hp.published_port});
     return a;
 }
 

@@ -379,8 +379,13 @@ Result<std::string> make_oci_config(const ConfigInput& in) {
                                               {"rbind", "ro", "nosuid", "nodev", "noexec"}));
 
     json::array namespaces;
-    for (auto ns : {"pid", "network", "ipc", "uts", "mount", "cgroup"})
-        namespaces.push_back(json::object{{"type", ns}});
+    for (auto ns : {"pid", "network", "ipc", "uts", "mount", "cgroup"}) {
+        if (std::string_view(ns) == "network" && in.host_network) continue;
+        if (std::string_view(ns) == "network" && !in.netns.empty())
+            namespaces.push_back(json::object{{"type", ns}, {"path", in.netns}});
+        else
+            namespaces.push_back(json::object{{"type", ns}});
+    }
 
     json::object resources{{"devices", json::array{{{"allow", false}, {"access", "rwm"}}}}};
     const auto& lim = spec.limits;
@@ -415,9 +420,10 @@ Result<std::string> make_oci_config(const ConfigInput& in) {
                 k.find("..") != std::string::npos)
                 return make_error(Errc::invalid_argument,
                                   fmt::format("sysctl {} is not namespaced", k));
+            if (k.starts_with("net.") && !in.netns.empty()) continue;  // set in it already
             sysctl[k] = v;
         }
-        linux["sysctl"] = std::move(sysctl);
+        if (!sysctl.empty()) linux["sysctl"] = std::move(sysctl);
     }
     if (spec.user_namespace) {
         linux["namespaces"].as_array().push_back(json::object{{"type", "user"}});

@@ -43,6 +43,10 @@ struct ConfigInput {
     // The process's identity as resolved in the image (resolve_user); null: spec->user (or the
     // image's), numeric only.
     const ProcessUser* user = nullptr;
+    // The task's network namespace (the agent's, with its interfaces; its net.* sysctls are set
+    // there already); empty: a new one with loopback only. host_network: the node's.
+    std::string netns;
+    bool host_network = false;
 };
 
 // A path of the task's rootfs that the runtime mounts on or creates in, and what it must be.

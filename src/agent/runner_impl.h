@@ -16,6 +16,7 @@
 #include <string>
 
 #include "cgroups.h"
+#include "coffer/agent/node_networks.h"
 #include "coffer/agent/runner.h"
 #include "coffer/agent/secret_mount.h"
 #include "coffer/agent/secret_store.h"
@@ -50,6 +51,8 @@ struct Runner::Impl {
         std::vector<VolumeUse> volumes;  // the named volumes it mounts (anonymous ones: in layer)
         Mount rootfs;
         SecretMount secrets;
+        // Its namespace and interfaces: detached once its container and cgroup are gone.
+        std::unique_ptr<TaskNetwork> network;
         CgroupDir cgroup;
         Container container;
         Child

@@ -156,6 +156,19 @@ void Runner::Impl::prepare_and_start(Task& t, const TaskSpec& spec,
         if (auto ok = model::validate_task_options(options); !ok)
             throw Rejected{ok.error().message};
     }
+    if (spec.host_network && !spec.networks.empty())
+        throw Rejected{"a task on the node's network (network mode host) joins no other network"};
+    if (spec.host_network && spec.user_namespace)
+        throw Rejected{"a task in a user namespace cannot share the node's network namespace"};
+    if (!spec.host_network && spec.networks.empty() && !spec.host_ports.empty())
+        throw Rejected{"a port published in host mode needs a network to reach the task on"};
+    if (!spec.networks.empty() && !opt.networks)
+        throw Rejected{"this agent runs no networks: a task on networks cannot run here"};
+    if (spec.host_network && !spec.host_ports.empty())
+        log::warn("runner",
+                  "task {}: published ports are not mapped: on the node's network, the task "
+                  "listens on the node's ports itself",
+                  spec.id);
     if (spec.init && ::access(init_binary, X_OK) != 0)
         throw Rejected{fmt::format(
             "init requested, but this node has no {} (Debian's package tini)", init_binary)};
@@ -172,6 +185,19 @@ void Runner::Impl::prepare_and_start(Task& t, const TaskSpec& spec,
         make_dir(b + "/secrets", 0700);
         make_dir(res.layer.path() + "/upper", 0755);
         make_dir(res.layer.path() + "/work", 0700);
+
+        // Its namespace and interfaces, kept in the bundle (netns, cni/): the runtime joins it.
+        if (!spec.networks.empty()) {
+            timed("attach the task's networks");
+            auto attached = opt.networks->attach(spec, b);
+            if (!attached) {
+                auto& e = attached.error();
+                if (e.code == Errc::invalid_argument || e.code == Errc::unavailable)
+                    throw Rejected{e.message};
+                throw std::runtime_error(e.message);
+            }
+            res.network = std::move(*attached);
+        }
 
         timed("mount rootfs overlay");
         res.rootfs = Mount::make("overlay", b + "/rootfs", "overlay", 0,
@@ -205,9 +231,23 @@ void Runner::Impl::prepare_and_start(Task& t, const TaskSpec& spec,
         timed("write the task's hosts, hostname and resolv.conf");
         std::vector<BindMount> engine_binds;
         std::string hostname = spec.hostname.empty() ? spec.id.substr(0, 12) : spec.hostname;
-        write_file(b + "/hosts", hosts_file(hostname, spec.extra_hosts), 0644);
+        if (res.network) {
+            write_file(b + "/hosts",
+                       hosts_file(hostname, spec.extra_hosts, res.network->addresses()), 0644);
+            if (!spec.dns.nameservers.empty())
+                log::warn("runner",
+                          "task {}: its DNS nameservers are not in its resolv.conf: on networks, "
+                          "it asks the node's resolver at {}, which forwards to the node's",
+                          spec.id, res.network->nameserver());
+            write_file(
+                b + "/resolv.conf",
+                resolv_conf_for_resolver(spec.dns, node_resolv_conf(), res.network->nameserver()),
+                0644);
+        } else {
+            write_file(b + "/hosts", hosts_file(hostname, spec.extra_hosts), 0644);
+            write_file(b + "/resolv.conf", resolv_conf(spec.dns, node_resolv_conf()), 0644);
+        }
         write_file(b + "/hostname", hostname + "\n", 0644);
-        write_file(b + "/resolv.conf", resolv_conf(spec.dns, node_resolv_conf()), 0644);
         engine_binds.push_back({b + "/hosts", "/etc/hosts"});
         engine_binds.push_back({b + "/hostname", "/etc/hostname"});
         engine_binds.push_back({b + "/resolv.conf", "/etc/resolv.conf"});
@@ -341,6 +381,8 @@ void Runner::Impl::prepare_and_start(Task& t, const TaskSpec& spec,
         ci.userns_base = opt.userns_base;
         ci.userns_size = opt.userns_size;
         ci.user = &user;
+        if (res.network) ci.netns = res.network->netns();
+        ci.host_network = spec.host_network;
         write_file(b + "/config.json", check(make_oci_config(ci)));
 
         timed("open output");

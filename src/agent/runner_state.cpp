@@ -29,6 +29,9 @@ Leftovers Runner::recover_leftovers() {
     for (const auto& base : {im.tasks_dir(), im.layers_dir()}) {
         for (auto& name : list_dir(base)) {
             auto path = fmt::format("{}/{}", base, name);
+            // Its interfaces while its namespace (if this process still sees it) is there.
+            if (base == im.tasks_dir())
+                l.interfaces += NodeNetworks::remove_task_leftovers(path, im.opt.cni_path);
             for (auto& m : mounts_under(path)) {
                 if (::umount2(m.c_str(), MNT_DETACH | UMOUNT_NOFOLLOW) == 0) ++l.mounts;
             }

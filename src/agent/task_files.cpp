@@ -1,5 +1,7 @@
 #include "task_files.h"
 
+#include <algorithm>
+
 #include <fmt/format.h>
 
 namespace coffer::agent {
@@ -26,6 +28,11 @@ bool loopback(std::string_view ip) {
 }  // namespace
 
 std::string hosts_file(std::string_view hostname, const std::vector<std::string>& extra_hosts) {
+    return hosts_file(hostname, extra_hosts, {});
+}
+
+std::string hosts_file(std::string_view hostname, const std::vector<std::string>& extra_hosts,
+                       const std::vector<std::string>& addresses) {
     std::string out =
         "127.0.0.1\tlocalhost\n"
         "::1\tlocalhost ip6-localhost ip6-loopback\n"
@@ -33,7 +40,8 @@ std::string hosts_file(std::string_view hostname, const std::vector<std::string>
         "ff00::0\tip6-mcastprefix\n"
         "ff02::1\tip6-allnodes\n"
         "ff02::2\tip6-allrouters\n";
-    out += fmt::format("127.0.1.1\t{}\n", hostname);
+    if (addresses.empty()) out += fmt::format("127.0.1.1\t{}\n", hostname);
+    for (const auto& a : addresses) out += fmt::format("{}\t{}\n", a, hostname);
     for (const auto& h : extra_hosts) {
         auto w = words(h);
         if (w.size() < 2) continue;  // checked before: "IP host [aliases...]"
@@ -65,6 +73,18 @@ std::string resolv_conf(const DnsSettings& dns, std::string_view node) {
     if (!search.empty()) out += fmt::format("search {}\n", fmt::join(search, " "));
     if (!options.empty()) out += fmt::format("options {}\n", fmt::join(options, " "));
     return out;
+}
+
+std::string resolv_conf_for_resolver(const DnsSettings& dns, std::string_view node,
+                                     std::string_view nameserver) {
+    DnsSettings mine;
+    mine.nameservers = {std::string(nameserver)};
+    mine.search = dns.search;
+    mine.options = dns.options;
+    bool ndots = std::any_of(mine.options.begin(), mine.options.end(),
+                             [](const std::string& o) { return o.starts_with("ndots:"); });
+    if (!ndots) mine.options.push_back("ndots:0");
+    return resolv_conf(mine, node);
 }
 
 }  // namespace coffer::agent

@@ -419,7 +419,6 @@ CommandResult run_command(Child::Options o) {
     UniqueFd out_r(out_pipe[0]), out_w(out_pipe[1]);
     if (::pipe2(err_pipe, O_CLOEXEC) != 0) throw_errno("pipe");
     UniqueFd err_r(err_pipe[0]), err_w(err_pipe[1]);
-    o.stdin_fd = -1;
     o.stdout_fd = out_w.get();
     o.stderr_fd = err_w.get();
     Child child = Child::spawn(o);

@@ -23,7 +23,10 @@
 #include "coffer/agent/enrollment.h"
 #include "coffer/agent/executor.h"
 #include "coffer/agent/image_store.h"
+#include "coffer/agent/net_rules.h"
 #include "coffer/agent/node_description.h"
+#include "coffer/agent/node_networks.h"
+#include "coffer/agent/resolver.h"
 #include "coffer/agent/runner.h"
 #include "coffer/agent/session.h"
 #include "coffer/agent/task_drivers.h"
@@ -101,8 +104,29 @@ struct NodeOptions {
 // How tasks run in this agent: containers through the Runner, or nothing (benchmark mode).
 struct Tasks {
     std::unique_ptr<ImageStore> images;
+    // The tasks' resolver and the node's networks outlive the driver's tasks (which hold their
+    // interfaces), the networks' hooks use the resolver.
+    std::unique_ptr<Resolver> resolver;
+    std::unique_ptr<NodeNetworks> networks;
     std::unique_ptr<TaskDriver> driver;
 };
+
+// The node's networks, with the resolver answering on them, the routing mesh's rules on the
+// node and each task's VIP rules in its namespace kept up with every networks message.
+std::unique_ptr<NodeNetworks> make_networks(Resolver& resolver) {
+    NodeNetworksOptions o;
+    o.on_applied = [&resolver](const nodeproto::NetworksMessage& m) {
+        if (auto r = resolver.set(m); !r) log::warn("network", "resolver: {}", r.error().message);
+        if (auto r = apply_node_rules(node_ingress_rules(m)); !r)
+            log::warn("network", "ingress rules: {}", r.error().message);
+    };
+    o.on_task = [](const nodeproto::NetworksMessage& m, const std::string& netns,
+                   const std::vector<std::string>& networks) {
+        if (auto r = apply_in_netns(netns, task_vip_rules(m, networks)); !r)
+            throw ErrorException(std::move(r).error().context("VIP rules"));
+    };
+    return std::make_unique<NodeNetworks>(std::move(o));
+}
 
 Tasks make_tasks(const NodeOptions& o) {
     Tasks t;
@@ -112,7 +136,11 @@ Tasks make_tasks(const NodeOptions& o) {
         return t;
     }
     t.images = std::make_unique<ImageStore>(o.data_dir + "/images");
+    t.resolver = std::make_unique<Resolver>();
+    // Removes what an agent before left of the node's networks.
+    t.networks = make_networks(*t.resolver);
     RunnerOptions opt;
+    opt.networks = t.networks.get();
     opt.run_dir = o.run_dir;
     opt.data_dir = o.data_dir;
     opt.runtime = o.runtime;
@@ -123,10 +151,11 @@ Tasks make_tasks(const NodeOptions& o) {
     auto driver = std::make_unique<RunnerDriver>(opt, *t.images);
     // What a previous agent left goes first; the manager's complete set restarts what should run.
     auto left = driver->runner().recover_leftovers();
-    if (left.containers + left.mounts + left.task_dirs + left.cgroups > 0)
+    if (left.containers + left.mounts + left.task_dirs + left.cgroups + left.interfaces > 0)
         log::info("runner",
-                  "cleaned leftovers: {} containers, {} mounts, {} task directories, {} cgroups",
-                  left.containers, left.mounts, left.task_dirs, left.cgroups);
+                  "cleaned leftovers: {} containers, {} mounts, {} task directories, {} cgroups, "
+                  "{} task interfaces",
+                  left.containers, left.mounts, left.task_dirs, left.cgroups, left.interfaces);
     t.driver = std::move(driver);
     return t;
 }
@@ -211,7 +240,19 @@ int run_node(const NodeOptions& o, const crypto::SecureBuffer& token) {
     options.limits.idle_timeout = std::chrono::seconds(8);
     options.description = std::move(*description);
     SessionLoopHandlers handlers;
-    handlers.on_message = [&executor](nodeconn::Message m) { executor.handle(m); };
+    handlers.on_message = [&executor, &tasks](nodeconn::Message m) {
+        if (m.type != "networks") return executor.handle(m);
+        if (!tasks.networks) {
+            log::warn("network", "benchmark mode: a networks message is not applied");
+            return;
+        }
+        auto decoded = nodeproto::decode_networks(m.json);
+        if (!decoded) {
+            log::warn("network", "ignoring a networks message: {}", decoded.error().message);
+            return;
+        }
+        tasks.networks->submit(std::move(*decoded));
+    };
     handlers.on_connected = [&executor] { executor.connected(); };
     SessionLoop loop(std::move(options), std::move(handlers));
     session.store(&loop);
@@ -351,11 +392,14 @@ int main(int argc, char** argv) {
         opt.seccomp_profile = seccomp;
         Runner runner(opt, store);
         auto left = runner.recover_leftovers();
-        if (left.containers + left.mounts + left.task_dirs + left.cgroups > 0)
-            log::info(
-                "runner",
-                "cleaned leftovers: {} containers, {} mounts, {} task directories, {} cgroups",
-                left.containers, left.mounts, left.task_dirs, left.cgroups);
+        if (left.containers + left.mounts + left.task_dirs + left.cgroups + left.interfaces > 0)
+            log::info("runner",
+                      "cleaned leftovers: {} containers, {} mounts, {} task directories, {} "
+                      "cgroups, {} task interfaces",
+                      left.containers, left.mounts, left.task_dirs, left.cgroups, left.interfaces);
+        // The node's networks: what an agent that did not end left of them.
+        if (int n = NodeNetworks::remove_leftovers(); n > 0)
+            log::info("network", "removed {} bridges, VXLAN devices, chains and jumps", n);
         if (cleanup->parsed()) return 0;
 
         std::ifstream in(spec_file);

@@ -18,6 +18,8 @@
 
 namespace coffer::agent {
 
+class NodeNetworks;
+
 struct RunnerOptions {
     std::string run_dir = "/run/coffer-agent";       // bundles, secret mounts, runtime state
     std::string data_dir = "/var/lib/coffer-agent";  // writable layers, task logs
@@ -33,6 +35,10 @@ struct RunnerOptions {
     std::uint32_t userns_base = 100000;     // host id of root in a task's user namespace
     std::uint32_t userns_size = 65536;
     unsigned teardown_threads = 2;
+    // The node's networks, which a task with TaskSpec::networks is attached to; borrowed: it
+    // outlives the runner. Null: such a task is rejected.
+    NodeNetworks* networks = nullptr;
+    std::string cni_path = "/usr/lib/cni";  // for the interfaces a crashed runner left
     // Every state change, from the runner's threads. Must not block for long nor call back into
     // the runner's stop().
     std::function<void(const TaskStatus&)> on_status;
@@ -44,6 +50,7 @@ struct Leftovers {
     int mounts = 0;
     int task_dirs = 0;
     int cgroups = 0;
+    int interfaces = 0;  // task interfaces detached (CNI DEL from their cached results)
 };
 
 class Runner {

@@ -140,7 +140,8 @@ struct CommandResult {
 CommandResult run_command(const std::vector<std::string>& argv);
 // The same, executing `program` (a path) with argv as its arguments.
 CommandResult run_command(const std::vector<std::string>& argv, const std::string& program);
-// The same for a child described by o (argv, program, hidden_mounts); its stdio are replaced.
+// The same for a child described by o (argv, program, hidden_mounts, and stdin_fd when set, a
+// descriptor the caller owns); its stdout and stderr are replaced.
 CommandResult run_command(Child::Options o);
 
 // A program copied into sealed memory (a memfd that can no longer be written, grown, shrunk or
