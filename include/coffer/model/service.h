@@ -25,6 +25,9 @@ struct SecretReference {
     std::string uid = "0";  // strings, as in Docker's API
     std::string gid = "0";
     std::uint32_t mode = 0444;
+    // A pinned version ("SecretName": "<name>@<n>"); 0: the reference follows the secret's
+    // current version.
+    std::uint64_t pinned_version = 0;
     bool operator==(const SecretReference&) const = default;
 };
 
@@ -292,6 +295,17 @@ struct Task {
     Timestamp not_before;                    // a restart delay: not started before this time
     std::uint64_t restarts = 0;  // restarts of its slot that led to it (within the window)
     std::string service_name;    // for filters and `service ps` rows
+    // The version of each of spec.container.secrets (same order) the task holds: resolved when
+    // the task is made (the pin, else the current version). Empty for a task made before
+    // secrets had versions (it holds version 1).
+    std::vector<std::uint64_t> secret_versions;
+    // The version of reference i (1 when none was recorded).
+    std::uint64_t secret_version(std::size_t i) const {
+        return i < secret_versions.size() ? secret_versions[i] : 1;
+    }
+    // The signal its main process gets after a live secret update (the service's
+    // coffer.secret-update signal:<SIG>); empty: none.
+    std::string secret_signal;
 };
 
 enum class NodeRole { worker, manager };
