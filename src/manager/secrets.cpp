@@ -249,7 +249,10 @@ Result<Object> DataObjectRegistry<Object>::update(std::string_view key, std::uin
     }
     BusyGuard busy(index_, current.meta.id);
     if (data != nullptr) {
-        auto stored = store_.get(K::data, current.meta.id);
+        // A secret's data is compared with its current version's.
+        std::uint64_t version_now = 1;
+        if constexpr (std::is_same_v<Object, Secret>) version_now = current.current;
+        auto stored = store_.get(K::data, version_data_key(current.meta.id, version_now));
         if (!stored) return std::move(stored).error().context(fmt::format("read {}", K::word));
         if (!*stored) return make_error(Errc::internal, fmt::format("{} data missing", K::word));
         if (!(*stored)->equals(data->span()))

@@ -1366,6 +1366,17 @@ TEST_F(Cluster, SecretVersionsRotateRollBackAndSurviveARestart) {
     EXPECT_EQ(text_of(secrets_->data(id, 1)), "one");
     EXPECT_EQ(text_of(secrets_->data(id, 2)), "two");
     EXPECT_EQ(text_of(secrets_->data(id)), "two");
+    // Docker's update: labels only, and Data (when given) must be the current version's.
+    auto two = crypto::SecureBuffer::copy_of(std::string_view("two"));
+    auto one = crypto::SecureBuffer::copy_of(std::string_view("one"));
+    EXPECT_TRUE(
+        secrets_->update("db", secrets_->find("db")->meta.version, {"db", {{"k", "v"}}}, &two)
+            .ok());
+    EXPECT_EQ(secrets_->update("db", secrets_->find("db")->meta.version, {"db", {}}, &one)
+                  .error()
+                  .message,
+              "only updates to Labels are allowed");
+    EXPECT_EQ(numbers(*secrets_->find("db")), (std::vector<std::uint64_t>{1, 2}));
     auto back = secrets_->rollback("db", std::nullopt);
     ASSERT_TRUE(back.ok()) << message(back);
     EXPECT_EQ(back->current, 1u);
