@@ -300,21 +300,8 @@ Result<Object> DataObjectRegistry<Object>::remove(std::string_view key) {
     store::Batch batch;
     batch.erase(K::specs, current.meta.id);
     if constexpr (std::is_same_v<Object, Secret>) {
-        // Every version goes; none may be held by a task meant to run (one of a removed
-        // service's tasks, still stopping, keeps its own copy on its node).
-        if (holders_) {
-            auto held = holders_(current.meta.id, true);
-            std::erase_if(held, [](const auto& h) { return h.second == 0; });
-            if (!held.empty()) {
-                std::vector<std::string> words;
-                for (const auto& [n, count] : held)
-                    words.push_back(
-                        fmt::format("version {} by {} task{}", n, count, count > 1 ? "s" : ""));
-                return make_error(Errc::invalid_argument,
-                                  fmt::format("secret '{}' is in use: {}", current.spec.name,
-                                              fmt::join(words, ", ")));
-            }
-        }
+        // Every version goes. As in Swarm, a secret no service references may go while a
+        // task of a former reference still runs: its node keeps its own copy until it ends.
         for (const auto& v : current.versions)
             batch.erase(K::data, version_data_key(current.meta.id, v.number));
     } else {
