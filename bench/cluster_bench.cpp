@@ -513,8 +513,17 @@ void rotate_live(const Options& o) {
     auto imported =
         coffer::run_command({o.agent, "--data-dir", data, "image", "import", layout, "busybox"});
     if (!imported.ok()) die("image import: " + imported.describe());
+    // The manager may be a node of its own: wait for this agent's node by its hostname.
     await(
-        "the agent ready", [&] { return c.ready_nodes().size() == 1; }, 30s, 5ms);
+        "the agent ready",
+        [&] {
+            auto nodes = c.get("/nodes");
+            return std::any_of(nodes.as_array().begin(), nodes.as_array().end(), [](const auto& n) {
+                return n.at("Description").at("Hostname") == "real" &&
+                       n.at("Status").at("State") == "ready";
+            });
+        },
+        60s, 5ms);
     auto sid = create_secret(c, "rot");
     json::array command;
     for (const char* arg : {"sh", "-c", "trap 'exit 0' TERM; while :; do sleep 1 & wait; done"})
@@ -527,6 +536,8 @@ void rotate_live(const Options& o) {
                                                      {"Command", command},
                                                      {"Secrets", secret_refs({{sid, "rot"}})}}}}},
         {"Mode", json::object{{"Replicated", json::object{{"Replicas", replicas}}}}}};
+    spec["TaskTemplate"].as_object()["Placement"] =
+        json::object{{"Constraints", json::array{"node.hostname==real"}}};
     auto id =
         std::string(c.call("POST", "/services/create", json::serialize(spec)).at("ID").as_string());
     await(
