@@ -500,17 +500,96 @@ void service(const Options& o) {
     report("10 replicas, parallelism 10: update -> all new", rolling);
 }
 
+// A secret rotated under a service in live mode: from the rotation request to every task's
+// file holding the new bytes, read through each container's root (real runc tasks, one agent).
+void rotate_live(const Options& o) {
+    constexpr int replicas = 10;
+    std::printf("== secret rotate, live mode: %d running tasks read the new bytes\n", replicas);
+    Cluster c(o);
+    c.start_agent("real", o.agent_args);
+    auto data = c.agent_dir("real") + "/data";
+    auto layout = c.dir() + "/images";
+    if (!coffer::run_command({o.images_script, layout}).ok()) die("make-test-images failed");
+    auto imported =
+        coffer::run_command({o.agent, "--data-dir", data, "image", "import", layout, "busybox"});
+    if (!imported.ok()) die("image import: " + imported.describe());
+    // The manager may be a node of its own: wait for this agent's node by its hostname.
+    await(
+        "the agent ready",
+        [&] {
+            auto nodes = c.get("/nodes");
+            return std::any_of(nodes.as_array().begin(), nodes.as_array().end(), [](const auto& n) {
+                return n.at("Description").at("Hostname") == "real" &&
+                       n.at("Status").at("State") == "ready";
+            });
+        },
+        60s, 5ms);
+    auto sid = create_secret(c, "rot");
+    json::array command;
+    for (const char* arg : {"sh", "-c", "trap 'exit 0' TERM; while :; do sleep 1 & wait; done"})
+        command.emplace_back(arg);
+    json::object spec{
+        {"Name", "rot"},
+        {"Labels", json::object{{"coffer.secret-update", "live"}}},
+        {"TaskTemplate",
+         json::object{{"ContainerSpec", json::object{{"Image", "busybox"},
+                                                     {"Command", command},
+                                                     {"Secrets", secret_refs({{sid, "rot"}})}}}}},
+        {"Mode", json::object{{"Replicated", json::object{{"Replicas", replicas}}}}}};
+    spec["TaskTemplate"].as_object()["Placement"] =
+        json::object{{"Constraints", json::array{"node.hostname==real"}}};
+    auto id =
+        std::string(c.call("POST", "/services/create", json::serialize(spec)).at("ID").as_string());
+    await(
+        "every task running",
+        [&] { return tasks_in(c, id, "running").size() == static_cast<std::size_t>(replicas); },
+        120s, 5ms);
+    // The containers' pids, for their roots.
+    std::vector<std::string> files;
+    auto all = c.get("/tasks");
+    for (const auto& t : all.as_array())
+        if (t.at("ServiceID").as_string() == id && t.at("Status").at("State") == "running")
+            files.push_back(fmt::format(
+                "/proc/{}/root/run/secrets/rot",
+                t.at("Status").at("ContainerStatus").at("PID").to_number<std::int64_t>()));
+    auto read = [](const std::string& path) {
+        std::ifstream in(path, std::ios::binary);
+        std::stringstream s;
+        s << in.rdbuf();
+        return s.str();
+    };
+    std::vector<double> times;
+    for (int run = 0; run < o.runs; ++run) {
+        auto bytes = fmt::format("rotation-{}", run);
+        auto t0 = Clock::now();
+        c.call("POST", fmt::format("/secrets/{}/rotate", sid),
+               json::serialize(
+                   json::object{{"Data", coffer::crypto::base64_encode(as_bytes(bytes))}}));
+        await(
+            "every task reading the new bytes",
+            [&] {
+                return std::all_of(files.begin(), files.end(),
+                                   [&](const std::string& f) { return read(f) == bytes; });
+            },
+            30s, 1ms);
+        times.push_back(ms_since(t0));
+    }
+    report(fmt::format("rotate -> {} running tasks read the new bytes", replicas).c_str(), times);
+    remove_service(c, id);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
     CLI::App app{"coffer's cluster benchmarks (root; starts its own cofferd and agents)"};
     Options o;
-    std::vector<std::string> scenarios{"node-ready", "joins", "sessions", "fanout", "service"};
+    std::vector<std::string> scenarios{"node-ready", "joins",   "sessions",
+                                       "fanout",     "service", "rotate-live"};
     app.add_option("--cofferd", o.cofferd)->required();
     app.add_option("--agent", o.agent)->required();
     o.images_script = COFFER_MAKE_TEST_IMAGES;
     app.add_option("--make-test-images", o.images_script)->capture_default_str();
-    app.add_option("--scenario", scenarios, "node-ready joins sessions fanout service")
+    app.add_option("--scenario", scenarios, "node-ready joins sessions fanout service rotate-live")
         ->capture_default_str();
     app.add_option("--runs", o.runs, "Runs per timed scenario")->capture_default_str();
     app.add_option("--agents", o.agents, "Agents for joins and fanout")->capture_default_str();
@@ -534,6 +613,8 @@ int main(int argc, char** argv) {
                 fanout(o);
             else if (s == "service")
                 service(o);
+            else if (s == "rotate-live")
+                rotate_live(o);
             else
                 die("unknown scenario " + s);
         }

@@ -32,6 +32,7 @@ TaskAssignment task_of(nodeproto::TaskPayload&& p) {
     s.cap_add = std::move(p.cap_add);
     s.cap_drop = std::move(p.cap_drop);
     a.stop_grace = std::chrono::milliseconds(p.stop_grace_ns / 1'000'000);
+    a.secret_signal = std::move(p.secret_signal);
     auto file_ref = [](nodeproto::SecretFile& f) {
         SecretRef r;
         r.secret_id = std::move(f.secret_id);
@@ -42,7 +43,12 @@ TaskAssignment task_of(nodeproto::TaskPayload&& p) {
         r.mode = f.mode;
         return r;
     };
-    for (auto& f : p.secrets) s.secrets.push_back(file_ref(f));
+    for (auto& f : p.secrets) {
+        auto version = f.version;
+        auto r = file_ref(f);
+        r.secret_id = secret_store_key(r.secret_id, version);
+        s.secrets.push_back(std::move(r));
+    }
     // A config's file is at its target when absolute, else under / (Docker's rule).
     for (auto& f : p.configs) {
         auto r = file_ref(f);
@@ -92,6 +98,10 @@ std::string config_store_key(std::string_view config_id) {
     return "config:" + std::string(config_id);
 }
 
+std::string secret_store_key(std::string_view secret_id, std::uint64_t version) {
+    return version == 0 ? std::string(secret_id) : fmt::format("{}@{}", secret_id, version);
+}
+
 Result<Assignments> parse_assignments(const crypto::SecureBuffer& text) {
     auto decoded = nodeproto::decode_assignments(text);
     if (!decoded) return std::move(decoded).error();
@@ -104,7 +114,9 @@ Result<Assignments> parse_assignments(const crypto::SecureBuffer& text) {
         c.action = w.action == nodeproto::Change::Action::add ? Change::Action::add
                                                               : Change::Action::remove;
         c.is_secret = w.is_secret;
-        c.id = w.is_config && !w.id.empty() ? config_store_key(w.id) : std::move(w.id);
+        c.id = w.is_config && !w.id.empty()   ? config_store_key(w.id)
+               : w.is_secret && !w.id.empty() ? secret_store_key(w.id, w.version)
+                                              : std::move(w.id);
         c.invalid = std::move(w.invalid);
         if (w.task) c.task = task_of(std::move(*w.task));
         if (w.secret)

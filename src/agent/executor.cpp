@@ -11,6 +11,7 @@
 
 #include "coffer/agent/assignments.h"
 #include "coffer/base/log.h"
+#include "coffer/model/task_options.h"
 #include "coffer/nodeproto/session.h"
 #include "coffer/nodeproto/status.h"
 #include "coffer/nodeproto/volumes.h"
@@ -33,7 +34,19 @@ struct Entry {
     // Starts and stops of one task run one after the other, in the order they were decided.
     bool busy = false;
     std::deque<std::function<void()>> ops;
+    // The secret versions its mount holds ("<id>@<version>"), reported with its status.
+    std::vector<std::string> mounted;
 };
+
+// The secret versions among a task's references (not its configs, nor a secret from a manager
+// without versions).
+std::vector<std::string> secret_versions_of(const TaskSpec& spec) {
+    std::vector<std::string> out;
+    for (const auto& ref : spec.secrets)
+        if (!ref.secret_id.starts_with("config:") && ref.secret_id.find('@') != std::string::npos)
+            out.push_back(ref.secret_id);
+    return out;
+}
 
 bool same_report(const TaskStatus& a, const TaskStatus& b) {
     return a.state == b.state && a.pid == b.pid && a.exit_code == b.exit_code &&
@@ -83,6 +96,7 @@ class Executor::Impl {
     // ---- the set (all under mu) ----
     void apply(Assignments a);
     void add_task(TaskAssignment a);
+    void update_secrets(Entry& e, TaskAssignment a);
     void reject_invalid(const std::string& id, const std::string& why);
     void remove_task(const std::string& id);
     void record(TaskStatus s);
@@ -201,8 +215,17 @@ void Executor::Impl::apply(Assignments a) {
 
 void Executor::Impl::add_task(TaskAssignment a) {
     const std::string id = a.spec.id;
-    if (tasks.contains(id)) {
-        log::debug("executor", "task {} is already known: not started again", id);
+    if (auto known = tasks.find(id); known != tasks.end()) {
+        // Sent again with other secret versions: its files are replaced in place.
+        auto ids = [](const TaskSpec& spec) {
+            std::vector<std::string> out;
+            for (const auto& ref : spec.secrets) out.push_back(ref.secret_id);
+            return out;
+        };
+        if (ids(known->second.spec) != ids(a.spec))
+            update_secrets(known->second, std::move(a));
+        else
+            log::debug("executor", "task {} is already known: not started again", id);
         return;
     }
     if (auto r = retired.find(id); r != retired.end()) {
@@ -239,6 +262,50 @@ void Executor::Impl::add_task(TaskAssignment a) {
     unsent[id] = e.status;
     tasks.emplace(id, std::move(e));
     if (missing.empty()) enqueue(id, [this, id, lease] { start_op(id, std::move(*lease)); });
+}
+
+void Executor::Impl::update_secrets(Entry& e, TaskAssignment a) {
+    const std::string id = a.spec.id;
+    if (!e.wanted || !e.started || is_final(e.status.state)) {
+        log::debug("executor", "task {}: new secret versions for a task that does not run", id);
+        return;
+    }
+    std::vector<std::string> ids;
+    for (const auto& ref : a.spec.secrets) {
+        if (!secrets.contains(ref.secret_id)) {
+            log::warn("executor", "task {}: secret {} was not sent before its new version", id,
+                      ref.secret_id);
+            return;
+        }
+        ids.push_back(ref.secret_id);
+    }
+    auto lease = driver.secrets().lease(ids);
+    if (!lease) {
+        log::warn("executor", "task {}: {}", id, lease.error().message);
+        return;
+    }
+    int signal = 0;
+    if (!a.secret_signal.empty()) {
+        auto n = model::signal_number(a.secret_signal);
+        if (!n) log::warn("executor", "task {}: unknown signal {}", id, a.secret_signal);
+        signal = n.value_or(0);
+    }
+    e.spec.secrets = a.spec.secrets;
+    auto held = std::make_shared<SecretLease>(std::move(*lease));
+    enqueue(id, [this, id, spec = std::move(a.spec), held, signal] {
+        auto r = driver.update_secrets(id, spec.secrets, std::move(*held), signal);
+        if (!r) {
+            log::warn("executor", "task {}: replace its secrets: {}", id, r.error().message);
+            return;
+        }
+        // Reported with its status: the manager records the delivery.
+        std::lock_guard l(mu);
+        auto it = tasks.find(id);
+        if (it == tasks.end()) return;
+        it->second.mounted = secret_versions_of(spec);
+        unsent[id] = it->second.status;
+        report_cv.notify_all();
+    });
 }
 
 void Executor::Impl::reject_invalid(const std::string& id, const std::string& why) {
@@ -345,6 +412,8 @@ void Executor::Impl::start_op(const std::string& id, SecretLease lease) {
             return;
         }
         spec = e.spec;
+        // Reported only with a running (or starting) status, which comes once it is mounted.
+        e.mounted = secret_versions_of(spec);
     }
     TaskStatus st;
     try {
@@ -500,7 +569,13 @@ void Executor::Impl::report_loop() {
         } else {
             sent = unsent;
         }
-        for (const auto& [id, s] : sent) report.statuses.push_back(report_of(s));
+        for (const auto& [id, s] : sent) {
+            report.statuses.push_back(report_of(s));
+            auto e = tasks.find(id);
+            if (e != tasks.end() &&
+                (s.state == TaskState::running || s.state == TaskState::starting))
+                report.statuses.back().secrets = e->second.mounted;
+        }
         report.volumes = volume_reports();
         auto message = nodeproto::encode(report);
         auto gen = generation;

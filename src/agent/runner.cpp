@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstring>
 #include <filesystem>
 
 #include "coffer/base/log.h"
@@ -196,6 +197,50 @@ Result<TaskStatus> Runner::stop(std::string_view id, std::chrono::milliseconds g
             return make_error(Errc::unavailable, fmt::format("task {} did not end", id));
     }
     return t->status;
+}
+
+Result<void> Runner::update_secrets(std::string_view id, const std::vector<SecretRef>& refs,
+                                    SecretLease lease, int signal) {
+    std::shared_ptr<Impl::Task> t;
+    {
+        std::lock_guard g(impl_->mu);
+        auto it = impl_->tasks.find(id);
+        if (it == impl_->tasks.end() || !it->second->res || it->second->stop_requested ||
+            (it->second->status.state != TaskState::running &&
+             it->second->status.state != TaskState::starting))
+            return make_error(Errc::not_found, fmt::format("task {} does not run", id));
+        t = it->second;
+    }
+    auto files = plan_secret_files(refs);
+    if (!files) return std::move(files).error();
+    for (const auto& ref : refs)
+        if (!lease.holds(ref.secret_id))
+            return make_error(Errc::invalid_argument,
+                              fmt::format("no lease on secret {}", ref.secret_id));
+    {
+        std::lock_guard secrets_lock(t->secrets_mu);
+        if (t->secrets_gone)
+            return make_error(Errc::not_found, fmt::format("task {} has ended", id));
+        try {
+            impl_->secrets.read(
+                [&](const SecretBytes& bytes) { t->res->secrets.replace(*files, bytes); });
+        } catch (const ErrorException& e) {
+            return e.error();
+        } catch (const std::exception& e) {
+            return make_error(Errc::internal,
+                              fmt::format("task {}: replace secret files: {}", id, e.what()));
+        }
+        t->secrets = std::move(lease);  // the old versions' lease goes
+    }
+    log::info("runner", "task {}: secret files replaced", id);
+    if (signal != 0) {
+        std::lock_guard g(impl_->mu);
+        if (t->signal_fd &&
+            ::syscall(SYS_pidfd_send_signal, t->signal_fd.get(), signal, nullptr, 0) != 0)
+            return make_error(Errc::internal,
+                              fmt::format("task {}: signal {}: {}", id, signal, strerror(errno)));
+    }
+    return {};
 }
 
 std::optional<TaskStatus> Runner::status(std::string_view id) const {

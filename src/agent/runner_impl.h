@@ -62,6 +62,9 @@ struct Runner::Impl {
     struct Task {
         TaskStatus status;
         SecretLease secrets;  // the task's secrets in Impl::secrets, until they are wiped
+        // Held while its secret files are replaced or wiped; secrets_gone once wiped.
+        std::mutex secrets_mu;
+        bool secrets_gone = false;
         std::unique_ptr<Resources> res;
         UniqueFd signal_fd;         // a pidfd for signals, valid while running
         int stop_signal = SIGTERM;  // what stop() sends first (TaskSpec::stop_signal)

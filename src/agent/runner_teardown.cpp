@@ -28,12 +28,16 @@ void Runner::Impl::teardown(const std::shared_ptr<Task>& t, int wait_status) {
         cv.wait_for(l, std::chrono::seconds(2), [&] { return t->output_closed; });
     }
     res.cgroup.reset();  // kills what is left, if anything
-    try {
-        res.secrets.wipe_and_unmount();
-    } catch (const std::exception& e) {
-        log::warn("runner", "task {}: wipe secrets: {}", t->status.id, e.what());
+    {
+        std::lock_guard secrets_lock(t->secrets_mu);  // not while its files are replaced
+        t->secrets_gone = true;
+        try {
+            res.secrets.wipe_and_unmount();
+        } catch (const std::exception& e) {
+            log::warn("runner", "task {}: wipe secrets: {}", t->status.id, e.what());
+        }
+        t->secrets.reset();  // the last lease on a secret wipes its bytes
     }
-    t->secrets.reset();  // the last lease on a secret wipes its bytes
 
     TaskStatus s;
     {

@@ -143,6 +143,8 @@ SecretMount SecretMount::create(const std::string& dir, const std::vector<Secret
 
     SecretMount m;
     m.size_limit_ = size;
+    m.inodes_ = inodes;
+    m.create_options_ = o;
     m.options_ = fmt::format("size={},nr_inodes={},mode=0755", size, inodes);
     constexpr unsigned long flags = MS_NOSUID | MS_NODEV | MS_NOEXEC;
     int state = noswap_state.load();
@@ -150,6 +152,7 @@ SecretMount SecretMount::create(const std::string& dir, const std::vector<Secret
         try {
             m.mount_ = Mount::make("coffer-secrets", dir, "tmpfs", flags, m.options_ + ",noswap");
             m.options_ += ",noswap";
+            m.extra_options_ = ",noswap";
             if (state < 0) noswap_state.store(1);
         } catch (const SystemError& e) {
             if (e.code() != EINVAL || state == 1) throw;
@@ -191,6 +194,8 @@ SecretMount SecretMount::create(const std::string& dir, const std::vector<Secret
             if (::fchmod(fd.get(), f.mode) != 0)
                 throw_errno(fmt::format("chmod secret file for {}", f.path));
             m.files_.push_back(std::move(rel));
+            m.paths_.push_back(f.path);
+            m.ids_.push_back(f.secret_id);
         }
     }
     if (any_relative || files.empty()) {
@@ -199,6 +204,75 @@ SecretMount SecretMount::create(const std::string& dir, const std::vector<Secret
     }
     m.mount_.remount(flags | MS_RDONLY, m.options_);
     return m;
+}
+
+void SecretMount::replace(const std::vector<SecretFile>& files, const SecretBytes& bytes) {
+    auto refuse = [](std::string why) {
+        throw ErrorException(make_error(Errc::invalid_argument, std::move(why)));
+    };
+    if (!mount_.active()) refuse("the task's secrets are unmounted");
+    if (files.size() != paths_.size()) refuse("the task's secret targets changed");
+    std::vector<std::size_t> changed;
+    std::uint64_t extra = 0;
+    for (std::size_t i = 0; i < files.size(); ++i) {
+        if (files[i].path != paths_[i])
+            refuse(fmt::format("secret target {} is not {}", files[i].path, paths_[i]));
+        if (files[i].secret_id == ids_[i]) continue;
+        // A file bind-mounted at an absolute target pins its inode: a rename is not seen there.
+        if (below_secrets_dir(files[i].path).empty())
+            refuse(fmt::format("{} is outside {}: its file cannot be replaced in place",
+                               files[i].path, secrets_dir));
+        auto it = bytes.find(files[i].secret_id);
+        if (it == bytes.end()) refuse(fmt::format("no bytes for secret {}", files[i].secret_id));
+        extra += (it->second.size() + page - 1) / page * page + page;
+        changed.push_back(i);
+    }
+    if (changed.empty()) return;
+    // Room for each new file beside the old one (a reader may keep the old one open).
+    size_limit_ += extra;
+    inodes_ += changed.size();
+    options_ =
+        fmt::format("size={},nr_inodes={},mode=0755{}", size_limit_, inodes_, extra_options_);
+    constexpr unsigned long flags = MS_NOSUID | MS_NODEV | MS_NOEXEC;
+    constexpr const char* scratch = ".coffer-replace";
+    mount_.remount(flags, options_);
+    try {
+        UniqueFd root(
+            ::open(mount_.target().c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+        if (!root) throw_errno(fmt::format("open {}", mount_.target()));
+        // As in create(): no runtime started meanwhile may inherit a file open for writing.
+        SpawnFence fence;
+        for (auto i : changed) {
+            const auto& f = files[i];
+            auto [parent, leaf] = make_parents(root.get(), files_[i]);
+            ::unlinkat(root.get(), scratch, 0);  // left by a replace that failed
+            UniqueFd fd(::openat(root.get(), scratch,
+                                 O_CREAT | O_EXCL | O_WRONLY | O_NOFOLLOW | O_CLOEXEC, 0600));
+            if (!fd) throw_errno(fmt::format("create new secret file for {}", f.path));
+            const auto& b = bytes.find(f.secret_id)->second;
+            write_all(fd.get(), b.data(), b.size(),
+                      fmt::format("write new secret file for {}", f.path));
+            if (::fchown(fd.get(), f.uid + create_options_.uid_shift,
+                         f.gid + create_options_.gid_shift) != 0)
+                throw_errno(fmt::format("chown new secret file for {}", f.path));
+            if (::fchmod(fd.get(), f.mode) != 0)
+                throw_errno(fmt::format("chmod new secret file for {}", f.path));
+            fd.reset();
+            // The old file's pages are freed once the last reader closes it; they cannot be
+            // wiped before that without a reader seeing zeros.
+            if (::renameat(root.get(), scratch, parent.get(), leaf.c_str()) != 0)
+                throw_errno(fmt::format("rename new secret file over {}", f.path));
+            ids_[i] = f.secret_id;
+        }
+    } catch (...) {
+        try {
+            mount_.remount(flags | MS_RDONLY, options_);
+        } catch (const std::exception& e) {
+            log::warn("runner", "secrets at {} stay writable: {}", mount_.target(), e.what());
+        }
+        throw;
+    }
+    mount_.remount(flags | MS_RDONLY, options_);
 }
 
 void SecretMount::wipe_and_unmount() {

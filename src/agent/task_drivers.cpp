@@ -37,6 +37,11 @@ Result<TaskStatus> RunnerDriver::stop(std::string_view id, std::chrono::millisec
     return runner_->stop(id, grace);
 }
 
+Result<void> RunnerDriver::update_secrets(std::string_view id, const std::vector<SecretRef>& refs,
+                                          SecretLease secrets, int signal) {
+    return runner_->update_secrets(id, refs, std::move(secrets), signal);
+}
+
 std::string RunnerDriver::log_path(std::string_view id) const {
     return runner_->log_path(id);
 }
@@ -95,6 +100,19 @@ Result<TaskStatus> NoopDriver::stop(std::string_view id, std::chrono::millisecon
     s.reason = "stopped";
     publish(s);
     return s;
+}
+
+Result<void> NoopDriver::update_secrets(std::string_view id, const std::vector<SecretRef>& refs,
+                                        SecretLease secrets, int) {
+    std::lock_guard l(mu_);
+    auto it = running_.find(id);
+    if (it == running_.end()) return make_error(Errc::not_found, fmt::format("no task {}", id));
+    for (const auto& ref : refs)
+        if (!secrets.holds(ref.secret_id))
+            return make_error(Errc::invalid_argument,
+                              fmt::format("no bytes for secret {}", ref.secret_id));
+    it->second = std::move(secrets);
+    return {};
 }
 
 std::string NoopDriver::log_path(std::string_view) const {

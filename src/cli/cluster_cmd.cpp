@@ -159,21 +159,31 @@ void add_cluster_join_token(CLI::App& cluster, Globals& g) {
     });
 }
 
-// cluster update --cert-expiry DURATION
+// cluster update [--cert-expiry DURATION] [--secret-versions-kept N]
 void add_cluster_update(CLI::App& cluster, Globals& g) {
     auto* cmd = cluster.add_subcommand("update", "Change cluster settings");
     auto expiry = std::make_shared<std::string>();
+    auto kept = std::make_shared<std::uint64_t>(0);
     cmd->add_option("--cert-expiry", *expiry,
-                    "Validity of node certificates (e.g. 2160h, 90d; at least 1h)")
-        ->required();
-    cmd->callback([&g, expiry] {
-        auto seconds = model::parse_duration(*expiry);
-        if (!seconds)
+                    "Validity of node certificates (e.g. 2160h, 90d; at least 1h)");
+    cmd->add_option("--secret-versions-kept", *kept,
+                    "How many of a secret's newest versions are kept (older ones are wiped "
+                    "once no task holds them)")
+        ->check(CLI::PositiveNumber);
+    cmd->callback([&g, expiry, kept] {
+        if (expiry->empty() && *kept == 0)
             throw CLI::RuntimeError(
-                report({Errc::invalid_argument, "invalid duration " + *expiry}));
+                report({Errc::invalid_argument, "give --cert-expiry or --secret-versions-kept"}));
+        json::object spec;
+        if (!expiry->empty()) {
+            auto seconds = model::parse_duration(*expiry);
+            if (!seconds)
+                throw CLI::RuntimeError(
+                    report({Errc::invalid_argument, "invalid duration " + *expiry}));
+            spec["CAConfig"] = json::object{{"NodeCertExpiry", seconds->count() * 1'000'000'000}};
+        }
+        if (*kept) spec["CofferSecrets"] = json::object{{"VersionsKept", *kept}};
         ApiClient api(g.host);
-        json::object spec{
-            {"CAConfig", json::object{{"NodeCertExpiry", seconds->count() * 1'000'000'000}}}};
         auto r = swarm_update(api, "", spec);
         if (!r) throw CLI::RuntimeError(report(r.error()));
         std::printf("Cluster updated.\n");

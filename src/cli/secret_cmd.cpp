@@ -8,6 +8,7 @@
 #include "coffer/crypto/encoding.h"
 #include "coffer/crypto/secure_buffer.h"
 #include "coffer/model/secret.h"
+#include "coffer/net/http.h"
 #include "common.h"
 #include "format.h"
 #include "output.h"
@@ -155,6 +156,87 @@ void add_rm(CLI::App& group, Globals& g, const Kind& k) {
     });
 }
 
+// secret rotate [--only-if-different] NAME FILE|-: a new version, made current.
+void add_rotate(CLI::App& group, Globals& g, const Kind& k) {
+    auto* cmd = group.add_subcommand(
+        "rotate", "Add a version of a secret from a file or STDIN and make it current");
+    auto name = std::make_shared<std::string>();
+    auto source = std::make_shared<std::string>();
+    auto only_if_different = std::make_shared<bool>(false);
+    cmd->add_flag("--only-if-different", *only_if_different,
+                  "Add no version when the bytes equal the current version's");
+    cmd->add_option("secret", *name, "Secret name or ID")->required();
+    cmd->add_option("file", *source, "File to read the new version from, or - for STDIN")
+        ->required();
+    cmd->callback([&g, &k, name, source, only_if_different] {
+        auto data = read_secret_source(*source, k.read_limit);
+        if (!data) throw CLI::RuntimeError(report(data.error()));
+        // The body is assembled in secure memory around the base64 of the bytes.
+        constexpr std::string_view head = "{\"Data\":\"";
+        auto b64 = crypto::base64_encode_secure(data->span());
+        crypto::SecureBuffer body(head.size() + b64.size() + 2);
+        std::memcpy(body.data(), head.data(), head.size());
+        std::memcpy(body.data() + head.size(), b64.data(), b64.size());
+        std::memcpy(body.data() + head.size() + b64.size(), "\"}", 2);
+        ApiClient api(g.host);
+        auto r = api.call("POST",
+                          fmt::format("/secrets/{}/rotate{}", net::percent_encode(*name),
+                                      *only_if_different ? "?onlyIfDifferent=true" : ""),
+                          body.span());
+        if (!r) throw CLI::RuntimeError(report(r.error()));
+        if (at(*r, {"Changed"}) && at(*r, {"Changed"})->is_bool() &&
+            !at(*r, {"Changed"})->as_bool())
+            std::printf("%s unchanged: version %lld is current\n", name->c_str(),
+                        static_cast<long long>(number(*r, {"Version"})));
+        else
+            std::printf("%s version %lld\n", name->c_str(),
+                        static_cast<long long>(number(*r, {"Version"})));
+    });
+}
+
+// secret rollback NAME [--to N]: an earlier version current again.
+void add_rollback(CLI::App& group, Globals& g) {
+    auto* cmd =
+        group.add_subcommand("rollback", "Make an earlier version of a secret current again");
+    auto name = std::make_shared<std::string>();
+    auto to = std::make_shared<std::uint64_t>(0);
+    cmd->add_option("--to", *to, "The version to make current (default: the previous one)")
+        ->check(CLI::PositiveNumber);
+    cmd->add_option("secret", *name, "Secret name or ID")->required();
+    cmd->callback([&g, name, to] {
+        ApiClient api(g.host);
+        auto r = api.call("POST", fmt::format("/secrets/{}/rollback{}", net::percent_encode(*name),
+                                              *to ? fmt::format("?to={}", *to) : std::string()));
+        if (!r) throw CLI::RuntimeError(report(r.error()));
+        std::printf("%s version %lld\n", name->c_str(),
+                    static_cast<long long>(number(*r, {"Version"})));
+    });
+}
+
+// secret history NAME: which version reached which task, service and node, and when.
+void add_history(CLI::App& group, Globals& g) {
+    auto* cmd = group.add_subcommand("history",
+                                     "Show which version of a secret reached which task, and when");
+    auto name = std::make_shared<std::string>();
+    cmd->add_option("secret", *name, "Secret name or ID")->required();
+    cmd->callback([&g, name] {
+        ApiClient api(g.host);
+        auto r = api.call("GET", fmt::format("/secrets/{}/history", net::percent_encode(*name)));
+        if (!r) throw CLI::RuntimeError(report(r.error()));
+        if (!r->is_array()) throw CLI::RuntimeError(report({Errc::internal, "malformed answer"}));
+        std::printf("%-8s %-26s %-26s %-26s %-31s %s\n", "VERSION", "TASK", "SERVICE", "NODE",
+                    "MOUNTED", "REMOVED");
+        for (const auto& d : r->as_array()) {
+            auto removed = field(d, {"RemovedAt"});
+            std::printf("%-8lld %-26s %-26s %-26s %-31s %s\n",
+                        static_cast<long long>(number(d, {"Version"})),
+                        field(d, {"TaskID"}).c_str(), field(d, {"ServiceID"}).c_str(),
+                        field(d, {"NodeID"}).c_str(), field(d, {"MountedAt"}).c_str(),
+                        removed.empty() ? "-" : removed.c_str());
+        }
+    });
+}
+
 void add_commands(CLI::App& app, Globals& g, const Kind& k) {
     auto* group = app.add_subcommand(std::string(k.word), fmt::format("Manage {}", k.collection));
     group->require_subcommand(1);
@@ -162,6 +244,11 @@ void add_commands(CLI::App& app, Globals& g, const Kind& k) {
     add_ls(*group, g, k);
     add_inspect(*group, g, k);
     add_rm(*group, g, k);
+    if (k.word == "secret") {
+        add_rotate(*group, g, k);
+        add_rollback(*group, g);
+        add_history(*group, g);
+    }
 }
 
 }  // namespace

@@ -30,6 +30,7 @@ Result<json::array> secret_refs(ApiClient& api, const std::vector<std::string>& 
     for (const auto& s : specs) {
         auto o = parse_secret_opt(s);
         if (!o) return std::move(o).error();
+        if (config && o->version) return usage(fmt::format("a config has no versions: {}", s));
         names.push_back(o->source);
         opts.push_back(std::move(*o));
     }
@@ -47,7 +48,8 @@ Result<json::array> secret_refs(ApiClient& api, const std::vector<std::string>& 
             {"File",
              json::object{{"Name", o.target}, {"UID", o.uid}, {"GID", o.gid}, {"Mode", o.mode}}},
             {config ? "ConfigID" : "SecretID", it->second},
-            {config ? "ConfigName" : "SecretName", o.source}});
+            {config ? "ConfigName" : "SecretName",
+             o.version ? fmt::format("{}@{}", o.source, o.version) : o.source}});
     }
     return refs;
 }

@@ -11,6 +11,7 @@
 #include <utility>
 
 #include "coffer/model/secret.h"
+#include "coffer/model/secret_update.h"
 #include "coffer/model/service.h"
 #include "common.h"
 
@@ -18,10 +19,31 @@ namespace coffer::cli {
 
 namespace json = boost::json;
 
+namespace {
+
+// NAME@N: the pinned version out of the source (a name cannot hold '@').
+Result<void> split_version(SecretOpt& o) {
+    auto at = o.source.rfind('@');
+    if (at == std::string::npos) return {};
+    auto digits = o.source.substr(at + 1);
+    char* stop = nullptr;
+    auto n = std::strtoull(digits.c_str(), &stop, 10);
+    if (digits.empty() || *stop != '\0' || n == 0 || digits[0] == '-' || digits[0] == '+')
+        return usage(
+            fmt::format("invalid secret version in '{}' (expected NAME@N, N >= 1)", o.source));
+    o.version = n;
+    o.source.resize(at);
+    return {};
+}
+
+}  // namespace
+
 Result<SecretOpt> parse_secret_opt(const std::string& spec) {
     SecretOpt o;
     if (spec.find('=') == std::string::npos) {
-        o.source = o.target = spec;
+        o.source = spec;
+        if (auto v = split_version(o); !v) return std::move(v).error();
+        o.target = o.source;
         return o;
     }
     std::size_t start = 0;
@@ -49,6 +71,7 @@ Result<SecretOpt> parse_secret_opt(const std::string& spec) {
         if (end == std::string::npos) break;
         start = end + 1;
     }
+    if (auto v = split_version(o); !v) return std::move(v).error();
     if (o.source.empty()) return usage("source is required");
     if (o.target.empty()) o.target = o.source;
     return o;
@@ -266,9 +289,14 @@ json::array remove_secret_refs(const json::value* current, const std::vector<std
                                std::string_view name_key) {
     json::array secrets;
     if (current && current->is_array())
-        for (const auto& ref : current->as_array())
-            if (std::find(rm.begin(), rm.end(), field(ref, {name_key})) == rm.end())
+        for (const auto& ref : current->as_array()) {
+            // A pinned reference ("db@3") goes with its secret's name too.
+            auto name = field(ref, {name_key});
+            auto plain = name.substr(0, name.rfind('@'));
+            if (std::find(rm.begin(), rm.end(), name) == rm.end() &&
+                std::find(rm.begin(), rm.end(), plain) == rm.end())
                 secrets.push_back(ref);
+        }
     return secrets;
 }
 
@@ -280,6 +308,9 @@ json::object& obj(json::object& o, std::string_view key) {
 
 void SpecFlags::add(CLI::App* cmd) {
     cmd->add_option("--replicas", replicas, "Number of tasks");
+    cmd->add_option("--secret-update", secret_update,
+                    "What running tasks get when a secret they follow is rotated: restart "
+                    "(default), live, signal:<SIGNAL> (live, then the signal) or none");
     cmd->add_option("-u,--user", user, "Username or UID (format: <name|uid>[:<group|gid>])");
     cmd->add_option("-w,--workdir", workdir, "Working directory inside the container");
     cmd->add_option("--limit-memory", limit_memory, "Limit Memory");
@@ -340,6 +371,11 @@ void SpecFlags::add(CLI::App* cmd) {
 }
 
 Result<void> SpecFlags::apply(json::object& spec) const {
+    if (!secret_update.empty()) {
+        if (!spec.contains("Labels") || !spec["Labels"].is_object())
+            spec["Labels"] = json::object{};
+        spec["Labels"].as_object()[model::secret_update_label] = secret_update;
+    }
     // Each setter leaves the field alone when its flag was not given.
     auto put_int = [](json::object& o, std::string_view key, const std::string& flag,
                       const std::string& v) -> Result<void> {

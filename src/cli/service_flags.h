@@ -17,10 +17,11 @@ class App;
 namespace coffer::cli {
 
 // --secret NAME or source=NAME,target=PATH,uid=N,gid=N,mode=0400 (as the docker CLI reads it);
-// --config takes the same form.
+// --config takes the same form. A secret's source may pin a version: NAME@N (coffer's).
 struct SecretOpt {
     std::string source, target, uid = "0", gid = "0";
     std::uint32_t mode = 0444;
+    std::uint64_t version = 0;  // NAME@N; 0: the current version, whatever it is
 };
 Result<SecretOpt> parse_secret_opt(const std::string& spec);
 
@@ -85,6 +86,8 @@ struct SpecFlags {
     std::string hostname, stop_signal, stop_grace_period, oom_score_adj;
     std::vector<std::string> groups, sysctls, ulimits, hosts, dns, dns_search, dns_options;
     bool init = false;
+    // coffer's: the service label coffer.secret-update (restart|live|signal:SIG|none).
+    std::string secret_update;
 
     void add(CLI::App* cmd);
     // Sets the fields of the flags that were given; leaves the others alone.

@@ -194,6 +194,105 @@ std::optional<Response> data_object_routes(DataObjectRegistry<Object>& registry,
     return std::nullopt;
 }
 
+// A whole number >= 1 from a query parameter.
+std::optional<std::uint64_t> positive_param(std::string_view text) {
+    std::uint64_t n = 0;
+    auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), n);
+    if (text.empty() || ec != std::errc{} || end != text.data() + text.size() || n == 0)
+        return std::nullopt;
+    return n;
+}
+
+// coffer's secret versions, beside Docker's routes for the same object (found by ID, name or ID
+// prefix as they are): GET /secrets/{id} adds how many tasks hold each version;
+// POST /secrets/{id}/rotate ({"Data": base64}; ?onlyIfDifferent=true) adds a version and makes
+// it current; POST /secrets/{id}/rollback[?to=N] makes an earlier one current again;
+// GET /secrets/{id}/history is its delivery record.
+std::optional<Response> secret_version_routes(Cluster& cluster, Request& r,
+                                              const std::vector<std::string_view>& seg) {
+    auto& secrets = *cluster.secrets();
+    if (seg.size() < 2 || seg.size() > 3 || seg[0] != "secrets") return std::nullopt;
+    if (seg.size() == 2 && r.method == "GET") {
+        auto o = secrets.find(seg[1]);
+        if (!o) return Response::error(o.error());
+        auto out = model::to_json(*o);
+        auto held = secrets.holders(o->meta.id);
+        if (auto* versions = out.if_contains("CofferVersions"))
+            for (auto& v : versions->as_array()) {
+                auto& entry = v.as_object();
+                auto it = held.find(entry["Version"].to_number<std::uint64_t>());
+                entry["Tasks"] = it == held.end() ? std::size_t{0} : it->second;
+            }
+        return ok_json(200, out);
+    }
+    if (seg.size() == 3 && seg[2] == "history" && r.method == "GET") {
+        auto o = secrets.find(seg[1]);
+        if (!o) return Response::error(o.error());
+        json::array out;
+        for (const auto& d : cluster.deliveries().of(o->meta.id)) {
+            json::object e{{"Version", d.version},
+                           {"TaskID", d.task_id},
+                           {"ServiceID", d.service_id},
+                           {"NodeID", d.node_id},
+                           {"MountedAt", model::format_rfc3339(d.mounted)}};
+            if (d.removed) e["RemovedAt"] = model::format_rfc3339(*d.removed);
+            out.push_back(std::move(e));
+        }
+        return ok_json(200, out);
+    }
+    if (seg.size() != 3 || r.method != "POST") return std::nullopt;
+    auto answer = [&](const model::Secret& s, bool changed) {
+        // The services following it act on the new current version (restart, live, ...).
+        if (changed) cluster.orchestrator().wake();
+        // Versions beyond those kept that no task holds go now (the others once released).
+        if (auto wiped = secrets.prune(s.meta.id); !wiped && wiped.error().code != Errc::conflict)
+            log::warn("api", "secret {}: {}", s.meta.id, wiped.error().message);
+        return ok_json(
+            200, json::object{{"ID", s.meta.id}, {"Version", s.current}, {"Changed", changed}});
+    };
+    if (seg[2] == "rotate") {
+        auto parsed = parse_body(r);
+        if (!parsed) return Response::error(parsed.error());
+        const auto& o = parsed->value().as_object();
+        for (const auto& [key, value] : o)
+            if (key != "Data")
+                return fail(Errc::invalid_argument,
+                            fmt::format("field {} cannot be given to a rotation: it takes Data "
+                                        "only (labels change with update)",
+                                        std::string_view(key)));
+        auto* data = o.if_contains("Data");
+        if (data == nullptr || !data->is_string())
+            return fail(Errc::invalid_argument, "field Data must be a base64 string");
+        const auto& text = data->as_string();
+        auto bytes = crypto::base64_decode_secure({text.data(), text.size()});
+        if (!bytes) return fail(Errc::invalid_argument, "field Data is not valid base64");
+        auto flag = r.param("onlyIfDifferent");
+        if (!flag.empty() && flag != "true" && flag != "false" && flag != "1" && flag != "0")
+            return fail(Errc::invalid_argument, "onlyIfDifferent must be true or false");
+        auto rotated = secrets.rotate(seg[1], std::move(*bytes), flag == "true" || flag == "1");
+        if (!rotated) return Response::error(rotated.error());
+        if (rotated->changed)
+            log::info("api", "secret {} rotated to version {}", rotated->object.meta.id,
+                      rotated->object.current);
+        return answer(rotated->object, rotated->changed);
+    }
+    if (seg[2] == "rollback") {
+        std::optional<std::uint64_t> to;
+        if (auto text = r.param("to"); !text.empty()) {
+            to = positive_param(text);
+            if (!to) return fail(Errc::invalid_argument, "to must be a version number (1 or more)");
+        }
+        auto before = secrets.find(seg[1]);
+        if (!before) return Response::error(before.error());
+        auto s = secrets.rollback(seg[1], to);
+        if (!s) return Response::error(s.error());
+        if (s->current != before->current)
+            log::info("api", "secret {} rolled back to version {}", s->meta.id, s->current);
+        return answer(*s, s->current != before->current);
+    }
+    return std::nullopt;
+}
+
 std::string route_text(const std::vector<std::string_view>& seg) {
     std::string path;
     for (auto s : seg) path += fmt::format("/{}", s);
@@ -386,6 +485,7 @@ Response Api::handle(Request& r) {
     if (is({"info"}) && m == "GET") return cluster_info(manager_);
     if (manager_.locked()) return Response::error(locked_error());
 
+    if (auto resp = secret_version_routes(manager_, r, seg)) return std::move(*resp);
     if (auto resp = data_object_routes(*manager_.secrets(), "secrets", "secret", r, seg))
         return std::move(*resp);
     if (auto resp = data_object_routes(manager_.configs(), "configs", "config", r, seg))

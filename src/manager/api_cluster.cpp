@@ -51,6 +51,9 @@ json::object swarm_spec(Cluster& m) {
         {"Name", "default"},
         {"Labels", json::object{}},
         {"Orchestration", json::object{{"TaskHistoryRetentionLimit", trust.task_history_limit()}}},
+        // coffer's: not in Docker's spec (the docker CLI drops it when it sends the spec back,
+        // which leaves the setting as it is).
+        {"CofferSecrets", json::object{{"VersionsKept", trust.secret_versions_kept()}}},
         {"Raft", raft_spec()},
         {"Dispatcher", json::object{{"HeartbeatPeriod", heartbeat_period_ns()}}},
         {"CAConfig", json::object{{"NodeCertExpiry", trust.cert_expiry().count() * 1'000'000'000},
@@ -272,6 +275,24 @@ Response swarm_update(Cluster& m, const Request& r) {
                             "1000000)");
             update.task_history_limit = h->to_number<std::int64_t>();
         }
+        if (auto* cs = o.if_contains("CofferSecrets"); cs && !cs->is_null()) {
+            if (!cs->is_object())
+                return fail(Errc::invalid_argument, "CofferSecrets must be an object");
+            for (const auto& [key, value] : cs->as_object()) {
+                if (key != "VersionsKept")
+                    return fail(Errc::invalid_argument,
+                                fmt::format("CofferSecrets.{} is not a setting (known: "
+                                            "VersionsKept)",
+                                            std::string_view(key)));
+                if (!value.is_int64() || value.as_int64() < 1 ||
+                    static_cast<std::uint64_t>(value.as_int64()) > model::max_secret_versions_kept)
+                    return fail(Errc::invalid_argument,
+                                fmt::format("CofferSecrets.VersionsKept must be a whole number "
+                                            "from 1 to {}",
+                                            model::max_secret_versions_kept));
+                update.secret_versions_kept = value.as_int64();
+            }
+        }
     }
     if (rotate_unlock && !m.autolock())
         return fail(Errc::invalid_argument,
@@ -284,6 +305,10 @@ Response swarm_update(Cluster& m, const Request& r) {
     if (update.task_history_limit) {
         m.orchestrator().set_task_history_limit(*update.task_history_limit);
         log::info("api", "task history retention limit set to {}", *update.task_history_limit);
+    }
+    if (update.secret_versions_kept) {
+        log::info("api", "secret versions kept set to {}", *update.secret_versions_kept);
+        if (auto* secrets = m.secrets()) secrets->prune_all();
     }
     if (rotating) log::info("api", "CA rotation started");
     if (update.rotate_worker_token) log::info("api", "worker join token rotated");

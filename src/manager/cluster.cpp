@@ -60,6 +60,7 @@ Cluster::~Cluster() {
     dispatcher_.reset();
     // The committer answers its last requests while the registries still exist.
     committer_.reset();
+    deliveries_.reset();
     secrets_.store(nullptr);
     nodes_.reset();
     tasks_.reset();
@@ -126,11 +127,31 @@ Result<void> Cluster::load() {
     auto nodes = NodeRegistry::load(*store_, counter_);
     if (!nodes) return std::move(nodes).error();
     nodes_ = std::move(*nodes);
+    auto deliveries = DeliveryLog::load(*store_, *committer_);
+    if (!deliveries) return std::move(deliveries).error();
+    deliveries_ = std::move(*deliveries);
     dispatcher_ = std::make_unique<Dispatcher>(*tasks_, *nodes_, *secrets_owner_, *configs_);
     dispatcher_->set_networks(services_.get(), networks_.get());
+    dispatcher_->set_deliveries(deliveries_.get());
     orchestrator_ = std::make_unique<Orchestrator>(*services_, *tasks_, *nodes_);
     orchestrator_->set_task_history_limit(trust_->task_history_limit());
     orchestrator_->set_networks(networks_.get());
+    // Secret versions: tasks take the current one (or their pin); the versions beyond those
+    // kept are wiped once no task or pin holds them, after the orchestrator's passes.
+    secrets_owner_->set_versions_kept([t = trust_.get()] { return t->secret_versions_kept(); });
+    secrets_owner_->set_holders([this](const std::string& id, bool running_only) {
+        return secret_holders(id, running_only);
+    });
+    orchestrator_->set_secret_versions(
+        [s = secrets_owner_.get()](const std::string& id) { return s->current_version(id); });
+    orchestrator_->set_after_pass([this] {
+        secrets_owner_->prune_all();
+        // A task that ended without its node saying so (a lost node) holds nothing any more.
+        tasks_->read([&](const TaskRegistry::Map& items) {
+            deliveries_->close_ended(items, model::Timestamp::now());
+            return 0;
+        });
+    });
     services_->emit_changes(*this, &ClusterEvents::services_changed);
     tasks_->emit_changes(*this, &ClusterEvents::tasks_changed);
     nodes_->emit_changes(*this, &ClusterEvents::nodes_changed);
@@ -286,6 +307,29 @@ bool Cluster::with_transport(Fn&& fn) {
     PortCall call(port_mutex_, port_idle_, port_calls_);
     fn(*transport);
     return true;
+}
+
+std::map<std::uint64_t, std::size_t> Cluster::secret_holders(const std::string& id,
+                                                             bool running_only) const {
+    std::map<std::uint64_t, std::size_t> held;
+    for (const auto& s : services_->list())
+        for (const auto& ref : s.spec.task.container.secrets)
+            if (ref.secret_id == id && ref.pinned_version) held[ref.pinned_version] += 0;
+    tasks_->read([&](const TaskRegistry::Map& items) {
+        for (const auto& [tid, t] : items) {
+            // A task holds its versions until it has ended on its node (its mount is gone).
+            bool holds = running_only ? t.desired == model::TaskState::running
+                                      : !model::is_terminal(t.status.state);
+            if (!holds) continue;
+            const auto& refs = t.spec.container.secrets;
+            std::set<std::uint64_t> versions;
+            for (std::size_t i = 0; i < refs.size(); ++i)
+                if (refs[i].secret_id == id) versions.insert(t.secret_version(i));
+            for (auto v : versions) ++held[v];
+        }
+        return 0;
+    });
+    return held;
 }
 
 // ---- events -----------------------------------------------------------------------------------

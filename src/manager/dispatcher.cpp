@@ -30,15 +30,18 @@ nodeproto::TaskPayload task_payload(const Task& t) {
     p.cap_add = c.cap_add;
     p.cap_drop = c.cap_drop;
     p.stop_grace_ns = c.stop_grace_period.value_or(nodeproto::default_stop_grace_ns);
-    for (const auto& ref : c.secrets)
-        p.secrets.push_back(
-            {ref.secret_id, ref.secret_name, ref.file_name, ref.uid, ref.gid, ref.mode});
+    for (std::size_t i = 0; i < c.secrets.size(); ++i) {
+        const auto& ref = c.secrets[i];
+        p.secrets.push_back({ref.secret_id, ref.secret_name, ref.file_name, ref.uid, ref.gid,
+                             ref.mode, t.secret_version(i)});
+    }
     if (const auto& h = c.healthcheck)
         p.healthcheck = nodeproto::HealthCheck{h->test,         h->interval,       h->timeout,
                                                h->start_period, h->start_interval, h->retries};
     p.groups = c.groups;
     p.init = c.init;
     p.stop_signal = c.stop_signal;
+    p.secret_signal = t.secret_signal;
     p.sysctls = {c.sysctls.begin(), c.sysctls.end()};
     for (const auto& u : c.ulimits) p.ulimits.push_back({u.name, u.soft, u.hard});
     p.hosts = c.hosts;
@@ -72,6 +75,15 @@ nodeproto::TaskPayload task_payload(const Task& t) {
     return p;
 }
 
+// A secret version's key in a stream's sets, and back.
+std::string secret_key(const std::string& id, std::uint64_t version) {
+    return fmt::format("{}@{}", id, version);
+}
+std::pair<std::string, std::uint64_t> split_key(const std::string& key) {
+    auto at = key.rfind('@');
+    return {key.substr(0, at), std::stoull(key.substr(at + 1))};
+}
+
 }  // namespace
 
 crypto::SecureBuffer AssignmentMessage::to_json() const {
@@ -86,13 +98,14 @@ crypto::SecureBuffer AssignmentMessage::to_json() const {
         w.is_secret = c.is_secret;
         w.is_config = c.is_config;
         w.id = c.id;
+        w.version = c.version;
         if (c.action == AssignmentChange::Action::add && c.task) {
             w.is_secret = false;
             w.task = task_payload(*c.task);
         } else if (c.action == AssignmentChange::Action::add && c.secret) {
             w.is_secret = true;
-            w.secret =
-                nodeproto::SecretPayload{c.secret->id, c.secret->name, c.secret->data.clone()};
+            w.secret = nodeproto::SecretPayload{c.secret->id, c.secret->name,
+                                                c.secret->data.clone(), c.version};
         } else if (c.action == AssignmentChange::Action::add) {
             continue;  // nothing to add
         }
@@ -132,10 +145,13 @@ std::optional<AssignmentMessage> NodeStream::poll() {
         seen_ = generation_;
     }
     auto tasks = dispatcher_.assigned(node_id_);
-    std::map<std::string, std::string> wanted_secrets, wanted_configs;  // id -> name
+    // A secret is sent once per version its tasks hold, keyed "<id>@<version>".
+    std::map<std::string, std::string> wanted_secrets, wanted_configs;  // key -> name
     for (const auto& [id, t] : tasks) {
-        for (const auto& ref : t.spec.container.secrets)
-            wanted_secrets.emplace(ref.secret_id, ref.secret_name);
+        const auto& refs = t.spec.container.secrets;
+        for (std::size_t i = 0; i < refs.size(); ++i)
+            wanted_secrets.emplace(secret_key(refs[i].secret_id, t.secret_version(i)),
+                                   refs[i].secret_name);
         for (const auto& ref : t.spec.container.configs)
             wanted_configs.emplace(ref.config_id, ref.config_name);
     }
@@ -146,9 +162,10 @@ std::optional<AssignmentMessage> NodeStream::poll() {
     // Secrets and configs first, so a task never arrives before what it mounts.
     auto send = [&](const auto& wanted, std::set<std::string>& sent, const auto& registry,
                     bool is_config) {
-        for (const auto& [id, name] : wanted) {
-            if (sent.count(id)) continue;
-            auto data = registry.data(id);
+        for (const auto& [key, name] : wanted) {
+            if (sent.count(key)) continue;
+            auto [id, version] = is_config ? std::pair{key, std::uint64_t{0}} : split_key(key);
+            auto data = is_config ? registry.data(id) : registry.data(id, version);
             if (!data) {
                 // Removed while a task still referenced it (its service is gone, the task is
                 // stopping): the task cannot start without it anyway.
@@ -161,21 +178,25 @@ std::optional<AssignmentMessage> NodeStream::poll() {
             c.is_secret = true;
             c.is_config = is_config;
             c.id = id;
+            c.version = version;
             c.secret = AssignmentChange::Secret{id, name, std::move(*data)};
             m.changes.push_back(std::move(c));
-            sent.insert(id);
+            sent.insert(key);
         }
     };
     send(wanted_secrets, sent_secrets_, dispatcher_.secrets_, false);
     send(wanted_configs, sent_configs_, dispatcher_.configs_, true);
     for (const auto& [id, t] : tasks) {
-        if (sent_tasks_.count(id)) continue;
+        // A task is sent again when the secret versions it holds changed (a live update).
+        if (sent_tasks_.count(id) && sent_versions_[id] == t.secret_versions) continue;
         const auto& cs = t.spec.container;
-        bool ready =
-            std::all_of(cs.secrets.begin(), cs.secrets.end(),
-                        [&](const auto& ref) { return sent_secrets_.count(ref.secret_id) > 0; }) &&
-            std::all_of(cs.configs.begin(), cs.configs.end(),
-                        [&](const auto& ref) { return sent_configs_.count(ref.config_id) > 0; });
+        bool ready = true;
+        for (std::size_t i = 0; i < cs.secrets.size(); ++i)
+            ready = ready &&
+                    sent_secrets_.count(secret_key(cs.secrets[i].secret_id, t.secret_version(i)));
+        ready = ready && std::all_of(cs.configs.begin(), cs.configs.end(), [&](const auto& ref) {
+                    return sent_configs_.count(ref.config_id) > 0;
+                });
         // A task's networks reach the node first (poll_networks).
         if (dispatcher_.networks_ != nullptr)
             for (const auto& a : t.networks)
@@ -190,6 +211,7 @@ std::optional<AssignmentMessage> NodeStream::poll() {
         c.task = t;
         m.changes.push_back(std::move(c));
         sent_tasks_.insert(id);
+        sent_versions_[id] = t.secret_versions;
     }
     // Withdrawn: tasks that left the set, then secrets and configs after the last task using
     // them left.
@@ -205,11 +227,13 @@ std::optional<AssignmentMessage> NodeStream::poll() {
             c.is_secret = is_secret;
             c.is_config = is_config;
             c.id = *it;
+            if (is_secret && !is_config) std::tie(c.id, c.version) = split_key(*it);
             m.changes.push_back(std::move(c));
             it = sent.erase(it);
         }
     };
     withdraw(sent_tasks_, false, false, [&](const std::string& id) { return tasks.count(id) > 0; });
+    std::erase_if(sent_versions_, [&](const auto& e) { return !sent_tasks_.count(e.first); });
     withdraw(sent_secrets_, true, false,
              [&](const std::string& id) { return wanted_secrets.count(id) > 0; });
     withdraw(sent_configs_, true, true,
@@ -283,55 +307,60 @@ Result<std::size_t> Dispatcher::report(const std::string& node_id,
                                        const std::vector<StatusReport>& statuses, bool complete) {
     std::size_t applied = 0;
     auto now = clock_();
-    auto written =
-        tasks_.commit([&](const TaskRegistry::Map& items) -> Result<TaskRegistry::Changes> {
-            TaskRegistry::Changes changes;
-            applied = 0;
-            for (const auto& r : statuses) {
-                auto it = items.find(r.task_id);
-                if (it == items.end()) continue;
-                if (it->second.node_id != node_id) {
-                    log::warn("dispatcher", "node {} reported on task {} of another node: ignored",
-                              node_id, r.task_id);
+    std::vector<DeliveryReport> delivered;
+    auto written = tasks_.commit([&](const TaskRegistry::Map& items)
+                                     -> Result<TaskRegistry::Changes> {
+        TaskRegistry::Changes changes;
+        applied = 0;
+        delivered.clear();
+        for (const auto& r : statuses) {
+            auto it = items.find(r.task_id);
+            if (it == items.end()) continue;
+            if (it->second.node_id != node_id) {
+                log::warn("dispatcher", "node {} reported on task {} of another node: ignored",
+                          node_id, r.task_id);
+                continue;
+            }
+            const auto& cur = it->second.status;
+            if (r.state < cur.state || r.state < TaskState::assigned) continue;
+            delivered.push_back({r.task_id, it->second.service_id, node_id, r.state, r.secrets});
+            if (r.state == cur.state && r.message == cur.message && r.err == cur.err &&
+                !r.container)
+                continue;
+            Task t = it->second;
+            t.status.state = r.state;
+            t.status.message = r.message;
+            t.status.err = r.err;
+            if (r.container) t.status.container = r.container;
+            t.status.timestamp = now;
+            t.meta.updated = now;
+            changes.put.push_back(std::move(t));
+            ++applied;
+        }
+        if (complete) {
+            std::set<std::string_view> listed;
+            for (const auto& r : statuses) listed.insert(r.task_id);
+            for (const auto& [id, task] : items) {
+                if (task.node_id != node_id || task.desired < TaskState::shutdown) continue;
+                if (task.status.state < TaskState::assigned ||
+                    task.status.state >= TaskState::complete)
                     continue;
-                }
-                const auto& cur = it->second.status;
-                if (r.state < cur.state || r.state < TaskState::assigned) continue;
-                if (r.state == cur.state && r.message == cur.message && r.err == cur.err &&
-                    !r.container)
-                    continue;
-                Task t = it->second;
-                t.status.state = r.state;
-                t.status.message = r.message;
-                t.status.err = r.err;
-                if (r.container) t.status.container = r.container;
+                if (listed.count(id)) continue;
+                delivered.push_back({id, task.service_id, node_id, TaskState::shutdown, {}});
+                Task t = task;
+                t.status.state = TaskState::shutdown;
+                t.status.message = "shutdown";
+                t.status.err = "the node no longer has this task";
                 t.status.timestamp = now;
                 t.meta.updated = now;
                 changes.put.push_back(std::move(t));
                 ++applied;
             }
-            if (complete) {
-                std::set<std::string_view> listed;
-                for (const auto& r : statuses) listed.insert(r.task_id);
-                for (const auto& [id, task] : items) {
-                    if (task.node_id != node_id || task.desired < TaskState::shutdown) continue;
-                    if (task.status.state < TaskState::assigned ||
-                        task.status.state >= TaskState::complete)
-                        continue;
-                    if (listed.count(id)) continue;
-                    Task t = task;
-                    t.status.state = TaskState::shutdown;
-                    t.status.message = "shutdown";
-                    t.status.err = "the node no longer has this task";
-                    t.status.timestamp = now;
-                    t.meta.updated = now;
-                    changes.put.push_back(std::move(t));
-                    ++applied;
-                }
-            }
-            return changes;
-        });
+        }
+        return changes;
+    });
     if (!written) return std::move(written).error();
+    if (deliveries_) deliveries_->observe(delivered, now);
     return applied;
 }
 

@@ -6,6 +6,7 @@
 
 #include "coffer/base/log.h"
 #include "coffer/crypto/random.h"
+#include "coffer/model/secret_update.h"
 
 namespace coffer::manager {
 
@@ -44,8 +45,31 @@ struct Pass {
     std::optional<Timestamp> wake;
     // Tasks that could not get an address on one of their networks: not scheduled.
     std::set<std::string> held;
+    const Orchestrator::SecretVersionFn* secret_version = nullptr;  // borrowed for the pass
 
     void begin(const TaskRegistry::Map& current) { work = {current.begin(), current.end()}; }
+
+    // The secret references of t (a task of s) that follow a secret whose current version is
+    // not the one t holds: their indexes.
+    std::vector<std::size_t> stale_secrets(const Task& t) const {
+        std::vector<std::size_t> out;
+        if (secret_version == nullptr || !*secret_version) return out;
+        const auto& refs = t.spec.container.secrets;
+        for (std::size_t i = 0; i < refs.size(); ++i) {
+            if (refs[i].pinned_version) continue;
+            auto current = (*secret_version)(refs[i].secret_id);
+            if (current && *current != t.secret_version(i)) out.push_back(i);
+        }
+        return out;
+    }
+    // Whether t is what s asks for now: its spec and, when the service's running tasks are
+    // restarted for a new secret version, the current version of every secret it follows.
+    bool up_to_date(const Service& s, const Task& t) const {
+        if (t.spec.json != s.spec.task.json) return false;
+        auto update = model::secret_update_of(s.spec.labels);
+        if (update && update->mode != model::SecretUpdateMode::restart) return true;
+        return stale_secrets(t).empty();
+    }
 
     void due(Timestamp t) {
         if (t > now && (!wake || t < *wake)) wake = t;
@@ -93,6 +117,13 @@ struct Pass {
         t.status = {now, TaskState::pending, "pending task scheduling", "", std::nullopt};
         t.desired = desired;
         t.not_before = not_before;
+        // The versions it holds: a pin, else the secret's current version.
+        for (const auto& ref : t.spec.container.secrets) {
+            auto current = secret_version && *secret_version ? (*secret_version)(ref.secret_id)
+                                                             : std::optional<std::uint64_t>{};
+            t.secret_versions.push_back(ref.pinned_version ? ref.pinned_version
+                                                           : current.value_or(1));
+        }
         auto id = t.meta.id;
         touched.insert(id);
         return work.emplace(id, std::move(t)).first->second;
@@ -251,6 +282,27 @@ void scale(Pass& p, const Service& s) {
     }
 }
 
+// Live secret updates: the running tasks of a service in live or signal mode take the current
+// version of each secret they follow; the dispatcher sends the node the new bytes and the task
+// again, and its agent replaces the files in place.
+void refresh_secrets(Pass& p, const Service& s) {
+    auto update = model::secret_update_of(s.spec.labels);
+    if (!update || (update->mode != model::SecretUpdateMode::live &&
+                    update->mode != model::SecretUpdateMode::signal))
+        return;
+    for (auto& [id, t] : p.work) {
+        if (t.service_id != s.meta.id || !live(t) || model::is_terminal(t.status.state)) continue;
+        auto stale = p.stale_secrets(t);
+        if (stale.empty()) continue;
+        t.secret_versions.resize(t.spec.container.secrets.size(), 1);
+        for (auto i : stale)
+            t.secret_versions[i] =
+                (*p.secret_version)(t.spec.container.secrets[i].secret_id).value_or(1);
+        t.secret_signal = update->signal;
+        p.touch(t);
+    }
+}
+
 // Rolling update: which outdated slots are replaced in this batch, and how the service's update
 // status moves on (started, paused, rolled back, completed). batch_done is the service's
 // progress kept between passes.
@@ -268,7 +320,7 @@ std::vector<ServiceUpdate> roll_update(Pass& p, const Service& s,
     for (auto& [key, list] : by_slot) {
         bool dirty = false, flying = false;
         for (auto* t : list) {
-            bool current_spec = t->spec.json == spec.task.json;
+            bool current_spec = p.up_to_date(s, *t);
             if (live(*t) && !current_spec) dirty = true;
             if (!current_spec || t->meta.created < since || !status) continue;
             ++tally.updated;
@@ -302,7 +354,7 @@ std::vector<ServiceUpdate> roll_update(Pass& p, const Service& s,
                 if (budget == 0) break;
                 auto& list = by_slot[key];
                 bool has_new = std::any_of(list.begin(), list.end(), [&](Task* t) {
-                    return live(*t) && t->spec.json == spec.task.json;
+                    return live(*t) && p.up_to_date(s, *t);
                 });
                 if (has_new) continue;
                 const Task* old =
@@ -332,14 +384,12 @@ std::vector<ServiceUpdate> roll_update(Pass& p, const Service& s,
 // Slot settling: which held-back tasks may start (the old ones stopped), which old tasks stop
 // (start-first: the new one runs), and which ended tasks fall out of the bounded history.
 void settle_slots(Pass& p, const Service& s, std::int64_t history_limit) {
-    const auto& spec = s.spec;
     for (auto& [key, list] : p.slots(s)) {
         bool new_running = std::any_of(list.begin(), list.end(), [&](Task* t) {
-            return live(*t) && t->spec.json == spec.task.json &&
-                   t->status.state == TaskState::running;
+            return live(*t) && p.up_to_date(s, *t) && t->status.state == TaskState::running;
         });
         for (auto* t : list) {
-            if (new_running && live(*t) && t->spec.json != spec.task.json) p.shut_down(*t);
+            if (new_running && live(*t) && !p.up_to_date(s, *t)) p.shut_down(*t);
             if (!live(*t) || t->desired != TaskState::ready) continue;
             bool others = std::any_of(list.begin(), list.end(),
                                       [&](Task* u) { return u != t && !live(*u) && !p.gone(*u); });
@@ -522,6 +572,7 @@ void Orchestrator::run() {
         } else {
             next = *r;
         }
+        if (after_pass_) after_pass_();
     }
 }
 
@@ -582,6 +633,7 @@ Result<std::optional<Timestamp>> Orchestrator::reconcile(Timestamp now) {
     auto services = services_.list();
     auto node_list = nodes_.list();
     Pass pass(now, node_list);
+    pass.secret_version = &secret_version_;
     std::vector<ServiceUpdate> service_changes;
     const auto history_limit = history_limit_.load();
 
@@ -591,6 +643,7 @@ Result<std::optional<Timestamp>> Orchestrator::reconcile(Timestamp now) {
             shut_down_orphans(pass, services);
             enforce_placement(pass);
             for (const auto& s : services) {
+                refresh_secrets(pass, s);
                 restart_ended_and_lost(pass, s);
                 scale(pass, s);
                 for (auto& c : roll_update(pass, s, progress_[s.meta.id].batch_done))

@@ -49,10 +49,20 @@ struct Kind<Config> {
     }
 };
 
-// The record holds the metadata only; the bytes have a table of their own.
-template <typename Object>
-std::string encode(const Object& o) {
-    return json::serialize(model::to_json(Secret{o.meta, o.spec}));
+constexpr bool is_secret(const Secret*) {
+    return true;
+}
+constexpr bool is_secret(const Config*) {
+    return false;
+}
+
+// The record holds the metadata (and a secret's version list) only; the bytes have a table of
+// their own.
+std::string encode(const Secret& o) {
+    return json::serialize(model::to_json(o));
+}
+std::string encode(const Config& o) {
+    return json::serialize(model::to_json(Secret{o.meta, o.spec, {}, 1}));
 }
 
 template <typename Object>
@@ -64,6 +74,10 @@ Result<Object> decode(std::string_view text) {
     Object o;
     o.meta = std::move(s->meta);
     o.spec = std::move(s->spec);
+    if constexpr (std::is_same_v<Object, Secret>) {
+        o.versions = std::move(s->versions);
+        o.current = s->current;
+    }
     return o;
 }
 
@@ -145,6 +159,10 @@ void DataObjectRegistry<Object>::create(model::SecretSpec spec, crypto::SecureBu
     Object s;
     s.meta = {crypto::random_id(), counter_.next(), now, now};
     s.spec = std::move(spec);
+    if constexpr (std::is_same_v<Object, Secret>) {
+        s.versions = {{1, now}};
+        s.current = 1;
+    }
     K::keep(s, data);
     store::Batch batch;
     batch.put(K::specs, s.meta.id, encode(s));
@@ -231,7 +249,10 @@ Result<Object> DataObjectRegistry<Object>::update(std::string_view key, std::uin
     }
     BusyGuard busy(index_, current.meta.id);
     if (data != nullptr) {
-        auto stored = store_.get(K::data, current.meta.id);
+        // A secret's data is compared with its current version's.
+        std::uint64_t version_now = 1;
+        if constexpr (std::is_same_v<Object, Secret>) version_now = current.current;
+        auto stored = store_.get(K::data, version_data_key(current.meta.id, version_now));
         if (!stored) return std::move(stored).error().context(fmt::format("read {}", K::word));
         if (!*stored) return make_error(Errc::internal, fmt::format("{} data missing", K::word));
         if (!(*stored)->equals(data->span()))
@@ -278,7 +299,14 @@ Result<Object> DataObjectRegistry<Object>::remove(std::string_view key) {
     }
     store::Batch batch;
     batch.erase(K::specs, current.meta.id);
-    batch.erase(K::data, current.meta.id);
+    if constexpr (std::is_same_v<Object, Secret>) {
+        // Every version goes. As in Swarm, a secret no service references may go while a
+        // task of a former reference still runs: its node keeps its own copy until it ends.
+        for (const auto& v : current.versions)
+            batch.erase(K::data, version_data_key(current.meta.id, v.number));
+    } else {
+        batch.erase(K::data, current.meta.id);
+    }
     if (auto w = store_.write(std::move(batch)); !w)
         return std::move(w).error().context(fmt::format("remove {}", K::word));
     auto index = index_.lock();
@@ -299,10 +327,239 @@ std::vector<std::string> DataObjectRegistry<Object>::unavailable(
 
 template <typename Object>
 Result<crypto::SecureBuffer> DataObjectRegistry<Object>::data(std::string_view id) const {
+    if constexpr (std::is_same_v<Object, Secret>) {
+        auto current = current_version(std::string(id));
+        if (!current) return not_found<Object>(id);
+        return data(id, *current);
+    }
     auto v = store_.get(Kind<Object>::data, id);
     if (!v) return std::move(v).error();
     if (!*v) return not_found<Object>(id);
     return std::move(**v);
+}
+
+std::string version_data_key(std::string_view id, std::uint64_t version) {
+    return version == 1 ? std::string(id) : fmt::format("{}/{}", id, version);
+}
+
+template <typename Object>
+Result<crypto::SecureBuffer> DataObjectRegistry<Object>::data(std::string_view id,
+                                                              std::uint64_t version) const {
+    if (!is_secret(static_cast<const Object*>(nullptr)) && version != 1)
+        return not_found<Object>(id);
+    auto v = store_.get(Kind<Object>::data, version_data_key(id, version));
+    if (!v) return std::move(v).error();
+    if (!*v)
+        return make_error(Errc::not_found,
+                          fmt::format("{} {} has no version {}", Kind<Object>::word, id, version));
+    return std::move(**v);
+}
+
+template <typename Object>
+std::optional<std::uint64_t> DataObjectRegistry<Object>::current_version(
+    const std::string& id) const {
+    auto index = index_.read();
+    auto it = index->by_id.find(id);
+    if (it == index->by_id.end()) return std::nullopt;
+    if constexpr (std::is_same_v<Object, Secret>)
+        return it->second.current;
+    else
+        return 1;
+}
+
+template <typename Object>
+bool DataObjectRegistry<Object>::has_version(const std::string& id, std::uint64_t version) const {
+    auto index = index_.read();
+    auto it = index->by_id.find(id);
+    if (it == index->by_id.end()) return false;
+    if constexpr (std::is_same_v<Object, Secret>)
+        return std::any_of(it->second.versions.begin(), it->second.versions.end(),
+                           [&](const model::SecretVersion& v) { return v.number == version; });
+    else
+        return version == 1;
+}
+
+namespace {
+
+Error no_versions(std::string_view word) {
+    return make_error(Errc::invalid_argument, fmt::format("a {} has no versions", word));
+}
+
+// The numbers of the versions a secret keeps: the newest `kept`, the current one and the held
+// ones.
+std::set<std::uint64_t> versions_to_keep(const Secret& s, std::uint64_t kept,
+                                         const std::map<std::uint64_t, std::size_t>& held) {
+    std::set<std::uint64_t> keep{s.current};
+    std::uint64_t newest = 0;
+    for (auto it = s.versions.rbegin(); it != s.versions.rend() && newest < kept; ++it, ++newest)
+        keep.insert(it->number);
+    for (const auto& [n, count] : held) keep.insert(n);
+    return keep;
+}
+
+std::vector<std::uint64_t> version_numbers(const Secret& s) {
+    std::vector<std::uint64_t> out;
+    for (const auto& v : s.versions) out.push_back(v.number);
+    return out;
+}
+
+// Whether data equals the bytes of the secret's current version (compared in constant time,
+// in secure memory; nothing about the bytes is kept).
+Result<bool> same_as_current(store::Store& store, const Secret& s,
+                             const crypto::SecureBuffer& data) {
+    auto stored = store.get(store::Table::secret_data, version_data_key(s.meta.id, s.current));
+    if (!stored) return std::move(stored).error().context("read secret");
+    if (!*stored) return make_error(Errc::internal, "secret data missing");
+    return (*stored)->equals(data.span());
+}
+
+}  // namespace
+
+template <typename Object>
+Result<typename DataObjectRegistry<Object>::Rotated> DataObjectRegistry<Object>::rotate(
+    std::string_view key, crypto::SecureBuffer data, bool only_if_different) {
+    using K = Kind<Object>;
+    if constexpr (!std::is_same_v<Object, Secret>) {
+        return no_versions(K::word);
+    } else {
+        if (auto r = model::validate_data_size(K::word, data.size(), K::max_size); !r)
+            return std::move(r).error();
+        Object current;
+        {
+            auto index = index_.lock();
+            auto s = lookup(*index, key);
+            if (!s) return std::move(s).error();
+            current = **s;
+            if (index->busy_ids.count(current.meta.id))
+                return make_error(Errc::conflict, "update out of sequence");
+            index->busy_ids.insert(current.meta.id);
+        }
+        BusyGuard busy(index_, current.meta.id);
+        if (only_if_different) {
+            auto same = same_as_current(store_, current, data);
+            if (!same) return std::move(same).error();
+            if (*same) return Rotated{current, false};
+        }
+        auto now = model::Timestamp::now();
+        Object next = current;
+        auto number = next.versions.back().number + 1;
+        next.versions.push_back({number, now});
+        next.current = number;
+        next.meta.version = counter_.next();
+        next.meta.updated = now;
+        store::Batch batch;
+        batch.put(K::specs, next.meta.id, encode(next));
+        batch.put(K::data, version_data_key(next.meta.id, number), std::move(data));
+        if (auto w = store_.write(std::move(batch)); !w)
+            return std::move(w).error().context(fmt::format("rotate {}", K::word));
+        index_.lock()->by_id[next.meta.id] = next;
+        return Rotated{std::move(next), true};
+    }
+}
+
+template <typename Object>
+Result<Object> DataObjectRegistry<Object>::rollback(std::string_view key,
+                                                    std::optional<std::uint64_t> to) {
+    using K = Kind<Object>;
+    if constexpr (!std::is_same_v<Object, Secret>) {
+        return no_versions(K::word);
+    } else {
+        Object current;
+        {
+            auto index = index_.lock();
+            auto s = lookup(*index, key);
+            if (!s) return std::move(s).error();
+            current = **s;
+            if (index->busy_ids.count(current.meta.id))
+                return make_error(Errc::conflict, "update out of sequence");
+            index->busy_ids.insert(current.meta.id);
+        }
+        BusyGuard busy(index_, current.meta.id);
+        std::optional<std::uint64_t> target = to;
+        if (!target) {
+            for (const auto& v : current.versions)
+                if (v.number < current.current) target = v.number;
+            if (!target)
+                return make_error(Errc::invalid_argument,
+                                  fmt::format("secret {} has no version older than {}",
+                                              current.spec.name, current.current));
+        }
+        if (std::none_of(current.versions.begin(), current.versions.end(),
+                         [&](const model::SecretVersion& v) { return v.number == *target; }))
+            return make_error(
+                Errc::not_found,
+                fmt::format("secret {} has no version {} (kept: {})", current.spec.name, *target,
+                            fmt::join(version_numbers(current), ", ")));
+        if (*target == current.current) return current;
+        Object next = current;
+        next.current = *target;
+        next.meta.version = counter_.next();
+        next.meta.updated = model::Timestamp::now();
+        store::Batch batch;
+        batch.put(K::specs, next.meta.id, encode(next));
+        if (auto w = store_.write(std::move(batch)); !w)
+            return std::move(w).error().context(fmt::format("roll back {}", K::word));
+        index_.lock()->by_id[next.meta.id] = next;
+        return next;
+    }
+}
+
+template <typename Object>
+Result<std::vector<std::uint64_t>> DataObjectRegistry<Object>::prune(const std::string& id) {
+    using K = Kind<Object>;
+    if constexpr (!std::is_same_v<Object, Secret>) {
+        return no_versions(K::word);
+    } else {
+        // Asked before the index is locked: the holders are found in other registries.
+        auto held = holders_ ? holders_(id, false) : std::map<std::uint64_t, std::size_t>{};
+        auto kept = versions_kept_ ? versions_kept_() : model::default_secret_versions_kept;
+        Object current;
+        {
+            auto index = index_.lock();
+            auto it = index->by_id.find(id);
+            if (it == index->by_id.end()) return not_found<Object>(id);
+            if (it->second.versions.size() <= kept) return std::vector<std::uint64_t>{};
+            if (index->busy_ids.count(id))
+                return make_error(Errc::conflict, "update out of sequence");
+            current = it->second;
+            index->busy_ids.insert(id);
+        }
+        BusyGuard busy(index_, id);
+        auto keep = versions_to_keep(current, kept, held);
+        Object next = current;
+        std::vector<std::uint64_t> wiped;
+        std::erase_if(next.versions, [&](const model::SecretVersion& v) {
+            if (keep.count(v.number)) return false;
+            wiped.push_back(v.number);
+            return true;
+        });
+        if (wiped.empty()) return wiped;
+        next.meta.version = counter_.next();
+        store::Batch batch;
+        batch.put(K::specs, id, encode(next));
+        for (auto n : wiped) batch.erase(K::data, version_data_key(id, n));
+        if (auto w = store_.write(std::move(batch)); !w)
+            return std::move(w).error().context(fmt::format("wipe old {} versions", K::word));
+        index_.lock()->by_id[id] = next;
+        log::info(K::plural, "secret {}: versions {} wiped", id, fmt::join(wiped, ", "));
+        return wiped;
+    }
+}
+
+template <typename Object>
+void DataObjectRegistry<Object>::prune_all() {
+    if constexpr (std::is_same_v<Object, Secret>) {
+        auto kept = versions_kept_ ? versions_kept_() : model::default_secret_versions_kept;
+        std::vector<std::string> ids;
+        {
+            auto index = index_.read();
+            for (const auto& [id, s] : index->by_id)
+                if (s.versions.size() > kept) ids.push_back(id);
+        }
+        for (const auto& id : ids)
+            if (auto r = prune(id); !r && r.error().code != Errc::conflict)
+                log::warn("secrets", "secret {}: {}", id, r.error().message);
+    }
 }
 
 template <typename Object>

@@ -209,7 +209,17 @@ Result<void> ServiceRegistry::reserve_secrets(const std::string& service_name,
     // sees this service, or this check sees the object as gone.
     auto missing_secrets = secrets_.unavailable(secret_ids);
     auto missing_configs = configs_.unavailable(config_ids);
-    if (missing_secrets.empty() && missing_configs.empty()) return {};
+    if (missing_secrets.empty() && missing_configs.empty()) {
+        // A pin must name a version the secret keeps.
+        for (const auto& ref : c.secrets) {
+            if (ref.pinned_version == 0 || secrets_.has_version(ref.secret_id, ref.pinned_version))
+                continue;
+            release_secrets(service_name);
+            return make_error(Errc::not_found, fmt::format("secret {} has no version {}",
+                                                           ref.secret_name, ref.pinned_version));
+        }
+        return {};
+    }
     release_secrets(service_name);
     if (!missing_secrets.empty())
         return not_found_error("secret", c.secrets, missing_secrets, &SecretReference::secret_id,

@@ -83,6 +83,8 @@ Result<std::unique_ptr<ClusterTrust>> ClusterTrust::load(store::Store& store,
                 t->version_ = e->to_number<std::uint64_t>();
             if (auto* e = o.if_contains("TaskHistoryRetentionLimit"); e && e->is_number())
                 t->task_history_limit_ = e->to_number<std::int64_t>();
+            if (auto* e = o.if_contains("SecretVersionsKept"); e && e->is_number())
+                t->secret_versions_kept_ = e->to_number<std::uint64_t>();
         }
         for (auto [key_name, slot] :
              {std::pair{worker_key, &t->worker_}, std::pair{manager_key, &t->manager_}}) {
@@ -118,12 +120,14 @@ Result<std::unique_ptr<ClusterTrust>> ClusterTrust::load(store::Store& store,
 
 std::string ClusterTrust::settings_json(std::chrono::seconds expiry, std::uint64_t force_rotate,
                                         std::uint64_t version,
-                                        std::optional<std::int64_t> history_limit) const {
+                                        std::optional<std::int64_t> history_limit,
+                                        std::optional<std::uint64_t> versions_kept) const {
     return json::serialize(
         json::object{{"CertExpirySeconds", expiry.count()},
                      {"ForceRotate", force_rotate},
                      {"Version", version},
-                     {"TaskHistoryRetentionLimit", history_limit.value_or(task_history_limit_)}});
+                     {"TaskHistoryRetentionLimit", history_limit.value_or(task_history_limit_)},
+                     {"SecretVersionsKept", versions_kept.value_or(secret_versions_kept_)}});
 }
 
 std::string ClusterTrust::bundle_locked() const {
@@ -170,6 +174,11 @@ std::uint64_t ClusterTrust::force_rotate() const {
 std::int64_t ClusterTrust::task_history_limit() const {
     std::lock_guard lock(mutex_);
     return task_history_limit_;
+}
+
+std::uint64_t ClusterTrust::secret_versions_kept() const {
+    std::lock_guard lock(mutex_);
+    return secret_versions_kept_;
 }
 
 std::uint64_t ClusterTrust::version() const {
@@ -226,10 +235,12 @@ Result<void> ClusterTrust::update(const Update& u) {
             b.put(Table::pki, std::string(ca_chain_key), cross);
         }
         b.put(Table::pki, std::string(settings_key),
-              settings_json(expiry, force, version_ + 1, u.task_history_limit));
+              settings_json(expiry, force, version_ + 1, u.task_history_limit,
+                            u.secret_versions_kept));
         if (auto w = store_.write(std::move(b)); !w)
             return std::move(w).error().context("update the cluster");
         if (u.task_history_limit) task_history_limit_ = *u.task_history_limit;
+        if (u.secret_versions_kept) secret_versions_kept_ = *u.secret_versions_kept;
         worker_ = std::move(worker);
         manager_ = std::move(manager);
         expiry_ = expiry;

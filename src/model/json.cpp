@@ -1,5 +1,7 @@
 #include "coffer/model/json.h"
 
+#include <algorithm>
+
 #include "coffer/crypto/encoding.h"
 #include "json_document.h"
 
@@ -67,11 +69,20 @@ json::object to_json(const ObjectMeta& m) {
 json::object to_json(const Secret& s) {
     auto o = to_json(s.meta);
     o["Spec"] = json::object{{"Name", s.spec.name}, {"Labels", to_json(s.spec.labels)}};
+    // coffer's versions (not in Docker's Secret, which the docker CLI reads without them).
+    if (!s.versions.empty()) {
+        json::array versions;
+        for (const auto& v : s.versions)
+            versions.push_back(
+                json::object{{"Version", v.number}, {"CreatedAt", format_rfc3339(v.created)}});
+        o["CofferVersions"] = std::move(versions);
+        o["CofferCurrentVersion"] = s.current;
+    }
     return o;
 }
 
 json::object to_json(const Config& c) {
-    auto o = to_json(Secret{c.meta, c.spec});
+    auto o = to_json(Secret{c.meta, c.spec, {}, 1});
     o["Spec"].as_object()["Data"] = crypto::base64_encode(
         {reinterpret_cast<const std::uint8_t*>(c.data.data()), c.data.size()});
     return o;
@@ -116,7 +127,38 @@ Result<Secret> secret_from_json(const json::value& v) {
     if (!name) return std::move(name).error();
     auto labels = labels_from_json(spec->as_object().if_contains("Labels"), "Labels");
     if (!labels) return std::move(labels).error();
-    return Secret{std::move(*meta), SecretSpec{std::move(*name), std::move(*labels)}};
+    Secret out{std::move(*meta), SecretSpec{std::move(*name), std::move(*labels)}, {}, 1};
+    // A record written before secrets had versions holds version 1, created with the secret.
+    auto* versions = o.if_contains("CofferVersions");
+    if (versions == nullptr) {
+        out.versions.push_back({1, out.meta.created});
+        return out;
+    }
+    if (!versions->is_array() || versions->as_array().empty())
+        return make_error(Errc::invalid_argument, "field CofferVersions must be a non-empty array");
+    for (const auto& item : versions->as_array()) {
+        const auto* n = item.is_object() ? item.as_object().if_contains("Version") : nullptr;
+        if (n == nullptr || !n->is_number())
+            return make_error(Errc::invalid_argument, "field CofferVersions[].Version is missing");
+        SecretVersion version;
+        version.number = n->to_number<std::uint64_t>();
+        auto created = string_field(item.as_object(), "CreatedAt");
+        if (!created) return std::move(created).error();
+        auto t = parse_rfc3339(*created);
+        if (!t || version.number == 0 ||
+            (!out.versions.empty() && version.number <= out.versions.back().number))
+            return make_error(Errc::invalid_argument, "field CofferVersions is malformed");
+        version.created = *t;
+        out.versions.push_back(version);
+    }
+    auto* current = o.if_contains("CofferCurrentVersion");
+    if (current == nullptr || !current->is_number())
+        return make_error(Errc::invalid_argument, "field CofferCurrentVersion must be a number");
+    out.current = current->to_number<std::uint64_t>();
+    if (std::none_of(out.versions.begin(), out.versions.end(),
+                     [&](const SecretVersion& e) { return e.number == out.current; }))
+        return make_error(Errc::invalid_argument, "field CofferCurrentVersion names no version");
+    return out;
 }
 
 Result<json::value> parse_json(std::string_view text, json::storage_ptr sp) {

@@ -1,5 +1,6 @@
 #include "coffer/model/service.h"
 
+#include "coffer/model/secret_update.h"
 #include "coffer/model/task_options.h"
 
 #include <array>
@@ -352,6 +353,19 @@ Result<void> validate_service_spec(const ServiceSpec& spec) {
     if (auto r = validate_service_name(spec.name); !r) return r;
     if (auto r = validate_labels(spec.labels); !r) return r;
     const auto& c = spec.task.container;
+    // Live replacement renames a new file over the old one in the task's secret mount; a file
+    // bind-mounted at an absolute target keeps the old file (the bind pins its inode).
+    auto secret_update = secret_update_of(spec.labels);
+    if (!secret_update) return std::move(secret_update).error();
+    if (secret_update->mode == SecretUpdateMode::live ||
+        secret_update->mode == SecretUpdateMode::signal)
+        for (const auto& ref : c.secrets)
+            if (ref.pinned_version == 0 && ref.file_name.starts_with('/'))
+                return invalid(fmt::format(
+                    "label {}: secret {} is mounted at {}, outside /run/secrets: a live update "
+                    "cannot replace a file bind-mounted there (the mount keeps the old file); "
+                    "use restart, or a target under /run/secrets",
+                    secret_update_label, ref.secret_name, ref.file_name));
     if (c.image.empty()) return invalid("ContainerSpec: image reference must be provided");
     if (c.image.find_first_of(" \t\n") != std::string::npos)
         return invalid(fmt::format("ContainerSpec: \"{}\" is not a valid repository/tag", c.image));

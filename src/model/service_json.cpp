@@ -1,5 +1,7 @@
 #include "coffer/model/service_json.h"
 
+#include <charconv>
+
 #include "coffer/model/json.h"
 
 namespace coffer::model {
@@ -144,6 +146,23 @@ void read_update_config(Reader& parent, std::string_view key, UpdateConfig& u) {
 }
 
 // ContainerSpec.Secrets and ContainerSpec.Configs: the same shape with the kind's id and name keys.
+// "name@N" in a secret reference's SecretName pins version N (coffer's; a secret name cannot
+// hold '@', so no Docker name is read as a pin).
+void split_pin(Reader& ref, SecretReference& s) {
+    auto at = s.secret_name.rfind('@');
+    if (at == std::string::npos) return;
+    std::string_view digits = std::string_view(s.secret_name).substr(at + 1);
+    std::uint64_t n = 0;
+    auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), n);
+    if (digits.empty() || ec != std::errc{} || end != digits.data() + digits.size() || n == 0) {
+        ref.fail(fmt::format("{}: invalid secret version in '{}' (expected NAME@N, N >= 1)",
+                             ref.name("SecretName"), s.secret_name));
+        return;
+    }
+    s.pinned_version = n;
+    s.secret_name.resize(at);
+}
+
 template <typename Ref>
 void read_file_refs(Reader& parent, const json::object& cs, std::string_view key,
                     std::string_view kind, std::vector<Ref>& out, std::string Ref::*id_of,
@@ -176,6 +195,7 @@ void read_file_refs(Reader& parent, const json::object& cs, std::string_view key
                 fmt::format("{}.Runtime: {} references with a runtime target are not "
                             "supported",
                             r.name(key), kind));
+        if constexpr (std::is_same_v<Ref, SecretReference>) split_pin(ref, s);
         r.merge(ref);
         out.push_back(std::move(s));
     }
@@ -873,6 +893,20 @@ json::object to_json(const Task& t, bool internal) {
         }
         o["NetworksAttachments"] = std::move(attachments);
     }
+    // coffer's: the secret version each reference holds (task inspect shows it).
+    if (!t.spec.container.secrets.empty()) {
+        json::array held;
+        for (std::size_t i = 0; i < t.spec.container.secrets.size(); ++i) {
+            const auto& ref = t.spec.container.secrets[i];
+            held.push_back(json::object{{"SecretID", ref.secret_id},
+                                        {"SecretName", ref.secret_name},
+                                        {"File", ref.file_name},
+                                        {"Version", t.secret_version(i)},
+                                        {"Pinned", ref.pinned_version != 0}});
+        }
+        o["CofferSecretVersions"] = std::move(held);
+        if (!t.secret_signal.empty()) o["CofferSecretSignal"] = t.secret_signal;
+    }
     if (internal) {
         o["NotBefore"] = t.not_before.nanos;
         o["ServiceName"] = t.service_name;
@@ -905,6 +939,15 @@ Result<Task> task_from_json(const json::value& v) {
     r.str("ServiceName", t.service_name);
     r.integer("NotBefore", t.not_before.nanos);
     r.integer("Restarts", t.restarts);
+    if (auto* held = o.if_contains("CofferSecretVersions"); held && held->is_array()) {
+        for (const auto& item : held->as_array()) {
+            const auto* n = item.is_object() ? item.as_object().if_contains("Version") : nullptr;
+            if (n == nullptr || !n->is_number() || n->to_number<std::int64_t>() < 1)
+                return invalid("task has a malformed CofferSecretVersions");
+            t.secret_versions.push_back(n->to_number<std::uint64_t>());
+        }
+    }
+    r.str("CofferSecretSignal", t.secret_signal);
     std::string desired;
     r.str("DesiredState", desired);
     auto d = task_state_from(desired);

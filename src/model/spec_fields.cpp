@@ -23,7 +23,9 @@ constexpr std::string_view no_jobs = "job services are not supported";
 // clang-format off
 constexpr std::array fields = {
     SpecField{"Name", acted},
-    SpecField{"Labels", acted},
+    SpecField{"Labels", acted,
+              "the label coffer.secret-update (restart, live, signal:SIG, none) says what running "
+              "tasks get when a secret they follow is rotated"},
 
     SpecField{"TaskTemplate.ContainerSpec.Image", acted, "from the node's local image store"},
     SpecField{"TaskTemplate.ContainerSpec.Labels", warned,
@@ -92,7 +94,8 @@ constexpr std::array fields = {
     SpecField{"TaskTemplate.ContainerSpec.DNSConfig.Search", acted},
     SpecField{"TaskTemplate.ContainerSpec.DNSConfig.Options", acted},
     SpecField{"TaskTemplate.ContainerSpec.Secrets[].SecretID", acted},
-    SpecField{"TaskTemplate.ContainerSpec.Secrets[].SecretName", acted},
+    SpecField{"TaskTemplate.ContainerSpec.Secrets[].SecretName", acted,
+              "NAME@N pins version N of the secret; a plain name follows the current version"},
     SpecField{"TaskTemplate.ContainerSpec.Secrets[].File.Name", acted},
     SpecField{"TaskTemplate.ContainerSpec.Secrets[].File.UID", acted},
     SpecField{"TaskTemplate.ContainerSpec.Secrets[].File.GID", acted},

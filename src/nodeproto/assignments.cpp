@@ -55,13 +55,12 @@ json::array mounts_wire(const std::vector<MountPayload>& mounts) {
 
 json::array files_wire(const std::vector<SecretFile>& files, std::string_view id_key) {
     json::array out;
-    for (const auto& f : files)
-        out.push_back(json::object{{id_key, f.secret_id},
-                                   {"Name", f.name},
-                                   {"Target", f.target},
-                                   {"UID", f.uid},
-                                   {"GID", f.gid},
-                                   {"Mode", f.mode}});
+    for (const auto& f : files) {
+        json::object o{{id_key, f.secret_id}, {"Name", f.name}, {"Target", f.target},
+                       {"UID", f.uid},        {"GID", f.gid},   {"Mode", f.mode}};
+        if (f.version) o["Version"] = f.version;
+        out.push_back(std::move(o));
+    }
     return out;
 }
 
@@ -128,6 +127,7 @@ json::object task_wire(const TaskPayload& t) {
                                          {"PublishedPort", p.published_port}});
         o["HostPorts"] = std::move(ports);
     }
+    if (!t.secret_signal.empty()) o["SecretSignal"] = t.secret_signal;
     return o;
 }
 
@@ -140,6 +140,7 @@ constexpr std::size_t max_secret_refs = 256;
 constexpr std::size_t max_mounts = 256;
 constexpr std::size_t max_labels = 256;
 constexpr std::size_t max_name_chars = 256;
+constexpr std::int64_t max_secret_version = std::int64_t{1} << 53;  // exact in JSON numbers
 constexpr std::int64_t day_ns = 86'400LL * 1'000'000'000LL;
 
 // Reading one change: a failure is a reason, thrown and caught per change.
@@ -240,6 +241,7 @@ SecretFile secret_file(const json::value& v, std::string_view list, std::string_
     f.uid = id_number_at(o, "UID");
     f.gid = id_number_at(o, "GID");
     f.mode = static_cast<std::uint32_t>(int_at(o, "Mode", 0444, 0, 0777));
+    f.version = static_cast<std::uint64_t>(int_at(o, "Version", 0, 0, max_secret_version));
     return f;
 }
 
@@ -267,6 +269,7 @@ void task_options(const json::object& t, TaskPayload& p) {
     p.groups = texts_at(t, "Groups");
     p.init = bool_at(t, "Init");
     p.stop_signal = text_at(t, "StopSignal", 32);
+    p.secret_signal = text_at(t, "SecretSignal", 32);
     if (const auto* s = t.if_contains("Sysctls"); s != nullptr && !s->is_null()) {
         const auto& so = object_of(*s, "Sysctls");
         if (so.size() > max_strings) bad("Sysctls: too many");
@@ -469,6 +472,7 @@ SecretPayload secret_add(const json::object& o) {
     auto bytes = crypto::base64_decode_secure(std::string_view(text.data(), text.size()));
     if (!bytes) bad("Data: not valid base64");
     s.data = std::move(*bytes);
+    s.version = static_cast<std::uint64_t>(int_at(o, "Version", 0, 0, max_secret_version));
     return s;
 }
 
@@ -500,6 +504,9 @@ Change change(const json::value& v) {
         if (c.is_secret ? !model::valid_secret_id(id) : !model::valid_task_id(id))
             bad("ID: missing or invalid");
         c.id = std::move(id);
+        if (c.is_secret && !c.is_config)
+            c.version =
+                static_cast<std::uint64_t>(int_at(body, "Version", 0, 0, max_secret_version));
         if (c.action == Change::Action::add) {
             if (c.is_secret)
                 c.secret = secret_add(body);
@@ -526,15 +533,20 @@ crypto::SecureBuffer encode(const Assignments& m) {
         first = false;
         const char* object_key = c.is_config ? "Config" : c.is_secret ? "Secret" : "Task";
         if (c.action == Change::Action::remove) {
-            text.add(json::serialize(
-                json::object{{"Action", "remove"}, {object_key, json::object{{"ID", c.id}}}}));
+            json::object body{{"ID", c.id}};
+            if (c.version) body["Version"] = c.version;
+            text.add(
+                json::serialize(json::object{{"Action", "remove"}, {object_key, std::move(body)}}));
         } else if (c.task) {
             text.add(
                 json::serialize(json::object{{"Action", "add"}, {"Task", task_wire(*c.task)}}));
         } else if (c.secret) {
-            text.add(fmt::format(R"({{"Action":"add","{}":{{"ID":{},"Name":{},"Data":")",
+            text.add(fmt::format(R"({{"Action":"add","{}":{{"ID":{},"Name":{},{}"Data":")",
                                  object_key, json::serialize(json::string(c.secret->id)),
-                                 json::serialize(json::string(c.secret->name))));
+                                 json::serialize(json::string(c.secret->name)),
+                                 c.secret->version
+                                     ? fmt::format(R"("Version":{},)", c.secret->version)
+                                     : std::string()));
             text.add(crypto::base64_encode_secure(c.secret->data.span()));
             text.add("\"}}");
         }

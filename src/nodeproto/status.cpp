@@ -73,6 +73,20 @@ Result<TaskReport> decode_report(const json::value& v) {
     if (*container_id || *pid || *exit_code || *health)
         r.container = model::ContainerStatus{container_id->value_or(""), pid->value_or(0),
                                              exit_code->value_or(0), health->value_or("")};
+    if (const auto* held = o.if_contains("secrets"); held != nullptr && !held->is_null()) {
+        if (!held->is_array() || held->get_array().size() > 256)
+            return malformed("secrets is not an array of at most 256");
+        for (const auto& h : held->get_array()) {
+            auto text = h.is_string() ? std::string_view(h.get_string()) : std::string_view();
+            auto at = text.rfind('@');
+            auto digits = at == std::string_view::npos ? std::string_view() : text.substr(at + 1);
+            if (at == std::string_view::npos || !model::valid_secret_id(text.substr(0, at)) ||
+                digits.empty() || digits.size() > 15 ||
+                digits.find_first_not_of("0123456789") != std::string_view::npos)
+                return malformed("secrets holds something other than <secret id>@<version>");
+            r.secrets.emplace_back(text);
+        }
+    }
     return r;
 }
 
@@ -118,6 +132,11 @@ crypto::SecureBuffer encode(const StatusMessage& m) {
             o["pid"] = r.container->pid;
             o["exit_code"] = r.container->exit_code;
             if (!r.container->health.empty()) o["health"] = r.container->health;
+        }
+        if (!r.secrets.empty()) {
+            json::array held;
+            for (const auto& s : r.secrets) held.emplace_back(s);
+            o["secrets"] = std::move(held);
         }
         statuses.emplace_back(std::move(o));
     }

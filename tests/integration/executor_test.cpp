@@ -58,6 +58,7 @@ manager::AssignmentChange secret(std::string id, std::string name, std::string_v
     manager::AssignmentChange c;
     c.is_secret = true;
     c.id = id;
+    c.version = 1;  // what a task without recorded versions holds, as the dispatcher sends it
     c.secret = manager::AssignmentChange::Secret{std::move(id), std::move(name),
                                                  crypto::SecureBuffer::copy_of(bytes)};
     return c;
@@ -84,6 +85,7 @@ manager::AssignmentChange removal(std::string id, bool is_secret) {
     c.action = manager::AssignmentChange::Action::remove;
     c.is_secret = is_secret;
     c.id = std::move(id);
+    if (is_secret) c.version = 1;  // as secret() sends it
     return c;
 }
 

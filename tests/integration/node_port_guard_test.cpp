@@ -192,6 +192,7 @@ manager::AssignmentChange secret_change(const std::string& id, const crypto::Sec
     manager::AssignmentChange c;
     c.is_secret = true;
     c.id = id;
+    c.version = 1;  // what a task without recorded versions holds, as the dispatcher sends it
     c.secret = manager::AssignmentChange::Secret{id, "k", bytes.clone()};
     return c;
 }

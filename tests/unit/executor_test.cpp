@@ -706,6 +706,7 @@ TEST(Assignments, ReadsTheDispatchersWireForm) {
     manager::AssignmentChange s;
     s.is_secret = true;
     s.id = "sec1";
+    s.version = 1;  // a task without recorded versions holds version 1
     s.secret = manager::AssignmentChange::Secret{
         "sec1", "db_pass", crypto::SecureBuffer::copy_of(std::string_view("p\0w\xff", 4))};
     m.changes.push_back(std::move(s));
@@ -769,7 +770,9 @@ TEST(Assignments, ReadsTheDispatchersWireForm) {
     EXPECT_EQ(spec.cap_drop, (std::vector<std::string>{"MKNOD"}));
     EXPECT_EQ(task.task->stop_grace, 2500ms);
     ASSERT_EQ(spec.secrets.size(), 2u);
-    EXPECT_EQ(spec.secrets[0].secret_id, "sec1");
+    // The version the task holds is part of the key its bytes are held under.
+    EXPECT_EQ(spec.secrets[0].secret_id, "sec1@1");
+    EXPECT_EQ(sec.id, spec.secrets[0].secret_id);
     EXPECT_EQ(spec.secrets[0].target, "db_pass");
     EXPECT_EQ(spec.secrets[0].uid, 1000u);
     EXPECT_EQ(spec.secrets[0].gid, 1001u);

@@ -7,16 +7,19 @@
 #include <filesystem>
 #include <fstream>
 #include <future>
+#include <map>
 #include <thread>
 
 #include "coffer/crypto/random.h"
 #include "coffer/crypto/secure_buffer.h"
 #include "coffer/manager/committer.h"
+#include "coffer/manager/deliveries.h"
 #include "coffer/manager/dispatcher.h"
 #include "coffer/manager/nodes.h"
 #include "coffer/manager/orchestrator.h"
 #include "coffer/manager/secrets.h"
 #include "coffer/manager/services.h"
+#include "coffer/model/secret_update.h"
 #include "coffer/model/service_json.h"
 #include "coffer/nodeproto/session.h"
 #include "coffer/nodeproto/status.h"
@@ -1333,4 +1336,211 @@ TEST(UpdateDecision, CompletesWhenNothingIsOutdatedOrInFlight) {
                     .changes.empty());
     EXPECT_TRUE(decide_update(status_of(model::UpdateState::completed), cfg, true, settled, t1)
                     .changes.empty());
+}
+
+namespace {
+
+std::string text_of(const Result<crypto::SecureBuffer>& b) {
+    return b.ok() ? std::string(reinterpret_cast<const char*>(b->data()), b->size()) : "<error>";
+}
+
+std::vector<std::uint64_t> numbers(const model::Secret& s) {
+    std::vector<std::uint64_t> out;
+    for (const auto& v : s.versions) out.push_back(v.number);
+    return out;
+}
+
+}  // namespace
+
+TEST_F(Cluster, SecretVersionsRotateRollBackAndSurviveARestart) {
+    auto id = secret("db", "one");
+    auto same =
+        secrets_->rotate("db", crypto::SecureBuffer::copy_of(std::string_view("one")), true);
+    ASSERT_TRUE(same.ok()) << message(same);
+    EXPECT_FALSE(same->changed);
+    auto r = secrets_->rotate("db", crypto::SecureBuffer::copy_of(std::string_view("two")), true);
+    ASSERT_TRUE(r.ok()) << message(r);
+    EXPECT_TRUE(r->changed);
+    EXPECT_EQ(r->object.current, 2u);
+    EXPECT_EQ(numbers(r->object), (std::vector<std::uint64_t>{1, 2}));
+    EXPECT_EQ(text_of(secrets_->data(id, 1)), "one");
+    EXPECT_EQ(text_of(secrets_->data(id, 2)), "two");
+    EXPECT_EQ(text_of(secrets_->data(id)), "two");
+    // Docker's update: labels only, and Data (when given) must be the current version's.
+    auto two = crypto::SecureBuffer::copy_of(std::string_view("two"));
+    auto one = crypto::SecureBuffer::copy_of(std::string_view("one"));
+    EXPECT_TRUE(
+        secrets_->update("db", secrets_->find("db")->meta.version, {"db", {{"k", "v"}}}, &two)
+            .ok());
+    EXPECT_EQ(secrets_->update("db", secrets_->find("db")->meta.version, {"db", {}}, &one)
+                  .error()
+                  .message,
+              "only updates to Labels are allowed");
+    EXPECT_EQ(numbers(*secrets_->find("db")), (std::vector<std::uint64_t>{1, 2}));
+    auto back = secrets_->rollback("db", std::nullopt);
+    ASSERT_TRUE(back.ok()) << message(back);
+    EXPECT_EQ(back->current, 1u);
+    EXPECT_EQ(text_of(secrets_->data(id)), "one");
+    EXPECT_EQ(secrets_->rollback("db", 7).error().code, Errc::not_found);
+    EXPECT_EQ(secrets_->rollback("db", std::nullopt).error().code, Errc::invalid_argument);
+    // A config has no versions.
+    config("app", "x");
+    EXPECT_FALSE(
+        configs_->rotate("app", crypto::SecureBuffer::copy_of(std::string_view("y")), false).ok());
+
+    services_.reset();
+    secrets_ = SecretRegistry::load(*store_, *committer_, counter_).value();
+    auto loaded = secrets_->find("db");
+    ASSERT_TRUE(loaded.ok());
+    EXPECT_EQ(numbers(*loaded), (std::vector<std::uint64_t>{1, 2}));
+    EXPECT_EQ(loaded->current, 1u);
+    EXPECT_EQ(text_of(secrets_->data(id, 2)), "two");
+}
+
+TEST_F(Cluster, ASecretStoredBeforeVersionsLoadsAsVersionOne) {
+    auto id = crypto::random_id();
+    store::Batch b;
+    b.put(store::Table::secrets, id,
+          json::serialize(json::object{{"ID", id},
+                                       {"Version", json::object{{"Index", 3}}},
+                                       {"CreatedAt", "2024-01-02T03:04:05.000000006Z"},
+                                       {"UpdatedAt", "2024-01-02T03:04:05.000000006Z"},
+                                       {"Spec", json::object{{"Name", "old"}}}}));
+    b.put(store::Table::secret_data, id, crypto::SecureBuffer::copy_of(std::string_view("bytes")));
+    ASSERT_TRUE(store_->write(std::move(b)).ok());
+    services_.reset();
+    secrets_ = SecretRegistry::load(*store_, *committer_, counter_).value();
+    auto s = secrets_->find("old");
+    ASSERT_TRUE(s.ok());
+    EXPECT_EQ(numbers(*s), (std::vector<std::uint64_t>{1}));
+    EXPECT_EQ(s->current, 1u);
+    EXPECT_EQ(s->versions[0].created, s->meta.created);
+    EXPECT_EQ(text_of(secrets_->data(id)), "bytes");
+    auto r = secrets_->rotate("old", crypto::SecureBuffer::copy_of(std::string_view("new")), false);
+    ASSERT_TRUE(r.ok()) << message(r);
+    EXPECT_EQ(text_of(secrets_->data(id, 1)), "bytes");
+    EXPECT_EQ(text_of(secrets_->data(id, 2)), "new");
+}
+
+TEST_F(Cluster, OldVersionsAreWipedOnlyWhenNothingHoldsThem) {
+    auto id = secret("r", "v1");
+    std::map<std::uint64_t, std::size_t> held{{1, 1}};
+    secrets_->set_holders([&](const std::string&, bool) { return held; });
+    secrets_->set_versions_kept([] { return std::uint64_t{2}; });
+    for (auto v : {"v2", "v3", "v4"}) {
+        ASSERT_TRUE(
+            secrets_->rotate("r", crypto::SecureBuffer::copy_of(std::string_view(v)), false).ok());
+        ASSERT_TRUE(secrets_->prune(id).ok());
+    }
+    EXPECT_EQ(numbers(*secrets_->find("r")), (std::vector<std::uint64_t>{1, 3, 4}));
+    EXPECT_EQ(secrets_->data(id, 2).error().code, Errc::not_found);
+    held.clear();
+    ASSERT_TRUE(secrets_->prune(id).ok());
+    EXPECT_EQ(numbers(*secrets_->find("r")), (std::vector<std::uint64_t>{3, 4}));
+    EXPECT_EQ(secrets_->data(id, 1).error().code, Errc::not_found);
+    ASSERT_TRUE(secrets_->remove("r").ok());
+    EXPECT_EQ(secrets_->data(id, 4).error().code, Errc::not_found);
+}
+
+TEST_F(Cluster, TasksHoldTheVersionTheyWereMadeWithAndLiveTasksAreSentAgain) {
+    auto n1 = node("n1");
+    auto id = secret("s", "one");
+    orch_->set_secret_versions(
+        [this](const std::string& sid) { return secrets_->current_version(sid); });
+    auto live = spec("live", 1, {{"s", "s"}});
+    live.labels[std::string(model::secret_update_label)] = "signal:HUP";
+    auto live_id = services_->create(live)->meta.id;
+    auto restart_id = services_->create(spec("restart", 1, {{"s", "t"}}))->meta.id;
+    // A pin as the API gets it: SecretName "s@1".
+    auto pinned_json = json::parse(spec("pinned", 1, {{"s", "p"}}).json);
+    pinned_json.at("TaskTemplate")
+        .at("ContainerSpec")
+        .at("Secrets")
+        .at(0)
+        .as_object()["SecretName"] = "s@1";
+    auto pinned = model::service_spec_from_json(pinned_json);
+    ASSERT_TRUE(pinned.ok()) << message(pinned);
+    EXPECT_EQ(pinned->task.container.secrets[0].pinned_version, 1u);
+    EXPECT_EQ(pinned->task.container.secrets[0].secret_name, "s");
+    auto pinned_id = services_->create(*pinned)->meta.id;
+    pass();
+    auto stream = dispatcher_->subscribe(n1);
+    ASSERT_TRUE(stream.ok());
+    auto m = (*stream)->poll();
+    ASSERT_TRUE(m);
+    ASSERT_EQ(m->changes.size(), 4u);  // the secret's version 1, then the three tasks
+    EXPECT_EQ(m->changes[0].version, 1u);
+    agents_act();
+    (void)(*stream)->poll();
+    auto live_task = tasks_of(live_id).at(0);
+    EXPECT_EQ(live_task.secret_versions, (std::vector<std::uint64_t>{1}));
+
+    ASSERT_TRUE(
+        secrets_->rotate("s", crypto::SecureBuffer::copy_of(std::string_view("two")), false).ok());
+    pass();
+    // live: the same task, holding version 2, sent again after version 2's bytes.
+    auto after = tasks_of(live_id);
+    ASSERT_EQ(after.size(), 1u);
+    EXPECT_EQ(after[0].meta.id, live_task.meta.id);
+    EXPECT_EQ(after[0].secret_versions, (std::vector<std::uint64_t>{2}));
+    EXPECT_EQ(after[0].secret_signal, "HUP");
+    // restart: a replacement holding version 2 (the old one stops first).
+    bool restarted = false;
+    for (int i = 0; i < 5 && !restarted; ++i) {
+        agents_act();
+        advance(2 * sec);
+        pass();
+        for (const auto& t : tasks_of(restart_id))
+            if (t.secret_versions == std::vector<std::uint64_t>{2} &&
+                t.status.state == TaskState::running)
+                restarted = true;
+    }
+    EXPECT_TRUE(restarted);
+    // pinned: unchanged.
+    auto pin = tasks_of(pinned_id);
+    ASSERT_EQ(pin.size(), 1u);
+    EXPECT_EQ(pin[0].secret_versions, (std::vector<std::uint64_t>{1}));
+
+    std::string wire;
+    while (auto next = (*stream)->poll()) {
+        auto w = next->to_json();
+        wire += std::string(reinterpret_cast<const char*>(w.data()), w.size());
+    }
+    EXPECT_NE(wire.find(fmt::format(R"("ID":"{}","Name":"s","Version":2,"Data":"dHdv")", id)),
+              std::string::npos)
+        << wire;
+    EXPECT_NE(wire.find(live_task.meta.id), std::string::npos);
+    EXPECT_NE(wire.find(R"("SecretSignal":"HUP")"), std::string::npos);
+}
+
+TEST_F(Cluster, TheDeliveryRecordFollowsTheReportsAndSurvivesARestart) {
+    auto log = DeliveryLog::load(*store_, *committer_).value();
+    const std::string sid = "bvjui3xpv48u9gx9cya2y63q9";
+    log->observe({{"t1", "svc", "n1", TaskState::running, {sid + "@1"}},
+                  {"t2", "svc", "n2", TaskState::running, {sid + "@1"}}},
+                 model::Timestamp{10});
+    // t1 gets version 2 in place; t2 ends.
+    log->observe({{"t1", "svc", "n1", TaskState::running, {sid + "@2"}},
+                  {"t2", "svc", "n2", TaskState::shutdown, {}}},
+                 model::Timestamp{20});
+    auto check = [&](const DeliveryLog& l) {
+        auto records = l.of(sid);
+        ASSERT_EQ(records.size(), 3u);
+        std::map<std::pair<std::string, std::uint64_t>, const Delivery*> by;
+        for (const auto& d : records) by[{d.task_id, d.version}] = &d;
+        EXPECT_EQ(by.at({"t1", 1})->removed, model::Timestamp{20});
+        EXPECT_FALSE(by.at({"t1", 2})->removed);
+        EXPECT_EQ(by.at({"t1", 2})->mounted, model::Timestamp{20});
+        EXPECT_EQ(by.at({"t2", 1})->removed, model::Timestamp{20});
+        EXPECT_EQ(by.at({"t2", 1})->node_id, "n2");
+    };
+    check(*log);
+    // A task gone without a report (its node lost) holds nothing any more.
+    log->close_ended({}, model::Timestamp{30});
+    EXPECT_EQ(log->of(sid).back().removed, model::Timestamp{30});
+    committer_.reset();  // drains the record's writes
+    committer_ = std::make_unique<Committer>(*store_);
+    auto again = DeliveryLog::load(*store_, *committer_).value();
+    EXPECT_EQ(again->of(sid).size(), 3u);
+    EXPECT_TRUE(again->of("nothing").empty());
 }

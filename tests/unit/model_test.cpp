@@ -830,3 +830,82 @@ TEST(Ipv4, DottedQuadsAndPrefixes) {
     for (auto bad : {"10.0.1.0", "10.0.1.0/33", "10.0.1.0/", "10.0.1.0/08", "10.0.1.0/2a"})
         EXPECT_FALSE(model::parse_ipv4_prefix(bad)) << bad;
 }
+
+// ---- secret versions --------------------------------------------------------------------------
+
+#include "coffer/model/secret_update.h"
+
+TEST(SecretVersions, RoundTripAndRefuseMalformed) {
+    Secret s{{"l6049huigpebyacg3j6qbcvgu", 5, Timestamp{1}, Timestamp{2}},
+             {"s1", {}},
+             {{2, Timestamp{10}}, {4, Timestamp{20}}},
+             2};
+    auto j = to_json(s);
+    auto back = secret_from_json(j);
+    ASSERT_TRUE(back.ok()) << back.error().message;
+    EXPECT_EQ(back->versions, s.versions);
+    EXPECT_EQ(back->current, 2u);
+    auto bad = j;
+    bad["CofferCurrentVersion"] = 3;  // names no version
+    EXPECT_FALSE(secret_from_json(bad).ok());
+    bad = j;
+    bad["CofferVersions"] = json::array{};
+    EXPECT_FALSE(secret_from_json(bad).ok());
+    bad = j;
+    bad["CofferVersions"].as_array()[1].as_object()["Version"] = 1;  // out of order
+    EXPECT_FALSE(secret_from_json(bad).ok());
+}
+
+TEST(SecretVersions, APinIsReadFromTheSecretNameAndABadOneRefused) {
+    auto spec_with = [](std::string_view name) {
+        auto body = fmt::format(
+            R"({{"Name":"w","TaskTemplate":{{"ContainerSpec":{{"Image":"b","Secrets":[{{"File":{{"Name":"t"}},"SecretID":"bvjui3xpv48u9gx9cya2y63q9","SecretName":"{}"}}]}}}}}})",
+            name);
+        return service_spec_from_json(json::parse(body));
+    };
+    auto pinned = spec_with("db@3");
+    ASSERT_TRUE(pinned.ok()) << pinned.error().message;
+    EXPECT_EQ(pinned->task.container.secrets[0].secret_name, "db");
+    EXPECT_EQ(pinned->task.container.secrets[0].pinned_version, 3u);
+    auto follows = spec_with("db");
+    ASSERT_TRUE(follows.ok());
+    EXPECT_EQ(follows->task.container.secrets[0].pinned_version, 0u);
+    for (auto bad : {"db@", "db@0", "db@x", "db@-1", "db@1x"})
+        EXPECT_FALSE(spec_with(bad).ok()) << bad;
+}
+
+TEST(SecretVersions, TheUpdateModeLabel) {
+    EXPECT_EQ(secret_update_of({})->mode, SecretUpdateMode::restart);
+    EXPECT_EQ(secret_update_of({{"coffer.secret-update", "live"}})->mode, SecretUpdateMode::live);
+    EXPECT_EQ(secret_update_of({{"coffer.secret-update", "none"}})->mode, SecretUpdateMode::none);
+    auto sig = secret_update_of({{"coffer.secret-update", "signal:SIGHUP"}});
+    ASSERT_TRUE(sig.ok());
+    EXPECT_EQ(sig->mode, SecretUpdateMode::signal);
+    EXPECT_EQ(sig->signal, "SIGHUP");
+    for (auto bad : {"", "Live", "signal:", "signal:SIGNOPE", "reload"})
+        EXPECT_FALSE(secret_update_of({{"coffer.secret-update", bad}}).ok()) << bad;
+    // Live replacement cannot reach a file bind-mounted at an absolute target.
+    auto spec = service_spec_from_json(json::parse(
+        R"({"Name":"w","Labels":{"coffer.secret-update":"live"},"TaskTemplate":{"ContainerSpec":{"Image":"b","Secrets":[{"File":{"Name":"/etc/k"},"SecretID":"bvjui3xpv48u9gx9cya2y63q9","SecretName":"k"}]}}})"));
+    ASSERT_TRUE(spec.ok());
+    auto checked = validate_service_spec(*spec);
+    ASSERT_FALSE(checked.ok());
+    EXPECT_NE(checked.error().message.find("outside /run/secrets"), std::string::npos);
+}
+
+TEST(SecretVersions, ATaskKeepsItsVersionsThroughItsRecord) {
+    Task t;
+    t.meta = {"abcdefghijklmnopqrstuvwxy", 1, Timestamp{1}, Timestamp{1}};
+    auto spec = service_spec_from_json(json::parse(
+        R"({"Name":"w","TaskTemplate":{"ContainerSpec":{"Image":"b","Secrets":[{"File":{"Name":"t"},"SecretID":"bvjui3xpv48u9gx9cya2y63q9","SecretName":"db"}]}}})"));
+    ASSERT_TRUE(spec.ok());
+    t.spec = spec->task;
+    t.secret_versions = {7};
+    t.secret_signal = "HUP";
+    auto back = task_from_json(to_json(t, true));
+    ASSERT_TRUE(back.ok()) << back.error().message;
+    EXPECT_EQ(back->secret_versions, (std::vector<std::uint64_t>{7}));
+    EXPECT_EQ(back->secret_signal, "HUP");
+    EXPECT_EQ(back->secret_version(0), 7u);
+    EXPECT_EQ(Task{}.secret_version(0), 1u);
+}

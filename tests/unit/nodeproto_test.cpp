@@ -655,3 +655,58 @@ TEST(Assignments, TaskNetworksAreChecked) {
         EXPECT_TRUE(d->changes[0].invalid) << field;
     }
 }
+
+// The secret versions a task's mount holds travel with its status; anything but
+// "<secret id>@<version>" is refused. Secret versions travel with assignments.
+TEST(SecretVersions, StatusAndAssignmentsCarryThem) {
+    StatusMessage m;
+    m.statuses.push_back({"t1",
+                          model::TaskState::running,
+                          "started",
+                          "",
+                          std::nullopt,
+                          {"bvjui3xpv48u9gx9cya2y63q9@3"}});
+    auto d = decode_status(encode(m));
+    ASSERT_TRUE(d) << d.error().message;
+    EXPECT_EQ(d->statuses.at(0).secrets, m.statuses[0].secrets);
+    for (auto bad :
+         {R"(["x/y@1"])", R"(["bvjui3xpv48u9gx9cya2y63q9"])", R"(["bvjui3xpv48u9gx9cya2y63q9@"])",
+          R"(["bvjui3xpv48u9gx9cya2y63q9@1a"])", R"("bvjui3xpv48u9gx9cya2y63q9@1")", R"([7])"}) {
+        auto text = fmt::format(
+            R"({{"type":"status","statuses":[{{"task_id":"t1","state":"running","secrets":{}}}]}})",
+            bad);
+        EXPECT_FALSE(decode_status(msg(text))) << bad;
+    }
+
+    Assignments a;
+    Change s;
+    s.is_secret = true;
+    s.id = "bvjui3xpv48u9gx9cya2y63q9";
+    s.version = 4;
+    s.secret = SecretPayload{s.id, "db", crypto::SecureBuffer::copy_of(std::string_view("b")), 4};
+    a.changes.push_back(std::move(s));
+    Change t;
+    t.id = "abcdefghijklmnopqrstuvwxy";
+    t.task = TaskPayload{};
+    t.task->id = t.id;
+    t.task->image = "busybox";
+    t.task->secrets.push_back({"bvjui3xpv48u9gx9cya2y63q9", "db", "db", "0", "0", 0444, 4});
+    t.task->secret_signal = "SIGHUP";
+    a.changes.push_back(std::move(t));
+    Change rm;
+    rm.action = Change::Action::remove;
+    rm.is_secret = true;
+    rm.id = "bvjui3xpv48u9gx9cya2y63q9";
+    rm.version = 3;
+    a.changes.push_back(std::move(rm));
+    auto back = decode_assignments(encode(a));
+    ASSERT_TRUE(back) << back.error().message;
+    ASSERT_EQ(back->changes.size(), 3u);
+    EXPECT_EQ(back->changes[0].version, 4u);
+    EXPECT_EQ(back->changes[0].secret->version, 4u);
+    ASSERT_TRUE(back->changes[1].task) << *back->changes[1].invalid;
+    EXPECT_EQ(back->changes[1].task->secrets.at(0).version, 4u);
+    EXPECT_EQ(back->changes[1].task->secret_signal, "SIGHUP");
+    EXPECT_EQ(back->changes[2].version, 3u);
+    EXPECT_EQ(back->changes[2].action, Change::Action::remove);
+}

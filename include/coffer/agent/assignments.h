@@ -23,6 +23,9 @@ inline constexpr std::chrono::milliseconds default_stop_grace{10'000};
 // and secret ids are of the same form, so configs get a prefix no id can start with); its file is
 // a SecretRef like a secret's, with an absolute target.
 std::string config_store_key(std::string_view config_id);
+// A secret version is held under "<id>@<version>" (no id holds '@'), so two versions of one
+// secret are apart; version 0 (from a manager without versions) under the id alone.
+std::string secret_store_key(std::string_view secret_id, std::uint64_t version);
 
 struct SecretAssignment {
     std::string id;
@@ -34,6 +37,8 @@ struct TaskAssignment {
     TaskSpec spec;
     std::string service_id;
     std::chrono::milliseconds stop_grace = default_stop_grace;
+    // Sent to the main process after its secret files were replaced in place; empty: none.
+    std::string secret_signal;
 };
 
 struct Change {

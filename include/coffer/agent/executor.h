@@ -42,6 +42,15 @@ class TaskDriver {
     // SIGTERM, SIGKILL after grace; returns the final status once torn down. not_found for a
     // task the driver does not know.
     virtual Result<TaskStatus> stop(std::string_view id, std::chrono::milliseconds grace) = 0;
+    // Replaces the files of a running task's secrets in place with those of refs (the same
+    // targets, other secret versions), each atomically for a reader, then sends signal (0: none)
+    // to its main process. secrets: a lease on refs' ids in secrets(), kept instead of the old
+    // one. invalid_argument when the driver cannot; not_found for a task it does not run.
+    virtual Result<void> update_secrets(std::string_view id, const std::vector<SecretRef>& refs,
+                                        SecretLease secrets, int signal) {
+        (void)id, (void)refs, (void)secrets, (void)signal;
+        return make_error(Errc::invalid_argument, "this driver cannot replace a task's secrets");
+    }
     // Where the task's output is kept; empty when the driver keeps none.
     virtual std::string log_path(std::string_view id) const = 0;
     // The node's named volumes, reported to the manager and removed at its request; null when

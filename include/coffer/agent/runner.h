@@ -77,6 +77,13 @@ class Runner {
     // passed; returns the final status once torn down.
     Result<TaskStatus> stop(std::string_view id, std::chrono::milliseconds grace);
 
+    // Replaces a running task's secret files in place with those of refs (its targets, other
+    // secret versions; see SecretMount::replace), then sends signal (0: none) to its main process
+    // once. lease: on refs' ids in secrets(); it replaces the task's lease (the old versions'
+    // bytes are wiped once nothing else leases them). not_found for a task that does not run.
+    Result<void> update_secrets(std::string_view id, const std::vector<SecretRef>& refs,
+                                SecretLease lease, int signal);
+
     // Current or (recently) final status.
     std::optional<TaskStatus> status(std::string_view id) const;
     // Waits until the task is final and torn down. nullopt: unknown id or timeout.

@@ -64,6 +64,15 @@ class SecretMount {
     const std::string& dir() const noexcept { return mount_.target(); }
     std::uint64_t size_limit() const noexcept { return size_limit_; }
 
+    // Replaces the files whose secret_id differs in files (the same paths as at create(), in the
+    // same order; only files under /run/secrets may change) with the bytes of their new
+    // secret_id: each new file is written beside the tree, then renamed over the old one, so a
+    // reader opening the path gets the whole old or the whole new file, never a part or none.
+    // The tmpfs is writable meanwhile in the agent's mount namespace only (the container's
+    // binds of it stay read-only), and read-only again afterwards. Throws on failure (files
+    // replaced before it keep their new bytes).
+    void replace(const std::vector<SecretFile>& files, const SecretBytes& bytes);
+
     // Makes the tmpfs writable again, overwrites every file with zeros (freed tmpfs pages are not
     // cleared by the kernel), and unmounts. Throws SystemError; the mount is then still owned.
     void wipe_and_unmount();
@@ -75,8 +84,13 @@ class SecretMount {
     Mount mount_;
     std::vector<Bind> binds_;
     std::vector<std::string> files_;  // relative to the mount, for the wipe
+    std::vector<std::string> paths_;  // each file's container path, as files_
+    std::vector<std::string> ids_;    // each file's secret_id (store key), as files_
     std::uint64_t size_limit_ = 0;
+    std::uint64_t inodes_ = 0;
     std::string options_;
+    std::string extra_options_;  // ",noswap" when the kernel took it
+    Options create_options_;
 };
 
 }  // namespace coffer::agent

@@ -28,6 +28,8 @@ class RunnerDriver final : public TaskDriver {
     // The runner takes its own lease on the task's secrets; secrets keeps them held until then.
     TaskStatus start(const TaskSpec& spec, SecretLease secrets) override;
     Result<TaskStatus> stop(std::string_view id, std::chrono::milliseconds grace) override;
+    Result<void> update_secrets(std::string_view id, const std::vector<SecretRef>& refs,
+                                SecretLease secrets, int signal) override;
     std::string log_path(std::string_view id) const override;
     // The runner's volumes.
     VolumeStore* volumes() override;
@@ -47,6 +49,9 @@ class NoopDriver final : public TaskDriver {
     SecretStore& secrets() override;
     TaskStatus start(const TaskSpec& spec, SecretLease secrets) override;
     Result<TaskStatus> stop(std::string_view id, std::chrono::milliseconds grace) override;
+    // Keeps the new lease instead of the old one (there are no files to replace).
+    Result<void> update_secrets(std::string_view id, const std::vector<SecretRef>& refs,
+                                SecretLease secrets, int signal) override;
     std::string log_path(std::string_view id) const override;
 
     std::size_t tasks_running() const;

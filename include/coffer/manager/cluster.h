@@ -51,6 +51,7 @@
 #include "coffer/base/error.h"
 #include "coffer/crypto/secure_buffer.h"
 #include "coffer/manager/committer.h"
+#include "coffer/manager/deliveries.h"
 #include "coffer/manager/dispatcher.h"
 #include "coffer/manager/events.h"
 #include "coffer/manager/networks.h"
@@ -102,6 +103,8 @@ class Cluster final : private ClusterEvents, private NodeTransport {
 
     // Null while locked.
     SecretRegistry* secrets() const noexcept { return secrets_.load(); }
+    // The secrets' delivery record; exists whenever secrets() is not null.
+    const DeliveryLog& deliveries() const noexcept { return *deliveries_; }
     // Valid once unlocked.
     ClusterTrust& trust() const noexcept { return *trust_; }
     // Exist whenever secrets() is not null.
@@ -147,6 +150,10 @@ class Cluster final : private ClusterEvents, private NodeTransport {
     explicit Cluster(ClusterOptions options);
     Result<void> load();  // after unlock: cluster record and the unlocked parts
     Result<void> start_node_port_locked(NodePortOptions options);  // under port_start_mutex_
+    // The versions of secret id that tasks hold (all not yet ended, or those meant to run), with
+    // how many tasks hold each; a version pinned by a service is among them with no task.
+    std::map<std::uint64_t, std::size_t> secret_holders(const std::string& id,
+                                                        bool running_only) const;
 
     // ClusterEvents: the routing table above.
     void services_changed() override;
@@ -187,6 +194,7 @@ class Cluster final : private ClusterEvents, private NodeTransport {
     std::unique_ptr<ServiceRegistry> services_;
     std::unique_ptr<TaskRegistry> tasks_;
     std::unique_ptr<NodeRegistry> nodes_;
+    std::unique_ptr<DeliveryLog> deliveries_;
     std::unique_ptr<Dispatcher> dispatcher_;
     std::unique_ptr<Orchestrator> orchestrator_;
     std::atomic<SecretRegistry*> secrets_{nullptr};

@@ -12,6 +12,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <functional>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -21,6 +22,7 @@
 
 #include "coffer/crypto/secure_buffer.h"
 #include "coffer/manager/networks.h"
+#include "coffer/manager/deliveries.h"
 #include "coffer/manager/nodes.h"
 #include "coffer/manager/services.h"
 #include "coffer/nodeproto/networks.h"
@@ -41,7 +43,8 @@ struct AssignmentChange {
     std::optional<Secret> secret;  // a secret's or a config's
     std::string id;
     bool is_secret = false;
-    bool is_config = false;  // is_secret is set too: a config travels as a secret does
+    bool is_config = false;     // is_secret is set too: a config travels as a secret does
+    std::uint64_t version = 0;  // a secret's add or remove: which version (a config's: 0)
 };
 
 struct AssignmentMessage {
@@ -87,7 +90,9 @@ class NodeStream {
     std::string node_id_;
     std::uint64_t sequence_ = 0;
     std::set<std::string> sent_tasks_;
-    std::set<std::string> sent_secrets_;
+    std::set<std::string> sent_secrets_;  // "<id>@<version>"
+    // The secret versions each sent task held when sent (a change sends it again).
+    std::map<std::string, std::vector<std::uint64_t>> sent_versions_;
     std::set<std::string> sent_configs_;
     std::optional<nodeproto::NetworksMessage> sent_networks_;  // as yielded, sequence included
     std::mutex mutex_;
@@ -125,6 +130,9 @@ class Dispatcher {
     // Tasks or nodes changed: every stream re-evaluates (wakes next(); poll() may yield). Only
     // signals: may run under a registry's writers' lock.
     void changed();
+    // Where report() records which secret versions the tasks' mounts hold (borrowed; set before
+    // any report).
+    void set_deliveries(DeliveryLog* log) { deliveries_ = log; }
 
   private:
     friend class NodeStream;
@@ -140,6 +148,7 @@ class Dispatcher {
     NetworkRegistry* networks_ = nullptr;
     Clock clock_;
     Sync<std::set<NodeStream*>> streams_;
+    DeliveryLog* deliveries_ = nullptr;
 };
 
 }  // namespace coffer::manager

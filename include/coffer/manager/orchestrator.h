@@ -53,6 +53,13 @@ class Orchestrator {
     // The networks whose addresses a pass allocates to services (VIPs), tasks and nodes; none
     // until set. Borrowed for the orchestrator's lifetime; set before start().
     void set_networks(NetworkRegistry* networks) { networks_ = networks; }
+    // A secret's current version (for the references of the tasks a pass makes that follow it).
+    // Set before start().
+    using SecretVersionFn = std::function<std::optional<std::uint64_t>(const std::string& id)>;
+    void set_secret_versions(SecretVersionFn fn) { secret_version_ = std::move(fn); }
+    // Run on the orchestrator's thread after each pass, outside every registry's lock (the
+    // cluster wipes secret versions no task holds any more). Set before start().
+    void set_after_pass(std::function<void()> fn) { after_pass_ = std::move(fn); }
 
   private:
     struct UpdateProgress {
@@ -69,6 +76,8 @@ class Orchestrator {
     Clock clock_;
     std::map<std::string, UpdateProgress> progress_;  // by service id; the pass's own state
     std::atomic<std::int64_t> history_limit_{static_cast<std::int64_t>(task_history_limit)};
+    SecretVersionFn secret_version_;
+    std::function<void()> after_pass_;
 
     std::mutex mutex_;
     std::condition_variable cv_;

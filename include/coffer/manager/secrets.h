@@ -10,6 +10,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <set>
 #include <string>
 #include <string_view>
@@ -67,9 +68,46 @@ class DataObjectRegistry {
     Result<Object> remove(std::string_view id_or_name);
     // The ids among ids that do not exist or are being removed (services must not reference them).
     std::vector<std::string> unavailable(const std::vector<std::string>& ids) const;
-    // The object's bytes (for delivery to a node that runs a task needing them).
+    // The object's bytes (for delivery to a node that runs a task needing them); a secret's
+    // current version.
     Result<crypto::SecureBuffer> data(std::string_view id) const;
     std::size_t size() const;
+
+    // ---- versions (secrets only; a config has none and these refuse it) ----
+    // The versions of a secret that tasks hold, with how many tasks hold each: all the tasks
+    // that may still have it mounted, or (running_only) those meant to run. Pins in services
+    // count as a holder with no task (set by the cluster, which sees services and tasks).
+    using HoldersFn = std::function<std::map<std::uint64_t, std::size_t>(const std::string& id,
+                                                                         bool running_only)>;
+    void set_holders(HoldersFn fn) { holders_ = std::move(fn); }
+    // The holders of each version of a secret that tasks may still have mounted.
+    std::map<std::uint64_t, std::size_t> holders(const std::string& id) const {
+        return holders_ ? holders_(id, false) : std::map<std::uint64_t, std::size_t>{};
+    }
+    // How many of the newest versions are kept (the cluster setting).
+    void set_versions_kept(std::function<std::uint64_t()> fn) { versions_kept_ = std::move(fn); }
+    // A version's bytes.
+    Result<crypto::SecureBuffer> data(std::string_view id, std::uint64_t version) const;
+    // The current version of a secret, if it exists.
+    std::optional<std::uint64_t> current_version(const std::string& id) const;
+    // Whether a secret has a version (a pin must name one).
+    bool has_version(const std::string& id, std::uint64_t version) const;
+    struct Rotated {
+        Object object;
+        bool changed = true;  // false: only_if_different and the bytes equal the current ones
+    };
+    // Adds a version holding data and makes it current, in one store write with the record (a
+    // crash leaves the old or the new current version, never half of one). With
+    // only_if_different, nothing changes when data equals the current version's bytes.
+    Result<Rotated> rotate(std::string_view id_or_name, crypto::SecureBuffer data,
+                           bool only_if_different);
+    // Makes version `to` (default: the newest one older than the current) current again.
+    Result<Object> rollback(std::string_view id_or_name, std::optional<std::uint64_t> to);
+    // Wipes the versions of a secret beyond the newest `versions kept` that are neither current
+    // nor held (one store write); returns the numbers wiped.
+    Result<std::vector<std::uint64_t>> prune(const std::string& id);
+    // prune() for every secret with more versions than are kept.
+    void prune_all();
 
   private:
     DataObjectRegistry(store::Store& store, Committer& committer, VersionCounter& counter)
@@ -91,7 +129,13 @@ class DataObjectRegistry {
     VersionCounter& counter_;
     Sync<Index> index_;
     UsersFn users_;
+    HoldersFn holders_;
+    std::function<std::uint64_t()> versions_kept_;
 };
+
+// The store key of a secret version's bytes: a version 1 sits under the secret's ID (where a
+// secret's only bytes were kept before versions), a later one under "<id>/<n>".
+std::string version_data_key(std::string_view id, std::uint64_t version);
 
 using SecretRegistry = DataObjectRegistry<model::Secret>;
 using ConfigRegistry = DataObjectRegistry<model::Config>;

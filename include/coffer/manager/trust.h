@@ -82,6 +82,8 @@ class ClusterTrust {
     // Docker's Spec.Orchestration.TaskHistoryRetentionLimit: tasks kept per slot, the live one
     // included; negative keeps them all. 5 unless an update changed it.
     std::int64_t task_history_limit() const;
+    // How many of a secret's newest versions are kept (coffer's Spec.CofferSecrets.VersionsKept).
+    std::uint64_t secret_versions_kept() const;
     // Bumped by every change below; the API's Version.Index of the cluster object.
     std::uint64_t version() const;
 
@@ -93,6 +95,7 @@ class ClusterTrust {
         // A value other than force_rotate() starts a CA rotation (see rotate_ca).
         std::optional<std::uint64_t> force_rotate;
         std::optional<std::int64_t> task_history_limit;
+        std::optional<std::uint64_t> secret_versions_kept;
     };
     Result<void> update(const Update& u);
 
@@ -149,8 +152,8 @@ class ClusterTrust {
 
     std::string bundle_locked() const;
     std::string settings_json(std::chrono::seconds expiry, std::uint64_t force_rotate,
-                              std::uint64_t version,
-                              std::optional<std::int64_t> history_limit = {}) const;
+                              std::uint64_t version, std::optional<std::int64_t> history_limit = {},
+                              std::optional<std::uint64_t> versions_kept = {}) const;
     void notify_ca_changed();
 
     store::Store& store_;
@@ -162,6 +165,7 @@ class ClusterTrust {
     std::chrono::seconds expiry_{pki::default_cert_expiry};
     std::uint64_t force_rotate_ = 0;
     std::int64_t task_history_limit_ = 5;
+    std::uint64_t secret_versions_kept_ = 5;
     std::uint64_t version_ = 1;
     std::uint64_t ca_version_ = 1;
     std::unordered_map<std::string, std::string> issuers_;  // node id -> issuer key

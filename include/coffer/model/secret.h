@@ -5,6 +5,7 @@
 #include <map>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "coffer/base/error.h"
 #include "coffer/model/time.h"
@@ -25,10 +26,25 @@ struct SecretSpec {
     Labels labels;
 };
 
+// One of a secret's versions: numbered from 1 under the secret's ID and name. Its bytes are in
+// the store (never in this record), and no digest of them is kept anywhere.
+struct SecretVersion {
+    std::uint64_t number = 1;
+    Timestamp created;
+    bool operator==(const SecretVersion&) const = default;
+};
+
 struct Secret {
     ObjectMeta meta;
     SecretSpec spec;
+    // The versions kept, oldest first; empty only for a config (a secret has at least one).
+    std::vector<SecretVersion> versions;
+    std::uint64_t current = 1;  // the version a reference without a pin follows
 };
+
+// The newest N versions of a secret are kept by default (the cluster setting's default).
+inline constexpr std::uint64_t default_secret_versions_kept = 5;
+inline constexpr std::uint64_t max_secret_versions_kept = 1000;
 
 // A config is a named object with data, as a secret is, but its bytes are not secret: inspect
 // and list show them (Spec.Data), so the manager keeps them in its index beside the metadata.

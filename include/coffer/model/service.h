@@ -25,6 +25,9 @@ struct SecretReference {
     std::string uid = "0";  // strings, as in Docker's API
     std::string gid = "0";
     std::uint32_t mode = 0444;
+    // A pinned version ("SecretName": "<name>@<n>"); 0: the reference follows the secret's
+    // current version.
+    std::uint64_t pinned_version = 0;
     bool operator==(const SecretReference&) const = default;
 };
 
@@ -349,6 +352,17 @@ struct Task {
     std::vector<TaskNetworkAttachment> networks;
     std::vector<PortConfig> host_ports;
     bool networks_allocated = false;
+    // The version of each of spec.container.secrets (same order) the task holds: resolved when
+    // the task is made (the pin, else the current version). Empty for a task made before
+    // secrets had versions (it holds version 1).
+    std::vector<std::uint64_t> secret_versions;
+    // The version of reference i (1 when none was recorded).
+    std::uint64_t secret_version(std::size_t i) const {
+        return i < secret_versions.size() ? secret_versions[i] : 1;
+    }
+    // The signal its main process gets after a live secret update (the service's
+    // coffer.secret-update signal:<SIG>); empty: none.
+    std::string secret_signal;
 };
 
 enum class NodeRole { worker, manager };

@@ -40,6 +40,9 @@ struct SecretFile {
     std::string uid;  // decimal, as in Docker's API ("" is 0); integers are accepted on decode
     std::string gid;
     std::uint32_t mode = 0444;
+    // The secret version the task holds ("Version"; a secret's only): the bytes come from the
+    // secret change with the same id and version. 0: absent (a manager without versions).
+    std::uint64_t version = 0;
     bool operator==(const SecretFile&) const = default;
 };
 
@@ -136,6 +139,9 @@ struct TaskPayload {
     std::string network_mode;
     std::vector<TaskNetwork> networks;
     std::vector<HostPort> host_ports;
+    // "SecretSignal": sent to the task's main process after its secret files were replaced in
+    // place (a task sent again with other secret versions); empty: none.
+    std::string secret_signal;
     bool operator==(const TaskPayload&) const = default;
 };
 
@@ -143,6 +149,7 @@ struct SecretPayload {
     std::string id;
     std::string name;
     crypto::SecureBuffer data;
+    std::uint64_t version = 0;  // "Version": which of the secret's versions data is; 0: absent
 };
 
 struct Change {
@@ -152,6 +159,9 @@ struct Change {
     // A config's change ("Config" on the wire): is_secret is set too, and secret holds its bytes.
     bool is_config = false;
     std::string id;  // the task's or the secret's id; valid for its kind when set
+    // A secret's add or remove: the version ("Version"; 0 when absent). A node holds each
+    // version of a secret apart, under (id, version).
+    std::uint64_t version = 0;
     // For an add, the one that matches is_secret.
     std::optional<TaskPayload> task;
     std::optional<SecretPayload> secret;

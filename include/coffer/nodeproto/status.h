@@ -30,6 +30,9 @@ struct TaskReport {
     // Encoded only when set (container_id, pid, exit_code, health when not empty); decoded when
     // any of them is present.
     std::optional<model::ContainerStatus> container;
+    // "secrets": the secret versions the task's mount holds now, "<secret id>@<version>"
+    // (encoded when not empty; at most 256). The manager's delivery record comes from it.
+    std::vector<std::string> secrets;
 };
 
 struct StatusMessage {

@@ -1,0 +1,78 @@
+// The delivery record: which version of which secret reached which task, service and node, when
+// it was mounted and when it was removed, as the agents report it (never bytes). Kept in memory
+// and in the store (meta table, keys "delivery/<secret>/<task>/<version>", sealed as every
+// value); bounded: the newest max_per_secret records of each secret, at most max_total in all
+// (the oldest finished ones go first).
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "coffer/base/error.h"
+#include "coffer/base/sync.h"
+#include "coffer/model/service.h"
+#include "coffer/model/time.h"
+
+namespace coffer::store {
+class Store;
+}
+
+namespace coffer::manager {
+
+class Committer;
+
+struct Delivery {
+    std::string secret_id;
+    std::uint64_t version = 0;
+    std::string task_id, service_id, node_id;
+    model::Timestamp mounted;
+    std::optional<model::Timestamp> removed;
+};
+
+// What one status report said about one task.
+struct DeliveryReport {
+    std::string task_id, service_id, node_id;
+    model::TaskState state = model::TaskState::new_;
+    std::vector<std::string> secrets;  // "<id>@<version>" its mount holds
+};
+
+class DeliveryLog {
+  public:
+    static constexpr std::size_t max_per_secret = 1000;
+    static constexpr std::size_t max_total = 100'000;
+
+    // store and committer are borrowed for the log's lifetime.
+    static Result<std::unique_ptr<DeliveryLog>> load(store::Store& store, Committer& committer);
+
+    // A node's reports (from the dispatcher, after they were stored): opens a record for each
+    // version a running task holds that it did not hold, and closes the task's records of
+    // versions it no longer holds (all of them once it ended).
+    void observe(const std::vector<DeliveryReport>& reports, model::Timestamp now);
+    // Closes the open records of tasks that ended or are gone without a report (a lost node).
+    void close_ended(const std::map<std::string, model::Task, std::less<>>& tasks,
+                     model::Timestamp now);
+    // A secret's records, oldest first.
+    std::vector<Delivery> of(const std::string& secret_id) const;
+
+  private:
+    DeliveryLog(store::Store& store, Committer& committer) : store_(store), committer_(committer) {}
+    using Key = std::tuple<std::string, std::string, std::uint64_t>;  // secret, task, version
+    struct State {
+        std::map<Key, Delivery> records;
+    };
+    // Writes the changed records and erases the evicted ones (group-committed; a failure is
+    // logged: the record is evidence, never a reason to refuse a task's report).
+    void persist(std::vector<Delivery> changed, std::vector<Key> erased);
+    static void evict(State& s, std::vector<Key>& erased);
+
+    store::Store& store_;
+    Committer& committer_;
+    Sync<State> state_;
+};
+
+}  // namespace coffer::manager

@@ -1,0 +1,196 @@
+#include "coffer/manager/deliveries.h"
+
+#include <boost/json.hpp>
+
+#include <algorithm>
+#include <charconv>
+#include <set>
+
+#include "coffer/base/log.h"
+#include "coffer/manager/committer.h"
+#include "coffer/model/json.h"
+#include "coffer/store/store.h"
+
+namespace coffer::manager {
+
+namespace json = boost::json;
+
+namespace {
+
+constexpr std::string_view prefix = "delivery/";
+
+std::string key_of(const std::string& secret, const std::string& task, std::uint64_t version) {
+    return fmt::format("{}{}/{}/{}", prefix, secret, task, version);
+}
+
+std::string encode(const Delivery& d) {
+    json::object o{{"SecretID", d.secret_id}, {"Version", d.version},
+                   {"TaskID", d.task_id},     {"ServiceID", d.service_id},
+                   {"NodeID", d.node_id},     {"MountedAt", model::format_rfc3339(d.mounted)}};
+    if (d.removed) o["RemovedAt"] = model::format_rfc3339(*d.removed);
+    return json::serialize(o);
+}
+
+std::optional<Delivery> decode(std::string_view text) {
+    auto v = model::parse_json(text);
+    if (!v || !v->is_object()) return std::nullopt;
+    const auto& o = v->as_object();
+    Delivery d;
+    auto str = [&](std::string_view k, std::string& out) {
+        auto* f = o.if_contains(k);
+        if (f == nullptr || !f->is_string()) return false;
+        out = std::string(f->as_string());
+        return true;
+    };
+    std::string mounted, removed;
+    auto* version = o.if_contains("Version");
+    if (!str("SecretID", d.secret_id) || !str("TaskID", d.task_id) ||
+        !str("ServiceID", d.service_id) || !str("NodeID", d.node_id) ||
+        !str("MountedAt", mounted) || version == nullptr || !version->is_number())
+        return std::nullopt;
+    d.version = version->to_number<std::uint64_t>();
+    auto m = model::parse_rfc3339(mounted);
+    if (!m) return std::nullopt;
+    d.mounted = *m;
+    if (str("RemovedAt", removed)) {
+        auto r = model::parse_rfc3339(removed);
+        if (!r) return std::nullopt;
+        d.removed = *r;
+    }
+    return d;
+}
+
+// "<id>@<version>" -> (id, version).
+std::optional<std::pair<std::string, std::uint64_t>> split(std::string_view held) {
+    auto at = held.rfind('@');
+    if (at == std::string_view::npos) return std::nullopt;
+    std::uint64_t n = 0;
+    auto digits = held.substr(at + 1);
+    auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), n);
+    if (ec != std::errc{} || end != digits.data() + digits.size()) return std::nullopt;
+    return std::pair{std::string(held.substr(0, at)), n};
+}
+
+}  // namespace
+
+Result<std::unique_ptr<DeliveryLog>> DeliveryLog::load(store::Store& store, Committer& committer) {
+    std::unique_ptr<DeliveryLog> out(new DeliveryLog(store, committer));
+    auto state = out->state_.lock();
+    auto scanned =
+        store.scan(store::Table::meta, [&](std::string_view key, crypto::SecureBuffer value) {
+            if (!key.starts_with(prefix)) return true;
+            auto d = decode({reinterpret_cast<const char*>(value.data()), value.size()});
+            if (!d) {
+                log::warn("secrets", "delivery record {} is corrupt: skipped", key);
+                return true;
+            }
+            state->records.emplace(Key{d->secret_id, d->task_id, d->version}, std::move(*d));
+            return true;
+        });
+    if (!scanned) return std::move(scanned).error().context("load the delivery record");
+    return out;
+}
+
+void DeliveryLog::observe(const std::vector<DeliveryReport>& reports, model::Timestamp now) {
+    std::vector<Delivery> changed;
+    std::vector<Key> erased;
+    {
+        auto s = state_.lock();
+        for (const auto& r : reports) {
+            std::set<std::pair<std::string, std::uint64_t>> held;
+            bool mounted =
+                r.state == model::TaskState::running || r.state == model::TaskState::starting;
+            if (mounted)
+                for (const auto& h : r.secrets)
+                    if (auto p = split(h)) held.insert(*p);
+            // Close what it no longer holds.
+            for (auto& [key, d] : s->records) {
+                if (d.task_id != r.task_id || d.removed) continue;
+                if (model::is_terminal(r.state) ||
+                    (mounted && !held.count({d.secret_id, d.version}))) {
+                    d.removed = now;
+                    changed.push_back(d);
+                }
+            }
+            for (const auto& [secret, version] : held) {
+                Key key{secret, r.task_id, version};
+                auto it = s->records.find(key);
+                if (it != s->records.end() && !it->second.removed) continue;
+                Delivery d{secret, version, r.task_id, r.service_id, r.node_id, now, std::nullopt};
+                s->records[key] = d;
+                changed.push_back(std::move(d));
+            }
+        }
+        if (!changed.empty()) evict(*s, erased);
+    }
+    persist(std::move(changed), std::move(erased));
+}
+
+void DeliveryLog::close_ended(const std::map<std::string, model::Task, std::less<>>& tasks,
+                              model::Timestamp now) {
+    std::vector<Delivery> changed;
+    {
+        auto s = state_.lock();
+        for (auto& [key, d] : s->records) {
+            if (d.removed) continue;
+            auto it = tasks.find(d.task_id);
+            if (it != tasks.end() && !model::is_terminal(it->second.status.state)) continue;
+            d.removed = now;
+            changed.push_back(d);
+        }
+    }
+    persist(std::move(changed), {});
+}
+
+void DeliveryLog::evict(State& s, std::vector<Key>& erased) {
+    // Per secret, then in all: the oldest finished records go (open ones stay: they are true).
+    std::map<std::string, std::vector<const Delivery*>> by_secret;
+    for (const auto& [key, d] : s.records) by_secret[d.secret_id].push_back(&d);
+    auto drop = [&](std::vector<const Delivery*> list, std::size_t keep) {
+        if (list.size() <= keep) return;
+        std::sort(list.begin(), list.end(),
+                  [](const Delivery* a, const Delivery* b) { return a->mounted < b->mounted; });
+        std::size_t excess = list.size() - keep;
+        for (const auto* d : list) {
+            if (excess == 0) break;
+            if (!d->removed) continue;
+            erased.push_back(Key{d->secret_id, d->task_id, d->version});
+            --excess;
+        }
+    };
+    for (auto& [secret, list] : by_secret) drop(list, max_per_secret);
+    for (const auto& k : erased) s.records.erase(k);
+    if (s.records.size() > max_total) {
+        std::vector<const Delivery*> all;
+        for (const auto& [key, d] : s.records) all.push_back(&d);
+        std::size_t before = erased.size();
+        drop(all, max_total);
+        for (std::size_t i = before; i < erased.size(); ++i) s.records.erase(erased[i]);
+    }
+}
+
+void DeliveryLog::persist(std::vector<Delivery> changed, std::vector<Key> erased) {
+    if (changed.empty() && erased.empty()) return;
+    store::Batch batch;
+    for (const auto& d : changed)
+        batch.put(store::Table::meta, key_of(d.secret_id, d.task_id, d.version), encode(d));
+    for (const auto& [secret, task, version] : erased)
+        batch.erase(store::Table::meta, key_of(secret, task, version));
+    committer_.submit(std::move(batch), [](Result<void> written) {
+        if (!written)
+            log::warn("secrets", "delivery record not written: {}", written.error().message);
+    });
+}
+
+std::vector<Delivery> DeliveryLog::of(const std::string& secret_id) const {
+    std::vector<Delivery> out;
+    auto s = state_.read();
+    for (auto it = s->records.lower_bound(Key{secret_id, "", 0});
+         it != s->records.end() && std::get<0>(it->first) == secret_id; ++it)
+        out.push_back(it->second);
+    std::sort(out.begin(), out.end(),
+              [](const Delivery& a, const Delivery& b) { return a.mounted < b.mounted; });
+    return out;
+}
+
+}  // namespace coffer::manager
