@@ -301,13 +301,20 @@ void deploy(Globals& g, const DeployOpts& o) {
             spec["TaskTemplate"].as_object()["ForceUpdate"] = *f;
         // Compare with the stored spec; network attachments the server keeps by ID compare by
         // name.
-        json::value stored = *at(old, {"Spec"});
+        // As stored, without the defaults a list answer fills in.
+        auto plain = must(api.call("GET", "/services/" + id + "?insertDefaults=false"));
+        json::value stored = *at(plain, {"Spec"});
         if (auto* nets = stored.as_object()["TaskTemplate"].as_object().if_contains("Networks");
             nets && nets->is_array())
             for (auto& a : nets->as_array())
                 if (auto t = network_ids.find(field(a, {"Target"})); t != network_ids.end())
                     a.as_object()["Target"] = t->second;
-        if (canonical(stored) == canonical(json::value(spec))) {
+        // The server stores a replicated service without replicas as one replica.
+        json::value wanted = spec;
+        if (auto* rep = wanted.as_object()["Mode"].as_object().if_contains("Replicated");
+            rep && rep->is_object() && !rep->as_object().contains("Replicas"))
+            rep->as_object()["Replicas"] = 1;
+        if (canonical(stored) == canonical(wanted)) {
             std::printf("Service %s is unchanged\n", name.c_str());
             continue;
         }
