@@ -29,6 +29,7 @@ int run(int argc, char** argv) {
     add_service_commands(app, g);
     add_node_commands(app, g);
     add_network_commands(app, g);
+    add_stack_commands(app, g);
     app.add_subcommand("version", "Show the client and server version")->callback([&g] {
         std::printf("Client: coffer %s\n", COFFER_VERSION);
         ApiClient api(g.host);

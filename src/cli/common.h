@@ -74,12 +74,13 @@ void inspect_all(ApiClient& api, std::string_view prefix, const std::vector<std:
 void remove_all(ApiClient& api, std::string_view prefix, const std::vector<std::string>& names,
                 std::string_view query = "");
 
-// The command groups: `coffer secret|config|cluster|service|node|network ...`.
+// The command groups: `coffer secret|config|cluster|service|node|network|stack ...`.
 void add_secret_commands(CLI::App& app, Globals& g);
 void add_config_commands(CLI::App& app, Globals& g);
 void add_cluster_commands(CLI::App& app, Globals& g);
 void add_service_commands(CLI::App& app, Globals& g);
 void add_node_commands(CLI::App& app, Globals& g);
 void add_network_commands(CLI::App& app, Globals& g);
+void add_stack_commands(CLI::App& app, Globals& g);
 
 }  // namespace coffer::cli

@@ -12,6 +12,7 @@
 #include "logs_cmd.h"
 #include "output.h"
 #include "service_flags.h"
+#include "service_views.h"
 
 namespace coffer::cli {
 
@@ -53,6 +54,8 @@ Result<json::array> secret_refs(ApiClient& api, const std::vector<std::string>& 
     }
     return refs;
 }
+
+}  // namespace
 
 // Polls until the service's tasks of the current spec all run (and the update, if any,
 // completed), printing each task's progress; fails with the reason when the update pauses.
@@ -100,6 +103,8 @@ void wait_converged(ApiClient& api, const std::string& id, std::chrono::seconds 
         std::this_thread::sleep_for(std::chrono::milliseconds(200));
     }
 }
+
+namespace {
 
 // The answer's Warnings, on stderr, as the docker CLI prints them.
 void print_warnings(const json::value& answer) {
@@ -309,6 +314,8 @@ void add_service_update(CLI::App& service, Globals& g) {
     });
 }
 
+}  // namespace
+
 const ListFormat service_list{
     "service ls",
     {{"ID", "ID"},
@@ -345,6 +352,8 @@ json::object service_row(const json::value& s) {
             {"Ports", ingress_ports(s)}};
 }
 
+namespace {
+
 // service ls [-q] [-f k=v]... [--format FORMAT]
 void add_service_ls(CLI::App& service, Globals& g) {
     auto* cmd = service.add_subcommand("ls", "List services");
@@ -366,6 +375,8 @@ void add_service_ls(CLI::App& service, Globals& g) {
     });
 }
 
+}  // namespace
+
 const ListFormat task_list{
     "service ps",
     {{"ID", "ID"},
@@ -384,10 +395,6 @@ std::string capitalized(std::string s) {
     if (!s.empty()) s[0] = static_cast<char>(std::toupper(static_cast<unsigned char>(s[0])));
     return s;
 }
-
-struct PsFlags : ListFlags {
-    bool no_trunc = false, no_resolve = false;
-};
 
 // One task's row; `name` is its "service.slot" (or "service.node") name, already indented.
 json::object task_row(const json::value& t, std::string name, const std::string& node, bool trunc) {
@@ -410,6 +417,12 @@ json::object task_row(const json::value& t, std::string name, const std::string&
             // coffer publishes no ports.
             {"Ports", ""}};
 }
+
+namespace {
+
+struct PsFlags : ListFlags {
+    bool no_trunc = false, no_resolve = false;
+};
 
 // service ps [OPTIONS] SERVICE...: the services' tasks by name, each slot's (or node's) newest
 // first.
