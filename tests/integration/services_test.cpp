@@ -329,7 +329,7 @@ secrets:
     EXPECT_NE(secrets.out.find("ext1"), std::string::npos) << secrets.out;
 }
 
-TEST_F(Services, DockerStackDeployWaitsForAServiceWithoutReplicasAndWarnsOfItsNetwork) {
+TEST_F(Services, DockerStackDeployWaitsForAServiceWithoutReplicasAndCreatesItsNetwork) {
     if (!have_docker()) GTEST_SKIP() << "no docker CLI on this machine";
     std::ofstream(dir_.path() / "plain.yml") << R"(version: "3.8"
 services:
@@ -348,12 +348,17 @@ services:
     auto mode =
         docker({"service", "inspect", "-f", "{{.Spec.Mode.Replicated.Replicas}}", "plain_app"});
     EXPECT_EQ(mode.out, "1\n") << mode.err;
-    // The stack attaches the service to its default network, which coffer does not create yet:
-    // the update's answer says so and the docker CLI prints it.
+    // The stack attaches the service to its default network, which it created: the service's
+    // attachment names it, and a redeploy warns of nothing about networks.
+    auto net = docker({"network", "inspect", "-f", "{{.Id}} {{.Driver}}", "plain_default"});
+    ASSERT_EQ(net.status, 0) << net.err;
+    auto id = net.out.substr(0, net.out.find(' '));
+    EXPECT_EQ(net.out.substr(net.out.find(' ') + 1), "overlay\n");
+    auto target = docker({"service", "inspect", "-f",
+                          "{{range .Spec.TaskTemplate.Networks}}{{.Target}}{{end}}", "plain_app"});
+    EXPECT_EQ(target.out, id + "\n") << target.err;
     auto again = docker({"stack", "deploy", "--resolve-image", "never", "-c", file, "plain"});
     ASSERT_EQ(again.status, 0) << again.err;
-    EXPECT_NE(again.err.find("TaskTemplate.Networks[].Target: coffer does not attach tasks"),
-              std::string::npos)
-        << again.err;
+    EXPECT_EQ(again.err.find("Networks"), std::string::npos) << again.err;
     EXPECT_EQ(docker({"stack", "rm", "plain"}).status, 0);
 }

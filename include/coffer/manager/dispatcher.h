@@ -21,8 +21,8 @@
 #include <vector>
 
 #include "coffer/crypto/secure_buffer.h"
-#include "coffer/manager/networks.h"
 #include "coffer/manager/deliveries.h"
+#include "coffer/manager/networks.h"
 #include "coffer/manager/nodes.h"
 #include "coffer/manager/services.h"
 #include "coffer/nodeproto/networks.h"
