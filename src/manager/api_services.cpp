@@ -176,7 +176,7 @@ std::optional<Response> orchestration_routes(Cluster& manager, Request& r, const
             auto spec = parse_spec(r, warnings, true);
             if (!spec) return Response::error(spec.error());
             auto hold = manager.networks().hold_attachments();
-            if (auto ok = resolve_service_networks(manager.networks(), *spec); !ok)
+            if (auto ok = resolve_service_networks(manager.networks(), *spec, warnings); !ok)
                 return Response::error(ok.error());
             auto s = services.create(std::move(*spec));
             if (!s) return Response::error(s.error());
@@ -204,7 +204,7 @@ std::optional<Response> orchestration_routes(Cluster& manager, Request& r, const
             auto spec = parse_spec(r, warnings);
             if (!spec) return Response::error(spec.error());
             auto hold = manager.networks().hold_attachments();
-            if (auto ok = resolve_service_networks(manager.networks(), *spec); !ok)
+            if (auto ok = resolve_service_networks(manager.networks(), *spec, warnings); !ok)
                 return Response::error(ok.error());
             auto s = rollback.empty() ? services.update(at(1), *version, std::move(*spec))
                                       : services.roll_back(at(1), *version);

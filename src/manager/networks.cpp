@@ -285,7 +285,8 @@ Result<Network> NetworkRegistry::set_nodes(const std::string& network_id,
 
 namespace coffer::manager {
 
-Result<void> resolve_service_networks(const NetworkRegistry& networks, model::ServiceSpec& spec) {
+Result<void> resolve_service_networks(const NetworkRegistry& networks, model::ServiceSpec& spec,
+                                      std::vector<std::string>& warnings) {
     bool in_task = !spec.task.networks.empty();
     auto& list = in_task ? spec.task.networks : spec.networks;
     if (list.empty()) return {};
@@ -307,6 +308,11 @@ Result<void> resolve_service_networks(const NetworkRegistry& networks, model::Se
             return make_error(Errc::invalid_argument,
                               fmt::format("service spec: network {} is given twice", a.target));
         host = host || n->spec.driver == "host";
+        if (n->spec.driver == "bridge")
+            warnings.push_back(fmt::format(
+                "network {} uses the bridge driver: a task reaches only the tasks on its own "
+                "node; create the network with --driver overlay to span nodes",
+                n->spec.name));
         ids.push_back(n->meta.id);
     }
     if (host && list.size() > 1)

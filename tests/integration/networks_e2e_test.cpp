@@ -75,8 +75,8 @@ TEST_F(NetworksE2E, AClientReachesAServerOnAnotherNodeByNameWithTheSecretOnlyOnI
               0);
     auto password = hex(random_bytes(12));
     ASSERT_EQ(cli({"secret", "create", "webpass", "-"}, password).status, 0);
-    ASSERT_EQ(docker({"network", "create", "backend"}).status, 0);
-    ASSERT_EQ(docker({"network", "create", "elsewhere"}).status, 0);
+    ASSERT_EQ(docker({"network", "create", "--driver", "overlay", "backend"}).status, 0);
+    ASSERT_EQ(docker({"network", "create", "--driver", "overlay", "elsewhere"}).status, 0);
 
     auto server = docker({"service", "create", "--detach", "--no-resolve-image", "--name", "web",
                           "--network", "backend", "--secret", "webpass", "--constraint",

@@ -74,7 +74,9 @@ class NetworkRegistry {
 // an unknown network (not_found, naming it), the ingress network named explicitly, the host
 // network with another network or with published ports, a network named twice. Call it under
 // hold_attachments() and keep that until the service is stored.
-Result<void> resolve_service_networks(const NetworkRegistry& networks, model::ServiceSpec& spec);
+// warnings receives a line for each attachment to a one-node (bridge) network.
+Result<void> resolve_service_networks(const NetworkRegistry& networks, model::ServiceSpec& spec,
+                                      std::vector<std::string>& warnings);
 
 // The networks a service's tasks are attached to, by ID: its own (resolved), then ingress when it
 // publishes a port in ingress mode. The host network is not among them (see is_host_mode).
