@@ -171,6 +171,23 @@ std::string scope(const std::string& stack, const std::string& name) {
     return stack + "_" + name;
 }
 
+// The name a top-level secret, config or network (def, under key) has on the server: its
+// `name`, an external one's `external.name` or key, otherwise key in the stack's namespace.
+std::string object_name(Reader& r, const std::string& stack, const std::string& key,
+                        const Node* def) {
+    std::string name = scope(stack, key);
+    if (def == nullptr || !def->is_map()) return name;
+    if (const auto* n = def->get("name")) name = r.string(*n, "name").value_or(name);
+    if (const auto* x = def->get("external")) {
+        if (x->is_map()) {
+            if (const auto* n = x->get("name")) name = r.string(*n, "external.name").value_or(name);
+        } else if (r.boolean(*x, "external").value_or(false) && !def->get("name")) {
+            name = key;
+        }
+    }
+    return name;
+}
+
 json::object with_namespace(json::object labels, const std::string& stack) {
     labels[label_namespace] = stack;
     return labels;
@@ -540,13 +557,7 @@ json::array file_refs(Reader& r, const Node& list, const Node* top, std::string_
             r.problems.add(*s, fmt::format("{}: undefined {} \"{}\"", r.where, kind, *source));
             continue;
         }
-        std::string name = scope(stack, *source);
-        if (const auto* n = def->get("name")) name = r.string(*n, "name").value_or(name);
-        if (const auto* x = def->get("external"); x && x->is_map())
-            if (const auto* n = x->get("name")) name = r.string(*n, "external.name").value_or(name);
-        if (const auto* x = def->get("external");
-            x && !x->is_map() && r.boolean(*x, "external").value_or(false) && !def->get("name"))
-            name = *source;
+        auto name = object_name(r, stack, *source, def);
         json::object file{{"Name", *source}, {"UID", "0"}, {"GID", "0"}, {"Mode", 0444}};
         if (const auto* n = e.get("target"))
             file["Name"] = r.string(*n, "target").value_or(*source);
@@ -872,10 +883,7 @@ json::object service(Reader& r, const std::string& name, const Node& s, const Lo
                 continue;
             }
             used_networks.insert(k);
-            std::string target = scope(stack, k);
-            if (def && def->is_map())
-                if (const auto* n = def->get("name"))
-                    target = r.string(*n, "name").value_or(target);
+            auto target = object_name(r, stack, k, def);
             json::object att{{"Target", target}};
             json::array aliases;
             if (v && v->is_map()) {

@@ -184,6 +184,21 @@ void deploy(Globals& g, const DeployOpts& o) {
                 problems.push_back(
                     fmt::format("network {} not found (external): {}", n.name, r.error().message));
         }
+    // Every network a service attaches to exists or is made by this deploy.
+    {
+        std::set<std::string> known = existing_networks;
+        for (const auto& n : stack.networks) known.insert(n.name);
+        for (const auto& [id, name] : network_ids) known.insert(id);
+        for (const auto& [name, spec] : stack.services) {
+            json::value whole = spec;
+            if (const auto* nets = at(whole, {"TaskTemplate", "Networks"});
+                nets && nets->is_array())
+                for (const auto& a : nets->as_array())
+                    if (auto t = field(a, {"Target"}); !known.count(t))
+                        problems.push_back(
+                            fmt::format("service {}: network {} not found", name, t));
+        }
+    }
     // A stack secret that exists must hold the same bytes: asked of the manager by an update
     // that changes nothing else (it compares, and refuses different data).
     for (auto* list : {&secrets, &configs})

@@ -115,10 +115,11 @@ Result<std::unique_ptr<NetworkRegistry>> NetworkRegistry::load(store::Store& sto
 
 Result<void> NetworkRegistry::ensure_predefined() {
     auto written = table_.commit([&](const auto& items) -> Result<ObjectTable<Network>::Changes> {
-        bool ingress = false, host = false;
+        bool ingress = false, host = false, bridge = false;
         for (const auto& [id, n] : items) {
             ingress = ingress || n.spec.name == model::ingress_network_name;
             host = host || n.spec.name == model::host_network_name;
+            bridge = bridge || n.spec.name == model::bridge_network_name;
         }
         ObjectTable<Network>::Changes changes;
         auto now = model::Timestamp::now();
@@ -139,6 +140,28 @@ Result<void> NetworkRegistry::ensure_predefined() {
             n.spec.name = model::host_network_name;
             n.spec.driver = "host";
             n.spec.scope = "local";
+            changes.put.push_back(std::move(n));
+        }
+        if (!bridge) {
+            // Its own subnet unless a network made before it holds part of it: then a free /24.
+            auto subnet = *model::parse_ipv4_prefix(model::bridge_subnet);
+            auto used = subnets_of(items);
+            if (std::any_of(used.begin(), used.end(),
+                            [&](const auto& u) { return u.overlaps(subnet); })) {
+                auto free = network_alloc::free_subnet(used);
+                if (!free)
+                    return make_error(Errc::unavailable,
+                                      "no free subnet left in 10.0.0.0/8 for the bridge network");
+                subnet = *free;
+            }
+            Network n;
+            n.meta = {crypto::random_id(), 0, now, now};
+            n.spec.name = model::bridge_network_name;
+            n.spec.driver = "bridge";
+            n.spec.scope = "local";
+            n.spec.labels = {};
+            n.subnet = subnet.to_string();
+            n.gateway = model::format_ipv4(subnet.network() + 1);
             changes.put.push_back(std::move(n));
         }
         return changes;
@@ -299,6 +322,13 @@ Result<void> resolve_service_networks(const NetworkRegistry& networks, model::Se
                                           in_task ? "TaskTemplate." : ""));
         auto n = networks.find(a.target);
         if (!n) return std::move(n).error();
+        if (n->spec.name == model::bridge_network_name)
+            return make_error(
+                Errc::invalid_argument,
+                fmt::format("network {} cannot be used with services: coffer attaches it to "
+                            "tasks that publish host-mode ports without a network; attach the "
+                            "service to a network of its own",
+                            n->spec.name));
         if (n->spec.ingress)
             return make_error(
                 Errc::invalid_argument,
@@ -388,6 +418,14 @@ std::vector<std::string> attached_network_ids(const model::Service& s,
         for (const auto& n : networks)
             if (n.spec.ingress && std::find(out.begin(), out.end(), n.meta.id) == out.end())
                 out.push_back(n.meta.id);
+    // Host-mode ports need an address on the node to map to: without a network of its own the
+    // task joins the node's bridge network, as Docker's tasks join its default bridge.
+    bool host_ports = std::any_of(s.endpoint_ports.begin(), s.endpoint_ports.end(), [](auto& p) {
+        return p.publish_mode == model::PublishMode::host;
+    });
+    if (out.empty() && host_ports && !is_host_mode(s, networks))
+        for (const auto& n : networks)
+            if (n.spec.name == model::bridge_network_name) out.push_back(n.meta.id);
     return out;
 }
 

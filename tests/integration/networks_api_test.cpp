@@ -87,6 +87,10 @@ TEST_F(NetworksApi, PredefinedNetworksExistAndCannotBeRemovedOrTaken) {
     EXPECT_EQ(subnet_of(all["ingress"]), "10.0.0.0/24");
     EXPECT_EQ(all["host"].at("Driver"), "host");
     EXPECT_EQ(all["host"].at("Scope"), "local");
+    EXPECT_EQ(all["bridge"].at("Driver"), "bridge");
+    EXPECT_EQ(all["bridge"].at("Scope"), "local");
+    EXPECT_EQ(subnet_of(all["bridge"]), "10.255.0.0/16");
+    EXPECT_EQ(request("DELETE", "/v1.41/networks/bridge").status, 403);
 
     auto rm_host = request("DELETE", "/v1.41/networks/host");
     EXPECT_EQ(rm_host.status, 403);
@@ -101,7 +105,7 @@ TEST_F(NetworksApi, PredefinedNetworksExistAndCannotBeRemovedOrTaken) {
     auto mk_ingress = request("POST", "/v1.41/networks/create", R"({"Name":"ingress"})");
     EXPECT_EQ(mk_ingress.status, 409);
     EXPECT_EQ(message(mk_ingress), "network with name ingress already exists");
-    EXPECT_EQ(networks().size(), 2u);
+    EXPECT_EQ(networks().size(), 3u);
 }
 
 TEST_F(NetworksApi, DockerNetworkCommandsCreateListInspectAndRemove) {
@@ -158,7 +162,7 @@ TEST_F(NetworksApi, DockerNetworkCommandsCreateListInspectAndRemove) {
     auto custom = docker({"network", "ls", "--format", "{{.Name}}", "--filter", "type=custom"});
     EXPECT_EQ(custom.out, "backend\nlocal\n") << custom.out;
     auto bridges = docker({"network", "ls", "--format", "{{.Name}}", "--filter", "driver=bridge"});
-    EXPECT_EQ(bridges.out, "local\n");
+    EXPECT_EQ(bridges.out, "bridge\nlocal\n");
     auto by_name = docker({"network", "ls", "--format", "{{.Name}}", "--filter", "name=ack"});
     EXPECT_EQ(by_name.out, "backend\n");
     auto bad_type = docker({"network", "ls", "--filter", "type=odd"});
@@ -172,7 +176,7 @@ TEST_F(NetworksApi, DockerNetworkCommandsCreateListInspectAndRemove) {
     auto rm_gone = request("DELETE", "/v1.41/networks/backend");
     EXPECT_EQ(rm_gone.status, 404);
     EXPECT_EQ(message(rm_gone), "network backend not found");
-    EXPECT_EQ(networks().size(), 2u);
+    EXPECT_EQ(networks().size(), 3u);
 }
 
 TEST_F(NetworksApi, RefusedRequestsNameWhyAndCreateNothing) {
@@ -207,7 +211,7 @@ TEST_F(NetworksApi, RefusedRequestsNameWhyAndCreateNothing) {
         EXPECT_EQ(r.status, 400) << c.body << " -> " << r.body;
         EXPECT_NE(r.body.find(c.says), std::string::npos) << c.body << " -> " << r.body;
     }
-    EXPECT_EQ(networks().size(), 2u);
+    EXPECT_EQ(networks().size(), 3u);
     // What the docker CLI sends for a plain create is accepted, without a warning.
     auto ok = request("POST", "/v1.41/networks/create",
                       R"({"Name":"plain","CheckDuplicate":true,"Driver":"overlay","Scope":"",
@@ -235,8 +239,8 @@ TEST_F(NetworksApi, AllocationIsUniqueAndSurvivesRestarts) {
     daemon_ = std::make_unique<Daemon>(dir_.path() / "data", dir_.path() / "coffer.sock");
     ASSERT_TRUE(daemon_->ready());
     auto after = networks();
-    ASSERT_EQ(after.size(), 4u);
-    for (auto name : {"a", "b", "ingress", "host"}) {
+    ASSERT_EQ(after.size(), 5u);
+    for (auto name : {"a", "b", "ingress", "host", "bridge"}) {
         EXPECT_EQ(after[name].at("Id"), before[name].at("Id")) << name;
         EXPECT_EQ(after[name].at("IPAM"), before[name].at("IPAM")) << name;
         EXPECT_EQ(after[name].at("Options"), before[name].at("Options")) << name;
@@ -252,6 +256,7 @@ TEST_F(NetworksApi, AllocationIsUniqueAndSurvivesRestarts) {
     for (const auto& [name, n] : now) {
         if (name == "host") continue;
         EXPECT_TRUE(subnets.insert(subnet_of(n)).second) << name;
+        if (name == "bridge") continue;  // one node's: no VXLAN
         auto vni = n.at("Options").at("com.docker.network.driver.overlay.vxlanid_list");
         EXPECT_TRUE(vnis.insert(std::string(vni.as_string())).second) << name;
     }
@@ -367,6 +372,33 @@ TEST_F(NetworksApi, PublishedPortsAreAllocatedAndShown) {
     EXPECT_NE(sctp.err.find("sctp"), std::string::npos) << sctp.err;
     auto names = docker({"service", "ls", "--format", "{{.Name}}"});
     EXPECT_EQ(names.out, "other\nweb\n");
+
+    // Host-mode ports only, no network named: the tasks join the node's bridge network, which
+    // no service may name; a network of the bridge driver is warned of.
+    auto hp = docker({"service", "create", "--detach", "--no-resolve-image", "--name", "hp", "-p",
+                      "mode=host,published=9191,target=91", "localbusybox:1"});
+    ASSERT_EQ(hp.status, 0) << hp.err;
+    auto bridge_id = std::string(inspect("bridge").at(0).at("Id").as_string());
+    EXPECT_TRUE(wait_until([&] {
+        auto t = tasks_of("hp");
+        if (!t.is_array() || t.as_array().empty()) return false;
+        const auto* atts = t.as_array().at(0).as_object().if_contains("NetworksAttachments");
+        return atts && atts->as_array().size() == 1 &&
+               atts->as_array().at(0).at("Network").at("ID") == bridge_id.c_str();
+    })) << tasks_of("hp");
+    auto named = docker({"service", "create", "--detach", "--no-resolve-image", "--name", "nb",
+                         "--network", "bridge", "localbusybox:1"});
+    EXPECT_NE(named.status, 0);
+    EXPECT_NE(named.err.find("network bridge cannot be used with services"), std::string::npos)
+        << named.err;
+    ASSERT_EQ(docker({"network", "create", "-d", "bridge", "onenode"}).status, 0);
+    auto local = docker({"service", "create", "--detach", "--no-resolve-image", "--name", "ln",
+                         "--network", "onenode", "localbusybox:1"});
+    ASSERT_EQ(local.status, 0) << local.err;
+    EXPECT_NE(local.err.find("network onenode uses the bridge driver: a task reaches only the "
+                             "tasks on its own node"),
+              std::string::npos)
+        << local.err;
 }
 
 TEST_F(NetworksApi, StackDeployCreatesItsNetworksAndStackRmRemovesThem) {
@@ -560,7 +592,7 @@ TEST_F(NetworksApi, CofferNetworkCommands) {
     auto q = cli({"network", "ls", "-q", "-f", "label=team=a"});
     EXPECT_EQ(q.out, id.substr(0, 12) + "\n");
     auto names = cli({"network", "ls", "--format", "{{.Name}}", "-f", "type=builtin"});
-    EXPECT_EQ(names.out, "host\ningress\n");
+    EXPECT_EQ(names.out, "bridge\nhost\ningress\n");
 
     auto dup = cli({"network", "create", "mine"});
     EXPECT_EQ(dup.status, 1);
@@ -573,5 +605,5 @@ TEST_F(NetworksApi, CofferNetworkCommands) {
     EXPECT_EQ(rm.status, 1);
     EXPECT_NE(rm.out.find("mine\nother\n"), std::string::npos) << rm.out;
     EXPECT_NE(rm.err.find("network nope not found"), std::string::npos) << rm.err;
-    EXPECT_EQ(networks().size(), 2u);
+    EXPECT_EQ(networks().size(), 3u);
 }

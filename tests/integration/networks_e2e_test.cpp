@@ -5,6 +5,8 @@
 
 #include <fmt/format.h>
 
+#include <fstream>
+
 #include "cluster_fixture.h"
 
 using namespace coffer;
@@ -28,6 +30,41 @@ class NetworksE2E : public ClusterTest {
             argv, "",
             {"DOCKER_HOST=" + daemon_->host(), "DOCKER_CONFIG=" + (dir_.path() / "dc").string()});
     }
+    // The node's address as the manager sees it (Status.Addr).
+    std::string node_addr(const NodeAgent& agent) {
+        auto n = get("/nodes/" + agent.node_id());
+        if (!n.is_object()) return "";
+        return std::string(n.at("Status").at("Addr").as_string());
+    }
+    // GET http://host:port/ from the manager's namespace (neither node's): the body, or "" when
+    // nothing answered within 3 s.
+    std::string fetch(const std::string& host, int port) {
+        auto argv = manager_ns_->enter();
+        for (std::string a : {"timeout", "3", "busybox", "wget", "-q", "-O", "-"})
+            argv.push_back(a);
+        argv.push_back(fmt::format("http://{}:{}/", host, port));
+        auto r = run_program(argv);
+        return r.status == 0 ? r.out : std::string();
+    }
+    // Waits until fetch answers `body` (bounded by the deadline).
+    bool answers(const std::string& host, int port, const std::string& body,
+                 std::chrono::milliseconds within = 60s) {
+        return wait_until([&] { return fetch(host, port) == body; }, within);
+    }
+    // A busybox httpd service serving one page, with more arguments for `service create`.
+    CliResult page_service(const std::string& name, const std::string& page, int port,
+                           const std::vector<std::string>& more) {
+        std::vector<std::string> args{"service", "create", "--detach", "--no-resolve-image",
+                                      "--name",  name};
+        args.insert(args.end(), more.begin(), more.end());
+        for (std::string a : {"busybox", "sh", "-c"}) args.push_back(a);
+        args.push_back(
+            fmt::format("mkdir -p /tmp/www && echo {} > /tmp/www/index.html && exec "
+                        "httpd -f -p {} -h /tmp/www",
+                        page, port));
+        return docker(args);
+    }
+
     // The log of the service's running task on the agent, once it holds line.
     std::string log_with(const std::string& service, NodeAgent& agent, const std::string& line) {
         std::string log;
@@ -114,6 +151,102 @@ TEST_F(NetworksE2E, AClientReachesAServerOnAnotherNodeByNameWithTheSecretOnlyOnI
     ASSERT_EQ(outsider.status, 0) << outsider.err;
     auto outsider_log = log_with("outsider", *b_, "DONE");
     EXPECT_TRUE(has_line(outsider_log, "UNREACHABLE")) << outsider_log << b_->err();
+}
+
+// Published ports seen from outside the nodes (the manager's namespace): ingress mode answers
+// on both nodes wherever the task runs, host mode only on the task's node, and a task on the
+// host network listens on its node's own address.
+TEST_F(NetworksE2E, PublishedPortsAnswerOnEveryNodeInIngressModeAndOnItsNodeInHostMode) {
+    if (!have_docker()) GTEST_SKIP() << "no docker CLI on this machine";
+    // The manager's namespace routes between the nodes (ingress traffic crosses it).
+    ASSERT_EQ(run_program({"nsenter", "--net=" + manager_ns_->path(), "sysctl", "-qw",
+                           "net.ipv4.ip_forward=1"})
+                  .status,
+              0);
+    auto a = node_addr(*a_), b = node_addr(*b_);
+    ASSERT_FALSE(a.empty());
+    ASSERT_FALSE(b.empty());
+    ASSERT_NE(a, b);
+
+    auto r = page_service(
+        "mesh", "mesh-page", 80,
+        {"--publish", "published=8080,target=80", "--constraint", "node.hostname==node-a"});
+    ASSERT_EQ(r.status, 0) << r.err;
+    r = page_service("local", "local-page", 80,
+                     {"--publish", "mode=host,published=8081,target=80", "--constraint",
+                      "node.hostname==node-a"});
+    ASSERT_EQ(r.status, 0) << r.err;
+    r = page_service("onhost", "onhost-page", 8082,
+                     {"--network", "host", "--constraint", "node.hostname==node-b"});
+    ASSERT_EQ(r.status, 0) << r.err;
+    ASSERT_TRUE(wait_converged("mesh", 1));
+    ASSERT_TRUE(wait_converged("local", 1));
+    ASSERT_TRUE(wait_converged("onhost", 1));
+
+    EXPECT_TRUE(answers(a, 8080, "mesh-page\n")) << a_->err();
+    EXPECT_TRUE(answers(b, 8080, "mesh-page\n")) << b_->err();  // the task runs on node-a
+    EXPECT_TRUE(answers(a, 8081, "local-page\n")) << a_->err();
+    EXPECT_EQ(fetch(b, 8081), "");  // host mode: nothing on the node without the task
+    EXPECT_TRUE(answers(b, 8082, "onhost-page\n")) << b_->err();
+    EXPECT_EQ(fetch(a, 8082), "");
+
+    auto ls = docker({"service", "ls", "--format", "{{.Name}} {{.Ports}}"});
+    EXPECT_NE(ls.out.find("mesh *:8080->80/tcp"), std::string::npos) << ls.out;
+    // As the docker CLI shows it: host-mode ports are not in the PORTS column.
+    EXPECT_NE(ls.out.find("local \n"), std::string::npos) << ls.out;
+
+    // Gone with the service: the port no longer answers on either node.
+    ASSERT_EQ(docker({"service", "rm", "mesh"}).status, 0);
+    EXPECT_TRUE(wait_until([&] { return fetch(a, 8080).empty() && fetch(b, 8080).empty(); }, 30s));
+}
+
+// A stack with a network of its own, an external network and a published port: it deploys,
+// a client of the stack reaches the server by name over the stack's network, the port answers
+// on both nodes, and `stack rm` removes the stack's network and leaves the external one.
+TEST_F(NetworksE2E, AStackWithItsNetworksAndAPublishedPortWorksAndRemovesItsNetwork) {
+    if (!have_docker()) GTEST_SKIP() << "no docker CLI on this machine";
+    ASSERT_EQ(run_program({"nsenter", "--net=" + manager_ns_->path(), "sysctl", "-qw",
+                           "net.ipv4.ip_forward=1"})
+                  .status,
+              0);
+    ASSERT_EQ(docker({"network", "create", "--driver", "overlay", "shared"}).status, 0);
+    auto file = (dir_.path() / "stack.yml").string();
+    std::ofstream(file) << R"(version: "3.8"
+services:
+  web:
+    image: busybox
+    command: ["sh", "-c", "mkdir -p /tmp/www && echo stack-page > /tmp/www/index.html && exec httpd -f -p 80 -h /tmp/www"]
+    networks: [back, shared]
+    ports: ["8090:80"]
+    deploy: {placement: {constraints: [node.hostname==node-a]}}
+  client:
+    image: busybox
+    command: ["sh", "-c", "trap 'exit 0' TERM; for i in $$(seq 1 60); do if out=$$(timeout 3 wget -q -O - http://web/ 2>/dev/null); then echo \"GOT $$out\"; break; fi; sleep 1; done; echo DONE; sleep 3600 & wait"]
+    networks: [back]
+    deploy: {placement: {constraints: [node.hostname==node-b]}}
+networks:
+  back: {driver: overlay}
+  shared: {external: true}
+)";
+    auto r = cli({"stack", "deploy", "-c", file, "--resolve-image", "never", "st"});
+    ASSERT_EQ(r.status, 0) << r.out << r.err;
+    EXPECT_NE(r.out.find("Creating network st_back"), std::string::npos) << r.out;
+    ASSERT_TRUE(wait_converged("st_web", 1));
+    auto log = log_with("st_client", *b_, "DONE");
+    EXPECT_TRUE(has_line(log, "GOT stack-page")) << log << b_->err();
+    auto a = node_addr(*a_), b = node_addr(*b_);
+    EXPECT_TRUE(answers(a, 8090, "stack-page\n")) << a_->err();
+    EXPECT_TRUE(answers(b, 8090, "stack-page\n")) << b_->err();
+
+    r = cli({"stack", "rm", "st"});
+    ASSERT_EQ(r.status, 0) << r.err;
+    EXPECT_TRUE(wait_until(
+        [&] {
+            return docker({"network", "inspect", "st_back"}).status != 0;
+        },
+        60s))
+        << docker({"network", "ls"}).out;
+    EXPECT_EQ(docker({"network", "inspect", "shared"}).status, 0);
 }
 
 }  // namespace

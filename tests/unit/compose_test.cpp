@@ -1,8 +1,10 @@
 // Compose files as `coffer stack` reads them: interpolation, merge, every service field's
 // conversion to the Engine API, and every error with its file and line.
 #include <gtest/gtest.h>
+
 #include <stdlib.h>
 #include <unistd.h>
+#include <set>
 
 #include <boost/json.hpp>
 
@@ -353,6 +355,27 @@ secrets:
               "real-name");
     ASSERT_EQ(r.stack.networks.size(), 1u);
     EXPECT_EQ(r.stack.networks[0].name, "app_default");
+}
+
+TEST(ComposeConvert, ExternalNetworksKeepTheirNames) {
+    TempDir d;
+    auto r = load({{"a.yml", R"(services:
+  web:
+    image: a
+    networks: [back, shared, other]
+networks:
+  back: {}
+  shared: {external: true}
+  other: {external: {name: real-net}}
+)"}},
+                  d);
+    ASSERT_TRUE(r.problems.empty()) << r.problems.text();
+    auto spec = json::value(r.stack.services.at("app_web"));
+    std::set<std::string> targets;
+    auto nets = at(spec, {"TaskTemplate", "Networks"});
+    for (const auto& n : nets.as_array())
+        targets.insert(std::string(n.at("Target").as_string()));
+    EXPECT_EQ(targets, (std::set<std::string>{"app_back", "shared", "real-net"}));
 }
 
 TEST(ComposeMerge, DockerRulesInOrder) {

@@ -20,6 +20,10 @@ namespace coffer::model {
 // The predefined networks: they exist from the cluster's start and cannot be removed.
 inline constexpr std::string_view ingress_network_name = "ingress";
 inline constexpr std::string_view host_network_name = "host";
+// One node's (no VXLAN): the network of a task that publishes host-mode ports and names no
+// network of its own, as Docker's default bridge network is.
+inline constexpr std::string_view bridge_network_name = "bridge";
+inline constexpr std::string_view bridge_subnet = "10.255.0.0/16";
 inline constexpr std::string_view ingress_subnet = "10.0.0.0/24";
 inline constexpr std::uint32_t ingress_vni = 4096;
 inline constexpr std::uint32_t first_vni = 4097;
@@ -57,7 +61,8 @@ struct Network {
     // Each node's own address on the network (its bridge's), by node ID, as "10.0.1.2".
     std::map<std::string, std::string> node_addresses;
     bool predefined() const noexcept {
-        return spec.name == ingress_network_name || spec.name == host_network_name;
+        return spec.name == ingress_network_name || spec.name == host_network_name ||
+               spec.name == bridge_network_name;
     }
 };
 
