@@ -7,6 +7,9 @@
 //   service     real containers: create -> secret readable in the task; --secret-add -> the new
 //   task
 //               reads it; a 10-replica rolling update
+//   network     in a network namespace of its own: a task's start without a network and with
+//               an overlay network (alternating, the same run); a server and a client service
+//               created together -> the client fetched the server's page by its service name
 //
 //   bench-cluster --cofferd PATH --agent PATH [--scenario NAME]... [--runs N] [--agents N]
 //
@@ -103,6 +106,7 @@ std::size_t rss_kib(int pid) {
 
 struct Options {
     std::string cofferd, agent, images_script;
+    bool own_netns = false;  // cofferd and the agents in a network namespace the bench makes
     int runs = 10;
     int agents = 200;
     int sessions = 1000;
@@ -118,9 +122,19 @@ class Cluster {
         dir_ = tmpl;
         port_ = free_port();
         manager_ = fmt::format("127.0.0.1:{}", port_);
-        daemon_ = Child::spawn(
-            {.argv = {o.cofferd, "--data-dir", dir_ + "/data", "--socket", dir_ + "/api.sock",
-                      "--listen", manager_, "--log-level", "warn"}});
+        if (o.own_netns) {
+            // Bridges, VXLAN devices and rules the agent makes stay in it, gone with it.
+            netns_ = fmt::format("coffer-bench-{}", ::getpid());
+            if (!coffer::run_command({"ip", "netns", "add", netns_}).ok())
+                die("ip netns add " + netns_);
+            if (!coffer::run_command({"ip", "-n", netns_, "link", "set", "lo", "up"}).ok())
+                die("lo up in " + netns_);
+            enter_ = {"nsenter", "--net=/run/netns/" + netns_};
+        }
+        std::vector<std::string> argv = enter_;
+        argv.insert(argv.end(), {o.cofferd, "--data-dir", dir_ + "/data", "--socket",
+                                 dir_ + "/api.sock", "--listen", manager_, "--log-level", "warn"});
+        daemon_ = Child::spawn({.argv = argv});
         await(
             "cofferd",
             [&] {
@@ -149,6 +163,7 @@ class Cluster {
             daemon_.signal(SIGTERM);
             if (!daemon_.wait_for(20s)) daemon_.signal(SIGKILL);
         }
+        if (!netns_.empty()) (void)coffer::run_command({"ip", "netns", "del", netns_});
         std::error_code ec;
         fs::remove_all(dir_, ec);
     }
@@ -179,9 +194,9 @@ class Cluster {
         auto base = dir_ + "/agents/" + name;
         fs::create_directories(base);
         // Each agent joins under its own name: one hostname is one active node's.
-        std::vector<std::string> argv{
-            o_.agent, "--data-dir",  base + "/data", "--run-dir",  base + "/run", "--manager",
-            manager_, "--log-level", "warn",         "--hostname", name};
+        std::vector<std::string> argv = enter_;
+        argv.insert(argv.end(), {o_.agent, "--data-dir", base + "/data", "--run-dir", base + "/run",
+                                 "--manager", manager_, "--log-level", "warn", "--hostname", name});
         argv.insert(argv.end(), extra.begin(), extra.end());
         std::vector<std::string> env;
         for (char** e = environ; *e; ++e) env.emplace_back(*e);
@@ -197,6 +212,21 @@ class Cluster {
         if (!c.wait_for(30s)) c.signal(SIGKILL);
     }
     std::string agent_dir(const std::string& name) const { return dir_ + "/agents/" + name; }
+    // Waits until the agent started under this hostname is a ready node (the manager is a node
+    // of its own, so counting nodes is not enough).
+    void await_ready(const std::string& hostname) {
+        await(
+            "the agent ready",
+            [&] {
+                auto nodes = get("/nodes");
+                return std::any_of(
+                    nodes.as_array().begin(), nodes.as_array().end(), [&](const auto& n) {
+                        return n.at("Description").at("Hostname") == hostname.c_str() &&
+                               n.at("Status").at("State") == "ready";
+                    });
+            },
+            60s, 5ms);
+    }
 
     const std::string& dir() const { return dir_; }
     const std::string& manager() const { return manager_; }
@@ -205,7 +235,8 @@ class Cluster {
 
   private:
     const Options& o_;
-    std::string dir_, manager_, token_;
+    std::string dir_, manager_, token_, netns_;
+    std::vector<std::string> enter_;  // the prefix that runs a program in netns_
     std::uint16_t port_ = 0;
     Child daemon_;
     std::unique_ptr<coffer::net::HttpClient> api_;
@@ -421,8 +452,7 @@ void service(const Options& o) {
     auto imported =
         coffer::run_command({o.agent, "--data-dir", data, "image", "import", layout, "busybox"});
     if (!imported.ok()) die("image import: " + imported.describe());
-    await(
-        "the agent ready", [&] { return c.ready_nodes().size() == 1; }, 30s, 5ms);
+    c.await_ready("real");
     auto s1 = create_secret(c, "s1");
     auto s2 = create_secret(c, "s2");
     // Reads every secret it has, prints their names, and exits at once on SIGTERM.
@@ -513,17 +543,7 @@ void rotate_live(const Options& o) {
     auto imported =
         coffer::run_command({o.agent, "--data-dir", data, "image", "import", layout, "busybox"});
     if (!imported.ok()) die("image import: " + imported.describe());
-    // The manager may be a node of its own: wait for this agent's node by its hostname.
-    await(
-        "the agent ready",
-        [&] {
-            auto nodes = c.get("/nodes");
-            return std::any_of(nodes.as_array().begin(), nodes.as_array().end(), [](const auto& n) {
-                return n.at("Description").at("Hostname") == "real" &&
-                       n.at("Status").at("State") == "ready";
-            });
-        },
-        60s, 5ms);
+    c.await_ready("real");
     auto sid = create_secret(c, "rot");
     json::array command;
     for (const char* arg : {"sh", "-c", "trap 'exit 0' TERM; while :; do sleep 1 & wait; done"})
@@ -578,18 +598,101 @@ void rotate_live(const Options& o) {
     remove_service(c, id);
 }
 
+// Networks, one node in a namespace of the bench's own: the added start time of a task on an
+// overlay network (CNI bridge, VXLAN device, addresses, resolver), measured against starts
+// without a network in the same run; and a server and a client created together until the
+// client has fetched the server's page by its service name through the node's resolver.
+void network(Options o) {
+    std::printf("== networks: task start with and without a network; client reaches server\n");
+    o.own_netns = true;
+    Cluster c(o);
+    c.start_agent("real", o.agent_args);
+    auto data = c.agent_dir("real") + "/data";
+    auto layout = c.dir() + "/images";
+    if (!coffer::run_command({o.images_script, layout}).ok()) die("make-test-images failed");
+    auto imported =
+        coffer::run_command({o.agent, "--data-dir", data, "image", "import", layout, "busybox"});
+    if (!imported.ok()) die("image import: " + imported.describe());
+    c.await_ready("real");
+    auto net = std::string(
+        c.call("POST", "/networks/create",
+               json::serialize(json::object{{"Name", "benchnet"}, {"Driver", "overlay"}}))
+            .at("Id")
+            .as_string());
+    auto log_of = [&](const std::string& task) { return data + "/logs/" + task + ".log"; };
+    auto script = [](const char* text) {
+        json::array a;
+        for (const char* arg : {"sh", "-c", text}) a.emplace_back(arg);
+        return a;
+    };
+    auto spec_for = [&](const std::string& name, json::array command, bool on_network) {
+        json::object task{
+            {"ContainerSpec", json::object{{"Image", "busybox"}, {"Command", std::move(command)}}}};
+        if (on_network) task["Networks"] = json::array{json::object{{"Target", net}}};
+        return json::serialize(
+            json::object{{"Name", name},
+                         {"TaskTemplate", std::move(task)},
+                         {"Mode", json::object{{"Replicated", json::object{{"Replicas", 1}}}}}});
+    };
+    auto create = [&](const std::string& spec) {
+        return std::string(c.call("POST", "/services/create", spec).at("ID").as_string());
+    };
+    // The service's running task whose log holds marker.
+    auto logged = [&](const std::string& id, std::string_view marker) {
+        for (const auto& t : tasks_in(c, id, "running"))
+            if (log_has(log_of(t), marker)) return true;
+        return false;
+    };
+
+    auto started = script("trap 'exit 0' TERM; echo STARTED; while :; do sleep 1 & wait; done");
+    std::vector<double> plain, attached;
+    for (int run = 0; run < o.runs; ++run)
+        for (bool on_network : {false, true}) {
+            auto t0 = Clock::now();
+            auto id = create(spec_for(fmt::format("start{}{}", run, on_network ? "n" : ""), started,
+                                      on_network));
+            await(
+                "the task's first line", [&] { return logged(id, "STARTED"); }, 60s);
+            (on_network ? attached : plain).push_back(ms_since(t0));
+            remove_service(c, id);
+        }
+    report("create -> the task's first line, no network", plain);
+    report("create -> the task's first line, overlay network", attached);
+
+    auto server = script(
+        "mkdir -p /tmp/www && echo page > /tmp/www/index.html && exec httpd -f -p 80 -h /tmp/www");
+    auto client = script(
+        "trap 'exit 0' TERM; i=0; while [ $i -lt 600 ]; do "
+        "if [ \"$(wget -q -O - http://web/ 2>/dev/null)\" = page ]; then echo FETCHED; break; fi; "
+        "i=$((i+1)); sleep 0.05; done; while :; do sleep 1 & wait; done");
+    std::vector<double> reach;
+    for (int run = 0; run < o.runs; ++run) {
+        auto t0 = Clock::now();
+        auto web = create(spec_for("web", server, true));
+        auto cl = create(spec_for("client", client, true));
+        await(
+            "the client's fetch by name", [&] { return logged(cl, "FETCHED"); }, 60s);
+        reach.push_back(ms_since(t0));
+        remove_service(c, cl);
+        remove_service(c, web);
+    }
+    report("server and client created -> client fetched by name", reach);
+    c.call("DELETE", "/networks/" + net);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
     CLI::App app{"coffer's cluster benchmarks (root; starts its own cofferd and agents)"};
     Options o;
-    std::vector<std::string> scenarios{"node-ready", "joins",   "sessions",
-                                       "fanout",     "service", "rotate-live"};
+    std::vector<std::string> scenarios{"node-ready", "joins",       "sessions", "fanout",
+                                       "service",    "rotate-live", "network"};
     app.add_option("--cofferd", o.cofferd)->required();
     app.add_option("--agent", o.agent)->required();
     o.images_script = COFFER_MAKE_TEST_IMAGES;
     app.add_option("--make-test-images", o.images_script)->capture_default_str();
-    app.add_option("--scenario", scenarios, "node-ready joins sessions fanout service rotate-live")
+    app.add_option("--scenario", scenarios,
+                   "node-ready joins sessions fanout service rotate-live network")
         ->capture_default_str();
     app.add_option("--runs", o.runs, "Runs per timed scenario")->capture_default_str();
     app.add_option("--agents", o.agents, "Agents for joins and fanout")->capture_default_str();
@@ -615,6 +718,8 @@ int main(int argc, char** argv) {
                 service(o);
             else if (s == "rotate-live")
                 rotate_live(o);
+            else if (s == "network")
+                network(o);
             else
                 die("unknown scenario " + s);
         }

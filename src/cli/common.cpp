@@ -4,12 +4,26 @@
 #include <cctype>
 #include <cstdio>
 
+#include <cstring>
+
 #include "client.h"
+#include "coffer/crypto/encoding.h"
+#include "coffer/crypto/secure_buffer.h"
 #include "coffer/net/http.h"
 #include "format.h"
 #include "output.h"
 
 namespace coffer::cli {
+
+crypto::SecureBuffer body_with_data(std::string_view fields, const crypto::SecureBuffer& data) {
+    auto head = "{" + std::string(fields) + "\"Data\":\"";
+    auto b64 = crypto::base64_encode_secure(data.span());
+    crypto::SecureBuffer body(head.size() + b64.size() + 2);
+    std::memcpy(body.data(), head.data(), head.size());
+    std::memcpy(body.data() + head.size(), b64.data(), b64.size());
+    std::memcpy(body.data() + head.size() + b64.size(), "\"}", 2);
+    return body;
+}
 
 namespace json = boost::json;
 

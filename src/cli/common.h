@@ -12,6 +12,10 @@
 
 #include "coffer/base/error.h"
 
+namespace coffer::crypto {
+class SecureBuffer;
+}
+
 namespace coffer::cli {
 
 struct Globals {
@@ -29,6 +33,10 @@ T must(Result<T> r) {
     if (!r) fail(r.error());
     return std::move(*r);
 }
+
+// The JSON body `{<fields>"Data":"<base64 of data>"}`, assembled in secure memory; fields is
+// empty or members that end with a comma.
+crypto::SecureBuffer body_with_data(std::string_view fields, const crypto::SecureBuffer& data);
 
 std::string str(const boost::json::value& v);
 const boost::json::value* at(const boost::json::value& v,

@@ -9,6 +9,7 @@
 #include <cstring>
 #include <set>
 
+#include "coffer/model/secret_update.h"
 #include "coffer/model/service.h"
 #include "compose.h"
 #include "service_flags.h"
@@ -536,19 +537,35 @@ json::array mounts(Reader& r, const Node& vols, const Node* top_volumes, const L
     return out;
 }
 
-// Service secrets or configs -> references (names only; IDs are resolved at deploy).
+// Service secrets or configs -> references (names only; IDs are resolved at deploy). A
+// secret's x-coffer-update (the service's update mode for its secrets, the label
+// coffer.secret-update) goes to update: one mode per service.
 json::array file_refs(Reader& r, const Node& list, const Node* top, std::string_view kind,
-                      const std::string& stack) {
+                      const std::string& stack, std::string* update = nullptr) {
     json::array out;
     if (!list.is_seq()) return out;
     const bool config = kind == "config";
     for (const auto& e : list.seq) {
         r.known(e, kind == "config" ? "configs" : "secrets",
                 {"source", "target", "uid", "gid", "mode"});
-        if (const auto* x = e.get("x-coffer-update"))
-            r.problems.add(*x, fmt::format("{}: x-coffer-update needs secret versions, which this "
-                                           "coffer does not have",
-                                           r.where));
+        if (const auto* x = e.get("x-coffer-update")) {
+            auto v = r.string(*x, "x-coffer-update");
+            if (config || update == nullptr) {
+                r.problems.add(*x, fmt::format("{}: x-coffer-update is for secrets", r.where));
+            } else if (v) {
+                auto checked = model::secret_update_of(
+                    model::Labels{{std::string(model::secret_update_label), *v}});
+                if (!checked)
+                    r.problems.add(*x, fmt::format("{}: x-coffer-update: {}", r.where,
+                                                   checked.error().message));
+                else if (!update->empty() && *update != *v)
+                    r.problems.add(*x, fmt::format("{}: x-coffer-update: {} and {}: a service "
+                                                   "has one update mode for all its secrets",
+                                                   r.where, *update, *v));
+                else
+                    *update = *v;
+            }
+        }
         const auto* s = e.get("source");
         auto source = s ? r.string(*s, "source") : std::nullopt;
         if (!source) continue;
@@ -700,8 +717,9 @@ json::object service(Reader& r, const std::string& name, const Node& s, const Lo
          {std::pair{"tty", "TTY"}, {"stdin_open", "OpenStdin"}, {"read_only", "ReadOnly"}})
         if (const auto* n = s.get(key))
             if (r.boolean(*n, key).value_or(false)) cs[field] = true;
+    std::string secret_update;  // from the secrets' x-coffer-update
     if (auto refs = file_refs(r, s.get("secrets") ? *s.get("secrets") : Node{}, top.get("secrets"),
-                              "secret", stack);
+                              "secret", stack, &secret_update);
         !refs.empty())
         cs["Secrets"] = std::move(refs);
     if (auto refs = file_refs(r, s.get("configs") ? *s.get("configs") : Node{}, top.get("configs"),
@@ -911,6 +929,15 @@ json::object service(Reader& r, const std::string& name, const Node& s, const Lo
     if (const auto* n = s.get("ports"))
         if (auto p = ports(r, *n); !p.empty()) endpoint["Ports"] = std::move(p);
     spec["Name"] = scope(stack, name);
+    if (!secret_update.empty()) {
+        auto key = std::string(model::secret_update_label);
+        if (const auto* given = deploy_labels.if_contains(key);
+            given && (!given->is_string() || given->as_string() != secret_update))
+            r.problems.add(s, fmt::format("{}: x-coffer-update {} and deploy.labels {}={}: "
+                                          "say the update mode once",
+                                          r.where, secret_update, key, json::serialize(*given)));
+        deploy_labels[key] = secret_update;
+    }
     auto labels_out = with_namespace(std::move(deploy_labels), stack);
     labels_out[label_image] = image;
     spec["Labels"] = std::move(labels_out);

@@ -171,13 +171,7 @@ void add_rotate(CLI::App& group, Globals& g, const Kind& k) {
     cmd->callback([&g, &k, name, source, only_if_different] {
         auto data = read_secret_source(*source, k.read_limit);
         if (!data) throw CLI::RuntimeError(report(data.error()));
-        // The body is assembled in secure memory around the base64 of the bytes.
-        constexpr std::string_view head = "{\"Data\":\"";
-        auto b64 = crypto::base64_encode_secure(data->span());
-        crypto::SecureBuffer body(head.size() + b64.size() + 2);
-        std::memcpy(body.data(), head.data(), head.size());
-        std::memcpy(body.data() + head.size(), b64.data(), b64.size());
-        std::memcpy(body.data() + head.size() + b64.size(), "\"}", 2);
+        auto body = body_with_data("", *data);
         ApiClient api(g.host);
         auto r = api.call("POST",
                           fmt::format("/secrets/{}/rotate{}", net::percent_encode(*name),

@@ -55,14 +55,9 @@ Result<crypto::SecureBuffer> object_data(const compose::FileObject& o) {
 // {"Name":..,"Labels":..,"Data":"<base64>"} assembled in secure memory.
 crypto::SecureBuffer data_body(const std::string& name, const json::object& labels,
                                const crypto::SecureBuffer& data) {
-    auto head = fmt::format("{{\"Name\":{},\"Labels\":{},\"Data\":\"",
-                            json::serialize(json::string(name)), json::serialize(labels));
-    auto b64 = crypto::base64_encode_secure(data.span());
-    crypto::SecureBuffer body(head.size() + b64.size() + 2);
-    std::memcpy(body.data(), head.data(), head.size());
-    std::memcpy(body.data() + head.size(), b64.data(), b64.size());
-    std::memcpy(body.data() + head.size() + b64.size(), "\"}", 2);
-    return body;
+    return body_with_data(fmt::format("\"Name\":{},\"Labels\":{},",
+                                      json::serialize(json::string(name)), json::serialize(labels)),
+                          data);
 }
 
 // A value with the empty parts a server may leave out or fill in removed: null, false, 0, "",
@@ -199,30 +194,27 @@ void deploy(Globals& g, const DeployOpts& o) {
                             fmt::format("service {}: network {} not found", name, t));
         }
     }
-    // A stack secret that exists must hold the same bytes: asked of the manager by an update
-    // that changes nothing else (it compares, and refuses different data).
-    for (auto* list : {&secrets, &configs})
-        for (auto& p : *list) {
-            if (p.obj.external || p.id.empty() || !p.data) continue;
-            auto kind = list == &secrets ? "secret" : "config";
-            auto r =
-                api.call("POST", fmt::format("/{}s/{}/update?version={}", kind, p.id, p.version),
-                         data_body(p.obj.name, p.current_labels, *p.data).span());
-            if (!r) {
-                if (r.error().code == Errc::invalid_argument)
-                    problems.push_back(fmt::format(
-                        "{} {} changed: its file or value holds other bytes than the stored "
-                        "{}; rotation needs secret versions, which this coffer does not have: "
-                        "create it under a new name and point the services at it",
-                        kind, p.obj.name, kind));
-                else
-                    problems.push_back(
-                        fmt::format("{} {}: {}", kind, p.obj.name, r.error().message));
-                continue;
-            }
-            if (auto again = api.call("GET", fmt::format("/{}s/{}", kind, p.id)))
-                p.version = static_cast<std::uint64_t>(number(*again, {"Version", "Index"}));
+    // A stack config that exists must hold the same bytes (configs have no versions): asked of
+    // the manager by an update that changes nothing else (it compares, and refuses different
+    // data). A changed secret is rotated below, once everything has been checked.
+    for (auto& p : configs) {
+        if (p.obj.external || p.id.empty() || !p.data) continue;
+        auto r = api.call("POST", fmt::format("/configs/{}/update?version={}", p.id, p.version),
+                          data_body(p.obj.name, p.current_labels, *p.data).span());
+        if (!r) {
+            if (r.error().code == Errc::invalid_argument)
+                problems.push_back(fmt::format(
+                    "config {} changed: its file or value holds other bytes than the stored "
+                    "config, and a config cannot change: create it under a new name and point "
+                    "the services at it",
+                    p.obj.name));
+            else
+                problems.push_back(fmt::format("config {}: {}", p.obj.name, r.error().message));
+            continue;
         }
+        if (auto again = api.call("GET", fmt::format("/configs/{}", p.id)))
+            p.version = static_cast<std::uint64_t>(number(*again, {"Version", "Index"}));
+    }
     auto existing_services = must(api.call("GET", "/services" + label_filter(o.stack)));
     if (!problems.empty()) {
         std::string text;
@@ -247,11 +239,24 @@ void deploy(Globals& g, const DeployOpts& o) {
                 auto r = must(api.call("POST", fmt::format("/{}s/create", kind),
                                        data_body(p.obj.name, p.obj.labels, *p.data).span()));
                 p.id = field(r, {"ID"});
-            } else if (json::value(p.current_labels) != json::value(p.obj.labels)) {
-                std::printf("Updating %s %s\n", kind.c_str(), p.obj.name.c_str());
-                must(api.call(
-                    "POST", fmt::format("/{}s/{}/update?version={}", kind, p.id, p.version),
-                    json::value(json::object{{"Name", p.obj.name}, {"Labels", p.obj.labels}})));
+            } else {
+                if (json::value(p.current_labels) != json::value(p.obj.labels)) {
+                    std::printf("Updating %s %s\n", kind.c_str(), p.obj.name.c_str());
+                    must(api.call(
+                        "POST", fmt::format("/{}s/{}/update?version={}", kind, p.id, p.version),
+                        json::value(json::object{{"Name", p.obj.name}, {"Labels", p.obj.labels}})));
+                }
+                // Other bytes in the file or value: a new version, current at once; the manager
+                // compares (in locked memory) and adds none when they are the same. The
+                // services that use it get it by their update mode (coffer.secret-update).
+                if (list == &secrets) {
+                    auto r = must(api.call(
+                        "POST", fmt::format("/secrets/{}/rotate?onlyIfDifferent=true", p.id),
+                        body_with_data("", *p.data).span()));
+                    if (const auto* c = at(r, {"Changed"}); !c || !c->is_bool() || c->as_bool())
+                        std::printf("Rotating secret %s to version %lld\n", p.obj.name.c_str(),
+                                    static_cast<long long>(number(r, {"Version"})));
+                }
             }
         }
     for (auto* list : {&secrets, &configs}) {

@@ -95,12 +95,29 @@ TEST_F(Stack, DeployRedeployPruneRemove) {
         EXPECT_FALSE(s.as_object().contains("PreviousSpec")) << json::serialize(s);
     }
 
-    // A changed secret file is refused, and nothing changes.
+    // A changed secret file rotates the secret to a new version; the services are not updated
+    // (their tasks get the version by their update mode); the same bytes again add none.
     write("x.txt", "other bytes");
     r = cli({"stack", "deploy", "-c", f, "--resolve-image", "never", "app"});
-    EXPECT_NE(r.status, 0);
-    EXPECT_NE(r.err.find("secret app_filesec changed"), std::string::npos) << r.err;
-    write("x.txt", "stack-file-secret");
+    ASSERT_EQ(r.status, 0) << r.err;
+    EXPECT_NE(r.out.find("Rotating secret app_filesec to version 2"), std::string::npos) << r.out;
+    EXPECT_NE(r.out.find("Service app_app is unchanged"), std::string::npos) << r.out;
+    auto rotated = get("/secrets/app_filesec");
+    EXPECT_EQ(rotated.at("CofferVersions").as_array().size(), 2u) << json::serialize(rotated);
+    EXPECT_EQ(json::serialize(rotated).find("other bytes"), std::string::npos);
+    r = cli({"stack", "deploy", "-c", f, "--resolve-image", "never", "app"});
+    ASSERT_EQ(r.status, 0) << r.err;
+    EXPECT_EQ(r.out.find("Rotating"), std::string::npos) << r.out;
+    EXPECT_EQ(get("/secrets/app_filesec").at("CofferVersions").as_array().size(), 2u);
+    // x-coffer-update sets the service's update mode for its secrets.
+    std::string live(stack_yml);
+    live.replace(live.find("      - filesec\n"), 16,
+                 "      - {source: filesec, x-coffer-update: live}\n");
+    auto fl = write("live.yml", live);
+    r = cli({"stack", "deploy", "-c", fl, "--resolve-image", "never", "app"});
+    ASSERT_EQ(r.status, 0) << r.err;
+    EXPECT_EQ(get("/services/app_app").at("Spec").at("Labels").at("coffer.secret-update"), "live");
+    ASSERT_EQ(cli({"stack", "deploy", "-c", f, "--resolve-image", "never", "app"}).status, 0);
 
     // --prune removes the service no longer in the file.
     std::string smaller(stack_yml);

@@ -373,9 +373,34 @@ networks:
     auto spec = json::value(r.stack.services.at("app_web"));
     std::set<std::string> targets;
     auto nets = at(spec, {"TaskTemplate", "Networks"});
-    for (const auto& n : nets.as_array())
-        targets.insert(std::string(n.at("Target").as_string()));
+    for (const auto& n : nets.as_array()) targets.insert(std::string(n.at("Target").as_string()));
     EXPECT_EQ(targets, (std::set<std::string>{"app_back", "shared", "real-net"}));
+}
+
+TEST(ComposeConvert, XCofferUpdateSetsTheServicesUpdateMode) {
+    TempDir d;
+    auto r = load({{"a.yml", R"(services:
+  web:
+    image: a
+    secrets: [{source: s, x-coffer-update: "signal:SIGHUP"}, t]
+  bad:
+    image: a
+    secrets: [{source: s, x-coffer-update: sometimes}]
+  two:
+    image: a
+    secrets: [{source: s, x-coffer-update: live}, {source: t, x-coffer-update: none}]
+secrets:
+  s: {external: true}
+  t: {external: true}
+)"}},
+                  d);
+    auto text = r.problems.text();
+    EXPECT_NE(text.find("service \"bad\": x-coffer-update: "), std::string::npos) << text;
+    EXPECT_NE(text.find("service \"two\": x-coffer-update: live and none"), std::string::npos)
+        << text;
+    EXPECT_EQ(text.find("service \"web\""), std::string::npos) << text;
+    auto spec = json::value(r.stack.services.at("app_web"));
+    EXPECT_EQ(at(spec, {"Labels", "coffer.secret-update"}), "signal:SIGHUP");
 }
 
 TEST(ComposeMerge, DockerRulesInOrder) {
