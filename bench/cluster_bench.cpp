@@ -212,6 +212,19 @@ class Cluster {
         if (!c.wait_for(30s)) c.signal(SIGKILL);
     }
     std::string agent_dir(const std::string& name) const { return dir_ + "/agents/" + name; }
+    // Starts an agent that runs real containers: the busybox test image imported into its data
+    // directory, which is returned once the node is ready.
+    std::string start_real_agent(const std::string& name) {
+        start_agent(name, o_.agent_args);
+        auto data = agent_dir(name) + "/data";
+        auto layout = dir_ + "/images";
+        if (!coffer::run_command({o_.images_script, layout}).ok()) die("make-test-images failed");
+        auto imported = coffer::run_command(
+            {o_.agent, "--data-dir", data, "image", "import", layout, "busybox"});
+        if (!imported.ok()) die("image import: " + imported.describe());
+        await_ready(name);
+        return data;
+    }
     // Waits until the agent started under this hostname is a ready node (the manager is a node
     // of its own, so counting nodes is not enough).
     void await_ready(const std::string& hostname) {
@@ -444,15 +457,7 @@ bool log_has(const std::string& path, std::string_view marker) {
 void service(const Options& o) {
     std::printf("== services with real containers: secret readable inside the task\n");
     Cluster c(o);
-    auto& agent = c.start_agent("real", o.agent_args);
-    (void)agent;
-    auto data = c.agent_dir("real") + "/data";
-    auto layout = c.dir() + "/images";
-    if (!coffer::run_command({o.images_script, layout}).ok()) die("make-test-images failed");
-    auto imported =
-        coffer::run_command({o.agent, "--data-dir", data, "image", "import", layout, "busybox"});
-    if (!imported.ok()) die("image import: " + imported.describe());
-    c.await_ready("real");
+    auto data = c.start_real_agent("real");
     auto s1 = create_secret(c, "s1");
     auto s2 = create_secret(c, "s2");
     // Reads every secret it has, prints their names, and exits at once on SIGTERM.
@@ -536,14 +541,7 @@ void rotate_live(const Options& o) {
     constexpr int replicas = 10;
     std::printf("== secret rotate, live mode: %d running tasks read the new bytes\n", replicas);
     Cluster c(o);
-    c.start_agent("real", o.agent_args);
-    auto data = c.agent_dir("real") + "/data";
-    auto layout = c.dir() + "/images";
-    if (!coffer::run_command({o.images_script, layout}).ok()) die("make-test-images failed");
-    auto imported =
-        coffer::run_command({o.agent, "--data-dir", data, "image", "import", layout, "busybox"});
-    if (!imported.ok()) die("image import: " + imported.describe());
-    c.await_ready("real");
+    c.start_real_agent("real");
     auto sid = create_secret(c, "rot");
     json::array command;
     for (const char* arg : {"sh", "-c", "trap 'exit 0' TERM; while :; do sleep 1 & wait; done"})
@@ -606,14 +604,7 @@ void network(Options o) {
     std::printf("== networks: task start with and without a network; client reaches server\n");
     o.own_netns = true;
     Cluster c(o);
-    c.start_agent("real", o.agent_args);
-    auto data = c.agent_dir("real") + "/data";
-    auto layout = c.dir() + "/images";
-    if (!coffer::run_command({o.images_script, layout}).ok()) die("make-test-images failed");
-    auto imported =
-        coffer::run_command({o.agent, "--data-dir", data, "image", "import", layout, "busybox"});
-    if (!imported.ok()) die("image import: " + imported.describe());
-    c.await_ready("real");
+    auto data = c.start_real_agent("real");
     auto net = std::string(
         c.call("POST", "/networks/create",
                json::serialize(json::object{{"Name", "benchnet"}, {"Driver", "overlay"}}))

@@ -6,6 +6,8 @@
 
 #include <cstring>
 
+#include <fmt/format.h>
+
 #include "client.h"
 #include "coffer/crypto/encoding.h"
 #include "coffer/crypto/secure_buffer.h"
@@ -23,6 +25,14 @@ crypto::SecureBuffer body_with_data(std::string_view fields, const crypto::Secur
     std::memcpy(body.data() + head.size(), b64.data(), b64.size());
     std::memcpy(body.data() + head.size() + b64.size(), "\"}", 2);
     return body;
+}
+
+crypto::SecureBuffer data_body(const std::string& name, const boost::json::object& labels,
+                               const crypto::SecureBuffer& data) {
+    return body_with_data(
+        fmt::format("\"Name\":{},\"Labels\":{},", boost::json::serialize(boost::json::string(name)),
+                    boost::json::serialize(labels)),
+        data);
 }
 
 namespace json = boost::json;

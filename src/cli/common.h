@@ -37,6 +37,9 @@ T must(Result<T> r) {
 // The JSON body `{<fields>"Data":"<base64 of data>"}`, assembled in secure memory; fields is
 // empty or members that end with a comma.
 crypto::SecureBuffer body_with_data(std::string_view fields, const crypto::SecureBuffer& data);
+// A secret's or config's create (or update) body: {"Name", "Labels", "Data"}.
+crypto::SecureBuffer data_body(const std::string& name, const boost::json::object& labels,
+                               const crypto::SecureBuffer& data);
 
 std::string str(const boost::json::value& v);
 const boost::json::value* at(const boost::json::value& v,

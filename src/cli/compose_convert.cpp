@@ -23,6 +23,17 @@ namespace {
 constexpr const char* label_namespace = "com.docker.stack.namespace";
 constexpr const char* label_image = "com.docker.stack.image";
 
+// YAML's booleans as compose reads them (true/yes/on, false/no/off, any case); nullopt for
+// anything else.
+std::optional<bool> parse_boolean(const Node& n) {
+    if (!n.is_scalar()) return std::nullopt;
+    std::string s = n.scalar;
+    std::transform(s.begin(), s.end(), s.begin(), ::tolower);
+    if (s == "true" || s == "yes" || s == "on") return true;
+    if (s == "false" || s == "no" || s == "off") return false;
+    return std::nullopt;
+}
+
 // Reads typed values out of Nodes, recording a problem (with file and line) on a wrong type.
 struct Reader {
     Problems& problems;
@@ -39,14 +50,9 @@ struct Reader {
         return n.scalar;
     }
     std::optional<bool> boolean(const Node& n, std::string_view key) {
-        if (n.is_scalar()) {
-            std::string s = n.scalar;
-            std::transform(s.begin(), s.end(), s.begin(), ::tolower);
-            if (s == "true" || s == "yes" || s == "on") return true;
-            if (s == "false" || s == "no" || s == "off") return false;
-        }
-        bad(n, key, "a boolean");
-        return std::nullopt;
+        auto b = parse_boolean(n);
+        if (!b) bad(n, key, "a boolean");
+        return b;
     }
     std::optional<std::int64_t> integer(const Node& n, std::string_view key, bool octal = false) {
         if (n.is_scalar() && !n.scalar.empty()) {
@@ -174,19 +180,43 @@ std::string scope(const std::string& stack, const std::string& name) {
 
 // The name a top-level secret, config or network (def, under key) has on the server: its
 // `name`, an external one's `external.name` or key, otherwise key in the stack's namespace.
-std::string object_name(Reader& r, const std::string& stack, const std::string& key,
-                        const Node* def) {
+// Reports nothing: wrong types are reported once, where the top-level object is read
+// (checked_object_name).
+std::string object_name(const std::string& stack, const std::string& key, const Node* def) {
     std::string name = scope(stack, key);
     if (def == nullptr || !def->is_map()) return name;
-    if (const auto* n = def->get("name")) name = r.string(*n, "name").value_or(name);
+    if (const auto* n = def->get("name"); n && n->is_scalar()) name = n->scalar;
     if (const auto* x = def->get("external")) {
         if (x->is_map()) {
-            if (const auto* n = x->get("name")) name = r.string(*n, "external.name").value_or(name);
-        } else if (r.boolean(*x, "external").value_or(false) && !def->get("name")) {
+            if (const auto* n = x->get("name"); n && n->is_scalar()) name = n->scalar;
+        } else if (parse_boolean(*x).value_or(false) && !def->get("name")) {
             name = key;
         }
     }
     return name;
+}
+
+struct ObjectName {
+    std::string name;
+    bool external = false;
+};
+
+// A top-level object's name (object_name) and whether it is external, with wrong types of
+// `name`, `external` and `external.name` reported.
+ObjectName checked_object_name(Reader& r, const std::string& stack, const std::string& key,
+                               const Node& def) {
+    ObjectName out;
+    if (const auto* n = def.get("name")) r.string(*n, "name");
+    if (const auto* x = def.get("external")) {
+        if (x->is_map()) {
+            out.external = true;
+            if (const auto* n = x->get("name")) r.string(*n, "external.name");
+        } else {
+            out.external = r.boolean(*x, "external").value_or(false);
+        }
+    }
+    out.name = object_name(stack, key, &def);
+    return out;
 }
 
 json::object with_namespace(json::object labels, const std::string& stack) {
@@ -574,7 +604,7 @@ json::array file_refs(Reader& r, const Node& list, const Node* top, std::string_
             r.problems.add(*s, fmt::format("{}: undefined {} \"{}\"", r.where, kind, *source));
             continue;
         }
-        auto name = object_name(r, stack, *source, def);
+        auto name = object_name(stack, *source, def);
         json::object file{{"Name", *source}, {"UID", "0"}, {"GID", "0"}, {"Mode", 0444}};
         if (const auto* n = e.get("target"))
             file["Name"] = r.string(*n, "target").value_or(*source);
@@ -901,7 +931,7 @@ json::object service(Reader& r, const std::string& name, const Node& s, const Lo
                 continue;
             }
             used_networks.insert(k);
-            auto target = object_name(r, stack, k, def);
+            auto target = object_name(stack, k, def);
             json::object att{{"Target", target}};
             json::array aliases;
             if (v && v->is_map()) {
@@ -969,18 +999,9 @@ std::vector<FileObject> file_objects(Problems& problems, const Loaded& l, std::s
         FileObject o;
         o.key = key;
         o.at = &def;
-        o.name = scope(stack, key);
-        if (const auto* n = def.get("name")) o.name = r.string(*n, "name").value_or(o.name);
-        if (const auto* x = def.get("external")) {
-            if (x->is_map()) {
-                o.external = true;
-                if (const auto* n = x->get("name"))
-                    o.name = r.string(*n, "external.name").value_or(o.name);
-            } else {
-                o.external = r.boolean(*x, "external").value_or(false);
-                if (o.external && !def.get("name")) o.name = key;
-            }
-        }
+        auto named = checked_object_name(r, stack, key, def);
+        o.name = std::move(named.name);
+        o.external = named.external;
         const auto* file = def.get("file");
         const auto* env = def.get("environment");
         if (o.external) {
@@ -1029,17 +1050,9 @@ std::vector<Network> networks(Problems& problems, const Loaded& l, const std::st
             r.known(*def, "network",
                     {"driver", "driver_opts", "internal", "attachable", "ipam", "labels",
                      "external", "name"});
-            if (const auto* x = def->get("name")) n.name = r.string(*x, "name").value_or(n.name);
-            if (const auto* x = def->get("external")) {
-                if (x->is_map()) {
-                    n.external = true;
-                    if (const auto* nm = x->get("name"))
-                        n.name = r.string(*nm, "external.name").value_or(n.name);
-                } else {
-                    n.external = r.boolean(*x, "external").value_or(false);
-                    if (n.external && !def->get("name")) n.name = key;
-                }
-            }
+            auto named = checked_object_name(r, stack, key, *def);
+            n.name = std::move(named.name);
+            n.external = named.external;
             if (const auto* x = def->get("driver"))
                 driver = r.string(*x, "driver").value_or(driver);
             if (const auto* x = def->get("driver_opts")) {

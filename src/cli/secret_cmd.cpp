@@ -2,7 +2,6 @@
 // for the two kinds of named objects with data.
 #include <algorithm>
 #include <cstdio>
-#include <cstring>
 
 #include "client.h"
 #include "coffer/crypto/encoding.h"
@@ -51,14 +50,7 @@ void add_create(CLI::App& group, Globals& g, const Kind& k) {
             auto [key, v] = split_kv(l);
             lab[key] = v;
         }
-        // The body is assembled in secure memory around the base64 of the bytes.
-        auto head = fmt::format("{{\"Name\":{},\"Labels\":{},\"Data\":\"",
-                                json::serialize(json::string(*name)), json::serialize(lab));
-        auto b64 = crypto::base64_encode_secure(data->span());
-        crypto::SecureBuffer body(head.size() + b64.size() + 2);
-        std::memcpy(body.data(), head.data(), head.size());
-        std::memcpy(body.data() + head.size(), b64.data(), b64.size());
-        std::memcpy(body.data() + head.size() + b64.size(), "\"}", 2);
+        auto body = data_body(*name, lab, *data);
         ApiClient api(g.host);
         auto r = api.call("POST", fmt::format("/{}/create", k.collection), body.span());
         if (!r) throw CLI::RuntimeError(report(r.error()));

@@ -52,14 +52,6 @@ Result<crypto::SecureBuffer> object_data(const compose::FileObject& o) {
     return b;
 }
 
-// {"Name":..,"Labels":..,"Data":"<base64>"} assembled in secure memory.
-crypto::SecureBuffer data_body(const std::string& name, const json::object& labels,
-                               const crypto::SecureBuffer& data) {
-    return body_with_data(fmt::format("\"Name\":{},\"Labels\":{},",
-                                      json::serialize(json::string(name)), json::serialize(labels)),
-                          data);
-}
-
 // A value with the empty parts a server may leave out or fill in removed: null, false, 0, "",
 // {} and [] members of objects.
 json::value canonical(const json::value& v) {

@@ -267,6 +267,12 @@ void ClusterTest::SetUp() {
     ASSERT_EQ(connect(*manager_ns_, net + ".5", *b_ns_, net + ".6"), "");
     ASSERT_EQ(a_ns_->ip({"route", "add", "default", "via", net + ".1"}), "");
     ASSERT_EQ(b_ns_->ip({"route", "add", "default", "via", net + ".5"}), "");
+    // The manager's namespace routes between the nodes, as a network between hosts does: their
+    // VXLAN and published-port traffic crosses it.
+    ASSERT_EQ(run_program({"nsenter", "--net=" + manager_ns_->path(), "sysctl", "-qw",
+                           "net.ipv4.ip_forward=1"})
+                  .status,
+              0);
     listen_ = net + ".1:4243";
 
     start_manager();

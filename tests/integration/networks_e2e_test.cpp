@@ -105,11 +105,6 @@ const char* client_script =
 
 TEST_F(NetworksE2E, AClientReachesAServerOnAnotherNodeByNameWithTheSecretOnlyOnItsNetwork) {
     if (!have_docker()) GTEST_SKIP() << "no docker CLI on this machine";
-    // The manager's namespace routes between the nodes (their VXLAN traffic crosses it).
-    ASSERT_EQ(run_program({"nsenter", "--net=" + manager_ns_->path(), "sysctl", "-qw",
-                           "net.ipv4.ip_forward=1"})
-                  .status,
-              0);
     auto password = hex(random_bytes(12));
     ASSERT_EQ(cli({"secret", "create", "webpass", "-"}, password).status, 0);
     ASSERT_EQ(docker({"network", "create", "--driver", "overlay", "backend"}).status, 0);
@@ -158,11 +153,6 @@ TEST_F(NetworksE2E, AClientReachesAServerOnAnotherNodeByNameWithTheSecretOnlyOnI
 // host network listens on its node's own address.
 TEST_F(NetworksE2E, PublishedPortsAnswerOnEveryNodeInIngressModeAndOnItsNodeInHostMode) {
     if (!have_docker()) GTEST_SKIP() << "no docker CLI on this machine";
-    // The manager's namespace routes between the nodes (ingress traffic crosses it).
-    ASSERT_EQ(run_program({"nsenter", "--net=" + manager_ns_->path(), "sysctl", "-qw",
-                           "net.ipv4.ip_forward=1"})
-                  .status,
-              0);
     auto a = node_addr(*a_), b = node_addr(*b_);
     ASSERT_FALSE(a.empty());
     ASSERT_FALSE(b.empty());
@@ -205,10 +195,6 @@ TEST_F(NetworksE2E, PublishedPortsAnswerOnEveryNodeInIngressModeAndOnItsNodeInHo
 // on both nodes, and `stack rm` removes the stack's network and leaves the external one.
 TEST_F(NetworksE2E, AStackWithItsNetworksAndAPublishedPortWorksAndRemovesItsNetwork) {
     if (!have_docker()) GTEST_SKIP() << "no docker CLI on this machine";
-    ASSERT_EQ(run_program({"nsenter", "--net=" + manager_ns_->path(), "sysctl", "-qw",
-                           "net.ipv4.ip_forward=1"})
-                  .status,
-              0);
     ASSERT_EQ(docker({"network", "create", "--driver", "overlay", "shared"}).status, 0);
     auto file = (dir_.path() / "stack.yml").string();
     std::ofstream(file) << R"(version: "3.8"
