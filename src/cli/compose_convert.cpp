@@ -621,10 +621,15 @@ json::array file_refs(Reader& r, const Node& list, const Node* top, std::string_
         out.push_back(
             json::object{{"File", std::move(file)}, {config ? "ConfigName" : "SecretName", name}});
     }
+    // By name as the docker CLI sorts them, then by file name: two references to one object
+    // (which the docker CLI leaves in map order) always come out the same, so a redeploy of
+    // an unchanged file changes nothing.
     auto key = config ? "ConfigName" : "SecretName";
-    std::stable_sort(out.begin(), out.end(), [&](const json::value& a, const json::value& b) {
-        return a.at(key).as_string() < b.at(key).as_string();
-    });
+    auto order = [&](const json::value& v) {
+        return std::pair(v.at(key).as_string(), v.at("File").at("Name").as_string());
+    };
+    std::sort(out.begin(), out.end(),
+              [&](const json::value& a, const json::value& b) { return order(a) < order(b); });
     return out;
 }
 

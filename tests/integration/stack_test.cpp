@@ -5,6 +5,7 @@
 
 #include <boost/json.hpp>
 
+#include <algorithm>
 #include <fstream>
 
 #include "harness.h"
@@ -224,6 +225,23 @@ TEST_F(Stack, SameSpecsAsDockerStackDeploy) {
                     n.as_object()["Target"] =
                         get("/networks/" + std::string(n.at("Target").as_string())).at("Name");
         auto ca = without_names(a, "cof"), cb = without_names(b, "dock");
+        // The docker CLI orders references to one secret by target in map order, which
+        // changes from run to run: compare both sorted by name, then target.
+        for (auto* spec : {&ca, &cb}) {
+            auto& cs = spec->as_object()["TaskTemplate"].as_object()["ContainerSpec"].as_object();
+            for (std::string key : {"Secrets", "Configs"})
+                if (auto* refs = cs.if_contains(key)) {
+                    auto& arr = refs->as_array();
+                    auto order = [&](const json::value& x) {
+                        return std::pair(x.at(key.substr(0, key.size() - 1) + "Name").as_string(),
+                                         x.at("File").at("Name").as_string());
+                    };
+                    std::sort(arr.begin(), arr.end(),
+                              [&](const json::value& x, const json::value& y) {
+                                  return order(x) < order(y);
+                              });
+                }
+        }
         for (const auto& [k, v] : cb.as_object())
             EXPECT_EQ(ca.as_object()[k], v)
                 << svc << " " << k << ": " << json::serialize(ca.as_object()[k]) << " vs "
