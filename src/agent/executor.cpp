@@ -243,6 +243,12 @@ void Executor::Impl::add_task(TaskAssignment a) {
     for (const auto& ref : a.spec.secrets)
         if (!secrets.contains(ref.secret_id))
             missing.insert(fmt::format("{} ({})", ref.name, ref.secret_id));
+    if (!a.spec.registry_auth.empty() && !secrets.contains(a.spec.registry_auth)) {
+        // The manager sends them only to a task that has still to pull (one it sends again
+        // after a reconnect has its image): without them, a pull goes without credentials.
+        log::info("executor", "task {}: no registry credentials sent; a pull goes without", id);
+        a.spec.registry_auth.clear();
+    }
     if (!missing.empty()) {
         e.status.state = TaskState::rejected;
         e.status.reason = fmt::format("secret {} was not sent to this node before the task",
@@ -255,6 +261,7 @@ void Executor::Impl::add_task(TaskAssignment a) {
     if (missing.empty()) {
         std::vector<std::string> ids;
         for (const auto& ref : a.spec.secrets) ids.push_back(ref.secret_id);
+        if (!a.spec.registry_auth.empty()) ids.push_back(a.spec.registry_auth);
         if (auto r = driver.secrets().lease(ids)) *lease = std::move(*r);
     }
     e.spec = std::move(a.spec);

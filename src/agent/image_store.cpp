@@ -5,7 +5,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cerrno>
+#include <cstring>
 #include <filesystem>
+#include <set>
 
 #include "coffer/base/log.h"
 #include "coffer/base/mount.h"
@@ -13,11 +16,14 @@
 #include "coffer/base/unique_fd.h"
 #include "health.h"
 #include "json_util.h"
+#include "store_lock.h"
 
 namespace coffer::agent {
 namespace {
 
 constexpr std::string_view ref_annotation = "org.opencontainers.image.ref.name";
+// Set on the index entries of images pulled from a registry (image_pull.cpp).
+constexpr std::string_view registry_digest_annotation = "io.coffer.registry.digest";
 
 bool is_file(const std::string& p) {
     struct stat st {};
@@ -35,20 +41,6 @@ bool is_dir(const std::string& p) {
     struct stat st {};
     return ::stat(p.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
 }
-
-// An exclusive lock on the store across agent processes (the CLI and the daemon).
-class StoreLock {
-  public:
-    explicit StoreLock(const std::string& dir)
-        : fd_(::open((dir + "/lock").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600)) {
-        if (!fd_) throw_errno("open image store lock");
-        while (::flock(fd_.get(), LOCK_EX) != 0)
-            if (errno != EINTR) throw_errno("lock image store");
-    }
-
-  private:
-    UniqueFd fd_;
-};
 
 // (ref name, manifest digest) of every tagged manifest in a layout's index.
 std::vector<ImageInfo> tagged(const boost::json::value& index) {
@@ -84,6 +76,22 @@ std::string hex_of(std::string_view digest) {
     return std::string(colon == std::string_view::npos ? digest : digest.substr(colon + 1));
 }
 
+// The file whose mtime is the image's last use.
+std::string used_file(const std::string& dir, std::string_view digest) {
+    return fmt::format("{}/used/{}", dir, hex_of(digest));
+}
+
+// When the image was last used, or nullopt without a record.
+std::optional<std::chrono::system_clock::time_point> last_use(const std::string& dir,
+                                                              std::string_view digest) {
+    struct stat st {};
+    if (::lstat(used_file(dir, digest).c_str(), &st) != 0) return std::nullopt;
+    return std::chrono::system_clock::time_point(
+        std::chrono::duration_cast<std::chrono::system_clock::duration>(
+            std::chrono::seconds(st.st_mtim.tv_sec) +
+            std::chrono::nanoseconds(st.st_mtim.tv_nsec)));
+}
+
 // An empty OCI image layout (image-spec: the `oci-layout` marker, an index without manifests,
 // the blob directory), made beside `layout` and renamed into place whole: a crash leaves either
 // no layout or a complete one. Written here rather than by `umoci init`, whose Go start-up was
@@ -114,6 +122,7 @@ ImageStore::ImageStore(std::string dir) : dir_(std::move(dir)), layout_(dir_ + "
     if (ec) throw SystemError(ec.value(), fmt::format("create {}", dir_));
     make_dir(dir_);
     make_dir(dir_ + "/rootfs");
+    make_dir(dir_ + "/used");
     if (!is_dir(layout_)) {
         StoreLock lock(dir_);
         if (!is_dir(layout_)) create_layout(layout_);
@@ -277,6 +286,7 @@ Result<std::vector<ImageInfo>> ImageStore::import(const std::string& source,
             make_dir(dir_ + "/healthchecks", 0700);
             write_file(healthcheck_file(dir_, *d), docker_healthcheck);
         }
+        touch_used(*d);
         log::info("images", "imported {} as {} ({})", from, to, *d);
         out.push_back({to, *d});
     }
@@ -328,6 +338,7 @@ Result<void> ImageStore::remove(std::string_view ref,
     if (!r.ok()) log::warn("images", "garbage collection of the layout failed: {}", r.describe());
     if (!shared) {
         ::unlink(healthcheck_file(dir_, digest).c_str());
+        ::unlink(used_file(dir_, digest).c_str());
         remove_tree(fmt::format("{}/rootfs/{}", dir_, hex_of(digest)));
         resolved_.erase(digest);
     }
@@ -335,12 +346,121 @@ Result<void> ImageStore::remove(std::string_view ref,
     return {};
 }
 
+void ImageStore::touch_used(std::string_view digest) const {
+    // Never fails the caller: without a record, prune counts the image as used now.
+    auto path = used_file(dir_, digest);
+    UniqueFd fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600));
+    if (!fd || ::futimens(fd.get(), nullptr) != 0)
+        log::warn("images", "record the use of {} in {}: {}", digest, path, std::strerror(errno));
+}
+
+Result<std::vector<ImageInfo>> ImageStore::prune(
+    const std::function<bool(std::string_view)>& in_use, const PruneOptions& options) {
+    std::lock_guard g(mu_);
+    StoreLock lock(dir_);
+    auto index = read_json_file(layout_ + "/index.json");
+    if (!index) return std::move(index).error().context("prune");
+    struct Entry {
+        ImageInfo image;
+        bool pulled = false;
+        bool removed = false;
+    };
+    std::vector<Entry> entries;
+    if (auto* m = index->is_object() ? index->as_object().if_contains("manifests") : nullptr;
+        m && m->is_array())
+        for (auto& e : m->as_array()) {
+            if (!e.is_object()) continue;
+            Entry entry{{"", string_at(e.as_object(), "digest")}};
+            if (auto* a = e.as_object().if_contains("annotations"); a && a->is_object()) {
+                entry.image.name = string_at(a->as_object(), ref_annotation);
+                entry.pulled = !string_at(a->as_object(), registry_digest_annotation).empty();
+            }
+            entries.push_back(std::move(entry));
+        }
+
+    // Decided once per manifest digest: all the names selected on one image go, or none.
+    const auto now = std::chrono::system_clock::now();
+    std::map<std::string, bool, std::less<>> unused;
+    auto is_unused = [&](const std::string& digest) {
+        auto [it, fresh] = unused.try_emplace(digest, false);
+        if (!fresh) return it->second;
+        const bool timed = options.unused_for.count() > 0;
+        if (in_use && in_use(digest)) {
+            // In use now: its period starts again when its last task ends, not when it started.
+            if (timed) touch_used(digest);
+            return false;
+        }
+        if (!timed) return it->second = true;
+        auto last = last_use(dir_, digest);
+        // An image from before uses were recorded starts its period now.
+        if (!last) touch_used(digest);
+        return it->second = last && now - *last > options.unused_for;
+    };
+
+    std::vector<ImageInfo> out;
+    std::optional<Error> failed;
+    for (auto& e : entries) {
+        if (e.image.name.empty() || (!e.pulled && !options.all) || !is_unused(e.image.digest))
+            continue;
+        auto r =
+            run_command({"umoci", "rm", "--image", fmt::format("{}:{}", layout_, e.image.name)});
+        if (!r.ok()) {
+            log::warn("images", "prune {}: {}", e.image.name, r.describe());
+            if (!failed)
+                failed =
+                    Error{Errc::internal, fmt::format("prune {}: {}", e.image.name, r.describe())};
+            continue;
+        }
+        e.removed = true;
+        log::info("images", "pruned {} ({})", e.image.name, e.image.digest);
+        out.push_back(e.image);
+    }
+    if (!out.empty()) {
+        auto r = run_command({"umoci", "gc", "--layout", layout_});
+        if (!r.ok())
+            log::warn("images", "garbage collection of the layout failed: {}", r.describe());
+    }
+    // The caches of images no name is left on, and records of images the store lost otherwise.
+    std::set<std::string, std::less<>> kept;
+    for (auto& e : entries)
+        if (!e.removed) kept.insert(hex_of(e.image.digest));
+    for (auto& e : out) {
+        auto hex = hex_of(e.digest);
+        if (kept.contains(hex)) continue;
+        ::unlink(healthcheck_file(dir_, e.digest).c_str());
+        resolved_.erase(e.digest);
+        try {
+            remove_tree(fmt::format("{}/rootfs/{}", dir_, hex));
+        } catch (const std::exception& ex) {
+            log::warn("images", "remove the unpacked rootfs of {}: {}", e.digest, ex.what());
+        }
+    }
+    for (auto& hex : list_dir(dir_ + "/used"))
+        if (!kept.contains(hex)) ::unlink(fmt::format("{}/used/{}", dir_, hex).c_str());
+    if (failed) return std::move(*failed);
+    std::sort(out.begin(), out.end(), [](auto& a, auto& b) { return a.name < b.name; });
+    return out;
+}
+
 Result<ResolvedImage> ImageStore::resolve(std::string_view ref) {
     std::lock_guard g(mu_);
     auto all = list();
     if (!all) return std::move(all).error();
     std::string digest, tag;
+    if (auto at = ref.find('@'); at != std::string_view::npos) {
+        // Pinned: the image pulled with that registry digest, under whatever name it has.
+        auto local = by_registry_digest(ref.substr(at + 1));
+        for (auto& i : *all)
+            if (!local.empty() && i.digest == local) {
+                digest = i.digest;
+                tag = i.name;
+                break;
+            }
+        if (digest.empty())
+            return make_error(Errc::not_found, fmt::format("no such image: {}", ref));
+    }
     for (auto& i : *all) {
+        if (!digest.empty()) break;
         if ((ref.starts_with("sha256:") && i.digest == ref) ||
             (!ref.starts_with("sha256:") && normalize_name(ref).ok() &&
              i.name == *normalize_name(ref))) {
@@ -350,6 +470,7 @@ Result<ResolvedImage> ImageStore::resolve(std::string_view ref) {
         }
     }
     if (digest.empty()) return make_error(Errc::not_found, fmt::format("no such image: {}", ref));
+    touch_used(digest);
     if (auto it = resolved_.find(digest); it != resolved_.end()) return it->second;
 
     ResolvedImage img;

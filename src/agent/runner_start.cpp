@@ -72,12 +72,19 @@ TaskStatus Runner::Impl::start(const TaskSpec& spec, SecretBytes supplied) {
     try {
         // Bytes the store holds already (another task's, or the manager's assignment) are used
         // as they are; supplied ones are taken only for secrets it does not hold.
+        // The registry credentials are leased for the start only: the task keeps its secrets,
+        // not what its image was pulled with.
         std::vector<std::string> ids;
         for (const auto& r : spec.secrets) ids.push_back(r.secret_id);
-        auto lease = secrets.lease(ids, supplied);
+        auto with_auth = ids;
+        if (!spec.registry_auth.empty()) with_auth.push_back(spec.registry_auth);
+        auto start_lease = secrets.lease(with_auth, supplied);
+        if (!start_lease) throw Rejected{start_lease.error().message};
+        auto lease = secrets.lease(ids);
         if (!lease) throw Rejected{lease.error().message};
         t->secrets = std::move(*lease);
         prepare_and_start(*t, spec, t);
+        start_lease->reset();
         TaskStatus copy;
         {
             std::lock_guard g(mu);
@@ -134,7 +141,33 @@ void Runner::Impl::prepare_and_start(Task& t, const TaskSpec& spec,
         if (auto ok = check_task_mounts(spec.mounts, secret_targets); !ok)
             throw Rejected{ok.error().message};
     }
-    auto image = check(images.resolve(spec.image));
+    auto resolved = images.resolve(spec.image);
+    if (!resolved && resolved.error().code == Errc::not_found && opt.pull_images) {
+        timed("pull the image");
+        // The task shows it: preparing, "pulling REF".
+        auto show = [&](std::string message) {
+            TaskStatus copy;
+            {
+                std::lock_guard g(mu);
+                t.status.reason = std::move(message);
+                copy = t.status;
+            }
+            publish(copy);
+        };
+        show(fmt::format("pulling {}", spec.image));
+        std::optional<crypto::SecureBuffer> auth;
+        if (!spec.registry_auth.empty())
+            secrets.read([&](const SecretBytes& bytes) {
+                if (auto it = bytes.find(spec.registry_auth); it != bytes.end())
+                    auth = it->second.clone();
+            });
+        auto pulled = images.pull(spec.image, auth ? &*auth : nullptr, opt.pull);
+        auth.reset();
+        if (!pulled) throw Rejected{pulled.error().message};
+        show({});
+        resolved = images.resolve(spec.image);
+    }
+    auto image = check(std::move(resolved));
     auto caps = check(task_capabilities(spec.cap_add, spec.cap_drop));
     auto health_check = check(effective_healthcheck(spec.healthcheck, image.config.healthcheck));
     bool health_disabled =

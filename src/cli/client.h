@@ -10,7 +10,18 @@
 #include "coffer/base/error.h"
 #include "coffer/net/http_client.h"
 
+namespace coffer::crypto {
+class SecureBuffer;
+}
+
 namespace coffer::cli {
+
+// A request header whose value is a secret (X-Registry-Auth): it goes from secure memory to the
+// socket and is never logged. Borrowed for the call only.
+struct SecretHeader {
+    std::string_view name;
+    const crypto::SecureBuffer& value;
+};
 
 class ApiClient {
   public:
@@ -22,6 +33,10 @@ class ApiClient {
                                     std::span<const std::uint8_t> body = {});
     Result<boost::json::value> call(std::string_view method, std::string_view path,
                                     const boost::json::value& body);
+    // As call(), sending the header too, on a connection of its own that closes after the
+    // answer.
+    Result<boost::json::value> call(std::string_view method, std::string_view path,
+                                    const boost::json::value& body, const SecretHeader& header);
     // GET path: a 2xx answer's body as it is (a log stream); errors as call().
     Result<std::string> get_raw(std::string_view path);
 

@@ -3,14 +3,17 @@
 #include <algorithm>
 #include <chrono>
 #include <map>
+#include <optional>
 #include <thread>
 
 #include "client.h"
+#include "coffer/crypto/secure_buffer.h"
 #include "coffer/net/http.h"
 #include "common.h"
 #include "format.h"
 #include "logs_cmd.h"
 #include "output.h"
+#include "registry_flags.h"
 #include "service_flags.h"
 #include "service_views.h"
 
@@ -115,6 +118,47 @@ void print_warnings(const json::value& answer) {
         if (line.is_string()) std::fprintf(stderr, "%s\n", line.get_string().c_str());
 }
 
+// --with-registry-auth: the X-Registry-Auth for the image from the docker CLI's login state;
+// none, with a warning, when it holds no credentials for the image's registry.
+std::optional<crypto::SecureBuffer> registry_auth_for(const RegistryFlags& f,
+                                                      const std::string& image) {
+    if (!f.with_registry_auth) return std::nullopt;
+    auto dir = docker_config_dir();
+    auto header = must(registry_auth_header(image, dir));
+    if (!header)
+        std::fprintf(stderr,
+                     "WARNING: no credentials for registry %s in %s/config.json: the image will be "
+                     "pulled without any\n",
+                     image_registry(image).c_str(), dir.c_str());
+    return header;
+}
+
+// --registry-auth-secret NAME: the spec's CofferRegistryAuth names the secret, looked up by name
+// or ID; "" (update) sets it to null, removing the service's credentials.
+void apply_registry_auth_secret(ApiClient& api, const RegistryFlags& f, const CLI::App* cmd,
+                                json::object& spec) {
+    if (!f.auth_secret_given(cmd)) return;
+    std::optional<json::value> secret;
+    if (!f.auth_secret.empty()) {
+        auto found = api.call("GET", "/secrets/" + net::percent_encode(f.auth_secret));
+        if (!found && found.error().code == Errc::not_found)
+            fail(usage(fmt::format("secret not found: {}", f.auth_secret)));
+        secret = must(std::move(found));
+    }
+    if (auto r = set_registry_auth(spec, secret ? &*secret : nullptr); !r) fail(r.error());
+}
+
+// POST path with the spec, and the X-Registry-Auth header when there is one; the header is wiped
+// once sent.
+json::value post_spec(ApiClient& api, const std::string& path, json::object spec,
+                      std::optional<crypto::SecureBuffer>& auth) {
+    json::value body(std::move(spec));
+    if (!auth) return must(api.call("POST", path, body));
+    auto r = api.call("POST", path, body, SecretHeader{"X-Registry-Auth", *auth});
+    auth.reset();
+    return must(std::move(r));
+}
+
 // service create [OPTIONS] IMAGE [COMMAND] [ARG...]
 void add_service_create(CLI::App& service, Globals& g) {
     auto* cmd = service.add_subcommand("create", "Create a new service");
@@ -124,6 +168,7 @@ void add_service_create(CLI::App& service, Globals& g) {
             generic, mounts;
         std::vector<std::string> image_and_args;
         SpecFlags flags;
+        RegistryFlags registry;
         WaitFlags wait;
     };
     auto o = std::make_shared<Opts>();
@@ -144,10 +189,14 @@ void add_service_create(CLI::App& service, Globals& g) {
     one_value_per_flag(
         cmd->add_option("--mount", o->mounts, "Attach a filesystem mount to the service"));
     o->flags.add(cmd);
+    o->registry.add(cmd, "always");
     o->wait.add(cmd);
     cmd->add_option("image", o->image_and_args, "IMAGE [COMMAND] [ARG...]")->required();
     cmd->positionals_at_end();
     cmd->callback([&g, o, cmd] {
+        // The registry flags are checked, and the login state read, before any request.
+        auto query = must(o->registry.query(cmd));
+        auto auth = registry_auth_for(o->registry, o->image_and_args[0]);
         ApiClient api(g.host);
         json::object cs{{"Image", o->image_and_args[0]}};
         if (o->image_and_args.size() > 1)
@@ -185,7 +234,10 @@ void add_service_create(CLI::App& service, Globals& g) {
             spec["Mode"] = json::object{{"Replicated", json::object{{"Replicas", 1}}}};
         }
         if (auto r = o->flags.apply(spec); !r) fail(r.error());
-        auto r = must(api.call("POST", "/services/create", json::value(std::move(spec))));
+        // On create, "" names no secret: the service has none to remove.
+        if (!o->registry.auth_secret.empty())
+            apply_registry_auth_secret(api, o->registry, cmd, spec);
+        auto r = post_spec(api, "/services/create?" + query, std::move(spec), auth);
         print_warnings(r);
         auto id = field(r, {"ID"});
         std::printf("%s\n", id.c_str());
@@ -204,6 +256,7 @@ void add_service_update(CLI::App& service, Globals& g) {
         std::vector<std::string> mount_add, mount_rm;
         bool force = false;
         SpecFlags flags;
+        RegistryFlags registry;
         WaitFlags wait;
     };
     auto o = std::make_shared<Opts>();
@@ -231,9 +284,11 @@ void add_service_update(CLI::App& service, Globals& g) {
     one_value_per_flag(cmd->add_option("--generic-resource-rm", o->generic_rm,
                                        "Remove a Generic resource (by NAME)"));
     o->flags.add(cmd);
+    o->registry.add(cmd, "changed");
     o->wait.add(cmd);
     cmd->add_option("service", o->target, "SERVICE")->required();
     cmd->callback([&g, o, cmd] {
+        auto query = must(o->registry.query(cmd));
         ApiClient api(g.host);
         auto svc = must(api.call(
             "GET", "/services/" + net::percent_encode(o->target) + "?insertDefaults=false"));
@@ -305,9 +360,13 @@ void add_service_update(CLI::App& service, Globals& g) {
         }
         if (o->force) tt["ForceUpdate"] = number(json::value(tt), {"ForceUpdate"}) + 1;
         if (auto r = o->flags.apply(spec); !r) fail(r.error());
+        // Without --registry-auth-secret, CofferRegistryAuth goes back as the spec holds it.
+        apply_registry_auth_secret(api, o->registry, cmd, spec);
+        auto auth = registry_auth_for(
+            o->registry, field(json::value(spec), {"TaskTemplate", "ContainerSpec", "Image"}));
         print_warnings(
-            must(api.call("POST", fmt::format("/services/{}/update?version={}", id, version),
-                          json::value(std::move(spec)))));
+            post_spec(api, fmt::format("/services/{}/update?version={}&{}", id, version, query),
+                      std::move(spec), auth));
         std::printf("%s\n", o->target.c_str());
         std::fflush(stdout);
         if (o->wait.wait(cmd)) wait_converged(api, id, std::chrono::seconds(o->wait.timeout));

@@ -10,13 +10,18 @@
 #include <sodium.h>
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <atomic>
+#include <chrono>
+#include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <mutex>
+#include <optional>
 #include <sstream>
 #include <thread>
 
@@ -43,6 +48,9 @@ using namespace coffer;
 using namespace coffer::agent;
 
 namespace {
+
+// The longest period --image-gc-after and --unused-for take: ten years.
+constexpr std::int64_t max_period_seconds = std::int64_t{10} * 365 * 86400;
 
 // Reads a secret file straight into secure memory.
 crypto::SecureBuffer read_secret(const std::string& path) {
@@ -99,6 +107,61 @@ struct NodeOptions {
     bool noop_executor = false;
     std::string hostname;
     std::vector<std::string> generic_resources;  // NAME=VALUE
+    PullOptions pull;
+    std::chrono::seconds image_gc_after{0};  // 0: pulled images are kept
+};
+
+// Prunes the images pulled from registries that no task has used for `after`
+// (ImageStore::prune), checking every after/4 (at most every 5 minutes) on a thread of its own,
+// first one interval after the start, so that the tasks the manager restarts have resolved
+// their images again. Stops promptly when destroyed (a prune under way ends first).
+class ImageCollector {
+  public:
+    // images is borrowed: it outlives the collector.
+    ImageCollector(ImageStore& images, std::string run_dir, std::chrono::seconds after)
+        : images_(images),
+          run_dir_(std::move(run_dir)),
+          after_(after),
+          thread_([this] { run(); }) {}
+    ~ImageCollector() {
+        {
+            std::lock_guard l(mu_);
+            stopping_ = true;
+        }
+        cv_.notify_all();
+        thread_.join();
+    }
+    ImageCollector(const ImageCollector&) = delete;
+    ImageCollector& operator=(const ImageCollector&) = delete;
+
+  private:
+    void run() {
+        using namespace std::chrono_literals;
+        const auto every = std::clamp<std::chrono::milliseconds>(after_ / 4, 250ms, 5min);
+        std::unique_lock l(mu_);
+        for (;;) {
+            auto next = std::chrono::steady_clock::now() + every;
+            if (cv_.wait_until(l, next, [&] { return stopping_; })) return;
+            l.unlock();
+            try {
+                auto r = images_.prune(
+                    [&](std::string_view d) { return Runner::image_in_use(run_dir_, d); },
+                    {.all = false, .unused_for = after_});
+                if (!r) log::warn("images", "garbage collection: {}", r.error().message);
+            } catch (const std::exception& e) {
+                log::warn("images", "garbage collection: {}", e.what());
+            }
+            l.lock();
+        }
+    }
+
+    ImageStore& images_;
+    const std::string run_dir_;
+    const std::chrono::seconds after_;
+    std::mutex mu_;
+    std::condition_variable cv_;
+    bool stopping_ = false;
+    std::thread thread_;  // last: starts once the members it uses are there
 };
 
 // How tasks run in this agent: containers through the Runner, or nothing (benchmark mode).
@@ -145,6 +208,7 @@ Tasks make_tasks(const NodeOptions& o) {
     opt.data_dir = o.data_dir;
     opt.runtime = o.runtime;
     opt.seccomp_profile = o.seccomp;
+    opt.pull = o.pull;
     // A rolling update stops a batch of tasks at once; their teardowns (runtime delete, unmounts,
     // cgroup removal) are mostly waiting, so they overlap well.
     opt.teardown_threads = 4;
@@ -228,6 +292,10 @@ int run_node(const NodeOptions& o, const crypto::SecureBuffer& token) {
             return s != nullptr && s->send(std::move(json));
         },
         executor_options);
+    // Stopped before the executor's shutdown: tasks torn down stop claiming their images.
+    std::optional<ImageCollector> image_gc;
+    if (tasks.images && o.image_gc_after.count() > 0)
+        image_gc.emplace(*tasks.images, o.run_dir, o.image_gc_after);
 
     SessionOptions options;
     options.manager = std::move(*endpoint);
@@ -266,6 +334,7 @@ int run_node(const NodeOptions& o, const crypto::SecureBuffer& token) {
     waiter.join();
     loop.stop();
     session.store(nullptr);
+    image_gc.reset();
     // Every task is stopped with its grace period and torn down before the agent exits.
     executor.shutdown();
     if (!ended) return fail(ended.error());
@@ -310,6 +379,29 @@ int main(int argc, char** argv) {
     app.add_flag("--benchmark-noop-executor", noop_executor,
                  "benchmark mode: take assignments and report states, but run no task (no runtime, "
                  "no mounts; for load tests of the manager with many agents on one machine)");
+    PullOptions pull;
+    std::int64_t pull_timeout = pull.timeout.count();
+    app.add_option("--registry-certs", pull.certs_dir,
+                   "DIR/HOST:PORT/ holds the CA certificates (*.crt) a registry's TLS certificate "
+                   "is checked against (default for a registry without one: the system's CAs)")
+        ->capture_default_str();
+    app.add_option("--insecure-registry", pull.insecure,
+                   "HOST:PORT of a registry reached over plain HTTP or unverified TLS "
+                   "(repeatable; no other registry is)")
+        ->allow_extra_args(false);
+    app.add_option("--pull-timeout", pull_timeout, "seconds a pull may take")
+        ->check(CLI::Range(1, 86400))
+        ->capture_default_str();
+    app.add_option("--max-image-size", pull.max_bytes,
+                   "bytes of compressed blobs an image pulled from a registry may have")
+        ->check(CLI::Range(std::uint64_t{1} << 20, std::uint64_t{1} << 40))
+        ->capture_default_str();
+    std::int64_t image_gc_after = 86400;
+    app.add_option("--image-gc-after", image_gc_after,
+                   "seconds after which an image pulled from a registry that no task used since "
+                   "is removed (0: never)")
+        ->check(CLI::Range(std::int64_t{0}, max_period_seconds))
+        ->capture_default_str();
     auto* join =
         app.add_subcommand("join", "the default: join (with --join-token), then keep the session");
 
@@ -320,9 +412,25 @@ int main(int argc, char** argv) {
         image->add_subcommand("import", "import a docker save archive, OCI archive or OCI layout");
     import->add_option("FILE", import_file)->required();
     import->add_option("NAME", import_name, "NAME[:TAG]");
+    std::string pull_ref, pull_auth_file;
+    auto* pull_cmd = image->add_subcommand(
+        "pull", "pull an image from its registry into the store, checked as for a task");
+    pull_cmd->add_option("REF", pull_ref, "[REGISTRY/]NAME[:TAG][@DIGEST]")->required();
+    pull_cmd->add_option("--auth-file", pull_auth_file,
+                         "a docker config.json with the registry's credentials");
     auto* ls = image->add_subcommand("ls", "list images");
     auto* rm = image->add_subcommand("rm", "remove an image");
     rm->add_option("NAME", rm_name)->required();
+    bool prune_all = false;
+    std::int64_t prune_unused_for = 0;
+    auto* prune_cmd = image->add_subcommand(
+        "prune", "remove the images pulled from registries that no task uses");
+    prune_cmd->add_flag("--all", prune_all, "also the images imported by hand");
+    prune_cmd
+        ->add_option("--unused-for", prune_unused_for,
+                     "only images no task used for longer than this many seconds (0: any)")
+        ->check(CLI::Range(std::int64_t{0}, max_period_seconds))
+        ->capture_default_str();
 
     auto* run = app.add_subcommand("run", "run one task in the foreground until it ends");
     std::string spec_file;
@@ -344,6 +452,7 @@ int main(int argc, char** argv) {
     // Descriptors inherited from whoever started us never reach a runtime or a container.
     ::close_range(3, ~0U, CLOSE_RANGE_CLOEXEC);
     log::configure(log_level);
+    pull.timeout = std::chrono::seconds(pull_timeout);
 
     try {
         if (join->parsed() || app.get_subcommands().empty()) {
@@ -352,7 +461,7 @@ int main(int argc, char** argv) {
                 if (::gethostname(name, sizeof name - 1) == 0) hostname = name;
             }
             return run_node({data_dir, run_dir, runtime, seccomp, manager, noop_executor, hostname,
-                             generic_resources},
+                             generic_resources, pull, std::chrono::seconds(image_gc_after)},
                             token);
         }
         if (!token.empty())
@@ -365,6 +474,15 @@ int main(int argc, char** argv) {
             for (auto& i : *r) std::printf("%s %s\n", i.name.c_str(), i.digest.c_str());
             return 0;
         }
+        if (pull_cmd->parsed()) {
+            crypto::init();
+            std::optional<crypto::SecureBuffer> auth;
+            if (!pull_auth_file.empty()) auth = read_secret(pull_auth_file);
+            auto r = store.pull(pull_ref, auth ? &*auth : nullptr, pull);
+            if (!r) return fail(r.error());
+            std::printf("%s %s\n", r->name.c_str(), r->digest.c_str());
+            return 0;
+        }
         if (ls->parsed()) {
             auto r = store.list();
             if (!r) return fail(r.error());
@@ -375,6 +493,14 @@ int main(int argc, char** argv) {
             auto r = store.remove(
                 rm_name, [&](std::string_view d) { return Runner::image_in_use(run_dir, d); });
             if (!r) return fail(r.error());
+            return 0;
+        }
+        if (prune_cmd->parsed()) {
+            auto r = store.prune(
+                [&](std::string_view d) { return Runner::image_in_use(run_dir, d); },
+                {.all = prune_all, .unused_for = std::chrono::seconds(prune_unused_for)});
+            if (!r) return fail(r.error());
+            for (auto& i : *r) std::printf("%s %s\n", i.name.c_str(), i.digest.c_str());
             return 0;
         }
 
@@ -390,6 +516,7 @@ int main(int argc, char** argv) {
         opt.data_dir = data_dir;
         opt.runtime = runtime;
         opt.seccomp_profile = seccomp;
+        opt.pull = pull;
         Runner runner(opt, store);
         auto left = runner.recover_leftovers();
         if (left.containers + left.mounts + left.task_dirs + left.cgroups + left.interfaces > 0)

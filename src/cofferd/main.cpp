@@ -183,7 +183,21 @@ int main(int argc, char** argv) {
         ->needs(autolock_flag);
     app.add_option("--log-level", log_spec, "Log levels: LEVEL[,CATEGORY=LEVEL...]")
         ->capture_default_str();
+    coffer::registry::Options registry;
+    app.add_option("--registry-certs", registry.certs_dir,
+                   "DIR/HOST:PORT/ holds the CA certificates (*.crt) a registry's TLS certificate "
+                   "is checked against when a service's image tag is resolved to a digest")
+        ->capture_default_str();
+    app.add_option("--insecure-registry", registry.insecure,
+                   "HOST:PORT of a registry reached over plain HTTP or unverified TLS "
+                   "(repeatable; no other registry is)");
+    std::int64_t resolve_timeout = 30;
+    app.add_option("--resolve-timeout", resolve_timeout,
+                   "seconds the resolution of an image tag to a digest may take")
+        ->check(CLI::Range(1, 3600))
+        ->capture_default_str();
     CLI11_PARSE(app, argc, argv);
+    registry.timeout = std::chrono::seconds(resolve_timeout);
 
     coffer::log::configure(log_spec);
     auto listen_at = parse_listen(listen);
@@ -216,7 +230,8 @@ int main(int argc, char** argv) {
              .autolock = autolock,
              .hand_over_unlock_key = hand_over,
              .node_port = coffer::manager::NodePortOptions{.address = listen_at->address,
-                                                           .port = listen_at->port}});
+                                                           .port = listen_at->port},
+             .registry = registry});
         if (!opened) {
             std::fprintf(stderr, "cofferd: %s\n", opened.error().message.c_str());
             return 1;

@@ -309,10 +309,15 @@ Response unserved(std::string_view method, const std::vector<std::string_view>& 
         why =
             "cofferd runs no containers: run workloads as services (docker service create), "
             "whose tasks run on the agents; read their output with docker service logs";
-    else if (first == "images" || first == "build" || first == "distribution" || first == "auth")
+    else if (first == "images" || first == "build")
         why =
-            "cofferd keeps no images: each agent runs tasks from the images in its own local "
+            "cofferd keeps no images: each agent pulls the images its tasks need into its own "
             "store";
+    else if (first == "auth")
+        why =
+            "cofferd does not check registry logins: keep the credentials in the docker CLI's "
+            "config.json and pass them with --with-registry-auth, or give the service a coffer "
+            "secret holding a config.json (coffer service create --registry-auth-secret)";
     else if (first == "volumes")
         why = "volumes are made on the nodes by the tasks that mount them";
     else if (first == "plugins")

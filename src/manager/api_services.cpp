@@ -1,7 +1,7 @@
-// Services and tasks in the Docker Engine API's shapes; distribution only as far as
-// `docker stack` and `docker service create` need it.
+// Services and tasks in the Docker Engine API's shapes, and distribution (api_images.h).
 #include <algorithm>
 
+#include "api_images.h"
 #include "api_services.h"
 #include "coffer/base/log.h"
 #include "coffer/crypto/random.h"
@@ -36,7 +36,9 @@ std::string generated_name() {
 // The spec of a create or update request, checked field by field against what coffer does with
 // each (model/spec_fields.h); warnings receives what the answer's Warnings must say.
 Result<model::ServiceSpec> parse_spec(const Request& r, std::vector<std::string>& warnings,
-                                      bool name_if_missing = false) {
+                                      bool name_if_missing = false,
+                                      RegistryStep* registry = nullptr,
+                                      const model::Service* current = nullptr) {
     auto v = model::parse_json(r.body_view());
     if (!v)
         return make_error(Errc::invalid_argument, "malformed request body: " + v.error().message);
@@ -50,6 +52,9 @@ Result<model::ServiceSpec> parse_spec(const Request& r, std::vector<std::string>
         if (name == nullptr || name->is_null() || (name->is_string() && name->get_string().empty()))
             o["Name"] = generated_name();
     }
+    if (registry != nullptr && v->is_object())
+        if (auto ok = registry->apply(v->as_object(), current, warnings); !ok)
+            return std::move(ok).error();
     return model::service_spec_from_json(*v);
 }
 
@@ -173,13 +178,22 @@ std::optional<Response> orchestration_routes(Cluster& manager, Request& r, const
         if (n == 1 && m == "GET") return services_list(manager, r);
         if (n == 2 && at(1) == "create" && m == "POST") {
             std::vector<std::string> warnings;
-            auto spec = parse_spec(r, warnings, true);
-            if (!spec) return Response::error(spec.error());
+            RegistryStep registry(manager, r);
+            auto spec = parse_spec(r, warnings, true, &registry);
+            if (!spec) {
+                registry.undo();
+                return Response::error(spec.error());
+            }
             auto hold = manager.networks().hold_attachments();
-            if (auto ok = resolve_service_networks(manager.networks(), *spec, warnings); !ok)
+            if (auto ok = resolve_service_networks(manager.networks(), *spec, warnings); !ok) {
+                registry.undo();
                 return Response::error(ok.error());
+            }
             auto s = services.create(std::move(*spec));
-            if (!s) return Response::error(s.error());
+            if (!s) {
+                registry.undo();
+                return Response::error(s.error());
+            }
             log::info("api", "service {} created ({})", s->meta.id, s->spec.name);
             json::object answer{{"ID", s->meta.id}};
             if (!warnings.empty()) answer["Warnings"] = warnings_json(warnings);
@@ -201,14 +215,27 @@ std::optional<Response> orchestration_routes(Cluster& manager, Request& r, const
             // The body is checked as for any update; a rollback then takes PreviousSpec
             // instead, as Swarm does.
             std::vector<std::string> warnings;
-            auto spec = parse_spec(r, warnings);
-            if (!spec) return Response::error(spec.error());
+            auto current = services.find(at(1));
+            if (!current) return Response::error(current.error());
+            // A rollback takes PreviousSpec with its own credentials and image.
+            RegistryStep registry(manager, r);
+            auto spec =
+                parse_spec(r, warnings, false, rollback.empty() ? &registry : nullptr, &*current);
+            if (!spec) {
+                registry.undo();
+                return Response::error(spec.error());
+            }
             auto hold = manager.networks().hold_attachments();
-            if (auto ok = resolve_service_networks(manager.networks(), *spec, warnings); !ok)
+            if (auto ok = resolve_service_networks(manager.networks(), *spec, warnings); !ok) {
+                registry.undo();
                 return Response::error(ok.error());
+            }
             auto s = rollback.empty() ? services.update(at(1), *version, std::move(*spec))
                                       : services.roll_back(at(1), *version);
-            if (!s) return Response::error(s.error());
+            if (!s) {
+                registry.undo();
+                return Response::error(s.error());
+            }
             log::info("api", "service {} {}", s->meta.id,
                       rollback.empty() ? "updated" : "rollback started");
             return ok_json(200, json::object{{"Warnings", warnings_json(warnings)}});
@@ -217,6 +244,7 @@ std::optional<Response> orchestration_routes(Cluster& manager, Request& r, const
             auto s = services.remove(at(1));
             if (!s) return Response::error(s.error());
             log::info("api", "service {} removed ({})", s->meta.id, s->spec.name);
+            remove_registry_auth(manager, *s);
             auto resp = Response::empty(200);
             return resp;
         }
@@ -229,10 +257,15 @@ std::optional<Response> orchestration_routes(Cluster& manager, Request& r, const
             return ok_json(200, task_json(*t, manager.networks().list()));
         }
     }
-    // The docker CLI asks a registry for the image digest; a 404 makes it warn and go on.
-    if (at(0) == "distribution" && n >= 3 && seg.back() == "json" && m == "GET")
-        return fail(Errc::not_found,
-                    "coffer does not resolve images on registries: nodes use their local images");
+    // The docker CLI asks for the image digest before it creates or updates a service.
+    if (at(0) == "distribution" && n >= 3 && seg.back() == "json" && m == "GET") {
+        std::string name;
+        for (std::size_t i = 1; i + 1 < n; ++i) {
+            if (i > 1) name += '/';
+            name += seg[i];
+        }
+        return distribution_inspect(manager, r, name);
+    }
     return std::nullopt;
 }
 

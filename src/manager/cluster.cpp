@@ -325,6 +325,10 @@ std::map<std::uint64_t, std::size_t> Cluster::secret_holders(const std::string& 
             std::set<std::uint64_t> versions;
             for (std::size_t i = 0; i < refs.size(); ++i)
                 if (refs[i].secret_id == id) versions.insert(t.secret_version(i));
+            // The registry credentials a task pulls with, until it has ended.
+            if (const auto& auth = t.spec.container.registry_auth;
+                auth && auth->secret_id == id && t.registry_auth_version != 0)
+                versions.insert(t.registry_auth_version);
             for (auto v : versions) ++held[v];
         }
         return 0;

@@ -67,12 +67,24 @@ nodeproto::TaskPayload task_payload(const Task& t) {
     for (const auto& ref : c.configs)
         p.configs.push_back(
             {ref.config_id, ref.config_name, ref.file_name, ref.uid, ref.gid, ref.mode});
+    if (c.registry_auth) {
+        p.registry_auth_id = c.registry_auth->secret_id;
+        p.registry_auth_version = t.registry_auth_version;
+    }
     p.network_mode = t.network_mode;
     for (const auto& a : t.networks) p.networks.push_back({a.network_id, a.address, a.aliases});
     for (const auto& hp : t.host_ports)
         p.host_ports.push_back({hp.protocol, static_cast<std::uint16_t>(hp.target_port),
                                 static_cast<std::uint16_t>(hp.published_port)});
     return p;
+}
+
+// Whether a task still needs its registry credentials on its node: until it is running (the
+// image is pulled by then), and only while it is meant to run. The node drops them once no
+// task needs them.
+bool pulls_with_auth(const Task& t) {
+    return t.spec.container.registry_auth && t.registry_auth_version != 0 &&
+           t.desired == TaskState::running && t.status.state < TaskState::running;
 }
 
 // A secret version's key in a stream's sets, and back.
@@ -154,6 +166,11 @@ std::optional<AssignmentMessage> NodeStream::poll() {
                                    refs[i].secret_name);
         for (const auto& ref : t.spec.container.configs)
             wanted_configs.emplace(ref.config_id, ref.config_name);
+        if (pulls_with_auth(t)) {
+            const auto& auth = *t.spec.container.registry_auth;
+            wanted_secrets.emplace(secret_key(auth.secret_id, t.registry_auth_version),
+                                   auth.secret_name);
+        }
     }
 
     AssignmentMessage m;
@@ -197,6 +214,12 @@ std::optional<AssignmentMessage> NodeStream::poll() {
         ready = ready && std::all_of(cs.configs.begin(), cs.configs.end(), [&](const auto& ref) {
                     return sent_configs_.count(ref.config_id) > 0;
                 });
+        if (!sent_tasks_.count(id) && cs.registry_auth) {
+            // A task that no longer pulls (it ended before it was sent) goes without them.
+            ready = ready && (!pulls_with_auth(t) ||
+                              sent_secrets_.count(secret_key(cs.registry_auth->secret_id,
+                                                             t.registry_auth_version)) > 0);
+        }
         // A task's networks reach the node first (poll_networks).
         if (dispatcher_.networks_ != nullptr)
             for (const auto& a : t.networks)

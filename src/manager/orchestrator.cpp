@@ -124,6 +124,12 @@ struct Pass {
             t.secret_versions.push_back(ref.pinned_version ? ref.pinned_version
                                                            : current.value_or(1));
         }
+        // The registry credentials it pulls with: their current version.
+        if (const auto& auth = t.spec.container.registry_auth) {
+            auto current = secret_version && *secret_version ? (*secret_version)(auth->secret_id)
+                                                             : std::optional<std::uint64_t>{};
+            t.registry_auth_version = current.value_or(1);
+        }
         auto id = t.meta.id;
         touched.insert(id);
         return work.emplace(id, std::move(t)).first->second;

@@ -186,6 +186,8 @@ std::vector<std::string> ServiceRegistry::users_of(const std::string& object_id)
                 if (ref.secret_id == object_id) names.insert(s.spec.name);
             for (const auto& ref : c.configs)
                 if (ref.config_id == object_id) names.insert(s.spec.name);
+            if (c.registry_auth && c.registry_auth->secret_id == object_id)
+                names.insert(s.spec.name);
         }
         return 0;
     });
@@ -198,6 +200,7 @@ Result<void> ServiceRegistry::reserve_secrets(const std::string& service_name,
     using model::SecretReference;
     const auto& c = spec.task.container;
     auto secret_ids = ids_of(c.secrets, &SecretReference::secret_id);
+    if (c.registry_auth) secret_ids.push_back(c.registry_auth->secret_id);
     auto config_ids = ids_of(c.configs, &ConfigReference::config_id);
     {
         auto pending = pending_.lock();
@@ -221,6 +224,13 @@ Result<void> ServiceRegistry::reserve_secrets(const std::string& service_name,
         return {};
     }
     release_secrets(service_name);
+    if (c.registry_auth && std::find(missing_secrets.begin(), missing_secrets.end(),
+                                     c.registry_auth->secret_id) != missing_secrets.end())
+        return make_error(
+            Errc::invalid_argument,
+            fmt::format("secret not found: {} (the registry credentials)",
+                        c.registry_auth->secret_name.empty() ? c.registry_auth->secret_id
+                                                             : c.registry_auth->secret_name));
     if (!missing_secrets.empty())
         return not_found_error("secret", c.secrets, missing_secrets, &SecretReference::secret_id,
                                &SecretReference::secret_name);

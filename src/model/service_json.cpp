@@ -536,6 +536,17 @@ Result<TaskTemplate> task_template_from_json(const json::value& v) {
                        &SecretReference::secret_name);
         read_file_refs(r, *cs, "Configs", "config", ct.configs, &ConfigReference::config_id,
                        &ConfigReference::config_name);
+        if (auto* auth = c.object("CofferRegistryAuth")) {
+            Reader a(*auth, "TaskTemplate.ContainerSpec.CofferRegistryAuth");
+            SecretReference ref;
+            a.str("SecretID", ref.secret_id);
+            a.str("SecretName", ref.secret_name);
+            if (ref.secret_id.empty())
+                a.fail("TaskTemplate.ContainerSpec.CofferRegistryAuth: SecretID must be given");
+            c.merge(a);
+            ct.registry_auth = std::move(ref);
+        }
+        r.merge(c);
         read_healthcheck(r, *cs, ct);
         read_task_options(r, *cs, ct);
         read_mounts(r, *cs, ct);
@@ -907,6 +918,7 @@ json::object to_json(const Task& t, bool internal) {
         o["CofferSecretVersions"] = std::move(held);
         if (!t.secret_signal.empty()) o["CofferSecretSignal"] = t.secret_signal;
     }
+    if (t.registry_auth_version != 0) o["CofferRegistryAuthVersion"] = t.registry_auth_version;
     if (internal) {
         o["NotBefore"] = t.not_before.nanos;
         o["ServiceName"] = t.service_name;
@@ -948,6 +960,7 @@ Result<Task> task_from_json(const json::value& v) {
         }
     }
     r.str("CofferSecretSignal", t.secret_signal);
+    r.integer("CofferRegistryAuthVersion", t.registry_auth_version);
     std::string desired;
     r.str("DesiredState", desired);
     auto d = task_state_from(desired);

@@ -2,6 +2,7 @@
 
 #include <boost/json.hpp>
 
+#include <algorithm>
 #include <array>
 
 namespace coffer::model {
@@ -27,7 +28,8 @@ constexpr std::array fields = {
               "the label coffer.secret-update (restart, live, signal:SIG, none) says what running "
               "tasks get when a secret they follow is rotated"},
 
-    SpecField{"TaskTemplate.ContainerSpec.Image", acted, "from the node's local image store"},
+    SpecField{"TaskTemplate.ContainerSpec.Image", acted,
+              "from the node's image store, pulled from its registry when missing"},
     SpecField{"TaskTemplate.ContainerSpec.Labels", warned,
               "container labels are kept in the task's spec only"},
     SpecField{"TaskTemplate.ContainerSpec.Command", acted},
@@ -218,13 +220,23 @@ bool empty_value(const json::value& v) {
     return false;
 }
 
+// coffer's own fields, beside Docker's (a Docker client never sends them).
+// clang-format off
+constexpr std::array coffer_fields = {
+    SpecField{"TaskTemplate.ContainerSpec.CofferRegistryAuth.SecretID", acted,
+              "the secret (a docker config.json) the image is pulled with"},
+    SpecField{"TaskTemplate.ContainerSpec.CofferRegistryAuth.SecretName", acted},
+};
+// clang-format on
+
 // Some field's path continues below this one: its value is walked, not judged whole.
 bool has_children(std::string_view path) {
-    for (const auto& f : fields)
-        if (f.path.size() > path.size() && f.path.starts_with(path) &&
-            (f.path[path.size()] == '.' || f.path[path.size()] == '['))
-            return true;
-    return false;
+    auto below = [&](const SpecField& f) {
+        return f.path.size() > path.size() && f.path.starts_with(path) &&
+               (f.path[path.size()] == '.' || f.path[path.size()] == '[');
+    };
+    return std::any_of(fields.begin(), fields.end(), below) ||
+           std::any_of(coffer_fields.begin(), coffer_fields.end(), below);
 }
 
 Error invalid(std::string message) {
@@ -285,7 +297,13 @@ std::span<const SpecField> service_spec_fields() noexcept {
 const SpecField* find_spec_field(std::string_view path) noexcept {
     for (const auto& f : fields)
         if (f.path == path) return &f;
+    for (const auto& f : coffer_fields)
+        if (f.path == path) return &f;
     return nullptr;
+}
+
+std::span<const SpecField> coffer_spec_fields() noexcept {
+    return coffer_fields;
 }
 
 Result<std::vector<std::string>> check_service_spec_fields(const json::value& spec) {

@@ -180,7 +180,8 @@ asio::awaitable<void> HttpServer::Impl::session(local::socket socket) {
     }
     detail::SecureFlatBuffer buffer(opts.header_limit + opts.body_limit);
     for (;;) {
-        http::request_parser<detail::SecureBody> parser;
+        // Header fields in secure memory too: X-Registry-Auth carries registry credentials.
+        http::request_parser<detail::SecureBody, crypto::SecureAllocator<char>> parser;
         parser.header_limit(static_cast<std::uint32_t>(opts.header_limit));
         parser.body_limit(opts.body_limit);
         stream.expires_after(opts.idle_timeout);
@@ -209,6 +210,10 @@ asio::awaitable<void> HttpServer::Impl::session(local::socket socket) {
             parse_target(msg.target(), req);
             req.content_type = std::string(msg[http::field::content_type]);
             req.body = std::move(msg.body().buffer);
+            if (auto auth = msg["X-Registry-Auth"]; !auth.empty()) {
+                req.registry_auth = crypto::SecureBuffer(auth.size());
+                std::memcpy(req.registry_auth.data(), auth.data(), auth.size());
+            }
             try {
                 resp = co_await dispatch(req);
             } catch (const std::exception& e) {

@@ -128,6 +128,9 @@ json::object task_wire(const TaskPayload& t) {
         o["HostPorts"] = std::move(ports);
     }
     if (!t.secret_signal.empty()) o["SecretSignal"] = t.secret_signal;
+    if (!t.registry_auth_id.empty())
+        o["RegistryAuth"] =
+            json::object{{"SecretID", t.registry_auth_id}, {"Version", t.registry_auth_version}};
     return o;
 }
 
@@ -457,6 +460,13 @@ TaskPayload task_add(const json::object& t) {
         for (const auto& m : mounts->get_array()) p.mounts.push_back(mount_of(m));
     }
     task_networks(t, p);
+    if (const auto* a = t.if_contains("RegistryAuth"); a != nullptr && !a->is_null()) {
+        const auto& ao = object_of(*a, "RegistryAuth");
+        p.registry_auth_id = text_at(ao, "SecretID", max_name_chars);
+        if (!model::valid_secret_id(p.registry_auth_id)) bad("RegistryAuth: invalid SecretID");
+        p.registry_auth_version =
+            static_cast<std::uint64_t>(int_at(ao, "Version", 0, 0, max_secret_version));
+    }
     return p;
 }
 

@@ -36,28 +36,6 @@ std::string first_line(const std::string& s) {
 
 }  // namespace
 
-std::string agent_program() {
-    return env_or("COFFER_AGENT", "");
-}
-
-const fs::path& image_layout() {
-    static std::once_flag once;
-    static std::unique_ptr<TempDir> dir;
-    static fs::path layout;
-    std::call_once(once, [] {
-        dir = std::make_unique<TempDir>();
-        auto out = dir->path() / "layout";
-        auto r =
-            run_command({env_or("COFFER_MAKE_TEST_IMAGES", "tests/integration/make-test-images"),
-                         out.string()});
-        if (r.ok())
-            layout = out;
-        else
-            fmt::print(stderr, "make-test-images: {}\n", r.describe());
-    });
-    return layout;
-}
-
 std::vector<std::string> secret_printer() {
     return {"sh", "-c",
             "trap 'exit 0' TERM; "
@@ -202,6 +180,7 @@ void NodeAgent::start(const std::string& token) {
     o.argv.insert(o.argv.end(), {agent_program(), "--data-dir", data.string(), "--run-dir",
                                  run.string(), "--manager", manager_, "--hostname", hostname,
                                  "--log-level", env_or("COFFER_LOG", "info")});
+    o.argv.insert(o.argv.end(), extra_args.begin(), extra_args.end());
     for (char** e = environ; *e; ++e)
         if (std::string_view(*e).substr(0, 18) != "COFFER_JOIN_TOKEN=") o.env.emplace_back(*e);
     if (!token.empty()) o.env.push_back("COFFER_JOIN_TOKEN=" + token);
@@ -305,8 +284,9 @@ void ClusterTest::TearDown() {
 
 void ClusterTest::start_manager() {
     daemon_.reset();
-    daemon_ = std::make_unique<Daemon>(dir_.path() / "data", dir_.path() / "coffer.sock",
-                                       std::vector<std::string>{"--listen", listen_},
+    std::vector<std::string> args{"--listen", listen_};
+    args.insert(args.end(), manager_args_.begin(), manager_args_.end());
+    daemon_ = std::make_unique<Daemon>(dir_.path() / "data", dir_.path() / "coffer.sock", args,
                                        manager_ns_->enter());
     ASSERT_TRUE(daemon_->ready()) << daemon_->stdout_text();
 }
@@ -320,6 +300,7 @@ std::string ClusterTest::token(const std::string& role) {
 std::unique_ptr<NodeAgent> ClusterTest::make_agent(const NetworkNamespace& ns,
                                                    const std::string& hostname) {
     auto agent = std::make_unique<NodeAgent>(ns, dir_.path() / hostname, hostname, listen_);
+    agent->extra_args = agent_args_;
     auto imported = agent->import_image(image_layout());
     EXPECT_EQ(imported, "");
     return agent;

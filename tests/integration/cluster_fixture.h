@@ -51,6 +51,8 @@ class NodeAgent {
 
     const std::filesystem::path data, run;
     const std::string hostname;
+    // More arguments for coffer-agent, set before start().
+    std::vector<std::string> extra_args;
 
   private:
     const NetworkNamespace& ns_;  // borrowed: the fixture keeps it for longer than the agent
@@ -88,15 +90,14 @@ class ClusterTest : public ::testing::Test {
     std::string secret_id(const std::string& name);
 
     TempDir dir_;
+    // More arguments for cofferd and every coffer-agent, set before SetUp runs (in a derived
+    // fixture's constructor).
+    std::vector<std::string> manager_args_, agent_args_;
     std::unique_ptr<NetworkNamespace> manager_ns_, a_ns_, b_ns_;
     std::string listen_;  // the manager's node port, in its namespace
     std::unique_ptr<Daemon> daemon_;
     std::unique_ptr<NodeAgent> a_, b_;
 };
-
-std::string agent_program();
-// The busybox test image as an OCI layout, built once per test program; "" if it could not be.
-const std::filesystem::path& image_layout();
 
 // A task that prints what it finds in /run/secrets, then waits (exits 0 on SIGTERM):
 //   SECRETS <names, sorted, space-separated>

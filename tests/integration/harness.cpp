@@ -9,6 +9,8 @@
 #include <algorithm>
 #include <cstdlib>
 #include <fstream>
+#include <memory>
+#include <mutex>
 #include <random>
 #include <sstream>
 #include <thread>
@@ -359,6 +361,28 @@ std::vector<std::string> lines_of(const std::string& text) {
     std::istringstream in(text);
     for (std::string line; std::getline(in, line);) out.push_back(line);
     return out;
+}
+
+std::string agent_program() {
+    return env_or("COFFER_AGENT", "");
+}
+
+const fs::path& image_layout() {
+    static std::once_flag once;
+    static std::unique_ptr<TempDir> dir;
+    static fs::path layout;
+    std::call_once(once, [] {
+        dir = std::make_unique<TempDir>();
+        auto out = dir->path() / "layout";
+        auto r =
+            run_command({env_or("COFFER_MAKE_TEST_IMAGES", "tests/integration/make-test-images"),
+                         out.string()});
+        if (r.ok())
+            layout = out;
+        else
+            fmt::print(stderr, "make-test-images: {}\n", r.describe());
+    });
+    return layout;
 }
 
 }  // namespace coffer::test

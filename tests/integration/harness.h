@@ -139,4 +139,10 @@ std::string join_lines(const std::vector<std::string>& lines);
 std::string cofferd_path();
 std::string coffer_path();
 
+// The coffer-agent program the tests run ($COFFER_AGENT), "" when not set.
+std::string agent_program();
+// The test images (make-test-images: busybox:latest, healthcheck:latest, hostile ones) as an OCI
+// layout, built once per test program and removed at exit; "" if it could not be built.
+const std::filesystem::path& image_layout();
+
 }  // namespace coffer::test

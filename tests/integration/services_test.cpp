@@ -127,7 +127,10 @@ TEST_F(Services, ApiRefusesWhatSwarmRefuses) {
     EXPECT_EQ(defaults.at("Spec").at("EndpointSpec").at("Mode"), "vip");  // kept as given
     EXPECT_TRUE(defaults.as_object().contains("PreviousSpec"));
 
-    EXPECT_EQ(request("GET", "/distribution/localbusybox:1/json").status, 404);
+    // A reference Docker would not accept is refused before any registry is asked.
+    auto bad_ref = request("GET", "/distribution/Local..Busybox:1/json");
+    EXPECT_EQ(bad_ref.status, 400);
+    EXPECT_NE(bad_ref.body.find("Local..Busybox"), std::string::npos) << bad_ref.body;
     auto rm = request("DELETE", "/services/web");
     EXPECT_EQ(rm.status, 200);
     EXPECT_TRUE(rm.body.empty());

@@ -1,15 +1,31 @@
 // The CLI's reading of Docker's log stream (demultiplexing, the details of each line, the
-// "name.slot.taskid@node" label the docker CLI prints before it) and of the service flags.
+// "name.slot.taskid@node" label the docker CLI prints before it), of the service flags, and of
+// the docker CLI's login state for --with-registry-auth.
 #include <gtest/gtest.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <atomic>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <mutex>
+#include <optional>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
+#include "coffer/base/unique_fd.h"
+#include "coffer/cli/cli.h"
+#include "coffer/crypto/encoding.h"
 #include "format.h"
 #include "logs_cmd.h"
+#include "registry_flags.h"
 #include "service_flags.h"
 
 using namespace coffer;
@@ -570,4 +586,512 @@ TEST(ServiceFlags, MountSpecsAreReadAsTheDockerCliReadsThem) {
     auto left = remove_mounts(&cur, {"/a"});
     ASSERT_EQ(left.size(), 1u);
     EXPECT_EQ(left[0].at("Target").as_string(), "/b");
+}
+
+// ---- registry flags --------------------------------------------------------------------------
+
+namespace {
+
+// The registry flags of a command line, as the command sees them.
+struct RegistryArgs {
+    Result<std::string> query;  // the resolveImage parameter, or the flags' error
+    RegistryFlags flags;
+    bool auth_secret_given = false;
+};
+
+RegistryArgs registry_args(std::vector<std::string> args,
+                           std::string_view default_resolve = "always") {
+    CLI::App cmd;
+    RegistryFlags flags;
+    flags.add(&cmd, default_resolve);
+    std::vector<const char*> argv{"service"};
+    for (const auto& a : args) argv.push_back(a.c_str());
+    cmd.parse(static_cast<int>(argv.size()), argv.data());
+    return {flags.query(&cmd), flags, flags.auth_secret_given(&cmd)};
+}
+
+Result<std::string> registry_query(std::vector<std::string> args,
+                                   std::string_view default_resolve = "always") {
+    return registry_args(std::move(args), default_resolve).query;
+}
+
+}  // namespace
+
+TEST(RegistryFlags, ResolveImageDefaultsAsDockersAndTakesOnlyItsThreeValues) {
+    EXPECT_EQ(error_of(parse_resolve_image("changed")), "(no error)");
+    EXPECT_EQ(*parse_resolve_image("never"), "never");
+    EXPECT_EQ(error_of(parse_resolve_image("sometimes")),
+              "invalid argument \"sometimes\" for \"--resolve-image\" flag: use always, changed "
+              "or never");
+    EXPECT_FALSE(parse_resolve_image(""));
+    EXPECT_FALSE(parse_resolve_image("Always"));
+
+    EXPECT_EQ(*registry_query({}), "resolveImage=always");
+    EXPECT_EQ(*registry_query({}, "changed"), "resolveImage=changed");
+    EXPECT_EQ(*registry_query({"--resolve-image", "never"}), "resolveImage=never");
+    EXPECT_EQ(*registry_query({"--resolve-image=always"}, "changed"), "resolveImage=always");
+    auto bad = registry_query({"--resolve-image", "latest"});
+    ASSERT_FALSE(bad);
+    EXPECT_EQ(bad.error().code, Errc::invalid_argument);
+    EXPECT_NE(bad.error().message.find("--resolve-image"), std::string::npos);
+}
+
+TEST(RegistryFlags, RegistryAuthSecretMayBeEmptyButNotBesideWithRegistryAuth) {
+    auto removed = registry_args({"--registry-auth-secret", ""}, "changed");
+    ASSERT_TRUE(removed.query) << removed.query.error().message;
+    EXPECT_TRUE(removed.auth_secret_given);
+    EXPECT_EQ(removed.flags.auth_secret, "");
+    auto named = registry_args({"--registry-auth-secret", "hub-login"}, "changed");
+    EXPECT_TRUE(named.auth_secret_given);
+    EXPECT_EQ(named.flags.auth_secret, "hub-login");
+    auto login = registry_args({"--with-registry-auth"}, "changed");
+    ASSERT_TRUE(login.query) << login.query.error().message;
+    EXPECT_FALSE(login.auth_secret_given);
+    EXPECT_TRUE(login.flags.with_registry_auth);
+    EXPECT_EQ(error_of(registry_query({"--with-registry-auth", "--registry-auth-secret", "x"})),
+              "--with-registry-auth and --registry-auth-secret cannot be used together");
+}
+
+TEST(RegistryFlags, RegistryAuthSecretNamesTheSecretInTheContainerSpec) {
+    json::object spec{
+        {"Name", "web"},
+        {"TaskTemplate", json::object{{"ContainerSpec", json::object{{"Image", "app:1"}}}}}};
+    auto secret = json::parse(R"({"ID":"s3cr3tid","Spec":{"Name":"hub-login"}})");
+    ASSERT_TRUE(set_registry_auth(spec, &secret));
+    EXPECT_EQ(json::serialize(spec),
+              R"({"Name":"web","TaskTemplate":{"ContainerSpec":{"Image":"app:1",)"
+              R"("CofferRegistryAuth":{"SecretID":"s3cr3tid","SecretName":"hub-login"}}}})");
+    // Removal is an explicit null, which the manager reads as "no credentials".
+    ASSERT_TRUE(set_registry_auth(spec, nullptr));
+    EXPECT_EQ(json::serialize(spec),
+              R"({"Name":"web","TaskTemplate":{"ContainerSpec":{"Image":"app:1",)"
+              R"("CofferRegistryAuth":null}}})");
+    json::object bare;
+    ASSERT_TRUE(set_registry_auth(bare, &secret));
+    EXPECT_EQ(json::serialize(bare), R"({"TaskTemplate":{"ContainerSpec":{"CofferRegistryAuth":)"
+                                     R"({"SecretID":"s3cr3tid","SecretName":"hub-login"}}}})");
+    auto nameless = json::parse(R"({"ID":"x"})");
+    EXPECT_FALSE(set_registry_auth(bare, &nameless));
+}
+
+TEST(RegistryAuth, ImageRegistryIsTheFirstComponentWhenItIsAHost) {
+    EXPECT_EQ(image_registry("busybox"), "docker.io");
+    EXPECT_EQ(image_registry("busybox:1.36"), "docker.io");
+    EXPECT_EQ(image_registry("team/app:1"), "docker.io");
+    EXPECT_EQ(image_registry("docker.io/library/busybox"), "docker.io");
+    EXPECT_EQ(image_registry("index.docker.io/team/app"), "docker.io");
+    EXPECT_EQ(image_registry("registry.example/app@sha256:abc"), "registry.example");
+    EXPECT_EQ(image_registry("registry.example:5000/team/app:1"), "registry.example:5000");
+    EXPECT_EQ(image_registry("localhost/app"), "localhost");
+    EXPECT_EQ(image_registry("localhost:5000/app"), "localhost:5000");
+}
+
+namespace {
+
+// A temporary DOCKER_CONFIG directory, removed with what it holds.
+class ConfigDir {
+  public:
+    ConfigDir() {
+        std::string tmpl = (std::filesystem::temp_directory_path() / "coffer-cli-XXXXXX").string();
+        if (::mkdtemp(tmpl.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
+        path_ = tmpl;
+    }
+    ~ConfigDir() {
+        std::error_code ec;
+        std::filesystem::remove_all(path_, ec);
+    }
+    ConfigDir(const ConfigDir&) = delete;
+    ConfigDir& operator=(const ConfigDir&) = delete;
+
+    const std::string& path() const { return path_; }
+    void write(const std::string& config) const {
+        std::ofstream(path_ + "/config.json", std::ios::trunc) << config;
+    }
+
+  private:
+    std::string path_;
+};
+
+std::string b64(std::string_view s) {
+    return crypto::base64_encode(
+        std::span<const std::uint8_t>(reinterpret_cast<const std::uint8_t*>(s.data()), s.size()));
+}
+
+std::string text_of(const crypto::SecureBuffer& b) {
+    return std::string(reinterpret_cast<const char*>(b.data()), b.size());
+}
+
+// The header's JSON, decoded as the manager decodes it (URL-safe alphabet, padding kept).
+json::object decode_header(const crypto::SecureBuffer& header) {
+    auto text = text_of(header);
+    EXPECT_EQ(text.find_first_of("+/"), std::string::npos) << "not the URL-safe alphabet";
+    EXPECT_EQ(text.size() % 4, 0u) << "padding dropped";
+    for (auto& c : text) {
+        if (c == '-') c = '+';
+        if (c == '_') c = '/';
+    }
+    auto decoded = crypto::base64_decode_secure(text);
+    if (!decoded) {
+        ADD_FAILURE() << "not base64";
+        return {};
+    }
+    return json::parse(text_of(*decoded)).as_object();
+}
+
+}  // namespace
+
+TEST(RegistryAuth, HeaderCarriesTheLoginOfTheImagesRegistry) {
+    ConfigDir dir;
+    // '?' and '>' runs make the standard alphabet's '/' and '+' appear in the encoding.
+    const std::string password =
+        "pa:??????"
+        ">>>>>>ss";
+    dir.write(R"({"auths":{"https://index.docker.io/v1/":{"auth":")" + b64("alice:" + password) +
+              R"("},"https://registry.example:5000":{"auth":")" + b64("bob:builder") +
+              R"("},"localhost:5000":{"auth":"x","identitytoken":"tok-123"}}})");
+
+    auto hub = registry_auth_header("team/app:1", dir.path());
+    ASSERT_TRUE(hub) << hub.error().message;
+    ASSERT_TRUE(hub->has_value());
+    auto hub_json = decode_header(**hub);
+    EXPECT_EQ(hub_json, (json::object{{"username", "alice"},
+                                      {"password", password},
+                                      {"serveraddress", "https://index.docker.io/v1/"}}));
+    auto standard = b64(json::serialize(hub_json));
+    ASSERT_NE(standard.find_first_of("+/"), std::string::npos);
+
+    // A key with a scheme names its host, as the docker CLI reads legacy keys.
+    auto priv = registry_auth_header("registry.example:5000/team/app", dir.path());
+    ASSERT_TRUE(priv) << priv.error().message;
+    ASSERT_TRUE(priv->has_value());
+    EXPECT_EQ(decode_header(**priv), (json::object{{"username", "bob"},
+                                                   {"password", "builder"},
+                                                   {"serveraddress", "registry.example:5000"}}));
+
+    // An identity token is sent instead of the user and password.
+    auto token = registry_auth_header("localhost:5000/app", dir.path());
+    ASSERT_TRUE(token) << token.error().message;
+    ASSERT_TRUE(token->has_value());
+    EXPECT_EQ(decode_header(**token),
+              (json::object{{"identitytoken", "tok-123"}, {"serveraddress", "localhost:5000"}}));
+}
+
+TEST(RegistryAuth, HubCredentialsMayBeUnderItsShortNames) {
+    ConfigDir dir;
+    dir.write(R"({"auths":{"docker.io":{"auth":")" + b64("carol:pw") + R"("}}})");
+    auto hub = registry_auth_header("busybox", dir.path());
+    ASSERT_TRUE(hub) << hub.error().message;
+    ASSERT_TRUE(hub->has_value());
+    EXPECT_EQ(decode_header(**hub),
+              (json::object{{"username", "carol"},
+                            {"password", "pw"},
+                            {"serveraddress", "https://index.docker.io/v1/"}}));
+}
+
+TEST(RegistryAuth, NoEntryNoFileNoHeader) {
+    ConfigDir dir;
+    auto missing = registry_auth_header("busybox", dir.path());
+    ASSERT_TRUE(missing) << missing.error().message;
+    EXPECT_FALSE(missing->has_value());
+
+    dir.write(R"({"auths":{"registry.example":{"auth":")" + b64("dave:pw") + R"("}}})");
+    for (const char* image : {"busybox", "other.example/app", "registry.example:5000/app"}) {
+        auto none = registry_auth_header(image, dir.path());
+        ASSERT_TRUE(none) << image << ": " << none.error().message;
+        EXPECT_FALSE(none->has_value()) << image;
+    }
+    // An entry without credentials (what `docker login` leaves beside a helper) is none too.
+    dir.write(R"({"auths":{"registry.example":{}}})");
+    auto empty = registry_auth_header("registry.example/app", dir.path());
+    ASSERT_TRUE(empty) << empty.error().message;
+    EXPECT_FALSE(empty->has_value());
+}
+
+TEST(RegistryAuth, CredentialHelpersAreRefusedWithoutNamingCredentials) {
+    ConfigDir dir;
+    const std::string auth = b64("erin:hunter2-secret");
+    dir.write(R"({"auths":{"registry.example":{"auth":")" + auth +
+              R"("}},"credsStore":"desktop"})");
+    auto store = registry_auth_header("registry.example/app", dir.path());
+    ASSERT_FALSE(store);
+    EXPECT_NE(store.error().message.find("credential helper"), std::string::npos);
+    EXPECT_NE(store.error().message.find("--registry-auth-secret"), std::string::npos);
+    EXPECT_EQ(store.error().message.find("hunter2"), std::string::npos);
+    EXPECT_EQ(store.error().message.find(auth), std::string::npos);
+
+    dir.write(R"({"auths":{"registry.example":{"auth":")" + auth +
+              R"("}},"credHelpers":{"registry.example":"ecr-login"}})");
+    auto helper = registry_auth_header("registry.example/app", dir.path());
+    ASSERT_FALSE(helper);
+    EXPECT_NE(helper.error().message.find("credential helper"), std::string::npos);
+    // A helper for another registry leaves this one's credentials usable.
+    auto other = registry_auth_header("elsewhere.example/app", dir.path());
+    ASSERT_TRUE(other) << other.error().message;
+    EXPECT_FALSE(other->has_value());
+}
+
+TEST(RegistryAuth, MalformedConfigsAreErrorsWithoutTheirContent) {
+    ConfigDir dir;
+    dir.write(R"({"auths":{"registry.example":{"auth":"hunter2!"}}})");
+    auto bad = registry_auth_header("registry.example/app", dir.path());
+    ASSERT_FALSE(bad);
+    EXPECT_EQ(bad.error().message.find("hunter2"), std::string::npos);
+    dir.write(R"({"auths":{"registry.example":{"auth":")" + b64("no-colon-here") + R"("}}})");
+    EXPECT_FALSE(registry_auth_header("registry.example/app", dir.path()));
+    dir.write(R"({"auths":)");
+    EXPECT_FALSE(registry_auth_header("registry.example/app", dir.path()));
+}
+
+TEST(RegistryAuth, ConfigDirIsDockerConfigElseHomeDotDocker) {
+    auto saved = [](const char* name) -> std::optional<std::string> {
+        const char* v = std::getenv(name);
+        return v ? std::optional<std::string>(v) : std::nullopt;
+    };
+    auto docker_config = saved("DOCKER_CONFIG");
+    auto home = saved("HOME");
+    ::setenv("DOCKER_CONFIG", "/etc/somewhere", 1);
+    EXPECT_EQ(docker_config_dir(), "/etc/somewhere");
+    ::unsetenv("DOCKER_CONFIG");
+    ::setenv("HOME", "/home/someone", 1);
+    EXPECT_EQ(docker_config_dir(), "/home/someone/.docker");
+    for (auto [name, value] :
+         {std::pair{"DOCKER_CONFIG", &docker_config}, std::pair{"HOME", &home}})
+        if (*value)
+            ::setenv(name, (*value)->c_str(), 1);
+        else
+            ::unsetenv(name);
+}
+
+// ---- the commands against a fake cofferd ------------------------------------------------------
+
+namespace {
+
+struct SeenRequest {
+    std::string method, target, head, body;
+};
+
+// A cofferd stand-in on a unix socket in a temporary directory: answers each request with
+// `answer(method, target)` ({status, JSON body}) and records what it was sent.
+class FakeDaemon {
+  public:
+    using Answer = std::function<std::pair<int, std::string>(const SeenRequest&)>;
+
+    explicit FakeDaemon(Answer answer) : answer_(std::move(answer)) {
+        socket_ = dir_.path() + "/cofferd.sock";
+        listener_ = UniqueFd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+        sockaddr_un addr{};
+        addr.sun_family = AF_UNIX;
+        std::snprintf(addr.sun_path, sizeof addr.sun_path, "%s", socket_.c_str());
+        if (!listener_ ||
+            ::bind(listener_.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) ||
+            ::listen(listener_.get(), 4))
+            throw std::runtime_error("fake cofferd cannot listen");
+        thread_ = std::thread([this] { serve(); });
+    }
+    ~FakeDaemon() {
+        stop_ = true;
+        thread_.join();
+        for (auto& t : connections_) t.join();
+    }
+    FakeDaemon(const FakeDaemon&) = delete;
+    FakeDaemon& operator=(const FakeDaemon&) = delete;
+
+    std::string host() const { return "unix://" + socket_; }
+    // What was sent, once the command has returned.
+    std::vector<SeenRequest> seen() {
+        std::lock_guard lock(mu_);
+        return seen_;
+    }
+
+  private:
+    void serve() {
+        while (!stop_) {
+            pollfd p{listener_.get(), POLLIN, 0};
+            if (::poll(&p, 1, 20) <= 0) continue;
+            // A thread per connection: a command keeps its first open while it sends a request
+            // with a secret header on another.
+            UniqueFd conn(::accept4(listener_.get(), nullptr, nullptr, SOCK_CLOEXEC));
+            if (conn)
+                connections_.emplace_back([this, c = std::make_shared<UniqueFd>(std::move(conn))] {
+                    serve_connection(c->get());
+                });
+        }
+    }
+
+    // read(2), giving up once the daemon stops: a test that fails cannot hang on it.
+    ssize_t read_some(int fd, char* buf, std::size_t size) {
+        for (;;) {
+            if (stop_) return -1;
+            pollfd p{fd, POLLIN, 0};
+            if (::poll(&p, 1, 20) > 0) return ::read(fd, buf, size);
+        }
+    }
+
+    // Requests one after another until the client closes (or asks to close).
+    void serve_connection(int fd) {
+        std::string in;
+        char buf[4096];
+        for (;;) {
+            auto end = in.find("\r\n\r\n");
+            while (end == std::string::npos) {
+                auto n = read_some(fd, buf, sizeof buf);
+                if (n <= 0) return;
+                in.append(buf, static_cast<std::size_t>(n));
+                end = in.find("\r\n\r\n");
+            }
+            SeenRequest r;
+            r.head = in.substr(0, end);
+            std::istringstream line(r.head);
+            line >> r.method >> r.target;
+            std::size_t length = 0;
+            if (auto cl = r.head.find("Content-Length: "); cl != std::string::npos)
+                length = std::stoul(r.head.substr(cl + 16));
+            while (in.size() < end + 4 + length) {
+                auto n = read_some(fd, buf, sizeof buf);
+                if (n <= 0) return;
+                in.append(buf, static_cast<std::size_t>(n));
+            }
+            r.body = in.substr(end + 4, length);
+            in.erase(0, end + 4 + length);
+            auto [status, body] = answer_(r);
+            {
+                std::lock_guard lock(mu_);
+                seen_.push_back(r);
+            }
+            auto reply = fmt::format(
+                "HTTP/1.1 {} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{}",
+                status, body.size(), body);
+            if (::write(fd, reply.data(), reply.size()) != static_cast<ssize_t>(reply.size()))
+                return;
+        }
+    }
+
+    ConfigDir dir_;
+    std::string socket_;
+    UniqueFd listener_;
+    Answer answer_;
+    std::atomic<bool> stop_{false};
+    std::mutex mu_;
+    std::vector<SeenRequest> seen_;
+    std::vector<std::thread> connections_;  // used by the accepting thread only
+    std::thread thread_;
+};
+
+int run_cli(std::vector<std::string> args) {
+    std::vector<char*> argv{const_cast<char*>("coffer")};
+    for (auto& a : args) argv.push_back(a.data());
+    return coffer::cli::run(static_cast<int>(argv.size()), argv.data());
+}
+
+// The header's value as the fake daemon saw it ("" when absent).
+std::string header_value(const SeenRequest& r, std::string_view name) {
+    auto at = r.head.find(std::string("\r\n") + std::string(name) + ": ");
+    if (at == std::string::npos) return "";
+    at += name.size() + 4;
+    return r.head.substr(at, r.head.find("\r\n", at) - at);
+}
+
+// A DOCKER_CONFIG for the test's duration, restored after.
+class DockerConfigEnv {
+  public:
+    explicit DockerConfigEnv(const std::string& dir) {
+        if (const char* v = std::getenv("DOCKER_CONFIG")) saved_ = v;
+        ::setenv("DOCKER_CONFIG", dir.c_str(), 1);
+    }
+    ~DockerConfigEnv() {
+        if (saved_)
+            ::setenv("DOCKER_CONFIG", saved_->c_str(), 1);
+        else
+            ::unsetenv("DOCKER_CONFIG");
+    }
+    DockerConfigEnv(const DockerConfigEnv&) = delete;
+    DockerConfigEnv& operator=(const DockerConfigEnv&) = delete;
+
+  private:
+    std::optional<std::string> saved_;
+};
+
+}  // namespace
+
+TEST(ServiceCommands, CreateSendsTheRegistryFlags) {
+    FakeDaemon daemon([](const SeenRequest& r) -> std::pair<int, std::string> {
+        if (r.method == "GET" && r.target == "/v1.41/secrets/hub-login")
+            return {200, R"({"ID":"sid1","Spec":{"Name":"hub-login"}})"};
+        if (r.method == "POST" && r.target.starts_with("/v1.41/services/create"))
+            return {201, R"({"ID":"svc1"})"};
+        return {404, R"({"message":"no such thing"})"};
+    });
+    ASSERT_EQ(run_cli({"-H", daemon.host(), "service", "create", "-d", "--name", "web",
+                       "--registry-auth-secret", "hub-login", "--resolve-image", "never",
+                       "registry.example/app:1"}),
+              0);
+    auto seen = daemon.seen();
+    ASSERT_EQ(seen.size(), 2u);
+    EXPECT_EQ(seen[1].target, "/v1.41/services/create?resolveImage=never");
+    EXPECT_EQ(header_value(seen[1], "X-Registry-Auth"), "");
+    auto body = json::parse(seen[1].body);
+    EXPECT_EQ(json::serialize(body.at_pointer("/TaskTemplate/ContainerSpec/CofferRegistryAuth")),
+              R"({"SecretID":"sid1","SecretName":"hub-login"})");
+
+    // An unknown secret, a bad --resolve-image: refused, the second before any request.
+    EXPECT_EQ(run_cli({"-H", daemon.host(), "service", "create", "-d", "--registry-auth-secret",
+                       "nope", "app"}),
+              1);
+    auto before = daemon.seen().size();
+    EXPECT_EQ(run_cli({"-H", daemon.host(), "service", "create", "-d", "--resolve-image", "maybe",
+                       "app"}),
+              1);
+    EXPECT_EQ(daemon.seen().size(), before);
+}
+
+TEST(ServiceCommands, WithRegistryAuthSendsTheLoginAsXRegistryAuth) {
+    ConfigDir config;
+    config.write(R"({"auths":{"registry.example":{"auth":")" + b64("alice:pw:1") + R"("}}})");
+    DockerConfigEnv env(config.path());
+    FakeDaemon daemon([](const SeenRequest& r) -> std::pair<int, std::string> {
+        if (r.method == "GET" && r.target.starts_with("/v1.41/services/web"))
+            return {200, R"({"ID":"svc1","Version":{"Index":7},"Spec":{"Name":"web",)"
+                         R"("TaskTemplate":{"ContainerSpec":{"Image":"registry.example/app:1",)"
+                         R"("CofferRegistryAuth":{"SecretID":"old","SecretName":"old"}}}}})"};
+        if (r.method == "POST") return {200, R"({})"};
+        return {404, R"({"message":"no such thing"})"};
+    });
+    ASSERT_EQ(
+        run_cli({"-H", daemon.host(), "service", "update", "-d", "--with-registry-auth", "web"}),
+        0);
+    auto seen = daemon.seen();
+    ASSERT_EQ(seen.size(), 2u);
+    EXPECT_EQ(seen[1].target, "/v1.41/services/svc1/update?version=7&resolveImage=changed");
+    auto header = header_value(seen[1], "X-Registry-Auth");
+    ASSERT_FALSE(header.empty());
+    EXPECT_EQ(
+        decode_header(crypto::SecureBuffer::copy_of(header)),
+        (json::object{
+            {"username", "alice"}, {"password", "pw:1"}, {"serveraddress", "registry.example"}}));
+    // Without --registry-auth-secret, the spec's CofferRegistryAuth goes back as it was.
+    EXPECT_EQ(
+        json::serialize(
+            json::parse(seen[1].body).at_pointer("/TaskTemplate/ContainerSpec/CofferRegistryAuth")),
+        R"({"SecretID":"old","SecretName":"old"})");
+
+    // --registry-auth-secret "" sends an explicit null; no login for the image: no header.
+    ASSERT_EQ(run_cli({"-H", daemon.host(), "service", "update", "-d", "--registry-auth-secret", "",
+                       "--image", "other.example/app:2", "web"}),
+              0);
+    ASSERT_EQ(run_cli({"-H", daemon.host(), "service", "update", "-d", "--with-registry-auth",
+                       "--image", "other.example/app:2", "web"}),
+              0);
+    seen = daemon.seen();
+    ASSERT_EQ(seen.size(), 6u);
+    EXPECT_TRUE(json::parse(seen[3].body)
+                    .at_pointer("/TaskTemplate/ContainerSpec/CofferRegistryAuth")
+                    .is_null());
+    EXPECT_EQ(header_value(seen[5], "X-Registry-Auth"), "");
+
+    // A credential helper: refused before the update is sent.
+    config.write(R"({"credsStore":"desktop"})");
+    EXPECT_EQ(
+        run_cli({"-H", daemon.host(), "service", "update", "-d", "--with-registry-auth", "web"}),
+        1);
+    EXPECT_EQ(daemon.seen().size(), 7u);  // the service's GET only
 }

@@ -39,6 +39,10 @@ struct RunnerOptions {
     // outlives the runner. Null: such a task is rejected.
     NodeNetworks* networks = nullptr;
     std::string cni_path = "/usr/lib/cni";  // for the interfaces a crashed runner left
+    // An image the store does not have is pulled from its registry (false: the task is
+    // rejected).
+    bool pull_images = true;
+    PullOptions pull;
     // Every state change, from the runner's threads. Must not block for long nor call back into
     // the runner's stop().
     std::function<void(const TaskStatus&)> on_status;

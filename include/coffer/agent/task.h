@@ -113,6 +113,9 @@ struct TaskSpec {
     bool host_network = false;  // the node's network namespace; networks is then empty
     std::vector<TaskNetworkAttachment> networks;
     std::vector<TaskHostPort> host_ports;
+    // The key, in the node's secret store, of a docker config.json with the credentials the
+    // image is pulled with (a secret delivered with the task); "": pulled anonymously.
+    std::string registry_auth;
 };
 
 // The rule for TaskSpec::id (it names directories and cgroups): model's task id.

@@ -63,6 +63,7 @@
 #include "coffer/manager/services.h"
 #include "coffer/manager/trust.h"
 #include "coffer/model/time.h"
+#include "coffer/registry/registry.h"
 
 namespace coffer::store {
 class Store;
@@ -80,6 +81,8 @@ struct ClusterOptions {
     // The node port, started as soon as the store is unlocked (by open(), which then fails when
     // it cannot start, or by unlock(), which then logs why); none when empty.
     std::optional<NodePortOptions> node_port;
+    // How the manager reaches registries to resolve a service's image tag to a digest.
+    registry::Options registry;
 };
 
 class Cluster final : private ClusterEvents, private NodeTransport {
@@ -117,6 +120,7 @@ class Cluster final : private ClusterEvents, private NodeTransport {
     Dispatcher& dispatcher() const noexcept { return *dispatcher_; }
     VersionCounter& counter() noexcept { return counter_; }
     const std::string& cluster_id() const noexcept { return cluster_id_; }
+    const registry::Options& registry_options() const noexcept { return options_.registry; }
     // The ID of the manager's own entry among the nodes (the API shows cofferd as a node, the
     // registry does not hold it: nothing is scheduled on it): derived from the cluster ID, so
     // it is the same across restarts and never a node certificate's. Valid once unlocked.

@@ -115,6 +115,10 @@ struct ContainerSpec {
     std::optional<std::int64_t> oom_score_adj;
     std::vector<MountSpec> mounts;
     std::vector<ConfigReference> configs;
+    // coffer's "CofferRegistryAuth":{"SecretID","SecretName"}: the secret holding a docker
+    // config.json the image is pulled with; sent to the nodes that run the service's tasks as
+    // other secrets are, never mounted.
+    std::optional<SecretReference> registry_auth;
     bool operator==(const ContainerSpec&) const = default;
 };
 
@@ -363,6 +367,8 @@ struct Task {
     // The signal its main process gets after a live secret update (the service's
     // coffer.secret-update signal:<SIG>); empty: none.
     std::string secret_signal;
+    // The version of spec.container.registry_auth the task pulls with (0: none).
+    std::uint64_t registry_auth_version = 0;
 };
 
 enum class NodeRole { worker, manager };

@@ -37,6 +37,9 @@ struct SpecField {
 
 // Every field, in the order of Docker's ServiceSpec.
 std::span<const SpecField> service_spec_fields() noexcept;
+// coffer's own fields of a service spec (CofferRegistryAuth), which Docker's clients never send.
+std::span<const SpecField> coffer_spec_fields() noexcept;
+// Docker's or coffer's.
 const SpecField* find_spec_field(std::string_view path) noexcept;
 
 // Walks a service spec as a request gave it. invalid_argument naming the first field that is

@@ -31,6 +31,8 @@ struct Request {
     std::map<std::string, std::string, std::less<>> query;  // percent-decoded
     std::string content_type;
     crypto::SecureBuffer body;
+    // The X-Registry-Auth header (registry credentials, base64url JSON); empty when absent.
+    crypto::SecureBuffer registry_auth;
     std::optional<Peer> peer;  // unset when the kernel did not say
 
     std::string_view body_view() const noexcept {

@@ -15,7 +15,7 @@
 //     "Configs":[{"ConfigID","Name","Target","UID","GID","Mode"}],
 //     "NetworkMode" (only "host"), "Networks" (only when there are any):[{"NetworkID","Address",
 //       "Aliases"}], "HostPorts" (only when there are any):[{"Protocol","TargetPort",
-//       "PublishedPort"}]}},
+//       "PublishedPort"}], "SecretSignal", "RegistryAuth":{"SecretID","Version"}}},
 //   {"Action":"remove","Task":{"ID"}}, {"Action":"remove","Secret"|"Config":{"ID"}}]}
 #pragma once
 
@@ -142,6 +142,10 @@ struct TaskPayload {
     // "SecretSignal": sent to the task's main process after its secret files were replaced in
     // place (a task sent again with other secret versions); empty: none.
     std::string secret_signal;
+    // "RegistryAuth":{"SecretID","Version"}: the secret (sent as any other, never mounted) that
+    // holds a docker config.json the image is pulled with; empty id: none.
+    std::string registry_auth_id;
+    std::uint64_t registry_auth_version = 0;
     bool operator==(const TaskPayload&) const = default;
 };
 
