@@ -10,6 +10,8 @@
 //   network     in a network namespace of its own: a task's start without a network and with
 //               an overlay network (alternating, the same run); a server and a client service
 //               created together -> the client fetched the server's page by its service name
+//   pull        a loopback registry: create -> first line with an image pulled vs one in the
+//               store (alternating); ten replicas of an image to pull on one node, blobs fetched
 //
 //   bench-cluster --cofferd PATH --agent PATH [--scenario NAME]... [--runs N] [--agents N]
 //
@@ -671,19 +673,161 @@ void network(Options o) {
     c.call("DELETE", "/networks/" + net);
 }
 
+// A docker-registry on loopback (plain HTTP, no authentication: what is measured is the pull,
+// not the login), with its access log in a file. Stopped and removed when destroyed.
+class LoopbackRegistry {
+  public:
+    explicit LoopbackRegistry(const std::string& dir) : dir_(dir) {
+        fs::create_directories(dir_ + "/storage");
+        port_ = free_port();
+        host_ = fmt::format("127.0.0.1:{}", port_);
+        std::ofstream(dir_ + "/config.yml") << fmt::format(
+            "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {}\n"
+            "http:\n  addr: {}\nlog:\n  level: info\n",
+            dir_ + "/storage", host_);
+        coffer::UniqueFd log(
+            ::open(log_path().c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600));
+        child_ = Child::spawn({.argv = {"/usr/bin/docker-registry", "serve", dir_ + "/config.yml"},
+                               .stdout_fd = log.get(),
+                               .stderr_fd = log.get()});
+        await(
+            "the registry",
+            [&] {
+                return coffer::run_command({"skopeo", "inspect", "--tls-verify=false", "--raw",
+                                            "docker://" + host_ + "/none:none"})
+                           .err.find("connection refused") == std::string::npos;
+            },
+            20s, 20ms);
+    }
+    ~LoopbackRegistry() {
+        if (child_.running()) {
+            child_.signal(SIGTERM);
+            if (!child_.wait_for(10s)) child_.signal(SIGKILL);
+        }
+    }
+    const std::string& host() const { return host_; }
+    std::string log_path() const { return dir_ + "/registry.log"; }
+    // Pushes the image at oci:<layout>:<ref> as <repo_tag>.
+    void push(const std::string& layout_ref, const std::string& repo_tag) {
+        auto r = coffer::run_command({"skopeo", "copy", "--dest-tls-verify=false",
+                                      "oci:" + layout_ref, "docker://" + host_ + "/" + repo_tag});
+        if (!r.ok()) die("skopeo copy: " + r.describe());
+    }
+    // GET requests for blobs of repo in the access log.
+    std::size_t blob_gets(const std::string& repo) const {
+        std::ifstream in(log_path());
+        std::string line;
+        std::size_t n = 0;
+        auto needle = fmt::format("\"GET /v2/{}/blobs/", repo);
+        while (std::getline(in, line))
+            if (line.find(needle) != std::string::npos) ++n;
+        return n;
+    }
+
+  private:
+    std::string dir_, host_;
+    std::uint16_t port_ = 0;
+    Child child_;
+};
+
+// Images from a registry: create -> the task's first line when the image must be pulled first,
+// against the same with an image the node has (alternating, in the same run); then ten replicas
+// of a service whose image no node has, started at once on one node: the time until all run and
+// how many times each blob was fetched.
+void pull(const Options& o) {
+    std::printf("== images from a loopback registry: pull and first start\n");
+    Cluster c(o);
+    LoopbackRegistry reg(c.dir() + "/registry");
+    auto layout = c.dir() + "/images";
+    if (!coffer::run_command({o.images_script, layout}).ok()) die("make-test-images failed");
+    std::vector<std::string> extra = o.agent_args;
+    extra.insert(extra.end(), {"--insecure-registry", reg.host()});
+    c.start_agent("real", extra);
+    auto data = c.agent_dir("real") + "/data";
+    auto imported =
+        coffer::run_command({o.agent, "--data-dir", data, "image", "import", layout, "busybox"});
+    if (!imported.ok()) die("image import: " + imported.describe());
+    c.await_ready("real");
+    // One image per run that no node has: busybox with its own config (a new manifest digest;
+    // the layer's bytes are the same, and every pull fetches them again).
+    auto fresh_image = [&](const std::string& tag) {
+        auto r = coffer::run_command({"umoci", "config", "--image", layout + ":busybox:latest",
+                                      "--tag", tag, "--config.env", "RUN=" + tag});
+        if (!r.ok()) die("umoci config: " + r.describe());
+        reg.push(layout + ":" + tag, "bench/" + tag + ":1");
+        return fmt::format("{}/bench/{}:1", reg.host(), tag);
+    };
+    auto log_of = [&](const std::string& task) { return data + "/logs/" + task + ".log"; };
+    json::array started;
+    for (const char* arg :
+         {"sh", "-c", "trap 'exit 0' TERM; echo STARTED; while :; do sleep 1 & wait; done"})
+        started.emplace_back(arg);
+    auto create = [&](const std::string& name, const std::string& image, int replicas) {
+        auto spec = json::object{
+            {"Name", name},
+            {"TaskTemplate",
+             json::object{{"ContainerSpec", json::object{{"Image", image}, {"Command", started}}}}},
+            {"Mode", json::object{{"Replicated", json::object{{"Replicas", replicas}}}}}};
+        return std::string(
+            c.call("POST", "/services/create", json::serialize(spec)).at("ID").as_string());
+    };
+    auto started_tasks = [&](const std::string& id) {
+        std::size_t n = 0;
+        for (const auto& t : tasks_in(c, id, "running"))
+            if (log_has(log_of(t), "STARTED")) ++n;
+        return n;
+    };
+
+    std::vector<double> local, pulled;
+    for (int run = 0; run < o.runs; ++run) {
+        auto image = fresh_image(fmt::format("run{}", run));
+        for (bool from_registry : {false, true}) {
+            auto t0 = Clock::now();
+            auto id = create(fmt::format("p{}{}", run, from_registry ? "r" : "l"),
+                             from_registry ? image : "busybox", 1);
+            await(
+                "the task's first line", [&] { return started_tasks(id) == 1; }, 60s);
+            (from_registry ? pulled : local).push_back(ms_since(t0));
+            remove_service(c, id);
+        }
+    }
+    report("create -> first line, image in the node's store", local);
+    report("create -> first line, pulled from the registry", pulled);
+
+    std::vector<double> ten;
+    std::vector<std::size_t> fetches;
+    for (int run = 0; run < std::max(1, o.runs / 3); ++run) {
+        auto tag = fmt::format("ten{}", run);
+        auto image = fresh_image(tag);
+        auto before = reg.blob_gets("bench/" + tag);
+        auto t0 = Clock::now();
+        auto id = create("ten" + std::to_string(run), image, 10);
+        await(
+            "10 replicas' first lines", [&] { return started_tasks(id) == 10; }, 120s, 5ms);
+        ten.push_back(ms_since(t0));
+        fetches.push_back(reg.blob_gets("bench/" + tag) - before);
+        remove_service(c, id);
+    }
+    report("10 replicas of an image to pull -> all started", ten);
+    // Two blobs per image (config and layer): one fetch each is one pull.
+    std::printf("  blob GETs per 10-replica start (2 = one pull):");
+    for (auto f : fetches) std::printf(" %zu", f);
+    std::printf("\n");
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
     CLI::App app{"coffer's cluster benchmarks (root; starts its own cofferd and agents)"};
     Options o;
     std::vector<std::string> scenarios{"node-ready", "joins",       "sessions", "fanout",
-                                       "service",    "rotate-live", "network"};
+                                       "service",    "rotate-live", "network",  "pull"};
     app.add_option("--cofferd", o.cofferd)->required();
     app.add_option("--agent", o.agent)->required();
     o.images_script = COFFER_MAKE_TEST_IMAGES;
     app.add_option("--make-test-images", o.images_script)->capture_default_str();
     app.add_option("--scenario", scenarios,
-                   "node-ready joins sessions fanout service rotate-live network")
+                   "node-ready joins sessions fanout service rotate-live network pull")
         ->capture_default_str();
     app.add_option("--runs", o.runs, "Runs per timed scenario")->capture_default_str();
     app.add_option("--agents", o.agents, "Agents for joins and fanout")->capture_default_str();
@@ -711,6 +855,8 @@ int main(int argc, char** argv) {
                 rotate_live(o);
             else if (s == "network")
                 network(o);
+            else if (s == "pull")
+                pull(o);
             else
                 die("unknown scenario " + s);
         }
