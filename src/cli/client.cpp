@@ -1,11 +1,5 @@
 #include "client.h"
 
-#include <boost/asio/io_context.hpp>
-#include <boost/asio/local/stream_protocol.hpp>
-#include <boost/beast/core/flat_buffer.hpp>
-#include <boost/beast/http.hpp>
-
-#include "coffer/crypto/secure_allocator.h"
 #include "coffer/crypto/secure_buffer.h"
 #include "coffer/model/json.h"
 
@@ -62,68 +56,18 @@ std::span<const std::uint8_t> bytes_of(std::string_view text) {
     return {reinterpret_cast<const std::uint8_t*>(text.data()), text.size()};
 }
 
-// One request with a secret header, on a connection of its own. net::HttpClient sends no extra
-// headers, and its fields would hold the value in ordinary memory: these live in secure memory,
-// and Beast writes the value from there to the socket.
-Result<net::ClientResponse> request_with_header(std::string_view host, std::string_view method,
-                                                std::string_view target,
-                                                std::span<const std::uint8_t> body,
-                                                const SecretHeader& header) {
-    namespace asio = boost::asio;
-    namespace http = boost::beast::http;
-    using local = asio::local::stream_protocol;
-    std::string path;
-    if (host.starts_with("unix://"))
-        path = std::string(host.substr(7));
-    else if (host.starts_with("/"))
-        path = std::string(host);
-    else
-        return make_error(Errc::invalid_argument,
-                          fmt::format("unsupported host {}: expected unix:///path", host));
-    asio::io_context ioc;
-    local::socket socket(ioc);
-    boost::system::error_code ec;
-    socket.connect(local::endpoint(path), ec);
-    if (ec)
-        return make_error(
-            Errc::unavailable,
-            fmt::format("cannot connect to cofferd at unix://{}: {}", path, ec.message()));
-    http::request<http::span_body<const std::uint8_t>,
-                  http::basic_fields<crypto::SecureAllocator<char>>>
-        req{http::string_to_verb(method), target, 11};
-    req.set(http::field::host, "coffer");
-    req.set(http::field::user_agent, "coffer-cli");
-    req.set(http::field::content_type, "application/json");
-    req.set(header.name, std::string_view(reinterpret_cast<const char*>(header.value.data()),
-                                          header.value.size()));
-    req.body() = body;
-    req.keep_alive(false);
-    req.prepare_payload();
-    http::write(socket, req, ec);
-    boost::beast::flat_buffer buffer;
-    http::response_parser<http::string_body> parser;
-    parser.body_limit(64 * 1024 * 1024);
-    if (!ec) http::read(socket, buffer, parser, ec);
-    if (ec)
-        return make_error(Errc::unavailable,
-                          fmt::format("request {} {}: {}", method, target, ec.message()));
-    auto msg = parser.release();
-    net::ClientResponse out;
-    out.status = static_cast<int>(msg.result_int());
-    out.body = std::move(msg.body());
-    return out;
-}
-
 }  // namespace
 
 Result<net::ClientResponse> ApiClient::request(std::string_view method, std::string_view path,
-                                               std::span<const std::uint8_t> body) {
+                                               std::span<const std::uint8_t> body,
+                                               const net::SecretHeader* secret) {
     if (!http_) {
         auto c = net::HttpClient::connect(host_);
         if (!c) return std::move(c).error();
         http_ = std::move(*c);
     }
-    return checked(http_->request(method, fmt::format("/v1.41{}", path), body));
+    return checked(
+        http_->request(method, fmt::format("/v1.41{}", path), body, "application/json", secret));
 }
 
 Result<json::value> ApiClient::call(std::string_view method, std::string_view path,
@@ -144,10 +88,9 @@ Result<json::value> ApiClient::call(std::string_view method, std::string_view pa
 }
 
 Result<json::value> ApiClient::call(std::string_view method, std::string_view path,
-                                    const json::value& body, const SecretHeader& header) {
+                                    const json::value& body, const net::SecretHeader& header) {
     auto text = json::serialize(body);
-    return json_of(checked(
-        request_with_header(host_, method, fmt::format("/v1.41{}", path), bytes_of(text), header)));
+    return json_of(request(method, path, bytes_of(text), &header));
 }
 
 }  // namespace coffer::cli

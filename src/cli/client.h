@@ -16,13 +16,6 @@ class SecureBuffer;
 
 namespace coffer::cli {
 
-// A request header whose value is a secret (X-Registry-Auth): it goes from secure memory to the
-// socket and is never logged. Borrowed for the call only.
-struct SecretHeader {
-    std::string_view name;
-    const crypto::SecureBuffer& value;
-};
-
 class ApiClient {
   public:
     explicit ApiClient(std::string host) : host_(std::move(host)) {}
@@ -36,13 +29,15 @@ class ApiClient {
     // As call(), sending the header too, on a connection of its own that closes after the
     // answer.
     Result<boost::json::value> call(std::string_view method, std::string_view path,
-                                    const boost::json::value& body, const SecretHeader& header);
+                                    const boost::json::value& body,
+                                    const net::SecretHeader& header);
     // GET path: a 2xx answer's body as it is (a log stream); errors as call().
     Result<std::string> get_raw(std::string_view path);
 
   private:
     Result<net::ClientResponse> request(std::string_view method, std::string_view path,
-                                        std::span<const std::uint8_t> body);
+                                        std::span<const std::uint8_t> body,
+                                        const net::SecretHeader* secret = nullptr);
 
     std::string host_;
     std::unique_ptr<net::HttpClient> http_;

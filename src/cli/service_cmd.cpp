@@ -154,7 +154,7 @@ json::value post_spec(ApiClient& api, const std::string& path, json::object spec
                       std::optional<crypto::SecureBuffer>& auth) {
     json::value body(std::move(spec));
     if (!auth) return must(api.call("POST", path, body));
-    auto r = api.call("POST", path, body, SecretHeader{"X-Registry-Auth", *auth});
+    auto r = api.call("POST", path, body, net::SecretHeader{"X-Registry-Auth", auth->span()});
     auth.reset();
     return must(std::move(r));
 }

@@ -6,6 +6,8 @@
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/http.hpp>
 
+#include "coffer/crypto/secure_allocator.h"
+
 namespace coffer::net {
 
 namespace asio = boost::asio;
@@ -52,16 +54,23 @@ Result<std::unique_ptr<HttpClient>> HttpClient::connect(std::string_view host) {
 
 Result<ClientResponse> HttpClient::request(std::string_view method, std::string_view target,
                                            std::span<const std::uint8_t> body,
-                                           std::string_view content_type) {
+                                           std::string_view content_type,
+                                           const SecretHeader* secret) {
     auto& im = *impl_;
     // One retry on a connection the server closed while idle (keep-alive expiry).
     for (int attempt = 0; attempt < 2; ++attempt) {
         if (!im.connected)
             if (auto r = im.open(); !r) return std::move(r).error();
-        http::request<http::span_body<const std::uint8_t>> req{http::string_to_verb(method), target,
-                                                               11};
+        // The fields in secure memory: a secret header's value is copied there only.
+        http::request<http::span_body<const std::uint8_t>,
+                      http::basic_fields<crypto::SecureAllocator<char>>>
+            req{http::string_to_verb(method), target, 11};
         req.set(http::field::host, "coffer");
         req.set(http::field::user_agent, "coffer-cli");
+        if (secret != nullptr)
+            req.set(secret->name,
+                    std::string_view(reinterpret_cast<const char*>(secret->value.data()),
+                                     secret->value.size()));
         if (!body.empty() || method == "POST") {
             req.set(http::field::content_type, content_type);
             req.body() = body;

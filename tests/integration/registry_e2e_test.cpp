@@ -209,10 +209,12 @@ TEST_F(RegistryE2E, CredentialsReachOnlyTheNodeThatPullsAndWrongOnesAreRefusedWi
 }
 
 TEST_F(RegistryE2E, AMovedTagChangesNoTaskUntilTheServiceNamesTheImageAgain) {
-    creds_secret("regcreds", registry_->password());
-    auto r = cli({"service", "create", "--detach", "--name", "moving", "--registry-auth-secret",
-                  "regcreds", "--no-healthcheck", image_, "sh", "-c",
-                  "trap 'exit 0' TERM; sleep 3600 & wait"});
+    // The coffer CLI's --with-registry-auth reads the docker CLI's login state too.
+    docker_login_state();
+    ::setenv("DOCKER_CONFIG", docker_config().c_str(), 1);
+    auto r = cli({"service", "create", "--detach", "--name", "moving", "--with-registry-auth",
+                  "--no-healthcheck", image_, "sh", "-c", "trap 'exit 0' TERM; sleep 3600 & wait"});
+    ::unsetenv("DOCKER_CONFIG");
     ASSERT_EQ(r.status, 0) << r.err;
     ASSERT_TRUE(wait_converged("moving", 1)) << a_->err() << b_->err();
     const auto first = registry_->digest("app:1");
@@ -234,6 +236,13 @@ TEST_F(RegistryE2E, AMovedTagChangesNoTaskUntilTheServiceNamesTheImageAgain) {
         },
         60s));
     EXPECT_EQ(image_of(running("moving").at(0)), image_ + "@" + first);
+    // The credentials stayed with the service through the update that did not name them.
+    auto auth = get("/services/moving")
+                    .at("Spec")
+                    .at("TaskTemplate")
+                    .at("ContainerSpec")
+                    .at("CofferRegistryAuth");
+    EXPECT_EQ(auth.at("SecretName"), "registry-auth.moving");
     // Naming the image again resolves the tag anew.
     r = cli({"service", "update", "--detach", "--image", image_, "moving"});
     ASSERT_EQ(r.status, 0) << r.err;

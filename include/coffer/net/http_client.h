@@ -18,6 +18,13 @@ struct ClientResponse {
     std::map<std::string, std::string, std::less<>> headers;  // names lower-cased
 };
 
+// A request header whose value is a secret (X-Registry-Auth): kept in secure memory, written from
+// there to the socket, never logged. Borrowed for the call only.
+struct SecretHeader {
+    std::string_view name;
+    std::span<const std::uint8_t> value;
+};
+
 class HttpClient {
   public:
     // host: "unix:///path/to.sock" or a plain path. Errc::unavailable when nothing listens.
@@ -27,7 +34,8 @@ class HttpClient {
     // body is sent as is (it may point into secure memory; it is not copied in user space).
     Result<ClientResponse> request(std::string_view method, std::string_view target,
                                    std::span<const std::uint8_t> body = {},
-                                   std::string_view content_type = "application/json");
+                                   std::string_view content_type = "application/json",
+                                   const SecretHeader* secret = nullptr);
 
   private:
     struct Impl;
