@@ -89,7 +89,7 @@ Result<json::value> ApiClient::call(std::string_view method, std::string_view pa
 
 Result<json::value> ApiClient::call(std::string_view method, std::string_view path,
                                     const json::value& body, const net::SecretHeader& header) {
-    auto text = json::serialize(body);
+    auto text = body.is_null() ? std::string() : json::serialize(body);
     return json_of(request(method, path, bytes_of(text), &header));
 }
 

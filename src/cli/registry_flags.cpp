@@ -225,4 +225,17 @@ Result<std::optional<crypto::SecureBuffer>> registry_auth_header(std::string_vie
     return Header(std::move(header));
 }
 
+// --with-registry-auth: the X-Registry-Auth for the image from the docker CLI's login state;
+// none, with a warning, when it holds no credentials for the image's registry.
+std::optional<crypto::SecureBuffer> login_state_header(const std::string& image) {
+    auto dir = docker_config_dir();
+    auto header = must(registry_auth_header(image, dir));
+    if (!header)
+        std::fprintf(stderr,
+                     "WARNING: no credentials for registry %s in %s/config.json: the image will be "
+                     "pulled without any\n",
+                     image_registry(image).c_str(), dir.c_str());
+    return header;
+}
+
 }  // namespace coffer::cli

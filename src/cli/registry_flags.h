@@ -61,4 +61,9 @@ std::string docker_config_dir();
 Result<std::optional<crypto::SecureBuffer>> registry_auth_header(std::string_view image,
                                                                  const std::string& config_dir);
 
+// --with-registry-auth: the X-Registry-Auth for image from the docker CLI's login state; none,
+// with a warning on stderr, when it holds no credentials for the image's registry. Exits on a
+// config it cannot use (a credential helper, a malformed file).
+std::optional<crypto::SecureBuffer> login_state_header(const std::string& image);
+
 }  // namespace coffer::cli

@@ -118,21 +118,6 @@ void print_warnings(const json::value& answer) {
         if (line.is_string()) std::fprintf(stderr, "%s\n", line.get_string().c_str());
 }
 
-// --with-registry-auth: the X-Registry-Auth for the image from the docker CLI's login state;
-// none, with a warning, when it holds no credentials for the image's registry.
-std::optional<crypto::SecureBuffer> registry_auth_for(const RegistryFlags& f,
-                                                      const std::string& image) {
-    if (!f.with_registry_auth) return std::nullopt;
-    auto dir = docker_config_dir();
-    auto header = must(registry_auth_header(image, dir));
-    if (!header)
-        std::fprintf(stderr,
-                     "WARNING: no credentials for registry %s in %s/config.json: the image will be "
-                     "pulled without any\n",
-                     image_registry(image).c_str(), dir.c_str());
-    return header;
-}
-
 // --registry-auth-secret NAME: the spec's CofferRegistryAuth names the secret, looked up by name
 // or ID; "" (update) sets it to null, removing the service's credentials.
 void apply_registry_auth_secret(ApiClient& api, const RegistryFlags& f, const CLI::App* cmd,
@@ -196,7 +181,8 @@ void add_service_create(CLI::App& service, Globals& g) {
     cmd->callback([&g, o, cmd] {
         // The registry flags are checked, and the login state read, before any request.
         auto query = must(o->registry.query(cmd));
-        auto auth = registry_auth_for(o->registry, o->image_and_args[0]);
+        auto auth = o->registry.with_registry_auth ? login_state_header(o->image_and_args[0])
+                                                   : std::optional<crypto::SecureBuffer>();
         ApiClient api(g.host);
         json::object cs{{"Image", o->image_and_args[0]}};
         if (o->image_and_args.size() > 1)
@@ -362,8 +348,10 @@ void add_service_update(CLI::App& service, Globals& g) {
         if (auto r = o->flags.apply(spec); !r) fail(r.error());
         // Without --registry-auth-secret, CofferRegistryAuth goes back as the spec holds it.
         apply_registry_auth_secret(api, o->registry, cmd, spec);
-        auto auth = registry_auth_for(
-            o->registry, field(json::value(spec), {"TaskTemplate", "ContainerSpec", "Image"}));
+        auto auth = o->registry.with_registry_auth
+                        ? login_state_header(
+                              field(json::value(spec), {"TaskTemplate", "ContainerSpec", "Image"}))
+                        : std::optional<crypto::SecureBuffer>();
         print_warnings(
             post_spec(api, fmt::format("/services/{}/update?version={}&{}", id, version, query),
                       std::move(spec), auth));

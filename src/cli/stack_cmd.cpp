@@ -15,6 +15,7 @@
 #include "common.h"
 #include "compose.h"
 #include "format.h"
+#include "registry_flags.h"
 #include "secret_input.h"
 #include "service_views.h"
 
@@ -81,6 +82,7 @@ struct DeployOpts {
     std::vector<std::string> files;
     bool prune = false;
     std::string resolve_image = "always";
+    bool with_registry_auth = false;
     bool detach = true;
     int timeout = 300;
     std::string stack;
@@ -275,6 +277,14 @@ void deploy(Globals& g, const DeployOpts& o) {
                     r.as_object()[id_key] = ids[std::string(kind) + ":" + n];
                 }
         auto image = std::string(cs["Image"].as_string());
+        // --with-registry-auth: the docker CLI's login state for this image, sent with the
+        // digest query and the create or update, and wiped once sent.
+        auto auth = o.with_registry_auth ? login_state_header(image)
+                                         : std::optional<crypto::SecureBuffer>();
+        auto send = [&](std::string_view method, const std::string& path, json::value body) {
+            if (!auth) return api.call(method, path, body);
+            return api.call(method, path, body, net::SecretHeader{"X-Registry-Auth", auth->span()});
+        };
         auto it = current.find(name);
         bool query = o.resolve_image == "always";
         if (it != current.end()) {
@@ -289,10 +299,16 @@ void deploy(Globals& g, const DeployOpts& o) {
             query = true;
         }
         if (query) {
-            auto d = api.call("GET", "/distribution/" + image + "/json");
+            auto d = send("GET", "/distribution/" + image + "/json", json::value());
             auto digest = d ? field(*d, {"Descriptor", "digest"}) : std::string();
             if (!digest.empty() && image.find('@') == std::string::npos)
                 cs["Image"] = image + "@" + digest;
+            else if (!d && it != current.end() &&
+                     field(*it->second, {"Spec", "Labels", label_image}) == image)
+                // The registry cannot be asked (no credentials given this time): the service
+                // keeps the digest its image was resolved to.
+                cs["Image"] =
+                    field(*it->second, {"Spec", "TaskTemplate", "ContainerSpec", "Image"});
             else if (!d)
                 std::fprintf(stderr,
                              "image %s could not be accessed on a registry to record\nits "
@@ -303,7 +319,7 @@ void deploy(Globals& g, const DeployOpts& o) {
         }
         if (it == current.end()) {
             std::printf("Creating service %s\n", name.c_str());
-            auto r = must(api.call("POST", "/services/create", json::value(spec)));
+            auto r = must(send("POST", "/services/create", json::value(spec)));
             to_wait.push_back(field(r, {"ID"}));
             continue;
         }
@@ -321,17 +337,21 @@ void deploy(Globals& g, const DeployOpts& o) {
             for (auto& a : nets->as_array())
                 if (auto t = network_ids.find(field(a, {"Target"})); t != network_ids.end())
                     a.as_object()["Target"] = t->second;
+        // The server keeps the service's registry credentials when a spec leaves them out.
+        if (!cs.contains("CofferRegistryAuth"))
+            stored.as_object()["TaskTemplate"].as_object()["ContainerSpec"].as_object().erase(
+                "CofferRegistryAuth");
         // The server stores a replicated service without replicas as one replica.
         json::value wanted = spec;
         if (auto* rep = wanted.as_object()["Mode"].as_object().if_contains("Replicated");
             rep && rep->is_object() && !rep->as_object().contains("Replicas"))
             rep->as_object()["Replicas"] = 1;
-        if (canonical(stored) == canonical(wanted)) {
+        if (canonical(stored) == canonical(wanted) && !auth) {
             std::printf("Service %s is unchanged\n", name.c_str());
             continue;
         }
         std::printf("Updating service %s (id: %s)\n", name.c_str(), id.c_str());
-        auto r = must(api.call(
+        auto r = must(send(
             "POST",
             fmt::format("/services/{}/update?version={}", id, number(old, {"Version", "Index"})),
             json::value(spec)));
@@ -363,6 +383,9 @@ void add_deploy(CLI::App& stack, Globals& g) {
     cmd->add_option("--resolve-image", o->resolve_image,
                     "Query the registry to resolve image digest (always, changed, never)")
         ->check(CLI::IsMember({"always", "changed", "never"}));
+    cmd->add_flag("--with-registry-auth", o->with_registry_auth,
+                  "Send registry authentication details (from the docker CLI's config.json) to "
+                  "the manager");
     cmd->add_flag("-d,--detach", o->detach,
                   "Exit immediately instead of waiting for the stack services to converge");
     cmd->add_option("--timeout", o->timeout, "Seconds to wait for convergence");

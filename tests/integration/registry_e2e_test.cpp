@@ -255,4 +255,38 @@ TEST_F(RegistryE2E, AMovedTagChangesNoTaskUntilTheServiceNamesTheImageAgain) {
         << a_->err() << b_->err();
 }
 
+TEST_F(RegistryE2E, AStackDeployedWithRegistryAuthPullsAtOneDigestAndKeepsItsCredentials) {
+    docker_login_state();
+    const auto compose = dir_.path() / "stack.yml";
+    std::ofstream(compose) << fmt::format(
+        "services:\n"
+        "  web:\n"
+        "    image: {}\n"
+        "    command: [\"sh\", \"-c\", \"trap 'exit 0' TERM; sleep 3600 & wait\"]\n",
+        image_);
+    ::setenv("DOCKER_CONFIG", docker_config().c_str(), 1);
+    auto r = cli({"stack", "deploy", "--with-registry-auth", "-c", compose.string(), "st"});
+    ::unsetenv("DOCKER_CONFIG");
+    ASSERT_EQ(r.status, 0) << r.err;
+    ASSERT_TRUE(wait_converged("st_web", 1)) << a_->err() << b_->err();
+    EXPECT_EQ(image_of(running("st_web").at(0)), image_ + "@" + registry_->digest("app:1"));
+    auto secret = get("/secrets/registry-auth.st_web");
+    ASSERT_TRUE(secret.is_object());
+    // Deployed again without the flag: unchanged, the credentials kept.
+    r = cli({"stack", "deploy", "-c", compose.string(), "st"});
+    ASSERT_EQ(r.status, 0) << r.err;
+    EXPECT_NE(r.out.find("Service st_web is unchanged"), std::string::npos) << r.out;
+    auto svc = get("/services/st_web");
+    EXPECT_EQ(svc.at("Spec")
+                  .at("TaskTemplate")
+                  .at("ContainerSpec")
+                  .at("CofferRegistryAuth")
+                  .at("SecretName"),
+              "registry-auth.st_web");
+    EXPECT_TRUE(leaks(registry_->password()).empty());
+    // stack rm takes the credentials with the service.
+    ASSERT_EQ(cli({"stack", "rm", "st"}).status, 0);
+    EXPECT_TRUE(wait_until([&] { return get("/secrets/registry-auth.st_web").is_null(); }, 10s));
+}
+
 }  // namespace
