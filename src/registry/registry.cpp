@@ -127,15 +127,10 @@ Result<Manifest> inspect(const model::ImageRef& ref, const std::string& transpor
 Result<crypto::SecureBuffer> config_from_header(std::string_view header,
                                                 const model::ImageRef& ref) {
     if (header.empty()) return crypto::SecureBuffer{};
-    // base64url, padded or not, as the docker CLI and other clients send it.
-    std::string std_alphabet(header);
-    for (auto& c : std_alphabet) {
-        if (c == '-') c = '+';
-        if (c == '_') c = '/';
-    }
-    while (std_alphabet.size() % 4 != 0) std_alphabet += '=';
-    auto decoded = crypto::base64_decode_secure(std_alphabet);
-    sodium_memzero(std_alphabet.data(), std_alphabet.size());
+    // base64url, padded (the docker CLI) or not: decoded without a copy outside secure memory.
+    auto unpadded = header;
+    while (unpadded.ends_with('=')) unpadded.remove_suffix(1);
+    auto decoded = crypto::base64url_decode_secure(unpadded);
     auto bad = make_error(Errc::invalid_argument,
                           "X-Registry-Auth is not base64url of a JSON object of credentials");
     if (!decoded) return bad;
