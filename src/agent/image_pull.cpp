@@ -18,6 +18,7 @@
 #include "coffer/base/unique_fd.h"
 #include "coffer/model/image_ref.h"
 #include "coffer/registry/registry.h"
+#include "image_index.h"
 #include "json_util.h"
 #include "store_lock.h"
 
@@ -28,10 +29,6 @@ namespace json = boost::json;
 using registry::sha256_of;
 using registry::short_digest;
 
-constexpr std::string_view ref_annotation = "org.opencontainers.image.ref.name";
-constexpr std::string_view registry_digest_annotation = "io.coffer.registry.digest";
-// The digest of the manifest list the image was chosen from, when it came from one.
-constexpr std::string_view list_digest_annotation = "io.coffer.registry.list-digest";
 std::string go_arch() {
     struct utsname u {};
     ::uname(&u);

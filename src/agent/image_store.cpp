@@ -15,15 +15,12 @@
 #include "coffer/base/process.h"
 #include "coffer/base/unique_fd.h"
 #include "health.h"
+#include "image_index.h"
 #include "json_util.h"
 #include "store_lock.h"
 
 namespace coffer::agent {
 namespace {
-
-constexpr std::string_view ref_annotation = "org.opencontainers.image.ref.name";
-// Set on the index entries of images pulled from a registry (image_pull.cpp).
-constexpr std::string_view registry_digest_annotation = "io.coffer.registry.digest";
 
 bool is_file(const std::string& p) {
     struct stat st {};

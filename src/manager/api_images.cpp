@@ -44,6 +44,14 @@ std::optional<json::object> auth_reference(const model::ServiceSpec& spec) {
     return json::object{{"SecretID", a->secret_id}, {"SecretName", a->secret_name}};
 }
 
+// The request's X-Registry-Auth as a config.json for ref's registry (empty: none given).
+Result<crypto::SecureBuffer> request_config(const Request& r, const model::ImageRef& ref) {
+    return registry::config_from_header(
+        std::string_view(reinterpret_cast<const char*>(r.registry_auth.data()),
+                         r.registry_auth.size()),
+        ref);
+}
+
 }  // namespace
 
 Result<void> RegistryStep::apply(json::object& spec, const model::Service* current,
@@ -61,10 +69,7 @@ Result<void> RegistryStep::apply(json::object& spec, const model::Service* curre
         if (!ref)
             return make_error(Errc::invalid_argument,
                               "X-Registry-Auth needs an image reference: " + ref.error().message);
-        auto config = registry::config_from_header(
-            std::string_view(reinterpret_cast<const char*>(request_.registry_auth.data()),
-                             request_.registry_auth.size()),
-            *ref);
+        auto config = request_config(request_, *ref);
         if (!config) return std::move(config).error();
         if (!config->empty()) {
             const std::string service = string_at(spec, "Name");
@@ -199,10 +204,7 @@ void remove_registry_auth(Cluster& cluster, const model::Service& removed) {
 Response distribution_inspect(Cluster& cluster, const Request& r, const std::string& name) {
     auto ref = model::parse_image_ref(name);
     if (!ref) return Response::error(ref.error());
-    auto config = registry::config_from_header(
-        std::string_view(reinterpret_cast<const char*>(r.registry_auth.data()),
-                         r.registry_auth.size()),
-        *ref);
+    auto config = request_config(r, *ref);
     if (!config) return Response::error(config.error());
     std::optional<registry::AuthFile> auth;
     if (!config->empty()) auth.emplace(*config);
