@@ -210,16 +210,16 @@ void add_history(CLI::App& group, Globals& g) {
         auto r = api.call("GET", fmt::format("/secrets/{}/history", net::percent_encode(*name)));
         if (!r) throw CLI::RuntimeError(report(r.error()));
         if (!r->is_array()) throw CLI::RuntimeError(report({Errc::internal, "malformed answer"}));
-        std::printf("%-8s %-26s %-26s %-26s %-31s %s\n", "VERSION", "TASK", "SERVICE", "NODE",
-                    "MOUNTED", "REMOVED");
-        for (const auto& d : r->as_array()) {
-            auto removed = field(d, {"RemovedAt"});
-            std::printf("%-8lld %-26s %-26s %-26s %-31s %s\n",
+        std::printf("%-8s %-26s %-26s %-26s %-31s %-31s %s\n", "VERSION", "TASK", "SERVICE", "NODE",
+                    "SENT", "MOUNTED", "REMOVED");
+        auto or_dash = [](std::string s) { return s.empty() ? std::string("-") : s; };
+        for (const auto& d : r->as_array())
+            std::printf("%-8lld %-26s %-26s %-26s %-31s %-31s %s\n",
                         static_cast<long long>(number(d, {"Version"})),
                         field(d, {"TaskID"}).c_str(), field(d, {"ServiceID"}).c_str(),
-                        field(d, {"NodeID"}).c_str(), field(d, {"MountedAt"}).c_str(),
-                        removed.empty() ? "-" : removed.c_str());
-        }
+                        field(d, {"NodeID"}).c_str(), field(d, {"SentAt"}).c_str(),
+                        or_dash(field(d, {"MountedAt"})).c_str(),
+                        or_dash(field(d, {"RemovedAt"})).c_str());
     });
 }
 

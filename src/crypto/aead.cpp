@@ -103,4 +103,26 @@ SecureBuffer derive_key(std::span<const std::uint8_t> ikm, std::string_view cont
     return out;
 }
 
+SecureBuffer keyed_mac(const SecureBuffer& key, std::string_view context,
+                       std::initializer_list<std::span<const std::uint8_t>> parts) {
+    init();
+    if (key.size() != key_bytes) throw std::invalid_argument("keyed_mac: the key must be 32 bytes");
+    SecureBuffer out(key_bytes);
+    crypto_generichash_state st;
+    crypto_generichash_init(&st, key.data(), key.size(), key_bytes);
+    auto add = [&](std::span<const std::uint8_t> bytes) {
+        std::uint8_t length[8];
+        for (int i = 0; i < 8; ++i)
+            length[i] =
+                static_cast<std::uint8_t>(static_cast<std::uint64_t>(bytes.size()) >> (8 * i));
+        crypto_generichash_update(&st, length, sizeof length);
+        crypto_generichash_update(&st, bytes.data(), bytes.size());
+    };
+    add({reinterpret_cast<const std::uint8_t*>(context.data()), context.size()});
+    for (auto part : parts) add(part);
+    crypto_generichash_final(&st, out.data(), key_bytes);
+    sodium_memzero(&st, sizeof st);
+    return out;
+}
+
 }  // namespace coffer::crypto

@@ -234,7 +234,8 @@ std::optional<Response> secret_version_routes(Cluster& cluster, Request& r,
                            {"TaskID", d.task_id},
                            {"ServiceID", d.service_id},
                            {"NodeID", d.node_id},
-                           {"MountedAt", model::format_rfc3339(d.mounted)}};
+                           {"SentAt", model::format_rfc3339(d.sent)}};
+            if (d.mounted) e["MountedAt"] = model::format_rfc3339(*d.mounted);
             if (d.removed) e["RemovedAt"] = model::format_rfc3339(*d.removed);
             out.push_back(std::move(e));
         }

@@ -26,7 +26,8 @@ std::string key_of(const std::string& secret, const std::string& task, std::uint
 std::string encode(const Delivery& d) {
     json::object o{{"SecretID", d.secret_id}, {"Version", d.version},
                    {"TaskID", d.task_id},     {"ServiceID", d.service_id},
-                   {"NodeID", d.node_id},     {"MountedAt", model::format_rfc3339(d.mounted)}};
+                   {"NodeID", d.node_id},     {"SentAt", model::format_rfc3339(d.sent)}};
+    if (d.mounted) o["MountedAt"] = model::format_rfc3339(*d.mounted);
     if (d.removed) o["RemovedAt"] = model::format_rfc3339(*d.removed);
     return json::serialize(o);
 }
@@ -42,21 +43,26 @@ std::optional<Delivery> decode(std::string_view text) {
         out = std::string(f->as_string());
         return true;
     };
-    std::string mounted, removed;
     auto* version = o.if_contains("Version");
     if (!str("SecretID", d.secret_id) || !str("TaskID", d.task_id) ||
-        !str("ServiceID", d.service_id) || !str("NodeID", d.node_id) ||
-        !str("MountedAt", mounted) || version == nullptr || !version->is_number())
+        !str("ServiceID", d.service_id) || !str("NodeID", d.node_id) || version == nullptr ||
+        !version->is_number())
         return std::nullopt;
     d.version = version->to_number<std::uint64_t>();
-    auto m = model::parse_rfc3339(mounted);
-    if (!m) return std::nullopt;
-    d.mounted = *m;
-    if (str("RemovedAt", removed)) {
-        auto r = model::parse_rfc3339(removed);
-        if (!r) return std::nullopt;
-        d.removed = *r;
-    }
+    // A time field: absent (nullopt in out), or valid.
+    auto time = [&](std::string_view k, std::optional<model::Timestamp>& out) {
+        std::string field;
+        if (!str(k, field)) return !o.contains(k);
+        auto t = model::parse_rfc3339(field);
+        if (t) out = *t;
+        return t.has_value();
+    };
+    std::optional<model::Timestamp> sent;
+    if (!time("SentAt", sent) || !time("MountedAt", d.mounted) || !time("RemovedAt", d.removed))
+        return std::nullopt;
+    // A record from before SentAt was kept has its mount only.
+    if (!sent && !d.mounted) return std::nullopt;
+    d.sent = sent ? *sent : *d.mounted;
     return d;
 }
 
@@ -91,6 +97,47 @@ Result<std::unique_ptr<DeliveryLog>> DeliveryLog::load(store::Store& store, Comm
     return out;
 }
 
+void DeliveryLog::sent(const std::vector<DeliveryReport>& handed, model::Timestamp now) {
+    std::vector<Delivery> changed;
+    std::vector<Key> erased;
+    {
+        auto s = state_.lock();
+        for (const auto& r : handed)
+            for (const auto& h : r.secrets) {
+                auto p = split(h);
+                if (!p) continue;
+                Key key{p->first, r.task_id, p->second};
+                auto it = s->records.find(key);
+                if (it != s->records.end() && !it->second.removed) continue;
+                Delivery d{p->first,  p->second, r.task_id,    r.service_id,
+                           r.node_id, now,       std::nullopt, std::nullopt};
+                s->records[key] = d;
+                changed.push_back(std::move(d));
+            }
+        if (!changed.empty()) evict(*s, erased);
+    }
+    persist(std::move(changed), std::move(erased));
+}
+
+void DeliveryLog::withdrawn(const std::string& node_id, const std::vector<std::string>& secrets,
+                            model::Timestamp now) {
+    std::set<std::pair<std::string, std::uint64_t>> gone;
+    for (const auto& h : secrets)
+        if (auto p = split(h)) gone.insert(*p);
+    std::vector<Delivery> changed;
+    {
+        auto s = state_.lock();
+        for (auto& [key, d] : s->records) {
+            if (d.removed || d.mounted || d.node_id != node_id ||
+                !gone.count({d.secret_id, d.version}))
+                continue;
+            d.removed = now;
+            changed.push_back(d);
+        }
+    }
+    persist(std::move(changed), {});
+}
+
 void DeliveryLog::observe(const std::vector<DeliveryReport>& reports, model::Timestamp now) {
     std::vector<Delivery> changed;
     std::vector<Key> erased;
@@ -103,11 +150,12 @@ void DeliveryLog::observe(const std::vector<DeliveryReport>& reports, model::Tim
             if (mounted)
                 for (const auto& h : r.secrets)
                     if (auto p = split(h)) held.insert(*p);
-            // Close what it no longer holds.
+            // Close what it no longer holds: a mount it no longer lists (a version sent but not
+            // mounted yet, for a live update, stays open), everything once it ended.
             for (auto& [key, d] : s->records) {
                 if (d.task_id != r.task_id || d.removed) continue;
                 if (model::is_terminal(r.state) ||
-                    (mounted && !held.count({d.secret_id, d.version}))) {
+                    (mounted && d.mounted && !held.count({d.secret_id, d.version}))) {
                     d.removed = now;
                     changed.push_back(d);
                 }
@@ -115,8 +163,14 @@ void DeliveryLog::observe(const std::vector<DeliveryReport>& reports, model::Tim
             for (const auto& [secret, version] : held) {
                 Key key{secret, r.task_id, version};
                 auto it = s->records.find(key);
-                if (it != s->records.end() && !it->second.removed) continue;
-                Delivery d{secret, version, r.task_id, r.service_id, r.node_id, now, std::nullopt};
+                if (it != s->records.end() && !it->second.removed) {
+                    if (it->second.mounted) continue;
+                    it->second.mounted = now;
+                    changed.push_back(it->second);
+                    continue;
+                }
+                Delivery d{secret,    version, r.task_id, r.service_id,
+                           r.node_id, now,     now,       std::nullopt};
                 s->records[key] = d;
                 changed.push_back(std::move(d));
             }
@@ -149,7 +203,7 @@ void DeliveryLog::evict(State& s, std::vector<Key>& erased) {
     auto drop = [&](std::vector<const Delivery*> list, std::size_t keep) {
         if (list.size() <= keep) return;
         std::sort(list.begin(), list.end(),
-                  [](const Delivery* a, const Delivery* b) { return a->mounted < b->mounted; });
+                  [](const Delivery* a, const Delivery* b) { return a->sent < b->sent; });
         std::size_t excess = list.size() - keep;
         for (const auto* d : list) {
             if (excess == 0) break;
@@ -189,7 +243,7 @@ std::vector<Delivery> DeliveryLog::of(const std::string& secret_id) const {
          it != s->records.end() && std::get<0>(it->first) == secret_id; ++it)
         out.push_back(it->second);
     std::sort(out.begin(), out.end(),
-              [](const Delivery& a, const Delivery& b) { return a.mounted < b.mounted; });
+              [](const Delivery& a, const Delivery& b) { return a.sent < b.sent; });
     return out;
 }
 

@@ -203,6 +203,9 @@ std::optional<AssignmentMessage> NodeStream::poll() {
     };
     send(wanted_secrets, sent_secrets_, dispatcher_.secrets_, false);
     send(wanted_configs, sent_configs_, dispatcher_.configs_, true);
+    // For the delivery record: the secret versions each task sent holds, those withdrawn.
+    std::vector<DeliveryReport> handed;
+    std::vector<std::string> withdrawn;
     for (const auto& [id, t] : tasks) {
         // A task is sent again when the secret versions it holds changed (a live update).
         if (sent_tasks_.count(id) && sent_versions_[id] == t.secret_versions) continue;
@@ -228,6 +231,12 @@ std::optional<AssignmentMessage> NodeStream::poll() {
                     std::any_of(sent_networks_->networks.begin(), sent_networks_->networks.end(),
                                 [&](const auto& n) { return n.id == a.network_id; });
         if (!ready) continue;
+        DeliveryReport r{id, t.service_id, node_id_, t.status.state, {}};
+        for (std::size_t i = 0; i < cs.secrets.size(); ++i)
+            r.secrets.push_back(secret_key(cs.secrets[i].secret_id, t.secret_version(i)));
+        if (pulls_with_auth(t))
+            r.secrets.push_back(secret_key(cs.registry_auth->secret_id, t.registry_auth_version));
+        handed.push_back(std::move(r));
         AssignmentChange c;
         c.action = Action::add;
         c.id = id;
@@ -250,7 +259,10 @@ std::optional<AssignmentMessage> NodeStream::poll() {
             c.is_secret = is_secret;
             c.is_config = is_config;
             c.id = *it;
-            if (is_secret && !is_config) std::tie(c.id, c.version) = split_key(*it);
+            if (is_secret && !is_config) {
+                std::tie(c.id, c.version) = split_key(*it);
+                withdrawn.push_back(*it);
+            }
             m.changes.push_back(std::move(c));
             it = sent.erase(it);
         }
@@ -263,6 +275,11 @@ std::optional<AssignmentMessage> NodeStream::poll() {
              [&](const std::string& id) { return wanted_configs.count(id) > 0; });
     if (m.changes.empty() && !m.complete) return std::nullopt;
     m.sequence = ++sequence_;
+    if (auto* log = dispatcher_.deliveries_) {
+        auto now = dispatcher_.clock_();
+        if (!handed.empty()) log->sent(handed, now);
+        if (!withdrawn.empty()) log->withdrawn(node_id_, withdrawn, now);
+    }
     return m;
 }
 

@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "coffer/base/log.h"
+#include "coffer/crypto/aead.h"
 #include "coffer/crypto/random.h"
 #include "coffer/manager/committer.h"
 #include "coffer/model/json.h"
@@ -81,6 +82,26 @@ Result<Object> decode(std::string_view text) {
     return o;
 }
 
+constexpr std::string_view mac_key_record = "secret-mac-key";
+constexpr std::string_view mac_context = "coffer secret version mac v1";
+
+// The secrets' MAC key: read, or made and written (synchronously) on the first load.
+Result<crypto::SecureBuffer> load_mac_key(store::Store& store) {
+    auto stored = store.get(store::Table::meta, mac_key_record);
+    if (!stored) return std::move(stored).error();
+    if (*stored) {
+        if ((*stored)->size() != crypto::key_bytes)
+            return make_error(Errc::internal, "the secrets' MAC key is corrupt");
+        return std::move(**stored);
+    }
+    auto key = crypto::Key::generate(0).bytes;
+    store::Batch batch;
+    batch.put(store::Table::meta, std::string(mac_key_record), key.clone());
+    if (auto w = store.write(std::move(batch)); !w)
+        return std::move(w).error().context("write the secrets' MAC key");
+    return key;
+}
+
 template <typename Object>
 Error not_found(std::string_view what) {
     return make_error(Errc::not_found, fmt::format("{} {} not found", Kind<Object>::word, what));
@@ -126,6 +147,11 @@ Result<std::unique_ptr<DataObjectRegistry<Object>>> DataObjectRegistry<Object>::
     });
     if (!scanned) return std::move(scanned).error().context(fmt::format("load {}", K::plural));
     if (failure) return std::move(*failure);
+    if constexpr (std::is_same_v<Object, Secret>) {
+        auto key = load_mac_key(store);
+        if (!key) return std::move(key).error().context("load secrets");
+        reg->mac_key_ = std::move(*key);
+    }
     if constexpr (!std::is_same_v<Object, Secret>) {
         for (auto& [id, o] : index->by_id) {
             auto bytes = store.get(K::data, id);
@@ -166,6 +192,8 @@ void DataObjectRegistry<Object>::create(model::SecretSpec spec, crypto::SecureBu
     K::keep(s, data);
     store::Batch batch;
     batch.put(K::specs, s.meta.id, encode(s));
+    if constexpr (std::is_same_v<Object, Secret>)
+        batch.put(store::Table::meta, version_mac_key(s.meta.id, 1), mac(s.meta.id, data));
     batch.put(K::data, s.meta.id, std::move(data));
     committer_.submit(std::move(batch), [this, s = std::move(s), lower = std::move(lower),
                                          done = std::move(done)](Result<void> written) mutable {
@@ -252,11 +280,9 @@ Result<Object> DataObjectRegistry<Object>::update(std::string_view key, std::uin
         // A secret's data is compared with its current version's.
         std::uint64_t version_now = 1;
         if constexpr (std::is_same_v<Object, Secret>) version_now = current.current;
-        auto stored = store_.get(K::data, version_data_key(current.meta.id, version_now));
-        if (!stored) return std::move(stored).error().context(fmt::format("read {}", K::word));
-        if (!*stored) return make_error(Errc::internal, fmt::format("{} data missing", K::word));
-        if (!(*stored)->equals(data->span()))
-            return make_error(Errc::invalid_argument, "only updates to Labels are allowed");
+        auto same = same_bytes(current.meta.id, version_now, *data);
+        if (!same) return std::move(same).error().context(fmt::format("read {}", K::word));
+        if (!*same) return make_error(Errc::invalid_argument, "only updates to Labels are allowed");
     }
     Object next = current;
     next.spec.labels = std::move(spec.labels);
@@ -302,8 +328,10 @@ Result<Object> DataObjectRegistry<Object>::remove(std::string_view key) {
     if constexpr (std::is_same_v<Object, Secret>) {
         // Every version goes. As in Swarm, a secret no service references may go while a
         // task of a former reference still runs: its node keeps its own copy until it ends.
-        for (const auto& v : current.versions)
+        for (const auto& v : current.versions) {
             batch.erase(K::data, version_data_key(current.meta.id, v.number));
+            batch.erase(store::Table::meta, version_mac_key(current.meta.id, v.number));
+        }
     } else {
         batch.erase(K::data, current.meta.id);
     }
@@ -340,6 +368,34 @@ Result<crypto::SecureBuffer> DataObjectRegistry<Object>::data(std::string_view i
 
 std::string version_data_key(std::string_view id, std::uint64_t version) {
     return version == 1 ? std::string(id) : fmt::format("{}/{}", id, version);
+}
+
+std::string version_mac_key(std::string_view id, std::uint64_t version) {
+    return fmt::format("secret-mac/{}/{}", id, version);
+}
+
+template <typename Object>
+crypto::SecureBuffer DataObjectRegistry<Object>::mac(std::string_view id,
+                                                     const crypto::SecureBuffer& data) const {
+    return crypto::keyed_mac(
+        mac_key_, mac_context,
+        {{reinterpret_cast<const std::uint8_t*>(id.data()), id.size()}, data.span()});
+}
+
+template <typename Object>
+Result<bool> DataObjectRegistry<Object>::same_bytes(std::string_view id, std::uint64_t version,
+                                                    const crypto::SecureBuffer& data) const {
+    if constexpr (std::is_same_v<Object, Secret>) {
+        auto stored = store_.get(store::Table::meta, version_mac_key(id, version));
+        if (!stored) return std::move(stored).error();
+        if (*stored) return (*stored)->equals(mac(id, data).span());
+    }
+    // A config, or a secret version from before MACs: its bytes, compared in secure memory.
+    auto stored = store_.get(Kind<Object>::data, version_data_key(id, version));
+    if (!stored) return std::move(stored).error();
+    if (!*stored)
+        return make_error(Errc::internal, fmt::format("{} data missing", Kind<Object>::word));
+    return (*stored)->equals(data.span());
 }
 
 template <typename Object>
@@ -403,16 +459,6 @@ std::vector<std::uint64_t> version_numbers(const Secret& s) {
     return out;
 }
 
-// Whether data equals the bytes of the secret's current version (compared in constant time,
-// in secure memory; nothing about the bytes is kept).
-Result<bool> same_as_current(store::Store& store, const Secret& s,
-                             const crypto::SecureBuffer& data) {
-    auto stored = store.get(store::Table::secret_data, version_data_key(s.meta.id, s.current));
-    if (!stored) return std::move(stored).error().context("read secret");
-    if (!*stored) return make_error(Errc::internal, "secret data missing");
-    return (*stored)->equals(data.span());
-}
-
 }  // namespace
 
 template <typename Object>
@@ -436,8 +482,8 @@ Result<typename DataObjectRegistry<Object>::Rotated> DataObjectRegistry<Object>:
         }
         BusyGuard busy(index_, current.meta.id);
         if (only_if_different) {
-            auto same = same_as_current(store_, current, data);
-            if (!same) return std::move(same).error();
+            auto same = same_bytes(current.meta.id, current.current, data);
+            if (!same) return std::move(same).error().context("read secret");
             if (*same) return Rotated{current, false};
         }
         auto now = model::Timestamp::now();
@@ -449,6 +495,8 @@ Result<typename DataObjectRegistry<Object>::Rotated> DataObjectRegistry<Object>:
         next.meta.updated = now;
         store::Batch batch;
         batch.put(K::specs, next.meta.id, encode(next));
+        batch.put(store::Table::meta, version_mac_key(next.meta.id, number),
+                  mac(next.meta.id, data));
         batch.put(K::data, version_data_key(next.meta.id, number), std::move(data));
         if (auto w = store_.write(std::move(batch)); !w)
             return std::move(w).error().context(fmt::format("rotate {}", K::word));
@@ -537,7 +585,10 @@ Result<std::vector<std::uint64_t>> DataObjectRegistry<Object>::prune(const std::
         next.meta.version = counter_.next();
         store::Batch batch;
         batch.put(K::specs, id, encode(next));
-        for (auto n : wiped) batch.erase(K::data, version_data_key(id, n));
+        for (auto n : wiped) {
+            batch.erase(K::data, version_data_key(id, n));
+            batch.erase(store::Table::meta, version_mac_key(id, n));
+        }
         if (auto w = store_.write(std::move(batch)); !w)
             return std::move(w).error().context(fmt::format("wipe old {} versions", K::word));
         index_.lock()->by_id[id] = next;

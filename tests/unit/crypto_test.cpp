@@ -152,6 +152,20 @@ TEST(DeriveKey, DependsOnContextAndInput) {
     EXPECT_EQ(a.size(), 32u);
 }
 
+TEST(KeyedMac, DependsOnKeyContextAndEachPartsBoundaries) {
+    auto k1 = Key::generate(1).bytes, k2 = Key::generate(2).bytes;
+    auto a = keyed_mac(k1, "ctx", {bytes("ab"), bytes("c")});
+    EXPECT_EQ(a.size(), 32u);
+    EXPECT_TRUE(a.equals(keyed_mac(k1, "ctx", {bytes("ab"), bytes("c")}).span()));
+    EXPECT_FALSE(a.equals(keyed_mac(k2, "ctx", {bytes("ab"), bytes("c")}).span()));
+    EXPECT_FALSE(a.equals(keyed_mac(k1, "other", {bytes("ab"), bytes("c")}).span()));
+    EXPECT_FALSE(a.equals(keyed_mac(k1, "ctx", {bytes("a"), bytes("bc")}).span()));
+    EXPECT_FALSE(a.equals(keyed_mac(k1, "ctx", {bytes("abc")}).span()));
+    EXPECT_FALSE(a.equals(keyed_mac(k1, "ctxab", {bytes("c")}).span()));
+    auto short_key = SecureBuffer(16);
+    EXPECT_THROW(keyed_mac(short_key, "ctx", {bytes("x")}), std::invalid_argument);
+}
+
 TEST(Base36, EncodesBigEndianNumbersZeroPadded) {
     const std::uint8_t n256[] = {0x01, 0x00};
     EXPECT_EQ(base36_encode(n256, 4), "0074");

@@ -10,6 +10,7 @@
 #include <map>
 #include <thread>
 
+#include "coffer/crypto/aead.h"
 #include "coffer/crypto/random.h"
 #include "coffer/crypto/secure_buffer.h"
 #include "coffer/manager/committer.h"
@@ -1422,6 +1423,70 @@ TEST_F(Cluster, ASecretStoredBeforeVersionsLoadsAsVersionOne) {
     EXPECT_EQ(text_of(secrets_->data(id, 2)), "new");
 }
 
+// "Only if different" is decided by each version's keyed MAC, sealed beside it under a key of the
+// manager's own: it holds without the stored bytes, survives a reload, differs from an unkeyed
+// hash of the bytes, and goes with its version. A version from before MACs compares by bytes.
+TEST_F(Cluster, ChangeDetectionUsesTheVersionsKeyedMac) {
+    auto id = secret("m", "one");
+    auto u8 = [](std::string_view t) {
+        return std::span<const std::uint8_t>(reinterpret_cast<const std::uint8_t*>(t.data()),
+                                             t.size());
+    };
+    auto meta = [&](const std::string& key) { return store_->get(store::Table::meta, key); };
+    auto mac1 = meta(version_mac_key(id, 1));
+    ASSERT_TRUE(mac1.ok() && mac1->has_value());
+    EXPECT_EQ((*mac1)->size(), 32u);
+    auto key = meta("secret-mac-key");
+    ASSERT_TRUE(key.ok() && key->has_value());
+    auto expected = crypto::keyed_mac(**key, "coffer secret version mac v1", {u8(id), u8("one")});
+    EXPECT_TRUE((*mac1)->equals(expected.span()));
+    auto unkeyed = crypto::derive_key(u8("one"), "");
+    EXPECT_FALSE((*mac1)->equals(unkeyed.span()));
+    // Without the stored bytes, the MAC still decides.
+    store::Batch gone;
+    gone.erase(store::Table::secret_data, version_data_key(id, 1));
+    ASSERT_TRUE(store_->write(std::move(gone)).ok());
+    auto same = secrets_->rotate("m", crypto::SecureBuffer::copy_of(std::string_view("one")), true);
+    ASSERT_TRUE(same.ok()) << message(same);
+    EXPECT_FALSE(same->changed);
+    auto two = secrets_->rotate("m", crypto::SecureBuffer::copy_of(std::string_view("two")), true);
+    ASSERT_TRUE(two.ok()) << message(two);
+    EXPECT_TRUE(two->changed);
+    // The key is kept: after a reload, the same bytes are still the same.
+    services_.reset();
+    secrets_ = SecretRegistry::load(*store_, *committer_, counter_).value();
+    auto again =
+        secrets_->rotate("m", crypto::SecureBuffer::copy_of(std::string_view("two")), true);
+    ASSERT_TRUE(again.ok()) << message(again);
+    EXPECT_FALSE(again->changed);
+    auto key_after = meta("secret-mac-key");
+    ASSERT_TRUE(key_after.ok() && key_after->has_value());
+    EXPECT_TRUE((*key_after)->equals((*key)->span()));
+    // A version without a MAC (written before them) compares by its bytes.
+    store::Batch legacy;
+    legacy.erase(store::Table::meta, version_mac_key(id, 2));
+    ASSERT_TRUE(store_->write(std::move(legacy)).ok());
+    auto by_bytes =
+        secrets_->rotate("m", crypto::SecureBuffer::copy_of(std::string_view("two")), true);
+    ASSERT_TRUE(by_bytes.ok()) << message(by_bytes);
+    EXPECT_FALSE(by_bytes->changed);
+    auto differ =
+        secrets_->rotate("m", crypto::SecureBuffer::copy_of(std::string_view("three")), true);
+    ASSERT_TRUE(differ.ok()) << message(differ);
+    EXPECT_TRUE(differ->changed);
+    // Docker's update compares by the MAC too.
+    auto three = crypto::SecureBuffer::copy_of(std::string_view("three"));
+    EXPECT_TRUE(
+        secrets_->update("m", secrets_->find("m")->meta.version, {"m", {{"k", "v"}}}, &three).ok());
+    // rm takes every version's MAC with it.
+    ASSERT_TRUE(secrets_->remove("m").ok());
+    for (std::uint64_t n : {1, 2, 3}) {
+        auto left = meta(version_mac_key(id, n));
+        ASSERT_TRUE(left.ok());
+        EXPECT_FALSE(left->has_value()) << n;
+    }
+}
+
 TEST_F(Cluster, OldVersionsAreWipedOnlyWhenNothingHoldsThem) {
     auto id = secret("r", "v1");
     std::map<std::uint64_t, std::size_t> held{{1, 1}};
@@ -1434,6 +1499,8 @@ TEST_F(Cluster, OldVersionsAreWipedOnlyWhenNothingHoldsThem) {
     }
     EXPECT_EQ(numbers(*secrets_->find("r")), (std::vector<std::uint64_t>{1, 3, 4}));
     EXPECT_EQ(secrets_->data(id, 2).error().code, Errc::not_found);
+    EXPECT_FALSE(store_->get(store::Table::meta, version_mac_key(id, 2))->has_value());
+    EXPECT_TRUE(store_->get(store::Table::meta, version_mac_key(id, 3))->has_value());
     held.clear();
     ASSERT_TRUE(secrets_->prune(id).ok());
     EXPECT_EQ(numbers(*secrets_->find("r")), (std::vector<std::uint64_t>{3, 4}));
@@ -1543,4 +1610,65 @@ TEST_F(Cluster, TheDeliveryRecordFollowsTheReportsAndSurvivesARestart) {
     auto again = DeliveryLog::load(*store_, *committer_).value();
     EXPECT_EQ(again->of(sid).size(), 3u);
     EXPECT_TRUE(again->of("nothing").empty());
+}
+
+// A version sent to a node is recorded before any mount: a task that ends before it mounts
+// leaves a record with no mount; credentials the node dropped close when withdrawn; a version
+// sent for a live update stays open (not mounted) while the task still lists the old one.
+TEST_F(Cluster, TheDeliveryRecordKeepsWhatANodeOnlyHeldInMemory) {
+    auto log = DeliveryLog::load(*store_, *committer_).value();
+    const std::string sid = "bvjui3xpv48u9gx9cya2y63q9", auth = "0m1vq2b8x5a7d9zq0cl2s3k4e";
+    log->sent({{"t1", "svc", "n1", TaskState::assigned, {sid + "@1"}},
+               {"t2", "svc", "n1", TaskState::assigned, {sid + "@1", auth + "@1"}}},
+              model::Timestamp{10});
+    // t1 mounts; t2 never does (its image could not be pulled) and ends.
+    log->observe({{"t1", "svc", "n1", TaskState::running, {sid + "@1"}},
+                  {"t2", "svc", "n1", TaskState::preparing, {}}},
+                 model::Timestamp{20});
+    log->withdrawn("n1", {auth + "@1"}, model::Timestamp{25});
+    log->observe({{"t2", "svc", "n1", TaskState::rejected, {}}}, model::Timestamp{30});
+    auto by_task = [&](const std::string& secret) {
+        std::map<std::pair<std::string, std::uint64_t>, Delivery> by;
+        for (const auto& d : log->of(secret)) by[{d.task_id, d.version}] = d;
+        return by;
+    };
+    auto s = by_task(sid);
+    ASSERT_EQ(s.size(), 2u);
+    EXPECT_EQ(s.at({"t1", 1}).sent, model::Timestamp{10});
+    EXPECT_EQ(s.at({"t1", 1}).mounted, model::Timestamp{20});
+    EXPECT_FALSE(s.at({"t1", 1}).removed);
+    EXPECT_EQ(s.at({"t2", 1}).sent, model::Timestamp{10});
+    EXPECT_FALSE(s.at({"t2", 1}).mounted);
+    EXPECT_EQ(s.at({"t2", 1}).removed, model::Timestamp{30});
+    auto a = by_task(auth);
+    ASSERT_EQ(a.size(), 1u);
+    EXPECT_FALSE(a.at({"t2", 1}).mounted);
+    EXPECT_EQ(a.at({"t2", 1}).removed, model::Timestamp{25});
+    // A live update: version 2 sent, the report still lists 1: both open, 2 not mounted.
+    log->sent({{"t1", "svc", "n1", TaskState::running, {sid + "@2"}}}, model::Timestamp{40});
+    log->observe({{"t1", "svc", "n1", TaskState::running, {sid + "@1"}}}, model::Timestamp{41});
+    s = by_task(sid);
+    EXPECT_FALSE(s.at({"t1", 1}).removed);
+    EXPECT_FALSE(s.at({"t1", 2}).removed);
+    EXPECT_FALSE(s.at({"t1", 2}).mounted);
+    // Withdrawing version 1 from the node does not close t1's mount of it: only a report does.
+    log->withdrawn("n1", {sid + "@1"}, model::Timestamp{42});
+    EXPECT_FALSE(by_task(sid).at({"t1", 1}).removed);
+    log->observe({{"t1", "svc", "n1", TaskState::running, {sid + "@2"}}}, model::Timestamp{50});
+    s = by_task(sid);
+    EXPECT_EQ(s.at({"t1", 1}).removed, model::Timestamp{50});
+    EXPECT_EQ(s.at({"t1", 2}).mounted, model::Timestamp{50});
+    EXPECT_EQ(s.at({"t1", 2}).sent, model::Timestamp{40});
+    // What was written loads the same.
+    committer_.reset();
+    committer_ = std::make_unique<Committer>(*store_);
+    auto again = DeliveryLog::load(*store_, *committer_).value();
+    auto reloaded = again->of(sid);
+    ASSERT_EQ(reloaded.size(), 3u);
+    for (const auto& d : reloaded) {
+        const auto& was = s.at({d.task_id, d.version});
+        EXPECT_EQ(d.sent, was.sent);
+        EXPECT_EQ(d.mounted, was.mounted);
+        EXPECT_EQ(d.removed, was.removed);
+    }
 }

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <initializer_list>
 #include <optional>
 #include <span>
 #include <string>
@@ -40,5 +41,10 @@ std::optional<std::size_t> open_into(const Key& key, std::string_view sealed, st
 
 // Derives a 256-bit key from high-entropy input keying material and a context label (BLAKE2b).
 SecureBuffer derive_key(std::span<const std::uint8_t> ikm, std::string_view context);
+
+// A 256-bit keyed MAC (BLAKE2b under key, which must be key_bytes long) of the parts in order,
+// each preceded by its length, after a context label: no two lists of parts share an input.
+SecureBuffer keyed_mac(const SecureBuffer& key, std::string_view context,
+                       std::initializer_list<std::span<const std::uint8_t>> parts);
 
 }  // namespace coffer::crypto

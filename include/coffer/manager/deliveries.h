@@ -1,5 +1,7 @@
 // The delivery record: which version of which secret reached which task, service and node, when
-// it was mounted and when it was removed, as the agents report it (never bytes). Kept in memory
+// the manager sent it to the node for the task, when the task mounted it and when it was removed
+// (never bytes). A version a node only held in memory (a task that ended before its mount, pull
+// credentials) has a record without a mount. Kept in memory
 // and in the store (meta table, keys "delivery/<secret>/<task>/<version>", sealed as every
 // value); bounded: the newest max_per_secret records of each secret, at most max_total in all
 // (the oldest finished ones go first).
@@ -30,7 +32,8 @@ struct Delivery {
     std::string secret_id;
     std::uint64_t version = 0;
     std::string task_id, service_id, node_id;
-    model::Timestamp mounted;
+    model::Timestamp sent;  // handed to the node's session for the task
+    std::optional<model::Timestamp> mounted;
     std::optional<model::Timestamp> removed;
 };
 
@@ -38,7 +41,7 @@ struct Delivery {
 struct DeliveryReport {
     std::string task_id, service_id, node_id;
     model::TaskState state = model::TaskState::new_;
-    std::vector<std::string> secrets;  // "<id>@<version>" its mount holds
+    std::vector<std::string> secrets;  // "<id>@<version>" its mount holds (sent(): was sent)
 };
 
 class DeliveryLog {
@@ -49,9 +52,16 @@ class DeliveryLog {
     // store and committer are borrowed for the log's lifetime.
     static Result<std::unique_ptr<DeliveryLog>> load(store::Store& store, Committer& committer);
 
-    // A node's reports (from the dispatcher, after they were stored): opens a record for each
-    // version a running task holds that it did not hold, and closes the task's records of
-    // versions it no longer holds (all of them once it ended).
+    // What the dispatcher handed a node's session with each task it sent (state unused): opens a
+    // record, not yet mounted, for each version the task had no open record of.
+    void sent(const std::vector<DeliveryReport>& handed, model::Timestamp now);
+    // The dispatcher withdrew a secret version from a node: the records of it there that no
+    // task mounted close (the node dropped the bytes).
+    void withdrawn(const std::string& node_id, const std::vector<std::string>& secrets,
+                   model::Timestamp now);
+    // A node's reports (from the dispatcher, after they were stored): marks mounted (or opens) a
+    // record for each version a running task holds, and closes the task's mounted records of
+    // versions it no longer holds (all of its records once it ended).
     void observe(const std::vector<DeliveryReport>& reports, model::Timestamp now);
     // Closes the open records of tasks that ended or are gone without a report (a lost node).
     void close_ended(const std::map<std::string, model::Task, std::less<>>& tasks,

@@ -98,7 +98,8 @@ class DataObjectRegistry {
     };
     // Adds a version holding data and makes it current, in one store write with the record (a
     // crash leaves the old or the new current version, never half of one). With
-    // only_if_different, nothing changes when data equals the current version's bytes.
+    // only_if_different, nothing changes when data equals the current version's bytes: decided
+    // by the version's keyed MAC (see mac_key_), without reading the stored bytes.
     Result<Rotated> rotate(std::string_view id_or_name, crypto::SecureBuffer data,
                            bool only_if_different);
     // Makes version `to` (default: the newest one older than the current) current again.
@@ -124,9 +125,21 @@ class DataObjectRegistry {
     // Marks an id busy for the duration of a write; releases on destruction.
     class BusyGuard;
 
+    // A secret version's keyed MAC: what "are these the current bytes?" is decided by.
+    crypto::SecureBuffer mac(std::string_view id, const crypto::SecureBuffer& data) const;
+    // Whether data equals the bytes of version `version` of secret id: by its MAC, or, for a
+    // version written before versions had one, by its bytes (in secure memory).
+    Result<bool> same_bytes(std::string_view id, std::uint64_t version,
+                            const crypto::SecureBuffer& data) const;
+
     store::Store& store_;
     Committer& committer_;
     VersionCounter& counter_;
+    // The MAC key of a secret's versions (secrets only): 256 random bits made at the first load
+    // and sealed in the store (Table::meta) like any value. A version's MAC is sealed beside it
+    // (version_mac_key()); it is never returned nor put in a record a client reads, and without
+    // the key nobody can test a guess of the bytes against it.
+    crypto::SecureBuffer mac_key_;
     Sync<Index> index_;
     UsersFn users_;
     HoldersFn holders_;
@@ -136,6 +149,8 @@ class DataObjectRegistry {
 // The store key of a secret version's bytes: a version 1 sits under the secret's ID (where a
 // secret's only bytes were kept before versions), a later one under "<id>/<n>".
 std::string version_data_key(std::string_view id, std::uint64_t version);
+// The store key (Table::meta) of a secret version's keyed MAC: "secret-mac/<id>/<n>".
+std::string version_mac_key(std::string_view id, std::uint64_t version);
 
 using SecretRegistry = DataObjectRegistry<model::Secret>;
 using ConfigRegistry = DataObjectRegistry<model::Config>;
