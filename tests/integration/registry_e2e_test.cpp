@@ -183,6 +183,18 @@ TEST_F(RegistryE2E, CredentialsReachOnlyTheNodeThatPullsAndWrongOnesAreRefusedWi
     ASSERT_EQ(r.status, 0) << r.err;
     ASSERT_TRUE(wait_converged("onlya", 1, a_->node_id())) << a_->err();
     EXPECT_EQ(image_of(running("onlya").at(0)), image_ + "@" + registry_->digest("app:1"));
+    // The delivery record: node-a held the credentials in memory for the pull, never mounted
+    // them, and dropped them once the task ran.
+    EXPECT_TRUE(wait_until(
+        [&] {
+            auto h = get("/secrets/regcreds/history");
+            if (!h.is_array() || h.as_array().size() != 1) return false;
+            const auto& d = h.as_array()[0].as_object();
+            return d.at("NodeID").as_string() == a_->node_id() && d.contains("SentAt") &&
+                   !d.contains("MountedAt") && d.contains("RemovedAt");
+        },
+        30s))
+        << boost::json::serialize(get("/secrets/regcreds/history"));
     // node-b runs nothing of it and was never sent the credentials.
     EXPECT_FALSE(memory_contains(b_->pid(), registry_->password()));
     EXPECT_EQ(b_->err().find("regcreds"), std::string::npos);

@@ -9,6 +9,7 @@
 
 #include <boost/json.hpp>
 
+#include <fstream>
 #include <map>
 #include <random>
 #include <set>
@@ -295,26 +296,36 @@ TEST_F(Lifecycle, TheDeliveryRecordMatchesWhatTheTasksHold) {
     create_secret("h", v1);
     create_service("web", {"--replicas", "3", "--secret", "h", "--secret-update", "live"});
     ASSERT_TRUE(tasks_hold("web", 3, "h", 1, v1)) << a_->err() << b_->err();
-    // Open records (no RemovedAt): task -> version, and the node each says.
+    // Open records (no RemovedAt): task -> each open record's version, node, and whether the
+    // task mounted it (a version sent for a live update is open before its mount).
+    struct Open {
+        std::uint64_t version;
+        std::string node;
+        bool mounted;
+    };
     auto open_records = [&] {
-        std::map<std::string, std::pair<std::uint64_t, std::string>> out;
+        std::map<std::string, std::vector<Open>> out;
         auto h = get("/secrets/h/history");
         if (h.is_array())
             for (const auto& d : h.as_array())
                 if (!d.as_object().contains("RemovedAt"))
-                    out[std::string(d.at("TaskID").as_string())] = {
-                        d.at("Version").to_number<std::uint64_t>(),
-                        std::string(d.at("NodeID").as_string())};
+                    out[std::string(d.at("TaskID").as_string())].push_back(
+                        {d.at("Version").to_number<std::uint64_t>(),
+                         std::string(d.at("NodeID").as_string()),
+                         d.as_object().contains("MountedAt")});
         return out;
     };
+    // Each running task has one open record, mounted, of the version it holds on its node.
     auto matches = [&](std::uint64_t version) {
         auto open = open_records();
         auto r = running("web");
         if (r.size() != 3 || open.size() != 3) return false;
         for (const auto& t : r) {
             auto it = open.find(id_of(t));
-            if (it == open.end() || it->second.first != version ||
-                it->second.second != std::string(t.at("NodeID").as_string()) ||
+            if (it == open.end() || it->second.size() != 1) return false;
+            const auto& o = it->second[0];
+            if (o.version != version || !o.mounted ||
+                o.node != std::string(t.at("NodeID").as_string()) ||
                 held_versions(t)["h"] != version ||
                 file_in_task(t, "h") != (version == 1 ? v1 : v2))
                 return false;
@@ -333,7 +344,7 @@ TEST_F(Lifecycle, TheDeliveryRecordMatchesWhatTheTasksHold) {
             if (d.at("TaskID").as_string() == id_of(t) && d.at("Version").to_number<int>() == 1 &&
                 d.as_object().contains("RemovedAt"))
                 ++closed_v1;
-        EXPECT_EQ(closed_v1, 1) << id_of(t);
+        EXPECT_EQ(closed_v1, 1) << id_of(t) << " " << json::serialize(history);
     }
     // The CLI shows the same.
     auto shown = cli({"secret", "history", "h"});
@@ -355,6 +366,76 @@ TEST_F(Lifecycle, TheDeliveryRecordMatchesWhatTheTasksHold) {
             return id_of(t) == task;
         })) << task;
     }
+
+    // Node loss: node-b is killed. Its tasks move to node-a, whose new tasks' records open; the
+    // lost node's records stay open (nothing says it dropped the bytes) until it comes back and
+    // reports its tasks gone.
+    std::set<std::string> on_b;
+    for (const auto& t : running("web"))
+        if (t.at("NodeID").as_string() == b_->node_id()) on_b.insert(id_of(t));
+    ASSERT_FALSE(on_b.empty()) << "spread: a task on node-b";
+    b_->kill9();
+    // The node is gone with what it ran (its containers and mounts).
+    auto cleaned = b_->cleanup();
+    ASSERT_TRUE(cleaned.ok()) << cleaned.describe();
+    ASSERT_TRUE(wait_node_state(b_->node_id(), "down", 30s)) << b_->err();
+    ASSERT_TRUE(wait_converged("web", 3, a_->node_id())) << a_->err();
+    EXPECT_TRUE(wait_until(
+        [&] {
+            auto now_open = open_records();
+            std::set<std::string> expected = on_b, got;
+            for (const auto& t : running("web")) {
+                if (held_versions(t)["h"] != 2 || file_in_task(t, "h") != v2) return false;
+                expected.insert(id_of(t));
+            }
+            for (const auto& [task, records] : now_open) {
+                if (records.size() != 1 || records[0].version != 2 || !records[0].mounted)
+                    return false;
+                got.insert(task);
+            }
+            return got == expected;
+        },
+        30s))
+        << json::serialize(get("/secrets/h/history"));
+    b_->start();
+    ASSERT_TRUE(wait_node_state(b_->node_id(), "ready", 30s)) << b_->err();
+    EXPECT_TRUE(wait_until(
+        [&] {
+            auto now_open = open_records();
+            for (const auto& task : on_b)
+                if (now_open.count(task)) return false;
+            return matches(2);
+        },
+        60s))
+        << json::serialize(get("/secrets/h/history"));
+
+    // A node that only held a version in memory: a task that cannot start (its image cannot be
+    // pulled) was sent the secret, never mounted it, and its record says so.
+    auto nopull = cli({"service", "create", "--detach", "--name", "nopull", "--secret", "h",
+                       "--resolve-image", "never", "--restart-condition", "none",
+                       "127.0.0.1:9/none:1", "true"});
+    ASSERT_EQ(nopull.status, 0) << nopull.err;
+    std::string rejected;
+    ASSERT_TRUE(wait_until(
+        [&] {
+            for (const auto& t : tasks("nopull"))
+                if (t.at("Status").at("State") == "rejected") rejected = id_of(t);
+            return !rejected.empty();
+        },
+        60s))
+        << a_->err() << b_->err();
+    EXPECT_TRUE(wait_until(
+        [&] {
+            auto h = get("/secrets/h/history");
+            for (const auto& d : h.as_array())
+                if (d.at("TaskID").as_string() == rejected)
+                    return d.as_object().contains("SentAt") &&
+                           !d.as_object().contains("MountedAt") &&
+                           d.as_object().contains("RemovedAt");
+            return false;
+        },
+        30s))
+        << json::serialize(get("/secrets/h/history"));
 }
 
 // The newest N versions are kept; an older one goes once nothing holds it; `secret rm` is
@@ -455,6 +536,110 @@ TEST_F(Lifecycle, KilledManagerLosesNoAcknowledgedRotation) {
         create_service(name, {"--secret", fmt::format("source=k@{},target=k", n)});
         EXPECT_TRUE(tasks_hold(name, 1, "k", n, expected[n])) << "version " << n;
     }
+}
+
+// `coffer stack deploy` again after a secret file changed: the secret rotates, no service spec
+// changes, and each service's tasks get the new bytes by the update mode its x-coffer-update says
+// (restart rolls them, live and signal:SIGHUP keep the same processes, none keeps the old bytes);
+// a deploy of the same files again changes nothing.
+TEST_F(Lifecycle, AStackRedeployWithAChangedSecretFileReachesEachServiceByItsUpdateMode) {
+    const std::string v1(128, 'o'), v2(128, 'n');
+    auto file = dir_.path() / "db.txt";
+    auto write = [](const std::filesystem::path& p, const std::string& text) {
+        std::ofstream(p, std::ios::binary | std::ios::trunc) << text;
+    };
+    write(file, v1);
+    std::string yml = R"(version: "3.8"
+x-task: &task
+  image: busybox
+  command: ["sh", "-c", "trap 'echo HUP' HUP; trap 'exit 0' TERM; echo READY; while :; do sleep 3600 & wait $$!; done"]
+  deploy: {replicas: 2}
+services:
+  restart:
+    <<: *task
+    secrets: [db]
+  live:
+    <<: *task
+    secrets: [{source: db, x-coffer-update: live}]
+  hup:
+    <<: *task
+    secrets: [{source: db, x-coffer-update: "signal:SIGHUP"}]
+  none:
+    <<: *task
+    secrets: [{source: db, x-coffer-update: none}]
+secrets:
+  db: {file: ./db.txt}
+)";
+    auto compose = dir_.path() / "stack.yml";
+    write(compose, yml);
+    auto deploy = [&] {
+        return cli({"stack", "deploy", "-c", compose.string(), "--resolve-image", "never", "st"});
+    };
+    auto r = deploy();
+    ASSERT_EQ(r.status, 0) << r.err;
+    const std::vector<std::string> modes{"restart", "live", "hup", "none"};
+    for (const auto& m : modes)
+        ASSERT_TRUE(tasks_hold("st_" + m, 2, "db", 1, v1)) << m << a_->err() << b_->err();
+    std::map<std::string, std::int64_t> pid_of;  // task id -> container pid
+    for (const auto& m : modes)
+        for (const auto& t : running("st_" + m)) pid_of[id_of(t)] = task_pid(t);
+    for (const auto& t : running("st_hup"))
+        ASSERT_TRUE(wait_until([&] {
+            return cli({"service", "logs", id_of(t)}).out.find("READY") != std::string::npos;
+        }));
+    // The specs (a rolling update writes the service's UpdateStatus, not its spec).
+    auto spec_versions = [&] {
+        std::map<std::string, std::string> out;
+        for (const auto& m : modes) out[m] = json::serialize(get("/services/st_" + m).at("Spec"));
+        return out;
+    };
+    auto specs_before = spec_versions();
+
+    write(file, v2);
+    r = deploy();
+    ASSERT_EQ(r.status, 0) << r.err;
+    EXPECT_NE(r.out.find("Rotating secret st_db to version 2"), std::string::npos) << r.out;
+    for (const auto& m : modes)
+        EXPECT_NE(r.out.find("Service st_" + m + " is unchanged"), std::string::npos) << r.out;
+    EXPECT_TRUE(tasks_hold("st_restart", 2, "db", 2, v2)) << a_->err() << b_->err();
+    EXPECT_TRUE(tasks_hold("st_live", 2, "db", 2, v2)) << a_->err() << b_->err();
+    EXPECT_TRUE(tasks_hold("st_hup", 2, "db", 2, v2)) << a_->err() << b_->err();
+    // restart: new tasks; live and signal: the same tasks and processes; none: untouched.
+    for (const auto& t : running("st_restart")) EXPECT_FALSE(pid_of.contains(id_of(t)));
+    for (const auto& m : {"live", "hup", "none"})
+        for (const auto& t : running(std::string("st_") + m)) {
+            ASSERT_TRUE(pid_of.contains(id_of(t))) << m << ": a new task";
+            EXPECT_EQ(task_pid(t), pid_of[id_of(t)]) << m;
+        }
+    for (const auto& t : running("st_hup")) {
+        EXPECT_TRUE(wait_until(
+            [&] {
+                return hups(cli({"service", "logs", id_of(t)}).out) >= 1;
+            },
+            20s));
+        EXPECT_EQ(hups(cli({"service", "logs", id_of(t)}).out), 1u);
+    }
+    auto none = running("st_none");
+    ASSERT_EQ(none.size(), 2u);
+    for (const auto& t : none) {
+        EXPECT_EQ(held_versions(t)["db"], 1u);
+        EXPECT_TRUE(file_in_task(t, "db") == v1);
+    }
+    EXPECT_EQ(spec_versions(), specs_before);
+
+    // The same files again: no rotation, no task replaced.
+    std::set<std::string> ids;
+    for (const auto& m : modes)
+        for (const auto& t : running("st_" + m)) ids.insert(id_of(t));
+    r = deploy();
+    ASSERT_EQ(r.status, 0) << r.err;
+    EXPECT_EQ(r.out.find("Rotating"), std::string::npos) << r.out;
+    EXPECT_EQ(current("st_db"), 2u);
+    for (const auto& m : modes) EXPECT_TRUE(wait_converged("st_" + m, 2)) << m;
+    std::set<std::string> after;
+    for (const auto& m : modes)
+        for (const auto& t : running("st_" + m)) after.insert(id_of(t));
+    EXPECT_EQ(after, ids);
 }
 
 }  // namespace
