@@ -1612,6 +1612,29 @@ TEST_F(Cluster, TheDeliveryRecordFollowsTheReportsAndSurvivesARestart) {
     EXPECT_TRUE(again->of("nothing").empty());
 }
 
+// A record written before SentAt was kept (a mount only) loads with its mount as the send.
+TEST_F(Cluster, ADeliveryRecordFromBeforeSentAtLoads) {
+    const std::string sid = "bvjui3xpv48u9gx9cya2y63q9";
+    store::Batch b;
+    b.put(store::Table::meta, "delivery/" + sid + "/t9/1",
+          json::serialize(json::object{{"SecretID", sid},
+                                       {"Version", 1},
+                                       {"TaskID", "t9"},
+                                       {"ServiceID", "svc"},
+                                       {"NodeID", "n1"},
+                                       {"MountedAt", "2026-01-02T03:04:05Z"}}));
+    b.put(store::Table::meta, "delivery/" + sid + "/t8/1",
+          json::serialize(json::object{{"SecretID", sid}, {"Version", 1}, {"TaskID", "t8"}}));
+    ASSERT_TRUE(store_->write(std::move(b)).ok());
+    auto log = DeliveryLog::load(*store_, *committer_).value();
+    auto records = log->of(sid);
+    ASSERT_EQ(records.size(), 1u);  // the malformed one is skipped
+    EXPECT_EQ(records[0].task_id, "t9");
+    ASSERT_TRUE(records[0].mounted);
+    EXPECT_EQ(records[0].sent, *records[0].mounted);
+    EXPECT_FALSE(records[0].removed);
+}
+
 // A version sent to a node is recorded before any mount: a task that ends before it mounts
 // leaves a record with no mount; credentials the node dropped close when withdrawn; a version
 // sent for a live update stays open (not mounted) while the task still lists the old one.
