@@ -4,9 +4,14 @@
 //   joins       N nodes joining at once (in this process: key, CSR, join each)
 //   sessions    the manager's memory per idle session (N sessions from this process)
 //   fanout      a global service with a secret over N agents in the no-op benchmark mode
-//   service     real containers: create -> secret readable in the task; --secret-add -> the new
-//   task
-//               reads it; a 10-replica rolling update
+//   service     real containers: create -> secret readable in the task; --secret-add -> the
+//               new task reads it; a 10-replica rolling update
+//   rotate-live
+//               a secret rotated under a 10-replica live-mode service on one real agent ->
+//               every task's file holds the new bytes (p50)
+//   rotate-fanout
+//               the same under 100 replicas over N no-op agents (10 each) that write real
+//               secret files: per task and per round, p50 and p99
 //   network     in a network namespace of its own: a task's start without a network and with
 //               an overlay network (alternating, the same run); a server and a client service
 //               created together -> the client fetched the server's page by its service name
@@ -28,8 +33,10 @@
 #include <barrier>
 #include <chrono>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <set>
 #include <sstream>
 #include <thread>
@@ -68,6 +75,15 @@ double percentile(std::vector<double> v, double p) {
 void report(const char* what, const std::vector<double>& v) {
     std::printf("  %-44s n=%zu p50 %.1f ms  min %.1f  max %.1f\n", what, v.size(),
                 percentile(v, 0.5), v.empty() ? 0 : *std::min_element(v.begin(), v.end()),
+                v.empty() ? 0 : *std::max_element(v.begin(), v.end()));
+    std::fflush(stdout);
+}
+
+// As report(), with the 99th percentile: for figures whose target is a tail.
+void report_tail(const char* what, const std::vector<double>& v) {
+    std::printf("  %-44s n=%zu p50 %.1f ms  p99 %.1f  min %.1f  max %.1f\n", what, v.size(),
+                percentile(v, 0.5), percentile(v, 0.99),
+                v.empty() ? 0 : *std::min_element(v.begin(), v.end()),
                 v.empty() ? 0 : *std::max_element(v.begin(), v.end()));
     std::fflush(stdout);
 }
@@ -111,6 +127,7 @@ struct Options {
     bool own_netns = false;  // cofferd and the agents in a network namespace the bench makes
     int runs = 10;
     int agents = 200;
+    bool agents_given = false;  // --agents on the command line (else each scenario's default)
     int sessions = 1000;
     std::vector<std::string> agent_args;  // extra coffer-agent arguments for node-ready and service
 };
@@ -181,12 +198,14 @@ class Cluster {
     }
     json::value get(const std::string& target) { return call("GET", target); }
 
-    // Ready nodes' IDs.
-    std::set<std::string> ready_nodes() {
+    // Ready nodes' IDs; with a role ("worker"), only those of that role (the manager is a node
+    // of its own).
+    std::set<std::string> ready_nodes(std::string_view role = {}) {
         std::set<std::string> ids;
         auto nodes = get("/nodes");
         for (const auto& n : nodes.as_array())
-            if (n.at("Status").at("State") == "ready")
+            if (n.at("Status").at("State") == "ready" &&
+                (role.empty() || n.at("Spec").at("Role").as_string() == role))
                 ids.insert(std::string(n.at("ID").as_string()));
         return ids;
     }
@@ -298,6 +317,17 @@ std::set<std::string> tasks_in(Cluster& c, const std::string& service, std::stri
         if (t.at("Status").at("State").as_string() == state)
             ids.insert(std::string(t.at("ID").as_string()));
     return ids;
+}
+
+// Creates the service and waits until its replicas all run; returns its ID.
+std::string create_running(Cluster& c, const json::object& spec, int replicas) {
+    auto id =
+        std::string(c.call("POST", "/services/create", json::serialize(spec)).at("ID").as_string());
+    await(
+        "every task running",
+        [&] { return tasks_in(c, id, "running").size() == static_cast<std::size_t>(replicas); },
+        120s, 5ms);
+    return id;
 }
 
 void remove_service(Cluster& c, const std::string& id) {
@@ -424,7 +454,8 @@ void fanout(const Options& o) {
         c.start_agent(fmt::format("a{}", i), {"--benchmark-noop-executor"});
     await(
         "every agent ready",
-        [&] { return c.ready_nodes().size() == static_cast<std::size_t>(o.agents); }, 120s, 20ms);
+        [&] { return c.ready_nodes("worker").size() == static_cast<std::size_t>(o.agents); }, 120s,
+        20ms);
     auto sid = create_secret(c, "fanout");
     std::vector<double> times;
     for (int run = 0; run < std::max(1, o.runs / 3); ++run) {
@@ -432,8 +463,9 @@ void fanout(const Options& o) {
             {"Name", fmt::format("fan{}", run)},
             {"TaskTemplate",
              json::object{
-                 {"ContainerSpec", json::object{{"Image", "busybox"},
-                                                {"Secrets", secret_refs({{sid, "fanout"}})}}}}},
+                 {"ContainerSpec",
+                  json::object{{"Image", "busybox"}, {"Secrets", secret_refs({{sid, "fanout"}})}}},
+                 {"Placement", json::object{{"Constraints", json::array{"node.role==worker"}}}}}},
             {"Mode", json::object{{"Global", json::object{}}}}};
         auto t0 = Clock::now();
         auto id = std::string(
@@ -558,12 +590,7 @@ void rotate_live(const Options& o) {
         {"Mode", json::object{{"Replicated", json::object{{"Replicas", replicas}}}}}};
     spec["TaskTemplate"].as_object()["Placement"] =
         json::object{{"Constraints", json::array{"node.hostname==real"}}};
-    auto id =
-        std::string(c.call("POST", "/services/create", json::serialize(spec)).at("ID").as_string());
-    await(
-        "every task running",
-        [&] { return tasks_in(c, id, "running").size() == static_cast<std::size_t>(replicas); },
-        120s, 5ms);
+    auto id = create_running(c, spec, replicas);
     // The containers' pids, for their roots.
     std::vector<std::string> files;
     auto all = c.get("/tasks");
@@ -595,6 +622,134 @@ void rotate_live(const Options& o) {
         times.push_back(ms_since(t0));
     }
     report(fmt::format("rotate -> {} running tasks read the new bytes", replicas).c_str(), times);
+    remove_service(c, id);
+}
+
+// The bytes (up to 256) of the file name in the directory dir, or empty when it cannot be read.
+std::string small_file(int dir, const char* name) {
+    coffer::UniqueFd fd(::openat(dir, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
+    if (!fd) return {};
+    char buf[256];
+    auto n = ::read(fd.get(), buf, sizeof buf);
+    return n > 0 ? std::string(buf, static_cast<std::size_t>(n)) : std::string{};
+}
+
+// A secret rotated under a 100-replica live-mode service spread over N no-op agents (10 tasks
+// each unless --agents says otherwise), which write each task's secret files for real (a tmpfs
+// per task in the agent's mount namespace): from the start of the rotation request to each
+// task's file holding the new bytes, every file read through its agent's root, all of them in
+// each sweep.
+void rotate_fanout(const Options& o) {
+    constexpr int replicas = 100;
+    constexpr auto settle = 250ms;  // between rounds: the last round's reports are in
+    const int agents = o.agents_given ? o.agents : 10;
+    std::printf(
+        "== secret rotate, live mode: %d tasks over %d no-op agents (real secret files) read "
+        "the new bytes\n",
+        replicas, agents);
+    Cluster c(o);
+    std::map<std::string, int> pid_of;  // by hostname
+    for (int i = 0; i < agents; ++i) {
+        auto name = fmt::format("r{}", i);
+        pid_of[name] = c.start_agent(name, {"--benchmark-noop-executor"}).pid();
+    }
+    for (const auto& [name, pid] : pid_of) c.await_ready(name);
+    std::map<std::string, std::string> hostname_of;  // by node id
+    auto nodes = c.get("/nodes");
+    for (const auto& n : nodes.as_array())
+        hostname_of[std::string(n.at("ID").as_string())] =
+            std::string(n.at("Description").at("Hostname").as_string());
+
+    auto sid = create_secret(c, "rotfan");
+    const std::string first = "bench-rotfan";  // create_secret's bytes
+    json::object spec{
+        {"Name", "rotfan"},
+        {"Labels", json::object{{"coffer.secret-update", "live"}}},
+        {"TaskTemplate",
+         json::object{
+             {"ContainerSpec",
+              json::object{{"Image", "busybox"}, {"Secrets", secret_refs({{sid, "rotfan"}})}}},
+             {"Placement", json::object{{"Constraints", json::array{"node.role==worker"}},
+                                        {"MaxReplicas", (replicas + agents - 1) / agents}}}}},
+        {"Mode", json::object{{"Replicated", json::object{{"Replicas", replicas}}}}}};
+    auto id = create_running(c, spec, replicas);
+    // Each task's secrets directory, through its agent's root: <run>/noop-tasks/<task>/run,
+    // held open, so that a sweep resolves only the file's name in each (a new version is renamed
+    // over the old file in the same directory).
+    std::vector<coffer::UniqueFd> dirs;
+    std::map<std::string, int> per_node;
+    auto tasks = c.get("/tasks");
+    for (const auto& t : tasks.as_array()) {
+        if (t.at("ServiceID").as_string() != id || t.at("Status").at("State") != "running")
+            continue;
+        const auto& host = hostname_of.at(std::string(t.at("NodeID").as_string()));
+        ++per_node[host];
+        auto path = fmt::format("/proc/{}/root{}/run/noop-tasks/{}/run", pid_of.at(host),
+                                c.agent_dir(host), std::string_view(t.at("ID").as_string()));
+        coffer::UniqueFd dir(::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+        if (!dir) die(fmt::format("open {}: {}", path, std::strerror(errno)));
+        dirs.push_back(std::move(dir));
+    }
+    std::string spread;
+    for (const auto& [host, n] : per_node) spread += fmt::format(" {}:{}", host, n);
+    std::printf("  tasks per agent:%s\n", spread.c_str());
+    await(
+        "every file holding the first bytes",
+        [&] {
+            return std::all_of(dirs.begin(), dirs.end(), [&](const coffer::UniqueFd& d) {
+                return small_file(d.get(), "rotfan") == first;
+            });
+        },
+        30s, 1ms);
+
+    std::vector<double> per_task, all;
+    std::size_t sweeps = 0;
+    double polled_ms = 0, longest_sweep = 0;
+    for (int run = 0; run < o.runs; ++run) {
+        std::this_thread::sleep_for(settle);
+        auto bytes = fmt::format("rotation-{}", run);
+        std::vector<double> seen(dirs.size(), -1);
+        auto t0 = Clock::now();
+        // Sweeps from the request's start, while it is under way too, back to back: a sleep
+        // between them stretches to a millisecond and more on two busy cores.
+        std::thread poller([&] {
+            std::size_t left = dirs.size();
+            auto until = t0 + 30s;
+            while (left > 0 && Clock::now() < until) {
+                auto sweep = Clock::now();
+                for (std::size_t i = 0; i < dirs.size(); ++i)
+                    if (seen[i] < 0 && small_file(dirs[i].get(), "rotfan") == bytes) {
+                        seen[i] = ms_since(t0);
+                        --left;
+                    }
+                ++sweeps;
+                longest_sweep = std::max(longest_sweep, ms_since(sweep));
+                std::this_thread::yield();
+            }
+            polled_ms += ms_since(t0);
+        });
+        try {
+            c.call("POST", fmt::format("/secrets/{}/rotate", sid),
+                   json::serialize(
+                       json::object{{"Data", coffer::crypto::base64_encode(as_bytes(bytes))}}));
+        } catch (...) {
+            poller.join();
+            throw;
+        }
+        poller.join();
+        auto missing = std::count(seen.begin(), seen.end(), -1.0);
+        if (missing > 0)
+            die(fmt::format("round {}: {} of {} files without the new bytes after 30 s", run,
+                            missing, dirs.size()));
+        per_task.insert(per_task.end(), seen.begin(), seen.end());
+        all.push_back(*std::max_element(seen.begin(), seen.end()));
+    }
+    std::printf("  the %zu files swept every %.2f ms on average, the longest sweep %.1f ms\n",
+                dirs.size(), sweeps > 0 ? polled_ms / static_cast<double>(sweeps) : 0.0,
+                longest_sweep);
+    report_tail("rotate -> a task's file holds the new bytes", per_task);
+    report_tail(fmt::format("rotate -> all {} tasks' files hold them", replicas).c_str(), all);
+    dirs.clear();  // no longer holding the tasks' mounts busy
     remove_service(c, id);
 }
 
@@ -820,22 +975,27 @@ void pull(const Options& o) {
 int main(int argc, char** argv) {
     CLI::App app{"coffer's cluster benchmarks (root; starts its own cofferd and agents)"};
     Options o;
-    std::vector<std::string> scenarios{"node-ready", "joins",       "sessions", "fanout",
-                                       "service",    "rotate-live", "network",  "pull"};
+    std::vector<std::string> scenarios{"node-ready",    "joins",   "sessions",
+                                       "fanout",        "service", "rotate-live",
+                                       "rotate-fanout", "network", "pull"};
     app.add_option("--cofferd", o.cofferd)->required();
     app.add_option("--agent", o.agent)->required();
     o.images_script = COFFER_MAKE_TEST_IMAGES;
     app.add_option("--make-test-images", o.images_script)->capture_default_str();
     app.add_option("--scenario", scenarios,
-                   "node-ready joins sessions fanout service rotate-live network pull")
+                   "node-ready joins sessions fanout service rotate-live rotate-fanout network "
+                   "pull")
         ->capture_default_str();
     app.add_option("--runs", o.runs, "Runs per timed scenario")->capture_default_str();
-    app.add_option("--agents", o.agents, "Agents for joins and fanout")->capture_default_str();
+    auto* agents = app.add_option("--agents", o.agents,
+                                  "Agents for joins and fanout (default 200) and rotate-fanout "
+                                  "(default 10)");
     app.add_option("--agent-arg", o.agent_args,
                    "Extra coffer-agent argument for node-ready and service (repeat)");
     app.add_option("--sessions", o.sessions, "Idle sessions for the memory figure")
         ->capture_default_str();
     CLI11_PARSE(app, argc, argv);
+    o.agents_given = agents->count() > 0;
     ::signal(SIGPIPE, SIG_IGN);
     std::setvbuf(stdout, nullptr, _IOLBF, 0);  // progress shows as it happens, also into a file
     coffer::crypto::init();
@@ -853,6 +1013,8 @@ int main(int argc, char** argv) {
                 service(o);
             else if (s == "rotate-live")
                 rotate_live(o);
+            else if (s == "rotate-fanout")
+                rotate_fanout(o);
             else if (s == "network")
                 network(o);
             else if (s == "pull")

@@ -18,6 +18,7 @@
 #include "json_util.h"
 #include "runner_impl.h"
 #include "seccomp_profile.h"
+#include "task_secrets.h"
 
 namespace coffer::agent {
 
@@ -211,25 +212,15 @@ Result<void> Runner::update_secrets(std::string_view id, const std::vector<Secre
             return make_error(Errc::not_found, fmt::format("task {} does not run", id));
         t = it->second;
     }
-    auto files = plan_secret_files(refs);
+    auto files = plan_secret_update(refs, lease);
     if (!files) return std::move(files).error();
-    for (const auto& ref : refs)
-        if (!lease.holds(ref.secret_id))
-            return make_error(Errc::invalid_argument,
-                              fmt::format("no lease on secret {}", ref.secret_id));
     {
         std::lock_guard secrets_lock(t->secrets_mu);
         if (t->secrets_gone)
             return make_error(Errc::not_found, fmt::format("task {} has ended", id));
-        try {
-            impl_->secrets.read(
-                [&](const SecretBytes& bytes) { t->res->secrets.replace(*files, bytes); });
-        } catch (const ErrorException& e) {
-            return e.error();
-        } catch (const std::exception& e) {
-            return make_error(Errc::internal,
-                              fmt::format("task {}: replace secret files: {}", id, e.what()));
-        }
+        if (auto replaced = replace_task_secrets(id, t->res->secrets, *files, impl_->secrets);
+            !replaced)
+            return replaced;
         t->secrets = std::move(lease);  // the old versions' lease goes
     }
     log::info("runner", "task {}: secret files replaced", id);

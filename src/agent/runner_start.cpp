@@ -17,6 +17,7 @@
 #include "oci_config.h"
 #include "runner_impl.h"
 #include "task_files.h"
+#include "task_secrets.h"
 #include "task_user.h"
 
 namespace coffer::agent {
@@ -288,11 +289,7 @@ void Runner::Impl::prepare_and_start(Task& t, const TaskSpec& spec,
         if (spec.init) engine_binds.push_back({init_binary, std::string(task_init_path), true});
 
         timed("mount secrets");
-        SecretMount::Options so;
-        if (spec.user_namespace) so.uid_shift = so.gid_shift = opt.userns_base;
-        secrets.read([&](const SecretBytes& bytes) {
-            res.secrets = SecretMount::create(b + "/secrets", files, bytes, so);
-        });
+        res.secrets = mount_task_secrets(b + "/secrets", spec, files, secrets, opt.userns_base);
 
         timed("place secret mount points in the rootfs");
         std::vector<BindMount> binds;

@@ -5,6 +5,7 @@
 
 #include "coffer/base/log.h"
 #include "runner_impl.h"
+#include "task_secrets.h"
 
 namespace coffer::agent {
 
@@ -31,11 +32,7 @@ void Runner::Impl::teardown(const std::shared_ptr<Task>& t, int wait_status) {
     {
         std::lock_guard secrets_lock(t->secrets_mu);  // not while its files are replaced
         t->secrets_gone = true;
-        try {
-            res.secrets.wipe_and_unmount();
-        } catch (const std::exception& e) {
-            log::warn("runner", "task {}: wipe secrets: {}", t->status.id, e.what());
-        }
+        unmount_task_secrets(t->status.id, res.secrets);
         t->secrets.reset();  // the last lease on a secret wipes its bytes
     }
 

@@ -1,6 +1,10 @@
 #include "coffer/agent/task_drivers.h"
 
+#include <filesystem>
+
 #include "coffer/agent/assignments.h"
+#include "coffer/base/log.h"
+#include "task_secrets.h"
 
 namespace coffer::agent {
 
@@ -52,6 +56,30 @@ VolumeStore* RunnerDriver::volumes() {
 
 // ---- NoopDriver -------------------------------------------------------------------------------
 
+NoopDriver::NoopDriver(NoopDriverOptions options) : options_(std::move(options)) {
+    const auto& root = options_.files_root;
+    if (root.empty()) return;
+    std::error_code ec;
+    std::filesystem::create_directories(root, ec);
+    if (ec) throw SystemError(ec.value(), fmt::format("create {}", root));
+    // A driver whose agent was killed left its tasks' directories; their mounts ended with its
+    // mount namespace. A restarted task gets its directory again.
+    for (const auto& name : list_dir(root)) {
+        auto path = fmt::format("{}/{}", root, name);
+        try {
+            remove_tree(path);
+            log::info("runner", "removed leftover {}", path);
+        } catch (const std::exception& e) {
+            log::warn("runner", "leftover {}: {}", path, e.what());
+        }
+    }
+}
+
+NoopDriver::~NoopDriver() {
+    std::lock_guard l(mu_);
+    for (auto& [id, task] : running_) unmount_task_secrets(id, task.files);
+}
+
 void NoopDriver::set_status_sink(StatusSink sink) {
     std::lock_guard l(mu_);
     sink_ = std::move(sink);
@@ -70,19 +98,37 @@ TaskStatus NoopDriver::start(const TaskSpec& spec, SecretLease secrets) {
     std::lock_guard l(mu_);
     TaskStatus s;
     s.id = spec.id;
-    auto reject = [&](std::string why) {
-        s.state = TaskState::rejected;
+    auto end_as = [&](TaskState state, std::string why) {
+        s.state = state;
         s.reason = std::move(why);
         publish(s);
         return s;
     };
-    if (!valid_task_id(spec.id)) return reject("invalid task id");
-    if (running_.contains(spec.id)) return reject(fmt::format("task {} already exists", spec.id));
+    if (!valid_task_id(spec.id)) return end_as(TaskState::rejected, "invalid task id");
+    if (running_.contains(spec.id))
+        return end_as(TaskState::rejected, fmt::format("task {} already exists", spec.id));
+    auto files = plan_secret_files(spec.secrets);
+    if (!files) return end_as(TaskState::rejected, files.error().message);
     for (const auto& ref : spec.secrets)
         if (!secrets.holds(ref.secret_id))
-            return reject(fmt::format("no bytes for secret {}", ref.secret_id));
-    running_.emplace(spec.id, std::move(secrets));
-    for (auto state : {TaskState::preparing, TaskState::starting, TaskState::running}) {
+            return end_as(TaskState::rejected,
+                          fmt::format("no bytes for secret {}", ref.secret_id));
+    s.state = TaskState::preparing;
+    publish(s);
+    Task task;
+    task.lease = std::move(secrets);
+    if (!options_.files_root.empty()) {
+        // On failure, what was made goes with task.
+        try {
+            task.dir = OwnedDir(fmt::format("{}/{}", options_.files_root, spec.id));
+            task.files =
+                mount_task_secrets(task.dir.path(), spec, *files, store_, options_.userns_base);
+        } catch (const std::exception& e) {
+            return end_as(TaskState::failed, fmt::format("mount secrets: {}", e.what()));
+        }
+    }
+    running_.emplace(spec.id, std::move(task));
+    for (auto state : {TaskState::starting, TaskState::running}) {
         s.state = state;
         publish(s);
     }
@@ -93,7 +139,9 @@ Result<TaskStatus> NoopDriver::stop(std::string_view id, std::chrono::millisecon
     std::lock_guard l(mu_);
     auto it = running_.find(id);
     if (it == running_.end()) return make_error(Errc::not_found, fmt::format("no task {}", id));
-    running_.erase(it);  // its lease: the bytes are wiped once nothing else leases them
+    unmount_task_secrets(id, it->second.files);
+    // Its directory, then its lease: the bytes are wiped once nothing else leases them.
+    running_.erase(it);
     TaskStatus s;
     s.id = std::string(id);
     s.state = TaskState::shutdown;
@@ -107,11 +155,12 @@ Result<void> NoopDriver::update_secrets(std::string_view id, const std::vector<S
     std::lock_guard l(mu_);
     auto it = running_.find(id);
     if (it == running_.end()) return make_error(Errc::not_found, fmt::format("no task {}", id));
-    for (const auto& ref : refs)
-        if (!secrets.holds(ref.secret_id))
-            return make_error(Errc::invalid_argument,
-                              fmt::format("no bytes for secret {}", ref.secret_id));
-    it->second = std::move(secrets);
+    auto files = plan_secret_update(refs, secrets);
+    if (!files) return std::move(files).error();
+    if (!options_.files_root.empty())
+        if (auto replaced = replace_task_secrets(id, it->second.files, *files, store_); !replaced)
+            return replaced;
+    it->second.lease = std::move(secrets);  // the old versions' lease goes
     return {};
 }
 

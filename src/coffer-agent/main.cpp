@@ -194,8 +194,11 @@ std::unique_ptr<NodeNetworks> make_networks(Resolver& resolver) {
 Tasks make_tasks(const NodeOptions& o) {
     Tasks t;
     if (o.noop_executor) {
-        log::warn("agent", "benchmark mode: tasks are not run (--benchmark-noop-executor)");
-        t.driver = std::make_unique<NoopDriver>();
+        log::warn("agent",
+                  "benchmark mode: tasks are not run, only their secret files are written "
+                  "(--benchmark-noop-executor)");
+        t.driver = std::make_unique<NoopDriver>(
+            NoopDriverOptions{.files_root = o.run_dir + "/noop-tasks"});
         return t;
     }
     t.images = std::make_unique<ImageStore>(o.data_dir + "/images");
@@ -232,9 +235,10 @@ int run_node(const NodeOptions& o, const crypto::SecureBuffer& token) {
     if (auto r = pki::init_secure_heap(); !r)
         log::warn("agent", "{}: private keys use ordinary memory", r.error().message);
     // Before any thread: the mount namespace is per process only while there is one thread, and
-    // secret mounts must never show in the host's mount table.
+    // secret mounts (the benchmark mode's too) must never show in the host's mount table; they
+    // end with the namespace, also when the agent is killed.
     harden_process();
-    if (!o.noop_executor) enter_private_mount_namespace();
+    enter_private_mount_namespace();
     auto stop_signals = block_stop_signals();
 
     auto where = identity_dir(o.data_dir);
@@ -377,8 +381,9 @@ int main(int argc, char** argv) {
         ->allow_extra_args(false);
     bool noop_executor = false;
     app.add_flag("--benchmark-noop-executor", noop_executor,
-                 "benchmark mode: take assignments and report states, but run no task (no runtime, "
-                 "no mounts; for load tests of the manager with many agents on one machine)");
+                 "benchmark mode: take assignments, report states and write each task's secret "
+                 "files (a tmpfs per task under RUN-DIR/noop-tasks), but run no task (no runtime, "
+                 "no images; for load tests of the manager with many agents on one machine)");
     PullOptions pull;
     std::int64_t pull_timeout = pull.timeout.count();
     app.add_option("--registry-certs", pull.certs_dir,

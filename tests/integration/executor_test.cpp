@@ -289,7 +289,7 @@ TEST_F(AgentProgram, StopsEveryTaskOnSigtermAndLeavesNothing) {
                 fmt::format("/sys/fs/cgroup/{}{}/{}", h, agent::Runner::cgroup_parent(run()), id)));
 }
 
-TEST_F(AgentProgram, BenchmarkModeRunsNothingButFollowsTheProtocol) {
+TEST_F(AgentProgram, BenchmarkModeRunsNoProcessButWritesTheSecretFiles) {
     start_agent({"--benchmark-noop-executor"});
     std::vector<manager::AssignmentChange> changes;
     changes.push_back(secret("sec1", "k", "bytes"));
@@ -298,7 +298,7 @@ TEST_F(AgentProgram, BenchmarkModeRunsNothingButFollowsTheProtocol) {
     ASSERT_TRUE(
         test::wait_until([&] { return manager->last_state("noop-1") == "running"; }, deadline));
     EXPECT_TRUE(manager->status_messages().front().complete);
-    // Light enough for hundreds of agents on one machine: a handful of threads, no mounts.
+    // Light enough for hundreds of agents on one machine: a handful of threads.
     std::map<std::string, std::string> proc;
     std::istringstream proc_status(test::read_file(fmt::format("/proc/{}/status", agent.pid())));
     for (std::string line; std::getline(proc_status, line);)
@@ -310,8 +310,20 @@ TEST_F(AgentProgram, BenchmarkModeRunsNothingButFollowsTheProtocol) {
                 proc["Threads"].c_str(), proc["VmRSS"].c_str(), proc["RssAnon"].c_str(),
                 proc["RssFile"].c_str());
     EXPECT_LE(std::stoi(proc["Threads"]), 8);
-    EXPECT_EQ(read_mountinfo(std::to_string(agent.pid())).size(), read_mountinfo("self").size());
+    // No process and no bundle, but the task's secret file on a tmpfs of its own in the agent's
+    // mount namespace (reached through the agent's root), never in the host's table.
     EXPECT_FALSE(std::filesystem::exists(run() + "/tasks/noop-1"));
+    const auto files = run() + "/noop-tasks/noop-1";
+    const auto in_agent = fmt::format("/proc/{}/root{}", agent.pid(), files);
+    EXPECT_EQ(test::read_file(in_agent + "/run/k"), "bytes");
+    auto secret_mounts = [&](const std::string& pid) {
+        std::vector<std::string> out;
+        for (auto& m : read_mountinfo(pid))
+            if (m.source == "coffer-secrets") out.push_back(m.mount_point);
+        return out;
+    };
+    EXPECT_EQ(secret_mounts(std::to_string(agent.pid())), std::vector<std::string>{files});
+    EXPECT_EQ(secret_mounts("self"), std::vector<std::string>{});
     ASSERT_TRUE(manager->send(message(false, 2, [] {
         std::vector<manager::AssignmentChange> c;
         c.push_back(removal("noop-1", false));
@@ -320,6 +332,8 @@ TEST_F(AgentProgram, BenchmarkModeRunsNothingButFollowsTheProtocol) {
     }())));
     ASSERT_TRUE(
         test::wait_until([&] { return manager->last_state("noop-1") == "shutdown"; }, deadline));
+    EXPECT_EQ(secret_mounts(std::to_string(agent.pid())), std::vector<std::string>{});
+    EXPECT_FALSE(std::filesystem::exists(in_agent));
     auto status = stop_agent();
     EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
 }

@@ -1,6 +1,8 @@
 // The executor's message handling and set logic against a fake task driver; the wire form against
 // the dispatcher's own encoder; the log tail; the benchmark driver.
 #include <fcntl.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <gtest/gtest.h>
@@ -8,10 +10,12 @@
 
 #include <atomic>
 #include <condition_variable>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <functional>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <thread>
 
@@ -19,6 +23,8 @@
 #include "coffer/agent/executor.h"
 #include "coffer/agent/secret_mount.h"
 #include "coffer/agent/task_drivers.h"
+#include "coffer/base/mount.h"
+#include "coffer/base/unique_fd.h"
 #include "coffer/crypto/encoding.h"
 #include "coffer/manager/dispatcher.h"
 #include "coffer/nodeconn/message.h"
@@ -696,6 +702,161 @@ TEST(NoopExecutor, RunsNothingButKeepsTheProtocol) {
         ASSERT_TRUE(eventually([&] { return driver.tasks_running() == 1; }));
     }
     EXPECT_EQ(driver.tasks_running(), 0u);  // the executor's shutdown stopped it
+}
+
+// Runs body on a thread of its own in a mount namespace of its own (unshare(CLONE_NEWNS) takes
+// the calling thread's fs context along, not the other threads'): what it mounts never reaches
+// this process's table, and ends with the thread, also when a check fails half-way.
+void in_own_mount_namespace(const std::function<void()>& body) {
+    std::thread t([&] {
+        if (::unshare(CLONE_NEWNS) != 0 ||
+            ::mount(nullptr, "/", nullptr, MS_REC | MS_SLAVE, nullptr) != 0) {
+            ADD_FAILURE() << "a mount namespace of its own: " << std::strerror(errno);
+            return;
+        }
+        body();
+    });
+    t.join();
+}
+
+std::string file_bytes(const std::string& path) {
+    std::ifstream in(path, std::ios::binary);
+    return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+// The mount at path in the calling thread's table.
+std::optional<MountInfo> mount_at(const std::string& path) {
+    for (auto& m : read_mountinfo("thread-self"))
+        if (m.mount_point == path) return m;
+    return std::nullopt;
+}
+
+// Its bytes, owner, group and mode, or "missing".
+std::string describe_file(const std::string& path) {
+    struct stat st {};
+    if (::lstat(path.c_str(), &st) != 0) return "missing";
+    return fmt::format("{} {}:{} {:o}{}", file_bytes(path), st.st_uid, st.st_gid,
+                       st.st_mode & 07777, S_ISREG(st.st_mode) ? "" : " not a file");
+}
+
+// The benchmark driver's secret files are real: a tmpfs per task with each file's bytes, owner
+// and mode, read-only; replaced in place on a new version (not outside /run/secrets); gone at
+// the task's stop and at the driver's end.
+TEST(NoopDriver, WritesRealSecretFilesReplacesThemAndRemovesThem) {
+    if (::geteuid() != 0) GTEST_SKIP() << "mounts need root";
+    crypto::init();
+    auto root = std::filesystem::temp_directory_path() / fmt::format("coffer-noop-{}", ::getpid());
+    const auto tasks = (root / "tasks").string();
+    std::filesystem::create_directories(tasks + "/left-by-a-killed-agent");
+    const std::string b_bytes("b\0\xff", 3);
+    in_own_mount_namespace([&] {
+        {
+            NoopDriver driver({.files_root = tasks});
+            EXPECT_EQ(list_dir(tasks), std::vector<std::string>{});
+            std::vector<std::string> states;
+            driver.set_status_sink([&](const TaskStatus& s) {
+                states.push_back(fmt::format("{} {}", s.id, to_string(s.state)));
+            });
+            // What the executor does: the bytes go to the store under a lease of its own, the
+            // task gets a lease of its own on them.
+            auto put = [&](std::string id, std::string_view bytes) {
+                return driver.secrets().put(std::move(id), crypto::SecureBuffer::copy_of(bytes));
+            };
+            auto lease = [&](std::vector<std::string> ids) {
+                auto l = driver.secrets().lease(ids);
+                EXPECT_TRUE(l) << l.error().message;
+                return l ? std::move(*l) : SecretLease{};
+            };
+            auto a1 = put("a1", "first\n");
+            auto b1 = put("b1", b_bytes);
+            TaskSpec spec;
+            spec.id = "t1";
+            spec.secrets = {{"a1", "db_pass", "", 1000, 1001, 0400},
+                            {"b1", "api_key", "conf/key", 0, 2000, 0440},
+                            {"b1", "api_key", "/etc/app/key", 0, 0, 0444}};
+            auto st = driver.start(spec, lease({"a1", "b1"}));
+            a1.reset();
+            b1.reset();
+            ASSERT_EQ(st.state, TaskState::running) << st.reason;
+            EXPECT_EQ(states,
+                      (std::vector<std::string>{"t1 preparing", "t1 starting", "t1 running"}));
+            const auto dir = tasks + "/t1";
+            EXPECT_EQ(describe_file(dir + "/run/db_pass"), "first\n 1000:1001 400");
+            EXPECT_EQ(describe_file(dir + "/run/conf/key"), b_bytes + " 0:2000 440");
+            EXPECT_EQ(describe_file(dir + "/abs/0"), b_bytes + " 0:0 444");
+            auto m = mount_at(dir);
+            ASSERT_TRUE(m) << dir << " is no mount point";
+            EXPECT_EQ(m->fstype, "tmpfs");
+            EXPECT_EQ(m->source, "coffer-secrets");
+            EXPECT_TRUE(m->options.starts_with("ro,")) << m->options;
+            for (auto& other : read_mountinfo("self"))  // the process's own table
+                EXPECT_NE(other.source, "coffer-secrets") << other.mount_point;
+            UniqueFd writable(::open((dir + "/run/db_pass").c_str(), O_WRONLY | O_CLOEXEC));
+            EXPECT_FALSE(writable) << "a secret file opened for writing";
+            EXPECT_EQ(driver.secrets_held(), 2u);
+
+            // A new version of a: its file only, with the same owner and mode; the old bytes go
+            // with the old lease.
+            auto a2 = put("a2", "second\n");
+            auto refs = spec.secrets;
+            refs[0].secret_id = "a2";
+            auto updated = driver.update_secrets("t1", refs, lease({"a2", "b1"}), 0);
+            a2.reset();
+            ASSERT_TRUE(updated) << updated.error().message;
+            EXPECT_EQ(describe_file(dir + "/run/db_pass"), "second\n 1000:1001 400");
+            EXPECT_EQ(describe_file(dir + "/run/conf/key"), b_bytes + " 0:2000 440");
+            EXPECT_TRUE(mount_at(dir)->options.starts_with("ro,"));
+            EXPECT_EQ(driver.secrets_held(), 2u);
+
+            // Refused: without a lease on the new version; at a target outside /run/secrets
+            // (a container's bind there pins the old file); for a task that does not run.
+            auto b2 = put("b2", "other");
+            auto unleased = refs;
+            unleased[1].secret_id = "b2";
+            auto refused = driver.update_secrets("t1", unleased, lease({"a2", "b1"}), 0);
+            ASSERT_FALSE(refused);
+            EXPECT_EQ(refused.error().code, Errc::invalid_argument);
+            auto outside = refs;
+            outside[2].secret_id = "b2";
+            refused = driver.update_secrets("t1", outside, lease({"a2", "b1", "b2"}), 0);
+            ASSERT_FALSE(refused);
+            EXPECT_NE(refused.error().message.find("outside /run/secrets"), std::string::npos)
+                << refused.error().message;
+            EXPECT_EQ(describe_file(dir + "/abs/0"), b_bytes + " 0:0 444");
+            refused = driver.update_secrets("t2", refs, lease({"a2", "b1"}), 0);
+            ASSERT_FALSE(refused);
+            EXPECT_EQ(refused.error().code, Errc::not_found);
+            b2.reset();
+
+            // A start that fails half-way (its directory cannot be made) leaves nothing of its
+            // own.
+            std::filesystem::create_directories(tasks + "/t3");
+            TaskSpec taken;
+            taken.id = "t3";
+            auto failed = driver.start(taken, {});
+            EXPECT_EQ(failed.state, TaskState::failed) << failed.reason;
+            EXPECT_EQ(driver.tasks_running(), 1u);
+            std::filesystem::remove(tasks + "/t3");
+
+            auto stopped = driver.stop("t1", 0ms);
+            ASSERT_TRUE(stopped) << stopped.error().message;
+            EXPECT_EQ(stopped->state, TaskState::shutdown);
+            EXPECT_FALSE(mount_at(dir));
+            EXPECT_EQ(describe_file(dir), "missing");
+            EXPECT_EQ(driver.secrets_held(), 0u);
+
+            // What still "runs" when the driver ends goes with it.
+            auto a3 = put("a3", "third");
+            spec.id = "t4";
+            spec.secrets = {{"a3", "db_pass", "", 0, 0, 0444}};
+            ASSERT_EQ(driver.start(spec, lease({"a3"})).state, TaskState::running);
+            ASSERT_TRUE(mount_at(tasks + "/t4"));
+        }
+        EXPECT_FALSE(mount_at(tasks + "/t4"));
+        EXPECT_EQ(list_dir(tasks), std::vector<std::string>{});
+    });
+    std::error_code ec;
+    std::filesystem::remove_all(root, ec);
 }
 
 TEST(Assignments, ReadsTheDispatchersWireForm) {

@@ -20,6 +20,9 @@ namespace coffer::agent {
 
 class NodeNetworks;
 
+// The host id of root in a task's user namespace, unless the agent is told another.
+inline constexpr std::uint32_t default_userns_base = 100000;
+
 struct RunnerOptions {
     std::string run_dir = "/run/coffer-agent";       // bundles, secret mounts, runtime state
     std::string data_dir = "/var/lib/coffer-agent";  // writable layers, task logs
@@ -32,7 +35,7 @@ struct RunnerOptions {
     // crun compiles it at every container start; the filter is the same).
     bool compile_seccomp = true;
     std::uint64_t log_max_bytes = 1 << 20;  // per task, across the log and its one rotation
-    std::uint32_t userns_base = 100000;     // host id of root in a task's user namespace
+    std::uint32_t userns_base = default_userns_base;  // host id of root in a task's userns
     std::uint32_t userns_size = 65536;
     unsigned teardown_threads = 2;
     // The node's networks, which a task with TaskSpec::networks is attached to; borrowed: it

@@ -1,5 +1,5 @@
 // The two ways the executor runs a task: as a container through the Runner, or not at all (a
-// benchmark mode that measures the manager and the session, not containers).
+// benchmark mode that measures the manager, the session and the secret files, not containers).
 #pragma once
 
 #include <map>
@@ -10,6 +10,8 @@
 
 #include "coffer/agent/executor.h"
 #include "coffer/agent/runner.h"
+#include "coffer/agent/secret_mount.h"
+#include "coffer/base/mount.h"
 
 namespace coffer::agent {
 
@@ -40,16 +42,32 @@ class RunnerDriver final : public TaskDriver {
     std::unique_ptr<Runner> runner_;
 };
 
-// Runs nothing: a task is running as soon as it starts and shut down when stopped. Its lease on
-// its secrets is kept while it "runs" and dropped when it stops, as the Runner would. Keeps no
-// logs.
+struct NoopDriverOptions {
+    // Where each task's secret files are written as its container would get them: a tmpfs of
+    // its own at <files_root>/<task id>, files with their owners and modes, read-only (relative
+    // targets under run/, as SecretMount lays them out). Made if missing; what a driver before
+    // left there is removed, so one driver per files_root. The process should be in its private
+    // mount namespace. Empty: no files, the leases only.
+    std::string files_root;
+    std::uint32_t userns_base = default_userns_base;  // as RunnerOptions::userns_base
+};
+
+// Runs nothing: a task is running as soon as it starts and shut down when stopped. Its secrets
+// are written (see NoopDriverOptions) and leased while it "runs", replaced in place on a new
+// version, wiped, unmounted and dropped when it stops, as the Runner does. Keeps no logs.
 class NoopDriver final : public TaskDriver {
   public:
+    explicit NoopDriver(NoopDriverOptions options = {});
+    // Wipes and unmounts the files of every task still "running".
+    ~NoopDriver() override;
+    NoopDriver(const NoopDriver&) = delete;
+    NoopDriver& operator=(const NoopDriver&) = delete;
+
     void set_status_sink(StatusSink sink) override;
     SecretStore& secrets() override;
     TaskStatus start(const TaskSpec& spec, SecretLease secrets) override;
     Result<TaskStatus> stop(std::string_view id, std::chrono::milliseconds grace) override;
-    // Keeps the new lease instead of the old one (there are no files to replace).
+    // Replaces the task's files as the Runner does (without files: keeps the new lease only).
     Result<void> update_secrets(std::string_view id, const std::vector<SecretRef>& refs,
                                 SecretLease secrets, int signal) override;
     std::string log_path(std::string_view id) const override;
@@ -59,12 +77,20 @@ class NoopDriver final : public TaskDriver {
     std::size_t secrets_held() const;
 
   private:
+    // What a task holds; released in reverse order if not ended before.
+    struct Task {
+        SecretLease lease;
+        OwnedDir dir;       // <files_root>/<id>
+        SecretMount files;  // on dir
+    };
+
     void publish(const TaskStatus& s);
 
+    const NoopDriverOptions options_;
     SecretStore store_;  // before the leases on it
     mutable std::mutex mu_;
     StatusSink sink_;
-    std::map<std::string, SecretLease, std::less<>> running_;
+    std::map<std::string, Task, std::less<>> running_;
 };
 
 }  // namespace coffer::agent
