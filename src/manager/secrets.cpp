@@ -151,8 +151,7 @@ Result<std::unique_ptr<DataObjectRegistry<Object>>> DataObjectRegistry<Object>::
         auto key = load_mac_key(store);
         if (!key) return std::move(key).error().context("load secrets");
         reg->mac_key_ = std::move(*key);
-    }
-    if constexpr (!std::is_same_v<Object, Secret>) {
+    } else {
         for (auto& [id, o] : index->by_id) {
             auto bytes = store.get(K::data, id);
             if (!bytes) return std::move(bytes).error().context(fmt::format("load {}", K::plural));
@@ -193,8 +192,9 @@ void DataObjectRegistry<Object>::create(model::SecretSpec spec, crypto::SecureBu
     store::Batch batch;
     batch.put(K::specs, s.meta.id, encode(s));
     if constexpr (std::is_same_v<Object, Secret>)
-        batch.put(store::Table::meta, version_mac_key(s.meta.id, 1), mac(s.meta.id, data));
-    batch.put(K::data, s.meta.id, std::move(data));
+        put_version(batch, s.meta.id, 1, std::move(data));
+    else
+        batch.put(K::data, s.meta.id, std::move(data));
     committer_.submit(std::move(batch), [this, s = std::move(s), lower = std::move(lower),
                                          done = std::move(done)](Result<void> written) mutable {
         {
@@ -328,10 +328,7 @@ Result<Object> DataObjectRegistry<Object>::remove(std::string_view key) {
     if constexpr (std::is_same_v<Object, Secret>) {
         // Every version goes. As in Swarm, a secret no service references may go while a
         // task of a former reference still runs: its node keeps its own copy until it ends.
-        for (const auto& v : current.versions) {
-            batch.erase(K::data, version_data_key(current.meta.id, v.number));
-            batch.erase(store::Table::meta, version_mac_key(current.meta.id, v.number));
-        }
+        for (const auto& v : current.versions) erase_version(batch, current.meta.id, v.number);
     } else {
         batch.erase(K::data, current.meta.id);
     }
@@ -380,6 +377,21 @@ crypto::SecureBuffer DataObjectRegistry<Object>::mac(std::string_view id,
     return crypto::keyed_mac(
         mac_key_, mac_context,
         {{reinterpret_cast<const std::uint8_t*>(id.data()), id.size()}, data.span()});
+}
+
+template <typename Object>
+void DataObjectRegistry<Object>::put_version(store::Batch& batch, std::string_view id,
+                                             std::uint64_t version,
+                                             crypto::SecureBuffer data) const {
+    batch.put(store::Table::meta, version_mac_key(id, version), mac(id, data));
+    batch.put(Kind<Object>::data, version_data_key(id, version), std::move(data));
+}
+
+template <typename Object>
+void DataObjectRegistry<Object>::erase_version(store::Batch& batch, std::string_view id,
+                                               std::uint64_t version) {
+    batch.erase(Kind<Object>::data, version_data_key(id, version));
+    batch.erase(store::Table::meta, version_mac_key(id, version));
 }
 
 template <typename Object>
@@ -495,9 +507,7 @@ Result<typename DataObjectRegistry<Object>::Rotated> DataObjectRegistry<Object>:
         next.meta.updated = now;
         store::Batch batch;
         batch.put(K::specs, next.meta.id, encode(next));
-        batch.put(store::Table::meta, version_mac_key(next.meta.id, number),
-                  mac(next.meta.id, data));
-        batch.put(K::data, version_data_key(next.meta.id, number), std::move(data));
+        put_version(batch, next.meta.id, number, std::move(data));
         if (auto w = store_.write(std::move(batch)); !w)
             return std::move(w).error().context(fmt::format("rotate {}", K::word));
         index_.lock()->by_id[next.meta.id] = next;
@@ -585,10 +595,7 @@ Result<std::vector<std::uint64_t>> DataObjectRegistry<Object>::prune(const std::
         next.meta.version = counter_.next();
         store::Batch batch;
         batch.put(K::specs, id, encode(next));
-        for (auto n : wiped) {
-            batch.erase(K::data, version_data_key(id, n));
-            batch.erase(store::Table::meta, version_mac_key(id, n));
-        }
+        for (auto n : wiped) erase_version(batch, id, n);
         if (auto w = store_.write(std::move(batch)); !w)
             return std::move(w).error().context(fmt::format("wipe old {} versions", K::word));
         index_.lock()->by_id[id] = next;

@@ -24,7 +24,8 @@
 
 namespace coffer::store {
 class Store;
-}
+class Batch;
+}  // namespace coffer::store
 
 namespace coffer::manager {
 
@@ -131,6 +132,11 @@ class DataObjectRegistry {
     // version written before versions had one, by its bytes (in secure memory).
     Result<bool> same_bytes(std::string_view id, std::uint64_t version,
                             const crypto::SecureBuffer& data) const;
+    // A secret version's records, its bytes and their MAC, put into or erased from a batch
+    // together, so that neither is ever written or left without the other.
+    void put_version(store::Batch& batch, std::string_view id, std::uint64_t version,
+                     crypto::SecureBuffer data) const;
+    static void erase_version(store::Batch& batch, std::string_view id, std::uint64_t version);
 
     store::Store& store_;
     Committer& committer_;
