@@ -91,6 +91,19 @@ bool pulls_with_auth(const Task& t) {
 std::string secret_key(const std::string& id, std::uint64_t version) {
     return fmt::format("{}@{}", id, version);
 }
+// The key of each of a task's secret references, in order: the version it holds.
+std::vector<std::string> reference_keys(const Task& t) {
+    std::vector<std::string> out;
+    const auto& refs = t.spec.container.secrets;
+    for (std::size_t i = 0; i < refs.size(); ++i)
+        out.push_back(secret_key(refs[i].secret_id, t.secret_version(i)));
+    return out;
+}
+// The key of a task's pull credentials, while it needs them (pulls_with_auth).
+std::optional<std::string> auth_key(const Task& t) {
+    if (!pulls_with_auth(t)) return std::nullopt;
+    return secret_key(t.spec.container.registry_auth->secret_id, t.registry_auth_version);
+}
 std::pair<std::string, std::uint64_t> split_key(const std::string& key) {
     auto at = key.rfind('@');
     return {key.substr(0, at), std::stoull(key.substr(at + 1))};
@@ -161,16 +174,13 @@ std::optional<AssignmentMessage> NodeStream::poll() {
     std::map<std::string, std::string> wanted_secrets, wanted_configs;  // key -> name
     for (const auto& [id, t] : tasks) {
         const auto& refs = t.spec.container.secrets;
+        auto keys = reference_keys(t);
         for (std::size_t i = 0; i < refs.size(); ++i)
-            wanted_secrets.emplace(secret_key(refs[i].secret_id, t.secret_version(i)),
-                                   refs[i].secret_name);
+            wanted_secrets.emplace(keys[i], refs[i].secret_name);
         for (const auto& ref : t.spec.container.configs)
             wanted_configs.emplace(ref.config_id, ref.config_name);
-        if (pulls_with_auth(t)) {
-            const auto& auth = *t.spec.container.registry_auth;
-            wanted_secrets.emplace(secret_key(auth.secret_id, t.registry_auth_version),
-                                   auth.secret_name);
-        }
+        if (auto key = auth_key(t))
+            wanted_secrets.emplace(*key, t.spec.container.registry_auth->secret_name);
     }
 
     AssignmentMessage m;
@@ -210,18 +220,16 @@ std::optional<AssignmentMessage> NodeStream::poll() {
         // A task is sent again when the secret versions it holds changed (a live update).
         if (sent_tasks_.count(id) && sent_versions_[id] == t.secret_versions) continue;
         const auto& cs = t.spec.container;
-        bool ready = true;
-        for (std::size_t i = 0; i < cs.secrets.size(); ++i)
-            ready = ready &&
-                    sent_secrets_.count(secret_key(cs.secrets[i].secret_id, t.secret_version(i)));
+        auto keys = reference_keys(t);
+        auto auth = auth_key(t);
+        bool ready = std::all_of(keys.begin(), keys.end(),
+                                 [&](const std::string& k) { return sent_secrets_.count(k) > 0; });
         ready = ready && std::all_of(cs.configs.begin(), cs.configs.end(), [&](const auto& ref) {
                     return sent_configs_.count(ref.config_id) > 0;
                 });
         if (!sent_tasks_.count(id) && cs.registry_auth) {
             // A task that no longer pulls (it ended before it was sent) goes without them.
-            ready = ready && (!pulls_with_auth(t) ||
-                              sent_secrets_.count(secret_key(cs.registry_auth->secret_id,
-                                                             t.registry_auth_version)) > 0);
+            ready = ready && (!auth || sent_secrets_.count(*auth) > 0);
         }
         // A task's networks reach the node first (poll_networks).
         if (dispatcher_.networks_ != nullptr)
@@ -231,12 +239,8 @@ std::optional<AssignmentMessage> NodeStream::poll() {
                     std::any_of(sent_networks_->networks.begin(), sent_networks_->networks.end(),
                                 [&](const auto& n) { return n.id == a.network_id; });
         if (!ready) continue;
-        DeliveryReport r{id, t.service_id, node_id_, t.status.state, {}};
-        for (std::size_t i = 0; i < cs.secrets.size(); ++i)
-            r.secrets.push_back(secret_key(cs.secrets[i].secret_id, t.secret_version(i)));
-        if (pulls_with_auth(t))
-            r.secrets.push_back(secret_key(cs.registry_auth->secret_id, t.registry_auth_version));
-        handed.push_back(std::move(r));
+        if (auth) keys.push_back(std::move(*auth));
+        handed.push_back({id, t.service_id, node_id_, t.status.state, std::move(keys)});
         AssignmentChange c;
         c.action = Action::add;
         c.id = id;
