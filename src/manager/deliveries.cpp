@@ -97,23 +97,31 @@ Result<std::unique_ptr<DeliveryLog>> DeliveryLog::load(store::Store& store, Comm
     return out;
 }
 
+void DeliveryLog::open(State& s, const DeliveryReport& r, const std::string& secret,
+                       std::uint64_t version, model::Timestamp now, bool mounted,
+                       std::vector<Delivery>& changed) {
+    Key key{secret, r.task_id, version};
+    if (auto it = s.records.find(key); it != s.records.end() && !it->second.removed) {
+        if (!mounted || it->second.mounted) return;
+        it->second.mounted = now;
+        changed.push_back(it->second);
+        return;
+    }
+    Delivery d{secret,    version, r.task_id,    r.service_id,
+               r.node_id, now,     std::nullopt, std::nullopt};
+    if (mounted) d.mounted = now;
+    s.records[key] = d;
+    changed.push_back(std::move(d));
+}
+
 void DeliveryLog::sent(const std::vector<DeliveryReport>& handed, model::Timestamp now) {
     std::vector<Delivery> changed;
     std::vector<Key> erased;
     {
         auto s = state_.lock();
         for (const auto& r : handed)
-            for (const auto& h : r.secrets) {
-                auto p = split(h);
-                if (!p) continue;
-                Key key{p->first, r.task_id, p->second};
-                auto it = s->records.find(key);
-                if (it != s->records.end() && !it->second.removed) continue;
-                Delivery d{p->first,  p->second, r.task_id,    r.service_id,
-                           r.node_id, now,       std::nullopt, std::nullopt};
-                s->records[key] = d;
-                changed.push_back(std::move(d));
-            }
+            for (const auto& h : r.secrets)
+                if (auto p = split(h)) open(*s, r, p->first, p->second, now, false, changed);
         if (!changed.empty()) evict(*s, erased);
     }
     persist(std::move(changed), std::move(erased));
@@ -160,20 +168,8 @@ void DeliveryLog::observe(const std::vector<DeliveryReport>& reports, model::Tim
                     changed.push_back(d);
                 }
             }
-            for (const auto& [secret, version] : held) {
-                Key key{secret, r.task_id, version};
-                auto it = s->records.find(key);
-                if (it != s->records.end() && !it->second.removed) {
-                    if (it->second.mounted) continue;
-                    it->second.mounted = now;
-                    changed.push_back(it->second);
-                    continue;
-                }
-                Delivery d{secret,    version, r.task_id, r.service_id,
-                           r.node_id, now,     now,       std::nullopt};
-                s->records[key] = d;
-                changed.push_back(std::move(d));
-            }
+            for (const auto& [secret, version] : held)
+                open(*s, r, secret, version, now, true, changed);
         }
         if (!changed.empty()) evict(*s, erased);
     }

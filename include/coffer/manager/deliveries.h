@@ -79,6 +79,12 @@ class DeliveryLog {
     // logged: the record is evidence, never a reason to refuse a task's report).
     void persist(std::vector<Delivery> changed, std::vector<Key> erased);
     static void evict(State& s, std::vector<Key>& erased);
+    // Opens a record of a version for the report's task (sent now) unless one is open; with
+    // mounted, marks it mounted now too (an open one not yet mounted as well). What it opened or
+    // changed goes to changed.
+    static void open(State& s, const DeliveryReport& r, const std::string& secret,
+                     std::uint64_t version, model::Timestamp now, bool mounted,
+                     std::vector<Delivery>& changed);
 
     store::Store& store_;
     Committer& committer_;
