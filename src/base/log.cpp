@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <ctime>
@@ -11,6 +12,8 @@
 
 namespace coffer::log {
 namespace {
+
+std::atomic<Format> output_format{Format::text};
 
 struct Config {
     Level level = Level::info;
@@ -78,6 +81,128 @@ bool enabled(std::string_view category, Level level) noexcept {
     return level >= c.level;
 }
 
+namespace {
+
+// The length of the valid UTF-8 sequence at s[i], or 0 when it is not one (overlong forms,
+// surrogates and code points above U+10FFFF included).
+std::size_t utf8_length(std::string_view s, std::size_t i) {
+    auto b = [&](std::size_t k) { return static_cast<unsigned char>(s[i + k]); };
+    auto cont = [&](std::size_t k) { return i + k < s.size() && (b(k) & 0xC0) == 0x80; };
+    unsigned char c = b(0);
+    if (c < 0x80) return 1;
+    if (c >= 0xC2 && c <= 0xDF) return cont(1) ? 2 : 0;
+    if (c >= 0xE0 && c <= 0xEF) {
+        if (!cont(1) || !cont(2)) return 0;
+        if (c == 0xE0 && b(1) < 0xA0) return 0;   // overlong
+        if (c == 0xED && b(1) >= 0xA0) return 0;  // surrogates
+        return 3;
+    }
+    if (c >= 0xF0 && c <= 0xF4) {
+        if (!cont(1) || !cont(2) || !cont(3)) return 0;
+        if (c == 0xF0 && b(1) < 0x90) return 0;   // overlong
+        if (c == 0xF4 && b(1) >= 0x90) return 0;  // above U+10FFFF
+        return 4;
+    }
+    return 0;
+}
+
+std::string_view lower_level_name(Level l) {
+    switch (l) {
+        case Level::debug:
+            return "debug";
+        case Level::info:
+            return "info";
+        case Level::warn:
+            return "warn";
+        case Level::error:
+            return "error";
+        case Level::off:
+            return "off";
+    }
+    return "?";
+}
+
+}  // namespace
+
+std::string json_escape(std::string_view s) {
+    std::string out;
+    out.reserve(s.size() + 8);
+    for (std::size_t i = 0; i < s.size();) {
+        auto c = static_cast<unsigned char>(s[i]);
+        switch (c) {
+            case '"':
+                out += "\\\"";
+                break;
+            case '\\':
+                out += "\\\\";
+                break;
+            case '\n':
+                out += "\\n";
+                break;
+            case '\r':
+                out += "\\r";
+                break;
+            case '\t':
+                out += "\\t";
+                break;
+            default:
+                if (c < 0x20 || c == 0x7F) {
+                    out += fmt::format("\\u{:04x}", c);
+                } else if (c >= 0x80) {
+                    auto n = utf8_length(s, i);
+                    if (n == 0) {
+                        out += "\\ufffd";
+                        ++i;
+                        continue;
+                    }
+                    out.append(s.substr(i, n));
+                    i += n;
+                    continue;
+                } else {
+                    out += static_cast<char>(c);
+                }
+        }
+        ++i;
+    }
+    return out;
+}
+
+bool set_format(std::string_view name) {
+    if (name == "text")
+        set_format(Format::text);
+    else if (name == "json")
+        set_format(Format::json);
+    else
+        return false;
+    return true;
+}
+
+void set_format(Format f) noexcept {
+    output_format.store(f, std::memory_order_relaxed);
+}
+
+std::string format_line(Format f, std::string_view time, std::string_view category, Level level,
+                        std::string_view message) {
+    if (f == Format::json)
+        return fmt::format(R"({{"time":"{}","level":"{}","category":"{}","message":"{}"}})",
+                           json_escape(time), lower_level_name(level), json_escape(category),
+                           json_escape(message));
+    // One event, one line: a message's own line breaks are escaped.
+    std::string flat;
+    if (message.find_first_of("\r\n") != std::string_view::npos) {
+        for (char c : message) {
+            if (c == '\n')
+                flat += "\\n";
+            else if (c == '\r')
+                flat += "\\r";
+            else
+                flat += c;
+        }
+        message = flat;
+    }
+    return fmt::format("{} {} {}: {}", time, level_name(level), category, message);
+}
+
 void write(std::string_view category, Level level, std::string_view message) noexcept {
     static std::mutex m;
     timespec ts{};
@@ -88,8 +213,10 @@ void write(std::string_view category, Level level, std::string_view message) noe
     std::strftime(stamp, sizeof stamp, "%Y-%m-%dT%H:%M:%S", &tm);
     std::string line;
     try {
-        line = fmt::format("{}.{:06}Z {} {}: {}\n", stamp, ts.tv_nsec / 1000, level_name(level),
-                           category, message);
+        line = format_line(output_format.load(std::memory_order_relaxed),
+                           fmt::format("{}.{:06}Z", stamp, ts.tv_nsec / 1000), category, level,
+                           message);
+        line += '\n';
     } catch (...) {
         return;
     }

@@ -2,6 +2,7 @@
 // has no formatter, so it cannot be logged by accident.
 #pragma once
 
+#include <string>
 #include <string_view>
 
 #include <fmt/format.h>
@@ -14,6 +15,20 @@ enum class Level { debug = 0, info = 1, warn = 2, error = 3, off = 4 };
 // Unknown words are ignored. Thread-safe to call before threads start.
 void configure(std::string_view spec);
 bool enabled(std::string_view category, Level level) noexcept;
+
+// How each event is written to standard error, one line per event:
+//   text: "2024-05-01T12:00:00.123456Z INFO store: message"
+//   json: {"time":"2024-05-01T12:00:00.123456Z","level":"info","category":"store","message":"..."}
+// (strings escaped as JSON; bytes that are not UTF-8 become U+FFFD).
+enum class Format { text, json };
+// "text" or "json"; false (format unchanged) for anything else.
+bool set_format(std::string_view name);
+void set_format(Format f) noexcept;
+// The line write() emits, without its newline (exposed for tests).
+std::string format_line(Format f, std::string_view time, std::string_view category, Level level,
+                        std::string_view message);
+// s as the contents of a JSON string (no quotes around it).
+std::string json_escape(std::string_view s);
 void write(std::string_view category, Level level, std::string_view message) noexcept;
 
 template <typename... Args>

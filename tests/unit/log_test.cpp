@@ -1,0 +1,43 @@
+#include <string>
+
+#include <gtest/gtest.h>
+
+#include "coffer/base/log.h"
+
+using namespace coffer::log;
+
+TEST(LogFormat, TextLineHasTimeLevelCategoryAndMessage) {
+    auto line = format_line(Format::text, "2024-05-01T12:00:00.000001Z", "store", Level::warn,
+                            "slow write");
+    EXPECT_EQ(line, "2024-05-01T12:00:00.000001Z WARN store: slow write");
+}
+
+TEST(LogFormat, TextKeepsOneEventOnOneLine) {
+    auto line = format_line(Format::text, "T", "api", Level::info, "a\nb\rc");
+    EXPECT_EQ(line, "T INFO api: a\\nb\\rc");
+}
+
+TEST(LogFormat, JsonLineIsOneObject) {
+    auto line = format_line(Format::json, "2024-05-01T12:00:00.000001Z", "dispatcher", Level::error,
+                            "node n1 \"gone\"\\ now\n\ttab");
+    EXPECT_EQ(line,
+              R"({"time":"2024-05-01T12:00:00.000001Z","level":"error","category":"dispatcher",)"
+              R"("message":"node n1 \"gone\"\\ now\n\ttab"})");
+}
+
+TEST(LogFormat, JsonEscapesControlBytesAndInvalidUtf8) {
+    EXPECT_EQ(json_escape(std::string("a\x01z\x7f", 4)), "a\\u0001z\\u007f");
+    EXPECT_EQ(json_escape("caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x94\x91"),
+              "caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x94\x91");
+    EXPECT_EQ(json_escape("\xff"), "\\ufffd");
+    EXPECT_EQ(json_escape("\xc3"), "\\ufffd");                        // truncated
+    EXPECT_EQ(json_escape("\xc0\xaf"), "\\ufffd\\ufffd");             // overlong
+    EXPECT_EQ(json_escape("\xed\xa0\x80"), "\\ufffd\\ufffd\\ufffd");  // a surrogate
+    EXPECT_EQ(json_escape(std::string("nul\0", 4)), "nul\\u0000");
+}
+
+TEST(LogFormat, FormatNamesAreChecked) {
+    EXPECT_TRUE(set_format("json"));
+    EXPECT_TRUE(set_format("text"));
+    EXPECT_FALSE(set_format("xml"));
+}
