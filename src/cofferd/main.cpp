@@ -18,8 +18,10 @@
 #include "coffer/base/process.h"
 #include "coffer/base/unique_fd.h"
 #include "coffer/crypto/secure_buffer.h"
+#include "coffer/crypto/secure_memory_metrics.h"
 #include "coffer/manager/api.h"
 #include "coffer/manager/cluster.h"
+#include "coffer/manager/metrics.h"
 #include "coffer/net/http_server.h"
 #include "coffer/pki/secure_heap.h"
 #ifdef COFFER_TEST_HOOKS
@@ -183,6 +185,15 @@ int main(int argc, char** argv) {
         ->needs(autolock_flag);
     app.add_option("--log-level", log_spec, "Log levels: LEVEL[,CATEGORY=LEVEL...]")
         ->capture_default_str();
+    std::string log_format = "text", metrics_addr;
+    app.add_option("--log-format", log_format,
+                   "Log lines as text or json (one object per line: time, level, category, "
+                   "message)")
+        ->check(CLI::IsMember({"text", "json"}))
+        ->capture_default_str();
+    app.add_option("--metrics-addr", metrics_addr,
+                   "Serve Prometheus metrics (GET /metrics) and a health check for load balancers "
+                   "(GET /health) on ADDRESS:PORT, without authentication; off when empty");
     coffer::registry::Options registry;
     app.add_option("--registry-certs", registry.certs_dir,
                    "DIR/HOST:PORT/ holds the CA certificates (*.crt) a registry's TLS certificate "
@@ -200,6 +211,7 @@ int main(int argc, char** argv) {
     registry.timeout = std::chrono::seconds(resolve_timeout);
 
     coffer::log::configure(log_spec);
+    coffer::log::set_format(log_format);
     auto listen_at = parse_listen(listen);
     if (!listen_at) {
         std::fprintf(stderr, "cofferd: %s\n", listen_at.error().message.c_str());
@@ -246,6 +258,18 @@ int main(int argc, char** argv) {
             }
         }
 
+        // Scrapes read the cluster: the listener and collectors go before it.
+        std::vector<coffer::metrics::Registration> collectors;
+        std::unique_ptr<coffer::metrics::Server> metrics;
+        if (!metrics_addr.empty()) {
+            collectors = coffer::manager::register_metrics(cluster);
+            collectors.push_back(coffer::crypto::register_secure_memory_metrics());
+            metrics = std::make_unique<coffer::metrics::Server>(
+                metrics_addr, coffer::metrics::standard_routes(
+                                  [&cluster] { return coffer::manager::health(cluster); }));
+            coffer::log::info("manager", "metrics on http://{}/metrics, health on /health",
+                              metrics->address());
+        }
         coffer::net::HttpServer server(
             {.socket_path = socket, .headers = coffer::manager::api_headers()}, cluster.api());
         coffer::log::info("manager", "serving on unix://{} (data in {}; up to {} open descriptors)",

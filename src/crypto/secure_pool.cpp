@@ -1,8 +1,11 @@
 #include "secure_pool.h"
 
+#include "coffer/crypto/secure_memory_metrics.h"
+
 #include <sodium.h>
 
 #include <array>
+#include <atomic>
 #include <bit>
 #include <mutex>
 #include <new>
@@ -22,6 +25,12 @@ std::size_t class_of(std::size_t bytes) {
     return shift < min_shift ? 0 : shift - min_shift;
 }
 
+// Locked bytes, for metrics: slabs taken (never returned), blocks handed out (their class's
+// size), and allocations too large for a class (sodium_malloc'd one by one).
+std::atomic<std::uint64_t> slab_total{0};
+std::atomic<std::uint64_t> blocks_in_use{0};
+std::atomic<std::uint64_t> large_in_use{0};
+
 struct SizeClass {
     std::mutex mutex;
     std::vector<void*> free;
@@ -36,6 +45,7 @@ struct Pool {
         // Slabs live for the process: blocks are wiped on release, and the memory stays locked.
         auto* slab = static_cast<unsigned char*>(::sodium_malloc(bytes));
         if (slab == nullptr) throw std::bad_alloc();
+        slab_total.fetch_add(bytes, std::memory_order_relaxed);
         for (std::size_t off = 0; off + block <= bytes; off += block)
             sizes[c].free.push_back(slab + off);
     }
@@ -53,6 +63,7 @@ void* pool_allocate(std::size_t bytes) {
     if (bytes > (std::size_t{1} << max_shift)) {
         void* p = ::sodium_malloc(bytes);
         if (p == nullptr) throw std::bad_alloc();
+        large_in_use.fetch_add(bytes, std::memory_order_relaxed);
         return p;
     }
     auto c = class_of(bytes);
@@ -61,6 +72,7 @@ void* pool_allocate(std::size_t bytes) {
     if (sc.free.empty()) pool().refill(c);
     void* p = sc.free.back();
     sc.free.pop_back();
+    blocks_in_use.fetch_add(std::size_t{1} << (c + min_shift), std::memory_order_relaxed);
     return p;
 }
 
@@ -68,10 +80,13 @@ void pool_release(void* p, std::size_t bytes) noexcept {
     if (p == nullptr) return;
     if (bytes > (std::size_t{1} << max_shift)) {
         ::sodium_free(p);  // wipes
+        large_in_use.fetch_sub(bytes, std::memory_order_relaxed);
         return;
     }
     ::sodium_memzero(p, bytes);
-    auto& sc = pool().sizes[class_of(bytes)];
+    auto c = class_of(bytes);
+    blocks_in_use.fetch_sub(std::size_t{1} << (c + min_shift), std::memory_order_relaxed);
+    auto& sc = pool().sizes[c];
     std::lock_guard lock(sc.mutex);
     try {
         sc.free.push_back(p);
@@ -80,4 +95,27 @@ void pool_release(void* p, std::size_t bytes) noexcept {
     }
 }
 
+SecureMemoryUse secure_memory_use() noexcept {
+    return {slab_total.load(std::memory_order_relaxed),
+            blocks_in_use.load(std::memory_order_relaxed),
+            large_in_use.load(std::memory_order_relaxed)};
+}
+
 }  // namespace coffer::crypto::detail
+
+namespace coffer::crypto {
+
+metrics::Registration register_secure_memory_metrics() {
+    return metrics::registry().collector(
+        "coffer_secure_memory_bytes",
+        "Locked memory (libsodium secure memory) of this process: pool = slabs the pool holds, "
+        "in_use = pool blocks handed out, large = allocations above the pool's largest block.",
+        metrics::Type::gauge, {"kind"}, [](metrics::Sink& s) {
+            auto use = detail::secure_memory_use();
+            s.sample({"pool"}, static_cast<double>(use.pool_bytes));
+            s.sample({"in_use"}, static_cast<double>(use.pool_in_use_bytes));
+            s.sample({"large"}, static_cast<double>(use.large_bytes));
+        });
+}
+
+}  // namespace coffer::crypto

@@ -7,8 +7,16 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 
 namespace coffer::crypto::detail {
+
+struct SecureMemoryUse {
+    std::uint64_t pool_bytes = 0;         // slabs taken by the pool (kept for the process)
+    std::uint64_t pool_in_use_bytes = 0;  // blocks handed out, by their class's size
+    std::uint64_t large_bytes = 0;        // allocations above the largest class
+};
+SecureMemoryUse secure_memory_use() noexcept;
 
 void* pool_allocate(std::size_t bytes);                  // throws std::bad_alloc
 void pool_release(void* p, std::size_t bytes) noexcept;  // bytes: as asked at allocation

@@ -10,6 +10,7 @@
 #include "api_logs.h"
 #include "api_networks.h"
 #include "api_nodes.h"
+#include "api_routes.h"
 #include "api_services.h"
 #include "api_util.h"
 #include "api_volumes.h"
@@ -436,7 +437,36 @@ bool Api::asynchronous(const Request& r) const {
     return !data_create_route(r).empty() || is_logs(r) || is_volume_remove(r);
 }
 
+namespace {
+
+std::size_t request_route(const Request& r) {
+    auto seg = route_of(r);
+    return seg ? route_index(r.method, *seg) : unrouted_index(r.method);
+}
+
+std::chrono::steady_clock::time_point arrival(const Request& r) {
+    return r.received == std::chrono::steady_clock::time_point{} ? std::chrono::steady_clock::now()
+                                                                 : r.received;
+}
+
+}  // namespace
+
+Response Api::handle(Request& r) {
+    auto start = arrival(r);
+    auto resp = serve(r);
+    record_request(request_route(r), resp.status, start);
+    return resp;
+}
+
 void Api::handle_async(Request& r, std::function<void(Response)> done) {
+    serve_async(
+        r, [index = request_route(r), start = arrival(r), done = std::move(done)](Response resp) {
+            record_request(index, resp.status, start);
+            done(std::move(resp));
+        });
+}
+
+void Api::serve_async(Request& r, std::function<void(Response)> done) {
     if (is_logs(r)) {
         if (manager_.locked()) return done(Response::error(locked_error()));
         return logs_async(manager_, r, *route_of(r), std::move(done));
@@ -446,14 +476,14 @@ void Api::handle_async(Request& r, std::function<void(Response)> done) {
         return volume_remove_async(manager_, r, *route_of(r), std::move(done));
     }
     auto collection = data_create_route(r);
-    if (collection.empty()) return done(handle(r));
+    if (collection.empty()) return done(serve(r));
     if (manager_.locked()) return done(Response::error(locked_error()));
     if (collection == "secrets")
         return create_async(*manager_.secrets(), "secret", r, std::move(done));
     create_async(manager_.configs(), "config", r, std::move(done));
 }
 
-Response Api::handle(Request& r) {
+Response Api::serve(Request& r) {
     auto route = route_of(r);
     if (!route) return Response::error(route.error());
     auto& seg = *route;

@@ -2,11 +2,21 @@
 
 #include <vector>
 
+#include "coffer/base/metrics.h"
+
 namespace coffer::manager {
 
 namespace {
 // A group's size is bounded so one failure fails few requests and latency stays even.
 constexpr std::size_t max_group = 256;
+
+metrics::Histogram& group_sizes() {
+    static auto& h = metrics::registry().histogram(
+        "coffer_store_group_commit_size",
+        "Requests merged into one group commit (one synchronous store write).",
+        metrics::size_buckets(), 1);
+    return h;
+}
 }  // namespace
 
 Committer::Committer(store::Store& store) : store_(store), thread_([this] { run(); }) {}
@@ -40,6 +50,7 @@ void Committer::run() {
                 queue_.pop_front();
             }
         }
+        group_sizes().observe(group.size());
         store::Batch merged;
         for (auto& p : group) merged.append(std::move(p.batch));
         auto result = store_.write(std::move(merged));

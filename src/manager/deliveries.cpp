@@ -7,6 +7,7 @@
 #include <set>
 
 #include "coffer/base/log.h"
+#include "coffer/base/metrics.h"
 #include "coffer/manager/committer.h"
 #include "coffer/model/json.h"
 #include "coffer/store/store.h"
@@ -18,6 +19,21 @@ namespace json = boost::json;
 namespace {
 
 constexpr std::string_view prefix = "delivery/";
+
+metrics::Counter& deliveries_sent() {
+    static auto& c = metrics::registry().counter(
+        "coffer_secret_deliveries_total",
+        "Secret versions sent to a node for a task (each task and version once).");
+    return c;
+}
+
+metrics::Counter& deliveries_withdrawn() {
+    static auto& c = metrics::registry().counter(
+        "coffer_secret_withdrawals_total",
+        "Secret versions a node was sent for a task and told to drop before the task mounted "
+        "them.");
+    return c;
+}
 
 std::string key_of(const std::string& secret, const std::string& task, std::uint64_t version) {
     return fmt::format("{}{}/{}/{}", prefix, secret, task, version);
@@ -124,6 +140,7 @@ void DeliveryLog::sent(const std::vector<DeliveryReport>& handed, model::Timesta
                 if (auto p = split(h)) open(*s, r, p->first, p->second, now, false, changed);
         if (!changed.empty()) evict(*s, erased);
     }
+    deliveries_sent().inc(changed.size());
     persist(std::move(changed), std::move(erased));
 }
 
@@ -143,6 +160,7 @@ void DeliveryLog::withdrawn(const std::string& node_id, const std::vector<std::s
             changed.push_back(d);
         }
     }
+    deliveries_withdrawn().inc(changed.size());
     persist(std::move(changed), {});
 }
 

@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "coffer/base/log.h"
+#include "coffer/base/metrics.h"
 #include "coffer/crypto/aead.h"
 #include "coffer/crypto/random.h"
 #include "coffer/manager/committer.h"
@@ -14,6 +15,21 @@ namespace coffer::manager {
 namespace json = boost::json;
 using model::Config;
 using model::Secret;
+
+namespace {
+
+// What happened to secrets' current versions (rotate, rollback; a rotation "only if different"
+// that found the same bytes). Counts only: never a secret's name or id.
+metrics::Counter& version_changes(std::string_view what) {
+    static auto& family = metrics::registry().counter_family(
+        "coffer_secret_version_changes_total",
+        "Changes of a secret's current version: rotate (a new version), rollback, or unchanged "
+        "(a rotation only if different, with the same bytes).",
+        {"change"});
+    return family.with({what});
+}
+
+}  // namespace
 
 void VersionCounter::observe(std::uint64_t seen) noexcept {
     auto cur = value_.load();
@@ -496,7 +512,10 @@ Result<typename DataObjectRegistry<Object>::Rotated> DataObjectRegistry<Object>:
         if (only_if_different) {
             auto same = same_bytes(current.meta.id, current.current, data);
             if (!same) return std::move(same).error().context("read secret");
-            if (*same) return Rotated{current, false};
+            if (*same) {
+                version_changes("unchanged").inc();
+                return Rotated{current, false};
+            }
         }
         auto now = model::Timestamp::now();
         Object next = current;
@@ -511,6 +530,7 @@ Result<typename DataObjectRegistry<Object>::Rotated> DataObjectRegistry<Object>:
         if (auto w = store_.write(std::move(batch)); !w)
             return std::move(w).error().context(fmt::format("rotate {}", K::word));
         index_.lock()->by_id[next.meta.id] = next;
+        version_changes("rotate").inc();
         return Rotated{std::move(next), true};
     }
 }
@@ -558,6 +578,7 @@ Result<Object> DataObjectRegistry<Object>::rollback(std::string_view key,
         if (auto w = store_.write(std::move(batch)); !w)
             return std::move(w).error().context(fmt::format("roll back {}", K::word));
         index_.lock()->by_id[next.meta.id] = next;
+        version_changes("rollback").inc();
         return next;
     }
 }

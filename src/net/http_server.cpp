@@ -205,6 +205,7 @@ asio::awaitable<void> HttpServer::Impl::session(local::socket socket) {
             keep_alive = msg.keep_alive() && !stopping;
             version = msg.version();
             Request req;
+            req.received = std::chrono::steady_clock::now();
             req.peer = peer;
             req.method = std::string(msg.method_string());
             parse_target(msg.target(), req);

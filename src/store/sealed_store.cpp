@@ -1,11 +1,31 @@
 #include "sealed_store.h"
 
+#include <chrono>
 #include <shared_mutex>
 
 #include "coffer/base/log.h"
+#include "coffer/base/metrics.h"
 
 namespace coffer::store::detail {
 namespace {
+
+struct WriteMetrics {
+    metrics::Histogram& duration = metrics::registry().histogram(
+        "coffer_store_write_duration_seconds",
+        "Time of one synchronous store write: sealing its values, the RocksDB write and its WAL "
+        "sync.",
+        metrics::duration_buckets(), metrics::nanoseconds_per_second);
+    metrics::Histogram& records = metrics::registry().histogram(
+        "coffer_store_write_records", "Records put or erased by one store write.",
+        metrics::size_buckets(), 1);
+    metrics::Counter& failures = metrics::registry().counter("coffer_store_write_failures_total",
+                                                             "Store writes that failed.");
+};
+
+WriteMetrics& write_metrics() {
+    static WriteMetrics m;
+    return m;
+}
 
 Error locked_error() {
     return make_error(Errc::locked,
@@ -216,6 +236,7 @@ Result<void> SealedStore::write(Batch batch) {
                               fmt::format("{}: empty record key", table_name(op.table)));
         if (is_key_record(op.table, op.key)) return reserved_error(op.key);
     }
+    auto start = std::chrono::steady_clock::now();
     std::shared_lock gate(gate_);
     std::shared_ptr<const crypto::Key> dek;
     {
@@ -223,16 +244,23 @@ Result<void> SealedStore::write(Batch batch) {
         if (keys->locked) return locked_error();
         dek = keys->deks.keys.at(keys->deks.current);
     }
+    auto& m = write_metrics();
     rocksdb::WriteBatch wb;
     for (const auto& op : batch.ops()) {
         auto* cf = db_.cf(op.table);
         auto s = op.value ? wb.Put(cf, op.key, seal_value(*dek, op.table, op.key, op.value->span()))
                           : wb.Delete(cf, op.key);
-        if (!s.ok())
+        if (!s.ok()) {
+            m.failures.inc();
             return db_error(fmt::format("write {}/{}", table_name(op.table), printable_key(op.key)),
                             s);
+        }
     }
-    return db_.write(wb);
+    auto written = db_.write(wb);
+    if (!written) m.failures.inc();
+    m.duration.observe_since(start);
+    m.records.observe(batch.ops().size());
+    return written;
 }
 
 Result<void> SealedStore::scan(

@@ -26,6 +26,9 @@ class Api : public net::Service {
     void handle_async(net::Request& r, std::function<void(net::Response)> done) override;
 
   private:
+    // handle() and handle_async() without the request metrics they record.
+    net::Response serve(net::Request& r);
+    void serve_async(net::Request& r, std::function<void(net::Response)> done);
     // POST /swarm/unlock: attempts one at a time, limited per caller and in all (429 when too
     // many failed), each failure logged with its caller and count, never with the key.
     net::Response unlock(net::Request& r);

@@ -5,6 +5,7 @@
 
 #include <sys/types.h>
 
+#include <chrono>
 #include <map>
 #include <optional>
 #include <string>
@@ -34,6 +35,8 @@ struct Request {
     // The X-Registry-Auth header (registry credentials, base64url JSON); empty when absent.
     crypto::SecureBuffer registry_auth;
     std::optional<Peer> peer;  // unset when the kernel did not say
+    // When the server had read the whole request (before it waited for a worker).
+    std::chrono::steady_clock::time_point received{};
 
     std::string_view body_view() const noexcept {
         return {reinterpret_cast<const char*>(body.data()), body.size()};
