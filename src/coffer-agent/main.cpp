@@ -352,6 +352,13 @@ int main(int argc, char** argv) {
         "coffer node agent: without a subcommand, joins (first start) and keeps the "
         "session to the manager"};
     app.require_subcommand(0, 1);
+    // Options from a file too (/etc/coffer/coffer-agent.conf in the systemd unit): `name = value`
+    // lines, one per long option of the agent itself; what the command line gives wins, and an
+    // unknown name is an error rather than a setting silently ignored.
+    app.set_config("--config", "",
+                   "Read options from this file (`name = value` per line, e.g. manager = "
+                   "\"10.0.0.1:4243\"); the command line wins");
+    app.allow_config_extras(CLI::config_extras_mode::error);
     std::string data_dir = "/var/lib/coffer-agent", run_dir = "/run/coffer-agent", runtime,
                 log_level = "info", seccomp = "builtin";
     app.add_option("--data-dir", data_dir, "the node identity, images, writable layers, task logs")
@@ -371,6 +378,9 @@ int main(int argc, char** argv) {
     auto* token_option =
         app.add_option("--join-token", token_text, "first start: join the cluster with this token")
             ->envname("COFFER_JOIN_TOKEN");
+    // Never from the config file: a token is for the first start only (a stored identity refuses
+    // one), and it belongs in no file that outlives the join.
+    token_option->configurable(false);
     std::string hostname;
     app.add_option("--hostname", hostname,
                    "first start: the name this node joins under (default: the host's name)");

@@ -162,6 +162,13 @@ Result<void> show_key_on_terminal(const coffer::crypto::SecureBuffer& key) {
 
 int main(int argc, char** argv) {
     CLI::App app{"cofferd: the coffer manager"};
+    // Options from a file too (/etc/coffer/cofferd.conf in the systemd unit): `name = value`
+    // lines, one per long option; what the command line gives wins, and an unknown name is an
+    // error rather than a setting silently ignored.
+    app.set_config("--config", "",
+                   "Read options from this file (`name = value` per line, e.g. data-dir = "
+                   "\"/var/lib/coffer\"); the command line wins");
+    app.allow_config_extras(CLI::config_extras_mode::error);
     std::string data_dir = "/var/lib/coffer";
     std::string socket = "/run/coffer/coffer.sock";
     std::string log_spec = "info";
