@@ -3,9 +3,11 @@
 #include <CLI/CLI.hpp>
 #include <cstdio>
 #include <cstdlib>
+#include <string_view>
 
 #include "client.h"
 #include "common.h"
+#include "complete.h"
 
 namespace coffer::cli {
 
@@ -38,6 +40,10 @@ int run(int argc, char** argv) {
         std::printf("Server: coffer %s (API %s)\n", field(*r, {"Version"}).c_str(),
                     field(*r, {"ApiVersion"}).c_str());
     });
+    // The shell completion's question (dist/completion/coffer.bash), answered from the tree
+    // built above; not a command of its own, so neither help nor completion shows it.
+    if (argc >= 2 && std::string_view(argv[1]) == "__complete")
+        return print_completions(app, {argv + 2, argv + argc}, g.host);
     try {
         app.parse(argc, argv);
     } catch (const CLI::RuntimeError& e) {
