@@ -663,3 +663,16 @@ std::size_t Executor::tasks_wanted() const {
 }
 
 }  // namespace coffer::agent
+std::vector<std::pair<TaskState, std::size_t>> Executor::tasks_by_state() const {
+    constexpr TaskState all[] = {TaskState::new_,     TaskState::preparing, TaskState::starting,
+                                 TaskState::running,  TaskState::complete,  TaskState::failed,
+                                 TaskState::shutdown, TaskState::rejected};
+    std::vector<std::pair<TaskState, std::size_t>> out;
+    for (auto s : all) out.emplace_back(s, 0);
+    std::lock_guard l(impl_->mu);
+    for (const auto& [id, e] : impl_->tasks)
+        for (auto& [s, n] : out)
+            if (s == e.status.state) ++n;
+    return out;
+}
+

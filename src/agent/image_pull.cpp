@@ -6,10 +6,12 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <chrono>
 #include <filesystem>
 #include <mutex>
 #include <optional>
 
+#include "agent_metrics.h"
 #include "coffer/agent/image_store.h"
 #include "coffer/agent/layer_check.h"
 #include "coffer/base/log.h"
@@ -109,11 +111,13 @@ Result<ImageInfo> ImageStore::pull(std::string_view ref, const crypto::SecureBuf
         }
     }
     Result<ImageInfo> r = make_error(Errc::internal, "pull failed");
+    auto started_at = std::chrono::steady_clock::now();
     try {
         r = pull_once(ref, auth, options);
     } catch (const std::exception& e) {
         r = make_error(Errc::internal, fmt::format("pull {}: {}", ref, e.what()));
     }
+    image_pull_duration(r ? "pulled" : "failed").observe_since(started_at);
     (void)first;
     std::lock_guard l(pulls_mu_);
     p->result = r;

@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <cctype>
 
+#include "agent_metrics.h"
 #include "coffer/agent/in_root.h"
 #include "coffer/base/log.h"
 #include "coffer/model/task_options.h"
@@ -49,6 +50,7 @@ std::string node_resolv_conf() {
 }  // namespace
 
 TaskStatus Runner::Impl::start(const TaskSpec& spec, SecretBytes supplied) {
+    auto started_at = std::chrono::steady_clock::now();
     auto t = std::make_shared<Task>();
     t->status.id = spec.id;
     t->stop_signal = model::signal_number(spec.stop_signal).value_or(SIGTERM);
@@ -91,12 +93,14 @@ TaskStatus Runner::Impl::start(const TaskSpec& spec, SecretBytes supplied) {
             std::lock_guard g(mu);
             copy = t->status;
         }
+        task_start_duration("started").observe_since(started_at);
         return copy;
     } catch (const Rejected& r) {
         t->res.reset();
         t->secrets.reset();
         TaskStatus s{spec.id, TaskState::rejected, std::nullopt, false, r.reason, 0};
         finish(t, s);
+        task_start_duration("rejected").observe_since(started_at);
         return s;
     } catch (const std::exception& e) {
         std::string why = e.what();
@@ -104,6 +108,7 @@ TaskStatus Runner::Impl::start(const TaskSpec& spec, SecretBytes supplied) {
         t->secrets.reset();
         TaskStatus s{spec.id, TaskState::failed, std::nullopt, false, why, 0};
         finish(t, s);
+        task_start_duration("failed").observe_since(started_at);
         return s;
     }
 }

@@ -3,6 +3,7 @@
 // cleanup of what is left on disk (runtime record, rootfs, directories).
 #include <sys/wait.h>
 
+#include "agent_metrics.h"
 #include "coffer/base/log.h"
 #include "runner_impl.h"
 #include "task_secrets.h"
@@ -71,6 +72,7 @@ void Runner::Impl::teardown(const std::shared_ptr<Task>& t, int wait_status) {
     log::debug("runner", "task {}: processes and secrets gone in {} us", s.id, us_since(t0));
     // Nothing of the task runs and its secrets are gone: that is its end for the manager, which
     // may now start its replacement. The runtime's record, the rootfs and the directories are
+    task_teardown_duration().observe_since(t0);
     // removed in a job of their own, queued behind the teardowns already waiting (which are on
     // the way to such a start); stop() and wait() return once they are gone. A crash in between
     // leaves what recover_leftovers() removes.

@@ -28,6 +28,7 @@
 #include "coffer/agent/enrollment.h"
 #include "coffer/agent/executor.h"
 #include "coffer/agent/image_store.h"
+#include "coffer/agent/metrics.h"
 #include "coffer/agent/net_rules.h"
 #include "coffer/agent/node_description.h"
 #include "coffer/agent/node_networks.h"
@@ -42,6 +43,7 @@
 #include "coffer/base/unique_fd.h"
 #include "coffer/crypto/secure_buffer.h"
 #include "coffer/crypto/secure_file.h"
+#include "coffer/crypto/secure_memory_metrics.h"
 #include "coffer/pki/secure_heap.h"
 
 using namespace coffer;
@@ -51,6 +53,9 @@ namespace {
 
 // The longest period --image-gc-after and --unused-for take: ten years.
 constexpr std::int64_t max_period_seconds = std::int64_t{10} * 365 * 86400;
+
+// --metrics-addr: where run_node serves metrics and health; none when empty. Set by main().
+std::string metrics_address;
 
 // Reads a secret file straight into secure memory.
 crypto::SecureBuffer read_secret(const std::string& path) {
@@ -331,6 +336,24 @@ int run_node(const NodeOptions& o, const crypto::SecureBuffer& token) {
     std::thread waiter([&] {
         int sig;
         sigwait(&stop_signals, &sig);
+    // Scrapes read the loop and the executor: the listener and collectors go before them.
+    std::vector<metrics::Registration> collectors;
+    std::unique_ptr<metrics::Server> metrics_server;
+    if (!metrics_address.empty()) {
+        try {
+            collectors = register_metrics(executor, loop);
+            collectors.push_back(crypto::register_secure_memory_metrics());
+            metrics_server = std::make_unique<metrics::Server>(
+                metrics_address, metrics::standard_routes([&loop] { return health(loop); }));
+            log::info("agent", "metrics on http://{}/metrics, health on /health",
+                      metrics_server->address());
+        } catch (const std::exception& e) {
+            loop.stop();
+            session.store(nullptr);
+            executor.shutdown();
+            return fail(make_error(Errc::invalid_argument, e.what()));
+        }
+    }
         loop.stop();
     });
     auto ended = loop.wait();
@@ -375,6 +398,16 @@ int main(int argc, char** argv) {
     std::string manager, token_text;
     app.add_option("--manager", manager,
                    "HOST:PORT of a manager's node port (default: the one joined)");
+    std::string log_format = "text";
+    app.add_option("--log-format", log_format,
+                   "log lines as text or json (one object per line: time, level, category, "
+                   "message)")
+        ->check(CLI::IsMember({"text", "json"}))
+        ->capture_default_str();
+    app.add_option("--metrics-addr", metrics_address,
+                   "serve Prometheus metrics (GET /metrics) and a health check (GET /health: 200 "
+                   "while the session to the manager is open) on ADDRESS:PORT, without "
+                   "authentication; off when empty");
     auto* token_option =
         app.add_option("--join-token", token_text, "first start: join the cluster with this token")
             ->envname("COFFER_JOIN_TOKEN");
@@ -477,6 +510,7 @@ int main(int argc, char** argv) {
             }
             return run_node({data_dir, run_dir, runtime, seccomp, manager, noop_executor, hostname,
                              generic_resources, pull, std::chrono::seconds(image_gc_after)},
+    log::set_format(log_format);
                             token);
         }
         if (!token.empty())

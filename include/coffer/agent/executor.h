@@ -11,6 +11,8 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
+#include <vector>
 
 #include "coffer/agent/secret_store.h"
 #include "coffer/agent/task.h"
@@ -108,3 +110,6 @@ class Executor {
 };
 
 }  // namespace coffer::agent
+    // The tasks the executor holds (in its set, or leaving it and still reporting), counted by
+    // their latest state; every state is listed (metrics).
+    std::vector<std::pair<TaskState, std::size_t>> tasks_by_state() const;
