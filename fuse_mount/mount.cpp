@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstring>
 #include <fstream>
 #include <set>
 
@@ -255,12 +256,25 @@ void FuseMount::replace(const std::vector<File>& files, const Bytes& bytes) {
     shift.gid_shift = s.gid_shift;
     std::vector<std::shared_ptr<const Content>> contents;
     for (auto i : changed) contents.push_back(content_of(files[i], bytes, shift));
-    std::lock_guard lock(s.mu);
-    for (std::size_t k = 0; k < changed.size(); ++k) {
-        auto& f = s.files[changed[k]];
-        f.content = std::move(contents[k]);  // open files keep the old one until released
-        f.secret_id = files[changed[k]].secret_id;
+    std::vector<fuse_ino_t> inodes;
+    {
+        std::lock_guard lock(s.mu);
+        for (std::size_t k = 0; k < changed.size(); ++k) {
+            auto& f = s.files[changed[k]];
+            f.content = std::move(contents[k]);  // open files keep the old one until released
+            f.secret_id = files[changed[k]].secret_id;
+            inodes.push_back(f.ino);
+        }
     }
+    // The kernel keeps attributes (ops.cpp): drop its copy (offset -1: attributes only, there
+    // are no cached pages), so that the next stat or open asks for the new size, owner and
+    // mode. The kernel has done so when the write to the device returns. ENOENT: the kernel
+    // holds no inode for the file, so nothing to drop.
+    for (auto ino : inodes)
+        if (int r = fuse_lowlevel_notify_inval_inode(s.session, ino, -1, 0); r != 0 && r != -ENOENT)
+            log::warn("fuse",
+                      "dropping the kernel's attributes of a replaced secret file in {}: {}", dir_,
+                      std::strerror(-r));
 }
 
 std::vector<FileReads> FuseMount::reads() const {

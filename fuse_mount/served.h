@@ -80,6 +80,9 @@ struct FuseMount::Served {
     void close();
 };
 
+// How long the kernel may keep names and attributes, in seconds (see ops.cpp).
+inline constexpr double cache_timeout = 24 * 60 * 60;
+
 // Ends connection conn through the fuse control filesystem at control: every request waiting on
 // it fails, and so does every later one. Whether it worked.
 bool abort_connection(const std::string& control, unsigned conn);

@@ -366,6 +366,24 @@ TEST_F(FuseMountTest, ReplaceKeepsOpenFilesOnTheirBytes) {
     EXPECT_EQ(read_all(f), "n");
 }
 
+// The kernel keeps a file's attributes; a replace drops them, so a new owner or mode holds
+// from the next open.
+TEST_F(FuseMountTest, ReplaceChangesWhoMayRead) {
+    auto bytes = bytes_of({{"v1", "old"}, {"v2", "new"}});
+    auto dir = tmp.sub("m");
+    auto m = FuseMount::create(server, dir, {{"v1", "run/a", 1000, 1000, 0400}}, bytes, {});
+    auto f = dir + "/run/a";
+    EXPECT_EQ(read_as(f, 1000, 1000), 0);
+    EXPECT_EQ(read_as(f, 1001, 1001), EACCES);
+
+    m.replace({{"v2", "run/a", 1001, 1001, 0400}}, bytes);
+    EXPECT_EQ(read_as(f, 1000, 1000), EACCES);
+    EXPECT_EQ(read_as(f, 1001, 1001), 0);
+    struct stat st {};
+    ASSERT_EQ(::stat(f.c_str(), &st), 0);
+    EXPECT_EQ(st.st_uid, 1001u);
+}
+
 TEST_F(FuseMountTest, ReadersNeverSeeAMixDuringReplaces) {
     const std::string a(200000, 'a');
     const std::string b(150001, 'b');
