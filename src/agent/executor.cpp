@@ -662,7 +662,6 @@ std::size_t Executor::tasks_wanted() const {
                                                   [](const auto& t) { return t.second.wanted; }));
 }
 
-}  // namespace coffer::agent
 std::vector<std::pair<TaskState, std::size_t>> Executor::tasks_by_state() const {
     constexpr TaskState all[] = {TaskState::new_,     TaskState::preparing, TaskState::starting,
                                  TaskState::running,  TaskState::complete,  TaskState::failed,
@@ -676,3 +675,4 @@ std::vector<std::pair<TaskState, std::size_t>> Executor::tasks_by_state() const 
     return out;
 }
 
+}  // namespace coffer::agent

@@ -69,10 +69,10 @@ void Runner::Impl::teardown(const std::shared_ptr<Task>& t, int wait_status) {
         t->status = s;
         t->signal_fd.reset();
     }
+    task_teardown_duration().observe_since(t0);
     log::debug("runner", "task {}: processes and secrets gone in {} us", s.id, us_since(t0));
     // Nothing of the task runs and its secrets are gone: that is its end for the manager, which
     // may now start its replacement. The runtime's record, the rootfs and the directories are
-    task_teardown_duration().observe_since(t0);
     // removed in a job of their own, queued behind the teardowns already waiting (which are on
     // the way to such a start); stop() and wait() return once they are gone. A crash in between
     // leaves what recover_leftovers() removes.

@@ -333,9 +333,6 @@ int run_node(const NodeOptions& o, const crypto::SecureBuffer& token) {
     handlers.on_connected = [&executor] { executor.connected(); };
     SessionLoop loop(std::move(options), std::move(handlers));
     session.store(&loop);
-    std::thread waiter([&] {
-        int sig;
-        sigwait(&stop_signals, &sig);
     // Scrapes read the loop and the executor: the listener and collectors go before them.
     std::vector<metrics::Registration> collectors;
     std::unique_ptr<metrics::Server> metrics_server;
@@ -354,6 +351,9 @@ int run_node(const NodeOptions& o, const crypto::SecureBuffer& token) {
             return fail(make_error(Errc::invalid_argument, e.what()));
         }
     }
+    std::thread waiter([&] {
+        int sig;
+        sigwait(&stop_signals, &sig);
         loop.stop();
     });
     auto ended = loop.wait();
@@ -395,9 +395,6 @@ int main(int argc, char** argv) {
         ->capture_default_str();
     app.add_option("--log-level", log_level, "e.g. info or debug,runner=debug")
         ->capture_default_str();
-    std::string manager, token_text;
-    app.add_option("--manager", manager,
-                   "HOST:PORT of a manager's node port (default: the one joined)");
     std::string log_format = "text";
     app.add_option("--log-format", log_format,
                    "log lines as text or json (one object per line: time, level, category, "
@@ -408,6 +405,9 @@ int main(int argc, char** argv) {
                    "serve Prometheus metrics (GET /metrics) and a health check (GET /health: 200 "
                    "while the session to the manager is open) on ADDRESS:PORT, without "
                    "authentication; off when empty");
+    std::string manager, token_text;
+    app.add_option("--manager", manager,
+                   "HOST:PORT of a manager's node port (default: the one joined)");
     auto* token_option =
         app.add_option("--join-token", token_text, "first start: join the cluster with this token")
             ->envname("COFFER_JOIN_TOKEN");
@@ -500,6 +500,7 @@ int main(int argc, char** argv) {
     // Descriptors inherited from whoever started us never reach a runtime or a container.
     ::close_range(3, ~0U, CLOSE_RANGE_CLOEXEC);
     log::configure(log_level);
+    log::set_format(log_format);
     pull.timeout = std::chrono::seconds(pull_timeout);
 
     try {
@@ -510,7 +511,6 @@ int main(int argc, char** argv) {
             }
             return run_node({data_dir, run_dir, runtime, seccomp, manager, noop_executor, hostname,
                              generic_resources, pull, std::chrono::seconds(image_gc_after)},
-    log::set_format(log_format);
                             token);
         }
         if (!token.empty())

@@ -102,6 +102,9 @@ class Executor {
     std::optional<TaskStatus> task_status(std::string_view id) const;
     std::size_t secrets_held() const;
     std::size_t tasks_wanted() const;
+    // The tasks the executor holds (in its set, or leaving it and still reporting), counted by
+    // their latest state; every state is listed (metrics).
+    std::vector<std::pair<TaskState, std::size_t>> tasks_by_state() const;
 
     class Impl;
 
@@ -110,6 +113,3 @@ class Executor {
 };
 
 }  // namespace coffer::agent
-    // The tasks the executor holds (in its set, or leaving it and still reporting), counted by
-    // their latest state; every state is listed (metrics).
-    std::vector<std::pair<TaskState, std::size_t>> tasks_by_state() const;
