@@ -6,29 +6,35 @@
 
 namespace coffer::agent {
 
+namespace {
+
+// Registered when the program starts, so that every scrape lists them.
+auto& task_starts = metrics::registry().histogram_family(
+    "coffer_agent_task_start_duration_seconds",
+    "Time the runner took to start a task (secrets, image, network, mounts, the OCI runtime), by "
+    "result: started, failed or rejected.",
+    {"result"}, metrics::slow_duration_buckets(), metrics::nanoseconds_per_second);
+auto& task_teardowns = metrics::registry().histogram(
+    "coffer_agent_task_teardown_duration_seconds",
+    "Time from a task's processes ending to its processes and secret mount being gone.",
+    metrics::slow_duration_buckets(), metrics::nanoseconds_per_second);
+auto& image_pulls = metrics::registry().histogram_family(
+    "coffer_agent_image_pull_duration_seconds",
+    "Image pulls from registries and their time, by result: pulled or failed.", {"result"},
+    metrics::slow_duration_buckets(), metrics::nanoseconds_per_second);
+
+}  // namespace
+
 metrics::Histogram& task_start_duration(std::string_view result) {
-    static auto& family = metrics::registry().histogram_family(
-        "coffer_agent_task_start_duration_seconds",
-        "Time the runner took to start a task (secrets, image, network, mounts, the OCI "
-        "runtime), by result: started, failed or rejected.",
-        {"result"}, metrics::slow_duration_buckets(), metrics::nanoseconds_per_second);
-    return family.with({result});
+    return task_starts.with({result});
 }
 
 metrics::Histogram& task_teardown_duration() {
-    static auto& h = metrics::registry().histogram(
-        "coffer_agent_task_teardown_duration_seconds",
-        "Time from a task's processes ending to its processes and secret mount being gone.",
-        metrics::slow_duration_buckets(), metrics::nanoseconds_per_second);
-    return h;
+    return task_teardowns;
 }
 
 metrics::Histogram& image_pull_duration(std::string_view result) {
-    static auto& family = metrics::registry().histogram_family(
-        "coffer_agent_image_pull_duration_seconds",
-        "Image pulls from registries and their time, by result: pulled or failed.", {"result"},
-        metrics::slow_duration_buckets(), metrics::nanoseconds_per_second);
-    return family.with({result});
+    return image_pulls.with({result});
 }
 
 std::vector<metrics::Registration> register_metrics(const Executor& executor,

@@ -2,7 +2,6 @@
 
 #include <array>
 #include <atomic>
-#include <memory>
 #include <string>
 
 #include "coffer/base/metrics.h"
@@ -96,31 +95,34 @@ std::size_t method_slot(std::string_view method) {
     return std::size(methods) - 1;
 }
 
+// The families are registered when the program starts, so that every scrape lists them; a
+// route's series appear with its first request. Children found once are kept here, so a request
+// takes no lock.
 struct Handles {
-    metrics::Family<metrics::Counter>& requests;
-    std::array<metrics::Histogram*, index_count> durations{};
-    std::unique_ptr<std::array<std::atomic<metrics::Counter*>, std::size(known_codes)>[]> counts;
-
-    Handles()
-        : requests(metrics::registry().counter_family(
-              "coffer_api_requests_total",
-              "API requests answered, by method, route template and status code.",
-              {"method", "route", "code"})),
-          counts(std::make_unique<
-                 std::array<std::atomic<metrics::Counter*>, std::size(known_codes)>[]>(
-              index_count)) {
-        auto& family = metrics::registry().histogram_family(
-            "coffer_api_request_duration_seconds",
-            "Time from a request's arrival to its answer, by method and route template.",
-            {"method", "route"}, metrics::duration_buckets(), metrics::nanoseconds_per_second);
-        for (std::size_t i = 0; i < index_count; ++i)
-            durations[i] = &family.with({route_method(i), route_template(i)});
-    }
+    metrics::Family<metrics::Counter>& requests = metrics::registry().counter_family(
+        "coffer_api_requests_total",
+        "API requests answered, by method, route template and status code.",
+        {"method", "route", "code"});
+    metrics::Family<metrics::Histogram>& durations = metrics::registry().histogram_family(
+        "coffer_api_request_duration_seconds",
+        "Time from a request's arrival to its answer, by method and route template.",
+        {"method", "route"}, metrics::duration_buckets(), metrics::nanoseconds_per_second);
+    std::array<std::atomic<metrics::Histogram*>, index_count> duration_of{};
+    std::array<std::array<std::atomic<metrics::Counter*>, std::size(known_codes)>, index_count>
+        count_of{};
 };
 
-Handles& handles() {
-    static Handles h;
-    return h;
+Handles handles;
+
+// The child in cell, looked up (under the family's lock) the first time only.
+template <typename Metric, typename Lookup>
+Metric& cached(std::atomic<Metric*>& cell, Lookup lookup) {
+    auto* m = cell.load(std::memory_order_acquire);
+    if (m == nullptr) {
+        m = &lookup();
+        cell.store(m, std::memory_order_release);
+    }
+    return *m;
 }
 
 }  // namespace
@@ -148,26 +150,20 @@ std::string_view route_template(std::size_t index) {
 }
 
 void record_request(std::size_t index, int status, std::chrono::steady_clock::time_point start) {
-    auto& h = handles();
     if (index >= index_count) index = unrouted_index("other");
-    h.durations[index]->observe_since(start);
+    auto method = route_method(index), route = route_template(index);
+    cached(handles.duration_of[index], [&]() -> metrics::Histogram& {
+        return handles.durations.with({method, route});
+    }).observe_since(start);
+    auto counter = [&]() -> metrics::Counter& {
+        return handles.requests.with({method, route, std::to_string(status)});
+    };
     std::size_t slot = 0;
     while (slot < std::size(known_codes) && known_codes[slot] != status) ++slot;
-    auto lookup = [&] {
-        return &h.requests.with(
-            {route_method(index), route_template(index), std::to_string(status)});
-    };
-    if (slot == std::size(known_codes)) {
-        lookup()->inc();
-        return;
-    }
-    auto& cell = h.counts[index][slot];
-    auto* c = cell.load(std::memory_order_acquire);
-    if (c == nullptr) {
-        c = lookup();
-        cell.store(c, std::memory_order_release);
-    }
-    c->inc();
+    if (slot == std::size(known_codes))
+        counter().inc();
+    else
+        cached(handles.count_of[index][slot], counter).inc();
 }
 
 }  // namespace coffer::manager

@@ -20,20 +20,13 @@ namespace {
 
 constexpr std::string_view prefix = "delivery/";
 
-metrics::Counter& deliveries_sent() {
-    static auto& c = metrics::registry().counter(
-        "coffer_secret_deliveries_total",
-        "Secret versions sent to a node for a task (each task and version once).");
-    return c;
-}
-
-metrics::Counter& deliveries_withdrawn() {
-    static auto& c = metrics::registry().counter(
-        "coffer_secret_withdrawals_total",
-        "Secret versions a node was sent for a task and told to drop before the task mounted "
-        "them.");
-    return c;
-}
+// Registered when the program starts, so that every scrape lists them.
+metrics::Counter& deliveries_sent = metrics::registry().counter(
+    "coffer_secret_deliveries_total",
+    "Secret versions sent to a node for a task (each task and version once).");
+metrics::Counter& deliveries_withdrawn = metrics::registry().counter(
+    "coffer_secret_withdrawals_total",
+    "Secret versions a node was sent for a task and told to drop before the task mounted them.");
 
 std::string key_of(const std::string& secret, const std::string& task, std::uint64_t version) {
     return fmt::format("{}{}/{}/{}", prefix, secret, task, version);
@@ -140,7 +133,7 @@ void DeliveryLog::sent(const std::vector<DeliveryReport>& handed, model::Timesta
                 if (auto p = split(h)) open(*s, r, p->first, p->second, now, false, changed);
         if (!changed.empty()) evict(*s, erased);
     }
-    deliveries_sent().inc(changed.size());
+    deliveries_sent.inc(changed.size());
     persist(std::move(changed), std::move(erased));
 }
 
@@ -160,7 +153,7 @@ void DeliveryLog::withdrawn(const std::string& node_id, const std::vector<std::s
             changed.push_back(d);
         }
     }
-    deliveries_withdrawn().inc(changed.size());
+    deliveries_withdrawn.inc(changed.size());
     persist(std::move(changed), {});
 }
 

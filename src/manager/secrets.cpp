@@ -20,13 +20,15 @@ namespace {
 
 // What happened to secrets' current versions (rotate, rollback; a rotation "only if different"
 // that found the same bytes). Counts only: never a secret's name or id.
+// Registered when the program starts, so that every scrape lists the family.
+metrics::Family<metrics::Counter>& version_changes_family = metrics::registry().counter_family(
+    "coffer_secret_version_changes_total",
+    "Changes of a secret's current version: rotate (a new version), rollback, or unchanged "
+    "(a rotation only if different, with the same bytes).",
+    {"change"});
+
 metrics::Counter& version_changes(std::string_view what) {
-    static auto& family = metrics::registry().counter_family(
-        "coffer_secret_version_changes_total",
-        "Changes of a secret's current version: rotate (a new version), rollback, or unchanged "
-        "(a rotation only if different, with the same bytes).",
-        {"change"});
-    return family.with({what});
+    return version_changes_family.with({what});
 }
 
 }  // namespace

@@ -22,10 +22,8 @@ struct WriteMetrics {
                                                              "Store writes that failed.");
 };
 
-WriteMetrics& write_metrics() {
-    static WriteMetrics m;
-    return m;
-}
+// Registered when the program starts, so that every scrape lists them.
+WriteMetrics write_metrics;
 
 Error locked_error() {
     return make_error(Errc::locked,
@@ -244,7 +242,7 @@ Result<void> SealedStore::write(Batch batch) {
         if (keys->locked) return locked_error();
         dek = keys->deks.keys.at(keys->deks.current);
     }
-    auto& m = write_metrics();
+    auto& m = write_metrics;
     rocksdb::WriteBatch wb;
     for (const auto& op : batch.ops()) {
         auto* cf = db_.cf(op.table);
