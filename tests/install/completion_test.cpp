@@ -74,6 +74,31 @@ class Completion : public HookedDaemonTest {
     }
 };
 
+// The flags `coffer ARGS... --help` lists ("-q,--quiet" gives both names).
+Set help_flags(const std::string& host, std::vector<std::string> args) {
+    args.push_back("--help");
+    auto r = coffer_cli(host, args);
+    Set out;
+    bool in = false;
+    for (auto& l : lines_of(r.out)) {
+        if (l.starts_with("Options:")) {
+            in = true;
+            continue;
+        }
+        if (in && l.starts_with("  -")) {
+            auto names = l.substr(2, l.find(' ', 2) - 2);
+            for (std::size_t at = 0; at < names.size();) {
+                auto comma = names.find(',', at);
+                out.insert(names.substr(at, comma - at));
+                at = comma == std::string::npos ? names.size() : comma + 1;
+            }
+        } else if (in && !l.empty() && !l.starts_with(" ")) {
+            in = false;
+        }
+    }
+    return out;
+}
+
 bool contains_all(const Set& set, const Set& wanted) {
     return std::includes(set.begin(), set.end(), wanted.begin(), wanted.end());
 }
@@ -90,6 +115,29 @@ TEST_F(Completion, OffersEveryCommandTheHelpLists) {
         EXPECT_TRUE(contains_all(offered(std::string("coffer ") + group + " "), listed)) << group;
     }
     EXPECT_FALSE(offered("coffer ").contains("__complete"));
+}
+
+TEST_F(Completion, OffersEveryFlagTheHelpListsForEveryCommand) {
+    std::vector<std::vector<std::string>> paths = {{}};
+    int checked = 0;
+    while (!paths.empty()) {
+        auto path = paths.back();
+        paths.pop_back();
+        for (const auto& sub : help_subcommands(path)) {
+            auto deeper = path;
+            deeper.push_back(sub);
+            paths.push_back(deeper);
+        }
+        auto listed = help_flags(daemon_->host(), path);
+        ASSERT_FALSE(listed.empty()) << testing::PrintToString(path);
+        std::string line = "coffer";
+        for (const auto& w : path) line += " " + w;
+        auto flags = offered(line + " -");
+        for (const auto& f : listed)
+            EXPECT_TRUE(flags.contains(f)) << line << ": " << f << " not offered";
+        ++checked;
+    }
+    EXPECT_GT(checked, 40);  // every command, not only the groups
 }
 
 TEST_F(Completion, OffersWhatStartsWithTheWordTyped) {
