@@ -33,6 +33,9 @@ TaskAssignment task_of(nodeproto::TaskPayload&& p) {
     s.cap_drop = std::move(p.cap_drop);
     a.stop_grace = std::chrono::milliseconds(p.stop_grace_ns / 1'000'000);
     a.secret_signal = std::move(p.secret_signal);
+    // The decoder took only these.
+    if (p.secret_mount == "tmpfs") s.secret_mount = SecretBackend::tmpfs;
+    if (p.secret_mount == "fuse") s.secret_mount = SecretBackend::fuse;
     if (!p.registry_auth_id.empty())
         s.registry_auth = secret_store_key(p.registry_auth_id, p.registry_auth_version);
     auto file_ref = [](nodeproto::SecretFile& f) {

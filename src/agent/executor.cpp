@@ -36,6 +36,7 @@ struct Entry {
     std::deque<std::function<void()>> ops;
     // The secret versions its mount holds ("<id>@<version>"), reported with its status.
     std::vector<std::string> mounted;
+    std::uint64_t reads_reported = 0;  // its secrets' read count when last queued for a report
 };
 
 // The secret versions among a task's references (not its configs, nor a secret from a manager
@@ -46,6 +47,22 @@ std::vector<std::string> secret_versions_of(const TaskSpec& spec) {
         if (!ref.secret_id.starts_with("config:") && ref.secret_id.find('@') != std::string::npos)
             out.push_back(ref.secret_id);
     return out;
+}
+
+// The reads of secret versions (not of configs, nor of a secret from a manager without
+// versions), as a report carries them.
+std::vector<nodeproto::SecretReadReport> read_reports(const std::vector<SecretReads>& reads) {
+    std::vector<nodeproto::SecretReadReport> out;
+    for (const auto& r : reads)
+        if (!r.secret_id.starts_with("config:") && r.secret_id.find('@') != std::string::npos)
+            out.push_back({r.secret_id, r.reads, r.first_read_ns, r.last_read_ns});
+    return out;
+}
+
+std::uint64_t total_reads(const std::vector<SecretReads>& reads) {
+    std::uint64_t n = 0;
+    for (const auto& r : reads) n += r.reads;
+    return n;
 }
 
 bool same_report(const TaskStatus& a, const TaskStatus& b) {
@@ -65,10 +82,12 @@ nodeproto::TaskReport report_of(const TaskStatus& s) {
     // container's health: the manager stores it sealed, as it does the task's logs.
     std::string err = error ? s.reason : std::string();
     if (error && !s.health_output.empty()) err += ": " + s.health_output;
-    return nodeproto::TaskReport{
+    nodeproto::TaskReport r{
         s.id, state, std::string(message), std::move(err),
         model::ContainerStatus{had_container ? s.id : std::string(), s.pid, s.exit_code.value_or(0),
                                std::string(to_string(s.health))}};
+    r.reads = read_reports(s.secret_reads);  // a final status's, as they stood at its end
+    return r;
 }
 
 }  // namespace
@@ -115,6 +134,9 @@ class Executor::Impl {
     std::optional<std::vector<nodeproto::VolumeReport>> volume_reports();
 
     void report_loop();
+    // Queues a report of each running task whose secrets' read count moved since its last one.
+    // Called with l held; unlocks it while asking the driver.
+    void check_reads(std::unique_lock<std::mutex>& l);
 
     TaskDriver& driver;
     Send send;
@@ -554,13 +576,40 @@ void Executor::Impl::connected() {
     last_sequence = 0;
 }
 
+void Executor::Impl::check_reads(std::unique_lock<std::mutex>& l) {
+    std::vector<std::string> running;
+    for (const auto& [id, e] : tasks)
+        if (e.status.state == TaskState::running || e.status.state == TaskState::starting)
+            running.push_back(id);
+    if (running.empty()) return;
+    std::vector<std::uint64_t> totals;
+    l.unlock();
+    for (const auto& id : running) totals.push_back(total_reads(driver.secret_reads(id)));
+    l.lock();
+    for (std::size_t i = 0; i < running.size(); ++i) {
+        auto e = tasks.find(running[i]);
+        if (e == tasks.end() || e->second.reads_reported == totals[i]) continue;
+        e->second.reads_reported = totals[i];
+        unsent.insert_or_assign(running[i], e->second.status);
+    }
+}
+
 void Executor::Impl::report_loop() {
     std::unique_lock l(mu);
+    auto next_reads = Steady::now() + opt.reads_interval;
     for (;;) {
         auto pending = [&] { return synced && (snapshot_due || !unsent.empty()); };
         if (reporter_stop) return;
+        if (opt.reads_interval.count() > 0 && Steady::now() >= next_reads) {
+            check_reads(l);
+            next_reads = Steady::now() + opt.reads_interval;
+            continue;
+        }
         if (!pending()) {
-            report_cv.wait(l);
+            if (opt.reads_interval.count() > 0)
+                report_cv.wait_until(l, next_reads);
+            else
+                report_cv.wait(l);
             continue;
         }
         if (Steady::now() < next_try) {
@@ -576,18 +625,24 @@ void Executor::Impl::report_loop() {
         } else {
             sent = unsent;
         }
+        std::vector<std::size_t> running;  // reports whose reads the driver gives below
         for (const auto& [id, s] : sent) {
             report.statuses.push_back(report_of(s));
             auto e = tasks.find(id);
             if (e != tasks.end() &&
-                (s.state == TaskState::running || s.state == TaskState::starting))
+                (s.state == TaskState::running || s.state == TaskState::starting)) {
                 report.statuses.back().secrets = e->second.mounted;
+                running.push_back(report.statuses.size() - 1);
+            }
         }
         report.volumes = volume_reports();
-        auto message = nodeproto::encode(report);
         auto gen = generation;
         l.unlock();
-        bool ok = send(std::move(message));
+        for (auto i : running) {
+            auto& r = report.statuses[i];
+            r.reads = read_reports(driver.secret_reads(r.task_id));
+        }
+        bool ok = send(nodeproto::encode(report));
         l.lock();
         if (gen != generation) continue;  // a new session meanwhile: its own rules apply
         if (!ok) {

@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/file.h>
+#include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -14,11 +15,11 @@
 #include <cstring>
 #include <filesystem>
 
+#include "coffer/agent/task_secrets.h"
 #include "coffer/base/log.h"
 #include "json_util.h"
 #include "runner_impl.h"
 #include "seccomp_profile.h"
-#include "task_secrets.h"
 
 namespace coffer::agent {
 
@@ -116,6 +117,15 @@ Runner::Runner(RunnerOptions options, ImageStore& images)
     if (::flock(impl_->lock_fd.get(), LOCK_EX | LOCK_NB) != 0)
         throw ErrorException(
             make_error(Errc::conflict, fmt::format("another agent runs on {}", o.run_dir)));
+    auto backend = o.secret_mount;
+    if (backend == SecretBackend::automatic) {
+        auto probe = o.run_dir + "/noswap-probe";
+        ::umount2(probe.c_str(), MNT_DETACH | UMOUNT_NOFOLLOW);  // left by a crash, if at all
+        ::rmdir(probe.c_str());
+        OwnedDir scratch(probe, 0700);
+        backend = automatic_secret_backend(scratch.path());
+    }
+    impl_->secret_backends = std::make_unique<SecretBackends>(backend);
 
     if (::prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0)
         throw_errno("prctl(PR_SET_CHILD_SUBREAPER)");
@@ -235,8 +245,23 @@ Result<void> Runner::update_secrets(std::string_view id, const std::vector<Secre
 }
 
 std::optional<TaskStatus> Runner::status(std::string_view id) const {
+    std::shared_ptr<Impl::Task> t;
+    TaskStatus s;
+    {
+        std::lock_guard g(impl_->mu);
+        if (auto it = impl_->tasks.find(id); it != impl_->tasks.end()) {
+            t = it->second;
+            s = t->status;
+            if (!t->res || (s.state != TaskState::running && s.state != TaskState::starting))
+                return s;
+        }
+    }
+    if (t) {
+        std::lock_guard secrets_lock(t->secrets_mu);
+        if (!t->secrets_gone) s.secret_reads = t->res->secrets.reads();
+        return s;
+    }
     std::lock_guard g(impl_->mu);
-    if (auto it = impl_->tasks.find(id); it != impl_->tasks.end()) return it->second->status;
     for (auto f = impl_->finished.rbegin(); f != impl_->finished.rend(); ++f)
         if (f->id == id) return *f;
     return std::nullopt;

@@ -20,6 +20,7 @@
 #include "coffer/agent/runner.h"
 #include "coffer/agent/secret_mount.h"
 #include "coffer/agent/secret_store.h"
+#include "coffer/agent/task_secrets.h"
 #include "coffer/agent/volumes.h"
 #include "coffer/base/mount.h"
 #include "coffer/base/process.h"
@@ -50,7 +51,7 @@ struct Runner::Impl {
         OwnedDir layer;   // <data>/tasks/<id>: upper/, work/ of the overlay
         std::vector<VolumeUse> volumes;  // the named volumes it mounts (anonymous ones: in layer)
         Mount rootfs;
-        SecretMount secrets;
+        TaskSecretMount secrets;
         // Its namespace and interfaces: detached once its container and cgroup are gone.
         std::unique_ptr<TaskNetwork> network;
         CgroupDir cgroup;
@@ -81,7 +82,8 @@ struct Runner::Impl {
     // Before everything that may hold a task (and its lease): destroyed after them.
     SecretStore secrets;
     UniqueFd lock_fd;
-    std::unique_ptr<VolumeStore> volumes;  // <data>/volumes; outlives every task
+    std::unique_ptr<VolumeStore> volumes;             // <data>/volumes; outlives every task
+    std::unique_ptr<SecretBackends> secret_backends;  // outlives every task's secret mount
     std::unique_ptr<Cgroups> cgroups;
     std::unique_ptr<OciRuntime> runtime;
     boost::json::value seccomp;

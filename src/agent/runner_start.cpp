@@ -12,13 +12,13 @@
 
 #include "agent_metrics.h"
 #include "coffer/agent/in_root.h"
+#include "coffer/agent/task_secrets.h"
 #include "coffer/base/log.h"
 #include "coffer/model/task_options.h"
 #include "json_util.h"
 #include "oci_config.h"
 #include "runner_impl.h"
 #include "task_files.h"
-#include "task_secrets.h"
 #include "task_user.h"
 
 namespace coffer::agent {
@@ -294,7 +294,8 @@ void Runner::Impl::prepare_and_start(Task& t, const TaskSpec& spec,
         if (spec.init) engine_binds.push_back({init_binary, std::string(task_init_path), true});
 
         timed("mount secrets");
-        res.secrets = mount_task_secrets(b + "/secrets", spec, files, secrets, opt.userns_base);
+        res.secrets = mount_task_secrets(b + "/secrets", spec, files, secrets, opt.userns_base,
+                                         *secret_backends);
 
         timed("place secret mount points in the rootfs");
         std::vector<BindMount> binds;

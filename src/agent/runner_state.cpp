@@ -26,6 +26,12 @@ Leftovers Runner::recover_leftovers() {
             log::info("runner", "removed leftover container {}", id);
         ++l.containers;
     }
+    // FUSE mounts first: their connections are aborted so that nothing waits on them.
+    try {
+        l.mounts += static_cast<int>(im.secret_backends->remove_leftovers(im.tasks_dir()));
+    } catch (const std::exception& e) {
+        log::warn("runner", "leftover secret mounts under {}: {}", im.tasks_dir(), e.what());
+    }
     for (const auto& base : {im.tasks_dir(), im.layers_dir()}) {
         for (auto& name : list_dir(base)) {
             auto path = fmt::format("{}/{}", base, name);

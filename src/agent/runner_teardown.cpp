@@ -4,9 +4,9 @@
 #include <sys/wait.h>
 
 #include "agent_metrics.h"
+#include "coffer/agent/task_secrets.h"
 #include "coffer/base/log.h"
 #include "runner_impl.h"
-#include "task_secrets.h"
 
 namespace coffer::agent {
 
@@ -30,9 +30,11 @@ void Runner::Impl::teardown(const std::shared_ptr<Task>& t, int wait_status) {
         cv.wait_for(l, std::chrono::seconds(2), [&] { return t->output_closed; });
     }
     res.cgroup.reset();  // kills what is left, if anything
+    std::vector<SecretReads> reads;
     {
         std::lock_guard secrets_lock(t->secrets_mu);  // not while its files are replaced
         t->secrets_gone = true;
+        reads = res.secrets.reads();
         unmount_task_secrets(t->status.id, res.secrets);
         t->secrets.reset();  // the last lease on a secret wipes its bytes
     }
@@ -47,6 +49,7 @@ void Runner::Impl::teardown(const std::shared_ptr<Task>& t, int wait_status) {
         else if (WIFSIGNALED(wait_status))
             s.exit_code = 128 + WTERMSIG(wait_status);
         s.oom_killed = oom;
+        s.secret_reads = std::move(reads);
         if (t->stop_requested) {
             s.state = TaskState::shutdown;
             s.reason = "stopped";

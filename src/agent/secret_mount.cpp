@@ -117,6 +117,40 @@ Result<std::vector<SecretFile>> plan_secret_files(const std::vector<SecretRef>& 
     return out;
 }
 
+SecretLayout secret_layout(const std::string& dir, const std::vector<SecretFile>& files) {
+    SecretLayout out;
+    std::size_t abs_index = 0;
+    bool any_relative = false;
+    for (const auto& f : files) {
+        if (auto below = below_secrets_dir(f.path); !below.empty()) {
+            out.files.push_back(fmt::format("run/{}", below));
+            any_relative = true;
+        } else {
+            out.files.push_back(fmt::format("abs/{}", abs_index++));
+            out.binds.push_back({fmt::format("{}/{}", dir, out.files.back()), f.path, false});
+        }
+    }
+    if (any_relative || files.empty())
+        out.binds.insert(out.binds.begin(), {dir + "/run", std::string(secrets_dir), true});
+    return out;
+}
+
+bool probe_tmpfs_noswap(const std::string& dir) {
+    int state = noswap_state.load();
+    if (state >= 0) return state == 1;
+    try {
+        auto probe = Mount::make("coffer-secrets", dir, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC,
+                                 "size=4096,nr_inodes=2,noswap");
+        probe.unmount();
+        noswap_state.store(1);
+        return true;
+    } catch (const SystemError& e) {
+        if (e.code() != EINVAL) throw;
+        noswap_state.store(0);
+        return false;
+    }
+}
+
 bool SecretMount::noswap_supported() noexcept {
     return noswap_state.load() == 1;
 }
@@ -167,21 +201,15 @@ SecretMount SecretMount::create(const std::string& dir, const std::vector<Secret
 
     UniqueFd root(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
     if (!root) throw_errno(fmt::format("open {}", dir));
-    std::size_t abs_index = 0;
-    bool any_relative = false;
+    auto layout = secret_layout(dir, files);
+    m.binds_ = std::move(layout.binds);
     // No runtime started meanwhile by another task may inherit a file open for writing here:
     // the read-only remount below would fail.
     {
         SpawnFence fence;
-        for (const auto& f : files) {
-            std::string rel;
-            if (auto below = below_secrets_dir(f.path); !below.empty()) {
-                rel = fmt::format("run/{}", below);
-                any_relative = true;
-            } else {
-                rel = fmt::format("abs/{}", abs_index++);
-                m.binds_.push_back({fmt::format("{}/{}", dir, rel), f.path, false});
-            }
+        for (std::size_t i = 0; i < files.size(); ++i) {
+            const auto& f = files[i];
+            auto& rel = layout.files[i];
             auto [parent, leaf] = make_parents(root.get(), rel);
             UniqueFd fd(::openat(parent.get(), leaf.c_str(),
                                  O_CREAT | O_EXCL | O_WRONLY | O_NOFOLLOW | O_CLOEXEC, 0600));
@@ -198,10 +226,9 @@ SecretMount SecretMount::create(const std::string& dir, const std::vector<Secret
             m.ids_.push_back(f.secret_id);
         }
     }
-    if (any_relative || files.empty()) {
-        if (::mkdirat(root.get(), "run", 0755) != 0 && errno != EEXIST) throw_errno("mkdir run");
-        m.binds_.insert(m.binds_.begin(), {dir + "/run", std::string(secrets_dir), true});
-    }
+    if (!m.binds_.empty() && m.binds_.front().directory &&
+        ::mkdirat(root.get(), "run", 0755) != 0 && errno != EEXIST)
+        throw_errno("mkdir run");
     m.mount_.remount(flags | MS_RDONLY, m.options_);
     return m;
 }

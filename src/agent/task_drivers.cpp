@@ -3,8 +3,8 @@
 #include <filesystem>
 
 #include "coffer/agent/assignments.h"
+#include "coffer/agent/task_secrets.h"
 #include "coffer/base/log.h"
-#include "task_secrets.h"
 
 namespace coffer::agent {
 
@@ -50,6 +50,11 @@ std::string RunnerDriver::log_path(std::string_view id) const {
     return runner_->log_path(id);
 }
 
+std::vector<SecretReads> RunnerDriver::secret_reads(std::string_view id) const {
+    auto s = runner_->status(id);
+    return s ? std::move(s->secret_reads) : std::vector<SecretReads>{};
+}
+
 VolumeStore* RunnerDriver::volumes() {
     return &runner_->volumes();
 }
@@ -73,6 +78,12 @@ NoopDriver::NoopDriver(NoopDriverOptions options) : options_(std::move(options))
             log::warn("runner", "leftover {}: {}", path, e.what());
         }
     }
+    auto backend = options_.secret_mount;
+    if (backend == SecretBackend::automatic) {
+        OwnedDir scratch(root + "/.noswap-probe", 0700);
+        backend = automatic_secret_backend(scratch.path());
+    }
+    backends_ = std::make_unique<SecretBackends>(backend);
 }
 
 NoopDriver::~NoopDriver() {
@@ -121,8 +132,8 @@ TaskStatus NoopDriver::start(const TaskSpec& spec, SecretLease secrets) {
         // On failure, what was made goes with task.
         try {
             task.dir = OwnedDir(fmt::format("{}/{}", options_.files_root, spec.id));
-            task.files =
-                mount_task_secrets(task.dir.path(), spec, *files, store_, options_.userns_base);
+            task.files = mount_task_secrets(task.dir.path(), spec, *files, store_,
+                                            options_.userns_base, *backends_);
         } catch (const std::exception& e) {
             return end_as(TaskState::failed, fmt::format("mount secrets: {}", e.what()));
         }
@@ -139,10 +150,11 @@ Result<TaskStatus> NoopDriver::stop(std::string_view id, std::chrono::millisecon
     std::lock_guard l(mu_);
     auto it = running_.find(id);
     if (it == running_.end()) return make_error(Errc::not_found, fmt::format("no task {}", id));
+    TaskStatus s;
+    s.secret_reads = it->second.files.reads();
     unmount_task_secrets(id, it->second.files);
     // Its directory, then its lease: the bytes are wiped once nothing else leases them.
     running_.erase(it);
-    TaskStatus s;
     s.id = std::string(id);
     s.state = TaskState::shutdown;
     s.reason = "stopped";
@@ -166,6 +178,12 @@ Result<void> NoopDriver::update_secrets(std::string_view id, const std::vector<S
 
 std::string NoopDriver::log_path(std::string_view) const {
     return {};
+}
+
+std::vector<SecretReads> NoopDriver::secret_reads(std::string_view id) const {
+    std::lock_guard l(mu_);
+    auto it = running_.find(id);
+    return it == running_.end() ? std::vector<SecretReads>{} : it->second.files.reads();
 }
 
 std::size_t NoopDriver::tasks_running() const {

@@ -37,6 +37,13 @@ Result<TaskSpec> task_spec_from_json(std::string_view text) {
         s.read_only_rootfs = b->as_bool();
     if (auto* b = o.if_contains("user_namespace"); b && b->is_bool())
         s.user_namespace = b->as_bool();
+    if (o.contains("secret_mount")) {
+        auto b = secret_backend_from(string_at(o, "secret_mount"));
+        if (!b)
+            return make_error(Errc::invalid_argument,
+                              "secret_mount: expected \"auto\", \"tmpfs\" or \"fuse\"");
+        s.secret_mount = *b;
+    }
     s.cap_add = strings_at(o, "cap_add");
     s.cap_drop = strings_at(o, "cap_drop");
     if (auto* l = o.if_contains("limits"); l && l->is_object()) {

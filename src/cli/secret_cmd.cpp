@@ -210,16 +210,21 @@ void add_history(CLI::App& group, Globals& g) {
         auto r = api.call("GET", fmt::format("/secrets/{}/history", net::percent_encode(*name)));
         if (!r) throw CLI::RuntimeError(report(r.error()));
         if (!r->is_array()) throw CLI::RuntimeError(report({Errc::internal, "malformed answer"}));
-        std::printf("%-8s %-26s %-26s %-26s %-31s %-31s %s\n", "VERSION", "TASK", "SERVICE", "NODE",
-                    "SENT", "MOUNTED", "REMOVED");
+        std::printf("%-8s %-26s %-26s %-26s %-31s %-31s %-31s %-6s %s\n", "VERSION", "TASK",
+                    "SERVICE", "NODE", "SENT", "MOUNTED", "REMOVED", "READS", "LAST READ");
         auto or_dash = [](std::string s) { return s.empty() ? std::string("-") : s; };
-        for (const auto& d : r->as_array())
-            std::printf("%-8lld %-26s %-26s %-26s %-31s %-31s %s\n",
+        for (const auto& d : r->as_array()) {
+            // Reads are counted where the task's secrets are on FUSE; "-" elsewhere.
+            bool counted = d.is_object() && d.as_object().contains("Reads");
+            auto reads = counted ? std::to_string(number(d, {"Reads"})) : std::string("-");
+            std::printf("%-8lld %-26s %-26s %-26s %-31s %-31s %-31s %-6s %s\n",
                         static_cast<long long>(number(d, {"Version"})),
                         field(d, {"TaskID"}).c_str(), field(d, {"ServiceID"}).c_str(),
                         field(d, {"NodeID"}).c_str(), field(d, {"SentAt"}).c_str(),
                         or_dash(field(d, {"MountedAt"})).c_str(),
-                        or_dash(field(d, {"RemovedAt"})).c_str());
+                        or_dash(field(d, {"RemovedAt"})).c_str(), reads.c_str(),
+                        or_dash(field(d, {"LastReadAt"})).c_str());
+        }
     });
 }
 

@@ -311,6 +311,10 @@ void SpecFlags::add(CLI::App* cmd) {
     cmd->add_option("--secret-update", secret_update,
                     "What running tasks get when a secret they follow is rotated: restart "
                     "(default), live, signal:<SIGNAL> (live, then the signal) or none");
+    cmd->add_option("--secret-mount", secret_mount,
+                    "What serves the tasks' secret files on their nodes: tmpfs, fuse (counts "
+                    "reads) or auto (the node's default)")
+        ->check(CLI::IsMember({"tmpfs", "fuse", "auto"}));
     cmd->add_option("-u,--user", user, "Username or UID (format: <name|uid>[:<group|gid>])");
     cmd->add_option("-w,--workdir", workdir, "Working directory inside the container");
     cmd->add_option("--limit-memory", limit_memory, "Limit Memory");
@@ -371,10 +375,13 @@ void SpecFlags::add(CLI::App* cmd) {
 }
 
 Result<void> SpecFlags::apply(json::object& spec) const {
-    if (!secret_update.empty()) {
+    // coffer's service labels, from their flags.
+    for (auto [label, value] : {std::pair{model::secret_update_label, &secret_update},
+                                std::pair{model::secret_mount_label, &secret_mount}}) {
+        if (value->empty()) continue;
         if (!spec.contains("Labels") || !spec["Labels"].is_object())
             spec["Labels"] = json::object{};
-        spec["Labels"].as_object()[model::secret_update_label] = secret_update;
+        spec["Labels"].as_object()[label] = *value;
     }
     // Each setter leaves the field alone when its flag was not given.
     auto put_int = [](json::object& o, std::string_view key, const std::string& flag,

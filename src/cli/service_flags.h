@@ -88,6 +88,8 @@ struct SpecFlags {
     bool init = false;
     // coffer's: the service label coffer.secret-update (restart|live|signal:SIG|none).
     std::string secret_update;
+    // coffer's: the service label coffer.secret-mount (tmpfs|fuse|auto).
+    std::string secret_mount;
 
     void add(CLI::App* cmd);
     // Sets the fields of the flags that were given; leaves the others alone.

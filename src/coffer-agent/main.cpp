@@ -114,6 +114,7 @@ struct NodeOptions {
     std::vector<std::string> generic_resources;  // NAME=VALUE
     PullOptions pull;
     std::chrono::seconds image_gc_after{0};  // 0: pulled images are kept
+    SecretBackend secret_mount = SecretBackend::automatic;
 };
 
 // Prunes the images pulled from registries that no task has used for `after`
@@ -202,8 +203,8 @@ Tasks make_tasks(const NodeOptions& o) {
         log::warn("agent",
                   "benchmark mode: tasks are not run, only their secret files are written "
                   "(--benchmark-noop-executor)");
-        t.driver = std::make_unique<NoopDriver>(
-            NoopDriverOptions{.files_root = o.run_dir + "/noop-tasks"});
+        t.driver = std::make_unique<NoopDriver>(NoopDriverOptions{
+            .files_root = o.run_dir + "/noop-tasks", .secret_mount = o.secret_mount});
         return t;
     }
     t.images = std::make_unique<ImageStore>(o.data_dir + "/images");
@@ -217,6 +218,7 @@ Tasks make_tasks(const NodeOptions& o) {
     opt.runtime = o.runtime;
     opt.seccomp_profile = o.seccomp;
     opt.pull = o.pull;
+    opt.secret_mount = o.secret_mount;
     // A rolling update stops a batch of tasks at once; their teardowns (runtime delete, unmounts,
     // cgroup removal) are mostly waiting, so they overlap well.
     opt.teardown_threads = 4;
@@ -423,10 +425,11 @@ int main(int argc, char** argv) {
                    "NAME=COUNT (e.g. ssd=3) or NAME=ID for one named unit (e.g. gpu=GPU-4f2a)")
         ->allow_extra_args(false);
     bool noop_executor = false;
-    app.add_flag("--benchmark-noop-executor", noop_executor,
-                 "benchmark mode: take assignments, report states and write each task's secret "
-                 "files (a tmpfs per task under RUN-DIR/noop-tasks), but run no task (no runtime, "
-                 "no images; for load tests of the manager with many agents on one machine)");
+    app.add_flag(
+        "--benchmark-noop-executor", noop_executor,
+        "benchmark mode: take assignments, report states and write each task's secret "
+        "files (a secret mount per task under RUN-DIR/noop-tasks), but run no task (no runtime, "
+        "no images; for load tests of the manager with many agents on one machine)");
     PullOptions pull;
     std::int64_t pull_timeout = pull.timeout.count();
     app.add_option("--registry-certs", pull.certs_dir,
@@ -449,6 +452,13 @@ int main(int argc, char** argv) {
                    "seconds after which an image pulled from a registry that no task used since "
                    "is removed (0: never)")
         ->check(CLI::Range(std::int64_t{0}, max_period_seconds))
+        ->capture_default_str();
+    std::string secret_mount = "auto";
+    app.add_option("--secret-mount", secret_mount,
+                   "what serves tasks' secret files unless their service says (label "
+                   "coffer.secret-mount): tmpfs, fuse (from the agent's locked memory, reads "
+                   "counted), or auto (tmpfs where the kernel takes noswap, else fuse)")
+        ->check(CLI::IsMember({"auto", "tmpfs", "fuse"}))
         ->capture_default_str();
     auto* join =
         app.add_subcommand("join", "the default: join (with --join-token), then keep the session");
@@ -510,7 +520,8 @@ int main(int argc, char** argv) {
                 if (::gethostname(name, sizeof name - 1) == 0) hostname = name;
             }
             return run_node({data_dir, run_dir, runtime, seccomp, manager, noop_executor, hostname,
-                             generic_resources, pull, std::chrono::seconds(image_gc_after)},
+                             generic_resources, pull, std::chrono::seconds(image_gc_after),
+                             *secret_backend_from(secret_mount)},
                             token);
         }
         if (!token.empty())
@@ -566,6 +577,7 @@ int main(int argc, char** argv) {
         opt.runtime = runtime;
         opt.seccomp_profile = seccomp;
         opt.pull = pull;
+        opt.secret_mount = *secret_backend_from(secret_mount);
         Runner runner(opt, store);
         auto left = runner.recover_leftovers();
         if (left.containers + left.mounts + left.task_dirs + left.cgroups + left.interfaces > 0)

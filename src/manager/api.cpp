@@ -238,6 +238,10 @@ std::optional<Response> secret_version_routes(Cluster& cluster, Request& r,
                            {"SentAt", model::format_rfc3339(d.sent)}};
             if (d.mounted) e["MountedAt"] = model::format_rfc3339(*d.mounted);
             if (d.removed) e["RemovedAt"] = model::format_rfc3339(*d.removed);
+            // Counted by FUSE mounts only: absent where the task's mount counts nothing.
+            if (d.reads_counted) e["Reads"] = d.reads;
+            if (d.first_read) e["FirstReadAt"] = model::format_rfc3339(*d.first_read);
+            if (d.last_read) e["LastReadAt"] = model::format_rfc3339(*d.last_read);
             out.push_back(std::move(e));
         }
         return ok_json(200, out);

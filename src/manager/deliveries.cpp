@@ -38,6 +38,9 @@ std::string encode(const Delivery& d) {
                    {"NodeID", d.node_id},     {"SentAt", model::format_rfc3339(d.sent)}};
     if (d.mounted) o["MountedAt"] = model::format_rfc3339(*d.mounted);
     if (d.removed) o["RemovedAt"] = model::format_rfc3339(*d.removed);
+    if (d.reads_counted) o["Reads"] = d.reads;
+    if (d.first_read) o["FirstReadAt"] = model::format_rfc3339(*d.first_read);
+    if (d.last_read) o["LastReadAt"] = model::format_rfc3339(*d.last_read);
     return json::serialize(o);
 }
 
@@ -67,8 +70,14 @@ std::optional<Delivery> decode(std::string_view text) {
         return t.has_value();
     };
     std::optional<model::Timestamp> sent;
-    if (!time("SentAt", sent) || !time("MountedAt", d.mounted) || !time("RemovedAt", d.removed))
+    if (!time("SentAt", sent) || !time("MountedAt", d.mounted) || !time("RemovedAt", d.removed) ||
+        !time("FirstReadAt", d.first_read) || !time("LastReadAt", d.last_read))
         return std::nullopt;
+    if (auto* reads = o.if_contains("Reads")) {
+        if (!reads->is_number()) return std::nullopt;
+        d.reads = reads->to_number<std::uint64_t>();
+        d.reads_counted = true;
+    }
     // A record from before SentAt was kept has its mount only.
     if (!sent && !d.mounted) return std::nullopt;
     d.sent = sent ? *sent : *d.mounted;
@@ -181,6 +190,24 @@ void DeliveryLog::observe(const std::vector<DeliveryReport>& reports, model::Tim
             }
             for (const auto& [secret, version] : held)
                 open(*s, r, secret, version, now, true, changed);
+            for (const auto& read : r.reads) {
+                auto p = split(read.secret);
+                if (!p) continue;
+                auto it = s->records.find(Key{p->first, r.task_id, p->second});
+                if (it == s->records.end()) continue;
+                auto& d = it->second;
+                auto at = [](std::int64_t ns) {
+                    return ns == 0 ? std::nullopt : std::optional(model::Timestamp{ns});
+                };
+                if (d.reads_counted && d.reads == read.reads &&
+                    d.first_read == at(read.first_read_ns) && d.last_read == at(read.last_read_ns))
+                    continue;
+                d.reads_counted = true;
+                d.reads = read.reads;
+                d.first_read = at(read.first_read_ns);
+                d.last_read = at(read.last_read_ns);
+                changed.push_back(d);
+            }
         }
         if (!changed.empty()) evict(*s, erased);
     }

@@ -42,6 +42,7 @@ nodeproto::TaskPayload task_payload(const Task& t) {
     p.init = c.init;
     p.stop_signal = c.stop_signal;
     p.secret_signal = t.secret_signal;
+    p.secret_mount = t.secret_mount;
     p.sysctls = {c.sysctls.begin(), c.sysctls.end()};
     for (const auto& u : c.ulimits) p.ulimits.push_back({u.name, u.soft, u.hard});
     p.hosts = c.hosts;
@@ -240,7 +241,7 @@ std::optional<AssignmentMessage> NodeStream::poll() {
                                 [&](const auto& n) { return n.id == a.network_id; });
         if (!ready) continue;
         if (auth) keys.push_back(std::move(*auth));
-        handed.push_back({id, t.service_id, node_id_, t.status.state, std::move(keys)});
+        handed.push_back({id, t.service_id, node_id_, t.status.state, std::move(keys), {}});
         AssignmentChange c;
         c.action = Action::add;
         c.id = id;
@@ -367,7 +368,8 @@ Result<std::size_t> Dispatcher::report(const std::string& node_id,
             }
             const auto& cur = it->second.status;
             if (r.state < cur.state || r.state < TaskState::assigned) continue;
-            delivered.push_back({r.task_id, it->second.service_id, node_id, r.state, r.secrets});
+            delivered.push_back(
+                {r.task_id, it->second.service_id, node_id, r.state, r.secrets, r.reads});
             if (r.state == cur.state && r.message == cur.message && r.err == cur.err &&
                 !r.container)
                 continue;
@@ -390,7 +392,7 @@ Result<std::size_t> Dispatcher::report(const std::string& node_id,
                     task.status.state >= TaskState::complete)
                     continue;
                 if (listed.count(id)) continue;
-                delivered.push_back({id, task.service_id, node_id, TaskState::shutdown, {}});
+                delivered.push_back({id, task.service_id, node_id, TaskState::shutdown, {}, {}});
                 Task t = task;
                 t.status.state = TaskState::shutdown;
                 t.status.message = "shutdown";

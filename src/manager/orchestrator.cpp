@@ -124,6 +124,7 @@ struct Pass {
             t.secret_versions.push_back(ref.pinned_version ? ref.pinned_version
                                                            : current.value_or(1));
         }
+        if (auto mount = model::secret_mount_of(s.spec.labels)) t.secret_mount = *mount;
         // The registry credentials it pulls with: their current version.
         if (const auto& auth = t.spec.container.registry_auth) {
             auto current = secret_version && *secret_version ? (*secret_version)(auth->secret_id)

@@ -26,4 +26,13 @@ Result<SecretUpdate> secret_update_of(const Labels& labels) {
                                   secret_update_label, v));
 }
 
+Result<std::string> secret_mount_of(const Labels& labels) {
+    auto it = labels.find(std::string(secret_mount_label));
+    if (it == labels.end() || it->second == "auto") return std::string();
+    if (it->second == "tmpfs" || it->second == "fuse") return it->second;
+    return make_error(
+        Errc::invalid_argument,
+        fmt::format("label {}: '{}' is not tmpfs, fuse or auto", secret_mount_label, it->second));
+}
+
 }  // namespace coffer::model

@@ -357,15 +357,18 @@ Result<void> validate_service_spec(const ServiceSpec& spec) {
     // bind-mounted at an absolute target keeps the old file (the bind pins its inode).
     auto secret_update = secret_update_of(spec.labels);
     if (!secret_update) return std::move(secret_update).error();
-    if (secret_update->mode == SecretUpdateMode::live ||
-        secret_update->mode == SecretUpdateMode::signal)
+    auto secret_mount = secret_mount_of(spec.labels);
+    if (!secret_mount) return std::move(secret_mount).error();
+    // On FUSE a file keeps its inode when replaced: a bind at an absolute target sees the change.
+    if (*secret_mount != "fuse" && (secret_update->mode == SecretUpdateMode::live ||
+                                    secret_update->mode == SecretUpdateMode::signal))
         for (const auto& ref : c.secrets)
             if (ref.pinned_version == 0 && ref.file_name.starts_with('/'))
                 return invalid(fmt::format(
                     "label {}: secret {} is mounted at {}, outside /run/secrets: a live update "
-                    "cannot replace a file bind-mounted there (the mount keeps the old file); "
-                    "use restart, or a target under /run/secrets",
-                    secret_update_label, ref.secret_name, ref.file_name));
+                    "cannot replace a file bind-mounted there from a tmpfs (the mount keeps the "
+                    "old file); use restart, a target under /run/secrets, or the label {}=fuse",
+                    secret_update_label, ref.secret_name, ref.file_name, secret_mount_label));
     if (c.image.empty()) return invalid("ContainerSpec: image reference must be provided");
     if (c.image.find_first_of(" \t\n") != std::string::npos)
         return invalid(fmt::format("ContainerSpec: \"{}\" is not a valid repository/tag", c.image));

@@ -919,6 +919,7 @@ json::object to_json(const Task& t, bool internal) {
         if (!t.secret_signal.empty()) o["CofferSecretSignal"] = t.secret_signal;
     }
     if (t.registry_auth_version != 0) o["CofferRegistryAuthVersion"] = t.registry_auth_version;
+    if (!t.secret_mount.empty()) o["CofferSecretMount"] = t.secret_mount;
     if (internal) {
         o["NotBefore"] = t.not_before.nanos;
         o["ServiceName"] = t.service_name;
@@ -961,6 +962,9 @@ Result<Task> task_from_json(const json::value& v) {
     }
     r.str("CofferSecretSignal", t.secret_signal);
     r.integer("CofferRegistryAuthVersion", t.registry_auth_version);
+    r.str("CofferSecretMount", t.secret_mount);
+    if (!t.secret_mount.empty() && t.secret_mount != "tmpfs" && t.secret_mount != "fuse")
+        return invalid("task has a malformed CofferSecretMount");
     std::string desired;
     r.str("DesiredState", desired);
     auto d = task_state_from(desired);

@@ -26,7 +26,8 @@ constexpr std::array fields = {
     SpecField{"Name", acted},
     SpecField{"Labels", acted,
               "the label coffer.secret-update (restart, live, signal:SIG, none) says what running "
-              "tasks get when a secret they follow is rotated"},
+              "tasks get when a secret they follow is rotated; coffer.secret-mount (tmpfs, fuse, "
+              "auto) what serves their secret files"},
 
     SpecField{"TaskTemplate.ContainerSpec.Image", acted,
               "from the node's image store, pulled from its registry when missing"},

@@ -128,6 +128,7 @@ json::object task_wire(const TaskPayload& t) {
         o["HostPorts"] = std::move(ports);
     }
     if (!t.secret_signal.empty()) o["SecretSignal"] = t.secret_signal;
+    if (!t.secret_mount.empty()) o["SecretMount"] = t.secret_mount;
     if (!t.registry_auth_id.empty())
         o["RegistryAuth"] =
             json::object{{"SecretID", t.registry_auth_id}, {"Version", t.registry_auth_version}};
@@ -273,6 +274,9 @@ void task_options(const json::object& t, TaskPayload& p) {
     p.init = bool_at(t, "Init");
     p.stop_signal = text_at(t, "StopSignal", 32);
     p.secret_signal = text_at(t, "SecretSignal", 32);
+    p.secret_mount = text_at(t, "SecretMount", 8);
+    if (!p.secret_mount.empty() && p.secret_mount != "tmpfs" && p.secret_mount != "fuse")
+        bad("SecretMount: expected tmpfs or fuse");
     if (const auto* s = t.if_contains("Sysctls"); s != nullptr && !s->is_null()) {
         const auto& so = object_of(*s, "Sysctls");
         if (so.size() > max_strings) bad("Sysctls: too many");

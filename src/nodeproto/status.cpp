@@ -35,6 +35,15 @@ bool container_id_chars(std::string_view s) {
     return true;
 }
 
+// "<secret id>@<version>".
+bool secret_version_text(std::string_view text) {
+    auto at = text.rfind('@');
+    auto digits = at == std::string_view::npos ? std::string_view() : text.substr(at + 1);
+    return at != std::string_view::npos && model::valid_secret_id(text.substr(0, at)) &&
+           !digits.empty() && digits.size() <= 15 &&
+           digits.find_first_not_of("0123456789") == std::string_view::npos;
+}
+
 Result<TaskReport> decode_report(const json::value& v) {
     if (!v.is_object()) return malformed("a status is not an object");
     const auto& o = v.get_object();
@@ -78,13 +87,33 @@ Result<TaskReport> decode_report(const json::value& v) {
             return malformed("secrets is not an array of at most 256");
         for (const auto& h : held->get_array()) {
             auto text = h.is_string() ? std::string_view(h.get_string()) : std::string_view();
-            auto at = text.rfind('@');
-            auto digits = at == std::string_view::npos ? std::string_view() : text.substr(at + 1);
-            if (at == std::string_view::npos || !model::valid_secret_id(text.substr(0, at)) ||
-                digits.empty() || digits.size() > 15 ||
-                digits.find_first_not_of("0123456789") != std::string_view::npos)
+            if (!secret_version_text(text))
                 return malformed("secrets holds something other than <secret id>@<version>");
             r.secrets.emplace_back(text);
+        }
+    }
+    if (const auto* reads = o.if_contains("reads"); reads != nullptr && !reads->is_null()) {
+        if (!reads->is_array() || reads->get_array().size() > 256)
+            return malformed("reads is not an array of at most 256");
+        constexpr std::int64_t max = std::numeric_limits<std::int64_t>::max();
+        for (const auto& item : reads->get_array()) {
+            if (!item.is_object()) return malformed("a reads entry is not an object");
+            const auto& ro = item.get_object();
+            const auto* secret = ro.if_contains("secret");
+            auto text = secret != nullptr && secret->is_string()
+                            ? std::string_view(secret->get_string())
+                            : std::string_view();
+            if (!secret_version_text(text))
+                return malformed("a reads entry's secret is not <secret id>@<version>");
+            auto count = model::integer_field(ro, "reads", 0, max);
+            auto first = model::integer_field(ro, "first", 0, max);
+            auto last = model::integer_field(ro, "last", 0, max);
+            if (!count || !first || !last)
+                return malformed("a reads entry holds a count or time out of range");
+            if (first->value_or(0) > last->value_or(0))
+                return malformed("a reads entry's first read is after its last");
+            r.reads.push_back({std::string(text), static_cast<std::uint64_t>(count->value_or(0)),
+                               first->value_or(0), last->value_or(0)});
         }
     }
     return r;
@@ -137,6 +166,15 @@ crypto::SecureBuffer encode(const StatusMessage& m) {
             json::array held;
             for (const auto& s : r.secrets) held.emplace_back(s);
             o["secrets"] = std::move(held);
+        }
+        if (!r.reads.empty()) {
+            json::array reads;
+            for (const auto& x : r.reads)
+                reads.push_back(json::object{{"secret", x.secret},
+                                             {"reads", x.reads},
+                                             {"first", x.first_read_ns},
+                                             {"last", x.last_read_ns}});
+            o["reads"] = std::move(reads);
         }
         statuses.emplace_back(std::move(o));
     }

@@ -97,8 +97,9 @@ std::vector<std::string> containers_in(const std::string& root) {
     return list_dir(root, true);
 }
 
-// Runs every test under each runtime (the parameter): on a hybrid host crun runs in a mount
-// namespace without the cgroup2 mount, runc as it is.
+// Runs every test under each runtime and secret mount backend (the parameter: "crun" or "runc",
+// then "-fuse" for FUSE, else tmpfs): on a hybrid host crun runs in a mount namespace without the
+// cgroup2 mount, runc as it is.
 class RunnerTest : public ::testing::TestWithParam<std::string> {
   protected:
     void SetUp() override {
@@ -106,10 +107,13 @@ class RunnerTest : public ::testing::TestWithParam<std::string> {
         RunnerOptions o;
         o.run_dir = run.path() + "/run";
         o.data_dir = data.path() + "/data";
-        o.runtime = GetParam();
+        o.runtime = runtime();
+        o.secret_mount = fuse() ? SecretBackend::fuse : SecretBackend::tmpfs;
         runner = std::make_unique<Runner>(o, *store);
-        ASSERT_EQ(runner->runtime_name(), GetParam());
+        ASSERT_EQ(runner->runtime_name(), runtime());
     }
+    static std::string runtime() { return GetParam().substr(0, GetParam().find('-')); }
+    static bool fuse() { return GetParam().ends_with("-fuse"); }
     void TearDown() override { runner.reset(); }
 
     // A task id unique across tests (cgroups are host-wide).
@@ -420,6 +424,91 @@ TEST_P(RunnerTest, SecretMountShowsInTheAgentButNeverOnTheHost) {
     expect_nothing_left(spec.id);
 }
 
+// A FUSE mount counts what the task read of each secret (all its files of it together), while it
+// runs and in its final status; a tmpfs counts nothing.
+TEST_P(RunnerTest, SecretReadsAreCountedOnFuse) {
+    auto spec = shell("reads",
+                      "cat /run/secrets/db_pass /etc/app/key.pem /run/secrets/db_pass >/dev/null; "
+                      "cat /run/secrets/other >/dev/null; echo read; exec sleep 600");
+    spec.secrets = {secret("s1", "db_pass"), secret("s1", "again", "/etc/app/key.pem"),
+                    secret("s2", "other")};
+    auto before = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                      std::chrono::system_clock::now().time_since_epoch())
+                      .count();
+    auto st = runner->start(spec, bytes({{"s1", "hunter2"}, {"s2", "x"}}));
+    ASSERT_EQ(st.state, TaskState::running) << st.reason;
+    ASSERT_TRUE(
+        coffer::test::wait_until([&] { return output(spec).find("read\n") != std::string::npos; }));
+    auto live = runner->status(spec.id);
+    ASSERT_TRUE(live);
+    auto stopped = runner->stop(spec.id, 0ms);
+    ASSERT_TRUE(stopped);
+    if (!fuse()) {
+        EXPECT_TRUE(live->secret_reads.empty());
+        EXPECT_TRUE(stopped->secret_reads.empty());
+        return;
+    }
+    for (const auto* s : {&*live, &*stopped}) {
+        ASSERT_EQ(s->secret_reads.size(), 2u);
+        const auto& s1 = s->secret_reads[0];
+        const auto& s2 = s->secret_reads[1];
+        EXPECT_EQ(s1.secret_id, "s1");
+        EXPECT_EQ(s1.opens, 3u);
+        EXPECT_GE(s1.reads, 3u);
+        EXPECT_GE(s1.first_read_ns, before);
+        EXPECT_GE(s1.last_read_ns, s1.first_read_ns);
+        EXPECT_EQ(s2.secret_id, "s2");
+        EXPECT_EQ(s2.opens, 1u);
+        EXPECT_GE(s2.reads, 1u);
+    }
+    EXPECT_EQ(live->secret_reads, stopped->secret_reads);  // nothing read after "read"
+    expect_nothing_left(spec.id);
+}
+
+// A live update replaces the files in the running task: under /run/secrets on either backend, and
+// at an absolute target on FUSE (its inode stays), which a tmpfs refuses (a bind pins the old
+// file) without changing anything.
+TEST_P(RunnerTest, LiveUpdateReplacesTheTasksFiles) {
+    auto spec = shell("live", "exec sleep 600");
+    spec.secrets = {secret("s1", "db_pass"), secret("s2", "tls", "/etc/app/key.pem")};
+    auto st = runner->start(spec, bytes({{"s1", "old-pass"}, {"s2", "old-key"}}));
+    ASSERT_EQ(st.state, TaskState::running) << st.reason;
+    auto root = fmt::format("/proc/{}/root", st.pid);
+    EXPECT_EQ(read_file(root + "/run/secrets/db_pass"), "old-pass");
+
+    auto& held = runner->secrets();
+    auto l1 = held.put("s1@2", crypto::SecureBuffer::copy_of("new-pass"));
+    auto l2 = held.put("s2@2", crypto::SecureBuffer::copy_of("new-key"));
+    auto lease = held.lease({"s1@2", "s2"});
+    ASSERT_TRUE(lease);
+    // Under /run/secrets only: both backends.
+    ASSERT_TRUE(runner->update_secrets(
+        spec.id, {secret("s1@2", "db_pass"), secret("s2", "tls", "/etc/app/key.pem")},
+        std::move(*lease), 0));
+    EXPECT_EQ(read_file(root + "/run/secrets/db_pass"), "new-pass");
+    EXPECT_EQ(read_file(root + "/etc/app/key.pem"), "old-key");
+
+    auto both = held.lease({"s1@2", "s2@2"});
+    ASSERT_TRUE(both);
+    auto moved = runner->update_secrets(
+        spec.id, {secret("s1@2", "db_pass"), secret("s2@2", "tls", "/etc/app/key.pem")},
+        std::move(*both), 0);
+    if (fuse()) {
+        ASSERT_TRUE(moved) << moved.error().message;
+        EXPECT_EQ(read_file(root + "/etc/app/key.pem"), "new-key");
+    } else {
+        ASSERT_FALSE(moved);
+        EXPECT_NE(moved.error().message.find("outside /run/secrets"), std::string::npos)
+            << moved.error().message;
+        EXPECT_EQ(read_file(root + "/etc/app/key.pem"), "old-key");
+    }
+    EXPECT_EQ(read_file(root + "/run/secrets/db_pass"), "new-pass");
+    ASSERT_TRUE(runner->stop(spec.id, 0ms));
+    l1.reset();
+    l2.reset();
+    expect_nothing_left(spec.id);
+}
+
 TEST_P(RunnerTest, StopEscalatesToKillAfterGrace) {
     auto spec = shell("stubborn", "trap '' TERM; echo ready; while true; do sleep 1; done");
     ASSERT_EQ(runner->start(spec, {}).state, TaskState::running);
@@ -521,7 +610,10 @@ std::string read_line(int fd, std::chrono::milliseconds deadline) {
     return line;
 }
 
-TEST(AgentRestart, CleansWhatAKilledAgentLeft) {
+// The parameter: the agent's secret mount backend.
+class AgentRestart : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(AgentRestart, CleansWhatAKilledAgentLeft) {
     TempDir run, data, secret_dir;
     std::string secret_file = secret_dir.path() + "/s";
     { std::ofstream(secret_file) << "hunter2"; }
@@ -530,8 +622,8 @@ TEST(AgentRestart, CleansWhatAKilledAgentLeft) {
     {
         std::ofstream(spec_file) << fmt::format(
             R"({{"id":"{}","image":"busybox","args":["sleep","600"],"limits":{{"pids":16}},)"
-            R"("secrets":[{{"secret_id":"s1","name":"db_pass"}}]}})",
-            task_id);
+            R"("secrets":[{{"secret_id":"s1","name":"db_pass"}}],"secret_mount":"{}"}})",
+            task_id, GetParam());
     }
     // The image store lives in the data directory: import the test images there.
     ImageStore store(data.path() + "/images");
@@ -558,9 +650,26 @@ TEST(AgentRestart, CleansWhatAKilledAgentLeft) {
     out_w.reset();
     auto line = read_line(out_r.get(), 30s);
     ASSERT_NE(line.find("\"running\""), std::string::npos) << line;
+    auto pid_at = line.find("\"pid\":");
+    ASSERT_NE(pid_at, std::string::npos) << line;
+    int pid = std::atoi(line.c_str() + pid_at + 6);
+    auto secret_path = fmt::format("/proc/{}/root/run/secrets/db_pass", pid);
+    EXPECT_EQ(read_file(secret_path), "hunter2");
 
     agent.signal(SIGKILL);
     agent.wait();
+
+    // Nothing waits on a mount whose server is gone: a reader in the task gets an error at once
+    // (FUSE: the connection ended with the agent's descriptor), or the bytes from the tmpfs.
+    UniqueFd null(::open("/dev/null", O_WRONLY | O_CLOEXEC));
+    Child::Options reader_options;
+    reader_options.argv = {"timeout", "10", "cat", secret_path};
+    reader_options.stdout_fd = null.get();
+    auto reader = Child::spawn(reader_options);
+    auto reader_status = reader.wait();
+    ASSERT_TRUE(WIFEXITED(reader_status));
+    EXPECT_NE(WEXITSTATUS(reader_status), 124) << "a reader hung on the killed agent's mount";
+    EXPECT_EQ(WEXITSTATUS(reader_status) == 0, GetParam() == "tmpfs");
 
     // The killed agent's container, cgroup, bundle and layer are still there.
     EXPECT_EQ(containers_in(run.path() + "/runtime"), std::vector<std::string>{task_id});
@@ -585,8 +694,12 @@ TEST(AgentRestart, CleansWhatAKilledAgentLeft) {
         EXPECT_FALSE(exists(
             fmt::format("/sys/fs/cgroup/{}{}/{}", h, Runner::cgroup_parent(run.path()), task_id)));
     for (auto& m : read_mountinfo("1")) EXPECT_NE(m.source, "coffer-secrets") << m.mount_point;
+    for (auto& m : read_mountinfo("self")) EXPECT_NE(m.source, "coffer-secrets") << m.mount_point;
     EXPECT_TRUE(mounts_under(run.path()).empty());
 }
+
+INSTANTIATE_TEST_SUITE_P(SecretMounts, AgentRestart, ::testing::Values("tmpfs", "fuse"),
+                         [](const auto& p) { return p.param; });
 
 // The filter the agent compiles for crun is the one crun compiles itself, byte for byte, for the
 // default profile (Docker's rules) with the default capabilities and with capabilities that change
@@ -743,8 +856,13 @@ TEST_P(RunnerTest, TheImagesHealthcheckRunsUnlessTurnedOff) {
     }
 }
 
-INSTANTIATE_TEST_SUITE_P(Runtimes, RunnerTest, ::testing::Values("crun", "runc"),
-                         [](const auto& runtime) { return runtime.param; });
+INSTANTIATE_TEST_SUITE_P(Runtimes, RunnerTest,
+                         ::testing::Values("crun", "runc", "crun-fuse", "runc-fuse"),
+                         [](const auto& p) {
+                             auto name = p.param;
+                             std::replace(name.begin(), name.end(), '-', '_');
+                             return name;
+                         });
 
 }  // namespace
 

@@ -440,6 +440,73 @@ TEST_F(Lifecycle, TheDeliveryRecordMatchesWhatTheTasksHold) {
 
 // The newest N versions are kept; an older one goes once nothing holds it; `secret rm` is
 // refused while a version is in use.
+// A service may have its tasks' secrets served by the agents' FUSE filesystem (--secret-mount
+// fuse, the label coffer.secret-mount): the tasks get the same files, a live rotation reaches a
+// target outside /run/secrets as well, and the delivery record counts what each task read.
+TEST_F(Lifecycle, OnFuseLiveUpdatesReachAbsoluteTargetsAndTheRecordCountsReads) {
+    auto v1 = random_bytes(40), v2 = random_bytes(41);
+    create_secret("f", v1);
+    create_secret("g", "other");
+    auto bad = cli({"service", "create", "--name", "bad", "--secret-mount", "ramfs", "busybox"});
+    EXPECT_NE(bad.status, 0);
+    auto bad_label = cli({"service", "create", "--name", "bad", "--label",
+                          "coffer.secret-mount=ramfs", "busybox", "true"});
+    EXPECT_NE(bad_label.status, 0);
+    EXPECT_NE(bad_label.err.find("coffer.secret-mount"), std::string::npos) << bad_label.err;
+    auto r = cli({"service", "create", "--name", "fz", "--replicas", "2", "--secret-mount", "fuse",
+                  "--secret-update", "live", "--secret", "source=f,target=/etc/app/f.pem",
+                  "--secret", "g", "busybox", "sh", "-c",
+                  "cat /etc/app/f.pem /etc/app/f.pem /run/secrets/g >/dev/null; echo READY; "
+                  "trap 'exit 0' TERM; while :; do sleep 3600 & wait $!; done"});
+    ASSERT_EQ(r.status, 0) << r.err;
+    ASSERT_TRUE(wait_until([&] { return running("fz").size() == 2; }, 60s))
+        << a_->err() << b_->err();
+    for (const auto& t : running("fz"))
+        EXPECT_EQ(t.at("CofferSecretMount").as_string(), "fuse") << json::serialize(t);
+    // Each task's record of f@1 counts its two reads (reported within the agents' interval).
+    auto reads_of = [&](const std::string& secret, std::uint64_t version) {
+        std::map<std::string, std::int64_t> out;
+        auto h = get("/secrets/" + secret + "/history");
+        if (h.is_array())
+            for (const auto& d : h.as_array())
+                if (d.at("Version").to_number<std::uint64_t>() == version &&
+                    d.as_object().contains("Reads") && d.as_object().contains("LastReadAt"))
+                    out[std::string(d.at("TaskID").as_string())] = d.at("Reads").to_number<int>();
+        return out;
+    };
+    EXPECT_TRUE(wait_until(
+        [&] {
+            auto f = reads_of("f", 1), g = reads_of("g", 1);
+            return f.size() == 2 && g.size() == 2 &&
+                   std::all_of(f.begin(), f.end(), [](auto& e) { return e.second >= 2; }) &&
+                   std::all_of(g.begin(), g.end(), [](auto& e) { return e.second >= 1; });
+        },
+        40s))
+        << json::serialize(get("/secrets/f/history"));
+    auto shown = cli({"secret", "history", "f"});
+    ASSERT_EQ(shown.status, 0) << shown.err;
+    EXPECT_NE(shown.out.find("READS"), std::string::npos) << shown.out;
+
+    // A live rotation replaces the file at /etc/app/f.pem in the running tasks (same tasks).
+    auto before = running("fz");
+    ASSERT_EQ(rotate("f", v2), 2u);
+    EXPECT_TRUE(wait_until(
+        [&] {
+            auto now = running("fz");
+            if (now.size() != 2) return false;
+            for (const auto& t : now)
+                if (read_file(fmt::format("/proc/{}/root/etc/app/f.pem", task_pid(t))) != v2)
+                    return false;
+            return true;
+        },
+        30s))
+        << a_->err() << b_->err();
+    std::set<std::string> ids_before, ids_after;
+    for (const auto& t : before) ids_before.insert(id_of(t));
+    for (const auto& t : running("fz")) ids_after.insert(id_of(t));
+    EXPECT_EQ(ids_before, ids_after);
+}
+
 TEST_F(Lifecycle, RetentionWipesOldVersionsOnlyWhenUnusedAndRmIsRefusedWhileInUse) {
     ASSERT_EQ(cli({"cluster", "update", "--secret-versions-kept", "2"}).status, 0);
     auto bad = run_program({"curl", "-s", "--unix-socket", daemon_->socket().string(), "-X", "POST",

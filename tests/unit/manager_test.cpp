@@ -1612,6 +1612,43 @@ TEST_F(Cluster, TheDeliveryRecordFollowsTheReportsAndSurvivesARestart) {
     EXPECT_TRUE(again->of("nothing").empty());
 }
 
+// A task's reads (from a FUSE mount) go into its records and are kept; a record without reports
+// of reads says nothing about them; a node's count for a version it has no record of is dropped.
+TEST_F(Cluster, TheDeliveryRecordKeepsWhatTasksRead) {
+    auto log = DeliveryLog::load(*store_, *committer_).value();
+    const std::string sid = "bvjui3xpv48u9gx9cya2y63q9";
+    log->observe({{"t1", "svc", "n1", TaskState::running, {sid + "@1"}, {{sid + "@1", 0, 0, 0}}},
+                  {"t2", "svc", "n1", TaskState::running, {sid + "@1"}, {}}},
+                 model::Timestamp{10});
+    log->observe({{"t1",
+                   "svc",
+                   "n1",
+                   TaskState::running,
+                   {sid + "@1"},
+                   {{sid + "@1", 3, 100, 300}, {sid + "@9", 5, 1, 2}}}},
+                 model::Timestamp{20});
+    log->observe({{"t1", "svc", "n1", TaskState::complete, {}, {{sid + "@1", 4, 100, 400}}}},
+                 model::Timestamp{30});
+    auto check = [&](const DeliveryLog& l) {
+        std::map<std::string, Delivery> by;
+        for (const auto& d : l.of(sid)) by[d.task_id] = d;
+        ASSERT_EQ(by.size(), 2u);
+        const auto& t1 = by.at("t1");
+        EXPECT_TRUE(t1.reads_counted);
+        EXPECT_EQ(t1.reads, 4u);
+        EXPECT_EQ(t1.first_read, model::Timestamp{100});
+        EXPECT_EQ(t1.last_read, model::Timestamp{400});
+        EXPECT_EQ(t1.removed, model::Timestamp{30});
+        const auto& t2 = by.at("t2");
+        EXPECT_FALSE(t2.reads_counted);
+        EXPECT_FALSE(t2.first_read);
+    };
+    check(*log);
+    committer_.reset();
+    committer_ = std::make_unique<Committer>(*store_);
+    check(*DeliveryLog::load(*store_, *committer_).value());
+}
+
 // A record written before SentAt was kept (a mount only) loads with its mount as the send.
 TEST_F(Cluster, ADeliveryRecordFromBeforeSentAtLoads) {
     const std::string sid = "bvjui3xpv48u9gx9cya2y63q9";

@@ -893,6 +893,29 @@ TEST(SecretVersions, TheUpdateModeLabel) {
     EXPECT_NE(checked.error().message.find("outside /run/secrets"), std::string::npos);
 }
 
+// coffer.secret-mount: tmpfs, fuse or auto (the node's default, ""); on FUSE a live update may
+// follow a secret mounted at an absolute target.
+TEST(SecretVersions, TheSecretMountLabel) {
+    EXPECT_EQ(secret_mount_of({}).value(), "");
+    EXPECT_EQ(secret_mount_of({{"coffer.secret-mount", "auto"}}).value(), "");
+    EXPECT_EQ(secret_mount_of({{"coffer.secret-mount", "tmpfs"}}).value(), "tmpfs");
+    EXPECT_EQ(secret_mount_of({{"coffer.secret-mount", "fuse"}}).value(), "fuse");
+    for (auto bad : {"", "FUSE", "ramfs", "fuse "}) {
+        auto r = secret_mount_of({{"coffer.secret-mount", bad}});
+        ASSERT_FALSE(r.ok()) << bad;
+        EXPECT_NE(r.error().message.find("coffer.secret-mount"), std::string::npos);
+    }
+    auto with = [](std::string_view mount) {
+        return service_spec_from_json(json::parse(fmt::format(
+            R"({{"Name":"w","Labels":{{"coffer.secret-update":"live","coffer.secret-mount":"{}"}},"TaskTemplate":{{"ContainerSpec":{{"Image":"b","Secrets":[{{"File":{{"Name":"/etc/k"}},"SecretID":"bvjui3xpv48u9gx9cya2y63q9","SecretName":"k"}}]}}}}}})",
+            mount)));
+    };
+    EXPECT_TRUE(validate_service_spec(with("fuse").value()).ok());
+    EXPECT_FALSE(validate_service_spec(with("tmpfs").value()).ok());
+    EXPECT_FALSE(validate_service_spec(with("auto").value()).ok());
+    EXPECT_FALSE(validate_service_spec(with("fusee").value()).ok());
+}
+
 TEST(SecretVersions, ATaskKeepsItsVersionsThroughItsRecord) {
     Task t;
     t.meta = {"abcdefghijklmnopqrstuvwxy", 1, Timestamp{1}, Timestamp{1}};

@@ -231,6 +231,35 @@ TEST(Status, MalformedReportsAreRefused) {
     }
 }
 
+// What a running or ended task read of each secret version (FUSE) goes with its status.
+TEST(Status, ReadsRoundTripAndAreChecked) {
+    StatusMessage m;
+    TaskReport r{"t1", model::TaskState::running, "started", "", std::nullopt};
+    r.secrets = {"bvjui3xpv48u9gx9cya2y63q9@2"};
+    r.reads = {{"bvjui3xpv48u9gx9cya2y63q9@2", 7, 1000, 5000},
+               {"0m1vq2b8x5a7d9zq0cl2s3k4e@1", 0, 0, 0}};
+    m.statuses.push_back(r);
+    auto d = decode_status(encode(m));
+    ASSERT_TRUE(d) << d.error().message;
+    EXPECT_EQ(d->statuses.at(0).reads, r.reads);
+    for (auto reads : {
+             R"({})",
+             R"([{"secret":"nope","reads":1,"first":1,"last":1}])",
+             R"([{"secret":"bvjui3xpv48u9gx9cya2y63q9","reads":1,"first":1,"last":1}])",
+             R"([{"secret":"bvjui3xpv48u9gx9cya2y63q9@1","reads":-1,"first":1,"last":1}])",
+             R"([{"secret":"bvjui3xpv48u9gx9cya2y63q9@1","reads":1,"first":5,"last":1}])",
+             R"([{"secret":"bvjui3xpv48u9gx9cya2y63q9@1","reads":"1","first":1,"last":1}])",
+             R"([7])",
+         }) {
+        auto text = fmt::format(
+            R"({{"type":"status","statuses":[{{"task_id":"t1","state":"running","reads":{}}}]}})",
+            reads);
+        auto bad = decode_status(msg(text));
+        ASSERT_FALSE(bad) << text;
+        EXPECT_EQ(bad.error().code, Errc::invalid_argument);
+    }
+}
+
 TEST(SessionMessages, RoundTrip) {
     CertificateMessage cert{"-----BEGIN CERTIFICATE-----\n...", "bundle"};
     EXPECT_EQ(decode_certificate(encode(cert)).value(), cert);
@@ -692,6 +721,7 @@ TEST(SecretVersions, StatusAndAssignmentsCarryThem) {
     t.task->image = "busybox";
     t.task->secrets.push_back({"bvjui3xpv48u9gx9cya2y63q9", "db", "db", "0", "0", 0444, 4});
     t.task->secret_signal = "SIGHUP";
+    t.task->secret_mount = "fuse";
     a.changes.push_back(std::move(t));
     Change rm;
     rm.action = Change::Action::remove;
@@ -707,6 +737,14 @@ TEST(SecretVersions, StatusAndAssignmentsCarryThem) {
     ASSERT_TRUE(back->changes[1].task) << *back->changes[1].invalid;
     EXPECT_EQ(back->changes[1].task->secrets.at(0).version, 4u);
     EXPECT_EQ(back->changes[1].task->secret_signal, "SIGHUP");
+    EXPECT_EQ(back->changes[1].task->secret_mount, "fuse");
     EXPECT_EQ(back->changes[2].version, 3u);
     EXPECT_EQ(back->changes[2].action, Change::Action::remove);
+    // Only tmpfs and fuse: a task with anything else is invalid, the rest of the message stands.
+    a.changes[1].task->secret_mount = "ramfs";
+    auto odd = decode_assignments(encode(a));
+    ASSERT_TRUE(odd) << odd.error().message;
+    EXPECT_FALSE(odd->changes[1].task);
+    ASSERT_TRUE(odd->changes[1].invalid);
+    EXPECT_NE(odd->changes[1].invalid->find("SecretMount"), std::string::npos);
 }

@@ -53,6 +53,12 @@ class TaskDriver {
         (void)id, (void)refs, (void)secrets, (void)signal;
         return make_error(Errc::invalid_argument, "this driver cannot replace a task's secrets");
     }
+    // What a running task read of its secrets so far (a mount that counts reads); empty when the
+    // driver counts none or does not run the task.
+    virtual std::vector<SecretReads> secret_reads(std::string_view id) const {
+        (void)id;
+        return {};
+    }
     // Where the task's output is kept; empty when the driver keeps none.
     virtual std::string log_path(std::string_view id) const = 0;
     // The node's named volumes, reported to the manager and removed at its request; null when
@@ -70,6 +76,9 @@ struct ExecutorOptions {
     std::size_t retired_kept = 1024;              // ended tasks remembered so they never run twice
     std::chrono::milliseconds retry_initial{50};  // a status the session did not take: retried
     std::chrono::milliseconds retry_max{1000};
+    // How often running tasks' secret read counts are looked at; a task whose count moved is
+    // reported again (with its reads). 0: reads go only with a status sent for another reason.
+    std::chrono::milliseconds reads_interval{10000};
 };
 
 class Executor {

@@ -1,5 +1,6 @@
 // The agent's hands: runs tasks as OCI containers through runc or crun, gives each its secrets
-// on a tmpfs of its own, and leaves nothing behind when the task ends, whatever the reason.
+// on a tmpfs of its own or on the agent's FUSE filesystem, and leaves nothing behind when the
+// task ends, whatever the reason.
 #pragma once
 
 #include <chrono>
@@ -38,6 +39,9 @@ struct RunnerOptions {
     std::uint32_t userns_base = default_userns_base;  // host id of root in a task's userns
     std::uint32_t userns_size = 65536;
     unsigned teardown_threads = 2;
+    // What serves the secret files of a task that does not ask (TaskSpec::secret_mount):
+    // automatic is tmpfs where the kernel takes noswap, FUSE otherwise (tried at construction).
+    SecretBackend secret_mount = SecretBackend::automatic;
     // The node's networks, which a task with TaskSpec::networks is attached to; borrowed: it
     // outlives the runner. Null: such a task is rejected.
     NodeNetworks* networks = nullptr;

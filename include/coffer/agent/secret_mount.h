@@ -33,6 +33,27 @@ Result<std::vector<SecretFile>> plan_secret_files(const std::vector<SecretRef>& 
 // Whether a normalised container path may receive a mount (not /, not in /proc, /sys, /dev).
 bool is_forbidden_destination(std::string_view path) noexcept;
 
+// What the runtime bind-mounts, read-only, into the container.
+struct SecretBind {
+    std::string source;       // on the agent's side, inside the task's secret mount
+    std::string destination;  // in the container (before in-root resolution)
+    bool directory = false;
+};
+
+// Where a task's files lie in its secret mount, whatever serves it: a file under /run/secrets at
+// run/<its path below /run/secrets>, any other at abs/<n> (n counting those); and the binds that
+// put them in the container: run/ on /run/secrets (when a file is under it, or there is no file
+// at all), then each abs/<n> on its target.
+struct SecretLayout {
+    std::vector<std::string> files;  // relative to the mount, as files
+    std::vector<SecretBind> binds;
+};
+SecretLayout secret_layout(const std::string& dir, const std::vector<SecretFile>& files);
+
+// Whether the running kernel's tmpfs takes `noswap`, tried once with a scratch mount on dir (an
+// existing empty directory, left empty); SecretMount::create() uses the answer.
+bool probe_tmpfs_noswap(const std::string& dir);
+
 class SecretMount {
   public:
     struct Options {
@@ -41,12 +62,7 @@ class SecretMount {
         std::uint64_t slack_bytes = 64 * 1024;
     };
 
-    // What the runtime bind-mounts, read-only, into the container.
-    struct Bind {
-        std::string source;       // on the agent's side, inside this tmpfs
-        std::string destination;  // in the container (before in-root resolution)
-        bool directory = false;
-    };
+    using Bind = SecretBind;
 
     // Mounts a tmpfs on dir (an existing empty directory), writes every file from bytes (each
     // file's secret_id must be there), then remounts it read-only. Throws on failure; what was

@@ -69,6 +69,24 @@ struct DnsSettings {
     std::vector<std::string> options;
 };
 
+// What serves a task's secret files: a tmpfs of their own, or the agent's FUSE filesystem
+// (fuse_mount/) from its locked memory. automatic: the agent's choice (RunnerOptions).
+enum class SecretBackend { automatic, tmpfs, fuse };
+std::string_view to_string(SecretBackend b) noexcept;  // "auto", "tmpfs", "fuse"
+// "auto", "tmpfs" or "fuse"; nullopt for anything else.
+std::optional<SecretBackend> secret_backend_from(std::string_view text) noexcept;
+
+// What a task read of one secret (all its files of it together), from a mount that counts reads
+// (FUSE; tmpfs counts nothing).
+struct SecretReads {
+    std::string secret_id;  // the store key, as SecretRef::secret_id
+    std::uint64_t opens = 0;
+    std::uint64_t reads = 0;
+    std::int64_t first_read_ns = 0;  // Unix time; 0 until the first read
+    std::int64_t last_read_ns = 0;
+    bool operator==(const SecretReads&) const = default;
+};
+
 // The task's interface on one network: the network is described by the node's networks
 // (nodeproto::NetworkPayload), by id.
 struct TaskNetworkAttachment {
@@ -116,6 +134,8 @@ struct TaskSpec {
     // The key, in the node's secret store, of a docker config.json with the credentials the
     // image is pulled with (a secret delivered with the task); "": pulled anonymously.
     std::string registry_auth;
+    // What serves its secret files; automatic: the agent's default.
+    SecretBackend secret_mount = SecretBackend::automatic;
 };
 
 // The rule for TaskSpec::id (it names directories and cgroups): model's task id.
@@ -150,6 +170,9 @@ struct TaskStatus {
     // output, which may hold anything it can read. It goes to the manager with the task's error,
     // as its logs do, and is never logged.
     std::string health_output{};
+    // Its secrets' reads, in a final status (as they stood at its teardown) and from
+    // Runner::status() while it runs; empty on a mount that counts nothing.
+    std::vector<SecretReads> secret_reads{};
 };
 
 }  // namespace coffer::agent

@@ -10,7 +10,7 @@
 
 #include "coffer/agent/executor.h"
 #include "coffer/agent/runner.h"
-#include "coffer/agent/secret_mount.h"
+#include "coffer/agent/task_secrets.h"
 #include "coffer/base/mount.h"
 
 namespace coffer::agent {
@@ -33,6 +33,7 @@ class RunnerDriver final : public TaskDriver {
     Result<void> update_secrets(std::string_view id, const std::vector<SecretRef>& refs,
                                 SecretLease secrets, int signal) override;
     std::string log_path(std::string_view id) const override;
+    std::vector<SecretReads> secret_reads(std::string_view id) const override;
     // The runner's volumes.
     VolumeStore* volumes() override;
 
@@ -43,13 +44,14 @@ class RunnerDriver final : public TaskDriver {
 };
 
 struct NoopDriverOptions {
-    // Where each task's secret files are written as its container would get them: a tmpfs of
-    // its own at <files_root>/<task id>, files with their owners and modes, read-only (relative
-    // targets under run/, as SecretMount lays them out). Made if missing; what a driver before
-    // left there is removed, so one driver per files_root. The process should be in its private
-    // mount namespace. Empty: no files, the leases only.
+    // Where each task's secret files are written as its container would get them: a mount of
+    // its own at <files_root>/<task id> (a tmpfs or FUSE, as secret_mount and the task say),
+    // files with their owners and modes, read-only (laid out by secret_layout). Made if missing;
+    // what a driver before left there is removed, so one driver per files_root. The process should
+    // be in its private mount namespace. Empty: no files, the leases only.
     std::string files_root;
-    std::uint32_t userns_base = default_userns_base;  // as RunnerOptions::userns_base
+    std::uint32_t userns_base = default_userns_base;        // as RunnerOptions::userns_base
+    SecretBackend secret_mount = SecretBackend::automatic;  // as RunnerOptions::secret_mount
 };
 
 // Runs nothing: a task is running as soon as it starts and shut down when stopped. Its secrets
@@ -71,6 +73,7 @@ class NoopDriver final : public TaskDriver {
     Result<void> update_secrets(std::string_view id, const std::vector<SecretRef>& refs,
                                 SecretLease secrets, int signal) override;
     std::string log_path(std::string_view id) const override;
+    std::vector<SecretReads> secret_reads(std::string_view id) const override;
 
     std::size_t tasks_running() const;
     // Secrets whose bytes are in memory.
@@ -80,14 +83,15 @@ class NoopDriver final : public TaskDriver {
     // What a task holds; released in reverse order if not ended before.
     struct Task {
         SecretLease lease;
-        OwnedDir dir;       // <files_root>/<id>
-        SecretMount files;  // on dir
+        OwnedDir dir;           // <files_root>/<id>
+        TaskSecretMount files;  // on dir
     };
 
     void publish(const TaskStatus& s);
 
     const NoopDriverOptions options_;
-    SecretStore store_;  // before the leases on it
+    std::unique_ptr<SecretBackends> backends_;  // with files_root; outlives every task's files
+    SecretStore store_;                         // before the leases on it
     mutable std::mutex mu_;
     StatusSink sink_;
     std::map<std::string, Task, std::less<>> running_;

@@ -1,6 +1,7 @@
 // The delivery record: which version of which secret reached which task, service and node, when
-// the manager sent it to the node for the task, when the task mounted it and when it was removed
-// (never bytes). A version a node only held in memory (a task that ended before its mount, pull
+// the manager sent it to the node for the task, when the task mounted it and when it was removed,
+// and, from a mount that counts reads (FUSE), how often the task read it, first and last (never
+// bytes). A version a node only held in memory (a task that ended before its mount, pull
 // credentials) has a record without a mount. Kept in memory
 // and in the store (meta table, keys "delivery/<secret>/<task>/<version>", sealed as every
 // value); bounded: the newest max_per_secret records of each secret, at most max_total in all
@@ -19,6 +20,7 @@
 #include "coffer/base/sync.h"
 #include "coffer/model/service.h"
 #include "coffer/model/time.h"
+#include "coffer/nodeproto/status.h"
 
 namespace coffer::store {
 class Store;
@@ -35,6 +37,10 @@ struct Delivery {
     model::Timestamp sent;  // handed to the node's session for the task
     std::optional<model::Timestamp> mounted;
     std::optional<model::Timestamp> removed;
+    bool reads_counted = false;  // its mount counts reads (FUSE); the three below are known
+    std::uint64_t reads = 0;     // read requests the task's mount answered with bytes
+    std::optional<model::Timestamp> first_read;
+    std::optional<model::Timestamp> last_read;
 };
 
 // What one status report said about one task.
@@ -42,6 +48,7 @@ struct DeliveryReport {
     std::string task_id, service_id, node_id;
     model::TaskState state = model::TaskState::new_;
     std::vector<std::string> secrets;  // "<id>@<version>" its mount holds (sent(): was sent)
+    std::vector<nodeproto::SecretReadReport> reads;  // what it read of them so far
 };
 
 class DeliveryLog {
@@ -61,7 +68,8 @@ class DeliveryLog {
                    model::Timestamp now);
     // A node's reports (from the dispatcher, after they were stored): marks mounted (or opens) a
     // record for each version a running task holds, and closes the task's mounted records of
-    // versions it no longer holds (all of its records once it ended).
+    // versions it no longer holds (all of its records once it ended); takes the reads it
+    // reports of a version it has a record of.
     void observe(const std::vector<DeliveryReport>& reports, model::Timestamp now);
     // Closes the open records of tasks that ended or are gone without a report (a lost node).
     void close_ended(const std::map<std::string, model::Task, std::less<>>& tasks,

@@ -29,4 +29,13 @@ struct SecretUpdate {
 // else is refused naming the label.
 Result<SecretUpdate> secret_update_of(const Labels& labels);
 
+// What serves a service's tasks' secret files on their nodes: the service label
+// coffer.secret-mount, "tmpfs" or "fuse" (the node's agent's FUSE filesystem); absent or "auto":
+// the node's default (coffer-agent --secret-mount).
+inline constexpr std::string_view secret_mount_label = "coffer.secret-mount";
+
+// The label's value as a task carries it: "" (the node's default), "tmpfs" or "fuse"; anything
+// else is refused naming the label.
+Result<std::string> secret_mount_of(const Labels& labels);
+
 }  // namespace coffer::model

@@ -367,6 +367,9 @@ struct Task {
     // The signal its main process gets after a live secret update (the service's
     // coffer.secret-update signal:<SIG>); empty: none.
     std::string secret_signal;
+    // What serves its secret files on its node (its service's coffer.secret-mount when it was
+    // made): "tmpfs", "fuse", or "" for the node's default.
+    std::string secret_mount;
     // The version of spec.container.registry_auth the task pulls with (0: none).
     std::uint64_t registry_auth_version = 0;
 };

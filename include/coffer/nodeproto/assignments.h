@@ -142,6 +142,9 @@ struct TaskPayload {
     // "SecretSignal": sent to the task's main process after its secret files were replaced in
     // place (a task sent again with other secret versions); empty: none.
     std::string secret_signal;
+    // "SecretMount": what serves the task's secret files, "tmpfs" or "fuse"; empty: the node's
+    // default.
+    std::string secret_mount;
     // "RegistryAuth":{"SecretID","Version"}: the secret (sent as any other, never mounted) that
     // holds a docker config.json the image is pulled with; empty id: none.
     std::string registry_auth_id;

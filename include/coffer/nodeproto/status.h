@@ -1,6 +1,6 @@
 // node -> manager "status": the node's task states.
 // {"type":"status","complete":bool,"statuses":[{"task_id","state","message","err",
-//  "container_id","pid","exit_code","health"}][,"volumes":[{"name","mountpoint","created_at",
+//  "container_id","pid","exit_code","health","secrets","reads"}][,"volumes":[{"name","mountpoint","created_at",
 //  "labels"}]]}
 // health (optional): "starting", "healthy" or "unhealthy", for a task with a health check.
 // States are the ones a node reports (preparing, starting, running, complete, failed, shutdown,
@@ -8,6 +8,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <optional>
 #include <string>
 #include <vector>
@@ -22,6 +23,15 @@ namespace coffer::nodeproto {
 inline constexpr std::size_t max_status_reports = 10'000;  // per message
 inline constexpr std::size_t max_status_text = 4096;       // message, err
 
+// What a task read of one secret version (from a mount that counts reads: FUSE).
+struct SecretReadReport {
+    std::string secret;  // "<secret id>@<version>"
+    std::uint64_t reads = 0;
+    std::int64_t first_read_ns = 0;  // Unix time; 0: no read yet
+    std::int64_t last_read_ns = 0;
+    bool operator==(const SecretReadReport&) const = default;
+};
+
 struct TaskReport {
     std::string task_id;
     model::TaskState state = model::TaskState::new_;
@@ -33,6 +43,9 @@ struct TaskReport {
     // "secrets": the secret versions the task's mount holds now, "<secret id>@<version>"
     // (encoded when not empty; at most 256). The manager's delivery record comes from it.
     std::vector<std::string> secrets;
+    // "reads": [{"secret","reads","first","last"}], per secret version its mount counts reads of
+    // (encoded when not empty; at most 256; first <= last).
+    std::vector<SecretReadReport> reads;
 };
 
 struct StatusMessage {
