@@ -117,6 +117,21 @@ std::unique_ptr<rocksdb::Iterator> Database::iterate(Table table) {
     return std::unique_ptr<rocksdb::Iterator>(db_->NewIterator(rocksdb::ReadOptions(), cf(table)));
 }
 
+Database::Snapshot Database::snapshot() {
+    auto* db = db_.get();
+    return Snapshot(db->GetSnapshot(),
+                    [db](const rocksdb::Snapshot* s) { db->ReleaseSnapshot(s); });
+}
+
+std::unique_ptr<rocksdb::Iterator> Database::iterate(Table table,
+                                                     const rocksdb::Snapshot* snapshot) {
+    rocksdb::ReadOptions options;
+    options.snapshot = snapshot;
+    // A backup reads everything once: keep it out of the block cache.
+    options.fill_cache = false;
+    return std::unique_ptr<rocksdb::Iterator>(db_->NewIterator(options, cf(table)));
+}
+
 Result<std::vector<KeyRecord>> Database::key_records() {
     std::vector<KeyRecord> out;
     auto it = iterate(Table::meta);

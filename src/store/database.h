@@ -4,6 +4,7 @@
 
 #include <array>
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -38,6 +39,12 @@ class Database {
     Result<void> write(rocksdb::WriteBatch& batch);
     // A fresh view: sees every write that returned before the call.
     std::unique_ptr<rocksdb::Iterator> iterate(Table table);
+    // A consistent view of every table as of now, released when the pointer goes.
+    using Snapshot =
+        std::unique_ptr<const rocksdb::Snapshot, std::function<void(const rocksdb::Snapshot*)>>;
+    Snapshot snapshot();
+    // A view as of snapshot (which must outlive the iterator).
+    std::unique_ptr<rocksdb::Iterator> iterate(Table table, const rocksdb::Snapshot* snapshot);
     // The key management records of the meta table (see keys.h), as stored.
     Result<std::vector<KeyRecord>> key_records();
     // Flushes memtables and compacts every column family down to the last level.

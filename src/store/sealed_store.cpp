@@ -25,11 +25,6 @@ struct WriteMetrics {
 // Registered when the program starts, so that every scrape lists them.
 WriteMetrics write_metrics;
 
-Error locked_error() {
-    return make_error(Errc::locked,
-                      R"(coffer is locked: run "coffer cluster unlock" with the unlock key)");
-}
-
 Error reserved_error(std::string_view key) {
     return make_error(
         Errc::invalid_argument,
@@ -44,6 +39,11 @@ void put_key_record(rocksdb::WriteBatch& batch, rocksdb::ColumnFamilyHandle* met
 }
 
 }  // namespace
+
+Error locked_error() {
+    return make_error(Errc::locked,
+                      R"(coffer is locked: run "coffer cluster unlock" with the unlock key)");
+}
 
 Store::Opened SealedStore::create(
     DataDir dir, KekMode mode,

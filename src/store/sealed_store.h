@@ -17,6 +17,9 @@
 
 namespace coffer::store::detail {
 
+// Errc::locked, saying how to unlock.
+Error locked_error();
+
 // What the store knows of its keys.
 struct Keyring {
     bool locked = false;
@@ -56,6 +59,8 @@ class SealedStore final : public Store {
         Table table,
         const std::function<bool(std::string_view key, crypto::SecureBuffer value)>& fn) override;
     Result<void> compact() override;
+    // backup.cpp
+    Result<BackupStats> backup(const BackupSink& sink) override;
 
   private:
     // Reads and opens one value; the caller holds keys_ (shared or not) across the call, so the

@@ -13,6 +13,7 @@
 #include <functional>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -50,6 +51,14 @@ struct Options {
     // never locks anything.
     std::function<Result<void>(const crypto::SecureBuffer& unlock_key)> hand_over_unlock_key;
 };
+
+// What a backup wrote (include/coffer/store/backup.h has the file's format).
+struct BackupStats {
+    std::uint64_t records = 0;  // DEK records included
+    std::uint64_t bytes = 0;
+};
+// Receives a backup's bytes in order; an error stops the backup.
+using BackupSink = std::function<Result<void>(std::span<const std::uint8_t> bytes)>;
 
 // One atomic, synchronous write.
 class Batch {
@@ -117,6 +126,11 @@ class Store {
     virtual Result<void> scan(
         Table table,
         const std::function<bool(std::string_view key, crypto::SecureBuffer value)>& fn) = 0;
+
+    // Writes a backup of every record (the DEK records too) as stored, sealed, all as of one
+    // moment: a write that returned before the call is in it, a batch is in it whole or not at
+    // all. Writers are not held up. The MAC is keyed from the KEK, so Errc::locked while locked.
+    virtual Result<BackupStats> backup(const BackupSink& sink) = 0;
 
     // Flushes memtables and compacts every table (tests use it to check what reaches SST files).
     virtual Result<void> compact() = 0;
