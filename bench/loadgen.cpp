@@ -1,7 +1,7 @@
 // Load generator for cofferd's API over its unix socket: secret create and inspect with 1 and
 // 16 concurrent clients (one keep-alive connection each), reporting ops/s and p50/p99 latency.
 //
-//   bench-loadgen --cofferd build/src/cofferd/cofferd [--ops 20000] [--seconds 5]
+//   bench-loadgen --cofferd build/src/cofferd/cofferd [--ops 20000] [--seconds 5] [--skip-inspect]
 //
 // Starts its own cofferd on a fresh data directory (synchronous writes, as in production), or
 // uses a running one with --host unix:///path.
@@ -159,6 +159,8 @@ int main(int argc, char** argv) {
     app.add_option("--value-bytes", value_bytes, "Secret size")->capture_default_str();
     app.add_option("--clients", client_counts, "Concurrent clients per scenario")
         ->capture_default_str();
+    bool skip_inspect = false;
+    app.add_flag("--skip-inspect", skip_inspect, "Only the create scenarios");
     CLI11_PARSE(app, argc, argv);
     if (cofferd.empty() == host.empty()) {
         std::fprintf(stderr, "give exactly one of --cofferd or --host\n");
@@ -211,7 +213,7 @@ int main(int argc, char** argv) {
             names.push_back(fmt::format("b{}-{}-{}", run_id, clients, i));
         report("create", clients, std::move(s));
     }
-    for (int clients : client_counts) {
+    for (int clients : skip_inspect ? std::vector<int>{} : client_counts) {
         auto s = run_epoll(
             path, clients, ops * 3, seconds,
             [&](std::size_t i) {
