@@ -323,9 +323,13 @@ std::vector<ServiceUpdate> roll_update(Pass& p, const Service& s,
     auto by_slot = p.slots(s);
     std::vector<std::string> outdated;
     UpdateTally tally;
+    // Slots whose new task does not run yet. As in swarmkit's updater, the next batch starts
+    // once the previous one runs (after the delay); the monitor period holds back only the
+    // update's completion (tally.in_flight), not the batches.
+    std::size_t starting = 0;
     Timestamp since = status ? status->started : now;
     for (auto& [key, list] : by_slot) {
-        bool dirty = false, flying = false;
+        bool dirty = false, flying = false, not_running = false;
         for (auto* t : list) {
             bool current_spec = p.up_to_date(s, *t);
             if (live(*t) && !current_spec) dirty = true;
@@ -341,15 +345,17 @@ std::vector<ServiceUpdate> roll_update(Pass& p, const Service& s,
             if (t->status.state == TaskState::running && !stable)
                 p.due({t->status.timestamp.nanos + cfg.monitor});
             if (!stable && !model::is_terminal(t->status.state)) flying = true;
+            if (t->status.state < TaskState::running) not_running = true;
         }
         if (dirty) outdated.push_back(key);
         if (flying) ++tally.in_flight;
+        if (not_running) ++starting;
     }
     tally.outdated = !outdated.empty();
 
     auto decision = decide_update(status, cfg, s.previous.has_value(), tally, now);
     if (decision.started) batch_done.reset();
-    std::size_t in_flight = tally.in_flight;
+    std::size_t in_flight = starting;
     if (decision.replace) {
         if (in_flight == 0 && batch_done && batch_done->nanos + cfg.delay > now.nanos) {
             p.due({batch_done->nanos + cfg.delay});

@@ -364,6 +364,33 @@ TEST_F(Cluster, RollingUpdateReplacesOneSlotAtATime) {
     EXPECT_EQ(tasks_of(web, false).size(), 6u);  // three replaced tasks kept as history
 }
 
+TEST_F(Cluster, NextUpdateBatchStartsOnceThePreviousRunsAndTheMonitorHoldsOnlyCompletion) {
+    node("n1");
+    auto web = services_->create(spec("web", 3))->meta.id;
+    pass();
+    agents_act();
+    ASSERT_EQ(running(web), 3u);
+    auto s = *services_->get(web);
+    ASSERT_TRUE(
+        services_->update(web, s.meta.version, spec("web", 3, {}, {{"ForceUpdate", 1}})).ok());
+    // Parallelism 1, monitor 5 s (the defaults): no time passes, yet every slot is replaced.
+    for (int i = 0; i < 12; ++i) {
+        pass();
+        EXPECT_GE(running(web) + 1, 3u);
+        agents_act();
+    }
+    auto current = *services_->get(web);
+    std::size_t replaced = 0;
+    for (const auto& t : tasks_of(web))
+        if (t.spec.json == current.spec.task.json && t.status.state == TaskState::running)
+            ++replaced;
+    EXPECT_EQ(replaced, 3u);
+    EXPECT_EQ(model::to_string(current.update_status->state), "updating");
+    advance(6 * sec);
+    pass();
+    EXPECT_EQ(model::to_string(services_->get(web)->update_status->state), "completed");
+}
+
 TEST_F(Cluster, FailedUpdatePausesWithTheReason) {
     node("n1");
     auto web = services_->create(spec("web", 2))->meta.id;
