@@ -65,6 +65,7 @@ Result<net::ClientResponse> ApiClient::request(std::string_view method, std::str
         auto c = net::HttpClient::connect(host_);
         if (!c) return std::move(c).error();
         http_ = std::move(*c);
+        if (body_limit_) http_->set_body_limit(*body_limit_);
     }
     return checked(
         http_->request(method, fmt::format("/v1.41{}", path), body, "application/json", secret));

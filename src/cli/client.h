@@ -4,6 +4,7 @@
 #include <boost/json.hpp>
 
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 
@@ -33,6 +34,8 @@ class ApiClient {
                                     const net::SecretHeader& header);
     // GET path: a 2xx answer's body as it is (a log stream); errors as call().
     Result<std::string> get_raw(std::string_view path);
+    // The longest answer accepted (net::HttpClient::set_body_limit).
+    void set_body_limit(std::uint64_t bytes) noexcept { body_limit_ = bytes; }
 
   private:
     Result<net::ClientResponse> request(std::string_view method, std::string_view path,
@@ -41,6 +44,7 @@ class ApiClient {
 
     std::string host_;
     std::unique_ptr<net::HttpClient> http_;
+    std::optional<std::uint64_t> body_limit_;
 };
 
 }  // namespace coffer::cli

@@ -1,4 +1,6 @@
-// coffer cluster unlock|unlock-key|join-token|update|ca|rotate-dek|inspect.
+// coffer cluster unlock|unlock-key|join-token|update|ca|rotate-dek|backup|inspect.
+#include <fcntl.h>
+#include <sys/stat.h>
 #include <termios.h>
 #include <unistd.h>
 
@@ -7,9 +9,12 @@
 #include <chrono>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
+#include <memory>
 #include <thread>
 
 #include "client.h"
+#include "coffer/base/unique_fd.h"
 #include "coffer/crypto/secure_buffer.h"
 #include "coffer/model/duration.h"
 #include "common.h"
@@ -270,6 +275,70 @@ void add_cluster_rotate_dek(CLI::App& cluster, Globals& g) {
     });
 }
 
+// A backup is the whole store, sealed; the manager builds it in memory, so its size is bounded
+// by the manager's memory long before this.
+constexpr std::uint64_t max_backup_bytes = 16ull << 30;
+
+// Writes bytes to path atomically: a new 0600 file beside it, synced, renamed over path, the
+// directory synced. A reader of path sees the old file or the whole new one, never a part.
+Result<void> write_file_atomically(const std::string& path, std::string_view bytes) {
+    auto target = std::filesystem::path(path);
+    auto dir = target.parent_path();
+    if (dir.empty()) dir = ".";
+    auto tmp = (dir / ("." + target.filename().string() + ".XXXXXX")).string();
+    auto fail = [&](std::string_view what) {
+        return make_error(Errc::invalid_argument,
+                          fmt::format("{} {}: {}", what, path, std::strerror(errno)));
+    };
+    UniqueFd fd(::mkostemp(tmp.data(), O_CLOEXEC));
+    if (!fd) return fail("create a temporary file for");
+    auto written = [&]() -> Result<void> {
+        if (::fchmod(fd.get(), 0600) != 0) return fail("chmod");
+        for (std::size_t off = 0; off < bytes.size();) {
+            auto n = ::write(fd.get(), bytes.data() + off, bytes.size() - off);
+            if (n < 0 && errno == EINTR) continue;
+            if (n <= 0) return fail("write");
+            off += static_cast<std::size_t>(n);
+        }
+        if (::fsync(fd.get()) != 0) return fail("fsync");
+        if (::rename(tmp.c_str(), path.c_str()) != 0) return fail("rename the new file to");
+        UniqueFd d(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+        if (!d || ::fsync(d.get()) != 0) return fail("fsync the directory of");
+        return {};
+    }();
+    if (!written) ::unlink(tmp.c_str());
+    return written;
+}
+
+// cluster backup FILE
+void add_cluster_backup(CLI::App& cluster, Globals& g) {
+    auto* cmd = cluster.add_subcommand(
+        "backup",
+        "Write a backup of the whole cluster, at one moment and still sealed, to FILE (mode 0600)");
+    auto file = std::make_shared<std::string>();
+    cmd->add_option("FILE", *file, "Where to write it (replaced atomically)")->required();
+    cmd->callback([&g, file] {
+        ApiClient api(g.host);
+        api.set_body_limit(max_backup_bytes);
+        auto start = std::chrono::steady_clock::now();
+        auto r = api.get_raw("/cluster/backup");
+        if (!r) throw CLI::RuntimeError(report(r.error()));
+        if (!r->starts_with("COFFERBK"))
+            throw CLI::RuntimeError(
+                report({Errc::internal, "the manager's answer is not a coffer backup"}));
+        if (auto w = write_file_atomically(*file, *r); !w)
+            throw CLI::RuntimeError(report(w.error()));
+        auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                      std::chrono::steady_clock::now() - start)
+                      .count();
+        std::printf(
+            "Backup written to %s (%zu bytes, %lld ms).\n"
+            "It is sealed: restoring it needs the cluster's KEK file, or its unlock key "
+            "with autolock (cofferd --restore %s --restore-key FILE).\n",
+            file->c_str(), r->size(), static_cast<long long>(ms), file->c_str());
+    });
+}
+
 // cluster inspect
 void add_cluster_inspect(CLI::App& cluster, Globals& g) {
     auto* cmd = cluster.add_subcommand("inspect", "Show the cluster");
@@ -284,7 +353,7 @@ void add_cluster_inspect(CLI::App& cluster, Globals& g) {
 }  // namespace
 
 void add_cluster_commands(CLI::App& app, Globals& g) {
-    auto* cluster = app.add_subcommand("cluster", "Manage the cluster: unlock, keys, CA");
+    auto* cluster = app.add_subcommand("cluster", "Manage the cluster: unlock, keys, CA, backups");
     cluster->require_subcommand(1);
     add_cluster_unlock(*cluster, g);
     add_cluster_unlock_key(*cluster, g);
@@ -292,6 +361,7 @@ void add_cluster_commands(CLI::App& app, Globals& g) {
     add_cluster_update(*cluster, g);
     add_cluster_ca(*cluster, g);
     add_cluster_rotate_dek(*cluster, g);
+    add_cluster_backup(*cluster, g);
     add_cluster_inspect(*cluster, g);
 }
 

@@ -18,12 +18,15 @@
 #include "coffer/base/process.h"
 #include "coffer/base/unique_fd.h"
 #include "coffer/crypto/secure_buffer.h"
+#include "coffer/crypto/secure_file.h"
 #include "coffer/crypto/secure_memory_metrics.h"
 #include "coffer/manager/api.h"
 #include "coffer/manager/cluster.h"
 #include "coffer/manager/metrics.h"
+#include "coffer/model/time.h"
 #include "coffer/net/http_server.h"
 #include "coffer/pki/secure_heap.h"
+#include "coffer/store/backup.h"
 #ifdef COFFER_TEST_HOOKS
 #include "test_hooks.h"
 #endif
@@ -158,6 +161,81 @@ Result<void> show_key_on_terminal(const coffer::crypto::SecureBuffer& key) {
         "--unlock-key-file PATH, or start cofferd --autolock from a terminal the first time");
 }
 
+// Reads a whole regular file that holds nothing secret (a backup: its values are sealed).
+Result<std::string> read_backup_file(const std::string& path) {
+    auto fail = [&](std::string_view what) {
+        return coffer::make_error(
+            coffer::Errc::invalid_argument,
+            fmt::format("--restore {}: {}: {}", path, what, std::strerror(errno)));
+    };
+    coffer::UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+    if (!fd) return fail("open");
+    struct stat st {};
+    if (::fstat(fd.get(), &st) != 0) return fail("stat");
+    if (!S_ISREG(st.st_mode))
+        return coffer::make_error(coffer::Errc::invalid_argument,
+                                  fmt::format("--restore {}: not a regular file", path));
+    std::string out(static_cast<std::size_t>(st.st_size), '\0');
+    std::size_t off = 0;
+    while (off < out.size()) {
+        auto n = ::read(fd.get(), out.data() + off, out.size() - off);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) return fail("read");
+        if (n == 0) break;
+        off += static_cast<std::size_t>(n);
+    }
+    out.resize(off);
+    return out;
+}
+
+// The key a restore needs, from a file only its owner may read: the old cluster's KEK file (32
+// bytes), or a file holding its unlock key.
+Result<coffer::crypto::SecureBuffer> read_restore_key(const std::string& path) {
+    auto fail = [&](std::string_view what) {
+        return coffer::make_error(
+            coffer::Errc::invalid_argument,
+            fmt::format("--restore-key {}: {}: {}", path, what, std::strerror(errno)));
+    };
+    coffer::UniqueFd fd(::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
+    if (!fd) return fail("open");
+    struct stat st {};
+    if (::fstat(fd.get(), &st) != 0) return fail("stat");
+    if (!S_ISREG(st.st_mode) || (st.st_mode & 077) != 0)
+        return coffer::make_error(
+            coffer::Errc::permission_denied,
+            fmt::format("--restore-key {}: must be a regular file that only its owner may read "
+                        "(chmod 600 {})",
+                        path, path));
+    return coffer::crypto::read_secure(fd.get(), 4096, path);
+}
+
+// cofferd --restore: a new store in data_dir from the backup, before anything else starts.
+Result<void> restore(const std::string& backup_path, const std::string& key_path,
+                     const std::string& data_dir) {
+    auto backup = read_backup_file(backup_path);
+    if (!backup) return std::move(backup).error();
+    std::optional<coffer::crypto::SecureBuffer> key;
+    if (!key_path.empty()) {
+        auto read = read_restore_key(key_path);
+        if (!read) return std::move(read).error();
+        key = std::move(*read);
+    }
+    auto restored = coffer::store::restore_backup(
+        {.dir = data_dir,
+         .backup = {reinterpret_cast<const std::uint8_t*>(backup->data()), backup->size()},
+         .key = key ? &*key : nullptr});
+    if (!restored) return std::move(restored).error();
+    coffer::log::warn("manager",
+                      "restored {} records from {} (taken at {}) into {}{}: tasks are scheduled "
+                      "again as after a restart; nodes reconnect with their certificates",
+                      restored->records, backup_path,
+                      coffer::model::format_rfc3339({restored->created * 1'000'000'000}), data_dir,
+                      restored->kek == coffer::store::BackupKek::autolock
+                          ? " (autolocked: unlock it with the unlock key)"
+                          : "");
+    return {};
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -190,6 +268,16 @@ int main(int argc, char** argv) {
                    "0600) instead "
                    "of the terminal")
         ->needs(autolock_flag);
+    std::string restore_file, restore_key_file;
+    auto* restore_option =
+        app.add_option("--restore", restore_file,
+                       "Start a new cluster from this backup (`coffer cluster backup`) in "
+                       "--data-dir, which must not exist or be empty")
+            ->excludes(autolock_flag);
+    app.add_option("--restore-key", restore_key_file,
+                   "With --restore: a copy of the backed-up cluster's KEK file (its "
+                   "<data-dir>/kek), or with autolock a file holding its unlock key; mode 0600")
+        ->needs(restore_option);
     app.add_option("--log-level", log_spec, "Log levels: LEVEL[,CATEGORY=LEVEL...]")
         ->capture_default_str();
     std::string log_format = "text", metrics_addr;
@@ -234,6 +322,11 @@ int main(int argc, char** argv) {
         ::umask(077);
         ::signal(SIGPIPE, SIG_IGN);
 
+        if (!restore_file.empty())
+            if (auto r = restore(restore_file, restore_key_file, data_dir); !r) {
+                std::fprintf(stderr, "cofferd: %s\n", r.error().message.c_str());
+                return 1;
+            }
         auto hand_over = [&](const coffer::crypto::SecureBuffer& key) -> Result<void> {
             if (unlock_key_file.empty()) return show_key_on_terminal(key);
             if (auto r = write_key_file(key, unlock_key_file); !r) return r;

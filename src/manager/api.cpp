@@ -434,7 +434,10 @@ Response Api::unlock(Request& r) {
 }
 
 bool Api::blocking(const Request& r) const {
-    return r.method != "GET" && r.method != "HEAD";
+    // A backup reads the whole store: a worker's job, never an I/O thread's.
+    if (r.method != "GET" && r.method != "HEAD") return true;
+    auto seg = route_of(r);
+    return seg && seg->size() == 2 && (*seg)[0] == "cluster" && (*seg)[1] == "backup";
 }
 
 bool Api::asynchronous(const Request& r) const {

@@ -1,4 +1,5 @@
-// /info and /swarm: the cluster object, join tokens, certificate expiry, unlock key and data key.
+// /info and /swarm: the cluster object, join tokens, certificate expiry, unlock key and data key;
+// /cluster/backup.
 #include "api_cluster.h"
 
 #include <sys/utsname.h>
@@ -321,11 +322,32 @@ Response swarm_update(Cluster& m, const Request& r) {
     return Response::empty(200);
 }
 
+// GET /cluster/backup: the whole store as of one moment, still sealed (store/backup.h). The
+// records are already sealed, so the file's bytes may sit on the ordinary heap.
+Response backup(Cluster& m, const Request& r) {
+    std::string file;
+    auto stats = m.store().backup([&file](std::span<const std::uint8_t> bytes) -> Result<void> {
+        file.append(reinterpret_cast<const char*>(bytes.data()), bytes.size());
+        return {};
+    });
+    if (!stats) return Response::error(std::move(stats).error().context("backup"));
+    log::info("api", "backup taken by {}: {} records, {} bytes",
+              r.peer ? fmt::format("uid {} (pid {})", r.peer->uid, r.peer->pid)
+                     : std::string("unknown peer"),
+              stats->records, stats->bytes);
+    auto resp = Response::json(200, std::move(file));
+    resp.content_type = "application/octet-stream";
+    resp.headers.emplace_back("X-Coffer-Backup-Records", std::to_string(stats->records));
+    return resp;
+}
+
 }  // namespace
 
 std::optional<Response> cluster_routes(Cluster& m, const Request& r, const Segments& seg) {
     const auto& method = r.method;
     if (seg.size() == 1 && seg[0] == "info" && method == "GET") return cluster_info(m);
+    if (seg.size() == 2 && seg[0] == "cluster" && seg[1] == "backup" && method == "GET")
+        return backup(m, r);
     if (seg.empty() || seg[0] != "swarm") return std::nullopt;
     if (seg.size() == 1 && method == "GET") return swarm(m);
     if (seg.size() != 2) return std::nullopt;

@@ -1,4 +1,5 @@
-// The cluster part of the API: /info, /swarm, /swarm/unlockkey, /swarm/update, /swarm/rotate-dek.
+// The cluster part of the API: /info, /swarm, /swarm/unlockkey, /swarm/update, /swarm/rotate-dek,
+// /cluster/backup.
 #pragma once
 
 #include <optional>

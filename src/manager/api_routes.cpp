@@ -27,6 +27,7 @@ constexpr Route routes[] = {
     {"POST", "/swarm/unlock"},
     {"POST", "/swarm/update"},
     {"POST", "/swarm/rotate-dek"},
+    {"GET", "/cluster/backup"},
     {"GET", "/secrets"},
     {"POST", "/secrets/create"},
     {"GET", "/secrets/{id}"},

@@ -21,6 +21,7 @@ struct HttpClient::Impl {
     local::socket socket{ioc};
     beast::flat_buffer buffer;
     bool connected = false;
+    std::uint64_t body_limit = 64 * 1024 * 1024;
 
     Result<void> open() {
         boost::system::error_code ec;
@@ -38,6 +39,10 @@ struct HttpClient::Impl {
 
 HttpClient::HttpClient(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 HttpClient::~HttpClient() = default;
+
+void HttpClient::set_body_limit(std::uint64_t bytes) noexcept {
+    impl_->body_limit = bytes;
+}
 
 Result<std::unique_ptr<HttpClient>> HttpClient::connect(std::string_view host) {
     auto impl = std::make_unique<Impl>();
@@ -80,7 +85,7 @@ Result<ClientResponse> HttpClient::request(std::string_view method, std::string_
         boost::system::error_code ec;
         http::write(im.socket, req, ec);
         http::response_parser<http::string_body> parser;
-        parser.body_limit(64 * 1024 * 1024);
+        parser.body_limit(im.body_limit);
         parser.skip(method == "HEAD");
         if (!ec) http::read(im.socket, im.buffer, parser, ec);
         if (ec) {

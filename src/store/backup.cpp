@@ -204,8 +204,8 @@ Result<RestoreStats> restore_backup(const RestoreOptions& options) {
         return fail(make_error(Errc::internal, e.what()));
     }
     auto records = backup->key_records.size() + backup->records.size();
-    log::info("store", "restored {} records into {} (backup of {}; kek: {})", records,
-              options.dir.string(), backup->created,
+    log::info("store", "restored {} records into {} (a backup taken at unix time {}; kek: {})",
+              records, options.dir.string(), backup->created,
               backup->kek == BackupKek::file ? "file" : "autolock");
     return RestoreStats{backup->kek, records, backup->created};
 }

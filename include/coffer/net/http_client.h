@@ -37,6 +37,9 @@ class HttpClient {
                                    std::string_view content_type = "application/json",
                                    const SecretHeader* secret = nullptr);
 
+    // Answers with a longer body fail; 64 MiB unless set (a backup may be larger).
+    void set_body_limit(std::uint64_t bytes) noexcept;
+
   private:
     struct Impl;
     explicit HttpClient(std::unique_ptr<Impl> impl);
