@@ -10,8 +10,9 @@
 // their mount namespace) have written /tmp/report holding the line NAME, read through
 // /proc/PID/root: the task read its secrets and listed them. `gone` ends once no such process is
 // left and no line of FILE (the instance's mountinfo) contains TEXT: the secret mounts are gone.
-// Prints "<milliseconds until observed> <milliseconds until CMD exited>"; exits 1 when CMD
-// failed or the deadline passed.
+// Prints "<milliseconds until observed> <milliseconds until CMD exited>" (and, with
+// --wall-clock, the start in seconds since the epoch); exits 1 when CMD failed or the deadline
+// passed.
 #include <dirent.h>
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -102,6 +103,10 @@ int main(int argc, char** argv) {
         sub->add_option("--timeout", timeout, "seconds")->capture_default_str();
         sub->add_option("command", command, "the command to time")->required();
     }
+    bool wall_clock = false;
+    app.add_flag("--wall-clock", wall_clock,
+                 "also print when the command started (seconds since the epoch), to line up "
+                 "with logs");
     ready->add_option("--count", count, "tasks")->capture_default_str();
     ready->add_option("--expect", expect, "a line the report must hold")->required();
     gone->add_option("--mountinfo", mountinfo, "the instance's /proc/PID/mountinfo")->required();
@@ -125,6 +130,7 @@ int main(int argc, char** argv) {
 
     // The command's output (a service's id) is not ours to print.
     int null_fd = ::open("/dev/null", O_WRONLY | O_CLOEXEC);
+    auto wall_t0 = std::chrono::system_clock::now();
     auto t0 = Clock::now();
     auto child = coffer::Child::spawn({.argv = command, .stdout_fd = null_fd});
     ::close(null_fd);
@@ -148,6 +154,10 @@ int main(int argc, char** argv) {
         if (!seen_ms && observed()) seen_ms = ms(Clock::now() - t0);
         std::this_thread::sleep_for(1ms);
     }
-    std::printf("%.3f %.3f\n", *seen_ms, *exited_ms);
+    if (wall_clock)
+        std::printf("%.3f %.3f %.6f\n", *seen_ms, *exited_ms,
+                    std::chrono::duration<double>(wall_t0.time_since_epoch()).count());
+    else
+        std::printf("%.3f %.3f\n", *seen_ms, *exited_ms);
     return 0;
 }
