@@ -290,9 +290,8 @@ std::optional<AssignmentMessage> NodeStream::poll() {
 
 std::optional<nodeproto::NetworksMessage> NodeStream::poll_networks() {
     if (dispatcher_.networks_ == nullptr || dispatcher_.services_ == nullptr) return std::nullopt;
-    auto m =
-        networks_message(node_id_, dispatcher_.networks_->list(), dispatcher_.services_->list(),
-                         dispatcher_.tasks_.list(), dispatcher_.nodes_.list());
+    auto in = dispatcher_.network_inputs();
+    auto m = networks_message(node_id_, in->networks, in->services, in->tasks, in->nodes);
     if (sent_networks_) {
         m.sequence = sent_networks_->sequence;
         if (m == *sent_networks_) return std::nullopt;
@@ -329,7 +328,23 @@ void Dispatcher::unsubscribe(NodeStream* s) {
     streams_.lock()->erase(s);
 }
 
+std::shared_ptr<const Dispatcher::NetworkInputs> Dispatcher::network_inputs() const {
+    // Read before the tables: what is copied below is at least as new as this count says.
+    auto seen = changes_.load();
+    std::lock_guard lock(inputs_mutex_);
+    if (inputs_ && inputs_changes_ == seen) return inputs_;
+    auto in = std::make_shared<NetworkInputs>();
+    in->networks = networks_->list();
+    in->services = services_->list();
+    in->tasks = tasks_.list();
+    in->nodes = nodes_.list();
+    inputs_ = std::move(in);
+    inputs_changes_ = seen;
+    return inputs_;
+}
+
 void Dispatcher::changed() {
+    changes_.fetch_add(1);
     auto streams = streams_.read();
     for (auto* s : *streams) s->changed();
 }
