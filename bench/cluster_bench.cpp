@@ -123,6 +123,7 @@ std::size_t rss_kib(int pid) {
 }
 
 struct Options {
+    std::string manager_log_level = "warn";  // cofferd's --log-level (its log goes to stderr)
     std::string cofferd, agent, images_script;
     bool own_netns = false;  // cofferd and the agents in a network namespace the bench makes
     int runs = 10;
@@ -151,8 +152,9 @@ class Cluster {
             enter_ = {"nsenter", "--net=/run/netns/" + netns_};
         }
         std::vector<std::string> argv = enter_;
-        argv.insert(argv.end(), {o.cofferd, "--data-dir", dir_ + "/data", "--socket",
-                                 dir_ + "/api.sock", "--listen", manager_, "--log-level", "warn"});
+        argv.insert(argv.end(),
+                    {o.cofferd, "--data-dir", dir_ + "/data", "--socket", dir_ + "/api.sock",
+                     "--listen", manager_, "--log-level", o.manager_log_level});
         daemon_ = Child::spawn({.argv = argv});
         await(
             "cofferd",
@@ -993,6 +995,9 @@ int main(int argc, char** argv) {
     app.add_option("--agent-arg", o.agent_args,
                    "Extra coffer-agent argument for node-ready and service (repeat)");
     app.add_option("--sessions", o.sessions, "Idle sessions for the memory figure")
+        ->capture_default_str();
+    app.add_option("--manager-log-level", o.manager_log_level,
+                   "cofferd's --log-level, e.g. info,dispatcher=debug (its log goes to stderr)")
         ->capture_default_str();
     CLI11_PARSE(app, argc, argv);
     o.agents_given = agents->count() > 0;
