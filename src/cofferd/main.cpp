@@ -272,8 +272,8 @@ int main(int argc, char** argv) {
     auto* restore_option =
         app.add_option("--restore", restore_file,
                        "Start a new cluster from this backup (`coffer cluster backup`) in "
-                       "--data-dir, which must not exist or be empty")
-            ->excludes(autolock_flag);
+                       "--data-dir, which must not exist or be empty (the backup says whether "
+                       "it is autolocked: --autolock does not apply)");
     app.add_option("--restore-key", restore_key_file,
                    "With --restore: a copy of the backed-up cluster's KEK file (its "
                    "<data-dir>/kek), or with autolock a file holding its unlock key; mode 0600")
