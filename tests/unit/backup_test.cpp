@@ -412,11 +412,19 @@ TEST(Backup, HoldsNoPlaintextValue) {
     EXPECT_EQ(backup.find(str(kek)), std::string::npos);
 }
 
-// Writers commit batches of two records (a/N and b/N) while backups are taken: every batch that
-// returned before a backup began is in it, and no backup holds half a batch.
+// Writers commit batches of two records (a/N in the first table, b/N in the last) while backups
+// are taken: every batch that returned before a backup began is in it, and no backup holds half
+// a batch. A large table in between makes a backup take long enough for writes to land while
+// it runs.
 TEST(Backup, IsAPointInTimeUnderConcurrentWriters) {
     TempDir tmp;
     auto s = must_open(tmp.path() / "src");
+    for (int chunk = 0; chunk < 40; ++chunk) {
+        Batch b;
+        for (int i = 0; i < 1000; ++i)
+            b.put(Table::tasks, fmt::format("task-{:03}-{:04}", chunk, i), std::string(200, 't'));
+        ASSERT_TRUE(s->write(std::move(b)).ok());
+    }
     constexpr int writers = 4;
     std::atomic<bool> stop{false};
     std::vector<std::atomic<int>> acknowledged(writers);
@@ -426,8 +434,8 @@ TEST(Backup, IsAPointInTimeUnderConcurrentWriters) {
             for (int i = 0; !stop; ++i) {
                 Batch b;
                 auto id = fmt::format("{}-{:08}", w, i);
-                b.put(Table::secrets, "a/" + id, std::string("spec ") + id);
-                b.put(Table::secret_data, "b/" + id, std::string("data ") + id);
+                b.put(Table::meta, "a/" + id, std::string("spec ") + id);
+                b.put(Table::networks, "b/" + id, std::string("data ") + id);
                 if (!s->write(std::move(b))) return;
                 acknowledged[w] = i + 1;
             }
@@ -450,8 +458,8 @@ TEST(Backup, IsAPointInTimeUnderConcurrentWriters) {
         auto r = restore(dst.path() / "d", backups[k].second, &kek);
         ASSERT_TRUE(r.ok()) << r.error().message;
         auto restored = must_open(dst.path() / "d");
-        auto specs = contents(*restored, Table::secrets);
-        auto data = contents(*restored, Table::secret_data);
+        auto specs = contents(*restored, Table::meta);
+        auto data = contents(*restored, Table::networks);
         ASSERT_EQ(specs.size(), data.size()) << "backup " << k;
         for (const auto& [key, value] : specs) {
             auto id = key.substr(2);
