@@ -4,6 +4,7 @@
 
 #include <sodium.h>
 
+#include <algorithm>
 #include <array>
 #include <atomic>
 #include <bit>
@@ -17,7 +18,12 @@ namespace {
 constexpr std::size_t min_shift = 6;   // 64 bytes
 constexpr std::size_t max_shift = 21;  // 2 MiB: a connection's read buffer (1 MiB body + headers)
 constexpr std::size_t classes = max_shift - min_shift + 1;
-constexpr std::size_t slab_bytes = 1 << 20;
+// A slab holds at least 16 blocks, and takes at least 64 KiB and at most 1 MiB unless one block
+// is larger: every slab is locked (resident) at once, so an idle process that touched a dozen
+// size classes holds a dozen slabs.
+constexpr std::size_t min_slab_bytes = std::size_t{1} << 16;
+constexpr std::size_t max_slab_bytes = std::size_t{1} << 20;
+constexpr std::size_t blocks_per_slab = 16;
 
 std::size_t class_of(std::size_t bytes) {
     std::size_t rounded = std::bit_ceil(std::max<std::size_t>(bytes, 1));
@@ -41,7 +47,8 @@ struct Pool {
 
     void refill(std::size_t c) {
         std::size_t block = std::size_t{1} << (c + min_shift);
-        std::size_t bytes = std::max(slab_bytes, block);
+        std::size_t bytes = std::max(
+            block, std::clamp(block * blocks_per_slab, min_slab_bytes, max_slab_bytes));
         // Slabs live for the process: blocks are wiped on release, and the memory stays locked.
         auto* slab = static_cast<unsigned char*>(::sodium_malloc(bytes));
         if (slab == nullptr) throw std::bad_alloc();
