@@ -47,8 +47,8 @@ struct Pool {
 
     void refill(std::size_t c) {
         std::size_t block = std::size_t{1} << (c + min_shift);
-        std::size_t bytes = std::max(
-            block, std::clamp(block * blocks_per_slab, min_slab_bytes, max_slab_bytes));
+        std::size_t bytes =
+            std::max(block, std::clamp(block * blocks_per_slab, min_slab_bytes, max_slab_bytes));
         // Slabs live for the process: blocks are wiped on release, and the memory stays locked.
         auto* slab = static_cast<unsigned char*>(::sodium_malloc(bytes));
         if (slab == nullptr) throw std::bad_alloc();
