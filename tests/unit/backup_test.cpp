@@ -18,6 +18,7 @@
 #include "coffer/crypto/random.h"
 #include "coffer/store/backup.h"
 #include "coffer/store/store.h"
+#include "scratch_dir.h"
 
 using namespace coffer;
 using namespace coffer::store;
@@ -33,23 +34,9 @@ std::span<const std::uint8_t> bytes(std::string_view s) {
     return {reinterpret_cast<const std::uint8_t*>(s.data()), s.size()};
 }
 
-class TempDir {
+class TempDir : public coffer::test::ScratchDir {
   public:
-    TempDir() {
-        auto pattern = (fs::temp_directory_path() / "coffer-backup-test-XXXXXX").string();
-        if (::mkdtemp(pattern.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
-        path_ = pattern;
-    }
-    TempDir(const TempDir&) = delete;
-    TempDir& operator=(const TempDir&) = delete;
-    ~TempDir() {
-        std::error_code ec;
-        fs::remove_all(path_, ec);
-    }
-    const fs::path& path() const { return path_; }
-
-  private:
-    fs::path path_;
+    TempDir() : ScratchDir("coffer-backup-test") {}
 };
 
 std::unique_ptr<Store> must_open(const fs::path& dir, bool autolock = false,

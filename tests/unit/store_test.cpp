@@ -33,6 +33,7 @@
 #include "coffer/crypto/encoding.h"
 #include "coffer/crypto/random.h"
 #include "coffer/store/store.h"
+#include "scratch_dir.h"
 
 using namespace coffer;
 using namespace coffer::store;
@@ -61,26 +62,11 @@ std::string value_for(std::string_view key) {
     return v;
 }
 
-// A fresh directory under $TMPDIR, removed with everything in it when the test ends, however.
-class TempDir {
+class TempDir : public coffer::test::ScratchDir {
   public:
-    TempDir() {
-        auto pattern = (fs::temp_directory_path() / "coffer-store-test-XXXXXX").string();
-        if (::mkdtemp(pattern.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
-        path_ = pattern;
-    }
-    TempDir(const TempDir&) = delete;
-    TempDir& operator=(const TempDir&) = delete;
-    ~TempDir() {
-        std::error_code ec;
-        fs::remove_all(path_, ec);
-    }
-    const fs::path& path() const { return path_; }
+    TempDir() : ScratchDir("coffer-store-test") {}
     // Where tests put the store: created by the store itself.
-    fs::path store() const { return path_ / "store"; }
-
-  private:
-    fs::path path_;
+    fs::path store() const { return path() / "store"; }
 };
 
 std::unique_ptr<Store> open_store(const fs::path& dir, bool autolock = false) {
