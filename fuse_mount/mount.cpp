@@ -52,6 +52,7 @@ std::shared_ptr<const Content> content_of(const File& f, const Bytes& bytes,
     if (it == bytes.end()) invalid(fmt::format("no bytes for secret {}", f.secret_id));
     if (f.mode > 0777) invalid(fmt::format("mode {:o} of {} beyond 0777", f.mode, f.path));
     auto c = std::make_shared<Content>();
+    c->secret_id = f.secret_id;
     c->bytes = it->second.clone();
     c->uid = f.uid + o.uid_shift;
     c->gid = f.gid + o.gid_shift;
@@ -90,6 +91,7 @@ void build_tree(FuseMount::Served& s, const std::vector<File>& files, const Byte
         sf.ino = at;
         sf.content = content_of(f, bytes, o);
         sf.reads.path = f.path;
+        sf.reads.secret_id = f.secret_id;
         s.files.push_back(std::move(sf));
     }
 }
@@ -263,6 +265,8 @@ void FuseMount::replace(const std::vector<File>& files, const Bytes& bytes) {
             auto& f = s.files[changed[k]];
             f.content = std::move(contents[k]);  // open files keep the old one until released
             f.secret_id = files[changed[k]].secret_id;
+            f.earlier.push_back(std::move(f.reads));
+            f.reads = FileReads{f.earlier.back().path, f.secret_id};
             inodes.push_back(f.ino);
         }
     }
@@ -281,7 +285,10 @@ std::vector<FileReads> FuseMount::reads() const {
     std::vector<FileReads> out;
     if (!served_) return out;
     std::lock_guard lock(served_->mu);
-    for (const auto& f : served_->files) out.push_back(f.reads);
+    for (const auto& f : served_->files) {
+        out.insert(out.end(), f.earlier.begin(), f.earlier.end());
+        out.push_back(f.reads);
+    }
     return out;
 }
 

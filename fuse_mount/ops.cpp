@@ -137,7 +137,7 @@ void op_read(fuse_req_t req, fuse_ino_t, std::size_t size, off_t off, fuse_file_
     auto start = std::min(static_cast<std::size_t>(std::max<off_t>(off, 0)), bytes.size());
     auto n = std::min(size, bytes.size() - start);
     if (n > 0) {
-        auto& r = s.files[static_cast<std::size_t>(it->second.file)].reads;
+        auto& r = s.files[static_cast<std::size_t>(it->second.file)].reads_of(*it->second.content);
         auto now = std::chrono::system_clock::now();
         if (r.reads++ == 0) r.first_read = now;
         r.last_read = now;

@@ -23,6 +23,7 @@ namespace coffer::fuse_mount {
 
 // One version of a file: what an open() pins until its release().
 struct Content {
+    std::string secret_id;
     crypto::SecureBuffer bytes;
     std::uint32_t uid = 0;
     std::uint32_t gid = 0;
@@ -41,7 +42,15 @@ struct ServedFile {
     std::string secret_id;
     fuse_ino_t ino = 0;
     std::shared_ptr<const Content> content;
-    FileReads reads;
+    FileReads reads;                 // of content
+    std::vector<FileReads> earlier;  // of the contents before it, oldest first
+    // The reads of c: this file's current content or one it held before.
+    FileReads& reads_of(const Content& c) {
+        if (&c == content.get() || earlier.empty()) return reads;
+        for (auto it = earlier.rbegin(); it != earlier.rend(); ++it)
+            if (it->secret_id == c.secret_id) return *it;
+        return reads;
+    }
 };
 
 struct OpenFile {

@@ -70,8 +70,6 @@ SecretBackend automatic_secret_backend(const std::string& scratch) {
 void TaskSecretMount::replace(const std::vector<SecretFile>& files, const SecretBytes& bytes) {
     if (backend_ == SecretBackend::tmpfs) {
         tmpfs_.replace(files, bytes);
-        for (std::size_t i = 0; i < files.size() && i < ids_.size(); ++i)
-            ids_[i] = files[i].secret_id;
         return;
     }
     if (!fuse_.active()) refuse("the task's secrets are unmounted");
@@ -83,18 +81,15 @@ void TaskSecretMount::replace(const std::vector<SecretFile>& files, const Secret
         served.push_back({files[i].secret_id, rel_[i], files[i].uid, files[i].gid, files[i].mode});
     }
     fuse_.replace(served, bytes);
-    for (std::size_t i = 0; i < files.size(); ++i) ids_[i] = files[i].secret_id;
 }
 
 std::vector<SecretReads> TaskSecretMount::reads() const {
     if (backend_ != SecretBackend::fuse || !fuse_.active()) return {};
     std::vector<SecretReads> out;
-    std::map<std::string_view, std::size_t> index;
-    auto per_file = fuse_.reads();
-    for (std::size_t i = 0; i < per_file.size() && i < ids_.size(); ++i) {
-        const auto& f = per_file[i];
-        auto [it, added] = index.emplace(ids_[i], out.size());
-        if (added) out.push_back({ids_[i]});
+    std::map<std::string, std::size_t, std::less<>> index;
+    for (const auto& f : fuse_.reads()) {
+        auto [it, added] = index.emplace(f.secret_id, out.size());
+        if (added) out.push_back({f.secret_id});
         auto& r = out[it->second];
         r.opens += f.opens;
         r.reads += f.reads;
@@ -120,7 +115,6 @@ TaskSecretMount mount_task_secrets(const std::string& dir, const TaskSpec& spec,
     TaskSecretMount m;
     m.backend_ = backends.resolve(spec.secret_mount);
     for (const auto& f : files) {
-        m.ids_.push_back(f.secret_id);
         m.paths_.push_back(f.path);
     }
     if (m.backend_ == SecretBackend::tmpfs) {

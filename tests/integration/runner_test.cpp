@@ -503,6 +503,15 @@ TEST_P(RunnerTest, LiveUpdateReplacesTheTasksFiles) {
         EXPECT_EQ(read_file(root + "/etc/app/key.pem"), "old-key");
     }
     EXPECT_EQ(read_file(root + "/run/secrets/db_pass"), "new-pass");
+    // On FUSE each read counts for the version it read.
+    if (fuse()) {
+        std::map<std::string, std::uint64_t> reads;
+        auto now = runner->status(spec.id);
+        ASSERT_TRUE(now);
+        for (const auto& r : now->secret_reads) reads[r.secret_id] = r.reads;
+        EXPECT_EQ(reads, (std::map<std::string, std::uint64_t>{
+                             {"s1", 1}, {"s1@2", 2}, {"s2", 1}, {"s2@2", 1}}));
+    }
     ASSERT_TRUE(runner->stop(spec.id, 0ms));
     l1.reset();
     l2.reset();

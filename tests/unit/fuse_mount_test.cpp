@@ -364,6 +364,21 @@ TEST_F(FuseMountTest, ReplaceKeepsOpenFilesOnTheirBytes) {
     EXPECT_THROW(m.replace({{"v1", "run/b"}}, bytes), ErrorException);
     EXPECT_THROW(m.replace({}, bytes), ErrorException);
     EXPECT_EQ(read_all(f), "n");
+
+    // Reads count for the bytes they got: a reader that opened before a replace for the old.
+    auto r = m.reads();
+    ASSERT_EQ(r.size(), 3u);
+    EXPECT_EQ(r[0].secret_id, "v1");
+    EXPECT_EQ(r[0].opens, 1u);
+    EXPECT_EQ(r[0].reads, 2u);
+    EXPECT_EQ(r[1].secret_id, "v2");
+    EXPECT_EQ(r[1].opens, 2u);
+    EXPECT_EQ(r[1].reads, 2u);
+    EXPECT_EQ(r[2].secret_id, "v3");
+    EXPECT_EQ(r[2].opens, 2u);
+    EXPECT_EQ(r[2].reads, 2u);
+    for (const auto& e : r) EXPECT_EQ(e.path, "run/a");
+    EXPECT_GE(r[0].first_read, r[1].first_read);  // the old reader read after the new one
 }
 
 // The kernel keeps a file's attributes; a replace drops them, so a new owner or mode holds

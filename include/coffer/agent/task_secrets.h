@@ -74,7 +74,6 @@ class TaskSecretMount {
                                               std::uint32_t, SecretBackends&);
     SecretBackend backend_ = SecretBackend::tmpfs;
     std::vector<SecretBind> binds_;
-    std::vector<std::string> ids_;    // each file's secret_id, as created or last replaced
     std::vector<std::string> paths_;  // each file's container path
     std::vector<std::string> rel_;    // FUSE: each file's path in the mount
     SecretMount tmpfs_;

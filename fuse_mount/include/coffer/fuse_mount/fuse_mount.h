@@ -34,9 +34,10 @@ struct File {
     std::uint32_t mode = 0444;
 };
 
-// What a task read of one file.
+// What a task read of one file while it held one secret's bytes.
 struct FileReads {
     std::string path;
+    std::string secret_id;
     std::uint64_t opens = 0;
     std::uint64_t reads = 0;                             // read requests answered with bytes
     std::chrono::system_clock::time_point first_read{};  // zero until the first read
@@ -100,7 +101,9 @@ class FuseMount {
     // whole old one until closed. Throws ErrorException; no file changed then.
     void replace(const std::vector<File>& files, const Bytes& bytes);
 
-    // Per file, in the order of create().
+    // Per file, in the order of create(): what was read of each secret it held (the bytes of
+    // create(), then of each replace() that changed it; a reader that opened the file before a
+    // replace() counts for the bytes it reads), oldest first.
     std::vector<FileReads> reads() const;
 
     // Stops serving, unmounts (aborting the connection first when a reader keeps the mount busy,
