@@ -6,7 +6,6 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/file.h>
-#include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -117,15 +116,8 @@ Runner::Runner(RunnerOptions options, ImageStore& images)
     if (::flock(impl_->lock_fd.get(), LOCK_EX | LOCK_NB) != 0)
         throw ErrorException(
             make_error(Errc::conflict, fmt::format("another agent runs on {}", o.run_dir)));
-    auto backend = o.secret_mount;
-    if (backend == SecretBackend::automatic) {
-        auto probe = o.run_dir + "/noswap-probe";
-        ::umount2(probe.c_str(), MNT_DETACH | UMOUNT_NOFOLLOW);  // left by a crash, if at all
-        ::rmdir(probe.c_str());
-        OwnedDir scratch(probe, 0700);
-        backend = automatic_secret_backend(scratch.path());
-    }
-    impl_->secret_backends = std::make_unique<SecretBackends>(backend);
+    impl_->secret_backends = std::make_unique<SecretBackends>(
+        resolve_secret_backend(o.secret_mount, o.run_dir + "/noswap-probe"));
 
     if (::prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0)
         throw_errno("prctl(PR_SET_CHILD_SUBREAPER)");

@@ -78,12 +78,8 @@ NoopDriver::NoopDriver(NoopDriverOptions options) : options_(std::move(options))
             log::warn("runner", "leftover {}: {}", path, e.what());
         }
     }
-    auto backend = options_.secret_mount;
-    if (backend == SecretBackend::automatic) {
-        OwnedDir scratch(root + "/.noswap-probe", 0700);
-        backend = automatic_secret_backend(scratch.path());
-    }
-    backends_ = std::make_unique<SecretBackends>(backend);
+    backends_ = std::make_unique<SecretBackends>(
+        resolve_secret_backend(options_.secret_mount, root + "/.noswap-probe"));
 }
 
 NoopDriver::~NoopDriver() {

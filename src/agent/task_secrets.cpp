@@ -1,5 +1,8 @@
 #include "coffer/agent/task_secrets.h"
 
+#include <sys/mount.h>
+#include <unistd.h>
+
 #include <map>
 
 #include "coffer/base/log.h"
@@ -61,8 +64,12 @@ std::size_t SecretBackends::remove_leftovers(std::string_view root) {
     return fuse_mount::remove_leftover_fuse_mounts(fuse(), root);
 }
 
-SecretBackend automatic_secret_backend(const std::string& scratch) {
-    if (probe_tmpfs_noswap(scratch)) return SecretBackend::tmpfs;
+SecretBackend resolve_secret_backend(SecretBackend requested, const std::string& scratch) {
+    if (requested != SecretBackend::automatic) return requested;
+    ::umount2(scratch.c_str(), MNT_DETACH | UMOUNT_NOFOLLOW);  // left by a crash, if at all
+    ::rmdir(scratch.c_str());
+    OwnedDir dir(scratch, 0700);
+    if (probe_tmpfs_noswap(dir.path())) return SecretBackend::tmpfs;
     log::info("runner", "tmpfs takes no noswap on this kernel: secret files are served by FUSE");
     return SecretBackend::fuse;
 }

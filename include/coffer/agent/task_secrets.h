@@ -46,9 +46,10 @@ class SecretBackends {
     std::unique_ptr<fuse_mount::FuseServer> fuse_;
 };
 
-// The default an agent picks when told "auto": tmpfs where the kernel takes noswap (tried on
-// scratch, an existing empty directory), FUSE otherwise.
-SecretBackend automatic_secret_backend(const std::string& scratch);
+// What requested means on this node: automatic is tmpfs where the kernel takes noswap (tried on
+// a scratch directory at scratch, made and removed here; one a crash left there goes first),
+// FUSE otherwise; tmpfs and fuse stay as they are.
+SecretBackend resolve_secret_backend(SecretBackend requested, const std::string& scratch);
 
 // A task's mounted secret files, on either backend.
 class TaskSecretMount {
