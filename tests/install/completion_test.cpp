@@ -1,12 +1,16 @@
-// The bash completion (dist/completion/coffer.bash) as bash runs it: the script is sourced, the
-// line typed so far is handed to its function as bash does (COMP_LINE, COMP_POINT), and what it
-// leaves in COMPREPLY is compared with the commands, flags and names there are. The names come
-// from a cofferd-test with two nodes.
+// The shell completions as the shells run them, compared with the commands, flags and names there
+// are. bash (dist/completion/coffer.bash): the script is sourced, the line typed so far is handed
+// to its function as bash does (COMP_LINE, COMP_POINT), and what it leaves in COMPREPLY is what
+// it offers. zsh (dist/completion/_coffer): an interactive zsh finds the script through $fpath,
+// Tab is pressed at the end of the line, and the matches zsh takes are what it offers
+// (tests/install/zsh-complete). Every behaviour is checked in both shells. The names come from a
+// cofferd-test with two nodes.
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <cstdlib>
 #include <filesystem>
+#include <ostream>
 #include <set>
 #include <string>
 #include <vector>
@@ -19,7 +23,24 @@ namespace {
 
 using Set = std::set<std::string>;
 
-class Completion : public HookedDaemonTest {
+enum class Shell { bash, zsh };
+
+const char* name_of(Shell shell) {
+    return shell == Shell::bash ? "bash" : "zsh";
+}
+void PrintTo(Shell shell, std::ostream* os) {
+    *os << name_of(shell);
+}
+// Test names: Shells/Completion.OffersWhatStartsWithTheWordTyped/zsh.
+std::string shell_name(const testing::TestParamInfo<Shell>& info) {
+    return name_of(info.param);
+}
+
+bool have_zsh() {
+    return run_program({"sh", "-c", "command -v zsh"}).status == 0;
+}
+
+class CompletionTest : public HookedDaemonTest {
   protected:
     void SetUp() override {
         start_daemon();
@@ -33,26 +54,43 @@ class Completion : public HookedDaemonTest {
                   0);
     }
 
-    // What the completion offers for `line` (the cursor at its end), with COFFER_HOST=host.
-    Set offered(const std::string& line, const std::string& host) {
-        auto script = env_or("COFFER_COMPLETION", "");
-        EXPECT_FALSE(script.empty()) << "COFFER_COMPLETION is not set";
-        auto coffer_dir = std::filesystem::path(coffer_path()).parent_path().string();
-        const std::string program =
-            "source \"$1\"\n"
-            "COMP_LINE=$2; COMP_POINT=${#COMP_LINE}\n"
-            "_coffer\n"
-            "printf '%s\\n' \"${COMPREPLY[@]}\"\n";
-        auto r = run_program(
-            {"bash", "--norc", "-c", program, "bash", script, line}, "",
-            {"PATH=" + coffer_dir + ":" + env_or("PATH", "/usr/bin"), "COFFER_HOST=" + host});
-        EXPECT_EQ(r.status, 0) << r.err;
+    // What `shell`'s completion offers for `line` (the cursor at its end), with
+    // COFFER_HOST=host and, unless told otherwise, coffer's directory first in PATH. Each
+    // candidate is what replaces the part of the word completed: after a "--option=", the value.
+    Set offered(Shell shell, const std::string& line, const std::string& host,
+                bool coffer_in_path = true) {
+        std::vector<std::string> argv;
+        if (shell == Shell::bash) {
+            auto script = env_or("COFFER_BASH_COMPLETION", "");
+            EXPECT_FALSE(script.empty()) << "COFFER_BASH_COMPLETION is not set";
+            const std::string program =
+                "source \"$1\"\n"
+                "COMP_LINE=$2; COMP_POINT=${#COMP_LINE}\n"
+                "_coffer\n"
+                "printf '%s\\n' \"${COMPREPLY[@]}\"\n";
+            argv = {"bash", "--norc", "-c", program, "bash", script, line};
+        } else {
+            auto script = env_or("COFFER_ZSH_COMPLETION", "");
+            auto driver = env_or("ZSH_COMPLETE", "");
+            EXPECT_FALSE(script.empty()) << "COFFER_ZSH_COMPLETION is not set";
+            EXPECT_FALSE(driver.empty()) << "ZSH_COMPLETE is not set";
+            // compinit's findings, kept for the test's later runs.
+            auto dump = "ZSH_COMPLETE_DUMP=" + (dir_.path() / "zcompdump").string();
+            argv = {dump, "zsh", "-f", driver, script, line};
+        }
+        auto path = env_or("PATH", "/usr/bin");
+        if (coffer_in_path)
+            path = std::filesystem::path(coffer_path()).parent_path().string() + ":" + path;
+        // Through env(1): run_program's variables come after the inherited ones, and zsh takes
+        // the first PATH of an environment.
+        argv.insert(argv.begin(), {"env", "PATH=" + path, "COFFER_HOST=" + host});
+        auto r = run_program(argv);
+        EXPECT_EQ(r.status, 0) << line << ": " << r.err;
         Set out;
         for (auto& l : lines_of(r.out))
             if (!l.empty()) out.insert(l);
         return out;
     }
-    Set offered(const std::string& line) { return offered(line, daemon_->host()); }
 
     // The subcommands `coffer ARGS... --help` lists.
     Set help_subcommands(std::vector<std::string> args) {
@@ -103,7 +141,23 @@ bool contains_all(const Set& set, const Set& wanted) {
     return std::includes(set.begin(), set.end(), wanted.begin(), wanted.end());
 }
 
-TEST_F(Completion, OffersEveryCommandTheHelpLists) {
+class Completion : public CompletionTest, public testing::WithParamInterface<Shell> {
+  protected:
+    void SetUp() override {
+        if (GetParam() == Shell::zsh && !have_zsh())
+            GTEST_SKIP() << "zsh is not installed (Debian package zsh, scripts/setup)";
+        CompletionTest::SetUp();
+    }
+
+    Set offered(const std::string& line, const std::string& host) {
+        return CompletionTest::offered(GetParam(), line, host);
+    }
+    Set offered(const std::string& line) { return offered(line, daemon_->host()); }
+};
+
+INSTANTIATE_TEST_SUITE_P(Shells, Completion, testing::Values(Shell::bash, Shell::zsh), shell_name);
+
+TEST_P(Completion, OffersEveryCommandTheHelpLists) {
     auto top = help_subcommands({});
     ASSERT_TRUE(contains_all(top, {"secret", "service", "node", "network", "stack", "cluster"}));
     EXPECT_EQ(offered("coffer "), top);
@@ -117,7 +171,7 @@ TEST_F(Completion, OffersEveryCommandTheHelpLists) {
     EXPECT_FALSE(offered("coffer ").contains("__complete"));
 }
 
-TEST_F(Completion, OffersEveryFlagTheHelpListsForEveryCommand) {
+TEST_P(Completion, OffersEveryFlagTheHelpListsForEveryCommand) {
     std::vector<std::vector<std::string>> paths = {{}};
     int checked = 0;
     while (!paths.empty()) {
@@ -140,12 +194,12 @@ TEST_F(Completion, OffersEveryFlagTheHelpListsForEveryCommand) {
     EXPECT_GT(checked, 40);  // every command, not only the groups
 }
 
-TEST_F(Completion, OffersWhatStartsWithTheWordTyped) {
+TEST_P(Completion, OffersWhatStartsWithTheWordTyped) {
     EXPECT_EQ(offered("coffer se"), (Set{"secret", "service"}));
     EXPECT_EQ(offered("coffer secret r"), (Set{"rm", "remove", "rotate", "rollback"}));
 }
 
-TEST_F(Completion, OffersTheFlagsOfASubcommand) {
+TEST_P(Completion, OffersTheFlagsOfASubcommand) {
     auto flags = offered("coffer service update --");
     EXPECT_TRUE(contains_all(flags, {"--secret-add", "--secret-rm", "--image", "--replicas",
                                      "--env-add", "--force", "--help"}));
@@ -157,13 +211,13 @@ TEST_F(Completion, OffersTheFlagsOfASubcommand) {
     EXPECT_TRUE(contains_all(offered("coffer -"), {"-H", "--host"}));
 }
 
-TEST_F(Completion, OffersTheFixedChoicesOfAnArgument) {
+TEST_P(Completion, OffersTheFixedChoicesOfAnArgument) {
     EXPECT_EQ(offered("coffer cluster join-token "), (Set{"worker", "manager"}));
     EXPECT_EQ(offered("coffer node update --availability d"), (Set{"drain"}));
     EXPECT_EQ(offered("coffer service create --mode "), (Set{"replicated", "global"}));
 }
 
-TEST_F(Completion, OffersTheNamesTheManagerHas) {
+TEST_P(Completion, OffersTheNamesTheManagerHas) {
     EXPECT_EQ(offered("coffer secret rm "), (Set{"api_key", "db_pass"}));
     EXPECT_EQ(offered("coffer secret inspect d"), (Set{"db_pass"}));
     EXPECT_EQ(offered("coffer service update --secret-add a"), (Set{"api_key"}));
@@ -178,13 +232,14 @@ TEST_F(Completion, OffersTheNamesTheManagerHas) {
     EXPECT_TRUE(offered("coffer secret create ").empty());
 }
 
-TEST_F(Completion, CompletesAValueInTheFlagsWord) {
-    // Bash replaces the part after '=' only: the script hands it the name alone.
+TEST_P(Completion, CompletesAValueInTheFlagsWord) {
+    // Bash replaces the part after '=' only: the script hands it the name alone. zsh keeps the
+    // "--option=" (the script moves it to zsh's ignored prefix) and lists the names alone.
     EXPECT_EQ(offered("coffer service update --secret-add=d"), (Set{"db_pass"}));
     EXPECT_EQ(offered("coffer service create --mode=g"), (Set{"global"}));
 }
 
-TEST_F(Completion, AsksTheManagerTheCommandLineNames) {
+TEST_P(Completion, AsksTheManagerTheCommandLineNames) {
     auto nowhere = "unix://" + (dir_.path() / "nothing.sock").string();
     EXPECT_TRUE(offered("coffer secret rm ", nowhere).empty());
     EXPECT_EQ(offered("coffer -H " + daemon_->host() + " secret rm ", nowhere),
@@ -192,10 +247,43 @@ TEST_F(Completion, AsksTheManagerTheCommandLineNames) {
     EXPECT_EQ(offered("coffer --host=" + daemon_->host() + " service rm ", nowhere), (Set{"web"}));
 }
 
-TEST_F(Completion, OffersCommandsWithoutAManager) {
+TEST_P(Completion, OffersCommandsWithoutAManager) {
     auto nowhere = "unix://" + (dir_.path() / "nothing.sock").string();
     EXPECT_EQ(offered("coffer secret ", nowhere), offered("coffer secret "));
     EXPECT_EQ(offered("coffer service update --secret-a", nowhere), (Set{"--secret-add"}));
+}
+
+TEST_P(Completion, AsksTheCofferTyped) {
+    // Not found through PATH: the program named on the line answers.
+    EXPECT_EQ(
+        CompletionTest::offered(GetParam(), coffer_path() + " secret rm ", daemon_->host(), false),
+        (Set{"api_key", "db_pass"}));
+}
+
+// What only zsh does by the script: bash's file names come from readline (`complete -o default`),
+// after the script has offered nothing.
+class ZshCompletion : public CompletionTest {
+  protected:
+    void SetUp() override {
+        if (!have_zsh()) GTEST_SKIP() << "zsh is not installed (Debian package zsh, scripts/setup)";
+        CompletionTest::SetUp();
+    }
+    Set offered(const std::string& line) {
+        return CompletionTest::offered(Shell::zsh, line, daemon_->host());
+    }
+};
+
+TEST_F(ZshCompletion, OffersFileNamesWhereCofferOffersNothing) {
+    auto compose = dir_.path() / "compose.yml";
+    ASSERT_EQ(run_program({"touch", compose.string()}).status, 0);
+    auto typed = (dir_.path() / "comp").string();
+    EXPECT_EQ(offered("coffer stack deploy -c " + typed), (Set{compose.string()}));
+    EXPECT_EQ(offered("coffer secret create db " + typed), (Set{compose.string()}));
+}
+
+TEST_F(ZshCompletion, CompletesAWordTypedInQuotes) {
+    EXPECT_EQ(offered("coffer secret inspect 'd"), (Set{"db_pass"}));
+    EXPECT_EQ(offered("coffer 'secret' rm \"a"), (Set{"api_key"}));
 }
 
 }  // namespace
