@@ -1,5 +1,8 @@
 #include "health.h"
 
+#include <sys/eventfd.h>
+#include <unistd.h>
+
 #include <boost/json.hpp>
 
 #include <algorithm>
@@ -148,7 +151,9 @@ HealthMonitor::HealthMonitor(EffectiveHealth check, Probe probe, OnChange on_cha
     : probe_(std::move(probe)),
       on_change_(std::move(on_change)),
       tracker_(check, HealthClock::now()),
-      timeout_(check.timeout) {
+      timeout_(check.timeout),
+      cancel_(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {
+    if (!cancel_) throw_errno("health check: eventfd");
     thread_ = std::thread([this] { run(); });
 }
 
@@ -162,6 +167,8 @@ void HealthMonitor::stop() {
         stopping_ = true;
     }
     cv_.notify_all();
+    std::uint64_t one = 1;
+    (void)!::write(cancel_.get(), &one, sizeof one);
     if (thread_.joinable()) thread_.join();
 }
 
@@ -179,7 +186,7 @@ void HealthMonitor::run() {
         auto began = HealthClock::now();
         ProbeResult r;
         try {
-            r = probe_(timeout_);
+            r = probe_(timeout_, cancel_.get());
         } catch (const std::exception& e) {
             log::warn("health", "probe: {}", e.what());
             r = {-1, "the health check could not be run"};

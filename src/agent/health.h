@@ -18,6 +18,7 @@
 
 #include "coffer/agent/task.h"
 #include "coffer/base/error.h"
+#include "coffer/base/unique_fd.h"
 
 namespace coffer::agent {
 
@@ -77,11 +78,13 @@ class HealthTracker {
 // Runs the probes of one task on a thread of its own (a probe blocks for up to its timeout).
 // on_change is called on that thread when the health changes (starting -> healthy, -> unhealthy;
 // healthy again after failures does not change it), with the probe that changed it; after
-// unhealthy no more probes run. The destructor stops it and waits for a probe under way.
+// unhealthy no more probes run. stop() (also the destructor) cancels a probe under way and waits
+// for it to end.
 class HealthMonitor {
   public:
-    // Runs argv in the task; ends it at timeout.
-    using Probe = std::function<ProbeResult(std::chrono::nanoseconds timeout)>;
+    // Runs argv in the task; ends it at timeout, or at once when cancel_fd (an eventfd) becomes
+    // readable.
+    using Probe = std::function<ProbeResult(std::chrono::nanoseconds timeout, int cancel_fd)>;
     using OnChange = std::function<void(Health, const ProbeResult&)>;
 
     HealthMonitor(EffectiveHealth check, Probe probe, OnChange on_change);
@@ -89,7 +92,9 @@ class HealthMonitor {
     HealthMonitor(const HealthMonitor&) = delete;
     HealthMonitor& operator=(const HealthMonitor&) = delete;
 
-    // No probe starts after this returns; one under way finishes (its result is dropped).
+    // No probe starts after this returns; one under way is cancelled and has ended (its result
+    // is dropped). A task's teardown calls it: a probe must not hold it up for its timeout
+    // (a runtime's exec into a container whose init is dying may never end by itself).
     void stop();
     Health health() const;
 
@@ -100,6 +105,7 @@ class HealthMonitor {
     OnChange on_change_;
     HealthTracker tracker_;
     std::chrono::nanoseconds timeout_;
+    UniqueFd cancel_;  // eventfd: written once by stop()
     mutable std::mutex mu_;
     std::condition_variable cv_;
     bool stopping_ = false;

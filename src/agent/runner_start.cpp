@@ -458,8 +458,11 @@ void Runner::Impl::prepare_and_start(Task& t, const TaskSpec& spec,
         if (health_check) {
             timed("start the health check");
             auto probe = [this, id = spec.id, pid_file = b + "/health.pid",
-                          argv = health_check->argv](std::chrono::nanoseconds timeout) {
-                auto r = runtime->exec(id, argv, pid_file, timeout, max_probe_output);
+                          argv = health_check->argv](std::chrono::nanoseconds timeout,
+                                                     int cancel_fd) {
+                auto r = runtime->exec(id, argv, pid_file, timeout, max_probe_output, cancel_fd);
+                if (!r && r.error().code == Errc::unavailable)  // cancelled: the task is ending
+                    return ProbeResult{-1, "the health check was cancelled"};
                 if (!r) {
                     log::warn("runner", "task {}: health check: {}", id, r.error().message);
                     return ProbeResult{-1, "the health check could not be run"};

@@ -200,7 +200,7 @@ class CliRuntime final : public OciRuntime {
 
     Result<ExecResult> exec(const std::string& id, const std::vector<std::string>& argv,
                             const std::string& pid_file, std::chrono::nanoseconds timeout,
-                            std::size_t max_output) override {
+                            std::size_t max_output, int cancel_fd) override {
         using Clock = std::chrono::steady_clock;
         ::unlink(pid_file.c_str());
         int fds[2];
@@ -226,12 +226,17 @@ class CliRuntime final : public OciRuntime {
         bool eof = false;
         char buf[4096];
         while (!eof && left().count() > 0) {
-            pollfd p{out_r.get(), POLLIN, 0};
+            pollfd p[2] = {{out_r.get(), POLLIN, 0}, {cancel_fd, POLLIN, 0}};
             int ms = static_cast<int>(std::min<std::int64_t>(left().count(), 1000));
-            int n = ::poll(&p, 1, ms);
+            int n = ::poll(p, cancel_fd >= 0 ? 2 : 1, ms);
             if (n < 0 && errno != EINTR)
                 return make_error(Errc::internal, fmt::format("exec poll: errno {}", errno));
             if (n <= 0) continue;
+            if (cancel_fd >= 0 && (p[1].revents & POLLIN)) {
+                cancel(child, pid_file);
+                return make_error(Errc::unavailable, fmt::format("{} exec: cancelled", name_));
+            }
+            if (!(p[0].revents & (POLLIN | POLLHUP | POLLERR))) continue;
             ssize_t got = ::read(out_r.get(), buf, sizeof buf);
             if (got < 0 && (errno == EINTR || errno == EAGAIN)) continue;
             if (got <= 0) {
@@ -281,6 +286,21 @@ class CliRuntime final : public OciRuntime {
     }
 
   private:
+    // An exec no longer wanted: its command (if the runtime has written its pid and not
+    // reaped it) and the runtime are killed now. What the runtime may leave half made in the
+    // container ends with the container's cgroup.
+    static void cancel(Child& child, const std::string& pid_file) {
+        pid_t pid = 0;
+        std::ifstream(pid_file) >> pid;
+        if (pid > 0 && child.running()) {
+            UniqueFd target(static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)));
+            if (target && !child.wait_for(std::chrono::milliseconds(0)))
+                ::syscall(SYS_pidfd_send_signal, target.get(), SIGKILL, nullptr, 0);
+        }
+        if (child.running()) child.signal(SIGKILL);
+        child.wait();
+    }
+
     // The runtime with its global options, then args.
     Child::Options invocation(std::initializer_list<std::string> args) const {
         return invocation(std::vector<std::string>(args));

@@ -49,10 +49,12 @@ class OciRuntime {
     // Runs argv in the running container as its configured process runs (user, environment,
     // capabilities, working directory), stdin /dev/null, `exec` without a terminal. At timeout
     // the command (its pid from pid_file) is killed and the result says so. Blocks for up to
-    // the timeout and a little more: never on an I/O thread or the monitor.
+    // the timeout and a little more: never on an I/O thread or the monitor. When cancel_fd
+    // (-1: none) becomes readable, the command and the runtime are killed at once and the
+    // result is an error: the caller no longer wants it (the container is ending).
     virtual Result<ExecResult> exec(const std::string& id, const std::vector<std::string>& argv,
                                     const std::string& pid_file, std::chrono::nanoseconds timeout,
-                                    std::size_t max_output) = 0;
+                                    std::size_t max_output, int cancel_fd = -1) = 0;
 };
 
 // runc or crun with its state under state_root. preferred "" picks crun when it is installed (it

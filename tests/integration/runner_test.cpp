@@ -842,6 +842,26 @@ TEST_P(RunnerTest, AProbePastItsTimeoutIsKilled) {
     expect_nothing_left(spec.id);
 }
 
+// A stop while a probe runs (one that would take an hour) does not wait for the probe: the
+// teardown cancels it, and the task ends within the stop's grace and the teardown's deadline.
+TEST_P(RunnerTest, AStopDoesNotWaitForAProbeUnderWay) {
+    auto spec = shell("stopprobe", "exec sleep 100000");
+    spec.healthcheck = shell_check("touch /tmp/probing; exec sleep 100000", 2);
+    spec.healthcheck->timeout_ns = 3600'000'000'000;
+    auto st = runner->start(spec, {});
+    ASSERT_EQ(st.state, TaskState::starting) << st.reason;
+    ASSERT_GT(st.pid, 0);
+    ASSERT_TRUE(test::wait_until(
+        [&] {
+            return in_container(st.pid, {"test", "-f", "/tmp/probing"});
+        },
+        20s));
+    auto stopped = runner->stop(spec.id, 1s);
+    ASSERT_TRUE(stopped) << stopped.error().message;
+    EXPECT_EQ(stopped->state, TaskState::shutdown);
+    expect_nothing_left(spec.id);
+}
+
 // --no-healthcheck (Test NONE) turns the image's HEALTHCHECK off; without it, it runs.
 TEST_P(RunnerTest, TheImagesHealthcheckRunsUnlessTurnedOff) {
     auto checked = shell("imgcheck", "touch /tmp/healthy; exec sleep 100000", "healthcheck");

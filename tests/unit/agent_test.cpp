@@ -1,4 +1,5 @@
 #include <fcntl.h>
+#include <poll.h>
 #include <sched.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
@@ -813,8 +814,9 @@ TEST(Healthcheck, TheMonitorProbesOnItsOwnThreadUntilUnhealthy) {
     {
         coffer::agent::HealthMonitor m(
             e,
-            [&](std::chrono::nanoseconds timeout) {
+            [&](std::chrono::nanoseconds timeout, int cancel_fd) {
                 EXPECT_EQ(timeout, 30s);
+                EXPECT_GE(cancel_fd, 0);
                 auto r = coffer::run_command({"sh", "-c", "test -f \"$0\" || echo missing", file});
                 {
                     std::lock_guard l(mu);
@@ -848,6 +850,41 @@ TEST(Healthcheck, TheMonitorProbesOnItsOwnThreadUntilUnhealthy) {
         EXPECT_EQ(probes, seen);
     }
     ::rmdir(dir.c_str());
+}
+
+// stop() cancels a probe under way through the fd it gave it, and waits for it to end.
+TEST(Healthcheck, StopCancelsTheProbeUnderWay) {
+    coffer::agent::EffectiveHealth e;
+    e.argv = {"true"};
+    e.interval = 1ms;
+    e.start_interval = 1ms;
+    std::mutex mu;
+    std::condition_variable cv;
+    bool probing = false, cancelled = false;
+    {
+        coffer::agent::HealthMonitor m(
+            e,
+            [&](std::chrono::nanoseconds, int cancel_fd) {
+                {
+                    std::lock_guard l(mu);
+                    probing = true;
+                }
+                cv.notify_all();
+                pollfd p{cancel_fd, POLLIN, 0};
+                int n = ::poll(&p, 1, 60'000);  // a probe of a minute, unless cancelled
+                std::lock_guard l(mu);
+                cancelled = n == 1 && (p.revents & POLLIN);
+                return coffer::agent::ProbeResult{-1, ""};
+            },
+            [](Health, const coffer::agent::ProbeResult&) {});
+        {
+            std::unique_lock l(mu);
+            ASSERT_TRUE(cv.wait_for(l, 10s, [&] { return probing; }));
+        }
+        m.stop();
+        std::lock_guard l(mu);
+        EXPECT_TRUE(cancelled);
+    }
 }
 
 TEST(Healthcheck, ProbeOutputIsSummarisedAsPrintableText) {
