@@ -1,8 +1,11 @@
 #include "harness.h"
 
+#include <arpa/inet.h>
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <sys/mount.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -219,6 +222,18 @@ std::string connect(const NetworkNamespace& a, const std::string& a_address,
 std::string random_subnet(int second) {
     std::random_device rd;
     return fmt::format("10.{}.{}", second, 1 + rd() % 250);
+}
+
+std::uint16_t free_port() {
+    UniqueFd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    sockaddr_in sa{};
+    sa.sin_family = AF_INET;
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof(sa);
+    if (::bind(fd.get(), reinterpret_cast<sockaddr*>(&sa), len) != 0 ||
+        ::getsockname(fd.get(), reinterpret_cast<sockaddr*>(&sa), &len) != 0)
+        throw std::runtime_error("free_port");
+    return ntohs(sa.sin_port);
 }
 
 CliResult run_program(const std::vector<std::string>& argv, const std::string& stdin_data,

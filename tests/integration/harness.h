@@ -3,6 +3,7 @@
 #pragma once
 
 #include <chrono>
+#include <cstdint>
 #include <filesystem>
 #include <functional>
 #include <optional>
@@ -88,6 +89,8 @@ CliResult coffer_cli(const std::string& host, const std::vector<std::string>& ar
 // Runs any program; env entries are added to the current environment.
 CliResult run_program(const std::vector<std::string>& argv, const std::string& stdin_data = "",
                       const std::vector<std::string>& env = {});
+// A loopback port nothing listens on right now.
+std::uint16_t free_port();
 // Whether a docker CLI is installed (tests of the docker CLI against cofferd skip without one).
 bool have_docker();
 // The lines of a program's output, without their newlines.

@@ -51,19 +51,6 @@ inline HttpAnswer http_get(std::uint16_t port, const std::string& path) {
     return parse_http_answer(raw);
 }
 
-// A loopback port nothing listens on right now.
-inline std::uint16_t free_port() {
-    int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    sockaddr_in sa{};
-    sa.sin_family = AF_INET;
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t len = sizeof sa;
-    ::bind(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa);
-    ::getsockname(fd, reinterpret_cast<sockaddr*>(&sa), &len);
-    ::close(fd);
-    return ntohs(sa.sin_port);
-}
-
 struct Exposition {
     std::map<std::string, double> samples;     // "name{labels}" -> value
     std::map<std::string, std::string> types;  // name -> counter, gauge, histogram

@@ -51,18 +51,6 @@ std::optional<std::string> joined_node(const fs::path& data) {
     return std::string(json::parse(read_file(identity)).at("node_id").as_string());
 }
 
-std::uint16_t free_port() {
-    UniqueFd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
-    sockaddr_in sa{};
-    sa.sin_family = AF_INET;
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t len = sizeof(sa);
-    if (::bind(fd.get(), reinterpret_cast<sockaddr*>(&sa), len) != 0 ||
-        ::getsockname(fd.get(), reinterpret_cast<sockaddr*>(&sa), &len) != 0)
-        throw std::runtime_error("free_port");
-    return ntohs(sa.sin_port);
-}
-
 std::string first_line(const std::string& s) {
     return s.substr(0, s.find('\n'));
 }
