@@ -1,6 +1,8 @@
-// A small synchronous HTTP/1.1 client over a unix socket, one keep-alive connection.
+// A small synchronous HTTP/1.1 client, one keep-alive connection: over a unix socket, TCP, or TLS
+// over TCP.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -25,10 +27,22 @@ struct SecretHeader {
     std::span<const std::uint8_t> value;
 };
 
+// TLS for an https:// host: the CA that signs the server's certificate (empty: the system's
+// trust store), and a client certificate with its key (both or neither), all PEM files.
+struct ClientTls {
+    std::string ca_file;
+    std::string cert_file;
+    std::string key_file;
+};
+
 class HttpClient {
   public:
-    // host: "unix:///path/to.sock" or a plain path. Errc::unavailable when nothing listens.
-    static Result<std::unique_ptr<HttpClient>> connect(std::string_view host);
+    // host: "unix:///path/to.sock" or a plain path, "http://HOST:PORT" or "https://HOST:PORT"
+    // (the server's certificate must name HOST). Errc::unavailable when nothing listens.
+    // A read or write that waits longer than io_timeout fails (TCP only).
+    static Result<std::unique_ptr<HttpClient>> connect(
+        std::string_view host, const ClientTls* tls = nullptr,
+        std::chrono::milliseconds io_timeout = std::chrono::seconds(10));
     ~HttpClient();
 
     // body is sent as is (it may point into secure memory; it is not copied in user space).
