@@ -211,7 +211,8 @@ Result<coffer::crypto::SecureBuffer> read_restore_key(const std::string& path) {
 
 // cofferd --restore: a new store in data_dir from the backup, before anything else starts.
 Result<void> restore(const std::string& backup_path, const std::string& key_path,
-                     const std::string& data_dir) {
+                     const std::string& data_dir,
+                     const std::optional<coffer::store::EtcdOptions>& etcd) {
     auto backup = read_backup_file(backup_path);
     if (!backup) return std::move(backup).error();
     std::optional<coffer::crypto::SecureBuffer> key;
@@ -223,16 +224,19 @@ Result<void> restore(const std::string& backup_path, const std::string& key_path
     auto restored = coffer::store::restore_backup(
         {.dir = data_dir,
          .backup = {reinterpret_cast<const std::uint8_t*>(backup->data()), backup->size()},
-         .key = key ? &*key : nullptr});
+         .key = key ? &*key : nullptr,
+         .etcd = etcd});
     if (!restored) return std::move(restored).error();
-    coffer::log::warn("manager",
-                      "restored {} records from {} (taken at {}) into {}{}: tasks are scheduled "
-                      "again as after a restart; nodes reconnect with their certificates",
-                      restored->records, backup_path,
-                      coffer::model::format_rfc3339({restored->created * 1'000'000'000}), data_dir,
-                      restored->kek == coffer::store::BackupKek::autolock
-                          ? " (autolocked: unlock it with the unlock key)"
-                          : "");
+    coffer::log::warn(
+        "manager",
+        "restored {} records from {} (taken at {}) into {}{}: tasks are scheduled "
+        "again as after a restart; nodes reconnect with their certificates",
+        restored->records, backup_path,
+        coffer::model::format_rfc3339({restored->created * 1'000'000'000}),
+        etcd ? fmt::format("{} (records in etcd, prefix {})", data_dir, etcd->prefix) : data_dir,
+        restored->kek == coffer::store::BackupKek::autolock
+            ? " (autolocked: unlock it with the unlock key)"
+            : "");
     return {};
 }
 
@@ -302,8 +306,70 @@ int main(int argc, char** argv) {
                    "seconds the resolution of an image tag to a digest may take")
         ->check(CLI::Range(1, 3600))
         ->capture_default_str();
+    std::string store_kind = "embedded", etcd_endpoints;
+    coffer::store::EtcdOptions etcd;
+    std::int64_t etcd_lease_ttl = etcd.lease_ttl.count();
+    app.add_option("--store", store_kind,
+                   "Where the records are: embedded (RocksDB in --data-dir) or etcd (an etcd v3 "
+                   "cluster; --data-dir then keeps the KEK file). Fixed when the store is made")
+        ->check(CLI::IsMember({"embedded", "etcd"}))
+        ->capture_default_str();
+    std::vector<CLI::Option*> etcd_flags;
+    etcd_flags.push_back(
+        app.add_option("--etcd-endpoints", etcd_endpoints,
+                       "With --store etcd: the members, http(s)://HOST:PORT separated by commas"));
+    etcd_flags.push_back(
+        app.add_option("--etcd-prefix", etcd.prefix,
+                       "With --store etcd: the prefix of every key of the store (ends with /)")
+            ->capture_default_str());
+    etcd_flags.push_back(
+        app.add_option("--etcd-ca", etcd.ca_file,
+                       "With --store etcd over https: the CA of the members' certificates (PEM)"));
+    etcd_flags.push_back(
+        app.add_option("--etcd-cert", etcd.cert_file,
+                       "With --store etcd over https: the client certificate etcd asks for (PEM)"));
+    etcd_flags.push_back(
+        app.add_option("--etcd-key", etcd.key_file,
+                       "With --store etcd over https: the client certificate's key (PEM)"));
+    etcd_flags.push_back(
+        app.add_option(
+               "--etcd-lease-ttl", etcd_lease_ttl,
+               "With --store etcd: seconds after which the store is free for another cofferd "
+               "when this one died or was cut off from etcd")
+            ->check(CLI::Range(2, 300))
+            ->capture_default_str());
+    etcd_flags.push_back(app.add_option("--etcd-max-txn-ops", etcd.max_txn_ops,
+                                        "With --store etcd: the members' --max-txn-ops")
+                             ->check(CLI::Range(4, 1 << 20))
+                             ->capture_default_str());
+    etcd_flags.push_back(app.add_option("--etcd-max-request-bytes", etcd.max_request_bytes,
+                                        "With --store etcd: the members' --max-request-bytes")
+                             ->check(CLI::Range(64 << 10, 1 << 30))
+                             ->capture_default_str());
     CLI11_PARSE(app, argc, argv);
     registry.timeout = std::chrono::seconds(resolve_timeout);
+    etcd.lease_ttl = std::chrono::seconds(etcd_lease_ttl);
+    std::optional<coffer::store::EtcdOptions> etcd_store;
+    if (store_kind == "etcd") {
+        std::string_view rest = etcd_endpoints;
+        while (!rest.empty()) {
+            auto comma = rest.find(',');
+            auto one = rest.substr(0, comma);
+            if (!one.empty()) etcd.endpoints.emplace_back(one);
+            rest = comma == std::string_view::npos ? std::string_view{} : rest.substr(comma + 1);
+        }
+        if (etcd.endpoints.empty()) {
+            std::fprintf(stderr, "cofferd: --store etcd needs --etcd-endpoints\n");
+            return 1;
+        }
+        etcd_store = std::move(etcd);
+    } else {
+        for (const auto* o : etcd_flags)
+            if (o->count() > 0) {
+                std::fprintf(stderr, "cofferd: %s needs --store etcd\n", o->get_name().c_str());
+                return 1;
+            }
+    }
 
     coffer::log::configure(log_spec);
     coffer::log::set_format(log_format);
@@ -323,7 +389,7 @@ int main(int argc, char** argv) {
         ::signal(SIGPIPE, SIG_IGN);
 
         if (!restore_file.empty())
-            if (auto r = restore(restore_file, restore_key_file, data_dir); !r) {
+            if (auto r = restore(restore_file, restore_key_file, data_dir, etcd_store); !r) {
                 std::fprintf(stderr, "cofferd: %s\n", r.error().message.c_str());
                 return 1;
             }
@@ -339,6 +405,7 @@ int main(int argc, char** argv) {
         // cluster unlock` succeeds) until shutdown.
         auto opened = coffer::manager::Cluster::open(
             {.data_dir = data_dir,
+             .etcd = etcd_store,
              .autolock = autolock,
              .hand_over_unlock_key = hand_over,
              .node_port = coffer::manager::NodePortOptions{.address = listen_at->address,
@@ -372,8 +439,10 @@ int main(int argc, char** argv) {
         }
         coffer::net::HttpServer server(
             {.socket_path = socket, .headers = coffer::manager::api_headers()}, cluster.api());
-        coffer::log::info("manager", "serving on unix://{} (data in {}; up to {} open descriptors)",
-                          socket, data_dir, descriptors);
+        coffer::log::info("manager",
+                          "serving on unix://{} (data in {} on {}; up to {} open "
+                          "descriptors)",
+                          socket, data_dir, cluster.store().engine(), descriptors);
 #ifdef COFFER_TEST_HOOKS
         auto hooks = coffer::testhooks::start(cluster);
 #endif

@@ -33,6 +33,7 @@ Cluster::Cluster(ClusterOptions options) : options_(std::move(options)) {}
 
 Result<Cluster::Opened> Cluster::open(ClusterOptions options) {
     auto opened = store::Store::open({.dir = options.data_dir,
+                                      .etcd = options.etcd,
                                       .autolock = options.autolock,
                                       .hand_over_unlock_key = options.hand_over_unlock_key});
     if (!opened) return std::move(opened).error().context("open store");

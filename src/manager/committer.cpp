@@ -17,7 +17,8 @@ metrics::Histogram& group_sizes = metrics::registry().histogram(
     1);
 }  // namespace
 
-Committer::Committer(store::Store& store) : store_(store), thread_([this] { run(); }) {}
+Committer::Committer(store::Store& store)
+    : store_(store), limits_(store.batch_limits()), thread_([this] { run(); }) {}
 
 Committer::~Committer() {
     {
@@ -43,7 +44,16 @@ void Committer::run() {
             std::unique_lock lock(mutex_);
             wake_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
             if (queue_.empty()) return;  // stopping, and nothing left
+            // Within what the store takes in one write (etcd's transaction limits): a request
+            // alone beyond them fails by itself, never its neighbours.
+            std::size_t ops = 0, bytes = 0;
             while (!queue_.empty() && group.size() < max_group) {
+                const auto& next = queue_.front().batch;
+                if (!group.empty() &&
+                    (ops + next.ops().size() > limits_.ops || bytes + next.bytes() > limits_.bytes))
+                    break;
+                ops += next.ops().size();
+                bytes += next.bytes();
                 group.push_back(std::move(queue_.front()));
                 queue_.pop_front();
             }

@@ -3,6 +3,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 #include <ctime>
 
@@ -23,34 +24,42 @@ Result<BackupStats> SealedStore::backup(const BackupSink& sink) {
     // The snapshot and the KEK are taken together under the key ring, which an unlock key
     // rotation holds exclusively while it re-wraps the DEKs: the MAC's key is always the KEK
     // that wraps the DEK records the snapshot holds.
-    Database::Snapshot snapshot;
+    std::unique_ptr<EngineView> snapshot;
     crypto::SecureBuffer mac_key;
     {
         auto keys = keys_.read();
         if (keys->locked) return locked_error();
         mac_key = backup_mac_key(*keys->kek);
-        snapshot = db_.snapshot();
+        auto view = engine_->snapshot();
+        if (!view) return std::move(view).error().context("back up");
+        snapshot = std::move(*view);
     }
     auto start = std::chrono::steady_clock::now();
     BackupWriter out(sink, mac_key, mode_ == KekMode::file ? BackupKek::file : BackupKek::autolock,
                      static_cast<std::int64_t>(std::time(nullptr)));
-    auto it = db_.iterate(Table::meta, snapshot.get());
-    for (it->Seek(key_record_prefix); it->Valid(); it->Next()) {
-        auto key = it->key().ToStringView();
-        if (!key.starts_with(key_record_prefix)) break;
-        if (auto r = out.key_record(key, it->value().ToStringView()); !r) return r.error();
-    }
-    if (!it->status().ok()) return db_error("back up the key records", it->status());
-    for (Table table : all_tables) {
-        if (auto r = out.table(table); !r) return r.error();
-        it = db_.iterate(table, snapshot.get());
-        for (it->SeekToFirst(); it->Valid(); it->Next()) {
-            auto key = it->key().ToStringView();
-            if (is_key_record(table, key)) continue;
-            if (auto r = out.record(key, it->value().ToStringView()); !r) return r.error();
+    std::optional<Error> failed;
+    auto r = snapshot->scan(Table::meta, key_record_prefix, [&](auto key, auto sealed) {
+        if (!key.starts_with(key_record_prefix)) return false;
+        if (auto w = out.key_record(key, sealed); !w) {
+            failed = w.error();
+            return false;
         }
-        if (!it->status().ok())
-            return db_error(fmt::format("back up {}", table_name(table)), it->status());
+        return true;
+    });
+    if (failed) return std::move(*failed);
+    if (!r) return std::move(r).error().context("back up the key records");
+    for (Table table : all_tables) {
+        if (auto w = out.table(table); !w) return w.error();
+        r = snapshot->scan(table, {}, [&](auto key, auto sealed) {
+            if (is_key_record(table, key)) return true;
+            if (auto w = out.record(key, sealed); !w) {
+                failed = w.error();
+                return false;
+            }
+            return true;
+        });
+        if (failed) return std::move(*failed);
+        if (!r) return std::move(r).error().context(fmt::format("back up {}", table_name(table)));
     }
     auto stats = out.finish();
     if (stats)
@@ -141,31 +150,50 @@ Result<bool> claim_dir(const std::filesystem::path& dir) {
     return false;
 }
 
+// Writes every record of the backup, as stored, in batches.
+void write_records(Engine& engine, const ParsedBackup& backup) {
+    RawBatch batch;
+    std::size_t bytes = 0;
+    auto limits = engine.limits();
+    auto max_bytes = std::min(restore_batch_bytes, limits.bytes);
+    auto flush = [&] {
+        if (batch.empty()) return;
+        if (auto r = engine.write(batch); !r)
+            throw ErrorException(std::move(r).error().context("restore"));
+        batch.clear();
+        bytes = 0;
+    };
+    auto put = [&](const BackupRecord& r) {
+        auto cost = r.key.size() + r.sealed.size() + Batch::op_overhead;
+        if (!batch.empty() && (batch.size() >= limits.ops || bytes + cost > max_bytes)) flush();
+        batch.push_back({r.table, std::string(r.key), std::string(r.sealed)});
+        bytes += cost;
+    };
+    for (const auto& r : backup.key_records) put(r);
+    for (const auto& r : backup.records) put(r);
+    flush();
+}
+
 void write_store(const std::filesystem::path& path, const ParsedBackup& backup,
-                 const crypto::Key& kek) {
+                 const crypto::Key& kek, const std::optional<EtcdOptions>& etcd) {
     auto dir = DataDir::open(path);
     dir.prepare_new();
     auto mode = backup.kek == BackupKek::file ? KekMode::file : KekMode::autolock;
     if (mode == KekMode::file) dir.write_kek(kek.bytes);
     {
-        auto db = Database::open(dir.db_path(), /*create=*/true);
-        rocksdb::WriteBatch batch;
-        auto flush = [&] {
-            if (auto r = db.write(batch); !r) throw ErrorException(std::move(r).error());
-            batch.Clear();
-        };
-        auto put = [&](const BackupRecord& r) {
-            auto s = batch.Put(db.cf(r.table), {r.key.data(), r.key.size()},
-                               {r.sealed.data(), r.sealed.size()});
-            if (!s.ok()) throw ErrorException(db_error("restore", s));
-            if (batch.GetDataSize() >= restore_batch_bytes) flush();
-        };
-        for (const auto& r : backup.key_records) put(r);
-        for (const auto& r : backup.records) put(r);
-        flush();
+        auto engine = engine_maker(etcd)(dir, /*create=*/true);
+        try {
+            write_records(*engine, backup);
+        } catch (...) {
+            // Half a store in etcd would make the next attempt refuse the prefix.
+            if (auto r = engine->discard(); !r)
+                log::warn("store", "removing the failed restore from {}: {}", engine->describe(),
+                          r.error().message);
+            throw;
+        }
     }
     // As at creation, the marker commits the store.
-    dir.write_format(mode);
+    dir.write_format(DirFormat{mode, etcd.has_value()});
 }
 
 void remove_restored(const std::filesystem::path& dir, bool created) {
@@ -195,7 +223,7 @@ Result<RestoreStats> restore_backup(const RestoreOptions& options) {
     auto created = claim_dir(options.dir);
     if (!created) return fail(std::move(created).error());
     try {
-        write_store(options.dir, *backup, *kek);
+        write_store(options.dir, *backup, *kek, options.etcd);
     } catch (const ErrorException& e) {
         remove_restored(options.dir, *created);
         return fail(e.error());

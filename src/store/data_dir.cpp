@@ -23,6 +23,8 @@ constexpr char db_dir[] = "db";
 constexpr std::string_view format_file_marker[] = {
     R"({"format":1,"kek":"file"})",
     R"({"format":1,"kek":"autolock"})",
+    R"({"format":1,"kek":"file","records":"etcd"})",
+    R"({"format":1,"kek":"autolock","records":"etcd"})",
 };
 
 [[noreturn]] void fail(Errc code, std::string message) {
@@ -81,7 +83,7 @@ std::filesystem::path DataDir::db_path() const {
     return path_ / db_dir;
 }
 
-std::optional<KekMode> DataDir::format() const {
+std::optional<DirFormat> DataDir::format() const {
     UniqueFd fd(::openat(fd_.get(), format_file, O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
     auto where = (path_ / format_file).string();
     if (!fd) {
@@ -92,8 +94,9 @@ std::optional<KekMode> DataDir::format() const {
     auto n = read_all(fd.get(), buf, fmt::format("read {}", where));
     std::string_view text(reinterpret_cast<const char*>(buf.data()), n);
     while (!text.empty() && (text.back() == '\n' || text.back() == ' ')) text.remove_suffix(1);
-    if (text == format_file_marker[0]) return KekMode::file;
-    if (text == format_file_marker[1]) return KekMode::autolock;
+    for (std::size_t i = 0; i < std::size(format_file_marker); ++i)
+        if (text == format_file_marker[i])
+            return DirFormat{i % 2 == 0 ? KekMode::file : KekMode::autolock, i >= 2};
     fail(Errc::internal,
          fmt::format("{} is not a format this cofferd knows (written by a newer coffer?)", where));
 }
@@ -130,8 +133,9 @@ void DataDir::prepare_new() {
     if (!found.empty()) fsync_fd(fd_.get(), fmt::format("fsync {}", path_.string()));
 }
 
-void DataDir::write_format(KekMode mode) {
-    std::string text(format_file_marker[mode == KekMode::file ? 0 : 1]);
+void DataDir::write_format(DirFormat format) {
+    std::string text(
+        format_file_marker[(format.kek == KekMode::file ? 0 : 1) + (format.etcd ? 2 : 0)]);
     text += '\n';
     create_file(format_file, {reinterpret_cast<const std::uint8_t*>(text.data()), text.size()},
                 0644);

@@ -2,7 +2,8 @@
 // KEK file. Only the KEK file's content is secret.
 //
 //   <dir>/          0700
-//   <dir>/format    {"format":1,"kek":"file"} or {"format":1,"kek":"autolock"}
+//   <dir>/format    {"format":1,"kek":"file"} or {"format":1,"kek":"autolock"}; with the records
+//                   in etcd, also "records":"etcd" (then there is no db/)
 //   <dir>/kek       32 random bytes, 0600 (kek "file" only)
 //   <dir>/db/       RocksDB
 //
@@ -22,6 +23,11 @@ namespace coffer::store::detail {
 
 enum class KekMode { file, autolock };
 
+struct DirFormat {
+    KekMode kek = KekMode::file;
+    bool etcd = false;  // the records are in etcd, not in db/
+};
+
 std::string_view kek_mode_name(KekMode mode) noexcept;
 
 class DataDir {
@@ -32,15 +38,15 @@ class DataDir {
     const std::filesystem::path& path() const noexcept { return path_; }
     std::filesystem::path db_path() const;
 
-    // The KEK mode the format marker names; nullopt when there is no marker, that is no store.
-    std::optional<KekMode> format() const;
+    // What the format marker says; nullopt when there is no marker, that is no store.
+    std::optional<DirFormat> format() const;
     // Refuses a store directory that group or others may enter.
     void check_private() const;
     // Readies a directory without a marker for a new store: makes it 0700 and removes what an
     // interrupted initialisation left (kek, temporary files, db/); refuses anything else.
     void prepare_new();
     // Written last when a store is created: until the marker exists, nothing is committed.
-    void write_format(KekMode mode);
+    void write_format(DirFormat format);
 
     crypto::SecureBuffer read_kek() const;
     void write_kek(const crypto::SecureBuffer& kek);

@@ -3,8 +3,10 @@
 #include <algorithm>
 
 #include <rocksdb/options.h>
+#include <rocksdb/write_batch.h>
 
 #include "coffer/base/log.h"
+#include "keys.h"
 
 namespace coffer::store::detail {
 namespace {
@@ -51,7 +53,7 @@ Error db_error(std::string_view what, const rocksdb::Status& status) {
     return make_error(Errc::internal, fmt::format("{}: {}", what, status.ToString()));
 }
 
-Database Database::open(const std::filesystem::path& path, bool create) {
+std::unique_ptr<Database> Database::open(const std::filesystem::path& path, bool create) {
     auto options = db_options(create);
     std::vector<std::string> names;
     if (!create) {
@@ -67,22 +69,17 @@ Database Database::open(const std::filesystem::path& path, bool create) {
 
     std::vector<rocksdb::ColumnFamilyDescriptor> descriptors;
     for (const auto& name : names) descriptors.emplace_back(name, cf_options());
-    Database d;
+    std::unique_ptr<Database> d(new Database(path));
     rocksdb::DB* raw = nullptr;
-    auto s = rocksdb::DB::Open(options, path.string(), descriptors, &d.handles_, &raw);
+    auto s = rocksdb::DB::Open(options, path.string(), descriptors, &d->handles_, &raw);
     if (!s.ok()) throw ErrorException(db_error(fmt::format("open database {}", path.string()), s));
-    d.db_.reset(raw);
+    d->db_.reset(raw);
     for (Table t : all_tables) {
         auto it = std::find(names.begin(), names.end(), table_name(t));
-        d.tables_[static_cast<std::size_t>(t)] =
-            d.handles_[static_cast<std::size_t>(it - names.begin())];
+        d->tables_[static_cast<std::size_t>(t)] =
+            d->handles_[static_cast<std::size_t>(it - names.begin())];
     }
     return d;
-}
-
-Database::Database(Database&& other) noexcept
-    : db_(std::move(other.db_)), handles_(std::move(other.handles_)), tables_(other.tables_) {
-    other.handles_.clear();
 }
 
 Database::~Database() {
@@ -98,6 +95,10 @@ void Database::close() noexcept {
     db_.reset();
 }
 
+std::string Database::describe() const {
+    return fmt::format("rocksdb {}", path_.string());
+}
+
 Result<std::optional<std::string>> Database::get(Table table, std::string_view key) {
     std::string value;
     auto s = db_->Get(rocksdb::ReadOptions(), cf(table), slice(key), &value);
@@ -106,42 +107,61 @@ Result<std::optional<std::string>> Database::get(Table table, std::string_view k
     return std::optional<std::string>(std::move(value));
 }
 
-Result<void> Database::write(rocksdb::WriteBatch& batch) {
+Result<void> Database::write(const RawBatch& batch) {
     static const auto options = sync_write();
-    auto s = db_->Write(options, &batch);
+    rocksdb::WriteBatch wb;
+    for (const auto& op : batch) {
+        auto s = op.value ? wb.Put(cf(op.table), slice(op.key), slice(*op.value))
+                          : wb.Delete(cf(op.table), slice(op.key));
+        if (!s.ok())
+            return db_error(fmt::format("write {}/{}", table_name(op.table), printable_key(op.key)),
+                            s);
+    }
+    auto s = db_->Write(options, &wb);
     if (!s.ok()) return db_error("write", s);
     return {};
 }
 
-std::unique_ptr<rocksdb::Iterator> Database::iterate(Table table) {
-    return std::unique_ptr<rocksdb::Iterator>(db_->NewIterator(rocksdb::ReadOptions(), cf(table)));
+namespace {
+
+Result<void> scan_iterator(rocksdb::Iterator& it, Table table, std::string_view from,
+                           const RawVisit& fn) {
+    for (it.Seek(slice(from)); it.Valid(); it.Next())
+        if (!fn(it.key().ToStringView(), it.value().ToStringView())) return {};
+    if (!it.status().ok()) return db_error(fmt::format("scan {}", table_name(table)), it.status());
+    return {};
 }
 
-Database::Snapshot Database::snapshot() {
-    auto* db = db_.get();
-    return Snapshot(db->GetSnapshot(),
-                    [db](const rocksdb::Snapshot* s) { db->ReleaseSnapshot(s); });
+}  // namespace
+
+Result<void> Database::scan(Table table, std::string_view from, const RawVisit& fn) {
+    std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), cf(table)));
+    return scan_iterator(*it, table, from, fn);
 }
 
-std::unique_ptr<rocksdb::Iterator> Database::iterate(Table table,
-                                                     const rocksdb::Snapshot* snapshot) {
-    rocksdb::ReadOptions options;
-    options.snapshot = snapshot;
-    // A backup reads everything once: keep it out of the block cache.
-    options.fill_cache = false;
-    return std::unique_ptr<rocksdb::Iterator>(db_->NewIterator(options, cf(table)));
-}
+class Database::View final : public EngineView {
+  public:
+    explicit View(const Database& db) : db_(db), snapshot_(db.db_->GetSnapshot()) {}
+    ~View() override { db_.db_->ReleaseSnapshot(snapshot_); }
+    View(const View&) = delete;
+    View& operator=(const View&) = delete;
 
-Result<std::vector<KeyRecord>> Database::key_records() {
-    std::vector<KeyRecord> out;
-    auto it = iterate(Table::meta);
-    for (it->Seek(slice(key_record_prefix)); it->Valid(); it->Next()) {
-        auto key = it->key().ToStringView();
-        if (!key.starts_with(key_record_prefix)) break;
-        out.push_back({std::string(key), it->value().ToString()});
+    Result<void> scan(Table table, std::string_view from, const RawVisit& fn) override {
+        rocksdb::ReadOptions options;
+        options.snapshot = snapshot_;
+        // A backup reads everything once: keep it out of the block cache.
+        options.fill_cache = false;
+        std::unique_ptr<rocksdb::Iterator> it(db_.db_->NewIterator(options, db_.cf(table)));
+        return scan_iterator(*it, table, from, fn);
     }
-    if (!it->status().ok()) return db_error("read the key records", it->status());
-    return out;
+
+  private:
+    const Database& db_;
+    const rocksdb::Snapshot* snapshot_;
+};
+
+Result<std::unique_ptr<EngineView>> Database::snapshot() {
+    return std::unique_ptr<EngineView>(std::make_unique<View>(*this));
 }
 
 Result<void> Database::compact() {

@@ -5,6 +5,7 @@
 // one write (rotate_dek); each chunk of re-sealed values is one write; the old DEK records go
 // only after a pass that found no value needing them. Killed anywhere, the store still holds
 // every DEK some value names, and an open that finds more than one DEK resumes here.
+#include <algorithm>
 #include <shared_mutex>
 
 #include <fmt/ranges.h>
@@ -111,29 +112,37 @@ Result<SealedStore::Chunk> SealedStore::reseal_chunk(Table table, std::uint32_t 
     const auto& dek = *deks.find(target);
 
     Chunk chunk;
-    rocksdb::WriteBatch batch;
+    RawBatch batch;
+    // Each chunk is one write: within what the engine takes in one.
+    auto limits = engine_->limits();
+    auto max_resealed = std::min(chunk_resealed, limits.ops);
+    auto max_bytes = std::min(chunk_bytes, limits.bytes);
     std::size_t examined = 0, bytes = 0;
-    auto it = db_.iterate(table);
-    for (it->Seek(from); it->Valid(); it->Next(), ++examined) {
-        if (examined == chunk_records || chunk.resealed == chunk_resealed || bytes >= chunk_bytes) {
-            chunk.next = it->key().ToString();
-            break;
+    std::optional<Error> failed;
+    auto r = engine_->scan(table, from, [&](std::string_view key, std::string_view sealed) {
+        auto cost = key.size() + sealed.size() + Batch::op_overhead;
+        if (examined == chunk_records || chunk.resealed == max_resealed ||
+            (chunk.resealed > 0 && bytes + cost > max_bytes)) {
+            chunk.next = std::string(key);
+            return false;
         }
-        auto key = it->key().ToStringView();
-        auto sealed = it->value().ToStringView();
-        if (is_key_record(table, key) || crypto::sealed_key_id(sealed) == target) continue;
+        ++examined;
+        if (is_key_record(table, key) || crypto::sealed_key_id(sealed) == target) return true;
         auto n = open_value_into(deks, table, key, sealed, scratch);
-        if (!n) return std::move(n).error();
-        auto s = batch.Put(db_.cf(table), it->key(),
-                           seal_value(dek, table, key, scratch.span().first(*n)));
-        if (!s.ok()) return db_error("re-seal", s);
+        if (!n) {
+            failed = std::move(n).error();
+            return false;
+        }
+        batch.push_back(
+            {table, std::string(key), seal_value(dek, table, key, scratch.span().first(*n))});
         ++chunk.resealed;
-        bytes += sealed.size();
-    }
-    if (!it->status().ok())
-        return db_error(fmt::format("scan {}", table_name(table)), it->status());
+        bytes += cost;
+        return true;
+    });
+    if (failed) return std::move(*failed);
+    if (!r) return std::move(r).error().context("re-seal");
     if (chunk.resealed > 0) {
-        if (auto r = db_.write(batch); !r) return std::move(r).error();
+        if (auto w = engine_->write(batch); !w) return std::move(w).error();
     }
     return chunk;
 }
@@ -141,14 +150,14 @@ Result<SealedStore::Chunk> SealedStore::reseal_chunk(Table table, std::uint32_t 
 Result<bool> SealedStore::retire_old_deks(std::uint32_t target) {
     auto keys = keys_.lock();
     if (keys->locked || keys->deks.current != target) return false;
-    rocksdb::WriteBatch batch;
+    RawBatch batch;
     std::vector<std::uint32_t> old;
     for (const auto& [id, dek] : keys->deks.keys) {
         if (id == target) continue;
         old.push_back(id);
-        (void)batch.Delete(db_.cf(Table::meta), dek_record_key(id));
+        batch.push_back({Table::meta, dek_record_key(id), std::nullopt});
     }
-    if (auto r = db_.write(batch); !r) return std::move(r).error();
+    if (auto r = engine_->write(batch); !r) return std::move(r).error();
     for (auto id : old) keys->deks.keys.erase(id);
     keys->stored_deks = keys->deks.keys.size();
     log::info("store", "DEK rotation finished: every value is sealed under DEK {}; retired {}",

@@ -32,13 +32,22 @@ Error reserved_error(std::string_view key) {
                     printable_key(key), key_record_prefix));
 }
 
-void put_key_record(rocksdb::WriteBatch& batch, rocksdb::ColumnFamilyHandle* meta,
-                    const KeyRecord& record) {
-    // A batch of a few small records cannot exceed RocksDB's batch size limit.
-    (void)batch.Put(meta, record.key, record.sealed);
+void put_key_record(RawBatch& batch, KeyRecord record) {
+    batch.push_back({Table::meta, std::move(record.key), std::move(record.sealed)});
 }
 
 }  // namespace
+
+Result<std::vector<KeyRecord>> read_key_records(Engine& engine) {
+    std::vector<KeyRecord> out;
+    auto r = engine.scan(Table::meta, key_record_prefix, [&](auto key, auto sealed) {
+        if (!key.starts_with(key_record_prefix)) return false;
+        out.push_back({std::string(key), std::string(sealed)});
+        return true;
+    });
+    if (!r) return std::move(r).error().context("read the key records");
+    return out;
+}
 
 Error locked_error() {
     return make_error(Errc::locked,
@@ -46,8 +55,9 @@ Error locked_error() {
 }
 
 Store::Opened SealedStore::create(
-    DataDir dir, KekMode mode,
+    DataDir dir, DirFormat format, const EngineMaker& make,
     const std::function<Result<void>(const crypto::SecureBuffer&)>& hand_over) {
+    const auto mode = format.kek;
     dir.prepare_new();
     Keyring keys;
     std::optional<crypto::SecureBuffer> shown;
@@ -61,31 +71,37 @@ Store::Opened SealedStore::create(
         keys.unlock_key = std::move(unlock_key.text);
         keys.kek = std::move(unlock_key.kek);
     }
-    auto db = Database::open(dir.db_path(), /*create=*/true);
+    auto engine = make(dir, /*create=*/true);
     auto dek = std::make_shared<const crypto::Key>(crypto::Key::generate(1));
-    rocksdb::WriteBatch batch;
-    put_key_record(batch, db.cf(Table::meta), wrap_dek(*keys.kek, *dek));
-    put_key_record(batch, db.cf(Table::meta), wrap_current(*keys.kek, dek->id));
-    if (auto r = db.write(batch); !r)
+    RawBatch batch;
+    put_key_record(batch, wrap_dek(*keys.kek, *dek));
+    put_key_record(batch, wrap_current(*keys.kek, dek->id));
+    if (auto r = engine->write(batch); !r)
         throw ErrorException(std::move(r).error().context("create keys"));
     keys.deks.current = dek->id;
     keys.deks.keys.emplace(dek->id, std::move(dek));
     keys.stored_deks = 1;
     if (shown && hand_over)
-        if (auto r = hand_over(*shown); !r)
+        if (auto r = hand_over(*shown); !r) {
+            // Nothing is committed: records elsewhere than the directory go now.
+            if (auto d = engine->discard(); !d)
+                log::warn("store", "removing the uncommitted store from {}: {}", engine->describe(),
+                          d.error().message);
             throw ErrorException(std::move(r).error().context("autolock"));
+        }
     // The marker commits the creation: an interrupted one is cleaned up by the next open.
-    dir.write_format(mode);
-    log::info("store", "created store {} (kek: {})", dir.path().string(), kek_mode_name(mode));
+    dir.write_format(format);
+    log::info("store", "created store {} on {} (kek: {})", dir.path().string(), engine->describe(),
+              kek_mode_name(mode));
     return Opened{
-        std::make_unique<SealedStore>(std::move(dir), mode, std::move(db), std::move(keys)),
+        std::make_unique<SealedStore>(std::move(dir), mode, std::move(engine), std::move(keys)),
         std::move(shown)};
 }
 
-std::unique_ptr<Store> SealedStore::open(DataDir dir, KekMode mode) {
+std::unique_ptr<Store> SealedStore::open(DataDir dir, KekMode mode, const EngineMaker& make) {
     dir.check_private();
-    auto db = Database::open(dir.db_path(), /*create=*/false);
-    auto records = db.key_records();
+    auto engine = make(dir, /*create=*/false);
+    auto records = read_key_records(*engine);
     if (!records) throw ErrorException(std::move(records).error());
     Keyring keys;
     keys.stored_deks = count_deks(*records);
@@ -102,13 +118,13 @@ std::unique_ptr<Store> SealedStore::open(DataDir dir, KekMode mode) {
         keys.kek = std::move(kek);
         keys.deks = std::move(*deks);
     }
-    log::info("store", "opened store {} (kek: {}{})", dir.path().string(), kek_mode_name(mode),
-              keys.locked ? ", locked" : "");
-    return std::make_unique<SealedStore>(std::move(dir), mode, std::move(db), std::move(keys));
+    log::info("store", "opened store {} on {} (kek: {}{})", dir.path().string(), engine->describe(),
+              kek_mode_name(mode), keys.locked ? ", locked" : "");
+    return std::make_unique<SealedStore>(std::move(dir), mode, std::move(engine), std::move(keys));
 }
 
-SealedStore::SealedStore(DataDir dir, KekMode mode, Database db, Keyring keys)
-    : dir_(std::move(dir)), mode_(mode), db_(std::move(db)), keys_(std::move(keys)) {
+SealedStore::SealedStore(DataDir dir, KekMode mode, std::unique_ptr<Engine> engine, Keyring keys)
+    : dir_(std::move(dir)), mode_(mode), engine_(std::move(engine)), keys_(std::move(keys)) {
     worker_ = std::thread([this] { worker_main(); });
     // An interrupted rotation resumes by itself.
     if (rotation_pending() && !locked()) wake_worker();
@@ -135,7 +151,7 @@ Result<void> SealedStore::unlock(std::string_view unlock_key) {
         if (!keys->locked) return make_error(Errc::conflict, "not locked");
         auto parsed = parse_unlock_key(unlock_key);
         if (!parsed) return make_error(Errc::invalid_argument, "invalid unlock key");
-        auto records = db_.key_records();
+        auto records = read_key_records(*engine_);
         if (!records) return std::move(records).error().context("unlock");
         auto deks = open_key_records(parsed->kek, *records);
         if (!deks && deks.error().code == Errc::invalid_argument)
@@ -166,11 +182,11 @@ Result<crypto::SecureBuffer> SealedStore::rotate_unlock_key() {
     auto keys = keys_.lock();
     if (keys->locked) return locked_error();
     auto fresh = generate_unlock_key();
-    rocksdb::WriteBatch batch;
-    for (const auto& [id, dek] : keys->deks.keys)
-        put_key_record(batch, db_.cf(Table::meta), wrap_dek(fresh.kek, *dek));
-    put_key_record(batch, db_.cf(Table::meta), wrap_current(fresh.kek, keys->deks.current));
-    if (auto r = db_.write(batch); !r) return std::move(r).error().context("rotate the unlock key");
+    RawBatch batch;
+    for (const auto& [id, dek] : keys->deks.keys) put_key_record(batch, wrap_dek(fresh.kek, *dek));
+    put_key_record(batch, wrap_current(fresh.kek, keys->deks.current));
+    if (auto r = engine_->write(batch); !r)
+        return std::move(r).error().context("rotate the unlock key");
     keys->kek = std::move(fresh.kek);
     keys->unlock_key = fresh.text.clone();
     log::info("store", "rotated the unlock key of {}", dir_.path().string());
@@ -185,10 +201,11 @@ Result<void> SealedStore::rotate_dek() {
         if (keys->locked) return locked_error();
         auto dek = std::make_shared<const crypto::Key>(crypto::Key::generate(keys->deks.next_id()));
         id = dek->id;
-        rocksdb::WriteBatch batch;
-        put_key_record(batch, db_.cf(Table::meta), wrap_dek(*keys->kek, *dek));
-        put_key_record(batch, db_.cf(Table::meta), wrap_current(*keys->kek, id));
-        if (auto r = db_.write(batch); !r) return std::move(r).error().context("rotate the DEK");
+        RawBatch batch;
+        put_key_record(batch, wrap_dek(*keys->kek, *dek));
+        put_key_record(batch, wrap_current(*keys->kek, id));
+        if (auto r = engine_->write(batch); !r)
+            return std::move(r).error().context("rotate the DEK");
         keys->deks.keys.emplace(id, std::move(dek));
         keys->deks.current = id;
         keys->stored_deks = keys->deks.keys.size();
@@ -211,7 +228,7 @@ std::uint32_t SealedStore::current_dek_id() const {
 Result<std::optional<crypto::SecureBuffer>> SealedStore::read_value(const Keyring& keys,
                                                                     Table table,
                                                                     std::string_view key) {
-    auto sealed = db_.get(table, key);
+    auto sealed = engine_->get(table, key);
     if (!sealed) return std::move(sealed).error();
     if (!*sealed) return std::optional<crypto::SecureBuffer>();
     auto value = open_value(keys.deks, table, key, **sealed);
@@ -234,6 +251,13 @@ Result<void> SealedStore::write(Batch batch) {
                               fmt::format("{}: empty record key", table_name(op.table)));
         if (is_key_record(op.table, op.key)) return reserved_error(op.key);
     }
+    if (auto limits = engine_->limits();
+        batch.ops().size() > limits.ops || batch.bytes() > limits.bytes)
+        return make_error(Errc::too_large,
+                          fmt::format("one write of {} records and {} bytes is beyond what {} "
+                                      "takes in one transaction ({} records, {} bytes)",
+                                      batch.ops().size(), batch.bytes(), engine_->describe(),
+                                      limits.ops, limits.bytes));
     auto start = std::chrono::steady_clock::now();
     std::shared_lock gate(gate_);
     std::shared_ptr<const crypto::Key> dek;
@@ -243,18 +267,14 @@ Result<void> SealedStore::write(Batch batch) {
         dek = keys->deks.keys.at(keys->deks.current);
     }
     auto& m = write_metrics;
-    rocksdb::WriteBatch wb;
+    RawBatch raw;
+    raw.reserve(batch.ops().size());
     for (const auto& op : batch.ops()) {
-        auto* cf = db_.cf(op.table);
-        auto s = op.value ? wb.Put(cf, op.key, seal_value(*dek, op.table, op.key, op.value->span()))
-                          : wb.Delete(cf, op.key);
-        if (!s.ok()) {
-            m.failures.inc();
-            return db_error(fmt::format("write {}/{}", table_name(op.table), printable_key(op.key)),
-                            s);
-        }
+        std::optional<std::string> sealed;
+        if (op.value) sealed = seal_value(*dek, op.table, op.key, op.value->span());
+        raw.push_back({op.table, op.key, std::move(sealed)});
     }
-    auto written = db_.write(wb);
+    auto written = engine_->write(raw);
     if (!written) m.failures.inc();
     m.duration.observe_since(start);
     m.records.observe(batch.ops().size());
@@ -264,37 +284,40 @@ Result<void> SealedStore::write(Batch batch) {
 Result<void> SealedStore::scan(
     Table table, const std::function<bool(std::string_view key, crypto::SecureBuffer value)>& fn) {
     if (locked()) return locked_error();
-    auto it = db_.iterate(table);
-    for (it->SeekToFirst(); it->Valid(); it->Next()) {
-        auto key = it->key().ToStringView();
-        if (is_key_record(table, key)) continue;
+    std::optional<Error> failed;
+    auto r = engine_->scan(table, {}, [&](std::string_view key, std::string_view sealed) {
+        if (is_key_record(table, key)) return true;
         std::optional<crypto::SecureBuffer> value;
         {
             // keys_ is not held while fn runs: fn may use the store.
             auto keys = keys_.read();
-            auto sealed = it->value().ToStringView();
             auto id = crypto::sealed_key_id(sealed);
             if (id && !keys->deks.find(*id)) {
-                // Re-sealed and its DEK retired since the iterator started: read it again.
+                // Re-sealed and its DEK retired since the scan started: read it again.
                 auto fresh = read_value(*keys, table, key);
-                if (!fresh) return std::move(fresh).error();
-                if (!*fresh) continue;  // erased meanwhile
+                if (!fresh) {
+                    failed = std::move(fresh).error();
+                    return false;
+                }
+                if (!*fresh) return true;  // erased meanwhile
                 value = std::move(**fresh);
             } else {
                 auto opened = open_value(keys->deks, table, key, sealed);
-                if (!opened) return std::move(opened).error();
+                if (!opened) {
+                    failed = std::move(opened).error();
+                    return false;
+                }
                 value = std::move(*opened);
             }
         }
-        if (!fn(key, std::move(*value))) return {};
-    }
-    if (!it->status().ok())
-        return db_error(fmt::format("scan {}", table_name(table)), it->status());
-    return {};
+        return fn(key, std::move(*value));
+    });
+    if (failed) return std::move(*failed);
+    return r;
 }
 
 Result<void> SealedStore::compact() {
-    return db_.compact();
+    return engine_->compact();
 }
 
 }  // namespace coffer::store::detail

@@ -1,4 +1,4 @@
-// The Store: sealing on top of the Database, the key ring, locking, and the background
+// The Store: sealing on top of an Engine, the key ring, locking, and the background
 // re-sealer that finishes DEK rotations (rotation.cpp).
 #pragma once
 
@@ -11,7 +11,7 @@
 #include "coffer/base/sync.h"
 #include "coffer/store/store.h"
 #include "data_dir.h"
-#include "database.h"
+#include "engine.h"
 #include "keys.h"
 #include "rw_lock.h"
 
@@ -29,15 +29,24 @@ struct Keyring {
     std::size_t stored_deks = 0;                     // dek/<id> records, known while locked too
 };
 
+// Opens the engine of a data directory: create, a new one (the directory was readied for it).
+using EngineMaker = std::function<std::unique_ptr<Engine>(const DataDir& dir, bool create)>;
+
+// RocksDB in <data-dir>/db, or etcd when given.
+EngineMaker engine_maker(const std::optional<EtcdOptions>& etcd);
+
+// The DEK records of the meta table, as stored.
+Result<std::vector<KeyRecord>> read_key_records(Engine& engine);
+
 class SealedStore final : public Store {
   public:
     // A new store in a directory without one; with autolock, the unlock key is returned once.
-    static Opened create(DataDir dir, KekMode mode,
+    static Opened create(DataDir dir, DirFormat format, const EngineMaker& make,
                          const std::function<Result<void>(const crypto::SecureBuffer&)>& hand_over);
     // An existing store: unlocked with the KEK file, or locked (autolock).
-    static std::unique_ptr<Store> open(DataDir dir, KekMode mode);
+    static std::unique_ptr<Store> open(DataDir dir, KekMode mode, const EngineMaker& make);
 
-    SealedStore(DataDir dir, KekMode mode, Database db, Keyring keys);
+    SealedStore(DataDir dir, KekMode mode, std::unique_ptr<Engine> engine, Keyring keys);
     SealedStore(const SealedStore&) = delete;
     SealedStore& operator=(const SealedStore&) = delete;
     ~SealedStore() override;
@@ -55,6 +64,8 @@ class SealedStore final : public Store {
 
     Result<std::optional<crypto::SecureBuffer>> get(Table table, std::string_view key) override;
     Result<void> write(Batch batch) override;
+    BatchLimits batch_limits() const override { return engine_->limits(); }
+    std::string engine() const override { return engine_->describe(); }
     Result<void> scan(
         Table table,
         const std::function<bool(std::string_view key, crypto::SecureBuffer value)>& fn) override;
@@ -84,7 +95,7 @@ class SealedStore final : public Store {
 
     DataDir dir_;
     const KekMode mode_;
-    Database db_;
+    std::unique_ptr<Engine> engine_;
 
     // Lock order: gate_, then keys_. A writer holds gate_ shared from choosing its DEK until its
     // write returned; the re-sealer holds it exclusively for each chunk, so that what it re-reads

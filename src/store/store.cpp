@@ -4,6 +4,8 @@
 
 #include "coffer/base/log.h"
 #include "data_dir.h"
+#include "database.h"
+#include "etcd_engine.h"
 #include "sealed_store.h"
 
 namespace coffer::store {
@@ -42,12 +44,28 @@ void Batch::put(Table table, std::string key, std::string value) {
 }
 
 void Batch::put(Table table, std::string key, crypto::SecureBuffer value) {
+    bytes_ += key.size() + value.size() + op_overhead;
     ops_.push_back(Op{table, std::move(key), std::move(value)});
 }
 
 void Batch::erase(Table table, std::string key) {
+    bytes_ += key.size() + op_overhead;
     ops_.push_back(Op{table, std::move(key), std::nullopt});
 }
+
+namespace detail {
+
+EngineMaker engine_maker(const std::optional<EtcdOptions>& etcd) {
+    if (etcd)
+        return [options = *etcd](const DataDir&, bool create) {
+            return std::unique_ptr<Engine>(EtcdEngine::open(options, create));
+        };
+    return [](const DataDir& d, bool create) {
+        return std::unique_ptr<Engine>(Database::open(d.db_path(), create));
+    };
+}
+
+}  // namespace detail
 
 Result<Store::Opened> Store::open(const Options& options) {
     auto fail = [&](Errc code, std::string_view message) {
@@ -56,11 +74,24 @@ Result<Store::Opened> Store::open(const Options& options) {
     try {
         crypto::init();
         auto dir = detail::DataDir::open(options.dir);
-        if (auto mode = dir.format())
-            return Opened{detail::SealedStore::open(std::move(dir), *mode), std::nullopt};
-        return detail::SealedStore::create(
-            std::move(dir), options.autolock ? detail::KekMode::autolock : detail::KekMode::file,
-            options.hand_over_unlock_key);
+        auto existing = dir.format();
+        if (existing && existing->etcd && !options.etcd)
+            return fail(Errc::invalid_argument,
+                        "its records are in etcd: start cofferd with --store etcd and the "
+                        "cluster's --etcd-endpoints");
+        if (existing && !existing->etcd && options.etcd)
+            return fail(Errc::invalid_argument,
+                        "it holds an embedded store, not one in etcd (to move it there, take a "
+                        "backup and restore it with --store etcd)");
+        auto make = detail::engine_maker(options.etcd);
+        if (existing)
+            return Opened{detail::SealedStore::open(std::move(dir), existing->kek, make),
+                          std::nullopt};
+        detail::DirFormat format{
+            options.autolock ? detail::KekMode::autolock : detail::KekMode::file,
+            options.etcd.has_value()};
+        return detail::SealedStore::create(std::move(dir), format, make,
+                                           options.hand_over_unlock_key);
     } catch (const ErrorException& e) {
         return fail(e.error().code, e.error().message);
     } catch (const std::exception& e) {

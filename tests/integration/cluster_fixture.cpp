@@ -254,6 +254,8 @@ void ClusterTest::SetUp() {
               0);
     listen_ = net + ".1:4243";
 
+    before_manager();
+    if (HasFatalFailure()) return;
     start_manager();
     if (HasFatalFailure()) return;
     a_ = make_agent(*a_ns_, "node-a");

@@ -67,6 +67,9 @@ class ClusterTest : public ::testing::Test {
     void TearDown() override;
 
     void start_manager();
+    // Called by SetUp once the namespaces exist, before the manager first starts: servers the
+    // manager needs (etcd, say) start here, in manager_ns_.
+    virtual void before_manager() {}
     std::string token(const std::string& role = "worker");
     std::unique_ptr<NodeAgent> make_agent(const NetworkNamespace& ns, const std::string& hostname);
     // Starts an agent with the worker token and waits until its node is ready.

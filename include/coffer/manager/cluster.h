@@ -75,6 +75,8 @@ class Api;
 
 struct ClusterOptions {
     std::filesystem::path data_dir;
+    // Set: the store's records are in etcd (see store::EtcdOptions).
+    std::optional<store::EtcdOptions> etcd;
     bool autolock = false;  // at init only
     // See store::Options: the new unlock key goes here before the store is committed.
     std::function<Result<void>(const crypto::SecureBuffer& unlock_key)> hand_over_unlock_key;

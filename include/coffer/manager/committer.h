@@ -36,6 +36,7 @@ class Committer {
         Done done;
     };
     store::Store& store_;
+    const store::BatchLimits limits_;
     std::mutex mutex_;
     std::condition_variable wake_;
     std::deque<Pending> queue_;

@@ -67,6 +67,9 @@ struct RestoreOptions {
     // The key the backup needs, whichever its header names: the 32 bytes of the KEK file (kek
     // "file"), or the unlock key text "COFFERKEY-1-..." (autolock). Borrowed for the call.
     const crypto::SecureBuffer* key = nullptr;
+    // Set: the records go to this etcd prefix, which must hold none (the migration path from
+    // the embedded store); the directory gets the marker and the KEK file.
+    std::optional<EtcdOptions> etcd;
 };
 
 struct RestoreStats {

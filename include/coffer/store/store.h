@@ -8,6 +8,7 @@
 // into one fsync, so callers should write from several threads rather than serialise.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <filesystem>
 #include <functional>
@@ -40,8 +41,31 @@ inline constexpr Table all_tables[] = {
     Table::tasks, Table::pki,     Table::configs,     Table::config_data, Table::networks};
 std::string_view table_name(Table t) noexcept;
 
+// A store kept in an etcd v3 cluster instead of RocksDB in the data directory, which then holds
+// only the format marker and the KEK file. Values reach etcd sealed, as they reach RocksDB.
+struct EtcdOptions {
+    std::vector<std::string> endpoints;  // "http://HOST:PORT" or "https://HOST:PORT", one a member
+    std::string prefix = "/coffer/";     // every key of the store begins with it
+    // https: the CA of the members' certificates (empty: the system's), and the client
+    // certificate and key etcd asks for (--client-cert-auth), PEM files.
+    std::string ca_file, cert_file, key_file;
+    std::chrono::seconds lease_ttl{10};  // a manager that died frees the store after this
+    // What the members accept in one transaction: etcd's --max-txn-ops and
+    // --max-request-bytes (its defaults here).
+    std::size_t max_txn_ops = 128;
+    std::size_t max_request_bytes = 1536 * 1024;
+};
+
+// How much one write may hold: operations, and bytes as Batch::bytes() counts them.
+struct BatchLimits {
+    std::size_t ops = SIZE_MAX;
+    std::size_t bytes = SIZE_MAX;
+};
+
 struct Options {
     std::filesystem::path dir;
+    // Set: the records live in etcd (when the store is created, and on every open after).
+    std::optional<EtcdOptions> etcd;
     // Only used when the store is created: no KEK file; an unlock key is generated and returned
     // once by open(); every later open starts locked.
     bool autolock = false;
@@ -69,9 +93,14 @@ class Batch {
     // Moves every operation of other to the end of this batch (group commits).
     void append(Batch&& other) {
         for (auto& op : other.ops_) ops_.push_back(std::move(op));
+        bytes_ += other.bytes_;
         other.ops_.clear();
+        other.bytes_ = 0;
     }
     bool empty() const noexcept { return ops_.empty(); }
+    // Keys and values, and per operation what sealing and the engine add (op_overhead).
+    std::size_t bytes() const noexcept { return bytes_; }
+    static constexpr std::size_t op_overhead = 128;
 
     struct Op {
         Table table;
@@ -82,6 +111,7 @@ class Batch {
 
   private:
     std::vector<Op> ops_;
+    std::size_t bytes_ = 0;
 };
 
 class Store {
@@ -121,7 +151,12 @@ class Store {
     // beginning "dek/", or an empty key, is Errc::invalid_argument. A value that does not open
     // is Errc::internal, naming table and key.
     virtual Result<std::optional<crypto::SecureBuffer>> get(Table table, std::string_view key) = 0;
+    // Errc::too_large when the batch is beyond batch_limits().
     virtual Result<void> write(Batch batch) = 0;
+    // What one write may hold (etcd's transaction limits; RocksDB has none that matter).
+    virtual BatchLimits batch_limits() const = 0;
+    // For messages: "rocksdb /var/lib/coffer/db", "etcd http://...".
+    virtual std::string engine() const = 0;
     // Every record of a table in key order. fn returns false to stop.
     virtual Result<void> scan(
         Table table,

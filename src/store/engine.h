@@ -1,0 +1,58 @@
+// Where the store's records are kept, as stored: every value already sealed (the engine never
+// sees plaintext). Two engines: RocksDB in the data directory (database.h) and etcd v3
+// (etcd_engine.h). Keys are bytes; each table is a key space of its own.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "coffer/base/error.h"
+#include "coffer/store/store.h"
+
+namespace coffer::store::detail {
+
+// One put (value set, sealed) or erase (nullopt) of a write.
+struct RawOp {
+    Table table;
+    std::string key;
+    std::optional<std::string> value;
+};
+using RawBatch = std::vector<RawOp>;
+
+// Receives records in key order; returns false to stop.
+using RawVisit = std::function<bool(std::string_view key, std::string_view sealed)>;
+
+// A consistent view of every table as of one moment.
+class EngineView {
+  public:
+    virtual ~EngineView() = default;
+    virtual Result<void> scan(Table table, std::string_view from, const RawVisit& fn) = 0;
+};
+
+class Engine {
+  public:
+    virtual ~Engine() = default;
+
+    // For messages: "rocksdb <dir>/db", "etcd http://...".
+    virtual std::string describe() const = 0;
+    virtual Result<std::optional<std::string>> get(Table table, std::string_view key) = 0;
+    // Atomic and durable when it returns success: all of the batch or none of it.
+    virtual Result<void> write(const RawBatch& batch) = 0;
+    // The records of table with keys >= from, in key order; sees every write that returned
+    // before the call. fn may use the engine.
+    virtual Result<void> scan(Table table, std::string_view from, const RawVisit& fn) = 0;
+    virtual Result<std::unique_ptr<EngineView>> snapshot() = 0;
+    // Gives back the space of old versions and erased records.
+    virtual Result<void> compact() = 0;
+    // Removes every record of a store whose creation failed half-way (RocksDB: nothing to do,
+    // the next creation removes db/).
+    virtual Result<void> discard() { return {}; }
+    // What one write may hold, counted as Batch::bytes() counts.
+    virtual BatchLimits limits() const { return {}; }
+};
+
+}  // namespace coffer::store::detail

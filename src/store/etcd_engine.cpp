@@ -1,0 +1,472 @@
+#include "etcd_engine.h"
+
+#include <unistd.h>
+
+#include <boost/json.hpp>
+
+#include "coffer/base/log.h"
+#include "coffer/crypto/encoding.h"
+#include "keys.h"
+
+namespace coffer::store::detail {
+namespace {
+
+namespace json = boost::json;
+
+// Records per range request while scanning: a page of the data tables (values up to about
+// 700 KB sealed, base64 in the answer) stays within a few MB.
+std::int64_t page_records(Table table) {
+    return table == Table::secret_data || table == Table::config_data ? 4 : 256;
+}
+// What a transaction carries besides its operations' keys and values.
+constexpr std::size_t txn_overhead = 4096;
+
+std::string b64(std::string_view bytes) {
+    return crypto::base64_encode(
+        {reinterpret_cast<const std::uint8_t*>(bytes.data()), bytes.size()});
+}
+
+// Gateway answers carry keys and sealed values, never plaintext: plain heap is fine here.
+std::optional<std::string> unb64(const json::value* v) {
+    if (v == nullptr || !v->is_string()) return std::string();
+    auto decoded = crypto::base64_decode_secure(v->get_string());
+    if (!decoded) return std::nullopt;
+    return std::string(reinterpret_cast<const char*>(decoded->data()), decoded->size());
+}
+
+// etcd's int64 fields arrive as JSON strings; absent is 0.
+std::int64_t int_field(const json::object& o, std::string_view name) {
+    const auto* v = o.if_contains(name);
+    if (v == nullptr) return 0;
+    if (v->is_int64()) return v->get_int64();
+    if (v->is_uint64()) return static_cast<std::int64_t>(v->get_uint64());
+    if (v->is_string()) {
+        try {
+            return std::stoll(std::string(v->get_string()));
+        } catch (const std::exception&) {
+        }
+    }
+    return 0;
+}
+
+// The smallest key after every key that begins with prefix (etcd's range_end for a prefix).
+std::string prefix_end(std::string prefix) {
+    while (!prefix.empty()) {
+        auto& last = reinterpret_cast<unsigned char&>(prefix.back());
+        if (last < 0xff) {
+            ++last;
+            return prefix;
+        }
+        prefix.pop_back();
+    }
+    return std::string(1, '\0');  // every key
+}
+
+Error unreadable(std::string_view what) {
+    return make_error(Errc::internal, fmt::format("etcd: unreadable answer to {}", what));
+}
+
+Result<json::object> parse_object(const std::string& text, std::string_view what) {
+    boost::system::error_code ec;
+    auto v = json::parse(text, ec);
+    if (ec || !v.is_object()) return unreadable(what);
+    return std::move(v.as_object());
+}
+
+}  // namespace
+
+class EtcdEngine::View final : public EngineView {
+  public:
+    View(EtcdEngine& engine, std::int64_t revision) : engine_(engine), revision_(revision) {}
+    Result<void> scan(Table table, std::string_view from, const RawVisit& fn) override {
+        return engine_.scan_at(table, from, revision_, fn);
+    }
+
+  private:
+    EtcdEngine& engine_;
+    const std::int64_t revision_;
+};
+
+EtcdEngine::EtcdEngine(EtcdOptions options)
+    : options_(std::move(options)),
+      owner_key_(options_.prefix + "owner"),
+      idle_(options_.endpoints.size()) {}
+
+std::unique_ptr<EtcdEngine> EtcdEngine::open(const EtcdOptions& options, bool create) {
+    if (options.endpoints.empty())
+        throw ErrorException(make_error(Errc::invalid_argument, "etcd: no endpoint given"));
+    if (options.prefix.empty() || options.prefix.back() != '/')
+        throw ErrorException(
+            make_error(Errc::invalid_argument,
+                       fmt::format("etcd: the key prefix \"{}\" must end with /", options.prefix)));
+    if (options.lease_ttl.count() < 2)
+        throw ErrorException(
+            make_error(Errc::invalid_argument, "etcd: the lease TTL must be 2 s or more"));
+    if (options.max_txn_ops < 4 || options.max_request_bytes < 64 * 1024)
+        throw ErrorException(
+            make_error(Errc::invalid_argument,
+                       "etcd: transactions of at least 4 operations and 64 KiB must be allowed"));
+    std::unique_ptr<EtcdEngine> engine(new EtcdEngine(options));
+    engine->claim(create);
+    return engine;
+}
+
+EtcdEngine::~EtcdEngine() {
+    {
+        std::lock_guard l(keeper_mu_);
+        stopping_ = true;
+    }
+    keeper_cv_.notify_all();
+    if (keeper_.joinable()) keeper_.join();
+    // Frees the store at once for the next manager (otherwise it waits out the lease).
+    if (lease_ != 0 && !lost_)
+        (void)call("/v3/lease/revoke",
+                   json::serialize(json::object{{"ID", std::to_string(lease_)}}));
+}
+
+std::string EtcdEngine::describe() const {
+    return fmt::format("etcd {} (prefix {})", fmt::join(options_.endpoints, ","), options_.prefix);
+}
+
+BatchLimits EtcdEngine::limits() const {
+    // One compare and the owner's key travel with every transaction.
+    auto per_op_key = options_.prefix.size() + 16;
+    auto budget = options_.max_request_bytes - txn_overhead;
+    return {options_.max_txn_ops, budget > options_.max_txn_ops * per_op_key
+                                      ? budget - options_.max_txn_ops * per_op_key
+                                      : budget / 2};
+}
+
+std::string EtcdEngine::record_key(Table table, std::string_view key) const {
+    std::string out = options_.prefix;
+    out += table_name(table);
+    out += '/';
+    out += key;
+    return out;
+}
+
+Result<std::string> EtcdEngine::call(std::string_view path, const std::string& body) {
+    const auto n = options_.endpoints.size();
+    const auto first = member_.load();
+    Error last = make_error(Errc::unavailable, "etcd: no member answered");
+    net::ClientTls tls{options_.ca_file, options_.cert_file, options_.key_file};
+    for (std::size_t i = 0; i < n; ++i) {
+        auto m = (first + i) % n;
+        const auto& endpoint = options_.endpoints[m];
+        std::unique_ptr<net::HttpClient> client;
+        {
+            std::lock_guard l(pool_mu_);
+            if (!idle_[m].empty()) {
+                client = std::move(idle_[m].back());
+                idle_[m].pop_back();
+            }
+        }
+        if (!client) {
+            auto c = net::HttpClient::connect(endpoint, &tls, std::chrono::seconds(5));
+            if (!c) {
+                last = make_error(Errc::unavailable, fmt::format("etcd: {}", c.error().message));
+                continue;
+            }
+            client = std::move(*c);
+        }
+        auto r = client->request("POST", path,
+                                 {reinterpret_cast<const std::uint8_t*>(body.data()), body.size()});
+        if (!r) {
+            last = make_error(Errc::unavailable,
+                              fmt::format("etcd {}: {}", endpoint, r.error().message));
+            continue;  // the client is dropped: its connection is broken
+        }
+        if (r->status != 200) {
+            // {"error": "...", "code": N, "message": "..."}: etcd's own words, never a value.
+            std::string message = fmt::format("HTTP {}", r->status);
+            std::int64_t code = 0;
+            if (auto o = parse_object(r->body, path); o) {
+                if (const auto* m2 = o->if_contains("message"); m2 && m2->is_string())
+                    message = std::string(m2->get_string());
+                else if (const auto* e = o->if_contains("error"); e && e->is_string())
+                    message = std::string(e->get_string());
+                code = int_field(*o, "code");
+            }
+            {
+                std::lock_guard l(pool_mu_);
+                idle_[m].push_back(std::move(client));
+            }
+            // gRPC codes: 14 unavailable (no leader here, shutting down) and 4 deadline
+            // exceeded: another member may do; anything else is the request's own fault.
+            if (code == 14 || code == 4 || r->status == 503) {
+                last = make_error(Errc::unavailable, fmt::format("etcd {}: {}", endpoint, message));
+                continue;
+            }
+            auto errc = message.find("too large") != std::string::npos ||
+                                message.find("too many operations") != std::string::npos
+                            ? Errc::too_large
+                            : Errc::internal;
+            return make_error(errc, fmt::format("etcd: {}", message));
+        }
+        member_ = m;
+        {
+            std::lock_guard l(pool_mu_);
+            idle_[m].push_back(std::move(client));
+        }
+        return std::move(r->body);
+    }
+    return last;
+}
+
+void EtcdEngine::claim(bool create) {
+    auto fail = [](Result<std::string> r, std::string_view what) -> json::object {
+        if (!r) throw ErrorException(std::move(r).error().context(what));
+        auto o = parse_object(*r, what);
+        if (!o) throw ErrorException(std::move(o).error());
+        return std::move(*o);
+    };
+    // Whether the prefix holds records, before anything is claimed.
+    auto range =
+        fail(call("/v3/kv/range", json::serialize(json::object{
+                                      {"key", b64(record_key(Table::meta, {}))},
+                                      {"range_end", b64(prefix_end(record_key(Table::meta, {})))},
+                                      {"count_only", true}})),
+             "read the store's keys");
+    bool holds = int_field(range, "count") > 0;
+    if (create && holds)
+        throw ErrorException(make_error(
+            Errc::invalid_argument,
+            fmt::format("etcd prefix {} already holds a coffer store, which this data directory "
+                        "did not make: give it the data directory (its KEK) that did, or "
+                        "another --etcd-prefix",
+                        options_.prefix)));
+    if (!create && !holds)
+        throw ErrorException(make_error(
+            Errc::invalid_argument,
+            fmt::format("etcd prefix {} holds no coffer store, though this data directory says "
+                        "it has one there: is it the right etcd cluster and --etcd-prefix?",
+                        options_.prefix)));
+
+    auto grant = fail(
+        call("/v3/lease/grant",
+             json::serialize(json::object{{"TTL", std::to_string(options_.lease_ttl.count())}})),
+        "grant a lease");
+    lease_ = int_field(grant, "ID");
+    if (lease_ == 0) throw ErrorException(unreadable("lease grant"));
+    // Kept alive from now on: waiting out a dead holder's lease takes about as long as ours.
+    keeper_ = std::thread([this] { keep_alive(); });
+
+    char host[256] = {};
+    (void)::gethostname(host, sizeof host - 1);
+    auto holder = fmt::format("cofferd pid {} on {}", ::getpid(), host);
+    auto deadline = std::chrono::steady_clock::now() + options_.lease_ttl + std::chrono::seconds(2);
+    bool waited = false;
+    for (;;) {
+        json::object put{
+            {"key", b64(owner_key_)}, {"value", b64(holder)}, {"lease", std::to_string(lease_)}};
+        json::object get{{"key", b64(owner_key_)}};
+        auto txn = fail(
+            call("/v3/kv/txn",
+                 json::serialize(json::object{
+                     {"compare", json::array{json::object{{"key", b64(owner_key_)},
+                                                          {"target", "CREATE"},
+                                                          {"result", "EQUAL"},
+                                                          {"create_revision", "0"}}}},
+                     {"success", json::array{json::object{{"request_put", std::move(put)}}}},
+                     {"failure", json::array{json::object{{"request_range", std::move(get)}}}}})),
+            "claim the store");
+        if (const auto* ok = txn.if_contains("succeeded"); ok && ok->is_bool() && ok->get_bool())
+            break;
+        // Held: by a manager that died, its lease ends within one TTL; by a live one, never.
+        std::string other = "another cofferd";
+        try {
+            const auto& kv = txn.at("responses").at(0).at("response_range").at("kvs").at(0);
+            if (auto v = unb64(kv.as_object().if_contains("value")); v && !v->empty()) other = *v;
+        } catch (const std::exception&) {
+        }
+        if (std::chrono::steady_clock::now() >= deadline) {
+            // The destructor revokes the lease.
+            throw ErrorException(make_error(
+                Errc::conflict,
+                fmt::format("etcd prefix {} is held by {}: one cofferd per store (it did not "
+                            "let go within the lease TTL of {} s)",
+                            options_.prefix, other, options_.lease_ttl.count())));
+        }
+        if (!waited)
+            log::info("store", "etcd prefix {} is held by {}: waiting for its lease to end",
+                      options_.prefix, other);
+        waited = true;
+        std::this_thread::sleep_for(std::chrono::milliseconds(250));
+    }
+    log::info("store", "holding etcd prefix {} (lease {:x}, TTL {} s)", options_.prefix, lease_,
+              options_.lease_ttl.count());
+}
+
+void EtcdEngine::keep_alive() {
+    // A third of the TTL between renewals: two may fail before the lease ends.
+    const auto every =
+        std::chrono::duration_cast<std::chrono::milliseconds>(options_.lease_ttl) / 3;
+    std::unique_lock l(keeper_mu_);
+    while (!lost_) {
+        if (keeper_cv_.wait_for(l, every, [&] { return stopping_; })) return;
+        l.unlock();
+        auto r = call("/v3/lease/keepalive",
+                      json::serialize(json::object{{"ID", std::to_string(lease_)}}));
+        l.lock();
+        if (!r) {
+            log::warn("store", "renewing the etcd lease: {}", r.error().message);
+            continue;
+        }
+        auto o = parse_object(*r, "lease keepalive");
+        const json::object* result = nullptr;
+        if (o)
+            if (const auto* v = o->if_contains("result"); v && v->is_object())
+                result = &v->get_object();
+        if (result != nullptr && int_field(*result, "TTL") > 0) continue;
+        lost_ = true;
+        log::error("store",
+                   "lost the hold on etcd prefix {}: its lease ended (cut off from etcd for "
+                   "longer than {} s); no write can succeed: restart cofferd",
+                   options_.prefix, options_.lease_ttl.count());
+    }
+}
+
+Result<std::optional<std::string>> EtcdEngine::get(Table table, std::string_view key) {
+    auto r =
+        call("/v3/kv/range", json::serialize(json::object{{"key", b64(record_key(table, key))}}));
+    if (!r) return std::move(r).error().context("read");
+    auto o = parse_object(*r, "range");
+    if (!o) return std::move(o).error();
+    const auto* kvs = o->if_contains("kvs");
+    if (kvs == nullptr || !kvs->is_array() || kvs->get_array().empty())
+        return std::optional<std::string>();
+    const auto& kv = kvs->get_array().front();
+    if (!kv.is_object()) return unreadable("range");
+    auto value = unb64(kv.get_object().if_contains("value"));
+    if (!value) return unreadable("range");
+    return std::optional<std::string>(std::move(*value));
+}
+
+Result<void> EtcdEngine::write(const RawBatch& batch) {
+    if (batch.empty()) return {};
+    if (lost_)
+        return make_error(Errc::unavailable,
+                          fmt::format("this cofferd lost its hold on etcd prefix {}: restart it",
+                                      options_.prefix));
+    json::array success;
+    success.reserve(batch.size());
+    for (const auto& op : batch) {
+        if (op.value)
+            success.push_back(json::object{
+                {"request_put", json::object{{"key", b64(record_key(op.table, op.key))},
+                                             {"value", b64(*op.value)}}}});
+        else
+            success.push_back(
+                json::object{{"request_delete_range",
+                              json::object{{"key", b64(record_key(op.table, op.key))}}}});
+    }
+    // Only while the owner key still carries this manager's lease.
+    json::object txn{{"compare", json::array{json::object{{"key", b64(owner_key_)},
+                                                          {"target", "LEASE"},
+                                                          {"result", "EQUAL"},
+                                                          {"lease", std::to_string(lease_)}}}},
+                     {"success", std::move(success)}};
+    auto r = call("/v3/kv/txn", json::serialize(txn));
+    if (!r) return std::move(r).error().context("write");
+    auto o = parse_object(*r, "txn");
+    if (!o) return std::move(o).error();
+    if (const auto* ok = o->if_contains("succeeded"); ok && ok->is_bool() && ok->get_bool())
+        return {};
+    lost_ = true;
+    log::error("store", "lost the hold on etcd prefix {}: another holder or no lease",
+               options_.prefix);
+    return make_error(
+        Errc::unavailable,
+        fmt::format("this cofferd lost its hold on etcd prefix {}: restart it", options_.prefix));
+}
+
+Result<void> EtcdEngine::scan_at(Table table, std::string_view from, std::int64_t revision,
+                                 const RawVisit& fn) {
+    const auto table_prefix = record_key(table, {});
+    const auto end = prefix_end(table_prefix);
+    std::string start = table_prefix + std::string(from);
+    for (;;) {
+        json::object req{{"key", b64(start)},
+                         {"range_end", b64(end)},
+                         {"limit", std::to_string(page_records(table))}};
+        if (revision != 0) req["revision"] = std::to_string(revision);
+        auto r = call("/v3/kv/range", json::serialize(req));
+        if (!r) return std::move(r).error().context(fmt::format("scan {}", table_name(table)));
+        auto o = parse_object(*r, "range");
+        if (!o) return std::move(o).error();
+        if (revision == 0) {
+            const auto* header = o->if_contains("header");
+            if (header == nullptr || !header->is_object()) return unreadable("range");
+            revision = int_field(header->get_object(), "revision");
+        }
+        const auto* kvs = o->if_contains("kvs");
+        if (kvs == nullptr) return {};
+        if (!kvs->is_array()) return unreadable("range");
+        std::string last;
+        for (const auto& kv : kvs->get_array()) {
+            if (!kv.is_object()) return unreadable("range");
+            auto key = unb64(kv.get_object().if_contains("key"));
+            auto value = unb64(kv.get_object().if_contains("value"));
+            if (!key || !value || !key->starts_with(table_prefix)) return unreadable("range");
+            if (!fn(std::string_view(*key).substr(table_prefix.size()), *value)) return {};
+            last = std::move(*key);
+        }
+        const auto* more = o->if_contains("more");
+        if (more == nullptr || !more->is_bool() || !more->get_bool() || last.empty()) return {};
+        start = last + '\0';
+    }
+}
+
+Result<void> EtcdEngine::scan(Table table, std::string_view from, const RawVisit& fn) {
+    return scan_at(table, from, 0, fn);
+}
+
+Result<void> EtcdEngine::discard() {
+    for (Table table : all_tables) {
+        auto prefix = record_key(table, {});
+        json::object txn{
+            {"compare", json::array{json::object{{"key", b64(owner_key_)},
+                                                 {"target", "LEASE"},
+                                                 {"result", "EQUAL"},
+                                                 {"lease", std::to_string(lease_)}}}},
+            {"success",
+             json::array{json::object{
+                 {"request_delete_range",
+                  json::object{{"key", b64(prefix)}, {"range_end", b64(prefix_end(prefix))}}}}}}};
+        auto r = call("/v3/kv/txn", json::serialize(txn));
+        if (!r) return std::move(r).error().context("erase the store");
+    }
+    return {};
+}
+
+Result<std::int64_t> EtcdEngine::current_revision() {
+    auto r = call("/v3/kv/range", json::serialize(json::object{{"key", b64(owner_key_)}}));
+    if (!r) return std::move(r).error();
+    auto o = parse_object(*r, "range");
+    if (!o) return std::move(o).error();
+    const auto* header = o->if_contains("header");
+    if (header == nullptr || !header->is_object()) return unreadable("range");
+    auto rev = int_field(header->get_object(), "revision");
+    if (rev <= 0) return unreadable("range");
+    return rev;
+}
+
+Result<std::unique_ptr<EngineView>> EtcdEngine::snapshot() {
+    auto rev = current_revision();
+    if (!rev) return std::move(rev).error().context("snapshot");
+    return std::unique_ptr<EngineView>(std::make_unique<View>(*this, *rev));
+}
+
+Result<void> EtcdEngine::compact() {
+    auto rev = current_revision();
+    if (!rev) return std::move(rev).error().context("compact");
+    auto r =
+        call("/v3/kv/compaction",
+             json::serialize(json::object{{"revision", std::to_string(*rev)}, {"physical", true}}));
+    // Nothing written since the last compaction: there is nothing to give back.
+    if (!r && r.error().message.find("compacted") == std::string::npos)
+        return std::move(r).error().context("compact");
+    return {};
+}
+
+}  // namespace coffer::store::detail

@@ -1,0 +1,82 @@
+// The etcd engine: the store's sealed records in an etcd v3 cluster, through etcd's JSON gateway
+// (POST /v3/kv/range, /v3/kv/txn, /v3/lease/...) over HTTP or HTTPS with a client certificate.
+//
+//   <prefix><table>/<key>   a record, its value sealed exactly as in RocksDB
+//   <prefix>owner           the manager that holds the store, attached to its lease
+//
+// One cofferd holds a prefix at a time: open() claims the owner key under a lease it keeps
+// alive, and every write is a transaction that succeeds only while that key still carries the
+// lease. A manager that lost its lease (cut off from etcd for longer than the lease's TTL) can
+// therefore never write again, even if it does not know yet; it says so on its next write. A
+// write is acknowledged once etcd committed it (a quorum of members has it in its log).
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "coffer/base/sync.h"
+#include "coffer/net/http_client.h"
+#include "engine.h"
+
+namespace coffer::store::detail {
+
+class EtcdEngine final : public Engine {
+  public:
+    // Throws ErrorException: no member answers, the prefix is held by another manager (after
+    // waiting out one lease TTL for a holder that died), or, with create, it already holds
+    // records; without create, it holds none.
+    static std::unique_ptr<EtcdEngine> open(const EtcdOptions& options, bool create);
+    ~EtcdEngine() override;
+    EtcdEngine(const EtcdEngine&) = delete;
+    EtcdEngine& operator=(const EtcdEngine&) = delete;
+
+    std::string describe() const override;
+    Result<std::optional<std::string>> get(Table table, std::string_view key) override;
+    Result<void> write(const RawBatch& batch) override;
+    Result<void> scan(Table table, std::string_view from, const RawVisit& fn) override;
+    Result<std::unique_ptr<EngineView>> snapshot() override;
+    // Compacts etcd's history up to the current revision.
+    Result<void> compact() override;
+    BatchLimits limits() const override;
+    // Erases every record under the prefix.
+    Result<void> discard() override;
+
+  private:
+    class View;
+    explicit EtcdEngine(EtcdOptions options);
+
+    // One gateway call: the JSON answer's text, from the first member that answers.
+    Result<std::string> call(std::string_view path, const std::string& body);
+    std::string record_key(Table table, std::string_view key) const;
+    // The records of table from `from`, at revision (0: the current one, which is then kept for
+    // the following pages).
+    Result<void> scan_at(Table table, std::string_view from, std::int64_t revision,
+                         const RawVisit& fn);
+    Result<std::int64_t> current_revision();
+    void claim(bool create);
+    void keep_alive();
+
+    const EtcdOptions options_;
+    std::string owner_key_;
+    std::int64_t lease_ = 0;
+    std::atomic<bool> lost_{false};
+
+    // Idle connections, by member: taken for a call, given back after it.
+    std::mutex pool_mu_;
+    std::vector<std::vector<std::unique_ptr<net::HttpClient>>> idle_;
+    std::atomic<std::size_t> member_{0};  // the member tried first
+
+    std::mutex keeper_mu_;
+    std::condition_variable keeper_cv_;
+    bool stopping_ = false;
+    std::thread keeper_;
+};
+
+}  // namespace coffer::store::detail
