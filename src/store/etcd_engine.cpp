@@ -4,6 +4,8 @@
 
 #include <boost/json.hpp>
 
+#include <map>
+
 #include "coffer/base/log.h"
 #include "coffer/crypto/encoding.h"
 #include "keys.h"
@@ -129,12 +131,14 @@ std::string EtcdEngine::describe() const {
 }
 
 BatchLimits EtcdEngine::limits() const {
-    // One compare and the owner's key travel with every transaction.
+    // One compare and the owner's key travel with every transaction, and every key carries
+    // the prefix.
     auto per_op_key = options_.prefix.size() + 16;
     auto budget = options_.max_request_bytes - txn_overhead;
-    return {options_.max_txn_ops, budget > options_.max_txn_ops * per_op_key
-                                      ? budget - options_.max_txn_ops * per_op_key
-                                      : budget / 2};
+    auto bytes = budget > options_.max_txn_ops * per_op_key
+                     ? budget - options_.max_txn_ops * per_op_key
+                     : budget / 2;
+    return {options_.max_txn_ops, bytes};
 }
 
 std::string EtcdEngine::record_key(Table table, std::string_view key) const {
@@ -348,9 +352,15 @@ Result<void> EtcdEngine::write(const RawBatch& batch) {
         return make_error(Errc::unavailable,
                           fmt::format("this cofferd lost its hold on etcd prefix {}: restart it",
                                       options_.prefix));
+    // etcd refuses a transaction that names a key twice: the last operation on a key is what
+    // applying them in order leaves.
+    std::map<std::pair<Table, std::string_view>, std::size_t> last;
+    for (std::size_t i = 0; i < batch.size(); ++i) last[{batch[i].table, batch[i].key}] = i;
     json::array success;
-    success.reserve(batch.size());
-    for (const auto& op : batch) {
+    success.reserve(last.size());
+    for (std::size_t i = 0; i < batch.size(); ++i) {
+        const auto& op = batch[i];
+        if (last[{op.table, op.key}] != i) continue;
         if (op.value)
             success.push_back(json::object{
                 {"request_put", json::object{{"key", b64(record_key(op.table, op.key))},

@@ -8,12 +8,15 @@
 #include <fmt/format.h>
 
 #include <atomic>
+#include <condition_variable>
 #include <fstream>
 #include <map>
+#include <mutex>
 #include <thread>
 
 #include "coffer/crypto/encoding.h"
 #include "coffer/crypto/random.h"
+#include "coffer/manager/committer.h"
 #include "coffer/store/backup.h"
 #include "coffer/store/store.h"
 #include "etcd_fixture.h"
@@ -393,4 +396,55 @@ TEST_F(EtcdStore, TlsWithAClientCertificate) {
     ASSERT_FALSE(untrusted);
     EXPECT_NE(untrusted.error().message.find("TLS handshake"), std::string::npos)
         << untrusted.error().message;
+}
+
+// A batch naming a record twice is what applying its operations in order leaves (etcd itself
+// refuses a transaction that names a key twice).
+TEST_F(EtcdStore, ABatchThatNamesARecordTwiceKeepsTheLastOperation) {
+    start();
+    auto store = open_store(dir("d"), options());
+    Batch b;
+    b.put(Table::secrets, "twice", std::string("first"));
+    b.put(Table::secrets, "gone", std::string("x"));
+    b.put(Table::secrets, "twice", std::string("second"));
+    b.erase(Table::secrets, "gone");
+    b.put(Table::services, "twice", std::string("another table"));
+    ASSERT_TRUE(store->write(std::move(b)).ok());
+    EXPECT_EQ(everything(*store, Table::secrets),
+              (std::map<std::string, std::string>{{"twice", "second"}}));
+    EXPECT_EQ(str(**store->get(Table::services, "twice")), "another table");
+}
+
+// The manager's group commit on etcd merges requests that write the same record (the delivery
+// record, say) into one transaction: each lands, and is answered, in the order submitted.
+TEST_F(EtcdStore, GroupCommitsKeepTheOrderOfWritesToOneRecord) {
+    start();
+    auto store = open_store(dir("d"), options());
+    std::mutex mu;
+    std::condition_variable cv;
+    std::vector<int> answered;
+    int done = 0;
+    constexpr int n = 300;
+    {
+        manager::Committer committer(*store);
+        for (int i = 0; i < n; ++i) {
+            Batch b;
+            b.put(Table::meta, "counter", std::to_string(i));
+            b.put(Table::tasks, fmt::format("t{:04}", i), std::string("x"));
+            committer.submit(std::move(b), [&, i](Result<void> r) {
+                std::lock_guard l(mu);
+                EXPECT_TRUE(r.ok()) << r.error().message;
+                answered.push_back(i);
+                ++done;
+                cv.notify_all();
+            });
+        }
+        std::unique_lock l(mu);
+        ASSERT_TRUE(cv.wait_for(l, 60s, [&] { return done == n; }));
+    }
+    std::vector<int> in_order(n);
+    for (int i = 0; i < n; ++i) in_order[static_cast<std::size_t>(i)] = i;
+    EXPECT_EQ(answered, in_order);
+    EXPECT_EQ(str(**store->get(Table::meta, "counter")), std::to_string(n - 1));
+    EXPECT_EQ(everything(*store, Table::tasks).size(), std::size_t(n));
 }
