@@ -77,6 +77,9 @@ std::vector<metrics::Registration> register_metrics(Cluster& cluster) {
 
 metrics::Answer health(Cluster& cluster) {
     if (cluster.locked()) return {503, "application/json", R"({"status":"locked"})"};
+    // A manager that lost its store (on etcd) must not receive traffic: another holds it.
+    if (auto w = cluster.store().writable(); !w)
+        return {503, "application/json", R"({"status":"store lost"})"};
     // A read of the cluster record: the store opens, reads and unseals a value.
     auto read = cluster.store().get(store::Table::meta, "cluster");
     if (!read || !*read) {

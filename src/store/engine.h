@@ -51,6 +51,8 @@ class Engine {
     // Removes every record of a store whose creation failed half-way (RocksDB: nothing to do,
     // the next creation removes db/).
     virtual Result<void> discard() { return {}; }
+    // Errc::unavailable once no write can succeed any more (see Store::writable).
+    virtual Result<void> writable() const { return {}; }
     // What one write may hold, counted as Batch::bytes() counts.
     virtual BatchLimits limits() const { return {}; }
 };

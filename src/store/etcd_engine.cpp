@@ -346,12 +346,17 @@ Result<std::optional<std::string>> EtcdEngine::get(Table table, std::string_view
     return std::optional<std::string>(std::move(*value));
 }
 
-Result<void> EtcdEngine::write(const RawBatch& batch) {
-    if (batch.empty()) return {};
+Result<void> EtcdEngine::writable() const {
     if (lost_)
         return make_error(Errc::unavailable,
                           fmt::format("this cofferd lost its hold on etcd prefix {}: restart it",
                                       options_.prefix));
+    return {};
+}
+
+Result<void> EtcdEngine::write(const RawBatch& batch) {
+    if (batch.empty()) return {};
+    if (auto w = writable(); !w) return w;
     // etcd refuses a transaction that names a key twice: the last operation on a key is what
     // applying them in order leaves.
     std::map<std::pair<Table, std::string_view>, std::size_t> last;

@@ -45,6 +45,7 @@ class EtcdEngine final : public Engine {
     // Compacts etcd's history up to the current revision.
     Result<void> compact() override;
     BatchLimits limits() const override;
+    Result<void> writable() const override;
     // Erases every record under the prefix.
     Result<void> discard() override;
 

@@ -66,6 +66,7 @@ class SealedStore final : public Store {
     Result<void> write(Batch batch) override;
     BatchLimits batch_limits() const override { return engine_->limits(); }
     std::string engine() const override { return engine_->describe(); }
+    Result<void> writable() const override { return engine_->writable(); }
     Result<void> scan(
         Table table,
         const std::function<bool(std::string_view key, crypto::SecureBuffer value)>& fn) override;

@@ -45,8 +45,25 @@ class OnEtcd : public ClusterTest {
         etcd_ = std::make_unique<EtcdCluster>(
             dir_.path() / "etcd", EtcdClusterOptions{.members = 3, .enter = manager_ns_->enter()});
         ASSERT_EQ(etcd_->error(), "");
+        metrics_ = fmt::format("127.0.0.1:{}", free_port());
         manager_args_ = {"--store",          "etcd", "--etcd-endpoints", etcd_->endpoints_csv(),
-                         "--etcd-lease-ttl", "2"};
+                         "--etcd-lease-ttl", "2",    "--metrics-addr",   metrics_};
+    }
+    // "<status> <body>" of the manager's GET /health.
+    std::string health() {
+        std::vector<std::string> argv = manager_ns_->enter();
+        argv.insert(argv.end(), {"curl", "-s", "-m", "5", "-o", "/dev/null", "-w", "%{http_code}",
+                                 "http://" + metrics_ + "/health"});
+        auto code = run_program(argv).out;
+        argv = manager_ns_->enter();
+        argv.insert(argv.end(), {"curl", "-s", "-m", "5", "http://" + metrics_ + "/health"});
+        return code + " " + run_program(argv).out;
+    }
+    std::size_t secrets_in_etcd() {
+        auto r = etcd_->etcdctl({"get", "--prefix", "--keys-only", "/coffer/secrets/"});
+        std::size_t n = 0;
+        for (const auto& line : lines_of(r.out)) n += line.empty() ? 0 : 1;
+        return n;
     }
     void TearDown() override {
         ClusterTest::TearDown();  // the manager lets go of the store before etcd stops
@@ -68,6 +85,7 @@ class OnEtcd : public ClusterTest {
     }
 
     std::unique_ptr<EtcdCluster> etcd_;
+    std::string metrics_;  // the manager's --metrics-addr, in its namespace
 };
 
 }  // namespace
@@ -171,4 +189,28 @@ TEST_F(OnEtcd, ABackupOfTheClusterOnEtcdRestoresIntoTheEmbeddedEngine) {
     ASSERT_TRUE(wait_node_state(a_->node_id(), "ready", 60s)) << a_->err();
     create_service("restored", "db");
     EXPECT_TRUE(task_holds("restored", "db", bytes)) << a_->err() << b_->err();
+}
+
+// Its lease ended behind its back (revoked here, as etcd ends it for a manager cut off past the
+// TTL): the manager says so (a create fails naming it, /health answers 503 "store lost") and
+// writes nothing; restarted, it holds the store again.
+TEST_F(OnEtcd, AManagerThatLostTheStoreSaysSoAndWritesNothing) {
+    ASSERT_EQ(cli({"secret", "create", "kept", "-"}, "1").status, 0);
+    EXPECT_EQ(health(), R"(200 {"status":"ok"})");
+    auto before = secrets_in_etcd();
+    auto leases = etcd_->etcdctl({"lease", "list"});
+    ASSERT_TRUE(leases.ok()) << leases.describe();
+    auto ids = lines_of(leases.out);
+    ASSERT_EQ(ids.size(), 2u) << leases.out;  // "found 1 leases", the manager's
+    ASSERT_TRUE(etcd_->etcdctl({"lease", "revoke", ids[1]}).ok());
+    auto lost = cli({"secret", "create", "lost", "-"}, "2");
+    EXPECT_NE(lost.status, 0);
+    EXPECT_NE(lost.err.find("lost its hold on etcd prefix /coffer/"), std::string::npos)
+        << lost.err;
+    EXPECT_EQ(health(), R"(503 {"status":"store lost"})");
+    EXPECT_EQ(secrets_in_etcd(), before);
+    start_manager();
+    ASSERT_FALSE(HasFatalFailure());
+    EXPECT_EQ(health(), R"(200 {"status":"ok"})");
+    EXPECT_EQ(secret_names(get("/secrets")), (std::set<std::string>{"kept"}));
 }

@@ -157,6 +157,9 @@ class Store {
     virtual BatchLimits batch_limits() const = 0;
     // For messages: "rocksdb /var/lib/coffer/db", "etcd http://...".
     virtual std::string engine() const = 0;
+    // Errc::unavailable once no write can succeed any more: the store on etcd whose hold this
+    // manager lost (another may hold it now). Always fine for RocksDB.
+    virtual Result<void> writable() const = 0;
     // Every record of a table in key order. fn returns false to stop.
     virtual Result<void> scan(
         Table table,
