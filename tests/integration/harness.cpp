@@ -244,9 +244,15 @@ CliResult run_program(const std::vector<std::string>& argv, const std::string& s
     int p[2];
     if (::pipe2(p, O_CLOEXEC) != 0) throw_errno("pipe2");
     UniqueFd rd(p[0]), wr(p[1]);
+    // The inherited environment with env's entries in place of those of the same name (a
+    // variable given twice is read first-wins by some programs, last-wins by others).
     std::vector<std::string> full_env;
     if (!env.empty()) {
-        for (char** e = environ; *e; ++e) full_env.emplace_back(*e);
+        auto name_of = [](std::string_view entry) { return entry.substr(0, entry.find('=')); };
+        for (char** e = environ; *e; ++e)
+            if (std::none_of(env.begin(), env.end(),
+                             [&](const std::string& x) { return name_of(x) == name_of(*e); }))
+                full_env.emplace_back(*e);
         full_env.insert(full_env.end(), env.begin(), env.end());
     }
     auto child = Child::spawn({.argv = argv,
