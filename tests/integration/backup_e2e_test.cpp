@@ -20,34 +20,14 @@ using namespace std::chrono_literals;
 
 namespace {
 
-// What the task finds at /run/secrets/<file>, read from outside through its root.
-std::string file_in_task(const json::object& task, const std::string& file) {
-    return read_file("/proc/" + std::to_string(task_pid(task)) + "/root/run/secrets/" + file);
-}
-
-class Restore : public ClusterTest {
-  protected:
-    void create_service(const std::string& name, const std::string& secret) {
-        auto r = cli({"service", "create", "--name", name, "--secret", secret, "busybox", "sh",
-                      "-c", "trap 'exit 0' TERM; while :; do sleep 3600 & wait $!; done"});
-        ASSERT_EQ(r.status, 0) << r.err;
-    }
-    bool task_holds(const std::string& service, const std::string& file, const std::string& bytes) {
-        return wait_until(
-            [&] {
-                auto r = running(service);
-                return r.size() == 1 && file_in_task(r[0], file) == bytes;
-            },
-            90s);
-    }
-};
+class Restore : public ClusterTest {};
 
 }  // namespace
 
 TEST_F(Restore, AgentsReconnectToTheRestoredManagerAndTasksGetRestoredSecrets) {
     auto bytes = random_bytes(40);
     ASSERT_EQ(cli({"secret", "create", "db", "-"}, bytes).status, 0);
-    create_service("before", "db");
+    create_sleeper("before", "db");
     ASSERT_TRUE(task_holds("before", "db", bytes)) << a_->err();
     auto secret = secret_id("db");
     auto node_a = a_->node_id(), node_b = b_->node_id();
@@ -73,6 +53,6 @@ TEST_F(Restore, AgentsReconnectToTheRestoredManagerAndTasksGetRestoredSecrets) {
     EXPECT_TRUE(task_holds("before", "db", bytes)) << a_->err();
 
     // A service made after the restore gets the restored secret from the restored store.
-    create_service("after", "db");
+    create_sleeper("after", "db");
     EXPECT_TRUE(task_holds("after", "db", bytes)) << a_->err() << b_->err();
 }

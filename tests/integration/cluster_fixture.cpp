@@ -314,6 +314,26 @@ void ClusterTest::join(NodeAgent& agent) {
     ASSERT_TRUE(wait_node_state(agent.node_id(), "ready")) << agent.err();
 }
 
+void ClusterTest::create_sleeper(const std::string& name, const std::string& secret) {
+    auto r = cli({"service", "create", "--name", name, "--secret", secret, "busybox", "sh", "-c",
+                  "trap 'exit 0' TERM; while :; do sleep 3600 & wait $!; done"});
+    ASSERT_EQ(r.status, 0) << r.err;
+}
+
+bool ClusterTest::task_holds(const std::string& service, const std::string& file,
+                             const std::string& bytes) {
+    return wait_until(
+        [&] {
+            auto r = running(service);
+            return r.size() == 1 && file_in_task(r[0], file) == bytes;
+        },
+        90s);
+}
+
+std::string file_in_task(const json::object& task, const std::string& file) {
+    return read_file(fmt::format("/proc/{}/root/run/secrets/{}", task_pid(task), file));
+}
+
 CliResult ClusterTest::cli(const std::vector<std::string>& args, const std::string& in) {
     return coffer_cli(daemon_->host(), args, in);
 }

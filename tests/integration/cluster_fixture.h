@@ -91,6 +91,10 @@ class ClusterTest : public ::testing::Test {
                         const std::string& node = "",
                         std::chrono::milliseconds within = std::chrono::seconds(60));
     std::string secret_id(const std::string& name);
+    // A service of one busybox task that sleeps until SIGTERM, with `--secret secret`.
+    void create_sleeper(const std::string& name, const std::string& secret);
+    // Waits (90 s) until the service runs one task whose /run/secrets/<file> holds bytes.
+    bool task_holds(const std::string& service, const std::string& file, const std::string& bytes);
 
     TempDir dir_;
     // More arguments for cofferd and every coffer-agent, set before SetUp runs (in a derived
@@ -116,6 +120,9 @@ std::string random_bytes(std::size_t n);
 
 // What a directory holds: file name -> bytes (regular files only).
 std::map<std::string, std::string> read_dir(const std::filesystem::path& dir);
+
+// What the task's container has at /run/secrets/<file>, read through its root.
+std::string file_in_task(const boost::json::object& task, const std::string& file);
 
 bool process_alive(std::int64_t pid);
 // The container's pid a task's status reports (host pid namespace), 0 when none.

@@ -27,10 +27,6 @@ using namespace std::chrono_literals;
 
 namespace {
 
-std::string file_in_task(const json::object& task, const std::string& file) {
-    return read_file("/proc/" + std::to_string(task_pid(task)) + "/root/run/secrets/" + file);
-}
-
 std::set<std::string> secret_names(const json::value& list) {
     std::set<std::string> out;
     if (!list.is_array()) return out;
@@ -70,19 +66,6 @@ class OnEtcd : public ClusterTest {
         if (HasFailure() && etcd_) fmt::print("{}\n", etcd_->logs());
         etcd_.reset();
     }
-    void create_service(const std::string& name, const std::string& secret) {
-        auto r = cli({"service", "create", "--name", name, "--secret", secret, "busybox", "sh",
-                      "-c", "trap 'exit 0' TERM; while :; do sleep 3600 & wait $!; done"});
-        ASSERT_EQ(r.status, 0) << r.err;
-    }
-    bool task_holds(const std::string& service, const std::string& file, const std::string& bytes) {
-        return wait_until(
-            [&] {
-                auto r = running(service);
-                return r.size() == 1 && file_in_task(r[0], file) == bytes;
-            },
-            90s);
-    }
 
     std::unique_ptr<EtcdCluster> etcd_;
     std::string metrics_;  // the manager's --metrics-addr, in its namespace
@@ -93,7 +76,7 @@ class OnEtcd : public ClusterTest {
 TEST_F(OnEtcd, AKilledManagerLosesNoAcknowledgedCreateAndTasksKeepRunning) {
     auto bytes = random_bytes(40);
     ASSERT_EQ(cli({"secret", "create", "db", "-"}, bytes).status, 0);
-    create_service("web", "db");
+    create_sleeper("web", "db");
     ASSERT_TRUE(task_holds("web", "db", bytes)) << a_->err() << b_->err();
     auto pid = task_pid(running("web").at(0));
 
@@ -140,7 +123,7 @@ TEST_F(OnEtcd, AKilledManagerLosesNoAcknowledgedCreateAndTasksKeepRunning) {
     EXPECT_EQ(task_pid(running("web").at(0)), pid);
     EXPECT_TRUE(task_holds("web", "db", bytes));
     // A service made now gets the secret from the store on etcd.
-    create_service("after", "db");
+    create_sleeper("after", "db");
     EXPECT_TRUE(task_holds("after", "db", bytes)) << a_->err() << b_->err();
     // etcd has the records, sealed.
     auto raw = etcd_->etcdctl({"get", "--prefix", "/coffer/"});
@@ -187,7 +170,7 @@ TEST_F(OnEtcd, ABackupOfTheClusterOnEtcdRestoresIntoTheEmbeddedEngine) {
     EXPECT_TRUE(fs::exists(dir_.path() / "data" / "db"));
     EXPECT_EQ(secret_id("db"), id);
     ASSERT_TRUE(wait_node_state(a_->node_id(), "ready", 60s)) << a_->err();
-    create_service("restored", "db");
+    create_sleeper("restored", "db");
     EXPECT_TRUE(task_holds("restored", "db", bytes)) << a_->err() << b_->err();
 }
 

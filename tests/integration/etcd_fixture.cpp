@@ -21,34 +21,6 @@ namespace {
 constexpr auto start_deadline = 30s;
 constexpr auto stop_deadline = 10s;
 
-std::string step(const std::vector<std::string>& argv) {
-    try {
-        auto r = run_command(argv);
-        return r.ok() ? "" : fmt::format("{}: {}", argv.front(), r.describe());
-    } catch (const std::exception& e) {
-        return fmt::format("{}: {}", argv.front(), e.what());
-    }
-}
-
-void write_text(const fs::path& p, const std::string& text) {
-    std::ofstream out(p, std::ios::binary | std::ios::trunc);
-    out << text;
-    if (!out.flush()) throw std::runtime_error("write " + p.string());
-}
-
-bool exited(Child& child) {
-    return !child.running() || child.wait_for(0ms).has_value();
-}
-
-void stop(Child& child) {
-    if (!child.running()) return;
-    child.signal(SIGTERM);
-    if (!child.wait_for(stop_deadline)) {
-        child.signal(SIGKILL);
-        child.wait();
-    }
-}
-
 std::string member_name(int i) {
     return fmt::format("m{}", i);
 }
@@ -84,7 +56,7 @@ EtcdCluster::EtcdCluster(fs::path dir, Options o) : dir_(std::move(dir)), option
 }
 
 EtcdCluster::~EtcdCluster() {
-    for (auto& c : children_) stop(c);
+    for (auto& c : children_) stop_child(c, stop_deadline);
     std::error_code ec;
     fs::remove_all(dir_, ec);
 }
@@ -146,7 +118,7 @@ std::string EtcdCluster::make_certificates() {
               s("ca.key"), "-set_serial", serial(), "-days", "2", "-extfile", s("client.ext"),
               "-out", s("client.crt")},
          }) {
-        if (auto e = step(argv); !e.empty()) return e;
+        if (auto e = run_step(argv); !e.empty()) return e;
     }
     return "";
 }

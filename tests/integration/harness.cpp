@@ -157,6 +157,8 @@ std::string random_suffix(std::size_t n) {
     return s;
 }
 
+}  // namespace
+
 std::string run_step(const std::vector<std::string>& argv) {
     try {
         auto r = run_command(argv);
@@ -166,7 +168,24 @@ std::string run_step(const std::vector<std::string>& argv) {
     }
 }
 
-}  // namespace
+void write_text(const fs::path& p, const std::string& text) {
+    std::ofstream out(p, std::ios::binary | std::ios::trunc);
+    out << text;
+    if (!out.flush()) throw std::runtime_error("write " + p.string());
+}
+
+bool exited(Child& child) {
+    return !child.running() || child.wait_for(std::chrono::milliseconds(0)).has_value();
+}
+
+void stop_child(Child& child, std::chrono::milliseconds deadline) {
+    if (!child.running()) return;
+    child.signal(SIGTERM);
+    if (!child.wait_for(deadline)) {
+        child.signal(SIGKILL);
+        child.wait();
+    }
+}
 
 NetworkNamespace::NetworkNamespace(const std::string& tag)
     : name_("coffer-" + tag + "-" + random_suffix(6)) {

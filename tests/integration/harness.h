@@ -89,6 +89,14 @@ CliResult coffer_cli(const std::string& host, const std::vector<std::string>& ar
 // Runs any program; env entries are added to the current environment.
 CliResult run_program(const std::vector<std::string>& argv, const std::string& stdin_data = "",
                       const std::vector<std::string>& env = {});
+// Runs a set-up command: "" when it succeeded, else the command and what failed.
+std::string run_step(const std::vector<std::string>& argv);
+// Writes text to a new or truncated file; throws when it cannot.
+void write_text(const std::filesystem::path& p, const std::string& text);
+// Whether the child has exited (then reaped).
+bool exited(Child& child);
+// SIGTERM, then SIGKILL when it has not ended within deadline; reaped either way.
+void stop_child(Child& child, std::chrono::milliseconds deadline);
 // A loopback port nothing listens on right now.
 std::uint16_t free_port();
 // Whether a docker CLI is installed (tests of the docker CLI against cofferd skip without one).

@@ -36,21 +36,6 @@ std::vector<std::string> in_namespace(const NetworkNamespace* ns, std::vector<st
     return full;
 }
 
-std::string step(const std::vector<std::string>& argv) {
-    try {
-        auto r = run_command(argv);
-        return r.ok() ? "" : fmt::format("{}: {}", argv.front(), r.describe());
-    } catch (const std::exception& e) {
-        return fmt::format("{}: {}", argv.front(), e.what());
-    }
-}
-
-void write_file(const fs::path& p, const std::string& text) {
-    std::ofstream out(p, std::ios::binary | std::ios::trunc);
-    out << text;
-    if (!out.flush()) throw std::runtime_error("write " + p.string());
-}
-
 bool is_ipv6(const std::string& address) {
     return address.find(':') != std::string::npos;
 }
@@ -94,20 +79,6 @@ print(c.getresponse().status)
         return r.out.substr(0, r.out.find('\n'));
     } catch (const std::exception&) {
         return "";
-    }
-}
-
-// Whether the child has exited (then reaped).
-bool exited(Child& child) {
-    return !child.running() || child.wait_for(0ms).has_value();
-}
-
-void stop(Child& child) {
-    if (!child.running()) return;
-    child.signal(SIGTERM);
-    if (!child.wait_for(stop_deadline)) {
-        child.signal(SIGKILL);
-        child.wait();
     }
 }
 
@@ -163,7 +134,7 @@ Registry::Registry(fs::path dir, std::string address, const NetworkNamespace* ns
 }
 
 Registry::~Registry() {
-    stop(child_);
+    stop_child(child_, stop_deadline);
     remove_dir(dir_);
 }
 
@@ -194,7 +165,7 @@ http:
 
     if (options_.tls) {
         // A CA of this registry's own, and a server certificate it signed for the address.
-        write_file(tls / "server.ext",
+        write_text(tls / "server.ext",
                    fmt::format("subjectAltName={}\nbasicConstraints=critical,CA:FALSE\n"
                                "keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n",
                                subject_alt_name(address_)));
@@ -228,7 +199,7 @@ http:
                   fmt::format("0x{:08x}{:08x}", rd(), rd()), "-days", "2", "-extfile",
                   (tls / "server.ext").string(), "-out", (tls / "server.crt").string()},
              }) {
-            if (auto e = step(argv); !e.empty()) return e;
+            if (auto e = run_step(argv); !e.empty()) return e;
         }
         config += fmt::format("  tls:\n    certificate: \"{}\"\n    key: \"{}\"\n",
                               (tls / "server.crt").string(), (tls / "server.key").string());
@@ -237,11 +208,11 @@ http:
     if (options_.auth) {
         auto r = run_command({"htpasswd", "-Bbn", options_.user, options_.password});
         if (!r.ok()) return "htpasswd: " + r.describe();
-        write_file(dir_ / "htpasswd", r.out);
+        write_text(dir_ / "htpasswd", r.out);
         config += fmt::format("auth:\n  htpasswd:\n    realm: coffer-test\n    path: \"{}\"\n",
                               (dir_ / "htpasswd").string());
     }
-    write_file(dir_ / "config.yml", config);
+    write_text(dir_ / "config.yml", config);
 
     auto log_fd = open_log(dir_ / "registry.log");
     child_ = Child::spawn(
@@ -338,7 +309,7 @@ LyingRegistry::LyingRegistry(fs::path dir, std::string address, const NetworkNam
 }
 
 LyingRegistry::~LyingRegistry() {
-    stop(child_);
+    stop_child(child_, stop_deadline);
     remove_dir(dir_);
 }
 

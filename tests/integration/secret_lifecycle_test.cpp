@@ -41,11 +41,6 @@ std::map<std::string, std::uint64_t> held_versions(const json::object& task) {
     return out;
 }
 
-// What the task's container has at /run/secrets/<file>, read through its root.
-std::string file_in_task(const json::object& task, const std::string& file) {
-    return read_file(fmt::format("/proc/{}/root/run/secrets/{}", task_pid(task), file));
-}
-
 class Lifecycle : public ClusterTest {
   protected:
     void create_secret(const std::string& name, const std::string& bytes) {
