@@ -7,7 +7,6 @@
 #include <fmt/ranges.h>
 
 #include <fstream>
-#include <random>
 
 #include "coffer/base/error.h"
 
@@ -75,52 +74,15 @@ std::string EtcdCluster::endpoints_csv() const {
 std::string EtcdCluster::make_certificates() {
     auto tls = dir_ / "tls";
     fs::create_directories(tls);
+    if (auto e = make_test_ca(tls, "coffer test etcd CA"); !e.empty()) return e;
     // The members' certificate serves clients and is also etcd's own client certificate: its
     // JSON gateway reaches its gRPC server with it, which --client-cert-auth checks.
-    write_text(tls / "server.ext",
-               "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=critical,CA:FALSE\n"
-               "keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth,clientAuth\n");
-    write_text(tls / "client.ext",
-               "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\n"
-               "extendedKeyUsage=clientAuth\n");
-    std::random_device rd;
-    auto serial = [&] { return fmt::format("0x{:08x}{:08x}", rd(), rd()); };
-    auto s = [&](const char* name) { return (tls / name).string(); };
-    for (const auto& argv : std::vector<std::vector<std::string>>{
-             {"openssl",
-              "req",
-              "-x509",
-              "-newkey",
-              "ec",
-              "-pkeyopt",
-              "ec_paramgen_curve:P-256",
-              "-nodes",
-              "-keyout",
-              s("ca.key"),
-              "-out",
-              s("ca.crt"),
-              "-days",
-              "2",
-              "-subj",
-              "/CN=coffer test etcd CA",
-              "-addext",
-              "basicConstraints=critical,CA:TRUE",
-              "-addext",
-              "keyUsage=critical,keyCertSign,cRLSign"},
-             {"openssl", "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-              "-keyout", s("server.key"), "-out", s("server.csr"), "-subj", "/CN=127.0.0.1"},
-             {"openssl", "x509", "-req", "-in", s("server.csr"), "-CA", s("ca.crt"), "-CAkey",
-              s("ca.key"), "-set_serial", serial(), "-days", "2", "-extfile", s("server.ext"),
-              "-out", s("server.crt")},
-             {"openssl", "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-              "-keyout", s("client.key"), "-out", s("client.csr"), "-subj", "/CN=cofferd"},
-             {"openssl", "x509", "-req", "-in", s("client.csr"), "-CA", s("ca.crt"), "-CAkey",
-              s("ca.key"), "-set_serial", serial(), "-days", "2", "-extfile", s("client.ext"),
-              "-out", s("client.crt")},
-         }) {
-        if (auto e = run_step(argv); !e.empty()) return e;
-    }
-    return "";
+    if (auto e = sign_test_certificate(tls, "server", "127.0.0.1",
+                                       "subjectAltName=IP:127.0.0.1,DNS:localhost\n"
+                                       "extendedKeyUsage=serverAuth,clientAuth\n");
+        !e.empty())
+        return e;
+    return sign_test_certificate(tls, "client", "cofferd", "extendedKeyUsage=clientAuth\n");
 }
 
 std::string EtcdCluster::start(int member) {

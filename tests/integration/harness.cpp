@@ -174,6 +174,48 @@ void write_text(const fs::path& p, const std::string& text) {
     if (!out.flush()) throw std::runtime_error("write " + p.string());
 }
 
+std::string make_test_ca(const fs::path& dir, const std::string& name) {
+    return run_step({"openssl",
+                     "req",
+                     "-x509",
+                     "-newkey",
+                     "ec",
+                     "-pkeyopt",
+                     "ec_paramgen_curve:P-256",
+                     "-nodes",
+                     "-keyout",
+                     (dir / "ca.key").string(),
+                     "-out",
+                     (dir / "ca.crt").string(),
+                     "-days",
+                     "2",
+                     "-subj",
+                     "/CN=" + name,
+                     "-addext",
+                     "basicConstraints=critical,CA:TRUE",
+                     "-addext",
+                     "keyUsage=critical,keyCertSign,cRLSign"});
+}
+
+std::string sign_test_certificate(const fs::path& dir, const std::string& stem,
+                                  const std::string& cn, const std::string& extensions) {
+    auto file = [&](const char* suffix) { return (dir / (stem + suffix)).string(); };
+    write_text(file(".ext"),
+               "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,"
+               "digitalSignature\n" +
+                   extensions);
+    std::random_device rd;
+    if (auto e = run_step({"openssl", "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+                           "-nodes", "-keyout", file(".key"), "-out", file(".csr"), "-subj",
+                           "/CN=" + cn});
+        !e.empty())
+        return e;
+    return run_step({"openssl", "x509", "-req", "-in", file(".csr"), "-CA",
+                     (dir / "ca.crt").string(), "-CAkey", (dir / "ca.key").string(), "-set_serial",
+                     fmt::format("0x{:08x}{:08x}", rd(), rd()), "-days", "2", "-extfile",
+                     file(".ext"), "-out", file(".crt")});
+}
+
 bool exited(Child& child) {
     return !child.running() || child.wait_for(std::chrono::milliseconds(0)).has_value();
 }

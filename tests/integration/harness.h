@@ -97,6 +97,14 @@ void write_text(const std::filesystem::path& p, const std::string& text);
 bool exited(Child& child);
 // SIGTERM, then SIGKILL when it has not ended within deadline; reaped either way.
 void stop_child(Child& child, std::chrono::milliseconds deadline);
+// A CA of a test's own, made with openssl in dir: ca.key and ca.crt (P-256, two days, subject
+// "/CN=<name>"). "" or what failed.
+std::string make_test_ca(const std::filesystem::path& dir, const std::string& name);
+// A certificate that CA signs: <stem>.key and <stem>.crt in dir, subject "/CN=<cn>", the
+// openssl extension lines in extensions (subjectAltName=..., extendedKeyUsage=...). "" or what
+// failed.
+std::string sign_test_certificate(const std::filesystem::path& dir, const std::string& stem,
+                                  const std::string& cn, const std::string& extensions);
 // A loopback port nothing listens on right now.
 std::uint16_t free_port();
 // Whether a docker CLI is installed (tests of the docker CLI against cofferd skip without one).

@@ -165,42 +165,14 @@ http:
 
     if (options_.tls) {
         // A CA of this registry's own, and a server certificate it signed for the address.
-        write_text(tls / "server.ext",
-                   fmt::format("subjectAltName={}\nbasicConstraints=critical,CA:FALSE\n"
-                               "keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n",
-                               subject_alt_name(address_)));
-        std::random_device rd;
-        for (const auto& argv : std::vector<std::vector<std::string>>{
-                 {"openssl",
-                  "req",
-                  "-x509",
-                  "-newkey",
-                  "ec",
-                  "-pkeyopt",
-                  "ec_paramgen_curve:P-256",
-                  "-nodes",
-                  "-keyout",
-                  (tls / "ca.key").string(),
-                  "-out",
-                  ca_cert().string(),
-                  "-days",
-                  "2",
-                  "-subj",
-                  "/CN=coffer test registry CA",
-                  "-addext",
-                  "basicConstraints=critical,CA:TRUE",
-                  "-addext",
-                  "keyUsage=critical,keyCertSign,cRLSign"},
-                 {"openssl", "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
-                  "-nodes", "-keyout", (tls / "server.key").string(), "-out",
-                  (tls / "server.csr").string(), "-subj", "/CN=" + address_},
-                 {"openssl", "x509", "-req", "-in", (tls / "server.csr").string(), "-CA",
-                  ca_cert().string(), "-CAkey", (tls / "ca.key").string(), "-set_serial",
-                  fmt::format("0x{:08x}{:08x}", rd(), rd()), "-days", "2", "-extfile",
-                  (tls / "server.ext").string(), "-out", (tls / "server.crt").string()},
-             }) {
-            if (auto e = run_step(argv); !e.empty()) return e;
-        }
+        if (auto e = make_test_ca(tls, "coffer test registry CA"); !e.empty()) return e;
+        fs::copy_file(tls / "ca.crt", ca_cert());
+        if (auto e = sign_test_certificate(
+                tls, "server", address_,
+                fmt::format("subjectAltName={}\nextendedKeyUsage=serverAuth\n",
+                            subject_alt_name(address_)));
+            !e.empty())
+            return e;
         config += fmt::format("  tls:\n    certificate: \"{}\"\n    key: \"{}\"\n",
                               (tls / "server.crt").string(), (tls / "server.key").string());
     }
