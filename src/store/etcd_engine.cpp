@@ -91,6 +91,7 @@ class EtcdEngine::View final : public EngineView {
 
 EtcdEngine::EtcdEngine(EtcdOptions options)
     : options_(std::move(options)),
+      tls_{options_.ca_file, options_.cert_file, options_.key_file},
       owner_key_(options_.prefix + "owner"),
       idle_(options_.endpoints.size()) {}
 
@@ -153,7 +154,6 @@ Result<std::string> EtcdEngine::call(std::string_view path, const std::string& b
     const auto n = options_.endpoints.size();
     const auto first = member_.load();
     Error last = make_error(Errc::unavailable, "etcd: no member answered");
-    net::ClientTls tls{options_.ca_file, options_.cert_file, options_.key_file};
     for (std::size_t i = 0; i < n; ++i) {
         auto m = (first + i) % n;
         const auto& endpoint = options_.endpoints[m];
@@ -166,7 +166,7 @@ Result<std::string> EtcdEngine::call(std::string_view path, const std::string& b
             }
         }
         if (!client) {
-            auto c = net::HttpClient::connect(endpoint, &tls, std::chrono::seconds(5));
+            auto c = net::HttpClient::connect(endpoint, &tls_, std::chrono::seconds(5));
             if (!c) {
                 last = make_error(Errc::unavailable, fmt::format("etcd: {}", c.error().message));
                 continue;
@@ -346,6 +346,13 @@ Result<std::optional<std::string>> EtcdEngine::get(Table table, std::string_view
     return std::optional<std::string>(std::move(*value));
 }
 
+json::array EtcdEngine::held_compare() const {
+    return json::array{json::object{{"key", b64(owner_key_)},
+                                    {"target", "LEASE"},
+                                    {"result", "EQUAL"},
+                                    {"lease", std::to_string(lease_)}}};
+}
+
 Result<void> EtcdEngine::writable() const {
     if (lost_)
         return make_error(Errc::unavailable,
@@ -375,12 +382,7 @@ Result<void> EtcdEngine::write(const RawBatch& batch) {
                 json::object{{"request_delete_range",
                               json::object{{"key", b64(record_key(op.table, op.key))}}}});
     }
-    // Only while the owner key still carries this manager's lease.
-    json::object txn{{"compare", json::array{json::object{{"key", b64(owner_key_)},
-                                                          {"target", "LEASE"},
-                                                          {"result", "EQUAL"},
-                                                          {"lease", std::to_string(lease_)}}}},
-                     {"success", std::move(success)}};
+    json::object txn{{"compare", held_compare()}, {"success", std::move(success)}};
     auto r = call("/v3/kv/txn", json::serialize(txn));
     if (!r) return std::move(r).error().context("write");
     auto o = parse_object(*r, "txn");
@@ -390,9 +392,7 @@ Result<void> EtcdEngine::write(const RawBatch& batch) {
     lost_ = true;
     log::error("store", "lost the hold on etcd prefix {}: another holder or no lease",
                options_.prefix);
-    return make_error(
-        Errc::unavailable,
-        fmt::format("this cofferd lost its hold on etcd prefix {}: restart it", options_.prefix));
+    return writable();
 }
 
 Result<void> EtcdEngine::scan_at(Table table, std::string_view from, std::int64_t revision,
@@ -440,10 +440,7 @@ Result<void> EtcdEngine::discard() {
     for (Table table : all_tables) {
         auto prefix = record_key(table, {});
         json::object txn{
-            {"compare", json::array{json::object{{"key", b64(owner_key_)},
-                                                 {"target", "LEASE"},
-                                                 {"result", "EQUAL"},
-                                                 {"lease", std::to_string(lease_)}}}},
+            {"compare", held_compare()},
             {"success",
              json::array{json::object{
                  {"request_delete_range",

@@ -21,6 +21,8 @@
 #include <thread>
 #include <vector>
 
+#include <boost/json/fwd.hpp>
+
 #include "coffer/base/sync.h"
 #include "coffer/net/http_client.h"
 #include "engine.h"
@@ -61,10 +63,13 @@ class EtcdEngine final : public Engine {
     Result<void> scan_at(Table table, std::string_view from, std::int64_t revision,
                          const RawVisit& fn);
     Result<std::int64_t> current_revision();
+    // The compare of every write: the owner key still carries this manager's lease.
+    boost::json::array held_compare() const;
     void claim(bool create);
     void keep_alive();
 
     const EtcdOptions options_;
+    const net::ClientTls tls_;  // from options_, for every connection
     std::string owner_key_;
     std::int64_t lease_ = 0;
     std::atomic<bool> lost_{false};
