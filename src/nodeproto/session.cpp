@@ -1,5 +1,7 @@
 #include "coffer/nodeproto/session.h"
 
+#include <arpa/inet.h>
+
 #include <algorithm>
 #include <limits>
 
@@ -244,6 +246,55 @@ Result<DescriptionMessage> decode_description(const crypto::SecureBuffer& text) 
             }
             out.generic.push_back(std::move(res));
         }
+    }
+    return out;
+}
+
+bool valid_manager_address(std::string_view host_port) {
+    auto colon = host_port.rfind(':');
+    if (colon == std::string_view::npos) return false;
+    auto host = host_port.substr(0, colon);
+    auto port = host_port.substr(colon + 1);
+    if (port.empty() || port.size() > 5) return false;
+    unsigned number = 0;
+    for (char c : port) {
+        if (c < '0' || c > '9') return false;
+        number = number * 10 + static_cast<unsigned>(c - '0');
+    }
+    if (number == 0 || number > 65535) return false;
+    if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
+        // libc's parser decides what an IPv6 literal is, once the characters are those of one
+        // (no NUL to cut the string short, no zone id).
+        auto literal = host.substr(1, host.size() - 2);
+        if (!std::all_of(literal.begin(), literal.end(), [](char c) {
+                return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F') ||
+                       c == ':' || c == '.';
+            }))
+            return false;
+        in6_addr address{};
+        return ::inet_pton(AF_INET6, std::string(literal).c_str(), &address) == 1;
+    }
+    return word(host, 253, true);
+}
+
+crypto::SecureBuffer encode(const ManagersMessage& m) {
+    json::array managers;
+    for (const auto& address : m.managers) managers.emplace_back(address);
+    return wire::text_of(json::object{{"type", "managers"}, {"managers", std::move(managers)}});
+}
+
+Result<ManagersMessage> decode_managers(const crypto::SecureBuffer& text) {
+    auto doc = wire::object_of_type(text, "managers");
+    if (!doc) return std::move(doc).error();
+    const auto* list = doc->value().get_object().if_contains("managers");
+    if (list == nullptr || !list->is_array()) return malformed("managers must be an array");
+    if (list->get_array().size() > max_managers)
+        return malformed(fmt::format("managers names more than {} managers", max_managers));
+    ManagersMessage out;
+    for (const auto& item : list->get_array()) {
+        if (!item.is_string() || !valid_manager_address(item.get_string()))
+            return malformed("a manager is not HOST:PORT");
+        out.managers.emplace_back(item.get_string());
     }
     return out;
 }

@@ -62,6 +62,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
         require(nodeproto::decode_logs_reply(nodeproto::encode(*m)).value() == *m);
     if (auto m = nodeproto::decode_description(bytes))
         require(nodeproto::decode_description(nodeproto::encode(*m)).value() == *m);
+    if (auto m = nodeproto::decode_managers(bytes))
+        require(nodeproto::decode_managers(nodeproto::encode(*m)).value() == *m);
     if (auto m = nodeproto::decode_networks(bytes))
         require(nodeproto::decode_networks(nodeproto::encode(*m)).value() == *m);
     if (auto m = nodeproto::decode_volume_remove(bytes))

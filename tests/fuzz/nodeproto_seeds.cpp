@@ -140,6 +140,8 @@ int main(int argc, char** argv) {
               "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
               "-----BEGIN CERTIFICATE-----\nMIIC\n-----END CERTIFICATE-----\n"}));
     write(dir, "renew-request.json", encode(RenewRequest{"CA rotation"}));
+    write(dir, "managers.json",
+          encode(ManagersMessage{{"10.0.0.1:2377", "manager-2.example:2377", "[fd00::3]:2377"}}));
     write(dir, "description.json",
           encode(DescriptionMessage{
               "linux", "x86_64", 4'000'000'000, 8LL << 30, {{"gpu", "GPU-1", 0}, {"ssd", "", 3}}}));

@@ -321,6 +321,89 @@ TEST(SessionMessages, ALogsRequestWithABadTaskOrTailIsAnsweredNotDropped) {
     EXPECT_EQ(bad_tail->invalid.value_or(""), "tail must be a non-negative integer");
 }
 
+TEST(Managers, RoundTrip) {
+    ManagersMessage m{{"10.0.0.1:2377", "manager-2.example:2377", "[fd00::3]:1", "m_3:65535"}};
+    auto d = decode_managers(encode(m));
+    ASSERT_TRUE(d) << d.error().message;
+    EXPECT_EQ(*d, m);
+    EXPECT_EQ(str(encode(ManagersMessage{{"a:1"}})), R"({"type":"managers","managers":["a:1"]})");
+    ManagersMessage none;
+    EXPECT_EQ(decode_managers(encode(none)).value(), none);
+    ManagersMessage most;
+    for (std::size_t i = 0; i < max_managers; ++i)
+        most.managers.push_back(fmt::format("m{}:2377", i));
+    EXPECT_EQ(decode_managers(encode(most)).value(), most);
+}
+
+TEST(Managers, AMissingOrNonArrayListIsRefused) {
+    for (auto text : {R"({"type":"managers"})", R"({"type":"managers","managers":null})",
+                      R"({"type":"managers","managers":"a:1"})",
+                      R"({"type":"managers","managers":{"a":"b:1"}})",
+                      R"({"type":"error","managers":["a:1"]})", "[]"}) {
+        auto d = decode_managers(msg(text));
+        ASSERT_FALSE(d) << text;
+        EXPECT_EQ(d.error().code, Errc::invalid_argument) << text;
+    }
+    auto d = decode_managers(msg(R"({"type":"managers","managers":7})"));
+    ASSERT_FALSE(d);
+    EXPECT_NE(d.error().message.find("managers must be an array"), std::string::npos)
+        << d.error().message;
+}
+
+TEST(Managers, MoreThanTheLimitIsRefused) {
+    ManagersMessage many;
+    for (std::size_t i = 0; i <= max_managers; ++i)
+        many.managers.push_back(fmt::format("m{}:2377", i));
+    auto d = decode_managers(encode(many));
+    ASSERT_FALSE(d);
+    EXPECT_EQ(d.error().code, Errc::invalid_argument);
+    EXPECT_NE(d.error().message.find("more than 64"), std::string::npos) << d.error().message;
+}
+
+TEST(Managers, AnEntryThatIsNotHostAndPortIsRefusedWithoutQuotingIt) {
+    const std::string long_host(254, 'h');
+    for (const auto& bad : std::vector<std::string>{"",
+                                                    "host",
+                                                    "host:",
+                                                    ":2377",
+                                                    "host:0",
+                                                    "host:65536",
+                                                    "host:99999",
+                                                    "host:123456",
+                                                    "host:+1",
+                                                    "host:-1",
+                                                    "host:12x",
+                                                    "host :1",
+                                                    "ho/st:1",
+                                                    "ho:st:1",
+                                                    "::1:1",
+                                                    "[::1]",
+                                                    "[::1:1",
+                                                    "[]:1",
+                                                    "[not-v6]:1",
+                                                    "[::1%eth0]:1",
+                                                    "[10.0.0.1]:1",
+                                                    "h\xc3\xa9:1",
+                                                    long_host + ":1"}) {
+        auto d = decode_managers(msg(fmt::format(R"({{"type":"managers","managers":["a:1",{}]}})",
+                                                 json::serialize(json::value(bad)))));
+        ASSERT_FALSE(d) << bad;
+        EXPECT_EQ(d.error().code, Errc::invalid_argument) << bad;
+        EXPECT_NE(d.error().message.find("not HOST:PORT"), std::string::npos) << d.error().message;
+        if (!bad.empty()) {
+            EXPECT_EQ(d.error().message.find(bad), std::string::npos) << bad;
+        }
+    }
+    auto cut = decode_managers(msg(R"({"type":"managers","managers":["[::1\u0000junk]:1"]})"));
+    EXPECT_FALSE(cut) << "a NUL inside the brackets";
+    auto number = decode_managers(msg(R"({"type":"managers","managers":[2377]})"));
+    ASSERT_FALSE(number);
+    EXPECT_EQ(number.error().code, Errc::invalid_argument);
+    // The edges that are good.
+    const std::string longest_host(253, 'h');
+    EXPECT_TRUE(decode_managers(encode(ManagersMessage{{longest_host + ":65535", "a:1"}})));
+}
+
 TEST(Join, RoundTrip) {
     JoinRequest r{protocol_version,
                   crypto::SecureBuffer::copy_of(std::string_view("COFFERTKN-1-abc-def")),

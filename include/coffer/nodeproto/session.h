@@ -1,7 +1,7 @@
-// The small session messages: certificate renewal, task logs, errors. Each is one JSON object
-// with its "type"; fields coffer does not know are ignored on decode.
+// The small session messages: certificate renewal, task logs, errors, the cluster's managers.
+// Each is one JSON object with its "type"; fields coffer does not know are ignored on decode.
 //
-// manager -> node: certificate, renew_request, logs_request, error
+// manager -> node: certificate, renew_request, logs_request, error, managers
 // node -> manager: renew, logs, description
 #pragma once
 
@@ -9,7 +9,9 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <variant>
+#include <vector>
 
 #include "coffer/base/error.h"
 #include "coffer/crypto/secure_buffer.h"
@@ -109,5 +111,19 @@ crypto::SecureBuffer encode(const DescriptionMessage& m);
 // at most max_generic_resources resources, kinds 1-64 of [A-Za-z0-9_.-], named values 1-128
 // printable characters without ',' or '=', counts positive.
 Result<DescriptionMessage> decode_description(const crypto::SecureBuffer& text);
+
+// {"type":"managers","managers":["HOST:PORT",...]}: every manager of the cluster, whose node
+// ports a node may connect to when its own manager goes away.
+struct ManagersMessage {
+    std::vector<std::string> managers;
+    bool operator==(const ManagersMessage&) const = default;
+};
+inline constexpr std::size_t max_managers = 64;
+// HOST:PORT as a manager's node port is named: a host of 1-253 of [A-Za-z0-9._-] or an IPv6
+// literal in brackets, and a decimal port 1-65535.
+bool valid_manager_address(std::string_view host_port);
+crypto::SecureBuffer encode(const ManagersMessage& m);
+// managers must be an array of at most max_managers strings, each valid_manager_address.
+Result<ManagersMessage> decode_managers(const crypto::SecureBuffer& text);
 
 }  // namespace coffer::nodeproto
