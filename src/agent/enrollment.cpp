@@ -192,6 +192,12 @@ Result<nodeconn::Endpoint> parse_endpoint(std::string_view host_port) {
     return nodeconn::Endpoint{std::string(host), static_cast<std::uint16_t>(port)};
 }
 
+std::string format_endpoint(const nodeconn::Endpoint& endpoint) {
+    if (endpoint.host.find(':') != std::string::npos)
+        return fmt::format("[{}]:{}", endpoint.host, endpoint.port);
+    return fmt::format("{}:{}", endpoint.host, endpoint.port);
+}
+
 std::string identity_dir(const std::string& data_dir) {
     return data_dir + "/identity";
 }

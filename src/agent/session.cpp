@@ -7,6 +7,9 @@
 #include <optional>
 #include <thread>
 
+#include <fmt/ranges.h>
+
+#include "coffer/agent/manager_list.h"
 #include "coffer/base/log.h"
 #include "coffer/nodeproto/session.h"
 #include "coffer/pki/node_key.h"
@@ -18,10 +21,11 @@ using std::chrono::milliseconds;
 
 namespace {
 
-// The messages the loop answers itself: certificate, renew_request, and an error without a
-// request id (only renew has none).
-bool renewal_message(const nodeconn::Message& msg) {
-    if (msg.type == "certificate" || msg.type == "renew_request") return true;
+// The messages the loop answers itself: certificate, renew_request, an error without a request
+// id (only renew has none), and managers.
+bool loop_message(const nodeconn::Message& msg) {
+    if (msg.type == "certificate" || msg.type == "renew_request" || msg.type == "managers")
+        return true;
     if (msg.type != "error") return false;
     auto error = nodeproto::decode_error(msg.json);
     return error && !error->request;
@@ -47,14 +51,18 @@ class SessionLoop::Impl {
     // Handles a message the loop answers itself (loop thread, lock not held).
     void handle(const nodeconn::Message& msg);
     void accept_certificate(const nodeconn::Message& msg);
+    void accept_managers(const nodeconn::Message& msg);
 
     SessionOptions options_;
     SessionLoopHandlers handlers_;
+    // Loop thread only: the managers to try, each once, and the one tried (or connected to) now.
+    std::vector<nodeconn::Endpoint> managers_;
+    std::size_t at_ = 0;
 
     mutable std::mutex m_;
     std::condition_variable cv_;
     bool stopping_ = false;
-    std::deque<nodeconn::Message> inbox_;  // renewal messages for the loop thread
+    std::deque<nodeconn::Message> inbox_;  // messages the loop handles, for its thread
     pki::Clock::time_point renew_at_ = pki::Clock::time_point::max();
     std::uint64_t renewals_ = 0;
     bool ended_ = false;
@@ -146,7 +154,36 @@ void SessionLoop::Impl::accept_certificate(const nodeconn::Message& msg) {
     schedule_renewal();
 }
 
+void SessionLoop::Impl::accept_managers(const nodeconn::Message& msg) {
+    auto received = nodeproto::decode_managers(msg.json);
+    if (!received) {
+        log::warn("agent", "ignoring a managers message: {}", received.error().message);
+        return;
+    }
+    // The manager of this session stays first: a loss moves on to the others in their order.
+    std::vector<nodeconn::Endpoint> managers{managers_[at_]};
+    std::vector<std::string> listed;  // as received, each once
+    std::vector<nodeconn::Endpoint> seen;
+    for (const auto& address : received->managers) {
+        auto endpoint = parse_endpoint(address);
+        if (!endpoint || std::find(seen.begin(), seen.end(), *endpoint) != seen.end()) continue;
+        seen.push_back(*endpoint);
+        listed.push_back(address);
+        if (*endpoint != managers.front()) managers.push_back(std::move(*endpoint));
+    }
+    managers_ = std::move(managers);
+    at_ = 0;
+    log::info("agent", "the cluster's managers: {}", fmt::join(listed, ", "));
+    if (options_.data_dir.empty()) return;
+    if (auto stored = store_managers(options_.data_dir, listed); !stored)
+        log::error("agent", "cannot keep the list of managers: {}", stored.error().message);
+}
+
 void SessionLoop::Impl::handle(const nodeconn::Message& msg) {
+    if (msg.type == "managers") {
+        accept_managers(msg);
+        return;
+    }
     if (msg.type == "certificate") {
         if (renewing())
             accept_certificate(msg);
@@ -177,8 +214,9 @@ void SessionLoop::Impl::run() {
             if (handlers_.on_connected) handlers_.on_connected();
         },
         [this](const std::shared_ptr<nodeconn::Session>&, nodeconn::Message msg) {
-            if (renewal_message(msg)) {
-                // Handled on the loop's thread: storing a certificate blocks on fsync.
+            if (loop_message(msg)) {
+                // Handled on the loop's thread: storing a certificate or the managers blocks on
+                // fsync.
                 std::lock_guard l(m_);
                 inbox_.push_back(std::move(msg));
                 cv_.notify_all();
@@ -193,14 +231,21 @@ void SessionLoop::Impl::run() {
             cv_.notify_all();
         },
     };
-    auto where = fmt::format("{}:{}", options_.manager.host, options_.manager.port);
+    managers_ = {options_.manager};
+    for (const auto& other : options_.other_managers)
+        if (std::find(managers_.begin(), managers_.end(), other) == managers_.end())
+            managers_.push_back(other);
+    // Attempts that failed in this round: a connection refused, or a session lost before it
+    // was stable. The backoff waits once every manager failed.
+    std::size_t failed = 0;
     for (;;) {
         {
             std::lock_guard l(m_);
             if (stopping_) break;
             lost_ = false;
         }
-        auto client = nodeconn::NodeClient::connect(options_.manager, options_.credentials.clone(),
+        auto where = format_endpoint(managers_[at_]);
+        auto client = nodeconn::NodeClient::connect(managers_[at_], options_.credentials.clone(),
                                                     handlers, options_.limits);
         if (!client && client.error().code == Errc::permission_denied) {
             log::error("agent", "the manager at {} refused this node: {}", where,
@@ -211,7 +256,8 @@ void SessionLoop::Impl::run() {
                                   "token");
             break;
         }
-        if (client) {
+        bool had_session = client.ok();
+        if (had_session) {
             log::info("agent", "session to the manager at {} open", where);
             auto opened = Steady::now();
             std::unique_lock l(m_);
@@ -245,13 +291,33 @@ void SessionLoop::Impl::run() {
             // Closes the session if still open and joins its I/O thread; not under the lock,
             // since the session's handlers take it.
             done.reset();
-            if (Steady::now() - opened >= options_.backoff.stable_after) delay.reset();
+            if (Steady::now() - opened >= options_.backoff.stable_after) {
+                delay.reset();
+                failed = 0;
+            }
         } else {
             log::warn("agent", "cannot reach the manager at {}: {}", where, client.error().message);
         }
-        auto wait = delay.next();
-        log::debug("agent", "next attempt in {} ms", wait.count());
-        if (pause(wait)) break;
+        {
+            std::lock_guard l(m_);
+            if (stopping_) break;
+        }
+        ++failed;
+        auto next = (at_ + 1) % managers_.size();
+        if (failed >= managers_.size()) {
+            failed = 0;
+            auto wait = delay.next();
+            if (next != at_)
+                log::info("agent", "no manager reachable: trying {} in {} ms",
+                          format_endpoint(managers_[next]), wait.count());
+            else
+                log::debug("agent", "next attempt in {} ms", wait.count());
+            if (pause(wait)) break;
+        } else {
+            log::info("agent", "manager {} {}: trying {}", where,
+                      had_session ? "lost" : "unreachable", format_endpoint(managers_[next]));
+        }
+        at_ = next;
     }
     std::lock_guard l(m_);
     ended_ = true;

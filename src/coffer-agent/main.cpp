@@ -28,6 +28,7 @@
 #include "coffer/agent/enrollment.h"
 #include "coffer/agent/executor.h"
 #include "coffer/agent/image_store.h"
+#include "coffer/agent/manager_list.h"
 #include "coffer/agent/metrics.h"
 #include "coffer/agent/net_rules.h"
 #include "coffer/agent/node_description.h"
@@ -273,8 +274,18 @@ int run_node(const NodeOptions& o, const crypto::SecureBuffer& token) {
     auto address = o.manager.empty() ? identity->node.manager : o.manager;
     auto endpoint = parse_endpoint(address);
     if (!endpoint) return fail(endpoint.error());
-    log::info("agent", "node {} ({}) of cluster {}, manager {}", identity->node.node_id,
-              pki::role_name(identity->node.role), identity->node.cluster_id, address);
+    // The managers the last session named: tried after this one when it cannot be reached.
+    std::vector<nodeconn::Endpoint> other_managers;
+    if (auto stored = load_managers(o.data_dir); !stored) {
+        log::warn("agent", "ignoring the stored list of managers: {}", stored.error().message);
+    } else {
+        for (const auto& why : stored->ignored) log::warn("agent", "ignoring {}", why);
+        std::erase(stored->managers, *endpoint);
+        other_managers = std::move(stored->managers);
+    }
+    log::info("agent", "node {} ({}) of cluster {}, manager {} (and {} others known)",
+              identity->node.node_id, pki::role_name(identity->node.role),
+              identity->node.cluster_id, address, other_managers.size());
 
     std::vector<model::GenericResource> generic;
     for (const auto& text : o.generic_resources) {
@@ -310,6 +321,7 @@ int run_node(const NodeOptions& o, const crypto::SecureBuffer& token) {
 
     SessionOptions options;
     options.manager = std::move(*endpoint);
+    options.other_managers = std::move(other_managers);
     options.credentials = std::move(identity->credentials);
     // Renewal: at the certificate's renewal time and when the manager asks.
     options.data_dir = o.data_dir;

@@ -11,16 +11,19 @@
 #include <atomic>
 #include <condition_variable>
 #include <filesystem>
+#include <fstream>
 #include <mutex>
 #include <set>
 #include <thread>
 
 #include "coffer/agent/enrollment.h"
+#include "coffer/agent/manager_list.h"
 #include "coffer/agent/session.h"
 #include "coffer/base/process.h"
 #include "coffer/base/unique_fd.h"
 #include "coffer/crypto/random.h"
 #include "coffer/nodeconn/server.h"
+#include "coffer/nodeproto/session.h"
 #include "coffer/pki/ca.h"
 #include "coffer/pki/node_key.h"
 #include "harness.h"
@@ -372,6 +375,145 @@ TEST_F(AgentTrust, SessionStopsRetryingWhenTheNodeIsRemoved) {
     EXPECT_EQ(manager_.authorize_calls(), after);
 }
 
+// Several managers share one store: a node told of the others moves to one of them when its own
+// goes away, at once, and keeps the list for its next start.
+TEST_F(AgentTrust, SessionMovesToAManagerItWasToldOfWhenItsOwnGoesAway) {
+    auto id = enrolled();
+    Manager other;
+    ASSERT_TRUE(other.start());
+    auto first = manager_.address(), second = other.address();
+    auto o = session_options(id, manager_.server().port());
+    o.data_dir = data_dir();
+    o.node = id.node;
+    // A backoff would outlast the deadline: reaching the other manager proves none was waited.
+    o.backoff.initial = o.backoff.max = std::chrono::hours(1);
+    std::mutex m;
+    std::vector<std::string> delivered;
+    agent::SessionLoop loop(std::move(o), {[&](Message msg) {
+                                               std::lock_guard l(m);
+                                               delivered.push_back(msg.type);
+                                           },
+                                           nullptr});
+    ASSERT_TRUE(test::wait_until([&] { return loop.connected(); }));
+    auto session = manager_.last_session();
+    ASSERT_TRUE(session);
+    // The other one named twice, and the manager it is on: each kept once, in the order given.
+    ASSERT_TRUE(
+        session->send(nodeproto::encode(nodeproto::ManagersMessage{{second, first, second}})));
+    auto list = dir_ / "managers";
+    ASSERT_TRUE(test::wait_until([&] { return fs::exists(list); }));
+    EXPECT_EQ(test::read_file(list), second + "\n" + first + "\n");
+    EXPECT_EQ(mode_of(list), 0600u);
+    EXPECT_EQ(std::distance(fs::directory_iterator(dir_), fs::directory_iterator{}), 2)
+        << "a temporary file was left beside the list";
+    EXPECT_EQ(other.server().session_count(), 0u);
+
+    manager_.shut_down();
+    ASSERT_TRUE(test::wait_until([&] { return other.server().session_count() == 1; }));
+    ASSERT_TRUE(test::wait_until([&] { return loop.connected(); }));
+    EXPECT_EQ(other.last_session()->peer().node_id, id.node.node_id);
+    EXPECT_TRUE(loop.send(text(R"({"type":"hello"})")));
+    ASSERT_TRUE(test::wait_until([&] { return other.received().size() == 1; }));
+    {
+        std::lock_guard l(m);
+        EXPECT_TRUE(delivered.empty()) << "the loop handles managers itself";
+    }
+
+    // As coffer-agent reads it when it starts again.
+    auto stored = agent::load_managers(data_dir());
+    ASSERT_TRUE(stored) << stored.error().message;
+    EXPECT_EQ(stored->managers, (std::vector<Endpoint>{*agent::parse_endpoint(second),
+                                                       *agent::parse_endpoint(first)}));
+    EXPECT_TRUE(stored->ignored.empty());
+    loop.stop();
+    EXPECT_TRUE(test::wait_until([&] { return other.server().session_count() == 0; }));
+}
+
+TEST_F(AgentTrust, SessionTriesTheNextManagerAtOnceWhenTheFirstCannotBeReached) {
+    auto id = enrolled();
+    auto gone = manager_.server().port();
+    manager_.shut_down();
+    Manager other;
+    ASSERT_TRUE(other.start());
+    auto o = session_options(id, gone);
+    o.other_managers = {{"127.0.0.1", other.server().port()}, {"127.0.0.1", gone}};
+    // A backoff would outlast the deadline: only the next manager, tried at once, is reached.
+    o.backoff.initial = o.backoff.max = std::chrono::hours(1);
+    agent::SessionLoop loop(std::move(o), {});
+    ASSERT_TRUE(test::wait_until([&] { return other.server().session_count() == 1; }));
+    EXPECT_TRUE(test::wait_until([&] { return loop.connected(); }));
+    loop.stop();
+    EXPECT_TRUE(loop.wait());
+}
+
+TEST_F(AgentTrust, AManagersMessageThatDoesNotDecodeIsIgnoredAndTheSessionStays) {
+    auto id = enrolled();
+    auto o = session_options(id, manager_.server().port());
+    o.data_dir = data_dir();
+    o.node = id.node;
+    std::atomic<int> opened{0};
+    agent::SessionLoop loop(std::move(o), {nullptr, [&] { ++opened; }});
+    ASSERT_TRUE(test::wait_until([&] { return loop.connected(); }));
+    auto session = manager_.last_session();
+    for (auto bad : {R"({"type":"managers"})", R"({"type":"managers","managers":["x:0"]})",
+                     R"({"type":"managers","managers":["a:1","../b:1"]})"})
+        ASSERT_TRUE(session->send(text(bad)));
+    // Handled in order: once the good list is kept, the bad ones were seen and stored nothing.
+    ASSERT_TRUE(session->send(nodeproto::encode(nodeproto::ManagersMessage{{"m2:2377"}})));
+    ASSERT_TRUE(test::wait_until([&] { return fs::exists(dir_ / "managers"); }));
+    EXPECT_EQ(test::read_file(dir_ / "managers"), "m2:2377\n");
+    EXPECT_FALSE(session->closed());
+    EXPECT_TRUE(loop.connected());
+    EXPECT_EQ(opened.load(), 1);
+    loop.stop();
+}
+
+TEST(ManagerList, LeavesOutMalformedLinesAndDuplicatesAndNamesWhy) {
+    test::TempDir tmp;
+    auto none = agent::load_managers(tmp.path().string());
+    ASSERT_TRUE(none) << none.error().message;
+    EXPECT_TRUE(none->managers.empty());
+    EXPECT_TRUE(none->ignored.empty());
+
+    std::ofstream(tmp.path() / "managers")
+        << "m1:2377\n\nnot an address\n[fd00::2]:2377\nm1:2377\nm3:0\nm4:2377";
+    auto got = agent::load_managers(tmp.path().string());
+    ASSERT_TRUE(got) << got.error().message;
+    EXPECT_EQ(got->managers,
+              (std::vector<Endpoint>{{"m1", 2377}, {"fd00::2", 2377}, {"m4", 2377}}));
+    ASSERT_EQ(got->ignored.size(), 2u);
+    EXPECT_NE(got->ignored[0].find("line 3: not HOST:PORT"), std::string::npos) << got->ignored[0];
+    EXPECT_NE(got->ignored[1].find("line 6: not HOST:PORT"), std::string::npos) << got->ignored[1];
+    EXPECT_EQ(got->ignored[0].find("not an address"), std::string::npos) << "lines are not quoted";
+    EXPECT_EQ(agent::format_endpoint(got->managers[1]), "[fd00::2]:2377");
+}
+
+TEST(ManagerList, IsReplacedAtomicallyAndNeverThroughASymlink) {
+    test::TempDir tmp;
+    auto dir = tmp.path().string();
+    auto elsewhere = tmp.path() / "elsewhere";
+    std::ofstream(elsewhere) << "keep\n";
+    fs::create_symlink(elsewhere, tmp.path() / "managers");
+    auto refused = agent::load_managers(dir);
+    ASSERT_FALSE(refused);
+    EXPECT_NE(refused.error().message.find("symlink"), std::string::npos)
+        << refused.error().message;
+
+    ASSERT_TRUE(agent::store_managers(dir, {"m1:2377", "[::1]:2377"}));
+    EXPECT_EQ(test::read_file(elsewhere), "keep\n");
+    EXPECT_TRUE(fs::is_regular_file(fs::symlink_status(tmp.path() / "managers")));
+    EXPECT_EQ(mode_of(tmp.path() / "managers"), 0600u);
+    EXPECT_EQ(test::read_file(tmp.path() / "managers"), "m1:2377\n[::1]:2377\n");
+    ASSERT_TRUE(agent::store_managers(dir, {"m2:2377"}));
+    EXPECT_EQ(test::read_file(tmp.path() / "managers"), "m2:2377\n");
+    EXPECT_EQ(std::distance(fs::directory_iterator(tmp.path()), fs::directory_iterator{}), 2);
+
+    auto bad = agent::store_managers(dir, {"m3:2377\nevil:1"});
+    ASSERT_FALSE(bad);
+    EXPECT_EQ(bad.error().code, Errc::invalid_argument);
+    EXPECT_EQ(test::read_file(tmp.path() / "managers"), "m2:2377\n");
+}
+
 // Two network namespaces of our own joined by a veth pair: the manager's end 10.213.N.1, the
 // agent's 10.213.N.2. Both namespaces (and with them the veth pair) go when this is destroyed.
 class NetnsPair {
@@ -438,8 +580,8 @@ bool netns_available() {
 }
 
 // The agent program in a network namespace of its own joins a manager across a veth pair, keeps
-// its session, stops cleanly on SIGTERM, comes back with its stored identity, and refuses a
-// second join.
+// its session, stops cleanly on SIGTERM, comes back with its stored identity (and through its
+// stored list of managers), and refuses a second join.
 TEST(AgentInItsOwnNetwork, JoinsAcrossAVethPairAndReconnectsWithItsIdentity) {
     const char* agent_program = std::getenv("COFFER_AGENT");
     if (!agent_program) GTEST_SKIP() << "COFFER_AGENT is not set";
@@ -458,7 +600,7 @@ TEST(AgentInItsOwnNetwork, JoinsAcrossAVethPairAndReconnectsWithItsIdentity) {
     test::TempDir tmp;
     auto data = tmp.path() / "agent";
 
-    auto agent = [&](bool with_token) {
+    auto agent = [&](bool with_token, const std::string& manager_address) {
         Child::Options o;
         // The default mode runs tasks too: its runner needs the host's cgroup mounts, which
         // `ip netns exec` hides behind a fresh /sys, so only the network namespace is entered
@@ -469,7 +611,7 @@ TEST(AgentInItsOwnNetwork, JoinsAcrossAVethPairAndReconnectsWithItsIdentity) {
                   "--data-dir",
                   data.string(),
                   "--manager",
-                  address,
+                  manager_address,
                   "--run-dir",
                   (tmp.path() / "run").string()};
         o.env = {"PATH=/usr/sbin:/usr/bin:/sbin:/bin"};
@@ -477,7 +619,7 @@ TEST(AgentInItsOwnNetwork, JoinsAcrossAVethPairAndReconnectsWithItsIdentity) {
         return Child::spawn(o);
     };
 
-    auto first = agent(true);
+    auto first = agent(true, address);
     ASSERT_TRUE(test::wait_until([&] { return manager.server().session_count() == 1; }));
     ASSERT_EQ(manager.joined().size(), 1u);
     auto session = manager.last_session();
@@ -490,13 +632,16 @@ TEST(AgentInItsOwnNetwork, JoinsAcrossAVethPairAndReconnectsWithItsIdentity) {
     EXPECT_TRUE(WIFEXITED(*status) && WEXITSTATUS(*status) == 0) << *status;
     EXPECT_TRUE(test::wait_until([&] { return manager.server().session_count() == 0; }));
 
-    auto again = agent(false);
+    // Given a manager that is not there, it reaches the one in its stored list (a malformed line
+    // there is left out).
+    std::ofstream(data / "managers") << "not a manager\n" << address << "\n";
+    auto again = agent(false, net->manager_address + ":1");
     ASSERT_TRUE(test::wait_until([&] { return manager.server().session_count() == 1; }));
     EXPECT_EQ(manager.joined().size(), 1u);  // its stored identity, no second join
     again.signal(SIGTERM);
     ASSERT_TRUE(again.wait_for(deadline));
 
-    auto twice = agent(true);
+    auto twice = agent(true, address);
     auto refused = twice.wait_for(deadline);
     ASSERT_TRUE(refused);
     EXPECT_TRUE(WIFEXITED(*refused) && WEXITSTATUS(*refused) == 1);

@@ -28,6 +28,8 @@ struct Identity {
 
 // "HOST:PORT" or "[v6]:PORT"; invalid_argument otherwise.
 Result<nodeconn::Endpoint> parse_endpoint(std::string_view host_port);
+// The endpoint as parse_endpoint reads it: HOST:PORT, an IPv6 host in brackets.
+std::string format_endpoint(const nodeconn::Endpoint& endpoint);
 
 std::string identity_dir(const std::string& data_dir);
 bool identity_exists(const std::string& data_dir);

@@ -1,5 +1,7 @@
-// The agent's one session to the manager, kept open: reconnects after a loss with capped,
+// The agent's one session to a manager, kept open: reconnects after a loss with capped,
 // jittered exponential backoff, and gives up only when the manager says this node was removed.
+// It knows every manager of the cluster (the "managers" message) and moves to the next one at
+// once when its own cannot be reached; the backoff applies after every one failed in a round.
 // It also keeps the node's certificate fresh: it sends "renew" (a CSR for the stored key) at the
 // certificate's renewal time and when the manager sends "renew_request", checks and stores the
 // "certificate" that comes back, and connects with it from then on.
@@ -10,6 +12,7 @@
 #include <memory>
 #include <optional>
 #include <random>
+#include <vector>
 
 #include "coffer/agent/enrollment.h"
 #include "coffer/base/error.h"
@@ -46,13 +49,18 @@ class RetryDelay {
 };
 
 struct SessionOptions {
+    // The manager tried first.
     nodeconn::Endpoint manager;
+    // The cluster's other managers, tried in this order after `manager`, round robin, when the
+    // one tried cannot be reached or its session is lost. A "managers" message replaces them.
+    std::vector<nodeconn::Endpoint> other_managers;
     nodeconn::Credentials credentials;
     nodeconn::Limits limits;
     Backoff backoff;
 
     // Certificate renewal, on when data_dir is set: the identity in <data_dir>/identity (as
-    // load_identity returned it, with `credentials` above) is renewed over the session.
+    // load_identity returned it, with `credentials` above) is renewed over the session. The
+    // last "managers" list is kept in <data_dir>/managers (store_managers).
     std::string data_dir;
     NodeConfig node;  // our node id, cluster id and role
     // When to renew a certificate (tests inject their own).
@@ -66,8 +74,8 @@ struct SessionOptions {
 
 struct SessionLoopHandlers {
     // A message from the manager, except those the loop handles itself ("certificate",
-    // "renew_request", and "error" without a "request": the answer to a renew). Runs on the
-    // session's I/O thread: must not block.
+    // "renew_request", "error" without a "request": the answer to a renew, and "managers").
+    // Runs on the session's I/O thread: must not block.
     std::function<void(nodeconn::Message)> on_message;
     // Each time a session opens; on the session's I/O thread.
     std::function<void()> on_connected;

@@ -16,6 +16,7 @@ namespace coffer::nodeconn {
 struct Endpoint {
     std::string host;
     std::uint16_t port = 0;
+    bool operator==(const Endpoint&) const = default;
 };
 
 // Joins: fetches the CA bundle over TLS that verifies nothing yet, checks its digest against the
