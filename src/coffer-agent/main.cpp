@@ -7,9 +7,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <sodium.h>
-
 #include <CLI/CLI.hpp>
+
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -81,27 +80,6 @@ sigset_t block_stop_signals() {
 int fail(const Error& e) {
     std::fprintf(stderr, "coffer-agent: %s\n", e.message.c_str());
     return 1;
-}
-
-// The token moves into secure memory; the copies CLI11, the command line and the environment hold
-// are wiped (which also hides it from /proc/<pid>/cmdline and environ).
-crypto::SecureBuffer take_token(std::string& parsed, CLI::Option& option, int argc, char** argv) {
-    auto token = crypto::SecureBuffer::copy_of(parsed);
-    sodium_memzero(parsed.data(), parsed.size());
-    parsed.clear();
-    // CLI11 keeps the text it parsed as well; those strings are ours to overwrite.
-    for (const auto& r : option.results()) sodium_memzero(const_cast<char*>(r.data()), r.size());
-    option.clear();
-    constexpr std::string_view flag = "--join-token";
-    for (int i = 1; i < argc; ++i) {
-        std::string_view arg = argv[i];
-        if (arg == flag && i + 1 < argc)
-            sodium_memzero(argv[i + 1], std::strlen(argv[i + 1]));
-        else if (arg.starts_with(flag) && arg.size() > flag.size() && arg[flag.size()] == '=')
-            sodium_memzero(argv[i] + flag.size() + 1, arg.size() - flag.size() - 1);
-    }
-    if (char* env = std::getenv("COFFER_JOIN_TOKEN")) sodium_memzero(env, std::strlen(env));
-    return token;
 }
 
 struct NodeOptions {
@@ -514,7 +492,11 @@ int main(int argc, char** argv) {
     auto* cleanup = app.add_subcommand("cleanup", "remove what a crashed agent left behind");
 
     CLI11_PARSE(app, argc, argv);
-    auto token = take_token(token_text, *token_option, argc, argv);
+    // The token moves into secure memory; the copies CLI11, the command line and the environment
+    // hold are wiped (which also hides it from /proc/<pid>/cmdline and environ).
+    auto token = crypto::take_secret_argument(token_text, token_option->results(), "--join-token",
+                                              "COFFER_JOIN_TOKEN", argc, argv);
+    token_option->clear();
     // Relative directories would change meaning for the runtime, which reads them from the
     // task's bundle.
     for (auto* d : {&data_dir, &run_dir})

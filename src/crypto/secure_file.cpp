@@ -2,7 +2,11 @@
 
 #include <unistd.h>
 
+#include <sodium.h>
+
 #include <cerrno>
+#include <cstdlib>
+#include <cstring>
 
 #include "coffer/base/error.h"
 
@@ -20,6 +24,25 @@ SecureBuffer read_secure(int fd, std::size_t max_bytes, std::string_view what) {
     }
     buf.truncate(got);
     return buf;
+}
+
+SecureBuffer take_secret_argument(std::string& parsed, std::span<const std::string> copies,
+                                  std::string_view flag, const char* env_name, int argc,
+                                  char** argv) {
+    auto secret = SecureBuffer::copy_of(parsed);
+    sodium_memzero(parsed.data(), parsed.size());
+    parsed.clear();
+    // The parser's strings are the caller's to overwrite.
+    for (const auto& c : copies) sodium_memzero(const_cast<char*>(c.data()), c.size());
+    for (int i = 1; i < argc; ++i) {
+        std::string_view arg = argv[i];
+        if (arg == flag && i + 1 < argc)
+            sodium_memzero(argv[i + 1], std::strlen(argv[i + 1]));
+        else if (arg.starts_with(flag) && arg.size() > flag.size() && arg[flag.size()] == '=')
+            sodium_memzero(argv[i] + flag.size() + 1, arg.size() - flag.size() - 1);
+    }
+    if (char* env = std::getenv(env_name)) sodium_memzero(env, std::strlen(env));
+    return secret;
 }
 
 }  // namespace coffer::crypto
