@@ -55,6 +55,18 @@ class Engine {
     virtual Result<void> writable() const { return {}; }
     // What one write may hold, counted as Batch::bytes() counts.
     virtual BatchLimits limits() const { return {}; }
+    // See Store::managers and Store::forget_manager: an engine one cofferd holds alone has none.
+    virtual Result<std::vector<StoreManager>> managers() { return std::vector<StoreManager>{}; }
+    // A record of the engine's own beside the tables, read before the store can be opened
+    // (etcd: <prefix><name>, written only by the holder). false: the engine keeps none.
+    virtual bool shared() const { return false; }
+    virtual Result<void> put_shared(std::string_view name, std::string value) {
+        (void)value;
+        return make_error(Errc::invalid_argument, fmt::format("no shared record {}", name));
+    }
+    virtual Result<void> forget_manager(std::string_view addr) {
+        return make_error(Errc::not_found, fmt::format("no manager at {}", addr));
+    }
 };
 
 }  // namespace coffer::store::detail

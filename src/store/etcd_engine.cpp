@@ -75,6 +75,22 @@ Result<json::object> parse_object(const std::string& text, std::string_view what
     return std::move(v.as_object());
 }
 
+// "cofferd pid N on HOST (node port ADDR)" from an owner key's value.
+std::string describe_holder(const std::string& value) {
+    boost::system::error_code ec;
+    auto v = json::parse(value, ec);
+    if (ec || !v.is_object()) return value.empty() ? "another cofferd" : value;
+    const auto& o = v.get_object();
+    auto text = [&](std::string_view name) -> std::string {
+        const auto* f = o.if_contains(name);
+        return f != nullptr && f->is_string() ? std::string(f->get_string()) : std::string();
+    };
+    auto pid = int_field(o, "pid");
+    auto out = fmt::format("cofferd pid {} on {}", pid, text("host"));
+    if (auto addr = text("addr"); !addr.empty()) out += fmt::format(" (node port {})", addr);
+    return out;
+}
+
 }  // namespace
 
 class EtcdEngine::View final : public EngineView {
@@ -255,12 +271,16 @@ void EtcdEngine::claim(bool create) {
     // Kept alive from now on: waiting out a dead holder's lease takes about as long as ours.
     keeper_ = std::thread([this] { keep_alive(); });
 
-    char host[256] = {};
-    (void)::gethostname(host, sizeof host - 1);
-    auto holder = fmt::format("cofferd pid {} on {}", ::getpid(), host);
-    auto deadline = std::chrono::steady_clock::now() + options_.lease_ttl + std::chrono::seconds(2);
+    announce();
+    const auto holder = self_value();
     bool waited = false;
     for (;;) {
+        if (lost_)
+            throw ErrorException(make_error(
+                Errc::unavailable,
+                fmt::format("standing by for etcd prefix {}: this cofferd's lease ended (cut off "
+                            "from etcd for longer than {} s)",
+                            options_.prefix, options_.lease_ttl.count())));
         json::object put{
             {"key", b64(owner_key_)}, {"value", b64(holder)}, {"lease", std::to_string(lease_)}};
         json::object get{{"key", b64(owner_key_)}};
@@ -276,29 +296,185 @@ void EtcdEngine::claim(bool create) {
             "claim the store");
         if (const auto* ok = txn.if_contains("succeeded"); ok && ok->is_bool() && ok->get_bool())
             break;
-        // Held: by a manager that died, its lease ends within one TTL; by a live one, never.
-        std::string other = "another cofferd";
-        try {
-            const auto& kv = txn.at("responses").at(0).at("response_range").at("kvs").at(0);
-            if (auto v = unb64(kv.as_object().if_contains("value")); v && !v->empty()) other = *v;
-        } catch (const std::exception&) {
+        // Held: by a manager that died, its lease ends within one TTL; by a live one, when it
+        // stops or is cut off from etcd.
+        if (!waited) {
+            std::string other;
+            try {
+                const auto& kv = txn.at("responses").at(0).at("response_range").at("kvs").at(0);
+                if (auto v = unb64(kv.as_object().if_contains("value")); v) other = *v;
+            } catch (const std::exception&) {
+            }
+            log::warn("store",
+                      "standing by: etcd prefix {} is held by {}; this cofferd takes the store "
+                      "when that one's lease ends",
+                      options_.prefix, describe_holder(other));
         }
-        if (std::chrono::steady_clock::now() >= deadline) {
-            // The destructor revokes the lease.
-            throw ErrorException(make_error(
-                Errc::conflict,
-                fmt::format("etcd prefix {} is held by {}: one cofferd per store (it did not "
-                            "let go within the lease TTL of {} s)",
-                            options_.prefix, other, options_.lease_ttl.count())));
-        }
-        if (!waited)
-            log::info("store", "etcd prefix {} is held by {}: waiting for its lease to end",
-                      options_.prefix, other);
         waited = true;
-        std::this_thread::sleep_for(std::chrono::milliseconds(250));
+        std::unique_lock l(keeper_mu_);
+        if (keeper_cv_.wait_for(l, std::chrono::milliseconds(200), [&] { return stopping_; }))
+            throw ErrorException(make_error(Errc::unavailable, "stopped while standing by"));
     }
     log::info("store", "holding etcd prefix {} (lease {:x}, TTL {} s)", options_.prefix, lease_,
               options_.lease_ttl.count());
+}
+
+std::string EtcdEngine::self_value() const {
+    char host[256] = {};
+    (void)::gethostname(host, sizeof host - 1);
+    return json::serialize(json::object{{"addr", options_.advertise},
+                                        {"host", host},
+                                        {"pid", static_cast<std::int64_t>(::getpid())}});
+}
+
+void EtcdEngine::announce() {
+    if (options_.advertise.empty()) return;
+    const auto value = self_value();
+    json::array puts{
+        json::object{{"request_put",
+                      json::object{{"key", b64(options_.prefix + "managers/" + options_.advertise)},
+                                   {"value", b64(value)}}}},
+        json::object{{"request_put",
+                      json::object{{"key", b64(options_.prefix + "alive/" + options_.advertise)},
+                                   {"value", b64(value)},
+                                   {"lease", std::to_string(lease_)}}}}};
+    auto r = call("/v3/kv/txn", json::serialize(json::object{{"success", std::move(puts)}}));
+    if (!r) throw ErrorException(std::move(r).error().context("announce this manager"));
+}
+
+Result<void> EtcdEngine::put_shared(std::string_view name, std::string value) {
+    if (auto w = writable(); !w) return w;
+    json::object txn{
+        {"compare", held_compare()},
+        {"success",
+         json::array{json::object{
+             {"request_put", json::object{{"key", b64(options_.prefix + std::string(name))},
+                                          {"value", b64(value)}}}}}}};
+    auto r = call("/v3/kv/txn", json::serialize(txn));
+    if (!r) return std::move(r).error().context(fmt::format("write {}", name));
+    auto o = parse_object(*r, "txn");
+    if (!o) return std::move(o).error();
+    if (const auto* ok = o->if_contains("succeeded"); ok && ok->is_bool() && ok->get_bool())
+        return {};
+    lost_ = true;
+    return writable();
+}
+
+Result<std::optional<std::string>> EtcdEngine::read_shared(const EtcdOptions& options,
+                                                           std::string_view name) {
+    if (options.endpoints.empty())
+        return make_error(Errc::invalid_argument, "etcd: no endpoint given");
+    EtcdEngine engine(options);
+    auto r = engine.call(
+        "/v3/kv/range",
+        json::serialize(json::object{{"key", b64(options.prefix + std::string(name))}}));
+    if (!r) return std::move(r).error().context(fmt::format("read {}", name));
+    auto o = parse_object(*r, "range");
+    if (!o) return std::move(o).error();
+    const auto* kvs = o->if_contains("kvs");
+    if (kvs == nullptr || !kvs->is_array() || kvs->get_array().empty())
+        return std::optional<std::string>();
+    const auto& kv = kvs->get_array().front();
+    if (!kv.is_object()) return unreadable("range");
+    auto value = unb64(kv.get_object().if_contains("value"));
+    if (!value) return unreadable("range");
+    return std::optional<std::string>(std::move(*value));
+}
+
+Result<std::vector<StoreManager>> EtcdEngine::managers() {
+    auto range = [&](const std::string& prefix) {
+        return json::object{
+            {"request_range",
+             json::object{{"key", b64(prefix)}, {"range_end", b64(prefix_end(prefix))}}}};
+    };
+    const auto known = options_.prefix + "managers/", alive = options_.prefix + "alive/";
+    // One transaction: the three reads at one revision.
+    auto r = call(
+        "/v3/kv/txn",
+        json::serialize(json::object{
+            {"success", json::array{range(known), range(alive),
+                                    json::object{{"request_range",
+                                                  json::object{{"key", b64(owner_key_)}}}}}}}));
+    if (!r) return std::move(r).error().context("read the managers");
+    auto o = parse_object(*r, "txn");
+    if (!o) return std::move(o).error();
+    std::vector<std::map<std::string, std::string>> tables(3);
+    try {
+        const auto& responses = o->at("responses").as_array();
+        for (std::size_t i = 0; i < 3; ++i) {
+            const auto* kvs = responses.at(i).at("response_range").as_object().if_contains("kvs");
+            if (kvs == nullptr) continue;
+            for (const auto& kv : kvs->as_array()) {
+                auto key = unb64(kv.as_object().if_contains("key"));
+                auto value = unb64(kv.as_object().if_contains("value"));
+                if (!key || !value) return unreadable("managers");
+                tables[i][*key] = *value;
+            }
+        }
+    } catch (const std::exception&) {
+        return unreadable("managers");
+    }
+    auto field = [](const std::string& text, std::string_view name) -> json::value {
+        boost::system::error_code ec;
+        auto v = json::parse(text, ec);
+        if (ec || !v.is_object()) return nullptr;
+        const auto* f = v.get_object().if_contains(name);
+        return f != nullptr ? *f : json::value(nullptr);
+    };
+    std::string leader;
+    if (!tables[2].empty())
+        if (auto a = field(tables[2].begin()->second, "addr"); a.is_string())
+            leader = a.get_string();
+    std::vector<StoreManager> out;
+    for (const auto& [key, value] : tables[0]) {
+        StoreManager m;
+        m.addr = key.substr(known.size());
+        if (auto h = field(value, "host"); h.is_string()) m.host = h.get_string();
+        if (auto p = field(value, "pid"); p.is_int64()) m.pid = p.get_int64();
+        auto live = tables[1].find(alive + m.addr);
+        m.reachable = live != tables[1].end();
+        if (m.reachable) {
+            if (auto h = field(live->second, "host"); h.is_string()) m.host = h.get_string();
+            if (auto p = field(live->second, "pid"); p.is_int64()) m.pid = p.get_int64();
+        }
+        m.leader = !leader.empty() && m.addr == leader;
+        out.push_back(std::move(m));
+    }
+    return out;
+}
+
+Result<void> EtcdEngine::forget_manager(std::string_view addr) {
+    const auto known = options_.prefix + "managers/" + std::string(addr);
+    auto compare = held_compare();
+    compare.push_back(json::object{{"key", b64(options_.prefix + "alive/" + std::string(addr))},
+                                   {"target", "CREATE"},
+                                   {"result", "EQUAL"},
+                                   {"create_revision", "0"}});
+    compare.push_back(json::object{{"key", b64(known)},
+                                   {"target", "CREATE"},
+                                   {"result", "GREATER"},
+                                   {"create_revision", "0"}});
+    auto r =
+        call("/v3/kv/txn",
+             json::serialize(json::object{
+                 {"compare", std::move(compare)},
+                 {"success", json::array{json::object{
+                                 {"request_delete_range", json::object{{"key", b64(known)}}}}}}}));
+    if (!r) return std::move(r).error().context("forget a manager");
+    auto o = parse_object(*r, "txn");
+    if (!o) return std::move(o).error();
+    if (const auto* ok = o->if_contains("succeeded"); ok && ok->is_bool() && ok->get_bool())
+        return {};
+    if (auto w = writable(); !w) return w;
+    auto all = managers();
+    if (!all) return std::move(all).error();
+    for (const auto& m : *all)
+        if (m.addr == addr)
+            return make_error(Errc::conflict,
+                              fmt::format("the manager at {} runs (cofferd pid {} on {}): stop it "
+                                          "first",
+                                          addr, m.pid, m.host));
+    return make_error(Errc::not_found, fmt::format("no manager at {}", addr));
 }
 
 void EtcdEngine::keep_alive() {

@@ -2,13 +2,20 @@
 // (POST /v3/kv/range, /v3/kv/txn, /v3/lease/...) over HTTP or HTTPS with a client certificate.
 //
 //   <prefix><table>/<key>   a record, its value sealed exactly as in RocksDB
-//   <prefix>owner           the manager that holds the store, attached to its lease
+//   <prefix>owner           the manager that holds the store (leads), attached to its lease:
+//                           {"addr","host","pid"}
+//   <prefix>managers/<addr> every manager that announced itself (EtcdOptions::advertise), kept
+//                           until forgotten: {"addr","host","pid"}
+//   <prefix>alive/<addr>    the same while it runs, attached to its lease
+//   <prefix>join            what a manager joining with the manager token needs (join_store)
 //
 // One cofferd holds a prefix at a time: open() claims the owner key under a lease it keeps
 // alive, and every write is a transaction that succeeds only while that key still carries the
-// lease. A manager that lost its lease (cut off from etcd for longer than the lease's TTL) can
-// therefore never write again, even if it does not know yet; it says so on its next write. A
-// write is acknowledged once etcd committed it (a quorum of members has it in its log).
+// lease. Other cofferd on the prefix stand by in open(), announced, until the holder's lease ends
+// (it stopped, died, or was cut off from etcd), and one of them then takes the store. A manager
+// that lost its lease (cut off from etcd for longer than the lease's TTL) can therefore never write
+// again, even if it does not know yet; it says so on its next write. A write is acknowledged once
+// etcd committed it (a quorum of members has it in its log).
 #pragma once
 
 #include <atomic>
@@ -31,9 +38,9 @@ namespace coffer::store::detail {
 
 class EtcdEngine final : public Engine {
   public:
-    // Throws ErrorException: no member answers, the prefix is held by another manager (after
-    // waiting out one lease TTL for a holder that died), or, with create, it already holds
-    // records; without create, it holds none.
+    // Throws ErrorException: no member answers, or, with create, the prefix already holds
+    // records; without create, it holds none. While another manager holds the prefix, waits
+    // (stands by) until it lets go, for as long as that takes.
     static std::unique_ptr<EtcdEngine> open(const EtcdOptions& options, bool create);
     ~EtcdEngine() override;
     EtcdEngine(const EtcdEngine&) = delete;
@@ -50,6 +57,13 @@ class EtcdEngine final : public Engine {
     Result<void> writable() const override;
     // Erases every record under the prefix.
     Result<void> discard() override;
+    Result<std::vector<StoreManager>> managers() override;
+    Result<void> forget_manager(std::string_view addr) override;
+    bool shared() const override { return true; }
+    Result<void> put_shared(std::string_view name, std::string value) override;
+    // <prefix><name> as stored, read without claiming anything (a joining manager's first read).
+    static Result<std::optional<std::string>> read_shared(const EtcdOptions& options,
+                                                          std::string_view name);
 
   private:
     class View;
@@ -66,6 +80,10 @@ class EtcdEngine final : public Engine {
     // The compare of every write: the owner key still carries this manager's lease.
     boost::json::array held_compare() const;
     void claim(bool create);
+    // {"addr","host","pid"} of this cofferd.
+    std::string self_value() const;
+    // Puts managers/<advertise> and alive/<advertise> (under the lease).
+    void announce();
     void keep_alive();
 
     const EtcdOptions options_;

@@ -67,6 +67,11 @@ class SealedStore final : public Store {
     BatchLimits batch_limits() const override { return engine_->limits(); }
     std::string engine() const override { return engine_->describe(); }
     Result<void> writable() const override { return engine_->writable(); }
+    Result<std::vector<StoreManager>> managers() override { return engine_->managers(); }
+    Result<void> publish_manager_join(const crypto::SecureBuffer& manager_token) override;
+    Result<void> forget_manager(std::string_view addr) override {
+        return engine_->forget_manager(addr);
+    }
     Result<void> scan(
         Table table,
         const std::function<bool(std::string_view key, crypto::SecureBuffer value)>& fn) override;

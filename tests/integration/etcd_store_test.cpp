@@ -12,6 +12,7 @@
 #include <fstream>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <thread>
 
 #include "coffer/crypto/encoding.h"
@@ -185,27 +186,138 @@ TEST_F(EtcdStore, TheDataDirectorySaysWhereItsRecordsAre) {
         << empty.error().message;
 }
 
-// Two managers with the same data directory (a copy) on one prefix: the second waits out one
-// lease TTL and is refused while the first lives; once the first closes it opens at once.
-TEST_F(EtcdStore, OneManagerHoldsAPrefixAtATime) {
+// Two managers with the same data directory (a copy) on one prefix: the second stands by, listed
+// as a reachable manager, while the first leads and writes; once the first closes, the second
+// takes the store at once with everything written. A stopped manager stays listed, unreachable,
+// until forgotten; a running one cannot be forgotten.
+TEST_F(EtcdStore, OneManagerLeadsAndAnotherStandsBy) {
+    start();
+    auto first_options = options();
+    first_options.advertise = "127.0.0.1:4301";
+    auto first = open_store(dir("a"), first_options);
+    ASSERT_TRUE(put(*first, Table::secrets, "x", "1").ok());
+    fs::copy(dir("a"), dir("b"), fs::copy_options::recursive);
+    auto second_options = options();
+    second_options.advertise = "127.0.0.1:4302";
+    std::optional<Result<Store::Opened>> second;
+    std::mutex mu;
+    std::thread standby([&] {
+        auto opened = Store::open({.dir = dir("b"), .etcd = second_options});
+        std::lock_guard l(mu);
+        second.emplace(std::move(opened));
+    });
+    auto listed = [&](std::vector<StoreManager> want) {
+        return wait_until(
+            [&] {
+                auto all = first->managers();
+                if (!all) return false;
+                for (auto& m : *all) m.pid = 0, m.host.clear();
+                return *all == want;
+            },
+            10s);
+    };
+    EXPECT_TRUE(
+        listed({{"127.0.0.1:4301", "", 0, true, true}, {"127.0.0.1:4302", "", 0, true, false}}));
+    // The first still writes; the second still waits.
+    EXPECT_TRUE(put(*first, Table::secrets, "y", "2").ok());
+    {
+        std::lock_guard l(mu);
+        EXPECT_FALSE(second.has_value());
+    }
+    auto running = first->forget_manager("127.0.0.1:4302");
+    ASSERT_FALSE(running);
+    EXPECT_EQ(running.error().code, Errc::conflict) << running.error().message;
+    first.reset();
+    auto t0 = std::chrono::steady_clock::now();
+    standby.join();
+    EXPECT_LT(std::chrono::steady_clock::now() - t0, 2s);
+    ASSERT_TRUE(second.has_value() && second->ok()) << (second ? second->error().message : "");
+    auto& now = *(*second)->store;
+    EXPECT_EQ(everything(now, Table::secrets),
+              (std::map<std::string, std::string>{{"x", "1"}, {"y", "2"}}));
+    auto all = now.managers();
+    ASSERT_TRUE(all);
+    ASSERT_EQ(all->size(), 2u);
+    EXPECT_FALSE((*all)[0].reachable);  // the first, closed
+    EXPECT_TRUE((*all)[1].leader);
+    ASSERT_TRUE(now.forget_manager("127.0.0.1:4301").ok());
+    EXPECT_EQ(now.managers()->size(), 1u);
+    EXPECT_EQ(now.forget_manager("127.0.0.1:4301").error().code, Errc::not_found);
+}
+
+// Three managers on one prefix: when the leader closes, exactly one of the two standbys takes
+// the store (the other keeps standing by), and when that one closes, the last takes it.
+TEST_F(EtcdStore, OfTwoStandbysExactlyOneTakesOver) {
     start();
     auto first = open_store(dir("a"), options());
     ASSERT_TRUE(put(*first, Table::secrets, "x", "1").ok());
     fs::copy(dir("a"), dir("b"), fs::copy_options::recursive);
-    auto t0 = std::chrono::steady_clock::now();
-    auto second = Store::open({.dir = dir("b"), .etcd = options()});
-    ASSERT_FALSE(second);
-    EXPECT_GE(std::chrono::steady_clock::now() - t0, 2s);
-    EXPECT_NE(second.error().message.find("is held by cofferd pid"), std::string::npos)
-        << second.error().message;
-    // The first still writes.
-    EXPECT_TRUE(put(*first, Table::secrets, "y", "2").ok());
+    fs::copy(dir("a"), dir("c"), fs::copy_options::recursive);
+    std::mutex mu;
+    std::vector<std::unique_ptr<Store>> opened;
+    std::vector<std::thread> standbys;
+    for (const char* d : {"b", "c"})
+        standbys.emplace_back([&, d] {
+            auto o = Store::open({.dir = dir(d), .etcd = options()});
+            std::lock_guard l(mu);
+            if (o) opened.push_back(std::move(o->store));
+        });
+    auto count = [&] {
+        std::lock_guard l(mu);
+        return opened.size();
+    };
     first.reset();
-    t0 = std::chrono::steady_clock::now();
-    auto third = open_store(dir("b"), options());
-    EXPECT_LT(std::chrono::steady_clock::now() - t0, 2s);
-    EXPECT_EQ(everything(*third, Table::secrets),
+    ASSERT_TRUE(wait_until([&] { return count() >= 1; }, 10s));
+    // The other stands by: nothing more opens while the new leader lives, and it writes.
+    EXPECT_FALSE(wait_until([&] { return count() > 1; }, 3s));
+    std::unique_ptr<Store> leader;
+    {
+        std::lock_guard l(mu);
+        leader = std::move(opened.front());
+        opened.clear();
+    }
+    EXPECT_TRUE(put(*leader, Table::secrets, "y", "2").ok());
+    leader.reset();
+    ASSERT_TRUE(wait_until([&] { return count() == 1; }, 10s));
+    for (auto& t : standbys) t.join();
+    EXPECT_EQ(everything(*opened.front(), Table::secrets),
               (std::map<std::string, std::string>{{"x", "1"}, {"y", "2"}}));
+}
+
+// A manager joins with the manager join token the holder published: a wrong token is refused
+// and writes nothing; the right one gives a data directory with the same KEK, which etcd holds
+// only sealed; the joined manager opens the store and reads what the first wrote.
+TEST_F(EtcdStore, AManagerJoinsWithTheManagerToken) {
+    start();
+    auto first = open_store(dir("a"), options());
+    ASSERT_TRUE(put(*first, Table::secrets, "x", "1").ok());
+    auto token = crypto::SecureBuffer::copy_of(std::string_view("COFFERTKN-1-manager-token-text"));
+    auto other = crypto::SecureBuffer::copy_of(std::string_view("COFFERTKN-1-worker-token-text"));
+    auto none = join_store({.dir = dir("j"), .etcd = options(), .manager_token = &token});
+    ASSERT_FALSE(none);
+    EXPECT_EQ(none.error().code, Errc::not_found) << none.error().message;
+    ASSERT_TRUE(first->publish_manager_join(token).ok());
+    auto refused = join_store({.dir = dir("j"), .etcd = options(), .manager_token = &other});
+    ASSERT_FALSE(refused);
+    EXPECT_EQ(refused.error().code, Errc::permission_denied) << refused.error().message;
+    EXPECT_FALSE(fs::exists(dir("j") / "format"));
+    ASSERT_TRUE(join_store({.dir = dir("j"), .etcd = options(), .manager_token = &token}).ok());
+    auto kek = read_file(dir("a") / "kek");
+    EXPECT_EQ(read_file(dir("j") / "kek"), kek);
+    auto raw = etcd_->etcdctl({"get", "--prefix", "/coffer/"});
+    ASSERT_TRUE(raw.ok());
+    EXPECT_EQ(raw.out.find(kek), std::string::npos);
+    EXPECT_EQ(raw.out.find(crypto::base64_encode(
+                  {reinterpret_cast<const std::uint8_t*>(kek.data()), kek.size()})),
+              std::string::npos);
+    // A joined directory is not joined again.
+    auto again = join_store({.dir = dir("j"), .etcd = options(), .manager_token = &token});
+    ASSERT_FALSE(again);
+    EXPECT_EQ(again.error().code, Errc::already_exists);
+    first.reset();
+    auto joined = open_store(dir("j"), options());
+    EXPECT_EQ(everything(*joined, Table::secrets),
+              (std::map<std::string, std::string>{{"x", "1"}}));
 }
 
 // Its lease revoked behind its back (as when it was cut off from etcd past the TTL): the very

@@ -54,6 +54,20 @@ struct EtcdOptions {
     // --max-request-bytes (its defaults here).
     std::size_t max_txn_ops = 128;
     std::size_t max_request_bytes = 1536 * 1024;
+    // This manager's node port as agents and the other managers reach it (HOST:PORT): announced
+    // under the prefix while this cofferd runs, leading or standing by. Empty: not announced.
+    std::string advertise;
+};
+
+// A manager of a store several cofferd share (etcd): every one that announced itself, whether
+// it runs now (its lease lives) and whether it holds the store (leads).
+struct StoreManager {
+    std::string addr;  // its node port, HOST:PORT
+    std::string host;  // the machine's name
+    std::int64_t pid = 0;
+    bool reachable = false;
+    bool leader = false;
+    bool operator==(const StoreManager&) const = default;
 };
 
 // How much one write may hold: operations, and bytes as Batch::bytes() counts them.
@@ -75,6 +89,19 @@ struct Options {
     // never locks anything.
     std::function<Result<void>(const crypto::SecureBuffer& unlock_key)> hand_over_unlock_key;
 };
+
+// A manager joining a store on etcd that another cofferd made: readies dir (which must hold no
+// store) from what the leading manager published for the manager join token (publish_manager_
+// join): the format marker, and the KEK file unless the store is autolocked (each manager is then
+// unlocked with the unlock key). Then Store::open(dir, etcd) opens it as any other manager's.
+// Errors: permission_denied when the token is not the current manager join token of that store;
+// not_found when the prefix has nothing published.
+struct JoinOptions {
+    std::filesystem::path dir;
+    EtcdOptions etcd;
+    const crypto::SecureBuffer* manager_token = nullptr;
+};
+Result<void> join_store(const JoinOptions& options);
 
 // What a backup wrote (include/coffer/store/backup.h has the file's format).
 struct BackupStats {
@@ -160,6 +187,17 @@ class Store {
     // Errc::unavailable once no write can succeed any more: the store on etcd whose hold this
     // manager lost (another may hold it now). Always fine for RocksDB.
     virtual Result<void> writable() const = 0;
+    // The managers that announced themselves on this store (etcd), the leader among them; none
+    // on the embedded engine, which one cofferd holds alone.
+    virtual Result<std::vector<StoreManager>> managers() = 0;
+    // Forgets a manager that announced itself and no longer runs (its lease ended). Errc::conflict
+    // while it runs, Errc::not_found when none announced itself at addr.
+    virtual Result<void> forget_manager(std::string_view addr) = 0;
+    // On a store several cofferd share (etcd): publishes what a manager joining with this
+    // manager join token needs to open the store (join_store), replacing what an older token
+    // published. The KEK travels sealed under a key derived from the token, so only a holder of
+    // the token can use it. Nothing to do on the embedded engine, or while locked.
+    virtual Result<void> publish_manager_join(const crypto::SecureBuffer& manager_token) = 0;
     // Every record of a table in key order. fn returns false to stop.
     virtual Result<void> scan(
         Table table,

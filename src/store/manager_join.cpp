@@ -1,0 +1,129 @@
+// A manager joining a store on etcd with the manager join token.
+//
+// The leading manager publishes <prefix>join:
+//   {"version":1,"kek":"file"|"autolock","check":<base64>[,"sealed":<base64>]}
+// where, with W = derive_key(token text, "coffer manager join"),
+//   check  = keyed_mac(W, "coffer manager join check", [kek mode])  (the token is this one)
+//   sealed = seal(W, the KEK file's 32 bytes, "coffer manager join")  (kek "file" only)
+// The token's text names the CA digest and the secret, so a rotated token or CA changes W. etcd
+// and its operators see the KEK only sealed under a key that needs the token; holding the token
+// already makes one a manager of the cluster.
+#include <sodium.h>
+
+#include <boost/json.hpp>
+
+#include "coffer/base/log.h"
+#include "coffer/crypto/aead.h"
+#include "coffer/crypto/encoding.h"
+#include "data_dir.h"
+#include "etcd_engine.h"
+#include "sealed_store.h"
+
+namespace coffer::store {
+namespace {
+
+namespace json = boost::json;
+
+constexpr std::string_view record_name = "join";
+constexpr std::string_view wrap_context = "coffer manager join";
+constexpr std::string_view check_context = "coffer manager join check";
+
+crypto::SecureBuffer wrap_key(const crypto::SecureBuffer& token) {
+    return crypto::derive_key(token.span(), wrap_context);
+}
+
+std::span<const std::uint8_t> bytes_of(std::string_view s) {
+    return {reinterpret_cast<const std::uint8_t*>(s.data()), s.size()};
+}
+
+crypto::SecureBuffer check_of(const crypto::SecureBuffer& wrap, std::string_view mode) {
+    return crypto::keyed_mac(wrap, check_context, {bytes_of(mode)});
+}
+
+}  // namespace
+
+namespace detail {
+
+Result<void> SealedStore::publish_manager_join(const crypto::SecureBuffer& manager_token) {
+    if (!engine_->shared()) return {};
+    if (locked()) return locked_error();
+    auto wrap = wrap_key(manager_token);
+    auto mode = kek_mode_name(mode_);
+    auto check = check_of(wrap, mode);
+    json::object record{
+        {"version", 1}, {"kek", mode}, {"check", crypto::base64_encode(check.span())}};
+    if (mode_ == KekMode::file) {
+        auto raw = dir_.read_kek();
+        record["sealed"] = crypto::base64_encode(
+            bytes_of(crypto::seal(crypto::Key{0, std::move(wrap)}, raw.span(), wrap_context)));
+    }
+    return engine_->put_shared(record_name, json::serialize(record));
+}
+
+}  // namespace detail
+
+Result<void> join_store(const JoinOptions& options) {
+    auto fail = [&](Errc code, std::string_view message) {
+        return make_error(
+            code, fmt::format("join through etcd prefix {}: {}", options.etcd.prefix, message));
+    };
+    if (options.manager_token == nullptr) return fail(Errc::invalid_argument, "no token");
+    try {
+        crypto::init();
+        auto dir = detail::DataDir::open(options.dir);
+        if (dir.format())
+            return fail(Errc::already_exists,
+                        fmt::format("{} already holds a store: start cofferd without "
+                                    "--join-token, or give it an empty --data-dir",
+                                    options.dir.string()));
+        auto text = detail::EtcdEngine::read_shared(options.etcd, record_name);
+        if (!text) return std::move(text).error();
+        if (!*text)
+            return fail(Errc::not_found,
+                        "it holds no coffer store a manager may join (start the first cofferd "
+                        "there, and let it run until it leads)");
+        boost::system::error_code ec;
+        auto v = json::parse(**text, ec);
+        const json::object* o = (!ec && v.is_object()) ? &v.get_object() : nullptr;
+        auto field = [&](std::string_view name) -> std::string {
+            const auto* f = o != nullptr ? o->if_contains(name) : nullptr;
+            return f != nullptr && f->is_string() ? std::string(f->get_string()) : std::string();
+        };
+        auto mode = field("kek");
+        if (o == nullptr || (mode != "file" && mode != "autolock"))
+            return fail(Errc::internal, "the join record is unreadable");
+        auto wrap = wrap_key(*options.manager_token);
+        auto check = crypto::base64_decode_secure(field("check"));
+        auto expected = check_of(wrap, mode);
+        if (!check || check->size() != expected.size() ||
+            sodium_memcmp(check->data(), expected.data(), expected.size()) != 0)
+            return fail(Errc::permission_denied,
+                        "the token is not this cluster's current manager join token (a worker "
+                        "token, or one rotated since)");
+        dir.prepare_new();
+        if (mode == "file") {
+            auto sealed = crypto::base64_decode_secure(field("sealed"));
+            std::optional<crypto::SecureBuffer> kek;
+            if (sealed)
+                kek = crypto::open(
+                    crypto::Key{0, std::move(wrap)},
+                    std::string_view(reinterpret_cast<const char*>(sealed->data()), sealed->size()),
+                    wrap_context);
+            if (!kek) return fail(Errc::internal, "the join record's KEK does not open");
+            dir.write_kek(*kek);
+        }
+        dir.write_format(
+            {mode == "file" ? detail::KekMode::file : detail::KekMode::autolock, true});
+        log::info("store", "joined the store in etcd prefix {} as a manager ({})",
+                  options.etcd.prefix,
+                  mode == "file" ? "its KEK is now in the data directory"
+                                 : "autolocked: unlock this manager with the unlock key");
+        return {};
+    } catch (const ErrorException& e) {
+        return fail(e.error().code, e.error().message);
+    } catch (const std::exception& e) {
+        return fail(Errc::internal, e.what());
+    }
+}
+
+}  // namespace coffer::store
