@@ -79,8 +79,14 @@ Response cluster_info(Cluster& m) {
                        {"Cluster", nullptr}};
     if (!locked) {
         // cofferd's own entry first, then the agents; managers by role, as Docker counts them.
-        auto self = manager_node(m);
-        std::size_t nodes = 1, managers = 1;
+        // The cofferd managers (this one first), then the agents.
+        auto entries = manager_entries(m);
+        const auto& self = entries.front().node;
+        std::size_t nodes = entries.size(), managers = entries.size();
+        json::array remote;
+        for (const auto& e : entries)
+            if (e.reachable)
+                remote.push_back(json::object{{"NodeID", e.node.meta.id}, {"Addr", e.addr}});
         for (const auto& n : m.nodes().list()) {
             ++nodes;
             if (n.spec.role == model::NodeRole::manager) ++managers;
@@ -88,8 +94,7 @@ Response cluster_info(Cluster& m) {
         auto created = model::format_rfc3339(m.created());
         swarm["NodeID"] = self.meta.id;
         swarm["NodeAddr"] = self.addr;
-        swarm["RemoteManagers"] =
-            json::array{json::object{{"NodeID", self.meta.id}, {"Addr", manager_address(m)}}};
+        swarm["RemoteManagers"] = std::move(remote);
         swarm["Nodes"] = nodes;
         swarm["Managers"] = managers;
         swarm["Cluster"] =

@@ -48,24 +48,30 @@ std::string host_of(const std::string& address) {
     return colon == std::string::npos ? address : address.substr(0, colon);
 }
 
-bool is_manager(Cluster& m, std::string_view key) {
-    return !key.empty() && key == m.manager_node_id();
-}
-
 // Docker resolves full ID, then name, then unique ID prefix: the agents' full IDs and names
-// come first (an agent on cofferd's machine has its hostname), then the manager's.
-bool refers_to_manager(Cluster& m, std::string_view key) {
-    if (is_manager(m, key)) return true;
-    if (m.nodes().find(key)) return false;
-    return key == manager_node(m).description.hostname ||
-           (key.size() >= 1 && m.manager_node_id().starts_with(key));
+// come first (an agent on cofferd's machine has its hostname), then the managers'.
+std::optional<ManagerEntry> find_manager(Cluster& m, std::string_view key) {
+    if (key.empty()) return std::nullopt;
+    auto all = manager_entries(m);
+    for (auto& e : all)
+        if (e.node.meta.id == key) return std::move(e);
+    if (m.nodes().find(key)) return std::nullopt;
+    for (auto& e : all)
+        if (e.node.description.hostname == key) return std::move(e);
+    std::optional<ManagerEntry> found;
+    for (auto& e : all)
+        if (e.node.meta.id.starts_with(key)) {
+            if (found) return std::nullopt;  // ambiguous: the registry's lookup says so
+            found = std::move(e);
+        }
+    return found;
 }
 
-json::object node_json(Cluster& m, const model::Node& n) {
-    auto o = model::to_json(n);
-    if (is_manager(m, n.meta.id))
-        o["ManagerStatus"] = json::object{
-            {"Leader", true}, {"Reachability", "reachable"}, {"Addr", manager_address(m)}};
+json::object entry_json(const ManagerEntry& e) {
+    auto o = model::to_json(e.node);
+    o["ManagerStatus"] = json::object{{"Leader", e.leader},
+                                      {"Reachability", e.reachable ? "reachable" : "unreachable"},
+                                      {"Addr", e.addr}};
     return o;
 }
 
@@ -73,16 +79,17 @@ Response nodes_list(Cluster& m, const Request& r) {
     auto f = model::Filters::parse(r.param("filters"),
                                    {"id", "name", "role", "membership", "label", "node.label"});
     if (!f) return Response::error(f.error());
-    std::vector<model::Node> all{manager_node(m)};
-    for (auto& n : m.nodes().list()) all.push_back(std::move(n));
+    auto keep = [&](const model::Node& n) {
+        return f->match_prefix("id", n.meta.id) &&
+               f->match_prefix("name", n.description.hostname) &&
+               f->match_exact("role", model::to_string(n.spec.role)) &&
+               f->match_exact("membership", "accepted") && f->match_labels(n.spec.labels);
+    };
     json::array out;
-    for (const auto& n : all) {
-        if (!f->match_prefix("id", n.meta.id) || !f->match_prefix("name", n.description.hostname) ||
-            !f->match_exact("role", model::to_string(n.spec.role)) ||
-            !f->match_exact("membership", "accepted") || !f->match_labels(n.spec.labels))
-            continue;
-        out.push_back(node_json(m, n));
-    }
+    for (const auto& e : manager_entries(m))
+        if (keep(e.node)) out.push_back(entry_json(e));
+    for (const auto& n : m.nodes().list())
+        if (keep(n)) out.push_back(model::to_json(n));
     return ok_json(200, out);
 }
 
@@ -114,6 +121,32 @@ Response update_manager(Cluster& m, const Request& r) {
 }
 
 }  // namespace
+
+std::vector<ManagerEntry> manager_entries(Cluster& m) {
+    std::vector<ManagerEntry> out{{manager_node(m), true, true, manager_address(m)}};
+    auto all = m.managers();
+    if (!all) {
+        log::warn("api", "the other managers: {}", all.error().message);
+        return out;
+    }
+    for (const auto& other : *all) {
+        if (other.self) {
+            if (!other.addr.empty()) out.front().addr = other.addr;
+            continue;
+        }
+        ManagerEntry e;
+        e.node.meta = {other.id, 1, m.created(), m.created()};
+        e.node.spec.role = model::NodeRole::manager;
+        e.node.spec.availability = model::NodeAvailability::drain;
+        e.node.description.hostname = other.host;
+        e.node.state = other.reachable ? model::NodeState::ready : model::NodeState::down;
+        e.node.addr = host_of(other.addr);
+        e.reachable = other.reachable;
+        e.addr = other.addr;
+        out.push_back(std::move(e));
+    }
+    return out;
+}
 
 model::Node manager_node(Cluster& m) {
     model::Node n;
@@ -158,19 +191,35 @@ std::optional<Response> node_routes(Cluster& manager, Request& r, const Segments
     auto n = seg.size();
     auto& nodes = manager.nodes();
     if (n == 1 && m == "GET") return nodes_list(manager, r);
-    if (n >= 2 && refers_to_manager(manager, seg[1])) {
-        if (n == 2 && m == "GET") return ok_json(200, node_json(manager, manager_node(manager)));
-        if (n == 3 && seg[2] == "update" && m == "POST") return update_manager(manager, r);
-        if (n == 2 && m == "DELETE")
-            return fail(Errc::invalid_argument,
-                        "node " + manager.manager_node_id() +
-                            " is cofferd, the cluster's manager: it cannot be removed");
-        return std::nullopt;
-    }
+    if (n >= 2)
+        if (auto e = find_manager(manager, seg[1])) {
+            bool self = e->node.meta.id == manager.manager_node_id();
+            if (n == 2 && m == "GET") return ok_json(200, entry_json(*e));
+            if (n == 3 && seg[2] == "update" && m == "POST") {
+                if (self) return update_manager(manager, r);
+                return fail(Errc::invalid_argument,
+                            "node " + e->node.meta.id +
+                                " is a cofferd manager: update it from the manager itself");
+            }
+            if (n == 2 && m == "DELETE") {
+                if (self)
+                    return fail(Errc::invalid_argument,
+                                "node " + e->node.meta.id +
+                                    " is cofferd, the cluster's leading manager: it cannot be "
+                                    "removed; stop it and another manager takes over");
+                // A manager that runs is refused (stop its cofferd first); one that does not is
+                // forgotten: it no longer shows, and nodes are no longer sent its address.
+                if (auto r2 = manager.forget_manager(e->addr); !r2)
+                    return Response::error(r2.error());
+                log::info("api", "manager {} at {} forgotten", e->node.meta.id, e->addr);
+                return Response::empty(200);
+            }
+            return std::nullopt;
+        }
     if (n == 2 && m == "GET") {
         auto node = nodes.find(seg[1]);
         if (!node) return Response::error(node.error());
-        return ok_json(200, node_json(manager, *node));
+        return ok_json(200, model::to_json(*node));
     }
     if (n == 3 && seg[2] == "update" && m == "POST") {
         auto version = version_param(r, "node");

@@ -7,6 +7,7 @@
 
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "api_util.h"
 #include "coffer/model/service.h"
@@ -17,6 +18,15 @@ class Cluster;
 
 // The manager's entry (valid once unlocked).
 model::Node manager_node(Cluster& m);
+// Every manager's entry: this one's first, then the others on a shared store (etcd), down when
+// they do not run. With their ManagerStatus as the API shows it.
+struct ManagerEntry {
+    model::Node node;
+    bool leader = false;
+    bool reachable = false;
+    std::string addr;
+};
+std::vector<ManagerEntry> manager_entries(Cluster& m);
 // The node port's address as agents reach it ("192.0.2.1:4243"; a wildcard listening address
 // is replaced by the machine's first non-loopback IPv4, else 127.0.0.1); empty with no node port.
 std::string manager_address(Cluster& m);

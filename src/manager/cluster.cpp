@@ -4,6 +4,8 @@
 
 #include <array>
 
+#include <fmt/ranges.h>
+
 #include "coffer/base/log.h"
 #include "coffer/crypto/encoding.h"
 #include "coffer/crypto/random.h"
@@ -53,6 +55,12 @@ Result<Cluster::Opened> Cluster::open(ClusterOptions options) {
 }
 
 Cluster::~Cluster() {
+    {
+        std::lock_guard l(managers_mutex_);
+        managers_stopping_ = true;
+    }
+    managers_cv_.notify_all();
+    if (managers_thread_.joinable()) managers_thread_.join();
     // In reverse of construction (see cluster.h).
     api_.reset();
     stop_node_port();
@@ -98,7 +106,9 @@ Result<void> Cluster::load() {
             return std::move(w).error().context("init cluster");
         log::info("manager", "new cluster {}", cluster_id_);
     }
-    manager_node_id_ = derived_id("coffer manager node", cluster_id_);
+    manager_node_id_ = options_.etcd && !options_.etcd->advertise.empty()
+                           ? manager_id_for(options_.etcd->advertise)
+                           : derived_id("coffer manager node", cluster_id_);
     auto trust = ClusterTrust::load(*store_, cluster_id_);
     if (!trust) return std::move(trust).error();
     trust_ = std::move(*trust);
@@ -158,6 +168,7 @@ Result<void> Cluster::load() {
     nodes_->emit_changes(*this, &ClusterEvents::nodes_changed);
     networks_->emit_changes(*this, &ClusterEvents::networks_changed);
     orchestrator_->start();
+    if (options_.etcd) managers_thread_ = std::thread([this] { watch_managers(); });
     secrets_.store(secrets_owner_.get());
     return {};
 }
@@ -201,6 +212,78 @@ bool Cluster::dek_rotation_pending() const {
 }
 
 // ---- node port ------------------------------------------------------------------------------
+
+std::string Cluster::manager_id_for(std::string_view addr) const {
+    return derived_id("coffer manager node", cluster_id_ + "@" + std::string(addr));
+}
+
+Result<std::vector<Cluster::Manager>> Cluster::managers() {
+    std::vector<Manager> out;
+    auto self_addr = options_.etcd ? options_.etcd->advertise : std::string();
+    out.push_back({manager_node_id_, self_addr, {}, true, true, true});
+    if (!options_.etcd) return out;
+    auto all = store_->managers();
+    if (!all) return std::move(all).error();
+    for (auto& m : *all) {
+        if (m.addr == self_addr) continue;
+        // This one serves the API and so holds the store: another that says it leads is one
+        // whose lease etcd has not ended yet.
+        out.push_back(
+            {manager_id_for(m.addr), m.addr, std::move(m.host), false, false, m.reachable});
+    }
+    return out;
+}
+
+Result<void> Cluster::forget_manager(const std::string& addr) {
+    if (options_.etcd && addr == options_.etcd->advertise)
+        return make_error(Errc::invalid_argument, "this manager cannot forget itself");
+    return store_->forget_manager(addr);
+}
+
+void Cluster::watch_managers() {
+    std::optional<crypto::SecureBuffer> published;  // the manager token the join record is for
+    std::unique_lock l(managers_mutex_);
+    do {
+        l.unlock();
+        // Another manager may lead now: this one's node sessions would see state it can no
+        // longer change. They end, and the agents move to the leader.
+        if (auto w = store_->writable(); !w) {
+            if (node_port_address().empty()) return;
+            log::error("manager", "{}: closing the node port, the nodes move to the manager that "
+                                  "leads now",
+                       w.error().message);
+            stop_node_port();
+            return;
+        }
+        // A manager joining with the manager token reads what it needs from etcd: published
+        // again when the token changes (rotated, or a CA rotation changed its digest).
+        auto token = trust_->token(pki::Role::manager);
+        if (!published || published->size() != token.size() ||
+            sodium_memcmp(published->data(), token.data(), token.size()) != 0) {
+            if (auto r = store_->publish_manager_join(token); r)
+                published = std::move(token);
+            else
+                log::warn("manager", "publish the manager join record: {}", r.error().message);
+        }
+        auto all = managers();
+        std::vector<std::string> addrs;
+        if (all) {
+            for (const auto& m : *all)
+                if (m.reachable && !m.addr.empty()) addrs.push_back(m.addr);
+            // The port keeps the last list and sends it to every node when it changes, and to
+            // each node whose session opens (a port started since the last pass gets it here).
+            with_port([&](NodePort& port) { port.set_managers(addrs); });
+        } else {
+            log::debug("manager", "read the managers: {}", all.error().message);
+        }
+        l.lock();
+        if (all && addrs != manager_addrs_) {
+            log::info("manager", "managers reachable: {}", fmt::join(addrs, ", "));
+            manager_addrs_ = std::move(addrs);
+        }
+    } while (
+        !managers_cv_.wait_for(l, std::chrono::seconds(1), [&] { return managers_stopping_; }));
+}
 
 Result<void> Cluster::start_node_port(NodePortOptions options) {
     std::lock_guard lock(port_start_mutex_);

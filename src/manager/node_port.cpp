@@ -113,6 +113,7 @@ class NodePort::Impl {
     void ca_changed();
     // The dispatcher's streams may yield: each session sends what its stream has, on its strand.
     void assignments_changed();
+    void set_managers(std::vector<std::string> addrs);
     // Replaces the node port's certificate when it is due, until the port stops.
     void renew_own_certificate();
 
@@ -166,6 +167,8 @@ class NodePort::Impl {
     mutable std::mutex mutex_;
     std::map<std::string, NodeEntry, std::less<>> nodes_;    // under mutex_
     std::map<const Session*, std::shared_ptr<Link>> links_;  // under mutex_
+    std::vector<std::string> managers_;                      // under mutex_
+    std::vector<std::string> managers_snapshot() const;
     std::atomic<bool> stopping_{false};
 
     // Issuing and installing the port's own credentials, one at a time (the renewer and a CA
@@ -257,6 +260,25 @@ void NodePort::Impl::ca_changed() {
     for (const auto& link : links)
         link->session->send(nodeproto::encode(nodeproto::RenewRequest{"CA rotation"}));
     log::info(category, "CA changed: {} connected nodes asked to renew", links.size());
+}
+
+void NodePort::Impl::set_managers(std::vector<std::string> addrs) {
+    std::vector<std::shared_ptr<Link>> links;
+    {
+        std::lock_guard lock(mutex_);
+        if (addrs == managers_) return;
+        managers_ = std::move(addrs);
+        for (const auto& [session, link] : links_) links.push_back(link);
+    }
+    auto message = nodeproto::encode(nodeproto::ManagersMessage{managers_snapshot()});
+    for (const auto& link : links)
+        link->session->send(crypto::SecureBuffer::copy_of(
+            std::span<const std::uint8_t>(message.data(), message.size())));
+}
+
+std::vector<std::string> NodePort::Impl::managers_snapshot() const {
+    std::lock_guard lock(mutex_);
+    return managers_;
 }
 
 void NodePort::Impl::assignments_changed() {
@@ -412,6 +434,8 @@ void NodePort::Impl::start_link(const std::shared_ptr<Link>& link) {
     log::info(category, "node {} ready ({})", id, link->session->remote_address());
     send_assignments(link);
     ask_renewal_if_stale(link);
+    if (auto managers = managers_snapshot(); !managers.empty())
+        link->session->send(nodeproto::encode(nodeproto::ManagersMessage{std::move(managers)}));
 }
 
 void NodePort::Impl::send_assignments(const std::shared_ptr<Link>& link) {
@@ -798,6 +822,10 @@ void NodePort::node_removed(const std::string& node_id) {
 
 void NodePort::ca_changed() {
     impl_->ca_changed();
+}
+
+void NodePort::set_managers(std::vector<std::string> addrs) {
+    impl_->set_managers(std::move(addrs));
 }
 
 void NodePort::assignments_changed() {

@@ -47,6 +47,8 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <thread>
+#include <vector>
 
 #include "coffer/base/error.h"
 #include "coffer/crypto/secure_buffer.h"
@@ -130,6 +132,23 @@ class Cluster final : private ClusterEvents, private NodeTransport {
     model::Timestamp created() const noexcept { return created_; }
     store::Store& store() noexcept { return *store_; }
 
+    // The managers of a store several cofferd share (etcd): this one (it serves the API, so it
+    // leads) and every other that announced itself, with its entry's ID. On the embedded store,
+    // only this one. Valid once unlocked.
+    struct Manager {
+        std::string id;
+        std::string addr;  // its node port, as agents reach it
+        std::string host;
+        bool self = false;
+        bool leader = false;
+        bool reachable = false;
+    };
+    Result<std::vector<Manager>> managers();
+    // Forgets another manager that no longer runs (node rm). Errc::conflict while it runs.
+    Result<void> forget_manager(const std::string& addr);
+    // The ID of the manager entry whose node port is addr (the same on every manager).
+    std::string manager_id_for(std::string_view addr) const;
+
     // The manager's HTTP API over this cluster (serve it with net::HttpServer; stop the server
     // before the Cluster goes).
     Api& api() noexcept { return *api_; }
@@ -204,6 +223,14 @@ class Cluster final : private ClusterEvents, private NodeTransport {
     std::unique_ptr<Dispatcher> dispatcher_;
     std::unique_ptr<Orchestrator> orchestrator_;
     std::atomic<SecretRegistry*> secrets_{nullptr};
+
+    // On etcd: the other managers, read every second; what changed goes to the nodes.
+    void watch_managers();
+    std::mutex managers_mutex_;
+    std::condition_variable managers_cv_;
+    bool managers_stopping_ = false;          // under managers_mutex_
+    std::vector<std::string> manager_addrs_;  // under managers_mutex_: reachable, sent to nodes
+    std::thread managers_thread_;
 
     // Starting and stopping the node port, one at a time.
     mutable std::mutex port_start_mutex_;

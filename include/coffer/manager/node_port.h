@@ -9,6 +9,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "coffer/base/error.h"
 #include "coffer/manager/node_transport.h"
@@ -70,6 +71,9 @@ class NodePort final : public NodeTransport {
     void ca_changed();
     // Closes the node's sessions; a rotation waiting for this node only ends.
     void node_removed(const std::string& node_id);
+    // Every manager's node port (HOST:PORT): sent to every node when it differs from the last
+    // list, and to each node whose session opens. Nodes move to another one when theirs goes.
+    void set_managers(std::vector<std::string> addrs);
     // Asks the node for a certificate with its new role.
     void node_role_changed(const std::string& node_id);
 
