@@ -13,6 +13,7 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <thread>
 
 #include "coffer/base/log.h"
 #include "coffer/base/process.h"
@@ -25,6 +26,7 @@
 #include "coffer/manager/metrics.h"
 #include "coffer/model/time.h"
 #include "coffer/net/http_server.h"
+#include "coffer/nodeproto/session.h"
 #include "coffer/pki/secure_heap.h"
 #include "coffer/store/backup.h"
 #ifdef COFFER_TEST_HOOKS
@@ -240,6 +242,44 @@ Result<void> restore(const std::string& backup_path, const std::string& key_path
     return {};
 }
 
+// The API of a manager that has not opened its store yet: on etcd, a standby waiting for the
+// leader's lease to end, for as long as that takes. Every request is answered at once, with what
+// it is and where to go.
+class StandbyApi final : public coffer::net::Service {
+  public:
+    bool blocking(const coffer::net::Request&) const override { return false; }
+    coffer::net::Response handle(coffer::net::Request&) override {
+        return coffer::net::Response::error(coffer::make_error(
+            coffer::Errc::unavailable,
+            "this cofferd is a standby manager: another cofferd holds the cluster's store on "
+            "etcd and serves its API (`coffer node ls` there names it); this one takes over "
+            "when that one stops"));
+    }
+};
+
+// The standby API served from a thread until destroyed.
+class StandbyServer {
+  public:
+    explicit StandbyServer(const std::string& socket)
+        : server_(coffer::net::ServerOptions{.socket_path = socket,
+                                             .io_threads = 1,
+                                             .worker_threads = 1,
+                                             .headers = coffer::manager::api_headers()},
+                  api_),
+          thread_([this] { server_.run(false); }) {}
+    ~StandbyServer() {
+        server_.stop();
+        thread_.join();
+    }
+    StandbyServer(const StandbyServer&) = delete;
+    StandbyServer& operator=(const StandbyServer&) = delete;
+
+  private:
+    StandbyApi api_;
+    coffer::net::HttpServer server_;
+    std::thread thread_;
+};
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -346,7 +386,29 @@ int main(int argc, char** argv) {
                                         "With --store etcd: the members' --max-request-bytes")
                              ->check(CLI::Range(64 << 10, 1 << 30))
                              ->capture_default_str());
+    std::string join_token_text;
+    auto* join_token_option =
+        app.add_option("--join-token", join_token_text,
+                       "With --store etcd, at first start (an empty --data-dir): join the "
+                       "cluster another cofferd made in --etcd-prefix as one more manager, with "
+                       "its manager join token (`coffer swarm join-token manager`)")
+            ->envname("COFFER_JOIN_TOKEN");
+    // A secret: never from the config file, which outlives the join.
+    join_token_option->configurable(false);
+    etcd_flags.push_back(join_token_option);
+    std::string advertise;
+    etcd_flags.push_back(app.add_option(
+        "--advertise-addr", advertise,
+        "With --store etcd: HOST:PORT at which agents and the other managers reach this "
+        "manager's node port (default: --listen, or this host's name when --listen is a "
+        "wildcard address)"));
     CLI11_PARSE(app, argc, argv);
+    std::optional<coffer::crypto::SecureBuffer> join_token;
+    if (join_token_option->count() > 0 || !join_token_text.empty())
+        join_token =
+            coffer::crypto::take_secret_argument(join_token_text, join_token_option->results(),
+                                                 "--join-token", "COFFER_JOIN_TOKEN", argc, argv);
+    join_token_option->clear();
     registry.timeout = std::chrono::seconds(resolve_timeout);
     etcd.lease_ttl = std::chrono::seconds(etcd_lease_ttl);
     std::optional<coffer::store::EtcdOptions> etcd_store;
@@ -362,8 +424,32 @@ int main(int argc, char** argv) {
             std::fprintf(stderr, "cofferd: --store etcd needs --etcd-endpoints\n");
             return 1;
         }
+        if (advertise.empty()) {
+            auto at = parse_listen(listen);
+            if (at && at->port == 0) {
+                // Any free port: known only once bound, after the store is open.
+            } else if (at && at->address != "0.0.0.0" && at->address != "::") {
+                advertise = at->address.find(':') != std::string::npos
+                                ? fmt::format("[{}]:{}", at->address, at->port)
+                                : fmt::format("{}:{}", at->address, at->port);
+            } else if (at) {
+                char host[256] = {};
+                (void)::gethostname(host, sizeof host - 1);
+                advertise = fmt::format("{}:{}", host, at->port);
+            }
+        }
+        if (!advertise.empty() && !coffer::nodeproto::valid_manager_address(advertise)) {
+            std::fprintf(stderr, "cofferd: --advertise-addr %s: expected HOST:PORT\n",
+                         advertise.c_str());
+            return 1;
+        }
+        etcd.advertise = advertise;
         etcd_store = std::move(etcd);
     } else {
+        if (join_token) {
+            std::fprintf(stderr, "cofferd: --join-token needs --store etcd\n");
+            return 1;
+        }
         for (const auto* o : etcd_flags)
             if (o->count() > 0) {
                 std::fprintf(stderr, "cofferd: %s needs --store etcd\n", o->get_name().c_str());
@@ -373,6 +459,11 @@ int main(int argc, char** argv) {
 
     coffer::log::configure(log_spec);
     coffer::log::set_format(log_format);
+    if (etcd_store && etcd_store->advertise.empty())
+        coffer::log::warn("manager",
+                          "--listen {} has no fixed port: this manager is not announced to the "
+                          "other managers and the agents (give --advertise-addr)",
+                          listen);
     auto listen_at = parse_listen(listen);
     if (!listen_at) {
         std::fprintf(stderr, "cofferd: %s\n", listen_at.error().message.c_str());
@@ -388,6 +479,22 @@ int main(int argc, char** argv) {
         ::umask(077);
         ::signal(SIGPIPE, SIG_IGN);
 
+        if (join_token) {
+            if (!restore_file.empty()) {
+                std::fprintf(stderr, "cofferd: --join-token and --restore exclude each other\n");
+                return 1;
+            }
+            auto joined = coffer::store::join_store(
+                {.dir = data_dir, .etcd = *etcd_store, .manager_token = &*join_token});
+            join_token.reset();
+            if (!joined && joined.error().code == coffer::Errc::already_exists)
+                coffer::log::warn("manager", "{}: --join-token is not used",
+                                  joined.error().message);
+            else if (!joined) {
+                std::fprintf(stderr, "cofferd: %s\n", joined.error().message.c_str());
+                return 1;
+            }
+        }
         if (!restore_file.empty())
             if (auto r = restore(restore_file, restore_key_file, data_dir, etcd_store); !r) {
                 std::fprintf(stderr, "cofferd: %s\n", r.error().message.c_str());
@@ -401,6 +508,11 @@ int main(int argc, char** argv) {
                 unlock_key_file);
             return {};
         };
+        // On etcd the store may be held by another manager: until this one holds it, its API
+        // says so instead of not answering. Signals keep their default action meanwhile (a
+        // standby stopped holds nothing to let go of but its lease, which ends by itself).
+        std::optional<StandbyServer> standby;
+        if (etcd_store) standby.emplace(socket);
         // The node port exists from the moment the store is unlocked (now, or when `coffer
         // cluster unlock` succeeds) until shutdown.
         auto opened = coffer::manager::Cluster::open(
@@ -411,6 +523,7 @@ int main(int argc, char** argv) {
              .node_port = coffer::manager::NodePortOptions{.address = listen_at->address,
                                                            .port = listen_at->port},
              .registry = registry});
+        standby.reset();
         if (!opened) {
             std::fprintf(stderr, "cofferd: %s\n", opened.error().message.c_str());
             return 1;

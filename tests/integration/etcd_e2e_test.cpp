@@ -2,8 +2,9 @@
 // namespace) with two agents and real containers (cluster_fixture.h): kill -9 of the manager
 // while secrets are created loses no acknowledged create, the restarted manager takes the store
 // once the dead one's lease ends, tasks keep running with their secrets and the agents reconnect;
-// a second manager on the same store is refused; etcd holds no plaintext; a backup of the
-// cluster on etcd restores into a data directory of the embedded engine.
+// a second manager joins with the manager token, stands by and takes over from a killed leader;
+// etcd holds no plaintext; a backup of the cluster on etcd restores into a data directory of the
+// embedded engine.
 #include <gtest/gtest.h>
 
 #include <fmt/format.h>
@@ -13,9 +14,12 @@
 #include <atomic>
 #include <chrono>
 #include <filesystem>
+#include <map>
 #include <mutex>
 #include <set>
 #include <thread>
+
+#include <signal.h>
 
 #include "cluster_fixture.h"
 #include "etcd_fixture.h"
@@ -32,6 +36,22 @@ std::set<std::string> secret_names(const json::value& list) {
     if (!list.is_array()) return out;
     for (const auto& s : list.as_array())
         out.insert(std::string(s.at("Spec").at("Name").as_string()));
+    return out;
+}
+
+// The managers as the leader's API lists them: address -> "Leader"/"Reachable"/"Unreachable".
+std::map<std::string, std::string> manager_statuses(const json::value& nodes) {
+    std::map<std::string, std::string> out;
+    if (!nodes.is_array()) return out;
+    for (const auto& n : nodes.as_array()) {
+        const auto* status = n.as_object().if_contains("ManagerStatus");
+        if (status == nullptr || !status->is_object()) continue;
+        const auto& s = status->as_object();
+        out[std::string(s.at("Addr").as_string())] =
+            s.at("Leader").as_bool()                          ? "Leader"
+            : s.at("Reachability").as_string() == "reachable" ? "Reachable"
+                                                              : "Unreachable";
+    }
     return out;
 }
 
@@ -61,6 +81,32 @@ class OnEtcd : public ClusterTest {
         for (const auto& line : lines_of(r.out)) n += line.empty() ? 0 : 1;
         return n;
     }
+    // A second cofferd on the same store, joined with the manager token, in the manager's
+    // namespace on the same address and another port: standing by once the leader lists it.
+    std::unique_ptr<Daemon> start_standby() {
+        auto args = standby_args();
+        args.insert(args.end(), {"--join-token", token("manager")});
+        auto second = std::make_unique<Daemon>(dir_.path() / "data2", dir_.path() / "second.sock",
+                                               args, manager_ns_->enter());
+        EXPECT_TRUE(wait_until(
+            [&] {
+                return manager_statuses(get("/nodes")) ==
+                       std::map<std::string, std::string>{{listen_, "Leader"},
+                                                          {standby_addr(), "Reachable"}};
+            },
+            30s))
+            << json::serialize(get("/nodes")) << second->stdout_text();
+        return second;
+    }
+    std::string standby_addr() const { return listen_.substr(0, listen_.rfind(':')) + ":4244"; }
+    std::vector<std::string> standby_args() const {
+        std::vector<std::string> args{"--listen", standby_addr()};
+        args.insert(args.end(), manager_args_.begin(), manager_args_.end());
+        // Its own metrics port beside the leader's.
+        for (std::size_t i = 0; i + 1 < args.size(); ++i)
+            if (args[i] == "--metrics-addr") args[i + 1] = standby_metrics_;
+        return args;
+    }
     void TearDown() override {
         ClusterTest::TearDown();  // the manager lets go of the store before etcd stops
         if (HasFailure() && etcd_) fmt::print("{}\n", etcd_->logs());
@@ -69,6 +115,7 @@ class OnEtcd : public ClusterTest {
 
     std::unique_ptr<EtcdCluster> etcd_;
     std::string metrics_;  // the manager's --metrics-addr, in its namespace
+    std::string standby_metrics_ = fmt::format("127.0.0.1:{}", free_port());
 };
 
 }  // namespace
@@ -132,21 +179,99 @@ TEST_F(OnEtcd, AKilledManagerLosesNoAcknowledgedCreateAndTasksKeepRunning) {
     EXPECT_EQ(raw.out.find(bytes), std::string::npos);
 }
 
-// A copy of the data directory started as a second manager on the same store: refused with a
-// clear error once the first's lease has not ended within one TTL; the first goes on.
-TEST_F(OnEtcd, ASecondManagerOnTheSameStoreIsRefused) {
-    ASSERT_EQ(cli({"secret", "create", "one", "-"}, "1").status, 0);
-    auto copy = dir_.path() / "data.copy";
-    fs::copy(dir_.path() / "data", copy, fs::copy_options::recursive);
-    std::vector<std::string> argv = manager_ns_->enter();
-    argv.insert(argv.end(), {std::getenv("COFFERD"), "--data-dir", copy.string(), "--socket",
-                             (dir_.path() / "second.sock").string(), "--listen", "127.0.0.1:0"});
-    argv.insert(argv.end(), manager_args_.begin(), manager_args_.end());
-    auto second = run_program(argv);
-    EXPECT_NE(second.status, 0);
-    EXPECT_NE(second.err.find("is held by cofferd pid"), std::string::npos) << second.err;
-    EXPECT_EQ(cli({"secret", "create", "two", "-"}, "2").status, 0);
-    EXPECT_EQ(secret_names(get("/secrets")), (std::set<std::string>{"one", "two"}));
+// A second cofferd joins with the manager join token (what it needs to unseal comes sealed
+// from etcd), stands by while the first leads, and is listed as Reachable; the agents learn its
+// address. kill -9 of the leader: the standby takes the store once the lease ends, serves the
+// API with every acknowledged secret, the agents move to it and their tasks keep running; the
+// dead manager shows Unreachable and can be removed.
+TEST_F(OnEtcd, AJoinedManagerStandsByAndTakesOverFromAKilledLeader) {
+    auto bytes = random_bytes(40);
+    ASSERT_EQ(cli({"secret", "create", "db", "-"}, bytes).status, 0);
+    create_sleeper("web", "db");
+    ASSERT_TRUE(task_holds("web", "db", bytes)) << a_->err() << b_->err();
+    auto pid = task_pid(running("web").at(0));
+    auto first_addr = listen_;
+    auto second_addr = standby_addr();
+
+    // A wrong token is refused before anything is written.
+    auto second_data = dir_.path() / "data2";
+    {
+        std::vector<std::string> argv = manager_ns_->enter();
+        argv.insert(argv.end(),
+                    {std::getenv("COFFERD"), "--data-dir", second_data.string(), "--socket",
+                     (dir_.path() / "refused.sock").string(), "--join-token", token("worker")});
+        auto args = standby_args();
+        argv.insert(argv.end(), args.begin(), args.end());
+        auto refused = run_program(argv);
+        EXPECT_NE(refused.status, 0);
+        EXPECT_NE(refused.err.find("not this cluster's current manager join token"),
+                  std::string::npos)
+            << refused.err;
+        EXPECT_FALSE(fs::exists(second_data / "format"));
+    }
+    auto second = start_standby();
+    ASSERT_FALSE(HasFailure());
+    // It has the KEK, which etcd holds only sealed under the token.
+    auto kek = read_file(dir_.path() / "data" / "kek");
+    EXPECT_EQ(read_file(second_data / "kek"), kek);
+    auto raw = etcd_->etcdctl({"get", "/coffer/join"});
+    ASSERT_TRUE(raw.ok()) << raw.describe();
+    EXPECT_NE(raw.out.find("\"sealed\""), std::string::npos) << raw.out;
+    EXPECT_EQ(raw.out.find(kek), std::string::npos);
+    auto info = get("/info");
+    EXPECT_EQ(info.at("Swarm").at("Managers").as_int64(), 2) << json::serialize(info);
+    // A standby's API says what it is; the leader serves.
+    auto standing = coffer_cli(second->host(), {"secret", "ls"});
+    EXPECT_NE(standing.status, 0);
+    EXPECT_NE(standing.err.find("this cofferd is a standby manager"), std::string::npos)
+        << standing.err;
+    // The agents keep every manager's address with their identity.
+    for (auto* agent : {a_.get(), b_.get()})
+        EXPECT_TRUE(wait_until(
+            [&] {
+                return read_file(agent->data / "managers").find(second_addr) != std::string::npos;
+            },
+            30s))
+            << agent->err();
+
+    daemon_->kill9();
+    auto killed = std::chrono::steady_clock::now();
+    ASSERT_TRUE(second->ready(60s)) << second->stdout_text();
+    auto took = std::chrono::duration_cast<std::chrono::milliseconds>(
+        std::chrono::steady_clock::now() - killed);
+    fmt::print("kill -9 of the leader -> the standby serves in {} ms (lease TTL 2 s)\n",
+               took.count());
+    daemon_ = std::move(second);  // cli() and get() now reach the new leader
+    EXPECT_EQ(secret_names(get("/secrets")), (std::set<std::string>{"db"}));
+    ASSERT_TRUE(wait_node_state(a_->node_id(), "ready", 60s)) << a_->err();
+    ASSERT_TRUE(wait_node_state(b_->node_id(), "ready", 60s)) << b_->err();
+    fmt::print("kill -9 of the leader -> both agents ready with the new leader in {} ms\n",
+               std::chrono::duration_cast<std::chrono::milliseconds>(
+                   std::chrono::steady_clock::now() - killed)
+                   .count());
+    EXPECT_TRUE(process_alive(pid));
+    EXPECT_EQ(task_pid(running("web").at(0)), pid);
+    EXPECT_TRUE(task_holds("web", "db", bytes));
+    EXPECT_EQ(
+        manager_statuses(get("/nodes")),
+        (std::map<std::string, std::string>{{first_addr, "Unreachable"}, {second_addr, "Leader"}}));
+    // The new leader writes: a secret and a service that gets it.
+    auto more = random_bytes(24);
+    ASSERT_EQ(cli({"secret", "create", "after", "-"}, more).status, 0);
+    create_sleeper("later", "after");
+    EXPECT_TRUE(task_holds("later", "after", more)) << a_->err() << b_->err();
+    // The dead manager is removed from the list; the leader itself cannot be.
+    std::string dead_id;
+    auto nodes = get("/nodes");
+    for (const auto& n : nodes.as_array())
+        if (const auto* s = n.as_object().if_contains("ManagerStatus");
+            s && s->at("Addr").as_string() == first_addr)
+            dead_id = std::string(n.at("ID").as_string());
+    ASSERT_FALSE(dead_id.empty());
+    auto removed = cli({"node", "rm", dead_id});
+    EXPECT_EQ(removed.status, 0) << removed.err;
+    EXPECT_EQ(manager_statuses(get("/nodes")),
+              (std::map<std::string, std::string>{{second_addr, "Leader"}}));
 }
 
 // `coffer cluster backup` of the cluster on etcd, restored into a new data directory of the
@@ -196,4 +321,68 @@ TEST_F(OnEtcd, AManagerThatLostTheStoreSaysSoAndWritesNothing) {
     ASSERT_FALSE(HasFatalFailure());
     EXPECT_EQ(health(), R"(200 {"status":"ok"})");
     EXPECT_EQ(secret_names(get("/secrets")), (std::set<std::string>{"kept"}));
+}
+
+// A leader frozen past its lease (SIGSTOP: to etcd, a manager cut off) loses the store to the
+// standby, which serves and writes; thawed, the old leader writes nothing (its writes fail naming
+// the lost hold, /health says so), closes its node port, and the agents stay with the new leader:
+// never two leaders acting.
+TEST_F(OnEtcd, AFrozenLeaderLosesTheStoreToTheStandbyAndWritesNothing) {
+    ASSERT_EQ(cli({"secret", "create", "before", "-"}, "1").status, 0);
+    auto second = start_standby();
+    ASSERT_FALSE(HasFailure());
+    auto old_leader = daemon_->host();
+    ASSERT_EQ(::kill(daemon_->pid(), SIGSTOP), 0);
+    ASSERT_TRUE(second->ready(60s)) << second->stdout_text();
+    ASSERT_EQ(coffer_cli(second->host(), {"secret", "create", "during", "-"}, "2").status, 0);
+    ASSERT_EQ(::kill(daemon_->pid(), SIGCONT), 0);
+    auto refused = coffer_cli(old_leader, {"secret", "create", "stale", "-"}, "3");
+    EXPECT_NE(refused.status, 0);
+    EXPECT_NE(refused.err.find("lost its hold on etcd prefix /coffer/"), std::string::npos)
+        << refused.err;
+    EXPECT_EQ(health(), R"(503 {"status":"store lost"})");
+    std::swap(daemon_, second);  // cli() and get() reach the leader; both stop at the end
+    EXPECT_EQ(secret_names(get("/secrets")), (std::set<std::string>{"before", "during"}));
+    ASSERT_TRUE(wait_node_state(a_->node_id(), "ready", 60s)) << a_->err();
+    ASSERT_TRUE(wait_node_state(b_->node_id(), "ready", 60s)) << b_->err();
+    // The thawed manager closed its node port: the agents' sessions are with the leader only.
+    auto host = listen_.substr(0, listen_.rfind(':')),
+         port = listen_.substr(listen_.rfind(':') + 1);
+    EXPECT_TRUE(wait_until(
+        [&] {
+            std::vector<std::string> argv = manager_ns_->enter();
+            argv.insert(argv.end(),
+                        {"bash", "-c", fmt::format("exec 3<>/dev/tcp/{}/{}", host, port)});
+            return run_program(argv).status != 0;
+        },
+        30s));
+}
+
+// Two of three etcd members killed: a create fails with an error naming etcd, the running task
+// keeps its secret, and once the members are back the cluster writes again (the manager kept its
+// lease through the outage) and a new service gets its secret.
+TEST_F(OnEtcd, WithoutQuorumWritesFailTasksKeepTheirSecretsAndTheClusterRecovers) {
+    auto bytes = random_bytes(32);
+    ASSERT_EQ(cli({"secret", "create", "db", "-"}, bytes).status, 0);
+    create_sleeper("web", "db");
+    ASSERT_TRUE(task_holds("web", "db", bytes)) << a_->err() << b_->err();
+    etcd_->kill(1);
+    EXPECT_EQ(cli({"secret", "create", "one-down", "-"}, "1").status, 0);
+    etcd_->kill(2);
+    auto failed = cli({"secret", "create", "no-quorum", "-"}, "2");
+    EXPECT_NE(failed.status, 0);
+    EXPECT_NE(failed.err.find("etcd"), std::string::npos) << failed.err;
+    EXPECT_EQ(file_in_task(running("web").at(0), "db"), bytes);
+    ASSERT_EQ(etcd_->start(1), "");
+    ASSERT_EQ(etcd_->start(2), "");
+    EXPECT_TRUE(wait_until(
+        [&] {
+            return cli({"secret", "create", "back", "-"}, "3").status == 0;
+        },
+        60s));
+    create_sleeper("after", "db");
+    EXPECT_TRUE(task_holds("after", "db", bytes)) << a_->err() << b_->err();
+    auto names = secret_names(get("/secrets"));
+    EXPECT_TRUE(names.count("one-down"));
+    EXPECT_TRUE(names.count("back"));
 }
