@@ -249,8 +249,9 @@ void Cluster::watch_managers() {
         // longer change. They end, and the agents move to the leader.
         if (auto w = store_->writable(); !w) {
             if (node_port_address().empty()) return;
-            log::error("manager", "{}: closing the node port, the nodes move to the manager that "
-                                  "leads now",
+            log::error("manager",
+                       "{}: closing the node port, the nodes move to the manager that "
+                       "leads now",
                        w.error().message);
             stop_node_port();
             return;
