@@ -365,20 +365,7 @@ Result<std::optional<std::string>> EtcdEngine::read_shared(const EtcdOptions& op
     if (options.endpoints.empty())
         return make_error(Errc::invalid_argument, "etcd: no endpoint given");
     EtcdEngine engine(options);
-    auto r = engine.call(
-        "/v3/kv/range",
-        json::serialize(json::object{{"key", b64(options.prefix + std::string(name))}}));
-    if (!r) return std::move(r).error().context(fmt::format("read {}", name));
-    auto o = parse_object(*r, "range");
-    if (!o) return std::move(o).error();
-    const auto* kvs = o->if_contains("kvs");
-    if (kvs == nullptr || !kvs->is_array() || kvs->get_array().empty())
-        return std::optional<std::string>();
-    const auto& kv = kvs->get_array().front();
-    if (!kv.is_object()) return unreadable("range");
-    auto value = unb64(kv.get_object().if_contains("value"));
-    if (!value) return unreadable("range");
-    return std::optional<std::string>(std::move(*value));
+    return engine.read_key(options.prefix + std::string(name), name);
 }
 
 Result<std::vector<StoreManager>> EtcdEngine::managers() {
@@ -507,9 +494,15 @@ void EtcdEngine::keep_alive() {
 }
 
 Result<std::optional<std::string>> EtcdEngine::get(Table table, std::string_view key) {
-    auto r =
-        call("/v3/kv/range", json::serialize(json::object{{"key", b64(record_key(table, key))}}));
-    if (!r) return std::move(r).error().context("read");
+    return read_key(record_key(table, key), "");
+}
+
+Result<std::optional<std::string>> EtcdEngine::read_key(const std::string& key,
+                                                        std::string_view what) {
+    auto r = call("/v3/kv/range", json::serialize(json::object{{"key", b64(key)}}));
+    if (!r)
+        return std::move(r).error().context(what.empty() ? std::string("read")
+                                                         : fmt::format("read {}", what));
     auto o = parse_object(*r, "range");
     if (!o) return std::move(o).error();
     const auto* kvs = o->if_contains("kvs");

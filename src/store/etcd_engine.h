@@ -72,6 +72,8 @@ class EtcdEngine final : public Engine {
     // One gateway call: the JSON answer's text, from the first member that answers.
     Result<std::string> call(std::string_view path, const std::string& body);
     std::string record_key(Table table, std::string_view key) const;
+    // The value at key as stored; nullopt when there is none. what names it in errors.
+    Result<std::optional<std::string>> read_key(const std::string& key, std::string_view what);
     // The records of table from `from`, at revision (0: the current one, which is then kept for
     // the following pages).
     Result<void> scan_at(Table table, std::string_view from, std::int64_t revision,
