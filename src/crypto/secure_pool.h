@@ -2,8 +2,9 @@
 // and an mlock per allocation, and sodium_free an munmap with a TLB shootdown on every core:
 // per request that dominated the manager's CPU. The pool takes slabs from sodium_malloc (locked,
 // guard pages around each slab, excluded from core dumps) and hands out power-of-two blocks;
-// a block is wiped when it is released, before it can be reused. Allocations above the largest
-// class go to sodium_malloc directly.
+// a block is wiped when it is released, before it can be reused, and a slab whose blocks are all
+// free goes back to the system while enough other blocks of its size stay free. Allocations
+// above the largest class go to sodium_malloc directly.
 #pragma once
 
 #include <cstddef>
@@ -12,7 +13,7 @@
 namespace coffer::crypto::detail {
 
 struct SecureMemoryUse {
-    std::uint64_t pool_bytes = 0;         // slabs taken by the pool (kept for the process)
+    std::uint64_t pool_bytes = 0;         // slabs the pool holds
     std::uint64_t pool_in_use_bytes = 0;  // blocks handed out, by their class's size
     std::uint64_t large_bytes = 0;        // allocations above the largest class
 };

@@ -1,12 +1,16 @@
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cstring>
 #include <set>
 #include <string>
+#include <vector>
 
 #include "coffer/crypto/aead.h"
 #include "coffer/crypto/encoding.h"
 #include "coffer/crypto/random.h"
 #include "coffer/crypto/secure_buffer.h"
+#include "secure_pool.h"
 
 using namespace coffer::crypto;
 using namespace std::string_view_literals;
@@ -175,4 +179,54 @@ TEST(Base36, EncodesBigEndianNumbersZeroPadded) {
     EXPECT_EQ(base36_encode(max, 7), "1z141z3");
     EXPECT_EQ(base36_encode(max, 3), "1z3");
     EXPECT_EQ(str(base36_encode_secure(max, 9)), "001z141z3");
+}
+
+// A burst of blocks of one size takes slabs; once they are all released, the pool keeps no more
+// than a few slabs' worth of that size (the rest went back to the system), every block it hands
+// out again is wiped, and blocks of other sizes are untouched.
+TEST(SecurePool, GivesEmptySlabsBackOnceEnoughOfTheirSizeStaysFree) {
+    using namespace coffer::crypto::detail;
+    constexpr std::size_t block = 4096, slab = 64 * 1024, burst = 64 * (slab / block);
+    void* other = pool_allocate(100);
+    std::memset(other, 0x5a, 100);
+    auto before = secure_memory_use().pool_bytes;
+    std::vector<void*> blocks;
+    for (std::size_t i = 0; i < burst; ++i) {
+        blocks.push_back(pool_allocate(block));
+        std::memset(blocks.back(), 0xaa, block);
+    }
+    auto peak = secure_memory_use().pool_bytes;
+    EXPECT_GE(peak - before, 63 * slab);
+    for (auto* p : blocks) pool_release(p, block);
+    auto after = secure_memory_use().pool_bytes;
+    EXPECT_LE(after, before + 4 * slab) << "peak " << peak;
+    // Blocks handed out again hold nothing of what was written (kept slabs' blocks were wiped,
+    // new slabs come filled by libsodium).
+    std::vector<void*> again;
+    for (std::size_t i = 0; i < 8 * (slab / block); ++i) {
+        again.push_back(pool_allocate(block));
+        const auto* b = static_cast<const unsigned char*>(again.back());
+        ASSERT_TRUE(std::none_of(b, b + block, [](unsigned char c) { return c == 0xaa; }));
+    }
+    for (auto* p : again) pool_release(p, block);
+    const auto* o = static_cast<const unsigned char*>(other);
+    EXPECT_TRUE(std::all_of(o, o + 100, [](unsigned char c) { return c == 0x5a; }));
+    pool_release(other, 100);
+}
+
+// A block given back under a smaller size than it was asked with (Boost.JSON's monotonic_resource
+// does: its header is left out) goes back to its own class, wiped whole: handed out again, none
+// of its bytes is what was written, and the pool's use is what it was.
+TEST(SecurePool, ABlockReleasedUnderASmallerSizeIsWipedWholeInItsOwnClass) {
+    using namespace coffer::crypto::detail;
+    constexpr std::size_t asked = 4096 + 32;  // an 8 KiB block
+    auto before = secure_memory_use();
+    auto* p = static_cast<unsigned char*>(pool_allocate(asked));
+    std::memset(p, 0xaa, asked);
+    pool_release(p, 4096);
+    EXPECT_EQ(secure_memory_use().pool_in_use_bytes, before.pool_in_use_bytes);
+    auto* again = static_cast<unsigned char*>(pool_allocate(asked));
+    EXPECT_EQ(again, p);  // the same block, from its own class
+    EXPECT_TRUE(std::none_of(again, again + asked, [](unsigned char c) { return c == 0xaa; }));
+    pool_release(again, asked);
 }
