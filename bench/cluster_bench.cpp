@@ -454,10 +454,12 @@ void fanout(const Options& o) {
     Cluster c(o);
     for (int i = 0; i < o.agents; ++i)
         c.start_agent(fmt::format("a{}", i), {"--benchmark-noop-executor"});
+    // Joins are handled one at a time (each signs a certificate and writes the node): allow for
+    // a thousand.
     await(
         "every agent ready",
-        [&] { return c.ready_nodes("worker").size() == static_cast<std::size_t>(o.agents); }, 120s,
-        20ms);
+        [&] { return c.ready_nodes("worker").size() == static_cast<std::size_t>(o.agents); },
+        std::max<std::chrono::milliseconds>(120s, o.agents * 300ms), 20ms);
     auto sid = create_secret(c, "fanout");
     std::vector<double> times;
     for (int run = 0; run < std::max(1, o.runs / 3); ++run) {
