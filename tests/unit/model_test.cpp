@@ -1,5 +1,7 @@
 #include <gtest/gtest.h>
 #include <csignal>
+#include <cstdio>
+#include <ctime>
 
 #include <functional>
 #include <random>
@@ -59,6 +61,44 @@ TEST(Time, FormatsWithNanoseconds) {
     EXPECT_FALSE(parse_rfc3339("2026-11-23 08:40:30Z"));
     EXPECT_FALSE(parse_rfc3339("2026-13-23T08:40:30Z"));
     EXPECT_FALSE(parse_rfc3339("2026-11-23T08:40:30.Z"));
+}
+
+// The calendar arithmetic against the C library's gmtime_r, over leap days, century and
+// 400-year boundaries, the epoch and times before it, and random instants over the whole range
+// a Timestamp holds (1677 to 2262).
+TEST(Time, FormatsAsGmtimeDoes) {
+    auto expected = [](std::int64_t nanos) {
+        std::int64_t secs = nanos / 1'000'000'000, frac = nanos % 1'000'000'000;
+        if (frac < 0) frac += 1'000'000'000, --secs;
+        time_t tt = static_cast<time_t>(secs);
+        struct tm tm {};
+        ::gmtime_r(&tt, &tm);
+        char text[64];
+        std::snprintf(text, sizeof text, "%04d-%02d-%02dT%02d:%02d:%02d.%09lldZ", tm.tm_year + 1900,
+                      tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+                      static_cast<long long>(frac));
+        return std::string(text);
+    };
+    std::vector<std::int64_t> secs{0,
+                                   -1,
+                                   86'399,
+                                   86'400,
+                                   951'782'400,
+                                   951'868'799,
+                                   4'107'542'400,
+                                   4'107'628'800,
+                                   -2'208'988'800,
+                                   946'684'799,
+                                   946'684'800,
+                                   -5'000'000'000};
+    std::mt19937_64 rng(7);
+    for (int i = 0; i < 20'000; ++i)
+        secs.push_back(static_cast<std::int64_t>(rng() % 18'000'000'000ULL) - 9'000'000'000);
+    for (auto s : secs)
+        for (std::int64_t frac : {std::int64_t{0}, std::int64_t{1}, std::int64_t{999'999'999}}) {
+            auto nanos = s * 1'000'000'000 + frac;
+            ASSERT_EQ(format_rfc3339(Timestamp{nanos}), expected(nanos)) << nanos;
+        }
 }
 
 TEST(Filters, ParsesBothShapes) {
