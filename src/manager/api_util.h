@@ -17,6 +17,13 @@ namespace coffer::manager {
 inline net::Response ok_json(int status, const boost::json::value& v) {
     return net::Response::json(status, boost::json::serialize(v));
 }
+// An array or object is serialized as it is, not first copied into a value.
+inline net::Response ok_json(int status, const boost::json::array& a) {
+    return net::Response::json(status, boost::json::serialize(a));
+}
+inline net::Response ok_json(int status, const boost::json::object& o) {
+    return net::Response::json(status, boost::json::serialize(o));
+}
 // For answers that carry secret bytes: v should be built in model::secure_storage() (so that
 // the secret strings never sit on the ordinary heap); its text is written into secure memory and
 // sent from there.

@@ -9,8 +9,9 @@ namespace coffer::model {
 
 namespace json = boost::json;
 
-json::object to_json(const Labels& labels) {
-    json::object o;
+json::object to_json(const Labels& labels, json::storage_ptr sp) {
+    json::object o(std::move(sp));
+    o.reserve(labels.size());
     for (const auto& [k, v] : labels) o[k] = v;
     return o;
 }
@@ -57,32 +58,42 @@ Result<std::string> string_field(const json::object& o, std::string_view field) 
     return std::string(v->as_string());
 }
 
-json::object to_json(const ObjectMeta& m) {
-    json::object o;
+json::object to_json(const ObjectMeta& m, json::storage_ptr sp) {
+    json::object o(sp);
+    o.reserve(4);
     o["ID"] = m.id;
-    o["Version"] = json::object{{"Index", m.version}};
+    json::object version(sp);
+    version["Index"] = m.version;
+    o["Version"] = std::move(version);
     o["CreatedAt"] = format_rfc3339(m.created);
     o["UpdatedAt"] = format_rfc3339(m.updated);
     return o;
 }
 
-json::object to_json(const Secret& s) {
-    auto o = to_json(s.meta);
-    o["Spec"] = json::object{{"Name", s.spec.name}, {"Labels", to_json(s.spec.labels)}};
+json::object to_json(const Secret& s, json::storage_ptr sp) {
+    auto o = to_json(s.meta, sp);
+    json::object spec(sp);
+    spec["Name"] = s.spec.name;
+    spec["Labels"] = to_json(s.spec.labels, sp);
+    o["Spec"] = std::move(spec);
     // coffer's versions (not in Docker's Secret, which the docker CLI reads without them).
     if (!s.versions.empty()) {
-        json::array versions;
-        for (const auto& v : s.versions)
-            versions.push_back(
-                json::object{{"Version", v.number}, {"CreatedAt", format_rfc3339(v.created)}});
+        json::array versions(sp);
+        versions.reserve(s.versions.size());
+        for (const auto& v : s.versions) {
+            json::object entry(sp);
+            entry["Version"] = v.number;
+            entry["CreatedAt"] = format_rfc3339(v.created);
+            versions.push_back(std::move(entry));
+        }
         o["CofferVersions"] = std::move(versions);
         o["CofferCurrentVersion"] = s.current;
     }
     return o;
 }
 
-json::object to_json(const Config& c) {
-    auto o = to_json(Secret{c.meta, c.spec, {}, 1});
+json::object to_json(const Config& c, json::storage_ptr sp) {
+    auto o = to_json(Secret{c.meta, c.spec, {}, 1}, std::move(sp));
     o["Spec"].as_object()["Data"] = crypto::base64_encode(
         {reinterpret_cast<const std::uint8_t*>(c.data.data()), c.data.size()});
     return o;

@@ -12,13 +12,14 @@
 
 namespace coffer::model {
 
-boost::json::object to_json(const ObjectMeta& m);
-boost::json::object to_json(const Secret& s);
+// Built in sp (a list builds every entry in one monotonic resource).
+boost::json::object to_json(const ObjectMeta& m, boost::json::storage_ptr sp = {});
+boost::json::object to_json(const Secret& s, boost::json::storage_ptr sp = {});
 Result<Secret> secret_from_json(const boost::json::value& v);
 // As Docker shows a config: the secret's shape with Spec.Data (base64).
-boost::json::object to_json(const Config& c);
+boost::json::object to_json(const Config& c, boost::json::storage_ptr sp = {});
 
-boost::json::object to_json(const Labels& labels);
+boost::json::object to_json(const Labels& labels, boost::json::storage_ptr sp = {});
 // Labels from a JSON object (null or absent: empty); other shapes are an error naming field.
 Result<Labels> labels_from_json(const boost::json::value* v, std::string_view field);
 
