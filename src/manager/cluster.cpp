@@ -259,8 +259,7 @@ void Cluster::watch_managers() {
         // A manager joining with the manager token reads what it needs from etcd: published
         // again when the token changes (rotated, or a CA rotation changed its digest).
         auto token = trust_->token(pki::Role::manager);
-        if (!published || published->size() != token.size() ||
-            sodium_memcmp(published->data(), token.data(), token.size()) != 0) {
+        if (!published || !published->equals(token.span())) {
             if (auto r = store_->publish_manager_join(token); r)
                 published = std::move(token);
             else

@@ -267,13 +267,11 @@ void NodePort::Impl::set_managers(std::vector<std::string> addrs) {
     {
         std::lock_guard lock(mutex_);
         if (addrs == managers_) return;
-        managers_ = std::move(addrs);
+        managers_ = addrs;
         for (const auto& [session, link] : links_) links.push_back(link);
     }
-    auto message = nodeproto::encode(nodeproto::ManagersMessage{managers_snapshot()});
-    for (const auto& link : links)
-        link->session->send(crypto::SecureBuffer::copy_of(
-            std::span<const std::uint8_t>(message.data(), message.size())));
+    auto message = nodeproto::encode(nodeproto::ManagersMessage{std::move(addrs)});
+    for (const auto& link : links) link->session->send(message.clone());
 }
 
 std::vector<std::string> NodePort::Impl::managers_snapshot() const {
