@@ -75,6 +75,12 @@ Result<json::object> parse_object(const std::string& text, std::string_view what
     return std::move(v.as_object());
 }
 
+// Whether a transaction's answer says its compares held.
+bool succeeded(const json::object& txn) {
+    const auto* ok = txn.if_contains("succeeded");
+    return ok != nullptr && ok->is_bool() && ok->get_bool();
+}
+
 // "cofferd pid N on HOST (node port ADDR)" from an owner key's value.
 std::string describe_holder(const std::string& value) {
     boost::system::error_code ec;
@@ -294,8 +300,7 @@ void EtcdEngine::claim(bool create) {
                      {"success", json::array{json::object{{"request_put", std::move(put)}}}},
                      {"failure", json::array{json::object{{"request_range", std::move(get)}}}}})),
             "claim the store");
-        if (const auto* ok = txn.if_contains("succeeded"); ok && ok->is_bool() && ok->get_bool())
-            break;
+        if (succeeded(txn)) break;
         // Held: by a manager that died, its lease ends within one TTL; by a live one, when it
         // stops or is cut off from etcd.
         if (!waited) {
@@ -343,20 +348,24 @@ void EtcdEngine::announce() {
 }
 
 Result<void> EtcdEngine::put_shared(std::string_view name, std::string value) {
+    return write_held(
+        json::array{json::object{
+            {"request_put", json::object{{"key", b64(options_.prefix + std::string(name))},
+                                         {"value", b64(value)}}}}},
+        fmt::format("write {}", name));
+}
+
+Result<void> EtcdEngine::write_held(json::array ops, std::string_view what) {
     if (auto w = writable(); !w) return w;
-    json::object txn{
-        {"compare", held_compare()},
-        {"success",
-         json::array{json::object{
-             {"request_put", json::object{{"key", b64(options_.prefix + std::string(name))},
-                                          {"value", b64(value)}}}}}}};
+    json::object txn{{"compare", held_compare()}, {"success", std::move(ops)}};
     auto r = call("/v3/kv/txn", json::serialize(txn));
-    if (!r) return std::move(r).error().context(fmt::format("write {}", name));
+    if (!r) return std::move(r).error().context(what);
     auto o = parse_object(*r, "txn");
     if (!o) return std::move(o).error();
-    if (const auto* ok = o->if_contains("succeeded"); ok && ok->is_bool() && ok->get_bool())
-        return {};
+    if (succeeded(*o)) return {};
     lost_ = true;
+    log::error("store", "lost the hold on etcd prefix {}: another holder or no lease",
+               options_.prefix);
     return writable();
 }
 
@@ -450,8 +459,7 @@ Result<void> EtcdEngine::forget_manager(std::string_view addr) {
     if (!r) return std::move(r).error().context("forget a manager");
     auto o = parse_object(*r, "txn");
     if (!o) return std::move(o).error();
-    if (const auto* ok = o->if_contains("succeeded"); ok && ok->is_bool() && ok->get_bool())
-        return {};
+    if (succeeded(*o)) return {};
     if (auto w = writable(); !w) return w;
     auto all = managers();
     if (!all) return std::move(all).error();
@@ -532,7 +540,6 @@ Result<void> EtcdEngine::writable() const {
 
 Result<void> EtcdEngine::write(const RawBatch& batch) {
     if (batch.empty()) return {};
-    if (auto w = writable(); !w) return w;
     // etcd refuses a transaction that names a key twice: the last operation on a key is what
     // applying them in order leaves.
     std::map<std::pair<Table, std::string_view>, std::size_t> last;
@@ -551,17 +558,7 @@ Result<void> EtcdEngine::write(const RawBatch& batch) {
                 json::object{{"request_delete_range",
                               json::object{{"key", b64(record_key(op.table, op.key))}}}});
     }
-    json::object txn{{"compare", held_compare()}, {"success", std::move(success)}};
-    auto r = call("/v3/kv/txn", json::serialize(txn));
-    if (!r) return std::move(r).error().context("write");
-    auto o = parse_object(*r, "txn");
-    if (!o) return std::move(o).error();
-    if (const auto* ok = o->if_contains("succeeded"); ok && ok->is_bool() && ok->get_bool())
-        return {};
-    lost_ = true;
-    log::error("store", "lost the hold on etcd prefix {}: another holder or no lease",
-               options_.prefix);
-    return writable();
+    return write_held(std::move(success), "write");
 }
 
 Result<void> EtcdEngine::scan_at(Table table, std::string_view from, std::int64_t revision,

@@ -81,6 +81,8 @@ class EtcdEngine final : public Engine {
     Result<std::int64_t> current_revision();
     // The compare of every write: the owner key still carries this manager's lease.
     boost::json::array held_compare() const;
+    // A transaction of ops under held_compare(); a failed compare means the hold is lost.
+    Result<void> write_held(boost::json::array ops, std::string_view what);
     void claim(bool create);
     // {"addr","host","pid"} of this cofferd.
     std::string self_value() const;
