@@ -391,7 +391,7 @@ int main(int argc, char** argv) {
         app.add_option("--join-token", join_token_text,
                        "With --store etcd, at first start (an empty --data-dir): join the "
                        "cluster another cofferd made in --etcd-prefix as one more manager, with "
-                       "its manager join token (`coffer swarm join-token manager`)")
+                       "its manager join token (`coffer cluster join-token manager`)")
             ->envname("COFFER_JOIN_TOKEN");
     // A secret: never from the config file, which outlives the join.
     join_token_option->configurable(false);
