@@ -77,6 +77,34 @@ sigset_t block_stop_signals() {
     return set;
 }
 
+// The first join: a manager that is not up yet, or that turns joins away while it is busy
+// (429, 503), is tried again with a jittered backoff (0.2 s doubling up to 5 s) for up to
+// join_retry_window; any other answer (a wrong token, another cluster's CA) ends it at once.
+// SIGINT or SIGTERM ends the wait.
+constexpr auto join_retry_window = std::chrono::minutes(2);
+
+Result<Identity> join_cluster(const std::string& data_dir, const std::string& manager,
+                              const crypto::SecureBuffer& token, const std::string& hostname,
+                              const sigset_t& stop_signals) {
+    auto deadline = std::chrono::steady_clock::now() + join_retry_window;
+    RetryDelay delay(Backoff{std::chrono::milliseconds(200), std::chrono::seconds(5), 0.5});
+    for (int attempt = 1;; ++attempt) {
+        auto r = enroll(data_dir, manager, token, {}, hostname);
+        if (r || r.error().code != Errc::unavailable) return r;
+        auto wait = delay.next();
+        if (std::chrono::steady_clock::now() + wait >= deadline)
+            return std::move(r).error().context(fmt::format(
+                "no join after {} attempts in {} s", attempt,
+                std::chrono::duration_cast<std::chrono::seconds>(join_retry_window).count()));
+        log::info("agent", "{}; trying again in {} ms", r.error().message, wait.count());
+        auto s = std::chrono::duration_cast<std::chrono::seconds>(wait);
+        timespec ts{static_cast<time_t>(s.count()),
+                    static_cast<long>(std::chrono::nanoseconds(wait - s).count())};
+        if (::sigtimedwait(&stop_signals, nullptr, &ts) > 0)
+            return make_error(Errc::unavailable, "stopped before it joined");
+    }
+}
+
 int fail(const Error& e) {
     std::fprintf(stderr, "coffer-agent: %s\n", e.message.c_str());
     return 1;
@@ -239,7 +267,7 @@ int run_node(const NodeOptions& o, const crypto::SecureBuffer& token) {
         if (o.manager.empty())
             return fail(
                 make_error(Errc::invalid_argument, "--join-token needs --manager HOST:PORT"));
-        identity = enroll(o.data_dir, o.manager, token, {}, o.hostname);
+        identity = join_cluster(o.data_dir, o.manager, token, o.hostname, stop_signals);
     } else {
         identity = load_identity(o.data_dir);
         if (!identity && identity.error().code == Errc::not_found)

@@ -367,6 +367,38 @@ TEST_F(Cluster, AgentRestartReconcilesWithoutDuplicatesOrOrphanMounts) {
     EXPECT_FALSE(wait_until([&] { return running("web").size() != 1; }, 3s));
 }
 
+// An agent started before its manager listens (a machine that boots first) keeps trying to
+// join and joins once the manager is up; a refusal is not tried again.
+TEST_F(Cluster, AnAgentStartedBeforeItsManagerJoinsOnceItListens) {
+    auto worker = token();
+    int st = daemon_->terminate();
+    ASSERT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0) << st;
+
+    auto early = make_agent(*a_ns_, "node-c");
+    early->start(worker);
+    ASSERT_TRUE(
+        wait_until([&] { return early->err().find("trying again") != std::string::npos; }, 30s))
+        << early->err();
+    EXPECT_TRUE(early->running());
+    EXPECT_TRUE(early->node_id().empty());
+
+    start_manager();
+    if (HasFatalFailure()) return;
+    ASSERT_TRUE(wait_until([&] { return !early->node_id().empty(); }, 30s)) << early->err();
+    EXPECT_TRUE(wait_node_state(early->node_id(), "ready")) << early->err();
+    EXPECT_EQ(early->err().find(worker), std::string::npos) << "the token is never logged";
+
+    // A token the manager does not take ends the agent at once, without a retry.
+    auto bad = worker.substr(0, worker.size() - 4) + "AAAA";
+    if (bad == worker) bad = worker.substr(0, worker.size() - 4) + "BBBB";
+    NodeAgent refused(*b_ns_, dir_.path() / "node-d", "node-d", listen_);
+    refused.start(bad);
+    auto ended = refused.exited(30s);
+    ASSERT_TRUE(ended) << refused.err();
+    EXPECT_TRUE(WIFEXITED(*ended) && WEXITSTATUS(*ended) == 1) << *ended << refused.err();
+    EXPECT_EQ(refused.err().find("trying again"), std::string::npos) << refused.err();
+}
+
 }  // namespace
 
 // A node tells the manager what it has: the CPUs its agent may run on and the host's memory, as
