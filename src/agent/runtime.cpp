@@ -249,11 +249,26 @@ class CliRuntime final : public OciRuntime {
             result.output.append(buf, keep);
         }
         if (eof) {
-            if (auto st = child.wait_for(left())) {
-                result.exit_code = WIFEXITED(*st)     ? WEXITSTATUS(*st)
-                                   : WIFSIGNALED(*st) ? 128 + WTERMSIG(*st)
-                                                      : -1;
-                return result;
+            // The runtime may outlive its command's output (it waits on a container that is
+            // ending, say): its end, the deadline or a cancel, whichever comes first.
+            while (left().count() > 0) {
+                pollfd p[2] = {{child.pidfd(), POLLIN, 0}, {cancel_fd, POLLIN, 0}};
+                int ms = static_cast<int>(std::min<std::int64_t>(left().count(), 1000));
+                int n = ::poll(p, cancel_fd >= 0 ? 2 : 1, ms);
+                if (n < 0 && errno != EINTR)
+                    return make_error(Errc::internal, fmt::format("exec poll: errno {}", errno));
+                if (n <= 0) continue;
+                if (cancel_fd >= 0 && (p[1].revents & POLLIN)) {
+                    cancel(child, pid_file);
+                    return make_error(Errc::unavailable, fmt::format("{} exec: cancelled", name_));
+                }
+                if (!(p[0].revents & POLLIN)) continue;
+                if (auto st = child.wait_for(std::chrono::milliseconds(0))) {
+                    result.exit_code = WIFEXITED(*st)     ? WEXITSTATUS(*st)
+                                       : WIFSIGNALED(*st) ? 128 + WTERMSIG(*st)
+                                                          : -1;
+                    return result;
+                }
             }
         }
         // Timed out: kill the command itself (the runtime only forwards signals it gets, and a

@@ -1,6 +1,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <sched.h>
+#include <sys/eventfd.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/utsname.h>
@@ -13,7 +14,9 @@
 #include <fstream>
 #include <mutex>
 #include <set>
+#include <thread>
 
+#include "cgroups.h"
 #include "coffer/agent/in_root.h"
 #include "coffer/agent/node_description.h"
 #include "coffer/agent/secret_mount.h"
@@ -25,6 +28,7 @@
 #include "coffer/base/unique_fd.h"
 #include "health.h"
 #include "oci_config.h"
+#include "runtime.h"
 #include "seccomp_bpf.h"
 #include "seccomp_profile.h"
 #include "task_files.h"
@@ -1056,4 +1060,51 @@ TEST_F(InRoot, VolumesAreKeptAndRemovedOnlyWhenNoTaskUsesThem) {
     EXPECT_FALSE(exists(dir + "/volumes/dbdata"));
     EXPECT_EQ(store.remove("dbdata").error().code, Errc::not_found);
     EXPECT_FALSE(store.acquire("../x", {}, "t"));
+}
+
+// An exec whose runtime outlives its command's output (it closed its standard output and goes on
+// waiting, as a runtime attached to an ending container may): a cancel ends it at once, neither
+// at its timeout nor after.
+TEST(RuntimeExec, ACancelEndsAnExecWhoseRuntimeOutlivesItsOutput) {
+    using namespace std::chrono_literals;
+    if (::geteuid() != 0) GTEST_SKIP() << "needs root (the runtime's mount view)";
+    char tmpl[] = "/tmp/coffer-exec-XXXXXX";
+    ASSERT_NE(::mkdtemp(tmpl), nullptr);
+    std::string dir = tmpl;
+    struct Cleanup {
+        std::string dir, path;
+        ~Cleanup() {
+            ::setenv("PATH", path.c_str(), 1);
+            remove_tree(dir);
+        }
+    } cleanup{dir, ::getenv("PATH") ? ::getenv("PATH") : ""};
+    // A "crun" that closes its output, says so with a file, and waits.
+    {
+        std::ofstream script(dir + "/crun");
+        script << "#!/bin/sh\nexec >/dev/null 2>&1\ntouch " << dir << "/closed\nexec sleep 60\n";
+    }
+    ASSERT_EQ(::chmod((dir + "/crun").c_str(), 0755), 0);
+    ::setenv("PATH", (dir + ":" + cleanup.path).c_str(), 1);
+    auto cgroups = Cgroups::detect();
+    auto runtime = make_runtime("crun", dir + "/state", *cgroups);
+    ASSERT_TRUE(runtime) << runtime.error().message;
+    UniqueFd cancel(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+    ASSERT_TRUE(cancel);
+    std::thread canceller([&] {
+        // Once the runtime's output has ended: the exec is past its read loop.
+        auto until = std::chrono::steady_clock::now() + 20s;
+        struct stat st {};
+        while (::stat((dir + "/closed").c_str(), &st) != 0 &&
+               std::chrono::steady_clock::now() < until)
+            std::this_thread::sleep_for(10ms);
+        std::uint64_t one = 1;
+        (void)!::write(cancel.get(), &one, sizeof one);
+    });
+    auto began = std::chrono::steady_clock::now();
+    auto r = (*runtime)->exec("task", {"true"}, dir + "/exec.pid", 30s, 4096, cancel.get());
+    auto took = std::chrono::steady_clock::now() - began;
+    canceller.join();
+    ASSERT_FALSE(r);
+    EXPECT_EQ(r.error().code, Errc::unavailable) << r.error().message;
+    EXPECT_LT(took, 10s);
 }
