@@ -81,30 +81,34 @@ class OnEtcd : public ClusterTest {
         for (const auto& line : lines_of(r.out)) n += line.empty() ? 0 : 1;
         return n;
     }
-    // A second cofferd on the same store, joined with the manager token, in the manager's
-    // namespace on the same address and another port: standing by once the leader lists it.
-    std::unique_ptr<Daemon> start_standby() {
-        auto args = standby_args();
+    // Manager n (2, 3, ...) on the same store, joined with the manager token, in the manager's
+    // namespace on the same address and port 4242 + n: standing by once the leader lists it.
+    std::unique_ptr<Daemon> start_standby(int n = 2) {
+        auto args = standby_args(n);
         args.insert(args.end(), {"--join-token", token("manager")});
-        auto second = std::make_unique<Daemon>(dir_.path() / "data2", dir_.path() / "second.sock",
-                                               args, manager_ns_->enter());
+        auto standby = std::make_unique<Daemon>(dir_.path() / fmt::format("data{}", n),
+                                                dir_.path() / fmt::format("manager{}.sock", n),
+                                                args, manager_ns_->enter());
         EXPECT_TRUE(wait_until(
             [&] {
-                return manager_statuses(get("/nodes")) ==
-                       std::map<std::string, std::string>{{listen_, "Leader"},
-                                                          {standby_addr(), "Reachable"}};
+                auto listed = manager_statuses(get("/nodes"));
+                return listed[listen_] == "Leader" && listed[standby_addr(n)] == "Reachable";
             },
             30s))
-            << json::serialize(get("/nodes")) << second->stdout_text();
-        return second;
+            << json::serialize(get("/nodes")) << standby->stdout_text();
+        return standby;
     }
-    std::string standby_addr() const { return listen_.substr(0, listen_.rfind(':')) + ":4244"; }
-    std::vector<std::string> standby_args() const {
-        std::vector<std::string> args{"--listen", standby_addr()};
+    std::string standby_addr(int n = 2) const {
+        return fmt::format("{}:{}", listen_.substr(0, listen_.rfind(':')), 4242 + n);
+    }
+    std::vector<std::string> standby_args(int n = 2) {
+        std::vector<std::string> args{"--listen", standby_addr(n)};
         args.insert(args.end(), manager_args_.begin(), manager_args_.end());
         // Its own metrics port beside the leader's.
+        auto& metrics = standby_metrics_[n];
+        if (metrics.empty()) metrics = fmt::format("127.0.0.1:{}", free_port());
         for (std::size_t i = 0; i + 1 < args.size(); ++i)
-            if (args[i] == "--metrics-addr") args[i + 1] = standby_metrics_;
+            if (args[i] == "--metrics-addr") args[i + 1] = metrics;
         return args;
     }
     void TearDown() override {
@@ -114,8 +118,8 @@ class OnEtcd : public ClusterTest {
     }
 
     std::unique_ptr<EtcdCluster> etcd_;
-    std::string metrics_;  // the manager's --metrics-addr, in its namespace
-    std::string standby_metrics_ = fmt::format("127.0.0.1:{}", free_port());
+    std::string metrics_;                         // the manager's --metrics-addr, in its namespace
+    std::map<int, std::string> standby_metrics_;  // manager n's --metrics-addr
 };
 
 }  // namespace
@@ -272,6 +276,114 @@ TEST_F(OnEtcd, AJoinedManagerStandsByAndTakesOverFromAKilledLeader) {
     EXPECT_EQ(removed.status, 0) << removed.err;
     EXPECT_EQ(manager_statuses(get("/nodes")),
               (std::map<std::string, std::string>{{second_addr, "Leader"}}));
+}
+
+// Three managers on the store. kill -9 of the leader while secrets are created and a service is
+// updated through it: one of the two standbys serves within 5 s with every acknowledged create
+// and update, the agents move to it and the task of a service nobody touched keeps running. The
+// same again with that leader killed: the last manager serves.
+TEST_F(OnEtcd, OfThreeManagersOneTakesOverUnderLoadAndThenTheLast) {
+    auto bytes = random_bytes(40);
+    ASSERT_EQ(cli({"secret", "create", "db", "-"}, bytes).status, 0);
+    create_sleeper("web", "db");
+    ASSERT_TRUE(task_holds("web", "db", bytes)) << a_->err() << b_->err();
+    auto pid = task_pid(running("web").at(0));
+    auto made = cli({"service", "create", "--detach", "--name", "upd", "busybox", "sleep", "1d"});
+    ASSERT_EQ(made.status, 0) << made.err;
+    std::map<std::string, std::unique_ptr<Daemon>> managers;  // by node port address
+    managers[standby_addr(2)] = start_standby(2);
+    managers[standby_addr(3)] = start_standby(3);
+    ASSERT_FALSE(HasFailure());
+    for (auto* agent : {a_.get(), b_.get()})
+        EXPECT_TRUE(wait_until(
+            [&] {
+                auto known = read_file(agent->data / "managers");
+                return known.find(standby_addr(2)) != std::string::npos &&
+                       known.find(standby_addr(3)) != std::string::npos;
+            },
+            30s))
+            << agent->err();
+
+    std::set<std::string> acknowledged;
+    int last_update = -1;  // the last --env-add N=<i> acknowledged
+    std::mutex mu;
+    std::string leader_addr = listen_;
+    for (int round = 0; round < 2; ++round) {
+        std::atomic<bool> stop{false};
+        auto host = daemon_->host();
+        std::thread creator([&, host] {
+            for (int i = 0; !stop; ++i) {
+                auto name = fmt::format("r{}-{}", round, i);
+                if (coffer_cli(host, {"secret", "create", name, "-"}, random_bytes(16)).status != 0)
+                    return;
+                std::lock_guard l(mu);
+                acknowledged.insert(name);
+            }
+        });
+        std::thread updater([&, host] {
+            for (int i = (round + 1) * 1000; !stop; ++i) {
+                if (coffer_cli(host, {"service", "update", "--detach", "--env-add",
+                                      fmt::format("N={}", i), "upd"})
+                        .status != 0)
+                    return;
+                std::lock_guard l(mu);
+                last_update = i;
+            }
+        });
+        ASSERT_TRUE(wait_until(
+            [&] {
+                std::lock_guard l(mu);
+                return acknowledged.size() >= std::size_t(5 * (round + 1)) &&
+                       last_update >= (round + 1) * 1000 + 2;
+            },
+            30s));
+        daemon_->kill9();
+        auto killed = std::chrono::steady_clock::now();
+        stop = true;
+        creator.join();
+        updater.join();
+        managers.erase(leader_addr);
+        std::string serving;
+        ASSERT_TRUE(wait_until(
+            [&] {
+                for (auto& [addr, d] : managers)
+                    if (d->ready(50ms)) serving = addr;
+                return !serving.empty();
+            },
+            30s));
+        auto took = std::chrono::duration_cast<std::chrono::milliseconds>(
+            std::chrono::steady_clock::now() - killed);
+        fmt::print("round {}: kill -9 of the leader -> manager {} serves in {} ms\n", round,
+                   serving, took.count());
+        EXPECT_LE(took, 5s) << "failover";
+        daemon_ = std::move(managers[serving]);  // cli() and get() reach the new leader
+        managers.erase(serving);
+        leader_addr = serving;
+        // Exactly one serves: the other standby (if any) still stands by.
+        for (auto& [addr, d] : managers) {
+            auto standing = coffer_cli(d->host(), {"secret", "ls"});
+            EXPECT_NE(standing.err.find("this cofferd is a standby manager"), std::string::npos)
+                << addr << ": " << standing.err;
+        }
+        auto names = secret_names(get("/secrets"));
+        for (const auto& n : acknowledged)
+            EXPECT_TRUE(names.count(n)) << "round " << round << ": acknowledged " << n << " lost";
+        // The update acknowledged last (or one the killed leader wrote as it died) is the spec.
+        auto spec = get("/services/upd");
+        int env = -1;
+        for (const auto& e :
+             spec.at("Spec").at("TaskTemplate").at("ContainerSpec").at("Env").as_array())
+            if (e.as_string().starts_with("N="))
+                env = std::stoi(std::string(e.as_string()).substr(2));
+        EXPECT_GE(env, last_update) << "round " << round << ": an acknowledged update was lost";
+        ASSERT_TRUE(wait_node_state(a_->node_id(), "ready", 60s)) << a_->err();
+        ASSERT_TRUE(wait_node_state(b_->node_id(), "ready", 60s)) << b_->err();
+        EXPECT_EQ(manager_statuses(get("/nodes"))[serving], "Leader");
+    }
+    EXPECT_TRUE(process_alive(pid));
+    EXPECT_EQ(task_pid(running("web").at(0)), pid);
+    EXPECT_TRUE(task_holds("web", "db", bytes));
+    EXPECT_TRUE(wait_converged("upd", 1)) << a_->err() << b_->err();
 }
 
 // `coffer cluster backup` of the cluster on etcd, restored into a new data directory of the
