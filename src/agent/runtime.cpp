@@ -221,22 +221,40 @@ class CliRuntime final : public OciRuntime {
             return std::chrono::ceil<std::chrono::milliseconds>(
                 std::max(Clock::duration::zero(), deadline - Clock::now()));
         };
+        // Waits until fd is readable (true), the deadline passes (false) or the caller cancels
+        // (then the command and the runtime are killed, and cancelled is set).
+        bool cancelled = false;
+        auto await = [&](int fd, short events) -> Result<bool> {
+            while (left().count() > 0) {
+                pollfd p[2] = {{fd, POLLIN, 0}, {cancel_fd, POLLIN, 0}};
+                int ms = static_cast<int>(std::min<std::int64_t>(left().count(), 1000));
+                int n = ::poll(p, cancel_fd >= 0 ? 2 : 1, ms);
+                if (n < 0 && errno != EINTR)
+                    return make_error(Errc::internal, fmt::format("exec poll: errno {}", errno));
+                if (n <= 0) continue;
+                if (cancel_fd >= 0 && (p[1].revents & POLLIN)) {
+                    cancel(child, pid_file);
+                    cancelled = true;
+                    return false;
+                }
+                if (p[0].revents & events) return true;
+            }
+            return false;
+        };
+        auto stopped = [&](const Result<bool>& r) -> std::optional<Error> {
+            if (!r) return r.error();
+            if (cancelled)
+                return make_error(Errc::unavailable, fmt::format("{} exec: cancelled", name_));
+            return std::nullopt;
+        };
         // Read until end of file (every holder of the pipe is gone) or the deadline; what passes
         // max_output is read and dropped, so the command never blocks on a full pipe.
         bool eof = false;
         char buf[4096];
-        while (!eof && left().count() > 0) {
-            pollfd p[2] = {{out_r.get(), POLLIN, 0}, {cancel_fd, POLLIN, 0}};
-            int ms = static_cast<int>(std::min<std::int64_t>(left().count(), 1000));
-            int n = ::poll(p, cancel_fd >= 0 ? 2 : 1, ms);
-            if (n < 0 && errno != EINTR)
-                return make_error(Errc::internal, fmt::format("exec poll: errno {}", errno));
-            if (n <= 0) continue;
-            if (cancel_fd >= 0 && (p[1].revents & POLLIN)) {
-                cancel(child, pid_file);
-                return make_error(Errc::unavailable, fmt::format("{} exec: cancelled", name_));
-            }
-            if (!(p[0].revents & (POLLIN | POLLHUP | POLLERR))) continue;
+        while (!eof) {
+            auto readable = await(out_r.get(), POLLIN | POLLHUP | POLLERR);
+            if (auto e = stopped(readable)) return std::move(*e);
+            if (!*readable) break;
             ssize_t got = ::read(out_r.get(), buf, sizeof buf);
             if (got < 0 && (errno == EINTR || errno == EAGAIN)) continue;
             if (got <= 0) {
@@ -248,27 +266,17 @@ class CliRuntime final : public OciRuntime {
                                       max_output - std::min(max_output, result.output.size()));
             result.output.append(buf, keep);
         }
-        if (eof) {
-            // The runtime may outlive its command's output (it waits on a container that is
-            // ending, say): its end, the deadline or a cancel, whichever comes first.
-            while (left().count() > 0) {
-                pollfd p[2] = {{child.pidfd(), POLLIN, 0}, {cancel_fd, POLLIN, 0}};
-                int ms = static_cast<int>(std::min<std::int64_t>(left().count(), 1000));
-                int n = ::poll(p, cancel_fd >= 0 ? 2 : 1, ms);
-                if (n < 0 && errno != EINTR)
-                    return make_error(Errc::internal, fmt::format("exec poll: errno {}", errno));
-                if (n <= 0) continue;
-                if (cancel_fd >= 0 && (p[1].revents & POLLIN)) {
-                    cancel(child, pid_file);
-                    return make_error(Errc::unavailable, fmt::format("{} exec: cancelled", name_));
-                }
-                if (!(p[0].revents & POLLIN)) continue;
-                if (auto st = child.wait_for(std::chrono::milliseconds(0))) {
-                    result.exit_code = WIFEXITED(*st)     ? WEXITSTATUS(*st)
-                                       : WIFSIGNALED(*st) ? 128 + WTERMSIG(*st)
-                                                          : -1;
-                    return result;
-                }
+        // The runtime may outlive its command's output (it waits on a container that is ending,
+        // say): its end, the deadline or a cancel, whichever comes first.
+        while (eof) {
+            auto ended = await(child.pidfd(), POLLIN);
+            if (auto e = stopped(ended)) return std::move(*e);
+            if (!*ended) break;
+            if (auto st = child.wait_for(std::chrono::milliseconds(0))) {
+                result.exit_code = WIFEXITED(*st)     ? WEXITSTATUS(*st)
+                                   : WIFSIGNALED(*st) ? 128 + WTERMSIG(*st)
+                                                      : -1;
+                return result;
             }
         }
         // Timed out: kill the command itself (the runtime only forwards signals it gets, and a
