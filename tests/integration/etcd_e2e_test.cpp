@@ -111,6 +111,19 @@ class OnEtcd : public ClusterTest {
             if (args[i] == "--metrics-addr") args[i + 1] = metrics;
         return args;
     }
+    // The secret db holding bytes and the service web using it: its task's container pid once
+    // the task holds the bytes, 0 (and a failure) otherwise.
+    std::int64_t start_web(const std::string& bytes) {
+        auto made = cli({"secret", "create", "db", "-"}, bytes);
+        EXPECT_EQ(made.status, 0) << made.err;
+        create_sleeper("web", "db");
+        if (made.status != 0 || HasFailure()) return 0;
+        if (!task_holds("web", "db", bytes)) {
+            ADD_FAILURE() << "web does not hold db\n" << a_->err() << b_->err();
+            return 0;
+        }
+        return task_pid(running("web").at(0));
+    }
     void TearDown() override {
         ClusterTest::TearDown();  // the manager lets go of the store before etcd stops
         if (HasFailure() && etcd_) fmt::print("{}\n", etcd_->logs());
@@ -126,10 +139,8 @@ class OnEtcd : public ClusterTest {
 
 TEST_F(OnEtcd, AKilledManagerLosesNoAcknowledgedCreateAndTasksKeepRunning) {
     auto bytes = random_bytes(40);
-    ASSERT_EQ(cli({"secret", "create", "db", "-"}, bytes).status, 0);
-    create_sleeper("web", "db");
-    ASSERT_TRUE(task_holds("web", "db", bytes)) << a_->err() << b_->err();
-    auto pid = task_pid(running("web").at(0));
+    auto pid = start_web(bytes);
+    ASSERT_NE(pid, 0);
 
     std::set<std::string> acknowledged;
     std::mutex mu;
@@ -190,10 +201,8 @@ TEST_F(OnEtcd, AKilledManagerLosesNoAcknowledgedCreateAndTasksKeepRunning) {
 // dead manager shows Unreachable and can be removed.
 TEST_F(OnEtcd, AJoinedManagerStandsByAndTakesOverFromAKilledLeader) {
     auto bytes = random_bytes(40);
-    ASSERT_EQ(cli({"secret", "create", "db", "-"}, bytes).status, 0);
-    create_sleeper("web", "db");
-    ASSERT_TRUE(task_holds("web", "db", bytes)) << a_->err() << b_->err();
-    auto pid = task_pid(running("web").at(0));
+    auto pid = start_web(bytes);
+    ASSERT_NE(pid, 0);
     auto first_addr = listen_;
     auto second_addr = standby_addr();
 
@@ -284,10 +293,8 @@ TEST_F(OnEtcd, AJoinedManagerStandsByAndTakesOverFromAKilledLeader) {
 // same again with that leader killed: the last manager serves.
 TEST_F(OnEtcd, OfThreeManagersOneTakesOverUnderLoadAndThenTheLast) {
     auto bytes = random_bytes(40);
-    ASSERT_EQ(cli({"secret", "create", "db", "-"}, bytes).status, 0);
-    create_sleeper("web", "db");
-    ASSERT_TRUE(task_holds("web", "db", bytes)) << a_->err() << b_->err();
-    auto pid = task_pid(running("web").at(0));
+    auto pid = start_web(bytes);
+    ASSERT_NE(pid, 0);
     auto made = cli({"service", "create", "--detach", "--name", "upd", "busybox", "sleep", "1d"});
     ASSERT_EQ(made.status, 0) << made.err;
     std::map<std::string, std::unique_ptr<Daemon>> managers;  // by node port address
