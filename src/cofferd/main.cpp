@@ -24,6 +24,7 @@
 #include "coffer/manager/api.h"
 #include "coffer/manager/cluster.h"
 #include "coffer/manager/metrics.h"
+#include "coffer/manager/standby_api.h"
 #include "coffer/model/time.h"
 #include "coffer/net/http_server.h"
 #include "coffer/nodeproto/session.h"
@@ -242,26 +243,13 @@ Result<void> restore(const std::string& backup_path, const std::string& key_path
     return {};
 }
 
-// The API of a manager that has not opened its store yet: on etcd, a standby waiting for the
-// leader's lease to end, for as long as that takes. Every request is answered at once, with what
-// it is and where to go.
-class StandbyApi final : public coffer::net::Service {
-  public:
-    bool blocking(const coffer::net::Request&) const override { return false; }
-    coffer::net::Response handle(coffer::net::Request&) override {
-        return coffer::net::Response::error(coffer::make_error(
-            coffer::Errc::unavailable,
-            "this cofferd is a standby manager: another cofferd holds the cluster's store on "
-            "etcd and serves its API (`coffer node ls` there names it); this one takes over "
-            "when that one stops"));
-    }
-};
-
 // The standby API served from a thread until destroyed.
 class StandbyServer {
   public:
-    explicit StandbyServer(const std::string& socket)
-        : server_(coffer::net::ServerOptions{.socket_path = socket,
+    StandbyServer(const std::string& socket, const std::string& data_dir,
+                  const coffer::store::EtcdOptions& etcd)
+        : api_(data_dir, etcd),
+          server_(coffer::net::ServerOptions{.socket_path = socket,
                                              .io_threads = 1,
                                              .worker_threads = 1,
                                              .headers = coffer::manager::api_headers()},
@@ -274,8 +262,10 @@ class StandbyServer {
     StandbyServer(const StandbyServer&) = delete;
     StandbyServer& operator=(const StandbyServer&) = delete;
 
+    std::optional<coffer::crypto::SecureBuffer> take_unlock_key() { return api_.take_unlock_key(); }
+
   private:
-    StandbyApi api_;
+    coffer::manager::StandbyApi api_;
     coffer::net::HttpServer server_;
     std::thread thread_;
 };
@@ -512,7 +502,7 @@ int main(int argc, char** argv) {
         // says so instead of not answering. Signals keep their default action meanwhile (a
         // standby stopped holds nothing to let go of but its lease, which ends by itself).
         std::optional<StandbyServer> standby;
-        if (etcd_store) standby.emplace(socket);
+        if (etcd_store) standby.emplace(socket, data_dir, *etcd_store);
         // The node port exists from the moment the store is unlocked (now, or when `coffer
         // cluster unlock` succeeds) until shutdown.
         auto opened = coffer::manager::Cluster::open(
@@ -523,6 +513,8 @@ int main(int argc, char** argv) {
              .node_port = coffer::manager::NodePortOptions{.address = listen_at->address,
                                                            .port = listen_at->port},
              .registry = registry});
+        // An unlock key given while standing by unlocks the manager now that it leads.
+        auto standby_key = standby ? standby->take_unlock_key() : std::nullopt;
         standby.reset();
         if (!opened) {
             std::fprintf(stderr, "cofferd: %s\n", opened.error().message.c_str());
@@ -530,6 +522,16 @@ int main(int argc, char** argv) {
         }
         auto& cluster = *opened->cluster;
         opened->new_unlock_key.reset();  // handed over above, before the store was committed
+        if (standby_key && cluster.locked()) {
+            const auto& key = *standby_key;
+            if (auto r = cluster.unlock({reinterpret_cast<const char*>(key.data()), key.size()});
+                !r)
+                coffer::log::warn("manager", "the unlock key given while standing by: {}",
+                                  r.error().message);
+            else
+                coffer::log::info("manager", "unlocked with the key given while standing by");
+        }
+        standby_key.reset();
         if (cluster.locked()) {
             coffer::log::warn("manager", "store is locked: run `coffer cluster unlock`");
             if (auto r = probe_listen(*listen_at); !r) {

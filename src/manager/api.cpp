@@ -19,7 +19,7 @@
 #include "coffer/manager/cluster.h"
 #include "coffer/model/json.h"
 #include "coffer/model/secure_json.h"
-#include "unlock_limiter.h"
+#include "unlock_gate.h"
 
 namespace coffer::manager {
 
@@ -55,7 +55,8 @@ std::optional<int> parse_version(std::string_view v) {
     return major * 100 + minor;
 }
 
-// The path's segments without the optional /v1.NN prefix, or the error for a bad prefix.
+}  // namespace
+
 Result<std::vector<std::string_view>> route_of(const Request& r) {
     auto seg = split_path(r.path);
     if (seg.empty() || seg[0].size() < 2 || seg[0][0] != 'v') return seg;
@@ -75,6 +76,8 @@ Result<std::vector<std::string_view>> route_of(const Request& r) {
     seg.erase(seg.begin());
     return seg;
 }
+
+namespace {
 
 // POST /secrets/create or /configs/create: the route's collection ("secrets", "configs"), else
 // empty.
@@ -382,60 +385,14 @@ std::vector<std::pair<std::string, std::string>> api_headers() {
             {"Pragma", "no-cache"}};
 }
 
-struct Api::UnlockAttempts {
-    std::mutex mutex;
-    UnlockLimiter limiter;  // under mutex
-};
-
-Api::Api(Cluster& manager)
-    : manager_(manager), unlock_attempts_(std::make_unique<UnlockAttempts>()) {}
+Api::Api(Cluster& manager) : manager_(manager), unlock_gate_(std::make_unique<UnlockGate>()) {}
 
 Api::~Api() = default;
 
 Response Api::unlock(Request& r) {
-    auto body = parse_body(r);
-    if (!body) return Response::error(body.error());
-    auto* key = body->value().as_object().if_contains("UnlockKey");
-    if (key == nullptr || !key->is_string())
-        return fail(Errc::invalid_argument, "field UnlockKey must be a string");
-    // The unix socket tells callers apart by the uid the kernel vouches for, nothing else.
-    auto source = r.peer ? fmt::format("uid {}", r.peer->uid) : std::string("unknown peer");
-    auto caller = r.peer ? fmt::format("uid {} (pid {})", r.peer->uid, r.peer->pid) : source;
-    // One attempt at a time, so that concurrent guesses cannot all pass the limit before the
-    // first of them is counted.
-    std::lock_guard lock(unlock_attempts_->mutex);
-    if (!manager_.locked()) return fail(Errc::conflict, "coffer is not locked");
-    auto& limiter = unlock_attempts_->limiter;
-    auto now = UnlockLimiter::Clock::now();
-    if (auto v = limiter.admit(source, now); !v.allowed) {
-        auto seconds =
-            std::max<std::int64_t>(1, std::chrono::ceil<std::chrono::seconds>(v.wait).count());
-        auto resp = Response::json(429, model::error_body(fmt::format(
-                                            "too many failed unlock attempts{}: try again in {} s",
-                                            v.global ? "" : " from this user", seconds)));
-        resp.headers.emplace_back("Retry-After", std::to_string(seconds));
-        log::debug("api", "unlock attempt from {} refused: {} s to wait", caller, seconds);
-        return resp;
-    }
-    const auto& k = key->as_string();
-    auto res = manager_.unlock({k.data(), k.size()});
-    if (!res) {
-        if (res.error().code == Errc::invalid_argument) {
-            auto f = limiter.failed(source, now);
-            log::warn("api", "unlock failed from {}: {} ({} in a row from {}{}{})", caller,
-                      res.error().message, f.in_a_row, source,
-                      f.refused ? fmt::format(", {} refused meanwhile", f.refused) : std::string(),
-                      f.wait.count() > 0
-                          ? fmt::format("; next attempt allowed in {} s",
-                                        std::chrono::ceil<std::chrono::seconds>(f.wait).count())
-                          : std::string());
-        }
-        return Response::error(res.error());
-    }
-    auto refused = limiter.succeeded(source);
-    log::info("api", "unlocked by {}{}", caller,
-              refused ? fmt::format(" ({} attempts refused before)", refused) : std::string());
-    return Response::empty(200);
+    return unlock_gate_->attempt(
+        r, [&] { return manager_.locked(); },
+        [&](std::string_view key) { return manager_.unlock(key); });
 }
 
 bool Api::blocking(const Request& r) const {

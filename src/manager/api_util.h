@@ -39,6 +39,9 @@ Result<std::uint64_t> version_param(const net::Request& r, std::string_view what
 // The request body as a JSON object in secure memory; errors say it is the request body.
 Result<model::SecureJson> parse_body(const net::Request& r);
 
+// The path's segments without the optional /v1.NN prefix, or the error for a bad prefix.
+Result<std::vector<std::string_view>> route_of(const net::Request& r);
+
 std::string kernel_version();
 const std::string& hostname();
 

@@ -377,6 +377,14 @@ Result<std::optional<std::string>> EtcdEngine::read_shared(const EtcdOptions& op
     return engine.read_key(options.prefix + std::string(name), name);
 }
 
+std::unique_ptr<EtcdEngine> EtcdEngine::unclaimed(const EtcdOptions& options) {
+    if (options.endpoints.empty())
+        throw ErrorException(make_error(Errc::invalid_argument, "etcd: no endpoint given"));
+    std::unique_ptr<EtcdEngine> engine(new EtcdEngine(options));
+    engine->lost_ = true;  // it never held the store: writable() refuses every write
+    return engine;
+}
+
 Result<std::vector<StoreManager>> EtcdEngine::managers() {
     auto range = [&](const std::string& prefix) {
         return json::object{

@@ -64,6 +64,9 @@ class EtcdEngine final : public Engine {
     // <prefix><name> as stored, read without claiming anything (a joining manager's first read).
     static Result<std::optional<std::string>> read_shared(const EtcdOptions& options,
                                                           std::string_view name);
+    // An engine that claims nothing, for reads only (a standby's check of an unlock key): a
+    // write through it fails as a lost hold does.
+    static std::unique_ptr<EtcdEngine> unclaimed(const EtcdOptions& options);
 
   private:
     class View;

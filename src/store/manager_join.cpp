@@ -17,6 +17,7 @@
 #include "coffer/crypto/encoding.h"
 #include "data_dir.h"
 #include "etcd_engine.h"
+#include "keys.h"
 #include "sealed_store.h"
 
 namespace coffer::store {
@@ -123,6 +124,31 @@ Result<void> join_store(const JoinOptions& options) {
         return fail(e.error().code, e.error().message);
     } catch (const std::exception& e) {
         return fail(Errc::internal, e.what());
+    }
+}
+
+Result<void> check_unlock_key(const std::filesystem::path& dir_path, const EtcdOptions& etcd,
+                              std::string_view unlock_key) {
+    try {
+        auto dir = detail::DataDir::open(dir_path);
+        auto format = dir.format();
+        if (!format || !format->etcd)
+            return make_error(Errc::conflict,
+                              fmt::format("{} holds no store on etcd", dir_path.string()));
+        if (format->kek != detail::KekMode::autolock)
+            return make_error(Errc::conflict, "the store is not autolocked: it has no unlock key");
+        auto parsed = detail::parse_unlock_key(unlock_key);
+        if (!parsed) return make_error(Errc::invalid_argument, "invalid unlock key");
+        auto engine = detail::EtcdEngine::unclaimed(etcd);
+        auto records = detail::read_key_records(*engine);
+        if (!records) return std::move(records).error();
+        auto deks = detail::open_key_records(parsed->kek, *records);
+        if (!deks && deks.error().code == Errc::invalid_argument)
+            return make_error(Errc::invalid_argument, "invalid unlock key");
+        if (!deks) return std::move(deks).error();
+        return {};
+    } catch (const ErrorException& e) {
+        return e.error();
     }
 }
 

@@ -11,6 +11,7 @@
 
 #include <boost/json.hpp>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <filesystem>
@@ -103,13 +104,36 @@ class OnEtcd : public ClusterTest {
     }
     std::vector<std::string> standby_args(int n = 2) {
         std::vector<std::string> args{"--listen", standby_addr(n)};
-        args.insert(args.end(), manager_args_.begin(), manager_args_.end());
+        // The leader's arguments, but for its first start's (a joining manager takes the store's
+        // key mode from etcd).
+        for (std::size_t i = 0; i < manager_args_.size(); ++i) {
+            if (manager_args_[i] == "--autolock") continue;
+            if (manager_args_[i] == "--unlock-key-file") {
+                ++i;
+                continue;
+            }
+            args.push_back(manager_args_[i]);
+        }
         // Its own metrics port beside the leader's.
         auto& metrics = standby_metrics_[n];
         if (metrics.empty()) metrics = fmt::format("127.0.0.1:{}", free_port());
         for (std::size_t i = 0; i + 1 < args.size(); ++i)
             if (args[i] == "--metrics-addr") args[i + 1] = metrics;
         return args;
+    }
+    // Waits until both agents keep these managers' addresses with their identity (the list
+    // the leader sends them), so that they can move to one of them.
+    void agents_know(const std::vector<std::string>& addrs) {
+        for (auto* agent : {a_.get(), b_.get()})
+            EXPECT_TRUE(wait_until(
+                [&] {
+                    auto known = read_file(agent->data / "managers");
+                    return std::all_of(addrs.begin(), addrs.end(), [&](const std::string& a) {
+                        return known.find(a) != std::string::npos;
+                    });
+                },
+                30s))
+                << agent->err();
     }
     // The secret db holding bytes and the service web using it: its task's container pid once
     // the task holds the bytes, 0 (and a failure) otherwise.
@@ -239,13 +263,7 @@ TEST_F(OnEtcd, AJoinedManagerStandsByAndTakesOverFromAKilledLeader) {
     EXPECT_NE(standing.err.find("this cofferd is a standby manager"), std::string::npos)
         << standing.err;
     // The agents keep every manager's address with their identity.
-    for (auto* agent : {a_.get(), b_.get()})
-        EXPECT_TRUE(wait_until(
-            [&] {
-                return read_file(agent->data / "managers").find(second_addr) != std::string::npos;
-            },
-            30s))
-            << agent->err();
+    agents_know({second_addr});
 
     daemon_->kill9();
     auto killed = std::chrono::steady_clock::now();
@@ -301,15 +319,7 @@ TEST_F(OnEtcd, OfThreeManagersOneTakesOverUnderLoadAndThenTheLast) {
     managers[standby_addr(2)] = start_standby(2);
     managers[standby_addr(3)] = start_standby(3);
     ASSERT_FALSE(HasFailure());
-    for (auto* agent : {a_.get(), b_.get()})
-        EXPECT_TRUE(wait_until(
-            [&] {
-                auto known = read_file(agent->data / "managers");
-                return known.find(standby_addr(2)) != std::string::npos &&
-                       known.find(standby_addr(3)) != std::string::npos;
-            },
-            30s))
-            << agent->err();
+    agents_know({standby_addr(2), standby_addr(3)});
 
     std::set<std::string> acknowledged;
     int last_update = -1;  // the last --env-add N=<i> acknowledged
@@ -391,6 +401,59 @@ TEST_F(OnEtcd, OfThreeManagersOneTakesOverUnderLoadAndThenTheLast) {
     EXPECT_EQ(task_pid(running("web").at(0)), pid);
     EXPECT_TRUE(task_holds("web", "db", bytes));
     EXPECT_TRUE(wait_converged("upd", 1)) << a_->err() << b_->err();
+}
+
+class OnEtcdAutolocked : public OnEtcd {
+  protected:
+    void before_manager() override {
+        OnEtcd::before_manager();
+        manager_args_.insert(manager_args_.end(),
+                             {"--autolock", "--unlock-key-file", key_file_.string()});
+    }
+    std::string unlock_key() const {
+        auto text = read_file(key_file_);
+        while (!text.empty() && (text.back() == '\n' || text.back() == '\r')) text.pop_back();
+        return text;
+    }
+    fs::path key_file_ = dir_.path() / "unlock.key";
+};
+
+// Autolocked, a standby is given the unlock key while it stands by (`coffer cluster unlock`
+// against it): it checks the key against the store's keys on etcd, refuses a wrong one, and
+// once the leader is killed it leads unlocked at once: its API serves, the agents come back.
+TEST_F(OnEtcdAutolocked, AStandbyGivenTheUnlockKeyLeadsUnlocked) {
+    auto bytes = random_bytes(40);
+    auto pid = start_web(bytes);
+    ASSERT_NE(pid, 0);
+    auto second = start_standby();
+    ASSERT_FALSE(HasFailure());
+    agents_know({standby_addr()});
+    auto key = unlock_key();
+    ASSERT_FALSE(key.empty());
+    auto wrong = key;
+    auto& c = wrong[wrong.size() - 10];
+    c = c == 'A' ? 'B' : 'A';
+    auto refused = coffer_cli(second->host(), {"cluster", "unlock"}, wrong);
+    EXPECT_NE(refused.status, 0);
+    EXPECT_NE(refused.err.find("invalid unlock key"), std::string::npos) << refused.err;
+    EXPECT_EQ(refused.err.find(wrong), std::string::npos) << "the key is never quoted";
+    auto taken = coffer_cli(second->host(), {"cluster", "unlock"}, key);
+    EXPECT_EQ(taken.status, 0) << taken.err;
+    // Still a standby: everything else is answered with what it is.
+    auto standing = coffer_cli(second->host(), {"secret", "ls"});
+    EXPECT_NE(standing.err.find("this cofferd is a standby manager"), std::string::npos)
+        << standing.err;
+
+    daemon_->kill9();
+    ASSERT_TRUE(second->ready(60s)) << second->stdout_text();
+    daemon_ = std::move(second);
+    auto listed = cli({"secret", "ls"});
+    EXPECT_EQ(listed.status, 0) << listed.err;
+    EXPECT_EQ(secret_names(get("/secrets")), (std::set<std::string>{"db"}));
+    ASSERT_TRUE(wait_node_state(a_->node_id(), "ready", 60s)) << a_->err();
+    ASSERT_TRUE(wait_node_state(b_->node_id(), "ready", 60s)) << b_->err();
+    EXPECT_TRUE(process_alive(pid));
+    EXPECT_TRUE(task_holds("web", "db", bytes));
 }
 
 // `coffer cluster backup` of the cluster on etcd, restored into a new data directory of the

@@ -9,6 +9,7 @@
 namespace coffer::manager {
 
 class Cluster;
+class UnlockGate;
 
 inline constexpr const char* api_version = "1.41";
 inline constexpr const char* min_api_version = "1.24";
@@ -33,9 +34,8 @@ class Api : public net::Service {
     // many failed), each failure logged with its caller and count, never with the key.
     net::Response unlock(net::Request& r);
 
-    struct UnlockAttempts;
     Cluster& manager_;
-    std::unique_ptr<UnlockAttempts> unlock_attempts_;
+    std::unique_ptr<UnlockGate> unlock_gate_;
 };
 
 // Headers every response carries (Api-Version, Server, ...).

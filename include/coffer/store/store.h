@@ -103,6 +103,13 @@ struct JoinOptions {
 };
 Result<void> join_store(const JoinOptions& options);
 
+// A standby manager's check of an unlock key before it leads: whether the key opens the keys of
+// the autolocked store on etcd that the data directory dir belongs to. Reads etcd without
+// claiming anything. invalid_argument for a key that does not open them; conflict when the
+// store is not autolocked.
+Result<void> check_unlock_key(const std::filesystem::path& dir, const EtcdOptions& etcd,
+                              std::string_view unlock_key);
+
 // What a backup wrote (include/coffer/store/backup.h has the file's format).
 struct BackupStats {
     std::uint64_t records = 0;  // DEK records included
