@@ -58,6 +58,7 @@ class SessionLoop::Impl {
     // Loop thread only: the managers to try, each once, and the one tried (or connected to) now.
     std::vector<nodeconn::Endpoint> managers_;
     std::size_t at_ = 0;
+    bool new_list_ = false;  // managers_ was replaced during the session: a new round begins
 
     mutable std::mutex m_;
     std::condition_variable cv_;
@@ -171,8 +172,14 @@ void SessionLoop::Impl::accept_managers(const nodeconn::Message& msg) {
         listed.push_back(address);
         if (*endpoint != managers.front()) managers.push_back(std::move(*endpoint));
     }
+    // The address this agent started with stays the last resort: a list sent while that
+    // manager was down does not name it, and the node must not be stranded when every manager
+    // it names goes away and that one comes back.
+    if (std::find(managers.begin(), managers.end(), options_.manager) == managers.end())
+        managers.push_back(options_.manager);
     managers_ = std::move(managers);
     at_ = 0;
+    new_list_ = true;
     log::info("agent", "the cluster's managers: {}", fmt::join(listed, ", "));
     if (options_.data_dir.empty()) return;
     if (auto stored = store_managers(options_.data_dir, listed); !stored)
@@ -302,6 +309,7 @@ void SessionLoop::Impl::run() {
             std::lock_guard l(m_);
             if (stopping_) break;
         }
+        if (std::exchange(new_list_, false)) failed = 0;
         ++failed;
         auto next = (at_ + 1) % managers_.size();
         if (failed >= managers_.size()) {

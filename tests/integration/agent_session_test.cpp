@@ -446,6 +446,35 @@ TEST_F(AgentTrust, SessionTriesTheNextManagerAtOnceWhenTheFirstCannotBeReached) 
     EXPECT_TRUE(loop.wait());
 }
 
+// The address the agent started with stays the last one it tries: a list sent while that
+// manager was down names only the one the node moved to, and when that one goes away too the
+// node goes back to the first once it returns, without waiting out a backoff.
+TEST_F(AgentTrust, SessionFallsBackToTheManagerItStartedWith) {
+    auto id = enrolled();
+    auto seed = manager_.server().port();
+    Manager other;
+    ASSERT_TRUE(other.start());
+    auto o = session_options(id, seed);
+    o.other_managers = {{"127.0.0.1", other.server().port()}};
+    o.data_dir = data_dir();
+    o.node = id.node;
+    o.backoff.initial = o.backoff.max = std::chrono::hours(1);
+    manager_.shut_down();
+    agent::SessionLoop loop(std::move(o), {});
+    ASSERT_TRUE(test::wait_until([&] { return other.server().session_count() == 1; }));
+    ASSERT_TRUE(test::wait_until([&] { return loop.connected(); }));
+    ASSERT_TRUE(other.last_session()->send(
+        nodeproto::encode(nodeproto::ManagersMessage{{other.address()}})));
+    auto list = dir_ / "managers";
+    ASSERT_TRUE(test::wait_until([&] { return test::read_file(list) == other.address() + "\n"; }));
+
+    Manager back;
+    ASSERT_TRUE(back.start(seed));
+    other.shut_down();
+    EXPECT_TRUE(test::wait_until([&] { return back.server().session_count() == 1; }));
+    loop.stop();
+}
+
 TEST_F(AgentTrust, AManagersMessageThatDoesNotDecodeIsIgnoredAndTheSessionStays) {
     auto id = enrolled();
     auto o = session_options(id, manager_.server().port());
