@@ -73,6 +73,16 @@ class Unverified {
     std::string source_;
 };
 
+// Completion of a connection's coroutines.
+void log_failure(std::exception_ptr e) {
+    if (!e) return;
+    try {
+        std::rethrow_exception(e);
+    } catch (const std::exception& x) {
+        log::error("nodeconn", "connection failed: {}", x.what());
+    }
+}
+
 Reply error_reply(const Error& e) {
     return {static_cast<http::status>(http_status(e.code)),
             json::serialize(json::object{{"message", e.message}})};
@@ -100,6 +110,8 @@ class NodeServer::Impl {
     asio::awaitable<void> accept_loop();
     asio::awaitable<void> flush_refusals();
     asio::awaitable<void> serve(tcp::socket socket, Unverified unverified);
+    // Runs a session that serve() registered, and forgets it when it ends.
+    asio::awaitable<void> hold(std::shared_ptr<SessionImpl> session);
     asio::awaitable<Reply> join(const Request& req, std::string remote, const std::string& source);
     Result<pki::NodeIdentity> session_peer(SSL* ssl);
 
@@ -221,14 +233,7 @@ asio::awaitable<void> NodeServer::Impl::accept_loop() {
         auto executor = socket.get_executor();
         asio::co_spawn(executor,
                        serve(std::move(socket), Unverified(admission_, std::move(source))),
-                       [](std::exception_ptr e) {
-                           if (!e) return;
-                           try {
-                               std::rethrow_exception(e);
-                           } catch (const std::exception& x) {
-                               log::error("nodeconn", "connection failed: {}", x.what());
-                           }
-                       });
+                       log_failure);
     }
 }
 
@@ -278,6 +283,7 @@ asio::awaitable<void> NodeServer::Impl::serve(tcp::socket socket, Unverified unv
                 co_return;
             }
             unverified.release();
+            auto executor = ws.get_executor();  // the connection's strand
             auto session = std::make_shared<SessionImpl>(std::move(ws), std::move(*id),
                                                          options_.limits, handlers_.session, tls);
             {
@@ -285,13 +291,9 @@ asio::awaitable<void> NodeServer::Impl::serve(tcp::socket socket, Unverified unv
                 sessions_.emplace(session.get(), session);
             }
             log::info("nodeconn", "node {} connected from {}", session->peer().node_id, peer);
-            co_await session->run();
-            {
-                std::lock_guard lock(sessions_mutex_);
-                sessions_.erase(session.get());
-            }
-            sessions_changed_.notify_all();
-            log::info("nodeconn", "node {} disconnected", session->peer().node_id);
+            // The session runs in a coroutine of its own, and this one ends: its frame, the
+            // upgrade request and its buffers are not kept for the session's life.
+            asio::co_spawn(executor, hold(std::move(session)), log_failure);
             co_return;
         }
         reply = error_reply(id.error());
@@ -310,6 +312,16 @@ asio::awaitable<void> NodeServer::Impl::serve(tcp::socket socket, Unverified unv
     res.prepare_payload();
     if (auto [e, n] = co_await http::async_write(stream, res, use_tuple); e) co_return;
     co_await stream.async_shutdown(use_tuple);
+}
+
+asio::awaitable<void> NodeServer::Impl::hold(std::shared_ptr<SessionImpl> session) {
+    co_await session->run();
+    {
+        std::lock_guard lock(sessions_mutex_);
+        sessions_.erase(session.get());
+    }
+    sessions_changed_.notify_all();
+    log::info("nodeconn", "node {} disconnected", session->peer().node_id);
 }
 
 Result<pki::NodeIdentity> NodeServer::Impl::session_peer(SSL* ssl) {
