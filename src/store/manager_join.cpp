@@ -149,6 +149,8 @@ Result<void> check_unlock_key(const std::filesystem::path& dir_path, const EtcdO
         return {};
     } catch (const ErrorException& e) {
         return e.error();
+    } catch (const std::exception& e) {
+        return make_error(Errc::internal, fmt::format("check the unlock key: {}", e.what()));
     }
 }
 
