@@ -435,7 +435,8 @@ void sessions(const Options& o) {
     }
     await(
         "every node ready",
-        [&] { return c.ready_nodes().size() == static_cast<std::size_t>(o.sessions); }, 60s, 50ms);
+        [&] { return c.ready_nodes("worker").size() == static_cast<std::size_t>(o.sessions); }, 60s,
+        50ms);
     double ms = ms_since(t0);
     std::this_thread::sleep_for(5s);  // a few heartbeat rounds
     auto with = rss_kib(c.daemon_pid());
