@@ -210,6 +210,12 @@ bool identity_exists(const std::string& data_dir) {
 Result<Identity> enroll(const std::string& data_dir, std::string_view manager,
                         const crypto::SecureBuffer& token_text, const nodeconn::Limits& limits,
                         std::string_view hostname) {
+    return enroll(data_dir, manager, token_text, pki::NodeKey::generate(), limits, hostname);
+}
+
+Result<Identity> enroll(const std::string& data_dir, std::string_view manager,
+                        const crypto::SecureBuffer& token_text, const pki::NodeKey& key,
+                        const nodeconn::Limits& limits, std::string_view hostname) {
     auto endpoint = parse_endpoint(manager);
     if (!endpoint) return std::move(endpoint).error();
     auto token = pki::JoinToken::parse(
@@ -221,7 +227,6 @@ Result<Identity> enroll(const std::string& data_dir, std::string_view manager,
                                       "cluster, remove that directory first",
                                       identity_dir(data_dir)));
 
-    auto key = pki::NodeKey::generate();
     auto joined = nodeconn::join(*endpoint, token_text, key.csr_pem, limits, hostname);
     if (!joined) return std::move(joined).error().context(fmt::format("join through {}", manager));
     auto node = check_issued(*joined, key.key_pem, std::string(manager));
@@ -235,7 +240,7 @@ Result<Identity> enroll(const std::string& data_dir, std::string_view manager,
     log::info("agent", "joined cluster {} as node {} ({})", node->cluster_id, node->node_id,
               pki::role_name(node->role));
     return Identity{std::move(*node),
-                    {std::move(joined->certificate_pem), std::move(key.key_pem),
+                    {std::move(joined->certificate_pem), key.key_pem.clone(),
                      std::move(joined->ca_bundle_pem)}};
 }
 

@@ -44,6 +44,7 @@
 #include "coffer/crypto/secure_buffer.h"
 #include "coffer/crypto/secure_file.h"
 #include "coffer/crypto/secure_memory_metrics.h"
+#include "coffer/pki/node_key.h"
 #include "coffer/pki/secure_heap.h"
 
 using namespace coffer;
@@ -88,8 +89,11 @@ Result<Identity> join_cluster(const std::string& data_dir, const std::string& ma
                               const sigset_t& stop_signals) {
     auto deadline = std::chrono::steady_clock::now() + join_retry_window;
     RetryDelay delay(Backoff{std::chrono::milliseconds(200), std::chrono::seconds(5), 0.5});
+    // One key for every attempt: a join whose answer was lost and is asked again finds the node
+    // it registered (its ID follows from the key).
+    auto key = pki::NodeKey::generate();
     for (int attempt = 1;; ++attempt) {
-        auto r = enroll(data_dir, manager, token, {}, hostname);
+        auto r = enroll(data_dir, manager, token, key, {}, hostname);
         if (r || r.error().code != Errc::unavailable) return r;
         auto wait = delay.next();
         if (std::chrono::steady_clock::now() + wait >= deadline)

@@ -1,9 +1,5 @@
 #include "coffer/manager/cluster.h"
 
-#include <sodium.h>
-
-#include <array>
-
 #include <fmt/ranges.h>
 
 #include "coffer/base/log.h"
@@ -16,20 +12,6 @@
 namespace coffer::manager {
 
 namespace json = boost::json;
-
-namespace {
-
-// An ID in the shape of random_id() (25 base-36 characters), derived from a context and a value
-// by a keyed hash: the same inputs always give the same ID.
-std::string derived_id(std::string_view context, std::string_view value) {
-    std::array<std::uint8_t, 17> out{};
-    ::crypto_generichash(out.data(), out.size(),
-                         reinterpret_cast<const unsigned char*>(value.data()), value.size(),
-                         reinterpret_cast<const unsigned char*>(context.data()), context.size());
-    return crypto::base36_encode(out, 25);
-}
-
-}  // namespace
 
 Cluster::Cluster(ClusterOptions options) : options_(std::move(options)) {}
 
@@ -108,7 +90,7 @@ Result<void> Cluster::load() {
     }
     manager_node_id_ = options_.etcd && !options_.etcd->advertise.empty()
                            ? manager_id_for(options_.etcd->advertise)
-                           : derived_id("coffer manager node", cluster_id_);
+                           : crypto::derived_id("coffer manager node", cluster_id_);
     auto trust = ClusterTrust::load(*store_, cluster_id_);
     if (!trust) return std::move(trust).error();
     trust_ = std::move(*trust);
@@ -214,7 +196,7 @@ bool Cluster::dek_rotation_pending() const {
 // ---- node port ------------------------------------------------------------------------------
 
 std::string Cluster::manager_id_for(std::string_view addr) const {
-    return derived_id("coffer manager node", cluster_id_ + "@" + std::string(addr));
+    return crypto::derived_id("coffer manager node", cluster_id_ + "@" + std::string(addr));
 }
 
 Result<std::vector<Cluster::Manager>> Cluster::managers() {

@@ -119,6 +119,10 @@ class NodePort::Impl {
 
     // nodeconn handlers.
     Result<nodeconn::JoinResponse> join(nodeconn::JoinRequest req);
+    // A join with the key of a node already registered: the same node, a new certificate.
+    Result<nodeconn::JoinResponse> join_again(const model::Node& node,
+                                              const nodeconn::JoinRequest& req, pki::Role role,
+                                              const std::string& host);
     Result<void> authorize(const pki::NodeIdentity& who) const;
     void opened(const std::shared_ptr<Session>& s);
     void message(const std::shared_ptr<Session>& s, nodeconn::Message m);
@@ -360,8 +364,14 @@ Result<nodeconn::JoinResponse> NodePort::Impl::join(nodeconn::JoinRequest req) {
     // The node's own name for itself, else its address: a placement key (node.hostname), so an
     // active node's name is not given to another (checked again, atomically, when registering).
     auto hostname = req.hostname.empty() ? host : req.hostname;
+    // The node's ID follows from its key (the CSR's signature proves the node holds it), so that
+    // a node whose answer was lost (its manager stopped mid-join, the connection was cut) and that
+    // asks again with the same key gets the node it already is instead of a second one.
+    auto key = pki::csr_public_key(req.csr_pem);
+    if (!key) return std::move(key).error().context("join: certificate request");
+    auto id = crypto::derived_id("coffer node of key", trust.cluster_id() + "/" + *key);
+    if (auto joined = registry_.get(id)) return join_again(*joined, req, *role, host);
     if (auto free = registry_.check_hostname(hostname); !free) return std::move(free).error();
-    auto id = crypto::random_id();
     // The certificate names what the manager decides (CN id, OU role, O cluster); the CSR
     // contributes its public key only.
     auto cert = trust.issue(req.csr_pem, id, *role);
@@ -382,6 +392,36 @@ Result<nodeconn::JoinResponse> NodePort::Impl::join(nodeconn::JoinRequest req) {
     }
     log::info(category, "node {} joined from {} as {}", id, host, pki::role_name(*role));
     return nodeconn::JoinResponse{id, std::move(*cert), trust.ca_bundle()};
+}
+
+Result<nodeconn::JoinResponse> NodePort::Impl::join_again(const model::Node& node,
+                                                          const nodeconn::JoinRequest& req,
+                                                          pki::Role role, const std::string& host) {
+    const auto& id = node.meta.id;
+    auto hostname = req.hostname.empty() ? host : req.hostname;
+    if (node_role(role) != node.spec.role)
+        return make_error(
+            Errc::conflict,
+            fmt::format("node {} joined with this key as a {}: join with a {} token", id,
+                        model::to_string(node.spec.role), model::to_string(node.spec.role)));
+    if (hostname != node.description.hostname)
+        return make_error(Errc::conflict, fmt::format("node {} joined with this key as {}, not {}",
+                                                      id, node.description.hostname, hostname));
+    auto cert = trust_.issue(req.csr_pem, id, role);
+    if (!cert) return std::move(cert).error();
+    auto info = pki::read_certificate(*cert);
+    if (!info) return std::move(info).error().context("read the issued certificate");
+    NodeRegistration reg;
+    reg.id = id;
+    reg.role = node.spec.role;
+    reg.description = node.description;
+    reg.addr = node.addr;
+    reg.certificate_expiry = timestamp(info->not_after);
+    reg.state = node.state;
+    if (auto r = registry_.register_node(std::move(reg)); !r)
+        return std::move(r).error().context("register the node");
+    log::info(category, "node {} joined again from {} with the key it joined with", id, host);
+    return nodeconn::JoinResponse{id, std::move(*cert), trust_.ca_bundle()};
 }
 
 Result<void> NodePort::Impl::authorize(const pki::NodeIdentity& who) const {

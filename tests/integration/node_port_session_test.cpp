@@ -367,6 +367,56 @@ TEST_F(NodePortSession, AJoinUnderTheHostnameOfAnActiveNodeIsRefused) {
     EXPECT_EQ(n->description.hostname, "node-a");
 }
 
+// A node whose join answer was lost asks again with the same key: it is the node it already is,
+// with a new certificate, and no second node is registered. Another key is another node.
+TEST_F(NodePortSession, AJoinAskedAgainWithTheSameKeyIsTheSameNode) {
+    auto key = pki::NodeKey::generate();
+    auto join = [&](pki::Role role, const std::string& host) {
+        return nodeconn::join({"127.0.0.1", port_->port()}, manager_->trust().token(role),
+                              key.csr_pem, {}, host);
+    };
+    auto count = [&] { return manager_->nodes().list().size(); };
+    auto first = join(pki::Role::worker, "node-k");
+    ASSERT_TRUE(first) << first.error().message;
+    auto before = count();
+
+    auto again = join(pki::Role::worker, "node-k");
+    ASSERT_TRUE(again) << again.error().message;
+    EXPECT_EQ(again->node_id, first->node_id);
+    EXPECT_EQ(count(), before) << "no second node for the same key";
+    // Both certificates name the node; the new one serves a session.
+    nodeconn::Credentials c{again->certificate_pem, crypto::SecureBuffer::copy_of(str(key.key_pem)),
+                            again->ca_bundle_pem};
+    auto node = FakeNode::connect(port_->port(), c);
+    ASSERT_TRUE(node) << node.error().message;
+    ASSERT_TRUE(node.value()->wait_for("assignments"));
+    EXPECT_EQ(node.value()->manager().cluster_id, manager_->cluster_id());
+    auto n = manager_->nodes().get(first->node_id);
+    ASSERT_TRUE(n);
+    EXPECT_EQ(n->description.hostname, "node-k");
+
+    // The same key under another name, or with another role's token, is refused and changes
+    // nothing.
+    for (auto [role, host] :
+         {std::pair{pki::Role::worker, "node-other"}, std::pair{pki::Role::manager, "node-k"}}) {
+        auto refused = join(role, host);
+        ASSERT_FALSE(refused) << host;
+        // 409 on the wire, read back as already_exists.
+        EXPECT_EQ(refused.error().code, Errc::already_exists) << refused.error().message;
+        EXPECT_NE(refused.error().message.find(first->node_id), std::string::npos)
+            << refused.error().message;
+        EXPECT_EQ(count(), before);
+    }
+
+    auto other = pki::NodeKey::generate();
+    auto second =
+        nodeconn::join({"127.0.0.1", port_->port()}, manager_->trust().token(pki::Role::worker),
+                       other.csr_pem, {}, "node-l");
+    ASSERT_TRUE(second) << second.error().message;
+    EXPECT_NE(second->node_id, first->node_id);
+    EXPECT_EQ(count(), before + 1);
+}
+
 // The node port's own certificate is replaced when it is due (here: the first at once, the next
 // not for a day), so a long-running manager never serves an expired one.
 TEST_F(NodePortSession, TheNodePortReplacesItsOwnCertificateWhenDue) {

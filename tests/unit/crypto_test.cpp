@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstring>
 #include <set>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -51,6 +52,16 @@ TEST(RandomId, Is25LowerCaseAlphanumericAndUnique) {
         seen.insert(id);
     }
     EXPECT_EQ(seen.size(), 1000u);
+}
+
+TEST(DerivedId, IsAnIdThatTheSameInputsAlwaysGive) {
+    auto a = derived_id("coffer test context", "value");
+    EXPECT_EQ(a, derived_id("coffer test context", "value"));
+    ASSERT_EQ(a.size(), 25u) << "the shape of random_id()";
+    for (char ch : a) EXPECT_TRUE((ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'z')) << a;
+    EXPECT_NE(a, derived_id("coffer test context", "value2"));
+    EXPECT_NE(a, derived_id("coffer other context", "value"));
+    EXPECT_THROW(derived_id("too short", "value"), std::invalid_argument);
 }
 
 TEST(Base64, RoundTripsAndRejectsGarbage) {

@@ -10,6 +10,7 @@
 #include "coffer/nodeconn/client.h"
 #include "coffer/nodeconn/tls.h"
 #include "coffer/pki/certificate.h"
+#include "coffer/pki/node_key.h"
 
 namespace coffer::agent {
 
@@ -42,6 +43,12 @@ bool identity_exists(const std::string& data_dir);
 Result<Identity> enroll(const std::string& data_dir, std::string_view manager,
                         const crypto::SecureBuffer& token_text, const nodeconn::Limits& limits = {},
                         std::string_view hostname = {});
+// The same with the key given: a join asked again after its answer was lost uses the key it
+// first used, so that the manager recognizes the node it registered then (its ID follows from
+// the key) instead of registering a second one.
+Result<Identity> enroll(const std::string& data_dir, std::string_view manager,
+                        const crypto::SecureBuffer& token_text, const pki::NodeKey& key,
+                        const nodeconn::Limits& limits = {}, std::string_view hostname = {});
 
 // A certificate the manager renewed: checks it (for current's key, CN = our node id, O = our
 // cluster id, chains to a root of ca_bundle_pem) and replaces ca.crt, then node.crt (and
