@@ -43,7 +43,7 @@ std::string seal(const Key& key, std::span<const std::uint8_t> plaintext, std::s
     p[2] = static_cast<std::uint8_t>(key.id >> 16);
     p[3] = static_cast<std::uint8_t>(key.id >> 8);
     p[4] = static_cast<std::uint8_t>(key.id);
-    random_bytes({p + 5, nonce_bytes});
+    public_random_bytes({p + 5, nonce_bytes});
     auto aad = full_ad(std::string_view(out.data(), header_bytes), ad);
     unsigned long long clen = 0;
     crypto_aead_xchacha20poly1305_ietf_encrypt(p + header_bytes, &clen, plaintext.data(),

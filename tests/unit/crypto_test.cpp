@@ -1,6 +1,9 @@
 #include <gtest/gtest.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <cstring>
 #include <set>
 #include <stdexcept>
@@ -52,6 +55,41 @@ TEST(RandomId, Is25LowerCaseAlphanumericAndUnique) {
         seen.insert(id);
     }
     EXPECT_EQ(seen.size(), 1000u);
+}
+
+TEST(PublicRandom, NeverRepeatsAndAForkedChildDoesNotRepeatItsParent) {
+    std::set<std::string> seen;
+    for (int i = 0; i < 200; ++i) {  // several refills of the pool
+        std::array<std::uint8_t, 24> b{};
+        public_random_bytes(b);
+        EXPECT_TRUE(seen.emplace(reinterpret_cast<const char*>(b.data()), b.size()).second);
+    }
+    std::array<std::uint8_t, 24> large_first{};
+    std::array<std::uint8_t, 100> large{};  // over the pool's limit: from the kernel
+    public_random_bytes(large_first);
+    public_random_bytes(large);
+    EXPECT_NE(std::count(large.begin(), large.end(), 0), 100);
+
+    // The pool holds bytes now; a child must not hand out the ones its parent hands out next.
+    int fds[2];
+    ASSERT_EQ(::pipe(fds), 0);
+    pid_t pid = ::fork();
+    ASSERT_GE(pid, 0);
+    if (pid == 0) {
+        std::array<std::uint8_t, 24> b{};
+        public_random_bytes(b);
+        auto n = ::write(fds[1], b.data(), b.size());
+        ::_exit(n == static_cast<ssize_t>(b.size()) ? 0 : 1);
+    }
+    ::close(fds[1]);
+    std::array<std::uint8_t, 24> mine{}, childs{};
+    public_random_bytes(mine);
+    ASSERT_EQ(::read(fds[0], childs.data(), childs.size()), static_cast<ssize_t>(childs.size()));
+    ::close(fds[0]);
+    int status = 0;
+    ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    EXPECT_NE(mine, childs);
 }
 
 TEST(DerivedId, IsAnIdThatTheSameInputsAlwaysGive) {
