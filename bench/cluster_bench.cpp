@@ -4,6 +4,9 @@
 //   joins       N nodes joining at once (in this process: key, CSR, join each)
 //   sessions    the manager's memory per idle session (N sessions from this process)
 //   fanout      a global service with a secret over N agents in the no-op benchmark mode
+//   fanout-sessions
+//               the same over --sessions node sessions held by this process, each reporting
+//               its task running at once: the manager's side at 1,000 nodes
 //   service     real containers: create -> secret readable in the task; --secret-add -> the
 //               new task reads it; a 10-replica rolling update
 //   rotate-live
@@ -37,6 +40,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <mutex>
 #include <set>
 #include <sstream>
 #include <thread>
@@ -45,6 +49,7 @@
 #include <fmt/format.h>
 #include <boost/json.hpp>
 
+#include "coffer/agent/assignments.h"
 #include "coffer/agent/enrollment.h"
 #include "coffer/base/process.h"
 #include "coffer/base/unique_fd.h"
@@ -52,6 +57,7 @@
 #include "coffer/crypto/secure_buffer.h"
 #include "coffer/net/http_client.h"
 #include "coffer/nodeconn/client.h"
+#include "coffer/nodeproto/status.h"
 
 namespace fs = std::filesystem;
 namespace json = boost::json;
@@ -304,9 +310,8 @@ json::array secret_refs(const std::vector<std::pair<std::string, std::string>>& 
     return a;
 }
 
-// Tasks of a service in a state, by ID.
-std::set<std::string> tasks_in(Cluster& c, const std::string& service, std::string_view state) {
-    std::set<std::string> ids;
+// The filters parameter, URL-encoded, for a service's tasks.
+std::string service_filter(const std::string& service) {
     json::array ids_filter;
     ids_filter.emplace_back(service);
     auto filters = json::serialize(json::object{{"service", std::move(ids_filter)}});
@@ -314,7 +319,13 @@ std::set<std::string> tasks_in(Cluster& c, const std::string& service, std::stri
     for (char ch : filters)
         enc += std::isalnum(static_cast<unsigned char>(ch)) ? std::string(1, ch)
                                                             : fmt::format("%{:02X}", ch);
-    auto tasks = c.get("/tasks?filters=" + enc);
+    return enc;
+}
+
+// Tasks of a service in a state, by ID.
+std::set<std::string> tasks_in(Cluster& c, const std::string& service, std::string_view state) {
+    std::set<std::string> ids;
+    auto tasks = c.get("/tasks?filters=" + service_filter(service));
     for (const auto& t : tasks.as_array())
         if (t.at("Status").at("State").as_string() == state)
             ids.insert(std::string(t.at("ID").as_string()));
@@ -401,27 +412,30 @@ void joins(const Options& o) {
                 o.agents * 1000.0 / ms, failed.load());
 }
 
+// n nodes joined from this process (4 threads), hostnames s0..s<n-1>: their credentials.
+std::vector<coffer::nodeconn::Credentials> join_nodes(Cluster& c, int n) {
+    auto token = coffer::crypto::SecureBuffer::copy_of(std::string_view(c.token()));
+    std::vector<coffer::nodeconn::Credentials> creds(n);
+    std::vector<std::thread> threads;
+    std::atomic<int> next{0};
+    for (int t = 0; t < 4; ++t)
+        threads.emplace_back([&] {
+            for (int i; (i = next++) < n;) {
+                auto dir = fmt::format("{}/s/{}", c.dir(), i);
+                fs::create_directories(dir);
+                auto id = coffer::agent::enroll(dir, c.manager(), token, {}, fmt::format("s{}", i));
+                if (!id) die("join: " + id.error().message);
+                creds[i] = std::move(id->credentials);
+            }
+        });
+    for (auto& t : threads) t.join();
+    return creds;
+}
+
 void sessions(const Options& o) {
     std::printf("== sessions: cofferd's memory with %d idle sessions (VmRSS)\n", o.sessions);
     Cluster c(o);
-    auto token = coffer::crypto::SecureBuffer::copy_of(std::string_view(c.token()));
-    std::vector<coffer::nodeconn::Credentials> creds(o.sessions);
-    {
-        std::vector<std::thread> threads;
-        std::atomic<int> next{0};
-        for (int t = 0; t < 4; ++t)
-            threads.emplace_back([&] {
-                for (int i; (i = next++) < o.sessions;) {
-                    auto dir = fmt::format("{}/s/{}", c.dir(), i);
-                    fs::create_directories(dir);
-                    auto id =
-                        coffer::agent::enroll(dir, c.manager(), token, {}, fmt::format("s{}", i));
-                    if (!id) die("join: " + id.error().message);
-                    creds[i] = std::move(id->credentials);
-                }
-            });
-        for (auto& t : threads) t.join();
-    }
+    auto creds = join_nodes(c, o.sessions);
     // Settle: the joins' transient allocations are returned before the baseline.
     std::this_thread::sleep_for(2s);
     auto base = rss_kib(c.daemon_pid());
@@ -483,6 +497,127 @@ void fanout(const Options& o) {
         remove_service(c, id);
     }
     report(fmt::format("create -> {} tasks running", o.agents).c_str(), times);
+}
+
+// The manager's side of the fan-out at the scale of the issue: N node sessions held by this
+// process (N agent processes do not fit on 2 cores beside cofferd). Each session answers an
+// assignment as an agent does on the wire: every task it adds is reported running at once, with
+// no runner behind it. Timed from the create request: until every session has received its task
+// and the secret (what "reaches the node" means), and until the API lists every task running.
+void fanout_sessions(const Options& o) {
+    std::printf(
+        "== fanout-sessions: a global service with one secret over %d node sessions held by this "
+        "process\n",
+        o.sessions);
+    Cluster c(o);
+    auto creds = join_nodes(c, o.sessions);
+    struct Node {
+        std::atomic<int> secret_run{-1}, task_run{-1};
+    };
+    std::vector<Node> nodes(o.sessions);
+    std::atomic<int> run_now{-1};
+    std::mutex mu;
+    std::string secret_now;  // under mu
+    std::atomic<int> reached{0};
+    std::atomic<std::int64_t> all_reached_ns{0};
+    auto t0 = Clock::now();
+    auto note = [&](Node& n) {
+        int run = run_now.load();
+        if (n.secret_run.load() == run && n.task_run.load() == run && ++reached == o.sessions)
+            all_reached_ns =
+                std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - t0).count();
+    };
+    auto endpoint = coffer::agent::parse_endpoint(c.manager());
+    std::vector<std::unique_ptr<coffer::nodeconn::NodeClient>> clients;
+    for (int i = 0; i < o.sessions; ++i) {
+        coffer::nodeconn::SessionHandlers h;
+        h.on_message = [&, i](const std::shared_ptr<coffer::nodeconn::Session>& s,
+                              coffer::nodeconn::Message m) {
+            auto a = coffer::agent::parse_assignments(m.json);
+            if (!a) return;  // not an assignment (managers, networks)
+            coffer::nodeproto::StatusMessage status;
+            status.complete = a->complete;
+            bool secret = false, task = false;
+            {
+                std::lock_guard l(mu);
+                for (const auto& ch : a->changes) {
+                    if (ch.action == coffer::agent::Change::Action::remove) {
+                        if (!ch.is_secret)
+                            status.statuses.push_back(
+                                {.task_id = ch.id, .state = coffer::model::TaskState::shutdown});
+                        continue;
+                    }
+                    if (ch.is_secret && !secret_now.empty() && ch.id.starts_with(secret_now))
+                        secret = true;
+                    if (!ch.is_secret && ch.task) {
+                        task = true;
+                        status.statuses.push_back(
+                            {.task_id = ch.id, .state = coffer::model::TaskState::running});
+                    }
+                }
+            }
+            int run = run_now.load();
+            if (secret) nodes[i].secret_run = run;
+            if (task) nodes[i].task_run = run;
+            if (secret || task) note(nodes[i]);
+            if (!status.statuses.empty() || a->complete) s->send(coffer::nodeproto::encode(status));
+        };
+        auto cl =
+            coffer::nodeconn::NodeClient::connect(*endpoint, std::move(creds[i]), std::move(h));
+        if (!cl) die("session: " + cl.error().message);
+        clients.push_back(std::move(*cl));
+    }
+    await(
+        "every node ready",
+        [&] { return c.ready_nodes("worker").size() == static_cast<std::size_t>(o.sessions); }, 60s,
+        50ms);
+    std::vector<double> to_nodes, to_running;
+    for (int run = 0; run < std::max(1, o.runs / 3); ++run) {
+        auto name = fmt::format("fanout{}", run);
+        auto sid = create_secret(c, name);
+        {
+            std::lock_guard l(mu);
+            secret_now = sid;
+        }
+        reached = 0;
+        all_reached_ns = 0;
+        run_now = run;
+        json::object spec{
+            {"Name", fmt::format("fan{}", run)},
+            {"TaskTemplate",
+             json::object{
+                 {"ContainerSpec",
+                  json::object{{"Image", "busybox"}, {"Secrets", secret_refs({{sid, name}})}}},
+                 {"Placement", json::object{{"Constraints", json::array{"node.role==worker"}}}}}},
+            {"Mode", json::object{{"Global", json::object{}}}}};
+        t0 = Clock::now();
+        auto id = std::string(
+            c.call("POST", "/services/create", json::serialize(spec)).at("ID").as_string());
+        await(
+            "the task and the secret at every node", [&] { return all_reached_ns.load() != 0; },
+            60s, 1ms);
+        to_nodes.push_back(all_reached_ns.load() / 1e6);
+        await(
+            "every task running",
+            [&] {
+                return tasks_in(c, id, "running").size() == static_cast<std::size_t>(o.sessions);
+            },
+            60s, 10ms);
+        to_running.push_back(ms_since(t0));
+        // The next run starts once the manager has forgotten this service's tasks (each run
+        // on a settled cluster).
+        auto t1 = Clock::now();
+        remove_service(c, id);
+        await(
+            "every task removed", [&] { return c.get("/tasks").as_array().empty(); }, 300s, 50ms);
+        std::printf(
+            "  run %d: at every node %.1f ms, all running %.1f ms; removed, every task gone after "
+            "%.0f ms\n",
+            run, to_nodes.back(), to_running.back(), ms_since(t1));
+    }
+    report(fmt::format("create -> task and secret at all {} nodes", o.sessions).c_str(), to_nodes);
+    report(fmt::format("create -> {} tasks running (API, polled every 10 ms)", o.sessions).c_str(),
+           to_running);
 }
 
 // A log file that contains marker; the runner writes each task's output to <data>/logs/<id>.log.
@@ -980,16 +1115,16 @@ void pull(const Options& o) {
 int main(int argc, char** argv) {
     CLI::App app{"coffer's cluster benchmarks (root; starts its own cofferd and agents)"};
     Options o;
-    std::vector<std::string> scenarios{"node-ready",    "joins",   "sessions",
-                                       "fanout",        "service", "rotate-live",
-                                       "rotate-fanout", "network", "pull"};
+    std::vector<std::string> scenarios{"node-ready",      "joins",   "sessions",    "fanout",
+                                       "fanout-sessions", "service", "rotate-live", "rotate-fanout",
+                                       "network",         "pull"};
     app.add_option("--cofferd", o.cofferd)->required();
     app.add_option("--agent", o.agent)->required();
     o.images_script = COFFER_MAKE_TEST_IMAGES;
     app.add_option("--make-test-images", o.images_script)->capture_default_str();
     app.add_option("--scenario", scenarios,
-                   "node-ready joins sessions fanout service rotate-live rotate-fanout network "
-                   "pull")
+                   "node-ready joins sessions fanout fanout-sessions service rotate-live "
+                   "rotate-fanout network pull")
         ->capture_default_str();
     app.add_option("--runs", o.runs, "Runs per timed scenario")->capture_default_str();
     auto* agents = app.add_option("--agents", o.agents,
@@ -997,7 +1132,8 @@ int main(int argc, char** argv) {
                                   "(default 10)");
     app.add_option("--agent-arg", o.agent_args,
                    "Extra coffer-agent argument for node-ready and service (repeat)");
-    app.add_option("--sessions", o.sessions, "Idle sessions for the memory figure")
+    app.add_option("--sessions", o.sessions,
+                   "Node sessions for the memory figure and fanout-sessions")
         ->capture_default_str();
     app.add_option("--manager-log-level", o.manager_log_level,
                    "cofferd's --log-level, e.g. info,dispatcher=debug (its log goes to stderr)")
@@ -1017,6 +1153,8 @@ int main(int argc, char** argv) {
                 sessions(o);
             else if (s == "fanout")
                 fanout(o);
+            else if (s == "fanout-sessions")
+                fanout_sessions(o);
             else if (s == "service")
                 service(o);
             else if (s == "rotate-live")

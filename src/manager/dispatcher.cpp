@@ -290,7 +290,7 @@ std::optional<AssignmentMessage> NodeStream::poll() {
 
 std::optional<nodeproto::NetworksMessage> NodeStream::poll_networks() {
     if (dispatcher_.networks_ == nullptr || dispatcher_.services_ == nullptr) return std::nullopt;
-    auto in = dispatcher_.network_inputs();
+    auto in = dispatcher_.snapshot();
     auto m = networks_message(node_id_, in->networks, in->services, in->tasks, in->nodes);
     if (sent_networks_) {
         m.sequence = sent_networks_->sequence;
@@ -328,16 +328,26 @@ void Dispatcher::unsubscribe(NodeStream* s) {
     streams_.lock()->erase(s);
 }
 
-std::shared_ptr<const Dispatcher::NetworkInputs> Dispatcher::network_inputs() const {
+std::shared_ptr<const Dispatcher::Snapshot> Dispatcher::snapshot() const {
     // Read before the tables: what is copied below is at least as new as this count says.
     auto seen = changes_.load();
     std::lock_guard lock(inputs_mutex_);
     if (inputs_ && inputs_changes_ == seen) return inputs_;
-    auto in = std::make_shared<NetworkInputs>();
-    in->networks = networks_->list();
-    in->services = services_->list();
-    in->tasks = tasks_.list();
-    in->nodes = nodes_.list();
+    auto in = std::make_shared<Snapshot>();
+    if (networks_ != nullptr && services_ != nullptr) {
+        in->networks = networks_->list();
+        in->services = services_->list();
+        in->nodes = nodes_.list();
+    }
+    tasks_.read([&](const TaskRegistry::Map& items) {
+        for (const auto& [id, t] : items)
+            if (t.desired == TaskState::running && t.status.state >= TaskState::assigned &&
+                !model::is_terminal(t.status.state))
+                in->tasks.push_back(t);
+        return 0;
+    });
+    for (std::size_t i = 0; i < in->tasks.size(); ++i)
+        in->by_node[in->tasks[i].node_id].push_back(i);
     inputs_ = std::move(in);
     inputs_changes_ = seen;
     return inputs_;
@@ -353,13 +363,11 @@ std::map<std::string, Task> Dispatcher::assigned(const std::string& node_id) con
     std::map<std::string, Task> out;
     // A removed node gets an empty set: it must stop everything.
     if (!nodes_.get(node_id)) return out;
-    tasks_.read([&](const TaskRegistry::Map& items) {
-        for (const auto& [id, t] : items)
-            if (t.node_id == node_id && t.desired == TaskState::running &&
-                t.status.state >= TaskState::assigned && t.status.state <= TaskState::running)
-                out.emplace(id, t);
-        return 0;
-    });
+    auto in = snapshot();
+    if (auto it = in->by_node.find(node_id); it != in->by_node.end())
+        for (auto i : it->second)
+            if (const auto& t = in->tasks[i]; t.status.state <= TaskState::running)
+                out.emplace(t.meta.id, t);
     return out;
 }
 

@@ -81,6 +81,10 @@ struct Link {
     Strand strand;
     std::uint64_t generation = 0;
     std::unique_ptr<NodeStream> stream;
+    // A send_assignments is posted and has not started: a change meanwhile needs no other one
+    // (it polls the state as it is when it runs). A thousand status reports in a row made every
+    // session's strand run a thousand polls, most of them finding nothing new.
+    std::atomic<bool> queued{false};
 };
 
 struct PendingLogs {
@@ -290,9 +294,13 @@ void NodePort::Impl::assignments_changed() {
         for (const auto& [session, link] : links_) links.push_back(link);
     }
     for (const auto& link : links)
-        asio::post(link->strand, [this, weak = std::weak_ptr<Link>(link)] {
-            if (auto l = weak.lock()) send_assignments(l);
-        });
+        if (!link->queued.exchange(true))
+            asio::post(link->strand, [this, weak = std::weak_ptr<Link>(link)] {
+                if (auto l = weak.lock()) {
+                    l->queued = false;  // a change from now on posts again
+                    send_assignments(l);
+                }
+            });
 }
 
 Result<void> NodePort::Impl::start() {
