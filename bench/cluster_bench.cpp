@@ -39,6 +39,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <set>
@@ -432,6 +433,26 @@ std::vector<coffer::nodeconn::Credentials> join_nodes(Cluster& c, int n) {
     return creds;
 }
 
+// A session for each of creds (with handlers(i) for the i-th, when given), once every node is
+// ready.
+std::vector<std::unique_ptr<coffer::nodeconn::NodeClient>> open_sessions(
+    Cluster& c, std::vector<coffer::nodeconn::Credentials>& creds,
+    const std::function<coffer::nodeconn::SessionHandlers(int)>& handlers) {
+    auto endpoint = coffer::agent::parse_endpoint(c.manager());
+    std::vector<std::unique_ptr<coffer::nodeconn::NodeClient>> clients;
+    for (std::size_t i = 0; i < creds.size(); ++i) {
+        auto cl = coffer::nodeconn::NodeClient::connect(
+            *endpoint, std::move(creds[i]),
+            handlers ? handlers(static_cast<int>(i)) : coffer::nodeconn::SessionHandlers{});
+        if (!cl) die("session: " + cl.error().message);
+        clients.push_back(std::move(*cl));
+    }
+    await(
+        "every node ready", [&] { return c.ready_nodes("worker").size() == creds.size(); }, 60s,
+        50ms);
+    return clients;
+}
+
 void sessions(const Options& o) {
     std::printf("== sessions: cofferd's memory with %d idle sessions (VmRSS)\n", o.sessions);
     Cluster c(o);
@@ -439,18 +460,8 @@ void sessions(const Options& o) {
     // Settle: the joins' transient allocations are returned before the baseline.
     std::this_thread::sleep_for(2s);
     auto base = rss_kib(c.daemon_pid());
-    auto endpoint = coffer::agent::parse_endpoint(c.manager());
-    std::vector<std::unique_ptr<coffer::nodeconn::NodeClient>> clients;
     auto t0 = Clock::now();
-    for (int i = 0; i < o.sessions; ++i) {
-        auto cl = coffer::nodeconn::NodeClient::connect(*endpoint, std::move(creds[i]), {});
-        if (!cl) die("session: " + cl.error().message);
-        clients.push_back(std::move(*cl));
-    }
-    await(
-        "every node ready",
-        [&] { return c.ready_nodes("worker").size() == static_cast<std::size_t>(o.sessions); }, 60s,
-        50ms);
+    auto clients = open_sessions(c, creds, {});
     double ms = ms_since(t0);
     std::this_thread::sleep_for(5s);  // a few heartbeat rounds
     auto with = rss_kib(c.daemon_pid());
@@ -527,9 +538,7 @@ void fanout_sessions(const Options& o) {
             all_reached_ns =
                 std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - t0).count();
     };
-    auto endpoint = coffer::agent::parse_endpoint(c.manager());
-    std::vector<std::unique_ptr<coffer::nodeconn::NodeClient>> clients;
-    for (int i = 0; i < o.sessions; ++i) {
+    auto clients = open_sessions(c, creds, [&](int i) {
         coffer::nodeconn::SessionHandlers h;
         h.on_message = [&, i](const std::shared_ptr<coffer::nodeconn::Session>& s,
                               coffer::nodeconn::Message m) {
@@ -562,15 +571,8 @@ void fanout_sessions(const Options& o) {
             if (secret || task) note(nodes[i]);
             if (!status.statuses.empty() || a->complete) s->send(coffer::nodeproto::encode(status));
         };
-        auto cl =
-            coffer::nodeconn::NodeClient::connect(*endpoint, std::move(creds[i]), std::move(h));
-        if (!cl) die("session: " + cl.error().message);
-        clients.push_back(std::move(*cl));
-    }
-    await(
-        "every node ready",
-        [&] { return c.ready_nodes("worker").size() == static_cast<std::size_t>(o.sessions); }, 60s,
-        50ms);
+        return h;
+    });
     std::vector<double> to_nodes, to_running;
     for (int run = 0; run < std::max(1, o.runs / 3); ++run) {
         auto name = fmt::format("fanout{}", run);
