@@ -144,8 +144,8 @@ class Dispatcher {
     // change of the tables and shared by every stream. Copied per node and change instead, a
     // change in a cluster of N nodes and N tasks copied every task N times (N = 200: a global
     // service took 20 s to reach its nodes); scanned per node and change, every task of the
-    // table, stopped ones included, was compared N times (N = 1,000: a global service took 3 to
-    // 7 s to reach its nodes, more with every service removed before it).
+    // table, stopped ones included, was compared N times (N = 1,000: a global service took 1.3 s
+    // to reach its nodes, 2.7 to 5.4 s while an earlier one's tasks were being torn down).
     struct Snapshot {
         std::vector<model::Network> networks;  // with the network registries only
         std::vector<model::Service> services;  // idem
