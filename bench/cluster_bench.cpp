@@ -311,8 +311,22 @@ json::array secret_refs(const std::vector<std::pair<std::string, std::string>>& 
     return a;
 }
 
-// The filters parameter, URL-encoded, for a service's tasks.
-std::string service_filter(const std::string& service) {
+// A global service on every worker, its task mounting one secret.
+json::object global_service(const std::string& name, const std::string& secret_id,
+                            const std::string& secret_name) {
+    return json::object{
+        {"Name", name},
+        {"TaskTemplate",
+         json::object{
+             {"ContainerSpec", json::object{{"Image", "busybox"},
+                                            {"Secrets", secret_refs({{secret_id, secret_name}})}}},
+             {"Placement", json::object{{"Constraints", json::array{"node.role==worker"}}}}}},
+        {"Mode", json::object{{"Global", json::object{}}}}};
+}
+
+// Tasks of a service in a state, by ID.
+std::set<std::string> tasks_in(Cluster& c, const std::string& service, std::string_view state) {
+    std::set<std::string> ids;
     json::array ids_filter;
     ids_filter.emplace_back(service);
     auto filters = json::serialize(json::object{{"service", std::move(ids_filter)}});
@@ -320,13 +334,7 @@ std::string service_filter(const std::string& service) {
     for (char ch : filters)
         enc += std::isalnum(static_cast<unsigned char>(ch)) ? std::string(1, ch)
                                                             : fmt::format("%{:02X}", ch);
-    return enc;
-}
-
-// Tasks of a service in a state, by ID.
-std::set<std::string> tasks_in(Cluster& c, const std::string& service, std::string_view state) {
-    std::set<std::string> ids;
-    auto tasks = c.get("/tasks?filters=" + service_filter(service));
+    auto tasks = c.get("/tasks?filters=" + enc);
     for (const auto& t : tasks.as_array())
         if (t.at("Status").at("State").as_string() == state)
             ids.insert(std::string(t.at("ID").as_string()));
@@ -489,14 +497,7 @@ void fanout(const Options& o) {
     auto sid = create_secret(c, "fanout");
     std::vector<double> times;
     for (int run = 0; run < std::max(1, o.runs / 3); ++run) {
-        json::object spec{
-            {"Name", fmt::format("fan{}", run)},
-            {"TaskTemplate",
-             json::object{
-                 {"ContainerSpec",
-                  json::object{{"Image", "busybox"}, {"Secrets", secret_refs({{sid, "fanout"}})}}},
-                 {"Placement", json::object{{"Constraints", json::array{"node.role==worker"}}}}}},
-            {"Mode", json::object{{"Global", json::object{}}}}};
+        auto spec = global_service(fmt::format("fan{}", run), sid, "fanout");
         auto t0 = Clock::now();
         auto id = std::string(
             c.call("POST", "/services/create", json::serialize(spec)).at("ID").as_string());
@@ -524,6 +525,7 @@ void fanout_sessions(const Options& o) {
     auto creds = join_nodes(c, o.sessions);
     struct Node {
         std::atomic<int> secret_run{-1}, task_run{-1};
+        std::atomic<int> counted_run{-1};  // the run in which `reached` counted this node
     };
     std::vector<Node> nodes(o.sessions);
     std::atomic<int> run_now{-1};
@@ -534,7 +536,9 @@ void fanout_sessions(const Options& o) {
     auto t0 = Clock::now();
     auto note = [&](Node& n) {
         int run = run_now.load();
-        if (n.secret_run.load() == run && n.task_run.load() == run && ++reached == o.sessions)
+        // Once per node and run, though later messages (a complete set again) may match too.
+        if (n.secret_run.load() == run && n.task_run.load() == run &&
+            n.counted_run.exchange(run) != run && ++reached == o.sessions)
             all_reached_ns =
                 std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - t0).count();
     };
@@ -584,14 +588,7 @@ void fanout_sessions(const Options& o) {
         reached = 0;
         all_reached_ns = 0;
         run_now = run;
-        json::object spec{
-            {"Name", fmt::format("fan{}", run)},
-            {"TaskTemplate",
-             json::object{
-                 {"ContainerSpec",
-                  json::object{{"Image", "busybox"}, {"Secrets", secret_refs({{sid, name}})}}},
-                 {"Placement", json::object{{"Constraints", json::array{"node.role==worker"}}}}}},
-            {"Mode", json::object{{"Global", json::object{}}}}};
+        auto spec = global_service(fmt::format("fan{}", run), sid, name);
         t0 = Clock::now();
         auto id = std::string(
             c.call("POST", "/services/create", json::serialize(spec)).at("ID").as_string());
