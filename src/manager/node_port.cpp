@@ -126,7 +126,7 @@ class NodePort::Impl {
     // A join with the key of a node already registered: the same node, a new certificate.
     Result<nodeconn::JoinResponse> join_again(const model::Node& node,
                                               const nodeconn::JoinRequest& req, pki::Role role,
-                                              const std::string& host);
+                                              const std::string& host, const std::string& hostname);
     Result<void> authorize(const pki::NodeIdentity& who) const;
     void opened(const std::shared_ptr<Session>& s);
     void message(const std::shared_ptr<Session>& s, nodeconn::Message m);
@@ -378,7 +378,7 @@ Result<nodeconn::JoinResponse> NodePort::Impl::join(nodeconn::JoinRequest req) {
     auto key = pki::csr_public_key(req.csr_pem);
     if (!key) return std::move(key).error().context("join: certificate request");
     auto id = crypto::derived_id("coffer node of key", trust.cluster_id() + "/" + *key);
-    if (auto joined = registry_.get(id)) return join_again(*joined, req, *role, host);
+    if (auto joined = registry_.get(id)) return join_again(*joined, req, *role, host, hostname);
     if (auto free = registry_.check_hostname(hostname); !free) return std::move(free).error();
     // The certificate names what the manager decides (CN id, OU role, O cluster); the CSR
     // contributes its public key only.
@@ -404,9 +404,9 @@ Result<nodeconn::JoinResponse> NodePort::Impl::join(nodeconn::JoinRequest req) {
 
 Result<nodeconn::JoinResponse> NodePort::Impl::join_again(const model::Node& node,
                                                           const nodeconn::JoinRequest& req,
-                                                          pki::Role role, const std::string& host) {
+                                                          pki::Role role, const std::string& host,
+                                                          const std::string& hostname) {
     const auto& id = node.meta.id;
-    auto hostname = req.hostname.empty() ? host : req.hostname;
     if (node_role(role) != node.spec.role)
         return make_error(
             Errc::conflict,
