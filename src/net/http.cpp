@@ -92,6 +92,7 @@ std::string percent_decode(std::string_view s, bool plus_is_space) {
 }
 
 void parse_target(std::string_view target, Request& r) {
+    r.target = std::string(target);
     auto q = target.find('?');
     r.path = percent_decode(target.substr(0, q), false);
     r.query.clear();

@@ -6,19 +6,23 @@
 #include <boost/asio/connect.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/strand.hpp>
 #include <boost/asio/use_awaitable.hpp>
+#include <boost/beast/core/string.hpp>
 #include <boost/beast/http/read.hpp>
 #include <boost/beast/http/span_body.hpp>
 #include <boost/beast/http/write.hpp>
 #include <boost/json/object.hpp>
 #include <boost/json/parse.hpp>
 
+#include <functional>
 #include <future>
 #include <thread>
 
 #include "coffer/base/log.h"
 #include "coffer/nodeconn/client.h"
+#include "coffer/nodeconn/forward.h"
 #include "coffer/nodeproto/join.h"
 #include "coffer/nodeproto/version.h"
 #include "coffer/pki/token.h"
@@ -206,6 +210,130 @@ Result<JoinResponse> join(const Endpoint& manager, const crypto::SecureBuffer& t
         });
     ioc.run();
     if (!result) return make_error(Errc::internal, "join: did not complete");
+    return std::move(*result);
+}
+
+namespace {
+
+asio::awaitable<Result<net::Response>> forward_flow(const Endpoint& to, ssl::context& ctx,
+                                                    const crypto::SecureBuffer& key,
+                                                    const net::Request& request,
+                                                    std::chrono::milliseconds timeout,
+                                                    std::chrono::milliseconds answer_timeout) {
+    Limits limits;
+    limits.handshake_timeout = timeout;
+    auto stream = co_await open_tls(to, ctx, limits);
+    if (!stream) co_return std::move(stream).error();
+    auto binding = forward_binding((*stream)->native_handle());
+    if (!binding) co_return std::move(binding).error();
+    auto envelope = forward_envelope(request);
+    http::request<http::span_body<const char>> req{
+        http::string_to_verb(request.method),
+        fmt::format("{}{}", forward_prefix, request.target.empty() ? "/" : request.target), 11};
+    if (req.method() == http::verb::unknown)
+        co_return make_error(Errc::invalid_argument,
+                             fmt::format("method {} is not forwarded", request.method));
+    req.set(http::field::host, manager_name);
+    if (!request.content_type.empty()) req.set(http::field::content_type, request.content_type);
+    req.set(forward_proof_header, forward_proof(key, *binding));
+    if (request.peer)
+        req.set(forward_peer_header,
+                fmt::format("{} {} {}", request.peer->uid, request.peer->gid, request.peer->pid));
+    req.keep_alive(false);
+    req.body() = {reinterpret_cast<const char*>(envelope.data()), envelope.size()};
+    req.prepare_payload();
+    if (auto [ec, n] = co_await http::async_write(**stream, req, use_tuple); ec)
+        co_return make_error(Errc::internal,
+                             fmt::format("send the request to the leading manager {}:{}: {}",
+                                         to.host, to.port, ec.message()));
+    // The leader answers once the API has: as long as the request takes there.
+    (*stream)->expires_after(answer_timeout);
+    SecureFlatBuffer buffer;
+    http::response_parser<SecureBody> parser;
+    parser.header_limit(max_header_bytes);
+    parser.body_limit(forward_answer_bytes);
+    if (auto [ec, n] = co_await http::async_read(**stream, buffer, parser, use_tuple); ec)
+        co_return make_error(Errc::internal,
+                             fmt::format("the leading manager {}:{} did not answer: {}", to.host,
+                                         to.port, ec.message()));
+    auto res = parser.release();
+    if (res.result() == http::status::unauthorized && res.count(forward_refused_header) > 0) {
+        auto refused = failure(res).context("the leading manager refused this manager");
+        refused.code = Errc::unauthenticated;
+        co_return refused;
+    }
+    net::Response out;
+    out.status = res.result_int();
+    out.content_type = std::string(res[http::field::content_type]);
+    for (const auto& f : res) {
+        auto name = f.name_string();
+        if (beast::iequals(name, "Content-Type") || beast::iequals(name, "Content-Length") ||
+            beast::iequals(name, "Connection") || beast::iequals(name, "Server") ||
+            beast::iequals(name, "Api-Version") || beast::iequals(name, "Date"))
+            continue;
+        out.headers.emplace_back(std::string(name), std::string(f.value()));
+    }
+    auto body = body_view(res);
+    if (!body.empty()) out.secure_body = crypto::SecureBuffer::copy_of(body);
+    (*stream)->expires_after(timeout);
+    co_await (*stream)->async_shutdown(use_tuple);
+    co_return out;
+}
+
+}  // namespace
+
+struct Forwarder::Impl {
+    std::shared_ptr<ssl::context> ctx;
+};
+
+Forwarder::Forwarder(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Forwarder::~Forwarder() = default;
+
+Result<std::unique_ptr<Forwarder>> Forwarder::make(std::string_view ca_bundle_pem) {
+    if (ca_bundle_pem.empty()) return make_error(Errc::internal, "no cluster CA to verify with");
+    auto ctx = join_context(ca_bundle_pem);
+    if (!ctx) return std::move(ctx).error().context("the cluster CA");
+    return std::unique_ptr<Forwarder>(new Forwarder(std::make_unique<Impl>(Impl{std::move(*ctx)})));
+}
+
+Result<net::Response> Forwarder::send(const Endpoint& leader, const crypto::SecureBuffer& key,
+                                      const net::Request& request,
+                                      std::chrono::milliseconds timeout,
+                                      std::chrono::milliseconds answer_timeout,
+                                      const std::atomic<bool>& cancelled) const {
+    asio::io_context ioc;
+    std::optional<Result<net::Response>> result;
+    asio::steady_timer watch(ioc);
+    std::function<void()> look = [&] {
+        watch.expires_after(std::chrono::milliseconds(100));
+        watch.async_wait([&](const boost::system::error_code& ec) {
+            if (ec || result) return;
+            // Stopping the context abandons the exchange: its frames go with ioc.
+            if (cancelled.load()) return ioc.stop();
+            look();
+        });
+    };
+    look();
+    asio::co_spawn(
+        ioc,
+        [&]() -> asio::awaitable<void> {
+            result.emplace(
+                co_await forward_flow(leader, *impl_->ctx, key, request, timeout, answer_timeout));
+            watch.cancel();
+        },
+        [&](std::exception_ptr e) {
+            if (!e) return;
+            try {
+                std::rethrow_exception(e);
+            } catch (const std::exception& x) {
+                result.emplace(make_error(Errc::internal, fmt::format("forward: {}", x.what())));
+            }
+        });
+    ioc.run();
+    if (!result)
+        return make_error(Errc::internal, cancelled.load()
+                                              ? "abandoned: this manager stopped forwarding"
+                                              : "forward: did not complete");
     return std::move(*result);
 }
 

@@ -22,13 +22,16 @@
 #include <atomic>
 #include <cctype>
 #include <condition_variable>
+#include <cstdio>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <thread>
 #include <vector>
 
 #include "coffer/base/log.h"
 #include "coffer/base/sync.h"
+#include "coffer/nodeconn/forward.h"
 #include "coffer/nodeconn/server.h"
 #include "coffer/nodeproto/join.h"
 #include "coffer/nodeproto/version.h"
@@ -101,7 +104,10 @@ class NodeServer::Impl {
           join_rate_(options_.join_burst, options_.join_interval),
           refusals_("nodeconn", options_.refusal_log_interval),
           join_pool_(options_.join_threads == 0 ? 1 : options_.join_threads),
-          acceptor_(asio::make_strand(ioc_)) {}
+          acceptor_(asio::make_strand(ioc_)) {
+        if (handlers_.forward_api != nullptr && handlers_.check_forward)
+            forward_pool_.emplace(std::max<std::size_t>(handlers_.forward_threads, 1));
+    }
 
     ~Impl() { shutdown(); }
 
@@ -113,6 +119,10 @@ class NodeServer::Impl {
     // Runs a session that serve() registered, and forgets it when it ends.
     asio::awaitable<void> hold(std::shared_ptr<SessionImpl> session);
     asio::awaitable<Reply> join(const Request& req, std::string remote, const std::string& source);
+    // A standby manager's API request (forward.h), its header read, its body not yet.
+    asio::awaitable<void> forward(TlsStream& stream, SecureFlatBuffer& buffer,
+                                  http::request_parser<SecureBody>& parser, const std::string& peer,
+                                  Unverified& unverified);
     Result<pki::NodeIdentity> session_peer(SSL* ssl);
 
     ServerOptions options_;
@@ -129,6 +139,7 @@ class NodeServer::Impl {
     RefusalLog refusals_;
     asio::io_context ioc_;
     asio::thread_pool join_pool_;
+    std::optional<asio::thread_pool> forward_pool_;  // when forwarded requests are served
     tcp::acceptor acceptor_;
     std::vector<std::thread> threads_;
     bool stopped_ = false;
@@ -175,6 +186,7 @@ void NodeServer::Impl::shutdown() {
     ioc_.stop();
     for (auto& t : threads_) t.join();
     join_pool_.join();
+    if (forward_pool_) forward_pool_->join();
     refusals_.flush({}, true);
     std::lock_guard lock(sessions_mutex_);
     for (auto& [_, weak] : sessions_)
@@ -262,10 +274,19 @@ asio::awaitable<void> NodeServer::Impl::serve(tcp::socket socket, Unverified unv
     http::request_parser<SecureBody> parser;
     parser.header_limit(max_header_bytes);
     parser.body_limit(options_.limits.max_request_bytes);
-    if (auto [e, n] = co_await http::async_read(stream, buffer, parser, use_tuple); e) {
+    if (auto [e, n] = co_await http::async_read_header(stream, buffer, parser, use_tuple); e) {
         log::debug("nodeconn", "{}: read request: {}", peer, e.message());
         co_return;
     }
+    if (parser.get().target().starts_with(forward_prefix) && forward_pool_) {
+        co_await forward(stream, buffer, parser, peer, unverified);
+        co_return;
+    }
+    if (!parser.is_done())
+        if (auto [e, n] = co_await http::async_read(stream, buffer, parser, use_tuple); e) {
+            log::debug("nodeconn", "{}: read request: {}", peer, e.message());
+            co_return;
+        }
     Request& req = parser.get();
     const auto target = req.target();
 
@@ -312,6 +333,114 @@ asio::awaitable<void> NodeServer::Impl::serve(tcp::socket socket, Unverified unv
     res.prepare_payload();
     if (auto [e, n] = co_await http::async_write(stream, res, use_tuple); e) co_return;
     co_await stream.async_shutdown(use_tuple);
+}
+
+asio::awaitable<void> NodeServer::Impl::forward(TlsStream& stream, SecureFlatBuffer& buffer,
+                                                http::request_parser<SecureBody>& parser,
+                                                const std::string& peer, Unverified& unverified) {
+    const std::string source = unverified.source();
+    auto answer = [&](const net::Response& r, bool refused = false) -> asio::awaitable<void> {
+        http::response<SecureBody> res{static_cast<http::status>(r.status), 11};
+        if (!r.content_type.empty()) res.set(http::field::content_type, r.content_type);
+        for (const auto& [name, value] : r.headers) res.set(name, value);
+        if (refused) res.set(forward_refused_header, "proof");
+        res.keep_alive(false);
+        const auto& secure = r.secure_body;
+        std::string_view body =
+            secure.empty()
+                ? std::string_view(r.body)
+                : std::string_view(reinterpret_cast<const char*>(secure.data()), secure.size());
+        if (!body.empty()) {
+            auto out = res.body().prepare(body.size());
+            asio::buffer_copy(out, asio::buffer(body.data(), body.size()));
+            res.body().commit(body.size());
+        }
+        res.prepare_payload();
+        stream.expires_after(options_.limits.handshake_timeout);
+        if (auto [e, n] = co_await http::async_write(stream, res, use_tuple); e) co_return;
+        co_await stream.async_shutdown(use_tuple);
+    };
+    if (!join_rate_.allow(source)) {
+        refusals_.refused(log::Level::warn, "forwarded request refused", source,
+                          "too many refused joins and forwards from this source");
+        co_return co_await answer(net::Response::error(make_error(
+            Errc::unavailable, "too many refused requests from this address; try again later")));
+    }
+    auto binding = forward_binding(stream.native_handle());
+    const auto& req = parser.get();
+    if (!binding || !handlers_.check_forward(*binding, req[forward_proof_header])) {
+        join_rate_.refused(source);
+        refusals_.refused(log::Level::warn, "forwarded request refused", source,
+                          "no proof of the managers' forwarding key");
+        co_return co_await answer(
+            net::Response::error(make_error(Errc::unauthenticated,
+                                            "a forwarded request needs a manager of this cluster "
+                                            "(the proof of the managers' forwarding key)")),
+            true);
+    }
+    unverified.release();
+    // Authenticated: the body may be as large as an API request's.
+    parser.body_limit(forward_request_bytes);
+    if (!parser.is_done())
+        if (auto [e, n] = co_await http::async_read(stream, buffer, parser, use_tuple); e) {
+            log::debug("nodeconn", "{}: read forwarded request: {}", peer, e.message());
+            co_return;
+        }
+    net::Request request;
+    request.received = std::chrono::steady_clock::now();
+    request.method = std::string(req.method_string());
+    net::parse_target(std::string_view(req.target()).substr(forward_prefix.size()), request);
+    request.content_type = std::string(req[http::field::content_type]);
+    if (auto who = req[forward_peer_header]; !who.empty()) {
+        net::Peer p;
+        if (std::sscanf(std::string(who).c_str(), "%u %u %d", &p.uid, &p.gid, &p.pid) == 3)
+            request.peer = p;
+    }
+    {
+        auto envelope = crypto::SecureBuffer::copy_of(body_view(req));
+        if (auto opened = open_forward_envelope(envelope, request); !opened)
+            co_return co_await answer(net::Response::error(opened.error()));
+    }
+    if (request.path.empty() || request.path.front() != '/')
+        co_return co_await answer(net::Response::error(make_error(Errc::not_found, "not found")));
+    log::debug("nodeconn", "{}: forwarded {} {}", peer, request.method, request.path);
+    // No deadline while the API works: the standby waits as its own client does.
+    stream.expires_never();
+    auto& api = *handlers_.forward_api;
+    std::optional<net::Response> result;
+    if (api.asynchronous(request)) {
+        // Answered when a shared resource is ready (a group commit): no thread waits for it.
+        result.emplace(
+            co_await asio::async_initiate<decltype(asio::use_awaitable), void(net::Response)>(
+                [&](auto handler) {
+                    auto shared = std::make_shared<decltype(handler)>(std::move(handler));
+                    api.handle_async(request, [shared](net::Response r) {
+                        auto executor = asio::get_associated_executor(*shared);
+                        asio::post(executor, [shared, r = std::move(r)]() mutable {
+                            std::move (*shared)(std::move(r));
+                        });
+                    });
+                },
+                asio::use_awaitable));
+    } else {
+        // It may block (store writes, waits on nodes): it runs on the forward pool, and this
+        // coroutine resumes on its strand when it is done.
+        co_await asio::co_spawn(
+            *forward_pool_,
+            [&]() -> asio::awaitable<void> {
+                try {
+                    result.emplace(api.handle(request));
+                } catch (const std::exception& e) {
+                    log::error("nodeconn", "forwarded {} {}: {}", request.method, request.path,
+                               e.what());
+                    result.emplace(
+                        net::Response::error(make_error(Errc::internal, "internal error")));
+                }
+                co_return;
+            },
+            asio::use_awaitable);
+    }
+    co_await answer(*result);
 }
 
 asio::awaitable<void> NodeServer::Impl::hold(std::shared_ptr<SessionImpl> session) {

@@ -3,6 +3,8 @@
 
 #include <boost/asio/ssl/context.hpp>
 
+#include <array>
+#include <cstdint>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -30,6 +32,10 @@ Result<std::shared_ptr<ssl::context>> client_context(const Credentials& credenti
 // For joining, before the node has a certificate: verifies nothing when pinned_ca_pem is empty
 // (the CA bundle is checked by digest afterwards), else the manager against it as above.
 Result<std::shared_ptr<ssl::context>> join_context(std::string_view pinned_ca_pem);
+
+// The value both ends of this TLS connection export for a forwarded request's proof (32 bytes,
+// label "EXPORTER-coffer-forward").
+Result<std::array<std::uint8_t, 32>> forward_binding(SSL* ssl);
 
 // The certificates the peer presented, leaf first, as PEM; empty when it presented none.
 std::string peer_chain_pem(SSL* ssl, bool server_side);

@@ -27,8 +27,9 @@ struct Peer {
 };
 
 struct Request {
-    std::string method;                                     // "GET", "HEAD", "POST", ...
-    std::string path;                                       // percent-decoded, without the query
+    std::string method;  // "GET", "HEAD", "POST", ...
+    std::string target;  // as received, still percent-encoded (path and query)
+    std::string path;    // percent-decoded, without the query
     std::map<std::string, std::string, std::less<>> query;  // percent-decoded
     std::string content_type;
     crypto::SecureBuffer body;
@@ -64,7 +65,7 @@ struct Response {
 // "a%20b" -> "a b"; '+' stays '+' in paths, becomes ' ' in query values. nullopt-free: invalid
 // escapes are kept literally.
 std::string percent_decode(std::string_view s, bool plus_is_space);
-// Splits "path?query" and decodes both into r.path and r.query.
+// Keeps target in r.target, splits "path?query" and decodes both into r.path and r.query.
 void parse_target(std::string_view target, Request& r);
 std::string percent_encode(std::string_view s);
 

@@ -3,6 +3,8 @@
 //   POST /join     {"token", "csr"} -> {"node_id", "certificate", "ca_bundle"} (no certificate;
 //                  429 past the rate of refused joins from its source)
 //   GET  /session  WebSocket upgrade; requires a client certificate of this cluster
+//   *    /forward/...  a standby manager's API request (forward.h); served only when forward_api
+//                  is set
 // A client certificate, when presented, must verify against the cluster CA or the handshake
 // fails.
 #pragma once
@@ -11,9 +13,13 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <span>
 #include <string>
+#include <string_view>
 
 #include "coffer/base/error.h"
+#include "coffer/net/http.h"
+#include "coffer/net/http_server.h"
 #include "coffer/nodeconn/session.h"
 #include "coffer/nodeconn/tls.h"
 #include "coffer/pki/certificate.h"
@@ -68,6 +74,15 @@ struct ServerHandlers {
     // removed node is refused here.
     std::function<Result<void>(const pki::NodeIdentity&)> authorize;
     SessionHandlers session;
+    // Forwarded API requests (forward.h). check_forward runs on the I/O strand and must be quick:
+    // does the proof (the request's header) hold for this connection's binding? forward_api
+    // (borrowed for the server's lifetime) answers them as it answers its own socket: requests
+    // it answers asynchronously from the I/O strand, blocking ones on a pool of forward_threads
+    // threads.
+    std::function<bool(std::span<const std::uint8_t> binding, std::string_view proof)>
+        check_forward;
+    net::Service* forward_api = nullptr;
+    std::size_t forward_threads = 4;
 };
 
 class NodeServer {
