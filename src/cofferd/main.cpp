@@ -243,7 +243,7 @@ Result<void> restore(const std::string& backup_path, const std::string& key_path
     return {};
 }
 
-// The standby API served from a thread until destroyed.
+// The standby API (requests forwarded to the leader) served from a thread until destroyed.
 class StandbyServer {
   public:
     StandbyServer(const std::string& socket, const std::string& data_dir,
@@ -251,11 +251,13 @@ class StandbyServer {
         : api_(data_dir, etcd),
           server_(coffer::net::ServerOptions{.socket_path = socket,
                                              .io_threads = 1,
-                                             .worker_threads = 1,
+                                             // Requests forwarded to the leader wait for it.
+                                             .worker_threads = 16,
                                              .headers = coffer::manager::api_headers()},
                   api_),
           thread_([this] { server_.run(false); }) {}
     ~StandbyServer() {
+        api_.stop_forwarding();
         server_.stop();
         thread_.join();
     }

@@ -276,6 +276,8 @@ Result<void> Cluster::start_node_port_locked(NodePortOptions options) {
     if (locked()) return make_error(Errc::locked, "the node port needs an unlocked manager");
     if (node_port_) return make_error(Errc::conflict, "the node port is already running");
     auto address = options.address;
+    // Managers on one store on etcd: the standbys forward their API requests here.
+    if (options_.etcd && options.forward == nullptr) options.forward = api_.get();
     auto port = NodePort::start({*trust_, *nodes_, *dispatcher_}, std::move(options));
     if (!port) return std::move(port).error();
     log::info("manager", "node port on {}:{}", address, (*port)->port());

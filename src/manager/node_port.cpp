@@ -328,6 +328,13 @@ Result<void> NodePort::Impl::start() {
     handlers.session.on_close = [this](const std::shared_ptr<Session>& s, const Error& why) {
         closed(s, why);
     };
+    if (options_.forward) {
+        handlers.check_forward = [this](std::span<const std::uint8_t> binding,
+                                        std::string_view proof) {
+            return trust_.check_forward(binding, proof);
+        };
+        handlers.forward_api = options_.forward;
+    }
     sweeper_ = std::thread([this] { sweep_logs(); });
     auto server =
         nodeconn::NodeServer::start(std::move(so), std::move(*credentials), std::move(handlers));

@@ -1,8 +1,11 @@
 #include "coffer/manager/trust.h"
 
 #include "coffer/base/log.h"
+#include "coffer/crypto/aead.h"
+#include "coffer/crypto/random.h"
 #include "coffer/manager/nodes.h"
 #include "coffer/model/json.h"
+#include "coffer/nodeconn/forward.h"
 #include "coffer/pki/node_key.h"
 #include "coffer/store/store.h"
 
@@ -18,7 +21,7 @@ namespace {
 constexpr std::string_view ca_cert_key = "ca/cert", ca_key_key = "ca/key",
                            ca_chain_key = "ca/chain", ca_previous_key = "ca/previous",
                            settings_key = "settings", worker_key = "token/worker",
-                           manager_key = "token/manager";
+                           manager_key = "token/manager", forward_key = "forward";
 
 std::string_view view(const crypto::SecureBuffer& b) {
     return {reinterpret_cast<const char*>(b.data()), b.size()};
@@ -28,6 +31,12 @@ Result<std::optional<crypto::SecureBuffer>> get(store::Store& s, std::string_vie
     auto v = s.get(Table::pki, key);
     if (!v) return std::move(v).error().context(fmt::format("read pki/{}", key));
     return std::move(*v);
+}
+
+crypto::SecureBuffer new_forward_key() {
+    crypto::SecureBuffer key(crypto::key_bytes);
+    crypto::random_bytes({key.data(), key.size()});
+    return key;
 }
 
 std::vector<std::string> ids_of(const NodeRegistry& nodes) {
@@ -97,6 +106,20 @@ Result<std::unique_ptr<ClusterTrust>> ClusterTrust::load(store::Store& store,
                 return make_error(Errc::internal, fmt::format("pki/{} is corrupt", key_name));
             slot->emplace(std::move(*token));
         }
+        auto forward = get(store, forward_key);
+        if (!forward) return std::move(forward).error();
+        if (*forward && (*forward)->size() != crypto::key_bytes)
+            return make_error(Errc::internal, "pki/forward is corrupt");
+        if (*forward) {
+            t->forward_key_ = std::move(**forward);
+        } else {
+            // A store made before managers forwarded: its key is made now, once.
+            t->forward_key_ = new_forward_key();
+            store::Batch b;
+            b.put(Table::pki, std::string(forward_key), t->forward_key_.clone());
+            if (auto w = store.write(std::move(b)); !w)
+                return std::move(w).error().context("store the managers' forwarding key");
+        }
         return t;
     }
 
@@ -112,6 +135,8 @@ Result<std::unique_ptr<ClusterTrust>> ClusterTrust::load(store::Store& store,
     b.put(Table::pki, std::string(worker_key), t->worker_->text());
     b.put(Table::pki, std::string(manager_key), t->manager_->text());
     b.put(Table::pki, std::string(settings_key), t->settings_json(t->expiry_, 0, t->version_));
+    t->forward_key_ = new_forward_key();
+    b.put(Table::pki, std::string(forward_key), t->forward_key_.clone());
     if (auto w = store.write(std::move(b)); !w)
         return std::move(w).error().context("create the cluster CA");
     log::info("pki", "created the cluster root CA and join tokens");
@@ -138,6 +163,35 @@ std::string ClusterTrust::bundle_locked() const {
 std::string ClusterTrust::ca_bundle() const {
     std::lock_guard lock(mutex_);
     return bundle_locked();
+}
+
+bool ClusterTrust::check_forward(std::span<const std::uint8_t> binding,
+                                 std::string_view proof) const {
+    return nodeconn::forward_proof_holds(forward_key_, binding, proof);
+}
+
+Result<ForwardTrust> ClusterTrust::read_forward_trust(const PkiReader& get) {
+    auto value = [&](std::string_view key) -> Result<std::optional<crypto::SecureBuffer>> {
+        auto v = get(key);
+        if (!v) return std::move(v).error().context(fmt::format("read pki/{}", key));
+        return v;
+    };
+    auto cert = value(ca_cert_key);
+    if (!cert) return std::move(cert).error();
+    auto previous = value(ca_previous_key);
+    if (!previous) return std::move(previous).error();
+    auto key = value(forward_key);
+    if (!key) return std::move(key).error();
+    if (!*cert || !*key || (*key)->size() != crypto::key_bytes)
+        return make_error(Errc::unavailable,
+                          "the store holds no forwarding key yet: the leading manager makes it "
+                          "when it starts");
+    ForwardTrust out;
+    // As bundle_locked(): the old root first during a rotation.
+    if (*previous) out.ca_bundle = std::string(view(**previous));
+    out.ca_bundle += view(**cert);
+    out.key = std::move(**key);
+    return out;
 }
 
 TlsInfo ClusterTrust::tls_info() const {

@@ -127,14 +127,26 @@ Result<void> join_store(const JoinOptions& options) {
     }
 }
 
+namespace {
+
+// The format of a data directory whose store is on etcd; conflict for any other.
+Result<detail::DirFormat> etcd_format(const detail::DataDir& dir,
+                                      const std::filesystem::path& dir_path) {
+    auto format = dir.format();
+    if (!format || !format->etcd)
+        return make_error(Errc::conflict,
+                          fmt::format("{} holds no store on etcd", dir_path.string()));
+    return *format;
+}
+
+}  // namespace
+
 Result<void> check_unlock_key(const std::filesystem::path& dir_path, const EtcdOptions& etcd,
                               std::string_view unlock_key) {
     try {
         auto dir = detail::DataDir::open(dir_path);
-        auto format = dir.format();
-        if (!format || !format->etcd)
-            return make_error(Errc::conflict,
-                              fmt::format("{} holds no store on etcd", dir_path.string()));
+        auto format = etcd_format(dir, dir_path);
+        if (!format) return std::move(format).error();
         if (format->kek != detail::KekMode::autolock)
             return make_error(Errc::conflict, "the store is not autolocked: it has no unlock key");
         auto parsed = detail::parse_unlock_key(unlock_key);
@@ -151,6 +163,84 @@ Result<void> check_unlock_key(const std::filesystem::path& dir_path, const EtcdO
         return e.error();
     } catch (const std::exception& e) {
         return make_error(Errc::internal, fmt::format("check the unlock key: {}", e.what()));
+    }
+}
+
+namespace {
+
+class EtcdStandbyReader final : public StandbyReader {
+  public:
+    EtcdStandbyReader(std::unique_ptr<detail::EtcdEngine> engine, crypto::Key kek)
+        : engine_(std::move(engine)), kek_(std::move(kek)) {}
+
+    Result<void> read_keys() {
+        auto records = detail::read_key_records(*engine_);
+        if (!records) return std::move(records).error();
+        auto deks = detail::open_key_records(kek_, *records);
+        if (!deks && deks.error().code == Errc::invalid_argument)
+            return make_error(Errc::invalid_argument,
+                              "the store's keys on etcd do not open with this manager's key");
+        if (!deks) return std::move(deks).error();
+        deks_ = std::move(*deks);
+        return {};
+    }
+
+    Result<std::optional<crypto::SecureBuffer>> get(Table table, std::string_view key) override {
+        auto sealed = engine_->get(table, key);
+        if (!sealed) return std::move(sealed).error();
+        if (!*sealed) return std::optional<crypto::SecureBuffer>();
+        auto id = crypto::sealed_key_id(**sealed);
+        if (id && deks_.find(*id) == nullptr)
+            if (auto r = read_keys(); !r) return std::move(r).error();
+        auto value = detail::open_value(deks_, table, key, **sealed);
+        if (!value) return std::move(value).error();
+        return std::optional<crypto::SecureBuffer>(std::move(*value));
+    }
+
+    Result<std::string> leader() override {
+        auto managers = engine_->managers();
+        if (!managers) return std::move(managers).error();
+        for (const auto& m : *managers)
+            if (m.leader && m.reachable) return m.addr;
+        return std::string();
+    }
+
+  private:
+    std::unique_ptr<detail::EtcdEngine> engine_;
+    crypto::Key kek_;
+    detail::Deks deks_;
+};
+
+}  // namespace
+
+Result<std::unique_ptr<StandbyReader>> StandbyReader::open(const std::filesystem::path& dir_path,
+                                                           const EtcdOptions& etcd,
+                                                           const crypto::SecureBuffer* unlock_key) {
+    try {
+        auto dir = detail::DataDir::open(dir_path);
+        auto format = etcd_format(dir, dir_path);
+        if (!format) return std::move(format).error();
+        std::optional<crypto::Key> kek;
+        if (format->kek == detail::KekMode::autolock) {
+            if (unlock_key == nullptr)
+                return make_error(Errc::locked,
+                                  "this standby manager is locked: run `coffer cluster unlock` "
+                                  "against it with the unlock key");
+            auto parsed = detail::parse_unlock_key(std::string_view(
+                reinterpret_cast<const char*>(unlock_key->data()), unlock_key->size()));
+            if (!parsed) return make_error(Errc::invalid_argument, "invalid unlock key");
+            kek = std::move(parsed->kek);
+        } else {
+            kek = detail::kek_from_file_bytes(dir.read_kek());
+        }
+        auto reader = std::make_unique<EtcdStandbyReader>(detail::EtcdEngine::unclaimed(etcd),
+                                                          std::move(*kek));
+        if (auto r = reader->read_keys(); !r) return std::move(r).error();
+        return std::unique_ptr<StandbyReader>(std::move(reader));
+    } catch (const ErrorException& e) {
+        return e.error();
+    } catch (const std::exception& e) {
+        return make_error(Errc::internal, fmt::format("read the store: {}", e.what()));
     }
 }
 

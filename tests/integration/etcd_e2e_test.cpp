@@ -2,7 +2,8 @@
 // namespace) with two agents and real containers (cluster_fixture.h): kill -9 of the manager
 // while secrets are created loses no acknowledged create, the restarted manager takes the store
 // once the dead one's lease ends, tasks keep running with their secrets and the agents reconnect;
-// a second manager joins with the manager token, stands by and takes over from a killed leader;
+// a second manager joins with the manager token, stands by (forwarding the API requests it gets to
+// the leader) and takes over from a killed leader;
 // etcd holds no plaintext; a backup of the cluster on etcd restores into a data directory of the
 // embedded engine.
 #include <gtest/gtest.h>
@@ -23,6 +24,7 @@
 #include <signal.h>
 
 #include "cluster_fixture.h"
+#include "coffer/net/http_client.h"
 #include "etcd_fixture.h"
 
 using namespace coffer::test;
@@ -148,6 +150,31 @@ class OnEtcd : public ClusterTest {
         }
         return task_pid(running("web").at(0));
     }
+    // GET target through the manager at host: status, X-Coffer-Standby header and body.
+    struct Answer {
+        int status = 0;
+        std::string standby;
+        std::string body;
+    };
+    static Answer get_from(const std::string& host, const std::string& target) {
+        auto c = coffer::net::HttpClient::connect(host);
+        if (!c) return {};
+        auto r = (*c)->request("GET", target);
+        if (!r) return {};
+        auto h = r->headers.find("x-coffer-standby");
+        return {r->status, h == r->headers.end() ? "" : h->second, r->body};
+    }
+    // POST target with body to the leader's node port, from the manager's namespace, as anyone
+    // without the managers' forwarding key could: "<status> <body>".
+    std::string post_to_node_port(const std::string& target, const std::string& body,
+                                  const std::vector<std::string>& headers = {}) {
+        std::vector<std::string> argv = manager_ns_->enter();
+        argv.insert(argv.end(), {"curl", "-sk", "-m", "10", "-w", " %{http_code}", "-X", "POST",
+                                 "-H", "Content-Type: application/json", "--data-binary", body});
+        for (const auto& h : headers) argv.insert(argv.end(), {"-H", h});
+        argv.push_back("https://" + listen_ + target);
+        return run_program(argv).out;
+    }
     void TearDown() override {
         ClusterTest::TearDown();  // the manager lets go of the store before etcd stops
         if (HasFailure() && etcd_) fmt::print("{}\n", etcd_->logs());
@@ -257,11 +284,41 @@ TEST_F(OnEtcd, AJoinedManagerStandsByAndTakesOverFromAKilledLeader) {
     EXPECT_EQ(raw.out.find(kek), std::string::npos);
     auto info = get("/info");
     EXPECT_EQ(info.at("Swarm").at("Managers").as_int64(), 2) << json::serialize(info);
-    // A standby's API says what it is; the leader serves.
-    auto standing = coffer_cli(second->host(), {"secret", "ls"});
-    EXPECT_NE(standing.status, 0);
-    EXPECT_NE(standing.err.find("this cofferd is a standby manager"), std::string::npos)
-        << standing.err;
+    // A standby forwards every request to the leader: a secret created through it is the
+    // leader's, a refusal comes back as the leader gave it, and the answers say who served.
+    auto through = coffer_cli(second->host(), {"secret", "create", "via-standby", "-"}, "fw");
+    EXPECT_EQ(through.status, 0) << through.err;
+    EXPECT_EQ(secret_names(get("/secrets")), (std::set<std::string>{"db", "via-standby"}));
+    auto twice = coffer_cli(second->host(), {"secret", "create", "via-standby", "-"}, "fw");
+    EXPECT_NE(twice.status, 0);
+    EXPECT_NE(twice.err.find("already exists"), std::string::npos) << twice.err;
+    auto listed = get_from(second->host(), "/secrets");
+    EXPECT_EQ(listed.status, 200) << listed.body;
+    EXPECT_EQ(listed.standby, "forwarded to " + first_addr);
+    EXPECT_EQ(secret_names(json::parse(listed.body)), secret_names(get("/secrets")));
+    EXPECT_EQ(get_from(daemon_->host(), "/secrets").standby, "");
+    EXPECT_FALSE(second->ready(0ms)) << "a standby is not the manager that serves";
+    // docker's own CLI through the standby.
+    if (run_program({"sh", "-c", "command -v docker"}).status == 0) {
+        TempDir config;
+        auto docker = run_program(
+            {"docker", "secret", "ls", "--format", "{{.Name}}"}, "",
+            {"DOCKER_HOST=" + second->host(), "DOCKER_CONFIG=" + config.path().string()});
+        EXPECT_EQ(docker.status, 0) << docker.err;
+        EXPECT_NE(docker.out.find("via-standby"), std::string::npos) << docker.out;
+    } else {
+        fmt::print("docker CLI not installed: docker through a standby not checked\n");
+    }
+    // The node port serves forwarded requests only to a proof of the managers' key: none, or
+    // a wrong one, is refused before the body is read, and nothing is created.
+    auto create = std::string(R"({"Name":"forged","Data":"Zm9yZ2Vk"})");
+    auto bare = post_to_node_port("/forward/secrets/create", create);
+    EXPECT_TRUE(bare.ends_with(" 401")) << bare;
+    EXPECT_NE(bare.find("a forwarded request needs a manager"), std::string::npos) << bare;
+    auto wrong = post_to_node_port("/forward/secrets/create", create,
+                                   {"X-Coffer-Forward-Proof: " + std::string(64, 'a')});
+    EXPECT_TRUE(wrong.ends_with(" 401")) << wrong;
+    EXPECT_EQ(secret_names(get("/secrets")).count("forged"), 0u);
     // The agents keep every manager's address with their identity.
     agents_know({second_addr});
 
@@ -273,7 +330,7 @@ TEST_F(OnEtcd, AJoinedManagerStandsByAndTakesOverFromAKilledLeader) {
     fmt::print("kill -9 of the leader -> the standby serves in {} ms (lease TTL 2 s)\n",
                took.count());
     daemon_ = std::move(second);  // cli() and get() now reach the new leader
-    EXPECT_EQ(secret_names(get("/secrets")), (std::set<std::string>{"db"}));
+    EXPECT_EQ(secret_names(get("/secrets")), (std::set<std::string>{"db", "via-standby"}));
     ASSERT_TRUE(wait_node_state(a_->node_id(), "ready", 60s)) << a_->err();
     ASSERT_TRUE(wait_node_state(b_->node_id(), "ready", 60s)) << b_->err();
     fmt::print("kill -9 of the leader -> both agents ready with the new leader in {} ms\n",
@@ -376,11 +433,18 @@ TEST_F(OnEtcd, OfThreeManagersOneTakesOverUnderLoadAndThenTheLast) {
         daemon_ = std::move(managers[serving]);  // cli() and get() reach the new leader
         managers.erase(serving);
         leader_addr = serving;
-        // Exactly one serves: the other standby (if any) still stands by.
+        // Exactly one serves: the other standby (if any) still stands by, and forwards to the
+        // new leader (once it has read from etcd that the dead one no longer leads).
         for (auto& [addr, d] : managers) {
-            auto standing = coffer_cli(d->host(), {"secret", "ls"});
-            EXPECT_NE(standing.err.find("this cofferd is a standby manager"), std::string::npos)
-                << addr << ": " << standing.err;
+            Answer standing;
+            EXPECT_TRUE(wait_until(
+                [&] {
+                    standing = get_from(d->host(), "/secrets");
+                    return standing.status == 200;
+                },
+                30s))
+                << addr << ": " << standing.status << " " << standing.body;
+            EXPECT_EQ(standing.standby, "forwarded to " + serving) << addr;
         }
         auto names = secret_names(get("/secrets"));
         for (const auto& n : acknowledged)
@@ -437,12 +501,17 @@ TEST_F(OnEtcdAutolocked, AStandbyGivenTheUnlockKeyLeadsUnlocked) {
     EXPECT_NE(refused.status, 0);
     EXPECT_NE(refused.err.find("invalid unlock key"), std::string::npos) << refused.err;
     EXPECT_EQ(refused.err.find(wrong), std::string::npos) << "the key is never quoted";
+    // Locked, it cannot open the store's forwarding key: it says so.
+    auto locked = coffer_cli(second->host(), {"secret", "ls"});
+    EXPECT_NE(locked.status, 0);
+    EXPECT_NE(locked.err.find("this standby manager is locked"), std::string::npos) << locked.err;
     auto taken = coffer_cli(second->host(), {"cluster", "unlock"}, key);
     EXPECT_EQ(taken.status, 0) << taken.err;
-    // Still a standby: everything else is answered with what it is.
-    auto standing = coffer_cli(second->host(), {"secret", "ls"});
-    EXPECT_NE(standing.err.find("this cofferd is a standby manager"), std::string::npos)
-        << standing.err;
+    // Still a standby, now forwarding to the leader.
+    auto standing = get_from(second->host(), "/secrets");
+    EXPECT_EQ(standing.status, 200) << standing.body;
+    EXPECT_EQ(standing.standby, "forwarded to " + listen_);
+    EXPECT_EQ(secret_names(json::parse(standing.body)), (std::set<std::string>{"db"}));
 
     daemon_->kill9();
     ASSERT_TRUE(second->ready(60s)) << second->stdout_text();

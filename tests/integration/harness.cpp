@@ -123,7 +123,8 @@ bool Daemon::ready(std::chrono::milliseconds deadline) {
             auto c = net::HttpClient::connect(host());
             if (!c) return false;
             auto r = (*c)->request("GET", "/_ping");
-            return r && r->status == 200;
+            // A standby manager forwards to the leader: ready is this one serving.
+            return r && r->status == 200 && !r->headers.contains("x-coffer-standby");
         },
         deadline);
 }

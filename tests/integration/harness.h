@@ -69,7 +69,8 @@ class Daemon {
     Daemon(const Daemon&) = delete;
     Daemon& operator=(const Daemon&) = delete;
 
-    // Waits until the socket answers /_ping. False if the daemon exited or the deadline passed.
+    // Waits until the socket answers /_ping itself (a standby manager forwarding to the leader
+    // is not ready). False if the daemon exited or the deadline passed.
     bool ready(std::chrono::milliseconds deadline = std::chrono::seconds(20));
     void kill9();                     // SIGKILL and reap
     int terminate();                  // SIGTERM, wait; returns the wait status

@@ -1,14 +1,17 @@
-// The cluster's trust over a real sealed store: certificate renewal and CA rotation.
+// The cluster's trust over a real sealed store: certificate renewal, CA rotation, and the
+// managers' forwarding key.
 #include <gtest/gtest.h>
 
 #include <boost/json.hpp>
 
+#include <array>
 #include <atomic>
 #include <filesystem>
 #include <functional>
 
 #include "coffer/crypto/random.h"
 #include "coffer/manager/trust.h"
+#include "coffer/nodeconn/forward.h"
 #include "coffer/nodeproto/session.h"
 #include "coffer/pki/node_key.h"
 #include "coffer/store/store.h"
@@ -347,3 +350,88 @@ TEST_F(Trust, ForceRotateInAnUpdateStartsARotationOnlyWhenItChanges) {
 }
 
 }  // namespace
+
+// The managers' forwarding key: made with the trust, kept across restarts, read by a standby's
+// reader with the CA bundle; a proof holds only for its key and its connection's binding.
+TEST_F(Trust, TheForwardingKeyProvesAManagerOnOneConnectionOnly) {
+    auto read = [&] {
+        return ClusterTrust::read_forward_trust(
+            [&](std::string_view key) { return store_->get(store::Table::pki, key); });
+    };
+    auto first = read();
+    ASSERT_TRUE(first.ok()) << first.error().message;
+    EXPECT_EQ(first->key.size(), 32u);
+    EXPECT_EQ(first->ca_bundle, trust_->ca_bundle());
+    std::array<std::uint8_t, 32> binding{}, other{};
+    crypto::random_bytes(binding);
+    crypto::random_bytes(other);
+    auto proof = nodeconn::forward_proof(first->key, binding);
+    EXPECT_TRUE(trust_->check_forward(binding, proof));
+    EXPECT_FALSE(trust_->check_forward(other, proof)) << "another connection";
+    EXPECT_FALSE(trust_->check_forward(binding, proof.substr(1))) << "shortened";
+    EXPECT_FALSE(trust_->check_forward(binding, ""));
+    auto wrong = proof;
+    wrong[0] = wrong[0] == 'a' ? 'b' : 'a';
+    EXPECT_FALSE(trust_->check_forward(binding, wrong));
+    crypto::SecureBuffer another(32);
+    crypto::random_bytes({another.data(), another.size()});
+    EXPECT_FALSE(trust_->check_forward(binding, nodeconn::forward_proof(another, binding)));
+    // The same key after a restart, and during a CA rotation the bundle holds both roots.
+    open();
+    EXPECT_TRUE(trust_->check_forward(binding, proof));
+    ASSERT_TRUE(trust_->rotate_ca().ok());
+    auto rotating = read();
+    ASSERT_TRUE(rotating.ok()) << rotating.error().message;
+    EXPECT_EQ(rotating->ca_bundle, trust_->ca_bundle());
+    EXPECT_EQ(roots_of(rotating->ca_bundle).size(), 2u);
+    EXPECT_TRUE(trust_->check_forward(binding, proof));
+}
+
+// A store made before managers forwarded gets its key at the next load, once.
+TEST_F(Trust, AStoreWithoutAForwardingKeyGetsOneAtLoad) {
+    store::Batch b;
+    b.erase(store::Table::pki, "forward");
+    ASSERT_TRUE(store_->write(std::move(b)).ok());
+    auto none = ClusterTrust::read_forward_trust(
+        [&](std::string_view key) { return store_->get(store::Table::pki, key); });
+    ASSERT_FALSE(none.ok());
+    EXPECT_EQ(none.error().code, Errc::unavailable);
+    open();
+    auto made = store_->get(store::Table::pki, "forward");
+    ASSERT_TRUE(made.ok() && made->has_value());
+    open();
+    auto kept = store_->get(store::Table::pki, "forward");
+    ASSERT_TRUE(kept.ok() && kept->has_value());
+    EXPECT_EQ(str(**made), str(**kept));
+}
+
+// A forwarded request's envelope: registry auth and body back as they were; anything malformed
+// is refused.
+TEST(ForwardEnvelope, CarriesTheBodyAndRegistryAuthAndRefusesMalformedOnes) {
+    net::Request r;
+    r.body = crypto::SecureBuffer::copy_of(R"({"Name":"s","Data":"eA=="})");
+    r.registry_auth = crypto::SecureBuffer::copy_of("eyJ1c2VybmFtZSI6ImEifQ");
+    auto envelope = nodeconn::forward_envelope(r);
+    net::Request back;
+    ASSERT_TRUE(nodeconn::open_forward_envelope(envelope, back).ok());
+    EXPECT_EQ(str(back.body), str(r.body));
+    EXPECT_EQ(str(back.registry_auth), str(r.registry_auth));
+    net::Request empty;
+    net::Request empty_back;
+    ASSERT_TRUE(
+        nodeconn::open_forward_envelope(nodeconn::forward_envelope(empty), empty_back).ok());
+    EXPECT_TRUE(empty_back.body.empty());
+    EXPECT_TRUE(empty_back.registry_auth.empty());
+    for (std::size_t cut : {std::size_t(0), std::size_t(3), std::size_t(7), envelope.size() - 1}) {
+        auto shorter = crypto::SecureBuffer::copy_of(
+            std::string_view(reinterpret_cast<const char*>(envelope.data()), cut));
+        net::Request into;
+        EXPECT_FALSE(nodeconn::open_forward_envelope(shorter, into).ok()) << cut;
+    }
+    auto longer = crypto::SecureBuffer::copy_of(str(envelope) + "x");
+    net::Request into;
+    EXPECT_FALSE(nodeconn::open_forward_envelope(longer, into).ok());
+    auto huge = crypto::SecureBuffer::copy_of(str(envelope));
+    huge.data()[0] = 0xff;  // registry auth "longer" than the envelope
+    EXPECT_FALSE(nodeconn::open_forward_envelope(huge, into).ok());
+}

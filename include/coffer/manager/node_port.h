@@ -13,6 +13,7 @@
 
 #include "coffer/base/error.h"
 #include "coffer/manager/node_transport.h"
+#include "coffer/net/http_server.h"
 #include "coffer/nodeconn/tls.h"
 #include "coffer/pki/certificate.h"
 
@@ -36,6 +37,10 @@ struct NodePortOptions {
     // certificate), so it never expires under a long-running manager; pki::renewal_time when
     // empty. Injectable for tests.
     std::function<pki::Clock::time_point(const pki::CertificateInfo&)> server_renewal_time;
+    // The API, for requests standby managers forward (nodeconn/forward.h), borrowed for the
+    // port's lifetime; null: none are served. The Cluster sets it when its store is shared with
+    // other managers.
+    net::Service* forward = nullptr;
 };
 
 // The node port is made and owned by the Cluster (cluster.h), which calls the event methods

@@ -1,11 +1,23 @@
 // The API of a standby manager: a cofferd on a store on etcd that another cofferd holds, waiting
-// in its store's open for the holder's lease to end. Every request is answered at once with 503
-// and what it is, but for POST /swarm/unlock on an autolocked store: the key is checked against
+// in its store's open for the holder's lease to end.
+//
+// Every request is forwarded to the leading manager (nodeconn/forward.h) and its answer given
+// back as it is, with an X-Coffer-Standby header naming the leader: the docker CLI and coffer can
+// use any manager. To forward, the standby reads from the store on etcd, without claiming
+// anything, which manager leads, the CA bundle that verifies it and the managers' forwarding key
+// (ClusterTrust::read_forward_trust), opened with the store's keys; it reads them again when the
+// leader cannot be reached or refuses it. A request the leader may have received but not answered
+// (it died meanwhile) is not sent again: the caller is told it may have been carried out.
+//
+// POST /swarm/unlock is this manager's own: on an autolocked store the key is checked against
 // the store's keys on etcd (store::check_unlock_key, reading without claiming anything) and kept
-// in locked memory, so that this manager unlocks itself the moment it leads instead of staying
-// locked until someone runs `coffer cluster unlock` on it. Attempts are limited as on a leader.
+// in locked memory, so that this manager unlocks itself the moment it leads, and from then on it
+// opens the store's values to forward. Until then an autolocked standby answers 503 saying so.
+// Attempts are limited as on a leader.
 #pragma once
 
+#include <atomic>
+#include <chrono>
 #include <filesystem>
 #include <memory>
 #include <mutex>
@@ -18,6 +30,7 @@
 namespace coffer::manager {
 
 class UnlockGate;
+struct ForwardTrust;
 
 class StandbyApi final : public net::Service {
   public:
@@ -30,15 +43,25 @@ class StandbyApi final : public net::Service {
     bool blocking(const net::Request& r) const override;
     net::Response handle(net::Request& r) override;
 
+    // Abandons the requests being forwarded, and any later one (this manager now leads): they
+    // are answered 503, saying they may have been carried out.
+    void stop_forwarding();
     // The unlock key accepted last, handed over once (the manager now leads).
     std::optional<crypto::SecureBuffer> take_unlock_key();
 
   private:
+    struct Contact;
+    // The leader and how to reach it: the last one read, or (refresh) read again.
+    Result<std::shared_ptr<const Contact>> contact(bool refresh);
+    net::Response forward(net::Request& r);
+
     const std::filesystem::path dir_;
     const store::EtcdOptions etcd_;
     std::unique_ptr<UnlockGate> gate_;
     std::mutex mutex_;
     std::optional<crypto::SecureBuffer> key_;  // under mutex_
+    std::shared_ptr<const Contact> contact_;   // under mutex_
+    std::atomic<bool> cancelled_{false};
 };
 
 }  // namespace coffer::manager

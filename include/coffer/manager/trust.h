@@ -57,8 +57,21 @@ struct RotationProgress {
     std::size_t total = 0;
 };
 
+// What a standby manager needs to forward API requests to the leader (nodeconn/forward.h): the
+// CA bundle that verifies the leader's node port, and the managers' forwarding key.
+struct ForwardTrust {
+    std::string ca_bundle;
+    crypto::SecureBuffer key;
+};
+
 class ClusterTrust {
   public:
+    // A reader of the pki table's values (a standby's, which claims nothing).
+    using PkiReader =
+        std::function<Result<std::optional<crypto::SecureBuffer>>(std::string_view key)>;
+    // What a standby reads to forward: unavailable when the store has no forwarding key yet.
+    static Result<ForwardTrust> read_forward_trust(const PkiReader& get);
+
     // Loads the CA, tokens, settings and any rotation under way, creating them on first use.
     // store: borrowed.
     static Result<std::unique_ptr<ClusterTrust>> load(store::Store& store, std::string cluster_id);
@@ -75,6 +88,10 @@ class ClusterTrust {
     // of role manager (node.role==manager, OU coffer-manager): a node all the same, with a TLS
     // client's certificate and no server identity, no API access and no say over other nodes.
     Result<pki::Role> check_token(const pki::JoinToken& presented) const;
+    // Does a standby's proof hold for this binding (nodeconn/forward.h)? Constant time in the
+    // proof. The managers' forwarding key is a random 32-byte record of the store (pki/forward),
+    // made with the CA, or by the first load of a store made before it existed.
+    bool check_forward(std::span<const std::uint8_t> binding, std::string_view proof) const;
 
     std::chrono::seconds cert_expiry() const;
     // Docker's Spec.CAConfig.ForceRotate: a rotation starts when an update changes it.
@@ -170,6 +187,7 @@ class ClusterTrust {
     std::uint64_t ca_version_ = 1;
     std::unordered_map<std::string, std::string> issuers_;  // node id -> issuer key
     ClusterEvents* events_ = nullptr;                       // under mutex_
+    crypto::SecureBuffer forward_key_;                      // set by load, never changed
 };
 
 }  // namespace coffer::manager

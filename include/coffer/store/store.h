@@ -110,6 +110,21 @@ Result<void> join_store(const JoinOptions& options);
 Result<void> check_unlock_key(const std::filesystem::path& dir, const EtcdOptions& etcd,
                               std::string_view unlock_key);
 
+// A standby manager's reader of the store on etcd that the data directory dir belongs to: reads
+// without claiming anything, and opens values with the store's keys, the KEK file's, or for an
+// autolocked store those of the unlock key given (Errc::locked without one). Not thread-safe.
+class StandbyReader {
+  public:
+    static Result<std::unique_ptr<StandbyReader>> open(const std::filesystem::path& dir,
+                                                       const EtcdOptions& etcd,
+                                                       const crypto::SecureBuffer* unlock_key);
+    virtual ~StandbyReader() = default;
+    // A value opened, or nullopt. Keys rotated since open are read again once.
+    virtual Result<std::optional<crypto::SecureBuffer>> get(Table table, std::string_view key) = 0;
+    // The node port address (HOST:PORT) of the manager that holds the store, "" when none does.
+    virtual Result<std::string> leader() = 0;
+};
+
 // What a backup wrote (include/coffer/store/backup.h has the file's format).
 struct BackupStats {
     std::uint64_t records = 0;  // DEK records included
