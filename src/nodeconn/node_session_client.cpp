@@ -1,9 +1,11 @@
 // The node's side: joining with a token, and opening the session.
 #include <openssl/ssl.h>
+#include <poll.h>
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/connect.hpp>
+#include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/steady_timer.hpp>
@@ -16,9 +18,12 @@
 #include <boost/json/object.hpp>
 #include <boost/json/parse.hpp>
 
+#include <atomic>
 #include <functional>
 #include <future>
+#include <mutex>
 #include <thread>
+#include <vector>
 
 #include "coffer/base/log.h"
 #include "coffer/nodeconn/client.h"
@@ -215,47 +220,109 @@ Result<JoinResponse> join(const Endpoint& manager, const crypto::SecureBuffer& t
 
 namespace {
 
-asio::awaitable<Result<net::Response>> forward_flow(const Endpoint& to, ssl::context& ctx,
-                                                    const crypto::SecureBuffer& key,
-                                                    const net::Request& request,
-                                                    std::chrono::milliseconds timeout,
-                                                    std::chrono::milliseconds answer_timeout) {
-    Limits limits;
-    limits.handshake_timeout = timeout;
-    auto stream = co_await open_tls(to, ctx, limits);
-    if (!stream) co_return std::move(stream).error();
-    auto binding = forward_binding((*stream)->native_handle());
-    if (!binding) co_return std::move(binding).error();
-    auto envelope = forward_envelope(request);
-    http::request<http::span_body<const char>> req{
-        http::string_to_verb(request.method),
-        fmt::format("{}{}", forward_prefix, request.target.empty() ? "/" : request.target), 11};
-    if (req.method() == http::verb::unknown)
-        co_return make_error(Errc::invalid_argument,
-                             fmt::format("method {} is not forwarded", request.method));
+// A connection to the leader kept for the next request, and since when it has been idle.
+struct IdleStream {
+    std::unique_ptr<TlsStream> stream;
+    std::chrono::steady_clock::time_point since;
+};
+
+// Whether an idle connection still looks open: nothing to read (no close, no stray bytes).
+bool still_open(TlsStream& stream) {
+    pollfd p{stream.socket().native_handle(), POLLIN, 0};
+    return ::poll(&p, 1, 0) == 0;
+}
+
+// What one forwarded request needs, owned: the caller may stop waiting for it (cancelled).
+struct ForwardJob {
+    Endpoint to;
+    crypto::SecureBuffer key;
+    std::string method, target, content_type, peer;
+    crypto::SecureBuffer envelope;
+    std::chrono::milliseconds timeout{}, answer_timeout{};
+    std::promise<Result<net::Response>> done;
+    std::atomic<bool> abandoned{false};
+};
+
+}  // namespace
+
+struct Forwarder::Impl {
+    explicit Impl(std::shared_ptr<ssl::context> c)
+        : ctx(std::move(c)), work(asio::make_work_guard(ioc)), thread([this] { ioc.run(); }) {}
+    ~Impl() {
+        work.reset();
+        ioc.stop();
+        thread.join();
+        idle.clear();  // closes them
+    }
+
+    // A kept connection to `to` that still looks open, or none.
+    std::unique_ptr<TlsStream> take(const Endpoint& to) {
+        std::lock_guard lock(mu);
+        auto now = std::chrono::steady_clock::now();
+        while (!idle.empty()) {
+            auto kept = std::move(idle.back());
+            idle.pop_back();
+            if (kept.stream && now - kept.since < forward_idle_timeout / 3 && kept_for == to &&
+                still_open(*kept.stream))
+                return std::move(kept.stream);
+        }
+        return nullptr;
+    }
+    void give_back(const Endpoint& to, std::unique_ptr<TlsStream> stream) {
+        std::lock_guard lock(mu);
+        if (!(kept_for == to)) idle.clear();
+        kept_for = to;
+        if (idle.size() < max_idle)
+            idle.push_back({std::move(stream), std::chrono::steady_clock::now()});
+    }
+
+    asio::awaitable<void> run(std::shared_ptr<ForwardJob> job);
+    asio::awaitable<Result<net::Response>> exchange(ForwardJob& job, TlsStream& stream,
+                                                    bool with_proof, bool& reusable);
+
+    static constexpr std::size_t max_idle = 16;
+    std::shared_ptr<ssl::context> ctx;
+    asio::io_context ioc;
+    asio::executor_work_guard<asio::io_context::executor_type> work;
+    std::mutex mu;
+    Endpoint kept_for;             // under mu: the leader the idle connections go to
+    std::vector<IdleStream> idle;  // under mu
+    std::thread thread;            // last: runs ioc, which uses the above
+};
+
+// One request and its answer on stream. with_proof: the connection's first request. reusable:
+// set when the connection may carry another.
+asio::awaitable<Result<net::Response>> Forwarder::Impl::exchange(ForwardJob& job, TlsStream& stream,
+                                                                 bool with_proof, bool& reusable) {
+    reusable = false;
+    http::request<http::span_body<const char>> req{http::string_to_verb(job.method), job.target,
+                                                   11};
     req.set(http::field::host, manager_name);
-    if (!request.content_type.empty()) req.set(http::field::content_type, request.content_type);
-    req.set(forward_proof_header, forward_proof(key, *binding));
-    if (request.peer)
-        req.set(forward_peer_header,
-                fmt::format("{} {} {}", request.peer->uid, request.peer->gid, request.peer->pid));
-    req.keep_alive(false);
-    req.body() = {reinterpret_cast<const char*>(envelope.data()), envelope.size()};
+    if (!job.content_type.empty()) req.set(http::field::content_type, job.content_type);
+    if (with_proof) {
+        auto binding = forward_binding(stream.native_handle());
+        if (!binding) co_return std::move(binding).error();
+        req.set(forward_proof_header, forward_proof(job.key, *binding));
+    }
+    if (!job.peer.empty()) req.set(forward_peer_header, job.peer);
+    req.keep_alive(true);
+    req.body() = {reinterpret_cast<const char*>(job.envelope.data()), job.envelope.size()};
     req.prepare_payload();
-    if (auto [ec, n] = co_await http::async_write(**stream, req, use_tuple); ec)
+    stream.expires_after(job.timeout);
+    if (auto [ec, n] = co_await http::async_write(stream, req, use_tuple); ec)
         co_return make_error(Errc::internal,
                              fmt::format("send the request to the leading manager {}:{}: {}",
-                                         to.host, to.port, ec.message()));
+                                         job.to.host, job.to.port, ec.message()));
     // The leader answers once the API has: as long as the request takes there.
-    (*stream)->expires_after(answer_timeout);
+    stream.expires_after(job.answer_timeout);
     SecureFlatBuffer buffer;
     http::response_parser<SecureBody> parser;
     parser.header_limit(max_header_bytes);
     parser.body_limit(forward_answer_bytes);
-    if (auto [ec, n] = co_await http::async_read(**stream, buffer, parser, use_tuple); ec)
-        co_return make_error(Errc::internal,
-                             fmt::format("the leading manager {}:{} did not answer: {}", to.host,
-                                         to.port, ec.message()));
+    if (auto [ec, n] = co_await http::async_read(stream, buffer, parser, use_tuple); ec)
+        co_return make_error(
+            Errc::internal, fmt::format("the leading manager {}:{} did not answer: {}", job.to.host,
+                                        job.to.port, ec.message()));
     auto res = parser.release();
     if (res.result() == http::status::unauthorized && res.count(forward_refused_header) > 0) {
         auto refused = failure(res).context("the leading manager refused this manager");
@@ -275,16 +342,30 @@ asio::awaitable<Result<net::Response>> forward_flow(const Endpoint& to, ssl::con
     }
     auto body = body_view(res);
     if (!body.empty()) out.secure_body = crypto::SecureBuffer::copy_of(body);
-    (*stream)->expires_after(timeout);
-    co_await (*stream)->async_shutdown(use_tuple);
+    // Nothing may wait in the buffer past the answer: the next answer starts clean.
+    reusable = res.keep_alive() && buffer.size() == 0;
+    stream.expires_never();
     co_return out;
 }
 
-}  // namespace
-
-struct Forwarder::Impl {
-    std::shared_ptr<ssl::context> ctx;
-};
+asio::awaitable<void> Forwarder::Impl::run(std::shared_ptr<ForwardJob> job) {
+    auto settle = [&](Result<net::Response> r) { job->done.set_value(std::move(r)); };
+    bool reusable = false;
+    // A kept connection first. The leader closes one only when it has been idle for longer than
+    // a kept one may be, and one found closed is not used: a failure on it is the leader's.
+    if (auto kept = take(job->to)) {
+        auto r = co_await exchange(*job, *kept, false, reusable);
+        if (r && reusable && !job->abandoned) give_back(job->to, std::move(kept));
+        co_return settle(std::move(r));
+    }
+    Limits limits;
+    limits.handshake_timeout = job->timeout;
+    auto stream = co_await open_tls(job->to, *ctx, limits);
+    if (!stream) co_return settle(std::move(stream).error());
+    auto r = co_await exchange(*job, **stream, true, reusable);
+    if (r && reusable && !job->abandoned) give_back(job->to, std::move(*stream));
+    settle(std::move(r));
+}
 
 Forwarder::Forwarder(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Forwarder::~Forwarder() = default;
@@ -293,7 +374,7 @@ Result<std::unique_ptr<Forwarder>> Forwarder::make(std::string_view ca_bundle_pe
     if (ca_bundle_pem.empty()) return make_error(Errc::internal, "no cluster CA to verify with");
     auto ctx = join_context(ca_bundle_pem);
     if (!ctx) return std::move(ctx).error().context("the cluster CA");
-    return std::unique_ptr<Forwarder>(new Forwarder(std::make_unique<Impl>(Impl{std::move(*ctx)})));
+    return std::unique_ptr<Forwarder>(new Forwarder(std::make_unique<Impl>(std::move(*ctx))));
 }
 
 Result<net::Response> Forwarder::send(const Endpoint& leader, const crypto::SecureBuffer& key,
@@ -301,40 +382,43 @@ Result<net::Response> Forwarder::send(const Endpoint& leader, const crypto::Secu
                                       std::chrono::milliseconds timeout,
                                       std::chrono::milliseconds answer_timeout,
                                       const std::atomic<bool>& cancelled) const {
-    asio::io_context ioc;
-    std::optional<Result<net::Response>> result;
-    asio::steady_timer watch(ioc);
-    std::function<void()> look = [&] {
-        watch.expires_after(std::chrono::milliseconds(100));
-        watch.async_wait([&](const boost::system::error_code& ec) {
-            if (ec || result) return;
-            // Stopping the context abandons the exchange: its frames go with ioc.
-            if (cancelled.load()) return ioc.stop();
-            look();
-        });
-    };
-    look();
-    asio::co_spawn(
-        ioc,
-        [&]() -> asio::awaitable<void> {
-            result.emplace(
-                co_await forward_flow(leader, *impl_->ctx, key, request, timeout, answer_timeout));
-            watch.cancel();
-        },
-        [&](std::exception_ptr e) {
-            if (!e) return;
+    if (http::string_to_verb(request.method) == http::verb::unknown)
+        return make_error(Errc::invalid_argument,
+                          fmt::format("method {} is not forwarded", request.method));
+    auto job = std::make_shared<ForwardJob>();
+    job->to = leader;
+    job->key = key.clone();
+    job->method = request.method;
+    job->target =
+        fmt::format("{}{}", forward_prefix, request.target.empty() ? "/" : request.target);
+    job->content_type = request.content_type;
+    if (request.peer)
+        job->peer =
+            fmt::format("{} {} {}", request.peer->uid, request.peer->gid, request.peer->pid);
+    job->envelope = forward_envelope(request);
+    job->timeout = timeout;
+    job->answer_timeout = answer_timeout;
+    auto done = job->done.get_future();
+    asio::co_spawn(impl_->ioc, impl_->run(job), [job](std::exception_ptr e) {
+        if (!e) return;
+        try {
+            std::rethrow_exception(e);
+        } catch (const std::exception& x) {
             try {
-                std::rethrow_exception(e);
-            } catch (const std::exception& x) {
-                result.emplace(make_error(Errc::internal, fmt::format("forward: {}", x.what())));
+                job->done.set_value(
+                    make_error(Errc::internal, fmt::format("forward: {}", x.what())));
+            } catch (const std::future_error&) {
+                // settled already
             }
-        });
-    ioc.run();
-    if (!result)
-        return make_error(Errc::internal, cancelled.load()
-                                              ? "abandoned: this manager stopped forwarding"
-                                              : "forward: did not complete");
-    return std::move(*result);
+        }
+    });
+    while (done.wait_for(std::chrono::milliseconds(100)) != std::future_status::ready)
+        if (cancelled.load()) {
+            // Abandoned: the exchange ends by its own deadlines, its connection is not kept.
+            job->abandoned = true;
+            return make_error(Errc::internal, "abandoned: this manager stopped forwarding");
+        }
+    return done.get();
 }
 
 class NodeClient::Impl {

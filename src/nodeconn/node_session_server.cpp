@@ -119,10 +119,13 @@ class NodeServer::Impl {
     // Runs a session that serve() registered, and forgets it when it ends.
     asio::awaitable<void> hold(std::shared_ptr<SessionImpl> session);
     asio::awaitable<Reply> join(const Request& req, std::string remote, const std::string& source);
-    // A standby manager's API request (forward.h), its header read, its body not yet.
+    // A standby manager's API requests (forward.h): the first's header read, its body not yet;
+    // then the following ones on the same connection.
     asio::awaitable<void> forward(TlsStream& stream, SecureFlatBuffer& buffer,
-                                  http::request_parser<SecureBody>& parser, const std::string& peer,
+                                  http::request_parser<SecureBody>& first, const std::string& peer,
                                   Unverified& unverified);
+    // The API's answer to a forwarded request.
+    asio::awaitable<net::Response> call_forward_api(TlsStream& stream, net::Request& request);
     Result<pki::NodeIdentity> session_peer(SSL* ssl);
 
     ServerOptions options_;
@@ -336,15 +339,17 @@ asio::awaitable<void> NodeServer::Impl::serve(tcp::socket socket, Unverified unv
 }
 
 asio::awaitable<void> NodeServer::Impl::forward(TlsStream& stream, SecureFlatBuffer& buffer,
-                                                http::request_parser<SecureBody>& parser,
+                                                http::request_parser<SecureBody>& first,
                                                 const std::string& peer, Unverified& unverified) {
     const std::string source = unverified.source();
-    auto answer = [&](const net::Response& r, bool refused = false) -> asio::awaitable<void> {
+    // Writes an answer; true when the connection stays open for the next request.
+    auto answer = [&](const net::Response& r, bool keep_alive,
+                      bool refused = false) -> asio::awaitable<bool> {
         http::response<SecureBody> res{static_cast<http::status>(r.status), 11};
         if (!r.content_type.empty()) res.set(http::field::content_type, r.content_type);
         for (const auto& [name, value] : r.headers) res.set(name, value);
         if (refused) res.set(forward_refused_header, "proof");
-        res.keep_alive(false);
+        res.keep_alive(keep_alive);
         const auto& secure = r.secure_body;
         std::string_view body =
             secure.empty()
@@ -357,90 +362,121 @@ asio::awaitable<void> NodeServer::Impl::forward(TlsStream& stream, SecureFlatBuf
         }
         res.prepare_payload();
         stream.expires_after(options_.limits.handshake_timeout);
-        if (auto [e, n] = co_await http::async_write(stream, res, use_tuple); e) co_return;
+        if (auto [e, n] = co_await http::async_write(stream, res, use_tuple); e) co_return false;
+        if (keep_alive) co_return true;
         co_await stream.async_shutdown(use_tuple);
+        co_return false;
     };
     if (!join_rate_.allow(source)) {
         refusals_.refused(log::Level::warn, "forwarded request refused", source,
                           "too many refused joins and forwards from this source");
-        co_return co_await answer(net::Response::error(make_error(
-            Errc::unavailable, "too many refused requests from this address; try again later")));
+        co_await answer(
+            net::Response::error(make_error(
+                Errc::unavailable, "too many refused requests from this address; try again later")),
+            false);
+        co_return;
     }
+    // The proof is the first request's: it authenticates the connection, and the requests that
+    // follow on it (keep-alive) need none.
     auto binding = forward_binding(stream.native_handle());
-    const auto& req = parser.get();
-    if (!binding || !handlers_.check_forward(*binding, req[forward_proof_header])) {
+    if (!binding || !handlers_.check_forward(*binding, first.get()[forward_proof_header])) {
         join_rate_.refused(source);
         refusals_.refused(log::Level::warn, "forwarded request refused", source,
                           "no proof of the managers' forwarding key");
-        co_return co_await answer(
+        co_await answer(
             net::Response::error(make_error(Errc::unauthenticated,
                                             "a forwarded request needs a manager of this cluster "
                                             "(the proof of the managers' forwarding key)")),
-            true);
+            false, true);
+        co_return;
     }
     unverified.release();
-    // Authenticated: the body may be as large as an API request's.
-    parser.body_limit(forward_request_bytes);
-    if (!parser.is_done())
-        if (auto [e, n] = co_await http::async_read(stream, buffer, parser, use_tuple); e) {
-            log::debug("nodeconn", "{}: read forwarded request: {}", peer, e.message());
-            co_return;
+    std::optional<http::request_parser<SecureBody>> next;
+    for (auto* parser = &first;;) {
+        // Authenticated: the body may be as large as an API request's.
+        parser->body_limit(forward_request_bytes);
+        stream.expires_after(options_.limits.handshake_timeout);
+        if (!parser->is_done())
+            if (auto [e, n] = co_await http::async_read(stream, buffer, *parser, use_tuple); e) {
+                log::debug("nodeconn", "{}: read forwarded request: {}", peer, e.message());
+                co_return;
+            }
+        const auto& req = parser->get();
+        const bool keep_alive = req.keep_alive();
+        net::Request request;
+        request.received = std::chrono::steady_clock::now();
+        request.method = std::string(req.method_string());
+        auto target = std::string_view(req.target());
+        target = target.starts_with(forward_prefix) ? target.substr(forward_prefix.size())
+                                                    : std::string_view{};
+        net::parse_target(target, request);
+        request.content_type = std::string(req[http::field::content_type]);
+        if (auto who = req[forward_peer_header]; !who.empty()) {
+            net::Peer p;
+            if (std::sscanf(std::string(who).c_str(), "%u %u %d", &p.uid, &p.gid, &p.pid) == 3)
+                request.peer = p;
         }
-    net::Request request;
-    request.received = std::chrono::steady_clock::now();
-    request.method = std::string(req.method_string());
-    net::parse_target(std::string_view(req.target()).substr(forward_prefix.size()), request);
-    request.content_type = std::string(req[http::field::content_type]);
-    if (auto who = req[forward_peer_header]; !who.empty()) {
-        net::Peer p;
-        if (std::sscanf(std::string(who).c_str(), "%u %u %d", &p.uid, &p.gid, &p.pid) == 3)
-            request.peer = p;
+        std::optional<net::Response> result;
+        {
+            auto envelope = crypto::SecureBuffer::copy_of(body_view(req));
+            if (auto opened = open_forward_envelope(envelope, request); !opened)
+                result.emplace(net::Response::error(opened.error()));
+        }
+        if (!result && (request.path.empty() || request.path.front() != '/'))
+            result.emplace(net::Response::error(make_error(Errc::not_found, "not found")));
+        if (!result) {
+            log::debug("nodeconn", "{}: forwarded {} {}", peer, request.method, request.path);
+            result.emplace(co_await call_forward_api(stream, request));
+        }
+        if (!co_await answer(*result, keep_alive)) co_return;
+        // The next request on this connection, within the idle time a standby keeps it for;
+        // meanwhile the connection holds no buffer.
+        if (buffer.size() == 0) buffer.shrink_to_fit();
+        next.emplace();
+        parser = &*next;
+        parser->header_limit(max_header_bytes);
+        stream.expires_after(forward_idle_timeout);
+        if (auto [e, n] = co_await http::async_read_header(stream, buffer, *parser, use_tuple); e)
+            co_return;
     }
-    {
-        auto envelope = crypto::SecureBuffer::copy_of(body_view(req));
-        if (auto opened = open_forward_envelope(envelope, request); !opened)
-            co_return co_await answer(net::Response::error(opened.error()));
-    }
-    if (request.path.empty() || request.path.front() != '/')
-        co_return co_await answer(net::Response::error(make_error(Errc::not_found, "not found")));
-    log::debug("nodeconn", "{}: forwarded {} {}", peer, request.method, request.path);
+}
+
+asio::awaitable<net::Response> NodeServer::Impl::call_forward_api(TlsStream& stream,
+                                                                  net::Request& request) {
     // No deadline while the API works: the standby waits as its own client does.
     stream.expires_never();
     auto& api = *handlers_.forward_api;
-    std::optional<net::Response> result;
     if (api.asynchronous(request)) {
         // Answered when a shared resource is ready (a group commit): no thread waits for it.
-        result.emplace(
-            co_await asio::async_initiate<decltype(asio::use_awaitable), void(net::Response)>(
-                [&](auto handler) {
-                    auto shared = std::make_shared<decltype(handler)>(std::move(handler));
-                    api.handle_async(request, [shared](net::Response r) {
-                        auto executor = asio::get_associated_executor(*shared);
-                        asio::post(executor, [shared, r = std::move(r)]() mutable {
-                            std::move (*shared)(std::move(r));
-                        });
+        co_return co_await asio::async_initiate<decltype(asio::use_awaitable), void(net::Response)>(
+            [&](auto handler) {
+                auto shared = std::make_shared<decltype(handler)>(std::move(handler));
+                api.handle_async(request, [shared](net::Response r) {
+                    auto executor = asio::get_associated_executor(*shared);
+                    asio::post(executor, [shared, r = std::move(r)]() mutable {
+                        std::move (*shared)(std::move(r));
                     });
-                },
-                asio::use_awaitable));
-    } else {
-        // It may block (store writes, waits on nodes): it runs on the forward pool, and this
-        // coroutine resumes on its strand when it is done.
-        co_await asio::co_spawn(
-            *forward_pool_,
-            [&]() -> asio::awaitable<void> {
-                try {
-                    result.emplace(api.handle(request));
-                } catch (const std::exception& e) {
-                    log::error("nodeconn", "forwarded {} {}: {}", request.method, request.path,
-                               e.what());
-                    result.emplace(
-                        net::Response::error(make_error(Errc::internal, "internal error")));
-                }
-                co_return;
+                });
             },
             asio::use_awaitable);
     }
-    co_await answer(*result);
+    // It may block (store writes, waits on nodes): it runs on the forward pool, and this
+    // coroutine resumes on its strand when it is done.
+    std::optional<net::Response> result;
+    co_await asio::co_spawn(
+        *forward_pool_,
+        [&]() -> asio::awaitable<void> {
+            try {
+                result.emplace(api.handle(request));
+            } catch (const std::exception& e) {
+                log::error("nodeconn", "forwarded {} {}: {}", request.method, request.path,
+                           e.what());
+                result.emplace(net::Response::error(make_error(Errc::internal, "internal error")));
+            }
+            co_return;
+        },
+        asio::use_awaitable);
+    co_return std::move(*result);
 }
 
 asio::awaitable<void> NodeServer::Impl::hold(std::shared_ptr<SessionImpl> session) {

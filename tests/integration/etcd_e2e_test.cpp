@@ -298,6 +298,18 @@ TEST_F(OnEtcd, AJoinedManagerStandsByAndTakesOverFromAKilledLeader) {
     EXPECT_EQ(secret_names(json::parse(listed.body)), secret_names(get("/secrets")));
     EXPECT_EQ(get_from(daemon_->host(), "/secrets").standby, "");
     EXPECT_FALSE(second->ready(0ms)) << "a standby is not the manager that serves";
+    // Requests one after another reuse the standby's connection to the leader's node port (the
+    // only connection from this namespace's address to it: the agents are elsewhere).
+    for (int i = 0; i < 20; ++i) ASSERT_EQ(get_from(second->host(), "/secrets").status, 200);
+    {
+        std::vector<std::string> argv = manager_ns_->enter();
+        auto host = listen_.substr(0, listen_.rfind(':'));
+        argv.insert(argv.end(),
+                    {"ss", "-Htn", "state", "established", "src", host, "dst", listen_});
+        auto open = lines_of(run_program(argv).out);
+        std::erase(open, std::string());
+        EXPECT_EQ(open.size(), 1u) << "one kept connection\n" << run_program(argv).out;
+    }
     // docker's own CLI through the standby.
     if (run_program({"sh", "-c", "command -v docker"}).status == 0) {
         TempDir config;

@@ -41,6 +41,9 @@ inline constexpr std::string_view forward_refused_header = "X-Coffer-Forward-Ref
 // The largest forwarded request and answer bodies: the API's own request limit with room to
 // spare, and answers as large as a backup of a big store.
 inline constexpr std::size_t forward_request_bytes = 2 * 1024 * 1024;
+// A connection is kept for further requests (keep-alive): the leader closes it after this long
+// without one, and a standby reuses it only within a third of that.
+inline constexpr std::chrono::milliseconds forward_idle_timeout{30'000};
 inline constexpr std::size_t forward_answer_bytes = 256 * 1024 * 1024;
 
 // The proof, in hex, of key (32 bytes) for a connection's exported binding.
