@@ -8,7 +8,6 @@
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
-#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/strand.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/beast/core/string.hpp>
@@ -19,7 +18,6 @@
 #include <boost/json/parse.hpp>
 
 #include <atomic>
-#include <functional>
 #include <future>
 #include <mutex>
 #include <thread>
