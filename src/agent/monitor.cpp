@@ -8,9 +8,11 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <vector>
 
 #include "coffer/base/error.h"
 #include "coffer/base/log.h"
+#include "coffer/base/process.h"
 
 #ifndef P_PIDFD
 #define P_PIDFD 3
@@ -97,8 +99,10 @@ void Monitor::watch_output(UniqueFd fd, std::shared_ptr<LogFile> log,
 
 void Monitor::run() {
     epoll_event events[32];
+    auto next_sweep = std::chrono::steady_clock::now() + sweep_period;
     while (true) {
-        int n = ::epoll_wait(epoll_.get(), events, 32, -1);
+        int n = ::epoll_wait(epoll_.get(), events, 32,
+                             static_cast<int>(std::chrono::milliseconds(sweep_period).count()));
         if (n < 0) {
             if (errno == EINTR) continue;
             log::error("runner", "epoll_wait: {}", std::strerror(errno));
@@ -108,6 +112,40 @@ void Monitor::run() {
             if (events[i].data.fd == wake_.get()) return;
             handle(events[i].data.fd);
         }
+        if (auto now = std::chrono::steady_clock::now(); now >= next_sweep) {
+            sweep();
+            next_sweep = now + sweep_period;
+        }
+    }
+}
+
+void Monitor::sweep() {
+    // A child that ended and that nobody claims (what a runtime left to this subreaper) is
+    // reaped now: one inside a task's PID namespace would otherwise hold that namespace's init
+    // from ending (the kernel waits for every process of the namespace to be reaped before the
+    // init's own exit completes), and with it the task's teardown.
+    siginfo_t any{};
+    if (::waitid(P_ALL, 0, &any, WEXITED | WNOHANG | WNOWAIT) == 0 && any.si_pid != 0)
+        if (int n = reap_orphans(); n > 0)
+            log::debug("runner", "reaped {} orphaned process(es) that had ended", n);
+    // A watched process that ended a whole sweep ago and is still not reaped: its pidfd's event
+    // was not seen. Handled here, and said, so that a task's end never waits on it.
+    std::vector<int> ended;
+    {
+        std::lock_guard g(mu_);
+        for (const auto& [fd, w] : watches_) {
+            if (!w->is_exit) continue;
+            siginfo_t info{};
+            bool gone = ::waitid(static_cast<idtype_t>(P_PIDFD), static_cast<id_t>(fd), &info,
+                                 WEXITED | WNOHANG | WNOWAIT) == 0 &&
+                        info.si_pid != 0;
+            if (gone && w->seen_ended) ended.push_back(fd);
+            w->seen_ended = gone;
+        }
+    }
+    for (int fd : ended) {
+        log::warn("runner", "a task's process ended without its exit being signalled: reaped now");
+        handle(fd);
     }
 }
 

@@ -1,7 +1,9 @@
 // One thread watching every task's container process (pidfd) and output pipe (epoll), so that
-// the runner learns of exits at once and task output reaches its bounded log.
+// the runner learns of exits at once and task output reaches its bounded log. Once a second it
+// also reaps the orphans this subreaper inherited that ended, and checks the watched processes.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -49,10 +51,14 @@ class Monitor {
         std::function<void(int)> on_exit;
         std::shared_ptr<LogFile> log;
         std::function<void()> on_eof;
+        bool seen_ended = false;  // by the last sweep, under mu_
     };
+    static constexpr std::chrono::milliseconds sweep_period{1000};
     void add(int fd, Watch w);
     void run();
     void handle(int fd);
+    // Every sweep_period: reaps orphans that ended, and exits whose event was not seen.
+    void sweep();
 
     UniqueFd epoll_;
     UniqueFd wake_;  // eventfd: stop

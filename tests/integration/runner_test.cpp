@@ -532,6 +532,35 @@ TEST_P(RunnerTest, StopEscalatesToKillAfterGrace) {
     expect_nothing_left(spec.id);
 }
 
+// A process of the task's PID namespace whose parent outside it ended first (what a runtime's
+// exec killed midway leaves) is inherited by the agent, a subreaper. Once the task's init is
+// killed the kernel ends it too, but holds the init's own end until it is reaped, which only the
+// agent can do: the stop still completes, and nothing is left.
+TEST_P(RunnerTest, AnOrphanInTheTasksNamespaceDoesNotHoldItsEnd) {
+    auto spec = shell("orphan", "exec sleep 100000");
+    auto st = runner->start(spec, {});
+    ASSERT_EQ(st.state, TaskState::running) << st.reason;
+    // nsenter forks into the namespace and waits for its child: killed, it leaves that child.
+    auto entering = Child::spawn({.argv = {"nsenter", "--target", std::to_string(st.pid), "--pid",
+                                           "--", "sleep", "100000"}});
+    int orphan = 0;
+    ASSERT_TRUE(test::wait_until([&] {
+        std::ifstream in(fmt::format("/proc/{0}/task/{0}/children", entering.pid()));
+        return static_cast<bool>(in >> orphan);
+    }));
+    entering.signal(SIGKILL);
+    entering.wait();
+    ASSERT_TRUE(test::wait_until([&] {
+        auto stat = process_stat(orphan);
+        return stat && stat->parent == ::getpid();
+    }));
+    auto stopped = runner->stop(spec.id, 300ms);
+    ASSERT_TRUE(stopped) << stopped.error().message;
+    EXPECT_EQ(stopped->state, TaskState::shutdown);
+    EXPECT_FALSE(process_stat(orphan)) << "the orphan was reaped";
+    expect_nothing_left(spec.id);
+}
+
 // The task's stop signal goes first (the task sees it), SIGKILL once the grace period passed.
 TEST_P(RunnerTest, StopSendsTheTasksStopSignalThenKillsAfterGrace) {
     auto spec =
