@@ -10,9 +10,11 @@
 #include <CLI/CLI.hpp>
 
 #include <charconv>
+#include <condition_variable>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <mutex>
 #include <thread>
 
 #include "coffer/base/log.h"
@@ -255,8 +257,15 @@ class StandbyServer {
                                              .worker_threads = 16,
                                              .headers = coffer::manager::api_headers()},
                   api_),
-          thread_([this] { server_.run(false); }) {}
+          thread_([this] { server_.run(false); }),
+          keeper_([this] { keep_keys(); }) {}
     ~StandbyServer() {
+        {
+            std::lock_guard lock(mutex_);
+            stopping_ = true;
+        }
+        stop_.notify_all();
+        keeper_.join();
         api_.stop_forwarding();
         server_.stop();
         thread_.join();
@@ -267,9 +276,24 @@ class StandbyServer {
     std::optional<coffer::crypto::SecureBuffer> take_unlock_key() { return api_.take_unlock_key(); }
 
   private:
+    // The store's keys read again every few seconds, so that a rotation of the DEK and then of
+    // the unlock key is followed one step at a time.
+    void keep_keys() {
+        std::unique_lock lock(mutex_);
+        while (!stop_.wait_for(lock, std::chrono::seconds(5), [this] { return stopping_; })) {
+            lock.unlock();
+            api_.keep_keys();
+            lock.lock();
+        }
+    }
+
     coffer::manager::StandbyApi api_;
     coffer::net::HttpServer server_;
     std::thread thread_;
+    std::mutex mutex_;
+    std::condition_variable stop_;
+    bool stopping_ = false;  // under mutex_
+    std::thread keeper_;
 };
 
 }  // namespace

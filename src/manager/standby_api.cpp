@@ -66,9 +66,11 @@ net::Response StandbyApi::handle(net::Request& r) {
         r, [] { return true; },
         [&](std::string_view key) -> Result<void> {
             if (auto checked = store::check_unlock_key(dir_, etcd_, key); !checked) return checked;
+            std::lock_guard reading(reader_mutex_);
             std::lock_guard lock(mutex_);
             key_ = crypto::SecureBuffer::copy_of(key);
             contact_.reset();
+            reader_.reset();
             log::info("manager",
                       "standby: the unlock key opens the store's keys; this manager forwards "
                       "requests to the leader and unlocks itself when it leads");
@@ -76,19 +78,53 @@ net::Response StandbyApi::handle(net::Request& r) {
         }));
 }
 
+Result<void> StandbyApi::read_keys() {
+    if (!reader_) {
+        std::optional<crypto::SecureBuffer> key;
+        {
+            std::lock_guard lock(mutex_);
+            if (key_) key = key_->clone();
+        }
+        auto opened = store::StandbyReader::open(dir_, etcd_, key ? &*key : nullptr);
+        if (!opened) return std::move(opened).error();
+        reader_ = std::move(*opened);
+        return {};
+    }
+    auto read = reader_->refresh();
+    if (!read && read.error().code == Errc::invalid_argument)
+        return make_error(Errc::locked,
+                          "the unlock key given to this standby manager no longer opens the "
+                          "store's keys (it was rotated since): run `coffer cluster unlock` "
+                          "against it with the current one");
+    if (!read) return read;
+    if (auto followed = reader_->take_followed_unlock_key()) {
+        std::lock_guard lock(mutex_);
+        key_ = std::move(*followed);
+        log::info("manager",
+                  "standby: the unlock key was rotated; this manager follows the rotation and "
+                  "unlocks itself with the new key when it leads");
+    }
+    return {};
+}
+
+void StandbyApi::keep_keys() {
+    std::lock_guard reading(reader_mutex_);
+    if (!reader_) return;  // not opened yet: nothing to keep up with
+    if (auto r = read_keys(); !r)
+        log::debug("manager", "standby: read the store's keys: {}", r.error().message);
+}
+
 Result<std::shared_ptr<const StandbyApi::Contact>> StandbyApi::contact(bool refresh) {
-    std::optional<crypto::SecureBuffer> key;
     {
         std::lock_guard lock(mutex_);
         if (contact_ && !refresh) return contact_;
-        if (key_) key = key_->clone();
     }
-    auto reader = store::StandbyReader::open(dir_, etcd_, key ? &*key : nullptr);
-    if (!reader) return std::move(reader).error();
+    std::lock_guard reading(reader_mutex_);
+    if (auto r = read_keys(); !r) return std::move(r).error();
     auto trust = ClusterTrust::read_forward_trust(
-        [&](std::string_view k) { return (*reader)->get(store::Table::pki, k); });
+        [&](std::string_view k) { return reader_->get(store::Table::pki, k); });
     if (!trust) return std::move(trust).error();
-    auto leader = (*reader)->leader();
+    auto leader = reader_->leader();
     if (!leader) return std::move(leader).error();
     auto forwarder = nodeconn::Forwarder::make(trust->ca_bundle);
     if (!forwarder) return std::move(forwarder).error();
@@ -161,6 +197,7 @@ void StandbyApi::stop_forwarding() {
 }
 
 std::optional<crypto::SecureBuffer> StandbyApi::take_unlock_key() {
+    keep_keys();  // a rotation since the last reading is followed now
     std::lock_guard lock(mutex_);
     return std::exchange(key_, std::nullopt);
 }

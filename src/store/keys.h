@@ -23,6 +23,12 @@ namespace coffer::store::detail {
 
 inline constexpr std::string_view key_record_prefix = "dek/";
 inline constexpr std::uint32_t kek_id = 0;
+// On a store shared by several managers (etcd), after the first rotation of its unlock key: the
+// current unlock key, sealed under the current DEK, so that a manager standing by that holds the
+// DEKs (it was given the previous key) follows the rotation, as a running Swarm manager follows
+// one through raft. It is not a DEK record: read_key_records leaves it out, and so do backups.
+// Whoever holds only a previous key cannot open it: the DEKs are sealed under the new KEK.
+inline constexpr std::string_view unlock_key_record = "dek/unlock-key";
 
 // "<table>\0<key>": what every sealed value is bound to.
 std::string record_ad(Table table, std::string_view key);

@@ -185,13 +185,40 @@ class EtcdStandbyReader final : public StandbyReader {
         return {};
     }
 
+    Result<void> refresh() override {
+        auto read = read_keys();
+        if (read || read.error().code != Errc::invalid_argument || deks_.keys.empty()) return read;
+        // The key no longer opens them: the unlock key was rotated. The leader left the new one
+        // sealed under the current DEK, which this reader may hold.
+        auto sealed = engine_->get(Table::meta, detail::unlock_key_record);
+        if (!sealed) return std::move(sealed).error();
+        if (!*sealed) return read;
+        auto text = detail::open_value(deks_, Table::meta, detail::unlock_key_record, **sealed);
+        if (!text) return read;  // under a DEK made since: the key is needed again
+        auto parsed = detail::parse_unlock_key(
+            std::string_view(reinterpret_cast<const char*>(text->data()), text->size()));
+        if (!parsed)
+            return make_error(Errc::internal, "the store's record of its unlock key is not one");
+        std::swap(kek_, parsed->kek);
+        if (auto again = read_keys(); !again) {
+            std::swap(kek_, parsed->kek);
+            return again;
+        }
+        followed_ = std::move(parsed->text);
+        return {};
+    }
+
+    std::optional<crypto::SecureBuffer> take_followed_unlock_key() override {
+        return std::exchange(followed_, std::nullopt);
+    }
+
     Result<std::optional<crypto::SecureBuffer>> get(Table table, std::string_view key) override {
         auto sealed = engine_->get(table, key);
         if (!sealed) return std::move(sealed).error();
         if (!*sealed) return std::optional<crypto::SecureBuffer>();
         auto id = crypto::sealed_key_id(**sealed);
         if (id && deks_.find(*id) == nullptr)
-            if (auto r = read_keys(); !r) return std::move(r).error();
+            if (auto r = refresh(); !r) return std::move(r).error();
         auto value = detail::open_value(deks_, table, key, **sealed);
         if (!value) return std::move(value).error();
         return std::optional<crypto::SecureBuffer>(std::move(*value));
@@ -209,6 +236,7 @@ class EtcdStandbyReader final : public StandbyReader {
     std::unique_ptr<detail::EtcdEngine> engine_;
     crypto::Key kek_;
     detail::Deks deks_;
+    std::optional<crypto::SecureBuffer> followed_;
 };
 
 }  // namespace

@@ -36,12 +36,19 @@ void put_key_record(RawBatch& batch, KeyRecord record) {
     batch.push_back({Table::meta, std::move(record.key), std::move(record.sealed)});
 }
 
+void put_unlock_key_record(RawBatch& batch, const crypto::Key& dek,
+                           const crypto::SecureBuffer& unlock_key) {
+    batch.push_back({Table::meta, std::string(unlock_key_record),
+                     seal_value(dek, Table::meta, unlock_key_record, unlock_key.span())});
+}
+
 }  // namespace
 
 Result<std::vector<KeyRecord>> read_key_records(Engine& engine) {
     std::vector<KeyRecord> out;
     auto r = engine.scan(Table::meta, key_record_prefix, [&](auto key, auto sealed) {
         if (!key.starts_with(key_record_prefix)) return false;
+        if (key == unlock_key_record) return true;
         out.push_back({std::string(key), std::string(sealed)});
         return true;
     });
@@ -185,6 +192,8 @@ Result<crypto::SecureBuffer> SealedStore::rotate_unlock_key() {
     RawBatch batch;
     for (const auto& [id, dek] : keys->deks.keys) put_key_record(batch, wrap_dek(fresh.kek, *dek));
     put_key_record(batch, wrap_current(fresh.kek, keys->deks.current));
+    if (engine_->shared())
+        put_unlock_key_record(batch, *keys->deks.find(keys->deks.current), fresh.text);
     if (auto r = engine_->write(batch); !r)
         return std::move(r).error().context("rotate the unlock key");
     keys->kek = std::move(fresh.kek);
@@ -204,6 +213,10 @@ Result<void> SealedStore::rotate_dek() {
         RawBatch batch;
         put_key_record(batch, wrap_dek(*keys->kek, *dek));
         put_key_record(batch, wrap_current(*keys->kek, id));
+        // A manager standing by follows a later DEK through the KEK; the record it follows the
+        // unlock key with is sealed under the DEK that is current.
+        if (engine_->shared() && keys->unlock_key)
+            put_unlock_key_record(batch, *dek, *keys->unlock_key);
         if (auto r = engine_->write(batch); !r)
             return std::move(r).error().context("rotate the DEK");
         keys->deks.keys.emplace(id, std::move(dek));

@@ -495,8 +495,9 @@ class OnEtcdAutolocked : public OnEtcd {
 };
 
 // Autolocked, a standby is given the unlock key while it stands by (`coffer cluster unlock`
-// against it): it checks the key against the store's keys on etcd, refuses a wrong one, and
-// once the leader is killed it leads unlocked at once: its API serves, the agents come back.
+// against it): it checks the key against the store's keys on etcd, refuses a wrong one, follows
+// rotations of the unlock key made on the leader since, and once the leader is killed it leads
+// unlocked at once: its API serves, the agents come back.
 TEST_F(OnEtcdAutolocked, AStandbyGivenTheUnlockKeyLeadsUnlocked) {
     auto bytes = random_bytes(40);
     auto pid = start_web(bytes);
@@ -525,11 +526,29 @@ TEST_F(OnEtcdAutolocked, AStandbyGivenTheUnlockKeyLeadsUnlocked) {
     EXPECT_EQ(standing.standby, "forwarded to " + listen_);
     EXPECT_EQ(secret_names(json::parse(standing.body)), (std::set<std::string>{"db"}));
 
+    // The unlock key is rotated twice (through the standby, as any request): the key the standby
+    // was given opens nothing any more, and it follows the rotations to lead unlocked.
+    std::string current;
+    for (int i = 0; i < 2; ++i) {
+        auto rotated = coffer_cli(second->host(), {"cluster", "unlock-key", "--rotate", "-q"});
+        ASSERT_EQ(rotated.status, 0) << rotated.err;
+        current = rotated.out;
+        while (!current.empty() && current.back() == '\n') current.pop_back();
+        ASSERT_TRUE(current.starts_with("COFFERKEY-1-"))
+            << "a key, not " << current.size() << " other bytes";
+    }
+    EXPECT_NE(current, key);
+    auto forwarding = get_from(second->host(), "/secrets");
+    EXPECT_EQ(forwarding.status, 200) << forwarding.body;
+
     daemon_->kill9();
     ASSERT_TRUE(second->ready(60s)) << second->stdout_text();
     daemon_ = std::move(second);
     auto listed = cli({"secret", "ls"});
     EXPECT_EQ(listed.status, 0) << listed.err;
+    auto shown = cli({"cluster", "unlock-key", "-q"});
+    EXPECT_EQ(shown.status, 0) << shown.err;
+    EXPECT_TRUE(shown.out.starts_with(current)) << "the newest key unlocked it";
     EXPECT_EQ(secret_names(get("/secrets")), (std::set<std::string>{"db"}));
     ASSERT_TRUE(wait_node_state(a_->node_id(), "ready", 60s)) << a_->err();
     ASSERT_TRUE(wait_node_state(b_->node_id(), "ready", 60s)) << b_->err();

@@ -13,7 +13,8 @@
 // the store's keys on etcd (store::check_unlock_key, reading without claiming anything) and kept
 // in locked memory, so that this manager unlocks itself the moment it leads, and from then on it
 // opens the store's values to forward. Until then an autolocked standby answers 503 saying so.
-// Attempts are limited as on a leader.
+// Attempts are limited as on a leader. A rotation of the unlock key on the leader is followed
+// (keep_keys), so that the standby still unlocks itself when it leads.
 #pragma once
 
 #include <atomic>
@@ -46,18 +47,26 @@ class StandbyApi final : public net::Service {
     // Abandons the requests being forwarded, and any later one (this manager now leads): they
     // are answered 503, saying they may have been carried out.
     void stop_forwarding();
-    // The unlock key accepted last, handed over once (the manager now leads).
+    // The unlock key accepted last, or the one it was rotated to since, handed over once (the
+    // manager now leads).
     std::optional<crypto::SecureBuffer> take_unlock_key();
+    // Reads the store's keys again (call it every few seconds): the standby follows a rotation
+    // of the DEK, and of the unlock key while it holds the DEK that seals the new one.
+    void keep_keys();
 
   private:
     struct Contact;
     // The leader and how to reach it: the last one read, or (refresh) read again.
     Result<std::shared_ptr<const Contact>> contact(bool refresh);
+    // Opens reader_, or reads its keys again; under reader_mutex_.
+    Result<void> read_keys();
     net::Response forward(net::Request& r);
 
     const std::filesystem::path dir_;
     const store::EtcdOptions etcd_;
     std::unique_ptr<UnlockGate> gate_;
+    std::mutex reader_mutex_;                       // taken before mutex_
+    std::unique_ptr<store::StandbyReader> reader_;  // under reader_mutex_
     std::mutex mutex_;
     std::optional<crypto::SecureBuffer> key_;  // under mutex_
     std::shared_ptr<const Contact> contact_;   // under mutex_

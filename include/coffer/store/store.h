@@ -119,7 +119,12 @@ class StandbyReader {
                                                        const EtcdOptions& etcd,
                                                        const crypto::SecureBuffer* unlock_key);
     virtual ~StandbyReader() = default;
-    // A value opened, or nullopt. Keys rotated since open are read again once.
+    // Reads the store's keys again. When the unlock key it was opened with no longer opens them
+    // (it was rotated since), follows the rotation with the keys it holds if it can: the new
+    // unlock key is then handed out once by take_followed_unlock_key.
+    virtual Result<void> refresh() = 0;
+    virtual std::optional<crypto::SecureBuffer> take_followed_unlock_key() = 0;
+    // A value opened, or nullopt. Keys rotated since open are read again once (refresh).
     virtual Result<std::optional<crypto::SecureBuffer>> get(Table table, std::string_view key) = 0;
     // The node port address (HOST:PORT) of the manager that holds the store, "" when none does.
     virtual Result<std::string> leader() = 0;
