@@ -167,6 +167,7 @@ std::string ClusterTrust::ca_bundle() const {
 
 bool ClusterTrust::check_forward(std::span<const std::uint8_t> binding,
                                  std::string_view proof) const {
+    std::lock_guard lock(mutex_);
     return nodeconn::forward_proof_holds(forward_key_, binding, proof);
 }
 
@@ -282,6 +283,13 @@ Result<void> ClusterTrust::update(const Update& u) {
         store::Batch b;
         b.put(Table::pki, std::string(worker_key), worker->text());
         b.put(Table::pki, std::string(manager_key), manager->text());
+        // Whoever could make a manager may have been one: the managers' forwarding key goes
+        // with the manager token (the standbys read the new one, refused with the old).
+        std::optional<crypto::SecureBuffer> forward;
+        if (u.rotate_manager_token) {
+            forward.emplace(new_forward_key());
+            b.put(Table::pki, std::string(forward_key), forward->clone());
+        }
         if (rotate) {
             b.put(Table::pki, std::string(ca_previous_key), ca_.certificate_pem());
             b.put(Table::pki, std::string(ca_cert_key), fresh->certificate_pem());
@@ -297,6 +305,7 @@ Result<void> ClusterTrust::update(const Update& u) {
         if (u.secret_versions_kept) secret_versions_kept_ = *u.secret_versions_kept;
         worker_ = std::move(worker);
         manager_ = std::move(manager);
+        if (forward) forward_key_ = std::move(*forward);
         expiry_ = expiry;
         force_rotate_ = force;
         ++version_;

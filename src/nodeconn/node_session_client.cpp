@@ -276,7 +276,7 @@ struct Forwarder::Impl {
 
     asio::awaitable<void> run(std::shared_ptr<ForwardJob> job);
     asio::awaitable<Result<net::Response>> exchange(ForwardJob& job, TlsStream& stream,
-                                                    bool with_proof, bool& reusable);
+                                                    bool& reusable);
 
     static constexpr std::size_t max_idle = 16;
     std::shared_ptr<ssl::context> ctx;
@@ -288,16 +288,16 @@ struct Forwarder::Impl {
     std::thread thread;            // last: runs ioc, which uses the above
 };
 
-// One request and its answer on stream. with_proof: the connection's first request. reusable:
-// set when the connection may carry another.
+// One request, with the proof of this connection, and its answer on stream. reusable: set when
+// the connection may carry another.
 asio::awaitable<Result<net::Response>> Forwarder::Impl::exchange(ForwardJob& job, TlsStream& stream,
-                                                                 bool with_proof, bool& reusable) {
+                                                                 bool& reusable) {
     reusable = false;
     http::request<http::span_body<const char>> req{http::string_to_verb(job.method), job.target,
                                                    11};
     req.set(http::field::host, manager_name);
     if (!job.content_type.empty()) req.set(http::field::content_type, job.content_type);
-    if (with_proof) {
+    {
         auto binding = forward_binding(stream.native_handle());
         if (!binding) co_return std::move(binding).error();
         req.set(forward_proof_header, forward_proof(job.key, *binding));
@@ -352,7 +352,7 @@ asio::awaitable<void> Forwarder::Impl::run(std::shared_ptr<ForwardJob> job) {
     // A kept connection first. The leader closes one only when it has been idle for longer than
     // a kept one may be, and one found closed is not used: a failure on it is the leader's.
     if (auto kept = take(job->to)) {
-        auto r = co_await exchange(*job, *kept, false, reusable);
+        auto r = co_await exchange(*job, *kept, reusable);
         if (r && reusable && !job->abandoned) give_back(job->to, std::move(kept));
         co_return settle(std::move(r));
     }
@@ -360,7 +360,7 @@ asio::awaitable<void> Forwarder::Impl::run(std::shared_ptr<ForwardJob> job) {
     limits.handshake_timeout = job->timeout;
     auto stream = co_await open_tls(job->to, *ctx, limits);
     if (!stream) co_return settle(std::move(stream).error());
-    auto r = co_await exchange(*job, **stream, true, reusable);
+    auto r = co_await exchange(*job, **stream, reusable);
     if (r && reusable && !job->abandoned) give_back(job->to, std::move(*stream));
     settle(std::move(r));
 }

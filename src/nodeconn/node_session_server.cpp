@@ -376,8 +376,8 @@ asio::awaitable<void> NodeServer::Impl::forward(TlsStream& stream, SecureFlatBuf
             false);
         co_return;
     }
-    // The proof is the first request's: it authenticates the connection, and the requests that
-    // follow on it (keep-alive) need none.
+    // Every request carries the proof (of this connection): a request on a kept connection
+    // after the forwarding key was rotated is refused, and the standby reads the new key.
     auto binding = forward_binding(stream.native_handle());
     if (!binding || !handlers_.check_forward(*binding, first.get()[forward_proof_header])) {
         join_rate_.refused(source);
@@ -438,6 +438,24 @@ asio::awaitable<void> NodeServer::Impl::forward(TlsStream& stream, SecureFlatBuf
         stream.expires_after(forward_idle_timeout);
         if (auto [e, n] = co_await http::async_read_header(stream, buffer, *parser, use_tuple); e)
             co_return;
+        if (!handlers_.check_forward(*binding, parser->get()[forward_proof_header])) {
+            // Its body is read (the connection was a manager's) so that the answer is not lost
+            // to a reset.
+            parser->body_limit(forward_request_bytes);
+            stream.expires_after(options_.limits.handshake_timeout);
+            if (auto [e, n] = co_await http::async_read(stream, buffer, *parser, use_tuple); e)
+                co_return;
+            log::info("nodeconn",
+                      "{}: a forwarded request on a kept connection no longer holds the proof "
+                      "(the forwarding key was rotated): the connection is closed",
+                      peer);
+            co_await answer(net::Response::error(make_error(
+                                Errc::unauthenticated,
+                                "the managers' forwarding key changed: connect again with the new "
+                                "one")),
+                            false, true);
+            co_return;
+        }
     }
 }
 

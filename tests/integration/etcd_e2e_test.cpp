@@ -300,16 +300,29 @@ TEST_F(OnEtcd, AJoinedManagerStandsByAndTakesOverFromAKilledLeader) {
     EXPECT_FALSE(second->ready(0ms)) << "a standby is not the manager that serves";
     // Requests one after another reuse the standby's connection to the leader's node port (the
     // only connection from this namespace's address to it: the agents are elsewhere).
-    for (int i = 0; i < 20; ++i) ASSERT_EQ(get_from(second->host(), "/secrets").status, 200);
-    {
+    auto kept_connections = [&] {
         std::vector<std::string> argv = manager_ns_->enter();
         auto host = listen_.substr(0, listen_.rfind(':'));
         argv.insert(argv.end(),
                     {"ss", "-Htn", "state", "established", "src", host, "dst", listen_});
         auto open = lines_of(run_program(argv).out);
         std::erase(open, std::string());
-        EXPECT_EQ(open.size(), 1u) << "one kept connection\n" << run_program(argv).out;
-    }
+        return open;
+    };
+    for (int i = 0; i < 20; ++i) ASSERT_EQ(get_from(second->host(), "/secrets").status, 200);
+    auto kept = kept_connections();
+    EXPECT_EQ(kept.size(), 1u) << "one kept connection";
+    // Rotating the manager join token (through the standby) makes a new forwarding key: the
+    // next request on the kept connection is refused by the leader, and the standby reads the
+    // new key and goes on over a new connection, without the client seeing anything.
+    auto rotated = coffer_cli(second->host(), {"cluster", "join-token", "--rotate", "manager"});
+    EXPECT_EQ(rotated.status, 0) << rotated.err;
+    auto after = get_from(second->host(), "/secrets");
+    EXPECT_EQ(after.status, 200) << after.body;
+    EXPECT_EQ(after.standby, "forwarded to " + first_addr);
+    auto renewed = kept_connections();
+    EXPECT_EQ(renewed.size(), 1u) << "one kept connection";
+    EXPECT_NE(renewed, kept) << "the connection of the old key is closed";
     // docker's own CLI through the standby.
     if (run_program({"sh", "-c", "command -v docker"}).status == 0) {
         TempDir config;

@@ -90,7 +90,8 @@ class ClusterTrust {
     Result<pki::Role> check_token(const pki::JoinToken& presented) const;
     // Does a standby's proof hold for this binding (nodeconn/forward.h)? Constant time in the
     // proof. The managers' forwarding key is a random 32-byte record of the store (pki/forward),
-    // made with the CA, or by the first load of a store made before it existed.
+    // made with the CA, or by the first load of a store made before it existed, and made anew
+    // whenever the manager join token is rotated.
     bool check_forward(std::span<const std::uint8_t> binding, std::string_view proof) const;
 
     std::chrono::seconds cert_expiry() const;
@@ -187,7 +188,7 @@ class ClusterTrust {
     std::uint64_t ca_version_ = 1;
     std::unordered_map<std::string, std::string> issuers_;  // node id -> issuer key
     ClusterEvents* events_ = nullptr;                       // under mutex_
-    crypto::SecureBuffer forward_key_;                      // set by load, never changed
+    crypto::SecureBuffer forward_key_;  // under mutex_; replaced with the manager token
 };
 
 }  // namespace coffer::manager
