@@ -1,5 +1,8 @@
 #include "coffer/manager/dispatcher.h"
 
+#include <map>
+#include <set>
+
 #include "coffer/base/log.h"
 #include "coffer/model/json.h"
 #include "coffer/nodeproto/assignments.h"
@@ -373,61 +376,85 @@ std::map<std::string, Task> Dispatcher::assigned(const std::string& node_id) con
 
 Result<std::size_t> Dispatcher::report(const std::string& node_id,
                                        const std::vector<StatusReport>& statuses, bool complete) {
+    return report(std::vector<NodeReports>{{node_id, statuses, complete}});
+}
+
+Result<std::size_t> Dispatcher::report(const std::vector<NodeReports>& reports) {
     std::size_t applied = 0;
     auto now = clock_();
     std::vector<DeliveryReport> delivered;
-    auto written = tasks_.commit([&](const TaskRegistry::Map& items)
-                                     -> Result<TaskRegistry::Changes> {
-        TaskRegistry::Changes changes;
-        applied = 0;
-        delivered.clear();
-        for (const auto& r : statuses) {
-            auto it = items.find(r.task_id);
-            if (it == items.end()) continue;
-            if (it->second.node_id != node_id) {
-                log::warn("dispatcher", "node {} reported on task {} of another node: ignored",
-                          node_id, r.task_id);
-                continue;
+    auto written =
+        tasks_.commit([&](const TaskRegistry::Map& items) -> Result<TaskRegistry::Changes> {
+            applied = 0;
+            delivered.clear();
+            // The tasks as the reports so far left them: a later report of the same write sees
+            // what an earlier one changed.
+            std::map<std::string, Task, std::less<>> changed;
+            auto current = [&](const std::string& id) -> const Task* {
+                if (auto c = changed.find(id); c != changed.end()) return &c->second;
+                auto it = items.find(id);
+                return it == items.end() ? nullptr : &it->second;
+            };
+            for (const auto& [node_id, statuses, complete] : reports) {
+                for (const auto& r : statuses) {
+                    const Task* task = current(r.task_id);
+                    if (task == nullptr) continue;
+                    if (task->node_id != node_id) {
+                        log::warn("dispatcher",
+                                  "node {} reported on task {} of another node: ignored", node_id,
+                                  r.task_id);
+                        continue;
+                    }
+                    const auto& cur = task->status;
+                    if (r.state < cur.state || r.state < TaskState::assigned) continue;
+                    delivered.push_back(
+                        {r.task_id, task->service_id, node_id, r.state, r.secrets, r.reads});
+                    if (r.state == cur.state && r.message == cur.message && r.err == cur.err &&
+                        !r.container)
+                        continue;
+                    Task t = *task;
+                    t.status.state = r.state;
+                    t.status.message = r.message;
+                    t.status.err = r.err;
+                    if (r.container) t.status.container = r.container;
+                    t.status.timestamp = now;
+                    t.meta.updated = now;
+                    changed.insert_or_assign(t.meta.id, std::move(t));
+                    ++applied;
+                }
+                if (!complete) continue;
+                std::set<std::string_view> listed;
+                for (const auto& r : statuses) listed.insert(r.task_id);
+                std::vector<Task> lost;
+                auto consider = [&](const Task& task) {
+                    if (task.node_id != node_id || task.desired < TaskState::shutdown) return;
+                    if (task.status.state < TaskState::assigned ||
+                        task.status.state >= TaskState::complete)
+                        return;
+                    if (listed.count(task.meta.id)) return;
+                    lost.push_back(task);
+                };
+                for (const auto& [id, task] : items)
+                    if (!changed.contains(id)) consider(task);
+                for (const auto& [id, task] : changed) consider(task);
+                for (auto& t : lost) {
+                    delivered.push_back(
+                        {t.meta.id, t.service_id, node_id, TaskState::shutdown, {}, {}});
+                    t.status.state = TaskState::shutdown;
+                    t.status.message = "shutdown";
+                    t.status.err = "the node no longer has this task";
+                    t.status.timestamp = now;
+                    t.meta.updated = now;
+                    auto id = t.meta.id;
+                    changed.insert_or_assign(std::move(id), std::move(t));
+                    ++applied;
+                }
             }
-            const auto& cur = it->second.status;
-            if (r.state < cur.state || r.state < TaskState::assigned) continue;
-            delivered.push_back(
-                {r.task_id, it->second.service_id, node_id, r.state, r.secrets, r.reads});
-            if (r.state == cur.state && r.message == cur.message && r.err == cur.err &&
-                !r.container)
-                continue;
-            Task t = it->second;
-            t.status.state = r.state;
-            t.status.message = r.message;
-            t.status.err = r.err;
-            if (r.container) t.status.container = r.container;
-            t.status.timestamp = now;
-            t.meta.updated = now;
-            changes.put.push_back(std::move(t));
-            ++applied;
-        }
-        if (complete) {
-            std::set<std::string_view> listed;
-            for (const auto& r : statuses) listed.insert(r.task_id);
-            for (const auto& [id, task] : items) {
-                if (task.node_id != node_id || task.desired < TaskState::shutdown) continue;
-                if (task.status.state < TaskState::assigned ||
-                    task.status.state >= TaskState::complete)
-                    continue;
-                if (listed.count(id)) continue;
-                delivered.push_back({id, task.service_id, node_id, TaskState::shutdown, {}, {}});
-                Task t = task;
-                t.status.state = TaskState::shutdown;
-                t.status.message = "shutdown";
-                t.status.err = "the node no longer has this task";
-                t.status.timestamp = now;
-                t.meta.updated = now;
-                changes.put.push_back(std::move(t));
-                ++applied;
-            }
-        }
-        return changes;
-    });
+            TaskRegistry::Changes changes;
+            changes.put.reserve(changed.size());
+            for (auto& [id, t] : changed) changes.put.push_back(std::move(t));
+            return changes;
+        });
     if (!written) return std::move(written).error();
     if (deliveries_) deliveries_->observe(delivered, now);
     return applied;

@@ -136,7 +136,12 @@ class NodePort::Impl {
     void start_link(const std::shared_ptr<Link>& link);
     void end_link(const std::shared_ptr<Link>& link, bool newest);
     void send_assignments(const std::shared_ptr<Link>& link);
+    // Queues the message's statuses for write_reports.
     void handle_status(const std::shared_ptr<Link>& link, const crypto::SecureBuffer& text);
+    // Writes every queued message in one store write, again while more came meanwhile (one
+    // writer at a time, on the pool): a burst of reports from a thousand nodes is a few writes,
+    // not a thousand in a row.
+    void write_reports();
     void handle_logs(const std::shared_ptr<Link>& link, const crypto::SecureBuffer& text);
     void handle_volume_removed(const std::shared_ptr<Link>& link, const crypto::SecureBuffer& text);
     void handle_renew(const std::shared_ptr<Link>& link, const crypto::SecureBuffer& text);
@@ -195,6 +200,10 @@ class NodePort::Impl {
     std::map<std::string, PendingLogs> logs_;  // under logs_mutex_
     bool logs_stopping_ = false;               // under logs_mutex_
     std::thread sweeper_;
+
+    std::mutex reports_mutex_;
+    std::vector<Dispatcher::NodeReports> reports_;  // under reports_mutex_, in arrival order
+    bool reports_writing_ = false;                  // under reports_mutex_
 
     std::mutex volumes_mutex_;
     // node id -> its volumes as it reported them last
@@ -553,12 +562,37 @@ void NodePort::Impl::handle_status(const std::shared_ptr<Link>& link,
         std::lock_guard lock(volumes_mutex_);
         volumes_[link->node_id] = std::move(*m->volumes);
     }
-    auto applied = dispatcher_.report(link->node_id, m->statuses, m->complete);
-    if (!applied)
-        log::warn(category, "node {}: store statuses: {}", link->node_id, applied.error().message);
-    else
-        log::debug(category, "node {}: {} of {} statuses applied{}", link->node_id, *applied,
-                   m->statuses.size(), m->complete ? " (complete)" : "");
+    log::debug(category, "node {}: {} statuses{}", link->node_id, m->statuses.size(),
+               m->complete ? " (complete)" : "");
+    bool start_writer = false;
+    {
+        std::lock_guard lock(reports_mutex_);
+        reports_.push_back({link->node_id, std::move(m->statuses), m->complete});
+        start_writer = !reports_writing_;
+        reports_writing_ = true;
+    }
+    if (start_writer) asio::post(pool_, [this] { write_reports(); });
+}
+
+void NodePort::Impl::write_reports() {
+    for (;;) {
+        std::vector<Dispatcher::NodeReports> batch;
+        {
+            std::lock_guard lock(reports_mutex_);
+            if (reports_.empty()) {
+                reports_writing_ = false;
+                return;
+            }
+            batch.swap(reports_);
+        }
+        auto applied = dispatcher_.report(batch);
+        if (!applied)
+            log::warn(category, "store the statuses of {} node message(s): {}", batch.size(),
+                      applied.error().message);
+        else
+            log::debug(category, "{} statuses applied from {} node message(s)", *applied,
+                       batch.size());
+    }
 }
 
 // {"type":"description",...}: the node's platform and resources, as the scheduler places by

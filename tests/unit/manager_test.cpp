@@ -1145,6 +1145,37 @@ TEST_F(Cluster, ACompleteReportClosesTheTasksItsNodeNoLongerHas) {
     (void)n2;
 }
 
+// The messages of several nodes go in one write, applied as one after the other would be: a
+// later report sees what an earlier one changed (a state never moves back), and a node still
+// speaks only for its own tasks.
+TEST_F(Cluster, ReportsOfSeveralMessagesApplyInOrderInOneWrite) {
+    auto n1 = node("n1");
+    auto n2 = node("n2");
+    auto web = services_->create(spec("web", 2))->meta.id;
+    pass();
+    auto tasks = tasks_of(web);
+    ASSERT_EQ(tasks.size(), 2u);
+    const auto& a = tasks[0];
+    const auto& b = tasks[1];
+    ASSERT_NE(a.node_id, b.node_id);
+    auto status = [](const model::Task& t, TaskState s) {
+        return StatusReport{t.meta.id, s, "", "", std::nullopt};
+    };
+    auto applied = dispatcher_->report(std::vector<Dispatcher::NodeReports>{
+        {a.node_id, {status(a, TaskState::running)}},
+        {b.node_id, {status(b, TaskState::running)}},
+        {a.node_id, {status(a, TaskState::complete)}},
+        {a.node_id, {status(a, TaskState::running)}},  // older than what came before it
+        {a.node_id, {status(b, TaskState::failed)}},   // not its node's task
+    });
+    ASSERT_TRUE(applied.ok()) << applied.error().message;
+    EXPECT_EQ(*applied, 3u);
+    EXPECT_EQ(tasks_->get(a.meta.id)->status.state, TaskState::complete);
+    EXPECT_EQ(tasks_->get(b.meta.id)->status.state, TaskState::running);
+    (void)n1;
+    (void)n2;
+}
+
 // Unlock attempts, on a clock the test moves.
 namespace {
 

@@ -128,6 +128,17 @@ class Dispatcher {
     // restarted) and nobody else will report on it.
     Result<std::size_t> report(const std::string& node_id,
                                const std::vector<StatusReport>& statuses, bool complete = false);
+    // One node's message of reports.
+    struct NodeReports {
+        std::string node_id;
+        std::vector<StatusReport> statuses;
+        bool complete = false;
+    };
+    // The messages of several nodes (in the order they arrived) in one store write, as report()
+    // would apply them one after the other: one write and one change for a burst of reports
+    // (a global service starting on a thousand nodes) instead of one each. Returns how many
+    // statuses were applied.
+    Result<std::size_t> report(const std::vector<NodeReports>& reports);
     // Tasks or nodes changed: every stream re-evaluates (wakes next(); poll() may yield). Only
     // signals: may run under a registry's writers' lock.
     void changed();
