@@ -626,6 +626,9 @@ TEST_F(OnEtcd, AFrozenLeaderLosesTheStoreToTheStandbyAndWritesNothing) {
     ASSERT_EQ(cli({"secret", "create", "before", "-"}, "1").status, 0);
     auto second = start_standby();
     ASSERT_FALSE(HasFailure());
+    // The agents learn the standby's address from the leader (read every second): frozen before
+    // that, the leader would leave them knowing no other manager.
+    agents_know({standby_addr()});
     auto old_leader = daemon_->host();
     ASSERT_EQ(::kill(daemon_->pid(), SIGSTOP), 0);
     ASSERT_TRUE(second->ready(60s)) << second->stdout_text();
