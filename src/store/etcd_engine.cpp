@@ -4,6 +4,7 @@
 
 #include <boost/json.hpp>
 
+#include <algorithm>
 #include <map>
 
 #include "coffer/base/log.h"
@@ -322,6 +323,7 @@ void EtcdEngine::claim(bool create) {
     }
     log::info("store", "holding etcd prefix {} (lease {:x}, TTL {} s)", options_.prefix, lease_,
               options_.lease_ttl.count());
+    prefer_raft_leader();
 }
 
 std::string EtcdEngine::self_value() const {
@@ -480,16 +482,63 @@ Result<void> EtcdEngine::forget_manager(std::string_view addr) {
     return make_error(Errc::not_found, fmt::format("no manager at {}", addr));
 }
 
+void EtcdEngine::prefer_raft_leader() {
+    auto status = call("/v3/maintenance/status", "{}");
+    if (!status) return;
+    auto o = parse_object(*status, "member status");
+    if (!o) return;
+    // uint64 ids, as decimal strings in the gateway's JSON
+    auto id = [](const json::value* v) -> std::string {
+        if (v == nullptr) return {};
+        if (v->is_string()) return std::string(v->get_string());
+        if (v->is_uint64()) return std::to_string(v->get_uint64());
+        if (v->is_int64()) return std::to_string(v->get_int64());
+        return {};
+    };
+    auto leader = id(o->if_contains("leader"));
+    if (leader.empty() || leader == "0") return;
+    const json::value* header = o->if_contains("header");
+    if (header != nullptr && header->is_object() &&
+        id(header->get_object().if_contains("member_id")) == leader)
+        return;  // the member that answered (member_ now) leads
+    auto members = call("/v3/cluster/member/list", "{}");
+    if (!members) return;
+    auto list = parse_object(*members, "member list");
+    if (!list) return;
+    const auto* all = list->if_contains("members");
+    if (all == nullptr || !all->is_array()) return;
+    for (const auto& m : all->get_array()) {
+        if (!m.is_object() || id(m.get_object().if_contains("ID")) != leader) continue;
+        const auto* urls = m.get_object().if_contains("clientURLs");
+        if (urls == nullptr || !urls->is_array()) return;
+        for (const auto& url : urls->get_array()) {
+            if (!url.is_string()) continue;
+            for (std::size_t i = 0; i < options_.endpoints.size(); ++i)
+                if (options_.endpoints[i] == url.get_string()) {
+                    if (member_.exchange(i) != i)
+                        log::debug("store", "etcd: writes go to {}, the raft leader",
+                                   options_.endpoints[i]);
+                    return;
+                }
+        }
+        return;
+    }
+}
+
 void EtcdEngine::keep_alive() {
     // A third of the TTL between renewals: two may fail before the lease ends.
     const auto every =
         std::chrono::duration_cast<std::chrono::milliseconds>(options_.lease_ttl) / 3;
+    // The raft leader is looked for again about every 10 s (it may have changed).
+    const auto look_every = std::max<long>(1, 10'000 / std::max<long>(1, every.count()));
+    long rounds = 0;
     std::unique_lock l(keeper_mu_);
     while (!lost_) {
         if (keeper_cv_.wait_for(l, every, [&] { return stopping_; })) return;
         l.unlock();
         auto r = call("/v3/lease/keepalive",
                       json::serialize(json::object{{"ID", std::to_string(lease_)}}));
+        if (++rounds % look_every == 0) prefer_raft_leader();
         l.lock();
         if (!r) {
             log::warn("store", "renewing the etcd lease: {}", r.error().message);

@@ -92,6 +92,10 @@ class EtcdEngine final : public Engine {
     // Puts managers/<advertise> and alive/<advertise> (under the lease).
     void announce();
     void keep_alive();
+    // Points member_ at the member that leads etcd's raft, when the members say which one it is
+    // and it is one of the endpoints: a write sent to a follower takes one more hop (the
+    // follower hands the proposal to the leader).
+    void prefer_raft_leader();
 
     const EtcdOptions options_;
     const net::ClientTls tls_;  // from options_, for every connection
