@@ -322,7 +322,7 @@ int main(int argc, char** argv) {
     auto* autolock_flag = app.add_flag(
         "--autolock", autolock,
         "At first start: protect the store with an unlock key shown once (on the terminal, or in "
-        "--unlock-key-file) and never stored");
+        "--unlock-key-file) and never stored in the clear");
     app.add_option("--unlock-key-file", unlock_key_file,
                    "With --autolock, at first start: write the unlock key to this new file (mode "
                    "0600) instead "
