@@ -144,6 +144,7 @@ EtcdEngine::~EtcdEngine() {
     }
     keeper_cv_.notify_all();
     if (keeper_.joinable()) keeper_.join();
+    if (looker_.joinable()) looker_.join();
     // Frees the store at once for the next manager (otherwise it waits out the lease).
     if (lease_ != 0 && !lost_)
         (void)call("/v3/lease/revoke",
@@ -324,6 +325,7 @@ void EtcdEngine::claim(bool create) {
     log::info("store", "holding etcd prefix {} (lease {:x}, TTL {} s)", options_.prefix, lease_,
               options_.lease_ttl.count());
     prefer_raft_leader();
+    looker_ = std::thread([this] { look_for_raft_leader(); });
 }
 
 std::string EtcdEngine::self_value() const {
@@ -525,20 +527,27 @@ void EtcdEngine::prefer_raft_leader() {
     }
 }
 
+void EtcdEngine::look_for_raft_leader() {
+    // The raft leader may change: looked for again every 10 s.
+    std::unique_lock l(keeper_mu_);
+    while (!lost_) {
+        if (keeper_cv_.wait_for(l, std::chrono::seconds(10), [&] { return stopping_; })) return;
+        l.unlock();
+        prefer_raft_leader();
+        l.lock();
+    }
+}
+
 void EtcdEngine::keep_alive() {
     // A third of the TTL between renewals: two may fail before the lease ends.
     const auto every =
         std::chrono::duration_cast<std::chrono::milliseconds>(options_.lease_ttl) / 3;
-    // The raft leader is looked for again about every 10 s (it may have changed).
-    const auto look_every = std::max<long>(1, 10'000 / std::max<long>(1, every.count()));
-    long rounds = 0;
     std::unique_lock l(keeper_mu_);
     while (!lost_) {
         if (keeper_cv_.wait_for(l, every, [&] { return stopping_; })) return;
         l.unlock();
         auto r = call("/v3/lease/keepalive",
                       json::serialize(json::object{{"ID", std::to_string(lease_)}}));
-        if (++rounds % look_every == 0) prefer_raft_leader();
         l.lock();
         if (!r) {
             log::warn("store", "renewing the etcd lease: {}", r.error().message);

@@ -96,6 +96,7 @@ class EtcdEngine final : public Engine {
     // and it is one of the endpoints: a write sent to a follower takes one more hop (the
     // follower hands the proposal to the leader).
     void prefer_raft_leader();
+    void look_for_raft_leader();  // looker_'s loop
 
     const EtcdOptions options_;
     const net::ClientTls tls_;  // from options_, for every connection
@@ -111,7 +112,10 @@ class EtcdEngine final : public Engine {
     std::mutex keeper_mu_;
     std::condition_variable keeper_cv_;
     bool stopping_ = false;
-    std::thread keeper_;
+    std::thread keeper_;  // renews the lease
+    // Looks for etcd's raft leader, on its own: a member that hangs while it asks cannot hold
+    // back a renewal.
+    std::thread looker_;
 };
 
 }  // namespace coffer::store::detail
