@@ -2,7 +2,6 @@
 
 #include "coffer/base/log.h"
 #include "coffer/crypto/aead.h"
-#include "coffer/crypto/random.h"
 #include "coffer/manager/nodes.h"
 #include "coffer/model/json.h"
 #include "coffer/nodeconn/forward.h"
@@ -27,16 +26,29 @@ std::string_view view(const crypto::SecureBuffer& b) {
     return {reinterpret_cast<const char*>(b.data()), b.size()};
 }
 
-Result<std::optional<crypto::SecureBuffer>> get(store::Store& s, std::string_view key) {
-    auto v = s.get(Table::pki, key);
+// A pki value, read with whatever reads the table (the store, or a standby's reader).
+template <typename Read>
+Result<std::optional<crypto::SecureBuffer>> read_pki(Read&& read, std::string_view key) {
+    auto v = read(key);
     if (!v) return std::move(v).error().context(fmt::format("read pki/{}", key));
     return std::move(*v);
 }
 
+Result<std::optional<crypto::SecureBuffer>> get(store::Store& s, std::string_view key) {
+    return read_pki([&](std::string_view k) { return s.get(Table::pki, k); }, key);
+}
+
+// The bundle nodes trust: the old root first, so a node's view of it grows at the end during
+// a rotation.
+std::string bundle_of(const std::optional<std::string_view>& previous, std::string_view root) {
+    std::string out;
+    if (previous) out = *previous;
+    out += root;
+    return out;
+}
+
 crypto::SecureBuffer new_forward_key() {
-    crypto::SecureBuffer key(crypto::key_bytes);
-    crypto::random_bytes({key.data(), key.size()});
-    return key;
+    return crypto::Key::generate(0).bytes;
 }
 
 std::vector<std::string> ids_of(const NodeRegistry& nodes) {
@@ -156,8 +168,9 @@ std::string ClusterTrust::settings_json(std::chrono::seconds expiry, std::uint64
 }
 
 std::string ClusterTrust::bundle_locked() const {
-    // The old root first: a node's view of the bundle grows at the end during a rotation.
-    return previous_root_ ? *previous_root_ + ca_.certificate_pem() : ca_.certificate_pem();
+    return bundle_of(
+        previous_root_ ? std::optional<std::string_view>(*previous_root_) : std::nullopt,
+        ca_.certificate_pem());
 }
 
 std::string ClusterTrust::ca_bundle() const {
@@ -172,11 +185,7 @@ bool ClusterTrust::check_forward(std::span<const std::uint8_t> binding,
 }
 
 Result<ForwardTrust> ClusterTrust::read_forward_trust(const PkiReader& get) {
-    auto value = [&](std::string_view key) -> Result<std::optional<crypto::SecureBuffer>> {
-        auto v = get(key);
-        if (!v) return std::move(v).error().context(fmt::format("read pki/{}", key));
-        return v;
-    };
+    auto value = [&](std::string_view key) { return read_pki(get, key); };
     auto cert = value(ca_cert_key);
     if (!cert) return std::move(cert).error();
     auto previous = value(ca_previous_key);
@@ -188,9 +197,8 @@ Result<ForwardTrust> ClusterTrust::read_forward_trust(const PkiReader& get) {
                           "the store holds no forwarding key yet: the leading manager makes it "
                           "when it starts");
     ForwardTrust out;
-    // As bundle_locked(): the old root first during a rotation.
-    if (*previous) out.ca_bundle = std::string(view(**previous));
-    out.ca_bundle += view(**cert);
+    out.ca_bundle = bundle_of(
+        *previous ? std::optional<std::string_view>(view(**previous)) : std::nullopt, view(**cert));
     out.key = std::move(**key);
     return out;
 }
