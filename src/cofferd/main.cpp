@@ -253,8 +253,8 @@ class StandbyServer {
         : api_(data_dir, etcd),
           server_(coffer::net::ServerOptions{.socket_path = socket,
                                              .io_threads = 1,
-                                             // Requests forwarded to the leader wait for it.
-                                             .worker_threads = 16,
+                                             // The unlock's: forwarded requests hold none.
+                                             .worker_threads = 2,
                                              .headers = coffer::manager::api_headers()},
                   api_),
           thread_([this] { server_.run(false); }),

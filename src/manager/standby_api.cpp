@@ -1,6 +1,8 @@
 #include "coffer/manager/standby_api.h"
 
+#include <algorithm>
 #include <charconv>
+#include <future>
 
 #include "api_util.h"
 #include "coffer/base/log.h"
@@ -43,25 +45,52 @@ net::Response own(net::Response r) {
     return r;
 }
 
+net::Response taking_over() {
+    return own(net::Response::error(make_error(
+        Errc::unavailable, "this cofferd is taking over as the leading manager: try again")));
+}
+
 }  // namespace
 
 struct StandbyApi::Contact {
     std::string leader;  // HOST:PORT of its node port; "" when no manager leads
     crypto::SecureBuffer key;
-    std::unique_ptr<nodeconn::Forwarder> forwarder;  // verifies the leader against the CA
+    std::string ca_bundle;
+    std::shared_ptr<nodeconn::Forwarder> forwarder;  // verifies the leader against the CA
+    std::uint64_t generation = 0;                    // 1 for the first read, and so on
 };
 
 StandbyApi::StandbyApi(std::filesystem::path dir, store::EtcdOptions etcd)
-    : dir_(std::move(dir)), etcd_(std::move(etcd)), gate_(std::make_unique<UnlockGate>()) {}
+    : dir_(std::move(dir)),
+      etcd_(std::move(etcd)),
+      gate_(std::make_unique<UnlockGate>()),
+      retrier_([this] { retrier(); }) {}
 
-StandbyApi::~StandbyApi() = default;
+StandbyApi::~StandbyApi() {
+    stop_forwarding();
+    {
+        std::lock_guard lock(mutex_);
+        stopping_ = true;
+    }
+    retry_cv_.notify_all();
+    retrier_.join();
+}
 
 bool StandbyApi::blocking(const net::Request&) const {
-    return true;  // reads etcd, or waits for the leader
+    return true;  // the unlock reads etcd
+}
+
+bool StandbyApi::asynchronous(const net::Request& r) const {
+    return !is_unlock(r);
 }
 
 net::Response StandbyApi::handle(net::Request& r) {
-    if (!is_unlock(r)) return forward(r);
+    if (!is_unlock(r)) {
+        std::promise<net::Response> answered;
+        auto answer = answered.get_future();
+        handle_async(r, [&answered](net::Response a) { answered.set_value(std::move(a)); });
+        return answer.get();
+    }
     return own(gate_->attempt(
         r, [] { return true; },
         [&](std::string_view key) -> Result<void> {
@@ -108,17 +137,24 @@ Result<void> StandbyApi::read_keys() {
 }
 
 void StandbyApi::keep_keys() {
-    std::lock_guard reading(reader_mutex_);
-    if (!reader_) return;  // not opened yet: nothing to keep up with
-    if (auto r = read_keys(); !r)
-        log::debug("manager", "standby: read the store's keys: {}", r.error().message);
+    {
+        std::lock_guard reading(reader_mutex_);
+        if (!reader_) return;  // not opened yet: nothing to keep up with
+        if (auto r = read_keys(); !r)
+            log::debug("manager", "standby: read the store's keys: {}", r.error().message);
+    }
+    // Forwarders of an earlier CA bundle with nothing in flight end here, on no thread of theirs.
+    std::vector<std::shared_ptr<nodeconn::Forwarder>> ended;
+    std::lock_guard lock(mutex_);
+    std::erase_if(forwarders_, [&](const auto& f) {
+        if (contact_ && contact_->forwarder == f) return false;
+        if (f->in_flight() > 0) return false;
+        ended.push_back(f);
+        return true;
+    });
 }
 
-Result<std::shared_ptr<const StandbyApi::Contact>> StandbyApi::contact(bool refresh) {
-    {
-        std::lock_guard lock(mutex_);
-        if (contact_ && !refresh) return contact_;
-    }
+Result<std::shared_ptr<const StandbyApi::Contact>> StandbyApi::refresh_contact() {
     std::lock_guard reading(reader_mutex_);
     if (auto r = read_keys(); !r) return std::move(r).error();
     auto trust = ClusterTrust::read_forward_trust(
@@ -126,74 +162,145 @@ Result<std::shared_ptr<const StandbyApi::Contact>> StandbyApi::contact(bool refr
     if (!trust) return std::move(trust).error();
     auto leader = reader_->leader();
     if (!leader) return std::move(leader).error();
-    auto forwarder = nodeconn::Forwarder::make(trust->ca_bundle);
-    if (!forwarder) return std::move(forwarder).error();
-    auto fresh = std::make_shared<const Contact>(
-        Contact{std::move(*leader), std::move(trust->key), std::move(*forwarder)});
+    std::shared_ptr<nodeconn::Forwarder> forwarder;
+    {
+        std::lock_guard lock(mutex_);
+        if (contact_ && contact_->ca_bundle == trust->ca_bundle) forwarder = contact_->forwarder;
+    }
+    if (forwarder) {
+        // Read again because something failed: the leader or its key may have changed.
+        forwarder->drop_idle();
+    } else {
+        auto made = nodeconn::Forwarder::make(trust->ca_bundle);
+        if (!made) return std::move(made).error();
+        forwarder = std::move(*made);
+    }
     std::lock_guard lock(mutex_);
-    contact_ = fresh;
-    return fresh;
+    if (std::find(forwarders_.begin(), forwarders_.end(), forwarder) == forwarders_.end())
+        forwarders_.push_back(forwarder);
+    if (cancelled_) forwarder->abandon_all();  // stop_forwarding() may have missed it
+    contact_ = std::make_shared<const Contact>(Contact{std::move(*leader), std::move(trust->key),
+                                                       std::move(trust->ca_bundle),
+                                                       std::move(forwarder), ++generation_});
+    return contact_;
 }
 
-net::Response StandbyApi::forward(net::Request& r) {
-    if (cancelled_)
-        return own(net::Response::error(make_error(
-            Errc::unavailable, "this cofferd is taking over as the leading manager: try again")));
-    std::optional<Error> last;
-    std::string leader;
-    // Once with what was read last, once more with what etcd says now if none led then, or the
-    // leader could not be reached or refused this manager (it changed, or its forwarding key
-    // did).
-    for (int attempt = 0; attempt < 2; ++attempt) {
-        auto c = contact(attempt > 0);
-        if (!c) {
-            auto e = std::move(c).error();
-            if (e.code != Errc::locked) e.code = Errc::unavailable;
-            return own(net::Response::error(
-                e.context("this cofferd is a standby manager and cannot forward the request to the "
-                          "leader")));
-        }
-        leader = (*c)->leader;
-        if (leader.empty() && attempt == 0) continue;  // read when none led: read again
-        if (leader.empty())
-            return own(net::Response::error(make_error(
-                Errc::unavailable,
-                "this cofferd is a standby manager and no manager leads the cluster right now "
-                "(the store's lease is free or ending): try again in a few seconds")));
-        auto to = endpoint_of(leader);
-        if (!to)
-            return own(net::Response::error(make_error(
-                Errc::internal,
-                fmt::format("the leading manager announced an unusable address {}", leader))));
-        auto answer =
-            (*c)->forwarder->send(*to, (*c)->key, r, forward_timeout, answer_timeout, cancelled_);
-        if (answer) {
-            answer->headers.emplace_back(std::string(standby_header),
-                                         fmt::format("forwarded to {}", leader));
-            return std::move(*answer);
-        }
-        if (answer.error().code == Errc::internal) {
-            // It may have been carried out: never sent twice.
-            log::warn("manager", "standby: {} {} forwarded to {}: {}", r.method, r.path, leader,
-                      answer.error().message);
-            return own(net::Response::error(make_error(
-                Errc::unavailable,
-                fmt::format("this cofferd is a standby manager; the leading manager at {} did not "
-                            "answer the forwarded request, which may have been carried out: {}",
-                            leader, answer.error().message))));
-        }
-        last = std::move(answer).error();
+void StandbyApi::handle_async(net::Request& r, Done done) {
+    if (cancelled_) return done(taking_over());
+    std::shared_ptr<const Contact> c;
+    {
+        std::lock_guard lock(mutex_);
+        c = contact_;
     }
-    log::warn("manager", "standby: cannot forward {} {} to {}: {}", r.method, r.path, leader,
-              last->message);
-    return own(net::Response::error(make_error(
-        Errc::unavailable, fmt::format("this cofferd is a standby manager and cannot reach the "
-                                       "leading manager at {}: {}",
-                                       leader, last->message))));
+    // Nothing read yet, or read when none led: read etcd first.
+    if (!c || c->leader.empty()) return retry({&r, std::move(done), c ? c->generation : 0});
+    send(c, r, std::move(done), false);
+}
+
+void StandbyApi::send(const std::shared_ptr<const Contact>& c, net::Request& r, Done done,
+                      bool last) {
+    auto to = endpoint_of(c->leader);
+    if (!to)
+        return done(own(net::Response::error(make_error(
+            Errc::internal,
+            fmt::format("the leading manager announced an unusable address {}", c->leader)))));
+    // The callback holds no contact: the forwarder is kept by forwarders_, never by its own
+    // thread.
+    c->forwarder->send(
+        *to, c->key, r, forward_timeout, answer_timeout,
+        [this, &r, done = std::move(done), leader = c->leader, generation = c->generation,
+         last](Result<net::Response> answer) mutable {
+            if (answer) {
+                answer->headers.emplace_back(std::string(standby_header),
+                                             fmt::format("forwarded to {}", leader));
+                return done(std::move(*answer));
+            }
+            if (answer.error().code == Errc::internal) {
+                // It may have been carried out: never sent twice.
+                log::warn("manager", "standby: {} {} forwarded to {}: {}", r.method, r.path, leader,
+                          answer.error().message);
+                return done(own(net::Response::error(make_error(
+                    Errc::unavailable,
+                    fmt::format("this cofferd is a standby manager; the leading manager at {} did "
+                                "not answer the forwarded request, which may have been carried "
+                                "out: {}",
+                                leader, answer.error().message)))));
+            }
+            // It never reached the leader, or the leader refused this manager: read etcd again
+            // (the leader or its forwarding key changed) and try once more.
+            if (!last) return retry({&r, std::move(done), generation});
+            log::warn("manager", "standby: cannot forward {} {} to {}: {}", r.method, r.path,
+                      leader, answer.error().message);
+            done(own(net::Response::error(make_error(
+                Errc::unavailable,
+                fmt::format("this cofferd is a standby manager and cannot reach the leading "
+                            "manager at {}: {}",
+                            leader, answer.error().message)))));
+        });
+    // stop_forwarding() abandons what forwarders hold when it runs; a request sent as it ran is
+    // abandoned here.
+    if (cancelled_) c->forwarder->abandon_all();
+}
+
+void StandbyApi::retry(Retry item) {
+    {
+        std::lock_guard lock(mutex_);
+        if (!stopping_) {
+            retries_.push_back(std::move(item));
+            retry_cv_.notify_one();
+            return;
+        }
+    }
+    item.done(taking_over());
+}
+
+void StandbyApi::retrier() {
+    std::unique_lock lock(mutex_);
+    for (;;) {
+        retry_cv_.wait(lock, [this] { return stopping_ || !retries_.empty(); });
+        if (retries_.empty()) return;  // stopping_
+        auto item = std::move(retries_.front());
+        retries_.pop_front();
+        // A read made since this request failed serves it.
+        auto c = contact_ && contact_->generation != item.generation
+                     ? contact_
+                     : std::shared_ptr<const Contact>();
+        lock.unlock();
+        [&] {
+            if (cancelled_) return item.done(taking_over());
+            if (!c) {
+                auto read = refresh_contact();
+                if (!read) {
+                    auto e = std::move(read).error();
+                    if (e.code != Errc::locked) e.code = Errc::unavailable;
+                    return item.done(own(net::Response::error(
+                        e.context("this cofferd is a standby manager and cannot forward the "
+                                  "request to the leader"))));
+                }
+                c = std::move(*read);
+            }
+            if (c->leader.empty())
+                return item.done(own(net::Response::error(make_error(
+                    Errc::unavailable,
+                    "this cofferd is a standby manager and no manager leads the cluster right "
+                    "now (the store's lease is free or ending): try again in a few seconds"))));
+            send(c, *item.r, std::move(item.done), true);
+        }();
+        lock.lock();
+    }
 }
 
 void StandbyApi::stop_forwarding() {
     cancelled_ = true;
+    std::vector<std::shared_ptr<nodeconn::Forwarder>> all;
+    std::deque<Retry> waiting;
+    {
+        std::lock_guard lock(mutex_);
+        all = forwarders_;
+        waiting.swap(retries_);
+    }
+    for (const auto& f : all) f->abandon_all();
+    for (auto& item : waiting) item.done(taking_over());
 }
 
 std::optional<crypto::SecureBuffer> StandbyApi::take_unlock_key() {

@@ -19,6 +19,7 @@
 
 #include <atomic>
 #include <future>
+#include <map>
 #include <mutex>
 #include <thread>
 #include <vector>
@@ -230,15 +231,22 @@ bool still_open(TlsStream& stream) {
     return ::poll(&p, 1, 0) == 0;
 }
 
-// What one forwarded request needs, owned: the caller may stop waiting for it (cancelled).
+// What one forwarded request needs, owned: its answer may be settled before it ends
+// (abandoned).
 struct ForwardJob {
     Endpoint to;
     crypto::SecureBuffer key;
     std::string method, target, content_type, peer;
     crypto::SecureBuffer envelope;
     std::chrono::milliseconds timeout{}, answer_timeout{};
-    std::promise<Result<net::Response>> done;
+    Forwarder::Done done;
+    std::atomic<bool> settled{false};
     std::atomic<bool> abandoned{false};
+
+    // done runs once, whoever settles first.
+    void settle(Result<net::Response> r) {
+        if (!settled.exchange(true)) done(std::move(r));
+    }
 };
 
 }  // namespace
@@ -278,14 +286,17 @@ struct Forwarder::Impl {
     asio::awaitable<Result<net::Response>> exchange(ForwardJob& job, TlsStream& stream,
                                                     bool& reusable);
 
-    static constexpr std::size_t max_idle = 16;
+    static constexpr std::size_t max_idle = 64;
     std::shared_ptr<ssl::context> ctx;
     asio::io_context ioc;
     asio::executor_work_guard<asio::io_context::executor_type> work;
     std::mutex mu;
     Endpoint kept_for;             // under mu: the leader the idle connections go to
     std::vector<IdleStream> idle;  // under mu
-    std::thread thread;            // last: runs ioc, which uses the above
+    // The requests sent and not yet ended, by number.
+    std::uint64_t next_job = 0;                                 // under mu
+    std::map<std::uint64_t, std::shared_ptr<ForwardJob>> jobs;  // under mu
+    std::thread thread;  // last: runs ioc, which uses the above
 };
 
 // One request, with the proof of this connection, and its answer on stream. reusable: set when
@@ -347,7 +358,7 @@ asio::awaitable<Result<net::Response>> Forwarder::Impl::exchange(ForwardJob& job
 }
 
 asio::awaitable<void> Forwarder::Impl::run(std::shared_ptr<ForwardJob> job) {
-    auto settle = [&](Result<net::Response> r) { job->done.set_value(std::move(r)); };
+    auto settle = [&](Result<net::Response> r) { job->settle(std::move(r)); };
     bool reusable = false;
     // A kept connection first. The leader closes one only when it has been idle for longer than
     // a kept one may be, and one found closed is not used: a failure on it is the leader's.
@@ -375,14 +386,12 @@ Result<std::unique_ptr<Forwarder>> Forwarder::make(std::string_view ca_bundle_pe
     return std::unique_ptr<Forwarder>(new Forwarder(std::make_unique<Impl>(std::move(*ctx))));
 }
 
-Result<net::Response> Forwarder::send(const Endpoint& leader, const crypto::SecureBuffer& key,
-                                      const net::Request& request,
-                                      std::chrono::milliseconds timeout,
-                                      std::chrono::milliseconds answer_timeout,
-                                      const std::atomic<bool>& cancelled) const {
+void Forwarder::send(const Endpoint& leader, const crypto::SecureBuffer& key,
+                     const net::Request& request, std::chrono::milliseconds timeout,
+                     std::chrono::milliseconds answer_timeout, Done done) const {
     if (http::string_to_verb(request.method) == http::verb::unknown)
-        return make_error(Errc::invalid_argument,
-                          fmt::format("method {} is not forwarded", request.method));
+        return done(make_error(Errc::invalid_argument,
+                               fmt::format("method {} is not forwarded", request.method)));
     auto job = std::make_shared<ForwardJob>();
     job->to = leader;
     job->key = key.clone();
@@ -396,27 +405,48 @@ Result<net::Response> Forwarder::send(const Endpoint& leader, const crypto::Secu
     job->envelope = forward_envelope(request);
     job->timeout = timeout;
     job->answer_timeout = answer_timeout;
-    auto done = job->done.get_future();
-    asio::co_spawn(impl_->ioc, impl_->run(job), [job](std::exception_ptr e) {
-        if (!e) return;
-        try {
-            std::rethrow_exception(e);
-        } catch (const std::exception& x) {
-            try {
-                job->done.set_value(
-                    make_error(Errc::internal, fmt::format("forward: {}", x.what())));
-            } catch (const std::future_error&) {
-                // settled already
+    job->done = std::move(done);
+    std::uint64_t number = 0;
+    {
+        std::lock_guard lock(impl_->mu);
+        number = impl_->next_job++;
+        impl_->jobs.emplace(number, job);
+    }
+    asio::co_spawn(
+        impl_->ioc, impl_->run(job), [impl = impl_.get(), job, number](std::exception_ptr e) {
+            if (e) {
+                try {
+                    std::rethrow_exception(e);
+                } catch (const std::exception& x) {
+                    job->settle(make_error(Errc::internal, fmt::format("forward: {}", x.what())));
+                }
             }
-        }
-    });
-    while (done.wait_for(std::chrono::milliseconds(100)) != std::future_status::ready)
-        if (cancelled.load()) {
-            // Abandoned: the exchange ends by its own deadlines, its connection is not kept.
-            job->abandoned = true;
-            return make_error(Errc::internal, "abandoned: this manager stopped forwarding");
-        }
-    return done.get();
+            std::lock_guard lock(impl->mu);
+            impl->jobs.erase(number);
+        });
+}
+
+void Forwarder::abandon_all() const {
+    std::vector<std::shared_ptr<ForwardJob>> all;
+    {
+        std::lock_guard lock(impl_->mu);
+        for (const auto& [number, job] : impl_->jobs) all.push_back(job);
+    }
+    for (const auto& job : all) {
+        job->abandoned = true;
+        job->settle(make_error(Errc::internal, "abandoned: this manager stopped forwarding"));
+    }
+}
+
+std::size_t Forwarder::in_flight() const {
+    std::lock_guard lock(impl_->mu);
+    return impl_->jobs.size();
+}
+
+void Forwarder::drop_idle() const {
+    std::vector<IdleStream> dropped;
+    std::lock_guard lock(impl_->mu);
+    dropped.swap(impl_->idle);
 }
 
 class NodeClient::Impl {

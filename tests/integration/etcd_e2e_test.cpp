@@ -344,6 +344,38 @@ TEST_F(OnEtcd, AJoinedManagerStandsByAndTakesOverFromAKilledLeader) {
                                    {"X-Coffer-Forward-Proof: " + std::string(64, 'a')});
     EXPECT_TRUE(wrong.ends_with(" 401")) << wrong;
     EXPECT_EQ(secret_names(get("/secrets")).count("forged"), 0u);
+    // Forwarding holds no thread of the standby: with the node of web frozen, 20 requests for
+    // its logs wait at the leader (up to 5 s for the node) all at once, one connection each,
+    // and a create sent through the standby meanwhile is answered before any of them.
+    {
+        auto node = std::string(running("web").at(0).at("NodeID").as_string());
+        auto* holder = a_->node_id() == node ? a_.get() : b_.get();
+        ASSERT_EQ(::kill(holder->pid(), SIGSTOP), 0);
+        struct Thaw {
+            int pid;
+            ~Thaw() { ::kill(pid, SIGCONT); }
+        } thaw{holder->pid()};
+        constexpr int waiting = 20;
+        std::atomic<int> answered{0}, ok{0};
+        std::vector<std::thread> logs;
+        for (int i = 0; i < waiting; ++i)
+            logs.emplace_back([&] {
+                auto r = get_from(second->host(), "/services/web/logs?stdout=1");
+                ++answered;
+                if (r.status == 200) ++ok;
+            });
+        EXPECT_TRUE(wait_until([&] { return kept_connections().size() >= waiting; }, 10s))
+            << kept_connections().size() << " connections to the leader";
+        EXPECT_EQ(answered.load(), 0) << "the logs waited for the frozen node";
+        auto during = coffer_cli(second->host(), {"secret", "create", "beside-logs", "-"}, "x");
+        EXPECT_EQ(during.status, 0) << during.err;
+        EXPECT_EQ(answered.load(), 0) << "the create was answered before the logs";
+        ::kill(holder->pid(), SIGCONT);
+        for (auto& t : logs) t.join();
+        EXPECT_EQ(ok.load(), waiting);
+        ASSERT_EQ(cli({"secret", "rm", "beside-logs"}).status, 0);
+    }
+
     // The agents keep every manager's address with their identity.
     agents_know({second_addr});
 

@@ -8,6 +8,8 @@
 // (ClusterTrust::read_forward_trust), opened with the store's keys; it reads them again when the
 // leader cannot be reached or refuses it. A request the leader may have received but not answered
 // (it died meanwhile) is not sent again: the caller is told it may have been carried out.
+// Forwarding holds no thread while the leader works: requests wait on the forwarder's I/O, and
+// a retry that must read etcd first waits on one thread of the standby's own.
 //
 // POST /swarm/unlock is this manager's own: on an autolocked store the key is checked against
 // the store's keys on etcd (store::check_unlock_key, reading without claiming anything) and kept
@@ -19,14 +21,24 @@
 
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <thread>
+#include <vector>
 
 #include "coffer/crypto/secure_buffer.h"
 #include "coffer/net/http_server.h"
 #include "coffer/store/store.h"
+
+namespace coffer::nodeconn {
+class Forwarder;
+}
 
 namespace coffer::manager {
 
@@ -43,6 +55,10 @@ class StandbyApi final : public net::Service {
 
     bool blocking(const net::Request& r) const override;
     net::Response handle(net::Request& r) override;
+    // Every request but the unlock is forwarded without holding a thread while the leader works
+    // on it; a retry that must read etcd first waits on the retrier's thread.
+    bool asynchronous(const net::Request& r) const override;
+    void handle_async(net::Request& r, std::function<void(net::Response)> done) override;
 
     // Abandons the requests being forwarded, and any later one (this manager now leads): they
     // are answered 503, saying they may have been carried out.
@@ -56,11 +72,23 @@ class StandbyApi final : public net::Service {
 
   private:
     struct Contact;
-    // The leader and how to reach it: the last one read, or (refresh) read again.
-    Result<std::shared_ptr<const Contact>> contact(bool refresh);
+    using Done = std::function<void(net::Response)>;
+    // A request to send again once etcd was read: the first try found no leader, or could not
+    // reach it, or was refused. r lives until done is called.
+    struct Retry {
+        net::Request* r;
+        Done done;
+        std::uint64_t generation;  // of the contact that failed; 0: none
+    };
+
+    // The leader and how to reach it, read again.
+    Result<std::shared_ptr<const Contact>> refresh_contact();
     // Opens reader_, or reads its keys again; under reader_mutex_.
     Result<void> read_keys();
-    net::Response forward(net::Request& r);
+    // Sends r to c's leader; last: no retry after a failure.
+    void send(const std::shared_ptr<const Contact>& c, net::Request& r, Done done, bool last);
+    void retry(Retry item);
+    void retrier();  // retrier_'s loop
 
     const std::filesystem::path dir_;
     const store::EtcdOptions etcd_;
@@ -70,7 +98,14 @@ class StandbyApi final : public net::Service {
     std::mutex mutex_;
     std::optional<crypto::SecureBuffer> key_;  // under mutex_
     std::shared_ptr<const Contact> contact_;   // under mutex_
+    std::uint64_t generation_ = 0;             // under mutex_: contacts read so far
+    // Every forwarder made (one per CA bundle), destroyed only where none of its threads runs.
+    std::vector<std::shared_ptr<nodeconn::Forwarder>> forwarders_;  // under mutex_
+    std::deque<Retry> retries_;                                     // under mutex_
+    bool stopping_ = false;                                         // under mutex_
+    std::condition_variable retry_cv_;
     std::atomic<bool> cancelled_{false};
+    std::thread retrier_;  // last: runs with the above
 };
 
 }  // namespace coffer::manager

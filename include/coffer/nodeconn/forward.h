@@ -19,6 +19,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <span>
@@ -68,16 +69,25 @@ class Forwarder {
     Forwarder(const Forwarder&) = delete;
     Forwarder& operator=(const Forwarder&) = delete;
 
-    // Sends request to the leader's node port and returns its answer (any status). Errors are
-    // failures to reach or talk to the leader: Errc::unavailable when the request never reached
-    // it (connect, handshake), Errc::unauthenticated when the leader refused the proof (before
-    // it read anything), Errc::internal when it may have been carried out (the answer was lost,
-    // did not come within answer_timeout, or cancelled was set meanwhile). Blocks: each step up
-    // to timeout, the answer up to answer_timeout; cancelled is looked at every 100 ms.
-    Result<net::Response> send(const Endpoint& leader, const crypto::SecureBuffer& key,
-                               const net::Request& request, std::chrono::milliseconds timeout,
-                               std::chrono::milliseconds answer_timeout,
-                               const std::atomic<bool>& cancelled) const;
+    using Done = std::function<void(Result<net::Response>)>;
+    // Sends request to the leader's node port and calls done once with its answer (any status),
+    // without blocking: done runs on the forwarder's thread, or on abandon_all()'s caller. Errors
+    // are failures to reach or talk to the leader: Errc::unavailable when the request never
+    // reached it (connect, handshake), Errc::unauthenticated when the leader refused the proof
+    // (before it read anything), Errc::internal when it may have been carried out (the answer was
+    // lost, did not come within answer_timeout, or it was abandoned). Each step takes up to
+    // timeout, the answer up to answer_timeout. What the request holds is copied before this
+    // returns.
+    void send(const Endpoint& leader, const crypto::SecureBuffer& key, const net::Request& request,
+              std::chrono::milliseconds timeout, std::chrono::milliseconds answer_timeout,
+              Done done) const;
+    // Settles every request in flight with Errc::internal ("abandoned"): each exchange still
+    // ends by its own deadlines, and its connection is not kept.
+    void abandon_all() const;
+    // Requests sent and not yet ended (their exchange may outlive their answer).
+    std::size_t in_flight() const;
+    // Closes the connections kept between requests (the leader or the forwarding key changed).
+    void drop_idle() const;
 
     struct Impl;
 
