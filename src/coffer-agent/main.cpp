@@ -395,6 +395,11 @@ int run_node(const NodeOptions& o, const crypto::SecureBuffer& token) {
 }  // namespace
 
 int main(int argc, char** argv) {
+    // Tasks' file trees (root file systems, mount points, layers unpacked by skopeo and umoci)
+    // take the modes their images give, as with Docker: a umask of the environment (the unit's,
+    // or an operator's shell) must not make them 0700 and lock a non-root task out of its own
+    // root. What the agent keeps private it creates with explicit modes (0600, 0700).
+    ::umask(022);
     CLI::App app{
         "coffer node agent: without a subcommand, joins (first start) and keeps the "
         "session to the manager"};

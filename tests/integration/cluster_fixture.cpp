@@ -177,6 +177,9 @@ void NodeAgent::start(const std::string& token) {
     if (!err) throw_errno("open agent log");
     Child::Options o;
     o.argv = ns_.enter();
+    // Under the umask of the shipped unit (0077): what the agent makes for its tasks must not
+    // depend on the umask it is started with.
+    o.argv.insert(o.argv.end(), {"sh", "-c", "umask 077 && exec \"$@\"", "sh"});
     o.argv.insert(o.argv.end(), {agent_program(), "--data-dir", data.string(), "--run-dir",
                                  run.string(), "--manager", manager_, "--hostname", hostname,
                                  "--log-level", env_or("COFFER_LOG", "info")});
