@@ -248,14 +248,18 @@ void EtcdEngine::claim(bool create) {
         if (!o) throw ErrorException(std::move(o).error());
         return std::move(*o);
     };
-    // Whether the prefix holds records, before anything is claimed.
-    auto range =
-        fail(call("/v3/kv/range", json::serialize(json::object{
-                                      {"key", b64(record_key(Table::meta, {}))},
-                                      {"range_end", b64(prefix_end(record_key(Table::meta, {})))},
-                                      {"count_only", true}})),
-             "read the store's keys");
-    bool holds = int_field(range, "count") > 0;
+    // Whether the prefix holds a store's records.
+    auto holds_store = [&] {
+        auto range = fail(
+            call("/v3/kv/range", json::serialize(json::object{
+                                     {"key", b64(record_key(Table::meta, {}))},
+                                     {"range_end", b64(prefix_end(record_key(Table::meta, {})))},
+                                     {"count_only", true}})),
+            "read the store's keys");
+        return int_field(range, "count") > 0;
+    };
+    // Before anything is claimed.
+    bool holds = holds_store();
     if (create && holds)
         throw ErrorException(make_error(
             Errc::invalid_argument,
@@ -305,13 +309,22 @@ void EtcdEngine::claim(bool create) {
         if (succeeded(txn)) break;
         // Held: by a manager that died, its lease ends within one TTL; by a live one, when it
         // stops or is cut off from etcd.
+        std::string other;
+        try {
+            const auto& kv = txn.at("responses").at(0).at("response_range").at("kvs").at(0);
+            if (auto v = unb64(kv.as_object().if_contains("value")); v) other = *v;
+        } catch (const std::exception&) {
+        }
+        // Another cofferd started on the empty prefix first and is making its store: this one
+        // would make a second, with keys of its own, over it once that one stopped.
+        if (create)
+            throw ErrorException(make_error(
+                Errc::conflict,
+                fmt::format("etcd prefix {} is held by {}, which is making a coffer store there: "
+                            "join that cluster with the manager join token (--join-token), or "
+                            "give this cofferd another --etcd-prefix",
+                            options_.prefix, describe_holder(other))));
         if (!waited) {
-            std::string other;
-            try {
-                const auto& kv = txn.at("responses").at(0).at("response_range").at("kvs").at(0);
-                if (auto v = unb64(kv.as_object().if_contains("value")); v) other = *v;
-            } catch (const std::exception&) {
-            }
             log::warn("store",
                       "standing by: etcd prefix {} is held by {}; this cofferd takes the store "
                       "when that one's lease ends",
@@ -321,6 +334,16 @@ void EtcdEngine::claim(bool create) {
         std::unique_lock l(keeper_mu_);
         if (keeper_cv_.wait_for(l, std::chrono::milliseconds(200), [&] { return stopping_; }))
             throw ErrorException(make_error(Errc::unavailable, "stopped while standing by"));
+    }
+    if (create) {
+        // Held now, and still empty: no other cofferd made a store here since it was counted.
+        if (holds_store())
+            throw ErrorException(make_error(
+                Errc::conflict,
+                fmt::format("another cofferd made a coffer store in etcd prefix {} while this one "
+                            "started: join it with the manager join token (--join-token), or "
+                            "give this cofferd another --etcd-prefix",
+                            options_.prefix)));
     }
     log::info("store", "holding etcd prefix {} (lease {:x}, TTL {} s)", options_.prefix, lease_,
               options_.lease_ttl.count());

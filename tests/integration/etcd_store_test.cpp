@@ -248,6 +248,34 @@ TEST_F(EtcdStore, OneManagerLeadsAndAnotherStandsBy) {
     EXPECT_EQ(now.forget_manager("127.0.0.1:4301").error().code, Errc::not_found);
 }
 
+// Managers started at once on an empty prefix: while one holds it to make its store, another
+// with a data directory of its own refuses at once, rather than standing by and making a second
+// store (with keys of its own) over the first one's when that one stops.
+TEST_F(EtcdStore, AManagerThatWouldMakeASecondStoreOnAHeldPrefixRefuses) {
+    start();
+    // A cofferd making its store: it holds the prefix and has written nothing yet.
+    auto granted = etcd_->etcdctl({"lease", "grant", "60"});
+    ASSERT_TRUE(granted.ok()) << granted.describe();
+    auto words = granted.out.substr(0, granted.out.find(" granted"));
+    auto lease = words.substr(words.rfind(' ') + 1);
+    ASSERT_TRUE(etcd_
+                    ->etcdctl({"put", "--lease=" + lease, "/race/owner",
+                               R"({"addr":"","host":"other","pid":1})"})
+                    .ok());
+    auto t0 = std::chrono::steady_clock::now();
+    auto late = Store::open({.dir = dir("late"), .etcd = options("/race/")});
+    ASSERT_FALSE(late) << "a second store would be made over the first";
+    EXPECT_EQ(late.error().code, Errc::conflict);
+    EXPECT_NE(late.error().message.find("which is making a coffer store there"), std::string::npos)
+        << late.error().message;
+    EXPECT_LT(std::chrono::steady_clock::now() - t0, 5s) << "refused at once, not standing by";
+    // Nothing of the late one's is in etcd.
+    auto keys = etcd_->etcdctl({"get", "--prefix", "--keys-only", "/race/"});
+    auto listed = lines_of(keys.out);
+    std::erase(listed, std::string());
+    EXPECT_EQ(listed, std::vector<std::string>{"/race/owner"}) << keys.out;
+}
+
 // Three managers on one prefix: when the leader closes, exactly one of the two standbys takes
 // the store (the other keeps standing by), and when that one closes, the last takes it.
 TEST_F(EtcdStore, OfTwoStandbysExactlyOneTakesOver) {
