@@ -243,9 +243,14 @@ struct ForwardJob {
     std::atomic<bool> settled{false};
     std::atomic<bool> abandoned{false};
 
-    // done runs once, whoever settles first.
+    // done runs once, whoever settles first, and is released at once: what it holds (the
+    // caller's server's handles) must not outlive the caller, while the exchange of an abandoned
+    // request may go on until its deadlines.
     void settle(Result<net::Response> r) {
-        if (!settled.exchange(true)) done(std::move(r));
+        if (settled.exchange(true)) return;
+        auto once = std::move(done);
+        done = nullptr;
+        once(std::move(r));
     }
 };
 
@@ -318,8 +323,9 @@ asio::awaitable<Result<net::Response>> Forwarder::Impl::exchange(ForwardJob& job
     req.body() = {reinterpret_cast<const char*>(job.envelope.data()), job.envelope.size()};
     req.prepare_payload();
     stream.expires_after(job.timeout);
+    // Not sent whole, the request cannot have run: it may be sent again.
     if (auto [ec, n] = co_await http::async_write(stream, req, use_tuple); ec)
-        co_return make_error(Errc::internal,
+        co_return make_error(Errc::unavailable,
                              fmt::format("send the request to the leading manager {}:{}: {}",
                                          job.to.host, job.to.port, ec.message()));
     // The leader answers once the API has: as long as the request takes there.
