@@ -276,7 +276,9 @@ asio::awaitable<void> NodeServer::Impl::serve(tcp::socket socket, Unverified unv
     SecureFlatBuffer buffer;
     http::request_parser<SecureBody> parser;
     parser.header_limit(max_header_bytes);
-    parser.body_limit(options_.limits.max_request_bytes);
+    // The body's limit depends on the target, known once the header is read: a forwarded
+    // request's may be as large as an API request's (the header alone never reads it).
+    parser.body_limit(std::max(options_.limits.max_request_bytes, forward_request_bytes));
     if (auto [e, n] = co_await http::async_read_header(stream, buffer, parser, use_tuple); e) {
         log::debug("nodeconn", "{}: read request: {}", peer, e.message());
         co_return;
@@ -285,6 +287,12 @@ asio::awaitable<void> NodeServer::Impl::serve(tcp::socket socket, Unverified unv
         co_await forward(stream, buffer, parser, peer, unverified);
         co_return;
     }
+    if (auto length = parser.content_length();
+        length && *length > options_.limits.max_request_bytes) {
+        log::debug("nodeconn", "{}: read request: body limit exceeded", peer);
+        co_return;
+    }
+    parser.body_limit(options_.limits.max_request_bytes);
     if (!parser.is_done())
         if (auto [e, n] = co_await http::async_read(stream, buffer, parser, use_tuple); e) {
             log::debug("nodeconn", "{}: read request: {}", peer, e.message());
@@ -367,6 +375,18 @@ asio::awaitable<void> NodeServer::Impl::forward(TlsStream& stream, SecureFlatBuf
         co_await stream.async_shutdown(use_tuple);
         co_return false;
     };
+    // A request refused for its proof: its body is read first (within the forwarded request's
+    // limit), else closing with it unread would reset the connection and lose the answer to a
+    // standby whose key is out of date (it reads the new key on this answer and sends the request
+    // again). False when the body did not come.
+    auto read_refused_body =
+        [&](http::request_parser<SecureBody>& parser) -> asio::awaitable<bool> {
+        if (parser.is_done()) co_return true;
+        parser.body_limit(forward_request_bytes);
+        stream.expires_after(options_.limits.handshake_timeout);
+        auto [e, n] = co_await http::async_read(stream, buffer, parser, use_tuple);
+        co_return !e;
+    };
     if (!join_rate_.allow(source)) {
         refusals_.refused(log::Level::warn, "forwarded request refused", source,
                           "too many refused joins and forwards from this source");
@@ -383,6 +403,7 @@ asio::awaitable<void> NodeServer::Impl::forward(TlsStream& stream, SecureFlatBuf
         join_rate_.refused(source);
         refusals_.refused(log::Level::warn, "forwarded request refused", source,
                           "no proof of the managers' forwarding key");
+        if (!co_await read_refused_body(first)) co_return;
         co_await answer(
             net::Response::error(make_error(Errc::unauthenticated,
                                             "a forwarded request needs a manager of this cluster "
@@ -439,12 +460,7 @@ asio::awaitable<void> NodeServer::Impl::forward(TlsStream& stream, SecureFlatBuf
         if (auto [e, n] = co_await http::async_read_header(stream, buffer, *parser, use_tuple); e)
             co_return;
         if (!handlers_.check_forward(*binding, parser->get()[forward_proof_header])) {
-            // Its body is read (the connection was a manager's) so that the answer is not lost
-            // to a reset.
-            parser->body_limit(forward_request_bytes);
-            stream.expires_after(options_.limits.handshake_timeout);
-            if (auto [e, n] = co_await http::async_read(stream, buffer, *parser, use_tuple); e)
-                co_return;
+            if (!co_await read_refused_body(*parser)) co_return;
             log::info("nodeconn",
                       "{}: a forwarded request on a kept connection no longer holds the proof "
                       "(the forwarding key was rotated): the connection is closed",

@@ -323,6 +323,27 @@ TEST_F(OnEtcd, AJoinedManagerStandsByAndTakesOverFromAKilledLeader) {
     auto renewed = kept_connections();
     EXPECT_EQ(renewed.size(), 1u) << "one kept connection";
     EXPECT_NE(renewed, kept) << "the connection of the old key is closed";
+    // Rotated on the leader this time, then large creates at once through the standby: those
+    // sent on new connections with the old key are refused before the leader reads their bodies
+    // and it closes while they are still being sent. Not sent whole, they did not run: they are
+    // sent again with the new key.
+    rotated = cli({"cluster", "join-token", "--rotate", "manager"});
+    EXPECT_EQ(rotated.status, 0) << rotated.err;
+    {
+        std::vector<std::thread> creates;
+        std::vector<CliResult> large(4);
+        for (std::size_t i = 0; i < large.size(); ++i)
+            creates.emplace_back([&, i] {
+                large[i] = coffer_cli(second->host(),
+                                      {"secret", "create", fmt::format("large-{}", i), "-"},
+                                      std::string(400 * 1024, 'L'));
+            });
+        for (auto& t : creates) t.join();
+        for (std::size_t i = 0; i < large.size(); ++i) {
+            EXPECT_EQ(large[i].status, 0) << large[i].err << daemon_->stdout_text();
+            EXPECT_EQ(cli({"secret", "rm", fmt::format("large-{}", i)}).status, 0);
+        }
+    }
     // docker's own CLI through the standby.
     if (run_program({"sh", "-c", "command -v docker"}).status == 0) {
         TempDir config;
