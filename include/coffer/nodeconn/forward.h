@@ -7,9 +7,10 @@
 // connection (RFC 8446 exporter): the key is a record of the store, sealed under its DEKs, so only
 // a cofferd that holds the store's keys (the KEK file, or the unlock key) and reaches etcd has it,
 // and a proof seen on one connection is worth nothing on another. The leader checks the proof
-// from each request's header before it reads the body, and counts a failed one on a new
+// from each request's header before it runs anything, and counts a failed one on a new
 // connection as a refused join of its source; on a kept connection (the key was rotated since it
-// opened) it refuses the request and closes the connection.
+// opened) it refuses the request and closes the connection. Either way it reads the refused
+// request's body first, so that its answer is not lost to a reset.
 //
 // The body (which may carry secret bytes) travels in secure memory: the API request's
 // X-Registry-Auth, then its body, each behind its length. The answer's body is read into secure
