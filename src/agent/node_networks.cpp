@@ -6,13 +6,17 @@
 
 #include <arpa/inet.h>
 #include <fcntl.h>
+#include <sys/file.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <sodium.h>
 
 #include <algorithm>
 #include <boost/json.hpp>
+#include <cerrno>
 #include <condition_variable>
+#include <cstring>
 #include <map>
 #include <mutex>
 #include <optional>
@@ -152,6 +156,7 @@ struct NetState {
 
 struct NodeNetworks::Impl {
     NodeNetworksOptions opt;
+    UniqueFd claim;       // claim_namespace()'s, for the networks' life
     std::mutex apply_mu;  // one apply at a time; taken before mu
     mutable std::mutex mu;
     std::condition_variable cv;
@@ -368,8 +373,32 @@ json::object bridge_plugin(const NetworkPayload& n, const std::string& bridge,
 
 }  // namespace
 
+Result<UniqueFd> NodeNetworks::claim_namespace() {
+    struct stat ns {};
+    if (::stat("/proc/thread-self/ns/net", &ns) != 0)
+        return make_error(Errc::internal,
+                          fmt::format("read this network namespace: {}", std::strerror(errno)));
+    // /run/lock is a tmpfs on Debian: a claim never outlives a boot.
+    const char* dir = ::access("/run/lock", W_OK) == 0 ? "/run/lock" : "/run";
+    auto path = fmt::format("{}/coffer-agent-netns-{}-{}.lock", dir, ns.st_dev, ns.st_ino);
+    UniqueFd fd(::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600));
+    if (!fd)
+        return make_error(Errc::internal, fmt::format("open {}: {}", path, std::strerror(errno)));
+    if (::flock(fd.get(), LOCK_EX | LOCK_NB) != 0)
+        return make_error(
+            Errc::conflict,
+            fmt::format("another coffer-agent runs in this network namespace (it holds {}); its "
+                        "bridges, VXLAN devices and chains are left alone: stop it first, or run "
+                        "this one in a network namespace of its own",
+                        path));
+    return fd;
+}
+
 NodeNetworks::NodeNetworks(NodeNetworksOptions options) : impl_(std::make_shared<Impl>()) {
     impl_->opt = std::move(options);
+    auto claimed = claim_namespace();
+    if (!claimed) throw ErrorException(std::move(claimed).error());
+    impl_->claim = std::move(*claimed);
     if (int n = remove_leftovers(); n > 0)
         log::info("network", "removed {} links and chains an earlier agent left", n);
     impl_->applier = std::thread([this] {

@@ -616,7 +616,10 @@ int main(int argc, char** argv) {
                       "cleaned leftovers: {} containers, {} mounts, {} task directories, {} "
                       "cgroups, {} task interfaces",
                       left.containers, left.mounts, left.task_dirs, left.cgroups, left.interfaces);
-        // The node's networks: what an agent that did not end left of them.
+        // The node's networks: what an agent that did not end left of them, unless another
+        // agent runs in this network namespace (they would be its).
+        auto claimed = NodeNetworks::claim_namespace();
+        if (!claimed) return fail(claimed.error());
         if (int n = NodeNetworks::remove_leftovers(); n > 0)
             log::info("network", "removed {} bridges, VXLAN devices, chains and jumps", n);
         if (cleanup->parsed()) return 0;

@@ -236,3 +236,26 @@ networks:
 }
 
 }  // namespace
+
+// A second agent started in the network namespace of a running one (a second run dir, or the
+// unit's agent started again by hand) ends at once, before it touches anything: bridges, VXLAN
+// devices and COFFER-* chains are named alike by every agent, and it would take the running
+// one's for leftovers of its own.
+TEST_F(NetworksE2E, ASecondAgentInTheNamespaceOfARunningOneLeavesItsNetworksAlone) {
+    // Stands in for a network of the running agent's: what leftovers removal takes.
+    const std::string bridge = "cfb0123456789";
+    ASSERT_EQ(a_ns_->ip({"link", "add", bridge, "type", "bridge"}), "");
+    auto second = make_agent(*a_ns_, "node-c");
+    second->start(token("worker"));
+    EXPECT_TRUE(wait_until(
+        [&] {
+            return second->err().find("another coffer-agent runs in this network namespace") !=
+                   std::string::npos;
+        },
+        30s))
+        << second->err();
+    EXPECT_NE(second->stop(), std::optional<int>(0)) << "it ended, and not well";
+    EXPECT_EQ(a_ns_->ip({"link", "show", bridge}), "") << "the running agent's bridge is kept";
+    EXPECT_EQ(a_ns_->ip({"link", "del", bridge}), "");
+    EXPECT_EQ(node_state(a_->node_id()), "ready");
+}

@@ -13,6 +13,7 @@
 
 #include "coffer/agent/task.h"
 #include "coffer/base/error.h"
+#include "coffer/base/unique_fd.h"
 #include "coffer/nodeproto/networks.h"
 
 namespace coffer::agent {
@@ -48,8 +49,10 @@ class TaskNetwork {
 
 class NodeNetworks {
   public:
-    // Removes what an earlier owner left in this network namespace (remove_leftovers). Every
-    // call runs its tools in the network namespace of the calling thread: the node's.
+    // Holds this network namespace (claim_namespace: Errc::conflict, and nothing touched, when
+    // another agent holds it), then removes what an earlier owner left in it
+    // (remove_leftovers). Every call runs its tools in the network namespace of the calling
+    // thread: the node's.
     explicit NodeNetworks(NodeNetworksOptions options = {});
     // Removes the bridges, VXLAN devices and chains it made. Every TaskNetwork must be gone.
     ~NodeNetworks();
@@ -75,9 +78,14 @@ class NodeNetworks {
     // The last message applied (sequence 0: none yet).
     nodeproto::NetworksMessage current() const;
 
+    // The calling thread's network namespace for this process alone, while the returned lock
+    // file stays open: bridges, VXLAN devices and COFFER-* chains are named the same by every
+    // agent, so a second agent in one namespace would take the first one's for leftovers.
+    // Errc::conflict when another process holds it.
+    static Result<UniqueFd> claim_namespace();
     // What an earlier agent left in the calling thread's network namespace: coffer bridges and
     // VXLAN devices, the COFFER-* chains and the rules jumping to them. Returns how many things
-    // were removed.
+    // were removed. Only with the namespace claimed.
     static int remove_leftovers();
     // What a task's directory records of its interfaces (CNI DEL from the cached results) and
     // its namespace. Returns how many interfaces were detached.
