@@ -177,7 +177,15 @@ std::string EtcdEngine::record_key(Table table, std::string_view key) const {
 Result<std::string> EtcdEngine::call(std::string_view path, const std::string& body) {
     const auto n = options_.endpoints.size();
     const auto first = member_.load();
-    Error last = make_error(Errc::unavailable, "etcd: no member answered");
+    // Why each member did not serve: all of them when none did (an outage names every member).
+    std::vector<std::string> why;
+    auto last = [&] {
+        if (why.size() == 1) return make_error(Errc::unavailable, fmt::format("etcd {}", why[0]));
+        return make_error(Errc::unavailable,
+                          fmt::format("etcd: no member could serve the request (a majority of "
+                                      "the members must be up and reach each other): {}",
+                                      fmt::join(why, "; ")));
+    };
     for (std::size_t i = 0; i < n; ++i) {
         auto m = (first + i) % n;
         const auto& endpoint = options_.endpoints[m];
@@ -192,7 +200,7 @@ Result<std::string> EtcdEngine::call(std::string_view path, const std::string& b
         if (!client) {
             auto c = net::HttpClient::connect(endpoint, &tls_, std::chrono::seconds(5));
             if (!c) {
-                last = make_error(Errc::unavailable, fmt::format("etcd: {}", c.error().message));
+                why.push_back(c.error().message);  // names the endpoint
                 continue;
             }
             client = std::move(*c);
@@ -200,8 +208,7 @@ Result<std::string> EtcdEngine::call(std::string_view path, const std::string& b
         auto r = client->request("POST", path,
                                  {reinterpret_cast<const std::uint8_t*>(body.data()), body.size()});
         if (!r) {
-            last = make_error(Errc::unavailable,
-                              fmt::format("etcd {}: {}", endpoint, r.error().message));
+            why.push_back(fmt::format("{}: {}", endpoint, r.error().message));
             continue;  // the client is dropped: its connection is broken
         }
         if (r->status != 200) {
@@ -222,7 +229,7 @@ Result<std::string> EtcdEngine::call(std::string_view path, const std::string& b
             // gRPC codes: 14 unavailable (no leader here, shutting down) and 4 deadline
             // exceeded: another member may do; anything else is the request's own fault.
             if (code == 14 || code == 4 || r->status == 503) {
-                last = make_error(Errc::unavailable, fmt::format("etcd {}: {}", endpoint, message));
+                why.push_back(fmt::format("{}: {}", endpoint, message));
                 continue;
             }
             auto errc = message.find("too large") != std::string::npos ||
@@ -238,7 +245,7 @@ Result<std::string> EtcdEngine::call(std::string_view path, const std::string& b
         }
         return std::move(r->body);
     }
-    return last;
+    return last();
 }
 
 void EtcdEngine::claim(bool create) {
@@ -285,18 +292,48 @@ void EtcdEngine::claim(bool create) {
 
     announce();
     const auto holder = self_value();
-    bool waited = false;
+    bool waited = false, unreachable = false;
+    // Waits between tries; false when the manager stops meanwhile.
+    auto pause = [&](std::chrono::milliseconds d) {
+        std::unique_lock l(keeper_mu_);
+        return !keeper_cv_.wait_for(l, d, [&] { return stopping_; });
+    };
+    auto stopped = [] {
+        return ErrorException(make_error(Errc::unavailable, "stopped while standing by"));
+    };
     for (;;) {
-        if (lost_)
-            throw ErrorException(make_error(
-                Errc::unavailable,
-                fmt::format("standing by for etcd prefix {}: this cofferd's lease ended (cut off "
-                            "from etcd for longer than {} s)",
-                            options_.prefix, options_.lease_ttl.count())));
+        // A standby rides out an etcd outage (no quorum, members down): it tries again, with a
+        // new lease if its own ended meanwhile, and takes the store when it can.
+        if (lost_) {
+            if (keeper_.joinable()) keeper_.join();  // it ended with the lease
+            auto granted = call(
+                "/v3/lease/grant",
+                json::serialize(json::object{{"TTL", std::to_string(options_.lease_ttl.count())}}));
+            std::optional<json::object> o;
+            if (granted)
+                if (auto parsed = parse_object(*granted, "lease grant"); parsed)
+                    o = std::move(*parsed);
+            if (!o || int_field(*o, "ID") == 0) {
+                if (!pause(std::chrono::seconds(1))) throw stopped();
+                continue;
+            }
+            lease_ = int_field(*o, "ID");
+            lost_ = false;
+            keeper_ = std::thread([this] { keep_alive(); });
+            try {
+                announce();
+            } catch (const ErrorException& e) {
+                log::warn("store", "standing by: {}", e.error().message);
+            }
+            log::info("store",
+                      "standing by: took a new etcd lease {:x} (the last one ended while "
+                      "etcd could not be reached)",
+                      lease_);
+        }
         json::object put{
             {"key", b64(owner_key_)}, {"value", b64(holder)}, {"lease", std::to_string(lease_)}};
         json::object get{{"key", b64(owner_key_)}};
-        auto txn = fail(
+        auto answer =
             call("/v3/kv/txn",
                  json::serialize(json::object{
                      {"compare", json::array{json::object{{"key", b64(owner_key_)},
@@ -304,17 +341,33 @@ void EtcdEngine::claim(bool create) {
                                                           {"result", "EQUAL"},
                                                           {"create_revision", "0"}}}},
                      {"success", json::array{json::object{{"request_put", std::move(put)}}}},
-                     {"failure", json::array{json::object{{"request_range", std::move(get)}}}}})),
-            "claim the store");
+                     {"failure", json::array{json::object{{"request_range", std::move(get)}}}}}));
+        if (!answer && answer.error().code == Errc::unavailable) {
+            if (!unreachable)
+                log::warn("store",
+                          "standing by for etcd prefix {}: etcd cannot serve ({}); trying again "
+                          "every second",
+                          options_.prefix, answer.error().message);
+            unreachable = true;
+            if (!pause(std::chrono::seconds(1))) throw stopped();
+            continue;
+        }
+        auto txn = fail(std::move(answer), "claim the store");
+        if (unreachable) log::info("store", "standing by: etcd serves again");
+        unreachable = false;
         if (succeeded(txn)) break;
+        // Held by this cofferd's own lease: an earlier claim took it, and its answer was lost.
+        const json::object* held = nullptr;
+        try {
+            held = &txn.at("responses").at(0).at("response_range").at("kvs").at(0).as_object();
+        } catch (const std::exception&) {
+        }
+        if (held != nullptr && int_field(*held, "lease") == lease_) break;
         // Held: by a manager that died, its lease ends within one TTL; by a live one, when it
         // stops or is cut off from etcd.
         std::string other;
-        try {
-            const auto& kv = txn.at("responses").at(0).at("response_range").at("kvs").at(0);
-            if (auto v = unb64(kv.as_object().if_contains("value")); v) other = *v;
-        } catch (const std::exception&) {
-        }
+        if (held != nullptr)
+            if (auto v = unb64(held->if_contains("value")); v) other = *v;
         // Another cofferd started on the empty prefix first and is making its store: this one
         // would make a second, with keys of its own, over it once that one stopped.
         if (create)
@@ -331,10 +384,9 @@ void EtcdEngine::claim(bool create) {
                       options_.prefix, describe_holder(other));
         }
         waited = true;
-        std::unique_lock l(keeper_mu_);
-        if (keeper_cv_.wait_for(l, std::chrono::milliseconds(200), [&] { return stopping_; }))
-            throw ErrorException(make_error(Errc::unavailable, "stopped while standing by"));
+        if (!pause(std::chrono::milliseconds(200))) throw stopped();
     }
+    holding_ = true;
     if (create) {
         // Held now, and still empty: no other cofferd made a store here since it was counted.
         if (holds_store())
@@ -583,6 +635,13 @@ void EtcdEngine::keep_alive() {
                 result = &v->get_object();
         if (result != nullptr && int_field(*result, "TTL") > 0) continue;
         lost_ = true;
+        if (!holding_) {
+            log::warn("store",
+                      "standing by: this cofferd's etcd lease ended (etcd could not be reached "
+                      "for longer than {} s); it takes a new one",
+                      options_.lease_ttl.count());
+            return;
+        }
         log::error("store",
                    "lost the hold on etcd prefix {}: its lease ended (cut off from etcd for "
                    "longer than {} s); no write can succeed: restart cofferd",

@@ -103,6 +103,7 @@ class EtcdEngine final : public Engine {
     std::string owner_key_;
     std::int64_t lease_ = 0;
     std::atomic<bool> lost_{false};
+    std::atomic<bool> holding_{false};  // the store claimed: no longer standing by
 
     // Idle connections, by member: taken for a call, given back after it.
     std::mutex pool_mu_;

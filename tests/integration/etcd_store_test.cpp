@@ -497,6 +497,36 @@ TEST_F(EtcdStore, ThreeMembersSurviveOneAndRecoverFromTwo) {
     start({.members = 3});
     auto store = open_store(dir("d"), options());
     ASSERT_TRUE(put(*store, Table::secrets, "a", "1").ok());
+    // A standby on the same store (it stands by inside open()).
+    fs::copy(dir("d"), dir("s"), fs::copy_options::recursive);
+    std::optional<Result<Store::Opened>> standby;
+    std::mutex mu;
+    auto standby_options = options();
+    standby_options.advertise = "127.0.0.1:4302";
+    std::thread waiting([&] {
+        auto opened = Store::open({.dir = dir("s"), .etcd = standby_options});
+        std::lock_guard l(mu);
+        standby.emplace(std::move(opened));
+    });
+    auto ended = [&] {
+        std::lock_guard l(mu);
+        return standby.has_value();
+    };
+    struct Ends {  // the first store closes, so that the standby's open() returns
+        std::unique_ptr<Store>& first;
+        std::thread& t;
+        ~Ends() {
+            first.reset();
+            t.join();
+        }
+    } ends{store, waiting};
+    ASSERT_TRUE(wait_until(
+        [&] {
+            auto all = store->managers();
+            return all && all->size() == 1 && (*all)[0].reachable;
+        },
+        10s))
+        << "the standby stands by";
     etcd_->kill(0);
     ASSERT_TRUE(put(*store, Table::secrets, "b", "2").ok());
     EXPECT_EQ(str(**store->get(Table::secrets, "a")), "1");
@@ -504,7 +534,14 @@ TEST_F(EtcdStore, ThreeMembersSurviveOneAndRecoverFromTwo) {
     auto w = put(*store, Table::secrets, "c", "3");
     ASSERT_FALSE(w);
     EXPECT_EQ(w.error().code, Errc::unavailable);
-    EXPECT_NE(w.error().message.find("etcd"), std::string::npos) << w.error().message;
+    EXPECT_NE(w.error().message.find("etcd: no member could serve the request (a majority of "
+                                     "the members must be up"),
+              std::string::npos)
+        << w.error().message;
+    // The standby rides out the outage, longer than its lease's TTL: it neither gives up nor
+    // takes the store.
+    EXPECT_FALSE(wait_until(ended, 6s))
+        << (standby && !standby->ok() ? standby->error().message : "took the store");
     ASSERT_EQ(etcd_->start(0), "");
     ASSERT_EQ(etcd_->start(1), "");
     // The lease outlived the outage (etcd extends leases when a leader is elected).
@@ -513,6 +550,13 @@ TEST_F(EtcdStore, ThreeMembersSurviveOneAndRecoverFromTwo) {
     EXPECT_EQ(held["a"], "1");
     EXPECT_EQ(held["b"], "2");
     EXPECT_EQ(held["d"], "4");
+    EXPECT_FALSE(ended()) << "the standby still stands by";
+    // The first closes: the standby takes the store.
+    store.reset();
+    ASSERT_TRUE(wait_until(ended, 30s));
+    std::lock_guard l(mu);
+    ASSERT_TRUE(standby->ok()) << standby->error().message;
+    EXPECT_EQ(everything(*(*standby)->store, Table::secrets)["d"], "4");
 }
 
 // Members that serve clients over TLS and ask for a client certificate.
