@@ -436,6 +436,7 @@ void Api::handle_async(Request& r, std::function<void(Response)> done) {
 }
 
 void Api::serve_async(Request& r, std::function<void(Response)> done) {
+    if (auto held = manager_.store().writable(); !held) return done(Response::error(held.error()));
     if (is_logs(r)) {
         if (manager_.locked()) return done(Response::error(locked_error()));
         return logs_async(manager_, r, *route_of(r), std::move(done));
@@ -486,6 +487,9 @@ Response Api::serve(Request& r) {
                                                                    {"Version", COFFER_VERSION},
                                                                    {"Details", json::object{}}}}}});
     }
+    // A manager that lost its store (on etcd: another manager leads now) serves nothing from
+    // its memory, which no longer follows the store: no stale answer, only the reason.
+    if (auto held = manager_.store().writable(); !held) return Response::error(held.error());
     if (is({"swarm", "unlock"}) && m == "POST") return unlock(r);
     if (is({"info"}) && m == "GET") return cluster_info(manager_);
     if (manager_.locked()) return Response::error(locked_error());

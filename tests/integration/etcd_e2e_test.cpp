@@ -691,6 +691,11 @@ TEST_F(OnEtcd, AFrozenLeaderLosesTheStoreToTheStandbyAndWritesNothing) {
     EXPECT_NE(refused.status, 0);
     EXPECT_NE(refused.err.find("lost its hold on etcd prefix /coffer/"), std::string::npos)
         << refused.err;
+    // Nor does it answer reads from a state that no longer follows the store.
+    auto stale = get_from(old_leader, "/secrets");
+    EXPECT_EQ(stale.status, 503) << stale.body;
+    EXPECT_NE(stale.body.find("lost its hold on etcd prefix /coffer/"), std::string::npos)
+        << stale.body;
     EXPECT_EQ(health(), R"(503 {"status":"store lost"})");
     std::swap(daemon_, second);  // cli() and get() reach the leader; both stop at the end
     EXPECT_EQ(secret_names(get("/secrets")), (std::set<std::string>{"before", "during"}));
