@@ -108,7 +108,7 @@ int main(int argc, char** argv) {
     int cycles = argc > 1 ? std::atoi(argv[1]) : 1000;
     enter_private_mount_namespace();
     crypto::init();
-    log::configure("warn");
+    (void)log::configure("warn");
 
     char tmpl[] = "/var/tmp/coffer-bench-XXXXXX";
     if (!::mkdtemp(tmpl)) return 1;

@@ -168,7 +168,7 @@ int main(int argc, char** argv) {
     }
     enter_private_mount_namespace();
     crypto::init();
-    log::configure("warn");
+    (void)log::configure("warn");
 
     char tmpl[] = "/var/tmp/coffer-bench-mount-XXXXXX";
     if (!::mkdtemp(tmpl)) return 1;

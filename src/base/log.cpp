@@ -58,21 +58,36 @@ constexpr std::string_view level_name(Level l) {
 
 }  // namespace
 
-void configure(std::string_view spec) {
+std::string configure(std::string_view spec) {
     Config c;
-    while (!spec.empty()) {
+    const auto whole = spec;
+    auto bad = [&](std::string_view word, std::string_view why) {
+        return fmt::format(
+            "\"{}\" in log level \"{}\": {} (levels: debug, info, warn, error, "
+            "off; e.g. info or debug,store=warn)",
+            word, whole, why);
+    };
+    if (spec.empty()) return bad(spec, "no level");
+    while (!spec.empty() || whole.ends_with(',')) {
         auto comma = spec.find(',');
         auto word = spec.substr(0, comma);
-        spec = comma == std::string_view::npos ? std::string_view{} : spec.substr(comma + 1);
+        const bool last = comma == std::string_view::npos;
+        spec = last ? std::string_view{} : spec.substr(comma + 1);
         Level l;
         if (auto eq = word.find('='); eq != std::string_view::npos) {
-            if (parse_level(word.substr(eq + 1), l))
-                c.categories[std::string(word.substr(0, eq))] = l;
+            auto category = word.substr(0, eq);
+            if (category.empty()) return bad(word, "no category before =");
+            if (!parse_level(word.substr(eq + 1), l)) return bad(word, "not a level");
+            c.categories[std::string(category)] = l;
         } else if (parse_level(word, l)) {
             c.level = l;
+        } else {
+            return bad(word, word.empty() ? "an empty word" : "not a level");
         }
+        if (last) break;
     }
     config() = std::move(c);
+    return {};
 }
 
 bool enabled(std::string_view category, Level level) noexcept {

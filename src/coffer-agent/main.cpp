@@ -540,7 +540,10 @@ int main(int argc, char** argv) {
         if (!d->empty()) *d = std::filesystem::absolute(*d).lexically_normal().string();
     // Descriptors inherited from whoever started us never reach a runtime or a container.
     ::close_range(3, ~0U, CLOSE_RANGE_CLOEXEC);
-    log::configure(log_level);
+    if (auto why = log::configure(log_level); !why.empty()) {
+        std::fprintf(stderr, "coffer-agent: --log-level: %s\n", why.c_str());
+        return 1;
+    }
     log::set_format(log_format);
     pull.timeout = std::chrono::seconds(pull_timeout);
 

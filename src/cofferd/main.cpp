@@ -473,7 +473,10 @@ int main(int argc, char** argv) {
             }
     }
 
-    coffer::log::configure(log_spec);
+    if (auto why = coffer::log::configure(log_spec); !why.empty()) {
+        std::fprintf(stderr, "cofferd: --log-level: %s\n", why.c_str());
+        return 1;
+    }
     coffer::log::set_format(log_format);
     if (etcd_store && etcd_store->advertise.empty())
         coffer::log::warn("manager",

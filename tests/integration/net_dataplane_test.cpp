@@ -434,7 +434,7 @@ int main(int argc, char** argv) {
         return hold_node(argv[2], argv[3], argv[4]);
     // Before any thread: the task namespaces' mounts stay in this process's mount namespace.
     enter_private_mount_namespace();
-    log::configure(env_or("COFFER_LOG", "warn"));
+    (void)log::configure(env_or("COFFER_LOG", "warn"));
     ::testing::InitGoogleTest(&argc, argv);
     return RUN_ALL_TESTS();
 }

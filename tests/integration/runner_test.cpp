@@ -930,7 +930,7 @@ int main(int argc, char** argv) {
     // Before any thread: the secret mounts of these tests must not reach the host's table.
     enter_private_mount_namespace();
     crypto::init();
-    log::configure(env_or("COFFER_LOG", "warn"));
+    (void)log::configure(env_or("COFFER_LOG", "warn"));
     ::testing::InitGoogleTest(&argc, argv);
     ::testing::AddGlobalTestEnvironment(new ImagesEnvironment);
     int rc = RUN_ALL_TESTS();

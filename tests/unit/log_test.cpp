@@ -41,3 +41,21 @@ TEST(LogFormat, FormatNamesAreChecked) {
     EXPECT_TRUE(set_format("text"));
     EXPECT_FALSE(set_format("xml"));
 }
+
+TEST(LogLevels, ASpecThatIsNotOneIsRefusedAndChangesNothing) {
+    ASSERT_EQ(configure("warn,store=debug"), "");
+    EXPECT_TRUE(enabled("store", Level::debug));
+    EXPECT_FALSE(enabled("api", Level::info));
+    for (const char* bad : {"bogus", "DEBUG", "debg", "info,store", "info,store=verbose",
+                            "info,=debug", "info,", "", ",info"}) {
+        auto why = configure(bad);
+        EXPECT_NE(why, "") << bad;
+        EXPECT_NE(why.find("levels: debug, info, warn, error, off"), std::string::npos) << why;
+        // What was set before still holds.
+        EXPECT_TRUE(enabled("store", Level::debug)) << bad;
+        EXPECT_FALSE(enabled("api", Level::info)) << bad;
+    }
+    EXPECT_EQ(configure("info"), "");
+    EXPECT_TRUE(enabled("api", Level::info));
+    EXPECT_FALSE(enabled("store", Level::debug));
+}

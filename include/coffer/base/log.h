@@ -11,9 +11,11 @@ namespace coffer::log {
 
 enum class Level { debug = 0, info = 1, warn = 2, error = 3, off = 4 };
 
-// "info", "debug,store=debug,runner=warn": a default level and per-category overrides.
-// Unknown words are ignored. Thread-safe to call before threads start.
-void configure(std::string_view spec);
+// "info", "debug,store=debug,runner=warn": a default level and per-category overrides (levels
+// debug, info, warn, error, off). Returns "" once applied, or why the spec is not one (then
+// nothing changes): a typo is never a setting silently ignored. Thread-safe to call before
+// threads start.
+[[nodiscard]] std::string configure(std::string_view spec);
 bool enabled(std::string_view category, Level level) noexcept;
 
 // How each event is written to standard error, one line per event:
