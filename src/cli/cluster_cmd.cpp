@@ -150,6 +150,21 @@ void add_cluster_join_token(CLI::App& cluster, Globals& g) {
         auto token = field(*r, {"JoinTokens", field_name});
         if (*quiet) {
             std::printf("%s\n", token.c_str());
+        } else if (*role == "manager") {
+            // A manager is a cofferd on the same store on etcd; an agent given this token is a
+            // node of role manager, not a manager.
+            std::printf(
+                "To add a manager to this cluster (its store must be on etcd), run on the new "
+                "machine:\n\n"
+                "    COFFER_JOIN_TOKEN=%s \\\n"
+                "        cofferd --data-dir /var/lib/coffer --store etcd \\\n"
+                "        --etcd-endpoints ENDPOINTS --listen ADDRESS:4243\n\n"
+                "with this manager's --etcd-endpoints and --etcd-prefix, and the address the "
+                "nodes\n"
+                "reach the new manager's node port at. A coffer-agent given this token joins as a\n"
+                "node of role manager (for node.role==manager constraints), not as a manager.\n"
+                "Keep the token out of command lines (--join-token): every user can read those.\n",
+                token.c_str());
         } else {
             // The token goes in the environment: a command line is visible to every user (ps,
             // /proc/PID/cmdline) for as long as the agent runs.
