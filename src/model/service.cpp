@@ -1,5 +1,7 @@
 #include "coffer/model/service.h"
 
+#include "coffer/model/image_ref.h"
+
 #include "coffer/model/secret_update.h"
 #include "coffer/model/task_options.h"
 
@@ -372,6 +374,10 @@ Result<void> validate_service_spec(const ServiceSpec& spec) {
     if (c.image.empty()) return invalid("ContainerSpec: image reference must be provided");
     if (c.image.find_first_of(" \t\n") != std::string::npos)
         return invalid(fmt::format("ContainerSpec: \"{}\" is not a valid repository/tag", c.image));
+    // What every node refuses is refused here: accepted, its tasks would be rejected forever.
+    if (auto ref = parse_image_ref(c.image); !ref)
+        return invalid(
+            fmt::format("ContainerSpec: invalid reference format: {}", ref.error().message));
     if (c.stop_grace_period && *c.stop_grace_period < 0)
         return invalid("TaskSpec: stop-grace-period cannot be negative");
     const auto& l = spec.task.limits;

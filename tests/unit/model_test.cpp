@@ -419,6 +419,11 @@ TEST(ServiceSpec, ValidationUsesDockersWords) {
         "unrecognized update order sideways");
     EXPECT_EQ(invalid_message(with(R"(,"Env":"A=1")")),
               "field TaskTemplate.ContainerSpec.Env must be an array of strings");
+    // A reference no node would pull is refused at once, not rejected by every node forever.
+    auto upper = invalid_message(
+        R"({"Name":"web","TaskTemplate":{"ContainerSpec":{"Image":"Busybox:Latest"}}})");
+    EXPECT_TRUE(upper.starts_with("ContainerSpec: invalid reference format: ")) << upper;
+    EXPECT_NE(upper.find("lowercase"), std::string::npos) << upper;
 }
 
 TEST(ServiceSpec, DurationsAsGoWritesThem) {
