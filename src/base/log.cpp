@@ -240,3 +240,19 @@ void write(std::string_view category, Level level, std::string_view message) noe
 }
 
 }  // namespace coffer::log
+
+namespace coffer::log {
+
+void fatal(std::string_view program, std::string_view message) noexcept {
+    if (output_format.load(std::memory_order_relaxed) == Format::json) {
+        write("main", Level::error, message);
+        return;
+    }
+    try {
+        auto line = fmt::format("{}: {}\n", program, message);
+        (void)!::write(STDERR_FILENO, line.data(), line.size());
+    } catch (...) {
+    }
+}
+
+}  // namespace coffer::log

@@ -110,7 +110,7 @@ Result<Identity> join_cluster(const std::string& data_dir, const std::string& ma
 }
 
 int fail(const Error& e) {
-    std::fprintf(stderr, "coffer-agent: %s\n", e.message.c_str());
+    log::fatal("coffer-agent", e.message);
     return 1;
 }
 
@@ -660,7 +660,7 @@ int main(int argc, char** argv) {
         std::printf("%s\n", task_status_to_json(*final_status).c_str());
         return final_status->exit_code.value_or(1);
     } catch (const std::exception& e) {
-        std::fprintf(stderr, "coffer-agent: %s\n", e.what());
+        log::fatal("coffer-agent", e.what());
         return 1;
     }
 }

@@ -485,7 +485,7 @@ int main(int argc, char** argv) {
                           listen);
     auto listen_at = parse_listen(listen);
     if (!listen_at) {
-        std::fprintf(stderr, "cofferd: %s\n", listen_at.error().message.c_str());
+        coffer::log::fatal("cofferd", listen_at.error().message);
         return 1;
     }
     try {
@@ -510,13 +510,13 @@ int main(int argc, char** argv) {
                 coffer::log::warn("manager", "{}: --join-token is not used",
                                   joined.error().message);
             else if (!joined) {
-                std::fprintf(stderr, "cofferd: %s\n", joined.error().message.c_str());
+                coffer::log::fatal("cofferd", joined.error().message);
                 return 1;
             }
         }
         if (!restore_file.empty())
             if (auto r = restore(restore_file, restore_key_file, data_dir, etcd_store); !r) {
-                std::fprintf(stderr, "cofferd: %s\n", r.error().message.c_str());
+                coffer::log::fatal("cofferd", r.error().message);
                 return 1;
             }
         auto hand_over = [&](const coffer::crypto::SecureBuffer& key) -> Result<void> {
@@ -546,7 +546,7 @@ int main(int argc, char** argv) {
         auto standby_key = standby ? standby->take_unlock_key() : std::nullopt;
         standby.reset();
         if (!opened) {
-            std::fprintf(stderr, "cofferd: %s\n", opened.error().message.c_str());
+            coffer::log::fatal("cofferd", opened.error().message);
             return 1;
         }
         auto& cluster = *opened->cluster;
@@ -564,7 +564,7 @@ int main(int argc, char** argv) {
         if (cluster.locked()) {
             coffer::log::warn("manager", "store is locked: run `coffer cluster unlock`");
             if (auto r = probe_listen(*listen_at); !r) {
-                std::fprintf(stderr, "cofferd: node port: %s\n", r.error().message.c_str());
+                coffer::log::fatal("cofferd", "node port: " + r.error().message);
                 return 1;
             }
         }
@@ -595,7 +595,7 @@ int main(int argc, char** argv) {
         cluster.stop_node_port();
         coffer::log::info("manager", "stopped");
     } catch (const std::exception& e) {
-        std::fprintf(stderr, "cofferd: %s\n", e.what());
+        coffer::log::fatal("cofferd", e.what());
         return 1;
     }
     return 0;

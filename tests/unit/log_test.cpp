@@ -1,3 +1,5 @@
+#include <unistd.h>
+
 #include <string>
 
 #include <gtest/gtest.h>
@@ -58,4 +60,39 @@ TEST(LogLevels, ASpecThatIsNotOneIsRefusedAndChangesNothing) {
     EXPECT_EQ(configure("info"), "");
     EXPECT_TRUE(enabled("api", Level::info));
     EXPECT_FALSE(enabled("store", Level::debug));
+}
+
+namespace {
+
+// What fn writes to standard error.
+template <typename Fn>
+std::string stderr_of(Fn fn) {
+    int fds[2];
+    if (::pipe(fds) != 0) return "pipe failed";
+    int saved = ::dup(STDERR_FILENO);
+    ::dup2(fds[1], STDERR_FILENO);
+    ::close(fds[1]);
+    fn();
+    ::dup2(saved, STDERR_FILENO);
+    ::close(saved);
+    std::string out;
+    char buf[512];
+    for (ssize_t n; (n = ::read(fds[0], buf, sizeof buf)) > 0;) out.append(buf, n);
+    ::close(fds[0]);
+    return out;
+}
+
+}  // namespace
+
+TEST(LogFormat, WhyTheProgramEndsFollowsTheFormat) {
+    EXPECT_EQ(stderr_of([] { fatal("cofferd", "node port: in use"); }),
+              "cofferd: node port: in use\n");
+    set_format(Format::json);
+    auto line = stderr_of([] { fatal("cofferd", "node port: in use"); });
+    set_format(Format::text);
+    EXPECT_TRUE(line.starts_with(R"({"time":")")) << line;
+    EXPECT_TRUE(
+        line.ends_with(R"(","level":"error","category":"main","message":"node port: in use"})"
+                       "\n"))
+        << line;
 }

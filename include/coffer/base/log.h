@@ -32,6 +32,10 @@ std::string format_line(Format f, std::string_view time, std::string_view catego
 // s as the contents of a JSON string (no quotes around it).
 std::string json_escape(std::string_view s);
 void write(std::string_view category, Level level, std::string_view message) noexcept;
+// Why the program ends, whatever the levels: "program: message" as text, or one JSON event
+// (level error, category "main") when the log format is json, so that a collector reading one
+// object per line also reads the line that matters most.
+void fatal(std::string_view program, std::string_view message) noexcept;
 
 template <typename... Args>
 void emit(std::string_view category, Level level, fmt::format_string<Args...> f, Args&&... args) {
