@@ -11,6 +11,12 @@ _coffer() {
     if [[ ${#words[@]} -eq 0 || $line == *[[:blank:]] ]]; then
         words+=("")
     fi
+    # Quotes are the shell's, not the words': `-H "unix:///x.sock"`, or a name begun with "db.
+    local i
+    for i in "${!words[@]}"; do
+        words[i]=${words[i]//\"/}
+        words[i]=${words[i]//\'/}
+    done
     local cur=${words[${#words[@]} - 1]}
 
     local program=${words[0]}

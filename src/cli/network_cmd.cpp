@@ -30,7 +30,9 @@ struct CreateFlags {
 void add_create(CLI::App& group, Globals& g) {
     auto* cmd = group.add_subcommand("create", "Create a network");
     auto f = std::make_shared<CreateFlags>();
-    cmd->add_option("-d,--driver", f->driver, "Driver: overlay (the default) or bridge");
+    // The choices shown (and completed); the manager refuses any other driver by name.
+    cmd->add_option("-d,--driver", f->driver, "Driver: overlay (the default) or bridge")
+        ->type_name("TEXT:{overlay,bridge}");
     cmd->add_option("--subnet", f->subnet, "Subnet in CIDR format (default: a free /24)");
     cmd->add_option("--gateway", f->gateway, "Gateway of the subnet");
     cmd->add_option("--ip-range", f->ip_range, "Allocate task addresses from this range");

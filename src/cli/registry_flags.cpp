@@ -94,6 +94,8 @@ void RegistryFlags::add(CLI::App* cmd, std::string_view default_resolve) {
     cmd->add_option("--resolve-image", resolve_image,
                     "Query the registry to resolve the image digest (\"always\", \"changed\", "
                     "\"never\")")
+        // The choices shown (and completed); parse_resolve_image checks them as docker does.
+        ->type_name("TEXT:{always,changed,never}")
         ->capture_default_str();
     cmd->add_flag("--with-registry-auth", with_registry_auth,
                   "Send registry authentication details (from the docker CLI's config.json) to "

@@ -215,6 +215,8 @@ TEST_P(Completion, OffersTheFixedChoicesOfAnArgument) {
     EXPECT_EQ(offered("coffer cluster join-token "), (Set{"worker", "manager"}));
     EXPECT_EQ(offered("coffer node update --availability d"), (Set{"drain"}));
     EXPECT_EQ(offered("coffer service create --mode "), (Set{"replicated", "global"}));
+    EXPECT_EQ(offered("coffer service update --resolve-image n"), (Set{"never"}));
+    EXPECT_EQ(offered("coffer network create --driver "), (Set{"overlay", "bridge"}));
 }
 
 TEST_P(Completion, OffersTheNamesTheManagerHas) {
@@ -253,6 +255,14 @@ TEST_P(Completion, OffersCommandsWithoutAManager) {
     EXPECT_EQ(offered("coffer service update --secret-a", nowhere), (Set{"--secret-add"}));
 }
 
+TEST_P(Completion, CompletesWordsTypedInQuotes) {
+    EXPECT_EQ(offered("coffer secret inspect 'd"), (Set{"db_pass"}));
+    EXPECT_EQ(offered("coffer 'secret' rm \"a"), (Set{"api_key"}));
+    auto nowhere = "unix://" + (dir_.path() / "nothing.sock").string();
+    EXPECT_EQ(offered("coffer -H \"" + daemon_->host() + "\" secret rm ", nowhere),
+              (Set{"api_key", "db_pass"}));
+}
+
 TEST_P(Completion, AsksTheCofferTyped) {
     // Not found through PATH: the program named on the line answers.
     EXPECT_EQ(
@@ -279,11 +289,6 @@ TEST_F(ZshCompletion, OffersFileNamesWhereCofferOffersNothing) {
     auto typed = (dir_.path() / "comp").string();
     EXPECT_EQ(offered("coffer stack deploy -c " + typed), (Set{compose.string()}));
     EXPECT_EQ(offered("coffer secret create db " + typed), (Set{compose.string()}));
-}
-
-TEST_F(ZshCompletion, CompletesAWordTypedInQuotes) {
-    EXPECT_EQ(offered("coffer secret inspect 'd"), (Set{"db_pass"}));
-    EXPECT_EQ(offered("coffer 'secret' rm \"a"), (Set{"api_key"}));
 }
 
 }  // namespace
