@@ -532,6 +532,15 @@ int main(int argc, char** argv) {
         // standby stopped holds nothing to let go of but its lease, which ends by itself).
         std::optional<StandbyServer> standby;
         if (etcd_store) standby.emplace(socket, data_dir, *etcd_store);
+        // A standby's health for load balancers: it serves the API (forwarded to the leader).
+        // Its metrics address is the leader's once it leads.
+        std::unique_ptr<coffer::metrics::Server> standby_metrics;
+        if (etcd_store && !metrics_addr.empty())
+            standby_metrics = std::make_unique<coffer::metrics::Server>(
+                metrics_addr, coffer::metrics::standard_routes([] {
+                    return coffer::metrics::Answer{200, "application/json",
+                                                   R"({"status":"standby"})"};
+                }));
         // The node port exists from the moment the store is unlocked (now, or when `coffer
         // cluster unlock` succeeds) until shutdown.
         auto opened = coffer::manager::Cluster::open(
@@ -544,6 +553,7 @@ int main(int argc, char** argv) {
              .registry = registry});
         // An unlock key given while standing by unlocks the manager now that it leads.
         auto standby_key = standby ? standby->take_unlock_key() : std::nullopt;
+        standby_metrics.reset();
         standby.reset();
         if (!opened) {
             coffer::log::fatal("cofferd", opened.error().message);

@@ -68,14 +68,16 @@ class OnEtcd : public ClusterTest {
         manager_args_ = {"--store",          "etcd", "--etcd-endpoints", etcd_->endpoints_csv(),
                          "--etcd-lease-ttl", "2",    "--metrics-addr",   metrics_};
     }
-    // "<status> <body>" of the manager's GET /health.
-    std::string health() {
+    // "<status> <body>" of GET /health on a manager's metrics address (the leader's unless
+    // given).
+    std::string health(std::string at = "") {
+        if (at.empty()) at = metrics_;
         std::vector<std::string> argv = manager_ns_->enter();
         argv.insert(argv.end(), {"curl", "-s", "-m", "5", "-o", "/dev/null", "-w", "%{http_code}",
-                                 "http://" + metrics_ + "/health"});
+                                 "http://" + at + "/health"});
         auto code = run_program(argv).out;
         argv = manager_ns_->enter();
-        argv.insert(argv.end(), {"curl", "-s", "-m", "5", "http://" + metrics_ + "/health"});
+        argv.insert(argv.end(), {"curl", "-s", "-m", "5", "http://" + at + "/health"});
         return code + " " + run_program(argv).out;
     }
     std::size_t secrets_in_etcd() {
@@ -298,6 +300,8 @@ TEST_F(OnEtcd, AJoinedManagerStandsByAndTakesOverFromAKilledLeader) {
     EXPECT_EQ(secret_names(json::parse(listed.body)), secret_names(get("/secrets")));
     EXPECT_EQ(get_from(daemon_->host(), "/secrets").standby, "");
     EXPECT_FALSE(second->ready(0ms)) << "a standby is not the manager that serves";
+    // Its health for load balancers says what it is: it serves the API, by forwarding.
+    EXPECT_EQ(health(standby_metrics_[2]), R"(200 {"status":"standby"})");
     // Requests one after another reuse the standby's connection to the leader's node port (the
     // only connection from this namespace's address to it: the agents are elsewhere).
     auto kept_connections = [&] {
@@ -408,6 +412,7 @@ TEST_F(OnEtcd, AJoinedManagerStandsByAndTakesOverFromAKilledLeader) {
     fmt::print("kill -9 of the leader -> the standby serves in {} ms (lease TTL 2 s)\n",
                took.count());
     daemon_ = std::move(second);  // cli() and get() now reach the new leader
+    EXPECT_EQ(health(standby_metrics_[2]), R"(200 {"status":"ok"})") << "it leads now";
     EXPECT_EQ(secret_names(get("/secrets")), (std::set<std::string>{"db", "via-standby"}));
     ASSERT_TRUE(wait_node_state(a_->node_id(), "ready", 60s)) << a_->err();
     ASSERT_TRUE(wait_node_state(b_->node_id(), "ready", 60s)) << b_->err();
