@@ -374,7 +374,8 @@ TEST_F(Cluster, AnAgentStartedBeforeItsManagerJoinsOnceItListens) {
     int st = daemon_->terminate();
     ASSERT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0) << st;
 
-    auto early = make_agent(*a_ns_, "node-c");
+    auto c_ns = node_namespace("e2c");
+    auto early = make_agent(*c_ns, "node-c");
     early->start(worker);
     ASSERT_TRUE(
         wait_until([&] { return early->err().find("trying again") != std::string::npos; }, 30s))

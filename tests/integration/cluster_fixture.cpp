@@ -245,6 +245,7 @@ void ClusterTest::SetUp() {
     // Two /30s: manager .1 - node-a .2, manager .5 - node-b .6. cofferd listens on .1; node-b
     // reaches it through its default route to the manager's namespace.
     auto net = random_subnet(219);
+    subnet_ = net;
     ASSERT_EQ(connect(*manager_ns_, net + ".1", *a_ns_, net + ".2"), "");
     ASSERT_EQ(connect(*manager_ns_, net + ".5", *b_ns_, net + ".6"), "");
     ASSERT_EQ(a_ns_->ip({"route", "add", "default", "via", net + ".1"}), "");
@@ -300,6 +301,17 @@ std::string ClusterTest::token(const std::string& role) {
     auto r = cli({"cluster", "join-token", role, "-q"});
     EXPECT_EQ(r.status, 0) << r.err;
     return first_line(r.out);
+}
+
+std::unique_ptr<NetworkNamespace> ClusterTest::node_namespace(const std::string& tag) {
+    auto ns = std::make_unique<NetworkNamespace>(tag);
+    EXPECT_EQ(ns->error(), "");
+    // After node-a's and node-b's /30s: .9-.10, .13-.14, ...
+    int base = 8 + 4 * further_nodes_++;
+    auto manager = fmt::format("{}.{}", subnet_, base + 1);
+    EXPECT_EQ(connect(*manager_ns_, manager, *ns, fmt::format("{}.{}", subnet_, base + 2)), "");
+    EXPECT_EQ(ns->ip({"route", "add", "default", "via", manager}), "");
+    return ns;
 }
 
 std::unique_ptr<NodeAgent> ClusterTest::make_agent(const NetworkNamespace& ns,

@@ -72,6 +72,9 @@ class ClusterTest : public ::testing::Test {
     virtual void before_manager() {}
     std::string token(const std::string& role = "worker");
     std::unique_ptr<NodeAgent> make_agent(const NetworkNamespace& ns, const std::string& hostname);
+    // The network namespace of a further node, routed to the manager's as node-a's is: one agent
+    // per namespace, as one per host (an agent holds its namespace's networks).
+    std::unique_ptr<NetworkNamespace> node_namespace(const std::string& tag);
     // Starts an agent with the worker token and waits until its node is ready.
     void join(NodeAgent& agent);
 
@@ -102,6 +105,8 @@ class ClusterTest : public ::testing::Test {
     std::vector<std::string> manager_args_, agent_args_;
     std::unique_ptr<NetworkNamespace> manager_ns_, a_ns_, b_ns_;
     std::string listen_;  // the manager's node port, in its namespace
+    std::string subnet_;  // the /24 the nodes' links to the manager are in
+    int further_nodes_ = 0;
     std::unique_ptr<Daemon> daemon_;
     std::unique_ptr<NodeAgent> a_, b_;
 };

@@ -135,7 +135,8 @@ TEST_F(Trust, CaRotationRenewsLiveAgentsAndReplacesTheJoinTokens) {
     ASSERT_TRUE(st) << refused.err();
     EXPECT_TRUE(WIFEXITED(*st) && WEXITSTATUS(*st) == 1) << *st << refused.err();
     EXPECT_TRUE(refused.node_id().empty());
-    NodeAgent joins(*b_ns_, dir_.path() / "node-d", "node-d", listen_);
+    auto d_ns = node_namespace("e2d");
+    NodeAgent joins(*d_ns, dir_.path() / "node-d", "node-d", listen_);
     joins.start(new_token);
     ASSERT_TRUE(wait_until([&] { return !joins.node_id().empty(); }, 30s)) << joins.err();
     EXPECT_TRUE(wait_node_state(joins.node_id(), "ready")) << joins.err();
