@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <charconv>
-#include <future>
 
 #include "api_util.h"
 #include "coffer/base/log.h"
@@ -85,12 +84,10 @@ bool StandbyApi::asynchronous(const net::Request& r) const {
 }
 
 net::Response StandbyApi::handle(net::Request& r) {
-    if (!is_unlock(r)) {
-        std::promise<net::Response> answered;
-        auto answer = answered.get_future();
-        handle_async(r, [&answered](net::Response a) { answered.set_value(std::move(a)); });
-        return answer.get();
-    }
+    // Every other request is asynchronous(): the server hands it to handle_async.
+    if (!is_unlock(r))
+        return own(net::Response::error(
+            make_error(Errc::internal, "a forwarded request is answered asynchronously")));
     return own(gate_->attempt(
         r, [] { return true; },
         [&](std::string_view key) -> Result<void> {

@@ -240,8 +240,8 @@ struct ForwardJob {
     crypto::SecureBuffer envelope;
     std::chrono::milliseconds timeout{}, answer_timeout{};
     Forwarder::Done done;
+    // Set once done ran: before the exchange ends only when it was abandoned.
     std::atomic<bool> settled{false};
-    std::atomic<bool> abandoned{false};
 
     // done runs once, whoever settles first, and is released at once: what it holds (the
     // caller's server's handles) must not outlive the caller, while the exchange of an abandoned
@@ -370,7 +370,7 @@ asio::awaitable<void> Forwarder::Impl::run(std::shared_ptr<ForwardJob> job) {
     // a kept one may be, and one found closed is not used: a failure on it is the leader's.
     if (auto kept = take(job->to)) {
         auto r = co_await exchange(*job, *kept, reusable);
-        if (r && reusable && !job->abandoned) give_back(job->to, std::move(kept));
+        if (r && reusable && !job->settled) give_back(job->to, std::move(kept));
         co_return settle(std::move(r));
     }
     Limits limits;
@@ -378,7 +378,7 @@ asio::awaitable<void> Forwarder::Impl::run(std::shared_ptr<ForwardJob> job) {
     auto stream = co_await open_tls(job->to, *ctx, limits);
     if (!stream) co_return settle(std::move(stream).error());
     auto r = co_await exchange(*job, **stream, reusable);
-    if (r && reusable && !job->abandoned) give_back(job->to, std::move(*stream));
+    if (r && reusable && !job->settled) give_back(job->to, std::move(*stream));
     settle(std::move(r));
 }
 
@@ -438,10 +438,8 @@ void Forwarder::abandon_all() const {
         std::lock_guard lock(impl_->mu);
         for (const auto& [number, job] : impl_->jobs) all.push_back(job);
     }
-    for (const auto& job : all) {
-        job->abandoned = true;
+    for (const auto& job : all)
         job->settle(make_error(Errc::internal, "abandoned: this manager stopped forwarding"));
-    }
 }
 
 std::size_t Forwarder::in_flight() const {

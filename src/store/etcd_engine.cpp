@@ -281,15 +281,8 @@ void EtcdEngine::claim(bool create) {
                         "it has one there: is it the right etcd cluster and --etcd-prefix?",
                         options_.prefix)));
 
-    auto grant = fail(
-        call("/v3/lease/grant",
-             json::serialize(json::object{{"TTL", std::to_string(options_.lease_ttl.count())}})),
-        "grant a lease");
-    lease_ = int_field(grant, "ID");
-    if (lease_ == 0) throw ErrorException(unreadable("lease grant"));
     // Kept alive from now on: waiting out a dead holder's lease takes about as long as ours.
-    keeper_ = std::thread([this] { keep_alive(); });
-
+    if (auto r = take_lease(); !r) throw ErrorException(std::move(r).error());
     announce();
     const auto holder = self_value();
     bool waited = false, unreachable = false;
@@ -306,20 +299,10 @@ void EtcdEngine::claim(bool create) {
         // new lease if its own ended meanwhile, and takes the store when it can.
         if (lost_) {
             if (keeper_.joinable()) keeper_.join();  // it ended with the lease
-            auto granted = call(
-                "/v3/lease/grant",
-                json::serialize(json::object{{"TTL", std::to_string(options_.lease_ttl.count())}}));
-            std::optional<json::object> o;
-            if (granted)
-                if (auto parsed = parse_object(*granted, "lease grant"); parsed)
-                    o = std::move(*parsed);
-            if (!o || int_field(*o, "ID") == 0) {
+            if (!take_lease()) {
                 if (!pause(std::chrono::seconds(1))) throw stopped();
                 continue;
             }
-            lease_ = int_field(*o, "ID");
-            lost_ = false;
-            keeper_ = std::thread([this] { keep_alive(); });
             try {
                 announce();
             } catch (const ErrorException& e) {
@@ -401,6 +384,21 @@ void EtcdEngine::claim(bool create) {
               options_.lease_ttl.count());
     prefer_raft_leader();
     looker_ = std::thread([this] { look_for_raft_leader(); });
+}
+
+Result<void> EtcdEngine::take_lease() {
+    auto granted =
+        call("/v3/lease/grant",
+             json::serialize(json::object{{"TTL", std::to_string(options_.lease_ttl.count())}}));
+    if (!granted) return std::move(granted).error().context("grant a lease");
+    auto o = parse_object(*granted, "lease grant");
+    if (!o) return std::move(o).error();
+    auto id = int_field(*o, "ID");
+    if (id == 0) return unreadable("lease grant");
+    lease_ = id;
+    lost_ = false;
+    keeper_ = std::thread([this] { keep_alive(); });
+    return {};
 }
 
 std::string EtcdEngine::self_value() const {

@@ -91,6 +91,8 @@ class EtcdEngine final : public Engine {
     std::string self_value() const;
     // Puts managers/<advertise> and alive/<advertise> (under the lease).
     void announce();
+    // A new lease, kept alive by keeper_ (which must not run) from now on.
+    Result<void> take_lease();
     void keep_alive();
     // Points member_ at the member that leads etcd's raft, when the members say which one it is
     // and it is one of the endpoints: a write sent to a follower takes one more hop (the
