@@ -65,6 +65,9 @@ class SessionLoop::Impl {
     bool stopping_ = false;
     std::deque<nodeconn::Message> inbox_;  // messages the loop handles, for its thread
     pki::Clock::time_point renew_at_ = pki::Clock::time_point::max();
+    // The manager asked for a renewal after the last request was sent: the certificate that
+    // answers that request may predate what the manager asked for, so another request follows.
+    bool asked_since_request_ = false;
     std::uint64_t renewals_ = 0;
     bool ended_ = false;
     bool lost_ = false;                             // the current session closed
@@ -114,6 +117,7 @@ void SessionLoop::Impl::send_renew(const std::shared_ptr<nodeconn::Session>& ses
         std::lock_guard l(m_);
         // Whatever happens next, ask again after the retry delay unless a certificate comes.
         renew_at_ = pki::Clock::now() + options_.renew_retry;
+        asked_since_request_ = false;
         key.emplace(options_.credentials.key_pem.clone());
     }
     auto csr = pki::make_csr(*key);
@@ -153,6 +157,8 @@ void SessionLoop::Impl::accept_certificate(const nodeconn::Message& msg) {
     log::info("agent", "stored the renewed certificate ({}); the next connection uses it",
               pki::role_name(options_.node.role));
     schedule_renewal();
+    std::lock_guard l(m_);
+    if (asked_since_request_) renew_at_ = pki::Clock::now();
 }
 
 void SessionLoop::Impl::accept_managers(const nodeconn::Message& msg) {
@@ -203,7 +209,10 @@ void SessionLoop::Impl::handle(const nodeconn::Message& msg) {
         log::info("agent", "the manager asks for a certificate renewal: {}",
                   request ? request->reason : "");
         std::lock_guard l(m_);
-        if (renewing()) renew_at_ = pki::Clock::now();
+        if (renewing()) {
+            renew_at_ = pki::Clock::now();
+            asked_since_request_ = true;
+        }
         return;
     }
     // An error without a request id answers a renew: it is retried after renew_retry.

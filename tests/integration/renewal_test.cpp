@@ -128,6 +128,8 @@ class NodePort : private manager::ClusterEvents {
                 nodeproto::encode(nodeproto::ErrorMessage{issued.error().message, std::nullopt}));
             return;
         }
+        if (ask_before_answer_.exchange(false))
+            s->send(nodeproto::encode(nodeproto::RenewRequest{"asked again meanwhile"}));
         s->send(nodeproto::encode(
             nodeproto::CertificateMessage{issued->certificate_pem, issued->ca_bundle_pem}));
         {
@@ -167,6 +169,9 @@ class NodePort : private manager::ClusterEvents {
         std::lock_guard l(m_);
         sessions_.at(node_id)->send(std::move(msg));
     }
+    // The next answer to a renew comes right after another renew request, as when the CA
+    // changes again while a node's request is being answered.
+    void ask_before_next_answer() { ask_before_answer_ = true; }
     void refuse_next() {
         std::lock_guard l(m_);
         refuse_next_ = true;
@@ -212,6 +217,7 @@ class NodePort : private manager::ClusterEvents {
     int renewed_ = 0;
     bool refuse_next_ = false;
     int refused_ = 0;
+    std::atomic<bool> ask_before_answer_{false};
 };
 
 class Renewal : public ::testing::Test {
@@ -288,6 +294,19 @@ TEST_F(Renewal, RenewRequestReplacesTheFilesAndTheNextConnectionUsesTheNewCertif
     auto second = sessions_of(id.node.node_id)[1];
     EXPECT_EQ(second.role, pki::Role::manager);
     EXPECT_EQ(second.public_key, sessions_of(id.node.node_id)[0].public_key);
+    loop.stop();
+}
+
+// A renew request that arrives while the node's own request is being answered is not lost to
+// the certificate that answers the earlier one: the node asks again.
+TEST_F(Renewal, ARequestThatCrossesTheAnswerIsRenewedAgain) {
+    auto id = enrolled(1);
+    agent::SessionLoop loop(options(id, 1), {});
+    ASSERT_TRUE(test::wait_until([&] { return sessions_of(id.node.node_id).size() == 1; }));
+    port_->ask_before_next_answer();
+    port_->ask(id.node.node_id, "test");
+    ASSERT_TRUE(test::wait_until([&] { return loop.renewals() == 2 && port_->renewed() == 2; }))
+        << loop.renewals() << " stored, " << port_->renewed() << " issued";
     loop.stop();
 }
 
