@@ -9,6 +9,7 @@
 
 #include <CLI/CLI.hpp>
 
+#include <atomic>
 #include <charconv>
 #include <condition_variable>
 #include <cstdio>
@@ -246,6 +247,23 @@ Result<void> restore(const std::string& backup_path, const std::string& key_path
 }
 
 // The standby API (requests forwarded to the leader) served from a thread until destroyed.
+// SIGTERM or SIGINT before the API serves (a standby, or a store still opening): noted here,
+// and the manager ends cleanly once the open returns. The API's server takes both signals over.
+std::atomic<bool> stop_requested{false};
+static_assert(std::atomic<bool>::is_always_lock_free);
+
+void note_stop(int) {
+    stop_requested.store(true);
+}
+
+void note_stop_signals() {
+    struct sigaction action {};
+    action.sa_handler = note_stop;
+    sigemptyset(&action.sa_mask);
+    ::sigaction(SIGTERM, &action, nullptr);
+    ::sigaction(SIGINT, &action, nullptr);
+}
+
 class StandbyServer {
   public:
     StandbyServer(const std::string& socket, const std::string& data_dir,
@@ -528,8 +546,10 @@ int main(int argc, char** argv) {
             return {};
         };
         // On etcd the store may be held by another manager: until this one holds it, its API
-        // says so instead of not answering. Signals keep their default action meanwhile (a
-        // standby stopped holds nothing to let go of but its lease, which ends by itself).
+        // says so instead of not answering. SIGTERM ends standing by: the standby's socket goes
+        // and its lease is revoked (its announcement ends at once).
+        note_stop_signals();
+        if (etcd_store) etcd_store->stop_standing_by = &stop_requested;
         std::optional<StandbyServer> standby;
         if (etcd_store) standby.emplace(socket, data_dir, *etcd_store);
         // A standby's health for load balancers: it serves the API (forwarded to the leader).
@@ -555,6 +575,12 @@ int main(int argc, char** argv) {
         auto standby_key = standby ? standby->take_unlock_key() : std::nullopt;
         standby_metrics.reset();
         standby.reset();
+        if (stop_requested) {
+            // A store opened meanwhile is let go of by its destructor.
+            coffer::log::info("manager", "stopped {}",
+                              opened ? "before serving" : "while standing by");
+            return 0;
+        }
         if (!opened) {
             coffer::log::fatal("cofferd", opened.error().message);
             return 1;
@@ -600,6 +626,7 @@ int main(int argc, char** argv) {
 #ifdef COFFER_TEST_HOOKS
         auto hooks = coffer::testhooks::start(cluster);
 #endif
+        if (stop_requested) server.stop();  // a signal before the server's own handlers
         server.run(true);
         // The nodes' sessions end now; no unlock starts the node port again.
         cluster.stop_node_port();

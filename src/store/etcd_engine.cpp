@@ -287,9 +287,20 @@ void EtcdEngine::claim(bool create) {
     const auto holder = self_value();
     bool waited = false, unreachable = false;
     // Waits between tries; false when the manager stops meanwhile.
+    auto asked_to_stop = [&] {
+        return options_.stop_standing_by != nullptr && options_.stop_standing_by->load();
+    };
     auto pause = [&](std::chrono::milliseconds d) {
+        // In slices: a stop comes from a signal handler, which cannot notify.
+        const auto until = std::chrono::steady_clock::now() + d;
         std::unique_lock l(keeper_mu_);
-        return !keeper_cv_.wait_for(l, d, [&] { return stopping_; });
+        while (!asked_to_stop()) {
+            auto slice =
+                std::min(until, std::chrono::steady_clock::now() + std::chrono::milliseconds(50));
+            if (keeper_cv_.wait_until(l, slice, [&] { return stopping_; })) return false;
+            if (slice == until) return true;
+        }
+        return false;
     };
     auto stopped = [] {
         return ErrorException(make_error(Errc::unavailable, "stopped while standing by"));

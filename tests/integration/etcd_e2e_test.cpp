@@ -455,6 +455,19 @@ TEST_F(OnEtcd, OfThreeManagersOneTakesOverUnderLoadAndThenTheLast) {
     ASSERT_NE(pid, 0);
     auto made = cli({"service", "create", "--detach", "--name", "upd", "busybox", "sleep", "1d"});
     ASSERT_EQ(made.status, 0) << made.err;
+    // A standby stopped with SIGTERM ends cleanly: status 0, its socket removed, and its
+    // announcement gone at once (its lease revoked, not left to run out).
+    {
+        auto leaving = start_standby(4);
+        ASSERT_FALSE(HasFailure());
+        auto status = leaving->terminate();
+        EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0)
+            << status << leaving->stdout_text();
+        EXPECT_FALSE(fs::exists(leaving->socket()));
+        auto alive = etcd_->etcdctl({"get", "--prefix", "--keys-only", "/coffer/alive/"});
+        EXPECT_EQ(alive.out.find(standby_addr(4)), std::string::npos) << alive.out;
+        EXPECT_EQ(manager_statuses(get("/nodes"))[standby_addr(4)], "Unreachable");
+    }
     std::map<std::string, std::unique_ptr<Daemon>> managers;  // by node port address
     managers[standby_addr(2)] = start_standby(2);
     managers[standby_addr(3)] = start_standby(3);

@@ -8,6 +8,7 @@
 // into one fsync, so callers should write from several threads rather than serialise.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <filesystem>
@@ -57,6 +58,10 @@ struct EtcdOptions {
     // This manager's node port as agents and the other managers reach it (HOST:PORT): announced
     // under the prefix while this cofferd runs, leading or standing by. Empty: not announced.
     std::string advertise;
+    // Set: standing by ends, and open() fails (Errc::unavailable, "stopped while
+    // standing by"), once it holds true (the
+    // manager was asked to stop). Read from a signal handler's writes: lock-free.
+    const std::atomic<bool>* stop_standing_by = nullptr;
 };
 
 // A manager of a store several cofferd share (etcd): every one that announced itself, whether
