@@ -68,6 +68,13 @@ std::string_view kek_mode_name(KekMode mode) noexcept {
 }
 
 DataDir DataDir::open(const std::filesystem::path& dir) {
+    if (dir.has_parent_path() && !std::filesystem::exists(dir.parent_path())) {
+        std::error_code ec;
+        std::filesystem::create_directories(dir.parent_path(), ec);
+        if (ec)
+            fail(Errc::internal,
+                 fmt::format("create data directory {}: {}", dir.string(), ec.message()));
+    }
     bool created = ::mkdir(dir.c_str(), 0700) == 0;
     if (!created && errno != EEXIST)
         throw_errno(fmt::format("create data directory {}", dir.string()));
@@ -76,7 +83,7 @@ DataDir DataDir::open(const std::filesystem::path& dir) {
     // mkdir's mode passed through the umask; say exactly what we mean.
     if (created && ::fchmod(fd.get(), 0700) != 0)
         throw_errno(fmt::format("chmod {}", dir.string()));
-    return DataDir(dir, std::move(fd));
+    return DataDir(dir, std::move(fd), created);
 }
 
 std::filesystem::path DataDir::db_path() const {
@@ -131,6 +138,19 @@ void DataDir::prepare_new() {
         std::filesystem::remove_all(path_ / name);
     }
     if (!found.empty()) fsync_fd(fd_.get(), fmt::format("fsync {}", path_.string()));
+}
+
+void DataDir::discard_new() noexcept {
+    try {
+        if (format()) return;
+        const std::string leftovers[] = {std::string(kek_file), tmp_name(kek_file),
+                                         tmp_name(format_file), std::string(db_dir)};
+        std::error_code ec;
+        for (const auto& name : leftovers) std::filesystem::remove_all(path_ / name, ec);
+        if (created_) std::filesystem::remove(path_, ec);  // only when empty
+    } catch (...) {
+        // What is left is removed by the next prepare_new.
+    }
 }
 
 void DataDir::write_format(DirFormat format) {

@@ -32,7 +32,7 @@ std::string_view kek_mode_name(KekMode mode) noexcept;
 
 class DataDir {
   public:
-    // Opens dir, creating it 0700 when it does not exist (its parent must exist).
+    // Opens dir, creating it 0700 when it does not exist, with its missing parents.
     static DataDir open(const std::filesystem::path& dir);
 
     const std::filesystem::path& path() const noexcept { return path_; }
@@ -51,13 +51,34 @@ class DataDir {
     crypto::SecureBuffer read_kek() const;
     void write_kek(const crypto::SecureBuffer& kek);
 
+    // Undoes a creation that failed before its marker: removes what prepare_new would (the KEK
+    // first), and the directory itself when open() made it. Nothing once the marker exists.
+    void discard_new() noexcept;
+
   private:
-    DataDir(std::filesystem::path path, UniqueFd fd) : path_(std::move(path)), fd_(std::move(fd)) {}
+    DataDir(std::filesystem::path path, UniqueFd fd, bool created)
+        : path_(std::move(path)), fd_(std::move(fd)), created_(created) {}
     // Atomically: a new file holding bytes with mode, or an error if name exists.
     void create_file(std::string_view name, std::span<const std::uint8_t> bytes, unsigned mode);
 
     std::filesystem::path path_;
     UniqueFd fd_;
+    bool created_ = false;  // by open()
+};
+
+// A store's creation in a data directory, undone (DataDir::discard_new) unless committed.
+class NewStoreGuard {
+  public:
+    explicit NewStoreGuard(DataDir& dir) : dir_(&dir) {}
+    ~NewStoreGuard() {
+        if (dir_ != nullptr) dir_->discard_new();
+    }
+    NewStoreGuard(const NewStoreGuard&) = delete;
+    NewStoreGuard& operator=(const NewStoreGuard&) = delete;
+    void commit() noexcept { dir_ = nullptr; }
+
+  private:
+    DataDir* dir_;
 };
 
 }  // namespace coffer::store::detail

@@ -72,6 +72,8 @@ Result<void> join_store(const JoinOptions& options) {
     try {
         crypto::init();
         auto dir = detail::DataDir::open(options.dir);
+        // A refused join leaves the directory as it was (none, when it made it).
+        detail::NewStoreGuard joining(dir);
         if (dir.format())
             return fail(Errc::already_exists,
                         fmt::format("{} already holds a store: start cofferd without "
@@ -115,6 +117,7 @@ Result<void> join_store(const JoinOptions& options) {
         }
         dir.write_format(
             {mode == "file" ? detail::KekMode::file : detail::KekMode::autolock, true});
+        joining.commit();
         log::info("store", "joined the store in etcd prefix {} as a manager ({})",
                   options.etcd.prefix,
                   mode == "file" ? "its KEK is now in the data directory"

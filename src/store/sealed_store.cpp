@@ -66,6 +66,7 @@ Store::Opened SealedStore::create(
     const std::function<Result<void>(const crypto::SecureBuffer&)>& hand_over) {
     const auto mode = format.kek;
     dir.prepare_new();
+    NewStoreGuard creating(dir);
     Keyring keys;
     std::optional<crypto::SecureBuffer> shown;
     if (mode == KekMode::file) {
@@ -98,6 +99,7 @@ Store::Opened SealedStore::create(
         }
     // The marker commits the creation: an interrupted one is cleaned up by the next open.
     dir.write_format(format);
+    creating.commit();
     log::info("store", "created store {} on {} (kek: {})", dir.path().string(), engine->describe(),
               kek_mode_name(mode));
     return Opened{

@@ -269,6 +269,7 @@ TEST_F(EtcdStore, AManagerThatWouldMakeASecondStoreOnAHeldPrefixRefuses) {
     EXPECT_NE(late.error().message.find("which is making a coffer store there"), std::string::npos)
         << late.error().message;
     EXPECT_LT(std::chrono::steady_clock::now() - t0, 5s) << "refused at once, not standing by";
+    EXPECT_FALSE(fs::exists(dir("late"))) << "its KEK, and the directory it made, are removed";
     // Nothing of the late one's is in etcd.
     auto keys = etcd_->etcdctl({"get", "--prefix", "--keys-only", "/race/"});
     auto listed = lines_of(keys.out);
@@ -331,7 +332,7 @@ TEST_F(EtcdStore, AManagerJoinsWithTheManagerToken) {
     auto refused = join_store({.dir = dir("j"), .etcd = options(), .manager_token = &other});
     ASSERT_FALSE(refused);
     EXPECT_EQ(refused.error().code, Errc::permission_denied) << refused.error().message;
-    EXPECT_FALSE(fs::exists(dir("j") / "format"));
+    EXPECT_FALSE(fs::exists(dir("j"))) << "a refused join leaves no directory behind";
     ASSERT_TRUE(join_store({.dir = dir("j"), .etcd = options(), .manager_token = &token}).ok());
     auto kek = read_file(dir("a") / "kek");
     EXPECT_EQ(read_file(dir("j") / "kek"), kek);

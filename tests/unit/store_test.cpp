@@ -330,6 +330,15 @@ TEST(StoreDir, CreatesAPrivateDirectoryWithAKekFile) {
     EXPECT_EQ(read_file(tmp.store() / "format"), "{\"format\":1,\"kek\":\"file\"}\n");
 }
 
+TEST(StoreDir, MakesTheMissingParentsOfTheDirectory) {
+    TempDir tmp;
+    auto deep = tmp.store() / "var" / "lib" / "coffer";
+    auto store = open_store(deep);
+    store.reset();
+    EXPECT_EQ(mode_of(deep), 0700u);
+    EXPECT_TRUE(fs::exists(deep / "format"));
+}
+
 TEST(StoreDir, RefusesAStoreDirectoryOthersCanEnter) {
     TempDir tmp;
     open_store(tmp.store());
@@ -534,7 +543,7 @@ TEST(Autolock, TheKeyIsHandedOverBeforeTheStoreIsCommitted) {
     EXPECT_NE(failing.error().message.find("autolock: nowhere to put it"), std::string::npos)
         << failing.error().message;
     EXPECT_TRUE(handed.starts_with("COFFERKEY-1-"));
-    EXPECT_FALSE(fs::exists(tmp.store() / "format"));
+    EXPECT_FALSE(fs::exists(tmp.store())) << "the directory this open made is removed";
 
     std::string second;
     auto opened =
