@@ -1,6 +1,7 @@
 #include "coffer/cli/cli.h"
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <string_view>
@@ -14,6 +15,7 @@ namespace coffer::cli {
 namespace {
 
 constexpr const char* default_host = "unix:///run/coffer/coffer.sock";
+constexpr int usage_error_status = 125;
 
 }  // namespace
 
@@ -49,7 +51,20 @@ int run(int argc, char** argv) {
     } catch (const CLI::RuntimeError& e) {
         return e.get_exit_code();
     } catch (const CLI::ParseError& e) {
-        return app.exit(e);
+        // As the docker CLI: 0 after help, 1 for missing or extra arguments, 125 for an
+        // option it does not know or a value it refuses.
+        auto printed = app.exit(e);
+        if (printed == 0) return 0;
+        if (dynamic_cast<const CLI::RequiredError*>(&e) != nullptr ||
+            dynamic_cast<const CLI::ArgumentMismatch*>(&e) != nullptr)
+            return 1;
+        // Extra words: arguments too many (1), unless one of them is an option (125).
+        if (dynamic_cast<const CLI::ExtrasError*>(&e) != nullptr) {
+            std::string_view what = e.what();
+            auto listed = what.substr(std::min(what.find(": "), what.size()));
+            return listed.find(" -") == std::string_view::npos ? 1 : usage_error_status;
+        }
+        return usage_error_status;
     }
     return 0;
 }

@@ -1013,6 +1013,20 @@ class DockerConfigEnv {
 
 }  // namespace
 
+// Usage errors end as the docker CLI's do, with no request sent: 1 for missing or extra
+// arguments, 125 for an unknown option, 0 after help.
+TEST(Usage, ExitStatusesAreTheDockerClis) {
+    FakeDaemon daemon([](const SeenRequest&) -> std::pair<int, std::string> {
+        return {500, R"({"message":"no request was expected"})"};
+    });
+    EXPECT_EQ(run_cli({"-H", daemon.host(), "secret", "create"}), 1);
+    EXPECT_EQ(run_cli({"-H", daemon.host(), "secret", "create", "a", "b", "c"}), 1);
+    EXPECT_EQ(run_cli({"-H", daemon.host(), "secret", "ls", "--bogus"}), 125);
+    EXPECT_EQ(run_cli({"-H", daemon.host(), "secret", "ls", "x", "--bogus"}), 125);
+    EXPECT_EQ(run_cli({"-H", daemon.host(), "secret", "ls", "--help"}), 0);
+    EXPECT_TRUE(daemon.seen().empty());
+}
+
 TEST(ServiceCommands, CreateSendsTheRegistryFlags) {
     FakeDaemon daemon([](const SeenRequest& r) -> std::pair<int, std::string> {
         if (r.method == "GET" && r.target == "/v1.41/secrets/hub-login")
