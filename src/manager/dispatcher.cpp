@@ -409,15 +409,17 @@ Result<std::size_t> Dispatcher::report(const std::vector<NodeReports>& reports) 
                     if (r.state < cur.state || r.state < TaskState::assigned) continue;
                     delivered.push_back(
                         {r.task_id, task->service_id, node_id, r.state, r.secrets, r.reads});
-                    if (r.state == cur.state && r.message == cur.message && r.err == cur.err &&
-                        !r.container)
-                        continue;
+                    bool same =
+                        r.state == cur.state && r.message == cur.message && r.err == cur.err;
+                    if (same && (!r.container || r.container == cur.container)) continue;
                     Task t = *task;
                     t.status.state = r.state;
                     t.status.message = r.message;
                     t.status.err = r.err;
                     if (r.container) t.status.container = r.container;
-                    t.status.timestamp = now;
+                    // The time of the last change of state: a node that reports again what it
+                    // reported (its whole state, to a manager that took over) moves nothing.
+                    if (!same) t.status.timestamp = now;
                     t.meta.updated = now;
                     changed.insert_or_assign(t.meta.id, std::move(t));
                     ++applied;

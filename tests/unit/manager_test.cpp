@@ -1176,6 +1176,36 @@ TEST_F(Cluster, ReportsOfSeveralMessagesApplyInOrderInOneWrite) {
     (void)n2;
 }
 
+// A node that reports its whole state again (to a manager that took over) leaves each task's
+// status time where its last change put it; a new container status is still taken.
+TEST_F(Cluster, AReportThatChangesNoStateKeepsTheStatusTime) {
+    auto n1 = node("n1");
+    auto web = services_->create(spec("web", 1))->meta.id;
+    pass();
+    auto task = tasks_of(web).at(0);
+    model::ContainerStatus container{"c1", 42, 0, ""};
+    auto report = [&](TaskState s, std::optional<model::ContainerStatus> c) {
+        return dispatcher_->report(std::vector<Dispatcher::NodeReports>{
+            {task.node_id, {StatusReport{task.meta.id, s, "", "", std::move(c)}}}});
+    };
+    ASSERT_TRUE(report(TaskState::running, container).ok());
+    auto first = tasks_->get(task.meta.id)->status;
+    ASSERT_EQ(first.state, TaskState::running);
+    advance(sec);
+    auto again = report(TaskState::running, container);
+    ASSERT_TRUE(again.ok());
+    EXPECT_EQ(*again, 0u);
+    EXPECT_EQ(tasks_->get(task.meta.id)->status.timestamp, first.timestamp);
+    container.health = "healthy";
+    ASSERT_TRUE(report(TaskState::running, container).ok());
+    auto healthy = tasks_->get(task.meta.id)->status;
+    EXPECT_EQ(healthy.container->health, "healthy");
+    EXPECT_EQ(healthy.timestamp, first.timestamp);
+    ASSERT_TRUE(report(TaskState::complete, container).ok());
+    EXPECT_GT(tasks_->get(task.meta.id)->status.timestamp.nanos, first.timestamp.nanos);
+    (void)n1;
+}
+
 // Unlock attempts, on a clock the test moves.
 namespace {
 

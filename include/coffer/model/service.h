@@ -321,6 +321,7 @@ struct ContainerStatus {
     std::int64_t pid = 0;
     std::int64_t exit_code = 0;
     std::string health{};
+    bool operator==(const ContainerStatus&) const = default;
 };
 
 struct TaskStatus {
