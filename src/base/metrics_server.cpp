@@ -206,11 +206,13 @@ void Server::Impl::run() {
                     auto end = c.in.find("\r\n\r\n");
                     if (end == std::string::npos) end = c.in.find("\n\n");
                     bool is_head = false;
-                    if (end != std::string::npos) {
+                    // Past the limit, with or without its end: refused at the byte it says.
+                    if ((end == std::string::npos ? c.in.size() : end) > head_limit) {
+                        c.out = response(plain(431, "request head too large"), false);
+                    } else if (end != std::string::npos) {
                         auto a = answer(c.in, is_head);
                         c.out = response(a, is_head);
-                    } else if (c.in.size() > head_limit)
-                        c.out = response(plain(431, "request head too large"), false);
+                    }
                 }
             } else if (!c.out.empty() && (revents & POLLOUT)) {
                 auto put =

@@ -226,6 +226,11 @@ TEST(MetricsServer, ServesMetricsAndHealthOverHttp) {
     EXPECT_TRUE(ask(server.port(), "GET /secrets HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 404"));
     EXPECT_TRUE(ask(server.port(), "nonsense\r\n\r\n").starts_with("HTTP/1.1 400"));
     EXPECT_TRUE(ask(server.port(), "GET /" + std::string(9000, 'a')).starts_with("HTTP/1.1 431"));
+    // The limit is 8 KiB whether or not the head's end came with the bytes past it.
+    auto long_head = "GET /health HTTP/1.1\r\nX-Pad: " + std::string(8500, 'a') + "\r\n\r\n";
+    EXPECT_TRUE(ask(server.port(), long_head).starts_with("HTTP/1.1 431"));
+    auto within = "GET /health HTTP/1.1\r\nX-Pad: " + std::string(8000, 'a') + "\r\n\r\n";
+    EXPECT_TRUE(ask(server.port(), within).starts_with("HTTP/1.1 503"));
 }
 
 TEST(MetricsServer, SilentClientDoesNotBlockOthers) {
