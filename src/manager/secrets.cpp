@@ -20,12 +20,18 @@ namespace {
 
 // What happened to secrets' current versions (rotate, rollback; a rotation "only if different"
 // that found the same bytes). Counts only: never a secret's name or id.
-// Registered when the program starts, so that every scrape lists the family.
-metrics::Family<metrics::Counter>& version_changes_family = metrics::registry().counter_family(
-    "coffer_secret_version_changes_total",
-    "Changes of a secret's current version: rotate (a new version), rollback, or unchanged "
-    "(a rotation only if different, with the same bytes).",
-    {"change"});
+// Registered when the program starts, each change at 0, so that every scrape lists the family
+// and a rate over a change that has not happened yet is 0, not absent.
+metrics::Family<metrics::Counter>& version_changes_family =
+    []() -> metrics::Family<metrics::Counter>& {
+    auto& family = metrics::registry().counter_family(
+        "coffer_secret_version_changes_total",
+        "Changes of a secret's current version: rotate (a new version), rollback, or unchanged "
+        "(a rotation only if different, with the same bytes).",
+        {"change"});
+    for (auto change : {"rotate", "rollback", "unchanged"}) family.with({change});
+    return family;
+}();
 
 metrics::Counter& version_changes(std::string_view what) {
     return version_changes_family.with({what});

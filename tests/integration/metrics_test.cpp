@@ -99,6 +99,13 @@ TEST_F(Metrics, SecretCreateMovesRequestAndStoreMetrics) {
 }
 
 TEST_F(Metrics, RotationsAreCounted) {
+    // Every change is listed, at 0, before the first.
+    auto before = scrape();
+    for (auto change : {"rotate", "rollback", "unchanged"})
+        EXPECT_EQ(before.value(
+                      fmt::format(R"(coffer_secret_version_changes_total{{change="{}"}})", change)),
+                  0)
+            << change;
     ASSERT_EQ(cli({"secret", "create", "rotated", "-"}, "one").status, 0);
     ASSERT_EQ(cli({"secret", "rotate", "rotated", "-"}, "two").status, 0);
     ASSERT_EQ(cli({"secret", "rollback", "rotated"}).status, 0);
