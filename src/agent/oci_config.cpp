@@ -288,6 +288,17 @@ Result<std::string> make_oci_config(const ConfigInput& in) {
         user.uid = ids->first;
         user.gid = ids->second;
     }
+    // The last gate before the runtime: (uid_t)-1 would leave the process root.
+    for (auto id : {user.uid, user.gid})
+        if (id > model::max_account_id)
+            return make_error(
+                Errc::invalid_argument,
+                fmt::format("uids and gids must be in range 0-{}: {}", model::max_account_id, id));
+    for (auto id : user.additional_gids)
+        if (id > model::max_account_id)
+            return make_error(
+                Errc::invalid_argument,
+                fmt::format("uids and gids must be in range 0-{}: {}", model::max_account_id, id));
     auto caps = task_capabilities(spec.cap_add, spec.cap_drop);
     if (!caps) return std::move(caps).error();
 

@@ -1,5 +1,7 @@
 #include "coffer/agent/secret_mount.h"
 
+#include "coffer/model/task_options.h"
+
 #include <fcntl.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
@@ -87,6 +89,9 @@ Result<std::vector<SecretFile>> plan_secret_files(const std::vector<SecretRef>& 
         if (target.find('\0') != std::string_view::npos) return invalid(r, "NUL in name");
         if (target.size() > max_path) return invalid(r, "too long");
         if (r.mode > 0777) return invalid(r, fmt::format("mode {:o} beyond 0777", r.mode));
+        if (r.uid > model::max_account_id || r.gid > model::max_account_id)
+            return invalid(
+                r, fmt::format("uids and gids must be in range 0-{}", model::max_account_id));
 
         std::string path = target.front() == '/' ? "" : std::string(secrets_dir);
         std::string_view rest = target;

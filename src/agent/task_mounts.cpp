@@ -91,6 +91,14 @@ Result<std::string> resolve_bind_source(const std::string& source,
                         std::strerror(errno)));
     }
     std::string resolved(r.get());
+    // The host's /proc reaches every process's root (/proc/PID/root), other tasks' secret mounts
+    // among them, and /sys the host's devices and kernel settings.
+    for (auto kernel : {"/proc", "/sys"})
+        if (is_at_or_under(resolved, kernel))
+            return invalid(fmt::format(
+                "invalid mount config for type \"bind\": bind source {} is or lies in the "
+                "host's {}, which would show other tasks' processes and secrets",
+                source, kernel));
     for (const auto& dir : agent_dirs) {
         auto d = real_path(dir);
         if (overlaps(resolved, d))

@@ -5,6 +5,7 @@
 #include <optional>
 
 #include "coffer/agent/in_root.h"
+#include "coffer/model/task_options.h"
 
 namespace coffer::agent {
 
@@ -111,6 +112,16 @@ Result<ProcessUser> resolve_user(std::string_view user,
         if (!g) return std::move(g).error();
         out.additional_gids.push_back(*g);
     }
+    // An id the image's files or the spec give beyond the range would run the process as root
+    // ((uid_t)-1 leaves setresuid's ids unchanged) or as a wrapped id.
+    for (auto id : {out.uid, out.gid})
+        if (id > model::max_account_id)
+            return invalid(fmt::format("user {}: uids and gids must be in range 0-{}: {}", user,
+                                       model::max_account_id, id));
+    for (auto id : out.additional_gids)
+        if (id > model::max_account_id)
+            return invalid(fmt::format("user {}: uids and gids must be in range 0-{}: {}", user,
+                                       model::max_account_id, id));
     std::sort(out.additional_gids.begin(), out.additional_gids.end());
     out.additional_gids.erase(std::unique(out.additional_gids.begin(), out.additional_gids.end()),
                               out.additional_gids.end());

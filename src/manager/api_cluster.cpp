@@ -305,6 +305,8 @@ Response swarm_update(Cluster& m, const Request& r) {
                     "autolock is not enabled: there is no unlock key to rotate");
     if (update.cert_expiry && *update.cert_expiry < pki::min_cert_expiry)
         return fail(Errc::invalid_argument, "minimum certificate expiry time is 1h");
+    if (update.cert_expiry && *update.cert_expiry > pki::max_cert_expiry)
+        return fail(Errc::invalid_argument, std::string(pki::cert_expiry_range));
 
     bool rotating = update.force_rotate && *update.force_rotate != m.trust().force_rotate();
     if (auto res = m.trust().update(update); !res) return Response::error(res.error());

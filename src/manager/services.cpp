@@ -213,6 +213,30 @@ Result<void> ServiceRegistry::reserve_secrets(const std::string& service_name,
     auto missing_secrets = secrets_.unavailable(secret_ids);
     auto missing_configs = configs_.unavailable(config_ids);
     if (missing_secrets.empty() && missing_configs.empty()) {
+        // A reference that names its object names the one its id is: what tasks get and what
+        // inspect shows must agree (a removal checks users by id).
+        auto misnamed = [&](std::string_view kind, const auto& registry, const std::string& id,
+                            const std::string& name) -> std::optional<Error> {
+            if (name.empty()) return std::nullopt;
+            auto found = registry.find(id);
+            if (!found || found->spec.name == name) return std::nullopt;
+            return make_error(Errc::invalid_argument,
+                              fmt::format("{} reference {}: {}ID {} is the {} {}, not {}", kind,
+                                          name, kind == "secret" ? "Secret" : "Config", id, kind,
+                                          found->spec.name, name));
+        };
+        std::optional<Error> wrong;
+        for (const auto& ref : c.secrets)
+            if (!wrong) wrong = misnamed("secret", secrets_, ref.secret_id, ref.secret_name);
+        if (!wrong && c.registry_auth)
+            wrong = misnamed("secret", secrets_, c.registry_auth->secret_id,
+                             c.registry_auth->secret_name);
+        for (const auto& ref : c.configs)
+            if (!wrong) wrong = misnamed("config", configs_, ref.config_id, ref.config_name);
+        if (wrong) {
+            release_secrets(service_name);
+            return *wrong;
+        }
         // A pin must name a version the secret keeps.
         for (const auto& ref : c.secrets) {
             if (ref.pinned_version == 0 || secrets_.has_version(ref.secret_id, ref.pinned_version))

@@ -257,6 +257,8 @@ std::uint64_t ClusterTrust::ca_version() const {
 Result<void> ClusterTrust::update(const Update& u) {
     if (u.cert_expiry && *u.cert_expiry < pki::min_cert_expiry)
         return make_error(Errc::invalid_argument, "minimum certificate expiry time is 1h");
+    if (u.cert_expiry && *u.cert_expiry > pki::max_cert_expiry)
+        return make_error(Errc::invalid_argument, std::string(pki::cert_expiry_range));
     bool rotate = false;
     {
         std::unique_lock lock(mutex_);

@@ -12,6 +12,9 @@
 namespace coffer::model {
 namespace {
 
+// A CPU limit the kernel's CFS quota can express on any node.
+constexpr std::int64_t max_nano_cpus = 1'000'000 * second_ns;
+
 constexpr std::array<std::string_view, 14> task_state_names = {
     "new",     "pending",  "assigned", "accepted", "preparing", "ready",  "starting",
     "running", "complete", "shutdown", "failed",   "rejected",  "remove", "orphaned"};
@@ -64,12 +67,13 @@ Result<void> validate_file_refs(const std::vector<Ref>& refs, std::string_view k
         }
         if (f.find('\0') != std::string_view::npos)
             return invalid(fmt::format("invalid {} target '{}'", kind, ref.file_name));
-        if (ref.mode > 07777)
+        if (ref.mode > 0777)
             return invalid(fmt::format("invalid file mode {:o} for {} target '{}'", ref.mode, kind,
                                        ref.file_name));
         for (const auto& id : {ref.uid, ref.gid}) {
             if (id.empty() || id.size() > 10 ||
-                id.find_first_not_of("0123456789") != std::string::npos)
+                id.find_first_not_of("0123456789") != std::string::npos ||
+                account_id_out_of_range(id))
                 return invalid(fmt::format("invalid uid or gid '{}' for {} target '{}'", id, kind,
                                            ref.file_name));
         }
@@ -168,6 +172,14 @@ Result<void> validate_mounts(const std::vector<MountSpec>& mounts) {
                         fmt::format("invalid mount config for type \"bind\": invalid "
                                     "mount path: '{}' mount path must be absolute",
                                     m.source));
+                // Every node refuses these (through links too): said here at once.
+                for (std::string_view kernel : {"/proc", "/sys"})
+                    if (m.source == kernel || m.source.starts_with(std::string(kernel) + "/"))
+                        return invalid(fmt::format(
+                            "invalid mount config for type \"bind\": bind source {} is or lies "
+                            "in the host's {}, which would show other tasks' processes and "
+                            "secrets",
+                            m.source, kernel));
                 break;
             case MountType::volume:
                 if (!m.source.empty() && !valid_volume_name(m.source))
@@ -371,6 +383,14 @@ Result<void> validate_service_spec(const ServiceSpec& spec) {
                     "cannot replace a file bind-mounted there from a tmpfs (the mount keeps the "
                     "old file); use restart, a target under /run/secrets, or the label {}=fuse",
                     secret_update_label, ref.secret_name, ref.file_name, secret_mount_label));
+    if (spec.mode == ServiceMode::replicated && spec.replicas > max_service_replicas)
+        return invalid(
+            fmt::format("Mode.Replicated.Replicas: {} is beyond the {} replicas a "
+                        "service may have",
+                        spec.replicas, max_service_replicas));
+    if (spec.task.max_replicas > max_service_replicas)
+        return invalid(fmt::format("Placement.MaxReplicas: {} is beyond {}", spec.task.max_replicas,
+                                   max_service_replicas));
     if (c.image.empty()) return invalid("ContainerSpec: image reference must be provided");
     if (c.image.find_first_of(" \t\n") != std::string::npos)
         return invalid(fmt::format("ContainerSpec: \"{}\" is not a valid repository/tag", c.image));
@@ -383,6 +403,10 @@ Result<void> validate_service_spec(const ServiceSpec& spec) {
     const auto& l = spec.task.limits;
     if (l.memory_bytes < 0 || l.nano_cpus < 0 || l.pids < 0)
         return invalid("TaskSpec: resource limits cannot be negative");
+    // A CFS quota the kernel takes (cpu.cfs_quota_us, 2^44 us a 100 ms period at most).
+    if (l.nano_cpus > max_nano_cpus)
+        return invalid(fmt::format("TaskSpec: a CPU limit of {} CPUs is beyond {}",
+                                   l.nano_cpus / second_ns, max_nano_cpus / second_ns));
     if (l.memory_bytes != 0 && l.memory_bytes < 4 * 1024 * 1024)
         return invalid("Minimum memory limit allowed is 4MB");
     // Reservations in Swarm's words: a task that reserves less than the runtime can give is

@@ -119,16 +119,32 @@ bool valid_account_name(std::string_view s) noexcept {
     return plain_text(s, 256) && s.find(':') == std::string_view::npos;
 }
 
+bool account_id_out_of_range(std::string_view s) noexcept {
+    if (s.empty() || s.find_first_not_of("0123456789") != std::string_view::npos) return false;
+    auto digits = s.substr(std::min(s.find_first_not_of('0'), s.size()));
+    return digits.size() > 10 || (digits.size() == 10 && digits > "2147483647");
+}
+
 Result<void> validate_task_options(const ContainerSpec& c) {
+    const auto out_of_range = [](std::string_view field, std::string_view value) {
+        return invalid(fmt::format("field {}.{}: uids and gids must be in range 0-{}: {}", spec,
+                                   field, max_account_id, value));
+    };
     if (!c.user.empty()) {
         auto colon = c.user.find(':');
-        if (!valid_account_name(c.user.substr(0, colon)) ||
-            (colon != std::string::npos && !valid_account_name(c.user.substr(colon + 1))))
+        auto name = std::string_view(c.user).substr(0, colon);
+        auto group = colon == std::string::npos ? std::string_view{}
+                                                : std::string_view(c.user).substr(colon + 1);
+        if (!valid_account_name(name) || (colon != std::string::npos && !valid_account_name(group)))
             return invalid(fmt::format("field {}.User: invalid user \"{}\"", spec, c.user));
+        if (account_id_out_of_range(name) || account_id_out_of_range(group))
+            return out_of_range("User", c.user);
     }
-    for (const auto& g : c.groups)
+    for (const auto& g : c.groups) {
         if (!valid_account_name(g))
             return invalid(fmt::format("field {}.Groups: invalid group \"{}\"", spec, g));
+        if (account_id_out_of_range(g)) return out_of_range("Groups", g);
+    }
     if (!c.stop_signal.empty() && !signal_number(c.stop_signal))
         return invalid(fmt::format("field {}.StopSignal: invalid signal: {}", spec, c.stop_signal));
     for (const auto& [key, value] : c.sysctls) {
@@ -159,6 +175,11 @@ Result<void> validate_task_options(const ContainerSpec& c) {
                 fmt::format("field {}.Ulimits: {}: a limit is a number, or -1 for "
                             "unlimited",
                             spec, u.name));
+        // The kernel caps open files at fs.nr_open: "unlimited" cannot be set, and the task
+        // would fail to start on every node.
+        if (u.name == "nofile" && (u.soft == -1 || u.hard == -1))
+            return invalid(fmt::format(
+                "field {}.Ulimits: nofile cannot be unlimited (-1): give a number", spec));
         if (u.hard != -1 && (u.soft == -1 || u.soft > u.hard))
             return invalid(
                 fmt::format("field {}.Ulimits: ulimit soft limit must be less than or "

@@ -162,6 +162,8 @@ Result<std::string> issue_leaf(X509* ca_cert, EVP_PKEY* ca_key, const std::strin
                                std::chrono::seconds expiry) {
     if (expiry < min_cert_expiry)
         return make_error(Errc::invalid_argument, "minimum certificate expiry time is 1h");
+    if (expiry > max_cert_expiry)
+        return make_error(Errc::invalid_argument, std::string(cert_expiry_range));
     auto req = ossl::read_verified_csr(csr_pem);
     if (!req) return std::move(req).error();
     // Owned by the request.

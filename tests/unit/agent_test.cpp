@@ -293,6 +293,24 @@ TEST(User, NamesResolveInTheImagesAccountsWithTheirGroups) {
     EXPECT_EQ(root->gid, 0u);
 }
 
+// (uid_t)-1 leaves setresuid's ids unchanged: the task would run as root. A hostile image's
+// passwd or a spec may give it; neither is taken.
+TEST(User, IdsBeyond2147483647AreRefusedWhereverTheyComeFrom) {
+    const AccountFiles hostile{"app:x:4294967295:4294967295:app:/:/bin/sh\n",
+                               "big:x:4294967295:\n"};
+    for (auto user : {"app", "4294967295", "0:4294967295", "2147483648"}) {
+        auto r = resolve_user(user, {}, hostile);
+        ASSERT_FALSE(r) << user;
+        EXPECT_NE(r.error().message.find("uids and gids must be in range 0-2147483647"),
+                  std::string::npos)
+            << r.error().message;
+    }
+    EXPECT_FALSE(resolve_user("0", {"big"}, hostile));
+    auto top = resolve_user("2147483647:2147483647", {}, hostile);
+    ASSERT_TRUE(top) << top.error().message;
+    EXPECT_EQ(top->uid, 2147483647u);
+}
+
 TEST(User, UnknownNamesAreRefusedInDockersWords) {
     auto missing = resolve_user("postgres", {}, accounts);
     ASSERT_FALSE(missing);
@@ -977,6 +995,15 @@ TEST_F(InRoot, BindSourcesMustExistAndStayOutOfTheAgentsDirectories) {
         auto r = resolve_bind_source(bad, agent);
         ASSERT_FALSE(r) << bad;
         EXPECT_NE(r.error().message.find("node agent's directory"), std::string::npos) << bad;
+    }
+    // The host's /proc (every task's root through /proc/PID/root) and /sys, also through a link.
+    ASSERT_EQ(::symlink("/proc/1", (dir + "/to-proc").c_str()), 0);
+    for (const std::string& bad :
+         std::vector<std::string>{"/proc", "/proc/self", "/sys", "/sys/fs", dir + "/to-proc"}) {
+        auto r = resolve_bind_source(bad, agent);
+        ASSERT_FALSE(r) << bad;
+        EXPECT_NE(r.error().message.find("other tasks' processes and secrets"), std::string::npos)
+            << bad << ": " << r.error().message;
     }
 }
 

@@ -274,6 +274,22 @@ TEST_F(Cluster, MissingSecretsRefusedAtCreateAndUpdate) {
               "secrets not found: a, b");
 }
 
+// A reference's SecretName must be the name of the secret its SecretID is: the task would get
+// one secret's bytes while inspect and removal go by the other's name.
+TEST_F(Cluster, AReferenceWhoseNameIsNotItsSecretsIsRefused) {
+    secret("canary", "x");
+    secret("h5", "y");
+    auto sp = spec("web", 1, {{"canary", "m"}});
+    sp.task.container.secrets[0].secret_name = "h5";
+    EXPECT_EQ(message(services_->create(sp)),
+              fmt::format("secret reference h5: SecretID {} is the secret canary, not h5",
+                          secrets_->find("canary")->meta.id));
+    EXPECT_TRUE(services_->list().empty());
+    EXPECT_TRUE(secrets_->remove("h5").ok()) << "the refused service holds nothing";
+    sp.task.container.secrets[0].secret_name = "canary";
+    EXPECT_TRUE(services_->create(sp).ok());
+}
+
 TEST_F(Cluster, UpdatesAreOptimisticallyLocked) {
     auto s = services_->create(spec("web", 1));
     ASSERT_TRUE(s.ok());

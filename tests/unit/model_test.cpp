@@ -682,6 +682,45 @@ TEST(TaskOptions, BadValuesAreRefusedNamingTheFieldAndKey) {
     EXPECT_NE(invalid_message(with_container(R"("OomScoreAdj":1001)")), "");
 }
 
+// What would run a task as root, or fail on every node, is refused at the API.
+TEST(ServiceSpec, IdsCountsAndSourcesNoNodeCouldTakeAreRefused) {
+    auto msg = invalid_message(with_container(R"("User":"4294967295:4294967295")"));
+    EXPECT_NE(msg.find("uids and gids must be in range 0-2147483647"), std::string::npos) << msg;
+    EXPECT_NE(invalid_message(with_container(R"("User":"app:2147483648")")), "");
+    EXPECT_NE(invalid_message(with_container(R"("Groups":["4294967295"])")), "");
+    EXPECT_EQ(invalid_message(with_container(R"("User":"2147483647:0002147483647")")), "");
+    auto secret = [](std::string_view uid, int mode) {
+        return with_container(fmt::format(
+            R"("Secrets":[{{"SecretID":"s1","SecretName":"a","File":{{"Name":"a","UID":"{}","GID":"0","Mode":{}}}}}])",
+            uid, mode));
+    };
+    EXPECT_NE(invalid_message(secret("4294967295", 0444)), "");
+    EXPECT_NE(invalid_message(secret("0", 04444)), "");
+    EXPECT_EQ(invalid_message(secret("2147483647", 0444)), "");
+    EXPECT_NE(
+        invalid_message(with_container(R"("Ulimits":[{"Name":"nofile","Soft":-1,"Hard":-1}])")),
+        "");
+    EXPECT_NE(
+        invalid_message(
+            R"({"Name":"m","TaskTemplate":{"ContainerSpec":{"Image":"x"}},"Mode":{"Replicated":{"Replicas":18446744073709551615}}})"),
+        "");
+    EXPECT_EQ(
+        invalid_message(
+            R"({"Name":"m","TaskTemplate":{"ContainerSpec":{"Image":"x"}},"Mode":{"Replicated":{"Replicas":100000}}})"),
+        "");
+    EXPECT_NE(
+        invalid_message(
+            R"({"Name":"m","TaskTemplate":{"ContainerSpec":{"Image":"x"},"Resources":{"Limits":{"NanoCPUs":9223372036854775807}}}})"),
+        "");
+    for (auto source : {"/proc", "/proc/1/root", "/sys", "/sys/fs/cgroup"}) {
+        auto m = invalid_message(with_mounts(
+            fmt::format(R"([{{"Type":"bind","Source":"{}","Target":"/host"}}])", source)));
+        EXPECT_NE(m.find("other tasks' processes and secrets"), std::string::npos) << source << m;
+    }
+    EXPECT_EQ(invalid_message(with_mounts(R"([{"Type":"bind","Source":"/procfs","Target":"/h"}])")),
+              "");
+}
+
 TEST(TaskOptions, SignalNames) {
     using coffer::model::signal_number;
     EXPECT_EQ(signal_number("SIGTERM"), SIGTERM);

@@ -398,6 +398,11 @@ TEST(CertificateAuthority, EnforcesMinimumExpiry) {
     EXPECT_EQ(r.error().code, Errc::invalid_argument);
     EXPECT_EQ(r.error().message, "minimum certificate expiry time is 1h");
 
+    // At most 10 years: far beyond, the time would wrap into the past.
+    auto forever = shared_ca().issue(node.csr_pem, worker(), std::chrono::hours(24 * 3651 * 1));
+    ASSERT_FALSE(forever);
+    EXPECT_NE(forever.error().message.find("from 1h to 87600h"), std::string::npos);
+
     auto hour = shared_ca().issue(node.csr_pem, worker(), 1h);
     ASSERT_TRUE(hour);
     auto info = read_certificate(*hour);

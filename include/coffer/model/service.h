@@ -231,6 +231,10 @@ struct TaskTemplate {
 
 enum class ServiceMode { replicated, global };
 
+// The most replicas a replicated service may ask for: each is a task in the store and in the
+// orchestrator's memory.
+inline constexpr std::uint64_t max_service_replicas = 100'000;
+
 struct ServiceSpec {
     std::string name;
     Labels labels;

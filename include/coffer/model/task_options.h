@@ -4,6 +4,8 @@
 // rejected).
 #pragma once
 
+#include <cstdint>
+
 #include <optional>
 #include <string_view>
 
@@ -27,6 +29,13 @@ bool valid_ip(std::string_view s) noexcept;
 
 // A user or group name, or a number: no separator (':'), blank or control character.
 bool valid_account_name(std::string_view s) noexcept;
+
+// The largest uid or gid of a task's process or of a file in its secret mount, as runc's user
+// lookup allows: (uid_t)-1 means "leave unchanged" to setresuid(2), that is root, and larger
+// ids wrap.
+inline constexpr std::uint32_t max_account_id = 2147483647;
+// Whether s is a number (all digits) above max_account_id.
+bool account_id_out_of_range(std::string_view s) noexcept;
 
 // invalid_argument naming the field and the value at fault.
 Result<void> validate_task_options(const ContainerSpec& c);

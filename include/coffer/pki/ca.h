@@ -17,6 +17,10 @@ inline constexpr std::string_view root_ca_common_name = "coffer-root-ca";
 inline constexpr std::chrono::seconds root_ca_validity{20LL * 365 * 24 * 3600};
 inline constexpr std::chrono::seconds default_cert_expiry{90LL * 24 * 3600};
 inline constexpr std::chrono::seconds min_cert_expiry{3600};
+// Half the root's life: a node certificate never outlives the CA that verifies it.
+inline constexpr std::chrono::seconds max_cert_expiry{10LL * 365 * 24 * 3600};
+inline constexpr std::string_view cert_expiry_range =
+    "the certificate expiry must be from 1h to 87600h (10 years)";
 inline constexpr std::chrono::seconds cert_backdate{3600};
 
 // Ids that go into certificates: [a-z0-9], 1..64 characters (our ids are 25 base-36 characters).
