@@ -25,12 +25,6 @@ namespace coffer::agent {
 
 namespace {
 
-bool valid_hostname(std::string_view h) {
-    return !h.empty() && h.size() <= 63 && std::all_of(h.begin(), h.end(), [](char c) {
-        return std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '.';
-    });
-}
-
 // The init a task run with TaskSpec::init gets: Debian's static tini (package tini), which runs
 // in any image.
 constexpr const char* init_binary = "/usr/bin/tini-static";
@@ -135,7 +129,7 @@ void Runner::Impl::prepare_and_start(Task& t, const TaskSpec& spec,
     };
 
     // 1. Validate everything that can be validated before touching the system.
-    if (!spec.hostname.empty() && !valid_hostname(spec.hostname))
+    if (!spec.hostname.empty() && !model::valid_task_hostname(spec.hostname))
         throw Rejected{"invalid hostname"};
     for (auto& e : spec.env)
         if (e.find('=') == std::string::npos || e.front() == '=')

@@ -1,5 +1,6 @@
 #include "coffer/agent/secret_mount.h"
 
+#include "coffer/model/service.h"
 #include "coffer/model/task_options.h"
 
 #include <fcntl.h>
@@ -75,8 +76,7 @@ std::pair<UniqueFd, std::string> make_parents(int dirfd, std::string_view rel) {
 }  // namespace
 
 bool is_forbidden_destination(std::string_view path) noexcept {
-    return path == "/" || is_under(path, "/proc") || is_under(path, "/sys") ||
-           is_under(path, "/dev");
+    return model::forbidden_destination(path);
 }
 
 Result<std::vector<SecretFile>> plan_secret_files(const std::vector<SecretRef>& refs) {
@@ -85,32 +85,14 @@ Result<std::vector<SecretFile>> plan_secret_files(const std::vector<SecretRef>& 
     for (const auto& r : refs) {
         if (r.secret_id.empty()) return invalid(r, "no secret id");
         std::string_view target = r.target.empty() ? std::string_view(r.name) : r.target;
-        if (target.empty()) return invalid(r, "empty name");
-        if (target.find('\0') != std::string_view::npos) return invalid(r, "NUL in name");
-        if (target.size() > max_path) return invalid(r, "too long");
         if (r.mode > 0777) return invalid(r, fmt::format("mode {:o} beyond 0777", r.mode));
         if (r.uid > model::max_account_id || r.gid > model::max_account_id)
             return invalid(
                 r, fmt::format("uids and gids must be in range 0-{}", model::max_account_id));
-
-        std::string path = target.front() == '/' ? "" : std::string(secrets_dir);
-        std::string_view rest = target;
-        bool any = false;
-        while (!rest.empty()) {
-            auto slash = rest.find('/');
-            auto part = rest.substr(0, slash);
-            rest = slash == std::string_view::npos ? std::string_view{} : rest.substr(slash + 1);
-            if (part.empty() || part == ".") continue;
-            if (part == "..") return invalid(r, "`..` is not allowed");
-            if (part.size() > max_component) return invalid(r, "name too long");
-            path += "/";
-            path += part;
-            any = true;
-        }
-        if (!any) return invalid(r, "empty name");
-        if (path == secrets_dir || is_under(secrets_dir, path))
-            return invalid(r, fmt::format("would cover {}", secrets_dir));
-        if (is_forbidden_destination(path)) return invalid(r, "not allowed in /proc, /sys or /dev");
+        // The same path the manager checked the spec with.
+        auto placed = model::secret_file_path(target);
+        if (!placed) return invalid(r, placed.error().message);
+        auto path = std::move(*placed);
         for (const auto& p : paths) {
             if (p == path) return invalid(r, fmt::format("{} is already a target", path));
             if (is_under(p, path) || is_under(path, p))

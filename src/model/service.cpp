@@ -5,12 +5,18 @@
 #include "coffer/model/secret_update.h"
 #include "coffer/model/task_options.h"
 
+#include <algorithm>
 #include <array>
 #include <cmath>
 #include <set>
 
 namespace coffer::model {
 namespace {
+
+bool at_or_under(std::string_view path, std::string_view dir) {
+    return path == dir ||
+           (path.size() > dir.size() && path.starts_with(dir) && path[dir.size()] == '/');
+}
 
 // A CPU limit the kernel's CFS quota can express on any node.
 constexpr std::int64_t max_nano_cpus = 1'000'000 * second_ns;
@@ -142,6 +148,10 @@ Result<void> validate_mounts(const std::vector<MountSpec>& mounts) {
             return invalid(fmt::format(
                 "invalid mount config: invalid mount path: '{}' mount path must be absolute",
                 m.target));
+        if (forbidden_destination(m.target))
+            return invalid(fmt::format(
+                "invalid mount config: mount target {}: not allowed in /proc, /sys or /dev",
+                m.target));
         if (!targets.insert(m.target).second)
             return invalid(
                 fmt::format("invalid mount config: duplicate mount point: {}", m.target));
@@ -208,17 +218,43 @@ Result<void> validate_mounts(const std::vector<MountSpec>& mounts) {
     return {};
 }
 
-// A secret and a config may not land on the same file (the agent mounts both kinds side by side).
+// Every file lands where a node puts it (secret_file_path), no two on one path or one inside
+// another, and a secret and a config never on the same file (the agent mounts both kinds side
+// by side): what a node would reject on every try is refused here.
 Result<void> validate_distinct_targets(const ContainerSpec& c) {
-    std::set<std::string> secret_paths;
-    for (const auto& ref : c.secrets)
-        secret_paths.insert(ref.file_name.starts_with('/') ? ref.file_name
-                                                           : "/run/secrets/" + ref.file_name);
-    for (const auto& ref : c.configs)
-        if (auto path = config_target_path(ref.file_name); secret_paths.count(path))
+    std::vector<std::string> secret_paths;
+    auto place = [&](std::string_view kind, std::string_view name,
+                     std::string_view target) -> Result<std::string> {
+        auto path = secret_file_path(target);
+        if (!path)
+            return invalid(fmt::format("invalid {} target '{}' of {}: {}", kind, target, name,
+                                       path.error().message));
+        for (const auto& other : secret_paths) {
+            if (other == *path)
+                return invalid(
+                    fmt::format("{} reference {}: {} is already a target", kind, name, *path));
+            if (at_or_under(other, *path) || at_or_under(*path, other))
+                return invalid(fmt::format("{} reference {}: targets {} and {} overlap", kind, name,
+                                           *path, other));
+        }
+        return path;
+    };
+    for (const auto& ref : c.secrets) {
+        auto path = place("secret", ref.secret_name, ref.file_name);
+        if (!path) return std::move(path).error();
+        secret_paths.push_back(std::move(*path));
+    }
+    for (const auto& ref : c.configs) {
+        auto path = config_target_path(ref.file_name);
+        if (std::find(secret_paths.begin(), secret_paths.end(), path) != secret_paths.end())
             return invalid(fmt::format(
                 "config reference '{}' and a secret reference have a conflicting target: '{}'",
                 ref.config_name, path));
+        auto placed = secret_file_path(path);
+        if (!placed)
+            return invalid(fmt::format("invalid config target '{}' of {}: {}", ref.file_name,
+                                       ref.config_name, placed.error().message));
+    }
     return {};
 }
 
@@ -227,6 +263,43 @@ Result<void> validate_distinct_targets(const ContainerSpec& c) {
 std::string config_target_path(std::string_view file_name) {
     if (file_name.starts_with('/')) return std::string(file_name);
     return "/" + std::string(file_name);
+}
+
+bool valid_task_hostname(std::string_view h) noexcept {
+    return !h.empty() && h.size() <= 63 && std::all_of(h.begin(), h.end(), [](char c) {
+        return std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '.';
+    });
+}
+
+bool forbidden_destination(std::string_view path) noexcept {
+    return path == "/" || at_or_under(path, "/proc") || at_or_under(path, "/sys") ||
+           at_or_under(path, "/dev");
+}
+
+Result<std::string> secret_file_path(std::string_view target) {
+    constexpr std::string_view secrets_dir = "/run/secrets";
+    constexpr std::size_t max_component = 255, max_path = 4096;
+    auto refuse = [](std::string reason) { return invalid(std::move(reason)); };
+    if (target.empty()) return refuse("empty name");
+    if (target.find('\0') != std::string_view::npos) return refuse("NUL in name");
+    if (target.size() > max_path) return refuse("too long");
+    std::string path = target.front() == '/' ? "" : std::string(secrets_dir);
+    bool any = false;
+    for (std::string_view rest = target; !rest.empty();) {
+        auto slash = rest.find('/');
+        auto part = rest.substr(0, slash);
+        rest = slash == std::string_view::npos ? std::string_view{} : rest.substr(slash + 1);
+        if (part.empty() || part == ".") continue;
+        if (part == "..") return refuse("`..` is not allowed");
+        if (part.size() > max_component) return refuse("name too long");
+        path += "/";
+        path += part;
+        any = true;
+    }
+    if (!any) return refuse("empty name");
+    if (at_or_under(secrets_dir, path)) return refuse(fmt::format("would cover {}", secrets_dir));
+    if (forbidden_destination(path)) return refuse("not allowed in /proc, /sys or /dev");
+    return path;
 }
 
 std::string_view to_string(TaskState s) noexcept {
@@ -400,6 +473,8 @@ Result<void> validate_service_spec(const ServiceSpec& spec) {
             fmt::format("ContainerSpec: invalid reference format: {}", ref.error().message));
     if (c.stop_grace_period && *c.stop_grace_period < 0)
         return invalid("TaskSpec: stop-grace-period cannot be negative");
+    if (c.stop_grace_period && *c.stop_grace_period > max_stop_grace_ns)
+        return invalid("TaskSpec: stop-grace-period cannot be longer than 24h");
     const auto& l = spec.task.limits;
     if (l.memory_bytes < 0 || l.nano_cpus < 0 || l.pids < 0)
         return invalid("TaskSpec: resource limits cannot be negative");
@@ -441,6 +516,24 @@ Result<void> validate_service_spec(const ServiceSpec& spec) {
     for (const auto& m : c.mounts)
         if (templated(m.source) || templated(m.target))
             return no_template("TaskTemplate.ContainerSpec.Mounts");
+    // What the runtime cannot take, said before any node rejects it.
+    auto has_nul = [](const std::vector<std::string>& v) {
+        return std::any_of(v.begin(), v.end(),
+                           [](const std::string& e) { return e.find('\0') != std::string::npos; });
+    };
+    if (has_nul(c.env))
+        return invalid("field TaskTemplate.ContainerSpec.Env: an entry contains NUL");
+    if (has_nul(c.command) || has_nul(c.args))
+        return invalid("field TaskTemplate.ContainerSpec.Command or Args: an entry contains NUL");
+    if (!c.hostname.empty() && !valid_task_hostname(c.hostname))
+        return invalid(fmt::format(
+            "field TaskTemplate.ContainerSpec.Hostname: invalid hostname \"{}\": 1 to 63 "
+            "letters, digits, '-' and '.'",
+            c.hostname));
+    if (!c.dir.empty() && c.dir.front() != '/')
+        return invalid(fmt::format(
+            "field TaskTemplate.ContainerSpec.Dir: the working directory \"{}\" must be absolute",
+            c.dir));
     if (auto r = validate_file_refs(c.secrets, "secret", &SecretReference::secret_id,
                                     &SecretReference::secret_name);
         !r)
@@ -454,6 +547,14 @@ Result<void> validate_service_spec(const ServiceSpec& spec) {
         if (auto r = validate_healthcheck(*c.healthcheck); !r) return r;
     if (auto r = validate_task_options(c); !r) return r;
     if (auto r = validate_mounts(c.mounts); !r) return r;
+    // A mount over a secret's file would hide it, or be hidden by it (the node refuses both).
+    for (const auto& m : c.mounts)
+        for (const auto& ref : c.secrets)
+            if (auto path = secret_file_path(ref.file_name);
+                path && (at_or_under(m.target, *path) || at_or_under(*path, m.target)))
+                return invalid(fmt::format(
+                    "invalid mount config: mount target {} and the target {} of secret {} overlap",
+                    m.target, *path, ref.secret_name));
     if (auto r = validate_update_config(spec.update, "update"); !r) return r;
     if (auto r = validate_update_config(spec.rollback, "rollback"); !r) return r;
     if (auto r = validate_endpoint(spec); !r) return r;

@@ -721,6 +721,47 @@ TEST(ServiceSpec, IdsCountsAndSourcesNoNodeCouldTakeAreRefused) {
               "");
 }
 
+// A target every node would reject is refused at the API, after the same normalisation.
+TEST(ServiceSpec, SecretTargetsNoNodeTakesAreRefused) {
+    auto with_targets = [](std::vector<std::string> targets) {
+        std::string refs;
+        for (std::size_t i = 0; i < targets.size(); ++i)
+            refs += fmt::format(
+                R"({}{{"SecretID":"s{}","SecretName":"n{}","File":{{"Name":"{}","UID":"0","GID":"0","Mode":292}}}})",
+                i == 0 ? "" : ",", i, i, targets[i]);
+        return with_container(fmt::format(R"("Secrets":[{}])", refs));
+    };
+    for (auto bad :
+         {".", "/", "/run/secrets", "/run/secrets/", "/run", "/proc/x", "/sys/y", "/dev/z", "./."})
+        EXPECT_NE(invalid_message(with_targets({bad})), "") << bad;
+    auto dup = invalid_message(with_targets({"canary", "/run/secrets/canary"}));
+    EXPECT_NE(dup.find("/run/secrets/canary is already a target"), std::string::npos) << dup;
+    EXPECT_NE(invalid_message(with_targets({"a//b", "./a/b"})), "");
+    EXPECT_NE(invalid_message(with_targets({"a", "a/b"})), "");
+    EXPECT_EQ(invalid_message(with_targets({"a", "b/c", "/etc/app.key"})), "");
+    EXPECT_NE(invalid_message(with_container(R"("Env":["A=x\u0000y"])")), "");
+    EXPECT_NE(invalid_message(with_container(R"("Args":["a\u0000b"])")), "");
+    EXPECT_NE(invalid_message(with_container(R"("Hostname":"a\nb")")), "");
+    EXPECT_NE(
+        invalid_message(with_container(fmt::format(R"("Hostname":"{}")", std::string(70, 'h')))),
+        "");
+    EXPECT_NE(invalid_message(with_container(R"("StopGracePeriod":9223372036854775807)")), "");
+    EXPECT_NE(invalid_message(with_container(R"("Dir":"../../")")), "");
+    EXPECT_EQ(invalid_message(with_container(R"("Dir":"/srv","Hostname":"web-1.local")")), "");
+    for (auto target : {"/dev/shm", "/proc/x", "/sys"})
+        EXPECT_NE(invalid_message(
+                      with_mounts(fmt::format(R"([{{"Type":"tmpfs","Target":"{}"}}])", target))),
+                  "")
+            << target;
+    EXPECT_NE(
+        invalid_message(with_container(
+            R"("Secrets":[{"SecretID":"s","SecretName":"a","File":{"Name":"a","UID":"0","GID":"0","Mode":292}}],"Mounts":[{"Type":"tmpfs","Target":"/run"}])")),
+        "");
+    auto config = invalid_message(with_container(
+        R"("Configs":[{"ConfigID":"c1","ConfigName":"c","File":{"Name":"/proc/c","UID":"0","GID":"0","Mode":292}}])"));
+    EXPECT_NE(config.find("not allowed in /proc, /sys or /dev"), std::string::npos) << config;
+}
+
 TEST(TaskOptions, SignalNames) {
     using coffer::model::signal_number;
     EXPECT_EQ(signal_number("SIGTERM"), SIGTERM);

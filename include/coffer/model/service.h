@@ -90,6 +90,18 @@ struct ConfigReference {
 // Where a config reference's file lands in the container: File.Name when absolute, else under /.
 std::string config_target_path(std::string_view file_name);
 
+// Where a file of a task's secret mount lands, as every node computes it: target (under
+// /run/secrets unless absolute) with empty and "." components dropped. invalid_argument, the
+// message the reason alone, for a target no node takes: empty, "..", NUL, too long, at or above
+// /run/secrets, at / or in /proc, /sys or /dev.
+Result<std::string> secret_file_path(std::string_view target);
+// "/", or at or under /proc, /sys or /dev: no file or mount of a task's lands there.
+bool forbidden_destination(std::string_view path) noexcept;
+// A task's hostname as the runtime sets it: 1 to 63 letters, digits, '-' and '.'.
+bool valid_task_hostname(std::string_view h) noexcept;
+// The longest StopGracePeriod a node waits: a day.
+inline constexpr std::int64_t max_stop_grace_ns = 86'400 * second_ns;
+
 struct ContainerSpec {
     std::string image;
     std::vector<std::string> command;
