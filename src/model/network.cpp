@@ -80,6 +80,21 @@ Result<IpamConfig> ipam_config_from(const json::value& v) {
     if (net->length < 8 || net->length > 29)
         return invalid(
             fmt::format("invalid subnet {}: the prefix length must be between 8 and 29", c.subnet));
+    // Addresses every node's kernel treats as its own or as special: a bridge or route there
+    // would take over the node's loopback, link-local or multicast traffic.
+    struct Reserved {
+        std::uint32_t network;
+        int length;
+        const char* what;
+    };
+    for (auto [network, length, what] : {Reserved{0x00000000, 8, "\"this network\" (0.0.0.0/8)"},
+                                         Reserved{0x7f000000, 8, "loopback (127.0.0.0/8)"},
+                                         Reserved{0xa9fe0000, 16, "link-local (169.254.0.0/16)"},
+                                         Reserved{0xe0000000, 4, "multicast (224.0.0.0/4)"},
+                                         Reserved{0xf0000000, 4, "reserved (240.0.0.0/4)"}})
+        if (net->overlaps(Ipv4Prefix{network, length}))
+            return invalid(
+                fmt::format("invalid subnet {}: it overlaps the {} addresses", c.subnet, what));
     if (!c.gateway.empty()) {
         auto g = parse_ipv4(c.gateway);
         if (!g || !net->contains(*g) || *g == net->network() || *g == net->broadcast())
