@@ -336,7 +336,21 @@ void read_task_options(Reader& parent, const json::object& cs, ContainerSpec& c)
         // NoNewPrivileges: every task runs with no_new_privs already.
         for (auto field : {"CredentialSpec", "SELinuxContext", "Seccomp", "AppArmor"}) {
             auto* v = priv->if_contains(field);
-            if (v != nullptr && !v->is_null()) unsupported(fmt::format("Privileges.{}", field));
+            if (v == nullptr || v->is_null()) continue;
+            // {"Mode": "default"} asks for what every task gets: the default profile.
+            if ((std::string_view(field) == "Seccomp" || std::string_view(field) == "AppArmor") &&
+                v->is_object()) {
+                const auto& o = v->as_object();
+                const auto* mode = o.if_contains("Mode");
+                const auto* profile = o.if_contains("Profile");
+                bool only_default = mode != nullptr && mode->is_string() &&
+                                    mode->as_string() == "default" &&
+                                    (profile == nullptr || profile->is_null() ||
+                                     (profile->is_string() && profile->as_string().empty())) &&
+                                    o.size() == 1u + (profile != nullptr ? 1u : 0u);
+                if (only_default) continue;
+            }
+            unsupported(fmt::format("Privileges.{}", field));
         }
     }
     parent.merge(r);

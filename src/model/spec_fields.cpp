@@ -56,7 +56,9 @@ constexpr std::array fields = {
     SpecField{"TaskTemplate.ContainerSpec.Privileges.AppArmor.Mode", refused,
               "coffer does not apply AppArmor profiles", "\"default\""},
     SpecField{"TaskTemplate.ContainerSpec.Privileges.NoNewPrivileges", refused,
-              "every task runs with no_new_privs, asked or not", "true"},
+              "every task runs with no_new_privs, asked or not; false, which the docker CLI "
+              "sends when the flag is not given, is accepted and does not lift it",
+              "true"},
     SpecField{"TaskTemplate.ContainerSpec.Init", acted, "Debian's tini (tini-static) as pid 1"},
     SpecField{"TaskTemplate.ContainerSpec.StopSignal", acted},
     SpecField{"TaskTemplate.ContainerSpec.TTY", refused,

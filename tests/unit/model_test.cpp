@@ -654,6 +654,23 @@ TEST(TaskOptions, UnsupportedFieldsAreRefusedByName) {
         "field TaskTemplate.ContainerSpec.Privileges.SELinuxContext is not supported by coffer");
 }
 
+// The default profiles are what every task gets: asking for them is accepted; anything else
+// is refused. NoNewPrivileges false (the docker CLI's default) does not lift no_new_privs.
+TEST(TaskOptions, DefaultSecurityProfilesAreAcceptedOthersRefused) {
+    EXPECT_EQ(invalid_message(with_container(R"("Privileges":{"Seccomp":{"Mode":"default"}})")),
+              "");
+    EXPECT_EQ(invalid_message(with_container(R"("Privileges":{"AppArmor":{"Mode":"default"}})")),
+              "");
+    EXPECT_EQ(invalid_message(with_container(R"("Privileges":{"NoNewPrivileges":false})")), "");
+    EXPECT_NE(invalid_message(with_container(R"("Privileges":{"Seccomp":{"Mode":"unconfined"}})")),
+              "");
+    EXPECT_NE(invalid_message(with_container(
+                  R"("Privileges":{"Seccomp":{"Mode":"default","Profile":"e30="}})")),
+              "");
+    EXPECT_NE(invalid_message(with_container(R"("Privileges":{"AppArmor":{"Mode":"disabled"}})")),
+              "");
+}
+
 TEST(TaskOptions, BadValuesAreRefusedNamingTheFieldAndKey) {
     auto msg = invalid_message(with_container(R"("Sysctls":{"kernel.hostname":"x"})"));
     EXPECT_NE(msg.find("TaskTemplate.ContainerSpec.Sysctls"), std::string::npos) << msg;
