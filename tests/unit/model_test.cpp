@@ -717,18 +717,16 @@ TEST(ServiceSpec, IdsCountsAndSourcesNoNodeCouldTakeAreRefused) {
     EXPECT_NE(
         invalid_message(with_container(R"("Ulimits":[{"Name":"nofile","Soft":-1,"Hard":-1}])")),
         "");
-    EXPECT_NE(
-        invalid_message(
-            R"({"Name":"m","TaskTemplate":{"ContainerSpec":{"Image":"x"}},"Mode":{"Replicated":{"Replicas":18446744073709551615}}})"),
-        "");
-    EXPECT_EQ(
-        invalid_message(
-            R"({"Name":"m","TaskTemplate":{"ContainerSpec":{"Image":"x"}},"Mode":{"Replicated":{"Replicas":100000}}})"),
-        "");
-    EXPECT_NE(
-        invalid_message(
-            R"({"Name":"m","TaskTemplate":{"ContainerSpec":{"Image":"x"},"Resources":{"Limits":{"NanoCPUs":9223372036854775807}}}})"),
-        "");
+    auto replicas = [](std::string_view n) {
+        return invalid_message(fmt::format(
+            R"({{"Name":"m","TaskTemplate":{{"ContainerSpec":{{"Image":"x"}}}},"Mode":{{"Replicated":{{"Replicas":{}}}}}}})",
+            n));
+    };
+    EXPECT_NE(replicas("18446744073709551615"), "");
+    EXPECT_EQ(replicas("100000"), "");
+    auto cpus = R"({"Name":"m","TaskTemplate":{"ContainerSpec":{"Image":"x"},)"
+                R"("Resources":{"Limits":{"NanoCPUs":9223372036854775807}}}})";
+    EXPECT_NE(invalid_message(cpus), "");
     for (auto source : {"/proc", "/proc/1/root", "/sys", "/sys/fs/cgroup"}) {
         auto m = invalid_message(with_mounts(
             fmt::format(R"([{{"Type":"bind","Source":"{}","Target":"/host"}}])", source)));
