@@ -8,6 +8,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <charconv>
 #include <chrono>
 #include <cstring>
@@ -166,7 +167,7 @@ void Server::Impl::run() {
         connections.remove_if([&](const Connection& c) { return c.deadline <= now; });
         fds.clear();
         fds.push_back({wake.get(), POLLIN, 0});
-        fds.push_back({connections.size() < max_connections ? listener.get() : -1, POLLIN, 0});
+        fds.push_back({listener.get(), POLLIN, 0});
         auto next = now + connection_deadline;
         for (const auto& c : connections) {
             fds.push_back({c.fd.get(), static_cast<short>(c.out.empty() ? POLLIN : POLLOUT), 0});
@@ -181,12 +182,29 @@ void Server::Impl::run() {
         if (n <= 0) continue;
         if (fds[0].revents != 0) return;
         if (fds[1].revents & POLLIN) {
-            for (;;) {
-                int fd = ::accept4(listener.get(), nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
-                if (fd < 0) break;
+            // At the cap, a new connection takes the place of the oldest one still sending its
+            // request: idle or half-sent connections cannot keep a scrape or a health check out
+            // (a real client sends its request at once). The one it replaces is dropped on the
+            // next turn, so that the list stays in step with fds until then.
+            constexpr auto evicted = Clock::time_point::min();
+            std::size_t active = 0;
+            for (const auto& c : connections) active += c.deadline != evicted ? 1 : 0;
+            for (int accepted = 0; accepted < 64; ++accepted) {
+                UniqueFd fd(
+                    ::accept4(listener.get(), nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK));
+                if (!fd) break;
+                if (active >= max_connections) {
+                    auto victim = std::find_if(connections.begin(), connections.end(),
+                                               [&](const Connection& c) {
+                                                   return c.deadline != evicted && c.out.empty();
+                                               });
+                    if (victim == connections.end()) continue;  // all answering: refused
+                    victim->deadline = evicted;
+                    --active;
+                }
                 connections.push_back(
-                    {UniqueFd(fd), Clock::now() + connection_deadline, {}, {}, 0});
-                if (connections.size() >= max_connections) break;
+                    {std::move(fd), Clock::now() + connection_deadline, {}, {}, 0});
+                ++active;
             }
         }
         std::size_t i = 2;

@@ -37,11 +37,11 @@
 #include "coffer/agent/session.h"
 #include "coffer/agent/task_drivers.h"
 #include "coffer/agent/task_json.h"
+#include "coffer/base/daemon_options.h"
 #include "coffer/base/log.h"
 #include "coffer/base/mount.h"
 #include "coffer/base/process.h"
 #include "coffer/base/unique_fd.h"
-#include "coffer/cli/daemon_options.h"
 #include "coffer/crypto/secure_buffer.h"
 #include "coffer/crypto/secure_file.h"
 #include "coffer/crypto/secure_memory_metrics.h"
@@ -529,7 +529,7 @@ int main(int argc, char** argv) {
         ->capture_default_str();
     auto* cleanup = app.add_subcommand("cleanup", "remove what a crashed agent left behind");
 
-    if (auto status = coffer::cli::parse_daemon_arguments(app, argc, argv, "coffer-agent"))
+    if (auto status = coffer::daemon::parse_daemon_arguments(app, argc, argv, "coffer-agent"))
         return *status;
     // The token moves into secure memory; the copies CLI11, the command line and the environment
     // hold are wiped (which also hides it from /proc/<pid>/cmdline and environ).
@@ -544,7 +544,7 @@ int main(int argc, char** argv) {
     ::close_range(3, ~0U, CLOSE_RANGE_CLOEXEC);
     if (auto why = log::configure(log_level); !why.empty()) {
         std::fprintf(stderr, "coffer-agent: --log-level: %s\n", why.c_str());
-        return cli::usage_error;
+        return coffer::daemon::usage_error;
     }
     log::set_format(log_format);
     pull.timeout = std::chrono::seconds(pull_timeout);

@@ -18,10 +18,10 @@
 #include <mutex>
 #include <thread>
 
+#include "coffer/base/daemon_options.h"
 #include "coffer/base/log.h"
 #include "coffer/base/process.h"
 #include "coffer/base/unique_fd.h"
-#include "coffer/cli/daemon_options.h"
 #include "coffer/crypto/secure_buffer.h"
 #include "coffer/crypto/secure_file.h"
 #include "coffer/crypto/secure_memory_metrics.h"
@@ -437,7 +437,7 @@ int main(int argc, char** argv) {
         "With --store etcd: HOST:PORT at which agents and the other managers reach this "
         "manager's node port (default: --listen, or this host's name when --listen is a "
         "wildcard address)"));
-    if (auto status = coffer::cli::parse_daemon_arguments(app, argc, argv, "cofferd"))
+    if (auto status = coffer::daemon::parse_daemon_arguments(app, argc, argv, "cofferd"))
         return *status;
     std::optional<coffer::crypto::SecureBuffer> join_token;
     if (join_token_option->count() > 0 || !join_token_text.empty())
@@ -458,7 +458,7 @@ int main(int argc, char** argv) {
         }
         if (etcd.endpoints.empty()) {
             std::fprintf(stderr, "cofferd: --store etcd needs --etcd-endpoints\n");
-            return coffer::cli::usage_error;
+            return coffer::daemon::usage_error;
         }
         if (advertise.empty()) {
             auto at = parse_listen(listen);
@@ -477,25 +477,25 @@ int main(int argc, char** argv) {
         if (!advertise.empty() && !coffer::nodeproto::valid_manager_address(advertise)) {
             std::fprintf(stderr, "cofferd: --advertise-addr %s: expected HOST:PORT\n",
                          advertise.c_str());
-            return coffer::cli::usage_error;
+            return coffer::daemon::usage_error;
         }
         etcd.advertise = advertise;
         etcd_store = std::move(etcd);
     } else {
         if (join_token) {
             std::fprintf(stderr, "cofferd: --join-token needs --store etcd\n");
-            return coffer::cli::usage_error;
+            return coffer::daemon::usage_error;
         }
         for (const auto* o : etcd_flags)
             if (o->count() > 0) {
                 std::fprintf(stderr, "cofferd: %s needs --store etcd\n", o->get_name().c_str());
-                return coffer::cli::usage_error;
+                return coffer::daemon::usage_error;
             }
     }
 
     if (auto why = coffer::log::configure(log_spec); !why.empty()) {
         std::fprintf(stderr, "cofferd: --log-level: %s\n", why.c_str());
-        return coffer::cli::usage_error;
+        return coffer::daemon::usage_error;
     }
     coffer::log::set_format(log_format);
     if (etcd_store && etcd_store->advertise.empty())
@@ -506,7 +506,7 @@ int main(int argc, char** argv) {
     auto listen_at = parse_listen(listen);
     if (!listen_at) {
         coffer::log::fatal("cofferd", listen_at.error().message);
-        return coffer::cli::usage_error;
+        return coffer::daemon::usage_error;
     }
     try {
         coffer::harden_process();

@@ -124,6 +124,14 @@ Result<void> validate_healthcheck(const HealthConfig& h) {
     return {};
 }
 
+// Why a mount path is refused, in Docker's words for a relative one.
+std::string_view unclean_why(std::string_view p) {
+    return !p.empty() && p.front() == '/'
+               ? "mount path must be absolute, without an empty, \".\" or \"..\" part or a "
+                 "trailing slash"
+               : "mount path must be absolute";
+}
+
 // A clean absolute path: starts with '/', no empty, "." or ".." component, no NUL.
 bool clean_absolute(std::string_view p) {
     if (p.empty() || p.front() != '/' || p.find('\0') != std::string_view::npos) return false;
@@ -146,8 +154,8 @@ Result<void> validate_mounts(const std::vector<MountSpec>& mounts) {
         if (m.target.empty()) return invalid("invalid mount config: Target must not be empty");
         if (!clean_absolute(m.target) || m.target == "/")
             return invalid(fmt::format(
-                "invalid mount config: invalid mount path: '{}' mount path must be absolute",
-                m.target));
+                "invalid mount config: invalid mount path: '{}' {}", m.target,
+                m.target == "/" ? "mount path must be absolute" : unclean_why(m.target)));
         if (forbidden_destination(m.target))
             return invalid(fmt::format(
                 "invalid mount config: mount target {}: not allowed in /proc, /sys or /dev",
@@ -180,8 +188,8 @@ Result<void> validate_mounts(const std::vector<MountSpec>& mounts) {
                 if (!clean_absolute(m.source))
                     return invalid(
                         fmt::format("invalid mount config for type \"bind\": invalid "
-                                    "mount path: '{}' mount path must be absolute",
-                                    m.source));
+                                    "mount path: '{}' {}",
+                                    m.source, unclean_why(m.source)));
                 // Every node refuses these (through links too): said here at once.
                 for (std::string_view kernel : {"/proc", "/sys"})
                     if (m.source == kernel || m.source.starts_with(std::string(kernel) + "/"))

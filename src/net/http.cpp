@@ -107,7 +107,9 @@ void parse_target(std::string_view target, Request& r) {
         auto key = percent_decode(pair.substr(0, eq), true);
         auto val = eq == std::string_view::npos ? std::string{}
                                                 : percent_decode(pair.substr(eq + 1), true);
-        r.query.insert_or_assign(std::move(key), std::move(val));
+        // A name given twice means its first value, as Go's Query().Get() that Docker uses:
+        // `version=1&version=7` is version 1, never the later one.
+        r.query.try_emplace(std::move(key), std::move(val));
     }
 }
 

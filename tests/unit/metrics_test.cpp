@@ -12,6 +12,7 @@
 
 #include "coffer/base/metrics.h"
 #include "coffer/base/metrics_server.h"
+#include "coffer/base/unique_fd.h"
 
 using namespace coffer::metrics;
 
@@ -246,6 +247,19 @@ TEST(MetricsServer, SilentClientDoesNotBlockOthers) {
     EXPECT_TRUE(ask(server.port(), "GET /health HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 200"));
     EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(2));
     ::close(idle);
+
+    // Far more half-sent requests than the server keeps: each new connection takes the place of
+    // the oldest such one, and a health check is answered at once, not after their deadline.
+    std::vector<coffer::UniqueFd> silent;
+    for (int i = 0; i < 200; ++i) {
+        coffer::UniqueFd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+        ASSERT_EQ(::connect(fd.get(), reinterpret_cast<sockaddr*>(&sa), sizeof sa), 0);
+        (void)!::write(fd.get(), "GET /hea", 8);
+        silent.push_back(std::move(fd));
+    }
+    start = std::chrono::steady_clock::now();
+    EXPECT_TRUE(ask(server.port(), "GET /health HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 200"));
+    EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(2));
 }
 
 TEST(MetricsServer, BadAddressesAreRefused) {

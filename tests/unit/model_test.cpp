@@ -734,6 +734,12 @@ TEST(ServiceSpec, IdsCountsAndSourcesNoNodeCouldTakeAreRefused) {
     }
     EXPECT_EQ(invalid_message(with_mounts(R"([{"Type":"bind","Source":"/procfs","Target":"/h"}])")),
               "");
+    auto slash =
+        invalid_message(with_mounts(R"([{"Type":"bind","Source":"/srv/","Target":"/h"}])"));
+    EXPECT_NE(slash.find("or a trailing slash"), std::string::npos) << slash;
+    auto relative =
+        invalid_message(with_mounts(R"([{"Type":"bind","Source":"srv","Target":"/h"}])"));
+    EXPECT_NE(relative.find("mount path must be absolute"), std::string::npos) << relative;
 }
 
 // A target every node would reject is refused at the API, after the same normalisation.

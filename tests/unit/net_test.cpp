@@ -25,6 +25,10 @@ TEST(Target, DecodesPathAndQuery) {
     EXPECT_EQ(r.param("x"), "1 2");
     EXPECT_EQ(r.param("flag"), "");
     EXPECT_EQ(r.param("missing"), "");
+    // A name given twice means its first value (Go's Query().Get()).
+    Request twice;
+    parse_target("/services/x/update?version=1&version=7", twice);
+    EXPECT_EQ(twice.param("version"), "1");
     EXPECT_EQ(percent_decode("%zz%4", false), "%zz%4");
     EXPECT_EQ(percent_encode(R"({"a":1})"), "%7B%22a%22%3A1%7D");
 }

@@ -14,7 +14,7 @@
 #include <string_view>
 #include <vector>
 
-namespace coffer::cli {
+namespace coffer::daemon {
 
 // The exit status of a usage error: an unknown option, a bad value, a config file refused.
 inline constexpr int usage_error = 2;
@@ -100,4 +100,4 @@ inline std::optional<int> parse_daemon_arguments(CLI::App& app, int argc, char**
     return std::nullopt;
 }
 
-}  // namespace coffer::cli
+}  // namespace coffer::daemon
